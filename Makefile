@@ -1,0 +1,33 @@
+# Set-up and the project's two commands: `make demo` (main job) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+WEIGHTS := $(VENV)/share/realm_tf/minilm
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	bash scripts/fetch_minilm_weights.sh $(PY) $(WEIGHTS)
+	$(PY) -m pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m realm_tf.launch.pretrain
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests realm_tf tfds_builders serving
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow tests realm_tf tfds_builders serving
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Keras (tf_keras) models for REALM: encoders, heads, retriever, knowledge-augmented encoder, reader."""

@@ -1,0 +1,43 @@
+"""BERT's masked-LM head: transform + layer norm + output bias, tied to the word embeddings."""
+import tensorflow as tf
+import tf_keras
+
+
+@tf_keras.utils.register_keras_serializable(package="realm_tf")
+class MaskedLMHead(tf_keras.layers.Layer):
+  """Maps hidden states at masked positions to vocabulary logits.
+
+  Weights: `transform` (Dense hidden→hidden, gelu), `layer_norm`, `output_bias` [vocab]; the
+  output matrix is the encoder's word-embedding table (passed in, not owned), as in BERT.
+  """
+
+  def __init__(self, embedding_table, activation="gelu", initializer_range=0.02,
+               layer_norm_eps=1e-12, **kwargs):
+    super().__init__(**kwargs)
+    self.embedding_table = embedding_table
+    self.activation = activation
+    self.initializer_range = initializer_range
+    self.layer_norm_eps = layer_norm_eps
+
+  def build(self, input_shape):
+    vocab_size, hidden_size = self.embedding_table.shape
+    if self.activation == "gelu":
+      act = lambda x: tf_keras.activations.gelu(x, approximate=False)
+    else:
+      act = self.activation
+    self.transform = tf_keras.layers.Dense(
+        hidden_size, activation=act,
+        kernel_initializer=tf_keras.initializers.TruncatedNormal(stddev=self.initializer_range),
+        name="transform")
+    self.layer_norm = tf_keras.layers.LayerNormalization(
+        axis=-1, epsilon=self.layer_norm_eps, name="layer_norm")
+    self.output_bias = self.add_weight("output_bias", shape=[vocab_size], initializer="zeros")
+    super().build(input_shape)
+
+  def call(self, sequence_output, masked_positions=None):
+    """sequence_output [B, T, H] (+ masked_positions [B, M]) → logits [B, M or T, vocab]."""
+    if masked_positions is not None:
+      sequence_output = tf.gather(sequence_output, masked_positions, batch_dims=1)
+    h = self.layer_norm(self.transform(sequence_output))
+    logits = tf.matmul(h, tf.cast(self.embedding_table, h.dtype), transpose_b=True)
+    return tf.nn.bias_add(logits, tf.cast(self.output_bias, logits.dtype))

