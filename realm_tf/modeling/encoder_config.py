@@ -60,9 +60,24 @@ def get_encoder_config(name_or_config) -> EncoderConfig:
   return PRESETS[name_or_config]
 
 
+@tf_keras.utils.register_keras_serializable(package="realm_tf")
+def gelu_exact(x):
+  """BERT's erf-based GELU (the checkpoints we load were trained with it)."""
+  return tf_keras.activations.gelu(x, approximate=False)
+
+
+@tf_keras.utils.register_keras_serializable(package="realm_tf")
+def gelu_approximate(x):
+  """The tanh approximation of GELU."""
+  return tf_keras.activations.gelu(x, approximate=True)
+
+
 def _activation(name: str):
+  """Activation by name; "gelu" is BERT's exact erf GELU, "gelu_approximate" the tanh form."""
   if name == "gelu":
-    return lambda x: tf_keras.activations.gelu(x, approximate=False)
+    return gelu_exact
+  if name == "gelu_approximate":
+    return gelu_approximate
   return tf_keras.activations.get(name)
 
 

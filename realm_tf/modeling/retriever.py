@@ -23,6 +23,8 @@ class RetrieverConfig:
   share_towers: bool = False
   query_seq_length: int = 96
   doc_seq_length: int = 288
+  # LayerNorm after the dense projection, as in the original ICT/REALM embedder.
+  projection_layer_norm: bool = True
 
   @property
   def encoder_config(self) -> EncoderConfig:
@@ -31,7 +33,8 @@ class RetrieverConfig:
   def to_dict(self) -> dict:
     return {"encoder": self.encoder_config.to_dict(), "projection_size": self.projection_size,
             "share_towers": self.share_towers, "query_seq_length": self.query_seq_length,
-            "doc_seq_length": self.doc_seq_length}
+            "doc_seq_length": self.doc_seq_length,
+            "projection_layer_norm": self.projection_layer_norm}
 
   @classmethod
   def from_dict(cls, d: dict) -> "RetrieverConfig":
@@ -53,12 +56,14 @@ class Retriever(tf_keras.Model):
     enc = config.encoder_config
     self.query_encoder = build_encoder(enc, name="query_encoder")
     self.query_projection = RetrievalProjection(config.projection_size, enc.initializer_range,
+                                                use_layer_norm=config.projection_layer_norm,
                                                 name="query_projection")
     if config.share_towers:
       self.doc_encoder, self.doc_projection = self.query_encoder, self.query_projection
     else:
       self.doc_encoder = build_encoder(enc, name="doc_encoder")
       self.doc_projection = RetrievalProjection(config.projection_size, enc.initializer_range,
+                                                use_layer_norm=config.projection_layer_norm,
                                                 name="doc_projection")
 
   def embed_queries(self, features, training=False):

@@ -62,7 +62,8 @@ class RealmTokenizer(tf.Module):
     self.fingerprint = vocab_fingerprint(self.vocab_path)
     self._tokenizer = tf_text.FastBertTokenizer(
         vocab=self.vocab, token_out_type=tf.int32,
-        lower_case_nfd_strip_accents=lower_case, unknown_token="[UNK]")
+        lower_case_nfd_strip_accents=lower_case, unknown_token="[UNK]",
+        support_detokenization=True)  # `detokenize` fails without it.
     self._id_to_token = tf.constant(self.vocab)
 
   def tokenize(self, text) -> tf.RaggedTensor:

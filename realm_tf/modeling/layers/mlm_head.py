@@ -2,6 +2,8 @@
 import tensorflow as tf
 import tf_keras
 
+from realm_tf.modeling.encoder_config import gelu_exact
+
 
 @tf_keras.utils.register_keras_serializable(package="realm_tf")
 class MaskedLMHead(tf_keras.layers.Layer):
@@ -9,6 +11,8 @@ class MaskedLMHead(tf_keras.layers.Layer):
 
   Weights: `transform` (Dense hidden→hidden, gelu), `layer_norm`, `output_bias` [vocab]; the
   output matrix is the encoder's word-embedding table (passed in, not owned), as in BERT.
+  `embedding_table` is the table variable or a zero-argument callable returning it, for
+  encoders that create their variables lazily.
   """
 
   def __init__(self, embedding_table, activation="gelu", initializer_range=0.02,
@@ -20,9 +24,13 @@ class MaskedLMHead(tf_keras.layers.Layer):
     self.layer_norm_eps = layer_norm_eps
 
   def build(self, input_shape):
+    if callable(self.embedding_table) and not isinstance(self.embedding_table, tf.Variable):
+      self.embedding_table = self.embedding_table()
     vocab_size, hidden_size = self.embedding_table.shape
     if self.activation == "gelu":
       act = lambda x: tf_keras.activations.gelu(x, approximate=False)
+    elif self.activation == "gelu_approximate":
+      act = lambda x: tf_keras.activations.gelu(x, approximate=True)
     else:
       act = self.activation
     self.transform = tf_keras.layers.Dense(

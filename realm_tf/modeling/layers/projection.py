@@ -4,20 +4,36 @@ import tf_keras
 
 @tf_keras.utils.register_keras_serializable(package="realm_tf")
 class RetrievalProjection(tf_keras.layers.Layer):
-  """Linear map of a tower's [CLS] hidden state to the `output_dim` (128) embedding space."""
+  """Dense map of a tower's pooled [CLS] state to `output_dim` (128), then a layer norm.
 
-  def __init__(self, output_dim: int = 128, initializer_range: float = 0.02, **kwargs):
+  The original ICT/REALM embedder (language/orqa/models/ict_model.py) computes
+  `LayerNorm(Dense(pooled_output))`; the released REALM/ORQA checkpoints hold both weights
+  (`dense/*` and `LayerNorm/*`), so the layer norm is on by default. `use_layer_norm=False`
+  gives a plain linear projection.
+  """
+
+  def __init__(self, output_dim: int = 128, initializer_range: float = 0.02,
+               use_layer_norm: bool = True, layer_norm_eps: float = 1e-12, **kwargs):
     super().__init__(**kwargs)
     self.output_dim = output_dim
     self.initializer_range = initializer_range
+    self.use_layer_norm = use_layer_norm
+    self.layer_norm_eps = layer_norm_eps
     self.dense = tf_keras.layers.Dense(
         output_dim,
         kernel_initializer=tf_keras.initializers.TruncatedNormal(stddev=initializer_range),
         name="dense")
+    self.layer_norm = (tf_keras.layers.LayerNormalization(
+        axis=-1, epsilon=layer_norm_eps, dtype="float32", name="layer_norm")
+                       if use_layer_norm else None)
 
   def call(self, cls_hidden):
-    return self.dense(cls_hidden)
+    x = self.dense(cls_hidden)
+    if self.layer_norm is not None:
+      x = self.layer_norm(x)
+    return x
 
   def get_config(self):
     return dict(super().get_config(), output_dim=self.output_dim,
-                initializer_range=self.initializer_range)
+                initializer_range=self.initializer_range, use_layer_norm=self.use_layer_norm,
+                layer_norm_eps=self.layer_norm_eps)

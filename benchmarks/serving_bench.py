@@ -1,0 +1,210 @@
+r"""Serving benchmark: latency / QPS of the TF Serving-protocol server over gRPC on loopback.
+
+Measures, for one SavedModel:
+  * p50 / p99 latency and QPS at 1, 8 and 32 concurrent clients (one question per request),
+    with and without server-side batching;
+  * gRPC overhead at batch 1: served p50 latency over an in-process SavedModel call's p50;
+  * QPS gain from server-side batching at 32 clients.
+
+Usage:
+  python -m benchmarks.serving_bench                      # synthetic MIPS model, quick run
+  python -m benchmarks.serving_bench --model_base_path=exports/realm_openqa \
+      --model_name=realm_openqa --duration_s=10
+
+Without --model_base_path it serves `serving.toy_models.MipsModel` (hashed bag of words → 128-d
+query, exact top-5 inner-product search over --num_rows block embeddings), a stand-in for the
+stock-ops `realm_openqa` export's retrieval step. Servers run as subprocesses; clients are threads
+of this process, each with its own channel. Results go to benchmarks/results/serving.json.
+"""
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+from serving import client as client_lib
+from serving import subprocess_server, toy_models
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_base_path", None, "Model to serve (default: a synthetic MIPS model).")
+flags.DEFINE_string("model_name", "bench", "Name to serve it under.")
+flags.DEFINE_string("input_name", None, "String input (default: the signature's only one).")
+flags.DEFINE_integer("num_rows", 200_000, "Block embeddings of the synthetic model.")
+flags.DEFINE_float("duration_s", 3.0, "Measuring time per configuration.")
+flags.DEFINE_float("warmup_s", 0.5, "Unmeasured time before each configuration.")
+flags.DEFINE_list("concurrency", ["1", "8", "32"], "Concurrent client counts.")
+flags.DEFINE_integer("in_process_calls", 200, "Calls timed for the in-process baseline.")
+flags.DEFINE_string("batching_parameters_file",
+                    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 "serving", "batching.config"),
+                    "Batching parameters of the batching server.")
+flags.DEFINE_string("output", os.path.join("benchmarks", "results", "serving.json"),
+                    "Where to write the JSON results.")
+
+QUESTIONS = [
+    "who wrote pride and prejudice", "what is the capital of france",
+    "when was the eiffel tower built", "who painted the mona lisa",
+    "how tall is mount everest", "who discovered penicillin",
+    "what is the largest planet in the solar system", "when did world war ii end",
+    "who was the first person on the moon", "what language is spoken in brazil",
+    "how many bones are in the human body", "who composed the four seasons",
+]
+
+
+def percentile_ms(latencies, q):
+  return float(np.percentile(np.asarray(latencies) * 1e3, q)) if latencies else None
+
+
+def in_process_baseline(path: str, input_name: str, calls: int) -> dict:
+  """p50 / mean latency of calling the SavedModel signature directly at batch 1."""
+  fn = tf.saved_model.load(path).signatures["serving_default"]
+  inputs = [tf.constant([q]) for q in QUESTIONS]
+  for i in range(10):
+    fn(**{input_name: inputs[i % len(inputs)]})
+  latencies = []
+  for i in range(calls):
+    start = time.perf_counter()
+    out = fn(**{input_name: inputs[i % len(inputs)]})
+    {k: v.numpy() for k, v in out.items()}  # pylint: disable=expression-not-assigned
+    latencies.append(time.perf_counter() - start)
+  return {"calls": calls, "p50_ms": percentile_ms(latencies, 50),
+          "p99_ms": percentile_ms(latencies, 99), "mean_ms": float(np.mean(latencies) * 1e3)}
+
+
+def load(address: str, model_name: str, input_name: str, clients: int, warmup_s: float,
+         duration_s: float) -> dict:
+  """`clients` threads send one-question requests back to back; latencies in the window count."""
+  start_measure = time.monotonic() + warmup_s
+  end = start_measure + duration_s
+  latencies, errors = [], []
+  lock = threading.Lock()
+  barrier = threading.Barrier(clients)
+
+  def worker(k):
+    mine, err = [], 0
+    with client_lib.PredictClient(address, model_name, timeout=60) as c:
+      requests = [c.build_request({input_name: np.array([q.encode()], dtype=object)})
+                  for q in QUESTIONS]
+      stub = c._predict  # pylint: disable=protected-access
+      barrier.wait()
+      i = k
+      while True:
+        t0 = time.monotonic()
+        if t0 >= end:
+          break
+        try:
+          stub.Predict(requests[i % len(requests)], timeout=60)
+        except Exception:  # pylint: disable=broad-except
+          err += 1
+        t1 = time.monotonic()
+        if t0 >= start_measure:
+          mine.append(t1 - t0)
+        i += 1
+    with lock:
+      latencies.extend(mine)
+      errors.append(err)
+
+  threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  return {"clients": clients, "requests": len(latencies), "errors": int(sum(errors)),
+          "qps": len(latencies) / duration_s, "p50_ms": percentile_ms(latencies, 50),
+          "p99_ms": percentile_ms(latencies, 99)}
+
+
+def run_server_configs(base_path, model_name, input_name, batching: bool, work_dir) -> dict:
+  flags_ = [f"--model_name={model_name}", f"--model_base_path={base_path}",
+            "--file_system_poll_wait_seconds=0", "--bind_address=127.0.0.1"]
+  if batching:
+    flags_ += ["--enable_batching", f"--batching_parameters_file={FLAGS.batching_parameters_file}"]
+  log = os.path.join(work_dir, f"server-{'batching' if batching else 'plain'}.log")
+  server = subprocess_server.start_python_server(flags_, log)
+  try:
+    server.wait_ready([model_name], timeout=300)
+    results = {}
+    for clients in map(int, FLAGS.concurrency):
+      r = load(server.address, model_name, input_name, clients, FLAGS.warmup_s, FLAGS.duration_s)
+      logging.info("batching=%s clients=%d: %s", batching, clients, r)
+      results[str(clients)] = r
+  finally:
+    server.stop()
+  if batching:
+    stats = server.log().split("batching stats: ")
+    if len(stats) > 1:
+      results["server_batch_stats"] = stats[1].splitlines()[0]
+  return results
+
+
+def main(argv):
+  del argv
+  work_dir = tempfile.mkdtemp(prefix="serving_bench-")
+  if FLAGS.model_base_path:
+    base_path = os.path.abspath(FLAGS.model_base_path)
+    model = {"name": FLAGS.model_name, "base_path": base_path}
+  else:
+    base_path = os.path.join(work_dir, FLAGS.model_name)
+    toy_models.write_mips_model(base_path, 1, num_rows=FLAGS.num_rows)
+    model = {"name": FLAGS.model_name, "synthetic": "serving.toy_models.MipsModel",
+             "num_rows": FLAGS.num_rows, "dim": 128, "k": 5}
+  from serving import model_manager  # pylint: disable=import-outside-toplevel
+  version = model_manager.list_versions(base_path)[-1]
+  path = os.path.join(base_path, str(version))
+  input_name = FLAGS.input_name
+  if input_name is None:
+    specs = tf.saved_model.load(path).signatures["serving_default"].structured_input_signature[1]
+    input_name = next(iter(specs))
+  in_process = in_process_baseline(path, input_name, FLAGS.in_process_calls)
+  logging.info("in-process: %s", in_process)
+  plain = run_server_configs(base_path, FLAGS.model_name, input_name, False, work_dir)
+  batched = run_server_configs(base_path, FLAGS.model_name, input_name, True, work_dir)
+  top = str(max(map(int, FLAGS.concurrency)))
+  overhead = plain["1"]["p50_ms"] / in_process["p50_ms"] - 1.0
+  gain = batched[top]["qps"] / plain[top]["qps"]
+  result = {
+      "benchmark": "serving",
+      "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.serving_bench",
+                           *sys.argv[1:]]),
+      "cores": os.cpu_count(),
+      "machine": platform.processor() or platform.machine(),
+      "python": platform.python_version(),
+      "tf_version": tf.__version__,
+      "model": {**model, "version": version, "input": input_name},
+      "setup": {"duration_s": FLAGS.duration_s, "warmup_s": FLAGS.warmup_s,
+                "request": "one question per request (batch 1)",
+                "server": "python -m serving.server subprocess on 127.0.0.1",
+                "clients": "threads in the benchmark process, one gRPC channel each",
+                "batching_parameters_file": os.path.relpath(FLAGS.batching_parameters_file)},
+      "in_process_batch1": in_process,
+      "grpc_no_batching": plain,
+      "grpc_batching": batched,
+      "ratios": {
+          "grpc_overhead_batch1": overhead,
+          "grpc_overhead_batch1_goal": 0.20,
+          "grpc_overhead_batch1_met": overhead <= 0.20,
+          f"batching_qps_gain_{top}_clients": gain,
+          "batching_qps_gain_goal": 3.0,
+          "batching_qps_gain_met": gain >= 3.0,
+      },
+      "notes": ("Server, clients and model share this machine's cores, so QPS is a lower bound "
+                "for a dedicated server. Overhead = gRPC p50 (1 client, no batching) / in-process "
+                "p50 - 1."),
+  }
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+  tmp = FLAGS.output + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+    f.write("\n")
+  os.replace(tmp, FLAGS.output)
+  print(json.dumps(result["ratios"], indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

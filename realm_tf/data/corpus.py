@@ -1,0 +1,232 @@
+"""The block corpus Z on disk: GZIP TFRecord shards of blocks plus a manifest.
+
+A block is at most 288 wordpieces once packed as `[CLS] title [SEP] body [SEP]`. Each record
+holds `block_id` (int64, deterministic across runs), `doc_id`, `title`, `body` (UTF-8 bytes) and
+the `title_ids` / `body_ids` wordpieces. `manifest.json` lists the shards with their block counts
+and sha256, the vocabulary fingerprint and a corpus fingerprint that index bundles record, so a
+bundle built from another corpus is detected.
+"""
+import hashlib
+import json
+import os
+import time
+from typing import Dict, Iterable, List, Optional
+
+import tensorflow as tf
+
+MANIFEST = "manifest.json"
+SHARD_PATTERN = "blocks-{:05d}-of-{:05d}.tfrecord.gz"
+COMPRESSION = "GZIP"
+
+BLOCK_FEATURES = {
+    "block_id": tf.io.FixedLenFeature([], tf.int64),
+    "doc_id": tf.io.FixedLenFeature([], tf.string),
+    "title": tf.io.FixedLenFeature([], tf.string),
+    "body": tf.io.FixedLenFeature([], tf.string),
+    "title_ids": tf.io.RaggedFeature(tf.int64),
+    "body_ids": tf.io.RaggedFeature(tf.int64),
+}
+
+
+class CorpusError(ValueError):
+  """A corpus directory, manifest or shard is missing or inconsistent."""
+
+
+def block_id_for(doc_id: str, block_index: int) -> int:
+  """Deterministic non-negative int64 id of the `block_index`-th block of document `doc_id`."""
+  digest = hashlib.sha256(f"{doc_id}\x00{block_index}".encode("utf-8")).digest()
+  return int.from_bytes(digest[:8], "big") & 0x7FFFFFFFFFFFFFFF
+
+
+def block_example(block_id: int, doc_id: str, title: str, body: str,
+                  title_ids: Iterable[int], body_ids: Iterable[int]) -> bytes:
+  """Serialises one block record as a tf.train.Example."""
+  def _bytes(v):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode("utf-8")]))
+
+  def _ints(v):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(v)))
+
+  return tf.train.Example(features=tf.train.Features(feature={
+      "block_id": _ints([block_id]), "doc_id": _bytes(doc_id), "title": _bytes(title),
+      "body": _bytes(body), "title_ids": _ints(title_ids), "body_ids": _ints(body_ids),
+  })).SerializeToString()
+
+
+def file_sha256(path: str) -> str:
+  """sha256 of a file's bytes (any tf.io.gfile path)."""
+  h = hashlib.sha256()
+  with tf.io.gfile.GFile(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def write_manifest(corpus_dir: str, shards: List[Dict], vocab_fingerprint: str,
+                   max_block_length: int = 288, extra: Optional[Dict] = None) -> Dict:
+  """Writes manifest.json atomically. `shards`: [{"file", "num_blocks", "sha256"}], in order."""
+  manifest = {
+      "num_blocks": int(sum(s["num_blocks"] for s in shards)),
+      "shards": shards,
+      "vocab_fingerprint": vocab_fingerprint,
+      "max_block_length": max_block_length,
+      "created": time.time(),
+  }
+  manifest.update(extra or {})
+  manifest["fingerprint"] = corpus_fingerprint(manifest)
+  tmp = os.path.join(corpus_dir, MANIFEST + ".tmp")
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(manifest, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(tmp, os.path.join(corpus_dir, MANIFEST), overwrite=True)
+  return manifest
+
+
+def corpus_fingerprint(manifest: Dict) -> str:
+  """Identity of a corpus: its shard hashes and vocabulary, not its creation time."""
+  key = json.dumps({"shards": [(s["file"], s["sha256"]) for s in manifest["shards"]],
+                    "vocab": manifest["vocab_fingerprint"]}, sort_keys=True)
+  return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+def load_manifest(corpus_dir: str) -> Dict:
+  """Reads and checks `<corpus_dir>/manifest.json`; raises CorpusError naming what is wrong."""
+  path = os.path.join(corpus_dir, MANIFEST)
+  if not tf.io.gfile.exists(path):
+    raise CorpusError(f"No corpus manifest at {path}: build the corpus first "
+                      "(python -m realm_tf.launch.build_corpus).")
+  try:
+    with tf.io.gfile.GFile(path, "r") as f:
+      manifest = json.load(f)
+  except json.JSONDecodeError as e:
+    raise CorpusError(f"Corpus manifest {path} is not valid JSON: {e}") from e
+  for key in ("num_blocks", "shards", "vocab_fingerprint"):
+    if key not in manifest:
+      raise CorpusError(f"Corpus manifest {path} lacks the field {key!r}.")
+  for shard in manifest["shards"]:
+    if not tf.io.gfile.exists(os.path.join(corpus_dir, shard["file"])):
+      raise CorpusError(f"Corpus shard {shard['file']} listed in {path} is missing.")
+  return manifest
+
+
+def shard_paths(corpus_dir: str, manifest: Optional[Dict] = None) -> List[str]:
+  """Shard paths in manifest order (the order of index rows)."""
+  manifest = manifest or load_manifest(corpus_dir)
+  return [os.path.join(corpus_dir, s["file"]) for s in manifest["shards"]]
+
+
+def verify_shards(corpus_dir: str, manifest: Optional[Dict] = None) -> None:
+  """Checks every shard's sha256 against the manifest; raises CorpusError naming a corrupt shard."""
+  manifest = manifest or load_manifest(corpus_dir)
+  for shard in manifest["shards"]:
+    path = os.path.join(corpus_dir, shard["file"])
+    if file_sha256(path) != shard["sha256"]:
+      raise CorpusError(f"Corpus shard {path} does not match the sha256 in its manifest "
+                        "(corrupt or replaced).")
+
+
+def parse_block(serialized):
+  """Parses one serialized block record (title_ids / body_ids as int32 ragged)."""
+  ex = tf.io.parse_single_example(serialized, BLOCK_FEATURES)
+  ex["title_ids"] = tf.cast(ex["title_ids"], tf.int32)
+  ex["body_ids"] = tf.cast(ex["body_ids"], tf.int32)
+  return ex
+
+
+def read_blocks(corpus_dir: str, paths: Optional[List[str]] = None) -> tf.data.Dataset:
+  """All blocks of the corpus (or of `paths`), in manifest order, as a tf.data.Dataset of dicts."""
+  paths = paths if paths is not None else shard_paths(corpus_dir)
+  ds = tf.data.TFRecordDataset(paths, compression_type=COMPRESSION)
+  return ds.map(parse_block, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def write_shard(path: str, records: Iterable[bytes]) -> Dict:
+  """Writes serialized records to a GZIP shard via a temp file + rename; returns its manifest entry."""
+  tmp = path + ".tmp"
+  n = 0
+  with tf.io.TFRecordWriter(tmp, options=COMPRESSION) as w:
+    for r in records:
+      w.write(r)
+      n += 1
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+  return {"file": os.path.basename(path), "num_blocks": n, "sha256": file_sha256(path)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Annotated text (salient spans): the records written by realm_tf.data.annotate. They live here,
+# beside the block format, so that tf.data consumers (masking) need neither Beam nor spaCy.
+
+ANNOTATION_MANIFEST = "manifest.json"
+ANNOTATION_SHARD_PATTERN = "annotations-{:05d}-of-{:05d}.tfrecord.gz"
+
+ANNOTATION_FEATURES = {
+    "title": tf.io.FixedLenFeature([], tf.string),
+    "text": tf.io.FixedLenFeature([], tf.string),
+    "sentence_starts": tf.io.RaggedFeature(tf.int64),
+    "sentence_limits": tf.io.RaggedFeature(tf.int64),
+    "span_starts": tf.io.RaggedFeature(tf.int64),
+    "span_limits": tf.io.RaggedFeature(tf.int64),
+    "span_types": tf.io.RaggedFeature(tf.string),
+    "block_id": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+}
+
+
+def annotation_example(title: str, text: str, sentences, spans, span_types,
+                       block_id: int = -1) -> bytes:
+  """Serialises one annotated text: `sentences`/`spans` are (start, limit) UTF-8 byte offsets."""
+  def _ints(v):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(x) for x in v]))
+
+  def _bytes(v):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(
+        value=[x.encode("utf-8") if isinstance(x, str) else x for x in v]))
+
+  return tf.train.Example(features=tf.train.Features(feature={
+      "title": _bytes([title]), "text": _bytes([text]),
+      "sentence_starts": _ints([s for s, _ in sentences]),
+      "sentence_limits": _ints([e for _, e in sentences]),
+      "span_starts": _ints([s for s, _ in spans]),
+      "span_limits": _ints([e for _, e in spans]),
+      "span_types": _bytes(span_types), "block_id": _ints([block_id]),
+  })).SerializeToString()
+
+
+def parse_annotation(serialized):
+  """Parses one serialized annotation record (lists as 1-D tensors)."""
+  return tf.io.parse_single_example(serialized, ANNOTATION_FEATURES)
+
+
+def load_annotation_manifest(annotation_dir: str) -> Dict:
+  """Reads `<annotation_dir>/manifest.json`; raises CorpusError naming what is wrong."""
+  path = os.path.join(annotation_dir, ANNOTATION_MANIFEST)
+  if not tf.io.gfile.exists(path):
+    raise CorpusError(f"No annotation manifest at {path}: annotate first "
+                      "(python -m realm_tf.launch.annotate_corpus).")
+  try:
+    with tf.io.gfile.GFile(path, "r") as f:
+      manifest = json.load(f)
+  except json.JSONDecodeError as e:
+    raise CorpusError(f"Annotation manifest {path} is not valid JSON: {e}") from e
+  for key in ("num_records", "shards"):
+    if key not in manifest:
+      raise CorpusError(f"Annotation manifest {path} lacks the field {key!r}.")
+  for shard in manifest["shards"]:
+    if not tf.io.gfile.exists(os.path.join(annotation_dir, shard["file"])):
+      raise CorpusError(f"Annotation shard {shard['file']} listed in {path} is missing.")
+  return manifest
+
+
+def read_annotations(annotation_dir: str, paths: Optional[List[str]] = None) -> tf.data.Dataset:
+  """All annotation records (manifest order) as a tf.data.Dataset of dicts (ANNOTATION_FEATURES)."""
+  if paths is None:
+    manifest = load_annotation_manifest(annotation_dir)
+    paths = [os.path.join(annotation_dir, s["file"]) for s in manifest["shards"]]
+  ds = tf.data.TFRecordDataset(paths, compression_type=COMPRESSION)
+  return ds.map(parse_annotation, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def write_json_atomic(path: str, obj: Dict) -> None:
+  """Writes JSON to `path` through a temp file + rename."""
+  tmp = path + ".tmp"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(tmp, path, overwrite=True)

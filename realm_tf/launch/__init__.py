@@ -1,0 +1,1 @@
+"""Command-line entry points (absl flags): `python -m realm_tf.launch.<job>`."""

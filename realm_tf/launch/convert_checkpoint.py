@@ -1,0 +1,56 @@
+r"""Converts a Hugging Face or TF1 (BERT / REALM / ORQA) checkpoint into a TF2 object checkpoint.
+
+Examples:
+  python -m realm_tf.launch.convert_checkpoint --format=hf \
+      --input=.venv/share/realm_tf/minilm --output_dir=/tmp/minilm_retriever --target=retriever
+  python -m realm_tf.launch.convert_checkpoint --format=tf1 \
+      --input=cc_news_pretrained/embedder --output_dir=/tmp/realm_embedder --target=retriever
+  python -m realm_tf.launch.convert_checkpoint --format=tf1 \
+      --input=orqa_nq_model_from_realm/export/best_default/checkpoint/model.ckpt-NNN \
+      --output_dir=/tmp/orqa_reader --target=reader --num_attention_heads=12
+
+Writes `<output_dir>/ckpt.*` (tf.train.Checkpoint) and `<output_dir>/realm_config.json`; the
+directory appears atomically and only when every variable matched (see
+realm_tf/checkpoints/convert.py for the checkpoint keys).
+"""
+from absl import app
+from absl import flags
+from absl import logging
+
+from realm_tf.checkpoints import convert
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("format", None, list(convert.FORMATS), "Source format.")
+flags.DEFINE_string("input", None, "HF model directory, or TF1 checkpoint prefix / directory / "
+                    "TF-Hub module directory.")
+flags.DEFINE_string("output_dir", None, "Directory to publish (must not exist unless --overwrite).")
+flags.DEFINE_enum("target", "encoder", list(convert.TARGETS), "Which model to build.")
+flags.DEFINE_string("preset", None, "Encoder preset (tiny/mini/minilm/base) instead of the source's "
+                    "config.")
+flags.DEFINE_integer("num_attention_heads", None, "Attention heads (TF1 sources without a "
+                     "bert_config.json; default hidden/64).")
+flags.DEFINE_string("doc_input", None, "TF1 retriever: document tower checkpoint (e.g. the "
+                    "pre-trained embedder for an ORQA model). Default: --input.")
+flags.DEFINE_string("tf1_prefix", None, "TF1: scope before 'bert/' when the checkpoint holds "
+                    "several BERTs (e.g. 'reader/module/').")
+flags.DEFINE_integer("span_hidden_size", None, "Reader span MLP size for sources without one "
+                     "(default 256, ORQA's).")
+flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir.")
+flags.mark_flags_as_required(["format", "input", "output_dir"])
+
+
+def main(argv):
+  del argv
+  result = convert.convert_checkpoint(
+      FLAGS.format, FLAGS.input, FLAGS.output_dir, FLAGS.target, preset=FLAGS.preset,
+      num_attention_heads=FLAGS.num_attention_heads, doc_input=FLAGS.doc_input,
+      tf1_prefix=FLAGS.tf1_prefix, span_hidden_size=FLAGS.span_hidden_size,
+      overwrite=FLAGS.overwrite)
+  logging.info("Wrote %s", result.checkpoint_path)
+  print(f"Converted {result.config['num_source_variables_used']} variables into "
+        f"{result.output_dir} (target={result.config['target']}, keys="
+        f"{result.config['checkpoint_keys']}, fresh={result.config['fresh']})")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,157 @@
+"""The REALM pre-training model and its marginal-likelihood loss.
+
+For each masked query x the input pipeline supplies C candidate documents: the null document
+(index 0, always present) and the top retrieved blocks with the query's own block removed.
+The model recomputes relevance `f(x, z)` with the current parameters of both towers (so
+gradients reach both, although retrieval used a stale index), runs the knowledge-augmented
+encoder on every (x, z) pair, and marginalises:
+
+    loss = -log Σ_z p(z|x) p(y|z,x) = -logsumexp_z(log_softmax(f)(z) + Σ_masks log p(y_m|z,x))
+"""
+import dataclasses
+from typing import Dict, Union
+
+import tensorflow as tf
+import tf_keras
+
+from realm_tf.modeling.encoder_config import EncoderConfig, get_encoder_config
+from realm_tf.modeling.knowledge_encoder import KnowledgeAugmentedEncoder
+from realm_tf.modeling.retriever import INPUT_KEYS, Retriever, RetrieverConfig
+
+_NEG_INF = -1e9
+
+
+@dataclasses.dataclass(frozen=True)
+class RealmConfig:
+  """Sizes and shapes of the pre-training model (paper defaults except the encoder preset)."""
+  retriever_encoder: Union[str, EncoderConfig] = "tiny"
+  reader_encoder: Union[str, EncoderConfig] = "tiny"
+  projection_size: int = 128
+  share_towers: bool = False
+  query_seq_length: int = 96
+  doc_seq_length: int = 288
+  joint_seq_length: int = 384
+  num_candidates: int = 8  # the null document + 7 retrieved
+  max_predictions: int = 20
+
+  @property
+  def retriever_config(self) -> RetrieverConfig:
+    return RetrieverConfig(encoder=self.retriever_encoder, projection_size=self.projection_size,
+                           share_towers=self.share_towers, query_seq_length=self.query_seq_length,
+                           doc_seq_length=self.doc_seq_length)
+
+  def to_dict(self) -> Dict:
+    d = dataclasses.asdict(self)
+    d["retriever_encoder"] = get_encoder_config(self.retriever_encoder).to_dict()
+    d["reader_encoder"] = get_encoder_config(self.reader_encoder).to_dict()
+    return d
+
+  @classmethod
+  def from_dict(cls, d: Dict) -> "RealmConfig":
+    d = dict(d)
+    for key in ("retriever_encoder", "reader_encoder"):
+      if isinstance(d.get(key), dict):
+        d[key] = EncoderConfig.from_dict(d[key])
+    return cls(**d)
+
+
+def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, masked_weights):
+  """REALM's objective and its diagnostics, per example.
+
+  Args:
+    relevance: [B, C] retrieval scores f(x, z); candidate 0 is the null document.
+    candidate_mask: [B, C] 1 for real candidates, 0 for padding (fewer retrieved).
+    mlm_logits: [B, C, M, V] knowledge-augmented encoder logits at the masked positions.
+    masked_ids: [B, M] target wordpieces. masked_weights: [B, M] 1 for real targets.
+
+  Returns:
+    dict of [B] tensors: `marginal_log_prob` (log Σ_z p(z|x) p(y|z,x)), `null_log_prob`
+    (log p(y|null,x)), `retrieval_utility` (their difference), `null_posterior`
+    (p(null|x,y)), `log_prior` [B, C], and `token_correct` [B, M] (marginal argmax == target).
+  """
+  relevance = tf.cast(relevance, tf.float32)
+  mlm_logits = tf.cast(mlm_logits, tf.float32)
+  cmask = tf.cast(candidate_mask, tf.float32)
+  weights = tf.cast(masked_weights, tf.float32)
+  log_prior = tf.nn.log_softmax(relevance + (1.0 - cmask) * _NEG_INF, axis=-1)  # [B, C]
+  log_probs = tf.nn.log_softmax(mlm_logits, axis=-1)  # [B, C, M, V]
+  num_c = tf.shape(mlm_logits)[1]
+  targets = tf.tile(tf.expand_dims(masked_ids, 1), [1, num_c, 1])  # [B, C, M]
+  target_log_probs = tf.gather(log_probs, targets, batch_dims=3)  # [B, C, M]
+  log_likelihood = tf.reduce_sum(target_log_probs * weights[:, None, :], axis=-1)  # [B, C]
+  joint = log_prior + log_likelihood + (1.0 - cmask) * _NEG_INF
+  marginal = tf.reduce_logsumexp(joint, axis=-1)
+  null_log_prob = log_likelihood[:, 0]
+  posterior = tf.nn.softmax(joint, axis=-1)
+  # Marginal token distribution Σ_z p(z|x) p(·|z,x) → accuracy of its argmax.
+  marginal_token = tf.reduce_logsumexp(log_probs + log_prior[:, :, None, None], axis=1)
+  correct = tf.cast(tf.equal(tf.argmax(marginal_token, axis=-1, output_type=tf.int32),
+                             tf.cast(masked_ids, tf.int32)), tf.float32) * weights
+  return {
+      "marginal_log_prob": marginal,
+      "null_log_prob": null_log_prob,
+      "retrieval_utility": marginal - null_log_prob,
+      "null_posterior": posterior[:, 0],
+      "log_prior": log_prior,
+      "token_correct": correct,
+  }
+
+
+def _flatten_candidates(features):
+  """{k: [B, C, T]} → {k: [B*C, T]}."""
+  return {k: tf.reshape(features[k], [-1, tf.shape(features[k])[-1]]) for k in INPUT_KEYS}
+
+
+class RealmPretrainer(tf_keras.Model):
+  """Retriever + knowledge-augmented encoder trained end to end by marginal likelihood.
+
+  Batch features (from `realm_tf.data.pretrain_pipeline`):
+    query/{input_word_ids,input_mask,input_type_ids} [B, Tq]
+    candidates/{...} [B, C, Td]      (null document first)
+    joint/{...} [B, C, Tj]           ([CLS] x [SEP] body [SEP])
+    candidate_mask [B, C], masked_positions / masked_ids / masked_weights [B, M]
+  """
+
+  def __init__(self, config: RealmConfig = RealmConfig(), **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    self.retriever = Retriever(config.retriever_config, name="retriever")
+    self.knowledge_encoder = KnowledgeAugmentedEncoder(
+        config.reader_encoder, seq_length=config.joint_seq_length, name="knowledge_encoder")
+
+  def call(self, batch, training=False):
+    """Returns relevance [B, C] and MLM logits [B, C, M, V]."""
+    query = {k: batch[f"query/{k}"] for k in INPUT_KEYS}
+    cands = {k: batch[f"candidates/{k}"] for k in INPUT_KEYS}
+    joint = {k: batch[f"joint/{k}"] for k in INPUT_KEYS}
+    b = tf.shape(query["input_word_ids"])[0]
+    c = tf.shape(cands["input_word_ids"])[1]
+    q_emb = self.retriever.embed_queries(query, training=training)  # [B, D]
+    d_emb = self.retriever.embed_documents(_flatten_candidates(cands), training=training)
+    d_emb = tf.reshape(d_emb, [b, c, -1])
+    relevance = tf.einsum("bd,bcd->bc", q_emb, d_emb)
+    positions = tf.repeat(batch["masked_positions"], c, axis=0)  # [B*C, M]
+    logits = self.knowledge_encoder(_flatten_candidates(joint), positions, training=training)
+    logits = tf.reshape(logits, [b, c, tf.shape(logits)[1], tf.shape(logits)[2]])
+    return {"relevance": relevance, "mlm_logits": logits}
+
+  def compute_outputs(self, batch, training=False):
+    """Forward pass + `marginal_log_likelihood` diagnostics for a batch."""
+    out = self(batch, training=training)
+    stats = marginal_log_likelihood(out["relevance"], batch["candidate_mask"], out["mlm_logits"],
+                                    batch["masked_ids"], batch["masked_weights"])
+    stats["relevance"] = out["relevance"]
+    return stats
+
+  def build_all(self):
+    """Creates every variable with one dummy batch."""
+    cfg = self.config
+    batch = {}
+    for prefix, shape in (("query", [1, cfg.query_seq_length]),
+                          ("candidates", [1, 2, cfg.doc_seq_length]),
+                          ("joint", [1, 2, cfg.joint_seq_length])):
+      for k in INPUT_KEYS:
+        batch[f"{prefix}/{k}"] = tf.zeros(shape, tf.int32)
+    batch["masked_positions"] = tf.zeros([1, cfg.max_predictions], tf.int32)
+    self(batch)
+    return self

@@ -1,0 +1,99 @@
+"""Exact maximum inner product search in stock TensorFlow ops, tiled over the documents.
+
+Scores are computed one tile of `tile_size` documents at a time and folded into a running top-k,
+so a batch of B queries needs O(B × (tile_size + k)) working memory instead of O(B × N). Only stock
+ops are used (matmul, top_k, gather, while_loop), so the SavedModel runs in stock TF Serving.
+"""
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from realm_tf.retrieval.searcher import Searcher, SearcherError
+
+
+@dataclasses.dataclass(frozen=True)
+class BruteForceConfig:
+  """Knobs of the exact searcher: documents scored per tile (memory O(batch × tile_size))."""
+  tile_size: int = 16384
+
+
+class BruteForceSearcher(Searcher):
+  """Exact top-k by inner product over an [N, D] float32 matrix held in one variable."""
+
+  kind = "brute_force"
+
+  def __init__(self, embeddings, config: BruteForceConfig = BruteForceConfig(),
+               name: str = "brute_force_searcher"):
+    shape = tuple(np.shape(embeddings))
+    if len(shape) != 2:
+      raise SearcherError(f"Embeddings must be a matrix [N, D]; got shape {shape}.")
+    if config.tile_size <= 0:
+      raise SearcherError(f"tile_size must be positive; got {config.tile_size}.")
+    super().__init__(shape[0], shape[1], name=name)
+    self.config = config
+    self.embeddings = tf.Variable(tf.convert_to_tensor(embeddings, tf.float32), trainable=False,
+                                  name="embeddings")
+    self._tile = tf.constant(min(config.tile_size, self.num_rows), tf.int32)
+
+  def info(self) -> dict:
+    info = super().info()
+    info["config"] = dataclasses.asdict(self.config)
+    return info
+
+  def _search(self, queries, k):
+    n = self._num_rows_t
+    tile = self._tile
+    if self.num_rows <= self.config.tile_size:
+      scores = tf.matmul(queries, self.embeddings, transpose_b=True)
+      top_scores, top_rows = tf.math.top_k(scores, k, sorted=True)
+      return top_rows, top_scores
+
+    batch = tf.shape(queries)[0]
+    num_tiles = (n + tile - 1) // tile
+    best_scores = tf.fill([batch, k], tf.constant(-np.inf, tf.float32))
+    best_rows = tf.zeros([batch, k], tf.int32)
+
+    def body(t, best_scores, best_rows):
+      start = t * tile
+      size = tf.minimum(tile, n - start)
+      block = tf.slice(self.embeddings, [start, 0], [size, -1])
+      scores = tf.matmul(queries, block, transpose_b=True)          # [B, size]
+      cand_scores = tf.concat([best_scores, scores], axis=1)       # [B, k + size]
+      tile_rows = tf.broadcast_to(start + tf.range(size)[tf.newaxis, :], [batch, size])
+      cand_rows = tf.concat([best_rows, tile_rows], axis=1)
+      top_scores, pos = tf.math.top_k(cand_scores, k, sorted=True)
+      return t + 1, top_scores, tf.gather(cand_rows, pos, batch_dims=1)
+
+    _, best_scores, best_rows = tf.while_loop(
+        lambda t, *_: t < num_tiles, body, [tf.constant(0), best_scores, best_rows],
+        shape_invariants=[tf.TensorShape([]), tf.TensorShape([None, None]),
+                          tf.TensorShape([None, None])],
+        parallel_iterations=1)
+    return best_rows, best_scores
+
+
+def exact_top_k_tiled(embeddings: np.ndarray, queries: np.ndarray, k: int,
+                      tile_size: int = 65536):
+  """Exact MIPS in NumPy over row tiles (memory O(B × tile)): (rows int64 [B, k], scores [B, k]).
+
+  Used for recall checks against a large (possibly memory-mapped) matrix without copying it.
+  """
+  queries = np.asarray(queries, np.float32)
+  n = embeddings.shape[0]
+  if not 0 < k <= n:
+    raise SearcherError(f"k={k} must be in [1, {n}].")
+  best_rows = np.zeros([len(queries), 0], np.int64)
+  best_scores = np.zeros([len(queries), 0], np.float32)
+  for start in range(0, n, tile_size):
+    block = np.asarray(embeddings[start:start + tile_size], np.float32)
+    scores = np.concatenate([best_scores, queries @ block.T], axis=1)
+    rows = np.concatenate(
+        [best_rows, np.broadcast_to(np.arange(start, start + len(block)), (len(queries), len(block)))],
+        axis=1)
+    kk = min(k, scores.shape[1])
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    best_scores = np.take_along_axis(scores, part, axis=1)
+    best_rows = np.take_along_axis(rows, part, axis=1)
+  order = np.argsort(-best_scores, axis=1, kind="stable")
+  return np.take_along_axis(best_rows, order, axis=1), np.take_along_axis(best_scores, order, axis=1)

@@ -1,0 +1,262 @@
+"""Embeds every block of a corpus with an embedder export, in parallel and restartably.
+
+Two levels of parallelism, as in the original's 16-TPU corpus embedding:
+
+* inside one worker, `strategy.run` splits each global batch across the strategy's replicas (TPU
+  cores, GPUs, or several logical CPU devices); every batch is padded to the full global batch so
+  shapes stay static (TPU) and the padding rows are dropped afterwards;
+* across independent workers, corpus shard `i` belongs to worker `i % num_shards` (`--num_shards`,
+  `--shard_index`).
+
+Each finished corpus shard is written as one `part-<shard:05d>.npz` (block ids + embeddings + a
+small JSON header naming the export and the shard's sha256) through a temporary file and an atomic
+rename; a restarted worker skips parts that are complete and valid. `merge_parts` concatenates the
+parts in corpus-manifest order (the index row order).
+"""
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import time
+import uuid
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from realm_tf.data import corpus as corpus_lib
+from realm_tf.retrieval.embedder_export import INPUT_KEYS, LoadedEmbedder, check_corpus_compatible
+from realm_tf.text.packing import pack_document
+
+PART_PATTERN = "part-{:05d}.npz"
+
+
+@dataclasses.dataclass
+class EmbedStats:
+  """What one `embed_shards` call did: shards embedded, skipped as already done, blocks, time."""
+  embedded: List[int] = dataclasses.field(default_factory=list)
+  skipped: List[int] = dataclasses.field(default_factory=list)
+  num_blocks: int = 0
+  seconds: float = 0.0
+
+  @property
+  def blocks_per_second(self) -> float:
+    return self.num_blocks / self.seconds if self.seconds > 0 else 0.0
+
+
+def load_corpus_manifest(corpus_dir: str) -> Dict:
+  """`corpus.load_manifest` plus a clear error for an empty corpus."""
+  manifest = corpus_lib.load_manifest(corpus_dir)
+  if int(manifest["num_blocks"]) <= 0 or not manifest["shards"]:
+    raise corpus_lib.CorpusError(
+        f"Corpus {os.path.join(corpus_dir, corpus_lib.MANIFEST)} is empty (0 blocks): "
+        "nothing to index.")
+  return manifest
+
+
+def export_identity(embedder: LoadedEmbedder) -> str:
+  """Short hash identifying an export's metadata (step, configuration, creation time)."""
+  return hashlib.sha256(json.dumps(embedder.metadata, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def assigned_shards(num_corpus_shards: int, num_shards: int = 1, shard_index: int = 0) -> List[int]:
+  """Corpus shard indices that worker `shard_index` of `num_shards` embeds."""
+  if num_shards < 1 or not 0 <= shard_index < num_shards:
+    raise ValueError(f"Need 0 <= shard_index < num_shards; got {shard_index}, {num_shards}.")
+  return [i for i in range(num_corpus_shards) if i % num_shards == shard_index]
+
+
+def part_path(work_dir: str, shard: int) -> str:
+  """`<work_dir>/part-<shard:05d>.npz`."""
+  return os.path.join(work_dir, PART_PATTERN.format(shard))
+
+
+def write_part(path: str, block_ids: np.ndarray, embeddings: np.ndarray, header: Dict) -> None:
+  """Writes one part file through a temporary name and an atomic rename."""
+  buf = io.BytesIO()
+  np.savez(buf, block_ids=np.asarray(block_ids, np.int64),
+           embeddings=np.asarray(embeddings, np.float32), header=np.array(json.dumps(header)))
+  tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+  with tf.io.gfile.GFile(tmp, "wb") as f:
+    f.write(buf.getvalue())
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read_part(path: str) -> Tuple[np.ndarray, np.ndarray, Dict]:
+  """Reads a part file → (block_ids, embeddings, header); raises ValueError if unreadable."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    return data["block_ids"], data["embeddings"], json.loads(str(data["header"]))
+
+
+def _part_is_done(path: str, expected: Dict) -> bool:
+  if not tf.io.gfile.exists(path):
+    return False
+  try:
+    ids, emb, header = read_part(path)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("Ignoring unreadable part %s (%s); re-embedding its shard.", path, e)
+    return False
+  ok = (all(header.get(k) == v for k, v in expected.items())
+        and len(ids) == expected["num_blocks"] == len(emb))
+  if not ok:
+    logging.warning("Part %s does not match the current export/shard; re-embedding.", path)
+  return ok
+
+
+_RAGGED_IDS = tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1)
+_PACKERS = {}
+
+
+def _packer(seq_length: int, cls_id: int, sep_id: int, global_batch: int):
+  """A traced (once per process) function: ragged block batch → padded full packed batch.
+
+  Tracing TF.Text's trimming ops takes seconds, so the packer is shared by every dataset built
+  for the same lengths instead of being re-traced per corpus shard.
+  """
+  key = (seq_length, cls_id, sep_id, global_batch)
+  if key not in _PACKERS:
+    @tf.function(input_signature=[{"block_id": tf.TensorSpec([None], tf.int64),
+                                   "title_ids": _RAGGED_IDS, "body_ids": _RAGGED_IDS}])
+    def pack(ex):
+      packed = pack_document(ex["title_ids"], ex["body_ids"], seq_length, cls_id, sep_id)
+      pad = global_batch - tf.shape(ex["block_id"])[0]
+      out = {k: tf.ensure_shape(tf.pad(packed[k], [[0, pad], [0, 0]]), [global_batch, seq_length])
+             for k in INPUT_KEYS}
+      out["block_id"] = tf.ensure_shape(
+          tf.pad(ex["block_id"], [[0, pad]], constant_values=-1), [global_batch])
+      return out
+    _PACKERS[key] = pack
+  return _PACKERS[key]
+
+
+def _packed_dataset(paths: List[str], embedder: LoadedEmbedder, global_batch: int):
+  """Blocks → full global batches of packed documents; padding rows carry block_id -1."""
+  pack = _packer(embedder.doc_seq_length, embedder.cls_id, embedder.sep_id, global_batch)
+  ds = corpus_lib.read_blocks("", paths=paths)
+  ds = ds.map(lambda ex: {k: ex[k] for k in ("block_id", "title_ids", "body_ids")})
+  ds = ds.ragged_batch(global_batch).map(pack, num_parallel_calls=tf.data.AUTOTUNE)
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+  return ds.with_options(options).prefetch(2)
+
+
+def _distributed_step(embedder: LoadedEmbedder, strategy: tf.distribute.Strategy):
+  """One traced `strategy.run(embed_documents)` per (embedder, strategy), reused across shards."""
+  cache = embedder.__dict__.setdefault("_distributed_steps", {})
+  if id(strategy) not in cache:
+    @tf.function
+    def step(batch):
+      features = {k: batch[k] for k in INPUT_KEYS}
+      return strategy.run(embedder.embed_documents, args=(features,))
+    cache[id(strategy)] = (strategy, step)
+  return cache[id(strategy)][1]
+
+
+def embed_blocks(embedder: LoadedEmbedder, paths: List[str],
+                 strategy: Optional[tf.distribute.Strategy] = None,
+                 batch_size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
+  """Embeds the blocks of `paths` → (block_ids int64 [n], embeddings float32 [n, D]), in order.
+
+  `batch_size` is per replica; each step embeds `batch_size × num_replicas` blocks with
+  `strategy.run`. Load the embedder inside `strategy.scope()` so its variables are mirrored.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  global_batch = batch_size * strategy.num_replicas_in_sync
+  dist = strategy.experimental_distribute_dataset(_packed_dataset(paths, embedder, global_batch))
+  step = _distributed_step(embedder, strategy)
+  ids, embs = [], []
+  for batch in dist:
+    per_replica = step(batch)
+    ids.extend(t.numpy() for t in strategy.experimental_local_results(batch["block_id"]))
+    embs.extend(t.numpy() for t in strategy.experimental_local_results(per_replica))
+  if not ids:
+    return np.zeros([0], np.int64), np.zeros([0, embedder.embedding_dim], np.float32)
+  ids, embs = np.concatenate(ids), np.concatenate(embs).astype(np.float32)
+  keep = ids >= 0
+  return ids[keep], embs[keep]
+
+
+def embed_shards(embedder: LoadedEmbedder, corpus_dir: str, work_dir: str,
+                 strategy: Optional[tf.distribute.Strategy] = None, num_shards: int = 1,
+                 shard_index: int = 0, batch_size: int = 32,
+                 on_part_done: Optional[Callable[[int], None]] = None) -> EmbedStats:
+  """Embeds this worker's corpus shards into `work_dir`, skipping parts already finished.
+
+  Raises CorpusError naming the file for an empty corpus, a corrupt shard (sha256 or record
+  damage) or a shard whose block count differs from the manifest, and ExportError when the export
+  does not fit the corpus. `on_part_done(shard)` is called after each part is published.
+  """
+  manifest = load_corpus_manifest(corpus_dir)
+  manifest_path = os.path.join(corpus_dir, corpus_lib.MANIFEST)
+  check_corpus_compatible(embedder.metadata, manifest, embedder.path, manifest_path)
+  tf.io.gfile.makedirs(work_dir)
+  stats = EmbedStats()
+  start = time.time()
+  identity = export_identity(embedder)
+  for shard in assigned_shards(len(manifest["shards"]), num_shards, shard_index):
+    entry = manifest["shards"][shard]
+    expected = {"export": identity, "shard_file": entry["file"], "shard_sha256": entry["sha256"],
+                "num_blocks": int(entry["num_blocks"])}
+    path = part_path(work_dir, shard)
+    if _part_is_done(path, expected):
+      stats.skipped.append(shard)
+      continue
+    shard_path = os.path.join(corpus_dir, entry["file"])
+    if corpus_lib.file_sha256(shard_path) != entry["sha256"]:
+      raise corpus_lib.CorpusError(f"Corpus shard {shard_path} does not match the sha256 in "
+                                   f"{manifest_path} (corrupt or replaced).")
+    try:
+      ids, emb = embed_blocks(embedder, [shard_path], strategy, batch_size)
+    except tf.errors.DataLossError as e:
+      raise corpus_lib.CorpusError(f"Corpus shard {shard_path} is unreadable: {e.message}") from e
+    except tf.errors.InvalidArgumentError as e:
+      if "parse" not in e.message.lower():
+        raise
+      raise corpus_lib.CorpusError(f"Corpus shard {shard_path} holds a record that is not a "
+                                   f"block: {e.message}") from e
+    if len(ids) != int(entry["num_blocks"]):
+      raise corpus_lib.CorpusError(f"Corpus shard {shard_path} holds {len(ids)} blocks but "
+                                   f"{manifest_path} lists {entry['num_blocks']}.")
+    write_part(path, ids, emb, expected)
+    stats.embedded.append(shard)
+    stats.num_blocks += len(ids)
+    logging.info("Embedded corpus shard %s (%d blocks) → %s.", entry["file"], len(ids), path)
+    if on_part_done is not None:
+      on_part_done(shard)
+  stats.seconds = time.time() - start
+  return stats
+
+
+def missing_parts(work_dir: str, manifest: Dict) -> List[int]:
+  """Corpus shard indices whose part file is not (yet) in `work_dir`."""
+  return [i for i in range(len(manifest["shards"]))
+          if not tf.io.gfile.exists(part_path(work_dir, i))]
+
+
+def merge_parts(work_dir: str, manifest: Dict, embedding_dim: int,
+                corpus_dir: str = "") -> Tuple[np.ndarray, np.ndarray]:
+  """Concatenates all parts in manifest order → (block_ids [N] int64, embeddings [N, D] float32).
+
+  Preallocates the result so peak memory is one matrix plus one part. Raises CorpusError naming a
+  missing or inconsistent part.
+  """
+  n = int(manifest["num_blocks"])
+  block_ids = np.empty([n], np.int64)
+  embeddings = np.empty([n, embedding_dim], np.float32)
+  row = 0
+  for i, entry in enumerate(manifest["shards"]):
+    path = part_path(work_dir, i)
+    if not tf.io.gfile.exists(path):
+      raise corpus_lib.CorpusError(f"Embeddings part {path} for corpus shard "
+                                   f"{os.path.join(corpus_dir, entry['file'])} is missing.")
+    ids, emb, header = read_part(path)
+    if header.get("shard_sha256") != entry["sha256"] or len(ids) != int(entry["num_blocks"]):
+      raise corpus_lib.CorpusError(f"Embeddings part {path} does not match corpus shard "
+                                   f"{entry['file']} of the manifest.")
+    block_ids[row:row + len(ids)] = ids
+    embeddings[row:row + len(ids)] = emb
+    row += len(ids)
+  return block_ids, embeddings

@@ -1,0 +1,244 @@
+"""The embedder export: the retriever's two towers as a SavedModel the index refresh job consumes.
+
+Layout (docs/ARCHITECTURE.md, "Embedder export"):
+
+    <model_dir>/embedder_exports/<step:08d>/
+        saved_model.pb, variables/      signatures `embed_queries` and `embed_documents`:
+                                        {input_word_ids, input_mask, input_type_ids} int32 [B, T]
+                                        → {"embeddings": float32 [B, 128]}
+        realm_export.json               {step, query_seq_length, doc_seq_length, vocab_fingerprint,
+                                         encoder_config, embedding_dim, cls_id, sep_id, ...}
+
+An export is written into a hidden temporary directory beside the target and published with one
+atomic rename, so a watcher never sees a half-written export; `latest_export` ignores anything whose
+name is not eight digits. `load_embedder` validates what it opens and `check_corpus_compatible`
+rejects an export whose vocabulary or document length differs from the corpus manifest.
+"""
+import json
+import os
+import re
+import time
+import uuid
+from typing import Dict, List, Optional
+
+import tensorflow as tf
+from absl import logging
+
+EXPORTS_SUBDIR = "embedder_exports"
+METADATA = "realm_export.json"
+TRAINING_DONE = "TRAINING_DONE"
+FORMAT_VERSION = 1
+INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+REQUIRED_KEYS = ("step", "query_seq_length", "doc_seq_length", "vocab_fingerprint",
+                 "encoder_config", "embedding_dim")
+_STEP_DIR = re.compile(r"^\d{8}$")
+
+
+class ExportError(ValueError):
+  """An embedder export is missing, half-written, or does not fit the corpus."""
+
+
+def exports_dir(model_dir: str) -> str:
+  """`<model_dir>/embedder_exports`."""
+  return os.path.join(model_dir, EXPORTS_SUBDIR)
+
+
+def export_path(model_dir: str, step: int) -> str:
+  """`<model_dir>/embedder_exports/<step:08d>`."""
+  return os.path.join(exports_dir(model_dir), f"{int(step):08d}")
+
+
+def _input_signature(seq_length: int) -> Dict[str, tf.TensorSpec]:
+  return {k: tf.TensorSpec([None, seq_length], tf.int32, name=k) for k in INPUT_KEYS}
+
+
+class _EmbedderModule(tf.Module):
+  """The retriever's towers traced with fixed-length int32 input signatures.
+
+  Only the towers' variables are tracked (not the Keras model itself), so saving writes the two
+  traced functions and the weights without Keras' slow per-layer SavedModel serialisation.
+  """
+
+  def __init__(self, retriever, query_seq_length: int, doc_seq_length: int):
+    super().__init__(name="realm_embedder")
+    self.retriever_variables = list(retriever.variables)
+
+    def embed_queries(features):
+      return {"embeddings": tf.cast(retriever.embed_queries(features, training=False), tf.float32)}
+
+    def embed_documents(features):
+      return {"embeddings": tf.cast(retriever.embed_documents(features, training=False),
+                                    tf.float32)}
+
+    self.embed_queries = tf.function(
+        embed_queries, input_signature=[_input_signature(query_seq_length)])
+    self.embed_documents = tf.function(
+        embed_documents, input_signature=[_input_signature(doc_seq_length)])
+
+
+def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
+                    vocab_fingerprint: Optional[str] = None, cls_id: Optional[int] = None,
+                    sep_id: Optional[int] = None, extra: Optional[Dict] = None,
+                    keep: Optional[int] = None) -> str:
+  """Exports `retriever`'s towers to `<model_dir>/embedder_exports/<step:08d>/`, atomically.
+
+  Args:
+    retriever: a built `realm_tf.modeling.retriever.Retriever` (call `build_towers()` first).
+    model_dir: the trainer's model directory.
+    step: training step; names the export.
+    tokenizer: a RealmTokenizer whose fingerprint and [CLS]/[SEP] ids are recorded. When omitted,
+      `vocab_fingerprint`/`cls_id`/`sep_id` are used, defaulting to the shipped vocabulary.
+    extra: further JSON fields for realm_export.json (e.g. the metric that triggered the export).
+    keep: if set, delete all but the newest `keep` exports afterwards.
+
+  Returns:
+    The published export directory. If an export for `step` already exists it is left untouched
+    and its path returned (a restarted trainer may re-export the same step).
+  """
+  final = export_path(model_dir, step)
+  if tf.io.gfile.exists(os.path.join(final, METADATA)):
+    logging.warning("Embedder export %s already exists; keeping it.", final)
+    return final
+  if tokenizer is None and vocab_fingerprint is None:
+    from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+    tokenizer = RealmTokenizer()
+  if tokenizer is not None:
+    vocab_fingerprint, cls_id, sep_id = tokenizer.fingerprint, tokenizer.cls_id, tokenizer.sep_id
+  config = retriever.config
+  metadata = {
+      "format_version": FORMAT_VERSION,
+      "step": int(step),
+      "query_seq_length": int(config.query_seq_length),
+      "doc_seq_length": int(config.doc_seq_length),
+      "vocab_fingerprint": vocab_fingerprint,
+      "cls_id": 101 if cls_id is None else int(cls_id),
+      "sep_id": 102 if sep_id is None else int(sep_id),
+      "encoder_config": config.encoder_config.to_dict(),
+      "retriever_config": config.to_dict(),
+      "embedding_dim": int(config.projection_size),
+      "created": time.time(),
+  }
+  metadata.update(extra or {})
+  module = _EmbedderModule(retriever, config.query_seq_length, config.doc_seq_length)
+  tf.io.gfile.makedirs(exports_dir(model_dir))
+  tmp = os.path.join(exports_dir(model_dir), f".tmp-{int(step):08d}-{uuid.uuid4().hex[:8]}")
+  try:
+    tf.saved_model.save(module, tmp, signatures={
+        "embed_queries": module.embed_queries, "embed_documents": module.embed_documents})
+    with tf.io.gfile.GFile(os.path.join(tmp, METADATA), "w") as f:
+      json.dump(metadata, f, indent=2, sort_keys=True)
+    tf.io.gfile.rename(tmp, final)
+  except Exception:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.rmtree(tmp)
+    if tf.io.gfile.exists(os.path.join(final, METADATA)):  # lost a race to an identical export
+      return final
+    raise
+  logging.info("Published embedder export %s.", final)
+  if keep:
+    for old in list_exports(model_dir)[:-keep]:
+      tf.io.gfile.rmtree(old)
+  return final
+
+
+def list_exports(model_dir: str) -> List[str]:
+  """Published export directories (eight-digit names), oldest step first."""
+  root = exports_dir(model_dir)
+  if not tf.io.gfile.isdir(root):
+    return []
+  names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root) if _STEP_DIR.match(n.rstrip("/")))
+  return [os.path.join(root, n) for n in names]
+
+
+def latest_export(model_dir: str) -> Optional[str]:
+  """The newest published export directory of `model_dir`, or None when there is none yet."""
+  exports = list_exports(model_dir)
+  return exports[-1] if exports else None
+
+
+def training_done(model_dir: str) -> bool:
+  """True once the trainer has written `<model_dir>/TRAINING_DONE`."""
+  return tf.io.gfile.exists(os.path.join(model_dir, TRAINING_DONE))
+
+
+def read_metadata(path: str) -> Dict:
+  """Reads and checks `<path>/realm_export.json`; raises ExportError naming the file."""
+  if not tf.io.gfile.isdir(path):
+    raise ExportError(f"Embedder export {path} does not exist.")
+  meta_path = os.path.join(path, METADATA)
+  if not tf.io.gfile.exists(meta_path):
+    raise ExportError(f"Embedder export {path} is incomplete: {meta_path} is missing "
+                      "(half-written or not an embedder export).")
+  try:
+    with tf.io.gfile.GFile(meta_path, "r") as f:
+      metadata = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ExportError(f"Embedder export metadata {meta_path} is not valid JSON: {e}") from e
+  missing = [k for k in REQUIRED_KEYS if k not in metadata]
+  if missing:
+    raise ExportError(f"Embedder export metadata {meta_path} lacks {missing}.")
+  for name in ("saved_model.pb", "variables"):
+    if not tf.io.gfile.exists(os.path.join(path, name)):
+      raise ExportError(f"Embedder export {path} is incomplete: {os.path.join(path, name)} "
+                        "is missing (half-written export).")
+  return metadata
+
+
+def check_corpus_compatible(metadata: Dict, corpus_manifest: Dict, export_dir: str,
+                            manifest_path: str) -> None:
+  """Raises ExportError unless the export's vocabulary and document length match the corpus."""
+  meta_path = os.path.join(export_dir, METADATA)
+  if metadata["vocab_fingerprint"] != corpus_manifest.get("vocab_fingerprint"):
+    raise ExportError(
+        f"Vocabulary mismatch: {meta_path} has vocab_fingerprint "
+        f"{str(metadata['vocab_fingerprint'])[:16]}… but the corpus manifest {manifest_path} has "
+        f"{str(corpus_manifest.get('vocab_fingerprint'))[:16]}….")
+  corpus_len = corpus_manifest.get("max_block_length")
+  if corpus_len is not None and int(corpus_len) != int(metadata["doc_seq_length"]):
+    raise ExportError(
+        f"Sequence length mismatch: {meta_path} embeds documents of doc_seq_length="
+        f"{metadata['doc_seq_length']} but the corpus manifest {manifest_path} has "
+        f"max_block_length={corpus_len}.")
+
+
+class LoadedEmbedder:
+  """A loaded export: `embed_queries(features)`, `embed_documents(features)` → [B, D] float32.
+
+  `features` is a dict of int32 [B, T] `input_word_ids`, `input_mask`, `input_type_ids` with T the
+  export's `query_seq_length` / `doc_seq_length`. `metadata` is realm_export.json.
+  """
+
+  def __init__(self, path: str, metadata: Dict, module):
+    self.path = path
+    self.metadata = metadata
+    self.module = module
+    self.step = int(metadata["step"])
+    self.query_seq_length = int(metadata["query_seq_length"])
+    self.doc_seq_length = int(metadata["doc_seq_length"])
+    self.embedding_dim = int(metadata["embedding_dim"])
+    self.cls_id = int(metadata.get("cls_id", 101))
+    self.sep_id = int(metadata.get("sep_id", 102))
+
+  def embed_queries(self, features) -> tf.Tensor:
+    """Packed queries [B, query_seq_length] → embeddings [B, D]."""
+    return self.module.embed_queries({k: features[k] for k in INPUT_KEYS})["embeddings"]
+
+  def embed_documents(self, features) -> tf.Tensor:
+    """Packed documents [B, doc_seq_length] → embeddings [B, D]."""
+    return self.module.embed_documents({k: features[k] for k in INPUT_KEYS})["embeddings"]
+
+
+def load_embedder(path: str) -> LoadedEmbedder:
+  """Loads and validates an embedder export; raises ExportError naming the offending file.
+
+  Call inside `strategy.scope()` to mirror its variables across replicas.
+  """
+  metadata = read_metadata(path)
+  try:
+    module = tf.saved_model.load(path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ExportError(f"Embedder export {path} could not be loaded as a SavedModel: {e}") from e
+  for name in ("embed_queries", "embed_documents"):
+    if not hasattr(module, name):
+      raise ExportError(f"Embedder export {path} lacks the `{name}` function.")
+  return LoadedEmbedder(path, metadata, module)

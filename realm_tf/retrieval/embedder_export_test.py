@@ -1,0 +1,115 @@
+"""Tests for the embedder export: layout, atomic publication, loading, validation."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from realm_tf.retrieval import embedder_export as ee
+from realm_tf.retrieval import testing
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  model_dir = str(tmp_path_factory.mktemp("model"))
+  retriever = testing.make_retriever(seed=1)
+  path = ee.export_embedder(retriever, model_dir, 1200)
+  return retriever, model_dir, path
+
+
+def _features(batch, length, seed):
+  ids = tf.random.stateless_uniform([batch, length], [seed, 0], 1000, 30000, tf.int32)
+  return {"input_word_ids": ids, "input_mask": tf.ones_like(ids),
+          "input_type_ids": tf.zeros_like(ids)}
+
+
+def test_layout_and_metadata(exported):
+  _, model_dir, path = exported
+  assert path == os.path.join(model_dir, "embedder_exports", "00001200")
+  with open(os.path.join(path, ee.METADATA)) as f:
+    meta = json.load(f)
+  assert meta["step"] == 1200
+  assert (meta["query_seq_length"], meta["doc_seq_length"]) == (testing.QUERY_LEN, testing.DOC_LEN)
+  assert meta["embedding_dim"] == 128
+  assert meta["encoder_config"]["hidden_size"] == 128 and meta["encoder_config"]["num_layers"] == 2
+  from realm_tf.text import RealmTokenizer
+  tok = RealmTokenizer()
+  assert (meta["vocab_fingerprint"], meta["cls_id"], meta["sep_id"]) == (
+      tok.fingerprint, tok.cls_id, tok.sep_id)
+  # Nothing but the published export is left in embedder_exports/ (the temp dir was renamed).
+  assert os.listdir(os.path.join(model_dir, "embedder_exports")) == ["00001200"]
+  loaded = tf.saved_model.load(path)
+  assert set(loaded.signatures.keys()) == {"embed_queries", "embed_documents"}
+  sig = loaded.signatures["embed_documents"]
+  assert sig.structured_input_signature[1]["input_word_ids"].shape.as_list() == [None,
+                                                                                testing.DOC_LEN]
+
+
+def test_loaded_embedder_matches_retriever(exported):
+  retriever, _, path = exported
+  emb = ee.load_embedder(path)
+  assert emb.step == 1200 and emb.doc_seq_length == testing.DOC_LEN
+  q = _features(3, testing.QUERY_LEN, 1)
+  d = _features(4, testing.DOC_LEN, 2)
+  np.testing.assert_allclose(emb.embed_queries(q).numpy(), retriever.embed_queries(q).numpy(),
+                             atol=1e-5)
+  np.testing.assert_allclose(emb.embed_documents(d).numpy(),
+                             retriever.embed_documents(d).numpy(), atol=1e-5)
+  # The signature is also usable by name (what TF Serving calls).
+  out = emb.module.signatures["embed_queries"](**q)
+  assert out["embeddings"].shape == (3, 128)
+
+
+def test_latest_export_ignores_temp_dirs_and_re_export_is_kept(exported, tmp_path):
+  retriever, model_dir, path = exported
+  os.makedirs(os.path.join(model_dir, "embedder_exports", ".tmp-00009999-abcd"))
+  assert ee.latest_export(model_dir) == path
+  assert ee.export_embedder(retriever, model_dir, 1200) == path  # already there: kept
+  assert ee.latest_export(str(tmp_path)) is None
+
+
+def test_missing_and_half_written_exports_name_the_file(exported, tmp_path):
+  _, model_dir, path = exported
+  with pytest.raises(ee.ExportError, match="does not exist"):
+    ee.load_embedder(str(tmp_path / "embedder_exports" / "00000001"))
+  half = tmp_path / "embedder_exports" / "00000002"
+  half.mkdir(parents=True)
+  (half / "saved_model.pb").write_bytes(b"\x00")
+  with pytest.raises(ee.ExportError, match=f"{half}.*realm_export.json is missing"):
+    ee.load_embedder(str(half))
+  (half / "realm_export.json").write_text("{\"step\": 2")
+  with pytest.raises(ee.ExportError, match="realm_export.json is not valid JSON"):
+    ee.load_embedder(str(half))
+  meta = json.loads(open(os.path.join(path, ee.METADATA)).read())
+  (half / "realm_export.json").write_text(json.dumps(meta))
+  with pytest.raises(ee.ExportError, match=f"{half / 'variables'} is missing"):
+    ee.load_embedder(str(half))
+
+
+def test_corpus_compatibility(exported):
+  _, _, path = exported
+  meta = ee.read_metadata(path)
+  manifest = {"vocab_fingerprint": meta["vocab_fingerprint"], "max_block_length": testing.DOC_LEN}
+  ee.check_corpus_compatible(meta, manifest, path, "/c/manifest.json")  # no error
+  with pytest.raises(ee.ExportError, match=r"Vocabulary mismatch: .*realm_export.json.*"
+                                           r"/c/manifest.json"):
+    ee.check_corpus_compatible(meta, dict(manifest, vocab_fingerprint="f00"), path,
+                               "/c/manifest.json")
+  with pytest.raises(ee.ExportError, match="doc_seq_length=32 .*/c/manifest.json has "
+                                           "max_block_length=288"):
+    ee.check_corpus_compatible(meta, dict(manifest, max_block_length=288), path,
+                               "/c/manifest.json")
+
+
+def test_keep_prunes_old_exports(exported, tmp_path):
+  retriever, _, path = exported
+  model_dir = str(tmp_path)
+  for step in (1, 2):
+    shutil.copytree(path, ee.export_path(model_dir, step))
+  ee.export_embedder(retriever, model_dir, 3, keep=2)
+  assert [os.path.basename(p) for p in ee.list_exports(model_dir)] == ["00000002", "00000003"]
+  assert not ee.training_done(model_dir)
+  open(os.path.join(model_dir, ee.TRAINING_DONE), "w").close()
+  assert ee.training_done(model_dir)

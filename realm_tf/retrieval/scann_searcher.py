@@ -1,0 +1,135 @@
+"""ScaNN maximum inner product search as a tf.Module that saves as a SavedModel.
+
+`scann_ops.builder(...).build()` returns a Python object that cannot be saved, so the searcher is
+built once, serialised with `serialize_to_module()` (a tf.Module of variables), and `search` rebuilds
+the ScaNN resource inside the graph with `tensors_to_scann(*state, shared_name=...)` (first call
+only; later calls find the resource by its shared name) before `scann_search_batched`. The shared
+name is fixed per built index, so two indexes loaded in one process never share a resource.
+
+The configuration is scaled to the corpus size following ScaNN's guidance: brute force below
+`brute_force_below` points, asymmetric hashing (AH) + exact re-ordering below `tree_above`, and a
+partitioning tree with ~sqrt(n) leaves + AH + re-ordering above that. Every knob can be overridden.
+Loading a saved ScaNN searcher needs the ScaNN ops registered (`import scann`; see load_searcher).
+"""
+import dataclasses
+import math
+import uuid
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from realm_tf.retrieval.searcher import Searcher, SearcherError, register_scann_ops
+
+MODES = ("auto", "brute_force", "ah", "tree_ah")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScannConfig:
+  """ScaNN knobs; `None` means "derive from the corpus size" (see `resolve`)."""
+  mode: str = "auto"                       # one of MODES
+  brute_force_below: int = 20_000          # auto: brute force for fewer points than this
+  tree_above: int = 100_000                # auto: tree + AH from this many points on
+  num_leaves: Optional[int] = None         # tree: default ~sqrt(n)
+  num_leaves_to_search: Optional[int] = None  # tree: default ~10% of the leaves (at least 8)
+  training_sample_size: Optional[int] = None  # tree/AH: default min(n, 250k)
+  spherical: bool = False                  # tree: spherical k-means (normalised embeddings)
+  dimensions_per_block: int = 2            # AH: dims per sub-space
+  anisotropic_quantization_threshold: float = 0.2  # AH: MIPS-aware quantization (nan = off)
+  reordering_num_neighbors: Optional[int] = None   # AH: default 100 (re-scored exactly)
+  num_neighbors: int = 10                  # default k baked into the config
+  training_threads: int = 0                # 0 = all cores
+  parallel_search: bool = True             # shard a query batch over threads
+
+  def resolve(self, num_rows: int) -> "ScannConfig":
+    """Returns a copy with the mode and every `None` knob filled in for `num_rows` points."""
+    if self.mode not in MODES:
+      raise SearcherError(f"Unknown ScaNN mode {self.mode!r}; choose from {MODES}.")
+    mode = self.mode
+    if mode == "auto":
+      if num_rows < self.brute_force_below:
+        mode = "brute_force"
+      elif num_rows < self.tree_above:
+        mode = "ah"
+      else:
+        mode = "tree_ah"
+    num_leaves = self.num_leaves
+    to_search = self.num_leaves_to_search
+    if mode == "tree_ah":
+      num_leaves = num_leaves or max(2, int(round(math.sqrt(num_rows))))
+      num_leaves = min(num_leaves, num_rows)
+      to_search = to_search or min(num_leaves, max(8, num_leaves // 10))
+    sample = self.training_sample_size or min(num_rows, 250_000)
+    reorder = self.reordering_num_neighbors or max(100, self.num_neighbors)
+    return dataclasses.replace(self, mode=mode, num_leaves=num_leaves,
+                               num_leaves_to_search=to_search,
+                               training_sample_size=min(sample, num_rows),
+                               reordering_num_neighbors=reorder)
+
+
+def _scann_ops():
+  from scann.scann_ops.py import scann_ops  # pylint: disable=g-import-not-at-top
+  return scann_ops
+
+
+def _builder(embeddings: np.ndarray, cfg: ScannConfig):
+  b = _scann_ops().builder(embeddings, cfg.num_neighbors, "dot_product")
+  if cfg.mode == "brute_force":
+    return b.score_brute_force()
+  if cfg.mode == "tree_ah":
+    b = b.tree(num_leaves=cfg.num_leaves, num_leaves_to_search=cfg.num_leaves_to_search,
+               training_sample_size=cfg.training_sample_size, spherical=cfg.spherical)
+  b = b.score_ah(cfg.dimensions_per_block,
+                 anisotropic_quantization_threshold=cfg.anisotropic_quantization_threshold,
+                 training_sample_size=cfg.training_sample_size)
+  return b.reorder(cfg.reordering_num_neighbors)
+
+
+class ScannSearcher(Searcher):
+  """Approximate MIPS with ScaNN's TF ops; saves as a SavedModel (Scann namespace whitelisted)."""
+
+  kind = "scann"
+
+  def __init__(self, embeddings, config: ScannConfig = ScannConfig(),
+               name: str = "scann_searcher"):
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2:
+      raise SearcherError(f"Embeddings must be a matrix [N, D]; got shape {embeddings.shape}.")
+    super().__init__(embeddings.shape[0], embeddings.shape[1], name=name)
+    self.config = config.resolve(self.num_rows)
+    if self.config.mode != "brute_force" and self.num_rows < 16:
+      raise SearcherError(f"ScaNN mode {self.config.mode!r} needs at least 16 points; "
+                          f"got {self.num_rows}.")
+    register_scann_ops()
+    self.shared_name = f"realm_scann_{uuid.uuid4().hex}"
+    built = _builder(embeddings, self.config).set_n_training_threads(
+        self.config.training_threads).build()
+    self.state = built.serialize_to_module()
+    logging.info("Built ScaNN %s searcher over %d x %d points.", self.config.mode,
+                 self.num_rows, self.dim)
+    self._reorder = tf.constant(
+        -1 if self.config.mode == "brute_force" else self.config.reordering_num_neighbors,
+        tf.int32)
+    self._leaves = tf.constant(
+        self.config.num_leaves_to_search if self.config.mode == "tree_ah" else -1, tf.int32)
+
+  def info(self) -> dict:
+    info = super().info()
+    info["config"] = dataclasses.asdict(self.config)
+    info["shared_name"] = self.shared_name
+    return info
+
+  def _handle(self):
+    s = self.state
+    return _scann_ops().tensors_to_scann(
+        s.dataset, s.scann_config, s.serialized_partitioner, s.datapoint_to_token,
+        s.ah_codebook, s.hashed_dataset, s.int8_dataset, s.int8_multipliers, s.dp_norms,
+        shared_name=self.shared_name)
+
+  def _search(self, queries, k):
+    pre = self._reorder
+    pre = tf.where(pre < 0, pre, tf.maximum(pre, k))
+    rows, scores = _scann_ops().scann_search_batched(
+        self._handle(), queries, k, pre, self._leaves, self.config.parallel_search)
+    return rows, scores

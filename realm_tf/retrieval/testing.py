@@ -1,0 +1,69 @@
+"""Small fixtures for the retrieval tests: tiny block corpora, tiny embedder exports, clustered data.
+
+Corpora are written with the real corpus writer (`corpus.write_shard` + `write_manifest`), so the
+tests exercise the same files the corpus builder produces.
+"""
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from realm_tf.data import corpus as corpus_lib
+
+QUERY_LEN = 16
+DOC_LEN = 32
+
+
+def make_corpus(corpus_dir: str, shard_sizes: Sequence[int] = (8, 8, 8), seed: int = 0,
+                doc_prefix: str = "doc", max_block_length: int = DOC_LEN,
+                vocab_fingerprint: Optional[str] = None) -> List[int]:
+  """Writes a corpus of random-token blocks; returns the block ids in row order."""
+  if vocab_fingerprint is None:
+    from realm_tf.text import vocab_fingerprint as fp  # pylint: disable=g-import-not-at-top
+    vocab_fingerprint = fp()
+  os.makedirs(corpus_dir, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  shards, ids, doc = [], [], 0
+  for s, size in enumerate(shard_sizes):
+    records = []
+    for _ in range(size):
+      doc_id = f"{doc_prefix}{doc}"
+      block_id = corpus_lib.block_id_for(doc_id, 0)
+      title = rng.integers(1000, 30000, size=int(rng.integers(1, 4))).tolist()
+      body = rng.integers(1000, 30000, size=int(rng.integers(5, 40))).tolist()
+      records.append(corpus_lib.block_example(block_id, doc_id, f"Title {doc}", f"Body {doc}",
+                                              title, body))
+      ids.append(block_id)
+      doc += 1
+    path = os.path.join(corpus_dir, corpus_lib.SHARD_PATTERN.format(s, len(shard_sizes)))
+    shards.append(corpus_lib.write_shard(path, records))
+  corpus_lib.write_manifest(corpus_dir, shards, vocab_fingerprint, max_block_length)
+  return ids
+
+
+def make_retriever(seed: int = 0, query_seq_length: int = QUERY_LEN,
+                   doc_seq_length: int = DOC_LEN):
+  """A built `tiny` Retriever with short sequence lengths (fast on CPU)."""
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
+  tf_keras.utils.set_random_seed(seed)
+  config = RetrieverConfig(encoder="tiny", query_seq_length=query_seq_length,
+                           doc_seq_length=doc_seq_length)
+  return Retriever(config).build_towers()
+
+
+def clustered(n: int, dim: int = 128, num_clusters: int = 64, noise: float = 0.4,
+              seed: int = 0, num_queries: int = 0):
+  """Gaussian clusters around random centres, float32 [n, dim] (a MIPS benchmark staple).
+
+  With `num_queries`, returns (points, queries): queries drawn around the same centres.
+  """
+  rng = np.random.default_rng(seed)
+  centres = rng.normal(size=(num_clusters, dim)).astype(np.float32)
+
+  def draw(m):
+    return (centres[rng.integers(0, num_clusters, m)]
+            + noise * rng.normal(size=(m, dim))).astype(np.float32)
+
+  points = draw(n)
+  return (points, draw(num_queries)) if num_queries else points

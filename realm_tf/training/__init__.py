@@ -1,0 +1,1 @@
+"""Distribution strategies, optimizer, and the custom training loop shared by every trainer."""

@@ -1,0 +1,45 @@
+"""Progress lines (step, examples/s, loss, ETA) and TensorBoard scalars for long jobs."""
+import time
+from typing import Dict, Optional
+
+import tensorflow as tf
+from absl import logging
+
+
+class ProgressReporter:
+  """Logs a progress line every `log_every` steps and writes TensorBoard scalars."""
+
+  def __init__(self, total_steps: int, batch_size: int, log_every: int = 10,
+               summary_dir: Optional[str] = None, name: str = "train"):
+    self.total_steps = total_steps
+    self.batch_size = batch_size
+    self.log_every = max(1, log_every)
+    self.name = name
+    self.writer = tf.summary.create_file_writer(summary_dir) if summary_dir else None
+    self._t0 = None
+    self._step0 = None
+    self.last_line = ""
+
+  def start(self, step: int):
+    self._t0, self._step0 = time.time(), step
+
+  def update(self, step: int, scalars: Dict[str, float], force: bool = False):
+    """Records `scalars` at `step`; logs a line every `log_every` steps (or when forced)."""
+    if self.writer is not None:
+      with self.writer.as_default(step=step):
+        for k, v in scalars.items():
+          tf.summary.scalar(f"{self.name}/{k}", v)
+    if not force and step % self.log_every and step != self.total_steps:
+      return
+    elapsed = max(time.time() - self._t0, 1e-9)
+    done = step - self._step0
+    rate = done * self.batch_size / elapsed
+    eta = (self.total_steps - step) * elapsed / max(done, 1)
+    fields = " ".join(f"{k}={v:.4f}" for k, v in scalars.items())
+    self.last_line = (f"[{self.name}] step {step}/{self.total_steps} "
+                      f"{rate:.1f} examples/s {fields} ETA {eta:.0f}s")
+    logging.info(self.last_line)
+    if self.writer is not None:
+      with self.writer.as_default(step=step):
+        tf.summary.scalar(f"{self.name}/examples_per_second", rate)
+      self.writer.flush()

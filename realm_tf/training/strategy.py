@@ -1,0 +1,55 @@
+"""Picks the tf.distribute strategy from flags, so one code path runs on CPU, GPUs and TPUs."""
+from typing import Optional
+
+import tensorflow as tf
+from absl import logging
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def configure_cpu_devices(num_devices: int) -> None:
+  """Splits the host CPU into `num_devices` logical devices (must run before TF initialises).
+
+  Lets multi-replica code (MirroredStrategy, strategy.run) be exercised on one CPU host.
+  """
+  cpus = tf.config.list_physical_devices("CPU")
+  current = tf.config.get_logical_device_configuration(cpus[0])
+  if current and len(current) == num_devices:
+    return
+  tf.config.set_logical_device_configuration(
+      cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
+
+
+def get_strategy(tpu: Optional[str] = None, strategy: str = "default",
+                 num_cpu_devices: Optional[int] = None) -> tf.distribute.Strategy:
+  """Returns the strategy named by the flags.
+
+  Args:
+    tpu: a TPU name or `grpc://host:port` address (or "local" on a TPU VM); implies TPUStrategy.
+    strategy: one of STRATEGIES.
+    num_cpu_devices: if set (>1), split the CPU into that many logical devices first, so
+      `mirrored` runs several replicas on a CPU-only machine.
+  """
+  if num_cpu_devices and num_cpu_devices > 1:
+    configure_cpu_devices(num_cpu_devices)
+  if tpu or strategy == "tpu":
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    result = tf.distribute.TPUStrategy(resolver)
+  elif strategy == "mirrored":
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    result = tf.distribute.MirroredStrategy(devices=devices)
+  elif strategy == "multi_worker_mirrored":
+    result = tf.distribute.MultiWorkerMirroredStrategy()
+  elif strategy == "one_device":
+    gpus = tf.config.list_logical_devices("GPU")
+    result = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+  elif strategy == "default":
+    result = tf.distribute.get_strategy()
+  else:
+    raise ValueError(f"Unknown --strategy={strategy!r}; choose from {STRATEGIES}.")
+  logging.info("Using %s with %d replica(s).", type(result).__name__,
+               result.num_replicas_in_sync)
+  return result

@@ -1,0 +1,176 @@
+"""A custom training loop under any tf.distribute strategy, with exact resume.
+
+The loop is shared by ICT, REALM pre-training and open-QA fine-tuning: a `task` supplies the
+per-example loss and metrics; the trainer owns the optimizer step (clipping, mixed precision),
+checkpoints (model, optimizer, step, data position), NaN detection, progress lines, TensorBoard
+summaries, hooks (embedder export, index refresh) and the done-marker.
+"""
+import json
+import math
+import os
+from typing import Callable, Dict, List, Optional
+
+import tensorflow as tf
+from absl import logging
+
+from realm_tf.training.progress import ProgressReporter
+
+DONE_MARKER = "TRAINING_DONE"
+CONFIG_FILE = "config.json"
+
+
+class NonFiniteLossError(RuntimeError):
+  """Raised when the loss becomes NaN/inf; the last good checkpoint is left untouched."""
+
+
+class ConfigMismatchError(ValueError):
+  """The model_dir holds checkpoints of a different model configuration."""
+
+
+def check_or_write_config(model_dir: str, config: Dict) -> None:
+  """Writes `config.json` on a fresh model_dir; on resume, refuses a different configuration."""
+  path = os.path.join(model_dir, CONFIG_FILE)
+  config = json.loads(json.dumps(config))
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      old = json.load(f)
+    if old != config:
+      diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+      raise ConfigMismatchError(
+          f"{model_dir} holds checkpoints of another configuration ({path}); differing fields: "
+          f"{diff}. Use a new --model_dir or the same configuration.")
+    return
+  tf.io.gfile.makedirs(model_dir)
+  tmp = path + ".tmp"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(config, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+class Trainer:
+  """Runs `task` on `model` under `strategy`, checkpointing to `model_dir`.
+
+  `task(model, batch, training) -> (per_example_loss [B], metrics)` where metrics maps a name
+  to (sum, count) tensors so values aggregate exactly across replicas.
+  """
+
+  def __init__(self, model, optimizer, task: Callable, strategy: tf.distribute.Strategy,
+               model_dir: str, global_batch_size: int, clip_norm: float = 1.0,
+               checkpoint_every: int = 100, max_to_keep: int = 3, log_every: int = 10,
+               jit_compile: bool = False, name: str = "train"):
+    self.model = model
+    self.optimizer = optimizer
+    self.task = task
+    self.strategy = strategy
+    self.model_dir = model_dir
+    self.global_batch_size = global_batch_size
+    self.clip_norm = clip_norm
+    self.checkpoint_every = checkpoint_every
+    self.log_every = log_every
+    self.name = name
+    with strategy.scope():
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+      self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
+    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step,
+                                          data_position=self.data_position)
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=max_to_keep)
+    self._grads_fn = tf.function(self._compute_grads, jit_compile=True) if jit_compile \
+        else self._compute_grads
+    self._train_step = tf.function(self._distributed_step)
+
+  def restore(self) -> int:
+    """Restores the newest checkpoint if any; returns the step to continue from."""
+    latest = self.manager.latest_checkpoint
+    if latest:
+      try:
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+      except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+        raise ConfigMismatchError(
+            f"Checkpoint {latest} does not match this model (wrong shape or structure): {e}") from e
+      logging.info("Restored %s at step %d, data position %d.", latest, int(self.step.numpy()),
+                   int(self.data_position.numpy()))
+    return int(self.step.numpy())
+
+  def _compute_grads(self, batch):
+    with tf.GradientTape() as tape:
+      per_example_loss, metrics = self.task(self.model, batch, True)
+      loss = tf.reduce_sum(per_example_loss) / self.global_batch_size
+      scaled = loss
+      if hasattr(self.optimizer, "get_scaled_loss"):
+        scaled = self.optimizer.get_scaled_loss(loss)
+    grads = tape.gradient(scaled, self.model.trainable_variables)
+    return per_example_loss, metrics, grads
+
+  def _replica_step(self, batch):
+    per_example_loss, metrics, grads = self._grads_fn(batch)
+    variables = self.model.trainable_variables
+    if hasattr(self.optimizer, "get_unscaled_gradients"):
+      grads = self.optimizer.get_unscaled_gradients(grads)
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    grads, norm = tf.clip_by_global_norm([g for g, _ in pairs], self.clip_norm)
+    self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]))
+    out = {"loss": (tf.reduce_sum(per_example_loss), tf.cast(tf.size(per_example_loss), tf.float32)),
+           "grad_norm": (norm, tf.constant(1.0))}
+    out.update(metrics)
+    return out
+
+  def _distributed_step(self, batch):
+    per_replica = self.strategy.run(self._replica_step, args=(batch,))
+    return tf.nest.map_structure(
+        lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica)
+
+  def train(self, make_dataset: Callable[[int], tf.data.Dataset], num_steps: int,
+            hooks: Optional[List[Callable[[int], bool]]] = None,
+            extra_scalars: Optional[Callable[[int], Dict[str, float]]] = None) -> Dict[str, float]:
+    """Trains until `num_steps`. `make_dataset(data_position)` builds the input from a position;
+    a hook returning True after a step asks for the dataset to be rebuilt (e.g. new index)."""
+    hooks = hooks or []
+    start = self.restore()
+    reporter = ProgressReporter(num_steps, self.global_batch_size, self.log_every,
+                                os.path.join(self.model_dir, "summaries", self.name), self.name)
+    reporter.start(start)
+    last = {}
+    iterator = None
+    while int(self.step.numpy()) < num_steps:
+      if iterator is None:
+        dataset = make_dataset(int(self.data_position.numpy()))
+        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+      try:
+        batch = next(iterator)
+      except StopIteration:
+        raise RuntimeError(f"Input ran out at step {int(self.step.numpy())}; "
+                           "the dataset must repeat.")
+      position = batch.pop("data_position")
+      sums = self._train_step(batch)
+      step = int(self.step.assign_add(1).numpy())
+      self.data_position.assign(int(tf.reduce_max(
+          self.strategy.experimental_local_results(position)).numpy()))
+      scalars = {k: float(s.numpy()) / max(float(c.numpy() if hasattr(c, "numpy") else c), 1e-9)
+                 for k, (s, c) in sums.items()}
+      if not math.isfinite(scalars["loss"]):
+        raise NonFiniteLossError(
+            f"Loss became {scalars['loss']} at step {step}; the last good checkpoint "
+            f"({self.manager.latest_checkpoint}) is kept and nothing was overwritten.")
+      if extra_scalars:
+        scalars.update(extra_scalars(step))
+      scalars["learning_rate"] = float(self._learning_rate(step))
+      reporter.update(step, scalars)
+      last = scalars
+      if step % self.checkpoint_every == 0 or step == num_steps:
+        self.manager.save(checkpoint_number=step)
+      rebuild = False
+      for hook in hooks:
+        rebuild = bool(hook(step)) or rebuild
+      if rebuild:
+        iterator = None
+    marker = os.path.join(self.model_dir, DONE_MARKER)
+    with tf.io.gfile.GFile(marker + ".tmp", "w") as f:
+      f.write(json.dumps({"step": int(self.step.numpy())}))
+    tf.io.gfile.rename(marker + ".tmp", marker, overwrite=True)
+    last["progress_line"] = reporter.last_line
+    return last
+
+  def _learning_rate(self, step):
+    lr = self.optimizer.learning_rate
+    return lr(step) if callable(lr) else lr

@@ -1,0 +1,183 @@
+"""Tests of the shared training loop: learning, exact resume, NaN stop, config checks, replicas."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import tensorflow as tf
+
+from realm_tf.modeling.encoder_config import EncoderConfig
+from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer
+from realm_tf.training import tasks
+from realm_tf.training.optimizer import create_optimizer
+from realm_tf.training.trainer import (DONE_MARKER, ConfigMismatchError, NonFiniteLossError,
+                                       Trainer, check_or_write_config)
+
+MICRO = EncoderConfig(vocab_size=1100, hidden_size=32, num_layers=1, num_attention_heads=2,
+                      intermediate_size=64, dropout_rate=0.0, attention_dropout_rate=0.0)
+CONFIG = RealmConfig(retriever_encoder=MICRO, reader_encoder=MICRO, query_seq_length=12, doc_seq_length=16, joint_seq_length=24,
+                     num_candidates=3, max_predictions=4)
+BATCH = 4
+
+
+def example(index):
+  """A deterministic featurized example whose content depends only on its raw index."""
+  seed = tf.stack([tf.constant(7, tf.int64), index])
+  c, m = CONFIG.num_candidates, CONFIG.max_predictions
+  ex = {}
+  for prefix, shape in (("query", [CONFIG.query_seq_length]),
+                        ("candidates", [c, CONFIG.doc_seq_length]),
+                        ("joint", [c, CONFIG.joint_seq_length])):
+    ex[f"{prefix}/input_word_ids"] = tf.random.stateless_uniform(
+        shape, seed, 1000, 1050, tf.int32)
+    ex[f"{prefix}/input_mask"] = tf.ones(shape, tf.int32)
+    ex[f"{prefix}/input_type_ids"] = tf.zeros(shape, tf.int32)
+  ex["masked_positions"] = tf.constant([1, 2, 0, 0], tf.int32)
+  # Targets are a function of the joint input, so the model can learn them.
+  ex["masked_ids"] = tf.stack([ex["joint/input_word_ids"][0, 1], ex["joint/input_word_ids"][0, 2],
+                               0, 0])
+  ex["masked_weights"] = tf.constant([1.0, 1.0, 0.0, 0.0])
+  ex["candidate_mask"] = tf.ones([c])
+  ex["index"] = index
+  return ex
+
+
+def make_dataset(position):
+  ds = tf.data.Dataset.range(position, 1 << 40).map(example).batch(BATCH, drop_remainder=True)
+
+  def _pos(b):
+    b["data_position"] = tf.fill([BATCH], tf.reduce_max(b.pop("index")) + 1)
+    return b
+
+  return ds.map(_pos)
+
+
+def make_trainer(model_dir, lr=1e-3, task=tasks.realm_pretrain_task, checkpoint_every=2):
+  strategy = tf.distribute.get_strategy()
+  model = RealmPretrainer(CONFIG)
+  model.build_all()
+  opt = create_optimizer(lr, num_train_steps=1000, num_warmup_steps=0)
+  return Trainer(model, opt, task, strategy, model_dir, BATCH, checkpoint_every=checkpoint_every,
+                 log_every=1)
+
+
+class TrainerTest(tf.test.TestCase):
+
+  def test_short_run_loss_decreases(self):
+    tf.random.set_seed(0)
+    model_dir = self.get_temp_dir() + "/learn"
+    trainer = make_trainer(model_dir, lr=2e-3, checkpoint_every=1000)
+    losses = []
+    trainer.train(lambda p: make_dataset(0).take(1).repeat(), 25,
+                  hooks=[lambda s: losses.append(trainer.model) and False])
+    first = trainer.task(trainer.model, next(iter(make_dataset(0))), False)[0]
+    self.assertTrue(os.path.exists(os.path.join(model_dir, DONE_MARKER)))
+    # Start from a fresh model: the trained one must fit the batch far better.
+    fresh = make_trainer(self.get_temp_dir() + "/fresh")
+    batch = next(iter(make_dataset(0)))
+    batch.pop("data_position")
+    before = float(tf.reduce_mean(fresh.task(fresh.model, batch, False)[0]))
+    after = float(tf.reduce_mean(trainer.task(trainer.model, batch, False)[0]))
+    self.assertLess(after, 0.7 * before, (before, after, first))
+
+  def test_resume_after_kill_restores_step_and_data_position(self):
+    model_dir = self.get_temp_dir() + "/resume"
+    trainer = make_trainer(model_dir)
+    seen = []
+
+    def killer(step):
+      if step == 3:
+        raise KeyboardInterrupt("killed")
+      return False
+
+    with self.assertRaises(KeyboardInterrupt):
+      trainer.train(make_dataset, 10, hooks=[killer])
+    # Checkpoint at step 2 holds data position 2 * BATCH.
+    resumed = make_trainer(model_dir)
+
+    def recording(position):
+      seen.append(position)
+      return make_dataset(position)
+
+    resumed.train(recording, 4)
+    self.assertEqual(seen[0], 2 * BATCH)
+    self.assertEqual(int(resumed.step.numpy()), 4)
+    self.assertEqual(int(resumed.data_position.numpy()), 4 * BATCH)
+    restored = make_trainer(model_dir)
+    self.assertEqual(restored.restore(), 4)
+
+  def test_nan_loss_stops_and_keeps_last_good_checkpoint(self):
+    model_dir = self.get_temp_dir() + "/nan"
+    trainer = make_trainer(model_dir)
+    trainer.train(make_dataset, 2)
+    good = trainer.manager.latest_checkpoint
+
+    def nan_task(model, batch, training):
+      loss, metrics = tasks.realm_pretrain_task(model, batch, training)
+      return loss * float("nan"), metrics
+
+    bad = make_trainer(model_dir, task=nan_task)
+    with self.assertRaisesRegex(NonFiniteLossError, "step 3"):
+      bad.train(make_dataset, 6)
+    self.assertEqual(bad.manager.latest_checkpoint, good)
+
+  def test_config_mismatch_is_refused(self):
+    model_dir = self.get_temp_dir() + "/cfg"
+    check_or_write_config(model_dir, {"a": 1, "b": 2})
+    check_or_write_config(model_dir, {"a": 1, "b": 2})
+    with self.assertRaisesRegex(ConfigMismatchError, "b"):
+      check_or_write_config(model_dir, {"a": 1, "b": 3})
+    with open(os.path.join(model_dir, "config.json")) as f:
+      self.assertEqual(json.load(f), {"a": 1, "b": 2})
+
+
+_MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    from realm_tf.training.strategy import get_strategy
+    strategy = get_strategy(strategy=sys.argv[1], num_cpu_devices=2)
+    from realm_tf.training import trainer_test as t
+    from realm_tf.modeling.realm_pretrainer import RealmPretrainer
+    from realm_tf.training import tasks
+    from realm_tf.training.optimizer import create_optimizer
+    from realm_tf.training.trainer import Trainer
+    tf.random.set_seed(1)
+    with strategy.scope():
+      model = RealmPretrainer(t.CONFIG)
+      model.build_all()
+      model.load_weights(sys.argv[2])
+      opt = create_optimizer(1e-3, 100, 0)
+    tr = Trainer(model, opt, tasks.realm_pretrain_task, strategy, sys.argv[3], t.BATCH,
+                 checkpoint_every=100)
+    out = tr.train(t.make_dataset, 3)
+    print("RESULT", json.dumps({"loss": out["loss"], "replicas": strategy.num_replicas_in_sync,
+                                "w": float(tf.reduce_sum(model.trainable_variables[5]))}))
+""")
+
+
+class MirroredStrategyTest(tf.test.TestCase):
+
+  def test_two_cpu_replicas_match_one_device(self):
+    weights = os.path.join(self.get_temp_dir(), "init.weights.h5")
+    model = RealmPretrainer(CONFIG)
+    model.build_all()
+    model.save_weights(weights)
+    results = {}
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    for name in ("default", "mirrored"):
+      proc = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT, name, weights,
+                             os.path.join(self.get_temp_dir(), name)],
+                            capture_output=True, text=True, env=env, timeout=300)
+      lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+      self.assertTrue(lines, proc.stderr[-3000:])
+      results[name] = json.loads(lines[0][len("RESULT "):])
+    self.assertEqual(results["mirrored"]["replicas"], 2)
+    self.assertEqual(results["default"]["replicas"], 1)
+    self.assertAllClose(results["default"]["loss"], results["mirrored"]["loss"], rtol=1e-4)
+    self.assertAllClose(results["default"]["w"], results["mirrored"]["w"], rtol=1e-4)
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,522 @@
+"""Model discovery, loading and hot swapping for the TF Serving-protocol server.
+
+Reads TF Serving's layout `<base_path>/<version>/saved_model.pb` (integer version directories; temp
+or half-written directories are ignored) and its `ModelServerConfig` text proto. A background thread
+polls the file system; when a new version appears it is loaded (and warmed up from
+`assets.extra/tf_serving_warmup_requests`), then made current in one atomic switch, and only then
+are old versions unloaded, after their in-flight requests finish. So a refreshed index goes live
+without a failed or dropped request, which is TF Serving's availability-preserving policy.
+"""
+import contextlib
+import dataclasses
+import enum
+import os
+import threading
+from typing import Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Tuple
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from google.protobuf import text_format
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import validation
+from serving.validation import ServingError
+
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit.
+
+
+def import_scann() -> bool:
+  """Registers ScaNN's TF ops (needed to load the ScaNN export); False if ScaNN is not installed."""
+  try:
+    import scann  # pylint: disable=import-outside-toplevel,unused-import
+    from scann.scann_ops.py import scann_ops  # pylint: disable=import-outside-toplevel,unused-import
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("ScaNN ops not registered (%s); ScaNN SavedModels will not load", e)
+    return False
+  return True
+
+
+class State(enum.IntEnum):
+  """Servable states, numbered as in get_model_status.proto's ModelVersionStatus.State."""
+  START = 10
+  LOADING = 20
+  AVAILABLE = 30
+  UNLOADING = 40
+  END = 50
+
+
+# Configuration.
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionPolicy:
+  """Which versions of a model to serve: `latest` N, `all`, or `specific` versions."""
+  kind: str = "latest"
+  num_versions: int = 1
+  versions: FrozenSet[int] = frozenset()
+
+  def select(self, available: List[int]) -> List[int]:
+    """Returns the versions (ascending) this policy serves out of `available`."""
+    available = sorted(available)
+    if self.kind == "all":
+      return available
+    if self.kind == "specific":
+      return [v for v in available if v in self.versions]
+    return available[-self.num_versions:] if available else []
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """One served model: a name, a base path holding version directories, policy and labels."""
+  name: str
+  base_path: str
+  version_policy: VersionPolicy = VersionPolicy()
+  version_labels: Tuple[Tuple[str, int], ...] = ()
+
+  def label_to_version(self, label: str) -> int:
+    """Returns the version a label names; unknown labels are INVALID_ARGUMENT, as in TF Serving."""
+    for name, version in self.version_labels:
+      if name == label:
+        return version
+    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"Unrecognized servable version label: {label}")
+
+
+def model_configs_from_proto(config: model_server_config_pb2.ModelServerConfig,
+                             source: str = "<proto>",
+                             models_dir: Optional[str] = None) -> List[ModelConfig]:
+  """Converts a ModelServerConfig proto into `ModelConfig`s.
+
+  Args:
+    config: the parsed proto; only `model_config_list` is supported.
+    source: file name for error messages.
+    models_dir: if set, each base_path is replaced by `<models_dir>/<last component of base_path>`,
+      so the shipped models.config (written for the Docker layout `/models/<name>`) can serve a
+      local export directory unchanged.
+
+  Raises:
+    ValueError: naming `source` and the model, for an unsupported or inconsistent config.
+  """
+  if config.WhichOneof("config") != "model_config_list":
+    raise ValueError(f"{source}: only model_config_list is supported")
+  models = []
+  seen = set()
+  for entry in config.model_config_list.config:
+    where = f"{source}: model {entry.name or '<unnamed>'!r}"
+    if not entry.name:
+      raise ValueError(f"{source}: a model config has no name")
+    if entry.name in seen:
+      raise ValueError(f"{where} is listed twice")
+    seen.add(entry.name)
+    if not entry.base_path:
+      raise ValueError(f"{where} has no base_path")
+    if entry.model_platform and entry.model_platform != "tensorflow":
+      raise ValueError(f"{where}: model_platform {entry.model_platform!r} is not supported")
+    base_path = entry.base_path
+    if models_dir:
+      base_path = os.path.join(models_dir, os.path.basename(base_path.rstrip("/")))
+    policy_proto = entry.model_version_policy
+    kind = policy_proto.WhichOneof("policy_choice") or "latest"
+    if kind == "latest":
+      num = policy_proto.latest.num_versions or 1
+      policy = VersionPolicy("latest", num_versions=num)
+    elif kind == "specific":
+      if not policy_proto.specific.versions:
+        raise ValueError(f"{where}: model_version_policy.specific lists no versions")
+      policy = VersionPolicy("specific", versions=frozenset(policy_proto.specific.versions))
+    else:
+      policy = VersionPolicy("all")
+    models.append(ModelConfig(name=entry.name, base_path=os.path.abspath(base_path),
+                              version_policy=policy,
+                              version_labels=tuple(sorted(entry.version_labels.items()))))
+  return models
+
+
+def parse_model_config(text: str, source: str = "<string>",
+                       models_dir: Optional[str] = None) -> List[ModelConfig]:
+  """Parses a ModelServerConfig text proto (the `--model_config_file` format)."""
+  config = model_server_config_pb2.ModelServerConfig()
+  try:
+    text_format.Parse(text, config)
+  except text_format.ParseError as e:
+    raise ValueError(f"{source}: not a valid ModelServerConfig text proto: {e}") from None
+  return model_configs_from_proto(config, source, models_dir)
+
+
+def load_model_config_file(path: str, models_dir: Optional[str] = None) -> List[ModelConfig]:
+  """Reads and parses `--model_config_file`."""
+  with open(path, encoding="utf-8") as f:
+    return parse_model_config(f.read(), source=path, models_dir=models_dir)
+
+
+def list_versions(base_path: str) -> List[int]:
+  """Returns the servable versions under `base_path`, ascending.
+
+  Only directories named by a non-negative integer that contain `saved_model.pb` (or `.pbtxt`)
+  count; `tmp-3`, `.3.partial` or a `3/` still being written without its saved_model.pb are skipped.
+  """
+  try:
+    names = os.listdir(base_path)
+  except FileNotFoundError:
+    return []
+  versions = []
+  for name in names:
+    if not name.isdigit():
+      continue
+    path = os.path.join(base_path, name)
+    if (os.path.isfile(os.path.join(path, "saved_model.pb")) or
+        os.path.isfile(os.path.join(path, "saved_model.pbtxt"))):
+      versions.append(int(name))
+  return sorted(versions)
+
+
+# Loaded servables.
+
+
+def read_signature_defs(export_dir: str) -> Dict[str, meta_graph_pb2.SignatureDef]:
+  """Reads the serving MetaGraph's SignatureDefs (what GetModelMetadata returns)."""
+  saved_model = saved_model_pb2.SavedModel()
+  pb = os.path.join(export_dir, "saved_model.pb")
+  if os.path.isfile(pb):
+    with open(pb, "rb") as f:
+      saved_model.ParseFromString(f.read())
+  else:
+    with open(os.path.join(export_dir, "saved_model.pbtxt"), encoding="utf-8") as f:
+      text_format.Parse(f.read(), saved_model)
+  for meta_graph in saved_model.meta_graphs:
+    if "serve" in meta_graph.meta_info_def.tags:
+      return dict(meta_graph.signature_def)
+  raise ValueError(f"{export_dir}: no MetaGraph tagged 'serve'")
+
+
+@dataclasses.dataclass
+class Signature:
+  """One callable signature of a loaded servable.
+
+  Attributes:
+    batchable: every input and output has an unknown dimension 0 (a batch dimension), so
+      concurrent requests can be concatenated and the outputs split back by rows.
+  """
+  name: str
+  function: Callable
+  input_specs: Dict[str, tf.TensorSpec]
+  output_specs: Dict[str, tf.TensorSpec]
+  batchable: bool
+
+  def __call__(self, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Runs the signature on numpy inputs; TF errors become `ServingError`s with the same code."""
+    feeds = {k: tf.constant(v, dtype=self.input_specs[k].dtype) for k, v in inputs.items()}
+    try:
+      outputs = self.function(**feeds)
+    except tf.errors.OpError as e:
+      raise validation.from_tf_error(e) from None
+    return {k: v.numpy() for k, v in outputs.items()}
+
+
+def _is_batch_major(spec) -> bool:
+  return spec.shape.rank is not None and spec.shape.rank >= 1 and spec.shape[0] is None
+
+
+def _make_signature(name: str, fn) -> Signature:
+  input_specs = dict(fn.structured_input_signature[1])
+  output_specs = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in fn.structured_outputs.items()}
+  batchable = (bool(input_specs) and all(map(_is_batch_major, input_specs.values())) and
+               all(map(_is_batch_major, output_specs.values())))
+  return Signature(name, fn, input_specs, output_specs, batchable)
+
+
+class Servable:
+  """A loaded SavedModel version with its signatures and an in-flight request count."""
+
+  def __init__(self, name: str, version: int, path: str):
+    self.name = name
+    self.version = version
+    self.path = path
+    self.signature_defs = read_signature_defs(path)
+    self._model = tf.saved_model.load(path, tags=["serve"])
+    self.signatures = {k: _make_signature(k, fn) for k, fn in self._model.signatures.items()}
+    self._in_flight = 0
+    self._idle = threading.Condition()
+
+  def signature(self, name: str) -> Signature:
+    """Returns the named signature ('' means serving_default); FAILED_PRECONDITION if absent."""
+    name = name or DEFAULT_SIGNATURE
+    sig = self.signatures.get(name)
+    if sig is None:
+      raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"Serving signature key \"{name}\" not found.")
+    return sig
+
+  def warm_up(self) -> int:
+    """Replays `assets.extra/tf_serving_warmup_requests` (PredictionLogs); returns the count."""
+    path = os.path.join(self.path, WARMUP_FILE)
+    if not os.path.isfile(path):
+      return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS):
+      log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+      if log.WhichOneof("log_type") != "predict_log":
+        raise ValueError(f"{path}: record {count} is not a predict_log (only Predict warm-up is "
+                         "supported)")
+      request = log.predict_log.request
+      sig = self.signature(request.model_spec.signature_name)
+      try:
+        arrays = validation.decode_inputs(sig.input_specs, request.inputs,
+                                          validation.ValidationConfig(max_string_bytes=0))
+        sig(arrays)
+      except ServingError as e:
+        raise ValueError(f"{path}: warm-up record {count} failed: {e.message}") from None
+      count += 1
+    return count
+
+  def acquire(self) -> None:
+    with self._idle:
+      self._in_flight += 1
+
+  def release(self) -> None:
+    with self._idle:
+      self._in_flight -= 1
+      if not self._in_flight:
+        self._idle.notify_all()
+
+  def wait_idle(self, timeout: float) -> bool:
+    """Waits until no request uses this servable; False on timeout."""
+    with self._idle:
+      return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+  def unload(self) -> None:
+    """Drops the loaded model (TF frees its resources once in-flight references are gone)."""
+    self._model = None
+    self.signatures = {}
+
+
+@dataclasses.dataclass
+class VersionStatus:
+  """What GetModelStatus reports for one version."""
+  version: int
+  state: State
+  error_code: grpc.StatusCode = grpc.StatusCode.OK
+  error_message: str = ""
+
+
+class _ModelEntry:
+
+  def __init__(self, config: ModelConfig):
+    self.config = config
+    self.servables: Dict[int, Servable] = {}   # available versions (swapped as a whole)
+    self.status: Dict[int, VersionStatus] = {}
+    self.load_failures: Dict[int, int] = {}
+
+
+class ModelManager:
+  """Serves the configured models: loads versions, swaps them atomically, counts usage.
+
+  Args:
+    configs: the models to serve.
+    enable_warmup: replay each version's warm-up requests before it goes live.
+    max_num_load_retries: a version that failed to load is retried on this many later polls.
+    unload_grace_seconds: how long an old version waits for in-flight requests before unloading.
+  """
+
+  def __init__(self, configs: List[ModelConfig], enable_warmup: bool = True,
+               max_num_load_retries: int = 5, unload_grace_seconds: float = 30.0):
+    self.enable_warmup = enable_warmup
+    self.max_num_load_retries = max_num_load_retries
+    self.unload_grace_seconds = unload_grace_seconds
+    self._lock = threading.Lock()
+    self._poll_lock = threading.Lock()
+    self._models: Dict[str, _ModelEntry] = {c.name: _ModelEntry(c) for c in configs}
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+
+  # Requests.
+
+  def model_names(self) -> List[str]:
+    with self._lock:
+      return sorted(self._models)
+
+  def config(self, name: str) -> ModelConfig:
+    with self._lock:
+      entry = self._models.get(name)
+    if entry is None:
+      raise ServingError(grpc.StatusCode.NOT_FOUND,
+                         f"Servable not found for request: Latest({name})")
+    return entry.config
+
+  def _resolve(self, name: str, version: Optional[int], label: Optional[str]) -> Servable:
+    with self._lock:
+      entry = self._models.get(name)
+      if entry is None:
+        raise ServingError(grpc.StatusCode.NOT_FOUND,
+                           f"Servable not found for request: Latest({name})")
+      if label:
+        version = entry.config.label_to_version(label)
+      servables = entry.servables
+      if version is None:
+        if not servables:
+          raise ServingError(grpc.StatusCode.NOT_FOUND,
+                             f"Servable not found for request: Latest({name})")
+        servable = servables[max(servables)]
+      else:
+        servable = servables.get(version)
+        if servable is None:
+          raise ServingError(grpc.StatusCode.NOT_FOUND,
+                             f"Servable not found for request: Specific({name}, {version})")
+      servable.acquire()
+      return servable
+
+  @contextlib.contextmanager
+  def servable(self, name: str, version: Optional[int] = None,
+               label: Optional[str] = None) -> Iterator[Servable]:
+    """Context manager holding the requested servable (newest if no version/label) in use.
+
+    Raises:
+      ServingError: NOT_FOUND for an unknown model or a version not loaded, INVALID_ARGUMENT for
+        an unknown label.
+    """
+    servable = self._resolve(name, version, label)
+    try:
+      yield servable
+    finally:
+      servable.release()
+
+  def status(self, name: str, version: Optional[int] = None) -> List[VersionStatus]:
+    """Returns the state of every version the manager knows for `name` (or just `version`)."""
+    with self._lock:
+      entry = self._models.get(name)
+      if entry is None:
+        raise ServingError(grpc.StatusCode.NOT_FOUND,
+                           f"Could not find any versions of model {name}")
+      statuses = [dataclasses.replace(s) for _, s in sorted(entry.status.items())]
+    if version is not None:
+      statuses = [s for s in statuses if s.version == version]
+      if not statuses:
+        raise ServingError(grpc.StatusCode.NOT_FOUND,
+                           f"Could not find version {version} of model {name}")
+    elif not statuses:
+      raise ServingError(grpc.StatusCode.NOT_FOUND,
+                         f"Could not find any versions of model {name}")
+    return statuses
+
+  # Loading.
+
+  def _set_status(self, entry, version, state, error=None):
+    with self._lock:
+      s = VersionStatus(version, state)
+      if error is not None:
+        s.error_code, s.error_message = error
+      entry.status[version] = s
+
+  def _load(self, entry: _ModelEntry, version: int) -> Optional[Servable]:
+    path = os.path.join(entry.config.base_path, str(version))
+    self._set_status(entry, version, State.LOADING)
+    logging.info("Loading servable %s version %d from %s", entry.config.name, version, path)
+    try:
+      servable = Servable(entry.config.name, version, path)
+      warmed = servable.warm_up() if self.enable_warmup else 0
+    except Exception as e:  # pylint: disable=broad-except
+      failures = entry.load_failures.get(version, 0) + 1
+      entry.load_failures[version] = failures
+      final = failures > self.max_num_load_retries
+      logging.error("Loading %s version %d failed (attempt %d%s): %s", entry.config.name, version,
+                    failures, ", giving up" if final else ", will retry", e)
+      self._set_status(entry, version, State.END if final else State.START,
+                       (grpc.StatusCode.UNKNOWN, f"{type(e).__name__}: {e}"))
+      return None
+    logging.info("Loaded servable %s version %d (%d warm-up requests)", entry.config.name, version,
+                 warmed)
+    return servable
+
+  def _unload(self, entry: _ModelEntry, servable: Servable) -> None:
+    self._set_status(entry, servable.version, State.UNLOADING)
+    if not servable.wait_idle(self.unload_grace_seconds):
+      logging.warning("Unloading %s version %d with requests still in flight", servable.name,
+                      servable.version)
+    servable.unload()
+    self._set_status(entry, servable.version, State.END)
+    logging.info("Unloaded servable %s version %d", servable.name, servable.version)
+
+  def _poll_model(self, entry: _ModelEntry) -> None:
+    config = entry.config
+    available = list_versions(config.base_path)
+    wanted = config.version_policy.select(available)
+    for label, version in config.version_labels:
+      if version not in available:
+        logging.warning("%s: label %r names version %d, which is not on disk", config.name, label,
+                        version)
+    loaded = dict(entry.servables)
+    new = {}
+    for version in wanted:
+      if version in loaded:
+        continue
+      if entry.load_failures.get(version, 0) > self.max_num_load_retries:
+        continue
+      servable = self._load(entry, version)
+      if servable is not None:
+        new[version] = servable
+    keep = {v: s for v, s in loaded.items() if v in wanted}
+    serving = {**keep, **new}
+    if not serving:
+      serving = loaded  # Never drop to zero versions: keep the old ones until a new one loads.
+    removed = [s for v, s in loaded.items() if v not in serving]
+    if serving is not loaded or new:
+      with self._lock:  # The switch: one dict replacement, seen atomically by requests.
+        entry.servables = serving
+        for v in new:
+          entry.status[v] = VersionStatus(v, State.AVAILABLE)
+    for servable in removed:
+      self._unload(entry, servable)
+
+  def poll_once(self) -> None:
+    """Scans every model's base path once: loads new versions, switches, unloads old ones."""
+    with self._poll_lock:
+      with self._lock:
+        entries = list(self._models.values())
+      for entry in entries:
+        try:
+          self._poll_model(entry)
+        except Exception:  # pylint: disable=broad-except
+          logging.exception("Polling model %s failed", entry.config.name)
+
+  def reload_config(self, configs: List[ModelConfig]) -> None:
+    """Replaces the served model list: new models are loaded, removed models unloaded."""
+    with self._poll_lock:
+      with self._lock:
+        old = self._models
+        self._models = {}
+        for c in configs:
+          entry = old.get(c.name)
+          if entry is None or entry.config.base_path != c.base_path:
+            entry = _ModelEntry(c)
+          else:
+            entry.config = c
+          self._models[c.name] = entry
+        dropped = [e for n, e in old.items() if self._models.get(n) is not e]
+      for entry in dropped:
+        for servable in entry.servables.values():
+          self._unload(entry, servable)
+    self.poll_once()
+
+  def start_polling(self, interval_seconds: float) -> None:
+    """Polls in a daemon thread every `interval_seconds` (0 disables polling)."""
+    if interval_seconds <= 0:
+      return
+
+    def loop():
+      while not self._stop.wait(interval_seconds):
+        self.poll_once()
+
+    self._thread = threading.Thread(target=loop, name="fs-poll", daemon=True)
+    self._thread.start()
+
+  def stop(self) -> None:
+    """Stops polling (loaded models stay until the process exits)."""
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()

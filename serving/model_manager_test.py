@@ -1,0 +1,157 @@
+"""Tests of model discovery, config parsing, version policies, labels and in-process hot swap."""
+import os
+import threading
+
+import grpc
+import numpy as np
+import pytest
+
+from serving import model_manager, toy_models
+from serving.model_manager import ModelConfig, ModelManager, State, VersionPolicy
+from serving.validation import ServingError
+
+HERE = os.path.dirname(__file__)
+X = {"x": np.ones((2, 3), np.float32), "scale": np.array([1.0, 2.0], np.float32)}
+
+
+@pytest.fixture(scope="module")
+def numeric_v1_v2(tmp_path_factory):
+  """A base path holding numeric model versions 1 and 2 (written once per module)."""
+  base = str(tmp_path_factory.mktemp("models") / "num")
+  toy_models.write_numeric_model(base, 1)
+  toy_models.write_numeric_model(base, 2)
+  return base
+
+
+def test_shipped_models_config_lists_realm_models():
+  configs = model_manager.load_model_config_file(os.path.join(HERE, "models.config"))
+  assert [c.name for c in configs] == ["realm_openqa", "realm_query_embedder",
+                                       "realm_doc_embedder", "realm_searcher", "realm_reader"]
+  assert all(c.base_path == f"/models/{c.name}" for c in configs)
+  assert all(c.version_policy == VersionPolicy() for c in configs)
+  local = model_manager.load_model_config_file(os.path.join(HERE, "models.config"),
+                                               models_dir="/srv/exports")
+  assert local[0].base_path == "/srv/exports/realm_openqa"
+
+
+def test_parse_policies_and_labels():
+  configs = model_manager.parse_model_config("""
+    model_config_list {
+      config { name: "a" base_path: "/m/a" model_platform: "tensorflow"
+               model_version_policy { specific { versions: 3 versions: 5 } }
+               version_labels { key: "stable" value: 3 }
+               version_labels { key: "canary" value: 5 } }
+      config { name: "b" base_path: "/m/b" model_version_policy { latest { num_versions: 2 } } }
+      config { name: "c" base_path: "/m/c" model_version_policy { all {} } }
+    }""")
+  a, b, c = configs
+  assert a.version_policy.select([1, 3, 4, 5]) == [3, 5]
+  assert a.label_to_version("canary") == 5
+  assert b.version_policy.select([1, 3, 4, 5]) == [4, 5]
+  assert c.version_policy.select([5, 1]) == [1, 5]
+  with pytest.raises(ServingError) as info:
+    a.label_to_version("nope")
+  assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("model_config_list { config { name: 'a' base_path: '/x' } config { name: 'a' "
+     "base_path: '/y' } }", "listed twice"),
+    ("model_config_list { config { name: 'a' } }", "has no base_path"),
+    ("model_config_list { config { base_path: '/x' } }", "has no name"),
+    ("model_config_list { config { name: 'a' base_path: '/x' model_platform: 'pytorch' } }",
+     "model_platform 'pytorch'"),
+    ("model_config_list { config { nmae: 'a' } }", "not a valid ModelServerConfig"),
+])
+def test_config_errors_name_the_file(text, fragment):
+  with pytest.raises(ValueError) as info:
+    model_manager.parse_model_config(text, source="models.config")
+  assert "models.config" in str(info.value) and fragment in str(info.value)
+
+
+def test_list_versions_ignores_temp_and_partial_dirs(tmp_path, numeric_v1_v2):
+  base = tmp_path / "m"
+  base.mkdir()
+  os.symlink(os.path.join(numeric_v1_v2, "1"), base / "7")
+  (base / "12").mkdir()                       # Partial: no saved_model.pb yet.
+  (base / "tmp-9").mkdir()
+  (base / "tmp-9" / "saved_model.pb").write_bytes(b"")
+  (base / ".3.partial").mkdir()
+  (base / "notes.txt").write_text("x")
+  assert model_manager.list_versions(str(base)) == [7]
+  assert model_manager.list_versions(str(tmp_path / "missing")) == []
+
+
+def test_serves_newest_version_and_pinned_versions(numeric_v1_v2):
+  config = ModelConfig("num", numeric_v1_v2, VersionPolicy("all"), (("stable", 1),))
+  manager = ModelManager([config])
+  manager.poll_once()
+  assert [(s.version, s.state) for s in manager.status("num")] == [(1, State.AVAILABLE),
+                                                                   (2, State.AVAILABLE)]
+  for version, label, expect in ((None, None, 2), (1, None, 1), (None, "stable", 1)):
+    with manager.servable("num", version, label) as servable:
+      assert servable.version == expect
+      out = servable.signature("")(X)
+      np.testing.assert_allclose(out["y"], toy_models.numeric_reference(X["x"], X["scale"],
+                                                                        expect), rtol=1e-6)
+  with manager.servable("num") as servable:
+    sig = servable.signature("serving_default")
+    assert sig.batchable and set(sig.input_specs) == {"x", "scale"}
+    assert not servable.signature("single").batchable
+    assert not servable.signature("grand_total").batchable
+    assert "serving_default" in servable.signature_defs
+    with pytest.raises(ServingError) as info:
+      servable.signature("nope")
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+  for args, code in ((("other",), grpc.StatusCode.NOT_FOUND),
+                     (("num", 3), grpc.StatusCode.NOT_FOUND),
+                     (("num", None, "nope"), grpc.StatusCode.INVALID_ARGUMENT)):
+    with pytest.raises(ServingError) as info:
+      with manager.servable(*args):
+        pass
+    assert info.value.code == code, args
+
+
+def test_hot_swap_waits_for_in_flight_requests(tmp_path, numeric_v1_v2):
+  base = str(tmp_path / "num")
+  os.makedirs(base)
+  os.symlink(os.path.join(numeric_v1_v2, "1"), os.path.join(base, "1"))
+  manager = ModelManager([ModelConfig("num", base)], unload_grace_seconds=10)
+  manager.poll_once()
+  with manager.servable("num") as old:
+    assert old.version == 1
+    os.symlink(os.path.join(numeric_v1_v2, "2"), os.path.join(base, "2"))
+    poller = threading.Thread(target=manager.poll_once)
+    poller.start()
+    deadline = threading.Event()
+    while manager.status("num", 1)[0].state != State.UNLOADING and not deadline.wait(0.02):
+      pass
+    # v2 serves new requests while v1 still finishes the one in flight.
+    with manager.servable("num") as new:
+      assert new.version == 2
+    out = old.signature("")(X)
+    np.testing.assert_allclose(out["y"], toy_models.numeric_reference(X["x"], X["scale"], 1),
+                               rtol=1e-6)
+  poller.join()
+  assert [(s.version, s.state) for s in manager.status("num")] == [(1, State.END),
+                                                                   (2, State.AVAILABLE)]
+
+
+def test_failed_load_keeps_old_version_and_gives_up_after_retries(tmp_path, numeric_v1_v2):
+  base = tmp_path / "num"
+  base.mkdir()
+  os.symlink(os.path.join(numeric_v1_v2, "1"), base / "1")
+  manager = ModelManager([ModelConfig("num", str(base))], max_num_load_retries=1)
+  manager.poll_once()
+  (base / "2").mkdir()
+  (base / "2" / "saved_model.pb").write_bytes(b"not a proto")
+  manager.poll_once()
+  status = {s.version: s for s in manager.status("num")}
+  assert status[2].state == State.START and "DecodeError" in status[2].error_message
+  assert status[2].error_code == grpc.StatusCode.UNKNOWN
+  with manager.servable("num") as servable:  # Nothing on disk loads as v2: v1 stays.
+    assert servable.version == 1
+  manager.poll_once()
+  assert manager.status("num", 2)[0].state == State.END
+  manager.poll_once()  # Given up: no more attempts, v1 still serves.
+  assert manager.status("num", 1)[0].state == State.AVAILABLE

@@ -1,0 +1,329 @@
+r"""A gRPC model server speaking TF Serving's protocol, for SavedModels stock TF Serving cannot run.
+
+Serves PredictionService.Predict / GetModelMetadata and ModelService.GetModelStatus /
+HandleReloadConfigRequest from `tensorflow_serving.apis`, so any TF Serving client (including
+`serving.client`) works unchanged. It exists for machines without `tensorflow_model_server` and for
+the ScaNN variant of `realm_openqa`, whose `Scann>*` ops the stock binary lacks (ScaNN is imported
+before loading so they are registered).
+
+Usage:
+  python -m serving.server --port=8500 --model_config_file=serving/models.config \
+      --models_dir=/path/to/exports --enable_batching \
+      --batching_parameters_file=serving/batching.config
+  python -m serving.server --port=8500 --model_name=realm_openqa \
+      --model_base_path=/path/to/exports/realm_openqa
+
+Same layout and config as TF Serving: `<base_path>/<version>/saved_model.pb`; the newest version
+(per `model_version_policy`) is served; new versions are picked up every
+`--file_system_poll_wait_seconds` and swapped in without failing requests. SIGTERM / SIGINT stop
+the server gracefully (in-flight requests get `--shutdown_grace_seconds` to finish).
+"""
+import dataclasses
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+from typing import List, Optional
+
+import grpc
+from absl import app, flags, logging
+from google.protobuf import any_pb2
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from serving import batching as batching_lib
+from serving import model_manager, tensors
+from serving import validation as validation_lib
+from serving.validation import ServingError
+
+MiB = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+  """Everything the server needs (the CLI flags, as a config object for in-process use).
+
+  Attributes:
+    models: the models to serve.
+    port: gRPC port (0 picks a free one; `ModelServer.port` tells which).
+    bind_address: interface to listen on.
+    file_system_poll_wait_seconds: how often to look for new versions (0: only at start).
+    batching: server-side batching parameters, or None to run every request alone.
+    validation: string / batch limits applied to every request.
+    max_receive_message_bytes, max_send_message_bytes: gRPC message size limits.
+    grpc_max_workers: threads handling RPCs (each blocks while its request is batched).
+    enable_model_warmup: replay assets.extra/tf_serving_warmup_requests before a version serves.
+    max_num_load_retries: later polls retry a failed load this many times.
+  """
+  models: List[model_manager.ModelConfig]
+  port: int = 8500
+  bind_address: str = "0.0.0.0"
+  file_system_poll_wait_seconds: float = 1.0
+  batching: Optional[batching_lib.BatchingConfig] = None
+  validation: validation_lib.ValidationConfig = validation_lib.ValidationConfig()
+  max_receive_message_bytes: int = 64 * MiB
+  max_send_message_bytes: int = 64 * MiB
+  grpc_max_workers: int = 64
+  enable_model_warmup: bool = True
+  max_num_load_retries: int = 5
+
+
+def _abort(context: grpc.ServicerContext, err: ServingError):
+  context.abort(err.code, err.message)
+
+
+def _requested_version(model_spec):
+  version = model_spec.version.value if model_spec.HasField("version") else None
+  label = model_spec.version_label if model_spec.WhichOneof("version_choice") == \
+      "version_label" else None
+  return version, label
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+  """Predict and GetModelMetadata over the model manager (Classify/Regress stay UNIMPLEMENTED)."""
+
+  def __init__(self, manager: model_manager.ModelManager,
+               scheduler: Optional[batching_lib.BatchScheduler],
+               validation_config: validation_lib.ValidationConfig):
+    self._manager = manager
+    self._scheduler = scheduler
+    self._validation = validation_config
+
+  def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    """Serves one PredictRequest; raises ServingError for anything the client got wrong."""
+    spec = request.model_spec
+    version, label = _requested_version(spec)
+    with self._manager.servable(spec.name, version, label) as servable:
+      sig = servable.signature(spec.signature_name)
+      wanted = validation_lib.check_output_filter(list(sig.output_specs), request.output_filter)
+      arrays = validation_lib.decode_inputs(sig.input_specs, request.inputs, self._validation)
+      size = validation_lib.batch_size_of(arrays)
+      if self._scheduler is not None and sig.batchable and size:
+        outputs = self._scheduler.run((servable.name, servable.version, sig.name), sig, arrays,
+                                      size)
+      else:
+        outputs = sig(arrays)
+      response = predict_pb2.PredictResponse()
+      response.model_spec.name = spec.name
+      response.model_spec.version.value = servable.version
+      response.model_spec.signature_name = sig.name
+      for name in wanted:
+        response.outputs[name].CopyFrom(tensors.to_proto(outputs[name]))
+    return response
+
+  def Predict(self, request, context):  # pylint: disable=invalid-name
+    try:
+      return self.predict(request)
+    except ServingError as e:
+      _abort(context, e)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.exception("Predict failed")
+      context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+
+  def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
+    try:
+      if not request.metadata_field:
+        raise validation_lib.invalid_argument(
+            "GetModelMetadataRequest must specify at least one metadata_field")
+      for field in request.metadata_field:
+        if field != "signature_def":
+          raise validation_lib.invalid_argument(f"Metadata field {field} is not supported")
+      version, label = _requested_version(request.model_spec)
+      with self._manager.servable(request.model_spec.name, version, label) as servable:
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, sig_def in servable.signature_defs.items():
+          sig_map.signature_def[key].CopyFrom(sig_def)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = servable.version
+        packed = any_pb2.Any()
+        packed.Pack(sig_map)
+        response.metadata["signature_def"].CopyFrom(packed)
+      return response
+    except ServingError as e:
+      _abort(context, e)
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+  """GetModelStatus (per-version state) and HandleReloadConfigRequest (swap the model list)."""
+
+  def __init__(self, manager: model_manager.ModelManager):
+    self._manager = manager
+
+  def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
+    try:
+      version, label = _requested_version(request.model_spec)
+      name = request.model_spec.name
+      if label:
+        version = self._manager.config(name).label_to_version(label)
+      response = get_model_status_pb2.GetModelStatusResponse()
+      for s in self._manager.status(name, version):
+        entry = response.model_version_status.add()
+        entry.version = s.version
+        entry.state = int(s.state)
+        entry.status.error_code = s.error_code.value[0]
+        entry.status.error_message = s.error_message
+      return response
+    except ServingError as e:
+      _abort(context, e)
+
+  def HandleReloadConfigRequest(self, request, context):  # pylint: disable=invalid-name
+    response = model_management_pb2.ReloadConfigResponse()
+    try:
+      configs = model_manager.model_configs_from_proto(request.config, "ReloadConfigRequest")
+    except ValueError as e:
+      response.status.error_code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+      response.status.error_message = str(e)
+      return response
+    self._manager.reload_config(configs)
+    return response
+
+
+class ModelServer:
+  """Owns the model manager, batch scheduler and gRPC server; usable in-process (tests, bench)."""
+
+  def __init__(self, options: ServerOptions):
+    self.options = options
+    self.manager = model_manager.ModelManager(options.models,
+                                              enable_warmup=options.enable_model_warmup,
+                                              max_num_load_retries=options.max_num_load_retries)
+    self.scheduler = (batching_lib.BatchScheduler(options.batching)
+                      if options.batching is not None else None)
+    vcfg = options.validation
+    if options.batching is not None and not vcfg.max_batch_size:
+      vcfg = dataclasses.replace(vcfg, max_batch_size=options.batching.max_batch_size)
+    self._server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=options.grpc_max_workers,
+                                   thread_name_prefix="grpc"),
+        options=[("grpc.max_receive_message_length", options.max_receive_message_bytes),
+                 ("grpc.max_send_message_length", options.max_send_message_bytes),
+                 ("grpc.so_reuseport", 0)])
+    self.prediction_servicer = PredictionServicer(self.manager, self.scheduler, vcfg)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        self.prediction_servicer, self._server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager),
+                                                              self._server)
+    self.port = None
+
+  def start(self) -> int:
+    """Loads the current versions, then opens the port and starts polling; returns the port."""
+    self.manager.poll_once()
+    address = f"{self.options.bind_address}:{self.options.port}"
+    self.port = self._server.add_insecure_port(address)
+    if not self.port:
+      raise RuntimeError(f"cannot bind gRPC server to {address}")
+    self._server.start()
+    self.manager.start_polling(self.options.file_system_poll_wait_seconds)
+    logging.info("Running gRPC ModelServer at %s:%d ...", self.options.bind_address, self.port)
+    return self.port
+
+  def batch_stats(self) -> Optional[batching_lib.BatchStats]:
+    """Batching counters (None when batching is off)."""
+    return self.scheduler.stats if self.scheduler is not None else None
+
+  def stop(self, grace_seconds: float = 10.0) -> None:
+    """Stops accepting RPCs, lets in-flight ones finish within the grace period, stops threads."""
+    done = self._server.stop(grace_seconds)
+    done.wait()
+    self.manager.stop()
+    if self.scheduler is not None:
+      self.scheduler.stop()
+      logging.info("batching stats: %s", self.scheduler.stats.as_dict())
+    logging.info("Server stopped")
+
+
+# Command line.
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defines the CLI flags (named as tensorflow_model_server's where they overlap)."""
+  flags.DEFINE_integer("port", 8500, "gRPC port (0 picks a free port).")
+  flags.DEFINE_string("bind_address", "0.0.0.0", "Interface to listen on.")
+  flags.DEFINE_string("model_config_file", None, "ModelServerConfig text proto listing the models.")
+  flags.DEFINE_string("model_name", None, "Single model to serve (with --model_base_path).")
+  flags.DEFINE_string("model_base_path", None, "Directory holding <version>/ subdirectories.")
+  flags.DEFINE_string("models_dir", None,
+                      "Serve each config entry from <models_dir>/<basename(base_path)>, so the "
+                      "Docker-style serving/models.config works on a local export directory.")
+  flags.DEFINE_float("file_system_poll_wait_seconds", 1.0,
+                     "Seconds between scans for new versions (0: scan only at start).")
+  flags.DEFINE_bool("enable_batching", False, "Merge concurrent requests server-side.")
+  flags.DEFINE_string("batching_parameters_file", None,
+                      "BatchingParameters text proto (default: built-in defaults).")
+  flags.DEFINE_integer("max_string_bytes", 16384,
+                       "Longest accepted string element of an input (0: no limit).")
+  flags.DEFINE_bool("allow_empty_strings", False, "Accept empty / whitespace-only strings.")
+  flags.DEFINE_bool("require_utf8", True, "String inputs must be valid UTF-8.")
+  flags.DEFINE_integer("max_batch_size", 0,
+                       "Largest batch one request may send (0: batching max_batch_size or none).")
+  flags.DEFINE_integer("max_receive_message_bytes", 64 * MiB, "gRPC max receive message size.")
+  flags.DEFINE_integer("max_send_message_bytes", 64 * MiB, "gRPC max send message size.")
+  flags.DEFINE_integer("grpc_max_workers", 64, "Threads handling RPCs.")
+  flags.DEFINE_bool("enable_model_warmup", True, "Replay assets.extra warm-up requests on load.")
+  flags.DEFINE_integer("max_num_load_retries", 5, "Retries of a failed version load.")
+  flags.DEFINE_float("shutdown_grace_seconds", 10.0, "Grace period for in-flight RPCs on stop.")
+  flags.DEFINE_bool("import_scann", True, "Import ScaNN first so ScaNN-op SavedModels load.")
+
+
+def options_from_flags() -> ServerOptions:
+  """Builds ServerOptions from the parsed flags (errors name the flag)."""
+  if bool(FLAGS.model_config_file) == bool(FLAGS.model_name):
+    raise app.UsageError("give exactly one of --model_config_file or --model_name")
+  if FLAGS.model_config_file:
+    models = model_manager.load_model_config_file(FLAGS.model_config_file, FLAGS.models_dir)
+  else:
+    if not FLAGS.model_base_path:
+      raise app.UsageError("--model_name needs --model_base_path")
+    models = [model_manager.ModelConfig(FLAGS.model_name, FLAGS.model_base_path)]
+  batch_config = None
+  if FLAGS.enable_batching:
+    batch_config = (batching_lib.load_batching_config(FLAGS.batching_parameters_file)
+                    if FLAGS.batching_parameters_file else batching_lib.BatchingConfig())
+  return ServerOptions(
+      models=models, port=FLAGS.port, bind_address=FLAGS.bind_address,
+      file_system_poll_wait_seconds=FLAGS.file_system_poll_wait_seconds, batching=batch_config,
+      validation=validation_lib.ValidationConfig(max_string_bytes=FLAGS.max_string_bytes,
+                                             reject_empty_strings=not FLAGS.allow_empty_strings,
+                                             require_utf8=FLAGS.require_utf8,
+                                             max_batch_size=FLAGS.max_batch_size),
+      max_receive_message_bytes=FLAGS.max_receive_message_bytes,
+      max_send_message_bytes=FLAGS.max_send_message_bytes,
+      grpc_max_workers=FLAGS.grpc_max_workers, enable_model_warmup=FLAGS.enable_model_warmup,
+      max_num_load_retries=FLAGS.max_num_load_retries)
+
+
+def main(argv):
+  del argv
+  options = options_from_flags()
+  if FLAGS.import_scann:
+    model_manager.import_scann()
+  server = ModelServer(options)
+  stop = threading.Event()
+
+  def on_signal(signum, frame):
+    del frame
+    logging.info("Received signal %d, shutting down", signum)
+    stop.set()
+
+  signal.signal(signal.SIGTERM, on_signal)
+  signal.signal(signal.SIGINT, on_signal)
+  server.start()
+  for model in options.models:
+    logging.info("Serving %s from %s", model.name, model.base_path)
+  while not stop.wait(3600):
+    pass
+  server.stop(FLAGS.shutdown_grace_seconds)
+  # Everything is stopped; skip interpreter teardown, which takes seconds with TF loaded.
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(0)  # pylint: disable=protected-access
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,139 @@
+"""Test helpers shared by the open-QA builder tests (not a test module itself)."""
+import gzip
+import hashlib
+import shutil
+import sys
+import tempfile
+import types
+from typing import Dict, List, Optional
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import tfds_builders
+
+
+def _import_dataset_builder_testing():
+  """Imports TFDS's DatasetBuilderTestCase, even where `dill` is not installed.
+
+  `tensorflow_datasets.testing` imports `dill` at module level for one check of
+  `FeatureExpectationsTestCase` (pickling encoders), which DatasetBuilderTestCase never runs;
+  `dill` is a TFDS test extra and not a dependency here. When it is missing, a placeholder whose
+  functions raise ImportError is registered for the import only, then removed again, so a later
+  `import dill` elsewhere still fails normally. With dill installed this does nothing special.
+  """
+  placeholder_installed = False
+  try:
+    import dill  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    placeholder = types.ModuleType("dill", "Placeholder: dill is not installed.")
+
+    def _unavailable(*args, **kwargs):
+      del args, kwargs
+      raise ImportError("dill is not installed (pip install dill).")
+
+    placeholder.dumps = placeholder.loads = _unavailable
+    sys.modules["dill"] = placeholder
+    placeholder_installed = True
+  try:
+    from tensorflow_datasets.testing import dataset_builder_testing  # pylint: disable=g-import-not-at-top
+  finally:
+    if placeholder_installed:
+      del sys.modules["dill"]
+  return dataset_builder_testing.DatasetBuilderTestCase
+
+
+# tfds.testing.DatasetBuilderTestCase (see `_import_dataset_builder_testing`).
+DatasetBuilderTestCase = _import_dataset_builder_testing()
+
+
+def _decode(value):
+  if isinstance(value, bytes):
+    return value.decode("utf-8")
+  if hasattr(value, "tolist"):
+    return _decode(value.tolist())
+  if isinstance(value, list):
+    return [_decode(v) for v in value]
+  return value
+
+
+class ShippedDataTestCase(tf.test.TestCase):
+  """Builds one open-QA dataset from the files shipped in the project (once per class).
+
+  Subclasses set BUILDER (TFDS name, optionally with config), EXPECTED_SPLITS (exact example
+  counts) and ANSWERS_ARE_REGEX; they may override `manual_dir()`.
+  """
+  BUILDER: Optional[str] = None
+  EXPECTED_SPLITS: Dict[str, int] = {}
+  ANSWERS_ARE_REGEX = False
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls._data_dir = tempfile.mkdtemp(prefix="openqa_tfds_")
+    cls._builder = None
+    cls._examples = {}
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls._data_dir, ignore_errors=True)
+    super().tearDownClass()
+
+  def manual_dir(self) -> str:
+    return str(tfds_builders.shipped_data_dir(self.BUILDER))
+
+  @property
+  def builder(self) -> tfds.core.DatasetBuilder:
+    if self.BUILDER is None:
+      self.skipTest("abstract base")
+    cls = type(self)
+    if cls._builder is None:
+      builder = tfds.builder(self.BUILDER, data_dir=cls._data_dir)
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=self.manual_dir()))
+      cls._builder = builder
+    return cls._builder
+
+  def read_split(self, split: str) -> List[dict]:
+    """All examples of a split as Python dicts of str / list of str / bool."""
+    cls = type(self)
+    if split not in cls._examples:
+      ds = self.builder.as_dataset(split=split, shuffle_files=False).ragged_batch(1 << 14)
+      examples = []
+      for batch in ds:  # Whole batches: far faster than iterating examples one by one.
+        columns = {k: _decode(v.to_list() if isinstance(v, tf.RaggedTensor) else v.numpy())
+                   for k, v in batch.items()}
+        examples.extend(dict(zip(columns, row)) for row in zip(*columns.values()))
+      cls._examples[split] = examples
+    return cls._examples[split]
+
+  def test_split_counts_are_exact(self):
+    counts = {name: info.num_examples for name, info in self.builder.info.splits.items()}
+    self.assertEqual(counts, self.EXPECTED_SPLITS)
+    for split, expected in self.EXPECTED_SPLITS.items():
+      self.assertLen(self.read_split(split), expected)
+
+  def test_examples_are_well_formed(self):
+    self.assertEqual(self.builder.info.metadata["answers_are_regex"], self.ANSWERS_ARE_REGEX)
+    for split in self.EXPECTED_SPLITS:
+      examples = self.read_split(split)
+      self.assertNotEmpty(examples)
+      bad = [ex for ex in examples
+             if ex["answers_are_regex"] != self.ANSWERS_ARE_REGEX
+             or not ex["question"] or ex["question"] != ex["question"].strip()
+             or not ex["answers"] or not all(a.strip() for a in ex["answers"])]
+      self.assertEmpty(bad, f"{split}: {bad[:3]}")
+
+  def test_shipped_files_match_checksums(self):
+    """Shipped .gz copies decompress to exactly the bytes the pinned URLs are registered with."""
+    if self.BUILDER is None:
+      self.skipTest("abstract base")
+    builder_cls = tfds_builders.BUILDERS[self.BUILDER.split("/")[0]]
+    registered = {info.filename: info for info in builder_cls.url_infos.values()}
+    shipped = sorted(tfds_builders.shipped_data_dir(self.BUILDER).glob("*.gz"))
+    self.assertNotEmpty(shipped)
+    for path in shipped:
+      data = gzip.decompress(path.read_bytes())
+      info = registered[path.name[:-len(".gz")]]
+      self.assertEqual(len(data), info.size, path)
+      self.assertEqual(hashlib.sha256(data).hexdigest(), info.checksum, path)
