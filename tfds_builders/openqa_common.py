@@ -101,6 +101,8 @@ def clean_text(text: str, is_regex: bool = False) -> str:
   ' '. For plain text, runs of white space collapse to one space and the ends are stripped; a
   regular expression keeps its inner spacing and only loses leading/trailing white space.
   """
+  if text.isprintable():  # Fast path: no control, format or separator chars besides ' '.
+    return (text if is_regex else _SPACE_RUN.sub(" ", text)).strip()
   chars = []
   for ch in text:
     if ch.isspace():
@@ -191,6 +193,7 @@ def _make_example(question, answers, line: int, issues: _IssueLog, source: str,
 def read_qa_jsonl(path: epath.PathLike, answers_are_regex: bool = False) -> List[QAExample]:
   """Reads ORQA / DrQA JSON lines `{"question": str, "answer": [str, ...]}` (plain or .gz).
 
+  The key `answers` is accepted in place of `answer`; other keys are ignored.
   Blank lines are ignored; every other problem is handled as the module docstring says.
   """
   name = epath.Path(path).name
@@ -205,11 +208,12 @@ def read_qa_jsonl(path: epath.PathLike, answers_are_regex: bool = False) -> List
     except ValueError as e:
       issues.warn(line, "unreadable", f"not valid JSON ({e}); record skipped")
       continue
-    if not isinstance(record, dict) or "question" not in record or "answer" not in record:
-      issues.warn(line, "unreadable", "expected an object with keys 'question' and 'answer'; "
-                  "record skipped")
+    answer_key = "answer" if isinstance(record, dict) and "answer" in record else "answers"
+    if not isinstance(record, dict) or "question" not in record or answer_key not in record:
+      issues.warn(line, "unreadable", "expected an object with keys 'question' and 'answer' "
+                  "(or 'answers'); record skipped")
       continue
-    example = _make_example(record["question"], record["answer"], line, issues,
+    example = _make_example(record["question"], record[answer_key], line, issues,
                             f"{name}:{line}", answers_are_regex)
     if example is not None:
       examples.append(example)

@@ -62,19 +62,25 @@ class ReadersTest(tf.test.TestCase):
         '{"question": "single?", "answer": "Single"}\n',           # 9: kept as a list
         '\n',                                                       # 10: blank, ignored
         '{"question": "zero\\u200bwidth?", "answer": ["Ros\\u00e9\\u200e", " ", "Ros\\u00e9"]}\n',
+        '{"question": "plural key?", "answers": ["Yes"], "id": 3}\n',   # 12: kept
+        '{"question": "lone \\ud83d surrogate?", "answer": ["ok"]}\n',  # 13: surrogate removed
     ])
     with self.assertLogs("absl", level="WARNING") as logs:
       examples = openqa_common.read_qa_jsonl(path)
-    self.assertEqual([e.question for e in examples], ["who is fine?", "single?", "zerowidth?"])
-    self.assertEqual([e.answers for e in examples], [("Fine",), ("Single",), ("Ros\u00e9",)])
+    self.assertEqual([e.question for e in examples],
+                     ["who is fine?", "single?", "zerowidth?", "plural key?", "lone surrogate?"])
+    self.assertEqual([e.answers for e in examples],
+                     [("Fine",), ("Single",), ("Ros\u00e9",), ("Yes",), ("ok",)])
     # The raw question (what ORQA hashes) is kept; the source names file and line.
     self.assertEqual(examples[2].raw_question, "zero\u200bwidth?")
-    self.assertEqual([e.source for e in examples], ["qa.jsonl:1", "qa.jsonl:9", "qa.jsonl:11"])
+    self.assertEqual([e.source for e in examples],
+                     ["qa.jsonl:1", "qa.jsonl:9", "qa.jsonl:11", "qa.jsonl:12", "qa.jsonl:13"])
     text = "\n".join(logs.output)
-    for line in (2, 3, 4, 5, 6, 7, 8, 9, 11):
+    for line in (2, 3, 4, 5, 6, 7, 8, 9, 11, 13):
       self.assertIn(f"{path}:{line}:", text)
     self.assertNotIn(f"{path}:10:", text)
     self.assertNotIn(f"{path}:1:", text)
+    self.assertNotIn(f"{path}:12:", text)
     self.assertIn("empty or white-space question", text)
     self.assertIn("no (non-empty) answers", text)
 

@@ -70,12 +70,12 @@ def _encoder_config(fmt, source, input_path, target, preset, num_attention_heads
   return tf1_bert.infer_encoder_config(source, prefix, num_attention_heads, exclude=exclude)
 
 
-def _find_vocab(fmt: str, input_path: str) -> Optional[str]:
+def _find_vocab(input_path: str) -> Optional[str]:
+  """`vocab.txt` of an HF directory, a TF-Hub module (`assets/`) or beside a TF1 checkpoint."""
   folder = input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
   for candidate in (os.path.join(folder, "vocab.txt"), os.path.join(folder, "assets", "vocab.txt")):
     if os.path.exists(candidate):
       return candidate
-  del fmt
   return None
 
 
@@ -195,7 +195,7 @@ def convert_checkpoint(fmt: str, input_path: str, output_dir: str, target: str,
     objects = {"reader": model}
     extra_config["span_hidden_size"] = size
 
-  vocab = _find_vocab(fmt, input_path)
+  vocab = _find_vocab(input_path)
   config = {
       "format": fmt,
       "input": os.path.abspath(input_path),

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Union
 
 import numpy as np
 from absl import logging

@@ -23,7 +23,7 @@ class BlockStore(tf.Module):
     self.doc_seq_length = doc_seq_length
     ids, titles, bodies, packed, body_rows = [], [], [], [], []
     for corpus_dir in corpus_dirs:
-      ds = corpus.read_blocks(corpus_dir).batch(1024)
+      ds = corpus.read_blocks(corpus_dir).ragged_batch(1024)
       for b in ds:
         p = pack_document(b["title_ids"], b["body_ids"], doc_seq_length, tokenizer.cls_id,
                           tokenizer.sep_id)

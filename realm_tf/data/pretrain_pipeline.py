@@ -114,3 +114,41 @@ def make_pretrain_dataset(masked: tf.data.Dataset, retrieve_fn: Callable, store:
         processing_mode="parallel_epochs",
         service=data_service, job_name="realm_pretrain"))
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def bundle_retrieve_fn(bundle, k: int) -> Callable:
+  """Retrieval with an index bundle: its (stale) query embedder, then its searcher → block ids."""
+  embedder = bundle.query_embedder
+  searcher = bundle.searcher
+  block_ids = tf.constant(bundle.block_ids, tf.int64)
+  found = min(k, int(bundle.num_rows))
+
+  def retrieve(features):
+    rows, _ = searcher.search(embedder.embed_queries(features), tf.constant(found, tf.int32))
+    # A corpus smaller than k leaves -1 (unknown block) columns, masked out downstream.
+    return tf.pad(tf.gather(block_ids, rows), [[0, 0], [0, k - found]], constant_values=-1)
+
+  return retrieve
+
+
+def indexed_masked_examples(annotation_dir: str, masker, start_position: int = 0,
+                            repeat: bool = True) -> tf.data.Dataset:
+  """Masked examples carrying `index`, their raw position in the (repeated) annotation stream.
+
+  The position, not the count of accepted examples, is what a checkpoint stores, so resuming
+  skips raw records without masking them again.
+  """
+  from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
+  records = corpus.read_annotations(annotation_dir)
+  if repeat:
+    records = records.repeat()
+  records = records.skip(start_position).enumerate(start=start_position)
+
+  def _mask(index, record):
+    ex = masker(index, record)
+    ex["index"] = index
+    return ex
+
+  ds = records.map(_mask, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.filter(lambda ex: ex["valid"])
+  return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "valid"})

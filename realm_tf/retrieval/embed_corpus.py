@@ -20,7 +20,7 @@ import json
 import os
 import time
 import uuid
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -133,18 +133,30 @@ def _packer(seq_length: int, cls_id: int, sep_id: int, global_batch: int):
 
 
 def _packed_dataset(paths: List[str], embedder: LoadedEmbedder, global_batch: int):
-  """Blocks → full global batches of packed documents; padding rows carry block_id -1."""
+  """Blocks of `paths` → full global batches of packed documents, one shard after another.
+
+  Batches never straddle two shards; each row carries `shard` (its position in `paths`) and its
+  `block_id`, both -1 on padding rows. One pipeline serves all shards, so its start-up cost is
+  paid once per call rather than once per shard.
+  """
   pack = _packer(embedder.doc_seq_length, embedder.cls_id, embedder.sep_id, global_batch)
-  ds = corpus_lib.read_blocks("", paths=paths)
-  ds = ds.map(lambda ex: {k: ex[k] for k in ("block_id", "title_ids", "body_ids")})
-  ds = ds.ragged_batch(global_batch).map(pack, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def shard_batches(index, path):
+    ds = tf.data.TFRecordDataset(path, compression_type=corpus_lib.COMPRESSION)
+    ds = ds.map(corpus_lib.parse_block)
+    ds = ds.map(lambda ex: {k: ex[k] for k in ("block_id", "title_ids", "body_ids")})
+    ds = ds.ragged_batch(global_batch).map(pack)
+    return ds.map(lambda b: dict(b, shard=tf.where(b["block_id"] >= 0, index, -1)))
+
+  ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
+  ds = ds.flat_map(shard_batches)
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
   return ds.with_options(options).prefetch(2)
 
 
 def _distributed_step(embedder: LoadedEmbedder, strategy: tf.distribute.Strategy):
-  """One traced `strategy.run(embed_documents)` per (embedder, strategy), reused across shards."""
+  """One traced `strategy.run(embed_documents)` per (embedder, strategy), reused across calls."""
   cache = embedder.__dict__.setdefault("_distributed_steps", {})
   if id(strategy) not in cache:
     @tf.function
@@ -155,10 +167,11 @@ def _distributed_step(embedder: LoadedEmbedder, strategy: tf.distribute.Strategy
   return cache[id(strategy)][1]
 
 
-def embed_blocks(embedder: LoadedEmbedder, paths: List[str],
-                 strategy: Optional[tf.distribute.Strategy] = None,
-                 batch_size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
-  """Embeds the blocks of `paths` → (block_ids int64 [n], embeddings float32 [n, D]), in order.
+def iter_embedded_shards(embedder: LoadedEmbedder, paths: List[str],
+                         strategy: Optional[tf.distribute.Strategy] = None,
+                         batch_size: int = 32) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
+  """Embeds the blocks of `paths`; yields (position in paths, block_ids [n], embeddings [n, D])
+  once per non-empty shard, in order.
 
   `batch_size` is per replica; each step embeds `batch_size × num_replicas` blocks with
   `strategy.run`. Load the embedder inside `strategy.scope()` so its variables are mirrored.
@@ -167,16 +180,36 @@ def embed_blocks(embedder: LoadedEmbedder, paths: List[str],
   global_batch = batch_size * strategy.num_replicas_in_sync
   dist = strategy.experimental_distribute_dataset(_packed_dataset(paths, embedder, global_batch))
   step = _distributed_step(embedder, strategy)
-  ids, embs = [], []
+
+  def local(values):
+    return np.concatenate([t.numpy() for t in strategy.experimental_local_results(values)])
+
+  current, ids, embs = None, [], []
   for batch in dist:
-    per_replica = step(batch)
-    ids.extend(t.numpy() for t in strategy.experimental_local_results(batch["block_id"]))
-    embs.extend(t.numpy() for t in strategy.experimental_local_results(per_replica))
-  if not ids:
+    emb = local(step(batch))
+    b_ids, b_shard = local(batch["block_id"]), local(batch["shard"])
+    keep = b_ids >= 0
+    if not keep.any():
+      continue
+    shard = int(b_shard[keep][0])
+    if current is not None and shard != current:
+      yield current, np.concatenate(ids), np.concatenate(embs)
+      ids, embs = [], []
+    current = shard
+    ids.append(b_ids[keep])
+    embs.append(emb[keep].astype(np.float32))
+  if current is not None:
+    yield current, np.concatenate(ids), np.concatenate(embs)
+
+
+def embed_blocks(embedder: LoadedEmbedder, paths: List[str],
+                 strategy: Optional[tf.distribute.Strategy] = None,
+                 batch_size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
+  """Embeds all blocks of `paths` → (block_ids int64 [n], embeddings float32 [n, D]), in order."""
+  parts = list(iter_embedded_shards(embedder, paths, strategy, batch_size))
+  if not parts:
     return np.zeros([0], np.int64), np.zeros([0, embedder.embedding_dim], np.float32)
-  ids, embs = np.concatenate(ids), np.concatenate(embs).astype(np.float32)
-  keep = ids >= 0
-  return ids[keep], embs[keep]
+  return (np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
 
 
 def embed_shards(embedder: LoadedEmbedder, corpus_dir: str, work_dir: str,
@@ -196,36 +229,50 @@ def embed_shards(embedder: LoadedEmbedder, corpus_dir: str, work_dir: str,
   stats = EmbedStats()
   start = time.time()
   identity = export_identity(embedder)
+  todo = []
   for shard in assigned_shards(len(manifest["shards"]), num_shards, shard_index):
     entry = manifest["shards"][shard]
     expected = {"export": identity, "shard_file": entry["file"], "shard_sha256": entry["sha256"],
                 "num_blocks": int(entry["num_blocks"])}
-    path = part_path(work_dir, shard)
-    if _part_is_done(path, expected):
+    if _part_is_done(part_path(work_dir, shard), expected):
       stats.skipped.append(shard)
       continue
     shard_path = os.path.join(corpus_dir, entry["file"])
     if corpus_lib.file_sha256(shard_path) != entry["sha256"]:
       raise corpus_lib.CorpusError(f"Corpus shard {shard_path} does not match the sha256 in "
                                    f"{manifest_path} (corrupt or replaced).")
-    try:
-      ids, emb = embed_blocks(embedder, [shard_path], strategy, batch_size)
-    except tf.errors.DataLossError as e:
-      raise corpus_lib.CorpusError(f"Corpus shard {shard_path} is unreadable: {e.message}") from e
-    except tf.errors.InvalidArgumentError as e:
-      if "parse" not in e.message.lower():
-        raise
-      raise corpus_lib.CorpusError(f"Corpus shard {shard_path} holds a record that is not a "
-                                   f"block: {e.message}") from e
-    if len(ids) != int(entry["num_blocks"]):
+    todo.append((shard, shard_path, expected))
+
+  def publish(position, ids, emb):
+    shard, shard_path, expected = todo[position]
+    if len(ids) != expected["num_blocks"]:
       raise corpus_lib.CorpusError(f"Corpus shard {shard_path} holds {len(ids)} blocks but "
-                                   f"{manifest_path} lists {entry['num_blocks']}.")
-    write_part(path, ids, emb, expected)
+                                   f"{manifest_path} lists {expected['num_blocks']}.")
+    write_part(part_path(work_dir, shard), ids, emb, expected)
     stats.embedded.append(shard)
     stats.num_blocks += len(ids)
-    logging.info("Embedded corpus shard %s (%d blocks) → %s.", entry["file"], len(ids), path)
+    logging.info("Embedded corpus shard %s (%d blocks).", shard_path, len(ids))
     if on_part_done is not None:
       on_part_done(shard)
+
+  next_position = 0
+  try:
+    for position, ids, emb in (iter_embedded_shards(
+        embedder, [t[1] for t in todo], strategy, batch_size) if todo else ()):
+      for empty in range(next_position, position):  # shards that produced no batch
+        publish(empty, np.zeros([0], np.int64), np.zeros([0, embedder.embedding_dim], np.float32))
+      publish(position, ids, emb)
+      next_position = position + 1
+  except tf.errors.DataLossError as e:
+    raise corpus_lib.CorpusError(f"Corpus shard {todo[min(next_position, len(todo) - 1)][1]} is unreadable: "
+                                 f"{e.message}") from e
+  except tf.errors.InvalidArgumentError as e:
+    if "parse" not in e.message.lower():
+      raise
+    raise corpus_lib.CorpusError(f"Corpus shard {todo[min(next_position, len(todo) - 1)][1]} holds a record that is "
+                                 f"not a block: {e.message}") from e
+  for empty in range(next_position, len(todo)):
+    publish(empty, np.zeros([0], np.int64), np.zeros([0, embedder.embedding_dim], np.float32))
   stats.seconds = time.time() - start
   return stats
 

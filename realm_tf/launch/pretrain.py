@@ -1,0 +1,90 @@
+r"""REALM pre-training — and, with no flags, the project's main job on the embedded corpus.
+
+  python -m realm_tf.launch.pretrain                      # the demo: everything, ~10 min on 2 cores
+  python -m realm_tf.launch.pretrain --tpu=my-tpu --preset=base --batch_size=512 \
+      --num_train_steps=200000 --refresh=async --work_dir=gs://bucket/realm
+
+Steps, each skipped when its output already exists (so a killed job resumes):
+  1. build the block corpus (Beam) from --input (default: the shipped SQuAD v1.1 dev paragraphs);
+  2. annotate salient spans (Beam + spaCy NER + dates);
+  3. ICT warm start of the retriever, first embedder export, first index bundle;
+  4. REALM pre-training with index refresh (inline: in-process; async: the refresh_index job);
+  5. zero-shot retrieval recall@5 before (ICT) and after (REALM): masked sentences against their
+     source block, and SQuAD-dev questions against their gold paragraphs.
+"""
+import json
+import os
+import time
+
+from absl import app, flags, logging
+
+flags.DEFINE_string("work_dir", "runs/default", "Root of every output of the job.")
+flags.DEFINE_list("input", None, "Document files/globs (default: the shipped SQuAD dev set).")
+flags.DEFINE_string("corpus_dir", None, "Block corpus (default <work_dir>/corpus; built if absent).")
+flags.DEFINE_string("annotations_dir", None, "Annotations (default <work_dir>/annotations).")
+flags.DEFINE_string("index_dir", None, "Index bundles (default <work_dir>/index).")
+flags.DEFINE_string("model_dir", None, "REALM checkpoints/exports (default <work_dir>/realm).")
+flags.DEFINE_string("ict_dir", None, "ICT warm start dir (default <work_dir>/ict).")
+flags.DEFINE_string("preset", "tiny", "Encoder preset for retriever and reader: tiny|mini|minilm|base.")
+flags.DEFINE_string("init_from_hf", None, "HF BERT dir (config.json, model.safetensors) to "
+                    "initialise every tower; 'minilm' = the installed MiniLM weights.")
+flags.DEFINE_integer("batch_size", 8, "Global batch size (queries).")
+flags.DEFINE_integer("num_train_steps", 150, "REALM pre-training steps.")
+flags.DEFINE_float("learning_rate", 3e-5, "Peak learning rate (BERT's AdamW).")
+flags.DEFINE_integer("warmup_steps", None, "Warm-up steps (default 10% of the run).")
+flags.DEFINE_integer("ict_steps", 300, "ICT warm-start steps (0: skip ICT, random retriever).")
+flags.DEFINE_integer("ict_batch_size", 32, "ICT batch size (in-batch negatives).")
+flags.DEFINE_float("ict_learning_rate", 1e-4, "ICT peak learning rate.")
+flags.DEFINE_enum("masking", "salient", ["salient", "random_span", "random_uniform"],
+                  "Masking scheme (the paper's ablations).")
+flags.DEFINE_enum("refresh", "inline", ["inline", "async", "none"], "Index refresh mode.")
+flags.DEFINE_integer("refresh_every_steps", 50, "Steps between index refreshes.")
+flags.DEFINE_integer("export_every_steps", None, "Steps between embedder exports "
+                     "(default: refresh_every_steps).")
+flags.DEFINE_integer("checkpoint_every", 50, "Steps between checkpoints.")
+flags.DEFINE_integer("num_candidates", 8, "Candidates per query: null document + retrieved.")
+flags.DEFINE_integer("seed", 0, "Seed of masking and ICT sampling.")
+flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (TPUStrategy).")
+flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored",
+                                          "multi_worker_mirrored", "tpu"], "tf.distribute strategy.")
+flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into N logical devices (testing).")
+flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "Mixed precision policy.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward pass.")
+flags.DEFINE_string("data_service", None, "grpc://dispatcher:port of a tf.data service.")
+flags.DEFINE_integer("eval_queries", 500, "Queries per recall@5 measurement.")
+flags.DEFINE_float("min_recall", 0.9, "Refuse to publish an index whose ScaNN recall@10 is lower.")
+FLAGS = flags.FLAGS
+
+
+def _dirs():
+  w = FLAGS.work_dir
+  return dict(corpus=FLAGS.corpus_dir or os.path.join(w, "corpus"),
+              annotations=FLAGS.annotations_dir or os.path.join(w, "annotations"),
+              index=FLAGS.index_dir or os.path.join(w, "index"),
+              ict=FLAGS.ict_dir or os.path.join(w, "ict"),
+              realm=FLAGS.model_dir or os.path.join(w, "realm"))
+
+
+def main(argv):
+  del argv
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.training import pretrain_job as main_job  # pylint: disable=g-import-not-at-top
+  from realm_tf.training.strategy import get_strategy  # pylint: disable=g-import-not-at-top
+
+  t0 = time.time()
+  dirs = _dirs()
+  strategy = get_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.num_cpu_devices)
+  if FLAGS.mixed_precision:
+    tf_keras.mixed_precision.set_global_policy(f"mixed_{FLAGS.mixed_precision}")
+  summary = main_job.run(FLAGS, dirs, strategy)
+  summary["wall_seconds"] = round(time.time() - t0, 1)
+  path = os.path.join(FLAGS.work_dir, "summary.json")
+  corpus_lib.write_json_atomic(path, summary)
+  print(main_job.format_summary(summary))
+  print(f"Summary written to {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,67 @@
+"""ICT warm start of the retriever (ORQA's Inverse Cloze Task), the first embedder export."""
+import dataclasses
+from typing import Dict, Optional
+
+import tensorflow as tf
+
+from realm_tf.data import ict as ict_lib
+from realm_tf.modeling.retriever import Retriever, RetrieverConfig
+from realm_tf.retrieval import embedder_export
+from realm_tf.text import RealmTokenizer
+from realm_tf.training import tasks
+from realm_tf.training.optimizer import create_optimizer
+from realm_tf.training.trainer import Trainer, check_or_write_config
+
+
+@dataclasses.dataclass
+class IctConfig:
+  """An ICT run: retriever shape, batch (in-batch negatives), schedule."""
+  retriever: RetrieverConfig = RetrieverConfig()
+  batch_size: int = 32
+  num_train_steps: int = 1000
+  learning_rate: float = 1e-4
+  warmup_steps: int = 100
+  remove_sentence_rate: float = 0.9
+  seed: int = 0
+  checkpoint_every: int = 200
+  log_every: int = 10
+
+  def to_dict(self) -> Dict:
+    d = dataclasses.asdict(self)
+    d["retriever"] = self.retriever.to_dict()
+    return d
+
+
+def run_ict(config: IctConfig, annotations_dir: str, model_dir: str,
+            strategy: Optional[tf.distribute.Strategy] = None,
+            init_weights=None) -> Dict:
+  """Trains the retriever with ICT and exports the embedder; returns scalars + export path.
+
+  `init_weights(retriever)` may load pretrained towers (e.g. BERT) before training starts.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  check_or_write_config(model_dir, config.to_dict())
+  tokenizer = RealmTokenizer()
+  with strategy.scope():
+    retriever = Retriever(config.retriever, name="retriever")
+    retriever.build_towers()
+    optimizer = create_optimizer(config.learning_rate, config.num_train_steps,
+                                 config.warmup_steps)
+  trainer = Trainer(retriever, optimizer, tasks.ict_task, strategy, model_dir,
+                    config.batch_size, checkpoint_every=config.checkpoint_every,
+                    log_every=config.log_every, name="ict")
+  if init_weights is not None and not trainer.manager.latest_checkpoint:
+    init_weights(retriever)
+
+  def make_dataset(position):
+    return ict_lib.ict_dataset(
+        annotations_dir, tokenizer, batch_size=config.batch_size, seed=config.seed,
+        remove_sentence_rate=config.remove_sentence_rate,
+        query_seq_length=config.retriever.query_seq_length,
+        doc_seq_length=config.retriever.doc_seq_length, start_position=position)
+
+  scalars = trainer.train(make_dataset, config.num_train_steps)
+  # Re-running a finished ICT job returns its existing export.
+  scalars["export"] = embedder_export.export_embedder(retriever, model_dir,
+                                                      config.num_train_steps, tokenizer=tokenizer)
+  return scalars
