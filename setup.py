@@ -29,10 +29,12 @@ setup(
     include_package_data=True,
     package_data={
         "realm_tf": ["text/vocab/*.txt", "data/default_corpus/*", "LICENSES/*"],
-        "tfds_builders": ["*/checksums.tsv", "*/dummy_data/**/*", "*/data/*"],
+        "tfds_builders": ["*/checksums.tsv", "*/dummy_data/**/*", "*/data/*", "*/README.md",
+                          "*/CITATIONS.bib", "*/TAGS.txt", "README.md"],
         "serving": ["*.config", "*.pbtxt"],
     },
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest", "pytest-timeout", "faiss-cpu", "rank_bm25"]},
+    extras_require={"dev": ["pytest", "pytest-timeout", "faiss-cpu", "rank_bm25", "dill",
+                            "importlib_resources"]},
 )

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2,
+                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
 from serving import batching, client, model_manager, server, subprocess_server, toy_models
@@ -33,17 +33,21 @@ num_batch_threads { value: 2 }
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-  """Models qa/1, num/1 and live/1 plus a ModelServerConfig and batching file listing them."""
+  """Models qa/1, num/1, live/1, scann/1 plus ModelServerConfigs and a batching file."""
   root = str(tmp_path_factory.mktemp("serving"))
   toy_models.write_qa_model(os.path.join(root, "qa"), 1)
   toy_models.write_numeric_model(os.path.join(root, "num"), 1)
   toy_models.write_numeric_model(os.path.join(root, "live"), 1)
-  with open(os.path.join(root, "models.config"), "w") as f:
-    f.write("model_config_list {\n" + "".join(
-        f'  config {{ name: "{m}" base_path: "{os.path.join(root, m)}" '
-        f'model_platform: "tensorflow" }}\n' for m in ("qa", "num", "live")) +
-            '  config { name: "labelled" base_path: "' + os.path.join(root, "num") + '"\n'
-            '           version_labels { key: "stable" value: 1 } }\n}\n')
+  toy_models.write_scann_model(os.path.join(root, "scann"), 1)
+  stock = "".join(f'  config {{ name: "{m}" base_path: "{os.path.join(root, m)}" '
+                  f'model_platform: "tensorflow" }}\n' for m in ("qa", "num", "live"))
+  stock += ('  config { name: "labelled" base_path: "' + os.path.join(root, "num") + '"\n'
+            '           version_labels { key: "stable" value: 1 } }\n')
+  scann = f'  config {{ name: "scann" base_path: "{os.path.join(root, "scann")}" }}\n'
+  with open(os.path.join(root, "models.config"), "w") as f:  # Ours: stock models + ScaNN.
+    f.write("model_config_list {\n" + stock + scann + "}\n")
+  with open(os.path.join(root, "models_stock.config"), "w") as f:  # tensorflow_model_server.
+    f.write("model_config_list {\n" + stock + "}\n")
   with open(os.path.join(root, "batching.config"), "w") as f:
     f.write(BATCHING)
   return root
@@ -58,7 +62,7 @@ def python_server(root):
       "--file_system_poll_wait_seconds=0.2", f"--max_string_bytes={MAX_STRING_BYTES}",
       f"--max_receive_message_bytes={MAX_RECEIVE_BYTES}", "--shutdown_grace_seconds=5"],
       os.path.join(root, "server.log"))
-  proc.wait_ready(["qa", "num", "live"])
+  proc.wait_ready(["qa", "num", "live", "scann"])
   yield proc
   proc.stop()
 
@@ -72,7 +76,7 @@ def tfs_server(root):
                 "here; see serving/README.md for the Docker recipe)")
   port = subprocess_server.free_port()
   proc = subprocess_server.ServerProcess(
-      [binary, f"--port={port}", f"--model_config_file={root}/models.config",
+      [binary, f"--port={port}", f"--model_config_file={root}/models_stock.config",
        "--enable_batching", f"--batching_parameters_file={root}/batching.config",
        "--file_system_poll_wait_seconds=1"], port, os.path.join(root, "tfs.log"))
   proc.wait_ready(["qa", "num"])
@@ -131,6 +135,16 @@ def test_metadata_status_and_unbatchable_signatures(python_server):
                                            "scale": np.ones(1, np.float32)},
                                           output_filter=["total"])
     assert list(out) == ["total"] and response.model_spec.version.value == 1
+
+
+def test_scann_op_savedmodel_is_served(python_server):
+  """The server imports ScaNN before loading, so a SavedModel using Scann>* ops serves."""
+  queries = np.random.default_rng(3).standard_normal((4, 8)).astype(np.float32)
+  with client.PredictClient(python_server.address, "scann") as c:
+    out = c.predict({"queries": queries})
+  scores = queries @ toy_models.scann_points().T
+  np.testing.assert_array_equal(out["rows"], np.argsort(-scores, axis=1)[:, :5])
+  np.testing.assert_allclose(out["scores"], -np.sort(-scores, axis=1)[:, :5], rtol=1e-5)
 
 
 def test_cli_prints_answers_with_evidence(python_server, reference, capsys):
@@ -367,11 +381,23 @@ def test_in_process_server_merges_concurrent_requests(root):
       t.start()
     for t in threads:
       t.join()
+    stats = model_server.batch_stats()
+    # HandleReloadConfigRequest swaps the model list: add "num", drop "qa".
+    reload = model_management_pb2.ReloadConfigRequest()
+    reload.config.model_config_list.config.add(name="num", base_path=os.path.join(root, "num"))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+      response = model_service_pb2_grpc.ModelServiceStub(ch).HandleReloadConfigRequest(reload)
+    assert response.status.error_code == 0
+    with client.PredictClient(f"127.0.0.1:{port}", "num") as c:
+      reloaded = c.predict({"x": X2, "scale": S2})
+    with pytest.raises(grpc.RpcError) as info:
+      _raw_predict(f"127.0.0.1:{port}", model="qa", inputs=strings(b"q"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
   finally:
     model_server.stop(1)
   for i, out in enumerate(results):
     assert out["answers"].tolist() == [f"v1:{i}".encode()]
-  stats = model_server.batch_stats()
+  np.testing.assert_allclose(reloaded["y"], toy_models.numeric_reference(X2, S2, 1), rtol=1e-6)
   assert stats.requests == 16 and stats.rows == 16
   assert stats.merged_requests >= 2 and stats.batches < 16
 

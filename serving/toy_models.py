@@ -4,7 +4,8 @@
 evidence ids / titles / texts / scores) with real TF string ops, `write_numeric_model` has two
 numeric inputs and extra signatures that cannot be batched, and `write_mips_model` does an exact
 inner-product search over a random embedding matrix, so its cost (like REALM's stock-ops export)
-barely grows with the batch. Versions are published as TF Serving expects: written to a temp
+barely grows with the batch; `write_scann_model` needs ScaNN's custom ops to load, like the ScaNN
+`realm_openqa` variant. Versions are published as TF Serving expects: written to a temp
 directory beside `<base>/<version>` and renamed into place.
 """
 import os
@@ -20,13 +21,14 @@ NUM_TITLES = 97
 
 
 def publish(module: tf.Module, base_path: str, version: int, signatures,
-            warmup: Optional[Sequence[predict_pb2.PredictRequest]] = None) -> str:
+            warmup: Optional[Sequence[predict_pb2.PredictRequest]] = None,
+            options: Optional[tf.saved_model.SaveOptions] = None) -> str:
   """Saves `module` as `<base_path>/<version>` via a temp dir and an atomic rename."""
   os.makedirs(base_path, exist_ok=True)
   final = os.path.join(base_path, str(version))
   tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_path)
   try:
-    tf.saved_model.save(module, tmp, signatures=signatures)
+    tf.saved_model.save(module, tmp, signatures=signatures, options=options)
     if warmup:
       os.makedirs(os.path.join(tmp, "assets.extra"))
       with tf.io.TFRecordWriter(os.path.join(tmp, "assets.extra",
@@ -149,3 +151,37 @@ def write_mips_model(base_path: str, version: int = 1, num_rows: int = 50000) ->
   """Publishes a MipsModel version (with `num_rows` 128-d block embeddings) under `base_path`."""
   module = MipsModel(num_rows)
   return publish(module, base_path, version, {"serving_default": module.search})
+
+
+class ScannModel(tf.Module):
+  """Brute-force ScaNN search over fixed points: a SavedModel that needs ScaNN's custom TF ops."""
+
+  def __init__(self, points: np.ndarray, k: int = 5):
+    super().__init__()
+    from scann.scann_ops.py import scann_ops  # pylint: disable=import-outside-toplevel
+    self._ops = scann_ops
+    self.state = scann_ops.builder(points, k, "dot_product").score_brute_force().build(
+        ).serialize_to_module()
+    self.k = k
+
+  @tf.function(input_signature=[tf.TensorSpec([None, 8], tf.float32, name="queries")])
+  def search(self, queries):
+    s = self.state
+    handle = self._ops.tensors_to_scann(
+        s.dataset, s.scann_config, s.serialized_partitioner, s.datapoint_to_token, s.ah_codebook,
+        s.hashed_dataset, s.int8_dataset, s.int8_multipliers, s.dp_norms,
+        shared_name="serving_toy_scann")
+    rows, scores = self._ops.scann_search_batched(handle, queries, self.k, -1, -1, False)
+    return {"rows": rows, "scores": scores}
+
+
+def scann_points(seed: int = 0) -> np.ndarray:
+  """The 64 x 8 points `write_scann_model` indexes."""
+  return np.random.default_rng(seed).standard_normal((64, 8)).astype(np.float32)
+
+
+def write_scann_model(base_path: str, version: int = 1) -> str:
+  """Publishes a ScannModel over `scann_points()` (saved with the Scann op namespace allowed)."""
+  module = ScannModel(scann_points())
+  return publish(module, base_path, version, {"serving_default": module.search},
+                 options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))

@@ -36,7 +36,8 @@ def _import_dataset_builder_testing():
     sys.modules["dill"] = placeholder
     placeholder_installed = True
   try:
-    from tensorflow_datasets.testing import dataset_builder_testing  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from tensorflow_datasets.testing import dataset_builder_testing
   finally:
     if placeholder_installed:
       del sys.modules["dill"]

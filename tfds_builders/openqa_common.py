@@ -258,7 +258,10 @@ def orqa_is_dev(questions: Sequence[str]) -> np.ndarray:
   """ORQA's rule, vectorised: True where `to_hash_bucket_fast(q, 100000) % 10 == 0`."""
   if not questions:
     return np.zeros([0], dtype=bool)
-  buckets = tf.strings.to_hash_bucket_fast(list(questions), ORQA_HASH_BUCKETS).numpy()
+  # UTF-8 bytes, as TF would encode them; 'surrogatepass' keeps a lone surrogate (possible via a
+  # JSON escape) from crashing the build.
+  encoded = [q.encode("utf-8", "surrogatepass") for q in questions]
+  buckets = tf.strings.to_hash_bucket_fast(encoded, ORQA_HASH_BUCKETS).numpy()
   return buckets % ORQA_DEV_MODULUS == 0
 
 

@@ -131,6 +131,8 @@ class OrqaSplitTest(tf.test.TestCase):
     expected = [int(tf.strings.to_hash_bucket_fast(q, 100000)) % 10 == 0 for q in questions]
     self.assertEqual(openqa_common.orqa_is_dev(questions).tolist(), expected)
     self.assertEqual(openqa_common.orqa_is_dev([]).tolist(), [])
+    # A lone surrogate (from a JSON escape) hashes instead of crashing.
+    self.assertLen(openqa_common.orqa_is_dev(["lone \ud83d surrogate?"]), 1)
 
   def test_split_hashes_the_raw_question(self):
     # Line 11 of WebQuestions-train.txt is in ORQA's dev split. The same question with a

@@ -12,10 +12,29 @@ anything else that needs sentences of plain text without spaCy.
 """
 import dataclasses
 import re
+import weakref
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+
+_TRACED = weakref.WeakKeyDictionary()
+
+
+def traced_tokenize_with_offsets(tokenizer):
+  """`tokenizer.tokenize_with_offsets` as one tf.function per tokenizer, for strings [B].
+
+  Tracing the TF.Text tokenizer costs seconds and an eager call ~0.1 s; this traced function is
+  shared by block building, masking and ICT, so a process traces it once and tf.data maps that
+  call it reuse the trace.
+  """
+  fn = _TRACED.get(tokenizer)
+  if fn is None:
+    fn = tf.function(tokenizer.tokenize_with_offsets,
+                     input_signature=[tf.TensorSpec([None], tf.string)])
+    _TRACED[tokenizer] = fn
+  return fn
+
 
 MAX_BLOCK_LENGTH = 288
 MAX_TITLE_LENGTH = 32
@@ -112,8 +131,7 @@ class Blocker:
     self.max_title_length = max_title_length
     self._continuation = np.array([t.startswith("##") for t in tokenizer.vocab], dtype=bool)
     # Eager FastBertTokenizer calls cost ~0.1 s each; a traced function costs milliseconds.
-    self._tokenize = tf.function(tokenizer.tokenize_with_offsets,
-                                 input_signature=[tf.TensorSpec([None], tf.string)])
+    self._tokenize = traced_tokenize_with_offsets(tokenizer)
 
   def tokenize_batch(self, texts: Sequence[str]):
     """[(ids, byte starts, byte limits)] numpy arrays per text, one tokenizer call for all."""

@@ -19,6 +19,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from realm_tf.data import blocking
 from realm_tf.data import corpus
 from realm_tf.text import packing
 
@@ -49,6 +50,7 @@ class ICTExampleBuilder:
       raise ValueError(f"remove_rate must be in [0, 1], got {config.remove_rate}.")
     self.config = config
     self.tokenizer = tokenizer
+    self._tokenize = blocking.traced_tokenize_with_offsets(tokenizer)
     self._terminal = tf.constant([t in (".", "!", "?") for t in tokenizer.vocab])
 
   def _seed(self, index, salt: int):
@@ -59,7 +61,7 @@ class ICTExampleBuilder:
     """One ICT example plus a boolean `valid` for block number `index` of the stream."""
     cfg = self.config
     tok = self.tokenizer
-    ids, starts, limits = tok.tokenize_with_offsets(tf.reshape(block["body"], [1]))
+    ids, starts, limits = self._tokenize(tf.reshape(block["body"], [1]))
     ids, starts, limits = ids.flat_values, starts.flat_values, limits.flat_values
     n = tf.size(ids)
     gap_after = tf.concat([starts[1:] > limits[:-1], tf.ones([tf.minimum(n, 1)], tf.bool)], 0)

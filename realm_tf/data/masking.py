@@ -25,10 +25,12 @@ Output (the "Masked example" contract): `input_word_ids`, `input_mask`, `input_t
 [max_predictions]; `block_id` int64 (the record's own block, -1 if none).
 """
 import dataclasses
+import functools
 from typing import Dict, Optional
 
 import tensorflow as tf
 
+from realm_tf.data import blocking
 from realm_tf.data import corpus
 
 MODES = ("salient", "random_uniform", "random_span")
@@ -44,6 +46,18 @@ class MaskingConfig:
   mask_rate: float = 0.15
   span_geometric_p: float = 0.2
   max_span_words: int = 10
+
+
+# Input signature of one parsed annotation record (corpus.ANNOTATION_FEATURES).
+RECORD_SIGNATURE = {
+    "title": tf.TensorSpec([], tf.string), "text": tf.TensorSpec([], tf.string),
+    "sentence_starts": tf.TensorSpec([None], tf.int64),
+    "sentence_limits": tf.TensorSpec([None], tf.int64),
+    "span_starts": tf.TensorSpec([None], tf.int64),
+    "span_limits": tf.TensorSpec([None], tf.int64),
+    "span_types": tf.TensorSpec([None], tf.string),
+    "block_id": tf.TensorSpec([], tf.int64),
+}
 
 
 def _pad(x, length, value=0):
@@ -69,6 +83,7 @@ class Masker:
       tokenizer = RealmTokenizer()
     self.config = config
     self.tokenizer = tokenizer
+    self._tokenize = blocking.traced_tokenize_with_offsets(tokenizer)
     self._continuation = tf.constant([t.startswith("##") for t in tokenizer.vocab])
 
   def _seed(self, index, salt: int):
@@ -133,7 +148,7 @@ class Masker:
     sent_start = tf.gather(tf.concat([sent_starts, zero], 0), sent)
     sent_limit = tf.gather(tf.concat([sent_limits, zero], 0), sent)
     sentence = tf.strings.substr(record["text"], sent_start, sent_limit - sent_start, unit="BYTE")
-    ids, starts, limits = tok.tokenize_with_offsets(tf.reshape(sentence, [1]))
+    ids, starts, limits = self._tokenize(tf.reshape(sentence, [1]))
     ids, starts, limits = ids.flat_values, starts.flat_values, limits.flat_values
     idx, valid = self._positions(ids, starts, limits, span_start - sent_start,
                                  span_limit - sent_start, index)
@@ -160,6 +175,12 @@ class Masker:
       example[key] = tf.ensure_shape(example[key], [cfg.max_predictions])
     example["valid"] = found & valid
     return example
+
+  @functools.cached_property
+  def compiled(self):
+    """`__call__` traced once for any record (eager tokenizer calls cost ~0.1 s each)."""
+    return tf.function(self.__call__, input_signature=[tf.TensorSpec([], tf.int64),
+                                                       RECORD_SIGNATURE])
 
   def dataset(self, records: tf.data.Dataset, start_index: int = 0,
               num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,

@@ -123,6 +123,7 @@ def bundle_retrieve_fn(bundle, k: int) -> Callable:
   block_ids = tf.constant(bundle.block_ids, tf.int64)
   found = min(k, int(bundle.num_rows))
 
+  @tf.autograph.experimental.do_not_convert
   def retrieve(features):
     rows, _ = searcher.search(embedder.embed_queries(features), tf.constant(found, tf.int32))
     # A corpus smaller than k leaves -1 (unknown block) columns, masked out downstream.

@@ -1,1 +1,1 @@
-"""Open-domain QA: metrics (EM, regex match, recall@k), dataset loading, model, fine-tuning, eval."""
+"""Open-domain QA: metrics (EM, regex, recall@k), dataset loading, model, fine-tuning, eval."""

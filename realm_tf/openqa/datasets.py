@@ -73,8 +73,8 @@ def load_openqa_split(name: str, split: str, data_dir: Optional[str] = None,
     ValueError: unknown dataset, or a split this build does not have (e.g. NQ `train` without
       NQ-open.train.jsonl); the message lists the splits it has.
   """
-  if split == "validation":
-    split = "dev"
+  if split.startswith("validation"):
+    split = "dev" + split[len("validation"):]
   builder = prepare_openqa_builder(name, data_dir=data_dir, manual_dir=manual_dir)
   base_split = split.split("[", 1)[0]
   if base_split not in builder.info.splits:

@@ -45,6 +45,9 @@ class LoadOpenQASplitTest(tf.test.TestCase):
     self.assertEqual([ex["question"] for ex in ds.as_numpy_iterator()],
                      [b"when was the last time anyone was on the moon",
                       b"who wrote he ain't heavy he's my brother lyrics"])
+    dev = datasets.load_openqa_split("nq_open_orqa/dpr", "validation[1:]", data_dir=self.data_dir,
+                                     manual_dir=_dummy_dir("nq_open_orqa"))
+    self.assertLen(list(dev), 1)  # The dummy dpr source has 2 dev questions.
 
   def test_missing_split_is_a_clear_error(self):
     manual = epath.Path(self.data_dir) / "manual"

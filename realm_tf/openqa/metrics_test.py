@@ -24,7 +24,8 @@ class NormalizeTest(tf.test.TestCase):
 
   def test_unicode(self):
     # NFD: composed and decomposed accents normalise to the same string.
-    self.assertEqual(metrics.normalize_answer("Padm\u00e9"), metrics.normalize_answer("Padme\u0301"))
+    self.assertEqual(metrics.normalize_answer("Padm\u00e9"),
+                     metrics.normalize_answer("Padme\u0301"))
     self.assertEqual(metrics.normalize_answer("Padm\u00e9"), "padme\u0301")
     # Unicode white space collapses like ASCII space; non-ASCII punctuation is not stripped.
     self.assertEqual(metrics.normalize_answer("54\u00a0Mbit/s"), "54 mbits")

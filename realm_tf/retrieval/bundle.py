@@ -237,7 +237,7 @@ def publish(index_dir: str, *, export_dir: str, searcher, embeddings: np.ndarray
     raise BundleError(f"embeddings {embeddings.shape} and block_ids {block_ids.shape} disagree.")
   tf.io.gfile.makedirs(index_dir)
   remote = _is_remote(index_dir)
-  version = (latest_version(index_dir) or 0) + 1
+  version = max(list_versions(index_dir), default=0) + 1
   while tf.io.gfile.exists(version_path(index_dir, version)):
     version += 1
   work = version_path(index_dir, version) if remote else os.path.join(

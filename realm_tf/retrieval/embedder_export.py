@@ -177,6 +177,10 @@ def read_metadata(path: str) -> Dict:
   missing = [k for k in REQUIRED_KEYS if k not in metadata]
   if missing:
     raise ExportError(f"Embedder export metadata {meta_path} lacks {missing}.")
+  name = os.path.basename(path.rstrip("/"))
+  if _STEP_DIR.match(name) and int(name) != int(metadata["step"]):
+    raise ExportError(f"Embedder export {path} is named for step {int(name)} but {meta_path} "
+                      f"says step {metadata['step']}.")
   for name in ("saved_model.pb", "variables"):
     if not tf.io.gfile.exists(os.path.join(path, name)):
       raise ExportError(f"Embedder export {path} is incomplete: {os.path.join(path, name)} "

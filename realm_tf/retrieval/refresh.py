@@ -215,12 +215,20 @@ class IndexRefresher:
     return DocumentSet([base])
 
   def needs_refresh(self, export_dir: str) -> bool:
-    """True when the live bundle was not built with `export_dir`'s step."""
+    """True unless the live bundle was built with `export_dir`'s step (or a later one) on the
+    current corpus (same corpus fingerprint)."""
     if export_dir in self._done or self._export_key(export_dir) in self._failed:
       return False
     live = self.live_bundle()
+    if live is None:
+      return True
     step = int(os.path.basename(export_dir.rstrip("/")))
-    return live is None or int(live.manifest.get("step", -1)) < step
+    if int(live.manifest.get("step", -1)) < step:
+      return True
+    try:
+      return live.manifest.get("corpus_fingerprint") != self.document_set(live).fingerprint()
+    except corpus_lib.CorpusError:
+      return True  # let the refresh report the corpus problem
 
   @staticmethod
   def _export_key(export_dir: str) -> Tuple[str, bool, bool]:

@@ -83,7 +83,8 @@ class Builder(openqa_common.OpenQABuilder):
         features=openqa_common.qa_features(),
         # Keep the source files' order (ORQA's resplit files keep it too).
         disable_shuffling=True,
-        homepage="https://github.com/google-research-datasets/natural-questions/tree/master/nq_open",
+        homepage=("https://github.com/google-research-datasets/natural-questions/tree/master/"
+                  "nq_open"),
         metadata=tfds.core.MetadataDict(
             answers_are_regex=False,
             split_rule=("dev = train-source questions with tf.strings.to_hash_bucket_fast("

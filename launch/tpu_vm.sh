@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# REALM pre-training on a Cloud TPU VM (v4-8 / v5e-8 or a pod slice), data and indexes on GCS.
+#
+#   TPU_NAME=my-tpu ZONE=us-central2-b BUCKET=gs://my-bucket launch/tpu_vm.sh
+#
+# 1. Corpus + annotations on Dataflow (Beam), once:
+#      python -m realm_tf.launch.build_corpus --input="$BUCKET/raw/*.jsonl" \
+#        --output_dir="$BUCKET/corpus" --runner=DataflowRunner --project=... --region=... \
+#        --temp_location="$BUCKET/tmp"
+#      python -m realm_tf.launch.annotate_corpus --corpus_dir="$BUCKET/corpus" \
+#        --output_dir="$BUCKET/annotations" --runner=DataflowRunner ...
+# 2. Index refresh on a second TPU VM (or a GPU/CPU pool with --num_shards/--shard_index):
+#      python -m realm_tf.launch.refresh_index --tpu=my-index-tpu --model_dir="$BUCKET/realm" \
+#        --corpus_dir="$BUCKET/corpus" --index_dir="$BUCKET/index"
+# 3. The trainer (this script).
+set -euo pipefail
+: "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}" "${BUCKET:?set BUCKET}"
+gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="
+  set -e
+  test -d realm_tf || git clone \${REALM_TF_REPO:-https://example.invalid/realm_tf.git} realm_tf
+  cd realm_tf && make install
+  .venv/bin/python -m realm_tf.launch.pretrain --tpu=local --preset=base \
+    --work_dir=$BUCKET --batch_size=512 --num_train_steps=200000 --learning_rate=3e-5 \
+    --warmup_steps=10000 --refresh=async --checkpoint_every=1000 --export_every_steps=500 \
+    --mixed_precision=bfloat16 --ict_steps=0"

@@ -1,0 +1,140 @@
+"""`realm_openqa`: the whole open-QA system as one SavedModel, question strings in, answers out.
+
+    questions [B] ──FastBertTokenizer (TF.Text)──▶ `[CLS] q [SEP]` ──query tower──▶ q [B, D]
+      ──MIPS──▶ K evidence rows ──BlockTable (wordpieces + byte offsets, in the SavedModel)──▶
+      `[CLS] q [SEP] body [SEP]` [B, K, T] ──reader──▶ span logits (+ retriever logit)
+      ──select_answers──▶ top A distinct answer strings cut from the block texts by byte offset
+
+Two variants of the MIPS step (docs/SERVING_SIGNATURES.md):
+  * `stock` (model `realm_openqa`): exact search, `MatMul` + `TopKV2` over the embedding matrix
+    held in a variable. Only stock TensorFlow and TF.Text ops, so an unmodified
+    `tensorflow_model_server` serves it.
+  * `scann` (model `realm_openqa_scann`): ScaNN's `Scann>TensorsToScann` / `ScannSearchBatched`
+    ops over the searcher state saved as variables; needs the ScaNN ops registered in the server
+    (`python -m serving.server` imports ScaNN) and `SaveOptions(namespace_whitelist=["Scann"])`.
+
+Nothing in either graph is a py_function, so they load anywhere the ops exist. The answers equal
+`OpenQAModel.predict_spans` + `features.span_text` run in process (`in_process_answers`).
+"""
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from realm_tf.export import components
+from realm_tf.export import warmup as warmup_lib
+from realm_tf.openqa import features as features_lib
+from realm_tf.text import RealmTokenizer
+
+OPENQA = "realm_openqa"
+
+
+class OpenQAModule(tf.Module):
+  """Question strings [B] → answers and evidence (serving_default; see module docstring).
+
+  Outputs, B questions, A = num_answers, K = the model's reader beam:
+    answers string [B, A], probabilities float32 [B, A], answer_scores float32 [B, A],
+    answer_block_ids int64 [B, A] (-1: no answer), answer_block_index int32 [B, A],
+    evidence_block_ids int64 [B, K], evidence_titles / evidence_texts string [B, K],
+    evidence_scores float32 [B, K] (retriever logits), all best first.
+  """
+
+  def __init__(self, model, tokenizer: RealmTokenizer, table: components.BlockTable,
+               variant: str = "stock", num_answers: int = 5, max_candidates: int = 20,
+               scann_config=None):
+    super().__init__(name="realm_openqa")
+    if model.index.size != table.size:
+      raise components.ServingExportError(
+          f"The model's index has {model.index.size} rows but the block table {table.size}.")
+    self.variant = variant
+    self.weights = components._Tracked(  # pylint: disable=protected-access
+        list(model.query_encoder.variables) + list(model.query_projection.variables) +
+        list(model.reader.variables))
+    self.tokenizer = tokenizer
+    self.table = table
+    self.mips = components.make_mips(model.index.embeddings_np, variant, scann_config)
+    self.num_blocks = int(model.reader_beam_size)
+    self.num_answers = int(num_answers)
+    cfg = model.config
+    k = self.num_blocks
+
+    def answer(questions):
+      feats = components.question_features(tokenizer, questions, cfg.retriever.query_seq_length,
+                                           cfg.reader.query_length)
+      query = model.embed_questions(feats, training=False)
+      rows, scores = self.mips.search(query, k)
+      blocks = table.gather(rows)
+      out = components.read_blocks(model, feats, blocks, scores, num_answers, max_candidates)
+      index = out["answer_block_index"]
+      out["answer_block_ids"] = tf.where(
+          index >= 0, tf.gather(blocks["block_ids"], tf.maximum(index, 0), batch_dims=1),
+          tf.constant(-1, tf.int64))
+      out.update({"evidence_block_ids": blocks["block_ids"], "evidence_titles": blocks["titles"],
+                  "evidence_texts": blocks["texts"],
+                  "evidence_scores": tf.cast(scores, tf.float32)})
+      return out
+
+    self.answer = tf.function(answer, input_signature=[
+        tf.TensorSpec([None], tf.string, name="questions")])
+
+  def signatures(self):
+    return {components.SERVING_DEFAULT: self.answer}
+
+
+def export_openqa(model, tokenizer: RealmTokenizer, export_base: str, version: int,
+                  variants: Sequence[str] = ("stock",), table: Optional[components.BlockTable] = None,
+                  bundle=None, num_answers: int = 5, max_candidates: int = 20, scann_config=None,
+                  warmup_questions: Optional[Sequence[str]] = None) -> Dict[str, str]:
+  """Exports `realm_openqa` (stock) and/or `realm_openqa_scann`; returns {model name: path}.
+
+  Args:
+    model: a built, fine-tuned `OpenQAModel` (its FrozenIndex must keep titles and texts).
+    tokenizer: the model's RealmTokenizer.
+    export_base: TF Serving base directory (`<export_base>/<name>/<version>/`).
+    variants: "stock" and/or "scann".
+    table: the index's BlockTable (built from the model's index when omitted; pass one to share
+      it between exports).
+    bundle: the IndexBundle (recorded in realm_export.json).
+  """
+  table = table or components.BlockTable.from_index(model.index, tokenizer)
+  questions = list(warmup_questions or warmup_lib.DEFAULT_QUESTIONS)
+  info = components._base_info(model, bundle)  # pylint: disable=protected-access
+  out = {}
+  for variant in variants:
+    name = components.variant_model_name(OPENQA, variant)
+    module = OpenQAModule(model, tokenizer, table, variant, num_answers, max_candidates,
+                          scann_config)
+    path = components.publish_saved_model(
+        module, export_base, name, version, module.signatures(),
+        options=components.save_options(variant),
+        info=dict(info, variant=variant, num_answers=num_answers, max_candidates=max_candidates,
+                  reader_beam_size=module.num_blocks),
+        warmup_requests=warmup_lib.string_requests(name, "questions", questions))
+    if variant == "stock":
+      components.check_saved_model_ops(path, forbidden_prefixes=("Scann",))
+    out[name] = path
+  return out
+
+
+def in_process_answers(model, tokenizer: RealmTokenizer, questions: Sequence[str]
+                       ) -> Dict[str, np.ndarray]:
+  """The fine-tuned model's own prediction, in this process, for comparison with an export.
+
+  Host-side featurization (`QuestionFeaturizer`), `OpenQAModel.predict_spans` and
+  `features.span_text`. Returns numpy: `answer` object [B] (bytes), `probability` [B],
+  `evidence_block_ids` int64 [B, K], `evidence_scores` [B, K].
+  """
+  featurizer = features_lib.QuestionFeaturizer(model.config.feature_config, tokenizer)
+  examples = [features_lib.OpenQAExample(f"q{i}", q, ()) for i, q in enumerate(questions)]
+  feats = {k: tf.constant(v) for k, v in featurizer.featurize(examples).items()}
+  pred = model.predict_spans(feats)
+  k = model.reader_beam_size
+  rows = pred["rows"][:, :k].numpy()
+  block = pred["block_index"].numpy()
+  chosen = rows[np.arange(len(questions)), block]
+  texts = np.array([model.index.bodies[r] for r in chosen], dtype=object)
+  answer = features_lib.span_text(tokenizer, tf.constant(texts.astype(str).tolist()),
+                                  pred["start_piece"], pred["end_piece"]).numpy()
+  return {"answer": answer, "probability": pred["probability"].numpy(),
+          "evidence_block_ids": model.index.block_ids[rows],
+          "evidence_scores": pred["retrieval_scores"][:, :k].numpy()}

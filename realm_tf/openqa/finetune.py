@@ -1,0 +1,479 @@
+"""Open-QA fine-tuning (ORQA recipe): data, model construction, warm start, and the training run.
+
+    index bundle (frozen) + corpus ──▶ FrozenIndex ─┐
+    init checkpoint (REALM pre-training dir, embedder export, converted reader) ─▶ OpenQAModel
+    questions (TFDS NQ/WQ/CT, or SQuAD-open) ──▶ QuestionFeaturizer ──▶ tf.data (exact resume)
+        ──▶ Trainer(openqa_task) under any strategy ──▶ <model_dir>/checkpoints, config.json
+
+Warm start, as in REALM: the query tower from the retriever (which built the index, so query and
+document embeddings share one space) and the reader's BERT from the knowledge-augmented encoder;
+the span head starts fresh. CuratedTREC's answers are regular expressions, which cannot be looked
+for as wordpieces: before training, each pattern is searched (`re.search`) in the blocks the
+initial query tower retrieves for its question, and the matched strings become the answers whose
+wordpieces mark answer-bearing blocks and gold spans.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+from absl import logging
+
+from realm_tf.data.block_store import BlockStore
+from realm_tf.modeling.encoder_config import EncoderConfig, get_encoder_config
+from realm_tf.modeling.reader import ReaderConfig
+from realm_tf.modeling.retriever import RetrieverConfig
+from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text
+from realm_tf.openqa.model import FrozenIndex, OpenQAConfig, OpenQAModel
+from realm_tf.retrieval import bundle as bundle_lib
+from realm_tf.retrieval import embedder_export
+from realm_tf.text import RealmTokenizer
+from realm_tf.training.openqa_task import openqa_task
+from realm_tf.training.optimizer import create_optimizer
+from realm_tf.training.trainer import CONFIG_FILE, Trainer, check_or_write_config
+
+DATASETS = ("nq_open_orqa", "web_questions_orqa", "curated_trec_orqa", "squad_open")
+SQUAD_DEV_BUCKETS = 5  # squad_open: articles with hash % 5 == 0 form the dev split
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+  """A fine-tuning run (recorded in model_dir/config.json)."""
+  model: OpenQAConfig = OpenQAConfig()
+  dataset: str = "nq_open_orqa"
+  train_split: str = "train"
+  batch_size: int = 8
+  num_train_steps: int = 1000
+  learning_rate: float = 1e-5       # ORQA's fine-tuning learning rate
+  warmup_steps: Optional[int] = None  # default 10% of the run
+  clip_norm: float = 1.0
+  seed: int = 0
+  checkpoint_every: int = 200
+  log_every: int = 10
+  regex_search_blocks: int = 100    # CuratedTREC: blocks searched for each answer pattern
+  max_train_examples: Optional[int] = None
+
+  def to_dict(self) -> Dict:
+    d = dataclasses.asdict(self)
+    d["model"] = self.model.to_dict()
+    return d
+
+  @classmethod
+  def from_dict(cls, d: Dict) -> "FinetuneConfig":
+    d = dict(d)
+    d["model"] = OpenQAConfig.from_dict(d["model"])
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+
+def _squad_split_of(title: str) -> str:
+  h = int(hashlib.md5(title.encode("utf-8")).hexdigest(), 16)
+  return "dev" if h % SQUAD_DEV_BUCKETS == 0 else "train"
+
+
+def load_squad_open(split: str, path: Optional[str] = None) -> List[OpenQAExample]:
+  """SQuAD-open questions of one split; the split is by article, so no paragraph is shared.
+
+  `train` ≈ 80% of the shipped SQuAD v1.1 dev articles, `dev` (= `test`) the rest.
+  """
+  from realm_tf.data.squad_open import load_squad_questions  # pylint: disable=g-import-not-at-top
+  if split not in ("train", "dev", "test", "validation", "all"):
+    raise ValueError(f"squad_open has splits train, dev (= test, validation) and all; got {split!r}.")
+  want = "dev" if split in ("test", "validation") else split
+  out = []
+  for q in load_squad_questions(path):
+    if want == "all" or _squad_split_of(q.doc_id.rsplit("#", 1)[0]) == want:
+      out.append(OpenQAExample(q.qid, q.question, tuple(q.answers), False))
+  return out
+
+
+def load_examples(dataset: str, split: str, data_dir: Optional[str] = None,
+                  manual_dir: Optional[str] = None, limit: Optional[int] = None,
+                  squad_path: Optional[str] = None) -> List[OpenQAExample]:
+  """Questions of `dataset`/`split` as OpenQAExamples (ids are `<dataset>/<split>/<index>`).
+
+  `dataset` is one of DATASETS (or a short name nq, nq_dpr, wq, ct, or `nq_open_orqa/dpr`);
+  TFDS datasets are built offline from the shipped files unless `manual_dir` says otherwise.
+  """
+  if dataset == "squad_open":
+    out = load_squad_open(split, squad_path)
+    return out[:limit] if limit else out
+  from realm_tf.openqa.datasets import load_openqa_split  # pylint: disable=g-import-not-at-top
+  ds = load_openqa_split(dataset, split, data_dir=data_dir, manual_dir=manual_dir)
+  if limit:
+    ds = ds.take(limit)
+  out = []
+  for i, ex in enumerate(ds.as_numpy_iterator()):
+    question = ex["question"].decode("utf-8", "replace")
+    answers = tuple(a.decode("utf-8", "replace") for a in ex["answers"])
+    out.append(OpenQAExample(f"{dataset}/{split}/{i}", question, answers,
+                             bool(ex["answers_are_regex"])))
+  return out
+
+
+def expand_regex_answers(examples: Sequence[OpenQAExample], model: OpenQAModel,
+                         featurizer: QuestionFeaturizer, num_blocks: int = 100,
+                         batch_size: int = 64, max_strings: int = 8) -> List[List[str]]:
+  """Concrete answer strings for each example: its answers, or for regex examples the texts the
+  patterns match in the `num_blocks` blocks retrieved for the question. Bad patterns are skipped
+  with a warning naming the example."""
+  from realm_tf.openqa import metrics  # pylint: disable=g-import-not-at-top
+  out = [list(e.answers) if not e.is_regex else [] for e in examples]
+  regex_ids = [i for i, e in enumerate(examples) if e.is_regex]
+  if not regex_ids:
+    return out
+  k = min(num_blocks, model.index.size)
+  bodies = model.index.bodies
+  found_any = 0
+  for s in range(0, len(regex_ids), batch_size):
+    ids = regex_ids[s:s + batch_size]
+    feats = featurizer.featurize([examples[i] for i in ids])
+    q = model.embed_questions({key: tf.constant(v) for key, v in feats.items()
+                               if key.startswith("query/")})
+    _, rows = model.retrieve(q, k)
+    for i, row in zip(ids, rows.numpy()):
+      strings = []
+      for pattern in examples[i].answers:
+        compiled = metrics.compile_answer_pattern(clean_text(pattern, "answer pattern",
+                                                             examples[i].qid))
+        if compiled is None:
+          logging.warning("Example %r: answer pattern %r does not compile; ignored.",
+                          examples[i].qid, pattern)
+          continue
+        for r in row:
+          for m in compiled.finditer(bodies[r]):
+            text = m.group(0).strip()
+            if text and text not in strings:
+              strings.append(text)
+          if len(strings) >= max_strings:
+            break
+      out[i] = strings[:max_strings]
+      found_any += bool(strings)
+  logging.info("Regex answers: %d of %d questions matched a string in their top %d blocks.",
+               found_any, len(regex_ids), k)
+  return out
+
+
+def make_dataset_fn(features: Dict[str, np.ndarray], batch_size: int, seed: int = 0):
+  """`make_dataset(position)` for the Trainer: an endless, per-epoch shuffled stream of batches
+  from example position `position` on, each element carrying `data_position` (exact resume)."""
+  n = len(features["question_length"])
+  if n == 0:
+    raise ValueError("No training examples.")
+
+  def order(epoch):
+    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
+
+  def make_dataset(position: int) -> tf.data.Dataset:
+    def gen():
+      p = int(position)
+      while True:
+        epoch, offset = divmod(p, n)
+        perm = order(epoch)
+        for i in perm[offset:]:
+          p += 1
+          yield i, p
+    idx = tf.data.Dataset.from_generator(
+        gen, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
+    tensors = {k: tf.constant(v) for k, v in features.items()}
+
+    def lookup(i, p):
+      ex = {k: tf.gather(v, i) for k, v in tensors.items()}
+      ex["data_position"] = p
+      return ex
+    return idx.map(lookup).batch(batch_size, drop_remainder=True).prefetch(2)
+  return make_dataset
+
+
+# ---------------------------------------------------------------------------------------------
+# Model construction and warm start.
+
+def index_retriever_config(bundle) -> RetrieverConfig:
+  """The query tower's shape: the retriever config of the export that built the index."""
+  meta = bundle.query_embedder.metadata if bundle is not None else None
+  if meta and "retriever_config" in meta:
+    return RetrieverConfig.from_dict(meta["retriever_config"])
+  if meta:
+    return RetrieverConfig(encoder=EncoderConfig.from_dict(meta["encoder_config"]),
+                           projection_size=int(meta["embedding_dim"]),
+                           query_seq_length=int(meta["query_seq_length"]),
+                           doc_seq_length=int(meta["doc_seq_length"]))
+  raise ValueError("The index bundle has no query embedder metadata.")
+
+
+def checkpoint_kind(path: str) -> str:
+  """`realm` (pre-training/Trainer model_dir with config.json), `export` (embedder export),
+  `converted` (realm_tf.launch.convert_checkpoint output) or `openqa` (a fine-tuning model_dir)."""
+  if tf.io.gfile.exists(os.path.join(path, embedder_export.METADATA)):
+    return "export"
+  if tf.io.gfile.exists(os.path.join(path, "realm_config.json")):
+    return "converted"
+  cfg_path = os.path.join(path, CONFIG_FILE)
+  if tf.io.gfile.exists(cfg_path):
+    with tf.io.gfile.GFile(cfg_path) as f:
+      cfg = json.load(f)
+    model = cfg.get("model", {})
+    if "reader_encoder" in model:
+      return "realm"
+    if "reader" in model and "retriever" in model:
+      return "openqa"
+  raise ValueError(f"--init_checkpoint {path} is neither a REALM pre-training model_dir "
+                   f"(config.json + checkpoints/), an embedder export ({embedder_export.METADATA}) "
+                   "nor a converted checkpoint (realm_config.json).")
+
+
+def reader_encoder_from_checkpoint(path: Optional[str]) -> Optional[EncoderConfig]:
+  """The reader BERT's config an init checkpoint implies (None: it has no reader weights)."""
+  if not path:
+    return None
+  kind = checkpoint_kind(path)
+  if kind == "realm":
+    with tf.io.gfile.GFile(os.path.join(path, CONFIG_FILE)) as f:
+      return get_encoder_config(EncoderConfig.from_dict(json.load(f)["model"]["reader_encoder"]))
+  if kind == "converted":
+    with tf.io.gfile.GFile(os.path.join(path, "realm_config.json")) as f:
+      cfg = json.load(f)
+    if cfg.get("target") in ("reader", "knowledge_encoder", "encoder"):
+      return EncoderConfig.from_dict(cfg["encoder_config"])
+  if kind == "openqa":
+    with tf.io.gfile.GFile(os.path.join(path, CONFIG_FILE)) as f:
+      return ReaderConfig.from_dict(json.load(f)["model"]["reader"]).encoder_config
+  return None
+
+
+def _latest_checkpoint(model_dir: str) -> str:
+  path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")) or \
+      tf.train.latest_checkpoint(model_dir)
+  if not path:
+    raise FileNotFoundError(f"No checkpoint under {model_dir}.")
+  return path
+
+
+def _copy_variables(dst: Sequence[tf.Variable], src: Sequence, what: str) -> None:
+  if len(dst) != len(src):
+    raise ValueError(f"{what}: {len(src)} source variables for {len(dst)} model variables.")
+  for d, s in zip(dst, src):
+    if tuple(d.shape) != tuple(s.shape):
+      raise ValueError(f"{what}: shape mismatch {d.name} {d.shape} vs {s.shape}.")
+    d.assign(s)
+
+
+def init_query_tower_from_export(model: OpenQAModel, export_dir: str) -> None:
+  """Copies the export's query tower (encoder + projection) into the model's query tower."""
+  from realm_tf.modeling.retriever import Retriever  # pylint: disable=g-import-not-at-top
+  meta = embedder_export.read_metadata(export_dir)
+  module = tf.saved_model.load(export_dir)
+  cfg = RetrieverConfig.from_dict(meta["retriever_config"]) if "retriever_config" in meta else \
+      model.config.retriever
+  proxy = Retriever(cfg).build_towers()
+  _copy_variables(proxy.variables, list(module.retriever_variables), f"export {export_dir}")
+  _copy_variables(model.query_encoder.variables, proxy.query_encoder.variables, "query encoder")
+  _copy_variables(model.query_projection.variables, proxy.query_projection.variables,
+                  "query projection")
+
+
+def init_from_checkpoint(model: OpenQAModel, path: str, reader_path: Optional[str] = None) -> Dict:
+  """Warm-starts `model` (built) from `path`; returns {"query_tower": src, "reader": src}.
+
+  * REALM pre-training model_dir: `retriever.query_{encoder,projection}` → query tower and
+    `knowledge_encoder.encoder` → reader encoder (REALM's recipe).
+  * Embedder export: the query tower only.
+  * Converted checkpoint (`reader`, `knowledge_encoder`, `encoder` or `retriever` target).
+  * A fine-tuning model_dir: query tower and the whole reader (continue on another dataset).
+  `reader_path` (a converted or REALM checkpoint) overrides where the reader encoder comes from.
+  """
+  used = {}
+  kind = checkpoint_kind(path)
+  if kind == "realm":
+    ckpt = _latest_checkpoint(path)
+    proxy = tf.train.Checkpoint(model=tf.train.Checkpoint(
+        retriever=tf.train.Checkpoint(query_encoder=model.query_encoder,
+                                      query_projection=model.query_projection),
+        knowledge_encoder=tf.train.Checkpoint(encoder=model.reader.encoder)))
+    proxy.read(ckpt).expect_partial().assert_existing_objects_matched()
+    used = {"query_tower": ckpt, "reader": ckpt}
+  elif kind == "export":
+    init_query_tower_from_export(model, path)
+    used = {"query_tower": path}
+  elif kind == "openqa":
+    ckpt = _latest_checkpoint(path)
+    tf.train.Checkpoint(model=model).read(ckpt).expect_partial().assert_existing_objects_matched()
+    used = {"query_tower": ckpt, "reader": ckpt}
+  else:
+    used.update(_init_from_converted(model, path))
+  if reader_path:
+    used.update(init_from_checkpoint_reader_only(model, reader_path))
+  logging.info("Warm start: %s", used)
+  return used
+
+
+def _init_from_converted(model: OpenQAModel, path: str) -> Dict:
+  with tf.io.gfile.GFile(os.path.join(path, "realm_config.json")) as f:
+    cfg = json.load(f)
+  ckpt = os.path.join(path, cfg.get("checkpoint", "ckpt"))
+  target = cfg["target"]
+  if target == "reader":
+    tf.train.Checkpoint(reader=model.reader).read(ckpt).expect_partial() \
+        .assert_existing_objects_matched()
+    return {"reader": ckpt}
+  if target == "knowledge_encoder":
+    tf.train.Checkpoint(knowledge_encoder=tf.train.Checkpoint(encoder=model.reader.encoder)) \
+        .read(ckpt).expect_partial().assert_existing_objects_matched()
+    return {"reader": ckpt}
+  if target == "encoder":
+    tf.train.Checkpoint(encoder=model.reader.encoder).read(ckpt).expect_partial() \
+        .assert_existing_objects_matched()
+    return {"reader": ckpt}
+  if target == "retriever":
+    tf.train.Checkpoint(retriever=tf.train.Checkpoint(
+        query_encoder=model.query_encoder, query_projection=model.query_projection)) \
+        .read(ckpt).expect_partial().assert_existing_objects_matched()
+    return {"query_tower": ckpt}
+  raise ValueError(f"Converted checkpoint {path} has unknown target {target!r}.")
+
+
+def load_index(index_dir: str, corpus_dir: str, tokenizer: RealmTokenizer):
+  """(bundle, FrozenIndex) of the newest bundle in `index_dir` over `corpus_dir`."""
+  bundle = bundle_lib.latest(index_dir)
+  doc_len = int(bundle.query_embedder.metadata.get("doc_seq_length", 288))
+  store = BlockStore([corpus_dir], tokenizer, doc_seq_length=doc_len, keep_text=True)
+  return bundle, FrozenIndex.from_bundle(bundle, store)
+
+
+def build_model(config: OpenQAConfig, index: FrozenIndex, tokenizer: RealmTokenizer,
+                strategy: Optional[tf.distribute.Strategy] = None) -> OpenQAModel:
+  """Builds (all variables created) the OpenQAModel inside `strategy.scope()`."""
+  strategy = strategy or tf.distribute.get_strategy()
+  with strategy.scope():
+    model = OpenQAModel(config, index, tokenizer.vocab, tokenizer.cls_id, tokenizer.sep_id,
+                        name="openqa")
+    model.build_all()
+  return model
+
+
+def _optimizer(config: FinetuneConfig):
+  warmup = config.warmup_steps if config.warmup_steps is not None else \
+      max(config.num_train_steps // 10, 0)
+  opt = create_optimizer(config.learning_rate, config.num_train_steps, warmup)
+  if tf_keras.mixed_precision.global_policy().name == "mixed_float16":
+    opt = tf_keras.mixed_precision.LossScaleOptimizer(opt)
+  return opt
+
+
+def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_dir: str,
+                 init_checkpoint: Optional[str] = None,
+                 reader_init_checkpoint: Optional[str] = None,
+                 strategy: Optional[tf.distribute.Strategy] = None,
+                 data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+                 examples: Optional[Sequence[OpenQAExample]] = None,
+                 jit_compile: bool = False) -> Dict:
+  """Fine-tunes on `config.dataset` (or the given `examples`); returns the last step's scalars.
+
+  The model shape follows the index: the query tower is the bundle's retriever config. Without
+  `init_checkpoint` the query tower starts from the bundle's own query embedder and the reader
+  from scratch (or `reader_init_checkpoint`). A restart resumes from model_dir's checkpoints.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  if config.batch_size % strategy.num_replicas_in_sync:
+    raise ValueError(f"batch_size={config.batch_size} is not divisible by the "
+                     f"{strategy.num_replicas_in_sync} replicas.")
+  tokenizer = RealmTokenizer()
+  bundle, index = load_index(index_dir, corpus_dir, tokenizer)
+  retr = index_retriever_config(bundle)
+  reader_enc = reader_encoder_from_checkpoint(reader_init_checkpoint) or \
+      reader_encoder_from_checkpoint(init_checkpoint)
+  reader_cfg = config.model.reader
+  if reader_enc is not None and reader_enc != reader_cfg.encoder_config:
+    logging.info("Reader encoder follows the init checkpoint: %s", reader_enc)
+    reader_cfg = dataclasses.replace(reader_cfg, encoder=reader_enc)
+  config = dataclasses.replace(config, model=dataclasses.replace(
+      config.model, retriever=retr, reader=reader_cfg))
+  check_or_write_config(model_dir, dict(config.to_dict(), index_bundle=bundle.path,
+                                        corpus_dir=os.path.abspath(corpus_dir)))
+  if examples is None:
+    examples = load_examples(config.dataset, config.train_split, data_dir, manual_dir,
+                             config.max_train_examples)
+  model = build_model(config.model, index, tokenizer, strategy)
+  with strategy.scope():
+    optimizer = _optimizer(config)
+  trainer = Trainer(model, optimizer, openqa_task, strategy, model_dir, config.batch_size,
+                    config.clip_norm, config.checkpoint_every, log_every=config.log_every,
+                    jit_compile=jit_compile, name="finetune")
+  warm = {}
+  if not trainer.manager.latest_checkpoint:
+    if init_checkpoint:
+      warm = init_from_checkpoint(model, init_checkpoint, reader_init_checkpoint)
+    else:
+      init_query_tower_from_export(model, os.path.join(bundle.path, bundle_lib.QUERY_EMBEDDER))
+      warm = {"query_tower": bundle.path}
+      if reader_init_checkpoint:
+        warm.update(init_from_checkpoint_reader_only(model, reader_init_checkpoint))
+  featurizer = QuestionFeaturizer(config.model.feature_config, tokenizer)
+  usable = [e for e in examples if e.question.strip()]
+  if len(usable) < len(examples):
+    logging.warning("Skipping %d training examples with an empty question.",
+                    len(examples) - len(usable))
+  answers = expand_regex_answers(usable, model, featurizer, config.regex_search_blocks) \
+      if any(e.is_regex for e in usable) else None
+  feats = featurizer.featurize(usable)
+  if answers is not None:
+    feats.update(featurizer.answer_features(usable, answers))
+  no_answer = int((feats["answer_length"].max(axis=1) == 0).sum())
+  logging.info("Fine-tuning on %d questions (%d without a usable answer: zero loss), index %s "
+               "(%d blocks), beams: retriever %d, reader %d.", len(usable), no_answer,
+               bundle.path, index.size, model.retriever_beam_size, model.reader_beam_size)
+  result = trainer.train(make_dataset_fn(feats, config.batch_size, config.seed),
+                         config.num_train_steps)
+  result.update({"num_examples": len(usable), "warm_start": warm, "index_bundle": bundle.path})
+  return result
+
+
+def init_from_checkpoint_reader_only(model: OpenQAModel, path: str) -> Dict:
+  """Loads only the reader encoder from a REALM model_dir or a converted checkpoint."""
+  kind = checkpoint_kind(path)
+  if kind == "realm":
+    ckpt = _latest_checkpoint(path)
+    tf.train.Checkpoint(model=tf.train.Checkpoint(knowledge_encoder=tf.train.Checkpoint(
+        encoder=model.reader.encoder))).read(ckpt).expect_partial() \
+        .assert_existing_objects_matched()
+    return {"reader": ckpt}
+  if kind == "converted":
+    return {k: v for k, v in _init_from_converted(model, path).items() if k == "reader"}
+  raise ValueError(f"Reader init checkpoint {path} must be a REALM model_dir or a converted "
+                   "checkpoint.")
+
+
+def load_finetuned(model_dir: str, index_dir: Optional[str] = None,
+                   corpus_dir: Optional[str] = None,
+                   strategy: Optional[tf.distribute.Strategy] = None):
+  """Rebuilds a fine-tuned model from model_dir (config.json + newest checkpoint).
+
+  Returns (model, FinetuneConfig, bundle). The index defaults to the bundle fine-tuning used.
+  """
+  with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE)) as f:
+    raw = json.load(f)
+  config = FinetuneConfig.from_dict(raw)
+  tokenizer = RealmTokenizer()
+  if index_dir:
+    bundle = bundle_lib.latest(index_dir)
+    if os.path.abspath(bundle.path) != os.path.abspath(raw.get("index_bundle", bundle.path)):
+      logging.warning("Evaluating with index %s, but fine-tuning used %s.", bundle.path,
+                      raw.get("index_bundle"))
+  else:
+    bundle = bundle_lib.open_bundle(raw["index_bundle"])
+  corpus_dir = corpus_dir or raw.get("corpus_dir")
+  doc_len = int(bundle.query_embedder.metadata.get("doc_seq_length", 288))
+  store = BlockStore([corpus_dir], tokenizer, doc_seq_length=doc_len, keep_text=True)
+  index = FrozenIndex.from_bundle(bundle, store)
+  model = build_model(config.model, index, tokenizer, strategy)
+  ckpt = _latest_checkpoint(model_dir)
+  tf.train.Checkpoint(model=model).read(ckpt).expect_partial().assert_existing_objects_matched()
+  logging.info("Loaded fine-tuned model %s.", ckpt)
+  return model, config, bundle

@@ -1,0 +1,291 @@
+"""The open-QA model (ORQA recipe, REALM §3.4): trainable query tower over a frozen index + reader.
+
+    question ─query tower─▶ q [B, 128] ─exact MIPS (matmul + top_k over the frozen
+    document embeddings, in-graph)─▶ retriever beam [B, M] (M = 5000 capped at the corpus size)
+      ├─ retriever loss: marginal log-loss over the answer-bearing blocks of the beam
+      └─ top K (5) blocks ─▶ `[CLS] q [SEP] block [SEP]` (320) ─Reader─▶ span logits
+         (+ the block's retriever logit) over K × T × W spans ─▶ reader loss: marginal log-loss
+         over the gold spans; prediction: the best span, its probability, the evidence blocks.
+
+Each loss term is zeroed for a question where nothing in it is correct (ORQA's rule). The index
+(embeddings, block wordpieces) is held in non-trainable variables that are *not* tracked by the
+Keras model, so checkpoints hold only the query tower and the reader. Everything here is dense
+stock TF, so it runs under any tf.distribute strategy and XLA.
+"""
+import dataclasses
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from realm_tf.modeling.encoder_config import build_encoder
+from realm_tf.modeling.layers import RetrievalProjection
+from realm_tf.modeling.reader import Reader, ReaderConfig
+from realm_tf.modeling.retriever import RetrieverConfig
+from realm_tf.openqa import features as features_lib
+
+_QUERY_KEYS = features_lib.QUERY_KEYS
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenQAConfig:
+  """The open-QA model: query tower shape (must match the index), reader, beams, answer shapes."""
+  retriever: RetrieverConfig = RetrieverConfig()
+  reader: ReaderConfig = ReaderConfig()
+  reader_beam_size: int = 5          # blocks read per question
+  retriever_beam_size: int = 5000    # blocks in the retrieval loss (capped at the corpus size)
+  max_answers: int = 8
+  max_answer_length: int = 10
+
+  @property
+  def feature_config(self) -> features_lib.FeatureConfig:
+    return features_lib.FeatureConfig(
+        query_seq_length=self.retriever.query_seq_length,
+        reader_query_length=self.reader.query_length, max_answers=self.max_answers,
+        max_answer_length=min(self.max_answer_length, self.reader.max_span_width))
+
+  def to_dict(self) -> Dict:
+    return {"retriever": self.retriever.to_dict(), "reader": self.reader.to_dict(),
+            "reader_beam_size": self.reader_beam_size,
+            "retriever_beam_size": self.retriever_beam_size, "max_answers": self.max_answers,
+            "max_answer_length": self.max_answer_length}
+
+  @classmethod
+  def from_dict(cls, d: Dict) -> "OpenQAConfig":
+    d = dict(d)
+    d["retriever"] = RetrieverConfig.from_dict(d["retriever"])
+    d["reader"] = ReaderConfig.from_dict(d["reader"])
+    return cls(**d)
+
+
+class FrozenIndex:
+  """The frozen document side: embeddings [N, D], block wordpieces, ids and texts (row order).
+
+  A plain Python object (not a tf.Module), so a Keras model holding it does not checkpoint it.
+  `titles` / `bodies` are numpy object arrays of str, for evidence output on the host.
+  """
+
+  def __init__(self, embeddings: np.ndarray, block_ids: np.ndarray, body_ids: np.ndarray,
+               body_length: np.ndarray, titles: Optional[Sequence[str]] = None,
+               bodies: Optional[Sequence[str]] = None):
+    embeddings = np.asarray(embeddings, np.float32)
+    n = embeddings.shape[0]
+    if n == 0:
+      raise ValueError("The index is empty.")
+    for name, arr in (("block_ids", block_ids), ("body_ids", body_ids),
+                      ("body_length", body_length)):
+      if len(arr) != n:
+        raise ValueError(f"FrozenIndex: {name} has {len(arr)} rows but embeddings have {n}.")
+    self.embeddings_np = embeddings
+    self.block_ids = np.asarray(block_ids, np.int64)
+    self.body_ids_np = np.asarray(body_ids, np.int32)
+    self.body_length_np = np.asarray(body_length, np.int32)
+    self.titles = np.asarray(titles if titles is not None else [""] * n, dtype=object)
+    self.bodies = np.asarray(bodies if bodies is not None else [""] * n, dtype=object)
+    self.size = n
+    self._vars = None
+
+  @classmethod
+  def from_bundle(cls, bundle, store) -> "FrozenIndex":
+    """Index rows of `bundle` (an IndexBundle) with wordpieces/texts from `store` (a BlockStore
+    built with keep_text=True on the bundle's corpus)."""
+    block_ids = np.asarray(bundle.block_ids, np.int64)
+    rows = store.rows(tf.constant(block_ids)).numpy()
+    missing = block_ids[rows < 0]
+    if len(missing):
+      raise ValueError(f"Index bundle {bundle.path} has {len(missing)} block ids that are not in "
+                       f"the corpus (e.g. {missing[:3].tolist()}); pass the corpus the index was "
+                       "built from (--corpus_dir).")
+    dense, lengths = features_lib.dense_bodies(store.body_ids)
+    titles = [t.decode("utf-8", "replace") for t in store.titles.numpy()[rows]] \
+        if store.titles is not None else None
+    bodies = [t.decode("utf-8", "replace") for t in store.bodies.numpy()[rows]] \
+        if store.bodies is not None else None
+    return cls(np.asarray(bundle.embeddings, np.float32), block_ids, dense[rows], lengths[rows],
+               titles, bodies)
+
+  def variables(self):
+    """(embeddings, body_ids, body_length) as non-trainable variables, created on first use
+    (call inside the strategy scope so they are mirrored)."""
+    if self._vars is None:
+      self._vars = (
+          tf.Variable(self.embeddings_np, trainable=False, name="index_embeddings"),
+          tf.Variable(self.body_ids_np, trainable=False, name="index_body_ids"),
+          tf.Variable(self.body_length_np, trainable=False, name="index_body_length"))
+    return self._vars
+
+
+def marginal_log_loss(logits, is_correct):
+  """ORQA's loss: -log Σ_correct p = logsumexp(all) - logsumexp(correct), 0 when none is correct.
+
+  logits float [B, X]; is_correct bool [B, X] → (loss [B], any_correct bool [B]).
+  """
+  logits = tf.cast(logits, tf.float32)
+  correct = tf.cast(is_correct, tf.bool)
+  any_correct = tf.reduce_any(correct, axis=-1)
+  masked = tf.where(correct, logits, -1e9 * tf.ones_like(logits))
+  loss = tf.reduce_logsumexp(logits, axis=-1) - tf.reduce_logsumexp(masked, axis=-1)
+  return tf.where(any_correct, loss, tf.zeros_like(loss)), any_correct
+
+
+class OpenQAModel(tf_keras.Model):
+  """Query tower (`query_encoder`, `query_projection`) + `reader` over a FrozenIndex.
+
+  Features (from `QuestionFeaturizer`): `query/*` [B, Tq], `question_ids` [B, Lq],
+  `question_length` [B], and for training `answer_ids` [B, A, L], `answer_length` [B, A].
+  """
+
+  def __init__(self, config: OpenQAConfig, index: FrozenIndex, vocab: Sequence[str],
+               cls_id: int, sep_id: int, **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    enc = config.retriever.encoder_config
+    self.query_encoder = build_encoder(enc, name="query_encoder")
+    self.query_projection = RetrievalProjection(
+        config.retriever.projection_size, enc.initializer_range,
+        use_layer_norm=config.retriever.projection_layer_norm, name="query_projection")
+    self.reader = Reader(config.reader, vocab=vocab, name="reader")
+    self.cls_id, self.sep_id = int(cls_id), int(sep_id)
+    self._index = index
+    self._continuation_np = self.reader._continuation  # pylint: disable=protected-access
+    emb = index.variables()[0]  # created here, inside the caller's strategy scope
+    if emb.shape[1] != config.retriever.projection_size:
+      raise ValueError(f"The index holds {emb.shape[1]}-d embeddings but the query tower projects "
+                       f"to {config.retriever.projection_size}.")
+
+  @property
+  def index(self) -> FrozenIndex:
+    return self._index
+
+  @property
+  def retriever_beam_size(self) -> int:
+    return min(self.config.retriever_beam_size, self._index.size)
+
+  @property
+  def reader_beam_size(self) -> int:
+    return min(self.config.reader_beam_size, self._index.size)
+
+  # The index variables live in the untracked FrozenIndex, never as attributes of this model
+  # (Keras would track them, and checkpoints would then hold the whole index).
+  @property
+  def _embeddings(self):
+    return self._index.variables()[0]
+
+  @property
+  def _body_ids(self):
+    return self._index.variables()[1]
+
+  @property
+  def _body_length(self):
+    return self._index.variables()[2]
+
+  def _continuation(self):
+    return tf.constant(self._continuation_np)
+
+  # ---- pieces --------------------------------------------------------------------------------
+
+  def embed_questions(self, features, training=False):
+    """query/* [B, Tq] → query embeddings float32 [B, D]."""
+    out = self.query_encoder({k: features[f"query/{k}"] for k in _QUERY_KEYS}, training=training)
+    return tf.cast(self.query_projection(out["pooled_output"]), tf.float32)
+
+  def retrieve(self, query_embeddings, k: int):
+    """Exact MIPS over the frozen index: (scores float32 [B, k], rows int32 [B, k]), best first."""
+    scores = tf.matmul(query_embeddings, tf.convert_to_tensor(self._embeddings), transpose_b=True)
+    return tf.math.top_k(scores, k=k, sorted=True)
+
+  def reader_inputs(self, features, rows):
+    """Reader inputs `[CLS] q [SEP] body [SEP]` [B, K, T] for index rows [B, K]."""
+    body = tf.gather(tf.convert_to_tensor(self._body_ids), rows)
+    length = tf.gather(tf.convert_to_tensor(self._body_length), rows)
+    return features_lib.pack_reader_inputs(
+        features["question_ids"], features["question_length"], body, length,
+        self.config.reader.seq_length, self.cls_id, self.sep_id)
+
+  def read(self, inputs, retrieval_logits, training=False):
+    """Reader over [B, K, T] inputs; span logits + retriever logit → [B, K, T, W] (+ mask)."""
+    shape = tf.shape(inputs["input_word_ids"])
+    b, k, t = shape[0], shape[1], shape[2]
+    flat = {key: tf.reshape(inputs[key], [-1, t]) for key in _QUERY_KEYS}
+    out = self.reader(flat, tf.reshape(retrieval_logits, [-1]), training=training)
+    w = self.config.reader.max_span_width
+    return (tf.reshape(out["span_logits"], [b, k, t, w]),
+            tf.reshape(out["span_mask"], [b, k, t, w]))
+
+  # ---- training ------------------------------------------------------------------------------
+
+  def call(self, features, training=False):
+    """Full forward pass: retrieval beam, reader over the top K. Returns a dict of tensors."""
+    q = self.embed_questions(features, training=training)
+    beam_scores, beam_rows = self.retrieve(q, self.retriever_beam_size)
+    k = self.reader_beam_size
+    rows, logits = beam_rows[:, :k], beam_scores[:, :k]
+    inputs = self.reader_inputs(features, rows)
+    span_logits, span_mask = self.read(inputs, logits, training=training)
+    return {"beam_scores": beam_scores, "beam_rows": beam_rows, "reader_inputs": inputs,
+            "span_logits": span_logits, "span_mask": span_mask}
+
+  def compute_loss(self, features, training=False):
+    """Per-example loss [B] and diagnostics: ORQA's retriever + reader marginal log-losses."""
+    out = self(features, training=training)
+    cont = self._continuation()
+    answer_ids, answer_length = features["answer_ids"], features["answer_length"]
+    beam_body = tf.gather(tf.convert_to_tensor(self._body_ids), out["beam_rows"])
+    beam_correct = features_lib.contains_answer(beam_body, answer_ids, answer_length, cont)
+    retriever_loss, beam_any = marginal_log_loss(out["beam_scores"], beam_correct)
+    gold = features_lib.gold_span_labels(out["reader_inputs"]["input_word_ids"], answer_ids,
+                                         answer_length, out["span_mask"], cont)
+    b = tf.shape(gold)[0]
+    flat_logits = tf.reshape(out["span_logits"], [b, -1])
+    flat_gold = tf.reshape(gold, [b, -1])
+    reader_loss, reader_any = marginal_log_loss(flat_logits, flat_gold)
+    best = tf.argmax(flat_logits, axis=-1, output_type=tf.int32)
+    best_correct = tf.gather(flat_gold, best, batch_dims=1)
+    return {"loss": retriever_loss + reader_loss, "retriever_loss": retriever_loss,
+            "reader_loss": reader_loss, "beam_has_answer": beam_any,
+            "reader_has_answer": reader_any, "reader_correct": best_correct}
+
+  # ---- inference -----------------------------------------------------------------------------
+
+  def predict_spans(self, features, num_retrieved: Optional[int] = None, rows=None,
+                    retrieval_scores=None):
+    """Answers a batch: retrieval (or the given `rows` [B, R] / `retrieval_scores`), reading of
+    the first K rows, and the best span over all K blocks.
+
+    Returns dict: rows int32 [B, R], retrieval_scores [B, R], block_index [B] (in 0..K-1),
+    start_piece / end_piece [B] (indices into the block body's wordpieces), probability [B]
+    (softmax over every span of the K blocks), span_logit [B].
+    """
+    if rows is None:
+      r = max(self.reader_beam_size, min(num_retrieved or 0, self._index.size))
+      q = self.embed_questions(features, training=False)
+      retrieval_scores, rows = self.retrieve(q, r)
+    rows = tf.cast(rows, tf.int32)
+    retrieval_scores = tf.cast(retrieval_scores, tf.float32)
+    k = min(self.reader_beam_size, rows.shape[1]) if rows.shape[1] is not None \
+        else self.reader_beam_size
+    inputs = self.reader_inputs(features, rows[:, :k])
+    span_logits, _ = self.read(inputs, retrieval_scores[:, :k], training=False)
+    b = tf.shape(span_logits)[0]
+    t, w = tf.shape(span_logits)[2], tf.shape(span_logits)[3]
+    flat = tf.reshape(span_logits, [b, -1])
+    best = tf.argmax(flat, axis=-1, output_type=tf.int32)
+    prob = tf.gather(tf.nn.softmax(flat, axis=-1), best, batch_dims=1)
+    block = best // (t * w)
+    rem = best % (t * w)
+    start = rem // w
+    end = start + rem % w
+    offset = tf.gather(inputs["block_offset"], block, batch_dims=1)
+    return {"rows": rows, "retrieval_scores": retrieval_scores, "block_index": block,
+            "start_piece": start - offset, "end_piece": end - offset, "probability": prob,
+            "span_logit": tf.reduce_max(flat, axis=-1)}
+
+  def build_all(self):
+    """Creates every variable with one dummy forward pass."""
+    fc = self.config.feature_config
+    dummy = {f"query/{k}": tf.zeros([1, fc.query_seq_length], tf.int32) for k in _QUERY_KEYS}
+    dummy["question_ids"] = tf.zeros([1, fc.reader_query_length - 2], tf.int32)
+    dummy["question_length"] = tf.zeros([1], tf.int32)
+    self.predict_spans(dummy)
+    return self

@@ -1,0 +1,123 @@
+"""Fixtures for the open-QA tests: a small real-text corpus, questions about it, a micro model.
+
+The corpus is written with the real corpus writer (`corpus.write_shard` + `write_manifest`) and
+the index bundle with the real publisher, so the tests read the same files the pipeline makes.
+"""
+import dataclasses
+import os
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from realm_tf.data import corpus as corpus_lib
+from realm_tf.modeling.encoder_config import EncoderConfig
+from realm_tf.modeling.reader import ReaderConfig
+from realm_tf.modeling.retriever import RetrieverConfig
+from realm_tf.openqa.features import OpenQAExample
+
+QUERY_LEN = 16
+DOC_LEN = 48
+READER_LEN = 64
+READER_QUERY_LEN = 16
+
+MICRO = EncoderConfig(vocab_size=30522, hidden_size=32, num_layers=1, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=128)
+
+FACTS: List[Tuple[str, str, str, str]] = [
+    # (title, body, question, answer)
+    ("Paris", "Paris is the capital of France and lies on the Seine river.",
+     "What is the capital of France?", "Paris"),
+    ("Mount Everest", "Mount Everest is the highest mountain on Earth, in the Himalayas.",
+     "What is the highest mountain on Earth?", "Mount Everest"),
+    ("Water", "Water boils at one hundred degrees Celsius at sea level.",
+     "At how many degrees Celsius does water boil?", "one hundred"),
+    ("Shakespeare", "Hamlet is a tragedy written by William Shakespeare around 1600.",
+     "Who wrote Hamlet?", "William Shakespeare"),
+    ("Jupiter", "Jupiter is the largest planet in the Solar System.",
+     "Which is the largest planet in the Solar System?", "Jupiter"),
+    ("Danube", "The Danube flows through Vienna, Budapest and Belgrade to the Black Sea.",
+     "Into which sea does the Danube flow?", "Black Sea"),
+    ("Penicillin", "Alexander Fleming discovered penicillin in 1928 in London.",
+     "Who discovered penicillin?", "Alexander Fleming"),
+    ("Tokyo", "Tokyo hosted the Summer Olympic Games in 1964 and in 2021.",
+     "Which city hosted the 1964 Summer Olympics?", "Tokyo"),
+    ("Amazon", "The Amazon rainforest covers much of Brazil and Peru.",
+     "Which rainforest covers much of Brazil?", "Amazon"),
+    ("Mozart", "Wolfgang Amadeus Mozart was born in Salzburg in 1756.",
+     "In which city was Mozart born?", "Salzburg"),
+    ("Moon", "Neil Armstrong was the first person to walk on the Moon in 1969.",
+     "Who was the first person to walk on the Moon?", "Neil Armstrong"),
+    ("Nile", "The Nile is a long river in Africa that flows north into the Mediterranean.",
+     "Which river flows north into the Mediterranean?", "Nile"),
+]
+
+
+def examples(limit: Optional[int] = None) -> List[OpenQAExample]:
+  """One question per fact, answers plain strings."""
+  return [OpenQAExample(f"q{i}", q, (a,)) for i, (_, _, q, a) in enumerate(FACTS[:limit])]
+
+
+def make_text_corpus(corpus_dir: str, facts=FACTS, num_shards: int = 2,
+                     max_block_length: int = DOC_LEN) -> List[int]:
+  """Writes one block per fact (real wordpieces); returns the block ids in row order."""
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  tok = RealmTokenizer()
+  os.makedirs(corpus_dir, exist_ok=True)
+  titles = tok.tokenize([f[0] for f in facts]).to_list()
+  bodies = tok.tokenize([f[1] for f in facts]).to_list()
+  records = []
+  ids = []
+  for i, (title, body, _, _) in enumerate(facts):
+    block_id = corpus_lib.block_id_for(f"fact{i}", 0)
+    records.append(corpus_lib.block_example(block_id, f"fact{i}", title, body, titles[i],
+                                            bodies[i]))
+    ids.append(block_id)
+  per = int(np.ceil(len(records) / num_shards))
+  shards = []
+  for s in range(num_shards):
+    path = os.path.join(corpus_dir, corpus_lib.SHARD_PATTERN.format(s, num_shards))
+    shards.append(corpus_lib.write_shard(path, records[s * per:(s + 1) * per]))
+  corpus_lib.write_manifest(corpus_dir, shards, tok.fingerprint, max_block_length)
+  return ids
+
+
+def micro_retriever_config() -> RetrieverConfig:
+  return RetrieverConfig(encoder=MICRO, query_seq_length=QUERY_LEN, doc_seq_length=DOC_LEN)
+
+
+def micro_reader_config(span_hidden_size: int = 16) -> ReaderConfig:
+  return ReaderConfig(encoder=MICRO, span_hidden_size=span_hidden_size, max_span_width=10,
+                      seq_length=READER_LEN, query_length=READER_QUERY_LEN)
+
+
+def make_bundle(work_dir: str, corpus_dir: str, seed: int = 0) -> Tuple[str, str]:
+  """A micro retriever → embedder export → exact-search index bundle over `corpus_dir`.
+
+  Returns (index_dir, export_dir).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.block_store import BlockStore  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.retriever import Retriever  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.brute_force import BruteForceSearcher  # pylint: disable=g-import-not-at-top
+  tf_keras.utils.set_random_seed(seed)
+  retriever = Retriever(micro_retriever_config()).build_towers()
+  export = embedder_export.export_embedder(retriever, os.path.join(work_dir, "embedder"), step=1)
+  store = BlockStore([corpus_dir], doc_seq_length=DOC_LEN)
+  docs = store.documents(tf.range(store.size, dtype=tf.int64))
+  emb = retriever.embed_documents(docs).numpy()
+  index_dir = os.path.join(work_dir, "index")
+  bundle_lib.publish(index_dir, export_dir=export, searcher=BruteForceSearcher(emb),
+                     embeddings=emb, block_ids=store.block_ids,
+                     manifest={"source_export": export, "step": 1,
+                               "corpus_dir": os.path.abspath(corpus_dir),
+                               "corpus_fingerprint": corpus_lib.load_manifest(corpus_dir)[
+                                   "fingerprint"]})
+  return index_dir, export
+
+
+def replace(config, **kwargs):
+  """dataclasses.replace, re-exported for tests."""
+  return dataclasses.replace(config, **kwargs)
