@@ -14,12 +14,10 @@ Usage:
 Without --model_base_path it serves `serving.toy_models.MipsModel` (hashed bag of words → 128-d
 query, exact top-5 inner-product search over --num_rows block embeddings), a stand-in for the
 stock-ops `realm_openqa` export's retrieval step. Servers run as subprocesses; clients are threads
-of this process, each with its own channel. Results go to benchmarks/results/serving.json.
+of this process, each with its own channel. Results go to benchmarks/results/serving.json, with
+the environment (command, cores, load, TF version) from benchmarks.common.
 """
-import json
 import os
-import platform
-import sys
 import tempfile
 import threading
 import time
@@ -28,8 +26,9 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
+from benchmarks import common
 from serving import client as client_lib
-from serving import subprocess_server, toy_models
+from serving import model_manager, subprocess_server, toy_models
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_base_path", None, "Model to serve (default: a synthetic MIPS model).")
@@ -37,7 +36,8 @@ flags.DEFINE_string("model_name", "bench", "Name to serve it under.")
 flags.DEFINE_string("input_name", None, "String input (default: the signature's only one).")
 flags.DEFINE_integer("num_rows", 200_000, "Block embeddings of the synthetic model.")
 flags.DEFINE_float("duration_s", 3.0, "Measuring time per configuration.")
-flags.DEFINE_float("warmup_s", 0.5, "Unmeasured time before each configuration.")
+flags.DEFINE_integer("rounds", 3, "Windows per configuration, alternating with/without batching.")
+flags.DEFINE_float("warmup_s", 0.3, "Unmeasured time at the start of each window.")
 flags.DEFINE_list("concurrency", ["1", "8", "32"], "Concurrent client counts.")
 flags.DEFINE_integer("in_process_calls", 200,
                      "Interleaved in-process / gRPC batch-1 call pairs timed for the overhead.")
@@ -45,8 +45,6 @@ flags.DEFINE_string("batching_parameters_file",
                     os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  "serving", "batching.config"),
                     "Batching parameters of the batching server.")
-flags.DEFINE_string("output", os.path.join("benchmarks", "results", "serving.json"),
-                    "Where to write the JSON results.")
 
 QUESTIONS = [
     "who wrote pride and prejudice", "what is the capital of france",
@@ -86,7 +84,8 @@ def paired_overhead(path: str, input_name: str, address: str, model_name: str,
       j = i % len(QUESTIONS)
       t_local = _timed(lambda: {k: v.numpy() for k, v in  # pylint: disable=cell-var-from-loop
                                 fn(**{input_name: local_inputs[j]}).items()})
-      t_remote = _timed(lambda: stub.Predict(requests[j], timeout=60))  # pylint: disable=cell-var-from-loop
+      # pylint: disable-next=cell-var-from-loop
+      t_remote = _timed(lambda: stub.Predict(requests[j], timeout=60))
       if i >= 10:
         local.append(t_local)
         remote.append(t_remote)
@@ -144,37 +143,61 @@ def load(address: str, model_name: str, input_name: str, clients: int, warmup_s:
     t.start()
   for t in threads:
     t.join()
-  return {"clients": clients, "requests": len(latencies), "errors": int(sum(errors)),
-          "qps": len(latencies) / duration_s, "p50_ms": percentile_ms(latencies, 50),
+  return {"latencies": latencies, "errors": int(sum(errors)), "seconds": duration_s}
+
+
+def summarize(clients: int, windows) -> dict:
+  """Pools the measuring windows of one configuration."""
+  latencies = [x for w in windows for x in w["latencies"]]
+  seconds = sum(w["seconds"] for w in windows)
+  return {"clients": clients, "requests": len(latencies),
+          "errors": sum(w["errors"] for w in windows), "seconds": seconds,
+          "qps": len(latencies) / seconds, "p50_ms": percentile_ms(latencies, 50),
           "p99_ms": percentile_ms(latencies, 99)}
 
 
-def run_server_configs(base_path, model_name, input_name, batching: bool, work_dir,
-                       version_path=None) -> dict:
+def start_server(base_path, model_name, batching: bool, work_dir):
   flags_ = [f"--model_name={model_name}", f"--model_base_path={base_path}",
             "--file_system_poll_wait_seconds=0", "--bind_address=127.0.0.1"]
   if batching:
     flags_ += ["--enable_batching", f"--batching_parameters_file={FLAGS.batching_parameters_file}"]
   log = os.path.join(work_dir, f"server-{'batching' if batching else 'plain'}.log")
-  server = subprocess_server.start_python_server(flags_, log)
+  return subprocess_server.start_python_server(flags_, log)
+
+
+def measure(base_path, model_name, input_name, version_path, work_dir):
+  """Runs both servers at once and alternates short windows between them.
+
+  Alternating (plain, batching, plain, ...) gives both configurations the same share of whatever
+  else runs on this shared machine, so their ratio is far steadier than back-to-back runs.
+  """
+  servers = {False: start_server(base_path, model_name, False, work_dir),
+             True: start_server(base_path, model_name, True, work_dir)}
   try:
-    server.wait_ready([model_name], timeout=300)
-    results = {}
-    if version_path:
-      results["batch1_overhead"] = paired_overhead(version_path, input_name, server.address,
-                                                   model_name, FLAGS.in_process_calls)
-      logging.info("batch-1 overhead: %s", results["batch1_overhead"])
+    for server in servers.values():
+      server.wait_ready([model_name], timeout=300)
+    overhead = paired_overhead(version_path, input_name, servers[False].address, model_name,
+                               FLAGS.in_process_calls)
+    logging.info("batch-1 overhead: %s", overhead)
+    results = {False: {}, True: {}}
+    window = FLAGS.duration_s / FLAGS.rounds
     for clients in map(int, FLAGS.concurrency):
-      r = load(server.address, model_name, input_name, clients, FLAGS.warmup_s, FLAGS.duration_s)
-      logging.info("batching=%s clients=%d: %s", batching, clients, r)
-      results[str(clients)] = r
+      windows = {False: [], True: []}
+      for _ in range(FLAGS.rounds):
+        for batching in (False, True):
+          windows[batching].append(load(servers[batching].address, model_name, input_name,
+                                        clients, FLAGS.warmup_s, window))
+      for batching in (False, True):
+        results[batching][str(clients)] = summarize(clients, windows[batching])
+        logging.info("batching=%s clients=%d: %s", batching, clients,
+                     results[batching][str(clients)])
   finally:
-    server.stop()
-  if batching:
-    stats = server.log().split("batching stats: ")
-    if len(stats) > 1:
-      results["server_batch_stats"] = stats[1].splitlines()[0]
-  return results
+    for server in servers.values():
+      server.stop()
+  stats = servers[True].log().split("batching stats: ")
+  if len(stats) > 1:
+    results[True]["server_batch_stats"] = stats[1].splitlines()[0]
+  return overhead, results[False], results[True]
 
 
 def main(argv):
@@ -189,33 +212,24 @@ def main(argv):
     toy_models.write_mips_model(base_path, 1, num_rows=FLAGS.num_rows)
     model = {"name": FLAGS.model_name, "synthetic": "serving.toy_models.MipsModel",
              "num_rows": FLAGS.num_rows, "dim": 128, "k": 5}
-  from serving import model_manager  # pylint: disable=import-outside-toplevel
   version = model_manager.list_versions(base_path)[-1]
   path = os.path.join(base_path, str(version))
   input_name = FLAGS.input_name
   if input_name is None:
     specs = tf.saved_model.load(path).signatures["serving_default"].structured_input_signature[1]
     input_name = next(iter(specs))
-  plain = run_server_configs(base_path, FLAGS.model_name, input_name, False, work_dir,
-                             version_path=path)
-  in_process = plain.pop("batch1_overhead")
-  batched = run_server_configs(base_path, FLAGS.model_name, input_name, True, work_dir)
+  in_process, plain, batched = measure(base_path, FLAGS.model_name, input_name, path, work_dir)
   top = str(max(map(int, FLAGS.concurrency)))
   overhead = in_process["overhead"]
   gain = batched[top]["qps"] / plain[top]["qps"]
   result = {
-      "benchmark": "serving",
-      "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.serving_bench",
-                           *sys.argv[1:]]),
-      "cores": os.cpu_count(),
-      "load_average_1m": {"start": load_before[0], "end": os.getloadavg()[0]},
-      "machine": platform.processor() or platform.machine(),
-      "python": platform.python_version(),
-      "tf_version": tf.__version__,
+      "load_average_1m_at_start": load_before[0],
       "model": {**model, "version": version, "input": input_name},
-      "setup": {"duration_s": FLAGS.duration_s, "warmup_s": FLAGS.warmup_s,
+      "setup": {"duration_s": FLAGS.duration_s, "rounds": FLAGS.rounds,
+                "warmup_s": FLAGS.warmup_s,
                 "request": "one question per request (batch 1)",
-                "server": "python -m serving.server subprocess on 127.0.0.1",
+                "server": "python -m serving.server subprocesses on 127.0.0.1, one with and one "
+                          "without --enable_batching, measured in alternating windows",
                 "clients": "threads in the benchmark process, one gRPC channel each",
                 "batching_parameters_file": os.path.relpath(FLAGS.batching_parameters_file)},
       "grpc_vs_in_process_batch1": in_process,
@@ -230,21 +244,16 @@ def main(argv):
           "batching_qps_gain_met": gain >= 3.0,
           "model_batch32_rows_per_s_gain": in_process["model_batch32_rows_per_s_gain"],
       },
-      "notes": ("Server, clients and model share this machine's cores, so QPS is a lower bound "
-                "for a dedicated server. gRPC overhead = p50 of batch-1 Predict calls (no batching) / "
-                "p50 of in-process calls of the same signature - 1, calls interleaved so both "
-                "see the same background load. model_batch32_rows_per_s_gain = in-process rows/s at "
-                "batch 32 over rows/s at batch 1 (sequential calls): what the model itself gains "
-                "from bigger batches. The served gain can exceed it because without batching 32 "
-                "concurrent batch-1 calls also contend for the cores."),
+      "notes": " ".join([
+          "Server, clients and model share this machine's cores (and, here, other jobs: see the",
+          "load averages), so QPS is a lower bound for a dedicated server.",
+          "gRPC overhead = p50 of batch-1 Predict calls (no batching) / p50 of in-process calls",
+          "of the same signature - 1, calls interleaved so both see the same background load.",
+          "model_batch32_rows_per_s_gain = in-process rows/s at batch 32 over batch 1",
+          "(sequential calls): what the model itself gains from bigger batches; the served gain",
+          "can exceed it because without batching 32 concurrent calls contend for the cores."]),
   }
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-  tmp = FLAGS.output + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=2)
-    f.write("\n")
-  os.replace(tmp, FLAGS.output)
-  print(json.dumps(result["ratios"], indent=2))
+  common.write_result("serving", result)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Server-side batching: merge concurrent Predict requests into one model call.
 
-TF Serving's `--enable_batching` queues requests per (model, version, signature), closes a batch when
-it holds `max_batch_size` rows or `batch_timeout_micros` after its first request arrived, runs it on
-one of `num_batch_threads` threads, and splits the outputs back by rows. This module does the same for
-the Python server, reading the same `--batching_parameters_file` text proto, so one config file works
-for both servers. Batching pays because a REALM forward pass (BERT matmuls, MIPS over the block
-embeddings) costs nearly the same for 1 and for 32 questions on a CPU.
+TF Serving's `--enable_batching` queues requests per (model, version, signature), closes a batch
+when it holds `max_batch_size` rows or `batch_timeout_micros` after its first request arrived, runs
+it on one of `num_batch_threads` threads, and splits the outputs back by rows. This module does the
+same for the Python server, reading the same `--batching_parameters_file` text proto, so one config
+file works for both servers. Batching pays when a model call costs much less per row at batch 32
+than at batch 1 (MIPS reads the block-embedding matrix once per call; bigger matmuls use the cores
+better); benchmarks/serving_bench.py measures how much.
 
 Requests are merged only when their inputs have the same dtypes and the same shapes apart from
 dimension 0; others wait for a later batch. A merged call that fails is retried request by request,
@@ -17,7 +18,7 @@ import dataclasses
 import re
 import threading
 import time
-from typing import Callable, Dict, Hashable, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, Hashable, List, Mapping, Tuple
 
 import grpc
 import numpy as np

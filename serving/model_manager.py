@@ -35,7 +35,8 @@ def import_scann() -> bool:
   """Registers ScaNN's TF ops (needed to load the ScaNN export); False if ScaNN is not installed."""
   try:
     import scann  # pylint: disable=import-outside-toplevel,unused-import
-    from scann.scann_ops.py import scann_ops  # pylint: disable=import-outside-toplevel,unused-import
+    # pylint: disable-next=import-outside-toplevel,unused-import
+    from scann.scann_ops.py import scann_ops
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("ScaNN ops not registered (%s); ScaNN SavedModels will not load", e)
     return False

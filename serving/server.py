@@ -210,6 +210,12 @@ class ModelServer:
   def start(self) -> int:
     """Loads the current versions, then opens the port and starts polling; returns the port."""
     self.manager.poll_once()
+    for model in self.options.models:
+      try:
+        self.manager.status(model.name)
+      except ServingError:
+        logging.warning("No servable version of %s under %s yet (waiting for <version>/ "
+                        "directories)", model.name, model.base_path)
     address = f"{self.options.bind_address}:{self.options.port}"
     self.port = self._server.add_insecure_port(address)
     if not self.port:

@@ -99,7 +99,8 @@ def tensor_proto_to_numpy(name: str, proto: tensor_pb2.TensorProto,
     raise invalid_argument(f"input '{name}': tensor_shape has a negative dimension {shape}")
   if spec.shape.rank is not None and len(shape) != spec.shape.rank:
     raise invalid_argument(
-        f"input '{name}': expected rank {spec.shape.rank} (shape {_fmt_shape(spec.shape.as_list())})"
+        f"input '{name}': expected rank {spec.shape.rank} "
+        f"(shape {_fmt_shape(spec.shape.as_list())})"
         f" but got rank {len(shape)} (shape {_fmt_shape(shape)})")
   if not spec.shape.is_compatible_with(shape):
     raise invalid_argument(
@@ -136,7 +137,7 @@ def check_strings(name: str, array: np.ndarray, config: ValidationConfig) -> Non
 
 
 def batch_size_of(arrays: Mapping[str, np.ndarray]) -> Optional[int]:
-  """Returns the common dimension 0 of all inputs, or None if some input is a scalar or they differ."""
+  """The common dimension 0 of all inputs; None if some input is a scalar or the sizes differ."""
   sizes = {a.shape[0] if a.ndim else None for a in arrays.values()}
   if len(sizes) != 1 or None in sizes:
     return None

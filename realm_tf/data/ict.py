@@ -15,6 +15,7 @@ the input stream), like masking.py. Output: `query_input_word_ids/_mask/_type_id
 (`[CLS] title [SEP] body [SEP]`), `block_id` int64, `sentence_removed` bool.
 """
 import dataclasses
+import functools
 from typing import Dict, Optional
 
 import tensorflow as tf
@@ -57,6 +58,18 @@ class ICTExampleBuilder:
     base = tf.stack([tf.constant(self.config.seed, tf.int64), tf.cast(index, tf.int64)])
     return tf.random.experimental.stateless_fold_in(base, salt)
 
+  def sentence_removed(self, index) -> tf.Tensor:
+    """Whether example `index` removes its query sentence from the block (p = remove_rate)."""
+    return tf.random.stateless_uniform([], seed=self._seed(index, 2)) < self.config.remove_rate
+
+  @functools.cached_property
+  def compiled(self):
+    """`__call__` traced once (signature: index, {"block_id", "body", "title_ids"})."""
+    return tf.function(self.__call__, input_signature=[
+        tf.TensorSpec([], tf.int64),
+        {"block_id": tf.TensorSpec([], tf.int64), "body": tf.TensorSpec([], tf.string),
+         "title_ids": tf.TensorSpec([None], tf.int32)}])
+
   def __call__(self, index, block: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """One ICT example plus a boolean `valid` for block number `index` of the stream."""
     cfg = self.config
@@ -73,7 +86,7 @@ class ICTExampleBuilder:
     pick = tf.random.stateless_uniform([], seed=self._seed(index, 1), minval=0,
                                        maxval=tf.maximum(num_sentences, 1), dtype=tf.int32)
     in_query = tf.equal(sentence_of, pick)
-    remove = tf.random.stateless_uniform([], seed=self._seed(index, 2)) < cfg.remove_rate
+    remove = self.sentence_removed(index)
     query_ids = tf.boolean_mask(ids, in_query)
     body_ids = tf.cond(remove, lambda: tf.boolean_mask(ids, tf.logical_not(in_query)),
                        lambda: ids)
@@ -94,9 +107,13 @@ class ICTExampleBuilder:
               deterministic: bool = True) -> tf.data.Dataset:
     """ICT examples of `blocks` (blocks with too few sentences dropped); block i has index
     start_index + i."""
+    def build(index, block):
+      return self.compiled(index, {
+          "block_id": tf.cast(block["block_id"], tf.int64), "body": block["body"],
+          "title_ids": tf.cast(tf.reshape(block["title_ids"], [-1]), tf.int32)})
+
     ds = blocks.enumerate(start=start_index)
-    ds = ds.map(self.__call__, num_parallel_calls=num_parallel_calls,
-                deterministic=deterministic)
+    ds = ds.map(build, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.filter(lambda ex: ex["valid"])
     return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "valid"})
 

@@ -186,9 +186,11 @@ class Masker:
               num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
               deterministic: bool = True) -> tf.data.Dataset:
     """Masked examples of `records` (rejected ones dropped); record i has index start_index + i."""
+    def mask(index, record):
+      return self.compiled(index, {k: record[k] for k in RECORD_SIGNATURE})
+
     ds = records.enumerate(start=start_index)
-    ds = ds.map(self.__call__, num_parallel_calls=num_parallel_calls,
-                deterministic=deterministic)
+    ds = ds.map(mask, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.filter(lambda ex: ex["valid"])
     return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "valid"})
 

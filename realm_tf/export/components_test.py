@@ -165,6 +165,37 @@ def test_publish_layout_versions_and_warmup(tmp_path):
     components.check_saved_model_ops(path, forbidden_prefixes=("Mul",))
 
 
+def test_searcher_export_stock_is_exact_and_scann_matches(tmp_path):
+  rng = np.random.default_rng(0)
+  emb = rng.normal(size=(40, 8)).astype(np.float32)
+  ids = rng.permutation(1000)[:40].astype(np.int64)
+  q = rng.normal(size=(3, 8)).astype(np.float32)
+  exact = np.argsort(-(q @ emb.T), axis=1, kind="stable")[:, :5]
+  results = {}
+  for variant in ("stock", "scann"):
+    name = components.variant_model_name(components.SEARCHER, variant)
+    m = components.SearcherModule(emb, ids, k=5, variant=variant)
+    path = components.publish_saved_model(
+        m, str(tmp_path), name, 1, m.signatures(), options=components.save_options(variant),
+        warmup_requests=warmup.requests(name, [{"query_embeddings": q[:1]}]))
+    ops = components.check_saved_model_ops(path)
+    assert any(op.startswith("Scann") for op in ops) == (variant == "scann")
+    loaded = tf.saved_model.load(path)
+    out = loaded.signatures["serving_default"](query_embeddings=tf.constant(q))
+    results[variant] = out
+    np.testing.assert_array_equal(out["rows"].numpy(), exact, err_msg=variant)
+    np.testing.assert_array_equal(out["block_ids"].numpy(), ids[exact], err_msg=variant)
+    np.testing.assert_allclose(out["scores"].numpy(),
+                               np.take_along_axis(q @ emb.T, exact, axis=1), rtol=1e-4)
+    out2 = loaded.signatures["search_k"](query_embeddings=tf.constant(q), k=tf.constant(2))
+    np.testing.assert_array_equal(out2["rows"].numpy(), exact[:, :2])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="k exceeds"):
+      loaded.signatures["search_k"](query_embeddings=tf.constant(q), k=tf.constant(41))
+  components.check_saved_model_ops(str(tmp_path / "realm_searcher" / "1"),
+                                   forbidden_prefixes=("Scann",))
+  assert components.variant_model_name("realm_openqa", "scann") == "realm_openqa_scann"
+
+
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
   return ex_testing.build_micro_system(str(tmp_path_factory.mktemp("micro")))
@@ -178,6 +209,7 @@ def exported(micro, tmp_path_factory):
                                              searcher_k=4, num_answers=3, max_candidates=8)
 
 
+@pytest.mark.slow
 def test_component_exports_reload_in_fresh_process(micro, exported, tmp_path):
   _, paths = exported
   assert sorted(paths) == ["realm_doc_embedder", "realm_query_embedder", "realm_reader",
@@ -258,6 +290,7 @@ def _reference_spans(micro, rows, scores):
   return {"answer": answer, "probability": pred["probability"].numpy(), "block_index": block}
 
 
+@pytest.mark.slow
 def test_reader_rejects_unknown_block_ids(exported):
   base, _ = exported
   loaded = tf.saved_model.load(os.path.join(base, "realm_reader", "1"))
@@ -266,6 +299,7 @@ def test_reader_rejects_unknown_block_ids(exported):
                                          block_ids=tf.constant([[123]], tf.int64))
 
 
+@pytest.mark.slow
 def test_component_warmup_requests_replay(exported):
   _, paths = exported
   for name, path in paths.items():

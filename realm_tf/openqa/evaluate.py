@@ -14,6 +14,7 @@ is normalised — each with a logged warning naming the example.
 import json
 import os
 import time
+import weakref
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -27,6 +28,10 @@ from realm_tf.text import RealmTokenizer
 DEFAULT_RECALL_KS = (1, 5, 10, 20)
 _INFERENCE_KEYS = ("query/input_word_ids", "query/input_mask", "query/input_type_ids",
                    "question_ids", "question_length")
+
+
+# Traced prediction functions per model, shared by Predictors (tracing costs seconds).
+_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
 class Predictor:
@@ -56,12 +61,17 @@ class Predictor:
         "question_length": tf.TensorSpec([None], tf.int32),
     }
     r = self.num_retrieved
-    self._dense = tf.function(lambda f: model.predict_spans(f, num_retrieved=r),
-                              input_signature=[spec])
-    self._given = tf.function(
-        lambda f, rows, logits: model.predict_spans(f, rows=rows, retrieval_scores=logits),
-        input_signature=[spec, tf.TensorSpec([None, None], tf.int32),
-                         tf.TensorSpec([None, None], tf.float32)])
+    cache = _FUNCTIONS.setdefault(model, {})
+    if ("dense", r) not in cache:
+      cache[("dense", r)] = tf.function(
+          lambda f: model.predict_spans(f, num_retrieved=r), input_signature=[spec])
+    if "given" not in cache:
+      cache["given"] = tf.function(
+          lambda f, rows, logits: model.predict_spans(f, rows=rows, retrieval_scores=logits),
+          input_signature=[spec, tf.TensorSpec([None, None], tf.int32),
+                           tf.TensorSpec([None, None], tf.float32)])
+    self._dense = cache[("dense", r)]
+    self._given = cache["given"]
 
   def predict(self, examples: Sequence[OpenQAExample]) -> List[Dict]:
     """Answers one batch of examples with a single model call (empty questions skip the model)."""
@@ -131,7 +141,7 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
   if predictions_path:
     tf.io.gfile.makedirs(os.path.dirname(os.path.abspath(predictions_path)) or ".")
     tmp = predictions_path + ".tmp"
-    writer = tf.io.gfile.GFile(tmp, "w")
+    writer = tf.io.gfile.GFile(tmp, "wb")
   start = time.time()
   empty = 0
   probs = []
@@ -155,7 +165,7 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
               "answers_are_regex": e.is_regex, "prediction": p["prediction"],
               "probability": p["probability"], "correct": bool(correct[j]),
               "answer_block_rank": p["answer_rank"], "evidence": p["evidence"]},
-              ensure_ascii=False) + "\n")
+              ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n")
       done = min(s + batch_size, len(examples))
       if log_every and (s // batch_size) % log_every == 0:
         logging.info("Evaluated %d/%d: %s", done, len(examples), scorer.result())

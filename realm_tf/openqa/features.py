@@ -56,9 +56,8 @@ def clean_text(text, what: str = "text", example: str = "") -> str:
     raw = bytes(text)
     text = raw.decode("utf-8", errors="replace")
   text = str(text)
-  fixed = text.encode("utf-8", errors="replace").decode("utf-8")
-  fixed = "".join(ch for ch in fixed
-                  if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
+  fixed = "".join("\ufffd" if unicodedata.category(ch) == "Cs" else ch for ch in text
+                  if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf"))
   fixed = " ".join(fixed.split())
   if fixed != " ".join(text.split()):
     logging.warning("Example %s: stray characters removed from the %s %r → %r.", example, what,

@@ -113,13 +113,15 @@ _PACKERS = {}
 def _packer(seq_length: int, cls_id: int, sep_id: int, global_batch: int):
   """A traced (once per process) function: ragged block batch → padded full packed batch.
 
-  Tracing TF.Text's trimming ops takes seconds, so the packer is shared by every dataset built
-  for the same lengths instead of being re-traced per corpus shard.
+  Converting and tracing TF.Text's trimming ops takes seconds, so the packer is traced without
+  AutoGraph (it has no data-dependent Python control flow) and shared by every dataset built for
+  the same lengths instead of being re-traced per corpus shard.
   """
   key = (seq_length, cls_id, sep_id, global_batch)
   if key not in _PACKERS:
     @tf.function(input_signature=[{"block_id": tf.TensorSpec([None], tf.int64),
-                                   "title_ids": _RAGGED_IDS, "body_ids": _RAGGED_IDS}])
+                                   "title_ids": _RAGGED_IDS, "body_ids": _RAGGED_IDS}],
+                 autograph=False)
     def pack(ex):
       packed = pack_document(ex["title_ids"], ex["body_ids"], seq_length, cls_id, sep_id)
       pad = global_batch - tf.shape(ex["block_id"])[0]
@@ -141,12 +143,18 @@ def _packed_dataset(paths: List[str], embedder: LoadedEmbedder, global_batch: in
   """
   pack = _packer(embedder.doc_seq_length, embedder.cls_id, embedder.sep_id, global_batch)
 
+  @tf.function(autograph=False)
+  def select(ex):
+    return {k: ex[k] for k in ("block_id", "title_ids", "body_ids")}
+
+  @tf.function(autograph=False)
+  def tag(batch, index):
+    return dict(batch, shard=tf.where(batch["block_id"] >= 0, index, -1))
+
   def shard_batches(index, path):
     ds = tf.data.TFRecordDataset(path, compression_type=corpus_lib.COMPRESSION)
-    ds = ds.map(corpus_lib.parse_block)
-    ds = ds.map(lambda ex: {k: ex[k] for k in ("block_id", "title_ids", "body_ids")})
-    ds = ds.ragged_batch(global_batch).map(pack)
-    return ds.map(lambda b: dict(b, shard=tf.where(b["block_id"] >= 0, index, -1)))
+    ds = ds.map(corpus_lib.parse_block).map(select)
+    return ds.ragged_batch(global_batch).map(pack).map(lambda b: tag(b, index))
 
   ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
   ds = ds.flat_map(shard_batches)

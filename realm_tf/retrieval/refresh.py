@@ -137,6 +137,19 @@ def combine(parts: Sequence[Tuple[np.ndarray, np.ndarray]], removed: np.ndarray
   return np.asarray(ids, np.int64), np.asarray(emb, np.float32)
 
 
+_QUERY_PACKERS = {}
+
+
+def _query_packer(seq_length: int, cls_id: int, sep_id: int):
+  """`pack_query` traced once per process (tracing TF.Text's trimmers takes seconds)."""
+  key = (seq_length, cls_id, sep_id)
+  if key not in _QUERY_PACKERS:
+    _QUERY_PACKERS[key] = tf.function(
+        lambda body: pack_query(body, seq_length, cls_id, sep_id), autograph=False,
+        input_signature=[tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1)])
+  return _QUERY_PACKERS[key]
+
+
 def sample_query_embeddings(embedder, corpus_dirs: Sequence[str], num_queries: int,
                             seed: int = 0) -> np.ndarray:
   """Query-tower embeddings of pseudo-queries (block bodies cut to the query length).
@@ -149,8 +162,7 @@ def sample_query_embeddings(embedder, corpus_dirs: Sequence[str], num_queries: i
     paths.extend(corpus_lib.shard_paths(d))
   ds = corpus_lib.read_blocks("", paths=paths).map(lambda ex: ex["body_ids"])
   ds = ds.shuffle(10_000, seed=seed).take(num_queries).ragged_batch(256)
-  ds = ds.map(lambda body: pack_query(body, embedder.query_seq_length, embedder.cls_id,
-                                      embedder.sep_id))
+  ds = ds.map(_query_packer(embedder.query_seq_length, embedder.cls_id, embedder.sep_id))
   out = [embedder.embed_queries(packed).numpy() for packed in ds]
   return np.concatenate(out).astype(np.float32)
 
@@ -244,7 +256,13 @@ class IndexRefresher:
 
   # ---- embedding -----------------------------------------------------------------------------
 
-  def _load_embedder(self, export_dir: str):
+  def _load_embedder(self, export_dir: str, corpus_dirs: Sequence[str] = ()):
+    """Validates the export's metadata against `corpus_dirs` (cheap), then loads it."""
+    metadata = embedder_export.read_metadata(export_dir)
+    for d in corpus_dirs:
+      manifest = embed_corpus.load_corpus_manifest(d)
+      embedder_export.check_corpus_compatible(metadata, manifest, export_dir,
+                                              os.path.join(d, corpus_lib.MANIFEST))
     with self.strategy.scope():
       return embedder_export.load_embedder(export_dir)
 
@@ -339,9 +357,9 @@ class IndexRefresher:
 
   def refresh(self, export_dir: str, on_part_done=None) -> Optional[bundle_lib.IndexBundle]:
     """Full refresh with `export_dir`: embeds the whole document set; the chief publishes."""
-    embedder = self._load_embedder(export_dir)
     live = self.live_bundle()
     docs = self.document_set(live)
+    embedder = self._load_embedder(export_dir, docs.corpus_dirs)
     merged = self._embed_dirs(embedder, docs.corpus_dirs, on_part_done)
     if merged is None:
       self._done.add(export_dir)
@@ -374,7 +392,7 @@ class IndexRefresher:
             f"No bundle in {self.config.index_dir} and no embedder export under "
             f"{embedder_export.exports_dir(self.config.model_dir)}: nothing to add documents to.")
       docs = DocumentSet([self.document_set(None).corpus_dirs[0]] + add_dirs)
-      embedder = self._load_embedder(export)
+      embedder = self._load_embedder(export, docs.corpus_dirs)
       merged = self._embed_dirs(embedder, docs.corpus_dirs)
       if merged is None:
         return None
@@ -383,7 +401,7 @@ class IndexRefresher:
       return self._publish(embedder, docs, ids, emb, {"build": "full"})
 
     docs = self.document_set(live)
-    embedder = self._load_embedder(os.path.join(live.path, bundle_lib.QUERY_EMBEDDER))
+    embedder = self._load_embedder(os.path.join(live.path, bundle_lib.QUERY_EMBEDDER), add_dirs)
     parts = [(np.asarray(live.block_ids, np.int64), np.asarray(live.embeddings, np.float32))]
     added = self._embed_dirs(embedder, add_dirs) if add_dirs else []
     if added is None:

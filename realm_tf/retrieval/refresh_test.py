@@ -1,5 +1,4 @@
 """Tests for the index-refresh job: publishing, bad inputs, watch loop, restarts, workers."""
-import json
 import os
 import shutil
 
@@ -12,6 +11,7 @@ from realm_tf.retrieval import embed_corpus
 from realm_tf.retrieval import embedder_export as ee
 from realm_tf.retrieval import refresh
 from realm_tf.retrieval import testing
+from realm_tf.retrieval.testing import copy_export
 
 
 @pytest.fixture(scope="module")
@@ -23,19 +23,6 @@ def env(tmp_path_factory):
   ids = testing.make_corpus(corpus_dir, (8, 8, 8), seed=6)
   return {"root": root, "model_dir": model_dir, "export": export, "corpus": corpus_dir,
           "ids": np.array(ids)}
-
-
-def copy_export(src: str, model_dir: str, step: int, drop=()) -> str:
-  """A new export for `step` with the same weights (cheaper than exporting again)."""
-  dst = ee.export_path(model_dir, step)
-  shutil.copytree(src, dst)
-  meta = json.load(open(os.path.join(dst, ee.METADATA)))
-  meta["step"] = step
-  json.dump(meta, open(os.path.join(dst, ee.METADATA), "w"))
-  for name in drop:
-    path = os.path.join(dst, name)
-    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-  return dst
 
 
 def config(env, index_dir, **kw):

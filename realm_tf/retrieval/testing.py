@@ -52,6 +52,31 @@ def make_retriever(seed: int = 0, query_seq_length: int = QUERY_LEN,
   return Retriever(config).build_towers()
 
 
+def copy_export(src: str, model_dir: str, step: int, drop: Sequence[str] = ()) -> str:
+  """Publishes a copy of export `src` as step `step` (same weights; cheaper than exporting).
+
+  `drop` names files or directories to leave out, to fake a half-written export.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import embedder_export as ee  # pylint: disable=g-import-not-at-top
+  dst = ee.export_path(model_dir, step)
+  shutil.copytree(src, dst)
+  meta_path = os.path.join(dst, ee.METADATA)
+  with open(meta_path) as f:
+    meta = json.load(f)
+  meta["step"] = step
+  with open(meta_path, "w") as f:
+    json.dump(meta, f)
+  for name in drop:
+    path = os.path.join(dst, name)
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+  return dst
+
+
 def clustered(n: int, dim: int = 128, num_clusters: int = 64, noise: float = 0.4,
               seed: int = 0, num_queries: int = 0):
   """Gaussian clusters around random centres, float32 [n, dim] (a MIPS benchmark staple).

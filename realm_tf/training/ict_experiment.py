@@ -4,8 +4,9 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import ict as ict_lib
-from realm_tf.modeling.retriever import Retriever, RetrieverConfig
+from realm_tf.modeling.retriever import INPUT_KEYS, Retriever, RetrieverConfig
 from realm_tf.retrieval import embedder_export
 from realm_tf.text import RealmTokenizer
 from realm_tf.training import tasks
@@ -32,7 +33,35 @@ class IctConfig:
     return d
 
 
-def run_ict(config: IctConfig, annotations_dir: str, model_dir: str,
+def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int = 0
+                 ) -> tf.data.Dataset:
+  """Batched ICT examples from raw block position `start_position` on, repeating the corpus.
+
+  Each batch carries `data_position` (one past its last raw block index) for exact resume.
+  """
+  blocks = corpus_lib.read_blocks(corpus_dir).repeat().skip(start_position)
+  ds = blocks.enumerate(start=start_position)
+
+  def _build(index, block):
+    ex = builder(index, block)
+    out = {"block_id": ex["block_id"], "index": index, "valid": ex["valid"]}
+    for k in INPUT_KEYS:
+      out[f"query/{k}"] = ex[f"query_{k}"]
+      out[f"block/{k}"] = ex[f"block_{k}"]
+    return out
+
+  ds = ds.map(_build, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.filter(lambda ex: ex["valid"]).batch(batch_size, drop_remainder=True)
+
+  def _finish(batch):
+    batch = {k: v for k, v in batch.items() if k != "valid"}
+    batch["data_position"] = tf.fill([batch_size], tf.reduce_max(batch.pop("index")) + 1)
+    return batch
+
+  return ds.map(_finish).prefetch(tf.data.AUTOTUNE)
+
+
+def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,
             strategy: Optional[tf.distribute.Strategy] = None,
             init_weights=None) -> Dict:
   """Trains the retriever with ICT and exports the embedder; returns scalars + export path.
@@ -53,12 +82,13 @@ def run_ict(config: IctConfig, annotations_dir: str, model_dir: str,
   if init_weights is not None and not trainer.manager.latest_checkpoint:
     init_weights(retriever)
 
+  builder = ict_lib.ICTExampleBuilder(
+      ict_lib.ICTConfig(seed=config.seed, query_length=config.retriever.query_seq_length,
+                        block_length=config.retriever.doc_seq_length,
+                        remove_rate=config.remove_sentence_rate), tokenizer)
+
   def make_dataset(position):
-    return ict_lib.ict_dataset(
-        annotations_dir, tokenizer, batch_size=config.batch_size, seed=config.seed,
-        remove_sentence_rate=config.remove_sentence_rate,
-        query_seq_length=config.retriever.query_seq_length,
-        doc_seq_length=config.retriever.doc_seq_length, start_position=position)
+    return ict_examples(corpus_dir, builder, config.batch_size, position)
 
   scalars = trainer.train(make_dataset, config.num_train_steps)
   # Re-running a finished ICT job returns its existing export.

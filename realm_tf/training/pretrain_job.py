@@ -118,7 +118,7 @@ def run(flags_, dirs: Dict[str, str], strategy) -> Dict:
       if retriever.doc_encoder is not retriever.query_encoder:
         init(retriever.doc_encoder)
 
-  ict = run_ict(ict_config, dirs["annotations"], dirs["ict"], strategy, init_weights=init_towers) \
+  ict = run_ict(ict_config, dirs["corpus"], dirs["ict"], strategy, init_weights=init_towers) \
       if flags_.ict_steps > 0 else None
   refresher = IndexRefresher(RefreshConfig(model_dir=dirs["realm"], corpus_dir=dirs["corpus"],
                                            index_dir=dirs["index"], min_recall=flags_.min_recall),

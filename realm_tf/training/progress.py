@@ -35,7 +35,7 @@ class ProgressReporter:
     done = step - self._step0
     rate = done * self.batch_size / elapsed
     eta = (self.total_steps - step) * elapsed / max(done, 1)
-    fields = " ".join(f"{k}={v:.4f}" for k, v in scalars.items())
+    fields = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
     self.last_line = (f"[{self.name}] step {step}/{self.total_steps} "
                       f"{rate:.1f} examples/s {fields} ETA {eta:.0f}s")
     logging.info(self.last_line)

@@ -1,0 +1,53 @@
+"""Shared benchmark plumbing: environment facts and JSON results under benchmarks/results/."""
+import json
+import os
+import platform
+import sys
+import time
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def environment() -> dict:
+  """Facts every result records: command, cores, load, TF version, time."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return {
+      "command": " ".join([os.path.basename(sys.executable), "-m",
+                           __import__("__main__").__spec__.name if getattr(
+                               __import__("__main__"), "__spec__", None) else sys.argv[0]]
+                          + sys.argv[1:]),
+      "cores": os.cpu_count(),
+      "load_average_1m": os.getloadavg()[0],
+      "tensorflow": tf.__version__,
+      "python": platform.python_version(),
+      "machine": platform.machine(),
+      "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+  }
+
+
+def write_result(name: str, payload: dict) -> str:
+  """Writes `benchmarks/results/<name>.json` (atomically) with the environment merged in."""
+  os.makedirs(RESULTS_DIR, exist_ok=True)
+  path = os.path.join(RESULTS_DIR, f"{name}.json")
+  data = {"benchmark": name, "environment": environment(), **payload}
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+  print(json.dumps(data, indent=2, sort_keys=True))
+  return path
+
+
+def peak_matmul_flops(n: int = 2048, repeats: int = 10) -> float:
+  """Measured fp32 matmul FLOP/s of this machine (the MFU denominator), best of `repeats`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  a = tf.random.normal([n, n])
+  b = tf.random.normal([n, n])
+  f = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+  f(a, b).numpy()
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, b).numpy()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best

@@ -1,0 +1,110 @@
+r"""Train-step throughput and model FLOP utilisation (MFU) of ICT and REALM pre-training.
+
+  python -m benchmarks.train_step_bench [--presets=tiny,minilm] [--steps=5]
+
+MFU = model FLOPs per second (analytic count, forward + backward = 3× forward) over the peak
+fp32 matmul FLOP/s measured in the same run. Inputs are synthetic featurized batches, so only the
+model step is timed; the input pipeline has its own benchmark (masking_bench).
+"""
+import time
+
+from absl import app, flags
+
+flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets to measure.")
+flags.DEFINE_integer("steps", 5, "Timed steps per configuration (after 2 warm-up steps).")
+flags.DEFINE_integer("batch_size", 4, "REALM queries per step.")
+flags.DEFINE_integer("ict_batch_size", 16, "ICT batch size.")
+FLAGS = flags.FLAGS
+
+
+def encoder_flops(cfg, seq_len: int) -> float:
+  """Forward FLOPs of one BertEncoderV2 pass over `seq_len` tokens (matmuls only)."""
+  h, i, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+  per_layer = 2 * seq_len * (4 * h * h + 2 * h * i) + 2 * 2 * seq_len * seq_len * h
+  return layers * per_layer + 2 * h * h  # + pooler
+
+
+def realm_flops(cfg, batch: int) -> float:
+  """Forward FLOPs of one REALM batch: query tower, C doc towers, C joint passes, MLM head."""
+  c, m = cfg.num_candidates, cfg.max_predictions
+  from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
+  r, k = get_encoder_config(cfg.retriever_encoder), get_encoder_config(cfg.reader_encoder)
+  per_query = (encoder_flops(r, cfg.query_seq_length) + c * encoder_flops(r, cfg.doc_seq_length)
+               + c * encoder_flops(k, cfg.joint_seq_length)
+               + c * m * (2 * k.hidden_size ** 2 + 2 * k.hidden_size * k.vocab_size))
+  return batch * per_query
+
+
+def main(argv):
+  del argv
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from benchmarks.common import peak_matmul_flops, write_result  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.retriever import INPUT_KEYS, Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.training import tasks  # pylint: disable=g-import-not-at-top
+  from realm_tf.training.optimizer import create_optimizer  # pylint: disable=g-import-not-at-top
+  from realm_tf.training.trainer import Trainer  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.RandomState(0)
+  peak = peak_matmul_flops()
+  results = {"peak_matmul_flops": peak, "configs": []}
+
+  def timed(trainer, batch, steps):
+    batch = dict(batch)
+    for _ in range(2):
+      trainer._train_step(batch)  # pylint: disable=protected-access
+    t = time.perf_counter()
+    for _ in range(steps):
+      out = trainer._train_step(batch)  # pylint: disable=protected-access
+    float(out["loss"][0].numpy())
+    return (time.perf_counter() - t) / steps
+
+  def ids(shape):
+    return tf.constant(rng.randint(1000, 29000, shape), tf.int32)
+
+  for preset in FLAGS.presets:
+    enc = get_encoder_config(preset)
+    # ICT.
+    b = FLAGS.ict_batch_size
+    model = Retriever(RetrieverConfig(encoder=preset))
+    model.build_towers()
+    trainer = Trainer(model, create_optimizer(1e-4, 100, 0), tasks.ict_task,
+                      tf.distribute.get_strategy(), "/tmp/bench_ict", b)
+    batch = {}
+    for prefix, t in (("query", 96), ("block", 288)):
+      batch.update({f"{prefix}/input_word_ids": ids([b, t]),
+                    f"{prefix}/input_mask": tf.ones([b, t], tf.int32),
+                    f"{prefix}/input_type_ids": tf.zeros([b, t], tf.int32)})
+    sec = timed(trainer, batch, FLAGS.steps)
+    flops = 3 * b * (encoder_flops(enc, 96) + encoder_flops(enc, 288))
+    results["configs"].append({"task": "ict", "preset": preset, "batch_size": b,
+                               "seconds_per_step": sec, "examples_per_second": b / sec,
+                               "model_flops_per_second": flops / sec, "mfu": flops / sec / peak})
+    # REALM.
+    b = FLAGS.batch_size
+    cfg = RealmConfig(retriever_encoder=preset, reader_encoder=preset)
+    model = RealmPretrainer(cfg)
+    model.build_all()
+    trainer = Trainer(model, create_optimizer(1e-4, 100, 0), tasks.realm_pretrain_task,
+                      tf.distribute.get_strategy(), "/tmp/bench_realm", b)
+    c, m = cfg.num_candidates, cfg.max_predictions
+    batch = {}
+    for prefix, shape in (("query", [b, 96]), ("candidates", [b, c, 288]), ("joint", [b, c, 384])):
+      batch.update({f"{prefix}/input_word_ids": ids(shape),
+                    f"{prefix}/input_mask": tf.ones(shape, tf.int32),
+                    f"{prefix}/input_type_ids": tf.zeros(shape, tf.int32)})
+    batch.update(masked_positions=ids([b, m]) % 90 + 1, masked_ids=ids([b, m]),
+                 masked_weights=tf.ones([b, m]), candidate_mask=tf.ones([b, c]))
+    sec = timed(trainer, batch, FLAGS.steps)
+    flops = 3 * realm_flops(cfg, b)
+    results["configs"].append({"task": "realm", "preset": preset, "batch_size": b,
+                               "num_candidates": c, "seconds_per_step": sec,
+                               "examples_per_second": b / sec,
+                               "model_flops_per_second": flops / sec, "mfu": flops / sec / peak})
+  write_result("train_step", results)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,91 @@
+"""Tests for realm_openqa: both variants reloaded in a fresh process answer as the model does.
+
+Slow (a micro model is built, two full open-QA graphs traced and saved, and a second interpreter
+loads them); tests/test_serving_e2e.py covers the same exports over gRPC in the default run.
+"""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from realm_tf.export import components, openqa, warmup
+from realm_tf.export import testing as ex_testing
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+  return ex_testing.build_micro_system(str(tmp_path_factory.mktemp("micro")))
+
+
+@pytest.fixture(scope="module")
+def exported(system, tmp_path_factory):
+  base = str(tmp_path_factory.mktemp("exports"))
+  paths = openqa.export_openqa(system.model, system.tokenizer, base, 1, ("stock", "scann"),
+                               bundle=system.bundle, num_answers=3, max_candidates=10)
+  return base, paths
+
+
+def test_openqa_variants_in_fresh_process_equal_in_process_model(system, exported, tmp_path):
+  _, paths = exported
+  assert sorted(paths) == ["realm_openqa", "realm_openqa_scann"]
+  questions = list(ex_testing.QUESTIONS)
+  ref = openqa.in_process_answers(system.model, system.tokenizer, questions)
+  feeds = {"questions": ex_testing.strings(questions)}
+  stock, scann = ex_testing.run_in_fresh_process(str(tmp_path), [
+      (paths["realm_openqa"], "serving_default", feeds, False),
+      (paths["realm_openqa_scann"], "serving_default", feeds, True)])
+  # The stock variant needs nothing beyond TensorFlow + TF.Text; neither has a py_function.
+  assert stock["unregistered_ops"].tolist() == [""]
+  stock_ops = components.check_saved_model_ops(paths["realm_openqa"], ("Scann",))
+  assert {"FastWordpieceTokenizeWithOffsets", "MatMul", "TopKV2"} <= set(stock_ops)
+  scann_ops = components.check_saved_model_ops(paths["realm_openqa_scann"])
+  assert {"Scann>ScannSearchBatched", "Scann>TensorsToScann"} <= set(scann_ops)
+  k = system.model.reader_beam_size
+  index = system.model.index
+  for out in (stock, scann):
+    assert out["answers"].shape == (5, 3) and out["evidence_block_ids"].shape == (5, k)
+    np.testing.assert_array_equal(out["answers"][:, 0], ref["answer"])
+    np.testing.assert_allclose(out["probabilities"][:, 0], ref["probability"], atol=1e-5)
+    np.testing.assert_array_equal(out["evidence_block_ids"], ref["evidence_block_ids"])
+    np.testing.assert_allclose(out["evidence_scores"], ref["evidence_scores"], atol=1e-4)
+    rows = {int(b): i for i, b in enumerate(index.block_ids)}
+    for i in range(5):
+      for j in range(k):
+        r = rows[int(out["evidence_block_ids"][i, j])]
+        assert out["evidence_titles"][i, j].decode() == index.titles[r]
+        assert out["evidence_texts"][i, j].decode() == index.bodies[r]
+      answers = [a for a in out["answers"][i] if a]
+      assert len(set(answers)) == len(answers)  # distinct strings
+      assert np.all(np.diff(out["probabilities"][i]) <= 1e-7)  # best first
+      for a, blk, bid in zip(out["answers"][i], out["answer_block_index"][i],
+                             out["answer_block_ids"][i]):
+        assert a in out["evidence_texts"][i, blk]  # cut out of its evidence text
+        assert bid == out["evidence_block_ids"][i, blk]
+
+
+def test_openqa_rows_do_not_depend_on_batch(exported):
+  """Server-side batching concatenates requests, so a row's answer must not depend on others."""
+  _, paths = exported
+  fn = tf.saved_model.load(paths["realm_openqa"]).signatures["serving_default"]
+  questions = list(ex_testing.QUESTIONS)
+  batch = fn(questions=tf.constant(questions))
+  for i, q in enumerate(questions[:3]):
+    one = fn(questions=tf.constant([q]))
+    np.testing.assert_array_equal(one["answers"].numpy()[0], batch["answers"].numpy()[i])
+    np.testing.assert_allclose(one["probabilities"].numpy()[0], batch["probabilities"].numpy()[i],
+                               atol=1e-5)
+
+
+def test_openqa_export_info_and_warmup(exported):
+  base, paths = exported
+  info = components.read_export_info(paths["realm_openqa_scann"])
+  assert info["variant"] == "scann" and info["model_name"] == "realm_openqa_scann"
+  assert info["num_answers"] == 3 and info["index_version"] >= 1
+  reqs = warmup.read_warmup_file(paths["realm_openqa"])
+  assert [r.inputs["questions"].tensor_shape.dim[0].size for r in reqs] == [
+      1, len(warmup.DEFAULT_QUESTIONS)]
+  assert components.next_version(base, ["realm_openqa"]) == 2
+  assert sorted(os.listdir(os.path.join(base, "realm_openqa"))) == ["1"]

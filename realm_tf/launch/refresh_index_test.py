@@ -1,0 +1,38 @@
+"""End-to-end test of `python -m realm_tf.launch.refresh_index` (real processes, real files)."""
+import json
+import os
+import subprocess
+import sys
+
+from realm_tf.retrieval import bundle as bundle_lib
+from realm_tf.retrieval import embedder_export as ee
+from realm_tf.retrieval import testing
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", "realm_tf.launch.refresh_index", *args],
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_cli_once_with_two_replicas_then_bad_corpus(tmp_path):
+  model_dir, corpus_dir, index_dir = (str(tmp_path / n) for n in ("model", "corpus", "index"))
+  ee.export_embedder(testing.make_retriever(seed=6), model_dir, 10)
+  ids = testing.make_corpus(corpus_dir, (5, 6, 7), seed=8)
+  common = [f"--model_dir={model_dir}", f"--index_dir={index_dir}", "--grace_seconds=0"]
+  proc = _run(*common, f"--corpus_dir={corpus_dir}", "--once", "--strategy=mirrored",
+              "--num_cpu_devices=2", "--batch_size=2", "--scann_reorder=50")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"Published {index_dir}/00000001" in proc.stdout
+  b = bundle_lib.latest(index_dir)
+  assert b.manifest["num_replicas"] == 2 and b.num_rows == 18
+  assert b.manifest["searcher"]["config"]["reordering_num_neighbors"] == 50
+  assert list(b.block_ids) == ids
+
+  long_docs = str(tmp_path / "long")
+  testing.make_corpus(long_docs, (3,), max_block_length=288)
+  proc = _run(*common, f"--corpus_dir={long_docs}", "--once")
+  assert proc.returncode == 1
+  assert f"{long_docs}/manifest.json has max_block_length=288" in proc.stderr
+  assert bundle_lib.list_versions(index_dir) == [1]
+  with open(os.path.join(index_dir, "00000001", "manifest.json")) as f:
+    assert json.load(f)["step"] == 10

@@ -1,0 +1,161 @@
+"""Tests of open-QA fine-tuning: loss goes down, warm starts, data splits, regex answers, resume."""
+import json
+import logging as py_logging
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from realm_tf.openqa import finetune
+from realm_tf.openqa import testing as T
+from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer
+from realm_tf.openqa.model import OpenQAConfig
+from realm_tf.retrieval import bundle as bundle_lib
+from realm_tf.text import RealmTokenizer
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  work = str(tmp_path_factory.mktemp("ft"))
+  corpus = os.path.join(work, "corpus")
+  T.make_text_corpus(corpus)
+  index_dir, export = T.make_bundle(work, corpus)
+  return {"work": work, "corpus": corpus, "index": index_dir, "export": export,
+          "tok": RealmTokenizer()}
+
+
+def _config(steps, **kw):
+  return finetune.FinetuneConfig(
+      model=OpenQAConfig(reader=T.micro_reader_config(), retriever_beam_size=5000,
+                         reader_beam_size=3),
+      batch_size=4, num_train_steps=steps, learning_rate=3e-3, warmup_steps=0,
+      checkpoint_every=steps, log_every=10, **kw)
+
+
+def _mean_loss(model, examples, tok):
+  feats = QuestionFeaturizer(model.config.feature_config, tok).featurize(examples)
+  out = model.compute_loss({k: tf.constant(v) for k, v in feats.items()}, training=False)
+  return float(np.mean(out["loss"].numpy()))
+
+
+def test_short_finetuning_reduces_loss(env):
+  tok = env["tok"]
+  examples = T.examples()
+  # The starting point: the same construction and warm start as run_finetune, same seed.
+  tf_keras.utils.set_random_seed(0)
+  bundle, index = finetune.load_index(env["index"], env["corpus"], tok)
+  cfg = _config(30)
+  model_cfg = OpenQAConfig(retriever=finetune.index_retriever_config(bundle),
+                           reader=cfg.model.reader, reader_beam_size=3)
+  before = finetune.build_model(model_cfg, index, tok)
+  finetune.init_query_tower_from_export(before, os.path.join(bundle.path, "query_embedder"))
+  loss_before = _mean_loss(before, examples, tok)
+
+  tf_keras.utils.set_random_seed(0)
+  model_dir = os.path.join(env["work"], "run")
+  result = finetune.run_finetune(cfg, env["index"], env["corpus"], model_dir, examples=examples)
+  assert result["num_examples"] == 12 and np.isfinite(result["loss"])
+  assert os.path.exists(os.path.join(model_dir, "TRAINING_DONE"))
+  after, config, used_bundle = finetune.load_finetuned(model_dir)
+  assert config.num_train_steps == 30 and used_bundle.path == bundle.path
+  loss_after = _mean_loss(after, examples, tok)
+  assert loss_after < 0.6 * loss_before, (loss_before, loss_after)
+  # The index stayed frozen.
+  np.testing.assert_array_equal(after.index.variables()[0].numpy(),
+                                np.asarray(bundle.embeddings))
+  # Re-running with the same configuration resumes (nothing left to do) instead of restarting.
+  again = finetune.run_finetune(cfg, env["index"], env["corpus"], model_dir, examples=examples)
+  assert "loss" not in again or again.get("num_examples") == 12
+
+
+def test_init_from_realm_pretraining_dir(env, tmp_path):
+  from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer  # pylint: disable=g-import-not-at-top
+  tok = env["tok"]
+  realm_cfg = RealmConfig(retriever_encoder=T.MICRO, reader_encoder=T.MICRO,
+                          query_seq_length=T.QUERY_LEN, doc_seq_length=T.DOC_LEN,
+                          joint_seq_length=T.QUERY_LEN + T.DOC_LEN, max_predictions=4)
+  tf_keras.utils.set_random_seed(3)
+  realm = RealmPretrainer(realm_cfg).build_all()
+  realm_dir = str(tmp_path / "realm")
+  os.makedirs(os.path.join(realm_dir, "checkpoints"))
+  with open(os.path.join(realm_dir, "config.json"), "w") as f:
+    json.dump({"model": realm_cfg.to_dict(), "batch_size": 8}, f)
+  tf.train.Checkpoint(model=realm).save(os.path.join(realm_dir, "checkpoints", "ckpt"))
+  assert finetune.checkpoint_kind(realm_dir) == "realm"
+  assert finetune.checkpoint_kind(env["export"]) == "export"
+  assert finetune.reader_encoder_from_checkpoint(realm_dir) == T.MICRO
+
+  bundle, index = finetune.load_index(env["index"], env["corpus"], tok)
+  cfg = OpenQAConfig(retriever=finetune.index_retriever_config(bundle),
+                     reader=T.micro_reader_config())
+  model = finetune.build_model(cfg, index, tok)
+  used = finetune.init_from_checkpoint(model, realm_dir)
+  assert set(used) == {"query_tower", "reader"}
+  for mine, theirs in ((model.query_encoder, realm.retriever.query_encoder),
+                       (model.query_projection, realm.retriever.query_projection),
+                       (model.reader.encoder, realm.knowledge_encoder.encoder)):
+    assert len(mine.variables) == len(theirs.variables)
+    for a, b in zip(mine.variables, theirs.variables):
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
+  # An embedder export warm-starts the query tower to reproduce the index's query embeddings.
+  finetune.init_from_checkpoint(model, env["export"])
+  feats = QuestionFeaturizer(cfg.feature_config, tok).featurize(T.examples(3))
+  mine = model.embed_questions({k: tf.constant(v) for k, v in feats.items()}).numpy()
+  theirs = bundle.query_embedder.embed_queries(
+      {k: tf.constant(feats[f"query/{k}"]) for k in ("input_word_ids", "input_mask",
+                                                     "input_type_ids")}).numpy()
+  np.testing.assert_allclose(mine, theirs, atol=1e-5)
+  with pytest.raises(ValueError, match="neither"):
+    finetune.checkpoint_kind(str(tmp_path))
+
+
+def test_regex_answers_expand_to_matched_strings(env, caplog):
+  tok = env["tok"]
+  bundle, index = finetune.load_index(env["index"], env["corpus"], tok)
+  cfg = OpenQAConfig(retriever=finetune.index_retriever_config(bundle),
+                     reader=T.micro_reader_config())
+  model = finetune.build_model(cfg, index, tok)
+  examples = [
+      OpenQAExample("ct/0", "Which is the largest planet?", (r"Jupit(er)?",), True),
+      OpenQAExample("ct/1", "Who discovered penicillin?", (r"(Alexander )?Fleming", "bad\\"),
+                    True),
+      OpenQAExample("ct/2", "Where?", ("Nowhere[0-9]+",), True),
+      OpenQAExample("plain", "Where is Paris?", ("Paris",), False),
+  ]
+  fz = QuestionFeaturizer(cfg.feature_config, tok)
+  with caplog.at_level(py_logging.WARNING):
+    answers = finetune.expand_regex_answers(examples, model, fz, num_blocks=100)
+  assert answers[0] == ["Jupiter"]
+  assert answers[1] == ["Alexander Fleming"]
+  assert answers[2] == [] and answers[3] == ["Paris"]
+  assert "'ct/1'" in caplog.text and "bad\\\\" in caplog.text
+  feats = fz.answer_features(examples, answers)
+  assert feats["answer_length"][:, 0].tolist() == [1, 2, 0, 1]
+
+
+def test_squad_open_splits_by_article():
+  train = finetune.load_squad_open("train")
+  dev = finetune.load_squad_open("dev")
+  assert len(train) + len(dev) == 10570
+  assert 0.1 < len(dev) / 10570 < 0.35
+  train_ids = {e.qid for e in train}
+  assert not train_ids & {e.qid for e in dev}
+  assert finetune.load_squad_open("test") == dev
+
+
+def test_dataset_positions_resume_exactly():
+  feats = {"question_length": np.arange(10, dtype=np.int32),
+           "question_ids": np.arange(10, dtype=np.int32)[:, None] * np.ones([1, 3], np.int32)}
+  make = finetune.make_dataset_fn(feats, batch_size=4, seed=5)
+  full = [b for _, b in zip(range(6), make(0))]
+  stream = np.concatenate([b["question_length"].numpy() for b in full])
+  # Each epoch is a permutation of all examples.
+  assert sorted(stream[:10].tolist()) == list(range(10))
+  assert sorted(stream[10:20].tolist()) == list(range(10))
+  pos = int(full[2]["data_position"].numpy().max())
+  assert pos == 12
+  resumed = [b for _, b in zip(range(3), make(pos))]
+  np.testing.assert_array_equal(np.concatenate([b["question_length"].numpy() for b in resumed]),
+                                stream[12:24])

@@ -1,0 +1,103 @@
+"""End to end on a small real corpus: blocks → annotations → ICT → bundle → REALM with inline
+refresh → recall, then a resume, a corpus-mismatch refusal and a config-mismatch refusal."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from realm_tf.data import corpus as corpus_lib
+from realm_tf.modeling.encoder_config import EncoderConfig
+from realm_tf.modeling.realm_pretrainer import RealmConfig
+from realm_tf.modeling.retriever import RetrieverConfig
+from realm_tf.retrieval import bundle as bundle_lib
+from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
+from realm_tf.training import pretrain_job
+from realm_tf.training.ict_experiment import IctConfig, run_ict
+from realm_tf.training.realm_experiment import (BundleMismatchError, PretrainConfig,
+                                                RealmExperiment)
+from realm_tf.training.trainer import DONE_MARKER, ConfigMismatchError
+
+MICRO = EncoderConfig(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64)
+
+DOCS = [
+    {"title": "Marie Curie", "text": "Marie Curie was born in Warsaw in 1867. She won the Nobel "
+     "Prize in Physics in 1903. She later moved to Paris and worked at the Sorbonne."},
+    {"title": "Warsaw", "text": "Warsaw is the capital of Poland. The Vistula River flows "
+     "through Warsaw. Frederic Chopin grew up in Warsaw before moving to Paris in 1831."},
+    {"title": "Sorbonne", "text": "The Sorbonne is a building in Paris. It housed the University "
+     "of Paris. Pierre Curie taught there in 1904 after the Nobel Prize."},
+    {"title": "Vistula", "text": "The Vistula is the longest river in Poland. It flows into the "
+     "Baltic Sea near Gdansk. Krakow also lies on the Vistula."},
+    {"title": "Chopin", "text": "Frederic Chopin was a Polish composer. He was born in 1810 in "
+     "Zelazowa Wola. He died in Paris in October 1849."},
+    {"title": "Nobel Prize", "text": "Alfred Nobel founded the Nobel Prize in 1895. The first "
+     "prizes were awarded in Stockholm in 1901. Albert Einstein won the prize in 1921."},
+]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+  root = tmp_path_factory.mktemp("realm_e2e")
+  src = root / "docs.jsonl"
+  src.write_text("\n".join(json.dumps(d) for d in DOCS) + "\n")
+  dirs = {k: str(root / k) for k in ("corpus", "annotations", "ict", "realm", "index")}
+  pretrain_job.ensure_corpus([str(src)], dirs["corpus"])
+  pretrain_job.ensure_annotations(dirs["corpus"], dirs["annotations"])
+  ict = run_ict(IctConfig(retriever=RetrieverConfig(encoder=MICRO), batch_size=4,
+                          num_train_steps=3, warmup_steps=0, learning_rate=1e-3,
+                          checkpoint_every=3, log_every=1), dirs["corpus"], dirs["ict"])
+  refresher = IndexRefresher(RefreshConfig(model_dir=dirs["realm"], corpus_dir=dirs["corpus"],
+                                           index_dir=dirs["index"], min_recall=0.0,
+                                           recall_queries=20))
+  refresher.refresh(ict["export"])
+  return dirs, refresher, ict
+
+
+def _config(steps):
+  return PretrainConfig(model=RealmConfig(retriever_encoder=MICRO, reader_encoder=MICRO,
+                                          num_candidates=4),
+                        batch_size=2, num_train_steps=steps, learning_rate=1e-3, warmup_steps=0,
+                        refresh="inline", refresh_every_steps=2, export_every_steps=2,
+                        checkpoint_every=2, log_every=1)
+
+
+def test_pretraining_with_inline_refresh_resumes_and_measures_recall(work):
+  dirs, refresher, _ = work
+  first = bundle_lib.latest(dirs["index"]).version
+  exp = RealmExperiment(_config(2), dirs["corpus"], dirs["annotations"], dirs["index"],
+                        dirs["realm"], refresher=refresher)
+  scalars = exp.train(init_retriever_from=dirs["ict"])
+  assert np.isfinite(scalars["loss"]) and scalars["loss"] > 0
+  assert 0.0 <= scalars["null_posterior"] <= 1.0
+  # The inline refresh at step 2 published a bundle built from the REALM export of step 2.
+  live = bundle_lib.latest(dirs["index"])
+  assert live.version > first and live.step == 2
+  assert live.manifest["source_export"].endswith("00000002")
+  assert os.path.exists(os.path.join(dirs["realm"], DONE_MARKER))
+
+  position = int(exp.trainer.data_position.numpy())
+  assert position >= 2 * 2  # at least batch × steps raw records consumed
+
+  recall = pretrain_job.measure_recall(live, dirs["annotations"], dirs["corpus"], 10, False)
+  assert 0.0 <= recall["masked_sentence_recall@5"] <= 1.0
+
+
+def test_bundle_from_another_corpus_is_refused(work, tmp_path):
+  dirs, _, _ = work
+  other = tmp_path / "other.jsonl"
+  other.write_text(json.dumps({"title": "X", "text": "Something else entirely. Twice."}) + "\n")
+  pretrain_job.ensure_corpus([str(other)], str(tmp_path / "corpus"))
+  with pytest.raises(BundleMismatchError, match="another corpus|built from corpus"):
+    RealmExperiment(_config(2), str(tmp_path / "corpus"), dirs["annotations"], dirs["index"],
+                    str(tmp_path / "realm"))
+
+
+def test_checkpoint_from_another_config_is_refused(work):
+  dirs, refresher, _ = work
+  cfg = _config(2)
+  cfg.learning_rate = 0.5
+  with pytest.raises(ConfigMismatchError, match="learning_rate"):
+    RealmExperiment(cfg, dirs["corpus"], dirs["annotations"], dirs["index"], dirs["realm"],
+                    refresher=refresher)

@@ -1,0 +1,149 @@
+"""End to end: export a micro open-QA model → serve it over TF Serving's gRPC API → same answers.
+
+`realm_openqa` (stock ops) and `realm_openqa_scann` are exported with `run_export` (the code behind
+`python -m realm_tf.launch.export`), `python -m serving.server` is started as a subprocess on a
+free loopback port with server-side batching, and `serving.client.PredictClient` asks a batch of
+questions, single questions from concurrent clients, and the CLI client. Every answer, probability
+and evidence block must equal the fine-tuned model's own prediction in this process. When
+`tensorflow_model_server` is on PATH the stock export is also served by it.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from realm_tf.export import testing as ex_testing
+
+QUESTIONS = list(ex_testing.QUESTIONS)
+MODELS = ("realm_openqa", "realm_openqa_scann")
+BATCHING = """
+max_batch_size { value: 16 }
+batch_timeout_micros { value: 5000 }
+num_batch_threads { value: 1 }
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  """Micro model, its in-process answers, and both open-QA exports under one base directory."""
+  from realm_tf.export import openqa  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import export as export_cli  # pylint: disable=g-import-not-at-top
+  work = str(tmp_path_factory.mktemp("e2e"))
+  system = ex_testing.build_micro_system(work)
+  reference = openqa.in_process_answers(system.model, system.tokenizer, QUESTIONS)
+  base = os.path.join(work, "serving")
+  paths = export_cli.run_export(system.model, system.tokenizer, system.bundle, base,
+                                variant="both", components=("openqa",), num_answers=3,
+                                max_candidates=10)
+  assert sorted(paths) == list(MODELS)
+  assert all(p.endswith(os.path.join(m, "1")) for m, p in paths.items())
+  with open(os.path.join(work, "models.config"), "w", encoding="utf-8") as f:
+    f.write("model_config_list {\n" + "".join(
+        f'  config {{ name: "{m}" base_path: "{os.path.join(base, m)}" '
+        'model_platform: "tensorflow" }\n' for m in MODELS) + "}\n")
+  with open(os.path.join(work, "batching.config"), "w", encoding="utf-8") as f:
+    f.write(BATCHING)
+  return {"work": work, "base": base, "paths": paths, "reference": reference,
+          "k": system.model.reader_beam_size}
+
+
+@pytest.fixture(scope="module")
+def server(exported):
+  from serving import subprocess_server  # pylint: disable=g-import-not-at-top
+  work = exported["work"]
+  proc = subprocess_server.start_python_server(
+      [f"--model_config_file={work}/models.config", "--enable_batching",
+       f"--batching_parameters_file={work}/batching.config",
+       "--file_system_poll_wait_seconds=0"], os.path.join(work, "server.log"))
+  proc.wait_ready(list(MODELS), timeout=240)
+  yield proc
+  proc.stop()
+
+
+def _check(outputs, reference, k, rows=None):
+  rows = list(range(len(QUESTIONS))) if rows is None else rows
+  assert outputs["answers"].shape == (len(rows), 3)
+  assert outputs["evidence_block_ids"].shape == (len(rows), k)
+  np.testing.assert_array_equal(outputs["answers"][:, 0], reference["answer"][rows])
+  np.testing.assert_allclose(outputs["probabilities"][:, 0], reference["probability"][rows],
+                             atol=1e-5)
+  np.testing.assert_array_equal(outputs["evidence_block_ids"],
+                                reference["evidence_block_ids"][rows])
+  np.testing.assert_allclose(outputs["evidence_scores"], reference["evidence_scores"][rows],
+                             atol=1e-4)
+  for i in range(len(rows)):  # each answer is cut out of its evidence text
+    for answer, block in zip(outputs["answers"][i], outputs["answer_block_index"][i]):
+      assert answer in outputs["evidence_texts"][i, block]
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_grpc_answers_equal_in_process_model(exported, server, model_name):
+  from serving import client  # pylint: disable=g-import-not-at-top
+  with client.PredictClient(server.address, model_name, timeout=60) as c:
+    meta = c.metadata()["serving_default"]
+    assert meta["inputs"] == {"questions": ("string", [-1])}
+    assert meta["outputs"]["answers"] == ("string", [-1, 3])
+    assert meta["outputs"]["evidence_block_ids"] == ("int64", [-1, exported["k"]])
+    outputs, response = c.predict_with_spec({"questions": ex_testing.strings(QUESTIONS)})
+    assert response.model_spec.version.value == 1
+  _check(outputs, exported["reference"], exported["k"])
+
+
+def test_concurrent_single_questions_are_batched_correctly(exported, server):
+  from serving import client  # pylint: disable=g-import-not-at-top
+  results, errors = {}, []
+
+  def ask(i):
+    try:
+      with client.PredictClient(server.address, "realm_openqa", timeout=60) as c:
+        results[i] = c.predict({"questions": ex_testing.strings([QUESTIONS[i]])})
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+
+  threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(QUESTIONS))]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(120)
+  assert not errors
+  for i, out in results.items():
+    _check(out, exported["reference"], exported["k"], rows=[i])
+  assert len(results) == len(QUESTIONS)
+
+
+def test_cli_client_prints_answer_and_evidence(exported, server):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  proc = subprocess.run(
+      [sys.executable, "-m", "serving.client", f"--server={server.address}",
+       "--model_name=realm_openqa_scann", QUESTIONS[1]],
+      capture_output=True, text=True, timeout=120, env=env, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  answer = exported["reference"]["answer"][1].decode()
+  assert f"A: {answer}" in proc.stdout
+  assert "evidence:" in proc.stdout
+
+
+def test_stock_export_on_tensorflow_model_server(exported):
+  binary = shutil.which("tensorflow_model_server")
+  if binary is None:
+    pytest.skip("tensorflow_model_server is not on PATH (no model-server binary can be installed "
+                "here); the stock export is checked for non-stock ops in realm_tf/export tests")
+  from serving import client, subprocess_server  # pylint: disable=g-import-not-at-top
+  port = subprocess_server.free_port()
+  proc = subprocess_server.ServerProcess(
+      [binary, f"--port={port}", "--model_name=realm_openqa",
+       f"--model_base_path={os.path.dirname(exported['paths']['realm_openqa'])}"], port,
+      os.path.join(exported["work"], "tfs.log"))
+  try:
+    proc.wait_ready(["realm_openqa"], timeout=240)
+    with client.PredictClient(proc.address, "realm_openqa", timeout=60) as c:
+      outputs = c.predict({"questions": ex_testing.strings(QUESTIONS)})
+    _check(outputs, exported["reference"], exported["k"])
+  finally:
+    proc.stop()
