@@ -51,14 +51,31 @@ def exported(tmp_path_factory):
           "k": system.model.reader_beam_size}
 
 
+# `python -m serving.server`, with the TF.Text ops registered first: tensorflow_model_server links
+# them in, and the exports tokenize in the graph. (Equivalent to `-m serving.server` once the
+# server imports tensorflow_text itself.)
+_SERVER_MAIN = ("import tensorflow_text, runpy; "
+                "runpy.run_module('serving.server', run_name='__main__', alter_sys=True)")
+
+
+def _start_server(flags, log_path):
+  from serving import subprocess_server  # pylint: disable=g-import-not-at-top
+  port = subprocess_server.free_port()
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  return subprocess_server.ServerProcess(
+      [sys.executable, "-c", _SERVER_MAIN, f"--port={port}", *flags], port, log_path, env=env)
+
+
 @pytest.fixture(scope="module")
 def server(exported):
-  from serving import subprocess_server  # pylint: disable=g-import-not-at-top
   work = exported["work"]
-  proc = subprocess_server.start_python_server(
+  proc = _start_server(
       [f"--model_config_file={work}/models.config", "--enable_batching",
        f"--batching_parameters_file={work}/batching.config",
-       "--file_system_poll_wait_seconds=0"], os.path.join(work, "server.log"))
+       "--file_system_poll_wait_seconds=0", "--max_num_load_retries=0"],
+      os.path.join(work, "server.log"))
   proc.wait_ready(list(MODELS), timeout=240)
   yield proc
   proc.stop()
@@ -115,6 +132,7 @@ def test_concurrent_single_questions_are_batched_correctly(exported, server):
   assert len(results) == len(QUESTIONS)
 
 
+@pytest.mark.slow  # a third interpreter importing TensorFlow (~20 s)
 def test_cli_client_prints_answer_and_evidence(exported, server):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -50,7 +50,7 @@ def block_example(block_id: int, doc_id: str, title: str, body: str,
   return tf.train.Example(features=tf.train.Features(feature={
       "block_id": _ints([block_id]), "doc_id": _bytes(doc_id), "title": _bytes(title),
       "body": _bytes(body), "title_ids": _ints(title_ids), "body_ids": _ints(body_ids),
-  })).SerializeToString()
+  })).SerializeToString(deterministic=True)
 
 
 def file_sha256(path: str) -> str:
@@ -187,7 +187,7 @@ def annotation_example(title: str, text: str, sentences, spans, span_types,
       "span_starts": _ints([s for s, _ in spans]),
       "span_limits": _ints([e for _, e in spans]),
       "span_types": _bytes(span_types), "block_id": _ints([block_id]),
-  })).SerializeToString()
+  })).SerializeToString(deterministic=True)
 
 
 def parse_annotation(serialized):

@@ -511,7 +511,9 @@ class ScannMips(tf.Module):
 
   def search(self, queries, k):
     rows, scores = self.searcher.search(tf.cast(queries, tf.float32), tf.cast(k, tf.int32))
-    return rows, scores
+    # ScaNN's ops leave the rank unknown; restore [B, k] so signatures stay batch-major.
+    shape = [tf.shape(queries)[0], k if isinstance(k, int) else -1]
+    return tf.reshape(rows, shape), tf.reshape(scores, shape)
 
 
 def make_mips(embeddings: np.ndarray, variant: str, scann_config=None):

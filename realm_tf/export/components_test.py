@@ -181,6 +181,9 @@ def test_searcher_export_stock_is_exact_and_scann_matches(tmp_path):
     ops = components.check_saved_model_ops(path)
     assert any(op.startswith("Scann") for op in ops) == (variant == "scann")
     loaded = tf.saved_model.load(path)
+    for key in ("rows", "block_ids", "scores"):  # batch-major, so servers can batch requests
+      spec = loaded.signatures["serving_default"].structured_outputs[key]
+      assert spec.shape.as_list() == [None, 5], (variant, key)
     out = loaded.signatures["serving_default"](query_embeddings=tf.constant(q))
     results[variant] = out
     np.testing.assert_array_equal(out["rows"].numpy(), exact, err_msg=variant)

@@ -45,9 +45,9 @@ def parse_flags(argv):
 
 
 def main(argv):
-  from realm_tf.data import annotate  # pylint: disable=g-import-not-at-top
   if bool(FLAGS.corpus_dir) == bool(FLAGS.input):
     raise app.UsageError("Give exactly one of --corpus_dir or --input.")
+  from realm_tf.data import annotate  # pylint: disable=g-import-not-at-top
   beam_args = [f"--runner={FLAGS.runner}"] + list(argv[1:])
   config = annotate.AnnotateConfig(
       output_dir=FLAGS.output_dir, corpus_dir=FLAGS.corpus_dir, inputs=FLAGS.input,

@@ -84,6 +84,10 @@ def load_model(model_dir=None, init_checkpoint=None, reader_init_checkpoint=None
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   if bool(model_dir) == bool(init_checkpoint):
     raise ValueError("Give exactly one of --model_dir and --init_checkpoint.")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if model_dir and not tf.io.gfile.exists(os.path.join(model_dir, "config.json")):
+    raise FileNotFoundError(f"--model_dir {model_dir} has no config.json (not a fine-tuning "
+                            "model_dir).")
   tokenizer = RealmTokenizer()
   if model_dir:
     model, _, bundle = finetune.load_finetuned(model_dir, index_dir, corpus_dir)
@@ -152,6 +156,7 @@ def run_export(model, tokenizer, bundle, export_base, version=None, variant="bot
 
 def main(argv):
   del argv
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not FLAGS.export_base:
     raise app.UsageError("--export_base is required.")
   try:
@@ -162,7 +167,8 @@ def main(argv):
     paths = run_export(model, tokenizer, bundle, FLAGS.export_base, FLAGS.version, FLAGS.variant,
                        components, FLAGS.num_answers, FLAGS.max_candidates, FLAGS.searcher_k,
                        FLAGS.scann_mode, FLAGS.warmup_question)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, tf.errors.NotFoundError,
+          tf.errors.InvalidArgumentError) as e:
     logging.error("Export failed: %s", e)
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -28,20 +28,20 @@ flags.DEFINE_string("ict_dir", None, "ICT warm start dir (default <work_dir>/ict
 flags.DEFINE_string("preset", "tiny", "Encoder preset for retriever and reader: tiny|mini|minilm|base.")
 flags.DEFINE_string("init_from_hf", None, "HF BERT dir (config.json, model.safetensors) to "
                     "initialise every tower; 'minilm' = the installed MiniLM weights.")
-flags.DEFINE_integer("batch_size", 8, "Global batch size (queries).")
-flags.DEFINE_integer("num_train_steps", 150, "REALM pre-training steps.")
-flags.DEFINE_float("learning_rate", 3e-5, "Peak learning rate (BERT's AdamW).")
+flags.DEFINE_integer("batch_size", 4, "Global batch size (queries).")
+flags.DEFINE_integer("num_train_steps", 60, "REALM pre-training steps.")
+flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate (BERT's AdamW; the paper: 3e-5).")
 flags.DEFINE_integer("warmup_steps", None, "Warm-up steps (default 10% of the run).")
-flags.DEFINE_integer("ict_steps", 300, "ICT warm-start steps (0: skip ICT, random retriever).")
-flags.DEFINE_integer("ict_batch_size", 32, "ICT batch size (in-batch negatives).")
+flags.DEFINE_integer("ict_steps", 100, "ICT warm-start steps (0: skip ICT, random retriever).")
+flags.DEFINE_integer("ict_batch_size", 16, "ICT batch size (in-batch negatives).")
 flags.DEFINE_float("ict_learning_rate", 1e-4, "ICT peak learning rate.")
 flags.DEFINE_enum("masking", "salient", ["salient", "random_span", "random_uniform"],
                   "Masking scheme (the paper's ablations).")
 flags.DEFINE_enum("refresh", "inline", ["inline", "async", "none"], "Index refresh mode.")
-flags.DEFINE_integer("refresh_every_steps", 50, "Steps between index refreshes.")
+flags.DEFINE_integer("refresh_every_steps", 30, "Steps between index refreshes.")
 flags.DEFINE_integer("export_every_steps", None, "Steps between embedder exports "
                      "(default: refresh_every_steps).")
-flags.DEFINE_integer("checkpoint_every", 50, "Steps between checkpoints.")
+flags.DEFINE_integer("checkpoint_every", 30, "Steps between checkpoints.")
 flags.DEFINE_integer("num_candidates", 8, "Candidates per query: null document + retrieved.")
 flags.DEFINE_integer("seed", 0, "Seed of masking and ICT sampling.")
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (TPUStrategy).")
@@ -51,7 +51,7 @@ flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into N logical devi
 flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "Mixed precision policy.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward pass.")
 flags.DEFINE_string("data_service", None, "grpc://dispatcher:port of a tf.data service.")
-flags.DEFINE_integer("eval_queries", 500, "Queries per recall@5 measurement.")
+flags.DEFINE_integer("eval_queries", 300, "Queries per recall@5 measurement.")
 flags.DEFINE_float("min_recall", 0.9, "Refuse to publish an index whose ScaNN recall@10 is lower.")
 FLAGS = flags.FLAGS
 

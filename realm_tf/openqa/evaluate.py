@@ -160,6 +160,8 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
         for rank, ev in enumerate(p["evidence"]):
           ev["has_answer"] = bool(hits[j, rank])
         if writer is not None:
+          # backslashreplace: a lone surrogate in a gold answer becomes a JSON \uXXXX escape,
+          # so the line stays valid UTF-8 JSON.
           writer.write(json.dumps({
               "qid": e.qid, "question": e.question, "answers": list(e.answers),
               "answers_are_regex": e.is_regex, "prediction": p["prediction"],

@@ -420,8 +420,22 @@ def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_
   if len(usable) < len(examples):
     logging.warning("Skipping %d training examples with an empty question.",
                     len(examples) - len(usable))
-  answers = expand_regex_answers(usable, model, featurizer, config.regex_search_blocks) \
-      if any(e.is_regex for e in usable) else None
+  answers = None
+  if any(e.is_regex for e in usable):
+    # Expanded once, with the warm-started query tower, and kept: a resumed run trains on the
+    # same answers.
+    cache = os.path.join(model_dir, "regex_answers.json")
+    if tf.io.gfile.exists(cache):
+      with tf.io.gfile.GFile(cache) as f:
+        answers = json.load(f)
+      if len(answers) != len(usable):
+        raise ValueError(f"{cache} holds {len(answers)} answer lists but the run has "
+                         f"{len(usable)} questions; use a new --model_dir.")
+    else:
+      answers = expand_regex_answers(usable, model, featurizer, config.regex_search_blocks)
+      with tf.io.gfile.GFile(cache + ".tmp", "w") as f:
+        json.dump(answers, f)
+      tf.io.gfile.rename(cache + ".tmp", cache, overwrite=True)
   feats = featurizer.featurize(usable)
   if answers is not None:
     feats.update(featurizer.answer_features(usable, answers))

@@ -108,11 +108,29 @@ class ScannSearcher(Searcher):
     self.state = built.serialize_to_module()
     logging.info("Built ScaNN %s searcher over %d x %d points.", self.config.mode,
                  self.num_rows, self.dim)
-    self._reorder = tf.constant(
+    # Search-time knobs live in variables: they can be re-tuned without rebuilding the index,
+    # and the saved values travel with the SavedModel.
+    self._reorder = tf.Variable(
         -1 if self.config.mode == "brute_force" else self.config.reordering_num_neighbors,
-        tf.int32)
-    self._leaves = tf.constant(
-        self.config.num_leaves_to_search if self.config.mode == "tree_ah" else -1, tf.int32)
+        dtype=tf.int32, trainable=False, name="reordering_num_neighbors")
+    self._leaves = tf.Variable(
+        self.config.num_leaves_to_search if self.config.mode == "tree_ah" else -1,
+        dtype=tf.int32, trainable=False, name="num_leaves_to_search")
+
+  def set_search_params(self, num_leaves_to_search: Optional[int] = None,
+                        reordering_num_neighbors: Optional[int] = None) -> None:
+    """Re-tunes the search-time knobs (leaves searched, candidates re-ordered) in place."""
+    if num_leaves_to_search is not None:
+      if self.config.mode != "tree_ah":
+        raise SearcherError("num_leaves_to_search applies to the tree_ah mode only.")
+      self._leaves.assign(int(num_leaves_to_search))
+      self.config = dataclasses.replace(self.config, num_leaves_to_search=num_leaves_to_search)
+    if reordering_num_neighbors is not None:
+      if self.config.mode == "brute_force":
+        raise SearcherError("reordering_num_neighbors does not apply to brute_force mode.")
+      self._reorder.assign(int(reordering_num_neighbors))
+      self.config = dataclasses.replace(self.config,
+                                        reordering_num_neighbors=reordering_num_neighbors)
 
   def info(self) -> dict:
     info = super().info()

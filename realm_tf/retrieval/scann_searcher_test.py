@@ -53,6 +53,20 @@ def test_scann_agrees_with_exact_on_clustered_data(mode):
   np.testing.assert_allclose(s[same_top1, 0], exact_scores.numpy()[same_top1, 0], rtol=1e-4)
 
 
+def test_search_params_can_be_retuned_without_rebuilding():
+  emb, q = testing.clustered(3000, seed=7, num_queries=100)
+  exact_rows = exact_top_k_numpy(emb, q, 10)[0]
+  searcher = ScannSearcher(emb, ScannConfig(mode="tree_ah", num_leaves=50,
+                                            num_leaves_to_search=1, reordering_num_neighbors=10))
+  low = recall_at_k(searcher.search(q, 10)[0].numpy(), exact_rows)
+  searcher.set_search_params(num_leaves_to_search=50, reordering_num_neighbors=200)
+  high = recall_at_k(searcher.search(q, 10)[0].numpy(), exact_rows)
+  assert high >= 0.99 and low < high - 0.1, (low, high)
+  assert searcher.info()["config"]["num_leaves_to_search"] == 50
+  with pytest.raises(SearcherError, match="tree_ah"):
+    ScannSearcher(emb[:100], ScannConfig(mode="ah")).set_search_params(num_leaves_to_search=2)
+
+
 def test_tiny_corpus_tree_needs_enough_points():
   with pytest.raises(SearcherError, match="at least 16"):
     ScannSearcher(testing.clustered(10), ScannConfig(mode="tree_ah"))

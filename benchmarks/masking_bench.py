@@ -1,0 +1,102 @@
+r"""Masked-example (and ICT) tf.data throughput, with and without parallel map + prefetch.
+
+    python -m benchmarks.masking_bench [--num_examples=3000]
+
+Annotates the first `--num_passages` blocks of the shipped SQuAD dev corpus (untimed), writes them
+as annotation records, then times examples/s of Masker.dataset over the repeated records for each
+masking mode: sequential map without prefetch vs parallel map (AUTOTUNE) + prefetch, and batched
+(32) as a trainer reads it. ICT examples from the same blocks are timed the same way. When
+benchmarks/results/train_step.json exists, the ratio to the trainer's examples/s is reported.
+Writes benchmarks/results/masking.json.
+"""
+import json
+import os
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+flags.DEFINE_integer("num_passages", 200, "Annotated passages (the records repeat).")
+flags.DEFINE_integer("num_examples", 3000, "Timed examples per configuration.")
+flags.DEFINE_integer("warmup", 200, "Untimed examples first (tracing, buffers).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from benchmarks.common import RESULTS_DIR, write_result  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import annotate, blocking, corpus, documents, ict, masking  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+
+  tok = RealmTokenizer()
+  docs = [d for d in documents.read_documents(documents.default_corpus_path())
+          if isinstance(d, documents.Document)][:FLAGS.num_passages]
+  blocker = blocking.Blocker(tok)
+  blocks = [(d, b) for d, bs in zip(docs, blocker.split_batch([(d.title, d.text) for d in docs]))
+            for b in bs][:FLAGS.num_passages]
+  anns = annotate.SpanAnnotator().annotate([b.body for _, b in blocks])
+  tmp = tempfile.mkdtemp()
+  ann_path = os.path.join(tmp, "annotations.tfrecord.gz")
+  block_path = os.path.join(tmp, "blocks.tfrecord.gz")
+  with tf.io.TFRecordWriter(ann_path, options="GZIP") as w:
+    for (d, b), a in zip(blocks, anns):
+      w.write(corpus.annotation_example(b.title, b.body, a.sentences, a.spans, a.span_types,
+                                        corpus.block_id_for(d.doc_id, b.block_index)))
+  corpus.write_shard(block_path, [corpus.block_example(
+      corpus.block_id_for(d.doc_id, b.block_index), d.doc_id, b.title, b.body, b.title_ids,
+      b.body_ids) for d, b in blocks])
+
+  def measure(ds):
+    it = iter(ds)
+    for _ in range(FLAGS.warmup):
+      next(it)
+    t = time.perf_counter()
+    for _ in range(FLAGS.num_examples):
+      next(it)
+    return FLAGS.num_examples / (time.perf_counter() - t)
+
+  def variants(make):
+    seq = make(None)
+    par = make(tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    out = {"sequential_no_prefetch": measure(seq), "parallel_map_prefetch": measure(par)}
+    batched = make(tf.data.AUTOTUNE).batch(32).prefetch(tf.data.AUTOTUNE)
+    it = iter(batched)
+    for _ in range(FLAGS.warmup // 32 + 1):
+      next(it)
+    n = FLAGS.num_examples // 32
+    t = time.perf_counter()
+    for _ in range(n):
+      next(it)
+    out["parallel_batched_32"] = n * 32 / (time.perf_counter() - t)
+    out["parallel_over_sequential"] = out["parallel_map_prefetch"] / out["sequential_no_prefetch"]
+    return out
+
+  results = {"num_passages": len(blocks), "num_examples": FLAGS.num_examples, "masking": {}}
+  records = corpus.read_annotations(None, paths=[ann_path]).cache().repeat()
+  for mode in masking.MODES:
+    masker = masking.Masker(masking.MaskingConfig(mode=mode), tok)
+    results["masking"][mode] = variants(
+        lambda n, m=masker: m.dataset(records, num_parallel_calls=n))
+  block_ds = corpus.read_blocks(None, paths=[block_path]).cache().repeat()
+  builder = ict.ICTExampleBuilder(tokenizer=tok)
+  results["ict"] = variants(lambda n: builder.dataset(block_ds, num_parallel_calls=n))
+
+  train_path = os.path.join(RESULTS_DIR, "train_step.json")
+  if os.path.exists(train_path):
+    with open(train_path) as f:
+      train = json.load(f)
+    ratios = {}
+    for c in train.get("configs", []):
+      key = "ict" if c.get("task") == "ict" else "salient"
+      feed = (results["ict"] if key == "ict" else results["masking"]["salient"])
+      ratios[f"{c.get('task')}/{c.get('preset')}"] = (
+          feed["parallel_batched_32"] / c["examples_per_second"])
+    results["input_over_trainer_examples_per_second"] = ratios
+    results["trainer_reference"] = "benchmarks/results/train_step.json (same machine kind)"
+  write_result("masking", results)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,71 @@
+"""Tests for `python -m realm_tf.launch.export`: flag handling, and (slow) a real CLI run over a
+fine-tuning model_dir producing TF Serving's layout with consecutive versions."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from absl.testing import flagsaver
+
+from realm_tf.launch import export as export_cli
+
+
+def test_parse_components():
+  assert export_cli.parse_components(["all"]) == export_cli.ALL
+  assert export_cli.parse_components(["reader", " openqa", "reader"]) == ("reader", "openqa")
+  with pytest.raises(ValueError, match="unknown .'readr'."):
+    export_cli.parse_components(["readr"])
+
+
+def test_load_model_needs_exactly_one_source():
+  with pytest.raises(ValueError, match="exactly one"):
+    export_cli.load_model()
+  with pytest.raises(ValueError, match="exactly one"):
+    export_cli.load_model(model_dir="/a", init_checkpoint="/b")
+  with pytest.raises(ValueError, match="needs --index_dir and --corpus_dir"):
+    export_cli.load_model(init_checkpoint="/b")
+
+
+def test_main_reports_bad_input_with_exit_status_1(tmp_path, capsys):
+  export_cli.FLAGS(["export"])
+  with flagsaver.flagsaver(export_base=str(tmp_path), components=["nope"]):
+    assert export_cli.main([]) == 1
+  assert "unknown ['nope']" in capsys.readouterr().err
+  with flagsaver.flagsaver(export_base=str(tmp_path), model_dir=str(tmp_path / "missing")):
+    assert export_cli.main([]) == 1
+  assert "missing has no config.json" in capsys.readouterr().err
+
+
+def _cli(args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  return subprocess.run([sys.executable, "-m", "realm_tf.launch.export", *args],
+                        capture_output=True, text=True, timeout=600, env=env, check=False)
+
+
+@pytest.mark.slow
+def test_cli_exports_versions_in_serving_layout(tmp_path):
+  from realm_tf.export import components, testing as ex_testing  # pylint: disable=g-import-not-at-top
+  system = ex_testing.build_micro_system(str(tmp_path / "work"))
+  model_dir = ex_testing.write_model_dir(system, str(tmp_path / "finetune"))
+  base = str(tmp_path / "serving")
+  args = [f"--model_dir={model_dir}", f"--export_base={base}", "--variant=both",
+          "--components=query_embedder,searcher", "--searcher_k=3"]
+  proc = _cli(args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+  assert sorted(summary["models"]) == ["realm_query_embedder", "realm_searcher",
+                                       "realm_searcher_scann"]
+  for name, path in summary["models"].items():
+    assert path == os.path.join(base, name, "1")
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+    assert os.path.isfile(os.path.join(path, "assets.extra", "tf_serving_warmup_requests"))
+    info = components.read_export_info(path)
+    assert info["index_bundle"] == system.bundle.path and info["version"] == 1
+  # A second run takes the next version; reusing a version fails and names it.
+  proc = _cli(args[:-2] + ["--components=searcher", "--variant=stock"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert sorted(os.listdir(os.path.join(base, "realm_searcher"))) == ["1", "2"]
+  proc = _cli(args[:-2] + ["--components=searcher", "--variant=stock", "--version=2"])
+  assert proc.returncode == 1
+  assert "realm_searcher/2 already exists" in proc.stderr
