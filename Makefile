@@ -18,7 +18,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m realm_tf.launch.pretrain
+	bash scripts/demo.sh
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests realm_tf tfds_builders serving

@@ -28,12 +28,12 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from benchmarks import common
+from realm_tf.launch import export as export_cli  # defines --scann_mode (ScaNN variants' mode)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("encoder", "tiny", "Encoder preset of the query tower and the reader.")
 flags.DEFINE_integer("max_documents", None, "Use only this many shipped documents (default all).")
 flags.DEFINE_bool("random_embeddings", False, "Skip embedding the corpus (random unit vectors).")
-flags.DEFINE_string("scann_mode", "auto", "ScaNN mode of the ScaNN variants.")
 flags.DEFINE_float("duration_s", 4.0, "Measuring time per gRPC configuration.")
 flags.DEFINE_integer("calls", 30, "In-process calls timed per configuration.")
 flags.DEFINE_list("concurrency", ["1", "8"], "Concurrent gRPC client counts.")
@@ -152,7 +152,6 @@ def grpc_load(address: str, model_name: str, clients: int, duration_s: float) ->
 
 def main(argv):
   del argv
-  from realm_tf.launch import export as export_cli  # pylint: disable=g-import-not-at-top
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   from serving import subprocess_server  # pylint: disable=g-import-not-at-top
   load_start = os.getloadavg()[0]

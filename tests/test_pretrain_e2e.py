@@ -89,9 +89,12 @@ def test_bundle_from_another_corpus_is_refused(work, tmp_path):
   other = tmp_path / "other.jsonl"
   other.write_text(json.dumps({"title": "X", "text": "Something else entirely. Twice."}) + "\n")
   pretrain_job.ensure_corpus([str(other)], str(tmp_path / "corpus"))
-  with pytest.raises(BundleMismatchError, match="another corpus|built from corpus"):
-    RealmExperiment(_config(2), str(tmp_path / "corpus"), dirs["annotations"], dirs["index"],
+  cfg = _config(2)
+  cfg.refresh = "none"
+  with pytest.raises(BundleMismatchError, match="built from corpus"):
+    RealmExperiment(cfg, str(tmp_path / "corpus"), dirs["annotations"], dirs["index"],
                     str(tmp_path / "realm"))
+  assert not (tmp_path / "realm").exists()  # nothing written on refusal
 
 
 def test_checkpoint_from_another_config_is_refused(work):
@@ -101,3 +104,16 @@ def test_checkpoint_from_another_config_is_refused(work):
   with pytest.raises(ConfigMismatchError, match="learning_rate"):
     RealmExperiment(cfg, dirs["corpus"], dirs["annotations"], dirs["index"], dirs["realm"],
                     refresher=refresher)
+
+
+def test_missing_corpus_or_index_is_a_clear_error(work, tmp_path):
+  dirs, _, _ = work
+  cfg = _config(2)
+  cfg.refresh = "none"
+  with pytest.raises(corpus_lib.CorpusError, match="No corpus manifest"):
+    RealmExperiment(cfg, str(tmp_path / "nowhere"), dirs["annotations"], dirs["index"],
+                    str(tmp_path / "m1"))
+  with pytest.raises(bundle_lib.BundleNotFoundError, match=str(tmp_path / "noindex")):
+    RealmExperiment(cfg, dirs["corpus"], dirs["annotations"], str(tmp_path / "noindex"),
+                    str(tmp_path / "m2"))
+  assert not (tmp_path / "m1").exists() and not (tmp_path / "m2").exists()

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import uuid
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from absl import logging
 import apache_beam as beam

@@ -113,7 +113,10 @@ class ICTExampleBuilder:
           "title_ids": tf.cast(tf.reshape(block["title_ids"], [-1]), tf.int32)})
 
     ds = blocks.enumerate(start=start_index)
-    ds = ds.map(build, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    if num_parallel_calls is None:
+      ds = ds.map(build)
+    else:
+      ds = ds.map(build, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.filter(lambda ex: ex["valid"])
     return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "valid"})
 

@@ -17,6 +17,8 @@ class ICTTest(tf.test.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.tok = RealmTokenizer()
+    # One builder for all tests: each builder traces the tokenizer graph once (seconds).
+    cls.builder = ict.ICTExampleBuilder(ict.ICTConfig(seed=3), cls.tok)
 
   def _ids(self, text):
     return self.tok.tokenize([text])[0].numpy().tolist()
@@ -29,7 +31,7 @@ class ICTTest(tf.test.TestCase):
     return tf.data.Dataset.from_tensors(block).repeat(n)
 
   def test_query_is_a_sentence_and_removed_from_the_block(self):
-    builder = ict.ICTExampleBuilder(ict.ICTConfig(seed=0), self.tok)
+    builder = self.builder
     sentence_ids = [self._ids(s) for s in SENTENCES]
     seen = set()
     for ex in builder.dataset(self._blocks(40)).as_numpy_iterator():
@@ -62,13 +64,13 @@ class ICTTest(tf.test.TestCase):
     self.assertTrue(np.all(removed.mean(axis=1) > 0.8))  # every seed, 500 draws
     self.assertFalse(np.all(removed[0] == removed[1]))  # seeds differ
     # The examples use exactly this decision.
-    builder = ict.ICTExampleBuilder(ict.ICTConfig(seed=3), self.tok)
+    builder = self.builder
     got = [ex["sentence_removed"] for ex in builder.dataset(self._blocks(30))
            .as_numpy_iterator()]
     self.assertEqual(got, removed[3][:30].tolist())
 
   def test_deterministic_and_resumable(self):
-    builder = ict.ICTExampleBuilder(ict.ICTConfig(seed=3), self.tok)
+    builder = self.builder
     ds = builder.dataset(self._blocks(8))
     full = list(ds.as_numpy_iterator())
     again = list(ds.as_numpy_iterator())
@@ -84,7 +86,7 @@ class ICTTest(tf.test.TestCase):
              "title": tf.constant("t"), "body": tf.constant("Only one sentence here."),
              "title_ids": tf.constant(self._ids("t"), tf.int32),
              "body_ids": tf.constant(self._ids("Only one sentence here."), tf.int32)}
-    builder = ict.ICTExampleBuilder(tokenizer=self.tok)
+    builder = self.builder
     self.assertEmpty(list(builder.dataset(tf.data.Dataset.from_tensors(block))))
 
 

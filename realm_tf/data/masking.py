@@ -190,7 +190,10 @@ class Masker:
       return self.compiled(index, {k: record[k] for k in RECORD_SIGNATURE})
 
     ds = records.enumerate(start=start_index)
-    ds = ds.map(mask, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    if num_parallel_calls is None:
+      ds = ds.map(mask)
+    else:
+      ds = ds.map(mask, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.filter(lambda ex: ex["valid"])
     return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "valid"})
 

@@ -24,7 +24,6 @@ docs/SERVING_SIGNATURES.md lists every signature.
 """
 import json
 import os
-import shutil
 import time
 import uuid
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence

@@ -242,6 +242,8 @@ def test_component_exports_reload_in_fresh_process(micro, exported, tmp_path):
   # Stock components need only TF + TF.Text ops; nothing is a py_function.
   for i in range(6):
     assert out[i]["unregistered_ops"].tolist() == [""], calls[i][0]
+    assert set(out[i]["non_core_ops"]) <= {"FastBertNormalize", "FastWordpieceTokenizeWithOffsets",
+                                           ""}, calls[i][0]
   for path in paths.values():
     components.check_saved_model_ops(path)
   assert any(op.startswith("Scann") for op in

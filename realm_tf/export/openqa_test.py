@@ -39,6 +39,10 @@ def test_openqa_variants_in_fresh_process_equal_in_process_model(system, exporte
       (paths["realm_openqa_scann"], "serving_default", feeds, True)])
   # The stock variant needs nothing beyond TensorFlow + TF.Text; neither has a py_function.
   assert stock["unregistered_ops"].tolist() == [""]
+  # Beyond core TF only the tokenizer's TF.Text ops (in tensorflow_model_server since 2.12).
+  assert stock["non_core_ops"].tolist() == ["FastBertNormalize",
+                                            "FastWordpieceTokenizeWithOffsets", ""]
+  assert scann["unregistered_ops"].tolist() == [""]
   stock_ops = components.check_saved_model_ops(paths["realm_openqa"], ("Scann",))
   assert {"FastWordpieceTokenizeWithOffsets", "MatMul", "TopKV2"} <= set(stock_ops)
   scann_ops = components.check_saved_model_ops(paths["realm_openqa_scann"])

@@ -69,35 +69,42 @@ def write_model_dir(system: MicroSystem, model_dir: str) -> str:
 
 
 # Loads SavedModels in a fresh interpreter and saves each signature's outputs to an .npz:
-# argv = out.npz, then (export_dir, signature, inputs.npz, import_scann) quadruples.
+# argv = out.npz, then (export_dir, signature, inputs.npz, import_scann) quadruples. Op types are
+# checked against the registry first with TensorFlow alone, then with TF.Text (which
+# tensorflow_model_server links in since 2.12), then ScaNN where asked.
 _FRESH_SCRIPT = r"""
 import sys
 import numpy as np
 import tensorflow as tf
-import tensorflow_text  # registers the TF.Text ops, as tensorflow_model_server links them
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
 out_path, rest = sys.argv[1], sys.argv[2:]
+calls = [rest[i:i + 4] for i in range(0, len(rest), 4)]
 results = {}
-for i in range(0, len(rest), 4):
-  path, signature, inputs_path, scann = rest[i:i + 4]
-  if scann == "1":
-    import scann  # noqa: F401  (registers Scann>* ops)
-  from tensorflow.core.protobuf import saved_model_pb2
+op_sets = []
+for i, (path, _, _, _) in enumerate(calls):
   sm = saved_model_pb2.SavedModel()
   with open(path + "/saved_model.pb", "rb") as f:
     sm.ParseFromString(f.read())
   ops = {n.op for mg in sm.meta_graphs for n in mg.graph_def.node}
   ops |= {n.op for mg in sm.meta_graphs for fn in mg.graph_def.library.function
           for n in fn.node_def}
-  unregistered = sorted(op for op in ops if op_def_registry.get(op) is None)
-  results[f"{i // 4}/unregistered_ops"] = np.array(unregistered + [""], dtype=object)
+  op_sets.append(ops)
+  results[f"{i}/non_core_ops"] = np.array(
+      sorted(op for op in ops if op_def_registry.get(op) is None) + [""], dtype=object)
+import tensorflow_text  # noqa: F401
+for i, (path, signature, inputs_path, scann) in enumerate(calls):
+  if scann == "1":
+    import scann  # noqa: F401  (registers Scann>* ops)
+  results[f"{i}/unregistered_ops"] = np.array(
+      sorted(op for op in op_sets[i] if op_def_registry.get(op) is None) + [""], dtype=object)
   loaded = tf.saved_model.load(path)
   fn = loaded.signatures[signature]
   specs = fn.structured_input_signature[1]
   with np.load(inputs_path, allow_pickle=True) as data:
     feeds = {k: tf.constant(data[k], dtype=specs[k].dtype) for k in data.files}
   for k, v in fn(**feeds).items():
-    results[f"{i // 4}/{k}"] = v.numpy()
+    results[f"{i}/{k}"] = v.numpy()
 np.savez(out_path, **results)
 """
 
@@ -110,8 +117,9 @@ def run_in_fresh_process(work_dir: str, calls: Sequence, timeout: float = 300.0)
     calls: (export_dir, signature_name, inputs dict of numpy arrays, import_scann bool) tuples.
 
   Returns:
-    One dict per call: output name → numpy array, plus `unregistered_ops` (op types of the
-    SavedModel not registered in that process before loading it; "" terminated).
+    One dict per call: output name → numpy array, plus `non_core_ops` (op types that plain
+    TensorFlow does not register) and `unregistered_ops` (op types still unregistered with
+    TF.Text, and ScaNN if asked, imported), both "" terminated.
   """
   os.makedirs(work_dir, exist_ok=True)
   argv = []

@@ -100,10 +100,11 @@ class RealmExperiment:
     self.data_service = data_service
     corpus_manifest = corpus_lib.load_manifest(corpus_dir)
     corpus_lib.load_annotation_manifest(annotations_dir)
-    check_or_write_config(model_dir, dict(config.to_dict(),
-                                          corpus_fingerprint=corpus_manifest["fingerprint"]))
     self.bundle = bundle_lib.latest(index_dir)
     check_bundle_matches_corpus(self.bundle, corpus_dir)
+    # Only once every input checks out does the run claim (or re-enter) its model_dir.
+    check_or_write_config(model_dir, dict(config.to_dict(),
+                                          corpus_fingerprint=corpus_manifest["fingerprint"]))
     self.tokenizer = RealmTokenizer()
     self.store = BlockStore([corpus_dir], self.tokenizer, config.model.doc_seq_length)
     m = config.model
