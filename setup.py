@@ -31,7 +31,7 @@ setup(
         "realm_tf": ["text/vocab/*.txt", "data/default_corpus/*", "LICENSES/*"],
         "tfds_builders": ["*/checksums.tsv", "*/dummy_data/**/*", "*/data/*", "*/README.md",
                           "*/CITATIONS.bib", "*/TAGS.txt", "README.md"],
-        "serving": ["*.config", "*.pbtxt"],
+        "serving": ["*.config", "*.pbtxt", "README.md"],
     },
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,

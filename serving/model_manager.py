@@ -31,8 +31,14 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit.
 
 
+def import_text_ops() -> None:
+  """Registers TF.Text's ops, which tensorflow_model_server links in (the exports tokenize)."""
+  import tensorflow_text  # pylint: disable=import-outside-toplevel,unused-import
+
+
 def import_scann() -> bool:
   """Registers ScaNN's TF ops (needed to load the ScaNN export); False if ScaNN is not installed."""
+  import_text_ops()
   try:
     import scann  # pylint: disable=import-outside-toplevel,unused-import
     # pylint: disable-next=import-outside-toplevel,unused-import
