@@ -70,8 +70,9 @@ def test_config_round_trip_and_errors():
 
 
 def test_gelu_is_exact_erf_gelu():
+  # Large weights, so the FFN sees inputs where the two GELUs differ by more than float noise.
   cfg = EncoderConfig(vocab_size=10, hidden_size=8, num_layers=1, num_attention_heads=2,
-                      intermediate_size=16)
+                      intermediate_size=16, initializer_range=1.0)
   approx = dataclasses.replace(cfg, hidden_act="gelu_approximate")
   inputs = {"input_word_ids": tf.constant([[1, 2, 3]]), "input_mask": tf.ones([1, 3], tf.int32),
             "input_type_ids": tf.zeros([1, 3], tf.int32)}
@@ -81,4 +82,4 @@ def test_gelu_is_exact_erf_gelu():
   approx_enc.set_weights(exact_enc.get_weights())
   a = exact_enc(inputs)["sequence_output"].numpy()
   b = approx_enc(inputs)["sequence_output"].numpy()
-  assert 0 < np.abs(a - b).max() < 1e-2  # same weights, slightly different activation
+  assert 0 < np.abs(a - b).max() < 0.1  # same weights, slightly different activation
