@@ -83,7 +83,11 @@ def test_missing_and_half_written_exports_name_the_file(exported, tmp_path):
   with pytest.raises(ee.ExportError, match="realm_export.json is not valid JSON"):
     ee.load_embedder(str(half))
   meta = json.loads(open(os.path.join(path, ee.METADATA)).read())
-  (half / "realm_export.json").write_text(json.dumps(meta))
+  (half / "realm_export.json").write_text(json.dumps(dict(meta, step=1200)))
+  with pytest.raises(ee.ExportError, match="named for step 2 but .*realm_export.json says "
+                                           "step 1200"):
+    ee.load_embedder(str(half))
+  (half / "realm_export.json").write_text(json.dumps(dict(meta, step=2)))
   with pytest.raises(ee.ExportError, match=f"{half / 'variables'} is missing"):
     ee.load_embedder(str(half))
 
