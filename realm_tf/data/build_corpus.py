@@ -326,7 +326,11 @@ def publish(temp_dir: str, output_dir: str, pattern: str, num_shards: int, manif
 
 def run_pipeline(build, beam_args: Optional[Sequence[str]], temp_dir: str):
   """Runs `build(pipeline)` with Beam options from `beam_args`; removes `temp_dir` on failure."""
-  options = PipelineOptions(list(beam_args or []))
+  beam_args = list(beam_args or [])
+  if not any(a.startswith("--runner") for a in beam_args):
+    # Beam's own default may try to download a runner binary; stay offline and local.
+    beam_args.insert(0, "--runner=DirectRunner")
+  options = PipelineOptions(beam_args)
   try:
     p = beam.Pipeline(options=options)
     build(p)

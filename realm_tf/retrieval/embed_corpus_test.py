@@ -6,7 +6,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.retrieval import embed_corpus as ec

@@ -7,7 +7,6 @@ import pytest
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.retrieval import bundle as bundle_lib
-from realm_tf.retrieval import embed_corpus
 from realm_tf.retrieval import embedder_export as ee
 from realm_tf.retrieval import refresh
 from realm_tf.retrieval import testing

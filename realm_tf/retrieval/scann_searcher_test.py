@@ -36,8 +36,8 @@ def test_config_scales_with_corpus_size():
 @pytest.mark.parametrize("mode", ["brute_force", "ah", "tree_ah"])
 def test_scann_agrees_with_exact_on_clustered_data(mode):
   emb, q = testing.clustered(4000, seed=0, num_queries=200)
-  # 4k points is far below where auto picks a tree; search a quarter of its 63 leaves.
-  scann = ScannSearcher(emb, ScannConfig(mode=mode, num_leaves_to_search=16))
+  # 4k points is far below where auto picks a tree: use 20 leaves (~3 clusters each), search 5.
+  scann = ScannSearcher(emb, ScannConfig(mode=mode, num_leaves=20, num_leaves_to_search=5))
   exact = BruteForceSearcher(emb)
   rows, scores = scann.search(q, 10)
   exact_rows, exact_scores = exact.search(q, 10)
