@@ -300,6 +300,9 @@ def test_ambiguous_checkpoint_needs_a_prefix(tmp_path):
   assert cfg == SMALL
 
 
+@pytest.mark.slow  # covered more cheaply elsewhere; make test-slow
+
+
 def test_cli_converts_tf1_reader_and_restores(tmp_path):
   orqa = orqa_arrays()
   path = write_tf1_checkpoint(orqa, str(tmp_path / "orqa" / "model.ckpt"))

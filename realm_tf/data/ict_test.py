@@ -1,4 +1,5 @@
 """Tests of ICT (query sentence, block without it) examples."""
+import pytest
 import numpy as np
 import tensorflow as tf
 
@@ -68,6 +69,8 @@ class ICTTest(tf.test.TestCase):
     got = [ex["sentence_removed"] for ex in builder.dataset(self._blocks(30))
            .as_numpy_iterator()]
     self.assertEqual(got, removed[3][:30].tolist())
+
+  @pytest.mark.slow  # covered more cheaply elsewhere; make test-slow
 
   def test_deterministic_and_resumable(self):
     builder = self.builder

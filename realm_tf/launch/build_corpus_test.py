@@ -1,4 +1,5 @@
 """Tests of the build_corpus command line (runs it in a subprocess under the DirectRunner)."""
+import pytest
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 
 class BuildCorpusLaunchTest(tf.test.TestCase):
+
+  @pytest.mark.slow  # covered more cheaply elsewhere; make test-slow
 
   def test_command_line_matches_library_across_processes(self):
     # (Launch modules are not imported here: absl flags of several launchers would clash in one

@@ -39,6 +39,9 @@ def test_embeds_every_block_in_manifest_order(setup, tmp_path):
   np.testing.assert_allclose(emb, setup["ref"], atol=1e-5)
 
 
+@pytest.mark.slow  # covered more cheaply elsewhere; make test-slow
+
+
 def test_independent_workers_split_shards_and_merge(setup, tmp_path):
   manifest = corpus_lib.load_manifest(setup["corpus"])
   assert ec.assigned_shards(3, 2, 0) == [0, 2] and ec.assigned_shards(3, 2, 1) == [1]
@@ -95,6 +98,9 @@ def test_corrupt_shard_and_empty_corpus_are_named(setup, tmp_path):
     ec.embed_shards(setup["embedder"], empty, str(tmp_path / "w2"))
   with pytest.raises(corpus_lib.CorpusError, match="No corpus manifest"):
     ec.embed_shards(setup["embedder"], str(tmp_path / "nothing"), str(tmp_path / "w3"))
+
+
+@pytest.mark.slow  # covered more cheaply elsewhere; make test-slow
 
 
 def test_two_replicas_on_logical_cpus_match_one(setup, tmp_path):

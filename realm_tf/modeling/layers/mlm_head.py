@@ -2,7 +2,7 @@
 import tensorflow as tf
 import tf_keras
 
-from realm_tf.modeling.encoder_config import gelu_exact
+from realm_tf.modeling.encoder_config import gelu_approximate, gelu_exact
 
 
 @tf_keras.utils.register_keras_serializable(package="realm_tf")
@@ -28,9 +28,9 @@ class MaskedLMHead(tf_keras.layers.Layer):
       self.embedding_table = self.embedding_table()
     vocab_size, hidden_size = self.embedding_table.shape
     if self.activation == "gelu":
-      act = lambda x: tf_keras.activations.gelu(x, approximate=False)
+      act = gelu_exact
     elif self.activation == "gelu_approximate":
-      act = lambda x: tf_keras.activations.gelu(x, approximate=True)
+      act = gelu_approximate
     else:
       act = self.activation
     self.transform = tf_keras.layers.Dense(
