@@ -235,6 +235,10 @@ class IndexRefresher:
     if live is None:
       return True
     step = int(os.path.basename(export_dir.rstrip("/")))
+    source = os.path.normpath(str(live.manifest.get("source_export", "")))
+    watched = os.path.normpath(embedder_export.exports_dir(self.config.model_dir))
+    if os.path.dirname(source) != watched:
+      return True  # the live bundle came from another run (e.g. the ICT warm start)
     if int(live.manifest.get("step", -1)) < step:
       return True
     try:

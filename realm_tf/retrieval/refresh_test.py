@@ -153,3 +153,17 @@ def test_independent_workers(env, tmp_path):
   np.testing.assert_array_equal(b.block_ids, env["ids"])
   assert b.manifest["num_workers"] == 2
   assert not worker1.needs_refresh(env["export"])
+
+
+def test_exports_of_the_watched_run_replace_a_bundle_from_another_run(env, tmp_path):
+  # The first bundle comes from a warm-start run (ICT) at step 100; the trainer's own exports
+  # start again at small steps and must still be picked up.
+  index_dir = tmp_path / "index"
+  refresh.IndexRefresher(config(env, index_dir)).run_once()
+  trainer_dir = str(tmp_path / "realm")
+  r = refresh.IndexRefresher(config(env, index_dir, model_dir=trainer_dir))
+  later = ee.export_embedder(testing.make_retriever(seed=5), trainer_dir, 30)
+  assert r.needs_refresh(later)
+  b = r.run_once()
+  assert b is not None and b.step == 30 and b.manifest["source_export"] == later
+  assert not r.needs_refresh(later)
