@@ -88,24 +88,30 @@ def corpus_fingerprint(manifest: Dict) -> str:
   return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
-def load_manifest(corpus_dir: str) -> Dict:
-  """Reads and checks `<corpus_dir>/manifest.json`; raises CorpusError naming what is wrong."""
-  path = os.path.join(corpus_dir, MANIFEST)
+def _load_sharded_manifest(directory: str, name: str, what: str, required, hint: str) -> Dict:
+  """Reads `<directory>/<name>`, checks `required` fields and that every listed shard exists."""
+  path = os.path.join(directory, name)
   if not tf.io.gfile.exists(path):
-    raise CorpusError(f"No corpus manifest at {path}: build the corpus first "
-                      "(python -m realm_tf.launch.build_corpus).")
+    raise CorpusError(f"No {what} manifest at {path}: {hint}.")
   try:
     with tf.io.gfile.GFile(path, "r") as f:
       manifest = json.load(f)
   except json.JSONDecodeError as e:
-    raise CorpusError(f"Corpus manifest {path} is not valid JSON: {e}") from e
-  for key in ("num_blocks", "shards", "vocab_fingerprint"):
+    raise CorpusError(f"{what.capitalize()} manifest {path} is not valid JSON: {e}") from e
+  for key in required:
     if key not in manifest:
-      raise CorpusError(f"Corpus manifest {path} lacks the field {key!r}.")
+      raise CorpusError(f"{what.capitalize()} manifest {path} lacks the field {key!r}.")
   for shard in manifest["shards"]:
-    if not tf.io.gfile.exists(os.path.join(corpus_dir, shard["file"])):
-      raise CorpusError(f"Corpus shard {shard['file']} listed in {path} is missing.")
+    if not tf.io.gfile.exists(os.path.join(directory, shard["file"])):
+      raise CorpusError(f"{what.capitalize()} shard {shard['file']} listed in {path} is missing.")
   return manifest
+
+
+def load_manifest(corpus_dir: str) -> Dict:
+  """Reads and checks `<corpus_dir>/manifest.json`; raises CorpusError naming what is wrong."""
+  return _load_sharded_manifest(corpus_dir, MANIFEST, "corpus",
+                                ("num_blocks", "shards", "vocab_fingerprint"),
+                                "build the corpus first (python -m realm_tf.launch.build_corpus)")
 
 
 def shard_paths(corpus_dir: str, manifest: Optional[Dict] = None) -> List[str]:
@@ -197,22 +203,9 @@ def parse_annotation(serialized):
 
 def load_annotation_manifest(annotation_dir: str) -> Dict:
   """Reads `<annotation_dir>/manifest.json`; raises CorpusError naming what is wrong."""
-  path = os.path.join(annotation_dir, ANNOTATION_MANIFEST)
-  if not tf.io.gfile.exists(path):
-    raise CorpusError(f"No annotation manifest at {path}: annotate first "
-                      "(python -m realm_tf.launch.annotate_corpus).")
-  try:
-    with tf.io.gfile.GFile(path, "r") as f:
-      manifest = json.load(f)
-  except json.JSONDecodeError as e:
-    raise CorpusError(f"Annotation manifest {path} is not valid JSON: {e}") from e
-  for key in ("num_records", "shards"):
-    if key not in manifest:
-      raise CorpusError(f"Annotation manifest {path} lacks the field {key!r}.")
-  for shard in manifest["shards"]:
-    if not tf.io.gfile.exists(os.path.join(annotation_dir, shard["file"])):
-      raise CorpusError(f"Annotation shard {shard['file']} listed in {path} is missing.")
-  return manifest
+  return _load_sharded_manifest(annotation_dir, ANNOTATION_MANIFEST, "annotation",
+                                ("num_records", "shards"),
+                                "annotate first (python -m realm_tf.launch.annotate_corpus)")
 
 
 def read_annotations(annotation_dir: str, paths: Optional[List[str]] = None) -> tf.data.Dataset:
