@@ -101,12 +101,30 @@ for i, (path, signature, inputs_path, scann) in enumerate(calls):
   loaded = tf.saved_model.load(path)
   fn = loaded.signatures[signature]
   specs = fn.structured_input_signature[1]
-  with np.load(inputs_path, allow_pickle=True) as data:
+  with np.load(inputs_path) as data:
     feeds = {k: tf.constant(data[k], dtype=specs[k].dtype) for k in data.files}
   for k, v in fn(**feeds).items():
     results[f"{i}/{k}"] = v.numpy()
-np.savez(out_path, **results)
+def _plain_array(a):
+  # Fixed-width bytes/str instead of object arrays, so the .npz needs no pickle. (Kept local:
+  # importing realm_tf here would register ops this check must not see.)
+  a = np.asarray(a)
+  if a.dtype != object:
+    return a
+  flat = a.ravel().tolist()
+  return np.array(flat, dtype="S" if flat and isinstance(flat[0], bytes) else "U").reshape(a.shape)
+np.savez(out_path, **{k: _plain_array(v) for k, v in results.items()})
 """
+
+
+def _plain_array(value) -> np.ndarray:
+  """Object (string) arrays as fixed-width bytes/str, so .npz files need no pickle."""
+  a = np.asarray(value)
+  if a.dtype != object:
+    return a
+  flat = a.ravel().tolist()
+  kind = "S" if flat and isinstance(flat[0], bytes) else "U"
+  return np.array(flat, dtype=kind).reshape(a.shape)
 
 
 def run_in_fresh_process(work_dir: str, calls: Sequence, timeout: float = 300.0):
@@ -125,7 +143,7 @@ def run_in_fresh_process(work_dir: str, calls: Sequence, timeout: float = 300.0)
   argv = []
   for i, (path, signature, inputs, scann) in enumerate(calls):
     inputs_path = os.path.join(work_dir, f"inputs_{i}.npz")
-    np.savez(inputs_path, **{k: np.asarray(v) for k, v in inputs.items()})
+    np.savez(inputs_path, **{k: _plain_array(v) for k, v in inputs.items()})
     argv += [path, signature, inputs_path, "1" if scann else "0"]
   out_path = os.path.join(work_dir, "outputs.npz")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
@@ -134,7 +152,7 @@ def run_in_fresh_process(work_dir: str, calls: Sequence, timeout: float = 300.0)
   if proc.returncode:
     raise RuntimeError(f"fresh process failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
   results = [dict() for _ in calls]
-  with np.load(out_path, allow_pickle=True) as data:
+  with np.load(out_path) as data:
     for key in data.files:
       i, name = key.split("/", 1)
       results[int(i)][name] = data[key]
