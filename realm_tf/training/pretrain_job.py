@@ -135,6 +135,8 @@ def run(flags_, dirs: Dict[str, str], strategy) -> Dict:
       summary.get("before")
 
   steps = flags_.num_train_steps
+  if steps <= 0:  # preparation only (corpus, annotations, ICT, first index): see launch/
+    return summary
   config = PretrainConfig(
       model=RealmConfig(retriever_encoder=preset, reader_encoder=preset,
                         num_candidates=flags_.num_candidates),
