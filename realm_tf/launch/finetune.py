@@ -24,6 +24,8 @@ import time
 
 from absl import app, flags, logging
 
+from realm_tf.launch import distribution_flags
+
 flags.DEFINE_string("dataset", "squad_open", "nq_open_orqa | nq_open_orqa/dpr | web_questions_orqa "
                     "| curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct).")
 flags.DEFINE_string("split", "train", "Training split.")
@@ -53,28 +55,18 @@ flags.DEFINE_integer("checkpoint_every", 200, "Steps between checkpoints.")
 flags.DEFINE_integer("log_every", 10, "Steps between progress lines.")
 flags.DEFINE_integer("max_train_examples", None, "Use only the first N training questions.")
 flags.DEFINE_integer("seed", 0, "Shuffling seed.")
-flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (TPUStrategy).")
-flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored",
-                                          "multi_worker_mirrored", "tpu"], "tf.distribute strategy.")
-flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into N logical devices (testing).")
-flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "Mixed precision policy.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward pass.")
 flags.mark_flags_as_required(["index_dir", "corpus_dir", "model_dir"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  import tf_keras  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.strategy import get_strategy  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
-  strategy = get_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.num_cpu_devices)
-  if FLAGS.mixed_precision:
-    tf_keras.mixed_precision.set_global_policy(f"mixed_{FLAGS.mixed_precision}")
+  strategy = distribution_flags.strategy_from_flags()
   reader = ReaderConfig(encoder=FLAGS.reader_encoder, span_hidden_size=FLAGS.span_hidden_size,
                         max_span_width=FLAGS.max_span_width, seq_length=FLAGS.reader_seq_length,
                         query_length=FLAGS.reader_query_length)

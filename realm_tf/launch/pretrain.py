@@ -18,6 +18,8 @@ import time
 
 from absl import app, flags, logging
 
+from realm_tf.launch import distribution_flags
+
 flags.DEFINE_string("work_dir", "runs/default", "Root of every output of the job.")
 flags.DEFINE_list("input", None, "Document files/globs (default: the shipped SQuAD dev set).")
 flags.DEFINE_string("corpus_dir", None, "Block corpus (default <work_dir>/corpus; built if absent).")
@@ -44,12 +46,6 @@ flags.DEFINE_integer("export_every_steps", None, "Steps between embedder exports
 flags.DEFINE_integer("checkpoint_every", 30, "Steps between checkpoints.")
 flags.DEFINE_integer("num_candidates", 8, "Candidates per query: null document + retrieved.")
 flags.DEFINE_integer("seed", 0, "Seed of masking and ICT sampling.")
-flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (TPUStrategy).")
-flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored",
-                                          "multi_worker_mirrored", "tpu"], "tf.distribute strategy.")
-flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into N logical devices (testing).")
-flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "Mixed precision policy.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward pass.")
 flags.DEFINE_string("data_service", None, "grpc://dispatcher:port of a tf.data service.")
 flags.DEFINE_integer("eval_queries", 300, "Queries per recall@5 measurement.")
 flags.DEFINE_float("min_recall", 0.9, "Refuse to publish an index whose ScaNN recall@10 is lower.")
@@ -67,17 +63,12 @@ def _dirs():
 
 def main(argv):
   del argv
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tf_keras  # pylint: disable=g-import-not-at-top
   from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.training import pretrain_job as main_job  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.strategy import get_strategy  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
   dirs = _dirs()
-  strategy = get_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.num_cpu_devices)
-  if FLAGS.mixed_precision:
-    tf_keras.mixed_precision.set_global_policy(f"mixed_{FLAGS.mixed_precision}")
+  strategy = distribution_flags.strategy_from_flags()
   summary = main_job.run(FLAGS, dirs, strategy)
   summary["wall_seconds"] = round(time.time() - t0, 1)
   path = os.path.join(FLAGS.work_dir, "summary.json")

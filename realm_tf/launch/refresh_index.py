@@ -21,17 +21,13 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from realm_tf.launch import distribution_flags  # pylint: disable=unused-import  (--tpu, --strategy, ...)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Trainer directory holding embedder_exports/ and "
                     "TRAINING_DONE.")
 flags.DEFINE_string("corpus_dir", None, "Block corpus (manifest.json + shards).")
 flags.DEFINE_string("index_dir", None, "Where index bundle versions are published.")
-flags.DEFINE_string("tpu", None, "TPU name or address; implies TPUStrategy.")
-flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored",
-                                          "multi_worker_mirrored", "tpu"],
-                  "tf.distribute strategy for embedding (replicas within this worker).")
-flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into this many logical devices "
-                     "(with --strategy=mirrored: several replicas on a CPU host).")
 flags.DEFINE_integer("num_shards", 1, "Number of independent embedding workers.")
 flags.DEFINE_integer("shard_index", 0, "This worker (0 merges and publishes).")
 flags.DEFINE_integer("batch_size", 32, "Blocks per replica per step.")
