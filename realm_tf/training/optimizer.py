@@ -15,4 +15,5 @@ def create_optimizer(learning_rate: float = 3e-5, num_train_steps: int = 200_000
                                    decay_schedule_fn=schedule, warmup_steps=num_warmup_steps)
   return optimization.AdamWeightDecay(
       learning_rate=schedule, weight_decay_rate=weight_decay_rate, beta_1=0.9, beta_2=0.999,
-      epsilon=1e-6, exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"])
+      epsilon=1e-6, exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"],
+      gradient_clip_norm=0.0)  # the Trainer clips the cross-replica gradient itself

@@ -108,10 +108,16 @@ class Trainer:
     if hasattr(self.optimizer, "get_unscaled_gradients"):
       grads = self.optimizer.get_unscaled_gradients(grads)
     pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-    grads, norm = tf.clip_by_global_norm([g for g, _ in pairs], self.clip_norm)
-    self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]))
+    # Sum across replicas first, then clip the global norm of the summed gradient, so the
+    # update is the same for any number of replicas (clipping per replica would not be).
+    summed = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(g) for g, _ in pairs])
+    grads, norm = tf.clip_by_global_norm(summed, self.clip_norm)
+    self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]),
+                                   experimental_aggregate_gradients=False)
     out = {"loss": (tf.reduce_sum(per_example_loss), tf.cast(tf.size(per_example_loss), tf.float32)),
-           "grad_norm": (norm, tf.constant(1.0))}
+           "grad_norm": (norm / self.strategy.num_replicas_in_sync,
+                         tf.constant(1.0) / self.strategy.num_replicas_in_sync)}
     out.update(metrics)
     return out
 
