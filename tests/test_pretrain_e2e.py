@@ -2,6 +2,8 @@
 refresh → recall, then a resume, a corpus-mismatch refusal and a config-mismatch refusal."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,3 +119,24 @@ def test_missing_corpus_or_index_is_a_clear_error(work, tmp_path):
     RealmExperiment(cfg, dirs["corpus"], dirs["annotations"], str(tmp_path / "noindex"),
                     str(tmp_path / "m2"))
   assert not (tmp_path / "m1").exists() and not (tmp_path / "m2").exists()
+
+
+def test_ict_launcher_trains_exports_and_publishes_the_first_bundle(work, tmp_path):
+  dirs, _, _ = work
+  model_dir, index_dir = str(tmp_path / "ict"), str(tmp_path / "index")
+  cmd = [sys.executable, "-m", "realm_tf.launch.ict", f"--corpus_dir={dirs['corpus']}",
+         f"--model_dir={model_dir}", f"--index_dir={index_dir}", "--batch_size=2",
+         "--num_train_steps=2", "--checkpoint_every=2", "--min_recall=0"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "ICT: 2 steps, loss=" in proc.stdout
+  live = bundle_lib.latest(index_dir)
+  assert live.version == 1 and live.step == 2
+  assert live.manifest["source_export"].startswith(os.path.join(model_dir, "embedder_exports"))
+  assert live.num_rows == corpus_lib.load_manifest(dirs["corpus"])["num_blocks"]
+
+  missing = str(tmp_path / "no_corpus")
+  proc = subprocess.run([*cmd[:3], f"--corpus_dir={missing}", f"--model_dir={tmp_path / 'm'}"],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  assert missing in proc.stderr and "ERROR:" in proc.stderr

@@ -61,6 +61,33 @@ def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int 
   return ds.map(_finish).prefetch(tf.data.AUTOTUNE)
 
 
+def hf_initializer(hf_dir: Optional[str]):
+  """A function loading HF BERT weights (`'minilm'`: the installed MiniLM) into an encoder, or None."""
+  if not hf_dir:
+    return None
+  from realm_tf.checkpoints import hf_bert  # pylint: disable=g-import-not-at-top
+  if hf_dir == "minilm":
+    hf_dir = hf_bert.default_minilm_dir()
+
+  def load(encoder):
+    hf_bert.load_hf_bert_into_encoder(hf_dir, encoder)
+
+  return load
+
+
+def tower_initializer(encoder_init):
+  """Applies an encoder initializer to both retriever towers (once when they share weights)."""
+  if encoder_init is None:
+    return None
+
+  def init_towers(retriever):
+    encoder_init(retriever.query_encoder)
+    if retriever.doc_encoder is not retriever.query_encoder:
+      encoder_init(retriever.doc_encoder)
+
+  return init_towers
+
+
 def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,
             strategy: Optional[tf.distribute.Strategy] = None,
             init_weights=None) -> Dict:

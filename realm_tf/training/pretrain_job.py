@@ -21,7 +21,8 @@ from realm_tf.modeling.retriever import RetrieverConfig
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
 from realm_tf.text import RealmTokenizer
-from realm_tf.training.ict_experiment import IctConfig, run_ict
+from realm_tf.training.ict_experiment import (IctConfig, hf_initializer, run_ict,
+                                               tower_initializer)
 from realm_tf.training.realm_experiment import PretrainConfig, RealmExperiment
 
 EVAL_SEED = 20_200_210  # masked-sentence evaluation queries differ from training ones
@@ -48,20 +49,6 @@ def ensure_annotations(corpus_dir: str, annotations_dir: str) -> Dict:
                                           num_shards=2))
   logging.info("Annotations: %s", result["counters"])
   return result["manifest"]
-
-
-def hf_initializer(hf_dir: Optional[str]):
-  """A function loading HF BERT weights into a BertEncoderV2, or None."""
-  if not hf_dir:
-    return None
-  from realm_tf.checkpoints import hf_bert  # pylint: disable=g-import-not-at-top
-  if hf_dir == "minilm":
-    hf_dir = hf_bert.default_minilm_dir()
-
-  def load(encoder):
-    hf_bert.load_hf_bert_into_encoder(hf_dir, encoder)
-
-  return load
 
 
 def masked_eval_features(annotations_dir: str, tokenizer: RealmTokenizer, n: int,
@@ -112,13 +99,8 @@ def run(flags_, dirs: Dict[str, str], strategy) -> Dict:
                          warmup_steps=max(flags_.ict_steps // 10, 0), seed=flags_.seed,
                          checkpoint_every=max(flags_.ict_steps, 1))
 
-  def init_towers(retriever):
-    if init:
-      init(retriever.query_encoder)
-      if retriever.doc_encoder is not retriever.query_encoder:
-        init(retriever.doc_encoder)
-
-  ict = run_ict(ict_config, dirs["corpus"], dirs["ict"], strategy, init_weights=init_towers) \
+  ict = run_ict(ict_config, dirs["corpus"], dirs["ict"], strategy,
+                init_weights=tower_initializer(init)) \
       if flags_.ict_steps > 0 else None
   refresher = IndexRefresher(RefreshConfig(model_dir=dirs["realm"], corpus_dir=dirs["corpus"],
                                            index_dir=dirs["index"], min_recall=flags_.min_recall),
