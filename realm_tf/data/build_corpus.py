@@ -4,7 +4,7 @@
           ─key by doc-hash range─▶ GroupByKey per shard ─sort, drop duplicate ids─▶ shard files in a
           temp dir ─(after the pipeline) verify sha256, rename into place, write manifest last.
 
-Runs on any Beam runner (DirectRunner here; Dataflow, Flink or Spark unchanged). The order of blocks
+Runs on any Beam runner (in-process FnApiRunner here; Dataflow, Flink or Spark unchanged). The order of blocks
 is total and deterministic — shards are ranges of sha256(doc_id), and inside a shard blocks are
 sorted by (doc hash, doc id, block index) — so `read_blocks` (manifest order) and index rows agree
 across runs, as do block ids (`corpus.block_id_for`). A killed run leaves its shards in a sibling
@@ -324,12 +324,19 @@ def publish(temp_dir: str, output_dir: str, pattern: str, num_shards: int, manif
   return manifest
 
 
+# Beam's in-process portable runner. Beam 2.77's DirectRunner first tries its Prism runner, which
+# downloads a binary from GitHub at run time (and fails offline before falling back to this one).
+DEFAULT_RUNNER = "FnApiRunner"
+
+
 def run_pipeline(build, beam_args: Optional[Sequence[str]], temp_dir: str):
-  """Runs `build(pipeline)` with Beam options from `beam_args`; removes `temp_dir` on failure."""
+  """Runs `build(pipeline)` with Beam options from `beam_args`; removes `temp_dir` on failure.
+
+  Without `--runner` the pipeline runs in-process (`DEFAULT_RUNNER`), never downloading anything.
+  """
   beam_args = list(beam_args or [])
   if not any(a.startswith("--runner") for a in beam_args):
-    # Beam's own default may try to download a runner binary; stay offline and local.
-    beam_args.insert(0, "--runner=DirectRunner")
+    beam_args.insert(0, f"--runner={DEFAULT_RUNNER}")
   options = PipelineOptions(beam_args)
   try:
     p = beam.Pipeline(options=options)
@@ -347,7 +354,7 @@ def build_corpus(config: BuildCorpusConfig, beam_args: Optional[Sequence[str]] =
   """Builds the block corpus; returns {"manifest", "counters", "bad_records"}.
 
   `beam_args` are Beam pipeline options (`--runner=DataflowRunner --project=...`); the default
-  runner is the DirectRunner.
+  runner is Beam's in-process FnApiRunner.
   """
   from realm_tf.text import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   if config.num_shards < 1:

@@ -1,5 +1,6 @@
-"""Tests of the Beam block-corpus pipeline (DirectRunner) and its bad-input handling."""
+"""Tests of the Beam block-corpus pipeline (in-process runner) and its bad-input handling."""
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -43,10 +44,28 @@ class BuildCorpusTest(tf.test.TestCase):
     cls.tmp = tempfile.mkdtemp()
     cls.inputs = write_inputs(cls.tmp)
     cls.results = []
-    for run in ("a", "b"):
-      config = build_corpus.BuildCorpusConfig(
-          inputs=cls.inputs, output_dir=os.path.join(cls.tmp, run), num_shards=3)
-      cls.results.append(build_corpus.build_corpus(config))
+
+    class Collect(logging.Handler):
+      def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+      def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    cls.beam_log = Collect()
+    beam_logger = logging.getLogger("apache_beam")
+    old_level = beam_logger.level
+    beam_logger.setLevel(logging.INFO)
+    beam_logger.addHandler(cls.beam_log)
+    try:
+      for run in ("a", "b"):
+        config = build_corpus.BuildCorpusConfig(
+            inputs=cls.inputs, output_dir=os.path.join(cls.tmp, run), num_shards=3)
+        cls.results.append(build_corpus.build_corpus(config))
+    finally:
+      beam_logger.removeHandler(cls.beam_log)
+      beam_logger.setLevel(old_level)
 
   @classmethod
   def tearDownClass(cls):
@@ -76,6 +95,12 @@ class BuildCorpusTest(tf.test.TestCase):
       self.assertTrue(b["body"].endswith(b"cities."))
     titles = {b["title"] for b in blocks}
     self.assertIn(b"Tab here", titles)
+
+  def test_default_runner_stays_offline_and_in_process(self):
+    # Beam's DirectRunner would first try to download its Prism runner binary.
+    self.assertNotEmpty(self.beam_log.messages)
+    self.assertEmpty([m for m in self.beam_log.messages
+                      if "prism" in m.lower() or "download" in m.lower()])
 
   def test_block_ids_and_order_are_deterministic(self):
     a, b = self._blocks("a"), self._blocks("b")

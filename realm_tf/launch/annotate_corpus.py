@@ -1,4 +1,4 @@
-r"""Annotates salient spans (spaCy NER + date regex) with Apache Beam (DirectRunner by default).
+r"""Annotates salient spans (spaCy NER + date regex) with Apache Beam (in-process FnApiRunner by default).
 
     python -m realm_tf.launch.annotate_corpus --corpus_dir=/tmp/realm/blocks \
         --output_dir=/tmp/realm/annotations
@@ -24,7 +24,8 @@ flags.DEFINE_enum("format", "auto", ["auto", "jsonl", "squad", "wikitext", "text
                   "Document format of --input.")
 flags.DEFINE_string("output_dir", None, "Annotation directory to write.")
 flags.DEFINE_integer("num_shards", 4, "Number of output shards.")
-flags.DEFINE_string("runner", "DirectRunner", "Beam runner.")
+flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process; Beam's "
+                    "DirectRunner first tries to download its Prism runner).")
 flags.DEFINE_bool("strict", False, "Stop at the first bad input record instead of counting it.")
 flags.DEFINE_enum("sentence_splitter", "rule", ["rule", "spacy"],
                   "rule: the fast rule-based splitter; spacy: the dependency parser's sentences.")

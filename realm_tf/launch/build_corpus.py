@@ -1,4 +1,4 @@
-r"""Builds the block corpus Z with Apache Beam (DirectRunner by default).
+r"""Builds the block corpus Z with Apache Beam (in-process FnApiRunner by default).
 
     python -m realm_tf.launch.build_corpus --output_dir=/tmp/realm/blocks
     python -m realm_tf.launch.build_corpus --input='gs://b/wiki/*.jsonl.gz' \
@@ -23,7 +23,7 @@ flags.DEFINE_enum("format", "auto", ["auto", "jsonl", "squad", "wikitext", "text
                   "Document format; auto detects it per file.")
 flags.DEFINE_string("output_dir", None, "Corpus directory to write.")
 flags.DEFINE_integer("num_shards", 4, "Number of output shards.")
-flags.DEFINE_string("runner", "DirectRunner", "Beam runner (DirectRunner, DataflowRunner, "
+flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process, DataflowRunner, "
                     "FlinkRunner, SparkRunner, ...).")
 flags.DEFINE_bool("strict", False, "Stop at the first bad input record instead of counting it.")
 flags.DEFINE_integer("max_document_bytes", 1_000_000,

@@ -63,8 +63,12 @@ def masked_eval_features(annotations_dir: str, tokenizer: RealmTokenizer, n: int
 
 
 def measure_recall(bundle, annotations_dir: str, corpus_dir: str, num_queries: int,
-                   with_squad: bool) -> Dict[str, float]:
-  """Zero-shot recall@5 of `bundle`'s query embedder over `bundle`'s index."""
+                   with_squad: bool, squad_path: Optional[str] = None) -> Dict[str, float]:
+  """Zero-shot recall@5 of `bundle`'s query embedder over `bundle`'s index.
+
+  SQuAD questions come from `squad_path` (default: the shipped dev set the default corpus is built
+  from); their gold paragraphs must be documents of `corpus_dir`.
+  """
   tokenizer = RealmTokenizer()
   emb = np.asarray(bundle.embeddings, np.float32)
   ids = np.asarray(bundle.block_ids)
@@ -72,7 +76,7 @@ def measure_recall(bundle, annotations_dir: str, corpus_dir: str, num_queries: i
   out = {"masked_sentence_recall@5": recall_lib.masked_sentence_recall(
       embed, emb, ids, masked_eval_features(annotations_dir, tokenizer, num_queries))}
   if with_squad:
-    questions = load_squad_questions(limit=None)
+    questions = load_squad_questions(squad_path)
     rng = np.random.RandomState(0)
     pick = rng.choice(len(questions), size=min(num_queries, len(questions)), replace=False)
     out["squad_question_recall@5"] = recall_lib.squad_recall(
