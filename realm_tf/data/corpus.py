@@ -217,6 +217,31 @@ def read_annotations(annotation_dir: str, paths: Optional[List[str]] = None) -> 
   return ds.map(parse_annotation, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def numbered_examples(records: tf.data.Dataset, build, start_index: int = 0,
+                      keep_index: bool = False,
+                      num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
+                      deterministic: bool = True) -> tf.data.Dataset:
+  """`build(index, record)` over `records` numbered from `start_index`, invalid results dropped.
+
+  The index is the record's raw position in its (repeated, skipped) stream: the masking and ICT
+  examples are stateless functions of it, and it is what a checkpoint stores to resume exactly.
+  `build` returns a dict with a boolean `valid`; `keep_index` adds `index` to each example.
+  """
+  def _build(index, record):
+    example = dict(build(index, record))
+    if keep_index:
+      example["index"] = index
+    return example
+
+  ds = records.enumerate(start=start_index)
+  if num_parallel_calls is None:
+    ds = ds.map(_build)
+  else:
+    ds = ds.map(_build, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+  ds = ds.filter(lambda ex: ex["valid"])
+  return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "valid"})
+
+
 def write_json_atomic(path: str, obj: Dict) -> None:
   """Writes JSON to `path` through a temp file + rename."""
   tmp = path + ".tmp"

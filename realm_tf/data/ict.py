@@ -104,21 +104,16 @@ class ICTExampleBuilder:
 
   def dataset(self, blocks: tf.data.Dataset, start_index: int = 0,
               num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
-              deterministic: bool = True) -> tf.data.Dataset:
+              deterministic: bool = True, keep_index: bool = False) -> tf.data.Dataset:
     """ICT examples of `blocks` (blocks with too few sentences dropped); block i has index
-    start_index + i."""
+    start_index + i (kept as `index` with `keep_index`)."""
     def build(index, block):
       return self.compiled(index, {
           "block_id": tf.cast(block["block_id"], tf.int64), "body": block["body"],
           "title_ids": tf.cast(tf.reshape(block["title_ids"], [-1]), tf.int32)})
 
-    ds = blocks.enumerate(start=start_index)
-    if num_parallel_calls is None:
-      ds = ds.map(build)
-    else:
-      ds = ds.map(build, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    ds = ds.filter(lambda ex: ex["valid"])
-    return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "valid"})
+    return corpus.numbered_examples(blocks, build, start_index, keep_index, num_parallel_calls,
+                                    deterministic)
 
 
 def ict_dataset(corpus_dir: str, config: ICTConfig = ICTConfig(), tokenizer=None,

@@ -184,18 +184,14 @@ class Masker:
 
   def dataset(self, records: tf.data.Dataset, start_index: int = 0,
               num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
-              deterministic: bool = True) -> tf.data.Dataset:
-    """Masked examples of `records` (rejected ones dropped); record i has index start_index + i."""
+              deterministic: bool = True, keep_index: bool = False) -> tf.data.Dataset:
+    """Masked examples of `records` (rejected ones dropped); record i has index start_index + i
+    (kept as `index` with `keep_index`)."""
     def mask(index, record):
       return self.compiled(index, {k: record[k] for k in RECORD_SIGNATURE})
 
-    ds = records.enumerate(start=start_index)
-    if num_parallel_calls is None:
-      ds = ds.map(mask)
-    else:
-      ds = ds.map(mask, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    ds = ds.filter(lambda ex: ex["valid"])
-    return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "valid"})
+    return corpus.numbered_examples(records, mask, start_index, keep_index, num_parallel_calls,
+                                    deterministic)
 
 
 def masked_dataset(annotation_dir: str, config: MaskingConfig = MaskingConfig(),

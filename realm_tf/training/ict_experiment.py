@@ -40,21 +40,19 @@ def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int 
   Each batch carries `data_position` (one past its last raw block index) for exact resume.
   """
   blocks = corpus_lib.read_blocks(corpus_dir).repeat().skip(start_position)
-  ds = blocks.enumerate(start=start_position)
 
-  def _build(index, block):
-    ex = builder(index, block)
-    out = {"block_id": ex["block_id"], "index": index, "valid": ex["valid"]}
+  def _inputs(ex):
+    out = {"block_id": ex["block_id"], "index": ex["index"]}
     for k in INPUT_KEYS:
       out[f"query/{k}"] = ex[f"query_{k}"]
       out[f"block/{k}"] = ex[f"block_{k}"]
     return out
 
-  ds = ds.map(_build, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.filter(lambda ex: ex["valid"]).batch(batch_size, drop_remainder=True)
+  ds = builder.dataset(blocks, start_index=start_position, keep_index=True).map(_inputs)
+  ds = ds.batch(batch_size, drop_remainder=True)
 
   def _finish(batch):
-    batch = {k: v for k, v in batch.items() if k != "valid"}
+    batch = dict(batch)
     batch["data_position"] = tf.fill([batch_size], tf.reduce_max(batch.pop("index")) + 1)
     return batch
 
