@@ -51,3 +51,21 @@ def peak_matmul_flops(n: int = 2048, repeats: int = 10) -> float:
     f(a, b).numpy()
     best = min(best, time.perf_counter() - t)
   return 2 * n ** 3 / best
+
+
+def squad_subset(path_out: str, articles: int) -> dict:
+  """Writes the first `articles` articles of the shipped SQuAD dev set (a smaller corpus for
+  CPU-sized benchmarks) unless `path_out` exists; returns their counts."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.documents import default_corpus_path  # pylint: disable=g-import-not-at-top
+  with gzip.open(default_corpus_path(), "rt", encoding="utf-8") as f:
+    root = json.load(f)
+  data = root["data"][:articles]
+  if not os.path.exists(path_out):
+    tmp = path_out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump({"version": root.get("version", "1.1"), "data": data}, f)
+    os.replace(tmp, path_out)
+  return {"articles": len(data), "paragraphs": sum(len(a["paragraphs"]) for a in data),
+          "questions": sum(len(p["qas"]) for a in data for p in a["paragraphs"]),
+          "titles": [a["title"] for a in data]}

@@ -24,8 +24,6 @@ and what this measures is whether ICT / REALM steps move a supervised sentence e
 
 Writes benchmarks/results/realm_vs_ict.json.
 """
-import gzip
-import json
 import os
 import shutil
 import time
@@ -50,22 +48,6 @@ flags.DEFINE_integer("eval_queries", 1000, "Queries per recall measurement (each
 flags.DEFINE_list("conditions", ["init", "ict_warm_start", "ict_only", "realm_salient",
                                  "realm_random_span"], "Conditions to run.")
 FLAGS = flags.FLAGS
-
-
-def _subset_squad(path_out: str, articles: int) -> dict:
-  """Writes the first `articles` articles of the shipped SQuAD dev set; returns counts."""
-  from realm_tf.data.documents import default_corpus_path  # pylint: disable=g-import-not-at-top
-  with gzip.open(default_corpus_path(), "rt", encoding="utf-8") as f:
-    root = json.load(f)
-  data = root["data"][:articles]
-  if not os.path.exists(path_out):
-    tmp = path_out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump({"version": root.get("version", "1.1"), "data": data}, f)
-    os.replace(tmp, path_out)
-  return {"articles": len(data), "paragraphs": sum(len(a["paragraphs"]) for a in data),
-          "questions": sum(len(p["qas"]) for a in data for p in a["paragraphs"]),
-          "titles": [a["title"] for a in data]}
 
 
 def _job_flags(**overrides):
@@ -98,7 +80,7 @@ def main(argv):
   w = FLAGS.work_dir
   os.makedirs(w, exist_ok=True)
   squad = os.path.join(w, "squad-dev-subset.json")
-  data_facts = _subset_squad(squad, FLAGS.articles)
+  data_facts = common.squad_subset(squad, FLAGS.articles)
   corpus, annotations = os.path.join(w, "corpus"), os.path.join(w, "annotations")
   manifest = pretrain_job.ensure_corpus([squad], corpus)
   pretrain_job.ensure_annotations(corpus, annotations)

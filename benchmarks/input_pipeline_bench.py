@@ -1,0 +1,119 @@
+r"""REALM input pipeline rate vs the trainer's consumption rate (the ratio must stay above 2).
+
+The whole pre-training input pipeline is timed — annotated sentence → salient-span mask → query
+embedding with the live bundle's embedder → ScaNN search → own block dropped → null document
+prepended → featurized `[CLS] x [SEP] z [SEP]` batches — exactly as `RealmExperiment.make_dataset`
+builds it, then the train step alone on those batches, for each preset, in one run:
+
+  ratio = pipeline queries/s (iterating the dataset only) / train-step queries/s (batch ready)
+
+Both run on the same 2 CPU cores here, so the end-to-end rate (the trainer consuming the live
+dataset) is reported too. On TPU/GPU the trainer runs on the accelerator and the pipeline on the
+host (or on tf.data service workers with --data_service), so the ratio is what decides whether
+training is input-bound.
+
+  python -m benchmarks.input_pipeline_bench [--presets=tiny,minilm] [--articles=8]
+
+The corpus is the first --articles articles of the shipped SQuAD dev set; the index is built with
+randomly initialised towers of each preset (retrieval quality does not change the pipeline's cost).
+Writes benchmarks/results/input_pipeline.json.
+"""
+import os
+import time
+
+from absl import app, flags, logging
+
+from benchmarks import common
+
+flags.DEFINE_string("work_dir", "runs/input_pipeline_bench", "Corpus, indexes, model dirs.")
+flags.DEFINE_integer("articles", 8, "SQuAD dev articles whose paragraphs form the corpus.")
+flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets.")
+flags.DEFINE_integer("batch_size", 4, "Queries per batch.")
+flags.DEFINE_integer("num_candidates", 8, "Null document + retrieved blocks per query.")
+flags.DEFINE_integer("pipeline_batches", 20, "Batches timed through the pipeline alone.")
+flags.DEFINE_integer("steps", 5, "Train steps timed (after 2 warm-up steps).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.INFO)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.realm_pretrainer import RealmConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  from realm_tf.training import pretrain_job  # pylint: disable=g-import-not-at-top
+  from realm_tf.training.realm_experiment import PretrainConfig, RealmExperiment  # pylint: disable=g-import-not-at-top
+
+  w = FLAGS.work_dir
+  os.makedirs(w, exist_ok=True)
+  squad = os.path.join(w, "squad-dev-subset.json")
+  facts = common.squad_subset(squad, FLAGS.articles)
+  corpus, annotations = os.path.join(w, "corpus"), os.path.join(w, "annotations")
+  facts["blocks"] = pretrain_job.ensure_corpus([squad], corpus)["num_blocks"]
+  pretrain_job.ensure_annotations(corpus, annotations)
+  results = {"data": {k: v for k, v in facts.items() if k != "titles"}, "presets": {}}
+
+  for preset in FLAGS.presets:
+    d = os.path.join(w, preset)
+    index_dir = os.path.join(d, "index")
+    refresher = IndexRefresher(RefreshConfig(model_dir=os.path.join(d, "model"), corpus_dir=corpus,
+                                             index_dir=index_dir, min_recall=0.0))
+    if refresher.live_bundle() is None:
+      retriever = Retriever(RetrieverConfig(encoder=preset))
+      retriever.build_towers()
+      refresher.refresh(embedder_export.export_embedder(
+          retriever, os.path.join(d, "model"), 0, tokenizer=RealmTokenizer()))
+    config = PretrainConfig(
+        model=RealmConfig(retriever_encoder=preset, reader_encoder=preset,
+                          num_candidates=FLAGS.num_candidates),
+        batch_size=FLAGS.batch_size, num_train_steps=1000, warmup_steps=0, refresh="none")
+    exp = RealmExperiment(config, corpus, annotations, index_dir,
+                          os.path.join(d, f"realm-{int(time.time())}"))
+
+    # 1. The pipeline alone.
+    it = iter(exp.make_dataset(0))
+    first = next(it)
+    next(it)  # warm-up: tracing, ScaNN searcher creation, first shards opened
+    t = time.perf_counter()
+    for _ in range(FLAGS.pipeline_batches):
+      next(it)
+    pipeline_qps = FLAGS.pipeline_batches * FLAGS.batch_size / (time.perf_counter() - t)
+
+    # 2. The train step alone on a ready batch.
+    batch = {k: v for k, v in first.items() if k != "data_position"}
+    step = exp.trainer._train_step  # pylint: disable=protected-access
+    for _ in range(2):
+      step(batch)
+    t = time.perf_counter()
+    for _ in range(FLAGS.steps):
+      out = step(batch)
+    float(out["loss"][0].numpy())
+    trainer_qps = FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - t)
+
+    # 3. End to end: the step consuming the live dataset (both on this machine's cores).
+    t = time.perf_counter()
+    for _ in range(FLAGS.steps):
+      b = next(it)
+      out = step({k: v for k, v in b.items() if k != "data_position"})
+    float(out["loss"][0].numpy())
+    e2e_qps = FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - t)
+    results["presets"][preset] = {
+        "pipeline_queries_per_second": pipeline_qps,
+        "trainer_queries_per_second": trainer_qps,
+        "end_to_end_queries_per_second": e2e_qps,
+        "pipeline_over_trainer": pipeline_qps / trainer_qps,
+        "goal_ratio_above_2": pipeline_qps / trainer_qps > 2,
+        "batch_size": FLAGS.batch_size, "num_candidates": FLAGS.num_candidates}
+    logging.info("%s: %s", preset, results["presets"][preset])
+  results["note"] = ("Pipeline and trainer timed one after the other on the same CPU cores; the "
+                     "pipeline includes query embedding with the bundle's embedder and ScaNN "
+                     "search, so for equal towers it costs a fraction of the step (query tower "
+                     "forward only vs every tower forward and backward).")
+  common.write_result("input_pipeline", results)
+
+
+if __name__ == "__main__":
+  app.run(main)
