@@ -14,6 +14,7 @@ flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets to measure.")
 flags.DEFINE_integer("steps", 5, "Timed steps per configuration (after 2 warm-up steps).")
 flags.DEFINE_integer("batch_size", 4, "REALM queries per step.")
 flags.DEFINE_integer("ict_batch_size", 16, "ICT batch size.")
+flags.DEFINE_list("jit_compile", ["off", "on"], "XLA-compile the step: off, on, or both.")
 FLAGS = flags.FLAGS
 
 
@@ -64,14 +65,15 @@ def main(argv):
   def ids(shape):
     return tf.constant(rng.randint(1000, 29000, shape), tf.int32)
 
-  for preset in FLAGS.presets:
+  for preset, jit in [(p, j) for p in FLAGS.presets for j in FLAGS.jit_compile]:
+    jit_compile = jit == "on"
     enc = get_encoder_config(preset)
     # ICT.
     b = FLAGS.ict_batch_size
     model = Retriever(RetrieverConfig(encoder=preset))
     model.build_towers()
     trainer = Trainer(model, create_optimizer(1e-4, 100, 0), tasks.ict_task,
-                      tf.distribute.get_strategy(), "/tmp/bench_ict", b)
+                      tf.distribute.get_strategy(), "/tmp/bench_ict", b, jit_compile=jit_compile)
     batch = {}
     for prefix, t in (("query", 96), ("block", 288)):
       batch.update({f"{prefix}/input_word_ids": ids([b, t]),
@@ -79,7 +81,8 @@ def main(argv):
                     f"{prefix}/input_type_ids": tf.zeros([b, t], tf.int32)})
     sec = timed(trainer, batch, FLAGS.steps)
     flops = 3 * b * (encoder_flops(enc, 96) + encoder_flops(enc, 288))
-    results["configs"].append({"task": "ict", "preset": preset, "batch_size": b,
+    results["configs"].append({"task": "ict", "preset": preset, "jit_compile": jit_compile,
+                               "batch_size": b,
                                "seconds_per_step": sec, "examples_per_second": b / sec,
                                "model_flops_per_second": flops / sec, "mfu": flops / sec / peak})
     # REALM.
@@ -88,7 +91,7 @@ def main(argv):
     model = RealmPretrainer(cfg)
     model.build_all()
     trainer = Trainer(model, create_optimizer(1e-4, 100, 0), tasks.realm_pretrain_task,
-                      tf.distribute.get_strategy(), "/tmp/bench_realm", b)
+                      tf.distribute.get_strategy(), "/tmp/bench_realm", b, jit_compile=jit_compile)
     c, m = cfg.num_candidates, cfg.max_predictions
     batch = {}
     for prefix, shape in (("query", [b, 96]), ("candidates", [b, c, 288]), ("joint", [b, c, 384])):
@@ -99,7 +102,8 @@ def main(argv):
                  masked_weights=tf.ones([b, m]), candidate_mask=tf.ones([b, c]))
     sec = timed(trainer, batch, FLAGS.steps)
     flops = 3 * realm_flops(cfg, b)
-    results["configs"].append({"task": "realm", "preset": preset, "batch_size": b,
+    results["configs"].append({"task": "realm", "preset": preset, "jit_compile": jit_compile,
+                               "batch_size": b,
                                "num_candidates": c, "seconds_per_step": sec,
                                "examples_per_second": b / sec,
                                "model_flops_per_second": flops / sec, "mfu": flops / sec / peak})
