@@ -4,14 +4,31 @@
       ─▶ drop the query's own block ─▶ prepend the null document ─▶ featurize candidates
          ([CLS] title [SEP] body [SEP] for the retriever, [CLS] x [SEP] body [SEP] for the reader)
 
-Everything runs as TF ops inside tf.data, so the pipeline can be placed on tf.data service
-workers. The input is ordered and each example carries its raw position `index`; a batch
-reports `data_position` (one past its last raw index) so training resumes exactly.
+Everything runs as TF ops inside tf.data (no py_function). The input is ordered and each example
+carries its raw position `index`; a batch reports `data_position` (one past its last raw index) so
+training resumes exactly.
+
+tf.data service (`data_service="grpc://dispatcher:port"`): the retrieval-heavy part — masking,
+batching, query embedding and MIPS search — runs on the service's workers; the cheap gathers of
+`featurize` run on the trainer, against its own BlockStore. tf.data service ships a dataset to its
+workers as a serialized graph, and a graph that *captures* a loaded SavedModel carries every
+variable value in it (as constants), so the query embedder and the whole ScaNN index would travel
+inside the graph, capped by the 2 GB protobuf limit. `bundle_retrieve_fn(bundle, k,
+load_on_worker=True)` avoids that: the graph holds only the functions and the bundle's path, and each
+worker reads the weights and index from the bundle directory itself (once per job, with RestoreV2),
+so the bundle must sit on storage every worker can read (a shared file system, GCS). Workers must
+have the TF.Text and ScaNN ops registered: start them with `python -m
+realm_tf.launch.data_service_worker`.
 """
 import dataclasses
-from typing import Callable, Optional
+import hashlib
+import os
+from typing import Callable, List, Optional, Sequence
+from urllib import parse as urlparse
 
+import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from realm_tf.data.block_store import BlockStore
 from realm_tf.text import pack_document, pack_pair
@@ -90,9 +107,44 @@ def featurize(batch, retrieved_ids, store: BlockStore, config: PipelineConfig,
   return out
 
 
+class DataServiceError(ValueError):
+  """The tf.data service address is malformed or no dispatcher answers there."""
+
+
+_RETRIEVED = "_retrieved_ids"  # the service → trainer hand-off key (before own-block removal)
+
+
+def check_data_service(address: str, timeout_s: float = 10.0) -> str:
+  """Validates `grpc://host:port` and waits up to `timeout_s` for a dispatcher to answer there.
+
+  Without this check, an unreachable dispatcher makes the tf.data client retry for minutes before
+  failing with a bare "Failed to register dataset"; here it is a DataServiceError naming the address.
+  Returns the address unchanged.
+  """
+  parsed = urlparse.urlparse(address)
+  if parsed.scheme != "grpc" or not parsed.hostname or parsed.port is None or \
+      parsed.path not in ("", "/"):
+    raise DataServiceError(f"data_service must look like grpc://host:port; got {address!r}.")
+  import grpc  # pylint: disable=g-import-not-at-top
+  target = f"{parsed.hostname}:{parsed.port}"
+  channel = grpc.insecure_channel(target)
+  try:
+    grpc.channel_ready_future(channel).result(timeout=timeout_s)
+  except grpc.FutureTimeoutError as e:
+    raise DataServiceError(
+        f"No tf.data service dispatcher answers at {address} (waited {timeout_s:g} s). Start one "
+        "(and its workers) with python -m realm_tf.launch.data_service_worker --dispatcher_port="
+        f"{parsed.port} --worker_port=...") from e
+  finally:
+    channel.close()
+  return address
+
+
 def make_pretrain_dataset(masked: tf.data.Dataset, retrieve_fn: Callable, store: BlockStore,
                           config: PipelineConfig, cls_id: int, sep_id: int,
-                          data_service: Optional[str] = None) -> tf.data.Dataset:
+                          data_service: Optional[str] = None,
+                          job_name: Optional[str] = None,
+                          service_timeout_s: float = 10.0) -> tf.data.Dataset:
   """Featurized, batched pre-training examples from `start_position` on.
 
   Args:
@@ -100,35 +152,213 @@ def make_pretrain_dataset(masked: tf.data.Dataset, retrieve_fn: Callable, store:
       of the example in the repeated annotation stream), already started at `start_position`
       and with rejected examples filtered out.
     retrieve_fn: packed query features [B, Tq] → retrieved block ids [B, K] (K ≥ C).
-    data_service: `grpc://host:port` of a tf.data service dispatcher to run the pipeline on.
+    data_service: `grpc://host:port` of a tf.data service dispatcher. Masking, batching and
+      `retrieve_fn` then run on the service's workers (give a retrieve_fn from
+      `bundle_retrieve_fn(..., load_on_worker=True)` so the index is not shipped inside the graph);
+      featurization runs here. The dispatcher must be started with a fixed list of worker addresses
+      (static sharding: worker i of n makes batches i, i+n, …, each batch exactly once). With one
+      worker the stream equals the local one element for element; with several, batches arrive in
+      the order workers finish them (same batches, not the same order).
+    job_name: tf.data service job to share between consumers; None gives each iterator its own job.
+      Give a name unique to this dataset (e.g. include the bundle version and start position).
+    service_timeout_s: how long to wait for the dispatcher to answer before a DataServiceError.
   """
   ds = masked.batch(config.batch_size, drop_remainder=True)
+  if data_service:
+    check_data_service(data_service, service_timeout_s)
+    # Each worker keeps every n-th batch *before* retrieval, so no query is embedded twice.
+    ds = ds.shard(tf.data.experimental.SHARD_HINT, tf.data.experimental.SHARD_HINT)
 
-  def _map(batch):
-    retrieved = retrieve_fn({k: batch[k] for k in INPUT_KEYS})
+  def _retrieve(batch):
+    out = dict(batch)
+    out[_RETRIEVED] = retrieve_fn({k: batch[k] for k in INPUT_KEYS})
+    return out
+
+  def _featurize(batch):
+    batch = dict(batch)
+    retrieved = batch.pop(_RETRIEVED)
     return featurize(batch, retrieved, store, config, cls_id, sep_id)
 
-  ds = ds.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.map(_retrieve, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if data_service:
+    if not getattr(retrieve_fn, "loads_on_worker", False):
+      logging.warning("data_service: retrieve_fn captures its state; tf.data service will ship it "
+                      "inside the dataset graph (2 GB limit). Use bundle_retrieve_fn(..., "
+                      "load_on_worker=True).")
     ds = ds.apply(tf.data.experimental.service.distribute(
-        processing_mode="parallel_epochs",
-        service=data_service, job_name="realm_pretrain"))
+        processing_mode=tf.data.experimental.service.ShardingPolicy.HINT,
+        service=data_service, job_name=job_name))
+  ds = ds.map(_featurize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def bundle_retrieve_fn(bundle, k: int) -> Callable:
-  """Retrieval with an index bundle: its (stale) query embedder, then its searcher → block ids."""
-  embedder = bundle.query_embedder
-  searcher = bundle.searcher
-  block_ids = tf.constant(bundle.block_ids, tf.int64)
+def _load_once(shared_name: str, dtype, shape, loader: Callable[[], Sequence[tf.Tensor]],
+               count: int) -> List[tf.Tensor]:
+  """`count` resource-variable handles holding `loader()`'s tensors, loaded once per resource scope.
+
+  Used inside dataset functions: the variables are created by name (VarHandleOp with a shared
+  name), so the first call on a tf.data (service) worker runs `loader` and later calls find the
+  values already there. A race between parallel calls only repeats the load. The returned handles
+  depend on the load, so readers see the values.
+  """
+  handles = [tf.raw_ops.VarHandleOp(dtype=dtype[i], shape=shape[i],
+                                    shared_name=f"{shared_name}/{i}")
+             for i in range(count)]
+  initialized = tf.reduce_all(tf.stack([tf.raw_ops.VarIsInitializedOp(resource=h)
+                                        for h in handles]))
+
+  def load():
+    values = loader()
+    assigns = [tf.raw_ops.AssignVariableOp(resource=h, value=v) for h, v in zip(handles, values)]
+    with tf.control_dependencies(assigns):
+      return tf.constant(True)
+
+  ready = tf.cond(initialized, lambda: tf.constant(True), load)
+  with tf.control_dependencies([ready]):
+    return [tf.identity(h) for h in handles]
+
+
+def _token(*parts: str) -> str:
+  return hashlib.sha1("|".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+class WorkerLoadedFunction:
+  """A function of a SavedModel that runs with weights read from disk where it runs.
+
+  Calling a loaded SavedModel's function inside a dataset captures its variables, and serializing
+  that dataset (which tf.data service does to ship it to workers) writes every variable value into
+  the graph. Here the function is called with variables created inside the dataset function and
+  restored from `<saved_model_dir>/variables/variables` (stock RestoreV2) on first use, so the graph
+  carries only the function definition and the path. The SavedModel's object graph names, for each
+  captured input of the function, the checkpoint key of the variable bound to it.
+
+  Args:
+    saved_model_dir: the SavedModel directory (readable by every worker).
+    attr: the name of the function on the SavedModel's root object (e.g. "embed_queries").
+    loaded_fn: the same function on a `tf.saved_model.load`ed copy (provides the traced graph).
+  """
+
+  loads_on_worker = True
+
+  def __init__(self, saved_model_dir: str, attr: str, loaded_fn):
+    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+    from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-import-not-at-top
+    self.path = saved_model_dir
+    pb_path = os.path.join(saved_model_dir, "saved_model.pb")
+    with tf.io.gfile.GFile(pb_path, "rb") as f:
+      saved = saved_model_pb2.SavedModel.FromString(f.read())
+    objects = saved.meta_graphs[0].object_graph_def
+    node_ids = [c.node_id for c in objects.nodes[0].children if c.local_name == attr]
+    if not node_ids or objects.nodes[node_ids[0]].WhichOneof("kind") != "function":
+      raise ValueError(f"SavedModel {saved_model_dir} has no function `{attr}` on its root.")
+    names = list(objects.nodes[node_ids[0]].function.concrete_functions)
+    concrete = list(getattr(loaded_fn, "concrete_functions", []))
+    if len(names) != 1 or len(concrete) != 1:
+      raise ValueError(f"{saved_model_dir}: `{attr}` must have exactly one traced signature; "
+                       f"found {len(names)}.")
+    self._fn = concrete[0]
+    bound = list(objects.concrete_functions[names[0]].bound_inputs)
+    captured = list(self._fn.captured_inputs)
+    if len(bound) != len(captured):
+      raise ValueError(f"{saved_model_dir}: `{attr}` binds {len(bound)} inputs but the loaded "
+                       f"function captures {len(captured)}.")
+    self.prefix = os.path.join(saved_model_dir, "variables", "variables")
+    reader = tf.train.load_checkpoint(self.prefix)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
+        reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    self._keys, self._dtypes, self._shapes, self._slots = [], [], [], []
+    self._captures = list(captured)
+    for i, node_id in enumerate(bound):
+      kind = objects.nodes[node_id].WhichOneof("kind")
+      if kind == "variable":
+        keys = [a.checkpoint_key for a in graph.nodes[node_id].attributes
+                if a.name == "VARIABLE_VALUE"]
+        if len(keys) != 1 or keys[0] not in shapes:
+          raise ValueError(f"{self.prefix}: no checkpoint value for the variable bound to input "
+                           f"{i} of `{attr}`.")
+        self._keys.append(keys[0])
+        self._dtypes.append(dtypes[keys[0]])
+        self._shapes.append(shapes[keys[0]])
+        self._slots.append(i)
+        self._captures[i] = None
+      elif kind != "constant":
+        raise ValueError(f"{saved_model_dir}: `{attr}` captures a {kind}; only variables and "
+                         "constants can be loaded on a worker.")
+    self._shared_name = f"realm_worker_load_{_token(os.path.abspath(self.prefix), attr)}"
+
+  def __call__(self, *args):
+    """Same inputs and outputs as the SavedModel function (structured like its signature)."""
+    handles = _load_once(
+        self._shared_name, self._dtypes, self._shapes,
+        lambda: tf.raw_ops.RestoreV2(prefix=self.prefix, tensor_names=self._keys,
+                                     shape_and_slices=[""] * len(self._keys),
+                                     dtypes=self._dtypes),
+        len(self._keys))
+    captures = list(self._captures)
+    for slot, handle in zip(self._slots, handles):
+      captures[slot] = handle
+    flat = tf.nest.flatten(args, expand_composites=True)
+    # Returns the structured outputs (the function's own output packing).
+    return self._fn._call_flat(flat, captured_inputs=captures)  # pylint: disable=protected-access
+
+
+class WorkerLoadedArray:
+  """A 1-D little-endian `.npy` file (e.g. block_ids.npy) read where the dataset runs, once."""
+
+  def __init__(self, path: str):
+    with tf.io.gfile.GFile(path, "rb") as f:
+      version = np.lib.format.read_magic(f)
+      read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                     else np.lib.format.read_array_header_2_0)
+      shape, fortran, dtype = read_header(f)
+      self.offset = f.tell()
+    if len(shape) != 1 or fortran or dtype.byteorder == ">" or dtype.hasobject:
+      raise ValueError(f"{path}: expected a 1-D little-endian array; got {dtype} {shape}.")
+    self.path, self.shape, self.dtype = path, shape, tf.as_dtype(dtype.newbyteorder("="))
+    self._shared_name = f"realm_worker_array_{_token(os.path.abspath(path))}"
+
+  def value(self) -> tf.Tensor:
+    def load():
+      data = tf.io.read_file(self.path)
+      raw = tf.strings.substr(data, self.offset, self.shape[0] * self.dtype.size)
+      return [tf.reshape(tf.io.decode_raw(raw, self.dtype, little_endian=True), self.shape)]
+    handle, = _load_once(self._shared_name, [self.dtype], [self.shape], load, 1)
+    return tf.raw_ops.ReadVariableOp(resource=handle, dtype=self.dtype)
+
+
+def bundle_retrieve_fn(bundle, k: int, load_on_worker: bool = False) -> Callable:
+  """Retrieval with an index bundle: its (stale) query embedder, then its searcher → block ids.
+
+  With `load_on_worker`, the returned function reads the embedder's weights, the searcher's index
+  and the block ids from `bundle.path` where it runs (see WorkerLoadedFunction) instead of
+  capturing them: use it for tf.data service, whose workers then need read access to the bundle.
+  """
   found = min(k, int(bundle.num_rows))
+  if load_on_worker:
+    from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
+    embed_fn = WorkerLoadedFunction(os.path.join(bundle.path, bundle_lib.QUERY_EMBEDDER),
+                                    "embed_queries", bundle.query_embedder.module.embed_queries)
+    search_fn = WorkerLoadedFunction(os.path.join(bundle.path, bundle_lib.SEARCHER), "search",
+                                     bundle.searcher.search)
+    ids_array = WorkerLoadedArray(os.path.join(bundle.path, bundle_lib.BLOCK_IDS))
+    keys = ("input_word_ids", "input_mask", "input_type_ids")
+    embed = lambda f: embed_fn({key: f[key] for key in keys})["embeddings"]
+    search = search_fn
+    block_ids = ids_array.value
+  else:
+    embedder = bundle.query_embedder
+    searcher = bundle.searcher
+    ids_t = tf.constant(bundle.block_ids, tf.int64)
+    embed, search, block_ids = embedder.embed_queries, searcher.search, lambda: ids_t
 
   @tf.autograph.experimental.do_not_convert
   def retrieve(features):
-    rows, _ = searcher.search(embedder.embed_queries(features), tf.constant(found, tf.int32))
+    rows, _ = search(embed(features), tf.constant(found, tf.int32))
     # A corpus smaller than k leaves -1 (unknown block) columns, masked out downstream.
-    return tf.pad(tf.gather(block_ids, rows), [[0, 0], [0, k - found]], constant_values=-1)
+    return tf.pad(tf.gather(block_ids(), rows), [[0, 0], [0, k - found]], constant_values=-1)
 
+  retrieve.loads_on_worker = load_on_worker
   return retrieve
 
 
@@ -143,13 +373,5 @@ def indexed_masked_examples(annotation_dir: str, masker, start_position: int = 0
   records = corpus.read_annotations(annotation_dir)
   if repeat:
     records = records.repeat()
-  records = records.skip(start_position).enumerate(start=start_position)
-
-  def _mask(index, record):
-    ex = masker(index, record)
-    ex["index"] = index
-    return ex
-
-  ds = records.map(_mask, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.filter(lambda ex: ex["valid"])
-  return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "valid"})
+  return masker.dataset(records.skip(start_position), start_index=start_position,
+                        keep_index=True)

@@ -46,7 +46,13 @@ flags.DEFINE_integer("export_every_steps", None, "Steps between embedder exports
 flags.DEFINE_integer("checkpoint_every", 30, "Steps between checkpoints.")
 flags.DEFINE_integer("num_candidates", 8, "Candidates per query: null document + retrieved.")
 flags.DEFINE_integer("seed", 0, "Seed of masking and ICT sampling.")
-flags.DEFINE_string("data_service", None, "grpc://dispatcher:port of a tf.data service.")
+flags.DEFINE_string("data_service", None, "grpc://dispatcher:port of a tf.data service that "
+                    "runs masking + query embedding + search (featurizing stays here). Start "
+                    "the dispatcher with python -m realm_tf.launch.data_service_worker "
+                    "--dispatcher_port=P --worker_addresses=W1:Q,W2:Q and on each worker host "
+                    "--dispatcher_address=D:P --worker_port=Q --worker_host=W1 (registers the "
+                    "TF.Text/ScaNN ops); workers read the index bundle from --index_dir, so it "
+                    "must be on shared storage.")
 flags.DEFINE_integer("eval_queries", 300, "Queries per recall@5 measurement.")
 flags.DEFINE_float("min_recall", 0.9, "Refuse to publish an index whose ScaNN recall@10 is lower.")
 FLAGS = flags.FLAGS

@@ -133,7 +133,9 @@ class RealmExperiment:
 
   def make_dataset(self, start_position: int) -> tf.data.Dataset:
     """The featurized pipeline over the live bundle, from `start_position`."""
-    retrieve = bundle_retrieve_fn(self.bundle, self.config.model.num_candidates)
+    # On tf.data service workers the bundle is read from its path, not shipped in the graph.
+    retrieve = bundle_retrieve_fn(self.bundle, self.config.model.num_candidates,
+                                  load_on_worker=bool(self.data_service))
     return make_pretrain_dataset(self.masked_examples(start_position), retrieve, self.store,
                                  self.pipeline_config, self.tokenizer.cls_id,
                                  self.tokenizer.sep_id, data_service=self.data_service)

@@ -1,0 +1,97 @@
+r"""A tf.data service dispatcher and/or worker that can run the REALM pre-training pipeline.
+
+The pipeline's dataset graph uses TF.Text ops (tokenization in masking) and ScaNN ops (the index
+search), so a worker process must register them before it receives the graph; a bare
+`tf.data.experimental.service.WorkerServer` fails with "Op type not registered". This entry point
+imports both, then serves until killed.
+
+The pipeline shards statically (worker i of n makes every n-th batch), so the dispatcher needs the
+fixed list of worker addresses, and each worker must announce exactly its entry of that list:
+
+  # dispatcher (one), knowing both workers:
+  python -m realm_tf.launch.data_service_worker --dispatcher_port=5050 \
+      --worker_addresses=w1.example:5051,w2.example:5051
+  # on w1 and w2:
+  python -m realm_tf.launch.data_service_worker --dispatcher_address=d.example:5050 \
+      --worker_port=5051 --worker_host=w1.example        # (w2.example on w2)
+  # trainer:
+  python -m realm_tf.launch.pretrain --data_service=grpc://d.example:5050 --work_dir=gs://...
+
+Workers read the index bundle (query embedder weights, ScaNN index, block ids) from the bundle's
+path, so --work_dir / --index_dir must be on storage every worker can read (GCS, a shared FS).
+One process may run both roles (--dispatcher_port and --worker_port together).
+"""
+import socket
+import time
+from typing import List, Optional
+
+from absl import app, flags, logging
+
+flags.DEFINE_integer("dispatcher_port", None, "Start a dispatcher on this port.")
+flags.DEFINE_list("worker_addresses", None, "Dispatcher: host:port of every worker (static "
+                  "sharding needs the full list; the pipeline shards with SHARD_HINT).")
+flags.DEFINE_string("dispatcher_work_dir", None, "Dispatcher: directory for its journal, so it "
+                    "recovers its state after a restart (fault-tolerant mode).")
+flags.DEFINE_integer("worker_port", None, "Start a worker on this port.")
+flags.DEFINE_string("dispatcher_address", None, "Worker: host:port of the dispatcher "
+                    "(default localhost:<dispatcher_port> when both run here).")
+flags.DEFINE_string("worker_host", None, "Worker: host name it announces to the dispatcher and "
+                    "clients; must match its --worker_addresses entry (default: this host's name).")
+FLAGS = flags.FLAGS
+
+
+def register_pipeline_ops() -> None:
+  """Registers the custom ops the pre-training dataset graph uses: TF.Text and ScaNN."""
+  import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import
+  from realm_tf.retrieval.searcher import register_scann_ops  # pylint: disable=g-import-not-at-top
+  register_scann_ops()
+  del tensorflow_text
+
+
+def start_dispatcher(port: int, worker_addresses: Optional[List[str]] = None,
+                     work_dir: Optional[str] = None):
+  """Starts a tf.data service dispatcher on `port`; returns the DispatchServer."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  config = tf.data.experimental.service.DispatcherConfig(
+      port=port, worker_addresses=list(worker_addresses or []) or None, work_dir=work_dir,
+      fault_tolerant_mode=bool(work_dir))
+  server = tf.data.experimental.service.DispatchServer(config)
+  logging.info("tf.data service dispatcher at %s (workers: %s)", server.target,
+               worker_addresses or "any")
+  return server
+
+
+def start_worker(dispatcher_address: str, port: int, host: Optional[str] = None):
+  """Registers the pipeline's ops, then starts a worker on `port`; returns the WorkerServer."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  register_pipeline_ops()
+  host = host or socket.gethostname()
+  server = tf.data.experimental.service.WorkerServer(
+      tf.data.experimental.service.WorkerConfig(
+          dispatcher_address=dispatcher_address, worker_address=f"{host}:{port}", port=port))
+  logging.info("tf.data service worker %s:%d serving dispatcher %s", host, port,
+               dispatcher_address)
+  return server
+
+
+def main(argv):
+  del argv
+  if FLAGS.dispatcher_port is None and FLAGS.worker_port is None:
+    raise app.UsageError("Give --dispatcher_port, --worker_port, or both.")
+  servers = []
+  if FLAGS.dispatcher_port is not None:
+    servers.append(start_dispatcher(FLAGS.dispatcher_port, FLAGS.worker_addresses,
+                                    FLAGS.dispatcher_work_dir))
+  if FLAGS.worker_port is not None:
+    dispatcher = FLAGS.dispatcher_address or (
+        f"localhost:{FLAGS.dispatcher_port}" if FLAGS.dispatcher_port is not None else None)
+    if not dispatcher:
+      raise app.UsageError("--worker_port needs --dispatcher_address.")
+    servers.append(start_worker(dispatcher, FLAGS.worker_port, FLAGS.worker_host))
+  print("tf.data service ready", flush=True)
+  while True:  # Servers run in background threads; keep the process alive until killed.
+    time.sleep(3600)
+
+
+if __name__ == "__main__":
+  app.run(main)
