@@ -37,6 +37,7 @@ flags.DEFINE_string("work_dir", "runs/realm_vs_ict", "Where corpus, indexes and 
 flags.DEFINE_integer("articles", 8, "SQuAD dev articles whose paragraphs form the corpus.")
 flags.DEFINE_string("preset", "minilm", "Encoder preset of retriever and reader.")
 flags.DEFINE_string("init_from_hf", "minilm", "HF BERT weights for every tower ('' = scratch).")
+flags.DEFINE_enum("pooling", "cls", ["cls", "mean"], "Retriever tower pooling.")
 flags.DEFINE_integer("warm_start_steps", 20, "ICT warm-start steps shared by the REALM runs.")
 flags.DEFINE_integer("steps", 60, "Steps after the warm start, the same for every condition.")
 flags.DEFINE_integer("ict_batch_size", 16, "ICT batch size (in-batch negatives).")
@@ -52,7 +53,8 @@ FLAGS = flags.FLAGS
 
 def _job_flags(**overrides):
   """The attribute bag `pretrain_job.run` reads, with this benchmark's settings."""
-  base = dict(input=None, preset=FLAGS.preset, init_from_hf=FLAGS.init_from_hf or None,
+  base = dict(input=None, preset=FLAGS.preset, retriever_pooling=FLAGS.pooling,
+              init_from_hf=FLAGS.init_from_hf or None,
               ict_batch_size=FLAGS.ict_batch_size, ict_steps=FLAGS.warm_start_steps,
               ict_learning_rate=FLAGS.learning_rate, seed=0, min_recall=0.9, eval_queries=8,
               num_train_steps=0, num_candidates=FLAGS.num_candidates, batch_size=FLAGS.batch_size,
@@ -105,7 +107,8 @@ def main(argv):
     if name == "init":
       d = dirs_for(name, None)
       with strategy.scope():
-        retriever = Retriever(RetrieverConfig(encoder=get_encoder_config(FLAGS.preset)))
+        retriever = Retriever(RetrieverConfig(encoder=get_encoder_config(FLAGS.preset),
+                                              pooling=FLAGS.pooling))
         retriever.build_towers()
       init = ict_experiment.tower_initializer(
           ict_experiment.hf_initializer(FLAGS.init_from_hf or None))
@@ -155,7 +158,8 @@ def main(argv):
         "realm_salient_minus_ict_warm_start": delta("realm_salient", "ict_warm_start", key)}
   common.write_result("realm_vs_ict", {
       "settings": {k: FLAGS[k].value for k in (
-          "articles", "preset", "init_from_hf", "warm_start_steps", "steps", "ict_batch_size",
+          "articles", "preset", "init_from_hf", "pooling", "warm_start_steps", "steps",
+          "ict_batch_size",
           "batch_size", "num_candidates", "learning_rate", "refresh_every_steps", "eval_queries")},
       "data": {k: v for k, v in data_facts.items() if k != "titles"},
       "conditions": results, "comparisons": comparisons,

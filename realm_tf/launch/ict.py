@@ -26,6 +26,8 @@ flags.DEFINE_string("preset", "tiny", "Retriever encoder preset: tiny|mini|minil
 flags.DEFINE_string("init_from_hf", None, "HF BERT dir (config.json, model.safetensors) to "
                     "initialise both towers; 'minilm' = the installed MiniLM weights.")
 flags.DEFINE_bool("share_towers", False, "One encoder for queries and blocks.")
+flags.DEFINE_enum("pooling", "cls", ["cls", "mean"], "Tower pooling: the [CLS] pooler "
+                  "(ORQA/REALM) or the mean of the tokens (sentence-transformers).")
 flags.DEFINE_integer("batch_size", 32, "Global batch size (in-batch negatives = batch - 1).")
 flags.DEFINE_integer("num_train_steps", 1000, "Training steps.")
 flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate (AdamW, linear warm-up/decay).")
@@ -50,7 +52,7 @@ def main(argv):
   steps = FLAGS.num_train_steps
   config = ict_experiment.IctConfig(
       retriever=RetrieverConfig(encoder=get_encoder_config(FLAGS.preset),
-                                share_towers=FLAGS.share_towers),
+                                share_towers=FLAGS.share_towers, pooling=FLAGS.pooling),
       batch_size=FLAGS.batch_size, num_train_steps=steps, learning_rate=FLAGS.learning_rate,
       warmup_steps=FLAGS.warmup_steps if FLAGS.warmup_steps is not None else steps // 10,
       remove_sentence_rate=FLAGS.remove_sentence_rate, seed=FLAGS.seed,

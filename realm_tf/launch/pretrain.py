@@ -30,6 +30,8 @@ flags.DEFINE_string("ict_dir", None, "ICT warm start dir (default <work_dir>/ict
 flags.DEFINE_string("preset", "tiny", "Encoder preset for retriever and reader: tiny|mini|minilm|base.")
 flags.DEFINE_string("init_from_hf", None, "HF BERT dir (config.json, model.safetensors) to "
                     "initialise every tower; 'minilm' = the installed MiniLM weights.")
+flags.DEFINE_enum("retriever_pooling", "cls", ["cls", "mean"], "Retriever tower pooling: the "
+                  "[CLS] pooler (ORQA/REALM) or the mean of the tokens (sentence-transformers).")
 flags.DEFINE_integer("batch_size", 4, "Global batch size (queries).")
 flags.DEFINE_integer("num_train_steps", 60, "REALM pre-training steps.")
 flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate (BERT's AdamW; the paper: 3e-5).")

@@ -33,12 +33,13 @@ class RealmConfig:
   joint_seq_length: int = 384
   num_candidates: int = 8  # the null document + 7 retrieved
   max_predictions: int = 20
+  retriever_pooling: str = "cls"  # RetrieverConfig.pooling
 
   @property
   def retriever_config(self) -> RetrieverConfig:
     return RetrieverConfig(encoder=self.retriever_encoder, projection_size=self.projection_size,
                            share_towers=self.share_towers, query_seq_length=self.query_seq_length,
-                           doc_seq_length=self.doc_seq_length)
+                           doc_seq_length=self.doc_seq_length, pooling=self.retriever_pooling)
 
   def to_dict(self) -> Dict:
     d = dataclasses.asdict(self)

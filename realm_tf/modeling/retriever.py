@@ -2,6 +2,10 @@
 
 Each tower is a BERT encoder whose pooled [CLS] vector is projected to 128 dimensions
 (`Embed_input` and `Embed_doc` in the paper). Relevance `f(x, z) = Embed_q(x) · Embed_d(z)`.
+
+`pooling="mean"` replaces the [CLS] pooler by the mean of the unpadded token vectors, the pooling
+sentence-transformers models (e.g. all-MiniLM-L6-v2) were trained with, and one that gives even
+randomly initialised towers a bag-of-words signal to start from.
 """
 import dataclasses
 from typing import Union
@@ -13,6 +17,7 @@ from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder, get_e
 from realm_tf.modeling.layers import RetrievalProjection
 
 INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+POOLINGS = ("cls", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +30,12 @@ class RetrieverConfig:
   doc_seq_length: int = 288
   # LayerNorm after the dense projection, as in the original ICT/REALM embedder.
   projection_layer_norm: bool = True
+  # "cls": BERT's pooled [CLS] output (ORQA/REALM); "mean": masked mean of the token vectors.
+  pooling: str = "cls"
+
+  def __post_init__(self):
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"RetrieverConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}.")
 
   @property
   def encoder_config(self) -> EncoderConfig:
@@ -34,7 +45,7 @@ class RetrieverConfig:
     return {"encoder": self.encoder_config.to_dict(), "projection_size": self.projection_size,
             "share_towers": self.share_towers, "query_seq_length": self.query_seq_length,
             "doc_seq_length": self.doc_seq_length,
-            "projection_layer_norm": self.projection_layer_norm}
+            "projection_layer_norm": self.projection_layer_norm, "pooling": self.pooling}
 
   @classmethod
   def from_dict(cls, d: dict) -> "RetrieverConfig":
@@ -45,6 +56,13 @@ class RetrieverConfig:
 
 def _inputs(features):
   return {k: features[k] for k in INPUT_KEYS}
+
+
+def masked_mean(sequence_output, input_mask):
+  """Mean of `sequence_output` [B, T, H] over the positions where `input_mask` [B, T] is 1."""
+  mask = tf.cast(input_mask, sequence_output.dtype)[:, :, None]
+  total = tf.reduce_sum(sequence_output * mask, axis=1)
+  return total / tf.maximum(tf.reduce_sum(mask, axis=1), tf.cast(1.0, sequence_output.dtype))
 
 
 class Retriever(tf_keras.Model):
@@ -66,15 +84,19 @@ class Retriever(tf_keras.Model):
                                                 use_layer_norm=config.projection_layer_norm,
                                                 name="doc_projection")
 
+  def _pool(self, encoder, features, training):
+    out = encoder(_inputs(features), training=training)
+    if self.config.pooling == "mean":
+      return masked_mean(out["sequence_output"], features["input_mask"])
+    return out["pooled_output"]
+
   def embed_queries(self, features, training=False):
     """Packed query inputs [B, Tq] → embeddings [B, 128]."""
-    out = self.query_encoder(_inputs(features), training=training)
-    return self.query_projection(out["pooled_output"])
+    return self.query_projection(self._pool(self.query_encoder, features, training))
 
   def embed_documents(self, features, training=False):
     """Packed document inputs [N, Td] → embeddings [N, 128]."""
-    out = self.doc_encoder(_inputs(features), training=training)
-    return self.doc_projection(out["pooled_output"])
+    return self.doc_projection(self._pool(self.doc_encoder, features, training))
 
   def call(self, inputs, training=False):
     """inputs: {"query": packed [B, Tq], "candidates": packed [B, C, Td]} → scores [B, C]."""

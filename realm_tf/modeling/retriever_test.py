@@ -1,5 +1,6 @@
 """Tests for the two-tower retriever: scores, gradients to both towers, shared towers, config."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from realm_tf.modeling.encoder_config import EncoderConfig
@@ -76,3 +77,24 @@ def test_config_round_trip_and_build_towers():
   out = r.embed_documents({k: tf.zeros([1, 10], tf.int32) for k in INPUT_KEYS})
   assert out.shape == (1, 8)
   assert RetrieverConfig.from_dict({"encoder": "tiny"}).encoder_config.hidden_size == 128
+
+
+def test_mean_pooling_averages_unpadded_tokens_and_ignores_padding():
+  r = Retriever(RetrieverConfig(encoder=ENC, projection_size=8, pooling="mean"))
+  x = _packed([2, 6], 3)
+  # The same two texts padded to 10 tokens: padding must not change their embeddings.
+  padded = {k: tf.concat([v, tf.zeros([2, 4], tf.int32)], axis=1) for k, v in x.items()}
+  np.testing.assert_allclose(r.embed_queries(x).numpy(), r.embed_queries(padded).numpy(),
+                             rtol=1e-4, atol=1e-4)
+  seq = r.query_encoder(x)["sequence_output"].numpy()
+  expected = r.query_projection(tf.constant(seq.mean(axis=1))).numpy()
+  np.testing.assert_allclose(r.embed_queries(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+  # The [CLS] pooler is not what a mean-pooled tower embeds.
+  cls = r.query_projection(r.query_encoder(x)["pooled_output"]).numpy()
+  assert np.abs(cls - expected).max() > 1e-3
+  assert RetrieverConfig.from_dict(r.config.to_dict()).pooling == "mean"
+
+
+def test_unknown_pooling_is_refused():
+  with pytest.raises(ValueError, match="pooling must be one of.*'max'"):
+    RetrieverConfig(encoder=ENC, pooling="max")

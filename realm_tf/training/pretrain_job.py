@@ -97,7 +97,9 @@ def run(flags_, dirs: Dict[str, str], strategy) -> Dict:
   init = hf_initializer(flags_.init_from_hf)
 
   # ICT warm start → first export → first bundle.
-  ict_config = IctConfig(retriever=RetrieverConfig(encoder=preset), batch_size=flags_.ict_batch_size,
+  pooling = flags_.retriever_pooling
+  ict_config = IctConfig(retriever=RetrieverConfig(encoder=preset, pooling=pooling),
+                         batch_size=flags_.ict_batch_size,
                          num_train_steps=max(flags_.ict_steps, 1),
                          learning_rate=flags_.ict_learning_rate,
                          warmup_steps=max(flags_.ict_steps // 10, 0), seed=flags_.seed,
@@ -125,7 +127,7 @@ def run(flags_, dirs: Dict[str, str], strategy) -> Dict:
     return summary
   config = PretrainConfig(
       model=RealmConfig(retriever_encoder=preset, reader_encoder=preset,
-                        num_candidates=flags_.num_candidates),
+                        num_candidates=flags_.num_candidates, retriever_pooling=pooling),
       batch_size=flags_.batch_size, num_train_steps=steps, learning_rate=flags_.learning_rate,
       warmup_steps=flags_.warmup_steps if flags_.warmup_steps is not None else steps // 10,
       masking=flags_.masking, seed=flags_.seed, refresh=flags_.refresh,
