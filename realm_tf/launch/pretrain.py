@@ -30,14 +30,16 @@ flags.DEFINE_string("ict_dir", None, "ICT warm start dir (default <work_dir>/ict
 flags.DEFINE_string("preset", "tiny", "Encoder preset for retriever and reader: tiny|mini|minilm|base.")
 flags.DEFINE_string("init_from_hf", None, "HF BERT dir (config.json, model.safetensors) to "
                     "initialise every tower; 'minilm' = the installed MiniLM weights.")
-flags.DEFINE_enum("retriever_pooling", "cls", ["cls", "mean"], "Retriever tower pooling: the "
-                  "[CLS] pooler (ORQA/REALM) or the mean of the tokens (sentence-transformers).")
+flags.DEFINE_enum("retriever_pooling", "mean", ["cls", "mean"], "Retriever tower pooling: the "
+                  "[CLS] pooler (ORQA/REALM; paper_tpu.flags) or the mean of the tokens (the "
+                  "default: tiny towers trained from scratch on CPU stay at chance with [CLS] "
+                  "pooling for the demo's step budget; MiniLM was trained mean-pooled).")
 flags.DEFINE_integer("batch_size", 4, "Global batch size (queries).")
 flags.DEFINE_integer("num_train_steps", 60, "REALM pre-training steps.")
 flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate (BERT's AdamW; the paper: 3e-5).")
 flags.DEFINE_integer("warmup_steps", None, "Warm-up steps (default 10% of the run).")
-flags.DEFINE_integer("ict_steps", 100, "ICT warm-start steps (0: skip ICT, random retriever).")
-flags.DEFINE_integer("ict_batch_size", 16, "ICT batch size (in-batch negatives).")
+flags.DEFINE_integer("ict_steps", 120, "ICT warm-start steps (0: skip ICT, random retriever).")
+flags.DEFINE_integer("ict_batch_size", 32, "ICT batch size (in-batch negatives).")
 flags.DEFINE_float("ict_learning_rate", 1e-4, "ICT peak learning rate.")
 flags.DEFINE_enum("masking", "salient", ["salient", "random_span", "random_uniform"],
                   "Masking scheme (the paper's ablations).")
