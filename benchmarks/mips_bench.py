@@ -8,10 +8,14 @@ run. Peak RSS of exact search over the matrix is measured in a fresh process tha
 exact searcher, minus the same process over a tiny matrix.
 
 `--real` instead embeds the shipped SQuAD dev paragraphs (documents) and questions (queries) with
-the all-MiniLM-L6-v2 weights (both towers) and runs the same comparison on those embeddings.
+the all-MiniLM-L6-v2 weights (both towers) and runs the same comparison on those embeddings;
+`--real_index_dir` takes the documents from a published index bundle of the shipped corpus (e.g.
+the main job's `runs/default/index`) and embeds the SQuAD questions with that bundle's query
+embedder — the vectors the REALM pipeline actually searches.
 
   python -m benchmarks.mips_bench                 # → benchmarks/results/mips.json
   python -m benchmarks.mips_bench --real          # → benchmarks/results/mips_real.json
+  python -m benchmarks.mips_bench --real_index_dir=runs/default/index   # → mips_real.json
 """
 import gzip
 import json
@@ -38,6 +42,8 @@ flags.DEFINE_integer("exact_timing_queries", 200, "Queries timed for NumPy / FAI
 flags.DEFINE_float("target_recall", 0.95, "Recall@10 each approximate method must reach.")
 flags.DEFINE_integer("repeats", 3, "Timed repetitions (best kept).")
 flags.DEFINE_bool("real", False, "Benchmark real MiniLM embeddings of the shipped SQuAD dev set.")
+flags.DEFINE_string("real_index_dir", None, "Use this index bundle's embeddings and query "
+                    "embedder (implies --real).")
 flags.DEFINE_bool("skip_rss", False, "Skip the peak-RSS measurement.")
 flags.DEFINE_string("rss_child", None, "(internal) load this exact searcher and search; print RSS.")
 flags.DEFINE_string("name", None, "Result name (default mips / mips_real).")
@@ -111,6 +117,23 @@ def squad_embeddings(nq):
       "corpus": "SQuAD v1.1 dev paragraphs (documents) and questions (queries)",
       "encoder": "all-MiniLM-L6-v2 weights in both towers, random 128-d projection",
       "num_documents": len(contexts), "doc_embedding_seconds": doc_seconds}
+
+
+def bundle_embeddings(index_dir, nq):
+  """The latest bundle's document embeddings and its query embedder's SQuAD-question embeddings."""
+  from realm_tf.data.squad_open import load_squad_questions  # pylint: disable=g-import-not-at-top
+  from realm_tf.evaluation.recall import embed_texts  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
+  bundle = bundle_lib.latest(index_dir)
+  x = np.asarray(bundle.embeddings, np.float32)
+  questions = [s.question for s in load_squad_questions(limit=nq)]
+  q = np.asarray(embed_texts(bundle.query_embedder.embed_queries, questions), np.float32)
+  meta = bundle.query_embedder.metadata
+  return x, q, {"corpus": "shipped SQuAD v1.1 dev paragraphs (index bundle) and questions",
+                "encoder": f"bundle {bundle.path} (step {bundle.step}), retriever "
+                           f"{meta.get('retriever_config', {}).get('pooling', 'cls')}-pooled, "
+                           f"encoder hidden {meta['encoder_config']['hidden_size']}",
+                "num_documents": int(x.shape[0])}
 
 
 def bench_numpy(x, q, exact, repeats):
@@ -279,7 +302,10 @@ def main(argv):
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.brute_force import exact_top_k_tiled  # pylint: disable=g-import-not-at-top
   start = time.time()
-  if FLAGS.real:
+  if FLAGS.real_index_dir:
+    FLAGS.real = True
+    x, q, data = bundle_embeddings(FLAGS.real_index_dir, FLAGS.num_queries)
+  elif FLAGS.real:
     x, q, data = squad_embeddings(FLAGS.num_queries)
   else:
     x, q = synthetic(FLAGS.num_points, FLAGS.dim, FLAGS.num_queries, FLAGS.num_clusters,
