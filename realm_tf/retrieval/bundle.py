@@ -28,6 +28,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.retrieval.embedder_export import is_remote
+
 MANIFEST = "manifest.json"
 QUERY_EMBEDDER = "query_embedder"
 SEARCHER = "searcher"
@@ -46,12 +48,8 @@ class BundleNotFoundError(BundleError, FileNotFoundError):
   """No bundle has been published in the index directory yet."""
 
 
-def _is_remote(path: str) -> bool:
-  return "://" in path
-
-
 def _read_npy(path: str, mmap: bool = True) -> np.ndarray:
-  if not _is_remote(path) and mmap:
+  if not is_remote(path) and mmap:
     return np.load(path, mmap_mode="r", allow_pickle=False)
   with tf.io.gfile.GFile(path, "rb") as f:
     import io  # pylint: disable=g-import-not-at-top
@@ -236,7 +234,7 @@ def publish(index_dir: str, *, export_dir: str, searcher, embeddings: np.ndarray
   if embeddings.ndim != 2 or embeddings.shape[0] != block_ids.shape[0]:
     raise BundleError(f"embeddings {embeddings.shape} and block_ids {block_ids.shape} disagree.")
   tf.io.gfile.makedirs(index_dir)
-  remote = _is_remote(index_dir)
+  remote = is_remote(index_dir)
   version = max(list_versions(index_dir), default=0) + 1
   while tf.io.gfile.exists(version_path(index_dir, version)):
     version += 1
@@ -302,7 +300,7 @@ def prune(index_dir: str, keep: int = 3, grace_seconds: float = 120.0) -> List[i
     if now - superseded_at < grace_seconds:
       continue
     path = version_path(index_dir, version)
-    if _is_remote(index_dir):
+    if is_remote(index_dir):
       tf.io.gfile.rmtree(path)
     else:
       trash = os.path.join(index_dir, f".trash-{version:08d}-{uuid.uuid4().hex[:8]}")

@@ -121,15 +121,20 @@ def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
   metadata.update(extra or {})
   module = _EmbedderModule(retriever, config.query_seq_length, config.doc_seq_length)
   tf.io.gfile.makedirs(exports_dir(model_dir))
-  tmp = os.path.join(exports_dir(model_dir), f".tmp-{int(step):08d}-{uuid.uuid4().hex[:8]}")
+  # Object stores (gs://, s3://, ...) have no atomic directory rename: there the export is written
+  # in place and its metadata file, written last, is the commit marker readers wait for.
+  remote = is_remote(model_dir)
+  tmp = final if remote else os.path.join(exports_dir(model_dir),
+                                          f".tmp-{int(step):08d}-{uuid.uuid4().hex[:8]}")
   try:
     tf.saved_model.save(module, tmp, signatures={
         "embed_queries": module.embed_queries, "embed_documents": module.embed_documents})
     with tf.io.gfile.GFile(os.path.join(tmp, METADATA), "w") as f:
       json.dump(metadata, f, indent=2, sort_keys=True)
-    tf.io.gfile.rename(tmp, final)
+    if not remote:
+      tf.io.gfile.rename(tmp, final)
   except Exception:
-    if tf.io.gfile.exists(tmp):
+    if tf.io.gfile.exists(tmp) and not tf.io.gfile.exists(os.path.join(tmp, METADATA)):
       tf.io.gfile.rmtree(tmp)
     if tf.io.gfile.exists(os.path.join(final, METADATA)):  # lost a race to an identical export
       return final
@@ -141,13 +146,22 @@ def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
   return final
 
 
+def is_remote(path: str) -> bool:
+  """True for object-store style paths (`gs://`, `s3://`, `ram://`, ...), where directory renames
+  are not atomic, so writers publish by writing a marker file last instead."""
+  return "://" in path
+
+
 def list_exports(model_dir: str) -> List[str]:
   """Published export directories (eight-digit names), oldest step first."""
   root = exports_dir(model_dir)
   if not tf.io.gfile.isdir(root):
     return []
   names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root) if _STEP_DIR.match(n.rstrip("/")))
-  return [os.path.join(root, n) for n in names]
+  paths = [os.path.join(root, n) for n in names]
+  if is_remote(model_dir):  # written in place: an export without its metadata is still being written
+    paths = [p for p in paths if tf.io.gfile.exists(os.path.join(p, METADATA))]
+  return paths
 
 
 def latest_export(model_dir: str) -> Optional[str]:

@@ -167,3 +167,28 @@ def test_exports_of_the_watched_run_replace_a_bundle_from_another_run(env, tmp_p
   b = r.run_once()
   assert b is not None and b.step == 30 and b.manifest["source_export"] == later
   assert not r.needs_refresh(later)
+
+
+def test_object_store_paths_publish_exports_and_bundles_without_directory_renames(env, tmp_path):
+  # ram:// is TF's in-memory filesystem: like gs://, it has no atomic directory rename, so the
+  # export and the bundle are written in place with their metadata / manifest written last.
+  uid = tmp_path.name
+  model_dir, index_dir = f"ram://{uid}/model", f"ram://{uid}/index"
+  export = ee.export_embedder(testing.make_retriever(seed=4), model_dir, 100)
+  assert export == f"{model_dir}/embedder_exports/00000100"
+  assert ee.read_metadata(export)["step"] == 100
+  # An export still being written (no metadata yet) is not offered to readers.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.io.gfile.makedirs(f"{model_dir}/embedder_exports/00000200")
+  assert ee.latest_export(model_dir) == export
+
+  b = refresh.IndexRefresher(config(env, index_dir, model_dir=model_dir)).run_once()
+  assert b.version == 1 and b.path == f"{index_dir}/00000001"
+  live = bundle_lib.latest(index_dir, load=True)
+  assert live.manifest["source_export"] == export and live.num_rows == 24
+  np.testing.assert_array_equal(live.block_ids, env["ids"])
+  # Same embedder, same corpus: the same vectors as the local bundle built from the local export.
+  local = refresh.IndexRefresher(config(env, tmp_path / "local")).run_once()
+  np.testing.assert_allclose(np.asarray(live.embeddings), np.asarray(local.embeddings), atol=1e-5)
+  rows, _ = live.searcher.search(np.asarray(live.embeddings)[:3], 1)
+  assert rows.numpy()[:, 0].tolist() == [0, 1, 2]
