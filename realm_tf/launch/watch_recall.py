@@ -1,59 +1,165 @@
 r"""The evaluator of the local launcher: measures zero-shot recall@5 of every new index bundle.
 
   python -m realm_tf.launch.watch_recall --work_dir=runs/local
+  python -m realm_tf.launch.watch_recall --work_dir=runs/local --wait_pid=12345  # the refresher
 
-Polls `<work_dir>/index` with back-off, evaluates each new bundle once (masked sentences against
+Polls `<index_dir>` with back-off, evaluates each new bundle once (masked sentences against
 their source block; SQuAD questions against gold paragraphs when the corpus is the default one),
-appends a line to `<work_dir>/recall.jsonl`, writes TensorBoard scalars, and exits after the
-trainer's done-marker appears and the last bundle has been evaluated.
+appends a line to `<work_dir>/recall.jsonl`, and writes TensorBoard scalars. Bundles already
+recorded in `recall.jsonl` are not measured again, so a restarted evaluator resumes.
+
+It exits (status 0) once the trainer's `<model_dir>/TRAINING_DONE` exists and either
+  * the newest bundle was built from the trainer's final embedder export (and is evaluated), or
+  * the process `--wait_pid` (the index-refresh job) has exited, so no bundle can follow, or
+  * `--final_wait_seconds` have passed since TRAINING_DONE appeared without the final bundle.
 """
 import json
 import os
 import time
+from typing import Optional, Set, Tuple
 
 from absl import app, flags, logging
 
 flags.DEFINE_string("work_dir", "runs/local", "The pretrain job's work directory.")
+flags.DEFINE_string("model_dir", None, "Trainer directory (default <work_dir>/realm).")
+flags.DEFINE_string("index_dir", None, "Index bundles (default <work_dir>/index).")
+flags.DEFINE_string("corpus_dir", None, "Block corpus (default <work_dir>/corpus).")
+flags.DEFINE_string("annotations_dir", None, "Annotations (default <work_dir>/annotations).")
 flags.DEFINE_integer("eval_queries", 300, "Queries per measurement.")
 flags.DEFINE_bool("squad", True, "Also measure SQuAD-question recall (default corpus only).")
+flags.DEFINE_float("min_poll_seconds", 1.0, "Shortest sleep between polls.")
 flags.DEFINE_float("max_poll_seconds", 60.0, "Longest sleep between polls.")
+flags.DEFINE_integer("wait_pid", None, "Process id of the index-refresh job: once training is "
+                     "done and it has exited, no new bundle can appear and the evaluator stops.")
+flags.DEFINE_float("final_wait_seconds", 1800.0, "After TRAINING_DONE, stop waiting for the "
+                   "bundle of the final export after this long.")
 FLAGS = flags.FLAGS
+
+RECALL_LOG = "recall.jsonl"
+
+
+def pid_alive(pid: int) -> bool:
+  """True while process `pid` exists (a zombie counts until its parent reaps it)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _norm(path: str) -> str:
+  return os.path.normpath(os.path.abspath(path)) if "://" not in path else path.rstrip("/")
+
+
+def record_key(bundle_path: str, source_export: str) -> Tuple[str, str]:
+  """Identity of one evaluated bundle in `recall.jsonl`: where it is and what built it (a rebuilt
+  index directory reuses version numbers, but not with the same export)."""
+  return _norm(bundle_path), _norm(source_export) if source_export else ""
+
+
+def bundle_key(bundle) -> Tuple[str, str]:
+  return record_key(bundle.path, str(bundle.manifest.get("source_export", "")))
+
+
+def load_seen(path: str) -> Set[Tuple[str, str]]:
+  """The bundles already recorded in `path` (see `record_key`); unreadable lines are skipped."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  seen = set()
+  if not tf.io.gfile.exists(path):
+    return seen
+  with tf.io.gfile.GFile(path, "r") as f:
+    for line_no, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        r = json.loads(line)
+        seen.add(record_key(r["bundle_path"], r["source_export"]))
+      except (ValueError, KeyError, TypeError) as e:
+        logging.warning("%s:%d: skipping an unreadable recall record (%s).", path, line_no, e)
+  return seen
+
+
+def is_final_bundle(bundle, final_export: Optional[str]) -> bool:
+  """True when `bundle` was built from `final_export` (the trainer's newest export)."""
+  if bundle is None or final_export is None:
+    return False
+  source = str(bundle.manifest.get("source_export", ""))
+  return bool(source) and _norm(source) == _norm(final_export)
 
 
 def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   from realm_tf.training.pretrain_job import measure_recall  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.trainer import DONE_MARKER  # pylint: disable=g-import-not-at-top
 
   w = FLAGS.work_dir
-  index_dir, done = os.path.join(w, "index"), os.path.join(w, "realm", DONE_MARKER)
-  writer = tf.summary.create_file_writer(os.path.join(w, "realm", "summaries", "recall"))
-  seen, sleep = set(), 1.0
+  model_dir = FLAGS.model_dir or os.path.join(w, "realm")
+  index_dir = FLAGS.index_dir or os.path.join(w, "index")
+  corpus_dir = FLAGS.corpus_dir or os.path.join(w, "corpus")
+  annotations_dir = FLAGS.annotations_dir or os.path.join(w, "annotations")
+  log_path = os.path.join(w, RECALL_LOG)
+  exports_dir = _norm(embedder_export.exports_dir(model_dir))
+  writer = tf.summary.create_file_writer(os.path.join(model_dir, "summaries", "recall"))
+  seen = load_seen(log_path)
+  if seen:
+    logging.info("%d bundle(s) already evaluated in %s.", len(seen), log_path)
+  sleep, done_since, last = FLAGS.min_poll_seconds, None, None
   while True:
-    finished = tf.io.gfile.exists(done)
+    # Read the stop conditions before the bundle: a bundle published just before they turn true
+    # is still seen (and evaluated) on this pass.
+    refresher_alive = pid_alive(FLAGS.wait_pid) if FLAGS.wait_pid else None
+    finished = embedder_export.training_done(model_dir)
     try:
       bundle = bundle_lib.latest(index_dir)
     except bundle_lib.BundleNotFoundError:
       bundle = None
-    if bundle is not None and bundle.version not in seen:
-      seen.add(bundle.version)
-      r = measure_recall(bundle, os.path.join(w, "annotations"), os.path.join(w, "corpus"),
-                         FLAGS.eval_queries, FLAGS.squad)
-      r.update(step=bundle.step, time=time.time())
-      logging.info("Recall of bundle v%d (step %d): %s", bundle.version, bundle.step, r)
-      with tf.io.gfile.GFile(os.path.join(w, "recall.jsonl"), "a") as f:
+    if bundle is not None and bundle_key(bundle) not in seen:
+      seen.add(bundle_key(bundle))
+      try:
+        r = measure_recall(bundle, annotations_dir, corpus_dir, FLAGS.eval_queries, FLAGS.squad)
+      except (bundle_lib.BundleError, tf.errors.NotFoundError) as e:
+        # Superseded and pruned while being read: the next bundle will be measured instead.
+        logging.warning("Could not evaluate bundle v%d: %s", bundle.version, e)
+        continue
+      source = str(bundle.manifest.get("source_export", ""))
+      from_trainer = os.path.dirname(_norm(source)) == exports_dir if source else False
+      r.update(step=bundle.step, source_export=source, from_trainer=from_trainer,
+               bundle_path=bundle.path, time=time.time())
+      logging.info("Recall of bundle v%d (step %d%s): %s", bundle.version, bundle.step,
+                   "" if from_trainer else ", warm start", r)
+      with tf.io.gfile.GFile(log_path, "a") as f:
         f.write(json.dumps(r) + "\n")
-      with writer.as_default(step=bundle.step):
+      # TensorBoard x-axis: the REALM training step (0 for the warm-start index).
+      with writer.as_default(step=bundle.step if from_trainer else 0):
         for k, v in r.items():
           if k.endswith("@5"):
             tf.summary.scalar(f"recall/{k}", v)
       writer.flush()
-      sleep = 1.0
+      last = bundle
+      sleep = FLAGS.min_poll_seconds
       continue
     if finished:
-      return
+      done_since = done_since or time.time()
+      final_export = embedder_export.latest_export(model_dir)
+      if is_final_bundle(bundle, final_export):
+        logging.info("Training done and the bundle of its final export (v%d) is evaluated; "
+                     "the evaluator stops.", bundle.version)
+        return
+      if refresher_alive is False:
+        logging.warning("Training done and the index-refresh job (pid %d) has exited without a "
+                        "bundle of the final export %s; last evaluated: %s. Stopping.",
+                        FLAGS.wait_pid, final_export, last)
+        return
+      if time.time() - done_since > FLAGS.final_wait_seconds:
+        logging.warning("No bundle of the final export %s %.0fs after TRAINING_DONE; stopping.",
+                        final_export, FLAGS.final_wait_seconds)
+        return
+      sleep = min(sleep, 5.0)
     time.sleep(sleep)
     sleep = min(sleep * 2, FLAGS.max_poll_seconds)
 
