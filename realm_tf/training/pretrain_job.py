@@ -116,15 +116,15 @@ def run(flags_, dirs: Dict[str, str], strategy) -> Dict:
     if ict is None:
       raise ValueError("No index bundle and --ict_steps=0: build one with refresh_index first.")
     live = refresher.refresh(ict["export"])
+  steps = flags_.num_train_steps
+  if steps <= 0:  # preparation only (corpus, annotations, ICT, first index): see launch/
+    return summary
   with_squad = not flags_.input
   summary["before"] = measure_recall(bundle_lib.latest(dirs["index"]), dirs["annotations"],
                                      dirs["corpus"], flags_.eval_queries, with_squad) \
       if not tf.io.gfile.exists(os.path.join(dirs["realm"], "checkpoints")) else \
       summary.get("before")
 
-  steps = flags_.num_train_steps
-  if steps <= 0:  # preparation only (corpus, annotations, ICT, first index): see launch/
-    return summary
   config = PretrainConfig(
       model=RealmConfig(retriever_encoder=preset, reader_encoder=preset,
                         num_candidates=flags_.num_candidates, retriever_pooling=pooling),
