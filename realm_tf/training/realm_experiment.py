@@ -34,6 +34,12 @@ class BundleMismatchError(ValueError):
   """The index bundle was built from another corpus than the one being trained on."""
 
 
+# How often a run checkpoints, exports and refreshes, and in which refresh mode: a resumed run may
+# change these (e.g. continue an async run inline); they do not change what is trained.
+SCHEDULE_FIELDS = ("refresh", "refresh_every_steps", "export_every_steps", "checkpoint_every",
+                   "log_every")
+
+
 @dataclasses.dataclass
 class PretrainConfig:
   """Everything that defines a pre-training run (recorded in model_dir/config.json)."""
@@ -104,7 +110,8 @@ class RealmExperiment:
     check_bundle_matches_corpus(self.bundle, corpus_dir)
     # Only once every input checks out does the run claim (or re-enter) its model_dir.
     check_or_write_config(model_dir, dict(config.to_dict(),
-                                          corpus_fingerprint=corpus_manifest["fingerprint"]))
+                                          corpus_fingerprint=corpus_manifest["fingerprint"]),
+                          may_change=SCHEDULE_FIELDS)
     self.tokenizer = RealmTokenizer()
     self.store = BlockStore([corpus_dir], self.tokenizer, config.model.doc_seq_length)
     m = config.model

@@ -8,7 +8,7 @@ summaries, hooks (embedder export, index refresh) and the done-marker.
 import json
 import math
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 from absl import logging
@@ -27,19 +27,27 @@ class ConfigMismatchError(ValueError):
   """The model_dir holds checkpoints of a different model configuration."""
 
 
-def check_or_write_config(model_dir: str, config: Dict) -> None:
-  """Writes `config.json` on a fresh model_dir; on resume, refuses a different configuration."""
+def check_or_write_config(model_dir: str, config: Dict, may_change: Sequence[str] = ()) -> None:
+  """Writes `config.json` on a fresh model_dir; on resume, refuses a different configuration.
+
+  Fields named in `may_change` (how often to checkpoint, export or refresh — not what is trained)
+  may differ on resume; the new values are recorded.
+  """
   path = os.path.join(model_dir, CONFIG_FILE)
   config = json.loads(json.dumps(config))
   if tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path) as f:
       old = json.load(f)
-    if old != config:
-      diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+    diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+    fixed = [k for k in diff if k not in may_change]
+    if fixed:
       raise ConfigMismatchError(
           f"{model_dir} holds checkpoints of another configuration ({path}); differing fields: "
-          f"{diff}. Use a new --model_dir or the same configuration.")
-    return
+          f"{fixed}. Use a new --model_dir or the same configuration.")
+    if not diff:
+      return
+    logging.info("Resuming %s with changed %s: %s", model_dir, diff,
+                 {k: (old.get(k), config.get(k)) for k in diff})
   tf.io.gfile.makedirs(model_dir)
   tmp = path + ".tmp"
   with tf.io.gfile.GFile(tmp, "w") as f:

@@ -131,6 +131,12 @@ class TrainerTest(tf.test.TestCase):
       check_or_write_config(model_dir, {"a": 1, "b": 3})
     with open(os.path.join(model_dir, "config.json")) as f:
       self.assertEqual(json.load(f), {"a": 1, "b": 2})
+    # Schedule fields may change on resume (and are recorded); anything else still may not.
+    check_or_write_config(model_dir, {"a": 2, "b": 2}, may_change=("a",))
+    with open(os.path.join(model_dir, "config.json")) as f:
+      self.assertEqual(json.load(f), {"a": 2, "b": 2})
+    with self.assertRaisesRegex(ConfigMismatchError, r"\['b'\]"):
+      check_or_write_config(model_dir, {"a": 3, "b": 3}, may_change=("a",))
 
 
 _MIRRORED_SCRIPT = textwrap.dedent("""
