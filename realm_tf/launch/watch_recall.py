@@ -16,9 +16,11 @@ It exits (status 0) once the trainer's `<model_dir>/TRAINING_DONE` exists and ei
 import json
 import os
 import time
-from typing import Optional, Set, Tuple
 
 from absl import app, flags, logging
+
+from realm_tf.evaluation.recall_log import (RECALL_LOG, bundle_key, is_final_bundle, load_seen,
+                                            norm_path, pid_alive)
 
 flags.DEFINE_string("work_dir", "runs/local", "The pretrain job's work directory.")
 flags.DEFINE_string("model_dir", None, "Trainer directory (default <work_dir>/realm).")
@@ -35,61 +37,6 @@ flags.DEFINE_float("final_wait_seconds", 1800.0, "After TRAINING_DONE, stop wait
                    "bundle of the final export after this long.")
 FLAGS = flags.FLAGS
 
-RECALL_LOG = "recall.jsonl"
-
-
-def pid_alive(pid: int) -> bool:
-  """True while process `pid` exists (a zombie counts until its parent reaps it)."""
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def _norm(path: str) -> str:
-  return os.path.normpath(os.path.abspath(path)) if "://" not in path else path.rstrip("/")
-
-
-def record_key(bundle_path: str, source_export: str) -> Tuple[str, str]:
-  """Identity of one evaluated bundle in `recall.jsonl`: where it is and what built it (a rebuilt
-  index directory reuses version numbers, but not with the same export)."""
-  return _norm(bundle_path), _norm(source_export) if source_export else ""
-
-
-def bundle_key(bundle) -> Tuple[str, str]:
-  return record_key(bundle.path, str(bundle.manifest.get("source_export", "")))
-
-
-def load_seen(path: str) -> Set[Tuple[str, str]]:
-  """The bundles already recorded in `path` (see `record_key`); unreadable lines are skipped."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  seen = set()
-  if not tf.io.gfile.exists(path):
-    return seen
-  with tf.io.gfile.GFile(path, "r") as f:
-    for line_no, line in enumerate(f, 1):
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        r = json.loads(line)
-        seen.add(record_key(r["bundle_path"], r["source_export"]))
-      except (ValueError, KeyError, TypeError) as e:
-        logging.warning("%s:%d: skipping an unreadable recall record (%s).", path, line_no, e)
-  return seen
-
-
-def is_final_bundle(bundle, final_export: Optional[str]) -> bool:
-  """True when `bundle` was built from `final_export` (the trainer's newest export)."""
-  if bundle is None or final_export is None:
-    return False
-  source = str(bundle.manifest.get("source_export", ""))
-  return bool(source) and _norm(source) == _norm(final_export)
-
-
 def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -103,7 +50,7 @@ def main(argv):
   corpus_dir = FLAGS.corpus_dir or os.path.join(w, "corpus")
   annotations_dir = FLAGS.annotations_dir or os.path.join(w, "annotations")
   log_path = os.path.join(w, RECALL_LOG)
-  exports_dir = _norm(embedder_export.exports_dir(model_dir))
+  exports_dir = norm_path(embedder_export.exports_dir(model_dir))
   writer = tf.summary.create_file_writer(os.path.join(model_dir, "summaries", "recall"))
   seen = load_seen(log_path)
   if seen:
@@ -127,7 +74,7 @@ def main(argv):
         logging.warning("Could not evaluate bundle v%d: %s", bundle.version, e)
         continue
       source = str(bundle.manifest.get("source_export", ""))
-      from_trainer = os.path.dirname(_norm(source)) == exports_dir if source else False
+      from_trainer = os.path.dirname(norm_path(source)) == exports_dir if source else False
       r.update(step=bundle.step, source_export=source, from_trainer=from_trainer,
                bundle_path=bundle.path, time=time.time())
       logging.info("Recall of bundle v%d (step %d%s): %s", bundle.version, bundle.step,

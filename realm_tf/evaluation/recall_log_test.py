@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 
-from realm_tf.launch import watch_recall
+from realm_tf.evaluation import recall_log as watch_recall
 
 
 class _Bundle:
