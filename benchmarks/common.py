@@ -69,3 +69,23 @@ def squad_subset(path_out: str, articles: int) -> dict:
   return {"articles": len(data), "paragraphs": sum(len(a["paragraphs"]) for a in data),
           "questions": sum(len(p["qas"]) for a in data for p in a["paragraphs"]),
           "titles": [a["title"] for a in data]}
+
+
+def index_of_untrained_towers(model_dir: str, corpus_dir: str, index_dir: str, retriever_config,
+                              init_towers=None, strategy=None):
+  """Publishes (unless one is live) an index bundle of `corpus_dir` embedded by freshly built
+  towers — optionally initialised by `init_towers(retriever)` — through the real refresh path."""
+  from realm_tf.modeling.retriever import Retriever  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  refresher = IndexRefresher(RefreshConfig(model_dir=model_dir, corpus_dir=corpus_dir,
+                                           index_dir=index_dir, min_recall=0.0), strategy=strategy)
+  if refresher.live_bundle() is not None:
+    return
+  retriever = Retriever(retriever_config)
+  retriever.build_towers()
+  if init_towers is not None:
+    init_towers(retriever)
+  refresher.refresh(embedder_export.export_embedder(retriever, model_dir, 0,
+                                                    tokenizer=RealmTokenizer()))

@@ -40,10 +40,7 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.realm_pretrainer import RealmConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.training import pretrain_job  # pylint: disable=g-import-not-at-top
   from realm_tf.training.realm_experiment import PretrainConfig, RealmExperiment  # pylint: disable=g-import-not-at-top
 
@@ -59,13 +56,8 @@ def main(argv):
   for preset in FLAGS.presets:
     d = os.path.join(w, preset)
     index_dir = os.path.join(d, "index")
-    refresher = IndexRefresher(RefreshConfig(model_dir=os.path.join(d, "model"), corpus_dir=corpus,
-                                             index_dir=index_dir, min_recall=0.0))
-    if refresher.live_bundle() is None:
-      retriever = Retriever(RetrieverConfig(encoder=preset))
-      retriever.build_towers()
-      refresher.refresh(embedder_export.export_embedder(
-          retriever, os.path.join(d, "model"), 0, tokenizer=RealmTokenizer()))
+    common.index_of_untrained_towers(os.path.join(d, "model"), corpus, index_dir,
+                                     RetrieverConfig(encoder=preset))
     config = PretrainConfig(
         model=RealmConfig(retriever_encoder=preset, reader_encoder=preset,
                           num_candidates=FLAGS.num_candidates),

@@ -72,11 +72,8 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
-  from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   from realm_tf.training import ict_experiment, pretrain_job  # pylint: disable=g-import-not-at-top
 
   t_start = time.time()
@@ -108,19 +105,11 @@ def main(argv):
     if name == "init":
       d = dirs_for(name, None)
       with strategy.scope():
-        retriever = Retriever(RetrieverConfig(encoder=get_encoder_config(FLAGS.preset),
-                                              pooling=FLAGS.pooling))
-        retriever.build_towers()
-      init = ict_experiment.tower_initializer(
-          ict_experiment.hf_initializer(FLAGS.init_from_hf or None))
-      if init:
-        init(retriever)
-      export = embedder_export.export_embedder(retriever, os.path.join(w, name, "model"), 0,
-                                               tokenizer=RealmTokenizer())
-      refresher = IndexRefresher(RefreshConfig(model_dir=d["realm"], corpus_dir=corpus,
-                                               index_dir=d["index"]), strategy=strategy)
-      if refresher.live_bundle() is None:
-        refresher.refresh(export)
+        common.index_of_untrained_towers(
+            os.path.join(w, name, "model"), corpus, d["index"],
+            RetrieverConfig(encoder=get_encoder_config(FLAGS.preset), pooling=FLAGS.pooling),
+            ict_experiment.tower_initializer(ict_experiment.hf_initializer(
+                FLAGS.init_from_hf or None)), strategy)
       train = {}
     elif name in ("ict_warm_start", "ict_only"):
       steps = FLAGS.warm_start_steps + (FLAGS.steps if name == "ict_only" else 0)

@@ -342,8 +342,7 @@ def bundle_retrieve_fn(bundle, k: int, load_on_worker: bool = False) -> Callable
     search_fn = WorkerLoadedFunction(os.path.join(bundle.path, bundle_lib.SEARCHER), "search",
                                      bundle.searcher.search)
     ids_array = WorkerLoadedArray(os.path.join(bundle.path, bundle_lib.BLOCK_IDS))
-    keys = ("input_word_ids", "input_mask", "input_type_ids")
-    embed = lambda f: embed_fn({key: f[key] for key in keys})["embeddings"]
+    embed = lambda f: embed_fn({key: f[key] for key in INPUT_KEYS})["embeddings"]
     search = search_fn
     block_ids = ids_array.value
   else:
