@@ -50,8 +50,8 @@ def build_micro_system(work_dir: str, reader_beam_size: int = 3, seed: int = 0) 
                         reader_beam_size=reader_beam_size, retriever_beam_size=8)
   tf_keras.utils.set_random_seed(seed + 1)
   model = finetune.build_model(config, index, tokenizer)
-  finetune.init_query_tower_from_export(model, os.path.join(bundle.path,
-                                                            bundle_lib.QUERY_EMBEDDER))
+  from realm_tf.training import warm_start  # pylint: disable=g-import-not-at-top
+  warm_start.init_openqa(model, os.path.join(bundle.path, bundle_lib.QUERY_EMBEDDER))
   return MicroSystem(model, tokenizer, bundle, corpus_dir, index_dir)
 
 

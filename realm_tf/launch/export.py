@@ -94,16 +94,18 @@ def load_model(model_dir=None, init_checkpoint=None, reader_init_checkpoint=None
   else:
     if not index_dir or not corpus_dir:
       raise ValueError("--init_checkpoint needs --index_dir and --corpus_dir.")
-    if finetune.checkpoint_kind(init_checkpoint) == "openqa":
+    from realm_tf.training import warm_start  # pylint: disable=g-import-not-at-top
+    if warm_start.source_kind(init_checkpoint) == "trainer" and \
+        warm_start.trainer_run_kind(init_checkpoint) == "openqa":
       model, _, bundle = finetune.load_finetuned(init_checkpoint, index_dir, corpus_dir)
     else:
       bundle, index = finetune.load_index(index_dir, corpus_dir, tokenizer)
-      reader_enc = (finetune.reader_encoder_from_checkpoint(reader_init_checkpoint) or
-                    finetune.reader_encoder_from_checkpoint(init_checkpoint))
+      reader_enc = (warm_start.encoder_config_of(reader_init_checkpoint) or
+                    warm_start.encoder_config_of(init_checkpoint))
       reader = ReaderConfig(encoder=reader_enc) if reader_enc is not None else ReaderConfig()
       config = OpenQAConfig(retriever=finetune.index_retriever_config(bundle), reader=reader)
       model = finetune.build_model(config, index, tokenizer)
-      finetune.init_from_checkpoint(model, init_checkpoint, reader_init_checkpoint)
+      warm_start.init_openqa(model, init_checkpoint, reader_init_checkpoint)
   if reader_beam_size:
     model.config = dataclasses.replace(model.config, reader_beam_size=int(reader_beam_size))
   return model, tokenizer, bundle

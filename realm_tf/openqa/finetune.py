@@ -24,16 +24,15 @@ import tf_keras
 from absl import logging
 
 from realm_tf.data.block_store import BlockStore
-from realm_tf.modeling.encoder_config import EncoderConfig, get_encoder_config
-from realm_tf.modeling.reader import ReaderConfig
+from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.retriever import RetrieverConfig
 from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text
 from realm_tf.openqa.model import FrozenIndex, OpenQAConfig, OpenQAModel
 from realm_tf.retrieval import bundle as bundle_lib
-from realm_tf.retrieval import embedder_export
 from realm_tf.text import RealmTokenizer
 from realm_tf.training.openqa_task import openqa_task
 from realm_tf.training.optimizer import create_optimizer
+from realm_tf.training import warm_start
 from realm_tf.training.trainer import CONFIG_FILE, Trainer, check_or_write_config
 
 DATASETS = ("nq_open_orqa", "web_questions_orqa", "curated_trec_orqa", "squad_open")
@@ -208,137 +207,6 @@ def index_retriever_config(bundle) -> RetrieverConfig:
   raise ValueError("The index bundle has no query embedder metadata.")
 
 
-def checkpoint_kind(path: str) -> str:
-  """`realm` (pre-training/Trainer model_dir with config.json), `export` (embedder export),
-  `converted` (realm_tf.launch.convert_checkpoint output) or `openqa` (a fine-tuning model_dir)."""
-  if tf.io.gfile.exists(os.path.join(path, embedder_export.METADATA)):
-    return "export"
-  if tf.io.gfile.exists(os.path.join(path, "realm_config.json")):
-    return "converted"
-  cfg_path = os.path.join(path, CONFIG_FILE)
-  if tf.io.gfile.exists(cfg_path):
-    with tf.io.gfile.GFile(cfg_path) as f:
-      cfg = json.load(f)
-    model = cfg.get("model", {})
-    if "reader_encoder" in model:
-      return "realm"
-    if "reader" in model and "retriever" in model:
-      return "openqa"
-  raise ValueError(f"--init_checkpoint {path} is neither a REALM pre-training model_dir "
-                   f"(config.json + checkpoints/), an embedder export ({embedder_export.METADATA}) "
-                   "nor a converted checkpoint (realm_config.json).")
-
-
-def reader_encoder_from_checkpoint(path: Optional[str]) -> Optional[EncoderConfig]:
-  """The reader BERT's config an init checkpoint implies (None: it has no reader weights)."""
-  if not path:
-    return None
-  kind = checkpoint_kind(path)
-  if kind == "realm":
-    with tf.io.gfile.GFile(os.path.join(path, CONFIG_FILE)) as f:
-      return get_encoder_config(EncoderConfig.from_dict(json.load(f)["model"]["reader_encoder"]))
-  if kind == "converted":
-    with tf.io.gfile.GFile(os.path.join(path, "realm_config.json")) as f:
-      cfg = json.load(f)
-    if cfg.get("target") in ("reader", "knowledge_encoder", "encoder"):
-      return EncoderConfig.from_dict(cfg["encoder_config"])
-  if kind == "openqa":
-    with tf.io.gfile.GFile(os.path.join(path, CONFIG_FILE)) as f:
-      return ReaderConfig.from_dict(json.load(f)["model"]["reader"]).encoder_config
-  return None
-
-
-def _latest_checkpoint(model_dir: str) -> str:
-  path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")) or \
-      tf.train.latest_checkpoint(model_dir)
-  if not path:
-    raise FileNotFoundError(f"No checkpoint under {model_dir}.")
-  return path
-
-
-def _copy_variables(dst: Sequence[tf.Variable], src: Sequence, what: str) -> None:
-  if len(dst) != len(src):
-    raise ValueError(f"{what}: {len(src)} source variables for {len(dst)} model variables.")
-  for d, s in zip(dst, src):
-    if tuple(d.shape) != tuple(s.shape):
-      raise ValueError(f"{what}: shape mismatch {d.name} {d.shape} vs {s.shape}.")
-    d.assign(s)
-
-
-def init_query_tower_from_export(model: OpenQAModel, export_dir: str) -> None:
-  """Copies the export's query tower (encoder + projection) into the model's query tower."""
-  from realm_tf.modeling.retriever import Retriever  # pylint: disable=g-import-not-at-top
-  meta = embedder_export.read_metadata(export_dir)
-  module = tf.saved_model.load(export_dir)
-  cfg = RetrieverConfig.from_dict(meta["retriever_config"]) if "retriever_config" in meta else \
-      model.config.retriever
-  proxy = Retriever(cfg).build_towers()
-  _copy_variables(proxy.variables, list(module.retriever_variables), f"export {export_dir}")
-  _copy_variables(model.query_encoder.variables, proxy.query_encoder.variables, "query encoder")
-  _copy_variables(model.query_projection.variables, proxy.query_projection.variables,
-                  "query projection")
-
-
-def init_from_checkpoint(model: OpenQAModel, path: str, reader_path: Optional[str] = None) -> Dict:
-  """Warm-starts `model` (built) from `path`; returns {"query_tower": src, "reader": src}.
-
-  * REALM pre-training model_dir: `retriever.query_{encoder,projection}` → query tower and
-    `knowledge_encoder.encoder` → reader encoder (REALM's recipe).
-  * Embedder export: the query tower only.
-  * Converted checkpoint (`reader`, `knowledge_encoder`, `encoder` or `retriever` target).
-  * A fine-tuning model_dir: query tower and the whole reader (continue on another dataset).
-  `reader_path` (a converted or REALM checkpoint) overrides where the reader encoder comes from.
-  """
-  used = {}
-  kind = checkpoint_kind(path)
-  if kind == "realm":
-    ckpt = _latest_checkpoint(path)
-    proxy = tf.train.Checkpoint(model=tf.train.Checkpoint(
-        retriever=tf.train.Checkpoint(query_encoder=model.query_encoder,
-                                      query_projection=model.query_projection),
-        knowledge_encoder=tf.train.Checkpoint(encoder=model.reader.encoder)))
-    proxy.read(ckpt).expect_partial().assert_existing_objects_matched()
-    used = {"query_tower": ckpt, "reader": ckpt}
-  elif kind == "export":
-    init_query_tower_from_export(model, path)
-    used = {"query_tower": path}
-  elif kind == "openqa":
-    ckpt = _latest_checkpoint(path)
-    tf.train.Checkpoint(model=model).read(ckpt).expect_partial().assert_existing_objects_matched()
-    used = {"query_tower": ckpt, "reader": ckpt}
-  else:
-    used.update(_init_from_converted(model, path))
-  if reader_path:
-    used.update(init_from_checkpoint_reader_only(model, reader_path))
-  logging.info("Warm start: %s", used)
-  return used
-
-
-def _init_from_converted(model: OpenQAModel, path: str) -> Dict:
-  with tf.io.gfile.GFile(os.path.join(path, "realm_config.json")) as f:
-    cfg = json.load(f)
-  ckpt = os.path.join(path, cfg.get("checkpoint", "ckpt"))
-  target = cfg["target"]
-  if target == "reader":
-    tf.train.Checkpoint(reader=model.reader).read(ckpt).expect_partial() \
-        .assert_existing_objects_matched()
-    return {"reader": ckpt}
-  if target == "knowledge_encoder":
-    tf.train.Checkpoint(knowledge_encoder=tf.train.Checkpoint(encoder=model.reader.encoder)) \
-        .read(ckpt).expect_partial().assert_existing_objects_matched()
-    return {"reader": ckpt}
-  if target == "encoder":
-    tf.train.Checkpoint(encoder=model.reader.encoder).read(ckpt).expect_partial() \
-        .assert_existing_objects_matched()
-    return {"reader": ckpt}
-  if target == "retriever":
-    tf.train.Checkpoint(retriever=tf.train.Checkpoint(
-        query_encoder=model.query_encoder, query_projection=model.query_projection)) \
-        .read(ckpt).expect_partial().assert_existing_objects_matched()
-    return {"query_tower": ckpt}
-  raise ValueError(f"Converted checkpoint {path} has unknown target {target!r}.")
-
-
 def load_index(index_dir: str, corpus_dir: str, tokenizer: RealmTokenizer):
   """(bundle, FrozenIndex) of the newest bundle in `index_dir` over `corpus_dir`."""
   bundle = bundle_lib.latest(index_dir)
@@ -387,8 +255,8 @@ def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_
   tokenizer = RealmTokenizer()
   bundle, index = load_index(index_dir, corpus_dir, tokenizer)
   retr = index_retriever_config(bundle)
-  reader_enc = reader_encoder_from_checkpoint(reader_init_checkpoint) or \
-      reader_encoder_from_checkpoint(init_checkpoint)
+  reader_enc = warm_start.encoder_config_of(reader_init_checkpoint) or \
+      warm_start.encoder_config_of(init_checkpoint)
   reader_cfg = config.model.reader
   if reader_enc is not None and reader_enc != reader_cfg.encoder_config:
     logging.info("Reader encoder follows the init checkpoint: %s", reader_enc)
@@ -408,13 +276,10 @@ def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_
                     jit_compile=jit_compile, name="finetune")
   warm = {}
   if not trainer.manager.latest_checkpoint:
-    if init_checkpoint:
-      warm = init_from_checkpoint(model, init_checkpoint, reader_init_checkpoint)
-    else:
-      init_query_tower_from_export(model, os.path.join(bundle.path, bundle_lib.QUERY_EMBEDDER))
-      warm = {"query_tower": bundle.path}
-      if reader_init_checkpoint:
-        warm.update(init_from_checkpoint_reader_only(model, reader_init_checkpoint))
+    # Without an init checkpoint the query tower is the bundle's own (it built the index).
+    warm = warm_start.init_openqa(
+        model, init_checkpoint or os.path.join(bundle.path, bundle_lib.QUERY_EMBEDDER),
+        reader_init_checkpoint)
   featurizer = QuestionFeaturizer(config.model.feature_config, tokenizer)
   usable = [e for e in examples if e.question.strip()]
   if len(usable) < len(examples):
@@ -449,21 +314,6 @@ def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_
   return result
 
 
-def init_from_checkpoint_reader_only(model: OpenQAModel, path: str) -> Dict:
-  """Loads only the reader encoder from a REALM model_dir or a converted checkpoint."""
-  kind = checkpoint_kind(path)
-  if kind == "realm":
-    ckpt = _latest_checkpoint(path)
-    tf.train.Checkpoint(model=tf.train.Checkpoint(knowledge_encoder=tf.train.Checkpoint(
-        encoder=model.reader.encoder))).read(ckpt).expect_partial() \
-        .assert_existing_objects_matched()
-    return {"reader": ckpt}
-  if kind == "converted":
-    return {k: v for k, v in _init_from_converted(model, path).items() if k == "reader"}
-  raise ValueError(f"Reader init checkpoint {path} must be a REALM model_dir or a converted "
-                   "checkpoint.")
-
-
 def load_finetuned(model_dir: str, index_dir: Optional[str] = None,
                    corpus_dir: Optional[str] = None,
                    strategy: Optional[tf.distribute.Strategy] = None):
@@ -487,7 +337,7 @@ def load_finetuned(model_dir: str, index_dir: Optional[str] = None,
   store = BlockStore([corpus_dir], tokenizer, doc_seq_length=doc_len, keep_text=True)
   index = FrozenIndex.from_bundle(bundle, store)
   model = build_model(config.model, index, tokenizer, strategy)
-  ckpt = _latest_checkpoint(model_dir)
+  ckpt = warm_start.latest_checkpoint(model_dir)
   tf.train.Checkpoint(model=model).read(ckpt).expect_partial().assert_existing_objects_matched()
   logging.info("Loaded fine-tuned model %s.", ckpt)
   return model, config, bundle

@@ -15,6 +15,7 @@ from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer
 from realm_tf.openqa.model import OpenQAConfig
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.text import RealmTokenizer
+from realm_tf.training import warm_start
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def env(tmp_path_factory):
   cfg = _config(30)
   model_cfg = dataclasses.replace(cfg.model, retriever=finetune.index_retriever_config(bundle))
   model = finetune.build_model(model_cfg, index, tok)
-  finetune.init_query_tower_from_export(model, os.path.join(bundle.path, "query_embedder"))
+  warm_start.init_openqa(model, os.path.join(bundle.path, "query_embedder"))
   return {"work": work, "corpus": corpus, "index": index_dir, "export": export, "tok": tok,
           "bundle": bundle, "model": model, "config": cfg}
 
@@ -82,13 +83,14 @@ def test_init_from_realm_pretraining_dir(env, tmp_path):
   with open(os.path.join(realm_dir, "config.json"), "w") as f:
     json.dump({"model": realm_cfg.to_dict(), "batch_size": 8}, f)
   tf.train.Checkpoint(model=realm).save(os.path.join(realm_dir, "checkpoints", "ckpt"))
-  assert finetune.checkpoint_kind(realm_dir) == "realm"
-  assert finetune.checkpoint_kind(env["export"]) == "export"
-  assert finetune.reader_encoder_from_checkpoint(realm_dir) == T.MICRO
+  assert warm_start.source_kind(realm_dir) == "trainer"
+  assert warm_start.trainer_run_kind(realm_dir) == "realm"
+  assert warm_start.source_kind(env["export"]) == "export"
+  assert warm_start.encoder_config_of(realm_dir) == T.MICRO
 
   bundle, model = env["bundle"], env["model"]
   cfg = model.config
-  used = finetune.init_from_checkpoint(model, realm_dir)
+  used = warm_start.init_openqa(model, realm_dir)
   assert set(used) == {"query_tower", "reader"}
   for mine, theirs in ((model.query_encoder, realm.retriever.query_encoder),
                        (model.query_projection, realm.retriever.query_projection),
@@ -97,15 +99,15 @@ def test_init_from_realm_pretraining_dir(env, tmp_path):
     for a, b in zip(mine.variables, theirs.variables):
       np.testing.assert_array_equal(a.numpy(), b.numpy())
   # An embedder export warm-starts the query tower to reproduce the index's query embeddings.
-  finetune.init_from_checkpoint(model, env["export"])
+  warm_start.init_openqa(model, env["export"])
   feats = QuestionFeaturizer(cfg.feature_config, tok).featurize(T.examples(3))
   mine = model.embed_questions({k: tf.constant(v) for k, v in feats.items()}).numpy()
   theirs = bundle.query_embedder.embed_queries(
       {k: tf.constant(feats[f"query/{k}"]) for k in ("input_word_ids", "input_mask",
                                                      "input_type_ids")}).numpy()
   np.testing.assert_allclose(mine, theirs, atol=1e-5)
-  with pytest.raises(ValueError, match="neither"):
-    finetune.checkpoint_kind(str(tmp_path))
+  with pytest.raises(warm_start.WarmStartError, match="none of"):
+    warm_start.source_kind(str(tmp_path))
 
 
 def test_regex_answers_expand_to_matched_strings(env, caplog):
