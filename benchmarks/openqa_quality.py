@@ -8,7 +8,8 @@ tower over the frozen index, reader over the top 5 blocks) on the train question
 on dev questions:
   * `dense`: the fine-tuned query tower retrieves (exact MIPS), the reader reads its top 5;
   * `bm25`: the same fine-tuned reader reads the top 5 blocks of a BM25 retriever (rank_bm25,
-    Okapi, lower-cased word tokens over title + body); span scores without a retrieval logit.
+    Okapi, lower-cased word tokens over title + body; `realm_tf.openqa.bm25`, the evaluate
+    CLI's `--retriever=bm25`); span scores without a retrieval logit.
 Starting points: `random` (tiny towers from scratch: an index from an untrained retriever) and,
 with --realm_dir/--realm_index_dir, `realm` (the REALM pre-training run's index, query tower and
 knowledge-augmented encoder → reader) — before/after REALM pre-training.
@@ -21,7 +22,6 @@ Writes benchmarks/results/openqa_quality.json. Not part of CI; numbers from tiny
 tiny and reported as measured.
 """
 import os
-import re
 import time
 
 from absl import app, flags, logging
@@ -37,6 +37,8 @@ flags.DEFINE_integer("batch_size", 8, "Fine-tuning batch size.")
 flags.DEFINE_float("learning_rate", 1e-4, "Fine-tuning peak learning rate.")
 flags.DEFINE_integer("retriever_beam_size", 256, "Retriever beam (capped at the corpus size; "
                      "ORQA uses 5000, too slow for a CPU benchmark).")
+flags.DEFINE_enum("reader_positives", "beam", ["beam", "gold", "none"], "What the reader reads "
+                  "when none of its blocks bears an answer (none = ORQA's rule).")
 flags.DEFINE_integer("eval_questions", 200, "Dev questions evaluated.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 FLAGS = flags.FLAGS
@@ -87,33 +89,6 @@ def ensure_random_index(work_dir, corpus_dir, preset, seed):
   return index_dir
 
 
-class BM25Retriever:
-  """rank_bm25's Okapi BM25 over the index rows' title + body (lower-cased word tokens)."""
-
-  def __init__(self, index, k: int):
-    from rank_bm25 import BM25Okapi  # pylint: disable=g-import-not-at-top
-    self.k = k
-    docs = [self.tokens(f"{t} {b}") for t, b in zip(index.titles, index.bodies)]
-    self.bm25 = BM25Okapi(docs)
-
-  @staticmethod
-  def tokens(text):
-    return re.findall(r"\w+", text.lower())
-
-  def __call__(self, examples, feats):
-    import numpy as np  # pylint: disable=g-import-not-at-top
-    del feats
-    rows, scores = [], []
-    for e in examples:
-      s = self.bm25.get_scores(self.tokens(e.question))
-      top = np.argsort(-s, kind="stable")[:self.k]
-      rows.append(top)
-      scores.append(s[top])
-    rows = np.asarray(rows, np.int32)
-    scores = np.asarray(scores, np.float32)
-    return {"rows": rows, "scores": scores, "reader_logits": np.zeros_like(scores)}
-
-
 def run_variant(name, index_dir, corpus_dir, init_checkpoint, train, dev):
   import tf_keras  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
@@ -126,7 +101,7 @@ def run_variant(name, index_dir, corpus_dir, init_checkpoint, train, dev):
                          retriever_beam_size=FLAGS.retriever_beam_size),
       dataset="squad_open", batch_size=FLAGS.batch_size, num_train_steps=FLAGS.steps,
       learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, checkpoint_every=FLAGS.steps,
-      log_every=10)
+      log_every=10, reader_positives=FLAGS.reader_positives)
   tf_keras.utils.set_random_seed(FLAGS.seed)
   t0 = time.time()
   train_result = finetune.run_finetune(config, index_dir, corpus_dir, model_dir,
@@ -142,8 +117,8 @@ def run_variant(name, index_dir, corpus_dir, init_checkpoint, train, dev):
   out["dense"] = {k: dense[k] for k in ("exact_match", "recall@1", "recall@5", "recall@20")}
   out["dense"]["eval_seconds"] = round(time.time() - t0, 1)
   t0 = time.time()
-  bm25 = BM25Retriever(model.index, 20)
-  sparse = evaluate_lib.evaluate(model, dev, batch_size=8, recall_ks=(1, 5, 20), retrieve_fn=bm25)
+  # The evaluate CLI's --retriever=bm25 path: the same fine-tuned reader behind BM25.
+  sparse = evaluate_lib.evaluate(model, dev, batch_size=8, recall_ks=(1, 5, 20), retriever="bm25")
   out["bm25"] = {k: sparse[k] for k in ("exact_match", "recall@1", "recall@5", "recall@20")}
   out["bm25"]["eval_seconds"] = round(time.time() - t0, 1)
   return out
@@ -153,13 +128,13 @@ def main(argv):
   del argv
   import numpy as np  # pylint: disable=g-import-not-at-top
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
   t_start = time.time()
   os.makedirs(FLAGS.work_dir, exist_ok=True)
   corpus_dir = FLAGS.corpus_dir or os.path.join(FLAGS.work_dir, "corpus")
   manifest = ensure_corpus(corpus_dir)
-  train = finetune.load_squad_open("train")
-  dev = finetune.load_squad_open("dev")
+  train = datasets.load_squad_open("train")
+  dev = datasets.load_squad_open("dev")
   rng = np.random.default_rng(FLAGS.seed)
   dev_eval = [dev[i] for i in sorted(rng.choice(len(dev), min(FLAGS.eval_questions, len(dev)),
                                                 replace=False))]
@@ -187,6 +162,7 @@ def main(argv):
       "settings": {"preset": FLAGS.preset, "steps": FLAGS.steps, "batch_size": FLAGS.batch_size,
                    "learning_rate": FLAGS.learning_rate, "reader_beam_size": 5,
                    "retriever_beam_size": FLAGS.retriever_beam_size,
+                   "reader_positives": FLAGS.reader_positives,
                    "train_questions": len(train), "dev_questions": len(dev),
                    "dev_questions_evaluated": len(dev_eval),
                    "corpus_blocks": manifest["num_blocks"], "corpus_dir": corpus_dir},

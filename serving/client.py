@@ -34,6 +34,7 @@ TITLE_KEYS = ("evidence_titles", "titles", "block_titles")
 TEXT_KEYS = ("evidence_texts", "texts", "block_texts", "evidence_text")
 SCORE_KEYS = ("evidence_scores", "retrieval_scores", "block_scores")
 ID_KEYS = ("evidence_block_ids", "evidence_ids", "block_ids")
+STATUS_KEYS = ("status",)  # per-row status: "ok", or why the row has no answer
 
 
 class PredictClient:
@@ -170,9 +171,14 @@ def format_answers(questions: Sequence[str], outputs: Mapping[str, np.ndarray],
   texts = _pick(outputs, TEXT_KEYS)
   scores = _pick(outputs, SCORE_KEYS)
   ids = _pick(outputs, ID_KEYS)
+  status = _pick(outputs, STATUS_KEYS)
   lines = []
   for i, question in enumerate(questions):
     lines.append(f"Q: {question}")
+    row_status = _text(np.asarray(status[i]).item()) if status is not None else "ok"
+    if row_status != "ok":  # the model answered this row with nothing, and said why
+      lines.append(f"A: (no answer: {row_status})")
+      continue
     answer = f"A: {_text(_top(answers[i]))}"
     if probs is not None:
       answer += f"  (p={float(_top(probs[i])):.3f})"

@@ -63,3 +63,13 @@ def test_build_request_encodes_unicode_strings():
   c.close()
   assert request.inputs["q"].string_val == ["café".encode()]
   assert request.model_spec.version_label == "stable" and request.output_filter == ["a"]
+
+
+def test_format_answers_rows_with_a_status():
+  outputs = qa_outputs()
+  outputs["status"] = np.array([b"ok", b"empty_question"], dtype=object)
+  text = client.format_answers(["who wrote pride and prejudice", ""], outputs, max_evidence=1,
+                               snippet_chars=40)
+  lines = text.splitlines()
+  assert lines[1] == "A: Jane Austen  (p=0.812)" and "block=11" in lines[3]
+  assert lines[-2:] == ["Q: ", "A: (no answer: empty_question)"]

@@ -98,7 +98,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     with self._manager.servable(spec.name, version, label) as servable:
       sig = servable.signature(spec.signature_name)
       wanted = validation_lib.check_output_filter(list(sig.output_specs), request.output_filter)
-      arrays = validation_lib.decode_inputs(sig.input_specs, request.inputs, self._validation)
+      arrays = validation_lib.decode_inputs(
+          sig.input_specs, request.inputs,
+          validation_lib.for_signature(self._validation, sig.output_specs))
       size = validation_lib.batch_size_of(arrays)
       if self._scheduler is not None and sig.batchable and size:
         outputs = self._scheduler.run((servable.name, servable.version, sig.name), sig, arrays,

@@ -4,6 +4,10 @@ Every check raises `ServingError` carrying the gRPC status code TF Serving would
 an unknown model or version, FAILED_PRECONDITION for an unknown signature key, INVALID_ARGUMENT for
 bad inputs), so bad requests fail fast with a message naming the offending input instead of
 surfacing as an opaque TensorFlow error from deep inside the model.
+
+One exception: a signature with a per-row `status` output (ROW_STATUS_OUTPUT, e.g. `realm_openqa`)
+answers an empty question itself, in its own row, so empty strings are passed through to it
+(`for_signature`) and the other questions of the request are answered.
 """
 import dataclasses
 from typing import Dict, Mapping, Optional, Sequence
@@ -43,6 +47,9 @@ def from_tf_error(err: tf.errors.OpError) -> ServingError:
   return ServingError(code, err.message)
 
 
+ROW_STATUS_OUTPUT = "status"
+
+
 @dataclasses.dataclass(frozen=True)
 class ValidationConfig:
   """Limits applied to every Predict request.
@@ -60,6 +67,15 @@ class ValidationConfig:
   reject_empty_strings: bool = True
   require_utf8: bool = True
   max_batch_size: int = 0
+
+
+def for_signature(config: ValidationConfig, output_names) -> ValidationConfig:
+  """The checks for one signature: `config`, except that empty strings are accepted when the
+  signature has a per-row `status` output (it answers an empty question in that row, with its
+  own status, instead of the whole request failing)."""
+  if config.reject_empty_strings and ROW_STATUS_OUTPUT in output_names:
+    return dataclasses.replace(config, reject_empty_strings=False)
+  return config
 
 
 def _fmt_shape(shape) -> str:

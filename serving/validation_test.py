@@ -119,3 +119,23 @@ def test_tf_errors_keep_their_code():
   assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.message == "bad thing"
   err = validation.from_tf_error(tf.errors.ResourceExhaustedError(None, None, "oom"))
   assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_signatures_with_a_row_status_answer_empty_strings_themselves():
+  inputs = good_inputs()
+  inputs["questions"] = proto(np.array([b"fine", b"", b" \t"], dtype=object))
+  inputs["x"] = proto(np.ones((3, 3), np.float32))
+  config = ValidationConfig()
+  per_row = validation.for_signature(config, ["answers", "status"])
+  assert not per_row.reject_empty_strings and per_row.max_string_bytes == config.max_string_bytes
+  arrays = validation.decode_inputs(SPECS, inputs, per_row)
+  assert arrays["questions"].tolist() == [b"fine", b"", b" \t"]
+  # Without a `status` output the request is still refused, naming the element.
+  assert validation.for_signature(config, ["answers"]) is config
+  check_error(lambda: validation.decode_inputs(SPECS, inputs,
+                                               validation.for_signature(config, ["answers"])),
+              grpc.StatusCode.INVALID_ARGUMENT, "input 'questions' element [1] is an empty")
+  # Other string checks still apply to such signatures.
+  inputs["questions"] = proto(np.array([b"fine", b"\xff", b""], dtype=object))
+  check_error(lambda: validation.decode_inputs(SPECS, inputs, per_row),
+              grpc.StatusCode.INVALID_ARGUMENT, "element [1] is not valid UTF-8")

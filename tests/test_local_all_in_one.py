@@ -175,7 +175,7 @@ def test_all_in_one_publishes_during_training_resumes_and_fails_cleanly(corpus, 
   # The evaluator measured the newest bundle and stopped once the refresher was gone.
   evaluated = {r["index_version"] for r in _recall_records(work)}
   assert {1, killed} <= evaluated
-  assert all(0.0 <= r["masked_sentence_recall@5"] <= 1.0 for r in _recall_records(work))
+  assert all(0.0 <= r["own_block_recall@5"] <= 1.0 for r in _recall_records(work))
   assert "has exited without a bundle of the final export" in _last_section(
       os.path.join(work, "evaluator.log"))
   _assert_no_strays(work, text)

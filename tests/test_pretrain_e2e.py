@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.data import corpus as corpus_lib
+from realm_tf.evaluation.recall import measure_bundle_recall
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.realm_pretrainer import RealmConfig
 from realm_tf.modeling.retriever import RetrieverConfig
@@ -70,7 +71,7 @@ def test_pretraining_with_inline_refresh_resumes_and_measures_recall(work):
   first = bundle_lib.latest(dirs["index"]).version
   exp = RealmExperiment(_config(2), dirs["corpus"], dirs["annotations"], dirs["index"],
                         dirs["realm"], refresher=refresher)
-  scalars = exp.train(init_retriever_from=dirs["ict"])
+  scalars = exp.train(retriever_init=dirs["ict"])
   assert np.isfinite(scalars["loss"]) and scalars["loss"] > 0
   assert 0.0 <= scalars["null_posterior"] <= 1.0
   # The inline refresh at step 2 published a bundle built from the REALM export of step 2.
@@ -82,8 +83,8 @@ def test_pretraining_with_inline_refresh_resumes_and_measures_recall(work):
   position = int(exp.trainer.data_position.numpy())
   assert position >= 2 * 2  # at least batch × steps raw records consumed
 
-  recall = pretrain_job.measure_recall(live, dirs["annotations"], dirs["corpus"], 10, False)
-  assert 0.0 <= recall["masked_sentence_recall@5"] <= 1.0
+  recall = measure_bundle_recall(live, dirs["annotations"], dirs["corpus"], 10, False)
+  assert 0.0 <= recall["own_block_recall@5"] <= 1.0
 
 
 def test_bundle_from_another_corpus_is_refused(work, tmp_path):

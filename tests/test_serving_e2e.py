@@ -110,6 +110,25 @@ def test_grpc_answers_equal_in_process_model(exported, server, model_name):
   _check(outputs, exported["reference"], exported["k"])
 
 
+def test_empty_question_does_not_fail_its_batch(exported, server):
+  """realm_openqa answers an empty question in its own row (status "empty_question"); the
+  server lets it through because the signature has a per-row `status` output."""
+  from serving import client  # pylint: disable=g-import-not-at-top
+  batch = [QUESTIONS[0], "", QUESTIONS[2], "   "]
+  with client.PredictClient(server.address, "realm_openqa", timeout=60) as c:
+    outputs = c.predict({"questions": ex_testing.strings(batch)})
+    text = client.ask(c, [QUESTIONS[1], ""])
+  assert outputs["status"].tolist() == [b"ok", b"empty_question", b"ok", b"empty_question"]
+  _check({k: v[[0, 2]] for k, v in outputs.items()}, exported["reference"], exported["k"],
+         rows=[0, 2])
+  for row in (1, 3):
+    assert outputs["answers"][row].tolist() == [b""] * 3
+    assert np.all(outputs["answer_block_ids"][row] == -1)
+    assert np.all(outputs["evidence_block_ids"][row] == -1)
+  answer = exported["reference"]["answer"][1].decode()
+  assert f"A: {answer}" in text and text.endswith("Q: \nA: (no answer: empty_question)")
+
+
 def test_concurrent_single_questions_are_batched_correctly(exported, server):
   from serving import client  # pylint: disable=g-import-not-at-top
   results, errors = {}, []

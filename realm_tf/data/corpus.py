@@ -220,15 +220,19 @@ def read_annotations(annotation_dir: str, paths: Optional[List[str]] = None) -> 
 def numbered_examples(records: tf.data.Dataset, build, start_index: int = 0,
                       keep_index: bool = False,
                       num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
-                      deterministic: bool = True) -> tf.data.Dataset:
+                      deterministic: bool = True, keep=None) -> tf.data.Dataset:
   """`build(index, record)` over `records` numbered from `start_index`, invalid results dropped.
 
   The index is the record's raw position in its (repeated, skipped) stream: the masking and ICT
   examples are stateless functions of it, and it is what a checkpoint stores to resume exactly.
   `build` returns a dict with a boolean `valid`; `keep_index` adds `index` to each example.
+  `keep(record)` (a boolean tensor) drops records without changing anyone's position (e.g. the
+  held-out blocks).
   """
   def _build(index, record):
     example = dict(build(index, record))
+    if keep is not None:
+      example["valid"] = tf.logical_and(example["valid"], keep(record))
     if keep_index:
       example["index"] = index
     return example
@@ -240,6 +244,53 @@ def numbered_examples(records: tf.data.Dataset, build, start_index: int = 0,
     ds = ds.map(_build, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
   ds = ds.filter(lambda ex: ex["valid"])
   return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "valid"})
+
+
+def shuffled_stream(records: tf.data.Dataset, seed: int, window: int,
+                    start_position: int = 0) -> tf.data.Dataset:
+  """`records` repeated forever in a seeded order that resumes exactly at `start_position`.
+
+  Each run of `window` consecutive records of the repeated stream is permuted by a permutation
+  keyed by (seed, window number), so element j of the output depends only on j: a trainer that
+  stores how many elements it consumed restarts on the same stream. Shuffling matters because
+  corpora come in article order: unshuffled, an ICT batch's in-batch negatives are blocks of
+  the same article, and a REALM batch holds sentences of one passage. Give serialized records
+  (scalar strings) so the window holds no parsed tensors.
+  """
+  if window < 1:
+    raise ValueError(f"window must be >= 1, got {window}.")
+  first = start_position // window
+
+  def permute(number, batch):
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(number, tf.int64)])
+    order = tf.argsort(tf.random.stateless_uniform(tf.shape(batch)[:1], seed=key))
+    return tf.gather(batch, order)
+
+  ds = records.repeat().skip(first * window).batch(window, drop_remainder=True)
+  ds = ds.enumerate(start=first).map(permute).unbatch()
+  return ds.skip(start_position - first * window)
+
+
+def is_heldout(block_id, fraction: float):
+  """Whether a block is held out of training (as ICT query, MLM text or REALM query).
+
+  Block ids are hashes, so `block_id mod 10000 < fraction * 10000` picks a fixed, uniform subset
+  that every stage agrees on; held-out blocks stay in the index as documents.
+  """
+  cut = int(round(fraction * 10000))
+  return tf.math.floormod(tf.cast(block_id, tf.int64), 10000) < cut
+
+
+def record_is_heldout(record, fraction: float):
+  """`is_heldout` for an annotation record: by its block id, or for passages of a separate
+  pre-training corpus X (block id -1) by a hash of their text."""
+  by_text = tf.strings.to_hash_bucket_fast(record["text"], 10000) < int(round(fraction * 10000))
+  return tf.where(record["block_id"] >= 0, is_heldout(record["block_id"], fraction), by_text)
+
+
+def record_paths(directory: str, manifest: Dict) -> List[str]:
+  """Shard paths of a corpus or annotation manifest, in manifest order."""
+  return [os.path.join(directory, s["file"]) for s in manifest["shards"]]
 
 
 def write_json_atomic(path: str, obj: Dict) -> None:

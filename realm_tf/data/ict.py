@@ -35,6 +35,11 @@ class ICTConfig:
   min_sentences: int = 2
 
 
+def as_ragged_row(ids) -> tf.RaggedTensor:
+  """A 1-D id tensor as a one-row RaggedTensor [1, (n)] (what the packers take)."""
+  return tf.RaggedTensor.from_tensor(tf.reshape(tf.cast(ids, tf.int32), [1, -1]))
+
+
 class ICTExampleBuilder:
   """Block dicts (corpus.read_blocks) → ICT (query, block) examples.
 
@@ -70,10 +75,12 @@ class ICTExampleBuilder:
         {"block_id": tf.TensorSpec([], tf.int64), "body": tf.TensorSpec([], tf.string),
          "title_ids": tf.TensorSpec([None], tf.int32)}])
 
-  def __call__(self, index, block: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """One ICT example plus a boolean `valid` for block number `index` of the stream."""
-    cfg = self.config
-    tok = self.tokenizer
+  def split(self, index, block: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """The block's wordpieces split into a pseudo-query sentence and the rest.
+
+    Returns `query_ids` (the sentence), `body_ids` (the block without it, or whole when the
+    sentence stays), `title_ids`, `removed` and `num_sentences`.
+    """
     ids, starts, limits = self._tokenize(tf.reshape(block["body"], [1]))
     ids, starts, limits = ids.flat_values, starts.flat_values, limits.flat_values
     n = tf.size(ids)
@@ -90,30 +97,39 @@ class ICTExampleBuilder:
     query_ids = tf.boolean_mask(ids, in_query)
     body_ids = tf.cond(remove, lambda: tf.boolean_mask(ids, tf.logical_not(in_query)),
                        lambda: ids)
-    title_ids = tf.cast(tf.reshape(block["title_ids"], [-1]), tf.int32)
-    ragged = lambda x: tf.RaggedTensor.from_tensor(tf.reshape(tf.cast(x, tf.int32), [1, -1]))
-    query = packing.pack_query(ragged(query_ids), cfg.query_length, tok.cls_id, tok.sep_id)
-    doc = packing.pack_document(ragged(title_ids), ragged(body_ids), cfg.block_length,
+    return {"query_ids": tf.cast(query_ids, tf.int32), "body_ids": tf.cast(body_ids, tf.int32),
+            "title_ids": tf.cast(tf.reshape(block["title_ids"], [-1]), tf.int32),
+            "removed": remove, "num_sentences": num_sentences}
+
+  def __call__(self, index, block: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """One ICT example plus a boolean `valid` for block number `index` of the stream."""
+    cfg = self.config
+    tok = self.tokenizer
+    parts = self.split(index, block)
+    query = packing.pack_query(as_ragged_row(parts["query_ids"]), cfg.query_length, tok.cls_id,
+                               tok.sep_id)
+    doc = packing.pack_document(as_ragged_row(parts["title_ids"]),
+                                as_ragged_row(parts["body_ids"]), cfg.block_length,
                                 tok.cls_id, tok.sep_id)
     example = {f"query_{k}": tf.reshape(v, [cfg.query_length]) for k, v in query.items()}
     example.update({f"block_{k}": tf.reshape(v, [cfg.block_length]) for k, v in doc.items()})
     example["block_id"] = tf.cast(block["block_id"], tf.int64)
-    example["sentence_removed"] = remove
-    example["valid"] = num_sentences >= cfg.min_sentences
+    example["sentence_removed"] = parts["removed"]
+    example["valid"] = parts["num_sentences"] >= cfg.min_sentences
     return example
 
   def dataset(self, blocks: tf.data.Dataset, start_index: int = 0,
               num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
-              deterministic: bool = True, keep_index: bool = False) -> tf.data.Dataset:
+              deterministic: bool = True, keep_index: bool = False, keep=None) -> tf.data.Dataset:
     """ICT examples of `blocks` (blocks with too few sentences dropped); block i has index
-    start_index + i (kept as `index` with `keep_index`)."""
+    start_index + i (kept as `index` with `keep_index`); `keep(block)` drops blocks."""
     def build(index, block):
       return self.compiled(index, {
           "block_id": tf.cast(block["block_id"], tf.int64), "body": block["body"],
           "title_ids": tf.cast(tf.reshape(block["title_ids"], [-1]), tf.int32)})
 
     return corpus.numbered_examples(blocks, build, start_index, keep_index, num_parallel_calls,
-                                    deterministic)
+                                    deterministic, keep=keep)
 
 
 def ict_dataset(corpus_dir: str, config: ICTConfig = ICTConfig(), tokenizer=None,

@@ -38,11 +38,11 @@ MODES = ("salient", "random_uniform", "random_span")
 
 @dataclasses.dataclass(frozen=True)
 class MaskingConfig:
-  """Masking options (defaults: REALM's salient span masking, query length 96, 20 predictions)."""
+  """Masking options (defaults: REALM's salient span masking, query length 96, 10 predictions)."""
   mode: str = "salient"
   seed: int = 0
   query_length: int = 96
-  max_predictions: int = 20
+  max_predictions: int = 10
   mask_rate: float = 0.15
   span_geometric_p: float = 0.2
   max_span_words: int = 10
@@ -125,8 +125,12 @@ class Masker:
                                         maxval=tf.maximum(n_words - length + 1, 1),
                                         dtype=tf.int32)
     in_span = (word_of >= first) & (word_of < first + length)
-    idx = tf.cast(tf.where(in_span)[:, 0], tf.int32)[: cfg.max_predictions]
-    return idx, n_words > 0
+    idx = tf.cast(tf.where(in_span)[:, 0], tf.int32)
+    # Whole words only: drop trailing words whose pieces would pass max_predictions.
+    words = tf.gather(word_of, idx)
+    through = tf.reduce_sum(tf.cast(words[None, :] <= words[:, None], tf.int32), axis=1)
+    idx = tf.boolean_mask(idx, through <= cfg.max_predictions)
+    return idx, (n_words > 0) & (tf.size(idx) > 0)
 
   def __call__(self, index, record: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """One masked example plus a boolean `valid` (False: reject it) for record number `index`."""
@@ -184,14 +188,14 @@ class Masker:
 
   def dataset(self, records: tf.data.Dataset, start_index: int = 0,
               num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
-              deterministic: bool = True, keep_index: bool = False) -> tf.data.Dataset:
+              deterministic: bool = True, keep_index: bool = False, keep=None) -> tf.data.Dataset:
     """Masked examples of `records` (rejected ones dropped); record i has index start_index + i
-    (kept as `index` with `keep_index`)."""
+    (kept as `index` with `keep_index`); `keep(record)` drops records (corpus.numbered_examples)."""
     def mask(index, record):
       return self.compiled(index, {k: record[k] for k in RECORD_SIGNATURE})
 
     return corpus.numbered_examples(records, mask, start_index, keep_index, num_parallel_calls,
-                                    deterministic)
+                                    deterministic, keep=keep)
 
 
 def masked_dataset(annotation_dir: str, config: MaskingConfig = MaskingConfig(),

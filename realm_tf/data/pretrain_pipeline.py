@@ -362,15 +362,31 @@ def bundle_retrieve_fn(bundle, k: int, load_on_worker: bool = False) -> Callable
 
 
 def indexed_masked_examples(annotation_dir: str, masker, start_position: int = 0,
-                            repeat: bool = True) -> tf.data.Dataset:
-  """Masked examples carrying `index`, their raw position in the (repeated) annotation stream.
+                            seed: int = 0, shuffle_window: int = 16384,
+                            heldout_fraction: float = 0.0) -> tf.data.Dataset:
+  """Training's masked examples: the annotations repeated in a seeded, shuffled order
+  (`corpus.shuffled_stream`), held-out blocks left out, each example carrying `index`, its
+  position in that stream.
 
   The position, not the count of accepted examples, is what a checkpoint stores, so resuming
-  skips raw records without masking them again.
+  skips records without masking them again.
   """
   from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
+  manifest = corpus.load_annotation_manifest(annotation_dir)
+  records = tf.data.TFRecordDataset(corpus.record_paths(annotation_dir, manifest),
+                                    compression_type=corpus.COMPRESSION)
+  window = max(1, min(shuffle_window, int(manifest["num_records"])))
+  parsed = corpus.shuffled_stream(records, seed, window, start_position).map(
+      corpus.parse_annotation, num_parallel_calls=tf.data.AUTOTUNE)
+  keep = (lambda r: tf.logical_not(corpus.record_is_heldout(r, heldout_fraction))) \
+      if heldout_fraction > 0 else None
+  return masker.dataset(parsed, start_index=start_position, keep_index=True, keep=keep)
+
+
+def heldout_masked_examples(annotation_dir: str, masker, heldout_fraction: float
+                            ) -> tf.data.Dataset:
+  """The masked examples of the held-out blocks, once each, in manifest order (evaluation)."""
+  from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
   records = corpus.read_annotations(annotation_dir)
-  if repeat:
-    records = records.repeat()
-  return masker.dataset(records.skip(start_position), start_index=start_position,
-                        keep_index=True)
+  return masker.dataset(records, keep_index=True,
+                        keep=lambda r: corpus.record_is_heldout(r, heldout_fraction))

@@ -5,6 +5,7 @@ id the corpus builder gives SQuAD paragraphs), so retrieval recall can be measur
 """
 import dataclasses
 import gzip
+import hashlib
 import json
 from typing import List, Optional, Tuple
 
@@ -20,9 +21,24 @@ class SquadQuestion:
   doc_id: str
 
 
-def load_squad_questions(path: Optional[str] = None, limit: Optional[int] = None
-                         ) -> List[SquadQuestion]:
-  """Reads SQuAD JSON (optionally gzipped; default: the shipped dev set) into questions."""
+SPLITS = ("train", "dev", "all")
+DEV_BUCKETS = 5  # articles whose title hashes to 0 mod 5 form the dev split
+
+
+def split_of(title: str) -> str:
+  """`train` or `dev`: SQuAD-open's split by article (no paragraph is in both)."""
+  h = int(hashlib.md5(title.encode("utf-8")).hexdigest(), 16)
+  return "dev" if h % DEV_BUCKETS == 0 else "train"
+
+
+def load_squad_questions(path: Optional[str] = None, limit: Optional[int] = None,
+                         split: str = "all") -> List[SquadQuestion]:
+  """Reads SQuAD JSON (optionally gzipped; default: the shipped dev set) into questions.
+
+  `split` picks SQuAD-open's article split (`train`, `dev`) or `all` questions.
+  """
+  if split not in SPLITS:
+    raise ValueError(f"SQuAD-open split must be one of {SPLITS}, got {split!r}.")
   path = path or default_corpus_path()
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "rt", encoding="utf-8") as f:
@@ -30,6 +46,8 @@ def load_squad_questions(path: Optional[str] = None, limit: Optional[int] = None
   out = []
   for article in root["data"]:
     title = article["title"]
+    if split != "all" and split_of(title) != split:
+      continue
     for i, para in enumerate(article["paragraphs"]):
       for qa in para["qas"]:
         answers = tuple(dict.fromkeys(a["text"] for a in qa["answers"]))

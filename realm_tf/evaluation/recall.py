@@ -1,11 +1,12 @@
-"""Zero-shot retrieval recall@k, the pre-training job's before/after yardstick.
+"""Zero-shot retrieval recall@k of an index bundle (exact MIPS over its document embeddings).
 
-Two measurements, both exact MIPS over an index's document embeddings:
-- masked sentences whose source block is known: a hit when the source block is in the top k;
-- SQuAD-open: SQuAD dev questions against the corpus; a hit when a block of the question's gold
-  paragraph is in the top k.
+- SQuAD-open questions against the corpus: a hit when a block of the question's gold paragraph
+  is in the top k (`squad_recall`). The held-out evaluation (`heldout.py`) uses the dev split.
+- Own-block recall: masked sentences against the block they were cut from (`own_block_recall`).
+  This is what ICT trains for; it is *not* a measure of REALM's progress, because REALM removes
+  a query's own block from its candidates by design.
 """
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -15,6 +16,7 @@ from realm_tf.data.squad_open import SquadQuestion
 from realm_tf.text import RealmTokenizer, pack_query
 
 INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+EVAL_SEED = 20_200_210  # masking seed of evaluation queries (differs from any training seed)
 
 
 def top_k_rows(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, k: int) -> np.ndarray:
@@ -72,10 +74,43 @@ def squad_recall(embed_queries: Callable, doc_embeddings: np.ndarray, row_block_
   return recall_at_k(row_block_ids[rows], gold)
 
 
-def masked_sentence_recall(embed_queries: Callable, doc_embeddings: np.ndarray,
-                           row_block_ids: np.ndarray, features: Dict[str, np.ndarray],
-                           k: int = 5) -> float:
-  """Recall@k of masked sentences against their own source block (`features["block_id"]`)."""
+def own_block_recall(embed_queries: Callable, doc_embeddings: np.ndarray,
+                     row_block_ids: np.ndarray, features: Dict[str, np.ndarray],
+                     k: int = 5) -> float:
+  """Recall@k of masked sentences against their own source block (`features["block_id"]`):
+  ICT's task, not REALM's progress (see the module docstring)."""
   q = embed_packed(embed_queries, features)
   rows = top_k_rows(q, doc_embeddings, k)
   return recall_at_k(row_block_ids[rows], [{int(b)} for b in features["block_id"]])
+
+
+def measure_bundle_recall(bundle, annotations_dir: str, corpus_dir: str, num_queries: int,
+                          with_squad: bool, squad_path: Optional[str] = None) -> Dict[str, float]:
+  """A bundle's retrieval figures that need no reader: own-block recall@5 of masked sentences
+  (evaluation seed) and, with `with_squad`, SQuAD-open dev question recall@5 and @20."""
+  from realm_tf.data import masking as masking_lib  # pylint: disable=g-import-not-at-top
+  tokenizer = RealmTokenizer()
+  length = int(bundle.query_embedder.metadata.get("query_seq_length", 96))
+  emb = np.asarray(bundle.embeddings, np.float32)
+  ids = np.asarray(bundle.block_ids)
+  embed = bundle.query_embedder.embed_queries
+  masked = masking_lib.masked_dataset(
+      annotations_dir, masking_lib.MaskingConfig(seed=EVAL_SEED, query_length=length), tokenizer)
+  feats = {k: v.numpy() for k, v in next(iter(masked.take(num_queries).batch(num_queries))).items()}
+  out = {"own_block_recall@5": own_block_recall(embed, emb, ids, feats)}
+  if with_squad:
+    from realm_tf.data.squad_open import load_squad_questions  # pylint: disable=g-import-not-at-top
+    questions = load_squad_questions(squad_path, split="dev")
+    rng = np.random.RandomState(0)
+    pick = sorted(rng.choice(len(questions), size=min(num_queries, len(questions)),
+                             replace=False))
+    questions = [questions[i] for i in pick]
+    q = embed_texts(embed, [x.question for x in questions], seq_length=length,
+                    tokenizer=tokenizer)
+    rows = top_k_rows(q, emb, min(20, len(ids)))
+    blocks = doc_blocks(corpus_dir)
+    gold = [blocks.get(x.doc_id, set()) for x in questions]
+    out["question_recall@5"] = recall_at_k(ids[rows[:, :5]], gold)
+    out["question_recall@20"] = recall_at_k(ids[rows], gold)
+  out["index_version"] = bundle.version
+  return out

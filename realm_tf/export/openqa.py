@@ -15,6 +15,11 @@ Two variants of the MIPS step (docs/SERVING_SIGNATURES.md):
 
 Nothing in either graph is a py_function, so they load anywhere the ops exist. The answers equal
 `OpenQAModel.predict_spans` + `features.span_text` run in process (`in_process_answers`).
+
+Each row answers on its own: a question with no wordpieces (empty, white space or control
+characters only) is answered with nothing (answers "", block ids -1, no evidence) and `status`
+"empty_question", while the other questions of the batch are answered as usual (`status` "ok").
+So one empty question never fails a request, nor a batch merged server-side.
 """
 from typing import Dict, Optional, Sequence
 
@@ -27,6 +32,8 @@ from realm_tf.openqa import features as features_lib
 from realm_tf.text import RealmTokenizer
 
 OPENQA = "realm_openqa"
+STATUS_OK = "ok"
+STATUS_EMPTY_QUESTION = "empty_question"
 
 
 class OpenQAModule(tf.Module):
@@ -36,7 +43,9 @@ class OpenQAModule(tf.Module):
     answers string [B, A], probabilities float32 [B, A], answer_scores float32 [B, A],
     answer_block_ids int64 [B, A] (-1: no answer), answer_block_index int32 [B, A],
     evidence_block_ids int64 [B, K], evidence_titles / evidence_texts string [B, K],
-    evidence_scores float32 [B, K] (retriever logits), all best first.
+    evidence_scores float32 [B, K] (retriever logits), all best first,
+    status string [B]: "ok", or "empty_question" for a question without wordpieces, whose row
+    holds no answer and no evidence (see module docstring).
   """
 
   def __init__(self, model, tokenizer: RealmTokenizer, table: components.BlockTable,
@@ -72,13 +81,32 @@ class OpenQAModule(tf.Module):
       out.update({"evidence_block_ids": blocks["block_ids"], "evidence_titles": blocks["titles"],
                   "evidence_texts": blocks["texts"],
                   "evidence_scores": tf.cast(scores, tf.float32)})
-      return out
+      return blank_unasked_rows(out, feats["wordpieces"].row_lengths() > 0)
 
     self.answer = tf.function(answer, input_signature=[
         tf.TensorSpec([None], tf.string, name="questions")])
 
   def signatures(self):
     return {components.SERVING_DEFAULT: self.answer}
+
+
+# What a row holds for a question that was not asked (no wordpieces).
+_UNASKED = {"answers": "", "probabilities": 0.0, "answer_scores": components.NEG_INF,
+            "answer_block_ids": -1, "answer_block_index": -1, "evidence_block_ids": -1,
+            "evidence_titles": "", "evidence_texts": "", "evidence_scores": 0.0}
+
+
+def blank_unasked_rows(outputs: Dict[str, tf.Tensor], asked) -> Dict[str, tf.Tensor]:
+  """Blanks the rows of `outputs` (each [B, ...]) whose question was empty (`asked` bool [B]
+  False) and adds `status` string [B] ("ok" / "empty_question"), so a bad row answers for
+  itself instead of failing its batch."""
+  out = {}
+  for name, value in outputs.items():
+    mask = tf.reshape(asked, [-1] + [1] * (value.shape.rank - 1))
+    fill = tf.cast(tf.constant(_UNASKED[name]), value.dtype)
+    out[name] = tf.where(mask, value, fill)
+  out["status"] = tf.where(asked, STATUS_OK, STATUS_EMPTY_QUESTION)
+  return out
 
 
 def export_openqa(model, tokenizer: RealmTokenizer, export_base: str, version: int,

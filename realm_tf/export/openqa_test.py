@@ -93,3 +93,26 @@ def test_openqa_export_info_and_warmup(exported):
       1, len(warmup.DEFAULT_QUESTIONS)]
   assert components.next_version(base, ["realm_openqa"]) == 2
   assert sorted(os.listdir(os.path.join(base, "realm_openqa"))) == ["1"]
+
+
+def test_empty_questions_are_answered_per_row(system, exported):
+  """An empty question gets no answer and status "empty_question"; its batch is answered."""
+  _, paths = exported
+  questions = list(ex_testing.QUESTIONS)
+  batch = [questions[0], "", questions[2], " \t\u200b", questions[1]]
+  ref = openqa.in_process_answers(system.model, system.tokenizer, questions[:3])
+  fn = tf.saved_model.load(paths["realm_openqa"]).signatures["serving_default"]
+  assert fn.structured_outputs["status"].shape.as_list() == [None]
+  out = {k: v.numpy() for k, v in fn(questions=tf.constant(batch)).items()}
+  assert out["status"].tolist() == [b"ok", b"empty_question", b"ok", b"empty_question", b"ok"]
+  for row, i in ((0, 0), (2, 2), (4, 1)):
+    assert out["answers"][row, 0] == ref["answer"][i]
+    np.testing.assert_allclose(out["probabilities"][row, 0], ref["probability"][i], atol=1e-5)
+    np.testing.assert_array_equal(out["evidence_block_ids"][row], ref["evidence_block_ids"][i])
+  for row in (1, 3):
+    assert out["answers"][row].tolist() == [b""] * 3
+    assert np.all(out["probabilities"][row] == 0) and np.all(out["answer_block_ids"][row] == -1)
+    assert np.all(out["answer_block_index"][row] == -1)
+    assert np.all(out["evidence_block_ids"][row] == -1)
+    assert out["evidence_texts"][row].tolist() == [b""] * out["evidence_texts"].shape[1]
+    assert np.all(out["evidence_scores"][row] == 0)

@@ -1,11 +1,16 @@
 r"""Open-QA evaluation of a fine-tuned model: EM (regex match for CuratedTREC), recall@k, JSONL.
 
   python -m realm_tf.launch.evaluate --model_dir=runs/nq --dataset=nq_open_orqa --split=test
+  # the same reader behind BM25 over the same blocks; your own questions:
+  python -m realm_tf.launch.evaluate --model_dir=runs/nq --dataset=jsonl:my_questions.jsonl \
+      --retriever=bm25
 
-Writes `<model_dir>/eval/<dataset>-<split>.json` (metrics) and `.jsonl` (one line per question:
-prediction, probability, correctness, evidence blocks with id, title, text, retrieval score and
-whether they contain an answer), unless --output_prefix says otherwise. The index and corpus
-default to the ones fine-tuning used (recorded in <model_dir>/config.json).
+Writes `<model_dir>/eval/<dataset>-<split>.json` (`-bm25` appended for --retriever=bm25; a
+jsonl:<path> dataset is named `jsonl_<file name>`) with the metrics, and `.jsonl` (one line per
+question: prediction, probability, correctness, evidence blocks with id, title, text, retrieval
+score and whether they contain an answer), unless --output_prefix says otherwise. The index and
+corpus default to the ones fine-tuning used (recorded in <model_dir>/config.json). A bad
+--dataset, or a malformed question line with --strict, ends the run with a one-line error.
 """
 import json
 import os
@@ -15,8 +20,13 @@ from absl import app, flags, logging
 
 flags.DEFINE_string("model_dir", None, "Fine-tuning model_dir (config.json + checkpoints/).")
 flags.DEFINE_string("dataset", "squad_open", "nq_open_orqa | web_questions_orqa | "
-                    "curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct).")
-flags.DEFINE_string("split", "test", "Split to evaluate (train | dev | test).")
+                    "curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | jsonl:<path>.")
+flags.DEFINE_string("split", "test", "Split to evaluate (train | dev | test; not used by "
+                    "jsonl:<path>).")
+flags.DEFINE_bool("strict", False, "Stop on a malformed line of a jsonl:<path> dataset instead of "
+                  "skipping it.")
+flags.DEFINE_enum("retriever", "dense", ["dense", "bm25"], "Blocks the reader reads: the "
+                  "fine-tuned query tower's (dense) or BM25's over the same corpus blocks.")
 flags.DEFINE_string("index_dir", None, "Index bundles (default: the bundle fine-tuning used).")
 flags.DEFINE_string("corpus_dir", None, "Block corpus (default: the one fine-tuning used).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
@@ -31,19 +41,25 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.data.corpus import write_json_atomic  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
-  model, _, bundle = finetune.load_finetuned(FLAGS.model_dir, FLAGS.index_dir, FLAGS.corpus_dir)
-  examples = finetune.load_examples(FLAGS.dataset, FLAGS.split, FLAGS.data_dir, FLAGS.manual_dir,
-                                    FLAGS.max_examples)
+  try:
+    datasets.check_dataset(FLAGS.dataset)
+    model, _, bundle = finetune.load_finetuned(FLAGS.model_dir, FLAGS.index_dir, FLAGS.corpus_dir)
+    examples = datasets.load_examples(FLAGS.dataset, FLAGS.split, FLAGS.data_dir,
+                                      FLAGS.manual_dir, FLAGS.max_examples, strict=FLAGS.strict)
+  except datasets.DatasetError as e:
+    raise SystemExit(f"error: {e}") from None
+  suffix = "-bm25" if FLAGS.retriever == "bm25" else ""
   prefix = FLAGS.output_prefix or os.path.join(
-      FLAGS.model_dir, "eval", f"{FLAGS.dataset.replace('/', '_')}-{FLAGS.split}")
+      FLAGS.model_dir, "eval", f"{datasets.dataset_tag(FLAGS.dataset)}-{FLAGS.split}{suffix}")
   result = evaluate_lib.evaluate(model, examples, FLAGS.batch_size,
                                  [int(k) for k in FLAGS.recall_ks],
-                                 predictions_path=prefix + ".jsonl")
+                                 predictions_path=prefix + ".jsonl", retriever=FLAGS.retriever)
   result.update({"dataset": FLAGS.dataset, "split": FLAGS.split, "model_dir": FLAGS.model_dir,
                  "index_bundle": bundle.path, "predictions": prefix + ".jsonl",
                  "wall_seconds": round(time.time() - t0, 1)})

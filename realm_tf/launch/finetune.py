@@ -10,8 +10,14 @@ r"""Open-QA fine-tuning (ORQA recipe on a REALM checkpoint): query tower + reade
 
 Datasets: nq_open_orqa (train/dev need NQ-open.train.jsonl in --manual_dir, or use
 nq_open_orqa/dpr), web_questions_orqa, curated_trec_orqa (regex answers), squad_open (the shipped
-SQuAD v1.1 dev set split by article). TFDS datasets are built offline from the files shipped in
-tfds_builders/ unless --manual_dir points elsewhere.
+SQuAD v1.1 dev set split by article), or jsonl:<path> (your own questions, one JSON object a line:
+{"question": ..., "answers": [...]}, optional "answer_regex", "id", "doc_id"; malformed lines are
+skipped with a warning naming file:line, or stop the run with --strict). TFDS datasets are built
+offline from the files shipped in tfds_builders/ unless --manual_dir points elsewhere.
+
+--reader_positives: what the reader reads when none of its blocks bears an answer: `beam` (the
+retriever beam's best answer-bearing block, in the last slot), `gold` (the gold document's block
+where the dataset knows it, as squad_open does; else beam) or `none` (ORQA: zero reader loss).
 
 --init_checkpoint: a REALM pre-training model_dir (query tower ← retriever, reader BERT ← the
 knowledge-augmented encoder), an embedder export (query tower only), a converted checkpoint
@@ -27,8 +33,14 @@ from absl import app, flags, logging
 from realm_tf.launch import distribution_flags
 
 flags.DEFINE_string("dataset", "squad_open", "nq_open_orqa | nq_open_orqa/dpr | web_questions_orqa "
-                    "| curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct).")
-flags.DEFINE_string("split", "train", "Training split.")
+                    "| curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | jsonl:<path>.")
+flags.DEFINE_string("split", "train", "Training split (not used by jsonl:<path>).")
+flags.DEFINE_bool("strict", False, "Stop on a malformed line of a jsonl:<path> dataset instead of "
+                  "skipping it.")
+flags.DEFINE_enum("reader_positives", "beam", ["beam", "gold", "none"],
+                  "What the reader reads when none of its blocks bears an answer: the beam's "
+                  "best answer-bearing block, the gold document's (else the beam's), or nothing "
+                  "(ORQA's zero loss).")
 flags.DEFINE_string("index_dir", None, "Index bundles; the newest is used, frozen.")
 flags.DEFINE_string("corpus_dir", None, "Block corpus the index was built from.")
 flags.DEFINE_string("init_checkpoint", None, "REALM model_dir, embedder export, converted "
@@ -62,10 +74,15 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
+  try:
+    datasets.check_dataset(FLAGS.dataset)
+  except datasets.DatasetError as e:
+    raise SystemExit(f"error: {e}") from None
   strategy = distribution_flags.strategy_from_flags()
   reader = ReaderConfig(encoder=FLAGS.reader_encoder, span_hidden_size=FLAGS.span_hidden_size,
                         max_span_width=FLAGS.max_span_width, seq_length=FLAGS.reader_seq_length,
@@ -76,12 +93,17 @@ def main(argv):
       dataset=FLAGS.dataset, train_split=FLAGS.split, batch_size=FLAGS.batch_size,
       num_train_steps=FLAGS.num_train_steps, learning_rate=FLAGS.learning_rate,
       warmup_steps=FLAGS.warmup_steps, seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every,
-      log_every=FLAGS.log_every, max_train_examples=FLAGS.max_train_examples)
-  result = finetune.run_finetune(
-      config, FLAGS.index_dir, FLAGS.corpus_dir, FLAGS.model_dir,
-      init_checkpoint=FLAGS.init_checkpoint, reader_init_checkpoint=FLAGS.reader_init_checkpoint,
-      strategy=strategy, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
-      jit_compile=FLAGS.jit_compile)
+      log_every=FLAGS.log_every, max_train_examples=FLAGS.max_train_examples,
+      reader_positives=FLAGS.reader_positives)
+  try:
+    result = finetune.run_finetune(
+        config, FLAGS.index_dir, FLAGS.corpus_dir, FLAGS.model_dir,
+        init_checkpoint=FLAGS.init_checkpoint,
+        reader_init_checkpoint=FLAGS.reader_init_checkpoint, strategy=strategy,
+        data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, jit_compile=FLAGS.jit_compile,
+        strict=FLAGS.strict)
+  except datasets.DatasetError as e:  # a malformed question line (--strict): one line, no trace
+    raise SystemExit(f"error: {e}") from None
   result["wall_seconds"] = round(time.time() - t0, 1)
   logging.info("Fine-tuning done: %s", result)
   print(json.dumps({k: v for k, v in result.items() if k != "progress_line"}, indent=2,

@@ -46,3 +46,51 @@ def test_finetune_mirrored_then_evaluate(tmp_path):
   with open(prefix + ".jsonl", encoding="utf-8") as f:
     lines = [json.loads(x) for x in f]
   assert len(lines) == 8 and all(len(x["evidence"]) == 5 for x in lines)
+
+
+@pytest.mark.slow
+def test_jsonl_gold_positives_on_two_replicas_then_bm25_evaluate(tmp_path):
+  """Your own questions, the gold reader positive under MirroredStrategy, BM25 behind the reader,
+  and one-line errors for a bad --dataset and a malformed line with --strict."""
+  corpus = str(tmp_path / "corpus")
+  ids = T.make_text_corpus(corpus, T.FACTS + T.distractor_facts(8))
+  # The retriever can never put an answer block in the top 2: only the gold positive trains.
+  index_dir, _ = T.make_bundle(str(tmp_path), corpus, projection_size=4,
+                               embeddings_fn=T.unreachable_answers(ids[:len(T.FACTS)]))
+  questions = tmp_path / "qs.jsonl"
+  lines = [json.dumps({"question": e.question, "answers": list(e.answers), "doc_id": e.doc_id})
+           for e in T.examples(8)]
+  lines.insert(2, json.dumps({"question": "Who?", "answers": [3]}))
+  questions.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  model_dir = str(tmp_path / "ft")
+  args = ["realm_tf.launch.finetune", f"--dataset=jsonl:{questions}", f"--index_dir={index_dir}",
+          f"--corpus_dir={corpus}", f"--model_dir={model_dir}", "--reader_positives=gold",
+          "--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=4",
+          "--num_train_steps=2", "--checkpoint_every=2", "--reader_beam_size=2",
+          "--reader_seq_length=64", "--reader_query_length=16", "--span_hidden_size=16"]
+  proc = _run(args)
+  assert "MirroredStrategy with 2 replica(s)" in proc.stderr
+  assert f"{questions}:3: \"answers\" must be a list of non-empty strings" in proc.stderr
+  result = json.loads(proc.stdout[:proc.stdout.rindex("}") + 1])
+  assert result["num_examples"] == 8
+  assert result["reader_has_answer"] == 1.0 and result["reader_loss_nonzero"] == 1.0
+  with open(os.path.join(model_dir, "config.json")) as f:
+    assert json.load(f)["reader_positives"] == "gold"
+  _run(["realm_tf.launch.evaluate", f"--model_dir={model_dir}", f"--dataset=jsonl:{questions}",
+        "--retriever=bm25", "--recall_ks=1,5", "--batch_size=8"])
+  with open(os.path.join(model_dir, "eval", "jsonl_qs-test-bm25.json")) as f:
+    evaluation = json.load(f)
+  assert evaluation["retriever"] == "bm25" and evaluation["num_examples"] == 8
+  assert evaluation["recall@5"] >= evaluation["recall@1"] > 0.5  # BM25 finds the facts
+  # Bad input: one line on stderr naming the problem, exit status 1, nothing trained.
+  for bad_args, message in (
+      (["realm_tf.launch.evaluate", f"--model_dir={model_dir}", "--dataset=nq_open"],
+       "error: Unknown --dataset 'nq_open'; choose one of nq_open_orqa, "),
+      ([a if a != f"--model_dir={model_dir}" else f"--model_dir={tmp_path}/strict"
+        for a in args] + ["--strict"],
+       f"error: {questions}:3: \"answers\" must be a list of non-empty strings")):
+    proc = subprocess.run([sys.executable, "-m"] + bad_args, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith(message), \
+        proc.stderr[-2000:]
+  assert not os.path.exists(tmp_path / "strict")

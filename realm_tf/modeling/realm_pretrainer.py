@@ -32,14 +32,22 @@ class RealmConfig:
   doc_seq_length: int = 288
   joint_seq_length: int = 384
   num_candidates: int = 8  # the null document + 7 retrieved
-  max_predictions: int = 20
+  max_predictions: int = 10  # masked wordpieces per query (the original's max_masks)
   retriever_pooling: str = "cls"  # RetrieverConfig.pooling
+  retriever_projection_dropout: float = 0.1  # RetrieverConfig.projection_dropout
+  retriever_projection_scale_init: float = 1.0  # RetrieverConfig.projection_scale_init
+
+  @property
+  def reader_encoder_config(self) -> EncoderConfig:
+    return get_encoder_config(self.reader_encoder)
 
   @property
   def retriever_config(self) -> RetrieverConfig:
     return RetrieverConfig(encoder=self.retriever_encoder, projection_size=self.projection_size,
                            share_towers=self.share_towers, query_seq_length=self.query_seq_length,
-                           doc_seq_length=self.doc_seq_length, pooling=self.retriever_pooling)
+                           doc_seq_length=self.doc_seq_length, pooling=self.retriever_pooling,
+                           projection_dropout=self.retriever_projection_dropout,
+                           projection_scale_init=self.retriever_projection_scale_init)
 
   def to_dict(self) -> Dict:
     d = dataclasses.asdict(self)
@@ -69,25 +77,28 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
     dict of [B] tensors: `marginal_log_prob` (log Σ_z p(z|x) p(y|z,x)), `null_log_prob`
     (log p(y|null,x)), `retrieval_utility` (their difference), `null_posterior`
     (p(null|x,y)), `log_prior` [B, C], and `token_correct` [B, M] (marginal argmax == target).
+
+  Memory: the [B, C, M, V] logits are the largest tensor of pre-training. The target
+  log-probabilities come from one fused softmax cross-entropy (whose backward pass needs no
+  further [B, C, M, V] tensor), and the accuracy diagnostic is computed without gradient, one
+  candidate at a time.
   """
   relevance = tf.cast(relevance, tf.float32)
   mlm_logits = tf.cast(mlm_logits, tf.float32)
   cmask = tf.cast(candidate_mask, tf.float32)
   weights = tf.cast(masked_weights, tf.float32)
   log_prior = tf.nn.log_softmax(relevance + (1.0 - cmask) * _NEG_INF, axis=-1)  # [B, C]
-  log_probs = tf.nn.log_softmax(mlm_logits, axis=-1)  # [B, C, M, V]
   num_c = tf.shape(mlm_logits)[1]
-  targets = tf.tile(tf.expand_dims(masked_ids, 1), [1, num_c, 1])  # [B, C, M]
-  target_log_probs = tf.gather(log_probs, targets, batch_dims=3)  # [B, C, M]
+  targets = tf.tile(tf.expand_dims(tf.cast(masked_ids, tf.int32), 1), [1, num_c, 1])  # [B, C, M]
+  target_log_probs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=targets, logits=mlm_logits)  # [B, C, M]
   log_likelihood = tf.reduce_sum(target_log_probs * weights[:, None, :], axis=-1)  # [B, C]
   joint = log_prior + log_likelihood + (1.0 - cmask) * _NEG_INF
   marginal = tf.reduce_logsumexp(joint, axis=-1)
   null_log_prob = log_likelihood[:, 0]
   posterior = tf.nn.softmax(joint, axis=-1)
-  # Marginal token distribution Σ_z p(z|x) p(·|z,x) → accuracy of its argmax.
-  marginal_token = tf.reduce_logsumexp(log_probs + log_prior[:, :, None, None], axis=1)
-  correct = tf.cast(tf.equal(tf.argmax(marginal_token, axis=-1, output_type=tf.int32),
-                             tf.cast(masked_ids, tf.int32)), tf.float32) * weights
+  predicted = marginal_argmax(tf.stop_gradient(mlm_logits), tf.stop_gradient(log_prior))
+  correct = tf.cast(tf.equal(predicted, tf.cast(masked_ids, tf.int32)), tf.float32) * weights
   return {
       "marginal_log_prob": marginal,
       "null_log_prob": null_log_prob,
@@ -96,6 +107,23 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
       "log_prior": log_prior,
       "token_correct": correct,
   }
+
+
+def marginal_argmax(mlm_logits, log_prior):
+  """argmax_v Σ_z p(z|x) p(v|z,x) per masked position: int32 [B, M].
+
+  Accumulates over candidates one at a time, so it holds [B, M, V] tensors, never a second
+  [B, C, M, V] one.
+  """
+  shape = tf.shape(mlm_logits)
+
+  def add(total, z):
+    weight = tf.exp(log_prior[:, z])[:, None, None]
+    return total + weight * tf.nn.softmax(mlm_logits[:, z], axis=-1)
+
+  total = tf.foldl(add, tf.range(shape[1]),
+                   initializer=tf.zeros([shape[0], shape[2], shape[3]], mlm_logits.dtype))
+  return tf.argmax(total, axis=-1, output_type=tf.int32)
 
 
 def _flatten_candidates(features):
@@ -154,5 +182,6 @@ class RealmPretrainer(tf_keras.Model):
       for k in INPUT_KEYS:
         batch[f"{prefix}/{k}"] = tf.zeros(shape, tf.int32)
     batch["masked_positions"] = tf.zeros([1, cfg.max_predictions], tf.int32)
+    self.retriever.build_towers()
     self(batch)
     return self

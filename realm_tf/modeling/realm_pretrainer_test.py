@@ -102,3 +102,55 @@ class RealmPretrainerTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+def _full_size_tensors(config, batch_size):
+  """Allocating ops of one traced training step (forward + backward) whose output holds
+  batch × candidates × masks × vocab floats: the [B, C, M, V] tensors that bound memory."""
+  from realm_tf.training import tasks  # pylint: disable=g-import-not-at-top
+  model = RealmPretrainer(config).build_all()
+  batch = synthetic_batch(config, batch_size=batch_size)
+
+  @tf.function
+  def step(b):
+    with tf.GradientTape() as tape:
+      loss, metrics = tasks.realm_pretrain_task(model, b, True)
+      loss = tf.reduce_sum(loss)
+    return tape.gradient(loss, model.trainable_variables), metrics
+
+  graph = step.get_concrete_function(batch).graph
+  size = batch_size * config.num_candidates * config.max_predictions * \
+      config.reader_encoder_config.vocab_size
+  # Views and pass-throughs allocate nothing (a while loop's outputs include its loop-invariant
+  # inputs).
+  free = {"Reshape", "Identity", "IdentityN", "StopGradient", "ExpandDims", "Squeeze",
+          "Placeholder", "Const", "Shape", "While", "StatelessWhile"}
+  weights = {v.shape.num_elements() for v in model.variables}  # weights and their gradients
+  found, larger = [], []
+  for op in graph.get_operations():
+    if op.type in free:
+      continue
+    for out in op.outputs:
+      if out.dtype.is_floating and out.shape.is_fully_defined():
+        if out.shape.num_elements() == size:
+          found.append(op.type)
+        elif out.shape.num_elements() > size and out.shape.num_elements() not in weights:
+          larger.append((op.type, out.shape.as_list()))
+  return found, larger
+
+
+def test_default_masks_per_query_are_the_originals_ten():
+  assert RealmConfig().max_predictions == 10
+
+
+def test_a_training_step_holds_few_full_size_logit_tensors():
+  """The logits [B, C, M, V] are pre-training's largest tensor; the loss uses one fused
+  cross-entropy and the accuracy diagnostic builds no second one (counted op by op)."""
+  found, larger = _full_size_tensors(SMALL, batch_size=2)
+  # Nothing is larger than the logits (a broadcast matmul against the tied output table once
+  # built [B*C, vocab, hidden] for the table's gradient).
+  assert not larger, larger
+  # The logits (matmul, + bias), the fused cross-entropy, and its backprop times the incoming
+  # gradient. (Before: 11, with a log-softmax, its gradient, a scatter of the gathered targets
+  # and the accuracy's own [B, C, M, V] sum.)
+  assert len(found) <= 4, found

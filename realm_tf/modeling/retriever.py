@@ -32,6 +32,11 @@ class RetrieverConfig:
   projection_layer_norm: bool = True
   # "cls": BERT's pooled [CLS] output (ORQA/REALM); "mean": masked mean of the token vectors.
   pooling: str = "cls"
+  # Dropout on the projected embedding while training (ORQA's ICT module applies 0.1).
+  projection_dropout: float = 0.1
+  # Initial scale (LayerNorm gamma) of the projected embedding. 1.0 is ORQA's; inner products
+  # then reach ±projection_size, so random towers start with a one-hot prior over candidates.
+  projection_scale_init: float = 1.0
 
   def __post_init__(self):
     if self.pooling not in POOLINGS:
@@ -45,7 +50,9 @@ class RetrieverConfig:
     return {"encoder": self.encoder_config.to_dict(), "projection_size": self.projection_size,
             "share_towers": self.share_towers, "query_seq_length": self.query_seq_length,
             "doc_seq_length": self.doc_seq_length,
-            "projection_layer_norm": self.projection_layer_norm, "pooling": self.pooling}
+            "projection_layer_norm": self.projection_layer_norm, "pooling": self.pooling,
+            "projection_dropout": self.projection_dropout,
+            "projection_scale_init": self.projection_scale_init}
 
   @classmethod
   def from_dict(cls, d: dict) -> "RetrieverConfig":
@@ -75,6 +82,7 @@ class Retriever(tf_keras.Model):
     self.query_encoder = build_encoder(enc, name="query_encoder")
     self.query_projection = RetrievalProjection(config.projection_size, enc.initializer_range,
                                                 use_layer_norm=config.projection_layer_norm,
+                                                scale_init=config.projection_scale_init,
                                                 name="query_projection")
     if config.share_towers:
       self.doc_encoder, self.doc_projection = self.query_encoder, self.query_projection
@@ -82,7 +90,10 @@ class Retriever(tf_keras.Model):
       self.doc_encoder = build_encoder(enc, name="doc_encoder")
       self.doc_projection = RetrievalProjection(config.projection_size, enc.initializer_range,
                                                 use_layer_norm=config.projection_layer_norm,
+                                                scale_init=config.projection_scale_init,
                                                 name="doc_projection")
+    self.projection_dropout = tf_keras.layers.Dropout(config.projection_dropout,
+                                                      name="projection_dropout")
 
   def _pool(self, encoder, features, training):
     out = encoder(_inputs(features), training=training)
@@ -92,11 +103,13 @@ class Retriever(tf_keras.Model):
 
   def embed_queries(self, features, training=False):
     """Packed query inputs [B, Tq] → embeddings [B, 128]."""
-    return self.query_projection(self._pool(self.query_encoder, features, training))
+    emb = self.query_projection(self._pool(self.query_encoder, features, training))
+    return self.projection_dropout(emb, training=training)
 
   def embed_documents(self, features, training=False):
     """Packed document inputs [N, Td] → embeddings [N, 128]."""
-    return self.doc_projection(self._pool(self.doc_encoder, features, training))
+    emb = self.doc_projection(self._pool(self.doc_encoder, features, training))
+    return self.projection_dropout(emb, training=training)
 
   def call(self, inputs, training=False):
     """inputs: {"query": packed [B, Tq], "candidates": packed [B, C, Td]} → scores [B, C]."""
@@ -109,9 +122,18 @@ class Retriever(tf_keras.Model):
     return tf.einsum("bd,bcd->bc", q, d)
 
   def build_towers(self):
-    """Creates all variables by running each tower once on a dummy batch."""
+    """Creates all variables by running each tower once on a dummy batch.
+
+    On first build, separate towers get the same initial projection: two independent random
+    projections put queries and documents in unrelated spaces, which only training can undo
+    (and which destroys a pretrained encoder's retrieval outright).
+    """
+    fresh = not self.query_projection.built
     for length, fn in ((self.config.query_seq_length, self.embed_queries),
                        (self.config.doc_seq_length, self.embed_documents)):
       dummy = {k: tf.zeros([1, length], tf.int32) for k in INPUT_KEYS}
       fn(dummy)
+    if fresh and self.doc_projection is not self.query_projection:
+      for dst, src in zip(self.doc_projection.variables, self.query_projection.variables):
+        dst.assign(src)
     return self

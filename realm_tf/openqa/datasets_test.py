@@ -1,8 +1,13 @@
-"""Tests of `load_openqa_split`: offline TFDS builds into a temporary data_dir."""
+"""Tests of the question sets: offline TFDS builds into a temporary data_dir, JSONL files with
+their file:line errors, and the --dataset names."""
+import gzip
+import json
+import logging as py_logging
 import shutil
 import tempfile
 
 from etils import epath
+import pytest
 import tensorflow as tf
 
 from realm_tf.openqa import datasets
@@ -63,6 +68,77 @@ class LoadOpenQASplitTest(tf.test.TestCase):
     with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
       datasets.load_openqa_split("wq", "test", data_dir=self.data_dir,
                                  manual_dir=self.data_dir + "/nope")
+
+
+GOOD = {"question": "Who wrote Hamlet?", "answers": ["William Shakespeare", "Shakespeare"]}
+BAD_LINES = [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object, got list"),
+    (json.dumps({"answers": ["x"]}), 'missing or empty "question"'),
+    (json.dumps({"question": "  ", "answers": ["x"]}), 'missing or empty "question"'),
+    (json.dumps({"question": "Why?"}), 'missing or empty "answers"'),
+    (json.dumps({"question": "Why?", "answers": []}), 'missing or empty "answers"'),
+    (json.dumps({"question": "Why?", "answers": "x"}), 'missing or empty "answers"'),
+    (json.dumps({"question": "Why?", "answers": ["x", 3]}), '"answers" must be a list of'),
+    (json.dumps({"question": "Why?", "answers": [""]}), '"answers" must be a list of'),
+    (json.dumps({"question": "Why?", "answers": ["x"], "answer_regex": "yes"}),
+     '"answer_regex" must be true or false'),
+    (json.dumps({"question": "Why?", "answers": ["x"], "id": [1]}), '"id" must be'),
+]
+
+
+def _write(path, lines):
+  path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  return str(path)
+
+
+def test_jsonl_fields_ids_and_blank_lines(tmp_path):
+  path = _write(tmp_path / "qs.jsonl", [
+      json.dumps(GOOD), "", json.dumps({"question": "When? ", "answers": ["19[0-9]{2}"],
+                                        "answer_regex": True, "id": 7, "doc_id": "Moon#0"})])
+  examples = datasets.load_examples(f"jsonl:{path}", "ignored")
+  assert [(e.qid, e.question, e.answers, e.is_regex, e.doc_id) for e in examples] == [
+      ("qs.jsonl:1", "Who wrote Hamlet?", ("William Shakespeare", "Shakespeare"), False, None),
+      ("7", "When? ", ("19[0-9]{2}",), True, "Moon#0")]
+  assert datasets.load_examples(f"jsonl:{path}", "test", limit=1) == examples[:1]
+  gz = tmp_path / "qs.jsonl.gz"
+  gz.write_bytes(gzip.compress((tmp_path / "qs.jsonl").read_bytes()))
+  assert datasets.load_jsonl_questions(str(gz))[1].qid == "7"
+
+
+@pytest.mark.parametrize("line,problem", BAD_LINES, ids=[p for _, p in BAD_LINES])
+def test_malformed_line_is_skipped_or_stops_with_file_and_line(tmp_path, caplog, line, problem):
+  path = _write(tmp_path / "qs.jsonl", [json.dumps(GOOD), line, json.dumps(GOOD)])
+  with caplog.at_level(py_logging.WARNING):
+    examples = datasets.load_jsonl_questions(path)
+  assert [e.qid for e in examples] == ["qs.jsonl:1", "qs.jsonl:3"]
+  assert f"{path}:2: {problem}" in caplog.text and "line skipped" in caplog.text
+  with pytest.raises(datasets.DatasetError) as info:
+    datasets.load_examples(f"jsonl:{path}", "train", strict=True)
+  assert str(info.value).startswith(f"{path}:2: {problem}")
+  assert "\n" not in str(info.value)
+
+
+def test_jsonl_without_usable_questions_or_file(tmp_path):
+  path = _write(tmp_path / "bad.jsonl", [BAD_LINES[0][0], BAD_LINES[4][0]])
+  with pytest.raises(datasets.DatasetError, match=r"holds no usable question \(2 malformed"):
+    datasets.load_jsonl_questions(path)
+  with pytest.raises(datasets.DatasetError, match="does not exist"):
+    datasets.load_examples(f"jsonl:{tmp_path}/nope.jsonl", "train")
+
+
+def test_dataset_names():
+  assert datasets.check_dataset("squad_open") == "squad_open"
+  assert datasets.check_dataset("wq") == datasets.check_dataset("nq_open_orqa/dpr") == "tfds"
+  assert datasets.check_dataset("jsonl:/x/y.jsonl") == "jsonl"
+  for bad in ("natural_questions", "jsonl:", "squad"):
+    with pytest.raises(datasets.DatasetError) as info:
+      datasets.load_examples(bad, "train")
+    if bad != "jsonl:":
+      for name in datasets.DATASETS + ("nq", "nq_dpr", "wq", "ct", "jsonl:<path>"):
+        assert name in str(info.value), (bad, name)
+  assert datasets.dataset_tag("jsonl:/data/My_Qs.jsonl.gz") == "jsonl_My_Qs"
+  assert datasets.dataset_tag("nq_open_orqa/dpr") == "nq_open_orqa_dpr"
 
 
 if __name__ == "__main__":

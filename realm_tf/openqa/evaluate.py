@@ -10,6 +10,10 @@ Bad input never stops a run: an empty or white-space question gets the empty pre
 still counted, so EM stays comparable with the official numbers), a question longer than the
 query length is truncated, a regex that does not compile never matches, stray unicode in answers
 is normalised — each with a logged warning naming the example.
+
+`retriever="bm25"` swaps the dense retriever for BM25 over the same index blocks (`bm25.py`,
+rank_bm25's Okapi BM25): the same fine-tuned reader reads BM25's top K, and EM and recall@k are
+reported exactly as for dense retrieval, so one command scores any reader behind either.
 """
 import json
 import os
@@ -22,10 +26,11 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.openqa import metrics
-from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, span_text
+from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text, span_text
 from realm_tf.text import RealmTokenizer
 
 DEFAULT_RECALL_KS = (1, 5, 10, 20)
+RETRIEVERS = ("dense", "bm25")
 _INFERENCE_KEYS = ("query/input_word_ids", "query/input_mask", "query/input_type_ids",
                    "question_ids", "question_length")
 
@@ -41,15 +46,21 @@ class Predictor:
   model reads the first `reader_beam_size` of them. `retrieve_fn(examples, features)` may replace
   the dense retriever (e.g. BM25): it returns {"rows": int [B, R], "scores": float [B, R]} and
   optionally "reader_logits" [B, R] (what the reader adds to span scores; default "scores").
+  `retriever="bm25"` (without a retrieve_fn) uses `bm25.BM25Retriever` over the model's index.
   """
 
   def __init__(self, model, tokenizer: Optional[RealmTokenizer] = None,
                num_retrieved: int = 20,
-               retrieve_fn: Optional[Callable] = None):
+               retrieve_fn: Optional[Callable] = None, retriever: str = "dense"):
+    if retriever not in RETRIEVERS:
+      raise ValueError(f"retriever must be one of {RETRIEVERS}, got {retriever!r}.")
     self.model = model
     self.tokenizer = tokenizer or RealmTokenizer()
     self.featurizer = QuestionFeaturizer(model.config.feature_config, self.tokenizer)
     self.num_retrieved = max(min(num_retrieved, model.index.size), model.reader_beam_size)
+    if retrieve_fn is None and retriever == "bm25":
+      from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
+      retrieve_fn = bm25.BM25Retriever(model.index, self.num_retrieved)
     self.retrieve_fn = retrieve_fn
     self.num_calls = 0
     fc = model.config.feature_config
@@ -78,7 +89,7 @@ class Predictor:
     out: List[Optional[Dict]] = [None] * len(examples)
     live = []
     for i, e in enumerate(examples):
-      if not " ".join(str(e.question).split()):
+      if not clean_text(e.question, "question", e.qid):  # nothing left to ask
         logging.warning("Example %r has an empty question; predicting the empty answer.", e.qid)
         out[i] = {"prediction": "", "probability": 0.0, "evidence": [], "answer_rank": None}
       else:
@@ -121,16 +132,20 @@ class Predictor:
 def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
              recall_ks: Sequence[int] = DEFAULT_RECALL_KS, predictions_path: Optional[str] = None,
              retrieve_fn: Optional[Callable] = None,
-             tokenizer: Optional[RealmTokenizer] = None, log_every: int = 50) -> Dict:
+             tokenizer: Optional[RealmTokenizer] = None, log_every: int = 50,
+             retriever: str = "dense") -> Dict:
   """Scores `model` on `examples`; optionally writes the predictions JSONL (atomically).
 
   Returns {"exact_match", "num_examples", "num_correct", "recall@k"..., "num_empty_questions",
-  "mean_probability", "examples_per_second"}. EM is the official normalised exact match, or the
-  regex match for examples whose answers are regular expressions (CuratedTREC).
+  "mean_probability", "examples_per_second", "retriever"}. EM is the official normalised exact
+  match, or the regex match for examples whose answers are regular expressions (CuratedTREC).
+  `retriever` is `dense` (the model's query tower) or `bm25` (BM25 over the same blocks, read
+  by the same reader); a `retrieve_fn` overrides both (reported as `custom`).
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-  predictor = Predictor(model, tokenizer, max(recall_ks) if recall_ks else 0, retrieve_fn)
+  predictor = Predictor(model, tokenizer, max(recall_ks) if recall_ks else 0, retrieve_fn,
+                        retriever)
   ks = tuple(k for k in recall_ks if k <= predictor.num_retrieved)
   if len(ks) < len(tuple(recall_ks)):
     logging.warning("recall@k for k > %d (the corpus size) is not reported.",
@@ -185,5 +200,6 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
   result.update({"num_empty_questions": empty,
                  "mean_probability": float(np.mean(probs)) if probs else 0.0,
                  "examples_per_second": len(examples) / elapsed,
-                 "model_calls": predictor.num_calls})
+                 "model_calls": predictor.num_calls,
+                 "retriever": "custom" if retrieve_fn is not None else retriever})
   return result

@@ -115,3 +115,41 @@ def test_external_retriever_rows_are_read(model):
   for p in preds:
     assert [ev["block_id"] for ev in p["evidence"]] == model.index.block_ids[:5].tolist()
     assert all(ev["retrieval_score"] == 1.0 for ev in p["evidence"])
+
+
+def test_bm25_retrieves_the_block_a_question_was_copied_from(model, tmp_path):
+  """--retriever=bm25: BM25 over the same blocks feeds the same reader; EM and recall@k as dense."""
+  from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.bm25 import bm25_tokens  # pylint: disable=g-import-not-at-top
+  index = model.index
+  facts = T.FACTS[:6]
+  # Each question is a verbatim sentence of its block (its first 7 words, for the other blocks
+  # to share some of them).
+  examples = [F.OpenQAExample(f"copy{i}", " ".join(body.split()[:7]), (answer,))
+              for i, (_, body, _, answer) in enumerate(facts)]
+  rows = [int(np.flatnonzero(index.bodies == body)[0]) for _, body, _, _ in facts]
+  path = str(tmp_path / "bm25.jsonl")
+  result = E.evaluate(model, examples, batch_size=4, recall_ks=(1, 5), predictions_path=path,
+                      retriever="bm25")
+  assert result["retriever"] == "bm25" and result["model_calls"] == 2
+  assert result["recall@1"] == 1.0 and result["recall@5"] == 1.0
+  lines = [json.loads(x) for x in open(path, encoding="utf-8")]
+  retriever = bm25.BM25Retriever(index, 5)
+  for line, row, e in zip(lines, rows, examples):
+    assert line["evidence"][0]["block_id"] == int(index.block_ids[row])
+    assert line["evidence"][0]["has_answer"]
+    # Evidence scores are BM25's, best first; the reader read BM25's top K and answered from them.
+    want = np.sort(retriever.scores(e.question))[::-1][:5]
+    np.testing.assert_allclose([ev["retrieval_score"] for ev in line["evidence"]], want,
+                               rtol=1e-5)
+    assert [ev["read"] for ev in line["evidence"]] == [True] * 5
+    assert line["prediction"] in line["evidence"][line["answer_block_rank"]]["text"]
+  correct = [metrics.exact_match(x["prediction"], x["answers"]) for x in lines]
+  assert result["exact_match"] == pytest.approx(np.mean(correct))
+  # Dense retrieval over the random index does not find those blocks first.
+  dense = E.evaluate(model, examples, batch_size=8, recall_ks=(1,))
+  assert dense["retriever"] == "dense" and dense["recall@1"] < 1.0
+  assert bm25_tokens("Who's the U.S. president, 2024?") == ["who", "s", "the", "u", "s",
+                                                           "president", "2024"]
+  with pytest.raises(ValueError, match="retriever must be one of"):
+    E.Predictor(model, retriever="tfidf")

@@ -29,11 +29,16 @@ QUERY_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
 
 @dataclasses.dataclass(frozen=True)
 class OpenQAExample:
-  """One open-QA question. `answers` are regular expressions when `is_regex` (CuratedTREC)."""
+  """One open-QA question. `answers` are regular expressions when `is_regex` (CuratedTREC).
+
+  `doc_id` names the gold document (the corpus' `doc_id`, e.g. SQuAD's `<title>#<paragraph>`)
+  when the dataset knows it; fine-tuning with `reader_positives="gold"` reads its blocks.
+  """
   qid: str
   question: str
   answers: Tuple[str, ...]
   is_regex: bool = False
+  doc_id: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
     index bundle (frozen) + corpus ──▶ FrozenIndex ─┐
     init checkpoint (REALM pre-training dir, embedder export, converted reader) ─▶ OpenQAModel
-    questions (TFDS NQ/WQ/CT, or SQuAD-open) ──▶ QuestionFeaturizer ──▶ tf.data (exact resume)
+    questions (datasets: TFDS NQ/WQ/CT, SQuAD-open, jsonl:<path>) ──▶ QuestionFeaturizer
+        (+ gold document rows for reader_positives=gold) ──▶ tf.data (exact resume)
         ──▶ Trainer(openqa_task) under any strategy ──▶ <model_dir>/checkpoints, config.json
 
 Warm start, as in REALM: the query tower from the retriever (which built the index, so query and
@@ -11,9 +12,13 @@ the span head starts fresh. CuratedTREC's answers are regular expressions, which
 for as wordpieces: before training, each pattern is searched (`re.search`) in the blocks the
 initial query tower retrieves for its question, and the matched strings become the answers whose
 wordpieces mark answer-bearing blocks and gold spans.
+
+`reader_positives` gives the reader a training signal on questions whose K read blocks bear no
+answer (DPR's practice; `none` keeps ORQA's zero loss): the beam's best answer-bearing block, or
+the gold document's (`gold`: SQuAD-open and JSONL `doc_id`s), is read in the K-th slot.
 """
 import dataclasses
-import hashlib
+import functools
 import json
 import os
 from typing import Dict, List, Optional, Sequence
@@ -26,8 +31,9 @@ from absl import logging
 from realm_tf.data.block_store import BlockStore
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.retriever import RetrieverConfig
+from realm_tf.openqa import datasets
 from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text
-from realm_tf.openqa.model import FrozenIndex, OpenQAConfig, OpenQAModel
+from realm_tf.openqa.model import READER_POSITIVES, FrozenIndex, OpenQAConfig, OpenQAModel
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.text import RealmTokenizer
 from realm_tf.training.openqa_task import openqa_task
@@ -35,8 +41,7 @@ from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training import warm_start
 from realm_tf.training.trainer import CONFIG_FILE, Trainer, check_or_write_config
 
-DATASETS = ("nq_open_orqa", "web_questions_orqa", "curated_trec_orqa", "squad_open")
-SQUAD_DEV_BUCKETS = 5  # squad_open: articles with hash % 5 == 0 form the dev split
+MAX_GOLD_BLOCKS = 8  # blocks of one gold document the `gold` reader positive may pick from
 
 
 @dataclasses.dataclass
@@ -55,6 +60,13 @@ class FinetuneConfig:
   log_every: int = 10
   regex_search_blocks: int = 100    # CuratedTREC: blocks searched for each answer pattern
   max_train_examples: Optional[int] = None
+  # What the reader reads when none of its K blocks bears an answer: beam | gold | none (ORQA).
+  reader_positives: str = "beam"
+
+  def __post_init__(self):
+    if self.reader_positives not in READER_POSITIVES:
+      raise ValueError(f"reader_positives must be one of {READER_POSITIVES}, got "
+                       f"{self.reader_positives!r}.")
 
   def to_dict(self) -> Dict:
     d = dataclasses.asdict(self)
@@ -70,52 +82,7 @@ class FinetuneConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data.
-
-def _squad_split_of(title: str) -> str:
-  h = int(hashlib.md5(title.encode("utf-8")).hexdigest(), 16)
-  return "dev" if h % SQUAD_DEV_BUCKETS == 0 else "train"
-
-
-def load_squad_open(split: str, path: Optional[str] = None) -> List[OpenQAExample]:
-  """SQuAD-open questions of one split; the split is by article, so no paragraph is shared.
-
-  `train` ≈ 80% of the shipped SQuAD v1.1 dev articles, `dev` (= `test`) the rest.
-  """
-  from realm_tf.data.squad_open import load_squad_questions  # pylint: disable=g-import-not-at-top
-  if split not in ("train", "dev", "test", "validation", "all"):
-    raise ValueError(f"squad_open has splits train, dev (= test, validation) and all; got {split!r}.")
-  want = "dev" if split in ("test", "validation") else split
-  out = []
-  for q in load_squad_questions(path):
-    if want == "all" or _squad_split_of(q.doc_id.rsplit("#", 1)[0]) == want:
-      out.append(OpenQAExample(q.qid, q.question, tuple(q.answers), False))
-  return out
-
-
-def load_examples(dataset: str, split: str, data_dir: Optional[str] = None,
-                  manual_dir: Optional[str] = None, limit: Optional[int] = None,
-                  squad_path: Optional[str] = None) -> List[OpenQAExample]:
-  """Questions of `dataset`/`split` as OpenQAExamples (ids are `<dataset>/<split>/<index>`).
-
-  `dataset` is one of DATASETS (or a short name nq, nq_dpr, wq, ct, or `nq_open_orqa/dpr`);
-  TFDS datasets are built offline from the shipped files unless `manual_dir` says otherwise.
-  """
-  if dataset == "squad_open":
-    out = load_squad_open(split, squad_path)
-    return out[:limit] if limit else out
-  from realm_tf.openqa.datasets import load_openqa_split  # pylint: disable=g-import-not-at-top
-  ds = load_openqa_split(dataset, split, data_dir=data_dir, manual_dir=manual_dir)
-  if limit:
-    ds = ds.take(limit)
-  out = []
-  for i, ex in enumerate(ds.as_numpy_iterator()):
-    question = ex["question"].decode("utf-8", "replace")
-    answers = tuple(a.decode("utf-8", "replace") for a in ex["answers"])
-    out.append(OpenQAExample(f"{dataset}/{split}/{i}", question, answers,
-                             bool(ex["answers_are_regex"])))
-  return out
-
+# Data (the question sets themselves are loaded by realm_tf.openqa.datasets).
 
 def expand_regex_answers(examples: Sequence[OpenQAExample], model: OpenQAModel,
                          featurizer: QuestionFeaturizer, num_blocks: int = 100,
@@ -157,6 +124,33 @@ def expand_regex_answers(examples: Sequence[OpenQAExample], model: OpenQAModel,
       found_any += bool(strings)
   logging.info("Regex answers: %d of %d questions matched a string in their top %d blocks.",
                found_any, len(regex_ids), k)
+  return out
+
+
+def gold_row_features(examples: Sequence[OpenQAExample], index: FrozenIndex, corpus_dir: str,
+                      max_blocks: int = MAX_GOLD_BLOCKS) -> np.ndarray:
+  """gold_rows int32 [B, max_blocks]: index rows of each example's gold document (`doc_id`),
+  in corpus order, -1 padded (all -1 without a doc_id, or one the corpus does not have).
+
+  The `gold` reader positive picks the first of them that bears an answer.
+  """
+  from realm_tf.evaluation.recall import doc_blocks  # pylint: disable=g-import-not-at-top
+  blocks_of = doc_blocks(corpus_dir)
+  row_of = {int(b): r for r, b in enumerate(index.block_ids)}
+  out = np.full([len(examples), max_blocks], -1, np.int32)
+  found = unknown = 0
+  for i, e in enumerate(examples):
+    if not e.doc_id:
+      continue
+    rows = sorted(row_of[b] for b in blocks_of.get(e.doc_id, ()) if b in row_of)[:max_blocks]
+    if not rows:
+      unknown += 1
+      continue
+    out[i, :len(rows)] = rows
+    found += 1
+  logging.info("Gold documents: %d of %d questions have one in the index (%d name a doc_id the "
+               "corpus or index lacks); the others fall back to the beam.", found,
+               len(examples), unknown)
   return out
 
 
@@ -241,14 +235,18 @@ def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_
                  strategy: Optional[tf.distribute.Strategy] = None,
                  data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
                  examples: Optional[Sequence[OpenQAExample]] = None,
-                 jit_compile: bool = False) -> Dict:
+                 jit_compile: bool = False, strict: bool = False) -> Dict:
   """Fine-tunes on `config.dataset` (or the given `examples`); returns the last step's scalars.
 
   The model shape follows the index: the query tower is the bundle's retriever config. Without
   `init_checkpoint` the query tower starts from the bundle's own query embedder and the reader
   from scratch (or `reader_init_checkpoint`). A restart resumes from model_dir's checkpoints.
+  `strict` stops on a malformed line of a `jsonl:<path>` dataset instead of skipping it.
   """
   strategy = strategy or tf.distribute.get_strategy()
+  if examples is None:  # bad names and (strict) malformed lines stop before model_dir is written
+    examples = datasets.load_examples(config.dataset, config.train_split, data_dir, manual_dir,
+                                      config.max_train_examples, strict=strict)
   if config.batch_size % strategy.num_replicas_in_sync:
     raise ValueError(f"batch_size={config.batch_size} is not divisible by the "
                      f"{strategy.num_replicas_in_sync} replicas.")
@@ -265,13 +263,11 @@ def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_
       config.model, retriever=retr, reader=reader_cfg))
   check_or_write_config(model_dir, dict(config.to_dict(), index_bundle=bundle.path,
                                         corpus_dir=os.path.abspath(corpus_dir)))
-  if examples is None:
-    examples = load_examples(config.dataset, config.train_split, data_dir, manual_dir,
-                             config.max_train_examples)
   model = build_model(config.model, index, tokenizer, strategy)
   with strategy.scope():
     optimizer = _optimizer(config)
-  trainer = Trainer(model, optimizer, openqa_task, strategy, model_dir, config.batch_size,
+  task = functools.partial(openqa_task, reader_positives=config.reader_positives)
+  trainer = Trainer(model, optimizer, task, strategy, model_dir, config.batch_size,
                     config.clip_norm, config.checkpoint_every, log_every=config.log_every,
                     jit_compile=jit_compile, name="finetune")
   warm = {}
@@ -304,10 +300,17 @@ def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_
   feats = featurizer.featurize(usable)
   if answers is not None:
     feats.update(featurizer.answer_features(usable, answers))
+  if config.reader_positives == "gold":
+    if any(e.doc_id for e in usable):
+      feats["gold_rows"] = gold_row_features(usable, index, corpus_dir)
+    else:
+      logging.warning("reader_positives=gold, but no question names its gold document "
+                      "(doc_id): the beam's answer-bearing blocks are used instead.")
   no_answer = int((feats["answer_length"].max(axis=1) == 0).sum())
   logging.info("Fine-tuning on %d questions (%d without a usable answer: zero loss), index %s "
-               "(%d blocks), beams: retriever %d, reader %d.", len(usable), no_answer,
-               bundle.path, index.size, model.retriever_beam_size, model.reader_beam_size)
+               "(%d blocks), beams: retriever %d, reader %d, reader positives: %s.",
+               len(usable), no_answer, bundle.path, index.size, model.retriever_beam_size,
+               model.reader_beam_size, config.reader_positives)
   result = trainer.train(make_dataset_fn(feats, config.batch_size, config.seed),
                          config.num_train_steps)
   result.update({"num_examples": len(usable), "warm_start": warm, "index_bundle": bundle.path})

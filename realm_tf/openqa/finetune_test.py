@@ -1,4 +1,5 @@
-"""Tests of open-QA fine-tuning: loss goes down, warm starts, data splits, regex answers, resume."""
+"""Tests of open-QA fine-tuning: loss goes down, warm starts, data splits, regex answers, resume,
+reader positives, JSONL question sets."""
 import dataclasses
 import json
 import logging as py_logging
@@ -9,6 +10,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+from realm_tf.openqa import datasets
+from realm_tf.openqa import evaluate as evaluate_lib
 from realm_tf.openqa import finetune
 from realm_tf.openqa import testing as T
 from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer
@@ -133,13 +136,17 @@ def test_regex_answers_expand_to_matched_strings(env, caplog):
 
 
 def test_squad_open_splits_by_article():
-  train = finetune.load_squad_open("train")
-  dev = finetune.load_squad_open("dev")
+  train = datasets.load_squad_open("train")
+  dev = datasets.load_squad_open("dev")
   assert len(train) + len(dev) == 10570
   assert 0.1 < len(dev) / 10570 < 0.35
   train_ids = {e.qid for e in train}
   assert not train_ids & {e.qid for e in dev}
-  assert finetune.load_squad_open("test") == dev
+  assert datasets.load_squad_open("test") == dev
+  # Each question knows its gold paragraph, and no article is in both splits.
+  assert all(e.doc_id and "#" in e.doc_id for e in train + dev)
+  assert not {e.doc_id.rsplit("#", 1)[0] for e in train} & \
+      {e.doc_id.rsplit("#", 1)[0] for e in dev}
 
 
 def test_dataset_positions_resume_exactly():
@@ -156,3 +163,128 @@ def test_dataset_positions_resume_exactly():
   resumed = [b for _, b in zip(range(3), make(pos))]
   np.testing.assert_array_equal(np.concatenate([b["question_length"].numpy() for b in resumed]),
                                 stream[12:24])
+
+
+# ---------------------------------------------------------------------------------------------
+# Reader positives on an index whose answer blocks the retriever can never put in the top K.
+
+@pytest.fixture(scope="module")
+def unreachable(tmp_path_factory):
+  work = str(tmp_path_factory.mktemp("unreachable"))
+  corpus = os.path.join(work, "corpus")
+  ids = T.make_text_corpus(corpus, T.FACTS + T.distractor_facts(8))
+  # Projection size 4: the 8 distractors (± each axis) always outscore the 12 facts (score 0).
+  index_dir, _ = T.make_bundle(work, corpus, projection_size=4,
+                               embeddings_fn=T.unreachable_answers(ids[:len(T.FACTS)]))
+  return {"work": work, "corpus": corpus, "index": index_dir,
+          "fact_ids": ids[:len(T.FACTS)]}
+
+
+def _unreachable_config(steps, reader_positives):
+  return finetune.FinetuneConfig(
+      model=OpenQAConfig(reader=T.micro_reader_config(), retriever_beam_size=5000,
+                         reader_beam_size=2),
+      batch_size=4, num_train_steps=steps, learning_rate=1e-2, warmup_steps=0,
+      checkpoint_every=steps, log_every=5, reader_positives=reader_positives)
+
+
+def _by_rule(model, examples, tok, corpus):
+  """compute_loss outputs (numpy) of `model` under each reader_positives rule."""
+  feats = {k: tf.constant(v) for k, v in
+           QuestionFeaturizer(model.config.feature_config, tok).featurize(examples).items()}
+  gold = tf.constant(finetune.gold_row_features(examples, model.index, corpus))
+  out = {}
+  for rule in ("none", "beam", "gold"):
+    r = model.compute_loss(dict(feats, gold_rows=gold), training=False, reader_positives=rule)
+    out[rule] = {k: r[k].numpy() for k in ("reader_loss", "reader_has_answer", "reader_rows",
+                                           "reader_substituted", "retriever_loss")}
+  return out
+
+
+def test_gold_positives_train_a_reader_orqa_would_not(unreachable):
+  tok, examples, corpus = RealmTokenizer(), T.examples(), unreachable["corpus"]
+  bundle, index = finetune.load_index(unreachable["index"], corpus, tok)
+  fact_rows = [index.block_ids.tolist().index(b) for b in unreachable["fact_ids"]]
+  gold = finetune.gold_row_features(examples, index, corpus)
+  assert gold.shape == (12, finetune.MAX_GOLD_BLOCKS)
+  np.testing.assert_array_equal(gold[:, 0], fact_rows)
+  assert np.all(gold[:, 1:] == -1)
+  # The starting point, built and warm-started as run_finetune does.
+  tf_keras.utils.set_random_seed(0)
+  cfg = _unreachable_config(24, "gold")
+  model = finetune.build_model(dataclasses.replace(
+      cfg.model, retriever=finetune.index_retriever_config(bundle)), index, tok)
+  warm_start.init_openqa(model, os.path.join(bundle.path, "query_embedder"))
+  before = _by_rule(model, examples, tok, corpus)
+  # ORQA's rule: no read block ever bears an answer, so the reader gets no signal at all.
+  assert not before["none"]["reader_has_answer"].any()
+  assert np.all(before["none"]["reader_loss"] == 0)
+  assert not np.isin(before["none"]["reader_rows"], fact_rows).any()
+  # beam and gold read the fact block (the only answer-bearing one) in the last slot.
+  for rule in ("beam", "gold"):
+    assert before[rule]["reader_has_answer"].all() and before[rule]["reader_substituted"].all()
+    np.testing.assert_array_equal(before[rule]["reader_rows"][:, 1], fact_rows)
+    assert np.all(before[rule]["reader_loss"] > 0)
+    np.testing.assert_allclose(before[rule]["retriever_loss"], before["none"]["retriever_loss"])
+
+  model_dir = os.path.join(unreachable["work"], "gold")
+  tf_keras.utils.set_random_seed(0)
+  result = finetune.run_finetune(cfg, unreachable["index"], corpus, model_dir,
+                                 examples=examples)
+  # The logged metrics of the last step: every question trained the reader.
+  assert result["reader_has_answer"] == 1.0 and result["reader_loss_nonzero"] == 1.0
+  assert result["reader_substituted"] == 1.0
+  trained, config, _ = finetune.load_finetuned(model_dir)
+  assert config.reader_positives == "gold"
+  after = _by_rule(trained, examples, tok, corpus)
+  assert after["gold"]["reader_loss"].mean() < 0.7 * before["gold"]["reader_loss"].mean(), (
+      before["gold"]["reader_loss"], after["gold"]["reader_loss"])
+  # The answer blocks are still out of the query tower's reach: ORQA's rule would still give 0.
+  assert not after["none"]["reader_has_answer"].any()
+
+
+def test_orqa_rule_logs_no_reader_signal(unreachable):
+  model_dir = os.path.join(unreachable["work"], "none")
+  result = finetune.run_finetune(_unreachable_config(2, "none"), unreachable["index"],
+                                 unreachable["corpus"], model_dir, examples=T.examples())
+  assert result["reader_has_answer"] == 0.0 and result["reader_loss_nonzero"] == 0.0
+  assert result["reader_substituted"] == 0.0 and result["reader_loss"] == 0.0
+  with pytest.raises(ValueError, match="reader_positives"):
+    _unreachable_config(2, "sometimes")
+
+
+# ---------------------------------------------------------------------------------------------
+# Your own question sets.
+
+def test_jsonl_questions_round_trip_through_finetune_and_evaluate(env, tmp_path, caplog):
+  path = tmp_path / "my_questions.jsonl"
+  lines = [json.dumps({"question": e.question, "answers": list(e.answers), "id": f"mine-{i}",
+                       "doc_id": e.doc_id}) for i, e in enumerate(T.examples(8))]
+  lines.insert(3, json.dumps({"question": "What has no answer?", "answers": []}))
+  lines.insert(5, "")
+  lines.append(json.dumps({"question": "Which planet is largest?", "answers": ["Jupit(er)?"],
+                           "answer_regex": True}))
+  path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  dataset = f"jsonl:{path}"
+  config = dataclasses.replace(_config(4), dataset=dataset, reader_positives="gold")
+  model_dir = str(tmp_path / "run")
+  with caplog.at_level(py_logging.WARNING):
+    result = finetune.run_finetune(config, env["index"], env["corpus"], model_dir)
+  assert f"{path}:4: missing or empty \"answers\"" in caplog.text
+  assert result["num_examples"] == 9 and np.isfinite(result["loss"])
+  # The regex question's answers were expanded and cached, as for CuratedTREC.
+  with open(os.path.join(model_dir, "regex_answers.json")) as f:
+    assert json.load(f)[-1] == ["Jupiter"]
+  model, saved, _ = finetune.load_finetuned(model_dir)
+  assert saved.dataset == dataset
+  examples = datasets.load_examples(dataset, "test")
+  assert [e.qid for e in examples] == [f"mine-{i}" for i in range(8)] + \
+      ["my_questions.jsonl:11"]
+  assert examples[-1].is_regex and examples[0].doc_id == "fact0"
+  out = evaluate_lib.evaluate(model, examples, batch_size=8, recall_ks=(1, 5))
+  assert out["num_examples"] == 9 and out["model_calls"] == 2
+  # A strict run stops on the bad line, naming file and line, before writing to its model_dir.
+  strict_dir = str(tmp_path / "strict")
+  with pytest.raises(datasets.DatasetError, match=f"{path}:4: missing or empty"):
+    finetune.run_finetune(config, env["index"], env["corpus"], strict_dir, strict=True)
+  assert not os.path.exists(strict_dir)

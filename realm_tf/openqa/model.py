@@ -7,7 +7,11 @@
          (+ the block's retriever logit) over K × T × W spans ─▶ reader loss: marginal log-loss
          over the gold spans; prediction: the best span, its probability, the evidence blocks.
 
-Each loss term is zeroed for a question where nothing in it is correct (ORQA's rule). The index
+Each loss term is zeroed for a question where nothing in it is correct (ORQA's rule), unless the
+reader is given a positive (`reader_positives`, DPR's practice): when none of the K blocks read
+bears an answer, the K-th is replaced by the beam's best answer-bearing block (`beam`) or the
+example's gold block (`gold`); prediction never does this. Questions are embedded exactly as the
+index's `Retriever.embed_queries` embeds them (its `RetrieverConfig.pooling`). The index
 (embeddings, block wordpieces) is held in non-trainable variables that are *not* tracked by the
 Keras model, so checkpoints hold only the query tower and the reader. Everything here is dense
 stock TF, so it runs under any tf.distribute strategy and XLA.
@@ -22,10 +26,15 @@ import tf_keras
 from realm_tf.modeling.encoder_config import build_encoder
 from realm_tf.modeling.layers import RetrievalProjection
 from realm_tf.modeling.reader import Reader, ReaderConfig
-from realm_tf.modeling.retriever import RetrieverConfig
+from realm_tf.modeling.retriever import RetrieverConfig, masked_mean
 from realm_tf.openqa import features as features_lib
 
 _QUERY_KEYS = features_lib.QUERY_KEYS
+# What the reader reads when none of its K blocks bears an answer (training only):
+#   none: nothing else (ORQA: the reader loss is zero); beam: the retriever beam's best
+#   answer-bearing block replaces the K-th; gold: the example's gold block does (`gold_rows`
+#   feature), else the beam's.
+READER_POSITIVES = ("beam", "gold", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +142,8 @@ class OpenQAModel(tf_keras.Model):
   """Query tower (`query_encoder`, `query_projection`) + `reader` over a FrozenIndex.
 
   Features (from `QuestionFeaturizer`): `query/*` [B, Tq], `question_ids` [B, Lq],
-  `question_length` [B], and for training `answer_ids` [B, A, L], `answer_length` [B, A].
+  `question_length` [B], and for training `answer_ids` [B, A, L], `answer_length` [B, A] and,
+  for `reader_positives="gold"`, `gold_rows` [B, G] (index rows of the gold document, -1 padded).
   """
 
   def __init__(self, config: OpenQAConfig, index: FrozenIndex, vocab: Sequence[str],
@@ -145,6 +155,9 @@ class OpenQAModel(tf_keras.Model):
     self.query_projection = RetrievalProjection(
         config.retriever.projection_size, enc.initializer_range,
         use_layer_norm=config.retriever.projection_layer_norm, name="query_projection")
+    # The retriever's training-time dropout on the projected embedding (inactive at inference).
+    self.projection_dropout = tf_keras.layers.Dropout(config.retriever.projection_dropout,
+                                                      name="projection_dropout")
     self.reader = Reader(config.reader, vocab=vocab, name="reader")
     self.cls_id, self.sep_id = int(cls_id), int(sep_id)
     self._index = index
@@ -186,9 +199,21 @@ class OpenQAModel(tf_keras.Model):
   # ---- pieces --------------------------------------------------------------------------------
 
   def embed_questions(self, features, training=False):
-    """query/* [B, Tq] → query embeddings float32 [B, D]."""
-    out = self.query_encoder({k: features[f"query/{k}"] for k in _QUERY_KEYS}, training=training)
-    return tf.cast(self.query_projection(out["pooled_output"]), tf.float32)
+    """query/* [B, Tq] → query embeddings float32 [B, D].
+
+    The one place every open-QA path (training, regex answer expansion, evaluation, the serving
+    exports) embeds questions: pooled as `Retriever.embed_queries` pools for this
+    RetrieverConfig (`cls`: BERT's pooled output; `mean`: `masked_mean` of the token vectors),
+    so the query tower stays in the space of the frozen index it searches.
+    """
+    inputs = {k: features[f"query/{k}"] for k in _QUERY_KEYS}
+    out = self.query_encoder(inputs, training=training)
+    if self.config.retriever.pooling == "mean":
+      pooled = masked_mean(out["sequence_output"], inputs["input_mask"])
+    else:
+      pooled = out["pooled_output"]
+    return tf.cast(self.projection_dropout(self.query_projection(pooled), training=training),
+                   tf.float32)
 
   def retrieve(self, query_embeddings, k: int):
     """Exact MIPS over the frozen index: (scores float32 [B, k], rows int32 [B, k]), best first."""
@@ -226,25 +251,92 @@ class OpenQAModel(tf_keras.Model):
     return {"beam_scores": beam_scores, "beam_rows": beam_rows, "reader_inputs": inputs,
             "span_logits": span_logits, "span_mask": span_mask}
 
-  def compute_loss(self, features, training=False):
-    """Per-example loss [B] and diagnostics: ORQA's retriever + reader marginal log-losses."""
-    out = self(features, training=training)
+  def compute_loss(self, features, training=False, reader_positives: str = "none"):
+    """Per-example loss [B] and diagnostics: ORQA's retriever + reader marginal log-losses.
+
+    `reader_positives` (READER_POSITIVES) gives the reader a training signal where ORQA gives
+    none: when none of the K blocks read bears an answer within what the reader sees, the K-th
+    block is replaced by the beam's highest-ranked answer-bearing block (`beam`), or by the
+    first answer-bearing block of the example's gold document (`gold`; `features["gold_rows"]`
+    int32 [B, G] index rows, -1 padded), falling back to the beam's. The substitute is read
+    with its own retriever logit. `none` is ORQA's rule (reader loss zero for such questions).
+    """
+    if reader_positives not in READER_POSITIVES:
+      raise ValueError(f"reader_positives must be one of {READER_POSITIVES}, got "
+                       f"{reader_positives!r}.")
+    q = self.embed_questions(features, training=training)
+    beam_scores, beam_rows = self.retrieve(q, self.retriever_beam_size)
     cont = self._continuation()
     answer_ids, answer_length = features["answer_ids"], features["answer_length"]
-    beam_body = tf.gather(tf.convert_to_tensor(self._body_ids), out["beam_rows"])
-    beam_correct = features_lib.contains_answer(beam_body, answer_ids, answer_length, cont)
-    retriever_loss, beam_any = marginal_log_loss(out["beam_scores"], beam_correct)
-    gold = features_lib.gold_span_labels(out["reader_inputs"]["input_word_ids"], answer_ids,
-                                         answer_length, out["span_mask"], cont)
+    body_ids = tf.convert_to_tensor(self._body_ids)
+    starts = features_lib.answer_start_matches(tf.gather(body_ids, beam_rows), answer_ids,
+                                               answer_length, cont)
+    beam_correct = tf.reduce_any(starts, axis=[2, 3])
+    retriever_loss, beam_any = marginal_log_loss(beam_scores, beam_correct)
+    k = self.reader_beam_size
+    rows, logits = beam_rows[:, :k], beam_scores[:, :k]
+    substituted = tf.zeros_like(beam_any)
+    if reader_positives != "none":
+      rows, logits, substituted = self._reader_positive(
+          q, features, starts, beam_rows, beam_scores, reader_positives)
+    inputs = self.reader_inputs(features, rows)
+    span_logits, span_mask = self.read(inputs, logits, training=training)
+    gold = features_lib.gold_span_labels(inputs["input_word_ids"], answer_ids, answer_length,
+                                         span_mask, cont)
     b = tf.shape(gold)[0]
-    flat_logits = tf.reshape(out["span_logits"], [b, -1])
+    flat_logits = tf.reshape(span_logits, [b, -1])
     flat_gold = tf.reshape(gold, [b, -1])
     reader_loss, reader_any = marginal_log_loss(flat_logits, flat_gold)
     best = tf.argmax(flat_logits, axis=-1, output_type=tf.int32)
     best_correct = tf.gather(flat_gold, best, batch_dims=1)
     return {"loss": retriever_loss + reader_loss, "retriever_loss": retriever_loss,
             "reader_loss": reader_loss, "beam_has_answer": beam_any,
-            "reader_has_answer": reader_any, "reader_correct": best_correct}
+            "reader_has_answer": reader_any, "reader_correct": best_correct,
+            "reader_rows": rows, "reader_substituted": substituted}
+
+  def _readable_answer(self, starts, rows, features):
+    """bool [B, R]: an answer match of `starts` [B, R, A, Lb] (over the bodies of index rows
+    [B, R]) ends inside the part of the body that fits the reader input."""
+    room = self.config.reader.seq_length - 3 - tf.cast(features["question_length"], tf.int32)
+    length = tf.gather(tf.convert_to_tensor(self._body_length), rows)            # [B, R]
+    readable = tf.maximum(tf.minimum(length, room[:, None]), 0)
+    alen = tf.cast(features["answer_length"], tf.int32)[:, None, :, None]       # [B, 1, A, 1]
+    end = tf.range(tf.shape(starts)[-1], dtype=tf.int32)[None, None, None, :] + alen
+    return tf.reduce_any(tf.logical_and(starts, end <= readable[:, :, None, None]), axis=[2, 3])
+
+  def _reader_positive(self, q, features, starts, beam_rows, beam_scores, reader_positives):
+    """Top-K rows and logits [B, K] with the K-th replaced by a positive where none bears an
+    answer (see compute_loss), and bool [B] where it was replaced."""
+    k = self.reader_beam_size
+    rows, logits = beam_rows[:, :k], beam_scores[:, :k]
+    readable = self._readable_answer(starts, beam_rows, features)                # [B, M]
+    need = tf.logical_not(tf.reduce_any(readable[:, :k], axis=-1))
+    # The beam's best answer-bearing block (it lies past the first K when `need`).
+    first = tf.argmax(tf.cast(readable, tf.int32), axis=-1, output_type=tf.int32)
+    use = tf.logical_and(need, tf.reduce_any(readable, axis=-1))
+    new_row = tf.gather(beam_rows, first, batch_dims=1)
+    new_logit = tf.gather(beam_scores, first, batch_dims=1)
+    if reader_positives == "gold" and "gold_rows" in features:
+      gold_rows = tf.cast(features["gold_rows"], tf.int32)                        # [B, G]
+      safe = tf.maximum(gold_rows, 0)
+      gold_starts = features_lib.answer_start_matches(
+          tf.gather(tf.convert_to_tensor(self._body_ids), safe), features["answer_ids"],
+          features["answer_length"], self._continuation())
+      gold_ok = tf.logical_and(self._readable_answer(gold_starts, safe, features),
+                               gold_rows >= 0)
+      use_gold = tf.logical_and(need, tf.reduce_any(gold_ok, axis=-1))
+      gold_row = tf.gather(gold_rows, tf.argmax(tf.cast(gold_ok, tf.int32), axis=-1,
+                                                output_type=tf.int32), batch_dims=1)
+      emb = tf.gather(tf.convert_to_tensor(self._embeddings), tf.maximum(gold_row, 0))
+      gold_logit = tf.reduce_sum(q * emb, axis=-1)
+      new_row = tf.where(use_gold, gold_row, new_row)
+      new_logit = tf.where(use_gold, gold_logit, new_logit)
+      use = tf.logical_or(use, use_gold)
+    last_row = tf.where(use, new_row, rows[:, k - 1])
+    last_logit = tf.where(use, new_logit, logits[:, k - 1])
+    rows = tf.concat([rows[:, :k - 1], last_row[:, None]], axis=1)
+    logits = tf.concat([logits[:, :k - 1], last_logit[:, None]], axis=1)
+    return rows, logits, use
 
   # ---- inference -----------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ the index bundle with the real publisher, so the tests read the same files the p
 """
 import dataclasses
 import os
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -52,9 +52,41 @@ FACTS: List[Tuple[str, str, str, str]] = [
 ]
 
 
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+
+
+def distractor_facts(n: int) -> List[Tuple[str, str, str, str]]:
+  """`n` ≤ 8 blocks that hold none of the FACTS' answers (their question and answer are unused)."""
+  return [(f"Filler {ORDINALS[j]}", f"The {ORDINALS[j]} filler passage talks about nothing in "
+           "particular and names no place or person.", "", "") for j in range(n)]
+
+
 def examples(limit: Optional[int] = None) -> List[OpenQAExample]:
-  """One question per fact, answers plain strings."""
-  return [OpenQAExample(f"q{i}", q, (a,)) for i, (_, _, q, a) in enumerate(FACTS[:limit])]
+  """One question per fact, answers plain strings; `doc_id` is the fact's corpus document."""
+  return [OpenQAExample(f"q{i}", q, (a,), False, f"fact{i}")
+          for i, (_, _, q, a) in enumerate(FACTS[:limit])]
+
+
+def unreachable_answers(fact_block_ids, scale: float = 1.0) -> Callable:
+  """`embeddings_fn` for make_bundle: an index whose fact blocks can never be in a top K ≤ D.
+
+  Fact blocks get the zero embedding (score 0 for every query); the j-th other block gets
+  ±scale · e_(j // 2) (D = projection size, 2D such blocks). A query with all D coordinates
+  non-zero (a LayerNorm'ed projection) scores D of those blocks above 0, so the top K ≤ D are
+  all distractors while every fact block stays in the retriever beam.
+  """
+  facts = {int(b) for b in fact_block_ids}
+
+  def fn(block_ids, emb):
+    out = np.zeros_like(emb)
+    j = 0
+    for r, b in enumerate(block_ids):
+      if int(b) in facts:
+        continue
+      out[r, j // 2] = scale if j % 2 == 0 else -scale
+      j += 1
+    return out
+  return fn
 
 
 def make_text_corpus(corpus_dir: str, facts=FACTS, num_shards: int = 2,
@@ -81,8 +113,10 @@ def make_text_corpus(corpus_dir: str, facts=FACTS, num_shards: int = 2,
   return ids
 
 
-def micro_retriever_config() -> RetrieverConfig:
-  return RetrieverConfig(encoder=MICRO, query_seq_length=QUERY_LEN, doc_seq_length=DOC_LEN)
+def micro_retriever_config(pooling: str = "cls", projection_size: int = 128) -> RetrieverConfig:
+  """The micro retriever; `pooling` is RetrieverConfig.pooling (cls | mean)."""
+  return RetrieverConfig(encoder=MICRO, query_seq_length=QUERY_LEN, doc_seq_length=DOC_LEN,
+                         pooling=pooling, projection_size=projection_size)
 
 
 def micro_reader_config(span_hidden_size: int = 16) -> ReaderConfig:
@@ -90,9 +124,14 @@ def micro_reader_config(span_hidden_size: int = 16) -> ReaderConfig:
                       seq_length=READER_LEN, query_length=READER_QUERY_LEN)
 
 
-def make_bundle(work_dir: str, corpus_dir: str, seed: int = 0) -> Tuple[str, str]:
+def make_bundle(work_dir: str, corpus_dir: str, seed: int = 0, pooling: str = "cls",
+                projection_size: int = 128,
+                embeddings_fn: Optional[Callable] = None) -> Tuple[str, str]:
   """A micro retriever → embedder export → exact-search index bundle over `corpus_dir`.
 
+  `pooling` / `projection_size` shape the retriever (micro_retriever_config).
+  `embeddings_fn(block_ids [N], embeddings [N, D]) → [N, D]` may replace the document
+  embeddings the bundle holds (e.g. an index whose answer blocks can never be retrieved).
   Returns (index_dir, export_dir).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -103,11 +142,13 @@ def make_bundle(work_dir: str, corpus_dir: str, seed: int = 0) -> Tuple[str, str
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.brute_force import BruteForceSearcher  # pylint: disable=g-import-not-at-top
   tf_keras.utils.set_random_seed(seed)
-  retriever = Retriever(micro_retriever_config()).build_towers()
+  retriever = Retriever(micro_retriever_config(pooling, projection_size)).build_towers()
   export = embedder_export.export_embedder(retriever, os.path.join(work_dir, "embedder"), step=1)
   store = BlockStore([corpus_dir], doc_seq_length=DOC_LEN)
   docs = store.documents(tf.range(store.size, dtype=tf.int64))
   emb = retriever.embed_documents(docs).numpy()
+  if embeddings_fn is not None:
+    emb = np.asarray(embeddings_fn(np.asarray(store.block_ids), emb), np.float32)
   index_dir = os.path.join(work_dir, "index")
   bundle_lib.publish(index_dir, export_dir=export, searcher=BruteForceSearcher(emb),
                      embeddings=emb, block_ids=store.block_ids,

@@ -10,6 +10,7 @@ from realm_tf.modeling.retriever import INPUT_KEYS, Retriever, RetrieverConfig
 from realm_tf.retrieval import embedder_export
 from realm_tf.text import RealmTokenizer
 from realm_tf.training import tasks
+from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training.trainer import Trainer, check_or_write_config
 
@@ -24,6 +25,10 @@ class IctConfig:
   warmup_steps: int = 100
   remove_sentence_rate: float = 0.9
   seed: int = 0
+  # Blocks are read in a seeded order, permuted within windows of this many blocks (resumable).
+  shuffle_window: int = 16384
+  # Share of blocks (by id) never used as ICT queries: the held-out set of evaluations.
+  heldout_fraction: float = 0.0
   checkpoint_every: int = 200
   log_every: int = 10
 
@@ -33,13 +38,23 @@ class IctConfig:
     return d
 
 
-def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int = 0
+def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int = 0,
+                 seed: int = 0, shuffle_window: int = 16384, heldout_fraction: float = 0.0
                  ) -> tf.data.Dataset:
-  """Batched ICT examples from raw block position `start_position` on, repeating the corpus.
+  """Batched ICT examples from position `start_position` of the shuffled, repeated corpus.
 
-  Each batch carries `data_position` (one past its last raw block index) for exact resume.
+  Blocks come in a seeded order (`corpus.shuffled_stream`), so in-batch negatives are not the
+  same article's blocks; held-out blocks (`corpus.is_heldout`) are never queries. Each batch
+  carries `data_position` (one past its last stream position) for exact resume.
   """
-  blocks = corpus_lib.read_blocks(corpus_dir).repeat().skip(start_position)
+  manifest = corpus_lib.load_manifest(corpus_dir)
+  records = tf.data.TFRecordDataset(corpus_lib.shard_paths(corpus_dir, manifest),
+                                    compression_type=corpus_lib.COMPRESSION)
+  window = max(1, min(shuffle_window, int(manifest["num_blocks"])))
+  blocks = corpus_lib.shuffled_stream(records, seed, window, start_position).map(
+      corpus_lib.parse_block, num_parallel_calls=tf.data.AUTOTUNE)
+  keep = (lambda b: tf.logical_not(corpus_lib.is_heldout(b["block_id"], heldout_fraction))) \
+      if heldout_fraction > 0 else None
 
   def _inputs(ex):
     out = {"block_id": ex["block_id"], "index": ex["index"]}
@@ -48,7 +63,7 @@ def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int 
       out[f"block/{k}"] = ex[f"block_{k}"]
     return out
 
-  ds = builder.dataset(blocks, start_index=start_position, keep_index=True).map(_inputs)
+  ds = builder.dataset(blocks, start_index=start_position, keep_index=True, keep=keep).map(_inputs)
   ds = ds.batch(batch_size, drop_remainder=True)
 
   def _finish(batch):
@@ -59,39 +74,13 @@ def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int 
   return ds.map(_finish).prefetch(tf.data.AUTOTUNE)
 
 
-def hf_initializer(hf_dir: Optional[str]):
-  """A function loading HF BERT weights (`'minilm'`: the installed MiniLM) into an encoder, or None."""
-  if not hf_dir:
-    return None
-  from realm_tf.checkpoints import hf_bert  # pylint: disable=g-import-not-at-top
-  if hf_dir == "minilm":
-    hf_dir = hf_bert.default_minilm_dir()
-
-  def load(encoder):
-    hf_bert.load_hf_bert_into_encoder(hf_dir, encoder)
-
-  return load
-
-
-def tower_initializer(encoder_init):
-  """Applies an encoder initializer to both retriever towers (once when they share weights)."""
-  if encoder_init is None:
-    return None
-
-  def init_towers(retriever):
-    encoder_init(retriever.query_encoder)
-    if retriever.doc_encoder is not retriever.query_encoder:
-      encoder_init(retriever.doc_encoder)
-
-  return init_towers
-
-
 def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,
             strategy: Optional[tf.distribute.Strategy] = None,
-            init_weights=None) -> Dict:
+            init: Optional[str] = None) -> Dict:
   """Trains the retriever with ICT and exports the embedder; returns scalars + export path.
 
-  `init_weights(retriever)` may load pretrained towers (e.g. BERT) before training starts.
+  `init` is any source `warm_start.init_retriever` takes (e.g. `minilm` or a BERT checkpoint);
+  it is loaded into both towers on a fresh model_dir, before training starts.
   """
   strategy = strategy or tf.distribute.get_strategy()
   check_or_write_config(model_dir, config.to_dict())
@@ -104,8 +93,8 @@ def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,
   trainer = Trainer(retriever, optimizer, tasks.ict_task, strategy, model_dir,
                     config.batch_size, checkpoint_every=config.checkpoint_every,
                     log_every=config.log_every, name="ict")
-  if init_weights is not None and not trainer.manager.latest_checkpoint:
-    init_weights(retriever)
+  if init and not trainer.manager.latest_checkpoint:
+    warm_start.init_retriever(retriever, init)
 
   builder = ict_lib.ICTExampleBuilder(
       ict_lib.ICTConfig(seed=config.seed, query_length=config.retriever.query_seq_length,
@@ -113,7 +102,8 @@ def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,
                         remove_rate=config.remove_sentence_rate), tokenizer)
 
   def make_dataset(position):
-    return ict_examples(corpus_dir, builder, config.batch_size, position)
+    return ict_examples(corpus_dir, builder, config.batch_size, position, config.seed,
+                        config.shuffle_window, config.heldout_fraction)
 
   scalars = trainer.train(make_dataset, config.num_train_steps)
   # Re-running a finished ICT job returns its existing export.

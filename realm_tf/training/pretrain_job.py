@@ -1,40 +1,104 @@
 """The end-to-end pre-training job behind `python -m realm_tf.launch.pretrain`.
 
-Every stage writes its output through atomic renames and is skipped when that output exists,
-so re-running the command after a kill resumes where it stopped.
+    corpus ─▶ salient-span annotations ─▶ ICT warm start of the retriever ─▶ index bundle v1
+      ─▶ reader warm-up (MLM, when the reader's initial weights have no MLM head)
+      ─▶ REALM pre-training with index refresh ─▶ held-out figures before, during and after
+
+Every stage writes its output through atomic renames and is skipped (or resumed) when that
+output exists, so re-running the command after a kill continues where it stopped. The job is
+configured by one `PretrainJobConfig`; the CLI only turns flags into it.
 """
+import dataclasses
 import os
 from typing import Dict, List, Optional
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
-from realm_tf.data import masking as masking_lib
 from realm_tf.data.documents import default_corpus_path
-from realm_tf.data.squad_open import load_squad_questions
-from realm_tf.evaluation import recall as recall_lib
+from realm_tf.evaluation.heldout import HeldOutConfig
 from realm_tf.modeling.encoder_config import get_encoder_config
 from realm_tf.modeling.realm_pretrainer import RealmConfig
 from realm_tf.modeling.retriever import RetrieverConfig
-from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
-from realm_tf.text import RealmTokenizer
-from realm_tf.training.ict_experiment import (IctConfig, hf_initializer, run_ict,
-                                               tower_initializer)
+from realm_tf.training import warm_start
+from realm_tf.training.ict_experiment import IctConfig, run_ict
+from realm_tf.training.reader_warmup import ReaderWarmupConfig, run_reader_warmup
 from realm_tf.training.realm_experiment import PretrainConfig, RealmExperiment
 
-EVAL_SEED = 20_200_210  # masked-sentence evaluation queries differ from training ones
+
+@dataclasses.dataclass
+class PretrainJobConfig:
+  """Every setting of the main job. Defaults: the CPU demo that learns in minutes (see README)."""
+  work_dir: str = "runs/default"
+  inputs: Optional[List[str]] = None       # document files (default: the shipped SQuAD dev set)
+  corpus_dir: Optional[str] = None         # default <work_dir>/corpus, and so on
+  annotations_dir: Optional[str] = None
+  index_dir: Optional[str] = None
+  ict_dir: Optional[str] = None
+  reader_dir: Optional[str] = None
+  model_dir: Optional[str] = None
+  # Shapes: blocks of `block_length` wordpieces, queries of `query_length` (REALM: 288, 96).
+  block_length: int = 128
+  query_length: int = 32
+  # Retriever: towers, their warm start (a warm_start source, applied before ICT), ICT.
+  retriever_preset: str = "tiny"
+  retriever_init: Optional[str] = None
+  retriever_pooling: str = "mean"
+  share_towers: bool = True
+  projection_size: Optional[int] = None    # None: 128, or the encoder width for retriever_init
+  projection_dropout: float = 0.0
+  ict_steps: int = 300
+  ict_batch_size: int = 64
+  ict_learning_rate: float = 2e-4
+  # Reader: the knowledge-augmented encoder, its warm start and its MLM warm-up.
+  reader_preset: str = "minilm"
+  reader_init: Optional[str] = "minilm"
+  reader_warmup_steps: int = 150
+  reader_warmup_batch_size: int = 16
+  reader_warmup_learning_rate: float = 5e-4
+  reader_warmup_train_encoder: bool = True
+  reader_warmup_remove_rate: float = 0.5
+  # REALM pre-training.
+  batch_size: int = 4
+  num_train_steps: int = 100
+  learning_rate: float = 5e-5
+  warmup_steps: Optional[int] = None       # default 10% of the run
+  masking: str = "salient"
+  num_candidates: int = 4
+  refresh: str = "inline"
+  refresh_every_steps: int = 50
+  export_every_steps: Optional[int] = None
+  checkpoint_every: int = 50
+  seed: int = 0
+  data_service: Optional[str] = None
+  jit_compile: bool = False
+  min_recall: float = 0.9
+  # Held-out evaluation.
+  heldout_fraction: float = 0.1
+  heldout_queries: int = 192
+  eval_questions: int = 1000
+
+  def dirs(self) -> Dict[str, str]:
+    """Every stage's directory (explicit ones win over the work_dir layout)."""
+    w = self.work_dir
+    return dict(corpus=self.corpus_dir or os.path.join(w, "corpus"),
+                annotations=self.annotations_dir or os.path.join(w, "annotations"),
+                index=self.index_dir or os.path.join(w, "index"),
+                ict=self.ict_dir or os.path.join(w, "ict"),
+                reader=self.reader_dir or os.path.join(w, "reader_warmup"),
+                realm=self.model_dir or os.path.join(w, "realm"))
 
 
-def ensure_corpus(inputs: Optional[List[str]], corpus_dir: str) -> Dict:
+def ensure_corpus(inputs: Optional[List[str]], corpus_dir: str, block_length: int = 288) -> Dict:
   """Builds the block corpus unless `corpus_dir` already holds one; returns its manifest."""
   if tf.io.gfile.exists(os.path.join(corpus_dir, corpus_lib.MANIFEST)):
     return corpus_lib.load_manifest(corpus_dir)
   from realm_tf.data.build_corpus import BuildCorpusConfig, build_corpus  # pylint: disable=g-import-not-at-top
   result = build_corpus(BuildCorpusConfig(inputs=inputs or [default_corpus_path()],
-                                          output_dir=corpus_dir, num_shards=2))
+                                          output_dir=corpus_dir, num_shards=2,
+                                          max_block_length=block_length))
   logging.info("Corpus: %d blocks in %s (%s)", result["manifest"]["num_blocks"], corpus_dir,
                result["counters"])
   return result["manifest"]
@@ -51,114 +115,174 @@ def ensure_annotations(corpus_dir: str, annotations_dir: str) -> Dict:
   return result["manifest"]
 
 
-def masked_eval_features(annotations_dir: str, tokenizer: RealmTokenizer, n: int,
-                         masking: str = "salient") -> Dict[str, np.ndarray]:
-  """The first `n` masked sentences under the evaluation seed, as numpy arrays."""
-  ds = masking_lib.masked_dataset(
-      annotations_dir, masking_lib.MaskingConfig(mode=masking, seed=EVAL_SEED), tokenizer)
-  feats = {}
-  for batch in ds.take(n).batch(n):
-    feats = {k: v.numpy() for k, v in batch.items()}
-  return feats
+def _retriever_config(config: PretrainJobConfig) -> RetrieverConfig:
+  encoder = get_encoder_config(config.retriever_preset)
+  size = config.projection_size or (encoder.hidden_size if config.retriever_init else 128)
+  return RetrieverConfig(encoder=encoder, projection_size=size, share_towers=config.share_towers,
+                         query_seq_length=config.query_length,
+                         doc_seq_length=config.block_length, pooling=config.retriever_pooling,
+                         projection_dropout=config.projection_dropout)
 
 
-def measure_recall(bundle, annotations_dir: str, corpus_dir: str, num_queries: int,
-                   with_squad: bool, squad_path: Optional[str] = None) -> Dict[str, float]:
-  """Zero-shot recall@5 of `bundle`'s query embedder over `bundle`'s index.
-
-  SQuAD questions come from `squad_path` (default: the shipped dev set the default corpus is built
-  from); their gold paragraphs must be documents of `corpus_dir`.
-  """
-  tokenizer = RealmTokenizer()
-  emb = np.asarray(bundle.embeddings, np.float32)
-  ids = np.asarray(bundle.block_ids)
-  embed = bundle.query_embedder.embed_queries
-  out = {"masked_sentence_recall@5": recall_lib.masked_sentence_recall(
-      embed, emb, ids, masked_eval_features(annotations_dir, tokenizer, num_queries))}
-  if with_squad:
-    questions = load_squad_questions(squad_path)
-    rng = np.random.RandomState(0)
-    pick = rng.choice(len(questions), size=min(num_queries, len(questions)), replace=False)
-    out["squad_question_recall@5"] = recall_lib.squad_recall(
-        embed, emb, ids, [questions[i] for i in sorted(pick)],
-        recall_lib.doc_blocks(corpus_dir))
-  out["index_version"] = bundle.version
-  return out
+def _reader_encoder(config: PretrainJobConfig):
+  """The reader's EncoderConfig: the initial weights' own when they say, else the preset."""
+  from_init = warm_start.encoder_config_of(config.reader_init) if config.reader_init else None
+  return from_init or get_encoder_config(config.reader_preset)
 
 
-def run(flags_, dirs: Dict[str, str], strategy) -> Dict:
-  """Runs every stage; returns the summary printed by the launcher."""
+def _reader_has_mlm_head(source: Optional[str]) -> bool:
+  """Whether the reader's initial weights carry an MLM head (then no warm-up is needed)."""
+  if not source:
+    return False
+  path = warm_start.resolve_source(source)
+  kind = warm_start.source_kind(path)
+  if kind == "hf":
+    from realm_tf.checkpoints import hf_bert  # pylint: disable=g-import-not-at-top
+    return any(".predictions." in n or n.startswith("cls.predictions")
+               for n in hf_bert.read_hf_arrays(path))
+  if kind == "tf1":
+    return any("cls/predictions/" in n for n, _ in tf.train.list_variables(path))
+  if kind == "trainer":
+    return warm_start.trainer_run_kind(path) in ("reader_warmup", "realm")
+  if kind == "converted":
+    cfg = warm_start._converted_config(path)  # pylint: disable=protected-access
+    return cfg.get("target") == "knowledge_encoder" and \
+        "knowledge_encoder.mlm_head" not in cfg.get("fresh", [])
+  return False
+
+
+def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+  """Runs every stage; returns the summary (also what `<work_dir>/summary.json` holds)."""
+  strategy = strategy or tf.distribute.get_strategy()
+  dirs = config.dirs()
   summary: Dict = {"dirs": dirs}
-  preset = get_encoder_config(flags_.preset)
-  corpus_manifest = ensure_corpus(flags_.input, dirs["corpus"])
+  corpus_manifest = ensure_corpus(config.inputs, dirs["corpus"], config.block_length)
   annotation_manifest = ensure_annotations(dirs["corpus"], dirs["annotations"])
   summary["corpus_blocks"] = corpus_manifest["num_blocks"]
   summary["annotated_records"] = annotation_manifest["num_records"]
-  init = hf_initializer(flags_.init_from_hf)
+  retriever = _retriever_config(config)
 
-  # ICT warm start → first export → first bundle.
-  pooling = flags_.retriever_pooling
-  ict_config = IctConfig(retriever=RetrieverConfig(encoder=preset, pooling=pooling),
-                         batch_size=flags_.ict_batch_size,
-                         num_train_steps=max(flags_.ict_steps, 1),
-                         learning_rate=flags_.ict_learning_rate,
-                         warmup_steps=max(flags_.ict_steps // 10, 0), seed=flags_.seed,
-                         checkpoint_every=max(flags_.ict_steps, 1))
-
-  ict = run_ict(ict_config, dirs["corpus"], dirs["ict"], strategy,
-                init_weights=tower_initializer(init)) \
-      if flags_.ict_steps > 0 else None
+  # 1. ICT warm start of the retriever → first export → first bundle.
+  ict = None
+  if config.ict_steps > 0 or config.retriever_init:  # 0 steps: the initial towers as they are
+    ict_config = IctConfig(retriever=retriever, batch_size=config.ict_batch_size,
+                           num_train_steps=config.ict_steps,
+                           learning_rate=config.ict_learning_rate,
+                           warmup_steps=config.ict_steps // 10, seed=config.seed,
+                           checkpoint_every=max(config.ict_steps, 1),
+                           heldout_fraction=config.heldout_fraction)
+    ict = run_ict(ict_config, dirs["corpus"], dirs["ict"], strategy, init=config.retriever_init)
+    summary["ict"] = {k: ict[k] for k in ("loss", "accuracy") if k in ict}
   refresher = IndexRefresher(RefreshConfig(model_dir=dirs["realm"], corpus_dir=dirs["corpus"],
-                                           index_dir=dirs["index"], min_recall=flags_.min_recall),
+                                           index_dir=dirs["index"], min_recall=config.min_recall),
                              strategy=strategy)
-  live = refresher.live_bundle()
-  if live is None:
+  if refresher.live_bundle() is None:
     if ict is None:
-      raise ValueError("No index bundle and --ict_steps=0: build one with refresh_index first.")
-    live = refresher.refresh(ict["export"])
-  steps = flags_.num_train_steps
-  if steps <= 0:  # preparation only (corpus, annotations, ICT, first index): see launch/
-    return summary
-  with_squad = not flags_.input
-  summary["before"] = measure_recall(bundle_lib.latest(dirs["index"]), dirs["annotations"],
-                                     dirs["corpus"], flags_.eval_queries, with_squad) \
-      if not tf.io.gfile.exists(os.path.join(dirs["realm"], "checkpoints")) else \
-      summary.get("before")
+      raise ValueError("No index bundle, ict_steps=0 and no retriever_init: build one with "
+                       "python -m realm_tf.launch.refresh_index first.")
+    refresher.refresh(ict["export"])
 
-  config = PretrainConfig(
-      model=RealmConfig(retriever_encoder=preset, reader_encoder=preset,
-                        num_candidates=flags_.num_candidates, retriever_pooling=pooling),
-      batch_size=flags_.batch_size, num_train_steps=steps, learning_rate=flags_.learning_rate,
-      warmup_steps=flags_.warmup_steps if flags_.warmup_steps is not None else steps // 10,
-      masking=flags_.masking, seed=flags_.seed, refresh=flags_.refresh,
-      refresh_every_steps=flags_.refresh_every_steps,
-      export_every_steps=flags_.export_every_steps or flags_.refresh_every_steps,
-      checkpoint_every=flags_.checkpoint_every)
-  experiment = RealmExperiment(config, dirs["corpus"], dirs["annotations"], dirs["index"],
-                               dirs["realm"], strategy,
-                               refresher=refresher if flags_.refresh == "inline" else None,
-                               data_service=flags_.data_service, jit_compile=flags_.jit_compile)
-  scalars = experiment.train(init_retriever_from=dirs["ict"] if ict else None,
-                             init_reader=(lambda k: init(k.encoder)) if init else None)
+  # 2. The reader: warm up an MLM head when its initial weights have none.
+  reader_encoder = _reader_encoder(config)
+  reader_init = config.reader_init
+  if config.reader_warmup_steps > 0 and not _reader_has_mlm_head(config.reader_init):
+    warmup = ReaderWarmupConfig(
+        knowledge_encoder=reader_encoder, query_length=config.query_length,
+        seq_length=config.query_length + config.block_length,
+        batch_size=config.reader_warmup_batch_size, num_train_steps=config.reader_warmup_steps,
+        learning_rate=config.reader_warmup_learning_rate,
+        warmup_steps=config.reader_warmup_steps // 10,
+        train_encoder=config.reader_warmup_train_encoder,
+        remove_rate=config.reader_warmup_remove_rate, seed=config.seed,
+        heldout_fraction=config.heldout_fraction, checkpoint_every=config.reader_warmup_steps)
+    result = run_reader_warmup(warmup, dirs["corpus"], dirs["reader"], strategy,
+                               init=config.reader_init)
+    summary["reader_warmup"] = {k: result[k] for k in ("loss", "mlm_accuracy") if k in result}
+    reader_init = dirs["reader"]
+  if config.num_train_steps <= 0:  # preparation only (see launch/local_all_in_one.sh)
+    return summary
+
+  # 3. REALM pre-training, measured on held-out data before, at every refresh, and after.
+  steps = config.num_train_steps
+  every = config.refresh_every_steps
+  pretrain = PretrainConfig(
+      model=RealmConfig(retriever_encoder=retriever.encoder, reader_encoder=reader_encoder,
+                        projection_size=retriever.projection_size,
+                        share_towers=config.share_towers,
+                        query_seq_length=config.query_length,
+                        doc_seq_length=config.block_length,
+                        joint_seq_length=config.query_length + config.block_length,
+                        num_candidates=config.num_candidates,
+                        retriever_pooling=config.retriever_pooling,
+                        retriever_projection_dropout=config.projection_dropout),
+      batch_size=config.batch_size, num_train_steps=steps,
+      learning_rate=config.learning_rate,
+      warmup_steps=config.warmup_steps if config.warmup_steps is not None else steps // 10,
+      masking=config.masking, seed=config.seed, refresh=config.refresh,
+      refresh_every_steps=every, export_every_steps=config.export_every_steps or every,
+      checkpoint_every=config.checkpoint_every, heldout_fraction=config.heldout_fraction)
+  experiment = RealmExperiment(
+      pretrain, dirs["corpus"], dirs["annotations"], dirs["index"], dirs["realm"], strategy,
+      refresher=refresher if config.refresh == "inline" else None,
+      data_service=config.data_service, jit_compile=config.jit_compile,
+      heldout=HeldOutConfig(fraction=config.heldout_fraction,
+                            num_queries=config.heldout_queries,
+                            num_questions=config.eval_questions),
+      with_questions=not config.inputs)
+  scalars = experiment.train(retriever_init=ict["export"] if ict else None,
+                             reader_init=reader_init)
   summary["train"] = {k: v for k, v in scalars.items() if isinstance(v, (int, float, str))}
-  summary["after"] = measure_recall(bundle_lib.latest(dirs["index"]), dirs["annotations"],
-                                    dirs["corpus"], flags_.eval_queries, with_squad)
+  log = experiment.heldout_log()
+  if log:
+    summary["heldout_start"], summary["heldout_end"] = log[0], log[-1]
+    summary["heldout"] = log
+    summary["goals"] = learning_goals(log[0], log[-1])
   return summary
+
+
+def learning_goals(start: Dict, end: Dict) -> Dict[str, bool]:
+  """The main job's learning goals, computed from the held-out figures before and after REALM."""
+  goals = {
+      "heldout_utility_positive": end.get("heldout_retrieval_utility", -1.0) > 0,
+      "heldout_utility_improved": end.get("heldout_retrieval_utility", -1.0) >
+                                  start.get("heldout_retrieval_utility", 0.0),
+      "null_posterior_below_0.9": end.get("heldout_null_posterior", 1.0) < 0.9,
+  }
+  if "question_recall@5" in start:
+    goals["question_recall@5_not_below_ict"] = \
+        end["question_recall@5"] >= start["question_recall@5"]
+  return goals
 
 
 def format_summary(summary: Dict) -> str:
   """The human-readable closing lines of the main job."""
   lines = [f"Corpus: {summary.get('corpus_blocks')} blocks, "
            f"{summary.get('annotated_records')} annotated passages."]
-  for stage, label in (("before", "after ICT warm start"), ("after", "after REALM pre-training")):
-    r = summary.get(stage) or {}
-    parts = [f"{k}={v:.3f}" for k, v in r.items() if k.endswith("@5")]
-    if parts:
-      lines.append(f"Zero-shot retrieval {label} (index v{r.get('index_version')}): "
-                   + ", ".join(parts))
+  if "ict" in summary:
+    lines.append("ICT warm start: " + ", ".join(f"{k}={v:.4f}" for k, v in
+                                                summary["ict"].items()))
+  if "reader_warmup" in summary:
+    lines.append("Reader warm-up (MLM, no retrieval): " + ", ".join(
+        f"{k}={v:.4f}" for k, v in summary["reader_warmup"].items()))
+  keys = ("heldout_retrieval_utility", "heldout_null_posterior", "heldout_mlm_accuracy",
+          "heldout_null_mlm_accuracy", "question_recall@5", "question_recall@20")
+  for stage, label in (("heldout_start", "before REALM (ICT retriever)"),
+                       ("heldout_end", "after REALM")):
+    r = summary.get(stage)
+    if r:
+      lines.append(f"Held-out, {label}, step {r['step']}, index v{r['index_version']}: " +
+                   ", ".join(f"{k}={r[k]:.4f}" for k in keys if k in r))
+  end = summary.get("heldout_end") or {}
+  if "bm25_question_recall@5" in end:
+    lines.append(f"BM25 on the same questions: question_recall@5="
+                 f"{end['bm25_question_recall@5']:.4f}, question_recall@20="
+                 f"{end['bm25_question_recall@20']:.4f}")
   if "train" in summary:
     t = summary["train"]
     lines.append("Last training step: " + ", ".join(
         f"{k}={t[k]:.4f}" for k in ("loss", "retrieval_utility", "mlm_accuracy",
                                     "null_posterior") if k in t))
+  if "goals" in summary:
+    lines.append("Learning goals: " + ", ".join(f"{k}={'yes' if v else 'NO'}"
+                                                for k, v in summary["goals"].items()))
   return "\n".join(lines)

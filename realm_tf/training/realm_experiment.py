@@ -8,10 +8,9 @@
 import dataclasses
 import json
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import tensorflow as tf
-import tf_keras
 from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
@@ -19,11 +18,14 @@ from realm_tf.data import masking as masking_lib
 from realm_tf.data.block_store import BlockStore
 from realm_tf.data.pretrain_pipeline import (PipelineConfig, bundle_retrieve_fn,
                                              indexed_masked_examples, make_pretrain_dataset)
+from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator
 from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embedder_export
+from realm_tf.retrieval.refresh import RecallTooLowError
 from realm_tf.text import RealmTokenizer
 from realm_tf.training import tasks
+from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training.trainer import Trainer, check_or_write_config
 
@@ -56,6 +58,14 @@ class PretrainConfig:
   export_every_steps: int = 500
   checkpoint_every: int = 500
   log_every: int = 10
+  # Masked queries come in a seeded order, permuted within windows of this many records.
+  shuffle_window: int = 16384
+  # Share of blocks (by id) whose sentences are never training queries (held-out evaluation).
+  heldout_fraction: float = 0.0
+  # False: the retriever is frozen (an ablation: the reader alone learns from retrieval).
+  train_retriever: bool = True
+  # False: the knowledge-augmented encoder is frozen (the retriever alone learns).
+  train_reader: bool = True
 
   def to_dict(self) -> Dict:
     d = dataclasses.asdict(self)
@@ -75,23 +85,25 @@ def check_bundle_matches_corpus(bundle, corpus_dir: str) -> None:
         "(python -m realm_tf.launch.refresh_index --once).")
 
 
-def restore_retriever(retriever, checkpoint_dir: str) -> str:
-  """Loads retriever weights from an ICT (or any Trainer) model_dir's newest checkpoint."""
-  path = tf.train.latest_checkpoint(os.path.join(checkpoint_dir, "checkpoints")) or \
-      tf.train.latest_checkpoint(checkpoint_dir)
-  if not path:
-    raise FileNotFoundError(f"No checkpoint under {checkpoint_dir} to warm-start the retriever.")
-  tf.train.Checkpoint(model=retriever).restore(path).expect_partial().assert_existing_objects_matched()
-  logging.info("Retriever warm-started from %s.", path)
-  return path
+HELDOUT_LOG = "heldout.jsonl"
+BEST_EXPORT = "best_export.json"
 
 
 class RealmExperiment:
-  """One pre-training run: owns the model, trainer, block store and the live bundle."""
+  """One pre-training run: owns the model, trainer, block store, the live bundle and the
+  held-out evaluator.
+
+  Held-out figures (`realm_tf.evaluation.heldout`) are measured before the first step, after
+  every index refresh (or switch to a newer bundle) and at the end; each measurement is appended
+  to `<model_dir>/heldout.jsonl`, written to TensorBoard (`summaries/heldout`), and the embedder
+  export with the best held-out retrieval utility is named in `<model_dir>/best_export.json`
+  (the original trainer's best exporter).
+  """
 
   def __init__(self, config: PretrainConfig, corpus_dir: str, annotations_dir: str,
                index_dir: str, model_dir: str, strategy: Optional[tf.distribute.Strategy] = None,
-               refresher=None, data_service: Optional[str] = None, jit_compile: bool = False):
+               refresher=None, data_service: Optional[str] = None, jit_compile: bool = False,
+               heldout: Optional[HeldOutConfig] = None, with_questions: bool = False):
     if config.refresh not in REFRESH_MODES:
       raise ValueError(f"refresh must be one of {REFRESH_MODES}, got {config.refresh!r}.")
     if config.refresh == "inline" and refresher is None:
@@ -115,10 +127,10 @@ class RealmExperiment:
     self.tokenizer = RealmTokenizer()
     self.store = BlockStore([corpus_dir], self.tokenizer, config.model.doc_seq_length)
     m = config.model
-    self.masker = masking_lib.Masker(
-        masking_lib.MaskingConfig(mode=config.masking, seed=config.seed,
-                                  query_length=m.query_seq_length,
-                                  max_predictions=m.max_predictions), self.tokenizer)
+    self.masking_config = masking_lib.MaskingConfig(
+        mode=config.masking, seed=config.seed, query_length=m.query_seq_length,
+        max_predictions=m.max_predictions)
+    self.masker = masking_lib.Masker(self.masking_config, self.tokenizer)
     self.pipeline_config = PipelineConfig(
         batch_size=config.batch_size // self.strategy.num_replicas_in_sync *
         self.strategy.num_replicas_in_sync,
@@ -127,16 +139,33 @@ class RealmExperiment:
     with self.strategy.scope():
       self.model = RealmPretrainer(m)
       self.model.build_all()
+      if not config.train_retriever:
+        self.model.retriever.trainable = False
+      if not config.train_reader:
+        self.model.knowledge_encoder.trainable = False
       self.optimizer = create_optimizer(config.learning_rate, config.num_train_steps,
                                         config.warmup_steps)
     self.trainer = Trainer(self.model, self.optimizer, tasks.realm_pretrain_task, self.strategy,
                            model_dir, self.pipeline_config.batch_size, config.clip_norm,
                            config.checkpoint_every, log_every=config.log_every,
                            jit_compile=jit_compile, name="realm")
+    self.evaluator = None
+    if heldout is not None:
+      if heldout.fraction != config.heldout_fraction:
+        raise ValueError(f"Held-out evaluation fraction {heldout.fraction} differs from the "
+                         f"training run's heldout_fraction {config.heldout_fraction}.")
+      self.evaluator = HeldOutEvaluator(heldout, annotations_dir, corpus_dir, self.masking_config,
+                                        self.tokenizer, self.store, self.pipeline_config,
+                                        with_questions=with_questions)
+    self._summary_writer = None
+    self._last_eval_step = None
 
   def masked_examples(self, start_position: int) -> tf.data.Dataset:
-    """Masked queries from raw position `start_position` on (repeating the annotations)."""
-    return indexed_masked_examples(self.annotations_dir, self.masker, start_position)
+    """Training's masked queries from stream position `start_position` on (shuffled, repeated,
+    held-out blocks left out)."""
+    cfg = self.config
+    return indexed_masked_examples(self.annotations_dir, self.masker, start_position, cfg.seed,
+                                   cfg.shuffle_window, cfg.heldout_fraction)
 
   def make_dataset(self, start_position: int) -> tf.data.Dataset:
     """The featurized pipeline over the live bundle, from `start_position`."""
@@ -157,39 +186,97 @@ class RealmExperiment:
     return self.bundle.step if source.startswith(os.path.abspath(self.model_dir)) or \
         source.startswith(self.model_dir) else 0
 
+  # -- held-out evaluation ---------------------------------------------------------------------
+
+  def heldout_log(self) -> List[Dict]:
+    """Every held-out measurement of this run so far (oldest first)."""
+    path = os.path.join(self.model_dir, HELDOUT_LOG)
+    if not tf.io.gfile.exists(path):
+      return []
+    with tf.io.gfile.GFile(path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+
+  def evaluate(self, step: int) -> Optional[Dict]:
+    """Measures the held-out figures now; records them (log, TensorBoard, best export)."""
+    if self.evaluator is None or self._last_eval_step == step:
+      return None
+    self._last_eval_step = step
+    figures = self.evaluator.evaluate(self.model, self.bundle)
+    record = dict(figures, step=int(step), index_version=int(self.bundle.version))
+    logging.info("[heldout] step %d: %s", step, " ".join(
+        f"{k}={v:.4g}" for k, v in sorted(figures.items()) if k != "index_version"))
+    path = os.path.join(self.model_dir, HELDOUT_LOG)
+    lines = [json.dumps(r, sort_keys=True) for r in self.heldout_log() if r["step"] != step]
+    lines.append(json.dumps(record, sort_keys=True))
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+      f.write("\n".join(lines) + "\n")
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    if self._summary_writer is None:
+      self._summary_writer = tf.summary.create_file_writer(
+          os.path.join(self.model_dir, "summaries", "heldout"))
+    with self._summary_writer.as_default(step=step):
+      for k, v in figures.items():
+        tf.summary.scalar(f"heldout/{k}", v)
+    self._summary_writer.flush()
+    utility = figures.get("heldout_retrieval_utility")
+    if step > 0 and utility is not None:
+      best_path = os.path.join(self.model_dir, BEST_EXPORT)
+      best = None
+      if tf.io.gfile.exists(best_path):
+        with tf.io.gfile.GFile(best_path) as f:
+          best = json.load(f)
+      if best is None or utility > best["heldout_retrieval_utility"]:
+        corpus_lib.write_json_atomic(best_path, {
+            "step": int(step), "export": self.export(step),
+            "heldout_retrieval_utility": utility, "index_version": int(self.bundle.version)})
+    return record
+
+  # -- refresh ---------------------------------------------------------------------------------
+
   def _hook(self, step: int) -> bool:
     cfg = self.config
     exported = None
     if step % cfg.export_every_steps == 0 or step == cfg.num_train_steps:
       exported = self.export(step)
-    if step % cfg.refresh_every_steps and step != cfg.num_train_steps:
-      return False
-    if cfg.refresh == "inline":
-      exported = exported or self.export(step)
-      self.bundle = self.refresher.refresh(exported) or bundle_lib.latest(self.index_dir)
-      logging.info("Inline refresh at step %d → %s", step, self.bundle)
-      return True
-    if cfg.refresh == "async":
-      newest = bundle_lib.latest(self.index_dir)
-      if newest.version != self.bundle.version:
-        check_bundle_matches_corpus(newest, self.corpus_dir)
-        self.bundle = newest
-        logging.info("Switched to %s at step %d.", newest, step)
-        return True
-    return False
+    rebuild = False
+    if step % cfg.refresh_every_steps == 0 or step == cfg.num_train_steps:
+      if cfg.refresh == "inline":
+        exported = exported or self.export(step)
+        try:
+          self.bundle = self.refresher.refresh(exported) or bundle_lib.latest(self.index_dir)
+          logging.info("Inline refresh at step %d → %s", step, self.bundle)
+          rebuild = True
+        except RecallTooLowError as e:
+          # As the async refresher does: keep training on the last good index.
+          logging.warning("Inline refresh at step %d not published (%s); training continues "
+                          "on %s.", step, e, self.bundle)
+      elif cfg.refresh == "async":
+        newest = bundle_lib.latest(self.index_dir)
+        if newest.version != self.bundle.version:
+          check_bundle_matches_corpus(newest, self.corpus_dir)
+          self.bundle = newest
+          logging.info("Switched to %s at step %d.", newest, step)
+          rebuild = True
+    if rebuild or step == cfg.num_train_steps:
+      self.evaluate(step)
+    return rebuild
 
-  def train(self, init_retriever_from: Optional[str] = None,
-            init_reader=None) -> Dict[str, float]:
+  def train(self, retriever_init: Optional[str] = None,
+            reader_init: Optional[str] = None) -> Dict[str, float]:
     """Runs (or resumes) training to `num_train_steps`; returns the last step's scalars.
 
-    On a fresh model_dir the retriever is warm-started from `init_retriever_from` (an ICT
-    model_dir) and `init_reader(knowledge_encoder)` may load BERT weights into the reader.
+    On a fresh model_dir the retriever is warm-started from `retriever_init` and the
+    knowledge-augmented encoder from `reader_init` (any source `warm_start` takes: an ICT run,
+    a reader warm-up, a BERT checkpoint, ...), and the held-out figures are measured once before
+    the first step.
     """
     if not self.trainer.manager.latest_checkpoint:
-      if init_retriever_from:
-        restore_retriever(self.model.retriever, init_retriever_from)
-      if init_reader is not None:
-        init_reader(self.model.knowledge_encoder)
+      if retriever_init:
+        warm_start.init_retriever(self.model.retriever, retriever_init)
+      if reader_init:
+        warm_start.init_knowledge_encoder(self.model.knowledge_encoder, reader_init)
+      if not self.heldout_log():
+        self.evaluate(0)
     return self.trainer.train(
         self.make_dataset, self.config.num_train_steps, hooks=[self._hook],
         extra_scalars=lambda step: {"index_staleness": float(step - self._bundle_step())})

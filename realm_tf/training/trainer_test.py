@@ -18,7 +18,7 @@ from realm_tf.training.trainer import (DONE_MARKER, ConfigMismatchError, NonFini
 MICRO = EncoderConfig(vocab_size=1100, hidden_size=32, num_layers=1, num_attention_heads=2,
                       intermediate_size=64, dropout_rate=0.0, attention_dropout_rate=0.0)
 CONFIG = RealmConfig(retriever_encoder=MICRO, reader_encoder=MICRO, query_seq_length=12, doc_seq_length=16, joint_seq_length=24,
-                     num_candidates=3, max_predictions=4)
+                     num_candidates=3, max_predictions=4, retriever_projection_dropout=0.0)
 BATCH = 4
 
 

@@ -13,18 +13,23 @@ class RetrievalProjection(tf_keras.layers.Layer):
   """
 
   def __init__(self, output_dim: int = 128, initializer_range: float = 0.02,
-               use_layer_norm: bool = True, layer_norm_eps: float = 1e-12, **kwargs):
+               use_layer_norm: bool = True, layer_norm_eps: float = 1e-12,
+               scale_init: float = 1.0, **kwargs):
     super().__init__(**kwargs)
     self.output_dim = output_dim
     self.initializer_range = initializer_range
     self.use_layer_norm = use_layer_norm
     self.layer_norm_eps = layer_norm_eps
+    self.scale_init = scale_init
     self.dense = tf_keras.layers.Dense(
         output_dim,
         kernel_initializer=tf_keras.initializers.TruncatedNormal(stddev=initializer_range),
         name="dense")
+    # The layer norm's initial scale sets the initial spread of inner products (±output_dim at
+    # 1.0): a small value starts a from-scratch retriever with a soft prior over candidates.
     self.layer_norm = (tf_keras.layers.LayerNormalization(
-        axis=-1, epsilon=layer_norm_eps, dtype="float32", name="layer_norm")
+        axis=-1, epsilon=layer_norm_eps, dtype="float32",
+        gamma_initializer=tf_keras.initializers.Constant(scale_init), name="layer_norm")
                        if use_layer_norm else None)
 
   def call(self, cls_hidden):
@@ -36,4 +41,4 @@ class RetrievalProjection(tf_keras.layers.Layer):
   def get_config(self):
     return dict(super().get_config(), output_dim=self.output_dim,
                 initializer_range=self.initializer_range, use_layer_norm=self.use_layer_norm,
-                layer_norm_eps=self.layer_norm_eps)
+                layer_norm_eps=self.layer_norm_eps, scale_init=self.scale_init)

@@ -1,0 +1,171 @@
+"""Held-out learning metrics of REALM pre-training: what the retriever and reader have learned.
+
+Two yardsticks, both on data training never uses:
+
+* **Held-out masked sentences.** A fixed share of blocks (`corpus.is_heldout`) is never an ICT
+  query, never warm-up MLM text and never a REALM query. Their annotated sentences are masked
+  with a fixed evaluation seed and go through the same retrieval as training (the live bundle's
+  stale query embedder, own block removed, null document first). Reported: retrieval utility
+  (log p(y|x) − log p(y|null, x): how much retrieval helps; the original trainer's metric), the
+  null document's posterior, and MLM accuracy with retrieval (argmax of the marginal) beside the
+  null document alone.
+* **Zero-shot question recall.** SQuAD-open *dev* questions (an article split; the questions are
+  never trained on) against their gold paragraphs' blocks: recall@5 and @20 of the bundle's
+  dense index, with BM25's recall on the same questions beside it.
+
+Retrieving the query's own block is not a progress metric for REALM, which removes that block
+from its candidates by design, so it is not reported here.
+"""
+import dataclasses
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from realm_tf.data import corpus as corpus_lib
+from realm_tf.data import masking as masking_lib
+from realm_tf.data.pretrain_pipeline import (PipelineConfig, bundle_retrieve_fn,
+                                             heldout_masked_examples, make_pretrain_dataset)
+from realm_tf.evaluation import recall as recall_lib
+from realm_tf.evaluation.recall import EVAL_SEED
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOutConfig:
+  """What the held-out evaluation measures and on how much data."""
+  fraction: float = 0.05     # share of blocks held out of training (by block id)
+  num_queries: int = 128     # held-out masked sentences per evaluation
+  batch_size: int = 8
+  num_questions: int = 1000  # SQuAD-open dev questions for zero-shot recall (0: none)
+  squad_path: Optional[str] = None  # default: the shipped SQuAD v1.1 dev set
+
+
+def masked_metrics_from_outputs(relevance, mlm_logits, batch) -> Dict[str, np.ndarray]:
+  """Per-example held-out figures of one batch: utility, null posterior, token hits with
+  retrieval and with the null document alone, and the count of masked tokens."""
+  from realm_tf.modeling.realm_pretrainer import marginal_log_likelihood  # pylint: disable=g-import-not-at-top
+  stats = marginal_log_likelihood(relevance, batch["candidate_mask"], mlm_logits,
+                                  batch["masked_ids"], batch["masked_weights"])
+  weights = tf.cast(batch["masked_weights"], tf.float32)
+  null_pred = tf.argmax(mlm_logits[:, 0], axis=-1, output_type=tf.int32)
+  null_hit = tf.cast(tf.equal(null_pred, tf.cast(batch["masked_ids"], tf.int32)), tf.float32)
+  return {"retrieval_utility": stats["retrieval_utility"],
+          "null_posterior": stats["null_posterior"],
+          "hits": tf.reduce_sum(stats["token_correct"], axis=-1),
+          "null_hits": tf.reduce_sum(null_hit * weights, axis=-1),
+          "tokens": tf.reduce_sum(weights, axis=-1)}
+
+
+class HeldOutEvaluator:
+  """Measures a RealmPretrainer and an index bundle on held-out data (see module docstring).
+
+  Args:
+    config: HeldOutConfig.
+    annotations_dir, corpus_dir: the run's annotations and corpus.
+    masking: the run's MaskingConfig (its seed is replaced by EVAL_SEED).
+    tokenizer, store, pipeline: the run's tokenizer, BlockStore and PipelineConfig.
+    with_questions: measure SQuAD-open dev question recall (only meaningful when the corpus holds
+      the SQuAD paragraphs, as the default corpus does).
+  """
+
+  def __init__(self, config: HeldOutConfig, annotations_dir: str, corpus_dir: str,
+               masking: masking_lib.MaskingConfig, tokenizer, store, pipeline: PipelineConfig,
+               with_questions: bool = False):
+    self.config = config
+    self.tokenizer = tokenizer
+    self.store = store
+    self.pipeline = dataclasses.replace(pipeline, batch_size=config.batch_size)
+    masker = masking_lib.Masker(dataclasses.replace(masking, seed=EVAL_SEED), tokenizer)
+    n = config.num_queries // config.batch_size * config.batch_size
+    examples = list(heldout_masked_examples(annotations_dir, masker, config.fraction)
+                    .take(n).batch(max(n, 1)).as_numpy_iterator())
+    self.examples = examples[0] if examples else None
+    self.num_queries = 0 if self.examples is None else \
+        len(self.examples["index"]) // config.batch_size * config.batch_size
+    self._forward = None
+    self.questions: List = []
+    if with_questions and config.num_questions > 0:
+      from realm_tf.data.squad_open import load_squad_questions  # pylint: disable=g-import-not-at-top
+      questions = load_squad_questions(config.squad_path, split="dev")
+      rng = np.random.RandomState(0)
+      pick = rng.choice(len(questions), size=min(config.num_questions, len(questions)),
+                        replace=False)
+      self.questions = [questions[i] for i in sorted(pick)]
+      self.blocks_of_doc = recall_lib.doc_blocks(corpus_dir)
+      self.gold = [self.blocks_of_doc.get(q.doc_id, set()) for q in self.questions]
+    self.corpus_dir = corpus_dir
+    self._bm25 = None
+
+  # -- held-out masked sentences ---------------------------------------------------------------
+
+  def masked_metrics(self, model, bundle) -> Dict[str, float]:
+    """Held-out utility, null posterior and MLM accuracy (with retrieval / null alone)."""
+    if not self.num_queries:
+      return {}
+    if self._forward is None:
+      self._forward = tf.function(
+          lambda b: masked_metrics_from_outputs(**_outputs(model, b), batch=b))
+    n = self.num_queries
+    masked = tf.data.Dataset.from_tensor_slices(
+        {k: v[:n] for k, v in self.examples.items()})
+    ds = make_pretrain_dataset(masked, bundle_retrieve_fn(bundle, self.pipeline.num_candidates),
+                               self.store, self.pipeline, self.tokenizer.cls_id,
+                               self.tokenizer.sep_id)
+    sums: Dict[str, float] = {}
+    for batch in ds:
+      batch.pop("data_position")
+      for k, v in self._forward(batch).items():
+        sums[k] = sums.get(k, 0.0) + float(tf.reduce_sum(v))
+    tokens = max(sums["tokens"], 1.0)
+    return {"heldout_retrieval_utility": sums["retrieval_utility"] / n,
+            "heldout_null_posterior": sums["null_posterior"] / n,
+            "heldout_mlm_accuracy": sums["hits"] / tokens,
+            "heldout_null_mlm_accuracy": sums["null_hits"] / tokens,
+            "heldout_queries": float(n)}
+
+  # -- zero-shot question recall ---------------------------------------------------------------
+
+  def question_recall(self, bundle) -> Dict[str, float]:
+    """Dense recall@5 and @20 of SQuAD-open dev questions over `bundle`'s index."""
+    if not self.questions:
+      return {}
+    length = int(bundle.query_embedder.metadata.get("query_seq_length", 96))
+    q = recall_lib.embed_texts(bundle.query_embedder.embed_queries,
+                               [x.question for x in self.questions], seq_length=length,
+                               tokenizer=self.tokenizer)
+    rows = recall_lib.top_k_rows(q, np.asarray(bundle.embeddings, np.float32),
+                                 min(20, int(bundle.num_rows)))
+    ids = np.asarray(bundle.block_ids)[rows]
+    return {"question_recall@5": recall_lib.recall_at_k(ids[:, :5], self.gold),
+            "question_recall@20": recall_lib.recall_at_k(ids, self.gold)}
+
+  def bm25_recall(self) -> Dict[str, float]:
+    """BM25's recall@5 and @20 on the same questions (computed once per evaluator)."""
+    if not self.questions:
+      return {}
+    if self._bm25 is None:
+      from realm_tf.retrieval.bm25 import BM25Index  # pylint: disable=g-import-not-at-top
+      texts, ids = [], []
+      for b in corpus_lib.read_blocks(self.corpus_dir).ragged_batch(4096):
+        for title, body, bid in zip(b["title"].numpy(), b["body"].numpy(),
+                                    b["block_id"].numpy()):
+          texts.append(title.decode("utf-8") + " " + body.decode("utf-8"))
+          ids.append(int(bid))
+      _, rows = BM25Index(texts).search([q.question for q in self.questions], 20)
+      found = np.asarray(ids)[rows]
+      self._bm25 = {"bm25_question_recall@5": recall_lib.recall_at_k(found[:, :5], self.gold),
+                    "bm25_question_recall@20": recall_lib.recall_at_k(found, self.gold)}
+    return dict(self._bm25)
+
+  def evaluate(self, model, bundle) -> Dict[str, float]:
+    """Every held-out figure for the current model and index bundle."""
+    out = {"index_version": float(bundle.version)}
+    out.update(self.masked_metrics(model, bundle))
+    out.update(self.question_recall(bundle))
+    out.update(self.bm25_recall())
+    return out
+
+
+def _outputs(model, batch):
+  out = model(batch, training=False)
+  return {"relevance": out["relevance"], "mlm_logits": out["mlm_logits"]}

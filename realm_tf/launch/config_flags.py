@@ -1,0 +1,62 @@
+"""Command-line flags generated from a config dataclass, and the dataclass built back from them.
+
+A stage's settings live in one dataclass (the library's input). Writing each flag by hand beside
+it doubles every default and every help text and lets the two drift apart; here each field of
+the dataclass becomes one absl flag with the field's default, and `config_from_flags` reads them
+back. Fields of type int, float, str, bool, their Optional forms, and List[str] are supported;
+help texts come from a {field: text} mapping (a field without one is an error, so every flag is
+documented).
+"""
+import dataclasses
+import typing
+from typing import Dict, Iterable, Optional
+
+from absl import flags
+
+
+def _base_type(tp):
+  """(type, optional) of a field annotation: Optional[X] → (X, True)."""
+  origin = typing.get_origin(tp)
+  if origin is typing.Union:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(args) == 1:
+      return _base_type(args[0])[0], True
+  return tp, False
+
+
+def define_config_flags(config_cls, help_texts: Dict[str, str],
+                        skip: Iterable[str] = (), flag_values=flags.FLAGS) -> None:
+  """Defines one flag per field of `config_cls` (except `skip`), defaulting to the field's."""
+  hints = typing.get_type_hints(config_cls)
+  for field in dataclasses.fields(config_cls):
+    if field.name in skip:
+      continue
+    if field.name not in help_texts:
+      raise ValueError(f"No help text for {config_cls.__name__}.{field.name}.")
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    tp, _ = _base_type(hints[field.name])
+    text = help_texts[field.name]
+    if tp is bool:
+      flags.DEFINE_bool(field.name, default, text, flag_values=flag_values)
+    elif tp is int:
+      flags.DEFINE_integer(field.name, default, text, flag_values=flag_values)
+    elif tp is float:
+      flags.DEFINE_float(field.name, default, text, flag_values=flag_values)
+    elif tp is str:
+      flags.DEFINE_string(field.name, default, text, flag_values=flag_values)
+    elif typing.get_origin(tp) in (list, typing.List) and typing.get_args(tp) == (str,):
+      flags.DEFINE_list(field.name, default, text, flag_values=flag_values)
+    else:
+      raise TypeError(f"{config_cls.__name__}.{field.name}: unsupported flag type {tp}.")
+
+
+def config_from_flags(config_cls, flag_values=flags.FLAGS, skip: Iterable[str] = (),
+                      **overrides):
+  """An instance of `config_cls` from the flags `define_config_flags` defined (+ `overrides`)."""
+  values: Dict[str, Optional[object]] = {}
+  for field in dataclasses.fields(config_cls):
+    if field.name in skip or field.name in overrides:
+      continue
+    values[field.name] = flag_values[field.name].value
+  values.update(overrides)
+  return config_cls(**values)

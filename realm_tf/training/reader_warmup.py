@@ -1,0 +1,134 @@
+"""The reader warm-up: masked-LM training of the knowledge-augmented encoder, with no retrieval.
+
+REALM starts its reader from BERT, an MLM *with its head*. A reader that cannot read makes the
+null document explain the masked tokens best, the retriever then puts all of its prior on the
+null document, and real candidates stop receiving gradient (the null-document collapse). When
+the initial weights have no MLM head (all-MiniLM-L6-v2) this stage fits one, and the encoder
+too unless `train_encoder=False`, on the corpus (`realm_tf.data.mlm`) before REALM starts. It is
+a resumable Trainer run; its model_dir warm-starts REALM's reader (`warm_start`).
+"""
+import dataclasses
+from typing import Dict, Optional, Union
+
+import tensorflow as tf
+
+from realm_tf.data import corpus as corpus_lib
+from realm_tf.data import mlm as mlm_lib
+from realm_tf.modeling.encoder_config import EncoderConfig, get_encoder_config
+from realm_tf.modeling.knowledge_encoder import KnowledgeAugmentedEncoder
+from realm_tf.modeling.retriever import INPUT_KEYS
+from realm_tf.text import RealmTokenizer
+from realm_tf.training import warm_start
+from realm_tf.training.optimizer import create_optimizer
+from realm_tf.training.trainer import Trainer, check_or_write_config
+
+
+@dataclasses.dataclass
+class ReaderWarmupConfig:
+  """A reader warm-up run (recorded in model_dir/config.json)."""
+  knowledge_encoder: Union[str, EncoderConfig] = "tiny"
+  query_length: int = 96
+  seq_length: int = 384
+  max_predictions: int = 20
+  mask_rate: float = 0.15
+  # How often the sentence is removed from its block (the rest of the block is the second
+  # segment). Kept sentences teach the reader to copy from its second segment.
+  remove_rate: float = 0.9
+  batch_size: int = 16
+  num_train_steps: int = 1000
+  learning_rate: float = 1e-4
+  warmup_steps: int = 100
+  # False: only the MLM head (transform, layer norm, bias; the tied output table is the encoder's
+  # word embeddings and stays fixed) is fitted.
+  train_encoder: bool = True
+  seed: int = 0
+  shuffle_window: int = 16384
+  heldout_fraction: float = 0.0  # held-out blocks are never warm-up text
+  checkpoint_every: int = 200
+  log_every: int = 10
+
+  def to_dict(self) -> Dict:
+    d = dataclasses.asdict(self)
+    d["knowledge_encoder"] = get_encoder_config(self.knowledge_encoder).to_dict()
+    d["stage"] = "reader_warmup"
+    return d
+
+  @property
+  def mlm_config(self) -> mlm_lib.MlmConfig:
+    return mlm_lib.MlmConfig(seed=self.seed, query_length=self.query_length,
+                             seq_length=self.seq_length, mask_rate=self.mask_rate,
+                             remove_rate=self.remove_rate,
+                             max_predictions=self.max_predictions)
+
+
+def mlm_task(model, batch, training):
+  """Masked-LM cross-entropy, averaged over each example's masked pieces, and token accuracy."""
+  logits = model({k: batch[k] for k in INPUT_KEYS}, batch["masked_positions"], training=training)
+  logits = tf.cast(logits, tf.float32)
+  weights = tf.cast(batch["masked_weights"], tf.float32)
+  xent = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=tf.cast(batch["masked_ids"], tf.int32), logits=logits)
+  per_example = tf.reduce_sum(xent * weights, -1) / tf.maximum(tf.reduce_sum(weights, -1), 1.0)
+  hit = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                         tf.cast(batch["masked_ids"], tf.int32)), tf.float32) * weights
+  return per_example, {"mlm_accuracy": (tf.reduce_sum(hit), tf.reduce_sum(weights))}
+
+
+def warmup_examples(corpus_dir: str, config: ReaderWarmupConfig, batch_size: int,
+                    start_position: int = 0, tokenizer=None) -> tf.data.Dataset:
+  """Batched warm-up examples from position `start_position` of the shuffled, repeated corpus;
+  each batch carries `data_position` for exact resume."""
+  manifest = corpus_lib.load_manifest(corpus_dir)
+  records = tf.data.TFRecordDataset(corpus_lib.shard_paths(corpus_dir, manifest),
+                                    compression_type=corpus_lib.COMPRESSION)
+  window = max(1, min(config.shuffle_window, int(manifest["num_blocks"])))
+  blocks = corpus_lib.shuffled_stream(records, config.seed, window, start_position).map(
+      corpus_lib.parse_block, num_parallel_calls=tf.data.AUTOTUNE)
+  keep = (lambda b: tf.logical_not(corpus_lib.is_heldout(b["block_id"],
+                                                        config.heldout_fraction))) \
+      if config.heldout_fraction > 0 else None
+  builder = mlm_lib.MlmExampleBuilder(config.mlm_config, tokenizer)
+  ds = builder.dataset(blocks, start_index=start_position, keep_index=True, keep=keep)
+  ds = ds.batch(batch_size, drop_remainder=True)
+
+  def _finish(batch):
+    batch = dict(batch)
+    batch["data_position"] = tf.fill([batch_size], tf.reduce_max(batch.pop("index")) + 1)
+    batch.pop("block_id")
+    return batch
+
+  return ds.map(_finish).prefetch(tf.data.AUTOTUNE)
+
+
+def run_reader_warmup(config: ReaderWarmupConfig, corpus_dir: str, model_dir: str,
+                      strategy: Optional[tf.distribute.Strategy] = None,
+                      init: Optional[str] = None) -> Dict:
+  """Trains (or resumes) the warm-up; returns the last step's scalars and what was loaded.
+
+  `init` is any source `warm_start.init_knowledge_encoder` takes (e.g. `minilm`); it is loaded
+  on a fresh model_dir only.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  check_or_write_config(model_dir, config.to_dict())
+  tokenizer = RealmTokenizer()
+  with strategy.scope():
+    model = KnowledgeAugmentedEncoder(config.knowledge_encoder, seq_length=config.seq_length,
+                                      name="knowledge_encoder")
+    model.build_all(config.max_predictions)
+    optimizer = create_optimizer(config.learning_rate, config.num_train_steps,
+                                 config.warmup_steps)
+  trainer = Trainer(model, optimizer, mlm_task, strategy, model_dir, config.batch_size,
+                    checkpoint_every=config.checkpoint_every, log_every=config.log_every,
+                    name="reader_warmup")
+  loaded = {}
+  if init and not trainer.manager.latest_checkpoint:
+    loaded = warm_start.init_knowledge_encoder(model, init)
+  if not config.train_encoder:
+    model.encoder.trainable = False
+
+  def make_dataset(position):
+    return warmup_examples(corpus_dir, config, config.batch_size, position, tokenizer)
+
+  scalars = trainer.train(make_dataset, config.num_train_steps)
+  scalars["init"] = loaded
+  return scalars
