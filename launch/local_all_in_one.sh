@@ -17,7 +17,7 @@
 # 4. `pretrain --refresh=async` trains, switching to the newest bundle at each refresh point.
 #
 # The extra flags go to both pretrain calls; --corpus_dir, --annotations_dir, --index_dir,
-# --model_dir, --min_recall, --eval_queries and --input are also applied to the refresher and the
+# --model_dir, --min_recall, --eval_queries (the evaluator's alone) and --input are also applied to the refresher and the
 # evaluator (also when given in a --flagfile). More flags for them: REFRESH_FLAGS="..." and
 # EVAL_FLAGS="..." (word-split).
 #
@@ -38,6 +38,10 @@ PY=${PYTHON:-.venv/bin/python}
 CORPUS=$WORK/corpus ANNOTATIONS=$WORK/annotations INDEX=$WORK/index MODEL=$WORK/realm
 MIN_RECALL=0.9 EVAL_QUERIES=300 SQUAD=true
 args=()
+PRETRAIN_ARGS=()  # the extra flags minus the evaluator's own (--eval_queries)
+for a in "$@"; do
+  [[ $a == --eval_queries=* ]] || PRETRAIN_ARGS+=("$a")
+done
 for a in "$@"; do  # expand --flagfile=F (one flag a line, # comments) in place, as absl does
   if [[ $a == --flagfile=* && -f ${a#*=} ]]; then
     while read -r line || [[ -n $line ]]; do
@@ -62,7 +66,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     --model_dir) MODEL=$value ;;
     --min_recall) MIN_RECALL=$value ;;
     --eval_queries) EVAL_QUERIES=$value ;;
-    --input) SQUAD=false ;;  # SQuAD-question recall only makes sense on the default corpus
+    --input|--inputs) SQUAD=false ;;  # SQuAD-question recall only makes sense on the default corpus
   esac
 done
 mkdir -p "$WORK"
@@ -100,7 +104,8 @@ if compgen -G "$INDEX/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]" > /dev/null; the
   log "$INDEX already holds an index bundle; skipping the preparation step."
 else
   log "Preparing corpus, annotations, ICT warm start and the first index in $WORK."
-  "$PY" -m realm_tf.launch.pretrain --work_dir="$WORK" "$@" --num_train_steps=0 --refresh=none &
+  "$PY" -m realm_tf.launch.pretrain --work_dir="$WORK" ${PRETRAIN_ARGS[@]+"${PRETRAIN_ARGS[@]}"} \
+      --num_train_steps=0 --refresh=none &
   PIDS+=($!)
   rc=0; reap $! || rc=$?
   if ((rc)); then log "Preparation failed (status $rc)."; exit "$rc"; fi
@@ -124,7 +129,8 @@ PIDS+=($EVAL_PID)
 log "Refresher pid $REFRESH_PID ($WORK/refresh_index.log), evaluator pid $EVAL_PID" \
     "($WORK/evaluator.log); starting the trainer."
 
-"$PY" -m realm_tf.launch.pretrain --work_dir="$WORK" "$@" --refresh=async &
+"$PY" -m realm_tf.launch.pretrain --work_dir="$WORK" ${PRETRAIN_ARGS[@]+"${PRETRAIN_ARGS[@]}"} \
+    --refresh=async &
 TRAIN_PID=$!
 PIDS+=($TRAIN_PID)
 log "Trainer pid $TRAIN_PID."

@@ -19,7 +19,6 @@ gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command
   set -e
   test -d realm_tf || git clone \${REALM_TF_REPO:-https://example.invalid/realm_tf.git} realm_tf
   cd realm_tf && make install
-  .venv/bin/python -m realm_tf.launch.pretrain --tpu=local --preset=base \
-    --work_dir=$BUCKET --batch_size=512 --num_train_steps=200000 --learning_rate=3e-5 \
-    --warmup_steps=10000 --refresh=async --checkpoint_every=1000 --export_every_steps=500 \
-    --mixed_precision=bfloat16 --ict_steps=0"
+  .venv/bin/python -m realm_tf.launch.pretrain --tpu=local \
+    --flagfile=launch/configs/paper_tpu.flags --work_dir=$BUCKET \
+    --retriever_init=$BUCKET/bert_base_uncased --reader_init=$BUCKET/bert_base_uncased"

@@ -48,7 +48,8 @@ def _flags(corpus, *extra):
   return [f"--corpus_dir={corpus_dir}", f"--annotations_dir={annotations_dir}", "--ict_steps=2",
           "--ict_batch_size=4", f"--num_train_steps={STEPS}", f"--refresh_every_steps={EVERY}",
           f"--checkpoint_every={EVERY}", "--eval_queries=10", "--batch_size=2",
-          "--num_candidates=4", "--min_recall=0", *extra]
+          "--num_candidates=4", "--min_recall=0", "--reader_preset=tiny", "--reader_init=",
+          "--reader_warmup_steps=0", *extra]
 
 
 def _launch(work, flags, log_path):

@@ -51,6 +51,8 @@ HELP = {
     "learning_rate": "REALM peak learning rate (the paper: 3e-5).",
     "warmup_steps": "REALM warm-up steps (default 10% of the run).",
     "masking": "Masking scheme: salient|random_span|random_uniform (the paper's ablations).",
+    "train_retriever": "Train the retriever in REALM (false: the frozen-retriever ablation; "
+                       "the index then never changes).",
     "num_candidates": "Candidates per query: the null document + retrieved (the paper: 8).",
     "refresh": "Index refresh mode: inline|async|none.",
     "refresh_every_steps": "Steps between index refreshes (and held-out evaluations).",

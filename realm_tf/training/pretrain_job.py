@@ -66,6 +66,7 @@ class PretrainJobConfig:
   learning_rate: float = 5e-5
   warmup_steps: Optional[int] = None       # default 10% of the run
   masking: str = "salient"
+  train_retriever: bool = True             # False: the frozen-retriever ablation
   num_candidates: int = 4
   refresh: str = "inline"
   refresh_every_steps: int = 50
@@ -220,7 +221,8 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
       warmup_steps=config.warmup_steps if config.warmup_steps is not None else steps // 10,
       masking=config.masking, seed=config.seed, refresh=config.refresh,
       refresh_every_steps=every, export_every_steps=config.export_every_steps or every,
-      checkpoint_every=config.checkpoint_every, heldout_fraction=config.heldout_fraction)
+      checkpoint_every=config.checkpoint_every, heldout_fraction=config.heldout_fraction,
+      train_retriever=config.train_retriever)
   experiment = RealmExperiment(
       pretrain, dirs["corpus"], dirs["annotations"], dirs["index"], dirs["realm"], strategy,
       refresher=refresher if config.refresh == "inline" else None,

@@ -116,6 +116,9 @@ class Trainer:
     if hasattr(self.optimizer, "get_unscaled_gradients"):
       grads = self.optimizer.get_unscaled_gradients(grads)
     pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    if not pairs:
+      raise ValueError(f"[{self.name}] No trainable variable receives a gradient from the loss "
+                       f"(is every trained part frozen, or is the gradient cut?).")
     # Sum across replicas first, then clip the global norm of the summed gradient, so the
     # update is the same for any number of replicas (clipping per replica would not be).
     summed = tf.distribute.get_replica_context().all_reduce(

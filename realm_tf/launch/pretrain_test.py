@@ -1,0 +1,50 @@
+"""The main job's command line: flag files parse into the job's config."""
+import glob
+import os
+
+import pytest
+from absl import flags
+
+from realm_tf.launch import config_flags
+from realm_tf.launch import pretrain
+from realm_tf.training.pretrain_job import PretrainJobConfig
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "configs")
+
+
+def _parse(argv):
+  fv = flags.FlagValues()
+  config_flags.define_config_flags(PretrainJobConfig, pretrain.HELP, skip=pretrain._SKIP,  # pylint: disable=protected-access
+                                   flag_values=fv)
+  flags.DEFINE_string("tpu", None, "", flag_values=fv)
+  flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "", flag_values=fv)
+  fv(["pretrain"] + argv)
+  return config_flags.config_from_flags(PretrainJobConfig, fv, skip=pretrain._SKIP), fv  # pylint: disable=protected-access
+
+
+def test_no_flags_is_the_default_config():
+  config, _ = _parse([])
+  assert config == PretrainJobConfig()
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIGS, "*.flags"))))
+def test_every_flag_file_parses(path):
+  config, _ = _parse([f"--flagfile={path}"])
+  assert config.num_train_steps > 0
+
+
+def test_paper_flags_state_the_papers_setup():
+  config, fv = _parse([f"--flagfile={os.path.join(CONFIGS, 'paper_tpu.flags')}"])
+  assert (config.batch_size, config.num_train_steps, config.learning_rate) == (512, 200000, 3e-5)
+  assert config.num_candidates == 8
+  assert (config.block_length, config.query_length, config.projection_size) == (288, 96, 128)
+  assert config.retriever_preset == config.reader_preset == "base"
+  assert config.reader_init and config.reader_warmup_steps == 0  # BERT with its MLM head
+  assert (config.ict_batch_size, config.ict_steps) == (4096, 100000)  # ORQA's ICT
+  assert config.retriever_pooling == "cls" and config.projection_dropout == 0.1
+  assert config.refresh == "async" and fv.mixed_precision == "bfloat16"
+
+
+def test_demo_flags_are_the_defaults():
+  config, _ = _parse([f"--flagfile={os.path.join(CONFIGS, 'demo_cpu.flags')}"])
+  assert config == PretrainJobConfig()
