@@ -1,164 +1,435 @@
-r"""The paper's claim in miniature: does REALM pre-training improve the retriever beyond ICT alone?
+r"""The paper's claim in miniature: does REALM pre-training beat ICT alone, from the same start?
 
-Same starting point, same number of training steps after it, zero-shot retrieval measured the same
-way (recall@5, exact search over the run's final index, no fine-tuning):
+What. One shared start — the main job's own stages (`pretrain_job.run` with 0 REALM steps): the
+ICT warm start of the retriever (and its index bundle v1) and the reader warm-up (MLM, the reader
+MiniLM-initialised) — then, for every seed, `--steps` more optimizer steps of each condition:
 
-  * `init`              — the towers as initialised (no training); the reference point;
-  * `ict_warm_start`    — ICT for --warm_start_steps (every REALM run starts here);
-  * `ict_only`          — ICT for --warm_start_steps + --steps (the same step budget, ICT alone);
-  * `realm_salient`     — warm start, then --steps of REALM with salient-span masking;
-  * `realm_random_span` — warm start, then --steps of REALM with random-span masking.
+  * `realm_salient`          REALM, salient-span masking (the paper's recipe);
+  * `realm_random_span`      REALM, random-span masking (the paper's masking ablation);
+  * `realm_random_uniform`   REALM, random-token masking (BERT's; the other ablation);
+  * `realm_frozen_retriever` REALM, salient masking, retriever frozen (`train_retriever=False`): the
+                             reader alone learns to use retrieval; its index cannot change, so it
+                             is not refreshed;
+  * `ict_continued`          ICT alone for the same number of steps from the shared ICT weights
+                             (a fresh ICT run warm-started from the shared ICT export, with its
+                             seed's data order); a bundle is built from its export.
 
-Corpus: the paragraphs of the first --articles articles of the shipped SQuAD v1.1 dev set (so
-the benchmark runs in tens of minutes on 2 CPU cores); queries: those articles' SQuAD questions
-against their gold paragraph (`squad_question_recall@5`) and held-out salient-masked sentences
-against their source block (`masked_sentence_recall@5`).
+Equal budget = equal optimizer steps after the shared start. Every condition starts from the same
+weights (retriever: the shared ICT export, its bundle v1 copied into each REALM run's index dir;
+reader: the shared warm-up run) with a fresh optimizer and a schedule over `--steps` (10% warm-up,
+linear decay), at its method's own learning rate (REALM --learning_rate, ICT --ict_learning_rate).
+A step's batch differs by method (REALM: --batch_size masked queries x --num_candidates blocks
+through the reader; ICT: --ict_batch_size query/block pairs, in-batch negatives), so each run's
+wall time is recorded beside it.
 
-Default towers: `tiny`, from scratch, mean-pooled. With the [CLS] pooler (the paper's, `--pooling=
-cls`) tiny towers from scratch stay at chance for a CPU-sized ICT budget; mean pooling learns
-within a few hundred steps. MiniLM-initialised towers (`--preset=minilm --init_from_hf=minilm`) run
-≈ 30× slower per step here; all-MiniLM-L6-v2 was also trained on question–passage pairs that
-include SQuAD and NQ, so its `init` row would NOT be unsupervised.
+Measured for every condition and seed by ONE held-out evaluator configuration
+(`realm_tf.evaluation.heldout`, fed the subset file so that every measured question has its gold
+paragraph in the corpus), at the shared start, at every index refresh and at the end:
+  * zero-shot recall@5/@20 of the subset's SQuAD-open *dev*-split questions (article-hash split,
+    never trained on) against their gold paragraphs, exact search over the run's final index, with
+    BM25 on the same questions beside it;
+  * held-out retrieval utility / null posterior / MLM accuracy on held-out blocks' sentences with
+    *salient-span* masking for every condition (random-span and uniform runs are judged on the
+    same masked sentences as the salient ones).
+The shared start is measured once (a REALM experiment of 0 steps) and is every REALM run's step 0.
+`ict_continued`'s held-out figures pair its retriever and bundle with the shared warmed-up reader
+(not trained further), measured the same way (a REALM experiment of 0 steps). Per condition and
+metric: mean and a 95% t-interval over seeds; `goals` compares the intervals (definitions are
+written into the JSON). Every figure comes from the runs.
 
-  python -m benchmarks.realm_vs_ict_bench                       # ≈ 30 min on 2 CPU cores
-  python -m benchmarks.realm_vs_ict_bench --steps=400 --articles=16
+Why. The paper's central claim is that REALM's MLM-trained retriever beats one trained by ICT
+alone, and that salient-span masking matters; this checks the shape of that claim at CPU scale with
+the real job's stages, however it falls.
 
-Writes benchmarks/results/realm_vs_ict.json.
+Corpus: the first --articles articles of the shipped SQuAD v1.1 dev set. SQuAD-open's dev split
+is by article-title hash: the default 8 articles hold 3 dev articles (Nikola_Tesla, Teacher,
+Sky_(United_Kingdom): 887 questions); the benchmark refuses a subset without one (< 4 articles).
+
+  python -m benchmarks.realm_vs_ict_bench          # the defaults: ≈ 40 min on 2 busy CPU cores
+  python -m benchmarks.realm_vs_ict_bench --articles=4 --seeds=0,1 --steps=2 --ict_steps=2 \
+      --reader_warmup_steps=2 --refresh_every_steps=1 --heldout_queries=8 --eval_questions=64 \
+      --work_dir=/tmp/bench_smoke --output_name=realm_vs_ict_smoke      # smoke test, ≈ 9 min
+
+Time estimate, from smoke runs on 2 cores shared with another training job (load ≈ 3): a REALM
+step (4 queries x 4 candidates, MiniLM reader, 160 wordpieces) ≈ 3.1 s, an ICT step (64 pairs,
+tiny towers) ≈ 0.65 s, a reader warm-up step (16) ≈ 3.05 s; a refresh + held-out evaluation
+≈ 25-30 s; ≈ 20 s set-up and tracing per run. Defaults: shared start ≈ 9 min (corpus,
+annotations, 200 ICT steps, 100 warm-up steps), 9 refreshed REALM runs x (24 steps + 2
+refreshes) ≈ 22 min, 3 frozen-retriever runs ≈ 5 min, 3 ICT-continued runs ≈ 3 min: ≈ 40 min
+under that load, less on an idle machine. Each extra --steps adds ≈ len(--seeds) x (4 x 3.1 s
++ 0.65 s); each extra refresh ≈ 28 s per refreshed REALM run.
+
+Writes benchmarks/results/<--output_name>.json (default realm_vs_ict.json). Re-running with the
+same --work_dir skips (or resumes) every stage already done.
 """
+import dataclasses
+import gc
+import json
+import math
 import os
 import shutil
 import time
-import types
+from typing import Dict, List, Optional
 
 from absl import app, flags, logging
 
 from benchmarks import common
 
-flags.DEFINE_string("work_dir", "runs/realm_vs_ict", "Where corpus, indexes and models go.")
-flags.DEFINE_integer("articles", 8, "SQuAD dev articles whose paragraphs form the corpus.")
-flags.DEFINE_string("preset", "tiny", "Encoder preset of retriever and reader.")
-flags.DEFINE_string("init_from_hf", "", "HF BERT weights for every tower ('' = scratch).")
-flags.DEFINE_enum("pooling", "mean", ["cls", "mean"], "Retriever tower pooling.")
-flags.DEFINE_integer("warm_start_steps", 150, "ICT warm-start steps shared by the REALM runs.")
-flags.DEFINE_integer("steps", 100, "Steps after the warm start, the same for every condition.")
-flags.DEFINE_integer("ict_batch_size", 32, "ICT batch size (in-batch negatives).")
-flags.DEFINE_integer("batch_size", 4, "REALM batch size (queries).")
-flags.DEFINE_integer("num_candidates", 8, "REALM candidates per query (null + retrieved).")
-flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate of ICT and REALM.")
-flags.DEFINE_integer("refresh_every_steps", 50, "REALM inline index refresh period.")
-flags.DEFINE_integer("eval_queries", 1000, "Queries per recall measurement (each kind).")
-flags.DEFINE_list("conditions", ["init", "ict_warm_start", "ict_only", "realm_salient",
-                                 "realm_random_span"], "Conditions to run.")
+CONDITIONS = ("realm_salient", "realm_random_span", "realm_random_uniform",
+              "realm_frozen_retriever", "ict_continued")
+METRICS = ("question_recall@5", "question_recall@20", "heldout_retrieval_utility",
+           "heldout_null_posterior", "heldout_mlm_accuracy", "heldout_null_mlm_accuracy",
+           "bm25_question_recall@5", "bm25_question_recall@20")
+
+flags.DEFINE_string("work_dir", "runs/realm_vs_ict", "Where the shared start and every run go.")
+flags.DEFINE_integer("articles", 8, "First SQuAD v1.1 dev articles forming the corpus.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the conditions (data order, masking).")
+flags.DEFINE_integer("steps", 24, "Optimizer steps of every condition after the shared start.")
+flags.DEFINE_integer("ict_steps", 200, "Shared ICT warm-start steps.")
+flags.DEFINE_integer("ict_batch_size", 64, "ICT batch size (shared warm start and ict_continued).")
+flags.DEFINE_float("ict_learning_rate", 2e-4, "ICT peak learning rate (both ICT stages).")
+flags.DEFINE_integer("reader_warmup_steps", 100, "Shared reader MLM warm-up steps.")
+flags.DEFINE_integer("batch_size", 4, "REALM batch size (masked queries).")
+flags.DEFINE_integer("num_candidates", 4, "REALM candidates per query (null + retrieved).")
+flags.DEFINE_float("learning_rate", 1e-5, "REALM peak learning rate (the main job's).")
+flags.DEFINE_integer("refresh_every_steps", 12, "REALM inline index refresh (and eval) period.")
+flags.DEFINE_integer("heldout_queries", 32, "Held-out masked sentences per evaluation.")
+flags.DEFINE_integer("eval_questions", 1000, "SQuAD-open dev questions of the subset (at most).")
+flags.DEFINE_list("conditions", list(CONDITIONS), "Conditions to run.")
+flags.DEFINE_integer("block_length", 128, "Block wordpieces.")
+flags.DEFINE_integer("query_length", 32, "Query wordpieces.")
+flags.DEFINE_string("output_name", "realm_vs_ict",
+                    "Result name: benchmarks/results/<output_name>.json.")
 FLAGS = flags.FLAGS
 
+# t(0.975, df) for df = 1..30 (fallback when scipy is absent).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
-def _job_flags(**overrides):
-  """The attribute bag `pretrain_job.run` reads, with this benchmark's settings."""
-  base = dict(input=None, preset=FLAGS.preset, retriever_pooling=FLAGS.pooling,
-              init_from_hf=FLAGS.init_from_hf or None,
-              ict_batch_size=FLAGS.ict_batch_size, ict_steps=FLAGS.warm_start_steps,
-              ict_learning_rate=FLAGS.learning_rate, seed=0, min_recall=0.9, eval_queries=8,
-              num_train_steps=0, num_candidates=FLAGS.num_candidates, batch_size=FLAGS.batch_size,
-              learning_rate=FLAGS.learning_rate, warmup_steps=None, masking="salient",
-              refresh="inline", refresh_every_steps=FLAGS.refresh_every_steps,
-              export_every_steps=None, checkpoint_every=FLAGS.refresh_every_steps,
-              data_service=None, jit_compile=False)
-  base.update(overrides)
-  return types.SimpleNamespace(**base)
+
+def t975(df: int) -> float:
+  """The 0.975 quantile of Student's t with `df` degrees of freedom."""
+  try:
+    from scipy import stats  # pylint: disable=g-import-not-at-top
+    return float(stats.t.ppf(0.975, df))
+  except ImportError:
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def interval(values: List[float]) -> Dict:
+  """Mean and 95% t-interval over seeds (no interval for one seed)."""
+  n = len(values)
+  mean = sum(values) / n
+  out = {"n": n, "mean": mean, "values": values}
+  if n > 1:
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t975(n - 1) * sd / math.sqrt(n)
+    out.update(sd=sd, ci95=[mean - half, mean + half])
+  else:
+    out.update(sd=None, ci95=None)
+  return out
+
+
+def job_config(w: str, shared: Dict[str, str], squad: str):
+  """The main job's configuration of the shared start (ICT + reader warm-up, no REALM)."""
+  from realm_tf.training.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
+  return PretrainJobConfig(
+      work_dir=os.path.join(w, "shared"), inputs=[squad], corpus_dir=shared["corpus"],
+      annotations_dir=shared["annotations"], index_dir=shared["index"], ict_dir=shared["ict"],
+      reader_dir=shared["reader"], model_dir=os.path.join(w, "shared", "unused_realm"),
+      block_length=FLAGS.block_length, query_length=FLAGS.query_length,
+      ict_steps=FLAGS.ict_steps, ict_batch_size=FLAGS.ict_batch_size,
+      ict_learning_rate=FLAGS.ict_learning_rate, reader_warmup_steps=FLAGS.reader_warmup_steps,
+      batch_size=FLAGS.batch_size, num_train_steps=0, learning_rate=FLAGS.learning_rate,
+      num_candidates=FLAGS.num_candidates, refresh_every_steps=FLAGS.refresh_every_steps,
+      seed=0, heldout_queries=FLAGS.heldout_queries, eval_questions=FLAGS.eval_questions)
+
+
+def copy_index(src: str, dst: str) -> None:
+  """Copies the shared bundle(s) into a run's own index dir (once, atomically)."""
+  if os.path.exists(dst):
+    return
+  tmp = dst + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(src, tmp)
+  os.replace(tmp, dst)
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
-  from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
-  from realm_tf.training import ict_experiment, pretrain_job  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.squad_open import load_squad_questions, split_of  # pylint: disable=g-import-not-at-top
+  from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.realm_pretrainer import RealmConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.training import pretrain_job  # pylint: disable=g-import-not-at-top
+  from realm_tf.training.ict_experiment import IctConfig, run_ict  # pylint: disable=g-import-not-at-top
+  from realm_tf.training.realm_experiment import HELDOUT_LOG, PretrainConfig, RealmExperiment  # pylint: disable=g-import-not-at-top
 
+  unknown = [c for c in FLAGS.conditions if c not in CONDITIONS]
+  if unknown:
+    raise app.UsageError(f"Unknown conditions {unknown}; choose from {CONDITIONS}.")
+  seeds = [int(s) for s in FLAGS.seeds]
   t_start = time.time()
-  w = FLAGS.work_dir
+  w = os.path.abspath(FLAGS.work_dir)
   os.makedirs(w, exist_ok=True)
-  squad = os.path.join(w, "squad-dev-subset.json")
-  data_facts = common.squad_subset(squad, FLAGS.articles)
-  corpus, annotations = os.path.join(w, "corpus"), os.path.join(w, "annotations")
-  manifest = pretrain_job.ensure_corpus([squad], corpus)
-  pretrain_job.ensure_annotations(corpus, annotations)
-  data_facts["blocks"] = manifest["num_blocks"]
-  data_facts["eval_squad_questions"] = min(FLAGS.eval_queries, data_facts["questions"])
   strategy = tf.distribute.get_strategy()
 
-  def measure(index_dir):
-    bundle = bundle_lib.latest(index_dir)
-    return pretrain_job.measure_recall(bundle, annotations, corpus, FLAGS.eval_queries,
-                                       with_squad=True, squad_path=squad)
+  # -- data: the subset must hold SQuAD-open dev-split articles (the questions measured) --------
+  squad = os.path.join(w, "squad-dev-subset.json")
+  data = common.squad_subset(squad, FLAGS.articles)
+  dev_titles = [t for t in data.pop("titles") if split_of(t) == "dev"]
+  dev_questions = load_squad_questions(squad, split="dev")
+  if not dev_questions:
+    raise app.UsageError(f"The first {FLAGS.articles} articles hold no SQuAD-open dev-split "
+                         "article (the first is the 4th); raise --articles.")
+  data.update(dev_articles=dev_titles, dev_questions=len(dev_questions),
+              eval_questions=min(FLAGS.eval_questions, len(dev_questions)))
 
-  def dirs_for(name, ict_dir):
-    d = os.path.join(w, name)
-    return dict(corpus=corpus, annotations=annotations, ict=ict_dir,
-                index=os.path.join(d, "index"), realm=os.path.join(d, "realm"))
+  # -- the shared start: corpus, annotations, ICT + bundle v1, reader warm-up (the main job) ----
+  shared = {k: os.path.join(w, "shared", k) for k in ("corpus", "annotations", "ict", "index")}
+  shared["reader"] = os.path.join(w, "shared", "reader_warmup")
+  job = job_config(w, shared, squad)
+  t0 = time.time()
+  prep = pretrain_job.run(job, strategy)
+  timing = {"shared_start_seconds": round(time.time() - t0, 1)}
+  data.update(blocks=prep["corpus_blocks"], annotated_records=prep["annotated_records"])
+  ict_export = embedder_export.export_path(shared["ict"], FLAGS.ict_steps)
+  retriever_config = pretrain_job._retriever_config(job)  # pylint: disable=protected-access
+  reader_encoder = pretrain_job._reader_encoder(job)  # pylint: disable=protected-access
+  heldout = HeldOutConfig(fraction=job.heldout_fraction, num_queries=FLAGS.heldout_queries,
+                          num_questions=FLAGS.eval_questions, squad_path=squad)
 
-  results = {}
+  def realm_config(**overrides) -> PretrainConfig:
+    steps = overrides.pop("num_train_steps", FLAGS.steps)
+    model = RealmConfig(
+        retriever_encoder=retriever_config.encoder, reader_encoder=reader_encoder,
+        projection_size=retriever_config.projection_size, share_towers=job.share_towers,
+        query_seq_length=FLAGS.query_length, doc_seq_length=FLAGS.block_length,
+        joint_seq_length=FLAGS.query_length + FLAGS.block_length,
+        num_candidates=FLAGS.num_candidates, retriever_pooling=job.retriever_pooling,
+        retriever_projection_dropout=job.projection_dropout)
+    base = dict(model=model, batch_size=FLAGS.batch_size, num_train_steps=steps,
+                learning_rate=FLAGS.learning_rate, warmup_steps=steps // 10, masking="salient",
+                seed=0, refresh="inline", refresh_every_steps=FLAGS.refresh_every_steps,
+                export_every_steps=FLAGS.refresh_every_steps,
+                checkpoint_every=max(FLAGS.refresh_every_steps, 1),
+                heldout_fraction=job.heldout_fraction)
+    base.update(overrides)
+    return PretrainConfig(**base)
+
+  def realm_run(run_dir: str, index_dir: str, retriever_init: str,
+                start_record: Optional[Dict] = None, **overrides) -> Dict:
+    """Runs a REALM experiment (with num_train_steps=0 only a measurement) in `run_dir`, every
+    held-out figure by the common evaluator; returns its held-out log, start, end and scalars.
+
+    `start_record`: the shared start's measurement, recorded as this run's step 0 instead of
+    measuring the same weights and bundle v1 again (the experiment measures step 0 only when its
+    held-out log is empty).
+    """
+    config = realm_config(**overrides)
+    model_dir = os.path.join(run_dir, "realm")
+    refresher = IndexRefresher(RefreshConfig(model_dir=model_dir, corpus_dir=shared["corpus"],
+                                             index_dir=index_dir, min_recall=job.min_recall),
+                               strategy=strategy) if config.refresh == "inline" else None
+    experiment = RealmExperiment(config, shared["corpus"], shared["annotations"], index_dir,
+                                 model_dir, strategy, refresher=refresher)
+    # One yardstick for every condition: held-out *salient* masked sentences + dev questions.
+    experiment.evaluator = HeldOutEvaluator(
+        heldout, shared["annotations"], shared["corpus"],
+        dataclasses.replace(experiment.masking_config, mode="salient"), experiment.tokenizer,
+        experiment.store, experiment.pipeline_config, with_questions=True)
+    log_path = os.path.join(model_dir, HELDOUT_LOG)
+    if start_record is not None and not experiment.trainer.manager.latest_checkpoint and \
+        not os.path.exists(log_path):
+      with open(log_path + ".tmp", "w") as f:
+        f.write(json.dumps(start_record, sort_keys=True) + "\n")
+      os.replace(log_path + ".tmp", log_path)
+    t = time.time()
+    scalars = experiment.train(retriever_init=retriever_init, reader_init=shared["reader"])
+    log = experiment.heldout_log()
+    out = {"start": log[0], "end": log[-1], "heldout": log,
+           "train": {k: v for k, v in scalars.items() if isinstance(v, (int, float))},
+           "train_seconds": round(time.time() - t, 1)}
+    del experiment
+    gc.collect()
+    return out
+
+  # -- the shared start, measured once (also each REALM run's step 0) ---------------------------
+  copy_index(shared["index"], os.path.join(w, "start", "index"))
+  start = realm_run(os.path.join(w, "start"), os.path.join(w, "start", "index"), ict_export,
+                    num_train_steps=0, refresh="none")
+  timing["start_measurement_seconds"] = start["train_seconds"]
+
+  runs: Dict[str, Dict[str, Dict]] = {}
   for name in FLAGS.conditions:
-    t0 = time.time()
-    logging.info("=== condition %s ===", name)
-    if name == "init":
-      d = dirs_for(name, None)
-      with strategy.scope():
-        common.index_of_untrained_towers(
-            os.path.join(w, name, "model"), corpus, d["index"],
-            RetrieverConfig(encoder=get_encoder_config(FLAGS.preset), pooling=FLAGS.pooling),
-            ict_experiment.tower_initializer(ict_experiment.hf_initializer(
-                FLAGS.init_from_hf or None)), strategy)
-      train = {}
-    elif name in ("ict_warm_start", "ict_only"):
-      steps = FLAGS.warm_start_steps + (FLAGS.steps if name == "ict_only" else 0)
-      d = dirs_for(name, os.path.join(w, name, "ict"))
-      summary = pretrain_job.run(_job_flags(ict_steps=steps), d, strategy)
-      train = {"ict_steps": steps}
-    elif name.startswith("realm_"):
-      masking = name[len("realm_"):]
-      warm = dirs_for("ict_warm_start", os.path.join(w, "ict_warm_start", "ict"))
-      if not tf.io.gfile.exists(warm["index"]):
-        pretrain_job.run(_job_flags(), warm, strategy)
-      d = dirs_for(name, warm["ict"])
-      if not tf.io.gfile.exists(d["index"]):
-        shutil.copytree(warm["index"], d["index"])  # start from the warm-start bundle
-      summary = pretrain_job.run(_job_flags(num_train_steps=FLAGS.steps, masking=masking), d,
-                                 strategy)
-      train = dict(summary.get("train", {}), ict_steps=FLAGS.warm_start_steps,
-                   realm_steps=FLAGS.steps)
-    else:
-      raise ValueError(f"Unknown condition {name!r}")
-    recall = measure(d["index"])
-    results[name] = {"recall": recall, "train": train, "seconds": round(time.time() - t0, 1)}
-    logging.info("%s: %s", name, recall)
+    runs[name] = {}
+    for seed in seeds:
+      logging.info("=== %s, seed %d ===", name, seed)
+      run_dir = os.path.join(w, name, f"seed{seed}")
+      index_dir = os.path.join(run_dir, "index")
+      t = time.time()
+      if name == "ict_continued":
+        ict_dir = os.path.join(run_dir, "ict")
+        steps = FLAGS.steps
+        ict = run_ict(IctConfig(retriever=retriever_config, batch_size=FLAGS.ict_batch_size,
+                                num_train_steps=steps, learning_rate=FLAGS.ict_learning_rate,
+                                warmup_steps=steps // 10, seed=seed, checkpoint_every=steps,
+                                heldout_fraction=job.heldout_fraction),
+                      shared["corpus"], ict_dir, strategy, init=ict_export)
+        train_seconds = round(time.time() - t, 1)
+        refresher = IndexRefresher(RefreshConfig(model_dir=ict_dir, corpus_dir=shared["corpus"],
+                                                 index_dir=index_dir, min_recall=job.min_recall),
+                                   strategy=strategy)
+        if refresher.live_bundle() is None:
+          refresher.refresh(ict["export"])
+        result = realm_run(run_dir, index_dir, ict["export"], num_train_steps=0,
+                           refresh="none", seed=seed)
+        result["train"] = {k: v for k, v in ict.items() if isinstance(v, (int, float))}
+        result["train_seconds"] = train_seconds
+        result["start"] = start["start"]
+        result["heldout"] = [start["start"], dict(result["end"], ict_steps_after_start=steps)]
+      else:
+        copy_index(shared["index"], index_dir)
+        overrides = dict(seed=seed)
+        if name == "realm_frozen_retriever":
+          overrides.update(train_retriever=False, refresh="none")
+        else:
+          overrides["masking"] = name[len("realm_"):]
+        result = realm_run(run_dir, index_dir, ict_export, start_record=start["start"],
+                           **overrides)
+      result["seconds"] = round(time.time() - t, 1)
+      runs[name][str(seed)] = result
+      logging.info("%s seed %d end: %s", name, seed,
+                   {k: result["end"].get(k) for k in METRICS[:3]})
 
-  def delta(a, b, key):
-    if a in results and b in results:
-      return round(results[a]["recall"][key] - results[b]["recall"][key], 4)
-    return None
+  # -- statistics over seeds and the goals ------------------------------------------------------
+  summary = {name: {m: interval([r["end"][m] for r in per_seed.values()])
+                    for m in METRICS if all(m in r["end"] for r in per_seed.values())}
+             for name, per_seed in runs.items()}
+  for name, per_seed in runs.items():
+    for m in ("question_recall@5", "question_recall@20", "heldout_retrieval_utility"):
+      if m in summary[name]:
+        summary[name][f"{m}_change_from_start"] = interval(
+            [r["end"][m] - r["start"][m] for r in per_seed.values()])
 
-  comparisons = {}
-  for key in ("squad_question_recall@5", "masked_sentence_recall@5"):
-    comparisons[key] = {
-        "realm_salient_minus_ict_only": delta("realm_salient", "ict_only", key),
-        "realm_salient_minus_realm_random_span": delta("realm_salient", "realm_random_span", key),
-        "ict_only_minus_init": delta("ict_only", "init", key),
-        "realm_salient_minus_ict_warm_start": delta("realm_salient", "ict_warm_start", key)}
-  common.write_result("realm_vs_ict", {
+  def ci(name, metric):
+    return (summary.get(name, {}).get(metric) or {}).get("ci95")
+
+  def mean(name, metric):
+    return (summary.get(name, {}).get(metric) or {}).get("mean")
+
+  def beats(a, b, metric):
+    """a's mean above b's and the 95% intervals do not overlap (a.lower > b.upper)."""
+    ca, cb = ci(a, metric), ci(b, metric)
+    return None if ca is None or cb is None else bool(
+        mean(a, metric) > mean(b, metric) and ca[0] > cb[1])
+
+  def at_least(a, b, metric):
+    """a ≥ b beyond the intervals: a's lower bound ≥ b's upper bound."""
+    ca, cb = ci(a, metric), ci(b, metric)
+    return None if ca is None or cb is None else bool(ca[0] >= cb[1])
+
+  def above(a, metric, value):
+    """a's whole 95% interval above a fixed value (e.g. the shared start)."""
+    ca = ci(a, metric)
+    return None if ca is None or value is None else bool(ca[0] > value)
+
+  s0 = start["start"]
+  r5 = "question_recall@5"
+  goals = {
+      "realm_beats_ict_continued": beats("realm_salient", "ict_continued", r5),
+      "realm_beats_ict_continued_recall@20": beats("realm_salient", "ict_continued",
+                                                   "question_recall@20"),
+      "salient_ge_random_span": at_least("realm_salient", "realm_random_span", r5),
+      "random_span_ge_uniform": at_least("realm_random_span", "realm_random_uniform", r5),
+      "salient_ge_random_span_utility": at_least("realm_salient", "realm_random_span",
+                                                 "heldout_retrieval_utility"),
+      "random_span_ge_uniform_utility": at_least("realm_random_span", "realm_random_uniform",
+                                                 "heldout_retrieval_utility"),
+      "realm_beats_frozen_retriever": beats("realm_salient", "realm_frozen_retriever", r5),
+      "realm_recall@5_above_start": above("realm_salient", r5, s0.get(r5)),
+      "ict_continued_recall@5_above_start": above("ict_continued", r5, s0.get(r5)),
+      "realm_utility_above_start": above("realm_salient", "heldout_retrieval_utility",
+                                         s0.get("heldout_retrieval_utility")),
+      "realm_utility_positive": above("realm_salient", "heldout_retrieval_utility", 0.0),
+      "realm_recall@5_above_bm25": above("realm_salient", r5, s0.get("bm25_question_recall@5")),
+  }
+  goal_definitions = {
+      "beats (realm_beats_*)": "mean(A) > mean(B) and the 95% t-intervals over seeds do not "
+                               "overlap: lower(A) > upper(B).",
+      "ge (*_ge_*)": "A >= B beyond the intervals: lower(A) >= upper(B) (95% t-intervals).",
+      "above_start / positive / above_bm25": "the whole 95% interval of A's final value above "
+                                             "the shared start's value / 0 / BM25's recall on "
+                                             "the same questions.",
+      "metric": "question_recall@5 unless the goal names another; final values (end of run).",
+      "null": "a condition of the goal was not run, or has fewer than 2 seeds.",
+  }
+
+  timing["total_seconds"] = round(time.time() - t_start, 1)
+  timing["per_condition_mean_seconds"] = {
+      name: round(sum(r["seconds"] for r in per_seed.values()) / len(per_seed), 1)
+      for name, per_seed in runs.items()}
+  timing["per_condition_mean_train_seconds"] = {
+      name: round(sum(r["train_seconds"] for r in per_seed.values()) / len(per_seed), 1)
+      for name, per_seed in runs.items()}
+  common.write_result(FLAGS.output_name, {
       "settings": {k: FLAGS[k].value for k in (
-          "articles", "preset", "init_from_hf", "pooling", "warm_start_steps", "steps",
-          "ict_batch_size",
-          "batch_size", "num_candidates", "learning_rate", "refresh_every_steps", "eval_queries")},
-      "data": {k: v for k, v in data_facts.items() if k != "titles"},
-      "conditions": results, "comparisons": comparisons,
-      "note": ("Zero-shot recall@5, exact search over each run's final index (chance = 5 / "
-               "blocks). ICT steps use --ict_batch_size, REALM steps --batch_size queries x "
-               "--num_candidates. With MiniLM-initialised towers 'init' is a supervised starting "
-               "point (trained on SQuAD/NQ pairs). A difference of a few points is within noise "
-               "at this number of queries (see data.eval_squad_questions)."),
-      "seconds": round(time.time() - t_start, 1)})
+          "articles", "seeds", "steps", "ict_steps", "ict_batch_size", "ict_learning_rate",
+          "reader_warmup_steps", "batch_size", "num_candidates", "learning_rate",
+          "refresh_every_steps", "heldout_queries", "eval_questions", "conditions",
+          "block_length", "query_length")},
+      "job": {k: getattr(job, k) for k in ("retriever_preset", "retriever_pooling",
+                                           "reader_init", "reader_warmup_batch_size",
+                                           "reader_warmup_learning_rate", "heldout_fraction",
+                                           "min_recall")},
+      "budget": {
+          "definition": "Equal optimizer steps after the shared start: every condition runs "
+                        "--steps steps from the same ICT retriever (bundle v1) and the same "
+                        "warmed-up reader, with a fresh optimizer and a schedule over --steps "
+                        "(10% linear warm-up, linear decay) at its method's learning rate "
+                        "(REALM: --learning_rate, ICT: --ict_learning_rate). A REALM step is "
+                        "--batch_size "
+                        "masked queries x --num_candidates blocks through the reader; an ICT "
+                        "step is --ict_batch_size query/block pairs (in-batch negatives) through "
+                        "the retriever only; wall seconds per run are in runs.*.train_seconds.",
+          "steps_after_shared_start": FLAGS.steps,
+          "shared_start": {"ict_steps": FLAGS.ict_steps,
+                           "reader_warmup_steps": FLAGS.reader_warmup_steps, "seed": 0}},
+      "measurement": {
+          "question_recall": "SQuAD-open dev-split questions of the subset (article-hash split, "
+                             "never trained on) against their gold paragraphs' blocks; exact "
+                             "search over the run's final index bundle; BM25 on the same "
+                             "questions beside it.",
+          "heldout": "Held-out blocks' sentences (heldout_fraction of blocks by id, never "
+                     "training queries), masked with SALIENT-span masking and the evaluation "
+                     "seed for every condition (the same sentences for all); retrieval utility "
+                     "= log p(y|x) - log p(y|null, x) through the run's final bundle and model.",
+          "start": "The shared start (shared ICT retriever + bundle v1 + shared warmed-up "
+                   "reader) measured once by a REALM experiment of 0 steps; it is every REALM "
+                   "run's step-0 record and the start of ict_continued.",
+          "ict_continued": "A fresh ICT run warm-started from the shared ICT export (fresh "
+                           "optimizer, like every REALM run; its seed sets the data order), a "
+                           "bundle built from its export; held-out figures pair that retriever "
+                           "and bundle with the shared warmed-up reader (not trained further), "
+                           "measured by a REALM experiment of 0 steps, the same code path as the "
+                           "start's measurement.",
+          "realm_frozen_retriever": "train_retriever=False and refresh='none' (its index "
+                                    "cannot change); its question recall therefore equals the "
+                                    "start's.",
+          "interval": "95% t-interval over seeds: mean +- t(0.975, n-1) * sd / sqrt(n).",
+      },
+      "data": data,
+      "shared_start": {"ict": prep.get("ict"), "reader_warmup": prep.get("reader_warmup"),
+                       "heldout": start["start"]},
+      "summary": summary,
+      "goals": goals, "goal_definitions": goal_definitions,
+      "runs": runs,
+      "timing": timing,
+  })
 
 
 if __name__ == "__main__":

@@ -281,6 +281,22 @@ def is_heldout(block_id, fraction: float):
   return tf.math.floormod(tf.cast(block_id, tf.int64), 10000) < cut
 
 
+def training_blocks(corpus_dir: str, seed: int, shuffle_window: int, start_position: int,
+                    heldout_fraction: float):
+  """The block stream a training stage reads (ICT, reader warm-up): parsed blocks of
+  `corpus_dir` in the seeded, repeated order of `shuffled_stream` from `start_position` on, and
+  the `keep` predicate that leaves held-out blocks out (None when nothing is held out)."""
+  manifest = load_manifest(corpus_dir)
+  records = tf.data.TFRecordDataset(shard_paths(corpus_dir, manifest),
+                                    compression_type=COMPRESSION)
+  window = max(1, min(shuffle_window, int(manifest["num_blocks"])))
+  blocks = shuffled_stream(records, seed, window, start_position).map(
+      parse_block, num_parallel_calls=tf.data.AUTOTUNE)
+  keep = (lambda b: tf.logical_not(is_heldout(b["block_id"], heldout_fraction))) \
+      if heldout_fraction > 0 else None
+  return blocks, keep
+
+
 def record_is_heldout(record, fraction: float):
   """`is_heldout` for an annotation record: by its block id, or for passages of a separate
   pre-training corpus X (block id -1) by a hash of their text."""

@@ -47,14 +47,8 @@ def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int 
   same article's blocks; held-out blocks (`corpus.is_heldout`) are never queries. Each batch
   carries `data_position` (one past its last stream position) for exact resume.
   """
-  manifest = corpus_lib.load_manifest(corpus_dir)
-  records = tf.data.TFRecordDataset(corpus_lib.shard_paths(corpus_dir, manifest),
-                                    compression_type=corpus_lib.COMPRESSION)
-  window = max(1, min(shuffle_window, int(manifest["num_blocks"])))
-  blocks = corpus_lib.shuffled_stream(records, seed, window, start_position).map(
-      corpus_lib.parse_block, num_parallel_calls=tf.data.AUTOTUNE)
-  keep = (lambda b: tf.logical_not(corpus_lib.is_heldout(b["block_id"], heldout_fraction))) \
-      if heldout_fraction > 0 else None
+  blocks, keep = corpus_lib.training_blocks(corpus_dir, seed, shuffle_window, start_position,
+                                            heldout_fraction)
 
   def _inputs(ex):
     out = {"block_id": ex["block_id"], "index": ex["index"]}

@@ -55,7 +55,7 @@ class PretrainJobConfig:
   # Reader: the knowledge-augmented encoder, its warm start and its MLM warm-up.
   reader_preset: str = "minilm"
   reader_init: Optional[str] = "minilm"
-  reader_warmup_steps: int = 150
+  reader_warmup_steps: int = 450
   reader_warmup_batch_size: int = 16
   reader_warmup_learning_rate: float = 5e-4
   reader_warmup_train_encoder: bool = True
@@ -63,7 +63,7 @@ class PretrainJobConfig:
   # REALM pre-training.
   batch_size: int = 4
   num_train_steps: int = 100
-  learning_rate: float = 5e-5
+  learning_rate: float = 1e-5
   warmup_steps: Optional[int] = None       # default 10% of the run
   masking: str = "salient"
   train_retriever: bool = True             # False: the frozen-retriever ablation
@@ -260,10 +260,10 @@ def format_summary(summary: Dict) -> str:
   """The human-readable closing lines of the main job."""
   lines = [f"Corpus: {summary.get('corpus_blocks')} blocks, "
            f"{summary.get('annotated_records')} annotated passages."]
-  if "ict" in summary:
+  if summary.get("ict"):  # a resumed job skips finished stages and has no figures for them
     lines.append("ICT warm start: " + ", ".join(f"{k}={v:.4f}" for k, v in
                                                 summary["ict"].items()))
-  if "reader_warmup" in summary:
+  if summary.get("reader_warmup"):
     lines.append("Reader warm-up (MLM, no retrieval): " + ", ".join(
         f"{k}={v:.4f}" for k, v in summary["reader_warmup"].items()))
   keys = ("heldout_retrieval_utility", "heldout_null_posterior", "heldout_mlm_accuracy",

@@ -78,15 +78,8 @@ def warmup_examples(corpus_dir: str, config: ReaderWarmupConfig, batch_size: int
                     start_position: int = 0, tokenizer=None) -> tf.data.Dataset:
   """Batched warm-up examples from position `start_position` of the shuffled, repeated corpus;
   each batch carries `data_position` for exact resume."""
-  manifest = corpus_lib.load_manifest(corpus_dir)
-  records = tf.data.TFRecordDataset(corpus_lib.shard_paths(corpus_dir, manifest),
-                                    compression_type=corpus_lib.COMPRESSION)
-  window = max(1, min(config.shuffle_window, int(manifest["num_blocks"])))
-  blocks = corpus_lib.shuffled_stream(records, config.seed, window, start_position).map(
-      corpus_lib.parse_block, num_parallel_calls=tf.data.AUTOTUNE)
-  keep = (lambda b: tf.logical_not(corpus_lib.is_heldout(b["block_id"],
-                                                        config.heldout_fraction))) \
-      if config.heldout_fraction > 0 else None
+  blocks, keep = corpus_lib.training_blocks(corpus_dir, config.seed, config.shuffle_window,
+                                            start_position, config.heldout_fraction)
   builder = mlm_lib.MlmExampleBuilder(config.mlm_config, tokenizer)
   ds = builder.dataset(blocks, start_index=start_position, keep_index=True, keep=keep)
   ds = ds.batch(batch_size, drop_remainder=True)
