@@ -198,8 +198,8 @@ def main(argv):
   timing = {"shared_start_seconds": round(time.time() - t0, 1)}
   data.update(blocks=prep["corpus_blocks"], annotated_records=prep["annotated_records"])
   ict_export = embedder_export.export_path(shared["ict"], FLAGS.ict_steps)
-  retriever_config = pretrain_job._retriever_config(job)  # pylint: disable=protected-access
-  reader_encoder = pretrain_job._reader_encoder(job)  # pylint: disable=protected-access
+  retriever_config = pretrain_job.retriever_config(job)
+  reader_encoder = pretrain_job.reader_encoder(job)
   heldout = HeldOutConfig(fraction=job.heldout_fraction, num_queries=FLAGS.heldout_queries,
                           num_questions=FLAGS.eval_questions, squad_path=squad)
 

@@ -116,7 +116,9 @@ def ensure_annotations(corpus_dir: str, annotations_dir: str) -> Dict:
   return result["manifest"]
 
 
-def _retriever_config(config: PretrainJobConfig) -> RetrieverConfig:
+def retriever_config(config: PretrainJobConfig) -> RetrieverConfig:
+  """The retriever the job builds: its preset, pooling and projection (the encoder width when a
+  pretrained sentence encoder initialises it)."""
   encoder = get_encoder_config(config.retriever_preset)
   size = config.projection_size or (encoder.hidden_size if config.retriever_init else 128)
   return RetrieverConfig(encoder=encoder, projection_size=size, share_towers=config.share_towers,
@@ -125,31 +127,10 @@ def _retriever_config(config: PretrainJobConfig) -> RetrieverConfig:
                          projection_dropout=config.projection_dropout)
 
 
-def _reader_encoder(config: PretrainJobConfig):
+def reader_encoder(config: PretrainJobConfig):
   """The reader's EncoderConfig: the initial weights' own when they say, else the preset."""
   from_init = warm_start.encoder_config_of(config.reader_init) if config.reader_init else None
   return from_init or get_encoder_config(config.reader_preset)
-
-
-def _reader_has_mlm_head(source: Optional[str]) -> bool:
-  """Whether the reader's initial weights carry an MLM head (then no warm-up is needed)."""
-  if not source:
-    return False
-  path = warm_start.resolve_source(source)
-  kind = warm_start.source_kind(path)
-  if kind == "hf":
-    from realm_tf.checkpoints import hf_bert  # pylint: disable=g-import-not-at-top
-    return any(".predictions." in n or n.startswith("cls.predictions")
-               for n in hf_bert.read_hf_arrays(path))
-  if kind == "tf1":
-    return any("cls/predictions/" in n for n, _ in tf.train.list_variables(path))
-  if kind == "trainer":
-    return warm_start.trainer_run_kind(path) in ("reader_warmup", "realm")
-  if kind == "converted":
-    cfg = warm_start._converted_config(path)  # pylint: disable=protected-access
-    return cfg.get("target") == "knowledge_encoder" and \
-        "knowledge_encoder.mlm_head" not in cfg.get("fresh", [])
-  return False
 
 
 def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
@@ -161,7 +142,7 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
   annotation_manifest = ensure_annotations(dirs["corpus"], dirs["annotations"])
   summary["corpus_blocks"] = corpus_manifest["num_blocks"]
   summary["annotated_records"] = annotation_manifest["num_records"]
-  retriever = _retriever_config(config)
+  retriever = retriever_config(config)
 
   # 1. ICT warm start of the retriever → first export → first bundle.
   ict = None
@@ -184,9 +165,9 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
     refresher.refresh(ict["export"])
 
   # 2. The reader: warm up an MLM head when its initial weights have none.
-  reader_encoder = _reader_encoder(config)
+  reader_encoder = reader_encoder(config)
   reader_init = config.reader_init
-  if config.reader_warmup_steps > 0 and not _reader_has_mlm_head(config.reader_init):
+  if config.reader_warmup_steps > 0 and not warm_start.has_mlm_head(config.reader_init):
     warmup = ReaderWarmupConfig(
         knowledge_encoder=reader_encoder, query_length=config.query_length,
         seq_length=config.query_length + config.block_length,

@@ -109,6 +109,29 @@ def _converted_config(path: str) -> Dict:
     return json.load(f)
 
 
+def has_mlm_head(source: Optional[str]) -> bool:
+  """Whether a reader source carries an MLM head (HF `cls.predictions.*`, TF1
+  `cls/predictions/*`, a reader warm-up or REALM run, a converted knowledge encoder with its
+  head), so the main job needs no reader warm-up."""
+  if not source:
+    return False
+  path = resolve_source(source)
+  kind = source_kind(path)
+  if kind == "hf":
+    from realm_tf.checkpoints import hf_bert  # pylint: disable=g-import-not-at-top
+    return any(".predictions." in n or n.startswith("cls.predictions")
+               for n in hf_bert.read_hf_arrays(path))
+  if kind == "tf1":
+    return any("cls/predictions/" in n for n, _ in tf.train.list_variables(path))
+  if kind == "trainer":
+    return trainer_run_kind(path) in ("reader_warmup", "realm")
+  if kind == "converted":
+    cfg = _converted_config(path)
+    return cfg.get("target") == "knowledge_encoder" and \
+        "knowledge_encoder.mlm_head" not in cfg.get("fresh", [])
+  return False
+
+
 def _read(checkpoint: tf.train.Checkpoint, path: str, what: str) -> None:
   try:
     checkpoint.read(path).expect_partial().assert_existing_objects_matched()

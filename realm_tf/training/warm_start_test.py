@@ -10,7 +10,6 @@ from realm_tf.checkpoints import tf1_bert_test
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.knowledge_encoder import KnowledgeAugmentedEncoder
 from realm_tf.modeling.retriever import Retriever, RetrieverConfig
-from realm_tf.training import pretrain_job
 from realm_tf.training import warm_start
 
 SMALL = hf_bert_test.SMALL
@@ -37,13 +36,13 @@ def test_hf_bert_with_mlm_head_loads_the_head_into_the_reader(tmp_path):
   np.testing.assert_allclose(head.layer_norm.gamma.numpy(),
                              arrays["cls.predictions.transform.LayerNorm.weight"])
   # The main job sees the head and skips the warm-up for such a reader.
-  assert pretrain_job._reader_has_mlm_head(src)  # pylint: disable=protected-access
+  assert warm_start.has_mlm_head(src)
 
   no_head = str(tmp_path / "bert_without_head")
   hf_bert_test._write_hf_dir(no_head, SMALL, hf_bert_test.make_hf_arrays(SMALL))  # pylint: disable=protected-access
   fresh = KnowledgeAugmentedEncoder(SMALL, seq_length=16)
   assert warm_start.init_knowledge_encoder(fresh, no_head)["mlm_head"] is False
-  assert not pretrain_job._reader_has_mlm_head(no_head)  # pylint: disable=protected-access
+  assert not warm_start.has_mlm_head(no_head)
 
 
 def test_tf1_bert_with_mlm_head_loads_the_head(tmp_path):
@@ -55,7 +54,7 @@ def test_tf1_bert_with_mlm_head_loads_the_head(tmp_path):
   assert used["mlm_head"] is True
   np.testing.assert_allclose(reader.mlm_head.output_bias.numpy(),
                              arrays["cls/predictions/output_bias"])
-  assert pretrain_job._reader_has_mlm_head(path)  # pylint: disable=protected-access
+  assert warm_start.has_mlm_head(path)
 
 
 @pytest.mark.parametrize("projection_size", [SMALL.hidden_size, 8])
