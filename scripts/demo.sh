@@ -1,24 +1,54 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded corpus (what `make demo` runs):
-#   1. REALM pre-training (corpus → annotations → ICT → REALM with inline index refresh),
-#      printing zero-shot retrieval recall@5 before and after;
-#   2. a short open-QA fine-tuning on SQuAD-open and its evaluation (EM, recall@k);
-#   3. the SavedModel export in TF Serving's layout;
-#   4. our TF-Serving-protocol gRPC server on loopback, answering a question through the client.
+#   1. REALM pre-training (corpus → annotations → ICT → reader warm-up → REALM with inline index
+#      refresh), printing the held-out figures before and after;
+#   2. the open-QA retriever: all-MiniLM-L6-v2 in both towers, an index over the same corpus
+#      (frozen while fine-tuning; REALM's own tiny retriever is too weak to find answers);
+#   3. open-QA fine-tuning on SQuAD-open train: query tower + a reader started from the REALM
+#      run's knowledge-augmented encoder, trained on the gold block when retrieval misses it;
+#   4. EM on the first SQuAD-open dev questions (articles fine-tuning never saw), dense retrieval
+#      and BM25 with the same reader;
+#   5. the SavedModel export in TF Serving's layout, served by our TF-Serving-protocol gRPC server
+#      on loopback, answering a dev question through the client.
 # Every stage resumes from its outputs in $WORK_DIR when re-run.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 W=${WORK_DIR:-runs/default}
 PORT=${PORT:-8500}
-QUESTION=${QUESTION:-"Which NFL team represented the AFC at Super Bowl 50?"}
+QUESTION=${QUESTION:-"In what year was Nikola Tesla born?"}
+EVAL_EXAMPLES=${EVAL_EXAMPLES:-100}
 
+echo "== 1/5 REALM pre-training (python -m realm_tf.launch.pretrain)"
 "$PY" -m realm_tf.launch.pretrain --work_dir="$W"
-"$PY" -m realm_tf.launch.finetune --dataset=squad_open --index_dir="$W/index" \
-    --corpus_dir="$W/corpus" --init_checkpoint="$W/realm" --model_dir="$W/finetune" \
-    --num_train_steps=${FINETUNE_STEPS:-40} --batch_size=4 --learning_rate=1e-4 \
-    --retriever_beam_size=100 --checkpoint_every=20
-"$PY" -m realm_tf.launch.evaluate --model_dir="$W/finetune" --dataset=squad_open --split=test \
-    --max_examples=${EVAL_EXAMPLES:-64} --output_prefix="$W/finetune/eval_squad_open"
+
+echo "== 2/5 Open-QA retriever: MiniLM towers, index over $W/corpus"
+"$PY" -m realm_tf.launch.ict --corpus_dir="$W/corpus" --model_dir="$W/qa_retriever" \
+    --index_dir="$W/qa_index" --preset=minilm --init=minilm --pooling=mean \
+    --num_train_steps=0 --query_seq_length=32 --doc_seq_length=128
+
+echo "== 3/5 Open-QA fine-tuning on SQuAD-open train"
+"$PY" -m realm_tf.launch.finetune --dataset=squad_open --index_dir="$W/qa_index" \
+    --corpus_dir="$W/corpus" --reader_init_checkpoint="$W/realm" --model_dir="$W/finetune" \
+    --reader_positives=gold --reader_seq_length=160 --reader_query_length=32 \
+    --train_reader_beam_size=2 --retrieval_score_scale=0.05 --retriever_beam_size=256 \
+    --batch_size=16 --learning_rate=1e-4 --num_train_steps=${FINETUNE_STEPS:-300} \
+    --checkpoint_every=100 --log_every=25
+
+echo "== 4/5 EM on the first $EVAL_EXAMPLES SQuAD-open dev questions: dense, then BM25"
+for retriever in dense bm25; do
+  "$PY" -m realm_tf.launch.evaluate --model_dir="$W/finetune" --dataset=squad_open --split=dev \
+      --max_examples="$EVAL_EXAMPLES" --retriever=$retriever \
+      --output_prefix="$W/finetune/eval_dev_$retriever" > "$W/finetune/eval_dev_$retriever.out"
+done
+"$PY" - "$W/finetune" <<'PYEOF'
+import json, sys
+for r in ("dense", "bm25"):
+  m = json.load(open(f"{sys.argv[1]}/eval_dev_{r}.json"))
+  print(f"{r:>5}: EM {100 * m['exact_match']:.1f} on {m['num_examples']} dev questions, "
+        f"recall@5 {m['recall@5']:.3f}, recall@20 {m['recall@20']:.3f}")
+PYEOF
+
+echo "== 5/5 Export and serve over gRPC"
 "$PY" -m realm_tf.launch.export --model_dir="$W/finetune" --export_base="$W/serving" \
     --variant=both --version=1 || true  # an existing version 1 is kept
 "$PY" - "$W" "$PORT" "$QUESTION" <<'PYEOF'

@@ -141,3 +141,23 @@ def test_ict_launcher_trains_exports_and_publishes_the_first_bundle(work, tmp_pa
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1
   assert missing in proc.stderr and "ERROR:" in proc.stderr
+
+
+def test_main_job_runs_every_stage_and_writes_its_figures(work, tmp_path):
+  """`pretrain_job.run` (what `python -m realm_tf.launch.pretrain` calls) through ICT, the
+  reader warm-up, REALM with inline refresh and the held-out figures, at toy size."""
+  dirs, _, _ = work
+  config = pretrain_job.PretrainJobConfig(
+      work_dir=str(tmp_path), inputs=["unused: the corpus exists"], corpus_dir=dirs["corpus"],
+      annotations_dir=dirs["annotations"], block_length=288, retriever_preset="tiny",
+      ict_steps=2, ict_batch_size=4, reader_preset="tiny", reader_init=None, reader_warmup_steps=2,
+      reader_warmup_batch_size=2, batch_size=2, num_train_steps=2, refresh_every_steps=2,
+      checkpoint_every=2, num_candidates=2, min_recall=0.0, heldout_fraction=0.3,
+      heldout_queries=4)
+  summary = pretrain_job.run(config)
+  assert set(summary["ict"]) == {"loss", "accuracy"}
+  assert np.isfinite(summary["reader_warmup"]["loss"])
+  assert np.isfinite(summary["train"]["loss"])
+  assert summary["heldout_start"]["step"] == 0 and summary["heldout_end"]["step"] == 2
+  assert set(summary["goals"]) >= {"null_posterior_below_0.9"}
+  assert "Learning goals" in pretrain_job.format_summary(summary)

@@ -57,8 +57,13 @@ flags.DEFINE_integer("reader_seq_length", 320, "[CLS] question [SEP] block [SEP]
 flags.DEFINE_integer("reader_query_length", 64, "[CLS] question [SEP] part of the reader input.")
 flags.DEFINE_integer("max_span_width", 10, "Longest answer span in wordpieces.")
 flags.DEFINE_integer("reader_beam_size", 5, "Blocks read per question.")
+flags.DEFINE_integer("train_reader_beam_size", None, "Blocks read per question in training "
+                     "(default --reader_beam_size); fewer trains faster.")
 flags.DEFINE_integer("retriever_beam_size", 5000, "Blocks in the retriever loss (capped at the "
                      "corpus size).")
+flags.DEFINE_float("retrieval_score_scale", 1.0, "Multiplies the warm-started query tower's "
+                   "output (every retrieval logit). 1.0 = ORQA; ~20/d for an index built by a "
+                   "sentence encoder of width d (0.05 for MiniLM).")
 flags.DEFINE_integer("batch_size", 8, "Global batch size (questions).")
 flags.DEFINE_integer("num_train_steps", 1000, "Training steps.")
 flags.DEFINE_float("learning_rate", 1e-5, "Peak learning rate.")
@@ -89,12 +94,14 @@ def main(argv):
                         query_length=FLAGS.reader_query_length)
   config = finetune.FinetuneConfig(
       model=OpenQAConfig(reader=reader, reader_beam_size=FLAGS.reader_beam_size,
+                         train_reader_beam_size=FLAGS.train_reader_beam_size,
                          retriever_beam_size=FLAGS.retriever_beam_size),
       dataset=FLAGS.dataset, train_split=FLAGS.split, batch_size=FLAGS.batch_size,
       num_train_steps=FLAGS.num_train_steps, learning_rate=FLAGS.learning_rate,
       warmup_steps=FLAGS.warmup_steps, seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every,
       log_every=FLAGS.log_every, max_train_examples=FLAGS.max_train_examples,
-      reader_positives=FLAGS.reader_positives)
+      reader_positives=FLAGS.reader_positives,
+      retrieval_score_scale=FLAGS.retrieval_score_scale)
   try:
     result = finetune.run_finetune(
         config, FLAGS.index_dir, FLAGS.corpus_dir, FLAGS.model_dir,

@@ -62,6 +62,10 @@ class FinetuneConfig:
   max_train_examples: Optional[int] = None
   # What the reader reads when none of its K blocks bears an answer: beam | gold | none (ORQA).
   reader_positives: str = "beam"
+  # Multiplies the warm-started query tower's output, i.e. every retrieval logit (a softmax
+  # temperature of 1/scale). ORQA: 1.0. A sentence encoder's geometry behind the layer-normed
+  # projection gives inner products of ±d·cos (d = 384 for MiniLM): 20/d gives a usable softmax.
+  retrieval_score_scale: float = 1.0
 
   def __post_init__(self):
     if self.reader_positives not in READER_POSITIVES:
@@ -276,6 +280,9 @@ def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_
     warm = warm_start.init_openqa(
         model, init_checkpoint or os.path.join(bundle.path, bundle_lib.QUERY_EMBEDDER),
         reader_init_checkpoint)
+    if config.retrieval_score_scale != 1.0:
+      model.query_projection.rescale(config.retrieval_score_scale)
+      warm["retrieval_score_scale"] = config.retrieval_score_scale
   featurizer = QuestionFeaturizer(config.model.feature_config, tokenizer)
   usable = [e for e in examples if e.question.strip()]
   if len(usable) < len(examples):

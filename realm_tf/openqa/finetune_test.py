@@ -288,3 +288,19 @@ def test_jsonl_questions_round_trip_through_finetune_and_evaluate(env, tmp_path,
   with pytest.raises(datasets.DatasetError, match=f"{path}:4: missing or empty"):
     finetune.run_finetune(config, env["index"], env["corpus"], strict_dir, strict=True)
   assert not os.path.exists(strict_dir)
+
+
+def test_retrieval_score_scale_scales_the_warm_started_query_tower(env, tmp_path):
+  tok, examples = env["tok"], T.examples()
+  cfg = dataclasses.replace(_config(1), learning_rate=0.0, retrieval_score_scale=0.1)
+  result = finetune.run_finetune(cfg, env["index"], env["corpus"], str(tmp_path / "run"),
+                                 examples=examples)
+  assert result["warm_start"]["retrieval_score_scale"] == 0.1
+  model, config, _ = finetune.load_finetuned(str(tmp_path / "run"))
+  assert config.retrieval_score_scale == 0.1
+  feats = QuestionFeaturizer(model.config.feature_config, tok).featurize(examples)
+  feats = {k: tf.constant(v) for k, v in feats.items()}
+  # lr 0: the only change is the scale, so every retrieval logit is 0.1 × the bundle's own.
+  np.testing.assert_allclose(model.embed_questions(feats).numpy(),
+                             0.1 * env["model"].embed_questions(feats).numpy(), rtol=1e-4,
+                             atol=1e-6)

@@ -43,6 +43,9 @@ class OpenQAConfig:
   retriever: RetrieverConfig = RetrieverConfig()
   reader: ReaderConfig = ReaderConfig()
   reader_beam_size: int = 5          # blocks read per question
+  # Blocks read per question in training (None: reader_beam_size). Reading is most of a step's
+  # cost; fewer blocks (still with the positive) trade negatives for questions per second.
+  train_reader_beam_size: Optional[int] = None
   retriever_beam_size: int = 5000    # blocks in the retrieval loss (capped at the corpus size)
   max_answers: int = 8
   max_answer_length: int = 10
@@ -57,6 +60,7 @@ class OpenQAConfig:
   def to_dict(self) -> Dict:
     return {"retriever": self.retriever.to_dict(), "reader": self.reader.to_dict(),
             "reader_beam_size": self.reader_beam_size,
+            "train_reader_beam_size": self.train_reader_beam_size,
             "retriever_beam_size": self.retriever_beam_size, "max_answers": self.max_answers,
             "max_answer_length": self.max_answer_length}
 
@@ -179,6 +183,12 @@ class OpenQAModel(tf_keras.Model):
   def reader_beam_size(self) -> int:
     return min(self.config.reader_beam_size, self._index.size)
 
+  @property
+  def train_reader_beam_size(self) -> int:
+    """Blocks read per question by `compute_loss`."""
+    return min(self.config.train_reader_beam_size or self.config.reader_beam_size,
+               self._index.size)
+
   # The index variables live in the untracked FrozenIndex, never as attributes of this model
   # (Keras would track them, and checkpoints would then hold the whole index).
   @property
@@ -273,7 +283,7 @@ class OpenQAModel(tf_keras.Model):
                                                answer_length, cont)
     beam_correct = tf.reduce_any(starts, axis=[2, 3])
     retriever_loss, beam_any = marginal_log_loss(beam_scores, beam_correct)
-    k = self.reader_beam_size
+    k = self.train_reader_beam_size
     rows, logits = beam_rows[:, :k], beam_scores[:, :k]
     substituted = tf.zeros_like(beam_any)
     if reader_positives != "none":
@@ -307,7 +317,7 @@ class OpenQAModel(tf_keras.Model):
   def _reader_positive(self, q, features, starts, beam_rows, beam_scores, reader_positives):
     """Top-K rows and logits [B, K] with the K-th replaced by a positive where none bears an
     answer (see compute_loss), and bool [B] where it was replaced."""
-    k = self.reader_beam_size
+    k = self.train_reader_beam_size
     rows, logits = beam_rows[:, :k], beam_scores[:, :k]
     readable = self._readable_answer(starts, beam_rows, features)                # [B, M]
     need = tf.logical_not(tf.reduce_any(readable[:, :k], axis=-1))

@@ -253,3 +253,27 @@ def test_questions_embed_as_the_mean_pooled_index_does(tmp_path):
   np.testing.assert_array_equal(out["evidence_block_ids"].numpy(), index.block_ids[top])
   np.testing.assert_allclose(out["evidence_scores"].numpy(),
                              np.take_along_axis(scores, top, axis=1), atol=1e-4)
+
+
+def test_training_reads_train_reader_beam_size_blocks(setup):
+  tok, index, model, fz = setup
+  feats = _tensors(fz.featurize(T.examples()))
+  cfg = dataclasses.replace(model.config, train_reader_beam_size=2)
+  small = OpenQAModel(cfg, index, tok.vocab, tok.cls_id, tok.sep_id).build_all()
+  small.set_weights(model.get_weights())
+  assert small.reader_beam_size == model.reader_beam_size == 3
+  assert small.train_reader_beam_size == 2 and model.train_reader_beam_size == 3
+  full = model.compute_loss(feats, reader_positives="beam")
+  two = small.compute_loss(feats, reader_positives="beam")
+  assert two["reader_rows"].shape[1] == 2 and full["reader_rows"].shape[1] == 3
+  # The first block read is the same; the positive takes the (earlier) last slot.
+  np.testing.assert_array_equal(two["reader_rows"].numpy()[:, 0], full["reader_rows"].numpy()[:, 0])
+  np.testing.assert_allclose(two["retriever_loss"].numpy(), full["retriever_loss"].numpy(),
+                             rtol=1e-5)
+  assert two["reader_has_answer"].numpy().all()
+  # Prediction still reads reader_beam_size blocks: the same answers as the K = 3 model.
+  query = {k: feats[k] for k in ("query/input_word_ids", "query/input_mask",
+                                 "query/input_type_ids", "question_ids", "question_length")}
+  np.testing.assert_allclose(small.predict_spans(query)["probability"].numpy(),
+                             model.predict_spans(query)["probability"].numpy(), rtol=1e-5)
+  assert OpenQAConfig.from_dict(cfg.to_dict()) == cfg

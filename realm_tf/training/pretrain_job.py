@@ -165,11 +165,11 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
     refresher.refresh(ict["export"])
 
   # 2. The reader: warm up an MLM head when its initial weights have none.
-  reader_encoder = reader_encoder(config)
+  reader_enc = reader_encoder(config)
   reader_init = config.reader_init
   if config.reader_warmup_steps > 0 and not warm_start.has_mlm_head(config.reader_init):
     warmup = ReaderWarmupConfig(
-        knowledge_encoder=reader_encoder, query_length=config.query_length,
+        knowledge_encoder=reader_enc, query_length=config.query_length,
         seq_length=config.query_length + config.block_length,
         batch_size=config.reader_warmup_batch_size, num_train_steps=config.reader_warmup_steps,
         learning_rate=config.reader_warmup_learning_rate,
@@ -188,7 +188,7 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
   steps = config.num_train_steps
   every = config.refresh_every_steps
   pretrain = PretrainConfig(
-      model=RealmConfig(retriever_encoder=retriever.encoder, reader_encoder=reader_encoder,
+      model=RealmConfig(retriever_encoder=retriever.encoder, reader_encoder=reader_enc,
                         projection_size=retriever.projection_size,
                         share_towers=config.share_towers,
                         query_seq_length=config.query_length,

@@ -80,3 +80,15 @@ def test_retrieval_projection_layer_norm_and_config():
   assert linear.layer_norm is None and len(linear.trainable_variables) == 2
   clone = RetrievalProjection.from_config(proj.get_config())
   assert (clone.output_dim, clone.use_layer_norm, clone.layer_norm_eps) == (128, True, 1e-12)
+
+
+def test_rescale_multiplies_every_output():
+  x = tf.random.stateless_normal([3, 16], seed=[1, 2])
+  for use_layer_norm in (True, False):
+    proj = RetrievalProjection(8, use_layer_norm=use_layer_norm)
+    before = proj(x).numpy()
+    if use_layer_norm:  # a non-zero offset must scale too
+      proj.layer_norm.beta.assign(tf.fill([8], 0.3))
+      before = proj(x).numpy()
+    proj.rescale(0.05)
+    np.testing.assert_allclose(proj(x).numpy(), 0.05 * before, rtol=1e-5, atol=1e-7)

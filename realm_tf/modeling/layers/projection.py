@@ -38,6 +38,18 @@ class RetrievalProjection(tf_keras.layers.Layer):
       x = self.layer_norm(x)
     return x
 
+  def rescale(self, factor: float) -> None:
+    """Multiplies every output by `factor` (a temperature on the inner products it feeds).
+
+    A warm start from a sentence encoder keeps its cosine geometry but the layer norm puts the
+    inner products at ±output_dim: far too peaked a softmax over retrieved blocks. Rescaling
+    the query side alone sets the softmax temperature without re-embedding the index."""
+    last = self.layer_norm if self.layer_norm is not None else self.dense
+    weights = ((last.gamma, last.beta) if self.layer_norm is not None
+               else (last.kernel, last.bias))
+    for w in weights:
+      w.assign(w * factor)
+
   def get_config(self):
     return dict(super().get_config(), output_dim=self.output_dim,
                 initializer_range=self.initializer_range, use_layer_norm=self.use_layer_norm,
