@@ -100,12 +100,15 @@ def test_bundle_from_another_corpus_is_refused(work, tmp_path):
   assert not (tmp_path / "realm").exists()  # nothing written on refusal
 
 
-def test_checkpoint_from_another_config_is_refused(work):
+def test_checkpoint_from_another_config_is_refused(work, tmp_path):
   dirs, refresher, _ = work
+  model_dir = str(tmp_path / "realm")
+  RealmExperiment(_config(2), dirs["corpus"], dirs["annotations"], dirs["index"], model_dir,
+                  refresher=refresher)  # records its config in model_dir
   cfg = _config(2)
   cfg.learning_rate = 0.5
   with pytest.raises(ConfigMismatchError, match="learning_rate"):
-    RealmExperiment(cfg, dirs["corpus"], dirs["annotations"], dirs["index"], dirs["realm"],
+    RealmExperiment(cfg, dirs["corpus"], dirs["annotations"], dirs["index"], model_dir,
                     refresher=refresher)
 
 

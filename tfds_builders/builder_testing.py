@@ -2,50 +2,15 @@
 import gzip
 import hashlib
 import shutil
-import sys
 import tempfile
-import types
 from typing import Dict, List, Optional
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
+# DatasetBuilderTestCase needs `dill` (a dev extra); the builder tests import it from here.
+from tensorflow_datasets.testing.dataset_builder_testing import DatasetBuilderTestCase  # pylint: disable=unused-import
 
 import tfds_builders
-
-
-def _import_dataset_builder_testing():
-  """Imports TFDS's DatasetBuilderTestCase, even where `dill` is not installed.
-
-  `tensorflow_datasets.testing` imports `dill` at module level for one check of
-  `FeatureExpectationsTestCase` (pickling encoders), which DatasetBuilderTestCase never runs;
-  `dill` is a TFDS test extra and not a dependency here. When it is missing, a placeholder whose
-  functions raise ImportError is registered for the import only, then removed again, so a later
-  `import dill` elsewhere still fails normally. With dill installed this does nothing special.
-  """
-  placeholder_installed = False
-  try:
-    import dill  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    placeholder = types.ModuleType("dill", "Placeholder: dill is not installed.")
-
-    def _unavailable(*args, **kwargs):
-      del args, kwargs
-      raise ImportError("dill is not installed (pip install dill).")
-
-    placeholder.dumps = placeholder.loads = _unavailable
-    sys.modules["dill"] = placeholder
-    placeholder_installed = True
-  try:
-    # pylint: disable-next=g-import-not-at-top
-    from tensorflow_datasets.testing import dataset_builder_testing
-  finally:
-    if placeholder_installed:
-      del sys.modules["dill"]
-  return dataset_builder_testing.DatasetBuilderTestCase
-
-
-# tfds.testing.DatasetBuilderTestCase (see `_import_dataset_builder_testing`).
-DatasetBuilderTestCase = _import_dataset_builder_testing()
 
 
 def _decode(value):

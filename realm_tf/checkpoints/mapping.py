@@ -7,7 +7,7 @@ leaves the model untouched and the error names every offending variable with bot
 """
 import dataclasses
 import re
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -234,17 +234,8 @@ def ensure_dense_built(layer, input_dim: int):
   return layer
 
 
-def head_split(kernel_or_bias: np.ndarray, num_heads: int, axis: int) -> np.ndarray:
-  """Splits dimension `axis` (hidden = heads * head_dim) into [heads, head_dim]."""
-  shape = list(kernel_or_bias.shape)
-  size = shape[axis]
-  shape[axis:axis + 1] = [num_heads, size // num_heads]
-  return kernel_or_bias.reshape(shape)
 
 
-def encoder_shapes(variables: Mapping[str, tf.Variable]) -> Dict[str, Tuple[int, ...]]:
-  """Variable shapes of `encoder_variables(...)`, as tuples of ints."""
-  return {k: tuple(int(d) for d in v.shape) for k, v in variables.items()}
 
 
 def num_layers_of(variables: Mapping[str, tf.Variable]) -> int:
@@ -253,12 +244,6 @@ def num_layers_of(variables: Mapping[str, tf.Variable]) -> int:
   return len(idx)
 
 
-def first_present(source: ArraySource, names: Sequence[str]) -> Optional[str]:
-  """The first of `names` that `source` holds, or None."""
-  for n in names:
-    if n in source:
-      return n
-  return None
 
 
 # ----------------------------------------------------------------------------------------------

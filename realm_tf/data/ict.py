@@ -130,16 +130,3 @@ class ICTExampleBuilder:
 
     return corpus.numbered_examples(blocks, build, start_index, keep_index, num_parallel_calls,
                                     deterministic, keep=keep)
-
-
-def ict_dataset(corpus_dir: str, config: ICTConfig = ICTConfig(), tokenizer=None,
-                start_index: int = 0, repeat: bool = False,
-                num_parallel_calls: Optional[int] = tf.data.AUTOTUNE) -> tf.data.Dataset:
-  """ICT examples of the block corpus in `corpus_dir`; `repeat` draws new sentences each pass."""
-  blocks = corpus.read_blocks(corpus_dir)
-  if repeat:
-    blocks = blocks.repeat()
-  if start_index:
-    blocks = blocks.skip(start_index)
-  return ICTExampleBuilder(config, tokenizer).dataset(blocks, start_index=start_index,
-                                                      num_parallel_calls=num_parallel_calls)

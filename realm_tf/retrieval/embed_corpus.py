@@ -29,6 +29,7 @@ from absl import logging
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.retrieval.embedder_export import INPUT_KEYS, LoadedEmbedder, check_corpus_compatible
 from realm_tf.text.packing import pack_document
+from realm_tf.training.progress import ItemProgress
 
 PART_PATTERN = "part-{:05d}.npz"
 
@@ -177,9 +178,10 @@ def _distributed_step(embedder: LoadedEmbedder, strategy: tf.distribute.Strategy
 
 def iter_embedded_shards(embedder: LoadedEmbedder, paths: List[str],
                          strategy: Optional[tf.distribute.Strategy] = None,
-                         batch_size: int = 32) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
+                         batch_size: int = 32, progress: Optional[ItemProgress] = None
+                         ) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
   """Embeds the blocks of `paths`; yields (position in paths, block_ids [n], embeddings [n, D])
-  once per non-empty shard, in order.
+  once per non-empty shard, in order. `progress` counts the blocks as they are embedded.
 
   `batch_size` is per replica; each step embeds `batch_size × num_replicas` blocks with
   `strategy.run`. Load the embedder inside `strategy.scope()` so its variables are mirrored.
@@ -199,6 +201,8 @@ def iter_embedded_shards(embedder: LoadedEmbedder, paths: List[str],
     keep = b_ids >= 0
     if not keep.any():
       continue
+    if progress is not None:
+      progress.add(int(keep.sum()))
     shard = int(b_shard[keep][0])
     if current is not None and shard != current:
       yield current, np.concatenate(ids), np.concatenate(embs)
@@ -264,9 +268,10 @@ def embed_shards(embedder: LoadedEmbedder, corpus_dir: str, work_dir: str,
       on_part_done(shard)
 
   next_position = 0
+  progress = ItemProgress(sum(t[2]["num_blocks"] for t in todo), "embed", "blocks")
   try:
     for position, ids, emb in (iter_embedded_shards(
-        embedder, [t[1] for t in todo], strategy, batch_size) if todo else ()):
+        embedder, [t[1] for t in todo], strategy, batch_size, progress) if todo else ()):
       for empty in range(next_position, position):  # shards that produced no batch
         publish(empty, np.zeros([0], np.int64), np.zeros([0, embedder.embedding_dim], np.float32))
       publish(position, ids, emb)

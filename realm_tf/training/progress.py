@@ -43,3 +43,32 @@ class ProgressReporter:
       with self.writer.as_default(step=step):
         tf.summary.scalar(f"{self.name}/examples_per_second", rate)
       self.writer.flush()
+
+
+class ItemProgress:
+  """Progress of a job counted in items (blocks, passages): a line with done/total, items/s and
+  ETA at most every `every_seconds` (absl's time-based rate limit) and once at the end."""
+
+  def __init__(self, total: int, name: str, unit: str = "items", every_seconds: float = 10.0):
+    self.total, self.name, self.unit = int(total), name, unit
+    self.every_seconds = every_seconds
+    self.done = 0
+    self._t0 = time.time()
+    self.last_line = ""
+
+  def line(self) -> str:
+    """The current progress line."""
+    elapsed = max(time.time() - self._t0, 1e-9)
+    rate = self.done / elapsed
+    eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+    return (f"[{self.name}] {self.done}/{self.total} {self.unit} {rate:.1f} {self.unit}/s "
+            f"ETA {eta:.0f}s")
+
+  def add(self, n: int) -> None:
+    """Counts `n` more items; logs when `every_seconds` have passed, or when all are done."""
+    self.done += int(n)
+    self.last_line = self.line()
+    if self.done >= self.total:
+      logging.info(self.last_line)
+    else:
+      logging.log_every_n_seconds(logging.INFO, "%s", self.every_seconds, self.last_line)
