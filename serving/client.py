@@ -10,18 +10,20 @@ probability and the evidence blocks (title, retrieval score, a text snippet) whe
 those outputs; any other model's outputs are printed tensor by tensor. Works against this
 project's server and against stock `tensorflow_model_server` alike.
 """
-import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-import grpc
-import numpy as np
-import tensorflow as tf
-from absl import app, flags
+from realm_tf.launch import cli  # first: quiets TensorFlow's C++ logs before it is imported
+
+import grpc  # pylint: disable=g-bad-import-order,wrong-import-order
+import numpy as np  # pylint: disable=g-bad-import-order,wrong-import-order
+import tensorflow as tf  # pylint: disable=g-bad-import-order,wrong-import-order
+from absl import app, flags  # pylint: disable=g-bad-import-order,wrong-import-order
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
 from serving import tensors
+from serving.validation import ServingError
 
 MiB = 1 << 20
 STATE_NAMES = {v: k for k, v in get_model_status_pb2.ModelVersionStatus.State.items()}
@@ -251,7 +253,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
 
 
 def run(flag_values: flags.FlagValues, questions: Sequence[str]) -> int:
-  """The CLI body: asks `questions`, prints answers (stdout) or the RPC error (stderr)."""
+  """The CLI body: asks `questions` and prints the answers; returns 0.
+
+  A failed RPC (server unreachable, unknown model, rejected input) raises a ServingError
+  "<server>: <CODE>: <details>", which `cli.run` prints as a one-line error (exit status 2).
+  """
   if not questions:
     raise app.UsageError("give one or more questions as arguments")
   fv = flag_values
@@ -261,8 +267,7 @@ def run(flag_values: flags.FlagValues, questions: Sequence[str]) -> int:
       text = ask(client, questions, fv.input_name, max_evidence=fv.max_evidence,
                  snippet_chars=fv.snippet_chars)
     except grpc.RpcError as e:
-      print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
-      return 1
+      raise ServingError(e.code(), f"{fv.server}: {e.code().name}: {e.details()}") from None
     print(text)
   return 0
 
@@ -273,4 +278,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

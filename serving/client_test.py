@@ -1,7 +1,10 @@
 """Tests of the client's output formatting and input discovery (the gRPC path is in server_test)."""
+import socket
+
 import numpy as np
 import pytest
 
+from realm_tf.launch import testing as launch_testing
 from serving import client
 
 
@@ -73,3 +76,12 @@ def test_format_answers_rows_with_a_status():
   lines = text.splitlines()
   assert lines[1] == "A: Jane Austen  (p=0.812)" and "block=11" in lines[3]
   assert lines[-2:] == ["Q: ", "A: (no answer: empty_question)"]
+
+
+def test_cli_unreachable_server_is_a_one_line_error():
+  with socket.socket() as s:  # a port nothing listens on
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  proc = launch_testing.run_cli("serving.client", f"--server=localhost:{port}", "--timeout=10",
+                                "who wrote pride and prejudice")
+  launch_testing.assert_one_line_error(proc, f"localhost:{port}: UNAVAILABLE")

@@ -26,8 +26,10 @@ import threading
 from concurrent import futures
 from typing import List, Optional
 
-import grpc
-from absl import app, flags, logging
+from realm_tf.launch import cli  # first: quiets TensorFlow's C++ logs before it is imported
+
+import grpc  # pylint: disable=g-bad-import-order,wrong-import-order
+from absl import app, flags, logging  # pylint: disable=g-bad-import-order,wrong-import-order
 from google.protobuf import any_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_management_pb2, model_service_pb2_grpc, predict_pb2,
@@ -334,4 +336,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

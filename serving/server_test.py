@@ -18,7 +18,9 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from realm_tf.launch import testing as launch_testing
 from serving import batching, client, model_manager, server, subprocess_server, toy_models
+from serving.validation import ServingError
 
 QUESTIONS = ["who wrote pride and prejudice", "what is the capital of france",
              "when was the eiffel tower built", "who painted the mona lisa", "how tall is everest"]
@@ -165,9 +167,15 @@ def test_cli_prints_answers_with_evidence(python_server, reference, capsys):
   assert f"Q: {QUESTIONS[4]}" in lines and "A: v1:EVEREST  (p=0.731)" in lines
   argv = flag_values(["serving.client", f"--server={python_server.address}", "--model_name=nope",
                       "q"])
-  assert client.run(flag_values, argv[1:]) == 1
-  assert "error: NOT_FOUND: Servable not found for request: Latest(nope)" in \
-      capsys.readouterr().err
+  with pytest.raises(ServingError,
+                     match=r"NOT_FOUND: Servable not found for request: Latest\(nope\)"):
+    client.run(flag_values, argv[1:])
+
+
+def test_cli_missing_model_config_file_is_a_one_line_error(tmp_path):
+  missing = str(tmp_path / "models.config")
+  proc = launch_testing.run_cli("serving.server", f"--model_config_file={missing}", "--port=0")
+  launch_testing.assert_one_line_error(proc, missing)
 
 
 def _raw_predict(address, model="num", inputs=None, signature="", version=None, label=None,

@@ -142,8 +142,8 @@ def test_ict_launcher_trains_exports_and_publishes_the_first_bundle(work, tmp_pa
   missing = str(tmp_path / "no_corpus")
   proc = subprocess.run([*cmd[:3], f"--corpus_dir={missing}", f"--model_dir={tmp_path / 'm'}"],
                         capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 1
-  assert missing in proc.stderr and "ERROR:" in proc.stderr
+  assert proc.returncode == 2
+  assert missing in proc.stderr and "error:" in proc.stderr
 
 
 def test_main_job_runs_every_stage_and_writes_its_figures(work, tmp_path):

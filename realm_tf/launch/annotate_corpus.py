@@ -17,6 +17,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from realm_tf.launch import cli
+
 flags.DEFINE_string("corpus_dir", None, "Block corpus to annotate (block bodies).")
 flags.DEFINE_list("input", None, "Document globs of a pre-training corpus X (instead of "
                   "--corpus_dir).")
@@ -78,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

@@ -8,6 +8,7 @@ import tempfile
 import tensorflow as tf
 
 from realm_tf.data import corpus
+from realm_tf.launch import testing
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,6 +44,13 @@ class AnnotateCorpusLaunchTest(tf.test.TestCase):
         cwd=_ROOT, capture_output=True, text=True, timeout=120, check=False)
     self.assertNotEqual(proc.returncode, 0)
     self.assertIn("exactly one of --corpus_dir or --input", proc.stderr)
+
+  def test_missing_corpus_is_a_one_line_error(self):
+    tmp = tempfile.mkdtemp()
+    missing = os.path.join(tmp, "no_corpus")
+    proc = testing.run_cli("realm_tf.launch.annotate_corpus", f"--corpus_dir={missing}",
+                           f"--output_dir={os.path.join(tmp, 'ann')}")
+    testing.assert_one_line_error(proc, f"No corpus manifest at {missing}/manifest.json")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ import json
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from realm_tf.launch import cli
 
 flags.DEFINE_list("input", None, "Document file globs (comma-separated); default: the shipped "
                   "SQuAD v1.1 dev set.")
@@ -72,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from realm_tf.data import build_corpus as build_corpus_lib
 from realm_tf.data import corpus
+from realm_tf.launch import testing
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,6 +44,18 @@ class BuildCorpusLaunchTest(tf.test.TestCase):
         inputs=[path], output_dir=os.path.join(tmp, "lib"), num_shards=2))
     self.assertEqual(summary["fingerprint"], lib["manifest"]["fingerprint"])
     self.assertEqual(corpus.load_manifest(out)["num_blocks"], 5)
+
+  def test_existing_output_is_a_one_line_error_without_beam_or_cloud_noise(self):
+    out = tempfile.mkdtemp()
+    manifest = os.path.join(out, corpus.MANIFEST)
+    with open(manifest, "w") as f:
+      f.write("{}")
+    proc = testing.run_cli("realm_tf.launch.build_corpus", f"--output_dir={out}")
+    testing.assert_one_line_error(proc, f"{manifest} exists", "--overwrite")
+    # Matching the input loads Beam's filesystems: their GCS / BigQuery / apitools warnings stay
+    # quiet by default (realm_tf/launch/cli.py).
+    for noise in ("GCSFileSystem", "apitools", "bigquery", "python-snappy"):
+      self.assertNotIn(noise, proc.stderr)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ Writes `<output_dir>/ckpt.*` (tf.train.Checkpoint) and `<output_dir>/realm_confi
 directory appears atomically and only when every variable matched (see
 realm_tf/checkpoints/convert.py for the checkpoint keys).
 """
-from absl import app
 from absl import flags
 from absl import logging
 
-from realm_tf.checkpoints import convert
+from realm_tf.launch import cli  # first: quiets TensorFlow before convert imports it
+from realm_tf.checkpoints import convert  # pylint: disable=g-bad-import-order
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("format", None, list(convert.FORMATS), "Source format.")
@@ -53,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

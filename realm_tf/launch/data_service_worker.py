@@ -21,11 +21,14 @@ Workers read the index bundle (query embedder weights, ScaNN index, block ids) f
 path, so --work_dir / --index_dir must be on storage every worker can read (GCS, a shared FS).
 One process may run both roles (--dispatcher_port and --worker_port together).
 """
+import contextlib
 import socket
 import time
 from typing import List, Optional
 
 from absl import app, flags, logging
+
+from realm_tf.launch import cli
 
 flags.DEFINE_integer("dispatcher_port", None, "Start a dispatcher on this port.")
 flags.DEFINE_list("worker_addresses", None, "Dispatcher: host:port of every worker (static "
@@ -48,6 +51,17 @@ def register_pipeline_ops() -> None:
   del tensorflow_text
 
 
+@contextlib.contextmanager
+def _bind_errors(role: str, port: int):
+  """TF's bare "Could not start gRPC server" → a DataServiceError naming the role and port."""
+  try:
+    yield
+  except RuntimeError as e:
+    from realm_tf.data.pretrain_pipeline import DataServiceError  # pylint: disable=g-import-not-at-top
+    raise DataServiceError(f"Could not start the tf.data service {role} on port {port} ({e}); "
+                           "is the port in use?") from e
+
+
 def start_dispatcher(port: int, worker_addresses: Optional[List[str]] = None,
                      work_dir: Optional[str] = None):
   """Starts a tf.data service dispatcher on `port`; returns the DispatchServer."""
@@ -55,7 +69,8 @@ def start_dispatcher(port: int, worker_addresses: Optional[List[str]] = None,
   config = tf.data.experimental.service.DispatcherConfig(
       port=port, worker_addresses=list(worker_addresses or []) or None, work_dir=work_dir,
       fault_tolerant_mode=bool(work_dir))
-  server = tf.data.experimental.service.DispatchServer(config)
+  with _bind_errors("dispatcher", port):
+    server = tf.data.experimental.service.DispatchServer(config)
   logging.info("tf.data service dispatcher at %s (workers: %s)", server.target,
                worker_addresses or "any")
   return server
@@ -66,9 +81,10 @@ def start_worker(dispatcher_address: str, port: int, host: Optional[str] = None)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   register_pipeline_ops()
   host = host or socket.gethostname()
-  server = tf.data.experimental.service.WorkerServer(
-      tf.data.experimental.service.WorkerConfig(
-          dispatcher_address=dispatcher_address, worker_address=f"{host}:{port}", port=port))
+  with _bind_errors("worker", port):
+    server = tf.data.experimental.service.WorkerServer(
+        tf.data.experimental.service.WorkerConfig(
+            dispatcher_address=dispatcher_address, worker_address=f"{host}:{port}", port=port))
   logging.info("tf.data service worker %s:%d serving dispatcher %s", host, port,
                dispatcher_address)
   return server
@@ -94,4 +110,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

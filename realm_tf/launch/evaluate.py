@@ -10,13 +10,16 @@ jsonl:<path> dataset is named `jsonl_<file name>`) with the metrics, and `.jsonl
 question: prediction, probability, correctness, evidence blocks with id, title, text, retrieval
 score and whether they contain an answer), unless --output_prefix says otherwise. The index and
 corpus default to the ones fine-tuning used (recorded in <model_dir>/config.json). A bad
---dataset, or a malformed question line with --strict, ends the run with a one-line error.
+--dataset, a missing model_dir, or a malformed question line with --strict, ends the run with a
+one-line `error: ...`, exit status 2 (realm_tf/launch/cli.py).
 """
 import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from realm_tf.launch import cli
 
 flags.DEFINE_string("model_dir", None, "Fine-tuning model_dir (config.json + checkpoints/).")
 flags.DEFINE_string("dataset", "squad_open", "nq_open_orqa | web_questions_orqa | "
@@ -47,13 +50,10 @@ def main(argv):
   from realm_tf.data.corpus import write_json_atomic  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
-  try:
-    datasets.check_dataset(FLAGS.dataset)
-    model, _, bundle = finetune.load_finetuned(FLAGS.model_dir, FLAGS.index_dir, FLAGS.corpus_dir)
-    examples = datasets.load_examples(FLAGS.dataset, FLAGS.split, FLAGS.data_dir,
-                                      FLAGS.manual_dir, FLAGS.max_examples, strict=FLAGS.strict)
-  except datasets.DatasetError as e:
-    raise SystemExit(f"error: {e}") from None
+  datasets.check_dataset(FLAGS.dataset)
+  model, _, bundle = finetune.load_finetuned(FLAGS.model_dir, FLAGS.index_dir, FLAGS.corpus_dir)
+  examples = datasets.load_examples(FLAGS.dataset, FLAGS.split, FLAGS.data_dir,
+                                    FLAGS.manual_dir, FLAGS.max_examples, strict=FLAGS.strict)
   suffix = "-bm25" if FLAGS.retriever == "bm25" else ""
   prefix = FLAGS.output_prefix or os.path.join(
       FLAGS.model_dir, "eval", f"{datasets.dataset_tag(FLAGS.dataset)}-{FLAGS.split}{suffix}")
@@ -70,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -16,15 +16,16 @@ Models written (see docs/SERVING_SIGNATURES.md): realm_openqa (stock ops; servab
 unmodified tensorflow_model_server), realm_openqa_scann (ScaNN ops; `python -m serving.server`),
 realm_query_embedder, realm_doc_embedder, realm_searcher[_scann], realm_reader. Each version is
 published by an atomic rename, so a running server picks it up whole. Prints a JSON summary of
-the exported paths; exit status 1 with the cause on bad input.
+the exported paths; bad input ends the run with a one-line `error: ...` naming the cause, exit
+status 2 (realm_tf/launch/cli.py).
 """
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
+
+from realm_tf.launch import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Fine-tuning model_dir (config.json + checkpoints/).")
@@ -135,7 +136,7 @@ def run_export(model, tokenizer, bundle, export_base, version=None, variant="bot
   for name in names:
     path = os.path.join(export_base, name, str(version))
     if os.path.exists(path):
-      raise ValueError(f"{path} already exists; choose another --version.")
+      raise FileExistsError(f"{path} already exists; choose another --version.")
   scann_config = ScannConfig(mode=scann_mode)
   table = None
   if "openqa" in components or "reader" in components:
@@ -157,27 +158,27 @@ def run_export(model, tokenizer, bundle, export_base, version=None, variant="bot
 
 
 def main(argv):
+  """Exports the models the flags name and prints their paths (JSON); raises on bad input."""
   del argv
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not FLAGS.export_base:
     raise app.UsageError("--export_base is required.")
-  try:
-    components = parse_components(FLAGS.components)
-    model, tokenizer, bundle = load_model(FLAGS.model_dir, FLAGS.init_checkpoint,
-                                          FLAGS.reader_init_checkpoint, FLAGS.index_dir,
-                                          FLAGS.corpus_dir, FLAGS.reader_beam_size)
-    paths = run_export(model, tokenizer, bundle, FLAGS.export_base, FLAGS.version, FLAGS.variant,
-                       components, FLAGS.num_answers, FLAGS.max_candidates, FLAGS.searcher_k,
-                       FLAGS.scann_mode, FLAGS.warmup_question)
-  except (ValueError, FileNotFoundError, tf.errors.NotFoundError,
-          tf.errors.InvalidArgumentError) as e:
-    logging.error("Export failed: %s", e)
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  components = parse_components(FLAGS.components)
+  model, tokenizer, bundle = load_model(FLAGS.model_dir, FLAGS.init_checkpoint,
+                                        FLAGS.reader_init_checkpoint, FLAGS.index_dir,
+                                        FLAGS.corpus_dir, FLAGS.reader_beam_size)
+  paths = run_export(model, tokenizer, bundle, FLAGS.export_base, FLAGS.version, FLAGS.variant,
+                     components, FLAGS.num_answers, FLAGS.max_candidates, FLAGS.searcher_k,
+                     FLAGS.scann_mode, FLAGS.warmup_question)
   print(json.dumps({"export_base": os.path.abspath(FLAGS.export_base), "models": paths},
                    indent=2, sort_keys=True))
-  return 0
+
+
+def user_errors():
+  """Export's bad-input errors beyond cli.USER_ERRORS: its own ValueErrors (flag combinations,
+  --components, --max_candidates) and checkpoints whose shapes do not fit the model."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return (ValueError, tf.errors.InvalidArgumentError)
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main, user_errors=user_errors())

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from absl.testing import flagsaver
 
 from realm_tf.launch import export as export_cli
+from realm_tf.launch import testing
 
 
 def test_parse_components():
@@ -27,14 +27,11 @@ def test_load_model_needs_exactly_one_source():
     export_cli.load_model(init_checkpoint="/b")
 
 
-def test_main_reports_bad_input_with_exit_status_1(tmp_path, capsys):
-  export_cli.FLAGS(["export"])
-  with flagsaver.flagsaver(export_base=str(tmp_path), components=["nope"]):
-    assert export_cli.main([]) == 1
-  assert "unknown ['nope']" in capsys.readouterr().err
-  with flagsaver.flagsaver(export_base=str(tmp_path), model_dir=str(tmp_path / "missing")):
-    assert export_cli.main([]) == 1
-  assert "missing has no config.json" in capsys.readouterr().err
+def test_missing_model_dir_is_a_one_line_error(tmp_path):
+  missing = str(tmp_path / "missing")
+  proc = testing.run_cli("realm_tf.launch.export", f"--model_dir={missing}",
+                         f"--export_base={tmp_path / 'serving'}")
+  testing.assert_one_line_error(proc, f"--model_dir {missing} has no config.json")
 
 
 def _cli(args):
@@ -67,5 +64,4 @@ def test_cli_exports_versions_in_serving_layout(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert sorted(os.listdir(os.path.join(base, "realm_searcher"))) == ["1", "2"]
   proc = _cli(args[:-2] + ["--components=searcher", "--variant=stock", "--version=2"])
-  assert proc.returncode == 1
-  assert "realm_searcher/2 already exists" in proc.stderr
+  testing.assert_one_line_error(proc, "realm_searcher/2 already exists")

@@ -28,8 +28,9 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from realm_tf.launch import cli
 from realm_tf.launch import distribution_flags
 
 flags.DEFINE_string("dataset", "squad_open", "nq_open_orqa | nq_open_orqa/dpr | web_questions_orqa "
@@ -84,10 +85,7 @@ def main(argv):
   from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
-  try:
-    datasets.check_dataset(FLAGS.dataset)
-  except datasets.DatasetError as e:
-    raise SystemExit(f"error: {e}") from None
+  datasets.check_dataset(FLAGS.dataset)  # a DatasetError: one line, exit status 2 (cli.run)
   strategy = distribution_flags.strategy_from_flags()
   reader = ReaderConfig(encoder=FLAGS.reader_encoder, span_hidden_size=FLAGS.span_hidden_size,
                         max_span_width=FLAGS.max_span_width, seq_length=FLAGS.reader_seq_length,
@@ -102,15 +100,12 @@ def main(argv):
       log_every=FLAGS.log_every, max_train_examples=FLAGS.max_train_examples,
       reader_positives=FLAGS.reader_positives,
       retrieval_score_scale=FLAGS.retrieval_score_scale)
-  try:
-    result = finetune.run_finetune(
-        config, FLAGS.index_dir, FLAGS.corpus_dir, FLAGS.model_dir,
-        init_checkpoint=FLAGS.init_checkpoint,
-        reader_init_checkpoint=FLAGS.reader_init_checkpoint, strategy=strategy,
-        data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, jit_compile=FLAGS.jit_compile,
-        strict=FLAGS.strict)
-  except datasets.DatasetError as e:  # a malformed question line (--strict): one line, no trace
-    raise SystemExit(f"error: {e}") from None
+  result = finetune.run_finetune(
+      config, FLAGS.index_dir, FLAGS.corpus_dir, FLAGS.model_dir,
+      init_checkpoint=FLAGS.init_checkpoint,
+      reader_init_checkpoint=FLAGS.reader_init_checkpoint, strategy=strategy,
+      data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, jit_compile=FLAGS.jit_compile,
+      strict=FLAGS.strict)
   result["wall_seconds"] = round(time.time() - t0, 1)
   logging.info("Fine-tuning done: %s", result)
   print(json.dumps({k: v for k, v in result.items() if k != "progress_line"}, indent=2,
@@ -119,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

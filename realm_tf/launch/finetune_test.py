@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from realm_tf.launch import testing
 from realm_tf.openqa import testing as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -82,7 +83,7 @@ def test_jsonl_gold_positives_on_two_replicas_then_bm25_evaluate(tmp_path):
     evaluation = json.load(f)
   assert evaluation["retriever"] == "bm25" and evaluation["num_examples"] == 8
   assert evaluation["recall@5"] >= evaluation["recall@1"] > 0.5  # BM25 finds the facts
-  # Bad input: one line on stderr naming the problem, exit status 1, nothing trained.
+  # Bad input: one line on stderr naming the problem, exit status 2, nothing trained.
   for bad_args, message in (
       (["realm_tf.launch.evaluate", f"--model_dir={model_dir}", "--dataset=nq_open"],
        "error: Unknown --dataset 'nq_open'; choose one of nq_open_orqa, "),
@@ -91,6 +92,20 @@ def test_jsonl_gold_positives_on_two_replicas_then_bm25_evaluate(tmp_path):
        f"error: {questions}:3: \"answers\" must be a list of non-empty strings")):
     proc = subprocess.run([sys.executable, "-m"] + bad_args, cwd=ROOT, capture_output=True,
                           text=True, timeout=600, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith(message), \
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(message), \
         proc.stderr[-2000:]
   assert not os.path.exists(tmp_path / "strict")
+
+
+def test_finetune_unknown_dataset_is_a_one_line_error(tmp_path):
+  proc = testing.run_cli("realm_tf.launch.finetune", "--dataset=nq_open",
+                         f"--index_dir={tmp_path / 'index'}", f"--corpus_dir={tmp_path / 'corpus'}",
+                         f"--model_dir={tmp_path / 'ft'}")
+  testing.assert_one_line_error(proc, "Unknown --dataset 'nq_open'")
+  assert not (tmp_path / "ft").exists()
+
+
+def test_evaluate_missing_model_dir_is_a_one_line_error(tmp_path):
+  missing = str(tmp_path / "missing")
+  proc = testing.run_cli("realm_tf.launch.evaluate", f"--model_dir={missing}")
+  testing.assert_one_line_error(proc, f"{missing}/config.json")

@@ -12,12 +12,12 @@ embedder the refresh job reads, and publishes index bundle v1 so pre-training ca
       --num_train_steps=0     # MiniLM as it is, as a retriever (both towers, shared projection)
 
 Re-running a finished job returns its export; a killed job resumes from its last checkpoint.
-Exit status 1, naming the file, when the corpus is missing or the model_dir holds another config.
+A missing corpus, a model_dir holding another config, too low a recall, ... end the run with a
+one-line `error: ...` naming the file, exit status 2 (realm_tf/launch/cli.py).
 """
-import sys
+from absl import flags
 
-from absl import app, flags, logging
-
+from realm_tf.launch import cli
 from realm_tf.launch import distribution_flags
 
 flags.DEFINE_string("corpus_dir", None, "Block corpus (manifest.json + shards).")
@@ -56,9 +56,7 @@ def main(argv):
   del argv
   from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval.refresh import RecallTooLowError  # pylint: disable=g-import-not-at-top
   from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.trainer import NonFiniteLossError  # pylint: disable=g-import-not-at-top
 
   strategy = distribution_flags.strategy_from_flags()
   steps = FLAGS.num_train_steps
@@ -75,16 +73,12 @@ def main(argv):
       warmup_steps=FLAGS.warmup_steps if FLAGS.warmup_steps is not None else steps // 10,
       remove_sentence_rate=FLAGS.remove_sentence_rate, seed=FLAGS.seed,
       checkpoint_every=FLAGS.checkpoint_every)
-  try:
-    _run(config, strategy)
-  except (ValueError, OSError, RecallTooLowError, NonFiniteLossError) as e:
-    logging.error("%s", e)
-    print(f"ERROR: {e}", file=sys.stderr)
-    sys.exit(1)
+  _run(config, strategy)
 
 
 def _run(config, strategy):
   """Trains, exports, and publishes the first bundle."""
+  from realm_tf.retrieval.bundle import BundleNotFoundError  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
   result = ict_experiment.run_ict(config, FLAGS.corpus_dir, FLAGS.model_dir, strategy,
@@ -99,9 +93,9 @@ def _run(config, strategy):
                              strategy=strategy)
   live = refresher.live_bundle() or refresher.refresh(result["export"])
   if live is None:
-    raise ValueError(f"no index bundle was published in {FLAGS.index_dir}")
+    raise BundleNotFoundError(f"No index bundle was published in {FLAGS.index_dir}.")
   print(f"Index bundle live: {live.path}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

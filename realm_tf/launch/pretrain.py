@@ -13,7 +13,9 @@ Stages, each skipped (or resumed) when its output already exists, so a killed jo
      held-out figures before the first step, at every refresh and at the end.
 The summary is printed and written to <work_dir>/summary.json.
 """
-from absl import app, flags
+from absl import flags
+
+from realm_tf.launch import cli
 
 HELP = {
     "work_dir": "Root of every output of the job.",
@@ -103,4 +105,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

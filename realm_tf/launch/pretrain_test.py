@@ -7,6 +7,7 @@ from absl import flags
 
 from realm_tf.launch import config_flags
 from realm_tf.launch import pretrain
+from realm_tf.launch import testing
 from realm_tf.training.pretrain_job import PretrainJobConfig
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "configs")
@@ -43,6 +44,13 @@ def test_paper_flags_state_the_papers_setup():
   assert (config.ict_batch_size, config.ict_steps) == (4096, 100000)  # ORQA's ICT
   assert config.retriever_pooling == "cls" and config.projection_dropout == 0.1
   assert config.refresh == "async" and fv.mixed_precision == "bfloat16"
+
+
+def test_missing_input_is_a_one_line_error(tmp_path):
+  pattern = str(tmp_path / "nothing" / "*.jsonl")
+  proc = testing.run_cli("realm_tf.launch.pretrain", f"--inputs={pattern}",
+                         f"--work_dir={tmp_path / 'work'}")
+  testing.assert_one_line_error(proc, f"No input file matches {pattern!r}")
 
 
 def test_demo_flags_are_the_defaults():

@@ -12,15 +12,13 @@ Examples:
   # Add and remove documents without re-embedding the corpus:
   python -m realm_tf.launch.refresh_index ... --add=/tmp/new_blocks --remove=/tmp/gone_ids.txt
 
-Exit status 1 with the offending file named when an export or corpus is bad or recall is too low;
-no bundle is published then and the previous one stays live.
+A bad export or corpus, or too low a recall, ends the run with a one-line `error: ...` naming the
+offending file, exit status 2 (realm_tf/launch/cli.py); no bundle is published then and the
+previous one stays live.
 """
-import sys
-
-from absl import app
 from absl import flags
-from absl import logging
 
+from realm_tf.launch import cli
 from realm_tf.launch import distribution_flags  # pylint: disable=unused-import  (--tpu, --strategy, ...)
 
 FLAGS = flags.FLAGS
@@ -82,21 +80,16 @@ def main(argv):
       poll_max_seconds=FLAGS.poll_max_seconds, part_wait_timeout=FLAGS.part_wait_timeout,
       scann=scann_config_from_flags())
   refresher = refresh.IndexRefresher(config, strategy)
-  try:
-    if FLAGS.add or FLAGS.remove:
-      bundle = refresher.update_documents(add_dirs=FLAGS.add, remove_file=FLAGS.remove)
-      print(f"Published {bundle.path}" if bundle else "Embedded this worker's shards.")
-    elif FLAGS.once:
-      bundle = refresher.run_once()
-      print(f"Published {bundle.path}" if bundle else "Nothing to publish.")
-    else:
-      count = refresher.run()
-      print(f"Training done; published {count} bundle(s).")
-  except refresh.INPUT_ERRORS as e:
-    logging.error("%s: %s", type(e).__name__, e)
-    print(f"refresh_index: {type(e).__name__}: {e}", file=sys.stderr)
-    sys.exit(1)
+  if FLAGS.add or FLAGS.remove:
+    bundle = refresher.update_documents(add_dirs=FLAGS.add, remove_file=FLAGS.remove)
+    print(f"Published {bundle.path}" if bundle else "Embedded this worker's shards.")
+  elif FLAGS.once:
+    bundle = refresher.run_once()
+    print(f"Published {bundle.path}" if bundle else "Nothing to publish.")
+  else:
+    count = refresher.run()
+    print(f"Training done; published {count} bundle(s).")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

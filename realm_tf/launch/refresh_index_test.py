@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+from realm_tf.launch import testing as launch_testing
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embedder_export as ee
 from realm_tf.retrieval import testing
@@ -12,6 +13,15 @@ from realm_tf.retrieval import testing
 def _run(*args):
   return subprocess.run([sys.executable, "-m", "realm_tf.launch.refresh_index", *args],
                         capture_output=True, text=True, timeout=300)
+
+
+def test_no_export_is_a_one_line_error(tmp_path):
+  model_dir = tmp_path / "model"
+  model_dir.mkdir()
+  proc = launch_testing.run_cli("realm_tf.launch.refresh_index", f"--model_dir={model_dir}",
+                                f"--corpus_dir={tmp_path / 'corpus'}",
+                                f"--index_dir={tmp_path / 'index'}", "--once")
+  launch_testing.assert_one_line_error(proc, f"No embedder export under {model_dir}")
 
 
 def test_cli_once_with_two_replicas_then_bad_corpus(tmp_path):
@@ -31,8 +41,7 @@ def test_cli_once_with_two_replicas_then_bad_corpus(tmp_path):
   long_docs = str(tmp_path / "long")
   testing.make_corpus(long_docs, (3,), max_block_length=288)
   proc = _run(*common, f"--corpus_dir={long_docs}", "--once")
-  assert proc.returncode == 1
-  assert f"{long_docs}/manifest.json has max_block_length=288" in proc.stderr
+  launch_testing.assert_one_line_error(proc, f"{long_docs}/manifest.json has max_block_length=288")
   assert bundle_lib.list_versions(index_dir) == [1]
   with open(os.path.join(index_dir, "00000001", "manifest.json")) as f:
     assert json.load(f)["step"] == 10

@@ -19,10 +19,11 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from realm_tf.evaluation.recall_log import (RECALL_LOG, bundle_key, is_final_bundle, load_seen,
                                             norm_path, pid_alive)
+from realm_tf.launch import cli
 
 flags.DEFINE_string("work_dir", "runs/local", "The pretrain job's work directory.")
 flags.DEFINE_string("model_dir", None, "Trainer directory (default <work_dir>/realm).")
@@ -115,4 +116,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

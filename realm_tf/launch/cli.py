@@ -1,0 +1,201 @@
+"""What every command-line program shares: quiet logs by default and one-line errors.
+
+Each CLI imports this module before anything that imports TensorFlow, and its
+`if __name__ == "__main__":` block calls `cli.run(main)` instead of `absl.app.run(main)`:
+
+  * Quiet by default. TensorFlow's and gRPC's C++ logs (CUDA probing such as "failed call to
+    cuInit" on a machine without a GPU, CPU-feature and oneDNN notices) are off, and so are Beam's
+    internals (`BatchElements statistics`, filesystems it cannot load) and the cloud-client
+    warnings (GCS, BigQuery, apitools). The program's own absl logging (stages, progress lines,
+    summaries) is unchanged. absl's `-v` / `--verbosity` (1 or more) brings everything back;
+    an explicit `TF_CPP_MIN_LOG_LEVEL` / `GRPC_VERBOSITY` in the environment is kept at the
+    default verbosity.
+  * One-line errors. The project's own error types (existing output, missing corpus, index or
+    export, config mismatch, bad checkpoint, bad dataset, unreachable data service, ...; see
+    USER_ERRORS) end the program with `error: <message>` on stderr and exit status 2, without a
+    traceback (`-v 1` adds the traceback). Any other exception is a bug and keeps its traceback.
+
+TensorFlow reads `TF_CPP_MIN_LOG_LEVEL` once, when it is imported, and some CLIs import it before
+their flags are parsed; so importing this module from a program run with `python -m` already sets
+it (and `GRPC_VERBOSITY`, which gRPC reads when it starts) from `-v` / `--verbosity` in
+`sys.argv` (a `--flagfile` setting is only seen after parsing, which is in time for the CLIs that
+import TensorFlow inside `main`).
+"""
+import logging as py_logging
+import os
+import sys
+import traceback
+from typing import Callable, Optional, Sequence, Tuple, Type
+
+from absl import app
+from absl import logging
+
+EXIT_USER_ERROR = 2
+
+# Native log settings when quiet. TF_CPP_MIN_LOG_LEVEL=3 hides INFO, WARNING and ERROR (the
+# missing-GPU notice "failed call to cuInit" is an ERROR line); GRPC_VERBOSITY=NONE hides gRPC
+# core's lines (e.g. a port it cannot bind). Errors still reach the user as Python exceptions.
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "NONE"}
+_defaulted = set()  # the QUIET_ENV names this process set (rather than found in the environment)
+
+# Python loggers that only speak to a Beam or cloud developer; ERROR and above still show.
+NOISY_LOGGERS = ("apache_beam", "google", "googleapiclient", "apitools", "oauth2client",
+                 "urllib3", "fsspec")
+
+# Packages whose files log through the root logger (e.g. Beam's "apitools not found" warning).
+_NOISY_PATH_PARTS = tuple(f"{os.sep}{name}{os.sep}" for name in ("apache_beam", "apitools"))
+
+# (module, class name) of the errors that mean "bad input or environment", not a bug. Matched by
+# name along the exception's MRO, so nothing is imported here (subclasses match too).
+USER_ERRORS: Tuple[Tuple[str, str], ...] = (
+    ("builtins", "FileExistsError"),      # output exists (pass --overwrite)
+    ("builtins", "FileNotFoundError"),    # missing input file, directory or glob
+    ("builtins", "PermissionError"),
+    ("realm_tf.data.corpus", "CorpusError"),
+    ("realm_tf.data.documents", "BadInputError"),
+    ("realm_tf.data.pretrain_pipeline", "DataServiceError"),
+    ("realm_tf.retrieval.bundle", "BundleError"),        # incl. BundleNotFoundError
+    ("realm_tf.retrieval.embedder_export", "ExportError"),
+    ("realm_tf.retrieval.refresh", "RecallTooLowError"),
+    ("realm_tf.retrieval.searcher", "SearcherError"),
+    ("realm_tf.training.trainer", "ConfigMismatchError"),
+    ("realm_tf.training.trainer", "NonFiniteLossError"),
+    ("realm_tf.training.realm_experiment", "BundleMismatchError"),
+    ("realm_tf.training.warm_start", "WarmStartError"),
+    ("realm_tf.checkpoints.mapping", "CheckpointMismatchError"),
+    ("realm_tf.export.components", "ServingExportError"),
+    ("realm_tf.openqa.datasets", "DatasetError"),
+    ("serving.validation", "ServingError"),              # a gRPC status from the model server
+    ("tensorflow.python.framework.errors_impl", "NotFoundError"),  # missing file or checkpoint
+    ("tensorflow.python.framework.errors_impl", "DataLossError"),  # corrupt checkpoint / record
+)
+
+
+def verbosity_in_argv(argv: Sequence[str]) -> int:
+  """absl's verbosity as given by `-v N` / `--verbosity=N` (any absl spelling) in raw `argv`.
+
+  Read before absl parses the flags, to configure TensorFlow before it is imported; 0 (absl's
+  INFO default) when absent or not an integer. The last occurrence wins, as in absl.
+  """
+  verbosity = 0
+  args = list(argv)
+  for i, arg in enumerate(args):
+    if arg == "--":
+      break
+    if not arg.startswith("-"):
+      continue
+    name, sep, value = arg.lstrip("-").partition("=")
+    if name not in ("v", "verbosity"):
+      continue
+    if not sep:
+      value = args[i + 1] if i + 1 < len(args) else ""
+    try:
+      verbosity = int(value)
+    except ValueError:
+      pass
+  return verbosity
+
+
+def set_native_log_levels(verbosity: int) -> None:
+  """TensorFlow's and gRPC's C++ logging for `verbosity`: quiet below 1 (unless the environment
+  already says), TensorFlow's every line and gRPC's default (errors) from 1 on.
+
+  Only effective before TensorFlow / gRPC start; child processes (Beam workers, servers) inherit it.
+  """
+  if verbosity >= 1:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    if "GRPC_VERBOSITY" in _defaulted:
+      del os.environ["GRPC_VERBOSITY"]
+      _defaulted.discard("GRPC_VERBOSITY")
+    return
+  for name, value in QUIET_ENV.items():
+    if name not in os.environ:
+      os.environ[name] = value
+      _defaulted.add(name)
+
+
+class _NoisyRootRecords(py_logging.Filter):
+  """Drops sub-ERROR records that Beam's (or apitools') modules log through the root logger."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.ERROR or not any(
+        part in (record.pathname or "") for part in _NOISY_PATH_PARTS)
+
+
+_ROOT_FILTER = _NoisyRootRecords()
+
+
+def quiet_logging(verbosity: int) -> None:
+  """Quiets TF's and gRPC's C++ logs, Beam and the cloud clients below `verbosity` 1; 1+ restores.
+
+  The program's own absl logging follows absl's `--verbosity` as usual. Safe to call repeatedly.
+  """
+  set_native_log_levels(verbosity)
+  quiet = verbosity < 1
+  for name in NOISY_LOGGERS:
+    py_logging.getLogger(name).setLevel(py_logging.ERROR if quiet else py_logging.NOTSET)
+  root = py_logging.getLogger()
+  if quiet:
+    if _ROOT_FILTER not in root.filters:
+      root.addFilter(_ROOT_FILTER)
+  else:
+    root.removeFilter(_ROOT_FILTER)
+
+
+def is_user_error(exc: BaseException, extra: Sequence[Type[BaseException]] = ()) -> bool:
+  """True when `exc` is one of USER_ERRORS (or of `extra`, a CLI's own additions)."""
+  if extra and isinstance(exc, tuple(extra)):
+    return True
+  names = set(USER_ERRORS)
+  return any((k.__module__, k.__qualname__) in names for k in type(exc).__mro__)
+
+
+def call_main(main: Callable, argv: Sequence[str],
+              user_errors: Sequence[Type[BaseException]] = ()):
+  """Runs `main(argv)` (flags already parsed) under the CLI policy: quiet logs, one-line errors.
+
+  A user error (see `is_user_error`) prints `error: <message>` on stderr and exits with status 2;
+  anything else propagates with its traceback.
+  """
+  verbosity = logging.get_verbosity()
+  quiet_logging(verbosity)
+  try:
+    return main(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    if not is_user_error(e, user_errors):
+      raise
+    if verbosity >= 1:
+      logging.error("%s", "".join(traceback.format_exception(e)).rstrip())
+    logging.flush()
+    sys.stdout.flush()
+    message = " ".join(str(e).split()) or type(e).__name__
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def run(main: Callable, flags_parser: Optional[Callable] = None,
+        user_errors: Sequence[Type[BaseException]] = ()) -> None:
+  """`absl.app.run(main)` with quiet logs and one-line errors (see `call_main`).
+
+  `flags_parser` is passed to absl (e.g. to leave Beam's pipeline options unparsed);
+  `user_errors` adds exception types this CLI treats as bad input on top of USER_ERRORS.
+  """
+  kwargs = {"flags_parser": flags_parser} if flags_parser else {}
+  app.run(lambda argv: call_main(main, argv, user_errors), **kwargs)
+
+
+def _running_a_cli() -> bool:
+  """True when this process runs one of this project's programs (`python -m realm_tf...`,
+  `python -m serving...`, or their files), not when a library user (a test, say) imports one."""
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  if spec is not None:
+    return spec.name.split(".")[0] in ("realm_tf", "serving")
+  path = os.path.abspath(getattr(main, "__file__", None) or os.devnull)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return any(path.startswith(os.path.join(root, package) + os.sep)
+             for package in ("realm_tf", "serving"))
+
+
+if _running_a_cli():
+  set_native_log_levels(verbosity_in_argv(sys.argv[1:]))

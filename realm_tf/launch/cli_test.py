@@ -1,0 +1,116 @@
+"""Tests of the CLI plumbing: verbosity from argv, quiet loggers, one-line errors, and `-v 1`."""
+import logging as py_logging
+import os
+
+import pytest
+from absl import logging
+
+from realm_tf.launch import cli
+from realm_tf.launch import testing
+
+
+@pytest.fixture
+def restore_logging(monkeypatch):
+  """Undoes quiet_logging's changes to this (shared) pytest process."""
+  levels = {name: py_logging.getLogger(name).level for name in cli.NOISY_LOGGERS}
+  for name in cli.QUIET_ENV:  # monkeypatch restores them (set or unset) afterwards
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(cli, "_defaulted", set(cli._defaulted))  # pylint: disable=protected-access
+  yield
+  for name, level in levels.items():
+    py_logging.getLogger(name).setLevel(level)
+  py_logging.getLogger().removeFilter(cli._ROOT_FILTER)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("argv, want", [
+    ([], 0), (["--output_dir=x"], 0), (["-v", "1"], 1), (["-v=2"], 2), (["--verbosity=1"], 1),
+    (["--verbosity", "3", "x"], 3), (["-verbosity=1"], 1), (["--v=1", "--v=0"], 0),
+    (["-v", "--other"], 0), (["--", "-v=1"], 0), (["--vv=1"], 0)])
+def test_verbosity_in_argv(argv, want):
+  assert cli.verbosity_in_argv(argv) == want
+
+
+def test_native_log_levels_keep_an_explicit_setting_unless_verbose(monkeypatch):
+  monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+  monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+  monkeypatch.setattr(cli, "_defaulted", set())
+  cli.set_native_log_levels(0)
+  assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3" and os.environ["GRPC_VERBOSITY"] == "NONE"
+  cli.set_native_log_levels(1)
+  assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" and "GRPC_VERBOSITY" not in os.environ
+  monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
+  monkeypatch.setenv("GRPC_VERBOSITY", "DEBUG")
+  cli.set_native_log_levels(0)
+  assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1" and os.environ["GRPC_VERBOSITY"] == "DEBUG"
+  cli.set_native_log_levels(1)
+  assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" and os.environ["GRPC_VERBOSITY"] == "DEBUG"
+
+
+def test_quiet_logging_silences_beam_and_cloud_clients_until_verbose(restore_logging):
+  del restore_logging
+  root = py_logging.getLogger()
+  beam_root_record = py_logging.LogRecord(
+      "root", py_logging.WARNING, os.path.join(os.sep, "site-packages", "apache_beam", "io",
+                                               "gcp", "x.py"), 1, "apitools not found", None, None)
+  own_record = py_logging.LogRecord("root", py_logging.WARNING, __file__, 1, "mine", None, None)
+  cli.quiet_logging(0)
+  assert py_logging.getLogger("apache_beam.transforms.util").getEffectiveLevel() == \
+      py_logging.ERROR
+  assert py_logging.getLogger("google.auth").getEffectiveLevel() == py_logging.ERROR
+  assert not root.filter(beam_root_record) and root.filter(own_record)
+  cli.quiet_logging(0)  # idempotent
+  assert root.filters.count(cli._ROOT_FILTER) == 1  # pylint: disable=protected-access
+  cli.quiet_logging(1)
+  assert py_logging.getLogger("apache_beam").level == py_logging.NOTSET
+  assert root.filter(beam_root_record)
+
+
+class BundleError(ValueError):
+  """Stands in for realm_tf.retrieval.bundle.BundleError (matched by module and name)."""
+
+
+BundleError.__module__ = "realm_tf.retrieval.bundle"
+
+
+def test_is_user_error_matches_by_name_along_the_mro():
+  class Sub(BundleError):
+    pass
+  assert cli.is_user_error(Sub("x")) and cli.is_user_error(FileExistsError("x"))
+  assert not cli.is_user_error(ValueError("x")) and not cli.is_user_error(KeyError("x"))
+  assert cli.is_user_error(ValueError("x"), extra=(ValueError,))
+
+
+def test_call_main_one_line_error_exit_2_else_traceback(restore_logging, monkeypatch, capsys):
+  del restore_logging
+  monkeypatch.setattr(logging, "get_verbosity", lambda: 0)
+
+  def bad_input(argv):
+    raise FileExistsError(f"/out/manifest.json exists;\n pass --overwrite ({argv[0]})")
+
+  with pytest.raises(SystemExit) as exit_info:
+    cli.call_main(bad_input, ["prog"])
+  assert exit_info.value.code == cli.EXIT_USER_ERROR == 2
+  err = capsys.readouterr().err
+  assert err == "error: /out/manifest.json exists; pass --overwrite (prog)\n"
+
+  def bug(argv):
+    raise KeyError("a bug")
+
+  with pytest.raises(KeyError):
+    cli.call_main(bug, ["prog"])
+  with pytest.raises(SystemExit):
+    cli.call_main(lambda argv: (_ for _ in ()).throw(ValueError("v")), ["p"], (ValueError,))
+  assert cli.call_main(lambda argv: 0, ["prog"]) == 0
+
+
+def test_verbosity_1_brings_back_tensorflow_logs_and_the_traceback(tmp_path):
+  """The quiet default is checked by every CLI's bad-input test (and ict_test's cuInit check)."""
+  missing = str(tmp_path / "missing")
+  proc = testing.run_cli("realm_tf.launch.convert_checkpoint", "--format=hf",
+                         f"--input={missing}", f"--output_dir={tmp_path / 'out'}", "-v", "1",
+                         env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert testing.TF_CPP_LINE.search(proc.stderr), proc.stderr[-3000:]
+  assert "Traceback" in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last == f"error: Hugging Face input must be a directory: {missing}", last

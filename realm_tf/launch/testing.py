@@ -1,0 +1,36 @@
+"""Test helpers for the command-line programs: run one in a subprocess, check its one-line error."""
+import os
+import re
+import subprocess
+import sys
+from typing import Dict, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# A TensorFlow C++ log line ("2026-01-01 12:00:00.123456: I tensorflow/...") or an absl C++ one
+# ("E0000 00:00:1795368052.785271   11619 chttp2_server.cc:1177] ..."); absl's Python lines
+# ("I1122 17:20:50.123456 140 ict.py:60] ...") are the program's own and do not match.
+TF_CPP_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
+                         r"|[IWEF]\d{4} [\d:.]+ +\d+ [\w./-]+\.(cc|h|cpp):\d+\])", re.M)
+
+
+def run_cli(module: str, *args: str, env: Optional[Dict[str, str]] = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+  """Runs `python -m <module> <args>` from the repository root (CPU only unless `env` says)."""
+  if env is None:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+  """Asserts exit status 2, no traceback, and a last stderr line `error: ...` containing each of
+  `needles` (the offending path or name); returns that line."""
+  tail = proc.stderr[-3000:]
+  assert proc.returncode == 2, f"exit status {proc.returncode}; stderr:\n{tail}"
+  assert "Traceback" not in proc.stderr, tail
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: "), tail
+  for needle in needles:
+    assert needle in last, f"{needle!r} not in {last!r}"
+  return last
