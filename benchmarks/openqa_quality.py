@@ -79,12 +79,13 @@ class FrozenQueryTower:
 
   def __call__(self, examples, features):
     import numpy as np  # pylint: disable=g-import-not-at-top
+    from realm_tf.evaluation.recall import top_k_rows  # pylint: disable=g-import-not-at-top
     q = self.embedder.embed_queries(
         {k: features[f"query/{k}"] for k in ("input_word_ids", "input_mask",
                                              "input_type_ids")}).numpy()
-    scores = self.scale * (q @ self.embeddings.T)
-    rows = np.argsort(-scores, axis=1, kind="stable")[:, :self.k].astype(np.int32)
-    top = np.take_along_axis(scores, rows, axis=1).astype(np.float32)
+    q = self.scale * q
+    rows = top_k_rows(q, self.embeddings, self.k).astype(np.int32)
+    top = np.einsum("qd,qkd->qk", q, self.embeddings[rows]).astype(np.float32)
     return {"rows": rows, "scores": top}
 
 
