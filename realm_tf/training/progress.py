@@ -47,13 +47,15 @@ class ProgressReporter:
 
 class ItemProgress:
   """Progress of a job counted in items (blocks, passages): a line with done/total, items/s and
-  ETA at most every `every_seconds` (absl's time-based rate limit) and once at the end."""
+  ETA at most every `every_seconds` (per instance, so two jobs never silence each other) and
+  once at the end."""
 
   def __init__(self, total: int, name: str, unit: str = "items", every_seconds: float = 10.0):
     self.total, self.name, self.unit = int(total), name, unit
     self.every_seconds = every_seconds
     self.done = 0
     self._t0 = time.time()
+    self._logged_at = float("-inf")
     self.last_line = ""
 
   def line(self) -> str:
@@ -68,7 +70,7 @@ class ItemProgress:
     """Counts `n` more items; logs when `every_seconds` have passed, or when all are done."""
     self.done += int(n)
     self.last_line = self.line()
-    if self.done >= self.total:
+    now = time.time()
+    if self.done >= self.total or now - self._logged_at >= self.every_seconds:
+      self._logged_at = now
       logging.info(self.last_line)
-    else:
-      logging.log_every_n_seconds(logging.INFO, "%s", self.every_seconds, self.last_line)
