@@ -18,6 +18,8 @@ W=${WORK_DIR:-runs/default}
 PORT=${PORT:-8500}
 QUESTION=${QUESTION:-"In what year was Nikola Tesla born?"}
 EVAL_EXAMPLES=${EVAL_EXAMPLES:-100}
+# The inline Python below is not a realm_tf CLI (which quiets TensorFlow's C++ notices itself).
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 
 echo "== 1/5 REALM pre-training (python -m realm_tf.launch.pretrain)"
 "$PY" -m realm_tf.launch.pretrain --work_dir="$W"

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from realm_tf.data import corpus
 from realm_tf.data import documents as documents_lib
+from realm_tf.io import atomic
 
 NAMESPACE = "realm_tf.data"
 BAD_RECORDS = "bad_records.jsonl"
@@ -178,7 +179,7 @@ class _WriteShardFn(beam.DoFn):
       for record in records:
         for k, v in self._stats_fn(record).items():
           stats[k] = stats.get(k, 0) + v
-    corpus.write_json_atomic(path + _STATS_SUFFIX, stats)
+    atomic.write_json(path + _STATS_SUFFIX, stats)
     yield from bad
     yield stats
 
@@ -214,10 +215,8 @@ class _WriteLinesFn(beam.DoFn):
     self._path = path
 
   def process(self, lines):
-    tmp = self._path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-      f.write("".join(line + "\n" for line in sorted(lines)))  # one write: creates empty files too
-    tf.io.gfile.rename(tmp, self._path, overwrite=True)
+    # No lines still writes the (empty) file.
+    atomic.write_text(self._path, "".join(line + "\n" for line in sorted(lines)))
     yield len(lines)
 
 

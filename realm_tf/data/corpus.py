@@ -14,6 +14,8 @@ from typing import Dict, Iterable, List, Optional
 
 import tensorflow as tf
 
+from realm_tf.io import atomic
+
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "blocks-{:05d}-of-{:05d}.tfrecord.gz"
 COMPRESSION = "GZIP"
@@ -74,10 +76,7 @@ def write_manifest(corpus_dir: str, shards: List[Dict], vocab_fingerprint: str,
   }
   manifest.update(extra or {})
   manifest["fingerprint"] = corpus_fingerprint(manifest)
-  tmp = os.path.join(corpus_dir, MANIFEST + ".tmp")
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    json.dump(manifest, f, indent=2, sort_keys=True)
-  tf.io.gfile.rename(tmp, os.path.join(corpus_dir, MANIFEST), overwrite=True)
+  atomic.write_json(os.path.join(corpus_dir, MANIFEST), manifest)
   return manifest
 
 
@@ -147,13 +146,11 @@ def read_blocks(corpus_dir: str, paths: Optional[List[str]] = None) -> tf.data.D
 
 def write_shard(path: str, records: Iterable[bytes]) -> Dict:
   """Writes serialized records to a GZIP shard via a temp file + rename; returns its manifest entry."""
-  tmp = path + ".tmp"
   n = 0
-  with tf.io.TFRecordWriter(tmp, options=COMPRESSION) as w:
+  with atomic.atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp, options=COMPRESSION) as w:
     for r in records:
       w.write(r)
       n += 1
-  tf.io.gfile.rename(tmp, path, overwrite=True)
   return {"file": os.path.basename(path), "num_blocks": n, "sha256": file_sha256(path)}
 
 
@@ -309,9 +306,5 @@ def record_paths(directory: str, manifest: Dict) -> List[str]:
   return [os.path.join(directory, s["file"]) for s in manifest["shards"]]
 
 
-def write_json_atomic(path: str, obj: Dict) -> None:
-  """Writes JSON to `path` through a temp file + rename."""
-  tmp = path + ".tmp"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+# Kept for the modules that import it from here; new code calls `realm_tf.io.atomic.write_json`.
+write_json_atomic = atomic.write_json

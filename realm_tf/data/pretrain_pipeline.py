@@ -32,8 +32,7 @@ from absl import logging
 
 from realm_tf.data.block_store import BlockStore
 from realm_tf.text import pack_document, pack_pair
-
-INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+from realm_tf.text.packing import INPUT_KEYS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,6 +56,25 @@ def masked_metrics_from_outputs(relevance, mlm_logits, batch) -> Dict[str, np.nd
           "tokens": tf.reduce_sum(weights, axis=-1)}
 
 
+def format_figures(figures: Dict[str, float]) -> str:
+  """One short line of held-out figures (the full names are in heldout.jsonl and TensorBoard)."""
+  parts = []
+  if "heldout_retrieval_utility" in figures:
+    stderr = figures.get("heldout_retrieval_utility_stderr")
+    parts.append(f"utility={figures['heldout_retrieval_utility']:.4f}"
+                 + (f"±{stderr:.4f}" if stderr is not None else "") +
+                 f" null_posterior={figures['heldout_null_posterior']:.4g}"
+                 f" mlm_acc={figures['heldout_mlm_accuracy']:.4f}"
+                 f" (null alone {figures['heldout_null_mlm_accuracy']:.4f})")
+  if "question_recall@5" in figures:
+    parts.append(f"question_recall@5={figures['question_recall@5']:.3f}"
+                 f" @20={figures['question_recall@20']:.3f}")
+    if "bm25_question_recall@5" in figures:
+      parts.append(f"(BM25 {figures['bm25_question_recall@5']:.3f}"
+                   f" @20 {figures['bm25_question_recall@20']:.3f})")
+  return " ".join(parts)
+
+
 class HeldOutEvaluator:
   """Measures a RealmPretrainer and an index bundle on held-out data (see module docstring).
 
@@ -112,12 +131,19 @@ class HeldOutEvaluator:
                                self.store, self.pipeline, self.tokenizer.cls_id,
                                self.tokenizer.sep_id)
     sums: Dict[str, float] = {}
+    utilities = []
     for batch in ds:
       batch.pop("data_position")
       for k, v in self._forward(batch).items():
         sums[k] = sums.get(k, 0.0) + float(tf.reduce_sum(v))
+        if k == "retrieval_utility":
+          utilities.append(v.numpy())
     tokens = max(sums["tokens"], 1.0)
+    utilities = np.concatenate(utilities)
+    # Its standard error: two runs' utilities differ beyond noise only by about twice this.
+    stderr = float(np.std(utilities, ddof=1) / np.sqrt(len(utilities))) if n > 1 else 0.0
     return {"heldout_retrieval_utility": sums["retrieval_utility"] / n,
+            "heldout_retrieval_utility_stderr": stderr,
             "heldout_null_posterior": sums["null_posterior"] / n,
             "heldout_mlm_accuracy": sums["hits"] / tokens,
             "heldout_null_mlm_accuracy": sums["null_hits"] / tokens,

@@ -14,8 +14,7 @@ import tensorflow as tf
 from realm_tf.data import corpus
 from realm_tf.data.squad_open import SquadQuestion
 from realm_tf.text import RealmTokenizer, pack_query
-
-INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+from realm_tf.text.packing import INPUT_KEYS
 EVAL_SEED = 20_200_210  # masking seed of evaluation queries (differs from any training seed)
 
 

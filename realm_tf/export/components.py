@@ -35,13 +35,13 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from realm_tf.openqa import features as features_lib
 from realm_tf.text import RealmTokenizer, pack_document, pack_query
+from realm_tf.text.packing import INPUT_KEYS
 
 SERVING_DEFAULT = "serving_default"
 EXTRA_DIR = "assets.extra"
 EXPORT_INFO = "realm_export.json"
 PY_FUNCTION_OPS = ("PyFunc", "PyFuncStateless", "EagerPyFunc")
 NEG_INF = -1e9
-INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
 
 QUERY_EMBEDDER = "realm_query_embedder"
 DOC_EMBEDDER = "realm_doc_embedder"

@@ -6,7 +6,8 @@ Each CLI imports this module before anything that imports TensorFlow, and its
   * Quiet by default. TensorFlow's and gRPC's C++ logs (CUDA probing such as "failed call to
     cuInit" on a machine without a GPU, CPU-feature and oneDNN notices) are off, and so are Beam's
     internals (`BatchElements statistics`, filesystems it cannot load) and the cloud-client
-    warnings (GCS, BigQuery, apitools). The program's own absl logging (stages, progress lines,
+    warnings (GCS, BigQuery, apitools), and TensorFlow's Python INFO lines (one per saved
+    SavedModel). The program's own absl logging (stages, progress lines,
     summaries) is unchanged. absl's `-v` / `--verbosity` (1 or more) brings everything back;
     an explicit `TF_CPP_MIN_LOG_LEVEL` / `GRPC_VERBOSITY` in the environment is kept at the
     default verbosity.
@@ -38,9 +39,13 @@ EXIT_USER_ERROR = 2
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "NONE"}
 _defaulted = set()  # the QUIET_ENV names this process set (rather than found in the environment)
 
-# Python loggers that only speak to a Beam or cloud developer; ERROR and above still show.
-NOISY_LOGGERS = ("apache_beam", "google", "googleapiclient", "apitools", "oauth2client",
-                 "urllib3", "fsspec")
+# Python loggers quieted below verbosity 1, and the level each keeps: Beam and the cloud clients
+# only speak to their developers (ERROR and above still show); TensorFlow's Python logger writes
+# an INFO line for every SavedModel it saves ("Assets written to", "Sharding callback duration",
+# "Writing fingerprint"), while its warnings stay.
+QUIET_LEVELS = {**{name: py_logging.ERROR for name in (
+    "apache_beam", "google", "googleapiclient", "apitools", "oauth2client", "urllib3", "fsspec")},
+                "tensorflow": py_logging.WARNING}
 
 # Packages whose files log through the root logger (e.g. Beam's "apitools not found" warning).
 _NOISY_PATH_PARTS = tuple(f"{os.sep}{name}{os.sep}" for name in ("apache_beam", "apitools"))
@@ -124,22 +129,42 @@ class _NoisyRootRecords(py_logging.Filter):
 
 _ROOT_FILTER = _NoisyRootRecords()
 
+# TensorFlow modules that log through absl directly (not the `tensorflow` logger), one INFO line
+# per SavedModel or checkpoint: "Sharding callback duration", "Writing fingerprint", "Function
+# `serve` contains input name(s) ... unsupported characters".
+_TF_PATH_PART = f"{os.sep}tensorflow{os.sep}python{os.sep}"
+
+
+class _TensorFlowInfoRecords(py_logging.Filter):
+  """Drops INFO (and lower) records logged from TensorFlow's own Python files."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or _TF_PATH_PART not in (record.pathname or "")
+
+
+_TF_FILTER = _TensorFlowInfoRecords()
+
 
 def quiet_logging(verbosity: int) -> None:
-  """Quiets TF's and gRPC's C++ logs, Beam and the cloud clients below `verbosity` 1; 1+ restores.
+  """Quiets TF's C++ and Python INFO logs, gRPC, Beam and the cloud clients below `verbosity` 1;
+  1+ restores.
 
   The program's own absl logging follows absl's `--verbosity` as usual. Safe to call repeatedly.
   """
   set_native_log_levels(verbosity)
   quiet = verbosity < 1
-  for name in NOISY_LOGGERS:
-    py_logging.getLogger(name).setLevel(py_logging.ERROR if quiet else py_logging.NOTSET)
+  for name, level in QUIET_LEVELS.items():
+    py_logging.getLogger(name).setLevel(level if quiet else py_logging.NOTSET)
   root = py_logging.getLogger()
+  absl_handler = logging.get_absl_handler()  # every record that reaches the terminal passes it
   if quiet:
     if _ROOT_FILTER not in root.filters:
       root.addFilter(_ROOT_FILTER)
+    if _TF_FILTER not in absl_handler.filters:
+      absl_handler.addFilter(_TF_FILTER)
   else:
     root.removeFilter(_ROOT_FILTER)
+    absl_handler.removeFilter(_TF_FILTER)
 
 
 def is_user_error(exc: BaseException, extra: Sequence[Type[BaseException]] = ()) -> bool:

@@ -12,7 +12,7 @@ from realm_tf.launch import testing
 @pytest.fixture
 def restore_logging(monkeypatch):
   """Undoes quiet_logging's changes to this (shared) pytest process."""
-  levels = {name: py_logging.getLogger(name).level for name in cli.NOISY_LOGGERS}
+  levels = {name: py_logging.getLogger(name).level for name in cli.QUIET_LEVELS}
   for name in cli.QUIET_ENV:  # monkeypatch restores them (set or unset) afterwards
     monkeypatch.delenv(name, raising=False)
   monkeypatch.setattr(cli, "_defaulted", set(cli._defaulted))  # pylint: disable=protected-access
@@ -20,6 +20,7 @@ def restore_logging(monkeypatch):
   for name, level in levels.items():
     py_logging.getLogger(name).setLevel(level)
   py_logging.getLogger().removeFilter(cli._ROOT_FILTER)  # pylint: disable=protected-access
+  logging.get_absl_handler().removeFilter(cli._TF_FILTER)  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("argv, want", [
@@ -57,11 +58,23 @@ def test_quiet_logging_silences_beam_and_cloud_clients_until_verbose(restore_log
   assert py_logging.getLogger("apache_beam.transforms.util").getEffectiveLevel() == \
       py_logging.ERROR
   assert py_logging.getLogger("google.auth").getEffectiveLevel() == py_logging.ERROR
+  # TensorFlow's per-SavedModel INFO lines go; its warnings stay.
+  assert py_logging.getLogger("tensorflow").level == py_logging.WARNING
+  handler = logging.get_absl_handler()
+  tf_file = os.path.join(os.sep, "site-packages", "tensorflow", "python", "checkpoint",
+                         "functional_saver.py")
+  tf_info = py_logging.LogRecord("absl", py_logging.INFO, tf_file, 1, "Sharding callback", None,
+                                 None)
+  tf_warning = py_logging.LogRecord("absl", py_logging.WARNING, tf_file, 1, "w", None, None)
+  own_info = py_logging.LogRecord("absl", py_logging.INFO, __file__, 1, "[ict] step", None, None)
+  assert not handler.filter(tf_info) and handler.filter(tf_warning) and handler.filter(own_info)
   assert not root.filter(beam_root_record) and root.filter(own_record)
   cli.quiet_logging(0)  # idempotent
   assert root.filters.count(cli._ROOT_FILTER) == 1  # pylint: disable=protected-access
   cli.quiet_logging(1)
   assert py_logging.getLogger("apache_beam").level == py_logging.NOTSET
+  assert py_logging.getLogger("tensorflow").level == py_logging.NOTSET
+  assert handler.filter(tf_info)
   assert root.filter(beam_root_record)
 
 

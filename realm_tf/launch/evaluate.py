@@ -65,7 +65,8 @@ def main(argv):
                  "wall_seconds": round(time.time() - t0, 1)})
   os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
   write_json_atomic(prefix + ".json", result)
-  logging.info("Evaluation: %s", result)
+  logging.info("Evaluation written to %s.json (%d examples, %.0f s).", prefix,
+               result.get("num_examples", 0), result["wall_seconds"])
   print(json.dumps(result, indent=2))
 
 

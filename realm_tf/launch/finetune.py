@@ -107,7 +107,7 @@ def main(argv):
       data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, jit_compile=FLAGS.jit_compile,
       strict=FLAGS.strict)
   result["wall_seconds"] = round(time.time() - t0, 1)
-  logging.info("Fine-tuning done: %s", result)
+  logging.info("Fine-tuning done in %.0f s.", result["wall_seconds"])
   print(json.dumps({k: v for k, v in result.items() if k != "progress_line"}, indent=2,
                    default=str))
   print(f"Checkpoints in {os.path.join(FLAGS.model_dir, 'checkpoints')}")

@@ -55,6 +55,8 @@ HELP = {
     "masking": "Masking scheme: salient|random_span|random_uniform (the paper's ablations).",
     "train_retriever": "Train the retriever in REALM (false: the frozen-retriever ablation; "
                        "the index then never changes).",
+    "retrieval_score_scale": "Multiplies the warm-started retriever's scores once at the start "
+                             "of REALM (a temperature; 1: as ICT left them).",
     "num_candidates": "Candidates per query: the null document + retrieved (the paper: 8).",
     "refresh": "Index refresh mode: inline|async|none.",
     "refresh_every_steps": "Steps between index refreshes (and held-out evaluations).",

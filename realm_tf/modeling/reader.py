@@ -22,8 +22,7 @@ import tensorflow as tf
 import tf_keras
 
 from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder, get_encoder_config
-
-INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+from realm_tf.text.packing import INPUT_KEYS
 NEG_INF = -1e9
 
 

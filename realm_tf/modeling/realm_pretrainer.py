@@ -4,9 +4,14 @@ For each masked query x the input pipeline supplies C candidate documents: the n
 (index 0, always present) and the top retrieved blocks with the query's own block removed.
 The model recomputes relevance `f(x, z)` with the current parameters of both towers (so
 gradients reach both, although retrieval used a stale index), runs the knowledge-augmented
-encoder on every (x, z) pair, and marginalises:
+encoder on every (x, z) pair, and marginalises over z for each masked token, as the original
+(language/realm/model.py) does:
 
-    loss = -log Σ_z p(z|x) p(y|z,x) = -logsumexp_z(log_softmax(f)(z) + Σ_masks log p(y_m|z,x))
+    loss = -mean_m log Σ_z p(z|x) p(y_m|z,x) = -mean_m logsumexp_z(log_softmax(f)(z) + log p(y_m|z,x))
+
+Marginalising each token separately (rather than the product over a query's masks) keeps the
+posterior over candidates from sharpening with the number of masks, so the retriever's gradient
+p(z|x) - p(z|x,y_m) stays informative.
 """
 import dataclasses
 from typing import Dict, Union
@@ -74,9 +79,11 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
     masked_ids: [B, M] target wordpieces. masked_weights: [B, M] 1 for real targets.
 
   Returns:
-    dict of [B] tensors: `marginal_log_prob` (log Σ_z p(z|x) p(y|z,x)), `null_log_prob`
-    (log p(y|null,x)), `retrieval_utility` (their difference), `null_posterior`
-    (p(null|x,y)), `log_prior` [B, C], and `token_correct` [B, M] (marginal argmax == target).
+    dict of [B] tensors, each a mean over the example's masked tokens m (0 without any):
+    `marginal_log_prob` (log Σ_z p(z|x) p(y_m|z,x), whose negative is the loss),
+    `null_log_prob` (log p(y_m|null,x)), `retrieval_utility` (their difference, the original's
+    metric), `null_posterior` (p(null|x,y_m)); and `log_prior` [B, C], `token_correct` [B, M]
+    (marginal argmax == target).
 
   Memory: the [B, C, M, V] logits are the largest tensor of pre-training. The target
   log-probabilities come from one fused softmax cross-entropy (whose backward pass needs no
@@ -92,18 +99,22 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
   targets = tf.tile(tf.expand_dims(tf.cast(masked_ids, tf.int32), 1), [1, num_c, 1])  # [B, C, M]
   target_log_probs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=targets, logits=mlm_logits)  # [B, C, M]
-  log_likelihood = tf.reduce_sum(target_log_probs * weights[:, None, :], axis=-1)  # [B, C]
-  joint = log_prior + log_likelihood + (1.0 - cmask) * _NEG_INF
-  marginal = tf.reduce_logsumexp(joint, axis=-1)
-  null_log_prob = log_likelihood[:, 0]
-  posterior = tf.nn.softmax(joint, axis=-1)
+  joint = (log_prior + (1.0 - cmask) * _NEG_INF)[:, :, None] + target_log_probs  # [B, C, M]
+  marginal = tf.reduce_logsumexp(joint, axis=1)  # [B, M]
+  null_log_prob = target_log_probs[:, 0]  # [B, M]
+  null_posterior = tf.exp(joint[:, 0] - marginal)  # [B, M]
+  num_masks = tf.reduce_sum(weights, axis=-1)
+
+  def token_mean(x):
+    return tf.math.divide_no_nan(tf.reduce_sum(x * weights, axis=-1), num_masks)
+
   predicted = marginal_argmax(tf.stop_gradient(mlm_logits), tf.stop_gradient(log_prior))
   correct = tf.cast(tf.equal(predicted, tf.cast(masked_ids, tf.int32)), tf.float32) * weights
   return {
-      "marginal_log_prob": marginal,
-      "null_log_prob": null_log_prob,
-      "retrieval_utility": marginal - null_log_prob,
-      "null_posterior": posterior[:, 0],
+      "marginal_log_prob": token_mean(marginal),
+      "null_log_prob": token_mean(null_log_prob),
+      "retrieval_utility": token_mean(marginal - null_log_prob),
+      "null_posterior": token_mean(null_posterior),
       "log_prior": log_prior,
       "token_correct": correct,
   }

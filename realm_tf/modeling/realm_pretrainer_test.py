@@ -37,6 +37,14 @@ def synthetic_batch(config=SMALL, batch_size=2, seed=0):
   return batch
 
 
+def _joint_marginal(relevance, logits, ids):
+  """log Σ_z p(z|x) Π_m p(y_m|z,x) for one example with every mask real (not REALM's loss)."""
+  prior = _np_log_softmax(relevance)
+  terms = [prior[z] + sum(_np_log_softmax(logits[z])[k, ids[k]] for k in range(len(ids)))
+           for z in range(len(relevance))]
+  return np.log(np.sum(np.exp(terms)))
+
+
 class MarginalLikelihoodTest(tf.test.TestCase):
 
   def test_matches_hand_computation(self):
@@ -52,17 +60,24 @@ class MarginalLikelihoodTest(tf.test.TestCase):
     for i in range(b):
       valid = [z for z in range(c) if cmask[i, z]]
       prior = _np_log_softmax(relevance[i, valid])
-      terms = []
-      for j, z in enumerate(valid):
-        lp = _np_log_softmax(logits[i, z])
-        ll = sum(lp[k, ids[i, k]] for k in range(m) if weights[i, k])
-        terms.append(prior[j] + ll)
-      marginal = np.log(np.sum(np.exp(terms)))
-      null_ll = sum(_np_log_softmax(logits[i, 0])[k, ids[i, k]] for k in range(m) if weights[i, k])
-      self.assertAllClose(out["marginal_log_prob"][i], marginal, atol=1e-5)
-      self.assertAllClose(out["null_log_prob"][i], null_ll, atol=1e-5)
-      self.assertAllClose(out["retrieval_utility"][i], marginal - null_ll, atol=1e-5)
-      self.assertAllClose(out["null_posterior"][i], np.exp(terms[0] - marginal), atol=1e-5)
+      marginals, nulls, null_posts = [], [], []
+      for k in range(m):  # each masked token marginalises over the candidates on its own
+        if not weights[i, k]:
+          continue
+        terms = [prior[j] + _np_log_softmax(logits[i, z])[k, ids[i, k]]
+                 for j, z in enumerate(valid)]
+        marginals.append(np.log(np.sum(np.exp(terms))))
+        nulls.append(terms[0] - prior[0])
+        null_posts.append(np.exp(terms[0] - marginals[-1]))
+      self.assertAllClose(out["marginal_log_prob"][i], np.mean(marginals), atol=1e-5)
+      self.assertAllClose(out["null_log_prob"][i], np.mean(nulls), atol=1e-5)
+      self.assertAllClose(out["retrieval_utility"][i], np.mean(marginals) - np.mean(nulls),
+                          atol=1e-5)
+      self.assertAllClose(out["null_posterior"][i], np.mean(null_posts), atol=1e-5)
+    # Two tokens explained by two different candidates: the per-token marginal (the original's)
+    # is not the marginal of their product.
+    self.assertNotAllClose(out["marginal_log_prob"][0], _joint_marginal(relevance[0], logits[0],
+                                                                        ids[0]) / 2)
 
   def test_padded_candidates_get_no_mass(self):
     relevance = tf.constant([[0.0, 100.0, 0.0]])

@@ -15,8 +15,7 @@ import tf_keras
 
 from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder, get_encoder_config
 from realm_tf.modeling.layers import RetrievalProjection
-
-INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+from realm_tf.text.packing import INPUT_KEYS  # re-exported: other modules import it from here
 POOLINGS = ("cls", "mean")
 
 

@@ -15,6 +15,7 @@ is normalised — each with a logged warning naming the example.
 rank_bm25's Okapi BM25): the same fine-tuned reader reads BM25's top K, and EM and recall@k are
 reported exactly as for dense retrieval, so one command scores any reader behind either.
 """
+import contextlib
 import json
 import os
 import time
@@ -25,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.io import atomic
 from realm_tf.openqa import metrics
 from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text, span_text
 from realm_tf.text import RealmTokenizer
@@ -151,16 +153,15 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
     logging.warning("recall@k for k > %d (the corpus size) is not reported.",
                     predictor.num_retrieved)
   scorer = metrics.OpenQAScorer(ks)
-  writer = None
-  tmp = None
+  out = contextlib.nullcontext()
   if predictions_path:
     tf.io.gfile.makedirs(os.path.dirname(os.path.abspath(predictions_path)) or ".")
-    tmp = predictions_path + ".tmp"
-    writer = tf.io.gfile.GFile(tmp, "wb")
-  start = time.time()
-  empty = 0
-  probs = []
-  try:
+    # Written as results arrive; published only if the whole evaluation succeeds.
+    out = atomic.atomic_open(predictions_path, "wb")
+  with out as writer:
+    start = time.time()
+    empty = 0
+    probs = []
     for s in range(0, len(examples), batch_size):
       batch = list(examples[s:s + batch_size])
       preds = predictor.predict(batch)
@@ -186,14 +187,6 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
       done = min(s + batch_size, len(examples))
       if log_every and (s // batch_size) % log_every == 0:
         logging.info("Evaluated %d/%d: %s", done, len(examples), scorer.result())
-  except BaseException:
-    if writer is not None:
-      writer.close()
-      tf.io.gfile.remove(tmp)
-    raise
-  if writer is not None:
-    writer.close()
-    tf.io.gfile.rename(tmp, predictions_path, overwrite=True)
   elapsed = max(time.time() - start, 1e-9)
   result = scorer.result()
   # Empty questions were answered without retrieval: recall counts them as misses.

@@ -66,7 +66,7 @@ def clean_text(text, what: str = "text", example: str = "") -> str:
   fixed = " ".join(fixed.split())
   if fixed != " ".join(text.split()):
     logging.warning("Example %s: stray characters removed from the %s %r → %r.", example, what,
-                    text[:80], fixed[:80])
+                    text[:40], fixed[:40])
   return fixed
 
 
@@ -101,14 +101,17 @@ class QuestionFeaturizer:
     q_ids = self.tokenize(questions)
     q_budget = cfg.reader_query_length - 2
     retr_budget = cfg.query_seq_length - 2
+    truncated = []
     for e, text, ids in zip(examples, questions, q_ids):
       if not text:
         logging.warning("Example %s has an empty question; it is asked as `[CLS] [SEP]` and "
                         "counts as unanswered.", _name(e))
       elif len(ids) > min(q_budget, retr_budget):
-        logging.warning("Example %s: question of %d wordpieces truncated to %d (reader) / %d "
-                        "(retriever): %r.", _name(e), len(ids), q_budget,
-                        min(len(ids), retr_budget), text[:80])
+        truncated.append(repr(e.qid))
+    if truncated:  # one line per batch: a long question is common and harmless
+      logging.warning("%d question(s) longer than %d (reader) / %d (retriever) wordpieces "
+                      "truncated, e.g. %s.", len(truncated), q_budget, retr_budget,
+                      ", ".join(truncated[:3]))
     if b:
       ragged = tf.RaggedTensor.from_row_lengths(
           tf.constant(np.concatenate(q_ids).astype(np.int32) if q_ids else np.zeros([0], np.int32)),

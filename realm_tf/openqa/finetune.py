@@ -29,6 +29,7 @@ import tf_keras
 from absl import logging
 
 from realm_tf.data.block_store import BlockStore
+from realm_tf.io import atomic
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.retriever import RetrieverConfig
 from realm_tf.openqa import datasets
@@ -261,7 +262,8 @@ def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_
       warm_start.encoder_config_of(init_checkpoint)
   reader_cfg = config.model.reader
   if reader_enc is not None and reader_enc != reader_cfg.encoder_config:
-    logging.info("Reader encoder follows the init checkpoint: %s", reader_enc)
+    logging.info("Reader encoder follows the init checkpoint: %d layers, hidden %d.",
+                 reader_enc.num_layers, reader_enc.hidden_size)
     reader_cfg = dataclasses.replace(reader_cfg, encoder=reader_enc)
   config = dataclasses.replace(config, model=dataclasses.replace(
       config.model, retriever=retr, reader=reader_cfg))
@@ -273,7 +275,9 @@ def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_
   task = functools.partial(openqa_task, reader_positives=config.reader_positives)
   trainer = Trainer(model, optimizer, task, strategy, model_dir, config.batch_size,
                     config.clip_norm, config.checkpoint_every, log_every=config.log_every,
-                    jit_compile=jit_compile, name="finetune")
+                    jit_compile=jit_compile, name="finetune",
+                    line_keys=("loss", "retriever_loss", "reader_loss", "reader_has_answer",
+                               "reader_loss_nonzero", "reader_correct"))
   warm = {}
   if not trainer.manager.latest_checkpoint:
     # Without an init checkpoint the query tower is the bundle's own (it built the index).
@@ -301,9 +305,7 @@ def run_finetune(config: FinetuneConfig, index_dir: str, corpus_dir: str, model_
                          f"{len(usable)} questions; use a new --model_dir.")
     else:
       answers = expand_regex_answers(usable, model, featurizer, config.regex_search_blocks)
-      with tf.io.gfile.GFile(cache + ".tmp", "w") as f:
-        json.dump(answers, f)
-      tf.io.gfile.rename(cache + ".tmp", cache, overwrite=True)
+      atomic.write_json(cache, answers, indent=None, sort_keys=False)
   feats = featurizer.featurize(usable)
   if answers is not None:
     feats.update(featurizer.answer_features(usable, answers))

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import time
-import uuid
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -27,8 +26,9 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
-from realm_tf.retrieval.embedder_export import INPUT_KEYS, LoadedEmbedder, check_corpus_compatible
-from realm_tf.text.packing import pack_document
+from realm_tf.io import atomic
+from realm_tf.retrieval.embedder_export import LoadedEmbedder, check_corpus_compatible
+from realm_tf.text.packing import INPUT_KEYS, pack_document
 from realm_tf.training.progress import ItemProgress
 
 PART_PATTERN = "part-{:05d}.npz"
@@ -79,10 +79,8 @@ def write_part(path: str, block_ids: np.ndarray, embeddings: np.ndarray, header:
   buf = io.BytesIO()
   np.savez(buf, block_ids=np.asarray(block_ids, np.int64),
            embeddings=np.asarray(embeddings, np.float32), header=np.array(json.dumps(header)))
-  tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-  with tf.io.gfile.GFile(tmp, "wb") as f:
-    f.write(buf.getvalue())
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  # unique: a restarted worker never writes into the temporary of a stale one.
+  atomic.write_bytes(path, buf.getvalue(), unique=True)
 
 
 def read_part(path: str) -> Tuple[np.ndarray, np.ndarray, Dict]:

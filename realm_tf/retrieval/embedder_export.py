@@ -24,11 +24,12 @@ from typing import Dict, List, Optional
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.text.packing import INPUT_KEYS
+
 EXPORTS_SUBDIR = "embedder_exports"
 METADATA = "realm_export.json"
 TRAINING_DONE = "TRAINING_DONE"
 FORMAT_VERSION = 1
-INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
 REQUIRED_KEYS = ("step", "query_seq_length", "doc_seq_length", "vocab_fingerprint",
                  "encoder_config", "embedding_dim")
 _STEP_DIR = re.compile(r"^\d{8}$")

@@ -8,6 +8,9 @@ run in tf.data and inside SavedModels.
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+# The three features every packing function returns: a BERT encoder's inputs.
+INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+
 
 def _pack(segments, seq_length, cls_id, sep_id, pad_id=0, trimmer="waterfall"):
   """Trims `segments` to fit `seq_length` with specials, then combines and pads them."""
@@ -21,7 +24,7 @@ def _pack(segments, seq_length, cls_id, sep_id, pad_id=0, trimmer="waterfall"):
       trimmed, start_of_sequence_id=cls_id, end_of_segment_id=sep_id)
   word_ids, mask = tf_text.pad_model_inputs(ids, max_seq_length=seq_length, pad_value=pad_id)
   type_ids, _ = tf_text.pad_model_inputs(type_ids, max_seq_length=seq_length, pad_value=0)
-  return {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": type_ids}
+  return dict(zip(INPUT_KEYS, (word_ids, mask, type_ids)))
 
 
 def pack_query(query_ids, seq_length, cls_id, sep_id):

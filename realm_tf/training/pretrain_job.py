@@ -12,12 +12,13 @@ import dataclasses
 import os
 from typing import Dict, List, Optional
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data.documents import default_corpus_path
-from realm_tf.evaluation.heldout import HeldOutConfig
+from realm_tf.evaluation.heldout import HeldOutConfig, format_figures
 from realm_tf.modeling.encoder_config import get_encoder_config
 from realm_tf.modeling.realm_pretrainer import RealmConfig
 from realm_tf.modeling.retriever import RetrieverConfig
@@ -55,7 +56,7 @@ class PretrainJobConfig:
   # Reader: the knowledge-augmented encoder, its warm start and its MLM warm-up.
   reader_preset: str = "minilm"
   reader_init: Optional[str] = "minilm"
-  reader_warmup_steps: int = 450
+  reader_warmup_steps: int = 250
   reader_warmup_batch_size: int = 16
   reader_warmup_learning_rate: float = 5e-4
   reader_warmup_train_encoder: bool = True
@@ -67,7 +68,9 @@ class PretrainJobConfig:
   warmup_steps: Optional[int] = None       # default 10% of the run
   masking: str = "salient"
   train_retriever: bool = True             # False: the frozen-retriever ablation
-  num_candidates: int = 4
+  # Temperature on the ICT retriever's scores (±128 → a one-hot prior that starves it of gradient).
+  retrieval_score_scale: float = 0.05
+  num_candidates: int = 8
   refresh: str = "inline"
   refresh_every_steps: int = 50
   export_every_steps: Optional[int] = None
@@ -203,7 +206,8 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
       masking=config.masking, seed=config.seed, refresh=config.refresh,
       refresh_every_steps=every, export_every_steps=config.export_every_steps or every,
       checkpoint_every=config.checkpoint_every, heldout_fraction=config.heldout_fraction,
-      train_retriever=config.train_retriever)
+      train_retriever=config.train_retriever,
+      retrieval_score_scale=config.retrieval_score_scale)
   experiment = RealmExperiment(
       pretrain, dirs["corpus"], dirs["annotations"], dirs["index"], dirs["realm"], strategy,
       refresher=refresher if config.refresh == "inline" else None,
@@ -231,6 +235,13 @@ def learning_goals(start: Dict, end: Dict) -> Dict[str, bool]:
                                   start.get("heldout_retrieval_utility", 0.0),
       "null_posterior_below_0.9": end.get("heldout_null_posterior", 1.0) < 0.9,
   }
+  if "heldout_retrieval_utility_stderr" in end and "heldout_retrieval_utility_stderr" in start:
+    # The same held-out sentences before and after, so this is conservative (it ignores their
+    # positive correlation): a change beyond it is not noise of the sentence sample.
+    noise = 2.0 * float(np.hypot(start["heldout_retrieval_utility_stderr"],
+                                 end["heldout_retrieval_utility_stderr"]))
+    goals["heldout_utility_improved_beyond_2_stderr"] = (
+        end["heldout_retrieval_utility"] - start["heldout_retrieval_utility"] > noise)
   if "question_recall@5" in start:
     goals["question_recall@5_not_below_ict"] = \
         end["question_recall@5"] >= start["question_recall@5"]
@@ -247,21 +258,14 @@ def format_summary(summary: Dict) -> str:
   if summary.get("reader_warmup"):
     lines.append("Reader warm-up (MLM, no retrieval): " + ", ".join(
         f"{k}={v:.4f}" for k, v in summary["reader_warmup"].items()))
-  keys = ("heldout_retrieval_utility", "heldout_null_posterior", "heldout_mlm_accuracy",
-          "heldout_null_mlm_accuracy", "question_recall@5", "question_recall@20")
   for stage, label in (("heldout_start", "before REALM (ICT retriever)"),
                        ("heldout_end", "after REALM")):
     r = summary.get(stage)
     if r:
-      lines.append(f"Held-out, {label}, step {r['step']}, index v{r['index_version']}: " +
-                   ", ".join(f"{k}={r[k]:.4f}" for k in keys if k in r))
-  end = summary.get("heldout_end") or {}
-  if "bm25_question_recall@5" in end:
-    lines.append(f"BM25 on the same questions: question_recall@5="
-                 f"{end['bm25_question_recall@5']:.4f}, question_recall@20="
-                 f"{end['bm25_question_recall@20']:.4f}")
-  if "train" in summary:
-    t = summary["train"]
+      lines.append(f"Held-out, {label}, step {r['step']}, index v{r['index_version']}: "
+                   + format_figures(r))
+  t = summary.get("train") or {}
+  if any(k in t for k in ("loss", "retrieval_utility")):  # a resumed, finished run has none
     lines.append("Last training step: " + ", ".join(
         f"{k}={t[k]:.4f}" for k in ("loss", "retrieval_utility", "mlm_accuracy",
                                     "null_posterior") if k in t))

@@ -1,17 +1,23 @@
 """Progress lines (step, examples/s, loss, ETA) and TensorBoard scalars for long jobs."""
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 from absl import logging
 
 
 class ProgressReporter:
-  """Logs a progress line every `log_every` steps and writes TensorBoard scalars."""
+  """Logs a progress line every `log_every` steps and writes TensorBoard scalars.
+
+  `line_keys` picks the scalars the line shows (all of them when None); every scalar goes to
+  TensorBoard either way, so a task with many diagnostics keeps its line short.
+  """
 
   def __init__(self, total_steps: int, batch_size: int, log_every: int = 10,
-               summary_dir: Optional[str] = None, name: str = "train"):
+               summary_dir: Optional[str] = None, name: str = "train",
+               line_keys: Optional[Sequence[str]] = None):
     self.total_steps = total_steps
+    self.line_keys = tuple(line_keys) if line_keys is not None else None
     self.batch_size = batch_size
     self.log_every = max(1, log_every)
     self.name = name
@@ -35,7 +41,8 @@ class ProgressReporter:
     done = step - self._step0
     rate = done * self.batch_size / elapsed
     eta = (self.total_steps - step) * elapsed / max(done, 1)
-    fields = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+    fields = " ".join(f"{k}={v:.4g}" for k, v in scalars.items()
+                      if self.line_keys is None or k in self.line_keys)
     self.last_line = (f"[{self.name}] step {step}/{self.total_steps} "
                       f"{rate:.1f} examples/s {fields} ETA {eta:.0f}s")
     logging.info(self.last_line)

@@ -15,3 +15,22 @@ def test_item_progress_lines_are_rate_limited_and_the_last_is_always_logged(monk
   progress.add(10)
   assert len(lines) == 2 and lines[-1].startswith("[embed] 100/100 blocks")
   assert lines[-1].endswith("ETA 0s")
+
+
+def test_progress_line_shows_the_chosen_scalars_and_tensorboard_gets_all(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  reporter = progress_lib.ProgressReporter(10, 4, log_every=5, summary_dir=str(tmp_path), name="ft",
+                                       line_keys=("loss", "reader_loss"))
+  reporter.start(0)
+  reporter.update(5, {"loss": 1.5, "reader_loss": 0.25, "retriever_loss": 1.25})
+  assert "loss=1.5 reader_loss=0.25 ETA" in reporter.last_line
+  assert "retriever_loss" not in reporter.last_line
+  tags = set()
+  for path in tf.io.gfile.glob(str(tmp_path / "events*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"ft/loss", "ft/reader_loss", "ft/retriever_loss"} <= tags
+  full = progress_lib.ProgressReporter(10, 4, log_every=5)
+  full.start(0)
+  full.update(5, {"loss": 1.5, "retriever_loss": 1.25})
+  assert "retriever_loss=1.25" in full.last_line

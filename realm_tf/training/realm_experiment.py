@@ -18,6 +18,8 @@ from realm_tf.data import masking as masking_lib
 from realm_tf.data.block_store import BlockStore
 from realm_tf.data.pretrain_pipeline import (PipelineConfig, bundle_retrieve_fn,
                                              indexed_masked_examples, make_pretrain_dataset)
+from realm_tf.evaluation import heldout as heldout_lib
+from realm_tf.io import atomic
 from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator
 from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer
 from realm_tf.retrieval import bundle as bundle_lib
@@ -66,6 +68,10 @@ class PretrainConfig:
   train_retriever: bool = True
   # False: the knowledge-augmented encoder is frozen (the retriever alone learns).
   train_reader: bool = True
+  # Multiplies the warm-started retriever's scores once, at the start (warm_start.
+  # scale_retrieval_scores): a temperature that keeps REALM's prior over candidates from being
+  # one-hot when the warm start scores at ±projection_size. 1.0: the warm start as it is.
+  retrieval_score_scale: float = 1.0
 
   def to_dict(self) -> Dict:
     d = dataclasses.asdict(self)
@@ -203,14 +209,12 @@ class RealmExperiment:
     self._last_eval_step = step
     figures = self.evaluator.evaluate(self.model, self.bundle)
     record = dict(figures, step=int(step), index_version=int(self.bundle.version))
-    logging.info("[heldout] step %d: %s", step, " ".join(
-        f"{k}={v:.4g}" for k, v in sorted(figures.items()) if k != "index_version"))
+    logging.info("[heldout] step %d, index v%d: %s", step, self.bundle.version,
+                 heldout_lib.format_figures(figures))
     path = os.path.join(self.model_dir, HELDOUT_LOG)
     lines = [json.dumps(r, sort_keys=True) for r in self.heldout_log() if r["step"] != step]
     lines.append(json.dumps(record, sort_keys=True))
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-      f.write("\n".join(lines) + "\n")
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    atomic.write_text(path, "\n".join(lines) + "\n")
     if self._summary_writer is None:
       self._summary_writer = tf.summary.create_file_writer(
           os.path.join(self.model_dir, "summaries", "heldout"))
@@ -275,6 +279,8 @@ class RealmExperiment:
         warm_start.init_retriever(self.model.retriever, retriever_init)
       if reader_init:
         warm_start.init_knowledge_encoder(self.model.knowledge_encoder, reader_init)
+      if self.config.retrieval_score_scale != 1.0:
+        warm_start.scale_retrieval_scores(self.model.retriever, self.config.retrieval_score_scale)
       if not self.heldout_log():
         self.evaluate(0)
     return self.trainer.train(

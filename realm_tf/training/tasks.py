@@ -9,7 +9,8 @@ from realm_tf.modeling.retriever import INPUT_KEYS
 
 
 def realm_pretrain_task(model, batch, training):
-  """REALM: −log Σ_z p(z|x) p(y|z,x), with utility, null posterior and MLM accuracy."""
+  """REALM: −mean_m log Σ_z p(z|x) p(y_m|z,x) per query, with utility, null posterior and MLM
+  accuracy."""
   stats = model.compute_outputs(batch, training=training)
   per_example_loss = -stats["marginal_log_prob"]
   n = tf.cast(tf.size(per_example_loss), tf.float32)

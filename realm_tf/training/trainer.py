@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.io import atomic
 from realm_tf.training.progress import ProgressReporter
 
 DONE_MARKER = "TRAINING_DONE"
@@ -49,10 +50,7 @@ def check_or_write_config(model_dir: str, config: Dict, may_change: Sequence[str
     logging.info("Resuming %s with changed %s: %s", model_dir, diff,
                  {k: (old.get(k), config.get(k)) for k in diff})
   tf.io.gfile.makedirs(model_dir)
-  tmp = path + ".tmp"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    json.dump(config, f, indent=2, sort_keys=True)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  atomic.write_json(path, config)
 
 
 class Trainer:
@@ -65,8 +63,10 @@ class Trainer:
   def __init__(self, model, optimizer, task: Callable, strategy: tf.distribute.Strategy,
                model_dir: str, global_batch_size: int, clip_norm: float = 1.0,
                checkpoint_every: int = 100, max_to_keep: int = 3, log_every: int = 10,
-               jit_compile: bool = False, name: str = "train"):
+               jit_compile: bool = False, name: str = "train",
+               line_keys: Optional[Sequence[str]] = None):
     self.model = model
+    self.line_keys = line_keys  # the scalars of the progress line (ProgressReporter)
     self.optimizer = optimizer
     self.task = task
     self.strategy = strategy
@@ -92,7 +92,9 @@ class Trainer:
     latest = self.manager.latest_checkpoint
     if latest:
       try:
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        # Optimizer slots are created at the first step and restored then (deferred), so a
+        # finished run that only reloads its weights never builds them: no warning for those.
+        self.checkpoint.restore(latest).assert_existing_objects_matched().expect_partial()
       except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
         raise ConfigMismatchError(
             f"Checkpoint {latest} does not match this model (wrong shape or structure): {e}") from e
@@ -145,7 +147,8 @@ class Trainer:
     hooks = hooks or []
     start = self.restore()
     reporter = ProgressReporter(num_steps, self.global_batch_size, self.log_every,
-                                os.path.join(self.model_dir, "summaries", self.name), self.name)
+                                os.path.join(self.model_dir, "summaries", self.name), self.name,
+                                line_keys=self.line_keys)
     reporter.start(start)
     last = {}
     iterator = None
@@ -181,10 +184,8 @@ class Trainer:
         rebuild = bool(hook(step)) or rebuild
       if rebuild:
         iterator = None
-    marker = os.path.join(self.model_dir, DONE_MARKER)
-    with tf.io.gfile.GFile(marker + ".tmp", "w") as f:
-      f.write(json.dumps({"step": int(self.step.numpy())}))
-    tf.io.gfile.rename(marker + ".tmp", marker, overwrite=True)
+    atomic.write_json(os.path.join(self.model_dir, DONE_MARKER),
+                      {"step": int(self.step.numpy())}, indent=None, sort_keys=False)
     last["progress_line"] = reporter.last_line
     return last
 

@@ -213,6 +213,22 @@ def share_projection_init(retriever, seed: int = 0) -> str:
   return how
 
 
+def scale_retrieval_scores(retriever, factor: float) -> None:
+  """Multiplies every inner product the retriever computes by `factor` (a softmax temperature
+  of 1/factor over retrieved blocks), keeping its ranking.
+
+  An ICT-trained or sentence-encoder retriever with a layer-normed projection scores blocks at
+  up to ±projection_size, so REALM's prior over its few candidates starts one-hot and the
+  retriever gets no gradient. Shared towers scale their one projection by sqrt(factor).
+  """
+  if factor <= 0:
+    raise ValueError(f"retrieval score scale must be positive, got {factor}.")
+  if retriever.doc_projection is retriever.query_projection:
+    retriever.query_projection.rescale(float(np.sqrt(factor)))
+  else:
+    retriever.query_projection.rescale(float(factor))
+
+
 def _towers(retriever):
   encoders = [retriever.query_encoder]
   if retriever.doc_encoder is not retriever.query_encoder:

@@ -78,6 +78,23 @@ def test_pretrained_encoder_gives_both_towers_one_space(tmp_path, projection_siz
   np.testing.assert_allclose(gram, np.eye(gram.shape[0]), atol=1e-5)
 
 
+@pytest.mark.parametrize("share_towers", [True, False])
+def test_scale_retrieval_scores_multiplies_every_score_and_keeps_the_ranking(share_towers):
+  retriever = Retriever(RetrieverConfig(encoder=SMALL, projection_size=8,
+                                        share_towers=share_towers, pooling="mean",
+                                        query_seq_length=10, doc_seq_length=10)).build_towers()
+  queries, docs = _ids(SMALL, batch=2, seed=1), _ids(SMALL, batch=5, seed=2)
+  before = (retriever.embed_queries(queries).numpy() @ retriever.embed_documents(docs).numpy().T)
+  # A layer-normed 8-d projection scores at up to ±8: a peaked softmax over candidates.
+  assert np.abs(before).max() > 1.0
+  warm_start.scale_retrieval_scores(retriever, 0.05)
+  after = retriever.embed_queries(queries).numpy() @ retriever.embed_documents(docs).numpy().T
+  np.testing.assert_allclose(after, 0.05 * before, rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(np.argsort(-after, axis=1), np.argsort(-before, axis=1))
+  with pytest.raises(ValueError, match="positive"):
+    warm_start.scale_retrieval_scores(retriever, 0.0)
+
+
 def test_unknown_source_is_a_clear_error(tmp_path):
   with pytest.raises(warm_start.WarmStartError, match="none of"):
     warm_start.source_kind(str(tmp_path))

@@ -1,0 +1,44 @@
+"""Tests of the main job's goals and closing lines (the stages run in tests/test_pretrain_e2e.py)."""
+from realm_tf.training import pretrain_job
+
+START = {"step": 0, "index_version": 1, "heldout_retrieval_utility": 0.10,
+         "heldout_retrieval_utility_stderr": 0.03, "heldout_null_posterior": 0.05,
+         "heldout_mlm_accuracy": 0.07, "heldout_null_mlm_accuracy": 0.07,
+         "question_recall@5": 0.276, "question_recall@20": 0.441,
+         "bm25_question_recall@5": 0.89, "bm25_question_recall@20": 0.945}
+
+
+def _end(**changes):
+  return dict(START, step=100, index_version=3, **changes)
+
+
+def test_learning_goals_from_the_figures_before_and_after():
+  # +0.05 is an improvement, but not beyond 2 * hypot(0.03, 0.04) = 0.1.
+  goals = pretrain_job.learning_goals(START, _end(heldout_retrieval_utility=0.15,
+                                                  heldout_retrieval_utility_stderr=0.04,
+                                                  **{"question_recall@5": 0.276}))
+  assert goals == {"heldout_utility_positive": True, "heldout_utility_improved": True,
+                   "heldout_utility_improved_beyond_2_stderr": False,
+                   "null_posterior_below_0.9": True, "question_recall@5_not_below_ict": True}
+  goals = pretrain_job.learning_goals(START, _end(heldout_retrieval_utility=0.21,
+                                                  heldout_retrieval_utility_stderr=0.04))
+  assert goals["heldout_utility_improved_beyond_2_stderr"]
+  goals = pretrain_job.learning_goals(START, _end(heldout_retrieval_utility=-0.01,
+                                                  heldout_null_posterior=0.95,
+                                                  **{"question_recall@5": 0.275}))
+  assert not any(goals.values()), goals
+
+
+def test_closing_lines_are_short_and_carry_the_figures():
+  summary = {"corpus_blocks": 3868, "annotated_records": 3383,
+             "ict": {"loss": 1.2, "accuracy": 0.69}, "heldout_start": START,
+             "heldout_end": _end(heldout_retrieval_utility=0.2),
+             "goals": pretrain_job.learning_goals(START, _end(heldout_retrieval_utility=0.2))}
+  text = pretrain_job.format_summary(summary)
+  lines = text.splitlines()
+  assert max(len(line) for line in lines) <= 200, lines
+  held = [line for line in lines if line.startswith("Held-out")]
+  assert len(held) == 2
+  assert "utility=0.1000±0.0300" in held[0] and "utility=0.2000±0.0300" in held[1]
+  assert "question_recall@5=0.276 @20=0.441 (BM25 0.890 @20 0.945)" in held[1]
+  assert "heldout_utility_improved=yes" in lines[-1]
