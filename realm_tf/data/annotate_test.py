@@ -3,11 +3,13 @@ import json
 import os
 import shutil
 import tempfile
+from unittest import mock
 
 import tensorflow as tf
 
 from realm_tf.data import annotate
 from realm_tf.data import corpus
+from realm_tf.training import progress
 
 BODIES = {
     "obama": ("Barack Obama", "Barack Obama was born in Honolulu on August 4, 1961. He became "
@@ -86,8 +88,15 @@ class AnnotatePipelineTest(tf.test.TestCase):
 
   def test_annotates_corpus_blocks(self):
     out = os.path.join(self.tmp, "ann")
-    result = annotate.annotate_corpus(annotate.AnnotateConfig(
-        output_dir=out, corpus_dir=self.corpus_dir, num_shards=2))
+    lines = []
+    with mock.patch.object(progress.logging, "info",
+                           lambda msg, *a: lines.append(msg % a if a else msg)):
+      result = annotate.annotate_corpus(annotate.AnnotateConfig(
+          output_dir=out, corpus_dir=self.corpus_dir, num_shards=2))
+    # A progress line against the corpus's block count; the last one says all are done.
+    progress_lines = [line for line in lines if line.startswith("[annotate]")]
+    self.assertTrue(progress_lines, lines)
+    self.assertRegex(progress_lines[-1], r"^\[annotate\] 3/3 passages [0-9.]+ passages/s ETA 0s$")
     manifest = corpus.load_annotation_manifest(out)
     records = list(corpus.read_annotations(out).as_numpy_iterator())
     self.assertLen(records, 2)  # "none" has no salient span: dropped

@@ -116,12 +116,16 @@ class BlockDocumentsFn(beam.DoFn):
     self._num_shards, self._strict, self._vocab_path = num_shards, strict, vocab_path
     self._max_block_length, self._max_title_length = max_block_length, max_title_length
     self._blocker = None
+    self._progress = None
 
   def setup(self):
     from realm_tf.data import blocking  # pylint: disable=g-import-not-at-top
     from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+    from realm_tf.training.progress import ItemProgress  # pylint: disable=g-import-not-at-top
     self._blocker = blocking.Blocker(RealmTokenizer(self._vocab_path), self._max_block_length,
                                      self._max_title_length)
+    # Documents are counted as they are read, so there is no total: count and rate, per worker.
+    self._progress = ItemProgress(None, "build_corpus", "documents")
 
   def process(self, batch: List[documents_lib.Document]):
     batch = sorted(batch, key=lambda d: (d.doc_id, d.source, d.line))
@@ -139,6 +143,11 @@ class BlockDocumentsFn(beam.DoFn):
                                       b.title, b.body, b.title_ids, b.body_ids)
         yield shard_of(h, self._num_shards), ((h, doc.doc_id, doc.source, doc.line,
                                                b.block_index), record)
+    self._progress.add(len(batch))
+
+  def teardown(self):
+    if self._progress is not None and self._progress.done:
+      self._progress.finish()
 
 
 class _WriteShardFn(beam.DoFn):

@@ -4,12 +4,14 @@ import logging
 import os
 import shutil
 import tempfile
+from unittest import mock
 
 import tensorflow as tf
 
 from realm_tf.data import build_corpus
 from realm_tf.data import corpus
 from realm_tf.text import RealmTokenizer
+from realm_tf.training import progress
 
 LONG = " ".join(f"Sentence {i} is about the history of the Roman Empire and its cities."
                 for i in range(40))
@@ -58,11 +60,14 @@ class BuildCorpusTest(tf.test.TestCase):
     old_level = beam_logger.level
     beam_logger.setLevel(logging.INFO)
     beam_logger.addHandler(cls.beam_log)
+    cls.progress_lines = []
     try:
-      for run in ("a", "b"):
-        config = build_corpus.BuildCorpusConfig(
-            inputs=cls.inputs, output_dir=os.path.join(cls.tmp, run), num_shards=3)
-        cls.results.append(build_corpus.build_corpus(config))
+      with mock.patch.object(progress.logging, "info",
+                             lambda msg, *a: cls.progress_lines.append(msg % a if a else msg)):
+        for run in ("a", "b"):
+          config = build_corpus.BuildCorpusConfig(
+              inputs=cls.inputs, output_dir=os.path.join(cls.tmp, run), num_shards=3)
+          cls.results.append(build_corpus.build_corpus(config))
     finally:
       beam_logger.removeHandler(cls.beam_log)
       beam_logger.setLevel(old_level)
@@ -95,6 +100,12 @@ class BuildCorpusTest(tf.test.TestCase):
       self.assertTrue(b["body"].endswith(b"cities."))
     titles = {b["title"] for b in blocks}
     self.assertIn(b"Tab here", titles)
+
+  def test_blocking_shows_progress(self):
+    lines = [line for line in self.progress_lines if line.startswith("[build_corpus]")]
+    self.assertTrue(lines, self.progress_lines)
+    # The closing line counts every document read (4 good + the empty one), with a rate.
+    self.assertRegex(lines[-1], r"^\[build_corpus\] \d+ documents [0-9.]+ documents/s$")
 
   def test_default_runner_stays_offline_and_in_process(self):
     # Beam's DirectRunner would first try to download its Prism runner binary.

@@ -57,8 +57,10 @@ class ItemProgress:
   ETA at most every `every_seconds` (per instance, so two jobs never silence each other) and
   once at the end."""
 
-  def __init__(self, total: int, name: str, unit: str = "items", every_seconds: float = 10.0):
-    self.total, self.name, self.unit = int(total), name, unit
+  def __init__(self, total: Optional[int], name: str, unit: str = "items",
+               every_seconds: float = 10.0):
+    # total None: not known in advance (e.g. documents still to be read); no ETA then.
+    self.total, self.name, self.unit = (None if total is None else int(total)), name, unit
     self.every_seconds = every_seconds
     self.done = 0
     self._t0 = time.time()
@@ -69,15 +71,23 @@ class ItemProgress:
     """The current progress line."""
     elapsed = max(time.time() - self._t0, 1e-9)
     rate = self.done / elapsed
+    if self.total is None:
+      return f"[{self.name}] {self.done} {self.unit} {rate:.1f} {self.unit}/s"
     eta = (self.total - self.done) / rate if rate > 0 else float("inf")
     return (f"[{self.name}] {self.done}/{self.total} {self.unit} {rate:.1f} {self.unit}/s "
             f"ETA {eta:.0f}s")
+
+  def finish(self) -> None:
+    """Logs the closing line (where the total was unknown, or the job stopped short of it)."""
+    self.last_line = self.line()
+    logging.info(self.last_line)
 
   def add(self, n: int) -> None:
     """Counts `n` more items; logs when `every_seconds` have passed, or when all are done."""
     self.done += int(n)
     self.last_line = self.line()
     now = time.time()
-    if self.done >= self.total or now - self._logged_at >= self.every_seconds:
+    finished = self.total is not None and self.done >= self.total
+    if finished or now - self._logged_at >= self.every_seconds:
       self._logged_at = now
       logging.info(self.last_line)

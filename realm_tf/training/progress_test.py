@@ -34,3 +34,13 @@ def test_progress_line_shows_the_chosen_scalars_and_tensorboard_gets_all(tmp_pat
   full.start(0)
   full.update(5, {"loss": 1.5, "retriever_loss": 1.25})
   assert "retriever_loss=1.25" in full.last_line
+
+
+def test_item_progress_without_a_known_total_counts_and_gives_a_rate(monkeypatch):
+  lines = []
+  monkeypatch.setattr(progress_lib.logging, "info", lambda msg, *a: lines.append(msg % a if a
+                                                                                else msg))
+  progress = progress_lib.ItemProgress(None, "annotate", "passages", every_seconds=0.0)
+  progress.add(7)
+  assert lines and lines[-1].startswith("[annotate] 7 passages ")
+  assert lines[-1].endswith("passages/s") and "ETA" not in lines[-1]
