@@ -28,7 +28,8 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from benchmarks import common
-from realm_tf.launch import export as export_cli  # defines --scann_mode (ScaNN variants' mode)
+from realm_tf.export import job as export_job
+from realm_tf.retrieval import scann_searcher
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("encoder", "tiny", "Encoder preset of the query tower and the reader.")
@@ -37,6 +38,8 @@ flags.DEFINE_bool("random_embeddings", False, "Skip embedding the corpus (random
 flags.DEFINE_float("duration_s", 4.0, "Measuring time per gRPC configuration.")
 flags.DEFINE_integer("calls", 30, "In-process calls timed per configuration.")
 flags.DEFINE_list("concurrency", ["1", "8"], "Concurrent gRPC client counts.")
+flags.DEFINE_enum("scann_mode", "auto", list(scann_searcher.MODES),
+                  "ScaNN configuration of the ScaNN variants (auto: by corpus size).")
 
 QUESTIONS = [
     "which nfl team represented the afc at super bowl 50", "where did super bowl 50 take place",
@@ -164,7 +167,7 @@ def main(argv):
                time.time() - t0)
   base = os.path.join(work, "serving")
   t0 = time.time()
-  paths = export_cli.run_export(model, tokenizer, None, base, 1, "both", ("openqa", "searcher"),
+  paths = export_job.run_export(model, tokenizer, None, base, 1, "both", ("openqa", "searcher"),
                                 searcher_k=5, scann_mode=FLAGS.scann_mode)
   export_s = time.time() - t0
   sizes = {name: sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs)

@@ -31,12 +31,12 @@ num_batch_threads { value: 1 }
 def exported(tmp_path_factory):
   """Micro model, its in-process answers, and both open-QA exports under one base directory."""
   from realm_tf.export import openqa  # pylint: disable=g-import-not-at-top
-  from realm_tf.launch import export as export_cli  # pylint: disable=g-import-not-at-top
+  from realm_tf.export import job as export_job  # pylint: disable=g-import-not-at-top
   work = str(tmp_path_factory.mktemp("e2e"))
   system = ex_testing.build_micro_system(work)
   reference = openqa.in_process_answers(system.model, system.tokenizer, QUESTIONS)
   base = os.path.join(work, "serving")
-  paths = export_cli.run_export(system.model, system.tokenizer, system.bundle, base,
+  paths = export_job.run_export(system.model, system.tokenizer, system.bundle, base,
                                 variant="both", components=("openqa",), num_answers=3,
                                 max_candidates=10)
   assert sorted(paths) == list(MODELS)

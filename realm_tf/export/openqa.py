@@ -26,8 +26,14 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from realm_tf.export import components
 from realm_tf.export import warmup as warmup_lib
+from realm_tf.export.answers import NEG_INF, question_features, read_blocks
+from realm_tf.export.block_table import BlockTable
+from realm_tf.export.mips import make_mips
+from realm_tf.export.modules import TrackedVariables
+from realm_tf.export.versioning import (SERVING_DEFAULT, ServingExportError, check_saved_model_ops,
+                                        model_info, publish_saved_model, save_options,
+                                        variant_model_name)
 from realm_tf.openqa import features as features_lib
 from realm_tf.text import RealmTokenizer
 
@@ -48,32 +54,32 @@ class OpenQAModule(tf.Module):
     holds no answer and no evidence (see module docstring).
   """
 
-  def __init__(self, model, tokenizer: RealmTokenizer, table: components.BlockTable,
+  def __init__(self, model, tokenizer: RealmTokenizer, table: BlockTable,
                variant: str = "stock", num_answers: int = 5, max_candidates: int = 20,
                scann_config=None):
     super().__init__(name="realm_openqa")
     if model.index.size != table.size:
-      raise components.ServingExportError(
-          f"The model's index has {model.index.size} rows but the block table {table.size}.")
+      raise ServingExportError(f"The model's index has {model.index.size} rows but the block "
+                               f"table {table.size}.")
     self.variant = variant
-    self.weights = components._Tracked(  # pylint: disable=protected-access
+    self.weights = TrackedVariables(
         list(model.query_encoder.variables) + list(model.query_projection.variables) +
         list(model.reader.variables))
     self.tokenizer = tokenizer
     self.table = table
-    self.mips = components.make_mips(model.index.embeddings_np, variant, scann_config)
+    self.mips = make_mips(model.index.embeddings_np, variant, scann_config)
     self.num_blocks = int(model.reader_beam_size)
     self.num_answers = int(num_answers)
     cfg = model.config
     k = self.num_blocks
 
     def answer(questions):
-      feats = components.question_features(tokenizer, questions, cfg.retriever.query_seq_length,
-                                           cfg.reader.query_length)
+      feats = question_features(tokenizer, questions, cfg.retriever.query_seq_length,
+                                cfg.reader.query_length)
       query = model.embed_questions(feats, training=False)
       rows, scores = self.mips.search(query, k)
       blocks = table.gather(rows)
-      out = components.read_blocks(model, feats, blocks, scores, num_answers, max_candidates)
+      out = read_blocks(model, feats, blocks, scores, num_answers, max_candidates)
       index = out["answer_block_index"]
       out["answer_block_ids"] = tf.where(
           index >= 0, tf.gather(blocks["block_ids"], tf.maximum(index, 0), batch_dims=1),
@@ -87,11 +93,11 @@ class OpenQAModule(tf.Module):
         tf.TensorSpec([None], tf.string, name="questions")])
 
   def signatures(self):
-    return {components.SERVING_DEFAULT: self.answer}
+    return {SERVING_DEFAULT: self.answer}
 
 
 # What a row holds for a question that was not asked (no wordpieces).
-_UNASKED = {"answers": "", "probabilities": 0.0, "answer_scores": components.NEG_INF,
+_UNASKED = {"answers": "", "probabilities": 0.0, "answer_scores": NEG_INF,
             "answer_block_ids": -1, "answer_block_index": -1, "evidence_block_ids": -1,
             "evidence_titles": "", "evidence_texts": "", "evidence_scores": 0.0}
 
@@ -110,7 +116,7 @@ def blank_unasked_rows(outputs: Dict[str, tf.Tensor], asked) -> Dict[str, tf.Ten
 
 
 def export_openqa(model, tokenizer: RealmTokenizer, export_base: str, version: int,
-                  variants: Sequence[str] = ("stock",), table: Optional[components.BlockTable] = None,
+                  variants: Sequence[str] = ("stock",), table: Optional[BlockTable] = None,
                   bundle=None, num_answers: int = 5, max_candidates: int = 20, scann_config=None,
                   warmup_questions: Optional[Sequence[str]] = None) -> Dict[str, str]:
   """Exports `realm_openqa` (stock) and/or `realm_openqa_scann`; returns {model name: path}.
@@ -124,22 +130,21 @@ def export_openqa(model, tokenizer: RealmTokenizer, export_base: str, version: i
       it between exports).
     bundle: the IndexBundle (recorded in realm_export.json).
   """
-  table = table or components.BlockTable.from_index(model.index, tokenizer)
+  table = table or BlockTable.from_index(model.index, tokenizer)
   questions = list(warmup_questions or warmup_lib.DEFAULT_QUESTIONS)
-  info = components._base_info(model, bundle)  # pylint: disable=protected-access
+  info = model_info(model, bundle)
   out = {}
   for variant in variants:
-    name = components.variant_model_name(OPENQA, variant)
+    name = variant_model_name(OPENQA, variant)
     module = OpenQAModule(model, tokenizer, table, variant, num_answers, max_candidates,
                           scann_config)
-    path = components.publish_saved_model(
-        module, export_base, name, version, module.signatures(),
-        options=components.save_options(variant),
+    path = publish_saved_model(
+        module, export_base, name, version, module.signatures(), options=save_options(variant),
         info=dict(info, variant=variant, num_answers=num_answers, max_candidates=max_candidates,
                   reader_beam_size=module.num_blocks),
         warmup_requests=warmup_lib.string_requests(name, "questions", questions))
     if variant == "stock":
-      components.check_saved_model_ops(path, forbidden_prefixes=("Scann",))
+      check_saved_model_ops(path, forbidden_prefixes=("Scann",))
     out[name] = path
   return out
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.export import components, openqa, warmup
+from realm_tf.export import openqa, versioning, warmup
 from realm_tf.export import testing as ex_testing
 
 pytestmark = pytest.mark.slow
@@ -43,9 +43,9 @@ def test_openqa_variants_in_fresh_process_equal_in_process_model(system, exporte
   assert stock["non_core_ops"].tolist() == ["FastBertNormalize",
                                             "FastWordpieceTokenizeWithOffsets", ""]
   assert scann["unregistered_ops"].tolist() == [""]
-  stock_ops = components.check_saved_model_ops(paths["realm_openqa"], ("Scann",))
+  stock_ops = versioning.check_saved_model_ops(paths["realm_openqa"], ("Scann",))
   assert {"FastWordpieceTokenizeWithOffsets", "MatMul", "TopKV2"} <= set(stock_ops)
-  scann_ops = components.check_saved_model_ops(paths["realm_openqa_scann"])
+  scann_ops = versioning.check_saved_model_ops(paths["realm_openqa_scann"])
   assert {"Scann>ScannSearchBatched", "Scann>TensorsToScann"} <= set(scann_ops)
   k = system.model.reader_beam_size
   index = system.model.index
@@ -85,13 +85,13 @@ def test_openqa_rows_do_not_depend_on_batch(exported):
 
 def test_openqa_export_info_and_warmup(exported):
   base, paths = exported
-  info = components.read_export_info(paths["realm_openqa_scann"])
+  info = versioning.read_export_info(paths["realm_openqa_scann"])
   assert info["variant"] == "scann" and info["model_name"] == "realm_openqa_scann"
   assert info["num_answers"] == 3 and info["index_version"] >= 1
   reqs = warmup.read_warmup_file(paths["realm_openqa"])
   assert [r.inputs["questions"].tensor_shape.dim[0].size for r in reqs] == [
       1, len(warmup.DEFAULT_QUESTIONS)]
-  assert components.next_version(base, ["realm_openqa"]) == 2
+  assert versioning.next_version(base, ["realm_openqa"]) == 2
   assert sorted(os.listdir(os.path.join(base, "realm_openqa"))) == ["1"]
 
 

@@ -163,3 +163,24 @@ def strings(values: Sequence[str], shape: Optional[Sequence[int]] = None) -> np.
   """str values → object array of UTF-8 bytes (optionally reshaped)."""
   array = np.array([v.encode("utf-8") for v in values], dtype=object)
   return array.reshape(shape) if shape is not None else array
+
+
+# Three blocks (ids 30, 10, 20: not in id order) for the BlockTable and answer-selection tests;
+# "Zürich" has a two-byte character, so byte and character offsets differ.
+BLOCK_TEXTS = ("Zürich lies on the Limmat river.", "Paris is the capital of France.",
+               "The Danube flows to the Black Sea.")
+BLOCK_TITLES = ("Zürich", "Paris", "Danube")
+BLOCK_IDS = (30, 10, 20)
+
+
+def small_block_table(tokenizer):
+  """A BlockTable of BLOCK_TEXTS (rows 0..2 = block ids 30, 10, 20) with matching wordpieces."""
+  from realm_tf.export.block_table import BlockTable  # pylint: disable=g-import-not-at-top
+  ids = tokenizer.tokenize(list(BLOCK_TEXTS)).to_list()
+  return BlockTable(np.array(BLOCK_IDS), list(BLOCK_TITLES), list(BLOCK_TEXTS), ids, tokenizer)
+
+
+def pieces(tokenizer, text: str):
+  """(wordpiece ids, byte starts, byte limits) of one text, as lists."""
+  ids, starts, limits = tokenizer.tokenize_with_offsets([text])
+  return ids.to_list()[0], starts.to_list()[0], limits.to_list()[0]

@@ -68,7 +68,7 @@ USER_ERRORS: Tuple[Tuple[str, str], ...] = (
     ("realm_tf.training.realm_experiment", "BundleMismatchError"),
     ("realm_tf.training.warm_start", "WarmStartError"),
     ("realm_tf.checkpoints.mapping", "CheckpointMismatchError"),
-    ("realm_tf.export.components", "ServingExportError"),
+    ("realm_tf.export.versioning", "ServingExportError"),
     ("realm_tf.openqa.datasets", "DatasetError"),
     ("serving.validation", "ServingError"),              # a gRPC status from the model server
     ("tensorflow.python.framework.errors_impl", "NotFoundError"),  # missing file or checkpoint

@@ -1,4 +1,5 @@
-"""Tests for `python -m realm_tf.launch.export`: flag handling, and (slow) a real CLI run over a
+"""Tests for `python -m realm_tf.launch.export`: flags defined only when run as a program (with the
+same names and defaults as ExportConfig), one-line errors, and (slow) a real CLI run over a
 fine-tuning model_dir producing TF Serving's layout with consecutive versions."""
 import json
 import os
@@ -7,24 +8,33 @@ import sys
 
 import pytest
 
-from realm_tf.launch import export as export_cli
 from realm_tf.launch import testing
 
 
-def test_parse_components():
-  assert export_cli.parse_components(["all"]) == export_cli.ALL
-  assert export_cli.parse_components(["reader", " openqa", "reader"]) == ("reader", "openqa")
-  with pytest.raises(ValueError, match="unknown .'readr'."):
-    export_cli.parse_components(["readr"])
+def test_importing_defines_no_flags():
+  code = ("from absl import flags; import realm_tf.launch.export; "
+          "print(sorted(n for n in ('export_base', 'variant', 'scann_mode', 'warmup_question') "
+          "if n in flags.FLAGS))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=testing.ROOT, capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == "[]"
 
 
-def test_load_model_needs_exactly_one_source():
-  with pytest.raises(ValueError, match="exactly one"):
-    export_cli.load_model()
-  with pytest.raises(ValueError, match="exactly one"):
-    export_cli.load_model(model_dir="/a", init_checkpoint="/b")
-  with pytest.raises(ValueError, match="needs --index_dir and --corpus_dir"):
-    export_cli.load_model(init_checkpoint="/b")
+def test_help_lists_every_flag_with_its_default():
+  proc = testing.run_cli("realm_tf.launch.export", "--help")  # absl: help, then exit status 1
+  text = proc.stdout + proc.stderr
+  assert "Traceback" not in text, text[-3000:]
+  for flag in ("model_dir", "init_checkpoint", "reader_init_checkpoint", "index_dir",
+               "corpus_dir", "export_base", "version", "variant", "components", "num_answers",
+               "max_candidates", "reader_beam_size", "searcher_k", "scann_mode",
+               "warmup_question"):
+    assert f"--{flag}:" in text, flag
+  for default in ("--variant: <stock|scann|both>", "(default: 'both')",
+                  "--scann_mode: <auto|brute_force|ah|tree_ah>", "(default: 'auto')",
+                  "(default: 'all')", "(default: '5')", "(default: '20')", "(default: '10')",
+                  "Which models: openqa, query_embedder, doc_embedder, searcher, reader, or all."):
+    assert default in " ".join(text.split()), default
 
 
 def test_missing_model_dir_is_a_one_line_error(tmp_path):
@@ -42,7 +52,8 @@ def _cli(args):
 
 @pytest.mark.slow
 def test_cli_exports_versions_in_serving_layout(tmp_path):
-  from realm_tf.export import components, testing as ex_testing  # pylint: disable=g-import-not-at-top
+  from realm_tf.export import testing as ex_testing  # pylint: disable=g-import-not-at-top
+  from realm_tf.export import versioning  # pylint: disable=g-import-not-at-top
   system = ex_testing.build_micro_system(str(tmp_path / "work"))
   model_dir = ex_testing.write_model_dir(system, str(tmp_path / "finetune"))
   base = str(tmp_path / "serving")
@@ -57,7 +68,7 @@ def test_cli_exports_versions_in_serving_layout(tmp_path):
     assert path == os.path.join(base, name, "1")
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))
     assert os.path.isfile(os.path.join(path, "assets.extra", "tf_serving_warmup_requests"))
-    info = components.read_export_info(path)
+    info = versioning.read_export_info(path)
     assert info["index_bundle"] == system.bundle.path and info["version"] == 1
   # A second run takes the next version; reusing a version fails and names it.
   proc = _cli(args[:-2] + ["--components=searcher", "--variant=stock"])

@@ -214,7 +214,7 @@ def test_gold_positive_that_the_beam_never_saw(setup):
 
 def test_questions_embed_as_the_mean_pooled_index_does(tmp_path):
   """Fine-tuning, regex expansion and the exports embed questions with the index's pooling."""
-  from realm_tf.export import components  # pylint: disable=g-import-not-at-top
+  from realm_tf.export import block_table, modules, versioning  # pylint: disable=g-import-not-at-top
   from realm_tf.export import openqa as export_openqa  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.training import warm_start  # pylint: disable=g-import-not-at-top
@@ -239,14 +239,14 @@ def test_questions_embed_as_the_mean_pooled_index_does(tmp_path):
   cls = model.query_projection(model.query_encoder(packed)["pooled_output"]).numpy()
   assert np.abs(cls - want).max() > 1e-2
   # The exported query embedder (strings in, tokenized in the graph) after a save and reload.
-  module = components.QueryEmbedderModule(model, tok)
-  path = components.publish_saved_model(module, str(tmp_path / "exports"),
-                                        components.QUERY_EMBEDDER, 1, module.signatures())
+  module = modules.QueryEmbedderModule(model, tok)
+  path = versioning.publish_saved_model(module, str(tmp_path / "exports"),
+                                        modules.QUERY_EMBEDDER, 1, module.signatures())
   served = tf.saved_model.load(path).signatures["serving_default"]
   np.testing.assert_allclose(served(questions=tf.constant(questions))["embeddings"].numpy(), want,
                              atol=1e-5)
   # realm_openqa retrieves with the same embeddings: its evidence is the index's exact top K.
-  table = components.BlockTable.from_index(index, tok)
+  table = block_table.BlockTable.from_index(index, tok)
   out = export_openqa.OpenQAModule(model, tok, table).answer(tf.constant(questions))
   scores = want @ index.embeddings_np.T
   top = np.argsort(-scores, axis=1, kind="stable")[:, :3]

@@ -1,0 +1,126 @@
+"""The export job: rebuild a fine-tuned open-QA model, then write its serving exports.
+
+`python -m realm_tf.launch.export` only turns its flags into an `ExportConfig` and calls `run`;
+everything it does lives here so tests, benchmarks and other programs call the same code:
+`load_model` rebuilds the model (from a fine-tuning model_dir, or from warm-start weights plus an
+index bundle and corpus), and `run_export` exports the chosen components of a model already in
+memory (components.export_components with the job's settings: variant "both", a ScaNN mode).
+"""
+import dataclasses
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from realm_tf.export import components as components_lib
+from realm_tf.export.versioning import VARIANTS, ServingExportError
+
+# --variant: one MIPS variant, or both ("stock" then "scann").
+VARIANT_CHOICES = VARIANTS + ("both",)
+
+
+@dataclasses.dataclass
+class ExportConfig:
+  """Settings of one export run; each field is the `python -m realm_tf.launch.export` flag of
+  the same name (`warmup_questions` is the repeatable --warmup_question)."""
+  model_dir: Optional[str] = None           # fine-tuning model_dir, or ...
+  init_checkpoint: Optional[str] = None     # ... warm-start weights (then index and corpus dirs)
+  reader_init_checkpoint: Optional[str] = None
+  index_dir: Optional[str] = None
+  corpus_dir: Optional[str] = None
+  export_base: Optional[str] = None         # required
+  version: Optional[int] = None             # default: the next free one
+  variant: str = "both"                     # one of VARIANT_CHOICES
+  components: List[str] = dataclasses.field(default_factory=lambda: ["all"])
+  num_answers: int = 5
+  max_candidates: int = 20
+  reader_beam_size: Optional[int] = None    # default: the model's
+  searcher_k: int = 10
+  scann_mode: str = "auto"                  # one of realm_tf.retrieval.scann_searcher.MODES
+  warmup_questions: Optional[List[str]] = None
+
+
+def variants_of(variant: str) -> Tuple[str, ...]:
+  """--variant → the MIPS variants to export ("both" → stock and scann)."""
+  if variant not in VARIANT_CHOICES:
+    raise ServingExportError(f"Unknown variant {variant!r}; choose from {VARIANT_CHOICES}.")
+  return VARIANTS if variant == "both" else (variant,)
+
+
+def scann_config_of(scann_mode: str):
+  """--scann_mode → the ScannConfig of the ScaNN variants (ServingExportError if unknown)."""
+  from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
+  if scann_mode not in scann_searcher.MODES:
+    raise ServingExportError(f"Unknown ScaNN mode {scann_mode!r}; choose from "
+                             f"{scann_searcher.MODES}.")
+  return scann_searcher.ScannConfig(mode=scann_mode)
+
+
+def load_model(model_dir=None, init_checkpoint=None, reader_init_checkpoint=None, index_dir=None,
+               corpus_dir=None, reader_beam_size=None):
+  """Rebuilds the open-QA model to export; returns (model, tokenizer, bundle).
+
+  From a fine-tuning `model_dir` (its config and newest checkpoint), or from `init_checkpoint`
+  warm-start weights (then `index_dir` and `corpus_dir` are required). `reader_beam_size`
+  overrides the model's blocks read per question.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  if bool(model_dir) == bool(init_checkpoint):
+    raise ValueError("Give exactly one of --model_dir and --init_checkpoint.")
+  if model_dir and not tf.io.gfile.exists(os.path.join(model_dir, "config.json")):
+    raise FileNotFoundError(f"--model_dir {model_dir} has no config.json (not a fine-tuning "
+                            "model_dir).")
+  tokenizer = RealmTokenizer()
+  if model_dir:
+    model, _, bundle = finetune.load_finetuned(model_dir, index_dir, corpus_dir)
+  else:
+    if not index_dir or not corpus_dir:
+      raise ValueError("--init_checkpoint needs --index_dir and --corpus_dir.")
+    from realm_tf.training import warm_start  # pylint: disable=g-import-not-at-top
+    if warm_start.source_kind(init_checkpoint) == "trainer" and \
+        warm_start.trainer_run_kind(init_checkpoint) == "openqa":
+      model, _, bundle = finetune.load_finetuned(init_checkpoint, index_dir, corpus_dir)
+    else:
+      bundle, index = finetune.load_index(index_dir, corpus_dir, tokenizer)
+      reader_enc = (warm_start.encoder_config_of(reader_init_checkpoint) or
+                    warm_start.encoder_config_of(init_checkpoint))
+      reader = ReaderConfig(encoder=reader_enc) if reader_enc is not None else ReaderConfig()
+      config = OpenQAConfig(retriever=finetune.index_retriever_config(bundle), reader=reader)
+      model = finetune.build_model(config, index, tokenizer)
+      warm_start.init_openqa(model, init_checkpoint, reader_init_checkpoint)
+  if reader_beam_size:
+    model.config = dataclasses.replace(model.config, reader_beam_size=int(reader_beam_size))
+  return model, tokenizer, bundle
+
+
+def run_export(model, tokenizer, bundle, export_base: str, version: Optional[int] = None,
+               variant: str = "both", components: Sequence[str] = components_lib.COMPONENTS,
+               num_answers: int = 5, max_candidates: int = 20, searcher_k: int = 10,
+               scann_mode: str = "auto", warmup_questions: Optional[Sequence[str]] = None
+               ) -> Dict[str, str]:
+  """Exports the chosen components of a model in memory; returns {model name: path}, all with
+  the same version (the next free one by default). `variant` is one of VARIANT_CHOICES and
+  `scann_mode` a ScannConfig mode (the ScaNN variants' configuration)."""
+  return components_lib.export_components(
+      model, tokenizer, export_base, version, components, variants_of(variant), bundle=bundle,
+      searcher_k=searcher_k, num_answers=num_answers, max_candidates=max_candidates,
+      scann_config=scann_config_of(scann_mode), warmup_questions=warmup_questions)
+
+
+def run(config: ExportConfig) -> Dict:
+  """The whole job: checks `config`, rebuilds the model, exports it. Returns the summary the CLI
+  prints: {"export_base": absolute path, "models": {model name: path}}."""
+  if not config.export_base:
+    raise ValueError("--export_base is required.")
+  components = components_lib.parse_components(config.components)
+  variants_of(config.variant)  # bad choices fail before the model is loaded
+  scann_config_of(config.scann_mode)
+  model, tokenizer, bundle = load_model(config.model_dir, config.init_checkpoint,
+                                        config.reader_init_checkpoint, config.index_dir,
+                                        config.corpus_dir, config.reader_beam_size)
+  paths = run_export(model, tokenizer, bundle, config.export_base, config.version,
+                     config.variant, components, config.num_answers, config.max_candidates,
+                     config.searcher_k, config.scann_mode, config.warmup_questions)
+  return {"export_base": os.path.abspath(config.export_base), "models": paths}
