@@ -48,6 +48,9 @@ HELP = {
     "reader_warmup_learning_rate": "Reader warm-up peak learning rate.",
     "reader_warmup_train_encoder": "Train the reader's encoder in the warm-up (else the head).",
     "reader_warmup_remove_rate": "How often the warm-up's sentence is cut from its block.",
+    "reader_warmup_evidence": "Warm-up second segment: own_block (the rest of the sentence's "
+                              "block) or span_match (another block holding the masked salient "
+                              "span: the reader learns to read retrieved text).",
     "batch_size": "REALM global batch size (queries).",
     "num_train_steps": "REALM pre-training steps (0: prepare only).",
     "learning_rate": "REALM peak learning rate (the paper: 3e-5).",

@@ -61,6 +61,7 @@ class PretrainJobConfig:
   reader_warmup_learning_rate: float = 5e-4
   reader_warmup_train_encoder: bool = True
   reader_warmup_remove_rate: float = 0.5
+  reader_warmup_evidence: str = "own_block"  # or span_match (realm_tf.data.evidence)
   # REALM pre-training.
   batch_size: int = 4
   num_train_steps: int = 100
@@ -178,10 +179,14 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
         learning_rate=config.reader_warmup_learning_rate,
         warmup_steps=config.reader_warmup_steps // 10,
         train_encoder=config.reader_warmup_train_encoder,
-        remove_rate=config.reader_warmup_remove_rate, seed=config.seed,
-        heldout_fraction=config.heldout_fraction, checkpoint_every=config.reader_warmup_steps)
+        remove_rate=config.reader_warmup_remove_rate,
+        evidence=config.reader_warmup_evidence, masking=config.masking,
+        max_predictions=(RealmConfig.max_predictions if config.reader_warmup_evidence ==
+                         "span_match" else ReaderWarmupConfig.max_predictions),
+        seed=config.seed, heldout_fraction=config.heldout_fraction,
+        checkpoint_every=config.reader_warmup_steps)
     result = run_reader_warmup(warmup, dirs["corpus"], dirs["reader"], strategy,
-                               init=config.reader_init)
+                               init=config.reader_init, annotations_dir=dirs["annotations"])
     summary["reader_warmup"] = {k: result[k] for k in ("loss", "mlm_accuracy") if k in result}
     reader_init = dirs["reader"]
   if config.num_train_steps <= 0:  # preparation only (see launch/local_all_in_one.sh)

@@ -11,9 +11,13 @@ import dataclasses
 from typing import Dict, Optional, Union
 
 import tensorflow as tf
+from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
+from realm_tf.data import evidence as evidence_lib
+from realm_tf.data import masking as masking_lib
 from realm_tf.data import mlm as mlm_lib
+from realm_tf.data.block_store import BlockStore
 from realm_tf.modeling.encoder_config import EncoderConfig, get_encoder_config
 from realm_tf.modeling.knowledge_encoder import KnowledgeAugmentedEncoder
 from realm_tf.modeling.retriever import INPUT_KEYS
@@ -21,6 +25,9 @@ from realm_tf.text import RealmTokenizer
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training.trainer import Trainer, check_or_write_config
+
+
+EVIDENCE_MODES = ("own_block", "span_match")
 
 
 @dataclasses.dataclass
@@ -31,9 +38,14 @@ class ReaderWarmupConfig:
   seq_length: int = 384
   max_predictions: int = 20
   mask_rate: float = 0.15
-  # How often the sentence is removed from its block (the rest of the block is the second
-  # segment). Kept sentences teach the reader to copy from its second segment.
+  # What the second segment holds. "own_block": random-masked sentences of a block with the rest
+  # of that block (`realm_tf.data.mlm`). "span_match": REALM's masked queries with another block
+  # that holds the masked span (`realm_tf.data.evidence`), which teaches reading retrieved text.
+  evidence: str = "own_block"
+  # own_block: how often the sentence is removed from its block. Kept sentences teach the reader
+  # to copy from its second segment.
   remove_rate: float = 0.9
+  masking: str = "salient"  # span_match: the pre-training masking mode of the queries
   batch_size: int = 16
   num_train_steps: int = 1000
   learning_rate: float = 1e-4
@@ -47,6 +59,11 @@ class ReaderWarmupConfig:
   checkpoint_every: int = 200
   log_every: int = 10
 
+  def __post_init__(self):
+    if self.evidence not in EVIDENCE_MODES:
+      raise ValueError(f"Unknown reader warm-up evidence {self.evidence!r}; expected one of "
+                       f"{EVIDENCE_MODES}.")
+
   def to_dict(self) -> Dict:
     d = dataclasses.asdict(self)
     d["knowledge_encoder"] = get_encoder_config(self.knowledge_encoder).to_dict()
@@ -59,6 +76,12 @@ class ReaderWarmupConfig:
                              seq_length=self.seq_length, mask_rate=self.mask_rate,
                              remove_rate=self.remove_rate,
                              max_predictions=self.max_predictions)
+
+  @property
+  def masking_config(self) -> masking_lib.MaskingConfig:
+    return masking_lib.MaskingConfig(mode=self.masking, seed=self.seed,
+                                     query_length=self.query_length,
+                                     max_predictions=self.max_predictions)
 
 
 def mlm_task(model, batch, training):
@@ -95,12 +118,16 @@ def warmup_examples(corpus_dir: str, config: ReaderWarmupConfig, batch_size: int
 
 def run_reader_warmup(config: ReaderWarmupConfig, corpus_dir: str, model_dir: str,
                       strategy: Optional[tf.distribute.Strategy] = None,
-                      init: Optional[str] = None) -> Dict:
+                      init: Optional[str] = None,
+                      annotations_dir: Optional[str] = None) -> Dict:
   """Trains (or resumes) the warm-up; returns the last step's scalars and what was loaded.
 
   `init` is any source `warm_start.init_knowledge_encoder` takes (e.g. `minilm`); it is loaded
-  on a fresh model_dir only.
+  on a fresh model_dir only. `annotations_dir` (the corpus's annotations) is needed by
+  `evidence="span_match"`.
   """
+  if config.evidence == "span_match" and not annotations_dir:
+    raise ValueError("Reader warm-up evidence 'span_match' needs the corpus's annotations_dir.")
   strategy = strategy or tf.distribute.get_strategy()
   check_or_write_config(model_dir, config.to_dict())
   tokenizer = RealmTokenizer()
@@ -119,8 +146,22 @@ def run_reader_warmup(config: ReaderWarmupConfig, corpus_dir: str, model_dir: st
   if not config.train_encoder:
     model.encoder.trainable = False
 
-  def make_dataset(position):
-    return warmup_examples(corpus_dir, config, config.batch_size, position, tokenizer)
+  if config.evidence == "span_match":
+    cache = {}  # built at the first dataset request, so a finished run does not build it
+
+    def make_dataset(position):
+      if "examples" not in cache:
+        examples = cache["examples"] = evidence_lib.evidence_examples(
+            annotations_dir, masking_lib.Masker(config.masking_config, tokenizer),
+            BlockStore([corpus_dir], tokenizer, keep_text=True),
+            config.num_train_steps * config.batch_size, config.seq_length, config.seed,
+            config.shuffle_window, config.heldout_fraction)
+        logging.info("[reader_warmup] %.0f%% of %d queries read a block that holds their span",
+                     100 * examples["holds_span"].mean(), len(examples["holds_span"]))
+      return evidence_lib.evidence_dataset(cache["examples"], config.batch_size, position)
+  else:
+    def make_dataset(position):
+      return warmup_examples(corpus_dir, config, config.batch_size, position, tokenizer)
 
   scalars = trainer.train(make_dataset, config.num_train_steps)
   scalars["init"] = loaded
