@@ -5,13 +5,17 @@ it doubles every default and every help text and lets the two drift apart; here 
 the dataclass becomes one absl flag with the field's default, and `config_from_flags` reads them
 back. Fields of type int, float, str, bool, their Optional forms, and List[str] are supported;
 help texts come from a {field: text} mapping (a field without one is an error, so every flag is
-documented).
+documented). The flags belong to the program that calls `define_config_flags`: they are its key
+flags, listed by its --help.
 """
 import dataclasses
 import typing
 from typing import Dict, Iterable, Optional
 
 from absl import flags
+
+# Flags defined from here are the calling CLI's key flags (its --help lists them), not this module's.
+flags.disclaim_key_flags()
 
 
 def _base_type(tp):

@@ -57,8 +57,8 @@ _BY_HAND = ("variant", "scann_mode", "warmup_questions")
 
 
 def define_flags():
-  """The export flags: one per ExportConfig field (all key flags of this program, so --help
-  lists them); --variant and --scann_mode are enums and --warmup_question is repeatable."""
+  """The export flags: one per ExportConfig field; --variant and --scann_mode are enums and
+  --warmup_question is repeatable."""
   from realm_tf.export import components, job  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
@@ -71,8 +71,6 @@ def define_flags():
                     HELP["scann_mode"])
   flags.DEFINE_multi_string("warmup_question", defaults.warmup_questions,
                             HELP["warmup_questions"])
-  for name in help_texts:
-    flags.declare_key_flag("warmup_question" if name == "warmup_questions" else name)
 
 
 def main(argv):

@@ -1,0 +1,49 @@
+"""Tests of flags generated from a config dataclass: types, defaults, round trip, key flags."""
+import dataclasses
+import sys
+from typing import List, Optional
+
+import pytest
+from absl import flags
+
+from realm_tf.launch import config_flags
+
+
+@dataclasses.dataclass
+class _Config:
+  steps: int = 3
+  rate: float = 0.5
+  name: str = "a"
+  dir: Optional[str] = None
+  on: bool = True
+  inputs: List[str] = dataclasses.field(default_factory=lambda: ["x", "y"])
+
+
+HELP = {f.name: f"The {f.name}." for f in dataclasses.fields(_Config)}
+
+
+def _defined(argv=("prog",)):
+  fv = flags.FlagValues()
+  config_flags.define_config_flags(_Config, HELP, flag_values=fv)
+  fv(list(argv))
+  return fv
+
+
+def test_defaults_round_trip_and_flags_override():
+  assert config_flags.config_from_flags(_Config, _defined()) == _Config()
+  fv = _defined(["prog", "--steps=7", "--rate=0.25", "--noon", "--inputs=p,q", "--dir=/d"])
+  assert config_flags.config_from_flags(_Config, fv, name="b") == _Config(
+      steps=7, rate=0.25, name="b", dir="/d", on=False, inputs=["p", "q"])
+
+
+def test_flags_are_the_calling_programs_key_flags():
+  # --help lists a program's key flags; flags generated here must belong to their caller.
+  fv = _defined()
+  mine = {f.name for f in fv.get_key_flags_for_module(sys.modules[__name__])}
+  assert mine == set(HELP)
+  assert not fv.get_key_flags_for_module(config_flags)
+
+
+def test_a_field_without_help_is_refused():
+  with pytest.raises(ValueError, match="_Config.rate"):
+    config_flags.define_config_flags(_Config, {"steps": "s"}, flag_values=flags.FlagValues())
