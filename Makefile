@@ -11,14 +11,14 @@ $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
-	bash scripts/fetch_minilm_weights.sh $(PY) $(WEIGHTS)
+	bash launch/fetch_minilm_weights.sh $(PY) $(WEIGHTS)
 	$(PY) -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	bash scripts/demo.sh
+	bash launch/demo.sh
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests realm_tf tfds_builders serving

@@ -11,7 +11,7 @@ Usage:
   python -m benchmarks.serving_bench --model_base_path=exports/realm_openqa \
       --model_name=realm_openqa --duration_s=10
 
-Without --model_base_path it serves `serving.toy_models.MipsModel` (hashed bag of words → 128-d
+Without --model_base_path it serves `realm_tf.testing.toy_models.MipsModel` (hashed bag of words → 128-d
 query, exact top-5 inner-product search over --num_rows block embeddings), a stand-in for the
 stock-ops `realm_openqa` export's retrieval step. Servers run as subprocesses; clients are threads
 of this process, each with its own channel. Results go to benchmarks/results/serving.json, with
@@ -28,7 +28,8 @@ from absl import app, flags, logging
 
 from benchmarks import common
 from serving import client as client_lib
-from serving import model_manager, subprocess_server, toy_models
+from realm_tf.testing import toy_models
+from serving import model_manager, subprocess_server
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_base_path", None, "Model to serve (default: a synthetic MIPS model).")
@@ -210,7 +211,7 @@ def main(argv):
   else:
     base_path = os.path.join(work_dir, FLAGS.model_name)
     toy_models.write_mips_model(base_path, 1, num_rows=FLAGS.num_rows)
-    model = {"name": FLAGS.model_name, "synthetic": "serving.toy_models.MipsModel",
+    model = {"name": FLAGS.model_name, "synthetic": "realm_tf.testing.toy_models.MipsModel",
              "num_rows": FLAGS.num_rows, "dim": 128, "k": 5}
   version = model_manager.list_versions(base_path)[-1]
   path = os.path.join(base_path, str(version))

@@ -35,7 +35,8 @@ if [[ $WORK == *://* ]]; then  # logs and the preparation check need a local dir
 fi
 PY=${PYTHON:-.venv/bin/python}
 
-CORPUS=$WORK/corpus ANNOTATIONS=$WORK/annotations INDEX=$WORK/index MODEL=$WORK/realm
+# The work-directory layout (CORPUS, ANNOTATIONS, INDEX, ICT, READER, MODEL) from realm_tf.io.work_dir.
+eval "$("$PY" -m realm_tf.io.work_dir "$WORK")"
 MIN_RECALL=0.9 EVAL_QUERIES=300 SQUAD=true
 args=()
 PRETRAIN_ARGS=()  # the extra flags minus the evaluator's own (--eval_queries)

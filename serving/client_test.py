@@ -4,7 +4,7 @@ import socket
 import numpy as np
 import pytest
 
-from realm_tf.launch import testing as launch_testing
+from realm_tf.testing import cli as launch_testing
 from serving import client
 
 

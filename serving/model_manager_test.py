@@ -6,7 +6,8 @@ import grpc
 import numpy as np
 import pytest
 
-from serving import model_manager, toy_models
+from realm_tf.testing import toy_models
+from serving import model_manager
 from serving.model_manager import ModelConfig, ModelManager, State, VersionPolicy
 from serving.validation import ServingError
 

@@ -18,8 +18,9 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from realm_tf.launch import testing as launch_testing
-from serving import batching, client, model_manager, server, subprocess_server, toy_models
+from realm_tf.testing import cli as launch_testing
+from realm_tf.testing import toy_models
+from serving import batching, client, model_manager, server, subprocess_server
 from serving.validation import ServingError
 
 QUESTIONS = ["who wrote pride and prejudice", "what is the capital of france",

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import pytest
 
-from realm_tf.export import testing as ex_testing
+from realm_tf.testing import export_models as ex_testing
 
 QUESTIONS = list(ex_testing.QUESTIONS)
 MODELS = ("realm_openqa", "realm_openqa_scann")

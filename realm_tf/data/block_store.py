@@ -10,14 +10,14 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.data import corpus
-from realm_tf.text import RealmTokenizer, pack_document
+from realm_tf.text import RealmTokenizer, pack_document, packing
 
 
 class BlockStore(tf.Module):
   """Block id → packed document ids [Td] and ragged body ids; -1 rows for unknown ids."""
 
   def __init__(self, corpus_dirs: Iterable[str], tokenizer: Optional[RealmTokenizer] = None,
-               doc_seq_length: int = 288, keep_text: bool = False, name="block_store"):
+               doc_seq_length: int = packing.BLOCK_LENGTH, keep_text: bool = False, name="block_store"):
     super().__init__(name=name)
     tokenizer = tokenizer or RealmTokenizer()
     self.doc_seq_length = doc_seq_length

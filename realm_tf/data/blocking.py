@@ -18,6 +18,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from realm_tf.text import packing
+
 _TRACED = weakref.WeakKeyDictionary()
 
 
@@ -36,7 +38,7 @@ def traced_tokenize_with_offsets(tokenizer):
   return fn
 
 
-MAX_BLOCK_LENGTH = 288
+MAX_BLOCK_LENGTH = packing.BLOCK_LENGTH
 MAX_TITLE_LENGTH = 32
 
 # Words that end with a period but rarely end a sentence.

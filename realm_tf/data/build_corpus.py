@@ -33,6 +33,7 @@ import tensorflow as tf
 from realm_tf.data import corpus
 from realm_tf.data import documents as documents_lib
 from realm_tf.io import atomic
+from realm_tf.text import packing
 
 NAMESPACE = "realm_tf.data"
 BAD_RECORDS = "bad_records.jsonl"
@@ -62,7 +63,7 @@ class BuildCorpusConfig:
   num_shards: int = 4
   strict: bool = False
   max_document_bytes: int = documents_lib.MAX_DOCUMENT_BYTES
-  max_block_length: int = 288
+  max_block_length: int = packing.BLOCK_LENGTH
   max_title_length: int = 32
   batch_size: int = 64
   overwrite: bool = False

@@ -15,6 +15,7 @@ from typing import Dict, Iterable, List, Optional
 import tensorflow as tf
 
 from realm_tf.io import atomic
+from realm_tf.text import packing
 
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "blocks-{:05d}-of-{:05d}.tfrecord.gz"
@@ -65,7 +66,7 @@ def file_sha256(path: str) -> str:
 
 
 def write_manifest(corpus_dir: str, shards: List[Dict], vocab_fingerprint: str,
-                   max_block_length: int = 288, extra: Optional[Dict] = None) -> Dict:
+                   max_block_length: int = packing.BLOCK_LENGTH, extra: Optional[Dict] = None) -> Dict:
   """Writes manifest.json atomically. `shards`: [{"file", "num_blocks", "sha256"}], in order."""
   manifest = {
       "num_blocks": int(sum(s["num_blocks"] for s in shards)),

@@ -26,11 +26,11 @@ from realm_tf.text import packing
 
 
 @dataclasses.dataclass(frozen=True)
-class ICTConfig:
+class IctExampleConfig:
   """ICT options: query 96 and block 288 wordpieces, sentence removed 90% of the time."""
   seed: int = 0
-  query_length: int = 96
-  block_length: int = 288
+  query_length: int = packing.QUERY_LENGTH
+  block_length: int = packing.BLOCK_LENGTH
   remove_rate: float = 0.9
   min_sentences: int = 2
 
@@ -44,11 +44,11 @@ class ICTExampleBuilder:
   """Block dicts (corpus.read_blocks) → ICT (query, block) examples.
 
   Args:
-    config: ICTConfig.
+    config: IctExampleConfig.
     tokenizer: a `realm_tf.text.RealmTokenizer` (default vocabulary when None).
   """
 
-  def __init__(self, config: ICTConfig = ICTConfig(), tokenizer=None):
+  def __init__(self, config: IctExampleConfig = IctExampleConfig(), tokenizer=None):
     if tokenizer is None:
       from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
       tokenizer = RealmTokenizer()

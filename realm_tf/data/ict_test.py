@@ -19,7 +19,7 @@ class ICTTest(tf.test.TestCase):
     super().setUpClass()
     cls.tok = RealmTokenizer()
     # One builder for all tests: each builder traces the tokenizer graph once (seconds).
-    cls.builder = ict.ICTExampleBuilder(ict.ICTConfig(seed=3), cls.tok)
+    cls.builder = ict.ICTExampleBuilder(ict.IctExampleConfig(seed=3), cls.tok)
 
   def _ids(self, text):
     return self.tok.tokenize([text])[0].numpy().tolist()
@@ -57,7 +57,7 @@ class ICTTest(tf.test.TestCase):
   def test_removal_rate_is_ninety_percent(self):
     removed = []
     for seed in range(20):
-      builder = ict.ICTExampleBuilder(ict.ICTConfig(seed=seed), self.tok)
+      builder = ict.ICTExampleBuilder(ict.IctExampleConfig(seed=seed), self.tok)
       removed.append(list(tf.data.Dataset.range(500).map(builder.sentence_removed)
                           .as_numpy_iterator()))
     removed = np.array(removed)

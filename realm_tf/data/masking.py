@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from realm_tf.data import blocking
 from realm_tf.data import corpus
+from realm_tf.text import packing
 
 MODES = ("salient", "random_uniform", "random_span")
 
@@ -41,7 +42,7 @@ class MaskingConfig:
   """Masking options (defaults: REALM's salient span masking, query length 96, 10 predictions)."""
   mode: str = "salient"
   seed: int = 0
-  query_length: int = 96
+  query_length: int = packing.QUERY_LENGTH
   max_predictions: int = 10
   mask_rate: float = 0.15
   span_geometric_p: float = 0.2

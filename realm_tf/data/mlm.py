@@ -26,8 +26,8 @@ from realm_tf.text import packing
 class MlmConfig:
   """Warm-up example shapes and masking (defaults: REALM's 96 + 288 joint layout)."""
   seed: int = 0
-  query_length: int = 96
-  seq_length: int = 384
+  query_length: int = packing.QUERY_LENGTH
+  seq_length: int = packing.JOINT_LENGTH
   remove_rate: float = 0.9
   mask_rate: float = 0.15
   max_predictions: int = 20
@@ -38,7 +38,7 @@ class MlmExampleBuilder(ict.ICTExampleBuilder):
   """Block dicts (corpus.read_blocks) → masked `[CLS] sentence [SEP] rest of block [SEP]`."""
 
   def __init__(self, config: MlmConfig = MlmConfig(), tokenizer=None):
-    super().__init__(ict.ICTConfig(seed=config.seed, query_length=config.query_length,
+    super().__init__(ict.IctExampleConfig(seed=config.seed, query_length=config.query_length,
                                    block_length=config.seq_length,
                                    remove_rate=config.remove_rate,
                                    min_sentences=config.min_sentences), tokenizer)

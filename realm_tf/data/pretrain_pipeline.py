@@ -31,7 +31,7 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.data.block_store import BlockStore
-from realm_tf.text import pack_document, pack_pair
+from realm_tf.text import pack_document, pack_pair, packing
 from realm_tf.text.packing import INPUT_KEYS
 
 
@@ -40,9 +40,9 @@ class PipelineConfig:
   """Shapes of the featurized pre-training batch."""
   batch_size: int = 8
   num_candidates: int = 8  # null + retrieved
-  query_seq_length: int = 96
-  doc_seq_length: int = 288
-  joint_seq_length: int = 384
+  query_seq_length: int = packing.QUERY_LENGTH
+  doc_seq_length: int = packing.BLOCK_LENGTH
+  joint_seq_length: int = packing.JOINT_LENGTH
 
 
 def drop_own_block(retrieved_ids, own_ids, keep: int):

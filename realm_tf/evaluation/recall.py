@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from realm_tf.data import corpus
 from realm_tf.data.squad_open import SquadQuestion
-from realm_tf.text import RealmTokenizer, pack_query
+from realm_tf.text import RealmTokenizer, pack_query, packing
 from realm_tf.text.packing import INPUT_KEYS
 EVAL_SEED = 20_200_210  # masking seed of evaluation queries (differs from any training seed)
 
@@ -32,7 +32,7 @@ def recall_at_k(retrieved_block_ids: np.ndarray, gold: Sequence[set]) -> float:
   return float(np.mean(hits)) if hits else 0.0
 
 
-def embed_texts(embed_queries: Callable, texts: List[str], seq_length: int = 96,
+def embed_texts(embed_queries: Callable, texts: List[str], seq_length: int = packing.QUERY_LENGTH,
                 tokenizer: RealmTokenizer = None, batch_size: int = 128) -> np.ndarray:
   """Embeds raw query strings with `embed_queries(packed features) → [B, D]`."""
   tokenizer = tokenizer or RealmTokenizer()

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.export import block_table
-from realm_tf.export import testing as ex_testing
+from realm_tf.testing import export_models as ex_testing
 from realm_tf.export.versioning import ServingExportError
 from realm_tf.text import RealmTokenizer
 

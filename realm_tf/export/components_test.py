@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.export import components
-from realm_tf.export import testing as ex_testing
+from realm_tf.testing import export_models as ex_testing
 from realm_tf.export import versioning, warmup
 
 PARTS = ("query_embedder", "doc_embedder", "searcher", "reader")

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.export import openqa, versioning, warmup
-from realm_tf.export import testing as ex_testing
+from realm_tf.testing import export_models as ex_testing
 
 pytestmark = pytest.mark.slow
 

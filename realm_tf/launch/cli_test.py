@@ -6,7 +6,7 @@ import pytest
 from absl import logging
 
 from realm_tf.launch import cli
-from realm_tf.launch import testing
+from realm_tf.testing import cli as testing
 
 
 @pytest.fixture

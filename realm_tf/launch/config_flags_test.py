@@ -47,3 +47,11 @@ def test_flags_are_the_calling_programs_key_flags():
 def test_a_field_without_help_is_refused():
   with pytest.raises(ValueError, match="_Config.rate"):
     config_flags.define_config_flags(_Config, {"steps": "s"}, flag_values=flags.FlagValues())
+
+
+def test_distribution_flags_are_the_calling_programs_key_flags_too():
+  from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  distribution_flags.define_flags(fv)
+  mine = {f.name for f in fv.get_key_flags_for_module(sys.modules[__name__])}
+  assert {"tpu", "strategy", "mixed_precision", "jit_compile"} <= mine

@@ -20,26 +20,39 @@ from realm_tf.launch import cli  # first: quiets TensorFlow before convert impor
 from realm_tf.checkpoints import convert  # pylint: disable=g-bad-import-order
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("format", None, list(convert.FORMATS), "Source format.")
-flags.DEFINE_string("input", None, "HF model directory, or TF1 checkpoint prefix / directory / "
-                    "TF-Hub module directory.")
-flags.DEFINE_string("output_dir", None, "Directory to publish (must not exist unless --overwrite).")
-flags.DEFINE_enum("target", "encoder", list(convert.TARGETS), "Which model to build.")
-flags.DEFINE_string("preset", None, "Encoder preset (tiny/mini/minilm/base) instead of the source's "
-                    "config.")
-flags.DEFINE_integer("num_attention_heads", None, "Attention heads (TF1 sources without a "
-                     "bert_config.json; default hidden/64).")
-flags.DEFINE_string("doc_input", None, "TF1 retriever: document tower checkpoint (e.g. the "
-                    "pre-trained embedder for an ORQA model). Default: --input.")
-flags.DEFINE_string("tf1_prefix", None, "TF1: scope before 'bert/' when the checkpoint holds "
-                    "several BERTs (e.g. 'reader/module/').")
-flags.DEFINE_integer("span_hidden_size", None, "Reader span MLP size for sources without one "
-                     "(default 256, ORQA's).")
-flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir.")
-flags.mark_flags_as_required(["format", "input", "output_dir"])
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines this program's flags: the arguments of `convert.convert_checkpoint` (which takes no
+  config dataclass, so they are written by hand).
+
+  Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
+  defines no flag.
+  """
+  fv = flag_values
+  flags.DEFINE_enum("format", None, list(convert.FORMATS), "Source format.", flag_values=fv)
+  flags.DEFINE_string("input", None, "HF model directory, or TF1 checkpoint prefix / directory / "
+                      "TF-Hub module directory.", flag_values=fv)
+  flags.DEFINE_string("output_dir", None, "Directory to publish (must not exist unless "
+                      "--overwrite).", flag_values=fv)
+  flags.DEFINE_enum("target", "encoder", list(convert.TARGETS), "Which model to build.",
+                    flag_values=fv)
+  flags.DEFINE_string("preset", None, "Encoder preset (tiny/mini/minilm/base) instead of the "
+                      "source's config.", flag_values=fv)
+  flags.DEFINE_integer("num_attention_heads", None, "Attention heads (TF1 sources without a "
+                       "bert_config.json; default hidden/64).", flag_values=fv)
+  flags.DEFINE_string("doc_input", None, "TF1 retriever: document tower checkpoint (e.g. the "
+                      "pre-trained embedder for an ORQA model). Default: --input.", flag_values=fv)
+  flags.DEFINE_string("tf1_prefix", None, "TF1: scope before 'bert/' when the checkpoint holds "
+                      "several BERTs (e.g. 'reader/module/').", flag_values=fv)
+  flags.DEFINE_integer("span_hidden_size", None, "Reader span MLP size for sources without one "
+                       "(default 256, ORQA's).", flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir.", flag_values=fv)
+  flags.mark_flags_as_required(["format", "input", "output_dir"], flag_values=fv)
 
 
 def main(argv):
+  """Converts the checkpoint the flags name and prints what was written."""
   del argv
   result = convert.convert_checkpoint(
       FLAGS.format, FLAGS.input, FLAGS.output_dir, FLAGS.target, preset=FLAGS.preset,
@@ -53,4 +66,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

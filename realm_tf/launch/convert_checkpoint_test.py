@@ -3,7 +3,18 @@
 (Conversions themselves are tested in realm_tf/checkpoints.)"""
 import os
 
-from realm_tf.launch import testing
+from absl import flags
+
+from realm_tf.launch import convert_checkpoint
+from realm_tf.testing import cli as testing
+
+
+def test_flags_are_defined_only_by_define_flags():
+  assert not flags.FLAGS.flags_by_module_dict().get(convert_checkpoint.__name__)
+  fv = flags.FlagValues()
+  convert_checkpoint.define_flags(fv)
+  fv(["convert_checkpoint", "--format=hf", "--input=/i", "--output_dir=/o"])
+  assert (fv.format, fv.target, fv.overwrite) == ("hf", "encoder", False)
 
 
 def test_missing_input_is_a_one_line_error_and_quiet(tmp_path):

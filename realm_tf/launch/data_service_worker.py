@@ -30,17 +30,28 @@ from absl import app, flags, logging
 
 from realm_tf.launch import cli
 
-flags.DEFINE_integer("dispatcher_port", None, "Start a dispatcher on this port.")
-flags.DEFINE_list("worker_addresses", None, "Dispatcher: host:port of every worker (static "
-                  "sharding needs the full list; the pipeline shards with SHARD_HINT).")
-flags.DEFINE_string("dispatcher_work_dir", None, "Dispatcher: directory for its journal, so it "
-                    "recovers its state after a restart (fault-tolerant mode).")
-flags.DEFINE_integer("worker_port", None, "Start a worker on this port.")
-flags.DEFINE_string("dispatcher_address", None, "Worker: host:port of the dispatcher "
-                    "(default localhost:<dispatcher_port> when both run here).")
-flags.DEFINE_string("worker_host", None, "Worker: host name it announces to the dispatcher and "
-                    "clients; must match its --worker_addresses entry (default: this host's name).")
 FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines the dispatcher's and the worker's flags (ports, addresses; no config dataclass).
+
+  Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
+  defines no flag.
+  """
+  fv = flag_values
+  flags.DEFINE_integer("dispatcher_port", None, "Start a dispatcher on this port.", flag_values=fv)
+  flags.DEFINE_list("worker_addresses", None, "Dispatcher: host:port of every worker (static "
+                    "sharding needs the full list; the pipeline shards with SHARD_HINT).",
+                    flag_values=fv)
+  flags.DEFINE_string("dispatcher_work_dir", None, "Dispatcher: directory for its journal, so it "
+                      "recovers its state after a restart (fault-tolerant mode).", flag_values=fv)
+  flags.DEFINE_integer("worker_port", None, "Start a worker on this port.", flag_values=fv)
+  flags.DEFINE_string("dispatcher_address", None, "Worker: host:port of the dispatcher "
+                      "(default localhost:<dispatcher_port> when both run here).", flag_values=fv)
+  flags.DEFINE_string("worker_host", None, "Worker: host name it announces to the dispatcher and "
+                      "clients; must match its --worker_addresses entry (default: this host's "
+                      "name).", flag_values=fv)
 
 
 def register_pipeline_ops() -> None:
@@ -91,6 +102,7 @@ def start_worker(dispatcher_address: str, port: int, host: Optional[str] = None)
 
 
 def main(argv):
+  """Starts the servers the flags ask for, then serves until killed."""
   del argv
   if FLAGS.dispatcher_port is None and FLAGS.worker_port is None:
     raise app.UsageError("Give --dispatcher_port, --worker_port, or both.")
@@ -110,4 +122,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -1,26 +1,37 @@
-"""The tf.distribute flags every training or embedding entry point shares, defined once.
+"""The tf.distribute flags of the programs that train or embed, and the strategy they name.
 
 `--tpu`, `--strategy`, `--num_cpu_devices`, `--mixed_precision` and `--jit_compile` mean the same
-in pretrain, finetune and refresh_index; defining them here also lets those modules be imported
-into one process (absl refuses a flag defined twice).
+in pretrain, ict, finetune and refresh_index: each of those calls `define_flags()` from its own
+`define_flags()`, so the names, defaults and help texts are written once, here.
 """
 from absl import flags
 
-flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (TPUStrategy).")
-flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored",
-                                          "multi_worker_mirrored", "tpu"], "tf.distribute strategy.")
-flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into N logical devices (testing).")
-flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "Mixed precision policy.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward pass.")
+# Flags defined from here are the calling CLI's key flags (its --help lists them).
+flags.disclaim_key_flags()
 
-FLAGS = flags.FLAGS
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
-def strategy_from_flags():
-  """Builds the strategy named by the flags and sets the mixed-precision policy."""
+def define_flags(flag_values=flags.FLAGS) -> None:
+  """Defines the distribution flags on `flag_values` (once per program: absl refuses a flag
+  defined twice)."""
+  flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (TPUStrategy).",
+                      flag_values=flag_values)
+  flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into N logical devices (testing).",
+                       flag_values=flag_values)
+  flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "Mixed precision policy.",
+                    flag_values=flag_values)
+  flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward pass.",
+                    flag_values=flag_values)
+
+
+def strategy_from_flags(flag_values=flags.FLAGS):
+  """Builds the strategy the (parsed) flags name and sets the mixed-precision policy they name."""
   import tf_keras  # pylint: disable=g-import-not-at-top
   from realm_tf.training.strategy import get_strategy  # pylint: disable=g-import-not-at-top
-  strategy = get_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.num_cpu_devices)
-  if FLAGS.mixed_precision:
-    tf_keras.mixed_precision.set_global_policy(f"mixed_{FLAGS.mixed_precision}")
+  strategy = get_strategy(flag_values.tpu, flag_values.strategy, flag_values.num_cpu_devices)
+  if flag_values.mixed_precision:
+    tf_keras.mixed_precision.set_global_policy(f"mixed_{flag_values.mixed_precision}")
   return strategy

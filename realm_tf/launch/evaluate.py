@@ -21,28 +21,48 @@ from absl import flags, logging
 
 from realm_tf.launch import cli
 
-flags.DEFINE_string("model_dir", None, "Fine-tuning model_dir (config.json + checkpoints/).")
-flags.DEFINE_string("dataset", "squad_open", "nq_open_orqa | web_questions_orqa | "
-                    "curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | jsonl:<path>.")
-flags.DEFINE_string("split", "test", "Split to evaluate (train | dev | test; not used by "
-                    "jsonl:<path>).")
-flags.DEFINE_bool("strict", False, "Stop on a malformed line of a jsonl:<path> dataset instead of "
-                  "skipping it.")
-flags.DEFINE_enum("retriever", "dense", ["dense", "bm25"], "Blocks the reader reads: the "
-                  "fine-tuned query tower's (dense) or BM25's over the same corpus blocks.")
-flags.DEFINE_string("index_dir", None, "Index bundles (default: the bundle fine-tuning used).")
-flags.DEFINE_string("corpus_dir", None, "Block corpus (default: the one fine-tuning used).")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
-flags.DEFINE_string("manual_dir", None, "Folder with the dataset source files (default: shipped).")
-flags.DEFINE_integer("batch_size", 8, "Questions per model call.")
-flags.DEFINE_list("recall_ks", ["1", "5", "10", "20"], "k of retrieval recall@k.")
-flags.DEFINE_integer("max_examples", None, "Evaluate only the first N questions.")
-flags.DEFINE_string("output_prefix", None, "Path prefix of the .json/.jsonl outputs.")
-flags.mark_flags_as_required(["model_dir"])
 FLAGS = flags.FLAGS
 
 
+def define_flags(flag_values=flags.FLAGS):
+  """Defines the evaluation flags: the model_dir, the questions, the retriever and the outputs
+  (`openqa.evaluate` takes no config dataclass, so they are written by hand).
+
+  Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
+  defines no flag.
+  """
+  fv = flag_values
+  flags.DEFINE_string("model_dir", None, "Fine-tuning model_dir (config.json + checkpoints/).",
+                      flag_values=fv)
+  flags.DEFINE_string("dataset", "squad_open", "nq_open_orqa | web_questions_orqa | "
+                      "curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | jsonl:<path>.",
+                      flag_values=fv)
+  flags.DEFINE_string("split", "test", "Split to evaluate (train | dev | test; not used by "
+                      "jsonl:<path>).", flag_values=fv)
+  flags.DEFINE_bool("strict", False, "Stop on a malformed line of a jsonl:<path> dataset instead "
+                    "of skipping it.", flag_values=fv)
+  flags.DEFINE_enum("retriever", "dense", ["dense", "bm25"], "Blocks the reader reads: the "
+                    "fine-tuned query tower's (dense) or BM25's over the same corpus blocks.",
+                    flag_values=fv)
+  flags.DEFINE_string("index_dir", None, "Index bundles (default: the bundle fine-tuning used).",
+                      flag_values=fv)
+  flags.DEFINE_string("corpus_dir", None, "Block corpus (default: the one fine-tuning used).",
+                      flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir.", flag_values=fv)
+  flags.DEFINE_string("manual_dir", None, "Folder with the dataset source files (default: "
+                      "shipped).", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 8, "Questions per model call.", flag_values=fv)
+  flags.DEFINE_list("recall_ks", ["1", "5", "10", "20"], "k of retrieval recall@k.",
+                    flag_values=fv)
+  flags.DEFINE_integer("max_examples", None, "Evaluate only the first N questions.",
+                       flag_values=fv)
+  flags.DEFINE_string("output_prefix", None, "Path prefix of the .json/.jsonl outputs.",
+                      flag_values=fv)
+  flags.mark_flags_as_required(["model_dir"], flag_values=fv)
+
+
 def main(argv):
+  """Evaluates the model_dir on the flags' questions; writes and prints the metrics."""
   del argv
   from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
@@ -71,4 +91,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

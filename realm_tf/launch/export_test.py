@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from realm_tf.launch import testing
+from realm_tf.testing import cli as testing
 
 
 def test_importing_defines_no_flags():
@@ -52,7 +52,7 @@ def _cli(args):
 
 @pytest.mark.slow
 def test_cli_exports_versions_in_serving_layout(tmp_path):
-  from realm_tf.export import testing as ex_testing  # pylint: disable=g-import-not-at-top
+  from realm_tf.testing import export_models as ex_testing  # pylint: disable=g-import-not-at-top
   from realm_tf.export import versioning  # pylint: disable=g-import-not-at-top
   system = ex_testing.build_micro_system(str(tmp_path / "work"))
   model_dir = ex_testing.write_model_dir(system, str(tmp_path / "finetune"))

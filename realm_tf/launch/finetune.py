@@ -31,75 +31,117 @@ import time
 from absl import flags, logging
 
 from realm_tf.launch import cli
-from realm_tf.launch import distribution_flags
 
-flags.DEFINE_string("dataset", "squad_open", "nq_open_orqa | nq_open_orqa/dpr | web_questions_orqa "
-                    "| curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | jsonl:<path>.")
-flags.DEFINE_string("split", "train", "Training split (not used by jsonl:<path>).")
-flags.DEFINE_bool("strict", False, "Stop on a malformed line of a jsonl:<path> dataset instead of "
-                  "skipping it.")
-flags.DEFINE_enum("reader_positives", "beam", ["beam", "gold", "none"],
-                  "What the reader reads when none of its blocks bears an answer: the beam's "
-                  "best answer-bearing block, the gold document's (else the beam's), or nothing "
-                  "(ORQA's zero loss).")
-flags.DEFINE_string("index_dir", None, "Index bundles; the newest is used, frozen.")
-flags.DEFINE_string("corpus_dir", None, "Block corpus the index was built from.")
-flags.DEFINE_string("init_checkpoint", None, "REALM model_dir, embedder export, converted "
-                    "checkpoint or fine-tuning model_dir to warm-start from.")
-flags.DEFINE_string("reader_init_checkpoint", None, "Where the reader BERT comes from instead "
-                    "(REALM model_dir or converted checkpoint).")
-flags.DEFINE_string("model_dir", None, "Checkpoints, config.json, summaries.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
-flags.DEFINE_string("manual_dir", None, "Folder with the dataset source files (default: shipped).")
-flags.DEFINE_string("reader_encoder", "tiny", "Reader encoder preset when the init checkpoint "
-                    "has no reader (tiny|mini|minilm|base).")
-flags.DEFINE_integer("span_hidden_size", 256, "Span MLP width (ORQA: 256).")
-flags.DEFINE_integer("reader_seq_length", 320, "[CLS] question [SEP] block [SEP] length.")
-flags.DEFINE_integer("reader_query_length", 64, "[CLS] question [SEP] part of the reader input.")
-flags.DEFINE_integer("max_span_width", 10, "Longest answer span in wordpieces.")
-flags.DEFINE_integer("reader_beam_size", 5, "Blocks read per question.")
-flags.DEFINE_integer("train_reader_beam_size", None, "Blocks read per question in training "
-                     "(default --reader_beam_size); fewer trains faster.")
-flags.DEFINE_integer("retriever_beam_size", 5000, "Blocks in the retriever loss (capped at the "
-                     "corpus size).")
-flags.DEFINE_float("retrieval_score_scale", 1.0, "Multiplies the warm-started query tower's "
-                   "output (every retrieval logit). 1.0 = ORQA; ~20/d for an index built by a "
-                   "sentence encoder of width d (0.05 for MiniLM).")
-flags.DEFINE_integer("batch_size", 8, "Global batch size (questions).")
-flags.DEFINE_integer("num_train_steps", 1000, "Training steps.")
-flags.DEFINE_float("learning_rate", 1e-5, "Peak learning rate.")
-flags.DEFINE_integer("warmup_steps", None, "Warm-up steps (default 10% of the run).")
-flags.DEFINE_integer("checkpoint_every", 200, "Steps between checkpoints.")
-flags.DEFINE_integer("log_every", 10, "Steps between progress lines.")
-flags.DEFINE_integer("max_train_examples", None, "Use only the first N training questions.")
-flags.DEFINE_integer("seed", 0, "Shuffling seed.")
-flags.mark_flags_as_required(["index_dir", "corpus_dir", "model_dir"])
 FLAGS = flags.FLAGS
+
+HELP = {
+    # FinetuneConfig
+    "batch_size": "Global batch size (questions).",
+    "num_train_steps": "Training steps.",
+    "learning_rate": "Peak learning rate.",
+    "warmup_steps": "Warm-up steps (default 10% of the run).",
+    "seed": "Shuffling seed.",
+    "checkpoint_every": "Steps between checkpoints.",
+    "log_every": "Steps between progress lines.",
+    "max_train_examples": "Use only the first N training questions.",
+    "retrieval_score_scale": "Multiplies the warm-started query tower's output (every retrieval "
+                             "logit). 1.0 = ORQA; ~20/d for an index built by a sentence encoder "
+                             "of width d (0.05 for MiniLM).",
+    # OpenQAConfig
+    "reader_beam_size": "Blocks read per question.",
+    "train_reader_beam_size": "Blocks read per question in training (default "
+                              "--reader_beam_size); fewer trains faster.",
+    "retriever_beam_size": "Blocks in the retriever loss (capped at the corpus size).",
+    # ReaderConfig
+    "span_hidden_size": "Span MLP width (ORQA: 256).",
+    "max_span_width": "Longest answer span in wordpieces.",
+}
+# Config fields with no generated flag: nested configs, settings the command line does not
+# expose, and those whose flag has another name, default or type (written by hand below).
+_FINETUNE_SKIP = ("model", "dataset", "train_split", "reader_positives", "clip_norm",
+                  "regex_search_blocks")
+_MODEL_SKIP = ("retriever", "reader", "max_answers", "max_answer_length")
+_READER_SKIP = ("encoder", "seq_length", "query_length")
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines the fine-tuning flags: one per FinetuneConfig / OpenQAConfig / ReaderConfig setting,
+  the run's inputs and outputs, and the distribution flags.
+
+  Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
+  defines no flag.
+  """
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import model  # pylint: disable=g-import-not-at-top
+  fv = flag_values
+  reader = ReaderConfig()
+  for config_cls, skip in ((finetune.FinetuneConfig, _FINETUNE_SKIP),
+                           (model.OpenQAConfig, _MODEL_SKIP), (ReaderConfig, _READER_SKIP)):
+    config_flags.define_config_flags(config_cls, HELP, skip=skip, flag_values=fv)
+  distribution_flags.define_flags(fv)
+  flags.DEFINE_string("dataset", "squad_open", "nq_open_orqa | nq_open_orqa/dpr | "
+                      "web_questions_orqa | curated_trec_orqa | squad_open (or nq, nq_dpr, wq, "
+                      "ct) | jsonl:<path>.", flag_values=fv)
+  flags.DEFINE_string("split", "train", "Training split (not used by jsonl:<path>).",
+                      flag_values=fv)
+  flags.DEFINE_bool("strict", False, "Stop on a malformed line of a jsonl:<path> dataset instead "
+                    "of skipping it.", flag_values=fv)
+  flags.DEFINE_enum("reader_positives", finetune.FinetuneConfig().reader_positives,
+                    list(model.READER_POSITIVES),
+                    "What the reader reads when none of its blocks bears an answer: the beam's "
+                    "best answer-bearing block, the gold document's (else the beam's), or nothing "
+                    "(ORQA's zero loss).", flag_values=fv)
+  flags.DEFINE_string("index_dir", None, "Index bundles; the newest is used, frozen.",
+                      flag_values=fv)
+  flags.DEFINE_string("corpus_dir", None, "Block corpus the index was built from.",
+                      flag_values=fv)
+  flags.DEFINE_string("init_checkpoint", None, "REALM model_dir, embedder export, converted "
+                      "checkpoint or fine-tuning model_dir to warm-start from.", flag_values=fv)
+  flags.DEFINE_string("reader_init_checkpoint", None, "Where the reader BERT comes from instead "
+                      "(REALM model_dir or converted checkpoint).", flag_values=fv)
+  flags.DEFINE_string("model_dir", None, "Checkpoints, config.json, summaries.", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir.", flag_values=fv)
+  flags.DEFINE_string("manual_dir", None, "Folder with the dataset source files (default: "
+                      "shipped).", flag_values=fv)
+  flags.DEFINE_string("reader_encoder", reader.encoder, "Reader encoder preset when the init "
+                      "checkpoint has no reader (tiny|mini|minilm|base).", flag_values=fv)
+  flags.DEFINE_integer("reader_seq_length", reader.seq_length, "[CLS] question [SEP] block [SEP] "
+                       "length.", flag_values=fv)
+  flags.DEFINE_integer("reader_query_length", reader.query_length, "[CLS] question [SEP] part of "
+                       "the reader input.", flag_values=fv)
+  flags.mark_flags_as_required(["index_dir", "corpus_dir", "model_dir"], flag_values=fv)
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+  """The FinetuneConfig (with its OpenQAConfig and ReaderConfig) the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import model  # pylint: disable=g-import-not-at-top
+  fv = flag_values
+  reader = config_flags.config_from_flags(
+      ReaderConfig, fv, skip=_READER_SKIP, encoder=fv.reader_encoder,
+      seq_length=fv.reader_seq_length, query_length=fv.reader_query_length)
+  openqa = config_flags.config_from_flags(model.OpenQAConfig, fv, skip=_MODEL_SKIP, reader=reader)
+  return config_flags.config_from_flags(
+      finetune.FinetuneConfig, fv, skip=_FINETUNE_SKIP, model=openqa, dataset=fv.dataset,
+      train_split=fv.split, reader_positives=fv.reader_positives)
 
 
 def main(argv):
+  """Fine-tunes as the flags say; prints the last step's scalars and where the checkpoints are."""
   del argv
-  from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
   datasets.check_dataset(FLAGS.dataset)  # a DatasetError: one line, exit status 2 (cli.run)
   strategy = distribution_flags.strategy_from_flags()
-  reader = ReaderConfig(encoder=FLAGS.reader_encoder, span_hidden_size=FLAGS.span_hidden_size,
-                        max_span_width=FLAGS.max_span_width, seq_length=FLAGS.reader_seq_length,
-                        query_length=FLAGS.reader_query_length)
-  config = finetune.FinetuneConfig(
-      model=OpenQAConfig(reader=reader, reader_beam_size=FLAGS.reader_beam_size,
-                         train_reader_beam_size=FLAGS.train_reader_beam_size,
-                         retriever_beam_size=FLAGS.retriever_beam_size),
-      dataset=FLAGS.dataset, train_split=FLAGS.split, batch_size=FLAGS.batch_size,
-      num_train_steps=FLAGS.num_train_steps, learning_rate=FLAGS.learning_rate,
-      warmup_steps=FLAGS.warmup_steps, seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every,
-      log_every=FLAGS.log_every, max_train_examples=FLAGS.max_train_examples,
-      reader_positives=FLAGS.reader_positives,
-      retrieval_score_scale=FLAGS.retrieval_score_scale)
+  config = config_from_flags()
   result = finetune.run_finetune(
       config, FLAGS.index_dir, FLAGS.corpus_dir, FLAGS.model_dir,
       init_checkpoint=FLAGS.init_checkpoint,
@@ -114,4 +156,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -5,9 +5,12 @@ import subprocess
 import sys
 
 import pytest
+from absl import flags
 
-from realm_tf.launch import testing
-from realm_tf.openqa import testing as T
+from realm_tf.launch import evaluate
+from realm_tf.launch import finetune
+from realm_tf.testing import cli as testing
+from realm_tf.testing import openqa_models as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -95,6 +98,26 @@ def test_jsonl_gold_positives_on_two_replicas_then_bm25_evaluate(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(message), \
         proc.stderr[-2000:]
   assert not os.path.exists(tmp_path / "strict")
+
+
+def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
+  from realm_tf.openqa.finetune import FinetuneConfig  # pylint: disable=g-import-not-at-top
+  for module in (finetune, evaluate):
+    assert not flags.FLAGS.flags_by_module_dict().get(module.__name__)
+  fv = flags.FlagValues()
+  finetune.define_flags(fv)
+  fv(["finetune", "--index_dir=/i", "--corpus_dir=/c", "--model_dir=/m"])
+  assert finetune.config_from_flags(fv) == FinetuneConfig(dataset="squad_open")
+  fv(["finetune", "--split=dev", "--reader_seq_length=64", "--reader_beam_size=2",
+      "--reader_positives=gold", "--warmup_steps=3", "--strategy=mirrored"])
+  config = finetune.config_from_flags(fv)
+  assert (config.train_split, config.model.reader.seq_length, config.model.reader_beam_size,
+          config.reader_positives, config.warmup_steps) == ("dev", 64, 2, "gold", 3)
+  fv = flags.FlagValues()
+  evaluate.define_flags(fv)
+  fv(["evaluate", "--model_dir=/m", "--recall_ks=1,5"])
+  assert (fv.dataset, fv.split, fv.recall_ks, fv.retriever) == ("squad_open", "test",
+                                                                ["1", "5"], "dense")
 
 
 def test_finetune_unknown_dataset_is_a_one_line_error(tmp_path):

@@ -18,62 +18,97 @@ one-line `error: ...` naming the file, exit status 2 (realm_tf/launch/cli.py).
 from absl import flags
 
 from realm_tf.launch import cli
-from realm_tf.launch import distribution_flags
 
-flags.DEFINE_string("corpus_dir", None, "Block corpus (manifest.json + shards).")
-flags.DEFINE_string("model_dir", None, "ICT checkpoints and embedder exports.")
-flags.DEFINE_string("index_dir", None, "Publish index bundle v1 here from the final export "
-                    "(skipped when unset or when a bundle is already live).")
-flags.DEFINE_string("preset", "tiny", "Retriever encoder preset: tiny|mini|minilm|base.")
-flags.DEFINE_string("init", None, "Initial tower weights (realm_tf.training.warm_start): an HF "
-                    "BERT dir, a TF1/converted checkpoint, an export or a training model_dir; "
-                    "'minilm' = the installed MiniLM weights. Both towers get the same encoder "
-                    "and the same projection (identity when square).")
-flags.DEFINE_alias("init_from_hf", "init")
-flags.DEFINE_bool("share_towers", True, "One encoder for queries and blocks (ORQA's ICT module "
-                  "and REALM's share_embedders).")
-flags.DEFINE_enum("pooling", "cls", ["cls", "mean"], "Tower pooling: the [CLS] pooler "
-                  "(ORQA/REALM) or the mean of the tokens (sentence-transformers).")
-flags.DEFINE_integer("projection_size", None, "Retrieval embedding size (default 128; with "
-                     "--init, the encoder's width, which keeps a sentence encoder's geometry).")
-flags.DEFINE_float("projection_dropout", 0.1, "Dropout on the projected embedding (ORQA: 0.1).")
-flags.DEFINE_integer("query_seq_length", 96, "Query wordpieces.")
-flags.DEFINE_integer("doc_seq_length", 288, "Block wordpieces ([CLS] title [SEP] body [SEP]).")
-flags.DEFINE_float("heldout_fraction", 0.0, "Share of blocks never used as ICT queries.")
-flags.DEFINE_integer("batch_size", 32, "Global batch size (in-batch negatives = batch - 1).")
-flags.DEFINE_integer("num_train_steps", 1000, "Training steps.")
-flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate (AdamW, linear warm-up/decay).")
-flags.DEFINE_integer("warmup_steps", None, "Warm-up steps (default 10% of the run).")
-flags.DEFINE_float("remove_sentence_rate", 0.9, "How often the query sentence is cut from its block.")
-flags.DEFINE_integer("checkpoint_every", 200, "Steps between checkpoints.")
-flags.DEFINE_integer("seed", 0, "Seed of query-sentence sampling.")
-flags.DEFINE_float("min_recall", 0.9, "Refuse to publish an index whose ScaNN recall@10 is lower.")
-flags.mark_flags_as_required(["corpus_dir", "model_dir"])
 FLAGS = flags.FLAGS
 
+HELP = {
+    # IctConfig
+    "batch_size": "Global batch size (in-batch negatives = batch - 1).",
+    "num_train_steps": "Training steps.",
+    "learning_rate": "Peak learning rate (AdamW, linear warm-up/decay).",
+    "remove_sentence_rate": "How often the query sentence is cut from its block.",
+    "seed": "Seed of query-sentence sampling.",
+    "heldout_fraction": "Share of blocks never used as ICT queries.",
+    "checkpoint_every": "Steps between checkpoints.",
+    # RetrieverConfig
+    "projection_dropout": "Dropout on the projected embedding (ORQA: 0.1).",
+    "query_seq_length": "Query wordpieces.",
+    "doc_seq_length": "Block wordpieces ([CLS] title [SEP] body [SEP]).",
+}
+# Config fields with no generated flag: nested configs, settings the command line does not
+# expose, and those whose flag has another name, default or type (written by hand below).
+_ICT_SKIP = ("retriever", "warmup_steps", "shuffle_window", "log_every")
+_RETRIEVER_SKIP = ("encoder", "projection_size", "share_towers", "projection_layer_norm",
+                   "pooling", "projection_scale_init")
 
-def main(argv):
-  del argv
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines the ICT flags: one per IctConfig / RetrieverConfig setting, the run's inputs and
+  outputs, the warm start, and the distribution flags.
+
+  Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
+  defines no flag.
+  """
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling import retriever  # pylint: disable=g-import-not-at-top
+  from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
+  fv = flag_values
+  defaults = retriever.RetrieverConfig()
+  config_flags.define_config_flags(ict_experiment.IctConfig, HELP, skip=_ICT_SKIP, flag_values=fv)
+  config_flags.define_config_flags(retriever.RetrieverConfig, HELP, skip=_RETRIEVER_SKIP,
+                                   flag_values=fv)
+  distribution_flags.define_flags(fv)
+  flags.DEFINE_string("corpus_dir", None, "Block corpus (manifest.json + shards).", flag_values=fv)
+  flags.DEFINE_string("model_dir", None, "ICT checkpoints and embedder exports.", flag_values=fv)
+  flags.DEFINE_string("index_dir", None, "Publish index bundle v1 here from the final export "
+                      "(skipped when unset or when a bundle is already live).", flag_values=fv)
+  flags.DEFINE_string("preset", defaults.encoder, "Retriever encoder preset: "
+                      "tiny|mini|minilm|base.", flag_values=fv)
+  flags.DEFINE_string("init", None, "Initial tower weights (realm_tf.training.warm_start): an HF "
+                      "BERT dir, a TF1/converted checkpoint, an export or a training model_dir; "
+                      "'minilm' = the installed MiniLM weights. Both towers get the same encoder "
+                      "and the same projection (identity when square).", flag_values=fv)
+  flags.DEFINE_alias("init_from_hf", "init", flag_values=fv)
+  flags.DEFINE_bool("share_towers", True, "One encoder for queries and blocks (ORQA's ICT module "
+                    "and REALM's share_embedders).", flag_values=fv)
+  flags.DEFINE_enum("pooling", defaults.pooling, list(retriever.POOLINGS), "Tower pooling: the "
+                    "[CLS] pooler (ORQA/REALM) or the mean of the tokens (sentence-transformers).",
+                    flag_values=fv)
+  flags.DEFINE_integer("projection_size", None, "Retrieval embedding size (default 128; with "
+                       "--init, the encoder's width, which keeps a sentence encoder's geometry).",
+                       flag_values=fv)
+  flags.DEFINE_integer("warmup_steps", None, "Warm-up steps (default 10% of the run).",
+                       flag_values=fv)
+  flags.DEFINE_float("min_recall", 0.9, "Refuse to publish an index whose ScaNN recall@10 is "
+                     "lower.", flag_values=fv)
+  flags.mark_flags_as_required(["corpus_dir", "model_dir"], flag_values=fv)
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+  """The IctConfig (with its RetrieverConfig) the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
+  fv = flag_values
+  encoder = get_encoder_config(fv.preset)
+  retriever = config_flags.config_from_flags(
+      RetrieverConfig, fv, skip=_RETRIEVER_SKIP, encoder=encoder,
+      projection_size=fv.projection_size or (encoder.hidden_size if fv.init else 128),
+      share_towers=fv.share_towers, pooling=fv.pooling)
+  steps = fv.num_train_steps
+  return config_flags.config_from_flags(
+      ict_experiment.IctConfig, fv, skip=_ICT_SKIP, retriever=retriever,
+      warmup_steps=fv.warmup_steps if fv.warmup_steps is not None else steps // 10)
 
+
+def main(argv):
+  """Trains the ICT retriever the flags describe, exports it, publishes the first bundle."""
+  del argv
+  from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   strategy = distribution_flags.strategy_from_flags()
-  steps = FLAGS.num_train_steps
-  encoder = get_encoder_config(FLAGS.preset)
-  size = FLAGS.projection_size or (encoder.hidden_size if FLAGS.init else 128)
-  config = ict_experiment.IctConfig(
-      retriever=RetrieverConfig(encoder=encoder, projection_size=size,
-                                share_towers=FLAGS.share_towers, pooling=FLAGS.pooling,
-                                projection_dropout=FLAGS.projection_dropout,
-                                query_seq_length=FLAGS.query_seq_length,
-                                doc_seq_length=FLAGS.doc_seq_length),
-      heldout_fraction=FLAGS.heldout_fraction,
-      batch_size=FLAGS.batch_size, num_train_steps=steps, learning_rate=FLAGS.learning_rate,
-      warmup_steps=FLAGS.warmup_steps if FLAGS.warmup_steps is not None else steps // 10,
-      remove_sentence_rate=FLAGS.remove_sentence_rate, seed=FLAGS.seed,
-      checkpoint_every=FLAGS.checkpoint_every)
-  _run(config, strategy)
+  _run(config_from_flags(), strategy)
 
 
 def _run(config, strategy):
@@ -98,4 +133,5 @@ def _run(config, strategy):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

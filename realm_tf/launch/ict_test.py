@@ -4,7 +4,29 @@ run with neither TF_CPP_MIN_LOG_LEVEL nor CUDA_VISIBLE_DEVICES set prints no CUD
 (Training itself is tested in tests/test_pretrain_e2e.py.)"""
 import os
 
-from realm_tf.launch import testing
+from absl import flags
+
+from realm_tf.launch import ict
+from realm_tf.testing import cli as testing
+
+
+def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
+  from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.training.ict_experiment import IctConfig  # pylint: disable=g-import-not-at-top
+  assert not flags.FLAGS.flags_by_module_dict().get(ict.__name__)
+  fv = flags.FlagValues()
+  ict.define_flags(fv)
+  fv(["ict", "--corpus_dir=/c", "--model_dir=/m"])
+  assert ict.config_from_flags(fv) == IctConfig(
+      retriever=RetrieverConfig(encoder=get_encoder_config("tiny"), share_towers=True),
+      warmup_steps=100)
+  fv(["ict", "--preset=mini", "--init_from_hf=minilm", "--num_train_steps=50", "--noshare_towers",
+      "--query_seq_length=32"])
+  config = ict.config_from_flags(fv)
+  assert config.retriever.projection_size == get_encoder_config("mini").hidden_size  # --init
+  assert (config.warmup_steps, config.retriever.share_towers,
+          config.retriever.query_seq_length) == (5, False, 32)
 
 
 def test_missing_corpus_is_a_one_line_error_and_the_run_is_quiet(tmp_path):

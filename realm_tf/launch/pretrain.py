@@ -78,18 +78,22 @@ HELP = {
 _SKIP = ("jit_compile",)  # a distribution flag (realm_tf.launch.distribution_flags)
 
 
-def define_flags():
-  """The main job's flags: one per PretrainJobConfig field, plus the distribution flags."""
+def define_flags(flag_values=flags.FLAGS):
+  """The main job's flags: one per PretrainJobConfig field, plus the distribution flags.
+
+  Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
+  defines no flag.
+  """
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top,unused-import
+  from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.training.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(PretrainJobConfig, HELP, skip=_SKIP)
-  flags.DEFINE_alias("input", "inputs")  # the other corpus CLIs' name
+  config_flags.define_config_flags(PretrainJobConfig, HELP, skip=_SKIP, flag_values=flag_values)
+  distribution_flags.define_flags(flag_values)
+  flags.DEFINE_alias("input", "inputs", flag_values=flag_values)  # the other corpus CLIs' name
 
 
 def main(argv):
   del argv
-  import os  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
@@ -102,7 +106,7 @@ def main(argv):
   strategy = distribution_flags.strategy_from_flags()
   summary = pretrain_job.run(config, strategy)
   summary["wall_seconds"] = round(time.time() - t0, 1)
-  path = os.path.join(config.work_dir, "summary.json")
+  path = config.layout().summary_file
   corpus_lib.write_json_atomic(path, summary)
   print(pretrain_job.format_summary(summary))
   print(f"Summary written to {path} (wall time {summary['wall_seconds']:.0f} s)")

@@ -6,8 +6,9 @@ import pytest
 from absl import flags
 
 from realm_tf.launch import config_flags
+from realm_tf.launch import distribution_flags
 from realm_tf.launch import pretrain
-from realm_tf.launch import testing
+from realm_tf.testing import cli as testing
 from realm_tf.training.pretrain_job import PretrainJobConfig
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "configs")
@@ -15,17 +16,20 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "configs
 
 def _parse(argv):
   fv = flags.FlagValues()
-  config_flags.define_config_flags(PretrainJobConfig, pretrain.HELP, skip=pretrain._SKIP,  # pylint: disable=protected-access
-                                   flag_values=fv)
-  flags.DEFINE_string("tpu", None, "", flag_values=fv)
-  flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "", flag_values=fv)
+  pretrain.define_flags(fv)
   fv(["pretrain"] + argv)
   return config_flags.config_from_flags(PretrainJobConfig, fv, skip=pretrain._SKIP), fv  # pylint: disable=protected-access
 
 
 def test_no_flags_is_the_default_config():
-  config, _ = _parse([])
+  config, fv = _parse([])
   assert config == PretrainJobConfig()
+  assert fv["input"].value == fv["inputs"].value and fv.strategy == "default"
+
+
+def test_importing_defines_no_flags():
+  assert not flags.FLAGS.flags_by_module_dict().get(pretrain.__name__)
+  assert not flags.FLAGS.flags_by_module_dict().get(distribution_flags.__name__)
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIGS, "*.flags"))))

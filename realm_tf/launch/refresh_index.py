@@ -16,70 +16,120 @@ A bad export or corpus, or too low a recall, ends the run with a one-line `error
 offending file, exit status 2 (realm_tf/launch/cli.py); no bundle is published then and the
 previous one stays live.
 """
+import dataclasses
+import typing
+
 from absl import flags
 
 from realm_tf.launch import cli
-from realm_tf.launch import distribution_flags  # pylint: disable=unused-import  (--tpu, --strategy, ...)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Trainer directory holding embedder_exports/ and "
-                    "TRAINING_DONE.")
-flags.DEFINE_string("corpus_dir", None, "Block corpus (manifest.json + shards).")
-flags.DEFINE_string("index_dir", None, "Where index bundle versions are published.")
-flags.DEFINE_integer("num_shards", 1, "Number of independent embedding workers.")
-flags.DEFINE_integer("shard_index", 0, "This worker (0 merges and publishes).")
-flags.DEFINE_integer("batch_size", 32, "Blocks per replica per step.")
-flags.DEFINE_bool("once", False, "Index the newest export once (if needed) and exit.")
-flags.DEFINE_multi_string("add", [], "Block-corpus directory of documents to add (repeatable).")
-flags.DEFINE_string("remove", None, "File of block ids to remove, one per line.")
-flags.DEFINE_float("min_recall", 0.9, "Refuse to publish when ScaNN recall@10 vs exact is lower.")
-flags.DEFINE_integer("recall_queries", 1000, "Query sample size for the recall check.")
-flags.DEFINE_integer("keep", 3, "Bundle versions to keep.")
-flags.DEFINE_float("grace_seconds", 120.0, "Superseded bundles survive at least this long.")
-flags.DEFINE_float("poll_min_seconds", 5.0, "Shortest sleep between polls for new exports.")
-flags.DEFINE_float("poll_max_seconds", 300.0, "Longest sleep (back-off doubles up to this).")
-flags.DEFINE_float("part_wait_timeout", None, "Worker 0: seconds to wait for other workers.")
-flags.DEFINE_enum("scann_mode", "auto", ["auto", "brute_force", "ah", "tree_ah"],
-                  "ScaNN configuration; auto scales it to the corpus size.")
-flags.DEFINE_integer("scann_brute_force_below", 20_000, "auto: brute force below this many rows.")
-flags.DEFINE_integer("scann_tree_above", 100_000, "auto: tree + AH from this many rows on.")
-flags.DEFINE_integer("scann_num_leaves", None, "Tree leaves (default ~sqrt(n)).")
-flags.DEFINE_integer("scann_leaves_to_search", None, "Leaves searched per query.")
-flags.DEFINE_integer("scann_training_sample_size", None, "Points used to train tree and AH.")
-flags.DEFINE_integer("scann_dimensions_per_block", 2, "AH dimensions per block.")
-flags.DEFINE_float("scann_aq_threshold", 0.2, "Anisotropic quantization threshold.")
-flags.DEFINE_integer("scann_reorder", None, "Candidates re-scored exactly (default 100).")
-flags.mark_flags_as_required(["model_dir", "corpus_dir", "index_dir"])
+
+HELP = {
+    # RefreshConfig
+    "num_shards": "Number of independent embedding workers.",
+    "shard_index": "This worker (0 merges and publishes).",
+    "batch_size": "Blocks per replica per step.",
+    "min_recall": "Refuse to publish when ScaNN recall@10 vs exact is lower.",
+    "recall_queries": "Query sample size for the recall check.",
+    "keep": "Bundle versions to keep.",
+    "grace_seconds": "Superseded bundles survive at least this long.",
+    "poll_min_seconds": "Shortest sleep between polls for new exports.",
+    "poll_max_seconds": "Longest sleep (back-off doubles up to this).",
+    "part_wait_timeout": "Worker 0: seconds to wait for other workers.",
+    # ScannConfig, by flag name (SCANN_FLAGS)
+    "scann_mode": "ScaNN configuration; auto scales it to the corpus size.",
+    "scann_brute_force_below": "auto: brute force below this many rows.",
+    "scann_tree_above": "auto: tree + AH from this many rows on.",
+    "scann_num_leaves": "Tree leaves (default ~sqrt(n)).",
+    "scann_leaves_to_search": "Leaves searched per query.",
+    "scann_training_sample_size": "Points used to train tree and AH.",
+    "scann_dimensions_per_block": "AH dimensions per block.",
+    "scann_aq_threshold": "Anisotropic quantization threshold.",
+    "scann_reorder": "Candidates re-scored exactly (default 100).",
+}
+# RefreshConfig fields with no generated flag: the three required directories (written by hand
+# below), the nested ScannConfig (SCANN_FLAGS) and a setting the command line does not expose.
+_REFRESH_SKIP = ("model_dir", "corpus_dir", "index_dir", "scann", "exact_tile_size")
+# ScannConfig field → its flag. --scann_mode (an enum) is written by hand; the fields not named
+# here are not command-line settings.
+SCANN_FLAGS = {
+    "brute_force_below": "scann_brute_force_below",
+    "tree_above": "scann_tree_above",
+    "num_leaves": "scann_num_leaves",
+    "num_leaves_to_search": "scann_leaves_to_search",
+    "training_sample_size": "scann_training_sample_size",
+    "dimensions_per_block": "scann_dimensions_per_block",
+    "anisotropic_quantization_threshold": "scann_aq_threshold",
+    "reordering_num_neighbors": "scann_reorder",
+}
 
 
-def scann_config_from_flags():
-  """ScannConfig from the --scann_* flags."""
+def _scann_flag_fields():
+  """A dataclass holding the ScannConfig fields of SCANN_FLAGS under their flag names, with
+  ScannConfig's types and defaults: config_flags generates the --scann_* flags from it, so their
+  defaults stay ScannConfig's."""
   from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
-  return ScannConfig(
-      mode=FLAGS.scann_mode, brute_force_below=FLAGS.scann_brute_force_below,
-      tree_above=FLAGS.scann_tree_above, num_leaves=FLAGS.scann_num_leaves,
-      num_leaves_to_search=FLAGS.scann_leaves_to_search,
-      training_sample_size=FLAGS.scann_training_sample_size,
-      dimensions_per_block=FLAGS.scann_dimensions_per_block,
-      anisotropic_quantization_threshold=FLAGS.scann_aq_threshold,
-      reordering_num_neighbors=FLAGS.scann_reorder)
+  hints = typing.get_type_hints(ScannConfig)
+  defaults = ScannConfig()
+  return dataclasses.make_dataclass("ScannFlags", [
+      (flag, hints[field], dataclasses.field(default=getattr(defaults, field)))
+      for field, flag in SCANN_FLAGS.items()])
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines the refresh job's flags: one per RefreshConfig and (as --scann_*) ScannConfig
+  setting, the document updates, --once, and the distribution flags.
+
+  Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
+  defines no flag.
+  """
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import refresh  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
+  fv = flag_values
+  config_flags.define_config_flags(refresh.RefreshConfig, HELP, skip=_REFRESH_SKIP,
+                                   flag_values=fv)
+  config_flags.define_config_flags(_scann_flag_fields(), HELP, flag_values=fv)
+  flags.DEFINE_enum("scann_mode", scann_searcher.ScannConfig().mode, list(scann_searcher.MODES),
+                    HELP["scann_mode"], flag_values=fv)
+  distribution_flags.define_flags(fv)
+  flags.DEFINE_string("model_dir", None, "Trainer directory holding embedder_exports/ and "
+                      "TRAINING_DONE.", flag_values=fv)
+  flags.DEFINE_string("corpus_dir", None, "Block corpus (manifest.json + shards).", flag_values=fv)
+  flags.DEFINE_string("index_dir", None, "Where index bundle versions are published.",
+                      flag_values=fv)
+  flags.DEFINE_bool("once", False, "Index the newest export once (if needed) and exit.",
+                    flag_values=fv)
+  flags.DEFINE_multi_string("add", [], "Block-corpus directory of documents to add (repeatable).",
+                            flag_values=fv)
+  flags.DEFINE_string("remove", None, "File of block ids to remove, one per line.", flag_values=fv)
+  flags.mark_flags_as_required(["model_dir", "corpus_dir", "index_dir"], flag_values=fv)
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+  """The RefreshConfig (with its ScannConfig) the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import refresh  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
+  fv = flag_values
+  scann = ScannConfig(mode=fv.scann_mode,
+                      **{field: fv[flag].value for field, flag in SCANN_FLAGS.items()})
+  return config_flags.config_from_flags(
+      refresh.RefreshConfig, fv, skip=_REFRESH_SKIP, model_dir=fv.model_dir,
+      corpus_dir=fv.corpus_dir, index_dir=fv.index_dir, scann=scann)
 
 
 def main(argv):
+  """Refreshes the index as the flags say: once, a document update, or until training ends."""
   del argv
   # The strategy first: splitting the CPU into logical devices must precede TF's initialisation.
   from realm_tf.training.strategy import get_strategy  # pylint: disable=g-import-not-at-top
   strategy = get_strategy(tpu=FLAGS.tpu, strategy=FLAGS.strategy,
                           num_cpu_devices=FLAGS.num_cpu_devices)
   from realm_tf.retrieval import refresh  # pylint: disable=g-import-not-at-top
-  config = refresh.RefreshConfig(
-      model_dir=FLAGS.model_dir, corpus_dir=FLAGS.corpus_dir, index_dir=FLAGS.index_dir,
-      num_shards=FLAGS.num_shards, shard_index=FLAGS.shard_index, batch_size=FLAGS.batch_size,
-      min_recall=FLAGS.min_recall, recall_queries=FLAGS.recall_queries, keep=FLAGS.keep,
-      grace_seconds=FLAGS.grace_seconds, poll_min_seconds=FLAGS.poll_min_seconds,
-      poll_max_seconds=FLAGS.poll_max_seconds, part_wait_timeout=FLAGS.part_wait_timeout,
-      scann=scann_config_from_flags())
-  refresher = refresh.IndexRefresher(config, strategy)
+  refresher = refresh.IndexRefresher(config_from_flags(), strategy)
   if FLAGS.add or FLAGS.remove:
     bundle = refresher.update_documents(add_dirs=FLAGS.add, remove_file=FLAGS.remove)
     print(f"Published {bundle.path}" if bundle else "Embedded this worker's shards.")
@@ -92,4 +142,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -4,15 +4,47 @@ import os
 import subprocess
 import sys
 
-from realm_tf.launch import testing as launch_testing
+from absl import flags
+
+from realm_tf.launch import refresh_index
+from realm_tf.testing import cli as launch_testing
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embedder_export as ee
-from realm_tf.retrieval import testing
+from realm_tf.testing import retrieval_fixtures as testing
 
 
 def _run(*args):
   return subprocess.run([sys.executable, "-m", "realm_tf.launch.refresh_index", *args],
                         capture_output=True, text=True, timeout=300)
+
+
+# The flags of the program (its --help), as they were when written by hand.
+_FLAGS = {
+    "model_dir", "corpus_dir", "index_dir", "num_shards", "shard_index", "batch_size", "once",
+    "add", "remove", "min_recall", "recall_queries", "keep", "grace_seconds", "poll_min_seconds",
+    "poll_max_seconds", "part_wait_timeout", "scann_mode", "scann_brute_force_below",
+    "scann_tree_above", "scann_num_leaves", "scann_leaves_to_search",
+    "scann_training_sample_size", "scann_dimensions_per_block", "scann_aq_threshold",
+    "scann_reorder"}
+
+
+def test_flags_are_generated_from_the_configs_and_parse_into_them():
+  from realm_tf.retrieval.refresh import RefreshConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
+  assert not flags.FLAGS.flags_by_module_dict().get(refresh_index.__name__)
+  fv = flags.FlagValues()
+  refresh_index.define_flags(fv)
+  assert {f.name for f in fv.get_key_flags_for_module(refresh_index)} == _FLAGS
+  fv(["refresh_index", "--model_dir=/m", "--corpus_dir=/c", "--index_dir=/i"])
+  assert refresh_index.config_from_flags(fv) == RefreshConfig(model_dir="/m", corpus_dir="/c",
+                                                              index_dir="/i")
+  fv(["refresh_index", "--scann_mode=ah", "--scann_reorder=50", "--scann_aq_threshold=0.1",
+      "--scann_leaves_to_search=4", "--keep=2", "--part_wait_timeout=9"])
+  config = refresh_index.config_from_flags(fv)
+  assert config.scann == ScannConfig(mode="ah", reordering_num_neighbors=50,
+                                     anisotropic_quantization_threshold=0.1,
+                                     num_leaves_to_search=4)
+  assert (config.keep, config.part_wait_timeout) == (2, 9.0)
 
 
 def test_no_export_is_a_one_line_error(tmp_path):

@@ -9,10 +9,11 @@ from typing import Dict
 
 import tf_keras
 from official.nlp.modeling import networks
+from realm_tf.config_base import ConfigBase
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(ConfigBase):
   """Hyper-parameters of one BERT encoder tower."""
   vocab_size: int = 30522
   hidden_size: int = 768
@@ -27,16 +28,10 @@ class EncoderConfig:
   initializer_range: float = 0.02
   layer_norm_eps: float = 1e-12
 
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
-
   @classmethod
-  def from_dict(cls, d: dict) -> "EncoderConfig":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-      raise ValueError(f"Unknown EncoderConfig fields: {sorted(unknown)}")
-    return cls(**d)
+  def resolve(cls, value) -> "EncoderConfig":
+    """A preset name or a config → the config (nested encoder fields hold either)."""
+    return get_encoder_config(value)
 
 
 PRESETS: Dict[str, EncoderConfig] = {

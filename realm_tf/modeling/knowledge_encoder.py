@@ -9,12 +9,13 @@ import tf_keras
 from realm_tf.modeling.encoder_config import build_encoder, get_encoder_config
 from realm_tf.modeling.layers import MaskedLMHead
 from realm_tf.modeling.retriever import INPUT_KEYS
+from realm_tf.text import packing
 
 
 class KnowledgeAugmentedEncoder(tf_keras.Model):
   """BERT encoder + tied MLM head; `call` returns logits at the masked positions."""
 
-  def __init__(self, encoder_config="tiny", seq_length: int = 384, **kwargs):
+  def __init__(self, encoder_config="tiny", seq_length: int = packing.JOINT_LENGTH, **kwargs):
     super().__init__(**kwargs)
     self.encoder_config = get_encoder_config(encoder_config)
     self.seq_length = seq_length

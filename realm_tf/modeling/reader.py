@@ -23,12 +23,14 @@ import tf_keras
 
 from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder, get_encoder_config
 from realm_tf.text.packing import INPUT_KEYS
+from realm_tf.config_base import ConfigBase
 NEG_INF = -1e9
 
 
 @dataclasses.dataclass(frozen=True)
-class ReaderConfig:
+class ReaderConfig(ConfigBase):
   """Shape of the reader (ORQA defaults except the encoder preset)."""
+  NESTED = {"encoder": EncoderConfig}
   encoder: Union[str, EncoderConfig] = "tiny"
   span_hidden_size: int = 256        # ORQA's span_hidden_size
   max_span_width: int = 10           # spans of at most 10 wordpieces
@@ -39,17 +41,6 @@ class ReaderConfig:
   def encoder_config(self) -> EncoderConfig:
     return get_encoder_config(self.encoder)
 
-  def to_dict(self) -> Dict:
-    d = dataclasses.asdict(self)
-    d["encoder"] = self.encoder_config.to_dict()
-    return d
-
-  @classmethod
-  def from_dict(cls, d: Dict) -> "ReaderConfig":
-    d = dict(d)
-    if isinstance(d.get("encoder"), dict):
-      d["encoder"] = EncoderConfig.from_dict(d["encoder"])
-    return cls(**d)
 
 
 def continuation_mask(vocab: Sequence[str]) -> np.ndarray:

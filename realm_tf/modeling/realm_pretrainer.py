@@ -22,20 +22,23 @@ import tf_keras
 from realm_tf.modeling.encoder_config import EncoderConfig, get_encoder_config
 from realm_tf.modeling.knowledge_encoder import KnowledgeAugmentedEncoder
 from realm_tf.modeling.retriever import INPUT_KEYS, Retriever, RetrieverConfig
+from realm_tf.text import packing
+from realm_tf.config_base import ConfigBase
 
 _NEG_INF = -1e9
 
 
 @dataclasses.dataclass(frozen=True)
-class RealmConfig:
+class RealmConfig(ConfigBase):
   """Sizes and shapes of the pre-training model (paper defaults except the encoder preset)."""
+  NESTED = {"retriever_encoder": EncoderConfig, "reader_encoder": EncoderConfig}
   retriever_encoder: Union[str, EncoderConfig] = "tiny"
   reader_encoder: Union[str, EncoderConfig] = "tiny"
   projection_size: int = 128
   share_towers: bool = False
-  query_seq_length: int = 96
-  doc_seq_length: int = 288
-  joint_seq_length: int = 384
+  query_seq_length: int = packing.QUERY_LENGTH
+  doc_seq_length: int = packing.BLOCK_LENGTH
+  joint_seq_length: int = packing.JOINT_LENGTH
   num_candidates: int = 8  # the null document + 7 retrieved
   max_predictions: int = 10  # masked wordpieces per query (the original's max_masks)
   retriever_pooling: str = "cls"  # RetrieverConfig.pooling
@@ -54,19 +57,6 @@ class RealmConfig:
                            projection_dropout=self.retriever_projection_dropout,
                            projection_scale_init=self.retriever_projection_scale_init)
 
-  def to_dict(self) -> Dict:
-    d = dataclasses.asdict(self)
-    d["retriever_encoder"] = get_encoder_config(self.retriever_encoder).to_dict()
-    d["reader_encoder"] = get_encoder_config(self.reader_encoder).to_dict()
-    return d
-
-  @classmethod
-  def from_dict(cls, d: Dict) -> "RealmConfig":
-    d = dict(d)
-    for key in ("retriever_encoder", "reader_encoder"):
-      if isinstance(d.get(key), dict):
-        d[key] = EncoderConfig.from_dict(d[key])
-    return cls(**d)
 
 
 def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, masked_weights):

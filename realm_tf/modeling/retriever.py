@@ -15,18 +15,21 @@ import tf_keras
 
 from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder, get_encoder_config
 from realm_tf.modeling.layers import RetrievalProjection
+from realm_tf.text import packing
 from realm_tf.text.packing import INPUT_KEYS  # re-exported: other modules import it from here
+from realm_tf.config_base import ConfigBase
 POOLINGS = ("cls", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
-class RetrieverConfig:
+class RetrieverConfig(ConfigBase):
   """Configuration of the two retrieval towers."""
+  NESTED = {"encoder": EncoderConfig}
   encoder: Union[str, EncoderConfig] = "tiny"
   projection_size: int = 128
   share_towers: bool = False
-  query_seq_length: int = 96
-  doc_seq_length: int = 288
+  query_seq_length: int = packing.QUERY_LENGTH
+  doc_seq_length: int = packing.BLOCK_LENGTH
   # LayerNorm after the dense projection, as in the original ICT/REALM embedder.
   projection_layer_norm: bool = True
   # "cls": BERT's pooled [CLS] output (ORQA/REALM); "mean": masked mean of the token vectors.
@@ -45,19 +48,6 @@ class RetrieverConfig:
   def encoder_config(self) -> EncoderConfig:
     return get_encoder_config(self.encoder)
 
-  def to_dict(self) -> dict:
-    return {"encoder": self.encoder_config.to_dict(), "projection_size": self.projection_size,
-            "share_towers": self.share_towers, "query_seq_length": self.query_seq_length,
-            "doc_seq_length": self.doc_seq_length,
-            "projection_layer_norm": self.projection_layer_norm, "pooling": self.pooling,
-            "projection_dropout": self.projection_dropout,
-            "projection_scale_init": self.projection_scale_init}
-
-  @classmethod
-  def from_dict(cls, d: dict) -> "RetrieverConfig":
-    d = dict(d)
-    d["encoder"] = EncoderConfig.from_dict(d["encoder"]) if isinstance(d["encoder"], dict) else d["encoder"]
-    return cls(**d)
 
 
 def _inputs(features):

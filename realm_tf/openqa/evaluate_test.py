@@ -11,7 +11,7 @@ from realm_tf.data.block_store import BlockStore
 from realm_tf.openqa import evaluate as E
 from realm_tf.openqa import features as F
 from realm_tf.openqa import metrics
-from realm_tf.openqa import testing as T
+from realm_tf.testing import openqa_models as T
 from realm_tf.openqa.model import FrozenIndex, OpenQAConfig, OpenQAModel
 from realm_tf.text import RealmTokenizer
 

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from realm_tf.text import RealmTokenizer, pack_query
+from realm_tf.text import RealmTokenizer, pack_query, packing
 
 QUERY_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
 
@@ -44,7 +44,7 @@ class OpenQAExample:
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
   """Lengths of the host-side question features."""
-  query_seq_length: int = 96       # retriever query `[CLS] q [SEP]` (the query tower's length)
+  query_seq_length: int = packing.QUERY_LENGTH       # retriever query `[CLS] q [SEP]` (the query tower's length)
   reader_query_length: int = 64    # `[CLS] q [SEP]` part of the reader input (ORQA: 64)
   max_answers: int = 8             # answers kept per question (A)
   max_answer_length: int = 10      # answer wordpieces (L); longer answers cannot be spans

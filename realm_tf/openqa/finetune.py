@@ -41,13 +41,16 @@ from realm_tf.training.openqa_task import openqa_task
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training import warm_start
 from realm_tf.training.trainer import CONFIG_FILE, Trainer, check_or_write_config
+from realm_tf.config_base import ConfigBase
 
 MAX_GOLD_BLOCKS = 8  # blocks of one gold document the `gold` reader positive may pick from
 
 
 @dataclasses.dataclass
-class FinetuneConfig:
+class FinetuneConfig(ConfigBase):
   """A fine-tuning run (recorded in model_dir/config.json)."""
+  NESTED = {"model": OpenQAConfig}
+  IGNORE_UNKNOWN = True  # older runs recorded fields that were since removed
   model: OpenQAConfig = OpenQAConfig()
   dataset: str = "nq_open_orqa"
   train_split: str = "train"
@@ -73,17 +76,6 @@ class FinetuneConfig:
       raise ValueError(f"reader_positives must be one of {READER_POSITIVES}, got "
                        f"{self.reader_positives!r}.")
 
-  def to_dict(self) -> Dict:
-    d = dataclasses.asdict(self)
-    d["model"] = self.model.to_dict()
-    return d
-
-  @classmethod
-  def from_dict(cls, d: Dict) -> "FinetuneConfig":
-    d = dict(d)
-    d["model"] = OpenQAConfig.from_dict(d["model"])
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import tf_keras
 from realm_tf.openqa import datasets
 from realm_tf.openqa import evaluate as evaluate_lib
 from realm_tf.openqa import finetune
-from realm_tf.openqa import testing as T
+from realm_tf.testing import openqa_models as T
 from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer
 from realm_tf.openqa.model import OpenQAConfig
 from realm_tf.retrieval import bundle as bundle_lib

@@ -28,6 +28,7 @@ from realm_tf.modeling.layers import RetrievalProjection
 from realm_tf.modeling.reader import Reader, ReaderConfig
 from realm_tf.modeling.retriever import RetrieverConfig, masked_mean
 from realm_tf.openqa import features as features_lib
+from realm_tf.config_base import ConfigBase
 
 _QUERY_KEYS = features_lib.QUERY_KEYS
 # What the reader reads when none of its K blocks bears an answer (training only):
@@ -38,8 +39,9 @@ READER_POSITIVES = ("beam", "gold", "none")
 
 
 @dataclasses.dataclass(frozen=True)
-class OpenQAConfig:
+class OpenQAConfig(ConfigBase):
   """The open-QA model: query tower shape (must match the index), reader, beams, answer shapes."""
+  NESTED = {"retriever": RetrieverConfig, "reader": ReaderConfig}
   retriever: RetrieverConfig = RetrieverConfig()
   reader: ReaderConfig = ReaderConfig()
   reader_beam_size: int = 5          # blocks read per question
@@ -57,19 +59,6 @@ class OpenQAConfig:
         reader_query_length=self.reader.query_length, max_answers=self.max_answers,
         max_answer_length=min(self.max_answer_length, self.reader.max_span_width))
 
-  def to_dict(self) -> Dict:
-    return {"retriever": self.retriever.to_dict(), "reader": self.reader.to_dict(),
-            "reader_beam_size": self.reader_beam_size,
-            "train_reader_beam_size": self.train_reader_beam_size,
-            "retriever_beam_size": self.retriever_beam_size, "max_answers": self.max_answers,
-            "max_answer_length": self.max_answer_length}
-
-  @classmethod
-  def from_dict(cls, d: Dict) -> "OpenQAConfig":
-    d = dict(d)
-    d["retriever"] = RetrieverConfig.from_dict(d["retriever"])
-    d["reader"] = ReaderConfig.from_dict(d["reader"])
-    return cls(**d)
 
 
 class FrozenIndex:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.retrieval import testing
+from realm_tf.testing import retrieval_fixtures as testing
 from realm_tf.retrieval.brute_force import BruteForceConfig, BruteForceSearcher
 from realm_tf.retrieval.searcher import exact_top_k_numpy, load_searcher, save_searcher
 

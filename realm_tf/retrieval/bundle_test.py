@@ -8,7 +8,7 @@ import pytest
 
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embedder_export as ee
-from realm_tf.retrieval import testing
+from realm_tf.testing import retrieval_fixtures as testing
 from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher
 
 

@@ -10,7 +10,7 @@ import pytest
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.retrieval import embed_corpus as ec
 from realm_tf.retrieval import embedder_export as ee
-from realm_tf.retrieval import testing
+from realm_tf.testing import retrieval_fixtures as testing
 from realm_tf.text import pack_document
 
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.retrieval import embedder_export as ee
-from realm_tf.retrieval import testing
+from realm_tf.testing import retrieval_fixtures as testing
 
 
 @pytest.fixture(scope="module")

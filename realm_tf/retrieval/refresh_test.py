@@ -9,8 +9,8 @@ from realm_tf.data import corpus as corpus_lib
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embedder_export as ee
 from realm_tf.retrieval import refresh
-from realm_tf.retrieval import testing
-from realm_tf.retrieval.testing import copy_export
+from realm_tf.testing import retrieval_fixtures as testing
+from realm_tf.testing.retrieval_fixtures import copy_export
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from realm_tf.retrieval import testing
+from realm_tf.testing import retrieval_fixtures as testing
 from realm_tf.retrieval.brute_force import BruteForceSearcher
 from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher
 from realm_tf.retrieval.searcher import (SearcherError, exact_top_k_numpy, load_searcher,

@@ -11,6 +11,12 @@ import tensorflow_text as tf_text
 # The three features every packing function returns: a BERT encoder's inputs.
 INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
 
+# The paper's lengths (the defaults of every config that packs): query, document, and the
+# knowledge-augmented encoder's joint input (query + document body).
+QUERY_LENGTH = 96
+BLOCK_LENGTH = 288
+JOINT_LENGTH = QUERY_LENGTH + BLOCK_LENGTH
+
 
 def _pack(segments, seq_length, cls_id, sep_id, pad_id=0, trimmer="waterfall"):
   """Trims `segments` to fit `seq_length` with specials, then combines and pads them."""

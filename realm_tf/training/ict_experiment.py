@@ -13,11 +13,13 @@ from realm_tf.training import tasks
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training.trainer import Trainer, check_or_write_config
+from realm_tf.config_base import ConfigBase
 
 
 @dataclasses.dataclass
-class IctConfig:
+class IctConfig(ConfigBase):
   """An ICT run: retriever shape, batch (in-batch negatives), schedule."""
+  NESTED = {"retriever": RetrieverConfig}
   retriever: RetrieverConfig = RetrieverConfig()
   batch_size: int = 32
   num_train_steps: int = 1000
@@ -32,10 +34,6 @@ class IctConfig:
   checkpoint_every: int = 200
   log_every: int = 10
 
-  def to_dict(self) -> Dict:
-    d = dataclasses.asdict(self)
-    d["retriever"] = self.retriever.to_dict()
-    return d
 
 
 def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int = 0,
@@ -91,7 +89,7 @@ def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,
     warm_start.init_retriever(retriever, init)
 
   builder = ict_lib.ICTExampleBuilder(
-      ict_lib.ICTConfig(seed=config.seed, query_length=config.retriever.query_seq_length,
+      ict_lib.IctExampleConfig(seed=config.seed, query_length=config.retriever.query_seq_length,
                         block_length=config.retriever.doc_seq_length,
                         remove_rate=config.remove_sentence_rate), tokenizer)
 

@@ -29,7 +29,7 @@ def article_corpus(tmp_path_factory):
 
 
 def _builder(tok):
-  return ict_lib.ICTExampleBuilder(ict_lib.ICTConfig(query_length=16, block_length=32), tok)
+  return ict_lib.ICTExampleBuilder(ict_lib.IctExampleConfig(query_length=16, block_length=32), tok)
 
 
 def _block_ids(ds, batches):

@@ -19,6 +19,7 @@ from absl import logging
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data.documents import default_corpus_path
 from realm_tf.evaluation.heldout import HeldOutConfig, format_figures
+from realm_tf.io.work_dir import WorkDir
 from realm_tf.modeling.encoder_config import get_encoder_config
 from realm_tf.modeling.realm_pretrainer import RealmConfig
 from realm_tf.modeling.retriever import RetrieverConfig
@@ -26,6 +27,7 @@ from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
 from realm_tf.training import warm_start
 from realm_tf.training.ict_experiment import IctConfig, run_ict
 from realm_tf.training.reader_warmup import ReaderWarmupConfig, run_reader_warmup
+from realm_tf.text import packing
 from realm_tf.training.realm_experiment import PretrainConfig, RealmExperiment
 
 
@@ -85,18 +87,18 @@ class PretrainJobConfig:
   heldout_queries: int = 192
   eval_questions: int = 1000
 
+  def layout(self) -> WorkDir:
+    """The work directory's layout (explicit stage folders win over it)."""
+    return WorkDir(self.work_dir, corpus_dir=self.corpus_dir,
+                   annotations_dir=self.annotations_dir, index_dir=self.index_dir,
+                   ict_dir=self.ict_dir, reader_dir=self.reader_dir, model_dir=self.model_dir)
+
   def dirs(self) -> Dict[str, str]:
-    """Every stage's directory (explicit ones win over the work_dir layout)."""
-    w = self.work_dir
-    return dict(corpus=self.corpus_dir or os.path.join(w, "corpus"),
-                annotations=self.annotations_dir or os.path.join(w, "annotations"),
-                index=self.index_dir or os.path.join(w, "index"),
-                ict=self.ict_dir or os.path.join(w, "ict"),
-                reader=self.reader_dir or os.path.join(w, "reader_warmup"),
-                realm=self.model_dir or os.path.join(w, "realm"))
+    """Every stage's directory: {stage: folder}."""
+    return self.layout().as_dict()
 
 
-def ensure_corpus(inputs: Optional[List[str]], corpus_dir: str, block_length: int = 288) -> Dict:
+def ensure_corpus(inputs: Optional[List[str]], corpus_dir: str, block_length: int = packing.BLOCK_LENGTH) -> Dict:
   """Builds the block corpus unless `corpus_dir` already holds one; returns its manifest."""
   if tf.io.gfile.exists(os.path.join(corpus_dir, corpus_lib.MANIFEST)):
     return corpus_lib.load_manifest(corpus_dir)

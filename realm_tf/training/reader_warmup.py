@@ -21,21 +21,23 @@ from realm_tf.data.block_store import BlockStore
 from realm_tf.modeling.encoder_config import EncoderConfig, get_encoder_config
 from realm_tf.modeling.knowledge_encoder import KnowledgeAugmentedEncoder
 from realm_tf.modeling.retriever import INPUT_KEYS
-from realm_tf.text import RealmTokenizer
+from realm_tf.text import RealmTokenizer, packing
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training.trainer import Trainer, check_or_write_config
+from realm_tf.config_base import ConfigBase
 
 
 EVIDENCE_MODES = ("own_block", "span_match")
 
 
 @dataclasses.dataclass
-class ReaderWarmupConfig:
+class ReaderWarmupConfig(ConfigBase):
   """A reader warm-up run (recorded in model_dir/config.json)."""
+  NESTED = {"knowledge_encoder": EncoderConfig}
   knowledge_encoder: Union[str, EncoderConfig] = "tiny"
-  query_length: int = 96
-  seq_length: int = 384
+  query_length: int = packing.QUERY_LENGTH
+  seq_length: int = packing.JOINT_LENGTH
   max_predictions: int = 20
   mask_rate: float = 0.15
   # What the second segment holds. "own_block": random-masked sentences of a block with the rest
@@ -65,10 +67,8 @@ class ReaderWarmupConfig:
                        f"{EVIDENCE_MODES}.")
 
   def to_dict(self) -> Dict:
-    d = dataclasses.asdict(self)
-    d["knowledge_encoder"] = get_encoder_config(self.knowledge_encoder).to_dict()
-    d["stage"] = "reader_warmup"
-    return d
+    """The record of config.json (names its stage: warm-up and REALM runs share encoders)."""
+    return dict(super().to_dict(), stage="reader_warmup")
 
   @property
   def mlm_config(self) -> mlm_lib.MlmConfig:

@@ -30,6 +30,7 @@ from realm_tf.training import tasks
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training.trainer import Trainer, check_or_write_config
+from realm_tf.config_base import ConfigBase
 
 REFRESH_MODES = ("inline", "async", "none")
 
@@ -45,8 +46,9 @@ SCHEDULE_FIELDS = ("refresh", "refresh_every_steps", "export_every_steps", "chec
 
 
 @dataclasses.dataclass
-class PretrainConfig:
+class PretrainConfig(ConfigBase):
   """Everything that defines a pre-training run (recorded in model_dir/config.json)."""
+  NESTED = {"model": RealmConfig}
   model: RealmConfig = RealmConfig()
   batch_size: int = 8
   num_train_steps: int = 200_000
@@ -73,10 +75,6 @@ class PretrainConfig:
   # one-hot when the warm start scores at ±projection_size. 1.0: the warm start as it is.
   retrieval_score_scale: float = 1.0
 
-  def to_dict(self) -> Dict:
-    d = dataclasses.asdict(self)
-    d["model"] = self.model.to_dict()
-    return d
 
 
 def check_bundle_matches_corpus(bundle, corpus_dir: str) -> None:

@@ -1,6 +1,6 @@
 """Fixtures for the export and serving tests: a micro open-QA model over a real-text corpus.
 
-The corpus, embedder export and index bundle come from `realm_tf.openqa.testing` (the real
+The corpus, embedder export and index bundle come from `realm_tf.testing.openqa_models` (the real
 writers); the model is the real `OpenQAModel` with micro encoders, its query tower copied from
 the bundle's embedder export as fine-tuning's warm start does. `write_model_dir` saves it the way
 fine-tuning does (config.json + checkpoints/), so `load_finetuned` and the export CLI read it.
@@ -37,7 +37,7 @@ def build_micro_system(work_dir: str, reader_beam_size: int = 3, seed: int = 0) 
   """Corpus (12 facts) → micro retriever bundle → OpenQAModel (reader seeded with `seed`)."""
   import tf_keras  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import testing as oqt  # pylint: disable=g-import-not-at-top
+  from realm_tf.testing import openqa_models as oqt  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
