@@ -108,28 +108,15 @@ def main(argv):
   del argv
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   strategy = distribution_flags.strategy_from_flags()
-  _run(config_from_flags(), strategy)
-
-
-def _run(config, strategy):
-  """Trains, exports, and publishes the first bundle."""
-  from realm_tf.retrieval.bundle import BundleNotFoundError  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
-  result = ict_experiment.run_ict(config, FLAGS.corpus_dir, FLAGS.model_dir, strategy,
-                                  init=FLAGS.init)
+  config = config_from_flags()
+  result = ict_experiment.run(config, FLAGS.corpus_dir, FLAGS.model_dir, FLAGS.index_dir or None,
+                              strategy, init=FLAGS.init, min_recall=FLAGS.min_recall)
   print(f"ICT: {config.num_train_steps} steps, loss={float(result.get('loss', 'nan')):.4f}, "
         f"accuracy={float(result.get('accuracy', 'nan')):.4f}")
   print(f"Embedder exported to {result['export']}")
-  if not FLAGS.index_dir:
-    return
-  refresher = IndexRefresher(RefreshConfig(model_dir=FLAGS.model_dir, corpus_dir=FLAGS.corpus_dir,
-                                           index_dir=FLAGS.index_dir, min_recall=FLAGS.min_recall),
-                             strategy=strategy)
-  live = refresher.live_bundle() or refresher.refresh(result["export"])
-  if live is None:
-    raise BundleNotFoundError(f"No index bundle was published in {FLAGS.index_dir}.")
-  print(f"Index bundle live: {live.path}")
+  if "bundle" in result:
+    print(f"Index bundle live: {result['bundle']}")
 
 
 if __name__ == "__main__":

@@ -212,6 +212,19 @@ class IndexRefresher:
     except bundle_lib.BundleNotFoundError:
       return None
 
+  def ensure_live(self, export_dir: Optional[str]) -> bundle_lib.IndexBundle:
+    """The live bundle; when the index has none, the first one, built from `export_dir` (a
+    warm start's embedder export). Raises BundleNotFoundError when neither can be had."""
+    live = self.live_bundle()
+    if live is None and export_dir:
+      live = self.refresh(export_dir)
+    if live is None:
+      raise bundle_lib.BundleNotFoundError(
+          f"No index bundle in {self.config.index_dir}"
+          + (f" and none was published from {export_dir}." if export_dir else
+             ": build one with python -m realm_tf.launch.refresh_index (or run ICT first)."))
+    return live
+
   def document_set(self, live: Optional[bundle_lib.IndexBundle] = None) -> DocumentSet:
     """The live bundle's document set if it was built on --corpus_dir, else just the corpus."""
     live = live if live is not None else self.live_bundle()

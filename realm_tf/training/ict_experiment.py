@@ -102,3 +102,19 @@ def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,
   scalars["export"] = embedder_export.export_embedder(retriever, model_dir,
                                                       config.num_train_steps, tokenizer=tokenizer)
   return scalars
+
+
+def run(config: IctConfig, corpus_dir: str, model_dir: str, index_dir: Optional[str] = None,
+        strategy: Optional[tf.distribute.Strategy] = None, init: Optional[str] = None,
+        min_recall: float = 0.9) -> Dict:
+  """The ICT stage: trains (`run_ict`), then makes sure `index_dir` (if given) has a live index
+  bundle, built from the new export when it has none, so that REALM can start from it.
+  Returns the training scalars, the export and the live bundle's path (`bundle`)."""
+  from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
+  summary = run_ict(config, corpus_dir, model_dir, strategy, init=init)
+  if index_dir:
+    refresher = IndexRefresher(RefreshConfig(model_dir=model_dir, corpus_dir=corpus_dir,
+                                             index_dir=index_dir, min_recall=min_recall),
+                               strategy=strategy)
+    summary["bundle"] = refresher.ensure_live(summary["export"]).path
+  return summary

@@ -136,3 +136,27 @@ def test_in_batch_negatives_are_gathered_across_replicas(tmp_path):
                              rtol=1e-4)
   np.testing.assert_allclose(results["mirrored"]["loss"], results["default"]["loss"], rtol=1e-4)
   np.testing.assert_allclose(results["mirrored"]["w"], results["default"]["w"], rtol=1e-4)
+
+
+def test_the_ict_stage_publishes_the_first_bundle_once(article_corpus, tmp_path):
+  from realm_tf.modeling.encoder_config import EncoderConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
+  path, _ = article_corpus
+  tiny = EncoderConfig(hidden_size=16, num_layers=1, num_attention_heads=2, intermediate_size=32)
+  config = ict_experiment.IctConfig(
+      retriever=RetrieverConfig(encoder=tiny, projection_size=8, query_seq_length=16,
+                                doc_seq_length=32),
+      batch_size=8, num_train_steps=2, warmup_steps=1, checkpoint_every=2)
+  model_dir, index_dir = str(tmp_path / "ict"), str(tmp_path / "index")
+  # Without an index dir: training and the export only.
+  first = ict_experiment.run(config, path, model_dir, min_recall=0.0)
+  assert "bundle" not in first and os.path.isdir(first["export"])
+  second = ict_experiment.run(config, path, model_dir, index_dir, min_recall=0.0)
+  live = bundle_lib.latest(index_dir)
+  assert second["bundle"] == live.path and live.manifest["source_export"] == first["export"]
+  # A finished stage re-run keeps the live bundle rather than building another.
+  third = ict_experiment.run(config, path, model_dir, index_dir, min_recall=0.0)
+  assert third["bundle"] == live.path
+  assert bundle_lib.latest(index_dir).version == live.version

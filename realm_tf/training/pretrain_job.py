@@ -164,11 +164,7 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
   refresher = IndexRefresher(RefreshConfig(model_dir=dirs["realm"], corpus_dir=dirs["corpus"],
                                            index_dir=dirs["index"], min_recall=config.min_recall),
                              strategy=strategy)
-  if refresher.live_bundle() is None:
-    if ict is None:
-      raise ValueError("No index bundle, ict_steps=0 and no retriever_init: build one with "
-                       "python -m realm_tf.launch.refresh_index first.")
-    refresher.refresh(ict["export"])
+  refresher.ensure_live(ict["export"] if ict else None)
 
   # 2. The reader: warm up an MLM head when its initial weights have none.
   reader_enc = reader_encoder(config)
