@@ -6,19 +6,8 @@ import tensorflow as tf
 from realm_tf.export import block_table
 from realm_tf.testing import export_models as ex_testing
 from realm_tf.export.versioning import ServingExportError
-from realm_tf.text import RealmTokenizer
 
 TEXTS = list(ex_testing.BLOCK_TEXTS)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-  return RealmTokenizer()
-
-
-@pytest.fixture(scope="module")
-def table(tokenizer):
-  return ex_testing.small_block_table(tokenizer)
 
 
 def test_block_table_maps_ids_and_offsets(table, tokenizer):

@@ -1,0 +1,15 @@
+"""Fixtures shared by the export tests: the tokenizer and a small block table."""
+import pytest
+
+from realm_tf.testing import export_models
+from realm_tf.text import RealmTokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+  return RealmTokenizer()
+
+
+@pytest.fixture(scope="module")
+def table(tokenizer):  # pylint: disable=redefined-outer-name
+  return export_models.small_block_table(tokenizer)
