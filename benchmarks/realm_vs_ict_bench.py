@@ -162,7 +162,6 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.data.squad_open import load_squad_questions, split_of  # pylint: disable=g-import-not-at-top
   from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator  # pylint: disable=g-import-not-at-top
-  from realm_tf.modeling.realm_pretrainer import RealmConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.training import pretrain_job  # pylint: disable=g-import-not-at-top
@@ -199,27 +198,17 @@ def main(argv):
   data.update(blocks=prep["corpus_blocks"], annotated_records=prep["annotated_records"])
   ict_export = embedder_export.export_path(shared["ict"], FLAGS.ict_steps)
   retriever_config = pretrain_job.retriever_config(job)
-  reader_encoder = pretrain_job.reader_encoder(job)
   heldout = HeldOutConfig(fraction=job.heldout_fraction, num_queries=FLAGS.heldout_queries,
                           num_questions=FLAGS.eval_questions, squad_path=squad)
 
   def realm_config(**overrides) -> PretrainConfig:
+    """The main job's REALM stage (`pretrain_job.pretrain_config`: same model, batch, learning
+    rate, candidates and score scale) over --steps, with a condition's overrides."""
     steps = overrides.pop("num_train_steps", FLAGS.steps)
-    model = RealmConfig(
-        retriever_encoder=retriever_config.encoder, reader_encoder=reader_encoder,
-        projection_size=retriever_config.projection_size, share_towers=job.share_towers,
-        query_seq_length=FLAGS.query_length, doc_seq_length=FLAGS.block_length,
-        joint_seq_length=FLAGS.query_length + FLAGS.block_length,
-        num_candidates=FLAGS.num_candidates, retriever_pooling=job.retriever_pooling,
-        retriever_projection_dropout=job.projection_dropout)
-    base = dict(model=model, batch_size=FLAGS.batch_size, num_train_steps=steps,
-                learning_rate=FLAGS.learning_rate, warmup_steps=steps // 10, masking="salient",
-                seed=0, refresh="inline", refresh_every_steps=FLAGS.refresh_every_steps,
-                export_every_steps=FLAGS.refresh_every_steps,
-                checkpoint_every=max(FLAGS.refresh_every_steps, 1),
-                heldout_fraction=job.heldout_fraction)
+    base = dict(num_train_steps=steps, warmup_steps=steps // 10, masking="salient", seed=0,
+                refresh="inline", checkpoint_every=max(FLAGS.refresh_every_steps, 1))
     base.update(overrides)
-    return PretrainConfig(**base)
+    return dataclasses.replace(pretrain_job.pretrain_config(job), **base)
 
   def realm_run(run_dir: str, index_dir: str, retriever_init: str,
                 start_record: Optional[Dict] = None, **overrides) -> Dict:
@@ -385,7 +374,8 @@ def main(argv):
       "job": {k: getattr(job, k) for k in ("retriever_preset", "retriever_pooling",
                                            "reader_init", "reader_warmup_batch_size",
                                            "reader_warmup_learning_rate", "heldout_fraction",
-                                           "min_recall")},
+                                           "min_recall", "retrieval_score_scale",
+                                           "reader_warmup_evidence")},
       "budget": {
           "definition": "Equal optimizer steps after the shared start: every condition runs "
                         "--steps steps from the same ICT retriever (bundle v1) and the same "

@@ -191,26 +191,7 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
     return summary
 
   # 3. REALM pre-training, measured on held-out data before, at every refresh, and after.
-  steps = config.num_train_steps
-  every = config.refresh_every_steps
-  pretrain = PretrainConfig(
-      model=RealmConfig(retriever_encoder=retriever.encoder, reader_encoder=reader_enc,
-                        projection_size=retriever.projection_size,
-                        share_towers=config.share_towers,
-                        query_seq_length=config.query_length,
-                        doc_seq_length=config.block_length,
-                        joint_seq_length=config.query_length + config.block_length,
-                        num_candidates=config.num_candidates,
-                        retriever_pooling=config.retriever_pooling,
-                        retriever_projection_dropout=config.projection_dropout),
-      batch_size=config.batch_size, num_train_steps=steps,
-      learning_rate=config.learning_rate,
-      warmup_steps=config.warmup_steps if config.warmup_steps is not None else steps // 10,
-      masking=config.masking, seed=config.seed, refresh=config.refresh,
-      refresh_every_steps=every, export_every_steps=config.export_every_steps or every,
-      checkpoint_every=config.checkpoint_every, heldout_fraction=config.heldout_fraction,
-      train_retriever=config.train_retriever,
-      retrieval_score_scale=config.retrieval_score_scale)
+  pretrain = pretrain_config(config)
   experiment = RealmExperiment(
       pretrain, dirs["corpus"], dirs["annotations"], dirs["index"], dirs["realm"], strategy,
       refresher=refresher if config.refresh == "inline" else None,
@@ -228,6 +209,32 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
     summary["heldout"] = log
     summary["goals"] = learning_goals(log[0], log[-1])
   return summary
+
+
+def pretrain_config(config: PretrainJobConfig) -> PretrainConfig:
+  """The REALM stage's config as the main job builds it from its own (benchmarks that vary the
+  REALM stage start from this one, so they measure what the main job runs)."""
+  steps = config.num_train_steps
+  every = config.refresh_every_steps
+  retriever = retriever_config(config)
+  return PretrainConfig(
+      model=RealmConfig(retriever_encoder=retriever.encoder, reader_encoder=reader_encoder(config),
+                        projection_size=retriever.projection_size,
+                        share_towers=config.share_towers,
+                        query_seq_length=config.query_length,
+                        doc_seq_length=config.block_length,
+                        joint_seq_length=config.query_length + config.block_length,
+                        num_candidates=config.num_candidates,
+                        retriever_pooling=config.retriever_pooling,
+                        retriever_projection_dropout=config.projection_dropout),
+      batch_size=config.batch_size, num_train_steps=steps,
+      learning_rate=config.learning_rate,
+      warmup_steps=config.warmup_steps if config.warmup_steps is not None else steps // 10,
+      masking=config.masking, seed=config.seed, refresh=config.refresh,
+      refresh_every_steps=every, export_every_steps=config.export_every_steps or every,
+      checkpoint_every=config.checkpoint_every, heldout_fraction=config.heldout_fraction,
+      train_retriever=config.train_retriever,
+      retrieval_score_scale=config.retrieval_score_scale)
 
 
 def learning_goals(start: Dict, end: Dict) -> Dict[str, bool]:
