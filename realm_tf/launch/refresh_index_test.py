@@ -25,7 +25,9 @@ _FLAGS = {
     "poll_max_seconds", "part_wait_timeout", "scann_mode", "scann_brute_force_below",
     "scann_tree_above", "scann_num_leaves", "scann_leaves_to_search",
     "scann_training_sample_size", "scann_dimensions_per_block", "scann_aq_threshold",
-    "scann_reorder"}
+    "scann_reorder",
+    # The distribution flags (realm_tf.launch.distribution_flags) are this program's too.
+    "tpu", "strategy", "num_cpu_devices", "mixed_precision", "jit_compile"}
 
 
 def test_flags_are_generated_from_the_configs_and_parse_into_them():
