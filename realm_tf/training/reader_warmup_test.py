@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from realm_tf.data.pretrain_pipeline_service_test import _write_corpus_and_annotations
 from realm_tf.modeling.encoder_config import EncoderConfig
@@ -58,7 +59,7 @@ def test_span_match_warmup_trains_resumes_and_records_its_config(tmp_path):
   config = ReaderWarmupConfig(knowledge_encoder=TINY, evidence="span_match", query_length=24,
                               seq_length=64, max_predictions=6, batch_size=4, num_train_steps=4,
                               warmup_steps=1, checkpoint_every=2, log_every=2)
-  tf.keras.utils.set_random_seed(0)
+  tf_keras.utils.set_random_seed(0)
   first = run_reader_warmup(config, corpus_dir, model_dir, annotations_dir=ann_dir)
   assert np.isfinite(first["loss"]) and 0 <= first["mlm_accuracy"] <= 1
   assert os.path.exists(os.path.join(model_dir, "config.json"))
