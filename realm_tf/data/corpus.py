@@ -295,6 +295,23 @@ def training_blocks(corpus_dir: str, seed: int, shuffle_window: int, start_posit
   return blocks, keep
 
 
+def batch_with_data_position(examples: tf.data.Dataset, batch_size: int,
+                             drop: Iterable[str] = ()) -> tf.data.Dataset:
+  """Batches a training stream whose examples carry their stream `index`; each batch gets
+  `data_position` (one past its last example) in place of `index`, which the trainer checkpoints
+  for exact resume. Keys in `drop` are removed."""
+  drop = tuple(drop)
+
+  def _finish(batch):
+    batch = dict(batch)
+    batch["data_position"] = tf.fill([batch_size], tf.reduce_max(batch.pop("index")) + 1)
+    for key in drop:
+      batch.pop(key)
+    return batch
+
+  return examples.batch(batch_size, drop_remainder=True).map(_finish).prefetch(tf.data.AUTOTUNE)
+
+
 def record_is_heldout(record, fraction: float):
   """`is_heldout` for an annotation record: by its block id, or for passages of a separate
   pre-training corpus X (block id -1) by a hash of their text."""

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from realm_tf.data import corpus as corpus_lib
 from realm_tf.data.block_store import BlockStore
 from realm_tf.data.pretrain_pipeline import indexed_masked_examples, query_wordpieces
 from realm_tf.retrieval.bm25 import BM25Index
@@ -63,12 +64,12 @@ def choose_evidence(span: Sequence[int], query_text: str, own_row: int, spans: S
                     bm25: BM25Index) -> tuple:
   """(row, holds_span): the BM25-best block other than `own_row` among those holding `span`, or
   the BM25-best other block when none holds it."""
+  holders = [r for r in spans.rows_containing(span) if r != own_row]
+  if holders:  # only the holders need scoring
+    return holders[int(np.argmax(bm25.scores(query_text, holders)))], True
   scores = bm25.scores(query_text)
   if own_row >= 0:
     scores[own_row] = -np.inf
-  holders = [r for r in spans.rows_containing(span) if r != own_row]
-  if holders:
-    return holders[int(np.argmax(scores[holders]))], True
   return int(np.argmax(scores)), False
 
 
@@ -125,11 +126,4 @@ def evidence_dataset(examples: Dict[str, np.ndarray], batch_size: int,
   keys = list(INPUT_KEYS) + ["masked_positions", "masked_ids", "masked_weights"]
   ds = tf.data.Dataset.from_tensor_slices({k: examples[k] for k in keys}).repeat()
   ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds).skip(start_position)
-  ds = ds.map(lambda i, e: dict(e, index=i)).batch(batch_size, drop_remainder=True)
-
-  def _finish(batch):
-    batch = dict(batch)
-    batch["data_position"] = tf.fill([batch_size], tf.reduce_max(batch.pop("index")) + 1)
-    return batch
-
-  return ds.map(_finish).prefetch(tf.data.AUTOTUNE)
+  return corpus_lib.batch_with_data_position(ds.map(lambda i, e: dict(e, index=i)), batch_size)

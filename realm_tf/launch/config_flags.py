@@ -10,7 +10,7 @@ flags, listed by its --help.
 """
 import dataclasses
 import typing
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Mapping, Optional
 
 from absl import flags
 
@@ -29,38 +29,47 @@ def _base_type(tp):
 
 
 def define_config_flags(config_cls, help_texts: Dict[str, str],
-                        skip: Iterable[str] = (), flag_values=flags.FLAGS) -> None:
-  """Defines one flag per field of `config_cls` (except `skip`), defaulting to the field's."""
+                        skip: Iterable[str] = (), flag_values=flags.FLAGS,
+                        names: Optional[Mapping[str, str]] = None) -> None:
+  """Defines one flag per field of `config_cls` (except `skip`), defaulting to the field's.
+
+  `names` renames fields' flags ({field: flag name}, e.g. a nested config's fields under a
+  prefix); `help_texts` is keyed by flag name.
+  """
+  names = names or {}
   hints = typing.get_type_hints(config_cls)
   for field in dataclasses.fields(config_cls):
     if field.name in skip:
       continue
-    if field.name not in help_texts:
-      raise ValueError(f"No help text for {config_cls.__name__}.{field.name}.")
+    name = names.get(field.name, field.name)
+    if name not in help_texts:
+      raise ValueError(f"No help text for {config_cls.__name__}.{field.name} (--{name}).")
     default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
     tp, _ = _base_type(hints[field.name])
-    text = help_texts[field.name]
+    text = help_texts[name]
     if tp is bool:
-      flags.DEFINE_bool(field.name, default, text, flag_values=flag_values)
+      flags.DEFINE_bool(name, default, text, flag_values=flag_values)
     elif tp is int:
-      flags.DEFINE_integer(field.name, default, text, flag_values=flag_values)
+      flags.DEFINE_integer(name, default, text, flag_values=flag_values)
     elif tp is float:
-      flags.DEFINE_float(field.name, default, text, flag_values=flag_values)
+      flags.DEFINE_float(name, default, text, flag_values=flag_values)
     elif tp is str:
-      flags.DEFINE_string(field.name, default, text, flag_values=flag_values)
+      flags.DEFINE_string(name, default, text, flag_values=flag_values)
     elif typing.get_origin(tp) in (list, typing.List) and typing.get_args(tp) == (str,):
-      flags.DEFINE_list(field.name, default, text, flag_values=flag_values)
+      flags.DEFINE_list(name, default, text, flag_values=flag_values)
     else:
       raise TypeError(f"{config_cls.__name__}.{field.name}: unsupported flag type {tp}.")
 
 
 def config_from_flags(config_cls, flag_values=flags.FLAGS, skip: Iterable[str] = (),
-                      **overrides):
-  """An instance of `config_cls` from the flags `define_config_flags` defined (+ `overrides`)."""
+                      names: Optional[Mapping[str, str]] = None, **overrides):
+  """An instance of `config_cls` from the flags `define_config_flags` defined (+ `overrides`;
+  skipped fields keep their defaults)."""
+  names = names or {}
   values: Dict[str, Optional[object]] = {}
   for field in dataclasses.fields(config_cls):
     if field.name in skip or field.name in overrides:
       continue
-    values[field.name] = flag_values[field.name].value
+    values[field.name] = flag_values[names.get(field.name, field.name)].value
   values.update(overrides)
   return config_cls(**values)

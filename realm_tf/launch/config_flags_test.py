@@ -55,3 +55,14 @@ def test_distribution_flags_are_the_calling_programs_key_flags_too():
   distribution_flags.define_flags(fv)
   mine = {f.name for f in fv.get_key_flags_for_module(sys.modules[__name__])}
   assert {"tpu", "strategy", "mixed_precision", "jit_compile"} <= mine
+
+
+def test_renamed_fields_round_trip_under_their_flag_names():
+  names = {"steps": "my_steps", "rate": "my_rate"}
+  help_texts = {"my_steps": "s", "my_rate": "r"}
+  skip = ("name", "dir", "on", "inputs")
+  fv = flags.FlagValues()
+  config_flags.define_config_flags(_Config, help_texts, skip=skip, flag_values=fv, names=names)
+  fv(["prog", "--my_steps=9"])
+  assert "steps" not in fv and fv["my_rate"].value == 0.5
+  assert config_flags.config_from_flags(_Config, fv, skip=skip, names=names) == _Config(steps=9)

@@ -17,7 +17,6 @@ offending file, exit status 2 (realm_tf/launch/cli.py); no bundle is published t
 previous one stays live.
 """
 import dataclasses
-import typing
 
 from absl import flags
 
@@ -65,16 +64,10 @@ SCANN_FLAGS = {
 }
 
 
-def _scann_flag_fields():
-  """A dataclass holding the ScannConfig fields of SCANN_FLAGS under their flag names, with
-  ScannConfig's types and defaults: config_flags generates the --scann_* flags from it, so their
-  defaults stay ScannConfig's."""
+def _scann_skip():
+  """ScannConfig fields without a generated flag: those SCANN_FLAGS does not name (mode too)."""
   from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
-  hints = typing.get_type_hints(ScannConfig)
-  defaults = ScannConfig()
-  return dataclasses.make_dataclass("ScannFlags", [
-      (flag, hints[field], dataclasses.field(default=getattr(defaults, field)))
-      for field, flag in SCANN_FLAGS.items()])
+  return tuple(f.name for f in dataclasses.fields(ScannConfig) if f.name not in SCANN_FLAGS)
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -91,7 +84,8 @@ def define_flags(flag_values=flags.FLAGS):
   fv = flag_values
   config_flags.define_config_flags(refresh.RefreshConfig, HELP, skip=_REFRESH_SKIP,
                                    flag_values=fv)
-  config_flags.define_config_flags(_scann_flag_fields(), HELP, flag_values=fv)
+  config_flags.define_config_flags(scann_searcher.ScannConfig, HELP, skip=_scann_skip(),
+                                   flag_values=fv, names=SCANN_FLAGS)
   flags.DEFINE_enum("scann_mode", scann_searcher.ScannConfig().mode, list(scann_searcher.MODES),
                     HELP["scann_mode"], flag_values=fv)
   distribution_flags.define_flags(fv)
@@ -114,8 +108,8 @@ def config_from_flags(flag_values=flags.FLAGS):
   from realm_tf.retrieval import refresh  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
   fv = flag_values
-  scann = ScannConfig(mode=fv.scann_mode,
-                      **{field: fv[flag].value for field, flag in SCANN_FLAGS.items()})
+  scann = config_flags.config_from_flags(ScannConfig, fv, skip=_scann_skip(), names=SCANN_FLAGS,
+                                        mode=fv.scann_mode)
   return config_flags.config_from_flags(
       refresh.RefreshConfig, fv, skip=_REFRESH_SKIP, model_dir=fv.model_dir,
       corpus_dir=fv.corpus_dir, index_dir=fv.index_dir, scann=scann)

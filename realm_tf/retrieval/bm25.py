@@ -6,7 +6,7 @@ evaluation (question recall beside the dense retriever's) and by open-QA evaluat
 (`--retriever=bm25`: the same reader behind BM25).
 """
 import re
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -28,9 +28,13 @@ class BM25Index:
     self.size = len(texts)
     self._bm25 = BM25Okapi([bm25_tokens(t) or [""] for t in texts])
 
-  def scores(self, query: str) -> np.ndarray:
-    """BM25 score of every document for `query`: float [N]."""
-    return np.asarray(self._bm25.get_scores(bm25_tokens(query)), np.float64)
+  def scores(self, query: str, rows: Optional[Sequence[int]] = None) -> np.ndarray:
+    """BM25 scores for `query`: of every document (float [N]), or of `rows` only (float
+    [len(rows)], cheaper when they are few)."""
+    tokens = bm25_tokens(query)
+    if rows is None:
+      return np.asarray(self._bm25.get_scores(tokens), np.float64)
+    return np.asarray(self._bm25.get_batch_scores(tokens, list(rows)), np.float64)
 
   def search(self, queries: Sequence[str], k: int):
     """(scores float32 [Q, k], rows int64 [Q, k]) of the top-k documents per query, best first

@@ -56,14 +56,7 @@ def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int 
     return out
 
   ds = builder.dataset(blocks, start_index=start_position, keep_index=True, keep=keep).map(_inputs)
-  ds = ds.batch(batch_size, drop_remainder=True)
-
-  def _finish(batch):
-    batch = dict(batch)
-    batch["data_position"] = tf.fill([batch_size], tf.reduce_max(batch.pop("index")) + 1)
-    return batch
-
-  return ds.map(_finish).prefetch(tf.data.AUTOTUNE)
+  return corpus_lib.batch_with_data_position(ds, batch_size)
 
 
 def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,

@@ -105,15 +105,7 @@ def warmup_examples(corpus_dir: str, config: ReaderWarmupConfig, batch_size: int
                                             start_position, config.heldout_fraction)
   builder = mlm_lib.MlmExampleBuilder(config.mlm_config, tokenizer)
   ds = builder.dataset(blocks, start_index=start_position, keep_index=True, keep=keep)
-  ds = ds.batch(batch_size, drop_remainder=True)
-
-  def _finish(batch):
-    batch = dict(batch)
-    batch["data_position"] = tf.fill([batch_size], tf.reduce_max(batch.pop("index")) + 1)
-    batch.pop("block_id")
-    return batch
-
-  return ds.map(_finish).prefetch(tf.data.AUTOTUNE)
+  return corpus_lib.batch_with_data_position(ds, batch_size, drop=("block_id",))
 
 
 def run_reader_warmup(config: ReaderWarmupConfig, corpus_dir: str, model_dir: str,
