@@ -27,58 +27,51 @@ def _corpus(tmp):
   return tmp
 
 
-class DropOwnBlockTest(tf.test.TestCase):
-
-  def test_removes_own_block_and_keeps_rank_order(self):
-    ids, valid = drop_own_block(tf.constant([[5, 7, 9], [4, 6, 8]], tf.int64),
-                                tf.constant([7, -1], tf.int64), keep=2)
-    self.assertAllEqual(ids, [[5, 9], [4, 6]])
-    self.assertAllEqual(valid, [[True, True], [True, True]])
-
-  def test_marks_missing_candidates_invalid(self):
-    ids, valid = drop_own_block(tf.constant([[7, 5]], tf.int64), tf.constant([7], tf.int64), 2)
-    self.assertAllEqual(ids[0, 0], 5)
-    self.assertAllEqual(valid, [[True, False]])
+def test_removes_own_block_and_keeps_rank_order():
+  ids, valid = drop_own_block(tf.constant([[5, 7, 9], [4, 6, 8]], tf.int64),
+                              tf.constant([7, -1], tf.int64), keep=2)
+  np.testing.assert_array_equal(ids, [[5, 9], [4, 6]])
+  np.testing.assert_array_equal(valid, [[True, True], [True, True]])
 
 
-class FeaturizeTest(tf.test.TestCase):
-
-  def test_null_document_first_own_block_dropped_joint_layout(self):
-    store = BlockStore([_corpus(self.get_temp_dir())], TOK, CFG.doc_seq_length)
-    queries = TOK.tokenize(["where is paris", "oslo city"])
-    packed = pack_query(queries, CFG.query_seq_length, TOK.cls_id, TOK.sep_id)
-    batch = dict(packed)
-    batch.update(masked_positions=tf.constant([[1], [2]], tf.int32),
-                 masked_ids=tf.constant([[2073], [2103]], tf.int32),
-                 masked_weights=tf.ones([2, 1]), block_id=tf.constant([100, 102], tf.int64),
-                 index=tf.constant([0, 1], tf.int64))
-    # Query 0 retrieved its own block (100) first; query 1 retrieved an unknown id (999).
-    retrieved = tf.constant([[100, 101, 103], [102, 999, 101]], tf.int64)
-    out = featurize(batch, retrieved, store, CFG, TOK.cls_id, TOK.sep_id)
-
-    self.assertEqual(out["candidates/input_word_ids"].shape, [2, 3, 16])
-    self.assertEqual(out["joint/input_word_ids"].shape, [2, 3, 24])
-    self.assertAllEqual(out["retrieved_block_ids"], [[101, 103], [999, 101]])
-    self.assertAllEqual(out["candidate_mask"], [[1, 1, 1], [1, 0, 1]])
-    # Null document: [CLS] [SEP] [SEP].
-    null = out["candidates/input_word_ids"][0, 0].numpy()
-    self.assertAllEqual(null[:3], [TOK.cls_id, TOK.sep_id, TOK.sep_id])
-    self.assertAllEqual(null[3:], np.zeros(13))
-    # Candidate 1 of query 0 is Rome's block: [CLS] rome [SEP] rome is in italy . [SEP]
-    rome = TOK.tokens(out["candidates/input_word_ids"][0, 1]).numpy()
-    self.assertEqual([t.decode() for t in rome[:10]],
-                     ["[CLS]", "rome", "[SEP]", "rome", "is", "in", "italy", ".", "[SEP]",
-                      "[PAD]"])
-    # Joint input: [CLS] x [SEP] body [SEP], title dropped; x positions match the query's.
-    joint = [t.decode() for t in TOK.tokens(out["joint/input_word_ids"][0, 1]).numpy()]
-    self.assertEqual(joint[:11], ["[CLS]", "where", "is", "paris", "[SEP]", "rome", "is", "in",
-                                  "italy", ".", "[SEP]"])
-    self.assertAllEqual(out["joint/input_word_ids"][0, 1, :5], packed["input_word_ids"][0, :5])
-    null_joint = [t.decode() for t in TOK.tokens(out["joint/input_word_ids"][0, 0]).numpy()]
-    self.assertEqual(null_joint[:6], ["[CLS]", "where", "is", "paris", "[SEP]", "[SEP]"])
-    self.assertAllEqual(out["joint/input_type_ids"][0, 1, :11], [0] * 5 + [1] * 6)
-    self.assertAllEqual(out["data_position"], [2, 2])
+def test_marks_missing_candidates_invalid():
+  ids, valid = drop_own_block(tf.constant([[7, 5]], tf.int64), tf.constant([7], tf.int64), 2)
+  np.testing.assert_array_equal(ids[0, 0], 5)
+  np.testing.assert_array_equal(valid, [[True, False]])
 
 
-if __name__ == "__main__":
-  tf.test.main()
+def test_null_document_first_own_block_dropped_joint_layout(tmp_path):
+  store = BlockStore([_corpus(str(tmp_path))], TOK, CFG.doc_seq_length)
+  queries = TOK.tokenize(["where is paris", "oslo city"])
+  packed = pack_query(queries, CFG.query_seq_length, TOK.cls_id, TOK.sep_id)
+  batch = dict(packed)
+  batch.update(masked_positions=tf.constant([[1], [2]], tf.int32),
+               masked_ids=tf.constant([[2073], [2103]], tf.int32),
+               masked_weights=tf.ones([2, 1]), block_id=tf.constant([100, 102], tf.int64),
+               index=tf.constant([0, 1], tf.int64))
+  # Query 0 retrieved its own block (100) first; query 1 retrieved an unknown id (999).
+  retrieved = tf.constant([[100, 101, 103], [102, 999, 101]], tf.int64)
+  out = featurize(batch, retrieved, store, CFG, TOK.cls_id, TOK.sep_id)
+
+  assert out["candidates/input_word_ids"].shape == [2, 3, 16]
+  assert out["joint/input_word_ids"].shape == [2, 3, 24]
+  np.testing.assert_array_equal(out["retrieved_block_ids"], [[101, 103], [999, 101]])
+  np.testing.assert_array_equal(out["candidate_mask"], [[1, 1, 1], [1, 0, 1]])
+  # Null document: [CLS] [SEP] [SEP].
+  null = out["candidates/input_word_ids"][0, 0].numpy()
+  np.testing.assert_array_equal(null[:3], [TOK.cls_id, TOK.sep_id, TOK.sep_id])
+  np.testing.assert_array_equal(null[3:], np.zeros(13))
+  # Candidate 1 of query 0 is Rome's block: [CLS] rome [SEP] rome is in italy . [SEP]
+  rome = TOK.tokens(out["candidates/input_word_ids"][0, 1]).numpy()
+  assert [t.decode() for t in rome[:10]] == ["[CLS]", "rome", "[SEP]", "rome", "is", "in",
+                                             "italy", ".", "[SEP]", "[PAD]"]
+  # Joint input: [CLS] x [SEP] body [SEP], title dropped; x positions match the query's.
+  joint = [t.decode() for t in TOK.tokens(out["joint/input_word_ids"][0, 1]).numpy()]
+  assert joint[:11] == ["[CLS]", "where", "is", "paris", "[SEP]", "rome", "is", "in", "italy",
+                        ".", "[SEP]"]
+  np.testing.assert_array_equal(out["joint/input_word_ids"][0, 1, :5],
+                                packed["input_word_ids"][0, :5])
+  null_joint = [t.decode() for t in TOK.tokens(out["joint/input_word_ids"][0, 0]).numpy()]
+  assert null_joint[:6] == ["[CLS]", "where", "is", "paris", "[SEP]", "[SEP]"]
+  np.testing.assert_array_equal(out["joint/input_type_ids"][0, 1, :11], [0] * 5 + [1] * 6)
+  np.testing.assert_array_equal(out["data_position"], [2, 2])

@@ -3,9 +3,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
-import tensorflow as tf
 from absl import flags
 
 from realm_tf.data import annotate
@@ -16,44 +14,44 @@ from realm_tf.testing import cli as testing
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class AnnotateCorpusLaunchTest(tf.test.TestCase):
+def test_annotates_a_block_corpus(tmp_path):
+  tmp = str(tmp_path)
+  blocks = os.path.join(tmp, "blocks")
+  os.makedirs(blocks)
+  texts = ["Marie Curie was born in Warsaw in 1867.", "She moved to Paris. It rained."]
+  records = [corpus.block_example(corpus.block_id_for(f"d{i}", 0), f"d{i}", "T", t, [1], [2])
+             for i, t in enumerate(texts)]
+  shard = corpus.write_shard(os.path.join(blocks, corpus.SHARD_PATTERN.format(0, 1)), records)
+  corpus.write_manifest(blocks, [shard], "vocab")
+  out = os.path.join(tmp, "ann")
+  proc = subprocess.run(
+      [sys.executable, "-m", "realm_tf.launch.annotate_corpus", f"--corpus_dir={blocks}",
+       f"--output_dir={out}", "--num_shards=1", "--direct_num_workers=1"],
+      cwd=_ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Annotated 2 passages (3 sentences" in proc.stdout
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  records = list(corpus.read_annotations(out).as_numpy_iterator())
+  assert summary["spans"] == sum(len(r["span_starts"]) for r in records)
+  spans = {r["text"][s:e].decode() for r in records
+           for s, e in zip(r["span_starts"], r["span_limits"])}
+  assert {"Marie Curie", "Warsaw", "1867", "Paris"} <= spans, spans
 
-  def test_annotates_a_block_corpus(self):
-    tmp = tempfile.mkdtemp()
-    blocks = os.path.join(tmp, "blocks")
-    os.makedirs(blocks)
-    texts = ["Marie Curie was born in Warsaw in 1867.", "She moved to Paris. It rained."]
-    records = [corpus.block_example(corpus.block_id_for(f"d{i}", 0), f"d{i}", "T", t, [1], [2])
-               for i, t in enumerate(texts)]
-    shard = corpus.write_shard(os.path.join(blocks, corpus.SHARD_PATTERN.format(0, 1)), records)
-    corpus.write_manifest(blocks, [shard], "vocab")
-    out = os.path.join(tmp, "ann")
-    proc = subprocess.run(
-        [sys.executable, "-m", "realm_tf.launch.annotate_corpus", f"--corpus_dir={blocks}",
-         f"--output_dir={out}", "--num_shards=1", "--direct_num_workers=1"],
-        cwd=_ROOT, capture_output=True, text=True, timeout=300, check=False)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assertIn("Annotated 2 passages (3 sentences", proc.stdout)
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    records = list(corpus.read_annotations(out).as_numpy_iterator())
-    self.assertEqual(summary["spans"], sum(len(r["span_starts"]) for r in records))
-    spans = {r["text"][s:e].decode() for r in records
-             for s, e in zip(r["span_starts"], r["span_limits"])}
-    self.assertTrue({"Marie Curie", "Warsaw", "1867", "Paris"} <= spans, spans)
 
-  def test_needs_exactly_one_source(self):
-    proc = subprocess.run(
-        [sys.executable, "-m", "realm_tf.launch.annotate_corpus", "--output_dir=/tmp/none"],
-        cwd=_ROOT, capture_output=True, text=True, timeout=120, check=False)
-    self.assertNotEqual(proc.returncode, 0)
-    self.assertIn("exactly one of --corpus_dir or --input", proc.stderr)
+def test_needs_exactly_one_source():
+  proc = subprocess.run(
+      [sys.executable, "-m", "realm_tf.launch.annotate_corpus", "--output_dir=/tmp/none"],
+      cwd=_ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode != 0
+  assert "exactly one of --corpus_dir or --input" in proc.stderr
 
-  def test_missing_corpus_is_a_one_line_error(self):
-    tmp = tempfile.mkdtemp()
-    missing = os.path.join(tmp, "no_corpus")
-    proc = testing.run_cli("realm_tf.launch.annotate_corpus", f"--corpus_dir={missing}",
-                           f"--output_dir={os.path.join(tmp, 'ann')}")
-    testing.assert_one_line_error(proc, f"No corpus manifest at {missing}/manifest.json")
+
+def test_missing_corpus_is_a_one_line_error(tmp_path):
+  tmp = str(tmp_path)
+  missing = os.path.join(tmp, "no_corpus")
+  proc = testing.run_cli("realm_tf.launch.annotate_corpus", f"--corpus_dir={missing}",
+                         f"--output_dir={os.path.join(tmp, 'ann')}")
+  testing.assert_one_line_error(proc, f"No corpus manifest at {missing}/manifest.json")
 
 
 def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
@@ -68,7 +66,3 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
   config = annotate_corpus.config_from_flags(fv)
   assert (config.inputs, config.fmt, config.sentence_splitter, config.batch_size) == (
       ["x.jsonl"], "jsonl", "spacy", 8)
-
-
-if __name__ == "__main__":
-  tf.test.main()

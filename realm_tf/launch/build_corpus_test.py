@@ -1,13 +1,11 @@
 """Tests of the build_corpus command line (runs it in a subprocess under the DirectRunner)."""
-import pytest
 import json
 import os
 import subprocess
 import sys
-import tempfile
 
-import tensorflow as tf
 from absl import flags
+import pytest
 
 from realm_tf.data import build_corpus as build_corpus_lib
 from realm_tf.data import corpus
@@ -18,46 +16,44 @@ from realm_tf.testing import cli as testing
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class BuildCorpusLaunchTest(tf.test.TestCase):
+@pytest.mark.slow  # covered more cheaply elsewhere; make test-slow
+def test_command_line_matches_library_across_processes(tmp_path):
+  # (--direct_num_workers is not an absl flag: it must reach Beam.)
+  tmp = str(tmp_path)
+  path = os.path.join(tmp, "docs.jsonl")
+  with open(path, "w") as f:
+    for i in range(5):
+      f.write(json.dumps({"title": f"Doc {i}", "text": f"Doc {i} mentions Paris. Twice."})
+              + "\n")
+    f.write("{oops\n")
+  out = os.path.join(tmp, "cli")
+  env = dict(os.environ, PYTHONHASHSEED="12345")  # proto maps must serialise the same anyway
+  proc = subprocess.run(
+      [sys.executable, "-m", "realm_tf.launch.build_corpus", f"--input={path}",
+       f"--output_dir={out}", "--num_shards=2", "--direct_num_workers=1"],
+      cwd=_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Built 5 blocks from 5 documents in 2 shards" in proc.stdout
+  assert "docs.jsonl:6: malformed_json" in proc.stdout
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert summary["bad_records"] == {"malformed_json": 1}
+  lib = build_corpus_lib.build_corpus(build_corpus_lib.BuildCorpusConfig(
+      inputs=[path], output_dir=os.path.join(tmp, "lib"), num_shards=2))
+  assert summary["fingerprint"] == lib["manifest"]["fingerprint"]
+  assert corpus.load_manifest(out)["num_blocks"] == 5
 
-  @pytest.mark.slow  # covered more cheaply elsewhere; make test-slow
 
-  def test_command_line_matches_library_across_processes(self):
-    # (--direct_num_workers is not an absl flag: it must reach Beam.)
-    tmp = tempfile.mkdtemp()
-    path = os.path.join(tmp, "docs.jsonl")
-    with open(path, "w") as f:
-      for i in range(5):
-        f.write(json.dumps({"title": f"Doc {i}", "text": f"Doc {i} mentions Paris. Twice."})
-                + "\n")
-      f.write("{oops\n")
-    out = os.path.join(tmp, "cli")
-    env = dict(os.environ, PYTHONHASHSEED="12345")  # proto maps must serialise the same anyway
-    proc = subprocess.run(
-        [sys.executable, "-m", "realm_tf.launch.build_corpus", f"--input={path}",
-         f"--output_dir={out}", "--num_shards=2", "--direct_num_workers=1"],
-        cwd=_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assertIn("Built 5 blocks from 5 documents in 2 shards", proc.stdout)
-    self.assertIn("docs.jsonl:6: malformed_json", proc.stdout)
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    self.assertEqual(summary["bad_records"], {"malformed_json": 1})
-    lib = build_corpus_lib.build_corpus(build_corpus_lib.BuildCorpusConfig(
-        inputs=[path], output_dir=os.path.join(tmp, "lib"), num_shards=2))
-    self.assertEqual(summary["fingerprint"], lib["manifest"]["fingerprint"])
-    self.assertEqual(corpus.load_manifest(out)["num_blocks"], 5)
-
-  def test_existing_output_is_a_one_line_error_without_beam_or_cloud_noise(self):
-    out = tempfile.mkdtemp()
-    manifest = os.path.join(out, corpus.MANIFEST)
-    with open(manifest, "w") as f:
-      f.write("{}")
-    proc = testing.run_cli("realm_tf.launch.build_corpus", f"--output_dir={out}")
-    testing.assert_one_line_error(proc, f"{manifest} exists", "--overwrite")
-    # Matching the input loads Beam's filesystems: their GCS / BigQuery / apitools warnings stay
-    # quiet by default (realm_tf/launch/cli.py).
-    for noise in ("GCSFileSystem", "apitools", "bigquery", "python-snappy"):
-      self.assertNotIn(noise, proc.stderr)
+def test_existing_output_is_a_one_line_error_without_beam_or_cloud_noise(tmp_path):
+  out = str(tmp_path)
+  manifest = os.path.join(out, corpus.MANIFEST)
+  with open(manifest, "w") as f:
+    f.write("{}")
+  proc = testing.run_cli("realm_tf.launch.build_corpus", f"--output_dir={out}")
+  testing.assert_one_line_error(proc, f"{manifest} exists", "--overwrite")
+  # Matching the input loads Beam's filesystems: their GCS / BigQuery / apitools warnings stay
+  # quiet by default (realm_tf/launch/cli.py).
+  for noise in ("GCSFileSystem", "apitools", "bigquery", "python-snappy"):
+    assert noise not in proc.stderr
 
 
 def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
@@ -71,7 +67,3 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
   fv(["build_corpus", "--input=a,b", "--format=squad", "--max_block_length=128", "--strict"])
   assert build_corpus_cli.config_from_flags(fv) == build_corpus_lib.BuildCorpusConfig(
       inputs=["a", "b"], output_dir="/o", fmt="squad", max_block_length=128, strict=True)
-
-
-if __name__ == "__main__":
-  tf.test.main()

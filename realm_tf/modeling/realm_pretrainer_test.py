@@ -45,78 +45,75 @@ def _joint_marginal(relevance, logits, ids):
   return np.log(np.sum(np.exp(terms)))
 
 
-class MarginalLikelihoodTest(tf.test.TestCase):
+def test_matches_hand_computation():
+  rng = np.random.RandomState(3)
+  b, c, m, v = 2, 3, 2, 5
+  relevance = rng.randn(b, c).astype(np.float32)
+  cmask = np.array([[1, 1, 1], [1, 1, 0]], np.float32)
+  logits = rng.randn(b, c, m, v).astype(np.float32)
+  ids = np.array([[1, 4], [2, 0]], np.int32)
+  weights = np.array([[1, 1], [1, 0]], np.float32)
+  out = marginal_log_likelihood(relevance, cmask, logits, ids, weights)
 
-  def test_matches_hand_computation(self):
-    rng = np.random.RandomState(3)
-    b, c, m, v = 2, 3, 2, 5
-    relevance = rng.randn(b, c).astype(np.float32)
-    cmask = np.array([[1, 1, 1], [1, 1, 0]], np.float32)
-    logits = rng.randn(b, c, m, v).astype(np.float32)
-    ids = np.array([[1, 4], [2, 0]], np.int32)
-    weights = np.array([[1, 1], [1, 0]], np.float32)
-    out = marginal_log_likelihood(relevance, cmask, logits, ids, weights)
-
-    for i in range(b):
-      valid = [z for z in range(c) if cmask[i, z]]
-      prior = _np_log_softmax(relevance[i, valid])
-      marginals, nulls, null_posts = [], [], []
-      for k in range(m):  # each masked token marginalises over the candidates on its own
-        if not weights[i, k]:
-          continue
-        terms = [prior[j] + _np_log_softmax(logits[i, z])[k, ids[i, k]]
-                 for j, z in enumerate(valid)]
-        marginals.append(np.log(np.sum(np.exp(terms))))
-        nulls.append(terms[0] - prior[0])
-        null_posts.append(np.exp(terms[0] - marginals[-1]))
-      self.assertAllClose(out["marginal_log_prob"][i], np.mean(marginals), atol=1e-5)
-      self.assertAllClose(out["null_log_prob"][i], np.mean(nulls), atol=1e-5)
-      self.assertAllClose(out["retrieval_utility"][i], np.mean(marginals) - np.mean(nulls),
-                          atol=1e-5)
-      self.assertAllClose(out["null_posterior"][i], np.mean(null_posts), atol=1e-5)
-    # Two tokens explained by two different candidates: the per-token marginal (the original's)
-    # is not the marginal of their product.
-    self.assertNotAllClose(out["marginal_log_prob"][0], _joint_marginal(relevance[0], logits[0],
-                                                                        ids[0]) / 2)
-
-  def test_padded_candidates_get_no_mass(self):
-    relevance = tf.constant([[0.0, 100.0, 0.0]])
-    logits = tf.zeros([1, 3, 1, 4])
-    out = marginal_log_likelihood(relevance, tf.constant([[1.0, 0.0, 1.0]]), logits,
-                                  tf.constant([[1]]), tf.constant([[1.0]]))
-    self.assertAllClose(tf.exp(out["log_prior"])[0], [0.5, 0.0, 0.5], atol=1e-6)
+  for i in range(b):
+    valid = [z for z in range(c) if cmask[i, z]]
+    prior = _np_log_softmax(relevance[i, valid])
+    marginals, nulls, null_posts = [], [], []
+    for k in range(m):  # each masked token marginalises over the candidates on its own
+      if not weights[i, k]:
+        continue
+      terms = [prior[j] + _np_log_softmax(logits[i, z])[k, ids[i, k]]
+               for j, z in enumerate(valid)]
+      marginals.append(np.log(np.sum(np.exp(terms))))
+      nulls.append(terms[0] - prior[0])
+      null_posts.append(np.exp(terms[0] - marginals[-1]))
+    np.testing.assert_allclose(out["marginal_log_prob"][i], np.mean(marginals),
+                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(out["null_log_prob"][i], np.mean(nulls), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(out["retrieval_utility"][i], np.mean(marginals) - np.mean(nulls),
+                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(out["null_posterior"][i], np.mean(null_posts),
+                               rtol=1e-6, atol=1e-5)
+  # Two tokens explained by two different candidates: the per-token marginal (the original's)
+  # is not the marginal of their product.
+  assert not np.allclose(out["marginal_log_prob"][0],
+                         _joint_marginal(relevance[0], logits[0], ids[0]) / 2,
+                         rtol=1e-6, atol=1e-6)
 
 
-class RealmPretrainerTest(tf.test.TestCase):
-
-  def test_gradients_reach_both_towers_and_mlm_head(self):
-    model = RealmPretrainer(SMALL)
-    batch = synthetic_batch()
-    with tf.GradientTape() as tape:
-      loss = -tf.reduce_mean(model.compute_outputs(batch, training=True)["marginal_log_prob"])
-    grads = dict(zip([v.name for v in model.trainable_variables],
-                     tape.gradient(loss, model.trainable_variables)))
-
-    def nonzero(prefix):
-      hits = [g for n, g in grads.items() if prefix in n and g is not None]
-      return bool(hits) and any(float(tf.reduce_max(tf.abs(tf.convert_to_tensor(g)))) > 0
-                                for g in hits)
-
-    self.assertTrue(nonzero("query_encoder/transformer"))
-    self.assertTrue(nonzero("query_projection"))
-    self.assertTrue(nonzero("doc_encoder/transformer"))
-    self.assertTrue(nonzero("doc_projection"))
-    self.assertTrue(nonzero("knowledge_encoder/transformer"))
-    self.assertTrue(nonzero("mlm_head"))
-
-  def test_mlm_head_is_tied_to_word_embeddings(self):
-    model = RealmPretrainer(SMALL).build_all()
-    head_table = model.knowledge_encoder.mlm_head.embedding_table
-    self.assertIs(head_table, model.knowledge_encoder.encoder.get_embedding_table())
+def test_padded_candidates_get_no_mass():
+  relevance = tf.constant([[0.0, 100.0, 0.0]])
+  logits = tf.zeros([1, 3, 1, 4])
+  out = marginal_log_likelihood(relevance, tf.constant([[1.0, 0.0, 1.0]]), logits,
+                                tf.constant([[1]]), tf.constant([[1.0]]))
+  np.testing.assert_allclose(tf.exp(out["log_prior"])[0], [0.5, 0.0, 0.5], rtol=1e-6, atol=1e-6)
 
 
-if __name__ == "__main__":
-  tf.test.main()
+def test_gradients_reach_both_towers_and_mlm_head():
+  model = RealmPretrainer(SMALL)
+  batch = synthetic_batch()
+  with tf.GradientTape() as tape:
+    loss = -tf.reduce_mean(model.compute_outputs(batch, training=True)["marginal_log_prob"])
+  grads = dict(zip([v.name for v in model.trainable_variables],
+                   tape.gradient(loss, model.trainable_variables)))
+
+  def nonzero(prefix):
+    hits = [g for n, g in grads.items() if prefix in n and g is not None]
+    return bool(hits) and any(float(tf.reduce_max(tf.abs(tf.convert_to_tensor(g)))) > 0
+                              for g in hits)
+
+  assert nonzero("query_encoder/transformer")
+  assert nonzero("query_projection")
+  assert nonzero("doc_encoder/transformer")
+  assert nonzero("doc_projection")
+  assert nonzero("knowledge_encoder/transformer")
+  assert nonzero("mlm_head")
+
+
+def test_mlm_head_is_tied_to_word_embeddings():
+  model = RealmPretrainer(SMALL).build_all()
+  head_table = model.knowledge_encoder.mlm_head.embedding_table
+  assert head_table is model.knowledge_encoder.encoder.get_embedding_table()
 
 
 def _full_size_tensors(config, batch_size):

@@ -3,8 +3,6 @@ their file:line errors, and the --dataset names."""
 import gzip
 import json
 import logging as py_logging
-import shutil
-import tempfile
 
 from etils import epath
 import pytest
@@ -18,56 +16,59 @@ def _dummy_dir(name: str) -> str:
   return str(epath.Path(tfds_builders.BUILDERS[name].code_path).parent / "dummy_data")
 
 
-class LoadOpenQASplitTest(tf.test.TestCase):
+@pytest.fixture
+def data_dir(tmp_path):
+  """A fresh TFDS data_dir for each test."""
+  return str(tmp_path)
 
-  def setUp(self):
-    super().setUp()
-    self.data_dir = tempfile.mkdtemp(prefix="openqa_datasets_test_")
-    self.addCleanup(shutil.rmtree, self.data_dir, ignore_errors=True)
 
-  def test_shipped_curated_trec_dev_by_default(self):
-    ds = datasets.load_openqa_split("ct", "validation", data_dir=self.data_dir)
-    self.assertEqual(set(ds.element_spec), {"question", "answers", "answers_are_regex"})
-    self.assertEqual(ds.element_spec["answers"].shape.as_list(), [None])
-    examples = list(ds.as_numpy_iterator())
-    self.assertLen(examples, 133)
-    self.assertTrue(all(ex["answers_are_regex"] for ex in examples))
-    self.assertTrue(all(ex["question"] and len(ex["answers"]) for ex in examples))
+def test_shipped_curated_trec_dev_by_default(data_dir):
+  ds = datasets.load_openqa_split("ct", "validation", data_dir=data_dir)
+  assert set(ds.element_spec) == {"question", "answers", "answers_are_regex"}
+  assert ds.element_spec["answers"].shape.as_list() == [None]
+  examples = list(ds.as_numpy_iterator())
+  assert len(examples) == 133
+  assert all(ex["answers_are_regex"] for ex in examples)
+  assert all(ex["question"] and len(ex["answers"]) for ex in examples)
 
-  def test_batches_of_questions_from_manual_dir(self):
-    ds = datasets.load_openqa_split("web_questions_orqa", "train", data_dir=self.data_dir,
-                                    manual_dir=_dummy_dir("web_questions_orqa"))
-    batch = next(iter(ds.ragged_batch(8)))
-    self.assertEqual(batch["question"].shape, [7])
-    self.assertFalse(tf.reduce_any(batch["answers_are_regex"]))
-    questions = {q.decode() for q in batch["question"].numpy()}
-    self.assertIn("what is a stray unicode question?", questions)
-    self.assertIn("what is the name of justin bieber brother?", questions)
 
-  def test_nq_dpr_config_and_slicing(self):
-    ds = datasets.load_openqa_split("nq_dpr", "test[:2]", data_dir=self.data_dir,
-                                    manual_dir=_dummy_dir("nq_open_orqa"))
-    self.assertEqual([ex["question"] for ex in ds.as_numpy_iterator()],
-                     [b"when was the last time anyone was on the moon",
-                      b"who wrote he ain't heavy he's my brother lyrics"])
-    dev = datasets.load_openqa_split("nq_open_orqa/dpr", "validation[1:]", data_dir=self.data_dir,
-                                     manual_dir=_dummy_dir("nq_open_orqa"))
-    self.assertLen(list(dev), 1)  # The dummy dpr source has 2 dev questions.
+def test_batches_of_questions_from_manual_dir(data_dir):
+  ds = datasets.load_openqa_split("web_questions_orqa", "train", data_dir=data_dir,
+                                  manual_dir=_dummy_dir("web_questions_orqa"))
+  batch = next(iter(ds.ragged_batch(8)))
+  assert batch["question"].shape == [7]
+  assert not tf.reduce_any(batch["answers_are_regex"])
+  questions = {q.decode() for q in batch["question"].numpy()}
+  assert "what is a stray unicode question?" in questions
+  assert "what is the name of justin bieber brother?" in questions
 
-  def test_missing_split_is_a_clear_error(self):
-    manual = epath.Path(self.data_dir) / "manual"
-    manual.mkdir()
-    (manual / "NQ-open.dev.jsonl").write_bytes(
-        (epath.Path(_dummy_dir("nq_open_orqa")) / "NQ-open.dev.jsonl").read_bytes())
-    with self.assertRaisesRegex(ValueError, r"has no split 'train'; it has \['test'\]"):
-      datasets.load_openqa_split("nq", "train", data_dir=self.data_dir, manual_dir=str(manual))
 
-  def test_bad_names(self):
-    with self.assertRaisesRegex(ValueError, "Unknown open-QA dataset 'natural_questions_open'"):
-      datasets.load_openqa_split("natural_questions_open", "test", data_dir=self.data_dir)
-    with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
-      datasets.load_openqa_split("wq", "test", data_dir=self.data_dir,
-                                 manual_dir=self.data_dir + "/nope")
+def test_nq_dpr_config_and_slicing(data_dir):
+  ds = datasets.load_openqa_split("nq_dpr", "test[:2]", data_dir=data_dir,
+                                  manual_dir=_dummy_dir("nq_open_orqa"))
+  assert [ex["question"] for ex in ds.as_numpy_iterator()] == [
+      b"when was the last time anyone was on the moon",
+      b"who wrote he ain't heavy he's my brother lyrics"]
+  dev = datasets.load_openqa_split("nq_open_orqa/dpr", "validation[1:]", data_dir=data_dir,
+                                   manual_dir=_dummy_dir("nq_open_orqa"))
+  assert len(list(dev)) == 1  # The dummy dpr source has 2 dev questions.
+
+
+def test_missing_split_is_a_clear_error(data_dir):
+  manual = epath.Path(data_dir) / "manual"
+  manual.mkdir()
+  (manual / "NQ-open.dev.jsonl").write_bytes(
+      (epath.Path(_dummy_dir("nq_open_orqa")) / "NQ-open.dev.jsonl").read_bytes())
+  with pytest.raises(ValueError, match=r"has no split 'train'; it has \['test'\]"):
+    datasets.load_openqa_split("nq", "train", data_dir=data_dir, manual_dir=str(manual))
+
+
+def test_bad_names(data_dir):
+  with pytest.raises(ValueError, match="Unknown open-QA dataset 'natural_questions_open'"):
+    datasets.load_openqa_split("natural_questions_open", "test", data_dir=data_dir)
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    datasets.load_openqa_split("wq", "test", data_dir=data_dir,
+                               manual_dir=data_dir + "/nope")
 
 
 GOOD = {"question": "Who wrote Hamlet?", "answers": ["William Shakespeare", "Shakespeare"]}
@@ -139,7 +140,3 @@ def test_dataset_names():
         assert name in str(info.value), (bad, name)
   assert datasets.dataset_tag("jsonl:/data/My_Qs.jsonl.gz") == "jsonl_My_Qs"
   assert datasets.dataset_tag("nq_open_orqa/dpr") == "nq_open_orqa_dpr"
-
-
-if __name__ == "__main__":
-  tf.test.main()

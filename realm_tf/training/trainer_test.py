@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from realm_tf.modeling.encoder_config import EncoderConfig
@@ -63,80 +64,81 @@ def make_trainer(model_dir, lr=1e-3, task=tasks.realm_pretrain_task, checkpoint_
                  log_every=1)
 
 
-class TrainerTest(tf.test.TestCase):
+def test_short_run_loss_decreases(tmp_path):
+  tf.random.set_seed(0)
+  model_dir = str(tmp_path / "learn")
+  trainer = make_trainer(model_dir, lr=2e-3, checkpoint_every=1000)
+  losses = []
+  trainer.train(lambda p: make_dataset(0).take(1).repeat(), 25,
+                hooks=[lambda s: losses.append(trainer.model) and False])
+  first = trainer.task(trainer.model, next(iter(make_dataset(0))), False)[0]
+  assert os.path.exists(os.path.join(model_dir, DONE_MARKER))
+  # Start from a fresh model: the trained one must fit the batch far better.
+  fresh = make_trainer(str(tmp_path / "fresh"))
+  batch = next(iter(make_dataset(0)))
+  batch.pop("data_position")
+  before = float(tf.reduce_mean(fresh.task(fresh.model, batch, False)[0]))
+  after = float(tf.reduce_mean(trainer.task(trainer.model, batch, False)[0]))
+  assert after < 0.7 * before, (before, after, first)
 
-  def test_short_run_loss_decreases(self):
-    tf.random.set_seed(0)
-    model_dir = self.get_temp_dir() + "/learn"
-    trainer = make_trainer(model_dir, lr=2e-3, checkpoint_every=1000)
-    losses = []
-    trainer.train(lambda p: make_dataset(0).take(1).repeat(), 25,
-                  hooks=[lambda s: losses.append(trainer.model) and False])
-    first = trainer.task(trainer.model, next(iter(make_dataset(0))), False)[0]
-    self.assertTrue(os.path.exists(os.path.join(model_dir, DONE_MARKER)))
-    # Start from a fresh model: the trained one must fit the batch far better.
-    fresh = make_trainer(self.get_temp_dir() + "/fresh")
-    batch = next(iter(make_dataset(0)))
-    batch.pop("data_position")
-    before = float(tf.reduce_mean(fresh.task(fresh.model, batch, False)[0]))
-    after = float(tf.reduce_mean(trainer.task(trainer.model, batch, False)[0]))
-    self.assertLess(after, 0.7 * before, (before, after, first))
 
-  def test_resume_after_kill_restores_step_and_data_position(self):
-    model_dir = self.get_temp_dir() + "/resume"
-    trainer = make_trainer(model_dir)
-    seen = []
+def test_resume_after_kill_restores_step_and_data_position(tmp_path):
+  model_dir = str(tmp_path / "resume")
+  trainer = make_trainer(model_dir)
+  seen = []
 
-    def killer(step):
-      if step == 3:
-        raise KeyboardInterrupt("killed")
-      return False
+  def killer(step):
+    if step == 3:
+      raise KeyboardInterrupt("killed")
+    return False
 
-    with self.assertRaises(KeyboardInterrupt):
-      trainer.train(make_dataset, 10, hooks=[killer])
-    # Checkpoint at step 2 holds data position 2 * BATCH.
-    resumed = make_trainer(model_dir)
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train(make_dataset, 10, hooks=[killer])
+  # Checkpoint at step 2 holds data position 2 * BATCH.
+  resumed = make_trainer(model_dir)
 
-    def recording(position):
-      seen.append(position)
-      return make_dataset(position)
+  def recording(position):
+    seen.append(position)
+    return make_dataset(position)
 
-    resumed.train(recording, 4)
-    self.assertEqual(seen[0], 2 * BATCH)
-    self.assertEqual(int(resumed.step.numpy()), 4)
-    self.assertEqual(int(resumed.data_position.numpy()), 4 * BATCH)
-    restored = make_trainer(model_dir)
-    self.assertEqual(restored.restore(), 4)
+  resumed.train(recording, 4)
+  assert seen[0] == 2 * BATCH
+  assert int(resumed.step.numpy()) == 4
+  assert int(resumed.data_position.numpy()) == 4 * BATCH
+  restored = make_trainer(model_dir)
+  assert restored.restore() == 4
 
-  def test_nan_loss_stops_and_keeps_last_good_checkpoint(self):
-    model_dir = self.get_temp_dir() + "/nan"
-    trainer = make_trainer(model_dir)
-    trainer.train(make_dataset, 2)
-    good = trainer.manager.latest_checkpoint
 
-    def nan_task(model, batch, training):
-      loss, metrics = tasks.realm_pretrain_task(model, batch, training)
-      return loss * float("nan"), metrics
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  model_dir = str(tmp_path / "nan")
+  trainer = make_trainer(model_dir)
+  trainer.train(make_dataset, 2)
+  good = trainer.manager.latest_checkpoint
 
-    bad = make_trainer(model_dir, task=nan_task)
-    with self.assertRaisesRegex(NonFiniteLossError, "step 3"):
-      bad.train(make_dataset, 6)
-    self.assertEqual(bad.manager.latest_checkpoint, good)
+  def nan_task(model, batch, training):
+    loss, metrics = tasks.realm_pretrain_task(model, batch, training)
+    return loss * float("nan"), metrics
 
-  def test_config_mismatch_is_refused(self):
-    model_dir = self.get_temp_dir() + "/cfg"
-    check_or_write_config(model_dir, {"a": 1, "b": 2})
-    check_or_write_config(model_dir, {"a": 1, "b": 2})
-    with self.assertRaisesRegex(ConfigMismatchError, "b"):
-      check_or_write_config(model_dir, {"a": 1, "b": 3})
-    with open(os.path.join(model_dir, "config.json")) as f:
-      self.assertEqual(json.load(f), {"a": 1, "b": 2})
-    # Schedule fields may change on resume (and are recorded); anything else still may not.
-    check_or_write_config(model_dir, {"a": 2, "b": 2}, may_change=("a",))
-    with open(os.path.join(model_dir, "config.json")) as f:
-      self.assertEqual(json.load(f), {"a": 2, "b": 2})
-    with self.assertRaisesRegex(ConfigMismatchError, r"\['b'\]"):
-      check_or_write_config(model_dir, {"a": 3, "b": 3}, may_change=("a",))
+  bad = make_trainer(model_dir, task=nan_task)
+  with pytest.raises(NonFiniteLossError, match="step 3"):
+    bad.train(make_dataset, 6)
+  assert bad.manager.latest_checkpoint == good
+
+
+def test_config_mismatch_is_refused(tmp_path):
+  model_dir = str(tmp_path / "cfg")
+  check_or_write_config(model_dir, {"a": 1, "b": 2})
+  check_or_write_config(model_dir, {"a": 1, "b": 2})
+  with pytest.raises(ConfigMismatchError, match="b"):
+    check_or_write_config(model_dir, {"a": 1, "b": 3})
+  with open(os.path.join(model_dir, "config.json")) as f:
+    assert json.load(f) == {"a": 1, "b": 2}
+  # Schedule fields may change on resume (and are recorded); anything else still may not.
+  check_or_write_config(model_dir, {"a": 2, "b": 2}, may_change=("a",))
+  with open(os.path.join(model_dir, "config.json")) as f:
+    assert json.load(f) == {"a": 2, "b": 2}
+  with pytest.raises(ConfigMismatchError, match=r"\['b'\]"):
+    check_or_write_config(model_dir, {"a": 3, "b": 3}, may_change=("a",))
 
 
 _MIRRORED_SCRIPT = textwrap.dedent("""
@@ -163,27 +165,23 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
-class MirroredStrategyTest(tf.test.TestCase):
-
-  def test_two_cpu_replicas_match_one_device(self):
-    weights = os.path.join(self.get_temp_dir(), "init.weights.h5")
-    model = RealmPretrainer(CONFIG)
-    model.build_all()
-    model.save_weights(weights)
-    results = {}
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    for name in ("default", "mirrored"):
-      proc = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT, name, weights,
-                             os.path.join(self.get_temp_dir(), name)],
-                            capture_output=True, text=True, env=env, timeout=300)
-      lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
-      self.assertTrue(lines, proc.stderr[-3000:])
-      results[name] = json.loads(lines[0][len("RESULT "):])
-    self.assertEqual(results["mirrored"]["replicas"], 2)
-    self.assertEqual(results["default"]["replicas"], 1)
-    self.assertAllClose(results["default"]["loss"], results["mirrored"]["loss"], rtol=1e-4)
-    self.assertAllClose(results["default"]["w"], results["mirrored"]["w"], rtol=1e-4)
-
-
-if __name__ == "__main__":
-  tf.test.main()
+def test_two_cpu_replicas_match_one_device(tmp_path):
+  weights = str(tmp_path / "init.weights.h5")
+  model = RealmPretrainer(CONFIG)
+  model.build_all()
+  model.save_weights(weights)
+  results = {}
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  for name in ("default", "mirrored"):
+    proc = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT, name, weights,
+                           str(tmp_path / name)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    assert lines, proc.stderr[-3000:]
+    results[name] = json.loads(lines[0][len("RESULT "):])
+  assert results["mirrored"]["replicas"] == 2
+  assert results["default"]["replicas"] == 1
+  np.testing.assert_allclose(results["default"]["loss"], results["mirrored"]["loss"], rtol=1e-4,
+                             atol=1e-6)
+  np.testing.assert_allclose(results["default"]["w"], results["mirrored"]["w"], rtol=1e-4,
+                             atol=1e-6)

@@ -1,5 +1,5 @@
 """Tests of `nq_open_orqa`: TFDS dummy-data tests of both configs and builds of shipped data."""
-import tensorflow_datasets as tfds
+import pytest
 
 from tfds_builders import builder_testing
 from tfds_builders.nq_open_orqa import nq_open_orqa_dataset_builder
@@ -20,30 +20,42 @@ class NqOpenOrqaDprDummyTest(builder_testing.DatasetBuilderTestCase):
   SPLITS = {"train": 7, "dev": 2, "test": 3}
 
 
-class NqOpenOrqaShippedTest(builder_testing.ShippedDataTestCase):
-  """Config `orqa` from the shipped files, which hold no NQ-open.train.jsonl: only the 3,610 test
-  questions ORQA/REALM report are built (with a warning). The shipped DPR-style file's split
-  (7,920 / 837) is checked by openqa_common_test and, through TFDS, by the dummy `dpr` test."""
-  BUILDER = "nq_open_orqa"
-  EXPECTED_SPLITS = {"test": 3610}
-  ANSWERS_ARE_REGEX = False
-
-  def test_stray_unicode_is_removed(self):
-    examples = self.read_split("test")
-    self.assertEqual(examples[0]["question"], "when was the last time anyone was on the moon")
-    self.assertEqual(examples[0]["answers"], ["14 December 1972 UTC", "December 1972"])
-    by_question = {e["question"]: e["answers"] for e in examples}
-    # Line 3256: ['Algeria\u200e', 'Algeria', 'Angola\u200e', 'Angola'] -> cleaned, deduplicated.
-    self.assertEqual(by_question["african countries that begin with the letter a"],
-                     ["Algeria", "Angola"])
-    # Line 478: a zero-width space inside the question is removed.
-    self.assertIn("who was the french chef given credit for developing the classic kitchen brigade",
-                  by_question)
-    self.assertFalse(any("\u200b" in q for q in by_question))
-    # Line 10: '54\xa0Mbit/s' (no-break space) becomes an ordinary space.
-    self.assertEqual(by_question["what is the maximum data rate for the 802.11a standard select "
-                                 "one"], ["54 Mbit/s"])
+# Config `orqa` from the shipped files, which hold no NQ-open.train.jsonl: only the 3,610 test
+# questions ORQA/REALM report are built (with a warning). The shipped DPR-style file's split
+# (7,920 / 837) is checked by openqa_common_test and, through TFDS, by the dummy `dpr` test.
+BUILDER = "nq_open_orqa"
+EXPECTED_SPLITS = {"test": 3610}
+ANSWERS_ARE_REGEX = False
 
 
-if __name__ == "__main__":
-  tfds.testing.test_main()
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+  return builder_testing.ShippedData(BUILDER, str(tmp_path_factory.mktemp("openqa_tfds")))
+
+
+def test_split_counts_are_exact(shipped):
+  builder_testing.check_split_counts_are_exact(shipped, EXPECTED_SPLITS)
+
+
+def test_examples_are_well_formed(shipped):
+  builder_testing.check_examples_are_well_formed(shipped, EXPECTED_SPLITS, ANSWERS_ARE_REGEX)
+
+
+def test_shipped_files_match_checksums():
+  builder_testing.check_shipped_files_match_checksums(BUILDER)
+
+
+def test_stray_unicode_is_removed(shipped):
+  examples = shipped.read_split("test")
+  assert examples[0]["question"] == "when was the last time anyone was on the moon"
+  assert examples[0]["answers"] == ["14 December 1972 UTC", "December 1972"]
+  by_question = {e["question"]: e["answers"] for e in examples}
+  # Line 3256: ['Algeria\u200e', 'Algeria', 'Angola\u200e', 'Angola'] -> cleaned, deduplicated.
+  assert by_question["african countries that begin with the letter a"] == ["Algeria", "Angola"]
+  # Line 478: a zero-width space inside the question is removed.
+  assert ("who was the french chef given credit for developing the classic kitchen brigade"
+          in by_question)
+  assert not any("\u200b" in q for q in by_question)
+  # Line 10: '54\xa0Mbit/s' (no-break space) becomes an ordinary space.
+  assert by_question["what is the maximum data rate for the 802.11a standard select "
+                     "one"] == ["54 Mbit/s"]
