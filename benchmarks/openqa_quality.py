@@ -51,20 +51,16 @@ def ensure_minilm_index(corpus_dir: str, work_dir: str) -> str:
   """Index bundles of the MiniLM retriever as it is (0 ICT steps) over `corpus_dir`."""
   from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.ict_experiment import IctConfig, run_ict  # pylint: disable=g-import-not-at-top
+  from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
   model_dir = os.path.join(work_dir, "retriever_minilm")
   index_dir = os.path.join(work_dir, "index_minilm")
   encoder = get_encoder_config("minilm")
-  config = IctConfig(retriever=RetrieverConfig(
+  config = ict_experiment.IctConfig(retriever=RetrieverConfig(
       encoder=encoder, projection_size=encoder.hidden_size, share_towers=True, pooling="mean",
       query_seq_length=QUERY_LENGTH, doc_seq_length=BLOCK_LENGTH), num_train_steps=0,
                      checkpoint_every=1)
-  result = run_ict(config, corpus_dir, model_dir, init="minilm")
-  refresher = IndexRefresher(RefreshConfig(model_dir=model_dir, corpus_dir=corpus_dir,
-                                           index_dir=index_dir))
-  if refresher.live_bundle() is None:
-    refresher.refresh(result["export"])
+  ict_experiment.run(ict_experiment.IctJobConfig(
+      config, corpus_dir=corpus_dir, model_dir=model_dir, index_dir=index_dir, init="minilm"))
   return index_dir
 
 
@@ -124,8 +120,9 @@ def main(argv):
       retrieval_score_scale=FLAGS.retrieval_score_scale)
   tf_keras.utils.set_random_seed(FLAGS.seed)
   t0 = time.time()
-  scalars = finetune.run_finetune(config, index_dir, corpus_dir, model_dir,
-                                  reader_init_checkpoint=FLAGS.reader_init, examples=train)
+  scalars = finetune.run(finetune.FinetuneJobConfig(
+      config, index_dir=index_dir, corpus_dir=corpus_dir, model_dir=model_dir,
+      reader_init_checkpoint=FLAGS.reader_init), examples=train)
   train_seconds = time.time() - t0
   model, _, bundle = finetune.load_finetuned(model_dir)
   results = {"index_bundle": bundle.path, "model_dir": model_dir,

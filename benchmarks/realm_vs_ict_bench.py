@@ -165,7 +165,8 @@ def main(argv):
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.training import pretrain_job  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.ict_experiment import IctConfig, run_ict  # pylint: disable=g-import-not-at-top
+  from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
+  from realm_tf.training.ict_experiment import IctConfig, IctJobConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.training.realm_experiment import HELDOUT_LOG, PretrainConfig, RealmExperiment  # pylint: disable=g-import-not-at-top
 
   unknown = [c for c in FLAGS.conditions if c not in CONDITIONS]
@@ -264,11 +265,12 @@ def main(argv):
       if name == "ict_continued":
         ict_dir = os.path.join(run_dir, "ict")
         steps = FLAGS.steps
-        ict = run_ict(IctConfig(retriever=retriever_config, batch_size=FLAGS.ict_batch_size,
-                                num_train_steps=steps, learning_rate=FLAGS.ict_learning_rate,
-                                warmup_steps=steps // 10, seed=seed, checkpoint_every=steps,
-                                heldout_fraction=job.heldout_fraction),
-                      shared["corpus"], ict_dir, strategy, init=ict_export)
+        ict = ict_experiment.run(IctJobConfig(
+            IctConfig(retriever=retriever_config, batch_size=FLAGS.ict_batch_size,
+                      num_train_steps=steps, learning_rate=FLAGS.ict_learning_rate,
+                      warmup_steps=steps // 10, seed=seed, checkpoint_every=steps,
+                      heldout_fraction=job.heldout_fraction),
+            corpus_dir=shared["corpus"], model_dir=ict_dir, init=ict_export), strategy)
         train_seconds = round(time.time() - t, 1)
         refresher = IndexRefresher(RefreshConfig(model_dir=ict_dir, corpus_dir=shared["corpus"],
                                                  index_dir=index_dir, min_recall=job.min_recall),

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.evaluation.recall import measure_bundle_recall
@@ -17,7 +16,8 @@ from realm_tf.modeling.retriever import RetrieverConfig
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
 from realm_tf.training import pretrain_job
-from realm_tf.training.ict_experiment import IctConfig, run_ict
+from realm_tf.training import ict_experiment
+from realm_tf.training.ict_experiment import IctConfig, IctJobConfig
 from realm_tf.training.realm_experiment import (BundleMismatchError, PretrainConfig,
                                                 RealmExperiment)
 from realm_tf.training.trainer import DONE_MARKER, ConfigMismatchError
@@ -48,9 +48,10 @@ def work(tmp_path_factory):
   dirs = {k: str(root / k) for k in ("corpus", "annotations", "ict", "realm", "index")}
   pretrain_job.ensure_corpus([str(src)], dirs["corpus"])
   pretrain_job.ensure_annotations(dirs["corpus"], dirs["annotations"])
-  ict = run_ict(IctConfig(retriever=RetrieverConfig(encoder=MICRO), batch_size=4,
-                          num_train_steps=3, warmup_steps=0, learning_rate=1e-3,
-                          checkpoint_every=3, log_every=1), dirs["corpus"], dirs["ict"])
+  ict = ict_experiment.run(IctJobConfig(
+      IctConfig(retriever=RetrieverConfig(encoder=MICRO), batch_size=4, num_train_steps=3,
+                warmup_steps=0, learning_rate=1e-3, checkpoint_every=3, log_every=1),
+      corpus_dir=dirs["corpus"], model_dir=dirs["ict"]))
   refresher = IndexRefresher(RefreshConfig(model_dir=dirs["realm"], corpus_dir=dirs["corpus"],
                                            index_dir=dirs["index"], min_recall=0.0,
                                            recall_queries=20))

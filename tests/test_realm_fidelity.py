@@ -39,8 +39,10 @@ from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
 from realm_tf.testing import synthetic
 from realm_tf.text import RealmTokenizer
-from realm_tf.training.ict_experiment import IctConfig, run_ict
-from realm_tf.training.reader_warmup import ReaderWarmupConfig, run_reader_warmup
+from realm_tf.training import ict_experiment
+from realm_tf.training.ict_experiment import IctConfig, IctJobConfig
+from realm_tf.training import reader_warmup
+from realm_tf.training.reader_warmup import ReaderWarmupConfig, ReaderWarmupJobConfig
 from realm_tf.training.realm_experiment import PretrainConfig, RealmExperiment
 
 TINY = EncoderConfig(hidden_size=64, num_layers=2, num_attention_heads=2, intermediate_size=256,
@@ -62,12 +64,12 @@ def world(tmp_path_factory):
   practice = synthetic.code_book(os.path.join(root, "practice"), tok, num_entities=1024, seed=1,
                                  codes=codes, max_block_length=DOC)
   tf_keras.utils.set_random_seed(0)
-  warmup = run_reader_warmup(
+  warmup = reader_warmup.run(ReaderWarmupJobConfig(
       ReaderWarmupConfig(knowledge_encoder=TINY, query_length=QUERY, seq_length=QUERY + DOC,
                          max_predictions=8, mask_rate=0.5, remove_rate=1.0, batch_size=32,
                          num_train_steps=450, learning_rate=4e-3, warmup_steps=45,
                          checkpoint_every=450, log_every=50),
-      practice.corpus_dir, os.path.join(root, "reader_warmup"))
+      corpus_dir=practice.corpus_dir, model_dir=os.path.join(root, "reader_warmup")))
   masked = synthetic.masked_features(
       book.annotations_dir, masking_lib.MaskingConfig(query_length=QUERY, max_predictions=1), tok)
   helpful = [book.fact_block_ids[i] for i in masked["index"]]
@@ -94,8 +96,9 @@ def _run(world, name, train_retriever, train_reader, refresh, steps=STEPS):
   retriever = RetrieverConfig(encoder=TINY, share_towers=True, pooling="mean",
                               query_seq_length=QUERY, doc_seq_length=DOC,
                               projection_dropout=0.0, projection_scale_init=0.1)
-  init = run_ict(IctConfig(retriever=retriever, num_train_steps=0, warmup_steps=0),
-                 book.corpus_dir, os.path.join(root, "init"))  # untrained towers, exported
+  init = ict_experiment.run(IctJobConfig(  # untrained towers, exported
+      IctConfig(retriever=retriever, num_train_steps=0, warmup_steps=0),
+      corpus_dir=book.corpus_dir, model_dir=os.path.join(root, "init")))
   refresher = IndexRefresher(RefreshConfig(model_dir=os.path.join(root, "realm"),
                                            corpus_dir=book.corpus_dir,
                                            index_dir=os.path.join(root, "index"), min_recall=0.0,

@@ -42,6 +42,7 @@ from realm_tf.data import blocking
 from realm_tf.data import build_corpus as beam_lib
 from realm_tf.data import corpus
 from realm_tf.data import documents as documents_lib
+from realm_tf.io import atomic
 # The record format lives in corpus.py (no Beam/spaCy needed to read it); re-exported here.
 from realm_tf.data.corpus import (ANNOTATION_FEATURES, ANNOTATION_SHARD_PATTERN,  # pylint: disable=unused-import
                                   annotation_example, load_annotation_manifest, parse_annotation,
@@ -376,7 +377,7 @@ def annotate_corpus(config: AnnotateConfig, beam_args: Optional[Sequence[str]] =
         "spacy_version": spacy.__version__, "bad_records": bad_counts, "source": source,
         "builder": "realm_tf.data.annotate",
     }
-    corpus.write_json_atomic(os.path.join(config.output_dir, corpus.ANNOTATION_MANIFEST),
+    atomic.write_json(os.path.join(config.output_dir, corpus.ANNOTATION_MANIFEST),
                              manifest)
     return manifest
 

@@ -323,6 +323,3 @@ def record_paths(directory: str, manifest: Dict) -> List[str]:
   """Shard paths of a corpus or annotation manifest, in manifest order."""
   return [os.path.join(directory, s["file"]) for s in manifest["shards"]]
 
-
-# Kept for the modules that import it from here; new code calls `realm_tf.io.atomic.write_json`.
-write_json_atomic = atomic.write_json

@@ -3,7 +3,7 @@
 A stage's settings live in one dataclass (the library's input). Writing each flag by hand beside
 it doubles every default and every help text and lets the two drift apart; here each field of
 the dataclass becomes one absl flag with the field's default, and `config_from_flags` reads them
-back. Fields of type int, float, str, bool, their Optional forms, and List[str] are supported;
+back. Fields of type int, float, str, bool, their Optional forms, List[str] and List[int] (comma-separated) are supported;
 help texts come from a {field: text} mapping (a field without one is an error, so every flag is
 documented). The flags belong to the program that calls `define_config_flags`: they are its key
 flags, listed by its --help.
@@ -26,6 +26,18 @@ def _base_type(tp):
     if len(args) == 1:
       return _base_type(args[0])[0], True
   return tp, False
+
+
+def _is_list_of(tp, item) -> bool:
+  return typing.get_origin(tp) in (list, typing.List) and typing.get_args(tp) == (item,)
+
+
+def _int_list(name: str, values):
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise ValueError(f"--{name} takes comma-separated integers, got {','.join(values)!r}.") \
+        from None
 
 
 def define_config_flags(config_cls, help_texts: Dict[str, str],
@@ -55,8 +67,10 @@ def define_config_flags(config_cls, help_texts: Dict[str, str],
       flags.DEFINE_float(name, default, text, flag_values=flag_values)
     elif tp is str:
       flags.DEFINE_string(name, default, text, flag_values=flag_values)
-    elif typing.get_origin(tp) in (list, typing.List) and typing.get_args(tp) == (str,):
+    elif _is_list_of(tp, str):
       flags.DEFINE_list(name, default, text, flag_values=flag_values)
+    elif _is_list_of(tp, int):
+      flags.DEFINE_list(name, [str(v) for v in default], text, flag_values=flag_values)
     else:
       raise TypeError(f"{config_cls.__name__}.{field.name}: unsupported flag type {tp}.")
 
@@ -66,10 +80,15 @@ def config_from_flags(config_cls, flag_values=flags.FLAGS, skip: Iterable[str] =
   """An instance of `config_cls` from the flags `define_config_flags` defined (+ `overrides`;
   skipped fields keep their defaults)."""
   names = names or {}
+  hints = typing.get_type_hints(config_cls)
   values: Dict[str, Optional[object]] = {}
   for field in dataclasses.fields(config_cls):
     if field.name in skip or field.name in overrides:
       continue
-    values[field.name] = flag_values[names.get(field.name, field.name)].value
+    name = names.get(field.name, field.name)
+    value = flag_values[name].value
+    if value is not None and _is_list_of(_base_type(hints[field.name])[0], int):
+      value = _int_list(name, value)
+    values[field.name] = value
   values.update(overrides)
   return config_cls(**values)

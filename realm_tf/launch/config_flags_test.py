@@ -17,6 +17,7 @@ class _Config:
   dir: Optional[str] = None
   on: bool = True
   inputs: List[str] = dataclasses.field(default_factory=lambda: ["x", "y"])
+  ks: List[int] = dataclasses.field(default_factory=lambda: [1, 5])
 
 
 HELP = {f.name: f"The {f.name}." for f in dataclasses.fields(_Config)}
@@ -31,9 +32,15 @@ def _defined(argv=("prog",)):
 
 def test_defaults_round_trip_and_flags_override():
   assert config_flags.config_from_flags(_Config, _defined()) == _Config()
-  fv = _defined(["prog", "--steps=7", "--rate=0.25", "--noon", "--inputs=p,q", "--dir=/d"])
+  fv = _defined(["prog", "--steps=7", "--rate=0.25", "--noon", "--inputs=p,q", "--dir=/d",
+                 "--ks=2,20"])
   assert config_flags.config_from_flags(_Config, fv, name="b") == _Config(
-      steps=7, rate=0.25, name="b", dir="/d", on=False, inputs=["p", "q"])
+      steps=7, rate=0.25, name="b", dir="/d", on=False, inputs=["p", "q"], ks=[2, 20])
+
+
+def test_an_integer_list_flag_that_is_not_integers_is_refused_by_name():
+  with pytest.raises(ValueError, match="--ks takes comma-separated integers, got '1,x'"):
+    config_flags.config_from_flags(_Config, _defined(["prog", "--ks=1,x"]))
 
 
 def test_flags_are_the_calling_programs_key_flags():
@@ -60,7 +67,7 @@ def test_distribution_flags_are_the_calling_programs_key_flags_too():
 def test_renamed_fields_round_trip_under_their_flag_names():
   names = {"steps": "my_steps", "rate": "my_rate"}
   help_texts = {"my_steps": "s", "my_rate": "r"}
-  skip = ("name", "dir", "on", "inputs")
+  skip = ("name", "dir", "on", "inputs", "ks")
   fv = flags.FlagValues()
   config_flags.define_config_flags(_Config, help_texts, skip=skip, flag_values=fv, names=names)
   fv(["prog", "--my_steps=9"])

@@ -3,7 +3,7 @@ r"""A tf.data service dispatcher and/or worker that can run the REALM pre-traini
 The pipeline's dataset graph uses TF.Text ops (tokenization in masking) and ScaNN ops (the index
 search), so a worker process must register them before it receives the graph; a bare
 `tf.data.experimental.service.WorkerServer` fails with "Op type not registered". This entry point
-imports both, then serves until killed.
+imports both (`realm_tf.data.data_service`), then serves until killed.
 
 The pipeline shards statically (worker i of n makes every n-th batch), so the dispatcher needs the
 fixed list of worker addresses, and each worker must announce exactly its entry of that list:
@@ -21,12 +21,9 @@ Workers read the index bundle (query embedder weights, ScaNN index, block ids) f
 path, so --work_dir / --index_dir must be on storage every worker can read (GCS, a shared FS).
 One process may run both roles (--dispatcher_port and --worker_port together).
 """
-import contextlib
-import socket
 import time
-from typing import List, Optional
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from realm_tf.launch import cli
 
@@ -54,68 +51,22 @@ def define_flags(flag_values=flags.FLAGS):
                       "name).", flag_values=fv)
 
 
-def register_pipeline_ops() -> None:
-  """Registers the custom ops the pre-training dataset graph uses: TF.Text and ScaNN."""
-  import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import
-  from realm_tf.retrieval.searcher import register_scann_ops  # pylint: disable=g-import-not-at-top
-  register_scann_ops()
-  del tensorflow_text
-
-
-@contextlib.contextmanager
-def _bind_errors(role: str, port: int):
-  """TF's bare "Could not start gRPC server" → a DataServiceError naming the role and port."""
-  try:
-    yield
-  except RuntimeError as e:
-    from realm_tf.data.pretrain_pipeline import DataServiceError  # pylint: disable=g-import-not-at-top
-    raise DataServiceError(f"Could not start the tf.data service {role} on port {port} ({e}); "
-                           "is the port in use?") from e
-
-
-def start_dispatcher(port: int, worker_addresses: Optional[List[str]] = None,
-                     work_dir: Optional[str] = None):
-  """Starts a tf.data service dispatcher on `port`; returns the DispatchServer."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  config = tf.data.experimental.service.DispatcherConfig(
-      port=port, worker_addresses=list(worker_addresses or []) or None, work_dir=work_dir,
-      fault_tolerant_mode=bool(work_dir))
-  with _bind_errors("dispatcher", port):
-    server = tf.data.experimental.service.DispatchServer(config)
-  logging.info("tf.data service dispatcher at %s (workers: %s)", server.target,
-               worker_addresses or "any")
-  return server
-
-
-def start_worker(dispatcher_address: str, port: int, host: Optional[str] = None):
-  """Registers the pipeline's ops, then starts a worker on `port`; returns the WorkerServer."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  register_pipeline_ops()
-  host = host or socket.gethostname()
-  with _bind_errors("worker", port):
-    server = tf.data.experimental.service.WorkerServer(
-        tf.data.experimental.service.WorkerConfig(
-            dispatcher_address=dispatcher_address, worker_address=f"{host}:{port}", port=port))
-  logging.info("tf.data service worker %s:%d serving dispatcher %s", host, port,
-               dispatcher_address)
-  return server
-
-
 def main(argv):
   """Starts the servers the flags ask for, then serves until killed."""
   del argv
   if FLAGS.dispatcher_port is None and FLAGS.worker_port is None:
     raise app.UsageError("Give --dispatcher_port, --worker_port, or both.")
+  from realm_tf.data import data_service  # pylint: disable=g-import-not-at-top
   servers = []
   if FLAGS.dispatcher_port is not None:
-    servers.append(start_dispatcher(FLAGS.dispatcher_port, FLAGS.worker_addresses,
+    servers.append(data_service.start_dispatcher(FLAGS.dispatcher_port, FLAGS.worker_addresses,
                                     FLAGS.dispatcher_work_dir))
   if FLAGS.worker_port is not None:
     dispatcher = FLAGS.dispatcher_address or (
         f"localhost:{FLAGS.dispatcher_port}" if FLAGS.dispatcher_port is not None else None)
     if not dispatcher:
       raise app.UsageError("--worker_port needs --dispatcher_address.")
-    servers.append(start_worker(dispatcher, FLAGS.worker_port, FLAGS.worker_host))
+    servers.append(data_service.start_worker(dispatcher, FLAGS.worker_port, FLAGS.worker_host))
   print("tf.data service ready", flush=True)
   while True:  # Servers run in background threads; keep the process alive until killed.
     time.sleep(3600)

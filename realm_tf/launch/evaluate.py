@@ -14,80 +14,61 @@ corpus default to the ones fine-tuning used (recorded in <model_dir>/config.json
 one-line `error: ...`, exit status 2 (realm_tf/launch/cli.py).
 """
 import json
-import os
-import time
 
-from absl import flags, logging
+from absl import flags
 
 from realm_tf.launch import cli
 
 FLAGS = flags.FLAGS
 
+HELP = {
+    "model_dir": "Fine-tuning model_dir (config.json + checkpoints/).",
+    "dataset": "nq_open_orqa | web_questions_orqa | curated_trec_orqa | squad_open (or nq, "
+               "nq_dpr, wq, ct) | jsonl:<path>.",
+    "split": "Split to evaluate (train | dev | test; not used by jsonl:<path>).",
+    "strict": "Stop on a malformed line of a jsonl:<path> dataset instead of skipping it.",
+    "retriever": "Blocks the reader reads: the fine-tuned query tower's (dense) or BM25's over "
+                 "the same corpus blocks.",
+    "index_dir": "Index bundles (default: the bundle fine-tuning used).",
+    "corpus_dir": "Block corpus (default: the one fine-tuning used).",
+    "data_dir": "TFDS data_dir.",
+    "manual_dir": "Folder with the dataset source files (default: shipped).",
+    "batch_size": "Questions per model call.",
+    "recall_ks": "k of retrieval recall@k.",
+    "max_examples": "Evaluate only the first N questions.",
+    "output_prefix": "Path prefix of the .json/.jsonl outputs.",
+}
+
 
 def define_flags(flag_values=flags.FLAGS):
-  """Defines the evaluation flags: the model_dir, the questions, the retriever and the outputs
-  (`openqa.evaluate` takes no config dataclass, so they are written by hand).
+  """Defines one flag per field of `openqa.evaluate.EvaluateConfig` (--retriever as an enum).
 
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.
   """
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import evaluate  # pylint: disable=g-import-not-at-top
   fv = flag_values
-  flags.DEFINE_string("model_dir", None, "Fine-tuning model_dir (config.json + checkpoints/).",
-                      flag_values=fv)
-  flags.DEFINE_string("dataset", "squad_open", "nq_open_orqa | web_questions_orqa | "
-                      "curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | jsonl:<path>.",
-                      flag_values=fv)
-  flags.DEFINE_string("split", "test", "Split to evaluate (train | dev | test; not used by "
-                      "jsonl:<path>).", flag_values=fv)
-  flags.DEFINE_bool("strict", False, "Stop on a malformed line of a jsonl:<path> dataset instead "
-                    "of skipping it.", flag_values=fv)
-  flags.DEFINE_enum("retriever", "dense", ["dense", "bm25"], "Blocks the reader reads: the "
-                    "fine-tuned query tower's (dense) or BM25's over the same corpus blocks.",
-                    flag_values=fv)
-  flags.DEFINE_string("index_dir", None, "Index bundles (default: the bundle fine-tuning used).",
-                      flag_values=fv)
-  flags.DEFINE_string("corpus_dir", None, "Block corpus (default: the one fine-tuning used).",
-                      flag_values=fv)
-  flags.DEFINE_string("data_dir", None, "TFDS data_dir.", flag_values=fv)
-  flags.DEFINE_string("manual_dir", None, "Folder with the dataset source files (default: "
-                      "shipped).", flag_values=fv)
-  flags.DEFINE_integer("batch_size", 8, "Questions per model call.", flag_values=fv)
-  flags.DEFINE_list("recall_ks", ["1", "5", "10", "20"], "k of retrieval recall@k.",
-                    flag_values=fv)
-  flags.DEFINE_integer("max_examples", None, "Evaluate only the first N questions.",
-                       flag_values=fv)
-  flags.DEFINE_string("output_prefix", None, "Path prefix of the .json/.jsonl outputs.",
-                      flag_values=fv)
+  config_flags.define_config_flags(evaluate.EvaluateConfig, HELP, skip=("retriever",),
+                                   flag_values=fv)
+  flags.DEFINE_enum("retriever", evaluate.EvaluateConfig().retriever, list(evaluate.RETRIEVERS),
+                    HELP["retriever"], flag_values=fv)
   flags.mark_flags_as_required(["model_dir"], flag_values=fv)
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+  """The EvaluateConfig the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import evaluate  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(evaluate.EvaluateConfig, flag_values, skip=("retriever",),
+                                        retriever=flag_values.retriever)
 
 
 def main(argv):
   """Evaluates the model_dir on the flags' questions; writes and prints the metrics."""
   del argv
-  from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
-  from realm_tf.data.corpus import write_json_atomic  # pylint: disable=g-import-not-at-top
-
-  t0 = time.time()
-  datasets.check_dataset(FLAGS.dataset)
-  model, _, bundle = finetune.load_finetuned(FLAGS.model_dir, FLAGS.index_dir, FLAGS.corpus_dir)
-  examples = datasets.load_examples(FLAGS.dataset, FLAGS.split, FLAGS.data_dir,
-                                    FLAGS.manual_dir, FLAGS.max_examples, strict=FLAGS.strict)
-  suffix = "-bm25" if FLAGS.retriever == "bm25" else ""
-  prefix = FLAGS.output_prefix or os.path.join(
-      FLAGS.model_dir, "eval", f"{datasets.dataset_tag(FLAGS.dataset)}-{FLAGS.split}{suffix}")
-  result = evaluate_lib.evaluate(model, examples, FLAGS.batch_size,
-                                 [int(k) for k in FLAGS.recall_ks],
-                                 predictions_path=prefix + ".jsonl", retriever=FLAGS.retriever)
-  result.update({"dataset": FLAGS.dataset, "split": FLAGS.split, "model_dir": FLAGS.model_dir,
-                 "index_bundle": bundle.path, "predictions": prefix + ".jsonl",
-                 "wall_seconds": round(time.time() - t0, 1)})
-  os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-  write_json_atomic(prefix + ".json", result)
-  logging.info("Evaluation written to %s.json (%d examples, %.0f s).", prefix,
-               result.get("num_examples", 0), result["wall_seconds"])
-  print(json.dumps(result, indent=2))
+  from realm_tf.openqa import evaluate  # pylint: disable=g-import-not-at-top
+  print(json.dumps(evaluate.run(config_from_flags()), indent=2))
 
 
 if __name__ == "__main__":

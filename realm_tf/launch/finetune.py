@@ -142,12 +142,11 @@ def main(argv):
   datasets.check_dataset(FLAGS.dataset)  # a DatasetError: one line, exit status 2 (cli.run)
   strategy = distribution_flags.strategy_from_flags()
   config = config_from_flags()
-  result = finetune.run_finetune(
-      config, FLAGS.index_dir, FLAGS.corpus_dir, FLAGS.model_dir,
-      init_checkpoint=FLAGS.init_checkpoint,
-      reader_init_checkpoint=FLAGS.reader_init_checkpoint, strategy=strategy,
+  result = finetune.run(finetune.FinetuneJobConfig(
+      config, index_dir=FLAGS.index_dir, corpus_dir=FLAGS.corpus_dir, model_dir=FLAGS.model_dir,
+      init_checkpoint=FLAGS.init_checkpoint, reader_init_checkpoint=FLAGS.reader_init_checkpoint,
       data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, jit_compile=FLAGS.jit_compile,
-      strict=FLAGS.strict)
+      strict=FLAGS.strict), strategy)
   result["wall_seconds"] = round(time.time() - t0, 1)
   logging.info("Fine-tuning done in %.0f s.", result["wall_seconds"])
   print(json.dumps({k: v for k, v in result.items() if k != "progress_line"}, indent=2,

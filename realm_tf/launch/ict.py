@@ -110,8 +110,9 @@ def main(argv):
   strategy = distribution_flags.strategy_from_flags()
   from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
   config = config_from_flags()
-  result = ict_experiment.run(config, FLAGS.corpus_dir, FLAGS.model_dir, FLAGS.index_dir or None,
-                              strategy, init=FLAGS.init, min_recall=FLAGS.min_recall)
+  result = ict_experiment.run(ict_experiment.IctJobConfig(
+      config, corpus_dir=FLAGS.corpus_dir, model_dir=FLAGS.model_dir,
+      index_dir=FLAGS.index_dir or None, init=FLAGS.init, min_recall=FLAGS.min_recall), strategy)
   print(f"ICT: {config.num_train_steps} steps, loss={float(result.get('loss', 'nan')):.4f}, "
         f"accuracy={float(result.get('accuracy', 'nan')):.4f}")
   print(f"Embedder exported to {result['export']}")

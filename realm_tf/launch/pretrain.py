@@ -95,7 +95,7 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv):
   del argv
   import time  # pylint: disable=g-import-not-at-top
-  from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.training import pretrain_job  # pylint: disable=g-import-not-at-top
@@ -107,7 +107,7 @@ def main(argv):
   summary = pretrain_job.run(config, strategy)
   summary["wall_seconds"] = round(time.time() - t0, 1)
   path = config.layout().summary_file
-  corpus_lib.write_json_atomic(path, summary)
+  atomic.write_json(path, summary)
   print(pretrain_job.format_summary(summary))
   print(f"Summary written to {path} (wall time {summary['wall_seconds']:.0f} s)")
 

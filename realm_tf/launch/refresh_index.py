@@ -122,17 +122,16 @@ def main(argv):
   from realm_tf.training.strategy import get_strategy  # pylint: disable=g-import-not-at-top
   strategy = get_strategy(tpu=FLAGS.tpu, strategy=FLAGS.strategy,
                           num_cpu_devices=FLAGS.num_cpu_devices)
-  from realm_tf.retrieval import refresh  # pylint: disable=g-import-not-at-top
-  refresher = refresh.IndexRefresher(config_from_flags(), strategy)
-  if FLAGS.add or FLAGS.remove:
-    bundle = refresher.update_documents(add_dirs=FLAGS.add, remove_file=FLAGS.remove)
-    print(f"Published {bundle.path}" if bundle else "Embedded this worker's shards.")
-  elif FLAGS.once:
-    bundle = refresher.run_once()
-    print(f"Published {bundle.path}" if bundle else "Nothing to publish.")
+  from realm_tf.retrieval import refresh_job  # pylint: disable=g-import-not-at-top
+  result = refresh_job.run(refresh_job.RefreshJobConfig(
+      config_from_flags(), once=FLAGS.once, add=FLAGS.add, remove=FLAGS.remove), strategy)
+  if result["mode"] == "update":
+    print(f"Published {result['bundle']}" if result["bundle"] else
+          "Embedded this worker's shards.")
+  elif result["mode"] == "once":
+    print(f"Published {result['bundle']}" if result["bundle"] else "Nothing to publish.")
   else:
-    count = refresher.run()
-    print(f"Training done; published {count} bundle(s).")
+    print(f"Training done; published {result['published']} bundle(s).")
 
 
 if __name__ == "__main__":

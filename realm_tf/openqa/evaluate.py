@@ -16,6 +16,7 @@ rank_bm25's Okapi BM25): the same fine-tuned reader reads BM25's top K, and EM a
 reported exactly as for dense retrieval, so one command scores any reader behind either.
 """
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -26,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.io import atomic
 from realm_tf.openqa import metrics
 from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text, span_text
@@ -195,4 +197,56 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
                  "examples_per_second": len(examples) / elapsed,
                  "model_calls": predictor.num_calls,
                  "retriever": "custom" if retrieve_fn is not None else retriever})
+  return result
+
+
+@dataclasses.dataclass
+class EvaluateConfig(ConfigBase):
+  """The evaluation stage: which fine-tuned model, on which questions, behind which retriever,
+  and where the metrics (`<output_prefix>.json`) and predictions (`.jsonl`) go.
+
+  The index and corpus default to the ones fine-tuning used (recorded in its config.json); the
+  output prefix to `<model_dir>/eval/<dataset>-<split>` (`-bm25` appended for BM25).
+  """
+  model_dir: str = ""
+  dataset: str = "squad_open"
+  split: str = "test"
+  strict: bool = False
+  retriever: str = "dense"
+  index_dir: Optional[str] = None
+  corpus_dir: Optional[str] = None
+  data_dir: Optional[str] = None
+  manual_dir: Optional[str] = None
+  batch_size: int = 8
+  recall_ks: List[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_RECALL_KS))
+  max_examples: Optional[int] = None
+  output_prefix: Optional[str] = None
+
+  def __post_init__(self):
+    if self.retriever not in RETRIEVERS:
+      raise ValueError(f"retriever must be one of {RETRIEVERS}, got {self.retriever!r}.")
+
+
+def run(config: EvaluateConfig) -> Dict:
+  """The evaluation stage: loads the fine-tuned model and the questions, scores them
+  (`evaluate`), publishes the metrics JSON and the predictions JSONL; returns the metrics."""
+  from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  t0 = time.time()
+  datasets.check_dataset(config.dataset)
+  model, _, bundle = finetune.load_finetuned(config.model_dir, config.index_dir,
+                                             config.corpus_dir)
+  examples = datasets.load_examples(config.dataset, config.split, config.data_dir,
+                                    config.manual_dir, config.max_examples, strict=config.strict)
+  suffix = "-bm25" if config.retriever == "bm25" else ""
+  prefix = config.output_prefix or os.path.join(
+      config.model_dir, "eval", f"{datasets.dataset_tag(config.dataset)}-{config.split}{suffix}")
+  result = evaluate(model, examples, config.batch_size, config.recall_ks,
+                    predictions_path=prefix + ".jsonl", retriever=config.retriever)
+  result.update({"dataset": config.dataset, "split": config.split,
+                 "model_dir": config.model_dir, "index_bundle": bundle.path,
+                 "predictions": prefix + ".jsonl", "wall_seconds": round(time.time() - t0, 1)})
+  atomic.write_json(prefix + ".json", result)
+  logging.info("Evaluation written to %s.json (%d examples, %.0f s).", prefix,
+               result.get("num_examples", 0), result["wall_seconds"])
   return result

@@ -13,10 +13,10 @@ import tf_keras
 from realm_tf.openqa import datasets
 from realm_tf.openqa import evaluate as evaluate_lib
 from realm_tf.openqa import finetune
+from realm_tf.openqa import training_data
 from realm_tf.testing import openqa_models as T
 from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer
 from realm_tf.openqa.model import OpenQAConfig
-from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.text import RealmTokenizer
 from realm_tf.training import warm_start
 
@@ -29,7 +29,7 @@ def env(tmp_path_factory):
   index_dir, export = T.make_bundle(work, corpus)
   tok = RealmTokenizer()
   bundle, index = finetune.load_index(index_dir, corpus, tok)
-  # The starting point of fine-tuning: the same construction and warm start as run_finetune.
+  # The starting point of fine-tuning: the same construction and warm start as finetune.run.
   tf_keras.utils.set_random_seed(0)
   cfg = _config(30)
   model_cfg = dataclasses.replace(cfg.model, retriever=finetune.index_retriever_config(bundle))
@@ -37,6 +37,11 @@ def env(tmp_path_factory):
   warm_start.init_openqa(model, os.path.join(bundle.path, "query_embedder"))
   return {"work": work, "corpus": corpus, "index": index_dir, "export": export, "tok": tok,
           "bundle": bundle, "model": model, "config": cfg}
+
+
+def _job(config, index_dir, corpus_dir, model_dir, **kw):
+  return finetune.FinetuneJobConfig(config, index_dir=index_dir, corpus_dir=corpus_dir,
+                                    model_dir=model_dir, **kw)
 
 
 def _config(steps, **kw):
@@ -59,8 +64,8 @@ def test_short_finetuning_reduces_loss(env):
   before = _losses(env["model"], examples, tok)
   model_dir = os.path.join(env["work"], "run")
   tf_keras.utils.set_random_seed(0)
-  result = finetune.run_finetune(env["config"], env["index"], env["corpus"], model_dir,
-                                 examples=examples)
+  result = finetune.run(_job(env["config"], env["index"], env["corpus"], model_dir),
+                        examples=examples)
   assert result["num_examples"] == 12 and np.isfinite(result["loss"])
   assert os.path.exists(os.path.join(model_dir, "TRAINING_DONE"))
   after_model, config, used_bundle = finetune.load_finetuned(model_dir)
@@ -126,7 +131,7 @@ def test_regex_answers_expand_to_matched_strings(env, caplog):
   ]
   fz = QuestionFeaturizer(cfg.feature_config, tok)
   with caplog.at_level(py_logging.WARNING):
-    answers = finetune.expand_regex_answers(examples, model, fz, num_blocks=100)
+    answers = training_data.expand_regex_answers(examples, model, fz, num_blocks=100)
   assert answers[0] == ["Jupiter"]
   assert answers[1] == ["Alexander Fleming"]
   assert answers[2] == [] and answers[3] == ["Paris"]
@@ -152,7 +157,7 @@ def test_squad_open_splits_by_article():
 def test_dataset_positions_resume_exactly():
   feats = {"question_length": np.arange(10, dtype=np.int32),
            "question_ids": np.arange(10, dtype=np.int32)[:, None] * np.ones([1, 3], np.int32)}
-  make = finetune.make_dataset_fn(feats, batch_size=4, seed=5)
+  make = training_data.make_dataset_fn(feats, batch_size=4, seed=5)
   full = [b for _, b in zip(range(6), make(0))]
   stream = np.concatenate([b["question_length"].numpy() for b in full])
   # Each epoch is a permutation of all examples.
@@ -192,7 +197,7 @@ def _by_rule(model, examples, tok, corpus):
   """compute_loss outputs (numpy) of `model` under each reader_positives rule."""
   feats = {k: tf.constant(v) for k, v in
            QuestionFeaturizer(model.config.feature_config, tok).featurize(examples).items()}
-  gold = tf.constant(finetune.gold_row_features(examples, model.index, corpus))
+  gold = tf.constant(training_data.gold_row_features(examples, model.index, corpus))
   out = {}
   for rule in ("none", "beam", "gold"):
     r = model.compute_loss(dict(feats, gold_rows=gold), training=False, reader_positives=rule)
@@ -205,11 +210,11 @@ def test_gold_positives_train_a_reader_orqa_would_not(unreachable):
   tok, examples, corpus = RealmTokenizer(), T.examples(), unreachable["corpus"]
   bundle, index = finetune.load_index(unreachable["index"], corpus, tok)
   fact_rows = [index.block_ids.tolist().index(b) for b in unreachable["fact_ids"]]
-  gold = finetune.gold_row_features(examples, index, corpus)
-  assert gold.shape == (12, finetune.MAX_GOLD_BLOCKS)
+  gold = training_data.gold_row_features(examples, index, corpus)
+  assert gold.shape == (12, training_data.MAX_GOLD_BLOCKS)
   np.testing.assert_array_equal(gold[:, 0], fact_rows)
   assert np.all(gold[:, 1:] == -1)
-  # The starting point, built and warm-started as run_finetune does.
+  # The starting point, built and warm-started as finetune.run does.
   tf_keras.utils.set_random_seed(0)
   cfg = _unreachable_config(24, "gold")
   model = finetune.build_model(dataclasses.replace(
@@ -229,8 +234,7 @@ def test_gold_positives_train_a_reader_orqa_would_not(unreachable):
 
   model_dir = os.path.join(unreachable["work"], "gold")
   tf_keras.utils.set_random_seed(0)
-  result = finetune.run_finetune(cfg, unreachable["index"], corpus, model_dir,
-                                 examples=examples)
+  result = finetune.run(_job(cfg, unreachable["index"], corpus, model_dir), examples=examples)
   # The logged metrics of the last step: every question trained the reader.
   assert result["reader_has_answer"] == 1.0 and result["reader_loss_nonzero"] == 1.0
   assert result["reader_substituted"] == 1.0
@@ -245,8 +249,8 @@ def test_gold_positives_train_a_reader_orqa_would_not(unreachable):
 
 def test_orqa_rule_logs_no_reader_signal(unreachable):
   model_dir = os.path.join(unreachable["work"], "none")
-  result = finetune.run_finetune(_unreachable_config(2, "none"), unreachable["index"],
-                                 unreachable["corpus"], model_dir, examples=T.examples())
+  result = finetune.run(_job(_unreachable_config(2, "none"), unreachable["index"],
+                             unreachable["corpus"], model_dir), examples=T.examples())
   assert result["reader_has_answer"] == 0.0 and result["reader_loss_nonzero"] == 0.0
   assert result["reader_substituted"] == 0.0 and result["reader_loss"] == 0.0
   with pytest.raises(ValueError, match="reader_positives"):
@@ -269,7 +273,7 @@ def test_jsonl_questions_round_trip_through_finetune_and_evaluate(env, tmp_path,
   config = dataclasses.replace(_config(4), dataset=dataset, reader_positives="gold")
   model_dir = str(tmp_path / "run")
   with caplog.at_level(py_logging.WARNING):
-    result = finetune.run_finetune(config, env["index"], env["corpus"], model_dir)
+    result = finetune.run(_job(config, env["index"], env["corpus"], model_dir))
   assert f"{path}:4: missing or empty \"answers\"" in caplog.text
   assert result["num_examples"] == 9 and np.isfinite(result["loss"])
   # The regex question's answers were expanded and cached, as for CuratedTREC.
@@ -286,15 +290,15 @@ def test_jsonl_questions_round_trip_through_finetune_and_evaluate(env, tmp_path,
   # A strict run stops on the bad line, naming file and line, before writing to its model_dir.
   strict_dir = str(tmp_path / "strict")
   with pytest.raises(datasets.DatasetError, match=f"{path}:4: missing or empty"):
-    finetune.run_finetune(config, env["index"], env["corpus"], strict_dir, strict=True)
+    finetune.run(_job(config, env["index"], env["corpus"], strict_dir, strict=True))
   assert not os.path.exists(strict_dir)
 
 
 def test_retrieval_score_scale_scales_the_warm_started_query_tower(env, tmp_path):
   tok, examples = env["tok"], T.examples()
   cfg = dataclasses.replace(_config(1), learning_rate=0.0, retrieval_score_scale=0.1)
-  result = finetune.run_finetune(cfg, env["index"], env["corpus"], str(tmp_path / "run"),
-                                 examples=examples)
+  result = finetune.run(_job(cfg, env["index"], env["corpus"], str(tmp_path / "run")),
+                        examples=examples)
   assert result["warm_start"]["retrieval_score_scale"] == 0.1
   model, config, _ = finetune.load_finetuned(str(tmp_path / "run"))
   assert config.retrieval_score_scale == 0.1

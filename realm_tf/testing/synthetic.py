@@ -19,6 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from realm_tf.data import corpus as corpus_lib
+from realm_tf.io import atomic
 
 
 def _whole_words(tokenizer, count: int, rng: np.random.RandomState, exclude=()) -> List[str]:
@@ -56,7 +57,7 @@ def write_annotations(annotations_dir: str, records: Sequence[Dict]) -> Dict:
   shard["num_records"] = shard.pop("num_blocks")
   manifest = {"num_records": shard["num_records"], "shards": [shard],
               "builder": "realm_tf.testing.synthetic"}
-  corpus_lib.write_json_atomic(os.path.join(annotations_dir, corpus_lib.ANNOTATION_MANIFEST),
+  atomic.write_json(os.path.join(annotations_dir, corpus_lib.ANNOTATION_MANIFEST),
                                manifest)
   return manifest
 

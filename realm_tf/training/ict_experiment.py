@@ -59,15 +59,26 @@ def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int 
   return corpus_lib.batch_with_data_position(ds, batch_size)
 
 
-def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,
-            strategy: Optional[tf.distribute.Strategy] = None,
-            init: Optional[str] = None) -> Dict:
-  """Trains the retriever with ICT and exports the embedder; returns scalars + export path.
+@dataclasses.dataclass
+class IctJobConfig(ConfigBase):
+  """The ICT stage: what to train (`ict`, recorded in model_dir) and where.
 
-  `init` is any source `warm_start.init_retriever` takes (e.g. `minilm` or a BERT checkpoint);
-  it is loaded into both towers on a fresh model_dir, before training starts.
+  `init` is any source `warm_start.init_retriever` takes (e.g. `minilm` or a BERT checkpoint),
+  loaded into both towers on a fresh model_dir. With `index_dir`, the stage also makes sure an
+  index bundle is live there (built from its export, refused below `min_recall`).
   """
-  strategy = strategy or tf.distribute.get_strategy()
+  NESTED = {"ict": IctConfig}
+  ict: IctConfig = dataclasses.field(default_factory=IctConfig)
+  corpus_dir: str = ""
+  model_dir: str = ""
+  index_dir: Optional[str] = None
+  init: Optional[str] = None
+  min_recall: float = 0.9
+
+
+def _train(job: IctJobConfig, strategy: tf.distribute.Strategy) -> Dict:
+  """Trains (or resumes) ICT and exports the embedder; returns scalars + export path."""
+  config, model_dir = job.ict, job.model_dir
   check_or_write_config(model_dir, config.to_dict())
   tokenizer = RealmTokenizer()
   with strategy.scope():
@@ -78,8 +89,8 @@ def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,
   trainer = Trainer(retriever, optimizer, tasks.ict_task, strategy, model_dir,
                     config.batch_size, checkpoint_every=config.checkpoint_every,
                     log_every=config.log_every, name="ict")
-  if init and not trainer.manager.latest_checkpoint:
-    warm_start.init_retriever(retriever, init)
+  if job.init and not trainer.manager.latest_checkpoint:
+    warm_start.init_retriever(retriever, job.init)
 
   builder = ict_lib.ICTExampleBuilder(
       ict_lib.IctExampleConfig(seed=config.seed, query_length=config.retriever.query_seq_length,
@@ -87,7 +98,7 @@ def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,
                         remove_rate=config.remove_sentence_rate), tokenizer)
 
   def make_dataset(position):
-    return ict_examples(corpus_dir, builder, config.batch_size, position, config.seed,
+    return ict_examples(job.corpus_dir, builder, config.batch_size, position, config.seed,
                         config.shuffle_window, config.heldout_fraction)
 
   scalars = trainer.train(make_dataset, config.num_train_steps)
@@ -97,17 +108,19 @@ def run_ict(config: IctConfig, corpus_dir: str, model_dir: str,
   return scalars
 
 
-def run(config: IctConfig, corpus_dir: str, model_dir: str, index_dir: Optional[str] = None,
-        strategy: Optional[tf.distribute.Strategy] = None, init: Optional[str] = None,
-        min_recall: float = 0.9) -> Dict:
-  """The ICT stage: trains (`run_ict`), then makes sure `index_dir` (if given) has a live index
-  bundle, built from the new export when it has none, so that REALM can start from it.
-  Returns the training scalars, the export and the live bundle's path (`bundle`)."""
+def run(config: IctJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+  """The ICT stage: trains the retriever (resuming from model_dir), exports its embedder and,
+  with `index_dir`, makes sure a bundle is live there, built from the new export when there is
+  none, so that REALM can start from it. Returns the last step's scalars, the export and the
+  live bundle's path (`bundle`)."""
   from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
-  summary = run_ict(config, corpus_dir, model_dir, strategy, init=init)
-  if index_dir:
-    refresher = IndexRefresher(RefreshConfig(model_dir=model_dir, corpus_dir=corpus_dir,
-                                             index_dir=index_dir, min_recall=min_recall),
+  strategy = strategy or tf.distribute.get_strategy()
+  summary = _train(config, strategy)
+  if config.index_dir:
+    refresher = IndexRefresher(RefreshConfig(model_dir=config.model_dir,
+                                             corpus_dir=config.corpus_dir,
+                                             index_dir=config.index_dir,
+                                             min_recall=config.min_recall),
                                strategy=strategy)
     summary["bundle"] = refresher.ensure_live(summary["export"]).path
   return summary

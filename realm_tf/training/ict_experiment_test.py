@@ -1,5 +1,6 @@
 """ICT warm start: shuffled, resumable input; held-out blocks left out; negatives gathered across
 replicas; dropout on the projection while training."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -151,12 +152,14 @@ def test_the_ict_stage_publishes_the_first_bundle_once(article_corpus, tmp_path)
       batch_size=8, num_train_steps=2, warmup_steps=1, checkpoint_every=2)
   model_dir, index_dir = str(tmp_path / "ict"), str(tmp_path / "index")
   # Without an index dir: training and the export only.
-  first = ict_experiment.run(config, path, model_dir, min_recall=0.0)
+  job = ict_experiment.IctJobConfig(config, corpus_dir=path, model_dir=model_dir, min_recall=0.0)
+  first = ict_experiment.run(job)
   assert "bundle" not in first and os.path.isdir(first["export"])
-  second = ict_experiment.run(config, path, model_dir, index_dir, min_recall=0.0)
+  job = dataclasses.replace(job, index_dir=index_dir)
+  second = ict_experiment.run(job)
   live = bundle_lib.latest(index_dir)
   assert second["bundle"] == live.path and live.manifest["source_export"] == first["export"]
   # A finished stage re-run keeps the live bundle rather than building another.
-  third = ict_experiment.run(config, path, model_dir, index_dir, min_recall=0.0)
+  third = ict_experiment.run(job)
   assert third["bundle"] == live.path
   assert bundle_lib.latest(index_dir).version == live.version

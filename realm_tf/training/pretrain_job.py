@@ -25,8 +25,10 @@ from realm_tf.modeling.realm_pretrainer import RealmConfig
 from realm_tf.modeling.retriever import RetrieverConfig
 from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
 from realm_tf.training import warm_start
-from realm_tf.training.ict_experiment import IctConfig, run_ict
-from realm_tf.training.reader_warmup import ReaderWarmupConfig, run_reader_warmup
+from realm_tf.training import ict_experiment
+from realm_tf.training.ict_experiment import IctConfig, IctJobConfig
+from realm_tf.training import reader_warmup
+from realm_tf.training.reader_warmup import ReaderWarmupConfig, ReaderWarmupJobConfig
 from realm_tf.text import packing
 from realm_tf.training.realm_experiment import PretrainConfig, RealmExperiment
 
@@ -159,7 +161,9 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
                            warmup_steps=config.ict_steps // 10, seed=config.seed,
                            checkpoint_every=max(config.ict_steps, 1),
                            heldout_fraction=config.heldout_fraction)
-    ict = run_ict(ict_config, dirs["corpus"], dirs["ict"], strategy, init=config.retriever_init)
+    ict = ict_experiment.run(IctJobConfig(ict_config, corpus_dir=dirs["corpus"],
+                                          model_dir=dirs["ict"], init=config.retriever_init),
+                             strategy)
     summary["ict"] = {k: ict[k] for k in ("loss", "accuracy") if k in ict}
   refresher = IndexRefresher(RefreshConfig(model_dir=dirs["realm"], corpus_dir=dirs["corpus"],
                                            index_dir=dirs["index"], min_recall=config.min_recall),
@@ -183,8 +187,9 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
                          "span_match" else ReaderWarmupConfig.max_predictions),
         seed=config.seed, heldout_fraction=config.heldout_fraction,
         checkpoint_every=config.reader_warmup_steps)
-    result = run_reader_warmup(warmup, dirs["corpus"], dirs["reader"], strategy,
-                               init=config.reader_init, annotations_dir=dirs["annotations"])
+    result = reader_warmup.run(ReaderWarmupJobConfig(
+        warmup, corpus_dir=dirs["corpus"], model_dir=dirs["reader"], init=config.reader_init,
+        annotations_dir=dirs["annotations"]), strategy)
     summary["reader_warmup"] = {k: result[k] for k in ("loss", "mlm_accuracy") if k in result}
     reader_init = dirs["reader"]
   if config.num_train_steps <= 0:  # preparation only (see launch/local_all_in_one.sh)

@@ -18,7 +18,7 @@ from realm_tf.data import evidence as evidence_lib
 from realm_tf.data import masking as masking_lib
 from realm_tf.data import mlm as mlm_lib
 from realm_tf.data.block_store import BlockStore
-from realm_tf.modeling.encoder_config import EncoderConfig, get_encoder_config
+from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.knowledge_encoder import KnowledgeAugmentedEncoder
 from realm_tf.modeling.retriever import INPUT_KEYS
 from realm_tf.text import RealmTokenizer, packing
@@ -108,16 +108,27 @@ def warmup_examples(corpus_dir: str, config: ReaderWarmupConfig, batch_size: int
   return corpus_lib.batch_with_data_position(ds, batch_size, drop=("block_id",))
 
 
-def run_reader_warmup(config: ReaderWarmupConfig, corpus_dir: str, model_dir: str,
-                      strategy: Optional[tf.distribute.Strategy] = None,
-                      init: Optional[str] = None,
-                      annotations_dir: Optional[str] = None) -> Dict:
-  """Trains (or resumes) the warm-up; returns the last step's scalars and what was loaded.
+@dataclasses.dataclass
+class ReaderWarmupJobConfig(ConfigBase):
+  """The reader warm-up stage: what to train (`warmup`, recorded in model_dir) and where.
 
-  `init` is any source `warm_start.init_knowledge_encoder` takes (e.g. `minilm`); it is loaded
-  on a fresh model_dir only. `annotations_dir` (the corpus's annotations) is needed by
+  `init` is any source `warm_start.init_knowledge_encoder` takes (e.g. `minilm`), loaded on a
+  fresh model_dir only. `annotations_dir` (the corpus's annotations) is needed by
   `evidence="span_match"`.
   """
+  NESTED = {"warmup": ReaderWarmupConfig}
+  warmup: ReaderWarmupConfig = dataclasses.field(default_factory=ReaderWarmupConfig)
+  corpus_dir: str = ""
+  model_dir: str = ""
+  init: Optional[str] = None
+  annotations_dir: Optional[str] = None
+
+
+def run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+  """The reader warm-up stage: trains (or resumes) MLM with no retrieval; returns the last
+  step's scalars and what was loaded (`init`)."""
+  config, corpus_dir, model_dir = job.warmup, job.corpus_dir, job.model_dir
+  init, annotations_dir = job.init, job.annotations_dir
   if config.evidence == "span_match" and not annotations_dir:
     raise ValueError("Reader warm-up evidence 'span_match' needs the corpus's annotations_dir.")
   strategy = strategy or tf.distribute.get_strategy()

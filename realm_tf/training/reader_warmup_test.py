@@ -12,7 +12,8 @@ import tf_keras
 from realm_tf.data.pretrain_pipeline_service_test import _write_corpus_and_annotations
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.text import RealmTokenizer
-from realm_tf.training.reader_warmup import ReaderWarmupConfig, mlm_task, run_reader_warmup
+from realm_tf.training import reader_warmup
+from realm_tf.training.reader_warmup import ReaderWarmupConfig, ReaderWarmupJobConfig, mlm_task
 
 TOK = RealmTokenizer()
 TINY = EncoderConfig(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64,
@@ -26,8 +27,9 @@ def test_unknown_evidence_mode_is_refused_with_the_choices():
 
 def test_span_match_needs_the_annotations(tmp_path):
   with pytest.raises(ValueError, match="annotations_dir"):
-    run_reader_warmup(ReaderWarmupConfig(evidence="span_match"), str(tmp_path / "corpus"),
-                      str(tmp_path / "reader"))
+    reader_warmup.run(ReaderWarmupJobConfig(ReaderWarmupConfig(evidence="span_match"),
+                                            corpus_dir=str(tmp_path / "corpus"),
+                                            model_dir=str(tmp_path / "reader")))
 
 
 def test_mlm_loss_is_each_examples_mean_cross_entropy_over_its_masked_pieces():
@@ -60,17 +62,20 @@ def test_span_match_warmup_trains_resumes_and_records_its_config(tmp_path):
                               seq_length=64, max_predictions=6, batch_size=4, num_train_steps=4,
                               warmup_steps=1, checkpoint_every=2, log_every=2)
   tf_keras.utils.set_random_seed(0)
-  first = run_reader_warmup(config, corpus_dir, model_dir, annotations_dir=ann_dir)
+  job = ReaderWarmupJobConfig(config, corpus_dir=corpus_dir, model_dir=model_dir,
+                              annotations_dir=ann_dir)
+  first = reader_warmup.run(job)
   assert np.isfinite(first["loss"]) and 0 <= first["mlm_accuracy"] <= 1
   assert os.path.exists(os.path.join(model_dir, "config.json"))
   assert glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-4.index"))
   # A finished run resumes at its last step and trains no further.
-  again = run_reader_warmup(config, corpus_dir, model_dir, annotations_dir=ann_dir)
+  again = reader_warmup.run(job)
   assert "loss" not in again
   with open(os.path.join(model_dir, "TRAINING_DONE")) as f:
     assert json.load(f)["step"] == 4
   # Another evidence mode is another run: the recorded config refuses it.
   with pytest.raises(Exception, match="config"):
-    run_reader_warmup(ReaderWarmupConfig(knowledge_encoder=TINY, query_length=24, seq_length=64,
-                                         max_predictions=6, batch_size=4, num_train_steps=4),
-                      corpus_dir, model_dir)
+    reader_warmup.run(ReaderWarmupJobConfig(
+        ReaderWarmupConfig(knowledge_encoder=TINY, query_length=24, seq_length=64,
+                           max_predictions=6, batch_size=4, num_train_steps=4),
+        corpus_dir=corpus_dir, model_dir=model_dir))

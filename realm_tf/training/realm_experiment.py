@@ -228,7 +228,7 @@ class RealmExperiment:
         with tf.io.gfile.GFile(best_path) as f:
           best = json.load(f)
       if best is None or utility > best["heldout_retrieval_utility"]:
-        corpus_lib.write_json_atomic(best_path, {
+        atomic.write_json(best_path, {
             "step": int(step), "export": self.export(step),
             "heldout_retrieval_utility": utility, "index_version": int(self.bundle.version)})
     return record

@@ -1,0 +1,61 @@
+"""tf.data service servers that can run the REALM pre-training pipeline's dataset graph.
+
+The graph uses TF.Text ops (tokenization in masking) and ScaNN ops (the index search), so a
+worker must register them before it receives the graph; a bare
+`tf.data.experimental.service.WorkerServer` fails with "Op type not registered". The pipeline
+shards statically (worker i of n makes every n-th batch), so the dispatcher takes the fixed list
+of worker addresses and each worker announces exactly its entry of that list. The command line:
+`python -m realm_tf.launch.data_service_worker`.
+"""
+import contextlib
+import socket
+from typing import List, Optional
+
+from absl import logging
+
+
+def register_pipeline_ops() -> None:
+  """Registers the custom ops the pre-training dataset graph uses: TF.Text and ScaNN."""
+  import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import
+  from realm_tf.retrieval.searcher import register_scann_ops  # pylint: disable=g-import-not-at-top
+  register_scann_ops()
+  del tensorflow_text
+
+
+@contextlib.contextmanager
+def _bind_errors(role: str, port: int):
+  """TF's bare "Could not start gRPC server" → a DataServiceError naming the role and port."""
+  try:
+    yield
+  except RuntimeError as e:
+    from realm_tf.data.pretrain_pipeline import DataServiceError  # pylint: disable=g-import-not-at-top
+    raise DataServiceError(f"Could not start the tf.data service {role} on port {port} ({e}); "
+                           "is the port in use?") from e
+
+
+def start_dispatcher(port: int, worker_addresses: Optional[List[str]] = None,
+                     work_dir: Optional[str] = None):
+  """Starts a tf.data service dispatcher on `port`; returns the DispatchServer."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  config = tf.data.experimental.service.DispatcherConfig(
+      port=port, worker_addresses=list(worker_addresses or []) or None, work_dir=work_dir,
+      fault_tolerant_mode=bool(work_dir))
+  with _bind_errors("dispatcher", port):
+    server = tf.data.experimental.service.DispatchServer(config)
+  logging.info("tf.data service dispatcher at %s (workers: %s)", server.target,
+               worker_addresses or "any")
+  return server
+
+
+def start_worker(dispatcher_address: str, port: int, host: Optional[str] = None):
+  """Registers the pipeline's ops, then starts a worker on `port`; returns the WorkerServer."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  register_pipeline_ops()
+  host = host or socket.gethostname()
+  with _bind_errors("worker", port):
+    server = tf.data.experimental.service.WorkerServer(
+        tf.data.experimental.service.WorkerConfig(
+            dispatcher_address=dispatcher_address, worker_address=f"{host}:{port}", port=port))
+  logging.info("tf.data service worker %s:%d serving dispatcher %s", host, port,
+               dispatcher_address)
+  return server

@@ -1,0 +1,35 @@
+"""tf.data service servers: a dispatcher and a worker (with the pipeline's ops registered)
+serve a dataset; a taken port is refused by role and port."""
+import socket
+
+import pytest
+import tensorflow as tf
+
+from realm_tf.data import data_service
+from realm_tf.data.pretrain_pipeline import DataServiceError
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_a_dispatcher_and_a_worker_serve_a_dataset():
+  dispatcher = data_service.start_dispatcher(_free_port())
+  address = dispatcher.target.split("://")[-1]
+  worker = data_service.start_worker(address, _free_port(), host="localhost")
+  ds = tf.data.Dataset.range(10).apply(tf.data.experimental.service.distribute(
+      processing_mode="parallel_epochs", service=dispatcher.target))
+  assert sorted(int(x) for x in ds) == list(range(10))
+  worker.stop()
+  dispatcher.stop()
+
+
+def test_a_taken_port_names_the_role_and_the_port():
+  with socket.socket() as taken:
+    taken.bind(("", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with pytest.raises(DataServiceError, match=f"dispatcher on port {port}.*port in use"):
+      data_service.start_dispatcher(port)

@@ -1,0 +1,160 @@
+"""Open-QA fine-tuning's training data: the featurized questions, with concrete answers for
+regex answer sets and the gold document's rows for `reader_positives=gold`, and the resumable
+batch stream the Trainer reads. The question sets themselves come from realm_tf.openqa.datasets.
+
+CuratedTREC's answers are regular expressions, which cannot be looked for as wordpieces: before
+training, each pattern is searched (`re.search`) in the blocks the initial query tower retrieves
+for its question, and the matched strings become the answers whose wordpieces mark
+answer-bearing blocks and gold spans.
+"""
+import json
+import os
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from realm_tf.io import atomic
+from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text
+from realm_tf.openqa.model import FrozenIndex, OpenQAModel
+
+MAX_GOLD_BLOCKS = 8  # blocks of one gold document the `gold` reader positive may pick from
+
+
+def training_features(examples: Sequence[OpenQAExample], model: OpenQAModel,
+                      featurizer: QuestionFeaturizer, corpus_dir: str, model_dir: str,
+                      reader_positives: str, regex_search_blocks: int
+                      ) -> Tuple[List[OpenQAExample], Dict[str, np.ndarray]]:
+  """(usable examples, their features): examples with an empty question are skipped (with a
+  warning); regex answers are expanded with the warm-started query tower once and kept in
+  `<model_dir>/regex_answers.json`, so that a resumed run trains on the same answers; with
+  `reader_positives="gold"`, `gold_rows` from the examples' `doc_id`s."""
+  usable = [e for e in examples if e.question.strip()]
+  if len(usable) < len(examples):
+    logging.warning("Skipping %d training examples with an empty question.",
+                    len(examples) - len(usable))
+  answers = None
+  if any(e.is_regex for e in usable):
+    cache = os.path.join(model_dir, "regex_answers.json")
+    if tf.io.gfile.exists(cache):
+      with tf.io.gfile.GFile(cache) as f:
+        answers = json.load(f)
+      if len(answers) != len(usable):
+        raise ValueError(f"{cache} holds {len(answers)} answer lists but the run has "
+                         f"{len(usable)} questions; use a new --model_dir.")
+    else:
+      answers = expand_regex_answers(usable, model, featurizer, regex_search_blocks)
+      atomic.write_json(cache, answers, indent=None, sort_keys=False)
+  feats = featurizer.featurize(usable)
+  if answers is not None:
+    feats.update(featurizer.answer_features(usable, answers))
+  if reader_positives == "gold":
+    if any(e.doc_id for e in usable):
+      feats["gold_rows"] = gold_row_features(usable, model.index, corpus_dir)
+    else:
+      logging.warning("reader_positives=gold, but no question names its gold document "
+                      "(doc_id): the beam's answer-bearing blocks are used instead.")
+  return usable, feats
+
+
+
+def expand_regex_answers(examples: Sequence[OpenQAExample], model: OpenQAModel,
+                         featurizer: QuestionFeaturizer, num_blocks: int = 100,
+                         batch_size: int = 64, max_strings: int = 8) -> List[List[str]]:
+  """Concrete answer strings for each example: its answers, or for regex examples the texts the
+  patterns match in the `num_blocks` blocks retrieved for the question. Bad patterns are skipped
+  with a warning naming the example."""
+  from realm_tf.openqa import metrics  # pylint: disable=g-import-not-at-top
+  out = [list(e.answers) if not e.is_regex else [] for e in examples]
+  regex_ids = [i for i, e in enumerate(examples) if e.is_regex]
+  if not regex_ids:
+    return out
+  k = min(num_blocks, model.index.size)
+  bodies = model.index.bodies
+  found_any = 0
+  for s in range(0, len(regex_ids), batch_size):
+    ids = regex_ids[s:s + batch_size]
+    feats = featurizer.featurize([examples[i] for i in ids])
+    q = model.embed_questions({key: tf.constant(v) for key, v in feats.items()
+                               if key.startswith("query/")})
+    _, rows = model.retrieve(q, k)
+    for i, row in zip(ids, rows.numpy()):
+      strings = []
+      for pattern in examples[i].answers:
+        compiled = metrics.compile_answer_pattern(clean_text(pattern, "answer pattern",
+                                                             examples[i].qid))
+        if compiled is None:
+          logging.warning("Example %r: answer pattern %r does not compile; ignored.",
+                          examples[i].qid, pattern)
+          continue
+        for r in row:
+          for m in compiled.finditer(bodies[r]):
+            text = m.group(0).strip()
+            if text and text not in strings:
+              strings.append(text)
+          if len(strings) >= max_strings:
+            break
+      out[i] = strings[:max_strings]
+      found_any += bool(strings)
+  logging.info("Regex answers: %d of %d questions matched a string in their top %d blocks.",
+               found_any, len(regex_ids), k)
+  return out
+
+
+def gold_row_features(examples: Sequence[OpenQAExample], index: FrozenIndex, corpus_dir: str,
+                      max_blocks: int = MAX_GOLD_BLOCKS) -> np.ndarray:
+  """gold_rows int32 [B, max_blocks]: index rows of each example's gold document (`doc_id`),
+  in corpus order, -1 padded (all -1 without a doc_id, or one the corpus does not have).
+
+  The `gold` reader positive picks the first of them that bears an answer.
+  """
+  from realm_tf.evaluation.recall import doc_blocks  # pylint: disable=g-import-not-at-top
+  blocks_of = doc_blocks(corpus_dir)
+  row_of = {int(b): r for r, b in enumerate(index.block_ids)}
+  out = np.full([len(examples), max_blocks], -1, np.int32)
+  found = unknown = 0
+  for i, e in enumerate(examples):
+    if not e.doc_id:
+      continue
+    rows = sorted(row_of[b] for b in blocks_of.get(e.doc_id, ()) if b in row_of)[:max_blocks]
+    if not rows:
+      unknown += 1
+      continue
+    out[i, :len(rows)] = rows
+    found += 1
+  logging.info("Gold documents: %d of %d questions have one in the index (%d name a doc_id the "
+               "corpus or index lacks); the others fall back to the beam.", found,
+               len(examples), unknown)
+  return out
+
+
+def make_dataset_fn(features: Dict[str, np.ndarray], batch_size: int, seed: int = 0):
+  """`make_dataset(position)` for the Trainer: an endless, per-epoch shuffled stream of batches
+  from example position `position` on, each element carrying `data_position` (exact resume)."""
+  n = len(features["question_length"])
+  if n == 0:
+    raise ValueError("No training examples.")
+
+  def order(epoch):
+    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
+
+  def make_dataset(position: int) -> tf.data.Dataset:
+    def gen():
+      p = int(position)
+      while True:
+        epoch, offset = divmod(p, n)
+        perm = order(epoch)
+        for i in perm[offset:]:
+          p += 1
+          yield i, p
+    idx = tf.data.Dataset.from_generator(
+        gen, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
+    tensors = {k: tf.constant(v) for k, v in features.items()}
+
+    def lookup(i, p):
+      ex = {k: tf.gather(v, i) for k, v in tensors.items()}
+      ex["data_position"] = p
+      return ex
+    return idx.map(lookup).batch(batch_size, drop_remainder=True).prefetch(2)
+  return make_dataset
