@@ -20,33 +20,11 @@ class NqOpenOrqaDprDummyTest(builder_testing.DatasetBuilderTestCase):
   SPLITS = {"train": 7, "dev": 2, "test": 3}
 
 
-# Config `orqa` from the shipped files, which hold no NQ-open.train.jsonl: only the 3,610 test
-# questions ORQA/REALM report are built (with a warning). The shipped DPR-style file's split
-# (7,920 / 837) is checked by openqa_common_test and, through TFDS, by the dummy `dpr` test.
-BUILDER = "nq_open_orqa"
-EXPECTED_SPLITS = {"test": 3610}
-ANSWERS_ARE_REGEX = False
+BUILDER = "nq_open_orqa"  # shipped-data builds: shipped_data_test.py
 
 
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory):
-  return builder_testing.ShippedData(BUILDER, str(tmp_path_factory.mktemp("openqa_tfds")))
-
-
-def test_split_counts_are_exact(shipped):
-  builder_testing.check_split_counts_are_exact(shipped, EXPECTED_SPLITS)
-
-
-def test_examples_are_well_formed(shipped):
-  builder_testing.check_examples_are_well_formed(shipped, EXPECTED_SPLITS, ANSWERS_ARE_REGEX)
-
-
-def test_shipped_files_match_checksums():
-  builder_testing.check_shipped_files_match_checksums(BUILDER)
-
-
-def test_stray_unicode_is_removed(shipped):
-  examples = shipped.read_split("test")
+def test_stray_unicode_is_removed(shipped_data):
+  examples = shipped_data(BUILDER).read_split("test")
   assert examples[0]["question"] == "when was the last time anyone was on the moon"
   assert examples[0]["answers"] == ["14 December 1972 UTC", "December 1972"]
   by_question = {e["question"]: e["answers"] for e in examples}
