@@ -3,10 +3,10 @@
 A stage's settings live in one dataclass (the library's input). Writing each flag by hand beside
 it doubles every default and every help text and lets the two drift apart; here each field of
 the dataclass becomes one absl flag with the field's default, and `config_from_flags` reads them
-back. Fields of type int, float, str, bool, their Optional forms, List[str] and List[int] (comma-separated) are supported;
-help texts come from a {field: text} mapping (a field without one is an error, so every flag is
-documented). The flags belong to the program that calls `define_config_flags`: they are its key
-flags, listed by its --help.
+back. Fields of type int, float, str, bool, their Optional forms, List[str] and List[int]
+(comma-separated) are supported; help texts come from a {flag name: text} mapping (a field without
+one is an error, so every flag is documented). The flags belong to the program that calls
+`define_config_flags`: they are its key flags, listed by its --help.
 """
 import dataclasses
 import typing

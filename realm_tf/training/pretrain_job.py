@@ -26,9 +26,7 @@ from realm_tf.modeling.retriever import RetrieverConfig
 from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
 from realm_tf.training import warm_start
 from realm_tf.training import ict_experiment
-from realm_tf.training.ict_experiment import IctConfig, IctJobConfig
 from realm_tf.training import reader_warmup
-from realm_tf.training.reader_warmup import ReaderWarmupConfig, ReaderWarmupJobConfig
 from realm_tf.text import packing
 from realm_tf.training.realm_experiment import PretrainConfig, RealmExperiment
 
@@ -155,15 +153,14 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
   # 1. ICT warm start of the retriever → first export → first bundle.
   ict = None
   if config.ict_steps > 0 or config.retriever_init:  # 0 steps: the initial towers as they are
-    ict_config = IctConfig(retriever=retriever, batch_size=config.ict_batch_size,
-                           num_train_steps=config.ict_steps,
-                           learning_rate=config.ict_learning_rate,
-                           warmup_steps=config.ict_steps // 10, seed=config.seed,
-                           checkpoint_every=max(config.ict_steps, 1),
-                           heldout_fraction=config.heldout_fraction)
-    ict = ict_experiment.run(IctJobConfig(ict_config, corpus_dir=dirs["corpus"],
-                                          model_dir=dirs["ict"], init=config.retriever_init),
-                             strategy)
+    ict_config = ict_experiment.IctConfig(
+        retriever=retriever, batch_size=config.ict_batch_size, num_train_steps=config.ict_steps,
+        learning_rate=config.ict_learning_rate, warmup_steps=config.ict_steps // 10,
+        seed=config.seed, checkpoint_every=max(config.ict_steps, 1),
+        heldout_fraction=config.heldout_fraction)
+    ict = ict_experiment.run(ict_experiment.IctJobConfig(
+        ict_config, corpus_dir=dirs["corpus"], model_dir=dirs["ict"],
+        init=config.retriever_init), strategy)
     summary["ict"] = {k: ict[k] for k in ("loss", "accuracy") if k in ict}
   refresher = IndexRefresher(RefreshConfig(model_dir=dirs["realm"], corpus_dir=dirs["corpus"],
                                            index_dir=dirs["index"], min_recall=config.min_recall),
@@ -174,7 +171,7 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
   reader_enc = reader_encoder(config)
   reader_init = config.reader_init
   if config.reader_warmup_steps > 0 and not warm_start.has_mlm_head(config.reader_init):
-    warmup = ReaderWarmupConfig(
+    warmup = reader_warmup.ReaderWarmupConfig(
         knowledge_encoder=reader_enc, query_length=config.query_length,
         seq_length=config.query_length + config.block_length,
         batch_size=config.reader_warmup_batch_size, num_train_steps=config.reader_warmup_steps,
@@ -184,10 +181,10 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
         remove_rate=config.reader_warmup_remove_rate,
         evidence=config.reader_warmup_evidence, masking=config.masking,
         max_predictions=(RealmConfig.max_predictions if config.reader_warmup_evidence ==
-                         "span_match" else ReaderWarmupConfig.max_predictions),
+                         "span_match" else reader_warmup.ReaderWarmupConfig.max_predictions),
         seed=config.seed, heldout_fraction=config.heldout_fraction,
         checkpoint_every=config.reader_warmup_steps)
-    result = reader_warmup.run(ReaderWarmupJobConfig(
+    result = reader_warmup.run(reader_warmup.ReaderWarmupJobConfig(
         warmup, corpus_dir=dirs["corpus"], model_dir=dirs["reader"], init=config.reader_init,
         annotations_dir=dirs["annotations"]), strategy)
     summary["reader_warmup"] = {k: result[k] for k in ("loss", "mlm_accuracy") if k in result}
