@@ -29,7 +29,7 @@ from absl import app, flags, logging
 from benchmarks import common
 from serving import client as client_lib
 from realm_tf.testing import toy_models
-from serving import model_manager, subprocess_server
+from serving import model_config, subprocess_server
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_base_path", None, "Model to serve (default: a synthetic MIPS model).")
@@ -213,7 +213,7 @@ def main(argv):
     toy_models.write_mips_model(base_path, 1, num_rows=FLAGS.num_rows)
     model = {"name": FLAGS.model_name, "synthetic": "realm_tf.testing.toy_models.MipsModel",
              "num_rows": FLAGS.num_rows, "dim": 128, "k": 5}
-  version = model_manager.list_versions(base_path)[-1]
+  version = model_config.list_versions(base_path)[-1]
   path = os.path.join(base_path, str(version))
   input_name = FLAGS.input_name
   if input_name is None:

@@ -36,7 +36,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      prediction_service_pb2_grpc)
 
 from serving import batching as batching_lib
-from serving import model_manager, tensors
+from serving import model_config, model_manager, tensors
 from serving import validation as validation_lib
 from serving.validation import ServingError
 
@@ -59,7 +59,7 @@ class ServerOptions:
     enable_model_warmup: replay assets.extra/tf_serving_warmup_requests before a version serves.
     max_num_load_retries: later polls retry a failed load this many times.
   """
-  models: List[model_manager.ModelConfig]
+  models: List[model_config.ModelConfig]
   port: int = 8500
   bind_address: str = "0.0.0.0"
   file_system_poll_wait_seconds: float = 1.0
@@ -176,7 +176,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
   def HandleReloadConfigRequest(self, request, context):  # pylint: disable=invalid-name
     response = model_management_pb2.ReloadConfigResponse()
     try:
-      configs = model_manager.model_configs_from_proto(request.config, "ReloadConfigRequest")
+      configs = model_config.model_configs_from_proto(request.config, "ReloadConfigRequest")
     except ValueError as e:
       response.status.error_code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
       response.status.error_message = str(e)
@@ -284,11 +284,11 @@ def options_from_flags() -> ServerOptions:
   if bool(FLAGS.model_config_file) == bool(FLAGS.model_name):
     raise app.UsageError("give exactly one of --model_config_file or --model_name")
   if FLAGS.model_config_file:
-    models = model_manager.load_model_config_file(FLAGS.model_config_file, FLAGS.models_dir)
+    models = model_config.load_model_config_file(FLAGS.model_config_file, FLAGS.models_dir)
   else:
     if not FLAGS.model_base_path:
       raise app.UsageError("--model_name needs --model_base_path")
-    models = [model_manager.ModelConfig(FLAGS.model_name, FLAGS.model_base_path)]
+    models = [model_config.ModelConfig(FLAGS.model_name, FLAGS.model_base_path)]
   batch_config = None
   if FLAGS.enable_batching:
     batch_config = (batching_lib.load_batching_config(FLAGS.batching_parameters_file)

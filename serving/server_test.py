@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from realm_tf.testing import cli as launch_testing
 from realm_tf.testing import toy_models
-from serving import batching, client, model_manager, server, subprocess_server
+from serving import batching, client, model_config, server, subprocess_server
 from serving.validation import ServingError
 
 QUESTIONS = ["who wrote pride and prejudice", "what is the capital of france",
@@ -370,7 +370,7 @@ def test_sixteen_concurrent_clients_get_correct_answers(python_server, reference
 def test_in_process_server_merges_concurrent_requests(root):
   """Same server class in this process, so its batching counters can be read directly."""
   options = server.ServerOptions(
-      models=[model_manager.ModelConfig("qa", os.path.join(root, "qa"))], port=0,
+      models=[model_config.ModelConfig("qa", os.path.join(root, "qa"))], port=0,
       bind_address="127.0.0.1", file_system_poll_wait_seconds=0,
       batching=batching.BatchingConfig(max_batch_size=32, batch_timeout_micros=20_000,
                                        num_batch_threads=1))

@@ -58,6 +58,11 @@ HELP = {
     "masking": "Masking scheme: salient|random_span|random_uniform (the paper's ablations).",
     "train_retriever": "Train the retriever in REALM (false: the frozen-retriever ablation; "
                        "the index then never changes).",
+    "retriever_lr_multiplier": "The retriever's learning rate as a multiple of --learning_rate "
+                               "(the reader's); 1: one rate, as the paper.",
+    "retriever_objective": "The retriever's gradient: marginal (the paper's: over every "
+                           "candidate, the null document included) or retrieved (over the "
+                           "retrieved blocks alone; no pull towards the null document).",
     "retrieval_score_scale": "Multiplies the warm-started retriever's scores once at the start "
                              "of REALM (a temperature; 1: as ICT left them).",
     "num_candidates": "Candidates per query: the null document + retrieved (the paper: 8).",

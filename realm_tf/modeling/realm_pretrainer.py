@@ -44,6 +44,10 @@ class RealmConfig(ConfigBase):
   retriever_pooling: str = "cls"  # RetrieverConfig.pooling
   retriever_projection_dropout: float = 0.1  # RetrieverConfig.projection_dropout
   retriever_projection_scale_init: float = 1.0  # RetrieverConfig.projection_scale_init
+  # Where the retriever's gradient comes from (`marginal_log_likelihood`): "marginal", the paper's
+  # marginal over every candidate, the null document included; or "retrieved", the marginal over
+  # the retrieved candidates alone (the prior renormalised without the null document).
+  retriever_objective: str = "marginal"
 
   @property
   def reader_encoder_config(self) -> EncoderConfig:
@@ -59,7 +63,11 @@ class RealmConfig(ConfigBase):
 
 
 
-def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, masked_weights):
+RETRIEVER_OBJECTIVES = ("marginal", "retrieved")
+
+
+def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, masked_weights,
+                            retriever_objective: str = "marginal"):
   """REALM's objective and its diagnostics, per example.
 
   Args:
@@ -67,6 +75,13 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
     candidate_mask: [B, C] 1 for real candidates, 0 for padding (fewer retrieved).
     mlm_logits: [B, C, M, V] knowledge-augmented encoder logits at the masked positions.
     masked_ids: [B, M] target wordpieces. masked_weights: [B, M] 1 for real targets.
+    retriever_objective: "marginal" (the paper): both parts follow the marginal's gradient.
+      "retrieved": the value and the reader's gradient stay the paper's, but the retriever's
+      gradient is that of log Σ_{z≠null} p(z|x, z≠null) p(y_m|z,x). Under the paper's objective,
+      whenever the reader explains a token better without evidence, every query is pulled
+      towards the null document's one embedding (and it towards every query), a common
+      direction that erodes the ranking of real blocks while a reader still learns to read. Here
+      the retriever only learns which retrieved blocks help more than the others.
 
   Returns:
     dict of [B] tensors, each a mean over the example's masked tokens m (0 without any):
@@ -80,6 +95,9 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
   further [B, C, M, V] tensor), and the accuracy diagnostic is computed without gradient, one
   candidate at a time.
   """
+  if retriever_objective not in RETRIEVER_OBJECTIVES:
+    raise ValueError(f"retriever_objective must be one of {RETRIEVER_OBJECTIVES}, got "
+                     f"{retriever_objective!r}.")
   relevance = tf.cast(relevance, tf.float32)
   mlm_logits = tf.cast(mlm_logits, tf.float32)
   cmask = tf.cast(candidate_mask, tf.float32)
@@ -94,6 +112,18 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
   null_log_prob = target_log_probs[:, 0]  # [B, M]
   null_posterior = tf.exp(joint[:, 0] - marginal)  # [B, M]
   num_masks = tf.reduce_sum(weights, axis=-1)
+  objective = marginal
+  if retriever_objective == "retrieved":
+    # Same value as `marginal`; gradients: the reader's through `reader_term`, the retriever's
+    # through `retrieved_term` (the prior over real candidates, the null document masked out).
+    reader_term = tf.reduce_logsumexp(tf.stop_gradient(joint - target_log_probs) +
+                                      target_log_probs, axis=1)
+    real = cmask * tf.concat([tf.zeros_like(cmask[:, :1]), tf.ones_like(cmask[:, 1:])], axis=1)
+    real_prior = tf.nn.log_softmax(relevance + (1.0 - real) * _NEG_INF, axis=-1)
+    retrieved_term = tf.reduce_logsumexp(
+        (real_prior + (1.0 - real) * _NEG_INF)[:, :, None] + tf.stop_gradient(target_log_probs),
+        axis=1)
+    objective = reader_term + retrieved_term - tf.stop_gradient(retrieved_term)
 
   def token_mean(x):
     return tf.math.divide_no_nan(tf.reduce_sum(x * weights, axis=-1), num_masks)
@@ -101,7 +131,7 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
   predicted = marginal_argmax(tf.stop_gradient(mlm_logits), tf.stop_gradient(log_prior))
   correct = tf.cast(tf.equal(predicted, tf.cast(masked_ids, tf.int32)), tf.float32) * weights
   return {
-      "marginal_log_prob": token_mean(marginal),
+      "marginal_log_prob": token_mean(objective),
       "null_log_prob": token_mean(null_log_prob),
       "retrieval_utility": token_mean(marginal - null_log_prob),
       "null_posterior": token_mean(null_posterior),
@@ -169,7 +199,8 @@ class RealmPretrainer(tf_keras.Model):
     """Forward pass + `marginal_log_likelihood` diagnostics for a batch."""
     out = self(batch, training=training)
     stats = marginal_log_likelihood(out["relevance"], batch["candidate_mask"], out["mlm_logits"],
-                                    batch["masked_ids"], batch["masked_weights"])
+                                    batch["masked_ids"], batch["masked_weights"],
+                                    self.config.retriever_objective)
     stats["relevance"] = out["relevance"]
     return stats
 

@@ -1,5 +1,6 @@
 """Tests of the REALM pre-training model: the loss by hand, gradients to every part."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from realm_tf.modeling.realm_pretrainer import (RealmConfig, RealmPretrainer,
@@ -79,6 +80,65 @@ def test_matches_hand_computation():
   assert not np.allclose(out["marginal_log_prob"][0],
                          _joint_marginal(relevance[0], logits[0], ids[0]) / 2,
                          rtol=1e-6, atol=1e-6)
+
+
+def _hand_gradients(relevance, cmask, logits, ids, weights):
+  """d(token-mean marginal)/d relevance and /d logits of one example, by the posterior formulas."""
+  valid = [z for z in range(len(relevance)) if cmask[z]]
+  real = [z for z in valid if z != 0]
+  prior = np.full(len(relevance), -np.inf)
+  prior[valid] = _np_log_softmax(relevance[valid])
+  real_prior = np.full(len(relevance), -np.inf)
+  real_prior[real] = _np_log_softmax(relevance[real])
+  masks = [k for k in range(len(ids)) if weights[k]]
+  d_rel_paper, d_rel_retrieved = np.zeros_like(relevance), np.zeros_like(relevance)
+  d_logits = np.zeros_like(logits)
+  for k in masks:
+    lp = np.array([_np_log_softmax(logits[z])[k, ids[k]] for z in range(len(relevance))])
+    post = np.exp(prior + lp - np.logaddexp.reduce((prior + lp)[valid]))
+    real_post = np.exp(real_prior + lp - np.logaddexp.reduce((real_prior + lp)[real]))
+    d_rel_paper += (post - np.exp(prior)) / len(masks)
+    d_rel_retrieved += (real_post - np.exp(real_prior)) / len(masks)
+    for z in valid:  # d log p(y|z,x) / d logits = onehot - softmax, weighted by the posterior
+      soft = np.exp(_np_log_softmax(logits[z][k]))
+      d_logits[z, k] += post[z] * (np.eye(len(soft))[ids[k]] - soft) / len(masks)
+  return d_rel_paper, d_rel_retrieved, d_logits
+
+
+def test_retriever_objectives_match_hand_gradients():
+  # "marginal": the paper's gradient, p(z|x,y) - p(z|x) over every candidate. "retrieved": the
+  # same value and reader gradient, but the retriever's gradient is the posterior minus the
+  # prior over the retrieved candidates only, so the null document's score gets none.
+  rng = np.random.RandomState(5)
+  b, c, m, v = 2, 4, 3, 6
+  relevance = rng.randn(b, c).astype(np.float32)
+  cmask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], np.float32)
+  logits = rng.randn(b, c, m, v).astype(np.float32)
+  ids = rng.randint(0, v, [b, m]).astype(np.int32)
+  weights = np.array([[1, 1, 1], [1, 1, 0]], np.float32)
+  results = {}
+  for objective in ("marginal", "retrieved"):
+    rel, lg = tf.Variable(relevance), tf.Variable(logits)
+    with tf.GradientTape() as tape:
+      out = marginal_log_likelihood(rel, cmask, lg, ids, weights, objective)
+      total = tf.reduce_sum(out["marginal_log_prob"])
+    results[objective] = (out["marginal_log_prob"].numpy(),) + tuple(
+        g.numpy() for g in tape.gradient(total, [rel, lg]))
+  np.testing.assert_allclose(results["retrieved"][0], results["marginal"][0], rtol=1e-6)
+  for i in range(b):
+    paper, retrieved, d_logits = _hand_gradients(relevance[i], cmask[i], logits[i], ids[i],
+                                                 weights[i])
+    np.testing.assert_allclose(results["marginal"][1][i], paper, atol=1e-5)
+    np.testing.assert_allclose(results["retrieved"][1][i], retrieved, atol=1e-5)
+    assert results["retrieved"][1][i][0] == 0.0 and abs(paper[0]) > 1e-3
+    for objective in ("marginal", "retrieved"):
+      np.testing.assert_allclose(results[objective][2][i], d_logits, atol=1e-5)
+
+
+def test_unknown_retriever_objective_is_refused():
+  with pytest.raises(ValueError, match="retriever_objective"):
+    marginal_log_likelihood(tf.zeros([1, 2]), tf.ones([1, 2]), tf.zeros([1, 2, 1, 3]),
+                            tf.zeros([1, 1], tf.int32), tf.ones([1, 1]), "null")
 
 
 def test_padded_candidates_get_no_mass():

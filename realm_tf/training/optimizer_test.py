@@ -27,3 +27,25 @@ def test_other_policies_need_no_loss_scale(policy, name):
   policy(name)
   assert not isinstance(create_optimizer(1e-4, 100, 10),
                         tf_keras.mixed_precision.LossScaleOptimizer)
+
+
+@pytest.mark.parametrize("multiplier", [0.0, 0.1, 1.0])
+def test_scaled_variables_step_at_a_multiple_of_the_rate(multiplier):
+  # Adam's first step moves every variable by lr * sign(grad) (up to epsilon), so after one step
+  # the scaled variable has moved `multiplier` times as far as the other, whatever the gradients.
+  import numpy as np
+  import tensorflow as tf
+  scaled = tf.Variable([1.0, -2.0], name="scaled_part")
+  other = tf.Variable([3.0, 4.0], name="other_part")
+  opt = create_optimizer(1e-2, 100, 0, weight_decay_rate=0.0, scaled_variables=[scaled],
+                         lr_multiplier=multiplier)
+  opt.apply_gradients([(tf.constant([0.5, -7.0]), scaled), (tf.constant([2.0, 0.1]), other)])
+  lr = float(opt.learning_rate(0))
+  np.testing.assert_allclose(other.numpy(), [3.0 - lr, 4.0 - lr], rtol=1e-4)
+  np.testing.assert_allclose(scaled.numpy(), [1.0 - multiplier * lr, -2.0 + multiplier * lr],
+                             rtol=1e-4)
+
+
+def test_negative_multiplier_is_refused():
+  with pytest.raises(ValueError, match="lr_multiplier"):
+    create_optimizer(1e-4, 10, 0, lr_multiplier=-1.0)

@@ -63,7 +63,7 @@ class PretrainJobConfig:
   reader_warmup_learning_rate: float = 5e-4
   reader_warmup_train_encoder: bool = True
   reader_warmup_remove_rate: float = 0.5
-  reader_warmup_evidence: str = "own_block"  # or span_match (realm_tf.data.evidence)
+  reader_warmup_evidence: str = "span_match"  # or own_block (realm_tf.data.evidence)
   # REALM pre-training.
   batch_size: int = 4
   num_train_steps: int = 100
@@ -71,6 +71,8 @@ class PretrainJobConfig:
   warmup_steps: Optional[int] = None       # default 10% of the run
   masking: str = "salient"
   train_retriever: bool = True             # False: the frozen-retriever ablation
+  retriever_lr_multiplier: float = 1.0     # the retriever's rate / the reader's
+  retriever_objective: str = "retrieved"   # realm_pretrainer.RETRIEVER_OBJECTIVES (paper: marginal)
   # Temperature on the ICT retriever's scores (±128 → a one-hot prior that starves it of gradient).
   retrieval_score_scale: float = 0.05
   num_candidates: int = 8
@@ -228,7 +230,8 @@ def pretrain_config(config: PretrainJobConfig) -> PretrainConfig:
                         joint_seq_length=config.query_length + config.block_length,
                         num_candidates=config.num_candidates,
                         retriever_pooling=config.retriever_pooling,
-                        retriever_projection_dropout=config.projection_dropout),
+                        retriever_projection_dropout=config.projection_dropout,
+                        retriever_objective=config.retriever_objective),
       batch_size=config.batch_size, num_train_steps=steps,
       learning_rate=config.learning_rate,
       warmup_steps=config.warmup_steps if config.warmup_steps is not None else steps // 10,
@@ -236,6 +239,7 @@ def pretrain_config(config: PretrainJobConfig) -> PretrainConfig:
       refresh_every_steps=every, export_every_steps=config.export_every_steps or every,
       checkpoint_every=config.checkpoint_every, heldout_fraction=config.heldout_fraction,
       train_retriever=config.train_retriever,
+      retriever_lr_multiplier=config.retriever_lr_multiplier,
       retrieval_score_scale=config.retrieval_score_scale)
 
 

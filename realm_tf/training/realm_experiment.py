@@ -68,6 +68,10 @@ class PretrainConfig(ConfigBase):
   heldout_fraction: float = 0.0
   # False: the retriever is frozen (an ablation: the reader alone learns from retrieval).
   train_retriever: bool = True
+  # The retriever's step is this multiple of the schedule's learning rate (the reader's is 1):
+  # lets a reader learn to read at a rate that would make a noisy retriever gradient wreck the
+  # warm-started ranking. 1.0: one rate for both, as the paper.
+  retriever_lr_multiplier: float = 1.0
   # False: the knowledge-augmented encoder is frozen (the retriever alone learns).
   train_reader: bool = True
   # Multiplies the warm-started retriever's scores once, at the start (warm_start.
@@ -148,7 +152,9 @@ class RealmExperiment:
       if not config.train_reader:
         self.model.knowledge_encoder.trainable = False
       self.optimizer = create_optimizer(config.learning_rate, config.num_train_steps,
-                                        config.warmup_steps)
+                                        config.warmup_steps,
+                                        scaled_variables=self.model.retriever.trainable_variables,
+                                        lr_multiplier=config.retriever_lr_multiplier)
     self.trainer = Trainer(self.model, self.optimizer, tasks.realm_pretrain_task, self.strategy,
                            model_dir, self.pipeline_config.batch_size, config.clip_norm,
                            config.checkpoint_every, log_every=config.log_every,
