@@ -10,6 +10,9 @@ MiniLM-initialised) — then, for every seed, `--steps` more optimizer steps of 
   * `realm_frozen_retriever` REALM, salient masking, retriever frozen (`train_retriever=False`): the
                              reader alone learns to use retrieval; its index cannot change, so it
                              is not refreshed;
+  * `realm_marginal_objective` REALM, salient masking, with the paper's retriever objective
+                             (`retriever_objective="marginal"`: the null document in the
+                             retriever's gradient) where the main job uses "retrieved";
   * `ict_continued`          ICT alone for the same number of steps from the shared ICT weights
                              (a fresh ICT run warm-started from the shared ICT export, with its
                              seed's data order); a bundle is built from its export.
@@ -76,7 +79,7 @@ from absl import app, flags, logging
 from benchmarks import common
 
 CONDITIONS = ("realm_salient", "realm_random_span", "realm_random_uniform",
-              "realm_frozen_retriever", "ict_continued")
+              "realm_frozen_retriever", "realm_marginal_objective", "ict_continued")
 METRICS = ("question_recall@5", "question_recall@20", "heldout_retrieval_utility",
            "heldout_null_posterior", "heldout_mlm_accuracy", "heldout_null_mlm_accuracy",
            "bm25_question_recall@5", "bm25_question_recall@20")
@@ -288,6 +291,9 @@ def main(argv):
         overrides = dict(seed=seed)
         if name == "realm_frozen_retriever":
           overrides.update(train_retriever=False, refresh="none")
+        elif name == "realm_marginal_objective":
+          overrides["model"] = dataclasses.replace(pretrain_job.pretrain_config(job).model,
+                                                   retriever_objective="marginal")
         else:
           overrides["masking"] = name[len("realm_"):]
         result = realm_run(run_dir, index_dir, ict_export, start_record=start["start"],
@@ -342,6 +348,8 @@ def main(argv):
       "random_span_ge_uniform_utility": at_least("realm_random_span", "realm_random_uniform",
                                                  "heldout_retrieval_utility"),
       "realm_beats_frozen_retriever": beats("realm_salient", "realm_frozen_retriever", r5),
+      "retrieved_objective_ge_marginal": at_least("realm_salient", "realm_marginal_objective",
+                                                  r5),
       "realm_recall@5_above_start": above("realm_salient", r5, s0.get(r5)),
       "ict_continued_recall@5_above_start": above("ict_continued", r5, s0.get(r5)),
       "realm_utility_above_start": above("realm_salient", "heldout_retrieval_utility",
@@ -377,7 +385,7 @@ def main(argv):
                                            "reader_init", "reader_warmup_batch_size",
                                            "reader_warmup_learning_rate", "heldout_fraction",
                                            "min_recall", "retrieval_score_scale",
-                                           "reader_warmup_evidence")},
+                                           "reader_warmup_evidence", "retriever_objective")},
       "budget": {
           "definition": "Equal optimizer steps after the shared start: every condition runs "
                         "--steps steps from the same ICT retriever (bundle v1) and the same "
@@ -412,6 +420,9 @@ def main(argv):
           "realm_frozen_retriever": "train_retriever=False and refresh='none' (its index "
                                     "cannot change); its question recall therefore equals the "
                                     "start's.",
+          "realm_marginal_objective": "realm_salient with the paper's retriever objective "
+                                      "(RealmConfig.retriever_objective='marginal'); "
+                                      "realm_salient uses the main job's ('retrieved').",
           "interval": "95% t-interval over seeds: mean +- t(0.975, n-1) * sd / sqrt(n).",
       },
       "data": data,

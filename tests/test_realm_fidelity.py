@@ -20,7 +20,9 @@ whose queries it trains on, from chance to ≥ 0.8, make held-out retrieval util
 the null posterior there. (Recall@1 of the 4 held-out entities is reported, not asserted: measured
 while tuning this test it was 0/4 after 160 steps and 1/4 after 240, against 12/12 trained.)
 The same run with the retriever frozen (and the reader trained instead) must not: the gain
-comes through the retriever's marginal-likelihood gradient. Breaking that gradient (e.g. `tf.stop_gradient` on the relevance
+comes through the retriever's marginal-likelihood gradient. The REALM run uses the main job's
+retriever objective ("retrieved": the marginal over the retrieved blocks, without the null
+document) by default, and the paper's ("marginal") under `-m slow`. Breaking that gradient (e.g. `tf.stop_gradient` on the relevance
 scores in RealmPretrainer.call) makes this test fail.
 """
 import os
