@@ -32,7 +32,9 @@ class ScaledAdamWeightDecay(optimization.AdamWeightDecay):
   def _scaled_state(self, var, apply_state):
     key = (var.device, var.dtype.base_dtype)
     coefficients = (apply_state or {}).get(key) or self._fallback_apply_state(*key)
-    coefficients = dict(coefficients, lr_t=coefficients["lr_t"] * self._lr_multiplier)
+    # Adam's dense step reads "lr_t", its sparse (embedding) step the bias-corrected "lr".
+    coefficients = dict(coefficients, lr_t=coefficients["lr_t"] * self._lr_multiplier,
+                        lr=coefficients["lr"] * self._lr_multiplier)
     state = dict(apply_state or {})
     state[key] = coefficients
     return state

@@ -49,3 +49,27 @@ def test_scaled_variables_step_at_a_multiple_of_the_rate(multiplier):
 def test_negative_multiplier_is_refused():
   with pytest.raises(ValueError, match="lr_multiplier"):
     create_optimizer(1e-4, 10, 0, lr_multiplier=-1.0)
+
+
+def test_a_zero_multiplier_holds_the_realm_retriever_and_trains_the_reader():
+  # The variables are matched by name: on the real model, every retriever variable (and no
+  # reader variable) must be the scaled one.
+  import numpy as np
+  import tensorflow as tf
+  from realm_tf.modeling.realm_pretrainer import RealmPretrainer
+  from realm_tf.modeling.realm_pretrainer_test import SMALL, synthetic_batch
+  model = RealmPretrainer(SMALL).build_all()
+  opt = create_optimizer(1e-3, 10, 0, scaled_variables=model.retriever.trainable_variables,
+                         lr_multiplier=0.0)
+  before = [v.numpy().copy() for v in model.trainable_variables]
+  with tf.GradientTape() as tape:
+    loss = -tf.reduce_mean(model.compute_outputs(synthetic_batch(), training=True)
+                           ["marginal_log_prob"])
+  grads = tape.gradient(loss, model.trainable_variables)
+  opt.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables)
+                       if g is not None])
+  retriever = {v.ref() for v in model.retriever.trainable_variables}
+  moved = {v.ref(): not np.array_equal(b, v.numpy())
+           for b, v in zip(before, model.trainable_variables)}
+  assert not any(moved[r] for r in retriever)
+  assert sum(m for r, m in moved.items() if r not in retriever) > 10
