@@ -14,7 +14,7 @@ posterior over candidates from sharpening with the number of masks, so the retri
 p(z|x) - p(z|x,y_m) stays informative.
 """
 import dataclasses
-from typing import Dict, Union
+from typing import Union
 
 import tensorflow as tf
 import tf_keras

@@ -5,7 +5,6 @@ import tensorflow as tf
 
 from realm_tf.modeling.realm_pretrainer import (RealmConfig, RealmPretrainer,
                                                 marginal_log_likelihood)
-from realm_tf.modeling.retriever import INPUT_KEYS
 
 SMALL = RealmConfig(query_seq_length=12, doc_seq_length=16, joint_seq_length=24,
                     num_candidates=3, max_predictions=4)

@@ -1,6 +1,6 @@
 """BERT's optimizer: AdamW (decoupled weight decay) with linear warm-up and linear decay."""
 import re
-from typing import Iterable, Optional
+from typing import Iterable
 
 import tf_keras
 from official.nlp import optimization
