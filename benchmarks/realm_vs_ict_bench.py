@@ -164,7 +164,7 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.data.squad_open import load_squad_questions, split_of  # pylint: disable=g-import-not-at-top
-  from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator  # pylint: disable=g-import-not-at-top
+  from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator, scalar_figures  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.training import pretrain_job  # pylint: disable=g-import-not-at-top
@@ -243,7 +243,7 @@ def main(argv):
       os.replace(log_path + ".tmp", log_path)
     t = time.time()
     scalars = experiment.train(retriever_init=retriever_init, reader_init=shared["reader"])
-    log = experiment.heldout_log()
+    log = [scalar_figures(r) for r in experiment.heldout_log()]  # per-sentence lists left out
     out = {"start": log[0], "end": log[-1], "heldout": log,
            "train": {k: v for k, v in scalars.items() if isinstance(v, (int, float))},
            "train_seconds": round(time.time() - t, 1)}

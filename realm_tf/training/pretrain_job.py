@@ -18,6 +18,7 @@ from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data.documents import default_corpus_path
+from realm_tf.evaluation import heldout as heldout_lib
 from realm_tf.evaluation.heldout import HeldOutConfig, format_figures
 from realm_tf.io.work_dir import WorkDir
 from realm_tf.modeling.encoder_config import get_encoder_config
@@ -209,8 +210,12 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
   summary["train"] = {k: v for k, v in scalars.items() if isinstance(v, (int, float, str))}
   log = experiment.heldout_log()
   if log:
-    summary["heldout_start"], summary["heldout_end"] = log[0], log[-1]
-    summary["heldout"] = log
+    change = heldout_lib.paired_change(log[0], log[-1])
+    if change is not None:
+      summary["heldout_utility_change"] = change
+    scalars_log = [heldout_lib.scalar_figures(r) for r in log]  # per-sentence lists: heldout.jsonl
+    summary["heldout_start"], summary["heldout_end"] = scalars_log[0], scalars_log[-1]
+    summary["heldout"] = scalars_log
     summary["goals"] = learning_goals(log[0], log[-1])
   return summary
 
@@ -251,9 +256,15 @@ def learning_goals(start: Dict, end: Dict) -> Dict[str, bool]:
                                   start.get("heldout_retrieval_utility", 0.0),
       "null_posterior_below_0.9": end.get("heldout_null_posterior", 1.0) < 0.9,
   }
-  if "heldout_retrieval_utility_stderr" in end and "heldout_retrieval_utility_stderr" in start:
-    # The same held-out sentences before and after, so this is conservative (it ignores their
-    # positive correlation): a change beyond it is not noise of the sentence sample.
+  change = heldout_lib.paired_change(start, end)
+  if change is not None:
+    # The same held-out sentences before and after: the change sentence by sentence, beyond
+    # twice its standard error, is not noise of the sentence sample.
+    goals["heldout_utility_improved_beyond_2_stderr"] = \
+        change["mean"] > 2.0 * change["paired_stderr"]
+  elif "heldout_retrieval_utility_stderr" in end and "heldout_retrieval_utility_stderr" in start:
+    # Records without per-sentence utilities: the unpaired bound (conservative, as it ignores
+    # the two measurements' positive correlation).
     noise = 2.0 * float(np.hypot(start["heldout_retrieval_utility_stderr"],
                                  end["heldout_retrieval_utility_stderr"]))
     goals["heldout_utility_improved_beyond_2_stderr"] = (
@@ -280,6 +291,11 @@ def format_summary(summary: Dict) -> str:
     if r:
       lines.append(f"Held-out, {label}, step {r['step']}, index v{r['index_version']}: "
                    + format_figures(r))
+  change = summary.get("heldout_utility_change")
+  if change:
+    lines.append(f"Held-out utility change, sentence by sentence over the same "
+                 f"{change['sentences']}: {change['mean']:+.4f} ± {change['paired_stderr']:.4f} "
+                 "(standard error)")
   t = summary.get("train") or {}
   if any(k in t for k in ("loss", "retrieval_utility")):  # a resumed, finished run has none
     lines.append("Last training step: " + ", ".join(

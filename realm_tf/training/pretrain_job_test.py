@@ -42,3 +42,35 @@ def test_closing_lines_are_short_and_carry_the_figures():
   assert "utility=0.1000±0.0300" in held[0] and "utility=0.2000±0.0300" in held[1]
   assert "question_recall@5=0.276 @20=0.441 (BM25 0.890 @20 0.945)" in held[1]
   assert "heldout_utility_improved=yes" in lines[-1]
+
+
+def test_the_improvement_goal_compares_the_same_sentences_pair_by_pair():
+  # Means +0.10 → +0.15 (as above: not beyond the unpaired bound 0.1), but every sentence moved
+  # by +0.05 ± 0.01: the paired standard error is tiny and the change is beyond it.
+  before = [0.10 + d for d in (-0.2, -0.1, 0.0, 0.1, 0.2)]
+  after = [b + 0.05 + e for b, e in zip(before, (0.01, -0.01, 0.0, 0.01, -0.01))]
+  start = dict(START, heldout_retrieval_utility_per_query=before)
+  end = _end(heldout_retrieval_utility=0.15, heldout_retrieval_utility_stderr=0.04,
+             heldout_retrieval_utility_per_query=after)
+  assert pretrain_job.learning_goals(start, end)["heldout_utility_improved_beyond_2_stderr"]
+  # The same means with the sentences reshuffled: differences of ±0.3, a noise the paired test
+  # sees and refuses.
+  end["heldout_retrieval_utility_per_query"] = after[::-1]
+  assert not pretrain_job.learning_goals(start, end)["heldout_utility_improved_beyond_2_stderr"]
+
+
+def test_paired_change_lines_and_summary_leave_the_per_sentence_lists_out():
+  start = dict(START, heldout_retrieval_utility_per_query=[0.0, 0.1, 0.2, 0.3])
+  end = _end(heldout_retrieval_utility_per_query=[0.1, 0.1, 0.4, 0.3])
+  change = pretrain_job.heldout_lib.paired_change(start, end)
+  # Differences 0.1, 0, 0.2, 0: mean 0.075, sample std sqrt(0.00916667), stderr that / 2.
+  assert abs(change["mean"] - 0.075) < 1e-12 and change["sentences"] == 4
+  assert abs(change["paired_stderr"] - (0.0275 / 3) ** 0.5 / 2) < 1e-12
+  assert pretrain_job.heldout_lib.paired_change(START, end) is None  # an older record
+  summary = {"heldout_start": start, "heldout_end": end, "heldout_utility_change": change}
+  line = [x for x in pretrain_job.format_summary(summary).splitlines()
+          if x.startswith("Held-out utility change")]
+  assert line == ["Held-out utility change, sentence by sentence over the same 4: "
+                  "+0.0750 ± 0.0479 (standard error)"]
+  assert "heldout_retrieval_utility_per_query" not in \
+      pretrain_job.heldout_lib.scalar_figures(end)

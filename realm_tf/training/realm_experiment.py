@@ -223,7 +223,7 @@ class RealmExperiment:
       self._summary_writer = tf.summary.create_file_writer(
           os.path.join(self.model_dir, "summaries", "heldout"))
     with self._summary_writer.as_default(step=step):
-      for k, v in figures.items():
+      for k, v in heldout_lib.scalar_figures(figures).items():
         tf.summary.scalar(f"heldout/{k}", v)
     self._summary_writer.flush()
     utility = figures.get("heldout_retrieval_utility")
