@@ -95,6 +95,8 @@ flags.DEFINE_integer("reader_warmup_steps", 100, "Shared reader MLM warm-up step
 flags.DEFINE_integer("batch_size", 4, "REALM batch size (masked queries).")
 flags.DEFINE_integer("num_candidates", 4, "REALM candidates per query (null + retrieved).")
 flags.DEFINE_float("learning_rate", 1e-5, "REALM peak learning rate (the main job's).")
+flags.DEFINE_float("retriever_lr_multiplier", None,
+                   "REALM's retriever rate / the reader's (default: the main job's).")
 flags.DEFINE_integer("refresh_every_steps", 12, "REALM inline index refresh (and eval) period.")
 flags.DEFINE_integer("heldout_queries", 32, "Held-out masked sentences per evaluation.")
 flags.DEFINE_integer("eval_questions", 1000, "SQuAD-open dev questions of the subset (at most).")
@@ -146,7 +148,9 @@ def job_config(w: str, shared: Dict[str, str], squad: str):
       ict_learning_rate=FLAGS.ict_learning_rate, reader_warmup_steps=FLAGS.reader_warmup_steps,
       batch_size=FLAGS.batch_size, num_train_steps=0, learning_rate=FLAGS.learning_rate,
       num_candidates=FLAGS.num_candidates, refresh_every_steps=FLAGS.refresh_every_steps,
-      seed=0, heldout_queries=FLAGS.heldout_queries, eval_questions=FLAGS.eval_questions)
+      seed=0, heldout_queries=FLAGS.heldout_queries, eval_questions=FLAGS.eval_questions,
+      **({} if FLAGS.retriever_lr_multiplier is None else
+         {"retriever_lr_multiplier": FLAGS.retriever_lr_multiplier}))
 
 
 def copy_index(src: str, dst: str) -> None:
@@ -385,7 +389,8 @@ def main(argv):
                                            "reader_init", "reader_warmup_batch_size",
                                            "reader_warmup_learning_rate", "heldout_fraction",
                                            "min_recall", "retrieval_score_scale",
-                                           "reader_warmup_evidence", "retriever_objective")},
+                                           "reader_warmup_evidence", "retriever_objective",
+                                           "retriever_lr_multiplier")},
       "budget": {
           "definition": "Equal optimizer steps after the shared start: every condition runs "
                         "--steps steps from the same ICT retriever (bundle v1) and the same "
