@@ -59,7 +59,7 @@ HELP = {
     "train_retriever": "Train the retriever in REALM (false: the frozen-retriever ablation; "
                        "the index then never changes).",
     "retriever_lr_multiplier": "The retriever's learning rate as a multiple of --learning_rate "
-                               "(the reader's); 1: one rate, as the paper; the demo: 0.1.",
+                               "(the reader's); 1: one rate, as the paper; the main job: 0.1.",
     "retriever_objective": "The retriever's gradient: marginal (the paper's: over every "
                            "candidate, the null document included) or retrieved (over the "
                            "retrieved blocks alone; no pull towards the null document).",
