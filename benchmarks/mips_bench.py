@@ -7,8 +7,9 @@ IVF-PQ-fast-scan + exact refine (nprobe / k_factor swept to the target) and HNSW
 efSearch swept). Batched QPS is one call over all queries; batch-1 QPS issues queries one call
 each at every method's fastest configuration at the target. For ScaNN, whose searcher is a
 tf.function, batch 1 is also measured inside one traced graph (`batch1_qps_in_graph`, what a served
-model's graph pays per search), beside the cost of entering an empty tf.function from Python. Ratios come from this one run. Peak RSS of exact search over the matrix is measured in a fresh process that loads the saved
-exact searcher, minus the same process over a tiny matrix.
+model's graph pays per search), beside the cost of entering an empty tf.function from Python.
+Ratios come from this one run. Peak RSS of exact search over the matrix is measured in a fresh
+process that loads the saved exact searcher, minus the same process over a tiny matrix.
 
 `--real` instead embeds the shipped SQuAD dev paragraphs (documents) and questions (queries) with
 the all-MiniLM-L6-v2 weights (both towers) and runs the same comparison on those embeddings;
