@@ -333,8 +333,7 @@ def batch1_qps_in_graph(searcher, q, n):
       total += tf.reduce_sum(tf.cast(rows, tf.int64))
     return total
 
-  one_at_a_time(queries[:2])  # trace
-  return n / _best_time(lambda: one_at_a_time(queries).numpy(), 2)
+  return n / _best_time(lambda: one_at_a_time(queries).numpy(), 2)  # its warm-up traces
 
 
 def empty_tf_function_call_ms(calls: int = 300) -> float:
@@ -343,11 +342,7 @@ def empty_tf_function_call_ms(calls: int = 300) -> float:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   fn = tf.function(tf.identity)
   x = tf.zeros([1, 128])
-  fn(x)
-  t = time.perf_counter()
-  for _ in range(calls):
-    fn(x)
-  return (time.perf_counter() - t) / calls * 1e3
+  return _best_time(lambda: [fn(x) for _ in range(calls)], 1) / calls * 1e3
 
 
 def rss_child(path):
