@@ -275,23 +275,59 @@ def is_heldout(block_id, fraction: float):
   Block ids are hashes, so `block_id mod 10000 < fraction * 10000` picks a fixed, uniform subset
   that every stage agrees on; held-out blocks stay in the index as documents.
   """
-  cut = int(round(fraction * 10000))
-  return tf.math.floormod(tf.cast(block_id, tf.int64), 10000) < cut
+  return _bucket(block_id) < _cut(fraction)
+
+
+# Which training blocks a stage reads its queries (or MLM text) from; see `in_query_split`.
+QUERY_ROLES = ("any", "realm", "warmup")
+
+
+def in_query_split(bucket, heldout_fraction: float, realm_query_fraction: float = 0.0,
+                   role: str = "any"):
+  """Whether a training stage in `role` reads queries from blocks of this hash `bucket`
+  (`block_id mod 10000`, or `record_bucket`).
+
+  Held-out blocks (`is_heldout`) are never read. With `realm_query_fraction` > 0, the next
+  share of buckets holds REALM's queries alone ("realm") and the reader warm-up reads only the
+  rest ("warmup"), so REALM never trains on a masked sentence the warm-up has already answered:
+  a reader that has seen a sentence's answer predicts it without reading, and REALM's gradient
+  on such queries teaches it to ignore its documents. "any" (ICT) reads every training block.
+  """
+  if role not in QUERY_ROLES:
+    raise ValueError(f"Unknown query role {role!r}; expected one of {QUERY_ROLES}.")
+  lo, hi = _cut(heldout_fraction), 10000
+  if realm_query_fraction > 0 and role == "realm":
+    hi = lo + _cut(realm_query_fraction)
+  elif realm_query_fraction > 0 and role == "warmup":
+    lo += _cut(realm_query_fraction)
+  return tf.logical_and(bucket >= lo, bucket < hi)
+
+
+def _cut(fraction: float) -> int:
+  return int(round(fraction * 10000))
+
+
+def _bucket(block_id):
+  return tf.math.floormod(tf.cast(block_id, tf.int64), 10000)
 
 
 def training_blocks(corpus_dir: str, seed: int, shuffle_window: int, start_position: int,
-                    heldout_fraction: float):
+                    heldout_fraction: float, realm_query_fraction: float = 0.0,
+                    role: str = "any"):
   """The block stream a training stage reads (ICT, reader warm-up): parsed blocks of
   `corpus_dir` in the seeded, repeated order of `shuffled_stream` from `start_position` on, and
-  the `keep` predicate that leaves held-out blocks out (None when nothing is held out)."""
+  the `keep` predicate that leaves out held-out blocks and those of other roles
+  (`in_query_split`; None when every block is kept)."""
   manifest = load_manifest(corpus_dir)
   records = tf.data.TFRecordDataset(shard_paths(corpus_dir, manifest),
                                     compression_type=COMPRESSION)
   window = max(1, min(shuffle_window, int(manifest["num_blocks"])))
   blocks = shuffled_stream(records, seed, window, start_position).map(
       parse_block, num_parallel_calls=tf.data.AUTOTUNE)
-  keep = (lambda b: tf.logical_not(is_heldout(b["block_id"], heldout_fraction))) \
-      if heldout_fraction > 0 else None
+  keep = None
+  if heldout_fraction > 0 or (realm_query_fraction > 0 and role != "any"):
+    keep = lambda b: in_query_split(_bucket(b["block_id"]), heldout_fraction,
+                                    realm_query_fraction, role)
   return blocks, keep
 
 
@@ -312,11 +348,16 @@ def batch_with_data_position(examples: tf.data.Dataset, batch_size: int,
   return examples.batch(batch_size, drop_remainder=True).map(_finish).prefetch(tf.data.AUTOTUNE)
 
 
+def record_bucket(record):
+  """An annotation record's hash bucket (`in_query_split`): by its block id, or for passages of a
+  separate pre-training corpus X (block id -1) by a hash of their text."""
+  by_text = tf.strings.to_hash_bucket_fast(record["text"], 10000)
+  return tf.where(record["block_id"] >= 0, _bucket(record["block_id"]), by_text)
+
+
 def record_is_heldout(record, fraction: float):
-  """`is_heldout` for an annotation record: by its block id, or for passages of a separate
-  pre-training corpus X (block id -1) by a hash of their text."""
-  by_text = tf.strings.to_hash_bucket_fast(record["text"], 10000) < int(round(fraction * 10000))
-  return tf.where(record["block_id"] >= 0, is_heldout(record["block_id"], fraction), by_text)
+  """`is_heldout` for an annotation record (by `record_bucket`)."""
+  return record_bucket(record) < _cut(fraction)
 
 
 def record_paths(directory: str, manifest: Dict) -> List[str]:

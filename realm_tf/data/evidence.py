@@ -75,7 +75,8 @@ def choose_evidence(span: Sequence[int], query_text: str, own_row: int, spans: S
 
 def evidence_examples(annotations_dir: str, masker, store: BlockStore, num_examples: int,
                       joint_seq_length: int, seed: int = 0, shuffle_window: int = 16384,
-                      heldout_fraction: float = 0.0) -> Dict[str, np.ndarray]:
+                      heldout_fraction: float = 0.0,
+                      realm_query_fraction: float = 0.0) -> Dict[str, np.ndarray]:
   """`num_examples` warm-up examples as arrays: INPUT_KEYS [N, joint_seq_length], the masked
   triple [N, max_predictions], `block_id` (the query's own block), `evidence_block_id` and
   `holds_span` (whether the evidence block contains the masked span).
@@ -90,7 +91,8 @@ def evidence_examples(annotations_dir: str, masker, store: BlockStore, num_examp
   bm25 = BM25Index(texts)
   spans = SpanIndex(store.body_ids.to_list())
   masked = indexed_masked_examples(annotations_dir, masker, 0, seed, shuffle_window,
-                                   heldout_fraction).take(num_examples).batch(64)
+                                   heldout_fraction, realm_query_fraction,
+                                   role="warmup").take(num_examples).batch(64)
   progress = ItemProgress(num_examples, "evidence", "queries")
   parts: Dict[str, List[np.ndarray]] = collections.defaultdict(list)
   for batch in masked:

@@ -81,3 +81,15 @@ def test_dataset_resumes_at_a_data_position(data):
     np.testing.assert_array_equal(a["data_position"], b["data_position"])
   # Past the end the examples repeat in the same order.
   np.testing.assert_array_equal(full[4]["input_word_ids"], full[0]["input_word_ids"])
+
+
+def test_queries_leave_out_the_blocks_reserved_for_realm(data):
+  corpus_dir, ann_dir = data
+  store = BlockStore([corpus_dir], TOK, keep_text=True)
+  masker = masking.Masker(masking.MaskingConfig(query_length=24, max_predictions=6), TOK)
+  ids = sorted(set(store.block_ids.tolist()), key=lambda b: b % 10000)
+  realm = (ids[2] % 10000 + 1) / 10000  # the three lowest buckets are REALM's queries alone
+  ex = evidence.evidence_examples(ann_dir, masker, store, 16, 64, realm_query_fraction=realm)
+  assert set(ex["block_id"].tolist()) == set(ids[3:])
+  # The evidence may be any block: reading a block is not answering its sentences.
+  assert set(ex["evidence_block_id"].tolist()) <= set(ids)

@@ -362,10 +362,11 @@ def bundle_retrieve_fn(bundle, k: int, load_on_worker: bool = False) -> Callable
 
 def indexed_masked_examples(annotation_dir: str, masker, start_position: int = 0,
                             seed: int = 0, shuffle_window: int = 16384,
-                            heldout_fraction: float = 0.0) -> tf.data.Dataset:
+                            heldout_fraction: float = 0.0, realm_query_fraction: float = 0.0,
+                            role: str = "realm") -> tf.data.Dataset:
   """Training's masked examples: the annotations repeated in a seeded, shuffled order
-  (`corpus.shuffled_stream`), held-out blocks left out, each example carrying `index`, its
-  position in that stream.
+  (`corpus.shuffled_stream`), held-out blocks and those of other query roles left out
+  (`corpus.in_query_split`), each example carrying `index`, its position in that stream.
 
   The position, not the count of accepted examples, is what a checkpoint stores, so resuming
   skips records without masking them again.
@@ -377,8 +378,15 @@ def indexed_masked_examples(annotation_dir: str, masker, start_position: int = 0
   window = max(1, min(shuffle_window, int(manifest["num_records"])))
   parsed = corpus.shuffled_stream(records, seed, window, start_position).map(
       corpus.parse_annotation, num_parallel_calls=tf.data.AUTOTUNE)
-  keep = (lambda r: tf.logical_not(corpus.record_is_heldout(r, heldout_fraction))) \
-      if heldout_fraction > 0 else None
+  keep = None
+  if heldout_fraction > 0 or realm_query_fraction > 0:
+    keep = lambda r: corpus.in_query_split(corpus.record_bucket(r), heldout_fraction,
+                                           realm_query_fraction, role)
+    # The stream repeats: with no record to keep it would search forever.
+    if next(iter(corpus.read_annotations(annotation_dir).filter(keep).take(1)), None) is None:
+      raise ValueError(
+          f"No annotation record of {annotation_dir} is a {role} query: held-out fraction "
+          f"{heldout_fraction}, REALM query fraction {realm_query_fraction} leave none.")
   return masker.dataset(parsed, start_index=start_position, keep_index=True, keep=keep)
 
 

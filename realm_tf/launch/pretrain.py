@@ -77,6 +77,9 @@ HELP = {
     "jit_compile": "XLA-compile the forward/backward pass.",
     "min_recall": "Refuse to publish an index whose ScaNN recall@10 is lower.",
     "heldout_fraction": "Share of blocks (by id) never used as training queries or warm-up text.",
+    "realm_query_fraction": "Share of blocks (by id) whose sentences are REALM's queries and "
+                            "never the reader warm-up's (0: both read every training block; "
+                            "ignored when no warm-up runs).",
     "heldout_queries": "Held-out masked sentences per evaluation.",
     "eval_questions": "SQuAD-open dev questions for zero-shot recall (default corpus only).",
 }

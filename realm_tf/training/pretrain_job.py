@@ -89,6 +89,10 @@ class PretrainJobConfig:
   min_recall: float = 0.9
   # Held-out evaluation.
   heldout_fraction: float = 0.1
+  # Share of blocks whose sentences are REALM's queries alone: the warm-up never answers them
+  # (`corpus.in_query_split`; REALM on sentences the warm-up saw lowered held-out utility).
+  # Only when the reader warm-up runs (a reader with its own MLM head has no warm-up to avoid).
+  realm_query_fraction: float = 0.3
   heldout_queries: int = 192
   eval_questions: int = 1000
 
@@ -173,22 +177,9 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
   refresher.ensure_live(ict["export"] if ict else None)
 
   # 2. The reader: warm up an MLM head when its initial weights have none.
-  reader_enc = reader_encoder(config)
   reader_init = config.reader_init
-  if config.reader_warmup_steps > 0 and not warm_start.has_mlm_head(config.reader_init):
-    warmup = reader_warmup.ReaderWarmupConfig(
-        knowledge_encoder=reader_enc, query_length=config.query_length,
-        seq_length=config.query_length + config.block_length,
-        batch_size=config.reader_warmup_batch_size, num_train_steps=config.reader_warmup_steps,
-        learning_rate=config.reader_warmup_learning_rate,
-        warmup_steps=config.reader_warmup_steps // 10,
-        train_encoder=config.reader_warmup_train_encoder,
-        remove_rate=config.reader_warmup_remove_rate,
-        evidence=config.reader_warmup_evidence, masking=config.masking,
-        max_predictions=(RealmConfig.max_predictions if config.reader_warmup_evidence ==
-                         "span_match" else reader_warmup.ReaderWarmupConfig.max_predictions),
-        seed=config.seed, heldout_fraction=config.heldout_fraction,
-        checkpoint_every=config.reader_warmup_steps)
+  if runs_reader_warmup(config):
+    warmup = reader_warmup_config(config)
     result = reader_warmup.run(reader_warmup.ReaderWarmupJobConfig(
         warmup, corpus_dir=dirs["corpus"], model_dir=dirs["reader"], init=config.reader_init,
         annotations_dir=dirs["annotations"]), strategy)
@@ -222,6 +213,29 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
   return summary
 
 
+def runs_reader_warmup(config: PretrainJobConfig) -> bool:
+  """Whether the job warms the reader up: its initial weights have no MLM head."""
+  return config.reader_warmup_steps > 0 and not warm_start.has_mlm_head(config.reader_init)
+
+
+def reader_warmup_config(config: PretrainJobConfig) -> reader_warmup.ReaderWarmupConfig:
+  """The reader warm-up stage's config as the main job builds it from its own."""
+  return reader_warmup.ReaderWarmupConfig(
+      knowledge_encoder=reader_encoder(config), query_length=config.query_length,
+      seq_length=config.query_length + config.block_length,
+      batch_size=config.reader_warmup_batch_size, num_train_steps=config.reader_warmup_steps,
+      learning_rate=config.reader_warmup_learning_rate,
+      warmup_steps=config.reader_warmup_steps // 10,
+      train_encoder=config.reader_warmup_train_encoder,
+      remove_rate=config.reader_warmup_remove_rate,
+      evidence=config.reader_warmup_evidence, masking=config.masking,
+      max_predictions=(RealmConfig.max_predictions if config.reader_warmup_evidence ==
+                       "span_match" else reader_warmup.ReaderWarmupConfig.max_predictions),
+      seed=config.seed, heldout_fraction=config.heldout_fraction,
+      realm_query_fraction=config.realm_query_fraction,
+      checkpoint_every=config.reader_warmup_steps)
+
+
 def pretrain_config(config: PretrainJobConfig) -> PretrainConfig:
   """The REALM stage's config as the main job builds it from its own (benchmarks that vary the
   REALM stage start from this one, so they measure what the main job runs)."""
@@ -245,6 +259,7 @@ def pretrain_config(config: PretrainJobConfig) -> PretrainConfig:
       masking=config.masking, seed=config.seed, refresh=config.refresh,
       refresh_every_steps=every, export_every_steps=config.export_every_steps or every,
       checkpoint_every=config.checkpoint_every, heldout_fraction=config.heldout_fraction,
+      realm_query_fraction=config.realm_query_fraction if runs_reader_warmup(config) else 0.0,
       train_retriever=config.train_retriever,
       retriever_lr_multiplier=config.retriever_lr_multiplier,
       retrieval_score_scale=config.retrieval_score_scale)

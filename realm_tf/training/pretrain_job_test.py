@@ -74,3 +74,14 @@ def test_paired_change_lines_and_summary_leave_the_per_sentence_lists_out():
                   "+0.0750 ± 0.0479 (standard error)"]
   assert "heldout_retrieval_utility_per_query" not in \
       pretrain_job.heldout_lib.scalar_figures(end)
+
+
+def test_realm_and_the_warmup_get_the_same_query_split():
+  job = pretrain_job.PretrainJobConfig(realm_query_fraction=0.25, heldout_fraction=0.1)
+  pretrain = pretrain_job.pretrain_config(job)
+  assert (pretrain.heldout_fraction, pretrain.realm_query_fraction) == (0.1, 0.25)
+  warmup = pretrain_job.reader_warmup_config(job)
+  assert (warmup.heldout_fraction, warmup.realm_query_fraction) == (0.1, 0.25)
+  # Without a warm-up (a reader with its MLM head, or none asked for), REALM reads every block.
+  no_warmup = pretrain_job.PretrainJobConfig(realm_query_fraction=0.25, reader_warmup_steps=0)
+  assert pretrain_job.pretrain_config(no_warmup).realm_query_fraction == 0.0

@@ -58,6 +58,8 @@ class ReaderWarmupConfig(ConfigBase):
   seed: int = 0
   shuffle_window: int = 16384
   heldout_fraction: float = 0.0  # held-out blocks are never warm-up text
+  # Nor are the blocks reserved for REALM's queries (`corpus.in_query_split`).
+  realm_query_fraction: float = 0.0
   checkpoint_every: int = 200
   log_every: int = 10
 
@@ -102,7 +104,8 @@ def warmup_examples(corpus_dir: str, config: ReaderWarmupConfig, batch_size: int
   """Batched warm-up examples from position `start_position` of the shuffled, repeated corpus;
   each batch carries `data_position` for exact resume."""
   blocks, keep = corpus_lib.training_blocks(corpus_dir, config.seed, config.shuffle_window,
-                                            start_position, config.heldout_fraction)
+                                            start_position, config.heldout_fraction,
+                                            config.realm_query_fraction, role="warmup")
   builder = mlm_lib.MlmExampleBuilder(config.mlm_config, tokenizer)
   ds = builder.dataset(blocks, start_index=start_position, keep_index=True, keep=keep)
   return corpus_lib.batch_with_data_position(ds, batch_size, drop=("block_id",))
@@ -158,7 +161,7 @@ def run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] =
             annotations_dir, masking_lib.Masker(config.masking_config, tokenizer),
             BlockStore([corpus_dir], tokenizer, keep_text=True),
             config.num_train_steps * config.batch_size, config.seq_length, config.seed,
-            config.shuffle_window, config.heldout_fraction)
+            config.shuffle_window, config.heldout_fraction, config.realm_query_fraction)
         logging.info("[reader_warmup] %.0f%% of %d queries read a block that holds their span",
                      100 * examples["holds_span"].mean(), len(examples["holds_span"]))
       return evidence_lib.evidence_dataset(cache["examples"], config.batch_size, position)

@@ -66,6 +66,9 @@ class PretrainConfig(ConfigBase):
   shuffle_window: int = 16384
   # Share of blocks (by id) whose sentences are never training queries (held-out evaluation).
   heldout_fraction: float = 0.0
+  # > 0: queries come only from this share of blocks, which the reader warm-up never reads
+  # (`corpus.in_query_split`); 0: from every training block.
+  realm_query_fraction: float = 0.0
   # False: the retriever is frozen (an ablation: the reader alone learns from retrieval).
   train_retriever: bool = True
   # The retriever's step is this multiple of the schedule's learning rate (the reader's is 1):
@@ -175,7 +178,8 @@ class RealmExperiment:
     held-out blocks left out)."""
     cfg = self.config
     return indexed_masked_examples(self.annotations_dir, self.masker, start_position, cfg.seed,
-                                   cfg.shuffle_window, cfg.heldout_fraction)
+                                   cfg.shuffle_window, cfg.heldout_fraction,
+                                   cfg.realm_query_fraction, role="realm")
 
   def make_dataset(self, start_position: int) -> tf.data.Dataset:
     """The featurized pipeline over the live bundle, from `start_position`."""
