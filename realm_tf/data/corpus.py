@@ -295,6 +295,9 @@ def in_query_split(bucket, heldout_fraction: float, realm_query_fraction: float 
   """
   if role not in QUERY_ROLES:
     raise ValueError(f"Unknown query role {role!r}; expected one of {QUERY_ROLES}.")
+  if realm_query_fraction > 0 and heldout_fraction + realm_query_fraction >= 1.0:
+    raise ValueError(f"Held-out fraction {heldout_fraction} + REALM query fraction "
+                     f"{realm_query_fraction} leave the reader warm-up no block.")
   lo, hi = _cut(heldout_fraction), 10000
   if realm_query_fraction > 0 and role == "realm":
     hi = lo + _cut(realm_query_fraction)

@@ -30,6 +30,8 @@ def test_realm_and_warmup_queries_partition_the_training_blocks():
   np.testing.assert_array_equal(_split(0.1, 0.0, "warmup"), ~held)
   with pytest.raises(ValueError, match="query role"):
     corpus_lib.in_query_split(BUCKETS, 0.1, 0.3, "ict")
+  with pytest.raises(ValueError, match="leave the reader warm-up no block"):
+    corpus_lib.in_query_split(BUCKETS, 0.3, 0.7, "realm")
 
 
 def test_masked_queries_of_realm_and_the_warmup_come_from_disjoint_blocks(tmp_path):
@@ -54,5 +56,8 @@ def test_masked_queries_of_realm_and_the_warmup_come_from_disjoint_blocks(tmp_pa
 def test_a_split_that_leaves_no_query_is_refused(tmp_path):
   _, ann_dir = _write_corpus_and_annotations(str(tmp_path), TOK)
   masker = masking.Masker(masking.MaskingConfig(query_length=24, max_predictions=6), TOK)
+  # Every record's bucket falls in REALM's share: the warm-up would have no query.
+  top = max(int(corpus_lib.record_bucket(r)) for r in corpus_lib.read_annotations(ann_dir))
+  assert top < 9999
   with pytest.raises(ValueError, match="No annotation record .* is a warmup query"):
-    indexed_masked_examples(ann_dir, masker, 0, 0, 16, 0.5, 0.5, "warmup")
+    indexed_masked_examples(ann_dir, masker, 0, 0, 16, 0.0, (top + 1) / 10000, "warmup")
