@@ -58,6 +58,8 @@ HELP = {
     "masking": "Masking scheme: salient|random_span|random_uniform (the paper's ablations).",
     "train_retriever": "Train the retriever in REALM (false: the frozen-retriever ablation; "
                        "the index then never changes).",
+    "train_reader": "Train the reader (the knowledge-augmented encoder) in REALM (false: only "
+                    "the retriever learns, from the reader as its initial weights left it).",
     "retriever_lr_multiplier": "The retriever's learning rate as a multiple of --learning_rate "
                                "(the reader's); 1: one rate, as the paper; the main job: 0.1.",
     "retriever_objective": "The retriever's gradient: marginal (the paper's: over every "

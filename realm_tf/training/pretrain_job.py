@@ -72,6 +72,7 @@ class PretrainJobConfig:
   warmup_steps: Optional[int] = None       # default 10% of the run
   masking: str = "salient"
   train_retriever: bool = True             # False: the frozen-retriever ablation
+  train_reader: bool = True                # False: the reader stays as the warm-up left it
   # The retriever's rate / the reader's: at batch 4 its gradient is mostly noise, which Adam
   # follows at the full rate (question recall fell at 1.0; README).
   retriever_lr_multiplier: float = 0.1
@@ -260,7 +261,7 @@ def pretrain_config(config: PretrainJobConfig) -> PretrainConfig:
       refresh_every_steps=every, export_every_steps=config.export_every_steps or every,
       checkpoint_every=config.checkpoint_every, heldout_fraction=config.heldout_fraction,
       realm_query_fraction=config.realm_query_fraction if runs_reader_warmup(config) else 0.0,
-      train_retriever=config.train_retriever,
+      train_retriever=config.train_retriever, train_reader=config.train_reader,
       retriever_lr_multiplier=config.retriever_lr_multiplier,
       retrieval_score_scale=config.retrieval_score_scale)
 

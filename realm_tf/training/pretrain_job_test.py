@@ -1,4 +1,6 @@
 """Tests of the main job's goals and closing lines (the stages run in tests/test_pretrain_e2e.py)."""
+import pytest
+
 from realm_tf.training import pretrain_job
 
 START = {"step": 0, "index_version": 1, "heldout_retrieval_utility": 0.10,
@@ -85,3 +87,10 @@ def test_realm_and_the_warmup_get_the_same_query_split():
   # Without a warm-up (a reader with its MLM head, or none asked for), REALM reads every block.
   no_warmup = pretrain_job.PretrainJobConfig(realm_query_fraction=0.25, reader_warmup_steps=0)
   assert pretrain_job.pretrain_config(no_warmup).realm_query_fraction == 0.0
+
+
+@pytest.mark.parametrize("train_retriever,train_reader", [(True, False), (False, True)])
+def test_the_realm_stage_trains_the_towers_the_job_names(train_retriever, train_reader):
+  job = pretrain_job.PretrainJobConfig(train_retriever=train_retriever, train_reader=train_reader)
+  pretrain = pretrain_job.pretrain_config(job)
+  assert (pretrain.train_retriever, pretrain.train_reader) == (train_retriever, train_reader)
