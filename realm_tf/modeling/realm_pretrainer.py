@@ -186,12 +186,18 @@ class RealmPretrainer(tf_keras.Model):
     joint = {k: batch[f"joint/{k}"] for k in INPUT_KEYS}
     b = tf.shape(query["input_word_ids"])[0]
     c = tf.shape(cands["input_word_ids"])[1]
-    q_emb = self.retriever.embed_queries(query, training=training)  # [B, D]
-    d_emb = self.retriever.embed_documents(_flatten_candidates(cands), training=training)
+    # A frozen tower (trainable=False: an ablation, or REALM with the reader held) runs in
+    # inference mode: its dropout would only add noise to the signal it gives the other tower.
+    retriever_training = training and self.retriever.trainable
+    reader_training = training and self.knowledge_encoder.trainable
+    q_emb = self.retriever.embed_queries(query, training=retriever_training)  # [B, D]
+    d_emb = self.retriever.embed_documents(_flatten_candidates(cands),
+                                           training=retriever_training)
     d_emb = tf.reshape(d_emb, [b, c, -1])
     relevance = tf.einsum("bd,bcd->bc", q_emb, d_emb)
     positions = tf.repeat(batch["masked_positions"], c, axis=0)  # [B*C, M]
-    logits = self.knowledge_encoder(_flatten_candidates(joint), positions, training=training)
+    logits = self.knowledge_encoder(_flatten_candidates(joint), positions,
+                                    training=reader_training)
     logits = tf.reshape(logits, [b, c, tf.shape(logits)[1], tf.shape(logits)[2]])
     return {"relevance": relevance, "mlm_logits": logits}
 

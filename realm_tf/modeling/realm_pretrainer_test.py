@@ -169,6 +169,19 @@ def test_gradients_reach_both_towers_and_mlm_head():
   assert nonzero("mlm_head")
 
 
+@pytest.mark.parametrize("frozen", ["knowledge_encoder", "retriever"])
+def test_a_frozen_tower_runs_without_dropout_while_the_other_trains(frozen):
+  model = RealmPretrainer(SMALL)
+  batch = synthetic_batch()
+  model(batch)
+  getattr(model, frozen).trainable = False
+  first, second = model(batch, training=True), model(batch, training=True)
+  frozen_out, trained_out = (("mlm_logits", "relevance") if frozen == "knowledge_encoder"
+                             else ("relevance", "mlm_logits"))
+  np.testing.assert_array_equal(first[frozen_out].numpy(), second[frozen_out].numpy())
+  assert not np.allclose(first[trained_out].numpy(), second[trained_out].numpy())
+
+
 def test_mlm_head_is_tied_to_word_embeddings():
   model = RealmPretrainer(SMALL).build_all()
   head_table = model.knowledge_encoder.mlm_head.embedding_table
