@@ -67,6 +67,9 @@ HELP = {
                            "retrieved blocks alone; no pull towards the null document).",
     "retrieval_score_scale": "Multiplies the warm-started retriever's scores once at the start "
                              "of REALM (a temperature; 1: as ICT left them).",
+    "null_bias_learning_rate": "Peak rate of a learned scalar added to the null document's "
+                               "score (the prior's 'no evidence' logit, trained by the "
+                               "marginal's gradient alone); 0: none, as the paper.",
     "num_candidates": "Candidates per query: the null document + retrieved (the paper: 8).",
     "refresh": "Index refresh mode: inline|async|none.",
     "refresh_every_steps": "Steps between index refreshes (and held-out evaluations).",

@@ -48,6 +48,11 @@ class RealmConfig(ConfigBase):
   # marginal over every candidate, the null document included; or "retrieved", the marginal over
   # the retrieved candidates alone (the prior renormalised without the null document).
   retriever_objective: str = "marginal"
+  # A learned scalar added to the null document's score: the prior's "do not retrieve" logit,
+  # trained by the marginal's gradient p(null|x,y) - p(null|x) alone. Under "retrieved" it is the
+  # only way the null document's prior learns (the query and block embeddings get none of that
+  # gradient); under "marginal" it adds to the paper's null-embedding score.
+  null_score_bias: bool = False
 
   @property
   def reader_encoder_config(self) -> EncoderConfig:
@@ -77,7 +82,8 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
     masked_ids: [B, M] target wordpieces. masked_weights: [B, M] 1 for real targets.
     retriever_objective: "marginal" (the paper): both parts follow the marginal's gradient.
       "retrieved": the value and the reader's gradient stay the paper's, but the retriever's
-      gradient is that of log Σ_{z≠null} p(z|x, z≠null) p(y_m|z,x). Under the paper's objective,
+      gradient is that of log Σ_{z≠null} p(z|x, z≠null) p(y_m|z,x), and the null document's
+      score (relevance[:, 0]) keeps the marginal's gradient, for the model's null bias. Under the paper's objective,
       whenever the reader explains a token better without evidence, every query is pulled
       towards the null document's one embedding (and it towards every query), a common
       direction that erodes the ranking of real blocks while a reader still learns to read. Here
@@ -123,7 +129,15 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
     retrieved_term = tf.reduce_logsumexp(
         (real_prior + (1.0 - real) * _NEG_INF)[:, :, None] + tf.stop_gradient(target_log_probs),
         axis=1)
-    objective = reader_term + retrieved_term - tf.stop_gradient(retrieved_term)
+    # The null document's score keeps the marginal's gradient (p(null|x) is calibrated); the
+    # model routes it to the learned null bias alone (`RealmPretrainer.call`).
+    null_only = tf.concat([relevance[:, :1], tf.stop_gradient(relevance[:, 1:])], axis=1)
+    null_prior = tf.nn.log_softmax(null_only + (1.0 - cmask) * _NEG_INF, axis=-1)
+    null_term = tf.reduce_logsumexp(
+        (null_prior + (1.0 - cmask) * _NEG_INF)[:, :, None] + tf.stop_gradient(target_log_probs),
+        axis=1)
+    objective = (reader_term + retrieved_term - tf.stop_gradient(retrieved_term) +
+                 null_term - tf.stop_gradient(null_term))
 
   def token_mean(x):
     return tf.math.divide_no_nan(tf.reduce_sum(x * weights, axis=-1), num_masks)
@@ -178,6 +192,10 @@ class RealmPretrainer(tf_keras.Model):
     self.retriever = Retriever(config.retriever_config, name="retriever")
     self.knowledge_encoder = KnowledgeAugmentedEncoder(
         config.reader_encoder, seq_length=config.joint_seq_length, name="knowledge_encoder")
+    self.null_score_bias = None
+    if config.null_score_bias:
+      self.null_score_bias = self.add_weight(name="null_score_bias", shape=[],
+                                             initializer="zeros", trainable=True)
 
   def call(self, batch, training=False):
     """Returns relevance [B, C] and MLM logits [B, C, M, V]."""
@@ -195,6 +213,12 @@ class RealmPretrainer(tf_keras.Model):
                                            training=retriever_training)
     d_emb = tf.reshape(d_emb, [b, c, -1])
     relevance = tf.einsum("bd,bcd->bc", q_emb, d_emb)
+    if self.config.retriever_objective == "retrieved":
+      # Under "retrieved" the towers get no gradient from the null document's score: only the
+      # null bias (if any) learns from it (`marginal_log_likelihood`).
+      relevance = tf.concat([tf.stop_gradient(relevance[:, :1]), relevance[:, 1:]], axis=1)
+    if self.null_score_bias is not None:
+      relevance = tf.concat([relevance[:, :1] + self.null_score_bias, relevance[:, 1:]], axis=1)
     positions = tf.repeat(batch["masked_positions"], c, axis=0)  # [B*C, M]
     logits = self.knowledge_encoder(_flatten_candidates(joint), positions,
                                     training=reader_training)

@@ -1,4 +1,6 @@
 """Tests of the REALM pre-training model: the loss by hand, gradients to every part."""
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -106,8 +108,8 @@ def _hand_gradients(relevance, cmask, logits, ids, weights):
 
 def test_retriever_objectives_match_hand_gradients():
   # "marginal": the paper's gradient, p(z|x,y) - p(z|x) over every candidate. "retrieved": the
-  # same value and reader gradient, but the retriever's gradient is the posterior minus the
-  # prior over the retrieved candidates only, so the null document's score gets none.
+  # same value and reader gradient, but the real candidates' gradient is the posterior minus the
+  # prior over the retrieved candidates only; the null document's score keeps the paper's.
   rng = np.random.RandomState(5)
   b, c, m, v = 2, 4, 3, 6
   relevance = rng.randn(b, c).astype(np.float32)
@@ -128,10 +130,42 @@ def test_retriever_objectives_match_hand_gradients():
     paper, retrieved, d_logits = _hand_gradients(relevance[i], cmask[i], logits[i], ids[i],
                                                  weights[i])
     np.testing.assert_allclose(results["marginal"][1][i], paper, atol=1e-5)
-    np.testing.assert_allclose(results["retrieved"][1][i], retrieved, atol=1e-5)
-    assert results["retrieved"][1][i][0] == 0.0 and abs(paper[0]) > 1e-3
+    # Real candidates: the retrieved-only gradient; the null document's score: the paper's
+    # (the model routes it to the learned null bias alone).
+    np.testing.assert_allclose(results["retrieved"][1][i][1:], retrieved[1:], atol=1e-5)
+    assert retrieved[0] == 0.0 and abs(paper[0]) > 1e-3
+    np.testing.assert_allclose(results["retrieved"][1][i][0], paper[0], atol=1e-5)
     for objective in ("marginal", "retrieved"):
       np.testing.assert_allclose(results[objective][2][i], d_logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["marginal", "retrieved"])
+def test_the_null_bias_learns_the_null_prior_and_retrieved_keeps_the_towers_out(objective):
+  config = dataclasses.replace(SMALL, null_score_bias=True, retriever_objective=objective)
+  model = RealmPretrainer(config)
+  batch = synthetic_batch(config)
+  model(batch)
+  model.null_score_bias.assign(0.7)
+  with tf.GradientTape(persistent=True) as tape:
+    out = model(batch)
+    rel = out["relevance"]
+    stats = marginal_log_likelihood(rel, batch["candidate_mask"], out["mlm_logits"],
+                                    batch["masked_ids"], batch["masked_weights"], objective)
+    total = tf.reduce_sum(stats["marginal_log_prob"])
+    null_score = tf.reduce_sum(rel[:, 0])
+  # The bias's gradient is the null score's: Σ_b (p(null|x,y) - p(null|x)) per token mean.
+  d_rel = tape.gradient(total, rel).numpy()
+  np.testing.assert_allclose(tape.gradient(total, model.null_score_bias).numpy(),
+                             d_rel[:, 0].sum(), rtol=1e-5)
+  assert abs(d_rel[:, 0].sum()) > 1e-4
+  # The null document's score reaches the towers under the paper's objective only.
+  towers = tape.gradient(null_score, model.retriever.trainable_variables)
+  reached = any(g is not None and float(tf.reduce_max(tf.abs(tf.convert_to_tensor(g)))) > 0
+                for g in towers)
+  assert reached == (objective == "marginal")
+  without = RealmPretrainer(dataclasses.replace(config, null_score_bias=False))
+  without(batch)
+  assert "null_score_bias" not in " ".join(v.name for v in without.trainable_variables)
 
 
 def test_unknown_retriever_objective_is_refused():

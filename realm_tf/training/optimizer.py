@@ -1,6 +1,6 @@
 """BERT's optimizer: AdamW (decoupled weight decay) with linear warm-up and linear decay."""
 import re
-from typing import Iterable
+from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 import tf_keras
 from official.nlp import optimization
@@ -20,50 +20,56 @@ class ScaledAdamWeightDecay(optimization.AdamWeightDecay):
   """
 
   def __init__(self, scaled_variable_names: Iterable[str] = (), lr_multiplier: float = 1.0,
-               **kwargs):
+               name_multipliers: Optional[Mapping[str, float]] = None, **kwargs):
     super().__init__(**kwargs)
-    self._scaled_names = frozenset(scaled_variable_names)
-    self._lr_multiplier = float(lr_multiplier)
+    self._multipliers = {name: float(lr_multiplier) for name in scaled_variable_names}
+    self._multipliers.update({k: float(v) for k, v in (name_multipliers or {}).items()})
 
-  def _is_scaled(self, var) -> bool:
+  def _multiplier(self, var) -> Optional[float]:
     # Mirrored replicas' components are named "<name>/replica_<i>:0".
-    return _REPLICA_SUFFIX.sub("", var.name) in self._scaled_names
+    return self._multipliers.get(_REPLICA_SUFFIX.sub("", var.name))
 
-  def _scaled_state(self, var, apply_state):
+  def _scaled_state(self, var, apply_state, multiplier):
     key = (var.device, var.dtype.base_dtype)
     coefficients = (apply_state or {}).get(key) or self._fallback_apply_state(*key)
     # Adam's dense step reads "lr_t", its sparse (embedding) step the bias-corrected "lr".
-    coefficients = dict(coefficients, lr_t=coefficients["lr_t"] * self._lr_multiplier,
-                        lr=coefficients["lr"] * self._lr_multiplier)
+    coefficients = dict(coefficients, lr_t=coefficients["lr_t"] * multiplier,
+                        lr=coefficients["lr"] * multiplier)
     state = dict(apply_state or {})
     state[key] = coefficients
     return state
 
   def _resource_apply_dense(self, grad, var, apply_state=None):
-    if self._is_scaled(var):
-      apply_state = self._scaled_state(var, apply_state)
+    multiplier = self._multiplier(var)
+    if multiplier is not None:
+      apply_state = self._scaled_state(var, apply_state, multiplier)
     return super()._resource_apply_dense(grad, var, apply_state)
 
   def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
-    if self._is_scaled(var):
-      apply_state = self._scaled_state(var, apply_state)
+    multiplier = self._multiplier(var)
+    if multiplier is not None:
+      apply_state = self._scaled_state(var, apply_state, multiplier)
     return super()._resource_apply_sparse(grad, var, indices, apply_state)
 
 
 def create_optimizer(learning_rate: float = 3e-5, num_train_steps: int = 200_000,
                      num_warmup_steps: int = 10_000, weight_decay_rate: float = 0.01,
                      end_lr: float = 0.0, scaled_variables: Iterable = (),
-                     lr_multiplier: float = 1.0) -> tf_keras.optimizers.Optimizer:
+                     lr_multiplier: float = 1.0,
+                     variable_multipliers: Sequence[Tuple[Iterable, float]] = ()
+                     ) -> tf_keras.optimizers.Optimizer:
   """AdamWeightDecay (no decay on LayerNorm/bias) with a warm-up + linear-decay schedule.
 
-  `scaled_variables` (e.g. REALM's retriever) step at `lr_multiplier` times the schedule's rate.
+  `scaled_variables` (e.g. REALM's retriever) step at `lr_multiplier` times the schedule's rate;
+  each (variables, multiplier) of `variable_multipliers` (e.g. REALM's null bias) at its own.
 
   Under the `mixed_float16` policy the optimizer is wrapped in a dynamic loss-scale optimizer:
   float16 gradients underflow without one. (bfloat16 has float32's range and needs none.) Every
   trainer gets its optimizer here, so no stage can forget the wrapper.
   """
-  if lr_multiplier < 0:
-    raise ValueError(f"lr_multiplier must be >= 0, got {lr_multiplier}.")
+  if lr_multiplier < 0 or any(m < 0 for _, m in variable_multipliers):
+    raise ValueError(f"learning-rate multipliers must be >= 0, got {lr_multiplier} and "
+                     f"{[m for _, m in variable_multipliers]}.")
   schedule = tf_keras.optimizers.schedules.PolynomialDecay(
       initial_learning_rate=learning_rate, decay_steps=max(num_train_steps, 1),
       end_learning_rate=end_lr, power=1.0)
@@ -72,6 +78,7 @@ def create_optimizer(learning_rate: float = 3e-5, num_train_steps: int = 200_000
                                    decay_schedule_fn=schedule, warmup_steps=num_warmup_steps)
   optimizer = ScaledAdamWeightDecay(
       scaled_variable_names=[v.name for v in scaled_variables], lr_multiplier=lr_multiplier,
+      name_multipliers={v.name: m for variables, m in variable_multipliers for v in variables},
       learning_rate=schedule, weight_decay_rate=weight_decay_rate, beta_1=0.9, beta_2=0.999,
       epsilon=1e-6, exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"],
       gradient_clip_norm=0.0)  # the Trainer clips the cross-replica gradient itself

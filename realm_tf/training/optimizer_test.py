@@ -47,7 +47,7 @@ def test_scaled_variables_step_at_a_multiple_of_the_rate(multiplier):
 
 
 def test_negative_multiplier_is_refused():
-  with pytest.raises(ValueError, match="lr_multiplier"):
+  with pytest.raises(ValueError, match="multipliers must be >= 0"):
     create_optimizer(1e-4, 10, 0, lr_multiplier=-1.0)
 
 
@@ -73,3 +73,21 @@ def test_a_zero_multiplier_holds_the_realm_retriever_and_trains_the_reader():
            for b, v in zip(before, model.trainable_variables)}
   assert not any(moved[r] for r in retriever)
   assert sum(m for r, m in moved.items() if r not in retriever) > 10
+
+
+def test_each_variable_group_steps_at_its_own_multiple_of_the_schedule():
+  # Adam's first step moves every variable by about its rate, whatever its gradient's size:
+  # the base one by lr, the scaled group by lr * 0.1, the second group by lr * 1000, and a
+  # group at 0 not at all (REALM's null bias under a frozen retriever).
+  import numpy as np
+  import tensorflow as tf
+  base, scaled, fast, held = (tf.Variable(1.0, name=n) for n in ("w_base", "w_scaled",
+                                                                   "w_fast", "w_held"))
+  opt = create_optimizer(1e-4, 10, 0, weight_decay_rate=0.0, scaled_variables=[scaled],
+                         lr_multiplier=0.1, variable_multipliers=[([fast], 1000.0),
+                                                                  ([held], 0.0)])
+  opt.apply_gradients([(tf.constant(0.5), v) for v in (base, scaled, fast, held)])
+  steps = [1.0 - float(v.numpy()) for v in (base, scaled, fast, held)]
+  np.testing.assert_allclose(steps, [1e-4, 1e-5, 1e-1, 0.0], rtol=1e-2, atol=1e-9)
+  with pytest.raises(ValueError, match="multipliers must be >= 0"):
+    create_optimizer(1e-4, 10, 0, variable_multipliers=[([fast], -1.0)])

@@ -79,6 +79,8 @@ class PretrainJobConfig:
   retriever_objective: str = "retrieved"   # realm_pretrainer.RETRIEVER_OBJECTIVES (paper: marginal)
   # Temperature on the ICT retriever's scores (±128 → a one-hot prior that starves it of gradient).
   retrieval_score_scale: float = 0.05
+  # Peak rate of a learned null-document bias (0: none, the paper). See README.
+  null_bias_learning_rate: float = 0.0
   num_candidates: int = 8
   refresh: str = "inline"
   refresh_every_steps: int = 50
@@ -253,7 +255,8 @@ def pretrain_config(config: PretrainJobConfig) -> PretrainConfig:
                         num_candidates=config.num_candidates,
                         retriever_pooling=config.retriever_pooling,
                         retriever_projection_dropout=config.projection_dropout,
-                        retriever_objective=config.retriever_objective),
+                        retriever_objective=config.retriever_objective,
+                        null_score_bias=config.null_bias_learning_rate > 0),
       batch_size=config.batch_size, num_train_steps=steps,
       learning_rate=config.learning_rate,
       warmup_steps=config.warmup_steps if config.warmup_steps is not None else steps // 10,
@@ -263,7 +266,8 @@ def pretrain_config(config: PretrainJobConfig) -> PretrainConfig:
       realm_query_fraction=config.realm_query_fraction if runs_reader_warmup(config) else 0.0,
       train_retriever=config.train_retriever, train_reader=config.train_reader,
       retriever_lr_multiplier=config.retriever_lr_multiplier,
-      retrieval_score_scale=config.retrieval_score_scale)
+      retrieval_score_scale=config.retrieval_score_scale,
+      null_bias_learning_rate=config.null_bias_learning_rate)
 
 
 def learning_goals(start: Dict, end: Dict) -> Dict[str, bool]:

@@ -94,3 +94,11 @@ def test_the_realm_stage_trains_the_towers_the_job_names(train_retriever, train_
   job = pretrain_job.PretrainJobConfig(train_retriever=train_retriever, train_reader=train_reader)
   pretrain = pretrain_job.pretrain_config(job)
   assert (pretrain.train_retriever, pretrain.train_reader) == (train_retriever, train_reader)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.05])
+def test_a_null_bias_rate_turns_the_models_null_bias_on(rate):
+  pretrain = pretrain_job.pretrain_config(pretrain_job.PretrainJobConfig(
+      null_bias_learning_rate=rate))
+  assert pretrain.null_bias_learning_rate == rate
+  assert pretrain.model.null_score_bias == (rate > 0)

@@ -81,6 +81,10 @@ class PretrainConfig(ConfigBase):
   # scale_retrieval_scores): a temperature that keeps REALM's prior over candidates from being
   # one-hot when the warm start scores at ±projection_size. 1.0: the warm start as it is.
   retrieval_score_scale: float = 1.0
+  # Peak learning rate of the model's null bias (`RealmConfig.null_score_bias`, which must be on
+  # when this is > 0): one scalar, the prior's "no evidence" logit, that the towers' rates would
+  # move by a few hundredths in a short run. It follows the same warm-up and decay.
+  null_bias_learning_rate: float = 0.0
 
 
 
@@ -154,10 +158,20 @@ class RealmExperiment:
         self.model.retriever.trainable = False
       if not config.train_reader:
         self.model.knowledge_encoder.trainable = False
+      null_bias = []
+      if m.null_score_bias:
+        if config.null_bias_learning_rate <= 0 or config.learning_rate <= 0:
+          raise ValueError("A null score bias needs null_bias_learning_rate > 0 (and "
+                           "learning_rate > 0), got "
+                           f"{config.null_bias_learning_rate} and {config.learning_rate}.")
+        # The bias is part of the prior p(z|x): a frozen retriever freezes it too (rate 0).
+        rate = config.null_bias_learning_rate if config.train_retriever else 0.0
+        null_bias = [([self.model.null_score_bias], rate / config.learning_rate)]
       self.optimizer = create_optimizer(config.learning_rate, config.num_train_steps,
                                         config.warmup_steps,
                                         scaled_variables=self.model.retriever.trainable_variables,
-                                        lr_multiplier=config.retriever_lr_multiplier)
+                                        lr_multiplier=config.retriever_lr_multiplier,
+                                        variable_multipliers=null_bias)
     self.trainer = Trainer(self.model, self.optimizer, tasks.realm_pretrain_task, self.strategy,
                            model_dir, self.pipeline_config.batch_size, config.clip_norm,
                            config.checkpoint_every, log_every=config.log_every,
