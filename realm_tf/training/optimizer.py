@@ -19,11 +19,9 @@ class ScaledAdamWeightDecay(optimization.AdamWeightDecay):
   scale.
   """
 
-  def __init__(self, scaled_variable_names: Iterable[str] = (), lr_multiplier: float = 1.0,
-               name_multipliers: Optional[Mapping[str, float]] = None, **kwargs):
+  def __init__(self, name_multipliers: Optional[Mapping[str, float]] = None, **kwargs):
     super().__init__(**kwargs)
-    self._multipliers = {name: float(lr_multiplier) for name in scaled_variable_names}
-    self._multipliers.update({k: float(v) for k, v in (name_multipliers or {}).items()})
+    self._multipliers = {k: float(v) for k, v in (name_multipliers or {}).items()}
 
   def _multiplier(self, var) -> Optional[float]:
     # Mirrored replicas' components are named "<name>/replica_<i>:0".
@@ -54,21 +52,20 @@ class ScaledAdamWeightDecay(optimization.AdamWeightDecay):
 
 def create_optimizer(learning_rate: float = 3e-5, num_train_steps: int = 200_000,
                      num_warmup_steps: int = 10_000, weight_decay_rate: float = 0.01,
-                     end_lr: float = 0.0, scaled_variables: Iterable = (),
-                     lr_multiplier: float = 1.0,
+                     end_lr: float = 0.0,
                      variable_multipliers: Sequence[Tuple[Iterable, float]] = ()
                      ) -> tf_keras.optimizers.Optimizer:
   """AdamWeightDecay (no decay on LayerNorm/bias) with a warm-up + linear-decay schedule.
 
-  `scaled_variables` (e.g. REALM's retriever) step at `lr_multiplier` times the schedule's rate;
-  each (variables, multiplier) of `variable_multipliers` (e.g. REALM's null bias) at its own.
+  The variables of each (variables, multiplier) in `variable_multipliers` (e.g. REALM's
+  retriever, its null bias) step at that multiple of the schedule's rate; the rest at the rate.
 
   Under the `mixed_float16` policy the optimizer is wrapped in a dynamic loss-scale optimizer:
   float16 gradients underflow without one. (bfloat16 has float32's range and needs none.) Every
   trainer gets its optimizer here, so no stage can forget the wrapper.
   """
-  if lr_multiplier < 0 or any(m < 0 for _, m in variable_multipliers):
-    raise ValueError(f"learning-rate multipliers must be >= 0, got {lr_multiplier} and "
+  if any(m < 0 for _, m in variable_multipliers):
+    raise ValueError("learning-rate multipliers must be >= 0, got "
                      f"{[m for _, m in variable_multipliers]}.")
   schedule = tf_keras.optimizers.schedules.PolynomialDecay(
       initial_learning_rate=learning_rate, decay_steps=max(num_train_steps, 1),
@@ -77,7 +74,6 @@ def create_optimizer(learning_rate: float = 3e-5, num_train_steps: int = 200_000
     schedule = optimization.WarmUp(initial_learning_rate=learning_rate,
                                    decay_schedule_fn=schedule, warmup_steps=num_warmup_steps)
   optimizer = ScaledAdamWeightDecay(
-      scaled_variable_names=[v.name for v in scaled_variables], lr_multiplier=lr_multiplier,
       name_multipliers={v.name: m for variables, m in variable_multipliers for v in variables},
       learning_rate=schedule, weight_decay_rate=weight_decay_rate, beta_1=0.9, beta_2=0.999,
       epsilon=1e-6, exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"],

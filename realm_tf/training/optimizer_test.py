@@ -37,8 +37,8 @@ def test_scaled_variables_step_at_a_multiple_of_the_rate(multiplier):
   import tensorflow as tf
   scaled = tf.Variable([1.0, -2.0], name="scaled_part")
   other = tf.Variable([3.0, 4.0], name="other_part")
-  opt = create_optimizer(1e-2, 100, 0, weight_decay_rate=0.0, scaled_variables=[scaled],
-                         lr_multiplier=multiplier)
+  opt = create_optimizer(1e-2, 100, 0, weight_decay_rate=0.0,
+                         variable_multipliers=[([scaled], multiplier)])
   opt.apply_gradients([(tf.constant([0.5, -7.0]), scaled), (tf.constant([2.0, 0.1]), other)])
   lr = float(opt.learning_rate(0))
   np.testing.assert_allclose(other.numpy(), [3.0 - lr, 4.0 - lr], rtol=1e-4)
@@ -48,7 +48,7 @@ def test_scaled_variables_step_at_a_multiple_of_the_rate(multiplier):
 
 def test_negative_multiplier_is_refused():
   with pytest.raises(ValueError, match="multipliers must be >= 0"):
-    create_optimizer(1e-4, 10, 0, lr_multiplier=-1.0)
+    create_optimizer(1e-4, 10, 0, variable_multipliers=[([], 1.0), ([], -1.0)])
 
 
 def test_a_zero_multiplier_holds_the_realm_retriever_and_trains_the_reader():
@@ -59,8 +59,8 @@ def test_a_zero_multiplier_holds_the_realm_retriever_and_trains_the_reader():
   from realm_tf.modeling.realm_pretrainer import RealmPretrainer
   from realm_tf.modeling.realm_pretrainer_test import SMALL, synthetic_batch
   model = RealmPretrainer(SMALL).build_all()
-  opt = create_optimizer(1e-3, 10, 0, scaled_variables=model.retriever.trainable_variables,
-                         lr_multiplier=0.0)
+  opt = create_optimizer(1e-3, 10, 0,
+                         variable_multipliers=[(model.retriever.trainable_variables, 0.0)])
   before = [v.numpy().copy() for v in model.trainable_variables]
   with tf.GradientTape() as tape:
     loss = -tf.reduce_mean(model.compute_outputs(synthetic_batch(), training=True)
@@ -83,11 +83,9 @@ def test_each_variable_group_steps_at_its_own_multiple_of_the_schedule():
   import tensorflow as tf
   base, scaled, fast, held = (tf.Variable(1.0, name=n) for n in ("w_base", "w_scaled",
                                                                    "w_fast", "w_held"))
-  opt = create_optimizer(1e-4, 10, 0, weight_decay_rate=0.0, scaled_variables=[scaled],
-                         lr_multiplier=0.1, variable_multipliers=[([fast], 1000.0),
-                                                                  ([held], 0.0)])
+  opt = create_optimizer(1e-4, 10, 0, weight_decay_rate=0.0,
+                         variable_multipliers=[([scaled], 0.1), ([fast], 1000.0), ([held], 0.0)])
   opt.apply_gradients([(tf.constant(0.5), v) for v in (base, scaled, fast, held)])
   steps = [1.0 - float(v.numpy()) for v in (base, scaled, fast, held)]
   np.testing.assert_allclose(steps, [1e-4, 1e-5, 1e-1, 0.0], rtol=1e-2, atol=1e-9)
-  with pytest.raises(ValueError, match="multipliers must be >= 0"):
-    create_optimizer(1e-4, 10, 0, variable_multipliers=[([fast], -1.0)])
+

@@ -158,7 +158,7 @@ class RealmExperiment:
         self.model.retriever.trainable = False
       if not config.train_reader:
         self.model.knowledge_encoder.trainable = False
-      null_bias = []
+      groups = [(self.model.retriever.trainable_variables, config.retriever_lr_multiplier)]
       if m.null_score_bias:
         if config.null_bias_learning_rate <= 0 or config.learning_rate <= 0:
           raise ValueError("A null score bias needs null_bias_learning_rate > 0 (and "
@@ -166,12 +166,9 @@ class RealmExperiment:
                            f"{config.null_bias_learning_rate} and {config.learning_rate}.")
         # The bias is part of the prior p(z|x): a frozen retriever freezes it too (rate 0).
         rate = config.null_bias_learning_rate if config.train_retriever else 0.0
-        null_bias = [([self.model.null_score_bias], rate / config.learning_rate)]
+        groups.append(([self.model.null_score_bias], rate / config.learning_rate))
       self.optimizer = create_optimizer(config.learning_rate, config.num_train_steps,
-                                        config.warmup_steps,
-                                        scaled_variables=self.model.retriever.trainable_variables,
-                                        lr_multiplier=config.retriever_lr_multiplier,
-                                        variable_multipliers=null_bias)
+                                        config.warmup_steps, variable_multipliers=groups)
     self.trainer = Trainer(self.model, self.optimizer, tasks.realm_pretrain_task, self.strategy,
                            model_dir, self.pipeline_config.batch_size, config.clip_norm,
                            config.checkpoint_every, log_every=config.log_every,
