@@ -11,7 +11,12 @@ noise. These examples teach the missing skill before REALM starts, without retri
   the training blocks only (held-out blocks left out, as in pre-training);
 - the evidence is another block whose body contains the masked wordpieces (never the query's own
   block, which REALM's candidates never hold either), the best by BM25 among those; where no
-  other block holds the span, it is BM25's best other block, as an unhelpful retrieval would be.
+  other block holds the span, it is BM25's best other block, as an unhelpful retrieval would be;
+- a share of the queries (`distractor_rate`) read a *distractor* instead: BM25's best other block
+  that does not hold the span. Retrieval mostly returns such blocks, and a reader that has only
+  seen helpful evidence trusts them: it copies a wrong span with confidence and scores worse
+  with retrieval than with the null document (negative retrieval utility). Distractors teach it
+  to copy only what fits.
 
 The reader input is the knowledge-augmented encoder's own layout, `[CLS] x [SEP] evidence [SEP]`,
 with the query's masked positions unchanged. The examples are computed once (deterministic in the
@@ -61,25 +66,31 @@ class SpanIndex:
 
 
 def choose_evidence(span: Sequence[int], query_text: str, own_row: int, spans: SpanIndex,
-                    bm25: BM25Index) -> tuple:
+                    bm25: BM25Index, distractor: bool = False) -> tuple:
   """(row, holds_span): the BM25-best block other than `own_row` among those holding `span`, or
-  the BM25-best other block when none holds it."""
+  the BM25-best other block when none holds it; with `distractor`, the BM25-best other block
+  that does not hold `span` (a holder only if every other block holds it)."""
   holders = [r for r in spans.rows_containing(span) if r != own_row]
-  if holders:  # only the holders need scoring
+  if holders and not distractor:  # only the holders need scoring
     return holders[int(np.argmax(bm25.scores(query_text, holders)))], True
   scores = bm25.scores(query_text)
   if own_row >= 0:
     scores[own_row] = -np.inf
-  return int(np.argmax(scores)), False
+  if distractor and len(holders) < len(scores) - (own_row >= 0):
+    scores[holders] = -np.inf
+  row = int(np.argmax(scores))
+  return row, row in holders
 
 
 def evidence_examples(annotations_dir: str, masker, store: BlockStore, num_examples: int,
                       joint_seq_length: int, seed: int = 0, shuffle_window: int = 16384,
                       heldout_fraction: float = 0.0,
-                      realm_query_fraction: float = 0.0) -> Dict[str, np.ndarray]:
+                      realm_query_fraction: float = 0.0,
+                      distractor_rate: float = 0.0) -> Dict[str, np.ndarray]:
   """`num_examples` warm-up examples as arrays: INPUT_KEYS [N, joint_seq_length], the masked
-  triple [N, max_predictions], `block_id` (the query's own block), `evidence_block_id` and
-  `holds_span` (whether the evidence block contains the masked span).
+  triple [N, max_predictions], `block_id` (the query's own block), `evidence_block_id`,
+  `holds_span` (whether the evidence block contains the masked span) and `distractor` (whether
+  the query was drawn to read a distractor, with probability `distractor_rate`).
 
   `store` must keep its text (`BlockStore(..., keep_text=True)`) for BM25.
   """
@@ -93,7 +104,11 @@ def evidence_examples(annotations_dir: str, masker, store: BlockStore, num_examp
   masked = indexed_masked_examples(annotations_dir, masker, 0, seed, shuffle_window,
                                    heldout_fraction, realm_query_fraction,
                                    role="warmup").take(num_examples).batch(64)
+  if not 0.0 <= distractor_rate <= 1.0:
+    raise ValueError(f"distractor_rate must be in [0, 1], got {distractor_rate}.")
+  draws = np.random.RandomState(seed).random_sample(num_examples) < distractor_rate
   progress = ItemProgress(num_examples, "evidence", "queries")
+  seen = 0
   parts: Dict[str, List[np.ndarray]] = collections.defaultdict(list)
   for batch in masked:
     x = query_wordpieces(batch["input_word_ids"], batch["input_mask"])
@@ -102,8 +117,10 @@ def evidence_examples(annotations_dir: str, masker, store: BlockStore, num_examp
     own_rows = store.rows(batch["block_id"]).numpy()
     ids, weights = batch["masked_ids"].numpy(), batch["masked_weights"].numpy()
     rows, holds = [], []
+    distract, seen = draws[seen:seen + len(query_texts)], seen + len(query_texts)
     for i, text in enumerate(query_texts):
-      row, held = choose_evidence(ids[i][weights[i] > 0], text, int(own_rows[i]), spans, bm25)
+      row, held = choose_evidence(ids[i][weights[i] > 0], text, int(own_rows[i]), spans, bm25,
+                                  bool(distract[i]))
       rows.append(row)
       holds.append(held)
     joint = pack_pair(x, store.bodies_ragged(tf.constant(rows, tf.int64)), joint_seq_length,
@@ -114,6 +131,7 @@ def evidence_examples(annotations_dir: str, masker, store: BlockStore, num_examp
       parts[k].append(batch[k].numpy())
     parts["evidence_block_id"].append(store.block_ids[rows])
     parts["holds_span"].append(np.asarray(holds, bool))
+    parts["distractor"].append(distract.copy())
     progress.add(len(rows))
   if not parts:
     raise ValueError(f"No masked training queries in {annotations_dir} (held-out fraction "

@@ -41,6 +41,13 @@ def test_evidence_is_the_bm25_best_holder_other_than_the_own_block():
   # No other block holds "italy": BM25's best other block, flagged as not holding the span.
   italy = TOK.tokenize(["italy"])[0].numpy().tolist()
   assert evidence.choose_evidence(italy, "where is rome", 2, spans, bm25) == (0, False)
+  # A distractor is BM25's best other block without the span, even where holders score higher.
+  assert bm25.scores("museums in paris")[2] < min(bm25.scores("museums in paris")[[0, 1, 3]])
+  assert evidence.choose_evidence(paris, "museums in paris", 1, spans, bm25,
+                                  distractor=True) == (2, False)
+  # When every other block holds the span, the distractor can only be a holder (and says so).
+  assert evidence.choose_evidence(paris, "museums in paris", 2, evidence.SpanIndex(
+      [bodies[0], bodies[1], bodies[0], bodies[3]]), bm25, distractor=True)[1]
 
 
 def test_examples_put_the_masked_query_before_a_block_that_holds_its_span(data):
@@ -66,6 +73,25 @@ def test_examples_put_the_masked_query_before_a_block_that_holds_its_span(data):
     assert (ex["input_type_ids"][i][seps[0] + 1:seps[1] + 1] == 1).all()
     holds = any((body[j:j + n] == span).all() for j in range(len(body) - n + 1))
     assert holds == ex["holds_span"][i]
+
+
+def test_the_distractor_rate_draws_queries_that_read_a_block_without_their_span(data):
+  corpus_dir, ann_dir = data
+  store = BlockStore([corpus_dir], TOK, keep_text=True)
+  masker = masking.Masker(masking.MaskingConfig(query_length=24, max_predictions=6), TOK)
+  plain = evidence.evidence_examples(ann_dir, masker, store, 32, 64, seed=3)
+  mixed = evidence.evidence_examples(ann_dir, masker, store, 32, 64, seed=3,
+                                     distractor_rate=0.5)
+  assert not plain["distractor"].any() and 0 < mixed["distractor"].mean() < 1
+  # The same queries in the same order; only the drawn ones change their evidence.
+  np.testing.assert_array_equal(plain["masked_ids"], mixed["masked_ids"])
+  kept = ~mixed["distractor"]
+  np.testing.assert_array_equal(plain["evidence_block_id"][kept],
+                                mixed["evidence_block_id"][kept])
+  assert not mixed["holds_span"][mixed["distractor"]].any()
+  assert plain["holds_span"][mixed["distractor"]].any()  # some had a holder to lose
+  with pytest.raises(ValueError, match="distractor_rate"):
+    evidence.evidence_examples(ann_dir, masker, store, 4, 64, distractor_rate=1.5)
 
 
 def test_dataset_resumes_at_a_data_position(data):

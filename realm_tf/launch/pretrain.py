@@ -51,6 +51,9 @@ HELP = {
     "reader_warmup_evidence": "Warm-up second segment: own_block (the rest of the sentence's "
                               "block) or span_match (another block holding the masked salient "
                               "span: the reader learns to read retrieved text).",
+    "reader_warmup_distractor_rate": "span_match: the share of warm-up queries that read BM25's "
+                                     "best block without their span (a distractor), so the "
+                                     "reader learns not to trust every block.",
     "batch_size": "REALM global batch size (queries).",
     "num_train_steps": "REALM pre-training steps (0: prepare only).",
     "learning_rate": "REALM peak learning rate (the paper: 3e-5).",

@@ -65,6 +65,7 @@ class PretrainJobConfig:
   reader_warmup_train_encoder: bool = True
   reader_warmup_remove_rate: float = 0.5
   reader_warmup_evidence: str = "span_match"  # or own_block (realm_tf.data.evidence)
+  reader_warmup_distractor_rate: float = 0.0  # span_match: share of queries reading a distractor
   # REALM pre-training.
   batch_size: int = 4
   num_train_steps: int = 100
@@ -232,6 +233,7 @@ def reader_warmup_config(config: PretrainJobConfig) -> reader_warmup.ReaderWarmu
       train_encoder=config.reader_warmup_train_encoder,
       remove_rate=config.reader_warmup_remove_rate,
       evidence=config.reader_warmup_evidence, masking=config.masking,
+      distractor_rate=config.reader_warmup_distractor_rate,
       max_predictions=(RealmConfig.max_predictions if config.reader_warmup_evidence ==
                        "span_match" else reader_warmup.ReaderWarmupConfig.max_predictions),
       seed=config.seed, heldout_fraction=config.heldout_fraction,

@@ -89,6 +89,11 @@ def test_realm_and_the_warmup_get_the_same_query_split():
   assert pretrain_job.pretrain_config(no_warmup).realm_query_fraction == 0.0
 
 
+def test_the_warmup_reads_distractors_at_the_jobs_rate():
+  job = pretrain_job.PretrainJobConfig(reader_warmup_distractor_rate=0.3)
+  assert pretrain_job.reader_warmup_config(job).distractor_rate == 0.3
+
+
 @pytest.mark.parametrize("train_retriever,train_reader", [(True, False), (False, True)])
 def test_the_realm_stage_trains_the_towers_the_job_names(train_retriever, train_reader):
   job = pretrain_job.PretrainJobConfig(train_retriever=train_retriever, train_reader=train_reader)

@@ -44,6 +44,9 @@ class ReaderWarmupConfig(ConfigBase):
   # of that block (`realm_tf.data.mlm`). "span_match": REALM's masked queries with another block
   # that holds the masked span (`realm_tf.data.evidence`), which teaches reading retrieved text.
   evidence: str = "own_block"
+  # span_match: the share of queries that read a distractor (BM25's best block without the
+  # span), so that the reader learns not to trust every block it reads (`realm_tf.data.evidence`).
+  distractor_rate: float = 0.0
   # own_block: how often the sentence is removed from its block. Kept sentences teach the reader
   # to copy from its second segment.
   remove_rate: float = 0.9
@@ -161,9 +164,12 @@ def run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] =
             annotations_dir, masking_lib.Masker(config.masking_config, tokenizer),
             BlockStore([corpus_dir], tokenizer, keep_text=True),
             config.num_train_steps * config.batch_size, config.seq_length, config.seed,
-            config.shuffle_window, config.heldout_fraction, config.realm_query_fraction)
-        logging.info("[reader_warmup] %.0f%% of %d queries read a block that holds their span",
-                     100 * examples["holds_span"].mean(), len(examples["holds_span"]))
+            config.shuffle_window, config.heldout_fraction, config.realm_query_fraction,
+            config.distractor_rate)
+        logging.info("[reader_warmup] %.0f%% of %d queries read a block that holds their span "
+                     "(%.0f%% drawn to read a distractor)",
+                     100 * examples["holds_span"].mean(), len(examples["holds_span"]),
+                     100 * examples["distractor"].mean())
       return evidence_lib.evidence_dataset(cache["examples"], config.batch_size, position)
   else:
     def make_dataset(position):
