@@ -65,7 +65,7 @@ class PretrainJobConfig:
   reader_warmup_train_encoder: bool = True
   reader_warmup_remove_rate: float = 0.5
   reader_warmup_evidence: str = "span_match"  # or own_block (realm_tf.data.evidence)
-  reader_warmup_distractor_rate: float = 0.0  # span_match: share of queries reading a distractor
+  reader_warmup_distractor_rate: float = 0.5  # span_match: share of queries reading a distractor
   # REALM pre-training.
   batch_size: int = 4
   num_train_steps: int = 100

@@ -184,8 +184,9 @@ class Trainer:
         rebuild = bool(hook(step)) or rebuild
       if rebuild:
         iterator = None
+    # Unique temporary name: jobs that share a finished stage (e.g. one ICT run) all rewrite it.
     atomic.write_json(os.path.join(self.model_dir, DONE_MARKER),
-                      {"step": int(self.step.numpy())}, indent=None, sort_keys=False)
+                      {"step": int(self.step.numpy())}, indent=None, sort_keys=False, unique=True)
     last["progress_line"] = reporter.last_line
     return last
 
