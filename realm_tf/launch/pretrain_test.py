@@ -49,6 +49,7 @@ def test_paper_flags_state_the_papers_setup():
   assert config.retriever_pooling == "cls" and config.projection_dropout == 0.1
   assert config.refresh == "async" and fv.mixed_precision == "bfloat16"
   assert config.retriever_objective == "marginal" and config.retriever_lr_multiplier == 1.0
+  assert config.null_bias_learning_rate == 0  # the paper has no null-document bias
 
 
 def test_missing_input_is_a_one_line_error(tmp_path):

@@ -80,8 +80,9 @@ class PretrainJobConfig:
   retriever_objective: str = "retrieved"   # realm_pretrainer.RETRIEVER_OBJECTIVES (paper: marginal)
   # Temperature on the ICT retriever's scores (±128 → a one-hot prior that starves it of gradient).
   retrieval_score_scale: float = 0.05
-  # Peak rate of a learned null-document bias (0: none, the paper). See README.
-  null_bias_learning_rate: float = 0.0
+  # Peak rate of a learned null-document bias (0: none, the paper's; the main job's: 0.05,
+  # the prior's "no evidence" odds follow the reader). See README.
+  null_bias_learning_rate: float = 0.05
   num_candidates: int = 8
   refresh: str = "inline"
   refresh_every_steps: int = 50
