@@ -23,11 +23,12 @@ class ScaledAdamWeightDecay(optimization.AdamWeightDecay):
     super().__init__(**kwargs)
     self._multipliers = {k: float(v) for k, v in (name_multipliers or {}).items()}
 
-  def _multiplier(self, var) -> Optional[float]:
+  def _scaled_state(self, var, apply_state):
+    """`apply_state` with `var`'s learning rates times its multiplier (unchanged if it has none)."""
     # Mirrored replicas' components are named "<name>/replica_<i>:0".
-    return self._multipliers.get(_REPLICA_SUFFIX.sub("", var.name))
-
-  def _scaled_state(self, var, apply_state, multiplier):
+    multiplier = self._multipliers.get(_REPLICA_SUFFIX.sub("", var.name))
+    if multiplier is None:
+      return apply_state
     key = (var.device, var.dtype.base_dtype)
     coefficients = (apply_state or {}).get(key) or self._fallback_apply_state(*key)
     # Adam's dense step reads "lr_t", its sparse (embedding) step the bias-corrected "lr".
@@ -38,16 +39,10 @@ class ScaledAdamWeightDecay(optimization.AdamWeightDecay):
     return state
 
   def _resource_apply_dense(self, grad, var, apply_state=None):
-    multiplier = self._multiplier(var)
-    if multiplier is not None:
-      apply_state = self._scaled_state(var, apply_state, multiplier)
-    return super()._resource_apply_dense(grad, var, apply_state)
+    return super()._resource_apply_dense(grad, var, self._scaled_state(var, apply_state))
 
   def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
-    multiplier = self._multiplier(var)
-    if multiplier is not None:
-      apply_state = self._scaled_state(var, apply_state, multiplier)
-    return super()._resource_apply_sparse(grad, var, indices, apply_state)
+    return super()._resource_apply_sparse(grad, var, indices, self._scaled_state(var, apply_state))
 
 
 def create_optimizer(learning_rate: float = 3e-5, num_train_steps: int = 200_000,
