@@ -71,6 +71,14 @@ class RealmConfig(ConfigBase):
 RETRIEVER_OBJECTIVES = ("marginal", "retrieved")
 
 
+def _log_marginal(scores, mask, target_log_probs):
+  """log Σ_z p(z|x) p(y_m|z,x) [B, M], the prior a softmax of `scores` [B, C] over the candidates
+  `mask` keeps; `target_log_probs` [B, C, M] are log p(y_m|z,x)."""
+  log_prior = tf.nn.log_softmax(scores + (1.0 - mask) * _NEG_INF, axis=-1)
+  return tf.reduce_logsumexp((log_prior + (1.0 - mask) * _NEG_INF)[:, :, None] + target_log_probs,
+                             axis=1)
+
+
 def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, masked_weights,
                             retriever_objective: str = "marginal"):
   """REALM's objective and its diagnostics, per example.
@@ -83,8 +91,8 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
     retriever_objective: "marginal" (the paper): both parts follow the marginal's gradient.
       "retrieved": the value and the reader's gradient stay the paper's, but the retriever's
       gradient is that of log Σ_{z≠null} p(z|x, z≠null) p(y_m|z,x), and the null document's
-      score (relevance[:, 0]) keeps the marginal's gradient, for the model's null bias. Under the paper's objective,
-      whenever the reader explains a token better without evidence, every query is pulled
+      score (relevance[:, 0]) keeps the marginal's gradient, for the model's null bias. Under
+      the paper's objective, whenever the reader explains a token better without evidence, every query is pulled
       towards the null document's one embedding (and it towards every query), a common
       direction that erodes the ranking of real blocks while a reader still learns to read. Here
       the retriever only learns which retrieved blocks help more than the others.
@@ -125,17 +133,11 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
     reader_term = tf.reduce_logsumexp(tf.stop_gradient(joint - target_log_probs) +
                                       target_log_probs, axis=1)
     real = cmask * tf.concat([tf.zeros_like(cmask[:, :1]), tf.ones_like(cmask[:, 1:])], axis=1)
-    real_prior = tf.nn.log_softmax(relevance + (1.0 - real) * _NEG_INF, axis=-1)
-    retrieved_term = tf.reduce_logsumexp(
-        (real_prior + (1.0 - real) * _NEG_INF)[:, :, None] + tf.stop_gradient(target_log_probs),
-        axis=1)
+    retrieved_term = _log_marginal(relevance, real, tf.stop_gradient(target_log_probs))
     # The null document's score keeps the marginal's gradient (p(null|x) is calibrated); the
     # model routes it to the learned null bias alone (`RealmPretrainer.call`).
     null_only = tf.concat([relevance[:, :1], tf.stop_gradient(relevance[:, 1:])], axis=1)
-    null_prior = tf.nn.log_softmax(null_only + (1.0 - cmask) * _NEG_INF, axis=-1)
-    null_term = tf.reduce_logsumexp(
-        (null_prior + (1.0 - cmask) * _NEG_INF)[:, :, None] + tf.stop_gradient(target_log_probs),
-        axis=1)
+    null_term = _log_marginal(null_only, cmask, tf.stop_gradient(target_log_probs))
     objective = (reader_term + retrieved_term - tf.stop_gradient(retrieved_term) +
                  null_term - tf.stop_gradient(null_term))
 
