@@ -82,7 +82,7 @@ CONDITIONS = ("realm_salient", "realm_random_span", "realm_random_uniform",
               "realm_frozen_retriever", "realm_marginal_objective", "ict_continued")
 METRICS = ("question_recall@5", "question_recall@20", "heldout_retrieval_utility",
            "heldout_null_posterior", "heldout_mlm_accuracy", "heldout_null_mlm_accuracy",
-           "bm25_question_recall@5", "bm25_question_recall@20")
+           "question_hub_share@5", "bm25_question_recall@5", "bm25_question_recall@20")
 
 flags.DEFINE_string("work_dir", "runs/realm_vs_ict", "Where the shared start and every run go.")
 flags.DEFINE_integer("articles", 8, "First SQuAD v1.1 dev articles forming the corpus.")

@@ -93,6 +93,8 @@ def format_figures(figures: Dict[str, float]) -> str:
   if "question_recall@5" in figures:
     parts.append(f"question_recall@5={figures['question_recall@5']:.3f}"
                  f" @20={figures['question_recall@20']:.3f}")
+    if "question_hub_share@5" in figures:
+      parts.append(f"hub_share@5={figures['question_hub_share@5']:.3f}")
     if "bm25_question_recall@5" in figures:
       parts.append(f"(BM25 {figures['bm25_question_recall@5']:.3f}"
                    f" @20 {figures['bm25_question_recall@20']:.3f})")
@@ -188,7 +190,8 @@ class HeldOutEvaluator:
                                  min(20, int(bundle.num_rows)))
     ids = np.asarray(bundle.block_ids)[rows]
     return {"question_recall@5": recall_lib.recall_at_k(ids[:, :5], self.gold),
-            "question_recall@20": recall_lib.recall_at_k(ids, self.gold)}
+            "question_recall@20": recall_lib.recall_at_k(ids, self.gold),
+            "question_hub_share@5": recall_lib.hub_share(ids[:, :5])}
 
   def bm25_recall(self) -> Dict[str, float]:
     """BM25's recall@5 and @20 on the same questions (computed once per evaluator)."""

@@ -6,6 +6,7 @@
   This is what ICT trains for; it is *not* a measure of REALM's progress, because REALM removes
   a query's own block from its candidates by design.
 """
+import collections
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -30,6 +31,21 @@ def recall_at_k(retrieved_block_ids: np.ndarray, gold: Sequence[set]) -> float:
   """Share of queries with at least one gold block among their retrieved ids."""
   hits = [bool(set(row.tolist()) & g) for row, g in zip(retrieved_block_ids, gold)]
   return float(np.mean(hits)) if hits else 0.0
+
+
+def hub_share(retrieved_block_ids: np.ndarray) -> float:
+  """The largest share of queries that have one same block among their retrieved ids.
+
+  A healthy retriever spreads its queries over many blocks (a few percent at most share one);
+  one that has collapsed onto a few "hub" blocks returns the same block for most queries, which
+  recall alone shows only once it has fallen. The REALM retriever's gradient can do this when
+  its reader is harmed less by near-empty blocks than by real ones (README, "Hub blocks").
+  """
+  rows = np.asarray(retrieved_block_ids)
+  if rows.size == 0:
+    return 0.0
+  counts = collections.Counter(bid for row in rows for bid in set(row.tolist()))
+  return max(counts.values()) / len(rows)
 
 
 def embed_texts(embed_queries: Callable, texts: List[str], seq_length: int = packing.QUERY_LENGTH,
