@@ -48,7 +48,7 @@ Corpus: the first --articles articles of the shipped SQuAD v1.1 dev set. SQuAD-o
 is by article-title hash: the default 8 articles hold 3 dev articles (Nikola_Tesla, Teacher,
 Sky_(United_Kingdom): 887 questions); the benchmark refuses a subset without one (< 4 articles).
 
-  python -m benchmarks.realm_vs_ict_bench          # the defaults: ≈ 40 min on 2 busy CPU cores
+  python -m benchmarks.realm_vs_ict_bench          # the defaults: ≈ 40-60 min on 2 CPU cores
   python -m benchmarks.realm_vs_ict_bench --articles=4 --seeds=0,1 --steps=2 --ict_steps=2 \
       --reader_warmup_steps=2 --refresh_every_steps=1 --heldout_queries=8 --eval_questions=64 \
       --work_dir=/tmp/bench_smoke --output_name=realm_vs_ict_smoke      # smoke test, ≈ 9 min
