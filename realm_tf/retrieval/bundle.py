@@ -194,7 +194,9 @@ def latest(index_dir: str, load: bool = False, retries: int = 5) -> IndexBundle:
     path = version_path(index_dir, version)
     try:
       return open_bundle(path, load=load)
-    except (BundleError, tf.errors.NotFoundError, FileNotFoundError, OSError) as e:
+    except Exception as e:  # pylint: disable=broad-except
+      # A part that vanished mid-load surfaces as whatever its loader raises (a SavedModel load
+      # becomes an ExportError); the bundle being gone is what says it was pruned.
       if tf.io.gfile.exists(path) or attempt == retries:
         raise
       logging.info("Bundle %s was pruned while opening (%s); retrying.", path, e)

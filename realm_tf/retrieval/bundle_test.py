@@ -78,6 +78,33 @@ def test_keep_and_grace_period(export_dir, tmp_path):
   assert not [n for n in os.listdir(index_dir) if n.startswith(".trash")]
 
 
+def test_latest_picks_again_when_its_bundle_is_pruned_while_loading(export_dir, tmp_path,
+                                                                    monkeypatch):
+  index_dir = str(tmp_path)
+  _publish(index_dir, export_dir, 30, seed=1, keep=5)
+  _publish(index_dir, export_dir, 31, seed=2, keep=5)
+  real_load = ee.load_embedder
+  calls = []
+
+  def load_while_a_publisher_prunes(path):
+    calls.append(path)
+    if len(calls) == 1:  # the newest version is published and this one pruned mid-load
+      _publish(index_dir, export_dir, 33, seed=3, keep=1, grace=0.0)
+      assert not os.path.exists(path)
+      return real_load(path)  # fails: the SavedModel is gone
+    return real_load(path)
+
+  monkeypatch.setattr(ee, "load_embedder", load_while_a_publisher_prunes)
+  b = bundle_lib.latest(index_dir, load=True)
+  assert (b.version, b.num_rows, b.manifest["seed"]) == (3, 33, 3)
+  assert [os.path.basename(os.path.dirname(c)) for c in calls] == ["00000002", "00000003"]
+  # A load failure of a bundle that is still there is not retried: it is the caller's error.
+  os.remove(os.path.join(b.path, "query_embedder", "saved_model.pb"))
+  monkeypatch.setattr(ee, "load_embedder", real_load)
+  with pytest.raises(ee.ExportError, match="00000003"):
+    bundle_lib.latest(index_dir, load=True)
+
+
 def test_reader_never_sees_a_half_published_bundle(export_dir, tmp_path):
   index_dir = str(tmp_path)
   _publish(index_dir, export_dir, 41, seed=1, keep=2)
