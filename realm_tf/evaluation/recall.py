@@ -39,7 +39,8 @@ def hub_share(retrieved_block_ids: np.ndarray) -> float:
   A healthy retriever spreads its queries over many blocks (a few percent at most share one);
   one that has collapsed onto a few "hub" blocks returns the same block for most queries, which
   recall alone shows only once it has fallen. The REALM retriever's gradient can do this when
-  its reader is harmed less by near-empty blocks than by real ones (README, "Hub blocks").
+  its reader is harmed less by near-empty blocks than by real ones (docs/LEARNING.md,
+  "Hub blocks").
   """
   rows = np.asarray(retrieved_block_ids)
   if rows.size == 0:

@@ -91,8 +91,7 @@ def test_latest_picks_again_when_its_bundle_is_pruned_while_loading(export_dir, 
     if len(calls) == 1:  # the newest version is published and this one pruned mid-load
       _publish(index_dir, export_dir, 33, seed=3, keep=1, grace=0.0)
       assert not os.path.exists(path)
-      return real_load(path)  # fails: the SavedModel is gone
-    return real_load(path)
+    return real_load(path)  # the first call fails: its SavedModel is gone
 
   monkeypatch.setattr(ee, "load_embedder", load_while_a_publisher_prunes)
   b = bundle_lib.latest(index_dir, load=True)
