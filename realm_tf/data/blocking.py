@@ -1,10 +1,11 @@
 """Sentence-aware splitting of documents into REALM blocks of at most 288 wordpieces.
 
 A block is packed as `[CLS] title [SEP] body [SEP]`, so a document with a title of `t` wordpieces
-gets bodies of at most `288 - 3 - t` wordpieces. Whole sentences are packed greedily into a
-block; a sentence longer than a block is cut between words (never inside a word unless one word
-alone is longer than a block). A block body is the original text between its first and last
-wordpiece, so re-tokenizing the body gives back its `body_ids`.
+gets bodies of at most `288 - 3 - t` wordpieces. Whole sentences are packed into as few blocks as
+fit, made as even in length as the sentences allow, so that a document's tail never becomes a
+block of a few words; a sentence longer than a block is cut between words into near-equal parts
+(never inside a word unless one word alone is longer than a block). A block body is the original
+text between its first and last wordpiece, so re-tokenizing the body gives back its `body_ids`.
 
 The sentence splitter here is rule based (punctuation + capital letter, with an abbreviation list);
 it is shared by block building, annotation (its default splitter, see annotate.py for why) and
@@ -162,7 +163,8 @@ class Blocker:
     return text, ids[:cut].tolist()
 
   def _units(self, text: str, ids, starts, budget) -> List[Tuple[int, int]]:
-    """Piece ranges [a, b): whole sentences, long ones cut between words to fit `budget`."""
+    """Piece ranges [a, b): whole sentences; a sentence longer than `budget` is cut between words
+    into near-equal parts, so no part is a stray tail of a few words."""
     offsets = char_to_byte_offsets(text)
     sent_starts = [int(offsets[s]) for s, _ in split_sentences(text)]
     # Sentence of each piece: the last sentence starting at or before the piece.
@@ -172,15 +174,25 @@ class Blocker:
     units = []
     for a, b in zip(bounds[:-1], bounds[1:]):
       while b - a > budget:
-        cut = a + budget
-        while cut > a and self._continuation[ids[cut]]:
-          cut -= 1  # back up to the start of the word that would be split
-        if cut == a:
-          cut = a + budget  # one word longer than a block: cut it
+        parts = -(-(b - a) // budget)
+        cut = self._word_start(ids, a, a + -(-(b - a) // parts), a + budget)
         units.append((a, cut))
         a = cut
       units.append((a, b))
     return units
+
+  def _word_start(self, ids, a: int, target: int, limit: int) -> int:
+    """A cut in (a, limit] at a word start: the last one at or before `target`, else the first
+    after it; `limit` itself when one word runs from `a` past `limit`."""
+    cut = target
+    while cut > a and self._continuation[ids[cut]]:
+      cut -= 1  # back up to the start of the word that would be split
+    if cut > a:
+      return cut
+    cut = target + 1
+    while cut < limit and self._continuation[ids[cut]]:
+      cut += 1
+    return min(cut, limit)
 
   def split(self, title: str, text: str) -> List[Block]:
     """Blocks of one document (empty when the text has no wordpieces)."""
@@ -200,15 +212,7 @@ class Blocker:
     if len(ids) == 0:
       return []
     data = text.encode("utf-8")
-    groups: List[List[Tuple[int, int]]] = []
-    size = 0
-    for a, b in self._units(text, ids, starts, budget):
-      if groups and size + (b - a) <= budget:
-        groups[-1].append((a, b))
-        size += b - a
-      else:
-        groups.append([(a, b)])
-        size = b - a
+    groups = _balanced_groups(self._units(text, ids, starts, budget), budget)
     blocks = []
     for i, group in enumerate(groups):
       a, b = group[0][0], group[-1][1]
@@ -217,6 +221,45 @@ class Blocker:
                           title_ids=title_ids, body_ids=ids[a:b].tolist(),
                           byte_start=s, byte_limit=e))
     return blocks
+
+
+def _greedy_groups(units: Sequence[Tuple[int, int]], cap: int) -> List[List[Tuple[int, int]]]:
+  """Consecutive units packed greedily into groups of at most `cap` pieces (fewest groups)."""
+  groups: List[List[Tuple[int, int]]] = []
+  size = 0
+  for a, b in units:
+    if groups and size + (b - a) <= cap:
+      groups[-1].append((a, b))
+      size += b - a
+    else:
+      groups.append([(a, b)])
+      size = b - a
+  return groups
+
+
+def _balanced_groups(units: Sequence[Tuple[int, int]], budget: int
+                     ) -> List[List[Tuple[int, int]]]:
+  """As few groups of at most `budget` pieces as greedy packing needs, made as even as the units
+  allow: the smallest cap that still needs no more groups.
+
+  Greedy packing at the full budget leaves the document's tail (often a few words, or a lone
+  ".") as a block of its own. Such near-empty blocks are what a REALM retriever collapses onto
+  (docs/LEARNING.md, "Hub blocks"): reading one harms the reader least, so every query learns
+  to retrieve it. The original's blocks are full Wikipedia chunks with no such tails.
+  """
+  groups = _greedy_groups(units, budget)
+  if len(groups) < 2:
+    return groups
+  sizes = [b - a for a, b in units]
+  lo = max(max(sizes), -(-sum(sizes) // len(groups)))
+  hi = budget
+  while lo < hi:  # the fewest groups is non-increasing in the cap
+    mid = (lo + hi) // 2
+    if len(_greedy_groups(units, mid)) <= len(groups):
+      hi = mid
+    else:
+      lo = mid + 1
+  return _greedy_groups(units, lo)
 
 
 def packed_length(block: Block) -> int:

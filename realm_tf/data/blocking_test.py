@@ -1,4 +1,5 @@
 """Tests of sentence splitting and block building."""
+import numpy as np
 import pytest
 
 from realm_tf.data import blocking
@@ -77,5 +78,33 @@ def test_default_length_and_empty(tok):
   blocker = blocking.Blocker(tok)
   text = "Word " * 1000
   blocks = blocker.split("Title", text)
-  assert [blocking.packed_length(b) for b in blocks[:-1]] == [288] * (len(blocks) - 1)
+  # 1,000 wordpieces in bodies of at most 288 - 3 - 1: four blocks of 250, not 3 × 284 + 148.
+  assert [len(b.body_ids) for b in blocks] == [250] * 4
+  assert max(blocking.packed_length(b) for b in blocks) <= 288
   assert blocker.split("Title", "   \n ") == []
+
+
+def test_a_documents_tail_is_not_left_as_a_block_of_a_few_words(blocker):
+  # Sentences of 13, 17, 8 and 3 wordpieces; bodies of at most 40 - 3 - 2 = 35. Greedy packing
+  # gives [30, 11], a tail block of a few words of the kind a REALM retriever learns to return for
+  # every query (docs/LEARNING.md, "Hub blocks"); the same two blocks with the smallest largest
+  # block are [13, 28].
+  sentences = ["Alpha beta gamma delta epsilon zeta eta theta iota kappa lambda.",
+               "Mu nu xi omicron pi rho sigma tau upsilon phi chi.",
+               "Psi omega and some more words here.", "It ends."]
+  lengths = [len(_retokenize(blocker, s)) for s in sentences]
+  assert lengths == [13, 17, 8, 3]
+  units = list(zip(np.cumsum([0] + lengths[:-1]).tolist(), np.cumsum(lengths).tolist()))
+  greedy = blocking._greedy_groups(units, 35)  # pylint: disable=protected-access
+  assert [g[-1][1] - g[0][0] for g in greedy] == [30, 11]
+  text = " ".join(sentences)
+  blocks = blocker.split("A title", text)
+  assert [len(b.body_ids) for b in blocks] == [13, 28]
+  assert [b.body for b in blocks] == [sentences[0], " ".join(sentences[1:])]
+  assert sum((b.body_ids for b in blocks), []) == _retokenize(blocker, text)
+
+
+def test_a_long_sentence_is_cut_into_near_equal_parts(tok, blocker):
+  text = " ".join(["river"] * 80) + "."  # 81 wordpieces, budget 35: 27 + 27 + 27, not 35 + 35 + 11
+  blocks = blocker.split("T", text)
+  assert [len(b.body_ids) for b in blocks] == [27, 27, 27]
