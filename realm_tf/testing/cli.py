@@ -34,3 +34,28 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
   for needle in needles:
     assert needle in last, f"{needle!r} not in {last!r}"
   return last
+
+
+def run_strategy_scripts(script: str, weights: str, out_dir: str,
+                         strategies=("default", "mirrored"), timeout: float = 300) -> Dict:
+  """Runs `python -c script <strategy> <weights> <out_dir>/<strategy>` once per strategy, the
+  processes side by side (each is mostly TensorFlow's start-up, one core's work), and returns
+  {strategy: the JSON its `RESULT <json>` stdout line holds}.
+
+  Multi-replica tests need a fresh process per strategy: logical CPU devices can be set only
+  before TensorFlow initialises its runtime.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  procs = {name: subprocess.Popen([sys.executable, "-c", script, name, weights,
+                                   os.path.join(out_dir, name)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env)
+           for name in strategies}
+  results = {}
+  for name, proc in procs.items():
+    stdout, stderr = proc.communicate(timeout=timeout)
+    lines = [l for l in stdout.splitlines() if l.startswith("RESULT")]
+    assert lines, f"{name}: exit status {proc.returncode}; stderr:\n{stderr[-3000:]}"
+    results[name] = json.loads(lines[0][len("RESULT "):])
+  return results

@@ -1,10 +1,7 @@
 """ICT warm start: shuffled, resumable input; held-out blocks left out; negatives gathered across
 replicas; dropout on the projection while training."""
 import dataclasses
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -13,6 +10,7 @@ import tensorflow as tf
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import ict as ict_lib
+from realm_tf.testing import cli as cli_testing
 from realm_tf.testing import synthetic
 from realm_tf.text import RealmTokenizer
 from realm_tf.training.ict_experiment import ict_examples
@@ -123,15 +121,7 @@ def test_in_batch_negatives_are_gathered_across_replicas(tmp_path):
                                     doc_seq_length=8, projection_dropout=0.0)).build_towers()
   weights = str(tmp_path / "init.weights.h5")
   model.save_weights(weights)
-  results = {}
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  for name in ("default", "mirrored"):
-    proc = subprocess.run([sys.executable, "-c", _REPLICAS_SCRIPT, name, weights,
-                           str(tmp_path / name)], capture_output=True, text=True, env=env,
-                          timeout=300)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
-    assert lines, proc.stderr[-3000:]
-    results[name] = json.loads(lines[0][len("RESULT "):])
+  results = cli_testing.run_strategy_scripts(_REPLICAS_SCRIPT, weights, str(tmp_path))
   assert results["default"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
   np.testing.assert_allclose(results["mirrored"]["first"], results["default"]["first"],
                              rtol=1e-4)

@@ -1,8 +1,6 @@
 """Tests of the shared training loop: learning, exact resume, NaN stop, config checks, replicas."""
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -10,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.modeling.encoder_config import EncoderConfig
+from realm_tf.testing import cli as cli_testing
 from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer
 from realm_tf.training import tasks
 from realm_tf.training.optimizer import create_optimizer
@@ -170,15 +169,7 @@ def test_two_cpu_replicas_match_one_device(tmp_path):
   model = RealmPretrainer(CONFIG)
   model.build_all()
   model.save_weights(weights)
-  results = {}
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  for name in ("default", "mirrored"):
-    proc = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT, name, weights,
-                           str(tmp_path / name)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
-    assert lines, proc.stderr[-3000:]
-    results[name] = json.loads(lines[0][len("RESULT "):])
+  results = cli_testing.run_strategy_scripts(_MIRRORED_SCRIPT, weights, str(tmp_path))
   assert results["mirrored"]["replicas"] == 2
   assert results["default"]["replicas"] == 1
   np.testing.assert_allclose(results["default"]["loss"], results["mirrored"]["loss"], rtol=1e-4,

@@ -129,14 +129,17 @@ def test_minilm_retriever_retrieves_as_well_as_minilm_before_any_training():
   with gzip.open(default_corpus_path(), "rt", encoding="utf-8") as f:
     root = json.load(f)
   titles, bodies, doc_ids = [], [], []
-  for article in root["data"]:
-    if split_of(article["title"]) != "dev":
-      continue
+  # Half of the dev articles (266 paragraphs) and every other question on them: embedding the
+  # passages dominates the test's time.
+  articles = [a for a in root["data"] if split_of(a["title"]) == "dev"][::2]
+  for article in articles:
     for i, p in enumerate(article["paragraphs"]):
       titles.append(article["title"].replace("_", " "))
       bodies.append(p["context"])
       doc_ids.append(f"{article['title']}#{i}")
-  questions = load_squad_questions(split="dev")[::4]
+  kept = {a["title"] for a in articles}
+  questions = [q for q in load_squad_questions(split="dev")
+               if q.doc_id.rsplit("#", 1)[0] in kept][::2]
   gold = np.array([doc_ids.index(q.doc_id) for q in questions])
   tok = RealmTokenizer()
   retriever = Retriever(RetrieverConfig(encoder="minilm", projection_size=384, pooling="mean",
@@ -180,9 +183,5 @@ def test_minilm_retriever_retrieves_as_well_as_minilm_before_any_training():
   ours = recall(np.concatenate(ours_q), np.concatenate(ours_d))
   assert minilm > 0.7, minilm  # the premise: MiniLM retrieves these passages
   assert abs(ours - minilm) <= 0.02, (ours, minilm)
-  # Before the fix each tower had its own random projection: chance-level retrieval.
-  rng = np.random.default_rng(0)
-  retriever.doc_projection.dense.kernel.assign(rng.normal(0, 0.02, (384, 384)).astype(np.float32))
-  separate_d = [embed_d(f)[0].numpy() for f in batches(list(range(len(bodies))), docs, 64)]
-  separate = recall(np.concatenate(ours_q), np.concatenate(separate_d))
-  assert separate < 0.1, separate
+  # Before the fix each tower had its own random projection and retrieved at chance (0.45% of
+  # questions, issue #11), which the assertion above refuses.
