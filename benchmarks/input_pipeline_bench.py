@@ -41,8 +41,8 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.realm_pretrainer import RealmConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.training import pretrain_job  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.realm_experiment import PretrainConfig, RealmExperiment  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.realm_experiment import PretrainConfig, RealmExperiment  # pylint: disable=g-import-not-at-top
 
   w = FLAGS.work_dir
   os.makedirs(w, exist_ok=True)

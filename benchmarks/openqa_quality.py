@@ -51,7 +51,7 @@ def ensure_minilm_index(corpus_dir: str, work_dir: str) -> str:
   """Index bundles of the MiniLM retriever as it is (0 ICT steps) over `corpus_dir`."""
   from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
   model_dir = os.path.join(work_dir, "retriever_minilm")
   index_dir = os.path.join(work_dir, "index_minilm")
   encoder = get_encoder_config("minilm")
@@ -92,10 +92,10 @@ def main(argv):
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.pretrain_job import ensure_corpus  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.pretrain_job import ensure_corpus  # pylint: disable=g-import-not-at-top
 
   t_start = time.time()
   work = FLAGS.work_dir

@@ -138,7 +138,7 @@ def interval(values: List[float]) -> Dict:
 
 def job_config(w: str, shared: Dict[str, str], squad: str):
   """The main job's configuration of the shared start (ICT + reader warm-up, no REALM)."""
-  from realm_tf.training.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
   return PretrainJobConfig(
       work_dir=os.path.join(w, "shared"), inputs=[squad], corpus_dir=shared["corpus"],
       annotations_dir=shared["annotations"], index_dir=shared["index"], ict_dir=shared["ict"],
@@ -171,10 +171,10 @@ def main(argv):
   from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator, scalar_figures  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.training import pretrain_job  # pylint: disable=g-import-not-at-top
-  from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.ict_experiment import IctConfig, IctJobConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.realm_experiment import HELDOUT_LOG, PretrainConfig, RealmExperiment  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.ict_experiment import IctConfig, IctJobConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.realm_experiment import HELDOUT_LOG, PretrainConfig, RealmExperiment  # pylint: disable=g-import-not-at-top
 
   unknown = [c for c in FLAGS.conditions if c not in CONDITIONS]
   if unknown:

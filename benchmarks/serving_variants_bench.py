@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from benchmarks import common
-from realm_tf.export import job as export_job
+from realm_tf.stages import export_job as export_job
 from realm_tf.retrieval import scann_searcher
 
 FLAGS = flags.FLAGS
@@ -74,7 +74,7 @@ def build_model(blocks, tokenizer, encoder: str, random_embeddings: bool):
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import features as features_lib  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa.model import FrozenIndex, OpenQAConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.text import pack_document  # pylint: disable=g-import-not-at-top
   tf_keras.utils.set_random_seed(0)

@@ -43,7 +43,7 @@ def main(argv):
   from benchmarks.common import peak_matmul_flops, write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import INPUT_KEYS, Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.training import tasks  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import tasks  # pylint: disable=g-import-not-at-top
   from realm_tf.training.optimizer import create_optimizer  # pylint: disable=g-import-not-at-top
   from realm_tf.training.trainer import Trainer  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top

@@ -8,7 +8,7 @@ import pytest
 from realm_tf.config_base import ConfigBase
 from realm_tf.modeling.encoder_config import PRESETS, EncoderConfig
 from realm_tf.modeling.retriever import RetrieverConfig
-from realm_tf.openqa.finetune import FinetuneConfig
+from realm_tf.stages.finetune import FinetuneConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from realm_tf.retrieval import bundle as bundle_lib
-from realm_tf.training import pretrain_job
+from realm_tf.stages import pretrain_job
 from realm_tf.training.trainer import DONE_MARKER
 from tests.test_pretrain_e2e import DOCS
 

@@ -15,10 +15,10 @@ from realm_tf.modeling.realm_pretrainer import RealmConfig
 from realm_tf.modeling.retriever import RetrieverConfig
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
-from realm_tf.training import pretrain_job
-from realm_tf.training import ict_experiment
-from realm_tf.training.ict_experiment import IctConfig, IctJobConfig
-from realm_tf.training.realm_experiment import (BundleMismatchError, PretrainConfig,
+from realm_tf.stages import pretrain_job
+from realm_tf.stages import ict_experiment
+from realm_tf.stages.ict_experiment import IctConfig, IctJobConfig
+from realm_tf.stages.realm_experiment import (BundleMismatchError, PretrainConfig,
                                                 RealmExperiment)
 from realm_tf.training.trainer import DONE_MARKER, ConfigMismatchError
 

@@ -43,11 +43,11 @@ from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
 from realm_tf.testing import synthetic
 from realm_tf.text import RealmTokenizer
-from realm_tf.training import ict_experiment
-from realm_tf.training.ict_experiment import IctConfig, IctJobConfig
-from realm_tf.training import reader_warmup
-from realm_tf.training.reader_warmup import ReaderWarmupConfig, ReaderWarmupJobConfig
-from realm_tf.training.realm_experiment import PretrainConfig, RealmExperiment
+from realm_tf.stages import ict_experiment
+from realm_tf.stages.ict_experiment import IctConfig, IctJobConfig
+from realm_tf.stages import reader_warmup
+from realm_tf.stages.reader_warmup import ReaderWarmupConfig, ReaderWarmupJobConfig
+from realm_tf.stages.realm_experiment import PretrainConfig, RealmExperiment
 
 TINY = EncoderConfig(hidden_size=64, num_layers=2, num_attention_heads=2, intermediate_size=256,
                      dropout_rate=0.0, attention_dropout_rate=0.0)

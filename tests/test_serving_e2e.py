@@ -31,7 +31,7 @@ num_batch_threads { value: 1 }
 def exported(tmp_path_factory):
   """Micro model, its in-process answers, and both open-QA exports under one base directory."""
   from realm_tf.export import openqa  # pylint: disable=g-import-not-at-top
-  from realm_tf.export import job as export_job  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import export_job as export_job  # pylint: disable=g-import-not-at-top
   work = str(tmp_path_factory.mktemp("e2e"))
   system = ex_testing.build_micro_system(work)
   reference = openqa.in_process_answers(system.model, system.tokenizer, QUESTIONS)

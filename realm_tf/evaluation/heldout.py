@@ -24,6 +24,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import masking as masking_lib
 from realm_tf.data.pretrain_pipeline import (PipelineConfig, bundle_retrieve_fn,
@@ -36,7 +37,7 @@ PER_QUERY_UTILITY = "heldout_retrieval_utility_per_query"
 
 
 @dataclasses.dataclass(frozen=True)
-class HeldOutConfig:
+class HeldOutConfig(ConfigBase):
   """What the held-out evaluation measures and on how much data."""
   fraction: float = 0.05     # share of blocks held out of training (by block id)
   num_queries: int = 128     # held-out masked sentences per evaluation

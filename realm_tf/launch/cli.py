@@ -65,7 +65,7 @@ USER_ERRORS: Tuple[Tuple[str, str], ...] = (
     ("realm_tf.retrieval.searcher", "SearcherError"),
     ("realm_tf.training.trainer", "ConfigMismatchError"),
     ("realm_tf.training.trainer", "NonFiniteLossError"),
-    ("realm_tf.training.realm_experiment", "BundleMismatchError"),
+    ("realm_tf.stages.realm_experiment", "BundleMismatchError"),
     ("realm_tf.training.warm_start", "WarmStartError"),
     ("realm_tf.checkpoints.mapping", "CheckpointMismatchError"),
     ("realm_tf.export.versioning", "ServingExportError"),

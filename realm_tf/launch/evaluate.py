@@ -47,7 +47,7 @@ def define_flags(flag_values=flags.FLAGS):
   defines no flag.
   """
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import evaluate  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import evaluate  # pylint: disable=g-import-not-at-top
   fv = flag_values
   config_flags.define_config_flags(evaluate.EvaluateConfig, HELP, skip=("retriever",),
                                    flag_values=fv)
@@ -59,7 +59,7 @@ def define_flags(flag_values=flags.FLAGS):
 def config_from_flags(flag_values=flags.FLAGS):
   """The EvaluateConfig the parsed flags describe."""
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import evaluate  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import evaluate  # pylint: disable=g-import-not-at-top
   return config_flags.config_from_flags(evaluate.EvaluateConfig, flag_values, skip=("retriever",),
                                         retriever=flag_values.retriever)
 
@@ -67,7 +67,7 @@ def config_from_flags(flag_values=flags.FLAGS):
 def main(argv):
   """Evaluates the model_dir on the flags' questions; writes and prints the metrics."""
   del argv
-  from realm_tf.openqa import evaluate  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import evaluate  # pylint: disable=g-import-not-at-top
   print(json.dumps(evaluate.run(config_from_flags()), indent=2))
 
 

@@ -17,7 +17,7 @@ unmodified tensorflow_model_server), realm_openqa_scann (ScaNN ops; `python -m s
 realm_query_embedder, realm_doc_embedder, realm_searcher[_scann], realm_reader. Each version is
 published by an atomic rename, so a running server picks it up whole. Prints a JSON summary of
 the exported paths; bad input ends the run with a one-line `error: ...` naming the cause, exit
-status 2 (realm_tf/launch/cli.py). The job itself is realm_tf.export.job (`run(ExportConfig)`).
+status 2 (realm_tf/launch/cli.py). The job itself is realm_tf.stages.export_job (`run(ExportConfig)`).
 """
 import json
 
@@ -59,14 +59,15 @@ _BY_HAND = ("variant", "scann_mode", "warmup_questions")
 def define_flags():
   """The export flags: one per ExportConfig field; --variant and --scann_mode are enums and
   --warmup_question is repeatable."""
-  from realm_tf.export import components, job  # pylint: disable=g-import-not-at-top
+  from realm_tf.export import components  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import export_job  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
   help_texts = dict(HELP, components=HELP["components"].format(names=", ".join(
       components.COMPONENTS)))
-  config_flags.define_config_flags(job.ExportConfig, help_texts, skip=_BY_HAND)
-  defaults = job.ExportConfig()
-  flags.DEFINE_enum("variant", defaults.variant, list(job.VARIANT_CHOICES), HELP["variant"])
+  config_flags.define_config_flags(export_job.ExportConfig, help_texts, skip=_BY_HAND)
+  defaults = export_job.ExportConfig()
+  flags.DEFINE_enum("variant", defaults.variant, list(export_job.VARIANT_CHOICES), HELP["variant"])
   flags.DEFINE_enum("scann_mode", defaults.scann_mode, list(scann_searcher.MODES),
                     HELP["scann_mode"])
   flags.DEFINE_multi_string("warmup_question", defaults.warmup_questions,
@@ -76,14 +77,14 @@ def define_flags():
 def main(argv):
   """Exports the models the flags name and prints their paths (JSON); raises on bad input."""
   del argv
-  from realm_tf.export import job  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import export_job  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   if not FLAGS.export_base:
     raise app.UsageError("--export_base is required.")
-  config = config_flags.config_from_flags(job.ExportConfig, variant=FLAGS.variant,
+  config = config_flags.config_from_flags(export_job.ExportConfig, variant=FLAGS.variant,
                                           scann_mode=FLAGS.scann_mode,
                                           warmup_questions=FLAGS.warmup_question)
-  print(json.dumps(job.run(config), indent=2, sort_keys=True))
+  print(json.dumps(export_job.run(config), indent=2, sort_keys=True))
 
 
 def user_errors():

@@ -74,7 +74,7 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import model  # pylint: disable=g-import-not-at-top
   fv = flag_values
   reader = ReaderConfig()
@@ -119,7 +119,7 @@ def config_from_flags(flag_values=flags.FLAGS):
   """The FinetuneConfig (with its OpenQAConfig and ReaderConfig) the parsed flags describe."""
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import model  # pylint: disable=g-import-not-at-top
   fv = flag_values
   reader = config_flags.config_from_flags(
@@ -136,7 +136,7 @@ def main(argv):
   del argv
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
   datasets.check_dataset(FLAGS.dataset)  # a DatasetError: one line, exit status 2 (cli.run)

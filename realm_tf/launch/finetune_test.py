@@ -101,7 +101,7 @@ def test_jsonl_gold_positives_on_two_replicas_then_bm25_evaluate(tmp_path):
 
 
 def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
-  from realm_tf.openqa.finetune import FinetuneConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.finetune import FinetuneConfig  # pylint: disable=g-import-not-at-top
   for module in (finetune, evaluate):
     assert not flags.FLAGS.flags_by_module_dict().get(module.__name__)
   fv = flags.FlagValues()

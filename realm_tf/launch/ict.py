@@ -52,7 +52,7 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling import retriever  # pylint: disable=g-import-not-at-top
-  from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
   fv = flag_values
   defaults = retriever.RetrieverConfig()
   config_flags.define_config_flags(ict_experiment.IctConfig, HELP, skip=_ICT_SKIP, flag_values=fv)
@@ -90,7 +90,7 @@ def config_from_flags(flag_values=flags.FLAGS):
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
   fv = flag_values
   encoder = get_encoder_config(fv.preset)
   retriever = config_flags.config_from_flags(
@@ -108,7 +108,7 @@ def main(argv):
   del argv
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   strategy = distribution_flags.strategy_from_flags()
-  from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
   config = config_from_flags()
   result = ict_experiment.run(ict_experiment.IctJobConfig(
       config, corpus_dir=FLAGS.corpus_dir, model_dir=FLAGS.model_dir,

@@ -13,7 +13,7 @@ from realm_tf.testing import cli as testing
 def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
   from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.ict_experiment import IctConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.ict_experiment import IctConfig  # pylint: disable=g-import-not-at-top
   assert not flags.FLAGS.flags_by_module_dict().get(ict.__name__)
   fv = flags.FlagValues()
   ict.define_flags(fv)

@@ -102,7 +102,7 @@ def define_flags(flag_values=flags.FLAGS):
   """
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
   config_flags.define_config_flags(PretrainJobConfig, HELP, skip=_SKIP, flag_values=flag_values)
   distribution_flags.define_flags(flag_values)
   flags.DEFINE_alias("input", "inputs", flag_values=flag_values)  # the other corpus CLIs' name
@@ -114,7 +114,7 @@ def main(argv):
   from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
-  from realm_tf.training import pretrain_job  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
   config = config_flags.config_from_flags(pretrain_job.PretrainJobConfig, skip=_SKIP,

@@ -9,7 +9,7 @@ from realm_tf.launch import config_flags
 from realm_tf.launch import distribution_flags
 from realm_tf.launch import pretrain
 from realm_tf.testing import cli as testing
-from realm_tf.training.pretrain_job import PretrainJobConfig
+from realm_tf.stages.pretrain_job import PretrainJobConfig
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "configs")
 

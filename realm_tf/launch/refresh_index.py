@@ -122,7 +122,7 @@ def main(argv):
   from realm_tf.training.strategy import get_strategy  # pylint: disable=g-import-not-at-top
   strategy = get_strategy(tpu=FLAGS.tpu, strategy=FLAGS.strategy,
                           num_cpu_devices=FLAGS.num_cpu_devices)
-  from realm_tf.retrieval import refresh_job  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import refresh_job  # pylint: disable=g-import-not-at-top
   result = refresh_job.run(refresh_job.RefreshJobConfig(
       config_from_flags(), once=FLAGS.once, add=FLAGS.add, remove=FLAGS.remove), strategy)
   if result["mode"] == "update":

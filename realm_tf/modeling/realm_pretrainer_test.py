@@ -231,7 +231,7 @@ def test_mlm_head_is_tied_to_word_embeddings():
 def _full_size_tensors(config, batch_size):
   """Allocating ops of one traced training step (forward + backward) whose output holds
   batch × candidates × masks × vocab floats: the [B, C, M, V] tensors that bound memory."""
-  from realm_tf.training import tasks  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import tasks  # pylint: disable=g-import-not-at-top
   model = RealmPretrainer(config).build_all()
   batch = synthetic_batch(config, batch_size=batch_size)
 

@@ -216,7 +216,7 @@ def test_questions_embed_as_the_mean_pooled_index_does(tmp_path):
   """Fine-tuning, regex expansion and the exports embed questions with the index's pooling."""
   from realm_tf.export import block_table, modules, versioning  # pylint: disable=g-import-not-at-top
   from realm_tf.export import openqa as export_openqa  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.training import warm_start  # pylint: disable=g-import-not-at-top
   tok = RealmTokenizer()
   corpus = str(tmp_path / "corpus")

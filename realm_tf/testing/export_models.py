@@ -36,7 +36,7 @@ class MicroSystem:
 def build_micro_system(work_dir: str, reader_beam_size: int = 3, seed: int = 0) -> MicroSystem:
   """Corpus (12 facts) → micro retriever bundle → OpenQAModel (reader seeded with `seed`)."""
   import tf_keras  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.testing import openqa_models as oqt  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
@@ -58,7 +58,7 @@ def build_micro_system(work_dir: str, reader_beam_size: int = 3, seed: int = 0) 
 def write_model_dir(system: MicroSystem, model_dir: str) -> str:
   """Saves the model as a fine-tuning run would (config.json + checkpoints/ckpt-1)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa.finetune import FinetuneConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.finetune import FinetuneConfig  # pylint: disable=g-import-not-at-top
   os.makedirs(model_dir, exist_ok=True)
   config = dict(FinetuneConfig(model=system.model.config).to_dict(),
                 index_bundle=system.bundle.path, corpus_dir=os.path.abspath(system.corpus_dir))

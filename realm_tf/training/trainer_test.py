@@ -10,7 +10,7 @@ import tensorflow as tf
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.testing import cli as cli_testing
 from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer
-from realm_tf.training import tasks
+from realm_tf.stages import tasks
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training.trainer import (DONE_MARKER, ConfigMismatchError, NonFiniteLossError,
                                        Trainer, check_or_write_config)
@@ -147,7 +147,7 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
     strategy = get_strategy(strategy=sys.argv[1], num_cpu_devices=2)
     from realm_tf.training import trainer_test as t
     from realm_tf.modeling.realm_pretrainer import RealmPretrainer
-    from realm_tf.training import tasks
+    from realm_tf.stages import tasks
     from realm_tf.training.optimizer import create_optimizer
     from realm_tf.training.trainer import Trainer
     tf.random.set_seed(1)

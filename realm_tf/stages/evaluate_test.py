@@ -8,7 +8,7 @@ import pytest
 import tf_keras
 
 from realm_tf.data.block_store import BlockStore
-from realm_tf.openqa import evaluate as E
+from realm_tf.stages import evaluate as E
 from realm_tf.openqa import features as F
 from realm_tf.openqa import metrics
 from realm_tf.testing import openqa_models as T

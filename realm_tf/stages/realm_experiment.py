@@ -24,9 +24,9 @@ from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator
 from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embedder_export
-from realm_tf.retrieval.refresh import RecallTooLowError
+from realm_tf.retrieval.refresh import IndexRefresher, RecallTooLowError, RefreshConfig
 from realm_tf.text import RealmTokenizer
-from realm_tf.training import tasks
+from realm_tf.stages import tasks
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training.trainer import Trainer, check_or_write_config
@@ -305,3 +305,46 @@ class RealmExperiment:
     return self.trainer.train(
         self.make_dataset, self.config.num_train_steps, hooks=[self._hook],
         extra_scalars=lambda step: {"index_staleness": float(step - self._bundle_step())})
+
+
+@dataclasses.dataclass
+class RealmJobConfig(ConfigBase):
+  """The REALM stage: what to train (`pretrain`, recorded in model_dir) and where.
+
+  `retriever_init` and `reader_init` are any sources `warm_start` takes (an ICT run or export, a
+  reader warm-up, a BERT checkpoint, ...), loaded on a fresh model_dir only. The index bundle in
+  `index_dir` must already be live (the ICT stage publishes the first one). With
+  `pretrain.refresh == "inline"` the stage refreshes that index itself, refusing a new bundle
+  whose searcher recall is below `min_recall`.
+  """
+  NESTED = {"pretrain": PretrainConfig, "heldout": HeldOutConfig}
+  pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
+  corpus_dir: str = ""
+  annotations_dir: str = ""
+  index_dir: str = ""
+  model_dir: str = ""
+  retriever_init: Optional[str] = None
+  reader_init: Optional[str] = None
+  min_recall: float = 0.9
+  data_service: Optional[str] = None
+  jit_compile: bool = False
+  heldout: HeldOutConfig = dataclasses.field(default_factory=HeldOutConfig)
+  with_questions: bool = False  # SQuAD-open dev recall (the corpus holds the SQuAD paragraphs)
+
+
+def run(job: RealmJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+  """The REALM stage: trains (or resumes) to `num_train_steps`; returns the last step's scalars
+  (`train`) and every held-out measurement in order (`heldout_log`, `<model_dir>/heldout.jsonl`)."""
+  strategy = strategy or tf.distribute.get_strategy()
+  refresher = None
+  if job.pretrain.refresh == "inline":
+    refresher = IndexRefresher(RefreshConfig(model_dir=job.model_dir, corpus_dir=job.corpus_dir,
+                                             index_dir=job.index_dir, min_recall=job.min_recall),
+                               strategy=strategy)
+  experiment = RealmExperiment(job.pretrain, job.corpus_dir, job.annotations_dir, job.index_dir,
+                               job.model_dir, strategy, refresher=refresher,
+                               data_service=job.data_service, jit_compile=job.jit_compile,
+                               heldout=job.heldout, with_questions=job.with_questions)
+  scalars = experiment.train(retriever_init=job.retriever_init, reader_init=job.reader_init)
+  return {"train": {k: v for k, v in scalars.items() if isinstance(v, (int, float, str))},
+          "heldout_log": experiment.heldout_log()}

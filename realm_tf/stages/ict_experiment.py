@@ -9,7 +9,7 @@ from realm_tf.data import ict as ict_lib
 from realm_tf.modeling.retriever import INPUT_KEYS, Retriever, RetrieverConfig
 from realm_tf.retrieval import embedder_export
 from realm_tf.text import RealmTokenizer
-from realm_tf.training import tasks
+from realm_tf.stages import tasks
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training.trainer import Trainer, check_or_write_config

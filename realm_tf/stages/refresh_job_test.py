@@ -6,7 +6,7 @@ import numpy as np
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embedder_export as ee
 from realm_tf.retrieval import refresh
-from realm_tf.retrieval import refresh_job
+from realm_tf.stages import refresh_job
 from realm_tf.testing import retrieval_fixtures as testing
 
 

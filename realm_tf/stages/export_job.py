@@ -64,7 +64,7 @@ def load_model(model_dir=None, init_checkpoint=None, reader_init_checkpoint=None
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   if bool(model_dir) == bool(init_checkpoint):
@@ -109,17 +109,20 @@ def run_export(model, tokenizer, bundle, export_base: str, version: Optional[int
       scann_config=scann_config_of(scann_mode), warmup_questions=warmup_questions)
 
 
-def run(config: ExportConfig) -> Dict:
-  """The whole job: checks `config`, rebuilds the model, exports it. Returns the summary the CLI
-  prints: {"export_base": absolute path, "models": {model name: path}}."""
+def run(config: ExportConfig, strategy=None) -> Dict:
+  """The whole job: checks `config`, rebuilds the model (its variables under `strategy`'s scope,
+  a `tf.distribute.Strategy`, the current one by default), exports it. Returns the summary the
+  CLI prints: {"export_base": absolute path, "models": {model name: path}}."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not config.export_base:
     raise ValueError("--export_base is required.")
   components = components_lib.parse_components(config.components)
   variants_of(config.variant)  # bad choices fail before the model is loaded
   scann_config_of(config.scann_mode)
-  model, tokenizer, bundle = load_model(config.model_dir, config.init_checkpoint,
-                                        config.reader_init_checkpoint, config.index_dir,
-                                        config.corpus_dir, config.reader_beam_size)
+  with (strategy or tf.distribute.get_strategy()).scope():
+    model, tokenizer, bundle = load_model(config.model_dir, config.init_checkpoint,
+                                          config.reader_init_checkpoint, config.index_dir,
+                                          config.corpus_dir, config.reader_beam_size)
   paths = run_export(model, tokenizer, bundle, config.export_base, config.version,
                      config.variant, components, config.num_answers, config.max_candidates,
                      config.searcher_k, config.scann_mode, config.warmup_questions)

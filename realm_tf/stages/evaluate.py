@@ -227,15 +227,17 @@ class EvaluateConfig(ConfigBase):
       raise ValueError(f"retriever must be one of {RETRIEVERS}, got {self.retriever!r}.")
 
 
-def run(config: EvaluateConfig) -> Dict:
-  """The evaluation stage: loads the fine-tuned model and the questions, scores them
-  (`evaluate`), publishes the metrics JSON and the predictions JSONL; returns the metrics."""
+def run(config: EvaluateConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+  """The evaluation stage: loads the fine-tuned model (its variables under `strategy`'s scope,
+  the current strategy by default) and the questions, scores them (`evaluate`), publishes the
+  metrics JSON and the predictions JSONL; returns the metrics."""
   from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   datasets.check_dataset(config.dataset)
-  model, _, bundle = finetune.load_finetuned(config.model_dir, config.index_dir,
-                                             config.corpus_dir)
+  with (strategy or tf.distribute.get_strategy()).scope():
+    model, _, bundle = finetune.load_finetuned(config.model_dir, config.index_dir,
+                                               config.corpus_dir)
   examples = datasets.load_examples(config.dataset, config.split, config.data_dir,
                                     config.manual_dir, config.max_examples, strict=config.strict)
   suffix = "-bm25" if config.retriever == "bm25" else ""

@@ -1,7 +1,7 @@
 """Tests of the main job's goals and closing lines (the stages run in tests/test_pretrain_e2e.py)."""
 import pytest
 
-from realm_tf.training import pretrain_job
+from realm_tf.stages import pretrain_job
 
 START = {"step": 0, "index_version": 1, "heldout_retrieval_utility": 0.10,
          "heldout_retrieval_utility_stderr": 0.03, "heldout_null_posterior": 0.05,

@@ -12,8 +12,8 @@ import tf_keras
 from realm_tf.data.pretrain_pipeline_service_test import _write_corpus_and_annotations
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.text import RealmTokenizer
-from realm_tf.training import reader_warmup
-from realm_tf.training.reader_warmup import ReaderWarmupConfig, ReaderWarmupJobConfig, mlm_task
+from realm_tf.stages import reader_warmup
+from realm_tf.stages.reader_warmup import ReaderWarmupConfig, ReaderWarmupJobConfig, mlm_task
 
 TOK = RealmTokenizer()
 TINY = EncoderConfig(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64,

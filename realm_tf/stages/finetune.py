@@ -35,7 +35,7 @@ from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer
 from realm_tf.openqa.model import READER_POSITIVES, FrozenIndex, OpenQAConfig, OpenQAModel
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.text import RealmTokenizer
-from realm_tf.training.openqa_task import openqa_task
+from realm_tf.stages.openqa_task import openqa_task
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training import warm_start
 from realm_tf.training.trainer import CONFIG_FILE, Trainer, check_or_write_config

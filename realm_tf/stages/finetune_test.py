@@ -11,8 +11,8 @@ import tensorflow as tf
 import tf_keras
 
 from realm_tf.openqa import datasets
-from realm_tf.openqa import evaluate as evaluate_lib
-from realm_tf.openqa import finetune
+from realm_tf.stages import evaluate as evaluate_lib
+from realm_tf.stages import finetune
 from realm_tf.openqa import training_data
 from realm_tf.testing import openqa_models as T
 from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer

@@ -25,11 +25,12 @@ from realm_tf.modeling.encoder_config import get_encoder_config
 from realm_tf.modeling.realm_pretrainer import RealmConfig
 from realm_tf.modeling.retriever import RetrieverConfig
 from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
-from realm_tf.training import warm_start
-from realm_tf.training import ict_experiment
-from realm_tf.training import reader_warmup
+from realm_tf.stages import ict_experiment
+from realm_tf.stages import reader_warmup
+from realm_tf.stages import realm_experiment
+from realm_tf.stages.realm_experiment import PretrainConfig
 from realm_tf.text import packing
-from realm_tf.training.realm_experiment import PretrainConfig, RealmExperiment
+from realm_tf.training import warm_start
 
 
 @dataclasses.dataclass
@@ -194,19 +195,17 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
     return summary
 
   # 3. REALM pre-training, measured on held-out data before, at every refresh, and after.
-  pretrain = pretrain_config(config)
-  experiment = RealmExperiment(
-      pretrain, dirs["corpus"], dirs["annotations"], dirs["index"], dirs["realm"], strategy,
-      refresher=refresher if config.refresh == "inline" else None,
-      data_service=config.data_service, jit_compile=config.jit_compile,
-      heldout=HeldOutConfig(fraction=config.heldout_fraction,
-                            num_queries=config.heldout_queries,
+  realm = realm_experiment.run(realm_experiment.RealmJobConfig(
+      pretrain_config(config), corpus_dir=dirs["corpus"], annotations_dir=dirs["annotations"],
+      index_dir=dirs["index"], model_dir=dirs["realm"],
+      retriever_init=ict["export"] if ict else None, reader_init=reader_init,
+      min_recall=config.min_recall, data_service=config.data_service,
+      jit_compile=config.jit_compile,
+      heldout=HeldOutConfig(fraction=config.heldout_fraction, num_queries=config.heldout_queries,
                             num_questions=config.eval_questions),
-      with_questions=not config.inputs)
-  scalars = experiment.train(retriever_init=ict["export"] if ict else None,
-                             reader_init=reader_init)
-  summary["train"] = {k: v for k, v in scalars.items() if isinstance(v, (int, float, str))}
-  log = experiment.heldout_log()
+      with_questions=not config.inputs), strategy)
+  summary["train"] = realm["train"]
+  log = realm["heldout_log"]
   if log:
     change = heldout_lib.paired_change(log[0], log[-1])
     if change is not None:

@@ -13,7 +13,7 @@ from realm_tf.data import ict as ict_lib
 from realm_tf.testing import cli as cli_testing
 from realm_tf.testing import synthetic
 from realm_tf.text import RealmTokenizer
-from realm_tf.training.ict_experiment import ict_examples
+from realm_tf.stages.ict_experiment import ict_examples
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ _REPLICAS_SCRIPT = textwrap.dedent("""
     strategy = get_strategy(strategy=sys.argv[1], num_cpu_devices=2)
     from realm_tf.modeling.encoder_config import EncoderConfig
     from realm_tf.modeling.retriever import Retriever, RetrieverConfig
-    from realm_tf.training import tasks
+    from realm_tf.stages import tasks
     from realm_tf.training.optimizer import create_optimizer
     from realm_tf.training.trainer import Trainer
     enc = EncoderConfig(vocab_size=300, hidden_size=16, num_layers=1, num_attention_heads=2,
@@ -133,7 +133,7 @@ def test_the_ict_stage_publishes_the_first_bundle_once(article_corpus, tmp_path)
   from realm_tf.modeling.encoder_config import EncoderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
-  from realm_tf.training import ict_experiment  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
   path, _ = article_corpus
   tiny = EncoderConfig(hidden_size=16, num_layers=1, num_attention_heads=2, intermediate_size=32)
   config = ict_experiment.IctConfig(
