@@ -127,19 +127,8 @@ class SpanAnnotator:
     """Character sentence spans of each text."""
     if self.sentence_splitter == "rule":
       return [blocking.split_sentences(t) for t in texts]
-    out = []
-    for text, doc in zip(texts, docs):
-      spans = []
-      for s in doc.sents:
-        a, b = s.start_char, s.end_char
-        while a < b and text[a].isspace():
-          a += 1
-        while b > a and text[b - 1].isspace():
-          b -= 1
-        if b > a:
-          spans.append((a, b))
-      out.append(spans)
-    return out
+    return [blocking.trim_spans(text, [(s.start_char, s.end_char) for s in doc.sents])
+            for text, doc in zip(texts, docs)]
 
   def entities(self, docs) -> List[List[Tuple[int, int, str]]]:
     """Character (start, limit, type) of the salient entities of each spaCy doc."""

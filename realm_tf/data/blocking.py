@@ -80,6 +80,12 @@ def split_sentences(text: str) -> List[Tuple[int, int]]:
       spans.append((start, end))
     start = end
   spans.append((start, len(text)))
+  return trim_spans(text, spans)
+
+
+def trim_spans(text: str, spans: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+  """Character spans with the white space at their ends cut off; spans left empty are dropped
+  (a sentence splitter's spans, rule based or spaCy's, are trimmed the same way)."""
   out = []
   for s, e in spans:
     while s < e and text[s].isspace():

@@ -1,6 +1,6 @@
 """The work-directory layout every stage of the main job shares, owned by one type.
 
-The main job (`training.pretrain_job`), the recall evaluator (`evaluation.recall_watcher`), their
+The main job (`stages.pretrain_job`), the recall evaluator (`evaluation.recall_watcher`), their
 CLIs and `launch/local_all_in_one.sh` all find a stage's folder under one work directory; writing
 the layout once here keeps them from drifting apart. Explicitly given folders win over the layout.
 """

@@ -41,7 +41,7 @@ HELP = {
 
 
 def define_flags(flag_values=flags.FLAGS):
-  """Defines one flag per field of `openqa.evaluate.EvaluateConfig` (--retriever as an enum).
+  """Defines one flag per field of `stages.evaluate.EvaluateConfig` (--retriever as an enum).
 
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.

@@ -7,26 +7,18 @@ import numpy as np
 import pytest
 import tf_keras
 
-from realm_tf.data.block_store import BlockStore
 from realm_tf.stages import evaluate as E
 from realm_tf.openqa import features as F
 from realm_tf.openqa import metrics
 from realm_tf.testing import openqa_models as T
-from realm_tf.openqa.model import FrozenIndex, OpenQAConfig, OpenQAModel
+from realm_tf.openqa.model import OpenQAConfig, OpenQAModel
 from realm_tf.text import RealmTokenizer
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
   tok = RealmTokenizer()
-  corpus = str(tmp_path_factory.mktemp("corpus"))
-  T.make_text_corpus(corpus)
-  store = BlockStore([corpus], tok, doc_seq_length=T.DOC_LEN, keep_text=True)
-  dense, lengths = F.dense_bodies(store.body_ids)
-  emb = np.random.default_rng(1).normal(size=[store.size, 128]).astype(np.float32)
-  index = FrozenIndex(emb, store.block_ids, dense, lengths,
-                      [t.decode() for t in store.titles.numpy()],
-                      [b.decode() for b in store.bodies.numpy()])
+  index = T.random_frozen_index(str(tmp_path_factory.mktemp("corpus")), tok, seed=1)
   tf_keras.utils.set_random_seed(1)
   cfg = OpenQAConfig(retriever=T.micro_retriever_config(), reader=T.micro_reader_config(),
                      reader_beam_size=5)

@@ -162,3 +162,19 @@ def make_bundle(work_dir: str, corpus_dir: str, seed: int = 0, pooling: str = "c
 def replace(config, **kwargs):
   """dataclasses.replace, re-exported for tests."""
   return dataclasses.replace(config, **kwargs)
+
+
+def random_frozen_index(corpus_dir: str, tokenizer, seed: int):
+  """The small text corpus (`make_text_corpus`) written to `corpus_dir`, loaded as a FrozenIndex
+  with random 128-d block embeddings: a model over it retrieves arbitrarily, so tests of
+  batching, evidence and answer spans do not depend on a trained retriever."""
+  from realm_tf.data.block_store import BlockStore  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import features  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa.model import FrozenIndex  # pylint: disable=g-import-not-at-top
+  make_text_corpus(corpus_dir)
+  store = BlockStore([corpus_dir], tokenizer, doc_seq_length=DOC_LEN, keep_text=True)
+  dense, lengths = features.dense_bodies(store.body_ids)
+  emb = np.random.default_rng(seed).normal(size=[store.size, 128]).astype(np.float32)
+  return FrozenIndex(emb, store.block_ids, dense, lengths,
+                     [t.decode() for t in store.titles.numpy()],
+                     [b.decode() for b in store.bodies.numpy()])

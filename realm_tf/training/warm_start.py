@@ -245,6 +245,21 @@ def _copy_variables(dst: Sequence[tf.Variable], src: Sequence, what: str) -> Non
     d.assign(s)
 
 
+def _read_trainer_run(path: str, obj, own_run: str, realm_part: str, what: str) -> str:
+  """Reads `obj` from the newest checkpoint of a trainer run: the whole model of an `own_run` run
+  (e.g. ICT for a retriever), or the `realm_part` of a REALM run's model; returns that checkpoint.
+  Any other run holds no `what`."""
+  run = trainer_run_kind(path)
+  ckpt = latest_checkpoint(path)
+  if run == own_run:
+    _read(tf.train.Checkpoint(model=obj), ckpt, what)
+  elif run == "realm":
+    _read(tf.train.Checkpoint(model=tf.train.Checkpoint(**{realm_part: obj})), ckpt, what)
+  else:
+    raise WarmStartError(f"{path} is a {run} run; it holds no {what}.")
+  return ckpt
+
+
 def init_retriever(retriever, source: str) -> Dict[str, object]:
   """Warm-starts both retriever towers (built) from any kind of source.
 
@@ -257,16 +272,7 @@ def init_retriever(retriever, source: str) -> Dict[str, object]:
   kind = source_kind(path)
   retriever.build_towers()
   if kind == "trainer":
-    run = trainer_run_kind(path)
-    ckpt = latest_checkpoint(path)
-    if run == "ict":
-      _read(tf.train.Checkpoint(model=retriever), ckpt, "retriever")
-    elif run == "realm":
-      _read(tf.train.Checkpoint(model=tf.train.Checkpoint(retriever=retriever)), ckpt,
-            "retriever")
-    else:
-      raise WarmStartError(f"{path} is a {run} run; it holds no retriever.")
-    return {"retriever": ckpt}
+    return {"retriever": _read_trainer_run(path, retriever, "ict", "retriever", "retriever")}
   if kind == "export":
     from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
     embedder_export.read_metadata(path)
@@ -306,15 +312,8 @@ def init_knowledge_encoder(knowledge_encoder, source: str) -> Dict[str, object]:
   kind = source_kind(path)
   knowledge_encoder.build_all()
   if kind == "trainer":
-    run = trainer_run_kind(path)
-    ckpt = latest_checkpoint(path)
-    if run == "reader_warmup":
-      _read(tf.train.Checkpoint(model=knowledge_encoder), ckpt, "knowledge-augmented encoder")
-    elif run == "realm":
-      _read(tf.train.Checkpoint(model=tf.train.Checkpoint(knowledge_encoder=knowledge_encoder)),
-            ckpt, "knowledge-augmented encoder")
-    else:
-      raise WarmStartError(f"{path} is a {run} run; it holds no knowledge-augmented encoder.")
+    ckpt = _read_trainer_run(path, knowledge_encoder, "reader_warmup", "knowledge_encoder",
+                             "knowledge-augmented encoder")
     return {"encoder": ckpt, "mlm_head": True}
   result = init_encoder(knowledge_encoder.encoder, path, knowledge_encoder.mlm_head)
   if not result["mlm_head"]:
