@@ -136,13 +136,12 @@ def interval(values: List[float]) -> Dict:
   return out
 
 
-def job_config(w: str, shared: Dict[str, str], squad: str):
-  """The main job's configuration of the shared start (ICT + reader warm-up, no REALM)."""
+def job_config(shared_dir: str, squad: str):
+  """The main job's configuration of the shared start (ICT + reader warm-up, no REALM), in the
+  work-dir layout under `shared_dir` (`job.layout()`); its REALM folder is never trained."""
   from realm_tf.stages.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
   return PretrainJobConfig(
-      work_dir=os.path.join(w, "shared"), inputs=[squad], corpus_dir=shared["corpus"],
-      annotations_dir=shared["annotations"], index_dir=shared["index"], ict_dir=shared["ict"],
-      reader_dir=shared["reader"], model_dir=os.path.join(w, "shared", "unused_realm"),
+      work_dir=shared_dir, inputs=[squad], model_dir=os.path.join(shared_dir, "unused_realm"),
       block_length=FLAGS.block_length, query_length=FLAGS.query_length,
       ict_steps=FLAGS.ict_steps, ict_batch_size=FLAGS.ict_batch_size,
       ict_learning_rate=FLAGS.ict_learning_rate, reader_warmup_steps=FLAGS.reader_warmup_steps,
@@ -169,6 +168,7 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.data.squad_open import load_squad_questions, split_of  # pylint: disable=g-import-not-at-top
   from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator, scalar_figures  # pylint: disable=g-import-not-at-top
+  from realm_tf.io.work_dir import WorkDir  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
@@ -197,14 +197,13 @@ def main(argv):
               eval_questions=min(FLAGS.eval_questions, len(dev_questions)))
 
   # -- the shared start: corpus, annotations, ICT + bundle v1, reader warm-up (the main job) ----
-  shared = {k: os.path.join(w, "shared", k) for k in ("corpus", "annotations", "ict", "index")}
-  shared["reader"] = os.path.join(w, "shared", "reader_warmup")
-  job = job_config(w, shared, squad)
+  job = job_config(os.path.join(w, "shared"), squad)
+  shared = job.layout()  # <w>/shared/{corpus,annotations,ict,index,reader_warmup}
   t0 = time.time()
   prep = pretrain_job.run(job, strategy)
   timing = {"shared_start_seconds": round(time.time() - t0, 1)}
   data.update(blocks=prep["corpus_blocks"], annotated_records=prep["annotated_records"])
-  ict_export = embedder_export.export_path(shared["ict"], FLAGS.ict_steps)
+  ict_export = embedder_export.export_path(shared.ict, FLAGS.ict_steps)
   retriever_config = pretrain_job.retriever_config(job)
   heldout = HeldOutConfig(fraction=job.heldout_fraction, num_queries=FLAGS.heldout_queries,
                           num_questions=FLAGS.eval_questions, squad_path=squad)
@@ -218,9 +217,10 @@ def main(argv):
     base.update(overrides)
     return dataclasses.replace(pretrain_job.pretrain_config(job), **base)
 
-  def realm_run(run_dir: str, index_dir: str, retriever_init: str,
+  def realm_run(run: WorkDir, retriever_init: str,
                 start_record: Optional[Dict] = None, **overrides) -> Dict:
-    """Runs a REALM experiment (with num_train_steps=0 only a measurement) in `run_dir`, every
+    """Runs a REALM experiment (with num_train_steps=0 only a measurement) in `run` (its index
+    and realm folders; the corpus and annotations are the shared start's), every
     held-out figure by the common evaluator; returns its held-out log, start, end and scalars.
 
     `start_record`: the shared start's measurement, recorded as this run's step 0 instead of
@@ -228,15 +228,15 @@ def main(argv):
     held-out log is empty).
     """
     config = realm_config(**overrides)
-    model_dir = os.path.join(run_dir, "realm")
-    refresher = IndexRefresher(RefreshConfig(model_dir=model_dir, corpus_dir=shared["corpus"],
-                                             index_dir=index_dir, min_recall=job.min_recall),
+    model_dir = run.realm
+    refresher = IndexRefresher(RefreshConfig(model_dir=model_dir, corpus_dir=shared.corpus,
+                                             index_dir=run.index, min_recall=job.min_recall),
                                strategy=strategy) if config.refresh == "inline" else None
-    experiment = RealmExperiment(config, shared["corpus"], shared["annotations"], index_dir,
+    experiment = RealmExperiment(config, shared.corpus, shared.annotations, run.index,
                                  model_dir, strategy, refresher=refresher)
     # One yardstick for every condition: held-out *salient* masked sentences + dev questions.
     experiment.evaluator = HeldOutEvaluator(
-        heldout, shared["annotations"], shared["corpus"],
+        heldout, shared.annotations, shared.corpus,
         dataclasses.replace(experiment.masking_config, mode="salient"), experiment.tokenizer,
         experiment.store, experiment.pipeline_config, with_questions=True)
     log_path = os.path.join(model_dir, HELDOUT_LOG)
@@ -246,7 +246,7 @@ def main(argv):
         f.write(json.dumps(start_record, sort_keys=True) + "\n")
       os.replace(log_path + ".tmp", log_path)
     t = time.time()
-    scalars = experiment.train(retriever_init=retriever_init, reader_init=shared["reader"])
+    scalars = experiment.train(retriever_init=retriever_init, reader_init=shared.reader)
     log = [scalar_figures(r) for r in experiment.heldout_log()]  # per-sentence lists left out
     out = {"start": log[0], "end": log[-1], "heldout": log,
            "train": {k: v for k, v in scalars.items() if isinstance(v, (int, float))},
@@ -256,9 +256,9 @@ def main(argv):
     return out
 
   # -- the shared start, measured once (also each REALM run's step 0) ---------------------------
-  copy_index(shared["index"], os.path.join(w, "start", "index"))
-  start = realm_run(os.path.join(w, "start"), os.path.join(w, "start", "index"), ict_export,
-                    num_train_steps=0, refresh="none")
+  start_dir = WorkDir(os.path.join(w, "start"))  # <w>/start/{index,realm}
+  copy_index(shared.index, start_dir.index)
+  start = realm_run(start_dir, ict_export, num_train_steps=0, refresh="none")
   timing["start_measurement_seconds"] = start["train_seconds"]
 
   runs: Dict[str, Dict[str, Dict]] = {}
@@ -266,32 +266,30 @@ def main(argv):
     runs[name] = {}
     for seed in seeds:
       logging.info("=== %s, seed %d ===", name, seed)
-      run_dir = os.path.join(w, name, f"seed{seed}")
-      index_dir = os.path.join(run_dir, "index")
+      run = WorkDir(os.path.join(w, name, f"seed{seed}"))  # <w>/<name>/seed<s>/{index,realm,ict}
       t = time.time()
       if name == "ict_continued":
-        ict_dir = os.path.join(run_dir, "ict")
+        ict_dir = run.ict
         steps = FLAGS.steps
         ict = ict_experiment.run(IctJobConfig(
             IctConfig(retriever=retriever_config, batch_size=FLAGS.ict_batch_size,
                       num_train_steps=steps, learning_rate=FLAGS.ict_learning_rate,
                       warmup_steps=steps // 10, seed=seed, checkpoint_every=steps,
                       heldout_fraction=job.heldout_fraction),
-            corpus_dir=shared["corpus"], model_dir=ict_dir, init=ict_export), strategy)
+            corpus_dir=shared.corpus, model_dir=ict_dir, init=ict_export), strategy)
         train_seconds = round(time.time() - t, 1)
-        refresher = IndexRefresher(RefreshConfig(model_dir=ict_dir, corpus_dir=shared["corpus"],
-                                                 index_dir=index_dir, min_recall=job.min_recall),
+        refresher = IndexRefresher(RefreshConfig(model_dir=ict_dir, corpus_dir=shared.corpus,
+                                                 index_dir=run.index, min_recall=job.min_recall),
                                    strategy=strategy)
         if refresher.live_bundle() is None:
           refresher.refresh(ict["export"])
-        result = realm_run(run_dir, index_dir, ict["export"], num_train_steps=0,
-                           refresh="none", seed=seed)
+        result = realm_run(run, ict["export"], num_train_steps=0, refresh="none", seed=seed)
         result["train"] = {k: v for k, v in ict.items() if isinstance(v, (int, float))}
         result["train_seconds"] = train_seconds
         result["start"] = start["start"]
         result["heldout"] = [start["start"], dict(result["end"], ict_steps_after_start=steps)]
       else:
-        copy_index(shared["index"], index_dir)
+        copy_index(shared.index, run.index)
         overrides = dict(seed=seed)
         if name == "realm_frozen_retriever":
           overrides.update(train_retriever=False, refresh="none")
@@ -300,8 +298,7 @@ def main(argv):
                                                    retriever_objective="marginal")
         else:
           overrides["masking"] = name[len("realm_"):]
-        result = realm_run(run_dir, index_dir, ict_export, start_record=start["start"],
-                           **overrides)
+        result = realm_run(run, ict_export, start_record=start["start"], **overrides)
       result["seconds"] = round(time.time() - t, 1)
       runs[name][str(seed)] = result
       logging.info("%s seed %d end: %s", name, seed,

@@ -15,7 +15,7 @@ import tensorflow as tf
 from realm_tf.data import corpus
 from realm_tf.data.squad_open import SquadQuestion
 from realm_tf.text import RealmTokenizer, pack_query, packing
-from realm_tf.text.packing import INPUT_KEYS
+from realm_tf.text.packing import INPUT_KEYS, QUERY_LENGTH
 EVAL_SEED = 20_200_210  # masking seed of evaluation queries (differs from any training seed)
 
 
@@ -106,7 +106,7 @@ def measure_bundle_recall(bundle, annotations_dir: str, corpus_dir: str, num_que
   (evaluation seed) and, with `with_squad`, SQuAD-open dev question recall@5 and @20."""
   from realm_tf.data import masking as masking_lib  # pylint: disable=g-import-not-at-top
   tokenizer = RealmTokenizer()
-  length = int(bundle.query_embedder.metadata.get("query_seq_length", 96))
+  length = int(bundle.query_embedder.metadata.get("query_seq_length", QUERY_LENGTH))
   emb = np.asarray(bundle.embeddings, np.float32)
   ids = np.asarray(bundle.block_ids)
   embed = bundle.query_embedder.embed_queries

@@ -35,6 +35,7 @@ from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer
 from realm_tf.openqa.model import READER_POSITIVES, FrozenIndex, OpenQAConfig, OpenQAModel
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.text import RealmTokenizer
+from realm_tf.text.packing import BLOCK_LENGTH
 from realm_tf.stages.openqa_task import openqa_task
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training import warm_start
@@ -92,9 +93,15 @@ def index_retriever_config(bundle) -> RetrieverConfig:
 def load_index(index_dir: str, corpus_dir: str, tokenizer: RealmTokenizer):
   """(bundle, FrozenIndex) of the newest bundle in `index_dir` over `corpus_dir`."""
   bundle = bundle_lib.latest(index_dir)
-  doc_len = int(bundle.query_embedder.metadata.get("doc_seq_length", 288))
+  return bundle, frozen_index(bundle, corpus_dir, tokenizer)
+
+
+def frozen_index(bundle, corpus_dir: str, tokenizer: RealmTokenizer) -> FrozenIndex:
+  """The FrozenIndex of `bundle` over `corpus_dir`'s blocks, packed at the bundle's document
+  length (the paper's BLOCK_LENGTH when its metadata does not say)."""
+  doc_len = int(bundle.query_embedder.metadata.get("doc_seq_length", BLOCK_LENGTH))
   store = BlockStore([corpus_dir], tokenizer, doc_seq_length=doc_len, keep_text=True)
-  return bundle, FrozenIndex.from_bundle(bundle, store)
+  return FrozenIndex.from_bundle(bundle, store)
 
 
 def build_model(config: OpenQAConfig, index: FrozenIndex, tokenizer: RealmTokenizer,
@@ -217,10 +224,7 @@ def load_finetuned(model_dir: str, index_dir: Optional[str] = None,
                       raw.get("index_bundle"))
   else:
     bundle = bundle_lib.open_bundle(raw["index_bundle"])
-  corpus_dir = corpus_dir or raw.get("corpus_dir")
-  doc_len = int(bundle.query_embedder.metadata.get("doc_seq_length", 288))
-  store = BlockStore([corpus_dir], tokenizer, doc_seq_length=doc_len, keep_text=True)
-  index = FrozenIndex.from_bundle(bundle, store)
+  index = frozen_index(bundle, corpus_dir or raw.get("corpus_dir"), tokenizer)
   model = build_model(config.model, index, tokenizer, strategy)
   ckpt = warm_start.latest_checkpoint(model_dir)
   tf.train.Checkpoint(model=model).read(ckpt).expect_partial().assert_existing_objects_matched()
