@@ -27,13 +27,11 @@ def environment() -> dict:
 
 def write_result(name: str, payload: dict) -> str:
   """Writes `benchmarks/results/<name>.json` (atomically) with the environment merged in."""
+  from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
   os.makedirs(RESULTS_DIR, exist_ok=True)
   path = os.path.join(RESULTS_DIR, f"{name}.json")
   data = {"benchmark": name, "environment": environment(), **payload}
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  atomic.write_json(path, data)  # indented, sorted keys
   print(json.dumps(data, indent=2, sort_keys=True))
   return path
 
@@ -58,14 +56,13 @@ def squad_subset(path_out: str, articles: int) -> dict:
   CPU-sized benchmarks) unless `path_out` exists; returns their counts."""
   import gzip  # pylint: disable=g-import-not-at-top
   from realm_tf.data.documents import default_corpus_path  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
   with gzip.open(default_corpus_path(), "rt", encoding="utf-8") as f:
     root = json.load(f)
   data = root["data"][:articles]
   if not os.path.exists(path_out):
-    tmp = path_out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump({"version": root.get("version", "1.1"), "data": data}, f)
-    os.replace(tmp, path_out)
+    atomic.write_json(path_out, {"version": root.get("version", "1.1"), "data": data},
+                      indent=None, sort_keys=False)  # compact: json.dumps' default form
   return {"articles": len(data), "paragraphs": sum(len(a["paragraphs"]) for a in data),
           "questions": sum(len(p["qas"]) for a in data for p in a["paragraphs"]),
           "titles": [a["title"] for a in data]}

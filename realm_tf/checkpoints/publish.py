@@ -1,50 +1,38 @@
-"""Atomic publication of an output directory: write to `<out>.tmp-<pid>`, then `os.rename`.
+"""Atomic publication of a converted checkpoint's output directory.
 
-Readers never see a half-written directory, and a failure leaves nothing behind.
+A thin wrapper over `realm_tf.io.publish.publish_dir`: the directory is written under a hidden
+temporary name beside `output_dir` and renamed into place, so readers never see a half-written
+directory, and a failure leaves nothing behind.
 """
 import contextlib
 import os
-import shutil
+from typing import Iterator
 
 from absl import logging
 
+from realm_tf.io import publish as publish_lib
+
 
 @contextlib.contextmanager
-def publish_directory(output_dir: str, overwrite: bool = False):
+def publish_directory(output_dir: str, overwrite: bool = False) -> Iterator[str]:
   """Yields a fresh temporary directory that becomes `output_dir` when the block succeeds.
 
   Args:
-    output_dir: the final path (local filesystem; `os.rename` is atomic there).
-    overwrite: replace an existing `output_dir`. Otherwise an existing one is an error, raised
-      before any work is done.
+    output_dir: the final path (a relative local path is made absolute first).
+    overwrite: replace an existing `output_dir` (the old one is deleted only once the new one is in
+      place). Otherwise an existing one is an error, raised before any work is done.
 
   On an exception the temporary directory is removed and `output_dir` is untouched.
+
+  Raises:
+    FileExistsError: `output_dir` exists and `overwrite` is False.
   """
-  output_dir = os.path.abspath(output_dir)
-  if os.path.exists(output_dir) and not overwrite:
-    raise FileExistsError(f"Output directory already exists: {output_dir} (pass overwrite)")
-  parent = os.path.dirname(output_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = f"{output_dir}.tmp-{os.getpid()}"
-  if os.path.exists(tmp):
-    shutil.rmtree(tmp)
-  os.makedirs(tmp)
+  if not publish_lib.is_remote(output_dir):
+    output_dir = os.path.abspath(output_dir)
   try:
-    yield tmp
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  old = None
-  if os.path.exists(output_dir):
-    old = f"{output_dir}.old-{os.getpid()}"
-    os.rename(output_dir, old)
-  try:
-    os.rename(tmp, output_dir)
-  except BaseException:
-    if old is not None:
-      os.rename(old, output_dir)
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  if old is not None:
-    shutil.rmtree(old, ignore_errors=True)
+    with publish_lib.publish_dir(output_dir, replace=overwrite) as tmp:
+      yield tmp
+  except publish_lib.TargetExistsError as e:
+    raise publish_lib.TargetExistsError(
+        f"Output directory already exists: {output_dir} (pass overwrite)") from e
   logging.info("Published %s", output_dir)

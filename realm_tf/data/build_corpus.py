@@ -33,6 +33,7 @@ import tensorflow as tf
 from realm_tf.data import corpus
 from realm_tf.data import documents as documents_lib
 from realm_tf.io import atomic
+from realm_tf.io import publish as publish_lib
 from realm_tf.text import packing
 
 NAMESPACE = "realm_tf.data"
@@ -260,7 +261,11 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
 
 
 def temp_dir_for(output_dir: str) -> str:
-  """A fresh sibling directory of `output_dir` for in-progress shards."""
+  """A fresh sibling directory of `output_dir` for in-progress shards.
+
+  Named `<output_dir>.tmp-<id>`, as docs/CORPUS.md describes; `publish` moves its files into
+  `output_dir` one by one rather than renaming the directory (see there why).
+  """
   return f"{output_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:12]}"
 
 
@@ -300,6 +305,10 @@ def publish(temp_dir: str, output_dir: str, pattern: str, num_shards: int, manif
   order and writes the manifest into `output_dir`. An existing manifest there is removed first,
   so a reader sees either the old corpus, no corpus, or the new one — never a mix.
   """
+  # Not `realm_tf.io.publish.publish_dir`: corpora usually live on object stores, where a directory
+  # rename is not atomic, so shards are moved file by file into `output_dir` and the manifest,
+  # written last by the caller's `write_manifest` (annotate.py's too) straight into `output_dir`,
+  # is the commit marker on every filesystem.
   shards = []
   for k in range(num_shards):
     name = pattern.format(k, num_shards)
@@ -354,8 +363,7 @@ def run_pipeline(build, beam_args: Optional[Sequence[str]], temp_dir: str):
     result.wait_until_finish()
     return result
   except BaseException:
-    if tf.io.gfile.exists(temp_dir):
-      tf.io.gfile.rmtree(temp_dir)
+    publish_lib.remove_dir_quietly(temp_dir)
     raise
 
 

@@ -1,8 +1,9 @@
 """SavedModel I/O for serving: TF Serving's versioned layout, atomic publishing, op checks.
 
 Every export is written as `<export_base>/<model_name>/<version>/` through a hidden temporary
-directory and one atomic rename (`publish_saved_model`), so a server polling the base path never
-sees half a version, and a published version is never overwritten (servers may have loaded it).
+directory and one atomic rename (`publish_saved_model`, via `realm_tf.io.publish.publish_dir`), so
+a server polling the base path never sees half a version, and a published version is never
+overwritten (servers may have loaded it).
 Beside the SavedModel, `assets.extra/` holds the warm-up requests (see warmup.py) and
 `realm_export.json` (what was exported from what; `read_export_info`).
 
@@ -13,12 +14,13 @@ of the stock variants. `ServingExportError` is the error of every export module.
 import json
 import os
 import time
-import uuid
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 from absl import logging
 from tensorflow.core.protobuf import saved_model_pb2
+
+from realm_tf.io import publish as publish_lib
 
 SERVING_DEFAULT = "serving_default"
 EXTRA_DIR = "assets.extra"
@@ -89,28 +91,23 @@ def publish_saved_model(module: tf.Module, export_base: str, model_name: str, ve
     raise ServingExportError(f"Version must be a positive integer; got {version}.")
   model_base = os.path.join(export_base, model_name)
   final = os.path.join(model_base, str(int(version)))
-  if tf.io.gfile.exists(final):
-    raise ServingExportError(f"{final} already exists; pass a new --version (versions are "
-                             "immutable once published: servers may have loaded it).")
-  tf.io.gfile.makedirs(model_base)
-  tmp = os.path.join(model_base, f".tmp-{int(version)}-{uuid.uuid4().hex[:8]}")
   try:
-    tf.saved_model.save(module, tmp, signatures=dict(signatures), options=options)
-    check_saved_model_ops(tmp)
-    extra = os.path.join(tmp, EXTRA_DIR)
-    tf.io.gfile.makedirs(extra)
-    if warmup_requests:
-      warmup_lib.write_warmup_file(tmp, warmup_requests)
-    meta = dict(info or {})
-    meta.update({"model_name": model_name, "version": int(version), "created": time.time(),
-                 "signatures": sorted(signatures)})
-    with tf.io.gfile.GFile(os.path.join(extra, EXPORT_INFO), "w") as f:
-      json.dump(meta, f, indent=2, sort_keys=True, default=str)
-    tf.io.gfile.rename(tmp, final)
-  except BaseException:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.rmtree(tmp)
-    raise
+    # TF Serving knows no commit marker: the temporary + rename is used on object stores too.
+    with publish_lib.publish_dir(final) as tmp:
+      tf.saved_model.save(module, tmp, signatures=dict(signatures), options=options)
+      check_saved_model_ops(tmp)
+      extra = os.path.join(tmp, EXTRA_DIR)
+      tf.io.gfile.makedirs(extra)
+      if warmup_requests:
+        warmup_lib.write_warmup_file(tmp, warmup_requests)
+      meta = dict(info or {})
+      meta.update({"model_name": model_name, "version": int(version), "created": time.time(),
+                   "signatures": sorted(signatures)})
+      with tf.io.gfile.GFile(os.path.join(extra, EXPORT_INFO), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True, default=str)
+  except publish_lib.TargetExistsError as e:
+    raise ServingExportError(f"{final} already exists; pass a new --version (versions are "
+                             "immutable once published: servers may have loaded it).") from e
   logging.info("Published %s.", final)
   return final
 

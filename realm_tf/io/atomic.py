@@ -5,8 +5,10 @@ where several writers may race) and renamed onto the target only once it is comp
 a job restarted after a crash, therefore sees either the old file or the whole new one, never a
 half-written one; and a write that fails leaves the old file as it was and removes its temporary.
 
-Publishing a whole directory (a checkpoint, an index bundle, a SavedModel) is a different pattern
-and lives with its producers (`checkpoints/publish.py`, `retrieval/bundle.py`, ...).
+Publishing a whole directory (a checkpoint, an index bundle, a SavedModel) is the same idea one
+level up and lives beside this module in `realm_tf.io.publish` (`publish_dir`, and
+`publish_next_version` for numbered versions). The Beam corpus builders publish shard by shard
+with a manifest instead (`data/build_corpus.py` says why).
 """
 import contextlib
 import json

@@ -10,11 +10,12 @@
         manifest.json       source export + step, corpus fingerprint, dtype, time, searcher config,
                             recall@10 of the searcher against exact search
 
-A bundle is assembled in a hidden temporary directory and published by one atomic rename, so a
-reader never sees a half-written version (on object stores, where renaming a directory is not
-atomic, the files are written in place and manifest.json last; readers ignore versions without a
-manifest). Old versions are pruned to the newest `keep`, but only after a grace period since they
-were superseded, so a reader that just picked one can finish opening it. Every reader calls
+A bundle is assembled in a hidden temporary directory and published by one atomic rename that also
+claims its version number (`realm_tf.io.publish.publish_next_version`), so a reader never sees a
+half-written version (on object stores, where renaming a directory is not atomic, the files are
+written in place and manifest.json last; readers ignore versions without a manifest). Old
+versions are pruned to the newest `keep`, but only after a grace period since they were
+superseded, so a reader that just picked one can finish opening it. Every reader calls
 `latest(index_dir)`.
 """
 import json
@@ -28,7 +29,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from realm_tf.retrieval.embedder_export import is_remote
+from realm_tf.io import publish as publish_lib
+from realm_tf.io.publish import is_remote
 
 MANIFEST = "manifest.json"
 QUERY_EMBEDDER = "query_embedder"
@@ -235,14 +237,19 @@ def publish(index_dir: str, *, export_dir: str, searcher, embeddings: np.ndarray
   block_ids = np.asarray(block_ids, np.int64)
   if embeddings.ndim != 2 or embeddings.shape[0] != block_ids.shape[0]:
     raise BundleError(f"embeddings {embeddings.shape} and block_ids {block_ids.shape} disagree.")
-  tf.io.gfile.makedirs(index_dir)
-  remote = is_remote(index_dir)
-  version = max(list_versions(index_dir), default=0) + 1
-  while tf.io.gfile.exists(version_path(index_dir, version)):
-    version += 1
-  work = version_path(index_dir, version) if remote else os.path.join(
-      index_dir, f".tmp-{uuid.uuid4().hex}")
-  try:
+  full = dict(manifest)
+
+  def write_manifest(work: str, version: int) -> None:
+    # The commit marker, written last: rewritten with a new number when a concurrent publisher
+    # claimed this one first.
+    full["version"] = version
+    with tf.io.gfile.GFile(os.path.join(work, MANIFEST), "w") as f:
+      json.dump(full, f, indent=2, sort_keys=True)
+
+  # Eight-digit names, as `version_path`; the next number past anything already on disk.
+  with publish_lib.publish_next_version(
+      index_dir, write_manifest, first=max(list_versions(index_dir), default=0) + 1) as staging:
+    work = staging.path
     _copy_tree(export_dir, os.path.join(work, QUERY_EMBEDDER))
     save_searcher(searcher, os.path.join(work, SEARCHER))
     _write_npy(os.path.join(work, EMBEDDINGS), embeddings.astype(np.float32, copy=False))
@@ -250,7 +257,6 @@ def publish(index_dir: str, *, export_dir: str, searcher, embeddings: np.ndarray
     _write_npy(os.path.join(work, REMOVED_IDS),
                np.asarray(sorted(removed_block_ids if removed_block_ids is not None else []),
                           np.int64))
-    full = dict(manifest)
     full.update({
         "format_version": FORMAT_VERSION,
         "created": time.time(),
@@ -260,23 +266,7 @@ def publish(index_dir: str, *, export_dir: str, searcher, embeddings: np.ndarray
         "embedding_dtype": str(embeddings.dtype),
         "searcher": searcher.info(),
     })
-    while True:
-      full["version"] = version
-      with tf.io.gfile.GFile(os.path.join(work, MANIFEST), "w") as f:
-        json.dump(full, f, indent=2, sort_keys=True)
-      if remote:
-        break
-      try:
-        tf.io.gfile.rename(work, version_path(index_dir, version))
-        break
-      except (tf.errors.AlreadyExistsError, tf.errors.FailedPreconditionError, OSError):
-        if not tf.io.gfile.exists(version_path(index_dir, version)):
-          raise
-        version += 1  # another publisher took this version number
-  except Exception:
-    if not remote and tf.io.gfile.exists(work):
-      tf.io.gfile.rmtree(work)
-    raise
+  version = staging.version
   path = version_path(index_dir, version)
   logging.info("Published index bundle %s (%d rows).", path, embeddings.shape[0])
   prune(index_dir, keep=keep, grace_seconds=grace_seconds)
@@ -311,7 +301,7 @@ def prune(index_dir: str, keep: int = 3, grace_seconds: float = 120.0) -> List[i
     deleted.append(version)
   for name in tf.io.gfile.listdir(index_dir):
     name = name.rstrip("/")
-    if name.startswith((".tmp-", ".trash-")):
+    if name.startswith((publish_lib.TEMP_PREFIX, ".trash-")):
       path = os.path.join(index_dir, name)
       try:
         age = now - tf.io.gfile.stat(path).mtime_nsec / 1e9

@@ -10,20 +10,22 @@ Layout (docs/ARCHITECTURE.md, "Embedder export"):
                                          encoder_config, embedding_dim, cls_id, sep_id, ...}
 
 An export is written into a hidden temporary directory beside the target and published with one
-atomic rename, so a watcher never sees a half-written export; `latest_export` ignores anything whose
-name is not eight digits. `load_embedder` validates what it opens and `check_corpus_compatible`
-rejects an export whose vocabulary or document length differs from the corpus manifest.
+atomic rename (`realm_tf.io.publish.publish_dir`; on object stores, in place with the metadata file
+written last as the commit marker), so a watcher never sees a half-written export; `latest_export`
+ignores anything whose name is not eight digits. `load_embedder` validates what it opens and
+`check_corpus_compatible` rejects an export whose vocabulary or document length differs from the
+corpus manifest.
 """
 import json
 import os
 import re
 import time
-import uuid
 from typing import Dict, List, Optional
 
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.io import publish as publish_lib
 from realm_tf.text.packing import INPUT_KEYS
 
 EXPORTS_SUBDIR = "embedder_exports"
@@ -121,22 +123,15 @@ def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
   }
   metadata.update(extra or {})
   module = _EmbedderModule(retriever, config.query_seq_length, config.doc_seq_length)
-  tf.io.gfile.makedirs(exports_dir(model_dir))
-  # Object stores (gs://, s3://, ...) have no atomic directory rename: there the export is written
-  # in place and its metadata file, written last, is the commit marker readers wait for.
-  remote = is_remote(model_dir)
-  tmp = final if remote else os.path.join(exports_dir(model_dir),
-                                          f".tmp-{int(step):08d}-{uuid.uuid4().hex[:8]}")
+  # On object stores (no atomic directory rename) the export is written in place and its metadata
+  # file, written last, is the commit marker readers wait for (`list_exports`).
   try:
-    tf.saved_model.save(module, tmp, signatures={
-        "embed_queries": module.embed_queries, "embed_documents": module.embed_documents})
-    with tf.io.gfile.GFile(os.path.join(tmp, METADATA), "w") as f:
-      json.dump(metadata, f, indent=2, sort_keys=True)
-    if not remote:
-      tf.io.gfile.rename(tmp, final)
+    with publish_lib.publish_dir(final, marker=METADATA) as tmp:
+      tf.saved_model.save(module, tmp, signatures={
+          "embed_queries": module.embed_queries, "embed_documents": module.embed_documents})
+      with tf.io.gfile.GFile(os.path.join(tmp, METADATA), "w") as f:
+        json.dump(metadata, f, indent=2, sort_keys=True)
   except Exception:
-    if tf.io.gfile.exists(tmp) and not tf.io.gfile.exists(os.path.join(tmp, METADATA)):
-      tf.io.gfile.rmtree(tmp)
     if tf.io.gfile.exists(os.path.join(final, METADATA)):  # lost a race to an identical export
       return final
     raise
@@ -147,10 +142,8 @@ def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
   return final
 
 
-def is_remote(path: str) -> bool:
-  """True for object-store style paths (`gs://`, `s3://`, `ram://`, ...), where directory renames
-  are not atomic, so writers publish by writing a marker file last instead."""
-  return "://" in path
+# Object-store test (`gs://`, `s3://`, `ram://`, ...), kept under its old name for importers.
+is_remote = publish_lib.is_remote
 
 
 def list_exports(model_dir: str) -> List[str]:

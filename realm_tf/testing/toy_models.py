@@ -6,16 +6,16 @@ numeric inputs and extra signatures that cannot be batched, and `write_mips_mode
 inner-product search over a random embedding matrix, so its cost (like REALM's stock-ops export)
 barely grows with the batch; `write_scann_model` needs ScaNN's custom ops to load, like the ScaNN
 `realm_openqa` variant. Versions are published as TF Serving expects: written to a temp
-directory beside `<base>/<version>` and renamed into place.
+directory beside `<base>/<version>` and renamed into place (`realm_tf.io.publish.publish_dir`).
 """
 import os
-import shutil
-import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+from realm_tf.io import publish as publish_lib
 
 NUM_TITLES = 97
 
@@ -23,11 +23,13 @@ NUM_TITLES = 97
 def publish(module: tf.Module, base_path: str, version: int, signatures,
             warmup: Optional[Sequence[predict_pb2.PredictRequest]] = None,
             options: Optional[tf.saved_model.SaveOptions] = None) -> str:
-  """Saves `module` as `<base_path>/<version>` via a temp dir and an atomic rename."""
-  os.makedirs(base_path, exist_ok=True)
+  """Saves `module` as `<base_path>/<version>` via a temp dir and an atomic rename.
+
+  Publishing as TF Serving expects means a polling server never loads half a version; an existing
+  version is refused (`realm_tf.io.publish.TargetExistsError`), as servers may have loaded it.
+  """
   final = os.path.join(base_path, str(version))
-  tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_path)
-  try:
+  with publish_lib.publish_dir(final) as tmp:
     tf.saved_model.save(module, tmp, signatures=signatures, options=options)
     if warmup:
       os.makedirs(os.path.join(tmp, "assets.extra"))
@@ -37,10 +39,6 @@ def publish(module: tf.Module, base_path: str, version: int, signatures,
           log = prediction_log_pb2.PredictionLog()
           log.predict_log.request.CopyFrom(request)
           w.write(log.SerializeToString())
-    os.rename(tmp, final)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return final
 
 

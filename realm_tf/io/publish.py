@@ -1,0 +1,240 @@
+"""Atomic publishing of whole directories (SavedModels, checkpoints, index bundles, exports).
+
+A directory is assembled under a hidden temporary name beside its target
+(`<parent>/.tmp-<name>-<hex>`) and published by one rename once it is complete, so a reader (a
+model server polling a base path, an index reader, a restarted job) sees either no directory or
+the whole one, never half of it; a body that raises leaves the target untouched and the temporary
+removed.
+
+Two entry points:
+
+* `publish_dir(target)`: publish one named directory, refusing an existing one (the default:
+  published versions are immutable) or replacing it (`replace=True`: the old one is moved aside
+  and deleted only once the new one is in place, and put back if that rename fails).
+* `publish_next_version(parent, commit)`: publish under the next free numbered name
+  (`<parent>/00000007`), claiming the number by the rename itself and moving on to the next one
+  when a concurrent publisher took it first.
+
+Object stores (`gs://`, `s3://`, TF's `ram://`: any path with a scheme, see `is_remote`) have no
+atomic directory rename; there a rename copies object by object. Producers whose readers look for a
+commit marker (a file written last, e.g. `manifest.json`) pass `marker=`/use `publish_next_version`
+and on object stores write in place, marker last; readers must treat a directory without its
+marker as absent. Without a marker the temporary + rename is used everywhere (for readers such as
+TF Serving that know no marker, it is the best an object store allows).
+"""
+import contextlib
+import dataclasses
+import os
+import uuid
+from typing import Callable, Iterator, Optional
+
+import tensorflow as tf
+from absl import logging
+
+TEMP_PREFIX = ".tmp-"
+OLD_PREFIX = ".old-"
+
+
+class TargetExistsError(FileExistsError):
+  """The target directory is already published and the caller asked not to replace it."""
+
+
+def is_remote(path: str) -> bool:
+  """True for object-store style paths (`gs://`, `s3://`, `ram://`, ...).
+
+  Directory renames are not atomic there, so producers with a commit marker write in place and
+  write the marker last instead of renaming a temporary directory.
+  """
+  return "://" in path
+
+
+def temp_dir_path(parent: str, tag: str) -> str:
+  """A fresh hidden name `<parent>/.tmp-<tag>-<hex8>` for a directory being assembled.
+
+  The leading dot and the random suffix keep it out of listings of published names (which are
+  digits or the target's own name) and apart from concurrent writers of the same target.
+  """
+  return os.path.join(parent, f"{TEMP_PREFIX}{tag}-{uuid.uuid4().hex[:8]}")
+
+
+def _split(target: str):
+  """(parent, name) of `target`, ignoring a trailing slash."""
+  target = target.rstrip("/")
+  return os.path.dirname(target), os.path.basename(target)
+
+
+def _published(target: str, marker: Optional[str]) -> bool:
+  """Whether `target` counts as published: its marker exists, or (without one) the directory."""
+  return tf.io.gfile.exists(os.path.join(target, marker) if marker else target)
+
+
+def remove_dir_quietly(path: str) -> None:
+  """Best-effort removal of a temporary or superseded directory; logs instead of raising.
+
+  Used on failure paths, where an error here must not hide the error that caused the cleanup.
+  """
+  try:
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.rmtree(path)
+  except (tf.errors.OpError, OSError) as e:
+    logging.warning("Could not remove the directory %s: %s", path, e)
+
+
+def _rename_refusing(src: str, dst: str) -> None:
+  """Renames directory `src` to `dst`; raises TargetExistsError if `dst` exists (or appeared)."""
+  try:
+    tf.io.gfile.rename(src, dst, overwrite=False)
+  except (tf.errors.OpError, OSError) as e:
+    if tf.io.gfile.exists(dst):
+      raise TargetExistsError(f"{dst} already exists; refusing to replace it.") from e
+    raise
+
+
+def _rename_replacing(src: str, dst: str) -> None:
+  """Renames directory `src` to `dst`, moving an existing `dst` aside first and deleting it after.
+
+  If the second rename fails, the old directory is put back, so `dst` is never left missing.
+  """
+  parent, name = _split(dst)
+  old = None
+  if tf.io.gfile.exists(dst):
+    old = os.path.join(parent, f"{OLD_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+    tf.io.gfile.rename(dst, old)
+  try:
+    tf.io.gfile.rename(src, dst, overwrite=False)
+  except BaseException:
+    if old is not None:
+      tf.io.gfile.rename(old, dst)
+    raise
+  if old is not None:
+    remove_dir_quietly(old)
+
+
+@contextlib.contextmanager
+def publish_dir(target: str, *, replace: bool = False,
+                marker: Optional[str] = None) -> Iterator[str]:
+  """Yields a directory to write `target`'s contents into; publishes it when the body returns.
+
+  Local disks: the yielded directory is a fresh temporary beside `target` (created, empty), renamed
+  onto `target` when the body returns. If the body (or the rename) raises, the temporary is removed,
+  `target` is left as it was, and the exception propagates.
+
+  Object stores with a `marker`: the yielded directory is `target` itself; the body must write
+  `marker` (a file name inside the directory) last. If the body raises before the marker exists,
+  the partly written `target` is removed.
+
+  Args:
+    target: the directory to publish (its parent is created if needed).
+    replace: replace an existing `target` (local disks; on object stores only without a marker).
+      Otherwise an existing one raises TargetExistsError, before the body runs when it is already
+      there, or at the rename when a concurrent publisher got there first.
+    marker: the commit-marker file of producers whose readers ignore a directory without it. It
+      decides what "exists" means (the marker, not the bare directory) and selects the in-place
+      write on object stores.
+
+  Yields:
+    The path the body writes into.
+
+  Raises:
+    TargetExistsError: `target` is published and `replace` is False.
+    ValueError: `replace=True` with a marker on an object store, which would delete the published
+      copy before the new one is complete.
+  """
+  in_place = marker is not None and is_remote(target)
+  if in_place and replace:
+    raise ValueError(f"Cannot replace {target} in place on an object store: readers would lose "
+                     "the published copy before the new one is complete.")
+  if not replace and _published(target, marker):
+    raise TargetExistsError(f"{target} already exists; refusing to replace it.")
+  parent, name = _split(target)
+  tf.io.gfile.makedirs(parent)
+  work = target if in_place else temp_dir_path(parent, name)
+  tf.io.gfile.makedirs(work)
+  try:
+    yield work
+    if not in_place:
+      (_rename_replacing if replace else _rename_refusing)(work, target)
+  except BaseException:
+    # In place, a directory whose marker got written is complete: readers may already use it.
+    if not in_place or not tf.io.gfile.exists(os.path.join(work, marker)):
+      remove_dir_quietly(work)
+    raise
+
+
+@dataclasses.dataclass
+class Staging:
+  """A numbered version being assembled by `publish_next_version`.
+
+  Attributes:
+    path: where the body writes the version's contents.
+    version: the number it will be published under; final once the `with` block has ended (a
+      concurrent publisher may take the tentative one first).
+    target: `<parent>/<name(version)>`; final once the `with` block has ended.
+  """
+  path: str
+  version: int
+  target: str
+
+
+def _eight_digits(version: int) -> str:
+  """`7` → `00000007`: the default version directory name (sorts as text and as a number)."""
+  return f"{int(version):08d}"
+
+
+@contextlib.contextmanager
+def publish_next_version(parent: str, commit: Callable[[str, int], None], *,
+                         first: int = 1,
+                         name: Callable[[int], str] = _eight_digits) -> Iterator[Staging]:
+  """Yields a Staging to write a new version into; publishes it under the next free number.
+
+  The version starts at `first` (pass one more than the newest published version), skipping any
+  name already on disk. When the body returns, `commit(directory, version)` writes the commit
+  marker (the last file, which may record the version), then:
+
+  * local disks: the temporary directory is renamed to `<parent>/<name(version)>`. The rename is
+    the claim: if a concurrent publisher took that number first, the next free number is tried,
+    calling `commit` again with it, so two racing publishers never share or skip-overwrite a
+    version and a reader never sees one half-written.
+  * object stores: the version is written in place (`Staging.path == Staging.target`) and
+    `commit` runs once; readers must ignore versions without the marker.
+
+  If the body or `commit` raises, the temporary (or, on object stores, the partly written version)
+  is removed and the exception propagates.
+
+  Args:
+    parent: the directory holding the versions (created if needed).
+    commit: writes the commit marker into the given directory for the given version.
+    first: the lowest version number to try.
+    name: version number → directory name (default: eight digits).
+
+  Yields:
+    The Staging; read its `version` and `target` after the `with` block.
+  """
+  tf.io.gfile.makedirs(parent)
+  version = int(first)
+  while tf.io.gfile.exists(os.path.join(parent, name(version))):
+    version += 1
+  in_place = is_remote(parent)
+  target = os.path.join(parent, name(version))
+  staging = Staging(path=target if in_place else temp_dir_path(parent, "version"),
+                    version=version, target=target)
+  tf.io.gfile.makedirs(staging.path)
+  try:
+    yield staging
+    while True:
+      commit(staging.path, staging.version)
+      if in_place:
+        break
+      try:
+        _rename_refusing(staging.path, staging.target)
+        break
+      except TargetExistsError:
+        logging.info("Version %s was taken by another publisher; trying the next.", staging.target)
+        while tf.io.gfile.exists(staging.target):
+          staging.version += 1
+          staging.target = os.path.join(parent, name(staging.version))
+  except BaseException:
+    remove_dir_quietly(staging.path)
+    raise
+  if not in_place:
+    staging.path = staging.target
