@@ -10,6 +10,7 @@ probability and the evidence blocks (title, retrieval score, a text snippet) whe
 those outputs; any other model's outputs are printed tensor by tensor. Works against this
 project's server and against stock `tensorflow_model_server` alike.
 """
+import dataclasses
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from realm_tf.launch import cli  # first: quiets TensorFlow's C++ logs before it is imported
@@ -22,6 +23,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from realm_tf.config_base import ConfigBase  # pylint: disable=g-bad-import-order
 from serving import tensors
 from serving.validation import ServingError
 
@@ -230,49 +232,78 @@ def ask(client: PredictClient, questions: Sequence[str], input_name: Optional[st
   return format_answers(questions, client.predict({input_name: array}), **format_kwargs)
 
 
-FLAGS = flags.FLAGS
+@dataclasses.dataclass
+class ClientConfig(ConfigBase):
+  """Which model `answer` asks, and how its answers are printed: the CLI's settings as plain
+  values (the CLI generates one flag per field), so a program or test can ask without absl."""
+  server: str = "localhost:8500"
+  model_name: str = "realm_openqa"
+  signature_name: str = "serving_default"
+  input_name: Optional[str] = None
+  model_version: Optional[int] = None
+  model_version_label: Optional[str] = None
+  timeout: float = 30.0
+  max_evidence: int = 3
+  snippet_chars: int = 160
 
 
-def define_flags(flag_values: flags.FlagValues = FLAGS):
-  """Defines the CLI flags (on `flag_values`, the global FLAGS by default)."""
-  flags.DEFINE_string("server", "localhost:8500", "host:port of the model server.",
-                      flag_values=flag_values)
-  flags.DEFINE_string("model_name", "realm_openqa", "Model to ask.", flag_values=flag_values)
-  flags.DEFINE_string("signature_name", "serving_default", "Signature to call.",
-                      flag_values=flag_values)
-  flags.DEFINE_string("input_name", None, "String input of the signature (default: its only one).",
-                      flag_values=flag_values)
-  flags.DEFINE_integer("model_version", None, "Pin this version.", flag_values=flag_values)
-  flags.DEFINE_string("model_version_label", None, "Pin this version label.",
-                      flag_values=flag_values)
-  flags.DEFINE_float("timeout", 30.0, "RPC timeout in seconds.", flag_values=flag_values)
-  flags.DEFINE_integer("max_evidence", 3, "Evidence blocks printed per question.",
-                       flag_values=flag_values)
-  flags.DEFINE_integer("snippet_chars", 160, "Characters of evidence text printed.",
-                       flag_values=flag_values)
-
-
-def run(flag_values: flags.FlagValues, questions: Sequence[str]) -> int:
-  """The CLI body: asks `questions` and prints the answers; returns 0.
+def answer(config: ClientConfig, questions: Sequence[str]) -> str:
+  """Asks `config`'s model `questions` and returns the formatted answers.
 
   A failed RPC (server unreachable, unknown model, rejected input) raises a ServingError
   "<server>: <CODE>: <details>", which `cli.run` prints as a one-line error (exit status 2).
   """
+  with PredictClient(config.server, config.model_name, config.signature_name,
+                     version=config.model_version, version_label=config.model_version_label,
+                     timeout=config.timeout) as client:
+    try:
+      return ask(client, questions, config.input_name, max_evidence=config.max_evidence,
+                 snippet_chars=config.snippet_chars)
+    except grpc.RpcError as e:
+      raise ServingError(e.code(), f"{config.server}: {e.code().name}: {e.details()}") from None
+
+
+FLAGS = flags.FLAGS
+
+HELP = {
+    "server": "host:port of the model server.",
+    "model_name": "Model to ask.",
+    "signature_name": "Signature to call.",
+    "input_name": "String input of the signature (default: its only one).",
+    "model_version": "Pin this version.",
+    "model_version_label": "Pin this version label.",
+    "timeout": "RPC timeout in seconds.",
+    "max_evidence": "Evidence blocks printed per question.",
+    "snippet_chars": "Characters of evidence text printed.",
+}
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS):
+  """Defines the CLI flags (on `flag_values`, the global FLAGS by default): one per ClientConfig
+  field."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(ClientConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> ClientConfig:
+  """The ClientConfig the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(ClientConfig, flag_values)
+
+
+def run(flag_values: flags.FlagValues, questions: Sequence[str]) -> int:
+  """The CLI body: the config from the parsed flags, then `answer`, printed; returns 0.
+
+  No questions is a usage error; a failed RPC a ServingError (see `answer`).
+  """
   if not questions:
     raise app.UsageError("give one or more questions as arguments")
-  fv = flag_values
-  with PredictClient(fv.server, fv.model_name, fv.signature_name, version=fv.model_version,
-                     version_label=fv.model_version_label, timeout=fv.timeout) as client:
-    try:
-      text = ask(client, questions, fv.input_name, max_evidence=fv.max_evidence,
-                 snippet_chars=fv.snippet_chars)
-    except grpc.RpcError as e:
-      raise ServingError(e.code(), f"{fv.server}: {e.code().name}: {e.details()}") from None
-    print(text)
+  print(answer(config_from_flags(flag_values), questions))
   return 0
 
 
 def main(argv):
+  """Asks the questions given as arguments, as the flags say."""
   return run(FLAGS, argv[1:])
 
 

@@ -25,6 +25,7 @@ from realm_tf.checkpoints import hf_bert
 from realm_tf.checkpoints import mapping
 from realm_tf.checkpoints import tf1_bert
 from realm_tf.checkpoints.publish import publish_directory
+from realm_tf.config_base import ConfigBase
 from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder, get_encoder_config
 from realm_tf.modeling.layers import MaskedLMHead
 
@@ -33,6 +34,26 @@ TARGETS = ("encoder", "retriever", "reader", "knowledge_encoder")
 CONFIG_NAME = "realm_config.json"
 CHECKPOINT_NAME = "ckpt"
 DEFAULT_SPAN_HIDDEN_SIZE = 256  # ORQA's span_hidden_size
+
+
+@dataclasses.dataclass
+class ConvertConfig(ConfigBase):
+  """One conversion: the arguments of `convert_checkpoint` (see there), as one value the command
+  line (realm_tf.launch.convert_checkpoint) builds from its flags and `run` takes.
+
+  `format` is "hf" or "tf1" (FORMATS), `target` one of TARGETS; `input` and `output_dir` are
+  paths.
+  """
+  format: str  # pylint: disable=redefined-builtin
+  input: str  # pylint: disable=redefined-builtin
+  output_dir: str
+  target: str = "encoder"
+  preset: Optional[str] = None
+  num_attention_heads: Optional[int] = None
+  doc_input: Optional[str] = None
+  tf1_prefix: Optional[str] = None
+  span_hidden_size: Optional[int] = None
+  overwrite: bool = False
 
 
 @dataclasses.dataclass
@@ -223,3 +244,12 @@ def convert_checkpoint(fmt: str, input_path: str, output_dir: str, target: str,
   return ConversionResult(output_dir=os.path.abspath(output_dir),
                           checkpoint_path=os.path.join(os.path.abspath(output_dir), CHECKPOINT_NAME),
                           config=config)
+
+
+def run(config: ConvertConfig) -> ConversionResult:
+  """Converts the checkpoint `config` names and publishes it (see `convert_checkpoint`)."""
+  return convert_checkpoint(
+      config.format, config.input, config.output_dir, config.target, preset=config.preset,
+      num_attention_heads=config.num_attention_heads, doc_input=config.doc_input,
+      tf1_prefix=config.tf1_prefix, span_hidden_size=config.span_hidden_size,
+      overwrite=config.overwrite)

@@ -4,14 +4,52 @@ The graph uses TF.Text ops (tokenization in masking) and ScaNN ops (the index se
 worker must register them before it receives the graph; a bare
 `tf.data.experimental.service.WorkerServer` fails with "Op type not registered". The pipeline
 shards statically (worker i of n makes every n-th batch), so the dispatcher takes the fixed list
-of worker addresses and each worker announces exactly its entry of that list. The command line:
-`python -m realm_tf.launch.data_service_worker`.
+of worker addresses and each worker announces exactly its entry of that list. `start_servers`
+starts what a `DataServiceConfig` asks for; the command line,
+`python -m realm_tf.launch.data_service_worker`, builds that config from its flags.
 """
 import contextlib
+import dataclasses
 import socket
 from typing import List, Optional
 
 from absl import logging
+
+from realm_tf.config_base import ConfigBase
+
+
+@dataclasses.dataclass
+class DataServiceConfig(ConfigBase):
+  """Which servers one process runs: a dispatcher (`dispatcher_port`), a worker (`worker_port`)
+  or both.
+
+  The dispatcher takes every worker's host:port (`worker_addresses`: static sharding needs the
+  full list) and, with `dispatcher_work_dir`, journals its state there to recover after a
+  restart. A worker serves `dispatcher_address` (default: this process's dispatcher) and
+  announces `worker_host` (default: this host's name), which must match its entry of the
+  dispatcher's list. A config that starts nothing, or a worker without a dispatcher, is refused
+  when built (ValueError, naming the command line's flags, which have the fields' names).
+  """
+  dispatcher_port: Optional[int] = None
+  worker_addresses: Optional[List[str]] = None
+  dispatcher_work_dir: Optional[str] = None
+  worker_port: Optional[int] = None
+  dispatcher_address: Optional[str] = None
+  worker_host: Optional[str] = None
+
+  def __post_init__(self):
+    if self.dispatcher_port is None and self.worker_port is None:
+      raise ValueError("Give --dispatcher_port, --worker_port, or both.")
+    if self.worker_port is not None and not self.worker_dispatcher:
+      raise ValueError("--worker_port needs --dispatcher_address.")
+
+  @property
+  def worker_dispatcher(self) -> Optional[str]:
+    """host:port of the dispatcher the worker serves: `dispatcher_address`, else this process's
+    own dispatcher (localhost:<dispatcher_port>)."""
+    if self.dispatcher_address:
+      return self.dispatcher_address
+    return f"localhost:{self.dispatcher_port}" if self.dispatcher_port is not None else None
 
 
 def register_pipeline_ops() -> None:
@@ -59,3 +97,19 @@ def start_worker(dispatcher_address: str, port: int, host: Optional[str] = None)
   logging.info("tf.data service worker %s:%d serving dispatcher %s", host, port,
                dispatcher_address)
   return server
+
+
+def start_servers(config: DataServiceConfig) -> List:
+  """Starts the servers `config` asks for (the dispatcher first); returns them.
+
+  They serve from background threads for as long as they (and this process) live; a taken port
+  raises DataServiceError naming the role and the port.
+  """
+  servers = []
+  if config.dispatcher_port is not None:
+    servers.append(start_dispatcher(config.dispatcher_port, config.worker_addresses,
+                                    config.dispatcher_work_dir))
+  if config.worker_port is not None:
+    servers.append(start_worker(config.worker_dispatcher, config.worker_port,
+                                config.worker_host))
+  return servers

@@ -4,13 +4,19 @@ A stage's settings live in one dataclass (the library's input). Writing each fla
 it doubles every default and every help text and lets the two drift apart; here each field of
 the dataclass becomes one absl flag with the field's default, and `config_from_flags` reads them
 back. Fields of type int, float, str, bool, their Optional forms, List[str] and List[int]
-(comma-separated) are supported; help texts come from a {flag name: text} mapping (a field without
-one is an error, so every flag is documented). The flags belong to the program that calls
-`define_config_flags`: they are its key flags, listed by its --help.
+(comma-separated) are supported; a field that holds a name or a config (`Union[str, Config]`,
+e.g. an encoder preset) is a string flag, the name. Help texts come from a {flag name: text}
+mapping (a field without one is an error, so every flag is documented). The flags belong to the
+program that calls `define_config_flags`: they are its key flags, listed by its --help.
+
+A program whose flags differ from the fields on purpose says so by field name rather than writing
+the flag by hand: `names` renames, `defaults` gives the command line its own default (None: the
+program derives the value), `required` flags default to None and must be given, `choices` makes a
+string field an enum flag, and `multi` makes a List[str] field a repeatable flag.
 """
 import dataclasses
 import typing
-from typing import Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from absl import flags
 
@@ -19,12 +25,15 @@ flags.disclaim_key_flags()
 
 
 def _base_type(tp):
-  """(type, optional) of a field annotation: Optional[X] → (X, True)."""
+  """(type, optional) of a field annotation: Optional[X] → (X, True); Union[str, Config] → str."""
   origin = typing.get_origin(tp)
   if origin is typing.Union:
     args = [a for a in typing.get_args(tp) if a is not type(None)]
+    optional = len(args) < len(typing.get_args(tp))
     if len(args) == 1:
-      return _base_type(args[0])[0], True
+      return _base_type(args[0])[0], optional
+    if str in args:  # a name standing for a value (a preset): the flag takes the name
+      return str, optional
   return tp, False
 
 
@@ -42,13 +51,24 @@ def _int_list(name: str, values):
 
 def define_config_flags(config_cls, help_texts: Dict[str, str],
                         skip: Iterable[str] = (), flag_values=flags.FLAGS,
-                        names: Optional[Mapping[str, str]] = None) -> None:
+                        names: Optional[Mapping[str, str]] = None,
+                        required: Iterable[str] = (),
+                        defaults: Optional[Mapping[str, Any]] = None,
+                        choices: Optional[Mapping[str, Sequence[str]]] = None,
+                        multi: Iterable[str] = ()) -> None:
   """Defines one flag per field of `config_cls` (except `skip`), defaulting to the field's.
 
-  `names` renames fields' flags ({field: flag name}, e.g. a nested config's fields under a
-  prefix); `help_texts` is keyed by flag name.
+  `help_texts` is keyed by flag name; the options below, by field name:
+    names: {field: flag name}, e.g. a nested config's fields under a prefix.
+    required: fields whose flag defaults to None and must be given (paths with no default).
+    defaults: {field: the flag's default} where the command line's differs from the field's
+      (None where the program derives the value, as its help text says).
+    choices: {field: allowed values}: an enum flag.
+    multi: List[str] fields given by repeating the flag (--add=a --add=b), not comma-separated.
   """
-  names = names or {}
+  names, defaults, choices = names or {}, dict(defaults or {}), choices or {}
+  required, multi = tuple(required), tuple(multi)
+  defaults.update({field: None for field in required})
   hints = typing.get_type_hints(config_cls)
   for field in dataclasses.fields(config_cls):
     if field.name in skip:
@@ -56,10 +76,26 @@ def define_config_flags(config_cls, help_texts: Dict[str, str],
     name = names.get(field.name, field.name)
     if name not in help_texts:
       raise ValueError(f"No help text for {config_cls.__name__}.{field.name} (--{name}).")
-    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    if field.name in defaults:
+      default = defaults[field.name]
+    elif field.default is not dataclasses.MISSING:
+      default = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+      default = field.default_factory()
+    else:
+      raise ValueError(f"{config_cls.__name__}.{field.name} has no default: name it in "
+                       "`required` or `defaults`.")
     tp, _ = _base_type(hints[field.name])
     text = help_texts[name]
-    if tp is bool:
+    if field.name in choices:
+      if tp is not str:
+        raise TypeError(f"{config_cls.__name__}.{field.name}: choices need a str field.")
+      flags.DEFINE_enum(name, default, list(choices[field.name]), text, flag_values=flag_values)
+    elif field.name in multi:
+      if not _is_list_of(tp, str):
+        raise TypeError(f"{config_cls.__name__}.{field.name}: multi needs a List[str] field.")
+      flags.DEFINE_multi_string(name, default, text, flag_values=flag_values)
+    elif tp is bool:
       flags.DEFINE_bool(name, default, text, flag_values=flag_values)
     elif tp is int:
       flags.DEFINE_integer(name, default, text, flag_values=flag_values)
@@ -70,9 +106,12 @@ def define_config_flags(config_cls, help_texts: Dict[str, str],
     elif _is_list_of(tp, str):
       flags.DEFINE_list(name, default, text, flag_values=flag_values)
     elif _is_list_of(tp, int):
-      flags.DEFINE_list(name, [str(v) for v in default], text, flag_values=flag_values)
+      flags.DEFINE_list(name, None if default is None else [str(v) for v in default], text,
+                        flag_values=flag_values)
     else:
       raise TypeError(f"{config_cls.__name__}.{field.name}: unsupported flag type {tp}.")
+  if required:
+    flags.mark_flags_as_required([names.get(f, f) for f in required], flag_values=flag_values)
 
 
 def config_from_flags(config_cls, flag_values=flags.FLAGS, skip: Iterable[str] = (),

@@ -1,7 +1,7 @@
 """Tests of flags generated from a config dataclass: types, defaults, round trip, key flags."""
 import dataclasses
 import sys
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import pytest
 from absl import flags
@@ -73,3 +73,55 @@ def test_renamed_fields_round_trip_under_their_flag_names():
   fv(["prog", "--my_steps=9"])
   assert "steps" not in fv and fv["my_rate"].value == 0.5
   assert config_flags.config_from_flags(_Config, fv, skip=skip, names=names) == _Config(steps=9)
+
+
+@dataclasses.dataclass
+class _Job:
+  path: str
+  mode: str = "fast"
+  preset: Union[str, _Config] = "tiny"
+  adds: List[str] = dataclasses.field(default_factory=list)
+  size: int = 128
+  on: bool = False
+
+
+_JOB_HELP = {"path": "p", "mode": "m", "preset": "e", "adds": "a", "size": "s", "on": "o"}
+
+
+def _job_flags(argv, **kwargs):
+  fv = flags.FlagValues()
+  config_flags.define_config_flags(_Job, _JOB_HELP, flag_values=fv, **kwargs)
+  fv(list(argv))
+  return fv
+
+
+def test_required_choices_multi_defaults_and_a_name_or_config_field():
+  kwargs = dict(required=("path",), choices={"mode": ("fast", "slow")}, multi=("adds",),
+                defaults={"size": None, "on": True})
+  fv = _job_flags(["prog", "--path=/p"], **kwargs)
+  assert (fv["path"].default, fv["size"].default, fv["on"].default) == (None, None, True)
+  assert fv["mode"].parser.enum_values == ["fast", "slow"] and fv["preset"].value == "tiny"
+  fv = _job_flags(["prog", "--path=/p", "--mode=slow", "--adds=a,b", "--adds=c", "--preset=x",
+                   "--noon"], **kwargs)
+  assert config_flags.config_from_flags(_Job, fv, size=7) == _Job(
+      path="/p", mode="slow", preset="x", adds=["a,b", "c"], size=7, on=False)
+  with pytest.raises(flags.IllegalFlagValueError):
+    _job_flags(["prog", "--path=/p", "--mode=medium"], **kwargs)
+  with pytest.raises(flags.IllegalFlagValueError, match="--path"):  # required: must be given
+    _job_flags(["prog"], **kwargs)
+
+
+def test_a_field_without_a_default_must_be_required_or_given_one():
+  with pytest.raises(ValueError, match="_Job.path has no default"):
+    config_flags.define_config_flags(_Job, _JOB_HELP, flag_values=flags.FlagValues())
+  fv = _job_flags(["prog"], defaults={"path": "/d"})
+  assert config_flags.config_from_flags(_Job, fv) == _Job(path="/d")
+
+
+def test_choices_and_multi_need_a_string_field():
+  with pytest.raises(TypeError, match="_Job.size: choices"):
+    config_flags.define_config_flags(_Job, _JOB_HELP, required=("path",), choices={"size": "ab"},
+                                     flag_values=flags.FlagValues())
+  with pytest.raises(TypeError, match="_Job.mode: multi"):
+    config_flags.define_config_flags(_Job, _JOB_HELP, required=("path",), multi=("mode",),
+                                     flag_values=flags.FlagValues())

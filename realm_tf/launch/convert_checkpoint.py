@@ -19,46 +19,46 @@ from absl import logging
 from realm_tf.launch import cli  # first: quiets TensorFlow before convert imports it
 from realm_tf.checkpoints import convert  # pylint: disable=g-bad-import-order
 
-FLAGS = flags.FLAGS
+HELP = {
+    "format": "Source format.",
+    "input": "HF model directory, or TF1 checkpoint prefix / directory / TF-Hub module "
+             "directory.",
+    "output_dir": "Directory to publish (must not exist unless --overwrite).",
+    "target": "Which model to build.",
+    "preset": "Encoder preset (tiny/mini/minilm/base) instead of the source's config.",
+    "num_attention_heads": "Attention heads (TF1 sources without a bert_config.json; default "
+                           "hidden/64).",
+    "doc_input": "TF1 retriever: document tower checkpoint (e.g. the pre-trained embedder for an "
+                 "ORQA model). Default: --input.",
+    "tf1_prefix": "TF1: scope before 'bert/' when the checkpoint holds several BERTs (e.g. "
+                  "'reader/module/').",
+    "span_hidden_size": "Reader span MLP size for sources without one (default 256, ORQA's).",
+    "overwrite": "Replace an existing --output_dir.",
+}
 
 
 def define_flags(flag_values=flags.FLAGS):
-  """Defines this program's flags: the arguments of `convert.convert_checkpoint` (which takes no
-  config dataclass, so they are written by hand).
+  """Defines this program's flags: one per `convert.ConvertConfig` field.
 
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.
   """
-  fv = flag_values
-  flags.DEFINE_enum("format", None, list(convert.FORMATS), "Source format.", flag_values=fv)
-  flags.DEFINE_string("input", None, "HF model directory, or TF1 checkpoint prefix / directory / "
-                      "TF-Hub module directory.", flag_values=fv)
-  flags.DEFINE_string("output_dir", None, "Directory to publish (must not exist unless "
-                      "--overwrite).", flag_values=fv)
-  flags.DEFINE_enum("target", "encoder", list(convert.TARGETS), "Which model to build.",
-                    flag_values=fv)
-  flags.DEFINE_string("preset", None, "Encoder preset (tiny/mini/minilm/base) instead of the "
-                      "source's config.", flag_values=fv)
-  flags.DEFINE_integer("num_attention_heads", None, "Attention heads (TF1 sources without a "
-                       "bert_config.json; default hidden/64).", flag_values=fv)
-  flags.DEFINE_string("doc_input", None, "TF1 retriever: document tower checkpoint (e.g. the "
-                      "pre-trained embedder for an ORQA model). Default: --input.", flag_values=fv)
-  flags.DEFINE_string("tf1_prefix", None, "TF1: scope before 'bert/' when the checkpoint holds "
-                      "several BERTs (e.g. 'reader/module/').", flag_values=fv)
-  flags.DEFINE_integer("span_hidden_size", None, "Reader span MLP size for sources without one "
-                       "(default 256, ORQA's).", flag_values=fv)
-  flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir.", flag_values=fv)
-  flags.mark_flags_as_required(["format", "input", "output_dir"], flag_values=fv)
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(
+      convert.ConvertConfig, HELP, required=("format", "input", "output_dir"),
+      choices={"format": convert.FORMATS, "target": convert.TARGETS}, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> convert.ConvertConfig:
+  """The ConvertConfig the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(convert.ConvertConfig, flag_values)
 
 
 def main(argv):
   """Converts the checkpoint the flags name and prints what was written."""
   del argv
-  result = convert.convert_checkpoint(
-      FLAGS.format, FLAGS.input, FLAGS.output_dir, FLAGS.target, preset=FLAGS.preset,
-      num_attention_heads=FLAGS.num_attention_heads, doc_input=FLAGS.doc_input,
-      tf1_prefix=FLAGS.tf1_prefix, span_hidden_size=FLAGS.span_hidden_size,
-      overwrite=FLAGS.overwrite)
+  result = convert.run(config_from_flags())
   logging.info("Wrote %s", result.checkpoint_path)
   print(f"Converted {result.config['num_source_variables_used']} variables into "
         f"{result.output_dir} (target={result.config['target']}, keys="

@@ -27,48 +27,52 @@ from absl import app, flags
 
 from realm_tf.launch import cli
 
-FLAGS = flags.FLAGS
+HELP = {
+    "dispatcher_port": "Start a dispatcher on this port.",
+    "worker_addresses": "Dispatcher: host:port of every worker (static sharding needs the full "
+                        "list; the pipeline shards with SHARD_HINT).",
+    "dispatcher_work_dir": "Dispatcher: directory for its journal, so it recovers its state after "
+                           "a restart (fault-tolerant mode).",
+    "worker_port": "Start a worker on this port.",
+    "dispatcher_address": "Worker: host:port of the dispatcher (default "
+                          "localhost:<dispatcher_port> when both run here).",
+    "worker_host": "Worker: host name it announces to the dispatcher and clients; must match its "
+                   "--worker_addresses entry (default: this host's name).",
+}
 
 
 def define_flags(flag_values=flags.FLAGS):
-  """Defines the dispatcher's and the worker's flags (ports, addresses; no config dataclass).
+  """Defines the dispatcher's and the worker's flags: one per `DataServiceConfig` field.
 
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
-  defines no flag.
+  defines no flag (nor imports TensorFlow).
   """
-  fv = flag_values
-  flags.DEFINE_integer("dispatcher_port", None, "Start a dispatcher on this port.", flag_values=fv)
-  flags.DEFINE_list("worker_addresses", None, "Dispatcher: host:port of every worker (static "
-                    "sharding needs the full list; the pipeline shards with SHARD_HINT).",
-                    flag_values=fv)
-  flags.DEFINE_string("dispatcher_work_dir", None, "Dispatcher: directory for its journal, so it "
-                      "recovers its state after a restart (fault-tolerant mode).", flag_values=fv)
-  flags.DEFINE_integer("worker_port", None, "Start a worker on this port.", flag_values=fv)
-  flags.DEFINE_string("dispatcher_address", None, "Worker: host:port of the dispatcher "
-                      "(default localhost:<dispatcher_port> when both run here).", flag_values=fv)
-  flags.DEFINE_string("worker_host", None, "Worker: host name it announces to the dispatcher and "
-                      "clients; must match its --worker_addresses entry (default: this host's "
-                      "name).", flag_values=fv)
+  from realm_tf.data import data_service  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(data_service.DataServiceConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+  """The DataServiceConfig the parsed flags describe; a usage error (the usage, exit status 1)
+  when they start nothing or give a worker no dispatcher."""
+  from realm_tf.data import data_service  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  try:
+    return config_flags.config_from_flags(data_service.DataServiceConfig, flag_values)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
 
 
 def main(argv):
   """Starts the servers the flags ask for, then serves until killed."""
   del argv
-  if FLAGS.dispatcher_port is None and FLAGS.worker_port is None:
-    raise app.UsageError("Give --dispatcher_port, --worker_port, or both.")
+  config = config_from_flags()
   from realm_tf.data import data_service  # pylint: disable=g-import-not-at-top
-  servers = []
-  if FLAGS.dispatcher_port is not None:
-    servers.append(data_service.start_dispatcher(FLAGS.dispatcher_port, FLAGS.worker_addresses,
-                                    FLAGS.dispatcher_work_dir))
-  if FLAGS.worker_port is not None:
-    dispatcher = FLAGS.dispatcher_address or (
-        f"localhost:{FLAGS.dispatcher_port}" if FLAGS.dispatcher_port is not None else None)
-    if not dispatcher:
-      raise app.UsageError("--worker_port needs --dispatcher_address.")
-    servers.append(data_service.start_worker(dispatcher, FLAGS.worker_port, FLAGS.worker_host))
+  servers = data_service.start_servers(config)
   print("tf.data service ready", flush=True)
-  while True:  # Servers run in background threads; keep the process alive until killed.
+  # The servers run in background threads as long as they are referenced (here) and the
+  # process lives: keep it alive until killed.
+  while servers:
     time.sleep(3600)
 
 

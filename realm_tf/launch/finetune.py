@@ -36,6 +36,9 @@ FLAGS = flags.FLAGS
 
 HELP = {
     # FinetuneConfig
+    "dataset": "nq_open_orqa | nq_open_orqa/dpr | web_questions_orqa | curated_trec_orqa | "
+               "squad_open (or nq, nq_dpr, wq, ct) | jsonl:<path>.",
+    "split": "Training split (not used by jsonl:<path>).",
     "batch_size": "Global batch size (questions).",
     "num_train_steps": "Training steps.",
     "learning_rate": "Peak learning rate.",
@@ -44,6 +47,9 @@ HELP = {
     "checkpoint_every": "Steps between checkpoints.",
     "log_every": "Steps between progress lines.",
     "max_train_examples": "Use only the first N training questions.",
+    "reader_positives": "What the reader reads when none of its blocks bears an answer: the "
+                        "beam's best answer-bearing block, the gold document's (else the beam's), "
+                        "or nothing (ORQA's zero loss).",
     "retrieval_score_scale": "Multiplies the warm-started query tower's output (every retrieval "
                              "logit). 1.0 = ORQA; ~20/d for an index built by a sentence encoder "
                              "of width d (0.05 for MiniLM).",
@@ -53,20 +59,42 @@ HELP = {
                               "--reader_beam_size); fewer trains faster.",
     "retriever_beam_size": "Blocks in the retriever loss (capped at the corpus size).",
     # ReaderConfig
+    "reader_encoder": "Reader encoder preset when the init checkpoint has no reader "
+                      "(tiny|mini|minilm|base).",
     "span_hidden_size": "Span MLP width (ORQA: 256).",
     "max_span_width": "Longest answer span in wordpieces.",
+    "reader_seq_length": "[CLS] question [SEP] block [SEP] length.",
+    "reader_query_length": "[CLS] question [SEP] part of the reader input.",
+    # FinetuneJobConfig
+    "index_dir": "Index bundles; the newest is used, frozen.",
+    "corpus_dir": "Block corpus the index was built from.",
+    "model_dir": "Checkpoints, config.json, summaries.",
+    "init_checkpoint": "REALM model_dir, embedder export, converted checkpoint or fine-tuning "
+                       "model_dir to warm-start from.",
+    "reader_init_checkpoint": "Where the reader BERT comes from instead (REALM model_dir or "
+                              "converted checkpoint).",
+    "data_dir": "TFDS data_dir.",
+    "manual_dir": "Folder with the dataset source files (default: shipped).",
+    "strict": "Stop on a malformed line of a jsonl:<path> dataset instead of skipping it.",
 }
-# Config fields with no generated flag: nested configs, settings the command line does not
-# expose, and those whose flag has another name, default or type (written by hand below).
-_FINETUNE_SKIP = ("model", "dataset", "train_split", "reader_positives", "clip_norm",
-                  "regex_search_blocks")
+# Config fields with no flag: the nested configs (their own flags), settings the command line
+# does not expose, and FinetuneJobConfig.jit_compile (a distribution flag, defined there).
+_FINETUNE_SKIP = ("model", "clip_norm", "regex_search_blocks")
 _MODEL_SKIP = ("retriever", "reader", "max_answers", "max_answer_length")
-_READER_SKIP = ("encoder", "seq_length", "query_length")
+_JOB_SKIP = ("finetune", "jit_compile")
+# Flags named otherwise than their fields: the reader's under a reader_ prefix (beside the
+# retriever's), the split as in evaluate.
+_FINETUNE_NAMES = {"train_split": "split"}
+_READER_NAMES = {"encoder": "reader_encoder", "seq_length": "reader_seq_length",
+                 "query_length": "reader_query_length"}
+# The command line's default dataset is the shipped SQuAD set, so that a first run needs no other
+# files.
+_FINETUNE_DEFAULTS = {"dataset": "squad_open"}
 
 
 def define_flags(flag_values=flags.FLAGS):
   """Defines the fine-tuning flags: one per FinetuneConfig / OpenQAConfig / ReaderConfig setting,
-  the run's inputs and outputs, and the distribution flags.
+  one per FinetuneJobConfig field (the run's inputs and outputs), and the distribution flags.
 
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.
@@ -77,42 +105,16 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import model  # pylint: disable=g-import-not-at-top
   fv = flag_values
-  reader = ReaderConfig()
-  for config_cls, skip in ((finetune.FinetuneConfig, _FINETUNE_SKIP),
-                           (model.OpenQAConfig, _MODEL_SKIP), (ReaderConfig, _READER_SKIP)):
-    config_flags.define_config_flags(config_cls, HELP, skip=skip, flag_values=fv)
+  config_flags.define_config_flags(
+      finetune.FinetuneConfig, HELP, skip=_FINETUNE_SKIP, names=_FINETUNE_NAMES,
+      defaults=_FINETUNE_DEFAULTS, choices={"reader_positives": model.READER_POSITIVES},
+      flag_values=fv)
+  config_flags.define_config_flags(model.OpenQAConfig, HELP, skip=_MODEL_SKIP, flag_values=fv)
+  config_flags.define_config_flags(ReaderConfig, HELP, names=_READER_NAMES, flag_values=fv)
+  config_flags.define_config_flags(finetune.FinetuneJobConfig, HELP, skip=_JOB_SKIP,
+                                   required=("index_dir", "corpus_dir", "model_dir"),
+                                   flag_values=fv)
   distribution_flags.define_flags(fv)
-  flags.DEFINE_string("dataset", "squad_open", "nq_open_orqa | nq_open_orqa/dpr | "
-                      "web_questions_orqa | curated_trec_orqa | squad_open (or nq, nq_dpr, wq, "
-                      "ct) | jsonl:<path>.", flag_values=fv)
-  flags.DEFINE_string("split", "train", "Training split (not used by jsonl:<path>).",
-                      flag_values=fv)
-  flags.DEFINE_bool("strict", False, "Stop on a malformed line of a jsonl:<path> dataset instead "
-                    "of skipping it.", flag_values=fv)
-  flags.DEFINE_enum("reader_positives", finetune.FinetuneConfig().reader_positives,
-                    list(model.READER_POSITIVES),
-                    "What the reader reads when none of its blocks bears an answer: the beam's "
-                    "best answer-bearing block, the gold document's (else the beam's), or nothing "
-                    "(ORQA's zero loss).", flag_values=fv)
-  flags.DEFINE_string("index_dir", None, "Index bundles; the newest is used, frozen.",
-                      flag_values=fv)
-  flags.DEFINE_string("corpus_dir", None, "Block corpus the index was built from.",
-                      flag_values=fv)
-  flags.DEFINE_string("init_checkpoint", None, "REALM model_dir, embedder export, converted "
-                      "checkpoint or fine-tuning model_dir to warm-start from.", flag_values=fv)
-  flags.DEFINE_string("reader_init_checkpoint", None, "Where the reader BERT comes from instead "
-                      "(REALM model_dir or converted checkpoint).", flag_values=fv)
-  flags.DEFINE_string("model_dir", None, "Checkpoints, config.json, summaries.", flag_values=fv)
-  flags.DEFINE_string("data_dir", None, "TFDS data_dir.", flag_values=fv)
-  flags.DEFINE_string("manual_dir", None, "Folder with the dataset source files (default: "
-                      "shipped).", flag_values=fv)
-  flags.DEFINE_string("reader_encoder", reader.encoder, "Reader encoder preset when the init "
-                      "checkpoint has no reader (tiny|mini|minilm|base).", flag_values=fv)
-  flags.DEFINE_integer("reader_seq_length", reader.seq_length, "[CLS] question [SEP] block [SEP] "
-                       "length.", flag_values=fv)
-  flags.DEFINE_integer("reader_query_length", reader.query_length, "[CLS] question [SEP] part of "
-                       "the reader input.", flag_values=fv)
-  flags.mark_flags_as_required(["index_dir", "corpus_dir", "model_dir"], flag_values=fv)
 
 
 def config_from_flags(flag_values=flags.FLAGS):
@@ -122,13 +124,19 @@ def config_from_flags(flag_values=flags.FLAGS):
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import model  # pylint: disable=g-import-not-at-top
   fv = flag_values
-  reader = config_flags.config_from_flags(
-      ReaderConfig, fv, skip=_READER_SKIP, encoder=fv.reader_encoder,
-      seq_length=fv.reader_seq_length, query_length=fv.reader_query_length)
+  reader = config_flags.config_from_flags(ReaderConfig, fv, names=_READER_NAMES)
   openqa = config_flags.config_from_flags(model.OpenQAConfig, fv, skip=_MODEL_SKIP, reader=reader)
+  return config_flags.config_from_flags(finetune.FinetuneConfig, fv, skip=_FINETUNE_SKIP,
+                                        names=_FINETUNE_NAMES, model=openqa)
+
+
+def job_from_flags(flag_values=flags.FLAGS):
+  """The FinetuneJobConfig the parsed flags describe: `config_from_flags` and where to run it."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   return config_flags.config_from_flags(
-      finetune.FinetuneConfig, fv, skip=_FINETUNE_SKIP, model=openqa, dataset=fv.dataset,
-      train_split=fv.split, reader_positives=fv.reader_positives)
+      finetune.FinetuneJobConfig, flag_values, finetune=config_from_flags(flag_values),
+      jit_compile=flag_values.jit_compile)
 
 
 def main(argv):
@@ -141,17 +149,13 @@ def main(argv):
   t0 = time.time()
   datasets.check_dataset(FLAGS.dataset)  # a DatasetError: one line, exit status 2 (cli.run)
   strategy = distribution_flags.strategy_from_flags()
-  config = config_from_flags()
-  result = finetune.run(finetune.FinetuneJobConfig(
-      config, index_dir=FLAGS.index_dir, corpus_dir=FLAGS.corpus_dir, model_dir=FLAGS.model_dir,
-      init_checkpoint=FLAGS.init_checkpoint, reader_init_checkpoint=FLAGS.reader_init_checkpoint,
-      data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, jit_compile=FLAGS.jit_compile,
-      strict=FLAGS.strict), strategy)
+  job = job_from_flags()
+  result = finetune.run(job, strategy)
   result["wall_seconds"] = round(time.time() - t0, 1)
   logging.info("Fine-tuning done in %.0f s.", result["wall_seconds"])
   print(json.dumps({k: v for k, v in result.items() if k != "progress_line"}, indent=2,
                    default=str))
-  print(f"Checkpoints in {os.path.join(FLAGS.model_dir, 'checkpoints')}")
+  print(f"Checkpoints in {os.path.join(job.model_dir, 'checkpoints')}")
 
 
 if __name__ == "__main__":

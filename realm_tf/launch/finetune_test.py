@@ -120,6 +120,40 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
                                                                 ["1", "5"], "dense")
 
 
+# Every flag of the program (its --help) with the default a user sees, as when written by hand.
+_DEFAULTS = {
+    "dataset": "squad_open", "split": "train", "batch_size": 8, "num_train_steps": 1000,
+    "learning_rate": 1e-5, "warmup_steps": None, "seed": 0, "checkpoint_every": 200,
+    "log_every": 10, "max_train_examples": None, "reader_positives": "beam",
+    "retrieval_score_scale": 1.0, "reader_beam_size": 5, "train_reader_beam_size": None,
+    "retriever_beam_size": 5000, "reader_encoder": "tiny", "span_hidden_size": 256,
+    "max_span_width": 10, "reader_seq_length": 320, "reader_query_length": 64,
+    "index_dir": None, "corpus_dir": None, "model_dir": None, "init_checkpoint": None,
+    "reader_init_checkpoint": None, "data_dir": None, "manual_dir": None, "strict": False,
+    "tpu": None, "strategy": "default", "num_cpu_devices": None, "mixed_precision": None,
+    "jit_compile": False}
+
+
+def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated():
+  from realm_tf.stages.finetune import FinetuneJobConfig  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  finetune.define_flags(fv)
+  assert {f.name: f.default for f in fv.get_key_flags_for_module(finetune)} == _DEFAULTS
+  assert fv["reader_positives"].parser.enum_values == ["beam", "gold", "none"]
+  for name in ("index_dir", "init_checkpoint", "data_dir", "strict", "split", "reader_encoder"):
+    assert fv[name].help == finetune.HELP[name], name  # from the table, i.e. generated
+  with pytest.raises(flags.IllegalFlagValueError, match="--corpus_dir"):  # required
+    fv(["finetune", "--index_dir=/i", "--model_dir=/m"])
+  fv(["finetune", "--index_dir=/i", "--corpus_dir=/c", "--model_dir=/m", "--init_checkpoint=/w",
+      "--reader_init_checkpoint=/r", "--data_dir=/d", "--manual_dir=/s", "--strict",
+      "--jit_compile", "--reader_encoder=mini"])
+  assert finetune.job_from_flags(fv) == FinetuneJobConfig(
+      finetune.config_from_flags(fv), index_dir="/i", corpus_dir="/c", model_dir="/m",
+      init_checkpoint="/w", reader_init_checkpoint="/r", data_dir="/d", manual_dir="/s",
+      jit_compile=True, strict=True)
+  assert finetune.job_from_flags(fv).finetune.model.reader.encoder == "mini"
+
+
 def test_finetune_unknown_dataset_is_a_one_line_error(tmp_path):
   proc = testing.run_cli("realm_tf.launch.finetune", "--dataset=nq_open",
                          f"--index_dir={tmp_path / 'index'}", f"--corpus_dir={tmp_path / 'corpus'}",

@@ -19,32 +19,54 @@ from absl import flags
 
 from realm_tf.launch import cli
 
-FLAGS = flags.FLAGS
-
 HELP = {
     # IctConfig
     "batch_size": "Global batch size (in-batch negatives = batch - 1).",
     "num_train_steps": "Training steps.",
     "learning_rate": "Peak learning rate (AdamW, linear warm-up/decay).",
+    "warmup_steps": "Warm-up steps (default 10% of the run).",
     "remove_sentence_rate": "How often the query sentence is cut from its block.",
     "seed": "Seed of query-sentence sampling.",
     "heldout_fraction": "Share of blocks never used as ICT queries.",
     "checkpoint_every": "Steps between checkpoints.",
     # RetrieverConfig
+    "preset": "Retriever encoder preset: tiny|mini|minilm|base.",
+    "projection_size": "Retrieval embedding size (default 128; with --init, the encoder's width, "
+                       "which keeps a sentence encoder's geometry).",
+    "share_towers": "One encoder for queries and blocks (ORQA's ICT module and REALM's "
+                    "share_embedders).",
+    "pooling": "Tower pooling: the [CLS] pooler (ORQA/REALM) or the mean of the tokens "
+               "(sentence-transformers).",
     "projection_dropout": "Dropout on the projected embedding (ORQA: 0.1).",
     "query_seq_length": "Query wordpieces.",
     "doc_seq_length": "Block wordpieces ([CLS] title [SEP] body [SEP]).",
+    # IctJobConfig
+    "corpus_dir": "Block corpus (manifest.json + shards).",
+    "model_dir": "ICT checkpoints and embedder exports.",
+    "index_dir": "Publish index bundle v1 here from the final export (skipped when unset or when "
+                 "a bundle is already live).",
+    "init": "Initial tower weights (realm_tf.training.warm_start): an HF BERT dir, a "
+            "TF1/converted checkpoint, an export or a training model_dir; 'minilm' = the "
+            "installed MiniLM weights. Both towers get the same encoder and the same projection "
+            "(identity when square).",
+    "min_recall": "Refuse to publish an index whose ScaNN recall@10 is lower.",
 }
-# Config fields with no generated flag: nested configs, settings the command line does not
-# expose, and those whose flag has another name, default or type (written by hand below).
-_ICT_SKIP = ("retriever", "warmup_steps", "shuffle_window", "log_every")
-_RETRIEVER_SKIP = ("encoder", "projection_size", "share_towers", "projection_layer_norm",
-                   "pooling", "projection_scale_init")
+# Config fields with no flag: the nested configs (their own flags) and settings the command line
+# does not expose.
+_ICT_SKIP = ("retriever", "shuffle_window", "log_every")
+_RETRIEVER_SKIP = ("projection_layer_norm", "projection_scale_init")
+_JOB_SKIP = ("ict",)
+# RetrieverConfig.encoder is given as a preset name.
+_RETRIEVER_NAMES = {"encoder": "preset"}
+# Flag defaults that differ from the fields': None = derived in `config_from_flags` (10% of the
+# run; the encoder's width with --init, else 128); ICT shares its towers unless told otherwise.
+_ICT_DEFAULTS = {"warmup_steps": None}
+_RETRIEVER_DEFAULTS = {"projection_size": None, "share_towers": True}
 
 
 def define_flags(flag_values=flags.FLAGS):
-  """Defines the ICT flags: one per IctConfig / RetrieverConfig setting, the run's inputs and
-  outputs, the warm start, and the distribution flags.
+  """Defines the ICT flags: one per IctConfig / RetrieverConfig setting, one per IctJobConfig
+  field (the run's inputs and outputs, the warm start), and the distribution flags.
 
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.
@@ -54,35 +76,16 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.modeling import retriever  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
   fv = flag_values
-  defaults = retriever.RetrieverConfig()
-  config_flags.define_config_flags(ict_experiment.IctConfig, HELP, skip=_ICT_SKIP, flag_values=fv)
+  config_flags.define_config_flags(ict_experiment.IctConfig, HELP, skip=_ICT_SKIP,
+                                   defaults=_ICT_DEFAULTS, flag_values=fv)
   config_flags.define_config_flags(retriever.RetrieverConfig, HELP, skip=_RETRIEVER_SKIP,
-                                   flag_values=fv)
+                                   names=_RETRIEVER_NAMES, defaults=_RETRIEVER_DEFAULTS,
+                                   choices={"pooling": retriever.POOLINGS}, flag_values=fv)
+  config_flags.define_config_flags(ict_experiment.IctJobConfig, HELP, skip=_JOB_SKIP,
+                                   required=("corpus_dir", "model_dir"), flag_values=fv)
   distribution_flags.define_flags(fv)
-  flags.DEFINE_string("corpus_dir", None, "Block corpus (manifest.json + shards).", flag_values=fv)
-  flags.DEFINE_string("model_dir", None, "ICT checkpoints and embedder exports.", flag_values=fv)
-  flags.DEFINE_string("index_dir", None, "Publish index bundle v1 here from the final export "
-                      "(skipped when unset or when a bundle is already live).", flag_values=fv)
-  flags.DEFINE_string("preset", defaults.encoder, "Retriever encoder preset: "
-                      "tiny|mini|minilm|base.", flag_values=fv)
-  flags.DEFINE_string("init", None, "Initial tower weights (realm_tf.training.warm_start): an HF "
-                      "BERT dir, a TF1/converted checkpoint, an export or a training model_dir; "
-                      "'minilm' = the installed MiniLM weights. Both towers get the same encoder "
-                      "and the same projection (identity when square).", flag_values=fv)
+  # An alias, not a setting: the name --init had before it took more than HF directories.
   flags.DEFINE_alias("init_from_hf", "init", flag_values=fv)
-  flags.DEFINE_bool("share_towers", True, "One encoder for queries and blocks (ORQA's ICT module "
-                    "and REALM's share_embedders).", flag_values=fv)
-  flags.DEFINE_enum("pooling", defaults.pooling, list(retriever.POOLINGS), "Tower pooling: the "
-                    "[CLS] pooler (ORQA/REALM) or the mean of the tokens (sentence-transformers).",
-                    flag_values=fv)
-  flags.DEFINE_integer("projection_size", None, "Retrieval embedding size (default 128; with "
-                       "--init, the encoder's width, which keeps a sentence encoder's geometry).",
-                       flag_values=fv)
-  flags.DEFINE_integer("warmup_steps", None, "Warm-up steps (default 10% of the run).",
-                       flag_values=fv)
-  flags.DEFINE_float("min_recall", 0.9, "Refuse to publish an index whose ScaNN recall@10 is "
-                     "lower.", flag_values=fv)
-  flags.mark_flags_as_required(["corpus_dir", "model_dir"], flag_values=fv)
 
 
 def config_from_flags(flag_values=flags.FLAGS):
@@ -94,13 +97,21 @@ def config_from_flags(flag_values=flags.FLAGS):
   fv = flag_values
   encoder = get_encoder_config(fv.preset)
   retriever = config_flags.config_from_flags(
-      RetrieverConfig, fv, skip=_RETRIEVER_SKIP, encoder=encoder,
-      projection_size=fv.projection_size or (encoder.hidden_size if fv.init else 128),
-      share_towers=fv.share_towers, pooling=fv.pooling)
+      RetrieverConfig, fv, skip=_RETRIEVER_SKIP, names=_RETRIEVER_NAMES, encoder=encoder,
+      projection_size=fv.projection_size or (encoder.hidden_size if fv.init else 128))
   steps = fv.num_train_steps
   return config_flags.config_from_flags(
       ict_experiment.IctConfig, fv, skip=_ICT_SKIP, retriever=retriever,
       warmup_steps=fv.warmup_steps if fv.warmup_steps is not None else steps // 10)
+
+
+def job_from_flags(flag_values=flags.FLAGS):
+  """The IctJobConfig the parsed flags describe: `config_from_flags` and where to run it."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(
+      ict_experiment.IctJobConfig, flag_values, ict=config_from_flags(flag_values),
+      index_dir=flag_values.index_dir or None)  # --index_dir= (empty) means unset too
 
 
 def main(argv):
@@ -109,10 +120,9 @@ def main(argv):
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   strategy = distribution_flags.strategy_from_flags()
   from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
-  config = config_from_flags()
-  result = ict_experiment.run(ict_experiment.IctJobConfig(
-      config, corpus_dir=FLAGS.corpus_dir, model_dir=FLAGS.model_dir,
-      index_dir=FLAGS.index_dir or None, init=FLAGS.init, min_recall=FLAGS.min_recall), strategy)
+  job = job_from_flags()
+  config = job.ict
+  result = ict_experiment.run(job, strategy)
   print(f"ICT: {config.num_train_steps} steps, loss={float(result.get('loss', 'nan')):.4f}, "
         f"accuracy={float(result.get('accuracy', 'nan')):.4f}")
   print(f"Embedder exported to {result['export']}")

@@ -22,10 +22,11 @@ from absl import flags
 
 from realm_tf.launch import cli
 
-FLAGS = flags.FLAGS
-
 HELP = {
     # RefreshConfig
+    "model_dir": "Trainer directory holding embedder_exports/ and TRAINING_DONE.",
+    "corpus_dir": "Block corpus (manifest.json + shards).",
+    "index_dir": "Where index bundle versions are published.",
     "num_shards": "Number of independent embedding workers.",
     "shard_index": "This worker (0 merges and publishes).",
     "batch_size": "Blocks per replica per step.",
@@ -46,13 +47,19 @@ HELP = {
     "scann_dimensions_per_block": "AH dimensions per block.",
     "scann_aq_threshold": "Anisotropic quantization threshold.",
     "scann_reorder": "Candidates re-scored exactly (default 100).",
+    # RefreshJobConfig
+    "once": "Index the newest export once (if needed) and exit.",
+    "add": "Block-corpus directory of documents to add (repeatable).",
+    "remove": "File of block ids to remove, one per line.",
 }
-# RefreshConfig fields with no generated flag: the three required directories (written by hand
-# below), the nested ScannConfig (SCANN_FLAGS) and a setting the command line does not expose.
-_REFRESH_SKIP = ("model_dir", "corpus_dir", "index_dir", "scann", "exact_tile_size")
-# ScannConfig field → its flag. --scann_mode (an enum) is written by hand; the fields not named
-# here are not command-line settings.
+_DIRS = ("model_dir", "corpus_dir", "index_dir")  # RefreshConfig's paths: required flags
+# RefreshConfig fields with no flag: the nested ScannConfig (its --scann_* flags, SCANN_FLAGS)
+# and a setting the command line does not expose.
+_REFRESH_SKIP = ("scann", "exact_tile_size")
+_JOB_SKIP = ("refresh",)  # RefreshJobConfig.refresh: the RefreshConfig of the flags above
+# ScannConfig field → its flag; the fields not named here are not command-line settings.
 SCANN_FLAGS = {
+    "mode": "scann_mode",
     "brute_force_below": "scann_brute_force_below",
     "tree_above": "scann_tree_above",
     "num_leaves": "scann_num_leaves",
@@ -65,14 +72,16 @@ SCANN_FLAGS = {
 
 
 def _scann_skip():
-  """ScannConfig fields without a generated flag: those SCANN_FLAGS does not name (mode too)."""
+  """ScannConfig fields without a flag: those SCANN_FLAGS does not name."""
   from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
   return tuple(f.name for f in dataclasses.fields(ScannConfig) if f.name not in SCANN_FLAGS)
 
 
 def define_flags(flag_values=flags.FLAGS):
   """Defines the refresh job's flags: one per RefreshConfig and (as --scann_*) ScannConfig
-  setting, the document updates, --once, and the distribution flags.
+  setting, one per RefreshJobConfig field (--once and the document updates), and the
+  distribution flags without --mixed_precision / --jit_compile (the job runs the exported
+  embedder as it was saved: it could not honour them).
 
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.
@@ -81,25 +90,16 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import refresh  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import refresh_job  # pylint: disable=g-import-not-at-top
   fv = flag_values
   config_flags.define_config_flags(refresh.RefreshConfig, HELP, skip=_REFRESH_SKIP,
-                                   flag_values=fv)
+                                   required=_DIRS, flag_values=fv)
   config_flags.define_config_flags(scann_searcher.ScannConfig, HELP, skip=_scann_skip(),
-                                   flag_values=fv, names=SCANN_FLAGS)
-  flags.DEFINE_enum("scann_mode", scann_searcher.ScannConfig().mode, list(scann_searcher.MODES),
-                    HELP["scann_mode"], flag_values=fv)
-  distribution_flags.define_flags(fv)
-  flags.DEFINE_string("model_dir", None, "Trainer directory holding embedder_exports/ and "
-                      "TRAINING_DONE.", flag_values=fv)
-  flags.DEFINE_string("corpus_dir", None, "Block corpus (manifest.json + shards).", flag_values=fv)
-  flags.DEFINE_string("index_dir", None, "Where index bundle versions are published.",
-                      flag_values=fv)
-  flags.DEFINE_bool("once", False, "Index the newest export once (if needed) and exit.",
-                    flag_values=fv)
-  flags.DEFINE_multi_string("add", [], "Block-corpus directory of documents to add (repeatable).",
-                            flag_values=fv)
-  flags.DEFINE_string("remove", None, "File of block ids to remove, one per line.", flag_values=fv)
-  flags.mark_flags_as_required(["model_dir", "corpus_dir", "index_dir"], flag_values=fv)
+                                   names=SCANN_FLAGS, choices={"mode": scann_searcher.MODES},
+                                   flag_values=fv)
+  config_flags.define_config_flags(refresh_job.RefreshJobConfig, HELP, skip=_JOB_SKIP,
+                                   multi=("add",), flag_values=fv)
+  distribution_flags.define_flags(fv, precision=False)
 
 
 def config_from_flags(flag_values=flags.FLAGS):
@@ -108,23 +108,27 @@ def config_from_flags(flag_values=flags.FLAGS):
   from realm_tf.retrieval import refresh  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
   fv = flag_values
-  scann = config_flags.config_from_flags(ScannConfig, fv, skip=_scann_skip(), names=SCANN_FLAGS,
-                                        mode=fv.scann_mode)
-  return config_flags.config_from_flags(
-      refresh.RefreshConfig, fv, skip=_REFRESH_SKIP, model_dir=fv.model_dir,
-      corpus_dir=fv.corpus_dir, index_dir=fv.index_dir, scann=scann)
+  scann = config_flags.config_from_flags(ScannConfig, fv, skip=_scann_skip(), names=SCANN_FLAGS)
+  return config_flags.config_from_flags(refresh.RefreshConfig, fv, skip=_REFRESH_SKIP,
+                                        scann=scann)
+
+
+def job_from_flags(flag_values=flags.FLAGS):
+  """The RefreshJobConfig the parsed flags describe: `config_from_flags` and what to do."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import refresh_job  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(refresh_job.RefreshJobConfig, flag_values,
+                                        refresh=config_from_flags(flag_values))
 
 
 def main(argv):
   """Refreshes the index as the flags say: once, a document update, or until training ends."""
   del argv
   # The strategy first: splitting the CPU into logical devices must precede TF's initialisation.
-  from realm_tf.training.strategy import get_strategy  # pylint: disable=g-import-not-at-top
-  strategy = get_strategy(tpu=FLAGS.tpu, strategy=FLAGS.strategy,
-                          num_cpu_devices=FLAGS.num_cpu_devices)
+  from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
+  strategy = distribution_flags.strategy_from_flags()
   from realm_tf.stages import refresh_job  # pylint: disable=g-import-not-at-top
-  result = refresh_job.run(refresh_job.RefreshJobConfig(
-      config_from_flags(), once=FLAGS.once, add=FLAGS.add, remove=FLAGS.remove), strategy)
+  result = refresh_job.run(job_from_flags(), strategy)
   if result["mode"] == "update":
     print(f"Published {result['bundle']}" if result["bundle"] else
           "Embedded this worker's shards.")

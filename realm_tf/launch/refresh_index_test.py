@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from absl import flags
 
 from realm_tf.launch import refresh_index
@@ -18,35 +19,59 @@ def _run(*args):
                         capture_output=True, text=True, timeout=300)
 
 
-# The flags of the program (its --help), as they were when written by hand.
-_FLAGS = {
-    "model_dir", "corpus_dir", "index_dir", "num_shards", "shard_index", "batch_size", "once",
-    "add", "remove", "min_recall", "recall_queries", "keep", "grace_seconds", "poll_min_seconds",
-    "poll_max_seconds", "part_wait_timeout", "scann_mode", "scann_brute_force_below",
-    "scann_tree_above", "scann_num_leaves", "scann_leaves_to_search",
-    "scann_training_sample_size", "scann_dimensions_per_block", "scann_aq_threshold",
-    "scann_reorder",
+# The flags of the program (its --help) with the defaults a user sees, as when written by hand;
+# without --mixed_precision and --jit_compile, which the job could not honour (it runs the
+# exported embedder as saved).
+_DEFAULTS = {
+    "model_dir": None, "corpus_dir": None, "index_dir": None, "num_shards": 1, "shard_index": 0,
+    "batch_size": 32, "once": False, "add": [], "remove": None, "min_recall": 0.9,
+    "recall_queries": 1000, "keep": 3, "grace_seconds": 120.0, "poll_min_seconds": 5.0,
+    "poll_max_seconds": 300.0, "part_wait_timeout": None, "scann_mode": "auto",
+    "scann_brute_force_below": 20000, "scann_tree_above": 100000, "scann_num_leaves": None,
+    "scann_leaves_to_search": None, "scann_training_sample_size": None,
+    "scann_dimensions_per_block": 2, "scann_aq_threshold": 0.2, "scann_reorder": None,
     # The distribution flags (realm_tf.launch.distribution_flags) are this program's too.
-    "tpu", "strategy", "num_cpu_devices", "mixed_precision", "jit_compile"}
+    "tpu": None, "strategy": "default", "num_cpu_devices": None}
 
 
 def test_flags_are_generated_from_the_configs_and_parse_into_them():
   from realm_tf.retrieval.refresh import RefreshConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.refresh_job import RefreshJobConfig  # pylint: disable=g-import-not-at-top
   assert not flags.FLAGS.flags_by_module_dict().get(refresh_index.__name__)
   fv = flags.FlagValues()
   refresh_index.define_flags(fv)
-  assert {f.name for f in fv.get_key_flags_for_module(refresh_index)} == _FLAGS
+  assert {f.name: f.default for f in fv.get_key_flags_for_module(refresh_index)} == _DEFAULTS
+  assert fv["scann_mode"].parser.enum_values == ["auto", "brute_force", "ah", "tree_ah"]
+  for name in ("model_dir", "once", "add", "remove", "scann_mode"):
+    assert refresh_index.HELP[name] in fv[name].help, name  # from the table, i.e. generated
+  with pytest.raises(flags.IllegalFlagValueError, match="--index_dir"):  # required
+    fv(["refresh_index", "--model_dir=/m", "--corpus_dir=/c"])
   fv(["refresh_index", "--model_dir=/m", "--corpus_dir=/c", "--index_dir=/i"])
   assert refresh_index.config_from_flags(fv) == RefreshConfig(model_dir="/m", corpus_dir="/c",
                                                               index_dir="/i")
+  assert refresh_index.job_from_flags(fv) == RefreshJobConfig(refresh_index.config_from_flags(fv))
   fv(["refresh_index", "--scann_mode=ah", "--scann_reorder=50", "--scann_aq_threshold=0.1",
-      "--scann_leaves_to_search=4", "--keep=2", "--part_wait_timeout=9"])
+      "--scann_leaves_to_search=4", "--keep=2", "--part_wait_timeout=9", "--once",
+      "--add=/a,b", "--add=/c", "--remove=/r.txt"])
   config = refresh_index.config_from_flags(fv)
   assert config.scann == ScannConfig(mode="ah", reordering_num_neighbors=50,
                                      anisotropic_quantization_threshold=0.1,
                                      num_leaves_to_search=4)
   assert (config.keep, config.part_wait_timeout) == (2, 9.0)
+  assert refresh_index.job_from_flags(fv) == RefreshJobConfig(config, once=True,
+                                                              add=["/a,b", "/c"], remove="/r.txt")
+
+
+def test_precision_flags_it_cannot_honour_are_refused(tmp_path):
+  """The job embeds with the exported SavedModel, whose dtypes and compilation were fixed at
+  export: --mixed_precision (and --jit_compile: see _DEFAULTS) is an unknown flag here, not
+  silently ignored."""
+  proc = _run(f"--model_dir={tmp_path}", f"--corpus_dir={tmp_path}",
+              f"--index_dir={tmp_path / 'index'}", "--once", "--mixed_precision=bfloat16")
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "Unknown command line flag 'mixed_precision'" in proc.stderr, proc.stderr[-2000:]
+  assert not (tmp_path / "index").exists()
 
 
 def test_no_export_is_a_one_line_error(tmp_path):
