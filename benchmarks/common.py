@@ -86,3 +86,60 @@ def index_of_untrained_towers(model_dir: str, corpus_dir: str, index_dir: str, r
     init_towers(retriever)
   refresher.refresh(embedder_export.export_embedder(retriever, model_dir, 0,
                                                     tokenizer=RealmTokenizer()))
+
+
+def percentile_ms(latencies, q):
+  """The q-th percentile of latencies given in seconds, in milliseconds (None when empty)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return float(np.percentile(np.asarray(latencies) * 1e3, q)) if len(latencies) else None
+
+
+def grpc_load(address: str, model_name: str, input_name: str, questions, clients: int,
+              duration_s: float, warmup_s: float = 0.0, timeout: float = 60.0) -> dict:
+  """A closed loop of `clients` threads, each sending one-question Predict requests back to back
+  (after one unmeasured request each, then `warmup_s` unmeasured seconds) for `duration_s`.
+
+  Returns {"latencies": seconds of the requests measured, "errors": failed requests,
+  "seconds": duration_s}: the QPS a server sustains is len(latencies) / seconds.
+  """
+  import threading  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from serving import client as client_lib  # pylint: disable=g-import-not-at-top
+  latencies, errors = [], []
+  lock = threading.Lock()
+  barrier = threading.Barrier(clients)
+  window = {}
+
+  def worker(k):
+    mine, err = [], 0
+    with client_lib.PredictClient(address, model_name, timeout=timeout) as c:
+      requests = [c.build_request({input_name: np.array([q.encode()], dtype=object)})
+                  for q in questions]
+      stub = c._predict  # pylint: disable=protected-access
+      stub.Predict(requests[k % len(requests)], timeout=timeout)
+      if barrier.wait() == 0:  # one thread sets the window once every client is ready
+        window["start"] = time.monotonic() + warmup_s
+        window["end"] = window["start"] + duration_s
+      barrier.wait()
+      i = k
+      while True:
+        t0 = time.monotonic()
+        if t0 >= window["end"]:
+          break
+        try:
+          stub.Predict(requests[i % len(requests)], timeout=timeout)
+        except Exception:  # pylint: disable=broad-except
+          err += 1
+        if t0 >= window["start"]:
+          mine.append(time.monotonic() - t0)
+        i += 1
+    with lock:
+      latencies.extend(mine)
+      errors.append(err)
+
+  threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  return {"latencies": latencies, "errors": int(sum(errors)), "seconds": duration_s}

@@ -154,12 +154,11 @@ def job_config(shared_dir: str, squad: str):
 
 def copy_index(src: str, dst: str) -> None:
   """Copies the shared bundle(s) into a run's own index dir (once, atomically)."""
+  from realm_tf.io import publish  # pylint: disable=g-import-not-at-top
   if os.path.exists(dst):
     return
-  tmp = dst + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  shutil.copytree(src, tmp)
-  os.replace(tmp, dst)
+  with publish.publish_dir(dst) as tmp:
+    shutil.copytree(src, tmp, dirs_exist_ok=True)
 
 
 def main(argv):
@@ -168,6 +167,7 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.data.squad_open import load_squad_questions, split_of  # pylint: disable=g-import-not-at-top
   from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator, scalar_figures  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
   from realm_tf.io.work_dir import WorkDir  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
@@ -242,9 +242,7 @@ def main(argv):
     log_path = os.path.join(model_dir, HELDOUT_LOG)
     if start_record is not None and not experiment.trainer.manager.latest_checkpoint and \
         not os.path.exists(log_path):
-      with open(log_path + ".tmp", "w") as f:
-        f.write(json.dumps(start_record, sort_keys=True) + "\n")
-      os.replace(log_path + ".tmp", log_path)
+      atomic.write_text(log_path, json.dumps(start_record, sort_keys=True) + "\n")
     t = time.time()
     scalars = experiment.train(retriever_init=retriever_init, reader_init=shared.reader)
     log = [scalar_figures(r) for r in experiment.heldout_log()]  # per-sentence lists left out

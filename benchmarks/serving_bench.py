@@ -19,7 +19,6 @@ the environment (command, cores, load, TF version) from benchmarks.common.
 """
 import os
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -57,10 +56,6 @@ QUESTIONS = [
 ]
 
 
-def percentile_ms(latencies, q):
-  return float(np.percentile(np.asarray(latencies) * 1e3, q)) if latencies else None
-
-
 def _timed(fn):
   start = time.perf_counter()
   fn()
@@ -91,60 +86,21 @@ def paired_overhead(path: str, input_name: str, address: str, model_name: str,
         local.append(t_local)
         remote.append(t_remote)
   result = {"calls": calls,
-            "in_process": {"p50_ms": percentile_ms(local, 50), "p99_ms": percentile_ms(local, 99)},
-            "grpc": {"p50_ms": percentile_ms(remote, 50), "p99_ms": percentile_ms(remote, 99)}}
+            "in_process": {"p50_ms": common.percentile_ms(local, 50),
+                           "p99_ms": common.percentile_ms(local, 99)},
+            "grpc": {"p50_ms": common.percentile_ms(remote, 50),
+                     "p99_ms": common.percentile_ms(remote, 99)}}
   # How much the model itself gains from batching: in-process rows/s at batch 32 over batch 1.
   big = tf.constant([QUESTIONS[i % len(QUESTIONS)] for i in range(32)])
   t1, t32 = [], []
   for _ in range(max(5, calls // 20)):
     t1.append(_timed(lambda: fn(**{input_name: local_inputs[0]})))
     t32.append(_timed(lambda: fn(**{input_name: big})))
-  result["in_process_batch32_p50_ms"] = percentile_ms(t32, 50)
+  result["in_process_batch32_p50_ms"] = common.percentile_ms(t32, 50)
   result["model_batch32_rows_per_s_gain"] = 32 * float(np.median(t1)) / float(np.median(t32))
   result["overhead"] = result["grpc"]["p50_ms"] / result["in_process"]["p50_ms"] - 1.0
   result["overhead_ms"] = result["grpc"]["p50_ms"] - result["in_process"]["p50_ms"]
   return result
-
-
-def load(address: str, model_name: str, input_name: str, clients: int, warmup_s: float,
-         duration_s: float) -> dict:
-  """`clients` threads send one-question requests back to back; latencies in the window count."""
-  start_measure = time.monotonic() + warmup_s
-  end = start_measure + duration_s
-  latencies, errors = [], []
-  lock = threading.Lock()
-  barrier = threading.Barrier(clients)
-
-  def worker(k):
-    mine, err = [], 0
-    with client_lib.PredictClient(address, model_name, timeout=60) as c:
-      requests = [c.build_request({input_name: np.array([q.encode()], dtype=object)})
-                  for q in QUESTIONS]
-      stub = c._predict  # pylint: disable=protected-access
-      barrier.wait()
-      i = k
-      while True:
-        t0 = time.monotonic()
-        if t0 >= end:
-          break
-        try:
-          stub.Predict(requests[i % len(requests)], timeout=60)
-        except Exception:  # pylint: disable=broad-except
-          err += 1
-        t1 = time.monotonic()
-        if t0 >= start_measure:
-          mine.append(t1 - t0)
-        i += 1
-    with lock:
-      latencies.extend(mine)
-      errors.append(err)
-
-  threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-  for t in threads:
-    t.start()
-  for t in threads:
-    t.join()
-  return {"latencies": latencies, "errors": int(sum(errors)), "seconds": duration_s}
 
 
 def summarize(clients: int, windows) -> dict:
@@ -153,8 +109,8 @@ def summarize(clients: int, windows) -> dict:
   seconds = sum(w["seconds"] for w in windows)
   return {"clients": clients, "requests": len(latencies),
           "errors": sum(w["errors"] for w in windows), "seconds": seconds,
-          "qps": len(latencies) / seconds, "p50_ms": percentile_ms(latencies, 50),
-          "p99_ms": percentile_ms(latencies, 99)}
+          "qps": len(latencies) / seconds, "p50_ms": common.percentile_ms(latencies, 50),
+          "p99_ms": common.percentile_ms(latencies, 99)}
 
 
 def start_server(base_path, model_name, batching: bool, work_dir):
@@ -186,8 +142,9 @@ def measure(base_path, model_name, input_name, version_path, work_dir):
       windows = {False: [], True: []}
       for _ in range(FLAGS.rounds):
         for batching in (False, True):
-          windows[batching].append(load(servers[batching].address, model_name, input_name,
-                                        clients, FLAGS.warmup_s, window))
+          windows[batching].append(common.grpc_load(
+              servers[batching].address, model_name, input_name, QUESTIONS, clients, window,
+              warmup_s=FLAGS.warmup_s))
       for batching in (False, True):
         results[batching][str(clients)] = summarize(clients, windows[batching])
         logging.info("batching=%s clients=%d: %s", batching, clients,

@@ -20,7 +20,6 @@ Writes benchmarks/results/serving_variants.json.
 """
 import os
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -100,10 +99,6 @@ def build_model(blocks, tokenizer, encoder: str, random_embeddings: bool):
   return finetune.build_model(config, index, tokenizer)
 
 
-def _pct(xs, q):
-  return float(np.percentile(np.asarray(xs) * 1e3, q))
-
-
 def time_signature(fn, feeds, calls: int) -> dict:
   """p50 / p99 ms of `calls` calls (after 3 unmeasured ones)."""
   times = []
@@ -112,45 +107,18 @@ def time_signature(fn, feeds, calls: int) -> dict:
     {k: v.numpy() for k, v in fn(**feeds).items()}  # pylint: disable=expression-not-assigned
     if i >= 3:
       times.append(time.perf_counter() - t)
-  return {"p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99), "calls": calls}
+  return {"p50_ms": common.percentile_ms(times, 50), "p99_ms": common.percentile_ms(times, 99),
+          "calls": calls}
 
 
 def grpc_load(address: str, model_name: str, clients: int, duration_s: float) -> dict:
   """`clients` threads, one question per request, back to back for `duration_s`."""
-  from serving import client as client_lib  # pylint: disable=g-import-not-at-top
-  latencies, errors, lock = [], [0], threading.Lock()
-  barrier = threading.Barrier(clients)
-
-  def worker(k):
-    mine = []
-    with client_lib.PredictClient(address, model_name, timeout=120) as c:
-      reqs = [c.build_request({"questions": np.array([q.encode()], dtype=object)})
-              for q in QUESTIONS]
-      stub = c._predict  # pylint: disable=protected-access
-      stub.Predict(reqs[k % len(reqs)], timeout=120)
-      barrier.wait()
-      end = time.monotonic() + duration_s
-      i = k
-      while time.monotonic() < end:
-        t = time.monotonic()
-        try:
-          stub.Predict(reqs[i % len(reqs)], timeout=120)
-          mine.append(time.monotonic() - t)
-        except Exception:  # pylint: disable=broad-except
-          with lock:
-            errors[0] += 1
-        i += 1
-    with lock:
-      latencies.extend(mine)
-
-  threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-  for t in threads:
-    t.start()
-  for t in threads:
-    t.join()
-  return {"clients": clients, "requests": len(latencies), "errors": errors[0],
-          "qps": len(latencies) / duration_s, "p50_ms": _pct(latencies, 50),
-          "p99_ms": _pct(latencies, 99)}
+  run = common.grpc_load(address, model_name, "questions", QUESTIONS, clients, duration_s,
+                         timeout=120)
+  lat = run["latencies"]
+  return {"clients": clients, "requests": len(lat), "errors": run["errors"],
+          "qps": len(lat) / duration_s, "p50_ms": common.percentile_ms(lat, 50),
+          "p99_ms": common.percentile_ms(lat, 99)}
 
 
 def main(argv):
