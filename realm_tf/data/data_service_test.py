@@ -16,15 +16,20 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _assert_serves(dispatcher, worker, n):
+  """The service reads a range of `n` through `dispatcher` and its worker; both are stopped."""
+  ds = tf.data.Dataset.range(n).apply(tf.data.experimental.service.distribute(
+      processing_mode="parallel_epochs", service=dispatcher.target))
+  assert sorted(int(x) for x in ds) == list(range(n))
+  worker.stop()
+  dispatcher.stop()
+
+
 def test_a_dispatcher_and_a_worker_serve_a_dataset():
   dispatcher = data_service.start_dispatcher(_free_port())
   address = dispatcher.target.split("://")[-1]
   worker = data_service.start_worker(address, _free_port(), host="localhost")
-  ds = tf.data.Dataset.range(10).apply(tf.data.experimental.service.distribute(
-      processing_mode="parallel_epochs", service=dispatcher.target))
-  assert sorted(int(x) for x in ds) == list(range(10))
-  worker.stop()
-  dispatcher.stop()
+  _assert_serves(dispatcher, worker, 10)
 
 
 def test_a_taken_port_names_the_role_and_the_port():
@@ -41,11 +46,7 @@ def test_start_servers_runs_both_roles_the_worker_serving_its_own_dispatcher():
                                           worker_host="localhost")
   assert config.worker_dispatcher == f"localhost:{config.dispatcher_port}"
   dispatcher, worker = data_service.start_servers(config)
-  ds = tf.data.Dataset.range(5).apply(tf.data.experimental.service.distribute(
-      processing_mode="parallel_epochs", service=dispatcher.target))
-  assert sorted(int(x) for x in ds) == list(range(5))
-  worker.stop()
-  dispatcher.stop()
+  _assert_serves(dispatcher, worker, 5)
 
 
 def test_a_config_that_starts_nothing_or_gives_a_worker_no_dispatcher_is_refused():

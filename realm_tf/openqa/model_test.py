@@ -6,7 +6,6 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 
 from realm_tf.openqa import features as F
 from realm_tf.openqa import metrics
@@ -18,13 +17,10 @@ from realm_tf.text import RealmTokenizer
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   tok = RealmTokenizer()
-  index = T.random_frozen_index(str(tmp_path_factory.mktemp("corpus")), tok, seed=0)
-  tf_keras.utils.set_random_seed(0)
-  cfg = OpenQAConfig(retriever=T.micro_retriever_config(), reader=T.micro_reader_config(),
-                     retriever_beam_size=5000, reader_beam_size=3)
-  model = OpenQAModel(cfg, index, tok.vocab, tok.cls_id, tok.sep_id).build_all()
-  fz = F.QuestionFeaturizer(cfg.feature_config, tok)
-  return tok, index, model, fz
+  model = T.micro_model(str(tmp_path_factory.mktemp("corpus")), tok, seed=0,
+                        retriever_beam_size=5000, reader_beam_size=3)
+  fz = F.QuestionFeaturizer(model.config.feature_config, tok)
+  return tok, model.index, model, fz
 
 
 def _tensors(feats):

@@ -5,24 +5,18 @@ import re
 
 import numpy as np
 import pytest
-import tf_keras
 
 from realm_tf.stages import evaluate as E
 from realm_tf.openqa import features as F
 from realm_tf.openqa import metrics
 from realm_tf.testing import openqa_models as T
-from realm_tf.openqa.model import OpenQAConfig, OpenQAModel
 from realm_tf.text import RealmTokenizer
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-  tok = RealmTokenizer()
-  index = T.random_frozen_index(str(tmp_path_factory.mktemp("corpus")), tok, seed=1)
-  tf_keras.utils.set_random_seed(1)
-  cfg = OpenQAConfig(retriever=T.micro_retriever_config(), reader=T.micro_reader_config(),
-                     reader_beam_size=5)
-  return OpenQAModel(cfg, index, tok.vocab, tok.cls_id, tok.sep_id).build_all()
+  return T.micro_model(str(tmp_path_factory.mktemp("corpus")), RealmTokenizer(), seed=1,
+                       reader_beam_size=5)
 
 
 def test_batch_of_eight_in_one_call(model):

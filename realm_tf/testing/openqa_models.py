@@ -178,3 +178,15 @@ def random_frozen_index(corpus_dir: str, tokenizer, seed: int):
   return FrozenIndex(emb, store.block_ids, dense, lengths,
                      [t.decode() for t in store.titles.numpy()],
                      [b.decode() for b in store.bodies.numpy()])
+
+
+def micro_model(corpus_dir: str, tokenizer, seed: int, **config):
+  """A built micro OpenQAModel (`micro_retriever_config`, `micro_reader_config`, the OpenQAConfig
+  fields in `config`) over `random_frozen_index(corpus_dir, tokenizer, seed)`, its weights drawn
+  with `seed`."""
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa.model import OpenQAConfig, OpenQAModel  # pylint: disable=g-import-not-at-top
+  index = random_frozen_index(corpus_dir, tokenizer, seed)
+  tf_keras.utils.set_random_seed(seed)
+  cfg = OpenQAConfig(retriever=micro_retriever_config(), reader=micro_reader_config(), **config)
+  return OpenQAModel(cfg, index, tokenizer.vocab, tokenizer.cls_id, tokenizer.sep_id).build_all()
