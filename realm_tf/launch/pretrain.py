@@ -67,7 +67,9 @@ HELP = {
                                "(the reader's); 1: one rate, as the paper; the main job: 0.1.",
     "retriever_objective": "The retriever's gradient: marginal (the paper's: over every "
                            "candidate, the null document included) or retrieved (over the "
-                           "retrieved blocks alone; no pull towards the null document).",
+                           "retrieved blocks alone; no pull towards the null document) or "
+                           "helpful (retrieved, a block that explains a token worse than the "
+                           "null document scored as the null document).",
     "retrieval_score_scale": "Multiplies the warm-started retriever's scores once at the start "
                              "of REALM (a temperature; 1: as ICT left them).",
     "null_bias_learning_rate": "Peak rate of a learned scalar added to the null document's "

@@ -68,7 +68,7 @@ class RealmConfig(ConfigBase):
 
 
 
-RETRIEVER_OBJECTIVES = ("marginal", "retrieved")
+RETRIEVER_OBJECTIVES = ("marginal", "retrieved", "helpful")
 
 
 def _log_marginal(scores, mask, target_log_probs):
@@ -96,6 +96,9 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
       towards the null document's one embedding (and it towards every query), a common
       direction that erodes the ranking of real blocks while a reader still learns to read. Here
       the retriever only learns which retrieved blocks help more than the others.
+      "helpful": "retrieved", with each block's log p(y_m|z,x) raised to the null document's
+      where it is lower, so that only blocks that help move the ranking; a query that no
+      retrieved block helps gives the retriever no gradient.
 
   Returns:
     dict of [B] tensors, each a mean over the example's masked tokens m (0 without any):
@@ -127,13 +130,20 @@ def marginal_log_likelihood(relevance, candidate_mask, mlm_logits, masked_ids, m
   null_posterior = tf.exp(joint[:, 0] - marginal)  # [B, M]
   num_masks = tf.reduce_sum(weights, axis=-1)
   objective = marginal
-  if retriever_objective == "retrieved":
+  if retriever_objective in ("retrieved", "helpful"):
     # Same value as `marginal`; gradients: the reader's through `reader_term`, the retriever's
     # through `retrieved_term` (the prior over real candidates, the null document masked out).
     reader_term = tf.reduce_logsumexp(tf.stop_gradient(joint - target_log_probs) +
                                       target_log_probs, axis=1)
     real = cmask * tf.concat([tf.zeros_like(cmask[:, :1]), tf.ones_like(cmask[:, 1:])], axis=1)
-    retrieved_term = _log_marginal(relevance, real, tf.stop_gradient(target_log_probs))
+    credited = target_log_probs
+    if retriever_objective == "helpful":
+      # A block that explains a token worse than the null document counts as the null document:
+      # the retriever is credited for evidence, never blamed for a reader that cannot yet
+      # ignore a block. Otherwise every query learns to rank the least harmful blocks first,
+      # the same few for all (hub blocks; docs/LEARNING.md).
+      credited = tf.maximum(target_log_probs, target_log_probs[:, :1])
+    retrieved_term = _log_marginal(relevance, real, tf.stop_gradient(credited))
     # The null document's score keeps the marginal's gradient (p(null|x) is calibrated); the
     # model routes it to the learned null bias alone (`RealmPretrainer.call`).
     null_only = tf.concat([relevance[:, :1], tf.stop_gradient(relevance[:, 1:])], axis=1)
@@ -215,7 +225,7 @@ class RealmPretrainer(tf_keras.Model):
                                            training=retriever_training)
     d_emb = tf.reshape(d_emb, [b, c, -1])
     relevance = tf.einsum("bd,bcd->bc", q_emb, d_emb)
-    if self.config.retriever_objective == "retrieved":
+    if self.config.retriever_objective in ("retrieved", "helpful"):
       # Under "retrieved" the towers get no gradient from the null document's score: only the
       # null bias (if any) learns from it (`marginal_log_likelihood`).
       relevance = tf.concat([tf.stop_gradient(relevance[:, :1]), relevance[:, 1:]], axis=1)

@@ -139,7 +139,49 @@ def test_retriever_objectives_match_hand_gradients():
       np.testing.assert_allclose(results[objective][2][i], d_logits, atol=1e-5)
 
 
-@pytest.mark.parametrize("objective", ["marginal", "retrieved"])
+def test_helpful_credits_only_blocks_that_beat_the_null_document():
+  # Query 0: candidate 2 predicts the targets better than the null document, candidates 1 and 3
+  # worse; query 1: every retrieved block worse. "helpful" scores a worse block as the null
+  # document: query 0's gradient is the retrieved-only posterior minus prior with those
+  # likelihoods, and query 1's real candidates get none. The value, the reader's and the null
+  # score's gradients stay the paper's.
+  rng = np.random.RandomState(7)
+  b, c, m, v = 2, 4, 3, 6
+  relevance = rng.randn(b, c).astype(np.float32)
+  cmask = np.ones([b, c], np.float32)
+  ids = rng.randint(0, v, [b, m]).astype(np.int32)
+  weights = np.array([[1, 1, 1], [1, 1, 0]], np.float32)
+  logits = rng.randn(b, c, m, v).astype(np.float32) * 0.1
+  onehot = np.eye(v, dtype=np.float32)[ids]  # [b, m, v]
+  logits[0, 0] += 2.0 * onehot[0]
+  logits[0, 2] += 4.0 * onehot[0]
+  logits[1, 0] += 4.0 * onehot[1]
+  results = {}
+  for objective in ("retrieved", "helpful"):
+    rel, lg = tf.Variable(relevance), tf.Variable(logits)
+    with tf.GradientTape() as tape:
+      out = marginal_log_likelihood(rel, cmask, lg, ids, weights, objective)
+      total = tf.reduce_sum(out["marginal_log_prob"])
+    results[objective] = (out["marginal_log_prob"].numpy(),) + tuple(
+        g.numpy() for g in tape.gradient(total, [rel, lg]))
+  helped, retrieved = results["helpful"], results["retrieved"]
+  np.testing.assert_allclose(helped[0], retrieved[0], rtol=1e-6)
+  np.testing.assert_allclose(helped[2], retrieved[2], atol=1e-6)
+  np.testing.assert_allclose(helped[1][:, 0], retrieved[1][:, 0], atol=1e-6)
+  real_prior = np.exp(_np_log_softmax(relevance[0, 1:]))
+  hand = np.zeros(c - 1)
+  for k in range(m):
+    lp = np.array([_np_log_softmax(logits[0, z])[k, ids[0, k]] for z in range(c)])
+    credit = np.maximum(lp[1:], lp[0])
+    post = real_prior * np.exp(credit - credit.max())
+    hand += (post / post.sum() - real_prior) / m
+  assert hand[1] > 1e-3 and hand[0] < 0 and hand[2] < 0
+  np.testing.assert_allclose(helped[1][0, 1:], hand, atol=1e-5)
+  assert np.abs(retrieved[1][1, 1:]).max() > 1e-3
+  np.testing.assert_allclose(helped[1][1, 1:], 0.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("objective", ["marginal", "retrieved", "helpful"])
 def test_the_null_bias_learns_the_null_prior_and_retrieved_keeps_the_towers_out(objective):
   config = dataclasses.replace(SMALL, null_score_bias=True, retriever_objective=objective)
   model = RealmPretrainer(config)
