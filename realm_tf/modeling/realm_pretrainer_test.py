@@ -106,6 +106,19 @@ def _hand_gradients(relevance, cmask, logits, ids, weights):
   return d_rel_paper, d_rel_retrieved, d_logits
 
 
+def _objective_results(relevance, cmask, logits, ids, weights, objectives):
+  """{objective: (marginal_log_prob, d total / d relevance, d total / d logits)} as numpy."""
+  results = {}
+  for objective in objectives:
+    rel, lg = tf.Variable(relevance), tf.Variable(logits)
+    with tf.GradientTape() as tape:
+      out = marginal_log_likelihood(rel, cmask, lg, ids, weights, objective)
+      total = tf.reduce_sum(out["marginal_log_prob"])
+    results[objective] = (out["marginal_log_prob"].numpy(),) + tuple(
+        g.numpy() for g in tape.gradient(total, [rel, lg]))
+  return results
+
+
 def test_retriever_objectives_match_hand_gradients():
   # "marginal": the paper's gradient, p(z|x,y) - p(z|x) over every candidate. "retrieved": the
   # same value and reader gradient, but the real candidates' gradient is the posterior minus the
@@ -117,14 +130,8 @@ def test_retriever_objectives_match_hand_gradients():
   logits = rng.randn(b, c, m, v).astype(np.float32)
   ids = rng.randint(0, v, [b, m]).astype(np.int32)
   weights = np.array([[1, 1, 1], [1, 1, 0]], np.float32)
-  results = {}
-  for objective in ("marginal", "retrieved"):
-    rel, lg = tf.Variable(relevance), tf.Variable(logits)
-    with tf.GradientTape() as tape:
-      out = marginal_log_likelihood(rel, cmask, lg, ids, weights, objective)
-      total = tf.reduce_sum(out["marginal_log_prob"])
-    results[objective] = (out["marginal_log_prob"].numpy(),) + tuple(
-        g.numpy() for g in tape.gradient(total, [rel, lg]))
+  results = _objective_results(relevance, cmask, logits, ids, weights,
+                               ("marginal", "retrieved"))
   np.testing.assert_allclose(results["retrieved"][0], results["marginal"][0], rtol=1e-6)
   for i in range(b):
     paper, retrieved, d_logits = _hand_gradients(relevance[i], cmask[i], logits[i], ids[i],
@@ -156,14 +163,8 @@ def test_helpful_credits_only_blocks_that_beat_the_null_document():
   logits[0, 0] += 2.0 * onehot[0]
   logits[0, 2] += 4.0 * onehot[0]
   logits[1, 0] += 4.0 * onehot[1]
-  results = {}
-  for objective in ("retrieved", "helpful"):
-    rel, lg = tf.Variable(relevance), tf.Variable(logits)
-    with tf.GradientTape() as tape:
-      out = marginal_log_likelihood(rel, cmask, lg, ids, weights, objective)
-      total = tf.reduce_sum(out["marginal_log_prob"])
-    results[objective] = (out["marginal_log_prob"].numpy(),) + tuple(
-        g.numpy() for g in tape.gradient(total, [rel, lg]))
+  results = _objective_results(relevance, cmask, logits, ids, weights,
+                               ("retrieved", "helpful"))
   helped, retrieved = results["helpful"], results["retrieved"]
   np.testing.assert_allclose(helped[0], retrieved[0], rtol=1e-6)
   np.testing.assert_allclose(helped[2], retrieved[2], atol=1e-6)
