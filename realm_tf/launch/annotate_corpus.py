@@ -30,11 +30,17 @@ HELP = {
     "keep_unannotated": "Keep passages without salient spans.",
     "max_document_bytes": "Reject --input documents of this many UTF-8 bytes or more.",
     "overwrite": "Replace existing annotations in --output_dir.",
+    "input": "Document globs of a pre-training corpus X (instead of --corpus_dir).",
+    "format": "Document format of --input.",
+    "sentence_splitter": "rule: the fast rule-based splitter; spacy: the dependency parser's "
+                         "sentences.",
+    "output_dir": "Annotation directory to write.",
 }
-# AnnotateConfig fields without a generated flag: --input (a list named in the singular),
-# --format and --sentence_splitter (enums) and the required --output_dir are written by hand;
-# verify_corpus is not a command-line setting.
-_BY_HAND = ("inputs", "fmt", "sentence_splitter", "output_dir", "verify_corpus")
+# AnnotateConfig fields whose flags differ from a plain field: --input (a list named in the
+# singular), --format (an enum whose "auto" is the field's None), --sentence_splitter (an enum)
+# and the required --output_dir. verify_corpus is not a command-line setting.
+_FLAG_NAMES = {"inputs": "input", "fmt": "format"}
+_SKIP = ("verify_corpus",)
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -46,22 +52,14 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.data import annotate  # pylint: disable=g-import-not-at-top
   from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(annotate.AnnotateConfig, HELP, skip=_BY_HAND,
-                                   flag_values=flag_values)
-  flags.DEFINE_list("input", None, "Document globs of a pre-training corpus X (instead of "
-                    "--corpus_dir).", flag_values=flag_values)
-  flags.DEFINE_enum("format", "auto", ["auto", *documents.FORMATS],
-                    "Document format of --input.", flag_values=flag_values)
-  flags.DEFINE_enum("sentence_splitter", annotate.AnnotateConfig.sentence_splitter,
-                    list(annotate.SENTENCE_SPLITTERS),
-                    "rule: the fast rule-based splitter; spacy: the dependency parser's "
-                    "sentences.", flag_values=flag_values)
-  flags.DEFINE_string("output_dir", None, "Annotation directory to write.",
-                      flag_values=flag_values)
+  config_flags.define_config_flags(
+      annotate.AnnotateConfig, HELP, skip=_SKIP, flag_values=flag_values, names=_FLAG_NAMES,
+      required=("output_dir",), defaults={"fmt": "auto"},
+      choices={"fmt": ["auto", *documents.FORMATS],
+               "sentence_splitter": annotate.SENTENCE_SPLITTERS})
   flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process; Beam's "
                       "DirectRunner first tries to download its Prism runner).",
                       flag_values=flag_values)
-  flags.mark_flag_as_required("output_dir", flag_values=flag_values)
 
 
 def parse_flags(argv):
@@ -74,8 +72,7 @@ def config_from_flags(flag_values=flags.FLAGS):
   from realm_tf.data import annotate  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   return config_flags.config_from_flags(
-      annotate.AnnotateConfig, flag_values, skip=_BY_HAND, inputs=flag_values.input,
-      output_dir=flag_values.output_dir, sentence_splitter=flag_values.sentence_splitter,
+      annotate.AnnotateConfig, flag_values, skip=_SKIP, names=_FLAG_NAMES,
       fmt=None if flag_values.format == "auto" else flag_values.format)
 
 

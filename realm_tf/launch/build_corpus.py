@@ -27,11 +27,15 @@ HELP = {
     "max_block_length": "Wordpieces per block incl. [CLS] title [SEP] body [SEP].",
     "max_title_length": "Title wordpieces kept.",
     "overwrite": "Replace an existing corpus in --output_dir.",
+    "input": "Document file globs (comma-separated); default: the shipped SQuAD v1.1 dev set.",
+    "format": "Document format; auto detects it per file.",
+    "output_dir": "Corpus directory to write.",
 }
-# BuildCorpusConfig fields without a generated flag: --input (a list named in the singular,
-# defaulting to the shipped set), --format (an enum) and the required --output_dir are written
-# by hand; batch_size and vocab_path are not command-line settings.
-_BY_HAND = ("inputs", "fmt", "output_dir", "batch_size", "vocab_path")
+# BuildCorpusConfig fields whose flags differ from a plain field: --input (a list named in the
+# singular, defaulting to the shipped set), --format (an enum whose "auto" is the field's None)
+# and the required --output_dir; batch_size and vocab_path are not command-line settings.
+_FLAG_NAMES = {"inputs": "input", "fmt": "format"}
+_SKIP = ("batch_size", "vocab_path")
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -43,16 +47,12 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.data import build_corpus  # pylint: disable=g-import-not-at-top
   from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(build_corpus.BuildCorpusConfig, HELP, skip=_BY_HAND,
-                                   flag_values=flag_values)
-  flags.DEFINE_list("input", None, "Document file globs (comma-separated); default: the shipped "
-                    "SQuAD v1.1 dev set.", flag_values=flag_values)
-  flags.DEFINE_enum("format", "auto", ["auto", *documents.FORMATS],
-                    "Document format; auto detects it per file.", flag_values=flag_values)
-  flags.DEFINE_string("output_dir", None, "Corpus directory to write.", flag_values=flag_values)
+  config_flags.define_config_flags(
+      build_corpus.BuildCorpusConfig, HELP, skip=_SKIP, flag_values=flag_values,
+      names=_FLAG_NAMES, required=("output_dir",), defaults={"inputs": None, "fmt": "auto"},
+      choices={"fmt": ["auto", *documents.FORMATS]})
   flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process, "
                       "DataflowRunner, FlinkRunner, SparkRunner, ...).", flag_values=flag_values)
-  flags.mark_flag_as_required("output_dir", flag_values=flag_values)
 
 
 def parse_flags(argv):
@@ -66,9 +66,8 @@ def config_from_flags(flag_values=flags.FLAGS):
   from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   return config_flags.config_from_flags(
-      build_corpus.BuildCorpusConfig, flag_values, skip=_BY_HAND,
+      build_corpus.BuildCorpusConfig, flag_values, skip=_SKIP, names=_FLAG_NAMES,
       inputs=flag_values.input or [documents.default_corpus_path()],
-      output_dir=flag_values.output_dir,
       fmt=None if flag_values.format == "auto" else flag_values.format)
 
 

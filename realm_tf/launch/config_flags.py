@@ -3,8 +3,8 @@
 A stage's settings live in one dataclass (the library's input). Writing each flag by hand beside
 it doubles every default and every help text and lets the two drift apart; here each field of
 the dataclass becomes one absl flag with the field's default, and `config_from_flags` reads them
-back. Fields of type int, float, str, bool, their Optional forms, List[str] and List[int]
-(comma-separated) are supported; a field that holds a name or a config (`Union[str, Config]`,
+back. Fields of type int, float, str, bool, their Optional forms, List[str] / Sequence[str] and
+List[int] / Sequence[int] (comma-separated) are supported; a field that holds a name or a config (`Union[str, Config]`,
 e.g. an encoder preset) is a string flag, the name. Help texts come from a {flag name: text}
 mapping (a field without one is an error, so every flag is documented). The flags belong to the
 program that calls `define_config_flags`: they are its key flags, listed by its --help.
@@ -14,6 +14,7 @@ the flag by hand: `names` renames, `defaults` gives the command line its own def
 program derives the value), `required` flags default to None and must be given, `choices` makes a
 string field an enum flag, and `multi` makes a List[str] field a repeatable flag.
 """
+import collections.abc
 import dataclasses
 import typing
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
@@ -38,7 +39,8 @@ def _base_type(tp):
 
 
 def _is_list_of(tp, item) -> bool:
-  return typing.get_origin(tp) in (list, typing.List) and typing.get_args(tp) == (item,)
+  return (typing.get_origin(tp) in (list, collections.abc.Sequence)
+          and typing.get_args(tp) == (item,))
 
 
 def _int_list(name: str, values):

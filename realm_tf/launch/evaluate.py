@@ -41,27 +41,24 @@ HELP = {
 
 
 def define_flags(flag_values=flags.FLAGS):
-  """Defines one flag per field of `stages.evaluate.EvaluateConfig` (--retriever as an enum).
+  """Defines one flag per field of `stages.evaluate.EvaluateConfig` (--retriever an enum,
+  --model_dir required).
 
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.
   """
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import evaluate  # pylint: disable=g-import-not-at-top
-  fv = flag_values
-  config_flags.define_config_flags(evaluate.EvaluateConfig, HELP, skip=("retriever",),
-                                   flag_values=fv)
-  flags.DEFINE_enum("retriever", evaluate.EvaluateConfig().retriever, list(evaluate.RETRIEVERS),
-                    HELP["retriever"], flag_values=fv)
-  flags.mark_flags_as_required(["model_dir"], flag_values=fv)
+  config_flags.define_config_flags(evaluate.EvaluateConfig, HELP, flag_values=flag_values,
+                                   required=("model_dir",),
+                                   choices={"retriever": evaluate.RETRIEVERS})
 
 
 def config_from_flags(flag_values=flags.FLAGS):
   """The EvaluateConfig the parsed flags describe."""
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import evaluate  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(evaluate.EvaluateConfig, flag_values, skip=("retriever",),
-                                        retriever=flag_values.retriever)
+  return config_flags.config_from_flags(evaluate.EvaluateConfig, flag_values)
 
 
 def main(argv):

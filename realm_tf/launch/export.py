@@ -21,7 +21,6 @@ status 2 (realm_tf/launch/cli.py). The job itself is realm_tf.stages.export_job 
 """
 import json
 
-from absl import app
 from absl import flags
 
 from realm_tf.launch import cli
@@ -52,39 +51,44 @@ HELP = {
     "warmup_questions": "Questions for the warm-up requests (repeatable; default: a few generic "
                         "questions).",
 }
-# ExportConfig fields whose flags config_flags cannot define: two enums and a repeatable string.
-_BY_HAND = ("variant", "scann_mode", "warmup_questions")
+# ExportConfig fields whose flags differ from a plain field: two enums, a repeatable string
+# named in the singular, and a required path.
+_FLAG_NAMES = {"warmup_questions": "warmup_question"}
 
 
-def define_flags():
-  """The export flags: one per ExportConfig field; --variant and --scann_mode are enums and
-  --warmup_question is repeatable."""
+def define_flags(flag_values=flags.FLAGS):
+  """The export flags: one per ExportConfig field; --variant and --scann_mode are enums,
+  --warmup_question is repeatable and --export_base is required.
+
+  Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
+  defines no flag.
+  """
   from realm_tf.export import components  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import export_job  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
   help_texts = dict(HELP, components=HELP["components"].format(names=", ".join(
       components.COMPONENTS)))
-  config_flags.define_config_flags(export_job.ExportConfig, help_texts, skip=_BY_HAND)
-  defaults = export_job.ExportConfig()
-  flags.DEFINE_enum("variant", defaults.variant, list(export_job.VARIANT_CHOICES), HELP["variant"])
-  flags.DEFINE_enum("scann_mode", defaults.scann_mode, list(scann_searcher.MODES),
-                    HELP["scann_mode"])
-  flags.DEFINE_multi_string("warmup_question", defaults.warmup_questions,
-                            HELP["warmup_questions"])
+  help_texts["warmup_question"] = help_texts.pop("warmup_questions")
+  config_flags.define_config_flags(
+      export_job.ExportConfig, help_texts, flag_values=flag_values, names=_FLAG_NAMES,
+      required=("export_base",), multi=("warmup_questions",),
+      choices={"variant": export_job.VARIANT_CHOICES, "scann_mode": scann_searcher.MODES})
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+  """The ExportConfig the parsed flags describe."""
+  from realm_tf.stages import export_job  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(export_job.ExportConfig, flag_values,
+                                        names=_FLAG_NAMES)
 
 
 def main(argv):
   """Exports the models the flags name and prints their paths (JSON); raises on bad input."""
   del argv
   from realm_tf.stages import export_job  # pylint: disable=g-import-not-at-top
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  if not FLAGS.export_base:
-    raise app.UsageError("--export_base is required.")
-  config = config_flags.config_from_flags(export_job.ExportConfig, variant=FLAGS.variant,
-                                          scann_mode=FLAGS.scann_mode,
-                                          warmup_questions=FLAGS.warmup_question)
-  print(json.dumps(export_job.run(config), indent=2, sort_keys=True))
+  print(json.dumps(export_job.run(config_from_flags()), indent=2, sort_keys=True))
 
 
 def user_errors():

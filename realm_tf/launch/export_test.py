@@ -21,6 +21,27 @@ def test_importing_defines_no_flags():
   assert proc.stdout.strip() == "[]"
 
 
+def test_flags_parse_into_the_export_config():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import export  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.export_job import ExportConfig  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  export.define_flags(fv)
+  fv(["export", "--model_dir=/m", "--export_base=/e"])
+  assert export.config_from_flags(fv) == ExportConfig(model_dir="/m", export_base="/e")
+  fv(["export", "--variant=scann", "--scann_mode=ah", "--warmup_question=who?",
+      "--warmup_question=when?", "--components=openqa,searcher", "--version=3"])
+  assert export.config_from_flags(fv) == ExportConfig(
+      model_dir="/m", export_base="/e", variant="scann", scann_mode="ah",
+      warmup_questions=["who?", "when?"], components=["openqa", "searcher"], version=3)
+  with pytest.raises(flags.IllegalFlagValueError):
+    fv(["export", "--variant=fast"])
+  fv = flags.FlagValues()
+  export.define_flags(fv)
+  with pytest.raises(flags.IllegalFlagValueError, match="export_base"):
+    fv(["export", "--model_dir=/m"])
+
+
 def test_help_lists_every_flag_with_its_default():
   proc = testing.run_cli("realm_tf.launch.export", "--help")  # absl: help, then exit status 1
   text = proc.stdout + proc.stderr

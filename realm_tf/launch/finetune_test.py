@@ -118,6 +118,12 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
   fv(["evaluate", "--model_dir=/m", "--recall_ks=1,5"])
   assert (fv.dataset, fv.split, fv.recall_ks, fv.retriever) == ("squad_open", "test",
                                                                 ["1", "5"], "dense")
+  from realm_tf.stages.evaluate import EvaluateConfig  # pylint: disable=g-import-not-at-top
+  assert evaluate.config_from_flags(fv) == EvaluateConfig(model_dir="/m", recall_ks=[1, 5])
+  fv(["evaluate", "--retriever=bm25"])
+  assert evaluate.config_from_flags(fv).retriever == "bm25"
+  with pytest.raises(flags.IllegalFlagValueError):
+    fv(["evaluate", "--retriever=tfidf"])
 
 
 # Every flag of the program (its --help) with the default a user sees, as when written by hand.
