@@ -14,8 +14,13 @@ import time
 from absl import app
 from absl import flags
 
-flags.DEFINE_integer("num_passages", 400, "Passages (blocks) to annotate.")
-flags.DEFINE_integer("batch_size", 64, "spaCy nlp.pipe batch size.")
+
+def define_flags():
+  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
+  flags.DEFINE_integer("num_passages", 400, "Passages (blocks) to annotate.")
+  flags.DEFINE_integer("batch_size", 64, "spaCy nlp.pipe batch size.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -91,4 +96,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

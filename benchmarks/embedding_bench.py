@@ -20,19 +20,23 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets to measure.")
-flags.DEFINE_integer("tiny_blocks", 512, "Blocks embedded for `tiny`.")
-flags.DEFINE_integer("minilm_blocks", 64, "Blocks embedded for `minilm`.")
-flags.DEFINE_integer("batch_size", 16, "Blocks per replica per step.")
-flags.DEFINE_bool("child", False, "(internal) run one embedding worker and print JSON.")
-flags.DEFINE_string("export", None, "(internal) export path.")
-flags.DEFINE_string("corpus", None, "(internal) corpus dir.")
-flags.DEFINE_string("warm_corpus", None, "(internal) warm-up corpus dir.")
-flags.DEFINE_string("work", None, "(internal) work dir.")
-flags.DEFINE_string("strategy", "default", "(internal) strategy.")
-flags.DEFINE_integer("num_cpu_devices", None, "(internal) logical CPU devices.")
-flags.DEFINE_integer("num_shards", 1, "(internal) workers.")
-flags.DEFINE_integer("shard_index", 0, "(internal) this worker.")
+
+def define_flags():
+  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
+  flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets to measure.")
+  flags.DEFINE_integer("tiny_blocks", 512, "Blocks embedded for `tiny`.")
+  flags.DEFINE_integer("minilm_blocks", 64, "Blocks embedded for `minilm`.")
+  flags.DEFINE_integer("batch_size", 16, "Blocks per replica per step.")
+  flags.DEFINE_bool("child", False, "(internal) run one embedding worker and print JSON.")
+  flags.DEFINE_string("export", None, "(internal) export path.")
+  flags.DEFINE_string("corpus", None, "(internal) corpus dir.")
+  flags.DEFINE_string("warm_corpus", None, "(internal) warm-up corpus dir.")
+  flags.DEFINE_string("work", None, "(internal) work dir.")
+  flags.DEFINE_string("strategy", "default", "(internal) strategy.")
+  flags.DEFINE_integer("num_cpu_devices", None, "(internal) logical CPU devices.")
+  flags.DEFINE_integer("num_shards", 1, "(internal) workers.")
+  flags.DEFINE_integer("shard_index", 0, "(internal) this worker.")
+
 
 DOC_LEN = 288
 
@@ -137,4 +141,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

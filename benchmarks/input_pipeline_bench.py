@@ -25,13 +25,18 @@ from absl import app, flags, logging
 
 from benchmarks import common
 
-flags.DEFINE_string("work_dir", "runs/input_pipeline_bench", "Corpus, indexes, model dirs.")
-flags.DEFINE_integer("articles", 8, "SQuAD dev articles whose paragraphs form the corpus.")
-flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets.")
-flags.DEFINE_integer("batch_size", 4, "Queries per batch.")
-flags.DEFINE_integer("num_candidates", 8, "Null document + retrieved blocks per query.")
-flags.DEFINE_integer("pipeline_batches", 20, "Batches timed through the pipeline alone.")
-flags.DEFINE_integer("steps", 5, "Train steps timed (after 2 warm-up steps).")
+
+def define_flags():
+  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
+  flags.DEFINE_string("work_dir", "runs/input_pipeline_bench", "Corpus, indexes, model dirs.")
+  flags.DEFINE_integer("articles", 8, "SQuAD dev articles whose paragraphs form the corpus.")
+  flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets.")
+  flags.DEFINE_integer("batch_size", 4, "Queries per batch.")
+  flags.DEFINE_integer("num_candidates", 8, "Null document + retrieved blocks per query.")
+  flags.DEFINE_integer("pipeline_batches", 20, "Batches timed through the pipeline alone.")
+  flags.DEFINE_integer("steps", 5, "Train steps timed (after 2 warm-up steps).")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -108,4 +113,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -35,25 +35,29 @@ from absl import flags
 import numpy as np
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_points", 1_000_000, "Synthetic database size.")
-flags.DEFINE_integer("dim", 128, "Embedding size.")
-flags.DEFINE_integer("num_queries", 1000, "Queries (one batch).")
-flags.DEFINE_integer("num_clusters", 1000, "Synthetic clusters.")
-flags.DEFINE_float("noise", 1.5, "Synthetic within-cluster noise (std per dimension; centres "
-                   "have std 1). Large enough that true neighbours straddle clusters.")
-flags.DEFINE_integer("exact_timing_queries", 200, "Queries timed for NumPy / FAISS flat (exact "
-                     "methods scale linearly; our exact searcher is timed on all queries).")
-flags.DEFINE_float("target_recall", 0.95, "Recall@10 each approximate method must reach.")
-flags.DEFINE_integer("repeats", 3, "Timed repetitions (best kept).")
-flags.DEFINE_integer("batch1_queries", 300, "Queries timed one call each (batch 1) at each "
-                     "method's fastest configuration at the target recall.")
-flags.DEFINE_integer("hnsw_m", 32, "FAISS HNSW graph degree M.")
-flags.DEFINE_bool("real", False, "Benchmark real MiniLM embeddings of the shipped SQuAD dev set.")
-flags.DEFINE_string("real_index_dir", None, "Use this index bundle's embeddings and query "
-                    "embedder (implies --real).")
-flags.DEFINE_bool("skip_rss", False, "Skip the peak-RSS measurement.")
-flags.DEFINE_string("rss_child", None, "(internal) load this exact searcher and search; print RSS.")
-flags.DEFINE_string("name", None, "Result name (default mips / mips_real).")
+
+def define_flags():
+  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
+  flags.DEFINE_integer("num_points", 1_000_000, "Synthetic database size.")
+  flags.DEFINE_integer("dim", 128, "Embedding size.")
+  flags.DEFINE_integer("num_queries", 1000, "Queries (one batch).")
+  flags.DEFINE_integer("num_clusters", 1000, "Synthetic clusters.")
+  flags.DEFINE_float("noise", 1.5, "Synthetic within-cluster noise (std per dimension; centres "
+                     "have std 1). Large enough that true neighbours straddle clusters.")
+  flags.DEFINE_integer("exact_timing_queries", 200, "Queries timed for NumPy / FAISS flat (exact "
+                       "methods scale linearly; our exact searcher is timed on all queries).")
+  flags.DEFINE_float("target_recall", 0.95, "Recall@10 each approximate method must reach.")
+  flags.DEFINE_integer("repeats", 3, "Timed repetitions (best kept).")
+  flags.DEFINE_integer("batch1_queries", 300, "Queries timed one call each (batch 1) at each "
+                       "method's fastest configuration at the target recall.")
+  flags.DEFINE_integer("hnsw_m", 32, "FAISS HNSW graph degree M.")
+  flags.DEFINE_bool("real", False, "Benchmark real MiniLM embeddings of the shipped SQuAD dev set.")
+  flags.DEFINE_string("real_index_dir", None, "Use this index bundle's embeddings and query "
+                      "embedder (implies --real).")
+  flags.DEFINE_bool("skip_rss", False, "Skip the peak-RSS measurement.")
+  flags.DEFINE_string("rss_child", None, "(internal) load this exact searcher and search; print RSS.")
+  flags.DEFINE_string("name", None, "Result name (default mips / mips_real).")
+
 
 K = 10
 
@@ -454,4 +458,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

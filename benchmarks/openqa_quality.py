@@ -28,17 +28,22 @@ import time
 
 from absl import app, flags
 
-flags.DEFINE_string("work_dir", "runs/openqa_bench", "Corpus, index, models and predictions.")
-flags.DEFINE_string("reader_init", "minilm", "Reader start: `minilm`, an HF BERT directory, a "
-                    "converted checkpoint or a REALM pre-training model_dir.")
-flags.DEFINE_integer("steps", 800, "Fine-tuning steps.")
-flags.DEFINE_integer("batch_size", 16, "Fine-tuning batch size (questions).")
-flags.DEFINE_float("learning_rate", 1e-4, "Fine-tuning peak learning rate.")
-flags.DEFINE_integer("train_reader_beam_size", 2, "Blocks read per question in training.")
-flags.DEFINE_integer("retriever_beam_size", 256, "Blocks in the retriever loss.")
-flags.DEFINE_float("retrieval_score_scale", 0.05, "Query-tower output scale (≈ 20/384).")
-flags.DEFINE_integer("eval_questions", 1000, "Dev questions scored (a fixed random sample).")
-flags.DEFINE_integer("seed", 0, "Seed of the sample and of fine-tuning.")
+
+def define_flags():
+  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
+  flags.DEFINE_string("work_dir", "runs/openqa_bench", "Corpus, index, models and predictions.")
+  flags.DEFINE_string("reader_init", "minilm", "Reader start: `minilm`, an HF BERT directory, a "
+                      "converted checkpoint or a REALM pre-training model_dir.")
+  flags.DEFINE_integer("steps", 800, "Fine-tuning steps.")
+  flags.DEFINE_integer("batch_size", 16, "Fine-tuning batch size (questions).")
+  flags.DEFINE_float("learning_rate", 1e-4, "Fine-tuning peak learning rate.")
+  flags.DEFINE_integer("train_reader_beam_size", 2, "Blocks read per question in training.")
+  flags.DEFINE_integer("retriever_beam_size", 256, "Blocks in the retriever loss.")
+  flags.DEFINE_float("retrieval_score_scale", 0.05, "Query-tower output scale (≈ 20/384).")
+  flags.DEFINE_integer("eval_questions", 1000, "Dev questions scored (a fixed random sample).")
+  flags.DEFINE_integer("seed", 0, "Seed of the sample and of fine-tuning.")
+
+
 FLAGS = flags.FLAGS
 
 BLOCK_LENGTH = 128
@@ -171,4 +176,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -84,27 +84,32 @@ METRICS = ("question_recall@5", "question_recall@20", "heldout_retrieval_utility
            "heldout_null_posterior", "heldout_mlm_accuracy", "heldout_null_mlm_accuracy",
            "question_hub_share@5", "bm25_question_recall@5", "bm25_question_recall@20")
 
-flags.DEFINE_string("work_dir", "runs/realm_vs_ict", "Where the shared start and every run go.")
-flags.DEFINE_integer("articles", 8, "First SQuAD v1.1 dev articles forming the corpus.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the conditions (data order, masking).")
-flags.DEFINE_integer("steps", 24, "Optimizer steps of every condition after the shared start.")
-flags.DEFINE_integer("ict_steps", 200, "Shared ICT warm-start steps.")
-flags.DEFINE_integer("ict_batch_size", 64, "ICT batch size (shared warm start and ict_continued).")
-flags.DEFINE_float("ict_learning_rate", 2e-4, "ICT peak learning rate (both ICT stages).")
-flags.DEFINE_integer("reader_warmup_steps", 100, "Shared reader MLM warm-up steps.")
-flags.DEFINE_integer("batch_size", 4, "REALM batch size (masked queries).")
-flags.DEFINE_integer("num_candidates", 4, "REALM candidates per query (null + retrieved).")
-flags.DEFINE_float("learning_rate", 1e-5, "REALM peak learning rate (the main job's).")
-flags.DEFINE_float("retriever_lr_multiplier", None,
-                   "REALM's retriever rate / the reader's (default: the main job's).")
-flags.DEFINE_integer("refresh_every_steps", 12, "REALM inline index refresh (and eval) period.")
-flags.DEFINE_integer("heldout_queries", 32, "Held-out masked sentences per evaluation.")
-flags.DEFINE_integer("eval_questions", 1000, "SQuAD-open dev questions of the subset (at most).")
-flags.DEFINE_list("conditions", list(CONDITIONS), "Conditions to run.")
-flags.DEFINE_integer("block_length", 128, "Block wordpieces.")
-flags.DEFINE_integer("query_length", 32, "Query wordpieces.")
-flags.DEFINE_string("output_name", "realm_vs_ict",
-                    "Result name: benchmarks/results/<output_name>.json.")
+
+def define_flags():
+  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
+  flags.DEFINE_string("work_dir", "runs/realm_vs_ict", "Where the shared start and every run go.")
+  flags.DEFINE_integer("articles", 8, "First SQuAD v1.1 dev articles forming the corpus.")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the conditions (data order, masking).")
+  flags.DEFINE_integer("steps", 24, "Optimizer steps of every condition after the shared start.")
+  flags.DEFINE_integer("ict_steps", 200, "Shared ICT warm-start steps.")
+  flags.DEFINE_integer("ict_batch_size", 64, "ICT batch size (shared warm start and ict_continued).")
+  flags.DEFINE_float("ict_learning_rate", 2e-4, "ICT peak learning rate (both ICT stages).")
+  flags.DEFINE_integer("reader_warmup_steps", 100, "Shared reader MLM warm-up steps.")
+  flags.DEFINE_integer("batch_size", 4, "REALM batch size (masked queries).")
+  flags.DEFINE_integer("num_candidates", 4, "REALM candidates per query (null + retrieved).")
+  flags.DEFINE_float("learning_rate", 1e-5, "REALM peak learning rate (the main job's).")
+  flags.DEFINE_float("retriever_lr_multiplier", None,
+                     "REALM's retriever rate / the reader's (default: the main job's).")
+  flags.DEFINE_integer("refresh_every_steps", 12, "REALM inline index refresh (and eval) period.")
+  flags.DEFINE_integer("heldout_queries", 32, "Held-out masked sentences per evaluation.")
+  flags.DEFINE_integer("eval_questions", 1000, "SQuAD-open dev questions of the subset (at most).")
+  flags.DEFINE_list("conditions", list(CONDITIONS), "Conditions to run.")
+  flags.DEFINE_integer("block_length", 128, "Block wordpieces.")
+  flags.DEFINE_integer("query_length", 32, "Query wordpieces.")
+  flags.DEFINE_string("output_name", "realm_vs_ict",
+                      "Result name: benchmarks/results/<output_name>.json.")
+
+
 FLAGS = flags.FLAGS
 
 # t(0.975, df) for df = 1..30 (fallback when scipy is absent).
@@ -436,4 +441,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -31,20 +31,24 @@ from realm_tf.testing import toy_models
 from serving import model_config, subprocess_server
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_base_path", None, "Model to serve (default: a synthetic MIPS model).")
-flags.DEFINE_string("model_name", "bench", "Name to serve it under.")
-flags.DEFINE_string("input_name", None, "String input (default: the signature's only one).")
-flags.DEFINE_integer("num_rows", 200_000, "Block embeddings of the synthetic model.")
-flags.DEFINE_float("duration_s", 3.0, "Measuring time per configuration.")
-flags.DEFINE_integer("rounds", 3, "Windows per configuration, alternating with/without batching.")
-flags.DEFINE_float("warmup_s", 0.3, "Unmeasured time at the start of each window.")
-flags.DEFINE_list("concurrency", ["1", "8", "32"], "Concurrent client counts.")
-flags.DEFINE_integer("in_process_calls", 200,
-                     "Interleaved in-process / gRPC batch-1 call pairs timed for the overhead.")
-flags.DEFINE_string("batching_parameters_file",
-                    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                 "serving", "batching.config"),
-                    "Batching parameters of the batching server.")
+
+def define_flags():
+  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
+  flags.DEFINE_string("model_base_path", None, "Model to serve (default: a synthetic MIPS model).")
+  flags.DEFINE_string("model_name", "bench", "Name to serve it under.")
+  flags.DEFINE_string("input_name", None, "String input (default: the signature's only one).")
+  flags.DEFINE_integer("num_rows", 200_000, "Block embeddings of the synthetic model.")
+  flags.DEFINE_float("duration_s", 3.0, "Measuring time per configuration.")
+  flags.DEFINE_integer("rounds", 3, "Windows per configuration, alternating with/without batching.")
+  flags.DEFINE_float("warmup_s", 0.3, "Unmeasured time at the start of each window.")
+  flags.DEFINE_list("concurrency", ["1", "8", "32"], "Concurrent client counts.")
+  flags.DEFINE_integer("in_process_calls", 200,
+                       "Interleaved in-process / gRPC batch-1 call pairs timed for the overhead.")
+  flags.DEFINE_string("batching_parameters_file",
+                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   "serving", "batching.config"),
+                      "Batching parameters of the batching server.")
+
 
 QUESTIONS = [
     "who wrote pride and prejudice", "what is the capital of france",
@@ -215,4 +219,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -31,14 +31,18 @@ from realm_tf.stages import export_job as export_job
 from realm_tf.retrieval import scann_searcher
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("encoder", "tiny", "Encoder preset of the query tower and the reader.")
-flags.DEFINE_integer("max_documents", None, "Use only this many shipped documents (default all).")
-flags.DEFINE_bool("random_embeddings", False, "Skip embedding the corpus (random unit vectors).")
-flags.DEFINE_float("duration_s", 4.0, "Measuring time per gRPC configuration.")
-flags.DEFINE_integer("calls", 30, "In-process calls timed per configuration.")
-flags.DEFINE_list("concurrency", ["1", "8"], "Concurrent gRPC client counts.")
-flags.DEFINE_enum("scann_mode", "auto", list(scann_searcher.MODES),
-                  "ScaNN configuration of the ScaNN variants (auto: by corpus size).")
+
+def define_flags():
+  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
+  flags.DEFINE_string("encoder", "tiny", "Encoder preset of the query tower and the reader.")
+  flags.DEFINE_integer("max_documents", None, "Use only this many shipped documents (default all).")
+  flags.DEFINE_bool("random_embeddings", False, "Skip embedding the corpus (random unit vectors).")
+  flags.DEFINE_float("duration_s", 4.0, "Measuring time per gRPC configuration.")
+  flags.DEFINE_integer("calls", 30, "In-process calls timed per configuration.")
+  flags.DEFINE_list("concurrency", ["1", "8"], "Concurrent gRPC client counts.")
+  flags.DEFINE_enum("scann_mode", "auto", list(scann_searcher.MODES),
+                    "ScaNN configuration of the ScaNN variants (auto: by corpus size).")
+
 
 QUESTIONS = [
     "which nfl team represented the afc at super bowl 50", "where did super bowl 50 take place",
@@ -218,4 +222,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

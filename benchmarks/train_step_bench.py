@@ -10,11 +10,16 @@ import time
 
 from absl import app, flags
 
-flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets to measure.")
-flags.DEFINE_integer("steps", 5, "Timed steps per configuration (after 2 warm-up steps).")
-flags.DEFINE_integer("batch_size", 4, "REALM queries per step.")
-flags.DEFINE_integer("ict_batch_size", 16, "ICT batch size.")
-flags.DEFINE_list("jit_compile", ["off", "on"], "XLA-compile the step: off, on, or both.")
+
+def define_flags():
+  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
+  flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets to measure.")
+  flags.DEFINE_integer("steps", 5, "Timed steps per configuration (after 2 warm-up steps).")
+  flags.DEFINE_integer("batch_size", 4, "REALM queries per step.")
+  flags.DEFINE_integer("ict_batch_size", 16, "ICT batch size.")
+  flags.DEFINE_list("jit_compile", ["off", "on"], "XLA-compile the step: off, on, or both.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -111,4 +116,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

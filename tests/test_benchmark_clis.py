@@ -1,0 +1,37 @@
+"""The benchmarks are command-line programs like the stages: importing one defines no absl flag
+(its flags are defined by `define_flags()` from `__main__`), and each parses its own --help."""
+import subprocess
+import sys
+
+import pytest
+
+from realm_tf.testing import cli as testing
+
+BENCHMARKS = ("annotation_bench", "embedding_bench", "input_pipeline_bench", "masking_bench",
+              "mips_bench", "openqa_quality", "realm_vs_ict_bench", "run_all", "serving_bench",
+              "serving_variants_bench", "train_step_bench")
+
+
+def test_the_list_is_every_benchmark_module():
+  import os  # pylint: disable=g-import-not-at-top
+  found = sorted(f[:-3] for f in os.listdir(os.path.join(testing.ROOT, "benchmarks"))
+                 if f.endswith(".py") and f not in ("__init__.py", "common.py"))
+  assert tuple(found) == BENCHMARKS
+
+
+def test_importing_the_benchmarks_defines_no_flags():
+  code = ("import importlib; from absl import flags; "
+          f"names = {list(BENCHMARKS)!r}; "
+          "[importlib.import_module('benchmarks.' + n) for n in names]; "
+          "print(sorted(m for m in flags.FLAGS.flags_by_module_dict() if 'benchmarks' in m))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=testing.ROOT, capture_output=True,
+                        text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("name,flag", [("masking_bench", "--num_examples"),
+                                       ("run_all", "--quality")])
+def test_a_benchmark_defines_its_flags_when_run(name, flag):
+  proc = testing.run_cli(f"benchmarks.{name}", "--helpshort")
+  assert flag in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
