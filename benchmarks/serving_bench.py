@@ -66,34 +66,57 @@ def _timed(fn):
   return time.perf_counter() - start
 
 
+def _servicer(base_path: str, model_name: str):
+  """The server's PredictionServicer over `base_path`, in this process and without gRPC: what a
+  served Predict costs before transport (input validation, proto decoding, the signature call,
+  response building)."""
+  from serving import server as server_lib  # pylint: disable=g-import-not-at-top
+  options = server_lib.ServerOptions(
+      models=[model_config.ModelConfig(name=model_name, base_path=base_path)], port=0,
+      enable_model_warmup=False)
+  server = server_lib.ModelServer(options)
+  server.manager.poll_once()
+  return server
+
+
 def paired_overhead(path: str, input_name: str, address: str, model_name: str,
                     calls: int) -> dict:
-  """Batch-1 latency of the in-process SavedModel call and of the same call over gRPC.
+  """Batch-1 latency of the in-process SavedModel call, of the server's Predict handler called
+  in-process, and of the same request over gRPC.
 
-  Calls alternate (in-process, gRPC, in-process, ...) so that both see the same background load
-  of this shared machine; overhead = gRPC p50 / in-process p50 - 1.
+  Calls alternate (in-process, handler, gRPC, in-process, ...) so that all three see the same
+  background load of this shared machine; overhead = gRPC p50 / in-process p50 - 1, split into
+  the handler's share (validation, proto <-> numpy) and transport's (gRPC, serialization, the
+  server's thread hand-offs, the client stub).
   """
   fn = tf.saved_model.load(path).signatures["serving_default"]
   local_inputs = [tf.constant([q]) for q in QUESTIONS]
+  server = _servicer(os.path.dirname(path), model_name)
+  servicer = server.prediction_servicer
   with client_lib.PredictClient(address, model_name, timeout=60) as c:
     requests = [c.build_request({input_name: np.array([q.encode()], dtype=object)})
                 for q in QUESTIONS]
     stub = c._predict  # pylint: disable=protected-access
-    local, remote = [], []
+    local, handler, remote = [], [], []
     for i in range(calls + 10):
       j = i % len(QUESTIONS)
       t_local = _timed(lambda: {k: v.numpy() for k, v in  # pylint: disable=cell-var-from-loop
                                 fn(**{input_name: local_inputs[j]}).items()})
+      t_handler = _timed(lambda: servicer.predict(requests[j]))  # pylint: disable=cell-var-from-loop
       # pylint: disable-next=cell-var-from-loop
       t_remote = _timed(lambda: stub.Predict(requests[j], timeout=60))
       if i >= 10:
         local.append(t_local)
+        handler.append(t_handler)
         remote.append(t_remote)
+  server.stop(0)
+  p50 = {name: common.percentile_ms(values, 50)
+         for name, values in (("in_process", local), ("handler", handler), ("grpc", remote))}
   result = {"calls": calls,
-            "in_process": {"p50_ms": common.percentile_ms(local, 50),
-                           "p99_ms": common.percentile_ms(local, 99)},
-            "grpc": {"p50_ms": common.percentile_ms(remote, 50),
-                     "p99_ms": common.percentile_ms(remote, 99)}}
+            "in_process": {"p50_ms": p50["in_process"], "p99_ms": common.percentile_ms(local, 99)},
+            "handler_in_process": {"p50_ms": p50["handler"],
+                                   "p99_ms": common.percentile_ms(handler, 99)},
+            "grpc": {"p50_ms": p50["grpc"], "p99_ms": common.percentile_ms(remote, 99)}}
   # How much the model itself gains from batching: in-process rows/s at batch 32 over batch 1.
   big = tf.constant([QUESTIONS[i % len(QUESTIONS)] for i in range(32)])
   t1, t32 = [], []
@@ -102,8 +125,12 @@ def paired_overhead(path: str, input_name: str, address: str, model_name: str,
     t32.append(_timed(lambda: fn(**{input_name: big})))
   result["in_process_batch32_p50_ms"] = common.percentile_ms(t32, 50)
   result["model_batch32_rows_per_s_gain"] = 32 * float(np.median(t1)) / float(np.median(t32))
-  result["overhead"] = result["grpc"]["p50_ms"] / result["in_process"]["p50_ms"] - 1.0
-  result["overhead_ms"] = result["grpc"]["p50_ms"] - result["in_process"]["p50_ms"]
+  result["overhead"] = p50["grpc"] / p50["in_process"] - 1.0
+  result["overhead_ms"] = p50["grpc"] - p50["in_process"]
+  # Where the overhead goes (p50 differences; they need not add up exactly).
+  result["overhead_breakdown_ms"] = {
+      "handler": p50["handler"] - p50["in_process"],
+      "transport": p50["grpc"] - p50["handler"]}
   return result
 
 
@@ -211,6 +238,10 @@ def main(argv):
           "load averages), so QPS is a lower bound for a dedicated server.",
           "gRPC overhead = p50 of batch-1 Predict calls (no batching) / p50 of in-process calls",
           "of the same signature - 1, calls interleaved so both see the same background load.",
+          "overhead_breakdown_ms splits it: handler = the server's Predict handler called in",
+          "this process (validation, proto <-> numpy, response building) minus the bare",
+          "signature call; transport = the gRPC call minus the handler (client stub,",
+          "serialization, loopback, the server's thread hand-offs).",
           "model_batch32_rows_per_s_gain = in-process rows/s at batch 32 over batch 1",
           "(sequential calls): what the model itself gains from bigger batches; the served gain",
           "can exceed it because without batching 32 concurrent calls contend for the cores."]),

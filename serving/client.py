@@ -1,6 +1,6 @@
-r"""A TF Serving gRPC client: `PredictClient` and a CLI that asks `realm_openqa` questions.
+r"""A TF Serving gRPC client: `PredictClient`, and `answer` that asks `realm_openqa` questions.
 
-Usage:
+Usage (the command line is realm_tf/launch/model_client.py):
   python -m serving.client --server=localhost:8500 --model_name=realm_openqa \
       "who wrote pride and prejudice" "when was the eiffel tower built"
 
@@ -11,6 +11,7 @@ those outputs; any other model's outputs are printed tensor by tensor. Works aga
 project's server and against stock `tensorflow_model_server` alike.
 """
 import dataclasses
+import runpy
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from realm_tf.launch import cli  # first: quiets TensorFlow's C++ logs before it is imported
@@ -18,7 +19,6 @@ from realm_tf.launch import cli  # first: quiets TensorFlow's C++ logs before it
 import grpc  # pylint: disable=g-bad-import-order,wrong-import-order
 import numpy as np  # pylint: disable=g-bad-import-order,wrong-import-order
 import tensorflow as tf  # pylint: disable=g-bad-import-order,wrong-import-order
-from absl import app, flags  # pylint: disable=g-bad-import-order,wrong-import-order
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
@@ -263,50 +263,5 @@ def answer(config: ClientConfig, questions: Sequence[str]) -> str:
       raise ServingError(e.code(), f"{config.server}: {e.code().name}: {e.details()}") from None
 
 
-FLAGS = flags.FLAGS
-
-HELP = {
-    "server": "host:port of the model server.",
-    "model_name": "Model to ask.",
-    "signature_name": "Signature to call.",
-    "input_name": "String input of the signature (default: its only one).",
-    "model_version": "Pin this version.",
-    "model_version_label": "Pin this version label.",
-    "timeout": "RPC timeout in seconds.",
-    "max_evidence": "Evidence blocks printed per question.",
-    "snippet_chars": "Characters of evidence text printed.",
-}
-
-
-def define_flags(flag_values: flags.FlagValues = FLAGS):
-  """Defines the CLI flags (on `flag_values`, the global FLAGS by default): one per ClientConfig
-  field."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(ClientConfig, HELP, flag_values=flag_values)
-
-
-def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> ClientConfig:
-  """The ClientConfig the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(ClientConfig, flag_values)
-
-
-def run(flag_values: flags.FlagValues, questions: Sequence[str]) -> int:
-  """The CLI body: the config from the parsed flags, then `answer`, printed; returns 0.
-
-  No questions is a usage error; a failed RPC a ServingError (see `answer`).
-  """
-  if not questions:
-    raise app.UsageError("give one or more questions as arguments")
-  print(answer(config_from_flags(flag_values), questions))
-  return 0
-
-
-def main(argv):
-  """Asks the questions given as arguments, as the flags say."""
-  return run(FLAGS, argv[1:])
-
-
-if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+if __name__ == "__main__":  # `python -m serving.client`: the command line lives in realm_tf/launch
+  runpy.run_module("realm_tf.launch.model_client", run_name="__main__")

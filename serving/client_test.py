@@ -3,8 +3,6 @@ import socket
 
 import numpy as np
 import pytest
-from absl import app
-from absl import flags
 
 from realm_tf.testing import cli as launch_testing
 from serving import client
@@ -85,25 +83,6 @@ def _unused_port() -> int:
   with socket.socket() as s:  # a port nothing listens on
     s.bind(("localhost", 0))
     return s.getsockname()[1]
-
-
-def test_flags_are_generated_from_the_config_and_parse_into_it():
-  fv = flags.FlagValues()
-  client.define_flags(fv)
-  # Every flag of the program (its --help), with the default a user sees.
-  assert {f.name: f.default for f in fv.get_key_flags_for_module(client)} == {
-      "server": "localhost:8500", "model_name": "realm_openqa",
-      "signature_name": "serving_default", "input_name": None, "model_version": None,
-      "model_version_label": None, "timeout": 30.0, "max_evidence": 3, "snippet_chars": 160}
-  fv(["client"])
-  assert client.config_from_flags(fv) == client.ClientConfig()
-  fv(["client", "--server=h:1", "--model_name=m", "--signature_name=s", "--input_name=q",
-      "--model_version=2", "--model_version_label=l", "--timeout=1.5", "--max_evidence=1",
-      "--snippet_chars=9"])
-  assert client.config_from_flags(fv) == client.ClientConfig(
-      "h:1", "m", "s", "q", 2, "l", 1.5, 1, 9)
-  with pytest.raises(app.UsageError, match="give one or more questions"):
-    client.run(fv, [])
 
 
 def test_answer_takes_plain_values_and_names_the_server_of_a_failed_rpc():

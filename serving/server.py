@@ -19,17 +19,14 @@ Same layout and config as TF Serving: `<base_path>/<version>/saved_model.pb`; th
 the server gracefully (in-flight requests get `--shutdown_grace_seconds` to finish).
 """
 import dataclasses
-import os
-import signal
-import sys
-import threading
+import runpy
 from concurrent import futures
 from typing import List, Optional
 
 from realm_tf.launch import cli  # first: quiets TensorFlow's C++ logs before it is imported
 
 import grpc  # pylint: disable=g-bad-import-order,wrong-import-order
-from absl import app, flags, logging  # pylint: disable=g-bad-import-order,wrong-import-order
+from absl import logging  # pylint: disable=g-bad-import-order,wrong-import-order
 from google.protobuf import any_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_management_pb2, model_service_pb2_grpc, predict_pb2,
@@ -244,96 +241,5 @@ class ModelServer:
     logging.info("Server stopped")
 
 
-# Command line.
-
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-  """Defines the CLI flags (named as tensorflow_model_server's where they overlap)."""
-  flags.DEFINE_integer("port", 8500, "gRPC port (0 picks a free port).")
-  flags.DEFINE_string("bind_address", "0.0.0.0", "Interface to listen on.")
-  flags.DEFINE_string("model_config_file", None, "ModelServerConfig text proto listing the models.")
-  flags.DEFINE_string("model_name", None, "Single model to serve (with --model_base_path).")
-  flags.DEFINE_string("model_base_path", None, "Directory holding <version>/ subdirectories.")
-  flags.DEFINE_string("models_dir", None,
-                      "Serve each config entry from <models_dir>/<basename(base_path)>, so the "
-                      "Docker-style serving/models.config works on a local export directory.")
-  flags.DEFINE_float("file_system_poll_wait_seconds", 1.0,
-                     "Seconds between scans for new versions (0: scan only at start).")
-  flags.DEFINE_bool("enable_batching", False, "Merge concurrent requests server-side.")
-  flags.DEFINE_string("batching_parameters_file", None,
-                      "BatchingParameters text proto (default: built-in defaults).")
-  flags.DEFINE_integer("max_string_bytes", 16384,
-                       "Longest accepted string element of an input (0: no limit).")
-  flags.DEFINE_bool("allow_empty_strings", False, "Accept empty / whitespace-only strings.")
-  flags.DEFINE_bool("require_utf8", True, "String inputs must be valid UTF-8.")
-  flags.DEFINE_integer("max_batch_size", 0,
-                       "Largest batch one request may send (0: batching max_batch_size or none).")
-  flags.DEFINE_integer("max_receive_message_bytes", 64 * MiB, "gRPC max receive message size.")
-  flags.DEFINE_integer("max_send_message_bytes", 64 * MiB, "gRPC max send message size.")
-  flags.DEFINE_integer("grpc_max_workers", 64, "Threads handling RPCs.")
-  flags.DEFINE_bool("enable_model_warmup", True, "Replay assets.extra warm-up requests on load.")
-  flags.DEFINE_integer("max_num_load_retries", 5, "Retries of a failed version load.")
-  flags.DEFINE_float("shutdown_grace_seconds", 10.0, "Grace period for in-flight RPCs on stop.")
-  flags.DEFINE_bool("import_scann", True, "Import ScaNN first so ScaNN-op SavedModels load.")
-
-
-def options_from_flags() -> ServerOptions:
-  """Builds ServerOptions from the parsed flags (errors name the flag)."""
-  if bool(FLAGS.model_config_file) == bool(FLAGS.model_name):
-    raise app.UsageError("give exactly one of --model_config_file or --model_name")
-  if FLAGS.model_config_file:
-    models = model_config.load_model_config_file(FLAGS.model_config_file, FLAGS.models_dir)
-  else:
-    if not FLAGS.model_base_path:
-      raise app.UsageError("--model_name needs --model_base_path")
-    models = [model_config.ModelConfig(FLAGS.model_name, FLAGS.model_base_path)]
-  batch_config = None
-  if FLAGS.enable_batching:
-    batch_config = (batching_lib.load_batching_config(FLAGS.batching_parameters_file)
-                    if FLAGS.batching_parameters_file else batching_lib.BatchingConfig())
-  return ServerOptions(
-      models=models, port=FLAGS.port, bind_address=FLAGS.bind_address,
-      file_system_poll_wait_seconds=FLAGS.file_system_poll_wait_seconds, batching=batch_config,
-      validation=validation_lib.ValidationConfig(max_string_bytes=FLAGS.max_string_bytes,
-                                             reject_empty_strings=not FLAGS.allow_empty_strings,
-                                             require_utf8=FLAGS.require_utf8,
-                                             max_batch_size=FLAGS.max_batch_size),
-      max_receive_message_bytes=FLAGS.max_receive_message_bytes,
-      max_send_message_bytes=FLAGS.max_send_message_bytes,
-      grpc_max_workers=FLAGS.grpc_max_workers, enable_model_warmup=FLAGS.enable_model_warmup,
-      max_num_load_retries=FLAGS.max_num_load_retries)
-
-
-def main(argv):
-  del argv
-  options = options_from_flags()
-  if FLAGS.import_scann:
-    model_manager.import_scann()
-  server = ModelServer(options)
-  stop = threading.Event()
-
-  def on_signal(signum, frame):
-    del frame
-    logging.info("Received signal %d, shutting down", signum)
-    stop.set()
-
-  signal.signal(signal.SIGTERM, on_signal)
-  signal.signal(signal.SIGINT, on_signal)
-  server.start()
-  for model in options.models:
-    logging.info("Serving %s from %s", model.name, model.base_path)
-  while not stop.wait(3600):
-    pass
-  server.stop(FLAGS.shutdown_grace_seconds)
-  # Everything is stopped; skip interpreter teardown, which takes seconds with TF loaded.
-  logging.flush()
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(0)  # pylint: disable=protected-access
-
-
-if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+if __name__ == "__main__":  # `python -m serving.server`: the command line lives in realm_tf/launch
+  runpy.run_module("realm_tf.launch.model_server", run_name="__main__")

@@ -18,6 +18,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from realm_tf.launch import model_client
 from realm_tf.testing import cli as launch_testing
 from realm_tf.testing import toy_models
 from serving import batching, client, model_config, server, subprocess_server
@@ -152,10 +153,10 @@ def test_scann_op_savedmodel_is_served(python_server):
 
 def test_cli_prints_answers_with_evidence(python_server, reference, capsys):
   flag_values = flags.FlagValues()
-  client.define_flags(flag_values)
+  model_client.define_flags(flag_values)
   argv = flag_values(["serving.client", f"--server={python_server.address}", "--model_name=qa",
                       QUESTIONS[0], QUESTIONS[4]])
-  assert client.run(flag_values, argv[1:]) == 0
+  assert model_client.run(flag_values, argv[1:]) == 0
   want = reference["qa"].signatures["serving_default"](
       questions=tf.constant([QUESTIONS[0], QUESTIONS[4]]))
   lines = capsys.readouterr().out.splitlines()
@@ -170,7 +171,7 @@ def test_cli_prints_answers_with_evidence(python_server, reference, capsys):
                       "q"])
   with pytest.raises(ServingError,
                      match=r"NOT_FOUND: Servable not found for request: Latest\(nope\)"):
-    client.run(flag_values, argv[1:])
+    model_client.run(flag_values, argv[1:])
 
 
 def test_cli_missing_model_config_file_is_a_one_line_error(tmp_path):

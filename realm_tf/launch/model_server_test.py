@@ -1,0 +1,58 @@
+"""Tests of `python -m serving.server`'s command line: flags named as tensorflow_model_server's,
+defaulting to ServerOptions', parsed into ServerOptions; bad combinations are usage errors
+(serving the models is tested in serving/server_test.py)."""
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+from absl import app
+from absl import flags
+
+from realm_tf.launch import model_server
+from realm_tf.testing import cli as testing
+from serving import batching, model_config, server
+
+
+def test_importing_defines_no_flags():
+  code = ("from absl import flags; import realm_tf.launch.model_server, serving.server; "
+          "print(sorted(n for n in ('port', 'model_name', 'enable_batching') if n in flags.FLAGS))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=testing.ROOT, capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == "[]"
+
+
+def _parsed(*args):
+  fv = flags.FlagValues()
+  model_server.define_flags(fv)
+  fv(["model_server", *args])
+  return fv
+
+
+def test_flags_parse_into_server_options(tmp_path):
+  options = model_server.options_from_flags(_parsed("--model_name=m", "--model_base_path=/b"))
+  assert options == server.ServerOptions(models=[model_config.ModelConfig("m", "/b")])
+  batching_file = tmp_path / "batching.config"
+  batching_file.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 500 }\n")
+  options = model_server.options_from_flags(_parsed(
+      "--model_name=m", "--model_base_path=/b", "--port=0", "--bind_address=127.0.0.1",
+      "--enable_batching", f"--batching_parameters_file={batching_file}",
+      "--max_string_bytes=10", "--allow_empty_strings", "--grpc_max_workers=4",
+      "--noenable_model_warmup"))
+  assert (options.port, options.bind_address, options.grpc_max_workers,
+          options.enable_model_warmup) == (0, "127.0.0.1", 4, False)
+  assert options.batching == dataclasses.replace(batching.BatchingConfig(), max_batch_size=8,
+                                                 batch_timeout_micros=500)
+  assert (options.validation.max_string_bytes, options.validation.reject_empty_strings) == (
+      10, False)
+
+
+@pytest.mark.parametrize("args,message", [
+    ((), "exactly one of --model_config_file or --model_name"),
+    (("--model_name=m", "--model_config_file=c"), "exactly one of"),
+    (("--model_name=m",), "--model_name needs --model_base_path"),
+])
+def test_bad_flag_combinations_are_usage_errors(args, message):
+  with pytest.raises(app.UsageError, match=message):
+    model_server.options_from_flags(_parsed(*args))
