@@ -12,13 +12,7 @@ from realm_tf.testing import cli as testing
 
 
 def test_importing_defines_no_flags():
-  code = ("from absl import flags; import realm_tf.launch.export; "
-          "print(sorted(n for n in ('export_base', 'variant', 'scann_mode', 'warmup_question') "
-          "if n in flags.FLAGS))")
-  proc = subprocess.run([sys.executable, "-c", code], cwd=testing.ROOT, capture_output=True,
-                        text=True, timeout=300, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.strip() == "[]"
+  testing.assert_import_defines_no_flags(['realm_tf.launch.export'], ['export_base', 'variant', 'scann_mode', 'warmup_question'])
 
 
 def test_flags_parse_into_the_export_config():

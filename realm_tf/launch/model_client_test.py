@@ -1,7 +1,5 @@
 """Tests of `python -m serving.client`'s command line: flags generated from ClientConfig, no
 questions a usage error (asking a served model is tested in serving/server_test.py)."""
-import subprocess
-import sys
 
 import pytest
 from absl import app
@@ -13,12 +11,7 @@ from serving import client
 
 
 def test_importing_defines_no_flags():
-  code = ("from absl import flags; import realm_tf.launch.model_client, serving.client; "
-          "print(sorted(n for n in ('server', 'model_name', 'timeout') if n in flags.FLAGS))")
-  proc = subprocess.run([sys.executable, "-c", code], cwd=testing.ROOT, capture_output=True,
-                        text=True, timeout=300, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.strip() == "[]"
+  testing.assert_import_defines_no_flags(['realm_tf.launch.model_client', 'serving.client'], ['server', 'model_name', 'timeout'])
 
 
 def test_flags_are_generated_from_the_config_and_parse_into_it():

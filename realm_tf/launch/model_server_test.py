@@ -2,8 +2,6 @@
 defaulting to ServerOptions', parsed into ServerOptions; bad combinations are usage errors
 (serving the models is tested in serving/server_test.py)."""
 import dataclasses
-import subprocess
-import sys
 
 import pytest
 from absl import app
@@ -15,12 +13,7 @@ from serving import batching, model_config, server
 
 
 def test_importing_defines_no_flags():
-  code = ("from absl import flags; import realm_tf.launch.model_server, serving.server; "
-          "print(sorted(n for n in ('port', 'model_name', 'enable_batching') if n in flags.FLAGS))")
-  proc = subprocess.run([sys.executable, "-c", code], cwd=testing.ROOT, capture_output=True,
-                        text=True, timeout=300, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.strip() == "[]"
+  testing.assert_import_defines_no_flags(['realm_tf.launch.model_server', 'serving.server'], ['port', 'model_name', 'enable_batching'])
 
 
 def _parsed(*args):

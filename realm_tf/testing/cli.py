@@ -1,4 +1,5 @@
-"""Test helpers for the command-line programs: run one in a subprocess, check its one-line error."""
+"""Test helpers for the command-line programs: run one in a subprocess, check its one-line error,
+check that importing one defines no flag."""
 import os
 import re
 import subprocess
@@ -21,6 +22,18 @@ def run_cli(module: str, *args: str, env: Optional[Dict[str, str]] = None,
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
   return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def assert_import_defines_no_flags(modules, flag_names) -> None:
+  """Asserts that importing `modules` in a fresh interpreter defines none of `flag_names`: a CLI
+  defines its flags in `define_flags()`, called from `__main__` only."""
+  code = ("import importlib; from absl import flags; "
+          f"[importlib.import_module(m) for m in {list(modules)!r}]; "
+          f"print(sorted(n for n in {list(flag_names)!r} if n in flags.FLAGS))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-3000:]
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
