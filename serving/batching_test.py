@@ -16,7 +16,7 @@ HERE = os.path.dirname(__file__)
 def test_shipped_batching_config_parses():
   config = batching.load_batching_config(os.path.join(HERE, "batching.config"))
   assert config == batching.BatchingConfig(max_batch_size=32, batch_timeout_micros=2000,
-                                           num_batch_threads=2, max_enqueued_batches=100)
+                                           num_batch_threads=1, max_enqueued_batches=100)
 
 
 def test_parse_all_fields_and_comments():
