@@ -4,8 +4,8 @@ A stage's settings live in one dataclass (the library's input). Writing each fla
 it doubles every default and every help text and lets the two drift apart; here each field of
 the dataclass becomes one absl flag with the field's default, and `config_from_flags` reads them
 back. Fields of type int, float, str, bool, their Optional forms, List[str] / Sequence[str] and
-List[int] / Sequence[int] (comma-separated) are supported; a field that holds a name or a config (`Union[str, Config]`,
-e.g. an encoder preset) is a string flag, the name. Help texts come from a {flag name: text}
+List[int] / Sequence[int] (comma-separated) are supported; a field that holds a name or a config
+(`Union[str, Config]`, e.g. an encoder preset) is a string flag, the name. Help texts come from a {flag name: text}
 mapping (a field without one is an error, so every flag is documented). The flags belong to the
 program that calls `define_config_flags`: they are its key flags, listed by its --help.
 
