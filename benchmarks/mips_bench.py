@@ -55,7 +55,8 @@ def define_flags():
   flags.DEFINE_string("real_index_dir", None, "Use this index bundle's embeddings and query "
                       "embedder (implies --real).")
   flags.DEFINE_bool("skip_rss", False, "Skip the peak-RSS measurement.")
-  flags.DEFINE_string("rss_child", None, "(internal) load this exact searcher and search; print RSS.")
+  flags.DEFINE_string("rss_child", None,
+                      "(internal) load this exact searcher and search; print RSS.")
   flags.DEFINE_string("name", None, "Result name (default mips / mips_real).")
 
 

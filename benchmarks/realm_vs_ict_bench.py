@@ -92,7 +92,8 @@ def define_flags():
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the conditions (data order, masking).")
   flags.DEFINE_integer("steps", 24, "Optimizer steps of every condition after the shared start.")
   flags.DEFINE_integer("ict_steps", 200, "Shared ICT warm-start steps.")
-  flags.DEFINE_integer("ict_batch_size", 64, "ICT batch size (shared warm start and ict_continued).")
+  flags.DEFINE_integer("ict_batch_size", 64,
+                       "ICT batch size (shared warm start and ict_continued).")
   flags.DEFINE_float("ict_learning_rate", 2e-4, "ICT peak learning rate (both ICT stages).")
   flags.DEFINE_integer("reader_warmup_steps", 100, "Shared reader MLM warm-up steps.")
   flags.DEFINE_integer("batch_size", 4, "REALM batch size (masked queries).")

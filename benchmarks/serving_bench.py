@@ -102,7 +102,8 @@ def paired_overhead(path: str, input_name: str, address: str, model_name: str,
       j = i % len(QUESTIONS)
       t_local = _timed(lambda: {k: v.numpy() for k, v in  # pylint: disable=cell-var-from-loop
                                 fn(**{input_name: local_inputs[j]}).items()})
-      t_handler = _timed(lambda: servicer.predict(requests[j]))  # pylint: disable=cell-var-from-loop
+      # pylint: disable-next=cell-var-from-loop
+      t_handler = _timed(lambda: servicer.predict(requests[j]))
       # pylint: disable-next=cell-var-from-loop
       t_remote = _timed(lambda: stub.Predict(requests[j], timeout=60))
       if i >= 10:
