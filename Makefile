@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WEIGHTS := $(VENV)/share/realm_tf/minilm
 STAMP := $(VENV)/.installed
+# Test processes (pytest-xdist, one test file per process at a time): both cores of the 2-core
+# CI machine. Each file's module fixtures stay in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-slow bench clean
 
@@ -21,7 +24,7 @@ demo: $(STAMP)
 	bash launch/demo.sh
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests realm_tf tfds_builders serving
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests realm_tf tfds_builders serving
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow tests realm_tf tfds_builders serving

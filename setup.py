@@ -38,6 +38,6 @@ setup(
     },
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest", "pytest-timeout", "faiss-cpu", "dill",
+    extras_require={"dev": ["pytest", "pytest-timeout", "pytest-xdist", "faiss-cpu", "dill",
                             "importlib_resources"]},
 )
