@@ -73,8 +73,10 @@ def _scann_ops():
   return scann_ops
 
 
-def _builder(embeddings: np.ndarray, cfg: ScannConfig):
-  b = _scann_ops().builder(embeddings, cfg.num_neighbors, "dot_product")
+def scann_builder(embeddings: np.ndarray, cfg: ScannConfig, ops=None):
+  """ScaNN's builder for a resolved `cfg`, from `ops` (default: the TF ops; `scann_ops_pybind`
+  gives the same index through ScaNN's Python API, which benchmarks compare with)."""
+  b = (ops or _scann_ops()).builder(embeddings, cfg.num_neighbors, "dot_product")
   if cfg.mode == "brute_force":
     return b.score_brute_force()
   if cfg.mode == "tree_ah":
@@ -103,7 +105,7 @@ class ScannSearcher(Searcher):
                           f"got {self.num_rows}.")
     register_scann_ops()
     self.shared_name = f"realm_scann_{uuid.uuid4().hex}"
-    built = _builder(embeddings, self.config).set_n_training_threads(
+    built = scann_builder(embeddings, self.config).set_n_training_threads(
         self.config.training_threads).build()
     self.state = built.serialize_to_module()
     logging.info("Built ScaNN %s searcher over %d x %d points.", self.config.mode,
