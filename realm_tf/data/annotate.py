@@ -264,7 +264,7 @@ class AnnotateConfig:
     output_dir: annotation directory (shards, manifest.json, bad_records.jsonl).
     corpus_dir: a block corpus Z to annotate (block bodies, block ids kept); or
     inputs: document globs of another pre-training corpus X (passages get block_id -1).
-    fmt: document format of `inputs` (None: detect per file).
+    fmt: document format of `inputs` ("auto" or None: detect per file).
     num_shards: output shards.
     strict: stop at the first bad input record.
     sentence_splitter: "rule" or "spacy" (see the module docstring).
@@ -278,7 +278,7 @@ class AnnotateConfig:
   output_dir: str
   corpus_dir: Optional[str] = None
   inputs: Optional[Sequence[str]] = None
-  fmt: Optional[str] = None
+  fmt: Optional[str] = "auto"
   num_shards: int = 4
   strict: bool = False
   sentence_splitter: str = "rule"

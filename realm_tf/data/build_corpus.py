@@ -48,7 +48,7 @@ class BuildCorpusConfig:
   Attributes:
     inputs: file globs (any Beam filesystem: local, gs://, ...); `*.gz` is decompressed.
     output_dir: corpus directory (shards, manifest.json, bad_records.jsonl).
-    fmt: "jsonl", "squad", "wikitext", "text", or None to detect it per file.
+    fmt: "jsonl", "squad", "wikitext", "text", or "auto" (or None) to detect it per file.
     num_shards: output shards; each shard's blocks are sorted in one worker's memory.
     strict: stop at the first bad record instead of counting and skipping it.
     max_document_bytes: documents of this many UTF-8 bytes or more are rejected.
@@ -60,7 +60,7 @@ class BuildCorpusConfig:
   """
   inputs: Sequence[str]
   output_dir: str
-  fmt: Optional[str] = None
+  fmt: Optional[str] = "auto"
   num_shards: int = 4
   strict: bool = False
   max_document_bytes: int = documents_lib.MAX_DOCUMENT_BYTES

@@ -27,6 +27,8 @@ from typing import BinaryIO, Iterator, Optional, Union
 import tensorflow as tf
 
 FORMATS = ("jsonl", "squad", "wikitext", "text")
+# What a format setting may name: a format, or "auto" (detect it per file; None means the same).
+FORMAT_CHOICES = ("auto", *FORMATS)
 MAX_DOCUMENT_BYTES = 1_000_000
 BAD_KINDS = ("malformed_json", "malformed_record", "non_utf8", "empty_document",
              "oversized_document", "bad_title", "duplicate_doc_id")

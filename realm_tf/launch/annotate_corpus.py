@@ -37,7 +37,7 @@ HELP = {
     "output_dir": "Annotation directory to write.",
 }
 # AnnotateConfig fields whose flags differ from a plain field: --input (a list named in the
-# singular), --format (an enum whose "auto" is the field's None), --sentence_splitter (an enum)
+# singular), --format and --sentence_splitter (enums)
 # and the required --output_dir. verify_corpus is not a command-line setting.
 _FLAG_NAMES = {"inputs": "input", "fmt": "format"}
 _SKIP = ("verify_corpus",)
@@ -54,8 +54,8 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.define_config_flags(
       annotate.AnnotateConfig, HELP, skip=_SKIP, flag_values=flag_values, names=_FLAG_NAMES,
-      required=("output_dir",), defaults={"fmt": "auto"},
-      choices={"fmt": ["auto", *documents.FORMATS],
+      required=("output_dir",),
+      choices={"fmt": documents.FORMAT_CHOICES,
                "sentence_splitter": annotate.SENTENCE_SPLITTERS})
   flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process; Beam's "
                       "DirectRunner first tries to download its Prism runner).",
@@ -72,8 +72,7 @@ def config_from_flags(flag_values=flags.FLAGS):
   from realm_tf.data import annotate  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   return config_flags.config_from_flags(
-      annotate.AnnotateConfig, flag_values, skip=_SKIP, names=_FLAG_NAMES,
-      fmt=None if flag_values.format == "auto" else flag_values.format)
+      annotate.AnnotateConfig, flag_values, skip=_SKIP, names=_FLAG_NAMES)
 
 
 def main(argv):

@@ -32,7 +32,7 @@ HELP = {
     "output_dir": "Corpus directory to write.",
 }
 # BuildCorpusConfig fields whose flags differ from a plain field: --input (a list named in the
-# singular, defaulting to the shipped set), --format (an enum whose "auto" is the field's None)
+# singular, defaulting to the shipped set), --format (an enum)
 # and the required --output_dir; batch_size and vocab_path are not command-line settings.
 _FLAG_NAMES = {"inputs": "input", "fmt": "format"}
 _SKIP = ("batch_size", "vocab_path")
@@ -49,8 +49,8 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.define_config_flags(
       build_corpus.BuildCorpusConfig, HELP, skip=_SKIP, flag_values=flag_values,
-      names=_FLAG_NAMES, required=("output_dir",), defaults={"inputs": None, "fmt": "auto"},
-      choices={"fmt": ["auto", *documents.FORMATS]})
+      names=_FLAG_NAMES, required=("output_dir",), defaults={"inputs": None},
+      choices={"fmt": documents.FORMAT_CHOICES})
   flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process, "
                       "DataflowRunner, FlinkRunner, SparkRunner, ...).", flag_values=flag_values)
 
@@ -67,8 +67,7 @@ def config_from_flags(flag_values=flags.FLAGS):
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   return config_flags.config_from_flags(
       build_corpus.BuildCorpusConfig, flag_values, skip=_SKIP, names=_FLAG_NAMES,
-      inputs=flag_values.input or [documents.default_corpus_path()],
-      fmt=None if flag_values.format == "auto" else flag_values.format)
+      inputs=flag_values.input or [documents.default_corpus_path()])
 
 
 def main(argv):
