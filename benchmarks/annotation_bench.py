@@ -8,30 +8,55 @@ does not count): spaCy NER alone (tok2vec + ner), the rule sentence splitter, th
 annotator (date regex, merging, byte offsets), record serialisation, and — for the choice of
 splitter — spaCy with its dependency parser, whose sentence boundaries are compared with the rule
 splitter's. Writes benchmarks/results/annotation.json.
+
+The settings are an `AnnotationBenchConfig` (one field per flag); `run(config)` runs the
+benchmark and writes its JSON, so it can be called without the command line.
 """
+import dataclasses
 import time
 
 from absl import app
 from absl import flags
 
 
-def define_flags():
-  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
-  flags.DEFINE_integer("num_passages", 400, "Passages (blocks) to annotate.")
-  flags.DEFINE_integer("batch_size", 64, "spaCy nlp.pipe batch size.")
+@dataclasses.dataclass
+class AnnotationBenchConfig:
+  """What the annotation benchmark measures: how many corpus passages are annotated, and the
+  annotators' spaCy batch size."""
+  num_passages: int = 400
+  batch_size: int = 64
 
 
-FLAGS = flags.FLAGS
+HELP = {
+    "num_passages": "Passages (blocks) to annotate.",
+    "batch_size": "spaCy nlp.pipe batch size.",
+}
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines one flag per `AnnotationBenchConfig` field (called from `__main__`, and by tests on
+  a fresh FlagValues, so importing this module defines none)."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(AnnotationBenchConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> AnnotationBenchConfig:
+  """The `AnnotationBenchConfig` the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(AnnotationBenchConfig, flag_values)
 
 
 def _timed(fn):
+  """(fn(), wall seconds, CPU seconds of this process)."""
   wall, cpu = time.perf_counter(), time.process_time()
   out = fn()
   return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def main(argv):
-  del argv
+def run(config: AnnotationBenchConfig) -> dict:
+  """Annotates the first `config.num_passages` corpus blocks, timing each part of the annotator
+  and the parser-based splitter; writes benchmarks/results/annotation.json and returns it (less
+  the environment)."""
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.data import annotate, blocking, corpus, documents  # pylint: disable=g-import-not-at-top
 
@@ -42,12 +67,12 @@ def main(argv):
   for i in range(0, len(docs), 64):
     for blocks in blocker.split_batch([(d.title, d.text) for d in docs[i:i + 64]]):
       texts += [b.body for b in blocks]
-    if len(texts) >= FLAGS.num_passages:
+    if len(texts) >= config.num_passages:
       break
-  texts = texts[:FLAGS.num_passages]
+  texts = texts[:config.num_passages]
 
-  rule = annotate.SpanAnnotator(sentence_splitter="rule", batch_size=FLAGS.batch_size)
-  parser = annotate.SpanAnnotator(sentence_splitter="spacy", batch_size=FLAGS.batch_size)
+  rule = annotate.SpanAnnotator(sentence_splitter="rule", batch_size=config.batch_size)
+  parser = annotate.SpanAnnotator(sentence_splitter="spacy", batch_size=config.batch_size)
   list(rule.nlp.pipe(texts[:16]))  # warm up both pipelines
   list(parser.nlp.pipe(texts[:16]))
 
@@ -69,7 +94,7 @@ def main(argv):
   parser_set = {(i, s) for i, ss in enumerate(parser_sentences) for s in ss}
   agreement = len(rule_set & parser_set) / max(len(parser_set), 1)
 
-  write_result("annotation", {
+  result = {
       "num_passages": len(texts), "num_sentences": num_sentences, "num_spans": num_spans,
       "spacy_model": annotate.SPACY_MODEL,
       "rule_splitter": {
@@ -92,7 +117,15 @@ def main(argv):
       "notes": "CPU seconds of one process (one core). Default annotate_corpus uses the rule "
                "splitter; 'agreement' is the fraction of parser sentences the rule splitter "
                "reproduces exactly.",
-  })
+  }
+  write_result("annotation", result)
+  return result
+
+
+def main(argv):
+  """Runs the benchmark the flags describe."""
+  del argv
+  run(config_from_flags())
 
 
 if __name__ == "__main__":

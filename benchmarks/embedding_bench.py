@@ -8,56 +8,100 @@ at the same time. Each process warms up (pipeline start-up, tracing) on a small 
 timed window covers embedding only. Weights are random (throughput does not depend on them).
 
   python -m benchmarks.embedding_bench            # → benchmarks/results/embedding.json
+
+The settings are an `EmbeddingBenchConfig` (one field per flag; the `(internal)` ones describe
+one worker process, which this program starts as `python -m benchmarks.embedding_bench --child
+...`); `run(config)` runs the benchmark and writes its JSON (or, with `child`, one worker).
 """
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from typing import List, Optional
 
 from absl import app
 from absl import flags
 
-FLAGS = flags.FLAGS
 
-def define_flags():
-  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
-  flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets to measure.")
-  flags.DEFINE_integer("tiny_blocks", 512, "Blocks embedded for `tiny`.")
-  flags.DEFINE_integer("minilm_blocks", 64, "Blocks embedded for `minilm`.")
-  flags.DEFINE_integer("batch_size", 16, "Blocks per replica per step.")
-  flags.DEFINE_bool("child", False, "(internal) run one embedding worker and print JSON.")
-  flags.DEFINE_string("export", None, "(internal) export path.")
-  flags.DEFINE_string("corpus", None, "(internal) corpus dir.")
-  flags.DEFINE_string("warm_corpus", None, "(internal) warm-up corpus dir.")
-  flags.DEFINE_string("work", None, "(internal) work dir.")
-  flags.DEFINE_string("strategy", "default", "(internal) strategy.")
-  flags.DEFINE_integer("num_cpu_devices", None, "(internal) logical CPU devices.")
-  flags.DEFINE_integer("num_shards", 1, "(internal) workers.")
-  flags.DEFINE_integer("shard_index", 0, "(internal) this worker.")
+@dataclasses.dataclass
+class EmbeddingBenchConfig:
+  """What the embedding benchmark measures (presets, corpus sizes, batch size per replica) and,
+  for a worker process it starts (`child`), that worker's export, corpora, work dir, strategy and
+  shard."""
+  presets: List[str] = dataclasses.field(default_factory=lambda: ["tiny", "minilm"])
+  tiny_blocks: int = 512
+  minilm_blocks: int = 64
+  batch_size: int = 16
+  # One worker process (set by the parent on the child's command line).
+  child: bool = False
+  export: Optional[str] = None
+  corpus: Optional[str] = None
+  warm_corpus: Optional[str] = None
+  work: Optional[str] = None
+  strategy: str = "default"
+  num_cpu_devices: Optional[int] = None
+  num_shards: int = 1
+  shard_index: int = 0
+
+
+HELP = {
+    "presets": "Encoder presets to measure.",
+    "tiny_blocks": "Blocks embedded for `tiny`.",
+    "minilm_blocks": "Blocks embedded for `minilm`.",
+    "batch_size": "Blocks per replica per step.",
+    "child": "(internal) run one embedding worker and print JSON.",
+    "export": "(internal) export path.",
+    "corpus": "(internal) corpus dir.",
+    "warm_corpus": "(internal) warm-up corpus dir.",
+    "work": "(internal) work dir.",
+    "strategy": "(internal) strategy.",
+    "num_cpu_devices": "(internal) logical CPU devices.",
+    "num_shards": "(internal) workers.",
+    "shard_index": "(internal) this worker.",
+}
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines one flag per `EmbeddingBenchConfig` field (called from `__main__`, and by tests on a
+  fresh FlagValues, so importing this module defines none)."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(EmbeddingBenchConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> EmbeddingBenchConfig:
+  """The `EmbeddingBenchConfig` the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(EmbeddingBenchConfig, flag_values)
 
 
 DOC_LEN = 288
 
 
-def child():
+def run_child(config: EmbeddingBenchConfig) -> None:
+  """One worker: embeds `config.warm_corpus` (untimed), then its shard of `config.corpus` with
+  the embedder at `config.export` under `config.strategy`; prints a JSON line of the blocks
+  embedded, the timed window and the replicas (what the parent's `_collect` reads)."""
   from realm_tf.training.strategy import get_strategy  # pylint: disable=g-import-not-at-top
-  strategy = get_strategy(strategy=FLAGS.strategy, num_cpu_devices=FLAGS.num_cpu_devices)
-  from realm_tf.retrieval import embed_corpus, embedder_export  # pylint: disable=g-import-not-at-top
+  strategy = get_strategy(strategy=config.strategy, num_cpu_devices=config.num_cpu_devices)
+  from realm_tf.retrieval import (  # pylint: disable=g-import-not-at-top
+      embed_corpus, embedder_export)
   with strategy.scope():
-    emb = embedder_export.load_embedder(FLAGS.export)
-  embed_corpus.embed_shards(emb, FLAGS.warm_corpus, FLAGS.work + "-warm", strategy,
-                            batch_size=FLAGS.batch_size)
+    emb = embedder_export.load_embedder(config.export)
+  embed_corpus.embed_shards(emb, config.warm_corpus, config.work + "-warm", strategy,
+                            batch_size=config.batch_size)
   start = time.time()
-  stats = embed_corpus.embed_shards(emb, FLAGS.corpus, FLAGS.work, strategy, FLAGS.num_shards,
-                                    FLAGS.shard_index, FLAGS.batch_size)
+  stats = embed_corpus.embed_shards(emb, config.corpus, config.work, strategy, config.num_shards,
+                                    config.shard_index, config.batch_size)
   end = time.time()
   print(json.dumps({"blocks": stats.num_blocks, "start": start, "end": end,
                     "replicas": strategy.num_replicas_in_sync}))
 
 
 def _make_corpus(path, num_blocks, shards, seed):
+  """Writes a corpus of `num_blocks` random-token full-length blocks in `shards` shards."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.text import vocab_fingerprint  # pylint: disable=g-import-not-at-top
@@ -77,11 +121,14 @@ def _make_corpus(path, num_blocks, shards, seed):
 
 
 def _spawn(args):
+  """Starts one worker: this program with --child and `args`."""
   return subprocess.Popen([sys.executable, "-m", "benchmarks.embedding_bench", "--child", *args],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _collect(procs):
+  """Waits for the workers; their blocks, their common wall time (first start to last end) and
+  blocks/s."""
   outs = []
   for p in procs:
     out, err = p.communicate(timeout=900)
@@ -94,8 +141,11 @@ def _collect(procs):
           "replicas_per_worker": outs[0]["replicas"], "workers": len(outs)}
 
 
-def run_preset(preset, num_blocks, tmp):
-  from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
+def run_preset(preset: str, num_blocks: int, tmp: str, batch_size: int) -> dict:
+  """One preset's three runs (one replica, two replicas, two worker shards) over a corpus of
+  `num_blocks` blocks written under `tmp`, each in fresh worker processes."""
+  from realm_tf.modeling.retriever import (  # pylint: disable=g-import-not-at-top
+      Retriever, RetrieverConfig)
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   retriever = Retriever(RetrieverConfig(encoder=preset, doc_seq_length=DOC_LEN)).build_towers()
   export = embedder_export.export_embedder(retriever, os.path.join(tmp, preset, "model"), 1)
@@ -104,7 +154,7 @@ def run_preset(preset, num_blocks, tmp):
   _make_corpus(corpus, num_blocks, 4, seed=0)
   _make_corpus(warm, 4, 2, seed=1)  # batches are padded: same shapes, traced once
   base = [f"--export={export}", f"--corpus={corpus}", f"--warm_corpus={warm}",
-          f"--batch_size={FLAGS.batch_size}"]
+          f"--batch_size={batch_size}"]
   work = os.path.join(tmp, preset, "work")
   res = {"one_replica": _collect([_spawn(base + [f"--work={work}-1"])])}
   res["two_replicas_logical_cpus"] = _collect([_spawn(
@@ -116,16 +166,18 @@ def run_preset(preset, num_blocks, tmp):
   res["speedup_two_replicas"] = res["two_replicas_logical_cpus"]["blocks_per_second"] / one
   res["speedup_two_shards"] = res["two_worker_shards"]["blocks_per_second"] / one
   res["doc_seq_length"] = DOC_LEN
-  res["batch_size_per_replica"] = FLAGS.batch_size
+  res["batch_size_per_replica"] = batch_size
   return res
 
 
-def main(argv):
-  del argv
-  if FLAGS.child:
-    child()
-    return
-  from benchmarks.common import peak_matmul_flops, write_result  # pylint: disable=g-import-not-at-top
+def run(config: EmbeddingBenchConfig) -> Optional[str]:
+  """Measures each preset and writes benchmarks/results/embedding.json (returns its path); with
+  `config.child`, runs one worker instead (returns None)."""
+  if config.child:
+    run_child(config)
+    return None
+  from benchmarks.common import (  # pylint: disable=g-import-not-at-top
+      peak_matmul_flops, write_result)
   start = time.time()
   out = {"peak_matmul_flops_at_start": peak_matmul_flops(),
          "note": "CPU only, 2 cores shared with other jobs (see load average): two replicas or "
@@ -133,11 +185,17 @@ def main(argv):
                  "overlapping input pipeline and compute; on TPU cores / GPUs / separate hosts "
                  "each replica or worker adds its own compute."}
   with tempfile.TemporaryDirectory() as tmp:
-    for preset in FLAGS.presets:
-      blocks = FLAGS.tiny_blocks if preset == "tiny" else FLAGS.minilm_blocks
-      out[preset] = run_preset(preset, blocks, tmp)
+    for preset in config.presets:
+      blocks = config.tiny_blocks if preset == "tiny" else config.minilm_blocks
+      out[preset] = run_preset(preset, blocks, tmp, config.batch_size)
   out["seconds"] = time.time() - start
-  write_result("embedding", out)
+  return write_result("embedding", out)
+
+
+def main(argv):
+  """Runs the benchmark (or, with --child, one worker) the flags describe."""
+  del argv
+  run(config_from_flags())
 
 
 if __name__ == "__main__":

@@ -16,100 +16,144 @@ training is input-bound.
 
 The corpus is the first --articles articles of the shipped SQuAD dev set; the index is built with
 randomly initialised towers of each preset (retrieval quality does not change the pipeline's cost).
-Writes benchmarks/results/input_pipeline.json.
+Writes benchmarks/results/input_pipeline.json. The settings are an `InputPipelineBenchConfig`
+(one field per flag); `run(config)` runs the benchmark and writes its JSON, so it can be called
+without the command line.
 """
+import dataclasses
 import os
 import time
+from typing import List
 
 from absl import app, flags, logging
 
 from benchmarks import common
 
 
-def define_flags():
-  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
-  flags.DEFINE_string("work_dir", "runs/input_pipeline_bench", "Corpus, indexes, model dirs.")
-  flags.DEFINE_integer("articles", 8, "SQuAD dev articles whose paragraphs form the corpus.")
-  flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets.")
-  flags.DEFINE_integer("batch_size", 4, "Queries per batch.")
-  flags.DEFINE_integer("num_candidates", 8, "Null document + retrieved blocks per query.")
-  flags.DEFINE_integer("pipeline_batches", 20, "Batches timed through the pipeline alone.")
-  flags.DEFINE_integer("steps", 5, "Train steps timed (after 2 warm-up steps).")
+@dataclasses.dataclass
+class InputPipelineBenchConfig:
+  """What the input pipeline benchmark builds (a corpus of the first `articles` SQuAD dev
+  articles under `work_dir`, an index per preset) and how much it times: batches through the
+  pipeline alone, train steps alone and end to end, at `batch_size` queries of
+  `num_candidates` documents each."""
+  work_dir: str = "runs/input_pipeline_bench"
+  articles: int = 8
+  presets: List[str] = dataclasses.field(default_factory=lambda: ["tiny", "minilm"])
+  batch_size: int = 4
+  num_candidates: int = 8
+  pipeline_batches: int = 20
+  steps: int = 5
 
 
-FLAGS = flags.FLAGS
+HELP = {
+    "work_dir": "Corpus, indexes, model dirs.",
+    "articles": "SQuAD dev articles whose paragraphs form the corpus.",
+    "presets": "Encoder presets.",
+    "batch_size": "Queries per batch.",
+    "num_candidates": "Null document + retrieved blocks per query.",
+    "pipeline_batches": "Batches timed through the pipeline alone.",
+    "steps": "Train steps timed (after 2 warm-up steps).",
+}
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.INFO)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+def define_flags(flag_values=flags.FLAGS):
+  """Defines one flag per `InputPipelineBenchConfig` field (called from `__main__`, and by tests
+  on a fresh FlagValues, so importing this module defines none)."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(InputPipelineBenchConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> InputPipelineBenchConfig:
+  """The `InputPipelineBenchConfig` the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(InputPipelineBenchConfig, flag_values)
+
+
+def measure_preset(config: InputPipelineBenchConfig, preset: str, corpus: str,
+                   annotations: str) -> dict:
+  """Builds `preset`'s index of `corpus` (untrained towers) and a RealmExperiment over it, then
+  times the pipeline alone, the train step alone and the two together; returns the rates."""
   from realm_tf.modeling.realm_pretrainer import RealmConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
-  from realm_tf.stages.realm_experiment import PretrainConfig, RealmExperiment  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.realm_experiment import (  # pylint: disable=g-import-not-at-top
+      PretrainConfig, RealmExperiment)
+  d = os.path.join(config.work_dir, preset)
+  index_dir = os.path.join(d, "index")
+  common.index_of_untrained_towers(os.path.join(d, "model"), corpus, index_dir,
+                                   RetrieverConfig(encoder=preset))
+  pretrain_config = PretrainConfig(
+      model=RealmConfig(retriever_encoder=preset, reader_encoder=preset,
+                        num_candidates=config.num_candidates),
+      batch_size=config.batch_size, num_train_steps=1000, warmup_steps=0, refresh="none")
+  exp = RealmExperiment(pretrain_config, corpus, annotations, index_dir,
+                        os.path.join(d, f"realm-{int(time.time())}"))
 
-  w = FLAGS.work_dir
+  # 1. The pipeline alone.
+  it = iter(exp.make_dataset(0))
+  first = next(it)
+  next(it)  # warm-up: tracing, ScaNN searcher creation, first shards opened
+  t = time.perf_counter()
+  for _ in range(config.pipeline_batches):
+    next(it)
+  pipeline_qps = config.pipeline_batches * config.batch_size / (time.perf_counter() - t)
+
+  # 2. The train step alone on a ready batch.
+  batch = {k: v for k, v in first.items() if k != "data_position"}
+  step = exp.trainer._train_step  # pylint: disable=protected-access
+  for _ in range(2):
+    step(batch)
+  t = time.perf_counter()
+  for _ in range(config.steps):
+    out = step(batch)
+  float(out["loss"][0].numpy())
+  trainer_qps = config.steps * config.batch_size / (time.perf_counter() - t)
+
+  # 3. End to end: the step consuming the live dataset (both on this machine's cores).
+  t = time.perf_counter()
+  for _ in range(config.steps):
+    b = next(it)
+    out = step({k: v for k, v in b.items() if k != "data_position"})
+  float(out["loss"][0].numpy())
+  e2e_qps = config.steps * config.batch_size / (time.perf_counter() - t)
+  return {
+      "pipeline_queries_per_second": pipeline_qps,
+      "trainer_queries_per_second": trainer_qps,
+      "end_to_end_queries_per_second": e2e_qps,
+      "pipeline_over_trainer": pipeline_qps / trainer_qps,
+      "goal_ratio_above_2": pipeline_qps / trainer_qps > 2,
+      "batch_size": config.batch_size, "num_candidates": config.num_candidates}
+
+
+def run(config: InputPipelineBenchConfig) -> str:
+  """Builds the corpus and its annotations under `config.work_dir` (kept between runs), measures
+  each preset, and writes benchmarks/results/input_pipeline.json; returns its path."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
+  from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
+
+  w = config.work_dir
   os.makedirs(w, exist_ok=True)
   squad = os.path.join(w, "squad-dev-subset.json")
-  facts = common.squad_subset(squad, FLAGS.articles)
+  facts = common.squad_subset(squad, config.articles)
   corpus, annotations = os.path.join(w, "corpus"), os.path.join(w, "annotations")
   facts["blocks"] = pretrain_job.ensure_corpus([squad], corpus)["num_blocks"]
   pretrain_job.ensure_annotations(corpus, annotations)
   results = {"data": {k: v for k, v in facts.items() if k != "titles"}, "presets": {}}
 
-  for preset in FLAGS.presets:
-    d = os.path.join(w, preset)
-    index_dir = os.path.join(d, "index")
-    common.index_of_untrained_towers(os.path.join(d, "model"), corpus, index_dir,
-                                     RetrieverConfig(encoder=preset))
-    config = PretrainConfig(
-        model=RealmConfig(retriever_encoder=preset, reader_encoder=preset,
-                          num_candidates=FLAGS.num_candidates),
-        batch_size=FLAGS.batch_size, num_train_steps=1000, warmup_steps=0, refresh="none")
-    exp = RealmExperiment(config, corpus, annotations, index_dir,
-                          os.path.join(d, f"realm-{int(time.time())}"))
-
-    # 1. The pipeline alone.
-    it = iter(exp.make_dataset(0))
-    first = next(it)
-    next(it)  # warm-up: tracing, ScaNN searcher creation, first shards opened
-    t = time.perf_counter()
-    for _ in range(FLAGS.pipeline_batches):
-      next(it)
-    pipeline_qps = FLAGS.pipeline_batches * FLAGS.batch_size / (time.perf_counter() - t)
-
-    # 2. The train step alone on a ready batch.
-    batch = {k: v for k, v in first.items() if k != "data_position"}
-    step = exp.trainer._train_step  # pylint: disable=protected-access
-    for _ in range(2):
-      step(batch)
-    t = time.perf_counter()
-    for _ in range(FLAGS.steps):
-      out = step(batch)
-    float(out["loss"][0].numpy())
-    trainer_qps = FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - t)
-
-    # 3. End to end: the step consuming the live dataset (both on this machine's cores).
-    t = time.perf_counter()
-    for _ in range(FLAGS.steps):
-      b = next(it)
-      out = step({k: v for k, v in b.items() if k != "data_position"})
-    float(out["loss"][0].numpy())
-    e2e_qps = FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - t)
-    results["presets"][preset] = {
-        "pipeline_queries_per_second": pipeline_qps,
-        "trainer_queries_per_second": trainer_qps,
-        "end_to_end_queries_per_second": e2e_qps,
-        "pipeline_over_trainer": pipeline_qps / trainer_qps,
-        "goal_ratio_above_2": pipeline_qps / trainer_qps > 2,
-        "batch_size": FLAGS.batch_size, "num_candidates": FLAGS.num_candidates}
+  for preset in config.presets:
+    results["presets"][preset] = measure_preset(config, preset, corpus, annotations)
     logging.info("%s: %s", preset, results["presets"][preset])
   results["note"] = ("Pipeline and trainer timed one after the other on the same CPU cores; the "
                      "pipeline includes query embedding with the bundle's embedder and ScaNN "
                      "search, so for equal towers it costs a fraction of the step (query tower "
                      "forward only vs every tower forward and backward).")
-  common.write_result("input_pipeline", results)
+  return common.write_result("input_pipeline", results)
+
+
+def main(argv):
+  """Runs the benchmark the flags describe."""
+  del argv
+  logging.set_verbosity(logging.INFO)
+  run(config_from_flags())
 
 
 if __name__ == "__main__":

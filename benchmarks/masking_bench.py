@@ -8,7 +8,11 @@ masking mode: sequential map without prefetch vs parallel map (AUTOTUNE) + prefe
 (32) as a trainer reads it. ICT examples from the same blocks are timed the same way. When
 benchmarks/results/train_step.json exists, the ratio to the trainer's examples/s is reported.
 Writes benchmarks/results/masking.json.
+
+The settings are a `MaskingBenchConfig` (one field per flag); `run(config)` runs the benchmark
+and writes its JSON, so it can be called without the command line.
 """
+import dataclasses
 import json
 import os
 import tempfile
@@ -18,18 +22,38 @@ from absl import app
 from absl import flags
 
 
-def define_flags():
-  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
-  flags.DEFINE_integer("num_passages", 200, "Annotated passages (the records repeat).")
-  flags.DEFINE_integer("num_examples", 3000, "Timed examples per configuration.")
-  flags.DEFINE_integer("warmup", 200, "Untimed examples first (tracing, buffers).")
+@dataclasses.dataclass
+class MaskingBenchConfig:
+  """What the masking benchmark measures: how many annotated passages feed the pipelines, and
+  how many examples are timed per configuration after how many untimed ones."""
+  num_passages: int = 200
+  num_examples: int = 3000
+  warmup: int = 200
 
 
-FLAGS = flags.FLAGS
+HELP = {
+    "num_passages": "Annotated passages (the records repeat).",
+    "num_examples": "Timed examples per configuration.",
+    "warmup": "Untimed examples first (tracing, buffers).",
+}
 
 
-def main(argv):
-  del argv
+def define_flags(flag_values=flags.FLAGS):
+  """Defines one flag per `MaskingBenchConfig` field (called from `__main__`, and by tests on a
+  fresh FlagValues, so importing this module defines none)."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(MaskingBenchConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> MaskingBenchConfig:
+  """The `MaskingBenchConfig` the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(MaskingBenchConfig, flag_values)
+
+
+def run(config: MaskingBenchConfig) -> dict:
+  """Times the masked-example and ICT tf.data pipelines over the first `config.num_passages`
+  corpus blocks; writes benchmarks/results/masking.json and returns the results."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from benchmarks.common import RESULTS_DIR, write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.data import annotate, blocking, corpus, documents, ict, masking  # pylint: disable=g-import-not-at-top
@@ -37,10 +61,10 @@ def main(argv):
 
   tok = RealmTokenizer()
   docs = [d for d in documents.read_documents(documents.default_corpus_path())
-          if isinstance(d, documents.Document)][:FLAGS.num_passages]
+          if isinstance(d, documents.Document)][:config.num_passages]
   blocker = blocking.Blocker(tok)
   blocks = [(d, b) for d, bs in zip(docs, blocker.split_batch([(d.title, d.text) for d in docs]))
-            for b in bs][:FLAGS.num_passages]
+            for b in bs][:config.num_passages]
   anns = annotate.SpanAnnotator().annotate([b.body for _, b in blocks])
   tmp = tempfile.mkdtemp()
   ann_path = os.path.join(tmp, "annotations.tfrecord.gz")
@@ -55,12 +79,12 @@ def main(argv):
 
   def measure(ds):
     it = iter(ds)
-    for _ in range(FLAGS.warmup):
+    for _ in range(config.warmup):
       next(it)
     t = time.perf_counter()
-    for _ in range(FLAGS.num_examples):
+    for _ in range(config.num_examples):
       next(it)
-    return FLAGS.num_examples / (time.perf_counter() - t)
+    return config.num_examples / (time.perf_counter() - t)
 
   def variants(make):
     seq = make(None)
@@ -68,9 +92,9 @@ def main(argv):
     out = {"sequential_no_prefetch": measure(seq), "parallel_map_prefetch": measure(par)}
     batched = make(tf.data.AUTOTUNE).batch(32).prefetch(tf.data.AUTOTUNE)
     it = iter(batched)
-    for _ in range(FLAGS.warmup // 32 + 1):
+    for _ in range(config.warmup // 32 + 1):
       next(it)
-    n = FLAGS.num_examples // 32
+    n = config.num_examples // 32
     t = time.perf_counter()
     for _ in range(n):
       next(it)
@@ -78,7 +102,7 @@ def main(argv):
     out["parallel_over_sequential"] = out["parallel_map_prefetch"] / out["sequential_no_prefetch"]
     return out
 
-  results = {"num_passages": len(blocks), "num_examples": FLAGS.num_examples, "masking": {}}
+  results = {"num_passages": len(blocks), "num_examples": config.num_examples, "masking": {}}
   records = corpus.read_annotations(None, paths=[ann_path]).cache().repeat()
   for mode in masking.MODES:
     masker = masking.Masker(masking.MaskingConfig(mode=mode), tok)
@@ -101,6 +125,13 @@ def main(argv):
     results["input_over_trainer_examples_per_second"] = ratios
     results["trainer_reference"] = "benchmarks/results/train_step.json (same machine kind)"
   write_result("masking", results)
+  return results
+
+
+def main(argv):
+  """Runs the benchmark the flags describe."""
+  del argv
+  run(config_from_flags())
 
 
 if __name__ == "__main__":

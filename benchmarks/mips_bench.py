@@ -22,7 +22,11 @@ embedder — the vectors the REALM pipeline actually searches.
   python -m benchmarks.mips_bench                 # → benchmarks/results/mips.json
   python -m benchmarks.mips_bench --real          # → benchmarks/results/mips_real.json
   python -m benchmarks.mips_bench --real_index_dir=runs/default/index   # → mips_real.json
+
+The settings are a `MipsBenchConfig` (one field per flag); `run(config)` runs the benchmark and
+writes its JSON, so it can be called without the command line.
 """
+import dataclasses
 import gzip
 import json
 import os
@@ -30,42 +34,74 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 from absl import app
 from absl import flags
 
 import numpy as np
 
-FLAGS = flags.FLAGS
+@dataclasses.dataclass
+class MipsBenchConfig:
+  """What the MIPS benchmark measures: the data (synthetic sizes or real embeddings), the recall
+  target the approximate methods are swept to, how long each is timed, and where the JSON goes."""
+  num_points: int = 1_000_000
+  dim: int = 128
+  num_queries: int = 1000
+  num_clusters: int = 1000
+  noise: float = 1.5
+  exact_timing_queries: int = 200
+  target_recall: float = 0.95
+  repeats: int = 3
+  batch1_queries: int = 300
+  hnsw_m: int = 32
+  real: bool = False
+  real_index_dir: Optional[str] = None
+  skip_rss: bool = False
+  rss_child: Optional[str] = None
+  name: Optional[str] = None
 
-def define_flags():
-  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
-  flags.DEFINE_integer("num_points", 1_000_000, "Synthetic database size.")
-  flags.DEFINE_integer("dim", 128, "Embedding size.")
-  flags.DEFINE_integer("num_queries", 1000, "Queries (one batch).")
-  flags.DEFINE_integer("num_clusters", 1000, "Synthetic clusters.")
-  flags.DEFINE_float("noise", 1.5, "Synthetic within-cluster noise (std per dimension; centres "
-                     "have std 1). Large enough that true neighbours straddle clusters.")
-  flags.DEFINE_integer("exact_timing_queries", 200, "Queries timed for NumPy / FAISS flat (exact "
-                       "methods scale linearly; our exact searcher is timed on all queries).")
-  flags.DEFINE_float("target_recall", 0.95, "Recall@10 each approximate method must reach.")
-  flags.DEFINE_integer("repeats", 3, "Timed repetitions (best kept).")
-  flags.DEFINE_integer("batch1_queries", 300, "Queries timed one call each (batch 1) at each "
-                       "method's fastest configuration at the target recall.")
-  flags.DEFINE_integer("hnsw_m", 32, "FAISS HNSW graph degree M.")
-  flags.DEFINE_bool("real", False, "Benchmark real MiniLM embeddings of the shipped SQuAD dev set.")
-  flags.DEFINE_string("real_index_dir", None, "Use this index bundle's embeddings and query "
-                      "embedder (implies --real).")
-  flags.DEFINE_bool("skip_rss", False, "Skip the peak-RSS measurement.")
-  flags.DEFINE_string("rss_child", None,
-                      "(internal) load this exact searcher and search; print RSS.")
-  flags.DEFINE_string("name", None, "Result name (default mips / mips_real).")
+
+HELP = {
+    "num_points": "Synthetic database size.",
+    "dim": "Embedding size.",
+    "num_queries": "Queries (one batch).",
+    "num_clusters": "Synthetic clusters.",
+    "noise": "Synthetic within-cluster noise (std per dimension; centres have std 1). Large "
+             "enough that true neighbours straddle clusters.",
+    "exact_timing_queries": "Queries timed for NumPy / FAISS flat (exact methods scale "
+                            "linearly; our exact searcher is timed on all queries).",
+    "target_recall": "Recall@10 each approximate method must reach.",
+    "repeats": "Timed repetitions (best kept).",
+    "batch1_queries": "Queries timed one call each (batch 1) at each method's fastest "
+                      "configuration at the target recall.",
+    "hnsw_m": "FAISS HNSW graph degree M.",
+    "real": "Benchmark real MiniLM embeddings of the shipped SQuAD dev set.",
+    "real_index_dir": "Use this index bundle's embeddings and query embedder (implies --real).",
+    "skip_rss": "Skip the peak-RSS measurement.",
+    "rss_child": "(internal) load this exact searcher and search; print RSS.",
+    "name": "Result name (default mips / mips_real).",
+}
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines one flag per `MipsBenchConfig` field (called from `__main__`, and by tests on a
+  fresh FlagValues, so importing this module defines none)."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(MipsBenchConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> MipsBenchConfig:
+  """The `MipsBenchConfig` the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(MipsBenchConfig, flag_values)
 
 
 K = 10
 
 
 def _best_time(fn, repeats, warmup=None):
+  """Best wall time of `repeats` calls of `fn`, after one untimed `warmup` (default: `fn`)."""
   (warmup or fn)()  # warm-up (tracing, ScaNN resource creation, caches)
   best = float("inf")
   for _ in range(repeats):
@@ -76,12 +112,14 @@ def _best_time(fn, repeats, warmup=None):
 
 
 def _recall(rows, exact):
+  """Recall@K of the result rows against the exact rows."""
   from realm_tf.retrieval.searcher import recall_at_k  # pylint: disable=g-import-not-at-top
   return recall_at_k(np.asarray(rows), exact, K)
 
 
 def synthetic(n, dim, nq, clusters, noise, seed=0):
-  """Clustered vectors (Gaussian around random centres) and held-out queries from the same centres."""
+  """Clustered vectors (Gaussian around random centres) and held-out queries from the same
+  centres."""
   rng = np.random.default_rng(seed)
   centres = rng.normal(size=(clusters, dim)).astype(np.float32)
   x = np.empty([n, dim], np.float32)
@@ -150,8 +188,10 @@ def bundle_embeddings(index_dir, nq):
                 "num_documents": int(x.shape[0])}
 
 
-def bench_numpy(x, q, exact, repeats):
-  q, exact = q[:FLAGS.exact_timing_queries], exact[:FLAGS.exact_timing_queries]
+def bench_numpy(x, q, exact, config: MipsBenchConfig):
+  """NumPy exact search (matmul + argpartition) over the first `config.exact_timing_queries`
+  queries: the baseline any library must beat."""
+  q, exact = q[:config.exact_timing_queries], exact[:config.exact_timing_queries]
 
   def run():
     out = []
@@ -161,7 +201,7 @@ def bench_numpy(x, q, exact, repeats):
       order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1)
       out.append(np.take_along_axis(part, order, 1))
     run.rows = np.concatenate(out)
-  secs = _best_time(run, min(repeats, 2))
+  secs = _best_time(run, min(config.repeats, 2))
   return {"qps": len(q) / secs, "recall_at_10": _recall(run.rows, exact),
           "queries_timed": len(q)}
 
@@ -206,12 +246,16 @@ def batch1_qps(search_one, q, n):
   return n / (time.perf_counter() - t)
 
 
-def bench_faiss(x, q, exact, repeats, target):
+def bench_faiss(x, q, exact, config: MipsBenchConfig):
+  """FAISS on the same vectors: exact IndexFlatIP, then IVF-Flat, IVF-PQ fast-scan + refine and
+  HNSW-Flat, each swept to `config.target_recall` and timed at batch 1 at its fastest setting
+  there (the strongest CPU competitors ScaNN is compared with)."""
   import faiss  # pylint: disable=g-import-not-at-top
+  repeats, target = config.repeats, config.target_recall
   out = {"threads": faiss.omp_get_max_threads()}
   flat = faiss.IndexFlatIP(x.shape[1])
   flat.add(x)
-  nt = FLAGS.exact_timing_queries
+  nt = config.exact_timing_queries
 
   def run_flat():
     run_flat.rows = flat.search(q[:nt], K)[1]
@@ -233,7 +277,7 @@ def bench_faiss(x, q, exact, repeats, target):
     if result["at_target"]:
       set_knob(result["at_target"])
       result["at_target"]["batch1_qps"] = batch1_qps(lambda qs: index.search(qs, K),
-                                                     q, FLAGS.batch1_queries)
+                                                     q, config.batch1_queries)
 
   t = time.time()
   ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], nlist,
@@ -272,9 +316,9 @@ def bench_faiss(x, q, exact, repeats, target):
   del refine, base
   # HNSW: FAISS's strongest CPU index for this size; efSearch is its recall knob.
   t = time.time()
-  hnsw = faiss.IndexHNSWFlat(x.shape[1], FLAGS.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+  hnsw = faiss.IndexHNSWFlat(x.shape[1], config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
   hnsw.add(x)
-  out["hnsw_flat"] = {"M": FLAGS.hnsw_m, "ef_construction": int(hnsw.hnsw.efConstruction),
+  out["hnsw_flat"] = {"M": config.hnsw_m, "ef_construction": int(hnsw.hnsw.efConstruction),
                       "build_seconds": time.time() - t}
   out["hnsw_flat"].update(sweep(hnsw, "hnsw", "ef_search",
                                 [16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024],
@@ -283,9 +327,13 @@ def bench_faiss(x, q, exact, repeats, target):
   return out
 
 
-def bench_scann(x, q, exact, repeats, target, mode="auto"):
+def bench_scann(x, q, exact, config: MipsBenchConfig, mode="auto"):
+  """Our ScannSearcher in `mode`: its default, a search-knob sweep, and at the fastest setting
+  reaching `config.target_recall` batch-1 QPS (from Python and in one graph) and ScaNN's own
+  Python API at the same configuration."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher  # pylint: disable=g-import-not-at-top
+  repeats, target = config.repeats, config.target_recall
   t = time.time()
   s = ScannSearcher(x, ScannConfig(mode=mode))
   out = {"build_seconds": time.time() - t, "config": s.info()["config"]}
@@ -318,17 +366,19 @@ def bench_scann(x, q, exact, repeats, target, mode="auto"):
     else:
       s.set_search_params()
     out["at_target"]["batch1_qps"] = batch1_qps(lambda qs: s.search(tf.constant(qs), K),
-                                                q, FLAGS.batch1_queries)
-    out["at_target"]["batch1_qps_in_graph"] = batch1_qps_in_graph(s, q, FLAGS.batch1_queries)
+                                                q, config.batch1_queries)
+    out["at_target"]["batch1_qps_in_graph"] = batch1_qps_in_graph(s, q, config.batch1_queries)
     out["at_target"]["empty_tf_function_call_ms"] = empty_tf_function_call_ms()
-    out["library_at_target"] = bench_scann_library(x, q, exact, s.config, repeats)
+    out["library_at_target"] = bench_scann_library(x, q, exact, s.config, repeats,
+                                                    config.batch1_queries)
   return out
 
 
-def bench_scann_library(x, q, exact, config, repeats):
+def bench_scann_library(x, q, exact, config, repeats, num_batch1_queries):
   """ScaNN's own Python API (`scann_ops_pybind`) with the configuration our searcher reached the
-  target with: the library's speed, which FAISS's Python API is timed against, without the
-  per-call cost of a TF op that our SavedModel-ready searcher pays."""
+  target with (`config`, a ScannConfig): the library's speed, which FAISS's Python API is timed
+  against, without the per-call cost of a TF op that our SavedModel-ready searcher pays; batch 1
+  over `num_batch1_queries` queries."""
   from scann import scann_ops_pybind  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import scann_builder  # pylint: disable=g-import-not-at-top
   t = time.time()
@@ -341,7 +391,7 @@ def bench_scann_library(x, q, exact, config, repeats):
   secs = _best_time(run, repeats)
   out["qps"] = len(q) / secs
   out["recall_at_10"] = _recall(run.rows, exact)
-  out["batch1_qps"] = batch1_qps(lambda qs: s.search(qs[0], K), q, FLAGS.batch1_queries)
+  out["batch1_qps"] = batch1_qps(lambda qs: s.search(qs[0], K), q, num_batch1_queries)
   return out
 
 
@@ -373,8 +423,9 @@ def empty_tf_function_call_ms(calls: int = 300) -> float:
   return _best_time(lambda: [fn(x) for _ in range(calls)], 1) / calls * 1e3
 
 
-def rss_child(path):
-  """Loads a saved exact searcher, searches 1000 random queries, prints peak RSS (bytes)."""
+def rss_child(path) -> dict:
+  """Loads a saved exact searcher, searches 2 x 100 random queries, prints (and returns) peak RSS
+  (bytes): the child process `measure_rss` starts (`--rss_child`)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.searcher import load_searcher  # pylint: disable=g-import-not-at-top
   s = load_searcher(path)
@@ -385,10 +436,14 @@ def rss_child(path):
   # across fork + exec.
   with open("/proc/self/status") as f:
     hwm = [l for l in f if l.startswith("VmHWM:")][0].split()[1]
-  print(json.dumps({"peak_rss_bytes": int(hwm) * 1024}))
+  out = {"peak_rss_bytes": int(hwm) * 1024}
+  print(json.dumps(out))
+  return out
 
 
 def measure_rss(searcher, x_bytes):
+  """Peak RSS of a fresh process searching with `searcher` (saved, then loaded by
+  `--rss_child`), minus the same over a 1k-row matrix, against the matrix's `x_bytes`."""
   from realm_tf.retrieval.brute_force import BruteForceSearcher  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.searcher import save_searcher  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as tmp:
@@ -408,38 +463,46 @@ def measure_rss(searcher, x_bytes):
                  "VmHWM minus the same process over a 1k-row matrix"}
 
 
-def main(argv):
-  del argv
-  if FLAGS.rss_child:
-    rss_child(FLAGS.rss_child)
-    return
+def load_data(config: MipsBenchConfig):
+  """(database, queries, data description) the config names: a bundle's embeddings
+  (`real_index_dir`), MiniLM embeddings of SQuAD (`real`) or synthetic clustered vectors."""
+  if config.real_index_dir:
+    x, q, data = bundle_embeddings(config.real_index_dir, config.num_queries)
+  elif config.real:
+    x, q, data = squad_embeddings(config.num_queries)
+  else:
+    x, q = synthetic(config.num_points, config.dim, config.num_queries, config.num_clusters,
+                     config.noise)
+    data = {"kind": "synthetic clustered", "num_clusters": config.num_clusters,
+            "noise": config.noise}
+  return x, q, data
+
+
+def run(config: MipsBenchConfig) -> dict:
+  """Runs the benchmark `config` describes, writes its JSON (`config.name`, default mips /
+  mips_real) and returns the result; with `rss_child`, only that child's measurement."""
+  if config.rss_child:
+    return rss_child(config.rss_child)
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.brute_force import exact_top_k_tiled  # pylint: disable=g-import-not-at-top
+  if config.real_index_dir:  # a bundle's embeddings are real ones
+    config = dataclasses.replace(config, real=True)
   start = time.time()
-  if FLAGS.real_index_dir:
-    FLAGS.real = True
-    x, q, data = bundle_embeddings(FLAGS.real_index_dir, FLAGS.num_queries)
-  elif FLAGS.real:
-    x, q, data = squad_embeddings(FLAGS.num_queries)
-  else:
-    x, q = synthetic(FLAGS.num_points, FLAGS.dim, FLAGS.num_queries, FLAGS.num_clusters,
-                     FLAGS.noise)
-    data = {"kind": "synthetic clustered", "num_clusters": FLAGS.num_clusters,
-            "noise": FLAGS.noise}
+  x, q, data = load_data(config)
   data.update({"num_points": int(x.shape[0]), "dim": int(x.shape[1]),
                "num_queries": int(q.shape[0]), "k": K})
-  res = {"data": data, "target_recall_at_10": FLAGS.target_recall, "query_batch": len(q),
+  res = {"data": data, "target_recall_at_10": config.target_recall, "query_batch": len(q),
          "note": "QPS = queries / wall time of one batched call over all queries, best of "
-                 f"{FLAGS.repeats}. The 2-core CPU is shared with other jobs (see load "
+                 f"{config.repeats}. The 2-core CPU is shared with other jobs (see load "
                  "average), so absolute numbers are noisy; ratios are from this one run."}
   res["ours_exact"], exact_searcher, exact = bench_ours_exact(x, q, 16384)
   check = exact_top_k_tiled(x, q[:50], K)[0]
   res["ours_exact"]["recall_at_10_vs_numpy_50_queries"] = _recall(exact[:50], check)
-  res["numpy_exact"] = bench_numpy(x, q, exact, FLAGS.repeats)
-  res["faiss"] = bench_faiss(x, q, exact, FLAGS.repeats, FLAGS.target_recall)
-  res["scann"] = bench_scann(x, q, exact, FLAGS.repeats, FLAGS.target_recall)
-  if FLAGS.real:
-    res["scann_ah_forced"] = bench_scann(x, q, exact, FLAGS.repeats, FLAGS.target_recall, "ah")
+  res["numpy_exact"] = bench_numpy(x, q, exact, config)
+  res["faiss"] = bench_faiss(x, q, exact, config)
+  res["scann"] = bench_scann(x, q, exact, config)
+  if config.real:
+    res["scann_ah_forced"] = bench_scann(x, q, exact, config, "ah")
   scann_at = res["scann"]["at_target"]
   faiss_approx = {name: res["faiss"][name]["at_target"]
                   for name in ("ivf_flat", "ivf_pq_fastscan_refine", "hnsw_flat")
@@ -484,10 +547,17 @@ def main(argv):
                         res["ratios"].get("scann_library_vs_faiss_best_batch1", 0.0) >= 1.0,
                     "scann_library_at_least_faiss_best_batched":
                         res["ratios"].get("scann_library_vs_faiss_best_at_target", 0.0) >= 1.0}
-  if not FLAGS.skip_rss and not FLAGS.real:
+  if not config.skip_rss and not config.real:
     res["exact_memory"] = measure_rss(exact_searcher, x.nbytes)
   res["seconds"] = time.time() - start
-  write_result(FLAGS.name or ("mips_real" if FLAGS.real else "mips"), res)
+  write_result(config.name or ("mips_real" if config.real else "mips"), res)
+  return res
+
+
+def main(argv):
+  """Runs the benchmark the flags describe."""
+  del argv
+  run(config_from_flags())
 
 
 if __name__ == "__main__":

@@ -22,29 +22,59 @@ One system is fine-tuned and scored two ways:
 
 Writes benchmarks/results/openqa_quality.json with a top-level `goals` object (issue 12):
 dense EM ≥ 40, dense EM ≥ BM25 EM with the same reader, fine-tuning ≤ 60 min on this machine.
+Its settings are an `OpenQAQualityConfig` (one flag per field, same name); `run(config)` does
+the work.
 """
+import dataclasses
 import os
 import time
 
 from absl import app, flags
 
 
-def define_flags():
-  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
-  flags.DEFINE_string("work_dir", "runs/openqa_bench", "Corpus, index, models and predictions.")
-  flags.DEFINE_string("reader_init", "minilm", "Reader start: `minilm`, an HF BERT directory, a "
-                      "converted checkpoint or a REALM pre-training model_dir.")
-  flags.DEFINE_integer("steps", 800, "Fine-tuning steps.")
-  flags.DEFINE_integer("batch_size", 16, "Fine-tuning batch size (questions).")
-  flags.DEFINE_float("learning_rate", 1e-4, "Fine-tuning peak learning rate.")
-  flags.DEFINE_integer("train_reader_beam_size", 2, "Blocks read per question in training.")
-  flags.DEFINE_integer("retriever_beam_size", 256, "Blocks in the retriever loss.")
-  flags.DEFINE_float("retrieval_score_scale", 0.05, "Query-tower output scale (≈ 20/384).")
-  flags.DEFINE_integer("eval_questions", 1000, "Dev questions scored (a fixed random sample).")
-  flags.DEFINE_integer("seed", 0, "Seed of the sample and of fine-tuning.")
+@dataclasses.dataclass
+class OpenQAQualityConfig:
+  """Settings of one openqa_quality run: where its corpus, index, models and predictions go, the
+  reader's start, the fine-tuning schedule and beams, and how many dev questions are scored."""
+  work_dir: str = "runs/openqa_bench"
+  reader_init: str = "minilm"
+  steps: int = 800
+  batch_size: int = 16
+  learning_rate: float = 1e-4
+  train_reader_beam_size: int = 2
+  retriever_beam_size: int = 256
+  retrieval_score_scale: float = 0.05
+  eval_questions: int = 1000
+  seed: int = 0
 
 
-FLAGS = flags.FLAGS
+HELP = {
+    "work_dir": "Corpus, index, models and predictions.",
+    "reader_init": "Reader start: `minilm`, an HF BERT directory, a converted checkpoint or a "
+                   "REALM pre-training model_dir.",
+    "steps": "Fine-tuning steps.",
+    "batch_size": "Fine-tuning batch size (questions).",
+    "learning_rate": "Fine-tuning peak learning rate.",
+    "train_reader_beam_size": "Blocks read per question in training.",
+    "retriever_beam_size": "Blocks in the retriever loss.",
+    "retrieval_score_scale": "Query-tower output scale (≈ 20/384).",
+    "eval_questions": "Dev questions scored (a fixed random sample).",
+    "seed": "Seed of the sample and of fine-tuning.",
+}
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """This benchmark's flags, one per OpenQAQualityConfig field (called from `__main__`, and by
+  tests on a fresh FlagValues, so importing it defines none)."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(OpenQAQualityConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> OpenQAQualityConfig:
+  """The OpenQAQualityConfig the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(OpenQAQualityConfig, flag_values)
+
 
 BLOCK_LENGTH = 128
 QUERY_LENGTH = 32
@@ -90,8 +120,9 @@ class FrozenQueryTower:
     return {"rows": rows, "scores": top}
 
 
-def main(argv):
-  del argv
+def run(config: OpenQAQualityConfig) -> str:
+  """Fine-tunes the system `config` describes, scores it dense / BM25 / frozen-dense on the dev
+  sample, and writes benchmarks/results/openqa_quality.json; returns that file's path."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
@@ -103,37 +134,37 @@ def main(argv):
   from realm_tf.stages.pretrain_job import ensure_corpus  # pylint: disable=g-import-not-at-top
 
   t_start = time.time()
-  work = FLAGS.work_dir
+  work = config.work_dir
   corpus_dir = os.path.join(work, "corpus")
   manifest = ensure_corpus(None, corpus_dir, BLOCK_LENGTH)
   index_dir = ensure_minilm_index(corpus_dir, work)
   train = datasets.load_squad_open("train")
   dev = datasets.load_squad_open("dev")
-  rng = np.random.default_rng(FLAGS.seed)
-  sample = sorted(rng.choice(len(dev), min(FLAGS.eval_questions, len(dev)), replace=False))
+  rng = np.random.default_rng(config.seed)
+  sample = sorted(rng.choice(len(dev), min(config.eval_questions, len(dev)), replace=False))
   dev_eval = [dev[i] for i in sample]
 
-  model_dir = os.path.join(work, f"finetune_{FLAGS.steps}")
-  config = finetune.FinetuneConfig(
+  model_dir = os.path.join(work, f"finetune_{config.steps}")
+  finetune_config = finetune.FinetuneConfig(
       model=OpenQAConfig(
           reader=ReaderConfig(seq_length=QUERY_LENGTH + BLOCK_LENGTH, query_length=QUERY_LENGTH),
-          train_reader_beam_size=FLAGS.train_reader_beam_size,
-          retriever_beam_size=FLAGS.retriever_beam_size),
-      dataset="squad_open", batch_size=FLAGS.batch_size, num_train_steps=FLAGS.steps,
-      learning_rate=FLAGS.learning_rate, warmup_steps=FLAGS.steps // 10, seed=FLAGS.seed,
-      checkpoint_every=max(FLAGS.steps // 4, 1), log_every=25, reader_positives="gold",
-      retrieval_score_scale=FLAGS.retrieval_score_scale)
-  tf_keras.utils.set_random_seed(FLAGS.seed)
+          train_reader_beam_size=config.train_reader_beam_size,
+          retriever_beam_size=config.retriever_beam_size),
+      dataset="squad_open", batch_size=config.batch_size, num_train_steps=config.steps,
+      learning_rate=config.learning_rate, warmup_steps=config.steps // 10, seed=config.seed,
+      checkpoint_every=max(config.steps // 4, 1), log_every=25, reader_positives="gold",
+      retrieval_score_scale=config.retrieval_score_scale)
+  tf_keras.utils.set_random_seed(config.seed)
   t0 = time.time()
   scalars = finetune.run(finetune.FinetuneJobConfig(
-      config, index_dir=index_dir, corpus_dir=corpus_dir, model_dir=model_dir,
-      reader_init_checkpoint=FLAGS.reader_init), examples=train)
+      finetune_config, index_dir=index_dir, corpus_dir=corpus_dir, model_dir=model_dir,
+      reader_init_checkpoint=config.reader_init), examples=train)
   train_seconds = time.time() - t0
   model, _, bundle = finetune.load_finetuned(model_dir)
   results = {"index_bundle": bundle.path, "model_dir": model_dir,
              "train_seconds": round(train_seconds, 1),
              "final_train_scalars": {k: v for k, v in scalars.items() if isinstance(v, float)}}
-  frozen = FrozenQueryTower(bundle, model.index, 20, FLAGS.retrieval_score_scale)
+  frozen = FrozenQueryTower(bundle, model.index, 20, config.retrieval_score_scale)
   for retriever in ("dense", "bm25", "dense_frozen"):
     t0 = time.time()
     out = evaluate_lib.evaluate(
@@ -160,19 +191,25 @@ def main(argv):
       "the retriever's zero-shot quality here is not unsupervised.",
       "train_seconds is wall time on this machine; compare it with the load average recorded.",
   ]
-  write_result("openqa_quality", {
-      "settings": {"reader_init": FLAGS.reader_init, "steps": FLAGS.steps,
-                   "batch_size": FLAGS.batch_size, "learning_rate": FLAGS.learning_rate,
-                   "train_reader_beam_size": FLAGS.train_reader_beam_size,
-                   "reader_beam_size": config.model.reader_beam_size,
-                   "retriever_beam_size": FLAGS.retriever_beam_size,
-                   "retrieval_score_scale": FLAGS.retrieval_score_scale,
+  return write_result("openqa_quality", {
+      "settings": {"reader_init": config.reader_init, "steps": config.steps,
+                   "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+                   "train_reader_beam_size": config.train_reader_beam_size,
+                   "reader_beam_size": finetune_config.model.reader_beam_size,
+                   "retriever_beam_size": config.retriever_beam_size,
+                   "retrieval_score_scale": config.retrieval_score_scale,
                    "reader_positives": "gold", "block_length": BLOCK_LENGTH,
                    "train_questions": len(train), "dev_questions": len(dev),
                    "dev_questions_evaluated": len(dev_eval),
                    "corpus_blocks": manifest["num_blocks"]},
       "results": results, "goals": goals, "notes": notes,
       "wall_seconds": round(time.time() - t_start, 1)})
+
+
+def main(argv):
+  """Runs the benchmark the flags describe."""
+  del argv
+  run(config_from_flags())
 
 
 if __name__ == "__main__":

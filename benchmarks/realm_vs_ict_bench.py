@@ -64,6 +64,8 @@ under that load, less on an idle machine. Each extra --steps adds ≈ len(--seed
 
 Writes benchmarks/results/<--output_name>.json (default realm_vs_ict.json). Re-running with the
 same --work_dir skips (or resumes) every stage already done.
+Its settings are a `RealmVsIctConfig` (one flag per field, same name); `run(config)` does the
+work.
 """
 import dataclasses
 import gc
@@ -85,33 +87,72 @@ METRICS = ("question_recall@5", "question_recall@20", "heldout_retrieval_utility
            "question_hub_share@5", "bm25_question_recall@5", "bm25_question_recall@20")
 
 
-def define_flags():
-  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
-  flags.DEFINE_string("work_dir", "runs/realm_vs_ict", "Where the shared start and every run go.")
-  flags.DEFINE_integer("articles", 8, "First SQuAD v1.1 dev articles forming the corpus.")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the conditions (data order, masking).")
-  flags.DEFINE_integer("steps", 24, "Optimizer steps of every condition after the shared start.")
-  flags.DEFINE_integer("ict_steps", 200, "Shared ICT warm-start steps.")
-  flags.DEFINE_integer("ict_batch_size", 64,
-                       "ICT batch size (shared warm start and ict_continued).")
-  flags.DEFINE_float("ict_learning_rate", 2e-4, "ICT peak learning rate (both ICT stages).")
-  flags.DEFINE_integer("reader_warmup_steps", 100, "Shared reader MLM warm-up steps.")
-  flags.DEFINE_integer("batch_size", 4, "REALM batch size (masked queries).")
-  flags.DEFINE_integer("num_candidates", 4, "REALM candidates per query (null + retrieved).")
-  flags.DEFINE_float("learning_rate", 1e-5, "REALM peak learning rate (the main job's).")
-  flags.DEFINE_float("retriever_lr_multiplier", None,
-                     "REALM's retriever rate / the reader's (default: the main job's).")
-  flags.DEFINE_integer("refresh_every_steps", 12, "REALM inline index refresh (and eval) period.")
-  flags.DEFINE_integer("heldout_queries", 32, "Held-out masked sentences per evaluation.")
-  flags.DEFINE_integer("eval_questions", 1000, "SQuAD-open dev questions of the subset (at most).")
-  flags.DEFINE_list("conditions", list(CONDITIONS), "Conditions to run.")
-  flags.DEFINE_integer("block_length", 128, "Block wordpieces.")
-  flags.DEFINE_integer("query_length", 32, "Query wordpieces.")
-  flags.DEFINE_string("output_name", "realm_vs_ict",
-                      "Result name: benchmarks/results/<output_name>.json.")
+@dataclasses.dataclass
+class RealmVsIctConfig:
+  """Settings of one realm_vs_ict_bench run: the corpus subset, the shared start (ICT warm start,
+  reader warm-up), every condition's budget and model sizes, the seeds and conditions, the
+  held-out evaluation's sizes, where runs go and the result's name."""
+  work_dir: str = "runs/realm_vs_ict"
+  articles: int = 8
+  seeds: List[str] = dataclasses.field(default_factory=lambda: ["0", "1", "2"])
+  steps: int = 24
+  ict_steps: int = 200
+  ict_batch_size: int = 64
+  ict_learning_rate: float = 2e-4
+  reader_warmup_steps: int = 100
+  batch_size: int = 4
+  num_candidates: int = 4
+  learning_rate: float = 1e-5
+  retriever_lr_multiplier: Optional[float] = None
+  refresh_every_steps: int = 12
+  heldout_queries: int = 32
+  eval_questions: int = 1000
+  conditions: List[str] = dataclasses.field(default_factory=lambda: list(CONDITIONS))
+  block_length: int = 128
+  query_length: int = 32
+  output_name: str = "realm_vs_ict"
 
 
-FLAGS = flags.FLAGS
+HELP = {
+    "work_dir": "Where the shared start and every run go.",
+    "articles": "First SQuAD v1.1 dev articles forming the corpus.",
+    "seeds": "Seeds of the conditions (data order, masking).",
+    "steps": "Optimizer steps of every condition after the shared start.",
+    "ict_steps": "Shared ICT warm-start steps.",
+    "ict_batch_size": "ICT batch size (shared warm start and ict_continued).",
+    "ict_learning_rate": "ICT peak learning rate (both ICT stages).",
+    "reader_warmup_steps": "Shared reader MLM warm-up steps.",
+    "batch_size": "REALM batch size (masked queries).",
+    "num_candidates": "REALM candidates per query (null + retrieved).",
+    "learning_rate": "REALM peak learning rate (the main job's).",
+    "retriever_lr_multiplier": "REALM's retriever rate / the reader's (default: the main job's).",
+    "refresh_every_steps": "REALM inline index refresh (and eval) period.",
+    "heldout_queries": "Held-out masked sentences per evaluation.",
+    "eval_questions": "SQuAD-open dev questions of the subset (at most).",
+    "conditions": "Conditions to run.",
+    "block_length": "Block wordpieces.",
+    "query_length": "Query wordpieces.",
+    "output_name": "Result name: benchmarks/results/<output_name>.json.",
+}
+# The settings the result records (`settings`), in this order.
+SETTINGS = ("articles", "seeds", "steps", "ict_steps", "ict_batch_size", "ict_learning_rate",
+            "reader_warmup_steps", "batch_size", "num_candidates", "learning_rate",
+            "refresh_every_steps", "heldout_queries", "eval_questions", "conditions",
+            "block_length", "query_length")
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """This benchmark's flags, one per RealmVsIctConfig field (called from `__main__`, and by
+  tests on a fresh FlagValues, so importing it defines none)."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(RealmVsIctConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> RealmVsIctConfig:
+  """The RealmVsIctConfig the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(RealmVsIctConfig, flag_values)
+
 
 # t(0.975, df) for df = 1..30 (fallback when scipy is absent).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -142,20 +183,21 @@ def interval(values: List[float]) -> Dict:
   return out
 
 
-def job_config(shared_dir: str, squad: str):
-  """The main job's configuration of the shared start (ICT + reader warm-up, no REALM), in the
-  work-dir layout under `shared_dir` (`job.layout()`); its REALM folder is never trained."""
+def job_config(config: RealmVsIctConfig, shared_dir: str, squad: str):
+  """The main job's configuration of the shared start (ICT + reader warm-up, no REALM) at
+  `config`'s sizes, in the work-dir layout under `shared_dir` (`job.layout()`); its REALM folder
+  is never trained."""
   from realm_tf.stages.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
   return PretrainJobConfig(
       work_dir=shared_dir, inputs=[squad], model_dir=os.path.join(shared_dir, "unused_realm"),
-      block_length=FLAGS.block_length, query_length=FLAGS.query_length,
-      ict_steps=FLAGS.ict_steps, ict_batch_size=FLAGS.ict_batch_size,
-      ict_learning_rate=FLAGS.ict_learning_rate, reader_warmup_steps=FLAGS.reader_warmup_steps,
-      batch_size=FLAGS.batch_size, num_train_steps=0, learning_rate=FLAGS.learning_rate,
-      num_candidates=FLAGS.num_candidates, refresh_every_steps=FLAGS.refresh_every_steps,
-      seed=0, heldout_queries=FLAGS.heldout_queries, eval_questions=FLAGS.eval_questions,
-      **({} if FLAGS.retriever_lr_multiplier is None else
-         {"retriever_lr_multiplier": FLAGS.retriever_lr_multiplier}))
+      block_length=config.block_length, query_length=config.query_length,
+      ict_steps=config.ict_steps, ict_batch_size=config.ict_batch_size,
+      ict_learning_rate=config.ict_learning_rate, reader_warmup_steps=config.reader_warmup_steps,
+      batch_size=config.batch_size, num_train_steps=0, learning_rate=config.learning_rate,
+      num_candidates=config.num_candidates, refresh_every_steps=config.refresh_every_steps,
+      seed=0, heldout_queries=config.heldout_queries, eval_questions=config.eval_questions,
+      **({} if config.retriever_lr_multiplier is None else
+         {"retriever_lr_multiplier": config.retriever_lr_multiplier}))
 
 
 def copy_index(src: str, dst: str) -> None:
@@ -167,8 +209,9 @@ def copy_index(src: str, dst: str) -> None:
     shutil.copytree(src, tmp, dirs_exist_ok=True)
 
 
-def main(argv):
-  del argv
+def run(config: RealmVsIctConfig) -> str:
+  """Runs the shared start and every condition x seed of `config`, measures them, and writes
+  benchmarks/results/<config.output_name>.json; returns that file's path."""
   logging.set_verbosity(logging.INFO)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.data.squad_open import load_squad_questions, split_of  # pylint: disable=g-import-not-at-top
@@ -182,50 +225,50 @@ def main(argv):
   from realm_tf.stages.ict_experiment import IctConfig, IctJobConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages.realm_experiment import HELDOUT_LOG, PretrainConfig, RealmExperiment  # pylint: disable=g-import-not-at-top
 
-  unknown = [c for c in FLAGS.conditions if c not in CONDITIONS]
+  unknown = [c for c in config.conditions if c not in CONDITIONS]
   if unknown:
     raise app.UsageError(f"Unknown conditions {unknown}; choose from {CONDITIONS}.")
-  seeds = [int(s) for s in FLAGS.seeds]
+  seeds = [int(s) for s in config.seeds]
   t_start = time.time()
-  w = os.path.abspath(FLAGS.work_dir)
+  w = os.path.abspath(config.work_dir)
   os.makedirs(w, exist_ok=True)
   strategy = tf.distribute.get_strategy()
 
   # -- data: the subset must hold SQuAD-open dev-split articles (the questions measured) --------
   squad = os.path.join(w, "squad-dev-subset.json")
-  data = common.squad_subset(squad, FLAGS.articles)
+  data = common.squad_subset(squad, config.articles)
   dev_titles = [t for t in data.pop("titles") if split_of(t) == "dev"]
   dev_questions = load_squad_questions(squad, split="dev")
   if not dev_questions:
-    raise app.UsageError(f"The first {FLAGS.articles} articles hold no SQuAD-open dev-split "
+    raise app.UsageError(f"The first {config.articles} articles hold no SQuAD-open dev-split "
                          "article (the first is the 4th); raise --articles.")
   data.update(dev_articles=dev_titles, dev_questions=len(dev_questions),
-              eval_questions=min(FLAGS.eval_questions, len(dev_questions)))
+              eval_questions=min(config.eval_questions, len(dev_questions)))
 
   # -- the shared start: corpus, annotations, ICT + bundle v1, reader warm-up (the main job) ----
-  job = job_config(os.path.join(w, "shared"), squad)
+  job = job_config(config, os.path.join(w, "shared"), squad)
   shared = job.layout()  # <w>/shared/{corpus,annotations,ict,index,reader_warmup}
   t0 = time.time()
   prep = pretrain_job.run(job, strategy)
   timing = {"shared_start_seconds": round(time.time() - t0, 1)}
   data.update(blocks=prep["corpus_blocks"], annotated_records=prep["annotated_records"])
-  ict_export = embedder_export.export_path(shared.ict, FLAGS.ict_steps)
+  ict_export = embedder_export.export_path(shared.ict, config.ict_steps)
   retriever_config = pretrain_job.retriever_config(job)
-  heldout = HeldOutConfig(fraction=job.heldout_fraction, num_queries=FLAGS.heldout_queries,
-                          num_questions=FLAGS.eval_questions, squad_path=squad)
+  heldout = HeldOutConfig(fraction=job.heldout_fraction, num_queries=config.heldout_queries,
+                          num_questions=config.eval_questions, squad_path=squad)
 
   def realm_config(**overrides) -> PretrainConfig:
     """The main job's REALM stage (`pretrain_job.pretrain_config`: same model, batch, learning
     rate, candidates and score scale) over --steps, with a condition's overrides."""
-    steps = overrides.pop("num_train_steps", FLAGS.steps)
+    steps = overrides.pop("num_train_steps", config.steps)
     base = dict(num_train_steps=steps, warmup_steps=steps // 10, masking="salient", seed=0,
-                refresh="inline", checkpoint_every=max(FLAGS.refresh_every_steps, 1))
+                refresh="inline", checkpoint_every=max(config.refresh_every_steps, 1))
     base.update(overrides)
     return dataclasses.replace(pretrain_job.pretrain_config(job), **base)
 
-  def realm_run(run: WorkDir, retriever_init: str,
+  def realm_run(run_dir: WorkDir, retriever_init: str,
                 start_record: Optional[Dict] = None, **overrides) -> Dict:
-    """Runs a REALM experiment (with num_train_steps=0 only a measurement) in `run` (its index
+    """Runs a REALM experiment (with num_train_steps=0 only a measurement) in `run_dir` (its index
     and realm folders; the corpus and annotations are the shared start's), every
     held-out figure by the common evaluator; returns its held-out log, start, end and scalars.
 
@@ -233,12 +276,12 @@ def main(argv):
     measuring the same weights and bundle v1 again (the experiment measures step 0 only when its
     held-out log is empty).
     """
-    config = realm_config(**overrides)
-    model_dir = run.realm
+    pretrain = realm_config(**overrides)
+    model_dir = run_dir.realm
     refresher = IndexRefresher(RefreshConfig(model_dir=model_dir, corpus_dir=shared.corpus,
-                                             index_dir=run.index, min_recall=job.min_recall),
-                               strategy=strategy) if config.refresh == "inline" else None
-    experiment = RealmExperiment(config, shared.corpus, shared.annotations, run.index,
+                                             index_dir=run_dir.index, min_recall=job.min_recall),
+                               strategy=strategy) if pretrain.refresh == "inline" else None
+    experiment = RealmExperiment(pretrain, shared.corpus, shared.annotations, run_dir.index,
                                  model_dir, strategy, refresher=refresher)
     # One yardstick for every condition: held-out *salient* masked sentences + dev questions.
     experiment.evaluator = HeldOutEvaluator(
@@ -266,34 +309,35 @@ def main(argv):
   timing["start_measurement_seconds"] = start["train_seconds"]
 
   runs: Dict[str, Dict[str, Dict]] = {}
-  for name in FLAGS.conditions:
+  for name in config.conditions:
     runs[name] = {}
     for seed in seeds:
       logging.info("=== %s, seed %d ===", name, seed)
-      run = WorkDir(os.path.join(w, name, f"seed{seed}"))  # <w>/<name>/seed<s>/{index,realm,ict}
+      # <w>/<name>/seed<s>/{index,realm,ict}
+      run_dir = WorkDir(os.path.join(w, name, f"seed{seed}"))
       t = time.time()
       if name == "ict_continued":
-        ict_dir = run.ict
-        steps = FLAGS.steps
+        ict_dir = run_dir.ict
+        steps = config.steps
         ict = ict_experiment.run(IctJobConfig(
-            IctConfig(retriever=retriever_config, batch_size=FLAGS.ict_batch_size,
-                      num_train_steps=steps, learning_rate=FLAGS.ict_learning_rate,
+            IctConfig(retriever=retriever_config, batch_size=config.ict_batch_size,
+                      num_train_steps=steps, learning_rate=config.ict_learning_rate,
                       warmup_steps=steps // 10, seed=seed, checkpoint_every=steps,
                       heldout_fraction=job.heldout_fraction),
             corpus_dir=shared.corpus, model_dir=ict_dir, init=ict_export), strategy)
         train_seconds = round(time.time() - t, 1)
-        refresher = IndexRefresher(RefreshConfig(model_dir=ict_dir, corpus_dir=shared.corpus,
-                                                 index_dir=run.index, min_recall=job.min_recall),
-                                   strategy=strategy)
+        refresher = IndexRefresher(
+            RefreshConfig(model_dir=ict_dir, corpus_dir=shared.corpus, index_dir=run_dir.index,
+                          min_recall=job.min_recall), strategy=strategy)
         if refresher.live_bundle() is None:
           refresher.refresh(ict["export"])
-        result = realm_run(run, ict["export"], num_train_steps=0, refresh="none", seed=seed)
+        result = realm_run(run_dir, ict["export"], num_train_steps=0, refresh="none", seed=seed)
         result["train"] = {k: v for k, v in ict.items() if isinstance(v, (int, float))}
         result["train_seconds"] = train_seconds
         result["start"] = start["start"]
         result["heldout"] = [start["start"], dict(result["end"], ict_steps_after_start=steps)]
       else:
-        copy_index(shared.index, run.index)
+        copy_index(shared.index, run_dir.index)
         overrides = dict(seed=seed)
         if name == "realm_frozen_retriever":
           overrides.update(train_retriever=False, refresh="none")
@@ -302,7 +346,7 @@ def main(argv):
                                                    retriever_objective="marginal")
         else:
           overrides["masking"] = name[len("realm_"):]
-        result = realm_run(run, ict_export, start_record=start["start"], **overrides)
+        result = realm_run(run_dir, ict_export, start_record=start["start"], **overrides)
       result["seconds"] = round(time.time() - t, 1)
       runs[name][str(seed)] = result
       logging.info("%s seed %d end: %s", name, seed,
@@ -380,12 +424,8 @@ def main(argv):
   timing["per_condition_mean_train_seconds"] = {
       name: round(sum(r["train_seconds"] for r in per_seed.values()) / len(per_seed), 1)
       for name, per_seed in runs.items()}
-  common.write_result(FLAGS.output_name, {
-      "settings": {k: FLAGS[k].value for k in (
-          "articles", "seeds", "steps", "ict_steps", "ict_batch_size", "ict_learning_rate",
-          "reader_warmup_steps", "batch_size", "num_candidates", "learning_rate",
-          "refresh_every_steps", "heldout_queries", "eval_questions", "conditions",
-          "block_length", "query_length")},
+  return common.write_result(config.output_name, {
+      "settings": {k: getattr(config, k) for k in SETTINGS},
       "job": {k: getattr(job, k) for k in ("retriever_preset", "retriever_pooling",
                                            "reader_init", "reader_warmup_batch_size",
                                            "reader_warmup_learning_rate", "heldout_fraction",
@@ -402,9 +442,9 @@ def main(argv):
                         "masked queries x --num_candidates blocks through the reader; an ICT "
                         "step is --ict_batch_size query/block pairs (in-batch negatives) through "
                         "the retriever only; wall seconds per run are in runs.*.train_seconds.",
-          "steps_after_shared_start": FLAGS.steps,
-          "shared_start": {"ict_steps": FLAGS.ict_steps,
-                           "reader_warmup_steps": FLAGS.reader_warmup_steps, "seed": 0}},
+          "steps_after_shared_start": config.steps,
+          "shared_start": {"ict_steps": config.ict_steps,
+                           "reader_warmup_steps": config.reader_warmup_steps, "seed": 0}},
       "measurement": {
           "question_recall": "SQuAD-open dev-split questions of the subset (article-hash split, "
                              "never trained on) against their gold paragraphs' blocks; exact "
@@ -439,6 +479,12 @@ def main(argv):
       "runs": runs,
       "timing": timing,
   })
+
+
+def main(argv):
+  """Runs the benchmark the flags describe."""
+  del argv
+  run(config_from_flags())
 
 
 if __name__ == "__main__":

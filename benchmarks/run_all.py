@@ -1,15 +1,18 @@
 r"""Runs the benchmarks one after another (what `make bench` calls), each in its own process.
 
 Each benchmark writes its JSON to benchmarks/results/; this runner only sequences them, so that no
-two share the cores, and reports which failed.
+two share the cores, and reports which failed. Its settings are a `RunAllConfig` (one flag per
+field); `run(config)` does the work.
 
   python -m benchmarks.run_all                        # the speed benchmarks (≈ 30 min)
   python -m benchmarks.run_all --quality              # also the learning / answer-quality ones
   python -m benchmarks.run_all --only=mips_bench,serving_bench
 """
+import dataclasses
 import subprocess
 import sys
 import time
+from typing import List, Optional
 
 from absl import app, flags, logging
 
@@ -19,10 +22,40 @@ SPEED = ("mips_bench", "embedding_bench", "masking_bench", "annotation_bench",
 QUALITY = ("openqa_quality", "realm_vs_ict_bench")
 
 
-def define_flags():
-  """The runner's flags."""
-  flags.DEFINE_bool("quality", False, f"Also run {', '.join(QUALITY)}.")
-  flags.DEFINE_list("only", None, "Run just these benchmark modules (names under benchmarks/).")
+@dataclasses.dataclass
+class RunAllConfig:
+  """Which benchmarks the runner runs: the speed ones, plus the quality ones with `quality`, or
+  exactly the modules named in `only` (names under benchmarks/; None: that default set)."""
+  quality: bool = False
+  only: Optional[List[str]] = None
+
+
+HELP = {
+    "quality": f"Also run {', '.join(QUALITY)}.",
+    "only": "Run just these benchmark modules (names under benchmarks/).",
+}
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """The runner's flags, one per RunAllConfig field (called from `__main__`, and by tests on a
+  fresh FlagValues, so importing this module defines none)."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(RunAllConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> RunAllConfig:
+  """The RunAllConfig the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(RunAllConfig, flag_values)
+
+
+def benchmark_names(config: RunAllConfig) -> List[str]:
+  """The modules `config` selects, in running order; app.UsageError for a name not a benchmark."""
+  names = list(config.only or list(SPEED) + (list(QUALITY) if config.quality else []))
+  unknown = [n for n in names if n not in SPEED + QUALITY]
+  if unknown:
+    raise app.UsageError(f"unknown benchmark(s) {unknown}; choose from {SPEED + QUALITY}")
+  return names
 
 
 def run_all(names) -> int:
@@ -40,14 +73,16 @@ def run_all(names) -> int:
   return len(failed)
 
 
+def run(config: RunAllConfig) -> int:
+  """Runs the benchmarks `config` selects, each in its own process at its default settings
+  (each writes its own result); returns how many failed."""
+  return run_all(benchmark_names(config))
+
+
 def main(argv):
+  """Runs the benchmarks the flags select; exit status 1 if any failed."""
   del argv
-  fv = flags.FLAGS
-  names = fv.only or list(SPEED) + (list(QUALITY) if fv.quality else [])
-  unknown = [n for n in names if n not in SPEED + QUALITY]
-  if unknown:
-    raise app.UsageError(f"unknown benchmark(s) {unknown}; choose from {SPEED + QUALITY}")
-  sys.exit(1 if run_all(names) else 0)
+  sys.exit(1 if run(config_from_flags()) else 0)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,21 @@ Usage:
   python -m benchmarks.serving_bench --model_base_path=exports/realm_openqa \
       --model_name=realm_openqa --duration_s=10
 
-Without --model_base_path it serves `realm_tf.testing.toy_models.MipsModel` (hashed bag of words → 128-d
-query, exact top-5 inner-product search over --num_rows block embeddings), a stand-in for the
-stock-ops `realm_openqa` export's retrieval step. Servers run as subprocesses; clients are threads
-of this process, each with its own channel. Results go to benchmarks/results/serving.json, with
-the environment (command, cores, load, TF version) from benchmarks.common.
+Without --model_base_path it serves `realm_tf.testing.toy_models.MipsModel` (hashed bag of
+words → 128-d query, exact top-5 inner-product search over --num_rows block embeddings), a
+stand-in for the stock-ops `realm_openqa` export's retrieval step. Servers run as subprocesses;
+clients are threads of this process, each with its own channel. Results go to
+benchmarks/results/serving.json, with the environment (command, cores, load, TF version) from
+benchmarks.common.
+
+The settings are a `ServingBenchConfig` (one field per flag); `run(config)` runs the benchmark and
+writes its JSON, so it can be called without the command line.
 """
+import dataclasses
 import os
 import tempfile
 import time
+from typing import List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -30,24 +36,51 @@ from serving import client as client_lib
 from realm_tf.testing import toy_models
 from serving import model_config, subprocess_server
 
-FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-def define_flags():
-  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
-  flags.DEFINE_string("model_base_path", None, "Model to serve (default: a synthetic MIPS model).")
-  flags.DEFINE_string("model_name", "bench", "Name to serve it under.")
-  flags.DEFINE_string("input_name", None, "String input (default: the signature's only one).")
-  flags.DEFINE_integer("num_rows", 200_000, "Block embeddings of the synthetic model.")
-  flags.DEFINE_float("duration_s", 3.0, "Measuring time per configuration.")
-  flags.DEFINE_integer("rounds", 3, "Windows per configuration, alternating with/without batching.")
-  flags.DEFINE_float("warmup_s", 0.3, "Unmeasured time at the start of each window.")
-  flags.DEFINE_list("concurrency", ["1", "8", "32"], "Concurrent client counts.")
-  flags.DEFINE_integer("in_process_calls", 200,
-                       "Interleaved in-process / gRPC batch-1 call pairs timed for the overhead.")
-  flags.DEFINE_string("batching_parameters_file",
-                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                   "serving", "batching.config"),
-                      "Batching parameters of the batching server.")
+
+@dataclasses.dataclass
+class ServingBenchConfig:
+  """What the serving benchmark serves (a SavedModel, or the synthetic MIPS model of `num_rows`
+  rows), how long and at which client counts it loads the servers, and the batching server's
+  parameters."""
+  model_base_path: Optional[str] = None
+  model_name: str = "bench"
+  input_name: Optional[str] = None
+  num_rows: int = 200_000
+  duration_s: float = 3.0
+  rounds: int = 3
+  warmup_s: float = 0.3
+  concurrency: List[int] = dataclasses.field(default_factory=lambda: [1, 8, 32])
+  in_process_calls: int = 200
+  batching_parameters_file: str = os.path.join(ROOT, "serving", "batching.config")
+
+
+HELP = {
+    "model_base_path": "Model to serve (default: a synthetic MIPS model).",
+    "model_name": "Name to serve it under.",
+    "input_name": "String input (default: the signature's only one).",
+    "num_rows": "Block embeddings of the synthetic model.",
+    "duration_s": "Measuring time per configuration.",
+    "rounds": "Windows per configuration, alternating with/without batching.",
+    "warmup_s": "Unmeasured time at the start of each window.",
+    "concurrency": "Concurrent client counts.",
+    "in_process_calls": "Interleaved in-process / gRPC batch-1 call pairs timed for the overhead.",
+    "batching_parameters_file": "Batching parameters of the batching server.",
+}
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines one flag per `ServingBenchConfig` field (called from `__main__`, and by tests on a
+  fresh FlagValues, so importing this module defines none)."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(ServingBenchConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> ServingBenchConfig:
+  """The `ServingBenchConfig` the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(ServingBenchConfig, flag_values)
 
 
 QUESTIONS = [
@@ -61,6 +94,7 @@ QUESTIONS = [
 
 
 def _timed(fn):
+  """Seconds one call of `fn` takes."""
   start = time.perf_counter()
   fn()
   return time.perf_counter() - start
@@ -145,38 +179,43 @@ def summarize(clients: int, windows) -> dict:
           "p99_ms": common.percentile_ms(latencies, 99)}
 
 
-def start_server(base_path, model_name, batching: bool, work_dir):
+def start_server(base_path, model_name, batching: bool, work_dir,
+                 batching_parameters_file: str):
+  """Starts `python -m serving.server` on loopback serving `base_path` (with server-side batching
+  at `batching_parameters_file` if `batching`), its log in `work_dir`."""
   flags_ = [f"--model_name={model_name}", f"--model_base_path={base_path}",
             "--file_system_poll_wait_seconds=0", "--bind_address=127.0.0.1"]
   if batching:
-    flags_ += ["--enable_batching", f"--batching_parameters_file={FLAGS.batching_parameters_file}"]
+    flags_ += ["--enable_batching", f"--batching_parameters_file={batching_parameters_file}"]
   log = os.path.join(work_dir, f"server-{'batching' if batching else 'plain'}.log")
   return subprocess_server.start_python_server(flags_, log)
 
 
-def measure(base_path, model_name, input_name, version_path, work_dir):
+def measure(config: ServingBenchConfig, base_path, input_name, version_path, work_dir):
   """Runs both servers at once and alternates short windows between them.
 
   Alternating (plain, batching, plain, ...) gives both configurations the same share of whatever
   else runs on this shared machine, so their ratio is far steadier than back-to-back runs.
   """
-  servers = {False: start_server(base_path, model_name, False, work_dir),
-             True: start_server(base_path, model_name, True, work_dir)}
+  model_name = config.model_name
+  servers = {batching: start_server(base_path, model_name, batching, work_dir,
+                                    config.batching_parameters_file)
+             for batching in (False, True)}
   try:
     for server in servers.values():
       server.wait_ready([model_name], timeout=300)
     overhead = paired_overhead(version_path, input_name, servers[False].address, model_name,
-                               FLAGS.in_process_calls)
+                               config.in_process_calls)
     logging.info("batch-1 overhead: %s", overhead)
     results = {False: {}, True: {}}
-    window = FLAGS.duration_s / FLAGS.rounds
-    for clients in map(int, FLAGS.concurrency):
+    window = config.duration_s / config.rounds
+    for clients in config.concurrency:
       windows = {False: [], True: []}
-      for _ in range(FLAGS.rounds):
+      for _ in range(config.rounds):
         for batching in (False, True):
           windows[batching].append(common.grpc_load(
               servers[batching].address, model_name, input_name, QUESTIONS, clients, window,
-              warmup_s=FLAGS.warmup_s))
+              warmup_s=config.warmup_s))
       for batching in (False, True):
         results[batching][str(clients)] = summarize(clients, windows[batching])
         logging.info("batching=%s clients=%d: %s", batching, clients,
@@ -190,38 +229,39 @@ def measure(base_path, model_name, input_name, version_path, work_dir):
   return overhead, results[False], results[True]
 
 
-def main(argv):
-  del argv
+def run(config: ServingBenchConfig) -> str:
+  """Serves the configured model (or writes the synthetic one), measures it with and without
+  server-side batching, and writes benchmarks/results/serving.json; returns its path."""
   load_before = os.getloadavg()
   work_dir = tempfile.mkdtemp(prefix="serving_bench-")
-  if FLAGS.model_base_path:
-    base_path = os.path.abspath(FLAGS.model_base_path)
-    model = {"name": FLAGS.model_name, "base_path": base_path}
+  if config.model_base_path:
+    base_path = os.path.abspath(config.model_base_path)
+    model = {"name": config.model_name, "base_path": base_path}
   else:
-    base_path = os.path.join(work_dir, FLAGS.model_name)
-    toy_models.write_mips_model(base_path, 1, num_rows=FLAGS.num_rows)
-    model = {"name": FLAGS.model_name, "synthetic": "realm_tf.testing.toy_models.MipsModel",
-             "num_rows": FLAGS.num_rows, "dim": 128, "k": 5}
+    base_path = os.path.join(work_dir, config.model_name)
+    toy_models.write_mips_model(base_path, 1, num_rows=config.num_rows)
+    model = {"name": config.model_name, "synthetic": "realm_tf.testing.toy_models.MipsModel",
+             "num_rows": config.num_rows, "dim": 128, "k": 5}
   version = model_config.list_versions(base_path)[-1]
   path = os.path.join(base_path, str(version))
-  input_name = FLAGS.input_name
+  input_name = config.input_name
   if input_name is None:
     specs = tf.saved_model.load(path).signatures["serving_default"].structured_input_signature[1]
     input_name = next(iter(specs))
-  in_process, plain, batched = measure(base_path, FLAGS.model_name, input_name, path, work_dir)
-  top = str(max(map(int, FLAGS.concurrency)))
+  in_process, plain, batched = measure(config, base_path, input_name, path, work_dir)
+  top = str(max(config.concurrency))
   overhead = in_process["overhead"]
   gain = batched[top]["qps"] / plain[top]["qps"]
   result = {
       "load_average_1m_at_start": load_before[0],
       "model": {**model, "version": version, "input": input_name},
-      "setup": {"duration_s": FLAGS.duration_s, "rounds": FLAGS.rounds,
-                "warmup_s": FLAGS.warmup_s,
+      "setup": {"duration_s": config.duration_s, "rounds": config.rounds,
+                "warmup_s": config.warmup_s,
                 "request": "one question per request (batch 1)",
                 "server": "python -m serving.server subprocesses on 127.0.0.1, one with and one "
                           "without --enable_batching, measured in alternating windows",
                 "clients": "threads in the benchmark process, one gRPC channel each",
-                "batching_parameters_file": os.path.relpath(FLAGS.batching_parameters_file)},
+                "batching_parameters_file": os.path.relpath(config.batching_parameters_file)},
       "grpc_vs_in_process_batch1": in_process,
       "grpc_no_batching": plain,
       "grpc_batching": batched,
@@ -247,7 +287,13 @@ def main(argv):
           "(sequential calls): what the model itself gains from bigger batches; the served gain",
           "can exceed it because without batching 32 concurrent calls contend for the cores."]),
   }
-  common.write_result("serving", result)
+  return common.write_result("serving", result)
+
+
+def main(argv):
+  """Runs the benchmark the flags describe."""
+  del argv
+  run(config_from_flags())
 
 
 if __name__ == "__main__":

@@ -16,11 +16,15 @@ doc tower's real embeddings of the blocks unless --random_embeddings. Usage:
   python -m benchmarks.serving_variants_bench            # tiny towers, ~3 min on 2 busy cores
   python -m benchmarks.serving_variants_bench --encoder=minilm --duration_s=10
 
-Writes benchmarks/results/serving_variants.json.
+Writes benchmarks/results/serving_variants.json. The settings are a `ServingVariantsBenchConfig`
+(one field per flag); `run(config)` runs the benchmark and writes its JSON, so it can be called
+without the command line.
 """
+import dataclasses
 import os
 import tempfile
 import time
+from typing import List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -30,18 +34,45 @@ from benchmarks import common
 from realm_tf.stages import export_job as export_job
 from realm_tf.retrieval import scann_searcher
 
-FLAGS = flags.FLAGS
 
-def define_flags():
-  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
-  flags.DEFINE_string("encoder", "tiny", "Encoder preset of the query tower and the reader.")
-  flags.DEFINE_integer("max_documents", None, "Use only this many shipped documents (default all).")
-  flags.DEFINE_bool("random_embeddings", False, "Skip embedding the corpus (random unit vectors).")
-  flags.DEFINE_float("duration_s", 4.0, "Measuring time per gRPC configuration.")
-  flags.DEFINE_integer("calls", 30, "In-process calls timed per configuration.")
-  flags.DEFINE_list("concurrency", ["1", "8"], "Concurrent gRPC client counts.")
-  flags.DEFINE_enum("scann_mode", "auto", list(scann_searcher.MODES),
-                    "ScaNN configuration of the ScaNN variants (auto: by corpus size).")
+@dataclasses.dataclass
+class ServingVariantsBenchConfig:
+  """What the stock-ops vs ScaNN comparison builds (encoder preset, how many shipped documents,
+  real or random document embeddings, the ScaNN variants' mode) and how long it times each
+  variant, in process and over gRPC at each client count."""
+  encoder: str = "tiny"
+  max_documents: Optional[int] = None
+  random_embeddings: bool = False
+  duration_s: float = 4.0
+  calls: int = 30
+  concurrency: List[int] = dataclasses.field(default_factory=lambda: [1, 8])
+  scann_mode: str = "auto"  # one of scann_searcher.MODES
+
+
+HELP = {
+    "encoder": "Encoder preset of the query tower and the reader.",
+    "max_documents": "Use only this many shipped documents (default all).",
+    "random_embeddings": "Skip embedding the corpus (random unit vectors).",
+    "duration_s": "Measuring time per gRPC configuration.",
+    "calls": "In-process calls timed per configuration.",
+    "concurrency": "Concurrent gRPC client counts.",
+    "scann_mode": "ScaNN configuration of the ScaNN variants (auto: by corpus size).",
+}
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines one flag per `ServingVariantsBenchConfig` field, --scann_mode an enum of
+  `scann_searcher.MODES` (called from `__main__`, and by tests on a fresh FlagValues, so importing
+  this module defines none)."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(ServingVariantsBenchConfig, HELP, flag_values=flag_values,
+                                   choices={"scann_mode": scann_searcher.MODES})
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> ServingVariantsBenchConfig:
+  """The `ServingVariantsBenchConfig` the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(ServingVariantsBenchConfig, flag_values)
 
 
 QUESTIONS = [
@@ -53,7 +84,8 @@ QUESTIONS = [
 
 
 def build_corpus(corpus_dir: str, tokenizer, max_documents=None):
-  """Shipped SQuAD dev paragraphs → blocks (real Blocker) → a corpus directory; returns blocks."""
+  """Shipped SQuAD dev paragraphs → blocks (real Blocker) → a corpus directory; returns the
+  number of documents used and the [(block id, block)] list."""
   from realm_tf.data import blocking, corpus, documents  # pylint: disable=g-import-not-at-top
   docs = [d for d in documents.read_documents(documents.default_corpus_path())
           if isinstance(d, documents.Document)][:max_documents]
@@ -72,10 +104,12 @@ def build_corpus(corpus_dir: str, tokenizer, max_documents=None):
 
 
 def build_model(blocks, tokenizer, encoder: str, random_embeddings: bool):
-  """OpenQAModel (random weights) over the blocks; doc embeddings from a doc tower of the preset."""
+  """OpenQAModel (random weights) over the blocks; doc embeddings from a doc tower of the
+  preset (or random unit vectors)."""
   import tf_keras  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.retriever import (  # pylint: disable=g-import-not-at-top
+      Retriever, RetrieverConfig)
   from realm_tf.openqa import features as features_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa.model import FrozenIndex, OpenQAConfig  # pylint: disable=g-import-not-at-top
@@ -117,30 +151,31 @@ def time_signature(fn, feeds, calls: int) -> dict:
 
 def grpc_load(address: str, model_name: str, clients: int, duration_s: float) -> dict:
   """`clients` threads, one question per request, back to back for `duration_s`."""
-  run = common.grpc_load(address, model_name, "questions", QUESTIONS, clients, duration_s,
-                         timeout=120)
-  lat = run["latencies"]
-  return {"clients": clients, "requests": len(lat), "errors": run["errors"],
+  load = common.grpc_load(address, model_name, "questions", QUESTIONS, clients, duration_s,
+                          timeout=120)
+  lat = load["latencies"]
+  return {"clients": clients, "requests": len(lat), "errors": load["errors"],
           "qps": len(lat) / duration_s, "p50_ms": common.percentile_ms(lat, 50),
           "p99_ms": common.percentile_ms(lat, 99)}
 
 
-def main(argv):
-  del argv
+def run(config: ServingVariantsBenchConfig) -> str:
+  """Builds the corpus and model, exports both variants, times them in process and over gRPC,
+  and writes benchmarks/results/serving_variants.json; returns its path."""
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   from serving import subprocess_server  # pylint: disable=g-import-not-at-top
   load_start = os.getloadavg()[0]
   work = tempfile.mkdtemp(prefix="serving_variants-")
   tokenizer = RealmTokenizer()
   t0 = time.time()
-  num_docs, blocks = build_corpus(os.path.join(work, "corpus"), tokenizer, FLAGS.max_documents)
-  model = build_model(blocks, tokenizer, FLAGS.encoder, FLAGS.random_embeddings)
+  num_docs, blocks = build_corpus(os.path.join(work, "corpus"), tokenizer, config.max_documents)
+  model = build_model(blocks, tokenizer, config.encoder, config.random_embeddings)
   logging.info("Corpus: %d documents → %d blocks (%.0f s).", num_docs, len(blocks),
                time.time() - t0)
   base = os.path.join(work, "serving")
   t0 = time.time()
   paths = export_job.run_export(model, tokenizer, None, base, 1, "both", ("openqa", "searcher"),
-                                searcher_k=5, scann_mode=FLAGS.scann_mode)
+                                searcher_k=5, scann_mode=config.scann_mode)
   export_s = time.time() - t0
   sizes = {name: sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs)
            for name, p in paths.items()}
@@ -149,16 +184,16 @@ def main(argv):
   for name in ("realm_openqa", "realm_openqa_scann"):
     fn = tf.saved_model.load(paths[name]).signatures["serving_default"]
     in_process[name] = {f"batch_{b}": time_signature(
-        fn, {"questions": tf.constant((QUESTIONS * 4)[:b])}, FLAGS.calls) for b in (1, 8)}
+        fn, {"questions": tf.constant((QUESTIONS * 4)[:b])}, config.calls) for b in (1, 8)}
   q = np.random.default_rng(1).normal(size=(32, model.index.embeddings_np.shape[1]))
   for name in ("realm_searcher", "realm_searcher_scann"):
     fn = tf.saved_model.load(paths[name]).signatures["serving_default"]
     in_process[name] = {f"batch_{b}": time_signature(
-        fn, {"query_embeddings": tf.constant(q[:b], tf.float32)}, FLAGS.calls * 5)
+        fn, {"query_embeddings": tf.constant(q[:b], tf.float32)}, config.calls * 5)
                         for b in (1, 32)}
 
-  config = os.path.join(work, "models.config")
-  with open(config, "w", encoding="utf-8") as f:
+  models_config = os.path.join(work, "models.config")
+  with open(models_config, "w", encoding="utf-8") as f:
     f.write("model_config_list {\n" + "".join(
         f'  config {{ name: "{m}" base_path: "{os.path.join(base, m)}" '
         'model_platform: "tensorflow" }\n' for m in ("realm_openqa", "realm_openqa_scann")) + "}\n")
@@ -170,17 +205,17 @@ def main(argv):
   server = subprocess_server.ServerProcess(
       [os.sys.executable, "-c", "import tensorflow_text, runpy; runpy.run_module("
        "'serving.server', run_name='__main__', alter_sys=True)", f"--port={port}",
-       f"--model_config_file={config}", "--enable_batching",
+       f"--model_config_file={models_config}", "--enable_batching",
        f"--batching_parameters_file={os.path.join(root, 'serving', 'batching.config')}",
        "--file_system_poll_wait_seconds=0", "--bind_address=127.0.0.1"], port,
       os.path.join(work, "server.log"), env=env)
   grpc_results = {"realm_openqa": {}, "realm_openqa_scann": {}}
   try:
     server.wait_ready(list(grpc_results), timeout=600)
-    for clients in map(int, FLAGS.concurrency):
+    for clients in config.concurrency:
       for name in grpc_results:  # alternate variants so both see the same background load
         grpc_results[name][str(clients)] = grpc_load(server.address, name, clients,
-                                                     FLAGS.duration_s)
+                                                     config.duration_s)
         logging.info("%s clients=%d: %s", name, clients, grpc_results[name][str(clients)])
   finally:
     server.stop()
@@ -188,14 +223,14 @@ def main(argv):
   def ratio(a, b):
     return a / b if b else None
 
-  common.write_result("serving_variants", {
+  return common.write_result("serving_variants", {
       "load_average_1m_at_start": load_start,
       "corpus": {"source": "realm_tf/data/default_corpus (SQuAD v1.1 dev)",
                  "documents": num_docs, "blocks": len(blocks)},
-      "model": {"encoder": FLAGS.encoder, "query_seq_length": 96, "reader_seq_length": 320,
+      "model": {"encoder": config.encoder, "query_seq_length": 96, "reader_seq_length": 320,
                 "reader_beam_size": model.reader_beam_size, "num_answers": 5,
-                "embeddings": "random" if FLAGS.random_embeddings else "doc tower",
-                "scann_mode": FLAGS.scann_mode},
+                "embeddings": "random" if config.random_embeddings else "doc tower",
+                "scann_mode": config.scann_mode},
       "export_seconds": export_s,
       "export_bytes": sizes,
       "in_process": in_process,
@@ -219,6 +254,12 @@ def main(argv):
           "rows, so both variants return the same blocks here. Server, clients and model share",
           "this machine's 2 cores with other jobs (see load averages)."]),
   })
+
+
+def main(argv):
+  """Runs the benchmark the flags describe."""
+  del argv
+  run(config_from_flags())
 
 
 if __name__ == "__main__":

@@ -5,22 +5,48 @@ r"""Train-step throughput and model FLOP utilisation (MFU) of ICT and REALM pre-
 MFU = model FLOPs per second (analytic count, forward + backward = 3× forward) over the peak
 fp32 matmul FLOP/s measured in the same run. Inputs are synthetic featurized batches, so only the
 model step is timed; the input pipeline has its own benchmark (masking_bench).
+
+The settings are a `TrainStepBenchConfig` (one field per flag); `run(config)` runs the benchmark
+and writes benchmarks/results/train_step.json, so it can be called without the command line.
 """
+import dataclasses
 import time
+from typing import List
 
 from absl import app, flags
 
 
-def define_flags():
-  """This benchmark's flags (called from `__main__`, so importing it defines none)."""
-  flags.DEFINE_list("presets", ["tiny", "minilm"], "Encoder presets to measure.")
-  flags.DEFINE_integer("steps", 5, "Timed steps per configuration (after 2 warm-up steps).")
-  flags.DEFINE_integer("batch_size", 4, "REALM queries per step.")
-  flags.DEFINE_integer("ict_batch_size", 16, "ICT batch size.")
-  flags.DEFINE_list("jit_compile", ["off", "on"], "XLA-compile the step: off, on, or both.")
+@dataclasses.dataclass
+class TrainStepBenchConfig:
+  """What the train-step benchmark measures: which encoder presets, with XLA or without, at which
+  ICT and REALM batch sizes, over how many timed steps."""
+  presets: List[str] = dataclasses.field(default_factory=lambda: ["tiny", "minilm"])
+  steps: int = 5
+  batch_size: int = 4
+  ict_batch_size: int = 16
+  jit_compile: List[str] = dataclasses.field(default_factory=lambda: ["off", "on"])
 
 
-FLAGS = flags.FLAGS
+HELP = {
+    "presets": "Encoder presets to measure.",
+    "steps": "Timed steps per configuration (after 2 warm-up steps).",
+    "batch_size": "REALM queries per step.",
+    "ict_batch_size": "ICT batch size.",
+    "jit_compile": "XLA-compile the step: off, on, or both.",
+}
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines one flag per `TrainStepBenchConfig` field (called from `__main__`, and by tests on a
+  fresh FlagValues, so importing this module defines none)."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(TrainStepBenchConfig, HELP, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> TrainStepBenchConfig:
+  """The `TrainStepBenchConfig` the parsed flags describe."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.config_from_flags(TrainStepBenchConfig, flag_values)
 
 
 def encoder_flops(cfg, seq_len: int) -> float:
@@ -41,8 +67,9 @@ def realm_flops(cfg, batch: int) -> float:
   return batch * per_query
 
 
-def main(argv):
-  del argv
+def run(config: TrainStepBenchConfig) -> dict:
+  """Times ICT and REALM train steps for every preset × jit_compile setting of `config`; writes
+  benchmarks/results/train_step.json and returns the results (seconds per step, MFU)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from benchmarks.common import peak_matmul_flops, write_result  # pylint: disable=g-import-not-at-top
@@ -70,11 +97,11 @@ def main(argv):
   def ids(shape):
     return tf.constant(rng.randint(1000, 29000, shape), tf.int32)
 
-  for preset, jit in [(p, j) for p in FLAGS.presets for j in FLAGS.jit_compile]:
+  for preset, jit in [(p, j) for p in config.presets for j in config.jit_compile]:
     jit_compile = jit == "on"
     enc = get_encoder_config(preset)
     # ICT.
-    b = FLAGS.ict_batch_size
+    b = config.ict_batch_size
     model = Retriever(RetrieverConfig(encoder=preset))
     model.build_towers()
     trainer = Trainer(model, create_optimizer(1e-4, 100, 0), tasks.ict_task,
@@ -84,14 +111,14 @@ def main(argv):
       batch.update({f"{prefix}/input_word_ids": ids([b, t]),
                     f"{prefix}/input_mask": tf.ones([b, t], tf.int32),
                     f"{prefix}/input_type_ids": tf.zeros([b, t], tf.int32)})
-    sec = timed(trainer, batch, FLAGS.steps)
+    sec = timed(trainer, batch, config.steps)
     flops = 3 * b * (encoder_flops(enc, 96) + encoder_flops(enc, 288))
     results["configs"].append({"task": "ict", "preset": preset, "jit_compile": jit_compile,
                                "batch_size": b,
                                "seconds_per_step": sec, "examples_per_second": b / sec,
                                "model_flops_per_second": flops / sec, "mfu": flops / sec / peak})
     # REALM.
-    b = FLAGS.batch_size
+    b = config.batch_size
     cfg = RealmConfig(retriever_encoder=preset, reader_encoder=preset)
     model = RealmPretrainer(cfg)
     model.build_all()
@@ -105,7 +132,7 @@ def main(argv):
                     f"{prefix}/input_type_ids": tf.zeros(shape, tf.int32)})
     batch.update(masked_positions=ids([b, m]) % 90 + 1, masked_ids=ids([b, m]),
                  masked_weights=tf.ones([b, m]), candidate_mask=tf.ones([b, c]))
-    sec = timed(trainer, batch, FLAGS.steps)
+    sec = timed(trainer, batch, config.steps)
     flops = 3 * realm_flops(cfg, b)
     results["configs"].append({"task": "realm", "preset": preset, "jit_compile": jit_compile,
                                "batch_size": b,
@@ -113,6 +140,13 @@ def main(argv):
                                "examples_per_second": b / sec,
                                "model_flops_per_second": flops / sec, "mfu": flops / sec / peak})
   write_result("train_step", results)
+  return results
+
+
+def main(argv):
+  """Runs the benchmark the flags describe."""
+  del argv
+  run(config_from_flags())
 
 
 if __name__ == "__main__":
