@@ -15,9 +15,6 @@ benchmark and writes its JSON, so it can be called without the command line.
 import dataclasses
 import time
 
-from absl import app
-from absl import flags
-
 
 @dataclasses.dataclass
 class AnnotationBenchConfig:
@@ -31,19 +28,6 @@ HELP = {
     "num_passages": "Passages (blocks) to annotate.",
     "batch_size": "spaCy nlp.pipe batch size.",
 }
-
-
-def define_flags(flag_values=flags.FLAGS):
-  """Defines one flag per `AnnotationBenchConfig` field (called from `__main__`, and by tests on
-  a fresh FlagValues, so importing this module defines none)."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(AnnotationBenchConfig, HELP, flag_values=flag_values)
-
-
-def config_from_flags(flag_values=flags.FLAGS) -> AnnotationBenchConfig:
-  """The `AnnotationBenchConfig` the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(AnnotationBenchConfig, flag_values)
 
 
 def _timed(fn):
@@ -122,12 +106,6 @@ def run(config: AnnotationBenchConfig) -> dict:
   return result
 
 
-def main(argv):
-  """Runs the benchmark the flags describe."""
-  del argv
-  run(config_from_flags())
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(AnnotationBenchConfig, HELP, run)

@@ -22,9 +22,6 @@ import tempfile
 import time
 from typing import List, Optional
 
-from absl import app
-from absl import flags
-
 
 @dataclasses.dataclass
 class EmbeddingBenchConfig:
@@ -62,19 +59,6 @@ HELP = {
     "num_shards": "(internal) workers.",
     "shard_index": "(internal) this worker.",
 }
-
-
-def define_flags(flag_values=flags.FLAGS):
-  """Defines one flag per `EmbeddingBenchConfig` field (called from `__main__`, and by tests on a
-  fresh FlagValues, so importing this module defines none)."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(EmbeddingBenchConfig, HELP, flag_values=flag_values)
-
-
-def config_from_flags(flag_values=flags.FLAGS) -> EmbeddingBenchConfig:
-  """The `EmbeddingBenchConfig` the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(EmbeddingBenchConfig, flag_values)
 
 
 DOC_LEN = 288
@@ -192,12 +176,6 @@ def run(config: EmbeddingBenchConfig) -> Optional[str]:
   return write_result("embedding", out)
 
 
-def main(argv):
-  """Runs the benchmark (or, with --child, one worker) the flags describe."""
-  del argv
-  run(config_from_flags())
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(EmbeddingBenchConfig, HELP, run)

@@ -25,7 +25,7 @@ import os
 import time
 from typing import List
 
-from absl import app, flags, logging
+from absl import logging
 
 from benchmarks import common
 
@@ -54,19 +54,6 @@ HELP = {
     "pipeline_batches": "Batches timed through the pipeline alone.",
     "steps": "Train steps timed (after 2 warm-up steps).",
 }
-
-
-def define_flags(flag_values=flags.FLAGS):
-  """Defines one flag per `InputPipelineBenchConfig` field (called from `__main__`, and by tests
-  on a fresh FlagValues, so importing this module defines none)."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(InputPipelineBenchConfig, HELP, flag_values=flag_values)
-
-
-def config_from_flags(flag_values=flags.FLAGS) -> InputPipelineBenchConfig:
-  """The `InputPipelineBenchConfig` the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(InputPipelineBenchConfig, flag_values)
 
 
 def measure_preset(config: InputPipelineBenchConfig, preset: str, corpus: str,
@@ -127,6 +114,7 @@ def measure_preset(config: InputPipelineBenchConfig, preset: str, corpus: str,
 def run(config: InputPipelineBenchConfig) -> str:
   """Builds the corpus and its annotations under `config.work_dir` (kept between runs), measures
   each preset, and writes benchmarks/results/input_pipeline.json; returns its path."""
+  logging.set_verbosity(logging.INFO)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
   from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
 
@@ -149,13 +137,6 @@ def run(config: InputPipelineBenchConfig) -> str:
   return common.write_result("input_pipeline", results)
 
 
-def main(argv):
-  """Runs the benchmark the flags describe."""
-  del argv
-  logging.set_verbosity(logging.INFO)
-  run(config_from_flags())
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(InputPipelineBenchConfig, HELP, run)

@@ -18,9 +18,6 @@ import os
 import tempfile
 import time
 
-from absl import app
-from absl import flags
-
 
 @dataclasses.dataclass
 class MaskingBenchConfig:
@@ -36,19 +33,6 @@ HELP = {
     "num_examples": "Timed examples per configuration.",
     "warmup": "Untimed examples first (tracing, buffers).",
 }
-
-
-def define_flags(flag_values=flags.FLAGS):
-  """Defines one flag per `MaskingBenchConfig` field (called from `__main__`, and by tests on a
-  fresh FlagValues, so importing this module defines none)."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(MaskingBenchConfig, HELP, flag_values=flag_values)
-
-
-def config_from_flags(flag_values=flags.FLAGS) -> MaskingBenchConfig:
-  """The `MaskingBenchConfig` the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(MaskingBenchConfig, flag_values)
 
 
 def run(config: MaskingBenchConfig) -> dict:
@@ -128,12 +112,6 @@ def run(config: MaskingBenchConfig) -> dict:
   return results
 
 
-def main(argv):
-  """Runs the benchmark the flags describe."""
-  del argv
-  run(config_from_flags())
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(MaskingBenchConfig, HELP, run)

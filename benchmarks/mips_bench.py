@@ -36,8 +36,6 @@ import tempfile
 import time
 from typing import Optional
 
-from absl import app
-from absl import flags
 
 import numpy as np
 
@@ -82,19 +80,6 @@ HELP = {
     "rss_child": "(internal) load this exact searcher and search; print RSS.",
     "name": "Result name (default mips / mips_real).",
 }
-
-
-def define_flags(flag_values=flags.FLAGS):
-  """Defines one flag per `MipsBenchConfig` field (called from `__main__`, and by tests on a
-  fresh FlagValues, so importing this module defines none)."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(MipsBenchConfig, HELP, flag_values=flag_values)
-
-
-def config_from_flags(flag_values=flags.FLAGS) -> MipsBenchConfig:
-  """The `MipsBenchConfig` the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(MipsBenchConfig, flag_values)
 
 
 K = 10
@@ -554,12 +539,6 @@ def run(config: MipsBenchConfig) -> dict:
   return res
 
 
-def main(argv):
-  """Runs the benchmark the flags describe."""
-  del argv
-  run(config_from_flags())
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(MipsBenchConfig, HELP, run)

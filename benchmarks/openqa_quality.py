@@ -29,8 +29,6 @@ import dataclasses
 import os
 import time
 
-from absl import app, flags
-
 
 @dataclasses.dataclass
 class OpenQAQualityConfig:
@@ -61,19 +59,6 @@ HELP = {
     "eval_questions": "Dev questions scored (a fixed random sample).",
     "seed": "Seed of the sample and of fine-tuning.",
 }
-
-
-def define_flags(flag_values=flags.FLAGS):
-  """This benchmark's flags, one per OpenQAQualityConfig field (called from `__main__`, and by
-  tests on a fresh FlagValues, so importing it defines none)."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(OpenQAQualityConfig, HELP, flag_values=flag_values)
-
-
-def config_from_flags(flag_values=flags.FLAGS) -> OpenQAQualityConfig:
-  """The OpenQAQualityConfig the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(OpenQAQualityConfig, flag_values)
 
 
 BLOCK_LENGTH = 128
@@ -206,12 +191,6 @@ def run(config: OpenQAQualityConfig) -> str:
       "wall_seconds": round(time.time() - t_start, 1)})
 
 
-def main(argv):
-  """Runs the benchmark the flags describe."""
-  del argv
-  run(config_from_flags())
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(OpenQAQualityConfig, HELP, run)

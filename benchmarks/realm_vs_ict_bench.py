@@ -76,7 +76,7 @@ import shutil
 import time
 from typing import Dict, List, Optional
 
-from absl import app, flags, logging
+from absl import app, logging
 
 from benchmarks import common
 
@@ -139,19 +139,6 @@ SETTINGS = ("articles", "seeds", "steps", "ict_steps", "ict_batch_size", "ict_le
             "reader_warmup_steps", "batch_size", "num_candidates", "learning_rate",
             "refresh_every_steps", "heldout_queries", "eval_questions", "conditions",
             "block_length", "query_length")
-
-
-def define_flags(flag_values=flags.FLAGS):
-  """This benchmark's flags, one per RealmVsIctConfig field (called from `__main__`, and by
-  tests on a fresh FlagValues, so importing it defines none)."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(RealmVsIctConfig, HELP, flag_values=flag_values)
-
-
-def config_from_flags(flag_values=flags.FLAGS) -> RealmVsIctConfig:
-  """The RealmVsIctConfig the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(RealmVsIctConfig, flag_values)
 
 
 # t(0.975, df) for df = 1..30 (fallback when scipy is absent).
@@ -481,12 +468,6 @@ def run(config: RealmVsIctConfig) -> str:
   })
 
 
-def main(argv):
-  """Runs the benchmark the flags describe."""
-  del argv
-  run(config_from_flags())
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(RealmVsIctConfig, HELP, run)

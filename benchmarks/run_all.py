@@ -14,7 +14,7 @@ import sys
 import time
 from typing import List, Optional
 
-from absl import app, flags, logging
+from absl import app, logging
 
 SPEED = ("mips_bench", "embedding_bench", "masking_bench", "annotation_bench",
          "input_pipeline_bench", "train_step_bench", "serving_bench", "serving_variants_bench")
@@ -34,19 +34,6 @@ HELP = {
     "quality": f"Also run {', '.join(QUALITY)}.",
     "only": "Run just these benchmark modules (names under benchmarks/).",
 }
-
-
-def define_flags(flag_values=flags.FLAGS):
-  """The runner's flags, one per RunAllConfig field (called from `__main__`, and by tests on a
-  fresh FlagValues, so importing this module defines none)."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(RunAllConfig, HELP, flag_values=flag_values)
-
-
-def config_from_flags(flag_values=flags.FLAGS) -> RunAllConfig:
-  """The RunAllConfig the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(RunAllConfig, flag_values)
 
 
 def benchmark_names(config: RunAllConfig) -> List[str]:
@@ -79,12 +66,6 @@ def run(config: RunAllConfig) -> int:
   return run_all(benchmark_names(config))
 
 
-def main(argv):
-  """Runs the benchmarks the flags select; exit status 1 if any failed."""
-  del argv
-  sys.exit(1 if run(config_from_flags()) else 0)
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(RunAllConfig, HELP, run, exit_status=lambda failed: 1 if failed else 0)

@@ -29,7 +29,7 @@ from typing import List, Optional
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import logging
 
 from benchmarks import common
 from serving import client as client_lib
@@ -68,19 +68,6 @@ HELP = {
     "in_process_calls": "Interleaved in-process / gRPC batch-1 call pairs timed for the overhead.",
     "batching_parameters_file": "Batching parameters of the batching server.",
 }
-
-
-def define_flags(flag_values=flags.FLAGS):
-  """Defines one flag per `ServingBenchConfig` field (called from `__main__`, and by tests on a
-  fresh FlagValues, so importing this module defines none)."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(ServingBenchConfig, HELP, flag_values=flag_values)
-
-
-def config_from_flags(flag_values=flags.FLAGS) -> ServingBenchConfig:
-  """The `ServingBenchConfig` the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(ServingBenchConfig, flag_values)
 
 
 QUESTIONS = [
@@ -290,12 +277,6 @@ def run(config: ServingBenchConfig) -> str:
   return common.write_result("serving", result)
 
 
-def main(argv):
-  """Runs the benchmark the flags describe."""
-  del argv
-  run(config_from_flags())
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(ServingBenchConfig, HELP, run)

@@ -28,7 +28,7 @@ from typing import List, Optional
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import logging
 
 from benchmarks import common
 from realm_tf.stages import export_job as export_job
@@ -58,21 +58,8 @@ HELP = {
     "concurrency": "Concurrent gRPC client counts.",
     "scann_mode": "ScaNN configuration of the ScaNN variants (auto: by corpus size).",
 }
-
-
-def define_flags(flag_values=flags.FLAGS):
-  """Defines one flag per `ServingVariantsBenchConfig` field, --scann_mode an enum of
-  `scann_searcher.MODES` (called from `__main__`, and by tests on a fresh FlagValues, so importing
-  this module defines none)."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(ServingVariantsBenchConfig, HELP, flag_values=flag_values,
-                                   choices={"scann_mode": scann_searcher.MODES})
-
-
-def config_from_flags(flag_values=flags.FLAGS) -> ServingVariantsBenchConfig:
-  """The `ServingVariantsBenchConfig` the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(ServingVariantsBenchConfig, flag_values)
+# --scann_mode is an enum of the searcher's modes (config_program / define_config_flags options).
+FLAG_OPTIONS = {"choices": {"scann_mode": scann_searcher.MODES}}
 
 
 QUESTIONS = [
@@ -256,12 +243,6 @@ def run(config: ServingVariantsBenchConfig) -> str:
   })
 
 
-def main(argv):
-  """Runs the benchmark the flags describe."""
-  del argv
-  run(config_from_flags())
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(ServingVariantsBenchConfig, HELP, run, options=FLAG_OPTIONS)

@@ -13,8 +13,6 @@ import dataclasses
 import time
 from typing import List
 
-from absl import app, flags
-
 
 @dataclasses.dataclass
 class TrainStepBenchConfig:
@@ -34,19 +32,6 @@ HELP = {
     "ict_batch_size": "ICT batch size.",
     "jit_compile": "XLA-compile the step: off, on, or both.",
 }
-
-
-def define_flags(flag_values=flags.FLAGS):
-  """Defines one flag per `TrainStepBenchConfig` field (called from `__main__`, and by tests on a
-  fresh FlagValues, so importing this module defines none)."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(TrainStepBenchConfig, HELP, flag_values=flag_values)
-
-
-def config_from_flags(flag_values=flags.FLAGS) -> TrainStepBenchConfig:
-  """The `TrainStepBenchConfig` the parsed flags describe."""
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(TrainStepBenchConfig, flag_values)
 
 
 def encoder_flops(cfg, seq_len: int) -> float:
@@ -143,12 +128,6 @@ def run(config: TrainStepBenchConfig) -> dict:
   return results
 
 
-def main(argv):
-  """Runs the benchmark the flags describe."""
-  del argv
-  run(config_from_flags())
-
-
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(TrainStepBenchConfig, HELP, run)

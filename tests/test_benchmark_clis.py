@@ -1,5 +1,6 @@
 """The benchmarks are command-line programs like the stages: importing one defines no absl flag
-(its flags are defined by `define_flags()` from `__main__`), and each parses its own --help."""
+(`config_program.main`, called from `__main__`, defines them from the benchmark's config), and
+each parses its own --help."""
 
 import pytest
 

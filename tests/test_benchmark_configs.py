@@ -4,6 +4,7 @@ command line describes (no flags: the dataclass's defaults), so the documented c
 their meaning and the flags cannot drift from the config."""
 
 import dataclasses
+import typing
 
 from absl import app, flags
 import pytest
@@ -11,14 +12,40 @@ import pytest
 from benchmarks import annotation_bench, embedding_bench, input_pipeline_bench, masking_bench
 from benchmarks import mips_bench, openqa_quality, realm_vs_ict_bench, run_all, serving_bench
 from benchmarks import serving_variants_bench, train_step_bench
+from realm_tf.launch import config_program
+
+ALL = (annotation_bench, embedding_bench, input_pipeline_bench, masking_bench, mips_bench,
+       openqa_quality, realm_vs_ict_bench, run_all, serving_bench, serving_variants_bench,
+       train_step_bench)
+
+
+def _config_cls(module):
+  """The config dataclass the benchmark's `run(config)` takes."""
+  return typing.get_type_hints(module.run)["config"]
+
+
+def _flags(module) -> flags.FlagValues:
+  """A fresh FlagValues holding the benchmark's flags, as its `__main__` defines them."""
+  fv = flags.FlagValues()
+  config_program.define_flags(_config_cls(module), module.HELP, fv,
+                              getattr(module, "FLAG_OPTIONS", None))
+  return fv
 
 
 def _parse(module, *args):
-  """`module`'s config from the command line `args`, its flags on a fresh FlagValues."""
-  fv = flags.FlagValues()
-  module.define_flags(flag_values=fv)
-  fv(["prog", *args])
-  return module.config_from_flags(fv)
+  """`module`'s config from the command line `args` (`config_program.parse`)."""
+  return config_program.parse(_config_cls(module), module.HELP, ["prog", *args],
+                              getattr(module, "FLAG_OPTIONS", None))
+
+
+def test_every_benchmark_runs_its_config_through_config_program():
+  # Its __main__ hands the same dataclass that `run` takes to config_program, which defines the
+  # flags; the module itself defines none (tests/test_benchmark_clis.py).
+  import inspect  # pylint: disable=g-import-not-at-top
+  for module in ALL:
+    source = inspect.getsource(module)
+    assert f"config_program.main({_config_cls(module).__name__}, HELP, run" in source, module
+    assert "from absl import flags" not in source, module
 
 
 def test_mips_bench_config():
@@ -117,8 +144,7 @@ def test_flags_give_the_config(module, config_cls, args, changes):
 
 def test_every_field_is_a_flag_with_help():
   for module, config_cls, _, _ in CASES:
-    fv = flags.FlagValues()
-    module.define_flags(flag_values=fv)
+    fv = _flags(module)
     names = [f.name for f in dataclasses.fields(config_cls)]
     assert sorted(names) == sorted(fv), module.__name__
     # (an enum flag's help starts with its choices)
@@ -127,12 +153,10 @@ def test_every_field_is_a_flag_with_help():
 
 def test_the_flag_defaults_are_todays():
   # The command line is unchanged: the same defaults as before the flags came from the configs.
-  fv = flags.FlagValues()
-  serving_bench.define_flags(flag_values=fv)
+  fv = _flags(serving_bench)
   assert fv["concurrency"].default == ["1", "8", "32"]
   assert fv["batching_parameters_file"].default.endswith("serving/batching.config")
-  fv = flags.FlagValues()
-  serving_variants_bench.define_flags(flag_values=fv)
+  fv = _flags(serving_variants_bench)
   assert fv["scann_mode"].default == "auto"
   with pytest.raises(flags.IllegalFlagValueError):
     fv(["prog", "--scann_mode=nope"])
