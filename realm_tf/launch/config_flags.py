@@ -5,7 +5,8 @@ it doubles every default and every help text and lets the two drift apart; here 
 the dataclass becomes one absl flag with the field's default, and `config_from_flags` reads them
 back. Fields of type int, float, str, bool, their Optional forms, List[str] / Sequence[str] and
 List[int] / Sequence[int] (comma-separated) are supported; a field that holds a name or a config
-(`Union[str, Config]`, e.g. an encoder preset) is a string flag, the name. Help texts come from a {flag name: text}
+(`Union[str, Config]`, e.g. an encoder preset) is a string flag, the name; an empty value of
+an Optional string (`--init=`) is None, so a flag file can unset a default. Help texts come from a {flag name: text}
 mapping (a field without one is an error, so every flag is documented). The flags belong to the
 program that calls `define_config_flags`: they are its key flags, listed by its --help.
 
@@ -128,8 +129,11 @@ def config_from_flags(config_cls, flag_values=flags.FLAGS, skip: Iterable[str] =
       continue
     name = names.get(field.name, field.name)
     value = flag_values[name].value
-    if value is not None and _is_list_of(_base_type(hints[field.name])[0], int):
+    base, optional = _base_type(hints[field.name])
+    if value is not None and _is_list_of(base, int):
       value = _int_list(name, value)
+    if optional and value == "" and base is str:  # `--retriever_init=` unsets a default
+      value = None
     values[field.name] = value
   values.update(overrides)
   return config_cls(**values)

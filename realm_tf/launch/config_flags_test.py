@@ -38,6 +38,11 @@ def test_defaults_round_trip_and_flags_override():
       steps=7, rate=0.25, name="b", dir="/d", on=False, inputs=["p", "q"], ks=[2, 20])
 
 
+def test_an_empty_optional_string_is_none_and_an_empty_plain_string_stays_empty():
+  config = config_flags.config_from_flags(_Config, _defined(["prog", "--dir=", "--name="]))
+  assert config.dir is None and config.name == ""
+
+
 def test_an_integer_list_flag_that_is_not_integers_is_refused_by_name():
   with pytest.raises(ValueError, match="--ks takes comma-separated integers, got '1,x'"):
     config_flags.config_from_flags(_Config, _defined(["prog", "--ks=1,x"]))

@@ -64,7 +64,7 @@ HELP = {
     "train_reader": "Train the reader (the knowledge-augmented encoder) in REALM (false: only "
                     "the retriever learns, from the reader as its initial weights left it).",
     "retriever_lr_multiplier": "The retriever's learning rate as a multiple of --learning_rate "
-                               "(the reader's); 1: one rate, as the paper; the main job: 0.1.",
+                               "(the reader's); 1: one rate, as the paper and the main job.",
     "retriever_objective": "The retriever's gradient: marginal (the paper's: over every "
                            "candidate, the null document included) or retrieved (over the "
                            "retrieved blocks alone; no pull towards the null document) or "

@@ -1,4 +1,5 @@
 """The main job's command line: flag files parse into the job's config."""
+import dataclasses
 import glob
 import os
 
@@ -62,3 +63,13 @@ def test_missing_input_is_a_one_line_error(tmp_path):
 def test_demo_flags_are_the_defaults():
   config, _ = _parse([f"--flagfile={os.path.join(CONFIGS, 'demo_cpu.flags')}"])
   assert config == PretrainJobConfig()
+
+
+def test_tiny_ict_flags_unset_the_pretrained_retriever():
+  config, _ = _parse([f"--flagfile={os.path.join(CONFIGS, 'tiny_ict_cpu.flags')}"])
+  assert config.retriever_init is None and config.retriever_preset == "tiny"
+  assert config.ict_steps == 300 and config.retriever_objective == "retrieved"
+  assert dataclasses.replace(config, retriever_preset="minilm", retriever_init="minilm",
+                             ict_steps=0, retriever_objective="helpful",
+                             retriever_lr_multiplier=1.0,
+                             null_bias_learning_rate=0.3) == PretrainJobConfig()

@@ -35,7 +35,7 @@ from realm_tf.training import warm_start
 
 @dataclasses.dataclass
 class PretrainJobConfig:
-  """Every setting of the main job. Defaults: the CPU demo that learns in minutes (see README)."""
+  """Every setting of the main job. Defaults: the CPU demo whose REALM stage learns (see README)."""
   work_dir: str = "runs/default"
   inputs: Optional[List[str]] = None       # document files (default: the shipped SQuAD dev set)
   corpus_dir: Optional[str] = None         # default <work_dir>/corpus, and so on
@@ -48,13 +48,16 @@ class PretrainJobConfig:
   block_length: int = 128
   query_length: int = 32
   # Retriever: towers, their warm start (a warm_start source, applied before ICT), ICT.
-  retriever_preset: str = "tiny"
-  retriever_init: Optional[str] = None
+  # Default: all-MiniLM-L6-v2 in its own geometry and no ICT. A tiny ICT-trained retriever
+  # starts with retrieval harming the reader on held-out sentences (utility -0.05), and REALM
+  # did not lift it above zero in any run (docs/LEARNING.md); launch/configs/tiny_ict_cpu.flags.
+  retriever_preset: str = "minilm"
+  retriever_init: Optional[str] = "minilm"
   retriever_pooling: str = "mean"
   share_towers: bool = True
   projection_size: Optional[int] = None    # None: 128, or the encoder width for retriever_init
   projection_dropout: float = 0.0
-  ict_steps: int = 300
+  ict_steps: int = 0                       # the tiny ICT retriever's: 300
   ict_batch_size: int = 64
   ict_learning_rate: float = 2e-4
   # Reader: the knowledge-augmented encoder, its warm start and its MLM warm-up.
@@ -75,15 +78,18 @@ class PretrainJobConfig:
   masking: str = "salient"
   train_retriever: bool = True             # False: the frozen-retriever ablation
   train_reader: bool = True                # False: the reader stays as the warm-up left it
-  # The retriever's rate / the reader's: at batch 4 its gradient is mostly noise, which Adam
-  # follows at the full rate (question recall fell at 1.0; README).
-  retriever_lr_multiplier: float = 0.1
-  retriever_objective: str = "retrieved"   # realm_pretrainer.RETRIEVER_OBJECTIVES (paper: marginal)
-  # Temperature on the ICT retriever's scores (±128 → a one-hot prior that starves it of gradient).
+  # The retriever's rate / the reader's (the paper's: 1; the tiny ICT retriever's: 0.1).
+  retriever_lr_multiplier: float = 1.0
+  # realm_pretrainer.RETRIEVER_OBJECTIVES (the paper's: marginal). helpful: the marginal over
+  # the retrieved blocks, a block that explains a token worse than the null document scored as
+  # the null document (README, "The retriever's objective").
+  retriever_objective: str = "helpful"
+  # Temperature on the warm-started retriever's scores: a near one-hot prior starves the
+  # retriever of gradient (ICT's layer-normed scores reach ±128).
   retrieval_score_scale: float = 0.05
-  # Peak rate of a learned null-document bias (0: none, the paper's; the main job's: 0.05,
+  # Peak rate of a learned null-document bias (0: none, the paper's; the main job's: 0.3,
   # the prior's "no evidence" odds follow the reader). See README.
-  null_bias_learning_rate: float = 0.05
+  null_bias_learning_rate: float = 0.3
   num_candidates: int = 8
   refresh: str = "inline"
   refresh_every_steps: int = 50
