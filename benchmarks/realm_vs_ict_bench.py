@@ -12,7 +12,7 @@ MiniLM-initialised) — then, for every seed, `--steps` more optimizer steps of 
                              is not refreshed;
   * `realm_marginal_objective` REALM, salient masking, with the paper's retriever objective
                              (`retriever_objective="marginal"`: the null document in the
-                             retriever's gradient) where the main job uses "retrieved";
+                             retriever's gradient) where the others use --retriever_objective;
   * `ict_continued`          ICT alone for the same number of steps from the shared ICT weights
                              (a fresh ICT run warm-started from the shared ICT export, with its
                              seed's data order); a bundle is built from its export.
@@ -103,7 +103,13 @@ class RealmVsIctConfig:
   batch_size: int = 4
   num_candidates: int = 4
   learning_rate: float = 1e-5
-  retriever_lr_multiplier: Optional[float] = None
+  # The retriever every condition starts from is the tiny one trained by ICT (the main job's
+  # retriever is MiniLM, with no ICT), and REALM's retriever settings are the ones the
+  # committed result was measured with (the main job's until 2026-11-26).
+  retriever_preset: str = "tiny"
+  retriever_lr_multiplier: float = 0.1
+  retriever_objective: str = "retrieved"
+  null_bias_learning_rate: float = 0.05
   refresh_every_steps: int = 12
   heldout_queries: int = 32
   eval_questions: int = 1000
@@ -125,7 +131,11 @@ HELP = {
     "batch_size": "REALM batch size (masked queries).",
     "num_candidates": "REALM candidates per query (null + retrieved).",
     "learning_rate": "REALM peak learning rate (the main job's).",
-    "retriever_lr_multiplier": "REALM's retriever rate / the reader's (default: the main job's).",
+    "retriever_preset": "The shared start's retriever encoder (from random weights, ICT-trained).",
+    "retriever_lr_multiplier": "REALM's retriever rate / the reader's.",
+    "retriever_objective": "REALM's retriever objective outside realm_marginal_objective "
+                           "(retrieved|helpful).",
+    "null_bias_learning_rate": "REALM's learned null-document bias rate (0: none).",
     "refresh_every_steps": "REALM inline index refresh (and eval) period.",
     "heldout_queries": "Held-out masked sentences per evaluation.",
     "eval_questions": "SQuAD-open dev questions of the subset (at most).",
@@ -183,8 +193,10 @@ def job_config(config: RealmVsIctConfig, shared_dir: str, squad: str):
       batch_size=config.batch_size, num_train_steps=0, learning_rate=config.learning_rate,
       num_candidates=config.num_candidates, refresh_every_steps=config.refresh_every_steps,
       seed=0, heldout_queries=config.heldout_queries, eval_questions=config.eval_questions,
-      **({} if config.retriever_lr_multiplier is None else
-         {"retriever_lr_multiplier": config.retriever_lr_multiplier}))
+      retriever_preset=config.retriever_preset, retriever_init=None,
+      retriever_lr_multiplier=config.retriever_lr_multiplier,
+      retriever_objective=config.retriever_objective,
+      null_bias_learning_rate=config.null_bias_learning_rate)
 
 
 def copy_index(src: str, dst: str) -> None:
@@ -418,7 +430,7 @@ def run(config: RealmVsIctConfig) -> str:
                                            "reader_warmup_learning_rate", "heldout_fraction",
                                            "min_recall", "retrieval_score_scale",
                                            "reader_warmup_evidence", "retriever_objective",
-                                           "retriever_lr_multiplier")},
+                                           "retriever_lr_multiplier", "null_bias_learning_rate")},
       "budget": {
           "definition": "Equal optimizer steps after the shared start: every condition runs "
                         "--steps steps from the same ICT retriever (bundle v1) and the same "

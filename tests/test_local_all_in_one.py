@@ -8,7 +8,7 @@ One work directory goes through four runs of the real script:
    the final export and stops after TRAINING_DONE, the evaluator measures only that bundle; exit 0;
 3. once more: nothing left to do, nothing redone; exit 0;
 4. the trainer fails (a conflicting configuration): the refresher and the evaluator, which would
-   otherwise wait forever, are stopped and the script exits with the trainer's status 1.
+   otherwise wait forever, are stopped and the script exits with the trainer's status 2.
 """
 import json
 import os
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "launch", "local_all_in_one.sh")
-STEPS, EVERY = 10, 2
+STEPS, EVERY = 40, 4  # training must outlast the refresher's first publish (about 10 s)
 RUN_TIMEOUT = 900
 
 
@@ -38,7 +38,9 @@ def corpus(tmp_path_factory):
   root = tmp_path_factory.mktemp("aio_corpus")
   src = root / "docs.jsonl"
   src.write_text("\n".join(json.dumps(d) for d in DOCS) + "\n")
-  pretrain_job.ensure_corpus([str(src)], str(root / "corpus"))
+  # Blocks of the main job's default length, which the script's trainer uses.
+  pretrain_job.ensure_corpus([str(src)], str(root / "corpus"),
+                             block_length=pretrain_job.PretrainJobConfig().block_length)
   pretrain_job.ensure_annotations(str(root / "corpus"), str(root / "annotations"))
   return str(root / "corpus"), str(root / "annotations")
 
@@ -48,7 +50,8 @@ def _flags(corpus, *extra):
   return [f"--corpus_dir={corpus_dir}", f"--annotations_dir={annotations_dir}", "--ict_steps=2",
           "--ict_batch_size=4", f"--num_train_steps={STEPS}", f"--refresh_every_steps={EVERY}",
           f"--checkpoint_every={EVERY}", "--eval_queries=10", "--batch_size=2",
-          "--num_candidates=4", "--min_recall=0", "--reader_preset=tiny", "--reader_init=",
+          "--num_candidates=4", "--min_recall=0", "--retriever_preset=tiny", "--retriever_init=",
+          "--reader_preset=tiny", "--reader_init=",
           "--reader_warmup_steps=0", *extra]
 
 
@@ -220,8 +223,10 @@ def test_all_in_one_publishes_during_training_resumes_and_fails_cleanly(corpus, 
   t0 = time.time()
   rc, text = _run(work, _flags(corpus, "--learning_rate=0.5"), str(tmp_path / "run4.log"))
   print(f"run 4: {time.time() - t0:.0f}s")
-  assert rc == 1, text[-5000:]
-  assert "ConfigMismatchError" in text and "Trainer failed (status 1)" in text
+  # The CLI's one-line error for a project error: "error: ...", status 2, no traceback.
+  assert rc == 2, text[-5000:]
+  assert "error: " in text and "another configuration" in text, text[-5000:]
+  assert "Trainer failed (status 2)" in text and "Traceback" not in text
   assert {"refresher", "evaluator", "trainer"} <= _pids(text).keys()
   _assert_no_strays(work, text)
   assert _bundles(index_dir).keys() == bundles2.keys()

@@ -154,8 +154,8 @@ def test_main_job_runs_every_stage_and_writes_its_figures(work, tmp_path):
   config = pretrain_job.PretrainJobConfig(
       work_dir=str(tmp_path), inputs=["unused: the corpus exists"], corpus_dir=dirs["corpus"],
       annotations_dir=dirs["annotations"], block_length=288, retriever_preset="tiny",
-      ict_steps=2, ict_batch_size=4, reader_preset="tiny", reader_init=None, reader_warmup_steps=2,
-      reader_warmup_batch_size=2, batch_size=2, num_train_steps=2, refresh_every_steps=2,
+      retriever_init=None, ict_steps=2, ict_batch_size=4, reader_preset="tiny", reader_init=None,
+      reader_warmup_steps=2, reader_warmup_batch_size=2, batch_size=2, num_train_steps=2, refresh_every_steps=2,
       checkpoint_every=2, num_candidates=2, min_recall=0.0, heldout_fraction=0.3,
       heldout_queries=4)
   summary = pretrain_job.run(config)

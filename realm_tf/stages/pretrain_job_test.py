@@ -21,7 +21,7 @@ def test_learning_goals_from_the_figures_before_and_after():
                                                   **{"question_recall@5": 0.276}))
   assert goals == {"heldout_utility_positive": True, "heldout_utility_improved": True,
                    "heldout_utility_improved_beyond_2_stderr": False,
-                   "null_posterior_below_0.9": True, "question_recall@5_not_below_ict": True}
+                   "null_posterior_below_0.9": True, "question_recall@5_not_below_start": True}
   goals = pretrain_job.learning_goals(START, _end(heldout_retrieval_utility=0.21,
                                                   heldout_retrieval_utility_stderr=0.04))
   assert goals["heldout_utility_improved_beyond_2_stderr"]
