@@ -67,7 +67,7 @@ def _config(steps):
                         checkpoint_every=2, log_every=1)
 
 
-def test_pretraining_with_inline_refresh_resumes_and_measures_recall(work):
+def test_pretraining_with_inline_refresh_resumes_and_measures_recall(work, caplog):
   dirs, refresher, _ = work
   first = bundle_lib.latest(dirs["index"]).version
   exp = RealmExperiment(_config(2), dirs["corpus"], dirs["annotations"], dirs["index"],
@@ -80,6 +80,11 @@ def test_pretraining_with_inline_refresh_resumes_and_measures_recall(work):
   assert live.version > first and live.step == 2
   assert live.manifest["source_export"].endswith("00000002")
   assert os.path.exists(os.path.join(dirs["realm"], DONE_MARKER))
+  # A second export of the same step (the held-out evaluation's best export after the refresh's)
+  # is the one already published, without a second write or an "already exists" warning.
+  caplog.clear()
+  assert exp.export(2) == live.manifest["source_export"]
+  assert "already exists" not in caplog.text
 
   position = int(exp.trainer.data_position.numpy())
   assert position >= 2 * 2  # at least batch × steps raw records consumed
@@ -155,8 +160,8 @@ def test_main_job_runs_every_stage_and_writes_its_figures(work, tmp_path):
       work_dir=str(tmp_path), inputs=["unused: the corpus exists"], corpus_dir=dirs["corpus"],
       annotations_dir=dirs["annotations"], block_length=288, retriever_preset="tiny",
       retriever_init=None, ict_steps=2, ict_batch_size=4, reader_preset="tiny", reader_init=None,
-      reader_warmup_steps=2, reader_warmup_batch_size=2, batch_size=2, num_train_steps=2, refresh_every_steps=2,
-      checkpoint_every=2, num_candidates=2, min_recall=0.0, heldout_fraction=0.3,
+      reader_warmup_steps=2, reader_warmup_batch_size=2, batch_size=2, num_train_steps=2,
+      refresh_every_steps=2, checkpoint_every=2, num_candidates=2, min_recall=0.0, heldout_fraction=0.3,
       heldout_queries=4)
   summary = pretrain_job.run(config)
   assert set(summary["ict"]) == {"loss", "accuracy"}

@@ -131,6 +131,7 @@ class RealmExperiment:
     self.strategy = strategy or tf.distribute.get_strategy()
     self.refresher = refresher
     self.data_service = data_service
+    self._exported = None  # (step, path) of this run's last embedder export
     corpus_manifest = corpus_lib.load_manifest(corpus_dir)
     corpus_lib.load_annotation_manifest(annotations_dir)
     self.bundle = bundle_lib.latest(index_dir)
@@ -202,9 +203,12 @@ class RealmExperiment:
                                  self.tokenizer.sep_id, data_service=self.data_service)
 
   def export(self, step: int) -> str:
-    """Publishes the current embedder for the refresh job."""
-    return embedder_export.export_embedder(self.model.retriever, self.model_dir, step,
-                                           tokenizer=self.tokenizer)
+    """Publishes the current embedder for the refresh job (once per step: the refresh and the
+    held-out evaluation of one step share it)."""
+    if self._exported is None or self._exported[0] != step:
+      self._exported = (step, embedder_export.export_embedder(
+          self.model.retriever, self.model_dir, step, tokenizer=self.tokenizer))
+    return self._exported[1]
 
   def _bundle_step(self) -> int:
     source = str(self.bundle.manifest.get("source_export", ""))
