@@ -386,8 +386,8 @@ def load_data(config: MipsBenchConfig):
   elif config.real:
     x, q, data = mips_data.squad_embeddings(config.num_queries)
   else:
-    x, q = mips_data.synthetic(config.num_points, config.dim, config.num_queries, config.num_clusters,
-                     config.noise)
+    x, q = mips_data.synthetic(config.num_points, config.dim, config.num_queries,
+                               config.num_clusters, config.noise)
     data = {"kind": "synthetic clustered", "num_clusters": config.num_clusters,
             "noise": config.noise}
   return x, q, data

@@ -6,8 +6,8 @@ the dataclass becomes one absl flag with the field's default, and `config_from_f
 back. Fields of type int, float, str, bool, their Optional forms, List[str] / Sequence[str] and
 List[int] / Sequence[int] (comma-separated) are supported; a field that holds a name or a config
 (`Union[str, Config]`, e.g. an encoder preset) is a string flag, the name; an empty value of
-an Optional string (`--init=`) is None, so a flag file can unset a default. Help texts come from a {flag name: text}
-mapping (a field without one is an error, so every flag is documented). The flags belong to the
+an Optional string (`--init=`) is None, so a flag file can unset a default. Help texts come
+from a {flag name: text} mapping (a field without one is an error, so every flag is documented). The flags belong to the
 program that calls `define_config_flags`: they are its key flags, listed by its --help.
 
 A program whose flags differ from the fields on purpose says so by field name rather than writing
