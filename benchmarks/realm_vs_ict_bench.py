@@ -1,8 +1,10 @@
 r"""The paper's claim in miniature: does REALM pre-training beat ICT alone, from the same start?
 
 What. One shared start — the main job's own stages (`pretrain_job.run` with 0 REALM steps): the
-ICT warm start of the retriever (and its index bundle v1) and the reader warm-up (MLM, the reader
-MiniLM-initialised) — then, for every seed, `--steps` more optimizer steps of each condition:
+retriever's start (by default the main job's, all-MiniLM-L6-v2 with no ICT; `--ict_steps` of ICT
+after `--retriever_init` otherwise) with its index bundle v1, and the reader warm-up (MLM, the
+reader MiniLM-initialised) — then, for every seed, `--steps` more optimizer steps of each
+condition:
 
   * `realm_salient`          REALM, salient-span masking (the paper's recipe);
   * `realm_random_span`      REALM, random-span masking (the paper's masking ablation);
@@ -13,12 +15,12 @@ MiniLM-initialised) — then, for every seed, `--steps` more optimizer steps of 
   * `realm_marginal_objective` REALM, salient masking, with the paper's retriever objective
                              (`retriever_objective="marginal"`: the null document in the
                              retriever's gradient) where the others use --retriever_objective;
-  * `ict_continued`          ICT alone for the same number of steps from the shared ICT weights
-                             (a fresh ICT run warm-started from the shared ICT export, with its
-                             seed's data order); a bundle is built from its export.
+  * `ict_continued`          ICT alone for the same number of steps from the shared retriever
+                             (a fresh ICT run warm-started from the shared start's export, with
+                             its seed's data order); a bundle is built from its export.
 
 Equal budget = equal optimizer steps after the shared start. Every condition starts from the same
-weights (retriever: the shared ICT export, its bundle v1 copied into each REALM run's index dir;
+weights (retriever: the shared start's export, its bundle v1 copied into each REALM run's index dir;
 reader: the shared warm-up run) with a fresh optimizer and a schedule over `--steps` (10% warm-up,
 linear decay), at its method's own learning rate (REALM --learning_rate, ICT --ict_learning_rate).
 A step's batch differs by method (REALM: --batch_size masked queries x --num_candidates blocks
@@ -48,19 +50,19 @@ Corpus: the first --articles articles of the shipped SQuAD v1.1 dev set. SQuAD-o
 is by article-title hash: the default 8 articles hold 3 dev articles (Nikola_Tesla, Teacher,
 Sky_(United_Kingdom): 887 questions); the benchmark refuses a subset without one (< 4 articles).
 
-  python -m benchmarks.realm_vs_ict_bench          # the defaults: ≈ 40-60 min on 2 CPU cores
-  python -m benchmarks.realm_vs_ict_bench --articles=4 --seeds=0,1 --steps=2 --ict_steps=2 \
+  python -m benchmarks.realm_vs_ict_bench          # the defaults: ≈ 41 min on 2 idle CPU cores
+  python -m benchmarks.realm_vs_ict_bench --articles=4 --seeds=0,1 --steps=2 \
       --reader_warmup_steps=2 --refresh_every_steps=1 --heldout_queries=8 --eval_questions=64 \
-      --work_dir=/tmp/bench_smoke --output_name=realm_vs_ict_smoke      # smoke test, ≈ 9 min
+      --conditions=realm_salient,realm_frozen_retriever,ict_continued \
+      --work_dir=/tmp/bench_smoke --output_name=realm_vs_ict_smoke      # smoke test, 4.6 min
+  python -m benchmarks.realm_vs_ict_bench \
+      --flagfile=benchmarks/configs/realm_vs_ict_tiny_ict.flags        # the former start, ≈ 57 min
 
-Time estimate, from smoke runs on 2 cores shared with another training job (load ≈ 3): a REALM
-step (4 queries x 4 candidates, MiniLM reader, 160 wordpieces) ≈ 3.1 s, an ICT step (64 pairs,
-tiny towers) ≈ 0.65 s, a reader warm-up step (16) ≈ 3.05 s; a refresh + held-out evaluation
-≈ 25-30 s; ≈ 20 s set-up and tracing per run. Defaults: shared start ≈ 9 min (corpus,
-annotations, 200 ICT steps, 100 warm-up steps), 9 refreshed REALM runs x (24 steps + 2
-refreshes) ≈ 22 min, 3 frozen-retriever runs ≈ 5 min, 3 ICT-continued runs ≈ 3 min: ≈ 40 min
-under that load, less on an idle machine. Each extra --steps adds ≈ len(--seeds) x (4 x 3.1 s
-+ 0.65 s); each extra refresh ≈ 28 s per refreshed REALM run.
+Time, from the committed run (2026-11-26, idle 2-core machine, 2,481 s in all): the shared start
+114 s (corpus, annotations, 100 reader warm-up steps at ≈ 19 examples/s) and its measurement
+17 s; a refreshed REALM run (40 steps of 4 queries x 4 candidates at ≈ 2.2 s, 2 refreshes of the
+758 blocks with their held-out evaluations) 124-155 s; a frozen-retriever run 68 s; an
+ICT-continued run (40 MiniLM ICT steps of 64 pairs, a bundle, a measurement) 160 s.
 
 Writes benchmarks/results/<--output_name>.json (default realm_vs_ict.json). Re-running with the
 same --work_dir skips (or resumes) every stage already done.
@@ -95,23 +97,25 @@ class RealmVsIctConfig:
   work_dir: str = "runs/realm_vs_ict"
   articles: int = 8
   seeds: List[str] = dataclasses.field(default_factory=lambda: ["0", "1", "2"])
-  steps: int = 24
-  ict_steps: int = 200
+  steps: int = 40
+  # The shared start is the main job's (2026-11-26): all-MiniLM-L6-v2 as both retriever towers
+  # in its own geometry, no ICT (`ict_steps=0`: the start is the initial towers as they are), so
+  # `ict_continued` is ICT from MiniLM at `ict_learning_rate`. The former start (a tiny retriever
+  # trained by ICT from random weights) is benchmarks/configs/realm_vs_ict_tiny_ict.flags.
+  ict_steps: int = 0
   ict_batch_size: int = 64
-  ict_learning_rate: float = 2e-4
+  ict_learning_rate: float = 2e-5
   reader_warmup_steps: int = 100
   batch_size: int = 4
   num_candidates: int = 4
   learning_rate: float = 1e-5
-  # The retriever every condition starts from is the tiny one trained by ICT (the main job's
-  # retriever is MiniLM, with no ICT), and REALM's retriever settings are the ones the
-  # committed result was measured with (the main job's until 2026-11-26).
-  retriever_preset: str = "tiny"
-  retriever_lr_multiplier: float = 0.1
-  retriever_objective: str = "retrieved"
-  null_bias_learning_rate: float = 0.05
-  refresh_every_steps: int = 12
-  heldout_queries: int = 32
+  retriever_preset: str = "minilm"
+  retriever_init: Optional[str] = "minilm"
+  retriever_lr_multiplier: float = 1.0
+  retriever_objective: str = "helpful"
+  null_bias_learning_rate: float = 0.3
+  refresh_every_steps: int = 20
+  heldout_queries: int = 64
   eval_questions: int = 1000
   conditions: List[str] = dataclasses.field(default_factory=lambda: list(CONDITIONS))
   block_length: int = 128
@@ -131,7 +135,9 @@ HELP = {
     "batch_size": "REALM batch size (masked queries).",
     "num_candidates": "REALM candidates per query (null + retrieved).",
     "learning_rate": "REALM peak learning rate (the main job's).",
-    "retriever_preset": "The shared start's retriever encoder (from random weights, ICT-trained).",
+    "retriever_preset": "The shared start's retriever encoder.",
+    "retriever_init": "The retriever's warm start before the shared ICT steps (empty: random "
+                      "weights).",
     "retriever_lr_multiplier": "REALM's retriever rate / the reader's.",
     "retriever_objective": "REALM's retriever objective outside realm_marginal_objective "
                            "(retrieved|helpful).",
@@ -145,7 +151,8 @@ HELP = {
     "output_name": "Result name: benchmarks/results/<output_name>.json.",
 }
 # The settings the result records (`settings`), in this order.
-SETTINGS = ("articles", "seeds", "steps", "ict_steps", "ict_batch_size", "ict_learning_rate",
+SETTINGS = ("articles", "seeds", "steps", "retriever_preset", "retriever_init", "ict_steps",
+            "ict_batch_size", "ict_learning_rate",
             "reader_warmup_steps", "batch_size", "num_candidates", "learning_rate",
             "refresh_every_steps", "heldout_queries", "eval_questions", "conditions",
             "block_length", "query_length")
@@ -193,10 +200,64 @@ def job_config(config: RealmVsIctConfig, shared_dir: str, squad: str):
       batch_size=config.batch_size, num_train_steps=0, learning_rate=config.learning_rate,
       num_candidates=config.num_candidates, refresh_every_steps=config.refresh_every_steps,
       seed=0, heldout_queries=config.heldout_queries, eval_questions=config.eval_questions,
-      retriever_preset=config.retriever_preset, retriever_init=None,
+      retriever_preset=config.retriever_preset, retriever_init=config.retriever_init,
       retriever_lr_multiplier=config.retriever_lr_multiplier,
       retriever_objective=config.retriever_objective,
       null_bias_learning_rate=config.null_bias_learning_rate)
+
+
+def compute_goals(summary: Dict, s0: Dict) -> Dict[str, Optional[bool]]:
+  """The goals of item 6, one boolean per goal (None where a condition was not run or has one
+  seed), from the per-condition `summary` (means and 95% intervals over seeds) and the shared
+  start's held-out record `s0`; `goal_definitions` in the result says what each means."""
+
+  def ci(name, metric):
+    return (summary.get(name, {}).get(metric) or {}).get("ci95")
+
+  def mean(name, metric):
+    return (summary.get(name, {}).get(metric) or {}).get("mean")
+
+  def beats(a, b, metric):
+    """a's mean above b's and the 95% intervals do not overlap (a.lower > b.upper)."""
+    ca, cb = ci(a, metric), ci(b, metric)
+    return None if ca is None or cb is None else bool(
+        mean(a, metric) > mean(b, metric) and ca[0] > cb[1])
+
+  def at_least(a, b, metric):
+    """a ≥ b beyond the intervals: a's lower bound ≥ b's upper bound."""
+    ca, cb = ci(a, metric), ci(b, metric)
+    return None if ca is None or cb is None else bool(ca[0] >= cb[1])
+
+  def above(a, metric, value):
+    """a's whole 95% interval above a fixed value (e.g. the shared start)."""
+    ca = ci(a, metric)
+    return None if ca is None or value is None else bool(ca[0] > value)
+
+  r5 = "question_recall@5"
+  return {
+      "realm_beats_ict_continued": beats("realm_salient", "ict_continued", r5),
+      "realm_beats_ict_continued_recall@20": beats("realm_salient", "ict_continued",
+                                                   "question_recall@20"),
+      "salient_ge_random_span": at_least("realm_salient", "realm_random_span", r5),
+      "random_span_ge_uniform": at_least("realm_random_span", "realm_random_uniform", r5),
+      "salient_ge_random_span_utility": at_least("realm_salient", "realm_random_span",
+                                                 "heldout_retrieval_utility"),
+      "random_span_ge_uniform_utility": at_least("realm_random_span", "realm_random_uniform",
+                                                 "heldout_retrieval_utility"),
+      "realm_beats_frozen_retriever": beats("realm_salient", "realm_frozen_retriever", r5),
+      "realm_beats_frozen_retriever_utility": beats("realm_salient", "realm_frozen_retriever",
+                                                    "heldout_retrieval_utility"),
+      "realm_beats_ict_continued_utility": beats("realm_salient", "ict_continued",
+                                                 "heldout_retrieval_utility"),
+      "realm_objective_ge_marginal": at_least("realm_salient", "realm_marginal_objective",
+                                              r5),
+      "realm_recall@5_above_start": above("realm_salient", r5, s0.get(r5)),
+      "ict_continued_recall@5_above_start": above("ict_continued", r5, s0.get(r5)),
+      "realm_utility_above_start": above("realm_salient", "heldout_retrieval_utility",
+                                         s0.get("heldout_retrieval_utility")),
+      "realm_utility_positive": above("realm_salient", "heldout_retrieval_utility", 0.0),
+      "realm_recall@5_above_bm25": above("realm_salient", r5, s0.get("bm25_question_recall@5")),
+  }
 
 
 def copy_index(src: str, dst: str) -> None:
@@ -361,50 +422,7 @@ def run(config: RealmVsIctConfig) -> str:
         summary[name][f"{m}_change_from_start"] = interval(
             [r["end"][m] - r["start"][m] for r in per_seed.values()])
 
-  def ci(name, metric):
-    return (summary.get(name, {}).get(metric) or {}).get("ci95")
-
-  def mean(name, metric):
-    return (summary.get(name, {}).get(metric) or {}).get("mean")
-
-  def beats(a, b, metric):
-    """a's mean above b's and the 95% intervals do not overlap (a.lower > b.upper)."""
-    ca, cb = ci(a, metric), ci(b, metric)
-    return None if ca is None or cb is None else bool(
-        mean(a, metric) > mean(b, metric) and ca[0] > cb[1])
-
-  def at_least(a, b, metric):
-    """a ≥ b beyond the intervals: a's lower bound ≥ b's upper bound."""
-    ca, cb = ci(a, metric), ci(b, metric)
-    return None if ca is None or cb is None else bool(ca[0] >= cb[1])
-
-  def above(a, metric, value):
-    """a's whole 95% interval above a fixed value (e.g. the shared start)."""
-    ca = ci(a, metric)
-    return None if ca is None or value is None else bool(ca[0] > value)
-
-  s0 = start["start"]
-  r5 = "question_recall@5"
-  goals = {
-      "realm_beats_ict_continued": beats("realm_salient", "ict_continued", r5),
-      "realm_beats_ict_continued_recall@20": beats("realm_salient", "ict_continued",
-                                                   "question_recall@20"),
-      "salient_ge_random_span": at_least("realm_salient", "realm_random_span", r5),
-      "random_span_ge_uniform": at_least("realm_random_span", "realm_random_uniform", r5),
-      "salient_ge_random_span_utility": at_least("realm_salient", "realm_random_span",
-                                                 "heldout_retrieval_utility"),
-      "random_span_ge_uniform_utility": at_least("realm_random_span", "realm_random_uniform",
-                                                 "heldout_retrieval_utility"),
-      "realm_beats_frozen_retriever": beats("realm_salient", "realm_frozen_retriever", r5),
-      "retrieved_objective_ge_marginal": at_least("realm_salient", "realm_marginal_objective",
-                                                  r5),
-      "realm_recall@5_above_start": above("realm_salient", r5, s0.get(r5)),
-      "ict_continued_recall@5_above_start": above("ict_continued", r5, s0.get(r5)),
-      "realm_utility_above_start": above("realm_salient", "heldout_retrieval_utility",
-                                         s0.get("heldout_retrieval_utility")),
-      "realm_utility_positive": above("realm_salient", "heldout_retrieval_utility", 0.0),
-      "realm_recall@5_above_bm25": above("realm_salient", r5, s0.get("bm25_question_recall@5")),
-  }
+  goals = compute_goals(summary, start["start"])
   goal_definitions = {
       "beats (realm_beats_*)": "mean(A) > mean(B) and the 95% t-intervals over seeds do not "
                                "overlap: lower(A) > upper(B).",
@@ -412,7 +430,10 @@ def run(config: RealmVsIctConfig) -> str:
       "above_start / positive / above_bm25": "the whole 95% interval of A's final value above "
                                              "the shared start's value / 0 / BM25's recall on "
                                              "the same questions.",
-      "metric": "question_recall@5 unless the goal names another; final values (end of run).",
+      "metric": "question_recall@5 unless the goal names another (*_utility: held-out "
+                "retrieval utility); final values (end of run).",
+      "realm_objective_ge_marginal": "realm_salient (--retriever_objective) >= "
+                                     "realm_marginal_objective (the paper's).",
       "null": "a condition of the goal was not run, or has fewer than 2 seeds.",
   }
 
@@ -433,7 +454,8 @@ def run(config: RealmVsIctConfig) -> str:
                                            "retriever_lr_multiplier", "null_bias_learning_rate")},
       "budget": {
           "definition": "Equal optimizer steps after the shared start: every condition runs "
-                        "--steps steps from the same ICT retriever (bundle v1) and the same "
+                        "--steps steps from the same retriever (the shared start's: "
+                        "--retriever_init, then --ict_steps of ICT; bundle v1) and the same "
                         "warmed-up reader, with a fresh optimizer and a schedule over --steps "
                         "(10% linear warm-up, linear decay) at its method's learning rate "
                         "(REALM: --learning_rate, ICT: --ict_learning_rate). A REALM step is "
@@ -453,10 +475,10 @@ def run(config: RealmVsIctConfig) -> str:
                      "training queries), masked with SALIENT-span masking and the evaluation "
                      "seed for every condition (the same sentences for all); retrieval utility "
                      "= log p(y|x) - log p(y|null, x) through the run's final bundle and model.",
-          "start": "The shared start (shared ICT retriever + bundle v1 + shared warmed-up "
+          "start": "The shared start (shared retriever + bundle v1 + shared warmed-up "
                    "reader) measured once by a REALM experiment of 0 steps; it is every REALM "
                    "run's step-0 record and the start of ict_continued.",
-          "ict_continued": "A fresh ICT run warm-started from the shared ICT export (fresh "
+          "ict_continued": "A fresh ICT run warm-started from the shared retriever export (fresh "
                            "optimizer, like every REALM run; its seed sets the data order), a "
                            "bundle built from its export; held-out figures pair that retriever "
                            "and bundle with the shared warmed-up reader (not trained further), "
@@ -467,7 +489,7 @@ def run(config: RealmVsIctConfig) -> str:
                                     "start's.",
           "realm_marginal_objective": "realm_salient with the paper's retriever objective "
                                       "(RealmConfig.retriever_objective='marginal'); "
-                                      "realm_salient uses the main job's ('retrieved').",
+                                      f"realm_salient uses {config.retriever_objective!r}.",
           "interval": "95% t-interval over seeds: mean +- t(0.975, n-1) * sd / sqrt(n).",
       },
       "data": data,

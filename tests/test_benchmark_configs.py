@@ -88,18 +88,44 @@ def test_realm_vs_ict_config_from_flags():
       output_name="realm_vs_ict_smoke")
 
 
-def test_realm_vs_ict_defaults_are_the_documented_ones():
+def _committed(name):
+  with open(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results",
+                         f"{name}.json")) as f:
+    return json.load(f)
+
+
+def test_realm_vs_ict_defaults_are_the_main_jobs_start():
+  from realm_tf.stages.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
   config = realm_vs_ict_bench.RealmVsIctConfig()
   assert config.seeds == ["0", "1", "2"]  # strings, as the results' `settings` record them
   assert config.conditions == list(realm_vs_ict_bench.CONDITIONS)
-  assert (config.steps, config.ict_steps, config.articles) == (24, 200, 8)
-  # The REALM retriever settings are the committed result's (not the main job's since 2026-11-26).
-  with open(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results",
-                         "realm_vs_ict.json")) as f:
-    job = json.load(f)["job"]
+  # Every condition starts where the main job starts: its retriever and REALM's settings.
+  main = PretrainJobConfig()
+  for field in ("retriever_preset", "retriever_init", "ict_steps", "learning_rate",
+                "retriever_lr_multiplier", "retriever_objective", "null_bias_learning_rate",
+                "block_length", "query_length", "batch_size"):
+    assert getattr(config, field) == getattr(main, field), field
+  # The committed result was measured with these defaults.
+  committed = _committed("realm_vs_ict")
+  for field in ("retriever_preset", "retriever_lr_multiplier", "retriever_objective",
+                "null_bias_learning_rate"):
+    assert committed["job"][field] == getattr(config, field), field
+  assert committed["settings"] == json.loads(json.dumps(
+      {k: getattr(config, k) for k in realm_vs_ict_bench.SETTINGS}))
+
+
+def test_realm_vs_ict_tiny_ict_flagfile_is_its_committed_result():
+  path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "configs",
+                      "realm_vs_ict_tiny_ict.flags")
+  config = _parse(realm_vs_ict_bench, f"--flagfile={path}")
+  assert config.retriever_init is None  # the empty flag: random weights, then ICT
+  committed = _committed("realm_vs_ict_tiny_ict")
   for field in ("retriever_preset", "retriever_lr_multiplier", "retriever_objective"):
-    assert getattr(config, field) == job[field], field
-  assert config.null_bias_learning_rate == 0.05
+    assert committed["job"][field] == getattr(config, field), field
+  assert config.null_bias_learning_rate == 0.05  # (the result predates recording it)
+  for field, value in committed["settings"].items():
+    assert json.loads(json.dumps(getattr(config, field))) == value, field
+  assert config.output_name == "realm_vs_ict_tiny_ict"
 
 
 def test_openqa_quality_config_from_flags():
