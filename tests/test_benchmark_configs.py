@@ -103,7 +103,7 @@ def test_realm_vs_ict_defaults_are_the_main_jobs_start():
   main = PretrainJobConfig()
   for field in ("retriever_preset", "retriever_init", "ict_steps", "learning_rate",
                 "retriever_lr_multiplier", "retriever_objective", "null_bias_learning_rate",
-                "block_length", "query_length", "batch_size"):
+                "block_length", "query_length", "batch_size", "num_candidates"):
     assert getattr(config, field) == getattr(main, field), field
   # The committed result was measured with these defaults.
   committed = _committed("realm_vs_ict")

@@ -72,4 +72,5 @@ def test_tiny_ict_flags_unset_the_pretrained_retriever():
   assert dataclasses.replace(config, retriever_preset="minilm", retriever_init="minilm",
                              ict_steps=0, retriever_objective="helpful",
                              retriever_lr_multiplier=1.0,
-                             null_bias_learning_rate=0.3) == PretrainJobConfig()
+                             null_bias_learning_rate=0.3, reader_warmup_steps=300,
+                             num_candidates=4) == PretrainJobConfig()
