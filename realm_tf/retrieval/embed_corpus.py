@@ -159,6 +159,10 @@ def _packed_dataset(paths: List[str], embedder: LoadedEmbedder, global_batch: in
   ds = ds.flat_map(shard_batches)
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+  # Nothing here is autotuned (fixed prefetch, sequential maps), and with tf.data's autotuning
+  # on, the end of the pipeline (or its deletion) waited 39-40 s in 6 of 21 passes over the
+  # main job's 3,867 blocks while the MiniLM tower ran (0 of 12 with it off; docs/LEARNING.md).
+  options.autotune.enabled = False
   return ds.with_options(options).prefetch(2)
 
 
