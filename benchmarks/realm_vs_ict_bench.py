@@ -58,16 +58,12 @@ Sky_(United_Kingdom): 887 questions); the benchmark refuses a subset without one
   python -m benchmarks.realm_vs_ict_bench \
       --flagfile=benchmarks/configs/realm_vs_ict_tiny_ict.flags        # the former start, ≈ 57 min
 
-Time, from the committed run (2026-11-26, idle 2-core machine, 2,481 s in all): the shared start
-114 s (corpus, annotations, 100 reader warm-up steps at ≈ 19 examples/s) and its measurement
-17 s; a refreshed REALM run (40 steps of 4 queries x 4 candidates at ≈ 2.2 s, 2 refreshes of the
-758 blocks with their held-out evaluations) 124-155 s; a frozen-retriever run 68 s; an
-ICT-continued run (40 MiniLM ICT steps of 64 pairs, a bundle, a measurement) 160 s.
+Time (committed run, idle 2 cores, 2,481 s): shared start 131 s; a refreshed REALM run
+124-155 s; a frozen-retriever run 68 s; an ICT-continued run 160 s (per-run wall times in the JSON).
 
-Writes benchmarks/results/<--output_name>.json (default realm_vs_ict.json). Re-running with the
-same --work_dir skips (or resumes) every stage already done.
-Its settings are a `RealmVsIctConfig` (one flag per field, same name); `run(config)` does the
-work.
+Writes benchmarks/results/<--output_name>.json (default realm_vs_ict.json); re-running with the
+same --work_dir skips (or resumes) every finished stage. Settings: `RealmVsIctConfig` (one flag
+per field); `run(config)` does the work.
 """
 import dataclasses
 import gc
@@ -158,19 +154,11 @@ SETTINGS = ("articles", "seeds", "steps", "retriever_preset", "retriever_init", 
             "block_length", "query_length")
 
 
-# t(0.975, df) for df = 1..30 (fallback when scipy is absent).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
 def t975(df: int) -> float:
-  """The 0.975 quantile of Student's t with `df` degrees of freedom."""
-  try:
-    from scipy import stats  # pylint: disable=g-import-not-at-top
-    return float(stats.t.ppf(0.975, df))
-  except ImportError:
-    return _T975[df - 1] if df <= len(_T975) else 1.96
+  """The 0.975 quantile of Student's t with `df` degrees of freedom (scipy comes with
+  tf-models-official)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  return float(stats.t.ppf(0.975, df))
 
 
 def interval(values: List[float]) -> Dict:

@@ -9,7 +9,10 @@
 #   3. EM on the first SQuAD-open dev questions (articles fine-tuning never saw), dense retrieval
 #      and BM25 with the same reader;
 #   4. the SavedModel export in TF Serving's layout, served by our TF-Serving-protocol gRPC server
-#      on loopback, answering a dev question through the client.
+#      on loopback: a dev question through the client (answer and evidence), then one batched
+#      request with the first question of each SQuAD-open dev article (a fixed rule, not picked
+#      by outcome), each marked right or wrong against SQuAD's answers, with the rank of its gold
+#      paragraph among the evidence.
 # Every stage resumes from its outputs in $WORK_DIR when re-run.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
@@ -54,6 +57,34 @@ echo "== 4/4 Export and serve over gRPC"
 import subprocess, sys
 from serving.subprocess_server import ServerProcess
 work, port, question = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+
+def ask_dev_articles(server):
+  """The first question of every SQuAD-open dev article, in one gRPC request, judged by EM."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from realm_tf.data.documents import Document, default_corpus_path, read_documents
+  from realm_tf.data.squad_open import first_question_per_article
+  from realm_tf.openqa.metrics import exact_match
+  from serving.client import PredictClient
+  qs = first_question_per_article("dev")
+  contexts = {d.doc_id: " ".join(d.text.split()) for d in read_documents(default_corpus_path())
+              if isinstance(d, Document)}
+  with PredictClient(server, "realm_openqa") as client:
+    out = client.predict({"questions": np.array([q.question.encode() for q in qs], object)})
+  right = 0
+  print(f"The first question of each of the {len(qs)} dev articles, one batched request:")
+  for i, q in enumerate(qs):
+    answer = out["answers"][i][0].decode()
+    texts = [" ".join(t.decode().split()) for t in out["evidence_texts"][i]]
+    rank = next((r + 1 for r, t in enumerate(texts) if t and t in contexts[q.doc_id]), None)
+    gold = next((a for a in q.answers if exact_match(answer, [a])), q.answers[0])
+    ok = exact_match(answer, [gold])
+    right += ok
+    print(f"  {'right' if ok else 'WRONG'}  {q.question.strip()} -> {answer!r} "
+          f"(p={out['probabilities'][i][0]:.2f}; gold {gold[:60]!r}; gold paragraph "
+          + (f"evidence [{rank}])" if rank else "not in the evidence)"))
+  print(f"{right} of {len(qs)} right (exact match).")
+
 server = ServerProcess([sys.executable, "-m", "serving.server", f"--port={port}",
                         "--model_name=realm_openqa",
                         f"--model_base_path={work}/serving/realm_openqa"],
@@ -62,6 +93,7 @@ try:
   server.wait_ready(["realm_openqa"], timeout=300)
   subprocess.run([sys.executable, "-m", "serving.client", f"--server=localhost:{port}",
                   "--model_name=realm_openqa", question], check=True)
+  ask_dev_articles(f"localhost:{port}")
 finally:
   server.stop()
 PYEOF

@@ -55,3 +55,13 @@ def load_squad_questions(path: Optional[str] = None, limit: Optional[int] = None
         if limit and len(out) >= limit:
           return out
   return out
+
+
+def first_question_per_article(split: str = "dev", path: Optional[str] = None
+                               ) -> List[SquadQuestion]:
+  """The first question of every article of `split`, in file order: a fixed sample whose
+  choice does not depend on how any model answers it (`make demo` asks these)."""
+  first = {}
+  for q in load_squad_questions(path, split=split):
+    first.setdefault(q.doc_id.split("#")[0], q)
+  return list(first.values())
