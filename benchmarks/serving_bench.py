@@ -80,6 +80,10 @@ QUESTIONS = [
 ]
 
 
+# Consecutive calls of one kind in the batch-1 latency comparison (`paired_overhead`).
+BLOCK = 10
+
+
 def _timed(fn):
   """Seconds one call of `fn` takes."""
   start = time.perf_counter()
@@ -100,16 +104,45 @@ def _servicer(base_path: str, model_name: str):
   return server
 
 
+def _echo_server(ports, reply: bytes, max_workers: int) -> None:
+  """A bare gRPC server (child process) whose one method answers every call with `reply`: no
+  proto parsing, no model, the same thread-pool hand-off as the model server."""
+  import grpc  # pylint: disable=g-import-not-at-top
+  from concurrent import futures  # pylint: disable=g-import-not-at-top
+  handler = grpc.method_handlers_generic_handler(
+      "bench.Echo", {"Call": grpc.unary_unary_rpc_method_handler(lambda request, context: reply)})
+  server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+  server.add_generic_rpc_handlers((handler,))
+  ports.put(server.add_insecure_port("127.0.0.1:0"))
+  server.start()
+  server.wait_for_termination()
+
+
+def start_echo_server(reply: bytes):
+  """Starts `_echo_server` in a spawned process; returns (process, port)."""
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  from serving import server as server_lib  # pylint: disable=g-import-not-at-top
+  ctx = multiprocessing.get_context("spawn")
+  ports = ctx.Queue()
+  process = ctx.Process(target=_echo_server, daemon=True,
+                        args=(ports, reply, server_lib.ServerOptions.grpc_max_workers))
+  process.start()
+  return process, ports.get(timeout=120)
+
+
 def paired_overhead(path: str, input_name: str, address: str, model_name: str,
                     calls: int) -> dict:
   """Batch-1 latency of the in-process SavedModel call, of the server's Predict handler called
   in-process, and of the same request over gRPC.
 
-  Calls alternate (in-process, handler, gRPC, in-process, ...) so that all three see the same
-  background load of this shared machine; overhead = gRPC p50 / in-process p50 - 1, split into
+  Calls alternate in short blocks (in-process, handler, gRPC, echo, in-process, ...) so that all
+  see the same background load of this shared machine; overhead = gRPC p50 / in-process p50 - 1, split into
   the handler's share (validation, proto <-> numpy) and transport's (gRPC, serialization, the
-  server's thread hand-offs, the client stub).
+  server's thread hand-offs, the client stub). A fourth call in each round goes to a bare gRPC
+  echo server answering with the same response bytes: the floor that Python gRPC itself sets
+  on loopback, whatever the handler does.
   """
+  import grpc  # pylint: disable=g-import-not-at-top
   fn = tf.saved_model.load(path).signatures["serving_default"]
   local_inputs = [tf.constant([q]) for q in QUESTIONS]
   server = _servicer(os.path.dirname(path), model_name)
@@ -118,27 +151,38 @@ def paired_overhead(path: str, input_name: str, address: str, model_name: str,
     requests = [c.build_request({input_name: np.array([q.encode()], dtype=object)})
                 for q in QUESTIONS]
     stub = c._predict  # pylint: disable=protected-access
-    local, handler, remote = [], [], []
-    for i in range(calls + 10):
-      j = i % len(QUESTIONS)
-      t_local = _timed(lambda: {k: v.numpy() for k, v in  # pylint: disable=cell-var-from-loop
-                                fn(**{input_name: local_inputs[j]}).items()})
-      # pylint: disable-next=cell-var-from-loop
-      t_handler = _timed(lambda: servicer.predict(requests[j]))
-      # pylint: disable-next=cell-var-from-loop
-      t_remote = _timed(lambda: stub.Predict(requests[j], timeout=60))
-      if i >= 10:
-        local.append(t_local)
-        handler.append(t_handler)
-        remote.append(t_remote)
+    echo_process, echo_port = start_echo_server(
+        servicer.predict(requests[0]).SerializeToString())
+    echo_channel = grpc.insecure_channel(f"127.0.0.1:{echo_port}")
+    echo = echo_channel.unary_unary("/bench.Echo/Call")
+    payload = requests[0].SerializeToString()
+    local, handler, remote, floor = [], [], [], []
+    kinds = (
+        (local, lambda j: {k: v.numpy() for k, v in fn(**{input_name: local_inputs[j]}).items()}),
+        (handler, lambda j: servicer.predict(requests[j])),
+        (remote, lambda j: stub.Predict(requests[j], timeout=60)),
+        (floor, lambda j: echo(payload, timeout=60)))
+    # Blocks of BLOCK calls of one kind, the kinds alternating: each block's first call is not
+    # kept, as it meets the previous kind's threads still spinning on the 2 cores.
+    for r in range(1 + -(-calls // (BLOCK - 1))):
+      for times, call in kinds:
+        for i in range(BLOCK):
+          t = _timed(lambda: call((r * BLOCK + i) % len(QUESTIONS)))  # pylint: disable=cell-var-from-loop
+          if r and i:
+            times.append(t)
+    echo_channel.close()
+    echo_process.terminate()
+    echo_process.join()
   server.stop(0)
   p50 = {name: common.percentile_ms(values, 50)
          for name, values in (("in_process", local), ("handler", handler), ("grpc", remote))}
-  result = {"calls": calls,
+  result = {"calls": len(local), "block": BLOCK,
             "in_process": {"p50_ms": p50["in_process"], "p99_ms": common.percentile_ms(local, 99)},
             "handler_in_process": {"p50_ms": p50["handler"],
                                    "p99_ms": common.percentile_ms(handler, 99)},
-            "grpc": {"p50_ms": p50["grpc"], "p99_ms": common.percentile_ms(remote, 99)}}
+            "grpc": {"p50_ms": p50["grpc"], "p99_ms": common.percentile_ms(remote, 99)},
+            "grpc_echo_floor": {"p50_ms": common.percentile_ms(floor, 50),
+                                "p99_ms": common.percentile_ms(floor, 99)}}
   # How much the model itself gains from batching: in-process rows/s at batch 32 over batch 1.
   big = tf.constant([QUESTIONS[i % len(QUESTIONS)] for i in range(32)])
   t1, t32 = [], []
@@ -152,7 +196,10 @@ def paired_overhead(path: str, input_name: str, address: str, model_name: str,
   # Where the overhead goes (p50 differences; they need not add up exactly).
   result["overhead_breakdown_ms"] = {
       "handler": p50["handler"] - p50["in_process"],
-      "transport": p50["grpc"] - p50["handler"]}
+      "transport": p50["grpc"] - p50["handler"],
+      "of_which_python_grpc_floor": result["grpc_echo_floor"]["p50_ms"]}
+  # The smallest overhead a Python gRPC server can show here, as a share of this model's call.
+  result["overhead_floor"] = result["grpc_echo_floor"]["p50_ms"] / p50["in_process"]
   return result
 
 
@@ -256,6 +303,7 @@ def run(config: ServingBenchConfig) -> str:
           "grpc_overhead_batch1": overhead,
           "grpc_overhead_batch1_goal": 0.20,
           "grpc_overhead_batch1_met": overhead <= 0.20,
+          "grpc_overhead_floor_batch1": in_process["overhead_floor"],
           f"batching_qps_gain_{top}_clients": gain,
           "batching_qps_gain_goal": 3.0,
           "batching_qps_gain_met": gain >= 3.0,
@@ -265,11 +313,17 @@ def run(config: ServingBenchConfig) -> str:
           "Server, clients and model share this machine's cores (and, here, other jobs: see the",
           "load averages), so QPS is a lower bound for a dedicated server.",
           "gRPC overhead = p50 of batch-1 Predict calls (no batching) / p50 of in-process calls",
-          "of the same signature - 1, calls interleaved so both see the same background load.",
+          "of the same signature - 1, calls in alternating blocks of 10 (the first of each block",
+          "not kept) so both see the same background load.",
           "overhead_breakdown_ms splits it: handler = the server's Predict handler called in",
           "this process (validation, proto <-> numpy, response building) minus the bare",
           "signature call; transport = the gRPC call minus the handler (client stub,",
           "serialization, loopback, the server's thread hand-offs).",
+          "grpc_echo_floor: the same request bytes to a bare gRPC server in its own process",
+          "that answers with the same response bytes (no parsing, no model), interleaved with",
+          "the other calls: Python gRPC's own round trip on loopback; overhead_floor = that",
+          "floor / the in-process p50, the least overhead any Python handler could show with",
+          "this model.",
           "model_batch32_rows_per_s_gain = in-process rows/s at batch 32 over batch 1",
           "(sequential calls): what the model itself gains from bigger batches; the served gain",
           "can exceed it because without batching 32 concurrent calls contend for the cores."]),
