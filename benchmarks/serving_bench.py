@@ -135,12 +135,12 @@ def paired_overhead(path: str, input_name: str, address: str, model_name: str,
   """Batch-1 latency of the in-process SavedModel call, of the server's Predict handler called
   in-process, and of the same request over gRPC.
 
-  Calls alternate in short blocks (in-process, handler, gRPC, echo, in-process, ...) so that all
-  see the same background load of this shared machine; overhead = gRPC p50 / in-process p50 - 1, split into
-  the handler's share (validation, proto <-> numpy) and transport's (gRPC, serialization, the
-  server's thread hand-offs, the client stub). A fourth call in each round goes to a bare gRPC
-  echo server answering with the same response bytes: the floor that Python gRPC itself sets
-  on loopback, whatever the handler does.
+  Calls alternate in short blocks (in-process, handler, gRPC, echo, in-process, ...) so that
+  all see the same background load of this shared machine; overhead = gRPC p50 / in-process
+  p50 - 1, split into the handler's share (validation, proto <-> numpy) and transport's (gRPC,
+  serialization, the server's thread hand-offs, the client stub). The fourth kind of call goes
+  to a bare gRPC echo server answering with the same response bytes: the floor that Python
+  gRPC itself sets on loopback, whatever the handler does.
   """
   import grpc  # pylint: disable=g-import-not-at-top
   fn = tf.saved_model.load(path).signatures["serving_default"]
@@ -167,7 +167,8 @@ def paired_overhead(path: str, input_name: str, address: str, model_name: str,
     for r in range(1 + -(-calls // (BLOCK - 1))):
       for times, call in kinds:
         for i in range(BLOCK):
-          t = _timed(lambda: call((r * BLOCK + i) % len(QUESTIONS)))  # pylint: disable=cell-var-from-loop
+          j = (r * BLOCK + i) % len(QUESTIONS)
+          t = _timed(lambda: call(j))  # pylint: disable=cell-var-from-loop
           if r and i:
             times.append(t)
     echo_channel.close()
