@@ -7,12 +7,16 @@ field); `run(config)` does the work.
   python -m benchmarks.run_all                        # the speed benchmarks (10 min here on 2026-11-26)
   python -m benchmarks.run_all --quality              # also the learning / answer-quality ones
   python -m benchmarks.run_all --only=mips_bench,serving_bench
+
+Below `-v 1` the benchmarks run with TensorFlow's and gRPC's C++ notices off (CUDA probing,
+CPU-feature lines), as the CLIs do; `-v 1` brings them back.
 """
 import dataclasses
+import os
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from absl import app, logging
 
@@ -45,13 +49,25 @@ def benchmark_names(config: RunAllConfig) -> List[str]:
   return names
 
 
-def run_all(names) -> int:
+def child_environment(verbosity: int) -> Dict[str, str]:
+  """The benchmarks' environment: below verbosity 1, TensorFlow's and gRPC's C++ notices off, as
+  the CLIs have them (`realm_tf.launch.cli.QUIET_ENV`; a value already set is kept)."""
+  from realm_tf.launch import cli  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ)
+  if verbosity < 1:
+    for name, value in cli.QUIET_ENV.items():
+      env.setdefault(name, value)
+  return env
+
+
+def run_all(names, verbosity: int = 0) -> int:
   """Runs `python -m benchmarks.<name>` for each name in turn; returns how many failed."""
   failed = []
+  env = child_environment(verbosity)
   for i, name in enumerate(names, 1):
     logging.info("[bench] %d/%d %s", i, len(names), name)
     t0 = time.time()
-    rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}"])
+    rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}"], env=env)
     logging.info("[bench] %s: exit %d after %.0f s", name, rc, time.time() - t0)
     if rc:
       failed.append(name)
@@ -63,7 +79,7 @@ def run_all(names) -> int:
 def run(config: RunAllConfig) -> int:
   """Runs the benchmarks `config` selects, each in its own process at its default settings
   (each writes its own result); returns how many failed."""
-  return run_all(benchmark_names(config))
+  return run_all(benchmark_names(config), logging.get_verbosity())
 
 
 if __name__ == "__main__":

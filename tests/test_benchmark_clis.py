@@ -29,3 +29,16 @@ def test_importing_the_benchmarks_defines_no_flags():
 def test_a_benchmark_defines_its_flags_when_run(name, flag):
   proc = testing.run_cli(f"benchmarks.{name}", "--helpshort")
   assert flag in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+
+
+def test_make_bench_runs_the_benchmarks_quiet_unless_verbose(monkeypatch):
+  from benchmarks import run_all  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+  monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+  quiet = run_all.child_environment(0)
+  assert (quiet["TF_CPP_MIN_LOG_LEVEL"], quiet["GRPC_VERBOSITY"]) == ("3", "NONE")
+  loud = run_all.child_environment(1)
+  assert "TF_CPP_MIN_LOG_LEVEL" not in loud and "GRPC_VERBOSITY" not in loud
+  # A level the user set is theirs.
+  monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
+  assert run_all.child_environment(0)["TF_CPP_MIN_LOG_LEVEL"] == "1"
