@@ -77,8 +77,8 @@ def ask_dev_articles(server):
     answer = out["answers"][i][0].decode()
     texts = [" ".join(t.decode().split()) for t in out["evidence_texts"][i]]
     rank = next((r + 1 for r, t in enumerate(texts) if t and t in contexts[q.doc_id]), None)
-    gold = next((a for a in q.answers if exact_match(answer, [a])), q.answers[0])
-    ok = exact_match(answer, [gold])
+    matched = [a for a in q.answers if exact_match(answer, [a])]
+    ok, gold = bool(matched), (matched or q.answers)[0]
     right += ok
     print(f"  {'right' if ok else 'WRONG'}  {q.question.strip()} -> {answer!r} "
           f"(p={out['probabilities'][i][0]:.2f}; gold {gold[:60]!r}; gold paragraph "
