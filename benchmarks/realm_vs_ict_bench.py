@@ -122,7 +122,7 @@ class RealmVsIctConfig:
 HELP = {
     "work_dir": "Where the shared start and every run go.",
     "articles": "First SQuAD v1.1 dev articles forming the corpus.",
-    "seeds": "Seeds of the conditions (data order, masking).",
+    "seeds": "Seeds of the conditions (data order, masking, model initialisation, dropout).",
     "steps": "Optimizer steps of every condition after the shared start.",
     "ict_steps": "Shared ICT warm-start steps.",
     "ict_batch_size": "ICT batch size (shared warm start and ict_continued).",

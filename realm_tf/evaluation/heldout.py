@@ -35,6 +35,8 @@ from realm_tf.text.packing import QUERY_LENGTH
 
 # The record's key for every held-out sentence's utility (a list, in a fixed sentence order).
 PER_QUERY_UTILITY = "heldout_retrieval_utility_per_query"
+# The record's key for every question's recall@5 hit (0/1 list, in a fixed question order).
+PER_QUESTION_HIT = "question_hit@5_per_question"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,23 @@ def paired_change(start: Dict, end: Dict) -> Optional[Dict[str, float]]:
   return {"mean": float(diff.mean()),
           "paired_stderr": float(diff.std(ddof=1) / np.sqrt(len(diff))),
           "sentences": len(diff)}
+
+
+def paired_recall_change(start: Dict, end: Dict) -> Optional[Dict[str, float]]:
+  """Question recall@5 from `start` to `end`, two records over the same questions: how many
+  questions gained a gold block in the top 5, how many lost it, and the two-sided exact sign test
+  of gained against lost (the p-value of a difference at least this large if the retriever's
+  change moved questions in and out at random). None when either record lacks the per-question
+  hits (or they measured different questions)."""
+  a, b = start.get(PER_QUESTION_HIT), end.get(PER_QUESTION_HIT)
+  if not a or not b or len(a) != len(b):
+    return None
+  a, b = np.asarray(a, bool), np.asarray(b, bool)
+  gained, lost = int(np.sum(b & ~a)), int(np.sum(a & ~b))
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  p = stats.binomtest(gained, gained + lost, 0.5).pvalue if gained + lost else 1.0
+  return {"questions": len(a), "gained": gained, "lost": lost,
+          "change": (gained - lost) / len(a), "sign_test_p": float(p)}
 
 
 def scalar_figures(figures: Dict) -> Dict[str, float]:
@@ -191,7 +210,9 @@ class HeldOutEvaluator:
     rows = recall_lib.top_k_rows(q, np.asarray(bundle.embeddings, np.float32),
                                  min(20, int(bundle.num_rows)))
     ids = np.asarray(bundle.block_ids)[rows]
-    return {"question_recall@5": recall_lib.recall_at_k(ids[:, :5], self.gold),
+    hits = recall_lib.query_hits(ids[:, :5], self.gold)
+    return {"question_recall@5": float(np.mean(hits)),
+            PER_QUESTION_HIT: [int(h) for h in hits],
             "question_recall@20": recall_lib.recall_at_k(ids, self.gold),
             "question_hub_share@5": recall_lib.hub_share(ids[:, :5])}
 

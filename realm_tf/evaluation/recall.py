@@ -27,9 +27,14 @@ def top_k_rows(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, k: int)
   return np.take_along_axis(part, order, axis=1)
 
 
+def query_hits(retrieved_block_ids: np.ndarray, gold: Sequence[set]) -> List[bool]:
+  """Per query: whether a gold block is among its retrieved ids."""
+  return [bool(set(row.tolist()) & g) for row, g in zip(retrieved_block_ids, gold)]
+
+
 def recall_at_k(retrieved_block_ids: np.ndarray, gold: Sequence[set]) -> float:
   """Share of queries with at least one gold block among their retrieved ids."""
-  hits = [bool(set(row.tolist()) & g) for row, g in zip(retrieved_block_ids, gold)]
+  hits = query_hits(retrieved_block_ids, gold)
   return float(np.mean(hits)) if hits else 0.0
 
 

@@ -26,7 +26,7 @@ HELP = {
     "learning_rate": "Peak learning rate (AdamW, linear warm-up/decay).",
     "warmup_steps": "Warm-up steps (default 10% of the run).",
     "remove_sentence_rate": "How often the query sentence is cut from its block.",
-    "seed": "Seed of query-sentence sampling.",
+    "seed": "Seed of query-sentence sampling, model initialisation and dropout.",
     "heldout_fraction": "Share of blocks never used as ICT queries.",
     "checkpoint_every": "Steps between checkpoints.",
     # RetrieverConfig

@@ -80,7 +80,8 @@ HELP = {
     "refresh_every_steps": "Steps between index refreshes (and held-out evaluations).",
     "export_every_steps": "Steps between embedder exports (default: refresh_every_steps).",
     "checkpoint_every": "Steps between checkpoints.",
-    "seed": "Seed of data order, masking and ICT sampling.",
+    "seed": "Seed of data order, masking, ICT sampling, model initialisation and dropout (a "
+            "run with one seed repeats on one machine).",
     "data_service": "grpc://dispatcher:port of a tf.data service running masking + query "
                     "embedding + search (start it with python -m "
                     "realm_tf.launch.data_service_worker; the index must be on shared storage).",

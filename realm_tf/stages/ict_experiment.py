@@ -3,6 +3,7 @@ import dataclasses
 from typing import Dict, Optional
 
 import tensorflow as tf
+import tf_keras
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import ict as ict_lib
@@ -80,6 +81,8 @@ def _train(job: IctJobConfig, strategy: tf.distribute.Strategy) -> Dict:
   """Trains (or resumes) ICT and exports the embedder; returns scalars + export path."""
   config, model_dir = job.ict, job.model_dir
   check_or_write_config(model_dir, config.to_dict())
+  # Model initialisation and dropout follow the stage's seed, so a run with the same seed repeats.
+  tf_keras.utils.set_random_seed(config.seed)
   tokenizer = RealmTokenizer()
   with strategy.scope():
     retriever = Retriever(config.retriever, name="retriever")

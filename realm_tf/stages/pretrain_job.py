@@ -218,6 +218,9 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
     change = heldout_lib.paired_change(log[0], log[-1])
     if change is not None:
       summary["heldout_utility_change"] = change
+    recall_change = heldout_lib.paired_recall_change(log[0], log[-1])
+    if recall_change is not None:
+      summary["question_recall_change"] = recall_change
     scalars_log = [heldout_lib.scalar_figures(r) for r in log]  # per-sentence lists: heldout.jsonl
     summary["heldout_start"], summary["heldout_end"] = scalars_log[0], scalars_log[-1]
     summary["heldout"] = scalars_log
@@ -328,6 +331,12 @@ def format_summary(summary: Dict) -> str:
     lines.append(f"Held-out utility change, sentence by sentence over the same "
                  f"{change['sentences']}: {change['mean']:+.4f} ± {change['paired_stderr']:.4f} "
                  "(standard error)")
+  moved = summary.get("question_recall_change")
+  if moved:
+    lines.append(f"Question recall@5 change, question by question over the same "
+                 f"{moved['questions']}: {moved['gained']} gained, {moved['lost']} lost "
+                 f"(net {moved['gained'] - moved['lost']:+d}; two-sided sign test "
+                 f"p={moved['sign_test_p']:.2f})")
   t = summary.get("train") or {}
   if any(k in t for k in ("loss", "retrieval_utility")):  # a resumed, finished run has none
     lines.append("Last training step: " + ", ".join(

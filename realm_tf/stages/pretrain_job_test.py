@@ -107,3 +107,27 @@ def test_a_null_bias_rate_turns_the_models_null_bias_on(rate):
       null_bias_learning_rate=rate))
   assert pretrain.null_bias_learning_rate == rate
   assert pretrain.model.null_score_bias == (rate > 0)
+
+
+def test_paired_recall_change_counts_questions_moved_and_their_sign_test():
+  # 14 questions: 3 stay hits, 3 gained (0 → 1), 8 lost (1 → 0).
+  before = [1, 1, 1] + [0, 0, 0] + [1] * 8
+  after = [1, 1, 1] + [1, 1, 1] + [0] * 8
+  start = dict(START, **{"question_hit@5_per_question": before})
+  end = _end(**{"question_hit@5_per_question": after})
+  moved = pretrain_job.heldout_lib.paired_recall_change(start, end)
+  # Sign test: 3 of 11 moved questions went up; two-sided p = 2 * P(X <= 3), X ~ Bin(11, 1/2)
+  # = 2 * (1 + 11 + 55 + 165) / 2048.
+  assert (moved["questions"], moved["gained"], moved["lost"]) == (14, 3, 8)
+  assert abs(moved["change"] - (3 - 8) / 14) < 1e-12
+  assert abs(moved["sign_test_p"] - 2 * 232 / 2048) < 1e-12
+  # Nothing moved: p = 1. Different question lists or an older record: no comparison.
+  assert pretrain_job.heldout_lib.paired_recall_change(start, start)["sign_test_p"] == 1.0
+  assert pretrain_job.heldout_lib.paired_recall_change(
+      start, _end(**{"question_hit@5_per_question": after[:-1]})) is None
+  assert pretrain_job.heldout_lib.paired_recall_change(START, end) is None
+  line = [x for x in pretrain_job.format_summary({"question_recall_change": moved}).splitlines()
+          if x.startswith("Question recall@5 change")]
+  assert line == ["Question recall@5 change, question by question over the same 14: 3 gained, "
+                  "8 lost (net -5; two-sided sign test p=0.23)"]
+  assert "question_hit@5_per_question" not in pretrain_job.heldout_lib.scalar_figures(end)

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Dict, Optional, Union
 
 import tensorflow as tf
+import tf_keras
 from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
@@ -139,6 +140,8 @@ def run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] =
     raise ValueError("Reader warm-up evidence 'span_match' needs the corpus's annotations_dir.")
   strategy = strategy or tf.distribute.get_strategy()
   check_or_write_config(model_dir, config.to_dict())
+  # Model initialisation and dropout follow the stage's seed, so a run with the same seed repeats.
+  tf_keras.utils.set_random_seed(config.seed)
   tokenizer = RealmTokenizer()
   with strategy.scope():
     model = KnowledgeAugmentedEncoder(config.knowledge_encoder, seq_length=config.seq_length,

@@ -11,6 +11,7 @@ import os
 from typing import Dict, List, Optional
 
 import tensorflow as tf
+import tf_keras
 from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
@@ -152,6 +153,8 @@ class RealmExperiment:
         self.strategy.num_replicas_in_sync,
         num_candidates=m.num_candidates, query_seq_length=m.query_seq_length,
         doc_seq_length=m.doc_seq_length, joint_seq_length=m.joint_seq_length)
+    # Model initialisation and dropout follow the seed, so a run with the same seed repeats.
+    tf_keras.utils.set_random_seed(config.seed)
     with self.strategy.scope():
       self.model = RealmPretrainer(m)
       self.model.build_all()
