@@ -43,7 +43,7 @@ HELP = {
     "num_train_steps": "Training steps.",
     "learning_rate": "Peak learning rate.",
     "warmup_steps": "Warm-up steps (default 10% of the run).",
-    "seed": "Seed of shuffling, model initialisation and dropout (a run with one seed repeats).",
+    "seed": "Seed of shuffling, model initialisation and dropout.",
     "checkpoint_every": "Steps between checkpoints.",
     "log_every": "Steps between progress lines.",
     "max_train_examples": "Use only the first N training questions.",
