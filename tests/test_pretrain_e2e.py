@@ -152,18 +152,22 @@ def test_ict_launcher_trains_exports_and_publishes_the_first_bundle(work, tmp_pa
   assert missing in proc.stderr and "error:" in proc.stderr
 
 
-def test_main_job_runs_every_stage_and_writes_its_figures(work, tmp_path):
-  """`pretrain_job.run` (what `python -m realm_tf.launch.pretrain` calls) through ICT, the
-  reader warm-up, REALM with inline refresh and the held-out figures, at toy size."""
+def _toy_job(work, work_dir: str, **overrides) -> pretrain_job.PretrainJobConfig:
+  """The main job at toy size on the module's corpus and annotations."""
   dirs, _, _ = work
-  config = pretrain_job.PretrainJobConfig(
-      work_dir=str(tmp_path), inputs=["unused: the corpus exists"], corpus_dir=dirs["corpus"],
+  return pretrain_job.PretrainJobConfig(
+      work_dir=work_dir, inputs=["unused: the corpus exists"], corpus_dir=dirs["corpus"],
       annotations_dir=dirs["annotations"], block_length=288, retriever_preset="tiny",
       retriever_init=None, ict_steps=2, ict_batch_size=4, reader_preset="tiny", reader_init=None,
       reader_warmup_steps=2, reader_warmup_batch_size=2, batch_size=2, num_train_steps=2,
-      refresh_every_steps=2, checkpoint_every=2, num_candidates=2, min_recall=0.0, heldout_fraction=0.3,
-      heldout_queries=4)
-  summary = pretrain_job.run(config)
+      refresh_every_steps=2, checkpoint_every=2, num_candidates=2, min_recall=0.0,
+      heldout_fraction=0.3, heldout_queries=4, **overrides)
+
+
+def test_main_job_runs_every_stage_and_writes_its_figures(work, tmp_path):
+  """`pretrain_job.run` (what `python -m realm_tf.launch.pretrain` calls) through ICT, the
+  reader warm-up, REALM with inline refresh and the held-out figures, at toy size."""
+  summary = pretrain_job.run(_toy_job(work, str(tmp_path)))
   assert set(summary["ict"]) == {"loss", "accuracy"}
   assert np.isfinite(summary["reader_warmup"]["loss"])
   assert np.isfinite(summary["train"]["loss"])
@@ -175,18 +179,9 @@ def test_main_job_runs_every_stage_and_writes_its_figures(work, tmp_path):
 def test_main_job_repeats_with_the_same_seed(work, tmp_path):
   """Two runs of the job with one seed give the same figures: the seed fixes the models'
   initialisation and dropout as well as the data order."""
-  dirs, _, _ = work
 
   def run(name):
-    config = pretrain_job.PretrainJobConfig(
-        work_dir=str(tmp_path / name), inputs=["unused: the corpus exists"],
-        corpus_dir=dirs["corpus"], annotations_dir=dirs["annotations"], block_length=288,
-        retriever_preset="tiny", retriever_init=None, ict_steps=2, ict_batch_size=4,
-        reader_preset="tiny", reader_init=None, reader_warmup_steps=2,
-        reader_warmup_batch_size=2, batch_size=2, num_train_steps=2, refresh_every_steps=2,
-        checkpoint_every=2, num_candidates=2, min_recall=0.0, heldout_fraction=0.3,
-        heldout_queries=4, seed=3)
-    summary = pretrain_job.run(config)
+    summary = pretrain_job.run(_toy_job(work, str(tmp_path / name), seed=3))
     return [{k: v for k, v in summary[stage].items() if k != "progress_line"}  # has a rate
             for stage in ("ict", "reader_warmup", "train")]
 
