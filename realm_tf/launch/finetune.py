@@ -42,6 +42,8 @@ HELP = {
     "batch_size": "Global batch size (questions).",
     "num_train_steps": "Training steps.",
     "learning_rate": "Peak learning rate.",
+    "retriever_lr_multiplier": "The query tower's learning rate as a multiple of "
+                               "--learning_rate (1.0 = ORQA: one rate for reader and retriever).",
     "warmup_steps": "Warm-up steps (default 10% of the run).",
     "seed": "Seed of shuffling, model initialisation and dropout.",
     "checkpoint_every": "Steps between checkpoints.",

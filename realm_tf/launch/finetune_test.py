@@ -129,8 +129,8 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
 # Every flag of the program (its --help) with the default a user sees, as when written by hand.
 _DEFAULTS = {
     "dataset": "squad_open", "split": "train", "batch_size": 8, "num_train_steps": 1000,
-    "learning_rate": 1e-5, "warmup_steps": None, "seed": 0, "checkpoint_every": 200,
-    "log_every": 10, "max_train_examples": None, "reader_positives": "beam",
+    "learning_rate": 1e-5, "retriever_lr_multiplier": 1.0, "warmup_steps": None, "seed": 0,
+    "checkpoint_every": 200, "log_every": 10, "max_train_examples": None, "reader_positives": "beam",
     "retrieval_score_scale": 1.0, "reader_beam_size": 5, "train_reader_beam_size": None,
     "retriever_beam_size": 5000, "reader_encoder": "tiny", "span_hidden_size": 256,
     "max_span_width": 10, "reader_seq_length": 320, "reader_query_length": 64,

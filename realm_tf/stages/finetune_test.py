@@ -308,3 +308,32 @@ def test_retrieval_score_scale_scales_the_warm_started_query_tower(env, tmp_path
   np.testing.assert_allclose(model.embed_questions(feats).numpy(),
                              0.1 * env["model"].embed_questions(feats).numpy(), rtol=1e-4,
                              atol=1e-6)
+
+
+def test_retriever_lr_multiplier_zero_keeps_the_query_tower(env, tmp_path):
+  tok, examples = env["tok"], T.examples()
+  feats = QuestionFeaturizer(env["model"].config.feature_config, tok).featurize(examples)
+  feats = {k: tf.constant(v) for k, v in feats.items()}
+  start = env["model"].embed_questions(feats).numpy()
+  moved = {}
+  for multiplier in (0.0, 1.0):
+    model_dir = str(tmp_path / f"m{multiplier}")
+    finetune.run(_job(dataclasses.replace(_config(3), retriever_lr_multiplier=multiplier),
+                      env["index"], env["corpus"], model_dir), examples=examples)
+    model, _, _ = finetune.load_finetuned(model_dir)
+    moved[multiplier] = float(np.abs(model.embed_questions(feats).numpy() - start).max())
+    reader_change = max(float(np.abs(a.numpy() - b.numpy()).max()) for a, b in
+                        zip(model.reader.trainable_variables,
+                            env["model"].reader.trainable_variables))
+    assert reader_change > 1e-3, (multiplier, reader_change)  # the reader trains either way
+  assert moved[0.0] == 0.0 and moved[1.0] > 1e-3, moved
+
+
+def test_float16_finetuning_optimizer_scales_the_loss_once(env):
+  tf_keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    optimizer = finetune._optimizer(env["config"], env["model"])  # pylint: disable=protected-access
+  finally:
+    tf_keras.mixed_precision.set_global_policy("float32")
+  assert isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+  assert not isinstance(optimizer.inner_optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
