@@ -330,10 +330,11 @@ def test_retriever_lr_multiplier_zero_keeps_the_query_tower(env, tmp_path):
 
 
 def test_float16_finetuning_optimizer_scales_the_loss_once(env):
+  policy = tf_keras.mixed_precision.global_policy()
   tf_keras.mixed_precision.set_global_policy("mixed_float16")
   try:
     optimizer = finetune._optimizer(env["config"], env["model"])  # pylint: disable=protected-access
   finally:
-    tf_keras.mixed_precision.set_global_policy("float32")
+    tf_keras.mixed_precision.set_global_policy(policy)
   assert isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
   assert not isinstance(optimizer.inner_optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
