@@ -109,6 +109,7 @@ def run(config: OpenQAQualityConfig) -> str:
   """Fine-tunes the system `config` describes, scores it dense / BM25 / frozen-dense on the dev
   sample, and writes benchmarks/results/openqa_quality.json; returns that file's path."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
@@ -140,6 +141,9 @@ def run(config: OpenQAQualityConfig) -> str:
       checkpoint_every=max(config.steps // 4, 1), log_every=25, reader_positives="gold",
       retrieval_score_scale=config.retrieval_score_scale)
   tf_keras.utils.set_random_seed(config.seed)
+  # A run that resumes (or finds its steps done) times only what is left, so the time goal
+  # can be judged only on a run that trains from step 0.
+  timed_from_start = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")) is None
   t0 = time.time()
   scalars = finetune.run(finetune.FinetuneJobConfig(
       finetune_config, index_dir=index_dir, corpus_dir=corpus_dir, model_dir=model_dir,
@@ -148,6 +152,7 @@ def run(config: OpenQAQualityConfig) -> str:
   model, _, bundle = finetune.load_finetuned(model_dir)
   results = {"index_bundle": bundle.path, "model_dir": model_dir,
              "train_seconds": round(train_seconds, 1),
+             "train_timed_from_step_0": timed_from_start,
              "final_train_scalars": {k: v for k, v in scalars.items() if isinstance(v, float)}}
   frozen = FrozenQueryTower(bundle, model.index, 20, config.retrieval_score_scale)
   for retriever in ("dense", "bm25", "dense_frozen"):
@@ -164,7 +169,8 @@ def run(config: OpenQAQualityConfig) -> str:
   dense_em, bm25_em = results["dense"]["exact_match"], results["bm25"]["exact_match"]
   goals = {"dense_em_at_least_40": dense_em >= GOAL_EM,
            "dense_em_at_least_bm25_em": dense_em >= bm25_em,
-           "finetune_at_most_60_min_on_this_machine": train_seconds / 60.0 <= GOAL_TRAIN_MINUTES}
+           "finetune_at_most_60_min_on_this_machine":
+               timed_from_start and train_seconds / 60.0 <= GOAL_TRAIN_MINUTES}
   notes = [
       "exact_match is the official SQuAD-normalised EM in percent; recall@k: an answer string "
       "occurs in one of the top k blocks (DPR's has_answer rule).",
@@ -174,7 +180,9 @@ def run(config: OpenQAQualityConfig) -> str:
       "all-MiniLM-L6-v2 (both towers and, by default, the reader's start) was trained by its "
       "authors on about 1B sentence pairs that include SQuAD and NQ question-passage pairs, so "
       "the retriever's zero-shot quality here is not unsupervised.",
-      "train_seconds is wall time on this machine; compare it with the load average recorded.",
+      "train_seconds is wall time on this machine; compare it with the load average recorded. "
+      "It covers the whole fine-tuning only when train_timed_from_step_0 is true (a resumed "
+      "run times what was left, and its time goal is then false).",
   ]
   return write_result("openqa_quality", {
       "settings": {"reader_init": config.reader_init, "steps": config.steps,

@@ -8,8 +8,8 @@
 #      the reader's start measured worse: EM 21 vs 40 at 300 steps; see README); the reader
 #      learns at 3e-4, the query tower at a third of it (1e-4), since 300 steps at 1e-4 left the
 #      reader 6 EM points short (README, "A faster reader"); it reads one block per training
-#      question for 400 steps, which measured as good as two blocks for 300 steps in a quarter
-#      less time (README, "Reading more blocks per training question does not pay here");
+#      question for 400 steps, which measured as good as two blocks for 300 steps in a fifth
+#      less time (README, "The demo reads one block per training question");
 #   3. EM on the first SQuAD-open dev questions (articles fine-tuning never saw), dense retrieval
 #      and BM25 with the same reader;
 #   4. the SavedModel export in TF Serving's layout, served by our TF-Serving-protocol gRPC server
