@@ -109,7 +109,6 @@ def run(config: OpenQAQualityConfig) -> str:
   """Fine-tunes the system `config` describes, scores it dense / BM25 / frozen-dense on the dev
   sample, and writes benchmarks/results/openqa_quality.json; returns that file's path."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
@@ -141,14 +140,14 @@ def run(config: OpenQAQualityConfig) -> str:
       checkpoint_every=max(config.steps // 4, 1), log_every=25, reader_positives="gold",
       retrieval_score_scale=config.retrieval_score_scale)
   tf_keras.utils.set_random_seed(config.seed)
-  # A run that resumes (or finds its steps done) times only what is left, so the time goal
-  # can be judged only on a run that trains from step 0.
-  timed_from_start = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")) is None
   t0 = time.time()
   scalars = finetune.run(finetune.FinetuneJobConfig(
       finetune_config, index_dir=index_dir, corpus_dir=corpus_dir, model_dir=model_dir,
       reader_init_checkpoint=config.reader_init), examples=train)
   train_seconds = time.time() - t0
+  # A run that resumes (or finds its steps done) times only what is left, so the time goal
+  # can be judged only on a run that trains from step 0.
+  timed_from_start = scalars["start_step"] == 0
   model, _, bundle = finetune.load_finetuned(model_dir)
   results = {"index_bundle": bundle.path, "model_dir": model_dir,
              "train_seconds": round(train_seconds, 1),

@@ -143,7 +143,9 @@ class Trainer:
             hooks: Optional[List[Callable[[int], bool]]] = None,
             extra_scalars: Optional[Callable[[int], Dict[str, float]]] = None) -> Dict[str, float]:
     """Trains until `num_steps`. `make_dataset(data_position)` builds the input from a position;
-    a hook returning True after a step asks for the dataset to be rebuilt (e.g. new index)."""
+    a hook returning True after a step asks for the dataset to be rebuilt (e.g. new index).
+    Returns the last step's scalars, its progress line and `start_step` (0 unless it resumed),
+    so a caller that times the call knows which steps the time covers."""
     hooks = hooks or []
     start = self.restore()
     reporter = ProgressReporter(num_steps, self.global_batch_size, self.log_every,
@@ -188,6 +190,7 @@ class Trainer:
     atomic.write_json(os.path.join(self.model_dir, DONE_MARKER),
                       {"step": int(self.step.numpy())}, indent=None, sort_keys=False, unique=True)
     last["progress_line"] = reporter.last_line
+    last["start_step"] = start
     return last
 
   def _learning_rate(self, step):

@@ -100,7 +100,7 @@ def test_resume_after_kill_restores_step_and_data_position(tmp_path):
     seen.append(position)
     return make_dataset(position)
 
-  resumed.train(recording, 4)
+  assert resumed.train(recording, 4)["start_step"] == 2
   assert seen[0] == 2 * BATCH
   assert int(resumed.step.numpy()) == 4
   assert int(resumed.data_position.numpy()) == 4 * BATCH
