@@ -5,11 +5,9 @@
 #   2. open-QA fine-tuning on SQuAD-open train from REALM's retriever: its query tower and its
 #      last index (frozen while fine-tuning, as ORQA/REALM do), with a MiniLM reader trained on
 #      the gold block when retrieval misses it (the REALM run's knowledge-augmented encoder as
-#      the reader's start measured worse: EM 21 vs 40 at 300 steps; see README); the reader
-#      learns at 3e-4, the query tower at a third of it (1e-4), since 300 steps at 1e-4 left the
-#      reader 6 EM points short (README, "A faster reader"); it reads one block per training
-#      question for 400 steps, which measured as good as two blocks for 300 steps in a fifth
-#      less time (README, "The demo reads one block per training question");
+#      the reader's start measured worse: EM 21 vs 40 at 300 steps); the reader learns at 3e-4,
+#      the query tower at a third of it (1e-4), and reads one block per training question for
+#      400 steps (docs/LEARNING.md, "Open-QA fine-tuning: the demo's recipe");
 #   3. EM on the first SQuAD-open dev questions (articles fine-tuning never saw), dense retrieval
 #      and BM25 with the same reader;
 #   4. the SavedModel export in TF Serving's layout, served by our TF-Serving-protocol gRPC server
@@ -17,7 +15,10 @@
 #      request with the first question of each SQuAD-open dev article (a fixed rule, not picked
 #      by outcome), each marked right or wrong against SQuAD's answers, with the rank of its gold
 #      paragraph among the evidence.
-# Every stage resumes from its outputs in $WORK_DIR when re-run.
+# Every stage resumes from its outputs in $WORK_DIR when re-run. A new export version is written
+# whenever fine-tuning has written checkpoints since the newest export (or there is none), and the
+# server serves the newest version. A stage that fails stops the demo with its exit status and a
+# line naming the stage.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 W=${WORK_DIR:-runs/default}
@@ -26,13 +27,30 @@ QUESTION=${QUESTION:-"In what year was Nikola Tesla born?"}
 EVAL_EXAMPLES=${EVAL_EXAMPLES:-100}
 # The inline Python below is not a realm_tf CLI (which quiets TensorFlow's C++ notices itself).
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
+STAGE="set-up"
+trap 'rc=$?; echo "demo.sh: FAILED in stage \"$STAGE\" (exit status $rc); see the lines above." >&2' ERR
+stage() {  # stage TITLE: prints the stage's header and names it for the failure line
+  STAGE=$1
+  echo "== $1"
+}
+newest_export() {  # prints the newest exported version directory of realm_openqa, if any
+  local dir version best=-1
+  for dir in "$W"/serving/realm_openqa/*; do
+    version=${dir##*/}
+    if [[ $version =~ ^[0-9]+$ && -f $dir/saved_model.pb ]] && ((10#$version > best)); then
+      best=$((10#$version))
+    fi
+  done
+  if ((best >= 0)); then echo "$W/serving/realm_openqa/$best"; fi
+  return 0
+}
 
-echo "== 1/4 REALM pre-training (python -m realm_tf.launch.pretrain)"
+stage "1/4 REALM pre-training (python -m realm_tf.launch.pretrain)"
 "$PY" -m realm_tf.launch.pretrain --work_dir="$W"
 
 # REALM's index already carries the main job's score scale (--retrieval_score_scale=0.05), so
 # fine-tuning keeps its scores as they are.
-echo "== 2/4 Open-QA fine-tuning on SQuAD-open train, from REALM's retriever and index"
+stage "2/4 Open-QA fine-tuning on SQuAD-open train, from REALM's retriever and index"
 "$PY" -m realm_tf.launch.finetune --dataset=squad_open --index_dir="$W/index" \
     --corpus_dir="$W/corpus" --reader_init_checkpoint=minilm --model_dir="$W/finetune" \
     --reader_positives=gold --reader_seq_length=160 --reader_query_length=32 \
@@ -41,7 +59,7 @@ echo "== 2/4 Open-QA fine-tuning on SQuAD-open train, from REALM's retriever and
     --num_train_steps=${FINETUNE_STEPS:-400} \
     --checkpoint_every=100 --log_every=25
 
-echo "== 3/4 EM on the first $EVAL_EXAMPLES SQuAD-open dev questions: dense, then BM25"
+stage "3/4 EM on the first $EVAL_EXAMPLES SQuAD-open dev questions: dense, then BM25"
 for retriever in dense bm25; do
   "$PY" -m realm_tf.launch.evaluate --model_dir="$W/finetune" --dataset=squad_open --split=dev \
       --max_examples="$EVAL_EXAMPLES" --retriever=$retriever \
@@ -55,9 +73,15 @@ for r in ("dense", "bm25"):
         f"recall@5 {m['recall@5']:.3f}, recall@20 {m['recall@20']:.3f}")
 PYEOF
 
-echo "== 4/4 Export and serve over gRPC"
-"$PY" -m realm_tf.launch.export --model_dir="$W/finetune" --export_base="$W/serving" \
-    --variant=both --version=1 || true  # an existing version 1 is kept
+stage "4/4 Export and serve over gRPC"
+latest=$(newest_export)
+if [[ -z $latest || -n $(find "$W/finetune/checkpoints" -newer "$latest/saved_model.pb" -print -quit) ]]
+then  # the next free version; the server below serves the newest
+  "$PY" -m realm_tf.launch.export --model_dir="$W/finetune" --export_base="$W/serving" \
+      --variant=both
+else
+  echo "Export version ${latest##*/} is up to date (no fine-tuning checkpoint since); serving it."
+fi
 "$PY" - "$W" "$PORT" "$QUESTION" <<'PYEOF'
 import subprocess, sys
 from serving.subprocess_server import ServerProcess

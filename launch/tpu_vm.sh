@@ -4,7 +4,7 @@
 #   TPU_NAME=my-tpu ZONE=us-central2-b BUCKET=gs://my-bucket launch/tpu_vm.sh
 #
 # 1. Corpus + annotations on Dataflow (Beam), once:
-#      python -m realm_tf.launch.build_corpus --input="$BUCKET/raw/*.jsonl" \
+#      python -m realm_tf.launch.build_corpus --inputs="$BUCKET/raw/*.jsonl" \
 #        --output_dir="$BUCKET/corpus" --runner=DataflowRunner --project=... --region=... \
 #        --temp_location="$BUCKET/tmp"
 #      python -m realm_tf.launch.annotate_corpus --corpus_dir="$BUCKET/corpus" \
