@@ -90,14 +90,14 @@ def build_corpus(corpus_dir: str, tokenizer, max_documents=None):
   return len(docs), blocks
 
 
-def build_model(blocks, tokenizer, encoder: str, random_embeddings: bool):
+def build_model(blocks, corpus_dir: str, tokenizer, encoder: str, random_embeddings: bool):
   """OpenQAModel (random weights) over the blocks; doc embeddings from a doc tower of the
   preset (or random unit vectors)."""
   import tf_keras  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import (  # pylint: disable=g-import-not-at-top
       Retriever, RetrieverConfig)
-  from realm_tf.openqa import features as features_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa.model import FrozenIndex, OpenQAConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.text import pack_document  # pylint: disable=g-import-not-at-top
@@ -117,9 +117,8 @@ def build_model(blocks, tokenizer, encoder: str, random_embeddings: bool):
                              tokenizer.cls_id, tokenizer.sep_id)
       out.append(embed(packed).numpy())
     emb = np.concatenate(out)
-  dense, lengths = features_lib.dense_bodies(ragged)
-  index = FrozenIndex(emb, np.array([i for i, _ in blocks], np.int64), dense, lengths,
-                      [b.title for _, b in blocks], [b.body for _, b in blocks])
+  index = FrozenIndex(emb, np.array([i for i, _ in blocks], np.int64),
+                      BlockLookup.open(corpus_dir))
   config = OpenQAConfig(retriever=retr, reader=ReaderConfig(encoder=encoder))
   return finetune.build_model(config, index, tokenizer)
 
@@ -156,7 +155,8 @@ def run(config: ServingVariantsBenchConfig) -> str:
   tokenizer = RealmTokenizer()
   t0 = time.time()
   num_docs, blocks = build_corpus(os.path.join(work, "corpus"), tokenizer, config.max_documents)
-  model = build_model(blocks, tokenizer, config.encoder, config.random_embeddings)
+  model = build_model(blocks, os.path.join(work, "corpus"), tokenizer, config.encoder,
+                      config.random_embeddings)
   logging.info("Corpus: %d documents → %d blocks (%.0f s).", num_docs, len(blocks),
                time.time() - t0)
   base = os.path.join(work, "serving")

@@ -10,8 +10,9 @@ noise. These examples teach the missing skill before REALM starts, without retri
 - the query is a REALM pre-training query, masked the way pre-training masks it (`masking`), from
   the training blocks only (held-out blocks left out, as in pre-training);
 - the evidence is another block whose body contains the masked wordpieces (never the query's own
-  block, which REALM's candidates never hold either), the best by BM25 among those; where no
-  other block holds the span, it is BM25's best other block, as an unhelpful retrieval would be;
+  block, which REALM's candidates never hold either), the best by BM25 among those of the query's
+  `SEARCH_DEPTH` best blocks; where none of them holds the span, it is BM25's best other block,
+  as an unhelpful retrieval would be;
 - a share of the queries (`distractor_rate`) read a *distractor* instead: BM25's best other block
   that does not hold the span. Retrieval mostly returns such blocks, and a reader that has only
   seen helpful evidence trusts them: it copies a wrong span with confidence and scores worse
@@ -23,13 +24,13 @@ with the query's masked positions unchanged. The examples are computed once (det
 seed) and replayed in order, so a data position is one integer and resuming reproduces them.
 """
 import collections
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from realm_tf.data import corpus as corpus_lib
-from realm_tf.data.block_store import BlockStore
+from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.data.pretrain_pipeline import indexed_masked_examples, query_wordpieces
 from realm_tf.retrieval.bm25 import BM25Index
 from realm_tf.text import pack_pair
@@ -37,75 +38,69 @@ from realm_tf.text.packing import INPUT_KEYS
 from realm_tf.training.progress import ItemProgress
 
 
-class SpanIndex:
-  """Which blocks hold a given run of wordpieces: a posting set per wordpiece narrows the blocks,
-  an exact window comparison confirms them."""
-
-  def __init__(self, bodies: Sequence[Sequence[int]]):
-    self.bodies = [np.asarray(b, np.int32) for b in bodies]
-    postings = collections.defaultdict(set)
-    for row, body in enumerate(self.bodies):
-      for piece in set(body.tolist()):
-        postings[piece].add(row)
-    self._postings = postings
-
-  def rows_containing(self, span: Sequence[int]) -> List[int]:
-    """Rows whose body contains `span` contiguously, in row order (empty for an empty span)."""
-    span = np.asarray(span, np.int32)
-    if span.size == 0:
-      return []
-    sets = sorted((self._postings.get(int(p), set()) for p in set(span.tolist())), key=len)
-    rows = set.intersection(*sets)
-    found = []
-    for row in sorted(rows):
-      body = self.bodies[row]
-      if len(body) >= len(span) and \
-          (np.lib.stride_tricks.sliding_window_view(body, len(span)) == span).all(1).any():
-        found.append(row)
-    return found
+# BM25 candidates searched per query for a block that holds its span. The evidence is the
+# BM25-best holder among them; on corpora of at most this many blocks that is the best holder of
+# the whole corpus.
+SEARCH_DEPTH = 4096
 
 
-def choose_evidence(span: Sequence[int], query_text: str, own_row: int, spans: SpanIndex,
-                    bm25: BM25Index, distractor: bool = False) -> tuple:
-  """(row, holds_span): the BM25-best block other than `own_row` among those holding `span`, or
-  the BM25-best other block when none holds it; with `distractor`, the BM25-best other block
-  that does not hold `span` (a holder only if every other block holds it)."""
-  holders = [r for r in spans.rows_containing(span) if r != own_row]
-  if holders and not distractor:  # only the holders need scoring
-    return holders[int(np.argmax(bm25.scores(query_text, holders)))], True
-  scores = bm25.scores(query_text)
-  if own_row >= 0:
-    scores[own_row] = -np.inf
-  if distractor and len(holders) < len(scores) - (own_row >= 0):
-    scores[holders] = -np.inf
-  row = int(np.argmax(scores))
-  return row, row in holders
+def holds_span(lookup: BlockLookup, rows: np.ndarray, span: Sequence[int]) -> np.ndarray:
+  """bool [len(rows)]: whether each row's body holds `span` contiguously (False for an empty
+  span); one vectorised window comparison over the rows' bodies."""
+  span = np.asarray(span, np.int32)
+  rows = np.asarray(rows, np.int64)
+  if span.size == 0 or rows.size == 0:
+    return np.zeros([rows.size], bool)
+  bodies, lengths = lookup.dense_bodies_np(rows, lookup.max_body_length)
+  if bodies.shape[1] < span.size:
+    return np.zeros([rows.size], bool)
+  windows = np.lib.stride_tricks.sliding_window_view(bodies, span.size, axis=1)
+  match = (windows == span).all(-1)                                     # [R, L - s + 1]
+  fits = np.arange(match.shape[1])[None, :] <= (lengths - span.size)[:, None]
+  return (match & fits).any(-1)
 
 
-def evidence_examples(annotations_dir: str, masker, store: BlockStore, num_examples: int,
+def choose_evidence(span: Sequence[int], ranked_rows: np.ndarray, own_row: int,
+                    lookup: BlockLookup, distractor: bool = False) -> tuple:
+  """(row, holds_span) for one query from its BM25 candidates `ranked_rows` (best first): the
+  best candidate other than `own_row` that holds `span`, or the best other candidate when none
+  does; with `distractor`, the best other candidate that does not hold `span` (a holder only if
+  every other candidate holds it)."""
+  ranked = np.asarray(ranked_rows, np.int64)
+  ranked = ranked[ranked != own_row]
+  if ranked.size == 0:
+    return max(own_row, 0), False
+  holds = holds_span(lookup, ranked, span)
+  if distractor:
+    free = np.flatnonzero(~holds)
+    return (int(ranked[free[0]]), False) if free.size else (int(ranked[0]), True)
+  if holds.any():
+    return int(ranked[int(np.argmax(holds))]), True
+  return int(ranked[0]), False
+
+
+def evidence_examples(annotations_dir: str, masker, lookup: BlockLookup, num_examples: int,
                       joint_seq_length: int, seed: int = 0, shuffle_window: int = 16384,
                       heldout_fraction: float = 0.0,
                       realm_query_fraction: float = 0.0,
-                      distractor_rate: float = 0.0) -> Dict[str, np.ndarray]:
+                      distractor_rate: float = 0.0,
+                      search_depth: int = SEARCH_DEPTH) -> Dict[str, np.ndarray]:
   """`num_examples` warm-up examples as arrays: INPUT_KEYS [N, joint_seq_length], the masked
   triple [N, max_predictions], `block_id` (the query's own block), `evidence_block_id`,
   `holds_span` (whether the evidence block contains the masked span) and `distractor` (whether
   the query was drawn to read a distractor, with probability `distractor_rate`).
 
-  `store` must keep its text (`BlockStore(..., keep_text=True)`) for BM25.
+  Evidence is chosen among each query's `search_depth` best blocks by BM25 over the corpus of
+  `lookup` (built once, streaming the corpus shards).
   """
-  if store.bodies is None:
-    raise ValueError("evidence_examples needs a BlockStore built with keep_text=True.")
+  if not 0.0 <= distractor_rate <= 1.0:
+    raise ValueError(f"distractor_rate must be in [0, 1], got {distractor_rate}.")
   tok = masker.tokenizer
-  texts = [f"{t.decode()} {b.decode()}" for t, b in zip(store.titles.numpy().tolist(),
-                                                         store.bodies.numpy().tolist())]
-  bm25 = BM25Index(texts)
-  spans = SpanIndex(store.body_ids.to_list())
+  bm25 = BM25Index.from_texts(lookup.joined_texts(), num_docs=lookup.size)
+  depth = min(search_depth + 1, bm25.size)  # one more: the own block is dropped
   masked = indexed_masked_examples(annotations_dir, masker, 0, seed, shuffle_window,
                                    heldout_fraction, realm_query_fraction,
                                    role="warmup").take(num_examples).batch(64)
-  if not 0.0 <= distractor_rate <= 1.0:
-    raise ValueError(f"distractor_rate must be in [0, 1], got {distractor_rate}.")
   draws = np.random.RandomState(seed).random_sample(num_examples) < distractor_rate
   progress = ItemProgress(num_examples, "evidence", "queries")
   seen = 0
@@ -114,22 +109,23 @@ def evidence_examples(annotations_dir: str, masker, store: BlockStore, num_examp
     x = query_wordpieces(batch["input_word_ids"], batch["input_mask"])
     unmasked = tf.ragged.boolean_mask(x, tf.not_equal(x, tok.mask_id))
     query_texts = [t.decode() for t in tok.detokenize(unmasked).numpy().tolist()]
-    own_rows = store.rows(batch["block_id"]).numpy()
+    own_rows = lookup.rows_np(batch["block_id"].numpy())
     ids, weights = batch["masked_ids"].numpy(), batch["masked_weights"].numpy()
+    _, ranked = bm25.search(query_texts, depth)
     rows, holds = [], []
     distract, seen = draws[seen:seen + len(query_texts)], seen + len(query_texts)
-    for i, text in enumerate(query_texts):
-      row, held = choose_evidence(ids[i][weights[i] > 0], text, int(own_rows[i]), spans, bm25,
+    for i in range(len(query_texts)):
+      row, held = choose_evidence(ids[i][weights[i] > 0], ranked[i], int(own_rows[i]), lookup,
                                   bool(distract[i]))
       rows.append(row)
       holds.append(held)
-    joint = pack_pair(x, store.bodies_ragged(tf.constant(rows, tf.int64)), joint_seq_length,
+    joint = pack_pair(x, lookup.bodies_ragged(tf.constant(rows, tf.int64)), joint_seq_length,
                       tok.cls_id, tok.sep_id)
     for k in INPUT_KEYS:
       parts[k].append(joint[k].numpy().astype(np.int32))
     for k in ("masked_positions", "masked_ids", "masked_weights", "block_id"):
       parts[k].append(batch[k].numpy())
-    parts["evidence_block_id"].append(store.block_ids[rows])
+    parts["evidence_block_id"].append(np.asarray(lookup.block_ids[rows]))
     parts["holds_span"].append(np.asarray(holds, bool))
     parts["distractor"].append(distract.copy())
     progress.add(len(rows))

@@ -10,15 +10,15 @@ training resumes exactly.
 
 tf.data service (`data_service="grpc://dispatcher:port"`): the retrieval-heavy part — masking,
 batching, query embedding and MIPS search — runs on the service's workers; the cheap gathers of
-`featurize` run on the trainer, against its own BlockStore. tf.data service ships a dataset to its
-workers as a serialized graph, and a graph that *captures* a loaded SavedModel carries every
-variable value in it (as constants), so the query embedder and the whole ScaNN index would travel
-inside the graph, capped by the 2 GB protobuf limit. `bundle_retrieve_fn(bundle, k,
-load_on_worker=True)` avoids that: the graph holds only the functions and the bundle's path, and each
-worker reads the weights and index from the bundle directory itself (once per job, with RestoreV2),
-so the bundle must sit on storage every worker can read (a shared file system, GCS). Workers must
-have the TF.Text and ScaNN ops registered: start them with `python -m
-realm_tf.launch.data_service_worker`.
+`featurize` run on the trainer, against the corpus's memory-mapped BlockLookup. tf.data service
+ships a dataset to its workers as a serialized graph, and a graph that *captures* a loaded
+SavedModel carries every variable value in it (as constants), so the query embedder and the whole
+ScaNN index would travel inside the graph, capped by the 2 GB protobuf limit.
+`bundle_retrieve_fn(bundle, k, load_on_worker=True)` avoids that: the graph holds only the functions
+and the bundle's path, and each worker reads the weights and index from the bundle directory itself
+(once per job, with RestoreV2), so the bundle must sit on storage every worker can read (a shared
+file system, GCS). Workers must have the TF.Text and ScaNN ops registered: start them with
+`python -m realm_tf.launch.data_service_worker`.
 """
 import dataclasses
 import hashlib
@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from realm_tf.data.block_store import BlockStore
+from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.text import pack_document, pack_pair, packing
 from realm_tf.text.packing import INPUT_KEYS
 
@@ -74,20 +74,21 @@ def _empty_ragged(batch):
                                           tf.zeros([batch], tf.int64))
 
 
-def featurize(batch, retrieved_ids, store: BlockStore, config: PipelineConfig,
+def featurize(batch, retrieved_ids, lookup: BlockLookup, config: PipelineConfig,
               cls_id: int, sep_id: int):
-  """Builds the RealmPretrainer batch from masked queries and their retrieved block ids."""
+  """Builds the RealmPretrainer batch from masked queries and their retrieved block ids; the
+  candidates' wordpieces come from `lookup` and are packed here."""
   b = tf.shape(batch["input_word_ids"])[0]
   c = config.num_candidates
   ids, valid = drop_own_block(retrieved_ids, batch["block_id"], c - 1)
-  rows = store.rows(ids)  # [B, C-1]
+  rows = lookup.rows(ids)  # [B, C-1]
   valid = tf.logical_and(valid, rows >= 0)
-  docs = store.documents(rows)  # [B, C-1, Td]
+  docs = lookup.documents(rows, config.doc_seq_length, cls_id, sep_id)  # [B, C-1, Td]
   null_doc = pack_document(_empty_ragged(1), _empty_ragged(1), config.doc_seq_length,
                            cls_id, sep_id)
   x = query_wordpieces(batch["input_word_ids"], batch["input_mask"])
   x_rep = tf.gather(x, tf.repeat(tf.range(b), c - 1))
-  bodies = store.bodies_ragged(tf.reshape(rows, [-1]))
+  bodies = lookup.bodies_ragged(tf.reshape(rows, [-1]))
   joint = pack_pair(x_rep, bodies, config.joint_seq_length, cls_id, sep_id)
   null_joint = pack_pair(x, _empty_ragged(b), config.joint_seq_length, cls_id, sep_id)
   out = {}
@@ -139,7 +140,7 @@ def check_data_service(address: str, timeout_s: float = 10.0) -> str:
   return address
 
 
-def make_pretrain_dataset(masked: tf.data.Dataset, retrieve_fn: Callable, store: BlockStore,
+def make_pretrain_dataset(masked: tf.data.Dataset, retrieve_fn: Callable, lookup: BlockLookup,
                           config: PipelineConfig, cls_id: int, sep_id: int,
                           data_service: Optional[str] = None,
                           job_name: Optional[str] = None,
@@ -176,7 +177,7 @@ def make_pretrain_dataset(masked: tf.data.Dataset, retrieve_fn: Callable, store:
   def _featurize(batch):
     batch = dict(batch)
     retrieved = batch.pop(_RETRIEVED)
-    return featurize(batch, retrieved, store, config, cls_id, sep_id)
+    return featurize(batch, retrieved, lookup, config, cls_id, sep_id)
 
   ds = ds.map(_retrieve, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if data_service:
@@ -373,11 +374,11 @@ def indexed_masked_examples(annotation_dir: str, masker, start_position: int = 0
   """
   from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
   manifest = corpus.load_annotation_manifest(annotation_dir)
-  records = tf.data.TFRecordDataset(corpus.record_paths(annotation_dir, manifest),
-                                    compression_type=corpus.COMPRESSION)
   window = max(1, min(shuffle_window, int(manifest["num_records"])))
-  parsed = corpus.shuffled_stream(records, seed, window, start_position).map(
-      corpus.parse_annotation, num_parallel_calls=tf.data.AUTOTUNE)
+  parsed = corpus.shuffled_stream(
+      corpus.record_paths(annotation_dir, manifest),
+      [s["num_records"] for s in manifest["shards"]], seed, window, start_position).map(
+          corpus.parse_annotation, num_parallel_calls=tf.data.AUTOTUNE)
   keep = None
   if heldout_fraction > 0 or realm_query_fraction > 0:
     keep = lambda r: corpus.in_query_split(corpus.record_bucket(r), heldout_fraction,

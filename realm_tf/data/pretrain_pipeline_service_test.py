@@ -19,7 +19,7 @@ import tf_keras
 import realm_tf
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import masking as masking_lib
-from realm_tf.data.block_store import BlockStore
+from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.data.pretrain_pipeline import (INPUT_KEYS, DataServiceError, PipelineConfig,
                                              bundle_retrieve_fn, check_data_service,
                                              indexed_masked_examples, make_pretrain_dataset)
@@ -128,14 +128,14 @@ def work(service, tmp_path_factory):
   IndexRefresher(RefreshConfig(model_dir=model_dir, corpus_dir=corpus_dir, index_dir=index_dir,
                                min_recall=0.0, recall_queries=6)).refresh(export)
   bundle = bundle_lib.latest(index_dir)
-  store = BlockStore([corpus_dir], tok, D_LEN)
+  lookup = BlockLookup.open(corpus_dir)
   masker = masking_lib.Masker(masking_lib.MaskingConfig(query_length=Q_LEN), tok)
-  return dict(tok=tok, ann_dir=ann_dir, bundle=bundle, store=store, masker=masker)
+  return dict(tok=tok, ann_dir=ann_dir, bundle=bundle, lookup=lookup, masker=masker)
 
 
 def _pipeline(work, retrieve, data_service=None):
   masked = indexed_masked_examples(work["ann_dir"], work["masker"], start_position=0)
-  return make_pretrain_dataset(masked, retrieve, work["store"], CFG, work["tok"].cls_id,
+  return make_pretrain_dataset(masked, retrieve, work["lookup"], CFG, work["tok"].cls_id,
                                work["tok"].sep_id, data_service=data_service)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.data import corpus
-from realm_tf.data.block_store import BlockStore
+from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.data.pretrain_pipeline import PipelineConfig, drop_own_block, featurize
 from realm_tf.text import RealmTokenizer, pack_query
 
@@ -41,7 +41,7 @@ def test_marks_missing_candidates_invalid():
 
 
 def test_null_document_first_own_block_dropped_joint_layout(tmp_path):
-  store = BlockStore([_corpus(str(tmp_path))], TOK, CFG.doc_seq_length)
+  lookup = BlockLookup.open(_corpus(str(tmp_path)))
   queries = TOK.tokenize(["where is paris", "oslo city"])
   packed = pack_query(queries, CFG.query_seq_length, TOK.cls_id, TOK.sep_id)
   batch = dict(packed)
@@ -51,7 +51,7 @@ def test_null_document_first_own_block_dropped_joint_layout(tmp_path):
                index=tf.constant([0, 1], tf.int64))
   # Query 0 retrieved its own block (100) first; query 1 retrieved an unknown id (999).
   retrieved = tf.constant([[100, 101, 103], [102, 999, 101]], tf.int64)
-  out = featurize(batch, retrieved, store, CFG, TOK.cls_id, TOK.sep_id)
+  out = featurize(batch, retrieved, lookup, CFG, TOK.cls_id, TOK.sep_id)
 
   assert out["candidates/input_word_ids"].shape == [2, 3, 16]
   assert out["joint/input_word_ids"].shape == [2, 3, 24]

@@ -25,7 +25,6 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.config_base import ConfigBase
-from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import masking as masking_lib
 from realm_tf.data.pretrain_pipeline import (PipelineConfig, bundle_retrieve_fn,
                                              heldout_masked_examples, make_pretrain_dataset)
@@ -47,6 +46,9 @@ class HeldOutConfig(ConfigBase):
   batch_size: int = 8
   num_questions: int = 1000  # SQuAD-open dev questions for zero-shot recall (0: none)
   squad_path: Optional[str] = None  # default: the shipped SQuAD v1.1 dev set
+  # jsonl:<path>: the user's questions about their corpus instead of SQuAD-open dev
+  # (`eval_questions.load`: gold blocks by doc_id or by answer).
+  questions: Optional[str] = None
 
 
 def masked_metrics_from_outputs(relevance, mlm_logits, batch) -> Dict[str, np.ndarray]:
@@ -129,17 +131,18 @@ class HeldOutEvaluator:
     config: HeldOutConfig.
     annotations_dir, corpus_dir: the run's annotations and corpus.
     masking: the run's MaskingConfig (its seed is replaced by EVAL_SEED).
-    tokenizer, store, pipeline: the run's tokenizer, BlockStore and PipelineConfig.
-    with_questions: measure SQuAD-open dev question recall (only meaningful when the corpus holds
-      the SQuAD paragraphs, as the default corpus does).
+    tokenizer, lookup, pipeline: the run's tokenizer, BlockLookup and PipelineConfig.
+    with_questions: measure question recall: of `config.questions` (jsonl:<path>), else of
+      SQuAD-open dev questions (only meaningful when the corpus holds the SQuAD paragraphs, as the
+      default corpus does).
   """
 
   def __init__(self, config: HeldOutConfig, annotations_dir: str, corpus_dir: str,
-               masking: masking_lib.MaskingConfig, tokenizer, store, pipeline: PipelineConfig,
+               masking: masking_lib.MaskingConfig, tokenizer, lookup, pipeline: PipelineConfig,
                with_questions: bool = False):
     self.config = config
     self.tokenizer = tokenizer
-    self.store = store
+    self.lookup = lookup
     self.pipeline = dataclasses.replace(pipeline, batch_size=config.batch_size)
     masker = masking_lib.Masker(dataclasses.replace(masking, seed=EVAL_SEED), tokenizer)
     n = config.num_queries // config.batch_size * config.batch_size
@@ -150,7 +153,11 @@ class HeldOutEvaluator:
         len(self.examples["index"]) // config.batch_size * config.batch_size
     self._forward = None
     self.questions: List = []
-    if with_questions and config.num_questions > 0:
+    if with_questions and config.num_questions > 0 and config.questions:
+      from realm_tf.evaluation import eval_questions  # pylint: disable=g-import-not-at-top
+      self.questions, self.gold = eval_questions.load(config.questions, corpus_dir,
+                                                      config.num_questions)
+    elif with_questions and config.num_questions > 0:
       from realm_tf.data.squad_open import load_squad_questions  # pylint: disable=g-import-not-at-top
       questions = load_squad_questions(config.squad_path, split="dev")
       rng = np.random.RandomState(0)
@@ -175,7 +182,7 @@ class HeldOutEvaluator:
     masked = tf.data.Dataset.from_tensor_slices(
         {k: v[:n] for k, v in self.examples.items()})
     ds = make_pretrain_dataset(masked, bundle_retrieve_fn(bundle, self.pipeline.num_candidates),
-                               self.store, self.pipeline, self.tokenizer.cls_id,
+                               self.lookup, self.pipeline, self.tokenizer.cls_id,
                                self.tokenizer.sep_id)
     sums: Dict[str, float] = {}
     utilities = []
@@ -222,14 +229,9 @@ class HeldOutEvaluator:
       return {}
     if self._bm25 is None:
       from realm_tf.retrieval.bm25 import BM25Index  # pylint: disable=g-import-not-at-top
-      texts, ids = [], []
-      for b in corpus_lib.read_blocks(self.corpus_dir).ragged_batch(4096):
-        for title, body, bid in zip(b["title"].numpy(), b["body"].numpy(),
-                                    b["block_id"].numpy()):
-          texts.append(title.decode("utf-8") + " " + body.decode("utf-8"))
-          ids.append(int(bid))
-      _, rows = BM25Index(texts).search([q.question for q in self.questions], 20)
-      found = np.asarray(ids)[rows]
+      bm25 = BM25Index.from_texts(self.lookup.joined_texts(), num_docs=self.lookup.size)
+      _, rows = bm25.search([q.question for q in self.questions], 20)
+      found = np.asarray(self.lookup.block_ids)[rows]
       self._bm25 = {"bm25_question_recall@5": recall_lib.recall_at_k(found[:, :5], self.gold),
                     "bm25_question_recall@20": recall_lib.recall_at_k(found, self.gold)}
     return dict(self._bm25)

@@ -22,7 +22,8 @@ class BM25Retriever:
     if not 1 <= k <= index.size:
       raise ValueError(f"BM25 k={k} must be in 1..{index.size} (the index size).")
     self.k = int(k)
-    self.index = BM25Index([f"{t} {b}" for t, b in zip(index.titles, index.bodies)])
+    self.index = BM25Index.from_texts(index.lookup.joined_texts(index.lookup_rows),
+                                      num_docs=index.size)
     logging.info("BM25 over %d blocks.", index.size)
 
   def scores(self, question: str) -> np.ndarray:

@@ -12,8 +12,9 @@ reader is given a positive (`reader_positives`, DPR's practice): when none of th
 bears an answer, the K-th is replaced by the beam's best answer-bearing block (`beam`) or the
 example's gold block (`gold`); prediction never does this. Questions are embedded exactly as the
 index's `Retriever.embed_queries` embeds them (its `RetrieverConfig.pooling`). The index
-(embeddings, block wordpieces) is held in non-trainable variables that are *not* tracked by the
-Keras model, so checkpoints hold only the query tower and the reader. Everything here is dense
+embeddings are a non-trainable variable that is *not* tracked by the Keras model, so checkpoints
+hold only the query tower and the reader; block wordpieces are read from the corpus's memory-mapped
+BlockLookup on the host for the retrieved rows only. Everything here is dense
 stock TF, so it runs under any tf.distribute strategy and XLA.
 """
 import dataclasses
@@ -62,60 +63,101 @@ class OpenQAConfig(ConfigBase):
 
 
 class FrozenIndex:
-  """The frozen document side: embeddings [N, D], block wordpieces, ids and texts (row order).
+  """The frozen document side: embeddings [N, D] and block ids in index row order, and the
+  corpus's `BlockLookup` for the blocks' wordpieces and texts.
 
   A plain Python object (not a tf.Module), so a Keras model holding it does not checkpoint it.
-  `titles` / `bodies` are numpy object arrays of str, for evidence output on the host.
+  The embeddings become a non-trainable variable (exact MIPS runs where the model runs, as in
+  ORQA); the wordpieces stay in the memory-mapped lookup on the host, read for the rows a step
+  retrieves. Index row r is lookup row `lookup_rows[r]` (the same row when the index was built
+  over the corpus in manifest order, as the refresher builds it).
   """
 
-  def __init__(self, embeddings: np.ndarray, block_ids: np.ndarray, body_ids: np.ndarray,
-               body_length: np.ndarray, titles: Optional[Sequence[str]] = None,
-               bodies: Optional[Sequence[str]] = None):
-    embeddings = np.asarray(embeddings, np.float32)
+  def __init__(self, embeddings: np.ndarray, block_ids: np.ndarray, lookup):
     n = embeddings.shape[0]
     if n == 0:
       raise ValueError("The index is empty.")
-    for name, arr in (("block_ids", block_ids), ("body_ids", body_ids),
-                      ("body_length", body_length)):
-      if len(arr) != n:
-        raise ValueError(f"FrozenIndex: {name} has {len(arr)} rows but embeddings have {n}.")
-    self.embeddings_np = embeddings
+    if embeddings.ndim != 2 or len(block_ids) != n:
+      raise ValueError(f"FrozenIndex: {len(block_ids)} block ids but embeddings of shape "
+                       f"{embeddings.shape}.")
+    self.embeddings_np = embeddings  # float32 [N, D], memory-mapped for a local bundle
     self.block_ids = np.asarray(block_ids, np.int64)
-    self.body_ids_np = np.asarray(body_ids, np.int32)
-    self.body_length_np = np.asarray(body_length, np.int32)
-    self.titles = np.asarray(titles if titles is not None else [""] * n, dtype=object)
-    self.bodies = np.asarray(bodies if bodies is not None else [""] * n, dtype=object)
+    self.lookup = lookup
+    rows = lookup.rows_np(self.block_ids)
+    missing = self.block_ids[rows < 0]
+    if len(missing):
+      raise ValueError(f"The index has {len(missing)} block ids that are not in the corpus "
+                       f"{lookup.path} (e.g. {missing[:3].tolist()}); pass the corpus the index "
+                       "was built from.")
+    self.identity_rows = n == lookup.size and bool(np.all(rows == np.arange(n)))
+    self.lookup_rows = rows.astype(np.int32)
     self.size = n
     self._vars = None
 
   @classmethod
-  def from_bundle(cls, bundle, store) -> "FrozenIndex":
-    """Index rows of `bundle` (an IndexBundle) with wordpieces/texts from `store` (a BlockStore
-    built with keep_text=True on the bundle's corpus)."""
-    block_ids = np.asarray(bundle.block_ids, np.int64)
-    rows = store.rows(tf.constant(block_ids)).numpy()
-    missing = block_ids[rows < 0]
-    if len(missing):
-      raise ValueError(f"Index bundle {bundle.path} has {len(missing)} block ids that are not in "
-                       f"the corpus (e.g. {missing[:3].tolist()}); pass the corpus the index was "
-                       "built from (--corpus_dir).")
-    dense, lengths = features_lib.dense_bodies(store.body_ids)
-    titles = [t.decode("utf-8", "replace") for t in store.titles.numpy()[rows]] \
-        if store.titles is not None else None
-    bodies = [t.decode("utf-8", "replace") for t in store.bodies.numpy()[rows]] \
-        if store.bodies is not None else None
-    return cls(np.asarray(bundle.embeddings, np.float32), block_ids, dense[rows], lengths[rows],
-               titles, bodies)
+  def from_bundle(cls, bundle, lookup) -> "FrozenIndex":
+    """Index rows of `bundle` (an IndexBundle) over `lookup` (the BlockLookup of the corpus the
+    bundle was built from)."""
+    emb = bundle.embeddings
+    if emb.dtype != np.float32:
+      emb = np.asarray(emb, np.float32)
+    return cls(emb, np.asarray(bundle.block_ids, np.int64), lookup)
+
+  @property
+  def body_width(self) -> int:
+    """Width of dense body batches: the corpus's longest body."""
+    return self.lookup.max_body_length
+
+  def texts(self, rows: Sequence[int]):
+    """(titles, bodies) as str of index `rows`."""
+    return self.lookup.texts(self.lookup_rows[np.asarray(rows, np.int64)])
+
+  def text_batches(self, batch_size: int = 4096):
+    """Yields (index rows [b], titles string [b], bodies string [b]) over every index row in
+    order (BlockLookup.text_batches)."""
+    for lo in range(0, self.size, batch_size):
+      rows = np.arange(lo, min(lo + batch_size, self.size), dtype=np.int64)
+      _, titles, bodies = next(self.lookup.text_batches(self.lookup_rows[rows], len(rows)))
+      yield rows, titles, bodies
 
   def variables(self):
-    """(embeddings, body_ids, body_length) as non-trainable variables, created on first use
-    (call inside the strategy scope so they are mirrored)."""
+    """(embeddings, lookup rows or None) as non-trainable variables, created on first use
+    (call inside the strategy scope). Only the embeddings (and the row map, 4 bytes a block, when
+    the index is not in corpus order) live where the model runs."""
     if self._vars is None:
       self._vars = (
           tf.Variable(self.embeddings_np, trainable=False, name="index_embeddings"),
-          tf.Variable(self.body_ids_np, trainable=False, name="index_body_ids"),
-          tf.Variable(self.body_length_np, trainable=False, name="index_body_length"))
+          None if self.identity_rows else
+          tf.Variable(self.lookup_rows, trainable=False, name="index_lookup_rows"))
     return self._vars
+
+  def gather_bodies(self, rows):
+    """Index rows [...] → (body wordpieces int32 [..., body_width], lengths int32 [...]), read
+    from the lookup on the host."""
+    return on_host(lambda r: self.lookup.dense_bodies(r, self.body_width), self._to_lookup(rows))
+
+  def gather_body_lengths(self, rows):
+    """Index rows [...] → body lengths int32 [...] (at most body_width)."""
+    return on_host(lambda r: tf.minimum(self.lookup.body_lengths(r), self.body_width),
+                   self._to_lookup(rows))
+
+  def _to_lookup(self, rows):
+    rows = tf.cast(rows, tf.int32)
+    mapping = self.variables()[1]
+    return rows if mapping is None else tf.gather(tf.convert_to_tensor(mapping), rows)
+
+
+def on_host(fn, *args):
+  """`fn(*args)` on the host CPU: the memory-mapped block lookup is a host resource. Inside a TPU
+  replica step this is outside compilation (the TPU program calls back to its host)."""
+  strategy = tf.distribute.get_strategy()
+  in_replica = tf.distribute.in_cross_replica_context() is False and \
+      tf.distribute.has_strategy()
+  if in_replica and isinstance(strategy, (tf.distribute.TPUStrategy,
+                                          tf.distribute.experimental.TPUStrategy)):
+    return tf.tpu.outside_compilation(fn, *args)
+  with tf.device("/device:CPU:0"):
+    return fn(*args)
 
 
 def marginal_log_loss(logits, is_correct):
@@ -184,14 +226,6 @@ class OpenQAModel(tf_keras.Model):
   def _embeddings(self):
     return self._index.variables()[0]
 
-  @property
-  def _body_ids(self):
-    return self._index.variables()[1]
-
-  @property
-  def _body_length(self):
-    return self._index.variables()[2]
-
   def _continuation(self):
     return tf.constant(self._continuation_np)
 
@@ -221,8 +255,7 @@ class OpenQAModel(tf_keras.Model):
 
   def reader_inputs(self, features, rows):
     """Reader inputs `[CLS] q [SEP] body [SEP]` [B, K, T] for index rows [B, K]."""
-    body = tf.gather(tf.convert_to_tensor(self._body_ids), rows)
-    length = tf.gather(tf.convert_to_tensor(self._body_length), rows)
+    body, length = self._index.gather_bodies(rows)
     return features_lib.pack_reader_inputs(
         features["question_ids"], features["question_length"], body, length,
         self.config.reader.seq_length, self.cls_id, self.sep_id)
@@ -267,9 +300,8 @@ class OpenQAModel(tf_keras.Model):
     beam_scores, beam_rows = self.retrieve(q, self.retriever_beam_size)
     cont = self._continuation()
     answer_ids, answer_length = features["answer_ids"], features["answer_length"]
-    body_ids = tf.convert_to_tensor(self._body_ids)
-    starts = features_lib.answer_start_matches(tf.gather(body_ids, beam_rows), answer_ids,
-                                               answer_length, cont)
+    beam_bodies, _ = self._index.gather_bodies(beam_rows)
+    starts = features_lib.answer_start_matches(beam_bodies, answer_ids, answer_length, cont)
     beam_correct = tf.reduce_any(starts, axis=[2, 3])
     retriever_loss, beam_any = marginal_log_loss(beam_scores, beam_correct)
     k = self.train_reader_beam_size
@@ -297,7 +329,7 @@ class OpenQAModel(tf_keras.Model):
     """bool [B, R]: an answer match of `starts` [B, R, A, Lb] (over the bodies of index rows
     [B, R]) ends inside the part of the body that fits the reader input."""
     room = self.config.reader.seq_length - 3 - tf.cast(features["question_length"], tf.int32)
-    length = tf.gather(tf.convert_to_tensor(self._body_length), rows)            # [B, R]
+    length = self._index.gather_body_lengths(rows)                                       # [B, R]
     readable = tf.maximum(tf.minimum(length, room[:, None]), 0)
     alen = tf.cast(features["answer_length"], tf.int32)[:, None, :, None]       # [B, 1, A, 1]
     end = tf.range(tf.shape(starts)[-1], dtype=tf.int32)[None, None, None, :] + alen
@@ -319,8 +351,8 @@ class OpenQAModel(tf_keras.Model):
       gold_rows = tf.cast(features["gold_rows"], tf.int32)                        # [B, G]
       safe = tf.maximum(gold_rows, 0)
       gold_starts = features_lib.answer_start_matches(
-          tf.gather(tf.convert_to_tensor(self._body_ids), safe), features["answer_ids"],
-          features["answer_length"], self._continuation())
+          self._index.gather_bodies(safe)[0], features["answer_ids"], features["answer_length"],
+          self._continuation())
       gold_ok = tf.logical_and(self._readable_answer(gold_starts, safe, features),
                                gold_rows >= 0)
       use_gold = tf.logical_and(need, tf.reduce_any(gold_ok, axis=-1))

@@ -56,7 +56,8 @@ def test_losses_follow_orqa(setup):
   fwd = model(feats, training=False)
   scores, rows = fwd["beam_scores"].numpy(), fwd["beam_rows"].numpy()
   for i, e in enumerate(examples):
-    correct = np.array([metrics.has_answer(index.bodies[r], e.answers, False) for r in rows[i]])
+    bodies = index.texts(rows[i])[1]
+    correct = np.array([metrics.has_answer(body, e.answers, False) for body in bodies])
     if correct.any():
       want = np.log(np.exp(scores[i] - scores[i].max()).sum()) - \
           np.log(np.exp(scores[i][correct] - scores[i].max()).sum())
@@ -70,7 +71,7 @@ def test_losses_follow_orqa(setup):
   # Reader loss is positive exactly where a gold span is among the blocks read.
   read = rows[:, :model.reader_beam_size]
   for i, e in enumerate(examples):
-    has = any(metrics.has_answer(index.bodies[r], e.answers, False) for r in read[i])
+    has = any(metrics.has_answer(index.texts([r])[1][0], e.answers, False) for r in read[i])
     assert bool(out["reader_has_answer"].numpy()[i]) == has
     assert (out["reader_loss"].numpy()[i] > 0) == has
   assert np.all(np.isfinite(out["loss"].numpy()))
@@ -99,21 +100,22 @@ def test_batch_of_eight_predictions_stay_in_blocks(setup):
   assert np.all((block >= 0) & (block < model.reader_beam_size))
   chosen = rows[np.arange(8), block]
   start, end = res["start_piece"].numpy(), res["end_piece"].numpy()
-  lengths = index.body_length_np[chosen]
+  lengths = np.array([len(index.lookup.body_ids_np(index.lookup_rows[r])) for r in chosen])
   assert np.all(start >= 0) and np.all(end >= start) and np.all(end < lengths)
   assert np.all(end - start < model.config.reader.max_span_width)
   prob = res["probability"].numpy()
   assert np.all((prob > 0) & (prob <= 1))
-  texts = F.span_text(tok, [index.bodies[r] for r in chosen], start, end).numpy()
+  texts = F.span_text(tok, [index.texts([r])[1][0] for r in chosen], start, end).numpy()
   for text, r in zip(texts, chosen):
-    assert text and text.decode() in index.bodies[r]
+    assert text and text.decode() in index.texts([r])[1][0]
   # Retrieval order: scores sorted, and equal to q · e for the returned rows.
   scores = res["retrieval_scores"].numpy()
   assert np.all(np.diff(scores, axis=1) <= 1e-6)
 
 
 def _row_of_answer(index, answer):
-  rows = [r for r in range(index.size) if metrics.has_answer(index.bodies[r], [answer], False)]
+  bodies = index.texts(range(index.size))[1]
+  rows = [r for r, body in enumerate(bodies) if metrics.has_answer(body, [answer], False)]
   assert len(rows) == 1, (answer, rows)
   return rows[0]
 
@@ -209,7 +211,7 @@ def test_questions_embed_as_the_mean_pooled_index_does(tmp_path):
   corpus = str(tmp_path / "corpus")
   T.make_text_corpus(corpus)
   index_dir, _ = T.make_bundle(str(tmp_path), corpus, pooling="mean")
-  bundle, index = finetune.load_index(index_dir, corpus, tok)
+  bundle, index = finetune.load_index(index_dir, corpus)
   retriever = finetune.index_retriever_config(bundle)
   assert retriever.pooling == "mean"
   cfg = OpenQAConfig(retriever=retriever, reader=T.micro_reader_config(), reader_beam_size=3,

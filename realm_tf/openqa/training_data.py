@@ -71,7 +71,6 @@ def expand_regex_answers(examples: Sequence[OpenQAExample], model: OpenQAModel,
   if not regex_ids:
     return out
   k = min(num_blocks, model.index.size)
-  bodies = model.index.bodies
   found_any = 0
   for s in range(0, len(regex_ids), batch_size):
     ids = regex_ids[s:s + batch_size]
@@ -80,6 +79,7 @@ def expand_regex_answers(examples: Sequence[OpenQAExample], model: OpenQAModel,
                                if key.startswith("query/")})
     _, rows = model.retrieve(q, k)
     for i, row in zip(ids, rows.numpy()):
+      bodies = dict(zip(row.tolist(), model.index.texts(row)[1]))
       strings = []
       for pattern in examples[i].answers:
         compiled = metrics.compile_answer_pattern(clean_text(pattern, "answer pattern",

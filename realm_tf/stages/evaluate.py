@@ -118,13 +118,14 @@ class Predictor:
     block = res["block_index"].numpy()
     chosen = rows[np.arange(len(rows)), block]
     index = self.model.index
-    texts = span_text(self.tokenizer, [index.bodies[r] for r in chosen],
+    texts = span_text(self.tokenizer, index.texts(chosen)[1],
                       res["start_piece"], res["end_piece"]).numpy()
     prob = res["probability"].numpy()
     k_read = self.model.reader_beam_size
     for j, i in enumerate(live):
+      titles, bodies = index.texts(rows[j])
       evidence = [{"rank": int(rank), "block_id": int(index.block_ids[r]),
-                   "title": str(index.titles[r]), "text": str(index.bodies[r]),
+                   "title": titles[rank], "text": bodies[rank],
                    "retrieval_score": float(scores[j, rank]), "read": bool(rank < k_read)}
                   for rank, r in enumerate(rows[j])]
       out[i] = {"prediction": texts[j].decode("utf-8", "replace"),

@@ -113,7 +113,8 @@ def test_bm25_retrieves_the_block_a_question_was_copied_from(model, tmp_path):
   # to share some of them).
   examples = [F.OpenQAExample(f"copy{i}", " ".join(body.split()[:7]), (answer,))
               for i, (_, body, _, answer) in enumerate(facts)]
-  rows = [int(np.flatnonzero(index.bodies == body)[0]) for _, body, _, _ in facts]
+  bodies = index.texts(range(index.size))[1]
+  rows = [bodies.index(body) for _, body, _, _ in facts]
   path = str(tmp_path / "bm25.jsonl")
   result = E.evaluate(model, examples, batch_size=4, recall_ks=(1, 5), predictions_path=path,
                       retriever="bm25")

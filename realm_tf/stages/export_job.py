@@ -83,7 +83,7 @@ def load_model(model_dir=None, init_checkpoint=None, reader_init_checkpoint=None
         warm_start.trainer_run_kind(init_checkpoint) == "openqa":
       model, _, bundle = finetune.load_finetuned(init_checkpoint, index_dir, corpus_dir)
     else:
-      bundle, index = finetune.load_index(index_dir, corpus_dir, tokenizer)
+      bundle, index = finetune.load_index(index_dir, corpus_dir)
       reader_enc = (warm_start.encoder_config_of(reader_init_checkpoint) or
                     warm_start.encoder_config_of(init_checkpoint))
       reader = ReaderConfig(encoder=reader_enc) if reader_enc is not None else ReaderConfig()

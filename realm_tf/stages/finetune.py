@@ -26,7 +26,7 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
-from realm_tf.data.block_store import BlockStore
+from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.retriever import RetrieverConfig
 from realm_tf.openqa import datasets
@@ -35,7 +35,6 @@ from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer
 from realm_tf.openqa.model import READER_POSITIVES, FrozenIndex, OpenQAConfig, OpenQAModel
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.text import RealmTokenizer
-from realm_tf.text.packing import BLOCK_LENGTH
 from realm_tf.stages.openqa_task import openqa_task
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training import warm_start
@@ -65,10 +64,13 @@ class FinetuneConfig(ConfigBase):
   max_train_examples: Optional[int] = None
   # What the reader reads when none of its K blocks bears an answer: beam | gold | none (ORQA).
   reader_positives: str = "beam"
-  # Multiplies the warm-started query tower's output, i.e. every retrieval logit (a softmax
-  # temperature of 1/scale). ORQA: 1.0. A sentence encoder's geometry behind the layer-normed
-  # projection gives inner products of ±d·cos (d = 384 for MiniLM): 20/d gives a usable softmax.
-  retrieval_score_scale: float = 1.0
+  # The scale of every retrieval logit (a softmax temperature of 1/scale), in total. None: the
+  # index bundle's own (`index_score_scale`: what REALM pre-training applied, recorded in its
+  # exports), so a scale is never applied twice; a value other than the bundle's rescales the
+  # warm-started query tower by value / bundle's. ORQA: 1.0. A sentence encoder's geometry behind
+  # the layer-normed projection gives inner products of ±d·cos (d = 384 for MiniLM): 20/d gives
+  # a usable softmax.
+  retrieval_score_scale: Optional[float] = None
 
   def __post_init__(self):
     if self.reader_positives not in READER_POSITIVES:
@@ -93,18 +95,21 @@ def index_retriever_config(bundle) -> RetrieverConfig:
   raise ValueError("The index bundle has no query embedder metadata.")
 
 
-def load_index(index_dir: str, corpus_dir: str, tokenizer: RealmTokenizer):
+def index_score_scale(bundle) -> float:
+  """The scale the bundle's retrieval scores already carry: the `retrieval_score_scale` its query
+  embedder's export records (REALM pre-training's warm-start temperature), else 1."""
+  return float(bundle.query_embedder.metadata.get("retrieval_score_scale", 1.0))
+
+
+def load_index(index_dir: str, corpus_dir: str):
   """(bundle, FrozenIndex) of the newest bundle in `index_dir` over `corpus_dir`."""
   bundle = bundle_lib.latest(index_dir)
-  return bundle, frozen_index(bundle, corpus_dir, tokenizer)
+  return bundle, frozen_index(bundle, corpus_dir)
 
 
-def frozen_index(bundle, corpus_dir: str, tokenizer: RealmTokenizer) -> FrozenIndex:
-  """The FrozenIndex of `bundle` over `corpus_dir`'s blocks, packed at the bundle's document
-  length (the paper's BLOCK_LENGTH when its metadata does not say)."""
-  doc_len = int(bundle.query_embedder.metadata.get("doc_seq_length", BLOCK_LENGTH))
-  store = BlockStore([corpus_dir], tokenizer, doc_seq_length=doc_len, keep_text=True)
-  return FrozenIndex.from_bundle(bundle, store)
+def frozen_index(bundle, corpus_dir: str) -> FrozenIndex:
+  """The FrozenIndex of `bundle` over `corpus_dir`'s blocks (its memory-mapped BlockLookup)."""
+  return FrozenIndex.from_bundle(bundle, BlockLookup.open(corpus_dir))
 
 
 def build_model(config: OpenQAConfig, index: FrozenIndex, tokenizer: RealmTokenizer,
@@ -164,7 +169,7 @@ def run(job: FinetuneJobConfig, strategy: Optional[tf.distribute.Strategy] = Non
     raise ValueError(f"batch_size={config.batch_size} is not divisible by the "
                      f"{strategy.num_replicas_in_sync} replicas.")
   tokenizer = RealmTokenizer()
-  bundle, index = load_index(job.index_dir, corpus_dir, tokenizer)
+  bundle, index = load_index(job.index_dir, corpus_dir)
   retr = index_retriever_config(bundle)
   reader_enc = warm_start.encoder_config_of(job.reader_init_checkpoint) or \
       warm_start.encoder_config_of(job.init_checkpoint)
@@ -194,9 +199,11 @@ def run(job: FinetuneJobConfig, strategy: Optional[tf.distribute.Strategy] = Non
     warm = warm_start.init_openqa(
         model, job.init_checkpoint or os.path.join(bundle.path, bundle_lib.QUERY_EMBEDDER),
         job.reader_init_checkpoint)
-    if config.retrieval_score_scale != 1.0:
-      model.query_projection.rescale(config.retrieval_score_scale)
-      warm["retrieval_score_scale"] = config.retrieval_score_scale
+    carried = index_score_scale(bundle)
+    target = config.retrieval_score_scale
+    if target is not None and target != carried:
+      model.query_projection.rescale(target / carried)
+      warm["retrieval_score_scale"] = target / carried  # the factor applied
   usable, feats = training_data.training_features(
       examples, model, QuestionFeaturizer(config.model.feature_config, tokenizer), corpus_dir,
       model_dir, config.reader_positives, config.regex_search_blocks)
@@ -229,7 +236,7 @@ def load_finetuned(model_dir: str, index_dir: Optional[str] = None,
                       raw.get("index_bundle"))
   else:
     bundle = bundle_lib.open_bundle(raw["index_bundle"])
-  index = frozen_index(bundle, corpus_dir or raw.get("corpus_dir"), tokenizer)
+  index = frozen_index(bundle, corpus_dir or raw.get("corpus_dir"))
   model = build_model(config.model, index, tokenizer, strategy)
   ckpt = warm_start.latest_checkpoint(model_dir)
   tf.train.Checkpoint(model=model).read(ckpt).expect_partial().assert_existing_objects_matched()

@@ -28,7 +28,7 @@ def env(tmp_path_factory):
   T.make_text_corpus(corpus)
   index_dir, export = T.make_bundle(work, corpus)
   tok = RealmTokenizer()
-  bundle, index = finetune.load_index(index_dir, corpus, tok)
+  bundle, index = finetune.load_index(index_dir, corpus)
   # The starting point of fine-tuning: the same construction and warm start as finetune.run.
   tf_keras.utils.set_random_seed(0)
   cfg = _config(30)
@@ -208,7 +208,7 @@ def _by_rule(model, examples, tok, corpus):
 
 def test_gold_positives_train_a_reader_orqa_would_not(unreachable):
   tok, examples, corpus = RealmTokenizer(), T.examples(), unreachable["corpus"]
-  bundle, index = finetune.load_index(unreachable["index"], corpus, tok)
+  bundle, index = finetune.load_index(unreachable["index"], corpus)
   fact_rows = [index.block_ids.tolist().index(b) for b in unreachable["fact_ids"]]
   gold = training_data.gold_row_features(examples, index, corpus)
   assert gold.shape == (12, training_data.MAX_GOLD_BLOCKS)

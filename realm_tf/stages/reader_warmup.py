@@ -18,7 +18,7 @@ from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import evidence as evidence_lib
 from realm_tf.data import masking as masking_lib
 from realm_tf.data import mlm as mlm_lib
-from realm_tf.data.block_store import BlockStore
+from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.knowledge_encoder import KnowledgeAugmentedEncoder
 from realm_tf.modeling.retriever import INPUT_KEYS
@@ -165,7 +165,7 @@ def run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] =
       if "examples" not in cache:
         examples = cache["examples"] = evidence_lib.evidence_examples(
             annotations_dir, masking_lib.Masker(config.masking_config, tokenizer),
-            BlockStore([corpus_dir], tokenizer, keep_text=True),
+            BlockLookup.open(corpus_dir),
             config.num_train_steps * config.batch_size, config.seq_length, config.seed,
             config.shuffle_window, config.heldout_fraction, config.realm_query_fraction,
             config.distractor_rate)

@@ -16,7 +16,7 @@ from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import masking as masking_lib
-from realm_tf.data.block_store import BlockStore
+from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.data.pretrain_pipeline import (PipelineConfig, bundle_retrieve_fn,
                                              indexed_masked_examples, make_pretrain_dataset)
 from realm_tf.evaluation import heldout as heldout_lib
@@ -106,7 +106,7 @@ BEST_EXPORT = "best_export.json"
 
 
 class RealmExperiment:
-  """One pre-training run: owns the model, trainer, block store, the live bundle and the
+  """One pre-training run: owns the model, trainer, block lookup, the live bundle and the
   held-out evaluator.
 
   Held-out figures (`realm_tf.evaluation.heldout`) are measured before the first step, after
@@ -142,7 +142,7 @@ class RealmExperiment:
                                           corpus_fingerprint=corpus_manifest["fingerprint"]),
                           may_change=SCHEDULE_FIELDS)
     self.tokenizer = RealmTokenizer()
-    self.store = BlockStore([corpus_dir], self.tokenizer, config.model.doc_seq_length)
+    self.lookup = BlockLookup.open(corpus_dir)
     m = config.model
     self.masking_config = masking_lib.MaskingConfig(
         mode=config.masking, seed=config.seed, query_length=m.query_seq_length,
@@ -183,7 +183,7 @@ class RealmExperiment:
         raise ValueError(f"Held-out evaluation fraction {heldout.fraction} differs from the "
                          f"training run's heldout_fraction {config.heldout_fraction}.")
       self.evaluator = HeldOutEvaluator(heldout, annotations_dir, corpus_dir, self.masking_config,
-                                        self.tokenizer, self.store, self.pipeline_config,
+                                        self.tokenizer, self.lookup, self.pipeline_config,
                                         with_questions=with_questions)
     self._summary_writer = None
     self._last_eval_step = None
@@ -201,7 +201,7 @@ class RealmExperiment:
     # On tf.data service workers the bundle is read from its path, not shipped in the graph.
     retrieve = bundle_retrieve_fn(self.bundle, self.config.model.num_candidates,
                                   load_on_worker=bool(self.data_service))
-    return make_pretrain_dataset(self.masked_examples(start_position), retrieve, self.store,
+    return make_pretrain_dataset(self.masked_examples(start_position), retrieve, self.lookup,
                                  self.pipeline_config, self.tokenizer.cls_id,
                                  self.tokenizer.sep_id, data_service=self.data_service)
 
@@ -209,8 +209,11 @@ class RealmExperiment:
     """Publishes the current embedder for the refresh job (once per step: the refresh and the
     held-out evaluation of one step share it)."""
     if self._exported is None or self._exported[0] != step:
+      # The scale its warm start put on the retriever's scores: fine-tuning reads it from the
+      # index bundle (finetune.index_score_scale) so as not to apply it twice.
       self._exported = (step, embedder_export.export_embedder(
-          self.model.retriever, self.model_dir, step, tokenizer=self.tokenizer))
+          self.model.retriever, self.model_dir, step, tokenizer=self.tokenizer,
+          extra={"retrieval_score_scale": self.config.retrieval_score_scale}))
     return self._exported[1]
 
   def _bundle_step(self) -> int:

@@ -45,7 +45,7 @@ def build_micro_system(work_dir: str, reader_beam_size: int = 3, seed: int = 0) 
   oqt.make_text_corpus(corpus_dir)
   index_dir, _ = oqt.make_bundle(work_dir, corpus_dir, seed=seed)
   tokenizer = RealmTokenizer()
-  bundle, index = finetune.load_index(index_dir, corpus_dir, tokenizer)
+  bundle, index = finetune.load_index(index_dir, corpus_dir)
   config = OpenQAConfig(retriever=oqt.micro_retriever_config(), reader=oqt.micro_reader_config(),
                         reader_beam_size=reader_beam_size, retriever_beam_size=8)
   tf_keras.utils.set_random_seed(seed + 1)
@@ -173,11 +173,10 @@ BLOCK_TITLES = ("Zürich", "Paris", "Danube")
 BLOCK_IDS = (30, 10, 20)
 
 
-def small_block_table(tokenizer):
-  """A BlockTable of BLOCK_TEXTS (rows 0..2 = block ids 30, 10, 20) with matching wordpieces."""
+def small_block_table():
+  """A BlockTable of BLOCK_TITLES / BLOCK_TEXTS (rows 0..2 = block ids 30, 10, 20)."""
   from realm_tf.export.block_table import BlockTable  # pylint: disable=g-import-not-at-top
-  ids = tokenizer.tokenize(list(BLOCK_TEXTS)).to_list()
-  return BlockTable(np.array(BLOCK_IDS), list(BLOCK_TITLES), list(BLOCK_TEXTS), ids, tokenizer)
+  return BlockTable.from_texts(np.array(BLOCK_IDS), list(BLOCK_TITLES), list(BLOCK_TEXTS))
 
 
 def pieces(tokenizer, text: str):

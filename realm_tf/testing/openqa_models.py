@@ -136,7 +136,8 @@ def make_bundle(work_dir: str, corpus_dir: str, seed: int = 0, pooling: str = "c
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
-  from realm_tf.data.block_store import BlockStore  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import Retriever  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
@@ -144,14 +145,16 @@ def make_bundle(work_dir: str, corpus_dir: str, seed: int = 0, pooling: str = "c
   tf_keras.utils.set_random_seed(seed)
   retriever = Retriever(micro_retriever_config(pooling, projection_size)).build_towers()
   export = embedder_export.export_embedder(retriever, os.path.join(work_dir, "embedder"), step=1)
-  store = BlockStore([corpus_dir], doc_seq_length=DOC_LEN)
-  docs = store.documents(tf.range(store.size, dtype=tf.int64))
+  lookup = BlockLookup.open(corpus_dir)
+  tok = RealmTokenizer()
+  docs = lookup.documents(tf.range(lookup.size, dtype=tf.int64), DOC_LEN, tok.cls_id, tok.sep_id)
   emb = retriever.embed_documents(docs).numpy()
+  block_ids = np.array(lookup.block_ids)
   if embeddings_fn is not None:
-    emb = np.asarray(embeddings_fn(np.asarray(store.block_ids), emb), np.float32)
+    emb = np.asarray(embeddings_fn(block_ids, emb), np.float32)
   index_dir = os.path.join(work_dir, "index")
   bundle_lib.publish(index_dir, export_dir=export, searcher=BruteForceSearcher(emb),
-                     embeddings=emb, block_ids=store.block_ids,
+                     embeddings=emb, block_ids=block_ids,
                      manifest={"source_export": export, "step": 1,
                                "corpus_dir": os.path.abspath(corpus_dir),
                                "corpus_fingerprint": corpus_lib.load_manifest(corpus_dir)[
@@ -168,16 +171,13 @@ def random_frozen_index(corpus_dir: str, tokenizer, seed: int):
   """The small text corpus (`make_text_corpus`) written to `corpus_dir`, loaded as a FrozenIndex
   with random 128-d block embeddings: a model over it retrieves arbitrarily, so tests of
   batching, evidence and answer spans do not depend on a trained retriever."""
-  from realm_tf.data.block_store import BlockStore  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import features  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa.model import FrozenIndex  # pylint: disable=g-import-not-at-top
+  del tokenizer  # the corpus holds its wordpieces
   make_text_corpus(corpus_dir)
-  store = BlockStore([corpus_dir], tokenizer, doc_seq_length=DOC_LEN, keep_text=True)
-  dense, lengths = features.dense_bodies(store.body_ids)
-  emb = np.random.default_rng(seed).normal(size=[store.size, 128]).astype(np.float32)
-  return FrozenIndex(emb, store.block_ids, dense, lengths,
-                     [t.decode() for t in store.titles.numpy()],
-                     [b.decode() for b in store.bodies.numpy()])
+  lookup = BlockLookup.open(corpus_dir)
+  emb = np.random.default_rng(seed).normal(size=[lookup.size, 128]).astype(np.float32)
+  return FrozenIndex(emb, np.array(lookup.block_ids), lookup)
 
 
 def micro_model(corpus_dir: str, tokenizer, seed: int, **config):

@@ -1,0 +1,403 @@
+"""The block lookup: every stage's host-side view of the corpus blocks, memory-mapped from disk.
+
+Retrieval returns block ids; pre-training, the reader warm-up, evaluation, open-QA fine-tuning
+and the export need each block's wordpieces (to pack `[CLS] title [SEP] body [SEP]` and
+`[CLS] x [SEP] body [SEP]`) and, for evidence output and BM25, its text. The lookup keeps them as
+flat arrays in files beside the corpus, written once from the corpus shards:
+
+    <corpus_dir>/lookup/
+        meta.json           counts, dtypes, the corpus fingerprint it was built from
+        tokens.<dtype>      every block's title then body wordpieces, uint16 (the 30,522-word
+                            vocabulary fits; int32 for larger vocabularies)
+        offsets.i64         [N + 1] start of each block's wordpieces in tokens
+        title_lengths.u16   [N] wordpieces of each block's title
+        block_ids.i64       [N] block id of each row (manifest order)
+        sorted_ids.i64      [N] block ids sorted, and sorted_rows.i32 [N] their rows: id → row by
+        sorted_rows.i32     binary search, with nothing per block beyond these 12 bytes
+        text.bin            every block's title then body, UTF-8
+        text_offsets.i64    [2N + 1] start of each title and body in text.bin
+
+A 288-wordpiece block costs ~0.6 KB of wordpieces and ids; the text (~1.2 KB) is read only for the
+rows asked for. TensorFlow reads the files through `ImmutableConst`, which memory-maps a file into
+a tensor: nothing is copied into the process, the pages are shared by every process on the host
+that maps the same file (trainer, refresher, evaluator), and the op runs on the host in tf.data
+and in models alike, so on accelerators the lookup never becomes a replica variable. Packing
+(`[CLS]`, `[SEP]`, masks, type ids) is done per lookup. A corpus on remote storage gets its lookup
+built in a local cache directory (memory-mapping needs a local file).
+"""
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from realm_tf.data import corpus
+from realm_tf.io.publish import is_remote
+from realm_tf.text import pack_document
+from realm_tf.text.packing import INPUT_KEYS
+from realm_tf.training.progress import ItemProgress
+
+LOOKUP_DIR = "lookup"
+META = "meta.json"
+FORMAT_VERSION = 1
+# name → dtype of every fixed file (tokens' dtype is in meta.json).
+_FILES = {"offsets": np.int64, "title_lengths": np.uint16, "block_ids": np.int64,
+          "sorted_ids": np.int64, "sorted_rows": np.int32, "text_offsets": np.int64}
+_SUFFIX = {np.dtype(np.int64): "i64", np.dtype(np.int32): "i32", np.dtype(np.uint16): "u16",
+           np.dtype(np.uint8): "u8"}
+_BATCH = 4096
+
+
+def _file_name(name: str, dtype) -> str:
+  return f"{name}.{_SUFFIX[np.dtype(dtype)]}"
+
+
+def _write_array(f, array: np.ndarray, dtype) -> None:
+  f.write(np.ascontiguousarray(array, dtype=dtype).tobytes())
+
+
+def lookup_dir_for(corpus_dir: str, cache_dir: Optional[str] = None) -> str:
+  """Where the lookup of `corpus_dir` lives: `<corpus_dir>/lookup` for a local corpus, else a
+  local cache directory keyed by the corpus fingerprint (`cache_dir`, default the temp dir)."""
+  if cache_dir is None and not is_remote(corpus_dir):
+    return os.path.join(corpus_dir, LOOKUP_DIR)
+  fingerprint = corpus.load_manifest(corpus_dir)["fingerprint"]
+  base = cache_dir or os.path.join(tempfile.gettempdir(), "realm_tf_lookup")
+  return os.path.join(base, fingerprint)
+
+
+def build_lookup(corpus_dir: str, lookup_dir: Optional[str] = None) -> str:
+  """Writes the lookup of `corpus_dir` (see module docstring) and publishes it by renaming its
+  directory into place; returns the directory.
+
+  Streams the corpus shards in batches: memory while building is ~40 bytes per block (ids and
+  offsets) plus one batch, never a Python object per block or wordpiece.
+  """
+  manifest = corpus.load_manifest(corpus_dir)
+  lookup_dir = lookup_dir or lookup_dir_for(corpus_dir)
+  parent = os.path.dirname(os.path.abspath(lookup_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f".{os.path.basename(lookup_dir)}-tmp-{uuid.uuid4().hex[:8]}")
+  os.makedirs(tmp)
+  total = int(manifest["num_blocks"])
+  progress = ItemProgress(total, "block lookup", "blocks")
+  try:
+    ids, offsets, title_lengths, text_offsets = [], [np.zeros([1], np.int64)], [], \
+        [np.zeros([1], np.int64)]
+    num_tokens = num_text = 0
+    max_id = max_body = 0
+    # Written as uint16 first; widened below if a wordpiece id does not fit.
+    tokens_path = os.path.join(tmp, "tokens.tmp")
+    with open(tokens_path, "wb") as ft, open(os.path.join(tmp, "text.bin"), "wb") as fx:
+      for b in corpus.read_blocks(corpus_dir).ragged_batch(_BATCH):
+        both = tf.concat([b["title_ids"], b["body_ids"]], axis=1)
+        flat = both.flat_values.numpy().astype(np.int64)
+        if flat.size:
+          max_id = max(max_id, int(flat.max()))
+          if flat.min() < 0:
+            raise corpus.CorpusError(f"Corpus {corpus_dir} holds a negative wordpiece id.")
+        _write_array(ft, flat, np.int32)
+        lengths = both.row_lengths().numpy()
+        offsets.append(num_tokens + np.cumsum(lengths))
+        num_tokens += int(lengths.sum())
+        tl = b["title_ids"].row_lengths().numpy()
+        max_body = max(max_body, int(np.max(lengths - tl, initial=0)))
+        if tl.size and tl.max() > np.iinfo(np.uint16).max:
+          raise corpus.CorpusError(f"Corpus {corpus_dir}: a title longer than 65,535 pieces.")
+        title_lengths.append(tl)
+        ids.append(b["block_id"].numpy())
+        pieces = []
+        for title, body in zip(b["title"].numpy(), b["body"].numpy()):
+          pieces += [title, body]
+        sizes = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
+        fx.write(b"".join(pieces))
+        text_offsets.append(num_text + np.cumsum(sizes))
+        num_text += int(sizes.sum())
+        progress.add(len(lengths))
+    block_ids = np.concatenate(ids) if ids else np.zeros([0], np.int64)
+    n = len(block_ids)
+    if n == 0:
+      raise corpus.CorpusError(f"No blocks found in {corpus_dir}.")
+    if n != total:
+      raise corpus.CorpusError(f"Corpus {corpus_dir}: its manifest lists {total} blocks but its "
+                               f"shards hold {n}.")
+    order = np.argsort(block_ids, kind="stable")
+    sorted_ids = block_ids[order]
+    dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+    if dup.size:
+      raise corpus.CorpusError(f"Corpus {corpus_dir}: block id {int(sorted_ids[dup[0]])} occurs "
+                               "more than once.")
+    token_dtype = np.uint16 if max_id <= np.iinfo(np.uint16).max else np.int32
+    tokens_name = _file_name("tokens", token_dtype)
+    _convert_tokens(tokens_path, os.path.join(tmp, tokens_name), token_dtype)
+    arrays = {"offsets": np.concatenate(offsets), "title_lengths": np.concatenate(title_lengths),
+              "block_ids": block_ids, "sorted_ids": sorted_ids, "sorted_rows": order,
+              "text_offsets": np.concatenate(text_offsets)}
+    for name, dtype in _FILES.items():
+      with open(os.path.join(tmp, _file_name(name, dtype)), "wb") as f:
+        _write_array(f, arrays[name], dtype)
+        f.write(b"\0" * 64)  # never an empty file: an empty region cannot be mapped
+    meta = {"format_version": FORMAT_VERSION, "num_blocks": n, "num_tokens": num_tokens,
+            "token_dtype": np.dtype(token_dtype).name, "num_text_bytes": num_text,
+            "corpus_fingerprint": manifest["fingerprint"],
+            "max_block_length": int(manifest.get("max_block_length", 0)),
+            "max_body_length": max_body,
+            "created": time.time()}
+    with open(os.path.join(tmp, META), "w") as f:
+      json.dump(meta, f, indent=2, sort_keys=True)
+    _publish_dir(tmp, lookup_dir)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+  logging.info("Block lookup of %s written to %s (%d blocks, %d wordpieces).", corpus_dir,
+               lookup_dir, n, num_tokens)
+  return lookup_dir
+
+
+def _convert_tokens(src: str, dst: str, dtype) -> None:
+  """Rewrites the int32 wordpiece file `src` as `dst` in `dtype`, in chunks; removes `src`."""
+  chunk = 1 << 24
+  data = np.memmap(src, np.int32, mode="r") if os.path.getsize(src) else np.zeros([0], np.int32)
+  with open(dst, "wb") as f:
+    for lo in range(0, len(data), chunk):
+      _write_array(f, data[lo:lo + chunk], dtype)
+    f.write(b"\0" * 64)
+  del data
+  os.remove(src)
+
+
+def _publish_dir(tmp: str, target: str) -> None:
+  """Renames `tmp` to `target`, replacing a stale `target` (another builder may win the race)."""
+  if os.path.exists(target):
+    trash = f"{target}.old-{uuid.uuid4().hex[:8]}"
+    try:
+      os.rename(target, trash)
+      shutil.rmtree(trash, ignore_errors=True)
+    except OSError:
+      pass
+  try:
+    os.rename(tmp, target)
+  except OSError:
+    if not os.path.exists(os.path.join(target, META)):
+      raise
+
+
+class BlockLookup:
+  """Block id → row → wordpieces (in TensorFlow) and texts (on the host), memory-mapped.
+
+  Open with `BlockLookup.open(corpus_dir)`, which builds the lookup files once if they are
+  missing or were built from another corpus. TensorFlow methods (`rows`, `documents`,
+  `bodies_ragged`, `titles_ragged`, `dense_bodies`) work eagerly, in tf.functions and in tf.data
+  functions; numpy methods (`rows_np`, `texts`, `text_batches`) serve host code.
+  """
+
+  def __init__(self, lookup_dir: str):
+    meta_path = os.path.join(lookup_dir, META)
+    if not os.path.exists(meta_path):
+      raise corpus.CorpusError(f"No block lookup at {lookup_dir} (no {META}).")
+    with open(meta_path) as f:
+      self.meta = json.load(f)
+    if self.meta.get("format_version") != FORMAT_VERSION:
+      raise corpus.CorpusError(f"Block lookup {lookup_dir} has format "
+                               f"{self.meta.get('format_version')}; expected {FORMAT_VERSION}.")
+    self.path = os.path.abspath(lookup_dir)
+    self.size = int(self.meta["num_blocks"])
+    self.num_tokens = int(self.meta["num_tokens"])
+    self.corpus_fingerprint = self.meta["corpus_fingerprint"]
+    # The longest body: the width of dense body batches.
+    self.max_body_length = max(int(self.meta["max_body_length"]), 1)
+    self._token_dtype = np.dtype(self.meta["token_dtype"])
+    n = self.size
+    self._shapes = {"tokens": (self._token_dtype, self.num_tokens), "offsets": (np.int64, n + 1),
+                    "title_lengths": (np.uint16, n), "block_ids": (np.int64, n),
+                    "sorted_ids": (np.int64, n), "sorted_rows": (np.int32, n),
+                    "text_offsets": (np.int64, 2 * n + 1)}
+    self._np = {}
+
+  @classmethod
+  def open(cls, corpus_dir: str, cache_dir: Optional[str] = None) -> "BlockLookup":
+    """The lookup of `corpus_dir`, built first if missing or stale (another corpus fingerprint)."""
+    manifest = corpus.load_manifest(corpus_dir)
+    lookup_dir = lookup_dir_for(corpus_dir, cache_dir)
+    meta_path = os.path.join(lookup_dir, META)
+    if os.path.exists(meta_path):
+      with open(meta_path) as f:
+        meta = json.load(f)
+      if meta.get("corpus_fingerprint") == manifest["fingerprint"] and \
+          meta.get("format_version") == FORMAT_VERSION:
+        return cls(lookup_dir)
+      logging.info("Block lookup %s is stale (built from another corpus); rebuilding.",
+                   lookup_dir)
+    build_lookup(corpus_dir, lookup_dir)
+    return cls(lookup_dir)
+
+  def __repr__(self):
+    return f"BlockLookup({self.size} blocks at {self.path!r})"
+
+  def _path(self, name: str) -> str:
+    dtype = self._shapes[name][0]
+    return os.path.join(self.path, _file_name(name, dtype))
+
+  def nbytes(self) -> Dict[str, int]:
+    """Bytes of each file's data (what the lookup maps), by name, plus `text`."""
+    out = {name: int(np.dtype(d).itemsize * k) for name, (d, k) in self._shapes.items()}
+    out["text"] = int(self.meta["num_text_bytes"])
+    return out
+
+  # ---- TensorFlow side ------------------------------------------------------------------------
+
+  def _const(self, name: str) -> tf.Tensor:
+    """The file `name` as a tensor, memory-mapped (not copied) by ImmutableConst."""
+    dtype, n = self._shapes[name]
+    return tf.raw_ops.ImmutableConst(dtype=tf.as_dtype(dtype), shape=[n],
+                                     memory_region_name=self._path(name))
+
+  def rows(self, block_ids) -> tf.Tensor:
+    """Block ids (any shape) → rows int64 of the same shape, -1 where the id is unknown."""
+    ids = tf.cast(block_ids, tf.int64)
+    flat = tf.reshape(ids, [-1])
+    sorted_ids = self._const("sorted_ids")
+    pos = tf.minimum(tf.searchsorted(sorted_ids, flat, side="left", out_type=tf.int64),
+                     self.size - 1)
+    found = tf.equal(tf.gather(sorted_ids, pos), flat)
+    rows = tf.where(found, tf.cast(tf.gather(self._const("sorted_rows"), pos), tf.int64),
+                    tf.constant(-1, tf.int64))
+    return tf.reshape(rows, tf.shape(ids))
+
+  def _pieces(self, flat_rows, which: str) -> tf.RaggedTensor:
+    """Rows [M] (valid) → their title or body wordpieces, ragged int32 [M, (n)]."""
+    offsets = self._const("offsets")
+    starts = tf.gather(offsets, flat_rows)
+    title_end = starts + tf.cast(tf.gather(self._const("title_lengths"), flat_rows), tf.int64)
+    if which == "title":
+      lo, hi = starts, title_end
+    else:
+      lo, hi = title_end, tf.gather(offsets, flat_rows + 1)
+    positions = tf.ragged.range(lo, hi)
+    return tf.cast(tf.gather(self._const("tokens"), positions), tf.int32)
+
+  def bodies_ragged(self, rows) -> tf.RaggedTensor:
+    """Rows [M] → body wordpieces, ragged int32 [M, (n)]; rows < 0 give row 0's body, which
+    callers mask out."""
+    return self._pieces(tf.maximum(tf.cast(rows, tf.int64), 0), "body")
+
+  def titles_ragged(self, rows) -> tf.RaggedTensor:
+    """Rows [M] → title wordpieces, ragged int32 [M, (n)]; rows < 0 give row 0's title."""
+    return self._pieces(tf.maximum(tf.cast(rows, tf.int64), 0), "title")
+
+  def documents(self, rows, seq_length: int, cls_id: int, sep_id: int) -> Dict[str, tf.Tensor]:
+    """Rows [...] → packed `[CLS] title [SEP] body [SEP]` inputs, dict of int32 [..., seq_length]
+    (INPUT_KEYS); rows < 0 give all-zero (padding) documents."""
+    rows = tf.cast(rows, tf.int64)
+    flat = tf.reshape(rows, [-1])
+    packed = pack_document(self.titles_ragged(flat), self.bodies_ragged(flat), seq_length,
+                           cls_id, sep_id)
+    valid = tf.cast(flat >= 0, tf.int32)[:, None]
+    shape = tf.concat([tf.shape(rows), [seq_length]], 0)
+    return {k: tf.reshape(packed[k] * valid, shape) for k in INPUT_KEYS}
+
+  def body_lengths(self, rows) -> tf.Tensor:
+    """Rows [...] → body wordpiece counts int32 [...]; rows < 0 give row 0's."""
+    rows = tf.maximum(tf.cast(rows, tf.int64), 0)
+    offsets = self._const("offsets")
+    n = tf.gather(offsets, rows + 1) - tf.gather(offsets, rows) - tf.cast(
+        tf.gather(self._const("title_lengths"), rows), tf.int64)
+    return tf.cast(n, tf.int32)
+
+  def dense_bodies(self, rows, length: int) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Rows [...] → (body wordpieces int32 [..., length], zero padded and cut at `length`;
+    their lengths int32 [...], at most `length`). Rows < 0 give row 0's body."""
+    rows = tf.cast(rows, tf.int64)
+    flat = tf.reshape(rows, [-1])
+    bodies = self.bodies_ragged(flat)[:, :length]
+    dense = bodies.to_tensor(0, shape=[tf.size(flat), length])
+    lengths = tf.cast(bodies.row_lengths(), tf.int32)
+    shape = tf.shape(rows)
+    return (tf.reshape(dense, tf.concat([shape, [length]], 0)), tf.reshape(lengths, shape))
+
+  # ---- host side ------------------------------------------------------------------------------
+
+  def _array(self, name: str) -> np.ndarray:
+    if name not in self._np:
+      dtype, n = self._shapes[name]
+      self._np[name] = np.memmap(self._path(name), dtype=dtype, mode="r", shape=(n,))
+    return self._np[name]
+
+  @property
+  def block_ids(self) -> np.ndarray:
+    """int64 [N]: the block id of each row (memory-mapped)."""
+    return self._array("block_ids")
+
+  def rows_np(self, block_ids) -> np.ndarray:
+    """`rows` on the host: block ids (any shape) → int64 rows, -1 where unknown."""
+    ids = np.asarray(block_ids, np.int64)
+    sorted_ids = self._array("sorted_ids")
+    pos = np.minimum(np.searchsorted(sorted_ids, ids.ravel(), side="left"), self.size - 1)
+    found = sorted_ids[pos] == ids.ravel()
+    rows = np.where(found, self._array("sorted_rows")[pos].astype(np.int64), -1)
+    return rows.reshape(ids.shape)
+
+  def body_ids_np(self, row: int) -> np.ndarray:
+    """One row's body wordpieces, int32 [n]."""
+    offsets = self._array("offsets")
+    lo = int(offsets[row]) + int(self._array("title_lengths")[row])
+    return np.asarray(self._array("tokens")[lo:int(offsets[row + 1])], np.int32)
+
+  def _text_bytes(self, index: int) -> bytes:
+    """The `index`-th text of text.bin (2r: row r's title, 2r + 1: its body)."""
+    offsets = self._array("text_offsets")
+    if "text" not in self._np:
+      n = int(self.meta["num_text_bytes"])
+      self._np["text"] = np.memmap(os.path.join(self.path, "text.bin"), np.uint8, "r",
+                                   shape=(n,)) if n else np.zeros([0], np.uint8)
+    return self._np["text"][int(offsets[index]):int(offsets[index + 1])].tobytes()
+
+  def texts(self, rows: Sequence[int]) -> Tuple[List[str], List[str]]:
+    """(titles, bodies) of `rows` as str, for the few rows a host shows or scores."""
+    titles, bodies = self.text_bytes(rows)
+    decode = lambda b: b.decode("utf-8", "replace")  # pylint: disable=unnecessary-lambda-assignment
+    return [decode(t) for t in titles], [decode(b) for b in bodies]
+
+  def text_batches(self, rows: Optional[np.ndarray] = None, batch_size: int = _BATCH
+                   ) -> Iterator[Tuple[np.ndarray, tf.Tensor, tf.Tensor]]:
+    """Yields (rows int64 [b], titles string [b], bodies string [b]) for `rows` (default every
+    row, in row order), `batch_size` at a time: whole-corpus passes (BM25, exports) with memory
+    bounded by one batch."""
+    rows = np.arange(self.size, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    for lo in range(0, len(rows), batch_size):
+      chunk = rows[lo:lo + batch_size]
+      titles, bodies = self.text_bytes(chunk)
+      yield chunk, tf.constant(titles, tf.string), tf.constant(bodies, tf.string)
+
+  def joined_texts(self, rows: Optional[np.ndarray] = None) -> Iterator[str]:
+    """Yields `title + " " + body` of `rows` (default every row, in row order): the documents of
+    BM25 over the corpus, streamed."""
+    for _, titles, bodies in self.text_batches(rows):
+      for t, b in zip(titles.numpy(), bodies.numpy()):
+        yield t.decode("utf-8", "replace") + " " + b.decode("utf-8", "replace")
+
+  def dense_bodies_np(self, rows: np.ndarray, length: int) -> Tuple[np.ndarray, np.ndarray]:
+    """`dense_bodies` on the host for valid rows [R]: (int32 [R, length], lengths int32 [R])."""
+    rows = np.asarray(rows, np.int64)
+    offsets = self._array("offsets")
+    starts = offsets[rows] + self._array("title_lengths")[rows]
+    lengths = np.minimum(offsets[rows + 1] - starts, length)
+    positions = starts[:, None] + np.arange(length)[None, :]
+    inside = np.arange(length)[None, :] < lengths[:, None]
+    tokens = self._array("tokens")
+    dense = np.where(inside, tokens[np.where(inside, positions, 0)], 0).astype(np.int32)
+    return dense, lengths.astype(np.int32)
+
+  def text_bytes(self, rows: Sequence[int]) -> Tuple[List[bytes], List[bytes]]:
+    """(titles, bodies) of `rows` as UTF-8 bytes."""
+    titles, bodies = [], []
+    for r in np.asarray(rows, np.int64).ravel():
+      titles.append(self._text_bytes(2 * int(r)))
+      bodies.append(self._text_bytes(2 * int(r) + 1))
+    return titles, bodies
