@@ -13,7 +13,8 @@ from realm_tf.testing import cli as testing
 
 # A stand-in for `$PY`: logs `-m <program>` (or `-` for inline Python, whose stdin it drains),
 # fails with status 3 for $FAIL_PROGRAM, fine-tuning writes a checkpoint and the export the next
-# version of realm_openqa (or --version, refused when it exists), as the real programs do.
+# version of realm_openqa (or --version, refused when it exists), in the work dir's layout
+# (<work_dir>/finetune, <work_dir>/serving) unless told otherwise, as the real programs do.
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 program=$1; [[ $program == -m ]] && program=$2
 [[ $program == - ]] && cat > /dev/null
@@ -21,6 +22,7 @@ echo "$program" >> "$CALLS"
 [[ $program == "${FAIL_PROGRAM:-}" ]] && { echo "error: $program failed" >&2; exit 3; }
 for arg in "$@"; do
   case $arg in
+    --work_dir=*) model_dir=${arg#*=}/finetune export_base=${arg#*=}/serving ;;
     --model_dir=*) model_dir=${arg#*=} ;;
     --export_base=*) export_base=${arg#*=} ;;
     --version=*) version=${arg#*=} ;;

@@ -216,11 +216,12 @@ def _code_spans(text: str) -> Iterator[Tuple[int, str, bool]]:
 
 @functools.lru_cache(maxsize=None)
 def stage_programs() -> Set[str]:
-  """The stage CLIs' short names (`pretrain`, `finetune`, ...): realm_tf/launch/<name>.py."""
+  """The stage CLIs' short names (`pretrain`, `finetune`, ...): realm_tf/launch/<name>.py with a
+  `__main__` block."""
   return {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "realm_tf", "launch",
                                                                   "*.py"))
           if not p.endswith("_test.py")
-          and "def define_flags" in read(os.path.relpath(p, ROOT))}
+          and re.search(r"^if __name__ == .__main__.:", read(os.path.relpath(p, ROOT)), re.M)}
 
 
 def doc_commands(path: str) -> List[Tuple[int, str, str]]:
@@ -284,6 +285,40 @@ def flagfile_problems(path: str, program: str) -> List[str]:
   return problems
 
 
+@functools.lru_cache(maxsize=None)
+def all_programs() -> Tuple[str, ...]:
+  """Every program a doc may name: the stage CLIs, serving's two and the benchmarks."""
+  benchmarks = [f"benchmarks.{os.path.basename(p)[:-3]}"
+                for p in glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))
+                if "config_program.main(" in read(os.path.relpath(p, ROOT))]
+  return tuple(sorted([f"realm_tf.launch.{m}" for m in stage_programs()]
+                      + ["serving.server", "serving.client"] + benchmarks))
+
+
+@functools.lru_cache(maxsize=None)
+def current_flag_names() -> Set[str]:
+  """The names some program defines as current (not a deprecated alias)."""
+  return {new for program in all_programs() for new in program_flags(program)[0].values()}
+
+
+def prose_flag_problems(path: str) -> List[str]:
+  """`--flags` in a doc's inline code, outside any command line, that no program defines under
+  that name (a renamed or removed flag in prose). Fenced blocks hold command lines: those of the
+  programs are checked against their program, the others are other tools' (docker, pip)."""
+  problems = []
+  for number, code, fenced in _code_spans(read(path)):
+    if fenced or COMMAND.search(code) or ARGV_COMMAND.search(code):
+      continue
+    for flag in FLAG.finditer(code):
+      name = flag.group("name")
+      if code[flag.end("name"):flag.end("name") + 1] in ("-", "*"):
+        continue  # another tool's --dashed-flag, or a family of flags (--scann_*)
+      if name not in current_flag_names() and not (name.startswith("no")
+                                                    and name[2:] in current_flag_names()):
+        problems.append(f"{path}:{number}: --{name} is no program's flag (renamed or removed?)")
+  return problems
+
+
 # ---------------------------------------------------------------------------------------------
 # Figures quoted from benchmarks/results/*.json.
 
@@ -342,6 +377,12 @@ def results_section(text: str) -> Tuple[int, str]:
 @pytest.mark.parametrize("path", DOCS + SCRIPTS)
 def test_every_command_line_uses_flags_its_program_defines(path):
   problems = flag_problems(path)
+  assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", DOCS)
+def test_flags_named_in_prose_are_current(path):
+  problems = prose_flag_problems(path)
   assert not problems, "\n".join(problems)
 
 
