@@ -10,8 +10,9 @@ import hashlib
 import json
 import os
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from realm_tf.io import atomic
@@ -244,28 +245,46 @@ def numbered_examples(records: tf.data.Dataset, build, start_index: int = 0,
   return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "valid"})
 
 
-def shuffled_stream(records: tf.data.Dataset, seed: int, window: int,
-                    start_position: int = 0) -> tf.data.Dataset:
-  """`records` repeated forever in a seeded order that resumes exactly at `start_position`.
+def shuffled_stream(paths: Sequence[str], counts: Sequence[int], seed: int, window: int,
+                    start_position: int = 0,
+                    compression: str = COMPRESSION) -> tf.data.Dataset:
+  """The records of the shard files `paths` (`counts[i]` records in `paths[i]`, as the manifest
+  says) repeated forever in a seeded order that resumes exactly at `start_position`.
 
   Each run of `window` consecutive records of the repeated stream is permuted by a permutation
   keyed by (seed, window number), so element j of the output depends only on j: a trainer that
   stores how many elements it consumed restarts on the same stream. Shuffling matters because
   corpora come in article order: unshuffled, an ICT batch's in-batch negatives are blocks of
-  the same article, and a REALM batch holds sentences of one passage. Give serialized records
-  (scalar strings) so the window holds no parsed tensors.
+  the same article, and a REALM batch holds sentences of one passage. The window holds
+  serialized records (scalar strings), not parsed tensors.
+
+  Element j of the repeated stream is record j mod N, so resuming (and every index switch, which
+  rebuilds the stream) opens the shard holding the first record of the resumed window and skips
+  inside that shard only: the work is at most one shard and one window, whatever the position.
+  GZIP shards cannot seek, so that skip decompresses up to one shard: shards of about a window's
+  records (build_corpus's num_shards >= N / window) make a late restore as quick as a first start.
   """
   if window < 1:
     raise ValueError(f"window must be >= 1, got {window}.")
+  if len(paths) != len(counts):
+    raise ValueError(f"{len(paths)} shard paths but {len(counts)} record counts.")
+  offsets = np.concatenate([[0], np.cumsum(np.asarray(counts, np.int64))])
+  if offsets[-1] < 1:
+    raise ValueError(f"No record to stream in {list(paths)}.")
   first = start_position // window
+  start = (first * window) % int(offsets[-1])
+  # The last shard that starts at or before `start` (empty shards start where the next one does).
+  shard = int(np.searchsorted(offsets, start, side="right")) - 1
+  head = tf.data.TFRecordDataset(list(paths[shard:]), compression_type=compression)
+  ds = head.skip(start - int(offsets[shard])).concatenate(
+      tf.data.TFRecordDataset(list(paths), compression_type=compression).repeat())
 
   def permute(number, batch):
     key = tf.stack([tf.constant(seed, tf.int64), tf.cast(number, tf.int64)])
     order = tf.argsort(tf.random.stateless_uniform(tf.shape(batch)[:1], seed=key))
     return tf.gather(batch, order)
 
-  ds = records.repeat().skip(first * window).batch(window, drop_remainder=True)
-  ds = ds.enumerate(start=first).map(permute).unbatch()
+  ds = ds.batch(window, drop_remainder=True).enumerate(start=first).map(permute).unbatch()
   return ds.skip(start_position - first * window)
 
 
@@ -322,11 +341,10 @@ def training_blocks(corpus_dir: str, seed: int, shuffle_window: int, start_posit
   the `keep` predicate that leaves out held-out blocks and those of other roles
   (`in_query_split`; None when every block is kept)."""
   manifest = load_manifest(corpus_dir)
-  records = tf.data.TFRecordDataset(shard_paths(corpus_dir, manifest),
-                                    compression_type=COMPRESSION)
   window = max(1, min(shuffle_window, int(manifest["num_blocks"])))
-  blocks = shuffled_stream(records, seed, window, start_position).map(
-      parse_block, num_parallel_calls=tf.data.AUTOTUNE)
+  blocks = shuffled_stream(shard_paths(corpus_dir, manifest),
+                           [s["num_blocks"] for s in manifest["shards"]], seed, window,
+                           start_position).map(parse_block, num_parallel_calls=tf.data.AUTOTUNE)
   keep = None
   if heldout_fraction > 0 or (realm_query_fraction > 0 and role != "any"):
     keep = lambda b: in_query_split(_bucket(b["block_id"]), heldout_fraction,

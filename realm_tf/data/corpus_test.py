@@ -1,5 +1,7 @@
-"""Tests of the corpus's block split: held-out blocks, and REALM's queries kept apart from the
-reader warm-up's."""
+"""Tests of the corpus's block split (held-out blocks, and REALM's queries kept apart from the
+reader warm-up's) and of the seeded training stream's exact, cheap resume."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -61,3 +63,83 @@ def test_a_split_that_leaves_no_query_is_refused(tmp_path):
   assert top < 9999
   with pytest.raises(ValueError, match="No annotation record .* is a warmup query"):
     indexed_masked_examples(ann_dir, masker, 0, 0, 16, 0.0, (top + 1) / 10000, "warmup")
+
+
+# --- The seeded, repeated stream: resuming at any position reads at most one shard. ----------
+
+COUNTS = (5, 0, 13, 1, 7)  # uneven shards, one empty: N = 26
+
+
+def _shards(directory, counts=COUNTS):
+  """GZIP shards holding records b"0", b"1", ... in order; returns their paths."""
+  paths, n = [], 0
+  for i, count in enumerate(counts):
+    path = os.path.join(directory, f"s{i}.tfrecord.gz")
+    corpus_lib.write_shard(path, [str(n + j).encode() for j in range(count)])
+    paths.append(path)
+    n += count
+  return paths
+
+
+def _stream_by_skipping(paths, seed, window, start_position):
+  """The stream as it was first written: the repeated records skipped from their first one.
+  Kept as the reference that resumed training must reproduce element for element."""
+  first = start_position // window
+
+  def permute(number, batch):
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(number, tf.int64)])
+    return tf.gather(batch, tf.argsort(tf.random.stateless_uniform(tf.shape(batch)[:1],
+                                                                   seed=key)))
+
+  records = tf.data.TFRecordDataset(paths, compression_type=corpus_lib.COMPRESSION)
+  ds = records.repeat().skip(first * window).batch(window, drop_remainder=True)
+  ds = ds.enumerate(start=first).map(permute).unbatch()
+  return ds.skip(start_position - first * window)
+
+
+def _take(ds, n):
+  return [int(r) for r in ds.take(n).as_numpy_iterator()]
+
+
+@pytest.mark.parametrize("window", [1, 4, 7, 13, 26, 40])
+def test_the_stream_resumed_anywhere_equals_the_stream_skipped_from_its_start(tmp_path, window):
+  paths = _shards(str(tmp_path))
+  n = sum(COUNTS)
+  positions = {0, 1, window - 1, window, window + 3, n - 1, n, n + 2, 3 * n + 5,
+               50 * n + window + 1, 7 * window + 11}
+  for seed in (0, 9):
+    for position in sorted(positions):
+      got = _take(corpus_lib.shuffled_stream(paths, COUNTS, seed, window, position), 2 * n + 3)
+      want = _take(_stream_by_skipping(paths, seed, window, position), 2 * n + 3)
+      assert got == want, (seed, window, position)
+  # Each window is a permutation of N consecutive stream positions; every record comes round.
+  epoch = _take(corpus_lib.shuffled_stream(paths, COUNTS, 3, window, 0), n * window)
+  assert sorted(epoch) == sorted(list(range(n)) * window)
+
+
+def test_resuming_late_reads_only_the_shard_the_position_falls_in(tmp_path):
+  """At 50 epochs in, resuming reads only the shard holding the window's first record: every
+  other shard is replaced by garbage that a reader skipping from the start would fail on."""
+  paths = _shards(str(tmp_path))
+  n, window = sum(COUNTS), 4
+  position = 50 * n + 22  # its window starts at stream element 50 n + 20, record 20...
+  first_record = (position // window * window) % n
+  assert first_record == 20 and first_record + window <= n  # ...of shard 4 (records 19-25)
+  want = _take(corpus_lib.shuffled_stream(paths, COUNTS, 5, window, position), window - 2)
+  for path in paths[:-1]:
+    with open(path, "wb") as f:
+      f.write(b"not a shard")
+  assert _take(corpus_lib.shuffled_stream(paths, COUNTS, 5, window, position), window - 2) == want
+  assert set(want) <= set(range(19, 26))
+  with pytest.raises(tf.errors.DataLossError):
+    _take(_stream_by_skipping(paths, 5, window, position), 1)
+
+
+def test_the_stream_refuses_counts_that_do_not_describe_its_shards(tmp_path):
+  paths = _shards(str(tmp_path), (2, 3))
+  with pytest.raises(ValueError, match="2 shard paths but 1 record counts"):
+    corpus_lib.shuffled_stream(paths, [5], 0, 4)
+  with pytest.raises(ValueError, match="No record to stream"):
+    corpus_lib.shuffled_stream(paths, [0, 0], 0, 4)
+  with pytest.raises(ValueError, match="window must be >= 1"):
+    corpus_lib.shuffled_stream(paths, [2, 3], 0, 0)
