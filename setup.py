@@ -20,7 +20,10 @@ INSTALL_REQUIRES = [
     # Beam's TFRecord crc32c fast path (else: "Couldn't find python-snappy or google-crc32c ...").
     "google-crc32c",
     "safetensors",
-    "rank_bm25",  # `python -m realm_tf.launch.evaluate --retriever=bm25`
+    # BM25 (held-out question recall, warm-up evidence, `evaluate --retriever=bm25`): bm25s's
+    # index format and scoring, built by realm_tf.retrieval.bm25 with scipy.sparse.
+    "bm25s==0.3.16",
+    "scipy",
 ]
 
 setup(
@@ -39,5 +42,6 @@ setup(
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": ["pytest", "pytest-timeout", "pytest-xdist", "faiss-cpu", "dill",
-                            "importlib_resources"]},
+                            "importlib_resources",
+                            "rank_bm25"]},  # the reference BM25 Okapi that bm25_test compares to
 )

@@ -14,17 +14,47 @@ import tensorflow as tf
 
 from realm_tf.data import corpus
 from realm_tf.data.squad_open import SquadQuestion
+from realm_tf.retrieval.topk import top_k
 from realm_tf.text import RealmTokenizer, pack_query, packing
 from realm_tf.text.packing import INPUT_KEYS, QUERY_LENGTH
 EVAL_SEED = 20_200_210  # masking seed of evaluation queries (differs from any training seed)
 
 
-def top_k_rows(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, k: int) -> np.ndarray:
-  """Exact top-k rows by inner product, best first: int64 [Q, k]."""
-  scores = query_embeddings @ doc_embeddings.T
-  part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-  order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-  return np.take_along_axis(part, order, axis=1)
+TILE_SCORES = 1 << 21  # query x document scores computed at once (8 MB of float32)
+TILE_QUERIES = 256
+
+
+def top_k_rows(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, k: int,
+               tile_scores: int = TILE_SCORES) -> np.ndarray:
+  """Exact top-k rows by inner product, best first, equal scores in row order: int64 [Q, k].
+
+  Scores are computed for one tile of queries x documents at a time (`tile_scores` of them) and
+  folded into a running top-k, so the memory above the embeddings is a few tiles for any N, never
+  [Q, N]. `doc_embeddings` [N, D] is read one tile of rows at a time (a memory-mapped `.npy`
+  stays on disk); the result equals the top-k of the whole score matrix. k is capped at N.
+  """
+  queries = np.asarray(query_embeddings, np.float32)
+  n = len(doc_embeddings)
+  k = min(int(k), n)
+  best_scores = np.zeros([len(queries), 0], np.float32)
+  best_rows = np.zeros([len(queries), 0], np.int64)
+  if k <= 0 or not len(queries):
+    return best_rows[:, :0]
+  q_tile = min(len(queries), TILE_QUERIES)
+  d_tile = max(k, tile_scores // q_tile)
+  for start in range(0, n, d_tile):
+    docs = np.asarray(doc_embeddings[start:start + d_tile], np.float32)
+    merged_scores, merged_rows = [], []
+    for q0 in range(0, len(queries), q_tile):
+      # The tile's own top-k, then the top-k of (best so far, tile's): every earlier row comes
+      # before every tile row, so positions in the concatenation keep equal scores in row order.
+      tile, cols = top_k(queries[q0:q0 + q_tile] @ docs.T, k)
+      scores, pos = top_k(np.concatenate([best_scores[q0:q0 + q_tile], tile], axis=1), k)
+      rows = np.concatenate([best_rows[q0:q0 + q_tile], cols + start], axis=1)
+      merged_scores.append(scores)
+      merged_rows.append(np.take_along_axis(rows, pos, axis=1))
+    best_scores, best_rows = np.concatenate(merged_scores), np.concatenate(merged_rows)
+  return best_rows
 
 
 def query_hits(retrieved_block_ids: np.ndarray, gold: Sequence[set]) -> List[bool]:
@@ -112,7 +142,7 @@ def measure_bundle_recall(bundle, annotations_dir: str, corpus_dir: str, num_que
   from realm_tf.data import masking as masking_lib  # pylint: disable=g-import-not-at-top
   tokenizer = RealmTokenizer()
   length = int(bundle.query_embedder.metadata.get("query_seq_length", QUERY_LENGTH))
-  emb = np.asarray(bundle.embeddings, np.float32)
+  emb = bundle.embeddings  # read a tile at a time by top_k_rows
   ids = np.asarray(bundle.block_ids)
   embed = bundle.query_embedder.embed_queries
   masked = masking_lib.masked_dataset(

@@ -1,16 +1,55 @@
 """BM25 over the block corpus: the sparse baseline every dense retrieval figure is reported beside.
 
-Ranking is `rank_bm25.BM25Okapi` (a maintained library; nothing hand-written), over lower-cased
-word tokens of `title + body`, one BM25 document per block. Used by pre-training's held-out
-evaluation (question recall beside the dense retriever's) and by open-QA evaluation
-(`--retriever=bm25`: the same reader behind BM25).
+One BM25 document per block: the lower-cased `\\w+` tokens of `title + " " + body`. Scores are
+BM25 Okapi with `rank_bm25.BM25Okapi`'s defaults and formula (k1=1.5, b=0.75; idf
+log((N - df + 0.5) / (df + 0.5)), floored at 0.25 x the vocabulary's mean idf where negative; term
+frequency (k1 + 1) tf / (tf + k1 (1 - b + b |d| / avgdl)); an empty block counts as one empty
+token; a query token counts as often as it occurs).
+
+The index is a `bm25s` index (the eager sparse BM25 of "BM25S", Lù 2024): each (term, block)
+posting holds its precomputed idf x tf-component, in a CSC matrix with one column per term, so a
+query sums the postings of its terms (`bm25s.BM25.get_scores_from_ids`). Its files are bm25s's
+(`bm25s.BM25.load(directory, mmap=True)` opens them) and are memory-mapped: resident memory is the
+vocabulary plus the pages of the postings that queries touch, not 8 bytes x postings.
+
+`bm25s.BM25.index` needs every block's token list in memory (Python objects per token), so the
+index is written here in one streaming pass instead: texts are tokenised `CHUNK_DOCS` at a time
+into runs of term-sorted postings spilled to disk, and the runs are merged term range by term range
+into the final arrays once N, the document frequencies and avgdl are known. Memory while building
+is the vocabulary, 4 bytes per block (its length) and fixed-size buffers.
+
+Used by pre-training's held-out evaluation (question recall beside the dense retriever's), by the
+warm-up's evidence choice, and by open-QA evaluation (`--retriever=bm25`).
 """
+import contextlib
+import dataclasses
+import collections
+import itertools
+import json
+import multiprocessing
+import os
 import re
-from typing import List, Optional, Sequence
+import shutil
+import tempfile
+import weakref
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from realm_tf.io import publish
+from realm_tf.retrieval.topk import top_k
+from realm_tf.training.progress import ItemProgress
+
 _WORD = re.compile(r"\w+", re.UNICODE)
+_WORD_OR_SEP = re.compile(r"\w+|\x00", re.UNICODE)  # "\x00" separates the texts of a chunk
+K1, B, EPSILON = 1.5, 0.75, 0.25
+CHUNK_DOCS = 2048             # texts tokenised per regex call
+RUN_DOCS = 1 << 14            # blocks per spilled run (local rows fit uint16)
+MERGE_POSTINGS = 1 << 22      # postings per merge step, unless one term has more
+SCORE_POSTINGS = 1 << 20      # postings scored at once (bounds the float64 temporaries)
+DATA, INDICES, INDPTR = "data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy"
+VOCAB, PARAMS, META = "vocab.index.json", "params.index.json", "realm_bm25.json"
+FORMAT = 1
 
 
 def bm25_tokens(text: str) -> List[str]:
@@ -18,32 +57,373 @@ def bm25_tokens(text: str) -> List[str]:
   return _WORD.findall(text.lower())
 
 
-class BM25Index:
-  """BM25Okapi over `texts`; `search` returns row indices into `texts`, best first."""
+class _Vocab(dict):
+  """token -> id, adding unseen tokens with the next id (id 0 is the chunk separator)."""
 
-  def __init__(self, texts: Sequence[str]):
-    from rank_bm25 import BM25Okapi  # pylint: disable=g-import-not-at-top
-    if not texts:
+  def __missing__(self, token):
+    self[token] = len(self)
+    return len(self) - 1
+
+
+@dataclasses.dataclass
+class _Run:
+  """Postings of `RUN_DOCS` blocks on disk, term-major: uint16 local rows, then uint16 tf."""
+  first_row: int
+  offset: int            # byte offset of the rows in the spill file
+  size: int              # postings
+  terms: np.ndarray      # distinct term ids, ascending (int32)
+  starts: np.ndarray     # posting offset of each term's postings, plus the end (int32)
+
+
+class _Builder:
+  """Streaming construction of a bm25s index directory (see the module docstring)."""
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    self.vocab = _Vocab({"\x00": 0})
+    self.lengths: List[np.ndarray] = []         # int32 per chunk
+    self.runs: List[_Run] = []
+    self.run_parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    self.run_docs = 0
+    self.num_docs = 0
+    self.spill_path = os.path.join(directory, "postings.spill")
+    self.spill = open(self.spill_path, "wb")  # pylint: disable=consider-using-with
+
+  def add(self, num_texts: int, tokens: List[str], local_ids: np.ndarray) -> None:
+    """Adds one `_tokenize`d chunk of `num_texts` texts to the current run."""
+    import scipy.sparse  # pylint: disable=g-import-not-at-top
+    terms = np.fromiter(map(self.vocab.__getitem__, tokens), np.int32, count=len(tokens)) - 1
+    sep = local_ids == 0
+    docs = np.cumsum(sep, dtype=np.int32)[~sep]
+    local = local_ids[~sep] - 1
+    lengths = np.bincount(docs, minlength=num_texts).astype(np.int32)
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:  # rank_bm25 was given [""] for a text without words
+      terms = np.append(terms, np.int32(self.vocab[""] - 1))
+      docs = np.concatenate([docs, empty.astype(np.int32)])
+      local = np.concatenate([local, np.full(empty.size, len(terms) - 1, np.int32)])
+      lengths[empty] = 1
+    # Counting sort by the chunk's own term ids, rows ascending, duplicates summed: tf.
+    counts = scipy.sparse.coo_matrix((np.ones(len(local), np.int32), (docs, local)),
+                                     shape=(num_texts, len(terms))).tocsc()
+    self.run_parts.append((np.repeat(terms, np.diff(counts.indptr)),
+                           (counts.indices + self.run_docs).astype(np.uint16),
+                           np.minimum(counts.data, 65535).astype(np.uint16)))
+    self.lengths.append(lengths)
+    self.run_docs += num_texts
+    self.num_docs += num_texts
+    if self.run_docs + CHUNK_DOCS > RUN_DOCS:
+      self._spill_run()
+
+  def _spill_run(self) -> None:
+    """Writes the current run term-major (rows ascending within a term) to the spill file."""
+    if not self.run_parts:
+      return
+    import scipy.sparse  # pylint: disable=g-import-not-at-top
+    terms, rows, tf = (np.concatenate(x) for x in zip(*self.run_parts))
+    self.run_parts = []
+    csc = scipy.sparse.coo_matrix((tf, (rows, terms)),
+                                  shape=(self.run_docs, len(self.vocab) - 1)).tocsc()
+    del terms, rows, tf
+    per_term = np.diff(csc.indptr)
+    distinct = np.flatnonzero(per_term).astype(np.int32)
+    offset = self.spill.tell()
+    csc.indices.astype(np.uint16).tofile(self.spill)
+    csc.data.astype(np.uint16).tofile(self.spill)
+    self.runs.append(_Run(self.num_docs - self.run_docs, offset, int(csc.nnz), distinct,
+                          np.concatenate([[0], np.cumsum(per_term[distinct])]).astype(np.int32)))
+    self.run_docs = 0
+
+  def finish(self) -> dict:
+    """Merges the runs into the bm25s arrays; writes the vocabulary and parameters."""
+    self._spill_run()
+    self.spill.close()
+    if not self.num_docs:
       raise ValueError("BM25Index needs at least one document.")
-    self.size = len(texts)
-    self._bm25 = BM25Okapi([bm25_tokens(t) or [""] for t in texts])
+    lengths = np.concatenate(self.lengths)
+    self.lengths = []
+    n, vocab_size = self.num_docs, len(self.vocab) - 1
+    avgdl = float(lengths.sum(dtype=np.int64)) / n
+    df = np.zeros(vocab_size, np.int64)
+    for run in self.runs:
+      df[run.terms] += np.diff(run.starts)
+    idf = np.log(n - df + 0.5) - np.log(df + 0.5)
+    idf[idf < 0] = EPSILON * idf.mean()
+    norm = K1 * (1 - B + B * lengths / avgdl)    # float64 [N]
+    del lengths
+    indptr = np.concatenate([[0], np.cumsum(df)]).astype(np.int64)
+    progress = ItemProgress(int(indptr[-1]), "bm25 merge", "postings")
+    np.save(os.path.join(self.directory, INDPTR), indptr)
+    with open(self.spill_path, "rb") as spill, \
+        _NpyWriter(os.path.join(self.directory, DATA), np.float32, indptr[-1]) as data, \
+        _NpyWriter(os.path.join(self.directory, INDICES), np.int32, indptr[-1]) as rows_out:
+      t0 = 0
+      while t0 < vocab_size:
+        t1 = max(t0 + 1, int(np.searchsorted(indptr, indptr[t0] + MERGE_POSTINGS, "right")) - 1)
+        t1 = min(t1, vocab_size)
+        rows, tf = self._merge_range(spill, indptr, t0, t1)
+        terms = np.repeat(np.arange(t0, t1, dtype=np.int32), df[t0:t1])
+        for s in range(0, len(rows), SCORE_POSTINGS):
+          r, f = rows[s:s + SCORE_POSTINGS], tf[s:s + SCORE_POSTINGS].astype(np.float64)
+          w = idf[terms[s:s + SCORE_POSTINGS]]
+          data.write((w * f * (K1 + 1) / (f + norm[r])).astype(np.float32))
+          rows_out.write(r)
+        progress.add(int(indptr[t1] - indptr[t0]))
+        t0 = t1
+    os.remove(self.spill_path)
+    vocab = {token: i - 1 for token, i in self.vocab.items() if i}
+    with open(os.path.join(self.directory, VOCAB), "w", encoding="utf-8") as f:
+      json.dump(vocab, f, ensure_ascii=False)
+    import bm25s  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(self.directory, PARAMS), "w", encoding="utf-8") as f:
+      json.dump({"k1": K1, "b": B, "delta": 0.5, "method": "atire", "idf_method": "robertson",
+                 "dtype": "float32", "int_dtype": "int32", "num_docs": n,
+                 "version": bm25s.__version__, "backend": "numpy"}, f, indent=2)
+    return {"format": FORMAT, "num_docs": n, "vocab_size": vocab_size,
+            "num_postings": int(indptr[-1]), "avgdl": avgdl, "k1": K1, "b": B,
+            "epsilon": EPSILON,
+            "scoring": "rank_bm25 BM25Okapi: atire tf-component x robertson idf floored at "
+                       "epsilon x mean idf", "tokens": "lower-cased \\w+ of each text"}
+
+  def _merge_range(self, spill, indptr: np.ndarray, t0: int, t1: int):
+    """(rows int32, tf uint16) of terms [t0, t1) in index order: by term, then row."""
+    base = indptr[t0]
+    rows = np.empty(indptr[t1] - base, np.int32)
+    tf = np.empty(len(rows), np.uint16)
+    heads = indptr[t0:t1] - base                      # next free slot of each term
+    for run in self.runs:
+      a, b = np.searchsorted(run.terms, [t0, t1])
+      if a == b:
+        continue
+      first, last = run.starts[a], run.starts[b]
+      spill.seek(run.offset + 2 * first)
+      local = np.fromfile(spill, np.uint16, last - first)
+      spill.seek(run.offset + 2 * (run.size + first))
+      freq = np.fromfile(spill, np.uint16, last - first)
+      group = run.terms[a:b] - t0
+      sizes = np.diff(run.starts[a:b + 1])
+      dest = np.repeat(heads[group] - (run.starts[a:b] - first), sizes) + np.arange(last - first)
+      heads[group] += sizes
+      rows[dest] = local.astype(np.int32) + run.first_row
+      tf[dest] = freq
+    return rows, tf
+
+
+class _NpyWriter:
+  """Writes a 1-D .npy file of known length sequentially (no array of that length in memory)."""
+
+  def __init__(self, path: str, dtype, length: int):
+    self.path, self.dtype, self.length, self.written = path, np.dtype(dtype), int(length), 0
+
+  def __enter__(self):
+    self.f = open(self.path, "wb")  # pylint: disable=consider-using-with
+    np.lib.format.write_array_header_1_0(self.f, {
+        "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+        "shape": (self.length,)})
+    return self
+
+  def write(self, values: np.ndarray) -> None:
+    self.f.write(np.ascontiguousarray(values, self.dtype).tobytes())
+    self.written += len(values)
+
+  def __exit__(self, *exc):
+    self.f.close()
+    if exc[0] is None and self.written != self.length:
+      raise RuntimeError(f"{self.path}: wrote {self.written} values, expected {self.length}.")
+
+
+def _tokenize(texts: List[str]) -> Tuple[List[str], np.ndarray]:
+  """(the chunk's distinct tokens, in first-seen order; int32 ids of its tokens in text order,
+  where i > 0 is tokens[i - 1] and 0 separates one text from the next). Runs in a worker."""
+  joined = "\x00".join(texts)
+  if joined.count("\x00") != len(texts) - 1:  # a text holds the separator (it is no word)
+    joined = "\x00".join(t.replace("\x00", " ") for t in texts)
+  found = _WORD_OR_SEP.findall(joined.lower())
+  local = _Vocab({"\x00": 0})
+  ids = np.fromiter(map(local.__getitem__, found), np.int32, count=len(found))
+  return list(local)[1:], ids
+
+
+def _tokenized_chunks(texts: Iterable[str], workers: int) -> Iterator[Tuple[int, list, np.ndarray]]:
+  """(number of texts, *`_tokenize`(chunk)) per `CHUNK_DOCS` texts, in order; with `workers`,
+  tokenised by that many forked processes, at most 2 chunks per worker in flight."""
+  def chunks():
+    it = iter(texts)
+    while True:
+      chunk = list(itertools.islice(it, CHUNK_DOCS))
+      if not chunk:
+        return
+      yield chunk
+
+  if workers <= 0:
+    for chunk in chunks():
+      yield (len(chunk), *_tokenize(chunk))
+    return
+  with multiprocessing.get_context("fork").Pool(workers) as pool:
+    pending = collections.deque()
+    for chunk in chunks():
+      pending.append((len(chunk), pool.apply_async(_tokenize, (chunk,))))
+      if len(pending) >= 2 * workers:
+        n, result = pending.popleft()
+        yield (n, *result.get())
+    while pending:
+      n, result = pending.popleft()
+      yield (n, *result.get())
+
+
+class BM25Index:
+  """BM25 over a stream of texts; `search` returns rows (positions in the stream), best first.
+
+  `BM25Index(texts)` is `BM25Index.from_texts(texts)`. The index lives in `directory` (a private
+  temporary one, removed with the index, when none is given); `load` opens a saved one.
+  """
+
+  def __init__(self, texts: Iterable[str], num_docs: Optional[int] = None,
+               directory: Optional[str] = None, workers: Optional[int] = None):
+    self._build(texts, num_docs, directory, workers, {})
+
+  @classmethod
+  def from_texts(cls, texts: Iterable[str], num_docs: Optional[int] = None,
+                 directory: Optional[str] = None, workers: Optional[int] = None) -> "BM25Index":
+    """Index of `texts` (any iterable, e.g. a generator over corpus batches), read once in
+    `CHUNK_DOCS` pieces; `num_docs`, when given, is checked (and sizes the progress line).
+
+    `workers` processes tokenise (default: one per CPU, up to 8, unless `num_docs` says the
+    input is small; 0: in this process). The index does not depend on it.
+    """
+    return cls(texts, num_docs, directory, workers)
+
+  @classmethod
+  def from_corpus(cls, corpus_dir: str, directory: Optional[str] = None,
+                  workers: Optional[int] = None) -> "BM25Index":
+    """Index of a block corpus: row r is the r-th block in manifest order (title + " " + body).
+
+    With `directory`, an index there built from the same corpus (its manifest fingerprint) is
+    opened instead of rebuilt; otherwise one is built there.
+    """
+    from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
+    manifest = corpus.load_manifest(corpus_dir)
+    fingerprint = manifest.get("fingerprint")
+    if directory and _meta(directory).get("corpus_fingerprint") == fingerprint:
+      return cls.load(directory)
+
+    def texts():
+      for batch in corpus.read_blocks(corpus_dir).batch(4096):
+        for title, body in zip(batch["title"].numpy().tolist(), batch["body"].numpy().tolist()):
+          yield title.decode("utf-8") + " " + body.decode("utf-8")
+
+    index = cls.__new__(cls)
+    index._build(texts(), int(manifest["num_blocks"]), directory, workers,
+                 {"corpus_fingerprint": fingerprint, "corpus_dir": corpus_dir})
+    return index
+
+  @classmethod
+  def load(cls, directory: str) -> "BM25Index":
+    """Opens an index directory written by this class (memory-mapped)."""
+    index = cls.__new__(cls)
+    index._open(directory)
+    return index
+
+  def _build(self, texts: Iterable[str], num_docs: Optional[int], directory: Optional[str],
+             workers: Optional[int], extra_meta: dict) -> None:
+    if workers is None:
+      small = num_docs is not None and num_docs <= 4 * CHUNK_DOCS
+      workers = 0 if small else min(8, os.cpu_count() or 1)
+    owned = directory is None
+    if owned:
+      directory = tempfile.mkdtemp(prefix="realm-bm25-")
+      self._cleanup = weakref.finalize(self, shutil.rmtree, directory, True)
+    target = contextlib.nullcontext(directory) if owned else \
+        publish.publish_dir(directory, replace=True)
+    with target as work:
+      builder = _Builder(work)
+      try:
+        reading = ItemProgress(num_docs, "bm25 tokenise", "blocks")
+        for n, tokens, ids in _tokenized_chunks(texts, workers):
+          builder.add(n, tokens, ids)
+          reading.add(n)
+        reading.finish()
+        if num_docs is not None and builder.num_docs != num_docs:
+          raise ValueError(f"BM25Index: read {builder.num_docs} texts, expected num_docs="
+                           f"{num_docs}.")
+        meta = builder.finish()
+      finally:
+        builder.spill.close()
+      with open(os.path.join(work, META), "w", encoding="utf-8") as f:
+        json.dump(dict(meta, **extra_meta), f, indent=2, sort_keys=True)
+    self._open(directory)
+
+  def _open(self, directory: str) -> None:
+    import bm25s  # pylint: disable=g-import-not-at-top
+    meta = _meta(directory)
+    if meta.get("format") != FORMAT:
+      raise ValueError(f"{os.path.join(directory, META)}: missing or not a BM25 index of format "
+                       f"{FORMAT}.")
+    with open(os.path.join(directory, PARAMS), encoding="utf-8") as f:
+      params = json.load(f)
+    params.pop("version", None)
+    self.size = int(params.pop("num_docs"))
+    self.directory, self.meta = directory, meta
+    self._bm25 = bm25s.BM25(**params)
+    self._bm25.load_scores(directory, mmap=True, num_docs=self.size)
+    self._bm25.scores["indptr"] = np.asarray(self._bm25.scores["indptr"])  # small: in memory
+    self._bm25.nonoccurrence_array = None
+    with open(os.path.join(directory, VOCAB), encoding="utf-8") as f:
+      self._bm25.vocab_dict = json.load(f)
+
+  def save(self, directory: str) -> None:
+    """Copies the index files to `directory` (published atomically; replaces an old one)."""
+    with publish.publish_dir(directory, replace=True) as work:
+      for name in (DATA, INDICES, INDPTR, VOCAB, PARAMS, META):
+        shutil.copyfile(os.path.join(self.directory, name), os.path.join(work, name))
+
+  def _term_ids(self, query: str) -> np.ndarray:
+    vocab = self._bm25.vocab_dict
+    return np.asarray([vocab[t] for t in bm25_tokens(query) if t in vocab], np.int32)
 
   def scores(self, query: str, rows: Optional[Sequence[int]] = None) -> np.ndarray:
-    """BM25 scores for `query`: of every document (float [N]), or of `rows` only (float
-    [len(rows)], cheaper when they are few)."""
-    tokens = bm25_tokens(query)
+    """BM25 scores (float32) of `query`: of every block [N], or of `rows` only [len(rows)]
+    (cheap for a few hundred rows; equal to `scores(query)[rows]`)."""
+    ids = self._term_ids(query)
     if rows is None:
-      return np.asarray(self._bm25.get_scores(tokens), np.float64)
-    return np.asarray(self._bm25.get_batch_scores(tokens, list(rows)), np.float64)
+      return self._bm25.get_scores_from_ids(ids)
+    rows = np.asarray(rows, np.int64).reshape(-1)
+    bad = rows[(rows < 0) | (rows >= self.size)]
+    if bad.size:
+      raise ValueError(f"BM25Index.scores: row {int(bad[0])} is outside 0..{self.size - 1}.")
+    rows = rows.astype(np.int32)
+    data, indices, indptr = (self._bm25.scores[k] for k in ("data", "indices", "indptr"))
+    out = np.zeros(len(rows), np.float32)
+    for t in ids:  # the same float32 additions in the same order as the full scores
+      start, end = indptr[t], indptr[t + 1]
+      postings = indices[start:end]
+      at = np.minimum(np.searchsorted(postings, rows), end - start - 1)
+      hit = postings[at] == rows
+      out[hit] += data[start + at[hit]]
+    return out
 
-  def search(self, queries: Sequence[str], k: int):
-    """(scores float32 [Q, k], rows int64 [Q, k]) of the top-k documents per query, best first
-    (ties broken by row order, so results are deterministic)."""
-    k = min(k, self.size)
-    rows = np.zeros([len(queries), k], np.int64)
+  def search(self, queries: Sequence[str], k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(scores float32 [Q, k], rows int64 [Q, k]) of the top-k blocks per query, best first,
+    equal scores in row order (deterministic); k is capped at the index size."""
+    k = min(int(k), self.size)
     scores = np.zeros([len(queries), k], np.float32)
-    for i, q in enumerate(queries):
-      s = self.scores(q)
-      top = np.argsort(-s, kind="stable")[:k]
-      rows[i], scores[i] = top, s[top]
+    rows = np.zeros([len(queries), k], np.int64)
+    for i, query in enumerate(queries):
+      s, r = top_k(self.scores(query)[None, :], k)
+      scores[i], rows[i] = s[0], r[0]
     return scores, rows
+
+  def close(self) -> None:
+    """Drops the arrays; removes the index directory if it is a private temporary one."""
+    self._bm25 = None
+    cleanup = getattr(self, "_cleanup", None)
+    if cleanup is not None:
+      cleanup()
+
+
+def _meta(directory: str) -> dict:
+  path = os.path.join(directory, META)
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)

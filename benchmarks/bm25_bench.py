@@ -1,0 +1,184 @@
+r"""BM25 at scale: index build seconds and memory per block, and milliseconds per question.
+
+    nice python -m benchmarks.bm25_bench --num_blocks=100000,1000000   # → benchmarks/results/bm25.json
+
+For each size, a fresh process (so its peak RSS is its own) builds `realm_tf.retrieval.bm25` over a
+deterministic synthetic corpus of `num_blocks` blocks of at least `words_per_block` words (random
+titles and shuffled sentences of the shipped text: SQuAD v1.1 dev and WikiText-2 test), then
+answers `num_questions` SQuAD dev questions. Recorded per size:
+
+- build seconds (wall and CPU) without the time the generator itself takes (measured by iterating
+  it once alone, before the build);
+- peak RSS added while building and RSS added at rest (after the build, and after the questions,
+  split into anonymous memory and mapped index-file pages), per block;
+- the index's bytes on disk per block; milliseconds per question (wall and CPU).
+
+`measure(num_blocks, ...)` does one size in the calling process (the scale benchmark calls it in a
+process of its own); `run(config)` runs every size and writes the JSON with its goals.
+"""
+import dataclasses
+import functools
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Iterator, List
+
+import numpy as np
+
+GOALS = {"build_seconds": 60.0, "bytes_per_block": 1024.0, "ms_per_question": 20.0}
+GOAL_BLOCKS = 1_000_000
+
+
+@dataclasses.dataclass
+class BM25BenchConfig:
+  """Corpus sizes measured (each in its own process), block length, questions timed."""
+  num_blocks: List[int] = dataclasses.field(default_factory=lambda: [100_000, 1_000_000])
+  words_per_block: int = 200
+  num_questions: int = 1000
+  seed: int = 0
+  child: bool = False
+
+
+HELP = {
+    "num_blocks": "Corpus sizes (blocks), each built in a fresh process.",
+    "words_per_block": "Words per synthetic block (whole sentences up to at least this many).",
+    "num_questions": "SQuAD dev questions timed.",
+    "seed": "Seed of the synthetic corpus.",
+    "child": "(internal) measure the first size in this process and print its JSON.",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _sentences():
+  """(sentences, their word counts, titles) of the shipped text."""
+  from realm_tf.data import default_corpus, documents  # pylint: disable=g-import-not-at-top
+  docs = [d for path in (default_corpus.default_corpus_path(), default_corpus.wikitext2_test_path())
+          for d in documents.read_documents(path) if isinstance(d, documents.Document)]
+  sentences = [s for d in docs for s in re.split(r"(?<=[.!?])\s+", d.text) if s.strip()]
+  words = np.array([len(s.split()) for s in sentences])
+  return sentences, words, sorted({d.title for d in docs})
+
+
+def synthetic_texts(num_blocks: int, words_per_block: int = 200, seed: int = 0) -> Iterator[str]:
+  """`num_blocks` texts ("title body"), deterministic in `seed`: a random shipped title and random
+  shipped sentences, whole, until the body has at least `words_per_block` words."""
+  sentences, words, titles = _sentences()
+  rng = np.random.RandomState(seed)
+  per = int(3 * words_per_block / words.mean()) + 4
+  for start in range(0, num_blocks, 4096):
+    n = min(4096, num_blocks - start)
+    pick = rng.randint(len(sentences), size=(n, per))
+    stop = np.minimum((np.cumsum(words[pick], axis=1) < words_per_block).sum(axis=1) + 1, per)
+    title = rng.randint(len(titles), size=n)
+    for t, row, m in zip(title.tolist(), pick.tolist(), stop.tolist()):
+      yield titles[t] + " " + " ".join([sentences[j] for j in row[:m]])
+
+
+def _rss() -> dict:
+  """Current resident memory in bytes: total, anonymous, file-backed (Linux /proc)."""
+  out = {}
+  with open("/proc/self/status") as f:
+    for line in f:
+      key, _, value = line.partition(":")
+      if key in ("VmRSS", "RssAnon", "RssFile"):
+        out[key] = int(value.split()[0]) * 1024
+  return out
+
+
+def _dir_bytes(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+
+
+def measure(num_blocks: int, words_per_block: int = 200, num_questions: int = 1000,
+            seed: int = 0) -> dict:
+  """Builds a BM25 index of `num_blocks` synthetic blocks in this process and times questions.
+
+  Peak RSS is this process's (`ru_maxrss`): call it in a fresh process for a clean figure.
+  """
+  from realm_tf.data.squad_open import load_squad_questions  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.bm25 import BM25Index  # pylint: disable=g-import-not-at-top
+  questions = [q.question for q in load_squad_questions(split="dev")]
+  questions = [questions[i] for i in
+               np.random.RandomState(0).choice(len(questions), num_questions, replace=False)]
+  _sentences()  # loaded once before the baseline, as the generator holds them
+  t, c = time.time(), time.process_time()
+  words = sum(len(x.split()) for x in synthetic_texts(num_blocks, words_per_block, seed))
+  gen_wall, gen_cpu = time.time() - t, time.process_time() - c
+  base = _rss()
+  with tempfile.TemporaryDirectory(prefix="bm25-bench-") as tmp:
+    t, c = time.time(), time.process_time()
+    index = BM25Index.from_texts(synthetic_texts(num_blocks, words_per_block, seed), num_blocks,
+                                 directory=os.path.join(tmp, "index"))
+    wall, cpu = time.time() - t - gen_wall, time.process_time() - c - gen_cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base["VmRSS"]
+    built = _rss()
+    index.search(questions[:10], 20)  # warm-up
+    t, c = time.time(), time.process_time()
+    index.search(questions, 20)
+    q_wall, q_cpu = time.time() - t, time.process_time() - c
+    queried = _rss()
+    disk = _dir_bytes(index.directory)
+    meta = dict(index.meta)
+    index.close()
+  added = lambda rss, key: rss[key] - base[key]  # pylint: disable=unnecessary-lambda-assignment
+  return {
+      "num_blocks": num_blocks, "words_per_block_min": words_per_block,
+      "words_per_block_mean": words / num_blocks, "postings_per_block": meta["num_postings"] / num_blocks,
+      "vocab_size": meta["vocab_size"],
+      "generator_seconds": gen_wall,
+      "build_seconds": wall, "build_cpu_seconds": cpu,
+      "peak_rss_added_building_bytes_per_block": peak / num_blocks,
+      "rss_added_at_rest_bytes_per_block": added(built, "VmRSS") / num_blocks,
+      "rss_added_after_questions_bytes_per_block": added(queried, "VmRSS") / num_blocks,
+      "anon_rss_added_after_questions_bytes_per_block": added(queried, "RssAnon") / num_blocks,
+      "index_file_pages_resident_after_questions_bytes_per_block":
+          added(queried, "RssFile") / num_blocks,
+      "index_disk_bytes_per_block": disk / num_blocks,
+      "num_questions": num_questions, "k": 20,
+      "ms_per_question": 1000 * q_wall / num_questions,
+      "cpu_ms_per_question": 1000 * q_cpu / num_questions,
+  }
+
+
+def goals(result: dict) -> dict:
+  """The scale goals, from a measurement at >= 1M blocks."""
+  per_block = max(result["peak_rss_added_building_bytes_per_block"],
+                  result["rss_added_after_questions_bytes_per_block"])
+  return {"build_seconds_le_60": result["build_seconds"] <= GOALS["build_seconds"],
+          "bytes_per_block_le_1024": per_block <= GOALS["bytes_per_block"],
+          "ms_per_question_le_20": result["ms_per_question"] <= GOALS["ms_per_question"]}
+
+
+def run(config: BM25BenchConfig) -> dict:
+  """Measures each size in a fresh process; writes benchmarks/results/bm25.json (unless `child`)."""
+  if config.child:
+    result = measure(config.num_blocks[0], config.words_per_block, config.num_questions,
+                     config.seed)
+    print("BM25_BENCH_RESULT " + json.dumps(result), flush=True)
+    return result
+  from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
+  sizes = []
+  for n in config.num_blocks:
+    cmd = [sys.executable, "-m", "benchmarks.bm25_bench", "--child", f"--num_blocks={n}",
+           f"--words_per_block={config.words_per_block}", f"--seed={config.seed}",
+           f"--num_questions={config.num_questions}"]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    sizes.append(json.loads(out.split("BM25_BENCH_RESULT ", 1)[1].splitlines()[0]))
+  largest = max(sizes, key=lambda r: r["num_blocks"])
+  payload = {"sizes": sizes, "goal_limits": GOALS,
+             "library": "bm25s (index format, memory-mapped postings, query scoring); streaming "
+                        "build in realm_tf.retrieval.bm25"}
+  if largest["num_blocks"] >= GOAL_BLOCKS:
+    payload["goals"] = goals(largest)
+  write_result("bm25", payload)
+  return payload
+
+
+if __name__ == "__main__":
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(BM25BenchConfig, HELP, run)

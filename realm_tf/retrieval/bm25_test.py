@@ -1,0 +1,129 @@
+"""Tests for the streaming bm25s index: rank_bm25's scores, deterministic ties, one-pass building."""
+import math
+import os
+
+import numpy as np
+import pytest
+
+from realm_tf.retrieval import bm25
+from realm_tf.retrieval.bm25 import BM25Index, bm25_tokens
+
+
+def _arrays(index):
+  return [np.asarray(index._bm25.scores[k]) for k in ("data", "indices", "indptr")]  # pylint: disable=protected-access
+
+
+def test_scores_equal_a_hand_computation():
+  index = BM25Index.from_texts(["a b a", "b c", "D."])
+  # N = 3, lengths 3, 2, 1 (avgdl 2); df: a 1, b 2, c 1, d 1.
+  idf_a = math.log(3 - 1 + 0.5) - math.log(1 + 0.5)          # also c and d
+  idf_b = math.log(3 - 2 + 0.5) - math.log(2 + 0.5)          # negative: floored
+  eps = 0.25 * (3 * idf_a + idf_b) / 4                       # 0.25 x the mean idf
+  tfc = lambda tf, dl: tf * 2.5 / (tf + 1.5 * (0.25 + 0.75 * dl / 2))  # pylint: disable=unnecessary-lambda-assignment
+  want = [idf_a * tfc(2, 3) + eps * tfc(1, 3), eps * tfc(1, 2), 0.0]
+  np.testing.assert_allclose(index.scores("A, b?"), want, rtol=1e-6)
+  # A repeated query word counts twice, as in rank_bm25; unknown words add nothing.
+  np.testing.assert_allclose(index.scores("c c zebra"), [0, 2 * idf_a * tfc(1, 2), 0], rtol=1e-6)
+  assert index.size == 3 and index.meta["avgdl"] == 2.0
+
+
+def test_scores_and_rankings_equal_rank_bm25():
+  rank_bm25 = pytest.importorskip("rank_bm25")
+  rng = np.random.RandomState(0)
+  words = [f"w{i}" for i in range(40)] + ["the"] * 30 + ["Éclair", "naïve", "x_y"]
+  texts = [" ".join(rng.choice(words, rng.randint(0, 25))) + ", and." for _ in range(300)]
+  texts[7] = ""
+  index = BM25Index.from_texts(iter(texts))
+  ref = rank_bm25.BM25Okapi([bm25_tokens(t) or [""] for t in texts])
+  queries = ["the w1 w2", "éclair naive naïve", "w3 w3 and", "x_y w39 w0 the the", "nothing"]
+  for q in queries:
+    np.testing.assert_allclose(index.scores(q), ref.get_scores(bm25_tokens(q)), rtol=2e-6,
+                               atol=1e-7)
+  _, rows = index.search(queries, 10)
+  for q, got in zip(queries, rows):
+    s = ref.get_scores(bm25_tokens(q)).astype(np.float32)
+    np.testing.assert_array_equal(got, np.lexsort((np.arange(len(s)), -s))[:10])
+
+
+def test_ties_are_broken_by_row_order():
+  texts = ["red fox", "blue sky", "red fox", "grey sky", "red fox", "blue sky", "sea", "sea"]
+  index = BM25Index.from_texts(texts)
+  scores, rows = index.search(["red fox", "sky", "unknown words"], 4)
+  np.testing.assert_array_equal(rows, [[0, 2, 4, 1], [1, 3, 5, 0], [0, 1, 2, 3]])
+  assert scores[0, 0] == scores[0, 1] == scores[0, 2] > scores[0, 3] == 0
+  assert (scores[2] == 0).all()
+  assert index.search(["sky"], 100)[1].shape == (1, 8)  # k is capped at the index size
+
+
+def test_scores_of_given_rows_equal_the_full_scores():
+  rng = np.random.RandomState(1)
+  texts = [" ".join(rng.choice(["a", "b", "c", "d", "e", "f"], 8)) for _ in range(50)]
+  index = BM25Index.from_texts(texts)
+  rows = [49, 0, 7, 7, 13]
+  for q in ["a b", "f f c", "zzz"]:
+    np.testing.assert_array_equal(index.scores(q, rows), index.scores(q)[rows])
+  with pytest.raises(ValueError, match="row 50 is outside 0..49"):
+    index.scores("a", [3, 50])
+
+
+def test_streaming_build_reads_a_generator_once_and_runs_and_merges_in_pieces(monkeypatch,
+                                                                               tmp_path):
+  """Many small runs, merge ranges and worker processes give the same index as one of each."""
+  rng = np.random.RandomState(2)
+  texts = [" ".join(rng.choice([f"t{i}" for i in range(60)] + ["common"] * 40, 12))
+           for _ in range(700)]
+  whole = BM25Index.from_texts(texts, workers=0)
+  monkeypatch.setattr(bm25, "CHUNK_DOCS", 16)
+  monkeypatch.setattr(bm25, "RUN_DOCS", 100)
+  monkeypatch.setattr(bm25, "MERGE_POSTINGS", 50)
+  monkeypatch.setattr(bm25, "SCORE_POSTINGS", 7)
+  read = []
+
+  def once():
+    assert not read, "the texts were read twice"
+    for t in texts:
+      read.append(t)
+      yield t
+
+  pieces = BM25Index.from_texts(once(), num_docs=700, directory=str(tmp_path / "i"), workers=2)
+  assert len(read) == 700 and pieces.size == 700
+  for a, b in zip(_arrays(whole), _arrays(pieces)):
+    np.testing.assert_array_equal(a, b)
+  assert not os.path.exists(os.path.join(pieces.directory, "postings.spill"))
+  with pytest.raises(ValueError, match="read 700 texts, expected num_docs=701"):
+    BM25Index.from_texts(texts, num_docs=701, workers=0)
+  with pytest.raises(ValueError, match="at least one document"):
+    BM25Index.from_texts([])
+
+
+def test_save_load_and_bm25s_itself_open_the_index(tmp_path):
+  bm25s = pytest.importorskip("bm25s")
+  index = BM25Index.from_texts(["one fish", "two fish", "red fish blue fish"])
+  private = index.directory
+  index.save(str(tmp_path / "saved"))
+  loaded = BM25Index.load(str(tmp_path / "saved"))
+  np.testing.assert_array_equal(loaded.scores("blue fish"), index.scores("blue fish"))
+  assert loaded.size == 3
+  other = bm25s.BM25.load(str(tmp_path / "saved"), mmap=True)
+  np.testing.assert_array_equal(other.get_scores(["blue", "fish"]), index.scores("blue fish"))
+  index.close()
+  assert not os.path.exists(private)
+  with pytest.raises(ValueError, match="not a BM25 index"):
+    BM25Index.load(str(tmp_path))
+
+
+def test_from_corpus_rows_are_blocks_in_manifest_order_and_a_built_index_is_reused(tmp_path):
+  from realm_tf.testing.synthetic import write_corpus  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  corpus_dir = str(tmp_path / "corpus")
+  docs = [("d0", "Paris", "capital of france"), ("d1", "Rome", "capital of italy"),
+          ("d2", "Oslo", "capital of norway")]
+  write_corpus(corpus_dir, docs, RealmTokenizer(), 64)
+  target = str(tmp_path / "bm25")
+  index = BM25Index.from_corpus(corpus_dir, directory=target)
+  assert index.size == 3
+  assert index.search(["rome italy", "norway", "paris"], 1)[1].ravel().tolist() == [1, 2, 0]
+  stamp = os.path.getmtime(os.path.join(target, bm25.DATA))
+  again = BM25Index.from_corpus(corpus_dir, directory=target)
+  assert os.path.getmtime(os.path.join(target, bm25.DATA)) == stamp
+  assert again.meta["corpus_fingerprint"] == index.meta["corpus_fingerprint"]
