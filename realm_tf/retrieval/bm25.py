@@ -14,16 +14,17 @@ vocabulary plus the pages of the postings that queries touch, not 8 bytes x post
 
 `bm25s.BM25.index` needs every block's token list in memory (Python objects per token), so the
 index is written here in one streaming pass instead: texts are tokenised `CHUNK_DOCS` at a time
-into runs of term-sorted postings spilled to disk, and the runs are merged term range by term range
-into the final arrays once N, the document frequencies and avgdl are known. Memory while building
-is the vocabulary, 4 bytes per block (its length) and fixed-size buffers.
+(by worker processes when there are many) into runs of term-sorted postings spilled to disk, and
+the runs are merged term range by term range into the final arrays once N, the document
+frequencies and avgdl are known. Memory while building is the vocabulary, 12 bytes per block (its
+length, then its length norm), the runs' term tables and fixed-size buffers.
 
 Used by pre-training's held-out evaluation (question recall beside the dense retriever's), by the
 warm-up's evidence choice, and by open-QA evaluation (`--retriever=bm25`).
 """
+import collections
 import contextlib
 import dataclasses
-import collections
 import itertools
 import json
 import multiprocessing
@@ -45,8 +46,9 @@ _WORD_OR_SEP = re.compile(r"\w+|\x00", re.UNICODE)  # "\x00" separates the texts
 K1, B, EPSILON = 1.5, 0.75, 0.25
 CHUNK_DOCS = 2048             # texts tokenised per regex call
 RUN_DOCS = 1 << 14            # blocks per spilled run (local rows fit uint16)
-MERGE_POSTINGS = 1 << 22      # postings per merge step, unless one term has more
-SCORE_POSTINGS = 1 << 20      # postings scored at once (bounds the float64 temporaries)
+RUN_POSTINGS = 1 << 23        # or fewer, if the run's postings reach this many first
+MERGE_POSTINGS = 1 << 20      # postings per merge step, unless one term has more
+SCORE_POSTINGS = 1 << 18      # postings scored at once (bounds the float64 temporaries)
 DATA, INDICES, INDPTR = "data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy"
 VOCAB, PARAMS, META = "vocab.index.json", "params.index.json", "realm_bm25.json"
 FORMAT = 1
@@ -84,7 +86,7 @@ class _Builder:
     self.lengths: List[np.ndarray] = []         # int32 per chunk
     self.runs: List[_Run] = []
     self.run_parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    self.run_docs = 0
+    self.run_docs = self.run_postings = 0
     self.num_docs = 0
     self.spill_path = os.path.join(directory, "postings.spill")
     self.spill = open(self.spill_path, "wb")  # pylint: disable=consider-using-with
@@ -111,8 +113,9 @@ class _Builder:
                            np.minimum(counts.data, 65535).astype(np.uint16)))
     self.lengths.append(lengths)
     self.run_docs += num_texts
+    self.run_postings += counts.nnz
     self.num_docs += num_texts
-    if self.run_docs + CHUNK_DOCS > RUN_DOCS:
+    if self.run_docs + CHUNK_DOCS > RUN_DOCS or self.run_postings >= RUN_POSTINGS:
       self._spill_run()
 
   def _spill_run(self) -> None:
@@ -132,7 +135,7 @@ class _Builder:
     csc.data.astype(np.uint16).tofile(self.spill)
     self.runs.append(_Run(self.num_docs - self.run_docs, offset, int(csc.nnz), distinct,
                           np.concatenate([[0], np.cumsum(per_term[distinct])]).astype(np.int32)))
-    self.run_docs = 0
+    self.run_docs = self.run_postings = 0
 
   def finish(self) -> dict:
     """Merges the runs into the bm25s arrays; writes the vocabulary and parameters."""
@@ -162,10 +165,10 @@ class _Builder:
         t1 = max(t0 + 1, int(np.searchsorted(indptr, indptr[t0] + MERGE_POSTINGS, "right")) - 1)
         t1 = min(t1, vocab_size)
         rows, tf = self._merge_range(spill, indptr, t0, t1)
-        terms = np.repeat(np.arange(t0, t1, dtype=np.int32), df[t0:t1])
+        terms = np.repeat(np.arange(t0, t1, dtype=np.int32), df[t0:t1]) if t1 - t0 > 1 else None
         for s in range(0, len(rows), SCORE_POSTINGS):
           r, f = rows[s:s + SCORE_POSTINGS], tf[s:s + SCORE_POSTINGS].astype(np.float64)
-          w = idf[terms[s:s + SCORE_POSTINGS]]
+          w = idf[t0] if terms is None else idf[terms[s:s + SCORE_POSTINGS]]
           data.write((w * f * (K1 + 1) / (f + norm[r])).astype(np.float32))
           rows_out.write(r)
         progress.add(int(indptr[t1] - indptr[t0]))
@@ -195,7 +198,7 @@ class _Builder:
       a, b = np.searchsorted(run.terms, [t0, t1])
       if a == b:
         continue
-      first, last = run.starts[a], run.starts[b]
+      first, last = int(run.starts[a]), int(run.starts[b])
       spill.seek(run.offset + 2 * first)
       local = np.fromfile(spill, np.uint16, last - first)
       spill.seek(run.offset + 2 * (run.size + first))
@@ -308,7 +311,7 @@ class BM25Index:
       return cls.load(directory)
 
     def texts():
-      for batch in corpus.read_blocks(corpus_dir).batch(4096):
+      for batch in corpus.read_blocks(corpus_dir).ragged_batch(4096):
         for title, body in zip(batch["title"].numpy().tolist(), batch["body"].numpy().tolist()):
           yield title.decode("utf-8") + " " + body.decode("utf-8")
 

@@ -116,8 +116,8 @@ def test_from_corpus_rows_are_blocks_in_manifest_order_and_a_built_index_is_reus
   from realm_tf.testing.synthetic import write_corpus  # pylint: disable=g-import-not-at-top
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   corpus_dir = str(tmp_path / "corpus")
-  docs = [("d0", "Paris", "capital of france"), ("d1", "Rome", "capital of italy"),
-          ("d2", "Oslo", "capital of norway")]
+  docs = [("d0", "Paris", "capital of france"), ("d1", "Rome", "the capital of italy, by the Tiber"),
+          ("d2", "Oslo", "norway")]
   write_corpus(corpus_dir, docs, RealmTokenizer(), 64)
   target = str(tmp_path / "bm25")
   index = BM25Index.from_corpus(corpus_dir, directory=target)
