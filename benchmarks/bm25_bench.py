@@ -151,10 +151,13 @@ def measure(num_blocks: int, words_per_block: int = 200, num_questions: int = 10
   base = _rss()
   with tempfile.TemporaryDirectory(prefix="bm25-bench-") as tmp:
     t, c = time.time(), time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     with _WorkerMemory() as workers:
       index = BM25Index.from_texts(synthetic_texts(num_blocks, words_per_block, seed), num_blocks,
                                    directory=os.path.join(tmp, "index"))
     wall, cpu = time.time() - t - gen_wall, time.process_time() - c - gen_cpu
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = (done.ru_utime + done.ru_stime) - (children.ru_utime + children.ru_stime)
     main_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base["VmRSS"]
     built = _rss()
     index.search(questions[:10], 20)  # warm-up
@@ -171,7 +174,8 @@ def measure(num_blocks: int, words_per_block: int = 200, num_questions: int = 10
       "words_per_block_mean": words / num_blocks, "postings_per_block": meta["num_postings"] / num_blocks,
       "vocab_size": meta["vocab_size"],
       "generator_seconds": gen_wall,
-      "build_seconds": wall, "build_cpu_seconds": cpu,
+      "build_seconds": wall, "build_cpu_seconds": cpu, "build_worker_cpu_seconds": worker_cpu,
+      "tokenising_workers": index.meta.get("workers"),
       "peak_rss_added_building_bytes_per_block": (main_peak + workers.peak) / num_blocks,
       "peak_rss_added_building_main_process_bytes": main_peak,
       "peak_private_bytes_of_tokenising_workers": workers.peak,

@@ -33,7 +33,7 @@ import re
 import shutil
 import tempfile
 import weakref
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -91,30 +91,16 @@ class _Builder:
     self.spill_path = os.path.join(directory, "postings.spill")
     self.spill = open(self.spill_path, "wb")  # pylint: disable=consider-using-with
 
-  def add(self, num_texts: int, tokens: List[str], local_ids: np.ndarray) -> None:
-    """Adds one `_tokenize`d chunk of `num_texts` texts to the current run."""
-    import scipy.sparse  # pylint: disable=g-import-not-at-top
-    terms = np.fromiter(map(self.vocab.__getitem__, tokens), np.int32, count=len(tokens)) - 1
-    sep = local_ids == 0
-    docs = np.cumsum(sep, dtype=np.int32)[~sep]
-    local = local_ids[~sep] - 1
-    lengths = np.bincount(docs, minlength=num_texts).astype(np.int32)
-    empty = np.flatnonzero(lengths == 0)
-    if empty.size:  # rank_bm25 was given [""] for a text without words
-      terms = np.append(terms, np.int32(self.vocab[""] - 1))
-      docs = np.concatenate([docs, empty.astype(np.int32)])
-      local = np.concatenate([local, np.full(empty.size, len(terms) - 1, np.int32)])
-      lengths[empty] = 1
-    # Counting sort by the chunk's own term ids, rows ascending, duplicates summed: tf.
-    counts = scipy.sparse.coo_matrix((np.ones(len(local), np.int32), (docs, local)),
-                                     shape=(num_texts, len(terms))).tocsc()
-    self.run_parts.append((np.repeat(terms, np.diff(counts.indptr)),
-                           (counts.indices + self.run_docs).astype(np.uint16),
-                           np.minimum(counts.data, 65535).astype(np.uint16)))
-    self.lengths.append(lengths)
-    self.run_docs += num_texts
-    self.run_postings += counts.nnz
-    self.num_docs += num_texts
+  def add(self, chunk: "_Chunk") -> None:
+    """Adds one tokenised chunk to the current run."""
+    terms = np.fromiter(map(self.vocab.__getitem__, chunk.tokens), np.int32,
+                        count=len(chunk.tokens)) - 1
+    self.run_parts.append((np.repeat(terms, chunk.postings_per_token),
+                           chunk.rows + np.uint16(self.run_docs), chunk.tf))
+    self.lengths.append(chunk.lengths)
+    self.run_docs += len(chunk.lengths)
+    self.run_postings += len(chunk.rows)
+    self.num_docs += len(chunk.lengths)
     if self.run_docs + CHUNK_DOCS > RUN_DOCS or self.run_postings >= RUN_POSTINGS:
       self._spill_run()
 
@@ -235,21 +221,45 @@ class _NpyWriter:
       raise RuntimeError(f"{self.path}: wrote {self.written} values, expected {self.length}.")
 
 
-def _tokenize(texts: List[str]) -> Tuple[List[str], np.ndarray]:
-  """(the chunk's distinct tokens, in first-seen order; int32 ids of its tokens in text order,
-  where i > 0 is tokens[i - 1] and 0 separates one text from the next). Runs in a worker."""
+class _Chunk(NamedTuple):
+  """Postings of a chunk of texts, grouped by the chunk's own tokens (rows ascending in a group)."""
+  tokens: List[str]                 # distinct tokens, in first-seen order
+  postings_per_token: np.ndarray    # int32 [len(tokens)]
+  rows: np.ndarray                  # uint16: the text (within the chunk) of each posting
+  tf: np.ndarray                    # uint16: its term frequency (capped at 65535)
+  lengths: np.ndarray               # int32: tokens per text (1 for a text without words)
+
+
+def _tokenize(texts: List[str]) -> _Chunk:
+  """Tokenises and counts one chunk of texts (runs in a worker process when there are many)."""
+  import scipy.sparse  # pylint: disable=g-import-not-at-top
   joined = "\x00".join(texts)
   if joined.count("\x00") != len(texts) - 1:  # a text holds the separator (it is no word)
     joined = "\x00".join(t.replace("\x00", " ") for t in texts)
   found = _WORD_OR_SEP.findall(joined.lower())
   local = _Vocab({"\x00": 0})
   ids = np.fromiter(map(local.__getitem__, found), np.int32, count=len(found))
-  return list(local)[1:], ids
+  tokens = list(local)[1:]
+  sep = ids == 0
+  docs = np.cumsum(sep, dtype=np.int32)[~sep]
+  terms = ids[~sep] - 1
+  lengths = np.bincount(docs, minlength=len(texts)).astype(np.int32)
+  empty = np.flatnonzero(lengths == 0)
+  if empty.size:  # rank_bm25 was given [""] for a text without words
+    tokens.append("")
+    docs = np.concatenate([docs, empty.astype(np.int32)])
+    terms = np.concatenate([terms, np.full(empty.size, len(tokens) - 1, np.int32)])
+    lengths[empty] = 1
+  # Counting sort by token, rows ascending, duplicates summed into the term frequency.
+  counts = scipy.sparse.coo_matrix((np.ones(len(terms), np.int32), (docs, terms)),
+                                   shape=(len(texts), len(tokens))).tocsc()
+  return _Chunk(tokens, np.diff(counts.indptr).astype(np.int32), counts.indices.astype(np.uint16),
+                np.minimum(counts.data, 65535).astype(np.uint16), lengths)
 
 
-def _tokenized_chunks(texts: Iterable[str], workers: int) -> Iterator[Tuple[int, list, np.ndarray]]:
-  """(number of texts, *`_tokenize`(chunk)) per `CHUNK_DOCS` texts, in order; with `workers`,
-  tokenised by that many forked processes, at most 2 chunks per worker in flight."""
+def _tokenized_chunks(texts: Iterable[str], workers: int) -> Iterator[_Chunk]:
+  """`_tokenize` of each `CHUNK_DOCS` texts, in order; with `workers`, run by that many forked
+  processes, at most 2 chunks per worker in flight."""
   def chunks():
     it = iter(texts)
     while True:
@@ -259,19 +269,16 @@ def _tokenized_chunks(texts: Iterable[str], workers: int) -> Iterator[Tuple[int,
       yield chunk
 
   if workers <= 0:
-    for chunk in chunks():
-      yield (len(chunk), *_tokenize(chunk))
+    yield from map(_tokenize, chunks())
     return
   with multiprocessing.get_context("fork").Pool(workers) as pool:
     pending = collections.deque()
     for chunk in chunks():
-      pending.append((len(chunk), pool.apply_async(_tokenize, (chunk,))))
+      pending.append(pool.apply_async(_tokenize, (chunk,)))
       if len(pending) >= 2 * workers:
-        n, result = pending.popleft()
-        yield (n, *result.get())
+        yield pending.popleft().get()
     while pending:
-      n, result = pending.popleft()
-      yield (n, *result.get())
+      yield pending.popleft().get()
 
 
 class BM25Index:
@@ -342,14 +349,14 @@ class BM25Index:
       builder = _Builder(work)
       try:
         reading = ItemProgress(num_docs, "bm25 tokenise", "blocks")
-        for n, tokens, ids in _tokenized_chunks(texts, workers):
-          builder.add(n, tokens, ids)
-          reading.add(n)
+        for chunk in _tokenized_chunks(texts, workers):
+          builder.add(chunk)
+          reading.add(len(chunk.lengths))
         reading.finish()
         if num_docs is not None and builder.num_docs != num_docs:
           raise ValueError(f"BM25Index: read {builder.num_docs} texts, expected num_docs="
                            f"{num_docs}.")
-        meta = builder.finish()
+        meta = dict(builder.finish(), workers=workers)
       finally:
         builder.spill.close()
       with open(os.path.join(work, META), "w", encoding="utf-8") as f:
