@@ -7,9 +7,9 @@ running top-k over tiles equals the top-k of the whole row.
 
 Wide rows are first narrowed by a lower bound on the k-th largest value: the k-th largest of the
 maxima of column blocks (at most `BLOCK` wide, at least 8k of them; k distinct blocks each hold a
-value at least that large). Only
-the values at or above it are sorted; a row with a long tie at the bound (e.g. BM25 zeros) takes
-the exact full-row path instead. Scores must not be NaN.
+value at least that large). Only the values at or above it are sorted; in a row with a long tie at
+the bound (e.g. BM25's zeros), only the values above it and the first ties in column order.
+Narrower rows take an exact full-row partition. Scores must not be NaN.
 """
 from typing import Tuple
 
@@ -50,11 +50,35 @@ def top_k(scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
   bound = np.partition(block_max, blocks - k, axis=1)[:, blocks - k]
   keep = scores >= bound[:, None]
   counts = keep.sum(axis=1)                                            # each >= k
-  if counts.max() > max(64 * k, n // 16):                              # long ties at the bound
-    return _top_k_full(scores, k)
-  rows, cols = np.nonzero(keep)                                        # row-major, column order
-  vals = scores[rows, cols]
-  order = np.lexsort((cols, -vals, rows))
-  first = np.cumsum(counts) - counts
+  values = np.empty([q, k], scores.dtype)
+  cols = np.empty([q, k], np.int64)
+  tied = counts > max(64 * k, n // 16)           # long ties at the bound (e.g. BM25's zeros)
+  for r in np.flatnonzero(tied):
+    values[r], cols[r] = _top_k_long_tie(scores[r], bound[r], k)
+    keep[r] = False
+  counts[tied] = 0
+  rows, c = np.nonzero(keep)                                           # row-major, column order
+  vals = scores[rows, c]
+  order = np.lexsort((c, -vals, rows))
+  first = (np.cumsum(counts) - counts)[~tied]
   pick = order[first[:, None] + np.arange(k)]
-  return vals[pick], cols[pick].astype(np.int64)
+  values[~tied], cols[~tied] = vals[pick], c[pick]
+  return values, cols
+
+
+def _top_k_long_tie(row: np.ndarray, bound, k: int) -> Tuple[np.ndarray, np.ndarray]:
+  """`top_k` of one row with many values equal to `bound` (at most the k-th largest): the values
+  above it, then the first values equal to it in column order, found by a chunked scan."""
+  above = np.flatnonzero(row > bound)
+  if len(above) < k:
+    ties, need = [], k - len(above)
+    for start in range(0, len(row), 1 << 16):
+      found = np.flatnonzero(row[start:start + (1 << 16)] == bound)[:need] + start
+      ties.append(found)
+      need -= len(found)
+      if not need:
+        break
+    above = np.concatenate([above] + ties)
+  vals = row[above]
+  order = np.lexsort((above, -vals))[:k]
+  return vals[order], above[order].astype(np.int64)

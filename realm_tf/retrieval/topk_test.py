@@ -31,6 +31,13 @@ def test_top_k_of_a_wide_row_narrows_to_few_candidates_and_stays_exact():
   values, cols = topk.top_k(scores, 4)
   assert cols[0, :3].tolist() == [5, 50_000, 99_999]
   np.testing.assert_array_equal(cols, _reference(scores, 4)[1])
+  # Few values above a long tie (a BM25 query matching 3 blocks): the first ties in column order.
+  sparse = np.zeros([2, 100_000], np.float32)
+  sparse[0, [70_000, 9, 123]] = [1.0, 2.0, 1.0]
+  sparse[1, ::7] = 1.0                       # the second row's top-k is all in its first 35 columns
+  values, cols = topk.top_k(sparse, 6)
+  assert cols.tolist() == [[9, 123, 70_000, 0, 1, 2], [0, 7, 14, 21, 28, 35]]
+  assert values[0].tolist() == [2, 1, 1, 0, 0, 0]
   assert topk.top_k(scores, 0)[1].shape == (2, 0)
   with pytest.raises(ValueError, match="needs scores"):
     topk.top_k(scores[0], 3)
