@@ -44,6 +44,7 @@ exit 0
 
 
 def _run_demo(tmp_path, fail_program=""):
+  """Runs launch/demo.sh with the stand-in interpreter; (the process, the programs it ran)."""
   calls = tmp_path / "calls.txt"
   calls.write_text("")
   env = dict(os.environ, PY=str(tmp_path / "python"), WORK_DIR=str(tmp_path / "work"),
@@ -55,6 +56,7 @@ def _run_demo(tmp_path, fail_program=""):
 
 
 def _versions(tmp_path):
+  """The exported versions of realm_openqa in the demo's work dir, in order."""
   base = tmp_path / "work" / "serving" / "realm_openqa"
   return sorted(int(v) for v in os.listdir(base)) if base.exists() else []
 

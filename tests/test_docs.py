@@ -63,6 +63,7 @@ TRUE_WORDS, FALSE_WORDS = {"met", "yes", "true"}, {"missed", "no", "false"}
 
 
 def read(path: str) -> str:
+  """The text of `path`, relative to the repository root."""
   with open(os.path.join(ROOT, path), encoding="utf-8") as f:
     return f.read()
 
@@ -160,6 +161,7 @@ def check_flag(program: str, name: str) -> str:
 # Where the docs and recipes show command lines.
 
 def _line_of(text: str, offset: int) -> int:
+  """The 1-based line of `text` that character `offset` is on."""
   return text.count("\n", 0, offset) + 1
 
 
