@@ -7,6 +7,7 @@ field); `run(config)` does the work.
   python -m benchmarks.run_all                        # the speed benchmarks (10 min here on 2026-11-26)
   python -m benchmarks.run_all --quality              # also the learning / answer-quality ones
   python -m benchmarks.run_all --only=mips_bench,serving_bench
+  python -m benchmarks.run_all --only=scale_bench      # hours at its default sizes (to 1M blocks)
 
 Below `-v 1` the benchmarks run with TensorFlow's and gRPC's C++ notices off (CUDA probing,
 CPU-feature lines), as the CLIs do; `-v 1` brings them back.
@@ -24,6 +25,8 @@ SPEED = ("mips_bench", "embedding_bench", "masking_bench", "annotation_bench",
          "input_pipeline_bench", "train_step_bench", "serving_bench", "serving_variants_bench")
 # Learning and answer quality: each takes from half an hour to an hour on 2 CPU cores.
 QUALITY = ("openqa_quality", "realm_vs_ict_bench")
+# Wikipedia scale (corpora to 1M blocks, several GB under /tmp/scale): run alone, by name only.
+SCALE = ("scale_bench",)
 
 
 @dataclasses.dataclass
@@ -36,16 +39,17 @@ class RunAllConfig:
 
 HELP = {
     "quality": f"Also run {', '.join(QUALITY)}.",
-    "only": "Run just these benchmark modules (names under benchmarks/).",
+    "only": f"Run just these benchmark modules (names under benchmarks/; {', '.join(SCALE)} runs "
+            "only when named here).",
 }
 
 
 def benchmark_names(config: RunAllConfig) -> List[str]:
   """The modules `config` selects, in running order; app.UsageError for a name not a benchmark."""
   names = list(config.only or list(SPEED) + (list(QUALITY) if config.quality else []))
-  unknown = [n for n in names if n not in SPEED + QUALITY]
+  unknown = [n for n in names if n not in SPEED + QUALITY + SCALE]
   if unknown:
-    raise app.UsageError(f"unknown benchmark(s) {unknown}; choose from {SPEED + QUALITY}")
+    raise app.UsageError(f"unknown benchmark(s) {unknown}; choose from {SPEED + QUALITY + SCALE}")
   return names
 
 

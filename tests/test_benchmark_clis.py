@@ -6,15 +6,18 @@ import pytest
 
 from realm_tf.testing import cli as testing
 
-BENCHMARKS = ("annotation_bench", "embedding_bench", "input_pipeline_bench", "masking_bench",
-              "mips_bench", "openqa_quality", "realm_vs_ict_bench", "run_all", "serving_bench",
-              "serving_variants_bench", "train_step_bench")
+BENCHMARKS = ("annotation_bench", "bm25_bench", "embedding_bench", "input_pipeline_bench",
+              "masking_bench", "mips_bench", "openqa_quality", "realm_vs_ict_bench", "run_all",
+              "scale_bench", "serving_bench", "serving_variants_bench", "train_step_bench")
+# Modules under benchmarks/ that are parts of a benchmark, not programs.
+HELPERS = ("__init__.py", "common.py", "mips_data.py", "scale_corpus.py", "scale_fit.py",
+           "scale_stages.py")
 
 
 def test_the_list_is_every_benchmark_module():
   import os  # pylint: disable=g-import-not-at-top
   found = sorted(f[:-3] for f in os.listdir(os.path.join(testing.ROOT, "benchmarks"))
-                 if f.endswith(".py") and f not in ("__init__.py", "common.py", "mips_data.py"))
+                 if f.endswith(".py") and f not in HELPERS)
   assert tuple(found) == BENCHMARKS
 
 

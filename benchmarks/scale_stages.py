@@ -1,0 +1,479 @@
+"""The scale benchmark's stages that run as its own child processes (one process per stage).
+
+`python -m benchmarks.scale_bench --stage=<name> --stage_args=<json>` calls `run_stage`, which
+runs one function below with the JSON's arguments and prints its result as one line
+`SCALE_STAGE_RESULT <json>`; the parent (`scale_bench`) reads it and also records the process's
+peak RSS from the kernel (`os.wait4`). Every function calls the library as the pipeline does;
+memory figures are read from /proc/self (VmRSS, VmHWM, RssAnon, RssFile), and `reset_peak`
+restarts VmHWM (Linux `clear_refs` 5) so a peak can be taken over one step only.
+"""
+import gc
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Dict
+
+import numpy as np
+
+RESULT_MARKER = "SCALE_STAGE_RESULT "
+_STATUS_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
+
+
+def proc_status(pid="self") -> Dict[str, int]:
+  """Resident memory of a process in bytes: VmRSS, VmHWM (its peak), RssAnon, RssFile."""
+  out = {}
+  with open(f"/proc/{pid}/status") as f:
+    for line in f:
+      key, _, value = line.partition(":")
+      if key in _STATUS_KEYS:
+        out[key] = int(value.split()[0]) * 1024
+  return out
+
+
+def reset_peak() -> None:
+  """Restarts this process's VmHWM at its current RSS."""
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+
+
+def mapped_file_memory(prefix: str) -> Dict[str, int]:
+  """This process's resident pages of files under `prefix` (from /proc/self/smaps), in bytes:
+  Rss, Shared_Clean (pages another process maps too), Private_Clean/Dirty, Anonymous."""
+  keys = ("Rss", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty", "Anonymous")
+  out = dict.fromkeys(keys, 0)
+  inside = False
+  with open("/proc/self/smaps") as f:
+    for line in f:
+      head = line.split(None, 5)
+      if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+        inside = len(head) == 6 and head[5].strip().startswith(prefix)
+      elif inside and head and head[0].rstrip(":") in out:
+        out[head[0].rstrip(":")] += int(head[1]) * 1024
+  return out
+
+
+def resident_file_bytes(path: str) -> int:
+  """Bytes of file `path` in the page cache (mincore over a fresh read-only mapping): the host
+  memory a memory-mapped file occupies, shared by every process that maps it."""
+  import ctypes  # pylint: disable=g-import-not-at-top
+  import mmap  # pylint: disable=g-import-not-at-top
+  size = os.path.getsize(path)
+  if size == 0:
+    return 0
+  libc = ctypes.CDLL(None, use_errno=True)
+  libc.mmap.restype = ctypes.c_void_p
+  libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                        ctypes.c_int, ctypes.c_long]
+  libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+  libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+  page = mmap.PAGESIZE
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if addr in (None, ctypes.c_void_p(-1).value):
+      raise OSError(ctypes.get_errno(), f"mmap of {path} failed")
+    try:
+      vec = ctypes.create_string_buffer((size + page - 1) // page)
+      if libc.mincore(addr, size, vec) != 0:
+        raise OSError(ctypes.get_errno(), f"mincore of {path} failed")
+      resident = sum(b & 1 for b in vec.raw)
+    finally:
+      libc.munmap(addr, size)
+  finally:
+    os.close(fd)
+  return min(resident * page, size)
+
+
+def dir_bytes(path: str) -> int:
+  """Bytes of every file under `path`."""
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def _timed(fn):
+  t = time.perf_counter()
+  out = fn()
+  return out, time.perf_counter() - t
+
+
+def _log(msg: str) -> None:
+  print(f"[scale] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- stages --------------------------------------------------------------------------------------
+
+
+def baseline(a: Dict) -> Dict:
+  """A bare `import tensorflow` process: what every other stage's RSS is compared with."""
+  del a
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.constant(0.0).numpy()
+  return proc_status()
+
+
+def docs(a: Dict) -> Dict:
+  """Writes the synthetic documents of one corpus as JSON lines."""
+  from benchmarks import scale_corpus  # pylint: disable=g-import-not-at-top
+  text = scale_corpus.shipped_text(a["text_cache"])
+  size, seconds = _timed(lambda: scale_corpus.write_jsonl(
+      a["path"], a["num_documents"], text, a["seed"], a["blocks_per_document"],
+      progress=lambda i: _log(f"documents: {i:,} of {a['num_documents']:,} written")))
+  return {"bytes": size, "seconds": seconds, "num_documents": a["num_documents"]}
+
+
+def lookup_build(a: Dict) -> Dict:
+  """Builds the corpus's block lookup afresh: seconds, peak RSS, bytes on disk."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
+  from realm_tf.data import block_lookup  # pylint: disable=g-import-not-at-top
+  target = block_lookup.lookup_dir_for(a["corpus_dir"])
+  shutil.rmtree(target, ignore_errors=True)
+  base = proc_status()
+  reset_peak()
+  path, seconds = _timed(lambda: block_lookup.build_lookup(a["corpus_dir"]))
+  peak = proc_status()
+  lookup = block_lookup.BlockLookup(path)
+  sizes = {name: os.path.getsize(os.path.join(path, name)) for name in os.listdir(path)}
+  return {"seconds": seconds, "rss_before": base, "after": peak,
+          "peak_rss_above_start": peak["VmHWM"] - base["VmRSS"],
+          "num_blocks": lookup.size, "num_tokens": lookup.num_tokens,
+          "disk_bytes": sum(sizes.values()),
+          "disk_bytes_without_text": sum(v for k, v in sizes.items() if not k.startswith("text")),
+          "files": sizes, "nbytes": lookup.nbytes()}
+
+
+def lookup_rest(a: Dict) -> Dict:
+  """Opens the lookup and packs every block through its TensorFlow ops (`rows`, `documents`, as
+  training does); then the memory it holds at rest: what the process added (RSS, anonymous) and
+  the lookup files' pages in the page cache (`ImmutableConst` maps a file for the step that
+  reads it, so the pages live in the cache, shared by every process, not in one process's RSS).
+  With `hold`, prints the result, then waits for stdin to close (a second process meanwhile)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  tok = RealmTokenizer()
+  tf.constant(0.0).numpy()
+  start = proc_status()
+  lookup, open_seconds = _timed(lambda: BlockLookup.open(a["corpus_dir"]))
+  pack = tf.function(lambda ids: tf.reduce_sum(lookup.documents(
+      lookup.rows(ids), 288, tok.cls_id, tok.sep_id)["input_mask"]))
+  ids = np.asarray(lookup.block_ids)
+
+  def touch():
+    total = 0
+    for lo in range(0, lookup.size, 4096):
+      total += int(pack(tf.constant(ids[lo:lo + 4096])))
+    return total
+
+  pieces, seconds = _timed(touch)
+  gc.collect()
+  rest = proc_status()
+  files = {name: {"bytes": os.path.getsize(os.path.join(lookup.path, name)),
+                  "resident": resident_file_bytes(os.path.join(lookup.path, name))}
+           for name in sorted(os.listdir(lookup.path))}
+  # The files the TensorFlow path reads (every one but the text and its offsets).
+  used = [v for k, v in files.items() if not k.startswith("text") and k != "meta.json"]
+  mapped = mapped_file_memory(lookup.path)
+  out = {"open_seconds": open_seconds, "touch_seconds": seconds, "packed_wordpieces": pieces,
+         "rss_at_start": start, "rss_at_rest": rest, "lookup_pages_mapped": mapped,
+         "files": files, "rss_added": rest["VmRSS"] - start["VmRSS"],
+         "anon_added": rest["RssAnon"] - start["RssAnon"],
+         "mapped_bytes": sum(v["bytes"] for v in used),
+         "resident_file_bytes": sum(v["resident"] for v in used)}
+  # Host memory at rest: the process's own growth plus the cached pages no process counts.
+  out["host_bytes_at_rest"] = out["rss_added"] - mapped["Rss"] + out["resident_file_bytes"]
+  if a.get("hold"):
+    print(RESULT_MARKER + json.dumps(out), flush=True)
+    sys.stdin.read()
+    return {}
+  return out
+
+
+def embedder(a: Dict) -> Dict:
+  """Exports freshly initialised towers of the retriever preset (the embedding cost does not
+  depend on the weights): the query embedder of the bundles and the document tower timed."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
+  from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  config = RetrieverConfig(encoder=a["preset"], projection_size=a["dim"],
+                           doc_seq_length=a["doc_length"], query_seq_length=a["query_length"])
+  retriever = Retriever(config)
+  retriever.build_towers()
+  path = embedder_export.export_embedder(retriever, a["model_dir"], 0, tokenizer=RealmTokenizer())
+  return {"export": path, "bytes": dir_bytes(path)}
+
+
+def standin(a: Dict) -> Dict:
+  """Writes stand-in document embeddings [N, dim] float32 as .npy, chunk by chunk: points around
+  `clusters` random centres, deterministic in the seed (the index-side stages at scale do not
+  embed the whole corpus; the embedding cost per block is measured by `embedding`)."""
+  n, dim = a["num_rows"], a["dim"]
+  rng = np.random.default_rng(a["seed"])
+  centres = rng.standard_normal([a["clusters"], dim]).astype(np.float32)
+  tmp = a["path"] + ".tmp.npy"
+  out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+  for lo in range(0, n, 65536):
+    r = np.random.default_rng([a["seed"], lo])
+    m = min(65536, n - lo)
+    out[lo:lo + m] = centres[r.integers(a["clusters"], size=m)] + 0.5 * r.standard_normal(
+        [m, dim]).astype(np.float32)
+  out.flush()
+  del out
+  os.replace(tmp, a["path"])
+  return {"rows": n, "dim": dim, "clusters": a["clusters"]}
+
+
+def index(a: Dict) -> Dict:
+  """The refresher's per-corpus work on stand-in embeddings: the merged matrix in memory, the
+  recall-check query sample (real query tower), ScaNN build + recall check, publishing the bundle;
+  then search latency. Seconds and RSS of each part."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import embedder_export, refresh  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
+  start = proc_status()
+  emb_export = embedder_export.load_embedder(a["export"])
+  loaded = proc_status()
+  embeddings, load_s = _timed(lambda: np.load(a["embeddings"]))
+  queries, queries_s = _timed(lambda: refresh.sample_query_embeddings(
+      emb_export, [a["corpus_dir"]], a["recall_queries"]))
+  before_build = proc_status()
+  (searcher, recall, k), build_s = _timed(lambda: refresh.build_and_check(
+      embeddings, queries, ScannConfig(), 0.0))
+  built = proc_status()
+  shutil.rmtree(a["index_dir"], ignore_errors=True)
+  block_ids = np.asarray(BlockLookup.open(a["corpus_dir"]).block_ids)
+  fingerprint = corpus_lib.load_manifest(a["corpus_dir"])["fingerprint"]
+  bundle, publish_s = _timed(lambda: bundle_lib.publish(
+      a["index_dir"], export_dir=emb_export.path, searcher=searcher, embeddings=embeddings,
+      block_ids=block_ids, manifest={"source_export": emb_export.path, "step": 0,
+                                     "corpus_dir": a["corpus_dir"],
+                                     "corpus_fingerprint": fingerprint,
+                                     "stand_in_embeddings": a["embeddings"]}))
+  published = proc_status()
+  q = tf.constant(queries[:100])
+  searcher.search(q, tf.constant(10))[0].numpy()  # warm-up
+  _, batch_s = _timed(lambda: searcher.search(q, tf.constant(10))[0].numpy())
+  one = [_timed(lambda i=i: searcher.search(q[i:i + 1], tf.constant(10))[0].numpy())[1]
+         for i in range(20)]
+  parts = {name: (dir_bytes(os.path.join(bundle.path, name))
+                  if os.path.isdir(os.path.join(bundle.path, name))
+                  else os.path.getsize(os.path.join(bundle.path, name)))
+           for name in os.listdir(bundle.path)}
+  return {"num_rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1]),
+          "embedding_bytes": int(embeddings.nbytes), "recall_at_10": recall, "recall_k": k,
+          "searcher": searcher.info()["config"],
+          "seconds": {"load_embeddings": load_s, "query_sample": queries_s,
+                      "build_and_check": build_s, "publish": publish_s},
+          "rss": {"start": start, "embedder_loaded": loaded, "before_build": before_build,
+                  "built": built, "published": published},
+          "peak_rss_above_embedder": published["VmHWM"] - loaded["VmRSS"],
+          "bundle_bytes": dir_bytes(bundle.path), "bundle_parts": parts,
+          "search_ms_per_query_batch100": 1000 * batch_s / 100,
+          "search_ms_single_query_median": 1000 * float(np.median(one))}
+
+
+def scann_rebuilds(a: Dict) -> Dict:
+  """`rebuilds` ScaNN builds + searches of the same matrix in one process, each replacing the last
+  (the refresher), then as many loads + searches of the saved searcher (the trainer switching
+  bundles): RSS after each, against one index's bytes."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.searcher import load_searcher, save_searcher  # pylint: disable=g-import-not-at-top
+  embeddings = np.load(a["embeddings"])
+  q = tf.constant(embeddings[:64])
+  rss, index_bytes, searcher = [], 0, None
+  for i in range(a["rebuilds"]):
+    searcher = ScannSearcher(embeddings, ScannConfig())
+    searcher.search(q, tf.constant(10))[0].numpy()
+    index_bytes = int(sum(np.asarray(v.numpy()).nbytes for v in searcher.state.variables))
+    if i < a["rebuilds"] - 1:
+      del searcher
+      gc.collect()
+    rss.append(proc_status()["VmRSS"])
+    _log(f"ScaNN build {i + 1}/{a['rebuilds']}: RSS {rss[-1] / 1e6:.0f} MB")
+  path = os.path.join(a["work"], "searcher")
+  shutil.rmtree(path, ignore_errors=True)
+  save_searcher(searcher, path)
+  del searcher
+  gc.collect()
+  loads = []
+  for i in range(a["rebuilds"]):
+    loaded = load_searcher(path)
+    loaded.search(q, tf.constant(10))[0].numpy()
+    del loaded
+    gc.collect()
+    loads.append(proc_status()["VmRSS"])
+  shutil.rmtree(path, ignore_errors=True)
+  return {"rebuilds": a["rebuilds"], "index_bytes": index_bytes, "rss_after_each_build": rss,
+          "rss_after_each_load": loads}
+
+
+def _pipeline_parts(a: Dict):
+  from realm_tf.data import masking as masking_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.pretrain_pipeline import PipelineConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  tokenizer = RealmTokenizer()
+  masking = masking_lib.MaskingConfig(seed=0)
+  return (tokenizer, masking, BlockLookup.open(a["corpus_dir"]), bundle_lib.latest(a["index_dir"]),
+          PipelineConfig())
+
+
+def pipeline(a: Dict) -> Dict:
+  """The REALM pre-training input pipeline (as RealmExperiment.make_dataset builds it): seconds to
+  the first batch of a fresh process restored at the last of `positions` (a resumed run), then
+  the pipeline rebuilt in the same process at each position in turn, `repeats` times (what an
+  index switch does), and the annotation stream alone (`corpus.shuffled_stream`, the part whose
+  cost could grow with the position) to its first record; seconds per batch; and the process's
+  RSS (block lookup + index + pipeline: the trainer's input side)."""
+  from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import masking as masking_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.pretrain_pipeline import (  # pylint: disable=g-import-not-at-top
+      bundle_retrieve_fn, indexed_masked_examples, make_pretrain_dataset)
+  start = proc_status()
+  t0 = time.perf_counter()
+  tokenizer, masking, lookup, bundle, config = _pipeline_parts(a)
+  masker = masking_lib.Masker(masking, tokenizer)
+
+  def first_batch(position):
+    masked = indexed_masked_examples(a["annotations_dir"], masker, position, seed=0,
+                                     shuffle_window=a["shuffle_window"])
+    ds = make_pretrain_dataset(masked, bundle_retrieve_fn(bundle, config.num_candidates), lookup,
+                               config, tokenizer.cls_id, tokenizer.sep_id)
+    it = iter(ds)
+    return it, next(it)
+
+  manifest = corpus.load_annotation_manifest(a["annotations_dir"])
+  window = max(1, min(a["shuffle_window"], int(manifest["num_records"])))
+
+  def first_record(position):
+    ds = corpus.shuffled_stream(corpus.record_paths(a["annotations_dir"], manifest),
+                                [x["num_records"] for x in manifest["shards"]], 0, window,
+                                position)
+    return next(iter(ds))
+
+  late = a["positions"][-1]
+  (it, batch), _ = _timed(lambda: first_batch(late))
+  cold = time.perf_counter() - t0
+  _, per_batch = _timed(lambda: [next(it) for _ in range(a["batches"])])
+  del it
+  rebuilt = {str(p): [] for p in a["positions"]}
+  stream = {str(p): [] for p in a["positions"]}
+  for _ in range(a["repeats"]):
+    for p in a["positions"]:
+      (_, b), seconds = _timed(lambda p=p: first_batch(p))
+      rebuilt[str(p)].append(seconds)
+      stream[str(p)].append(_timed(lambda p=p: first_record(p))[1])
+      _log(f"pipeline rebuilt at position {p:,}: first batch in {seconds:.1f} s "
+           f"(data position {int(np.max(b['data_position'])):,})")
+  return {"positions": a["positions"], "cold_position": late, "first_batch_seconds_cold": cold,
+          "cold_data_position": int(np.max(batch["data_position"])),
+          "rebuilt_first_batch_seconds": rebuilt, "stream_first_record_seconds": stream,
+          "seconds_per_batch": per_batch / a["batches"], "rss_start": start,
+          "rss_end": proc_status()}
+
+
+def heldout_masked(a: Dict) -> Dict:
+  """Held-out masked metrics on a small sample (the evaluator's own path, untrained model)."""
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer  # pylint: disable=g-import-not-at-top
+  start = proc_status()
+  tokenizer, masking, lookup, bundle, config = _pipeline_parts(a)
+  tf_keras.utils.set_random_seed(0)
+  model = RealmPretrainer(RealmConfig(retriever_encoder=a["preset"], reader_encoder=a["preset"],
+                                      projection_size=a["dim"]))
+  model.build_all()
+  built = proc_status()
+  evaluator = HeldOutEvaluator(HeldOutConfig(num_queries=a["num_queries"], num_questions=0),
+                               a["annotations_dir"], a["corpus_dir"], masking, tokenizer, lookup,
+                               config)
+  figures, seconds = _timed(lambda: evaluator.masked_metrics(model, bundle))
+  return {"seconds": seconds, "num_queries": evaluator.num_queries,
+          "utility": figures.get("heldout_retrieval_utility"), "rss_start": start,
+          "rss_model_built": built, "rss_end": proc_status()}
+
+
+def dense_recall(a: Dict) -> Dict:
+  """Zero-shot question recall as the held-out evaluator measures it: the evaluator's set-up
+  (gold blocks of every document), then exact top-k over the bundle's embeddings in tiles; the
+  memory above the embeddings is the peak of the top-k step over its start."""
+  from realm_tf.evaluation import recall as recall_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator  # pylint: disable=g-import-not-at-top
+  tokenizer, masking, lookup, bundle, config = _pipeline_parts(a)
+  start = proc_status()
+  evaluator, setup_s = _timed(lambda: HeldOutEvaluator(
+      HeldOutConfig(num_queries=0, num_questions=a["num_questions"]), a["annotations_dir"],
+      a["corpus_dir"], masking, tokenizer, lookup, config, with_questions=True))
+  set_up = proc_status()
+  emb = np.asarray(bundle.embeddings, np.float32)
+  float(np.sum(emb[:, 0]))  # the matrix's pages are resident before the peak is reset
+  q = recall_lib.embed_texts(bundle.query_embedder.embed_queries,
+                             [x.question for x in evaluator.questions], tokenizer=tokenizer)
+  gc.collect()
+  base = proc_status()
+  reset_peak()
+  _, topk_s = _timed(lambda: recall_lib.top_k_rows(q, emb, 20))
+  topk_peak = proc_status()["VmHWM"] - base["VmRSS"]
+  reset_peak()
+  base2 = proc_status()
+  figures, recall_s = _timed(lambda: evaluator.question_recall(bundle))
+  return {"num_questions": len(evaluator.questions), "setup_seconds": setup_s,
+          "setup_rss_added": set_up["VmRSS"] - start["VmRSS"], "topk_seconds": topk_s,
+          "topk_peak_above_embeddings": topk_peak, "embedding_bytes": int(emb.nbytes),
+          "question_recall_seconds": recall_s,
+          "question_recall_peak_above_start": proc_status()["VmHWM"] - base2["VmRSS"],
+          "question_recall@20": figures.get("question_recall@20")}
+
+
+def embedding(a: Dict) -> Dict:
+  """Document-tower throughput of the retriever preset on sample blocks: the warm-up corpus
+  embedded twice (the first call traces), then the timed one; blocks/s of the timed call, and
+  the marginal rate between the two timed calls (without the per-call start-up)."""
+  from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import embed_corpus, embedder_export  # pylint: disable=g-import-not-at-top
+  emb = embedder_export.load_embedder(a["export"])
+  embed = lambda d: embed_corpus.embed_blocks(  # pylint: disable=unnecessary-lambda-assignment
+      emb, corpus_lib.shard_paths(d), batch_size=a["batch_size"])[0]
+  embed(a["warm_corpus_dir"])
+  small, small_s = _timed(lambda: embed(a["warm_corpus_dir"]))
+  ids, seconds = _timed(lambda: embed(a["corpus_dir"]))
+  return {"blocks": int(len(ids)), "seconds": seconds, "blocks_per_second": len(ids) / seconds,
+          "marginal_blocks_per_second": (len(ids) - len(small)) / max(seconds - small_s, 1e-9),
+          "warm_blocks": int(len(small)), "warm_seconds": small_s,
+          "batch_size": a["batch_size"], "doc_seq_length": emb.doc_seq_length}
+
+
+def export(a: Dict) -> Dict:
+  """The open-QA export over the corpus (its lookup, stand-in embeddings) and the model server
+  once it has loaded it: `benchmarks.export_bench.measure`, the export benchmark's own step."""
+  from benchmarks import export_bench  # pylint: disable=g-import-not-at-top
+  os.makedirs(a["work"], exist_ok=True)
+  r = export_bench.measure(a["corpus_dir"], a["work"], list(a["components"]), a["seed"],
+                           a["server_timeout_s"])
+  shutil.rmtree(os.path.join(a["work"], "exports"), ignore_errors=True)
+  return dict(r, export_bytes=r["openqa"]["export_bytes"],
+              build_peak_rss=r["openqa"]["export_peak_rss"],
+              server_rss=r["server"]["rss_loaded"], block_text_bytes=r["text_bytes"],
+              corpus_copies=r["ratios"]["corpus_copies"])
+
+
+STAGES = {f.__name__: f for f in (baseline, docs, lookup_build, lookup_rest, embedder, standin,
+                                   index, scann_rebuilds, pipeline, heldout_masked, dense_recall,
+                                   embedding, export)}
+
+
+def run_stage(name: str, args: Dict) -> Dict:
+  """Runs stage `name` with `args` in this process and prints its result line."""
+  if name not in STAGES:
+    raise ValueError(f"Unknown scale stage {name!r}; choose from {sorted(STAGES)}.")
+  result = STAGES[name](args)
+  if result:
+    result.setdefault("process_rss", proc_status())
+    print(RESULT_MARKER + json.dumps(result), flush=True)
+  return result
