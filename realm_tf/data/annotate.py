@@ -311,6 +311,7 @@ def annotate_corpus(config: AnnotateConfig, beam_args: Optional[Sequence[str]] =
   temp_dir = beam_lib.temp_dir_for(config.output_dir)
   tf.io.gfile.makedirs(temp_dir)
   n = config.num_shards
+  local = beam_lib.in_process(beam_args)
 
   def build(p):
     bad = []
@@ -322,13 +323,13 @@ def annotate_corpus(config: AnnotateConfig, beam_args: Optional[Sequence[str]] =
     else:
       docs, bad_read = beam_lib.read_document_files(p, files, config.fmt,
                                                     config.max_document_bytes, config.strict)
-      passages = (docs | "ReshuffleDocs" >> beam.Reshuffle()
+      passages = (beam_lib.reshuffle(docs, "ReshuffleDocs", local)
                   | "BatchDocs" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
                   | "Passages" >> beam.ParDo(PassagesFn(n, config.strict)).with_outputs(
                       "bad", main="passages"))
       texts = passages.passages
       bad = [bad_read, passages.bad]
-    records = (texts | "Reshuffle" >> beam.Reshuffle()
+    records = (beam_lib.reshuffle(texts, "Reshuffle", local)
                | "Batch" >> beam.BatchElements(min_batch_size=1,
                                                max_batch_size=config.batch_size)
                | "Annotate" >> beam.ParDo(AnnotateFn(config.spacy_model,
@@ -337,7 +338,7 @@ def annotate_corpus(config: AnnotateConfig, beam_args: Optional[Sequence[str]] =
                                                      config.keep_unannotated,
                                                      total=source.get("corpus_num_blocks"))))
     written = records | "WriteShards" >> beam_lib.WriteSortedShards(
-        temp_dir, ANNOTATION_SHARD_PATTERN, n, stats_fn=_record_stats)
+        temp_dir, ANNOTATION_SHARD_PATTERN, n, stats_fn=_record_stats, spill=local)
     beam_lib.write_bad_records(bad + [written.bad], temp_dir)
 
   result = beam_lib.run_pipeline(build, beam_args, temp_dir)

@@ -4,7 +4,12 @@
           ─key by doc-hash range─▶ GroupByKey per shard ─sort, drop duplicate ids─▶ shard files in a
           temp dir ─(after the pipeline) verify sha256, rename into place, write manifest last.
 
-Runs on any Beam runner (in-process FnApiRunner here; Dataflow, Flink or Spark unchanged). The order of blocks
+Runs on any Beam runner (in-process FnApiRunner here; Dataflow, Flink or Spark unchanged). A
+distributed runner shuffles and groups on its workers. An in-process runner would hold every
+element of a Reshuffle or GroupByKey in memory (~11 KB per block), so in process (`in_process`)
+there is no Reshuffle and blocks are sorted on disk instead: sorted runs of at most
+`SORT_BUFFER_BYTES` are spilled to the temp dir and each shard is a merge of its runs; memory
+stays bounded whatever the corpus size, and the shards are the same bytes. The order of blocks
 is total and deterministic — shards are ranges of sha256(doc_id), and inside a shard blocks are
 sorted by (doc hash, doc id, block index) — so `read_blocks` (manifest order) and index rows agree
 across runs, as do block ids (`corpus.block_id_for`). A killed run leaves its shards in a sibling
@@ -16,8 +21,11 @@ counted in the manifest; `strict=True` turns the first bad record into a `BadInp
 """
 import dataclasses
 import hashlib
+import heapq
 import json
 import os
+import pickle
+import struct
 import uuid
 from typing import Dict, List, Optional, Sequence
 
@@ -28,6 +36,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.transforms import window as beam_window
 import tensorflow as tf
 
 from realm_tf.data import corpus
@@ -39,6 +49,10 @@ from realm_tf.text import packing
 NAMESPACE = "realm_tf.data"
 BAD_RECORDS = "bad_records.jsonl"
 _STATS_SUFFIX = ".stats.json"
+# In process: records held before a sorted run is spilled to disk (the build's memory bound).
+SORT_BUFFER_BYTES = 128 << 20
+_ITEM_OVERHEAD = 300  # bytes a buffered (shard, (sort key, record)) takes beside its record
+_RUNS_DIR = "sort-runs"
 
 
 @dataclasses.dataclass
@@ -49,7 +63,9 @@ class BuildCorpusConfig:
     inputs: file globs (any Beam filesystem: local, gs://, ...); `*.gz` is decompressed.
     output_dir: corpus directory (shards, manifest.json, bad_records.jsonl).
     fmt: "jsonl", "squad", "wikitext", "text", or "auto" (or None) to detect it per file.
-    num_shards: output shards; each shard's blocks are sorted in one worker's memory.
+    num_shards: output shards; on a distributed runner each shard's blocks are sorted in one
+      worker's memory. Training restores its input at a data position by decompressing up to one
+      shard, so shards of about a shuffle window's blocks (16384) keep that quick.
     strict: stop at the first bad record instead of counting and skipping it.
     max_document_bytes: documents of this many UTF-8 bytes or more are rejected.
     max_block_length: `[CLS] title [SEP] body [SEP]` wordpieces (288 in REALM).
@@ -152,28 +168,105 @@ class BlockDocumentsFn(beam.DoFn):
       self._progress.finish()
 
 
+def _write_run(path: str, items) -> None:
+  """Writes sorted (sort key, record) items as length-prefixed pickles (a spilled sort run)."""
+  with tf.io.gfile.GFile(path, "wb") as f:
+    for item in items:
+      blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+      f.write(struct.pack("<Q", len(blob)) + blob)
+
+
+def _read_run(path: str):
+  """The items of a run `_write_run` wrote, in order, one at a time."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    while True:
+      header = f.read(8)
+      if not header:
+        return
+      yield pickle.loads(f.read(struct.unpack("<Q", header)[0]))
+
+
+class _SpillRunsFn(beam.DoFn):
+  """(shard, (sort key, record)) → sorted run files, emitted as (shard, run path).
+
+  Holds at most `buffer_bytes` of records: then (and at the end of a bundle) each shard's buffered
+  items are sorted and written as one run under `run_dir`.
+  """
+
+  def __init__(self, run_dir: str, buffer_bytes: int):
+    super().__init__()
+    self._run_dir, self._buffer_bytes = run_dir, buffer_bytes
+    self._buffers, self._bytes = {}, 0
+
+  def start_bundle(self):
+    self._buffers, self._bytes = {}, 0
+
+  def process(self, element):
+    shard, item = element
+    self._buffers.setdefault(shard, []).append(item)
+    self._bytes += len(item[1]) + _ITEM_OVERHEAD
+    if self._bytes >= self._buffer_bytes:
+      yield from self._spill()
+
+  def finish_bundle(self):
+    for run in self._spill():
+      yield beam_window.GlobalWindows.windowed_value(run)
+
+  def _spill(self):
+    buffers, self._buffers, self._bytes = self._buffers, {}, 0
+    for shard in sorted(buffers):
+      items = buffers.pop(shard)
+      items.sort()
+      path = os.path.join(self._run_dir, f"run-{shard:05d}-{uuid.uuid4().hex}")
+      _write_run(path, items)
+      del items
+      Metrics.counter(NAMESPACE, "sort_runs").inc()
+      yield shard, path
+
+
 class _WriteShardFn(beam.DoFn):
-  """(shard, [(sort key, record)]) → one sorted shard file in the temp dir + its stats sidecar.
+  """(shard, [(sort key, record)] or [run paths]) → one sorted shard file in the temp dir + its
+  stats sidecar. Spilled runs are merged (and removed), grouped items sorted in memory.
 
   With `dedupe_docs`, sort keys are (hash, doc_id, source, line, ...): when two sources share a
   doc id, the first source (by file, line) is kept and the others are reported.
   """
 
   def __init__(self, temp_dir: str, pattern: str, num_shards: int, dedupe_docs: bool,
-               strict: bool, stats_fn=None):
+               strict: bool, stats_fn=None, spilled: bool = False):
     super().__init__()
     self._temp_dir, self._pattern, self._num_shards = temp_dir, pattern, num_shards
     self._dedupe, self._strict, self._stats_fn = dedupe_docs, strict, stats_fn
+    self._spilled = spilled
 
   def process(self, element):
     shard, values = element
-    items = sorted(v for v in values if v is not None)
-    bad, records, docs = [], [], 0
-    kept = {}
+    values = [v for v in values if v is not None]
+    if self._spilled:
+      items = heapq.merge(*[_read_run(run) for run in sorted(values)])
+    else:
+      items = sorted(values)
+    bad, extra = [], {"num_documents": 0}
+    path = os.path.join(self._temp_dir, self._pattern.format(shard, self._num_shards))
+    stats = corpus.write_shard(path, self._kept(items, bad, extra))
+    stats.update(extra)
+    atomic.write_json(path + _STATS_SUFFIX, stats)
+    for run in values if self._spilled else ():
+      tf.io.gfile.remove(run)
+    logging.info("Wrote %s: %d records.", path, stats["num_blocks"])
+    yield from bad
+    yield stats
+
+  def _kept(self, items, bad: List, stats: Dict):
+    """The records of sorted `items` that are kept, counting documents and `stats_fn` into
+    `stats` and reporting duplicate document ids into `bad` as they pass."""
+    # Sorted by (hash, doc_id, ...): a doc id's items are adjacent, its first source first.
+    doc_id, first = None, None
     for key, record in items:
       if self._dedupe:
-        doc_id, source = key[1], (key[2], key[3])
-        first = kept.setdefault(doc_id, source)
+        if key[1] != doc_id:
+          doc_id, first = key[1], (key[2], key[3])
+        source = (key[2], key[3])
         if first != source:
           if key[-1] == 0:
             bad.append(report_bad(documents_lib.BadRecord(
@@ -181,18 +274,11 @@ class _WriteShardFn(beam.DoFn):
                 f"document id {doc_id!r} already used at {first[0]}:{first[1]}; skipped"),
                 self._strict))
           continue
-        docs += key[-1] == 0
-      records.append(record)
-    path = os.path.join(self._temp_dir, self._pattern.format(shard, self._num_shards))
-    stats = corpus.write_shard(path, records)
-    stats["num_documents"] = docs
-    if self._stats_fn is not None:
-      for record in records:
+        stats["num_documents"] += key[-1] == 0
+      if self._stats_fn is not None:
         for k, v in self._stats_fn(record).items():
           stats[k] = stats.get(k, 0) + v
-    atomic.write_json(path + _STATS_SUFFIX, stats)
-    yield from bad
-    yield stats
+      yield record
 
 
 class WriteSortedShards(beam.PTransform):
@@ -200,16 +286,23 @@ class WriteSortedShards(beam.PTransform):
 
   Every shard index gets a file, even an empty one. Main output: per-shard stats dicts; output
   'bad': BadRecord JSON lines (duplicate document ids). `stats_fn(record) -> {name: count}` adds
-  per-shard totals to the stats.
+  per-shard totals to the stats. `spill` (in process: `in_process`) sorts on disk in runs of at
+  most `buffer_bytes` instead of grouping every record of a shard through the runner.
   """
 
   def __init__(self, temp_dir: str, pattern: str, num_shards: int, dedupe_docs: bool = False,
-               strict: bool = False, stats_fn=None):
+               strict: bool = False, stats_fn=None, spill: bool = False,
+               buffer_bytes: int = SORT_BUFFER_BYTES):
     super().__init__()
-    self._args = (temp_dir, pattern, num_shards, dedupe_docs, strict, stats_fn)
+    self._args = (temp_dir, pattern, num_shards, dedupe_docs, strict, stats_fn, spill)
+    self._buffer_bytes = buffer_bytes
 
   def expand(self, keyed):
-    num_shards = self._args[2]
+    temp_dir, num_shards, spill = self._args[0], self._args[2], self._args[-1]
+    if spill:
+      run_dir = os.path.join(temp_dir, _RUNS_DIR)
+      tf.io.gfile.makedirs(run_dir)
+      keyed = keyed | "SpillRuns" >> beam.ParDo(_SpillRunsFn(run_dir, self._buffer_bytes))
     markers = keyed.pipeline | "ShardMarkers" >> beam.Create([(k, None)
                                                               for k in range(num_shards)])
     return ((keyed, markers) | "WithMarkers" >> beam.Flatten()
@@ -347,6 +440,24 @@ def publish(temp_dir: str, output_dir: str, pattern: str, num_shards: int, manif
 DEFAULT_RUNNER = "FnApiRunner"
 
 
+# Runners that run the pipeline on this machine and keep PCollections in its memory.
+IN_PROCESS_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "SwitchingDirectRunner",
+                                "BundleBasedDirectRunner", "PrismRunner", "InteractiveRunner"})
+
+
+def in_process(beam_args: Optional[Sequence[str]]) -> bool:
+  """Whether `beam_args` (no --runner: `DEFAULT_RUNNER`) run the pipeline in this process's
+  memory: such a runner holds every element a Reshuffle or GroupByKey sees, so the pipelines
+  skip Reshuffles and sort on disk there (`WriteSortedShards(spill=True)`)."""
+  runner = PipelineOptions(list(beam_args or [])).view_as(StandardOptions).runner
+  return str(runner or DEFAULT_RUNNER).rsplit(".", 1)[-1] in IN_PROCESS_RUNNERS
+
+
+def reshuffle(pcoll, name: str, local: bool):
+  """`pcoll` spread over the workers (a Reshuffle), or unchanged when the runner is `local`."""
+  return pcoll if local else pcoll | name >> beam.Reshuffle()
+
+
 def run_pipeline(build, beam_args: Optional[Sequence[str]], temp_dir: str):
   """Runs `build(pipeline)` with Beam options from `beam_args`; removes `temp_dir` on failure.
 
@@ -381,17 +492,19 @@ def build_corpus(config: BuildCorpusConfig, beam_args: Optional[Sequence[str]] =
   temp_dir = temp_dir_for(config.output_dir)
   tf.io.gfile.makedirs(temp_dir)
 
+  local = in_process(beam_args)
+
   def build(p):
     docs, bad_read = read_document_files(p, files, config.fmt, config.max_document_bytes,
                                          config.strict)
-    blocked = (docs | "Reshuffle" >> beam.Reshuffle()
+    blocked = (reshuffle(docs, "Reshuffle", local)
                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=config.batch_size)
                | "Block" >> beam.ParDo(BlockDocumentsFn(
                    config.num_shards, config.max_block_length, config.max_title_length,
                    config.strict, config.vocab_path)).with_outputs("bad", main="blocks"))
     written = blocked.blocks | "WriteShards" >> WriteSortedShards(
         temp_dir, corpus.SHARD_PATTERN, config.num_shards, dedupe_docs=True,
-        strict=config.strict)
+        strict=config.strict, spill=local)
     write_bad_records([bad_read, blocked.bad, written.bad], temp_dir)
 
   result = run_pipeline(build, beam_args, temp_dir)

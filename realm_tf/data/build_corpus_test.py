@@ -2,10 +2,13 @@
 import json
 import logging
 import os
+import pickle
+import random
 import re
 import types
 from unittest import mock
 
+import apache_beam as beam
 import pytest
 
 from realm_tf.data import build_corpus
@@ -165,3 +168,62 @@ def test_shard_ranges():
   assert build_corpus.shard_of(0, 4) == 0
   assert build_corpus.shard_of(2**64 - 1, 4) == 3
   assert build_corpus.shard_of(2**63, 4) == 2
+
+
+def _keyed_blocks(num_docs=300, num_ids=250, num_shards=3):
+  """Shuffled (shard, (sort key, record)) items as BlockDocumentsFn yields them; documents past
+  `num_ids` reuse an earlier document's id from another source line (duplicates)."""
+  rng = random.Random(0)
+  items = []
+  for d in range(num_docs):
+    doc_id, source = f"doc{d % num_ids}", f"file{d % 3}.jsonl"
+    h = build_corpus.doc_hash(doc_id)
+    for i in range(rng.randrange(1, 4)):
+      record = corpus.block_example(corpus.block_id_for(doc_id, i), doc_id, f"T{d}",
+                                    f"Body {d} {i}.", [1, d], [2, 3, i])
+      items.append((build_corpus.shard_of(h, num_shards), ((h, doc_id, source, d, i), record)))
+  rng.shuffle(items)
+  return items
+
+
+def _write_shards(items, out, spill, buffer_bytes=20_000):
+  """Runs WriteSortedShards over `items` into `out`; returns (per-shard stats, bad records,
+  Beam counters)."""
+  def build(p):
+    # Hashes exceed Create's int64 coder: the items travel pickled, as a DoFn's outputs do.
+    keyed = p | beam.Create([pickle.dumps(x) for x in items]) | beam.Map(pickle.loads)
+    written = keyed | build_corpus.WriteSortedShards(
+        out, corpus.SHARD_PATTERN, 3, dedupe_docs=True, spill=spill, buffer_bytes=buffer_bytes)
+    build_corpus.write_bad_records([written.bad], out)
+
+  os.makedirs(out)
+  result = build_corpus.run_pipeline(build, None, out)
+  stats = []
+  for k in range(3):
+    with open(os.path.join(out, corpus.SHARD_PATTERN.format(k, 3)) + ".stats.json") as f:
+      stats.append(json.load(f))
+  bad = build_corpus.read_bad_records(os.path.join(out, build_corpus.BAD_RECORDS))
+  return stats, bad, build_corpus.metric_counters(result)
+
+
+def test_sorting_in_spilled_runs_writes_the_same_shards_as_grouping(tmp_path):
+  """In process, shards are merged from sorted runs of bounded size; a distributed runner groups
+  each shard's blocks. Both give the same bytes, counts and duplicate reports."""
+  items = _keyed_blocks()
+  grouped = _write_shards(items, str(tmp_path / "grouped"), spill=False)
+  spilled = _write_shards(items, str(tmp_path / "spilled"), spill=True)
+  assert spilled[:2] == grouped[:2]  # stats (sha256, blocks, documents) and bad records
+  stats, bad, counters = spilled
+  assert sum(s["num_documents"] for s in stats) == 250
+  assert [b["kind"] for b in bad] == ["duplicate_doc_id"] * 50
+  # ~600 records of ~400 buffered bytes in runs of 20 kB: each of 12+ spills writes 3 runs.
+  assert counters["sort_runs"] >= 36 and "sort_runs" not in grouped[2]
+  assert os.listdir(tmp_path / "spilled" / "sort-runs") == []  # merged runs are removed
+
+
+def test_only_distributed_runners_reshuffle_and_group_every_block():
+  assert build_corpus.in_process(None)
+  assert build_corpus.in_process(["--runner=FnApiRunner", "--direct_num_workers=2"])
+  assert build_corpus.in_process(["--runner", "apache_beam.runners.direct.DirectRunner"])
+  assert not build_corpus.in_process(["--runner=DataflowRunner", "--project=p"])
+  assert not build_corpus.in_process(["--runner=FlinkRunner"])
