@@ -22,6 +22,7 @@ class BruteForceSearcher(Searcher):
   """Exact top-k by inner product over an [N, D] float32 matrix held in one variable."""
 
   kind = "brute_force"
+  embeddings_key = "embeddings/.ATTRIBUTES/VARIABLE_VALUE"
 
   def __init__(self, embeddings, config: BruteForceConfig = BruteForceConfig(),
                name: str = "brute_force_searcher"):

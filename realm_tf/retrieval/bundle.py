@@ -3,8 +3,10 @@
     <index_dir>/<version:08d>/
         query_embedder/     the embedder export the index was built with (SavedModel with
                             `embed_queries`, and `embed_documents` so documents can be added later)
-        searcher/           the ScaNN (or exact) searcher SavedModel
-        embeddings.npy      float32 [N, D] document embeddings (row r = block_ids[r])
+        searcher/           the ScaNN (or exact) searcher SavedModel; its checkpoint holds the
+                            float32 [N, D] document embeddings (row r = block_ids[r])
+        embeddings.npy      the same matrix, only when the searcher does not hold it (and in
+                            bundles of format 1)
         block_ids.npy       int64 [N]
         removed_block_ids.npy  int64 block ids removed from the corpus (may be empty)
         manifest.json       source export + step, corpus fingerprint, dtype, time, searcher config,
@@ -16,7 +18,13 @@ half-written version (on object stores, where renaming a directory is not atomic
 written in place and manifest.json last; readers ignore versions without a manifest). Old
 versions are pruned to the newest `keep`, but only after a grace period since they were
 superseded, so a reader that just picked one can finish opening it. Every reader calls
-`latest(index_dir)`.
+`latest(index_dir)`, and `close()`s a bundle it replaces (or uses it as a context manager), which
+frees the searcher's native index at once rather than when the bundle is garbage-collected.
+
+The matrix is stored once: ScaNN re-orders candidates with its own float32 copy, which the
+searcher needs in its checkpoint anyway (tf.data service workers restore the searcher from it),
+so `IndexBundle.embeddings` memory-maps that copy (`read_searcher_embeddings`) instead of a
+second `.npy` beside it.
 """
 import json
 import os
@@ -38,7 +46,7 @@ SEARCHER = "searcher"
 EMBEDDINGS = "embeddings.npy"
 BLOCK_IDS = "block_ids.npy"
 REMOVED_IDS = "removed_block_ids.npy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: embeddings.npy always written
 _VERSION_DIR = re.compile(r"^\d{8}$")
 
 
@@ -68,7 +76,7 @@ class IndexBundle:
 
   Attributes: `path`, `version`, `manifest` (dict). Properties `embeddings`, `block_ids`,
   `removed_block_ids`, `searcher` (has `.search(q [B, D], k)`), `query_embedder` (a
-  `LoadedEmbedder`). `open()` loads everything at once.
+  `LoadedEmbedder`). `open()` loads everything at once; `close()` lets it all go.
   """
 
   def __init__(self, path: str, manifest: Dict):
@@ -89,11 +97,26 @@ class IndexBundle:
   def num_rows(self) -> int:
     return int(self.manifest["num_rows"])
 
+  def __enter__(self) -> "IndexBundle":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  @property
+  def embeddings_in_searcher(self) -> bool:
+    """True when the searcher's checkpoint is the bundle's only copy of the embeddings."""
+    return bool(self.manifest.get("searcher", {}).get("embeddings_key"))
+
   @property
   def embeddings(self) -> np.ndarray:
-    """float32 [N, D] (memory-mapped for local bundles)."""
+    """float32 [N, D] in row order (memory-mapped for local bundles)."""
     if "embeddings" not in self._cache:
-      self._cache["embeddings"] = _read_npy(os.path.join(self.path, EMBEDDINGS))
+      if self.embeddings_in_searcher:
+        from realm_tf.retrieval.searcher import read_searcher_embeddings  # pylint: disable=g-import-not-at-top
+        self._cache["embeddings"] = read_searcher_embeddings(os.path.join(self.path, SEARCHER))
+      else:
+        self._cache["embeddings"] = _read_npy(os.path.join(self.path, EMBEDDINGS))
     return self._cache["embeddings"]
 
   @property
@@ -138,6 +161,14 @@ class IndexBundle:
     _ = self.searcher, self.query_embedder
     return self
 
+  def close(self) -> None:
+    """Frees the searcher's native index now and drops every loaded part (a later use loads it
+    again). Call it when switching to a newer bundle."""
+    searcher = self._cache.pop("searcher", None)
+    if searcher is not None:
+      searcher.release()
+    self._cache.clear()
+
 
 def list_versions(index_dir: str) -> List[int]:
   """Published versions in `index_dir` (directories named by eight digits), oldest first."""
@@ -166,10 +197,12 @@ def read_manifest(path: str) -> Dict:
 def open_bundle(path: str, load: bool = False) -> IndexBundle:
   """Opens the bundle at `path` (checking that all its parts exist); `load` loads them too."""
   manifest = read_manifest(path)
-  for name in (QUERY_EMBEDDER, SEARCHER, EMBEDDINGS, BLOCK_IDS):
+  bundle = IndexBundle(path, manifest)
+  parts = (QUERY_EMBEDDER, SEARCHER, BLOCK_IDS) + (
+      () if bundle.embeddings_in_searcher else (EMBEDDINGS,))
+  for name in parts:
     if not tf.io.gfile.exists(os.path.join(path, name)):
       raise BundleError(f"Index bundle {path} is incomplete: {name} is missing.")
-  bundle = IndexBundle(path, manifest)
   return bundle.open() if load else bundle
 
 
@@ -222,7 +255,8 @@ def publish(index_dir: str, *, export_dir: str, searcher, embeddings: np.ndarray
   Args:
     index_dir: where versions live.
     export_dir: the embedder export the embeddings were made with (copied into the bundle).
-    searcher: a built `Searcher` over `embeddings` (saved with `save_searcher`).
+    searcher: a built `Searcher` over `embeddings` (saved with `save_searcher`; when its
+      checkpoint holds the matrix, no `.npy` copy is written). The caller releases it.
     embeddings: float32 [N, D]; block_ids: int64 [N].
     manifest: fields describing the build (source export, step, corpus fingerprint, recall, ...);
       `version`, `created`, `num_rows`, `embedding_dim`, `embedding_dtype` and `searcher` are added.
@@ -251,8 +285,9 @@ def publish(index_dir: str, *, export_dir: str, searcher, embeddings: np.ndarray
       index_dir, write_manifest, first=max(list_versions(index_dir), default=0) + 1) as staging:
     work = staging.path
     _copy_tree(export_dir, os.path.join(work, QUERY_EMBEDDER))
-    save_searcher(searcher, os.path.join(work, SEARCHER))
-    _write_npy(os.path.join(work, EMBEDDINGS), embeddings.astype(np.float32, copy=False))
+    info = save_searcher(searcher, os.path.join(work, SEARCHER))
+    if not info.get("embeddings_key"):  # the searcher does not hold the matrix itself
+      _write_npy(os.path.join(work, EMBEDDINGS), embeddings.astype(np.float32, copy=False))
     _write_npy(os.path.join(work, BLOCK_IDS), block_ids)
     _write_npy(os.path.join(work, REMOVED_IDS),
                np.asarray(sorted(removed_block_ids if removed_block_ids is not None else []),
@@ -263,8 +298,8 @@ def publish(index_dir: str, *, export_dir: str, searcher, embeddings: np.ndarray
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "num_rows": int(embeddings.shape[0]),
         "embedding_dim": int(embeddings.shape[1]),
-        "embedding_dtype": str(embeddings.dtype),
-        "searcher": searcher.info(),
+        "embedding_dtype": "float32",
+        "searcher": info,
     })
   version = staging.version
   path = version_path(index_dir, version)

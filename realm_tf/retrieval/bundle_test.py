@@ -9,6 +9,7 @@ import pytest
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embedder_export as ee
 from realm_tf.testing import retrieval_fixtures as testing
+from realm_tf.retrieval.brute_force import BruteForceSearcher
 from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher
 
 
@@ -18,11 +19,12 @@ def export_dir(tmp_path_factory):
                             str(tmp_path_factory.mktemp("model")), 42)
 
 
-def _publish(index_dir, export_dir, n, seed, keep=3, grace=0.0):
+def _publish(index_dir, export_dir, n, seed, keep=3, grace=0.0, searcher_class=None):
   emb = testing.clustered(n, seed=seed)
   ids = np.arange(1000 * seed, 1000 * seed + n, dtype=np.int64)
+  searcher = searcher_class(emb) if searcher_class else ScannSearcher(emb, ScannConfig())
   return bundle_lib.publish(
-      index_dir, export_dir=export_dir, searcher=ScannSearcher(emb, ScannConfig()),
+      index_dir, export_dir=export_dir, searcher=searcher,
       embeddings=emb, block_ids=ids, manifest={"step": 42, "source_export": export_dir,
                                                "seed": seed},
       keep=keep, grace_seconds=grace)
@@ -35,9 +37,9 @@ def test_layout_manifest_and_latest(export_dir, tmp_path):
     bundle_lib.latest(index_dir)
   b = _publish(index_dir, export_dir, 50, seed=1)
   assert b.path == os.path.join(index_dir, "00000001") and b.version == 1
+  # The embeddings are stored once: in the searcher's checkpoint, not in an embeddings.npy too.
   assert sorted(os.listdir(b.path)) == sorted([
-      "query_embedder", "searcher", "embeddings.npy", "block_ids.npy", "removed_block_ids.npy",
-      "manifest.json"])
+      "query_embedder", "searcher", "block_ids.npy", "removed_block_ids.npy", "manifest.json"])
   assert os.listdir(index_dir) == ["00000001"]  # no temp dir left behind
   m = json.load(open(os.path.join(b.path, "manifest.json")))
   assert (m["version"], m["num_rows"], m["embedding_dim"], m["embedding_dtype"]) == (
@@ -47,12 +49,33 @@ def test_layout_manifest_and_latest(export_dir, tmp_path):
   _publish(index_dir, export_dir, 60, seed=2)
   latest = bundle_lib.latest(index_dir, load=True)
   assert latest.version == 2 and latest.embeddings.shape == (60, 128)
+  assert latest.embeddings.dtype == np.float32 and isinstance(latest.embeddings, np.memmap)
+  np.testing.assert_array_equal(latest.embeddings, testing.clustered(60, seed=2))  # row order
   np.testing.assert_array_equal(latest.block_ids, np.arange(2000, 2060))
-  rows, _ = latest.searcher.search(latest.embeddings[:3], 5)
+  searcher = latest.searcher
+  rows, _ = searcher.search(latest.embeddings[:3], 5)
   assert rows.shape == (3, 5) and rows.numpy().max() < 60
   q = latest.query_embedder.embed_queries(
       {k: np.ones([2, testing.QUERY_LEN], np.int32) for k in ee.INPUT_KEYS})
   assert q.shape == (2, 128)
+  latest.close()  # frees the searcher's index at once; parts load again on use
+  assert not searcher.release()
+  assert latest.searcher is not searcher and latest.embeddings.shape == (60, 128)
+
+
+class _ExactWithoutKey(BruteForceSearcher):
+  """A searcher that does not name its matrix (as a format-1 bundle's manifest does not)."""
+  embeddings_key = None
+
+
+def test_embeddings_npy_when_the_searcher_does_not_hold_the_matrix(export_dir, tmp_path):
+  b = _publish(str(tmp_path), export_dir, 40, seed=3, searcher_class=_ExactWithoutKey)
+  assert os.path.exists(os.path.join(b.path, "embeddings.npy"))
+  opened = bundle_lib.open_bundle(b.path, load=True)
+  np.testing.assert_array_equal(opened.embeddings, testing.clustered(40, seed=3))
+  os.remove(os.path.join(b.path, "embeddings.npy"))
+  with pytest.raises(bundle_lib.BundleError, match="embeddings.npy is missing"):
+    bundle_lib.open_bundle(b.path)
 
 
 def test_latest_ignores_temp_and_incomplete_versions(export_dir, tmp_path):

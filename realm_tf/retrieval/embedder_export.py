@@ -15,12 +15,20 @@ written last as the commit marker), so a watcher never sees a half-written expor
 ignores anything whose name is not eight digits. `load_embedder` validates what it opens and
 `check_corpus_compatible` rejects an export whose vocabulary or document length differs from the
 corpus manifest.
+
+Exports are pruned (`prune_exports`, or `export_embedder(keep=K)`) to the newest K plus the best
+one (`<model_dir>/best_export.json`, the held-out evaluation's pick), never removing one that an
+index refresh holds (`hold_export`: a lease file under `embedder_exports/.leases/`) or that was
+superseded less than a grace period ago (a refresher may just have picked it).
 """
+import contextlib
 import json
 import os
 import re
+import socket
 import time
-from typing import Dict, List, Optional
+import uuid
+from typing import Dict, Iterable, List, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -31,6 +39,8 @@ from realm_tf.text.packing import INPUT_KEYS
 EXPORTS_SUBDIR = "embedder_exports"
 METADATA = "realm_export.json"
 TRAINING_DONE = "TRAINING_DONE"
+BEST_EXPORT = "best_export.json"    # {"step", "export", ...}: the export pruning always keeps
+LEASES_SUBDIR = ".leases"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("step", "query_seq_length", "doc_seq_length", "vocab_fingerprint",
                  "encoder_config", "embedding_dim")
@@ -82,7 +92,7 @@ class _EmbedderModule(tf.Module):
 def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
                     vocab_fingerprint: Optional[str] = None, cls_id: Optional[int] = None,
                     sep_id: Optional[int] = None, extra: Optional[Dict] = None,
-                    keep: Optional[int] = None) -> str:
+                    keep: Optional[int] = None, grace_seconds: float = 600.0) -> str:
   """Exports `retriever`'s towers to `<model_dir>/embedder_exports/<step:08d>/`, atomically.
 
   Args:
@@ -92,7 +102,8 @@ def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
     tokenizer: a RealmTokenizer whose fingerprint and [CLS]/[SEP] ids are recorded. When omitted,
       `vocab_fingerprint`/`cls_id`/`sep_id` are used, defaulting to the shipped vocabulary.
     extra: further JSON fields for realm_export.json (e.g. the metric that triggered the export).
-    keep: if set, delete all but the newest `keep` exports afterwards.
+    keep: if set, prune afterwards to the newest `keep` exports plus the best one, sparing held
+      exports and those superseded less than `grace_seconds` ago (`prune_exports`).
 
   Returns:
     The published export directory. If an export for `step` already exists it is left untouched
@@ -137,9 +148,112 @@ def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
     raise
   logging.info("Published embedder export %s.", final)
   if keep:
-    for old in list_exports(model_dir)[:-keep]:
-      tf.io.gfile.rmtree(old)
+    prune_exports(model_dir, keep, grace_seconds)
   return final
+
+
+def _leases_dir(model_dir: str) -> str:
+  return os.path.join(exports_dir(model_dir), LEASES_SUBDIR)
+
+
+@contextlib.contextmanager
+def hold_export(export_dir: str):
+  """Keeps `prune_exports` away from `export_dir` while the block runs (e.g. a refresh embedding
+  the corpus with it and copying it into a bundle).
+
+  Writes `embedder_exports/.leases/<step>.<unique>.json`, removed on exit; a lease left behind by
+  a crashed process stops counting after `prune_exports`' `lease_seconds`.
+  """
+  root = os.path.join(os.path.dirname(os.path.normpath(export_dir)), LEASES_SUBDIR)
+  name = os.path.basename(os.path.normpath(export_dir))
+  path = os.path.join(root, f"{name}.{uuid.uuid4().hex}.json")
+  tf.io.gfile.makedirs(root)
+  with tf.io.gfile.GFile(path, "w") as f:
+    json.dump({"export": export_dir, "host": socket.gethostname(), "pid": os.getpid(),
+               "time": time.time()}, f)
+  try:
+    yield export_dir
+  finally:
+    try:
+      tf.io.gfile.remove(path)
+    except tf.errors.NotFoundError:
+      pass
+
+
+def _held_steps(model_dir: str, lease_seconds: float, now: float) -> set:
+  """Step names with a live lease; stale leases are removed."""
+  root = _leases_dir(model_dir)
+  held = set()
+  if not tf.io.gfile.isdir(root):
+    return held
+  for name in tf.io.gfile.listdir(root):
+    path = os.path.join(root, name)
+    try:
+      age = now - tf.io.gfile.stat(path).mtime_nsec / 1e9
+      if age <= lease_seconds:
+        held.add(name.split(".", 1)[0])
+      else:
+        logging.warning("Ignoring and removing the stale export lease %s (%.0f s old).", path, age)
+        tf.io.gfile.remove(path)
+    except tf.errors.NotFoundError:
+      pass  # released meanwhile
+  return held
+
+
+def best_export_step(model_dir: str) -> Optional[int]:
+  """The step named by `<model_dir>/best_export.json`, or None when there is none yet."""
+  path = os.path.join(model_dir, BEST_EXPORT)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path, "r") as f:
+    try:
+      return int(json.load(f)["step"])
+    except (ValueError, KeyError, TypeError) as e:
+      raise ExportError(f"{path} does not name an export step: {e}") from e
+
+
+def prune_exports(model_dir: str, keep: int, grace_seconds: float = 600.0,
+                  lease_seconds: float = 24 * 3600.0,
+                  protect: Iterable[int] = ()) -> List[str]:
+  """Deletes exports other than the newest `keep`, the best one and the steps in `protect`.
+
+  An export is spared while a lease holds it (`hold_export`, younger than `lease_seconds`) and
+  until `grace_seconds` after the next export was created. It is moved aside (renamed to a
+  hidden name; on object stores its metadata file, the commit marker, goes first) before it is
+  deleted, so a reader sees it whole or not at all. Returns the deleted export directories.
+  """
+  keep = max(1, int(keep))
+  exports = list_exports(model_dir)
+  now = time.time()
+  spared = {f"{int(s):08d}" for s in protect}
+  best = best_export_step(model_dir)
+  if best is not None:
+    spared.add(f"{best:08d}")
+  if len(exports) > keep:
+    spared |= _held_steps(model_dir, lease_seconds, now)
+  deleted = []
+  for i, path in enumerate(exports[:-keep]):
+    if os.path.basename(path) in spared:
+      continue
+    try:
+      superseded_at = float(read_metadata(exports[i + 1]).get("created", now))
+    except ExportError:
+      superseded_at = now
+    if now - superseded_at < grace_seconds:
+      continue
+    if is_remote(model_dir):
+      tf.io.gfile.remove(os.path.join(path, METADATA))
+      tf.io.gfile.rmtree(path)
+    else:
+      trash = os.path.join(exports_dir(model_dir), f"{publish_lib.TEMP_PREFIX}trash-"
+                           f"{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
+      tf.io.gfile.rename(path, trash)
+      tf.io.gfile.rmtree(trash)
+    deleted.append(path)
+  if deleted:
+    logging.info("Pruned embedder exports %s (kept the newest %d, the best step %s and %s).",
+                 [os.path.basename(p) for p in deleted], keep, best, sorted(spared) or "none held")
+  return deleted
 
 
 # Object-store test (`gs://`, `s3://`, `ram://`, ...), kept under its old name for importers.

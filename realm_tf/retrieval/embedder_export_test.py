@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -112,8 +113,57 @@ def test_keep_prunes_old_exports(exported, tmp_path):
   model_dir = str(tmp_path)
   for step in (1, 2):
     shutil.copytree(path, ee.export_path(model_dir, step))
-  ee.export_embedder(retriever, model_dir, 3, keep=2)
+  ee.export_embedder(retriever, model_dir, 3, keep=2, grace_seconds=0)
   assert [os.path.basename(p) for p in ee.list_exports(model_dir)] == ["00000002", "00000003"]
   assert not ee.training_done(model_dir)
   open(os.path.join(model_dir, ee.TRAINING_DONE), "w").close()
   assert ee.training_done(model_dir)
+
+
+def _steps(model_dir):
+  return [int(os.path.basename(p)) for p in ee.list_exports(model_dir)]
+
+
+def _set_created(path, created):
+  meta_path = os.path.join(path, ee.METADATA)
+  with open(meta_path) as f:
+    meta = json.load(f)
+  with open(meta_path, "w") as f:
+    json.dump(dict(meta, created=created), f)
+
+
+def test_prune_keeps_newest_best_and_held_exports(exported, tmp_path):
+  _, _, path = exported
+  model_dir = str(tmp_path)
+  for step in range(100, 700, 100):
+    _set_created(testing.copy_export(path, model_dir, step), time.time() - 3600)
+  with open(os.path.join(model_dir, ee.BEST_EXPORT), "w") as f:
+    json.dump({"step": 200, "export": ee.export_path(model_dir, 200)}, f)
+  with ee.hold_export(ee.export_path(model_dir, 300)):  # a refresher embeds with it
+    deleted = ee.prune_exports(model_dir, keep=2)
+    assert [os.path.basename(p) for p in deleted] == ["00000100", "00000400"]
+    assert _steps(model_dir) == [200, 300, 500, 600]
+  assert ee.prune_exports(model_dir, keep=2) == [ee.export_path(model_dir, 300)]
+  assert _steps(model_dir) == [200, 500, 600]  # the best stays whatever its age
+  assert sorted(os.listdir(ee.exports_dir(model_dir))) == [
+      ".leases", "00000200", "00000500", "00000600"]  # nothing half-deleted left behind
+
+
+def test_prune_spares_recently_superseded_and_ignores_stale_leases(exported, tmp_path):
+  _, _, path = exported
+  model_dir = str(tmp_path)
+  _set_created(testing.copy_export(path, model_dir, 1), time.time() - 3600)
+  _set_created(testing.copy_export(path, model_dir, 2), time.time() - 3600)
+  _set_created(testing.copy_export(path, model_dir, 3), time.time())
+  # Step 2 was superseded moments ago: a refresher may have just picked it.
+  assert ee.prune_exports(model_dir, keep=1, grace_seconds=600) == [ee.export_path(model_dir, 1)]
+  assert _steps(model_dir) == [2, 3]
+  with ee.hold_export(ee.export_path(model_dir, 2)):
+    lease, = os.listdir(os.path.join(ee.exports_dir(model_dir), ee.LEASES_SUBDIR))
+    lease = os.path.join(ee.exports_dir(model_dir), ee.LEASES_SUBDIR, lease)
+    assert ee.prune_exports(model_dir, keep=1, grace_seconds=0) == []
+    os.utime(lease, (time.time() - 7200, time.time() - 7200))  # its holder died long ago
+    assert ee.prune_exports(model_dir, keep=1, grace_seconds=0, lease_seconds=3600) == [
+        ee.export_path(model_dir, 2)]
+    assert not os.path.exists(lease)
+  assert _steps(model_dir) == [3]

@@ -8,7 +8,11 @@ One `IndexRefresher` per worker process. For every new export of the trainer it
    shard `i` on worker `i % num_shards`, finished shards kept and skipped on restart);
 3. on worker 0 only: waits for the other workers' parts, merges them in manifest order, builds the
    ScaNN searcher, measures its recall@10 against exact search on a query sample, refuses to publish
-   below `min_recall`, and publishes an index bundle (atomic rename, newest `keep` kept).
+   below `min_recall`, publishes an index bundle (atomic rename, newest `keep` kept) and frees the
+   searcher's native index (the bundle's copy is what readers load).
+
+While a worker embeds with an export of the watched model directory it holds it
+(`embedder_export.hold_export`), so the trainer's export pruning leaves it alone.
 
 The watch loop sleeps with exponential back-off between polls (no busy loop) and stops once
 `<model_dir>/TRAINING_DONE` exists and the newest export is indexed.
@@ -18,6 +22,7 @@ override earlier blocks with the same id) minus ids removed with `remove_documen
 in each bundle, so later full refreshes keep the changes. Adding or removing documents embeds only
 the new blocks (with the embedder of the live bundle) and reuses the live bundle's matrix.
 """
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -171,7 +176,8 @@ def build_and_check(embeddings: np.ndarray, queries: np.ndarray, scann: ScannCon
                     min_recall: float, exact_tile_size: int = 65536):
   """Builds the ScaNN searcher and measures recall@10 vs exact search on `queries`.
 
-  Returns (searcher, recall, k). Raises RecallTooLowError below `min_recall`.
+  Returns (searcher, recall, k); the caller releases the searcher. Raises RecallTooLowError below
+  `min_recall` (the searcher released).
   """
   searcher = ScannSearcher(embeddings, scann)
   k = min(RECALL_K, embeddings.shape[0])
@@ -181,6 +187,7 @@ def build_and_check(embeddings: np.ndarray, queries: np.ndarray, scann: ScannCon
   logging.info("ScaNN (%s) recall@%d against exact search on %d queries: %.4f.",
                searcher.config.mode, k, len(queries), recall)
   if recall < min_recall:
+    searcher.release()
     raise RecallTooLowError(
         f"ScaNN recall@{k} = {recall:.4f} against exact search on {len(queries)} queries is below "
         f"--min_recall={min_recall}; not publishing (config: {searcher.info()['config']}).")
@@ -356,10 +363,13 @@ class IndexRefresher:
         "num_replicas": self.strategy.num_replicas_in_sync,
     }
     manifest.update(extra or {})
-    return bundle_lib.publish(cfg.index_dir, export_dir=embedder.path, searcher=searcher,
-                              embeddings=embeddings, block_ids=block_ids, manifest=manifest,
-                              removed_block_ids=docs.removed, keep=cfg.keep,
-                              grace_seconds=cfg.grace_seconds)
+    try:
+      return bundle_lib.publish(cfg.index_dir, export_dir=embedder.path, searcher=searcher,
+                                embeddings=embeddings, block_ids=block_ids, manifest=manifest,
+                                removed_block_ids=docs.removed, keep=cfg.keep,
+                                grace_seconds=cfg.grace_seconds)
+    finally:
+      searcher.release()
 
   def _cleanup_work(self, step: int) -> None:
     root = os.path.join(self.config.index_dir, WORK_SUBDIR)
@@ -372,8 +382,19 @@ class IndexRefresher:
 
   # ---- entry points --------------------------------------------------------------------------
 
+  def _hold(self, export_dir: str):
+    """Holds `export_dir` against pruning when it is one of the watched model_dir's exports."""
+    watched = os.path.normpath(embedder_export.exports_dir(self.config.model_dir))
+    if os.path.dirname(os.path.normpath(export_dir)) == watched:
+      return embedder_export.hold_export(export_dir)
+    return contextlib.nullcontext()
+
   def refresh(self, export_dir: str, on_part_done=None) -> Optional[bundle_lib.IndexBundle]:
     """Full refresh with `export_dir`: embeds the whole document set; the chief publishes."""
+    with self._hold(export_dir):
+      return self._refresh(export_dir, on_part_done)
+
+  def _refresh(self, export_dir: str, on_part_done=None) -> Optional[bundle_lib.IndexBundle]:
     live = self.live_bundle()
     docs = self.document_set(live)
     embedder = self._load_embedder(export_dir, docs.corpus_dirs)

@@ -9,6 +9,7 @@ from realm_tf.data import corpus as corpus_lib
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embedder_export as ee
 from realm_tf.retrieval import refresh
+from realm_tf.retrieval.scann_searcher import release_resource
 from realm_tf.testing import retrieval_fixtures as testing
 from realm_tf.testing.retrieval_fixtures import copy_export
 
@@ -41,6 +42,8 @@ def test_once_publishes_a_complete_bundle(env, tmp_path):
   assert m["corpus_fingerprint"] == corpus_manifest["fingerprint"]
   assert m["recall_at_10"] == 1.0 and m["recall_sample_size"] == 24 and m["recall_k"] == 10
   assert m["searcher"]["config"]["mode"] == "brute_force" and m["num_rows"] == 24
+  # The searcher built for the recall check searched, and its native index is gone once published.
+  assert not release_resource(m["searcher"]["shared_name"])
   b = bundle_lib.latest(str(tmp_path), load=True)
   np.testing.assert_array_equal(b.block_ids, env["ids"])
   # Each document is its own best match among near-identical queries built from its embedding.
@@ -50,6 +53,15 @@ def test_once_publishes_a_complete_bundle(env, tmp_path):
   assert r.run_once() is None  # up to date: nothing republished
   assert bundle_lib.list_versions(str(tmp_path)) == [1]
   assert not os.path.exists(os.path.join(str(tmp_path), refresh.WORK_SUBDIR, "00000099"))
+
+
+def test_refresh_holds_its_export_against_pruning(env, tmp_path):
+  leases = os.path.join(ee.exports_dir(env["model_dir"]), ee.LEASES_SUBDIR)
+  held = []
+  refresh.IndexRefresher(config(env, tmp_path)).refresh(
+      env["export"], on_part_done=lambda shard: held.append(os.listdir(leases)))
+  assert len(held) == 3 and all(len(h) == 1 and h[0].startswith("00000100.") for h in held)
+  assert os.listdir(leases) == []  # let go once published
 
 
 def test_bad_inputs_publish_nothing_and_keep_the_live_bundle(env, tmp_path):

@@ -1,10 +1,16 @@
 """ScaNN maximum inner product search as a tf.Module that saves as a SavedModel.
 
 `scann_ops.builder(...).build()` returns a Python object that cannot be saved, so the searcher is
-built once, serialised with `serialize_to_module()` (a tf.Module of variables), and `search` rebuilds
-the ScaNN resource inside the graph with `tensors_to_scann(*state, shared_name=...)` (first call
-only; later calls find the resource by its shared name) before `scann_search_batched`. The shared
-name is fixed per built index, so two indexes loaded in one process never share a resource.
+built once, serialised with `serialize_to_module()` (a tf.Module of variables), and the builder's
+own native index is destroyed at once. `search` rebuilds the ScaNN resource inside the graph with
+`tensors_to_scann(*state, shared_name=...)` (first call only; later calls find the resource by its
+shared name) before `scann_search_batched`. The shared name is fixed per built index, so two
+indexes loaded in one process never share a resource.
+
+TensorFlow's resource manager keeps a named resource until it is destroyed, so every search also
+marks a per-process flag variable (named after the index) and `release_resource(shared_name)`
+destroys the index the flag says exists. `ScannSearcher.release()` and a loaded searcher's
+`release()` (see `load_searcher`) call it, and so does garbage collection of either object.
 
 The configuration is scaled to the corpus size following ScaNN's guidance: brute force below
 `brute_force_below` points, asymmetric hashing (AH) + exact re-ordering below `tree_above`, and a
@@ -14,7 +20,8 @@ Loading a saved ScaNN searcher needs the ScaNN ops registered (`import scann`; s
 import dataclasses
 import math
 import uuid
-from typing import Optional
+import weakref
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -73,6 +80,60 @@ def _scann_ops():
   return scann_ops
 
 
+_FLAG_SUFFIX = "/live"
+
+
+def _flag_handle(flag_name: str):
+  """The per-process bool variable that says an index exists (assigned by every search)."""
+  return tf.raw_ops.VarHandleOp(dtype=tf.bool, shape=[], shared_name=flag_name)
+
+
+def release_resource(shared_name: str, flag_name: Optional[str] = None) -> bool:
+  """Destroys the ScaNN index resource `shared_name` of this process, if a search created it.
+
+  `flag_name` is its search's flag variable (default `<shared_name>/live`). The memory is freed
+  once running searches finish; a later search rebuilds the index from the searcher's variables.
+  Returns True when there was one to destroy.
+  """
+  with tf.init_scope(), tf.device("/device:CPU:0"):
+    flag = _flag_handle(flag_name or shared_name + _FLAG_SUFFIX)
+    if not bool(tf.raw_ops.VarIsInitializedOp(resource=flag)):
+      return False
+    # The resource exists and is initialised, so the op only looks it up: the empty inputs are
+    # never read (they would only be used to build a missing index).
+    empty = tf.zeros([0], tf.float32)
+    handle = _scann_ops().tensors_to_scann(
+        empty, tf.constant("", tf.string), tf.constant("", tf.string), tf.zeros([0], tf.int32),
+        tf.constant("", tf.string), tf.zeros([0], tf.uint8), tf.zeros([0], tf.int8), empty, empty,
+        shared_name=shared_name)
+    tf.raw_ops.DestroyResourceOp(resource=handle, ignore_lookup_error=True)
+    tf.raw_ops.DestroyResourceOp(resource=flag, ignore_lookup_error=True)
+  return True
+
+
+def release_on_collect(obj, shared_name: str, flag_name: Optional[str] = None) -> None:
+  """Releases the index `shared_name` when `obj` is garbage-collected (not at interpreter exit)."""
+  weakref.finalize(obj, release_resource, shared_name, flag_name).atexit = False
+
+
+def loaded_resource_names(search_fn) -> Optional[Tuple[str, str]]:
+  """(index resource name, flag variable name) in a loaded searcher's `search` function.
+
+  Loading a SavedModel appends a per-load suffix to every shared name, so each loaded copy has
+  its own index; the names are read back from the loaded graph. None for searchers saved without
+  a flag (they cannot tell whether their index exists).
+  """
+  names = {}
+  for concrete in getattr(search_fn, "concrete_functions", []):
+    graph = concrete.graph.as_graph_def()
+    for node in list(graph.node) + [n for f in graph.library.function for n in f.node_def]:
+      if node.op == "Scann>TensorsToScann":
+        names["index"] = node.attr["shared_name"].s.decode()
+      elif node.op == "VarHandleOp" and _FLAG_SUFFIX in node.attr["shared_name"].s.decode():
+        names["flag"] = node.attr["shared_name"].s.decode()
+  return (names["index"], names["flag"]) if len(names) == 2 else None
+
+
 def scann_builder(embeddings: np.ndarray, cfg: ScannConfig, ops=None):
   """ScaNN's builder for a resolved `cfg`, from `ops` (default: the TF ops; `scann_ops_pybind`
   gives the same index through ScaNN's Python API, which benchmarks compare with)."""
@@ -92,6 +153,7 @@ class ScannSearcher(Searcher):
   """Approximate MIPS with ScaNN's TF ops; saves as a SavedModel (Scann namespace whitelisted)."""
 
   kind = "scann"
+  embeddings_key = "state/dataset/.ATTRIBUTES/VARIABLE_VALUE"  # ScaNN's float copy, row order
 
   def __init__(self, embeddings, config: ScannConfig = ScannConfig(),
                name: str = "scann_searcher"):
@@ -108,6 +170,11 @@ class ScannSearcher(Searcher):
     built = scann_builder(embeddings, self.config).set_n_training_threads(
         self.config.training_threads).build()
     self.state = built.serialize_to_module()
+    # The builder's index lives in the resource manager under its own name; the state's copy is
+    # all `search` needs.
+    tf.raw_ops.DestroyResourceOp(resource=built.searcher_handle, ignore_lookup_error=False)
+    del built
+    release_on_collect(self, self.shared_name)
     logging.info("Built ScaNN %s searcher over %d x %d points.", self.config.mode,
                  self.num_rows, self.dim)
     # Search-time knobs live in variables: they can be re-tuned without rebuilding the index,
@@ -134,6 +201,11 @@ class ScannSearcher(Searcher):
       self.config = dataclasses.replace(self.config,
                                         reordering_num_neighbors=reordering_num_neighbors)
 
+  def release(self) -> bool:
+    """Frees the native index built by the first search (its variables go with the object);
+    True when there was one."""
+    return release_resource(self.shared_name)
+
   def info(self) -> dict:
     info = super().info()
     info["config"] = dataclasses.asdict(self.config)
@@ -142,10 +214,15 @@ class ScannSearcher(Searcher):
 
   def _handle(self):
     s = self.state
-    return _scann_ops().tensors_to_scann(
+    handle = _scann_ops().tensors_to_scann(
         s.dataset, s.scann_config, s.serialized_partitioner, s.datapoint_to_token,
         s.ah_codebook, s.hashed_dataset, s.int8_dataset, s.int8_multipliers, s.dp_norms,
         shared_name=self.shared_name)
+    with tf.control_dependencies([handle]), tf.device("/device:CPU:0"):
+      flag = _flag_handle(self.shared_name + _FLAG_SUFFIX)
+      live = tf.raw_ops.AssignVariableOp(resource=flag, value=True)
+    with tf.control_dependencies([live]):
+      return tf.identity(handle)
 
   def _search(self, queries, k):
     pre = self._reorder

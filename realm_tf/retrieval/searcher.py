@@ -4,9 +4,17 @@ A searcher is a `tf.Module` whose `search(query_embeddings [B, D], k)` returns t
 index's embedding matrix with the largest inner products, as `(rows int32 [B, k], scores float32
 [B, k])`, best first. Searchers save as SavedModels (`save_searcher`) and reload in any process with
 `load_searcher`, which registers the ScaNN ops first so both kinds load the same way.
+
+A searcher that holds native memory outside its variables (ScaNN's index) frees it with
+`release()`, and again when the object is garbage-collected; a later search rebuilds it. Loaded
+searchers get the same `release()`. A searcher whose checkpoint holds the indexed matrix itself
+names it in its description (`embeddings_key`), and `read_searcher_embeddings` reads that matrix
+back (memory-mapped on local disks), so an index bundle stores the matrix once.
 """
 import json
 import os
+import struct
+import weakref
 from typing import Optional
 
 import numpy as np
@@ -26,6 +34,8 @@ class Searcher(tf.Module):
   """
 
   kind = "abstract"
+  # Checkpoint key of the variable holding the indexed float32 [N, D] matrix in row order, or None.
+  embeddings_key: Optional[str] = None
 
   def __init__(self, num_rows: int, dim: int, name: Optional[str] = None):
     super().__init__(name=name)
@@ -34,8 +44,15 @@ class Searcher(tf.Module):
     self.num_rows = int(num_rows)
     self.dim = int(dim)
     self._num_rows_t = tf.constant(self.num_rows, tf.int32)
+    # A weak reference, so the traced function does not keep its searcher alive in a cycle: the
+    # searcher (and the memory it holds) goes as soon as its last user drops it.
+    this = weakref.ref(self)
+
+    def search(query_embeddings, k):
+      return this()._checked_search(query_embeddings, k)  # pylint: disable=protected-access
+
     self.search = tf.function(
-        self._checked_search,
+        search,
         input_signature=[tf.TensorSpec([None, self.dim], tf.float32, name="query_embeddings"),
                          tf.TensorSpec([], tf.int32, name="k")])
 
@@ -52,16 +69,22 @@ class Searcher(tf.Module):
   def _search(self, queries, k):
     raise NotImplementedError
 
+  def release(self) -> bool:
+    """Frees native memory held outside the variables (none here: False); a later search
+    rebuilds it. True when there was some to free."""
+    return False
+
   def info(self) -> dict:
     """JSON-serialisable description (kind, size, resolved configuration)."""
     return {"kind": self.kind, "num_rows": self.num_rows, "dim": self.dim}
 
 
-def save_searcher(searcher: Searcher, path: str) -> None:
+def save_searcher(searcher: Searcher, path: str) -> dict:
   """Saves `searcher` as a SavedModel at `path` (signature `serving_default` = search).
 
   The ScaNN namespace is whitelisted so ScaNN searchers save; the description is written beside the
-  SavedModel as `realm_searcher.json`.
+  SavedModel as `realm_searcher.json`. When the checkpoint holds the indexed matrix as float32
+  [N, D] under `searcher.embeddings_key`, the description names it (`embeddings_key`).
   """
   signature = searcher.search.get_concrete_function()
 
@@ -72,8 +95,16 @@ def save_searcher(searcher: Searcher, path: str) -> None:
   serving = tf.function(serve, input_signature=signature.structured_input_signature[0])
   tf.saved_model.save(searcher, path, signatures={"serving_default": serving},
                       options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
+  info = searcher.info()
+  key = searcher.embeddings_key
+  if key:
+    reader = _checkpoint_reader(_variables_prefix(path))
+    if (reader.get_variable_to_shape_map().get(key) == [searcher.num_rows, searcher.dim]
+        and reader.get_variable_to_dtype_map()[key] == tf.float32):
+      info["embeddings_key"] = key
   with tf.io.gfile.GFile(os.path.join(path, SEARCHER_INFO), "w") as f:
-    json.dump(searcher.info(), f, indent=2, sort_keys=True)
+    json.dump(info, f, indent=2, sort_keys=True)
+  return info
 
 
 def register_scann_ops() -> None:
@@ -83,7 +114,9 @@ def register_scann_ops() -> None:
 
 
 def load_searcher(path: str):
-  """Loads a searcher SavedModel saved by `save_searcher`; the result has `.search(q, k)` and `.info`.
+  """Loads a searcher SavedModel saved by `save_searcher`; the result has `.search(q, k)`, `.info`
+  and `.release()` (frees a ScaNN index's native memory now; it is also freed when the loaded
+  object is garbage-collected).
 
   Raises SearcherError naming the path when it is missing or not a searcher.
   """
@@ -100,7 +133,102 @@ def load_searcher(path: str):
   if not hasattr(loaded, "search"):
     raise SearcherError(f"SavedModel at {path} has no `search` function.")
   loaded.info = info
+  loaded.release = lambda: False
+  if info.get("kind") == "scann":
+    from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
+    names = scann_searcher.loaded_resource_names(loaded.search)
+    if names:
+      scann_searcher.release_on_collect(loaded, *names)
+      loaded.release = lambda: scann_searcher.release_resource(*names)
   return loaded
+
+
+def _variables_prefix(saved_model_dir: str) -> str:
+  return os.path.join(saved_model_dir, "variables", "variables")
+
+
+def _checkpoint_reader(prefix: str):
+  # Not tf.train.load_checkpoint: on some object stores (ram://) a prefix of existing files
+  # passes for a directory, which it would search for a `checkpoint` file.
+  return tf.compat.v1.train.NewCheckpointReader(prefix)
+
+
+def read_searcher_embeddings(path: str, mmap: bool = True) -> np.ndarray:
+  """The float32 [N, D] matrix a saved searcher indexes, read from its checkpoint.
+
+  Local checkpoints are memory-mapped (no copy, pages shared between processes) unless `mmap` is
+  false; object stores are read whole. Raises SearcherError when the searcher at `path` does not
+  hold its matrix (its description has no `embeddings_key`).
+  """
+  with tf.io.gfile.GFile(os.path.join(path, SEARCHER_INFO), "r") as f:
+    key = json.load(f).get("embeddings_key")
+  if not key:
+    raise SearcherError(f"Searcher at {path} does not store its embedding matrix "
+                        f"({SEARCHER_INFO} has no embeddings_key).")
+  prefix = _variables_prefix(path)
+  if mmap and "://" not in prefix:
+    entry, header = _bundle_entry(prefix + ".index", key)
+    if (header.endianness == header.LITTLE and entry.dtype == tf.float32.as_datatype_enum
+        and not entry.slices):
+      data = f"{prefix}.data-{entry.shard_id:05d}-of-{header.num_shards:05d}"
+      shape = tuple(d.size for d in entry.shape.dim)
+      if entry.size != 4 * int(np.prod(shape)):
+        raise SearcherError(f"{prefix}.index: {key} has {entry.size} bytes for shape {shape}.")
+      return np.memmap(data, dtype="<f4", mode="r", offset=entry.offset, shape=shape)
+  return _checkpoint_reader(prefix).get_tensor(key)
+
+
+def _varint(buf: bytes, pos: int):
+  value = shift = 0
+  while True:
+    byte = buf[pos]
+    pos += 1
+    value |= (byte & 0x7F) << shift
+    if not byte & 0x80:
+      return value, pos
+    shift += 7
+
+
+def _table_block(data: bytes, offset: int, size: int, path: str):
+  """(key, value) pairs of one uncompressed block of a TensorFlow table (LevelDB format)."""
+  if data[offset + size] != 0:
+    raise SearcherError(f"{path}: compressed table blocks are not supported.")
+  block = data[offset:offset + size]
+  num_restarts = struct.unpack("<I", block[-4:])[0]
+  end, pos, key = len(block) - 4 - 4 * num_restarts, 0, b""
+  while pos < end:
+    shared, pos = _varint(block, pos)
+    unshared, pos = _varint(block, pos)
+    length, pos = _varint(block, pos)
+    key = key[:shared] + block[pos:pos + unshared]
+    pos += unshared
+    yield key, block[pos:pos + length]
+    pos += length
+
+
+def _bundle_entry(index_path: str, key: str):
+  """(BundleEntryProto of `key`, BundleHeaderProto) from a checkpoint's `.index` table: where the
+  tensor's bytes lie in the data shards."""
+  from tensorflow.core.protobuf import tensor_bundle_pb2  # pylint: disable=g-import-not-at-top
+  with open(index_path, "rb") as f:
+    data = f.read()
+  if len(data) < 48 or struct.unpack("<Q", data[-8:])[0] != 0xDB4775248B80FB57:
+    raise SearcherError(f"{index_path} is not a TensorFlow checkpoint index.")
+  pos = _varint(data, _varint(data, len(data) - 48)[1])[1]  # skip the metaindex handle
+  index_offset, pos = _varint(data, pos)
+  index_size, _ = _varint(data, pos)
+  header = entry = None
+  for _, handle in _table_block(data, index_offset, index_size, index_path):
+    offset, pos = _varint(handle, 0)
+    size, _ = _varint(handle, pos)
+    for name, value in _table_block(data, offset, size, index_path):
+      if name == b"":
+        header = tensor_bundle_pb2.BundleHeaderProto.FromString(value)
+      elif name == key.encode():
+        entry = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+  if header is None or entry is None:
+    raise SearcherError(f"{index_path} has no tensor {key!r}.")
+  return entry, header
 
 
 def exact_top_k_numpy(embeddings: np.ndarray, queries: np.ndarray, k: int):
