@@ -43,7 +43,7 @@ class BundleMismatchError(ValueError):
 # How often a run checkpoints, exports and refreshes, and in which refresh mode: a resumed run may
 # change these (e.g. continue an async run inline); they do not change what is trained.
 SCHEDULE_FIELDS = ("refresh", "refresh_every_steps", "export_every_steps", "checkpoint_every",
-                   "log_every")
+                   "log_every", "keep_exports")
 
 
 @dataclasses.dataclass
@@ -61,6 +61,9 @@ class PretrainConfig(ConfigBase):
   refresh: str = "inline"
   refresh_every_steps: int = 500
   export_every_steps: int = 500
+  # Embedder exports kept on disk: the newest this many plus the best by held-out utility
+  # (0 keeps every export).
+  keep_exports: int = 3
   checkpoint_every: int = 500
   log_every: int = 10
   # Masked queries come in a seeded order, permuted within windows of this many records.
@@ -102,7 +105,7 @@ def check_bundle_matches_corpus(bundle, corpus_dir: str) -> None:
 
 
 HELDOUT_LOG = "heldout.jsonl"
-BEST_EXPORT = "best_export.json"
+BEST_EXPORT = embedder_export.BEST_EXPORT
 
 
 class RealmExperiment:
@@ -133,6 +136,7 @@ class RealmExperiment:
     self.refresher = refresher
     self.data_service = data_service
     self._exported = None  # (step, path) of this run's last embedder export
+    self._dataset_bundle = None  # the bundle the live input pipeline searches
     corpus_manifest = corpus_lib.load_manifest(corpus_dir)
     corpus_lib.load_annotation_manifest(annotations_dir)
     self.bundle = bundle_lib.latest(index_dir)
@@ -197,7 +201,11 @@ class RealmExperiment:
                                    cfg.realm_query_fraction, role="realm")
 
   def make_dataset(self, start_position: int) -> tf.data.Dataset:
-    """The featurized pipeline over the live bundle, from `start_position`."""
+    """The featurized pipeline over the live bundle, from `start_position`. The trainer has
+    dropped the previous pipeline by now, so a replaced bundle's searcher is released here."""
+    if self._dataset_bundle is not None and self._dataset_bundle is not self.bundle:
+      self._dataset_bundle.close()
+    self._dataset_bundle = self.bundle
     # On tf.data service workers the bundle is read from its path, not shipped in the graph.
     retrieve = bundle_retrieve_fn(self.bundle, self.config.model.num_candidates,
                                   load_on_worker=bool(self.data_service))
@@ -213,7 +221,8 @@ class RealmExperiment:
       # index bundle (finetune.index_score_scale) so as not to apply it twice.
       self._exported = (step, embedder_export.export_embedder(
           self.model.retriever, self.model_dir, step, tokenizer=self.tokenizer,
-          extra={"retrieval_score_scale": self.config.retrieval_score_scale}))
+          extra={"retrieval_score_scale": self.config.retrieval_score_scale},
+          keep=self.config.keep_exports or None))
     return self._exported[1]
 
   def _bundle_step(self) -> int:
