@@ -156,8 +156,8 @@ def _toy_job(work, work_dir: str, **overrides) -> pretrain_job.PretrainJobConfig
   """The main job at toy size on the module's corpus and annotations."""
   dirs, _, _ = work
   return pretrain_job.PretrainJobConfig(
-      work_dir=work_dir, inputs=["unused: the corpus exists"], corpus_dir=dirs["corpus"],
-      annotations_dir=dirs["annotations"], block_length=288, retriever_preset="tiny",
+      work_dir=work_dir, corpus_dir=dirs["corpus"],  # no inputs: the (288-wordpiece) corpus's
+      annotations_dir=dirs["annotations"], retriever_preset="tiny",
       retriever_init=None, ict_steps=2, ict_batch_size=4, reader_preset="tiny", reader_init=None,
       reader_warmup_steps=2, reader_warmup_batch_size=2, batch_size=2, num_train_steps=2,
       refresh_every_steps=2, checkpoint_every=2, num_candidates=2, min_recall=0.0,

@@ -9,6 +9,7 @@ from absl import flags
 from realm_tf.data import annotate
 from realm_tf.data import corpus
 from realm_tf.launch import annotate_corpus
+from realm_tf.launch import config_flags
 from realm_tf.testing import cli as testing
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,12 +39,10 @@ def test_annotates_a_block_corpus(tmp_path):
   assert {"Marie Curie", "Warsaw", "1867", "Paris"} <= spans, spans
 
 
-def test_needs_exactly_one_source():
-  proc = subprocess.run(
-      [sys.executable, "-m", "realm_tf.launch.annotate_corpus", "--output_dir=/tmp/none"],
-      cwd=_ROOT, capture_output=True, text=True, timeout=120, check=False)
-  assert proc.returncode != 0
-  assert "exactly one of --corpus_dir or --input" in proc.stderr
+def test_two_sources_are_a_one_line_usage_error(tmp_path):
+  proc = testing.run_cli("realm_tf.launch.annotate_corpus", f"--corpus_dir={tmp_path}",
+                         "--inputs=x.jsonl", f"--output_dir={tmp_path / 'ann'}")
+  testing.assert_one_line_error(proc, "Give one of --corpus_dir or --inputs.")
 
 
 def test_missing_corpus_is_a_one_line_error(tmp_path):
@@ -61,8 +60,20 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
   fv(["annotate_corpus", "--corpus_dir=/c", "--output_dir=/o"])
   assert annotate_corpus.config_from_flags(fv) == annotate.AnnotateConfig(output_dir="/o",
                                                                           corpus_dir="/c")
+  fv = flags.FlagValues()
+  annotate_corpus.define_flags(fv)
   fv(["annotate_corpus", "--input=x.jsonl", "--format=jsonl", "--sentence_splitter=spacy",
-      "--batch_size=8"])
+      "--batch_size=8", "--work_dir=/w"])
   config = annotate_corpus.config_from_flags(fv)
   assert (config.inputs, config.fmt, config.sentence_splitter, config.batch_size) == (
       ["x.jsonl"], "jsonl", "spacy", 8)
+  assert (config.corpus_dir, config.output_dir) == (None, "/w/annotations")
+  assert config_flags.deprecated_aliases_used(fv) == [("input", "inputs")]
+
+
+def test_the_work_dir_gives_the_corpus_and_the_output():
+  fv = flags.FlagValues()
+  annotate_corpus.define_flags(fv)
+  fv(["annotate_corpus", "--work_dir=/w"])
+  assert annotate_corpus.config_from_flags(fv) == annotate.AnnotateConfig(
+      output_dir="/w/annotations", corpus_dir="/w/corpus")

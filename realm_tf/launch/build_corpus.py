@@ -1,11 +1,13 @@
 r"""Builds the block corpus Z with Apache Beam (in-process FnApiRunner by default).
 
-    python -m realm_tf.launch.build_corpus --output_dir=/tmp/realm/blocks
-    python -m realm_tf.launch.build_corpus --input='gs://b/wiki/*.jsonl.gz' \
-        --output_dir=gs://b/realm/blocks --num_shards=256 \
+    python -m realm_tf.launch.build_corpus --inputs=my_docs.jsonl --work_dir=runs/mine
+    python -m realm_tf.launch.build_corpus --inputs='gs://b/wiki/*.jsonl.gz' \
+        --output_dir=gs://b/realm/blocks --num_shards=256 --block_length=288 \
         --runner=DataflowRunner --project=p --region=r --temp_location=gs://b/tmp
 
-Without --input the shipped SQuAD v1.1 dev paragraphs are used. Flags this program does not
+The corpus goes to <work_dir>/corpus unless --output_dir says otherwise; its manifest records the
+block length, which every later stage reads. Without --inputs the shipped SQuAD v1.1 dev
+paragraphs are used. Flags this program does not
 define (--project, --direct_num_workers=2, ...) are passed to Beam as pipeline options.
 Prints the counts (documents, blocks, bad records by kind) and the manifest fingerprint.
 """
@@ -24,18 +26,23 @@ HELP = {
     "num_shards": "Number of output shards.",
     "strict": "Stop at the first bad input record instead of counting it.",
     "max_document_bytes": "Reject documents of this many UTF-8 bytes or more.",
-    "max_block_length": "Wordpieces per block incl. [CLS] title [SEP] body [SEP].",
+    "max_block_length": "Wordpieces per block incl. [CLS] title [SEP] body [SEP] (REALM: 288; the "
+                        "main job's default: 128).",
     "max_title_length": "Title wordpieces kept.",
     "overwrite": "Replace an existing corpus in --output_dir.",
-    "input": "Document file globs (comma-separated); default: the shipped SQuAD v1.1 dev set.",
+    "inputs": "Document file globs (comma-separated); default: the shipped SQuAD v1.1 dev set.",
     "format": "Document format; auto detects it per file.",
-    "output_dir": "Corpus directory to write.",
+    "output_dir": "Corpus directory to write (default <work_dir>/corpus).",
+    "work_dir": "Work directory whose corpus/ this builds (see realm_tf/io/work_dir.py).",
 }
-# BuildCorpusConfig fields whose flags differ from a plain field: --input (a list named in the
-# singular, defaulting to the shipped set), --format (an enum)
-# and the required --output_dir; batch_size and vocab_path are not command-line settings.
-_FLAG_NAMES = {"inputs": "input", "fmt": "format"}
+# BuildCorpusConfig fields whose flags differ from a plain field: --inputs (defaulting to the
+# shipped set), --format (an enum), --block_length (the name every CLI gives the block length,
+# defaulting to the main job's) and --output_dir (defaulting to <work_dir>/corpus); batch_size
+# and vocab_path are not command-line settings.
+_FLAG_NAMES = {"fmt": "format", "max_block_length": "block_length"}
 _SKIP = ("batch_size", "vocab_path")
+# Flags renamed: {old name: new name}; the old names still work and print a deprecation notice.
+RENAMED = {"input": "inputs", "max_block_length": "block_length"}
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -46,11 +53,17 @@ def define_flags(flag_values=flags.FLAGS):
   """
   from realm_tf.data import build_corpus  # pylint: disable=g-import-not-at-top
   from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  help_texts = dict(HELP, block_length=HELP["max_block_length"])
   config_flags.define_config_flags(
-      build_corpus.BuildCorpusConfig, HELP, skip=_SKIP, flag_values=flag_values,
-      names=_FLAG_NAMES, required=("output_dir",), defaults={"inputs": None},
+      build_corpus.BuildCorpusConfig, help_texts, skip=_SKIP, flag_values=flag_values,
+      names=_FLAG_NAMES, defaults={"inputs": None, "output_dir": None,
+                                   "max_block_length": work_dir.DEFAULT_BLOCK_LENGTH},
       choices={"fmt": documents.FORMAT_CHOICES})
+  flags.DEFINE_string("work_dir", work_dir.DEFAULT_ROOT, HELP["work_dir"],
+                      flag_values=flag_values)
+  config_flags.define_deprecated_aliases(RENAMED, flag_values)
   flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process, "
                       "DataflowRunner, FlinkRunner, SparkRunner, ...).", flag_values=flag_values)
 
@@ -61,13 +74,16 @@ def parse_flags(argv):
 
 
 def config_from_flags(flag_values=flags.FLAGS):
-  """The BuildCorpusConfig the parsed flags describe (no --input: the shipped SQuAD dev set)."""
+  """The BuildCorpusConfig the parsed flags describe (no --inputs: the shipped SQuAD dev set; no
+  --output_dir: <work_dir>/corpus)."""
   from realm_tf.data import build_corpus  # pylint: disable=g-import-not-at-top
   from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   return config_flags.config_from_flags(
       build_corpus.BuildCorpusConfig, flag_values, skip=_SKIP, names=_FLAG_NAMES,
-      inputs=flag_values.input or [documents.default_corpus_path()])
+      inputs=flag_values.inputs or [documents.default_corpus_path()],
+      output_dir=flag_values.output_dir or work_dir.WorkDir(flag_values.work_dir).corpus)
 
 
 def main(argv):
@@ -83,7 +99,7 @@ def main(argv):
   summary = {"documents": m["num_documents"], "blocks": m["num_blocks"],
              "shards": len(m["shards"]), "bad_records": m["bad_records"],
              "fingerprint": m["fingerprint"], "seconds": round(time.time() - start, 1),
-             "output_dir": FLAGS.output_dir}
+             "output_dir": config.output_dir}
   for r in result["bad_records"][:20]:
     print(f"bad input: {r['source']}:{r['line']}: {r['kind']}: {r['message']}")
   print(f"Built {m['num_blocks']} blocks from {m['num_documents']} documents in "

@@ -10,7 +10,9 @@ import pytest
 from realm_tf.data import build_corpus as build_corpus_lib
 from realm_tf.data import corpus
 from realm_tf.data import documents
+from realm_tf.io import work_dir
 from realm_tf.launch import build_corpus as build_corpus_cli
+from realm_tf.launch import config_flags
 from realm_tf.testing import cli as testing
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,7 +31,7 @@ def test_command_line_matches_library_across_processes(tmp_path):
   out = os.path.join(tmp, "cli")
   env = dict(os.environ, PYTHONHASHSEED="12345")  # proto maps must serialise the same anyway
   proc = subprocess.run(
-      [sys.executable, "-m", "realm_tf.launch.build_corpus", f"--input={path}",
+      [sys.executable, "-m", "realm_tf.launch.build_corpus", f"--inputs={path}",
        f"--output_dir={out}", "--num_shards=2", "--direct_num_workers=1"],
       cwd=_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -38,7 +40,7 @@ def test_command_line_matches_library_across_processes(tmp_path):
   summary = json.loads(proc.stdout.strip().splitlines()[-1])
   assert summary["bad_records"] == {"malformed_json": 1}
   lib = build_corpus_lib.build_corpus(build_corpus_lib.BuildCorpusConfig(
-      inputs=[path], output_dir=os.path.join(tmp, "lib"), num_shards=2))
+      inputs=[path], output_dir=os.path.join(tmp, "lib"), num_shards=2, max_block_length=128))
   assert summary["fingerprint"] == lib["manifest"]["fingerprint"]
   assert corpus.load_manifest(out)["num_blocks"] == 5
 
@@ -62,8 +64,20 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
   build_corpus_cli.define_flags(fv)
   rest = fv(["build_corpus", "--output_dir=/o", "--direct_num_workers=2"], known_only=True)
   assert rest == ["build_corpus", "--direct_num_workers=2"]  # Beam's
+  # The main job's block length: a corpus built here is the one `pretrain` would build.
   assert build_corpus_cli.config_from_flags(fv) == build_corpus_lib.BuildCorpusConfig(
-      inputs=[documents.default_corpus_path()], output_dir="/o")
-  fv(["build_corpus", "--input=a,b", "--format=squad", "--max_block_length=128", "--strict"])
+      inputs=[documents.default_corpus_path()], output_dir="/o",
+      max_block_length=work_dir.DEFAULT_BLOCK_LENGTH)
+  fv(["build_corpus", "--inputs=a,b", "--format=squad", "--block_length=288", "--strict"])
   assert build_corpus_cli.config_from_flags(fv) == build_corpus_lib.BuildCorpusConfig(
-      inputs=["a", "b"], output_dir="/o", fmt="squad", max_block_length=128, strict=True)
+      inputs=["a", "b"], output_dir="/o", fmt="squad", max_block_length=288, strict=True)
+
+
+def test_old_flag_names_still_work_and_the_work_dir_gives_the_output():
+  fv = flags.FlagValues()
+  build_corpus_cli.define_flags(fv)
+  fv(["build_corpus", "--input=a", "--max_block_length=64", "--work_dir=/w"])
+  config = build_corpus_cli.config_from_flags(fv)
+  assert (config.inputs, config.max_block_length, config.output_dir) == (["a"], 64, "/w/corpus")
+  assert config_flags.deprecated_aliases_used(fv) == [("input", "inputs"),
+                                                      ("max_block_length", "block_length")]

@@ -11,10 +11,15 @@ Each CLI imports this module before anything that imports TensorFlow, and its
     summaries) is unchanged. absl's `-v` / `--verbosity` (1 or more) brings everything back;
     an explicit `TF_CPP_MIN_LOG_LEVEL` / `GRPC_VERBOSITY` in the environment is kept at the
     default verbosity.
-  * One-line errors. The project's own error types (existing output, missing corpus, index or
-    export, config mismatch, bad checkpoint, bad dataset, unreachable data service, ...; see
-    USER_ERRORS) end the program with `error: <message>` on stderr and exit status 2, without a
-    traceback (`-v 1` adds the traceback). Any other exception is a bug and keeps its traceback.
+  * One-line errors. A flag absl refuses while parsing (an unknown flag, a value outside an enum
+    flag's choices, a missing required flag, a validator's refusal) and the project's own error
+    types (existing output, missing corpus, index or export, config or work-dir mismatch, bad
+    checkpoint, bad dataset, unreachable data service, a usage error, ...; see USER_ERRORS) end
+    the program with `error: <message>` on stderr and exit status 2, without a traceback (`-v 1`
+    adds it). Parsing errors stop the program before any work. Any other exception is a bug and
+    keeps its traceback.
+  * Deprecated flag names (`config_flags.define_deprecated_alias`) still work; each one used
+    prints one line `warning: --old is deprecated; use --new.` on stderr.
 
 TensorFlow reads `TF_CPP_MIN_LOG_LEVEL` once, when it is imported, and some CLIs import it before
 their flags are parsed; so importing this module from a program run with `python -m` already sets
@@ -24,11 +29,13 @@ import TensorFlow inside `main`).
 """
 import logging as py_logging
 import os
+import re
 import sys
 import traceback
 from typing import Callable, Optional, Sequence, Tuple, Type
 
 from absl import app
+from absl import flags
 from absl import logging
 
 EXIT_USER_ERROR = 2
@@ -59,6 +66,7 @@ USER_ERRORS: Tuple[Tuple[str, str], ...] = (
     ("realm_tf.data.corpus", "CorpusError"),
     ("realm_tf.data.documents", "BadInputError"),
     ("realm_tf.data.pretrain_pipeline", "DataServiceError"),
+    ("realm_tf.io.work_dir", "WorkDirMismatchError"),  # a work dir built with other settings
     ("realm_tf.retrieval.bundle", "BundleError"),        # incl. BundleNotFoundError
     ("realm_tf.retrieval.embedder_export", "ExportError"),
     ("realm_tf.retrieval.refresh", "RecallTooLowError"),
@@ -73,6 +81,7 @@ USER_ERRORS: Tuple[Tuple[str, str], ...] = (
     ("serving.validation", "ServingError"),              # a gRPC status from the model server
     ("tensorflow.python.framework.errors_impl", "NotFoundError"),  # missing file or checkpoint
     ("tensorflow.python.framework.errors_impl", "DataLossError"),  # corrupt checkpoint / record
+    ("absl.app", "UsageError"),           # flags that contradict each other
 )
 
 
@@ -175,6 +184,46 @@ def is_user_error(exc: BaseException, extra: Sequence[Type[BaseException]] = ())
   return any((k.__module__, k.__qualname__) in names for k in type(exc).__mro__)
 
 
+def print_error(message: str) -> None:
+  """Prints `error: <message>` (white space collapsed to one line) on stderr."""
+  logging.flush()
+  sys.stdout.flush()
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
+def parse_flags(argv: Sequence[str], flags_parser: Optional[Callable] = None):
+  """Parses `argv` (absl's FLAGS, or `flags_parser`); returns what the parser returns.
+
+  A flag absl refuses ends the program with one line `error: ...` and exit status 2, before the
+  program does anything; each deprecated flag name used prints one line `warning: ...`.
+  """
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  try:
+    rest = flags_parser(argv) if flags_parser else flags.FLAGS(argv)
+  except flags.Error as e:
+    print_error(_flag_error_message(e))
+    sys.exit(EXIT_USER_ERROR)
+  for old, new in config_flags.deprecated_aliases_used(flags.FLAGS):
+    print(f"warning: --{old} is deprecated; use --{new}.", file=sys.stderr, flush=True)
+  return rest
+
+
+def _flag_error_message(e: Exception) -> str:
+  """absl's message for a refused flag, said plainly: a missing required flag reads
+  `--name is required (its help)` rather than absl's `flag --name=None: Flag --name must have a
+  value other than None.`, and a validator's message that names the flag itself loses absl's
+  `flag --name=value: ` prefix."""
+  message = " ".join(str(e).split())
+  match = re.fullmatch(r"flag --(\w+)=None: Flag --\1 must have a value other than None\.",
+                       message)
+  if match:
+    name = match.group(1)
+    text = flags.FLAGS[name].help if name in flags.FLAGS else ""
+    return f"--{name} is required" + (f" ({text.rstrip('.')})." if text else ".")
+  match = re.fullmatch(r"flag --(\w+)=.*?: (.*--\1\b.*)", message)
+  return match.group(2) if match else message
+
+
 def call_main(main: Callable, argv: Sequence[str],
               user_errors: Sequence[Type[BaseException]] = ()):
   """Runs `main(argv)` (flags already parsed) under the CLI policy: quiet logs, one-line errors.
@@ -191,10 +240,7 @@ def call_main(main: Callable, argv: Sequence[str],
       raise
     if verbosity >= 1:
       logging.error("%s", "".join(traceback.format_exception(e)).rstrip())
-    logging.flush()
-    sys.stdout.flush()
-    message = " ".join(str(e).split()) or type(e).__name__
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print_error(str(e) or type(e).__name__)
     sys.exit(EXIT_USER_ERROR)
 
 
@@ -202,11 +248,12 @@ def run(main: Callable, flags_parser: Optional[Callable] = None,
         user_errors: Sequence[Type[BaseException]] = ()) -> None:
   """`absl.app.run(main)` with quiet logs and one-line errors (see `call_main`).
 
-  `flags_parser` is passed to absl (e.g. to leave Beam's pipeline options unparsed);
+  `flags_parser` parses the command line instead of absl's FLAGS (e.g. to leave Beam's pipeline
+  options unparsed); either way a refused flag is a one-line error (`parse_flags`).
   `user_errors` adds exception types this CLI treats as bad input on top of USER_ERRORS.
   """
-  kwargs = {"flags_parser": flags_parser} if flags_parser else {}
-  app.run(lambda argv: call_main(main, argv, user_errors), **kwargs)
+  app.run(lambda argv: call_main(main, argv, user_errors),
+          flags_parser=lambda argv: parse_flags(argv, flags_parser))
 
 
 def _running_a_cli() -> bool:

@@ -127,3 +127,61 @@ def test_verbosity_1_brings_back_tensorflow_logs_and_the_traceback(tmp_path):
   assert "Traceback" in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
   assert last == f"error: Hugging Face input must be a directory: {missing}", last
+
+
+@pytest.fixture
+def program_flags(monkeypatch):
+  """A fresh FlagValues standing in for absl's global FLAGS (what `cli.parse_flags` parses)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  flags.DEFINE_string("dataset", None, "Questions to train on.", flag_values=fv)
+  flags.mark_flag_as_required("dataset", flag_values=fv)
+  flags.DEFINE_enum("masking", "salient", ["salient", "random_span"], "Masking.", flag_values=fv)
+  flags.DEFINE_integer("steps", 1, "Steps.", flag_values=fv)
+  config_flags.define_deprecated_alias("num_steps", "steps", fv)
+
+  def known(value):
+    if value not in (None, "squad_open"):
+      raise flags.ValidationError(f"Unknown --dataset {value!r}.")
+    return True
+
+  flags.register_validator("dataset", known, flag_values=fv)
+  monkeypatch.setattr(flags, "FLAGS", fv)
+  return fv
+
+
+@pytest.mark.parametrize("argv,line", [
+    (["--dataset=squad_open", "--masking=salinet"],
+     "error: flag --masking=salinet: value should be one of <salient|random_span>"),
+    (["--dataset=nope"], "error: Unknown --dataset 'nope'."),
+    ([], "error: --dataset is required (Questions to train on)."),
+    (["--dataset=squad_open", "--stepz=3"], "error: Unknown command line flag 'stepz'."),
+])
+def test_a_refused_flag_is_one_line_and_exit_status_2(program_flags, capsys, argv, line):
+  del program_flags
+  with pytest.raises(SystemExit) as exit_info:
+    cli.parse_flags(["prog", *argv])
+  assert exit_info.value.code == 2
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == 1 and lines[0].startswith(line), lines
+
+
+def test_a_deprecated_name_works_and_says_so_once(program_flags, capsys):
+  assert cli.parse_flags(["prog", "--dataset=squad_open", "--num_steps=4"]) == ["prog"]
+  assert program_flags.steps == 4
+  assert capsys.readouterr().err == "warning: --num_steps is deprecated; use --steps.\n"
+
+
+def test_a_usage_error_is_a_one_line_error(restore_logging, monkeypatch, capsys):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  del restore_logging
+  monkeypatch.setattr(logging, "get_verbosity", lambda: 0)
+
+  def main(argv):
+    raise app.UsageError(f"give one of --a or --b ({argv[0]})")
+
+  with pytest.raises(SystemExit) as exit_info:
+    cli.call_main(main, ["prog"])
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err == "error: give one of --a or --b (prog)\n"

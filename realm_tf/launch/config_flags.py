@@ -14,11 +14,14 @@ A program whose flags differ from the fields on purpose says so by field name ra
 the flag by hand: `names` renames, `defaults` gives the command line its own default (None: the
 program derives the value), `required` flags default to None and must be given, `choices` makes a
 string field an enum flag, and `multi` makes a List[str] field a repeatable flag.
+
+A flag renamed keeps its old name as a deprecated alias (`define_deprecated_alias`): it sets the
+new flag, and `deprecated_aliases_used` names it after parsing (the CLIs print one notice line).
 """
 import collections.abc
 import dataclasses
 import typing
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from absl import flags
 
@@ -115,6 +118,32 @@ def define_config_flags(config_cls, help_texts: Dict[str, str],
       raise TypeError(f"{config_cls.__name__}.{field.name}: unsupported flag type {tp}.")
   if required:
     flags.mark_flags_as_required([names.get(f, f) for f in required], flag_values=flag_values)
+
+
+def define_deprecated_alias(old: str, new: str, flag_values=flags.FLAGS) -> None:
+  """Defines --old as a deprecated name of --new: it sets --new (absl's alias, `--noold` too for
+  a bool), its help says so, and `deprecated_aliases_used` names it when given."""
+  flags.DEFINE_alias(old, new, flag_values=flag_values)
+  flag = flag_values[old]
+  flag.help = f"Deprecated name of --{new}."
+  flag.deprecated_for = new
+
+
+def define_deprecated_aliases(renamed: Mapping[str, str], flag_values=flags.FLAGS) -> None:
+  """`define_deprecated_alias` for each {old name: new name}."""
+  for old, new in renamed.items():
+    define_deprecated_alias(old, new, flag_values)
+
+
+def deprecated_aliases_used(flag_values=flags.FLAGS) -> List[Tuple[str, str]]:
+  """(old name, new name) of every deprecated alias given on the (parsed) command line."""
+  used = []
+  for name in list(flag_values):
+    flag = flag_values[name]
+    new = getattr(flag, "deprecated_for", None)
+    if new and flag.present and name == flag.name:
+      used.append((name, new))
+  return used
 
 
 def config_from_flags(config_cls, flag_values=flags.FLAGS, skip: Iterable[str] = (),

@@ -130,3 +130,18 @@ def test_choices_and_multi_need_a_string_field():
   with pytest.raises(TypeError, match="_Job.mode: multi"):
     config_flags.define_config_flags(_Job, _JOB_HELP, required=("path",), multi=("mode",),
                                      flag_values=flags.FlagValues())
+
+
+def test_a_deprecated_alias_sets_the_new_flag_and_is_named_when_given():
+  fv = flags.FlagValues()
+  config_flags.define_config_flags(_Config, HELP, flag_values=fv)
+  config_flags.define_deprecated_aliases({"step_count": "steps", "enabled": "on"}, fv)
+  fv(["prog", "--step_count=9", "--noenabled"])
+  assert config_flags.config_from_flags(_Config, fv) == _Config(steps=9, on=False)
+  assert config_flags.deprecated_aliases_used(fv) == [("step_count", "steps"), ("enabled", "on")]
+  assert fv["step_count"].help == "Deprecated name of --steps."
+  fv = flags.FlagValues()
+  config_flags.define_config_flags(_Config, HELP, flag_values=fv)
+  config_flags.define_deprecated_alias("step_count", "steps", fv)
+  fv(["prog", "--steps=2"])
+  assert not config_flags.deprecated_aliases_used(fv)

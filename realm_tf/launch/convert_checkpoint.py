@@ -25,7 +25,7 @@ HELP = {
              "directory.",
     "output_dir": "Directory to publish (must not exist unless --overwrite).",
     "target": "Which model to build.",
-    "preset": "Encoder preset (tiny/mini/minilm/base) instead of the source's config.",
+    "preset": "Encoder preset instead of the source's config.",
     "num_attention_heads": "Attention heads (TF1 sources without a bert_config.json; default "
                            "hidden/64).",
     "doc_input": "TF1 retriever: document tower checkpoint (e.g. the pre-trained embedder for an "
@@ -44,9 +44,11 @@ def define_flags(flag_values=flags.FLAGS):
   defines no flag.
   """
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.encoder_config import PRESETS  # pylint: disable=g-import-not-at-top
   config_flags.define_config_flags(
       convert.ConvertConfig, HELP, required=("format", "input", "output_dir"),
-      choices={"format": convert.FORMATS, "target": convert.TARGETS}, flag_values=flag_values)
+      choices={"format": convert.FORMATS, "target": convert.TARGETS, "preset": sorted(PRESETS)},
+      flag_values=flag_values)
 
 
 def config_from_flags(flag_values=flags.FLAGS) -> convert.ConvertConfig:

@@ -53,8 +53,8 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def config_from_flags(flag_values=flags.FLAGS):
-  """The DataServiceConfig the parsed flags describe; a usage error (the usage, exit status 1)
-  when they start nothing or give a worker no dispatcher."""
+  """The DataServiceConfig the parsed flags describe; a usage error (one line `error: ...`, exit
+  status 2) when they start nothing or give a worker no dispatcher."""
   from realm_tf.data import data_service  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   try:

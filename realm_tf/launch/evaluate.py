@@ -1,9 +1,13 @@
 r"""Open-QA evaluation of a fine-tuned model: EM (regex match for CuratedTREC), recall@k, JSONL.
 
-  python -m realm_tf.launch.evaluate --model_dir=runs/nq --dataset=nq_open_orqa --split=test
-  # the same reader behind BM25 over the same blocks; your own questions:
-  python -m realm_tf.launch.evaluate --model_dir=runs/nq --dataset=jsonl:my_questions.jsonl \
+  python -m realm_tf.launch.evaluate --work_dir=runs/mine --dataset=jsonl:my_test_qa.jsonl
+  # the same reader behind BM25 over the same blocks:
+  python -m realm_tf.launch.evaluate --work_dir=runs/mine --dataset=jsonl:my_test_qa.jsonl \
       --retriever=bm25
+  python -m realm_tf.launch.evaluate --model_dir=runs/nq --dataset=nq_open_orqa --split=test
+
+The fine-tuning run is <work_dir>/finetune unless --model_dir says otherwise; --dataset is
+required (no default set is evaluated silently).
 
 Writes `<model_dir>/eval/<dataset>-<split>.json` (`-bm25` appended for --retriever=bm25; a
 jsonl:<path> dataset is named `jsonl_<file name>`) with the metrics, and `.jsonl` (one line per
@@ -22,9 +26,11 @@ from realm_tf.launch import cli
 FLAGS = flags.FLAGS
 
 HELP = {
-    "model_dir": "Fine-tuning model_dir (config.json + checkpoints/).",
-    "dataset": "nq_open_orqa | web_questions_orqa | curated_trec_orqa | squad_open (or nq, "
-               "nq_dpr, wq, ct) | jsonl:<path>.",
+    "work_dir": "The work directory whose finetune/ run is evaluated.",
+    "model_dir": "Fine-tuning model_dir (config.json + checkpoints/; default "
+                 "<work_dir>/finetune).",
+    "dataset": "Questions to evaluate (required): nq_open_orqa | web_questions_orqa | "
+               "curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | jsonl:<path>.",
     "split": "Split to evaluate (train | dev | test; not used by jsonl:<path>).",
     "strict": "Stop on a malformed line of a jsonl:<path> dataset instead of skipping it.",
     "retriever": "Blocks the reader reads: the fine-tuned query tower's (dense) or BM25's over "
@@ -42,23 +48,32 @@ HELP = {
 
 def define_flags(flag_values=flags.FLAGS):
   """Defines one flag per field of `stages.evaluate.EvaluateConfig` (--retriever an enum,
-  --model_dir required).
+  --dataset required and checked as it is parsed) and --work_dir.
 
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.
   """
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import evaluate  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("work_dir", work_dir.DEFAULT_ROOT, HELP["work_dir"],
+                      flag_values=flag_values)
   config_flags.define_config_flags(evaluate.EvaluateConfig, HELP, flag_values=flag_values,
-                                   required=("model_dir",),
+                                   required=("dataset",), defaults={"model_dir": None},
                                    choices={"retriever": evaluate.RETRIEVERS})
+  flags.register_validator("dataset", finetune.dataset_validator("--dataset"),
+                           flag_values=flag_values)
 
 
 def config_from_flags(flag_values=flags.FLAGS):
-  """The EvaluateConfig the parsed flags describe."""
+  """The EvaluateConfig the parsed flags describe (no --model_dir: <work_dir>/finetune)."""
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import evaluate  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(evaluate.EvaluateConfig, flag_values)
+  return config_flags.config_from_flags(
+      evaluate.EvaluateConfig, flag_values,
+      model_dir=flag_values.model_dir or work_dir.WorkDir(flag_values.work_dir).finetune)
 
 
 def main(argv):

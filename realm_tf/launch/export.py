@@ -1,16 +1,20 @@
 r"""Exports a fine-tuned open-QA model as TF Serving SavedModels (`<base>/<model>/<version>/`).
 
 Examples:
-  # Everything, both open-QA variants, next free version:
-  python -m realm_tf.launch.export --model_dir=/tmp/realm/finetune \
-      --export_base=/tmp/realm/serving --variant=both
+  # <work_dir>/finetune → <work_dir>/serving: everything, both open-QA variants, next version:
+  python -m realm_tf.launch.export --work_dir=runs/mine
   # A model_dir fine-tuned on another index version, served with the newest bundle:
   python -m realm_tf.launch.export --model_dir=... --index_dir=/tmp/realm/index \
       --corpus_dir=/tmp/realm/corpus --export_base=... --version=7
   # Warm-start weights instead of a fine-tuning run (a REALM pre-training model_dir, an embedder
-  # export or a converted checkpoint), only the stock open-QA model and the searcher:
-  python -m realm_tf.launch.export --init_checkpoint=/tmp/realm/pretrain \
-      --index_dir=... --corpus_dir=... --export_base=... --components=openqa,searcher
+  # export or a converted checkpoint) over <work_dir>'s index and corpus, only the stock open-QA
+  # model and the searcher:
+  python -m realm_tf.launch.export --work_dir=runs/mine --init=runs/mine/realm \
+      --components=openqa,searcher
+
+Without --model_dir and --init the fine-tuning run is <work_dir>/finetune (its index and corpus
+the ones it recorded); with --init, the index and corpus are <work_dir>/index and corpus. The
+exports go to <work_dir>/serving unless --export_base says otherwise.
 
 Models written (see docs/SERVING_SIGNATURES.md): realm_openqa (stock ops; servable by an
 unmodified tensorflow_model_server), realm_openqa_scann (ScaNN ops; `python -m serving.server`),
@@ -28,16 +32,19 @@ from realm_tf.launch import cli
 FLAGS = flags.FLAGS
 
 HELP = {
-    "model_dir": "Fine-tuning model_dir (config.json + checkpoints/).",
-    "init_checkpoint": "Instead of --model_dir: weights for the query tower / reader (a "
-                       "fine-tuning model_dir, REALM pre-training model_dir, embedder export or "
-                       "converted checkpoint); the query tower's shape follows the index bundle.",
-    "reader_init_checkpoint": "With --init_checkpoint: where the reader encoder comes from, if "
-                              "elsewhere.",
+    "work_dir": "The work directory: its finetune/ run is exported to its serving/.",
+    "model_dir": "Fine-tuning model_dir (config.json + checkpoints/; default "
+                 "<work_dir>/finetune unless --init).",
+    "init": "Instead of --model_dir: weights for the query tower / reader (a fine-tuning "
+            "model_dir, REALM pre-training model_dir, embedder export or converted checkpoint); "
+            "the query tower's shape follows the index bundle.",
+    "reader_init": "With --init: where the reader encoder comes from, if elsewhere.",
     "index_dir": "Index bundle directory (newest version used). Default: the bundle the "
-                 "model_dir was fine-tuned with.",
-    "corpus_dir": "Block corpus of the index. Default: the one recorded in the model_dir.",
-    "export_base": "TF Serving base directory for <model>/<version>/.",
+                 "model_dir was fine-tuned with; with --init, <work_dir>/index.",
+    "corpus_dir": "Block corpus of the index. Default: the one recorded in the model_dir; with "
+                  "--init, <work_dir>/corpus.",
+    "export_base": "TF Serving base directory for <model>/<version>/ (default "
+                   "<work_dir>/serving).",
     "version": "Version number (default: one more than the newest version of any exported "
                "model).",
     "variant": "MIPS variant of realm_openqa / realm_searcher.",
@@ -52,36 +59,51 @@ HELP = {
                         "questions).",
 }
 # ExportConfig fields whose flags differ from a plain field: two enums, a repeatable string
-# named in the singular, and a required path.
-_FLAG_NAMES = {"warmup_questions": "warmup_question"}
+# named in the singular, and the warm starts named as in every CLI (--init, --*_init).
+_FLAG_NAMES = {"warmup_questions": "warmup_question", "init_checkpoint": "init",
+               "reader_init_checkpoint": "reader_init"}
+# Flags renamed: {old name: new name}; the old names still work and print a deprecation notice.
+RENAMED = {"init_checkpoint": "init", "reader_init_checkpoint": "reader_init"}
 
 
 def define_flags(flag_values=flags.FLAGS):
-  """The export flags: one per ExportConfig field; --variant and --scann_mode are enums,
-  --warmup_question is repeatable and --export_base is required.
+  """The export flags: one per ExportConfig field and --work_dir; --variant and --scann_mode are
+  enums, --warmup_question is repeatable.
 
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.
   """
   from realm_tf.export import components  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import export_job  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
   help_texts = dict(HELP, components=HELP["components"].format(names=", ".join(
       components.COMPONENTS)))
   help_texts["warmup_question"] = help_texts.pop("warmup_questions")
+  flags.DEFINE_string("work_dir", work_dir.DEFAULT_ROOT, HELP["work_dir"],
+                      flag_values=flag_values)
   config_flags.define_config_flags(
       export_job.ExportConfig, help_texts, flag_values=flag_values, names=_FLAG_NAMES,
-      required=("export_base",), multi=("warmup_questions",),
+      multi=("warmup_questions",),
       choices={"variant": export_job.VARIANT_CHOICES, "scann_mode": scann_searcher.MODES})
+  config_flags.define_deprecated_aliases(RENAMED, flag_values)
 
 
 def config_from_flags(flag_values=flags.FLAGS):
-  """The ExportConfig the parsed flags describe."""
+  """The ExportConfig the parsed flags describe, the paths not given from --work_dir."""
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import export_job  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.config_from_flags(export_job.ExportConfig, flag_values,
-                                        names=_FLAG_NAMES)
+  fv = flag_values
+  layout = work_dir.WorkDir(fv.work_dir)
+  paths = {"export_base": fv.export_base or layout.serving}
+  if fv.init:  # warm-start weights over the work dir's index and corpus
+    paths.update(index_dir=fv.index_dir or layout.index, corpus_dir=fv.corpus_dir or layout.corpus)
+  elif not fv.model_dir:
+    paths["model_dir"] = layout.finetune
+  return config_flags.config_from_flags(export_job.ExportConfig, fv, names=_FLAG_NAMES,
+                                        **paths)
 
 
 def main(argv):

@@ -30,17 +30,37 @@ def test_flags_parse_into_the_export_config():
       warmup_questions=["who?", "when?"], components=["openqa", "searcher"], version=3)
   with pytest.raises(flags.IllegalFlagValueError):
     fv(["export", "--variant=fast"])
-  fv = flags.FlagValues()
-  export.define_flags(fv)
-  with pytest.raises(flags.IllegalFlagValueError, match="export_base"):
-    fv(["export", "--model_dir=/m"])
+
+
+def test_paths_derive_from_the_work_dir_and_old_names_still_work():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import export  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.export_job import ExportConfig  # pylint: disable=g-import-not-at-top
+
+  def parsed(*args):
+    fv = flags.FlagValues()
+    export.define_flags(fv)
+    fv(["export", *args])
+    return fv
+
+  assert export.config_from_flags(parsed("--work_dir=/w")) == ExportConfig(
+      model_dir="/w/finetune", export_base="/w/serving")
+  # Warm-start weights: the work dir's index and corpus (its model_dir is not read).
+  fv = parsed("--work_dir=/w", "--init_checkpoint=/r", "--reader_init_checkpoint=minilm",
+              "--index_dir=/i")
+  assert export.config_from_flags(fv) == ExportConfig(
+      init_checkpoint="/r", reader_init_checkpoint="minilm", index_dir="/i",
+      corpus_dir="/w/corpus", export_base="/w/serving")
+  assert config_flags.deprecated_aliases_used(fv) == [("init_checkpoint", "init"),
+                                                      ("reader_init_checkpoint", "reader_init")]
 
 
 def test_help_lists_every_flag_with_its_default():
   proc = testing.run_cli("realm_tf.launch.export", "--help")  # absl: help, then exit status 1
   text = proc.stdout + proc.stderr
   assert "Traceback" not in text, text[-3000:]
-  for flag in ("model_dir", "init_checkpoint", "reader_init_checkpoint", "index_dir",
+  for flag in ("work_dir", "model_dir", "init", "reader_init", "index_dir",
                "corpus_dir", "export_base", "version", "variant", "components", "num_answers",
                "max_candidates", "reader_beam_size", "searcher_k", "scann_mode",
                "warmup_question"):

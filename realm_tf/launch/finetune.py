@@ -1,28 +1,46 @@
-r"""Open-QA fine-tuning (ORQA recipe on a REALM checkpoint): query tower + reader, frozen index.
+r"""Open-QA fine-tuning (ORQA recipe on REALM's retriever): query tower + reader, frozen index.
 
-  python -m realm_tf.launch.finetune --dataset=nq_open_orqa \
-      --index_dir=runs/default/index --corpus_dir=runs/default/corpus \
-      --init_checkpoint=runs/default/realm --model_dir=runs/nq
+  python -m realm_tf.launch.finetune --work_dir=runs/mine --dataset=jsonl:my_qa.jsonl
+  python -m realm_tf.launch.finetune --work_dir=runs/mine --dataset=squad_open \
+      --flagfile=launch/configs/finetune_cpu.flags   # the defaults, written out
 
   # TPU, the paper's reader size (a converted BERT-base/REALM checkpoint):
-  python -m realm_tf.launch.finetune --tpu=my-tpu --dataset=web_questions_orqa ... \
+  python -m realm_tf.launch.finetune --tpu=my-tpu --work_dir=gs://b/realm \
+      --dataset=web_questions_orqa --init=gs://b/realm/realm --reader_init= \
       --batch_size=32 --num_train_steps=5000
 
-Datasets: nq_open_orqa (train/dev need NQ-open.train.jsonl in --manual_dir, or use
+Everything comes from the pre-training work dir: the newest index bundle in <work_dir>/index (used
+frozen), the corpus in <work_dir>/corpus, and the run goes to <work_dir>/finetune (--index_dir,
+--corpus_dir and --model_dir override each). Re-running resumes from the run's checkpoints.
+
+The defaults are the recipe measured on 2 CPU cores (the demo's): a MiniLM reader (--reader_init)
+that reads one block per training question, the gold document's block when retrieval misses it,
+400 steps of 16 questions at 3e-4, the query tower at a third of that rate, 256 blocks in the
+retriever's loss. launch/configs/finetune_cpu.flags writes them out.
+
+--dataset (required): nq_open_orqa (train/dev need NQ-open.train.jsonl in --manual_dir, or use
 nq_open_orqa/dpr), web_questions_orqa, curated_trec_orqa (regex answers), squad_open (the shipped
 SQuAD v1.1 dev set split by article), or jsonl:<path> (your own questions, one JSON object a line:
-{"question": ..., "answers": [...]}, optional "answer_regex", "id", "doc_id"; malformed lines are
-skipped with a warning naming file:line, or stop the run with --strict). TFDS datasets are built
-offline from the files shipped in tfds_builders/ unless --manual_dir points elsewhere.
+{"question": ..., "answers": [...]}, optional "answer_regex", "id", "doc_id" (the document the
+answer is in: the `id` of a JSONL document); malformed lines are skipped with a warning naming
+file:line, or stop the run with --strict). TFDS datasets are built offline from the files shipped
+in tfds_builders/ unless --manual_dir points elsewhere. A bad name is a one-line error before any
+work (exit status 2).
 
 --reader_positives: what the reader reads when none of its blocks bears an answer: `beam` (the
 retriever beam's best answer-bearing block, in the last slot), `gold` (the gold document's block
-where the dataset knows it, as squad_open does; else beam) or `none` (ORQA: zero reader loss).
+where the dataset knows it, as squad_open and a jsonl "doc_id" do; else beam) or `none` (ORQA:
+zero reader loss).
 
---init_checkpoint: a REALM pre-training model_dir (query tower ← retriever, reader BERT ← the
-knowledge-augmented encoder), an embedder export (query tower only), a converted checkpoint
-(realm_tf.launch.convert_checkpoint), or another fine-tuning model_dir. Without it, the query
-tower starts from the index bundle's own query embedder. Re-running resumes from --model_dir.
+--init: the whole model's initial weights: a REALM pre-training model_dir (query tower ← retriever,
+reader BERT ← the knowledge-augmented encoder), an embedder export (query tower only), a converted
+checkpoint (realm_tf.launch.convert_checkpoint), or another fine-tuning model_dir. Without it the
+query tower starts from the index bundle's own query embedder (REALM's last, after pre-training).
+--reader_init then sets the reader's start ('minilm' by default; empty: --init's reader).
+
+--retrieval_score_scale: the retrieval scores' scale (a softmax temperature of 1/scale). By default
+the index bundle's own: REALM's pre-training records in its exports the scale it applied (0.05 for
+the main job's MiniLM retriever), so it is never applied twice. A value is the total scale.
 """
 import json
 import os
@@ -36,8 +54,9 @@ FLAGS = flags.FLAGS
 
 HELP = {
     # FinetuneConfig
-    "dataset": "nq_open_orqa | nq_open_orqa/dpr | web_questions_orqa | curated_trec_orqa | "
-               "squad_open (or nq, nq_dpr, wq, ct) | jsonl:<path>.",
+    "dataset": "Questions to train on (required): nq_open_orqa | nq_open_orqa/dpr | "
+               "web_questions_orqa | curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | "
+               "jsonl:<path>.",
     "split": "Training split (not used by jsonl:<path>).",
     "batch_size": "Global batch size (questions).",
     "num_train_steps": "Training steps.",
@@ -52,29 +71,33 @@ HELP = {
     "reader_positives": "What the reader reads when none of its blocks bears an answer: the "
                         "beam's best answer-bearing block, the gold document's (else the beam's), "
                         "or nothing (ORQA's zero loss).",
-    "retrieval_score_scale": "Multiplies the warm-started query tower's output (every retrieval "
-                             "logit). 1.0 = ORQA; ~20/d for an index built by a sentence encoder "
-                             "of width d (0.05 for MiniLM).",
+    "retrieval_score_scale": "Scale of every retrieval score (a softmax temperature of 1/scale), "
+                             "in total. Default: the index bundle's own (what REALM pre-training "
+                             "applied, recorded in its exports: 0.05 for the main job's MiniLM "
+                             "retriever; 1 after ICT alone), so it is never applied twice. "
+                             "~20/d suits an index of a sentence encoder of width d.",
     # OpenQAConfig
     "reader_beam_size": "Blocks read per question.",
     "train_reader_beam_size": "Blocks read per question in training (default "
                               "--reader_beam_size); fewer trains faster.",
     "retriever_beam_size": "Blocks in the retriever loss (capped at the corpus size).",
     # ReaderConfig
-    "reader_encoder": "Reader encoder preset when the init checkpoint has no reader "
-                      "(tiny|mini|minilm|base).",
+    "reader_preset": "Reader encoder preset when neither --reader_init nor --init says.",
     "span_hidden_size": "Span MLP width (ORQA: 256).",
     "max_span_width": "Longest answer span in wordpieces.",
     "reader_seq_length": "[CLS] question [SEP] block [SEP] length.",
     "reader_query_length": "[CLS] question [SEP] part of the reader input.",
     # FinetuneJobConfig
-    "index_dir": "Index bundles; the newest is used, frozen.",
-    "corpus_dir": "Block corpus the index was built from.",
-    "model_dir": "Checkpoints, config.json, summaries.",
-    "init_checkpoint": "REALM model_dir, embedder export, converted checkpoint or fine-tuning "
-                       "model_dir to warm-start from.",
-    "reader_init_checkpoint": "Where the reader BERT comes from instead (REALM model_dir or "
-                              "converted checkpoint).",
+    "work_dir": "The pre-training work directory: its index/ and corpus/ are read, the run "
+                "goes to its finetune/.",
+    "index_dir": "Index bundles; the newest is used, frozen (default <work_dir>/index).",
+    "corpus_dir": "Block corpus the index was built from (default <work_dir>/corpus).",
+    "model_dir": "Checkpoints, config.json, summaries (default <work_dir>/finetune).",
+    "init": "The model's initial weights: a REALM model_dir, embedder export, converted "
+            "checkpoint or fine-tuning model_dir (default: the query tower of the index "
+            "bundle).",
+    "reader_init": "Where the reader BERT comes from instead of --init: 'minilm', an HF BERT "
+                   "dir, a REALM model_dir or a converted checkpoint (empty: --init's).",
     "data_dir": "TFDS data_dir.",
     "manual_dir": "Folder with the dataset source files (default: shipped).",
     "strict": "Stop on a malformed line of a jsonl:<path> dataset instead of skipping it.",
@@ -85,13 +108,27 @@ _FINETUNE_SKIP = ("model", "clip_norm", "regex_search_blocks")
 _MODEL_SKIP = ("retriever", "reader", "max_answers", "max_answer_length")
 _JOB_SKIP = ("finetune", "jit_compile")
 # Flags named otherwise than their fields: the reader's under a reader_ prefix (beside the
-# retriever's), the split as in evaluate.
+# retriever's), the split as in evaluate, the warm starts as in every CLI (--init, --*_init).
 _FINETUNE_NAMES = {"train_split": "split"}
-_READER_NAMES = {"encoder": "reader_encoder", "seq_length": "reader_seq_length",
+_READER_NAMES = {"encoder": "reader_preset", "seq_length": "reader_seq_length",
                  "query_length": "reader_query_length"}
-# The command line's default dataset is the shipped SQuAD set, so that a first run needs no other
-# files.
-_FINETUNE_DEFAULTS = {"dataset": "squad_open"}
+_JOB_NAMES = {"init_checkpoint": "init", "reader_init_checkpoint": "reader_init"}
+# The command line's defaults: the recipe measured on 2 CPU cores (launch/configs/
+# finetune_cpu.flags writes it out; the library's configs keep ORQA's). --dataset has none, so a
+# forgotten --dataset never trains on a default set; the score scale is the index bundle's.
+CPU_RECIPE = {
+    "finetune": {"batch_size": 16, "num_train_steps": 400, "learning_rate": 3e-4,
+                 "retriever_lr_multiplier": 0.3333, "reader_positives": "gold",
+                 "checkpoint_every": 100, "log_every": 25},
+    "model": {"retriever_beam_size": 256, "train_reader_beam_size": 1},
+    "reader": {"encoder": "minilm", "seq_length": 160, "query_length": 32},
+    "job": {"reader_init_checkpoint": "minilm"},
+}
+# The path flags that default to the work dir's folders: {flag: layout stage}.
+_PATHS = {"index_dir": "index", "corpus_dir": "corpus", "model_dir": "finetune"}
+# Flags renamed: {old name: new name}; the old names still work and print a deprecation notice.
+RENAMED = {"reader_encoder": "reader_preset", "init_checkpoint": "init",
+           "reader_init_checkpoint": "reader_init"}
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -101,22 +138,57 @@ def define_flags(flag_values=flags.FLAGS):
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.
   """
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.encoder_config import PRESETS  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import model  # pylint: disable=g-import-not-at-top
   fv = flag_values
   config_flags.define_config_flags(
       finetune.FinetuneConfig, HELP, skip=_FINETUNE_SKIP, names=_FINETUNE_NAMES,
-      defaults=_FINETUNE_DEFAULTS, choices={"reader_positives": model.READER_POSITIVES},
-      flag_values=fv)
-  config_flags.define_config_flags(model.OpenQAConfig, HELP, skip=_MODEL_SKIP, flag_values=fv)
-  config_flags.define_config_flags(ReaderConfig, HELP, names=_READER_NAMES, flag_values=fv)
-  config_flags.define_config_flags(finetune.FinetuneJobConfig, HELP, skip=_JOB_SKIP,
-                                   required=("index_dir", "corpus_dir", "model_dir"),
-                                   flag_values=fv)
+      defaults=CPU_RECIPE["finetune"], required=("dataset",),
+      choices={"reader_positives": model.READER_POSITIVES}, flag_values=fv)
+  config_flags.define_config_flags(model.OpenQAConfig, HELP, skip=_MODEL_SKIP,
+                                   defaults=CPU_RECIPE["model"], flag_values=fv)
+  config_flags.define_config_flags(ReaderConfig, HELP, names=_READER_NAMES,
+                                   defaults=CPU_RECIPE["reader"],
+                                   choices={"encoder": sorted(PRESETS)}, flag_values=fv)
+  flags.DEFINE_string("work_dir", work_dir.DEFAULT_ROOT, HELP["work_dir"], flag_values=fv)
+  config_flags.define_config_flags(
+      finetune.FinetuneJobConfig, HELP, skip=_JOB_SKIP, names=_JOB_NAMES,
+      defaults=dict(CPU_RECIPE["job"], **{name: None for name in _PATHS}), flag_values=fv)
   distribution_flags.define_flags(fv)
+  config_flags.define_deprecated_aliases(RENAMED, fv)
+  flags.register_validator("dataset", dataset_validator("--dataset"), flag_values=fv)
+
+
+def dataset_validator(flag: str):
+  """An absl validator of a --dataset value (also evaluate's): a known name, or jsonl:<path> of
+  an existing file; refuses anything else at parse time, naming the choices."""
+
+  def check(value):
+    if value is None:
+      return True  # a required flag: absl says so
+    from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+      if datasets.check_dataset(value) == "jsonl":
+        path = value[len(datasets.JSONL_PREFIX):]
+        if not tf.io.gfile.exists(path):
+          raise datasets.DatasetError(f"{flag}: question file {path} does not exist.")
+    except datasets.DatasetError as e:
+      raise flags.ValidationError(str(e)) from None
+    return True
+  return check
+
+
+def paths_from_flags(flag_values=flags.FLAGS):
+  """{index_dir, corpus_dir, model_dir}: each flag's value, else its <work_dir> folder."""
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
+  return work_dir.derive(flag_values.work_dir,
+                         {name: (stage, flag_values[name].value) for name, stage in _PATHS.items()})
 
 
 def config_from_flags(flag_values=flags.FLAGS):
@@ -137,19 +209,18 @@ def job_from_flags(flag_values=flags.FLAGS):
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   return config_flags.config_from_flags(
-      finetune.FinetuneJobConfig, flag_values, finetune=config_from_flags(flag_values),
-      jit_compile=flag_values.jit_compile)
+      finetune.FinetuneJobConfig, flag_values, names=_JOB_NAMES,
+      finetune=config_from_flags(flag_values), jit_compile=flag_values.jit_compile,
+      **paths_from_flags(flag_values))
 
 
 def main(argv):
   """Fine-tunes as the flags say; prints the last step's scalars and where the checkpoints are."""
   del argv
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
-  datasets.check_dataset(FLAGS.dataset)  # a DatasetError: one line, exit status 2 (cli.run)
   strategy = distribution_flags.strategy_from_flags()
   job = job_from_flags()
   result = finetune.run(job, strategy)

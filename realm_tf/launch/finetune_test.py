@@ -29,7 +29,8 @@ def test_finetune_mirrored_then_evaluate(tmp_path):
   index_dir, export = T.make_bundle(str(tmp_path), corpus)
   model_dir = str(tmp_path / "ft")
   proc = _run(["realm_tf.launch.finetune", "--dataset=squad_open", f"--index_dir={index_dir}",
-               f"--corpus_dir={corpus}", f"--model_dir={model_dir}", f"--init_checkpoint={export}",
+               f"--corpus_dir={corpus}", f"--model_dir={model_dir}", f"--init={export}",
+               "--reader_init=", "--reader_preset=tiny",
                "--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=4",
                "--num_train_steps=2", "--checkpoint_every=2", "--max_train_examples=16",
                "--reader_seq_length=64", "--reader_query_length=16", "--span_hidden_size=16",
@@ -69,6 +70,7 @@ def test_jsonl_gold_positives_on_two_replicas_then_bm25_evaluate(tmp_path):
   model_dir = str(tmp_path / "ft")
   args = ["realm_tf.launch.finetune", f"--dataset=jsonl:{questions}", f"--index_dir={index_dir}",
           f"--corpus_dir={corpus}", f"--model_dir={model_dir}", "--reader_positives=gold",
+          "--reader_init=", "--reader_preset=tiny",
           "--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=4",
           "--num_train_steps=2", "--checkpoint_every=2", "--reader_beam_size=2",
           "--reader_seq_length=64", "--reader_query_length=16", "--span_hidden_size=16"]
@@ -100,44 +102,55 @@ def test_jsonl_gold_positives_on_two_replicas_then_bm25_evaluate(tmp_path):
   assert not os.path.exists(tmp_path / "strict")
 
 
+def _finetune_flags(*args):
+  fv = flags.FlagValues()
+  finetune.define_flags(fv)
+  fv(["finetune", *args])
+  return fv
+
+
 def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
   from realm_tf.stages.finetune import FinetuneConfig  # pylint: disable=g-import-not-at-top
   for module in (finetune, evaluate):
     assert not flags.FLAGS.flags_by_module_dict().get(module.__name__)
-  fv = flags.FlagValues()
-  finetune.define_flags(fv)
-  fv(["finetune", "--index_dir=/i", "--corpus_dir=/c", "--model_dir=/m"])
-  assert finetune.config_from_flags(fv) == FinetuneConfig(dataset="squad_open")
-  fv(["finetune", "--split=dev", "--reader_seq_length=64", "--reader_beam_size=2",
-      "--reader_positives=gold", "--warmup_steps=3", "--strategy=mirrored"])
+  fv = _finetune_flags("--dataset=squad_open", "--split=dev", "--reader_seq_length=64",
+                       "--reader_beam_size=2", "--reader_positives=beam", "--warmup_steps=3",
+                       "--strategy=mirrored")
   config = finetune.config_from_flags(fv)
-  assert (config.train_split, config.model.reader.seq_length, config.model.reader_beam_size,
-          config.reader_positives, config.warmup_steps) == ("dev", 64, 2, "gold", 3)
+  assert (config.dataset, config.train_split, config.model.reader.seq_length,
+          config.model.reader_beam_size, config.reader_positives, config.warmup_steps) == (
+              "squad_open", "dev", 64, 2, "beam", 3)
+  assert isinstance(config, FinetuneConfig)
   fv = flags.FlagValues()
   evaluate.define_flags(fv)
-  fv(["evaluate", "--model_dir=/m", "--recall_ks=1,5"])
+  fv(["evaluate", "--dataset=squad_open", "--recall_ks=1,5", "--work_dir=/w"])
   assert (fv.dataset, fv.split, fv.recall_ks, fv.retriever) == ("squad_open", "test",
                                                                 ["1", "5"], "dense")
   from realm_tf.stages.evaluate import EvaluateConfig  # pylint: disable=g-import-not-at-top
-  assert evaluate.config_from_flags(fv) == EvaluateConfig(model_dir="/m", recall_ks=[1, 5])
-  fv(["evaluate", "--retriever=bm25"])
-  assert evaluate.config_from_flags(fv).retriever == "bm25"
+  assert evaluate.config_from_flags(fv) == EvaluateConfig(model_dir="/w/finetune",
+                                                          recall_ks=[1, 5])
+  fv(["evaluate", "--retriever=bm25", "--model_dir=/m"])
+  assert (evaluate.config_from_flags(fv).retriever, evaluate.config_from_flags(fv).model_dir) == (
+      "bm25", "/m")
   with pytest.raises(flags.IllegalFlagValueError):
     fv(["evaluate", "--retriever=tfidf"])
 
 
-# Every flag of the program (its --help) with the default a user sees, as when written by hand.
+# Every flag of the program (its --help) with the default a user sees, as when written by hand:
+# the fine-tuning recipe measured on 2 CPU cores; the old names last (deprecated aliases).
 _DEFAULTS = {
-    "dataset": "squad_open", "split": "train", "batch_size": 8, "num_train_steps": 1000,
-    "learning_rate": 1e-5, "retriever_lr_multiplier": 1.0, "warmup_steps": None, "seed": 0,
-    "checkpoint_every": 200, "log_every": 10, "max_train_examples": None, "reader_positives": "beam",
-    "retrieval_score_scale": 1.0, "reader_beam_size": 5, "train_reader_beam_size": None,
-    "retriever_beam_size": 5000, "reader_encoder": "tiny", "span_hidden_size": 256,
-    "max_span_width": 10, "reader_seq_length": 320, "reader_query_length": 64,
-    "index_dir": None, "corpus_dir": None, "model_dir": None, "init_checkpoint": None,
-    "reader_init_checkpoint": None, "data_dir": None, "manual_dir": None, "strict": False,
+    "dataset": None, "split": "train", "batch_size": 16, "num_train_steps": 400,
+    "learning_rate": 3e-4, "retriever_lr_multiplier": 0.3333, "warmup_steps": None, "seed": 0,
+    "checkpoint_every": 100, "log_every": 25, "max_train_examples": None,
+    "reader_positives": "gold", "retrieval_score_scale": None, "reader_beam_size": 5,
+    "train_reader_beam_size": 1, "retriever_beam_size": 256, "reader_preset": "minilm",
+    "span_hidden_size": 256, "max_span_width": 10, "reader_seq_length": 160,
+    "reader_query_length": 32, "work_dir": "runs/default", "index_dir": None, "corpus_dir": None,
+    "model_dir": None, "init": None, "reader_init": "minilm", "data_dir": None,
+    "manual_dir": None, "strict": False,
     "tpu": None, "strategy": "default", "num_cpu_devices": None, "mixed_precision": None,
-    "jit_compile": False}
+    "jit_compile": False,
+    "reader_encoder": "minilm", "init_checkpoint": None, "reader_init_checkpoint": "minilm"}
 
 
 def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated():
@@ -146,13 +159,14 @@ def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated():
   finetune.define_flags(fv)
   assert {f.name: f.default for f in fv.get_key_flags_for_module(finetune)} == _DEFAULTS
   assert fv["reader_positives"].parser.enum_values == ["beam", "gold", "none"]
-  for name in ("index_dir", "init_checkpoint", "data_dir", "strict", "split", "reader_encoder"):
-    assert fv[name].help == finetune.HELP[name], name  # from the table, i.e. generated
-  with pytest.raises(flags.IllegalFlagValueError, match="--corpus_dir"):  # required
-    fv(["finetune", "--index_dir=/i", "--model_dir=/m"])
-  fv(["finetune", "--index_dir=/i", "--corpus_dir=/c", "--model_dir=/m", "--init_checkpoint=/w",
-      "--reader_init_checkpoint=/r", "--data_dir=/d", "--manual_dir=/s", "--strict",
-      "--jit_compile", "--reader_encoder=mini"])
+  assert fv["reader_preset"].parser.enum_values == ["base", "mini", "minilm", "tiny"]
+  for name in ("index_dir", "init", "data_dir", "strict", "split", "reader_preset"):
+    assert fv[name].help.endswith(finetune.HELP[name]), name  # from the table, i.e. generated
+  with pytest.raises(flags.IllegalFlagValueError, match="--dataset"):  # required
+    fv(["finetune", "--work_dir=/w"])
+  fv(["finetune", "--dataset=squad_open", "--index_dir=/i", "--corpus_dir=/c", "--model_dir=/m",
+      "--init=/w", "--reader_init=/r", "--data_dir=/d", "--manual_dir=/s", "--strict",
+      "--jit_compile", "--reader_preset=mini"])
   assert finetune.job_from_flags(fv) == FinetuneJobConfig(
       finetune.config_from_flags(fv), index_dir="/i", corpus_dir="/c", model_dir="/m",
       init_checkpoint="/w", reader_init_checkpoint="/r", data_dir="/d", manual_dir="/s",
@@ -160,15 +174,44 @@ def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated():
   assert finetune.job_from_flags(fv).finetune.model.reader.encoder == "mini"
 
 
-def test_finetune_unknown_dataset_is_a_one_line_error(tmp_path):
-  proc = testing.run_cli("realm_tf.launch.finetune", "--dataset=nq_open",
-                         f"--index_dir={tmp_path / 'index'}", f"--corpus_dir={tmp_path / 'corpus'}",
-                         f"--model_dir={tmp_path / 'ft'}")
-  testing.assert_one_line_error(proc, "Unknown --dataset 'nq_open'")
-  assert not (tmp_path / "ft").exists()
+def test_the_work_dir_gives_every_path_and_old_names_still_work():
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  fv = _finetune_flags("--dataset=squad_open", "--work_dir=/w", "--init_checkpoint=/r",
+                       "--reader_init_checkpoint=", "--reader_encoder=tiny")
+  job = finetune.job_from_flags(fv)
+  assert (job.index_dir, job.corpus_dir, job.model_dir) == ("/w/index", "/w/corpus",
+                                                            "/w/finetune")
+  assert (job.init_checkpoint, job.reader_init_checkpoint,
+          job.finetune.model.reader.encoder) == ("/r", None, "tiny")
+  assert sorted(config_flags.deprecated_aliases_used(fv)) == [
+      ("init_checkpoint", "init"), ("reader_encoder", "reader_preset"),
+      ("reader_init_checkpoint", "reader_init")]
 
 
-def test_evaluate_missing_model_dir_is_a_one_line_error(tmp_path):
+def test_the_cpu_flag_file_is_the_defaults():
+  path = os.path.join(ROOT, "launch", "configs", "finetune_cpu.flags")
+  with_file = finetune.job_from_flags(_finetune_flags("--dataset=squad_open",
+                                                      f"--flagfile={path}"))
+  assert with_file == finetune.job_from_flags(_finetune_flags("--dataset=squad_open"))
+  with open(path, encoding="utf-8") as f:
+    assert len([l for l in f if l.startswith("--")]) == 13  # every recipe setting written out
+
+
+@pytest.mark.parametrize("args,needles", [
+    (("--dataset=nope",), ("Unknown --dataset 'nope'", "jsonl:<path>")),
+    (("--dataset=jsonl:/no/such.jsonl",), ("question file /no/such.jsonl does not exist",)),
+    ((), ("--dataset is required",)),
+])
+def test_a_bad_or_missing_dataset_is_a_one_line_error_before_any_work(tmp_path, args, needles):
+  proc = testing.run_cli("realm_tf.launch.finetune", *args, f"--work_dir={tmp_path / 'w'}")
+  testing.assert_one_line_error(proc, *needles)
+  assert not (tmp_path / "w").exists()
+
+
+def test_evaluate_needs_a_dataset_and_a_fine_tuning_run(tmp_path):
   missing = str(tmp_path / "missing")
-  proc = testing.run_cli("realm_tf.launch.evaluate", f"--model_dir={missing}")
-  testing.assert_one_line_error(proc, f"{missing}/config.json")
+  proc = testing.run_cli("realm_tf.launch.evaluate", f"--work_dir={missing}",
+                         "--dataset=squad_open")
+  testing.assert_one_line_error(proc, f"{missing}/finetune/config.json")
+  proc = testing.run_cli("realm_tf.launch.evaluate", f"--work_dir={missing}")
+  testing.assert_one_line_error(proc, "--dataset is required")

@@ -10,41 +10,78 @@ from absl import flags
 from realm_tf.launch import ict
 from realm_tf.testing import cli as testing
 
-# Every flag of the program (its --help) with the default a user sees, as when written by hand.
+# Every flag of the program (its --help) with the default a user sees, as when written by hand;
+# the old names last (deprecated aliases of the main job's names).
 _DEFAULTS = {
     "batch_size": 32, "num_train_steps": 1000, "learning_rate": 1e-4, "warmup_steps": None,
     "remove_sentence_rate": 0.9, "seed": 0, "heldout_fraction": 0.0, "checkpoint_every": 200,
-    "preset": "tiny", "projection_size": None, "share_towers": True, "pooling": "cls",
-    "projection_dropout": 0.1, "query_seq_length": 96, "doc_seq_length": 288,
-    "corpus_dir": None, "model_dir": None, "index_dir": None, "init": None, "init_from_hf": None,
-    "min_recall": 0.9,
+    "retriever_preset": "tiny", "projection_size": None, "share_towers": True,
+    "retriever_pooling": "cls", "projection_dropout": 0.1, "query_length": None,
+    "block_length": None, "work_dir": "runs/default", "corpus_dir": None, "model_dir": None,
+    "index_dir": None, "retriever_init": None, "min_recall": 0.9,
     "tpu": None, "strategy": "default", "num_cpu_devices": None, "mixed_precision": None,
-    "jit_compile": False}
+    "jit_compile": False,
+    "preset": "tiny", "pooling": "cls", "init": None, "init_from_hf": None,
+    "query_seq_length": None, "doc_seq_length": None}
+
+
+def _parsed(*args):
+  fv = flags.FlagValues()
+  ict.define_flags(fv)
+  fv(["ict", *args])
+  return fv
 
 
 def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated():
   fv = flags.FlagValues()
   ict.define_flags(fv)
   assert {f.name: f.default for f in fv.get_key_flags_for_module(ict)} == _DEFAULTS
-  assert fv["pooling"].parser.enum_values == ["cls", "mean"]
-  for name in ("corpus_dir", "model_dir", "index_dir", "init", "min_recall", "preset"):
-    assert fv[name].help == ict.HELP[name], name  # from the table, i.e. generated
-  fv(["ict", "--corpus_dir=/c", "--model_dir=/m", "--init_from_hf=minilm", "--min_recall=0.5",
-      "--index_dir="])
+  assert fv["retriever_pooling"].parser.enum_values == ["cls", "mean"]
+  assert fv["retriever_preset"].parser.enum_values == ["base", "mini", "minilm", "tiny"]
+  for name in ("corpus_dir", "model_dir", "index_dir", "retriever_init", "min_recall",
+               "retriever_preset"):
+    assert fv[name].help.endswith(ict.HELP[name]), name  # from the table, i.e. generated
+  fv(["ict", "--corpus_dir=/c", "--model_dir=/m", "--retriever_init=minilm", "--min_recall=0.5",
+      "--index_dir=/i"])
   job = ict.job_from_flags(fv)
   assert (job.corpus_dir, job.model_dir, job.init, job.min_recall, job.index_dir) == (
-      "/c", "/m", "minilm", 0.5, None)
+      "/c", "/m", "minilm", 0.5, "/i")
   assert job.ict == ict.config_from_flags(fv)
-  fv(["ict", "--index_dir=/i", "--pooling=mean"])
+  fv(["ict", "--retriever_pooling=mean"])
+  assert ict.job_from_flags(fv).ict.retriever.pooling == "mean"
+
+
+def test_the_folders_are_the_work_dirs_and_the_lengths_its_corpus():
+  job = ict.job_from_flags(_parsed("--work_dir=/nowhere/w"))
+  assert (job.corpus_dir, job.model_dir, job.index_dir) == (
+      "/nowhere/w/corpus", "/nowhere/w/ict", "/nowhere/w/index")
+  # No corpus yet: the main job's lengths.
+  assert (job.ict.retriever.doc_seq_length, job.ict.retriever.query_seq_length) == (128, 32)
+
+
+def test_blocks_are_as_long_as_the_corpus_says(tmp_path):
+  from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
+  (tmp_path / "corpus").mkdir()
+  corpus_lib.write_manifest(str(tmp_path / "corpus"), [], "vocab", 288)
+  job = ict.job_from_flags(_parsed(f"--work_dir={tmp_path}"))
+  assert job.ict.retriever.doc_seq_length == 288
+  with pytest.raises(work_dir.WorkDirMismatchError, match="--block_length=128, but the corpus"):
+    ict.job_from_flags(_parsed(f"--work_dir={tmp_path}", "--block_length=128"))
+
+
+def test_old_flag_names_still_work():
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  fv = _parsed("--preset=mini", "--init_from_hf=minilm", "--pooling=mean",
+               "--query_seq_length=16", "--doc_seq_length=64", "--work_dir=/nowhere")
   job = ict.job_from_flags(fv)
-  assert (job.index_dir, job.ict.retriever.pooling) == ("/i", "mean")
-
-
-def test_corpus_and_model_dirs_are_required():
-  fv = flags.FlagValues()
-  ict.define_flags(fv)
-  with pytest.raises(flags.IllegalFlagValueError, match="--model_dir"):
-    fv(["ict", "--corpus_dir=/c"])
+  r = job.ict.retriever
+  assert (job.init, r.pooling, r.query_seq_length, r.doc_seq_length) == ("minilm", "mean", 16, 64)
+  assert r.encoder == ict.config_from_flags(_parsed("--retriever_preset=mini")).retriever.encoder
+  assert sorted(config_flags.deprecated_aliases_used(fv)) == [
+      ("doc_seq_length", "block_length"), ("init_from_hf", "retriever_init"),
+      ("pooling", "retriever_pooling"), ("preset", "retriever_preset"),
+      ("query_seq_length", "query_length")]
 
 
 def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
@@ -52,18 +89,17 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
   from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages.ict_experiment import IctConfig  # pylint: disable=g-import-not-at-top
   assert not flags.FLAGS.flags_by_module_dict().get(ict.__name__)
-  fv = flags.FlagValues()
-  ict.define_flags(fv)
-  fv(["ict", "--corpus_dir=/c", "--model_dir=/m"])
+  fv = _parsed("--corpus_dir=/c", "--model_dir=/m", "--work_dir=/nowhere")
   assert ict.config_from_flags(fv) == IctConfig(
-      retriever=RetrieverConfig(encoder=get_encoder_config("tiny"), share_towers=True),
+      retriever=RetrieverConfig(encoder=get_encoder_config("tiny"), share_towers=True,
+                                query_seq_length=32, doc_seq_length=128),
       warmup_steps=100)
-  fv(["ict", "--preset=mini", "--init_from_hf=minilm", "--num_train_steps=50", "--noshare_towers",
-      "--query_seq_length=32"])
+  fv(["ict", "--retriever_preset=mini", "--retriever_init=minilm", "--num_train_steps=50",
+      "--noshare_towers", "--query_length=16"])
   config = ict.config_from_flags(fv)
-  assert config.retriever.projection_size == get_encoder_config("mini").hidden_size  # --init
+  assert config.retriever.projection_size == get_encoder_config("mini").hidden_size  # init
   assert (config.warmup_steps, config.retriever.share_towers,
-          config.retriever.query_seq_length) == (5, False, 32)
+          config.retriever.query_seq_length) == (5, False, 16)
 
 
 def test_missing_corpus_is_a_one_line_error_and_the_run_is_quiet(tmp_path):

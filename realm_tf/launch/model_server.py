@@ -1,12 +1,16 @@
 r"""`python -m serving.server` (or `python -m realm_tf.launch.model_server`): our gRPC model server
 speaking TF Serving's protocol, from the command line.
 
+  python -m serving.server --port=8500 --work_dir=runs/mine   # its serving/realm_openqa
   python -m serving.server --port=8500 --model_config_file=serving/models.config \
       --models_dir=/path/to/exports --enable_batching \
       --batching_parameters_file=serving/batching.config
   python -m serving.server --port=8500 --model_name=realm_openqa \
       --model_base_path=/path/to/exports/realm_openqa
 
+Without --model_config_file or --model_name the server serves `realm_openqa` from
+<work_dir>/serving/realm_openqa (what `python -m realm_tf.launch.export --work_dir=...` writes);
+--model_name without --model_base_path serves <work_dir>/serving/<model_name>.
 The flags are named as `tensorflow_model_server`'s where they overlap; they become one
 `serving.server.ServerOptions`, and the server runs until SIGTERM / SIGINT, which stop it
 gracefully (in-flight requests get `--shutdown_grace_seconds`). A missing or malformed model or
@@ -24,6 +28,7 @@ from absl import flags  # pylint: disable=g-bad-import-order,wrong-import-order
 from absl import logging  # pylint: disable=g-bad-import-order,wrong-import-order
 
 FLAGS = flags.FLAGS
+DEFAULT_MODEL = "realm_openqa"  # served from <work_dir>/serving when no model is named
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -35,14 +40,19 @@ def define_flags(flag_values=flags.FLAGS):
   import dataclasses  # pylint: disable=g-import-not-at-top
   from serving import server as server_lib  # pylint: disable=g-import-not-at-top
   d = {f.name: f.default for f in dataclasses.fields(server_lib.ServerOptions)}
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   fv = {"flag_values": flag_values}
+  flags.DEFINE_string("work_dir", work_dir.DEFAULT_ROOT, "Work directory whose serving/ exports "
+                      "are served when neither --model_config_file nor --model_base_path says.",
+                      **fv)
   flags.DEFINE_integer("port", d["port"], "gRPC port (0 picks a free port).", **fv)
   flags.DEFINE_string("bind_address", d["bind_address"], "Interface to listen on.", **fv)
   flags.DEFINE_string("model_config_file", None, "ModelServerConfig text proto listing the "
                       "models.", **fv)
-  flags.DEFINE_string("model_name", None, "Single model to serve (with --model_base_path).", **fv)
-  flags.DEFINE_string("model_base_path", None, "Directory holding <version>/ subdirectories.",
-                      **fv)
+  flags.DEFINE_string("model_name", None, "Single model to serve (default realm_openqa when "
+                      "--model_config_file is not given).", **fv)
+  flags.DEFINE_string("model_base_path", None, "Directory holding <version>/ subdirectories "
+                      "(default <work_dir>/serving/<model_name>).", **fv)
   flags.DEFINE_string("models_dir", None,
                       "Serve each config entry from <models_dir>/<basename(base_path)>, so the "
                       "Docker-style serving/models.config works on a local export directory.", **fv)
@@ -77,15 +87,16 @@ def options_from_flags(flag_values=flags.FLAGS):
   from serving import model_config  # pylint: disable=g-import-not-at-top
   from serving import server as server_lib  # pylint: disable=g-import-not-at-top
   from serving import validation as validation_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   f = flag_values
-  if bool(f.model_config_file) == bool(f.model_name):
-    raise app.UsageError("give exactly one of --model_config_file or --model_name")
+  if f.model_config_file and f.model_name:
+    raise app.UsageError("give one of --model_config_file or --model_name")
   if f.model_config_file:
     models = model_config.load_model_config_file(f.model_config_file, f.models_dir)
   else:
-    if not f.model_base_path:
-      raise app.UsageError("--model_name needs --model_base_path")
-    models = [model_config.ModelConfig(f.model_name, f.model_base_path)]
+    name = f.model_name or DEFAULT_MODEL
+    base = f.model_base_path or os.path.join(work_dir.WorkDir(f.work_dir).serving, name)
+    models = [model_config.ModelConfig(name, base)]
   batch_config = None
   if f.enable_batching:
     batch_config = (batching_lib.load_batching_config(f.batching_parameters_file)

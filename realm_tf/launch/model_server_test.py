@@ -1,6 +1,6 @@
 """Tests of `python -m serving.server`'s command line: flags named as tensorflow_model_server's,
-defaulting to ServerOptions', parsed into ServerOptions; bad combinations are usage errors
-(serving the models is tested in serving/server_test.py)."""
+defaulting to ServerOptions', parsed into ServerOptions; the work dir's export by default; bad
+combinations are usage errors (serving the models is tested in serving/server_test.py)."""
 import dataclasses
 
 import pytest
@@ -41,11 +41,13 @@ def test_flags_parse_into_server_options(tmp_path):
       10, False)
 
 
-@pytest.mark.parametrize("args,message", [
-    ((), "exactly one of --model_config_file or --model_name"),
-    (("--model_name=m", "--model_config_file=c"), "exactly one of"),
-    (("--model_name=m",), "--model_name needs --model_base_path"),
-])
-def test_bad_flag_combinations_are_usage_errors(args, message):
-  with pytest.raises(app.UsageError, match=message):
-    model_server.options_from_flags(_parsed(*args))
+def test_without_a_model_it_serves_the_work_dirs_open_qa_export():
+  assert model_server.options_from_flags(_parsed("--work_dir=/w")).models == [
+      model_config.ModelConfig("realm_openqa", "/w/serving/realm_openqa")]
+  assert model_server.options_from_flags(_parsed("--work_dir=/w", "--model_name=m")).models == [
+      model_config.ModelConfig("m", "/w/serving/m")]
+
+
+def test_a_model_and_a_config_file_together_are_a_usage_error():
+  with pytest.raises(app.UsageError, match="give one of --model_config_file or --model_name"):
+    model_server.options_from_flags(_parsed("--model_name=m", "--model_config_file=c"))

@@ -1,6 +1,8 @@
 r"""REALM pre-training — and, with no flags, the project's main job on the embedded corpus.
 
   python -m realm_tf.launch.pretrain                      # the demo: everything, on 2 CPU cores
+  python -m realm_tf.launch.pretrain --inputs=my_docs.jsonl --work_dir=runs/mine \
+      --eval_questions=jsonl:my_questions.jsonl           # your documents (and questions)
   python -m realm_tf.launch.pretrain --flagfile=launch/configs/paper_tpu.flags --tpu=my-tpu \
       --work_dir=gs://bucket/realm
 
@@ -11,24 +13,32 @@ Stages, each skipped (or resumed) when its output already exists, so a killed jo
   4. reader warm-up: MLM with no retrieval, when the reader's initial weights have no MLM head;
   5. REALM pre-training with index refresh (inline: in-process; async: the refresh_index job);
      held-out figures before the first step, at every refresh and at the end.
-The summary is printed and written to <work_dir>/summary.json.
+The summary is printed and written to <work_dir>/summary.json. A work dir holds one run: other
+--inputs than its corpus was built from, another --block_length than the corpus's, or other shapes
+or initial weights than <work_dir>/settings.json records end the job with a one-line `error: ...`
+before any work (exit status 2), as does a bad flag value.
 """
+import sys
+
 from absl import flags
 
 from realm_tf.launch import cli
 
 HELP = {
-    "work_dir": "Root of every output of the job.",
-    "inputs": "Document files/globs (default: the shipped SQuAD v1.1 dev set).",
+    "work_dir": "Root of every output of the job (one run per work dir).",
+    "inputs": "Document files/globs (JSONL {\"id\", \"title\", \"text\"}, SQuAD JSON, WikiText "
+              "or plain text; default: the work dir's corpus if it has one, else the shipped "
+              "SQuAD v1.1 dev set).",
     "corpus_dir": "Block corpus (default <work_dir>/corpus; built if absent).",
     "annotations_dir": "Salient-span annotations (default <work_dir>/annotations).",
     "index_dir": "Index bundles (default <work_dir>/index).",
     "ict_dir": "ICT warm-start run (default <work_dir>/ict).",
     "reader_dir": "Reader warm-up run (default <work_dir>/reader_warmup).",
     "model_dir": "REALM checkpoints, exports, held-out log (default <work_dir>/realm).",
-    "block_length": "Block wordpieces [CLS] title [SEP] body [SEP] (REALM: 288).",
-    "query_length": "Masked-query wordpieces (REALM: 96).",
-    "retriever_preset": "Retriever encoder preset: tiny|mini|minilm|base.",
+    "block_length": "Block wordpieces [CLS] title [SEP] body [SEP] (REALM: 288). Default: the "
+                    "work dir's corpus's, else 128.",
+    "query_length": "Masked-query wordpieces (REALM: 96). Default: the work dir's, else 32.",
+    "retriever_preset": "Retriever encoder preset.",
     "retriever_init": "Initial retriever towers (a warm_start source: 'minilm', an HF BERT "
                       "dir, a TF1/converted checkpoint, an export); applied before ICT.",
     "retriever_pooling": "Tower pooling: cls ([CLS] pooler, ORQA/REALM) or mean (MiniLM's).",
@@ -92,8 +102,14 @@ HELP = {
                             "never the reader warm-up's (0: both read every training block; "
                             "ignored when no warm-up runs).",
     "heldout_queries": "Held-out masked sentences per evaluation.",
-    "eval_questions": "SQuAD-open dev questions for zero-shot recall (default corpus only).",
+    "eval_questions": "Questions for held-out question recall (dense and BM25): "
+                      "jsonl:<path> (yours, one JSON object a line: \"question\", \"answers\", "
+                      "optional \"doc_id\" naming the gold document), squad_open or none. "
+                      "Default: squad_open on the shipped corpus, none on other documents.",
+    "num_eval_questions": "At most this many held-out questions (a fixed sample).",
 }
+# Flags renamed: {old name: new name}; the old names still work and print a deprecation notice.
+RENAMED = {"input": "inputs"}
 _SKIP = ("jit_compile",)  # a distribution flag (realm_tf.launch.distribution_flags)
 
 
@@ -105,24 +121,66 @@ def define_flags(flag_values=flags.FLAGS):
   """
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
-  from realm_tf.stages.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
-  config_flags.define_config_flags(PretrainJobConfig, HELP, skip=_SKIP, flag_values=flag_values)
+  from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
+  config_flags.define_config_flags(pretrain_job.PretrainJobConfig, HELP, skip=_SKIP,
+                                   choices=choices(), flag_values=flag_values)
   distribution_flags.define_flags(flag_values)
-  flags.DEFINE_alias("input", "inputs", flag_values=flag_values)  # the other corpus CLIs' name
+  config_flags.define_deprecated_aliases(RENAMED, flag_values)
+
+  def check_eval_questions(value):
+    if value and not value.isdigit():  # digits: the old count (see `config_from_flags`)
+      try:
+        pretrain_job.check_eval_questions(value)
+      except ValueError as e:
+        raise flags.ValidationError(str(e)) from None
+    return True
+
+  flags.register_validator("eval_questions", check_eval_questions, flag_values=flag_values)
+
+
+def choices():
+  """The enum flags' choices: {PretrainJobConfig field: allowed values}."""
+  from realm_tf.data import masking  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling import encoder_config  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling import realm_pretrainer  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling import retriever  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import reader_warmup  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import realm_experiment  # pylint: disable=g-import-not-at-top
+  presets = sorted(encoder_config.PRESETS)
+  return {"masking": masking.MODES, "refresh": realm_experiment.REFRESH_MODES,
+          "retriever_objective": realm_pretrainer.RETRIEVER_OBJECTIVES,
+          "reader_warmup_evidence": reader_warmup.EVIDENCE_MODES,
+          "retriever_pooling": retriever.POOLINGS, "retriever_preset": presets,
+          "reader_preset": presets}
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+  """The PretrainJobConfig the parsed flags describe. A number for --eval_questions is its old
+  meaning (how many questions, now --num_eval_questions) and prints a deprecation notice."""
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
+  overrides = {}
+  if (flag_values.eval_questions or "").isdigit():
+    print("warning: --eval_questions=N (a count) is deprecated; use --num_eval_questions=N.",
+          file=sys.stderr, flush=True)
+    overrides = {"eval_questions": None, "num_eval_questions": int(flag_values.eval_questions)}
+  return config_flags.config_from_flags(pretrain_job.PretrainJobConfig, flag_values, skip=_SKIP,
+                                        jit_compile=flag_values.jit_compile, **overrides)
 
 
 def main(argv):
+  """Checks the work dir, runs every stage, prints and writes the summary."""
   del argv
   import time  # pylint: disable=g-import-not-at-top
   from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
-  config = config_flags.config_from_flags(pretrain_job.PretrainJobConfig, skip=_SKIP,
-                                          jit_compile=flags.FLAGS.jit_compile)
+  # The strategy first (logical CPU devices must precede TensorFlow's initialisation), then the
+  # work dir's checks: a mismatch stops the job here, before any work.
   strategy = distribution_flags.strategy_from_flags()
+  config = pretrain_job.prepare(config_from_flags())
   summary = pretrain_job.run(config, strategy)
   summary["wall_seconds"] = round(time.time() - t0, 1)
   path = config.layout().summary_file

@@ -2,6 +2,7 @@ r"""Keeps a ScaNN index of the block corpus fresh while the trainer runs (REALM'
 
 Examples:
   # Watch the trainer's exports and publish a bundle for each; stop when TRAINING_DONE appears.
+  python -m realm_tf.launch.refresh_index --work_dir=runs/mine
   python -m realm_tf.launch.refresh_index --model_dir=/tmp/realm --corpus_dir=/tmp/corpus \
       --index_dir=/tmp/realm/index
   # One refresh, two replicas on logical CPU devices:
@@ -12,6 +13,7 @@ Examples:
   # Add and remove documents without re-embedding the corpus:
   python -m realm_tf.launch.refresh_index ... --add=/tmp/new_blocks --remove=/tmp/gone_ids.txt
 
+--model_dir, --corpus_dir and --index_dir default to <work_dir>/realm, corpus and index.
 A bad export or corpus, or too low a recall, ends the run with a one-line `error: ...` naming the
 offending file, exit status 2 (realm_tf/launch/cli.py); no bundle is published then and the
 previous one stays live.
@@ -23,10 +25,12 @@ from absl import flags
 from realm_tf.launch import cli
 
 HELP = {
+    "work_dir": "The pretrain job's work directory (its realm/, corpus/ and index/).",
     # RefreshConfig
-    "model_dir": "Trainer directory holding embedder_exports/ and TRAINING_DONE.",
-    "corpus_dir": "Block corpus (manifest.json + shards).",
-    "index_dir": "Where index bundle versions are published.",
+    "model_dir": "Trainer directory holding embedder_exports/ and TRAINING_DONE (default "
+                 "<work_dir>/realm).",
+    "corpus_dir": "Block corpus (manifest.json + shards; default <work_dir>/corpus).",
+    "index_dir": "Where index bundle versions are published (default <work_dir>/index).",
     "num_shards": "Number of independent embedding workers.",
     "shard_index": "This worker (0 merges and publishes).",
     "batch_size": "Blocks per replica per step.",
@@ -52,7 +56,8 @@ HELP = {
     "add": "Block-corpus directory of documents to add (repeatable).",
     "remove": "File of block ids to remove, one per line.",
 }
-_DIRS = ("model_dir", "corpus_dir", "index_dir")  # RefreshConfig's paths: required flags
+# RefreshConfig's paths: {flag: work-dir layout stage}, each defaulting to its work-dir folder.
+_DIRS = {"model_dir": "realm", "corpus_dir": "corpus", "index_dir": "index"}
 # RefreshConfig fields with no flag: the nested ScannConfig (its --scann_* flags, SCANN_FLAGS)
 # and a setting the command line does not expose.
 _REFRESH_SKIP = ("scann", "exact_tile_size")
@@ -86,14 +91,16 @@ def define_flags(flag_values=flags.FLAGS):
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.
   """
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import refresh  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import refresh_job  # pylint: disable=g-import-not-at-top
   fv = flag_values
+  flags.DEFINE_string("work_dir", work_dir.DEFAULT_ROOT, HELP["work_dir"], flag_values=fv)
   config_flags.define_config_flags(refresh.RefreshConfig, HELP, skip=_REFRESH_SKIP,
-                                   required=_DIRS, flag_values=fv)
+                                   defaults={name: None for name in _DIRS}, flag_values=fv)
   config_flags.define_config_flags(scann_searcher.ScannConfig, HELP, skip=_scann_skip(),
                                    names=SCANN_FLAGS, choices={"mode": scann_searcher.MODES},
                                    flag_values=fv)
@@ -103,14 +110,18 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def config_from_flags(flag_values=flags.FLAGS):
-  """The RefreshConfig (with its ScannConfig) the parsed flags describe."""
+  """The RefreshConfig (with its ScannConfig) the parsed flags describe; the folders not given
+  are the work dir's."""
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import refresh  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
   fv = flag_values
   scann = config_flags.config_from_flags(ScannConfig, fv, skip=_scann_skip(), names=SCANN_FLAGS)
+  dirs = work_dir.derive(fv.work_dir, {name: (stage, fv[name].value)
+                                       for name, stage in _DIRS.items()})
   return config_flags.config_from_flags(refresh.RefreshConfig, fv, skip=_REFRESH_SKIP,
-                                        scann=scann)
+                                        scann=scann, **dirs)
 
 
 def job_from_flags(flag_values=flags.FLAGS):

@@ -23,7 +23,7 @@ def _run(*args):
 # without --mixed_precision and --jit_compile, which the job could not honour (it runs the
 # exported embedder as saved).
 _DEFAULTS = {
-    "model_dir": None, "corpus_dir": None, "index_dir": None, "num_shards": 1, "shard_index": 0,
+    "work_dir": "runs/default", "model_dir": None, "corpus_dir": None, "index_dir": None, "num_shards": 1, "shard_index": 0,
     "batch_size": 32, "once": False, "add": [], "remove": None, "min_recall": 0.9,
     "recall_queries": 1000, "keep": 3, "grace_seconds": 120.0, "poll_min_seconds": 5.0,
     "poll_max_seconds": 300.0, "part_wait_timeout": None, "scann_mode": "auto",
@@ -45,8 +45,9 @@ def test_flags_are_generated_from_the_configs_and_parse_into_them():
   assert fv["scann_mode"].parser.enum_values == ["auto", "brute_force", "ah", "tree_ah"]
   for name in ("model_dir", "once", "add", "remove", "scann_mode"):
     assert refresh_index.HELP[name] in fv[name].help, name  # from the table, i.e. generated
-  with pytest.raises(flags.IllegalFlagValueError, match="--index_dir"):  # required
-    fv(["refresh_index", "--model_dir=/m", "--corpus_dir=/c"])
+  fv(["refresh_index", "--model_dir=/m", "--work_dir=/w"])  # the other folders: the work dir's
+  assert refresh_index.config_from_flags(fv) == RefreshConfig(
+      model_dir="/m", corpus_dir="/w/corpus", index_dir="/w/index")
   fv(["refresh_index", "--model_dir=/m", "--corpus_dir=/c", "--index_dir=/i"])
   assert refresh_index.config_from_flags(fv) == RefreshConfig(model_dir="/m", corpus_dir="/c",
                                                               index_dir="/i")
@@ -69,8 +70,7 @@ def test_precision_flags_it_cannot_honour_are_refused(tmp_path):
   silently ignored."""
   proc = _run(f"--model_dir={tmp_path}", f"--corpus_dir={tmp_path}",
               f"--index_dir={tmp_path / 'index'}", "--once", "--mixed_precision=bfloat16")
-  assert proc.returncode == 1, proc.stderr[-2000:]
-  assert "Unknown command line flag 'mixed_precision'" in proc.stderr, proc.stderr[-2000:]
+  launch_testing.assert_one_line_error(proc, "Unknown command line flag 'mixed_precision'")
   assert not (tmp_path / "index").exists()
 
 

@@ -5,12 +5,15 @@
       ─▶ REALM pre-training with index refresh ─▶ held-out figures before, during and after
 
 Every stage writes its output through atomic renames and is skipped (or resumed) when that
-output exists, so re-running the command after a kill continues where it stopped. The job is
-configured by one `PretrainJobConfig`; the CLI only turns flags into it.
+output exists, so re-running the command after a kill continues where it stopped. A work dir holds
+one run: before any work, `prepare` refuses other input documents than its corpus was built from,
+another block length than the corpus's (the corpus records it: the one source of truth) and other
+shapes or initial weights than `<work_dir>/settings.json` records, each in one line naming the
+difference. The job is configured by one `PretrainJobConfig`; the CLI only turns flags into it.
 """
 import dataclasses
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -20,6 +23,7 @@ from realm_tf.data import corpus as corpus_lib
 from realm_tf.data.documents import default_corpus_path
 from realm_tf.evaluation import heldout as heldout_lib
 from realm_tf.evaluation.heldout import HeldOutConfig, format_figures
+from realm_tf.io import work_dir as work_dir_lib
 from realm_tf.io.work_dir import WorkDir
 from realm_tf.modeling.encoder_config import get_encoder_config
 from realm_tf.modeling.realm_pretrainer import RealmConfig
@@ -36,8 +40,9 @@ from realm_tf.training import warm_start
 @dataclasses.dataclass
 class PretrainJobConfig:
   """Every setting of the main job. Defaults: the CPU demo whose REALM stage learns (see README)."""
-  work_dir: str = "runs/default"
-  inputs: Optional[List[str]] = None       # document files (default: the shipped SQuAD dev set)
+  work_dir: str = work_dir_lib.DEFAULT_ROOT
+  # Document files. None: the work dir's corpus if it has one, else the shipped SQuAD dev set.
+  inputs: Optional[List[str]] = None
   corpus_dir: Optional[str] = None         # default <work_dir>/corpus, and so on
   annotations_dir: Optional[str] = None
   index_dir: Optional[str] = None
@@ -45,8 +50,10 @@ class PretrainJobConfig:
   reader_dir: Optional[str] = None
   model_dir: Optional[str] = None
   # Shapes: blocks of `block_length` wordpieces, queries of `query_length` (REALM: 288, 96).
-  block_length: int = 128
-  query_length: int = 32
+  # None: the work dir's (its corpus's block length, the query length it was built with), else
+  # work_dir.DEFAULT_BLOCK_LENGTH and DEFAULT_QUERY_LENGTH (128, 32).
+  block_length: Optional[int] = None
+  query_length: Optional[int] = None
   # Retriever: towers, their warm start (a warm_start source, applied before ICT), ICT.
   # Default: all-MiniLM-L6-v2 in its own geometry and no ICT. A tiny ICT-trained retriever
   # starts with retrieval harming the reader on held-out sentences (utility -0.05), and REALM
@@ -108,7 +115,11 @@ class PretrainJobConfig:
   # Only when the reader warm-up runs (a reader with its own MLM head has no warm-up to avoid).
   realm_query_fraction: float = 0.3
   heldout_queries: int = 192
-  eval_questions: int = 1000
+  # Questions for held-out question recall: jsonl:<path> (yours, about your documents: "answers"
+  # and optionally "doc_id", the gold document), squad_open (SQuAD-open dev) or none. None:
+  # squad_open on the shipped corpus, none on other documents.
+  eval_questions: Optional[str] = None
+  num_eval_questions: int = 1000           # at most this many of them (a fixed sample)
 
   def layout(self) -> WorkDir:
     """The work directory's layout (explicit stage folders win over it)."""
@@ -121,14 +132,105 @@ class PretrainJobConfig:
     return self.layout().as_dict()
 
 
-def ensure_corpus(inputs: Optional[List[str]], corpus_dir: str, block_length: int = packing.BLOCK_LENGTH) -> Dict:
-  """Builds the block corpus unless `corpus_dir` already holds one; returns its manifest."""
+# What `<work_dir>/settings.json` records: the shapes and initial weights the stages before REALM
+# built the corpus, the index and the reader from (the inputs are the corpus manifest's).
+SETTINGS = ("block_length", "query_length", "retriever_preset", "retriever_init",
+            "retriever_pooling", "projection_size", "share_towers", "reader_preset", "reader_init")
+SQUAD_QUESTIONS = "squad_open"
+NO_QUESTIONS = ("", "none")
+
+
+def shapes(config: PretrainJobConfig) -> Tuple[int, int]:
+  """(block length, query length) of `config`, the defaults where it leaves them to the work dir
+  (`prepare` resolves them from the work dir first)."""
+  return (config.block_length or work_dir_lib.DEFAULT_BLOCK_LENGTH,
+          config.query_length or work_dir_lib.DEFAULT_QUERY_LENGTH)
+
+
+def settings(config: PretrainJobConfig) -> Dict:
+  """The SETTINGS of `config` as the work dir records them (the projection size resolved)."""
+  out = {name: getattr(config, name) for name in SETTINGS}
+  out["block_length"], out["query_length"] = shapes(config)
+  out["projection_size"] = retriever_config(config).projection_size
+  return out
+
+
+def prepare(config: PretrainJobConfig) -> PretrainJobConfig:
+  """Checks `config` against its work dir before any work; returns it with the shapes resolved.
+
+  Refused (WorkDirMismatchError, one line naming the difference): --inputs other than the ones the
+  work dir's corpus was built from, a --block_length other than the corpus's, and shapes or
+  initial weights other than settings.json records. A bad --eval_questions is a DatasetError.
+  """
+  work = config.layout()
+  work_dir_lib.check_inputs(work.corpus, config.inputs)
+  recorded = work_dir_lib.recorded_settings(work)
+  block = work_dir_lib.block_length_of(work.corpus, config.block_length)
+  config = dataclasses.replace(
+      config, block_length=block or recorded.get("block_length") or
+      work_dir_lib.DEFAULT_BLOCK_LENGTH,
+      query_length=config.query_length or recorded.get("query_length") or
+      work_dir_lib.DEFAULT_QUERY_LENGTH)
+  work_dir_lib.check_settings(work, settings(config))
+  check_eval_questions(config.eval_questions)
+  return config
+
+
+def check_eval_questions(spec: Optional[str]) -> None:
+  """Refuses (DatasetError) an --eval_questions that is not jsonl:<existing file>, squad_open,
+  none or unset."""
+  from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
+  if spec is None or spec.lower() in NO_QUESTIONS or spec == SQUAD_QUESTIONS:
+    return
+  if not spec.startswith(datasets.JSONL_PREFIX):
+    raise datasets.DatasetError(
+        f"--eval_questions={spec!r}: give jsonl:<path> (questions about your documents, with "
+        f"\"answers\" and optionally \"doc_id\"), {SQUAD_QUESTIONS} or none.")
+  path = spec[len(datasets.JSONL_PREFIX):]
+  if not tf.io.gfile.exists(path):
+    raise datasets.DatasetError(f"--eval_questions: question file {path} does not exist.")
+
+
+def heldout_questions(config: PretrainJobConfig, corpus_manifest: Dict) -> Optional[str]:
+  """The questions of held-out question recall: `config.eval_questions` (None for none), or by
+  default SQuAD-open dev on the shipped corpus and none on other documents."""
+  spec = config.eval_questions
+  if spec is None:
+    built = work_dir_lib.normalize_inputs(corpus_manifest.get("inputs") or [])
+    shipped = work_dir_lib.normalize_inputs([default_corpus_path()])
+    return SQUAD_QUESTIONS if built == shipped else None
+  return None if spec.lower() in NO_QUESTIONS else spec
+
+
+def describe_heldout(config: PretrainJobConfig, questions: Optional[str]) -> str:
+  """One line saying which held-out figures the job reports (logged once, at the start)."""
+  line = (f"Held-out figures: retrieval utility, null-document posterior and MLM accuracy on "
+          f"{config.heldout_queries} masked sentences of held-out blocks "
+          f"({config.heldout_fraction:.0%} of the corpus)")
+  if questions == SQUAD_QUESTIONS:
+    return (line + f"; question recall@5/@20 (dense, and BM25 beside it) of up to "
+            f"{config.num_eval_questions} SQuAD-open dev questions.")
+  if questions:
+    return (line + f"; question recall@5/@20 (dense, and BM25 beside it) of up to "
+            f"{config.num_eval_questions} questions of {questions}.")
+  return (line + ". No question recall: give --eval_questions=jsonl:<path> (questions about your "
+          "documents with \"answers\", optionally \"doc_id\") to measure it.")
+
+
+def ensure_corpus(inputs: Optional[List[str]], corpus_dir: str,
+                  block_length: Optional[int] = packing.BLOCK_LENGTH) -> Dict:
+  """Builds the block corpus unless `corpus_dir` already holds one; returns its manifest.
+
+  `inputs` default to the shipped SQuAD dev set; local paths are recorded absolute. A None
+  `block_length` is the main job's default (work_dir.DEFAULT_BLOCK_LENGTH).
+  """
   if tf.io.gfile.exists(os.path.join(corpus_dir, corpus_lib.MANIFEST)):
     return corpus_lib.load_manifest(corpus_dir)
   from realm_tf.data.build_corpus import BuildCorpusConfig, build_corpus  # pylint: disable=g-import-not-at-top
-  result = build_corpus(BuildCorpusConfig(inputs=inputs or [default_corpus_path()],
-                                          output_dir=corpus_dir, num_shards=2,
-                                          max_block_length=block_length))
+  result = build_corpus(BuildCorpusConfig(
+      inputs=work_dir_lib.normalize_inputs(inputs or [default_corpus_path()]),
+      output_dir=corpus_dir, num_shards=2,
+      max_block_length=block_length or work_dir_lib.DEFAULT_BLOCK_LENGTH))
   logging.info("Corpus: %d blocks in %s (%s)", result["manifest"]["num_blocks"], corpus_dir,
                result["counters"])
   return result["manifest"]
@@ -150,9 +252,10 @@ def retriever_config(config: PretrainJobConfig) -> RetrieverConfig:
   pretrained sentence encoder initialises it)."""
   encoder = get_encoder_config(config.retriever_preset)
   size = config.projection_size or (encoder.hidden_size if config.retriever_init else 128)
+  block_length, query_length = shapes(config)
   return RetrieverConfig(encoder=encoder, projection_size=size, share_towers=config.share_towers,
-                         query_seq_length=config.query_length,
-                         doc_seq_length=config.block_length, pooling=config.retriever_pooling,
+                         query_seq_length=query_length,
+                         doc_seq_length=block_length, pooling=config.retriever_pooling,
                          projection_dropout=config.projection_dropout)
 
 
@@ -163,11 +266,19 @@ def reader_encoder(config: PretrainJobConfig):
 
 
 def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
-  """Runs every stage; returns the summary (also what `<work_dir>/summary.json` holds)."""
+  """Runs every stage; returns the summary (also what `<work_dir>/summary.json` holds).
+
+  The work dir is checked first (`prepare`), so a mismatch stops the job before any work.
+  """
+  config = prepare(config)
   strategy = strategy or tf.distribute.get_strategy()
   dirs = config.dirs()
   summary: Dict = {"dirs": dirs}
   corpus_manifest = ensure_corpus(config.inputs, dirs["corpus"], config.block_length)
+  work_dir_lib.record_settings(config.layout(), settings(config))
+  questions = heldout_questions(config, corpus_manifest)
+  logging.info("%s", describe_heldout(config, questions))
+  summary["heldout_questions"] = questions
   annotation_manifest = ensure_annotations(dirs["corpus"], dirs["annotations"])
   summary["corpus_blocks"] = corpus_manifest["num_blocks"]
   summary["annotated_records"] = annotation_manifest["num_records"]
@@ -210,8 +321,9 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
       min_recall=config.min_recall, data_service=config.data_service,
       jit_compile=config.jit_compile,
       heldout=HeldOutConfig(fraction=config.heldout_fraction, num_queries=config.heldout_queries,
-                            num_questions=config.eval_questions),
-      with_questions=not config.inputs), strategy)
+                            num_questions=config.num_eval_questions,
+                            questions=None if questions == SQUAD_QUESTIONS else questions),
+      with_questions=questions is not None), strategy)
   summary["train"] = realm["train"]
   log = realm["heldout_log"]
   if log:
@@ -235,9 +347,10 @@ def runs_reader_warmup(config: PretrainJobConfig) -> bool:
 
 def reader_warmup_config(config: PretrainJobConfig) -> reader_warmup.ReaderWarmupConfig:
   """The reader warm-up stage's config as the main job builds it from its own."""
+  block_length, query_length = shapes(config)
   return reader_warmup.ReaderWarmupConfig(
-      knowledge_encoder=reader_encoder(config), query_length=config.query_length,
-      seq_length=config.query_length + config.block_length,
+      knowledge_encoder=reader_encoder(config), query_length=query_length,
+      seq_length=query_length + block_length,
       batch_size=config.reader_warmup_batch_size, num_train_steps=config.reader_warmup_steps,
       learning_rate=config.reader_warmup_learning_rate,
       warmup_steps=config.reader_warmup_steps // 10,
@@ -258,13 +371,14 @@ def pretrain_config(config: PretrainJobConfig) -> PretrainConfig:
   steps = config.num_train_steps
   every = config.refresh_every_steps
   retriever = retriever_config(config)
+  block_length, query_length = shapes(config)
   return PretrainConfig(
       model=RealmConfig(retriever_encoder=retriever.encoder, reader_encoder=reader_encoder(config),
                         projection_size=retriever.projection_size,
                         share_towers=config.share_towers,
-                        query_seq_length=config.query_length,
-                        doc_seq_length=config.block_length,
-                        joint_seq_length=config.query_length + config.block_length,
+                        query_seq_length=query_length,
+                        doc_seq_length=block_length,
+                        joint_seq_length=query_length + block_length,
                         num_candidates=config.num_candidates,
                         retriever_pooling=config.retriever_pooling,
                         retriever_projection_dropout=config.projection_dropout,

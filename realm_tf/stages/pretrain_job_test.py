@@ -131,3 +131,49 @@ def test_paired_recall_change_counts_questions_moved_and_their_sign_test():
   assert line == ["Question recall@5 change, question by question over the same 14: 3 gained, "
                   "8 lost (net -5; two-sided sign test p=0.23)"]
   assert "question_hit@5_per_question" not in pretrain_job.heldout_lib.scalar_figures(end)
+
+
+def test_lengths_left_to_the_work_dir_are_the_main_jobs_until_it_says():
+  job = pretrain_job.PretrainJobConfig()
+  assert job.block_length is job.query_length is None
+  assert pretrain_job.shapes(job) == (128, 32)
+  assert pretrain_job.retriever_config(job).doc_seq_length == 128
+  assert pretrain_job.reader_warmup_config(job).seq_length == 160
+  job = pretrain_job.PretrainJobConfig(block_length=288, query_length=96)
+  assert pretrain_job.pretrain_config(job).model.joint_seq_length == 384
+  assert pretrain_job.settings(job) == {
+      "block_length": 288, "query_length": 96, "retriever_preset": "minilm",
+      "retriever_init": "minilm", "retriever_pooling": "mean", "projection_size": 384,
+      "share_towers": True, "reader_preset": "minilm", "reader_init": "minilm"}
+
+
+def test_the_held_out_questions_and_the_line_that_says_which_figures_are_reported():
+  from realm_tf.data.documents import default_corpus_path  # pylint: disable=g-import-not-at-top
+  shipped = {"inputs": [default_corpus_path()]}
+  mine = {"inputs": ["/data/my_docs.jsonl"]}
+  job = pretrain_job.PretrainJobConfig
+  assert pretrain_job.heldout_questions(job(), shipped) == "squad_open"
+  assert pretrain_job.heldout_questions(job(), mine) is None
+  assert pretrain_job.heldout_questions(job(eval_questions="none"), shipped) is None
+  assert pretrain_job.heldout_questions(job(eval_questions="jsonl:/q.jsonl"), mine) == \
+      "jsonl:/q.jsonl"
+  line = pretrain_job.describe_heldout(job(), None)
+  assert line.startswith("Held-out figures: retrieval utility, null-document posterior and MLM "
+                         "accuracy on 192 masked sentences of held-out blocks (10% of the corpus)")
+  assert line.endswith("No question recall: give --eval_questions=jsonl:<path> (questions about "
+                       "your documents with \"answers\", optionally \"doc_id\") to measure it.")
+  assert pretrain_job.describe_heldout(job(), "squad_open").endswith(
+      "; question recall@5/@20 (dense, and BM25 beside it) of up to 1000 SQuAD-open dev "
+      "questions.")
+  assert "of up to 1000 questions of jsonl:/q.jsonl." in pretrain_job.describe_heldout(
+      job(), "jsonl:/q.jsonl")
+
+
+def test_a_bad_eval_questions_setting_is_refused():
+  from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
+  for ok in (None, "", "none", "squad_open"):
+    pretrain_job.check_eval_questions(ok)
+  with pytest.raises(datasets.DatasetError, match="give jsonl:<path>"):
+    pretrain_job.check_eval_questions("my.jsonl")
+  with pytest.raises(datasets.DatasetError, match="question file /no/q.jsonl does not exist"):
+    pretrain_job.check_eval_questions("jsonl:/no/q.jsonl")
