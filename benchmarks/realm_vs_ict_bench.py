@@ -187,7 +187,7 @@ def job_config(config: RealmVsIctConfig, shared_dir: str, squad: str):
       ict_learning_rate=config.ict_learning_rate, reader_warmup_steps=config.reader_warmup_steps,
       batch_size=config.batch_size, num_train_steps=0, learning_rate=config.learning_rate,
       num_candidates=config.num_candidates, refresh_every_steps=config.refresh_every_steps,
-      seed=0, heldout_queries=config.heldout_queries, eval_questions=config.eval_questions,
+      seed=0, heldout_queries=config.heldout_queries, num_eval_questions=config.eval_questions,
       retriever_preset=config.retriever_preset, retriever_init=config.retriever_init,
       retriever_lr_multiplier=config.retriever_lr_multiplier,
       retriever_objective=config.retriever_objective,

@@ -95,6 +95,7 @@ def _committed(name):
 
 
 def test_realm_vs_ict_defaults_are_the_main_jobs_start():
+  from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
   from realm_tf.stages.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
   config = realm_vs_ict_bench.RealmVsIctConfig()
   assert config.seeds == ["0", "1", "2"]  # strings, as the results' `settings` record them
@@ -103,8 +104,9 @@ def test_realm_vs_ict_defaults_are_the_main_jobs_start():
   main = PretrainJobConfig()
   for field in ("retriever_preset", "retriever_init", "ict_steps", "learning_rate",
                 "retriever_lr_multiplier", "retriever_objective", "null_bias_learning_rate",
-                "block_length", "query_length", "batch_size", "num_candidates"):
+                "batch_size", "num_candidates"):
     assert getattr(config, field) == getattr(main, field), field
+  assert (config.block_length, config.query_length) == pretrain_job.shapes(main)  # a new work dir
   # The committed result was measured with these defaults.
   committed = _committed("realm_vs_ict")
   for field in ("retriever_preset", "retriever_lr_multiplier", "retriever_objective",

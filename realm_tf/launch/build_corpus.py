@@ -7,8 +7,8 @@ r"""Builds the block corpus Z with Apache Beam (in-process FnApiRunner by defaul
 
 The corpus goes to <work_dir>/corpus unless --output_dir says otherwise; its manifest records the
 block length, which every later stage reads. Without --inputs the shipped SQuAD v1.1 dev
-paragraphs are used. Flags this program does not
-define (--project, --direct_num_workers=2, ...) are passed to Beam as pipeline options.
+paragraphs are used. Flags this program does not define (--project, --direct_num_workers=2, ...)
+are passed to Beam as pipeline options.
 Prints the counts (documents, blocks, bad records by kind) and the manifest fingerprint.
 """
 import json
@@ -26,8 +26,8 @@ HELP = {
     "num_shards": "Number of output shards.",
     "strict": "Stop at the first bad input record instead of counting it.",
     "max_document_bytes": "Reject documents of this many UTF-8 bytes or more.",
-    "max_block_length": "Wordpieces per block incl. [CLS] title [SEP] body [SEP] (REALM: 288; the "
-                        "main job's default: 128).",
+    "block_length": "Wordpieces per block incl. [CLS] title [SEP] body [SEP] (REALM: 288; the "
+                    "main job's default: 128).",
     "max_title_length": "Title wordpieces kept.",
     "overwrite": "Replace an existing corpus in --output_dir.",
     "inputs": "Document file globs (comma-separated); default: the shipped SQuAD v1.1 dev set.",
@@ -55,9 +55,8 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  help_texts = dict(HELP, block_length=HELP["max_block_length"])
   config_flags.define_config_flags(
-      build_corpus.BuildCorpusConfig, help_texts, skip=_SKIP, flag_values=flag_values,
+      build_corpus.BuildCorpusConfig, HELP, skip=_SKIP, flag_values=flag_values,
       names=_FLAG_NAMES, defaults={"inputs": None, "output_dir": None,
                                    "max_block_length": work_dir.DEFAULT_BLOCK_LENGTH},
       choices={"fmt": documents.FORMAT_CHOICES})

@@ -218,7 +218,7 @@ def _flag_error_message(e: Exception) -> str:
                        message)
   if match:
     name = match.group(1)
-    text = flags.FLAGS[name].help if name in flags.FLAGS else ""
+    text = (flags.FLAGS[name].help if name in flags.FLAGS else "").replace(" (required)", "")
     return f"--{name} is required" + (f" ({text.rstrip('.')})." if text else ".")
   match = re.fullmatch(r"flag --(\w+)=.*?: (.*--\1\b.*)", message)
   return match.group(2) if match else message
