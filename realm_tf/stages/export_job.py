@@ -68,7 +68,7 @@ def load_model(model_dir=None, init_checkpoint=None, reader_init_checkpoint=None
   from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   if bool(model_dir) == bool(init_checkpoint):
-    raise ValueError("Give exactly one of --model_dir and --init_checkpoint.")
+    raise ValueError("Give exactly one of --model_dir and --init.")
   if model_dir and not tf.io.gfile.exists(os.path.join(model_dir, "config.json")):
     raise FileNotFoundError(f"--model_dir {model_dir} has no config.json (not a fine-tuning "
                             "model_dir).")
@@ -77,7 +77,7 @@ def load_model(model_dir=None, init_checkpoint=None, reader_init_checkpoint=None
     model, _, bundle = finetune.load_finetuned(model_dir, index_dir, corpus_dir)
   else:
     if not index_dir or not corpus_dir:
-      raise ValueError("--init_checkpoint needs --index_dir and --corpus_dir.")
+      raise ValueError("--init needs --index_dir and --corpus_dir.")
     from realm_tf.training import warm_start  # pylint: disable=g-import-not-at-top
     if warm_start.source_kind(init_checkpoint) == "trainer" and \
         warm_start.trainer_run_kind(init_checkpoint) == "openqa":
