@@ -155,14 +155,19 @@ def lookup_rest(a: Dict) -> Dict:
   tf.constant(0.0).numpy()
   start = proc_status()
   lookup, open_seconds = _timed(lambda: BlockLookup.open(a["corpus_dir"]))
+  batch = 4096
+  # One traced shape: the last batch is padded with an unknown id (-1), which packs to nothing.
   pack = tf.function(lambda ids: tf.reduce_sum(lookup.documents(
-      lookup.rows(ids), 288, tok.cls_id, tok.sep_id)["input_mask"]))
+      lookup.rows(ids), 288, tok.cls_id, tok.sep_id)["input_mask"]),
+                     input_signature=[tf.TensorSpec([batch], tf.int64)])
   ids = np.asarray(lookup.block_ids)
 
   def touch():
     total = 0
-    for lo in range(0, lookup.size, 4096):
-      total += int(pack(tf.constant(ids[lo:lo + 4096])))
+    for lo in range(0, lookup.size, batch):
+      chunk = np.full([batch], -1, np.int64)
+      chunk[:min(batch, lookup.size - lo)] = ids[lo:lo + batch]
+      total += int(pack(tf.constant(chunk)))
     return total
 
   pieces, seconds = _timed(touch)
@@ -423,11 +428,18 @@ def dense_recall(a: Dict) -> Dict:
   reset_peak()
   base2 = proc_status()
   figures, recall_s = _timed(lambda: evaluator.question_recall(bundle))
-  return {"num_questions": len(evaluator.questions), "setup_seconds": setup_s,
+  recall_peak = proc_status()["VmHWM"] - base2["VmRSS"]
+  # What open-QA fine-tuning places where the model runs (on every replica): the index's
+  # variables, beside which the lookup stays on the host.
+  from realm_tf.openqa.model import FrozenIndex  # pylint: disable=g-import-not-at-top
+  replica = {v.name: int(np.prod(v.shape)) * v.dtype.size
+             for v in FrozenIndex.from_bundle(bundle, lookup).variables() if v is not None}
+  return {"replica_variable_bytes": replica, "num_questions": len(evaluator.questions),
+          "setup_seconds": setup_s,
           "setup_rss_added": set_up["VmRSS"] - start["VmRSS"], "topk_seconds": topk_s,
           "topk_peak_above_embeddings": topk_peak, "embedding_bytes": int(emb.nbytes),
           "question_recall_seconds": recall_s,
-          "question_recall_peak_above_start": proc_status()["VmHWM"] - base2["VmRSS"],
+          "question_recall_peak_above_start": recall_peak,
           "question_recall@20": figures.get("question_recall@20")}
 
 
