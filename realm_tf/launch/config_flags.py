@@ -47,6 +47,15 @@ def _is_list_of(tp, item) -> bool:
           and typing.get_args(tp) == (item,))
 
 
+def _all_integers(values) -> bool:
+  """Whether a list flag's values are all integers (checked as the flag is parsed)."""
+  try:
+    [int(v) for v in values or ()]  # pylint: disable=expression-not-assigned
+  except ValueError:
+    return False
+  return True
+
+
 def _int_list(name: str, values):
   try:
     return [int(v) for v in values]
@@ -114,6 +123,8 @@ def define_config_flags(config_cls, help_texts: Dict[str, str],
     elif _is_list_of(tp, int):
       flags.DEFINE_list(name, None if default is None else [str(v) for v in default], text,
                         flag_values=flag_values)
+      flags.register_validator(name, _all_integers, f"--{name} takes comma-separated integers.",
+                               flag_values=flag_values)
     else:
       raise TypeError(f"{config_cls.__name__}.{field.name}: unsupported flag type {tp}.")
   if required:

@@ -43,9 +43,13 @@ def test_an_empty_optional_string_is_none_and_an_empty_plain_string_stays_empty(
   assert config.dir is None and config.name == ""
 
 
-def test_an_integer_list_flag_that_is_not_integers_is_refused_by_name():
+def test_an_integer_list_flag_that_is_not_integers_is_refused_by_name_as_it_is_parsed():
+  with pytest.raises(flags.IllegalFlagValueError, match="--ks takes comma-separated integers"):
+    _defined(["prog", "--ks=1,x"])
   with pytest.raises(ValueError, match="--ks takes comma-separated integers, got '1,x'"):
-    config_flags.config_from_flags(_Config, _defined(["prog", "--ks=1,x"]))
+    fv = _defined()
+    fv["ks"].value = ["1", "x"]  # set without parsing: still refused by name
+    config_flags.config_from_flags(_Config, fv)
 
 
 def test_flags_are_the_calling_programs_key_flags():
