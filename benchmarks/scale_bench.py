@@ -467,12 +467,20 @@ def summarize(config: ScaleBenchConfig, baseline: Dict, sizes: Dict[int, Dict],
         "blocks_per_second_this_machine": rate, "preset": config.preset,
         "hours_to_embed_paper_corpus_this_machine": scale_fit.PAPER_BLOCKS / rate / 3600}
   if figures:
-    largest, smallest = max(figures), min(figures)
-    stages_largest = next(s for n, s in sizes.items() if blocks.get(n) == largest)
-    bm25 = stages_largest.get("bm25")
+    # Each goal reads the largest size that has its figures (a stage that failed or was not run
+    # at the largest size falls back to a smaller one, named in `figures_from_smaller_sizes`).
+    largest_figures, largest_stages, source = {}, {}, {}
+    for n in sorted(figures):
+      largest_figures.update(figures[n])
+      source.update(dict.fromkeys(figures[n], n))
+      largest_stages.update(next(s for m, s in sizes.items() if blocks.get(m) == n))
+    largest = max(figures)
+    bm25 = largest_stages.get("bm25")
     payload["goals"] = scale_fit.goals(
-        fits, figures[largest], largest, figures[smallest], stages_largest, config.positions,
+        fits, largest_figures, largest, figures[min(figures)], largest_stages, config.positions,
         bm25_goals_fn(bm25) if bm25 and bm25_goals_fn else None)
+    payload["goals"]["figures_from_smaller_sizes"] = {k: n for k, n in sorted(source.items())
+                                                      if n != largest}
     payload["host_at_paper_scale"] = scale_fit.host_at_paper_scale(fits)
   return payload
 

@@ -136,6 +136,20 @@ def test_summarize_writes_fits_goals_and_the_host_sums():
       pytest.approx(13_353_718 / 20 / 3600)
   assert set(payload["host_at_paper_scale"]) == {"trainer", "refresher"}
   assert payload["goals"]["lookup_rest_bytes_per_block"]["met"] is True
+  assert payload["goals"]["figures_from_smaller_sizes"] == {}
+
+
+def test_a_goal_whose_stage_failed_at_the_largest_size_reads_a_smaller_one():
+  config = scale_bench.ScaleBenchConfig(sizes=[100_000, 1_000_000])
+  sizes = {n: _stages(n) for n in config.sizes}
+  sizes[1_000_000]["bm25"] = {"failed": "out of memory"}
+  payload = scale_bench.summarize(config, {"VmHWM": 400e6}, sizes,
+                                  {"annotation": {}, "embedding": None},
+                                  lambda r: {"build_seconds_le_60": True})
+  goal = payload["goals"]["bm25_at_1M"]
+  assert goal["at_blocks"] == 100_000 and goal["met"] is False  # not measured at 1M
+  assert payload["goals"]["figures_from_smaller_sizes"]["bm25.build_seconds"] == 100_000
+  assert payload["goals"]["lookup_rest_bytes_per_block"]["met"] is True
 
 
 def test_the_config_comes_from_the_command_line():
