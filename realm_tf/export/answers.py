@@ -4,8 +4,9 @@ The served open-QA model and `realm_reader` share this path: `question_features`
 packs the questions exactly as `realm_tf.openqa.features.QuestionFeaturizer` does on the host,
 `read_blocks` runs the reader over `[CLS] question [SEP] body [SEP]`, and `select_answers` turns
 the reader's span logits into the top distinct answer strings, cut out of the block texts by the
-byte offsets `BlockTable` (block_table.py) keeps. Doing this in the graph is what lets a client
-send raw strings and get answers back with no Python on either side.
+byte offsets of their wordpieces (block_table.text_blocks tokenizes the texts with offsets).
+Doing this in the graph is what lets a client send raw strings and get answers back with no
+Python on either side.
 """
 from typing import Dict, Mapping
 
@@ -47,7 +48,7 @@ def select_answers(span_logits, block_offset, blocks: Mapping[str, tf.Tensor], n
       -1e9), as `OpenQAModel.read` returns them.
     block_offset: int32 [B, K], reader position of each block's first body wordpiece.
     blocks: `starts` / `limits` int32 [B, K, L] byte offsets of the body wordpieces and `texts`
-      string [B, K] (see BlockTable.gather / text_blocks).
+      string [B, K] (see block_table.text_blocks).
     num_answers: A, answers returned per question.
     max_candidates: M ≥ A, best spans considered; spans whose text repeats a better span's are
       dropped, so up to M - A duplicates are absorbed.
@@ -108,7 +109,7 @@ def read_blocks(model, features: Mapping[str, tf.Tensor], blocks: Mapping[str, t
   """Reader over `[CLS] question [SEP] body [SEP]` for blocks [B, K], then `select_answers`.
 
   `model` is an `OpenQAModel` (its `read` and config are used); `features` come from
-  `question_features`; `blocks` from `BlockTable.gather` or `text_blocks`.
+  `question_features`; `blocks` from `BlockTable.reader_blocks` or `text_blocks`.
   """
   cfg = model.config.reader
   inputs = features_lib.pack_reader_inputs(

@@ -20,7 +20,7 @@ def _grid(b, k, t, w, spans):
 
 
 def test_select_answers_text_probability_dedup(table, tokenizer):
-  blocks = table.gather(tf.constant([[0, 1]]))
+  blocks = table.reader_blocks(tf.constant([[0, 1]]), tokenizer)
   offset = tf.constant([[3, 3]])  # `[CLS] q q [SEP]`: bodies start at reader position 3
   logits = _grid(1, 2, 20, 4, {
       (0, 1, 3, 3): 5.0,   # block 1, piece 0: "Paris"
@@ -41,8 +41,9 @@ def test_select_answers_text_probability_dedup(table, tokenizer):
   np.testing.assert_allclose(out["answer_scores"].numpy()[0, :3], [5.0, 4.5, 3.0])
 
 
-def test_select_answers_drops_repeated_strings(table):
-  blocks = table.gather(tf.constant([[1, 1]]))  # the same block twice: same spans, same text
+def test_select_answers_drops_repeated_strings(table, tokenizer):
+  # The same block twice: same spans, same text.
+  blocks = table.reader_blocks(tf.constant([[1, 1]]), tokenizer)
   logits = _grid(1, 2, 12, 3, {(0, 0, 3, 3): 2.0, (0, 1, 3, 3): 1.9, (0, 0, 4, 4): 1.0}).numpy()
   out = answers.select_answers(tf.constant(logits), tf.constant([[3, 3]]), blocks, 2, 4)
   assert [a.decode() for a in out["answers"].numpy()[0]] == ["Paris", "is"]
@@ -51,8 +52,8 @@ def test_select_answers_drops_repeated_strings(table):
     answers.select_answers(tf.constant(logits), tf.constant([[3, 3]]), blocks, 5, 4)
 
 
-def test_select_answers_with_fewer_spans_than_candidates(table):
-  blocks = table.gather(tf.constant([[1]]))
+def test_select_answers_with_fewer_spans_than_candidates(table, tokenizer):
+  blocks = table.reader_blocks(tf.constant([[1]]), tokenizer)
   logits = _grid(1, 1, 5, 2, {(0, 0, 3, 4): 0.5})  # 10 cells < 32 candidates
   out = answers.select_answers(logits, tf.constant([[3]]), blocks, 3, 32)
   assert [a.decode() for a in out["answers"].numpy()[0]] == ["Paris is", "", ""]

@@ -5,15 +5,16 @@
     query_embedder  realm_query_embedder: questions [B] → embeddings   (modules.py)
     doc_embedder    realm_doc_embedder: titles, bodies [B] → embeddings
     searcher        realm_searcher / realm_searcher_scann: embeddings → top-k block ids
-    reader          realm_reader: questions + block ids or texts → answers
+    reader          realm_reader: questions + block texts → answers (holds no corpus)
 
 `export_components` exports a subset of one fine-tuned open-QA model under one version number
 (the next free one by default), refusing up front anything that would leave a partial run: an
 unknown component, an existing version, a doc embedder without its index bundle. The pieces live
 beside this module: versioning.py (SavedModel I/O, versions, op checks), block_table.py (the
-corpus inside a SavedModel), answers.py (in-graph reading and answer selection), mips.py (the
-stock / ScaNN search), modules.py (the part modules), openqa.py and warmup.py. job.py rebuilds a
-model from a model_dir and calls `export_components` (the `python -m realm_tf.launch.export` job).
+corpus inside realm_openqa, the one component holding it), answers.py (in-graph reading and
+answer selection), mips.py (the stock / ScaNN search), modules.py (the part modules), openqa.py
+and warmup.py. realm_tf/stages/export_job.py rebuilds a model from a model_dir and calls
+`export_components` (the `python -m realm_tf.launch.export` job).
 """
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -23,7 +24,6 @@ import tensorflow as tf
 
 from realm_tf.export import openqa
 from realm_tf.export import warmup as warmup_lib
-from realm_tf.export.block_table import BlockTable
 from realm_tf.export.modules import (DOC_EMBEDDER, QUERY_EMBEDDER, READER, SEARCHER,
                                      DocEmbedderModule, QueryEmbedderModule, ReaderModule,
                                      SearcherModule)
@@ -62,8 +62,7 @@ def model_names(components: Sequence[str], variants: Sequence[str]) -> List[str]
 
 def export_components(model, tokenizer: RealmTokenizer, export_base: str,
                       version: Optional[int] = None, components: Sequence[str] = COMPONENTS,
-                      variants: Sequence[str] = ("stock",), bundle=None,
-                      table: Optional[BlockTable] = None, searcher_k: int = 10,
+                      variants: Sequence[str] = ("stock",), bundle=None, searcher_k: int = 10,
                       num_answers: int = 5, max_candidates: int = 20, scann_config=None,
                       warmup_questions: Optional[Sequence[str]] = None) -> Dict[str, str]:
   """Exports the chosen components of a fine-tuned open-QA model; returns {model name: path}.
@@ -79,8 +78,6 @@ def export_components(model, tokenizer: RealmTokenizer, export_base: str,
       realm_searcher_scann).
     bundle: the IndexBundle (needed for doc_embedder: its embedder export is the document tower;
       recorded in realm_export.json).
-    table: a BlockTable of the model's index (built once when omitted and openqa or the reader
-      is exported).
     searcher_k: neighbours returned by realm_searcher's serving_default.
     num_answers, max_candidates: answers returned per question, and best spans considered before
       dropping repeated answer strings (>= num_answers).
@@ -108,13 +105,11 @@ def export_components(model, tokenizer: RealmTokenizer, export_base: str,
     path = os.path.join(export_base, name, str(version))
     if tf.io.gfile.exists(path):
       raise FileExistsError(f"{path} already exists; choose another --version.")
-  if table is None and ("openqa" in components or "reader" in components):
-    table = BlockTable.from_index(model.index, tokenizer)
   questions = list(warmup_questions or warmup_lib.DEFAULT_QUESTIONS)
   info = model_info(model, bundle)
   out = {}
   if "openqa" in components:
-    out.update(openqa.export_openqa(model, tokenizer, export_base, version, variants, table=table,
+    out.update(openqa.export_openqa(model, tokenizer, export_base, version, variants,
                                     bundle=bundle, num_answers=num_answers,
                                     max_candidates=max_candidates, scann_config=scann_config,
                                     warmup_questions=questions))
@@ -132,7 +127,7 @@ def export_components(model, tokenizer: RealmTokenizer, export_base: str,
                                     scann_config, info)
       out[name] = path
   if "reader" in components:
-    out[READER] = _export_reader(model, tokenizer, table, export_base, version, info, questions,
+    out[READER] = _export_reader(model, tokenizer, export_base, version, info, questions,
                                  num_answers, max_candidates)
   return out
 
@@ -140,8 +135,7 @@ def export_components(model, tokenizer: RealmTokenizer, export_base: str,
 def _export_doc_embedder(model, tokenizer, bundle, export_base, version, info, n) -> str:
   """realm_doc_embedder, warmed up with the first `n` blocks of the index."""
   m = DocEmbedderModule(bundle.query_embedder, tokenizer)
-  titles = [str(t) for t in model.index.titles[:n]]
-  bodies = [str(t) for t in model.index.bodies[:n]]
+  titles, bodies = model.index.texts(range(min(n, model.index.size)))
   return publish_saved_model(
       m, export_base, DOC_EMBEDDER, version, m.signatures(), info=info,
       warmup_requests=warmup_lib.requests(DOC_EMBEDDER, [
@@ -152,7 +146,7 @@ def _export_searcher(model, export_base, version, variant, searcher_k, scann_con
   """(name, path) of realm_searcher[_scann] over the index, warmed up with random queries."""
   name = variant_model_name(SEARCHER, variant)
   m = SearcherModule(model.index.embeddings_np, model.index.block_ids, searcher_k, variant,
-                     scann_config)
+                     scann_config, embedding_variable=model.index.variables()[0])
   dim = model.index.embeddings_np.shape[1]
   q = np.random.default_rng(0).normal(size=(4, dim)).astype(np.float32)
   return name, publish_saved_model(
@@ -162,19 +156,16 @@ def _export_searcher(model, export_base, version, variant, searcher_k, scann_con
                                                   {"query_embeddings": q}]))
 
 
-def _export_reader(model, tokenizer, table, export_base, version, info, questions, num_answers,
+def _export_reader(model, tokenizer, export_base, version, info, questions, num_answers,
                    max_candidates) -> str:
-  """realm_reader over `table`, with a warm-up request for each of its three signatures."""
-  m = ReaderModule(model, table, tokenizer, num_answers, max_candidates)
+  """realm_reader, with a warm-up request for each of its signatures (the first K blocks)."""
+  m = ReaderModule(model, tokenizer, num_answers, max_candidates)
   k = model.reader_beam_size
-  ids = np.asarray(model.index.block_ids[:k], np.int64)
-  texts = np.array([str(t).encode("utf-8") for t in model.index.bodies[:k]], dtype=object)
-  batch = {"questions": questions[:1], "block_ids": ids[None]}
+  texts = np.array([t.encode("utf-8") for t in model.index.texts(range(k))[1]], dtype=object)
+  batch = {"questions": questions[:1], "block_texts": texts[None]}
   return publish_saved_model(
       m, export_base, READER, version, m.signatures(),
       info=dict(info, num_answers=num_answers, max_candidates=max_candidates),
       warmup_requests=warmup_lib.requests(READER, [batch]) + warmup_lib.requests(
           READER, [dict(batch, retrieval_scores=np.zeros([1, k], np.float32))],
-          signature_name="read_scored") + warmup_lib.requests(
-              READER, [{"questions": questions[:1], "block_texts": texts[None]}],
-              signature_name="read_texts"))
+          signature_name="read_scored"))

@@ -69,20 +69,20 @@ def test_component_exports_reload_in_fresh_process(micro, exported, tmp_path):
   questions = ex_testing.strings(ex_testing.QUESTIONS[:3])
   q_emb = model.embed_questions({f"query/{k}": v for k, v in _query_features(micro).items()})
   rows = np.array([[0, 5, 7], [3, 2, 1], [11, 4, 6]])
-  block_ids = index.block_ids[rows]
   scores = np.array([[2.0, 1.0, 0.5], [0.1, 0.2, 0.3], [0.0, -1.0, 1.0]], np.float32)
-  texts = np.array([[index.bodies[r].encode() for r in row] for row in rows], dtype=object)
-  titles = ex_testing.strings([str(t) for t in index.titles[:4]])
-  bodies = ex_testing.strings([str(t) for t in index.bodies[:4]])
+  texts = np.array([[index.texts([r])[1][0].encode() for r in row] for row in rows], dtype=object)
+  titles = ex_testing.strings(index.texts(range(4))[0])
+  bodies = ex_testing.strings(index.texts(range(4))[1])
   calls = [
       (paths["realm_query_embedder"], "serving_default", {"questions": questions}, False),
       (paths["realm_doc_embedder"], "serving_default", {"titles": titles, "bodies": bodies}, False),
       (paths["realm_searcher"], "serving_default", {"query_embeddings": q_emb.numpy()}, False),
       (paths["realm_searcher"], "search_k", {"query_embeddings": q_emb.numpy(),
                                              "k": np.array(2, np.int32)}, False),
-      (paths["realm_reader"], "read_scored", {"questions": questions, "block_ids": block_ids,
+      (paths["realm_reader"], "read_scored", {"questions": questions, "block_texts": texts,
                                               "retrieval_scores": scores}, False),
-      (paths["realm_reader"], "read_texts", {"questions": questions, "block_texts": texts}, False),
+      (paths["realm_reader"], "serving_default", {"questions": questions, "block_texts": texts},
+       False),
       (paths["realm_searcher_scann"], "serving_default", {"query_embeddings": q_emb.numpy()},
        True),
   ]
@@ -107,12 +107,12 @@ def test_component_exports_reload_in_fresh_process(micro, exported, tmp_path):
   np.testing.assert_array_equal(out[3]["rows"], exact_rows[:, :2])
   np.testing.assert_array_equal(out[6]["block_ids"], out[2]["block_ids"])
   np.testing.assert_allclose(out[6]["scores"], out[2]["scores"], atol=1e-4)
-  # Reader by ids (with scores) = the model's predict_spans on the same rows.
+  # Reader of the blocks' texts (with scores) = the model's predict_spans on the same rows.
   ref = _reference_spans(micro, rows, scores)
   np.testing.assert_array_equal(out[4]["answers"][:, 0], ref["answer"])
   np.testing.assert_allclose(out[4]["probabilities"][:, 0], ref["probability"], atol=1e-5)
   np.testing.assert_array_equal(out[4]["answer_block_index"][:, 0], ref["block_index"])
-  # Reading texts = reading the same blocks by id with zero retrieval scores.
+  # Without scores = the same blocks read with zero retrieval scores.
   ref0 = _reference_spans(micro, rows, np.zeros_like(scores))
   np.testing.assert_array_equal(out[5]["answers"][:, 0], ref0["answer"])
   np.testing.assert_allclose(out[5]["probabilities"][:, 0], ref0["probability"], atol=1e-5)
@@ -137,19 +137,25 @@ def _reference_spans(micro, rows, scores):
                              retrieval_scores=tf.constant(scores))
   block = pred["block_index"].numpy()
   chosen = rows[np.arange(len(rows)), block]
-  texts = [model.index.bodies[r] for r in chosen]
+  texts = [model.index.texts([r])[1][0] for r in chosen]
   answer = features_lib.span_text(micro.tokenizer, tf.constant(texts), pred["start_piece"],
                                   pred["end_piece"]).numpy()
   return {"answer": answer, "probability": pred["probability"].numpy(), "block_index": block}
 
 
 @pytest.mark.slow
-def test_reader_rejects_unknown_block_ids(exported):
-  base, _ = exported
-  loaded = tf.saved_model.load(os.path.join(base, "realm_reader", "1"))
-  with pytest.raises(tf.errors.InvalidArgumentError, match="not in the exported corpus"):
-    loaded.signatures["serving_default"](questions=tf.constant(["who?"]),
-                                         block_ids=tf.constant([[123]], tf.int64))
+def test_only_realm_openqa_holds_the_corpus(micro, exported, tmp_path):
+  """The part models hold no block text: exporting every component keeps one corpus copy."""
+  _, paths = exported
+  openqa_path = components.export_components(
+      micro.model, micro.tokenizer, str(tmp_path), 1, ["openqa"])["realm_openqa"]
+  text = micro.model.index.texts(range(micro.model.index.size))[1][0].encode()
+  for name, path in dict(paths, realm_openqa=openqa_path).items():
+    data = b""
+    for f in os.listdir(os.path.join(path, "variables")):
+      with open(os.path.join(path, "variables", f), "rb") as fh:
+        data += fh.read()
+    assert (text in data) == (name == "realm_openqa"), name
 
 
 @pytest.mark.slow

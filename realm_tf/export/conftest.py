@@ -11,5 +11,5 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module")
-def table(tokenizer):  # pylint: disable=redefined-outer-name
-  return export_models.small_block_table(tokenizer)
+def table():
+  return export_models.small_block_table()

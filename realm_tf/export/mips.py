@@ -13,15 +13,26 @@ from realm_tf.export.versioning import VARIANTS, ServingExportError
 
 
 class StockMips(tf.Module):
-  """Exact MIPS in stock ops: scores = q · Eᵀ (matmul) then top_k, like OpenQAModel.retrieve."""
+  """Exact MIPS in stock ops: scores = q · Eᵀ (matmul) then top_k, like OpenQAModel.retrieve.
+
+  `embeddings` is a numpy array (copied once into a new variable) or a float32 tf.Variable
+  [N, D], used as is: the open-QA model's own index variable, so an export process holds the
+  matrix once. The variable is only read whole (never gathered), so reads never copy it.
+  """
 
   kind = "stock"
 
-  def __init__(self, embeddings: np.ndarray, name: str = "stock_mips"):
+  def __init__(self, embeddings, name: str = "stock_mips"):
     super().__init__(name=name)
-    embeddings = np.asarray(embeddings, np.float32)
-    self.num_rows, self.dim = embeddings.shape
-    self.embeddings = tf.Variable(embeddings, trainable=False, name="embeddings")
+    if isinstance(embeddings, tf.Variable):
+      if embeddings.dtype != tf.float32 or embeddings.shape.rank != 2:
+        raise ServingExportError(f"StockMips needs a float32 [N, D] variable, got "
+                                 f"{embeddings.dtype.name} {embeddings.shape}.")
+      self.embeddings = embeddings
+    else:
+      self.embeddings = tf.Variable(np.asarray(embeddings, np.float32), trainable=False,
+                                    name="embeddings")
+    self.num_rows, self.dim = self.embeddings.shape.as_list()
 
   def search(self, queries, k):
     """(rows int32 [B, k], scores float32 [B, k]), best first."""
@@ -50,11 +61,14 @@ class ScannMips(tf.Module):
     return tf.reshape(rows, shape), tf.reshape(scores, shape)
 
 
-def make_mips(embeddings: np.ndarray, variant: str, scann_config=None):
-  """StockMips ("stock") or ScannMips ("scann") over `embeddings`; ServingExportError naming
-  the variants for anything else."""
+def make_mips(embeddings: np.ndarray, variant: str, scann_config=None, variable=None):
+  """StockMips ("stock") or ScannMips ("scann") over `embeddings` (float32 [N, D], e.g. the
+  index's memory-mapped matrix); ServingExportError naming the variants for anything else.
+
+  `variable`, a tf.Variable already holding `embeddings` (`FrozenIndex.variables()[0]`), is
+  what the stock variant then searches, instead of a second in-memory copy of the matrix."""
   if variant == "stock":
-    return StockMips(embeddings)
+    return StockMips(embeddings if variable is None else variable)
   if variant == "scann":
     return ScannMips(embeddings, scann_config)
   raise ServingExportError(f"Unknown variant {variant!r}; choose from {VARIANTS}.")

@@ -8,7 +8,7 @@ preprocessing and any TF Serving client can call it, and contains no `py_functio
     realm_doc_embedder    titles [B], bodies [B] → embeddings [B, D]
     realm_searcher        query_embeddings [B, D] → block_ids, rows, scores [B, k]
                           (stock exact MIPS, or `realm_searcher_scann` with ScaNN ops)
-    realm_reader          questions [B] + block ids [B, K] (or block texts [B, K]) → answers
+    realm_reader          questions [B] + block texts [B, K] → answers
 
 Every module's `signatures()` is what `versioning.publish_saved_model` saves; components.py
 builds and publishes them, and docs/SERVING_SIGNATURES.md lists every signature.
@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.export.answers import question_features, read_blocks
-from realm_tf.export.block_table import BlockTable, text_blocks
+from realm_tf.export.block_table import text_blocks
 from realm_tf.export.mips import make_mips
 from realm_tf.export.versioning import SERVING_DEFAULT, ServingExportError
 from realm_tf.text import RealmTokenizer, pack_document
@@ -102,14 +102,16 @@ class SearcherModule(tf.Module):
   """
 
   def __init__(self, embeddings: np.ndarray, block_ids: np.ndarray, k: int, variant: str,
-               scann_config=None):
+               scann_config=None, embedding_variable=None):
+    """`embedding_variable`: a variable already holding `embeddings` (the model's index
+    variable), which the stock variant then uses instead of a copy (see make_mips)."""
     super().__init__(name="realm_searcher")
     n = len(block_ids)
     if embeddings.shape[0] != n:
       raise ServingExportError(f"{embeddings.shape[0]} embeddings but {n} block ids.")
     self.k = min(int(k), n)
     self.variant = variant
-    self.mips = make_mips(embeddings, variant, scann_config)
+    self.mips = make_mips(embeddings, variant, scann_config, embedding_variable)
     self.block_ids = tf.Variable(np.asarray(block_ids, np.int64), trainable=False,
                                  name="block_ids")
     dim = embeddings.shape[1]
@@ -139,52 +141,41 @@ class SearcherModule(tf.Module):
 
 
 class ReaderModule(tf.Module):
-  """`realm_reader`: questions [B] and K blocks each → the top A answers per question.
+  """`realm_reader`: questions [B] and K block texts each → the top A answers per question.
 
-  Signatures (outputs `answers` string [B, A], `probabilities`, `answer_scores` float32 [B, A],
-  `answer_block_index` int32 [B, A] into the given blocks):
-    serving_default: `questions` [B], `block_ids` int64 [B, K] (blocks of the exported corpus),
-      read with a retriever logit of 0.
+  The reader holds no corpus (`realm_openqa` holds the one copy; its `blocks` signature gives the
+  texts of block ids): it tokenizes the texts it is given in the graph, as `realm_openqa` does
+  for the blocks it retrieves. Signatures (outputs `answers` string [B, A], `probabilities`,
+  `answer_scores` float32 [B, A], `answer_block_index` int32 [B, A] into the given blocks):
+    serving_default: `questions` [B], `block_texts` string [B, K], read with a retriever logit
+      of 0.
     read_scored: + `retrieval_scores` float32 [B, K], added to every span logit of its block as
-      in open-QA (realm_searcher's output → realm_reader reproduces realm_openqa).
-    read_texts: `questions` [B], `block_texts` string [B, K] (any text, tokenized in the graph).
+      in open-QA (realm_searcher's scores and the texts of its block ids → realm_reader
+      reproduces realm_openqa).
   """
 
-  def __init__(self, model, table: BlockTable, tokenizer: RealmTokenizer, num_answers: int = 5,
+  def __init__(self, model, tokenizer: RealmTokenizer, num_answers: int = 5,
                max_candidates: int = 20):
     super().__init__(name="realm_reader")
     self.weights = TrackedVariables(list(model.reader.variables))
-    self.table = table
     self.tokenizer = tokenizer
     cfg = model.config
 
-    def feats(questions):
-      return question_features(tokenizer, questions, cfg.retriever.query_seq_length,
-                               cfg.reader.query_length)
+    def read_scored(questions, block_texts, retrieval_scores):
+      feats = question_features(tokenizer, questions, cfg.retriever.query_seq_length,
+                                cfg.reader.query_length)
+      return read_blocks(model, feats, text_blocks(tokenizer, block_texts), retrieval_scores,
+                         num_answers, max_candidates)
 
-    def by_ids(questions, block_ids, retrieval_scores):
-      blocks = table.gather(table.rows_for_block_ids(block_ids))
-      return read_blocks(model, feats(questions), blocks, retrieval_scores, num_answers,
-                         max_candidates)
+    def read(questions, block_texts):
+      return read_scored(questions, block_texts, tf.zeros(tf.shape(block_texts), tf.float32))
 
-    def read(questions, block_ids):
-      return by_ids(questions, block_ids, tf.zeros(tf.shape(block_ids), tf.float32))
-
-    def read_texts(questions, block_texts):
-      blocks = text_blocks(tokenizer, block_texts)
-      return read_blocks(model, feats(questions), blocks,
-                         tf.zeros(tf.shape(block_texts), tf.float32), num_answers,
-                         max_candidates)
-
-    ids_spec = tf.TensorSpec([None, None], tf.int64, name="block_ids")
-    self.read = tf.function(read, input_signature=[_string_spec("questions"), ids_spec])
-    self.read_scored = tf.function(by_ids, input_signature=[
-        _string_spec("questions"), ids_spec,
+    texts_spec = _string_spec("block_texts", rank=2)
+    self.read = tf.function(read, input_signature=[_string_spec("questions"), texts_spec])
+    self.read_scored = tf.function(read_scored, input_signature=[
+        _string_spec("questions"), texts_spec,
         tf.TensorSpec([None, None], tf.float32, name="retrieval_scores")])
-    self.read_texts = tf.function(read_texts, input_signature=[
-        _string_spec("questions"), _string_spec("block_texts", rank=2)])
 
   def signatures(self):
     """{signature name: tf.function} to save (see the class docstring)."""
-    return {SERVING_DEFAULT: self.read, "read_scored": self.read_scored,
-            "read_texts": self.read_texts}
+    return {SERVING_DEFAULT: self.read, "read_scored": self.read_scored}

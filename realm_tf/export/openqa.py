@@ -1,9 +1,15 @@
 """`realm_openqa`: the whole open-QA system as one SavedModel, question strings in, answers out.
 
     questions [B] ──FastBertTokenizer (TF.Text)──▶ `[CLS] q [SEP]` ──query tower──▶ q [B, D]
-      ──MIPS──▶ K evidence rows ──BlockTable (wordpieces + byte offsets, in the SavedModel)──▶
-      `[CLS] q [SEP] body [SEP]` [B, K, T] ──reader──▶ span logits (+ retriever logit)
-      ──select_answers──▶ top A distinct answer strings cut from the block texts by byte offset
+      ──MIPS──▶ K evidence rows ──BlockTable (block texts, in the SavedModel)──▶ K texts
+      ──FastBertTokenizer with byte offsets──▶ `[CLS] q [SEP] body [SEP]` [B, K, T] ──reader──▶
+      span logits (+ retriever logit) ──select_answers──▶ top A distinct answer strings cut from
+      the block texts by byte offset
+
+The export holds the corpus once, as texts (block_table.py): the wordpieces of the K blocks a
+question reads are computed when it is asked, as ORQA's export did, and equal the corpus'
+stored wordpieces. Its `blocks` signature gives the titles and texts of block ids, so the part
+models (`realm_searcher` → `realm_reader`, which hold no corpus) can be fed from it.
 
 Two variants of the MIPS step (docs/SERVING_SIGNATURES.md):
   * `stock` (model `realm_openqa`): exact search, `MatMul` + `TopKV2` over the embedding matrix
@@ -45,13 +51,15 @@ STATUS_EMPTY_QUESTION = "empty_question"
 class OpenQAModule(tf.Module):
   """Question strings [B] → answers and evidence (serving_default; see module docstring).
 
-  Outputs, B questions, A = num_answers, K = the model's reader beam:
+  serving_default outputs, B questions, A = num_answers, K = the model's reader beam:
     answers string [B, A], probabilities float32 [B, A], answer_scores float32 [B, A],
     answer_block_ids int64 [B, A] (-1: no answer), answer_block_index int32 [B, A],
     evidence_block_ids int64 [B, K], evidence_titles / evidence_texts string [B, K],
     evidence_scores float32 [B, K] (retriever logits), all best first,
     status string [B]: "ok", or "empty_question" for a question without wordpieces, whose row
     holds no answer and no evidence (see module docstring).
+  blocks: `block_ids` int64 [B, K] → `titles`, `texts` string [B, K] (InvalidArgument naming an
+    id that is not in the exported corpus).
   """
 
   def __init__(self, model, tokenizer: RealmTokenizer, table: BlockTable,
@@ -67,7 +75,8 @@ class OpenQAModule(tf.Module):
         list(model.reader.variables))
     self.tokenizer = tokenizer
     self.table = table
-    self.mips = make_mips(model.index.embeddings_np, variant, scann_config)
+    self.mips = make_mips(model.index.embeddings_np, variant, scann_config,
+                          model.index.variables()[0])
     self.num_blocks = int(model.reader_beam_size)
     self.num_answers = int(num_answers)
     cfg = model.config
@@ -78,7 +87,7 @@ class OpenQAModule(tf.Module):
                                 cfg.reader.query_length)
       query = model.embed_questions(feats, training=False)
       rows, scores = self.mips.search(query, k)
-      blocks = table.gather(rows)
+      blocks = table.reader_blocks(rows, tokenizer)
       out = read_blocks(model, feats, blocks, scores, num_answers, max_candidates)
       index = out["answer_block_index"]
       out["answer_block_ids"] = tf.where(
@@ -92,8 +101,16 @@ class OpenQAModule(tf.Module):
     self.answer = tf.function(answer, input_signature=[
         tf.TensorSpec([None], tf.string, name="questions")])
 
+    def blocks(block_ids):
+      out = table.gather(table.rows_for_block_ids(block_ids))
+      return {"titles": out["titles"], "texts": out["texts"]}
+
+    self.blocks = tf.function(blocks, input_signature=[
+        tf.TensorSpec([None, None], tf.int64, name="block_ids")])
+
   def signatures(self):
-    return {SERVING_DEFAULT: self.answer}
+    """{signature name: tf.function} to save (see the class docstring)."""
+    return {SERVING_DEFAULT: self.answer, "blocks": self.blocks}
 
 
 # What a row holds for a question that was not asked (no wordpieces).
@@ -122,7 +139,7 @@ def export_openqa(model, tokenizer: RealmTokenizer, export_base: str, version: i
   """Exports `realm_openqa` (stock) and/or `realm_openqa_scann`; returns {model name: path}.
 
   Args:
-    model: a built, fine-tuned `OpenQAModel` (its FrozenIndex must keep titles and texts).
+    model: a built, fine-tuned `OpenQAModel` (its FrozenIndex's lookup gives the texts).
     tokenizer: the model's RealmTokenizer.
     export_base: TF Serving base directory (`<export_base>/<name>/<version>/`).
     variants: "stock" and/or "scann".
@@ -134,6 +151,7 @@ def export_openqa(model, tokenizer: RealmTokenizer, export_base: str, version: i
   questions = list(warmup_questions or warmup_lib.DEFAULT_QUESTIONS)
   info = model_info(model, bundle)
   out = {}
+  ids = np.asarray(model.index.block_ids[:model.reader_beam_size], np.int64)[None]
   for variant in variants:
     name = variant_model_name(OPENQA, variant)
     module = OpenQAModule(model, tokenizer, table, variant, num_answers, max_candidates,
@@ -142,7 +160,8 @@ def export_openqa(model, tokenizer: RealmTokenizer, export_base: str, version: i
         module, export_base, name, version, module.signatures(), options=save_options(variant),
         info=dict(info, variant=variant, num_answers=num_answers, max_candidates=max_candidates,
                   reader_beam_size=module.num_blocks),
-        warmup_requests=warmup_lib.string_requests(name, "questions", questions))
+        warmup_requests=warmup_lib.string_requests(name, "questions", questions) +
+        warmup_lib.requests(name, [{"block_ids": ids}], signature_name="blocks"))
     if variant == "stock":
       check_saved_model_ops(path, forbidden_prefixes=("Scann",))
     out[name] = path
@@ -165,7 +184,7 @@ def in_process_answers(model, tokenizer: RealmTokenizer, questions: Sequence[str
   rows = pred["rows"][:, :k].numpy()
   block = pred["block_index"].numpy()
   chosen = rows[np.arange(len(questions)), block]
-  texts = np.array([model.index.bodies[r] for r in chosen], dtype=object)
+  texts = np.array([model.index.texts([r])[1][0] for r in chosen], dtype=object)
   answer = features_lib.span_text(tokenizer, tf.constant(texts.astype(str).tolist()),
                                   pred["start_piece"], pred["end_piece"]).numpy()
   return {"answer": answer, "probability": pred["probability"].numpy(),

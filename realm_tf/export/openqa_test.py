@@ -34,9 +34,15 @@ def test_openqa_variants_in_fresh_process_equal_in_process_model(system, exporte
   questions = list(ex_testing.QUESTIONS)
   ref = openqa.in_process_answers(system.model, system.tokenizer, questions)
   feeds = {"questions": ex_testing.strings(questions)}
-  stock, scann = ex_testing.run_in_fresh_process(str(tmp_path), [
+  index = system.model.index
+  ids = index.block_ids[[[3, 0], [11, 3]]]
+  stock, scann, blocks = ex_testing.run_in_fresh_process(str(tmp_path), [
       (paths["realm_openqa"], "serving_default", feeds, False),
-      (paths["realm_openqa_scann"], "serving_default", feeds, True)])
+      (paths["realm_openqa_scann"], "serving_default", feeds, True),
+      (paths["realm_openqa"], "blocks", {"block_ids": ids}, False)])
+  # `blocks`: the titles and texts of block ids, for the part models.
+  assert [t.decode() for t in blocks["titles"].ravel()] == index.texts([3, 0, 11, 3])[0]
+  assert [t.decode() for t in blocks["texts"].ravel()] == index.texts([3, 0, 11, 3])[1]
   # The stock variant needs nothing beyond TensorFlow + TF.Text; neither has a py_function.
   assert stock["unregistered_ops"].tolist() == [""]
   # Beyond core TF only the tokenizer's TF.Text ops (in tensorflow_model_server since 2.12).
@@ -48,7 +54,6 @@ def test_openqa_variants_in_fresh_process_equal_in_process_model(system, exporte
   scann_ops = versioning.check_saved_model_ops(paths["realm_openqa_scann"])
   assert {"Scann>ScannSearchBatched", "Scann>TensorsToScann"} <= set(scann_ops)
   k = system.model.reader_beam_size
-  index = system.model.index
   for out in (stock, scann):
     assert out["answers"].shape == (5, 3) and out["evidence_block_ids"].shape == (5, k)
     np.testing.assert_array_equal(out["answers"][:, 0], ref["answer"])
@@ -59,8 +64,8 @@ def test_openqa_variants_in_fresh_process_equal_in_process_model(system, exporte
     for i in range(5):
       for j in range(k):
         r = rows[int(out["evidence_block_ids"][i, j])]
-        assert out["evidence_titles"][i, j].decode() == index.titles[r]
-        assert out["evidence_texts"][i, j].decode() == index.bodies[r]
+        assert out["evidence_titles"][i, j].decode() == index.texts([r])[0][0]
+        assert out["evidence_texts"][i, j].decode() == index.texts([r])[1][0]
       answers = [a for a in out["answers"][i] if a]
       assert len(set(answers)) == len(answers)  # distinct strings
       assert np.all(np.diff(out["probabilities"][i]) <= 1e-7)  # best first
@@ -83,14 +88,22 @@ def test_openqa_rows_do_not_depend_on_batch(exported):
                                atol=1e-5)
 
 
+def test_blocks_rejects_unknown_block_ids(exported):
+  _, paths = exported
+  fn = tf.saved_model.load(paths["realm_openqa"]).signatures["blocks"]
+  with pytest.raises(tf.errors.InvalidArgumentError, match="not in the exported corpus"):
+    fn(block_ids=tf.constant([[123]], tf.int64))
+
+
 def test_openqa_export_info_and_warmup(exported):
   base, paths = exported
   info = versioning.read_export_info(paths["realm_openqa_scann"])
   assert info["variant"] == "scann" and info["model_name"] == "realm_openqa_scann"
   assert info["num_answers"] == 3 and info["index_version"] >= 1
   reqs = warmup.read_warmup_file(paths["realm_openqa"])
-  assert [r.inputs["questions"].tensor_shape.dim[0].size for r in reqs] == [
+  assert [r.inputs["questions"].tensor_shape.dim[0].size for r in reqs[:2]] == [
       1, len(warmup.DEFAULT_QUESTIONS)]
+  assert reqs[2].model_spec.signature_name == "blocks"
   assert versioning.next_version(base, ["realm_openqa"]) == 2
   assert sorted(os.listdir(os.path.join(base, "realm_openqa"))) == ["1"]
 

@@ -1,0 +1,417 @@
+r"""Export scale benchmark: bytes of the serving exports, the export's peak memory, the server's.
+
+For each corpus size N it writes (or takes, `--corpus_dir`) a block corpus of 288-wordpiece
+blocks, stand-in random unit embeddings [N, 128] (an .npy memory-mapped as an index bundle's is:
+the export's cost does not depend on their values), builds a micro-tower `OpenQAModel` over a
+`FrozenIndex` of them, and measures, each step in its own process:
+
+  * the export of `realm_openqa` (stock ops): its bytes on disk, the process's peak RSS (VmHWM,
+    model build included; it counts the pages of the memory-mapped corpus and embeddings the
+    process has read), its peak RssAnon (sampled: its own memory only) and its RSS just before
+    exporting;
+  * the other corpus-dependent components (`realm_searcher`, `realm_reader`,
+    `realm_query_embedder`) exported together: their bytes and peak;
+  * `python -m realm_tf.launch.model_server` serving that `realm_openqa`: its RSS (VmRSS) once
+    the version is AVAILABLE (warm-up replayed) and after a few questions, and the same server's
+    RSS with no model loaded (TensorFlow, TF.Text and ScaNN imported: a constant).
+
+Each against the corpus' text bytes (titles + bodies, UTF-8) and embedding bytes (N x 128 x 4).
+The synthetic texts are whole vocabulary words drawn by a Zipf law over the 20,000 most frequent,
+so each word is one wordpiece and the stored wordpieces re-tokenize exactly, as the corpus
+builder guarantees for real text. With several sizes, per-block slopes are fitted and the figures
+extrapolated to REALM's 13,353,718 blocks.
+
+  python -m benchmarks.export_bench --num_blocks=20000,100000
+  python -m benchmarks.export_bench --num_blocks=1000000 --result_name=export_1m
+
+Writes benchmarks/results/<result_name>.json. The settings are an `ExportBenchConfig` (one
+field per flag); `run(config)` runs the benchmark, so it can be called without the command line.
+"""
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+REALM_BLOCKS = 13_353_718
+BLOCK_WORDPIECES = 288
+EMBEDDING_DIM = 128
+QUESTIONS = ("who wrote the novel pride and prejudice", "what is the capital of france",
+             "when was the eiffel tower built", "which river flows through vienna")
+
+
+@dataclasses.dataclass
+class ExportBenchConfig:
+  """Corpus sizes to measure (or one existing corpus), which components to export beside
+  `realm_openqa`, where to work, and the JSON's name."""
+  num_blocks: List[int] = dataclasses.field(default_factory=lambda: [20000, 100000])
+  corpus_dir: Optional[str] = None
+  components: List[str] = dataclasses.field(
+      default_factory=lambda: ["searcher", "reader", "query_embedder"])
+  work_dir: Optional[str] = None
+  keep_work_dir: bool = False
+  server_timeout_s: float = 1800.0
+  result_name: str = "export"
+  seed: int = 0
+
+
+HELP = {
+    "num_blocks": "Corpus sizes (synthetic corpora), one measurement each.",
+    "corpus_dir": "Measure this existing corpus instead (its lookup is built if missing).",
+    "components": "Components exported (together, in one more process) beside realm_openqa.",
+    "work_dir": "Where corpora and exports go (default: a temporary directory).",
+    "keep_work_dir": "Keep the work directory.",
+    "server_timeout_s": "Longest wait for the model server to load the export.",
+    "result_name": "JSON name under benchmarks/results/.",
+    "seed": "Seed of the synthetic texts and embeddings.",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs.
+
+def proc_memory(pid: int) -> Dict[str, int]:
+  """VmRSS, VmHWM, RssAnon, RssFile of process `pid`, in bytes (Linux /proc)."""
+  out = {}
+  with open(f"/proc/{pid}/status", encoding="ascii") as f:
+    for line in f:
+      key, _, value = line.partition(":")
+      if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+        out[key] = int(value.split()[0]) * 1024
+  return out
+
+
+class AnonPeak:
+  """Samples this process's RssAnon every `interval_s` in a thread: the peak of its own memory,
+  without the file-backed pages (shared libraries, memory-mapped corpus and embeddings) that
+  VmHWM also counts."""
+
+  def __init__(self, interval_s: float = 0.02):
+    import threading  # pylint: disable=g-import-not-at-top
+    self.peak = 0
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
+    self._thread.start()
+
+  def _run(self, interval_s):
+    while not self._stop.is_set():
+      self.peak = max(self.peak, proc_memory(os.getpid())["RssAnon"])
+      self._stop.wait(interval_s)
+
+  def stop(self) -> int:
+    self._stop.set()
+    self._thread.join()
+    self.peak = max(self.peak, proc_memory(os.getpid())["RssAnon"])
+    return self.peak
+
+
+def dir_bytes(path: str) -> int:
+  """Bytes of every file under `path`."""
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def corpus_bytes(export_dir: str) -> int:
+  """Bytes of an export's variables that are not numeric model or index arrays: its copy of the
+  corpus text (string and uint8 variables; the variables' files less every other variable's
+  bytes)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  reader = tf.train.load_checkpoint(os.path.join(export_dir, "variables", "variables"))
+  shapes = reader.get_variable_to_shape_map()
+  numeric = sum(int(np.prod(shapes[name])) * dtype.size
+                for name, dtype in reader.get_variable_to_dtype_map().items()
+                if dtype not in (tf.string, tf.uint8))
+  return dir_bytes(os.path.join(export_dir, "variables")) - numeric
+
+
+def write_synthetic_corpus(corpus_dir: str, num_blocks: int, seed: int = 0,
+                           shard_size: int = 50_000) -> None:
+  """Writes `num_blocks` blocks of BLOCK_WORDPIECES wordpieces ([CLS] title [SEP] body [SEP])
+  with the real corpus writer, streaming one shard at a time."""
+  from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  tok = RealmTokenizer()
+  vocab = list(tok.vocab)
+  # Whole lowercase words, in the vocabulary's (roughly frequency) order.
+  ids = np.array([i for i, w in enumerate(vocab) if w.isascii() and w.isalpha() and
+                  w.islower() and len(w) > 1][:20000])
+  words = np.array(vocab, dtype=object)
+  p = 1.0 / np.arange(1, len(ids) + 1)
+  p /= p.sum()
+  rng = np.random.default_rng(seed)
+  os.makedirs(corpus_dir, exist_ok=True)
+  num_shards = max(1, -(-num_blocks // shard_size))
+  shards = []
+  for s in range(num_shards):
+    lo, hi = s * shard_size, min((s + 1) * shard_size, num_blocks)
+    title_len = rng.integers(1, 4, size=hi - lo)
+    drawn = rng.choice(ids, size=(hi - lo, BLOCK_WORDPIECES), p=p)
+
+    def records():
+      for i in range(hi - lo):
+        t = int(title_len[i])
+        title_ids, body_ids = drawn[i, :t], drawn[i, t:BLOCK_WORDPIECES - 3]
+        doc_id = f"doc{lo + i}"
+        yield corpus.block_example(corpus.block_id_for(doc_id, 0), doc_id,
+                                   " ".join(words[title_ids]), " ".join(words[body_ids]),
+                                   title_ids.tolist(), body_ids.tolist())
+
+    path = os.path.join(corpus_dir, corpus.SHARD_PATTERN.format(s, num_shards))
+    shards.append(corpus.write_shard(path, records()))
+  corpus.write_manifest(corpus_dir, shards, tok.fingerprint, BLOCK_WORDPIECES)
+
+
+def write_embeddings(path: str, num_blocks: int, seed: int = 0, chunk: int = 100_000) -> None:
+  """Stand-in document embeddings: random unit vectors float32 [N, EMBEDDING_DIM] as an .npy."""
+  rng = np.random.default_rng(seed + 1)
+  out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                  shape=(num_blocks, EMBEDDING_DIM))
+  for lo in range(0, num_blocks, chunk):
+    e = rng.normal(size=(min(chunk, num_blocks - lo), EMBEDDING_DIM)).astype(np.float32)
+    out[lo:lo + len(e)] = e / np.linalg.norm(e, axis=1, keepdims=True)
+  out.flush()
+  del out
+
+
+# ---------------------------------------------------------------------------------------------
+# The export, in a child process (`python -c "...export_child(...)"`).
+
+def export_child(corpus_dir: str, embeddings_path: str, export_base: str, components: List[str],
+                 out_json: str) -> None:
+  """Builds the micro OpenQAModel over the corpus and embeddings, exports `components` (stock
+  variant) and writes {paths, seconds, RSS before, VmHWM, peak RssAnon} to `out_json`."""
+  anon = AnonPeak()
+  from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
+  from realm_tf.export import components as components_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa.model import FrozenIndex, OpenQAConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.testing import openqa_models as oqt  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  tok = RealmTokenizer()
+  lookup = BlockLookup.open(corpus_dir)
+  index = FrozenIndex(np.load(embeddings_path, mmap_mode="r"), np.asarray(lookup.block_ids),
+                      lookup)
+  config = OpenQAConfig(retriever=oqt.micro_retriever_config(projection_size=EMBEDDING_DIM),
+                        reader=oqt.micro_reader_config())
+  model = finetune.build_model(config, index, tok)
+  before = proc_memory(os.getpid())
+  t0 = time.time()
+  paths = components_lib.export_components(model, tok, export_base, 1, components, ("stock",),
+                                           searcher_k=10)
+  seconds = time.time() - t0
+  with open(out_json, "w", encoding="utf-8") as f:
+    json.dump({"paths": paths, "seconds": seconds, "rss_before_export": before["VmRSS"],
+               "peak_rss": proc_memory(os.getpid())["VmHWM"], "peak_rss_anon": anon.stop()}, f)
+
+
+def run_export_child(corpus_dir, embeddings_path, export_base, components, work) -> Dict:
+  """Runs `export_child` in a fresh interpreter; returns its JSON plus each model's bytes."""
+  out_json = os.path.join(work, f"export_{'_'.join(components)}.json")
+  code = ("import sys, json; from benchmarks import export_bench as b; "
+          "b.export_child(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), "
+          "sys.argv[5])")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+             PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run([sys.executable, "-c", code, corpus_dir, embeddings_path, export_base,
+                         json.dumps(components), out_json], env=env, capture_output=True,
+                        text=True, check=False)
+  if proc.returncode:
+    raise RuntimeError(f"export of {components} failed ({proc.returncode}):\n"
+                       f"{proc.stderr[-4000:]}")
+  with open(out_json, encoding="utf-8") as f:
+    result = json.load(f)
+  result["bytes"] = {name: dir_bytes(path) for name, path in result["paths"].items()}
+  result["variables_bytes"] = {name: dir_bytes(os.path.join(path, "variables"))
+                               for name, path in result["paths"].items()}
+  result["corpus_bytes"] = {name: corpus_bytes(path) for name, path in result["paths"].items()}
+  return result
+
+
+def start_server(model_name: str, model_base: str, log_path: str):
+  """`python -m realm_tf.launch.model_server` serving `model_base` as `model_name`."""
+  from serving import subprocess_server  # pylint: disable=g-import-not-at-top
+  port = subprocess_server.free_port()
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+             PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return subprocess_server.ServerProcess(
+      [sys.executable, "-m", "realm_tf.launch.model_server", f"--port={port}",
+       "--bind_address=127.0.0.1", f"--model_name={model_name}",
+       f"--model_base_path={model_base}", "--file_system_poll_wait_seconds=0"], port,
+      log_path, env=env)
+
+
+def server_memory(model_name: str, model_base: str, work: str, timeout: float) -> Dict:
+  """The model server's RSS with no model (serving an empty base path, once its port answers)
+  and on `model_base`: once AVAILABLE, and after answering QUESTIONS (one request each)."""
+  import grpc  # pylint: disable=g-import-not-at-top
+  from serving import client  # pylint: disable=g-import-not-at-top
+  empty = os.path.join(work, "no_versions")
+  os.makedirs(empty, exist_ok=True)
+  server = start_server(model_name, empty, os.path.join(work, "server_empty.log"))
+  try:
+    with grpc.insecure_channel(server.address) as channel:
+      grpc.channel_ready_future(channel).result(timeout=timeout)
+    time.sleep(2.0)
+    floor = proc_memory(server.proc.pid)
+  finally:
+    server.stop()
+  server = start_server(model_name, model_base, os.path.join(work, f"server_{model_name}.log"))
+  try:
+    t0 = time.time()
+    server.wait_ready([model_name], timeout=timeout)
+    ready_s = time.time() - t0
+    loaded = proc_memory(server.proc.pid)
+    with client.PredictClient(server.address, model_name, timeout=120) as c:
+      for q in QUESTIONS:
+        c.predict({"questions": np.array([q.encode()], dtype=object)})
+    served = proc_memory(server.proc.pid)
+  finally:
+    server.stop()
+  return {"seconds_to_available": ready_s, "rss_without_model": floor["VmRSS"],
+          "rss_loaded": loaded["VmRSS"], "rss_anon_loaded": loaded["RssAnon"],
+          "rss_file_loaded": loaded["RssFile"], "rss_after_questions": served["VmRSS"],
+          "peak_rss": served["VmHWM"]}
+
+
+def measure(corpus_dir: str, work: str, components: List[str], seed: int,
+            server_timeout_s: float) -> Dict:
+  """One corpus: embeddings, both exports, the server; every figure of one size."""
+  from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
+  lookup = BlockLookup.open(corpus_dir)
+  n = lookup.size
+  embeddings_path = os.path.join(work, "embeddings.npy")
+  write_embeddings(embeddings_path, n, seed)
+  base = os.path.join(work, "exports")
+  openqa = run_export_child(corpus_dir, embeddings_path, base, ["openqa"], work)
+  parts = run_export_child(corpus_dir, embeddings_path, base, components, work) \
+      if components else None
+  server = server_memory("realm_openqa", os.path.join(base, "realm_openqa"), work,
+                         server_timeout_s)
+  text = int(lookup.meta["num_text_bytes"])
+  emb = n * EMBEDDING_DIM * 4
+  size = openqa["bytes"]["realm_openqa"]
+  held = dict(openqa["corpus_bytes"], **(parts["corpus_bytes"] if parts else {}))
+  return {
+      "num_blocks": n,
+      "text_bytes": text,
+      "embedding_bytes": emb,
+      "wordpieces": lookup.num_tokens,
+      "corpus_bytes_by_model": held,
+      "openqa": {"export_bytes": size, "variables_bytes": openqa["variables_bytes"]["realm_openqa"],
+                 "export_seconds": openqa["seconds"], "export_peak_rss": openqa["peak_rss"],
+                 "export_peak_rss_anon": openqa["peak_rss_anon"],
+                 "rss_before_export": openqa["rss_before_export"]},
+      "other_components": parts and {
+          "export_bytes": parts["bytes"], "export_peak_rss": parts["peak_rss"],
+          "rss_before_export": parts["rss_before_export"], "export_seconds": parts["seconds"]},
+      "server": server,
+      "ratios": {
+          "export_over_text_plus_embeddings": size / (text + emb),
+          "export_peak_over_export": openqa["peak_rss"] / size,
+          "export_peak_anon_over_export": openqa["peak_rss_anon"] / size,
+          "server_rss_over_export": server["rss_loaded"] / size,
+          "server_rss_added_over_export": (server["rss_loaded"] - server["rss_without_model"]) /
+                                          size,
+          "corpus_copies": sum(held.values()) / text,
+      },
+  }
+
+
+def fit(runs: List[Dict], key_fn) -> Optional[Dict]:
+  """Least-squares line of key_fn(run) against N over `runs`: per-block slope, intercept and
+  the values at 1M and REALM_BLOCKS (None with one run)."""
+  if len(runs) < 2:
+    return None
+  n = np.array([r["num_blocks"] for r in runs], np.float64)
+  y = np.array([key_fn(r) for r in runs], np.float64)
+  slope, intercept = np.polyfit(n, y, 1)
+  return {"bytes_per_block": float(slope), "intercept_bytes": float(intercept),
+          "at_1m_bytes": float(intercept + slope * 1e6),
+          "at_13_35m_bytes": float(intercept + slope * REALM_BLOCKS)}
+
+
+def goals(ratios: Dict) -> Dict[str, bool]:
+  """The export goals of the scale issue, from one set of ratios (`measure`'s)."""
+  return {
+      "export_within_1_5x_text_plus_embeddings":
+          ratios["export_over_text_plus_embeddings"] <= 1.5,
+      "export_peak_within_2x_export": ratios["export_peak_over_export"] <= 2.0,
+      "server_rss_within_1_5x_export": ratios["server_rss_over_export"] <= 1.5,
+  }
+
+
+def extrapolated(fits: Dict, at: str) -> Optional[Dict]:
+  """The ratios `measure` reports, from the fitted lines at `at` ("1m" or "13_35m")."""
+  if fits["openqa_export_bytes"] is None:
+    return None
+  value = lambda name: fits[name][f"at_{at}_bytes"]  # pylint: disable=unnecessary-lambda-assignment
+  size = value("openqa_export_bytes")
+  ratios = {
+      "export_over_text_plus_embeddings": size / value("text_plus_embedding_bytes"),
+      "export_peak_over_export": value("openqa_export_peak_rss") / size,
+      "export_peak_anon_over_export": value("openqa_export_peak_rss_anon") / size,
+      "server_rss_over_export": value("server_rss_loaded") / size,
+  }
+  return {"ratios": ratios, "goals": goals(ratios)}
+
+
+def run(config: ExportBenchConfig) -> str:
+  """Measures every size (or `corpus_dir`), writes benchmarks/results/<result_name>.json;
+  returns its path."""
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  work_root = config.work_dir or tempfile.mkdtemp(prefix="export_bench-")
+  runs = []
+  try:
+    sizes = [None] if config.corpus_dir else list(config.num_blocks)
+    for n in sizes:
+      work = os.path.join(work_root, f"n{n}" if n else "corpus")
+      os.makedirs(work, exist_ok=True)
+      corpus_dir = config.corpus_dir
+      t0 = time.time()
+      if corpus_dir is None:
+        corpus_dir = os.path.join(work, "corpus")
+        write_synthetic_corpus(corpus_dir, n, config.seed)
+      corpus_s = time.time() - t0
+      result = measure(corpus_dir, work, list(config.components), config.seed,
+                       config.server_timeout_s)
+      result["corpus_seconds"] = corpus_s
+      runs.append(result)
+      print(json.dumps(result, indent=2), flush=True)
+      if not config.keep_work_dir:
+        shutil.rmtree(work, ignore_errors=True)
+  finally:
+    if not config.keep_work_dir and not config.work_dir:
+      shutil.rmtree(work_root, ignore_errors=True)
+  largest = max(runs, key=lambda r: r["num_blocks"])
+  fits = {
+      "openqa_export_bytes": fit(runs, lambda r: r["openqa"]["export_bytes"]),
+      "text_plus_embedding_bytes": fit(runs, lambda r: r["text_bytes"] + r["embedding_bytes"]),
+      "openqa_export_peak_rss": fit(runs, lambda r: r["openqa"]["export_peak_rss"]),
+      "openqa_export_peak_rss_anon": fit(runs, lambda r: r["openqa"]["export_peak_rss_anon"]),
+      "server_rss_loaded": fit(runs, lambda r: r["server"]["rss_loaded"]),
+  }
+  return common.write_result(config.result_name, {
+      "corpus": {"source": config.corpus_dir or
+                 "synthetic: whole vocabulary words (Zipf over the 20,000 most frequent), one "
+                 "wordpiece each, 288-wordpiece blocks", "block_wordpieces": BLOCK_WORDPIECES},
+      "embeddings": f"stand-in random unit vectors [N, {EMBEDDING_DIM}] float32 (the export's "
+                    "cost does not depend on their values)",
+      "model": "micro towers (realm_tf.testing.openqa_models), stock MIPS variant",
+      "runs": runs,
+      "fits": fits,
+      "extrapolated": {"1m": extrapolated(fits, "1m"), "13_35m": extrapolated(fits, "13_35m")},
+      "goals": dict(goals(largest["ratios"]), at_num_blocks=largest["num_blocks"],
+                    one_copy_of_the_corpus=largest["ratios"]["corpus_copies"] < 1.5),
+  })
+
+
+if __name__ == "__main__":
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(ExportBenchConfig, HELP, run)
