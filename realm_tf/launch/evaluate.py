@@ -55,15 +55,14 @@ def define_flags(flag_values=flags.FLAGS):
   """
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  from realm_tf.launch import finetune  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import evaluate  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("work_dir", work_dir.DEFAULT_ROOT, HELP["work_dir"],
                       flag_values=flag_values)
   config_flags.define_config_flags(evaluate.EvaluateConfig, HELP, flag_values=flag_values,
                                    required=("dataset",), defaults={"model_dir": None},
                                    choices={"retriever": evaluate.RETRIEVERS})
-  flags.register_validator("dataset", finetune.dataset_validator("--dataset"),
-                           flag_values=flag_values)
+  validators.register(flag_values, dataset=validators.dataset())
 
 
 def config_from_flags(flag_values=flags.FLAGS):

@@ -77,6 +77,7 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import export_job  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
   help_texts = dict(HELP, components=HELP["components"].format(names=", ".join(
       components.COMPONENTS)))
@@ -88,6 +89,8 @@ def define_flags(flag_values=flags.FLAGS):
       multi=("warmup_questions",),
       choices={"variant": export_job.VARIANT_CHOICES, "scann_mode": scann_searcher.MODES})
   config_flags.define_deprecated_aliases(RENAMED, flag_values)
+  validators.register(flag_values, init=validators.warm_start("--init"),
+                      reader_init=validators.warm_start("--reader_init"))
 
 
 def config_from_flags(flag_values=flags.FLAGS):

@@ -32,7 +32,7 @@ def test_flags_parse_into_the_export_config():
     fv(["export", "--variant=fast"])
 
 
-def test_paths_derive_from_the_work_dir_and_old_names_still_work():
+def test_paths_derive_from_the_work_dir_and_old_names_still_work(tmp_path):
   from absl import flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import export  # pylint: disable=g-import-not-at-top
@@ -47,11 +47,14 @@ def test_paths_derive_from_the_work_dir_and_old_names_still_work():
   assert export.config_from_flags(parsed("--work_dir=/w")) == ExportConfig(
       model_dir="/w/finetune", export_base="/w/serving")
   # Warm-start weights: the work dir's index and corpus (its model_dir is not read).
-  fv = parsed("--work_dir=/w", "--init_checkpoint=/r", "--reader_init_checkpoint=minilm",
-              "--index_dir=/i")
+  (tmp_path / "model.safetensors").write_bytes(b"")  # a Hugging Face BERT dir, to warm_start
+  fv = parsed("--work_dir=/w", f"--init_checkpoint={tmp_path}",
+              "--reader_init_checkpoint=minilm", "--index_dir=/i")
   assert export.config_from_flags(fv) == ExportConfig(
-      init_checkpoint="/r", reader_init_checkpoint="minilm", index_dir="/i",
+      init_checkpoint=str(tmp_path), reader_init_checkpoint="minilm", index_dir="/i",
       corpus_dir="/w/corpus", export_base="/w/serving")
+  with pytest.raises(flags.IllegalFlagValueError, match="--init: Warm-start source /no/run"):
+    parsed("--init=/no/run")
   assert config_flags.deprecated_aliases_used(fv) == [("init_checkpoint", "init"),
                                                       ("reader_init_checkpoint", "reader_init")]
 

@@ -141,6 +141,7 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.encoder_config import PRESETS  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
@@ -161,27 +162,8 @@ def define_flags(flag_values=flags.FLAGS):
       defaults=dict(CPU_RECIPE["job"], **{name: None for name in _PATHS}), flag_values=fv)
   distribution_flags.define_flags(fv)
   config_flags.define_deprecated_aliases(RENAMED, fv)
-  flags.register_validator("dataset", dataset_validator("--dataset"), flag_values=fv)
-
-
-def dataset_validator(flag: str):
-  """An absl validator of a --dataset value (also evaluate's): a known name, or jsonl:<path> of
-  an existing file; refuses anything else at parse time, naming the choices."""
-
-  def check(value):
-    if value is None:
-      return True  # a required flag: absl says so
-    from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    try:
-      if datasets.check_dataset(value) == "jsonl":
-        path = value[len(datasets.JSONL_PREFIX):]
-        if not tf.io.gfile.exists(path):
-          raise datasets.DatasetError(f"{flag}: question file {path} does not exist.")
-    except datasets.DatasetError as e:
-      raise flags.ValidationError(str(e)) from None
-    return True
-  return check
+  validators.register(fv, dataset=validators.dataset(), init=validators.warm_start("--init"),
+                      reader_init=validators.warm_start("--reader_init"))
 
 
 def paths_from_flags(flag_values=flags.FLAGS):

@@ -153,8 +153,17 @@ _DEFAULTS = {
     "reader_encoder": "minilm", "init_checkpoint": None, "reader_init_checkpoint": "minilm"}
 
 
-def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated():
+def _source(tmp_path, name):
+  """A directory warm_start takes for a Hugging Face BERT (what the flags' check looks for)."""
+  path = tmp_path / name
+  path.mkdir()
+  (path / "model.safetensors").write_bytes(b"")
+  return str(path)
+
+
+def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated(tmp_path):
   from realm_tf.stages.finetune import FinetuneJobConfig  # pylint: disable=g-import-not-at-top
+  init, reader = _source(tmp_path, "w"), _source(tmp_path, "r")
   fv = flags.FlagValues()
   finetune.define_flags(fv)
   assert {f.name: f.default for f in fv.get_key_flags_for_module(finetune)} == _DEFAULTS
@@ -165,24 +174,25 @@ def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated():
   with pytest.raises(flags.IllegalFlagValueError, match="--dataset"):  # required
     fv(["finetune", "--work_dir=/w"])
   fv(["finetune", "--dataset=squad_open", "--index_dir=/i", "--corpus_dir=/c", "--model_dir=/m",
-      "--init=/w", "--reader_init=/r", "--data_dir=/d", "--manual_dir=/s", "--strict",
-      "--jit_compile", "--reader_preset=mini"])
+      f"--init={init}", f"--reader_init={reader}", "--data_dir=/d", "--manual_dir=/s",
+      "--strict", "--jit_compile", "--reader_preset=mini"])
   assert finetune.job_from_flags(fv) == FinetuneJobConfig(
       finetune.config_from_flags(fv), index_dir="/i", corpus_dir="/c", model_dir="/m",
-      init_checkpoint="/w", reader_init_checkpoint="/r", data_dir="/d", manual_dir="/s",
+      init_checkpoint=init, reader_init_checkpoint=reader, data_dir="/d", manual_dir="/s",
       jit_compile=True, strict=True)
   assert finetune.job_from_flags(fv).finetune.model.reader.encoder == "mini"
 
 
-def test_the_work_dir_gives_every_path_and_old_names_still_work():
+def test_the_work_dir_gives_every_path_and_old_names_still_work(tmp_path):
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  fv = _finetune_flags("--dataset=squad_open", "--work_dir=/w", "--init_checkpoint=/r",
+  init = _source(tmp_path, "r")
+  fv = _finetune_flags("--dataset=squad_open", "--work_dir=/w", f"--init_checkpoint={init}",
                        "--reader_init_checkpoint=", "--reader_encoder=tiny")
   job = finetune.job_from_flags(fv)
   assert (job.index_dir, job.corpus_dir, job.model_dir) == ("/w/index", "/w/corpus",
                                                             "/w/finetune")
   assert (job.init_checkpoint, job.reader_init_checkpoint,
-          job.finetune.model.reader.encoder) == ("/r", None, "tiny")
+          job.finetune.model.reader.encoder) == (init, None, "tiny")
   assert sorted(config_flags.deprecated_aliases_used(fv)) == [
       ("init_checkpoint", "init"), ("reader_encoder", "reader_preset"),
       ("reader_init_checkpoint", "reader_init")]
@@ -201,6 +211,8 @@ def test_the_cpu_flag_file_is_the_defaults():
     (("--dataset=nope",), ("Unknown --dataset 'nope'", "jsonl:<path>")),
     (("--dataset=jsonl:/no/such.jsonl",), ("question file /no/such.jsonl does not exist",)),
     ((), ("--dataset is required",)),
+    (("--dataset=squad_open", "--init=/no/such/run"),
+     ("--init: Warm-start source /no/such/run is none of",)),
 ])
 def test_a_bad_or_missing_dataset_is_a_one_line_error_before_any_work(tmp_path, args, needles):
   proc = testing.run_cli("realm_tf.launch.finetune", *args, f"--work_dir={tmp_path / 'w'}")

@@ -93,6 +93,7 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling import encoder_config  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling import retriever  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
@@ -109,6 +110,7 @@ def define_flags(flag_values=flags.FLAGS):
                                    flag_values=fv)
   distribution_flags.define_flags(fv)
   config_flags.define_deprecated_aliases(RENAMED, fv)
+  validators.register(fv, retriever_init=validators.warm_start("--retriever_init"))
 
 
 def paths_from_flags(flag_values=flags.FLAGS):

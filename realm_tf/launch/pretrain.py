@@ -121,6 +121,7 @@ def define_flags(flag_values=flags.FLAGS):
   """
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
   config_flags.define_config_flags(pretrain_job.PretrainJobConfig, HELP, skip=_SKIP,
                                    choices=choices(), flag_values=flag_values)
@@ -135,7 +136,9 @@ def define_flags(flag_values=flags.FLAGS):
         raise flags.ValidationError(str(e)) from None
     return True
 
-  flags.register_validator("eval_questions", check_eval_questions, flag_values=flag_values)
+  # (The warm-start sources are checked by `pretrain_job.prepare`, before any work: a flag file
+  # may name a checkpoint that is put in place later.)
+  validators.register(flag_values, eval_questions=check_eval_questions)
 
 
 def choices():

@@ -160,7 +160,8 @@ def prepare(config: PretrainJobConfig) -> PretrainJobConfig:
 
   Refused (WorkDirMismatchError, one line naming the difference): --inputs other than the ones the
   work dir's corpus was built from, a --block_length other than the corpus's, and shapes or
-  initial weights other than settings.json records. A bad --eval_questions is a DatasetError.
+  initial weights other than settings.json records. A bad --eval_questions is a DatasetError, a
+  warm-start source that is none of warm_start's kinds a WarmStartError.
   """
   work = config.layout()
   work_dir_lib.check_inputs(work.corpus, config.inputs)
@@ -173,6 +174,9 @@ def prepare(config: PretrainJobConfig) -> PretrainJobConfig:
       work_dir_lib.DEFAULT_QUERY_LENGTH)
   work_dir_lib.check_settings(work, settings(config))
   check_eval_questions(config.eval_questions)
+  for source in (config.retriever_init, config.reader_init):
+    if source:
+      warm_start.source_kind(source)  # a WarmStartError names a source that is none of them
   return config
 
 

@@ -177,3 +177,12 @@ def test_a_bad_eval_questions_setting_is_refused():
     pretrain_job.check_eval_questions("my.jsonl")
   with pytest.raises(datasets.DatasetError, match="question file /no/q.jsonl does not exist"):
     pretrain_job.check_eval_questions("jsonl:/no/q.jsonl")
+
+
+def test_a_warm_start_source_that_is_none_is_refused_before_any_work(tmp_path):
+  from realm_tf.training import warm_start  # pylint: disable=g-import-not-at-top
+  job = pretrain_job.PretrainJobConfig(work_dir=str(tmp_path / "w"),
+                                       reader_init=str(tmp_path / "no_bert"))
+  with pytest.raises(warm_start.WarmStartError, match="no_bert is none of"):
+    pretrain_job.prepare(job)
+  assert not (tmp_path / "w").exists()
