@@ -18,10 +18,11 @@ flat arrays in files beside the corpus, written once from the corpus shards:
         text_offsets.i64    [2N + 1] start of each title and body in text.bin
 
 A 288-wordpiece block costs ~0.6 KB of wordpieces and ids; the text (~1.2 KB) is read only for the
-rows asked for. TensorFlow reads the files through `ImmutableConst`, which memory-maps a file into
-a tensor: nothing is copied into the process, the pages are shared by every process on the host
-that maps the same file (trainer, refresher, evaluator), and the op runs on the host in tf.data
-and in models alike, so on accelerators the lookup never becomes a replica variable. Packing
+rows asked for. The files are memory-mapped (numpy) and TensorFlow reads them through
+`tf.numpy_function` ops: nothing is copied into the process but the rows a step asks for, the
+pages are shared by every process on the host that maps the same files (trainer, evaluator,
+fine-tuning, export), and the ops run on the host in tf.data and in models alike, so on
+accelerators the lookup never becomes a replica variable. Packing
 (`[CLS]`, `[SEP]`, masks, type ids) is done per lookup. A corpus on remote storage gets its lookup
 built in a local cache directory (memory-mapping needs a local file).
 """
@@ -251,45 +252,34 @@ class BlockLookup:
     return out
 
   # ---- TensorFlow side ------------------------------------------------------------------------
-
-  def _const(self, name: str) -> tf.Tensor:
-    """The file `name` as a tensor, memory-mapped (not copied) by ImmutableConst."""
-    dtype, n = self._shapes[name]
-    return tf.raw_ops.ImmutableConst(dtype=tf.as_dtype(dtype), shape=[n],
-                                     memory_region_name=self._path(name))
+  # Each op is one `tf.numpy_function` over the memory-mapped arrays: the host reads just the rows
+  # asked for, straight from the shared page cache. (TensorFlow's own memory-mapping op,
+  # ImmutableConst, copies the whole file into every process that runs it.)
 
   def rows(self, block_ids) -> tf.Tensor:
     """Block ids (any shape) → rows int64 of the same shape, -1 where the id is unknown."""
     ids = tf.cast(block_ids, tf.int64)
-    flat = tf.reshape(ids, [-1])
-    sorted_ids = self._const("sorted_ids")
-    pos = tf.minimum(tf.searchsorted(sorted_ids, flat, side="left", out_type=tf.int64),
-                     self.size - 1)
-    found = tf.equal(tf.gather(sorted_ids, pos), flat)
-    rows = tf.where(found, tf.cast(tf.gather(self._const("sorted_rows"), pos), tf.int64),
-                    tf.constant(-1, tf.int64))
+    rows = tf.numpy_function(self.rows_np, [ids], tf.int64, stateful=False, name="lookup_rows")
     return tf.reshape(rows, tf.shape(ids))
 
-  def _pieces(self, flat_rows, which: str) -> tf.RaggedTensor:
-    """Rows [M] (valid) → their title or body wordpieces, ragged int32 [M, (n)]."""
-    offsets = self._const("offsets")
-    starts = tf.gather(offsets, flat_rows)
-    title_end = starts + tf.cast(tf.gather(self._const("title_lengths"), flat_rows), tf.int64)
-    if which == "title":
-      lo, hi = starts, title_end
-    else:
-      lo, hi = title_end, tf.gather(offsets, flat_rows + 1)
-    positions = tf.ragged.range(lo, hi)
-    return tf.cast(tf.gather(self._const("tokens"), positions), tf.int32)
+  def _pieces(self, rows, which: str) -> tf.RaggedTensor:
+    """Rows [M] → their `which` ("title" or "body") wordpieces, ragged int32 [M, (n)]; rows < 0
+    read row 0."""
+    values, lengths = tf.numpy_function(
+        lambda r: self.pieces_np(r, which), [tf.cast(tf.reshape(rows, [-1]), tf.int64)],
+        (tf.int32, tf.int64), stateful=False, name=f"lookup_{which}s")
+    values.set_shape([None])
+    lengths.set_shape([None])
+    return tf.RaggedTensor.from_row_lengths(values, lengths, validate=False)
 
   def bodies_ragged(self, rows) -> tf.RaggedTensor:
     """Rows [M] → body wordpieces, ragged int32 [M, (n)]; rows < 0 give row 0's body, which
     callers mask out."""
-    return self._pieces(tf.maximum(tf.cast(rows, tf.int64), 0), "body")
+    return self._pieces(rows, "body")
 
   def titles_ragged(self, rows) -> tf.RaggedTensor:
     """Rows [M] → title wordpieces, ragged int32 [M, (n)]; rows < 0 give row 0's title."""
-    return self._pieces(tf.maximum(tf.cast(rows, tf.int64), 0), "title")
+    return self._pieces(rows, "title")
 
   def documents(self, rows, seq_length: int, cls_id: int, sep_id: int) -> Dict[str, tf.Tensor]:
     """Rows [...] → packed `[CLS] title [SEP] body [SEP]` inputs, dict of int32 [..., seq_length]
@@ -304,22 +294,24 @@ class BlockLookup:
 
   def body_lengths(self, rows) -> tf.Tensor:
     """Rows [...] → body wordpiece counts int32 [...]; rows < 0 give row 0's."""
-    rows = tf.maximum(tf.cast(rows, tf.int64), 0)
-    offsets = self._const("offsets")
-    n = tf.gather(offsets, rows + 1) - tf.gather(offsets, rows) - tf.cast(
-        tf.gather(self._const("title_lengths"), rows), tf.int64)
-    return tf.cast(n, tf.int32)
+    rows = tf.cast(rows, tf.int64)
+    n = tf.numpy_function(lambda r: self.body_lengths_np(r).astype(np.int32), [rows], tf.int32,
+                          stateful=False, name="lookup_body_lengths")
+    return tf.reshape(n, tf.shape(rows))
 
   def dense_bodies(self, rows, length: int) -> Tuple[tf.Tensor, tf.Tensor]:
     """Rows [...] → (body wordpieces int32 [..., length], zero padded and cut at `length`;
     their lengths int32 [...], at most `length`). Rows < 0 give row 0's body."""
     rows = tf.cast(rows, tf.int64)
-    flat = tf.reshape(rows, [-1])
-    bodies = self.bodies_ragged(flat)[:, :length]
-    dense = bodies.to_tensor(0, shape=[tf.size(flat), length])
-    lengths = tf.cast(bodies.row_lengths(), tf.int32)
+    dense, lengths = tf.numpy_function(
+        lambda r: self.dense_bodies_np(np.maximum(r.ravel(), 0), length), [rows],
+        (tf.int32, tf.int32), stateful=False, name="lookup_dense_bodies")
     shape = tf.shape(rows)
-    return (tf.reshape(dense, tf.concat([shape, [length]], 0)), tf.reshape(lengths, shape))
+    dense = tf.reshape(dense, tf.concat([shape, [length]], 0))
+    dense.set_shape(rows.shape.concatenate([length]))
+    lengths = tf.reshape(lengths, shape)
+    lengths.set_shape(rows.shape)
+    return dense, lengths
 
   # ---- host side ------------------------------------------------------------------------------
 
@@ -342,6 +334,26 @@ class BlockLookup:
     found = sorted_ids[pos] == ids.ravel()
     rows = np.where(found, self._array("sorted_rows")[pos].astype(np.int64), -1)
     return rows.reshape(ids.shape)
+
+  def pieces_np(self, rows: np.ndarray, which: str) -> Tuple[np.ndarray, np.ndarray]:
+    """`which` ("title" or "body") wordpieces of `rows` [M] (rows < 0 read row 0), as the
+    flat values int32 [sum n] and lengths int64 [M] of a ragged batch."""
+    rows = np.maximum(np.asarray(rows, np.int64).ravel(), 0)
+    offsets = self._array("offsets")
+    starts = offsets[rows]
+    title_end = starts + self._array("title_lengths")[rows]
+    lo, hi = (starts, title_end) if which == "title" else (title_end, offsets[rows + 1])
+    lengths = (hi - lo).astype(np.int64)
+    within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(
+        np.cumsum(lengths) - lengths, lengths)
+    values = self._array("tokens")[np.repeat(lo, lengths) + within].astype(np.int32)
+    return values, lengths
+
+  def body_lengths_np(self, rows: np.ndarray) -> np.ndarray:
+    """Body wordpiece counts int64 of `rows` (rows < 0 read row 0)."""
+    rows = np.maximum(np.asarray(rows, np.int64), 0)
+    offsets = self._array("offsets")
+    return offsets[rows + 1] - offsets[rows] - self._array("title_lengths")[rows]
 
   def body_ids_np(self, row: int) -> np.ndarray:
     """One row's body wordpieces, int32 [n]."""

@@ -164,8 +164,8 @@ class HeldOutEvaluator:
       pick = rng.choice(len(questions), size=min(config.num_questions, len(questions)),
                         replace=False)
       self.questions = [questions[i] for i in sorted(pick)]
-      self.blocks_of_doc = recall_lib.doc_blocks(corpus_dir)
-      self.gold = [self.blocks_of_doc.get(q.doc_id, set()) for q in self.questions]
+      blocks_of_doc = recall_lib.doc_blocks(corpus_dir, [q.doc_id for q in self.questions])
+      self.gold = [blocks_of_doc.get(q.doc_id, set()) for q in self.questions]
     self.corpus_dir = corpus_dir
     self._bm25 = None
 

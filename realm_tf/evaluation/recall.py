@@ -7,7 +7,7 @@
   a query's own block from its candidates by design.
 """
 import collections
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -106,12 +106,17 @@ def embed_packed(embed_queries: Callable, features: Dict[str, np.ndarray],
   return np.concatenate(out)
 
 
-def doc_blocks(corpus_dir: str) -> Dict[str, set]:
-  """doc_id → set of its block ids, from the corpus shards."""
+def doc_blocks(corpus_dir: str, doc_ids: Iterable[str]) -> Dict[str, set]:
+  """doc_id → set of its block ids for the documents `doc_ids` (those the corpus lacks map to
+  nothing), in one streaming pass over the corpus shards: only the wanted documents are held."""
+  wanted = np.array(sorted({d.encode("utf-8") for d in doc_ids if d}), dtype=object)
   out: Dict[str, set] = {}
+  if not len(wanted):
+    return out
   for b in corpus.read_blocks(corpus_dir).ragged_batch(4096):
-    for doc, bid in zip(b["doc_id"].numpy(), b["block_id"].numpy()):
-      out.setdefault(doc.decode("utf-8"), set()).add(int(bid))
+    docs, ids = b["doc_id"].numpy(), b["block_id"].numpy()
+    for row in np.flatnonzero(np.isin(docs, wanted)):
+      out.setdefault(docs[row].decode("utf-8"), set()).add(int(ids[row]))
   return out
 
 
@@ -159,7 +164,7 @@ def measure_bundle_recall(bundle, annotations_dir: str, corpus_dir: str, num_que
     q = embed_texts(embed, [x.question for x in questions], seq_length=length,
                     tokenizer=tokenizer)
     rows = top_k_rows(q, emb, min(20, len(ids)))
-    blocks = doc_blocks(corpus_dir)
+    blocks = doc_blocks(corpus_dir, [x.doc_id for x in questions])
     gold = [blocks.get(x.doc_id, set()) for x in questions]
     out["question_recall@5"] = recall_at_k(ids[rows[:, :5]], gold)
     out["question_recall@20"] = recall_at_k(ids[rows], gold)

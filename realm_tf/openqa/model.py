@@ -93,6 +93,7 @@ class FrozenIndex:
     self.lookup_rows = rows.astype(np.int32)
     self.size = n
     self._vars = None
+    self._index_row_of = None
 
   @classmethod
   def from_bundle(cls, bundle, lookup) -> "FrozenIndex":
@@ -107,6 +108,16 @@ class FrozenIndex:
   def body_width(self) -> int:
     """Width of dense body batches: the corpus's longest body."""
     return self.lookup.max_body_length
+
+  def rows_of(self, block_ids) -> np.ndarray:
+    """Block ids → index rows int64 (-1 where the index lacks the block)."""
+    rows = self.lookup.rows_np(block_ids)
+    if self.identity_rows:
+      return rows
+    if self._index_row_of is None:  # lookup row → index row, 4 bytes a corpus block
+      self._index_row_of = np.full([self.lookup.size], -1, np.int32)
+      self._index_row_of[self.lookup_rows] = np.arange(self.size, dtype=np.int32)
+    return np.where(rows >= 0, self._index_row_of[np.maximum(rows, 0)], -1).astype(np.int64)
 
   def texts(self, rows: Sequence[int]):
     """(titles, bodies) as str of index `rows`."""

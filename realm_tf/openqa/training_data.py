@@ -110,14 +110,14 @@ def gold_row_features(examples: Sequence[OpenQAExample], index: FrozenIndex, cor
   The `gold` reader positive picks the first of them that bears an answer.
   """
   from realm_tf.evaluation.recall import doc_blocks  # pylint: disable=g-import-not-at-top
-  blocks_of = doc_blocks(corpus_dir)
-  row_of = {int(b): r for r, b in enumerate(index.block_ids)}
+  blocks_of = doc_blocks(corpus_dir, [e.doc_id for e in examples])
   out = np.full([len(examples), max_blocks], -1, np.int32)
   found = unknown = 0
   for i, e in enumerate(examples):
     if not e.doc_id:
       continue
-    rows = sorted(row_of[b] for b in blocks_of.get(e.doc_id, ()) if b in row_of)[:max_blocks]
+    rows = index.rows_of(sorted(blocks_of.get(e.doc_id, ())))
+    rows = sorted(int(r) for r in rows if r >= 0)[:max_blocks]
     if not rows:
       unknown += 1
       continue
