@@ -27,6 +27,7 @@ accelerators the lookup never becomes a replica variable. Packing
 built in a local cache directory (memory-mapping needs a local file).
 """
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -220,6 +221,7 @@ class BlockLookup:
                     "sorted_ids": (np.int64, n), "sorted_rows": (np.int32, n),
                     "text_offsets": (np.int64, 2 * n + 1)}
     self._np = {}
+    self._text_fd = self._text_offsets_fd = None
 
   @classmethod
   def open(cls, corpus_dir: str, cache_dir: Optional[str] = None) -> "BlockLookup":
@@ -361,15 +363,6 @@ class BlockLookup:
     lo = int(offsets[row]) + int(self._array("title_lengths")[row])
     return np.asarray(self._array("tokens")[lo:int(offsets[row + 1])], np.int32)
 
-  def _text_bytes(self, index: int) -> bytes:
-    """The `index`-th text of text.bin (2r: row r's title, 2r + 1: its body)."""
-    offsets = self._array("text_offsets")
-    if "text" not in self._np:
-      n = int(self.meta["num_text_bytes"])
-      self._np["text"] = np.memmap(os.path.join(self.path, "text.bin"), np.uint8, "r",
-                                   shape=(n,)) if n else np.zeros([0], np.uint8)
-    return self._np["text"][int(offsets[index]):int(offsets[index + 1])].tobytes()
-
   def texts(self, rows: Sequence[int]) -> Tuple[List[str], List[str]]:
     """(titles, bodies) of `rows` as str, for the few rows a host shows or scores."""
     titles, bodies = self.text_bytes(rows)
@@ -407,9 +400,52 @@ class BlockLookup:
     return dense, lengths.astype(np.int32)
 
   def text_bytes(self, rows: Sequence[int]) -> Tuple[List[bytes], List[bytes]]:
-    """(titles, bodies) of `rows` as UTF-8 bytes."""
-    titles, bodies = [], []
-    for r in np.asarray(rows, np.int64).ravel():
-      titles.append(self._text_bytes(2 * int(r)))
-      bodies.append(self._text_bytes(2 * int(r) + 1))
-    return titles, bodies
+    """(titles, bodies) of `rows` as UTF-8 bytes. The text is read with `pread`, not mapped, so
+    a whole-corpus pass leaves none of it resident in the process; a run of consecutive rows is
+    one read."""
+    rows = np.asarray(rows, np.int64).ravel()
+    if rows.size == 0:
+      return [], []
+    if self._text_fd is None:
+      self._text_fd = os.open(os.path.join(self.path, "text.bin"), os.O_RDONLY)
+    if np.array_equal(rows, rows[0] + np.arange(rows.size)):
+      offsets = self._read_offsets(2 * int(rows[0]), 2 * rows.size + 1)
+      lo = int(offsets[0])
+      data = os.pread(self._text_fd, int(offsets[-1]) - lo, lo)
+      cuts = (offsets - lo).tolist()
+    else:
+      offsets = self._array("text_offsets")
+      data, cuts = b"", [0]
+      for r in rows.tolist():
+        lo, mid, hi = (int(x) for x in offsets[2 * r:2 * r + 3])
+        data += os.pread(self._text_fd, hi - lo, lo)
+        cuts += [cuts[-1] + mid - lo, cuts[-1] + hi - lo]
+    pieces = [data[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    return pieces[0::2], pieces[1::2]
+
+  def _read_offsets(self, start: int, count: int) -> np.ndarray:
+    """text_offsets[start:start + count], read (not mapped)."""
+    raw = os.pread(self._offsets_fd(), 8 * count, 8 * start)
+    return np.frombuffer(raw, np.int64)
+
+  def _offsets_fd(self) -> int:
+    if self._text_offsets_fd is None:
+      self._text_offsets_fd = os.open(self._path("text_offsets"), os.O_RDONLY)
+    return self._text_offsets_fd
+
+  def __del__(self):
+    for fd in (getattr(self, "_text_fd", None), getattr(self, "_text_offsets_fd", None)):
+      if fd is not None:
+        os.close(fd)
+
+
+def release_pages(array: np.ndarray) -> None:
+  """Drops the resident pages of a memory-mapped array (clean file pages: the data stays on disk
+  and is read again if touched), e.g. after copying it into a variable; a no-op for other
+  arrays."""
+  obj = array
+  while obj is not None and not isinstance(obj, np.memmap):
+    obj = getattr(obj, "base", None)
+  mapped = getattr(obj, "_mmap", None)
+  if mapped is not None:
+    mapped.madvise(mmap.MADV_DONTNEED)

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from realm_tf.data.block_lookup import release_pages
 from realm_tf.modeling.encoder_config import build_encoder
 from realm_tf.modeling.layers import RetrievalProjection
 from realm_tf.modeling.reader import Reader, ReaderConfig
@@ -140,6 +141,7 @@ class FrozenIndex:
           tf.Variable(self.embeddings_np, trainable=False, name="index_embeddings"),
           None if self.identity_rows else
           tf.Variable(self.lookup_rows, trainable=False, name="index_lookup_rows"))
+      release_pages(self.embeddings_np)  # the variable holds them now
     return self._vars
 
   def gather_bodies(self, rows):
