@@ -25,8 +25,9 @@ SPEED = ("mips_bench", "embedding_bench", "masking_bench", "annotation_bench",
          "input_pipeline_bench", "train_step_bench", "serving_bench", "serving_variants_bench")
 # Learning and answer quality: each takes from half an hour to an hour on 2 CPU cores.
 QUALITY = ("openqa_quality", "realm_vs_ict_bench")
-# Wikipedia scale (corpora to 1M blocks, several GB under /tmp/scale): run alone, by name only.
-SCALE = ("scale_bench",)
+# Wikipedia scale (corpora to 1M blocks, several GB under /tmp): run alone, by name only.
+# scale_bench runs the other two at each of its sizes.
+SCALE = ("scale_bench", "bm25_bench", "export_bench")
 
 
 @dataclasses.dataclass
