@@ -163,14 +163,16 @@ def build_lookup(corpus_dir: str, lookup_dir: Optional[str] = None) -> str:
 
 
 def _convert_tokens(src: str, dst: str, dtype) -> None:
-  """Rewrites the int32 wordpiece file `src` as `dst` in `dtype`, in chunks; removes `src`."""
-  chunk = 1 << 24
-  data = np.memmap(src, np.int32, mode="r") if os.path.getsize(src) else np.zeros([0], np.int32)
-  with open(dst, "wb") as f:
-    for lo in range(0, len(data), chunk):
-      _write_array(f, data[lo:lo + chunk], dtype)
-    f.write(b"\0" * 64)
-  del data
+  """Rewrites the int32 wordpiece file `src` as `dst` in `dtype`, reading (not mapping) it in
+  chunks, so memory stays at one chunk; removes `src`."""
+  chunk = 1 << 22
+  with open(src, "rb") as f_in, open(dst, "wb") as f_out:
+    while True:
+      data = np.frombuffer(f_in.read(4 * chunk), np.int32)
+      if not data.size:
+        break
+      _write_array(f_out, data, dtype)
+    f_out.write(b"\0" * 64)
   os.remove(src)
 
 
