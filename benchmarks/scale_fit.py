@@ -209,7 +209,12 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
         rebuilds=s["rebuilds"], rss_after_first_build=first,
         rss_after_last_build=s["rss_after_each_build"][-1], index_bytes=index_bytes,
         rss_after_first_load=s["rss_after_each_load"][0],
-        rss_after_last_load=s["rss_after_each_load"][-1])
+        rss_after_last_load=s["rss_after_each_load"][-1],
+        # A leak grows with every rebuild; a one-time cost stops after the first few.
+        growth_per_rebuild_from_the_third=(
+            (s["rss_after_each_build"][-1] - s["rss_after_each_build"][2]) /
+            max(len(s["rss_after_each_build"]) - 3, 1)
+            if len(s["rss_after_each_build"]) > 3 else None))
   if bm25_goals is not None:
     at_blocks = _get(stages_largest, "bm25", "num_blocks", default=largest_blocks)
     g["bm25_at_1M"] = _goal(all(bm25_goals.values()) and at_blocks >= 1_000_000,

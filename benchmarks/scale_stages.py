@@ -282,35 +282,44 @@ def index(a: Dict) -> Dict:
 
 
 def scann_rebuilds(a: Dict) -> Dict:
-  """`rebuilds` ScaNN builds + searches of the same matrix in one process, each replacing the last
-  (the refresher), then as many loads + searches of the saved searcher (the trainer switching
-  bundles): RSS after each, against one index's bytes."""
+  """`rebuilds` ScaNN builds + searches of the same matrix in one process, as the refresher
+  makes them (it releases each index once published, so a build never overlaps the last), then
+  as many loads + searches of the saved searcher as the trainer switches bundles (the new one
+  loaded and searched before the old one is released): RSS after each, one index live, against
+  one index's bytes."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from realm_tf.io.memory import return_free_memory  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.searcher import load_searcher, save_searcher  # pylint: disable=g-import-not-at-top
   embeddings = np.load(a["embeddings"])
   q = tf.constant(embeddings[:64])
+
+  def drop(searcher):
+    searcher.release()
+    del searcher
+    gc.collect()
+    return_free_memory()
+
   rss, index_bytes, searcher = [], 0, None
   for i in range(a["rebuilds"]):
+    if searcher is not None:
+      drop(searcher)
     searcher = ScannSearcher(embeddings, ScannConfig())
     searcher.search(q, tf.constant(10))[0].numpy()
     index_bytes = int(sum(np.asarray(v.numpy()).nbytes for v in searcher.state.variables))
-    if i < a["rebuilds"] - 1:
-      del searcher
-      gc.collect()
+    gc.collect()
+    return_free_memory()  # what the build freed, as after every release
     rss.append(proc_status()["VmRSS"])
     _log(f"ScaNN build {i + 1}/{a['rebuilds']}: RSS {rss[-1] / 1e6:.0f} MB")
   path = os.path.join(a["work"], "searcher")
   shutil.rmtree(path, ignore_errors=True)
   save_searcher(searcher, path)
-  del searcher
-  gc.collect()
   loads = []
   for i in range(a["rebuilds"]):
     loaded = load_searcher(path)
     loaded.search(q, tf.constant(10))[0].numpy()
-    del loaded
-    gc.collect()
+    drop(searcher)
+    searcher = loaded
     loads.append(proc_status()["VmRSS"])
   shutil.rmtree(path, ignore_errors=True)
   return {"rebuilds": a["rebuilds"], "index_bytes": index_bytes, "rss_after_each_build": rss,

@@ -22,6 +22,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from realm_tf.io.memory import return_free_memory
 from serving import validation
 from serving.model_config import ModelConfig, list_versions
 from serving.validation import ServingError
@@ -311,6 +312,9 @@ class ModelManager:
       self._set_status(entry, version, State.END if final else State.START,
                        (grpc.StatusCode.UNKNOWN, f"{type(e).__name__}: {e}"))
       return None
+    # The restore's and the warm-up's transient buffers are freed by now; hand them back so the
+    # server's resident size is what it serves.
+    return_free_memory()
     logging.info("Loaded servable %s version %d (%d warm-up requests)", entry.config.name, version,
                  warmed)
     return servable
@@ -321,6 +325,7 @@ class ModelManager:
       logging.warning("Unloading %s version %d with requests still in flight", servable.name,
                       servable.version)
     servable.unload()
+    return_free_memory()
     self._set_status(entry, servable.version, State.END)
     logging.info("Unloaded servable %s version %d", servable.name, servable.version)
 

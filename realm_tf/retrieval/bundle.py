@@ -38,6 +38,7 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.io import publish as publish_lib
+from realm_tf.io.memory import return_free_memory
 from realm_tf.io.publish import is_remote
 
 MANIFEST = "manifest.json"
@@ -168,6 +169,7 @@ class IndexBundle:
     if searcher is not None:
       searcher.release()
     self._cache.clear()
+    return_free_memory()
 
 
 def list_versions(index_dir: str) -> List[int]:
