@@ -7,7 +7,8 @@ Layout (docs/ARCHITECTURE.md, "Embedder export"):
                                         {input_word_ids, input_mask, input_type_ids} int32 [B, T]
                                         → {"embeddings": float32 [B, 128]}
         realm_export.json               {step, query_seq_length, doc_seq_length, vocab_fingerprint,
-                                         encoder_config, embedding_dim, cls_id, sep_id, ...}
+                                         encoder_config, embedding_dim, cls_id, sep_id,
+                                         query_dtype (host_precision), ...}
 
 An export is written into a hidden temporary directory beside the target and published with one
 atomic rename (`realm_tf.io.publish.publish_dir`; on object stores, in place with the metadata file
@@ -18,8 +19,9 @@ corpus manifest.
 
 Exports are pruned (`prune_exports`, or `export_embedder(keep=K)`) to the newest K plus the best
 one (`<model_dir>/best_export.json`, the held-out evaluation's pick), never removing one that an
-index refresh holds (`hold_export`: a lease file under `embedder_exports/.leases/`) or that was
-superseded less than a grace period ago (a refresher may just have picked it).
+index refresh holds (`lease_export` / `hold_export`: a lease file under
+`embedder_exports/.leases/`, taken by the refresher for the whole refresh round that embeds with
+it) or that was superseded less than a grace period ago (a refresher may just have picked it).
 """
 import contextlib
 import json
@@ -33,7 +35,9 @@ from typing import Dict, Iterable, List, Optional
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.io import paths
 from realm_tf.io import publish as publish_lib
+from realm_tf.retrieval import host_precision
 from realm_tf.text.packing import INPUT_KEYS
 
 EXPORTS_SUBDIR = "embedder_exports"
@@ -72,12 +76,23 @@ class _EmbedderModule(tf.Module):
   traced functions and the weights without Keras' slow per-layer SavedModel serialisation.
   """
 
-  def __init__(self, retriever, query_seq_length: int, doc_seq_length: int):
+  def __init__(self, retriever, query_seq_length: int, doc_seq_length: int,
+               query_tower=None):
     super().__init__(name="realm_embedder")
-    self.retriever_variables = list(retriever.variables)
+    # `query_tower` (host_precision.query_tower_in) computes queries in the host's dtype; its
+    # variables stand in for the retriever's query variables (same values, same order), so the
+    # list still warm-starts a retriever (warm_start.init_retriever) and each weight is saved once.
+    query_tower = query_tower or retriever
+    swap = {s.ref(): d for s, d in zip(host_precision.query_variables(retriever),
+                                       host_precision.query_variables(query_tower))}
+    self.retriever_variables = [swap.get(v.ref(), v) for v in retriever.variables]
+    # Shared towers: the document function still reads the retriever's own (shared) variables.
+    self.document_variables = list(retriever.doc_encoder.variables) + list(
+        retriever.doc_projection.variables)
 
     def embed_queries(features):
-      return {"embeddings": tf.cast(retriever.embed_queries(features, training=False), tf.float32)}
+      return {"embeddings": tf.cast(query_tower.embed_queries(features, training=False),
+                                    tf.float32)}
 
     def embed_documents(features):
       return {"embeddings": tf.cast(retriever.embed_documents(features, training=False),
@@ -92,7 +107,8 @@ class _EmbedderModule(tf.Module):
 def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
                     vocab_fingerprint: Optional[str] = None, cls_id: Optional[int] = None,
                     sep_id: Optional[int] = None, extra: Optional[Dict] = None,
-                    keep: Optional[int] = None, grace_seconds: float = 600.0) -> str:
+                    keep: Optional[int] = None, grace_seconds: float = 600.0,
+                    query_dtype: str = "auto") -> str:
   """Exports `retriever`'s towers to `<model_dir>/embedder_exports/<step:08d>/`, atomically.
 
   Args:
@@ -104,6 +120,10 @@ def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
     extra: further JSON fields for realm_export.json (e.g. the metric that triggered the export).
     keep: if set, prune afterwards to the newest `keep` exports plus the best one, sparing held
       exports and those superseded less than `grace_seconds` ago (`prune_exports`).
+    query_dtype: what `embed_queries` (run by the input pipeline on the host CPU) computes in:
+      "auto" (`host_precision.resolve_query_dtype`: bfloat16 only for a bfloat16 trainer on a
+      host with native bfloat16, else float32), "float32" or "bfloat16". `embed_documents` keeps
+      the retriever's own precision. Recorded as `query_dtype` in realm_export.json.
 
   Returns:
     The published export directory. If an export for `step` already exists it is left untouched
@@ -132,8 +152,13 @@ def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
       "embedding_dim": int(config.projection_size),
       "created": time.time(),
   }
+  trainer_dtype = host_precision.compute_dtype(retriever)
+  dtype = host_precision.resolve_query_dtype(query_dtype, trainer_dtype)
+  metadata.update({"query_dtype": dtype, "trainer_dtype": trainer_dtype,
+                   "host_native_bf16": host_precision.native_bf16()})
   metadata.update(extra or {})
-  module = _EmbedderModule(retriever, config.query_seq_length, config.doc_seq_length)
+  module = _EmbedderModule(retriever, config.query_seq_length, config.doc_seq_length,
+                           host_precision.query_tower_in(retriever, dtype))
   # On object stores (no atomic directory rename) the export is written in place and its metadata
   # file, written last, is the commit marker readers wait for (`list_exports`).
   try:
@@ -156,28 +181,41 @@ def _leases_dir(model_dir: str) -> str:
   return os.path.join(exports_dir(model_dir), LEASES_SUBDIR)
 
 
-@contextlib.contextmanager
-def hold_export(export_dir: str):
-  """Keeps `prune_exports` away from `export_dir` while the block runs (e.g. a refresh embedding
-  the corpus with it and copying it into a bundle).
+def lease_export(export_dir: str, path: Optional[str] = None) -> str:
+  """Holds `export_dir` against `prune_exports` until `release_lease(path)`; returns the lease.
 
-  Writes `embedder_exports/.leases/<step>.<unique>.json`, removed on exit; a lease left behind by
-  a crashed process stops counting after `prune_exports`' `lease_seconds`.
+  Writes `embedder_exports/.leases/<step>.<unique>.json`. Passing the `path` of an earlier lease
+  renews it (a restarted refresher resuming the refresh round that took it). A lease left behind
+  by a crashed process stops counting after `prune_exports`' `lease_seconds`.
   """
-  root = os.path.join(os.path.dirname(os.path.normpath(export_dir)), LEASES_SUBDIR)
-  name = os.path.basename(os.path.normpath(export_dir))
-  path = os.path.join(root, f"{name}.{uuid.uuid4().hex}.json")
+  export = paths.absolute(export_dir)  # os.path.normpath would turn gs://b into gs:/b, a local path
+  root = os.path.join(os.path.dirname(export), LEASES_SUBDIR)
+  name = os.path.basename(export)
+  path = path or os.path.join(root, f"{name}.{uuid.uuid4().hex}.json")
   tf.io.gfile.makedirs(root)
   with tf.io.gfile.GFile(path, "w") as f:
     json.dump({"export": export_dir, "host": socket.gethostname(), "pid": os.getpid(),
                "time": time.time()}, f)
+  return path
+
+
+def release_lease(path: str) -> None:
+  """Ends a lease taken with `lease_export` (a lease already gone is fine)."""
+  try:
+    tf.io.gfile.remove(path)
+  except tf.errors.NotFoundError:
+    pass
+
+
+@contextlib.contextmanager
+def hold_export(export_dir: str):
+  """Keeps `prune_exports` away from `export_dir` while the block runs (`lease_export`, released
+  on exit)."""
+  path = lease_export(export_dir)
   try:
     yield export_dir
   finally:
-    try:
-      tf.io.gfile.remove(path)
-    except tf.errors.NotFoundError:
-      pass
+    release_lease(path)
 
 
 def _held_steps(model_dir: str, lease_seconds: float, now: float) -> set:

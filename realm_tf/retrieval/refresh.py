@@ -1,31 +1,34 @@
 """The index-refresh job: watch embedder exports, re-embed the corpus, build, check and publish.
 
-One `IndexRefresher` per worker process. For every new export of the trainer it
+One `IndexRefresher` per worker process. Worker 0 (the chief) declares a refresh round for the
+newest export (`refresh_round`: every worker embeds for that export and no other) and
 
 1. validates the export against every corpus manifest of the document set (vocabulary, document
    length) — a bad export is reported by file name and never published;
-2. embeds this worker's corpus shards (`embed_corpus.embed_shards`: `strategy.run` across replicas,
-   shard `i` on worker `i % num_shards`, finished shards kept and skipped on restart);
-3. on worker 0 only: waits for the other workers' parts, merges them in manifest order, builds the
-   ScaNN searcher, measures its recall@10 against exact search on a query sample, refuses to publish
-   below `min_recall`, publishes an index bundle (atomic rename, newest `keep` kept) and frees the
-   searcher's native index (the bundle's copy is what readers load).
+2. embeds its corpus shards (`embed_corpus.embed_shards`: `strategy.run` across replicas, shard
+   `i` on worker `i % num_shards`, finished shards kept and skipped on restart) while the other
+   workers embed theirs for the declared round;
+3. waits for the other workers' parts, merges them in manifest order, builds the ScaNN searcher,
+   measures its recall@10 against exact search on a query sample, refuses to publish below
+   `min_recall`, publishes an index bundle (atomic rename, newest `keep` kept; its manifest
+   records the bundle's staleness) and frees the searcher's native index (the bundle's copy is
+   what readers load); then ends the round: the export's lease released, the parts removed.
 
-While a worker embeds with an export of the watched model directory it holds it
-(`embedder_export.hold_export`), so the trainer's export pruning leaves it alone.
+A round is finished even when newer exports appear meanwhile (they are skipped: the next round
+takes the newest), so a trainer that exports faster than a round takes still gets fresh bundles,
+each at most one export interval plus one round's worth of steps stale (`refresh_round`).
 
 The watch loop sleeps with exponential back-off between polls (no busy loop) and stops once
-`<model_dir>/TRAINING_DONE` exists and the newest export is indexed.
+`<model_dir>/TRAINING_DONE` exists and the newest export is indexed (the other workers: once the
+chief has stopped).
 
-The document set is the base corpus plus directories added with `add_documents` (later ones
-override earlier blocks with the same id) minus ids removed with `remove_documents`; it is recorded
-in each bundle, so later full refreshes keep the changes. Adding or removing documents embeds only
-the new blocks (with the embedder of the live bundle) and reuses the live bundle's matrix.
+The document set (`document_set.DocumentSet`) is the base corpus plus directories added with
+`update_documents` (later ones override earlier blocks with the same id) minus removed ids; it is
+recorded in each bundle, so later full refreshes keep the changes. Adding or removing documents
+embeds only the new blocks (with the embedder of the live bundle) and reuses the live bundle's
+matrix; run it while no refresh round is under way (declaring a round removes other parts).
 """
-import contextlib
 import dataclasses
-import hashlib
-import json
 import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -38,21 +41,18 @@ from realm_tf.data import corpus as corpus_lib
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embed_corpus
 from realm_tf.retrieval import embedder_export
-from realm_tf.retrieval.brute_force import exact_top_k_tiled
-from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher
-from realm_tf.retrieval.searcher import SearcherError, recall_at_k
-from realm_tf.text.packing import pack_query
+from realm_tf.retrieval import refresh_round
+from realm_tf.retrieval.document_set import DocumentSet, combine, corpus_fingerprint, read_ids_file
+from realm_tf.retrieval.recall_check import (RECALL_K, RecallTooLowError, build_and_check,
+                                             sample_query_embeddings)
+from realm_tf.retrieval.scann_searcher import ScannConfig
+from realm_tf.retrieval.searcher import SearcherError
 
-WORK_SUBDIR = ".work"
-RECALL_K = 10
-
-
-class RecallTooLowError(RuntimeError):
-  """The searcher's recall@10 against exact search is below the required minimum."""
+WORK_SUBDIR = refresh_round.WORK_SUBDIR
 
 
-class SupersededError(RuntimeError):
-  """A newer export appeared while this worker waited for the others; the old one is dropped."""
+class RoundChangedError(RuntimeError):
+  """A shard worker's refresh round ended or was replaced while it embedded for it."""
 
 
 # Errors that mean "this input cannot be indexed": logged and skipped by the watch loop.
@@ -80,120 +80,6 @@ class RefreshConfig:
   exact_tile_size: int = 65536
 
 
-@dataclasses.dataclass
-class DocumentSet:
-  """Corpus directories (base first, later ones override by block id) minus removed block ids."""
-  corpus_dirs: List[str]
-  removed: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros([0], np.int64))
-
-  def fingerprints(self) -> List[str]:
-    return [_corpus_fingerprint(d) for d in self.corpus_dirs]
-
-  def fingerprint(self) -> str:
-    """The base corpus fingerprint when unchanged, else a hash of all parts and removals."""
-    fps = self.fingerprints()
-    if len(fps) == 1 and not len(self.removed):
-      return fps[0]
-    key = json.dumps({"corpora": fps, "removed": hashlib.sha256(
-        np.asarray(sorted(self.removed), np.int64).tobytes()).hexdigest()}, sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-  def to_manifest(self) -> Dict:
-    return {"corpus_dirs": list(self.corpus_dirs), "corpus_fingerprints": self.fingerprints(),
-            "num_removed": int(len(self.removed))}
-
-
-def _corpus_fingerprint(corpus_dir: str) -> str:
-  manifest = corpus_lib.load_manifest(corpus_dir)
-  return manifest.get("fingerprint") or corpus_lib.corpus_fingerprint(manifest)
-
-
-def read_ids_file(path: str) -> np.ndarray:
-  """Block ids to remove: one integer per line; blank lines and `#` comments ignored."""
-  if not tf.io.gfile.exists(path):
-    raise corpus_lib.CorpusError(f"Block ids file {path} does not exist.")
-  ids = []
-  with tf.io.gfile.GFile(path, "r") as f:
-    for line_no, line in enumerate(f, 1):
-      line = line.split("#", 1)[0].strip()
-      if not line:
-        continue
-      try:
-        ids.append(int(line))
-      except ValueError as e:
-        raise corpus_lib.CorpusError(
-            f"{path}:{line_no}: expected one integer block id per line, got {line!r}.") from e
-  return np.asarray(ids, np.int64)
-
-
-def combine(parts: Sequence[Tuple[np.ndarray, np.ndarray]], removed: np.ndarray
-            ) -> Tuple[np.ndarray, np.ndarray]:
-  """Concatenates (block_ids, embeddings) parts; a later part replaces earlier rows of the same
-  block id; rows whose id is in `removed` are dropped. Returns (block_ids, embeddings)."""
-  ids, emb = parts[0]
-  for new_ids, new_emb in parts[1:]:
-    keep = ~np.isin(ids, new_ids)
-    ids = np.concatenate([ids[keep], new_ids])
-    emb = np.concatenate([np.asarray(emb)[keep], new_emb])
-  if len(removed):
-    keep = ~np.isin(ids, removed)
-    if not keep.all():
-      ids, emb = ids[keep], np.asarray(emb)[keep]
-  return np.asarray(ids, np.int64), np.asarray(emb, np.float32)
-
-
-_QUERY_PACKERS = {}
-
-
-def _query_packer(seq_length: int, cls_id: int, sep_id: int):
-  """`pack_query` traced once per process (tracing TF.Text's trimmers takes seconds)."""
-  key = (seq_length, cls_id, sep_id)
-  if key not in _QUERY_PACKERS:
-    _QUERY_PACKERS[key] = tf.function(
-        lambda body: pack_query(body, seq_length, cls_id, sep_id), autograph=False,
-        input_signature=[tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1)])
-  return _QUERY_PACKERS[key]
-
-
-def sample_query_embeddings(embedder, corpus_dirs: Sequence[str], num_queries: int,
-                            seed: int = 0) -> np.ndarray:
-  """Query-tower embeddings of pseudo-queries (block bodies cut to the query length).
-
-  Drawn with a fixed seed from the document set, so the recall check sees the query tower's
-  distribution rather than document embeddings.
-  """
-  paths = []
-  for d in corpus_dirs:
-    paths.extend(corpus_lib.shard_paths(d))
-  ds = corpus_lib.read_blocks("", paths=paths).map(lambda ex: ex["body_ids"])
-  ds = ds.shuffle(10_000, seed=seed).take(num_queries).ragged_batch(256)
-  ds = ds.map(_query_packer(embedder.query_seq_length, embedder.cls_id, embedder.sep_id))
-  out = [embedder.embed_queries(packed).numpy() for packed in ds]
-  return np.concatenate(out).astype(np.float32)
-
-
-def build_and_check(embeddings: np.ndarray, queries: np.ndarray, scann: ScannConfig,
-                    min_recall: float, exact_tile_size: int = 65536):
-  """Builds the ScaNN searcher and measures recall@10 vs exact search on `queries`.
-
-  Returns (searcher, recall, k); the caller releases the searcher. Raises RecallTooLowError below
-  `min_recall` (the searcher released).
-  """
-  searcher = ScannSearcher(embeddings, scann)
-  k = min(RECALL_K, embeddings.shape[0])
-  exact_rows, _ = exact_top_k_tiled(embeddings, queries, k, exact_tile_size)
-  approx_rows = searcher.search(tf.constant(queries), tf.constant(k, tf.int32))[0].numpy()
-  recall = recall_at_k(approx_rows, exact_rows, k)
-  logging.info("ScaNN (%s) recall@%d against exact search on %d queries: %.4f.",
-               searcher.config.mode, k, len(queries), recall)
-  if recall < min_recall:
-    searcher.release()
-    raise RecallTooLowError(
-        f"ScaNN recall@{k} = {recall:.4f} against exact search on {len(queries)} queries is below "
-        f"--min_recall={min_recall}; not publishing (config: {searcher.info()['config']}).")
-  return searcher, recall, k
-
-
 class IndexRefresher:
   """Runs refreshes for one worker; see the module docstring."""
 
@@ -202,7 +88,7 @@ class IndexRefresher:
     self.config = config
     self.strategy = strategy or tf.distribute.get_strategy()
     self._sleep = sleep
-    self._done = set()     # exports whose shards this (non-chief) worker finished
+    self._done = set()     # ids of the refresh rounds this (non-chief) worker embedded for
     self._failed = set()   # (export, completeness) keys that failed; retried once they change
     self.last_stats = None
 
@@ -249,7 +135,7 @@ class IndexRefresher:
   def needs_refresh(self, export_dir: str) -> bool:
     """True unless the live bundle was built with `export_dir`'s step (or a later one) on the
     current corpus (same corpus fingerprint)."""
-    if export_dir in self._done or self._export_key(export_dir) in self._failed:
+    if self._export_key(export_dir) in self._failed:
       return False
     live = self.live_bundle()
     if live is None:
@@ -274,9 +160,9 @@ class IndexRefresher:
 
   def work_dir(self, embedder, corpus_dir: str) -> str:
     """`<index_dir>/.work/<step>-<export id>/<corpus fingerprint>`: parts of one embedding run."""
-    return os.path.join(self.config.index_dir, WORK_SUBDIR,
+    return os.path.join(refresh_round.work_root(self.config.index_dir),
                         f"{embedder.step:08d}-{embed_corpus.export_identity(embedder)}",
-                        _corpus_fingerprint(corpus_dir))
+                        corpus_fingerprint(corpus_dir))
 
   # ---- embedding -----------------------------------------------------------------------------
 
@@ -290,17 +176,10 @@ class IndexRefresher:
     with self.strategy.scope():
       return embedder_export.load_embedder(export_dir)
 
-  def _validate(self, embedder, corpus_dirs: Sequence[str]) -> None:
-    for d in corpus_dirs:
-      manifest = embed_corpus.load_corpus_manifest(d)
-      embedder_export.check_corpus_compatible(
-          embedder.metadata, manifest, embedder.path, os.path.join(d, corpus_lib.MANIFEST))
-
   def _embed_dirs(self, embedder, corpus_dirs: Sequence[str], on_part_done=None
                   ) -> Optional[List[Tuple[np.ndarray, np.ndarray]]]:
     """Embeds this worker's shards of each dir; on the chief, waits and merges all parts."""
     cfg = self.config
-    self._validate(embedder, corpus_dirs)
     for d in corpus_dirs:
       stats = embed_corpus.embed_shards(
           embedder, d, self.work_dir(embedder, d), self.strategy, cfg.num_shards, cfg.shard_index,
@@ -314,19 +193,17 @@ class IndexRefresher:
     for d in corpus_dirs:
       manifest = embed_corpus.load_corpus_manifest(d)
       work = self.work_dir(embedder, d)
-      self._wait_for_parts(work, manifest, embedder)
+      self._wait_for_parts(work, manifest)
       merged.append(embed_corpus.merge_parts(work, manifest, embedder.embedding_dim, d))
     return merged
 
-  def _wait_for_parts(self, work: str, manifest: Dict, embedder) -> None:
+  def _wait_for_parts(self, work: str, manifest: Dict) -> None:
+    """Waits (back-off) for every part of `work`, however many newer exports appear meanwhile."""
     delay, start = self.config.poll_min_seconds, time.time()
     while True:
       missing = embed_corpus.missing_parts(work, manifest)
       if not missing:
         return
-      newest = embedder_export.latest_export(self.config.model_dir)
-      if newest and int(os.path.basename(newest)) > embedder.step:
-        raise SupersededError(f"Export {newest} superseded {embedder.path} while waiting for parts.")
       timeout = self.config.part_wait_timeout
       if timeout is not None and time.time() - start > timeout:
         raise corpus_lib.CorpusError(
@@ -339,8 +216,10 @@ class IndexRefresher:
   # ---- publishing ----------------------------------------------------------------------------
 
   def _publish(self, embedder, docs: DocumentSet, block_ids, embeddings,
-               extra: Optional[Dict] = None,
-               source_export: Optional[str] = None) -> bundle_lib.IndexBundle:
+               extra: Optional[Dict] = None, source_export: Optional[str] = None,
+               rnd: Optional[refresh_round.Round] = None) -> bundle_lib.IndexBundle:
+    """Builds and checks the searcher and publishes the bundle; with the refresh round `rnd`,
+    records and logs its staleness (read last, as it goes live)."""
     cfg = self.config
     if len(block_ids) == 0:
       raise corpus_lib.CorpusError(f"The document set {docs.corpus_dirs} is empty after removing "
@@ -363,49 +242,101 @@ class IndexRefresher:
         "num_replicas": self.strategy.num_replicas_in_sync,
     }
     manifest.update(extra or {})
+    if rnd is not None:
+      manifest["staleness"] = stale = refresh_round.staleness(rnd, cfg.model_dir)
     try:
-      return bundle_lib.publish(cfg.index_dir, export_dir=embedder.path, searcher=searcher,
-                                embeddings=embeddings, block_ids=block_ids, manifest=manifest,
-                                removed_block_ids=docs.removed, keep=cfg.keep,
-                                grace_seconds=cfg.grace_seconds)
+      bundle = bundle_lib.publish(cfg.index_dir, export_dir=embedder.path, searcher=searcher,
+                                  embeddings=embeddings, block_ids=block_ids, manifest=manifest,
+                                  removed_block_ids=docs.removed, keep=cfg.keep,
+                                  grace_seconds=cfg.grace_seconds)
     finally:
       searcher.release()
+    if rnd is not None:
+      logging.info(
+          "Index v%d (export step %d) is live with the trainer at step %d: %d steps stale (%d "
+          "behind as its round began + %d during the round's %.0f s; newest export: step %d).",
+          bundle.version, stale["export_step"], stale["trainer_step"], stale["steps"],
+          stale["lag_at_start"], stale["steps_during_round"], stale["round_seconds"],
+          stale["newest_export_step"])
+    return bundle
 
-  def _cleanup_work(self, step: int) -> None:
-    root = os.path.join(self.config.index_dir, WORK_SUBDIR)
-    if not tf.io.gfile.isdir(root):
-      return
-    for name in tf.io.gfile.listdir(root):
-      name = name.rstrip("/")
-      if name[:8].isdigit() and int(name[:8]) < step:
-        tf.io.gfile.rmtree(os.path.join(root, name))
+  # ---- refresh rounds ------------------------------------------------------------------------
+
+  def _watched(self, export_dir: str) -> bool:
+    """Whether `export_dir` is one of the watched model_dir's exports (leased while in use)."""
+    watched = os.path.normpath(embedder_export.exports_dir(self.config.model_dir))
+    return os.path.dirname(os.path.normpath(export_dir)) == watched
+
+  def _next_export(self) -> Optional[str]:
+    """The chief's next export: the declared round's while that round is unfinished (a
+    restarted chief finishes it), else the newest export."""
+    rnd = refresh_round.read_round(self.config.index_dir)
+    if (rnd is not None and not rnd.final and rnd.export and self.needs_refresh(rnd.export)
+        and tf.io.gfile.exists(os.path.join(rnd.export, embedder_export.METADATA))):
+      return rnd.export
+    return embedder_export.latest_export(self.config.model_dir)
+
+  def _pending_round(self) -> Optional[refresh_round.Round]:
+    """A shard worker's next round: the declared one unless it has embedded for it already."""
+    rnd = refresh_round.read_round(self.config.index_dir)
+    return None if rnd is None or rnd.final or rnd.id in self._done else rnd
+
+  def _follow(self, rnd: refresh_round.Round, on_part_done=None) -> None:
+    """A shard worker embeds its shards for `rnd`; stops early (no error) if the round ends."""
+    def current() -> bool:
+      now = refresh_round.read_round(self.config.index_dir)
+      return now is not None and now.id == rnd.id
+
+    def check(shard):
+      if on_part_done is not None:
+        on_part_done(shard)
+      if not current():
+        raise RoundChangedError(f"Refresh round {rnd.id} (export step {rnd.step}) ended while "
+                                "this worker embedded for it.")
+
+    try:
+      embedder = self._load_embedder(rnd.export, rnd.corpus_dirs)
+      self._embed_dirs(embedder, rnd.corpus_dirs, check)
+    except (RoundChangedError, tf.errors.OpError) + INPUT_ERRORS as e:
+      if not isinstance(e, RoundChangedError) and current():
+        raise
+      logging.info("Refresh round %s ended before this worker finished it (%s).", rnd.id, e)
+    self._done.add(rnd.id)
 
   # ---- entry points --------------------------------------------------------------------------
 
-  def _hold(self, export_dir: str):
-    """Holds `export_dir` against pruning when it is one of the watched model_dir's exports."""
-    watched = os.path.normpath(embedder_export.exports_dir(self.config.model_dir))
-    if os.path.dirname(os.path.normpath(export_dir)) == watched:
-      return embedder_export.hold_export(export_dir)
-    return contextlib.nullcontext()
-
   def refresh(self, export_dir: str, on_part_done=None) -> Optional[bundle_lib.IndexBundle]:
-    """Full refresh with `export_dir`: embeds the whole document set; the chief publishes."""
-    with self._hold(export_dir):
-      return self._refresh(export_dir, on_part_done)
+    """Full refresh with `export_dir`.
 
-  def _refresh(self, export_dir: str, on_part_done=None) -> Optional[bundle_lib.IndexBundle]:
+    The chief declares (or resumes) the round of `export_dir`, embeds its shards, waits for the
+    other workers' parts, publishes and ends the round (its parts removed), and returns the
+    bundle. Bad input (INPUT_ERRORS) ends the round too; any other interruption leaves it to be
+    resumed. Another worker embeds its shards for the declared round of `export_dir` and returns
+    None (RoundChangedError when no such round is declared).
+    """
+    cfg = self.config
+    if not self.is_chief:
+      rnd = refresh_round.read_round(cfg.index_dir)
+      if rnd is None or rnd.final or rnd.export != export_dir:
+        raise RoundChangedError(f"No refresh round of {export_dir} is declared in "
+                                f"{refresh_round.round_path(cfg.index_dir)}; worker 0 declares them.")
+      return self._follow(rnd, on_part_done)
     live = self.live_bundle()
     docs = self.document_set(live)
-    embedder = self._load_embedder(export_dir, docs.corpus_dirs)
-    merged = self._embed_dirs(embedder, docs.corpus_dirs, on_part_done)
-    if merged is None:
-      self._done.add(export_dir)
-      return None
-    block_ids, embeddings = combine(merged, docs.removed)
-    published = self._publish(embedder, docs, block_ids, embeddings,
-                              {"build": "full", "previous_version": live and live.version})
-    self._cleanup_work(embedder.step)
+    step = int(embedder_export.read_metadata(export_dir)["step"])
+    rnd = refresh_round.declare(cfg.index_dir, export_dir, step, docs.corpus_dirs, cfg.model_dir,
+                                lease=self._watched(export_dir))
+    try:
+      embedder = self._load_embedder(export_dir, docs.corpus_dirs)
+      block_ids, embeddings = combine(
+          self._embed_dirs(embedder, docs.corpus_dirs, on_part_done), docs.removed)
+      published = self._publish(embedder, docs, block_ids, embeddings,
+                                {"build": "full", "previous_version": live and live.version},
+                                rnd=rnd)
+    except INPUT_ERRORS:
+      refresh_round.finish(cfg.index_dir, rnd)  # nothing worth resuming: the input is bad
+      raise
+    refresh_round.finish(cfg.index_dir, rnd)
     return published
 
   def update_documents(self, add_dirs: Sequence[str] = (), remove_ids: Optional[np.ndarray] = None,
@@ -453,57 +384,102 @@ class IndexRefresher:
     removed_now = int(np.isin(removed, np.concatenate([parts[0][0], added_ids])).sum())
     new_docs = DocumentSet(docs.corpus_dirs + [d for d in add_dirs if d not in docs.corpus_dirs],
                            all_removed)
-    return self._publish(embedder, new_docs, ids, emb, {
+    bundle = self._publish(embedder, new_docs, ids, emb, {
         "build": "incremental", "previous_version": live.version,
         "changes": {"base_version": live.version, "added_dirs": list(add_dirs),
                     "added_blocks": int(len(added_ids)) - replaced, "replaced_blocks": replaced,
                     "removed_blocks": removed_now, "remove_file": remove_file}},
         source_export=live.manifest.get("source_export"))
+    rnd = refresh_round.read_round(self.config.index_dir)
+    refresh_round.remove_parts(self.config.index_dir,
+                               rnd.work_prefix() if rnd and not rnd.final else None)
+    return bundle
 
   def run_once(self) -> Optional[bundle_lib.IndexBundle]:
-    """Indexes the newest export if the live bundle is older; None when already up to date."""
+    """The chief indexes the next export (an unfinished round's, else the newest) if the live
+    bundle is older and returns the bundle; None when up to date. Another worker waits for a
+    declared round, embeds its shards for it and returns None (at once when up to date)."""
+    delay = self.config.poll_min_seconds
+    while True:
+      export = self._next_export() if self.is_chief else \
+          embedder_export.latest_export(self.config.model_dir)
+      if export is None:
+        raise embedder_export.ExportError(
+            f"No embedder export under {embedder_export.exports_dir(self.config.model_dir)}.")
+      if self.is_chief and self.needs_refresh(export):
+        return self.refresh(export)
+      rnd = None if self.is_chief else refresh_round.read_round(self.config.index_dir)
+      if rnd is not None and not rnd.final:
+        if rnd.id not in self._done:
+          self._follow(rnd)
+        return None
+      if not self.needs_refresh(export):
+        logging.info("Index in %s is up to date with %s.", self.config.index_dir, export)
+        return None
+      logging.info("Waiting %.0fs for worker 0 to declare a refresh round.", delay)
+      self._sleep(delay)
+      delay = min(2 * delay, self.config.poll_max_seconds)
+
+  def _poll(self) -> Tuple[bool, Optional[bundle_lib.IndexBundle]]:
+    """One poll of the watch loop → (worked, published bundle or None). INPUT_ERRORS are logged
+    and the export (chief) or round (other workers) skipped; the live bundle stays."""
+    if not self.is_chief:
+      rnd = self._pending_round()
+      if rnd is None:
+        return False, None
+      try:
+        self._follow(rnd)
+      except INPUT_ERRORS as e:
+        logging.error("Not embedding for refresh round %s (%s): %s", rnd.id, rnd.export, e)
+        self._done.add(rnd.id)
+      return True, None
+    export = self._next_export()
+    if export is None or not self.needs_refresh(export):
+      return False, None
+    try:
+      return True, self.refresh(export)
+    except INPUT_ERRORS as e:
+      logging.error("Not publishing an index for %s: %s", export, e)
+      self._failed.add(self._export_key(export))
+      return False, None
+
+  def _stopped(self, training_done: bool) -> bool:
+    """Whether the watch loop ends: training is done and (chief) the newest export was handled,
+    or (other workers) the chief has stopped or the index is up to date with the newest export."""
+    if not training_done or self.is_chief:
+      return training_done
+    rnd = refresh_round.read_round(self.config.index_dir)
     export = embedder_export.latest_export(self.config.model_dir)
-    if export is None:
-      raise embedder_export.ExportError(
-          f"No embedder export under {embedder_export.exports_dir(self.config.model_dir)}.")
-    if not self.needs_refresh(export):
-      logging.info("Index in %s is up to date with %s.", self.config.index_dir, export)
-      return None
-    return self.refresh(export)
+    return (rnd is not None and rnd.final) or export is None or not self.needs_refresh(export)
 
   def run(self, max_polls: Optional[int] = None) -> int:
     """The watch loop. Returns the number of bundles published.
 
-    Polls for new exports, sleeping `poll_min_seconds`, doubling up to `poll_max_seconds` while
-    nothing changes. Errors of one export (INPUT_ERRORS) are logged and that export is skipped; the
-    live bundle stays. Stops once TRAINING_DONE exists and the newest export has been handled.
+    Polls for new exports (the other workers: for declared rounds), sleeping `poll_min_seconds`,
+    doubling up to `poll_max_seconds` while nothing changes (a worker whose part of the declared
+    round is done polls at `poll_min_seconds`: the next round follows as soon as it ends).
+    Stops once TRAINING_DONE exists and the newest export has been handled; the chief then marks
+    the round file final so the other workers stop too.
     """
     cfg = self.config
     delay = cfg.poll_min_seconds
     published = polls = 0
     while True:
       done = embedder_export.training_done(cfg.model_dir)  # read first: the final export is older
-      export = embedder_export.latest_export(cfg.model_dir)
-      worked = False
-      if export is not None and self.needs_refresh(export):
-        try:
-          if self.refresh(export) is not None:
-            published += 1
-          worked = True
-        except SupersededError as e:
-          logging.info("%s", e)
-          worked = True
-        except INPUT_ERRORS as e:
-          logging.error("Not publishing an index for %s: %s", export, e)
-          self._failed.add(self._export_key(export))
+      worked, bundle = self._poll()
+      published += bundle is not None
       polls += 1
-      if done or (max_polls is not None and polls >= max_polls):
+      if self._stopped(done) or (max_polls is not None and polls >= max_polls):
+        if done and self.is_chief:
+          refresh_round.stop(cfg.index_dir)
         logging.info("Training is done; the index refresh job stops." if done else
                      "Reached max_polls; stopping.")
         return published
-      if worked:
+      rnd = None if self.is_chief else refresh_round.read_round(cfg.index_dir)
+      if worked or (rnd is not None and not rnd.final):
         delay = cfg.poll_min_seconds
+      if worked:
         continue
-      logging.info("No new embedder export in %s; sleeping %.0fs.", cfg.model_dir, delay)
+      logging.info("Nothing new to index; sleeping %.0fs.", delay)
       self._sleep(delay)
       delay = min(2 * delay, cfg.poll_max_seconds)
