@@ -167,3 +167,45 @@ def test_prune_spares_recently_superseded_and_ignores_stale_leases(exported, tmp
         ee.export_path(model_dir, 2)]
     assert not os.path.exists(lease)
   assert _steps(model_dir) == [3]
+
+
+def _matmul_dtypes(fn) -> set:
+  """The dtypes of the matrix products (MatMul, BatchMatMul, Einsum) in a loaded function's graph
+  and the functions it calls."""
+  graph_def = fn.concrete_functions[0].graph.as_graph_def()
+  nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+  return {tf.as_dtype(n.attr["T"].type).name for n in nodes
+          if "MatMul" in n.op or n.op == "Einsum"}
+
+
+# "auto" gives bfloat16 on a host with native bfloat16 (the trainer's own tower), else float32
+# (a float32 copy of the query tower), as "float32" always does.
+@pytest.mark.parametrize("policy,query_dtype", [("mixed_bfloat16", "float32"),
+                                                ("mixed_bfloat16", "auto")])
+def test_host_query_embedder_dtype_follows_the_rule(policy, query_dtype, tmp_path):
+  from realm_tf.retrieval import host_precision  # pylint: disable=g-import-not-at-top
+  with host_precision.keras_policy(policy):
+    retriever = testing.make_retriever(seed=4)
+  trainer_dtype = "bfloat16" if policy == "mixed_bfloat16" else "float32"
+  expected = host_precision.resolve_query_dtype(query_dtype, trainer_dtype)
+  path = ee.export_embedder(retriever, str(tmp_path), 7, query_dtype=query_dtype)
+  emb = ee.load_embedder(path)
+  assert (emb.metadata["query_dtype"], emb.metadata["trainer_dtype"]) == (expected, trainer_dtype)
+  assert emb.metadata["host_native_bf16"] == host_precision.native_bf16()
+  assert _matmul_dtypes(emb.module.embed_queries) == {expected}
+  assert _matmul_dtypes(emb.module.embed_documents) == {trainer_dtype}  # the trainer's own
+  q = _features(5, testing.QUERY_LEN, 3)
+  got = emb.embed_queries(q).numpy()
+  # Exactly the tower in the host dtype; the trainer's tower up to bfloat16 rounding.
+  host_tower = host_precision.query_tower_in(retriever, expected)
+  np.testing.assert_allclose(got, tf.cast(host_tower.embed_queries(q), tf.float32).numpy(),
+                             atol=1e-5 if expected == "float32" else 2e-2)
+  np.testing.assert_allclose(got, tf.cast(retriever.embed_queries(q), tf.float32).numpy(),
+                             atol=0.1)
+  assert np.corrcoef(got.ravel(), retriever.embed_queries(q).numpy().astype(
+      np.float32).ravel())[0, 1] > 0.999
+  # Every weight saved once, with the trainer's values in the trainer's order (warm starts).
+  saved = emb.module.retriever_variables
+  assert len(saved) == len(retriever.variables)
+  for a, b in zip(saved, retriever.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
