@@ -21,8 +21,9 @@ from typing import Dict, List, Optional
 
 from absl import app, logging
 
-SPEED = ("mips_bench", "embedding_bench", "masking_bench", "annotation_bench",
-         "input_pipeline_bench", "train_step_bench", "serving_bench", "serving_variants_bench")
+SPEED = ("mips_bench", "embedding_bench", "host_embedding_bench", "masking_bench",
+         "annotation_bench", "input_pipeline_bench", "train_step_bench", "serving_bench",
+         "serving_variants_bench")
 # Learning and answer quality: each takes from half an hour to an hour on 2 CPU cores.
 QUALITY = ("openqa_quality", "realm_vs_ict_bench")
 # Wikipedia scale (corpora to 1M blocks, several GB under /tmp): run alone, by name only.

@@ -27,6 +27,9 @@ import tf_keras
 QUERY_DTYPES = ("auto", "float32", "bfloat16")
 # CPU flags (/proc/cpuinfo) with which oneDNN runs bfloat16 matmuls in hardware.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# ONEDNN_MAX_CPU_ISA values that leave out oneDNN's bfloat16 instructions.
+_ISAS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                                "AVX512_CORE_VNNI"})
 _POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
@@ -50,10 +53,17 @@ def onednn_enabled() -> bool:
   return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
 
 
+def onednn_isa_allows_bf16() -> bool:
+  """False when ONEDNN_MAX_CPU_ISA holds oneDNN below its bfloat16 instructions."""
+  isa = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", ""))
+  return isa.strip().upper() not in _ISAS_WITHOUT_BF16
+
+
 def native_bf16(flags: Optional[FrozenSet[str]] = None, onednn: Optional[bool] = None) -> bool:
-  """True when this host multiplies bfloat16 matrices in hardware (oneDNN on and a bf16 flag)."""
+  """True when this host multiplies bfloat16 matrices in hardware: oneDNN on (and not held below
+  its bfloat16 instructions) and a bfloat16 CPU flag."""
   flags = cpu_flags() if flags is None else flags
-  onednn = onednn_enabled() if onednn is None else onednn
+  onednn = onednn_enabled() and onednn_isa_allows_bf16() if onednn is None else onednn
   return bool(onednn and NATIVE_BF16_FLAGS & set(flags))
 
 

@@ -36,6 +36,11 @@ def test_cpu_flags_and_onednn(tmp_path, monkeypatch):
                   "flags\t\t: fpu\n")
   assert hp.cpu_flags(str(info)) == {"fpu", "avx2", "avx512_bf16"}
   assert hp.cpu_flags(str(tmp_path / "missing")) == frozenset()
+  monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+  monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core")  # oneDNN held below its bf16 code
+  assert not hp.native_bf16(BF16_HOST)
+  monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+  assert hp.native_bf16(BF16_HOST) == hp.onednn_enabled()
   monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
   assert not hp.onednn_enabled()
   assert not hp.native_bf16(BF16_HOST)
