@@ -325,15 +325,20 @@ def prose_flag_problems(path: str) -> List[str]:
 # Figures quoted from benchmarks/results/*.json.
 
 def json_value(file: str, key_path: str):
-  """The value at dotted `key_path` of benchmarks/results/`file` (a list takes an index)."""
+  """The value at dotted `key_path` of benchmarks/results/`file` (a list takes an index; a key
+  that itself holds dots, such as scale.json's "bm25.build_seconds", is matched whole)."""
   value = json.loads(read(os.path.join("benchmarks", "results", file)))
-  for key in key_path.split("."):
+  parts = key_path.split(".")
+  while parts:
     if isinstance(value, list):
-      value = value[int(key)]
+      value = value[int(parts.pop(0))]
+      continue
+    for n in range(len(parts), 0, -1):
+      if ".".join(parts[:n]) in value:
+        value, parts = value[".".join(parts[:n])], parts[n:]
+        break
     else:
-      if key not in value:
-        raise KeyError(f"{file} has no {key_path!r} (no {key!r} in {sorted(value)[:20]})")
-      value = value[key]
+      raise KeyError(f"{file} has no {key_path!r} (no {parts[0]!r} in {sorted(value)[:20]})")
   return value
 
 
