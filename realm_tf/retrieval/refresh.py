@@ -319,7 +319,8 @@ class IndexRefresher:
       rnd = refresh_round.read_round(cfg.index_dir)
       if rnd is None or rnd.final or rnd.export != export_dir:
         raise RoundChangedError(f"No refresh round of {export_dir} is declared in "
-                                f"{refresh_round.round_path(cfg.index_dir)}; worker 0 declares them.")
+                                f"{refresh_round.round_path(cfg.index_dir)} (worker 0 declares "
+                                "them).")
       return self._follow(rnd, on_part_done)
     live = self.live_bundle()
     docs = self.document_set(live)

@@ -178,7 +178,8 @@ def remove_parts(index_dir: str, keep_prefix: Optional[str] = None) -> List[str]
     except tf.errors.NotFoundError:
       pass  # removed meanwhile
   if removed:
-    logging.info("Removed refresh parts no round needs: %s.", [os.path.basename(p) for p in removed])
+    logging.info("Removed refresh parts no round needs: %s.",
+                 [os.path.basename(p) for p in removed])
   return removed
 
 

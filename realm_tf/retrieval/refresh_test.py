@@ -52,7 +52,7 @@ def test_once_publishes_a_complete_bundle(env, tmp_path):
   np.testing.assert_allclose(scores.numpy()[:, 0], ref, rtol=1e-5)
   assert r.run_once() is None  # up to date: nothing republished
   assert bundle_lib.list_versions(str(tmp_path)) == [1]
-  assert not os.path.exists(os.path.join(str(tmp_path), refresh.WORK_SUBDIR, "00000099"))
+  assert os.listdir(os.path.join(str(tmp_path), refresh.WORK_SUBDIR)) == []  # parts removed
 
 
 def test_refresh_holds_its_export_against_pruning(env, tmp_path):
@@ -134,19 +134,27 @@ def test_watch_loop_backs_off_and_stops_when_training_is_done(env, tmp_path):
   assert bundle_lib.latest(index_dir).step == 200  # the broken export 300 was not published
 
 
-def test_refresh_killed_mid_way_resumes_and_skips_finished_shards(env, tmp_path):
-  r = refresh.IndexRefresher(config(env, tmp_path))
+def test_refresh_killed_mid_way_is_finished_first_though_a_newer_export_appeared(env, tmp_path):
+  model_dir, index_dir = str(tmp_path / "model"), str(tmp_path / "index")
+  shutil.copytree(env["model_dir"], model_dir)
+  export = ee.export_path(model_dir, 100)
+  r = refresh.IndexRefresher(config(env, index_dir, model_dir=model_dir))
 
   def killed(shard):
     raise KeyboardInterrupt(f"killed after shard {shard}")
 
   with pytest.raises(KeyboardInterrupt):
-    r.refresh(env["export"], on_part_done=killed)
-  assert bundle_lib.list_versions(str(tmp_path)) == []
-  r = refresh.IndexRefresher(config(env, tmp_path))  # a restarted process
+    r.refresh(export, on_part_done=killed)
+  assert bundle_lib.list_versions(index_dir) == []
+  leases = os.path.join(ee.exports_dir(model_dir), ee.LEASES_SUBDIR)
+  assert [n[:9] for n in os.listdir(leases)] == ["00000100."]  # the round still holds it
+  copy_export(export, model_dir, 200)  # the trainer moved on meanwhile
+  r = refresh.IndexRefresher(config(env, index_dir, model_dir=model_dir))  # a restarted process
   b = r.run_once()
+  assert b.step == 100 and b.num_rows == 24  # the round under way, not the newest export
   assert r.last_stats.skipped == [0] and r.last_stats.embedded == [1, 2]
-  assert b.num_rows == 24
+  assert os.listdir(leases) == [] and os.listdir(os.path.join(index_dir, refresh.WORK_SUBDIR)) == []
+  assert r.run_once().step == 200
 
 
 def test_independent_workers(env, tmp_path):
