@@ -216,7 +216,7 @@ def read_annotations(annotation_dir: str, paths: Optional[List[str]] = None) -> 
   return ds.map(parse_annotation, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def numbered_examples(records: tf.data.Dataset, build, start_index: int = 0,
+def numbered_examples(records: tf.data.Dataset, build, start_index: Optional[int] = 0,
                       keep_index: bool = False,
                       num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
                       deterministic: bool = True, keep=None) -> tf.data.Dataset:
@@ -224,6 +224,8 @@ def numbered_examples(records: tf.data.Dataset, build, start_index: int = 0,
 
   The index is the record's raw position in its (repeated, skipped) stream: the masking and ICT
   examples are stateless functions of it, and it is what a checkpoint stores to resume exactly.
+  `start_index=None`: `records` already are `(position, record)` pairs (`positioned_stream`, whose
+  shards skip other input pipelines' positions).
   `build` returns a dict with a boolean `valid`; `keep_index` adds `index` to each example.
   `keep(record)` (a boolean tensor) drops records without changing anyone's position (e.g. the
   held-out blocks).
@@ -236,7 +238,7 @@ def numbered_examples(records: tf.data.Dataset, build, start_index: int = 0,
       example["index"] = index
     return example
 
-  ds = records.enumerate(start=start_index)
+  ds = records if start_index is None else records.enumerate(start=start_index)
   if num_parallel_calls is None:
     ds = ds.map(_build)
   else:
@@ -264,14 +266,34 @@ def shuffled_stream(paths: Sequence[str], counts: Sequence[int], seed: int, wind
   GZIP shards cannot seek, so that skip decompresses up to one shard: shards of about a window's
   records (build_corpus's num_shards >= N / window) make a late restore as quick as a first start.
   """
+  return positioned_stream(paths, counts, seed, window, start_position,
+                           compression=compression).map(lambda _, record: record)
+
+
+def positioned_stream(paths: Sequence[str], counts: Sequence[int], seed: int, window: int,
+                      start_position: int = 0, num_shards: int = 1, shard_index: int = 0,
+                      compression: str = COMPRESSION) -> tf.data.Dataset:
+  """`shuffled_stream` as `(position, record)` pairs, optionally one input pipeline's share.
+
+  With `num_shards` > 1 (several hosts, each with its own input pipeline), shard `shard_index`
+  reads the windows whose number is `shard_index` mod `num_shards`: the shards are disjoint and
+  together are the whole stream, element for element, each element keeping its position in it.
+  `start_position` is then this shard's own position (one past the last element it consumed;
+  0 at the start), so each pipeline resumes from its own, in the same O(1) as the whole stream.
+  Every shard still decompresses every record (GZIP cannot seek) but parses, masks and embeds
+  only its own.
+  """
   if window < 1:
     raise ValueError(f"window must be >= 1, got {window}.")
+  if num_shards < 1 or not 0 <= shard_index < num_shards:
+    raise ValueError(f"Need 0 <= shard_index < num_shards; got {shard_index}, {num_shards}.")
   if len(paths) != len(counts):
     raise ValueError(f"{len(paths)} shard paths but {len(counts)} record counts.")
   offsets = np.concatenate([[0], np.cumsum(np.asarray(counts, np.int64))])
   if offsets[-1] < 1:
     raise ValueError(f"No record to stream in {list(paths)}.")
   first = start_position // window
+  first += (shard_index - first) % num_shards  # this shard's first window at or after it
   start = (first * window) % int(offsets[-1])
   # The last shard that starts at or before `start` (empty shards start where the next one does).
   shard = int(np.searchsorted(offsets, start, side="right")) - 1
@@ -282,10 +304,14 @@ def shuffled_stream(paths: Sequence[str], counts: Sequence[int], seed: int, wind
   def permute(number, batch):
     key = tf.stack([tf.constant(seed, tf.int64), tf.cast(number, tf.int64)])
     order = tf.argsort(tf.random.stateless_uniform(tf.shape(batch)[:1], seed=key))
-    return tf.gather(batch, order)
+    positions = tf.cast(number, tf.int64) * window + tf.range(window, dtype=tf.int64)
+    return positions, tf.gather(batch, order)
 
-  ds = ds.batch(window, drop_remainder=True).enumerate(start=first).map(permute).unbatch()
-  return ds.skip(start_position - first * window)
+  ds = ds.batch(window, drop_remainder=True).enumerate(start=first)
+  if num_shards > 1:
+    ds = ds.filter(lambda number, _: tf.equal(number % num_shards, shard_index))
+  ds = ds.map(permute).unbatch()
+  return ds.skip(max(0, start_position - first * window))
 
 
 def is_heldout(block_id, fraction: float):
@@ -335,16 +361,19 @@ def _bucket(block_id):
 
 def training_blocks(corpus_dir: str, seed: int, shuffle_window: int, start_position: int,
                     heldout_fraction: float, realm_query_fraction: float = 0.0,
-                    role: str = "any"):
-  """The block stream a training stage reads (ICT, reader warm-up): parsed blocks of
-  `corpus_dir` in the seeded, repeated order of `shuffled_stream` from `start_position` on, and
-  the `keep` predicate that leaves out held-out blocks and those of other roles
-  (`in_query_split`; None when every block is kept)."""
+                    role: str = "any", num_shards: int = 1, shard_index: int = 0):
+  """The block stream a training stage reads (ICT, reader warm-up): `(position, parsed block)`
+  pairs of `corpus_dir` in the seeded, repeated order of `positioned_stream` from
+  `start_position` on (shard `shard_index` of `num_shards`), and the `keep` predicate that leaves
+  out held-out blocks and those of other roles (`in_query_split`; None when every block is
+  kept)."""
   manifest = load_manifest(corpus_dir)
   window = max(1, min(shuffle_window, int(manifest["num_blocks"])))
-  blocks = shuffled_stream(shard_paths(corpus_dir, manifest),
-                           [s["num_blocks"] for s in manifest["shards"]], seed, window,
-                           start_position).map(parse_block, num_parallel_calls=tf.data.AUTOTUNE)
+  blocks = positioned_stream(
+      shard_paths(corpus_dir, manifest), [s["num_blocks"] for s in manifest["shards"]], seed,
+      window, start_position, num_shards, shard_index).map(
+          lambda position, record: (position, parse_block(record)),
+          num_parallel_calls=tf.data.AUTOTUNE)
   keep = None
   if heldout_fraction > 0 or (realm_query_fraction > 0 and role != "any"):
     keep = lambda b: in_query_split(_bucket(b["block_id"]), heldout_fraction,

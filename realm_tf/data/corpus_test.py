@@ -135,6 +135,36 @@ def test_resuming_late_reads_only_the_shard_the_position_falls_in(tmp_path):
     _take(_stream_by_skipping(paths, 5, window, position), 1)
 
 
+def _pairs(ds, n):
+  return [(int(p), int(r)) for p, r in ds.take(n).as_numpy_iterator()]
+
+
+@pytest.mark.parametrize("window", [1, 4, 7])
+def test_input_pipelines_read_disjoint_windows_that_together_are_the_stream(tmp_path, window):
+  """Shard i of 3 reads windows i, i + 3, ...: each element as the whole stream has it at that
+  position, every position of the stream in exactly one shard; each shard resumes from its own
+  position."""
+  paths = _shards(str(tmp_path))
+  per_shard = 4 * window + 5  # past the corpus's 26 records for every window size
+  n = 3 * per_shard + 3 * window
+  whole = _pairs(corpus_lib.positioned_stream(paths, COUNTS, 2, window), n)
+  assert [p for p, _ in whole] == list(range(n))
+  assert [r for _, r in whole] == _take(corpus_lib.shuffled_stream(paths, COUNTS, 2, window), n)
+  shards = [_pairs(corpus_lib.positioned_stream(paths, COUNTS, 2, window, 0, 3, i), per_shard)
+            for i in range(3)]
+  for i, shard in enumerate(shards):
+    assert shard == [e for e in whole if e[0] // window % 3 == i][:per_shard]
+    for cut in (1, window, window + 1, per_shard - 3):  # resume one past a consumed element
+      resumed = _pairs(corpus_lib.positioned_stream(paths, COUNTS, 2, window,
+                                                    shard[cut - 1][0] + 1, 3, i), 3)
+      assert resumed == shard[cut:cut + 3], (i, cut)
+  # The first 4 windows of each shard are the first 12 windows of the stream, each once.
+  covered = sorted(p for shard in shards for p, _ in shard[:4 * window])
+  assert covered == list(range(12 * window))
+  with pytest.raises(ValueError, match="shard_index < num_shards"):
+    corpus_lib.positioned_stream(paths, COUNTS, 2, window, 0, 3, 3)
+
+
 def test_the_stream_refuses_counts_that_do_not_describe_its_shards(tmp_path):
   paths = _shards(str(tmp_path), (2, 3))
   with pytest.raises(ValueError, match="2 shard paths but 1 record counts"):

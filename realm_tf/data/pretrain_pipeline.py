@@ -364,10 +364,12 @@ def bundle_retrieve_fn(bundle, k: int, load_on_worker: bool = False) -> Callable
 def indexed_masked_examples(annotation_dir: str, masker, start_position: int = 0,
                             seed: int = 0, shuffle_window: int = 16384,
                             heldout_fraction: float = 0.0, realm_query_fraction: float = 0.0,
-                            role: str = "realm") -> tf.data.Dataset:
+                            role: str = "realm", num_shards: int = 1,
+                            shard_index: int = 0) -> tf.data.Dataset:
   """Training's masked examples: the annotations repeated in a seeded, shuffled order
-  (`corpus.shuffled_stream`), held-out blocks and those of other query roles left out
-  (`corpus.in_query_split`), each example carrying `index`, its position in that stream.
+  (`corpus.positioned_stream`; input pipeline `shard_index` of `num_shards` reads its own
+  windows), held-out blocks and those of other query roles left out (`corpus.in_query_split`),
+  each example carrying `index`, its position in that stream.
 
   The position, not the count of accepted examples, is what a checkpoint stores, so resuming
   skips records without masking them again.
@@ -375,10 +377,11 @@ def indexed_masked_examples(annotation_dir: str, masker, start_position: int = 0
   from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
   manifest = corpus.load_annotation_manifest(annotation_dir)
   window = max(1, min(shuffle_window, int(manifest["num_records"])))
-  parsed = corpus.shuffled_stream(
+  parsed = corpus.positioned_stream(
       corpus.record_paths(annotation_dir, manifest),
-      [s["num_records"] for s in manifest["shards"]], seed, window, start_position).map(
-          corpus.parse_annotation, num_parallel_calls=tf.data.AUTOTUNE)
+      [s["num_records"] for s in manifest["shards"]], seed, window, start_position, num_shards,
+      shard_index).map(lambda position, record: (position, corpus.parse_annotation(record)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
   keep = None
   if heldout_fraction > 0 or realm_query_fraction > 0:
     keep = lambda r: corpus.in_query_split(corpus.record_bucket(r), heldout_fraction,
@@ -388,7 +391,7 @@ def indexed_masked_examples(annotation_dir: str, masker, start_position: int = 0
       raise ValueError(
           f"No annotation record of {annotation_dir} is a {role} query: held-out fraction "
           f"{heldout_fraction}, REALM query fraction {realm_query_fraction} leave none.")
-  return masker.dataset(parsed, start_index=start_position, keep_index=True, keep=keep)
+  return masker.dataset(parsed, start_index=None, keep_index=True, keep=keep)
 
 
 def heldout_masked_examples(annotation_dir: str, masker, heldout_fraction: float

@@ -130,8 +130,9 @@ def gold_row_features(examples: Sequence[OpenQAExample], index: FrozenIndex, cor
 
 
 def make_dataset_fn(features: Dict[str, np.ndarray], batch_size: int, seed: int = 0):
-  """`make_dataset(position)` for the Trainer: an endless, per-epoch shuffled stream of batches
-  from example position `position` on, each element carrying `data_position` (exact resume)."""
+  """`make_dataset(position, shard)` for the Trainer: an endless, per-epoch shuffled stream of
+  batches from example position `position` on, each element carrying `data_position` (exact
+  resume). One input pipeline only (fine-tuning's examples are few: one host reads them)."""
   n = len(features["question_length"])
   if n == 0:
     raise ValueError("No training examples.")
@@ -139,7 +140,12 @@ def make_dataset_fn(features: Dict[str, np.ndarray], batch_size: int, seed: int 
   def order(epoch):
     return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
 
-  def make_dataset(position: int) -> tf.data.Dataset:
+  def make_dataset(position: int, shard=None) -> tf.data.Dataset:
+    if shard is not None and shard.count > 1:
+      raise ValueError(f"Fine-tuning reads one input pipeline; this strategy has {shard.count} "
+                       "(hosts). Fine-tune on one host.")
+    size = shard.batch_size if shard is not None else batch_size
+
     def gen():
       p = int(position)
       while True:
@@ -156,5 +162,5 @@ def make_dataset_fn(features: Dict[str, np.ndarray], batch_size: int, seed: int 
       ex = {k: tf.gather(v, i) for k, v in tensors.items()}
       ex["data_position"] = p
       return ex
-    return idx.map(lookup).batch(batch_size, drop_remainder=True).prefetch(2)
+    return idx.map(lookup).batch(size, drop_remainder=True).prefetch(2)
   return make_dataset

@@ -5,6 +5,9 @@ Two levels of parallelism, as in the original's 16-TPU corpus embedding:
 * inside one worker, `strategy.run` splits each global batch across the strategy's replicas (TPU
   cores, GPUs, or several logical CPU devices); every batch is padded to the full global batch so
   shapes stay static (TPU) and the padding rows are dropped afterwards;
+* across hosts of one strategy (MultiWorkerMirroredStrategy, a TPU pod), each input pipeline
+  (`distribute_datasets_from_function`, one per host) embeds its own share of the corpus shards
+  and writes their parts; `embed_shards` returns on every host once all of them are written;
 * across independent workers, corpus shard `i` belongs to worker `i % num_shards` (`--num_shards`,
   `--shard_index`).
 
@@ -30,6 +33,7 @@ from realm_tf.io import atomic
 from realm_tf.retrieval.embedder_export import LoadedEmbedder, check_corpus_compatible
 from realm_tf.text.packing import INPUT_KEYS, pack_document
 from realm_tf.training.progress import ItemProgress
+from realm_tf.training.strategy import input_pipelines
 
 PART_PATTERN = "part-{:05d}.npz"
 
@@ -133,14 +137,19 @@ def _packer(seq_length: int, cls_id: int, sep_id: int, global_batch: int):
   return _PACKERS[key]
 
 
-def _packed_dataset(paths: List[str], embedder: LoadedEmbedder, global_batch: int):
-  """Blocks of `paths` → full global batches of packed documents, one shard after another.
+def _packed_dataset(paths: List[str], embedder: LoadedEmbedder, global_batch: int,
+                    positions: Optional[List[int]] = None, replicas: int = 1):
+  """Blocks of `paths` (those at `positions`, default all) → full batches of `global_batch`
+  packed documents, one shard after another, then padding batches up to a multiple of
+  `replicas` (the replicas this dataset feeds: each takes one batch a step, and a step that
+  some cannot fill is dropped).
 
   Batches never straddle two shards; each row carries `shard` (its position in `paths`) and its
   `block_id`, both -1 on padding rows. One pipeline serves all shards, so its start-up cost is
   paid once per call rather than once per shard.
   """
   pack = _packer(embedder.doc_seq_length, embedder.cls_id, embedder.sep_id, global_batch)
+  positions = list(range(len(paths))) if positions is None else positions
 
   @tf.function(autograph=False)
   def select(ex):
@@ -155,8 +164,15 @@ def _packed_dataset(paths: List[str], embedder: LoadedEmbedder, global_batch: in
     ds = ds.map(corpus_lib.parse_block).map(select)
     return ds.ragged_batch(global_batch).map(pack).map(lambda b: tag(b, index))
 
-  ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
+  ds = tf.data.Dataset.from_tensor_slices((tf.constant(positions, tf.int32),
+                                           tf.constant([paths[i] for i in positions], tf.string)))
   ds = ds.flat_map(shard_batches)
+  if replicas > 1:
+    padding = tf.data.Dataset.from_tensors(
+        {k: tf.fill(spec.shape, tf.constant(-1 if k in ("block_id", "shard") else 0, spec.dtype))
+         for k, spec in ds.element_spec.items()})
+    ds = ds.concatenate(padding.repeat(replicas - 1)).batch(replicas, drop_remainder=True)
+    ds = ds.unbatch()
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
   # Nothing here is autotuned (fixed prefetch, sequential maps), and with tf.data's autotuning
@@ -183,20 +199,31 @@ def iter_embedded_shards(embedder: LoadedEmbedder, paths: List[str],
                          batch_size: int = 32, progress: Optional[ItemProgress] = None
                          ) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
   """Embeds the blocks of `paths`; yields (position in paths, block_ids [n], embeddings [n, D])
-  once per non-empty shard, in order. `progress` counts the blocks as they are embedded.
+  once per non-empty shard this client embeds. `progress` counts the blocks as they are embedded.
+
+  Input pipeline `p` of `P` (one per host) embeds the shards at positions `p mod P`
+  (`pipeline_positions`), in order: a single client yields every shard, each client of a
+  MultiWorkerMirroredStrategy those of its own host. Every replica embeds `batch_size` blocks a
+  step.
 
   `batch_size` is per replica; each step embeds `batch_size × num_replicas` blocks with
   `strategy.run`. Load the embedder inside `strategy.scope()` so its variables are mirrored.
   """
   strategy = strategy or tf.distribute.get_strategy()
-  global_batch = batch_size * strategy.num_replicas_in_sync
-  dist = strategy.experimental_distribute_dataset(_packed_dataset(paths, embedder, global_batch))
+  count = input_pipelines(strategy)[0]
+
+  def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+    return _packed_dataset(paths, embedder, batch_size,
+                           pipeline_positions(len(paths), count, [context.input_pipeline_id]),
+                           context.num_replicas_in_sync // count)
+
+  dist = strategy.distribute_datasets_from_function(dataset_fn)
   step = _distributed_step(embedder, strategy)
 
   def local(values):
     return np.concatenate([t.numpy() for t in strategy.experimental_local_results(values)])
 
-  current, ids, embs = None, [], []
+  open_shards = {}  # input pipeline → (position, [ids], [embeddings]) of its shard under way
   for batch in dist:
     emb = local(step(batch))
     b_ids, b_shard = local(batch["block_id"]), local(batch["shard"])
@@ -205,24 +232,44 @@ def iter_embedded_shards(embedder: LoadedEmbedder, paths: List[str],
       continue
     if progress is not None:
       progress.add(int(keep.sum()))
-    shard = int(b_shard[keep][0])
-    if current is not None and shard != current:
-      yield current, np.concatenate(ids), np.concatenate(embs)
-      ids, embs = [], []
-    current = shard
-    ids.append(b_ids[keep])
-    embs.append(emb[keep].astype(np.float32))
-  if current is not None:
-    yield current, np.concatenate(ids), np.concatenate(embs)
+    emb, b_ids, b_shard = emb[keep], b_ids[keep], b_shard[keep]
+    for shard in np.unique(b_shard):  # a shard per local pipeline at most
+      rows = b_shard == shard
+      shard, pipeline = int(shard), int(shard) % count
+      if pipeline in open_shards and open_shards[pipeline][0] != shard:
+        done = open_shards.pop(pipeline)
+        yield done[0], np.concatenate(done[1]), np.concatenate(done[2])
+      entry = open_shards.setdefault(pipeline, (shard, [], []))
+      entry[1].append(b_ids[rows])
+      entry[2].append(emb[rows].astype(np.float32))
+  for position, ids, embs in sorted(open_shards.values(), key=lambda e: e[0]):
+    yield position, np.concatenate(ids), np.concatenate(embs)
+
+
+def pipeline_positions(num_paths: int, num_pipelines: int, pipelines: List[int]) -> List[int]:
+  """Positions (in a list of `num_paths` shards) that input pipelines `pipelines` embed."""
+  return [i for i in range(num_paths) if i % num_pipelines in pipelines]
+
+
+def _barrier(strategy: tf.distribute.Strategy) -> None:
+  """Returns once every client of a multi-client strategy has called it (a collective)."""
+  ones = strategy.experimental_distribute_values_from_function(lambda _: tf.ones([1]))
+  strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None).numpy()
 
 
 def embed_blocks(embedder: LoadedEmbedder, paths: List[str],
                  strategy: Optional[tf.distribute.Strategy] = None,
                  batch_size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
-  """Embeds all blocks of `paths` → (block_ids int64 [n], embeddings float32 [n, D]), in order."""
+  """Embeds all blocks of `paths` → (block_ids int64 [n], embeddings float32 [n, D]), in order.
+  One client holds them all: under a multi-client strategy embed with `embed_shards`."""
+  count, local_pipelines = input_pipelines(strategy or tf.distribute.get_strategy())
+  if len(local_pipelines) < count:
+    raise ValueError("embed_blocks keeps every block in one client; under a multi-client strategy "
+                     "(a client per host) embed with embed_shards and merge_parts.")
   parts = list(iter_embedded_shards(embedder, paths, strategy, batch_size))
   if not parts:
     return np.zeros([0], np.int64), np.zeros([0, embedder.embedding_dim], np.float32)
+  parts.sort(key=lambda p: p[0])  # pipelines of one client interleave their shards
   return (np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
 
 
@@ -235,7 +282,13 @@ def embed_shards(embedder: LoadedEmbedder, corpus_dir: str, work_dir: str,
   Raises CorpusError naming the file for an empty corpus, a corrupt shard (sha256 or record
   damage) or a shard whose block count differs from the manifest, and ExportError when the export
   does not fit the corpus. `on_part_done(shard)` is called after each part is published.
+
+  Under a strategy with several input pipelines (hosts) every client calls this with the same
+  arguments and work dir: each host embeds and publishes its own share of the shards left to do,
+  and the call returns on every client once all are published (`merge_parts` then holds each
+  block once); the stats are this client's.
   """
+  strategy = strategy or tf.distribute.get_strategy()
   manifest = load_corpus_manifest(corpus_dir)
   manifest_path = os.path.join(corpus_dir, corpus_lib.MANIFEST)
   check_corpus_compatible(embedder.metadata, manifest, embedder.path, manifest_path)
@@ -269,25 +322,28 @@ def embed_shards(embedder: LoadedEmbedder, corpus_dir: str, work_dir: str,
     if on_part_done is not None:
       on_part_done(shard)
 
-  next_position = 0
-  progress = ItemProgress(sum(t[2]["num_blocks"] for t in todo), "embed", "blocks")
+  count, local_pipelines = input_pipelines(strategy)
+  mine = pipeline_positions(len(todo), count, local_pipelines)
+  progress = ItemProgress(sum(todo[i][2]["num_blocks"] for i in mine), "embed", "blocks")
+  published, last = set(), (mine[0] if mine else 0)  # `last`: the shard an error names
   try:
     for position, ids, emb in (iter_embedded_shards(
         embedder, [t[1] for t in todo], strategy, batch_size, progress) if todo else ()):
-      for empty in range(next_position, position):  # shards that produced no batch
-        publish(empty, np.zeros([0], np.int64), np.zeros([0, embedder.embedding_dim], np.float32))
+      last = position
       publish(position, ids, emb)
-      next_position = position + 1
+      published.add(position)
   except tf.errors.DataLossError as e:
-    raise corpus_lib.CorpusError(f"Corpus shard {todo[min(next_position, len(todo) - 1)][1]} is unreadable: "
+    raise corpus_lib.CorpusError(f"Corpus shard {todo[last][1]} is unreadable: "
                                  f"{e.message}") from e
   except tf.errors.InvalidArgumentError as e:
     if "parse" not in e.message.lower():
       raise
-    raise corpus_lib.CorpusError(f"Corpus shard {todo[min(next_position, len(todo) - 1)][1]} holds a record that is "
+    raise corpus_lib.CorpusError(f"Corpus shard {todo[last][1]} holds a record that is "
                                  f"not a block: {e.message}") from e
-  for empty in range(next_position, len(todo)):
+  for empty in sorted(set(mine) - published):  # shards that produced no batch
     publish(empty, np.zeros([0], np.int64), np.zeros([0, embedder.embedding_dim], np.float32))
+  if len(local_pipelines) < count:
+    _barrier(strategy)  # every host's parts are published when any host returns
   stats.seconds = time.time() - start
   return stats
 

@@ -38,16 +38,18 @@ class IctConfig(ConfigBase):
 
 
 def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int = 0,
-                 seed: int = 0, shuffle_window: int = 16384, heldout_fraction: float = 0.0
-                 ) -> tf.data.Dataset:
-  """Batched ICT examples from position `start_position` of the shuffled, repeated corpus.
+                 seed: int = 0, shuffle_window: int = 16384, heldout_fraction: float = 0.0,
+                 num_shards: int = 1, shard_index: int = 0) -> tf.data.Dataset:
+  """Batched ICT examples from position `start_position` of the shuffled, repeated corpus
+  (input pipeline `shard_index` of `num_shards`: `corpus.positioned_stream`).
 
   Blocks come in a seeded order (`corpus.shuffled_stream`), so in-batch negatives are not the
   same article's blocks; held-out blocks (`corpus.is_heldout`) are never queries. Each batch
   carries `data_position` (one past its last stream position) for exact resume.
   """
   blocks, keep = corpus_lib.training_blocks(corpus_dir, seed, shuffle_window, start_position,
-                                            heldout_fraction)
+                                            heldout_fraction, num_shards=num_shards,
+                                            shard_index=shard_index)
 
   def _inputs(ex):
     out = {"block_id": ex["block_id"], "index": ex["index"]}
@@ -56,7 +58,7 @@ def ict_examples(corpus_dir: str, builder, batch_size: int, start_position: int 
       out[f"block/{k}"] = ex[f"block_{k}"]
     return out
 
-  ds = builder.dataset(blocks, start_index=start_position, keep_index=True, keep=keep).map(_inputs)
+  ds = builder.dataset(blocks, start_index=None, keep_index=True, keep=keep).map(_inputs)
   return corpus_lib.batch_with_data_position(ds, batch_size)
 
 
@@ -100,9 +102,9 @@ def _train(job: IctJobConfig, strategy: tf.distribute.Strategy) -> Dict:
                         block_length=config.retriever.doc_seq_length,
                         remove_rate=config.remove_sentence_rate), tokenizer)
 
-  def make_dataset(position):
-    return ict_examples(job.corpus_dir, builder, config.batch_size, position, config.seed,
-                        config.shuffle_window, config.heldout_fraction)
+  def make_dataset(position, shard):
+    return ict_examples(job.corpus_dir, builder, shard.batch_size, position, config.seed,
+                        config.shuffle_window, config.heldout_fraction, shard.count, shard.index)
 
   scalars = trainer.train(make_dataset, config.num_train_steps)
   # Re-running a finished ICT job returns its existing export.

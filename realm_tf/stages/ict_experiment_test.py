@@ -83,7 +83,7 @@ _REPLICAS_SCRIPT = textwrap.dedent("""
                         intermediate_size=32, dropout_rate=0.0, attention_dropout_rate=0.0)
     cfg = RetrieverConfig(encoder=enc, projection_size=8, query_seq_length=6, doc_seq_length=8,
                           projection_dropout=0.0)
-    def make_dataset(position):
+    def make_dataset(position, shard=None):
       def ex(i):
         seed = tf.stack([tf.constant(3, tf.int64), i])
         out = {}

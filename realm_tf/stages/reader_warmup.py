@@ -104,14 +104,17 @@ def mlm_task(model, batch, training):
 
 
 def warmup_examples(corpus_dir: str, config: ReaderWarmupConfig, batch_size: int,
-                    start_position: int = 0, tokenizer=None) -> tf.data.Dataset:
-  """Batched warm-up examples from position `start_position` of the shuffled, repeated corpus;
-  each batch carries `data_position` for exact resume."""
+                    start_position: int = 0, tokenizer=None, num_shards: int = 1,
+                    shard_index: int = 0) -> tf.data.Dataset:
+  """Batched warm-up examples from position `start_position` of the shuffled, repeated corpus
+  (input pipeline `shard_index` of `num_shards`); each batch carries `data_position` for exact
+  resume."""
   blocks, keep = corpus_lib.training_blocks(corpus_dir, config.seed, config.shuffle_window,
                                             start_position, config.heldout_fraction,
-                                            config.realm_query_fraction, role="warmup")
+                                            config.realm_query_fraction, role="warmup",
+                                            num_shards=num_shards, shard_index=shard_index)
   builder = mlm_lib.MlmExampleBuilder(config.mlm_config, tokenizer)
-  ds = builder.dataset(blocks, start_index=start_position, keep_index=True, keep=keep)
+  ds = builder.dataset(blocks, start_index=None, keep_index=True, keep=keep)
   return corpus_lib.batch_with_data_position(ds, batch_size, drop=("block_id",))
 
 
@@ -161,7 +164,10 @@ def run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] =
   if config.evidence == "span_match":
     cache = {}  # built at the first dataset request, so a finished run does not build it
 
-    def make_dataset(position):
+    def make_dataset(position, shard):
+      if shard.count > 1:
+        raise ValueError("The reader warm-up with evidence 'span_match' reads one input pipeline; "
+                         "run it on one host (or with evidence 'own_block').")
       if "examples" not in cache:
         examples = cache["examples"] = evidence_lib.evidence_examples(
             annotations_dir, masking_lib.Masker(config.masking_config, tokenizer),
@@ -173,10 +179,11 @@ def run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] =
                      "(%.0f%% drawn to read a distractor)",
                      100 * examples["holds_span"].mean(), len(examples["holds_span"]),
                      100 * examples["distractor"].mean())
-      return evidence_lib.evidence_dataset(cache["examples"], config.batch_size, position)
+      return evidence_lib.evidence_dataset(cache["examples"], shard.batch_size, position)
   else:
-    def make_dataset(position):
-      return warmup_examples(corpus_dir, config, config.batch_size, position, tokenizer)
+    def make_dataset(position, shard):
+      return warmup_examples(corpus_dir, config, shard.batch_size, position, tokenizer,
+                             shard.count, shard.index)
 
   scalars = trainer.train(make_dataset, config.num_train_steps)
   scalars["init"] = loaded

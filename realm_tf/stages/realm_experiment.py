@@ -30,7 +30,7 @@ from realm_tf.text import RealmTokenizer
 from realm_tf.stages import tasks
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
-from realm_tf.training.trainer import Trainer, check_or_write_config
+from realm_tf.training.trainer import InputShard, Trainer, check_or_write_config
 from realm_tf.config_base import ConfigBase
 
 REFRESH_MODES = ("inline", "async", "none")
@@ -192,25 +192,33 @@ class RealmExperiment:
     self._summary_writer = None
     self._last_eval_step = None
 
-  def masked_examples(self, start_position: int) -> tf.data.Dataset:
+  def masked_examples(self, start_position: int, num_shards: int = 1,
+                      shard_index: int = 0) -> tf.data.Dataset:
     """Training's masked queries from stream position `start_position` on (shuffled, repeated,
-    held-out blocks left out)."""
+    held-out blocks left out; input pipeline `shard_index` of `num_shards` reads its own share)."""
     cfg = self.config
     return indexed_masked_examples(self.annotations_dir, self.masker, start_position, cfg.seed,
                                    cfg.shuffle_window, cfg.heldout_fraction,
-                                   cfg.realm_query_fraction, role="realm")
+                                   cfg.realm_query_fraction, role="realm",
+                                   num_shards=num_shards, shard_index=shard_index)
 
-  def make_dataset(self, start_position: int) -> tf.data.Dataset:
-    """The featurized pipeline over the live bundle, from `start_position`. The trainer has
-    dropped the previous pipeline by now, so a replaced bundle's searcher is released here."""
+  def make_dataset(self, start_position: int,
+                   shard: Optional[InputShard] = None) -> tf.data.Dataset:
+    """The featurized pipeline of input pipeline `shard` (default: the only one, at the global
+    batch) over the live bundle, from that pipeline's `start_position`. The trainer has dropped
+    the previous pipeline by now, so a replaced bundle's searcher is released here."""
+    shard = shard or InputShard(batch_size=self.pipeline_config.batch_size)
     if self._dataset_bundle is not None and self._dataset_bundle is not self.bundle:
       self._dataset_bundle.close()
     self._dataset_bundle = self.bundle
     # On tf.data service workers the bundle is read from its path, not shipped in the graph.
     retrieve = bundle_retrieve_fn(self.bundle, self.config.model.num_candidates,
                                   load_on_worker=bool(self.data_service))
-    return make_pretrain_dataset(self.masked_examples(start_position), retrieve, self.lookup,
-                                 self.pipeline_config, self.tokenizer.cls_id,
+    return make_pretrain_dataset(self.masked_examples(start_position, shard.count, shard.index),
+                                 retrieve, self.lookup,
+                                 dataclasses.replace(self.pipeline_config,
+                                                     batch_size=shard.batch_size),
+                                 self.tokenizer.cls_id,
                                  self.tokenizer.sep_id, data_service=self.data_service)
 
   def export(self, step: int) -> str:

@@ -1,5 +1,5 @@
 """Picks the tf.distribute strategy from flags, so one code path runs on CPU, GPUs and TPUs."""
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -53,3 +53,20 @@ def get_strategy(tpu: Optional[str] = None, strategy: str = "default",
   logging.info("Using %s with %d replica(s).", type(result).__name__,
                result.num_replicas_in_sync)
   return result
+
+
+def input_pipelines(strategy: tf.distribute.Strategy) -> Tuple[int, List[int]]:
+  """How many input pipelines `strategy.distribute_datasets_from_function` builds (one per host)
+  and the ids of those this client builds: all of them in a single client (one host, or a TPU
+  pod driven from one client), only its own under MultiWorkerMirroredStrategy (a client per
+  host). Asked of the strategy itself by building a one-element probe dataset."""
+  contexts = []
+
+  def probe(context):
+    contexts.append(context)
+    return tf.data.Dataset.from_tensors(tf.zeros([1]))
+
+  strategy.distribute_datasets_from_function(probe)
+  if not contexts:
+    return 1, [0]
+  return contexts[0].num_input_pipelines, sorted(c.input_pipeline_id for c in contexts)

@@ -5,16 +5,19 @@ per-example loss and metrics; the trainer owns the optimizer step (clipping, mix
 checkpoints (model, optimizer, step, data position), NaN detection, progress lines, TensorBoard
 summaries, hooks (embedder export, index refresh) and the done-marker.
 """
+import dataclasses
 import json
 import math
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from realm_tf.io import atomic
 from realm_tf.training.progress import ProgressReporter
+from realm_tf.training.strategy import input_pipelines
 
 DONE_MARKER = "TRAINING_DONE"
 CONFIG_FILE = "config.json"
@@ -53,6 +56,16 @@ def check_or_write_config(model_dir: str, config: Dict, may_change: Sequence[str
   atomic.write_json(path, config)
 
 
+@dataclasses.dataclass(frozen=True)
+class InputShard:
+  """What one input pipeline (one per host) reads: share `index` of `count` of the training
+  stream (e.g. `corpus.positioned_stream`'s shards), in batches of `batch_size`, its part of the
+  global batch (the trainer splits them across the replicas it feeds)."""
+  index: int = 0
+  count: int = 1
+  batch_size: int = 0
+
+
 class Trainer:
   """Runs `task` on `model` under `strategy`, checkpointing to `model_dir`.
 
@@ -76,13 +89,25 @@ class Trainer:
     self.checkpoint_every = checkpoint_every
     self.log_every = log_every
     self.name = name
+    # One input pipeline per host (strategy.distribute_datasets_from_function), each reading its
+    # own share of the stream from its own position; the checkpoint holds every pipeline's.
+    self.num_input_pipelines, self._local_pipelines = input_pipelines(strategy)
+    if global_batch_size % self.num_input_pipelines:
+      raise ValueError(f"[{name}] The global batch {global_batch_size} does not split evenly "
+                       f"across {self.num_input_pipelines} input pipelines (hosts).")
+    self._positions = np.zeros([self.num_input_pipelines], np.int64)
     with strategy.scope():
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-      self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
+      self.data_position = tf.Variable(self._positions, trainable=False, name="data_position")
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step,
                                           data_position=self.data_position)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=max_to_keep)
+    # Under MultiWorkerMirroredStrategy every client takes part in a save; only the chief writes
+    # to model_dir, the others to a scratch directory removed after each save.
+    self._is_chief = bool(getattr(strategy.extended, "should_checkpoint", True))
+    task_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", None) or 0
+    self._scratch_dir = os.path.join(model_dir, f".checkpoints-worker-{task_id}")
     self._grads_fn = tf.function(self._compute_grads, jit_compile=True) if jit_compile \
         else self._compute_grads
     self._train_step = tf.function(self._distributed_step)
@@ -96,11 +121,74 @@ class Trainer:
         # finished run that only reloads its weights never builds them: no warning for those.
         self.checkpoint.restore(latest).assert_existing_objects_matched().expect_partial()
       except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+        saved = tf.train.load_checkpoint(latest).get_variable_to_shape_map().get(
+            "data_position/.ATTRIBUTES/VARIABLE_VALUE")
+        if saved is not None and list(saved) != [self.num_input_pipelines]:
+          raise ConfigMismatchError(
+              f"Checkpoint {latest} holds the data positions of {saved or 'one'} input "
+              f"pipeline(s) (hosts); this run has {self.num_input_pipelines}. Resume on as many "
+              "hosts as it was trained on.") from e
         raise ConfigMismatchError(
             f"Checkpoint {latest} does not match this model (wrong shape or structure): {e}") from e
-      logging.info("Restored %s at step %d, data position %d.", latest, int(self.step.numpy()),
-                   int(self.data_position.numpy()))
+      self._positions = self.data_position.numpy().copy()
+      logging.info("Restored %s at step %d, data position(s) %s.", latest,
+                   int(self.step.numpy()), self._positions.tolist())
     return int(self.step.numpy())
+
+  def _distribute(self, make_dataset: Callable) -> tf.distribute.DistributedDataset:
+    """The input of every replica: `make_dataset(position, InputShard)` once per input pipeline
+    this client builds, from that pipeline's own position, split into per-replica batches.
+
+    With several pipelines each element's `data_position` carries its pipeline's id
+    (`position * count + id`, read back by `_advance`); with one it is the position itself.
+    """
+    count, global_batch = self.num_input_pipelines, self.global_batch_size
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+      index = context.input_pipeline_id
+      shard = InputShard(index, count, global_batch // count)
+      dataset = make_dataset(int(self._positions[index]), shard)
+      per_replica = context.get_per_replica_batch_size(global_batch)
+      if per_replica != shard.batch_size:
+        dataset = dataset.rebatch(per_replica, drop_remainder=True)
+      if count > 1:
+        dataset = dataset.map(lambda b: dict(b, data_position=b["data_position"] * count + index))
+      self.input_element_spec = dataset.element_spec
+      return dataset
+
+    return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+  def _advance(self, position) -> None:
+    """Records the data position(s) a step's batch reached (its local replicas' pipelines)."""
+    values = np.concatenate([np.ravel(t.numpy())
+                             for t in self.strategy.experimental_local_results(position)])
+    count = self.num_input_pipelines
+    pipelines, values = (values % count, values // count) if count > 1 else (0 * values, values)
+    for index in np.unique(pipelines):
+      self._positions[index] = values[pipelines == index].max()
+    self.data_position.assign(self._positions)
+
+  def _all_positions(self) -> np.ndarray:
+    """Every pipeline's position: this client's own, the others' gathered from their clients
+    (MultiWorkerMirroredStrategy: a collective, so every client calls it at the same step)."""
+    if len(self._local_pipelines) == self.num_input_pipelines:
+      return self._positions
+    mask = np.zeros([self.num_input_pipelines], bool)
+    mask[self._local_pipelines] = True
+    mine = tf.constant(np.where(mask, self._positions, 0)[None])  # positions are >= 0
+    value = self.strategy.experimental_distribute_values_from_function(lambda _: mine)
+    return self.strategy.gather(value, axis=0).numpy().max(axis=0)
+
+  def save(self, step: int) -> None:
+    """Checkpoints model, optimizer, step and every input pipeline's data position."""
+    self._positions = np.asarray(self._all_positions(), np.int64).copy()
+    self.data_position.assign(self._positions)
+    if self._is_chief:
+      self.manager.save(checkpoint_number=step)
+      return
+    tf.train.CheckpointManager(self.checkpoint, self._scratch_dir, max_to_keep=1).save(
+        checkpoint_number=step)
+    tf.io.gfile.rmtree(self._scratch_dir)
 
   def _compute_grads(self, batch):
     with tf.GradientTape() as tape:
@@ -142,8 +230,9 @@ class Trainer:
   def train(self, make_dataset: Callable[[int], tf.data.Dataset], num_steps: int,
             hooks: Optional[List[Callable[[int], bool]]] = None,
             extra_scalars: Optional[Callable[[int], Dict[str, float]]] = None) -> Dict[str, float]:
-    """Trains until `num_steps`. `make_dataset(data_position)` builds the input from a position;
-    a hook returning True after a step asks for the dataset to be rebuilt (e.g. new index).
+    """Trains until `num_steps`. `make_dataset(data_position, shard)` builds one input
+    pipeline's batches (`shard`: an InputShard) from that pipeline's position; a hook returning
+    True after a step asks for the input to be rebuilt (e.g. new index).
     Returns the last step's scalars, its progress line and `start_step` (0 unless it resumed),
     so a caller that times the call knows which steps the time covers."""
     hooks = hooks or []
@@ -156,8 +245,8 @@ class Trainer:
     iterator = None
     while int(self.step.numpy()) < num_steps:
       if iterator is None:
-        dataset = make_dataset(int(self.data_position.numpy()))
-        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        dataset = self._distribute(make_dataset)
+        iterator = iter(dataset)
       try:
         batch = next(iterator)
       except StopIteration:
@@ -166,8 +255,7 @@ class Trainer:
       position = batch.pop("data_position")
       sums = self._train_step(batch)
       step = int(self.step.assign_add(1).numpy())
-      self.data_position.assign(int(tf.reduce_max(
-          self.strategy.experimental_local_results(position)).numpy()))
+      self._advance(position)
       scalars = {k: float(s.numpy()) / max(float(c.numpy() if hasattr(c, "numpy") else c), 1e-9)
                  for k, (s, c) in sums.items()}
       if not math.isfinite(scalars["loss"]):
@@ -180,7 +268,7 @@ class Trainer:
       reporter.update(step, scalars)
       last = scalars
       if step % self.checkpoint_every == 0 or step == num_steps:
-        self.manager.save(checkpoint_number=step)
+        self.save(step)
       rebuild = False
       for hook in hooks:
         rebuild = bool(hook(step)) or rebuild

@@ -12,8 +12,8 @@ from realm_tf.testing import cli as cli_testing
 from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer
 from realm_tf.stages import tasks
 from realm_tf.training.optimizer import create_optimizer
-from realm_tf.training.trainer import (DONE_MARKER, ConfigMismatchError, NonFiniteLossError,
-                                       Trainer, check_or_write_config)
+from realm_tf.training.trainer import (DONE_MARKER, ConfigMismatchError, InputShard,
+                                       NonFiniteLossError, Trainer, check_or_write_config)
 
 MICRO = EncoderConfig(vocab_size=1100, hidden_size=32, num_layers=1, num_attention_heads=2,
                       intermediate_size=64, dropout_rate=0.0, attention_dropout_rate=0.0)
@@ -44,7 +44,7 @@ def example(index):
   return ex
 
 
-def make_dataset(position):
+def make_dataset(position, shard=None):
   ds = tf.data.Dataset.range(position, 1 << 40).map(example).batch(BATCH, drop_remainder=True)
 
   def _pos(b):
@@ -68,7 +68,7 @@ def test_short_run_loss_decreases(tmp_path):
   model_dir = str(tmp_path / "learn")
   trainer = make_trainer(model_dir, lr=2e-3, checkpoint_every=1000)
   losses = []
-  trainer.train(lambda p: make_dataset(0).take(1).repeat(), 25,
+  trainer.train(lambda p, s: make_dataset(0).take(1).repeat(), 25,
                 hooks=[lambda s: losses.append(trainer.model) and False])
   first = trainer.task(trainer.model, next(iter(make_dataset(0))), False)[0]
   assert os.path.exists(os.path.join(model_dir, DONE_MARKER))
@@ -96,14 +96,14 @@ def test_resume_after_kill_restores_step_and_data_position(tmp_path):
   # Checkpoint at step 2 holds data position 2 * BATCH.
   resumed = make_trainer(model_dir)
 
-  def recording(position):
-    seen.append(position)
+  def recording(position, shard):
+    seen.append((position, shard))
     return make_dataset(position)
 
   assert resumed.train(recording, 4)["start_step"] == 2
-  assert seen[0] == 2 * BATCH
+  assert seen[0] == (2 * BATCH, InputShard(0, 1, BATCH))
   assert int(resumed.step.numpy()) == 4
-  assert int(resumed.data_position.numpy()) == 4 * BATCH
+  assert resumed.data_position.numpy().tolist() == [4 * BATCH]  # one input pipeline
   restored = make_trainer(model_dir)
   assert restored.restore() == 4
 
