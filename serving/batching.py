@@ -22,6 +22,7 @@ from typing import Callable, Dict, Hashable, List, Mapping, Tuple
 
 import grpc
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from serving.validation import ServingError
@@ -119,7 +120,7 @@ def parse_batching_config(text: str, source: str = "<string>") -> BatchingConfig
 
 def load_batching_config(path: str) -> BatchingConfig:
   """Reads and parses a `--batching_parameters_file`."""
-  with open(path, encoding="utf-8") as f:
+  with tf.io.gfile.GFile(path) as f:
     return parse_batching_config(f.read(), source=path)
 
 

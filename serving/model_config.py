@@ -9,9 +9,11 @@ import os
 from typing import FrozenSet, List, Optional, Tuple
 
 import grpc
+import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from realm_tf.io import paths
 from serving.validation import ServingError
 
 
@@ -93,7 +95,7 @@ def model_configs_from_proto(config: model_server_config_pb2.ModelServerConfig,
       policy = VersionPolicy("specific", versions=frozenset(policy_proto.specific.versions))
     else:
       policy = VersionPolicy("all")
-    models.append(ModelConfig(name=entry.name, base_path=os.path.abspath(base_path),
+    models.append(ModelConfig(name=entry.name, base_path=paths.absolute(base_path),
                               version_policy=policy,
                               version_labels=tuple(sorted(entry.version_labels.items()))))
   return models
@@ -112,26 +114,27 @@ def parse_model_config(text: str, source: str = "<string>",
 
 def load_model_config_file(path: str, models_dir: Optional[str] = None) -> List[ModelConfig]:
   """Reads and parses `--model_config_file`."""
-  with open(path, encoding="utf-8") as f:
+  with tf.io.gfile.GFile(path) as f:
     return parse_model_config(f.read(), source=path, models_dir=models_dir)
 
 
 def list_versions(base_path: str) -> List[int]:
-  """Returns the servable versions under `base_path`, ascending.
+  """Returns the servable versions under `base_path` (any TensorFlow filesystem), ascending.
 
   Only directories named by a non-negative integer that contain `saved_model.pb` (or `.pbtxt`)
   count; `tmp-3`, `.3.partial` or a `3/` still being written without its saved_model.pb are skipped.
   """
   try:
-    names = os.listdir(base_path)
-  except FileNotFoundError:
+    names = tf.io.gfile.listdir(base_path)
+  except tf.errors.NotFoundError:
     return []
   versions = []
   for name in names:
+    name = name.rstrip("/")  # object stores list directories with a trailing slash
     if not name.isdigit():
       continue
     path = os.path.join(base_path, name)
-    if (os.path.isfile(os.path.join(path, "saved_model.pb")) or
-        os.path.isfile(os.path.join(path, "saved_model.pbtxt"))):
+    if (tf.io.gfile.exists(os.path.join(path, "saved_model.pb")) or
+        tf.io.gfile.exists(os.path.join(path, "saved_model.pbtxt"))):
       versions.append(int(name))
   return sorted(versions)

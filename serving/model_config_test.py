@@ -78,3 +78,19 @@ def test_list_versions_ignores_temp_and_partial_dirs(tmp_path, numeric_v1):
   (base / "notes.txt").write_text("x")
   assert model_config.list_versions(str(base)) == [7]
   assert model_config.list_versions(str(tmp_path / "missing")) == []
+
+
+def test_versions_and_config_file_on_an_object_store(tmp_path, numeric_v1):
+  # ram:// (TF's in-memory filesystem) stands in for gs://: no open()/os.path call reaches it.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import paths  # pylint: disable=g-import-not-at-top
+  root = f"ram://{tmp_path.name}"
+  paths.copy_tree(os.path.join(numeric_v1, "1"), f"{root}/num/4")
+  tf.io.gfile.makedirs(f"{root}/num/5")                 # partial: no saved_model.pb yet
+  assert model_config.list_versions(f"{root}/num") == [4]
+  assert model_config.list_versions(f"{root}/missing") == []
+  with tf.io.gfile.GFile(f"{root}/models.config", "w") as f:
+    f.write(f"model_config_list {{ config {{ name: 'num' base_path: '{root}/num/' }} }}")
+  [config] = model_config.load_model_config_file(f"{root}/models.config")
+  assert config.base_path == f"{root}/num"
+  tf.io.gfile.rmtree(root)

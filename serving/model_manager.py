@@ -66,11 +66,11 @@ def read_signature_defs(export_dir: str) -> Dict[str, meta_graph_pb2.SignatureDe
   """Reads the serving MetaGraph's SignatureDefs (what GetModelMetadata returns)."""
   saved_model = saved_model_pb2.SavedModel()
   pb = os.path.join(export_dir, "saved_model.pb")
-  if os.path.isfile(pb):
-    with open(pb, "rb") as f:
+  if tf.io.gfile.exists(pb):
+    with tf.io.gfile.GFile(pb, "rb") as f:
       saved_model.ParseFromString(f.read())
   else:
-    with open(os.path.join(export_dir, "saved_model.pbtxt"), encoding="utf-8") as f:
+    with tf.io.gfile.GFile(os.path.join(export_dir, "saved_model.pbtxt")) as f:
       text_format.Parse(f.read(), saved_model)
   for meta_graph in saved_model.meta_graphs:
     if "serve" in meta_graph.meta_info_def.tags:
@@ -139,7 +139,7 @@ class Servable:
   def warm_up(self) -> int:
     """Replays `assets.extra/tf_serving_warmup_requests` (PredictionLogs); returns the count."""
     path = os.path.join(self.path, WARMUP_FILE)
-    if not os.path.isfile(path):
+    if not tf.io.gfile.exists(path):
       return 0
     count = 0
     for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS):

@@ -97,3 +97,17 @@ def test_failed_load_keeps_old_version_and_gives_up_after_retries(tmp_path, nume
   assert manager.status("num", 2)[0].state == State.END
   manager.poll_once()  # Given up: no more attempts, v1 still serves.
   assert manager.status("num", 1)[0].state == State.AVAILABLE
+
+
+def test_loads_and_warms_up_versions_from_an_object_store(tmp_path):
+  # ram:// (TF's in-memory filesystem) stands in for gs://: no open()/os.path call reaches it.
+  base = f"ram://{tmp_path.name}/qa"
+  toy_models.write_qa_model(base, 3)  # with a warm-up request in assets.extra
+  manager = ModelManager([ModelConfig("qa", base)])
+  manager.poll_once()
+  assert [(s.version, s.state) for s in manager.status("qa")] == [(3, State.AVAILABLE)]
+  with manager.servable("qa") as servable:
+    assert servable.warm_up() == 1 and "serving_default" in servable.signature_defs
+    out = servable.signature("")({"questions": np.array([b"who wrote hamlet"])})
+  assert out["answers"].tolist() == [b"v3:HAMLET"]
+  manager.stop()

@@ -15,7 +15,6 @@ Restore with e.g. `tf.train.Checkpoint(retriever=my_retriever).read(path).expect
 import dataclasses
 import json
 import os
-import shutil
 from typing import List, Optional
 
 import tensorflow as tf
@@ -26,6 +25,7 @@ from realm_tf.checkpoints import mapping
 from realm_tf.checkpoints import tf1_bert
 from realm_tf.checkpoints.publish import publish_directory
 from realm_tf.config_base import ConfigBase
+from realm_tf.io import paths
 from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder, get_encoder_config
 from realm_tf.modeling.layers import MaskedLMHead
 
@@ -93,9 +93,9 @@ def _encoder_config(fmt, source, input_path, target, preset, num_attention_heads
 
 def _find_vocab(input_path: str) -> Optional[str]:
   """`vocab.txt` of an HF directory, a TF-Hub module (`assets/`) or beside a TF1 checkpoint."""
-  folder = input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
+  folder = input_path if tf.io.gfile.isdir(input_path) else os.path.dirname(input_path)
   for candidate in (os.path.join(folder, "vocab.txt"), os.path.join(folder, "assets", "vocab.txt")):
-    if os.path.exists(candidate):
+    if tf.io.gfile.exists(candidate):
       return candidate
   return None
 
@@ -138,13 +138,13 @@ def convert_checkpoint(fmt: str, input_path: str, output_dir: str, target: str,
     raise ValueError(f"Unknown format {fmt!r}; expected one of {FORMATS}")
   if target not in TARGETS:
     raise ValueError(f"Unknown target {target!r}; expected one of {TARGETS}")
-  if os.path.exists(output_dir) and not overwrite:
+  if tf.io.gfile.exists(output_dir) and not overwrite:
     raise FileExistsError(f"Output directory already exists: {output_dir}")
   if doc_input and not (fmt == "tf1" and target == "retriever"):
     raise ValueError("doc_input applies to --format=tf1 --target=retriever only")
 
   if fmt == "hf":
-    if not os.path.isdir(input_path):
+    if not tf.io.gfile.isdir(input_path):
       raise FileNotFoundError(f"Hugging Face input must be a directory: {input_path}")
     source = None
     arrays = hf_bert.read_hf_arrays(input_path)
@@ -219,8 +219,8 @@ def convert_checkpoint(fmt: str, input_path: str, output_dir: str, target: str,
   vocab = _find_vocab(input_path)
   config = {
       "format": fmt,
-      "input": os.path.abspath(input_path),
-      "doc_input": os.path.abspath(doc_input) if doc_input else None,
+      "input": paths.absolute(input_path),
+      "doc_input": paths.absolute(doc_input) if doc_input else None,
       "target": target,
       "checkpoint": CHECKPOINT_NAME,
       "checkpoint_keys": sorted(objects),
@@ -233,16 +233,16 @@ def convert_checkpoint(fmt: str, input_path: str, output_dir: str, target: str,
   with publish_directory(output_dir, overwrite=overwrite) as tmp:
     tf.train.Checkpoint(**objects).write(os.path.join(tmp, CHECKPOINT_NAME))
     if vocab:
-      shutil.copyfile(vocab, os.path.join(tmp, "vocab.txt"))
+      tf.io.gfile.copy(vocab, os.path.join(tmp, "vocab.txt"))
       from realm_tf.text import vocab_fingerprint  # pylint: disable=g-import-not-at-top
       config["vocab_fingerprint"] = vocab_fingerprint(os.path.join(tmp, "vocab.txt"))
-    with open(os.path.join(tmp, CONFIG_NAME), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(tmp, CONFIG_NAME), "w") as f:
       json.dump(config, f, indent=2, sort_keys=True)
   if fresh:
     logging.info("Freshly initialised (not in the source): %s", ", ".join(fresh))
   logging.info("Converted %d source variables → %s", len(used), output_dir)
-  return ConversionResult(output_dir=os.path.abspath(output_dir),
-                          checkpoint_path=os.path.join(os.path.abspath(output_dir), CHECKPOINT_NAME),
+  return ConversionResult(output_dir=paths.absolute(output_dir),
+                          checkpoint_path=os.path.join(paths.absolute(output_dir), CHECKPOINT_NAME),
                           config=config)
 
 

@@ -15,9 +15,11 @@ import sys
 from typing import Dict, Mapping, Union
 
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from realm_tf.checkpoints import mapping
+from realm_tf.io import paths
 from realm_tf.modeling.encoder_config import EncoderConfig
 
 _SUPPORTED_ACTS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_approximate",
@@ -69,9 +71,9 @@ def encoder_config_from_bert_json(d: Mapping, source: str = "config") -> Encoder
 def load_hf_config(model_dir: str) -> EncoderConfig:
   """Reads `<model_dir>/config.json` into an EncoderConfig."""
   path = os.path.join(model_dir, "config.json")
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"No config.json in {model_dir}")
-  with open(path) as f:
+  with tf.io.gfile.GFile(path) as f:
     try:
       d = json.load(f)
     except json.JSONDecodeError as e:
@@ -80,23 +82,28 @@ def load_hf_config(model_dir: str) -> EncoderConfig:
 
 
 def read_hf_arrays(model_dir: str) -> Dict[str, np.ndarray]:
-  """All tensors of `model.safetensors` (or the shards a `model.safetensors.index.json` lists)."""
+  """All tensors of `model.safetensors` (or the shards a `model.safetensors.index.json` lists).
+
+  `model_dir` may be on any TensorFlow filesystem: the safetensors reader takes local files only,
+  so a remote file is copied to a local temporary once and read there (`paths.local_copy`).
+  """
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   single = os.path.join(model_dir, "model.safetensors")
   index = os.path.join(model_dir, "model.safetensors.index.json")
-  if os.path.exists(single):
+  if tf.io.gfile.exists(single):
     files = [single]
-  elif os.path.exists(index):
-    with open(index) as f:
+  elif tf.io.gfile.exists(index):
+    with tf.io.gfile.GFile(index) as f:
       files = sorted({os.path.join(model_dir, v) for v in json.load(f)["weight_map"].values()})
   else:
     hint = " (PyTorch .bin checkpoints need torch; convert them to safetensors first)" if \
-        os.path.exists(os.path.join(model_dir, "pytorch_model.bin")) else ""
+        tf.io.gfile.exists(os.path.join(model_dir, "pytorch_model.bin")) else ""
     raise FileNotFoundError(f"No model.safetensors in {model_dir}{hint}")
   arrays = {}
   for path in files:
     try:
-      arrays.update(load_file(path))
+      with paths.local_copy(path) as local:
+        arrays.update(load_file(local))
     except Exception as e:  # pylint: disable=broad-except
       raise ValueError(f"Cannot read safetensors file {path}: {e}") from e
   return arrays

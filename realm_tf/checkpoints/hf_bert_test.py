@@ -357,3 +357,23 @@ def test_convert_hf_without_head_to_knowledge_encoder_and_reader(tmp_path):
   assert variables["reader/span_head/start_dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [32, 8]
   np.testing.assert_array_equal(tf.train.load_variable(reader.checkpoint_path, key),
                                 arrays["embeddings.word_embeddings.weight"])
+
+
+def test_convert_from_and_to_an_object_store(tmp_path):
+  # ram:// (TF's in-memory filesystem) stands in for gs://: no open()/os.path call reaches it.
+  from realm_tf.io import paths  # pylint: disable=g-import-not-at-top
+  arrays = make_hf_arrays(SMALL, prefix="bert.", with_head=True)
+  _write_hf_dir(str(tmp_path / "hf"), SMALL, arrays)
+  root = f"ram://{tmp_path.name}"
+  paths.copy_tree(str(tmp_path / "hf"), f"{root}/hf")
+  assert hf_bert.load_hf_config(f"{root}/hf") == SMALL
+  result = convert.convert_checkpoint("hf", f"{root}/hf", f"{root}/out", "encoder")
+  assert result.output_dir == f"{root}/out" and result.config["input"] == f"{root}/hf"
+  assert sorted(tf.io.gfile.listdir(f"{root}/out")) == [
+      "ckpt.data-00000-of-00001", "ckpt.index", convert.CONFIG_NAME, "vocab.txt"]
+  key = "mlm_head/output_bias/.ATTRIBUTES/VARIABLE_VALUE"
+  np.testing.assert_array_equal(tf.train.load_variable(result.checkpoint_path, key),
+                                arrays["cls.predictions.bias"])
+  with pytest.raises(FileExistsError):
+    convert.convert_checkpoint("hf", f"{root}/hf", f"{root}/out", "encoder")
+  tf.io.gfile.rmtree(root)

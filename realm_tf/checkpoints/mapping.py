@@ -12,6 +12,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple, Uni
 import numpy as np
 import tensorflow as tf
 
+from realm_tf.io import paths
+
 # Optimizer slots and bookkeeping that training checkpoints carry; never model weights.
 OPTIMIZER_PATTERNS = (
     r"(^|/)global_step$",
@@ -76,8 +78,8 @@ class ArraySource:
 
   @classmethod
   def from_tf_checkpoint(cls, path: str):
-    """Wraps `tf.train.load_checkpoint(path)` (TF1 name-based or TF2 object checkpoints)."""
-    reader = tf.train.load_checkpoint(path)
+    """Wraps the checkpoint at prefix `path` (TF1 name-based or TF2 object checkpoints)."""
+    reader = paths.checkpoint_reader(path)
     return cls(f"checkpoint {path}", reader.get_variable_to_shape_map(), reader.get_tensor)
 
   def names(self) -> List[str]:

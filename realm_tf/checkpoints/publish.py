@@ -5,11 +5,11 @@ temporary name beside `output_dir` and renamed into place, so readers never see 
 directory, and a failure leaves nothing behind.
 """
 import contextlib
-import os
 from typing import Iterator
 
 from absl import logging
 
+from realm_tf.io import paths
 from realm_tf.io import publish as publish_lib
 
 
@@ -27,8 +27,7 @@ def publish_directory(output_dir: str, overwrite: bool = False) -> Iterator[str]
   Raises:
     FileExistsError: `output_dir` exists and `overwrite` is False.
   """
-  if not publish_lib.is_remote(output_dir):
-    output_dir = os.path.abspath(output_dir)
+  output_dir = paths.absolute(output_dir)
   try:
     with publish_lib.publish_dir(output_dir, replace=overwrite) as tmp:
       yield tmp

@@ -21,7 +21,7 @@ google-research/language `orqa/models/{ict,orqa}_model.py`, `realm/model.py`):
   span MLP `reader/dense/{kernel,bias}` [H, 2S] (start | end halves, as `tf.split(projection, 2, -1)`),
   `reader/layer_normalization/{gamma,beta}` [S], `reader/dense_1/{kernel,bias}` [S, 1].
 
-Everything is read with `tf.train.load_checkpoint` (no TF1 graph needed).
+Everything is read with a checkpoint reader (`paths.checkpoint_reader`; no TF1 graph needed).
 """
 import json
 import os
@@ -41,6 +41,8 @@ _WORD = "bert/embeddings/word_embeddings"
 def resolve_tf1_checkpoint(path: str) -> str:
   """Checkpoint prefix for `path`: a prefix, a directory with a `checkpoint` file, or a TF-Hub
   module / SavedModel directory (`<dir>/variables/variables`)."""
+  if tf.io.gfile.exists(path + ".index"):  # first: on ram:// a prefix passes for a directory
+    return path
   if tf.io.gfile.isdir(path):
     hub_vars = os.path.join(path, "variables", "variables")
     if tf.io.gfile.exists(hub_vars + ".index"):

@@ -17,6 +17,7 @@ from typing import Optional, Set, Tuple
 
 from absl import logging
 
+from realm_tf.io import paths
 from realm_tf.io import work_dir as work_dir_lib
 from realm_tf.io.work_dir import WorkDir
 
@@ -62,9 +63,7 @@ def pid_alive(pid: int) -> bool:
   return True
 
 
-def norm_path(path: str) -> str:
-  """Absolute, normalised local path; object-store paths unchanged but for a trailing slash."""
-  return os.path.normpath(os.path.abspath(path)) if "://" not in path else path.rstrip("/")
+norm_path = paths.absolute  # local paths absolute and normalised, URLs as given (normalised)
 
 
 def record_key(bundle_path: str, source_export: str) -> Tuple[str, str]:

@@ -20,7 +20,9 @@ atomic directory rename; there a rename copies object by object. Producers whose
 commit marker (a file written last, e.g. `manifest.json`) pass `marker=`/use `publish_next_version`
 and on object stores write in place, marker last; readers must treat a directory without its
 marker as absent. Without a marker the temporary + rename is used everywhere (for readers such as
-TF Serving that know no marker, it is the best an object store allows).
+TF Serving that know no marker, it is the best an object store allows): on an object store the
+rename is a copy that writes a directory's files after its subdirectories' (a SavedModel's
+`saved_model.pb` last, `paths.copy_tree`), then removes the temporary.
 """
 import contextlib
 import dataclasses
@@ -31,21 +33,15 @@ from typing import Callable, Iterator, Optional
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.io import paths
+from realm_tf.io.paths import is_remote
+
 TEMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
 
 
 class TargetExistsError(FileExistsError):
   """The target directory is already published and the caller asked not to replace it."""
-
-
-def is_remote(path: str) -> bool:
-  """True for object-store style paths (`gs://`, `s3://`, `ram://`, ...).
-
-  Directory renames are not atomic there, so producers with a commit marker write in place and
-  write the marker last instead of renaming a temporary directory.
-  """
-  return "://" in path
 
 
 def temp_dir_path(parent: str, tag: str) -> str:
@@ -75,15 +71,28 @@ def remove_dir_quietly(path: str) -> None:
   """
   try:
     if tf.io.gfile.exists(path):
-      tf.io.gfile.rmtree(path)
+      paths.remove_tree(path)
   except (tf.errors.OpError, OSError) as e:
     logging.warning("Could not remove the directory %s: %s", path, e)
+
+
+def _rename_dir(src: str, dst: str) -> None:
+  """Renames directory `src` to a new `dst`: one rename on local disks; on object stores, where a
+  directory is a name prefix (and `tf.io.gfile.rename` of one is not supported everywhere: ram://
+  moves no files), a copy deepest files first, then `src` removed."""
+  if not is_remote(src):
+    tf.io.gfile.rename(src, dst, overwrite=False)
+    return
+  if tf.io.gfile.exists(dst):
+    raise tf.errors.AlreadyExistsError(None, None, f"{dst} already exists.")
+  paths.copy_tree(src, dst)
+  paths.remove_tree(src)
 
 
 def _rename_refusing(src: str, dst: str) -> None:
   """Renames directory `src` to `dst`; raises TargetExistsError if `dst` exists (or appeared)."""
   try:
-    tf.io.gfile.rename(src, dst, overwrite=False)
+    _rename_dir(src, dst)
   except (tf.errors.OpError, OSError) as e:
     if tf.io.gfile.exists(dst):
       raise TargetExistsError(f"{dst} already exists; refusing to replace it.") from e
@@ -99,12 +108,12 @@ def _rename_replacing(src: str, dst: str) -> None:
   old = None
   if tf.io.gfile.exists(dst):
     old = os.path.join(parent, f"{OLD_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
-    tf.io.gfile.rename(dst, old)
+    _rename_dir(dst, old)
   try:
-    tf.io.gfile.rename(src, dst, overwrite=False)
+    _rename_dir(src, dst)
   except BaseException:
     if old is not None:
-      tf.io.gfile.rename(old, dst)
+      _rename_dir(old, dst)
     raise
   if old is not None:
     remove_dir_quietly(old)

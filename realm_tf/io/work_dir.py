@@ -27,6 +27,8 @@ import shlex
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from realm_tf.io import paths
+
 # Stage → folder name under the work directory.
 LAYOUT = {"corpus": "corpus", "annotations": "annotations", "index": "index", "ict": "ict",
           "reader": "reader_warmup", "realm": "realm", "finetune": "finetune",
@@ -134,7 +136,7 @@ def derive(root: str, explicit: Mapping[str, Tuple[str, Optional[str]]]) -> Dict
 
 def normalize_inputs(inputs: Sequence[str]) -> List[str]:
   """Input globs as a corpus manifest records them: local paths absolute, URLs as given."""
-  return [p if "://" in p else os.path.abspath(p) for p in inputs]
+  return [paths.absolute(p) for p in inputs]
 
 
 def _read_json(path: str) -> Optional[Dict]:

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.io import paths
 from realm_tf.io import publish as publish_lib
 from realm_tf.io.memory import return_free_memory
 from realm_tf.io.publish import is_remote
@@ -60,11 +61,13 @@ class BundleNotFoundError(BundleError, FileNotFoundError):
 
 
 def _read_npy(path: str, mmap: bool = True) -> np.ndarray:
-  if not is_remote(path) and mmap:
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+  """The array of a `.npy` file: memory-mapped (an object store's from a local copy: pages that
+  the kernel may evict and share, as for a local bundle), or else read into memory in chunks."""
+  if mmap:
+    with paths.local_copy(path) as local:
+      return np.load(local, mmap_mode="r", allow_pickle=False)
   with tf.io.gfile.GFile(path, "rb") as f:
-    import io  # pylint: disable=g-import-not-at-top
-    return np.load(io.BytesIO(f.read()), allow_pickle=False)
+    return np.load(f, allow_pickle=False)
 
 
 def _write_npy(path: str, array: np.ndarray) -> None:
@@ -111,7 +114,7 @@ class IndexBundle:
 
   @property
   def embeddings(self) -> np.ndarray:
-    """float32 [N, D] in row order (memory-mapped for local bundles)."""
+    """float32 [N, D] in row order (memory-mapped; a remote bundle's from a local copy)."""
     if "embeddings" not in self._cache:
       if self.embeddings_in_searcher:
         from realm_tf.retrieval.searcher import read_searcher_embeddings  # pylint: disable=g-import-not-at-top
@@ -240,15 +243,6 @@ def latest(index_dir: str, load: bool = False, retries: int = 5) -> IndexBundle:
   raise AssertionError("unreachable")
 
 
-def _copy_tree(src: str, dst: str) -> None:
-  for dirpath, _, files in tf.io.gfile.walk(src):
-    rel = os.path.relpath(dirpath, src)
-    target = dst if rel == "." else os.path.join(dst, rel)
-    tf.io.gfile.makedirs(target)
-    for name in files:
-      tf.io.gfile.copy(os.path.join(dirpath, name), os.path.join(target, name), overwrite=True)
-
-
 def publish(index_dir: str, *, export_dir: str, searcher, embeddings: np.ndarray,
             block_ids: np.ndarray, manifest: Dict, removed_block_ids=None, keep: int = 3,
             grace_seconds: float = 120.0) -> IndexBundle:
@@ -286,7 +280,7 @@ def publish(index_dir: str, *, export_dir: str, searcher, embeddings: np.ndarray
   with publish_lib.publish_next_version(
       index_dir, write_manifest, first=max(list_versions(index_dir), default=0) + 1) as staging:
     work = staging.path
-    _copy_tree(export_dir, os.path.join(work, QUERY_EMBEDDER))
+    paths.copy_tree(export_dir, os.path.join(work, QUERY_EMBEDDER))
     info = save_searcher(searcher, os.path.join(work, SEARCHER))
     if not info.get("embeddings_key"):  # the searcher does not hold the matrix itself
       _write_npy(os.path.join(work, EMBEDDINGS), embeddings.astype(np.float32, copy=False))

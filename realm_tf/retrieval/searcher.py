@@ -9,7 +9,8 @@ A searcher that holds native memory outside its variables (ScaNN's index) frees 
 `release()`, and again when the object is garbage-collected; a later search rebuilds it. Loaded
 searchers get the same `release()`. A searcher whose checkpoint holds the indexed matrix itself
 names it in its description (`embeddings_key`), and `read_searcher_embeddings` reads that matrix
-back (memory-mapped on local disks), so an index bundle stores the matrix once.
+back (memory-mapped; on an object store from a local copy), so an index bundle stores the
+matrix once.
 """
 import json
 import os
@@ -19,6 +20,8 @@ from typing import Optional
 
 import numpy as np
 import tensorflow as tf
+
+from realm_tf.io import paths
 
 SEARCHER_INFO = "realm_searcher.json"
 
@@ -98,7 +101,7 @@ def save_searcher(searcher: Searcher, path: str) -> dict:
   info = searcher.info()
   key = searcher.embeddings_key
   if key:
-    reader = _checkpoint_reader(_variables_prefix(path))
+    reader = paths.checkpoint_reader(_variables_prefix(path))
     if (reader.get_variable_to_shape_map().get(key) == [searcher.num_rows, searcher.dim]
         and reader.get_variable_to_dtype_map()[key] == tf.float32):
       info["embeddings_key"] = key
@@ -147,18 +150,13 @@ def _variables_prefix(saved_model_dir: str) -> str:
   return os.path.join(saved_model_dir, "variables", "variables")
 
 
-def _checkpoint_reader(prefix: str):
-  # Not tf.train.load_checkpoint: on some object stores (ram://) a prefix of existing files
-  # passes for a directory, which it would search for a `checkpoint` file.
-  return tf.compat.v1.train.NewCheckpointReader(prefix)
-
-
 def read_searcher_embeddings(path: str, mmap: bool = True) -> np.ndarray:
   """The float32 [N, D] matrix a saved searcher indexes, read from its checkpoint.
 
-  Local checkpoints are memory-mapped (no copy, pages shared between processes) unless `mmap` is
-  false; object stores are read whole. Raises SearcherError when the searcher at `path` does not
-  hold its matrix (its description has no `embeddings_key`).
+  The matrix is memory-mapped (no copy, pages shared between processes) unless `mmap` is false:
+  on an object store, from a local copy of the checkpoint's data shard (`paths.local_copy`).
+  Raises SearcherError when the searcher at `path` does not hold its matrix (its description has
+  no `embeddings_key`).
   """
   with tf.io.gfile.GFile(os.path.join(path, SEARCHER_INFO), "r") as f:
     key = json.load(f).get("embeddings_key")
@@ -166,7 +164,7 @@ def read_searcher_embeddings(path: str, mmap: bool = True) -> np.ndarray:
     raise SearcherError(f"Searcher at {path} does not store its embedding matrix "
                         f"({SEARCHER_INFO} has no embeddings_key).")
   prefix = _variables_prefix(path)
-  if mmap and "://" not in prefix:
+  if mmap:
     entry, header = _bundle_entry(prefix + ".index", key)
     if (header.endianness == header.LITTLE and entry.dtype == tf.float32.as_datatype_enum
         and not entry.slices):
@@ -174,8 +172,9 @@ def read_searcher_embeddings(path: str, mmap: bool = True) -> np.ndarray:
       shape = tuple(d.size for d in entry.shape.dim)
       if entry.size != 4 * int(np.prod(shape)):
         raise SearcherError(f"{prefix}.index: {key} has {entry.size} bytes for shape {shape}.")
-      return np.memmap(data, dtype="<f4", mode="r", offset=entry.offset, shape=shape)
-  return _checkpoint_reader(prefix).get_tensor(key)
+      with paths.local_copy(data) as local:
+        return np.memmap(local, dtype="<f4", mode="r", offset=entry.offset, shape=shape)
+  return paths.checkpoint_reader(prefix).get_tensor(key)
 
 
 def _varint(buf: bytes, pos: int):
@@ -210,7 +209,7 @@ def _bundle_entry(index_path: str, key: str):
   """(BundleEntryProto of `key`, BundleHeaderProto) from a checkpoint's `.index` table: where the
   tensor's bytes lie in the data shards."""
   from tensorflow.core.protobuf import tensor_bundle_pb2  # pylint: disable=g-import-not-at-top
-  with open(index_path, "rb") as f:
+  with tf.io.gfile.GFile(index_path, "rb") as f:
     data = f.read()
   if len(data) < 48 or struct.unpack("<Q", data[-8:])[0] != 0xDB4775248B80FB57:
     raise SearcherError(f"{index_path} is not a TensorFlow checkpoint index.")

@@ -29,6 +29,7 @@ from absl import logging
 
 from realm_tf.config_base import ConfigBase
 from realm_tf.io import atomic
+from realm_tf.io import paths
 from realm_tf.openqa import metrics
 from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text, span_text
 from realm_tf.text import RealmTokenizer
@@ -158,7 +159,7 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
   scorer = metrics.OpenQAScorer(ks)
   out = contextlib.nullcontext()
   if predictions_path:
-    tf.io.gfile.makedirs(os.path.dirname(os.path.abspath(predictions_path)) or ".")
+    tf.io.gfile.makedirs(os.path.dirname(paths.absolute(predictions_path)))
     # Written as results arrive; published only if the whole evaluation succeeds.
     out = atomic.atomic_open(predictions_path, "wb")
   with out as writer:

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from realm_tf.export import components as components_lib
 from realm_tf.export.versioning import VARIANTS, ServingExportError
+from realm_tf.io import paths as paths_lib
 
 # --variant: one MIPS variant, or both ("stock" then "scann").
 VARIANT_CHOICES = VARIANTS + ("both",)
@@ -126,4 +127,4 @@ def run(config: ExportConfig, strategy=None) -> Dict:
   paths = run_export(model, tokenizer, bundle, config.export_base, config.version,
                      config.variant, components, config.num_answers, config.max_candidates,
                      config.searcher_k, config.scann_mode, config.warmup_questions)
-  return {"export_base": os.path.abspath(config.export_base), "models": paths}
+  return {"export_base": paths_lib.absolute(config.export_base), "models": paths}

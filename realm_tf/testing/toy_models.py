@@ -32,7 +32,7 @@ def publish(module: tf.Module, base_path: str, version: int, signatures,
   with publish_lib.publish_dir(final) as tmp:
     tf.saved_model.save(module, tmp, signatures=signatures, options=options)
     if warmup:
-      os.makedirs(os.path.join(tmp, "assets.extra"))
+      tf.io.gfile.makedirs(os.path.join(tmp, "assets.extra"))
       with tf.io.TFRecordWriter(os.path.join(tmp, "assets.extra",
                                              "tf_serving_warmup_requests")) as w:
         for request in warmup:

@@ -122,7 +122,8 @@ def has_mlm_head(source: Optional[str]) -> bool:
     return any(".predictions." in n or n.startswith("cls.predictions")
                for n in hf_bert.read_hf_arrays(path))
   if kind == "tf1":
-    return any("cls/predictions/" in n for n, _ in tf.train.list_variables(path))
+    from realm_tf.checkpoints import tf1_bert  # pylint: disable=g-import-not-at-top
+    return any("cls/predictions/" in n for n in tf1_bert.tf1_source(path).names())
   if kind == "trainer":
     return trainer_run_kind(path) in ("reader_warmup", "realm")
   if kind == "converted":

@@ -185,3 +185,28 @@ def test_minilm_retriever_retrieves_as_well_as_minilm_before_any_training():
   assert abs(ours - minilm) <= 0.02, (ours, minilm)
   # Before the fix each tower had its own random projection and retrieved at chance (0.45% of
   # questions, issue #11), which the assertion above refuses.
+
+
+@pytest.mark.parametrize("kind", ["hf", "tf1"])
+def test_warm_start_from_an_object_store(tmp_path, kind):
+  # ram:// (TF's in-memory filesystem) stands in for gs://: no open()/os.path call reaches it,
+  # and the safetensors reader, which takes local files only, reads a local copy.
+  from realm_tf.io import paths  # pylint: disable=g-import-not-at-top
+  local, remote = str(tmp_path / kind), f"ram://{tmp_path.name}/{kind}"
+  if kind == "hf":
+    arrays = hf_bert_test.make_hf_arrays(SMALL, prefix="bert.", with_head=True)
+    hf_bert_test._write_hf_dir(local, SMALL, arrays)  # pylint: disable=protected-access
+    bias = arrays["cls.predictions.bias"]
+  else:
+    arrays = tf1_bert_test.bert_arrays(SMALL, seed=3, mlm=True)
+    tf1_bert_test.write_tf1_checkpoint(arrays, os.path.join(local, "model.ckpt"))
+    bias = arrays["cls/predictions/output_bias"]
+  paths.copy_tree(local, remote)
+  source = remote if kind == "hf" else f"{remote}/model.ckpt"
+  assert warm_start.source_kind(source) == kind and warm_start.has_mlm_head(source)
+  if kind == "hf":
+    assert warm_start.encoder_config_of(source) == SMALL
+  reader = KnowledgeAugmentedEncoder(SMALL, seq_length=16)
+  assert warm_start.init_knowledge_encoder(reader, source)["mlm_head"] is True
+  np.testing.assert_allclose(reader.mlm_head.output_bias.numpy(), bias)
+  tf.io.gfile.rmtree(f"ram://{tmp_path.name}")
