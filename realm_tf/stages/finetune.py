@@ -27,6 +27,7 @@ import tf_keras
 from absl import logging
 
 from realm_tf.data.block_lookup import BlockLookup
+from realm_tf.io import paths
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.retriever import RetrieverConfig
 from realm_tf.openqa import datasets
@@ -181,7 +182,7 @@ def run(job: FinetuneJobConfig, strategy: Optional[tf.distribute.Strategy] = Non
   config = dataclasses.replace(config, model=dataclasses.replace(
       config.model, retriever=retr, reader=reader_cfg))
   check_or_write_config(model_dir, dict(config.to_dict(), index_bundle=bundle.path,
-                                        corpus_dir=os.path.abspath(corpus_dir)))
+                                        corpus_dir=paths.absolute(corpus_dir)))
   # Model initialisation and dropout follow the stage's seed, so a run with the same seed repeats.
   tf_keras.utils.set_random_seed(config.seed)
   model = build_model(config.model, index, tokenizer, strategy)
@@ -231,7 +232,7 @@ def load_finetuned(model_dir: str, index_dir: Optional[str] = None,
   tokenizer = RealmTokenizer()
   if index_dir:
     bundle = bundle_lib.latest(index_dir)
-    if os.path.abspath(bundle.path) != os.path.abspath(raw.get("index_bundle", bundle.path)):
+    if paths.absolute(bundle.path) != paths.absolute(raw.get("index_bundle", bundle.path)):
       logging.warning("Evaluating with index %s, but fine-tuning used %s.", bundle.path,
                       raw.get("index_bundle"))
   else:
