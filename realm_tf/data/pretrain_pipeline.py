@@ -31,6 +31,7 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.data.block_lookup import BlockLookup
+from realm_tf.io import paths
 from realm_tf.text import pack_document, pack_pair, packing
 from realm_tf.text.packing import INPUT_KEYS
 
@@ -263,7 +264,7 @@ class WorkerLoadedFunction:
       raise ValueError(f"{saved_model_dir}: `{attr}` binds {len(bound)} inputs but the loaded "
                        f"function captures {len(captured)}.")
     self.prefix = os.path.join(saved_model_dir, "variables", "variables")
-    reader = tf.train.load_checkpoint(self.prefix)
+    reader = paths.checkpoint_reader(self.prefix)
     graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
         reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
     shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()

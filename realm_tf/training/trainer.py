@@ -16,6 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.io import atomic
+from realm_tf.io import paths
 from realm_tf.training.progress import ProgressReporter
 from realm_tf.training.strategy import input_pipelines
 
@@ -121,7 +122,7 @@ class Trainer:
         # finished run that only reloads its weights never builds them: no warning for those.
         self.checkpoint.restore(latest).assert_existing_objects_matched().expect_partial()
       except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-        saved = tf.train.load_checkpoint(latest).get_variable_to_shape_map().get(
+        saved = paths.checkpoint_reader(latest).get_variable_to_shape_map().get(
             "data_position/.ATTRIBUTES/VARIABLE_VALUE")
         if saved is not None and list(saved) != [self.num_input_pipelines]:
           raise ConfigMismatchError(
