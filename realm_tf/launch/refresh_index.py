@@ -7,7 +7,8 @@ Examples:
       --index_dir=/tmp/realm/index
   # One refresh, two replicas on logical CPU devices:
   python -m realm_tf.launch.refresh_index ... --once --strategy=mirrored --num_cpu_devices=2
-  # Two independent workers (worker 0 merges and publishes):
+  # Two shard workers: worker 0 declares each refresh round (the export every worker embeds
+  # with; finished even when newer exports appear), merges the parts and publishes:
   python -m realm_tf.launch.refresh_index ... --num_shards=2 --shard_index=1 &
   python -m realm_tf.launch.refresh_index ... --num_shards=2 --shard_index=0
   # Add and remove documents without re-embedding the corpus:
@@ -32,7 +33,7 @@ HELP = {
     "corpus_dir": "Block corpus (manifest.json + shards; default <work_dir>/corpus).",
     "index_dir": "Where index bundle versions are published (default <work_dir>/index).",
     "num_shards": "Number of independent embedding workers.",
-    "shard_index": "This worker (0 merges and publishes).",
+    "shard_index": "This worker (0 declares refresh rounds, merges and publishes).",
     "batch_size": "Blocks per replica per step.",
     "min_recall": "Refuse to publish when ScaNN recall@10 vs exact is lower.",
     "recall_queries": "Query sample size for the recall check.",

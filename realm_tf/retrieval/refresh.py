@@ -67,7 +67,7 @@ class RefreshConfig:
   corpus_dir: str
   index_dir: str
   num_shards: int = 1                 # independent workers
-  shard_index: int = 0                # this worker; 0 also merges and publishes
+  shard_index: int = 0                # this worker; 0 also declares rounds and publishes
   batch_size: int = 32                # blocks per replica per step
   min_recall: float = 0.9             # refuse to publish below this recall@10
   recall_queries: int = 1000          # size of the query sample for the recall check
@@ -269,10 +269,13 @@ class IndexRefresher:
 
   def _next_export(self) -> Optional[str]:
     """The chief's next export: the declared round's while that round is unfinished (a
-    restarted chief finishes it), else the newest export."""
+    restarted chief finishes it) and training goes on, else the newest export (once training is
+    done, only its final export is worth indexing)."""
     rnd = refresh_round.read_round(self.config.index_dir)
-    if (rnd is not None and not rnd.final and rnd.export and self.needs_refresh(rnd.export)
-        and tf.io.gfile.exists(os.path.join(rnd.export, embedder_export.METADATA))):
+    if (rnd is not None and not rnd.final and rnd.export
+        and not embedder_export.training_done(self.config.model_dir)
+        and tf.io.gfile.exists(os.path.join(rnd.export, embedder_export.METADATA))
+        and self.needs_refresh(rnd.export)):
       return rnd.export
     return embedder_export.latest_export(self.config.model_dir)
 
@@ -445,13 +448,15 @@ class IndexRefresher:
       return False, None
 
   def _stopped(self, training_done: bool) -> bool:
-    """Whether the watch loop ends: training is done and (chief) the newest export was handled,
-    or (other workers) the chief has stopped or the index is up to date with the newest export."""
-    if not training_done or self.is_chief:
-      return training_done
-    rnd = refresh_round.read_round(self.config.index_dir)
+    """Whether the watch loop ends: training is done and the newest export is indexed (or was
+    refused), or (other workers) the chief has stopped."""
+    if not training_done:
+      return False
     export = embedder_export.latest_export(self.config.model_dir)
-    return (rnd is not None and rnd.final) or export is None or not self.needs_refresh(export)
+    if export is None or not self.needs_refresh(export):
+      return True
+    rnd = None if self.is_chief else refresh_round.read_round(self.config.index_dir)
+    return rnd is not None and rnd.final
 
   def run(self, max_polls: Optional[int] = None) -> int:
     """The watch loop. Returns the number of bundles published.

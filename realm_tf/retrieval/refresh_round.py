@@ -9,8 +9,9 @@ for the declared round only, so every worker's parts belong to the same export.
 The rule that lets the index keep up with a trainer that exports faster than a round takes:
 **a round, once declared, is finished, never abandoned for a newer export.** The chief then
 declares the next round with the newest export at that moment; the exports in between are
-skipped. A chief restarted mid-round resumes it (finished parts are skipped). Hence the staleness
-of a bundle (the trainer's step when it is published minus its export's step) is bounded by
+skipped. A chief restarted mid-round resumes it while training goes on (finished parts are
+skipped; once training is done, only the final export is indexed). Hence the staleness of a
+bundle (the trainer's step when it is published minus its export's step) is bounded by
 
     the steps between two exports + the steps the trainer takes during one round
 
