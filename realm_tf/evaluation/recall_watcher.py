@@ -63,13 +63,10 @@ def pid_alive(pid: int) -> bool:
   return True
 
 
-norm_path = paths.absolute  # local paths absolute and normalised, URLs as given (normalised)
-
-
 def record_key(bundle_path: str, source_export: str) -> Tuple[str, str]:
   """Identity of one evaluated bundle in `recall.jsonl`: where it is and what built it (a rebuilt
   index directory reuses version numbers, but not with the same export)."""
-  return norm_path(bundle_path), norm_path(source_export) if source_export else ""
+  return paths.absolute(bundle_path), paths.absolute(source_export) if source_export else ""
 
 
 def bundle_key(bundle) -> Tuple[str, str]:
@@ -101,7 +98,7 @@ def is_final_bundle(bundle, final_export: Optional[str]) -> bool:
   if bundle is None or final_export is None:
     return False
   source = str(bundle.manifest.get("source_export", ""))
-  return bool(source) and norm_path(source) == norm_path(final_export)
+  return bool(source) and paths.absolute(source) == paths.absolute(final_export)
 
 
 def _record(bundle, annotations_dir: str, corpus_dir: str, exports_dir: str,
@@ -118,7 +115,7 @@ def _record(bundle, annotations_dir: str, corpus_dir: str, exports_dir: str,
     logging.warning("Could not evaluate bundle v%d: %s", bundle.version, e)
     return None
   source = str(bundle.manifest.get("source_export", ""))
-  from_trainer = os.path.dirname(norm_path(source)) == exports_dir if source else False
+  from_trainer = os.path.dirname(paths.absolute(source)) == exports_dir if source else False
   r.update(step=bundle.step, source_export=source, from_trainer=from_trainer,
            bundle_path=bundle.path, time=time.time())
   logging.info("Recall of bundle v%d (step %d%s): %s", bundle.version, bundle.step,
@@ -138,7 +135,7 @@ def watch(config: WatchConfig) -> None:
   model_dir, index_dir = layout.realm, layout.index
   corpus_dir, annotations_dir = layout.corpus, layout.annotations
   log_path = layout.recall_log
-  exports_dir = norm_path(embedder_export.exports_dir(model_dir))
+  exports_dir = paths.absolute(embedder_export.exports_dir(model_dir))
   writer = tf.summary.create_file_writer(os.path.join(model_dir, "summaries", "recall"))
   seen = load_seen(log_path)
   if seen:
