@@ -5,8 +5,9 @@ trainer's client or a tf.data service worker), not on the accelerator. A trainer
 `--mixed_precision=bfloat16` builds towers that compute in bfloat16. On a CPU that has native
 bfloat16 instructions (`avx512_bf16` or `amx_bf16`) and TensorFlow's oneDNN kernels turned on,
 bfloat16 matmuls are faster than float32; without them they are emulated and much slower
-(benchmarks/host_embedding_bench.py, docs/BENCHMARKS.md: on an AVX-512 CPU, bfloat16 took 2x the
-float32 time with oneDNN held to AVX-512 without bf16 instructions, and ~40x with oneDNN off).
+(benchmarks/host_embedding_bench.py, docs/BENCHMARKS.md: on an AMD EPYC with avx512_bf16,
+bfloat16 ran 1.6-1.8x as fast as float32 per CPU second; with oneDNN held to AVX-512 without
+its bf16 instructions it took 2.3x the float32 time, and 37x with oneDNN off).
 
 `resolve_query_dtype` is that rule: "auto" exports the query tower in bfloat16 only when the
 trainer computes in bfloat16 and the exporting host runs bfloat16 natively; otherwise in float32.
