@@ -82,6 +82,8 @@ def featurize(batch, retrieved_ids, lookup: BlockLookup, config: PipelineConfig,
   b = tf.shape(batch["input_word_ids"])[0]
   c = config.num_candidates
   ids, valid = drop_own_block(retrieved_ids, batch["block_id"], c - 1)
+  # A static candidate dimension (XLA/TPU steps need one): retrieval gives at least C ids.
+  ids, valid = tf.ensure_shape(ids, [None, c - 1]), tf.ensure_shape(valid, [None, c - 1])
   rows = lookup.rows(ids)  # [B, C-1]
   valid = tf.logical_and(valid, rows >= 0)
   docs = lookup.documents(rows, config.doc_seq_length, cls_id, sep_id)  # [B, C-1, Td]
@@ -96,7 +98,8 @@ def featurize(batch, retrieved_ids, lookup: BlockLookup, config: PipelineConfig,
   for k in INPUT_KEYS:
     out[f"query/{k}"] = batch[k]
     null_k = tf.tile(null_doc[k][None], [b, 1, 1])
-    out[f"candidates/{k}"] = tf.concat([null_k, docs[k]], axis=1)
+    out[f"candidates/{k}"] = tf.ensure_shape(tf.concat([null_k, docs[k]], axis=1),
+                                             [None, c, config.doc_seq_length])
     j = tf.reshape(joint[k], [b, c - 1, config.joint_seq_length])
     out[f"joint/{k}"] = tf.concat([null_joint[k][:, None], j], axis=1)
   out["candidate_mask"] = tf.concat([tf.ones([b, 1]), tf.cast(valid, tf.float32)], axis=1)

@@ -149,11 +149,6 @@ class FrozenIndex:
     from the lookup on the host."""
     return on_host(lambda r: self.lookup.dense_bodies(r, self.body_width), self._to_lookup(rows))
 
-  def gather_body_lengths(self, rows):
-    """Index rows [...] → body lengths int32 [...] (at most body_width)."""
-    return on_host(lambda r: tf.minimum(self.lookup.body_lengths(r), self.body_width),
-                   self._to_lookup(rows))
-
   def _to_lookup(self, rows):
     rows = tf.cast(rows, tf.int32)
     mapping = self.variables()[1]
@@ -171,6 +166,17 @@ def on_host(fn, *args):
     return tf.tpu.outside_compilation(fn, *args)
   with tf.device("/device:CPU:0"):
     return fn(*args)
+
+
+def _check_reader_positives(reader_positives: str) -> None:
+  if reader_positives not in READER_POSITIVES:
+    raise ValueError(f"reader_positives must be one of {READER_POSITIVES}, got "
+                     f"{reader_positives!r}.")
+
+
+def _where(condition, x, y):
+  """tf.where with `condition` [B] broadcast over the trailing axes of x and y [B, ...]."""
+  return tf.where(tf.reshape(condition, [-1] + [1] * (len(x.shape) - 1)), x, y)
 
 
 def marginal_log_loss(logits, is_correct):
@@ -268,7 +274,10 @@ class OpenQAModel(tf_keras.Model):
 
   def reader_inputs(self, features, rows):
     """Reader inputs `[CLS] q [SEP] body [SEP]` [B, K, T] for index rows [B, K]."""
-    body, length = self._index.gather_bodies(rows)
+    return self._pack(features, *self._index.gather_bodies(rows))
+
+  def _pack(self, features, body, length):
+    """Reader inputs [B, K, T] for block bodies [B, K, W] of `length` [B, K] wordpieces."""
     return features_lib.pack_reader_inputs(
         features["question_ids"], features["question_length"], body, length,
         self.config.reader.seq_length, self.cls_id, self.sep_id)
@@ -299,6 +308,10 @@ class OpenQAModel(tf_keras.Model):
   def compute_loss(self, features, training=False, reader_positives: str = "none"):
     """Per-example loss [B] and diagnostics: ORQA's retriever + reader marginal log-losses.
 
+    Three parts, so that a compiled step can read the blocks on the host between its two device
+    parts (stages.openqa_task): `retrieve_beam` (device), `beam_blocks` (the host's lookup) and
+    `loss_from_beam` (device).
+
     `reader_positives` (READER_POSITIVES) gives the reader a training signal where ORQA gives
     none: when none of the K blocks read bears an answer within what the reader sees, the K-th
     block is replaced by the beam's highest-ranked answer-bearing block (`beam`), or by the
@@ -306,24 +319,51 @@ class OpenQAModel(tf_keras.Model):
     int32 [B, G] index rows, -1 padded), falling back to the beam's. The substitute is read
     with its own retriever logit. `none` is ORQA's rule (reader loss zero for such questions).
     """
-    if reader_positives not in READER_POSITIVES:
-      raise ValueError(f"reader_positives must be one of {READER_POSITIVES}, got "
-                       f"{reader_positives!r}.")
+    _check_reader_positives(reader_positives)
+    beam = self.retrieve_beam(features, training=training)
+    return self.loss_from_beam(features, beam, self.beam_blocks(features, beam, reader_positives),
+                               training=training, reader_positives=reader_positives)
+
+  def retrieve_beam(self, features, training=False):
+    """compute_loss's first device part: the question embeddings `q` [B, D] and the retriever
+    beam, `beam_scores` float32 [B, M] and `beam_rows` int32 [B, M] (best first)."""
     q = self.embed_questions(features, training=training)
     beam_scores, beam_rows = self.retrieve(q, self.retriever_beam_size)
+    return {"q": q, "beam_scores": beam_scores, "beam_rows": beam_rows}
+
+  def beam_blocks(self, features, beam, reader_positives: str = "none"):
+    """compute_loss's host part: the wordpieces of the beam's blocks, `beam_bodies` int32
+    [B, M, W] and `beam_lengths` [B, M], read from the lookup; with `gold` positives also those
+    of the gold rows (`gold_bodies` [B, G, W], `gold_lengths` [B, G]; padding reads row 0)."""
+    bodies, lengths = self._index.gather_bodies(beam["beam_rows"])
+    out = {"beam_bodies": bodies, "beam_lengths": lengths}
+    if reader_positives == "gold" and "gold_rows" in features:
+      safe = tf.maximum(tf.cast(features["gold_rows"], tf.int32), 0)
+      out["gold_bodies"], out["gold_lengths"] = self._index.gather_bodies(safe)
+    return out
+
+  def loss_from_beam(self, features, beam, blocks, training=False,
+                     reader_positives: str = "none"):
+    """compute_loss's second device part: the losses from the beam (`retrieve_beam`) and its
+    blocks (`beam_blocks`). The reader reads blocks of the beam (or gold rows), so it needs no
+    other lookup."""
+    _check_reader_positives(reader_positives)
+    beam_scores, beam_rows = beam["beam_scores"], beam["beam_rows"]
     cont = self._continuation()
     answer_ids, answer_length = features["answer_ids"], features["answer_length"]
-    beam_bodies, _ = self._index.gather_bodies(beam_rows)
-    starts = features_lib.answer_start_matches(beam_bodies, answer_ids, answer_length, cont)
+    starts = features_lib.answer_start_matches(blocks["beam_bodies"], answer_ids, answer_length,
+                                               cont)
     beam_correct = tf.reduce_any(starts, axis=[2, 3])
     retriever_loss, beam_any = marginal_log_loss(beam_scores, beam_correct)
     k = self.train_reader_beam_size
-    rows, logits = beam_rows[:, :k], beam_scores[:, :k]
+    read = (beam_rows[:, :k], beam_scores[:, :k], blocks["beam_bodies"][:, :k],
+            blocks["beam_lengths"][:, :k])
     substituted = tf.zeros_like(beam_any)
     if reader_positives != "none":
-      rows, logits, substituted = self._reader_positive(
-          q, features, starts, beam_rows, beam_scores, reader_positives)
-    inputs = self.reader_inputs(features, rows)
+      read, substituted = self._reader_positive(beam, blocks, features, starts, read,
+                                                reader_positives)
+    rows, logits = read[0], read[1]
+    inputs = self._pack(features, read[2], read[3])
     span_logits, span_mask = self.read(inputs, logits, training=training)
     gold = features_lib.gold_span_labels(inputs["input_word_ids"], answer_ids, answer_length,
                                          span_mask, cont)
@@ -338,49 +378,47 @@ class OpenQAModel(tf_keras.Model):
             "reader_has_answer": reader_any, "reader_correct": best_correct,
             "reader_rows": rows, "reader_substituted": substituted}
 
-  def _readable_answer(self, starts, rows, features):
-    """bool [B, R]: an answer match of `starts` [B, R, A, Lb] (over the bodies of index rows
-    [B, R]) ends inside the part of the body that fits the reader input."""
+  def _readable_answer(self, starts, length, features):
+    """bool [B, R]: an answer match of `starts` [B, R, A, Lb] (over bodies of `length` [B, R]
+    wordpieces) ends inside the part of the body that fits the reader input."""
     room = self.config.reader.seq_length - 3 - tf.cast(features["question_length"], tf.int32)
-    length = self._index.gather_body_lengths(rows)                                       # [B, R]
     readable = tf.maximum(tf.minimum(length, room[:, None]), 0)
     alen = tf.cast(features["answer_length"], tf.int32)[:, None, :, None]       # [B, 1, A, 1]
     end = tf.range(tf.shape(starts)[-1], dtype=tf.int32)[None, None, None, :] + alen
     return tf.reduce_any(tf.logical_and(starts, end <= readable[:, :, None, None]), axis=[2, 3])
 
-  def _reader_positive(self, q, features, starts, beam_rows, beam_scores, reader_positives):
-    """Top-K rows and logits [B, K] with the K-th replaced by a positive where none bears an
-    answer (see compute_loss), and bool [B] where it was replaced."""
+  def _reader_positive(self, beam, blocks, features, starts, read, reader_positives):
+    """`read` (rows, logits, bodies, lengths of the top K) with the K-th replaced by a positive
+    where none bears an answer (see compute_loss), and bool [B] where it was replaced."""
+    beam_rows, beam_scores = beam["beam_rows"], beam["beam_scores"]
+    beam_bodies, beam_lengths = blocks["beam_bodies"], blocks["beam_lengths"]
     k = self.train_reader_beam_size
-    rows, logits = beam_rows[:, :k], beam_scores[:, :k]
-    readable = self._readable_answer(starts, beam_rows, features)                # [B, M]
+    readable = self._readable_answer(starts, beam_lengths, features)             # [B, M]
     need = tf.logical_not(tf.reduce_any(readable[:, :k], axis=-1))
     # The beam's best answer-bearing block (it lies past the first K when `need`).
     first = tf.argmax(tf.cast(readable, tf.int32), axis=-1, output_type=tf.int32)
     use = tf.logical_and(need, tf.reduce_any(readable, axis=-1))
-    new_row = tf.gather(beam_rows, first, batch_dims=1)
-    new_logit = tf.gather(beam_scores, first, batch_dims=1)
+    new = [tf.gather(x, first, batch_dims=1)
+           for x in (beam_rows, beam_scores, beam_bodies, beam_lengths)]
     if reader_positives == "gold" and "gold_rows" in features:
       gold_rows = tf.cast(features["gold_rows"], tf.int32)                        # [B, G]
-      safe = tf.maximum(gold_rows, 0)
       gold_starts = features_lib.answer_start_matches(
-          self._index.gather_bodies(safe)[0], features["answer_ids"], features["answer_length"],
+          blocks["gold_bodies"], features["answer_ids"], features["answer_length"],
           self._continuation())
-      gold_ok = tf.logical_and(self._readable_answer(gold_starts, safe, features),
-                               gold_rows >= 0)
+      gold_ok = tf.logical_and(
+          self._readable_answer(gold_starts, blocks["gold_lengths"], features), gold_rows >= 0)
       use_gold = tf.logical_and(need, tf.reduce_any(gold_ok, axis=-1))
-      gold_row = tf.gather(gold_rows, tf.argmax(tf.cast(gold_ok, tf.int32), axis=-1,
-                                                output_type=tf.int32), batch_dims=1)
+      j = tf.argmax(tf.cast(gold_ok, tf.int32), axis=-1, output_type=tf.int32)
+      gold_row = tf.gather(gold_rows, j, batch_dims=1)
       emb = tf.gather(tf.convert_to_tensor(self._embeddings), tf.maximum(gold_row, 0))
-      gold_logit = tf.reduce_sum(q * emb, axis=-1)
-      new_row = tf.where(use_gold, gold_row, new_row)
-      new_logit = tf.where(use_gold, gold_logit, new_logit)
+      gold_logit = tf.reduce_sum(beam["q"] * emb, axis=-1)
+      gold = [gold_row, gold_logit, tf.gather(blocks["gold_bodies"], j, batch_dims=1),
+              tf.gather(blocks["gold_lengths"], j, batch_dims=1)]
+      new = [_where(use_gold, g, n) for g, n in zip(gold, new)]
       use = tf.logical_or(use, use_gold)
-    last_row = tf.where(use, new_row, rows[:, k - 1])
-    last_logit = tf.where(use, new_logit, logits[:, k - 1])
-    rows = tf.concat([rows[:, :k - 1], last_row[:, None]], axis=1)
-    logits = tf.concat([logits[:, :k - 1], last_logit[:, None]], axis=1)
-    return rows, logits, use
+    read = [tf.concat([x[:, :k - 1], _where(use, n, x[:, k - 1])[:, None]], axis=1)
+            for x, n in zip(read, new)]
+    return tuple(read), use
 
   # ---- inference -----------------------------------------------------------------------------
 

@@ -182,21 +182,29 @@ def _packed_dataset(paths: List[str], embedder: LoadedEmbedder, global_batch: in
   return ds.with_options(options).prefetch(2)
 
 
-def _distributed_step(embedder: LoadedEmbedder, strategy: tf.distribute.Strategy):
-  """One traced `strategy.run(embed_documents)` per (embedder, strategy), reused across calls."""
+def _distributed_step(embedder: LoadedEmbedder, strategy: tf.distribute.Strategy,
+                      jit_compile: bool = False):
+  """One traced `strategy.run(embed_documents)` per (embedder, strategy, jit_compile), reused
+  across calls. The replica step reads the packed INPUT_KEYS only (int32, static shapes);
+  `jit_compile` XLA-compiles it."""
   cache = embedder.__dict__.setdefault("_distributed_steps", {})
-  if id(strategy) not in cache:
+  key = (id(strategy), jit_compile)
+  if key not in cache:
+    embed = tf.function(embedder.embed_documents, jit_compile=True) if jit_compile else \
+        embedder.embed_documents
+
     @tf.function
     def step(batch):
       features = {k: batch[k] for k in INPUT_KEYS}
-      return strategy.run(embedder.embed_documents, args=(features,))
-    cache[id(strategy)] = (strategy, step)
-  return cache[id(strategy)][1]
+      return strategy.run(embed, args=(features,))
+    cache[key] = (strategy, step)
+  return cache[key][1]
 
 
 def iter_embedded_shards(embedder: LoadedEmbedder, paths: List[str],
                          strategy: Optional[tf.distribute.Strategy] = None,
-                         batch_size: int = 32, progress: Optional[ItemProgress] = None
+                         batch_size: int = 32, progress: Optional[ItemProgress] = None,
+                         jit_compile: bool = False
                          ) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
   """Embeds the blocks of `paths`; yields (position in paths, block_ids [n], embeddings [n, D])
   once per non-empty shard this client embeds. `progress` counts the blocks as they are embedded.
@@ -208,6 +216,8 @@ def iter_embedded_shards(embedder: LoadedEmbedder, paths: List[str],
 
   `batch_size` is per replica; each step embeds `batch_size × num_replicas` blocks with
   `strategy.run`. Load the embedder inside `strategy.scope()` so its variables are mirrored.
+  Batches stay in host memory (their int64 block ids are read here, never on a device); the step
+  takes their packed features. `jit_compile` XLA-compiles the step.
   """
   strategy = strategy or tf.distribute.get_strategy()
   count = input_pipelines(strategy)[0]
@@ -217,8 +227,9 @@ def iter_embedded_shards(embedder: LoadedEmbedder, paths: List[str],
                            pipeline_positions(len(paths), count, [context.input_pipeline_id]),
                            context.num_replicas_in_sync // count)
 
-  dist = strategy.distribute_datasets_from_function(dataset_fn)
-  step = _distributed_step(embedder, strategy)
+  dist = strategy.distribute_datasets_from_function(
+      dataset_fn, tf.distribute.InputOptions(experimental_fetch_to_device=False))
+  step = _distributed_step(embedder, strategy, jit_compile)
 
   def local(values):
     return np.concatenate([t.numpy() for t in strategy.experimental_local_results(values)])
@@ -259,14 +270,16 @@ def _barrier(strategy: tf.distribute.Strategy) -> None:
 
 def embed_blocks(embedder: LoadedEmbedder, paths: List[str],
                  strategy: Optional[tf.distribute.Strategy] = None,
-                 batch_size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
+                 batch_size: int = 32, jit_compile: bool = False
+                 ) -> Tuple[np.ndarray, np.ndarray]:
   """Embeds all blocks of `paths` → (block_ids int64 [n], embeddings float32 [n, D]), in order.
   One client holds them all: under a multi-client strategy embed with `embed_shards`."""
   count, local_pipelines = input_pipelines(strategy or tf.distribute.get_strategy())
   if len(local_pipelines) < count:
     raise ValueError("embed_blocks keeps every block in one client; under a multi-client strategy "
                      "(a client per host) embed with embed_shards and merge_parts.")
-  parts = list(iter_embedded_shards(embedder, paths, strategy, batch_size))
+  parts = list(iter_embedded_shards(embedder, paths, strategy, batch_size,
+                                    jit_compile=jit_compile))
   if not parts:
     return np.zeros([0], np.int64), np.zeros([0, embedder.embedding_dim], np.float32)
   parts.sort(key=lambda p: p[0])  # pipelines of one client interleave their shards

@@ -17,7 +17,6 @@ answer (DPR's practice; `none` keeps ORQA's zero loss): the beam's best answer-b
 the gold document's (`gold`: SQuAD-open and JSONL `doc_id`s), is read in the K-th slot.
 """
 import dataclasses
-import functools
 import json
 import os
 from typing import Dict, Optional, Sequence
@@ -188,7 +187,7 @@ def run(job: FinetuneJobConfig, strategy: Optional[tf.distribute.Strategy] = Non
   model = build_model(config.model, index, tokenizer, strategy)
   with strategy.scope():
     optimizer = _optimizer(config, model)
-  task = functools.partial(openqa_task, reader_positives=config.reader_positives)
+  task = openqa_task(config.reader_positives)
   trainer = Trainer(model, optimizer, task, strategy, model_dir, config.batch_size,
                     config.clip_norm, config.checkpoint_every, log_every=config.log_every,
                     jit_compile=job.jit_compile, name="finetune",

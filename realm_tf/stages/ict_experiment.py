@@ -13,7 +13,7 @@ from realm_tf.text import RealmTokenizer
 from realm_tf.stages import tasks
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
-from realm_tf.training.trainer import Trainer, check_or_write_config
+from realm_tf.training.trainer import Trainer, check_or_write_config, without_keys
 from realm_tf.config_base import ConfigBase
 
 
@@ -77,6 +77,7 @@ class IctJobConfig(ConfigBase):
   index_dir: Optional[str] = None
   init: Optional[str] = None
   min_recall: float = 0.9
+  jit_compile: bool = False  # XLA-compile the train step (Trainer)
 
 
 def _train(job: IctJobConfig, strategy: tf.distribute.Strategy) -> Dict:
@@ -93,7 +94,7 @@ def _train(job: IctJobConfig, strategy: tf.distribute.Strategy) -> Dict:
                                  config.warmup_steps)
   trainer = Trainer(retriever, optimizer, tasks.ict_task, strategy, model_dir,
                     config.batch_size, checkpoint_every=config.checkpoint_every,
-                    log_every=config.log_every, name="ict")
+                    log_every=config.log_every, jit_compile=job.jit_compile, name="ict")
   if job.init and not trainer.manager.latest_checkpoint:
     warm_start.init_retriever(retriever, job.init)
 
@@ -103,8 +104,10 @@ def _train(job: IctJobConfig, strategy: tf.distribute.Strategy) -> Dict:
                         remove_rate=config.remove_sentence_rate), tokenizer)
 
   def make_dataset(position, shard):
-    return ict_examples(job.corpus_dir, builder, shard.batch_size, position, config.seed,
-                        config.shuffle_window, config.heldout_fraction, shard.count, shard.index)
+    return without_keys(  # the step reads the blocks' wordpieces, not their int64 ids
+        ict_examples(job.corpus_dir, builder, shard.batch_size, position, config.seed,
+                     config.shuffle_window, config.heldout_fraction, shard.count, shard.index),
+        ("block_id",))
 
   scalars = trainer.train(make_dataset, config.num_train_steps)
   # Re-running a finished ICT job returns its existing export.

@@ -1,19 +1,38 @@
-"""Open-QA fine-tuning task for the shared `Trainer` (ORQA's retriever + reader losses)."""
+"""Open-QA fine-tuning task for the shared `Trainer` (ORQA's retriever + reader losses).
+
+The step reads the retrieved blocks' wordpieces from the host's block lookup between retrieval
+and the losses, so the task is a `HostStagedTask`: `OpenQAModel.retrieve_beam` (device),
+`beam_blocks` (host), `loss_from_beam` (device); with `jit_compile` the Trainer compiles the two
+device parts. Called whole it is `OpenQAModel.compute_loss`.
+"""
+import functools
+
 import tensorflow as tf
 
+from realm_tf.training.trainer import HostStagedTask
 
-def openqa_task(model, batch, training, reader_positives: str = "none"):
-  """(OpenQAModel, batch, training) → (per-example loss [B], {name: (sum, count)}).
+
+def openqa_task(reader_positives: str = "none") -> HostStagedTask:
+  """The fine-tuning task: (OpenQAModel, batch, training) → (per-example loss [B],
+  {name: (sum, count)}).
 
   `reader_positives` (beam | gold | none, see `OpenQAModel.compute_loss`) says what the reader
-  reads when none of its blocks bears an answer; bind it with functools.partial.
+  reads when none of its blocks bears an answer.
 
   Metrics: the two loss terms, how often the retriever beam / the K read blocks hold an answer,
   how often the reader loss is non-zero (the share of questions that train the reader), how
   often a positive block was substituted, and how often the best span is a gold span (a
   training-time exact-match proxy).
   """
-  out = model.compute_loss(batch, training=training, reader_positives=reader_positives)
+  return HostStagedTask(
+      device_first=lambda model, batch, training: model.retrieve_beam(batch, training=training),
+      host=lambda model, batch, beam: model.beam_blocks(batch, beam, reader_positives),
+      device_second=functools.partial(_losses, reader_positives=reader_positives))
+
+
+def _losses(model, batch, beam, blocks, training, reader_positives):
+  out = model.loss_from_beam(batch, beam, blocks, training=training,
+                             reader_positives=reader_positives)
   n = tf.cast(tf.size(out["loss"]), tf.float32)
 
   def total(x):

@@ -132,6 +132,7 @@ class ReaderWarmupJobConfig(ConfigBase):
   model_dir: str = ""
   init: Optional[str] = None
   annotations_dir: Optional[str] = None
+  jit_compile: bool = False  # XLA-compile the train step (Trainer)
 
 
 def run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
@@ -154,7 +155,7 @@ def run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] =
                                  config.warmup_steps)
   trainer = Trainer(model, optimizer, mlm_task, strategy, model_dir, config.batch_size,
                     checkpoint_every=config.checkpoint_every, log_every=config.log_every,
-                    name="reader_warmup")
+                    jit_compile=job.jit_compile, name="reader_warmup")
   loaded = {}
   if init and not trainer.manager.latest_checkpoint:
     loaded = warm_start.init_knowledge_encoder(model, init)

@@ -30,7 +30,7 @@ from realm_tf.text import RealmTokenizer
 from realm_tf.stages import tasks
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
-from realm_tf.training.trainer import InputShard, Trainer, check_or_write_config
+from realm_tf.training.trainer import InputShard, Trainer, check_or_write_config, without_keys
 from realm_tf.config_base import ConfigBase
 
 REFRESH_MODES = ("inline", "async", "none")
@@ -214,12 +214,14 @@ class RealmExperiment:
     # On tf.data service workers the bundle is read from its path, not shipped in the graph.
     retrieve = bundle_retrieve_fn(self.bundle, self.config.model.num_candidates,
                                   load_on_worker=bool(self.data_service))
-    return make_pretrain_dataset(self.masked_examples(start_position, shard.count, shard.index),
-                                 retrieve, self.lookup,
-                                 dataclasses.replace(self.pipeline_config,
-                                                     batch_size=shard.batch_size),
-                                 self.tokenizer.cls_id,
-                                 self.tokenizer.sep_id, data_service=self.data_service)
+    dataset = make_pretrain_dataset(self.masked_examples(start_position, shard.count, shard.index),
+                                    retrieve, self.lookup,
+                                    dataclasses.replace(self.pipeline_config,
+                                                        batch_size=shard.batch_size),
+                                    self.tokenizer.cls_id,
+                                    self.tokenizer.sep_id, data_service=self.data_service)
+    # The step reads neither the queries' nor the candidates' int64 block ids.
+    return without_keys(dataset, ("block_id", "retrieved_block_ids"))
 
   def export(self, step: int) -> str:
     """Publishes the current embedder for the refresh job (once per step: the refresh and the

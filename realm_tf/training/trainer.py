@@ -4,8 +4,14 @@ The loop is shared by ICT, REALM pre-training and open-QA fine-tuning: a `task` 
 per-example loss and metrics; the trainer owns the optimizer step (clipping, mixed precision),
 checkpoints (model, optimizer, step, data position), NaN detection, progress lines, TensorBoard
 summaries, hooks (embedder export, index refresh) and the done-marker.
+
+With `jit_compile` the replica step is XLA-compiled (forward, backward and the optimizer's apply),
+and every dataset the step reads is checked for what TPUs take (`check_device_inputs`). A task
+that reads host data in the middle of its step (open-QA's block lookup) is a `HostStagedTask`:
+its device parts are compiled and its host part runs between them, outside XLA.
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -22,6 +28,10 @@ from realm_tf.training.strategy import input_pipelines
 
 DONE_MARKER = "TRAINING_DONE"
 CONFIG_FILE = "config.json"
+
+
+# What a TPU step takes as input (int64 ids and strings stay on the host).
+DEVICE_DTYPES = (tf.bool, tf.int32, tf.uint32, tf.float32, tf.bfloat16)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,6 +67,57 @@ def check_or_write_config(model_dir: str, config: Dict, may_change: Sequence[str
   atomic.write_json(path, config)
 
 
+def is_tpu_strategy(strategy: tf.distribute.Strategy) -> bool:
+  """Whether `strategy` runs its replica steps on TPUs (it then compiles them itself)."""
+  return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
+
+
+def check_device_inputs(element_spec, what: str, host_keys: Sequence[str] = ()) -> None:
+  """Raises ValueError naming every feature of a step's input that a TPU step cannot take: a
+  shape that is not fully defined, or a dtype outside DEVICE_DTYPES. `host_keys` are read on
+  the host and never reach the step."""
+  bad = []
+  items = element_spec.items() if isinstance(element_spec, dict) else \
+      enumerate(tf.nest.flatten(element_spec))
+  for path, spec in items:
+    if path in host_keys:
+      continue
+    if not isinstance(spec, tf.TensorSpec):
+      bad.append(f"{path}: {type(spec).__name__} (dense tensors only)")
+    elif not spec.shape.is_fully_defined() or spec.dtype not in DEVICE_DTYPES:
+      bad.append(f"{path}: {spec.dtype.name} {spec.shape}")
+  if bad:
+    raise ValueError(f"{what} feeds the step what XLA/TPU steps cannot take (fully defined "
+                     f"shapes of {', '.join(d.name for d in DEVICE_DTYPES)} only): "
+                     f"{'; '.join(bad)}.")
+
+
+def without_keys(dataset: tf.data.Dataset, keys: Sequence[str]) -> tf.data.Dataset:
+  """`dataset` with `keys` removed from its (dict) elements: ids that no step reads stay off
+  the device."""
+  return dataset.map(lambda batch: {k: v for k, v in batch.items() if k not in keys})
+
+
+@dataclasses.dataclass(frozen=True)
+class HostStagedTask:
+  """A task whose step reads host-side data between two device parts (the first part's output
+  decides what the host reads, e.g. the blocks a retrieval beam names).
+
+  `device_first(model, batch, training) -> dict`, `host(model, batch, first) -> dict` (host
+  reads only: never compiled, on TPU outside compilation), `device_second(model, batch, first,
+  host, training) -> (per_example_loss, metrics)`. Called as a whole it is a plain task; the
+  Trainer's `jit_compile` compiles the two device parts and their gradients, with the host part
+  in between.
+  """
+  device_first: Callable
+  host: Callable
+  device_second: Callable
+
+  def __call__(self, model, batch, training):
+    first = self.device_first(model, batch, training)
+    return self.device_second(model, batch, first, self.host(model, batch, first), training)
+
+
 @dataclasses.dataclass(frozen=True)
 class InputShard:
   """What one input pipeline (one per host) reads: share `index` of `count` of the training
@@ -72,6 +133,11 @@ class Trainer:
 
   `task(model, batch, training) -> (per_example_loss [B], metrics)` where metrics maps a name
   to (sum, count) tensors so values aggregate exactly across replicas.
+
+  `jit_compile` XLA-compiles the whole replica step (forward, backward, optimizer's apply) as
+  one function; a HostStagedTask's step as its compiled device parts plus the compiled apply.
+  With several replicas on CPUs/GPUs (MirroredStrategy), the cross-replica sum and the apply,
+  which updates every replica's variables, run uncompiled. TPUStrategy compiles the step itself.
   """
 
   def __init__(self, model, optimizer, task: Callable, strategy: tf.distribute.Strategy,
@@ -109,8 +175,20 @@ class Trainer:
     self._is_chief = bool(getattr(strategy.extended, "should_checkpoint", True))
     task_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", None) or 0
     self._scratch_dir = os.path.join(model_dir, f".checkpoints-worker-{task_id}")
-    self._grads_fn = tf.function(self._compute_grads, jit_compile=True) if jit_compile \
+    self.jit_compile = jit_compile
+    # TPU steps and XLA steps take the same inputs; the trainer checks each dataset it reads.
+    self.checks_inputs = jit_compile or is_tpu_strategy(strategy)
+    compile_here = jit_compile and not is_tpu_strategy(strategy)
+    staged = compile_here and isinstance(task, HostStagedTask)
+    whole = compile_here and not staged and strategy.num_replicas_in_sync == 1
+    jit = functools.partial(tf.function, jit_compile=True)
+    self._forward = self._staged_forward(task) if staged else \
+        (lambda batch: self.task(self.model, batch, True))
+    self._grads_fn = jit(self._compute_grads) if compile_here and not staged and not whole \
         else self._compute_grads
+    self._apply_fn = jit(self._apply) if staged and strategy.num_replicas_in_sync == 1 \
+        else self._apply
+    self._replica_fn = jit(self._replica_step) if whole else self._replica_step
     self._train_step = tf.function(self._distributed_step)
 
   def restore(self) -> int:
@@ -126,9 +204,9 @@ class Trainer:
             "data_position/.ATTRIBUTES/VARIABLE_VALUE")
         if saved is not None and list(saved) != [self.num_input_pipelines]:
           raise ConfigMismatchError(
-              f"Checkpoint {latest} holds the data positions of {saved or 'one'} input "
-              f"pipeline(s) (hosts); this run has {self.num_input_pipelines}. Resume on as many "
-              "hosts as it was trained on.") from e
+              f"Checkpoint {latest} holds data positions of shape {list(saved)}; this run has "
+              f"{self.num_input_pipelines} input pipeline(s) (hosts) and needs "
+              f"[{self.num_input_pipelines}]. Resume on as many hosts as it was trained on.") from e
         raise ConfigMismatchError(
             f"Checkpoint {latest} does not match this model (wrong shape or structure): {e}") from e
       self._positions = self.data_position.numpy().copy()
@@ -191,9 +269,25 @@ class Trainer:
         checkpoint_number=step)
     tf.io.gfile.rmtree(self._scratch_dir)
 
+  def _staged_forward(self, task: HostStagedTask) -> Callable:
+    """The forward pass of a HostStagedTask with its device parts XLA-compiled (a gradient tape
+    around it differentiates through them; their gradients are compiled too)."""
+    @functools.partial(tf.function, jit_compile=True)
+    def device_first(batch):
+      return task.device_first(self.model, batch, True)
+
+    @functools.partial(tf.function, jit_compile=True)
+    def device_second(batch, first, host):
+      return task.device_second(self.model, batch, first, host, True)
+
+    def forward(batch):
+      first = device_first(batch)
+      return device_second(batch, first, task.host(self.model, batch, first))
+    return forward
+
   def _compute_grads(self, batch):
     with tf.GradientTape() as tape:
-      per_example_loss, metrics = self.task(self.model, batch, True)
+      per_example_loss, metrics = self._forward(batch)
       loss = tf.reduce_sum(per_example_loss) / self.global_batch_size
       scaled = loss
       if hasattr(self.optimizer, "get_scaled_loss"):
@@ -202,7 +296,9 @@ class Trainer:
     return per_example_loss, metrics, grads
 
   def _replica_step(self, batch):
-    per_example_loss, metrics, grads = self._grads_fn(batch)
+    return self._apply_fn(*self._grads_fn(batch))
+
+  def _apply(self, per_example_loss, metrics, grads):
     variables = self.model.trainable_variables
     if hasattr(self.optimizer, "get_unscaled_gradients"):
       grads = self.optimizer.get_unscaled_gradients(grads)
@@ -224,7 +320,7 @@ class Trainer:
     return out
 
   def _distributed_step(self, batch):
-    per_replica = self.strategy.run(self._replica_step, args=(batch,))
+    per_replica = self.strategy.run(self._replica_fn, args=(batch,))
     return tf.nest.map_structure(
         lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica)
 
@@ -247,6 +343,9 @@ class Trainer:
     while int(self.step.numpy()) < num_steps:
       if iterator is None:
         dataset = self._distribute(make_dataset)
+        if self.checks_inputs:
+          check_device_inputs(self.input_element_spec, f"[{self.name}] The input dataset",
+                              host_keys=("data_position",))
         iterator = iter(dataset)
       try:
         batch = next(iterator)
