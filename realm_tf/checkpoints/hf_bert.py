@@ -11,8 +11,9 @@ import dataclasses
 import json
 import os
 import re
+import struct
 import sys
-from typing import Dict, Mapping, Union
+from typing import Dict, List, Mapping, Union
 
 import numpy as np
 import tensorflow as tf
@@ -81,13 +82,8 @@ def load_hf_config(model_dir: str) -> EncoderConfig:
   return encoder_config_from_bert_json(d, source=path)
 
 
-def read_hf_arrays(model_dir: str) -> Dict[str, np.ndarray]:
-  """All tensors of `model.safetensors` (or the shards a `model.safetensors.index.json` lists).
-
-  `model_dir` may be on any TensorFlow filesystem: the safetensors reader takes local files only,
-  so a remote file is copied to a local temporary once and read there (`paths.local_copy`).
-  """
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+def _safetensors_files(model_dir: str) -> List[str]:
+  """`model.safetensors`, or the shards a `model.safetensors.index.json` lists."""
   single = os.path.join(model_dir, "model.safetensors")
   index = os.path.join(model_dir, "model.safetensors.index.json")
   if tf.io.gfile.exists(single):
@@ -99,8 +95,33 @@ def read_hf_arrays(model_dir: str) -> Dict[str, np.ndarray]:
     hint = " (PyTorch .bin checkpoints need torch; convert them to safetensors first)" if \
         tf.io.gfile.exists(os.path.join(model_dir, "pytorch_model.bin")) else ""
     raise FileNotFoundError(f"No model.safetensors in {model_dir}{hint}")
+  return files
+
+
+def read_hf_tensor_names(model_dir: str) -> List[str]:
+  """The tensor names of a Hugging Face checkpoint, read from the safetensors headers alone (the
+  8-byte header length and the JSON header), so a remote checkpoint is not copied for them."""
+  names = []
+  for path in _safetensors_files(model_dir):
+    with tf.io.gfile.GFile(path, "rb") as f:
+      try:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+      except (struct.error, ValueError) as e:
+        raise ValueError(f"Cannot read safetensors file {path}: {e}") from e
+    names += [n for n in header if n != "__metadata__"]
+  return sorted(names)
+
+
+def read_hf_arrays(model_dir: str) -> Dict[str, np.ndarray]:
+  """All tensors of `model.safetensors` (or the shards a `model.safetensors.index.json` lists).
+
+  `model_dir` may be on any TensorFlow filesystem: the safetensors reader takes local files only,
+  so a remote file is copied to a local temporary once and read there (`paths.local_copy`).
+  """
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   arrays = {}
-  for path in files:
+  for path in _safetensors_files(model_dir):
     try:
       with paths.local_copy(path) as local:
         arrays.update(load_file(local))

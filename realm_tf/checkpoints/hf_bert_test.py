@@ -367,13 +367,20 @@ def test_convert_from_and_to_an_object_store(tmp_path):
   root = f"ram://{tmp_path.name}"
   paths.copy_tree(str(tmp_path / "hf"), f"{root}/hf")
   assert hf_bert.load_hf_config(f"{root}/hf") == SMALL
+  assert hf_bert.read_hf_tensor_names(f"{root}/hf") == sorted(arrays)  # from the header alone
   result = convert.convert_checkpoint("hf", f"{root}/hf", f"{root}/out", "encoder")
   assert result.output_dir == f"{root}/out" and result.config["input"] == f"{root}/hf"
   assert sorted(tf.io.gfile.listdir(f"{root}/out")) == [
       "ckpt.data-00000-of-00001", "ckpt.index", convert.CONFIG_NAME, "vocab.txt"]
   key = "mlm_head/output_bias/.ATTRIBUTES/VARIABLE_VALUE"
-  np.testing.assert_array_equal(tf.train.load_variable(result.checkpoint_path, key),
+  np.testing.assert_array_equal(paths.checkpoint_reader(result.checkpoint_path).get_tensor(key),
                                 arrays["cls.predictions.bias"])
   with pytest.raises(FileExistsError):
     convert.convert_checkpoint("hf", f"{root}/hf", f"{root}/out", "encoder")
   tf.io.gfile.rmtree(root)
+
+
+def test_tensor_names_of_a_file_that_is_no_safetensors_name_it(tmp_path):
+  (tmp_path / "model.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{oops")
+  with pytest.raises(ValueError, match="Cannot read safetensors file .*model.safetensors"):
+    hf_bert.read_hf_tensor_names(str(tmp_path))

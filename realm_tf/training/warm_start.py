@@ -120,7 +120,7 @@ def has_mlm_head(source: Optional[str]) -> bool:
   if kind == "hf":
     from realm_tf.checkpoints import hf_bert  # pylint: disable=g-import-not-at-top
     return any(".predictions." in n or n.startswith("cls.predictions")
-               for n in hf_bert.read_hf_arrays(path))
+               for n in hf_bert.read_hf_tensor_names(path))
   if kind == "tf1":
     from realm_tf.checkpoints import tf1_bert  # pylint: disable=g-import-not-at-top
     return any("cls/predictions/" in n for n in tf1_bert.tf1_source(path).names())
