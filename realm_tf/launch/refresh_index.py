@@ -147,7 +147,9 @@ def main(argv):
   elif result["mode"] == "once":
     print(f"Published {result['bundle']}" if result["bundle"] else "Nothing to publish.")
   else:
-    print(f"Training done; published {result['published']} bundle(s).")
+    stale = result["staleness_steps"]
+    print(f"Training done; published {result['published']} bundle(s)."
+          + (f" Staleness as they went live: {min(stale)}-{max(stale)} steps." if stale else ""))
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ class IndexRefresher:
     self._done = set()     # ids of the refresh rounds this (non-chief) worker embedded for
     self._failed = set()   # (export, completeness) keys that failed; retried once they change
     self.last_stats = None
+    self.staleness: List[int] = []  # staleness steps of the full refreshes this one published
 
   @property
   def is_chief(self) -> bool:
@@ -252,6 +253,7 @@ class IndexRefresher:
     finally:
       searcher.release()
     if rnd is not None:
+      self.staleness.append(stale["steps"])
       logging.info(
           "Index v%d (export step %d) is live with the trainer at step %d: %d steps stale (%d "
           "behind as its round began + %d during the round's %.0f s; newest export: step %d).",

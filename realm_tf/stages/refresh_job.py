@@ -21,7 +21,8 @@ class RefreshJobConfig:
 
 def run(config: RefreshJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
   """Runs the stage; returns what it did (`mode`) and what it published (`bundle`, the path
-  or None; the watch loop: `published`, the number of bundles)."""
+  or None; the watch loop: `published`, the number of bundles, and `staleness_steps`, each
+  one's staleness as it went live)."""
   refresher = IndexRefresher(config.refresh, strategy)
   if config.add or config.remove:
     bundle = refresher.update_documents(add_dirs=config.add, remove_file=config.remove)
@@ -29,4 +30,5 @@ def run(config: RefreshJobConfig, strategy: Optional[tf.distribute.Strategy] = N
   if config.once:
     bundle = refresher.run_once()
     return {"mode": "once", "bundle": bundle.path if bundle else None}
-  return {"mode": "watch", "published": refresher.run()}
+  published = refresher.run()
+  return {"mode": "watch", "published": published, "staleness_steps": refresher.staleness}

@@ -8,6 +8,7 @@ from realm_tf.retrieval import embedder_export as ee
 from realm_tf.retrieval import refresh
 from realm_tf.stages import refresh_job
 from realm_tf.testing import retrieval_fixtures as testing
+from realm_tf.testing.retrieval_fixtures import copy_export
 
 
 def test_once_then_an_update_then_the_watch_loop(tmp_path):
@@ -37,5 +38,11 @@ def test_once_then_an_update_then_the_watch_loop(tmp_path):
   # The watch loop ends with training (TRAINING_DONE) once the newest export is indexed.
   with open(os.path.join(model_dir, "TRAINING_DONE"), "w") as f:
     f.write("{}")
-  assert refresh_job.run(refresh_job.RefreshJobConfig(where)) == {"mode": "watch",
-                                                                   "published": 0}
+  assert refresh_job.run(refresh_job.RefreshJobConfig(where)) == {
+      "mode": "watch", "published": 0, "staleness_steps": []}
+  # The final export: the watch loop indexes it, then stops; it reports how stale each bundle
+  # was as it went live (the trainer's newest step is that export's).
+  copy_export(ee.export_path(model_dir, 100), model_dir, 130)
+  watched = refresh_job.run(refresh_job.RefreshJobConfig(where))
+  assert watched == {"mode": "watch", "published": 1, "staleness_steps": [0]}
+  assert bundle_lib.latest(index_dir).manifest["staleness"]["export_step"] == 130
