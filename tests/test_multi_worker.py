@@ -1,9 +1,10 @@
 """The multi-host code path without a TPU: MultiWorkerMirroredStrategy over 2 local worker
 processes on CPU (TF_CONFIG, gRPC on free local ports), each with its own input pipeline.
 
-One run trains a micro ICT retriever on the real ICT input pipeline and is stopped after step 3
-(checkpoint at step 2); a second run resumes it to step 4 and then embeds the corpus with both
-workers (`realm_tf.testing.multi_worker`). Checked: the workers read disjoint shares of the query
+One pair of processes trains with the real Trainer on the training stages' real input code (the
+seeded block stream, sharded per worker) and a stand-in task, and is stopped after step 3
+(checkpoint at step 2); a second pair resumes it to step 4 and then embeds the corpus with both
+workers (`realm_tf.testing.multi_worker`). Checked: the workers read disjoint shares of the
 stream that together are its first positions; the chief's checkpoint holds each worker's own
 data position and each resumes exactly there; the corpus embedding holds every block once, equal
 to one process's embedding.
@@ -39,7 +40,7 @@ def _free_ports(n):
 
 
 def _write_corpus(corpus_dir, tokenizer):
-  """48 two-sentence blocks (ICT needs sentences) in three shards of uneven size."""
+  """48 blocks in three shards of uneven size."""
   os.makedirs(corpus_dir)
   docs = [(f"doc{i}", f"title {i}", f"fact {i} is here . fact {i} has two sentences .")
           for i in range(sum(SHARD_SIZES))]
@@ -77,6 +78,8 @@ def _launch(job, tmp_path, name, timeout=300):
   try:
     for index, proc in enumerate(procs):
       _, stderr = proc.communicate(timeout=timeout)
+      with open(os.path.join(job["out_dir"], f"worker-{index}.log"), "w") as f:
+        f.write(stderr)
       statuses.append(proc.returncode)
       path = os.path.join(job["out_dir"], f"worker-{index}.json")
       assert os.path.exists(path), f"worker {index}: exit {proc.returncode}\n{stderr[-4000:]}"
@@ -90,11 +93,9 @@ def _launch(job, tmp_path, name, timeout=300):
   return statuses, records
 
 
-def _reference_stream(corpus_dir, tokenizer, n):
-  """The whole ICT stream of one process: (stream position, block id) of its first n examples."""
-  from realm_tf.stages.ict_experiment import ict_examples  # pylint: disable=g-import-not-at-top
-  ds = ict_examples(corpus_dir, multi_worker.ict_builder(tokenizer), 1, 0, seed=1,
-                    shuffle_window=WINDOW)
+def _reference_stream(corpus_dir, n):
+  """The whole stream of one process: (stream position, block id) of its first n examples."""
+  ds = multi_worker.training_examples(corpus_dir, 1, 0, seed=1, shuffle_window=WINDOW)
   return [(int(b["data_position"][0]) - 1, int(b["block_id"][0])) for b in ds.take(n)]
 
 
@@ -127,7 +128,7 @@ def runs(tmp_path_factory):
   ids, embeddings = embed_corpus.embed_blocks(embedder_export.load_embedder(export),
                                               corpus_lib.shard_paths(corpus_dir), batch_size=4)
   return {"stopped": stopped, "resumed": resumed, "tmp": tmp, "model_dir": job["model_dir"],
-          "stream": _reference_stream(corpus_dir, tokenizer, sum(SHARD_SIZES)),
+          "stream": _reference_stream(corpus_dir, sum(SHARD_SIZES)),
           "ids": ids, "embeddings": embeddings}
 
 
@@ -181,3 +182,16 @@ def test_two_workers_embed_each_block_once(runs):
   assert len(merged["ids"]) == sum(SHARD_SIZES) == len(set(merged["ids"].tolist()))
   np.testing.assert_array_equal(merged["ids"], runs["ids"])
   np.testing.assert_allclose(merged["embeddings"], runs["embeddings"], atol=1e-5)
+
+
+def test_a_checkpoint_of_two_input_pipelines_is_refused_by_one(runs):
+  """Each host resumes its own position: a run on another number of hosts is refused, naming
+  the shapes, rather than resuming some pipeline from another's position."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from realm_tf.training.optimizer import create_optimizer  # pylint: disable=g-import-not-at-top
+  from realm_tf.training.trainer import ConfigMismatchError, Trainer  # pylint: disable=g-import-not-at-top
+  trainer = Trainer(multi_worker.stand_in_model(), create_optimizer(1e-2, 100, 0),
+                    multi_worker.stand_in_task, tf.distribute.get_strategy(), runs["model_dir"],
+                    GLOBAL_BATCH)
+  with pytest.raises(ConfigMismatchError, match=r"shape \[2\]; this run has 1 input pipeline"):
+    trainer.restore()
