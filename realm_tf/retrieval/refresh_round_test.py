@@ -1,8 +1,6 @@
 """Tests for refresh rounds: declaring, resuming and ending them, the trainer's step, and two
 shard workers keeping up with a trainer that exports faster than a refresh takes."""
-import json
 import os
-import shutil
 import threading
 import time
 
@@ -15,6 +13,7 @@ from realm_tf.retrieval import embedder_export as ee
 from realm_tf.retrieval import refresh
 from realm_tf.retrieval import refresh_round
 from realm_tf.testing import retrieval_fixtures as testing
+from realm_tf.testing.retrieval_fixtures import copy_export
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +28,10 @@ def src(tmp_path_factory):
 
 def _publish_copy(src: str, model_dir: str, step: int) -> str:
   """Publishes a copy of export `src` as step `step` the way the trainer does: whole, by one
-  rename of a hidden temporary directory (a watcher never sees it half-copied)."""
-  tmp = os.path.join(ee.exports_dir(model_dir), f".tmp-{step}")
-  shutil.copytree(src, tmp)
-  with open(os.path.join(tmp, ee.METADATA)) as f:
-    meta = json.load(f)
-  meta.update(step=step, created=time.time())
-  with open(os.path.join(tmp, ee.METADATA), "w") as f:
-    json.dump(meta, f)
-  os.rename(tmp, ee.export_path(model_dir, step))
+  rename (a watcher never sees it half-copied)."""
+  staged = copy_export(src, os.path.join(os.path.dirname(model_dir), "staging"), step)
+  os.makedirs(ee.exports_dir(model_dir), exist_ok=True)
+  os.rename(staged, ee.export_path(model_dir, step))
   return ee.export_path(model_dir, step)
 
 
