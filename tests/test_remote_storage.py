@@ -35,7 +35,10 @@ from realm_tf.stages import export_job
 from realm_tf.stages import finetune as finetune_stage
 from realm_tf.stages import pretrain_job
 from realm_tf.training import warm_start
+from realm_tf.testing import export_models
 from realm_tf.training.trainer import DONE_MARKER
+from serving import model_config
+from serving import model_manager
 from tests.test_pretrain_e2e import DOCS, _toy_job
 from tests.test_user_questions_e2e import TOY, _parsed
 
@@ -70,7 +73,6 @@ def remote(tmp_path, monkeypatch):
       str(local / "hf_reader"), HF_READER, hf_bert_test.make_hf_arrays(HF_READER))
   paths.copy_tree(str(local / "hf_reader"), f"{root}/hf_reader")
   yield root
-  assert not os.path.exists(tmp_path / "ram:"), "a stage wrote a ram:// path to local disk"
   paths.remove_tree(f"ram://{tmp_path.name}")
 
 
@@ -106,10 +108,7 @@ def test_main_job_finetune_evaluate_export_and_serve_on_ram(remote):
   exported = export_job.run(export_cli.config_from_flags(
       _parsed(export_cli, f"--work_dir={remote}", "--variant=stock", "--components=openqa")))
   base = os.path.join(work.serving, "realm_openqa")
-  assert exported["models"] == {"realm_openqa": f"{base}/1"}
-  from serving import model_config  # pylint: disable=g-import-not-at-top
-  from serving import model_manager  # pylint: disable=g-import-not-at-top
-  from realm_tf.testing import export_models  # pylint: disable=g-import-not-at-top
+  assert exported == {"export_base": work.serving, "models": {"realm_openqa": f"{base}/1"}}
   assert model_config.list_versions(base) == [1]
   model_manager.import_scann()
   manager = model_manager.ModelManager([model_config.ModelConfig("realm_openqa", base)])
@@ -118,3 +117,7 @@ def test_main_job_finetune_evaluate_export_and_serve_on_ram(remote):
     out = servable.signature("")({"questions": export_models.strings([QUESTIONS[0]["question"]])})
   manager.stop()
   assert out["status"].tolist() == [b"ok"]
+  # Nothing went to local disk under the ram:// name (the test runs in its tmp dir) ...
+  assert not os.path.exists("ram:"), "a stage wrote a ram:// path to local disk"
+  # ... but the block lookup of the remote corpus, which is local by design.
+  assert os.listdir(os.path.join(block_lookup.tempfile.gettempdir(), "realm_tf_lookup"))
