@@ -29,7 +29,7 @@ def define_flags(flag_values=flags.FLAGS, precision: bool = True) -> None:
     return
   flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "Mixed precision policy.",
                     flag_values=flag_values)
-  flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward pass.",
+  flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (forward, backward, optimizer apply).",
                     flag_values=flag_values)
 
 

@@ -63,7 +63,7 @@ HELP = {
 # does not expose.
 _ICT_SKIP = ("retriever", "shuffle_window", "log_every")
 _RETRIEVER_SKIP = ("projection_layer_norm", "projection_scale_init")
-_JOB_SKIP = ("ict",)
+_JOB_SKIP = ("ict", "jit_compile")  # jit_compile: a distribution flag
 # Flags named as the main job's (python -m realm_tf.launch.pretrain): the retriever's under a
 # retriever_ prefix (RetrieverConfig.encoder is given as a preset name), the lengths as lengths.
 _RETRIEVER_NAMES = {"encoder": "retriever_preset", "pooling": "retriever_pooling",
@@ -151,7 +151,8 @@ def job_from_flags(flag_values=flags.FLAGS):
   from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
   return config_flags.config_from_flags(
       ict_experiment.IctJobConfig, flag_values, names=_JOB_NAMES,
-      ict=config_from_flags(flag_values), **paths_from_flags(flag_values))
+      ict=config_from_flags(flag_values), jit_compile=flag_values.jit_compile,
+      **paths_from_flags(flag_values))
 
 
 def main(argv):

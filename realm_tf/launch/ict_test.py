@@ -42,10 +42,10 @@ def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated():
                "retriever_preset"):
     assert fv[name].help.endswith(ict.HELP[name]), name  # from the table, i.e. generated
   fv(["ict", "--corpus_dir=/c", "--model_dir=/m", "--retriever_init=minilm", "--min_recall=0.5",
-      "--index_dir=/i"])
+      "--index_dir=/i", "--jit_compile"])
   job = ict.job_from_flags(fv)
-  assert (job.corpus_dir, job.model_dir, job.init, job.min_recall, job.index_dir) == (
-      "/c", "/m", "minilm", 0.5, "/i")
+  assert (job.corpus_dir, job.model_dir, job.init, job.min_recall, job.index_dir,
+          job.jit_compile) == ("/c", "/m", "minilm", 0.5, "/i", True)
   assert job.ict == ict.config_from_flags(fv)
   fv(["ict", "--retriever_pooling=mean"])
   assert ict.job_from_flags(fv).ict.retriever.pooling == "mean"

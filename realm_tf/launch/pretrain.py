@@ -95,7 +95,7 @@ HELP = {
     "data_service": "grpc://dispatcher:port of a tf.data service running masking + query "
                     "embedding + search (start it with python -m "
                     "realm_tf.launch.data_service_worker; the index must be on shared storage).",
-    "jit_compile": "XLA-compile the forward/backward pass.",
+    "jit_compile": "XLA-compile the train steps (forward, backward, optimizer apply).",
     "min_recall": "Refuse to publish an index whose ScaNN recall@10 is lower.",
     "heldout_fraction": "Share of blocks (by id) never used as training queries or warm-up text.",
     "realm_query_fraction": "Share of blocks (by id) whose sentences are REALM's queries and "

@@ -30,6 +30,7 @@ from realm_tf.modeling.layers import RetrievalProjection
 from realm_tf.modeling.reader import Reader, ReaderConfig
 from realm_tf.modeling.retriever import RetrieverConfig, masked_mean
 from realm_tf.openqa import features as features_lib
+from realm_tf.training.trainer import is_tpu_strategy
 from realm_tf.config_base import ConfigBase
 
 _QUERY_KEYS = features_lib.QUERY_KEYS
@@ -161,8 +162,7 @@ def on_host(fn, *args):
   strategy = tf.distribute.get_strategy()
   in_replica = tf.distribute.in_cross_replica_context() is False and \
       tf.distribute.has_strategy()
-  if in_replica and isinstance(strategy, (tf.distribute.TPUStrategy,
-                                          tf.distribute.experimental.TPUStrategy)):
+  if in_replica and is_tpu_strategy(strategy):
     return tf.tpu.outside_compilation(fn, *args)
   with tf.device("/device:CPU:0"):
     return fn(*args)

@@ -298,7 +298,7 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
         heldout_fraction=config.heldout_fraction)
     ict = ict_experiment.run(ict_experiment.IctJobConfig(
         ict_config, corpus_dir=dirs["corpus"], model_dir=dirs["ict"],
-        init=config.retriever_init), strategy)
+        init=config.retriever_init, jit_compile=config.jit_compile), strategy)
     summary["ict"] = {k: ict[k] for k in ("loss", "accuracy") if k in ict}
   refresher = IndexRefresher(RefreshConfig(model_dir=dirs["realm"], corpus_dir=dirs["corpus"],
                                            index_dir=dirs["index"], min_recall=config.min_recall),
@@ -311,7 +311,7 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
     warmup = reader_warmup_config(config)
     result = reader_warmup.run(reader_warmup.ReaderWarmupJobConfig(
         warmup, corpus_dir=dirs["corpus"], model_dir=dirs["reader"], init=config.reader_init,
-        annotations_dir=dirs["annotations"]), strategy)
+        annotations_dir=dirs["annotations"], jit_compile=config.jit_compile), strategy)
     summary["reader_warmup"] = {k: result[k] for k in ("loss", "mlm_accuracy") if k in result}
     reader_init = dirs["reader"]
   if config.num_train_steps <= 0:  # preparation only (see launch/local_all_in_one.sh)

@@ -6,14 +6,16 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.testing import cli as cli_testing
 from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer
 from realm_tf.stages import tasks
 from realm_tf.training.optimizer import create_optimizer
-from realm_tf.training.trainer import (DONE_MARKER, ConfigMismatchError, InputShard,
-                                       NonFiniteLossError, Trainer, check_or_write_config)
+from realm_tf.training.trainer import (DONE_MARKER, ConfigMismatchError, HostStagedTask,
+                                       InputShard, NonFiniteLossError, Trainer,
+                                       check_or_write_config)
 
 MICRO = EncoderConfig(vocab_size=1100, hidden_size=32, num_layers=1, num_attention_heads=2,
                       intermediate_size=64, dropout_rate=0.0, attention_dropout_rate=0.0)
@@ -176,3 +178,40 @@ def test_two_cpu_replicas_match_one_device(tmp_path):
                              atol=1e-6)
   np.testing.assert_allclose(results["default"]["w"], results["mirrored"]["w"], rtol=1e-4,
                              atol=1e-6)
+
+
+def _doubled_on_host(model, batch, first):
+  """A host part: numpy (never compilable) between the two device parts."""
+  del model, batch
+  out = tf.numpy_function(lambda w: (2 * w).astype(np.float32), [first["weights"]], tf.float32)
+  return {"weights": tf.ensure_shape(out, first["weights"].shape)}
+
+
+STAGED = HostStagedTask(
+    device_first=lambda model, batch, training: {
+        "weights": 0.5 * tf.cast(batch["masked_weights"], tf.float32)},
+    host=_doubled_on_host,
+    device_second=lambda model, batch, first, host, training: tasks.realm_pretrain_task(
+        model, dict(batch, masked_weights=host["weights"]), training))
+
+
+def test_compiled_steps_make_the_uncompiled_update(tmp_path):
+  """jit_compile compiles the step, whole or (a HostStagedTask) around its host part, and
+  changes no number: the same loss and weights as the uncompiled step."""
+  runs = {}
+  for name, jit, task in (("plain", False, tasks.realm_pretrain_task),
+                          ("whole", True, tasks.realm_pretrain_task), ("staged", True, STAGED)):
+    tf_keras.utils.set_random_seed(0)
+    model = RealmPretrainer(CONFIG)
+    model.build_all()
+    trainer = Trainer(model, create_optimizer(1e-3, 1000, 0), task, tf.distribute.get_strategy(),
+                      str(tmp_path / name), BATCH, checkpoint_every=1000, log_every=1,
+                      jit_compile=jit)
+    result = trainer.train(make_dataset, 2)
+    runs[name] = (result["loss"], [v.numpy() for v in model.trainable_variables])
+  for name in ("whole", "staged"):
+    assert runs[name][0] == pytest.approx(runs["plain"][0], rel=1e-5), name
+    # Two Adam steps of 1e-3 move a weight by up to 2e-3; Adam magnifies rounding differences in
+    # near-zero gradients (measured: 4e-5 at 2 of 35,200 word embeddings).
+    for compiled, plain in zip(runs[name][1], runs["plain"][1]):
+      np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-4, err_msg=name)
