@@ -38,6 +38,7 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
+from realm_tf.io import paths
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embed_corpus
 from realm_tf.retrieval import embedder_export
@@ -122,8 +123,7 @@ class IndexRefresher:
   def document_set(self, live: Optional[bundle_lib.IndexBundle] = None) -> DocumentSet:
     """The live bundle's document set if it was built on --corpus_dir, else just the corpus."""
     live = live if live is not None else self.live_bundle()
-    base = os.path.abspath(self.config.corpus_dir) if "://" not in self.config.corpus_dir \
-        else self.config.corpus_dir
+    base = paths.absolute(self.config.corpus_dir)
     if live is not None:
       docs = live.manifest.get("documents", {})
       dirs = docs.get("corpus_dirs") or []
@@ -142,9 +142,7 @@ class IndexRefresher:
     if live is None:
       return True
     step = int(os.path.basename(export_dir.rstrip("/")))
-    source = os.path.normpath(str(live.manifest.get("source_export", "")))
-    watched = os.path.normpath(embedder_export.exports_dir(self.config.model_dir))
-    if os.path.dirname(source) != watched:
+    if not self._watched(str(live.manifest.get("source_export") or "")):
       return True  # the live bundle came from another run (e.g. the ICT warm start)
     if int(live.manifest.get("step", -1)) < step:
       return True
@@ -266,8 +264,8 @@ class IndexRefresher:
 
   def _watched(self, export_dir: str) -> bool:
     """Whether `export_dir` is one of the watched model_dir's exports (leased while in use)."""
-    watched = os.path.normpath(embedder_export.exports_dir(self.config.model_dir))
-    return os.path.dirname(os.path.normpath(export_dir)) == watched
+    watched = paths.absolute(embedder_export.exports_dir(self.config.model_dir))
+    return bool(export_dir) and os.path.dirname(paths.absolute(export_dir)) == watched
 
   def _next_export(self) -> Optional[str]:
     """The chief's next export: the declared round's while that round is unfinished (a
@@ -356,7 +354,7 @@ class IndexRefresher:
     removed = np.zeros([0], np.int64) if remove_ids is None else np.asarray(remove_ids, np.int64)
     if remove_file:
       removed = np.concatenate([removed, read_ids_file(remove_file)])
-    add_dirs = [os.path.abspath(d) if "://" not in d else d for d in add_dirs]
+    add_dirs = [paths.absolute(d) for d in add_dirs]
     for d in add_dirs:
       embed_corpus.load_corpus_manifest(d)  # clear error for a missing or empty directory
     live = self.live_bundle()
