@@ -55,6 +55,21 @@ def test_masked_queries_of_realm_and_the_warmup_come_from_disjoint_blocks(tmp_pa
   assert by_role["warmup"] == {ids[b] for b in buckets[3:]}
 
 
+def test_realm_query_shards_are_the_one_host_stream_split_by_window(tmp_path):
+  """Two input pipelines' masked queries: each example as one host masks it at that position."""
+  _, ann_dir = _write_corpus_and_annotations(str(tmp_path), TOK)
+  masker = masking.Masker(masking.MaskingConfig(query_length=24, max_predictions=6), TOK)
+
+  def examples(n, **shard):
+    ds = indexed_masked_examples(ann_dir, masker, 0, 0, 4, **shard).take(n)
+    return [(int(e["index"]), e["input_word_ids"].numpy().tolist()) for e in ds]
+
+  whole = examples(60)
+  for i in (0, 1):
+    mine = examples(10, num_shards=2, shard_index=i)
+    assert mine == [e for e in whole if e[0] // 4 % 2 == i][:10]
+
+
 def test_a_split_that_leaves_no_query_is_refused(tmp_path):
   _, ann_dir = _write_corpus_and_annotations(str(tmp_path), TOK)
   masker = masking.Masker(masking.MaskingConfig(query_length=24, max_predictions=6), TOK)
