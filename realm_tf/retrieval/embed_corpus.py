@@ -211,8 +211,7 @@ def iter_embedded_shards(embedder: LoadedEmbedder, paths: List[str],
 
   Input pipeline `p` of `P` (one per host) embeds the shards at positions `p mod P`
   (`pipeline_positions`), in order: a single client yields every shard, each client of a
-  MultiWorkerMirroredStrategy those of its own host. Every replica embeds `batch_size` blocks a
-  step.
+  MultiWorkerMirroredStrategy those of its own host.
 
   `batch_size` is per replica; each step embeds `batch_size × num_replicas` blocks with
   `strategy.run`. Load the embedder inside `strategy.scope()` so its variables are mirrored.
