@@ -86,7 +86,7 @@ def test_pretraining_with_inline_refresh_resumes_and_measures_recall(work, caplo
   assert exp.export(2) == live.manifest["source_export"]
   assert "already exists" not in caplog.text
 
-  position = int(exp.trainer.data_position.numpy())
+  position, = exp.trainer.data_position.numpy().tolist()  # one input pipeline
   assert position >= 2 * 2  # at least batch × steps raw records consumed
 
   recall = measure_bundle_recall(live, dirs["annotations"], dirs["corpus"], 10, False)
