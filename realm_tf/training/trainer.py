@@ -191,6 +191,15 @@ class Trainer:
     self._replica_fn = jit(self._replica_step) if whole else self._replica_step
     self._train_step = tf.function(self._distributed_step)
 
+  def _restore_scalar_position(self, latest: str) -> None:
+    """Restores a one-host checkpoint written when the data position was one scalar (before
+    positions were kept per input pipeline), so existing runs resume where they stopped."""
+    scalar = tf.Variable(0, dtype=tf.int64, trainable=False)
+    tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
+                        data_position=scalar).restore(latest) \
+        .expect_partial().assert_existing_objects_matched()
+    self.data_position.assign([int(scalar.numpy())])
+
   def restore(self) -> int:
     """Restores the newest checkpoint if any; returns the step to continue from."""
     latest = self.manager.latest_checkpoint
@@ -198,17 +207,21 @@ class Trainer:
       try:
         # Optimizer slots are created at the first step and restored then (deferred), so a
         # finished run that only reloads its weights never builds them: no warning for those.
-        self.checkpoint.restore(latest).assert_existing_objects_matched().expect_partial()
+        self.checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
       except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
         saved = paths.checkpoint_reader(latest).get_variable_to_shape_map().get(
             "data_position/.ATTRIBUTES/VARIABLE_VALUE")
-        if saved is not None and list(saved) != [self.num_input_pipelines]:
+        if saved is not None and not list(saved) and self.num_input_pipelines == 1:
+          self._restore_scalar_position(latest)
+        elif saved is not None and list(saved) != [self.num_input_pipelines]:
           raise ConfigMismatchError(
               f"Checkpoint {latest} holds data positions of shape {list(saved)}; this run has "
               f"{self.num_input_pipelines} input pipeline(s) (hosts) and needs "
               f"[{self.num_input_pipelines}]. Resume on as many hosts as it was trained on.") from e
-        raise ConfigMismatchError(
-            f"Checkpoint {latest} does not match this model (wrong shape or structure): {e}") from e
+        else:
+          raise ConfigMismatchError(
+              f"Checkpoint {latest} does not match this model (wrong shape or structure): {e}"
+          ) from e
       self._positions = self.data_position.numpy().copy()
       logging.info("Restored %s at step %d, data position(s) %s.", latest,
                    int(self.step.numpy()), self._positions.tolist())

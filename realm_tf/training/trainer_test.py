@@ -110,6 +110,23 @@ def test_resume_after_kill_restores_step_and_data_position(tmp_path):
   assert restored.restore() == 4
 
 
+def test_checkpoint_with_a_scalar_data_position_resumes_on_one_host(tmp_path):
+  """A one-host checkpoint written when the data position was one scalar still resumes, at its
+  position, with its weights."""
+  model_dir = str(tmp_path / "scalar")
+  trainer = make_trainer(model_dir)
+  trainer.train(make_dataset, 2)
+  weights = [w.numpy() for w in trainer.model.trainable_weights]
+  old = tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer, step=trainer.step,
+                            data_position=tf.Variable(40, dtype=tf.int64))
+  tf.train.CheckpointManager(old, os.path.join(model_dir, "checkpoints"), max_to_keep=5).save(7)
+  resumed = make_trainer(model_dir)
+  assert resumed.restore() == 2
+  assert resumed.data_position.numpy().tolist() == [40]
+  for a, b in zip(weights, resumed.model.trainable_weights):
+    np.testing.assert_array_equal(a, b.numpy())
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   model_dir = str(tmp_path / "nan")
   trainer = make_trainer(model_dir)
