@@ -43,5 +43,8 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": ["pytest", "pytest-timeout", "pytest-xdist", "faiss-cpu", "dill",
                             "importlib_resources",
-                            "rank_bm25"]},  # the reference BM25 Okapi that bm25_test compares to
+                            "rank_bm25"],  # the reference BM25 Okapi that bm25_test compares to
+                    # Beam on Cloud Storage and Dataflow (build_corpus/annotate_corpus on gs://);
+                    # launch/tpu_vm.sh installs it.
+                    "gcp": ["apache-beam[gcp]"]},
 )

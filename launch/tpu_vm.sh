@@ -8,8 +8,9 @@
 #
 # Create the TPU VM with a TensorFlow runtime image: `tpu-vm-tf-2.20.0-pjrt` for one host,
 # `tpu-vm-tf-2.20.0-pod-pjrt` for a pod slice. The script installs the project on every host
-# (`make install`) and swaps its TensorFlow for `tensorflow-tpu==2.20.0`, the same TensorFlow built
-# with the TPU runtime (it pulls `libtpu` from PyPI).
+# (`make install`, plus Beam's Cloud Storage and Dataflow support: the `gcp` extra) and swaps its
+# TensorFlow for `tensorflow-tpu==2.20.0`, the same TensorFlow built with the TPU runtime (it pulls
+# `libtpu` from PyPI).
 #
 # One host: the trainer runs there with --tpu=local.
 # A pod slice: TensorFlow 2 drives every host's TPU chips from ONE client process. The trainer
@@ -49,7 +50,7 @@ echo "tpu_vm.sh: $TPU_NAME has ${#HOSTS[@]} host(s)."
 
 INSTALL="set -e
   test -d realm_tf || git clone $REPO realm_tf
-  cd realm_tf && make install
+  cd realm_tf && make install && .venv/bin/pip install -q -e '.[gcp]'
   .venv/bin/pip uninstall -q -y tensorflow && .venv/bin/pip install -q tensorflow-tpu==2.20.0"
 ssh_tpu all "$INSTALL"
 

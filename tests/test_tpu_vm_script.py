@@ -53,6 +53,7 @@ def test_one_host_installs_the_tpu_runtime_and_trains_with_the_local_tpu(tmp_pat
   calls = _run(tmp_path, hosts=1)
   assert calls[0]["worker"] == "all" and "make install" in calls[0]["command"]
   assert "tensorflow-tpu==2.20.0" in calls[0]["command"]
+  assert "'.[gcp]'" in calls[0]["command"]  # Beam's GCS filesystem for gs:// corpora
   trainers = _trainers(calls)
   assert len(trainers) == 1 and trainers[0]["worker"] == "0"
   assert "--tpu=local" in trainers[0]["command"] and "--data_service" not in \
