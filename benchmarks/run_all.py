@@ -4,7 +4,7 @@ Each benchmark writes its JSON to benchmarks/results/; this runner only sequence
 two share the cores, and reports which failed. Its settings are a `RunAllConfig` (one flag per
 field); `run(config)` does the work.
 
-  python -m benchmarks.run_all                        # the speed benchmarks (10 min here on 2026-11-26)
+  python -m benchmarks.run_all                        # the speed benchmarks (about 15 min on 2 cores)
   python -m benchmarks.run_all --quality              # also the learning / answer-quality ones
   python -m benchmarks.run_all --only=mips_bench,serving_bench
   python -m benchmarks.run_all --only=scale_bench      # hours at its default sizes (to 1M blocks)
