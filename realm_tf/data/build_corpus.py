@@ -24,7 +24,6 @@ import hashlib
 import heapq
 import json
 import os
-import pickle
 import struct
 import uuid
 from typing import Dict, List, Optional, Sequence
@@ -168,22 +167,44 @@ class BlockDocumentsFn(beam.DoFn):
       self._progress.finish()
 
 
+def _encode_key(key: tuple) -> bytes:
+  """A sort key (a tuple of ints and strings) as bytes: each part tagged i/s, length-prefixed."""
+  out = [struct.pack("<I", len(key))]
+  for part in key:
+    tag, data = (b"s", part.encode("utf-8")) if isinstance(part, str) else \
+        (b"i", str(int(part)).encode("ascii"))
+    out.append(tag + struct.pack("<I", len(data)) + data)
+  return b"".join(out)
+
+
+def _decode_key(blob: bytes) -> tuple:
+  """The tuple `_encode_key` encoded."""
+  (count,), at, parts = struct.unpack_from("<I", blob), 4, []
+  for _ in range(count):
+    tag, (size,) = blob[at:at + 1], struct.unpack_from("<I", blob, at + 1)
+    data, at = blob[at + 5:at + 5 + size], at + 5 + size
+    parts.append(data.decode("utf-8") if tag == b"s" else int(data))
+  return tuple(parts)
+
+
 def _write_run(path: str, items) -> None:
-  """Writes sorted (sort key, record) items as length-prefixed pickles (a spilled sort run)."""
+  """Writes sorted (sort key, serialized record) items as length-prefixed key and record bytes
+  (a spilled sort run; no pickle: a run file is data, never code)."""
   with tf.io.gfile.GFile(path, "wb") as f:
-    for item in items:
-      blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-      f.write(struct.pack("<Q", len(blob)) + blob)
+    for key, record in items:
+      key_blob = _encode_key(key)
+      f.write(struct.pack("<QQ", len(key_blob), len(record)) + key_blob + record)
 
 
 def _read_run(path: str):
   """The items of a run `_write_run` wrote, in order, one at a time."""
   with tf.io.gfile.GFile(path, "rb") as f:
     while True:
-      header = f.read(8)
+      header = f.read(16)
       if not header:
         return
-      yield pickle.loads(f.read(struct.unpack("<Q", header)[0]))
+      key_size, record_size = struct.unpack("<QQ", header)
+      yield _decode_key(f.read(key_size)), f.read(record_size)
 
 
 class _SpillRunsFn(beam.DoFn):
