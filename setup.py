@@ -30,6 +30,8 @@ setup(
     name="realm_tf",
     version="0.1.0",
     description="REALM retrieval-augmented language model pre-training in TensorFlow 2",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     packages=find_packages(include=["realm_tf", "realm_tf.*", "tfds_builders",
                                     "tfds_builders.*", "serving", "serving.*"]),
     include_package_data=True,
@@ -43,7 +45,9 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": ["pytest", "pytest-timeout", "pytest-xdist", "faiss-cpu", "dill",
                             "importlib_resources",
-                            "rank_bm25"],  # the reference BM25 Okapi that bm25_test compares to
+                            "rank_bm25",  # the reference BM25 Okapi that bm25_test compares to
+                            # trec_eval's measures: the independent check of TREC run output
+                            "pytrec-eval-terrier"],
                     # Beam on Cloud Storage and Dataflow (build_corpus/annotate_corpus on gs://);
                     # launch/tpu_vm.sh installs it.
                     "gcp": ["apache-beam[gcp]"]},
