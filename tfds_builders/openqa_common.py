@@ -7,7 +7,8 @@ dev file) as test. This module holds what the three builders share so the rule l
 
 * `read_qa_jsonl` reads ORQA / DrQA JSON lines (`{"question": ..., "answer": [...]}`).
 * `read_qa_dpr` reads DPR-style lines (`question \\t ['answer', ...]`, a Python list literal
-  parsed with `ast.literal_eval`, never `eval`).
+  parsed with `ast.literal_eval`, never `eval`); `parse_qa_dpr_line` is its one line parser,
+  which `realm_tf.openqa.datasets` (`--dataset=dpr_qa:<path>`) shares.
 * `orqa_split` applies ORQA's rule: dev iff
   `tf.strings.to_hash_bucket_fast(question, 100000) % 10 == 0` on the question exactly as written
   in the file (before any clean-up), train otherwise.
@@ -32,6 +33,7 @@ then one summary line with the total):
   never matching.
 """
 import ast
+import csv
 import dataclasses
 import gzip
 import io
@@ -222,12 +224,34 @@ def read_qa_jsonl(path: epath.PathLike, answers_are_regex: bool = False) -> List
   return examples
 
 
-def read_qa_dpr(path: epath.PathLike) -> List[QAExample]:
-  """Reads DPR-style lines `question<TAB>['answer', ...]` (plain or .gz).
+def parse_qa_dpr_line(text: str) -> Tuple[str, object]:
+  """(question, answers value) of one DPR-style line `question<TAB>['answer', ...]`.
 
-  The answer list is a Python list literal (DPR's `*.qa.csv` files, Anserini's `topics.nq.*.txt`);
-  it is parsed with `ast.literal_eval`, which evaluates literals only, never code. The question is
-  everything before the last tab.
+  The line is split as DPR reads its `*.qa.csv` (Python's csv, tab-delimited: a cell that starts
+  with `"` is quoted and `""` inside it is one `"`, as csv writers quote a cell holding quotes);
+  the last cell is the answers, a Python list literal parsed with `ast.literal_eval` (literals
+  only, never code), and the cells before it, joined by tabs, the question. The answers value is
+  returned as parsed, for the caller to check. Raises ValueError saying what is wrong.
+  """
+  try:
+    cells = next(csv.reader([text], delimiter="\t"))
+  except csv.Error as e:
+    raise ValueError(f"not a tab-separated line ({e})") from None
+  if len(cells) < 2:
+    raise ValueError("no tab between question and answers")
+  literal = cells[-1].strip()
+  try:
+    answers = ast.literal_eval(literal)
+  except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
+    raise ValueError(f"answers {_short(literal)} are not a Python list literal "
+                     f"({type(e).__name__})") from None
+  return "\t".join(cells[:-1]), answers
+
+
+def read_qa_dpr(path: epath.PathLike) -> List[QAExample]:
+  """Reads DPR-style lines `question<TAB>['answer', ...]` (plain or .gz; `parse_qa_dpr_line`).
+
+  DPR's `*.qa.csv` files and Anserini's `topics.nq.*.txt` hold them.
   """
   name = epath.Path(path).name
   issues = _IssueLog(str(path))
@@ -236,15 +260,10 @@ def read_qa_dpr(path: epath.PathLike) -> List[QAExample]:
     if not raw.strip():
       continue
     text = _decode(raw, line, issues).rstrip("\r\n")
-    if "\t" not in text:
-      issues.warn(line, "unreadable", "no tab between question and answers; record skipped")
-      continue
-    question, answers_literal = text.rsplit("\t", 1)
     try:
-      answers = ast.literal_eval(answers_literal.strip())
-    except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
-      issues.warn(line, "unreadable", f"answers {_short(answers_literal)} are not a Python list "
-                  f"literal ({type(e).__name__}); record skipped")
+      question, answers = parse_qa_dpr_line(text)
+    except ValueError as e:
+      issues.warn(line, "unreadable", f"{e}; record skipped")
       continue
     example = _make_example(question, answers, line, issues, f"{name}:{line}", False)
     if example is not None:

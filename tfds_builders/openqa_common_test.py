@@ -260,3 +260,15 @@ def test_shipped_data_dir():
   assert (tfds_builders.shipped_data_dir("nq_open_orqa/dpr") / "NQ-open.dev.jsonl.gz").exists()
   with pytest.raises(ValueError, match="Unknown open-QA builder"):
     tfds_builders.shipped_data_dir("natural_questions_open")
+
+
+def test_dpr_line_cells_quoted_by_a_csv_writer_are_unquoted():
+  # DPR reads *.qa.csv with csv (tab-delimited): a cell holding quotes is written quoted.
+  assert openqa_common.parse_qa_dpr_line(
+      'who said "hi"\t"[\'He said ""hi""\', \'Bob\']"') == (
+          'who said "hi"', ['He said "hi"', "Bob"])
+  assert openqa_common.parse_qa_dpr_line("q\twith a tab\t['a']") == ("q\twith a tab", ["a"])
+  for bad, problem in (("no tab", "no tab"), ("q\t['x'", "not a Python list literal"),
+                       ("q\t__import__('os')", "not a Python list literal")):
+    with pytest.raises(ValueError, match=problem):
+      openqa_common.parse_qa_dpr_line(bad)

@@ -1,4 +1,6 @@
-"""Readers of raw documents (JSONL, SQuAD JSON, WikiText raw, plain text) with bad-input reports.
+"""Readers of raw documents with bad-input reports: JSONL, SQuAD JSON, WikiText raw, plain text,
+and the open-QA field's corpus files (DPR's `psgs_w100.tsv`, BEIR's `corpus.jsonl`, Pyserini's
+`{"id", "contents"}` JSON lines), read as they are: no conversion script.
 
 Every reader yields `Document`s and, for records it cannot use, `BadRecord`s naming the file, the
 1-based line and the kind of problem, so a pipeline can count and report them and go on with the
@@ -14,8 +16,27 @@ rest of the corpus (or stop at the first one in strict mode). Kinds:
 - `duplicate_doc_id`: raised later by the corpus builder when two documents share an id.
 
 Document ids are deterministic: JSONL `id` field (else `<file name>:<line>`), SQuAD
-`<article title>#<paragraph index>`, WikiText the article title, plain text the file name.
+`<article title>#<paragraph index>`, WikiText the article title, plain text the file name, DPR TSV
+the `id` column, BEIR `_id`, Pyserini `id`.
+
+The field's formats (`FORMATS`; `auto` detects each file by its content, never by its name alone):
+
+- `dpr_tsv`: `id \t text \t title` rows, as DPR's `psgs_w100.tsv`; detected by its header row
+  `id\ttext\ttitle` (a file without it needs `dpr_tsv` named). Each line is one row read as DPR
+  reads it (Python's csv, tab-delimited: a cell that starts with `"` is quoted, `""` inside
+  becomes `"`), then the text loses its surrounding quotes (DPR's `strip('"')`); the header row is
+  skipped wherever it appears; a row of other than 3 cells is a `malformed_record`.
+- `beir`: BEIR's `corpus.jsonl`, `{"_id", "title", "text"}`; detected by `_id` with `text` and no
+  `id`; a null title reads as "".
+- `pyserini`: `{"id", "contents"}` (Pyserini's JsonCollection); the contents are the text and the
+  title is empty (Pyserini's own default, one `text` field); detected by `contents` without `text`.
+- `pyserini_title`: the same with `contents` = `title\ntext`, Pyserini's DPR-Wikipedia corpora
+  (what its `--fields title text` reads): the first line is the title, the rest the text, each
+  losing surrounding quotes and doubled `""` as a DPR TSV cell does. Detected only where the first
+  record shows that convention plainly: its contents are two lines and the first is in quotes
+  (`"Aaron"\nAaron Aaron ...`); otherwise name it.
 """
+import csv
 import dataclasses
 import gzip
 import io
@@ -26,7 +47,7 @@ from typing import BinaryIO, Iterator, Optional, Union
 
 import tensorflow as tf
 
-FORMATS = ("jsonl", "squad", "wikitext", "text")
+FORMATS = ("jsonl", "squad", "wikitext", "text", "dpr_tsv", "beir", "pyserini", "pyserini_title")
 # What a format setting may name: a format, or "auto" (detect it per file; None means the same).
 FORMAT_CHOICES = ("auto", *FORMATS)
 MAX_DOCUMENT_BYTES = 1_000_000
@@ -37,6 +58,9 @@ _WIKITEXT_TITLE = re.compile(r"^ = ([^=].*?) = $")
 _WIKITEXT_SECTION = re.compile(r"^ (= )+.*?( =)+ $")
 _WIKITEXT_UNESCAPE = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."))
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+DPR_TSV_HEADER = ("id", "text", "title")
+# Pyserini's DPR-Wikipedia contents: a quoted title line, then the text (one more line).
+_PYSERINI_TITLE = re.compile(r'^"[^\n]*"\n[^\n]*$')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,25 +104,41 @@ def _strip_gz(path: str) -> str:
   return path[:-3] if path.endswith(".gz") else path
 
 
+def _json_lines_kind(line: str) -> Optional[str]:
+  """The JSON-lines format one record shows (jsonl, beir, pyserini, pyserini_title), or None."""
+  try:
+    rec = json.loads(line)
+  except json.JSONDecodeError:
+    return None
+  if not isinstance(rec, dict):
+    return None
+  if "text" not in rec and isinstance(rec.get("contents"), str):
+    return "pyserini_title" if _PYSERINI_TITLE.match(rec["contents"]) else "pyserini"
+  if "text" in rec and "_id" in rec and "id" not in rec:
+    return "beir"
+  return "jsonl" if "text" in rec else None
+
+
 def detect_format(path: str, head: bytes = b"") -> str:
-  """Guesses the format from the file name, then from its first bytes (`head`)."""
+  """Guesses the format from the file's first bytes (`head`) and its name."""
   name = _strip_gz(os.path.basename(path)).lower()
-  if name.endswith((".jsonl", ".ndjson")):
-    return "jsonl"
   text = head.decode("utf-8", "replace")
-  if name.endswith(".json") or text.lstrip().startswith("{"):
-    first = text.lstrip().split("\n", 1)
-    if len(first) == 2:  # a whole first line: one JSON object with "text" means JSONL
-      try:
-        rec = json.loads(first[0])
-        if isinstance(rec, dict) and "text" in rec:
-          return "jsonl"
-      except json.JSONDecodeError:
-        pass
+  lines = text.lstrip("\ufeff").split("\n")
+  if tuple(lines[0].rstrip("\r").split("\t")) == DPR_TSV_HEADER:
+    return "dpr_tsv"
+  stripped = text.lstrip()
+  first = stripped.split("\n", 1)
+  kind = _json_lines_kind(first[0]) if len(first) == 2 or name.endswith(
+      (".jsonl", ".ndjson")) else None  # a whole first line: one JSON object shows the format
+  if name.endswith((".jsonl", ".ndjson")):
+    return kind or "jsonl"
+  if name.endswith(".json") or stripped.startswith("{"):
+    if kind:
+      return kind
     if re.search(r'"(data|paragraphs|context)"\s*:', text):
       return "squad"
     return "jsonl"
-  for line in text.splitlines()[:50]:
+  for line in lines[:50]:
     if _WIKITEXT_TITLE.match(line.rstrip("\r")):
       return "wikitext"
   return "text"
@@ -158,10 +198,10 @@ def _decode_lines(stream: BinaryIO, source: str) -> Iterator[Union[tuple, BadRec
       yield BadRecord(source, n, "non_utf8", f"byte {e.start}: {e.reason}")
 
 
-def read_jsonl(stream: BinaryIO, source: str, max_document_bytes: int = MAX_DOCUMENT_BYTES
-               ) -> Iterator[Item]:
-  """`{"title", "text"[, "id"]}` per line; blank lines are ignored."""
-  base = os.path.basename(source)
+def _read_json_lines(stream: BinaryIO, source: str, max_document_bytes: int, to_document
+                     ) -> Iterator[Item]:
+  """Documents of a JSON-lines file: `to_document(record, line)` gives a Document, or a string
+  saying why the record is a malformed_record. Blank lines are ignored."""
   for item in _decode_lines(stream, source):
     if isinstance(item, BadRecord):
       yield item
@@ -174,14 +214,116 @@ def read_jsonl(stream: BinaryIO, source: str, max_document_bytes: int = MAX_DOCU
     except json.JSONDecodeError as e:
       yield BadRecord(source, n, "malformed_json", f"column {e.colno}: {e.msg}")
       continue
-    if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or \
-        not isinstance(rec.get("title", ""), str):
-      yield BadRecord(source, n, "malformed_record",
-                      'expected an object with a string "text" (and optional string "title")')
-      continue
+    doc = to_document(rec, n) if isinstance(rec, dict) else "expected a JSON object"
+    if isinstance(doc, str):
+      yield BadRecord(source, n, "malformed_record", doc)
+    else:
+      yield from _finish(doc, max_document_bytes)
+
+
+def _id_of(value) -> Optional[str]:
+  """A record's id as a string (a string or an integer id), or None when it has none."""
+  if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+    return None
+  return str(value)
+
+
+def read_jsonl(stream: BinaryIO, source: str, max_document_bytes: int = MAX_DOCUMENT_BYTES
+               ) -> Iterator[Item]:
+  """`{"title", "text"[, "id"]}` per line; blank lines are ignored."""
+  base = os.path.basename(source)
+
+  def to_document(rec, n):
+    if not isinstance(rec.get("text"), str) or not isinstance(rec.get("title", ""), str):
+      return 'expected an object with a string "text" (and optional string "title")'
     doc_id = str(rec["id"]) if rec.get("id") not in (None, "") else f"{base}:{n}"
-    yield from _finish(Document(doc_id, rec.get("title", ""), rec["text"], source, n),
-                       max_document_bytes)
+    return Document(doc_id, rec.get("title", ""), rec["text"], source, n)
+
+  return _read_json_lines(stream, source, max_document_bytes, to_document)
+
+
+def read_beir(stream: BinaryIO, source: str, max_document_bytes: int = MAX_DOCUMENT_BYTES
+              ) -> Iterator[Item]:
+  """BEIR's `corpus.jsonl`: `{"_id", "title", "text"}` per line; the doc id is `_id`."""
+
+  def to_document(rec, n):
+    doc_id, title = _id_of(rec.get("_id")), rec.get("title")
+    if doc_id is None or not isinstance(rec.get("text"), str) or \
+        not isinstance(title, (str, type(None))):
+      return ('expected a BEIR corpus object: "_id" (a string or an integer), a string "text" '
+              'and a string (or null) "title"')
+    return Document(doc_id, title or "", rec["text"], source, n)
+
+  return _read_json_lines(stream, source, max_document_bytes, to_document)
+
+
+def _unquote_cell(cell: str) -> str:
+  """A DPR TSV cell's value: a quoted cell loses its quotes and `""` becomes `"` (csv's rule);
+  then any surrounding quotes go (DPR's `strip('"')`)."""
+  if len(cell) >= 2 and cell[0] == cell[-1] == '"':
+    cell = cell[1:-1].replace('""', '"')
+  return cell.strip('"')
+
+
+def _read_pyserini(stream: BinaryIO, source: str, max_document_bytes: int, split_title: bool
+                   ) -> Iterator[Item]:
+  def to_document(rec, n):
+    doc_id, contents = _id_of(rec.get("id")), rec.get("contents")
+    if doc_id is None or not isinstance(contents, str):
+      return 'expected a Pyserini object: "id" (a string or an integer) and a string "contents"'
+    title, text = "", contents
+    if split_title and "\n" in contents:
+      title, text = contents.split("\n", 1)
+      title, text = _unquote_cell(title), _unquote_cell(text)
+    return Document(doc_id, title, text, source, n)
+
+  return _read_json_lines(stream, source, max_document_bytes, to_document)
+
+
+def read_pyserini(stream: BinaryIO, source: str, max_document_bytes: int = MAX_DOCUMENT_BYTES
+                  ) -> Iterator[Item]:
+  """Pyserini's `{"id", "contents"}` per line: the contents are the text, the title is empty."""
+  return _read_pyserini(stream, source, max_document_bytes, split_title=False)
+
+
+def read_pyserini_title(stream: BinaryIO, source: str,
+                        max_document_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[Item]:
+  """Pyserini's DPR-Wikipedia `{"id", "contents": "title\\ntext"}`: the first line of the
+  contents is the title, the rest the text, each unquoted as a DPR TSV cell."""
+  return _read_pyserini(stream, source, max_document_bytes, split_title=True)
+
+
+def read_dpr_tsv(stream: BinaryIO, source: str, max_document_bytes: int = MAX_DOCUMENT_BYTES
+                 ) -> Iterator[Item]:
+  """DPR's passages TSV (`psgs_w100.tsv`): `id \t text \t title` rows; see the module docstring.
+
+  One row per line (a quoted cell cannot span lines here); the doc id is the id column.
+  """
+  # csv refuses cells over its field limit (131,072 characters by default); documents up to
+  # max_document_bytes are this module's to accept or report, so the limit is raised to that.
+  csv.field_size_limit(max(csv.field_size_limit(), max_document_bytes))
+  for item in _decode_lines(stream, source):
+    if isinstance(item, BadRecord):
+      yield item
+      continue
+    n, line = item
+    if not line.strip():
+      continue
+    try:
+      cells = next(csv.reader([line], delimiter="\t"))
+    except csv.Error as e:
+      yield BadRecord(source, n, "malformed_record", f"not a TSV row ({e})")
+      continue
+    if tuple(cells) == DPR_TSV_HEADER:
+      continue
+    if len(cells) != 3 or not cells[0].strip():
+      yield BadRecord(source, n, "malformed_record",
+                      f"expected 3 tab-separated cells (id, text, title) with an id, got "
+                      f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
+                      f"{'' if len(cells) != 3 else ' and an empty id'}")
+      continue
+    doc_id, text, title = cells
+    yield from _finish(Document(doc_id, title, text.strip('"'), source, n), max_document_bytes)
 
 
 def _line_of(data: bytes, pos: int) -> int:
@@ -305,7 +447,8 @@ class _Prefixed(io.RawIOBase):
 
 
 _READERS = {"jsonl": read_jsonl, "squad": read_squad, "wikitext": read_wikitext,
-            "text": read_text}
+            "text": read_text, "dpr_tsv": read_dpr_tsv, "beir": read_beir,
+            "pyserini": read_pyserini, "pyserini_title": read_pyserini_title}
 
 
 def parse_stream(stream: BinaryIO, source: str, fmt: Optional[str] = None,

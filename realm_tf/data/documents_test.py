@@ -105,6 +105,96 @@ def test_detect_format():
   assert documents.detect_format("notes.txt", b"Just text.\n") == "text"
 
 
+def test_dpr_tsv_rows_as_dpr_reads_them(tmp_path):
+  """psgs_w100.tsv: header skipped, quoted text un-doubled and unquoted, the id column kept."""
+  rows = [
+      b"id\ttext\ttitle",
+      b'1\t"Aaron Aaron ( or ; ""Ah\xc3\xa4r\xc3\xb4n"") is a prophet"\tAaron',
+      b"2\tPlain text, \"quotes\" inside kept.\tThe \"Title\"",
+      b"3\tonly two cells",
+      b"4\ttoo\tmany\tcells",
+      b"\tno id\tT",
+      b"6\t\"\"\tEmpty",
+      b"7\tcaf\xe9\tLatin-1",
+      b"",
+      b"8\tLast passage.\tEnd",
+      b'9\t"""Quoted"" start"\tQ',
+  ]
+  path = _write(tmp_path / "psgs_w100.tsv.gz", gzip.compress(b"\n".join(rows) + b"\n"))
+  docs, bad = _split(documents.read_documents(path))
+  assert [(d.doc_id, d.title, d.text, d.line) for d in docs] == [
+      ("1", "Aaron", 'Aaron Aaron ( or ; "Ah\u00e4r\u00f4n") is a prophet', 2),
+      ("2", 'The "Title"', 'Plain text, "quotes" inside kept.', 3),
+      ("8", "End", "Last passage.", 10),
+      ("9", "Q", 'Quoted" start', 11)]  # DPR's strip('"') after csv's unquoting
+  assert [(b.line, b.kind) for b in bad] == [
+      (4, "malformed_record"), (5, "malformed_record"), (6, "malformed_record"),
+      (7, "empty_document"), (8, "non_utf8")]
+  assert str(bad[0]) == (f"{path}:4: malformed_record: expected 3 tab-separated cells (id, "
+                         "text, title) with an id, got 2 cells")
+  # Without the header row the format is named, not guessed.
+  plain = _write(tmp_path / "mine.tsv", b"10\tA passage.\tA title\n")
+  assert [d.doc_id for d in _split(documents.read_documents(plain))[0]] == ["mine.tsv"]
+  docs, _ = _split(documents.read_documents(plain, "dpr_tsv"))
+  assert [(d.doc_id, d.title, d.text) for d in docs] == [("10", "A title", "A passage.")]
+
+
+def test_beir_corpus(tmp_path):
+  lines = [
+      json.dumps({"_id": "doc0", "title": "Title", "text": "Text.", "metadata": {}}),
+      json.dumps({"_id": 7, "title": None, "text": "No title."}),
+      json.dumps({"title": "No id", "text": "x"}),
+      json.dumps({"_id": "d3", "title": 3, "text": "x"}),
+      '{"_id": "d4", "text": ',
+  ]
+  path = _write(tmp_path / "corpus.jsonl", "\n".join(lines).encode() + b"\n")
+  docs, bad = _split(documents.read_documents(path))
+  assert [(d.doc_id, d.title, d.text) for d in docs] == [("doc0", "Title", "Text."),
+                                                        ("7", "", "No title.")]
+  assert [(b.line, b.kind) for b in bad] == [(3, "malformed_record"), (4, "malformed_record"),
+                                             (5, "malformed_json")]
+  assert '"_id"' in bad[0].message
+
+
+def test_pyserini_contents_with_and_without_a_title_line(tmp_path):
+  dpr_wiki = [{"id": "1", "contents": '"Aaron"\nAaron Aaron ( or ; "Ah") is a prophet'},
+              {"id": 2, "contents": '"A ""quoted"" title"\n"Quoted text"'},
+              {"id": "3", "contents": "No title line"},
+              {"contents": "no id"}]
+  path = _write(tmp_path / "wiki.jsonl",
+                "\n".join(json.dumps(r) for r in dpr_wiki).encode() + b"\n")
+  docs, bad = _split(documents.read_documents(path))  # detected: the first record's quoted title
+  assert [(d.doc_id, d.title, d.text) for d in docs] == [
+      ("1", "Aaron", 'Aaron Aaron ( or ; "Ah") is a prophet'),
+      ("2", 'A "quoted" title', "Quoted text"), ("3", "", "No title line")]
+  assert [(b.line, b.kind) for b in bad] == [(4, "malformed_record")]
+  # Contents that do not show the convention are the text; naming the format splits them.
+  own = [{"id": "a", "contents": "First line\nsecond line"}]
+  path = _write(tmp_path / "own.jsonl", json.dumps(own[0]).encode() + b"\n")
+  docs, _ = _split(documents.read_documents(path))
+  assert [(d.title, d.text) for d in docs] == [("", "First line\nsecond line")]
+  docs, _ = _split(documents.read_documents(path, "pyserini_title"))
+  assert [(d.title, d.text) for d in docs] == [("First line", "second line")]
+
+
+def test_detect_format_of_the_field_formats():
+  detect = documents.detect_format
+  assert detect("psgs_w100.tsv.gz", b"id\ttext\ttitle\n1\t\"x\"\tT\n") == "dpr_tsv"
+  assert detect("anything", b"\xef\xbb\xbfid\ttext\ttitle\r\n") == "dpr_tsv"
+  assert detect("corpus.jsonl", b'{"_id": "1", "title": "", "text": "x"}\n') == "beir"
+  assert detect("c", b'{"_id": "1", "title": "", "text": "x"}\n{') == "beir"
+  assert detect("c.jsonl", b'{"id": "1", "contents": "x"}\n') == "pyserini"
+  assert detect("c.jsonl", b'{"id": "1", "contents": "\\"T\\"\\nx"}\n') == "pyserini_title"
+  # Our own JSONL and plain text stay ours.
+  assert detect("d.jsonl", b'{"id": "1", "title": "t", "text": "x"}\n') == "jsonl"
+  assert detect("d.jsonl", b'{"id": "1", "_id": "2", "text": "x"}\n') == "jsonl"
+  assert detect("d.jsonl", b'{"id": "1", "contents": "c", "text": "x"}\n') == "jsonl"
+  assert detect("d.jsonl", b'{"text": "a long first line') == "jsonl"
+  assert detect("notes.txt", b"id text title\nA note.\n") == "text"
+  assert detect("table.tsv", b"1\tA passage.\tTitle\n") == "text"
+  assert detect("notes.txt", b"id\ttext\ttitle and more\n") == "text"
+
+
 def test_shipped_default_corpus():
   path = documents.default_corpus_path()
   assert os.path.exists(path)

@@ -10,8 +10,19 @@
       their paragraphs, and each question knows its gold paragraph);
   jsonl:<path>: one question per line, `{"question": str, "answers": [str, ...]}` with optional
       `"answer_regex": bool` (answers are regular expressions), `"id"` and `"doc_id"` (the
-      corpus document holding the answer). A malformed line is logged with its file and line
-      number and skipped, or stops the run with that message when `strict`.
+      corpus document holding the answer). The official NQ-open files' `"answer"` is read as
+      `"answers"`;
+  dpr_qa:<path>: DPR's `*.qa.csv`, `question \t ['answer', ...]` (a Python list literal, no
+      header), split by `tfds_builders.openqa_common.parse_qa_dpr_line` (csv's quoting,
+      `ast.literal_eval`, never `eval`); ids `<file name>:<line>`;
+  beir:<dir>[:<split>]: a BEIR dataset folder, `queries.jsonl` (`{"_id", "text"}`) and
+      `qrels/<split>.tsv` (`query-id \t corpus-id \t score` after a header row). The questions
+      are the queries the qrels name (BEIR's rule, in the qrels' order), with no answers; their
+      `relevant_doc_ids` are the corpus-ids scored > 0 (grades in `relevance`), for
+      retrieval-only evaluation. The split is the one named, else the stage's (`--split`; `test`
+      for pre-training's --eval_questions; `validation` reads `dev`).
+  In the three file formats (`.gz` is read gunzipped) a malformed line is logged as
+  `<file>:<line>: <problem>` and skipped, or stops the run with that message when `strict`.
 
 `load_openqa_split("web_questions_orqa", "train")` returns a `tf.data.Dataset` of dicts:
 
@@ -23,10 +34,12 @@ Splits are ORQA's `train` / `dev` / `test` (`validation` is accepted for `dev`).
 default config `nq_open_orqa` (= `nq_open_orqa/orqa`) needs `NQ-open.train.jsonl` in manual_dir
 for train/dev; `nq_open_orqa/dpr` builds them from the shipped DPR-style questions instead.
 """
+import csv
 import gzip
+import io
 import json
 import os
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from absl import logging
 from etils import epath
@@ -45,7 +58,15 @@ FEATURE_KEYS = ("question", "answers", "answers_are_regex")
 TFDS_DATASETS = ("nq_open_orqa", "nq_open_orqa/dpr", "web_questions_orqa", "curated_trec_orqa")
 SQUAD_OPEN = "squad_open"
 JSONL_PREFIX = "jsonl:"
+DPR_QA_PREFIX = "dpr_qa:"
+BEIR_PREFIX = "beir:"
+# The question files: {kind: prefix}; check_dataset returns the kind.
+FILE_PREFIXES = {"jsonl": JSONL_PREFIX, "dpr_qa": DPR_QA_PREFIX, "beir": BEIR_PREFIX}
 DATASETS = TFDS_DATASETS + (SQUAD_OPEN,)
+FILE_CHOICES = ("jsonl:<path> (your own questions)", "dpr_qa:<path> (DPR's *.qa.csv)",
+                "beir:<dir>[:<split>] (BEIR queries.jsonl + qrels/<split>.tsv)")
+BEIR_QUERIES = "queries.jsonl"
+BEIR_QRELS = "qrels"
 
 
 class DatasetError(ValueError):
@@ -117,30 +138,69 @@ def load_openqa_split(name: str, split: str, data_dir: Optional[str] = None,
 # Every source as OpenQAExamples.
 
 def check_dataset(name: str) -> str:
-  """Returns the kind of `name` (`tfds`, `squad_open` or `jsonl`); DatasetError listing the valid
-  choices for anything else. Cheap: builds nothing, reads nothing."""
+  """Returns the kind of `name` (`tfds`, `squad_open`, or a question file's: `jsonl`, `dpr_qa`,
+  `beir`); DatasetError listing every valid choice for anything else. Cheap: builds nothing,
+  reads nothing."""
   if name == SQUAD_OPEN:
     return SQUAD_OPEN
-  if name.startswith(JSONL_PREFIX):
-    if not name[len(JSONL_PREFIX):].strip():
-      raise DatasetError(f"--dataset={name!r} names no file; use jsonl:<path>.")
-    return "jsonl"
+  for kind, prefix in FILE_PREFIXES.items():
+    if name.startswith(prefix):
+      if not name[len(prefix):].strip():
+        raise DatasetError(f"--dataset={name!r} names no file; use "
+                           f"{[c for c in FILE_CHOICES if c.startswith(prefix)][0]}.")
+      return kind
   try:
     resolve_name(name)
   except ValueError:
     raise DatasetError(
         f"Unknown --dataset {name!r}; choose one of {', '.join(DATASETS)}, the short names "
-        f"{', '.join(sorted(ALIASES))}, or jsonl:<path> (your own questions).") from None
+        f"{', '.join(sorted(ALIASES))}, or a question file: {', '.join(FILE_CHOICES)}."
+    ) from None
   return "tfds"
 
 
+def beir_location(name: str, split: str = "test") -> Tuple[str, str]:
+  """(folder, split) of `beir:<dir>[:<split>]`: the split named, else `split` (`validation` is
+  BEIR's `dev`). A last `:` part with a `/` in it is the path's own (`beir:gs://b/scifact`)."""
+  rest = name[len(BEIR_PREFIX):]
+  folder, _, named = rest.rpartition(":")
+  if not folder or "/" in named or not named:
+    folder, named = rest, ""
+  split = named or split
+  return folder.rstrip("/") or folder, "dev" if split.startswith("validation") else split
+
+
+def check_question_files(name: str, flag: str = "--dataset") -> None:
+  """Refuses (DatasetError) a question-file dataset whose file (or BEIR folder: queries.jsonl and
+  qrels/) does not exist. Checks existence only; other names pass."""
+  kind = check_dataset(name)
+  if kind not in FILE_PREFIXES:
+    return
+  if kind != "beir":
+    path = name[len(FILE_PREFIXES[kind]):]
+    if not tf.io.gfile.exists(path):
+      raise DatasetError(f"{flag}: question file {path} does not exist.")
+    return
+  folder, _ = beir_location(name)
+  for needed in (BEIR_QUERIES, BEIR_QRELS):
+    if not tf.io.gfile.exists(os.path.join(folder, needed)):
+      raise DatasetError(f"{flag}={name}: {folder} has no {needed} (a BEIR dataset folder holds "
+                         f"{BEIR_QUERIES} and {BEIR_QRELS}/<split>.tsv).")
+
+
 def dataset_tag(name: str) -> str:
-  """A file-name-safe name of a dataset: `jsonl:/x/my_qs.jsonl` → `jsonl_my_qs`, `a/b` → `a_b`."""
-  if name.startswith(JSONL_PREFIX):
-    base = os.path.basename(name[len(JSONL_PREFIX):].rstrip("/"))
-    for ext in (".gz", ".jsonl", ".json"):
-      base = base[:-len(ext)] if base.endswith(ext) else base
-    return "jsonl_" + base
+  """A file-name-safe name of a dataset: `jsonl:/x/my_qs.jsonl` → `jsonl_my_qs`,
+  `dpr_qa:/x/nq-test.qa.csv` → `dpr_qa_nq-test`, `beir:/x/scifact:dev` → `beir_scifact_dev`,
+  `a/b` → `a_b`."""
+  for kind, prefix in FILE_PREFIXES.items():
+    if name.startswith(prefix):
+      if kind == "beir":
+        folder, split = beir_location(name, "")
+        return "_".join(p for p in ("beir", os.path.basename(folder), split) if p)
+      base = os.path.basename(name[len(prefix):].rstrip("/"))
+      for ext in (".gz", ".jsonl", ".json") if kind == "jsonl" else (".gz", ".csv", ".qa"):
+        base = base[:-len(ext)] if base.endswith(ext) else base
+      return f"{kind}_{base}"
   return name.replace("/", "_")
 
 
@@ -160,31 +220,103 @@ def load_squad_open(split: str, path: Optional[str] = None) -> List[OpenQAExampl
   return out
 
 
+def _check_record(record) -> str:
+  """"" for a usable question record (a dict), else what is wrong with it. The official NQ-open
+  files' "answer" stands for "answers" (it is moved there)."""
+  if not isinstance(record, dict):
+    return f"expected a JSON object, got {type(record).__name__}"
+  question = record.get("question")
+  if not isinstance(question, str) or not question.strip():
+    return "missing or empty \"question\" (a non-empty string)"
+  if "answers" not in record and "answer" in record:
+    record["answers"] = record.pop("answer")
+  answers = record.get("answers")
+  if not isinstance(answers, list) or not answers:
+    return "missing or empty \"answers\" (or NQ-open's \"answer\": a non-empty list of strings)"
+  if not all(isinstance(a, str) and a.strip() for a in answers):
+    return "\"answers\" must be a list of non-empty strings"
+  if not isinstance(record.get("answer_regex", False), bool):
+    return "\"answer_regex\" must be true or false"
+  qid = record.get("id")
+  if qid is not None and (isinstance(qid, bool) or not isinstance(qid, (str, int))):
+    return "\"id\" must be a string or an integer"
+  doc_id = record.get("doc_id")
+  if doc_id is not None and not isinstance(doc_id, str):
+    return "\"doc_id\" must be a string"
+  return ""
+
+
 def _parse_jsonl_line(line: str) -> Tuple[Optional[dict], str]:
   """(record, "") for a well-formed question line, else (None, what is wrong)."""
   try:
     record = json.loads(line)
   except json.JSONDecodeError as e:
     return None, f"not valid JSON ({e.msg} at column {e.colno})"
-  if not isinstance(record, dict):
-    return None, f"expected a JSON object, got {type(record).__name__}"
-  question = record.get("question")
-  if not isinstance(question, str) or not question.strip():
-    return None, "missing or empty \"question\" (a non-empty string)"
-  answers = record.get("answers")
-  if not isinstance(answers, list) or not answers:
-    return None, "missing or empty \"answers\" (a non-empty list of strings)"
-  if not all(isinstance(a, str) and a.strip() for a in answers):
-    return None, "\"answers\" must be a list of non-empty strings"
-  if not isinstance(record.get("answer_regex", False), bool):
-    return None, "\"answer_regex\" must be true or false"
-  qid = record.get("id")
-  if qid is not None and (isinstance(qid, bool) or not isinstance(qid, (str, int))):
-    return None, "\"id\" must be a string or an integer"
-  doc_id = record.get("doc_id")
-  if doc_id is not None and not isinstance(doc_id, str):
-    return None, "\"doc_id\" must be a string"
-  return record, ""
+  problem = _check_record(record)
+  return (None, problem) if problem else (record, "")
+
+
+def _parse_dpr_qa_line(line: str) -> Tuple[Optional[dict], str]:
+  """(record, "") for a well-formed DPR `question \\t ['answer', ...]` line, else (None, what
+  is wrong); the line is split by the NQ builder's own parser."""
+  from tfds_builders import openqa_common  # pylint: disable=g-import-not-at-top
+  try:
+    question, answers = openqa_common.parse_qa_dpr_line(line)
+  except ValueError as e:
+    return None, str(e)
+  record = {"question": question, "answers": answers}
+  problem = _check_record(record)
+  return (None, problem) if problem else (record, "")
+
+
+def _read_text(path: str) -> str:
+  """The UTF-8 text of a question file (`.gz` gunzipped; bad bytes become U+FFFD)."""
+  if not tf.io.gfile.exists(path):
+    raise DatasetError(f"Question file {path} does not exist.")
+  with tf.io.gfile.GFile(path, "rb") as f:
+    raw = f.read()
+  if path.endswith(".gz"):
+    raw = gzip.decompress(raw)
+  return raw.decode("utf-8", "replace")
+
+
+class _LineProblems:
+  """Malformed lines of one file: logged as `<path>:<line>: <problem>` and counted, or with
+  `strict` the first one is a DatasetError."""
+
+  def __init__(self, path: str, strict: bool):
+    self.path, self.strict, self.skipped = path, strict, 0
+
+  def report(self, lineno: int, problem: str) -> None:
+    message = f"{self.path}:{lineno}: {problem}"
+    if self.strict:
+      raise DatasetError(message)
+    logging.warning("%s; line skipped.", message)
+    self.skipped += 1
+
+
+def _load_lines(path: str, parse, strict: bool, limit: Optional[int]) -> List[OpenQAExample]:
+  """Questions of a one-question-a-line file; `parse(line)` → (record, problem)."""
+  out, problems = [], _LineProblems(path, strict)
+  name = os.path.basename(path)
+  for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+    if not line.strip():
+      continue
+    record, problem = parse(line)
+    if record is None:
+      problems.report(lineno, problem)
+      continue
+    qid = record.get("id")
+    out.append(OpenQAExample(f"{name}:{lineno}" if qid is None else str(qid), record["question"],
+                             tuple(record["answers"]), bool(record.get("answer_regex", False)),
+                             record.get("doc_id")))
+    if limit and len(out) >= limit:
+      break
+  if not out:
+    raise DatasetError(f"{path} holds no usable question ({problems.skipped} malformed lines).")
+  logging.info("Loaded %d questions from %s (%d malformed lines skipped).", len(out), path,
+               problems.skipped)
+  return out
 
 
 def load_jsonl_questions(path: str, strict: bool = False,
@@ -196,35 +328,87 @@ def load_jsonl_questions(path: str, strict: bool = False,
   and skipped; with `strict` it raises DatasetError with that message. Blank lines are ignored.
   Ids default to `<file name>:<line>`.
   """
-  if not tf.io.gfile.exists(path):
-    raise DatasetError(f"Question file {path} does not exist.")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    raw = f.read()
-  if path.endswith(".gz"):
-    raw = gzip.decompress(raw)
-  out, skipped = [], 0
-  name = os.path.basename(path)
-  for lineno, line in enumerate(raw.decode("utf-8", "replace").splitlines(), start=1):
+  return _load_lines(path, _parse_jsonl_line, strict, limit)
+
+
+def load_dpr_qa_questions(path: str, strict: bool = False,
+                          limit: Optional[int] = None) -> List[OpenQAExample]:
+  """Questions of DPR's `*.qa.csv` (`question \\t ['answer', ...]`, no header); ids
+  `<file name>:<line>`. Malformed lines (no tab, answers that are not a list literal of non-empty
+  strings) are handled as in `load_jsonl_questions`."""
+  return _load_lines(path, _parse_dpr_qa_line, strict, limit)
+
+
+def _beir_qrels(path: str, problems: _LineProblems) -> Dict[str, Tuple[int, Dict[str, int]]]:
+  """{query-id: (its first line, {corpus-id: score})} of a BEIR qrels TSV (header row first), in
+  file order."""
+  qrels: Dict[str, Tuple[int, Dict[str, int]]] = {}
+  rows = csv.reader(io.StringIO(_read_text(path)), delimiter="\t")
+  for lineno, row in enumerate(rows, start=1):
+    if lineno == 1 or not any(cell.strip() for cell in row):
+      continue  # the header row (BEIR skips the first line), blank lines
+    if len(row) != 3:
+      problems.report(lineno, f"expected 3 tab-separated cells (query-id, corpus-id, score), "
+                      f"got {len(row)}")
+      continue
+    try:
+      score = int(row[2])
+    except ValueError:
+      problems.report(lineno, f"score {row[2]!r} is not an integer")
+      continue
+    qrels.setdefault(row[0], (lineno, {}))[1][row[1]] = score
+  return qrels
+
+
+def load_beir_questions(name: str, split: str = "test", strict: bool = False,
+                        limit: Optional[int] = None) -> List[OpenQAExample]:
+  """BEIR's queries of one split (`beir:<dir>[:<split>]`, see the module docstring): the queries
+  the split's qrels name, in the qrels' order, with no answers and the qrels' relevant documents.
+
+  A malformed line of either file (bad JSON, no string `_id`/`text`; a qrels row without 3 cells
+  or an integer score, or naming a query absent from queries.jsonl) is handled as in
+  `load_jsonl_questions`.
+  """
+  folder, split = beir_location(name, split)
+  qrels_path = os.path.join(folder, BEIR_QRELS, f"{split}.tsv")
+  if not tf.io.gfile.exists(qrels_path):
+    qrels_dir = os.path.join(folder, BEIR_QRELS)
+    have = sorted(f[:-4] for f in tf.io.gfile.listdir(qrels_dir) if f.endswith(".tsv")) \
+        if tf.io.gfile.isdir(qrels_dir) else []
+    raise DatasetError(f"{name}: no qrels for split {split!r} ({qrels_path}); it has {have}.")
+  queries_path = os.path.join(folder, BEIR_QUERIES)
+  queries, problems = {}, _LineProblems(queries_path, strict)
+  for lineno, line in enumerate(_read_text(queries_path).splitlines(), start=1):
     if not line.strip():
       continue
-    record, problem = _parse_jsonl_line(line)
-    if record is None:
-      message = f"{path}:{lineno}: {problem}"
-      if strict:
-        raise DatasetError(message)
-      logging.warning("%s; line skipped.", message)
-      skipped += 1
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      problems.report(lineno, f"not valid JSON ({e.msg} at column {e.colno})")
       continue
-    qid = record.get("id")
-    out.append(OpenQAExample(f"{name}:{lineno}" if qid is None else str(qid), record["question"],
-                             tuple(record["answers"]), bool(record.get("answer_regex", False)),
-                             record.get("doc_id")))
+    qid = record.get("_id") if isinstance(record, dict) else None
+    text = record.get("text") if isinstance(record, dict) else None
+    if isinstance(qid, bool) or not isinstance(qid, (str, int)) or \
+        not isinstance(text, str) or not text.strip():
+      problems.report(lineno, 'expected a BEIR query: "_id" (a string or an integer) and a '
+                      'non-empty string "text"')
+      continue
+    queries[str(qid)] = text
+  qrels_problems = _LineProblems(qrels_path, strict)
+  out = []
+  for qid, (lineno, judged) in _beir_qrels(qrels_path, qrels_problems).items():
+    if qid not in queries:
+      qrels_problems.report(lineno, f"query-id {qid!r} is not in {queries_path}")
+      continue
+    relevant = [(d, g) for d, g in judged.items() if g > 0]
+    out.append(OpenQAExample(qid, queries[qid], (), False, None,
+                             tuple(d for d, _ in relevant), tuple(g for _, g in relevant)))
     if limit and len(out) >= limit:
       break
   if not out:
-    raise DatasetError(f"{path} holds no usable question ({skipped} malformed lines).")
-  logging.info("Loaded %d questions from %s (%d malformed lines skipped).", len(out), path,
-               skipped)
+    raise DatasetError(f"{name}: no usable question in {queries_path} for {qrels_path}.")
+  logging.info("Loaded %d BEIR questions (split %s) from %s (%d malformed lines skipped).",
+               len(out), split, folder, problems.skipped + qrels_problems.skipped)
   return out
 
 
@@ -234,8 +418,9 @@ def load_examples(dataset: str, split: str, data_dir: Optional[str] = None,
   """Questions of `dataset`/`split` as OpenQAExamples.
 
   `dataset` is a TFDS name (DATASETS or a short name; ids `<dataset>/<split>/<index>`),
-  `squad_open`, or `jsonl:<path>` (the file is the split, so `split` is not used; `strict`
-  makes a malformed line an error). Raises DatasetError for an unknown name.
+  `squad_open`, `jsonl:<path>` or `dpr_qa:<path>` (the file is the split, so `split` is not
+  used), or `beir:<dir>[:<split>]` (the split named, else `split`); `strict` makes a malformed
+  line of a file an error. Raises DatasetError for an unknown name.
   """
   kind = check_dataset(dataset)
   if kind == SQUAD_OPEN:
@@ -243,6 +428,10 @@ def load_examples(dataset: str, split: str, data_dir: Optional[str] = None,
     return out[:limit] if limit else out
   if kind == "jsonl":
     return load_jsonl_questions(dataset[len(JSONL_PREFIX):], strict=strict, limit=limit)
+  if kind == "dpr_qa":
+    return load_dpr_qa_questions(dataset[len(DPR_QA_PREFIX):], strict=strict, limit=limit)
+  if kind == "beir":
+    return load_beir_questions(dataset, split, strict=strict, limit=limit)
   ds = load_openqa_split(dataset, split, data_dir=data_dir, manual_dir=manual_dir)
   if limit:
     ds = ds.take(limit)

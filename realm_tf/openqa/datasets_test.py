@@ -132,11 +132,115 @@ def test_dataset_names():
   assert datasets.check_dataset("squad_open") == "squad_open"
   assert datasets.check_dataset("wq") == datasets.check_dataset("nq_open_orqa/dpr") == "tfds"
   assert datasets.check_dataset("jsonl:/x/y.jsonl") == "jsonl"
-  for bad in ("natural_questions", "jsonl:", "squad"):
+  assert datasets.check_dataset("dpr_qa:/x/nq-test.qa.csv") == "dpr_qa"
+  assert datasets.check_dataset("beir:/x/scifact") == "beir"
+  for bad in ("natural_questions", "jsonl:", "squad", "dpr_qa:", "beir:"):
     with pytest.raises(datasets.DatasetError) as info:
       datasets.load_examples(bad, "train")
-    if bad != "jsonl:":
-      for name in datasets.DATASETS + ("nq", "nq_dpr", "wq", "ct", "jsonl:<path>"):
+    if not bad.endswith(":"):
+      for name in datasets.DATASETS + ("nq", "nq_dpr", "wq", "ct", "jsonl:<path>",
+                                       "dpr_qa:<path>", "beir:<dir>[:<split>]"):
         assert name in str(info.value), (bad, name)
   assert datasets.dataset_tag("jsonl:/data/My_Qs.jsonl.gz") == "jsonl_My_Qs"
   assert datasets.dataset_tag("nq_open_orqa/dpr") == "nq_open_orqa_dpr"
+  assert datasets.dataset_tag("dpr_qa:/data/nq-test.qa.csv.gz") == "dpr_qa_nq-test"
+  assert datasets.dataset_tag("beir:/data/scifact/") == "beir_scifact"
+  assert datasets.dataset_tag("beir:gs://b/scifact:dev") == "beir_scifact_dev"
+  assert datasets.beir_location("beir:gs://b/scifact", "train") == ("gs://b/scifact", "train")
+  assert datasets.beir_location("beir:/d/x:test", "train") == ("/d/x", "test")
+  assert datasets.beir_location("beir:/d/x", "validation") == ("/d/x", "dev")
+
+
+def test_official_nq_open_answer_key(tmp_path):
+  path = _write(tmp_path / "NQ-open.dev.jsonl", [
+      json.dumps({"question": "who sings does he love me with reba", "answer": ["Linda Davis"]}),
+      json.dumps({"question": "q", "answer": []})])
+  examples = datasets.load_examples(f"jsonl:{path}", "test")
+  assert [(e.question, e.answers) for e in examples] == [
+      ("who sings does he love me with reba", ("Linda Davis",))]
+  with pytest.raises(datasets.DatasetError, match=f"{path}:2: missing or empty \"answers\""):
+    datasets.load_examples(f"jsonl:{path}", "test", strict=True)
+
+
+DPR_QA = [
+    "who sings does he love me with reba\t['Linda Davis']",
+    "who said \"hi\"\t\"['He said \"\"hi\"\"', 'Bob']\"",  # a cell a csv writer quoted
+    "no tab here",
+    "bad literal\t['x'",
+    "code\t__import__('os').system('true')",
+    "empty\t[]",
+    "numbers\t[1, 2]",
+    "",
+    "last\t['z']",
+]
+
+
+def test_dpr_qa_csv(tmp_path, caplog):
+  raw = ("\n".join(DPR_QA) + "\n").encode("utf-8")
+  path = tmp_path / "nq-test.qa.csv.gz"
+  path.write_bytes(gzip.compress(raw))
+  with caplog.at_level(py_logging.WARNING):
+    examples = datasets.load_examples(f"dpr_qa:{path}", "test")
+  assert [(e.qid, e.question, e.answers) for e in examples] == [
+      ("nq-test.qa.csv.gz:1", "who sings does he love me with reba", ("Linda Davis",)),
+      ("nq-test.qa.csv.gz:2", 'who said "hi"', ('He said "hi"', "Bob")),
+      ("nq-test.qa.csv.gz:9", "last", ("z",))]
+  for line, problem in ((3, "no tab between question and answers"),
+                        (4, "not a Python list literal"), (5, "not a Python list literal"),
+                        (6, 'missing or empty "answers"'), (7, '"answers" must be a list of')):
+    assert any(m.startswith(f"{path}:{line}: ") and problem in m for m in caplog.messages), line
+  with pytest.raises(datasets.DatasetError, match=f"^{path}:3: no tab between"):
+    datasets.load_examples(f"dpr_qa:{path}", "test", strict=True)
+  assert len(datasets.load_examples(f"dpr_qa:{path}", "test", limit=2)) == 2
+
+
+def _beir_folder(root):
+  """A BEIR dataset folder: queries.jsonl, qrels/test.tsv (with bad rows), qrels/dev.tsv."""
+  (root / "qrels").mkdir(parents=True)
+  _write(root / "queries.jsonl", [
+      json.dumps({"_id": "q1", "text": "What is a prion?", "metadata": {}}),
+      json.dumps({"_id": 2, "text": "Who found insulin?"}),
+      json.dumps({"_id": "q3", "text": "Never judged"}),
+      json.dumps({"_id": "q4"}),
+      "{broken"])
+  _write(root / "qrels" / "test.tsv", [
+      "query-id\tcorpus-id\tscore", "2\td9\t1", "q1\td1\t2", "q1\td2\t0", "q1\td3\t1",
+      "q1\td4", "q9\td1\t1", "2\td8\tx"])
+  _write(root / "qrels" / "dev.tsv", ["query-id\tcorpus-id\tscore", "q3\td5\t1"])
+  return root
+
+
+def test_beir_queries_with_their_qrels(tmp_path, caplog):
+  folder = _beir_folder(tmp_path / "scifact")
+  with caplog.at_level(py_logging.WARNING):
+    examples = datasets.load_examples(f"beir:{folder}", "test")
+  # The qrels' queries in the qrels' order; relevant = score > 0, with their grades.
+  assert [(e.qid, e.question, e.answers, e.relevant_doc_ids, e.relevance) for e in examples] == [
+      ("2", "Who found insulin?", (), ("d9",), (1,)),
+      ("q1", "What is a prion?", (), ("d1", "d3"), (2, 1))]
+  queries, qrels = folder / "queries.jsonl", folder / "qrels" / "test.tsv"
+  for where, problem in ((f"{queries}:4", 'expected a BEIR query: "_id" (a string or an'),
+                         (f"{queries}:5", "not valid JSON"),
+                         (f"{qrels}:6", "expected 3 tab-separated cells"),
+                         (f"{qrels}:7", "query-id 'q9' is not in"),
+                         (f"{qrels}:8", "score 'x' is not an integer")):
+    assert f"{where}: {problem}" in caplog.text, where
+  # The split: named in the spec, else the stage's; validation is BEIR's dev.
+  for spec, split in ((f"beir:{folder}:dev", "test"), (f"beir:{folder}", "validation")):
+    assert [e.qid for e in datasets.load_examples(spec, split)] == ["q3"]
+  with pytest.raises(datasets.DatasetError, match=r"no qrels for split 'train' .*\['dev', 'test'\]"):
+    datasets.load_examples(f"beir:{folder}", "train")
+  with pytest.raises(datasets.DatasetError, match=f"^{queries}:4: expected a BEIR query"):
+    datasets.load_examples(f"beir:{folder}", "test", strict=True)
+
+
+def test_question_files_must_exist(tmp_path):
+  folder = _beir_folder(tmp_path / "b")
+  for spec in (f"beir:{folder}", f"beir:{folder}:test", "squad_open", "wq"):
+    datasets.check_question_files(spec)
+  (folder / "queries.jsonl").unlink()
+  for spec, message in ((f"beir:{folder}", f"{folder} has no queries.jsonl"),
+                        (f"dpr_qa:{tmp_path}/x.qa.csv", "question file .* does not exist"),
+                        (f"jsonl:{tmp_path}/x.jsonl", "question file .* does not exist")):
+    with pytest.raises(datasets.DatasetError, match=message):
+      datasets.check_question_files(spec, "--dataset")

@@ -33,12 +33,17 @@ class OpenQAExample:
 
   `doc_id` names the gold document (the corpus' `doc_id`, e.g. SQuAD's `<title>#<paragraph>`)
   when the dataset knows it; fine-tuning with `reader_positives="gold"` reads its blocks.
+  `relevant_doc_ids` are the documents judged relevant (BEIR qrels with a score > 0; such
+  questions may have no answers: retrieval-only evaluation), and `relevance` their grades (the
+  qrels scores), in the same order.
   """
   qid: str
   question: str
   answers: Tuple[str, ...]
   is_regex: bool = False
   doc_id: Optional[str] = None
+  relevant_doc_ids: Tuple[str, ...] = ()
+  relevance: Tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
