@@ -11,7 +11,8 @@
   retriever's training signal: like DPR, text and answers are NFD-normalised, lower-cased and
   split into tokens (runs of letters/digits/marks, or single other visible characters), and an
   answer is present when its tokens occur contiguously in the block's tokens; a regex answer is
-  present when it matches anywhere in the NFD-normalised block (`re.search`).
+  present when it, NFD-normalised too, matches anywhere in the NFD-normalised block
+  (`re.search`).
 
 All functions accept `str` or UTF-8 `bytes` (as they come out of tf.data), and numpy arrays of
 them for answer lists.
@@ -144,16 +145,17 @@ def has_answer(text: TextLike, answers: Iterable[TextLike], is_regex: bool) -> b
   text = unicodedata.normalize("NFD", _to_str(text))
   answers = _to_str_list(answers)
   if is_regex:
-    for pattern in answers:
-      compiled = compile_answer_pattern(pattern)
+    for pattern in answers:  # NFD-normalised like the text, as DPR's regex mode does
+      compiled = compile_answer_pattern(unicodedata.normalize("NFD", pattern))
       if compiled is not None and compiled.search(text) is not None:
         return True
     return False
-  lowered = text.lower()
+  # Case-folded (context-free, unlike lower()'s final sigma) for the cheap rejection below.
+  folded = text.casefold()
   text_tokens = None
   for answer in answers:
     answer_tokens = _tokenize(unicodedata.normalize("NFD", answer))
-    if not answer_tokens or any(t not in lowered for t in answer_tokens):
+    if not answer_tokens or any(t.casefold() not in folded for t in answer_tokens):
       continue  # Cheap rejection: some answer token is not even a substring of the text.
     if text_tokens is None:
       text_tokens = _tokenize(text)
