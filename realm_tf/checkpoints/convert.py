@@ -9,6 +9,9 @@ Checkpoint keys by target:
 * `knowledge_encoder`: `knowledge_encoder` (KnowledgeAugmentedEncoder: `.encoder`, `.mlm_head`).
 * `retriever`: `retriever` (Retriever: query/doc encoders and projections).
 * `reader`: `reader` (`.encoder`, `.span_head.{start_dense,end_dense,layer_norm,score_dense}`).
+* `openqa` (TF1 only): a released `orqa_{nq,wq}_model_from_realm` checkpoint over an imported
+  index becomes a fine-tuning model dir instead (`config.json` + `checkpoints/`, what evaluate,
+  export and the model server take; see realm_tf/checkpoints/orqa_model.py).
 
 Restore with e.g. `tf.train.Checkpoint(retriever=my_retriever).read(path).expect_partial()`.
 """
@@ -30,7 +33,7 @@ from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder, get_e
 from realm_tf.modeling.layers import MaskedLMHead
 
 FORMATS = ("hf", "tf1")
-TARGETS = ("encoder", "retriever", "reader", "knowledge_encoder")
+TARGETS = ("encoder", "retriever", "reader", "knowledge_encoder", "openqa")
 CONFIG_NAME = "realm_config.json"
 CHECKPOINT_NAME = "ckpt"
 DEFAULT_SPAN_HIDDEN_SIZE = 256  # ORQA's span_hidden_size
@@ -42,7 +45,8 @@ class ConvertConfig(ConfigBase):
   line (realm_tf.launch.convert_checkpoint) builds from its flags and `run` takes.
 
   `format` is "hf" or "tf1" (FORMATS), `target` one of TARGETS; `input` and `output_dir` are
-  paths.
+  paths. The `openqa` target reads the index and corpus of `work_dir` (its `index/` and
+  `corpus/`), or of `index_dir` / `corpus_dir` where given.
   """
   format: str  # pylint: disable=redefined-builtin
   input: str  # pylint: disable=redefined-builtin
@@ -53,6 +57,9 @@ class ConvertConfig(ConfigBase):
   doc_input: Optional[str] = None
   tf1_prefix: Optional[str] = None
   span_hidden_size: Optional[int] = None
+  work_dir: Optional[str] = None
+  index_dir: Optional[str] = None
+  corpus_dir: Optional[str] = None
   overwrite: bool = False
 
 
@@ -247,9 +254,31 @@ def convert_checkpoint(fmt: str, input_path: str, output_dir: str, target: str,
 
 
 def run(config: ConvertConfig) -> ConversionResult:
-  """Converts the checkpoint `config` names and publishes it (see `convert_checkpoint`)."""
+  """Converts the checkpoint `config` names and publishes it (see `convert_checkpoint`, and
+  `orqa_model.convert_orqa_model` for the `openqa` target)."""
+  if config.target == "openqa":
+    return _run_openqa(config)
   return convert_checkpoint(
       config.format, config.input, config.output_dir, config.target, preset=config.preset,
       num_attention_heads=config.num_attention_heads, doc_input=config.doc_input,
       tf1_prefix=config.tf1_prefix, span_hidden_size=config.span_hidden_size,
       overwrite=config.overwrite)
+
+
+def _run_openqa(config: ConvertConfig) -> ConversionResult:
+  """The `openqa` target: a released ORQA model over an imported index → a model dir."""
+  from realm_tf.checkpoints import orqa_model  # pylint: disable=g-import-not-at-top
+  from realm_tf.io.work_dir import LAYOUT  # pylint: disable=g-import-not-at-top
+  if config.format != "tf1":
+    raise ValueError("--target=openqa converts Google's TF1 ORQA/REALM models: --format=tf1")
+  index_dir = config.index_dir or (config.work_dir and os.path.join(config.work_dir,
+                                                                    LAYOUT["index"]))
+  corpus_dir = config.corpus_dir or (config.work_dir and os.path.join(config.work_dir,
+                                                                      LAYOUT["corpus"]))
+  if not index_dir or not corpus_dir:
+    raise ValueError("--target=openqa needs --work_dir (an imported release) or --index_dir "
+                     "and --corpus_dir.")
+  out = orqa_model.convert_orqa_model(config.input, config.output_dir, index_dir, corpus_dir,
+                                      config.num_attention_heads, config.overwrite)
+  return ConversionResult(output_dir=out["output_dir"], checkpoint_path=out["checkpoint"],
+                          config=dict(out, target="openqa", checkpoint_keys=["model"], fresh=[]))

@@ -8,10 +8,14 @@ Examples:
   python -m realm_tf.launch.convert_checkpoint --format=tf1 \
       --input=orqa_nq_model_from_realm/export/best_default/checkpoint/model.ckpt-NNN \
       --output_dir=/tmp/orqa_reader --target=reader --num_attention_heads=12
+  python -m realm_tf.launch.convert_checkpoint --format=tf1 --target=openqa \
+      --input=orqa_nq_model_from_realm/export/best_default/checkpoint/model.ckpt-NNN \
+      --work_dir=runs/realm_release --output_dir=runs/realm_release/finetune_nq
 
 Writes `<output_dir>/ckpt.*` (tf.train.Checkpoint) and `<output_dir>/realm_config.json`; the
 directory appears atomically and only when every variable matched (see
-realm_tf/checkpoints/convert.py for the checkpoint keys).
+realm_tf/checkpoints/convert.py for the checkpoint keys). `--target=openqa` writes a fine-tuning
+model dir (`config.json` + `checkpoints/`) that evaluate, export and the model server take.
 """
 from absl import flags
 from absl import logging
@@ -33,6 +37,9 @@ HELP = {
     "tf1_prefix": "TF1: scope before 'bert/' when the checkpoint holds several BERTs (e.g. "
                   "'reader/module/').",
     "span_hidden_size": "Reader span MLP size for sources without one (default 256, ORQA's).",
+    "work_dir": "--target=openqa: the work dir of an imported release (its index/ and corpus/).",
+    "index_dir": "--target=openqa: the index bundles (default <work_dir>/index).",
+    "corpus_dir": "--target=openqa: the corpus (default <work_dir>/corpus).",
     "overwrite": "Replace an existing --output_dir.",
 }
 
@@ -49,6 +56,8 @@ def define_flags(flag_values=flags.FLAGS):
       convert.ConvertConfig, HELP, required=("format", "input", "output_dir"),
       choices={"format": convert.FORMATS, "target": convert.TARGETS, "preset": sorted(PRESETS)},
       flag_values=flag_values)
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
+  validators.register_ranges(flag_values)
 
 
 def config_from_flags(flag_values=flags.FLAGS) -> convert.ConvertConfig:

@@ -27,7 +27,7 @@ import tf_keras
 from realm_tf.data.block_lookup import release_pages
 from realm_tf.modeling.encoder_config import build_encoder
 from realm_tf.modeling.layers import RetrievalProjection
-from realm_tf.modeling.reader import Reader, ReaderConfig
+from realm_tf.modeling.reader import Reader, ReaderConfig, continuation_mask
 from realm_tf.modeling.retriever import RetrieverConfig, masked_mean
 from realm_tf.openqa import features as features_lib
 from realm_tf.training.trainer import is_tpu_strategy
@@ -39,6 +39,12 @@ _QUERY_KEYS = features_lib.QUERY_KEYS
 #   answer-bearing block replaces the K-th; gold: the example's gold block does (`gold_rows`
 #   feature), else the beam's.
 READER_POSITIVES = ("beam", "gold", "none")
+# How questions and spans are featurised (OpenQAConfig.featurization):
+#   realm_tf: the reader's question is cut to `reader.query_length - 2` wordpieces and spans start
+#     and end on word boundaries; orqa: as ORQA's predict (google-research/language
+#     orqa/models/orqa_model.py): the question is not cut (the body gives way, up to
+#     `reader.seq_length - 2` question wordpieces) and a span may start or end inside a word.
+FEATURIZATIONS = ("realm_tf", "orqa")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +60,22 @@ class OpenQAConfig(ConfigBase):
   retriever_beam_size: int = 5000    # blocks in the retrieval loss (capped at the corpus size)
   max_answers: int = 8
   max_answer_length: int = 10
+  featurization: str = "realm_tf"    # FEATURIZATIONS; "orqa" for Google's released models
+
+  def __post_init__(self):
+    if self.featurization not in FEATURIZATIONS:
+      raise ValueError(f"featurization must be one of {FEATURIZATIONS}, got "
+                       f"{self.featurization!r}.")
+    if self.featurization == "orqa" and self.reader.query_length != self.reader.seq_length:
+      # ORQA does not cut the question: it may fill the reader input up to its one [SEP]. Every
+      # path that packs questions (features, evaluation, the serving exports) reads this length.
+      object.__setattr__(self, "reader", dataclasses.replace(
+          self.reader, query_length=self.reader.seq_length))
+
+  @property
+  def word_boundary_spans(self) -> bool:
+    """Whether predicted spans must start and end on word boundaries (not ORQA's rule)."""
+    return self.featurization != "orqa"
 
   @property
   def feature_config(self) -> features_lib.FeatureConfig:
@@ -212,10 +234,13 @@ class OpenQAModel(tf_keras.Model):
     # The retriever's training-time dropout on the projected embedding (inactive at inference).
     self.projection_dropout = tf_keras.layers.Dropout(config.retriever.projection_dropout,
                                                       name="projection_dropout")
-    self.reader = Reader(config.reader, vocab=vocab, name="reader")
+    # Without a vocabulary the reader's spans may start and end inside words (ORQA's rule);
+    # answer matching for training still stops at word ends.
+    self.reader = Reader(config.reader, vocab=vocab if config.word_boundary_spans else None,
+                         name="reader")
     self.cls_id, self.sep_id = int(cls_id), int(sep_id)
     self._index = index
-    self._continuation_np = self.reader._continuation  # pylint: disable=protected-access
+    self._continuation_np = continuation_mask(vocab)
     emb = index.variables()[0]  # created here, inside the caller's strategy scope
     if emb.shape[1] != config.retriever.projection_size:
       raise ValueError(f"The index holds {emb.shape[1]}-d embeddings but the query tower projects "

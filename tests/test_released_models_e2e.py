@@ -1,0 +1,178 @@
+"""End to end: Google's released ORQA/REALM models, as released → import → convert → evaluate →
+export → serve, against ORQA's predict written in NumPy (realm_tf/testing/orqa_reference.py).
+
+One module fixture builds the whole chain over a tiny release written under the released names
+(BERT-tiny shapes, 20 blocks; realm_tf/testing/orqa_release_models.py): H1's import (ScaNN as
+ORQA) into a work dir, `convert_checkpoint --target=openqa` into `<work_dir>/finetune`, then the
+evaluation stage on the questions and both serving exports (`realm_openqa`: exact search;
+`realm_openqa_scann`: ScaNN) behind `python -m serving.server`.
+
+Tolerances: retrieval logits (inner products near 100, float32 here, float64 in the reference)
+to 2e-3; every discrete choice (the 5 rows, the block read, the span's wordpieces) exactly: the
+reference's best span beats its runner-up by more than 0.02 for every question (checked), far
+above float32 noise. The answer realm_tf gives is the original text of the span's wordpieces;
+ORQA's string differs only where the span starts or ends inside a word (docs/RELEASED_MODELS.md).
+
+The tiny release makes the two classic featurisation defects visible: without the retriever
+logit, or with the title read before the body, the reference's own answers change
+(`test_the_tiny_release_detects_title_and_missing_retriever_logit`), so realm_tf with either
+defect fails the parity checks.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from realm_tf.testing import orqa_reference as reference
+from realm_tf.testing import orqa_release_models as release
+
+MODELS = ("realm_openqa", "realm_openqa_scann")
+LOGIT_ATOL = 2e-3
+_SERVER_MAIN = ("import tensorflow_text, runpy; "
+                "runpy.run_module('serving.server', run_name='__main__', alter_sys=True)")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+  """The tiny release, imported, converted, evaluated and exported; the reference's answers."""
+  from realm_tf.checkpoints import convert
+  from realm_tf.release import importer
+  from realm_tf.stages import evaluate as evaluate_lib
+  from realm_tf.stages import export_job
+  from realm_tf.text.tokenizer import default_vocab_path
+  root = str(tmp_path_factory.mktemp("released"))
+  rel = release.write_release(os.path.join(root, "release"))
+  work = os.path.join(root, "work")
+  importer.run(importer.ImportConfig(
+      blocks=os.path.join(rel.blocks_dir, "blocks.tfr"),
+      titles=os.path.join(rel.blocks_dir, "titles.tfr"), embedder=rel.embedder_dir,
+      work_dir=work, searcher="scann", num_attention_heads=release.HEADS))
+  model_dir = os.path.join(work, "finetune")
+  converted = convert.run(convert.ConvertConfig(
+      format="tf1", input=rel.finetuned_checkpoint, output_dir=model_dir, target="openqa",
+      work_dir=work))
+  tok = reference.WordpieceTokenizer(default_vocab_path())
+  refs = [reference.predict(rel.finetuned_weights, rel.block_emb, rel.bodies, tok, q,
+                            release.HEADS) for q in release.QUESTIONS]
+  questions = os.path.join(root, "questions.jsonl")
+  with open(questions, "w", encoding="utf-8") as f:
+    for i, q in enumerate(release.QUESTIONS):
+      f.write(json.dumps({"id": f"q{i}", "question": q, "answers": [refs[i].span_text]}) + "\n")
+  metrics = evaluate_lib.run(evaluate_lib.EvaluateConfig(
+      model_dir=model_dir, dataset="jsonl:" + questions, split="test", recall_ks=[5],
+      output_prefix=os.path.join(root, "eval")))
+  with open(os.path.join(root, "eval.jsonl"), encoding="utf-8") as f:
+    predictions = [json.loads(line) for line in f]
+  exported = export_job.run(export_job.ExportConfig(
+      model_dir=model_dir, export_base=os.path.join(work, "serving"), components=["openqa"],
+      variant="both", num_answers=1, max_candidates=5))
+  return {"release": rel, "work": work, "model_dir": model_dir, "converted": converted,
+          "refs": refs, "tokenizer": tok, "metrics": metrics, "predictions": predictions,
+          "exported": exported}
+
+
+def test_conversion_records_orqa_featurization_and_skips_optimizer(chain):
+  with open(os.path.join(chain["model_dir"], "config.json"), encoding="utf-8") as f:
+    config = json.load(f)
+  model = config["model"]
+  assert model["featurization"] == "orqa"
+  assert model["reader"]["seq_length"] == 320 and model["reader"]["query_length"] == 320
+  assert model["reader"]["max_span_width"] == 10 and model["reader_beam_size"] == 5
+  assert model["reader"]["encoder"]["hidden_act"] == "gelu_approximate"
+  assert model["retriever"]["encoder"]["hidden_act"] == "gelu_approximate"
+  assert config["converted_from"]["global_step"] == release.GLOBAL_STEP
+  # Every weight of both BERTs, both projections and the span head; no slot, no global_step.
+  n_weights = len(chain["release"].finetuned_weights) - sum(
+      "/cls/" in n for n in chain["release"].finetuned_weights)
+  assert chain["converted"].config["num_source_variables_used"] == n_weights
+  assert os.path.basename(chain["converted"].checkpoint_path) == f"ckpt-{release.GLOBAL_STEP}"
+
+
+def test_the_tiny_release_detects_title_and_missing_retriever_logit(chain):
+  rel, tok = chain["release"], chain["tokenizer"]
+  for ref in chain["refs"]:  # every choice is far from a tie
+    assert ref.span_logit - ref.runner_up_logit > 0.02
+    assert np.all(np.diff(ref.retrieval_logits) < -0.1)
+  args = (rel.finetuned_weights, rel.block_emb, rel.bodies, tok)
+  spans = [(r.rows[r.block_index], r.start_piece, r.end_piece) for r in chain["refs"]]
+  for defect in ({"add_retriever_logit": False}, {"titles": rel.titles}):
+    broken = [reference.predict(*args, q, release.HEADS, **defect) for q in release.QUESTIONS]
+    changed = sum(s != (b.rows[b.block_index], b.start_piece, b.end_piece)
+                  for s, b in zip(spans, broken))
+    assert changed >= len(spans) // 2, defect
+
+
+def test_evaluate_matches_orqa_reference(chain):
+  from realm_tf.openqa import metrics
+  from realm_tf.retrieval import bundle as bundle_lib
+  from realm_tf.stages import finetune
+  from realm_tf.stages.evaluate import Predictor
+  from realm_tf.openqa.features import OpenQAExample
+  block_ids = bundle_lib.latest(os.path.join(chain["work"], "index")).block_ids
+  refs, preds = chain["refs"], chain["predictions"]
+  assert len(preds) == len(refs)
+  mid_word = 0
+  for ref, pred in zip(refs, preds):
+    read = [e for e in pred["evidence"] if e["read"]]
+    assert [e["block_id"] for e in read] == block_ids[ref.rows].tolist(), pred["question"]
+    np.testing.assert_allclose([e["retrieval_score"] for e in read], ref.retrieval_logits,
+                               atol=LOGIT_ATOL)
+    assert pred["answer_block_rank"] == ref.block_index, pred["question"]
+    assert pred["prediction"] == ref.span_text, pred["question"]
+    if metrics.normalize_answer(ref.answer) != metrics.normalize_answer(ref.span_text):
+      mid_word += 1  # ORQA widens a span that starts inside a word to the whole word
+      assert ref.answer.endswith(ref.span_text)
+  assert chain["metrics"]["exact_match"] == 1.0
+  assert mid_word >= 1  # the release exercises ORQA's span rule (a span starting mid-word)
+  # The span's wordpieces and logit, in process.
+  import tensorflow as tf
+  model, _, _ = finetune.load_finetuned(chain["model_dir"])
+  feats = Predictor(model, num_retrieved=5).featurizer.featurize(
+      [OpenQAExample(f"q{i}", q, ()) for i, q in enumerate(release.QUESTIONS)])
+  out = model.predict_spans({k: tf.constant(v) for k, v in feats.items()
+                             if k.startswith("query/") or k.startswith("question_")})
+  np.testing.assert_array_equal(out["start_piece"].numpy(), [r.start_piece for r in refs])
+  np.testing.assert_array_equal(out["end_piece"].numpy(), [r.end_piece for r in refs])
+  np.testing.assert_allclose(out["span_logit"].numpy(), [r.span_logit for r in refs],
+                             atol=LOGIT_ATOL)
+
+
+@pytest.fixture(scope="module")
+def server(chain):
+  from serving import subprocess_server
+  base = os.path.join(chain["work"], "serving")
+  config = os.path.join(chain["work"], "models.config")
+  with open(config, "w", encoding="utf-8") as f:
+    f.write("model_config_list {\n" + "".join(
+        f'  config {{ name: "{m}" base_path: "{os.path.join(base, m)}" '
+        'model_platform: "tensorflow" }\n' for m in MODELS) + "}\n")
+  port = subprocess_server.free_port()
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  proc = subprocess_server.ServerProcess(
+      [sys.executable, "-c", _SERVER_MAIN, f"--port={port}", f"--model_config_file={config}",
+       "--file_system_poll_wait_seconds=0", "--max_num_load_retries=0"], port,
+      os.path.join(chain["work"], "server.log"), env=env)
+  proc.wait_ready(list(MODELS), timeout=240)
+  yield proc
+  proc.stop()
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_served_answers_match_orqa_reference(chain, server, model_name):
+  from realm_tf.retrieval import bundle as bundle_lib
+  from serving import client
+  block_ids = bundle_lib.latest(os.path.join(chain["work"], "index")).block_ids
+  refs = chain["refs"]
+  with client.PredictClient(server.address, model_name, timeout=60) as c:
+    out = c.predict({"questions": np.array([q.encode() for q in release.QUESTIONS],
+                                            dtype=object)})
+  np.testing.assert_array_equal(out["evidence_block_ids"],
+                                np.stack([block_ids[r.rows] for r in refs]))
+  np.testing.assert_allclose(out["evidence_scores"], np.stack([r.retrieval_logits for r in refs]),
+                             atol=LOGIT_ATOL)
+  assert [a.decode() for a in out["answers"][:, 0]] == [r.span_text for r in refs]
+  assert out["answer_block_index"][:, 0].tolist() == [r.block_index for r in refs]
