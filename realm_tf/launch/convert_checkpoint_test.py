@@ -13,7 +13,8 @@ from realm_tf.testing import cli as testing
 # Every flag of the program (its --help) with the default a user sees, as when written by hand.
 _DEFAULTS = {"format": None, "input": None, "output_dir": None, "target": "encoder",
              "preset": None, "num_attention_heads": None, "doc_input": None, "tf1_prefix": None,
-             "span_hidden_size": None, "overwrite": False}
+             "span_hidden_size": None, "work_dir": None, "index_dir": None, "corpus_dir": None,
+             "overwrite": False}
 
 
 def test_flags_are_generated_from_the_config_and_parse_into_it():
@@ -23,7 +24,7 @@ def test_flags_are_generated_from_the_config_and_parse_into_it():
   convert_checkpoint.define_flags(fv)
   assert {f.name: f.default for f in fv.get_key_flags_for_module(convert_checkpoint)} == _DEFAULTS
   assert (fv["format"].parser.enum_values, fv["target"].parser.enum_values) == (
-      ["hf", "tf1"], ["encoder", "retriever", "reader", "knowledge_encoder"])
+      ["hf", "tf1"], ["encoder", "retriever", "reader", "knowledge_encoder", "openqa"])
   with pytest.raises(flags.IllegalFlagValueError, match="--output_dir"):  # required
     fv(["convert_checkpoint", "--format=hf", "--input=/i"])
   fv(["convert_checkpoint", "--format=hf", "--input=/i", "--output_dir=/o"])
