@@ -3,11 +3,13 @@
 `python -m realm_tf.launch.pretrain --eval_questions=jsonl:my_questions.jsonl` measures, at every
 held-out evaluation, the recall@5 and @20 of these questions over the live index (and BM25's
 beside it), as the main job does with SQuAD-open dev questions on the shipped corpus. The file is
-fine-tuning's question format (`realm_tf.openqa.datasets`: one JSON object a line, "question",
-"answers", optional "doc_id"). A question's gold blocks are
+one of fine-tuning's question files (`realm_tf.openqa.datasets`): `jsonl:<path>` (one JSON object
+a line, "question", "answers", optional "doc_id"), `dpr_qa:<path>` (DPR's `*.qa.csv`) or
+`beir:<dir>[:<split>]` (BEIR queries; split `test` unless named). A question's gold blocks are
 
 * the blocks of its "doc_id" document (the `id` of a JSONL document; SQuAD's
-  `<title>#<paragraph>`), when it names one: the passage the question was written from;
+  `<title>#<paragraph>`), when it names one: the passage the question was written from; or of
+  its relevant documents (BEIR's qrels, score > 0), when it has them;
 * else every block that holds one of its answers, wordpiece for wordpiece (the uncased
   tokenizer's word boundaries, so "Black Sea" matches "the black sea." but not "blacks seas").
 
@@ -30,38 +32,42 @@ _BATCH = 4096
 
 def load(spec: str, corpus_dir: str, limit: int = 0, seed: int = 0
          ) -> Tuple[List[OpenQAExample], List[Set[int]]]:
-  """(questions, gold block ids of each) for `spec` = `jsonl:<path>` over `corpus_dir`.
+  """(questions, gold block ids of each) for `spec`, a question file (`jsonl:<path>`,
+  `dpr_qa:<path>`, `beir:<dir>[:<split>]`), over `corpus_dir`.
 
   With `limit` > 0 and more questions than that, a fixed random sample of `limit` (by `seed`),
-  kept in file order. Raises DatasetError for a spec that is not `jsonl:<path>`, a missing file or
-  one without a usable line.
+  kept in file order. Raises DatasetError for a spec that is not a question file, a missing file
+  or one without a usable line.
   """
-  if not spec.startswith(datasets.JSONL_PREFIX):
-    raise datasets.DatasetError(f"--eval_questions={spec!r}: give jsonl:<path> (questions about "
-                                "your documents, with \"answers\" and optionally \"doc_id\").")
-  questions = datasets.load_examples(spec, "dev")
+  if datasets.check_dataset(spec) not in datasets.FILE_PREFIXES:
+    raise datasets.DatasetError(
+        f"--eval_questions={spec!r}: give {', '.join(datasets.FILE_CHOICES)}: questions about "
+        "your documents, with \"answers\" and optionally \"doc_id\", or BEIR's qrels.")
+  questions = datasets.load_examples(spec, "test")  # a file is its own split; BEIR's default
   if limit and len(questions) > limit:
     pick = np.random.RandomState(seed).choice(len(questions), size=limit, replace=False)
     questions = [questions[i] for i in sorted(pick)]
   gold = gold_blocks(questions, corpus_dir)
   missing = sum(not g for g in gold)
-  logging.info("Held-out questions: %d from %s (%d by their doc_id, %d by their answers); %d "
-               "have no gold block in %s and count as misses.", len(questions), spec,
-               sum(bool(q.doc_id) for q in questions), sum(not q.doc_id for q in questions),
-               missing, corpus_dir)
+  by_doc = sum(bool(q.doc_id or q.relevant_doc_ids) for q in questions)
+  logging.info("Held-out questions: %d from %s (%d by their doc_id or qrels, %d by their "
+               "answers); %d have no gold block in %s and count as misses.", len(questions), spec,
+               by_doc, len(questions) - by_doc, missing, corpus_dir)
   return questions, gold
 
 
 def gold_blocks(questions: Sequence[OpenQAExample], corpus_dir: str) -> List[Set[int]]:
-  """Each question's gold block ids in `corpus_dir`: its doc_id's blocks, or else the blocks that
-  hold one of its (non-regex) answers; one streaming pass over the corpus."""
+  """Each question's gold block ids in `corpus_dir`: its doc_id's (or relevant documents') blocks,
+  or else the blocks that hold one of its (non-regex) answers; one streaming pass over the
+  corpus."""
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   gold: List[Set[int]] = [set() for _ in questions]
   by_doc: Dict[bytes, List[int]] = {}
   answer_questions = []
   for i, q in enumerate(questions):
-    if q.doc_id:
-      by_doc.setdefault(q.doc_id.encode("utf-8"), []).append(i)
+    if q.doc_id or q.relevant_doc_ids:
+      for doc_id in {q.doc_id, *q.relevant_doc_ids} - {None}:
+        by_doc.setdefault(doc_id.encode("utf-8"), []).append(i)
     elif not q.is_regex:
       answer_questions.append(i)
   matcher = _AnswerMatcher(

@@ -27,9 +27,10 @@ def test_gold_blocks_by_doc_id_else_by_answer_wordpieces(corpus):
       OpenQAExample("e", "Which part?", ("Seine riv",), False),     # "river" is one wordpiece
       OpenQAExample("f", "Which city?", ("Vienna|Paris",), True),   # regex: no gold
       OpenQAExample("g", "Unknown?", ("x",), False, "no-such-doc"),
+      OpenQAExample("h", "Judged?", (), False, None, ("fact1", "fact2"), (1, 2)),  # BEIR qrels
   ]
   gold = eval_questions.gold_blocks(questions, path)
-  assert gold == [{ids[0]}, {ids[5]}, {ids[6]}, set(), set(), set(), set()]
+  assert gold == [{ids[0]}, {ids[5]}, {ids[6]}, set(), set(), set(), set(), {ids[1], ids[2]}]
   # An answer in a title (and a body) of one block: that block, once.
   assert eval_questions.gold_blocks(
       [OpenQAExample("t", "?", ("Mozart",), False)], path) == [{ids[9]}]
@@ -70,3 +71,14 @@ def test_load_samples_a_fixed_subset_and_refuses_other_specs(corpus, tmp_path):
     eval_questions.load("squad_open", path)
   with pytest.raises(datasets.DatasetError, match="does not exist"):
     eval_questions.load(f"jsonl:{tmp_path / 'none.jsonl'}", path)
+
+
+def test_beir_questions_have_their_qrels_documents_as_gold(corpus, tmp_path):
+  path, ids = corpus
+  (tmp_path / "qrels").mkdir()
+  (tmp_path / "queries.jsonl").write_text("\n".join(
+      json.dumps({"_id": f"q{i}", "text": q}) for i, (_, _, q, _) in enumerate(T.FACTS)) + "\n")
+  (tmp_path / "qrels" / "test.tsv").write_text(
+      "query-id\tcorpus-id\tscore\nq3\tfact3\t1\nq3\tfact4\t0\nq7\tfact7\t2\n")
+  loaded, gold = eval_questions.load(f"beir:{tmp_path}", path)
+  assert [q.qid for q in loaded] == ["q3", "q7"] and gold == [{ids[3]}, {ids[7]}]

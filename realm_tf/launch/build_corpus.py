@@ -31,7 +31,9 @@ HELP = {
     "max_title_length": "Title wordpieces kept.",
     "overwrite": "Replace an existing corpus in --output_dir.",
     "inputs": "Document file globs (comma-separated); default: the shipped SQuAD v1.1 dev set.",
-    "format": "Document format; auto detects it per file.",
+    "format": "Document format; auto detects it per file by its content (dpr_tsv: DPR's "
+              "psgs_w100.tsv; beir: BEIR's corpus.jsonl; pyserini: {id, contents}, "
+              "pyserini_title: contents = title\\ntext; see docs/CORPUS.md).",
     "output_dir": "Corpus directory to write (default <work_dir>/corpus).",
     "work_dir": "Work directory whose corpus/ this builds (see realm_tf/io/work_dir.py).",
 }

@@ -20,12 +20,14 @@ retriever's loss. launch/configs/finetune_cpu.flags writes them out.
 
 --dataset (required): nq_open_orqa (train/dev need NQ-open.train.jsonl in --manual_dir, or use
 nq_open_orqa/dpr), web_questions_orqa, curated_trec_orqa (regex answers), squad_open (the shipped
-SQuAD v1.1 dev set split by article), or jsonl:<path> (your own questions, one JSON object a line:
+SQuAD v1.1 dev set split by article), jsonl:<path> (your own questions, one JSON object a line:
 {"question": ..., "answers": [...]}, optional "answer_regex", "id", "doc_id" (the document the
-answer is in: the `id` of a JSONL document); malformed lines are skipped with a warning naming
-file:line, or stop the run with --strict). TFDS datasets are built offline from the files shipped
-in tfds_builders/ unless --manual_dir points elsewhere. A bad name is a one-line error before any
-work (exit status 2).
+answer is in: the `id` of a JSONL document); NQ-open's "answer" reads as "answers"), dpr_qa:<path>
+(DPR's *.qa.csv: question \t ['answer', ...]) or beir:<dir>[:<split>] (BEIR queries.jsonl and
+qrels/<split>.tsv: no answers, for retrieval-only evaluation); malformed lines are skipped with a
+warning naming file:line, or stop the run with --strict). TFDS datasets are built offline from the
+files shipped in tfds_builders/ unless --manual_dir points elsewhere. A bad name is a one-line
+error before any work (exit status 2).
 
 --reader_positives: what the reader reads when none of its blocks bears an answer: `beam` (the
 retriever beam's best answer-bearing block, in the last slot), `gold` (the gold document's block
@@ -56,8 +58,8 @@ HELP = {
     # FinetuneConfig
     "dataset": "Questions to train on (required): nq_open_orqa | nq_open_orqa/dpr | "
                "web_questions_orqa | curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | "
-               "jsonl:<path>.",
-    "split": "Training split (not used by jsonl:<path>).",
+               "jsonl:<path> | dpr_qa:<path> (DPR's *.qa.csv) | beir:<dir>[:<split>].",
+    "split": "Training split (not used by jsonl:<path> or dpr_qa:<path>).",
     "batch_size": "Global batch size (questions).",
     "num_train_steps": "Training steps.",
     "learning_rate": "Peak learning rate.",

@@ -26,9 +26,10 @@ from realm_tf.launch import cli
 
 HELP = {
     "work_dir": "Root of every output of the job (one run per work dir).",
-    "inputs": "Document files/globs (JSONL {\"id\", \"title\", \"text\"}, SQuAD JSON, WikiText "
-              "or plain text; default: the work dir's corpus if it has one, else the shipped "
-              "SQuAD v1.1 dev set).",
+    "inputs": "Document files/globs (JSONL {\"id\", \"title\", \"text\"}, SQuAD JSON, WikiText, "
+              "plain text, DPR's psgs_w100.tsv, BEIR's corpus.jsonl or Pyserini's {\"id\", "
+              "\"contents\"}, detected per file; default: the work dir's corpus if it has one, "
+              "else the shipped SQuAD v1.1 dev set).",
     "corpus_dir": "Block corpus (default <work_dir>/corpus; built if absent).",
     "annotations_dir": "Salient-span annotations (default <work_dir>/annotations).",
     "index_dir": "Index bundles (default <work_dir>/index).",
@@ -104,7 +105,9 @@ HELP = {
     "heldout_queries": "Held-out masked sentences per evaluation.",
     "eval_questions": "Questions for held-out question recall (dense and BM25): "
                       "jsonl:<path> (yours, one JSON object a line: \"question\", \"answers\", "
-                      "optional \"doc_id\" naming the gold document), squad_open or none. "
+                      "optional \"doc_id\" naming the gold document), dpr_qa:<path> (DPR's "
+                      "*.qa.csv), beir:<dir>[:<split>] (BEIR queries, gold documents from "
+                      "qrels), squad_open or none. "
                       "Default: squad_open on the shipped corpus, none on other documents.",
     "num_eval_questions": "At most this many held-out questions (a fixed sample).",
 }

@@ -14,18 +14,15 @@ def register(flag_values, **checks) -> None:
 
 
 def dataset(flag: str = "--dataset"):
-  """Refuses a --dataset that is neither a known name nor jsonl:<path> of an existing file."""
+  """Refuses a --dataset that is neither a known name nor a question file (jsonl:, dpr_qa:,
+  beir:) that exists."""
 
   def check(value):
     if value is None:
       return True  # unset (a required flag's absence is absl's to report)
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
     try:
-      if datasets.check_dataset(value) == "jsonl":
-        path = value[len(datasets.JSONL_PREFIX):]
-        if not tf.io.gfile.exists(path):
-          raise datasets.DatasetError(f"{flag}: question file {path} does not exist.")
+      datasets.check_question_files(value, flag)
     except datasets.DatasetError as e:
       raise flags.ValidationError(str(e)) from None
     return True

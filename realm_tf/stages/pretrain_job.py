@@ -116,7 +116,8 @@ class PretrainJobConfig:
   realm_query_fraction: float = 0.3
   heldout_queries: int = 192
   # Questions for held-out question recall: jsonl:<path> (yours, about your documents: "answers"
-  # and optionally "doc_id", the gold document), squad_open (SQuAD-open dev) or none. None:
+  # and optionally "doc_id", the gold document), dpr_qa:<path> (DPR's *.qa.csv), beir:<dir>
+  # [:<split>] (BEIR queries, gold documents from qrels), squad_open (SQuAD-open dev) or none. None:
   # squad_open on the shipped corpus, none on other documents.
   eval_questions: Optional[str] = None
   num_eval_questions: int = 1000           # at most this many of them (a fixed sample)
@@ -181,18 +182,17 @@ def prepare(config: PretrainJobConfig) -> PretrainJobConfig:
 
 
 def check_eval_questions(spec: Optional[str]) -> None:
-  """Refuses (DatasetError) an --eval_questions that is not jsonl:<existing file>, squad_open,
-  none or unset."""
+  """Refuses (DatasetError) an --eval_questions that is not a question file that exists
+  (jsonl:, dpr_qa:, beir:), squad_open, none or unset."""
   from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
   if spec is None or spec.lower() in NO_QUESTIONS or spec == SQUAD_QUESTIONS:
     return
-  if not spec.startswith(datasets.JSONL_PREFIX):
+  if not spec.startswith(tuple(datasets.FILE_PREFIXES.values())):
     raise datasets.DatasetError(
-        f"--eval_questions={spec!r}: give jsonl:<path> (questions about your documents, with "
-        f"\"answers\" and optionally \"doc_id\"), {SQUAD_QUESTIONS} or none.")
-  path = spec[len(datasets.JSONL_PREFIX):]
-  if not tf.io.gfile.exists(path):
-    raise datasets.DatasetError(f"--eval_questions: question file {path} does not exist.")
+        f"--eval_questions={spec!r}: give jsonl:<path>, dpr_qa:<path> (DPR's *.qa.csv) or "
+        f"beir:<dir>[:<split>] (BEIR queries and qrels): questions about your documents; or "
+        f"{SQUAD_QUESTIONS} or none.")
+  datasets.check_question_files(spec, "--eval_questions")
 
 
 def heldout_questions(config: PretrainJobConfig, corpus_manifest: Dict) -> Optional[str]:
