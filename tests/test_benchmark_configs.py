@@ -11,14 +11,15 @@ import typing
 from absl import app, flags
 import pytest
 
-from benchmarks import annotation_bench, embedding_bench, input_pipeline_bench, masking_bench
-from benchmarks import mips_bench, openqa_quality, realm_vs_ict_bench, run_all, serving_bench
-from benchmarks import serving_variants_bench, train_step_bench
+from benchmarks import annotation_bench, embedding_bench, import_release_bench
+from benchmarks import input_pipeline_bench, masking_bench, mips_bench, openqa_quality
+from benchmarks import realm_vs_ict_bench, run_all, serving_bench, serving_variants_bench
+from benchmarks import train_step_bench
 from realm_tf.launch import config_program
 
-ALL = (annotation_bench, embedding_bench, input_pipeline_bench, masking_bench, mips_bench,
-       openqa_quality, realm_vs_ict_bench, run_all, serving_bench, serving_variants_bench,
-       train_step_bench)
+ALL = (annotation_bench, embedding_bench, import_release_bench, input_pipeline_bench,
+       masking_bench, mips_bench, openqa_quality, realm_vs_ict_bench, run_all, serving_bench,
+       serving_variants_bench, train_step_bench)
 
 
 def _config_cls(module):

@@ -71,7 +71,7 @@ class ImportConfig(ConfigBase):
   scann_training_sample_size: int = 100_000
   scann_dimensions_per_block: int = 2
   scann_reordering_num_neighbors: int = 0    # candidates re-scored exactly; 0: k (ORQA's)
-  batch_size: int = 4096            # records per tokenisation batch
+  batch_size: int = 1024            # records per tokenisation batch (tf.data buffers ~4 per file)
   rows_per_slice: int = 65_536      # embedding rows restored at a time
 
   def __post_init__(self):
@@ -147,10 +147,13 @@ def _refuse_counts(config: ImportConfig, num_rows: int, row: int, pending, itera
   counted = {}
   for path, batch, rest in zip((config.titles, config.blocks), pending, iterators):
     counted[path] = row + sum(len(b[0]) for b in itertools.chain([batch] if batch else [], rest))
-  bad = [p for p, n in counted.items() if n != num_rows] or [config.blocks]
-  raise ReleaseError(
-      f"{bad[0]}: {counted[bad[0]]} records, but {config.embeddings_prefix} has {num_rows} rows "
-      f"of block_emb ({', '.join(f'{os.path.basename(p)}: {n}' for p, n in counted.items())}).")
+  both = ", ".join(f"{os.path.basename(p)}: {n}" for p, n in counted.items())
+  if counted[config.titles] == counted[config.blocks]:  # the checkpoint is the odd one out
+    raise ReleaseError(f"{config.embeddings_prefix}: block_emb has {num_rows} rows, but the "
+                       f"TFRecord files have {counted[config.blocks]} records ({both}).")
+  bad = [p for p, n in counted.items() if n != num_rows]
+  raise ReleaseError(f"{bad[0]}: {counted[bad[0]]} records, but {config.embeddings_prefix} has "
+                     f"{num_rows} rows of block_emb ({both}).")
 
 
 def _rows(config: ImportConfig, num_rows: int, stats: Dict) -> Iterator[bytes]:

@@ -11,7 +11,6 @@ import tensorflow as tf
 from realm_tf.checkpoints import tf1_bert_test
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data.block_lookup import BlockLookup
-from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.release import importer
 from realm_tf.release.files import ReleaseError
 from realm_tf.retrieval import bundle as bundle_lib
@@ -22,16 +21,6 @@ from realm_tf.text import RealmTokenizer
 
 N = 240
 WIDTH = tf1_bert_test.PROJ  # 128, as released
-TINY = EncoderConfig(vocab_size=30522, hidden_size=16, num_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=512, type_vocab_size=2)
-
-
-def write_embedder(path: str) -> str:
-  """A tiny REALM embedder hub module (module/module/module/bert + module/module/dense,LayerNorm)."""
-  arrays = tf1_bert_test.bert_arrays(TINY, 1, prefix="module/module/module/")
-  arrays.update(tf1_bert_test.projection_arrays(2, "module/module/", TINY.hidden_size))
-  tf1_bert_test.write_tf1_checkpoint(arrays, os.path.join(path, "variables", "variables"))
-  return path
 
 
 def _texts(n):
@@ -49,7 +38,7 @@ def release(tmp_path_factory):
   root = tmp_path_factory.mktemp("release")
   titles, bodies = _texts(N)
   blocks_path, titles_path = orqa_release.write_block_files(str(root), titles, bodies)
-  embedder = write_embedder(str(root / "embedder"))
+  embedder = orqa_release.write_tiny_embedder(str(root / "embedder"))
   emb = np.random.default_rng(1).standard_normal((N, WIDTH)).astype(np.float32)
   ckpt = orqa_release.write_encoded_checkpoint(
       os.path.join(embedder, "encoded", "encoded.ckpt"), emb)
@@ -162,6 +151,11 @@ def test_refuses_row_counts_that_differ(release, tmp_path):
   orqa_release.write_records(titles, release["titles"][:-1])
   message = _refused(release, tmp_path, titles, titles=titles)
   assert f"{N - 1} records" in message and f"{N} rows" in message
+  # Both files agree and block_emb is one row short: the checkpoint is named.
+  ckpt = orqa_release.write_encoded_checkpoint(str(tmp_path / "enc" / "encoded.ckpt"),
+                                               release["emb"][:-1])
+  message = _refused(release, tmp_path, ckpt, embeddings=ckpt)
+  assert f"{N - 1} rows" in message and f"{N} records" in message
 
 
 def test_refuses_a_checkpoint_without_block_emb(release, tmp_path):

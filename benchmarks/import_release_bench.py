@@ -1,0 +1,170 @@
+r"""The released-index import at several sizes: seconds, peak RSS and disk per row, fitted as
+a + b*N and extrapolated to the release's 13,353,718 rows, with the memory goal checked.
+
+    nice python -m benchmarks.import_release_bench --sizes=100000,300000,1000000  # alone on the host
+    python -m benchmarks.import_release_bench --sizes=2000,20000 --output_name=import_release_smoke
+
+Each size writes a synthetic release in the released formats (`realm_tf.testing.orqa_release`:
+blocks.tfr and titles.tfr as raw-string TFRecords of about 288-wordpiece blocks, encoded.ckpt
+with `block_emb` float32 [N, 128] from a tf.compat.v1 Saver) and a tiny embedder under REALM's
+TF1 names (the query tower's size does not grow with N), then runs
+`python -m realm_tf.launch.import_release` in a process of its own. Its peak RSS is the
+kernel's (`os.wait4`: resident file pages included, as `scale_bench` counts the block lookup).
+The goal: peak RSS at most 1.25 x (the embeddings' bytes + the block lookup's mapped bytes at
+rest), both taken at 13.35M rows from their own fits. Writes benchmarks/results/<name>.json.
+"""
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+import numpy as np
+
+from benchmarks import common
+from benchmarks import scale_fit
+
+GOAL_RATIO = 1.25
+WIDTH = 128
+
+
+@dataclasses.dataclass
+class ImportBenchConfig:
+  """Release sizes (rows), where the synthetic releases go, and the import's settings."""
+  sizes: List[int] = dataclasses.field(default_factory=lambda: [100_000, 300_000, 1_000_000])
+  work_dir: str = "/tmp/import_release_bench"
+  searcher: str = "scann"
+  sentences_per_block: int = 18
+  seed: int = 0
+  keep: bool = False
+  output_name: str = "import_release"
+
+
+HELP = {
+    "sizes": "Release sizes in rows (the largest >= 1,000,000 for the extrapolation).",
+    "work_dir": "Where each size's release and import are written (removed unless --keep).",
+    "searcher": "The import's --searcher (scann or exact).",
+    "sentences_per_block": "Synthetic 12-word sentences per block body (18: ~260 wordpieces).",
+    "seed": "Seed of the synthetic texts and embeddings.",
+    "keep": "Keep each size's files.",
+    "output_name": "Result name: benchmarks/results/<name>.json.",
+}
+
+
+def _log(msg: str) -> None:
+  print(f"[import_release] {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def _git_commit() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def write_release(directory: str, num_rows: int, config: ImportBenchConfig) -> Dict:
+  """Writes blocks.tfr, titles.tfr, embedder/ and embedder/encoded/encoded.ckpt; streams."""
+  from realm_tf.testing import orqa_release  # pylint: disable=g-import-not-at-top
+  from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(config.seed)
+  words = [w for w in RealmTokenizer().vocab[1996:] if w.isalpha()]
+  pool = [" ".join(rng.choice(words, 12)) + "." for _ in range(4096)]
+  picks = lambda i: np.random.default_rng([config.seed, i]).integers(  # pylint: disable=unnecessary-lambda-assignment
+      0, len(pool), config.sentences_per_block)
+  titles = (f"Page {i // 4}" for i in range(num_rows))
+  bodies = (" ".join(pool[j] for j in picks(i)) for i in range(num_rows))
+  orqa_release.write_block_files(directory, titles, bodies)
+  embedder = orqa_release.write_tiny_embedder(os.path.join(directory, "embedder"))
+  emb = np.memmap(os.path.join(directory, "emb.f32"), np.float32, "w+", shape=(num_rows, WIDTH))
+  for lo in range(0, num_rows, 1 << 16):
+    hi = min(num_rows, lo + (1 << 16))
+    emb[lo:hi] = rng.standard_normal((hi - lo, WIDTH), np.float32)
+  orqa_release.write_encoded_checkpoint(os.path.join(embedder, "encoded", "encoded.ckpt"), emb)
+  del emb
+  os.remove(os.path.join(directory, "emb.f32"))
+  return {name: os.path.getsize(os.path.join(directory, name))
+          for name in ("blocks.tfr", "titles.tfr")}
+
+
+def measure(num_rows: int, config: ImportBenchConfig) -> Dict:
+  """One size: the release written, then imported by the CLI in its own process."""
+  from benchmarks.scale_bench import run_process  # pylint: disable=g-import-not-at-top
+  from benchmarks.scale_stages import dir_bytes  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
+  root = os.path.join(config.work_dir, str(num_rows))
+  shutil.rmtree(root, ignore_errors=True)
+  os.makedirs(root)
+  _log(f"{num_rows} rows: writing the release")
+  t = time.perf_counter()
+  sizes = write_release(root, num_rows, config)
+  write_seconds = time.perf_counter() - t
+  work = os.path.join(root, "work")
+  cmd = [sys.executable, "-m", "realm_tf.launch.import_release",
+         f"--blocks={root}/blocks.tfr", f"--titles={root}/titles.tfr",
+         f"--embedder={root}/embedder", f"--work_dir={work}", f"--searcher={config.searcher}"]
+  _log(f"{num_rows} rows: importing")
+  p = run_process(cmd)
+  if p["rc"] != 0:
+    raise RuntimeError(f"import of {num_rows} rows failed (exit {p['rc']}):\n{p['stderr_tail']}")
+  figures = json.loads(p["stdout"].strip().splitlines()[-1])
+  lookup = BlockLookup(os.path.join(work, "corpus", "lookup"))
+  nbytes = lookup.nbytes()
+  out = {
+      "rows": num_rows, "seconds": p["seconds"], "stage_seconds": figures["seconds"],
+      "peak_rss": p["peak_rss"], "embeddings_bytes": 4 * WIDTH * num_rows,
+      "lookup_mapped_bytes": sum(v for k, v in nbytes.items() if k != "text"),
+      "lookup_text_bytes": nbytes["text"],
+      "disk": {"corpus": dir_bytes(os.path.join(work, "corpus")),
+               "index": dir_bytes(os.path.join(work, "index")),
+               "release_dir": dir_bytes(os.path.join(work, "release"))},
+      "release_bytes": sizes, "write_release_seconds": write_seconds,
+  }
+  out["disk"]["total"] = sum(out["disk"].values())
+  out["peak_over_goal_base"] = out["peak_rss"] / (out["embeddings_bytes"] +
+                                                  out["lookup_mapped_bytes"])
+  if not config.keep:
+    shutil.rmtree(root, ignore_errors=True)
+  _log(f"{num_rows} rows: {out['seconds']:.1f} s, peak RSS {out['peak_rss'] / 1e6:.0f} MB")
+  return out
+
+
+def summarize(per_size: Dict[int, Dict]) -> Dict:
+  """The a + b*N fits, their values at 13.35M rows, and the memory goal."""
+  fits = scale_fit.fit_figures({n: {
+      "seconds": r["seconds"], "peak_rss": r["peak_rss"], "disk": r["disk"]["total"],
+      "embeddings_bytes": r["embeddings_bytes"], "lookup_mapped_bytes": r["lookup_mapped_bytes"]}
+      for n, r in per_size.items()})
+  at = {name: fit["at_paper_scale"] for name, fit in fits.items()}
+  base = at["embeddings_bytes"] + at["lookup_mapped_bytes"]
+  return {
+      "fits": fits,
+      "at_release_scale": {"rows": scale_fit.PAPER_BLOCKS, "hours": at["seconds"] / 3600,
+                           "peak_rss_gb": at["peak_rss"] / 1e9, "disk_gb": at["disk"] / 1e9,
+                           "embeddings_gb": at["embeddings_bytes"] / 1e9,
+                           "lookup_mapped_gb": at["lookup_mapped_bytes"] / 1e9},
+      "per_row": {"seconds": fits["seconds"]["b"], "peak_rss_bytes": fits["peak_rss"]["b"],
+                  "disk_bytes": fits["disk"]["b"]},
+      "goal": {"peak_rss_over_embeddings_plus_lookup": at["peak_rss"] / base,
+               "limit": GOAL_RATIO, "met": bool(at["peak_rss"] <= GOAL_RATIO * base)},
+  }
+
+
+def run(config: ImportBenchConfig) -> Dict:
+  """Measures every size, fits, extrapolates and writes the result JSON."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  per_size = {n: measure(n, config) for n in sorted(config.sizes)}
+  payload = {"config": dataclasses.asdict(config), "git_commit": _git_commit(),
+             "tensorflow": tf.__version__, "sizes": {str(n): r for n, r in per_size.items()},
+             **summarize(per_size)}
+  common.write_result(config.output_name, payload)
+  return payload
+
+
+if __name__ == "__main__":
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(ImportBenchConfig, HELP, run)
