@@ -71,6 +71,8 @@ def define_flags(flag_values=flags.FLAGS):
   flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process; Beam's "
                       "DirectRunner first tries to download its Prism runner).",
                       flag_values=flag_values)
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
+  validators.register_ranges(flag_values)
 
 
 def parse_flags(argv):

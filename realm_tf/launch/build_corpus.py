@@ -67,6 +67,14 @@ def define_flags(flag_values=flags.FLAGS):
   config_flags.define_deprecated_aliases(RENAMED, flag_values)
   flags.DEFINE_string("runner", "FnApiRunner", "Beam runner (FnApiRunner: in-process, "
                       "DataflowRunner, FlinkRunner, SparkRunner, ...).", flag_values=flag_values)
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
+  validators.register_ranges(flag_values)
+  # [CLS] title [SEP] body [SEP]: the longest title leaves room for the specials and some body.
+  validators.register_multi(flag_values, ["max_title_length", "block_length"], lambda v: (
+      f"--block_length={v['block_length']} leaves no body after a title of up to "
+      f"--max_title_length={v['max_title_length']} wordpieces (need at least title + 4)."
+      if v["max_title_length"] and v["block_length"]
+      and v["block_length"] < v["max_title_length"] + 4 else None))
 
 
 def parse_flags(argv):

@@ -212,7 +212,8 @@ def _flag_error_message(e: Exception) -> str:
   """absl's message for a refused flag, said plainly: a missing required flag reads
   `--name is required (its help)` rather than absl's `flag --name=None: Flag --name must have a
   value other than None.`, and a validator's message that names the flag itself loses absl's
-  `flag --name=value: ` prefix."""
+  `flag --name=value: ` prefix (`flags a=1, b=2: ` for a check across flags); several refusals
+  are joined on one line."""
   message = " ".join(str(e).split())
   match = re.fullmatch(r"flag --(\w+)=None: Flag --\1 must have a value other than None\.",
                        message)
@@ -220,8 +221,18 @@ def _flag_error_message(e: Exception) -> str:
     name = match.group(1)
     text = (flags.FLAGS[name].help if name in flags.FLAGS else "").replace(" (required)", "")
     return f"--{name} is required" + (f" ({text.rstrip('.')})." if text else ".")
+  return " ".join(_without_flag_prefix(" ".join(line.split()))
+                  for line in str(e).splitlines() if line.strip())
+
+
+def _without_flag_prefix(message: str) -> str:
+  """One validator's refusal without absl's `flag --name=value: ` (or, for a check across
+  flags, `flags a=1, b=2: `) prefix when the refusal names a flag itself."""
   match = re.fullmatch(r"flag --(\w+)=.*?: (.*--\1\b.*)", message)
-  return match.group(2) if match else message
+  if match:
+    return match.group(2)
+  match = re.fullmatch(r"flags \w+=.*?: (.*--\w+.*)", message)
+  return match.group(1) if match else message
 
 
 def call_main(main: Callable, argv: Sequence[str],

@@ -50,6 +50,8 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.data import data_service  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.define_config_flags(data_service.DataServiceConfig, HELP, flag_values=flag_values)
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
+  validators.register_ranges(flag_values)
 
 
 def config_from_flags(flag_values=flags.FLAGS):

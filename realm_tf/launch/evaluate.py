@@ -63,6 +63,7 @@ def define_flags(flag_values=flags.FLAGS):
                                    required=("dataset",), defaults={"model_dir": None},
                                    choices={"retriever": evaluate.RETRIEVERS})
   validators.register(flag_values, dataset=validators.dataset())
+  validators.register_ranges(flag_values)
 
 
 def config_from_flags(flag_values=flags.FLAGS):

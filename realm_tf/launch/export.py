@@ -91,6 +91,9 @@ def define_flags(flag_values=flags.FLAGS):
   config_flags.define_deprecated_aliases(RENAMED, flag_values)
   validators.register(flag_values, init=validators.warm_start("--init"),
                       reader_init=validators.warm_start("--reader_init"))
+  validators.register_ranges(flag_values)
+  validators.register_multi(flag_values, ["num_answers", "max_candidates"],
+                            validators.at_most("num_answers", "max_candidates"))
 
 
 def config_from_flags(flag_values=flags.FLAGS):

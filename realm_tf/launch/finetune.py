@@ -107,7 +107,8 @@ HELP = {
 # Config fields with no flag: the nested configs (their own flags), settings the command line
 # does not expose, and FinetuneJobConfig.jit_compile (a distribution flag, defined there).
 _FINETUNE_SKIP = ("model", "clip_norm", "regex_search_blocks")
-_MODEL_SKIP = ("retriever", "reader", "max_answers", "max_answer_length")
+_MODEL_SKIP = ("retriever", "reader", "max_answers", "max_answer_length",
+               "featurization")  # the released ORQA models' setting: from their config
 _JOB_SKIP = ("finetune", "jit_compile")
 # Flags named otherwise than their fields: the reader's under a reader_ prefix (beside the
 # retriever's), the split as in evaluate, the warm starts as in every CLI (--init, --*_init).
@@ -162,10 +163,18 @@ def define_flags(flag_values=flags.FLAGS):
   config_flags.define_config_flags(
       finetune.FinetuneJobConfig, HELP, skip=_JOB_SKIP, names=_JOB_NAMES,
       defaults=dict(CPU_RECIPE["job"], **{name: None for name in _PATHS}), flag_values=fv)
-  distribution_flags.define_flags(fv)
+  distribution_flags.define_flags(fv, batch_flags=("batch_size",))
   config_flags.define_deprecated_aliases(RENAMED, fv)
   validators.register(fv, dataset=validators.dataset(), init=validators.warm_start("--init"),
                       reader_init=validators.warm_start("--reader_init"))
+  validators.register_ranges(fv)
+  validators.register_fits_encoder(fv, ["reader_seq_length"], "reader_preset", "reader_init")
+  validators.register_multi(fv, ["reader_query_length", "reader_seq_length"],
+                            validators.at_most("reader_query_length", "reader_seq_length",
+                                               strict=True))
+  for beam in ("reader_beam_size", "train_reader_beam_size"):  # the reader reads the beam's best
+    validators.register_multi(fv, [beam, "retriever_beam_size"],
+                              validators.at_most(beam, "retriever_beam_size"))
 
 
 def paths_from_flags(flag_values=flags.FLAGS):
@@ -205,7 +214,7 @@ def main(argv):
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
-  strategy = distribution_flags.strategy_from_flags()
+  strategy = distribution_flags.strategy_from_flags(batch_flags=("batch_size",))
   job = job_from_flags()
   result = finetune.run(job, strategy)
   result["wall_seconds"] = round(time.time() - t0, 1)

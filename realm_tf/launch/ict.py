@@ -108,9 +108,12 @@ def define_flags(flag_values=flags.FLAGS):
   config_flags.define_config_flags(ict_experiment.IctJobConfig, HELP, skip=_JOB_SKIP,
                                    names=_JOB_NAMES, defaults={name: None for name in _PATHS},
                                    flag_values=fv)
-  distribution_flags.define_flags(fv)
+  distribution_flags.define_flags(fv, batch_flags=("batch_size",))
   config_flags.define_deprecated_aliases(RENAMED, fv)
   validators.register(fv, retriever_init=validators.warm_start("--retriever_init"))
+  validators.register_ranges(fv)
+  for length in ("query_length", "block_length"):  # each fits the retriever's positions
+    validators.register_fits_encoder(fv, [length], "retriever_preset", "retriever_init")
 
 
 def paths_from_flags(flag_values=flags.FLAGS):
@@ -159,7 +162,7 @@ def main(argv):
   """Trains the ICT retriever the flags describe, exports it, publishes the first bundle."""
   del argv
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
-  strategy = distribution_flags.strategy_from_flags()
+  strategy = distribution_flags.strategy_from_flags(batch_flags=("batch_size",))
   from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
   job = job_from_flags()
   config = job.ict

@@ -79,6 +79,8 @@ def define_flags(flag_values=flags.FLAGS):
   flags.DEFINE_float("shutdown_grace_seconds", 10.0, "Grace period for in-flight RPCs on stop.",
                      **fv)
   flags.DEFINE_bool("import_scann", True, "Import ScaNN first so ScaNN-op SavedModels load.", **fv)
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
+  validators.register_ranges(flag_values)
 
 
 def options_from_flags(flag_values=flags.FLAGS):

@@ -114,6 +114,8 @@ HELP = {
 # Flags renamed: {old name: new name}; the old names still work and print a deprecation notice.
 RENAMED = {"input": "inputs"}
 _SKIP = ("jit_compile",)  # a distribution flag (realm_tf.launch.distribution_flags)
+# The global batch sizes, each divided among the replicas.
+BATCH_FLAGS = ("batch_size", "ict_batch_size", "reader_warmup_batch_size")
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -128,7 +130,7 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
   config_flags.define_config_flags(pretrain_job.PretrainJobConfig, HELP, skip=_SKIP,
                                    choices=choices(), flag_values=flag_values)
-  distribution_flags.define_flags(flag_values)
+  distribution_flags.define_flags(flag_values, batch_flags=BATCH_FLAGS)
   config_flags.define_deprecated_aliases(RENAMED, flag_values)
 
   def check_eval_questions(value):
@@ -142,6 +144,19 @@ def define_flags(flag_values=flags.FLAGS):
   # (The warm-start sources are checked by `pretrain_job.prepare`, before any work: a flag file
   # may name a checkpoint that is put in place later.)
   validators.register(flag_values, eval_questions=check_eval_questions)
+  _register_value_checks(flag_values)
+
+
+def _register_value_checks(flag_values):
+  """Numbers in range (`validators.RANGES`; --num_train_steps=0 prepares only) and lengths that
+  fit the towers: the query and the block each the retriever's, query + block (the knowledge-
+  augmented encoder reads both) the reader's positions."""
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
+  validators.register_ranges(flag_values, {"num_train_steps": validators.NON_NEGATIVE})
+  for length in ("query_length", "block_length"):
+    validators.register_fits_encoder(flag_values, [length], "retriever_preset", "retriever_init")
+  validators.register_fits_encoder(flag_values, ["query_length", "block_length"], "reader_preset",
+                                   "reader_init")
 
 
 def choices():
@@ -185,7 +200,7 @@ def main(argv):
   t0 = time.time()
   # The strategy first (logical CPU devices must precede TensorFlow's initialisation), then the
   # work dir's checks: a mismatch stops the job here, before any work.
-  strategy = distribution_flags.strategy_from_flags()
+  strategy = distribution_flags.strategy_from_flags(batch_flags=BATCH_FLAGS)
   config = pretrain_job.prepare(config_from_flags())
   summary = pretrain_job.run(config, strategy)
   summary["wall_seconds"] = round(time.time() - t0, 1)

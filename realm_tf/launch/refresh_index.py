@@ -108,6 +108,13 @@ def define_flags(flag_values=flags.FLAGS):
   config_flags.define_config_flags(refresh_job.RefreshJobConfig, HELP, skip=_JOB_SKIP,
                                    multi=("add",), flag_values=fv)
   distribution_flags.define_flags(fv, precision=False)
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
+  validators.register_ranges(fv)
+  for small, large, strict in (("shard_index", "num_shards", True),
+                               ("poll_min_seconds", "poll_max_seconds", False),
+                               ("scann_leaves_to_search", "scann_num_leaves", False),
+                               ("scann_brute_force_below", "scann_tree_above", False)):
+    validators.register_multi(fv, [small, large], validators.at_most(small, large, strict))
 
 
 def config_from_flags(flag_values=flags.FLAGS):

@@ -46,6 +46,10 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.evaluation import recall_watcher  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.define_config_flags(recall_watcher.WatchConfig, HELP, flag_values=flag_values)
+  from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
+  validators.register_ranges(flag_values)
+  validators.register_multi(flag_values, ["min_poll_seconds", "max_poll_seconds"],
+                            validators.at_most("min_poll_seconds", "max_poll_seconds"))
 
 
 def main(argv):
