@@ -127,3 +127,47 @@ def test_from_corpus_rows_are_blocks_in_manifest_order_and_a_built_index_is_reus
   again = BM25Index.from_corpus(corpus_dir, directory=target)
   assert os.path.getmtime(os.path.join(target, bm25.DATA)) == stamp
   assert again.meta["corpus_fingerprint"] == index.meta["corpus_fingerprint"]
+
+
+@pytest.fixture(scope="module")
+def demo():
+  """The shipped corpus blocked as the main job blocks it (its default block length), the
+  SQuAD-open dev questions, this module's index and rank_bm25's over the same tokens."""
+  rank_bm25 = pytest.importorskip("rank_bm25")
+  from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import squad_open  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.blocking import Blocker  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
+  docs = [d for d in documents.read_documents(documents.default_corpus_path())
+          if isinstance(d, documents.Document)]
+  blocker = Blocker(max_block_length=work_dir.DEFAULT_BLOCK_LENGTH)
+  texts = [f"{block.title} {block.body}"
+           for i in range(0, len(docs), 512)
+           for blocks in blocker.split_batch([(d.title, d.text) for d in docs[i:i + 512]])
+           for block in blocks]
+  questions = [q.question for q in squad_open.load_squad_questions(split="dev")]
+  index = BM25Index.from_texts(texts, workers=0)
+  reference = rank_bm25.BM25Okapi([bm25_tokens(t) or [""] for t in texts])
+  yield {"texts": texts, "questions": questions, "index": index, "reference": reference}
+  index.close()
+
+
+def _assert_same_top_20(demo, questions):
+  """This module's top 20 of each question equals rank_bm25's (scores in float32, as the index
+  keeps them; equal scores in row order), and so do the scores."""
+  scores, rows = demo["index"].search(questions, 20)
+  for q, got, got_scores in zip(questions, rows, scores):
+    want = demo["reference"].get_scores(bm25_tokens(q))
+    order = np.lexsort((np.arange(len(want)), -want.astype(np.float32)))[:20]
+    np.testing.assert_array_equal(got, order, err_msg=q)
+    np.testing.assert_allclose(got_scores, want[order], rtol=2e-6, atol=1e-6, err_msg=q)
+
+
+def test_demo_corpus_top_20_equals_rank_bm25_on_a_sample_of_squad_open_dev(demo):
+  assert len(demo["texts"]) > 3000 and len(demo["questions"]) > 2000  # the real demo set
+  _assert_same_top_20(demo, demo["questions"][::25])  # ~100 questions: rank_bm25 is ~70 ms each
+
+
+@pytest.mark.slow
+def test_demo_corpus_top_20_equals_rank_bm25_on_every_squad_open_dev_question(demo):
+  _assert_same_top_20(demo, demo["questions"])  # ~2,500 questions, about 3 minutes
