@@ -165,7 +165,8 @@ def define_flags(flag_values=flags.FLAGS):
       defaults=dict(CPU_RECIPE["job"], **{name: None for name in _PATHS}), flag_values=fv)
   distribution_flags.define_flags(fv, batch_flags=("batch_size",))
   config_flags.define_deprecated_aliases(RENAMED, fv)
-  validators.register(fv, dataset=validators.dataset(), init=validators.warm_start("--init"),
+  validators.register(fv, dataset=validators.dataset(need_answers=True),
+                      init=validators.warm_start("--init"),
                       reader_init=validators.warm_start("--reader_init"))
   validators.register_ranges(fv)
   validators.register_fits_encoder(fv, ["reader_seq_length"], "reader_preset", "reader_init")

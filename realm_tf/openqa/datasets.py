@@ -170,10 +170,15 @@ def beir_location(name: str, split: str = "test") -> Tuple[str, str]:
   return folder.rstrip("/") or folder, "dev" if split.startswith("validation") else split
 
 
-def check_question_files(name: str, flag: str = "--dataset") -> None:
+def check_question_files(name: str, flag: str = "--dataset", need_answers: bool = False) -> None:
   """Refuses (DatasetError) a question-file dataset whose file (or BEIR folder: queries.jsonl and
-  qrels/) does not exist. Checks existence only; other names pass."""
+  qrels/) does not exist, and with `need_answers` (fine-tuning) BEIR's questions, which have no
+  answer strings. Checks existence only; other names pass."""
   kind = check_dataset(name)
+  if need_answers and kind == "beir":
+    raise DatasetError(f"{flag}={name}: BEIR questions have no answer strings, and fine-tuning "
+                       "needs them; evaluate them (retrieval only) or fine-tune on questions "
+                       "with answers.")
   if kind not in FILE_PREFIXES:
     return
   if kind != "beir":

@@ -238,6 +238,8 @@ def test_question_files_must_exist(tmp_path):
   folder = _beir_folder(tmp_path / "b")
   for spec in (f"beir:{folder}", f"beir:{folder}:test", "squad_open", "wq"):
     datasets.check_question_files(spec)
+  with pytest.raises(datasets.DatasetError, match="BEIR questions have no answer strings"):
+    datasets.check_question_files(f"beir:{folder}", need_answers=True)
   (folder / "queries.jsonl").unlink()
   for spec, message in ((f"beir:{folder}", f"{folder} has no queries.jsonl"),
                         (f"dpr_qa:{tmp_path}/x.qa.csv", "question file .* does not exist"),
