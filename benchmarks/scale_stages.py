@@ -286,44 +286,59 @@ def scann_rebuilds(a: Dict) -> Dict:
   makes them (it releases each index once published, so a build never overlaps the last), then
   as many loads + searches of the saved searcher as the trainer switches bundles (the new one
   loaded and searched before the old one is released): RSS after each, one index live, against
-  one index's bytes."""
+  one index's bytes. Nothing calls gc.collect(): a dropped searcher must free its memory as its
+  last reference goes (Python's cyclic collector is left to run whenever it would), and
+  `gc_collections_by_generation` counts the collections that did run (`save_searcher` collects
+  once, after the builds and before the loads). RSS is read before and after
+  `return_free_memory` (glibc's malloc_trim, which the trainer calls after a switch)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.io.memory import return_free_memory  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.searcher import load_searcher, save_searcher  # pylint: disable=g-import-not-at-top
   embeddings = np.load(a["embeddings"])
   q = tf.constant(embeddings[:64])
+  collections = [0, 0, 0]  # the collector's own runs, by generation
 
-  def drop(searcher):
-    searcher.release()
-    del searcher
-    gc.collect()
+  def count_collections(phase, info):
+    if phase == "start":
+      collections[info["generation"]] += 1
+
+  gc.callbacks.append(count_collections)
+
+  def rss_now(into_untrimmed, into):
+    into_untrimmed.append(proc_status()["VmRSS"])
     return_free_memory()
+    into.append(proc_status()["VmRSS"])
 
-  rss, index_bytes, searcher = [], 0, None
+  rss, untrimmed, index_bytes, searcher = [], [], 0, None
   for i in range(a["rebuilds"]):
     if searcher is not None:
-      drop(searcher)
+      searcher.release()
+      del searcher
     searcher = ScannSearcher(embeddings, ScannConfig())
     searcher.search(q, tf.constant(10))[0].numpy()
     index_bytes = int(sum(np.asarray(v.numpy()).nbytes for v in searcher.state.variables))
-    gc.collect()
-    return_free_memory()  # what the build freed, as after every release
-    rss.append(proc_status()["VmRSS"])
+    rss_now(untrimmed, rss)
     _log(f"ScaNN build {i + 1}/{a['rebuilds']}: RSS {rss[-1] / 1e6:.0f} MB")
   path = os.path.join(a["work"], "searcher")
   shutil.rmtree(path, ignore_errors=True)
   save_searcher(searcher, path)
-  loads = []
+  loads, loads_untrimmed = [], []
   for i in range(a["rebuilds"]):
     loaded = load_searcher(path)
     loaded.search(q, tf.constant(10))[0].numpy()
-    drop(searcher)
+    searcher.release()
+    del searcher
     searcher = loaded
-    loads.append(proc_status()["VmRSS"])
+    del loaded
+    rss_now(loads_untrimmed, loads)
   shutil.rmtree(path, ignore_errors=True)
   return {"rebuilds": a["rebuilds"], "index_bytes": index_bytes, "rss_after_each_build": rss,
-          "rss_after_each_load": loads}
+          "rss_after_each_load": loads, "rss_after_each_build_untrimmed": untrimmed,
+          "rss_after_each_load_untrimmed": loads_untrimmed,
+          "gc_collections_by_generation": collections,
+          "growth_over_first_build": rss[-1] - rss[0],
+          "growth_goal": int(0.1 * index_bytes)}
 
 
 def _pipeline_parts(a: Dict):

@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from realm_tf.retrieval.searcher import Searcher, SearcherError, register_scann_ops
+from realm_tf.retrieval.searcher import (Searcher, SearcherError, dismantle_traces,
+                                         register_scann_ops)
 
 MODES = ("auto", "brute_force", "ah", "tree_ah")
 
@@ -175,6 +176,9 @@ class ScannSearcher(Searcher):
     tf.raw_ops.DestroyResourceOp(resource=built.searcher_handle, ignore_lookup_error=False)
     del built
     release_on_collect(self, self.shared_name)
+    # Saving traces the state's own `recreate_handle`, whose graph captures the state's variables
+    # in a reference cycle: dismantled when the searcher goes (see `dismantle_traces`).
+    weakref.finalize(self, dismantle_traces, self.state.recreate_handle).atexit = False
     logging.info("Built ScaNN %s searcher over %d x %d points.", self.config.mode,
                  self.num_rows, self.dim)
     # Search-time knobs live in variables: they can be re-tuned without rebuilding the index,

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import numpy as np
 import pytest
@@ -18,8 +19,8 @@ from realm_tf.retrieval.searcher import (SearcherError, exact_top_k_numpy, load_
 
 
 def _rss_bytes() -> int:
-  """Resident memory of this process after collecting garbage and trimming malloc's free lists."""
-  gc.collect()
+  """Resident memory of this process after trimming malloc's free lists (no garbage collection:
+  what a dropped searcher leaves to Python's cyclic collector counts)."""
   ctypes.CDLL("libc.so.6").malloc_trim(0)
   with open("/proc/self/status") as f:
     return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
@@ -131,11 +132,43 @@ def test_search_after_release_rebuilds_the_index(tmp_path):
   assert searcher.release() and loaded.release()  # each copy had its own index
 
 
+def test_dropped_searcher_frees_its_variables_without_the_cyclic_collector(tmp_path):
+  """With the cyclic collector off, the last reference to a searcher dropped frees its variables
+  (the indexed matrix) at once: built (searched and saved, as the refresher does), exact, and
+  loaded. The graphs `search` traced captured the variables' handles and sat in reference cycles,
+  so the matrix used to live until Python's collector happened to run."""
+  emb, q = testing.clustered(2000, seed=11, num_queries=8)
+  path = str(tmp_path / "s")
+  makers = {"scann": lambda: ScannSearcher(emb, ScannConfig(mode="ah")),
+            "exact": lambda: BruteForceSearcher(emb),
+            "loaded": lambda: load_searcher(path)}
+  gc.collect()
+  gc.disable()
+  try:
+    for kind, make in makers.items():
+      searcher = make()
+      searcher.search(q, 5)
+      if kind == "scann":
+        save_searcher(searcher, path)
+      variables = (searcher.variables if kind != "loaded" else
+                   [searcher.state.dataset, searcher.state.hashed_dataset])
+      handles = [weakref.ref(v.handle) for v in variables]
+      del variables
+      assert handles, kind
+      alive = weakref.ref(searcher)
+      del searcher
+      assert alive() is None, kind
+      assert [h() for h in handles if h() is not None] == [], kind
+  finally:
+    gc.enable()
+
+
 def test_rebuilds_and_reloads_free_their_index(tmp_path):
   """10 builds and 10 loads of a 70k x 128 AH index in one process: RSS stays within one index's
   bytes of what it was after the first (when nothing freed the native indexes, every build and
   every load kept its copy). Even iterations call release(); odd ones only drop the searcher and
-  leave it to garbage collection. At 35.8 MB the matrix is above glibc's largest mmap threshold
+  leave it to its finalizer. Nothing calls gc.collect(): a searcher in a reference cycle would hold
+  its matrix until the cyclic collector happened to run. At 35.8 MB the matrix is above glibc's largest mmap threshold
   (32 MB), so a freed copy goes back to the system as at full scale rather than staying in
   malloc's heap. A small, plain AH training keeps each build near a second."""
   emb, q = testing.clustered(70_000, seed=9, num_queries=32)

@@ -7,11 +7,15 @@ index's embedding matrix with the largest inner products, as `(rows int32 [B, k]
 
 A searcher that holds native memory outside its variables (ScaNN's index) frees it with
 `release()`, and again when the object is garbage-collected; a later search rebuilds it. Loaded
-searchers get the same `release()`. A searcher whose checkpoint holds the indexed matrix itself
-names it in its description (`embeddings_key`), and `read_searcher_embeddings` reads that matrix
-back (memory-mapped; on an object store from a local copy), so an index bundle stores the
-matrix once.
+searchers get the same `release()`. A searcher, built or loaded, goes with its last reference,
+matrix included, without waiting for Python's cyclic collector: the graphs its functions traced,
+which capture its variables in reference cycles, are dismantled then (`dismantle_traces`).
+
+A searcher whose checkpoint holds the indexed matrix itself names it in its description
+(`embeddings_key`), and `read_searcher_embeddings` reads that matrix back (memory-mapped; on an
+object store from a local copy), so an index bundle stores the matrix once.
 """
+import gc
 import json
 import os
 import struct
@@ -58,6 +62,9 @@ class Searcher(tf.Module):
         search,
         input_signature=[tf.TensorSpec([None, self.dim], tf.float32, name="query_embeddings"),
                          tf.TensorSpec([], tf.int32, name="k")])
+    # The graphs `search` traces capture this searcher's variables and sit in reference cycles:
+    # dismantled when the searcher goes, so its matrix goes with it (see `dismantle_traces`).
+    weakref.finalize(self, dismantle_traces, self.search).atexit = False
 
   def _checked_search(self, query_embeddings, k):
     """Validates `k` against the index size, then delegates to `_search`."""
@@ -82,6 +89,38 @@ class Searcher(tf.Module):
     return {"kind": self.kind, "num_rows": self.num_rows, "dim": self.dim}
 
 
+def dismantle_traces(*functions) -> None:
+  """Breaks the reference cycles of the graphs that `functions` traced (or, loaded, restored).
+
+  Each is a `tf.function`, a restored one (from a SavedModel) or a concrete function. A traced
+  graph refers to itself (its ops and tensors point back to it) and holds the eager tensors it
+  captured: a searcher's variable handles, which keep the variables' buffers (the whole indexed
+  matrix) alive. TensorFlow dismantles such a graph when its concrete function goes only where the
+  graph was bound to it, which calls of a `tf.function`, `get_concrete_function` and loading are
+  not; so, left alone, a dropped searcher's matrix lived on until Python's cyclic collector
+  happened to run. The functions are unusable afterwards: call this when their searcher goes.
+  """
+  from tensorflow.python.framework import func_graph  # pylint: disable=g-direct-tensorflow-import,g-import-not-at-top
+  traced = []
+  for function in functions:
+    traced.append(function)  # a concrete function has a graph of its own
+    traced.extend(getattr(function, "_function_cache", {}).values())
+    traced.append(getattr(function, "_concrete_variable_creation_fn", None))
+    traced.extend(getattr(function, "concrete_functions", ()))  # restored from a SavedModel
+  seen = set()
+  for concrete in traced:
+    graph = getattr(concrete, "graph", None)
+    if not isinstance(graph, func_graph.FuncGraph) or id(graph) in seen:
+      continue
+    seen.add(id(graph))
+    func_graph.dismantle_func_graph(graph)
+    captures = graph.function_captures
+    captures.control.clear()
+    # `clear()` leaves the cached (captured tensor, placeholder) pairs behind: reading them
+    # after the clear recomputes the (now empty) cache.
+    _ = captures.by_val_capture_tuples
+
+
 def save_searcher(searcher: Searcher, path: str) -> dict:
   """Saves `searcher` as a SavedModel at `path` (signature `serving_default` = search).
 
@@ -98,6 +137,11 @@ def save_searcher(searcher: Searcher, path: str) -> dict:
   serving = tf.function(serve, input_signature=signature.structured_input_signature[0])
   tf.saved_model.save(searcher, path, signatures={"serving_default": serving},
                       options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
+  # Saving traced graphs of its own (`serving`, TensorFlow's signature wrappers) that captured the
+  # searcher's variables and sit in reference cycles out of reach: collect them now, so the matrix
+  # goes with the searcher rather than at the collector's next run.
+  del serving, signature
+  gc.collect()
   info = searcher.info()
   key = searcher.embeddings_key
   if key:
@@ -137,6 +181,12 @@ def load_searcher(path: str):
     raise SearcherError(f"SavedModel at {path} has no `search` function.")
   loaded.info = info
   loaded.release = lambda: False
+  # The restored functions' graphs capture the loaded variables in reference cycles: dismantled
+  # when the loaded searcher goes (see `dismantle_traces`).
+  state = getattr(loaded, "state", None)
+  weakref.finalize(loaded, dismantle_traces, loaded.search, *loaded.signatures.values(),
+                   *([state.recreate_handle] if hasattr(state, "recreate_handle") else [])
+                   ).atexit = False
   if info.get("kind") == "scann":
     from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
     names = scann_searcher.loaded_resource_names(loaded.search)
