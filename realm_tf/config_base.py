@@ -42,6 +42,30 @@ class ConfigBase:
     return out
 
   @classmethod
+  def with_defaults(cls, record: Mapping[str, Any]) -> Dict[str, Any]:
+    """A copy of `record` (a `to_dict` record, possibly written before some fields existed) with
+    every missing field that has a default filled in as `to_dict` writes it, nested configs
+    included; other keys are kept. So a record that lacks a field added since compares equal to
+    a new one that holds the field's default (resuming runs written by older code)."""
+    out = dict(record)
+    for field in dataclasses.fields(cls):
+      nested = cls.NESTED.get(field.name)
+      if field.name in out:
+        if nested is not None and isinstance(out[field.name], Mapping):
+          out[field.name] = nested.with_defaults(out[field.name])
+        continue
+      if field.default is not dataclasses.MISSING:
+        value = field.default
+      elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+      else:
+        continue
+      if nested is not None and value is not None:
+        value = nested.resolve(value).to_dict()
+      out[field.name] = copy.deepcopy(value)
+    return out
+
+  @classmethod
   def from_dict(cls, d: Mapping[str, Any]):
     """The config a `to_dict` record describes."""
     known = {f.name for f in dataclasses.fields(cls)}

@@ -51,3 +51,16 @@ def test_unknown_fields_are_refused_unless_the_config_allows_old_records():
 def test_a_nested_field_holding_something_else_is_an_error():
   with pytest.raises(TypeError, match="_Inner expected"):
     _Outer(inner="big").to_dict()
+
+
+def test_with_defaults_fills_fields_an_older_record_lacks():
+  record = _Outer().to_dict()
+  del record["names"], record["inner"]["size"]
+  record["extra"] = 7  # keys that are not fields are kept
+  filled = _Outer.with_defaults(record)
+  assert filled == dict(_Outer().to_dict(), extra=7)
+  assert "names" not in record  # the record itself is not changed
+  # A fine-tuning record written before OpenQAConfig.featurization existed.
+  old = FinetuneConfig().to_dict()
+  del old["model"]["featurization"]
+  assert FinetuneConfig.with_defaults(old) == FinetuneConfig().to_dict()

@@ -181,7 +181,8 @@ def run(job: FinetuneJobConfig, strategy: Optional[tf.distribute.Strategy] = Non
   config = dataclasses.replace(config, model=dataclasses.replace(
       config.model, retriever=retr, reader=reader_cfg))
   check_or_write_config(model_dir, dict(config.to_dict(), index_bundle=bundle.path,
-                                        corpus_dir=paths.absolute(corpus_dir)))
+                                        corpus_dir=paths.absolute(corpus_dir)),
+                        config_class=FinetuneConfig)
   # Model initialisation and dropout follow the stage's seed, so a run with the same seed repeats.
   tf_keras.utils.set_random_seed(config.seed)
   model = build_model(config.model, index, tokenizer, strategy)

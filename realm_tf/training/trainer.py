@@ -42,18 +42,25 @@ class ConfigMismatchError(ValueError):
   """The model_dir holds checkpoints of a different model configuration."""
 
 
-def check_or_write_config(model_dir: str, config: Dict, may_change: Sequence[str] = ()) -> None:
+def check_or_write_config(model_dir: str, config: Dict, may_change: Sequence[str] = (),
+                          config_class=None) -> None:
   """Writes `config.json` on a fresh model_dir; on resume, refuses a different configuration.
 
   Fields named in `may_change` (how often to checkpoint, export or refresh — not what is trained)
-  may differ on resume; the new values are recorded.
+  may differ on resume; the new values are recorded. With `config_class` (the ConfigBase class
+  whose `to_dict` the record is), a field missing from either record (written before the field
+  existed) counts as its default (`ConfigBase.with_defaults`), so adding a field with a default
+  does not lock older runs out.
   """
   path = os.path.join(model_dir, CONFIG_FILE)
   config = json.loads(json.dumps(config))
   if tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path) as f:
       old = json.load(f)
-    diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+    new = config
+    if config_class is not None:
+      old, new = config_class.with_defaults(old), config_class.with_defaults(config)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     fixed = [k for k in diff if k not in may_change]
     if fixed:
       raise ConfigMismatchError(
@@ -62,7 +69,7 @@ def check_or_write_config(model_dir: str, config: Dict, may_change: Sequence[str
     if not diff:
       return
     logging.info("Resuming %s with changed %s: %s", model_dir, diff,
-                 {k: (old.get(k), config.get(k)) for k in diff})
+                 {k: (old.get(k), new.get(k)) for k in diff})
   tf.io.gfile.makedirs(model_dir)
   atomic.write_json(path, config)
 

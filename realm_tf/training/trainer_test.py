@@ -159,6 +159,25 @@ def test_config_mismatch_is_refused(tmp_path):
     check_or_write_config(model_dir, {"a": 3, "b": 3}, may_change=("a",))
 
 
+def test_resume_accepts_a_record_without_a_field_that_holds_its_default(tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.finetune import FinetuneConfig  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "ft")
+  old = dict(FinetuneConfig().to_dict(), index_bundle="/i/00000001")
+  del old["model"]["featurization"]  # written before OpenQAConfig.featurization existed
+  os.makedirs(model_dir)
+  with open(os.path.join(model_dir, "config.json"), "w") as f:
+    json.dump(old, f)
+  new = dict(FinetuneConfig().to_dict(), index_bundle="/i/00000001")
+  with pytest.raises(ConfigMismatchError, match="model"):  # without the class: refused
+    check_or_write_config(model_dir, new)
+  check_or_write_config(model_dir, new, config_class=FinetuneConfig)
+  orqa = FinetuneConfig(model=dataclasses.replace(FinetuneConfig().model, featurization="orqa"))
+  with pytest.raises(ConfigMismatchError, match=r"\['model'\]"):  # not the default: refused
+    check_or_write_config(model_dir, dict(orqa.to_dict(), index_bundle="/i/00000001"),
+                          config_class=FinetuneConfig)
+
+
 _MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
