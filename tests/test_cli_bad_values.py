@@ -20,7 +20,7 @@ from realm_tf.testing import cli as cli_testing
 
 CLIS = ("pretrain", "ict", "build_corpus", "annotate_corpus", "refresh_index", "watch_recall",
         "data_service_worker", "finetune", "evaluate", "export", "convert_checkpoint",
-        "model_server", "model_client")
+        "model_server", "model_client", "import_release")
 MIRRORED_2 = ("--strategy=mirrored", "--num_cpu_devices=2")
 
 
@@ -30,6 +30,8 @@ def _required(cli_name, tmp):
           "evaluate": [f"--dataset=jsonl:{tmp}/q.jsonl"],
           "convert_checkpoint": ["--format=hf", f"--input={tmp}", f"--output_dir={tmp}/out"],
           "data_service_worker": ["--worker_port=5051", "--dispatcher_address=localhost:5050"],
+          "import_release": [f"--blocks={tmp}/blocks.tfr", f"--titles={tmp}/titles.tfr",
+                             f"--embedder={tmp}/embedder"],
           }.get(cli_name, [])
 
 
@@ -107,6 +109,11 @@ ROWS = [
     ("model_server", ["--max_string_bytes=-1"], "--max_string_bytes"),
     ("model_client", ["--timeout=0"], "--timeout"),
     ("model_client", ["--max_evidence=0"], "--max_evidence"),
+    ("import_release", ["--num_shards=-1"], "--num_shards must be 0 or more"),
+    ("import_release", ["--query_length=0"], "--query_length"),
+    ("import_release", ["--rows_per_slice=0"], "--rows_per_slice"),
+    ("import_release", ["--scann_num_leaves=10", "--scann_num_leaves_to_search=20"],
+     "--scann_num_leaves_to_search=20 must be at most --scann_num_leaves=10"),
 ]
 
 # Values at the edge of a range, and zeros that a help text gives a meaning: accepted.
@@ -190,6 +197,7 @@ SUBPROCESS_ROWS = [
     ("convert_checkpoint", ["--span_hidden_size=0"], "--span_hidden_size"),
     ("model_server", ["--port=70000"], "--port"),
     ("model_client", ["--timeout=-1"], "--timeout"),
+    ("import_release", ["--batch_size=0"], "--batch_size"),
 ]
 _NO_WORK_DIR = ("data_service_worker", "convert_checkpoint", "model_client")
 

@@ -60,6 +60,8 @@ def define_flags(flag_values=flags.FLAGS):
       "num_shards": validators.NON_NEGATIVE,
       "scann_reordering_num_neighbors": validators.NON_NEGATIVE,
       "rows_per_slice": validators.POSITIVE})
+  validators.register_multi(flag_values, ["scann_num_leaves_to_search", "scann_num_leaves"],
+                            validators.at_most("scann_num_leaves_to_search", "scann_num_leaves"))
 
 
 def config_from_flags(flag_values=flags.FLAGS) -> importer.ImportConfig:

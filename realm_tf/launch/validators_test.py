@@ -51,7 +51,10 @@ def _numbers():
 
 
 def test_ranges_by_name_by_override_and_by_the_shape_of_the_name():
-  assert validators.unranged(_numbers()) == ["colour"]
+  assert len(validators.unranged(_numbers())) == 5  # nothing registered yet
+  plain = _numbers()
+  validators.register_ranges(plain)
+  assert validators.unranged(plain) == ["colour"]  # no table, override or name shape says
   overrides = {"num_train_steps": validators.NON_NEGATIVE, "colour": validators.ANY}
 
   def parse(*argv):
