@@ -228,7 +228,8 @@ def test_beir_queries_with_their_qrels(tmp_path, caplog):
   # The split: named in the spec, else the stage's; validation is BEIR's dev.
   for spec, split in ((f"beir:{folder}:dev", "test"), (f"beir:{folder}", "validation")):
     assert [e.qid for e in datasets.load_examples(spec, split)] == ["q3"]
-  with pytest.raises(datasets.DatasetError, match=r"no qrels for split 'train' .*\['dev', 'test'\]"):
+  with pytest.raises(datasets.DatasetError,
+                     match=r"no qrels for split 'train' .*\['dev', 'test'\]"):
     datasets.load_examples(f"beir:{folder}", "train")
   with pytest.raises(datasets.DatasetError, match=f"^{queries}:4: expected a BEIR query"):
     datasets.load_examples(f"beir:{folder}", "test", strict=True)
