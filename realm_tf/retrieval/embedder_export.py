@@ -21,7 +21,9 @@ Exports are pruned (`prune_exports`, or `export_embedder(keep=K)`) to the newest
 one (`<model_dir>/best_export.json`, the held-out evaluation's pick), never removing one that an
 index refresh holds (`lease_export` / `hold_export`: a lease file under
 `embedder_exports/.leases/`, taken by the refresher for the whole refresh round that embeds with
-it) or that was superseded less than a grace period ago (a refresher may just have picked it).
+it and renewed as the round goes on) or that was superseded less than a grace period ago (a
+refresher may just have picked it). A lease not renewed for `lease_seconds` is taken for one a
+crashed process left behind.
 """
 import contextlib
 import json
@@ -185,8 +187,9 @@ def lease_export(export_dir: str, path: Optional[str] = None) -> str:
   """Holds `export_dir` against `prune_exports` until `release_lease(path)`; returns the lease.
 
   Writes `embedder_exports/.leases/<step>.<unique>.json`. Passing the `path` of an earlier lease
-  renews it (a restarted refresher resuming the refresh round that took it). A lease left behind
-  by a crashed process stops counting after `prune_exports`' `lease_seconds`.
+  renews it (the refresher, at every part of the round that took it, and when a restarted one
+  resumes that round). A lease not renewed for `prune_exports`' `lease_seconds` stops counting
+  (one a crashed process left behind).
   """
   export = paths.absolute(export_dir)  # os.path.normpath would turn gs://b into gs:/b, a local path
   root = os.path.join(os.path.dirname(export), LEASES_SUBDIR)

@@ -29,6 +29,7 @@ embeds only the new blocks (with the embedder of the live bundle) and reuses the
 matrix; run it while no refresh round is under way (declaring a round removes other parts).
 """
 import dataclasses
+import functools
 import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -175,14 +176,25 @@ class IndexRefresher:
     with self.strategy.scope():
       return embedder_export.load_embedder(export_dir)
 
-  def _embed_dirs(self, embedder, corpus_dirs: Sequence[str], on_part_done=None
+  def _embed_dirs(self, embedder, corpus_dirs: Sequence[str], on_part_done=None,
+                  keep_alive: Optional[Callable[[], None]] = None
                   ) -> Optional[List[Tuple[np.ndarray, np.ndarray]]]:
-    """Embeds this worker's shards of each dir; on the chief, waits and merges all parts."""
+    """Embeds this worker's shards of each dir; on the chief, waits and merges all parts.
+
+    `keep_alive` (the chief's round: renewing its export lease) is called after every part this
+    worker finishes and at every poll while it waits for the others'."""
     cfg = self.config
+
+    def part_done(shard):
+      if keep_alive is not None:
+        keep_alive()
+      if on_part_done is not None:
+        on_part_done(shard)
+
     for d in corpus_dirs:
       stats = embed_corpus.embed_shards(
           embedder, d, self.work_dir(embedder, d), self.strategy, cfg.num_shards, cfg.shard_index,
-          cfg.batch_size, on_part_done=on_part_done)
+          cfg.batch_size, on_part_done=part_done)
       logging.info("%s: embedded shards %s, skipped finished shards %s (%.1f blocks/s).", d,
                    stats.embedded, stats.skipped, stats.blocks_per_second)
       self.last_stats = stats
@@ -192,14 +204,18 @@ class IndexRefresher:
     for d in corpus_dirs:
       manifest = embed_corpus.load_corpus_manifest(d)
       work = self.work_dir(embedder, d)
-      self._wait_for_parts(work, manifest)
+      self._wait_for_parts(work, manifest, keep_alive)
       merged.append(embed_corpus.merge_parts(work, manifest, embedder.embedding_dim, d))
     return merged
 
-  def _wait_for_parts(self, work: str, manifest: Dict) -> None:
-    """Waits (back-off) for every part of `work`, however many newer exports appear meanwhile."""
+  def _wait_for_parts(self, work: str, manifest: Dict,
+                      keep_alive: Optional[Callable[[], None]] = None) -> None:
+    """Waits (back-off) for every part of `work`, however many newer exports appear meanwhile,
+    calling `keep_alive` at every poll."""
     delay, start = self.config.poll_min_seconds, time.time()
     while True:
+      if keep_alive is not None:
+        keep_alive()
       missing = embed_corpus.missing_parts(work, manifest)
       if not missing:
         return
@@ -313,9 +329,10 @@ class IndexRefresher:
 
     The chief declares (or resumes) the round of `export_dir`, embeds its shards, waits for the
     other workers' parts, publishes and ends the round (its parts removed), and returns the
-    bundle. Bad input (INPUT_ERRORS) ends the round too; any other interruption leaves it to be
-    resumed. Another worker embeds its shards for the declared round of `export_dir` and returns
-    None (RoundChangedError when no such round is declared).
+    bundle; it renews the round's export lease all along (`refresh_round.renew_lease`). Bad
+    input (INPUT_ERRORS) ends the round too; any other interruption leaves it to be resumed.
+    Another worker embeds its shards for the declared round of `export_dir` and returns None
+    (RoundChangedError when no such round is declared).
     """
     cfg = self.config
     if not self.is_chief:
@@ -330,10 +347,12 @@ class IndexRefresher:
     step = int(embedder_export.read_metadata(export_dir)["step"])
     rnd = refresh_round.declare(cfg.index_dir, export_dir, step, docs.corpus_dirs, cfg.model_dir,
                                 lease=self._watched(export_dir))
+    keep_alive = functools.partial(refresh_round.renew_lease, rnd)
     try:
       embedder = self._load_embedder(export_dir, docs.corpus_dirs)
       block_ids, embeddings = combine(
-          self._embed_dirs(embedder, docs.corpus_dirs, on_part_done), docs.removed)
+          self._embed_dirs(embedder, docs.corpus_dirs, on_part_done, keep_alive), docs.removed)
+      keep_alive()  # building, checking and publishing the index take a while too
       published = self._publish(embedder, docs, block_ids, embeddings,
                                 {"build": "full", "previous_version": live and live.version},
                                 rnd=rnd)

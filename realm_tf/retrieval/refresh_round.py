@@ -19,7 +19,10 @@ and `staleness` records its parts in the bundle manifest. The trainer's step is 
 embedder exports and its checkpoints (`trainer_step`).
 
 While a round runs, its export is leased (`embedder_export.lease_export`) so the trainer's
-export pruning leaves it alone. When a round ends (published, or refused for bad input) the lease
+export pruning leaves it alone. `prune_exports` takes a lease untouched for `lease_seconds` (a
+day) for one a crashed refresher left behind, and a round over a whole Wikipedia can take longer
+than that: the chief renews the lease (`renew_lease`) at every part it finishes, at every poll
+while it waits for the other workers' parts, and before it publishes. When a round ends (published, or refused for bad input) the lease
 is released and every part under `.work/` is removed; declaring a round removes the parts of
 any other (abandoned) round (`remove_parts`).
 """
@@ -138,6 +141,13 @@ def declare(index_dir: str, export_dir: str, step: int, corpus_dirs: Sequence[st
   write_round(index_dir, rnd)
   remove_parts(index_dir, keep_prefix=rnd.work_prefix())
   return rnd
+
+
+def renew_lease(rnd: Round) -> None:
+  """Renews the export lease `rnd` holds (none: nothing to do), so that `prune_exports` does not
+  take it for a lease a crashed refresher left behind however long the round runs."""
+  if rnd.lease:
+    embedder_export.lease_export(rnd.export, rnd.lease)
 
 
 def finish(index_dir: str, rnd: Round) -> None:

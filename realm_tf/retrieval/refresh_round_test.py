@@ -109,6 +109,40 @@ def test_a_worker_stops_embedding_for_a_round_that_ended(src, tmp_path):
   assert worker.run_once() is None and worker.last_stats.embedded == [1, 3]
 
 
+def test_a_round_slower_than_the_lease_keeps_its_export(src, tmp_path):
+  """Pruning takes a lease untouched for `lease_seconds` for one a crashed refresher left behind.
+  Here a lease lasts 2.5 s (the file times pruning reads are whole seconds locally) and the
+  round's 4 parts take 0.7 s or more each (the first several seconds, with the embedder's
+  tracing), while the trainer, 100 steps on, prunes to its newest export after every part. The chief renews the lease at every part, so the round's export is never pruned and its bundle is published; once
+  the round has ended, the lease is released and the export goes at the next prune. (With the
+  lease written once, as the round began, a prune deleted the export under the round.)"""
+  lease_seconds, part_seconds = 2.5, 0.7
+  model_dir, index_dir = str(tmp_path / "model"), str(tmp_path / "index")
+  export = _publish_copy(src["export"], model_dir, 100)
+  _publish_copy(src["export"], model_dir, 200)
+  chief = refresh.IndexRefresher(refresh.RefreshConfig(
+      model_dir=model_dir, corpus_dir=src["corpus"], index_dir=index_dir, batch_size=8,
+      recall_queries=8))
+  pruned, ages = [], []
+
+  def slow_part_while_the_trainer_prunes(shard):
+    del shard
+    time.sleep(part_seconds)  # the next part's time; the trainer prunes as it ends
+    leases = [os.path.join(ee.exports_dir(model_dir), ee.LEASES_SUBDIR, name)
+              for name in _leases(model_dir)]
+    ages.append([round(time.time() - os.stat(path).st_mtime, 2) for path in leases])
+    pruned.extend(ee.prune_exports(model_dir, keep=1, grace_seconds=0,
+                                   lease_seconds=lease_seconds))
+
+  bundle = chief.refresh(export, on_part_done=slow_part_while_the_trainer_prunes)
+  assert pruned == [], ages  # the lease's age at each prune
+  assert len(ages) == 4 and all(len(a) == 1 and a[0] < lease_seconds for a in ages), ages
+  assert bundle.manifest["step"] == 100
+  assert _leases(model_dir) == []
+  assert ee.prune_exports(model_dir, keep=1, grace_seconds=0, lease_seconds=lease_seconds) == [
+      export]
+
+
 def test_two_shard_workers_keep_up_with_a_trainer_that_exports_faster_than_a_refresh(src, tmp_path):
   """The trainer runs at RATE steps/s, checkpoints every 0.2 s and exports every EXPORT_EVERY
   steps (1 s), pruning to its 2 newest exports at once. A refresh round (two shard workers,
