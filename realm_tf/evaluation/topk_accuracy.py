@@ -48,7 +48,10 @@ class TopKAccuracy:
     hits = np.asarray(hits, dtype=bool)
     if hits.ndim != 2:
       raise ValueError(f"hits must be [B, K], got shape {hits.shape}.")
-    first = np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
+    if hits.shape[1] == 0:  # nothing retrieved for any of them
+      first = np.full([hits.shape[0]], -1)
+    else:
+      first = np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
     self._first_hits.extend(first.tolist())
     self.num_questions += hits.shape[0]
     return first

@@ -133,6 +133,8 @@ def test_top_k_accuracy_is_dprs():
   ragged = A.TopKAccuracy()
   ragged.update(metrics.retrieval_hits([["x Paris y"], []], [["paris"], ["paris"]], False))
   assert ragged.result((1,)) == {"top1_accuracy": 0.5}
+  assert ragged.update(np.zeros([2, 0], bool)).tolist() == [-1, -1]  # a batch of empty questions
+  assert ragged.result((1,)) == {"top1_accuracy": 0.25}
 
 
 def test_from_dpr_results_recomputes_from_the_texts(tmp_path):

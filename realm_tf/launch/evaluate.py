@@ -1,4 +1,5 @@
-r"""Open-QA evaluation of a fine-tuned model: EM (regex match for CuratedTREC), recall@k, JSONL.
+r"""Open-QA evaluation of a fine-tuned model: EM (regex match for CuratedTREC), DPR top-k
+accuracy, recall@k; predictions JSONL, DPR retriever results and a TREC run.
 
   python -m realm_tf.launch.evaluate --work_dir=runs/mine --dataset=jsonl:my_test_qa.jsonl
   # the same reader behind BM25 over the same blocks:
@@ -12,13 +13,16 @@ required (no default set is evaluated silently).
 Writes `<model_dir>/eval/<dataset>-<split>.json` (`-bm25` appended for --retriever=bm25; a
 jsonl:<path> dataset is named `jsonl_<file name>`) with the metrics, and `.jsonl` (one line per
 question: prediction, probability, correctness, evidence blocks with id, title, text, retrieval
-score and whether they contain an answer), unless --output_prefix says otherwise. The index and
+score and whether they contain an answer), `.dpr.json` (DPR's retriever results: question, answers, the top
+--num_retrieved blocks as ctxs with id, title, text, score, has_answer) and `.trec` (a TREC run,
+`qid Q0 docid rank score tag`, one line per retrieved document), unless --output_prefix says
+otherwise. Questions with judged documents and no answers (`beir:<dir>`) get retrieval figures
+from the judgements (recall@k, nDCG@10, MRR@10); the reader and EM are skipped. Prints one line:
+EM and top-1/5/20/100 accuracy (or the judged figures) and the files. The index and
 corpus default to the ones fine-tuning used (recorded in <model_dir>/config.json). A bad
 --dataset, a missing model_dir, or a malformed question line with --strict, ends the run with a
 one-line `error: ...`, exit status 2 (realm_tf/launch/cli.py).
 """
-import json
-
 from absl import flags
 
 from realm_tf.launch import cli
@@ -42,7 +46,10 @@ HELP = {
     "batch_size": "Questions per model call.",
     "recall_ks": "k of retrieval recall@k.",
     "max_examples": "Evaluate only the first N questions.",
-    "output_prefix": "Path prefix of the .json/.jsonl outputs.",
+    "output_prefix": "Path prefix of the .json/.jsonl/.dpr.json/.trec outputs.",
+    "num_retrieved": "Blocks retrieved per question for top-k accuracy, recall@k and the run "
+                     "files (capped at the corpus size), whatever the reader reads.",
+    "run_tag": "The TREC run's tag (last column; default: the output prefix's file name).",
 }
 
 
@@ -77,10 +84,10 @@ def config_from_flags(flag_values=flags.FLAGS):
 
 
 def main(argv):
-  """Evaluates the model_dir on the flags' questions; writes and prints the metrics."""
+  """Evaluates the model_dir on the flags' questions; writes the files, prints one line."""
   del argv
   from realm_tf.stages import evaluate  # pylint: disable=g-import-not-at-top
-  print(json.dumps(evaluate.run(config_from_flags()), indent=2))
+  print(evaluate.summary_line(evaluate.run(config_from_flags())))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Open-QA evaluation: official EM / CuratedTREC regex match, retrieval recall@k, predictions JSONL.
+"""Open-QA evaluation: official EM / CuratedTREC regex match, retrieval figures, run files.
 
 Questions go through the model in batches — one `predict_spans` call per batch (retrieval by
 exact MIPS, reading of the top K blocks, best span) — and the host turns the best span into text
@@ -14,6 +14,14 @@ is normalised — each with a logged warning naming the example.
 `retriever="bm25"` swaps the dense retriever for BM25 over the same index blocks (`bm25.py`,
 rank_bm25's Okapi BM25): the same fine-tuned reader reads BM25's top K, and EM and recall@k are
 reported exactly as for dense retrieval, so one command scores any reader behind either.
+
+Retrieval goes `num_retrieved` blocks deep (100, DPR's depth) whatever the reader reads (its
+beam, 5): DPR's top-k accuracy (k = 1, 5, 20, 100) and recall@k are counted over those blocks,
+and the stage also writes them as DPR retriever results (`<prefix>.dpr.json`, the input of DPR's
+and FiD's readers) and as a TREC run (`<prefix>.trec`), document ids from the corpus
+(`evaluation.retrieval_outputs`, `evaluation.run_files`). Questions with judged documents and no
+answer strings (BEIR queries + qrels) are evaluated for retrieval only: recall@k, nDCG@10 and
+MRR@10 of the TREC run against the judgements, the reader and EM skipped.
 """
 import contextlib
 import dataclasses
@@ -21,13 +29,16 @@ import json
 import os
 import time
 import weakref
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from realm_tf.config_base import ConfigBase
+from realm_tf.evaluation import retrieval_outputs
+from realm_tf.evaluation import run_files
+from realm_tf.evaluation import topk_accuracy
 from realm_tf.io import atomic
 from realm_tf.io import paths
 from realm_tf.openqa import metrics
@@ -35,6 +46,7 @@ from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_te
 from realm_tf.text import RealmTokenizer
 
 DEFAULT_RECALL_KS = (1, 5, 10, 20)
+DEFAULT_NUM_RETRIEVED = 100
 RETRIEVERS = ("dense", "bm25")
 _INFERENCE_KEYS = ("query/input_word_ids", "query/input_mask", "query/input_type_ids",
                    "question_ids", "question_length")
@@ -86,19 +98,62 @@ class Predictor:
           lambda f, rows, logits: model.predict_spans(f, rows=rows, retrieval_scores=logits),
           input_signature=[spec, tf.TensorSpec([None, None], tf.int32),
                            tf.TensorSpec([None, None], tf.float32)])
+    if ("retrieve", r) not in cache:
+      cache[("retrieve", r)] = tf.function(
+          lambda f: model.retrieve(model.embed_questions(f, training=False), r),
+          input_signature=[spec])
     self._dense = cache[("dense", r)]
     self._given = cache["given"]
+    self._retrieve = cache[("retrieve", r)]
 
-  def predict(self, examples: Sequence[OpenQAExample]) -> List[Dict]:
-    """Answers one batch of examples with a single model call (empty questions skip the model)."""
+  def _live(self, examples, answer: str) -> Tuple[List[int], List[Optional[Dict]]]:
+    """Indices of the examples with a question, and the output list with the empty ones set."""
     out: List[Optional[Dict]] = [None] * len(examples)
     live = []
     for i, e in enumerate(examples):
       if not clean_text(e.question, "question", e.qid):  # nothing left to ask
-        logging.warning("Example %r has an empty question; predicting the empty answer.", e.qid)
-        out[i] = {"prediction": "", "probability": 0.0, "evidence": [], "answer_rank": None}
+        logging.warning("Example %r has an empty question; %s.", e.qid, answer)
+        out[i] = {"prediction": "", "probability": 0.0, "evidence": [], "answer_rank": None,
+                  "rows": np.zeros([0], np.int32)}
       else:
         live.append(i)
+    return live, out
+
+  def _evidence(self, rows, scores) -> List[Dict]:
+    """The evidence dicts of one question's ranked index rows."""
+    index = self.model.index
+    titles, bodies = index.texts(rows)
+    k_read = self.model.reader_beam_size
+    return [{"rank": int(rank), "block_id": int(index.block_ids[r]),
+             "title": titles[rank], "text": bodies[rank],
+             "retrieval_score": float(scores[rank]), "read": bool(rank < k_read)}
+            for rank, r in enumerate(rows)]
+
+  def retrieve(self, examples: Sequence[OpenQAExample]) -> List[Dict]:
+    """Retrieval alone (no reading), one call per batch: {"rows", "evidence"} per example."""
+    live, out = self._live(examples, "nothing is retrieved")
+    if not live:
+      return out
+    batch = [examples[i] for i in live]
+    feats = self.featurizer.featurize(batch)
+    if self.retrieve_fn is None:
+      scores, rows = self._retrieve({k: tf.constant(feats[k]) for k in _INFERENCE_KEYS})
+      scores, rows = scores.numpy(), rows.numpy()
+    else:
+      given = self.retrieve_fn(batch, feats)
+      rows = np.asarray(given["rows"], np.int32)
+      scores = np.asarray(given["scores"], np.float32)
+    self.num_calls += 1
+    for j, i in enumerate(live):
+      out[i] = {"rows": rows[j], "evidence": self._evidence(rows[j], scores[j])}
+    return out
+
+  def predict(self, examples: Sequence[OpenQAExample]) -> List[Dict]:
+    """Answers one batch of examples with a single model call (empty questions skip the model).
+
+    Each example's dict: prediction, probability, evidence (every retrieved block), answer_rank
+    (the evidence rank the answer came from) and rows (the retrieved index rows)."""
+    live, out = self._live(examples, "predicting the empty answer")
     if not live:
       return out
     batch = [examples[i] for i in live]
@@ -122,16 +177,10 @@ class Predictor:
     texts = span_text(self.tokenizer, index.texts(chosen)[1],
                       res["start_piece"], res["end_piece"]).numpy()
     prob = res["probability"].numpy()
-    k_read = self.model.reader_beam_size
     for j, i in enumerate(live):
-      titles, bodies = index.texts(rows[j])
-      evidence = [{"rank": int(rank), "block_id": int(index.block_ids[r]),
-                   "title": titles[rank], "text": bodies[rank],
-                   "retrieval_score": float(scores[j, rank]), "read": bool(rank < k_read)}
-                  for rank, r in enumerate(rows[j])]
       out[i] = {"prediction": texts[j].decode("utf-8", "replace"),
-                "probability": float(prob[j]), "evidence": evidence,
-                "answer_rank": int(block[j])}
+                "probability": float(prob[j]), "evidence": self._evidence(rows[j], scores[j]),
+                "answer_rank": int(block[j]), "rows": rows[j]}
     return out
 
 
@@ -139,73 +188,129 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
              recall_ks: Sequence[int] = DEFAULT_RECALL_KS, predictions_path: Optional[str] = None,
              retrieve_fn: Optional[Callable] = None,
              tokenizer: Optional[RealmTokenizer] = None, log_every: int = 50,
-             retriever: str = "dense") -> Dict:
-  """Scores `model` on `examples`; optionally writes the predictions JSONL (atomically).
+             retriever: str = "dense",
+             num_retrieved: int = DEFAULT_NUM_RETRIEVED, doc_ids=None,
+             dpr_results_path: Optional[str] = None, trec_run_path: Optional[str] = None,
+             run_tag: str = "realm_tf") -> Dict:
+  """Scores `model` on `examples`; optionally writes the predictions JSONL, the DPR retriever
+  results and the TREC run (each atomically, streamed).
 
-  Returns {"exact_match", "num_examples", "num_correct", "recall@k"..., "num_empty_questions",
-  "mean_probability", "examples_per_second", "retriever"}. EM is the official normalised exact
+  Returns {"exact_match", "num_examples", "num_correct", "recall@k"..., "topK_accuracy"...,
+  "num_empty_questions", "mean_probability", "examples_per_second", "retriever", "mode", ...}
+  and "qrels" when questions have judged documents. EM is the official normalised exact
   match, or the regex match for examples whose answers are regular expressions (CuratedTREC).
-  `retriever` is `dense` (the model's query tower) or `bm25` (BM25 over the same blocks, read
-  by the same reader); a `retrieve_fn` overrides both (reported as `custom`).
+  When no example has an answer string, the reader is not run ("mode": "retrieval_only"): no EM,
+  no predictions file. `retriever` is `dense` (the model's query tower) or `bm25` (BM25 over the
+  same blocks, read by the same reader); a `retrieve_fn` overrides both (reported as `custom`).
+  `num_retrieved` blocks per question (capped at the index size) are retrieved for the
+  figures and the run files, whatever the reader's beam; `doc_ids` (the corpus's
+  `data.doc_ids.DocIdTable`) names their documents in the run files and the qrels figures.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-  predictor = Predictor(model, tokenizer, max(recall_ks) if recall_ks else 0, retrieve_fn,
+  if num_retrieved < 1:
+    raise ValueError(f"num_retrieved must be >= 1, got {num_retrieved}.")
+  depth = min(num_retrieved, model.index.size)
+  predictor = Predictor(model, tokenizer, max([depth] + list(recall_ks)), retrieve_fn,
                         retriever)
   ks = tuple(k for k in recall_ks if k <= predictor.num_retrieved)
   if len(ks) < len(tuple(recall_ks)):
     logging.warning("recall@k for k > %d (the corpus size) is not reported.",
                     predictor.num_retrieved)
-  scorer = metrics.OpenQAScorer(ks)
+  # The predictions file lists the blocks recall@k and the reader looked at, not all `depth`.
+  num_evidence = max(ks + (model.reader_beam_size,))
+  read = any(e.answers for e in examples)
+  if not read:
+    logging.info("No question has an answer string: retrieval-only evaluation (the reader and "
+                 "EM are skipped; figures from the judged documents).")
+  scorer = metrics.OpenQAScorer(())
+  outputs = retrieval_outputs.RetrievalOutputs(
+      model.index, doc_ids, dpr_results_path, trec_run_path, run_tag, depth, ks,
+      tuple(k for k in topk_accuracy.DPR_KS if k <= num_retrieved))
   out = contextlib.nullcontext()
-  if predictions_path:
+  if predictions_path and read:
     tf.io.gfile.makedirs(os.path.dirname(paths.absolute(predictions_path)))
     # Written as results arrive; published only if the whole evaluation succeeds.
     out = atomic.atomic_open(predictions_path, "wb")
-  with out as writer:
+  with out as writer, outputs:
     start = time.time()
     empty = 0
     probs = []
     for s in range(0, len(examples), batch_size):
       batch = list(examples[s:s + batch_size])
-      preds = predictor.predict(batch)
+      preds = predictor.predict(batch) if read else predictor.retrieve(batch)
       answers = [e.answers for e in batch]
       regex = [e.is_regex for e in batch]
       blocks = [[ev["text"] for ev in p["evidence"]] for p in preds]
-      correct = scorer.update([p["prediction"] for p in preds], answers, regex, blocks)
       hits = metrics.retrieval_hits(blocks, answers, regex)
+      if read:
+        correct = scorer.update([p["prediction"] for p in preds], answers, regex)
       for j, (e, p) in enumerate(zip(batch, preds)):
         empty += not p["evidence"]
-        probs.append(p["probability"])
         for rank, ev in enumerate(p["evidence"]):
           ev["has_answer"] = bool(hits[j, rank])
+        outputs.add(e, p["rows"], p["evidence"], hits[j])
         if writer is not None:
+          probs.append(p["probability"])
           # backslashreplace: a lone surrogate in a gold answer becomes a JSON \uXXXX escape,
           # so the line stays valid UTF-8 JSON.
           writer.write(json.dumps({
               "qid": e.qid, "question": e.question, "answers": list(e.answers),
               "answers_are_regex": e.is_regex, "prediction": p["prediction"],
               "probability": p["probability"], "correct": bool(correct[j]),
-              "answer_block_rank": p["answer_rank"], "evidence": p["evidence"]},
+              "answer_block_rank": p["answer_rank"],
+              "evidence": p["evidence"][:num_evidence]},
               ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n")
       done = min(s + batch_size, len(examples))
       if log_every and (s // batch_size) % log_every == 0:
-        logging.info("Evaluated %d/%d: %s", done, len(examples), scorer.result())
+        logging.info("Evaluated %d/%d: %s", done, len(examples),
+                     {**scorer.result(), **outputs.result()} if read else outputs.result())
   elapsed = max(time.time() - start, 1e-9)
-  result = scorer.result()
-  # Empty questions were answered without retrieval: recall counts them as misses.
-  result.update({"num_empty_questions": empty,
-                 "mean_probability": float(np.mean(probs)) if probs else 0.0,
+  result = scorer.result() if read else {"num_examples": len(examples)}
+  # Empty questions were answered without retrieval: the figures count them as misses.
+  result.update(outputs.result())
+  result.update({"mode": "reader" if read else "retrieval_only", "num_retrieved": depth,
+                 "num_empty_questions": empty,
                  "examples_per_second": len(examples) / elapsed,
                  "model_calls": predictor.num_calls,
                  "retriever": "custom" if retrieve_fn is not None else retriever})
+  if read:
+    result["mean_probability"] = float(np.mean(probs)) if probs else 0.0
   return result
+
+
+def summary_line(result: Dict) -> str:
+  """The one line `python -m realm_tf.launch.evaluate` prints: EM and top-k accuracy (or, for
+  retrieval-only questions, the judged-document figures and a note that the reader was
+  skipped), and where the files went."""
+  name = f"{result.get('dataset', 'questions')} {result.get('split', '')}".strip()
+  head = f"{name}, {result.get('retriever', 'dense')} retriever, {result['num_examples']} questions:"
+  accuracy = [k for k in topk_accuracy.DPR_KS if topk_accuracy.accuracy_key(k) in result]
+  parts = []
+  if result.get("mode") == "retrieval_only":
+    parts.append("reader and EM skipped (no answer strings)")
+  else:
+    parts.append(f"EM {100 * result['exact_match']:.1f}")
+  if accuracy:
+    parts.append("top-" + "/".join(map(str, accuracy)) + " accuracy " + "/".join(
+        f"{100 * result[topk_accuracy.accuracy_key(k)]:.1f}" for k in accuracy))
+  qrels = result.get("qrels")
+  if qrels:
+    recalls = [key for key in qrels if key.startswith("recall@")]
+    parts.append(f"judged ({qrels['num_queries']} questions): nDCG@10 {qrels['ndcg@10']:.3f}, "
+                 f"MRR@10 {qrels['mrr@10']:.3f}" +
+                 (f", {recalls[-1]} {qrels[recalls[-1]]:.3f}" if recalls else ""))
+  files = [result[key] for key in ("metrics", "predictions", "dpr_results", "trec_run")
+           if result.get(key)]
+  return f"{head} {'; '.join(parts)}" + (f" -> {', '.join(files)}" if files else "")
 
 
 @dataclasses.dataclass
 class EvaluateConfig(ConfigBase):
   """The evaluation stage: which fine-tuned model, on which questions, behind which retriever,
-  and where the metrics (`<output_prefix>.json`) and predictions (`.jsonl`) go.
+  and where the metrics (`<output_prefix>.json`), predictions (`.jsonl`), DPR retriever results
+  (`.dpr.json`) and TREC run (`.trec`, tagged `run_tag`, default the prefix's file name) go.
+  `num_retrieved` blocks are retrieved per question for the figures and the run files.
 
   The index and corpus default to the ones fine-tuning used (recorded in its config.json); the
   output prefix to `<model_dir>/eval/<dataset>-<split>` (`-bm25` appended for BM25).
@@ -223,6 +328,8 @@ class EvaluateConfig(ConfigBase):
   recall_ks: List[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_RECALL_KS))
   max_examples: Optional[int] = None
   output_prefix: Optional[str] = None
+  num_retrieved: int = DEFAULT_NUM_RETRIEVED
+  run_tag: Optional[str] = None
 
   def __post_init__(self):
     if self.retriever not in RETRIEVERS:
@@ -232,7 +339,9 @@ class EvaluateConfig(ConfigBase):
 def run(config: EvaluateConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
   """The evaluation stage: loads the fine-tuned model (its variables under `strategy`'s scope,
   the current strategy by default) and the questions, scores them (`evaluate`), publishes the
-  metrics JSON and the predictions JSONL; returns the metrics."""
+  metrics JSON, the predictions JSONL, the DPR retriever results and the TREC run; returns the
+  metrics (`summary_line` makes the CLI's line of them)."""
+  from realm_tf.data.doc_ids import DocIdTable  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   t0 = time.time()
@@ -245,12 +354,22 @@ def run(config: EvaluateConfig, strategy: Optional[tf.distribute.Strategy] = Non
   suffix = "-bm25" if config.retriever == "bm25" else ""
   prefix = config.output_prefix or os.path.join(
       config.model_dir, "eval", f"{datasets.dataset_tag(config.dataset)}-{config.split}{suffix}")
+  with tf.io.gfile.GFile(os.path.join(config.model_dir, finetune.CONFIG_FILE)) as f:
+    corpus_dir = config.corpus_dir or json.load(f).get("corpus_dir")
+  doc_ids = DocIdTable.open(corpus_dir, model.index.lookup)
+  tag = run_files.run_tag(prefix, config.run_tag)
   result = evaluate(model, examples, config.batch_size, config.recall_ks,
-                    predictions_path=prefix + ".jsonl", retriever=config.retriever)
+                    predictions_path=prefix + ".jsonl", retriever=config.retriever,
+                    num_retrieved=config.num_retrieved,
+                    doc_ids=doc_ids, dpr_results_path=prefix + ".dpr.json",
+                    trec_run_path=prefix + ".trec", run_tag=tag)
   result.update({"dataset": config.dataset, "split": config.split,
                  "model_dir": config.model_dir, "index_bundle": bundle.path,
-                 "predictions": prefix + ".jsonl", "wall_seconds": round(time.time() - t0, 1)})
+                 "metrics": prefix + ".json",
+                 "predictions": prefix + ".jsonl" if result["mode"] == "reader" else None,
+                 "dpr_results": prefix + ".dpr.json", "trec_run": prefix + ".trec",
+                 "run_tag": tag, "wall_seconds": round(time.time() - t0, 1)})
   atomic.write_json(prefix + ".json", result)
-  logging.info("Evaluation written to %s.json (%d examples, %.0f s).", prefix,
-               result.get("num_examples", 0), result["wall_seconds"])
+  logging.info("Evaluation written to %s.json (%d examples, %.0f s): %s", prefix,
+               result.get("num_examples", 0), result["wall_seconds"], summary_line(result))
   return result

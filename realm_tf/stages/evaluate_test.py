@@ -6,6 +6,9 @@ import re
 import numpy as np
 import pytest
 
+from realm_tf.data.doc_ids import DocIdTable
+from realm_tf.evaluation import run_files
+from realm_tf.evaluation import topk_accuracy
 from realm_tf.stages import evaluate as E
 from realm_tf.openqa import features as F
 from realm_tf.openqa import metrics
@@ -14,9 +17,18 @@ from realm_tf.text import RealmTokenizer
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-  return T.micro_model(str(tmp_path_factory.mktemp("corpus")), RealmTokenizer(), seed=1,
-                       reader_beam_size=5)
+def corpus_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def model(corpus_dir):
+  return T.micro_model(corpus_dir, RealmTokenizer(), seed=1, reader_beam_size=5)
+
+
+@pytest.fixture(scope="module")
+def doc_ids(model, corpus_dir):
+  return DocIdTable.open(corpus_dir, model.index.lookup)
 
 
 def test_batch_of_eight_in_one_call(model):
@@ -140,3 +152,83 @@ def test_bm25_retrieves_the_block_a_question_was_copied_from(model, tmp_path):
                                                            "president", "2024"]
   with pytest.raises(ValueError, match="retriever must be one of"):
     E.Predictor(model, retriever="tfidf")
+
+
+@pytest.mark.parametrize("retriever", ["dense", "bm25"])
+def test_run_files_go_to_depth_past_the_readers_beam(model, doc_ids, tmp_path, retriever):
+  """DPR retriever results and a TREC run of every retrieved block (12: the whole corpus, past
+  the reader's 5), and DPR top-k accuracy recomputed from the written file."""
+  examples = T.examples(6)
+  examples[1] = F.OpenQAExample("q1", "", ("Mount Everest",))      # empty question
+  prefix = str(tmp_path / f"eval-{retriever}")
+  result = E.evaluate(model, examples, batch_size=4, recall_ks=(1, 5),
+                      predictions_path=prefix + ".jsonl", retriever=retriever, doc_ids=doc_ids,
+                      dpr_results_path=prefix + ".dpr.json", trec_run_path=prefix + ".trec",
+                      run_tag="micro run")
+  size = model.index.size
+  assert result["mode"] == "reader" and result["num_retrieved"] == size == 12
+  assert result["model_calls"] == 2
+  dpr = run_files.read_dpr_results(prefix + ".dpr.json")
+  lines = [json.loads(x) for x in open(prefix + ".jsonl", encoding="utf-8")]
+  assert [x["question"] for x in dpr] == [e.question for e in examples]
+  assert dpr[1]["ctxs"] == [] and lines[1]["evidence"] == []
+  for entry, line, e in zip(dpr, lines, examples):
+    if not e.question:
+      continue
+    ctxs = entry["ctxs"]
+    assert len(ctxs) == size and len(line["evidence"]) == 5     # the file goes deeper
+    assert entry["answers"] == list(e.answers)
+    # Each block's document (one block a fact: the id is the doc id), best first.
+    assert sorted(c["id"] for c in ctxs) == sorted(f"fact{i}" for i in range(size))
+    scores = [c["score"] for c in ctxs]
+    assert scores == sorted(scores, reverse=True)
+    for c, ev in zip(ctxs, line["evidence"]):
+      assert (c["text"], c["title"], c["has_answer"]) == (ev["text"], ev["title"],
+                                                          ev["has_answer"])
+      assert c["score"] == pytest.approx(ev["retrieval_score"])
+    for c in ctxs:
+      assert c["has_answer"] == metrics.has_answer(c["text"], e.answers, False)
+  # Top-k accuracy: in the result, and the same from the written file by an independent pass.
+  from_file = topk_accuracy.from_dpr_results(prefix + ".dpr.json")
+  for k in topk_accuracy.DPR_KS:
+    assert result[f"top{k}_accuracy"] == from_file[f"top{k}_accuracy"]
+  assert result["top100_accuracy"] == result["top20_accuracy"] == 5 / 6  # every block but q1
+  assert result["recall@5"] == result["top5_accuracy"]
+  run = run_files.read_trec_run(prefix + ".trec")
+  assert sorted(run) == sorted(e.qid for e in examples if e.question)
+  for e, entry in zip(examples, dpr):
+    if e.question:
+      assert run[e.qid] == {c["id"]: pytest.approx(c["score"]) for c in entry["ctxs"]}
+  first = open(prefix + ".trec", encoding="utf-8").readline().split()
+  assert first[1:4:2] == ["Q0", "1"] and first[5] == "micro%20run"
+  line = E.summary_line(dict(result, dataset="jsonl:q.jsonl", split="test"))
+  assert line.startswith(f"jsonl:q.jsonl test, {retriever} retriever, 6 questions: EM ")
+  assert "top-1/5/20/100 accuracy" in line
+
+
+def test_retrieval_only_questions_from_qrels(model, doc_ids, tmp_path):
+  """Questions with judged documents and no answers: no reader, figures of the TREC run against
+  the judgements as trec_eval computes them."""
+  import pytrec_eval  # pylint: disable=g-import-not-at-top
+  examples = [F.OpenQAExample(f"b{i}", q, (), relevant_doc_ids=(f"fact{i}", f"fact{i + 1}"),
+                              relevance=(2, 1))
+              for i, (_, _, q, _) in enumerate(T.FACTS[:5])]
+  prefix = str(tmp_path / "beir")
+  result = E.evaluate(model, examples, batch_size=8, predictions_path=prefix + ".jsonl",
+                      doc_ids=doc_ids, trec_run_path=prefix + ".trec", num_retrieved=10)
+  assert result["mode"] == "retrieval_only" and "exact_match" not in result
+  assert "top1_accuracy" not in result and "recall@1" not in result  # no answer strings
+  assert result["model_calls"] == 1 and result["num_retrieved"] == 10
+  assert not (tmp_path / "beir.jsonl").exists()                  # nothing was read
+  qrels = {e.qid: dict(zip(e.relevant_doc_ids, e.relevance)) for e in examples}
+  run = run_files.read_trec_run(prefix + ".trec")
+  assert all(len(docs) == 10 for docs in run.values())
+  got = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.5"}).evaluate(run)
+  figures = result["qrels"]
+  assert figures["num_queries"] == 5 and "recall@20" not in figures  # k <= num_retrieved
+  assert figures["ndcg@10"] == pytest.approx(np.mean([v["ndcg_cut_10"] for v in got.values()]))
+  assert figures["recall@5"] == pytest.approx(np.mean([v["recall_5"] for v in got.values()]))
+  line = E.summary_line(dict(result, dataset="beir:x", split="test"))
+  assert "reader and EM skipped (no answer strings)" in line and "nDCG@10" in line
+  with pytest.raises(ValueError, match="doc ids"):
+    E.evaluate(model, examples[:1])                                # judged docs need doc ids
