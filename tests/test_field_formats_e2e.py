@@ -1,0 +1,137 @@
+"""DPR's files as a user has them, with no conversion script, end to end at toy size:
+
+    python -m realm_tf.launch.pretrain --inputs=psgs_w100.tsv --work_dir=runs/dpr \
+        --eval_questions=dpr_qa:nq-test.qa.csv
+    python -m realm_tf.launch.finetune --work_dir=runs/dpr --dataset=dpr_qa:nq-test.qa.csv
+    python -m realm_tf.launch.evaluate --work_dir=runs/dpr --dataset=dpr_qa:nq-test.qa.csv
+
+The passages file has psgs_w100.tsv's layout (header row `id\ttext\ttitle`, every text cell in
+quotes with `""` for a quote inside), detected by its content; the questions are a DPR `*.qa.csv`
+(`question \t ['answer', ...]`, one answers cell quoted as a csv writer quotes it). Each program's
+command line is parsed into its config and run. The corpus must hold every passage's id, title and
+text exactly; question recall, fine-tuning and evaluation run on the qa.csv's questions.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+from absl import flags
+
+from realm_tf.data import corpus as corpus_lib
+from realm_tf.launch import evaluate as evaluate_cli
+from realm_tf.launch import finetune as finetune_cli
+from realm_tf.launch import pretrain
+from realm_tf.stages import evaluate as evaluate_stage
+from realm_tf.stages import finetune as finetune_stage
+from realm_tf.stages import pretrain_job
+
+# (id, title, text): 24 passages; DPR's text cells are quoted, and quotes inside are doubled.
+PLACES = [("Warsaw", "Vistula", "Poland"), ("Paris", "Seine", "France"),
+          ("Vienna", "Danube", "Austria"), ("Cairo", "Nile", "Egypt"),
+          ("Lisbon", "Tagus", "Portugal"), ("Prague", "Vltava", "Czechia"),
+          ("Budapest", "Danube", "Hungary"), ("Rome", "Tiber", "Italy"),
+          ("London", "Thames", "England"), ("Dublin", "Liffey", "Ireland"),
+          ("Berlin", "Spree", "Germany"), ("Madrid", "Manzanares", "Spain")]
+PASSAGES = []
+for i, (city, river, country) in enumerate(PLACES):
+  PASSAGES.append((str(2 * i + 1), city, f"{city} is the capital of {country}. The {river} "
+                   f"flows through {city}, known as \"the city on the {river}\"."))
+  PASSAGES.append((str(2 * i + 2), f"{river} (river)", f"The {river} is a river of {country}. "
+                   f"Its banks hold {city} and {10 + i} bridges."))
+PASSAGES[4] = ("5", 'Vienna "City of Music"', PASSAGES[4][2])  # a quote in a title cell
+# DPR's *.qa.csv: question, then a Python list literal; a cell holding quotes is quoted.
+QUESTIONS = [("what is the capital of poland", ["Warsaw"]),
+             ("which river flows through paris", ["Seine", "the Seine"]),
+             ("what is the capital of egypt", ["Cairo"]),
+             ("which river flows through rome", ["Tiber"]),
+             ('which city is called "the city on the thames"', ['"London"', "London"]),
+             ("what is the capital of ireland", ["Dublin"])]
+# The main job's smallest settings: tiny towers from random weights, one ICT step (which exports
+# the first index), no reader warm-up, two REALM steps.
+PRETRAIN_TOY = ["--retriever_preset=tiny", "--retriever_init=", "--ict_steps=1",
+                "--ict_batch_size=2", "--reader_preset=tiny", "--reader_init=",
+                "--reader_warmup_steps=0",
+                "--batch_size=2", "--num_train_steps=2", "--refresh_every_steps=2",
+                "--checkpoint_every=2", "--num_candidates=2", "--min_recall=0",
+                "--heldout_fraction=0.2", "--heldout_queries=4"]
+FINETUNE_TOY = ["--reader_init=", "--reader_preset=tiny", "--num_train_steps=2",
+                "--batch_size=4", "--checkpoint_every=2", "--reader_seq_length=64",
+                "--reader_query_length=16", "--span_hidden_size=16"]
+
+
+def _parsed(program, *argv):
+  """The parsed flags of `python -m realm_tf.launch.<program> <argv>`."""
+  fv = flags.FlagValues()
+  program.define_flags(fv)
+  fv([program.__name__, *argv])
+  return fv
+
+
+def _tsv_cell(text: str) -> str:
+  """A text cell as psgs_w100.tsv writes it: in quotes, with a quote inside doubled."""
+  return '"' + text.replace('"', '""') + '"'
+
+
+@pytest.fixture(scope="module")
+def dpr(tmp_path_factory):
+  """runs/dpr after the main job on psgs_w100.tsv with the qa.csv's question recall."""
+  root = tmp_path_factory.mktemp("field_formats")
+  passages, questions = root / "psgs_w100.tsv", root / "nq-test.qa.csv"
+  passages.write_text("id\ttext\ttitle\n" + "".join(
+      f"{i}\t{_tsv_cell(text)}\t{title}\n" for i, title, text in PASSAGES), encoding="utf-8")
+  lines = []
+  for question, answers in QUESTIONS:
+    cell = repr(answers)
+    cell = _tsv_cell(cell) if '"' in cell else cell
+    lines.append(f"{question}\t{cell}\n")
+  questions.write_text("".join(lines), encoding="utf-8")
+  work = root / "dpr"
+  spec = f"dpr_qa:{questions}"
+  summary = pretrain_job.run(pretrain.config_from_flags(_parsed(
+      pretrain, f"--inputs={passages}", f"--work_dir={work}", f"--eval_questions={spec}",
+      *PRETRAIN_TOY)))
+  return {"work": work, "passages": passages, "spec": spec, "summary": summary}
+
+
+def test_dpr_passages_and_questions_pretrain_finetune_and_evaluate(dpr):
+  work, spec, summary = dpr["work"], dpr["spec"], dpr["summary"]
+  # Pre-training: the corpus holds each passage as DPR reads it, one block each.
+  manifest = corpus_lib.load_manifest(str(work / "corpus"))
+  assert manifest["format"] == "auto" and manifest["num_documents"] == len(PASSAGES) > 20
+  assert not sum(manifest["bad_records"].values())
+  blocks = sorted(((b["doc_id"].decode(), b["title"].decode(), b["body"].decode())
+                   for b in corpus_lib.read_blocks(str(work / "corpus")).as_numpy_iterator()),
+                  key=lambda b: int(b[0]))
+  assert blocks == PASSAGES
+  assert np.isfinite(summary["train"]["loss"])
+  assert summary["heldout_questions"] == spec
+  assert summary["question_recall_change"]["questions"] == len(QUESTIONS)
+  # Every question's answer is in a passage, so over 24 blocks recall@20 is found for BM25.
+  assert summary["heldout_end"]["bm25_question_recall@20"] == 1.0
+
+  # Fine-tuning on the qa.csv, every path from the work dir.
+  job = finetune_cli.job_from_flags(_parsed(finetune_cli, f"--work_dir={work}",
+                                            f"--dataset={spec}", *FINETUNE_TOY))
+  result = finetune_stage.run(job)
+  assert result["num_examples"] == len(QUESTIONS)
+  assert os.path.exists(work / "finetune" / "TRAINING_DONE")
+
+  # Evaluation on the same questions: each qa.csv line, its answers as the file gives them.
+  metrics = evaluate_stage.run(evaluate_cli.config_from_flags(
+      _parsed(evaluate_cli, f"--work_dir={work}", f"--dataset={spec}", "--recall_ks=1,5")))
+  assert metrics["num_examples"] == len(QUESTIONS)
+  with open(work / "finetune" / "eval" / "dpr_qa_nq-test-test.jsonl", encoding="utf-8") as f:
+    predictions = [json.loads(line) for line in f]
+  assert [p["question"] for p in predictions] == [q for q, _ in QUESTIONS]
+  assert [p["answers"] for p in predictions] == [a for _, a in QUESTIONS]
+  assert 0.0 <= metrics["exact_match"] <= 1.0 and metrics["recall@5"] >= metrics["recall@1"]
+
+
+def test_finetune_refuses_beir_questions_which_have_no_answers(tmp_path):
+  (tmp_path / "qrels").mkdir()
+  (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "What is a prion?"}\n')
+  (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+  with pytest.raises(flags.IllegalFlagValueError, match="BEIR questions have no answer strings"):
+    _parsed(finetune_cli, f"--dataset=beir:{tmp_path}")
+  _parsed(evaluate_cli, f"--dataset=beir:{tmp_path}")  # evaluation takes them (retrieval only)
