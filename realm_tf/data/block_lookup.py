@@ -31,6 +31,7 @@ import mmap
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -78,11 +79,18 @@ def build_lookup(corpus_dir: str, lookup_dir: Optional[str] = None) -> str:
   """Writes the lookup of `corpus_dir` (see module docstring) and publishes it by renaming its
   directory into place; returns the directory.
 
+  A lookup of the same corpus already there (another process's, which may be in use) is kept:
+  nothing is built, or, when one appears while this one is built, this one is dropped. Only a
+  stale lookup (another corpus, another format) is replaced.
+
   Streams the corpus shards in batches: memory while building is ~40 bytes per block (ids and
   offsets) plus one batch, never a Python object per block or wordpiece.
   """
   manifest = corpus.load_manifest(corpus_dir)
   lookup_dir = lookup_dir or lookup_dir_for(corpus_dir)
+  if _is_fresh(lookup_dir, manifest["fingerprint"]):
+    logging.info("Block lookup %s is up to date with %s; kept.", lookup_dir, corpus_dir)
+    return lookup_dir
   parent = os.path.dirname(os.path.abspath(lookup_dir))
   os.makedirs(parent, exist_ok=True)
   tmp = os.path.join(parent, f".{os.path.basename(lookup_dir)}-tmp-{uuid.uuid4().hex[:8]}")
@@ -153,7 +161,7 @@ def build_lookup(corpus_dir: str, lookup_dir: Optional[str] = None) -> str:
             "created": time.time()}
     with open(os.path.join(tmp, META), "w") as f:
       json.dump(meta, f, indent=2, sort_keys=True)
-    _publish_dir(tmp, lookup_dir)
+    _publish_dir(tmp, lookup_dir, manifest["fingerprint"])
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
@@ -176,20 +184,42 @@ def _convert_tokens(src: str, dst: str, dtype) -> None:
   os.remove(src)
 
 
-def _publish_dir(tmp: str, target: str) -> None:
-  """Renames `tmp` to `target`, replacing a stale `target` (another builder may win the race)."""
-  if os.path.exists(target):
-    trash = f"{target}.old-{uuid.uuid4().hex[:8]}"
+def _is_fresh(lookup_dir: str, fingerprint: str) -> bool:
+  """Whether `lookup_dir` holds a lookup of the corpus with `fingerprint` in this format."""
+  try:
+    with open(os.path.join(lookup_dir, META)) as f:
+      meta = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return (isinstance(meta, dict) and meta.get("corpus_fingerprint") == fingerprint
+          and meta.get("format_version") == FORMAT_VERSION)
+
+
+def _publish_dir(tmp: str, target: str, fingerprint: str) -> None:
+  """Renames `tmp` to `target` unless a fresh lookup (of `fingerprint`) is there: that one, which
+  another process may have just built and be opening, is kept and `tmp` left to the caller to
+  remove. A stale `target` is moved aside and deleted (processes that mapped it keep their pages)
+  and `tmp` renamed in its place; if another builder publishes meanwhile, its lookup is kept."""
+  for _ in range(5):
+    try:
+      os.rename(tmp, target)  # refused while `target` is a directory with files in it
+      return
+    except OSError:
+      if not os.path.exists(target):
+        raise
+    if _is_fresh(target, fingerprint):
+      logging.info("Block lookup %s was published by another process meanwhile; kept.", target)
+      return
+    parent, name = os.path.split(os.path.abspath(target))
+    trash = os.path.join(parent, f".{name}-old-{uuid.uuid4().hex[:8]}")
     try:
       os.rename(target, trash)
-      shutil.rmtree(trash, ignore_errors=True)
-    except OSError:
-      pass
-  try:
-    os.rename(tmp, target)
-  except OSError:
-    if not os.path.exists(os.path.join(target, META)):
-      raise
+    except FileNotFoundError:
+      continue  # another builder moved it aside first
+    logging.info("Replacing the stale block lookup %s.", target)
+    shutil.rmtree(trash, ignore_errors=True)
+  raise corpus.CorpusError(f"Could not publish the block lookup {target}: other processes kept "
+                           "replacing it.")
 
 
 class BlockLookup:
@@ -224,19 +254,18 @@ class BlockLookup:
                     "text_offsets": (np.int64, 2 * n + 1)}
     self._np = {}
     self._text_fd = self._text_offsets_fd = None
+    # Files are opened and mapped on first use, from whichever thread gets there first (tf.data
+    # runs the lookup's ops on several): one lock, so each is opened once.
+    self._open_lock = threading.Lock()
 
   @classmethod
   def open(cls, corpus_dir: str, cache_dir: Optional[str] = None) -> "BlockLookup":
     """The lookup of `corpus_dir`, built first if missing or stale (another corpus fingerprint)."""
     manifest = corpus.load_manifest(corpus_dir)
     lookup_dir = lookup_dir_for(corpus_dir, cache_dir)
-    meta_path = os.path.join(lookup_dir, META)
-    if os.path.exists(meta_path):
-      with open(meta_path) as f:
-        meta = json.load(f)
-      if meta.get("corpus_fingerprint") == manifest["fingerprint"] and \
-          meta.get("format_version") == FORMAT_VERSION:
-        return cls(lookup_dir)
+    if _is_fresh(lookup_dir, manifest["fingerprint"]):
+      return cls(lookup_dir)
+    if os.path.exists(os.path.join(lookup_dir, META)):
       logging.info("Block lookup %s is stale (built from another corpus); rebuilding.",
                    lookup_dir)
     build_lookup(corpus_dir, lookup_dir)
@@ -320,10 +349,26 @@ class BlockLookup:
   # ---- host side ------------------------------------------------------------------------------
 
   def _array(self, name: str) -> np.ndarray:
-    if name not in self._np:
-      dtype, n = self._shapes[name]
-      self._np[name] = np.memmap(self._path(name), dtype=dtype, mode="r", shape=(n,))
-    return self._np[name]
+    array = self._np.get(name)
+    if array is None:
+      with self._open_lock:
+        array = self._np.get(name)
+        if array is None:
+          dtype, n = self._shapes[name]
+          array = self._np[name] = np.memmap(self._path(name), dtype=dtype, mode="r", shape=(n,))
+    return array
+
+  def _fd(self, attr: str, path: str) -> int:
+    """The read-only descriptor of `path` kept in `attr`, opened on first use (once, whatever the
+    threads)."""
+    fd = getattr(self, attr)
+    if fd is None:
+      with self._open_lock:
+        fd = getattr(self, attr)
+        if fd is None:
+          fd = os.open(path, os.O_RDONLY)
+          setattr(self, attr, fd)
+    return fd
 
   @property
   def block_ids(self) -> np.ndarray:
@@ -402,38 +447,41 @@ class BlockLookup:
     return dense, lengths.astype(np.int32)
 
   def text_bytes(self, rows: Sequence[int]) -> Tuple[List[bytes], List[bytes]]:
-    """(titles, bodies) of `rows` as UTF-8 bytes. The text is read with `pread`, not mapped, so
-    a whole-corpus pass leaves none of it resident in the process; a run of consecutive rows is
-    one read."""
+    """(titles, bodies) of `rows` as UTF-8 bytes; a row < 0 (an unknown block id's) gives empty
+    ones. The text is read with `pread`, not mapped, so a whole-corpus pass leaves none of it
+    resident in the process; a run of consecutive rows is one read, any other row one read each.
+    Raises IndexError for a row past the last."""
     rows = np.asarray(rows, np.int64).ravel()
     if rows.size == 0:
       return [], []
-    if self._text_fd is None:
-      self._text_fd = os.open(os.path.join(self.path, "text.bin"), os.O_RDONLY)
-    if np.array_equal(rows, rows[0] + np.arange(rows.size)):
+    if int(rows.max()) >= self.size:
+      raise IndexError(f"Block lookup {self.path}: row {int(rows.max())} is past its last row "
+                       f"({self.size - 1}).")
+    text_fd = self._fd("_text_fd", os.path.join(self.path, "text.bin"))
+    if rows[0] >= 0 and np.array_equal(rows, rows[0] + np.arange(rows.size)):
       offsets = self._read_offsets(2 * int(rows[0]), 2 * rows.size + 1)
       lo = int(offsets[0])
-      data = os.pread(self._text_fd, int(offsets[-1]) - lo, lo)
+      data = os.pread(text_fd, int(offsets[-1]) - lo, lo)
       cuts = (offsets - lo).tolist()
-    else:
-      offsets = self._array("text_offsets")
-      data, cuts = b"", [0]
-      for r in rows.tolist():
-        lo, mid, hi = (int(x) for x in offsets[2 * r:2 * r + 3])
-        data += os.pread(self._text_fd, hi - lo, lo)
-        cuts += [cuts[-1] + mid - lo, cuts[-1] + hi - lo]
-    pieces = [data[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
-    return pieces[0::2], pieces[1::2]
+      pieces = [data[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+      return pieces[0::2], pieces[1::2]
+    offsets = self._array("text_offsets")
+    titles, bodies = [], []
+    for r in rows.tolist():
+      if r < 0:
+        titles.append(b"")
+        bodies.append(b"")
+        continue
+      lo, mid, hi = (int(x) for x in offsets[2 * r:2 * r + 3])
+      data = os.pread(text_fd, hi - lo, lo)
+      titles.append(data[:mid - lo])
+      bodies.append(data[mid - lo:])
+    return titles, bodies
 
   def _read_offsets(self, start: int, count: int) -> np.ndarray:
     """text_offsets[start:start + count], read (not mapped)."""
-    raw = os.pread(self._offsets_fd(), 8 * count, 8 * start)
+    raw = os.pread(self._fd("_text_offsets_fd", self._path("text_offsets")), 8 * count, 8 * start)
     return np.frombuffer(raw, np.int64)
-
-  def _offsets_fd(self) -> int:
-    if self._text_offsets_fd is None:
-      self._text_offsets_fd = os.open(self._path("text_offsets"), os.O_RDONLY)
-    return self._text_offsets_fd
 
   def __del__(self):
     for fd in (getattr(self, "_text_fd", None), getattr(self, "_text_offsets_fd", None)):
