@@ -108,7 +108,9 @@ def measure(num_rows: int, config: ImportBenchConfig) -> Dict:
          f"--blocks={root}/blocks.tfr", f"--titles={root}/titles.tfr",
          f"--embedder={root}/embedder", f"--work_dir={work}", f"--searcher={config.searcher}"]
   _log(f"{num_rows} rows: importing")
+  load_before = os.getloadavg()
   p = run_process(cmd)
+  load_after = os.getloadavg()
   if p["rc"] != 0:
     raise RuntimeError(f"import of {num_rows} rows failed (exit {p['rc']}):\n{p['stderr_tail']}")
   figures = json.loads(p["stdout"].strip().splitlines()[-1])
@@ -123,6 +125,8 @@ def measure(num_rows: int, config: ImportBenchConfig) -> Dict:
                "index": dir_bytes(os.path.join(work, "index")),
                "release_dir": dir_bytes(os.path.join(work, "release"))},
       "release_bytes": sizes, "write_release_seconds": write_seconds,
+      # Host load (1, 5, 15 min) when the import started and ended: a loaded host slows it.
+      "load_average": {"before": list(load_before), "after": list(load_after)},
   }
   out["disk"]["total"] = sum(out["disk"].values())
   out["peak_over_goal_base"] = out["peak_rss"] / (out["embeddings_bytes"] +
@@ -133,6 +137,63 @@ def measure(num_rows: int, config: ImportBenchConfig) -> Dict:
   return out
 
 
+def standard_errors(points: List, fit: Dict, at: float) -> Dict:
+  """Standard errors of the a + b*N least-squares `fit` over (N, y) `points` and of its value at
+  N = `at` (ordinary least squares, residual variance over n - 2 degrees of freedom); None
+  without at least 3 distinct sizes (two points fit any line exactly)."""
+  n = np.asarray([p[0] for p in points], np.float64)
+  y = np.asarray([p[1] for p in points], np.float64)
+  if len(np.unique(n)) < 3:
+    return {"a": None, "b": None, "at": None}
+  s2 = float(np.sum((y - (fit["a"] + fit["b"] * n)) ** 2)) / (len(n) - 2)
+  sxx = float(np.sum((n - n.mean()) ** 2))
+  return {"a": float(np.sqrt(s2 * (1 / len(n) + n.mean() ** 2 / sxx))),
+          "b": float(np.sqrt(s2 / sxx)),
+          "at": float(np.sqrt(s2 * (1 / len(n) + (at - n.mean()) ** 2 / sxx)))}
+
+
+def memory_goal(per_size: Dict[int, Dict], fits: Dict[str, Dict]) -> Dict:
+  """The goal, judged on the largest measured size AND on the extrapolation to 13,353,718 rows
+  (both must meet it); the ratio at every size, the fits' slopes and the fixed cost beside."""
+  rows = scale_fit.PAPER_BLOCKS
+  largest = max(per_size)
+  base = lambda r: r["embeddings_bytes"] + r["lookup_mapped_bytes"]  # pylint: disable=unnecessary-lambda-assignment
+  ratios = {str(n): r["peak_rss"] / base(r) for n, r in sorted(per_size.items())}
+  at_largest = ratios[str(largest)]
+  peak_points = [(float(n), float(r["peak_rss"])) for n, r in sorted(per_size.items())]
+  se = standard_errors(peak_points, fits["peak_rss"], rows)
+  base_at = fits["embeddings_bytes"]["at_paper_scale"] + fits["lookup_mapped_bytes"]["at_paper_scale"]
+  ratio_at = fits["peak_rss"]["at_paper_scale"] / base_at
+  slope = fits["peak_rss"]["b"] / (fits["embeddings_bytes"]["b"] + fits["lookup_mapped_bytes"]["b"])
+  met_largest, met_at = at_largest <= GOAL_RATIO, ratio_at <= GOAL_RATIO
+  goal = {
+      "statement": (f"peak RSS of the import process (resident file pages included) <= "
+                    f"{GOAL_RATIO} x (block_emb's bytes + the block lookup's mapped bytes at rest)"),
+      "limit": GOAL_RATIO,
+      "judged_on": [f"the largest measured size ({largest} rows)",
+                    f"the a + b*N extrapolation to {rows} rows"],
+      "ratio_by_size": ratios,
+      "largest_size": {"rows": largest, "ratio": at_largest, "met": met_largest},
+      "extrapolated": {"rows": rows, "peak_rss_gb": fits["peak_rss"]["at_paper_scale"] / 1e9,
+                       "peak_rss_se_gb": None if se["at"] is None else se["at"] / 1e9,
+                       "base_gb": base_at / 1e9, "ratio": ratio_at,
+                       "ratio_se": None if se["at"] is None else se["at"] / base_at,
+                       "met": met_at},
+      "peak_fit": {"fixed_bytes": fits["peak_rss"]["a"], "fixed_bytes_se": se["a"],
+                   "bytes_per_row": fits["peak_rss"]["b"], "bytes_per_row_se": se["b"],
+                   "slope_over_base_slope": slope},
+      "met": bool(met_largest and met_at),
+  }
+  if not met_largest and slope <= GOAL_RATIO:
+    goal["note"] = (
+        f"Missed at {largest} rows ({at_largest:.2f}x) because of the fixed cost (a = "
+        f"{fits['peak_rss']['a'] / 1e9:.2f} GB: TensorFlow and ScaNN loaded, the query tower), "
+        f"which the {base(per_size[largest]) / 1e9:.2f} GB base at that size cannot absorb; the "
+        f"per-row slope is {slope:.2f}x the base's, within {GOAL_RATIO}x, and the extrapolation to "
+        f"{rows} rows is {ratio_at:.2f}x. The goal is judged on both, so it is not met as stated.")
+  return goal
+
+
 def summarize(per_size: Dict[int, Dict]) -> Dict:
   """The a + b*N fits, their values at 13.35M rows, and the memory goal."""
   fits = scale_fit.fit_figures({n: {
@@ -140,7 +201,6 @@ def summarize(per_size: Dict[int, Dict]) -> Dict:
       "embeddings_bytes": r["embeddings_bytes"], "lookup_mapped_bytes": r["lookup_mapped_bytes"]}
       for n, r in per_size.items()})
   at = {name: fit["at_paper_scale"] for name, fit in fits.items()}
-  base = at["embeddings_bytes"] + at["lookup_mapped_bytes"]
   return {
       "fits": fits,
       "at_release_scale": {"rows": scale_fit.PAPER_BLOCKS, "hours": at["seconds"] / 3600,
@@ -149,8 +209,7 @@ def summarize(per_size: Dict[int, Dict]) -> Dict:
                            "lookup_mapped_gb": at["lookup_mapped_bytes"] / 1e9},
       "per_row": {"seconds": fits["seconds"]["b"], "peak_rss_bytes": fits["peak_rss"]["b"],
                   "disk_bytes": fits["disk"]["b"]},
-      "goal": {"peak_rss_over_embeddings_plus_lookup": at["peak_rss"] / base,
-               "limit": GOAL_RATIO, "met": bool(at["peak_rss"] <= GOAL_RATIO * base)},
+      "goal": memory_goal(per_size, fits),
   }
 
 

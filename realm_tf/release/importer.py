@@ -257,16 +257,24 @@ def scann_config(config: ImportConfig, num_rows: int):
       dimensions_per_block=config.scann_dimensions_per_block,
       anisotropic_quantization_threshold=float("nan"),
       # ScaNN re-scores max(this, k) candidates exactly: 1 means exactly the k it returns.
-      reordering_num_neighbors=max(1, config.scann_reordering_num_neighbors))
+      reordering_num_neighbors=max(1, config.scann_reordering_num_neighbors),
+      # ORQA's: ScaNN returns hashing candidates, scored exactly against the searcher's one
+      # float copy of `block_emb` (ScaNN's own re-ordering would keep a second).
+      rescoring="gather")
 
 
-def build_searcher(config: ImportConfig, embeddings: np.ndarray):
-  """The bundle's searcher over the (memory-mapped) matrix: ScaNN as ORQA, or exact."""
+def build_searcher(config: ImportConfig, embeddings, mapped: Optional[np.ndarray] = None):
+  """The bundle's searcher over the matrix (`embeddings`: a tensor over the memory map `mapped`,
+  or an array): ScaNN as ORQA, or exact. Either holds the matrix once, as its `embeddings`
+  variable (over `mapped`'s pages when given); `mapped`'s pages are dropped while ScaNN builds,
+  so the matrix does not count twice beside the builder's own copy."""
+  from realm_tf.retrieval import host_matrix  # pylint: disable=g-import-not-at-top
   if config.searcher == "exact":
     from realm_tf.retrieval.brute_force import BruteForceSearcher  # pylint: disable=g-import-not-at-top
     return BruteForceSearcher(embeddings)
   from realm_tf.retrieval.scann_searcher import ScannSearcher  # pylint: disable=g-import-not-at-top
-  return ScannSearcher(embeddings, scann_config(config, embeddings.shape[0]))
+  with host_matrix.dropping_pages(mapped):
+    return ScannSearcher(embeddings, scann_config(config, int(embeddings.shape[0])))
 
 
 def write_index(config: ImportConfig, index_dir: str, export_dir: str, embeddings_path: str,
@@ -274,9 +282,11 @@ def write_index(config: ImportConfig, index_dir: str, export_dir: str, embedding
   """Builds the searcher from `block_emb` as it is and publishes index bundle 00000001."""
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.embedder_export import read_metadata  # pylint: disable=g-import-not-at-top
-  embeddings = np.load(embeddings_path, mmap_mode="r")
-  searcher = build_searcher(config, embeddings)
-  block_lookup.release_pages(embeddings)
+  from realm_tf.retrieval import host_matrix  # pylint: disable=g-import-not-at-top
+  # No copy: the searcher's variable is the staged file's pages, dropped while read.
+  tensor, embeddings = host_matrix.mapped_tensor(embeddings_path)
+  searcher = build_searcher(config, tensor, embeddings)
+  del tensor
   manifest = {
       "source_export": final_export_dir, "step": EXPORT_STEP, "export_metadata": read_metadata(export_dir),
       "corpus_dir": final_corpus_dir, "corpus_fingerprint": corpus["fingerprint"],
@@ -286,10 +296,11 @@ def write_index(config: ImportConfig, index_dir: str, export_dir: str, embedding
       "rescoring": "exact inner products of the searcher's candidates",
   }
   try:
-    published = bundle_lib.publish(index_dir, export_dir=export_dir, searcher=searcher,
-                                   embeddings=embeddings,
-                                   block_ids=np.arange(embeddings.shape[0], dtype=np.int64),
-                                   manifest=manifest, keep=1)
+    with host_matrix.dropping_pages(embeddings):  # saving reads the variable: the file's pages
+      published = bundle_lib.publish(index_dir, export_dir=export_dir, searcher=searcher,
+                                     embeddings=embeddings,
+                                     block_ids=np.arange(embeddings.shape[0], dtype=np.int64),
+                                     manifest=manifest, keep=1)
   finally:
     searcher.release()
   del searcher, embeddings

@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from realm_tf.retrieval import host_matrix
 from realm_tf.retrieval.searcher import Searcher, SearcherError
 
 
@@ -19,21 +20,27 @@ class BruteForceConfig:
 
 
 class BruteForceSearcher(Searcher):
-  """Exact top-k by inner product over an [N, D] float32 matrix held in one variable."""
+  """Exact top-k by inner product over an [N, D] float32 matrix held in one variable.
+
+  The variable holds the only copy the searcher makes (`host_matrix.to_tensor`): a numpy array
+  or memory map is copied once, a slice at a time; a tensor (e.g. `host_matrix.mapped_tensor`
+  over a `.npy` file) is adopted as is.
+  """
 
   kind = "brute_force"
   embeddings_key = "embeddings/.ATTRIBUTES/VARIABLE_VALUE"
 
   def __init__(self, embeddings, config: BruteForceConfig = BruteForceConfig(),
                name: str = "brute_force_searcher"):
-    shape = tuple(np.shape(embeddings))
+    shape = tuple(int(d) for d in getattr(embeddings, "shape", np.shape(embeddings)))
     if len(shape) != 2:
       raise SearcherError(f"Embeddings must be a matrix [N, D]; got shape {shape}.")
     if config.tile_size <= 0:
       raise SearcherError(f"tile_size must be positive; got {config.tile_size}.")
     super().__init__(shape[0], shape[1], name=name)
     self.config = config
-    self.embeddings = tf.Variable(tf.convert_to_tensor(embeddings, tf.float32), trainable=False,
+    # One copy of the matrix: the variable adopts the buffer `to_tensor` fills (a tensor's own).
+    self.embeddings = tf.Variable(host_matrix.to_tensor(embeddings), trainable=False,
                                   name="embeddings")
     self._tile = tf.constant(min(config.tile_size, self.num_rows), tf.int32)
 

@@ -27,10 +27,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.io.memory import return_free_memory
+from realm_tf.retrieval import host_matrix
 from realm_tf.retrieval.searcher import (Searcher, SearcherError, dismantle_traces,
                                          register_scann_ops)
 
 MODES = ("auto", "brute_force", "ah", "tree_ah")
+# Who re-scores the candidates exactly: ScaNN, with a float copy of its own in its state; or
+# "gather": ScaNN returns the asymmetric-hashing candidates only and the searcher scores them with
+# rows gathered from its `embeddings` variable (ORQA's way; the matrix is held once).
+RESCORINGS = ("scann", "gather")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +55,14 @@ class ScannConfig:
   num_neighbors: int = 10                  # default k baked into the config
   training_threads: int = 0                # 0 = all cores
   parallel_search: bool = True             # shard a query batch over threads
+  rescoring: str = "scann"                 # one of RESCORINGS (AH modes; brute force is exact)
 
   def resolve(self, num_rows: int) -> "ScannConfig":
     """Returns a copy with the mode and every `None` knob filled in for `num_rows` points."""
     if self.mode not in MODES:
       raise SearcherError(f"Unknown ScaNN mode {self.mode!r}; choose from {MODES}.")
+    if self.rescoring not in RESCORINGS:
+      raise SearcherError(f"Unknown rescoring {self.rescoring!r}; choose from {RESCORINGS}.")
     mode = self.mode
     if mode == "auto":
       if num_rows < self.brute_force_below:
@@ -73,7 +82,8 @@ class ScannConfig:
     return dataclasses.replace(self, mode=mode, num_leaves=num_leaves,
                                num_leaves_to_search=to_search,
                                training_sample_size=min(sample, num_rows),
-                               reordering_num_neighbors=reorder)
+                               reordering_num_neighbors=reorder,
+                               rescoring="scann" if mode == "brute_force" else self.rescoring)
 
 
 def _scann_ops():
@@ -147,7 +157,7 @@ def scann_builder(embeddings: np.ndarray, cfg: ScannConfig, ops=None):
   b = b.score_ah(cfg.dimensions_per_block,
                  anisotropic_quantization_threshold=cfg.anisotropic_quantization_threshold,
                  training_sample_size=cfg.training_sample_size)
-  return b.reorder(cfg.reordering_num_neighbors)
+  return b.reorder(cfg.reordering_num_neighbors) if cfg.rescoring == "scann" else b
 
 
 class ScannSearcher(Searcher):
@@ -158,10 +168,12 @@ class ScannSearcher(Searcher):
 
   def __init__(self, embeddings, config: ScannConfig = ScannConfig(),
                name: str = "scann_searcher"):
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if embeddings.ndim != 2:
+    # One copy at most (a tensor, e.g. over a memory-mapped file, is used as is): ScaNN's builder
+    # would convert an array with two.
+    embeddings = host_matrix.to_tensor(embeddings)
+    if embeddings.shape.rank != 2:
       raise SearcherError(f"Embeddings must be a matrix [N, D]; got shape {embeddings.shape}.")
-    super().__init__(embeddings.shape[0], embeddings.shape[1], name=name)
+    super().__init__(int(embeddings.shape[0]), int(embeddings.shape[1]), name=name)
     self.config = config.resolve(self.num_rows)
     if self.config.mode != "brute_force" and self.num_rows < 16:
       raise SearcherError(f"ScaNN mode {self.config.mode!r} needs at least 16 points; "
@@ -175,6 +187,12 @@ class ScannSearcher(Searcher):
     # all `search` needs.
     tf.raw_ops.DestroyResourceOp(resource=built.searcher_handle, ignore_lookup_error=False)
     del built
+    return_free_memory()  # the builder's float copy and scratch, freed just now
+    if self.config.rescoring == "gather":
+      # Adopts the tensor's buffer: the searcher's one float copy, saved as `embeddings_key`.
+      self.embeddings = tf.Variable(embeddings, trainable=False, name="embeddings")
+      self.embeddings_key = "embeddings/.ATTRIBUTES/VARIABLE_VALUE"
+    del embeddings
     release_on_collect(self, self.shared_name)
     # Saving traces the state's own `recreate_handle`, whose graph captures the state's variables
     # in a reference cycle: dismantled when the searcher goes (see `dismantle_traces`).
@@ -231,6 +249,22 @@ class ScannSearcher(Searcher):
   def _search(self, queries, k):
     pre = self._reorder
     pre = tf.where(pre < 0, pre, tf.maximum(pre, k))
+    if self.config.rescoring == "gather":
+      return self._gather_rescored(queries, k, pre)
     rows, scores = _scann_ops().scann_search_batched(
         self._handle(), queries, k, pre, self._leaves, self.config.parallel_search)
     return rows, scores
+
+  def _gather_rescored(self, queries, k, num_candidates):
+    """ORQA's retrieval: ScaNN's `num_candidates` asymmetric-hashing candidates, scored exactly
+    against rows gathered from `embeddings`, the best k of them kept."""
+    rows, _ = _scann_ops().scann_search_batched(
+        self._handle(), queries, num_candidates, num_candidates, self._leaves,
+        self.config.parallel_search)
+    rows = tf.reshape(rows, [tf.shape(queries)[0], -1])
+    found = rows >= 0  # fewer candidates than asked for (small leaves) come back as -1
+    candidates = tf.gather(self.embeddings, tf.maximum(rows, 0))      # [B, C, D]
+    scores = tf.einsum("bd,bcd->bc", queries, candidates)
+    scores = tf.where(found, scores, tf.constant(-np.inf, tf.float32))
+    best, pos = tf.math.top_k(scores, tf.minimum(k, tf.shape(scores)[1]), sorted=True)
+    return tf.gather(rows, pos, batch_dims=1), best
