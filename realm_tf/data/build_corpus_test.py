@@ -2,8 +2,10 @@
 import json
 import logging
 import os
+import pickle
 import random
 import re
+import struct
 import types
 import typing
 from unittest import mock
@@ -230,11 +232,41 @@ def test_only_distributed_runners_reshuffle_and_group_every_block():
   assert not build_corpus.in_process(["--runner=FlinkRunner"])
 
 
-def test_spilled_run_files_round_trip_keys_and_records_without_pickle(tmp_path):
-  """A sort run holds (key, record) items as plain bytes; hashes up to 2**64 - 1, negative ids and
+def _parse_run(data: bytes) -> list:
+  """A run file parsed by its documented framing, independently of `_read_run`: per item,
+  key length and record length (little-endian u64 each), the key, the record; a key is its part
+  count (u32), then per part a tag (b"i" an int in ASCII decimal, b"s" a UTF-8 string), the
+  part's length (u32) and its bytes. Every byte must belong to an item."""
+  items, at = [], 0
+  while at < len(data):
+    key_size, record_size = struct.unpack_from("<QQ", data, at)
+    key_end = at + 16 + key_size
+    key_blob, record = data[at + 16:key_end], data[key_end:key_end + record_size]
+    assert len(key_blob) == key_size and len(record) == record_size, "truncated item"
+    (count,), pos, key = struct.unpack_from("<I", key_blob), 4, []
+    for _ in range(count):
+      tag, (size,) = key_blob[pos:pos + 1], struct.unpack_from("<I", key_blob, pos + 1)
+      part = key_blob[pos + 5:pos + 5 + size].decode("ascii" if tag == b"i" else "utf-8")
+      assert tag in (b"i", b"s") and len(part.encode()) == size, (tag, part)
+      key.append(int(part) if tag == b"i" else part)
+      pos += 5 + size
+    assert pos == key_size, "key bytes left over"
+    items.append((tuple(key), record))
+    at = key_end + record_size
+  return items
+
+
+def test_spilled_run_files_are_length_prefixed_bytes_not_pickles(tmp_path):
+  """A sort run holds (key, record) items as plain length-prefixed bytes, exactly as documented
+  (parsed here on its own), and nothing that unpickles; hashes up to 2**64 - 1, negative ids and
   non-ASCII doc ids come back equal and in order."""
   items = sorted([((2**64 - 1, "Zürich", "a.jsonl", 3, 0), b"\x00rec"),
                   ((5, "doc", "b.jsonl", -1, 2), b""), ((-7,), b"x" * 300)])
   path = str(tmp_path / "run")
   build_corpus._write_run(path, items)
-  assert b"pickle" not in open(path, "rb").read() and list(build_corpus._read_run(path)) == items
+  with open(path, "rb") as f:
+    data = f.read()
+  assert _parse_run(data) == items
+  assert list(build_corpus._read_run(path)) == items
+  with pytest.raises(pickle.UnpicklingError):  # a pickle opens with b"\x80" and its protocol
+    pickle.loads(data)
