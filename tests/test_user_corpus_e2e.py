@@ -33,6 +33,42 @@ DOCS = [
      "born in 1810 in Zelazowa Wola. He died in Paris in October 1849."},
     {"id": "nobel", "title": "Nobel Prize", "text": "Alfred Nobel founded the Nobel Prize in 1895. "
      "The first prizes were awarded in Stockholm in 1901. Albert Einstein won the prize in 1921."},
+    {"id": "everest", "title": "Mount Everest", "text": "Mount Everest is the highest mountain on "
+     "Earth. It stands in the Himalayas on the border of Nepal and China."},
+    {"id": "amazon", "title": "Amazon River", "text": "The Amazon River flows through the "
+     "rainforest of Brazil. It carries more water than any other river into the Atlantic Ocean."},
+    {"id": "penguin", "title": "Emperor penguin", "text": "The emperor penguin lives in "
+     "Antarctica. It is the tallest penguin and breeds during the cold winter on the sea ice."},
+    {"id": "volcano", "title": "Volcano", "text": "A volcano is an opening in the crust of a "
+     "planet. Hot lava, ash and gas escape from it when it erupts."},
+    {"id": "piano", "title": "Piano", "text": "The piano is a keyboard instrument. Pressing a key "
+     "makes a felt hammer strike steel strings inside its wooden case."},
+    {"id": "coffee", "title": "Coffee", "text": "Coffee is a drink brewed from roasted coffee "
+     "beans. The plant first grew in Ethiopia, and Brazil now grows the most."},
+    {"id": "moon", "title": "Moon", "text": "The Moon is the only natural satellite of the Earth. "
+     "Neil Armstrong walked on the Moon in July 1969 during the Apollo 11 mission."},
+    {"id": "bicycle", "title": "Bicycle", "text": "A bicycle has two wheels, pedals and a chain. "
+     "Riders steer it with handlebars and stop it with brakes."},
+    {"id": "honey", "title": "Honey", "text": "Honey bees make honey from the nectar of flowers. "
+     "They store it in wax combs inside the hive to eat during winter."},
+    {"id": "sahara", "title": "Sahara", "text": "The Sahara is the largest hot desert in the "
+     "world. It covers much of North Africa, where sand dunes and rocky plateaus get little rain."},
+    {"id": "telescope", "title": "Telescope", "text": "A telescope gathers light with lenses or "
+     "mirrors so that distant stars and planets look brighter and larger."},
+    {"id": "chess", "title": "Chess", "text": "Chess is a board game for two players. Each player "
+     "moves sixteen pieces, and the game ends when a king is checkmated."},
+    {"id": "tomato", "title": "Tomato", "text": "The tomato is the red fruit of a plant from South "
+     "America. Cooks use it in sauces, soups and salads."},
+    {"id": "whale", "title": "Blue whale", "text": "The blue whale is the largest animal that has "
+     "ever lived. It feeds on tiny krill that it filters from ocean water."},
+    {"id": "glacier", "title": "Glacier", "text": "A glacier is a slow river of ice. It forms where "
+     "more snow falls each winter than melts each summer."},
+    {"id": "printing", "title": "Printing press", "text": "Johannes Gutenberg built a printing "
+     "press with movable metal type in Mainz around 1440."},
+    {"id": "olympics", "title": "Olympic Games", "text": "The modern Olympic Games began in Athens "
+     "in 1896. Athletes from many nations compete in summer and winter sports."},
+    {"id": "silk", "title": "Silk", "text": "Silk is a soft fibre spun by silkworms. Weavers in "
+     "ancient China made it into fine cloth traded along the Silk Road."},
 ]
 # Gold passages by doc_id, and by answer alone.
 QUESTIONS = [
@@ -41,9 +77,20 @@ QUESTIONS = [
      "doc_id": "vistula"},
     {"question": "Who founded the Nobel Prize?", "answers": ["Alfred Nobel"]},
     {"question": "Where was Chopin born?", "answers": ["Zelazowa Wola"]},
+    {"question": "What is the highest mountain on Earth?", "answers": ["Mount Everest"],
+     "doc_id": "everest"},
+    {"question": "Where does the emperor penguin live?", "answers": ["Antarctica"]},
+    {"question": "Who walked on the Moon in 1969?", "answers": ["Neil Armstrong"]},
+    {"question": "Who built a printing press with movable type?", "answers": ["Johannes Gutenberg"],
+     "doc_id": "printing"},
 ]
-# Toy sizes: tiny towers from random weights, a few steps of every stage.
-TOY = ["--retriever_preset=tiny", "--retriever_init=", "--ict_steps=2", "--ict_batch_size=4",
+# Recall@5 every dense figure must reach: the towers are all-MiniLM-L6-v2's (the main job's
+# default), so the index retrieves (all 8 at the start and the end, as measured); random
+# embeddings reach it (7 of these 8 questions in the top 5 of 24 blocks) with probability 1.1e-4
+# (test_the_recall_bar_is_out_of_reach_of_random_embeddings).
+MIN_RECALL_AT_5 = 0.875
+# Toy sizes: MiniLM towers (no ICT), a tiny reader from random weights, a few steps of every stage.
+TOY = ["--retriever_preset=minilm", "--retriever_init=minilm", "--ict_steps=0",
        "--reader_preset=tiny", "--reader_init=", "--reader_warmup_steps=2",
        "--reader_warmup_batch_size=2", "--batch_size=2", "--num_train_steps=2",
        "--refresh_every_steps=2", "--checkpoint_every=2", "--num_candidates=2", "--min_recall=0",
@@ -76,21 +123,21 @@ def test_every_stage_runs_on_your_documents_and_measures_your_questions(mine):
   assert manifest["inputs"] == [str(mine["docs"])] and manifest["max_block_length"] == 128
   assert summary["corpus_blocks"] == len(DOCS) == manifest["num_blocks"]  # one block each
   assert summary["annotated_records"] > 0
-  assert set(summary["ict"]) == {"loss", "accuracy"}
+  assert summary["ict"] == {}  # no ICT steps: MiniLM's towers as they are
   assert np.isfinite(summary["reader_warmup"]["loss"]) and np.isfinite(summary["train"]["loss"])
   assert summary["heldout_questions"] == f"jsonl:{mine['questions']}"
   start, end = summary["heldout_start"], summary["heldout_end"]
   assert (start["step"], end["step"]) == (0, 2)
   for figures in (start, end):
-    # Every question has a gold block (its doc_id's, or the one holding its answer), so over a
-    # corpus of fewer than 20 blocks recall@20 is 1 for the dense index and for BM25 alike.
-    assert figures["question_recall@20"] == figures["bm25_question_recall@20"] == 1.0
-    assert 0.0 <= figures["question_recall@5"] <= 1.0
-    assert figures["bm25_question_recall@5"] >= 0.75  # the questions name their passages
+    # Every question has a gold block (its doc_id's, or the one holding its answer) among the
+    # corpus's 24: the dense index finds it in its top 5 for most questions, as BM25 does (the
+    # questions name their passages), where random embeddings would not.
+    assert figures["question_recall@5"] >= MIN_RECALL_AT_5, figures
+    assert figures["bm25_question_recall@5"] >= MIN_RECALL_AT_5, figures
   assert summary["question_recall_change"]["questions"] == len(QUESTIONS)
   assert work_dir_lib.recorded_settings(work_dir_lib.WorkDir(str(work))) == {
-      "block_length": 128, "query_length": 32, "retriever_preset": "tiny",
-      "retriever_init": None, "retriever_pooling": "mean", "projection_size": 128,
+      "block_length": 128, "query_length": 32, "retriever_preset": "minilm",
+      "retriever_init": "minilm", "retriever_pooling": "mean", "projection_size": 384,
       "share_towers": True, "reader_preset": "tiny", "reader_init": None}
 
 
@@ -111,3 +158,16 @@ def test_the_work_dir_refuses_other_documents_or_shapes_before_any_work(mine):
   for inputs in ([f"--inputs={docs}"], []):
     config = pretrain_job.prepare(_config(f"--work_dir={work}", *inputs, *TOY))
     assert (config.block_length, config.query_length) == (128, 32)
+
+
+def test_the_recall_bar_is_out_of_reach_of_random_embeddings():
+  """What a broken retriever gives: the same questions against random query and block
+  embeddings, 20,000 times. Recall@5 over 24 blocks averages 5/24, and reaches MIN_RECALL_AT_5
+  (7 of the 8 questions) in about one draw in 10,000 (binomial: 1.1e-4)."""
+  rng = np.random.default_rng(0)
+  draws, blocks, questions = 20_000, len(DOCS), len(QUESTIONS)
+  scores = rng.standard_normal([draws, questions, 64]) @ rng.standard_normal([draws, 64, blocks])
+  top5 = np.argsort(-scores, axis=-1)[..., :5]
+  recall = (top5 == np.arange(questions)[None, :, None]).any(-1).mean(-1)  # gold: block i
+  assert abs(recall.mean() - 5 / blocks) < 0.01
+  assert (recall >= MIN_RECALL_AT_5).mean() < 1e-3, (recall >= MIN_RECALL_AT_5).mean()
