@@ -2,7 +2,7 @@ r"""Open-QA evaluation of a fine-tuned model: EM (regex match for CuratedTREC), 
 accuracy, recall@k; predictions JSONL, DPR retriever results and a TREC run.
 
   python -m realm_tf.launch.evaluate --work_dir=runs/mine --dataset=jsonl:my_test_qa.jsonl
-  # the same reader behind BM25 over the same blocks:
+  # the same reader behind BM25 over the same blocks (read with its own retrieval logit):
   python -m realm_tf.launch.evaluate --work_dir=runs/mine --dataset=jsonl:my_test_qa.jsonl \
       --retriever=bm25
   python -m realm_tf.launch.evaluate --model_dir=runs/nq --dataset=nq_open_orqa --split=test
@@ -10,10 +10,11 @@ accuracy, recall@k; predictions JSONL, DPR retriever results and a TREC run.
 The fine-tuning run is <work_dir>/finetune unless --model_dir says otherwise; --dataset is
 required (no default set is evaluated silently).
 
-Writes `<model_dir>/eval/<dataset>-<split>.json` (`-bm25` appended for --retriever=bm25; a
-jsonl:<path> dataset is named `jsonl_<file name>`) with the metrics, and `.jsonl` (one line per
-question: prediction, probability, correctness, evidence blocks with id, title, text, retrieval
-score and whether they contain an answer), `.dpr.json` (DPR's retriever results: question, answers, the top
+Writes `<model_dir>/eval/<dataset>-<split>.json` (`-bm25` appended for --retriever=bm25,
+`-bm25-zero_logit` with --bm25_logits=zero; a jsonl:<path> dataset is named
+`jsonl_<file name>`) with the metrics, and `.jsonl` (one line per question: prediction,
+probability, correctness, evidence blocks with id, title, text, retrieval score and whether they
+contain an answer), `.dpr.json` (DPR's retriever results: question, answers, the top
 --num_retrieved blocks as ctxs with id, title, text, score, has_answer) and `.trec` (a TREC run,
 `qid Q0 docid rank score tag`, one line per retrieved document), unless --output_prefix says
 otherwise. Questions with judged documents and no answers (`beir:<dir>`) get retrieval figures
@@ -39,6 +40,11 @@ HELP = {
     "strict": "Stop on a malformed line of a jsonl:<path> dataset instead of skipping it.",
     "retriever": "Blocks the reader reads: the fine-tuned query tower's (dense) or BM25's over "
                  "the same corpus blocks.",
+    "bm25_logits": "With --retriever=bm25, the retrieval logit the reader adds for BM25's "
+                   "blocks: dense (the model's own q.emb for them) or zero (none). Default: the "
+                   "one the reader was fine-tuned with (dense; zero for finetune "
+                   "--retriever=bm25). zero on a reader fine-tuned behind the dense retriever "
+                   "reads it without a term it was trained with.",
     "index_dir": "Index bundles (default: the bundle fine-tuning used).",
     "corpus_dir": "Block corpus (default: the one fine-tuning used).",
     "data_dir": "TFDS data_dir.",
@@ -63,12 +69,14 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import evaluate  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("work_dir", work_dir.DEFAULT_ROOT, HELP["work_dir"],
                       flag_values=flag_values)
   config_flags.define_config_flags(evaluate.EvaluateConfig, HELP, flag_values=flag_values,
                                    required=("dataset",), defaults={"model_dir": None},
-                                   choices={"retriever": evaluate.RETRIEVERS})
+                                   choices={"retriever": evaluate.RETRIEVERS,
+                                            "bm25_logits": bm25.READER_LOGITS})
   validators.register(flag_values, dataset=validators.dataset())
   validators.register_ranges(flag_values)
 

@@ -34,6 +34,10 @@ retriever beam's best answer-bearing block, in the last slot), `gold` (the gold 
 where the dataset knows it, as squad_open and a jsonl "doc_id" do; else beam) or `none` (ORQA:
 zero reader loss).
 
+--retriever=bm25: fine-tune the reader behind BM25 instead (the BM25 + reader baseline): it reads
+BM25's top blocks of each question over the same corpus blocks, with no retrieval logit and no
+retriever loss; `evaluate --retriever=bm25` then reads it the same way.
+
 --init: the whole model's initial weights: a REALM pre-training model_dir (query tower ← retriever,
 reader BERT ← the knowledge-augmented encoder), an embedder export (query tower only), a converted
 checkpoint (realm_tf.launch.convert_checkpoint), or another fine-tuning model_dir. Without it the
@@ -78,6 +82,9 @@ HELP = {
                              "applied, recorded in its exports: 0.05 for the main job's MiniLM "
                              "retriever; 1 after ICT alone), so it is never applied twice. "
                              "~20/d suits an index of a sentence encoder of width d.",
+    "retriever": "Where the blocks the reader reads in training come from: dense (the query "
+                 "tower's beam, ORQA) or bm25 (BM25's top rows over the same blocks: the BM25 + "
+                 "reader baseline; no retrieval logit, no retriever loss).",
     # OpenQAConfig
     "reader_beam_size": "Blocks read per question.",
     "train_reader_beam_size": "Blocks read per question in training (default "
@@ -153,7 +160,8 @@ def define_flags(flag_values=flags.FLAGS):
   config_flags.define_config_flags(
       finetune.FinetuneConfig, HELP, skip=_FINETUNE_SKIP, names=_FINETUNE_NAMES,
       defaults=CPU_RECIPE["finetune"], required=("dataset",),
-      choices={"reader_positives": model.READER_POSITIVES}, flag_values=fv)
+      choices={"reader_positives": model.READER_POSITIVES,
+               "retriever": finetune.RETRIEVERS}, flag_values=fv)
   config_flags.define_config_flags(model.OpenQAConfig, HELP, skip=_MODEL_SKIP,
                                    defaults=CPU_RECIPE["model"], flag_values=fv)
   config_flags.define_config_flags(ReaderConfig, HELP, names=_READER_NAMES,

@@ -134,6 +134,11 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
       "bm25", "/m")
   with pytest.raises(flags.IllegalFlagValueError):
     fv(["evaluate", "--retriever=tfidf"])
+  assert evaluate.config_from_flags(fv).bm25_logits is None  # the reader's own, by default
+  fv(["evaluate", "--bm25_logits=zero"])
+  assert evaluate.config_from_flags(fv).bm25_logits == "zero"
+  with pytest.raises(flags.IllegalFlagValueError):
+    fv(["evaluate", "--bm25_logits=bm25"])
 
 
 # Every flag of the program (its --help) with the default a user sees, as when written by hand:
@@ -142,7 +147,8 @@ _DEFAULTS = {
     "dataset": None, "split": "train", "batch_size": 16, "num_train_steps": 400,
     "learning_rate": 3e-4, "retriever_lr_multiplier": 0.3333, "warmup_steps": None, "seed": 0,
     "checkpoint_every": 100, "log_every": 25, "max_train_examples": None,
-    "reader_positives": "gold", "retrieval_score_scale": None, "reader_beam_size": 5,
+    "reader_positives": "gold", "retrieval_score_scale": None, "retriever": "dense",
+    "reader_beam_size": 5,
     "train_reader_beam_size": 1, "retriever_beam_size": 256, "reader_preset": "minilm",
     "span_hidden_size": 256, "max_span_width": 10, "reader_seq_length": 160,
     "reader_query_length": 32, "work_dir": "runs/default", "index_dir": None, "corpus_dir": None,

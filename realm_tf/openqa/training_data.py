@@ -1,15 +1,22 @@
 """Open-QA fine-tuning's training data: the featurized questions, with concrete answers for
-regex answer sets and the gold document's rows for `reader_positives=gold`, and the resumable
-batch stream the Trainer reads. The question sets themselves come from realm_tf.openqa.datasets.
+regex answer sets, the gold document's rows for `reader_positives=gold` and, for a reader
+fine-tuned behind BM25, BM25's rows of each question; and the resumable batch stream the Trainer
+reads. The question sets themselves come from realm_tf.openqa.datasets.
 
 CuratedTREC's answers are regular expressions, which cannot be looked for as wordpieces: before
-training, each pattern is searched (`re.search`) in the blocks the initial query tower retrieves
-for its question, and the matched strings become the answers whose wordpieces mark
-answer-bearing blocks and gold spans.
+training, each pattern is searched (`re.search`) in the blocks the initial query tower (or BM25,
+behind BM25) retrieves for its question, and the matched strings become the answers whose
+wordpieces mark answer-bearing blocks and gold spans.
+
+Behind BM25 (`retriever="bm25"`) each question's BM25 top rows over the index's blocks are
+computed once, on the host, before training: `bm25_rows` int32 [N, M], a feature the stream
+carries like any other (BM25 is deterministic and not trained, so a resumed run computes the
+same rows). M is the retriever beam (capped at the index size) when a reader positive may be
+looked for in it, else the blocks read per question.
 """
 import json
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -24,16 +31,25 @@ MAX_GOLD_BLOCKS = 8  # blocks of one gold document the `gold` reader positive ma
 
 def training_features(examples: Sequence[OpenQAExample], model: OpenQAModel,
                       featurizer: QuestionFeaturizer, corpus_dir: str, model_dir: str,
-                      reader_positives: str, regex_search_blocks: int
+                      reader_positives: str, regex_search_blocks: int,
+                      retriever: str = "dense"
                       ) -> Tuple[List[OpenQAExample], Dict[str, np.ndarray]]:
   """(usable examples, their features): examples with an empty question are skipped (with a
-  warning); regex answers are expanded with the warm-started query tower once and kept in
-  `<model_dir>/regex_answers.json`, so that a resumed run trains on the same answers; with
-  `reader_positives="gold"`, `gold_rows` from the examples' `doc_id`s."""
+  warning); regex answers are expanded with the warm-started query tower (BM25 behind BM25)
+  once and kept in `<model_dir>/regex_answers.json`, so that a resumed run trains on the same
+  answers; with `reader_positives="gold"`, `gold_rows` from the examples' `doc_id`s; with
+  `retriever="bm25"`, `bm25_rows` (see the module docstring)."""
   usable = [e for e in examples if e.question.strip()]
   if len(usable) < len(examples):
     logging.warning("Skipping %d training examples with an empty question.",
                     len(examples) - len(usable))
+  bm25_search = None
+  if retriever == "bm25":
+    from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
+    beam = model.train_reader_beam_size if reader_positives == "none" else \
+        model.retriever_beam_size
+    searcher = bm25.BM25Retriever(model.index, beam, reader_logits="zero")
+    bm25_search = lambda batch, k: searcher.search([e.question for e in batch], k)[1]
   answers = None
   if any(e.is_regex for e in usable):
     cache = os.path.join(model_dir, "regex_answers.json")
@@ -44,7 +60,8 @@ def training_features(examples: Sequence[OpenQAExample], model: OpenQAModel,
         raise ValueError(f"{cache} holds {len(answers)} answer lists but the run has "
                          f"{len(usable)} questions; use a new --model_dir.")
     else:
-      answers = expand_regex_answers(usable, model, featurizer, regex_search_blocks)
+      answers = expand_regex_answers(usable, model, featurizer, regex_search_blocks,
+                                     retrieve_rows=bm25_search)
       atomic.write_json(cache, answers, indent=None, sort_keys=False)
   feats = featurizer.featurize(usable)
   if answers is not None:
@@ -55,16 +72,22 @@ def training_features(examples: Sequence[OpenQAExample], model: OpenQAModel,
     else:
       logging.warning("reader_positives=gold, but no question names its gold document "
                       "(doc_id): the beam's answer-bearing blocks are used instead.")
+  if bm25_search is not None:
+    feats["bm25_rows"] = bm25_search(usable, searcher.k)
+    logging.info("BM25: the top %d rows of %d questions (the blocks the reader reads in "
+                 "training).", searcher.k, len(usable))
   return usable, feats
 
 
 
 def expand_regex_answers(examples: Sequence[OpenQAExample], model: OpenQAModel,
                          featurizer: QuestionFeaturizer, num_blocks: int = 100,
-                         batch_size: int = 64, max_strings: int = 8) -> List[List[str]]:
+                         batch_size: int = 64, max_strings: int = 8,
+                         retrieve_rows: Optional[Callable] = None) -> List[List[str]]:
   """Concrete answer strings for each example: its answers, or for regex examples the texts the
-  patterns match in the `num_blocks` blocks retrieved for the question. Bad patterns are skipped
-  with a warning naming the example."""
+  patterns match in the `num_blocks` blocks retrieved for the question (by the model's query
+  tower, or `retrieve_rows(examples, k)` → index rows [B, k], e.g. BM25's). Bad patterns are
+  skipped with a warning naming the example."""
   from realm_tf.openqa import metrics  # pylint: disable=g-import-not-at-top
   out = [list(e.answers) if not e.is_regex else [] for e in examples]
   regex_ids = [i for i, e in enumerate(examples) if e.is_regex]
@@ -74,11 +97,14 @@ def expand_regex_answers(examples: Sequence[OpenQAExample], model: OpenQAModel,
   found_any = 0
   for s in range(0, len(regex_ids), batch_size):
     ids = regex_ids[s:s + batch_size]
-    feats = featurizer.featurize([examples[i] for i in ids])
-    q = model.embed_questions({key: tf.constant(v) for key, v in feats.items()
-                               if key.startswith("query/")})
-    _, rows = model.retrieve(q, k)
-    for i, row in zip(ids, rows.numpy()):
+    if retrieve_rows is not None:
+      rows = np.asarray(retrieve_rows([examples[i] for i in ids], k))
+    else:
+      feats = featurizer.featurize([examples[i] for i in ids])
+      q = model.embed_questions({key: tf.constant(v) for key, v in feats.items()
+                                 if key.startswith("query/")})
+      rows = model.retrieve(q, k)[1].numpy()
+    for i, row in zip(ids, rows):
       bodies = dict(zip(row.tolist(), model.index.texts(row)[1]))
       strings = []
       for pattern in examples[i].answers:

@@ -13,7 +13,9 @@ is normalised — each with a logged warning naming the example.
 
 `retriever="bm25"` swaps the dense retriever for BM25 over the same index blocks (`bm25.py`,
 rank_bm25's Okapi BM25): the same fine-tuned reader reads BM25's top K, and EM and recall@k are
-reported exactly as for dense retrieval, so one command scores any reader behind either.
+reported exactly as for dense retrieval, so one command scores any reader behind either. The
+reader is given the retrieval logit it was fine-tuned with (`bm25_logits`, bm25.READER_LOGITS):
+by default the model's own q · emb for BM25's blocks, or none for a reader fine-tuned behind BM25.
 
 Retrieval goes `num_retrieved` blocks deep (100, DPR's depth) whatever the reader reads (its
 beam, 5): DPR's top-k accuracy (k = 1, 5, 20, 100) and recall@k are counted over those blocks,
@@ -63,12 +65,14 @@ class Predictor:
   model reads the first `reader_beam_size` of them. `retrieve_fn(examples, features)` may replace
   the dense retriever (e.g. BM25): it returns {"rows": int [B, R], "scores": float [B, R]} and
   optionally "reader_logits" [B, R] (what the reader adds to span scores; default "scores").
-  `retriever="bm25"` (without a retrieve_fn) uses `bm25.BM25Retriever` over the model's index.
+  `retriever="bm25"` (without a retrieve_fn) uses `bm25.BM25Retriever` over the model's index,
+  the reader given `bm25_logits` (bm25.READER_LOGITS) for BM25's blocks.
   """
 
   def __init__(self, model, tokenizer: Optional[RealmTokenizer] = None,
                num_retrieved: int = 20,
-               retrieve_fn: Optional[Callable] = None, retriever: str = "dense"):
+               retrieve_fn: Optional[Callable] = None, retriever: str = "dense",
+               bm25_logits: str = "dense"):
     if retriever not in RETRIEVERS:
       raise ValueError(f"retriever must be one of {RETRIEVERS}, got {retriever!r}.")
     self.model = model
@@ -77,7 +81,7 @@ class Predictor:
     self.num_retrieved = max(min(num_retrieved, model.index.size), model.reader_beam_size)
     if retrieve_fn is None and retriever == "bm25":
       from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
-      retrieve_fn = bm25.BM25Retriever(model.index, self.num_retrieved)
+      retrieve_fn = bm25.BM25Retriever(model.index, self.num_retrieved, model, bm25_logits)
     self.retrieve_fn = retrieve_fn
     self.num_calls = 0
     fc = model.config.feature_config
@@ -188,7 +192,7 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
              recall_ks: Sequence[int] = DEFAULT_RECALL_KS, predictions_path: Optional[str] = None,
              retrieve_fn: Optional[Callable] = None,
              tokenizer: Optional[RealmTokenizer] = None, log_every: int = 50,
-             retriever: str = "dense",
+             retriever: str = "dense", bm25_logits: str = "dense",
              num_retrieved: int = DEFAULT_NUM_RETRIEVED, doc_ids=None,
              dpr_results_path: Optional[str] = None, trec_run_path: Optional[str] = None,
              run_tag: str = "realm_tf") -> Dict:
@@ -201,7 +205,8 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
   match, or the regex match for examples whose answers are regular expressions (CuratedTREC).
   When no example has an answer string, the reader is not run ("mode": "retrieval_only"): no EM,
   no predictions file. `retriever` is `dense` (the model's query tower) or `bm25` (BM25 over the
-  same blocks, read by the same reader); a `retrieve_fn` overrides both (reported as `custom`).
+  same blocks, read by the same reader with `bm25_logits`: `dense`, the model's own retrieval
+  logit for them, or `zero`, none); a `retrieve_fn` overrides both (reported as `custom`).
   `num_retrieved` blocks per question (capped at the index size) are retrieved for the
   figures and the run files, whatever the reader's beam; `doc_ids` (the corpus's
   `data.doc_ids.DocIdTable`) names their documents in the run files and the qrels figures.
@@ -212,7 +217,7 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
     raise ValueError(f"num_retrieved must be >= 1, got {num_retrieved}.")
   depth = min(num_retrieved, model.index.size)
   predictor = Predictor(model, tokenizer, max([depth] + list(recall_ks)), retrieve_fn,
-                        retriever)
+                        retriever, bm25_logits)
   ks = tuple(k for k in recall_ks if k <= predictor.num_retrieved)
   if len(ks) < len(tuple(recall_ks)):
     logging.warning("recall@k for k > %d (the corpus size) is not reported.",
@@ -276,6 +281,8 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
                  "retriever": "custom" if retrieve_fn is not None else retriever})
   if read:
     result["mean_probability"] = float(np.mean(probs)) if probs else 0.0
+  if retrieve_fn is None and retriever == "bm25":
+    result["bm25_logits"] = bm25_logits
   return result
 
 
@@ -313,13 +320,16 @@ class EvaluateConfig(ConfigBase):
   `num_retrieved` blocks are retrieved per question for the figures and the run files.
 
   The index and corpus default to the ones fine-tuning used (recorded in its config.json); the
-  output prefix to `<model_dir>/eval/<dataset>-<split>` (`-bm25` appended for BM25).
+  output prefix to `<model_dir>/eval/<dataset>-<split>` (`-bm25` appended for BM25,
+  `-bm25-zero_logit` for `bm25_logits="zero"`). `bm25_logits` (None: the logit the reader was
+  fine-tuned with, `bm25.default_reader_logits`) is what the reader adds for BM25's blocks.
   """
   model_dir: str = ""
   dataset: str = "squad_open"
   split: str = "test"
   strict: bool = False
   retriever: str = "dense"
+  bm25_logits: Optional[str] = None
   index_dir: Optional[str] = None
   corpus_dir: Optional[str] = None
   data_dir: Optional[str] = None
@@ -334,6 +344,10 @@ class EvaluateConfig(ConfigBase):
   def __post_init__(self):
     if self.retriever not in RETRIEVERS:
       raise ValueError(f"retriever must be one of {RETRIEVERS}, got {self.retriever!r}.")
+    from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
+    if self.bm25_logits not in (None,) + bm25.READER_LOGITS:
+      raise ValueError(f"bm25_logits must be one of {bm25.READER_LOGITS}, got "
+                       f"{self.bm25_logits!r}.")
 
 
 def run(config: EvaluateConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
@@ -342,16 +356,20 @@ def run(config: EvaluateConfig, strategy: Optional[tf.distribute.Strategy] = Non
   metrics JSON, the predictions JSONL, the DPR retriever results and the TREC run; returns the
   metrics (`summary_line` makes the CLI's line of them)."""
   from realm_tf.data.doc_ids import DocIdTable  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   datasets.check_dataset(config.dataset)
   with (strategy or tf.distribute.get_strategy()).scope():
-    model, _, bundle = finetune.load_finetuned(config.model_dir, config.index_dir,
-                                               config.corpus_dir)
+    model, trained, bundle = finetune.load_finetuned(config.model_dir, config.index_dir,
+                                                     config.corpus_dir)
+  bm25_logits = config.bm25_logits or bm25.default_reader_logits(trained.retriever)
   examples = datasets.load_examples(config.dataset, config.split, config.data_dir,
                                     config.manual_dir, config.max_examples, strict=config.strict)
   suffix = "-bm25" if config.retriever == "bm25" else ""
+  if config.retriever == "bm25" and config.bm25_logits == "zero":
+    suffix += "-zero_logit"
   prefix = config.output_prefix or os.path.join(
       config.model_dir, "eval", f"{datasets.dataset_tag(config.dataset)}-{config.split}{suffix}")
   with tf.io.gfile.GFile(os.path.join(config.model_dir, finetune.CONFIG_FILE)) as f:
@@ -360,7 +378,7 @@ def run(config: EvaluateConfig, strategy: Optional[tf.distribute.Strategy] = Non
   tag = run_files.run_tag(prefix, config.run_tag)
   result = evaluate(model, examples, config.batch_size, config.recall_ks,
                     predictions_path=prefix + ".jsonl", retriever=config.retriever,
-                    num_retrieved=config.num_retrieved,
+                    bm25_logits=bm25_logits, num_retrieved=config.num_retrieved,
                     doc_ids=doc_ids, dpr_results_path=prefix + ".dpr.json",
                     trec_run_path=prefix + ".trec", run_tag=tag)
   result.update({"dataset": config.dataset, "split": config.split,

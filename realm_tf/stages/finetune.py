@@ -15,6 +15,13 @@ tower (`training_data`).
 `reader_positives` gives the reader a training signal on questions whose K read blocks bear no
 answer (DPR's practice; `none` keeps ORQA's zero loss): the beam's best answer-bearing block, or
 the gold document's (`gold`: SQuAD-open and JSONL `doc_id`s), is read in the K-th slot.
+
+`retriever="bm25"` fine-tunes the reader behind BM25 (the paper's BM25 + reader baseline): the
+blocks read are BM25's top K of each question (its beam for the reader positives), computed on
+the host before training; the reader adds no retrieval logit (ORQA's BM25 baseline has none, and
+BM25's scores are on no scale the reader could use without a learned one); the retriever loss is
+off and the query tower is not trained. `evaluate --retriever=bm25` reads such a reader the same
+way (no logit), so it is trained and scored consistently.
 """
 import dataclasses
 import json
@@ -35,7 +42,7 @@ from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer
 from realm_tf.openqa.model import READER_POSITIVES, FrozenIndex, OpenQAConfig, OpenQAModel
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.text import RealmTokenizer
-from realm_tf.stages.openqa_task import openqa_task
+from realm_tf.stages.openqa_task import RETRIEVERS, openqa_task
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training import warm_start
 from realm_tf.training.trainer import CONFIG_FILE, Trainer, check_or_write_config
@@ -71,11 +78,16 @@ class FinetuneConfig(ConfigBase):
   # the layer-normed projection gives inner products of ±d·cos (d = 384 for MiniLM): 20/d gives
   # a usable softmax.
   retrieval_score_scale: Optional[float] = None
+  # Where the blocks the reader reads in training come from: dense (the query tower's beam,
+  # ORQA) | bm25 (BM25's top rows; no retrieval logit, no retriever loss: module docstring).
+  retriever: str = "dense"
 
   def __post_init__(self):
     if self.reader_positives not in READER_POSITIVES:
       raise ValueError(f"reader_positives must be one of {READER_POSITIVES}, got "
                        f"{self.reader_positives!r}.")
+    if self.retriever not in RETRIEVERS:
+      raise ValueError(f"retriever must be one of {RETRIEVERS}, got {self.retriever!r}.")
 
 
 
@@ -188,7 +200,7 @@ def run(job: FinetuneJobConfig, strategy: Optional[tf.distribute.Strategy] = Non
   model = build_model(config.model, index, tokenizer, strategy)
   with strategy.scope():
     optimizer = _optimizer(config, model)
-  task = openqa_task(config.reader_positives)
+  task = openqa_task(config.reader_positives, config.retriever)
   trainer = Trainer(model, optimizer, task, strategy, model_dir, config.batch_size,
                     config.clip_norm, config.checkpoint_every, log_every=config.log_every,
                     jit_compile=job.jit_compile, name="finetune",
@@ -207,12 +219,13 @@ def run(job: FinetuneJobConfig, strategy: Optional[tf.distribute.Strategy] = Non
       warm["retrieval_score_scale"] = target / carried  # the factor applied
   usable, feats = training_data.training_features(
       examples, model, QuestionFeaturizer(config.model.feature_config, tokenizer), corpus_dir,
-      model_dir, config.reader_positives, config.regex_search_blocks)
+      model_dir, config.reader_positives, config.regex_search_blocks, config.retriever)
   no_answer = int((feats["answer_length"].max(axis=1) == 0).sum())
   logging.info("Fine-tuning on %d questions (%d without a usable answer: zero loss), index %s "
-               "(%d blocks), beams: retriever %d, reader %d, reader positives: %s.",
-               len(usable), no_answer, bundle.path, index.size, model.retriever_beam_size,
-               model.reader_beam_size, config.reader_positives)
+               "(%d blocks), retriever %s, beams: retriever %d, reader %d, reader positives: %s.",
+               len(usable), no_answer, bundle.path, index.size, config.retriever,
+               feats["bm25_rows"].shape[1] if "bm25_rows" in feats else
+               model.retriever_beam_size, model.reader_beam_size, config.reader_positives)
   result = trainer.train(training_data.make_dataset_fn(feats, config.batch_size, config.seed),
                          config.num_train_steps)
   result.update({"num_examples": len(usable), "warm_start": warm, "index_bundle": bundle.path})

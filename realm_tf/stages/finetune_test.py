@@ -338,3 +338,73 @@ def test_float16_finetuning_optimizer_scales_the_loss_once(env):
     tf_keras.mixed_precision.set_global_policy(policy)
   assert isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
   assert not isinstance(optimizer.inner_optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+
+
+# ---------------------------------------------------------------------------------------------
+# The BM25 + reader baseline: a reader fine-tuned behind BM25.
+
+def test_bm25_finetuning_reads_only_bm25s_rows(unreachable, tmp_path):
+  """finetune --retriever=bm25: the reader reads BM25's top K (no logit, no retriever loss).
+
+  On this index the query tower can never put an answer block in its top K, so a reader that
+  read the dense beam would see no answer (ORQA's rule: test_orqa_rule_logs_no_reader_signal);
+  BM25 ranks each question's fact block first."""
+  from realm_tf.retrieval.bm25 import BM25Index  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.openqa_task import openqa_task  # pylint: disable=g-import-not-at-top
+  tok, examples, corpus = RealmTokenizer(), T.examples(), unreachable["corpus"]
+  bundle, index = finetune.load_index(unreachable["index"], corpus)
+  fact_rows = [index.block_ids.tolist().index(b) for b in unreachable["fact_ids"]]
+  cfg = dataclasses.replace(_unreachable_config(3, "none"), retriever="bm25")
+  tf_keras.utils.set_random_seed(0)
+  model = finetune.build_model(dataclasses.replace(
+      cfg.model, retriever=finetune.index_retriever_config(bundle)), index, tok)
+  warm_start.init_openqa(model, os.path.join(bundle.path, "query_embedder"))
+  featurizer = QuestionFeaturizer(model.config.feature_config, tok)
+  # The training features carry BM25's top K rows of each question (K = 2 blocks read).
+  _, feats = training_data.training_features(examples, model, featurizer, corpus,
+                                             str(tmp_path / "features"), "none", 100, "bm25")
+  texts = [t + " " + b for t, b in zip(*index.texts(range(index.size)))]
+  _, want = BM25Index.from_texts(texts).search([e.question for e in examples], 2)
+  np.testing.assert_array_equal(feats["bm25_rows"], want)
+  np.testing.assert_array_equal(feats["bm25_rows"][:, 0], fact_rows)
+  # The task reads exactly those rows, with zero logits, and its loss is the reader's alone.
+  batch = {k: tf.constant(v) for k, v in feats.items()}
+  task = openqa_task("none", "bm25")
+  first = task.device_first(model, batch, False)
+  np.testing.assert_array_equal(first["beam_rows"].numpy(), feats["bm25_rows"])
+  assert not first["beam_scores"].numpy().any()
+  out = model.loss_from_beam(batch, first, task.host(model, batch, first))
+  np.testing.assert_array_equal(out["reader_rows"].numpy(), feats["bm25_rows"])
+  assert out["reader_has_answer"].numpy().all()
+  loss, metrics = task(model, batch, False)
+  np.testing.assert_allclose(loss.numpy(), out["reader_loss"].numpy(), rtol=1e-6)
+  assert float(metrics["retriever_loss"][0]) == 0.0
+  # The whole run: every question's reader had an answer (the dense beam gives none).
+  model_dir = str(tmp_path / "bm25")
+  tf_keras.utils.set_random_seed(0)
+  result = finetune.run(_job(cfg, unreachable["index"], corpus, model_dir), examples=examples)
+  assert result["reader_has_answer"] == 1.0 and result["beam_has_answer"] == 1.0
+  assert result["retriever_loss"] == 0.0 and result["reader_loss"] > 0.0
+  trained, config, _ = finetune.load_finetuned(model_dir)
+  assert config.retriever == "bm25"
+  # The query tower got no gradient; the reader trained.
+  query = {k: tf.constant(v) for k, v in featurizer.featurize(examples).items()}
+  np.testing.assert_array_equal(trained.embed_questions(query).numpy(),
+                                model.embed_questions(query).numpy())
+  assert max(float(np.abs(a.numpy() - b.numpy()).max()) for a, b in
+             zip(trained.reader.trainable_variables, model.reader.trainable_variables)) > 1e-3
+  # Evaluation behind BM25 reads it as it was trained: no retrieval logit.
+  path = tmp_path / "questions.jsonl"
+  path.write_text("".join(json.dumps({"question": e.question, "answers": list(e.answers)}) + "\n"
+                          for e in examples[:4]), encoding="utf-8")
+  scored = evaluate_lib.run(evaluate_lib.EvaluateConfig(
+      model_dir=model_dir, dataset=f"jsonl:{path}", retriever="bm25", recall_ks=[1]))
+  assert scored["bm25_logits"] == "zero" and scored["recall@1"] == 1.0
+  assert scored["predictions"].endswith("-bm25.jsonl")
+  # A run recorded before the field existed is a dense one (it resumes as such).
+  record = finetune.FinetuneConfig().to_dict()
+  del record["retriever"]
+  assert finetune.FinetuneConfig.from_dict(record).retriever == "dense"
+  assert finetune.FinetuneConfig.with_defaults(record)["retriever"] == "dense"
+  with pytest.raises(ValueError, match="retriever must be one of"):
+    dataclasses.replace(cfg, retriever="tfidf")
