@@ -3,20 +3,27 @@ export → serve, against ORQA's predict written in NumPy (realm_tf/testing/orqa
 
 One module fixture builds the whole chain over a tiny release written under the released names
 (BERT-tiny shapes, 20 blocks; realm_tf/testing/orqa_release_models.py): H1's import (ScaNN as
-ORQA) into a work dir, `convert_checkpoint --target=openqa` into `<work_dir>/finetune`, then the
-evaluation stage on the questions and both serving exports (`realm_openqa`: exact search;
-`realm_openqa_scann`: ScaNN) behind `python -m serving.server`.
+ORQA) into a work dir, `convert_checkpoint --target=openqa` into `<work_dir>/finetune`, the
+model loaded once from that model dir (`finetune.load_finetuned`, as the evaluation and export
+stages load it) and scored by the evaluation library on the questions, then both serving exports
+(`realm_openqa`: exact search; `realm_openqa_scann`: ScaNN) behind one `python -m serving.server`
+process, started first so that its start-up overlaps the chain. The CLIs of these stages have their own
+tests (launch/*_test.py); here they are called as libraries to keep to one TensorFlow process
+beside the server.
 
 Tolerances: retrieval logits (inner products near 100, float32 here, float64 in the reference)
 to 2e-3; every discrete choice (the 5 rows, the block read, the span's wordpieces) exactly: the
 reference's best span beats its runner-up by more than 0.02 for every question (checked), far
-above float32 noise. The answer realm_tf gives is the original text of the span's wordpieces;
-ORQA's string differs only where the span starts or ends inside a word (docs/RELEASED_MODELS.md).
+above float32 noise. Answers are ORQA's strings (the span's original tokens joined by spaces,
+whole words: realm_tf/openqa/answer_text.py), compared exactly; the release's answers include a
+punctuated span ("north - east") and a span starting inside a word, where ORQA's string differs
+from the text between the span's wordpieces.
 
 The tiny release makes the two classic featurisation defects visible: without the retriever
 logit, or with the title read before the body, the reference's own answers change
 (`test_the_tiny_release_detects_title_and_missing_retriever_logit`), so realm_tf with either
-defect fails the parity checks.
+defect fails the parity checks (reading the title made `test_evaluate_matches_orqa_reference`
+fail at the first question's answer).
 """
 import json
 import os
@@ -34,17 +41,52 @@ _SERVER_MAIN = ("import tensorflow_text, runpy; "
                 "runpy.run_module('serving.server', run_name='__main__', alter_sys=True)")
 
 
+def _start_server(work: str, base: str):
+  """One model server process for both exports, started before they exist: it imports
+  TensorFlow while the chain runs and loads each export when its version directory appears
+  (published by rename, polled every 0.5 s). Not waited for."""
+  from serving import subprocess_server
+  config = os.path.join(work, "models.config")
+  with open(config, "w", encoding="utf-8") as f:
+    f.write("model_config_list {\n" + "".join(
+        f'  config {{ name: "{m}" base_path: "{os.path.join(base, m)}" '
+        'model_platform: "tensorflow" }\n' for m in MODELS) + "}\n")
+  port = subprocess_server.free_port()
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  return subprocess_server.ServerProcess(
+      [sys.executable, "-c", _SERVER_MAIN, f"--port={port}", f"--model_config_file={config}",
+       "--file_system_poll_wait_seconds=0.5", "--max_num_load_retries=0"], port,
+      os.path.join(work, "server.log"), env=env)
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-  """The tiny release, imported, converted, evaluated and exported; the reference's answers."""
+  """The tiny release, imported, converted, evaluated and exported, the model server started;
+  the reference's answers."""
+  root = str(tmp_path_factory.mktemp("released"))
+  work = os.path.join(root, "work")
+  base = os.path.join(work, "serving")
+  os.makedirs(work)
+  server = _start_server(work, base)
+  try:
+    yield _build_chain(root, work, base, server)
+  finally:
+    server.stop()
+
+
+def _build_chain(root: str, work: str, base: str, server):
+  """`chain`'s steps (see the module docstring)."""
   from realm_tf.checkpoints import convert
+  from realm_tf.openqa.features import OpenQAExample
   from realm_tf.release import importer
   from realm_tf.stages import evaluate as evaluate_lib
   from realm_tf.stages import export_job
+  from realm_tf.stages import finetune
+  from realm_tf.text import RealmTokenizer
   from realm_tf.text.tokenizer import default_vocab_path
-  root = str(tmp_path_factory.mktemp("released"))
   rel = release.write_release(os.path.join(root, "release"))
-  work = os.path.join(root, "work")
   importer.run(importer.ImportConfig(
       blocks=os.path.join(rel.blocks_dir, "blocks.tfr"),
       titles=os.path.join(rel.blocks_dir, "titles.tfr"), embedder=rel.embedder_dir,
@@ -56,21 +98,20 @@ def chain(tmp_path_factory):
   tok = reference.WordpieceTokenizer(default_vocab_path())
   refs = [reference.predict(rel.finetuned_weights, rel.block_emb, rel.bodies, tok, q,
                             release.HEADS) for q in release.QUESTIONS]
-  questions = os.path.join(root, "questions.jsonl")
-  with open(questions, "w", encoding="utf-8") as f:
-    for i, q in enumerate(release.QUESTIONS):
-      f.write(json.dumps({"id": f"q{i}", "question": q, "answers": [refs[i].span_text]}) + "\n")
-  metrics = evaluate_lib.run(evaluate_lib.EvaluateConfig(
-      model_dir=model_dir, dataset="jsonl:" + questions, split="test", recall_ks=[5],
-      output_prefix=os.path.join(root, "eval")))
-  with open(os.path.join(root, "eval.jsonl"), encoding="utf-8") as f:
+  model, _, bundle = finetune.load_finetuned(model_dir)
+  # Gold answers: ORQA's own strings, so EM 1.0 needs realm_tf's answers to normalise to them.
+  examples = [OpenQAExample(f"q{i}", q, (refs[i].answer,))
+              for i, q in enumerate(release.QUESTIONS)]
+  predictions_path = os.path.join(root, "eval.jsonl")
+  metrics = evaluate_lib.evaluate(model, examples, recall_ks=[5],
+                                  predictions_path=predictions_path)
+  with open(predictions_path, encoding="utf-8") as f:
     predictions = [json.loads(line) for line in f]
-  exported = export_job.run(export_job.ExportConfig(
-      model_dir=model_dir, export_base=os.path.join(work, "serving"), components=["openqa"],
-      variant="both", num_answers=1, max_candidates=5))
+  exported = export_job.run_export(model, RealmTokenizer(), bundle, base, components=["openqa"],
+                                   variant="both", num_answers=1, max_candidates=5)
   return {"release": rel, "work": work, "model_dir": model_dir, "converted": converted,
           "refs": refs, "tokenizer": tok, "metrics": metrics, "predictions": predictions,
-          "exported": exported}
+          "exported": exported, "model": model, "block_ids": bundle.block_ids, "server": server}
 
 
 def test_conversion_records_orqa_featurization_and_skips_optimizer(chain):
@@ -88,6 +129,7 @@ def test_conversion_records_orqa_featurization_and_skips_optimizer(chain):
       "/cls/" in n for n in chain["release"].finetuned_weights)
   assert chain["converted"].config["num_source_variables_used"] == n_weights
   assert os.path.basename(chain["converted"].checkpoint_path) == f"ckpt-{release.GLOBAL_STEP}"
+  assert sorted(chain["exported"]) == sorted(MODELS)
 
 
 def test_the_tiny_release_detects_title_and_missing_retriever_logit(chain):
@@ -104,31 +146,37 @@ def test_the_tiny_release_detects_title_and_missing_retriever_logit(chain):
     assert changed >= len(spans) // 2, defect
 
 
+def test_the_answers_exercise_orqa_answer_rule(chain):
+  rel, tok = chain["release"], chain["tokenizer"]
+  punctuated = mid_word = 0
+  for ref in chain["refs"]:
+    pieces = tok.tokenize(rel.bodies[ref.rows[ref.block_index]])["pieces"]
+    if ref.answer != ref.span_text and ref.answer.replace(" ", "") == ref.span_text.replace(
+        " ", ""):
+      punctuated += 1  # "north - east" where the text says "north-east"
+    if pieces[ref.start_piece].startswith("##"):
+      mid_word += 1    # the span starts inside a word: ORQA answers the whole word
+      assert ref.answer != ref.span_text and ref.answer.replace(" ", "").endswith(
+          ref.span_text.replace(" ", ""))
+  assert punctuated >= 1 and mid_word >= 1
+
+
 def test_evaluate_matches_orqa_reference(chain):
-  from realm_tf.openqa import metrics
-  from realm_tf.retrieval import bundle as bundle_lib
-  from realm_tf.stages import finetune
-  from realm_tf.stages.evaluate import Predictor
+  import tensorflow as tf
   from realm_tf.openqa.features import OpenQAExample
-  block_ids = bundle_lib.latest(os.path.join(chain["work"], "index")).block_ids
-  refs, preds = chain["refs"], chain["predictions"]
+  from realm_tf.stages.evaluate import Predictor
+  block_ids, refs, preds = chain["block_ids"], chain["refs"], chain["predictions"]
   assert len(preds) == len(refs)
-  mid_word = 0
   for ref, pred in zip(refs, preds):
     read = [e for e in pred["evidence"] if e["read"]]
     assert [e["block_id"] for e in read] == block_ids[ref.rows].tolist(), pred["question"]
     np.testing.assert_allclose([e["retrieval_score"] for e in read], ref.retrieval_logits,
                                atol=LOGIT_ATOL)
     assert pred["answer_block_rank"] == ref.block_index, pred["question"]
-    assert pred["prediction"] == ref.span_text, pred["question"]
-    if metrics.normalize_answer(ref.answer) != metrics.normalize_answer(ref.span_text):
-      mid_word += 1  # ORQA widens a span that starts inside a word to the whole word
-      assert ref.answer.endswith(ref.span_text)
+    assert pred["prediction"] == ref.answer, pred["question"]
   assert chain["metrics"]["exact_match"] == 1.0
-  assert mid_word >= 1  # the release exercises ORQA's span rule (a span starting mid-word)
   # The span's wordpieces and logit, in process.
-  import tensorflow as tf
-  model, _, _ = finetune.load_finetuned(chain["model_dir"])
+  model = chain["model"]
   feats = Predictor(model, num_retrieved=5).featurizer.featurize(
       [OpenQAExample(f"q{i}", q, ()) for i, q in enumerate(release.QUESTIONS)])
   out = model.predict_spans({k: tf.constant(v) for k, v in feats.items()
@@ -139,34 +187,11 @@ def test_evaluate_matches_orqa_reference(chain):
                              atol=LOGIT_ATOL)
 
 
-@pytest.fixture(scope="module")
-def server(chain):
-  from serving import subprocess_server
-  base = os.path.join(chain["work"], "serving")
-  config = os.path.join(chain["work"], "models.config")
-  with open(config, "w", encoding="utf-8") as f:
-    f.write("model_config_list {\n" + "".join(
-        f'  config {{ name: "{m}" base_path: "{os.path.join(base, m)}" '
-        'model_platform: "tensorflow" }\n' for m in MODELS) + "}\n")
-  port = subprocess_server.free_port()
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-  proc = subprocess_server.ServerProcess(
-      [sys.executable, "-c", _SERVER_MAIN, f"--port={port}", f"--model_config_file={config}",
-       "--file_system_poll_wait_seconds=0", "--max_num_load_retries=0"], port,
-      os.path.join(chain["work"], "server.log"), env=env)
-  proc.wait_ready(list(MODELS), timeout=240)
-  yield proc
-  proc.stop()
-
-
 @pytest.mark.parametrize("model_name", MODELS)
-def test_served_answers_match_orqa_reference(chain, server, model_name):
-  from realm_tf.retrieval import bundle as bundle_lib
+def test_served_answers_match_orqa_reference(chain, model_name):
   from serving import client
-  block_ids = bundle_lib.latest(os.path.join(chain["work"], "index")).block_ids
-  refs = chain["refs"]
+  server, block_ids, refs = chain["server"], chain["block_ids"], chain["refs"]
+  server.wait_ready(list(MODELS), timeout=240)
   with client.PredictClient(server.address, model_name, timeout=60) as c:
     out = c.predict({"questions": np.array([q.encode() for q in release.QUESTIONS],
                                             dtype=object)})
@@ -174,5 +199,5 @@ def test_served_answers_match_orqa_reference(chain, server, model_name):
                                 np.stack([block_ids[r.rows] for r in refs]))
   np.testing.assert_allclose(out["evidence_scores"], np.stack([r.retrieval_logits for r in refs]),
                              atol=LOGIT_ATOL)
-  assert [a.decode() for a in out["answers"][:, 0]] == [r.span_text for r in refs]
+  assert [a.decode() for a in out["answers"][:, 0]] == [r.answer for r in refs]
   assert out["answer_block_index"][:, 0].tolist() == [r.block_index for r in refs]

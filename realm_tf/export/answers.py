@@ -4,15 +4,17 @@ The served open-QA model and `realm_reader` share this path: `question_features`
 packs the questions exactly as `realm_tf.openqa.features.QuestionFeaturizer` does on the host,
 `read_blocks` runs the reader over `[CLS] question [SEP] body [SEP]`, and `select_answers` turns
 the reader's span logits into the top distinct answer strings, cut out of the block texts by the
-byte offsets of their wordpieces (block_table.text_blocks tokenizes the texts with offsets).
+byte offsets of their wordpieces (block_table.text_blocks tokenizes the texts with offsets), or,
+for a model with ORQA's featurisation, ORQA's strings (realm_tf.openqa.answer_text).
 Doing this in the graph is what lets a client send raw strings and get answers back with no
 Python on either side.
 """
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import tensorflow as tf
 
 from realm_tf.export.versioning import ServingExportError
+from realm_tf.openqa import answer_text
 from realm_tf.openqa import features as features_lib
 from realm_tf.text import RealmTokenizer, pack_query
 from realm_tf.text.packing import INPUT_KEYS
@@ -40,8 +42,14 @@ def question_features(tokenizer: RealmTokenizer, questions, query_seq_length: in
 
 
 def select_answers(span_logits, block_offset, blocks: Mapping[str, tf.Tensor], num_answers: int,
-                   max_candidates: int) -> Dict[str, tf.Tensor]:
+                   max_candidates: int, featurization: str = "realm_tf",
+                   tokenizer: Optional[RealmTokenizer] = None) -> Dict[str, tf.Tensor]:
   """The top `num_answers` distinct answer strings of each question.
+
+  A span's string follows `featurization` (realm_tf.openqa.answer_text): "realm_tf" cuts the
+  block text from its first wordpiece's first byte to its last wordpiece's last byte; "orqa"
+  gives ORQA's string (its original tokens joined by spaces, through SQuAD's `get_final_text`),
+  which needs `tokenizer` (the wordpiece strings) and the blocks' `body_ids`.
 
   Args:
     span_logits: float32 [B, K, T, W] reader logits (retriever logit included; invalid spans at
@@ -83,7 +91,10 @@ def select_answers(span_logits, block_offset, blocks: Mapping[str, tf.Tensor], n
   limits = tf.gather(tf.gather(blocks["limits"], block, batch_dims=1), last[..., None],
                      batch_dims=2)[..., 0]
   texts = tf.gather(blocks["texts"], block, batch_dims=1)
-  text = tf.strings.substr(texts, starts, tf.maximum(limits - starts, 0), unit="BYTE")
+  if featurization == "orqa":
+    text = _orqa_texts(blocks, block, first, last, starts, texts, tokenizer)
+  else:
+    text = tf.strings.substr(texts, starts, tf.maximum(limits - starts, 0), unit="BYTE")
   text = tf.where(valid, text, "")
   # Drop spans whose text equals a better-ranked span's.
   same = tf.logical_and(tf.equal(text[:, :, None], text[:, None, :]), valid[:, None, :])
@@ -104,16 +115,37 @@ def select_answers(span_logits, block_offset, blocks: Mapping[str, tf.Tensor], n
   }
 
 
+def _orqa_texts(blocks, block, first, last, starts, texts, tokenizer):
+  """ORQA's answer strings [B, M] of candidate spans (block index, first and last body
+  wordpiece, the first one's byte offset, the block text; each [B, M])."""
+  if tokenizer is None:
+    raise ServingExportError("featurization='orqa' answers need the tokenizer's wordpieces.")
+  shape = tf.shape(block)
+  flat = lambda x: tf.reshape(x, [-1])  # pylint: disable=unnecessary-lambda-assignment
+  body_ids = tf.gather(blocks["body_ids"], block, batch_dims=1)            # [B, M, L]
+  width = tf.shape(body_ids)[2]
+  base = tf.range(tf.size(block)) * width
+  pieces = tf.gather(flat(body_ids), tf.ragged.range(base + flat(first), base + flat(last) + 1))
+  last_starts = tf.gather(tf.gather(blocks["starts"], block, batch_dims=1), last[..., None],
+                          batch_dims=2)[..., 0]
+  text = answer_text.orqa_answer_from_pieces(flat(texts), flat(starts), flat(last_starts),
+                                             tokenizer.tokens(pieces))
+  return tf.reshape(text, shape)
+
+
 def read_blocks(model, features: Mapping[str, tf.Tensor], blocks: Mapping[str, tf.Tensor],
-                retrieval_logits, num_answers: int, max_candidates: int) -> Dict[str, tf.Tensor]:
+                retrieval_logits, num_answers: int, max_candidates: int,
+                tokenizer: Optional[RealmTokenizer] = None) -> Dict[str, tf.Tensor]:
   """Reader over `[CLS] question [SEP] body [SEP]` for blocks [B, K], then `select_answers`.
 
-  `model` is an `OpenQAModel` (its `read` and config are used); `features` come from
-  `question_features`; `blocks` from `BlockTable.reader_blocks` or `text_blocks`.
+  `model` is an `OpenQAModel` (its `read` and config are used; its `featurization` picks the
+  answer strings' rule); `features` come from `question_features`; `blocks` from
+  `BlockTable.reader_blocks` or `text_blocks`; `tokenizer` the model's (needed for ORQA's rule).
   """
   cfg = model.config.reader
   inputs = features_lib.pack_reader_inputs(
       features["question_ids"], features["question_length"], blocks["body_ids"],
       blocks["body_length"], cfg.seq_length, model.cls_id, model.sep_id)
   span_logits, _ = model.read(inputs, tf.cast(retrieval_logits, tf.float32), training=False)
-  return select_answers(span_logits, inputs["block_offset"], blocks, num_answers, max_candidates)
+  return select_answers(span_logits, inputs["block_offset"], blocks, num_answers, max_candidates,
+                        featurization=model.config.featurization, tokenizer=tokenizer)

@@ -165,7 +165,7 @@ class ReaderModule(tf.Module):
       feats = question_features(tokenizer, questions, cfg.retriever.query_seq_length,
                                 cfg.reader.query_length)
       return read_blocks(model, feats, text_blocks(tokenizer, block_texts), retrieval_scores,
-                         num_answers, max_candidates)
+                         num_answers, max_candidates, tokenizer)
 
     def read(questions, block_texts):
       return read_scored(questions, block_texts, tf.zeros(tf.shape(block_texts), tf.float32))

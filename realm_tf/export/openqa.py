@@ -20,7 +20,8 @@ Two variants of the MIPS step (docs/SERVING_SIGNATURES.md):
     (`python -m serving.server` imports ScaNN) and `SaveOptions(namespace_whitelist=["Scann"])`.
 
 Nothing in either graph is a py_function, so they load anywhere the ops exist. The answers equal
-`OpenQAModel.predict_spans` + `features.span_text` run in process (`in_process_answers`).
+`OpenQAModel.predict_spans` + `answer_text.answer_text` (the model's featurisation's rule:
+`features.span_text`, or ORQA's string) run in process (`in_process_answers`).
 
 Each row answers on its own: a question with no wordpieces (empty, white space or control
 characters only) is answered with nothing (answers "", block ids -1, no evidence) and `status`
@@ -40,6 +41,7 @@ from realm_tf.export.modules import TrackedVariables
 from realm_tf.export.versioning import (SERVING_DEFAULT, ServingExportError, check_saved_model_ops,
                                         model_info, publish_saved_model, save_options,
                                         variant_model_name)
+from realm_tf.openqa import answer_text
 from realm_tf.openqa import features as features_lib
 from realm_tf.text import RealmTokenizer
 
@@ -88,7 +90,7 @@ class OpenQAModule(tf.Module):
       query = model.embed_questions(feats, training=False)
       rows, scores = self.mips.search(query, k)
       blocks = table.reader_blocks(rows, tokenizer)
-      out = read_blocks(model, feats, blocks, scores, num_answers, max_candidates)
+      out = read_blocks(model, feats, blocks, scores, num_answers, max_candidates, tokenizer)
       index = out["answer_block_index"]
       out["answer_block_ids"] = tf.where(
           index >= 0, tf.gather(blocks["block_ids"], tf.maximum(index, 0), batch_dims=1),
@@ -173,7 +175,7 @@ def in_process_answers(model, tokenizer: RealmTokenizer, questions: Sequence[str
   """The fine-tuned model's own prediction, in this process, for comparison with an export.
 
   Host-side featurization (`QuestionFeaturizer`), `OpenQAModel.predict_spans` and
-  `features.span_text`. Returns numpy: `answer` object [B] (bytes), `probability` [B],
+  `answer_text.answer_text`. Returns numpy: `answer` object [B] (bytes), `probability` [B],
   `evidence_block_ids` int64 [B, K], `evidence_scores` [B, K].
   """
   featurizer = features_lib.QuestionFeaturizer(model.config.feature_config, tokenizer)
@@ -185,8 +187,9 @@ def in_process_answers(model, tokenizer: RealmTokenizer, questions: Sequence[str
   block = pred["block_index"].numpy()
   chosen = rows[np.arange(len(questions)), block]
   texts = np.array([model.index.texts([r])[1][0] for r in chosen], dtype=object)
-  answer = features_lib.span_text(tokenizer, tf.constant(texts.astype(str).tolist()),
-                                  pred["start_piece"], pred["end_piece"]).numpy()
+  answer = answer_text.answer_text(tokenizer, tf.constant(texts.astype(str).tolist()),
+                                   pred["start_piece"], pred["end_piece"],
+                                   model.config.featurization).numpy()
   return {"answer": answer, "probability": pred["probability"].numpy(),
           "evidence_block_ids": model.index.block_ids[rows],
           "evidence_scores": pred["retrieval_scores"][:, :k].numpy()}

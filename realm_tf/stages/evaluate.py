@@ -44,7 +44,8 @@ from realm_tf.evaluation import topk_accuracy
 from realm_tf.io import atomic
 from realm_tf.io import paths
 from realm_tf.openqa import metrics
-from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text, span_text
+from realm_tf.openqa.answer_text import answer_text
+from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text
 from realm_tf.text import RealmTokenizer
 
 DEFAULT_RECALL_KS = (1, 5, 10, 20)
@@ -178,8 +179,8 @@ class Predictor:
     block = res["block_index"].numpy()
     chosen = rows[np.arange(len(rows)), block]
     index = self.model.index
-    texts = span_text(self.tokenizer, index.texts(chosen)[1],
-                      res["start_piece"], res["end_piece"]).numpy()
+    texts = answer_text(self.tokenizer, index.texts(chosen)[1], res["start_piece"],
+                        res["end_piece"], self.model.config.featurization).numpy()
     prob = res["probability"].numpy()
     for j, i in enumerate(live):
       out[i] = {"prediction": texts[j].decode("utf-8", "replace"),

@@ -22,7 +22,9 @@ tokenizer is the BERT basic + wordpiece tokenizer over the same vocabulary file;
 form of Google's TF1 BERT. `span_text` is what realm_tf answers instead of step 5's string: the
 original text between the span's first and last wordpiece.
 """
+import contextlib
 import dataclasses
+import functools
 import unicodedata
 from typing import Dict, List, Mapping, Sequence, Tuple
 
@@ -49,26 +51,58 @@ def _is_control(ch: str) -> bool:
   return unicodedata.category(ch) in ("Cc", "Cf")
 
 
+_CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+        (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
+def _is_cjk(ch: str) -> bool:
+  return any(a <= ord(ch) <= b for a, b in _CJK)
+
+
 def original_tokens(text: str) -> List[Tuple[str, int, int]]:
-  """(token, char start, char end) of the basic tokenizer's split, original case kept: white
-  space separates, every punctuation character is its own token, control characters are space."""
+  """(token, char start, char end) of ORQA's original tokens (`tokenize_with_original_mapping`:
+  the TF.Text basic tokenizer's split of the text, original case kept): control and format
+  characters are space, `\t \n \f \r` and space separate (RE2's `\s`, so a no-break space
+  does not), every punctuation or CJK character is a token of its own."""
   out = []
   start = None
   for i, ch in enumerate(text + " "):
-    if ch.isspace() or _is_control(ch) or _is_punctuation(ch):
+    separate = _is_punctuation(ch) or _is_cjk(ch)
+    if ch in " \t\n\f\r" or unicodedata.category(ch) in ("Cc", "Cf") or separate:
       if start is not None:
         out.append((text[start:i], start, i))
         start = None
-      if i < len(text) and _is_punctuation(ch):
+      if i < len(text) and separate:
         out.append((ch, i, i + 1))
     elif start is None:
       start = i
   return out
 
 
+def basic_tokenize(text: str) -> List[str]:
+  """BERT's Python `BasicTokenizer(do_lower_case=True).tokenize` (what SQuAD's `get_final_text`
+  runs): NUL, U+FFFD and control characters dropped, every Unicode white space separates, lower
+  case, NFD without combining marks, punctuation and CJK characters split off."""
+  cleaned = "".join(" " if ch in "\t\n\r" or unicodedata.category(ch) == "Zs" else ch
+                    for ch in text if ord(ch) not in (0, 0xFFFD) and not _is_control(ch))
+  out = []
+  for word in cleaned.split():
+    word = normalize_token(word)
+    current = ""
+    for ch in word:
+      if _is_punctuation(ch) or _is_cjk(ch):
+        out += [current] if current else []
+        out.append(ch)
+        current = ""
+      else:
+        current += ch
+    out += [current] if current else []
+  return out
+
+
 def normalize_token(token: str) -> str:
   """Lower case, NFD, combining marks removed (BERT's uncased normalisation)."""
-  token = unicodedata.normalize("NFD", token.lower())
+  token = unicodedata.normalize("NFD", token.lower())  # Python's lower, as BasicTokenizer
   return "".join(ch for ch in token if unicodedata.category(ch) != "Mn")
 
 
@@ -120,7 +154,7 @@ class WordpieceTokenizer:
 def get_final_text(pred_text: str, orig_text: str) -> str:
   """SQuAD's `get_final_text` (uncased): the part of `orig_text` that `pred_text` (wordpieces
   joined by spaces) covers, or `orig_text` whole when it cannot be aligned."""
-  tok_text = " ".join(normalize_token(t) for t, _, _ in original_tokens(orig_text))
+  tok_text = " ".join(basic_tokenize(orig_text))
   start = tok_text.find(pred_text)
   if start == -1:
     return orig_text
@@ -148,6 +182,30 @@ def get_final_text(pred_text: str, orig_text: str) -> str:
   return orig_text[a:b + 1]
 
 
+def answer_of_span(tokenized: Dict[str, list], start_piece: int, end_piece: int) -> str:
+  """ORQA's answer for wordpieces [start_piece, end_piece] of a tokenized body
+  (`WordpieceTokenizer.tokenize`): the original tokens they fall in joined by one space, through
+  `get_final_text` with the wordpieces joined by one space (`##` kept, as ORQA joins them)."""
+  first, last = tokenized["token_map"][start_piece], tokenized["token_map"][end_piece]
+  orig = " ".join(tokenized["tokens"][first:last + 1])
+  return get_final_text(" ".join(tokenized["pieces"][start_piece:end_piece + 1]), orig)
+
+
+def _one_blas_thread(fn):
+  """Runs `fn` with BLAS on one thread: the reference's matrices are small, and a multi-threaded
+  OpenBLAS on a loaded machine made each [40, 128] product ~100x slower."""
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    try:
+      from threadpoolctl import threadpool_limits  # pylint: disable=g-import-not-at-top
+      limit = threadpool_limits(limits=1, user_api="blas")
+    except ImportError:
+      limit = contextlib.nullcontext()
+    with limit:
+      return fn(*args, **kwargs)
+  return wrapper
+
+
 # ---- BERT (Google's TF1 layout and names) ----------------------------------------------------
 
 def _gelu(x):
@@ -166,7 +224,8 @@ def bert(weights: Mapping[str, np.ndarray], prefix: str, ids, mask, types, num_h
   w = lambda n: np.asarray(weights[prefix + "bert/" + n], np.float64)  # pylint: disable=unnecessary-lambda-assignment
   ids, mask, types = (np.asarray(a) for a in (ids, mask, types))
   t = ids.shape[1]
-  x = (w("embeddings/word_embeddings")[ids] + w("embeddings/position_embeddings")[:t][None]
+  words = np.asarray(weights[prefix + "bert/embeddings/word_embeddings"][ids], np.float64)
+  x = (words + w("embeddings/position_embeddings")[:t][None]
        + w("embeddings/token_type_embeddings")[types])
   x = _layer_norm(x, w("embeddings/LayerNorm/gamma"), w("embeddings/LayerNorm/beta"), 1e-12)
   bias = (1.0 - mask[:, None, None, :].astype(np.float64)) * -10000.0
@@ -201,6 +260,7 @@ def embed(weights, bert_prefix: str, projection_prefix: str, ids, mask, types, n
                      w("LayerNorm/beta"), 1e-12)
 
 
+@_one_blas_thread
 def embed_blocks(weights, tokenizer: WordpieceTokenizer, titles: Sequence[str],
                  bodies: Sequence[str], num_heads: int, bert_prefix: str = "module/module/module/",
                  projection_prefix: str = "module/module/") -> np.ndarray:
@@ -255,6 +315,7 @@ def reader_input(question_ids: Sequence[int], body_ids: Sequence[int], cls_id: i
           np.array(body_pos + [-1] * pad))
 
 
+@_one_blas_thread
 def predict(weights: Mapping[str, np.ndarray], block_emb: np.ndarray, bodies: Sequence[str],
             tokenizer: WordpieceTokenizer, question: str, num_heads: int,
             add_retriever_logit: bool = True, titles=None) -> Prediction:
@@ -301,8 +362,7 @@ def predict(weights: Mapping[str, np.ndarray], block_emb: np.ndarray, bodies: Se
   best.sort(key=lambda x: -x[0])
   logit, k, a, e = best[0]
   tok = toks[k]
-  orig = " ".join(tok["tokens"][tok["token_map"][a]:tok["token_map"][e] + 1])
-  answer = get_final_text(" ".join(tok["pieces"][a:e + 1]), orig)
+  answer = answer_of_span(tok, a, e)
   text = bodies[rows[k]][tok["offsets"][a][0]:tok["offsets"][e][1]]
   return Prediction(rows=rows, retrieval_logits=logits, block_index=k, start_piece=a,
                     end_piece=e, span_logit=logit, runner_up_logit=best[1][0], answer=answer,

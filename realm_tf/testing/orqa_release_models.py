@@ -36,30 +36,36 @@ FINETUNED = "orqa_nq_model_from_realm/export/best_default/checkpoint/model.ckpt-
 EMBEDDER = "cc_news_pretrained/embedder"
 BLOCKS = "enwiki-20181220"
 
-# (title, body): plain ASCII, single spaces, some words of several wordpieces.
+# (title, body): ASCII with hyphens, commas, brackets and words of several wordpieces, so that
+# ORQA's answer strings (original tokens joined by spaces, whole words) differ from the text's.
 DOCUMENTS = [
-    ("Mount Kilimanjaro", "Kilimanjaro is a dormant volcano in Tanzania and the highest mountain "
-     "in Africa"),
-    ("Amazon River", "The Amazon flows through Peru Colombia and Brazil into the Atlantic Ocean"),
-    ("Marie Curie", "Marie Curie won two Nobel prizes for her research on radioactivity"),
-    ("Photosynthesis", "Plants convert sunlight water and carbon dioxide into glucose and oxygen"),
-    ("Great Wall of China", "The wall was built over centuries to protect northern frontiers"),
-    ("Ludwig van Beethoven", "Beethoven composed nine symphonies although he became deaf"),
+    ("Mount Kilimanjaro", "Kilimanjaro is a snow-capped, dormant volcano in north-east Tanzania"),
+    ("Amazon River", "The Amazon flows west-to-east through Peru, Colombia and Brazil"),
+    ("Marie Curie", "Marie Sklodowska-Curie won two Nobel prizes (1903, 1911) for radioactivity"),
+    ("Photosynthesis", "Plants turn sunlight, water and carbon-dioxide into glucose and oxygen"),
+    ("Great Wall of China",
+     "The wall was built over centuries to protect China's northern frontiers"),
+    ("Ludwig van Beethoven",
+     "Beethoven composed nine symphonies, although he became deaf in mid-life"),
     ("Mercury planet", "Mercury is the smallest planet and the closest one to the Sun"),
     ("Kangaroo", "Kangaroos are marsupials that carry their young in a pouch in Australia"),
     ("Leonardo da Vinci", "Leonardo painted the Mona Lisa and sketched flying machines"),
-    ("Sahara", "The Sahara is the largest hot desert and covers much of northern Africa"),
+    ("Sahara", "The Sahara is the largest hot desert and covers much of north-west Africa"),
     ("Penicillin", "Alexander Fleming discovered penicillin in London in 1928"),
-    ("Pacific Ocean", "The Pacific is the deepest ocean and contains the Mariana Trench"),
-    ("Honeybee", "Honeybees communicate the location of flowers with a waggle dance"),
-    ("Eiffel Tower", "Gustave Eiffel designed the wrought iron tower for the 1889 exhibition"),
-    ("Chess", "Chess is played on a board of sixty four squares by two players"),
+    ("Austria-Hungary", "Austria-Hungary was a dual monarchy in central Europe from 1867 to 1918"),
+    ("Honeybee", "Honeybees communicate the location of flowers with a so-called waggle dance"),
+    ("Eiffel Tower", "Gustave Eiffel designed the wrought-iron tower for the 1889 World's Fair"),
+    ("Chess", "Chess is played on a board of sixty-four squares by two players"),
     ("Volcano", "Magma rises through the crust and erupts as lava and volcanic ash"),
     ("Olympic Games", "The modern Olympics began in Athens in 1896 with thirteen nations"),
     ("Saturn", "Saturn has spectacular rings made of ice and rocky debris"),
-    ("Tea", "Tea originated in southwest China and spread along ancient trade routes"),
+    ("Tea", "Tea originated in south-west China and spread along ancient trade routes"),
     ("Telescope", "Galileo improved the telescope and observed the moons of Jupiter"),
 ]
+# The seed of the weights: every reference choice is far from a tie, the top-5 retrieval logits
+# are 0.1 apart, both featurisation defects change most answers, and the answers include a
+# punctuated span and one starting inside a word (checked by tests/test_released_models_e2e.py).
+SEED = 78
 QUESTIONS = [
     "what is the highest mountain in africa",
     "who discovered penicillin",
@@ -181,7 +187,7 @@ def write_tf1_checkpoint(arrays: Dict[str, np.ndarray], prefix: str,
   return prefix
 
 
-def write_release(root: str, seed: int = 0, documents: Sequence = DOCUMENTS) -> TinyRelease:
+def write_release(root: str, seed: int = SEED, documents: Sequence = DOCUMENTS) -> TinyRelease:
   """Writes the tiny release under `root` (see module docstring) and returns it."""
   from realm_tf.text.tokenizer import default_vocab_path  # pylint: disable=g-import-not-at-top
   titles = [d[0] for d in documents]
