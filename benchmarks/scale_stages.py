@@ -289,7 +289,8 @@ def scann_rebuilds(a: Dict) -> Dict:
   one index's bytes. Nothing calls gc.collect(): a dropped searcher must free its memory as its
   last reference goes (Python's cyclic collector is left to run whenever it would), and
   `gc_collections_by_generation` counts the collections that did run (`save_searcher` collects
-  once, after the builds and before the loads). RSS is read before and after
+  once, after the builds and before the loads); with `disable_gc` true, none runs but that one,
+  so whatever only the collector would free stays. RSS is read before and after
   `return_free_memory` (glibc's malloc_trim, which the trainer calls after a switch)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.io.memory import return_free_memory  # pylint: disable=g-import-not-at-top
@@ -304,6 +305,8 @@ def scann_rebuilds(a: Dict) -> Dict:
       collections[info["generation"]] += 1
 
   gc.callbacks.append(count_collections)
+  if a.get("disable_gc"):
+    gc.disable()
 
   def rss_now(into_untrimmed, into):
     into_untrimmed.append(proc_status()["VmRSS"])
@@ -336,7 +339,7 @@ def scann_rebuilds(a: Dict) -> Dict:
   return {"rebuilds": a["rebuilds"], "index_bytes": index_bytes, "rss_after_each_build": rss,
           "rss_after_each_load": loads, "rss_after_each_build_untrimmed": untrimmed,
           "rss_after_each_load_untrimmed": loads_untrimmed,
-          "gc_collections_by_generation": collections,
+          "gc_collections_by_generation": collections, "gc_disabled": bool(a.get("disable_gc")),
           "growth_over_first_build": rss[-1] - rss[0],
           "growth_goal": int(0.1 * index_bytes)}
 
