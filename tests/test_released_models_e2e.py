@@ -132,6 +132,25 @@ def test_conversion_records_orqa_featurization_and_skips_optimizer(chain):
   assert sorted(chain["exported"]) == sorted(MODELS)
 
 
+def test_imported_query_tower_embeds_as_the_released_embedder(chain):
+  """The import's query tower is REALM's embedder as Google's TF1 BERT computes it (tanh GELU):
+  its embeddings equal the reference's to 1e-5 (exact GELU is ~1e-3 off)."""
+  import tensorflow as tf
+  from realm_tf.retrieval import bundle as bundle_lib
+  from realm_tf.text import RealmTokenizer, pack_query
+  rel, tok = chain["release"], chain["tokenizer"]
+  embedder = bundle_lib.latest(os.path.join(chain["work"], "index")).query_embedder
+  realm_tok = RealmTokenizer()
+  packed = pack_query(realm_tok.tokenize(list(release.QUESTIONS)), embedder.query_seq_length,
+                      realm_tok.cls_id, realm_tok.sep_id)
+  got = embedder.embed_queries({k: tf.cast(v, tf.int32) for k, v in packed.items()}).numpy()
+  for question, row in zip(release.QUESTIONS, got):
+    ids = [tok.cls_id] + tok.tokenize(question)["ids"] + [tok.sep_id]
+    want = reference.embed(rel.embedder_weights, "module/module/module/", "module/module/", [ids],
+                           [[1] * len(ids)], [[0] * len(ids)], release.HEADS)[0]
+    np.testing.assert_allclose(row, want, atol=1e-5, err_msg=question)
+
+
 def test_the_tiny_release_detects_title_and_missing_retriever_logit(chain):
   rel, tok = chain["release"], chain["tokenizer"]
   for ref in chain["refs"]:  # every choice is far from a tie

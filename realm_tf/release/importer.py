@@ -221,7 +221,7 @@ def export_query_tower(config: ImportConfig, model_dir: str, width: int) -> str:
   """Exports a `Retriever` (one shared tower: REALM's embedder embedded queries and blocks) built
   from the TF1 embedder, [CLS] pooling, projection `width` with LayerNorm, queries of
   `query_length`; retrieval_score_scale 1 (ORQA's). Returns the export directory."""
-  from realm_tf.checkpoints import tf1_bert  # pylint: disable=g-import-not-at-top
+  from realm_tf.checkpoints import orqa_model, tf1_bert  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   source, prefix, _ = _embedder_source(config)
@@ -230,6 +230,8 @@ def export_query_tower(config: ImportConfig, model_dir: str, width: int) -> str:
     encoder = tf1_bert.load_bert_config_json(bert_json)
   else:
     encoder = tf1_bert.infer_encoder_config(source, prefix, config.num_attention_heads)
+  # Google's TF1 BERT (REALM's embedder) computes GELU with the tanh approximation.
+  encoder = dataclasses.replace(encoder, hidden_act=orqa_model.TF1_BERT_ACTIVATION)
   retriever = Retriever(RetrieverConfig(
       encoder=encoder, projection_size=width, share_towers=True, pooling="cls",
       projection_layer_norm=True, query_seq_length=config.query_length,

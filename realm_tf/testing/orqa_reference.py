@@ -252,6 +252,7 @@ def bert(weights: Mapping[str, np.ndarray], prefix: str, ids, mask, types, num_h
   return x, pooled
 
 
+@_one_blas_thread
 def embed(weights, bert_prefix: str, projection_prefix: str, ids, mask, types, num_heads: int):
   """A REALM/ORQA embedder: LayerNorm(dense(pooled output)) → float64 [B, D]."""
   _, pooled = bert(weights, bert_prefix, ids, mask, types, num_heads)
