@@ -60,6 +60,26 @@ def test_select_answers_with_fewer_spans_than_candidates(table, tokenizer):
   np.testing.assert_allclose(out["probabilities"].numpy()[0], [1.0, 0.0, 0.0], atol=1e-6)
 
 
+def test_select_answers_gives_orqa_strings_under_orqa_featurization(table, tokenizer):
+  from realm_tf.openqa import answer_text  # pylint: disable=g-import-not-at-top
+  blocks = table.reader_blocks(tf.constant([[0, 1]]), tokenizer)
+  logits = _grid(1, 2, 20, 4, {
+      (0, 1, 3 + 5, 3 + 6): 5.0,   # block 1, "France." → ORQA's "France ."
+      (0, 0, 3 + 5, 3 + 6): 4.0,   # block 0, "##mat river" (inside "Limmat") → "Limmat river"
+      (0, 1, 3 + 0, 3 + 0): 3.0})  # "Paris"
+  out = answers.select_answers(logits, tf.constant([[3, 3]]), blocks, num_answers=3,
+                               max_candidates=6, featurization="orqa", tokenizer=tokenizer)
+  got = [a.decode() for a in out["answers"].numpy()[0]]
+  assert got == ["France .", "Limmat river", "Paris"]
+  want = answer_text.orqa_answer_text(tokenizer, [TEXTS[1], TEXTS[0], TEXTS[1]], [5, 5, 0],
+                                      [6, 6, 0]).numpy()
+  assert got == [w.decode() for w in want]
+  default = answers.select_answers(logits, tf.constant([[3, 3]]), blocks, 3, 6)
+  assert [a.decode() for a in default["answers"].numpy()[0]] == ["France.", "mat river", "Paris"]
+  with pytest.raises(ServingExportError, match="tokenizer"):
+    answers.select_answers(logits, tf.constant([[3, 3]]), blocks, 3, 6, featurization="orqa")
+
+
 def test_question_features_pack_and_trim(tokenizer):
   questions = ["Who wrote Hamlet?", "what is the capital of france and of the rest of europe"]
   out = answers.question_features(tokenizer, tf.constant(questions), query_seq_length=8,
