@@ -5,10 +5,11 @@ it twice (2x the matrix while converting), and `tf.Variable(array)` copies it on
 released index's 13.35M x 128 rows (6.8 GB) those copies, not the index, set a build's peak
 memory. Three ways in, each measured against the matrix's bytes E:
 
-* `to_tensor(array)`: one anonymous copy (E), filled a slice at a time into a buffer TensorFlow
-  owns (a memory map's pages are dropped behind each slice); a tensor is passed through as is.
-  `tf.Variable(to_tensor(x))` then holds that same buffer (a variable adopts an eager tensor's
-  buffer), so a searcher's variable costs E, not 3E.
+* `to_tensor(array)`: one anonymous copy (E), filled a slice at a time (a memory map's pages are
+  dropped behind each slice) into a buffer the tensor shares through DLPack; a tensor is passed
+  through as is. `tf.Variable(to_tensor(x))` then holds that same buffer (a variable adopts an
+  eager tensor's buffer), so a searcher's variable costs E, not 3E. (Filling a variable slice by
+  slice does not do: reading a variable written by a slice assignment copies it.)
 * `mapped_tensor(path)`: no copy at all: a tensor over a copy-on-write memory map of a `.npy`
   file (DLPack), whose resident pages are the file's and can be dropped at any time
   (`dropping_pages`). For files its caller owns and does not rewrite while the tensor lives (a
@@ -28,28 +29,27 @@ from realm_tf.data.block_lookup import release_pages
 
 ROWS_PER_SLICE = 65_536
 DROP_INTERVAL_S = 0.02
+ALIGN_BYTES = 64
 
 
 def to_tensor(embeddings, rows_per_slice: int = ROWS_PER_SLICE) -> tf.Tensor:
   """float32 [N, D] eager tensor of `embeddings` (array-like, memory map, tensor or variable)
-  holding one copy: a tensor or variable is returned as is (a variable's value, not copied);
-  anything else is written `rows_per_slice` rows at a time into a buffer TensorFlow allocates,
-  a memory map's pages dropped behind each slice (peak: the matrix plus one slice)."""
+  holding one copy: a tensor or variable is returned as is (a variable's value); anything else is
+  copied `rows_per_slice` rows at a time into a new buffer that the tensor then shares (DLPack), a
+  memory map's pages dropped behind each slice (peak: the matrix plus one slice)."""
   if isinstance(embeddings, (tf.Tensor, tf.Variable)):
     return tf.cast(tf.convert_to_tensor(embeddings), tf.float32)
   shape = tuple(int(d) for d in np.shape(embeddings))
   if len(shape) != 2 or 0 in shape:
     return tf.convert_to_tensor(np.asarray(embeddings, np.float32))  # the caller's checks refuse it
-  buffer = tf.Variable(tf.zeros(shape, tf.float32), trainable=False)
+  size = shape[0] * shape[1]
+  raw = np.empty(size + ALIGN_BYTES // 4, np.float32)
+  start = (-raw.ctypes.data % ALIGN_BYTES) // 4  # TensorFlow's alignment: shared, not copied
+  out = raw[start:start + size].reshape(shape)
   for lo in range(0, shape[0], rows_per_slice):
-    hi = min(shape[0], lo + rows_per_slice)
-    # Assigns into the variable's own buffer (a `var[lo:hi].assign` reads the variable first,
-    # which makes the assignment copy the whole matrix).
-    tf.raw_ops.ResourceStridedSliceAssign(
-        ref=buffer.handle, begin=[lo, 0], end=[hi, shape[1]], strides=[1, 1],
-        value=np.ascontiguousarray(embeddings[lo:hi], np.float32))
+    out[lo:lo + rows_per_slice] = embeddings[lo:lo + rows_per_slice]
     release_pages(embeddings)
-  return buffer.read_value()  # the buffer itself: the variable goes, its buffer stays
+  return tf.experimental.dlpack.from_dlpack(out.__dlpack__())
 
 
 def mapped_tensor(path: str) -> Tuple[tf.Tensor, np.memmap]:
