@@ -175,8 +175,8 @@ def test_the_answers_exercise_orqa_answer_rule(chain):
       punctuated += 1  # "north - east" where the text says "north-east"
     if pieces[ref.start_piece].startswith("##"):
       mid_word += 1    # the span starts inside a word: ORQA answers the whole word
-      assert ref.answer != ref.span_text and ref.answer.replace(" ", "").endswith(
-          ref.span_text.replace(" ", ""))
+      assert ref.answer != ref.span_text and ref.span_text.replace(" ", "") in \
+          ref.answer.replace(" ", "")
   assert punctuated >= 1 and mid_word >= 1
 
 
