@@ -94,6 +94,16 @@ def test_bundle_holds_block_emb_as_released(release, imported, kind):
       "scann": "scann", "exact": "brute_force"}[kind]
   np.testing.assert_array_equal(np.asarray(bundle.embeddings), release["emb"])
   np.testing.assert_array_equal(bundle.block_ids, np.arange(N))
+  # block_emb is stored (and loaded) once: the searcher's checkpoint holds one float copy (no
+  # ScaNN re-ordering copy: ORQA's candidates are re-scored from it) and no embeddings.npy.
+  assert bundle.embeddings_in_searcher
+  assert not os.path.exists(os.path.join(bundle.path, bundle_lib.EMBEDDINGS))
+  reader = tf.train.load_checkpoint(os.path.join(bundle.path, "searcher", "variables", "variables"))
+  floats = sum(int(np.prod(shape)) for name, shape in reader.get_variable_to_shape_map().items()
+               if reader.get_variable_to_dtype_map()[name] == tf.float32)
+  assert N * WIDTH <= floats <= N * WIDTH + 16
+  if kind == "scann":
+    assert bundle.manifest["searcher"]["config"]["rescoring"] == "gather"
   meta = bundle.query_embedder.metadata
   assert meta["retrieval_score_scale"] == 1.0 and meta["query_seq_length"] == 96
   assert meta["retriever_config"]["pooling"] == "cls" and meta["embedding_dim"] == WIDTH
