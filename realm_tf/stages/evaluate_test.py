@@ -55,15 +55,16 @@ def test_em_regex_and_recall_plumbing(model, tmp_path, caplog):
     elif i % 4 == 1:  # regex answer matching the start of the prediction
       examples.append(F.OpenQAExample(e.qid, e.question, (re.escape(pred.split()[0]) + r"\b",),
                                       True))
-    elif i % 4 == 2:  # a pattern that does not compile never matches, never crashes
-      examples.append(F.OpenQAExample(e.qid, e.question, ("(unclosed",), True))
+    elif i % 4 == 2:  # a pattern that does not compile never matches, never crashes (a pattern
+      # no other test uses: the warning is given once per pattern and process)
+      examples.append(F.OpenQAExample(e.qid, e.question, ("(unclosed in evaluate_test",), True))
     else:             # plain wrong answer
       examples.append(F.OpenQAExample(e.qid, e.question, ("Zanzibar",)))
   path = str(tmp_path / "pred.jsonl")
   with caplog.at_level(py_logging.WARNING):
     result = E.evaluate(model, examples, batch_size=8, recall_ks=(1, 5, 10),
                         predictions_path=path)
-  assert "(unclosed" in caplog.text
+  assert "(unclosed in evaluate_test" in caplog.text
   assert result["model_calls"] == 1 and result["num_examples"] == 8
   assert result["exact_match"] == pytest.approx(4 / 8)
   lines = [json.loads(x) for x in open(path, encoding="utf-8")]
