@@ -131,6 +131,7 @@ def test_missing_corpus_or_index_is_a_clear_error(work, tmp_path):
   assert not (tmp_path / "m1").exists() and not (tmp_path / "m2").exists()
 
 
+@pytest.mark.slow  # kept out of the default run for its time; `make test-slow` runs it
 def test_ict_launcher_trains_exports_and_publishes_the_first_bundle(work, tmp_path):
   dirs, _, _ = work
   model_dir, index_dir = str(tmp_path / "ict"), str(tmp_path / "index")
@@ -164,6 +165,7 @@ def _toy_job(work, work_dir: str, **overrides) -> pretrain_job.PretrainJobConfig
       heldout_fraction=0.3, heldout_queries=4, **overrides)
 
 
+@pytest.mark.slow  # kept out of the default run for its time; `make test-slow` runs it
 def test_main_job_runs_every_stage_and_repeats_with_the_same_seed(work, tmp_path):
   """`pretrain_job.run` (what `python -m realm_tf.launch.pretrain` calls) through ICT, the
   reader warm-up, REALM with inline refresh and the held-out figures, at toy size; a second run

@@ -42,6 +42,11 @@ from serving import model_manager
 from tests.test_pretrain_e2e import DOCS, _toy_job
 from tests.test_user_questions_e2e import TOY, _parsed
 
+# The longest end-to-end runs are kept out of the default run (`make test-slow` runs them);
+# the default run keeps one end-to-end smoke of the same path (tests/test_field_formats_e2e.py
+# pre-trains, fine-tunes and evaluates on a user's corpus; the ram:// paths are in io/paths_test.py).
+pytestmark = pytest.mark.slow
+
 QUESTIONS = [
     {"question": "Where was Marie Curie born?", "answers": ["Warsaw"]},
     {"question": "What is the capital of Poland?", "answers": ["Warsaw"]},

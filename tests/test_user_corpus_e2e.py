@@ -19,6 +19,11 @@ from realm_tf.io import work_dir as work_dir_lib
 from realm_tf.launch import pretrain
 from realm_tf.stages import pretrain_job
 
+# The longest end-to-end runs are kept out of the default run (`make test-slow` runs them);
+# the default run keeps one end-to-end smoke of the same path (tests/test_field_formats_e2e.py
+# pre-trains, fine-tunes and evaluates on a user's corpus; the ram:// paths are in io/paths_test.py).
+pytestmark = pytest.mark.slow
+
 DOCS = [
     {"id": "curie", "title": "Marie Curie", "text": "Marie Curie was born in Warsaw in 1867. She "
      "won the Nobel Prize in Physics in 1903. She later moved to Paris and worked at the Sorbonne."},

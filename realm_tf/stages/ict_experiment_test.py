@@ -110,6 +110,7 @@ _REPLICAS_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # kept out of the default run for its time; `make test-slow` runs it
 def test_in_batch_negatives_are_gathered_across_replicas(tmp_path):
   """Two CPU replicas of 4 must see the same 8 negatives as one device: same per-example loss,
   same weights after 3 steps. (Negatives kept within each replica give other losses.)"""

@@ -231,6 +231,7 @@ STAGED = HostStagedTask(
         model, dict(batch, masked_weights=host["weights"]), training))
 
 
+@pytest.mark.slow  # kept out of the default run for its time; `make test-slow` runs it
 def test_compiled_steps_make_the_uncompiled_update(tmp_path):
   """jit_compile compiles the step, whole or (a HostStagedTask) around its host part, and
   changes no number: the same loss and weights as the uncompiled step."""

@@ -117,6 +117,7 @@ def _minilm_available():
 
 
 @pytest.mark.skipif(not _minilm_available(), reason="MiniLM weights not installed (make install)")
+@pytest.mark.slow  # kept out of the default run for its time; `make test-slow` runs it
 def test_minilm_retriever_retrieves_as_well_as_minilm_before_any_training():
   """A MiniLM-initialised retriever (separate towers, 384-d projection) must keep MiniLM's own
   retrieval: within 2 points of MiniLM (mean pooling, cosine) on SQuAD-open dev questions."""
