@@ -198,17 +198,22 @@ def _decode_lines(stream: BinaryIO, source: str) -> Iterator[Union[tuple, BadRec
       yield BadRecord(source, n, "non_utf8", f"byte {e.start}: {e.reason}")
 
 
+def _record_lines(stream: BinaryIO, source: str) -> Iterator[Union[tuple, BadRecord]]:
+  """`_decode_lines` without blank lines: the lines of a one-record-a-line format."""
+  for item in _decode_lines(stream, source):
+    if isinstance(item, BadRecord) or item[1].strip():
+      yield item
+
+
 def _read_json_lines(stream: BinaryIO, source: str, max_document_bytes: int, to_document
                      ) -> Iterator[Item]:
   """Documents of a JSON-lines file: `to_document(record, line)` gives a Document, or a string
   saying why the record is a malformed_record. Blank lines are ignored."""
-  for item in _decode_lines(stream, source):
+  for item in _record_lines(stream, source):
     if isinstance(item, BadRecord):
       yield item
       continue
     n, line = item
-    if not line.strip():
-      continue
     try:
       rec = json.loads(line)
     except json.JSONDecodeError as e:
@@ -302,13 +307,11 @@ def read_dpr_tsv(stream: BinaryIO, source: str, max_document_bytes: int = MAX_DO
   # csv refuses cells over its field limit (131,072 characters by default); documents up to
   # max_document_bytes are this module's to accept or report, so the limit is raised to that.
   csv.field_size_limit(max(csv.field_size_limit(), max_document_bytes))
-  for item in _decode_lines(stream, source):
+  for item in _record_lines(stream, source):
     if isinstance(item, BadRecord):
       yield item
       continue
     n, line = item
-    if not line.strip():
-      continue
     try:
       cells = next(csv.reader([line], delimiter="\t"))
     except csv.Error as e:
