@@ -25,6 +25,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context  # pylint: disable=g-direct-tensorflow-import
 from absl import logging
 
 from realm_tf.io.memory import return_free_memory
@@ -104,9 +105,11 @@ def release_resource(shared_name: str, flag_name: Optional[str] = None) -> bool:
 
   `flag_name` is its search's flag variable (default `<shared_name>/live`). The memory is freed
   once running searches finish; a later search rebuilds the index from the searcher's variables.
-  Returns True when there was one to destroy.
+  Returns True when there was one to destroy. It runs eagerly wherever it is called from: a
+  finalizer can fire while a graph is being built (a TF1-style `tf.Graph().as_default()`, where
+  `tf.init_scope` does not reach eager mode).
   """
-  with tf.init_scope(), tf.device("/device:CPU:0"):
+  with context.eager_mode(), tf.device("/device:CPU:0"):
     flag = _flag_handle(flag_name or shared_name + _FLAG_SUFFIX)
     if not bool(tf.raw_ops.VarIsInitializedOp(resource=flag)):
       return False

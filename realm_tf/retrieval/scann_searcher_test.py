@@ -132,6 +132,18 @@ def test_search_after_release_rebuilds_the_index(tmp_path):
   assert searcher.release() and loaded.release()  # each copy had its own index
 
 
+def test_release_runs_eagerly_while_a_graph_is_being_built():
+  """A finalizer can fire inside a TF1-style graph (as it did during the demo's export): the
+  release must still run, not print an 'Exception ignored' traceback."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  emb, q = testing.clustered(2000, seed=9, num_queries=4)
+  searcher = ScannSearcher(emb, ScannConfig(mode="ah"))
+  searcher.search(q, 5)
+  with tf.Graph().as_default():
+    assert searcher.release()
+  assert not searcher.release()  # already freed inside the graph
+
+
 def test_dropped_searcher_frees_its_variables_without_the_cyclic_collector(tmp_path):
   """With the cyclic collector off, the last reference to a searcher dropped frees its variables
   (the indexed matrix) at once: built (searched and saved, as the refresher does), exact, and
