@@ -1,0 +1,99 @@
+r"""The fault matrix: kills at seeded random points, damaged files, a full disk, two processes on
+one work dir, numerical faults, the server under load and change, and fuzzed input.
+
+    python -m benchmarks.fault_bench                       # the whole matrix (tens of minutes)
+    python -m benchmarks.fault_bench --groups=damage,fuzz  # some groups
+
+Each group is a module of `benchmarks.faults` whose `run(config)` returns its rows; the default
+test run calls the same functions with `FaultConfig.fast()` (tests/faults/). Writes
+benchmarks/results/faults.json: every row's fault, where it was injected, tries, what was checked
+afterwards and the outcome. docs/RELIABILITY.md explains the rows.
+"""
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from benchmarks import common
+from benchmarks.faults import GROUPS, FaultConfig
+
+
+def run(config: FaultConfig) -> Dict[str, object]:
+  """Runs each group of the matrix in turn and returns the rows with their totals."""
+  rows: List[Dict[str, object]] = []
+  errors: Dict[str, str] = {}
+  for group in config.groups:
+    if group not in GROUPS:
+      raise ValueError(f"unknown fault group {group!r}; known: {', '.join(GROUPS)}")
+    module = importlib.import_module(f"benchmarks.faults.{group}")
+    work_dir = os.path.join(config.work_dir, group)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    os.makedirs(work_dir)
+    start = time.perf_counter()
+    try:
+      group_rows = module.run(_with_dir(config, work_dir))
+    except Exception as e:  # pylint: disable=broad-except
+      # A group that crashes is a finding, kept in the results, not a reason to lose the rest.
+      logging.exception("fault group %s crashed", group)
+      errors[group] = f"{type(e).__name__}: {e}"
+      continue
+    logging.info("fault group %s: %d rows in %.0f s", group, len(group_rows),
+                 time.perf_counter() - start)
+    rows.extend(r.to_json() for r in group_rows)
+  return {"rows": rows, "crashed_groups": errors,
+          "survived": sum(bool(r["survived"]) for r in rows), "total": len(rows),
+          "tries": sum(int(r["tries"]) for r in rows),
+          "settings": {"seed": config.seed, "kill_points": config.kill_points,
+                       "fuzz_cases": config.fuzz_cases, "load_clients": config.load_clients,
+                       "load_seconds": config.load_seconds, "groups": list(config.groups)}}
+
+
+def _with_dir(config: FaultConfig, work_dir: str) -> FaultConfig:
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  return dataclasses.replace(config, work_dir=work_dir)
+
+
+def _commit() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def define_flags():
+  """The matrix's command-line flags."""
+  flags.DEFINE_string("work_dir", "/tmp/faults", "Scratch directory (emptied per group).")
+  flags.DEFINE_list("groups", list(GROUPS), "Fault groups to run.")
+  flags.DEFINE_integer("seed", 0, "Seed of every injection point and mutation.")
+  flags.DEFINE_integer("kill_points", 10, "kill -9 points per stage.", lower_bound=1)
+  flags.DEFINE_integer("fuzz_cases", 1000, "Mutated inputs per input kind.", lower_bound=1)
+  flags.DEFINE_integer("load_clients", 32, "Concurrent gRPC clients.", lower_bound=1)
+  flags.DEFINE_float("load_seconds", 30.0, "Seconds of load per server run.", lower_bound=0.1)
+  flags.DEFINE_string("output_name", "faults", "benchmarks/results/<name>.json")
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  config = FaultConfig(work_dir=f.work_dir, seed=f.seed, kill_points=f.kill_points,
+                       fuzz_cases=f.fuzz_cases, load_clients=f.load_clients,
+                       load_seconds=f.load_seconds, groups=list(f.groups))
+  start = time.perf_counter()
+  result = run(config)
+  result["seconds"] = time.perf_counter() - start
+  result["commit"] = _commit()
+  common.write_result(f.output_name, result)
+  return 0 if not result["crashed_groups"] and result["survived"] == result["total"] else 1
+
+
+if __name__ == "__main__":
+  define_flags()
+  sys.exit(app.run(main))
