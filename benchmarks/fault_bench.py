@@ -44,15 +44,35 @@ def run(config: FaultConfig) -> Dict[str, object]:
       logging.exception("fault group %s crashed", group)
       errors[group] = f"{type(e).__name__}: {e}"
       continue
-    logging.info("fault group %s: %d rows in %.0f s", group, len(group_rows),
-                 time.perf_counter() - start)
-    rows.extend(r.to_json() for r in group_rows)
+    seconds = time.perf_counter() - start
+    logging.info("fault group %s: %d rows in %.0f s", group, len(group_rows), seconds)
+    stamp = {"commit": _commit(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "load_average_1m": os.getloadavg()[0], "group_seconds": seconds}
+    rows.extend({**r.to_json(), **stamp} for r in group_rows)
   return {"rows": rows, "crashed_groups": errors,
           "survived": sum(bool(r["survived"]) for r in rows), "total": len(rows),
           "tries": sum(int(r["tries"]) for r in rows),
           "settings": {"seed": config.seed, "kill_points": config.kill_points,
                        "fuzz_cases": config.fuzz_cases, "load_clients": config.load_clients,
                        "load_seconds": config.load_seconds, "groups": list(config.groups)}}
+
+
+def _merged(name: str, result: Dict[str, object], groups: List[str]) -> Dict[str, object]:
+  """The rows of the groups just run, beside the earlier rows of the other groups in the same
+  results file (each row carries its own commit, date and load)."""
+  import json  # pylint: disable=g-import-not-at-top
+  path = os.path.join(common.RESULTS_DIR, f"{name}.json")
+  if not os.path.exists(path):
+    return result
+  with open(path, encoding="utf-8") as f:
+    old = json.load(f)
+  kept = [r for r in old.get("rows", []) if r["group"] not in groups]
+  rows = kept + list(result["rows"])
+  crashed = {g: e for g, e in old.get("crashed_groups", {}).items() if g not in groups}
+  crashed.update(result["crashed_groups"])
+  return {**result, "rows": rows, "crashed_groups": crashed,
+          "survived": sum(bool(r["survived"]) for r in rows), "total": len(rows),
+          "tries": sum(int(r["tries"]) for r in rows)}
 
 
 def _with_dir(config: FaultConfig, work_dir: str) -> FaultConfig:
@@ -89,7 +109,7 @@ def main(argv):
   start = time.perf_counter()
   result = run(config)
   result["seconds"] = time.perf_counter() - start
-  result["commit"] = _commit()
+  result = _merged(f.output_name, result, config.groups)
   common.write_result(f.output_name, result)
   return 0 if not result["crashed_groups"] and result["survived"] == result["total"] else 1
 
