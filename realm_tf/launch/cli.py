@@ -67,6 +67,7 @@ USER_ERRORS: Tuple[Tuple[str, str], ...] = (
     ("realm_tf.data.documents", "BadInputError"),
     ("realm_tf.data.pretrain_pipeline", "DataServiceError"),
     ("realm_tf.io.work_dir", "WorkDirMismatchError"),  # a work dir built with other settings
+    ("realm_tf.io.work_dir_lock", "WorkDirBusyError"),  # another live writer holds it
     ("realm_tf.retrieval.bundle", "BundleError"),        # incl. BundleNotFoundError
     ("realm_tf.retrieval.embedder_export", "ExportError"),
     ("realm_tf.retrieval.refresh", "RecallTooLowError"),

@@ -220,12 +220,15 @@ def main(argv):
   """Fine-tunes as the flags say; prints the last step's scalars and where the checkpoints are."""
   del argv
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import work_dir_lock  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
   strategy = distribution_flags.strategy_from_flags(batch_flags=("batch_size",))
   job = job_from_flags()
-  result = finetune.run(job, strategy)
+  # One fine-tuning run per model dir: a second one stops here, naming the first, before any write.
+  with work_dir_lock.writer_lock(job.model_dir):
+    result = finetune.run(job, strategy)
   result["wall_seconds"] = round(time.time() - t0, 1)
   logging.info("Fine-tuning done in %.0f s.", result["wall_seconds"])
   print(json.dumps({k: v for k, v in result.items() if k != "progress_line"}, indent=2,

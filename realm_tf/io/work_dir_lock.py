@@ -1,0 +1,176 @@
+"""One writer per work dir: an advisory lock (`fcntl.flock`) on `<dir>/.lock`.
+
+A program that writes a work dir (`pretrain`, all of its stages, and `finetune`, in its model
+dir) holds the lock for its whole life. A second writer on the same folder is refused before it
+writes anything, with one line naming the holder, read from the lock file:
+
+    <dir> is in use by pid 1234 (python -m realm_tf.launch.pretrain ..., since 2026-01-01T12:00:00Z
+    on host-a)
+
+The kernel drops a `flock` when its holder exits, however it exits (kill -9 included), so a
+lock file left behind by a dead process never blocks the next run: the file stays, the lock
+does not. The file is never removed (removing a lock file races with a process that has just
+opened it); the next holder rewrites its contents.
+
+Readers (`refresh_index`, `evaluate`, `watch_recall`, the model server) do not take the lock:
+they read published outputs while a trainer runs. Folders on object stores (gs://, s3://) have
+no `flock`; the lock is skipped there (logged), as it is on the non-chief workers of a
+multi-worker job, which share the chief's work dir by design (`is_chief_process`).
+"""
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from typing import Dict, Iterator, Optional
+
+from absl import logging
+
+from realm_tf.io import paths
+
+LOCK_FILE = ".lock"
+# How long a refused process waits for a new holder to finish writing its name into the file.
+_HOLDER_WAIT_S = 2.0
+
+
+class WorkDirBusyError(RuntimeError):
+  """Another live process holds the work dir's lock; the message names it."""
+
+
+def holder_info(command: Optional[str] = None) -> Dict[str, object]:
+  """What the lock file records about this process: pid, host, command line, start time."""
+  return {"pid": os.getpid(), "host": socket.gethostname(),
+          "command": command or " ".join([os.path.basename(sys.executable)] + sys.argv),
+          "since": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def read_holder(directory: str) -> Optional[Dict[str, object]]:
+  """The holder recorded in `<directory>/.lock` (the last one: it may be dead), or None."""
+  try:
+    with open(os.path.join(directory, LOCK_FILE), encoding="utf-8") as f:
+      info = json.loads(f.read() or "null")
+  except (OSError, ValueError):
+    return None
+  return info if isinstance(info, dict) else None
+
+
+def _alive_here(info: Dict[str, object]) -> bool:
+  """Whether the recorded pid is a live process on this host (other hosts: assumed live)."""
+  if info.get("host") != socket.gethostname():
+    return True
+  try:
+    os.kill(int(info.get("pid", -1)), 0)
+  except (OSError, ValueError, TypeError, OverflowError) as e:
+    return isinstance(e, PermissionError)
+  return True
+
+
+def describe(directory: str, info: Optional[Dict[str, object]]) -> str:
+  """The refusal's one line for `directory` held by `info` (from the lock file)."""
+  if not info:
+    return f"{directory} is in use by another process (its lock file {LOCK_FILE} names none)"
+  where = f" on {info['host']}" if info.get("host") != socket.gethostname() else ""
+  return (f"{directory} is in use by pid {info.get('pid')} ({info.get('command')}, since "
+          f"{info.get('since')}{where})")
+
+
+class WorkDirLock:
+  """The lock on one folder, held from `acquire()` to `release()` (or the process's end)."""
+
+  def __init__(self, directory: str, command: Optional[str] = None):
+    self.directory = directory
+    self.command = command
+    self._file = None
+
+  @property
+  def held(self) -> bool:
+    """Whether this object holds the lock now."""
+    return self._file is not None
+
+  def acquire(self) -> "WorkDirLock":
+    """Takes the lock or raises WorkDirBusyError naming the live holder. Creates the folder
+    (and the lock file) if need be; writes nothing else."""
+    if paths.is_remote(self.directory):
+      logging.info("No work-dir lock on %s (object stores have no flock): run one writer.",
+                   self.directory)
+      return self
+    os.makedirs(self.directory, exist_ok=True)
+    path = os.path.join(self.directory, LOCK_FILE)
+    f = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+    try:
+      fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      f.close()
+      if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        raise
+      raise WorkDirBusyError(describe(self.directory, self._live_holder())) from None
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps(holder_info(self.command), sort_keys=True))
+    f.flush()
+    os.fsync(f.fileno())
+    self._file = f
+    logging.info("Holding the work-dir lock %s.", path)
+    return self
+
+  def _live_holder(self) -> Optional[Dict[str, object]]:
+    """The holder named in the file; a new holder may not have replaced a dead one's name yet,
+    so a dead or missing name is read again for a moment."""
+    deadline = time.monotonic() + _HOLDER_WAIT_S
+    info = read_holder(self.directory)
+    while (not info or not _alive_here(info)) and time.monotonic() < deadline:
+      time.sleep(0.05)
+      info = read_holder(self.directory)
+    return info
+
+  def release(self) -> None:
+    """Drops the lock (the file stays: the next holder rewrites it)."""
+    if self._file is not None:
+      fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None
+
+
+@contextlib.contextmanager
+def hold(directory: str, command: Optional[str] = None) -> Iterator[WorkDirLock]:
+  """`with hold(dir):` the block runs holding `dir`'s lock (WorkDirBusyError if another live
+  process holds it)."""
+  lock = WorkDirLock(directory, command).acquire()
+  try:
+    yield lock
+  finally:
+    lock.release()
+
+
+@contextlib.contextmanager
+def writer_lock(directory: str) -> Iterator[Optional[WorkDirLock]]:
+  """The lock a writing program holds on `directory` for its life: taken by the chief process
+  only (a multi-worker job's other workers share the chief's folders); None elsewhere."""
+  if not is_chief_process():
+    yield None
+    return
+  with hold(directory) as lock:
+    yield lock
+
+
+def is_chief_process(environ=None) -> bool:
+  """Whether this process writes the job's outputs: true unless TF_CONFIG names it a
+  non-chief task of a multi-worker cluster (the chief is task "chief", else worker 0). Read
+  from the environment, as MultiWorkerMirroredStrategy does, so no TensorFlow is needed."""
+  environ = os.environ if environ is None else environ
+  try:
+    config = json.loads(environ.get("TF_CONFIG") or "{}")
+  except ValueError:
+    return True
+  task = config.get("task") or {}
+  cluster = config.get("cluster") or {}
+  kind, index = task.get("type"), int(task.get("index", 0) or 0)
+  if not kind:
+    return True
+  if kind == "chief":
+    return True
+  return kind == "worker" and index == 0 and "chief" not in cluster
