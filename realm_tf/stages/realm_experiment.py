@@ -7,6 +7,7 @@
 """
 import dataclasses
 import json
+import math
 import os
 from typing import Dict, List, Optional
 
@@ -277,7 +278,7 @@ class RealmExperiment:
       if tf.io.gfile.exists(best_path):
         with tf.io.gfile.GFile(best_path) as f:
           best = json.load(f)
-      if best is None or utility > best["heldout_retrieval_utility"]:
+      if improves_best(utility, best):
         atomic.write_json(best_path, {
             "step": int(step), "export": self.export(step),
             "heldout_retrieval_utility": utility, "index_version": int(self.bundle.version)})
@@ -334,6 +335,17 @@ class RealmExperiment:
     return self.trainer.train(
         self.make_dataset, self.config.num_train_steps, hooks=[self._hook],
         extra_scalars=lambda step: {"index_staleness": float(step - self._bundle_step())})
+
+
+def improves_best(utility: Optional[float], best: Optional[Dict]) -> bool:
+  """Whether a held-out retrieval utility names a new best export over `best` (the record in
+  best_export.json, or None): only a finite utility does, so an export of weights gone NaN (or
+  measured as NaN) is never published as the best, and a NaN best recorded by an older run is
+  replaced by the next finite one."""
+  if utility is None or not math.isfinite(float(utility)):
+    return False
+  old = None if best is None else best.get("heldout_retrieval_utility")
+  return old is None or not math.isfinite(float(old)) or float(utility) > float(old)
 
 
 @dataclasses.dataclass

@@ -35,7 +35,9 @@ DEVICE_DTYPES = (tf.bool, tf.int32, tf.uint32, tf.float32, tf.bfloat16)
 
 
 class NonFiniteLossError(RuntimeError):
-  """Raised when the loss becomes NaN/inf; the last good checkpoint is left untouched."""
+  """Raised when a step's loss or gradient norm is NaN/inf: the run stops before that step's
+  checkpoint and hooks (exports, refreshes, held-out evaluations), so the last good checkpoint
+  and export stay the newest and nothing from the bad step is written."""
 
 
 class ConfigMismatchError(ValueError):
@@ -197,6 +199,9 @@ class Trainer:
         else self._apply
     self._replica_fn = jit(self._replica_step) if whole else self._replica_step
     self._train_step = tf.function(self._distributed_step)
+    # A dynamic loss-scale optimizer (float16) expects non-finite gradients now and then: it
+    # skips those steps and lowers its scale itself, so only its loss is checked.
+    self._checks_grad_norm = not getattr(optimizer, "dynamic", False)
 
   def _restore_scalar_position(self, latest: str) -> None:
     """Restores a one-host checkpoint written when the data position was one scalar (before
@@ -211,6 +216,7 @@ class Trainer:
     """Restores the newest checkpoint if any; returns the step to continue from."""
     latest = self.manager.latest_checkpoint
     if latest:
+      paths.verify_checkpoint(latest)  # damage is one clear error now, not one mid-training
       try:
         # Optimizer slots are created at the first step and restored then (deferred), so a
         # finished run that only reloads its weights never builds them: no warning for those.
@@ -283,7 +289,8 @@ class Trainer:
     self._positions = np.asarray(self._all_positions(), np.int64).copy()
     self.data_position.assign(self._positions)
     if self._is_chief:
-      self.manager.save(checkpoint_number=step)
+      with atomic.disk_full_as_error(self.manager.directory):
+        self.manager.save(checkpoint_number=step)
       return
     tf.train.CheckpointManager(self.checkpoint, self._scratch_dir, max_to_keep=1).save(
         checkpoint_number=step)
@@ -378,10 +385,7 @@ class Trainer:
       self._advance(position)
       scalars = {k: float(s.numpy()) / max(float(c.numpy() if hasattr(c, "numpy") else c), 1e-9)
                  for k, (s, c) in sums.items()}
-      if not math.isfinite(scalars["loss"]):
-        raise NonFiniteLossError(
-            f"Loss became {scalars['loss']} at step {step}; the last good checkpoint "
-            f"({self.manager.latest_checkpoint}) is kept and nothing was overwritten.")
+      self._check_finite(step, scalars)
       if extra_scalars:
         scalars.update(extra_scalars(step))
       scalars["learning_rate"] = float(self._learning_rate(step))
@@ -400,6 +404,22 @@ class Trainer:
     last["progress_line"] = reporter.last_line
     last["start_step"] = start
     return last
+
+  def _check_finite(self, step: int, scalars: Dict[str, float]) -> None:
+    """Stops the run (NonFiniteLossError) at a step whose loss or gradient global norm is NaN
+    or inf, before its checkpoint and hooks: a non-finite gradient with a finite loss (an
+    overflow) has already made the weights NaN, and saving them would replace the last good
+    checkpoint and export."""
+    loss, norm = scalars["loss"], scalars.get("grad_norm", 0.0)
+    if math.isfinite(loss) and (math.isfinite(norm) or not self._checks_grad_norm):
+      return
+    what = "loss" if not math.isfinite(loss) else "gradient norm"
+    message = (f"[{self.name}] Non-finite {what} at step {step} (loss {loss}, gradient norm "
+               f"{norm}): training stopped; the last good checkpoint "
+               f"({self.manager.latest_checkpoint}) is kept and nothing of step {step} was "
+               f"written. Resume from it with a lower learning rate or fix the input.")
+    logging.error("%s", message)
+    raise NonFiniteLossError(message)
 
   def _learning_rate(self, step):
     lr = self.optimizer.learning_rate

@@ -143,6 +143,33 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert bad.manager.latest_checkpoint == good
 
 
+@tf.custom_gradient
+def _overflowing_gradient(x):
+  """Identity whose gradient overflows to inf: a finite loss with an exploding gradient."""
+  return tf.identity(x), lambda dy: dy * float("inf")
+
+
+def test_finite_loss_with_inf_gradient_stops_before_that_steps_checkpoint_and_hooks(tmp_path):
+  model_dir = str(tmp_path / "inf_grad")
+  trainer = make_trainer(model_dir, checkpoint_every=1)
+  trainer.train(make_dataset, 2)
+  good = trainer.manager.latest_checkpoint
+
+  def exploding_task(model, batch, training):
+    loss, metrics = tasks.realm_pretrain_task(model, batch, training)
+    return _overflowing_gradient(loss), metrics
+
+  hook_steps = []
+  bad = make_trainer(model_dir, task=exploding_task, checkpoint_every=1)
+  with pytest.raises(NonFiniteLossError, match=r"Non-finite gradient norm at step 3 \(loss [0-9]"):
+    bad.train(make_dataset, 6, hooks=[lambda step: hook_steps.append(step)])
+  # Step 3's NaN weights were neither checkpointed nor handed to a hook (an export).
+  assert bad.manager.latest_checkpoint == good and hook_steps == []
+  restored = make_trainer(model_dir)
+  assert restored.restore() == 2
+  assert all(np.isfinite(v.numpy()).all() for v in restored.model.trainable_variables)
+
+
 def test_config_mismatch_is_refused(tmp_path):
   model_dir = str(tmp_path / "cfg")
   check_or_write_config(model_dir, {"a": 1, "b": 2})
@@ -252,3 +279,47 @@ def test_compiled_steps_make_the_uncompiled_update(tmp_path):
     # near-zero gradients (measured: 4e-5 at 2 of 35,200 word embeddings).
     for compiled, plain in zip(runs[name][1], runs["plain"][1]):
       np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused_at_restore_naming_its_file(tmp_path):
+  """Damage in the optimizer's slots would only be read at the first step (deferred restore):
+  restore() reads the whole checkpoint first and refuses it with one line naming the file."""
+  model_dir = str(tmp_path / "damaged")
+  trainer = make_trainer(model_dir)
+  weights = trainer.model.trainable_variables  # one update makes the optimizer's slots
+  trainer.optimizer.apply_gradients(zip([tf.zeros_like(w) for w in weights], weights))
+  trainer.save(2)
+  prefix = trainer.manager.latest_checkpoint
+  data = tf.io.gfile.glob(prefix + ".data-*")[0]
+  with open(data, "r+b") as f:  # the last bytes: the tensors saved last (optimizer slots)
+    f.seek(os.path.getsize(data) - 5)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  with pytest.raises(tf.errors.DataLossError) as e:
+    make_trainer(model_dir).restore()
+  message = str(e.value)
+  assert prefix in message and os.path.basename(data) in message and "\n" not in message, message
+
+
+def test_a_full_disk_at_a_checkpoint_is_a_disk_full_error_and_keeps_the_last_one(tmp_path):
+  from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
+  from realm_tf.testing import small_disk  # pylint: disable=g-import-not-at-top
+  reason = small_disk.mount_error(str(tmp_path))
+  if reason:
+    pytest.skip(reason)
+  with small_disk.small_tmpfs(str(tmp_path / "disk"), 64 << 20) as disk:
+    trainer = make_trainer(disk)
+    trainer.step.assign(2)
+    trainer.save(2)
+    size = sum(os.path.getsize(p) for p in tf.io.gfile.glob(trainer.manager.latest_checkpoint
+                                                            + "*"))
+    small_disk.fill(disk, size // 2)
+    trainer.step.assign(4)
+    with pytest.raises(atomic.DiskFullError) as e:
+      trainer.save(4)
+    assert os.path.join(disk, "checkpoints") in str(e.value) and "Disk full" in str(e.value)
+    assert make_trainer(disk).restore() == 2  # the last checkpoint is whole and loads
+    small_disk.free(disk)
+    trainer.save(4)
+    assert make_trainer(disk).restore() == 4
