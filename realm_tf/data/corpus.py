@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -270,6 +270,42 @@ def shuffled_stream(paths: Sequence[str], counts: Sequence[int], seed: int, wind
                            compression=compression).map(lambda _, record: record)
 
 
+class StreamOrigin(NamedTuple):
+  """Where `positioned_stream` opens the records to resume at a position.
+
+  `first_window`: the number of the window the position falls in (for a sharded pipeline, its
+  own next window); `first_record`: that window's first record (its stream element mod N);
+  `shard`: the shard file holding that record, the first file the stream opens; `skip_in_shard`:
+  the records of that shard before it, decompressed and dropped (GZIP cannot seek). No record of
+  an earlier shard is read unless the window itself wraps round past the end of the records.
+  """
+  first_window: int
+  first_record: int
+  shard: int
+  skip_in_shard: int
+  num_records: int
+
+
+def stream_origin(counts: Sequence[int], window: int, start_position: int = 0,
+                  num_shards: int = 1, shard_index: int = 0) -> StreamOrigin:
+  """The `StreamOrigin` of the stream over shards of `counts` records resumed at
+  `start_position` (see `positioned_stream`); a function of the manifest's counts alone, so
+  readers that must not touch earlier shards (e.g. a check for a record to train on) can start
+  where the stream does."""
+  if window < 1:
+    raise ValueError(f"window must be >= 1, got {window}.")
+  if num_shards < 1 or not 0 <= shard_index < num_shards:
+    raise ValueError(f"Need 0 <= shard_index < num_shards; got {shard_index}, {num_shards}.")
+  offsets = np.concatenate([[0], np.cumsum(np.asarray(counts, np.int64))])
+  total = int(offsets[-1])
+  first = start_position // window
+  first += (shard_index - first) % num_shards  # this shard's first window at or after it
+  start = (first * window) % total if total else 0
+  # The last shard that starts at or before `start` (empty shards start where the next one does).
+  shard = min(int(np.searchsorted(offsets, start, side="right")) - 1, len(counts) - 1)
+  return StreamOrigin(first, start, shard, start - int(offsets[shard]), total)
+
+
 def positioned_stream(paths: Sequence[str], counts: Sequence[int], seed: int, window: int,
                       start_position: int = 0, num_shards: int = 1, shard_index: int = 0,
                       compression: str = COMPRESSION) -> tf.data.Dataset:
@@ -283,22 +319,14 @@ def positioned_stream(paths: Sequence[str], counts: Sequence[int], seed: int, wi
   Every shard still decompresses every record (GZIP cannot seek) but parses, masks and embeds
   only its own.
   """
-  if window < 1:
-    raise ValueError(f"window must be >= 1, got {window}.")
-  if num_shards < 1 or not 0 <= shard_index < num_shards:
-    raise ValueError(f"Need 0 <= shard_index < num_shards; got {shard_index}, {num_shards}.")
   if len(paths) != len(counts):
     raise ValueError(f"{len(paths)} shard paths but {len(counts)} record counts.")
-  offsets = np.concatenate([[0], np.cumsum(np.asarray(counts, np.int64))])
-  if offsets[-1] < 1:
+  origin = stream_origin(counts, window, start_position, num_shards, shard_index)
+  if origin.num_records < 1:
     raise ValueError(f"No record to stream in {list(paths)}.")
-  first = start_position // window
-  first += (shard_index - first) % num_shards  # this shard's first window at or after it
-  start = (first * window) % int(offsets[-1])
-  # The last shard that starts at or before `start` (empty shards start where the next one does).
-  shard = int(np.searchsorted(offsets, start, side="right")) - 1
+  first, shard = origin.first_window, origin.shard
   head = tf.data.TFRecordDataset(list(paths[shard:]), compression_type=compression)
-  ds = head.skip(start - int(offsets[shard])).concatenate(
+  ds = head.skip(origin.skip_in_shard).concatenate(
       tf.data.TFRecordDataset(list(paths), compression_type=compression).repeat())
 
   def permute(number, batch):

@@ -188,3 +188,17 @@ def test_the_stream_refuses_counts_that_do_not_describe_its_shards(tmp_path):
     corpus_lib.shuffled_stream(paths, [0, 0], 0, 4)
   with pytest.raises(ValueError, match="window must be >= 1"):
     corpus_lib.shuffled_stream(paths, [2, 3], 0, 0)
+
+
+def test_the_stream_origin_is_the_shard_and_offset_of_the_windows_first_record():
+  """`stream_origin` against a record-by-record walk of COUNTS (an empty shard included)."""
+  owner = [k for k, count in enumerate(COUNTS) for _ in range(count)]  # record -> its shard
+  n = len(owner)
+  for window in (1, 4, 7, 26, 40):
+    for position in (0, 3, n - 1, n + 2, 50 * n + 22, 10_000_000 + 5):
+      origin = corpus_lib.stream_origin(COUNTS, window, position)
+      record = (position // window * window) % n
+      assert origin == (position // window, record, owner[record],
+                        record - sum(COUNTS[:owner[record]]), n), (window, position)
+  # Input pipeline 1 of 3 starts at its own next window (window 5 for a position in window 3).
+  assert corpus_lib.stream_origin(COUNTS, 4, 13, 3, 1)[:2] == (4, 16)

@@ -380,18 +380,25 @@ def indexed_masked_examples(annotation_dir: str, masker, start_position: int = 0
   """
   from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
   manifest = corpus.load_annotation_manifest(annotation_dir)
+  # A stream shorter than the window would repeat records inside one window.
   window = max(1, min(shuffle_window, int(manifest["num_records"])))
+  paths = corpus.record_paths(annotation_dir, manifest)
+  counts = [s["num_records"] for s in manifest["shards"]]
   parsed = corpus.positioned_stream(
-      corpus.record_paths(annotation_dir, manifest),
-      [s["num_records"] for s in manifest["shards"]], seed, window, start_position, num_shards,
+      paths, counts, seed, window, start_position, num_shards,
       shard_index).map(lambda position, record: (position, corpus.parse_annotation(record)),
                        num_parallel_calls=tf.data.AUTOTUNE)
   keep = None
   if heldout_fraction > 0 or realm_query_fraction > 0:
     keep = lambda r: corpus.in_query_split(corpus.record_bucket(r), heldout_fraction,
                                            realm_query_fraction, role)
-    # The stream repeats: with no record to keep it would search forever.
-    if next(iter(corpus.read_annotations(annotation_dir).filter(keep).take(1)), None) is None:
+    # The stream repeats: with no record to keep it would search forever. The search starts
+    # where the resumed stream does and reads one record at a time, so a restore reads no shard
+    # before its window's (wrapping round only when no later record is kept).
+    shard = corpus.stream_origin(counts, window, start_position, num_shards, shard_index).shard
+    records = tf.data.TFRecordDataset(paths[shard:] + paths[:shard],
+                                      compression_type=corpus.COMPRESSION)
+    if next(iter(records.map(corpus.parse_annotation).filter(keep).take(1)), None) is None:
       raise ValueError(
           f"No annotation record of {annotation_dir} is a {role} query: held-out fraction "
           f"{heldout_fraction}, REALM query fraction {realm_query_fraction} leave none.")

@@ -1,12 +1,16 @@
-"""Tests of retrieval featurization: own-block removal, the null document, the joint layout."""
+"""Tests of retrieval featurization (own-block removal, the null document, the joint layout) and
+of the masked query stream's restore (it reads no shard before its position's window)."""
+import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from realm_tf.data import corpus
+from realm_tf.data import masking
 from realm_tf.data.block_lookup import BlockLookup
-from realm_tf.data.pretrain_pipeline import PipelineConfig, drop_own_block, featurize
+from realm_tf.data.pretrain_pipeline import (PipelineConfig, drop_own_block, featurize,
+                                             indexed_masked_examples)
 from realm_tf.text import RealmTokenizer, pack_query
 
 TOK = RealmTokenizer()
@@ -75,3 +79,57 @@ def test_null_document_first_own_block_dropped_joint_layout(tmp_path):
   assert null_joint[:6] == ["[CLS]", "where", "is", "paris", "[SEP]", "[SEP]"]
   np.testing.assert_array_equal(out["joint/input_type_ids"][0, 1, :11], [0] * 5 + [1] * 6)
   np.testing.assert_array_equal(out["data_position"], [2, 2])
+
+
+def _annotation_shards(directory, num_shards, per_shard):
+  """Annotation shards of records "Record i ..." whose block ids put even records in REALM's
+  query buckets (3000) and odd ones in the held-out buckets (500); returns the directory."""
+  entries, i = [], 0
+  for k in range(num_shards):
+    records = []
+    for _ in range(per_shard):
+      text = f"Record {i} was filed in {1000 + i}. It moved to Paris in {1500 + i}."
+      cut = text.index(". ") + 1
+      spans = [(text.index(str(1000 + i)), text.index(str(1000 + i)) + 4),
+               (text.index("Paris"), text.index("Paris") + 5),
+               (text.index(str(1500 + i)), text.index(str(1500 + i)) + 4)]
+      block_id = 10000 * (i + 1) + (3000 if i % 2 == 0 else 500)
+      records.append(corpus.annotation_example(f"T{i}", text, [(0, cut), (cut + 1, len(text))],
+                                               spans, ["DATE", "GPE", "DATE"], block_id))
+      i += 1
+    entry = corpus.write_shard(
+        os.path.join(directory, corpus.ANNOTATION_SHARD_PATTERN.format(k, num_shards)), records)
+    entry["num_records"] = entry.pop("num_blocks")
+    entries.append(entry)
+  with open(os.path.join(directory, corpus.ANNOTATION_MANIFEST), "w") as f:
+    json.dump({"num_records": i, "shards": entries}, f)
+  return directory
+
+
+def test_restore_reads_no_shard_before_the_positions_window(tmp_path):
+  """Training's masked queries restored 50 epochs in: every shard before the one holding the
+  position's window is replaced by bytes no reader can parse, and the restored stream is the
+  same; a restore that read any record of those shards (the stream's own skip, or the search for
+  a record to train on) fails on them."""
+  ann_dir = _annotation_shards(str(tmp_path), num_shards=10, per_shard=6)  # 60 records
+  window, position = 4, 50 * 60 + 17
+  origin = corpus.stream_origin([6] * 10, window, position)
+  # Its window holds records 16-19: it starts in shard 2, after 4 of that shard's records.
+  assert (origin.first_record, origin.shard, origin.skip_in_shard) == (16, 2, 4)
+  masker = masking.Masker(masking.MaskingConfig(query_length=24, max_predictions=6), TOK)
+
+  def restored():
+    ds = indexed_masked_examples(ann_dir, masker, position, seed=3, shuffle_window=window,
+                                 heldout_fraction=0.1, realm_query_fraction=0.5, role="realm")
+    return [(int(e["index"]), int(e["block_id"]), e["input_word_ids"].numpy().tolist())
+            for e in ds.take(6)]
+
+  want = restored()
+  for k in range(origin.shard):
+    with open(os.path.join(ann_dir, corpus.ANNOTATION_SHARD_PATTERN.format(k, 10)), "wb") as f:
+      f.write(b"not a shard")
+  assert restored() == want
+  assert all(index >= position for index, _, _ in want)
+  # Only REALM's queries (even records), all read from record 16 on.
+  records = sorted(block_id // 10000 - 1 for _, block_id, _ in want)
+  assert all(r % 2 == 0 and r >= 16 for r in records), records
