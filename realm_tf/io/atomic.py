@@ -11,6 +11,7 @@ level up and lives beside this module in `realm_tf.io.publish` (`publish_dir`, a
 with a manifest instead (`data/build_corpus.py` says why).
 """
 import contextlib
+import errno
 import json
 import uuid
 from typing import Any, Iterator, Optional
@@ -19,6 +20,50 @@ import tensorflow as tf
 from absl import logging
 
 TEMP_SUFFIX = ".tmp"
+
+# How TensorFlow's file system layer words an ENOSPC (it raises ResourceExhaustedError).
+_NO_SPACE = "No space left on device"
+
+
+class DiskFullError(OSError):
+  """A write ran out of disk space (ENOSPC); names the file or directory being written.
+
+  Raised instead of TensorFlow's `ResourceExhaustedError` / Python's `OSError(ENOSPC)` by the
+  atomic writers here and in `realm_tf.io.publish`, whose failed writes leave the previously
+  published file or directory as it was.
+  """
+
+  def __init__(self, path: str, cause: BaseException):
+    detail = " ".join(str(cause).split())
+    super().__init__(errno.ENOSPC, f"Disk full (no space left on device) writing {path}: the "
+                     f"previous version is kept; free space and run again ({detail[:300]}).")
+    self.path = path
+
+  def __str__(self) -> str:
+    return self.strerror
+
+
+def is_disk_full(exc: BaseException) -> bool:
+  """True when `exc` is an out-of-space error: OSError ENOSPC, or TensorFlow's wording of it."""
+  if isinstance(exc, DiskFullError):
+    return True
+  if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    return True
+  return isinstance(exc, tf.errors.OpError) and _NO_SPACE in str(exc)
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: str) -> Iterator[None]:
+  """Turns an out-of-space error raised in the body into a `DiskFullError` naming `path`; other
+  errors propagate unchanged."""
+  try:
+    yield
+  except DiskFullError:
+    raise
+  except (OSError, tf.errors.OpError) as e:
+    if is_disk_full(e):
+      raise DiskFullError(path, e) from e
+    raise
 
 
 def temp_path(path: str, unique: bool = False) -> str:
@@ -37,12 +82,14 @@ def atomic_path(path: str, unique: bool = False) -> Iterator[str]:
   For writers that need a file name rather than a file object (e.g. `tf.io.TFRecordWriter`):
   when the body returns, the temporary is renamed onto `path` (replacing any old file); when the
   body (or the rename) raises, the temporary is removed, `path` is left untouched, and the
-  exception propagates. The body must close what it opened on the temporary before it ends.
+  exception propagates (an out-of-space error as a `DiskFullError` naming `path`). The body
+  must close what it opened on the temporary before it ends.
   """
   tmp = temp_path(path, unique)
   try:
-    yield tmp
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    with disk_full_as_error(path):
+      yield tmp
+      tf.io.gfile.rename(tmp, path, overwrite=True)
   except BaseException:
     _remove_quietly(tmp)
     raise

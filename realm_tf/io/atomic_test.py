@@ -163,3 +163,32 @@ def test_unique_temp_names(tmp_path):
   assert atomic.temp_path(path) == path + ".tmp"
   atomic.write_bytes(path, b"x", unique=True)
   assert os.listdir(tmp_path) == ["part-00001.npz"]
+
+
+def test_out_of_space_is_a_disk_full_error_naming_the_file_and_keeps_the_old_one(tmp_path):
+  from realm_tf.testing import small_disk  # pylint: disable=g-import-not-at-top
+  reason = small_disk.mount_error(str(tmp_path))
+  if reason:
+    pytest.skip(reason)
+  with small_disk.small_tmpfs(str(tmp_path / "disk"), 256 << 10) as disk:
+    path = os.path.join(disk, "manifest.json")
+    atomic.write_json(path, {"version": 1})
+    small_disk.fill(disk, 8 << 10)
+    with pytest.raises(atomic.DiskFullError) as e:
+      atomic.write_bytes(path, b"x" * (64 << 10))
+    assert path in str(e.value) and "Disk full" in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+    assert json.loads(_read(path)) == {"version": 1}
+    assert sorted(os.listdir(disk)) == ["filler.bin", "manifest.json"]  # no temporary left
+    small_disk.free(disk)
+    atomic.write_bytes(path, b"x" * (64 << 10))
+    assert os.path.getsize(path) == 64 << 10
+
+
+def test_is_disk_full_tells_enospc_from_other_errors():
+  import errno  # pylint: disable=g-import-not-at-top
+  assert atomic.is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+  assert atomic.is_disk_full(tf.errors.ResourceExhaustedError(None, None,
+                                                              "/x; No space left on device"))
+  assert not atomic.is_disk_full(OSError(errno.EACCES, "Permission denied"))
+  assert not atomic.is_disk_full(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"))

@@ -85,6 +85,38 @@ def checkpoint_reader(prefix: str):
   return tf.compat.v1.train.NewCheckpointReader(prefix)
 
 
+def verify_checkpoint(prefix: str) -> None:
+  """Reads every tensor of the checkpoint at `prefix`, checking each against the CRC32C its
+  index records; raises `tf.errors.DataLossError` naming the checkpoint's file and the first
+  damaged tensor (flipped bytes, a truncated or missing `.data` shard, an unreadable index).
+
+  A restore reads tensors lazily: a trainer's optimizer slots only when the first step creates
+  them, so damage there would surface mid-training. Reading the whole checkpoint once up front
+  (one tensor at a time) turns any damage into one clear error before anything trains on it.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    reader = checkpoint_reader(prefix)
+    names = sorted(reader.get_variable_to_dtype_map())
+  except (tf.errors.OpError, ValueError) as e:
+    raise tf.errors.DataLossError(None, None, f"Checkpoint {prefix}.index is damaged or "
+                                  f"unreadable: {_first_line(e)}") from e
+  for name in names:
+    try:
+      reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError) as e:
+      files = ", ".join(sorted(os.path.basename(p) for p in tf.io.gfile.glob(prefix + ".data-*")))
+      raise tf.errors.DataLossError(
+          None, None, f"Checkpoint {prefix} is damaged: tensor {name!r} cannot be read from its "
+          f"data file(s) ({files or 'none found'}): {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+  """An error's message on one line, without TensorFlow's `{{function_node ...}}` prefix."""
+  text = " ".join(str(e).split())
+  return text.split("}} ", 1)[1] if text.startswith("{{") and "}} " in text else text
+
+
 @contextlib.contextmanager
 def local_copy(path: str) -> Iterator[str]:
   """Yields a local file with `path`'s contents, for readers that take local files only.

@@ -3,6 +3,7 @@ which `open()` and `os.path` cannot reach, as they cannot reach gs://."""
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from realm_tf.io import paths
@@ -45,3 +46,22 @@ def test_local_copy_of_a_remote_file_outlives_its_block_as_a_memory_map(tmp_path
   assert not os.path.exists(copy)  # the temporary copy is gone ...
   np.testing.assert_array_equal(mapped[2], [8, 9, 10, 11])  # ... its mapping is still readable
   tf.io.gfile.remove(remote)
+
+
+def test_verify_checkpoint_names_the_damaged_file_and_passes_a_whole_one(tmp_path):
+  ckpt = tf.train.Checkpoint(a=tf.Variable(np.arange(1000, dtype=np.float32)),
+                             b=tf.Variable(np.ones(1000, np.float32)))
+  prefix = ckpt.write(str(tmp_path / "ckpt"))
+  paths.verify_checkpoint(prefix)
+  data = tf.io.gfile.glob(prefix + ".data-*")[0]
+  with open(data, "r+b") as f:
+    f.seek(2000)
+    byte = f.read(1)
+    f.seek(2000)
+    f.write(bytes([byte[0] ^ 0x01]))
+  with pytest.raises(tf.errors.DataLossError) as e:
+    paths.verify_checkpoint(prefix)
+  assert prefix in str(e.value) and os.path.basename(data) in str(e.value), str(e.value)
+  os.remove(data)
+  with pytest.raises(tf.errors.DataLossError, match="ckpt"):
+    paths.verify_checkpoint(prefix)

@@ -34,6 +34,7 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.io import paths
+from realm_tf.io.atomic import disk_full_as_error
 from realm_tf.io.paths import is_remote
 
 TEMP_PREFIX = ".tmp-"
@@ -126,7 +127,8 @@ def publish_dir(target: str, *, replace: bool = False,
 
   Local disks: the yielded directory is a fresh temporary beside `target` (created, empty), renamed
   onto `target` when the body returns. If the body (or the rename) raises, the temporary is removed,
-  `target` is left as it was, and the exception propagates.
+  `target` is left as it was, and the exception propagates (running out of disk space as
+  `realm_tf.io.atomic.DiskFullError`, naming `target`).
 
   Object stores with a `marker`: the yielded directory is `target` itself; the body must write
   `marker` (a file name inside the directory) last. If the body raises before the marker exists,
@@ -160,9 +162,10 @@ def publish_dir(target: str, *, replace: bool = False,
   work = target if in_place else temp_dir_path(parent, name)
   tf.io.gfile.makedirs(work)
   try:
-    yield work
-    if not in_place:
-      (_rename_replacing if replace else _rename_refusing)(work, target)
+    with disk_full_as_error(target):
+      yield work
+      if not in_place:
+        (_rename_replacing if replace else _rename_refusing)(work, target)
   except BaseException:
     # In place, a directory whose marker got written is complete: readers may already use it.
     if not in_place or not tf.io.gfile.exists(os.path.join(work, marker)):
@@ -229,19 +232,21 @@ def publish_next_version(parent: str, commit: Callable[[str, int], None], *,
                     version=version, target=target)
   tf.io.gfile.makedirs(staging.path)
   try:
-    yield staging
-    while True:
-      commit(staging.path, staging.version)
-      if in_place:
-        break
-      try:
-        _rename_refusing(staging.path, staging.target)
-        break
-      except TargetExistsError:
-        logging.info("Version %s was taken by another publisher; trying the next.", staging.target)
-        while tf.io.gfile.exists(staging.target):
-          staging.version += 1
-          staging.target = os.path.join(parent, name(staging.version))
+    with disk_full_as_error(f"{staging.target} (a new version under {parent})"):
+      yield staging
+      while True:
+        commit(staging.path, staging.version)
+        if in_place:
+          break
+        try:
+          _rename_refusing(staging.path, staging.target)
+          break
+        except TargetExistsError:
+          logging.info("Version %s was taken by another publisher; trying the next.",
+                       staging.target)
+          while tf.io.gfile.exists(staging.target):
+            staging.version += 1
+            staging.target = os.path.join(parent, name(staging.version))
   except BaseException:
     remove_dir_quietly(staging.path)
     raise

@@ -244,3 +244,36 @@ def _commit_gfile(record):
     with tf.io.gfile.GFile(f"{path}/manifest.json", "w") as f:
       f.write(json.dumps({"version": version}))
   return commit
+
+
+def test_publishing_on_a_full_disk_is_a_disk_full_error_and_keeps_the_published_version(tmp_path):
+  from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
+  from realm_tf.testing import small_disk  # pylint: disable=g-import-not-at-top
+  reason = small_disk.mount_error(str(tmp_path))
+  if reason:
+    pytest.skip(reason)
+  with small_disk.small_tmpfs(str(tmp_path / "disk"), 512 << 10) as disk:
+    parent = os.path.join(disk, "index")
+    with publish.publish_next_version(parent, _commit_gfile([])) as staging:
+      with open(os.path.join(staging.path, "data"), "wb") as f:
+        f.write(b"1" * (32 << 10))
+    small_disk.fill(disk, 16 << 10)
+    for attempt in ("next_version", "dir"):
+      with pytest.raises(atomic.DiskFullError) as e:
+        if attempt == "next_version":
+          with publish.publish_next_version(parent, _commit_gfile([]), first=2) as staging:
+            with tf.io.gfile.GFile(os.path.join(staging.path, "data"), "wb") as f:
+              f.write(b"2" * (64 << 10))
+        else:
+          with publish.publish_dir(os.path.join(parent, "00000002")) as work:
+            with tf.io.gfile.GFile(os.path.join(work, "data"), "wb") as f:
+              f.write(b"2" * (64 << 10))
+      assert os.path.join(parent, "00000002") in str(e.value), str(e.value)
+      assert "Disk full" in str(e.value)
+      assert os.listdir(parent) == ["00000001"]  # no temporary or partial version left
+      assert _read(os.path.join(parent, "00000001", "data")) == "1" * (32 << 10)
+    small_disk.free(disk)
+    with publish.publish_next_version(parent, _commit_gfile([]), first=2) as staging:
+      with open(os.path.join(staging.path, "data"), "wb") as f:
+        f.write(b"2" * (64 << 10))
+    assert staging.version == 2 and sorted(os.listdir(parent)) == ["00000001", "00000002"]
