@@ -25,6 +25,21 @@ def environment() -> dict:
   }
 
 
+def git_commit() -> dict:
+  """The checkout's commit (`git rev-parse HEAD`) and whether its tracked files differ from it
+  (`dirty`): which code a measurement ran. {"commit": "unknown", "dirty": None} outside git."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True, cwd=repo).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, check=True, cwd=repo).stdout
+  except (OSError, subprocess.CalledProcessError):
+    return {"commit": "unknown", "dirty": None}
+  return {"commit": commit, "dirty": bool(changed.strip())}
+
+
 def write_result(name: str, payload: dict) -> str:
   """Writes `benchmarks/results/<name>.json` (atomically) with the environment merged in."""
   from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top

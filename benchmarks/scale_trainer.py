@@ -1,0 +1,124 @@
+"""The scale benchmark's trainer stage: the peak memory of the process a user runs with the
+paper's flags (`launch/configs/paper_tpu.flags`), once with `--refresh=inline` and once with
+`--refresh=async`.
+
+Each run is the real `python -m realm_tf.launch.pretrain --flagfile=launch/configs/paper_tpu.flags`
+in a process of its own, on a small sample corpus (built and annotated by the project's CLIs),
+with the paper's flags overridden only where this CPU host forces it (`CPU_OVERRIDES`): no
+BERT-base checkpoint is shipped, so the BERT-base towers and reader start freshly initialised
+(the memory of a variable does not depend on its value); one ICT step and one REALM step of batch
+1, with a checkpoint write and an index refresh (inline: in the trainer's process) at that step;
+two held-out sentences. The kernel's peak RSS of the process (`os.wait4`) then holds the model,
+its Adam state, the gradients, a checkpoint write and, inline, the refresher's own fixed part.
+What grows with the corpus (the input pipeline, the refresher's index, the held-out
+evaluator's transients, the lookup's page cache) is measured by the other stages and composed
+with this fixed part by `scale_fit.host_at_paper_scale`.
+"""
+import os
+import sys
+from typing import Dict, List
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILE = os.path.join(REPO, "launch", "configs", "paper_tpu.flags")
+MODES = ("inline", "async")
+# The paper's flags this host cannot run as they are, each with why (recorded in the result).
+CPU_OVERRIDES = (
+    ("--retriever_init=", "no BERT-base checkpoint is shipped: freshly initialised BERT-base "
+     "towers (--retriever_preset=base)"),
+    ("--reader_init=", "no BERT-base checkpoint is shipped: a freshly initialised BERT-base "
+     "reader with its MLM head (--reader_preset=base)"),
+    ("--ict_steps=1", "ICT's 100k steps of batch 4,096: one step, which exports the towers and "
+     "publishes the first index, as the paper's run does"),
+    ("--ict_batch_size=2", "the smallest batch with an in-batch negative"),
+    ("--batch_size=1", "REALM's batch 512 on a TPU: one query (8 candidates) on this CPU"),
+    ("--num_train_steps=1", "one REALM step: the Adam state, a checkpoint and a refresh"),
+    ("--warmup_steps=0", "one step"),
+    ("--checkpoint_every=1", "a checkpoint write at the step"),
+    ("--refresh_every_steps=1", "an index refresh at the step"),
+    ("--heldout_queries=2", "the held-out evaluation's cost per corpus block is another stage's"),
+)
+
+
+def pretrain_command(work_dir: str, corpus_dir: str, annotations_dir: str,
+                     refresh: str) -> List[str]:
+  """The command line of the main job with the paper's flag file and `CPU_OVERRIDES`."""
+  if refresh not in MODES:
+    raise ValueError(f"refresh must be one of {MODES}, got {refresh!r}.")
+  return [sys.executable, "-m", "realm_tf.launch.pretrain", f"--flagfile={FLAGFILE}",
+          f"--work_dir={work_dir}", f"--corpus_dir={corpus_dir}",
+          f"--annotations_dir={annotations_dir}", *(flag for flag, _ in CPU_OVERRIDES),
+          f"--refresh={refresh}"]
+
+
+def paper_refresh_mode(flagfile: str = FLAGFILE) -> str:
+  """The --refresh the paper's flag file sets (the main job's default, inline, if none)."""
+  mode = "inline"
+  with open(flagfile, encoding="utf-8") as f:
+    for line in f:
+      if line.strip().startswith("--refresh="):
+        mode = line.strip().split("=", 1)[1]
+  return mode
+
+
+def annotations(corpus_dir: str, output_dir: str, beam_args: List[str]) -> Dict:
+  """Annotates the sample corpus with the real CLI unless `output_dir` has a manifest."""
+  from benchmarks.scale_bench import run_process  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
+  manifest = os.path.join(output_dir, corpus_lib.ANNOTATION_MANIFEST)
+  if not os.path.exists(manifest):
+    p = run_process([sys.executable, "-m", "realm_tf.launch.annotate_corpus",
+                     f"--corpus_dir={corpus_dir}", f"--output_dir={output_dir}", *beam_args])
+    if p["rc"] != 0:
+      raise RuntimeError(f"annotate_corpus failed (exit {p['rc']}):\n{p['stderr_tail']}")
+  return corpus_lib.load_annotation_manifest(output_dir)
+
+
+def checkpoint_bytes(model_dir: str) -> int:
+  """Bytes of the newest checkpoint in `model_dir` (model variables and Adam slots)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  prefix = tf.train.latest_checkpoint(model_dir)
+  if not prefix:
+    return 0
+  return sum(os.path.getsize(p) for p in tf.io.gfile.glob(prefix + ".*"))
+
+
+def measure_mode(work_dir: str, corpus_dir: str, annotations_dir: str, refresh: str) -> Dict:
+  """Runs the main job with the paper's flags and `--refresh=refresh` in a fresh work dir;
+  its wall seconds, the kernel's peak RSS of the process, and the checkpoint it wrote."""
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from benchmarks.scale_bench import run_process  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(work_dir, ignore_errors=True)
+  cmd = pretrain_command(work_dir, corpus_dir, annotations_dir, refresh)
+  p = run_process(cmd)
+  if p["rc"] != 0:
+    raise RuntimeError(f"pretrain --refresh={refresh} failed (exit {p['rc']}):\n"
+                       f"{p['stderr_tail']}")
+  with open(os.path.join(work_dir, "summary.json"), encoding="utf-8") as f:
+    summary = json.load(f)
+  model_dir = summary["dirs"]["realm"]
+  out = {"refresh": refresh, "peak_rss": p["peak_rss"], "seconds": p["seconds"],
+         "checkpoint_bytes": checkpoint_bytes(model_dir),
+         "train_step": int(summary.get("train", {}).get("step", 0) or 0),
+         "command": " ".join(cmd[1:])}
+  shutil.rmtree(work_dir, ignore_errors=True)
+  return out
+
+
+def measure(corpus_dir: str, annotations_dir: str, work: str, beam_args: List[str]) -> Dict:
+  """The trainer stage: the sample corpus's annotations, then the main job at the paper's flags
+  in each refresh mode; {"modes": {mode: figures}, "num_blocks", the overrides and why}."""
+  import json  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(corpus_dir, "manifest.json"), encoding="utf-8") as f:
+    blocks = json.load(f)["num_blocks"]
+  from concurrent import futures  # pylint: disable=g-import-not-at-top
+  annotations(corpus_dir, annotations_dir, beam_args)
+  # The two processes run side by side (minutes, not twice as many): each peak is its own
+  # process's; the wall seconds are each under the other's load.
+  with futures.ThreadPoolExecutor(len(MODES)) as pool:
+    jobs = {mode: pool.submit(measure_mode, os.path.join(work, mode), corpus_dir,
+                              annotations_dir, mode) for mode in MODES}
+    modes = {mode: job.result() for mode, job in jobs.items()}
+  return {"num_blocks": blocks, "modes": modes, "flagfile": os.path.relpath(FLAGFILE, REPO),
+          "paper_refresh": paper_refresh_mode(), "side_by_side": True,
+          "overrides": {flag: why for flag, why in CPU_OVERRIDES}}
