@@ -18,7 +18,7 @@ import dataclasses
 import re
 import threading
 import time
-from typing import Callable, Dict, Hashable, List, Mapping, Tuple
+from typing import Callable, Dict, Hashable, List, Mapping, Optional, Tuple
 
 import grpc
 import numpy as np
@@ -196,8 +196,13 @@ class BatchScheduler:
     with self._cv:
       return dataclasses.replace(self._stats)
 
-  def run(self, key: Hashable, fn: ModelFn, inputs: Mapping[str, np.ndarray], size: int) -> Arrays:
-    """Runs `fn` on `inputs` (batch `size`), possibly merged with concurrent requests."""
+  def run(self, key: Hashable, fn: ModelFn, inputs: Mapping[str, np.ndarray], size: int,
+          timeout: Optional[float] = None) -> Arrays:
+    """Runs `fn` on `inputs` (batch `size`), possibly merged with concurrent requests.
+
+    A request not answered within `timeout` seconds (None: no limit) is DEADLINE_EXCEEDED; its
+    rows still run with their batch.
+    """
     if size > self.config.max_batch_size:
       raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                          f"batch size {size} is larger than max_batch_size "
@@ -219,7 +224,12 @@ class BatchScheduler:
       queue.rows += size
       self._stats.requests += 1
       self._cv.notify()
-    return task.future.result()
+    try:
+      return task.future.result(timeout)
+    except concurrent.futures.TimeoutError:
+      raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                         f"request not answered within its deadline of {timeout:.3g} s "
+                         "(the client's deadline or --max_request_seconds)") from None
 
   def stop(self) -> None:
     """Runs what is queued, then stops the worker threads."""

@@ -196,3 +196,20 @@ def test_full_queue_is_unavailable():
   second.join()
   scheduler.stop()
   assert model.calls == [1, 1]
+
+
+def test_request_not_answered_within_its_timeout_is_deadline_exceeded():
+  """A request waiting in the queue past its timeout is DEADLINE_EXCEEDED (the server passes
+  the client's deadline or --max_request_seconds)."""
+  gate = threading.Event()
+  model = CountingModel(gate)
+  scheduler = batching.BatchScheduler(batching.BatchingConfig(
+      max_batch_size=8, batch_timeout_micros=10_000, num_batch_threads=1))
+  try:
+    with pytest.raises(ServingError) as info:
+      scheduler.run("k", model, {"x": np.ones((1, 3), np.float32)}, 1, timeout=0.2)
+    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED, info.value
+    assert "deadline of 0.2 s" in info.value.message
+  finally:
+    gate.set()
+    scheduler.stop()

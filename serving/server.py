@@ -17,9 +17,16 @@ Same layout and config as TF Serving: `<base_path>/<version>/saved_model.pb`; th
 (per `model_version_policy`) is served; new versions are picked up every
 `--file_system_poll_wait_seconds` and swapped in without failing requests. SIGTERM / SIGINT stop
 the server gracefully (in-flight requests get `--shutdown_grace_seconds` to finish).
+
+Caps, all set by ServerOptions / flags: message sizes (`max_receive_message_bytes`, gRPC's
+RESOURCE_EXHAUSTED beyond it), string and batch sizes (`validation`), and how long a request may
+take (`max_request_seconds`, or the client's own deadline when shorter: DEADLINE_EXCEEDED).
+Bytes that are not a request proto are INVALID_ARGUMENT (gRPC's default is INTERNAL with a logged
+traceback).
 """
 import dataclasses
 import runpy
+import time
 from concurrent import futures
 from typing import List, Optional
 
@@ -55,6 +62,8 @@ class ServerOptions:
     grpc_max_workers: threads handling RPCs (each blocks while its request is batched).
     enable_model_warmup: replay assets.extra/tf_serving_warmup_requests before a version serves.
     max_num_load_retries: later polls retry a failed load this many times.
+    max_request_seconds: the longest a Predict may wait to be answered (0: only the client's
+      deadline); a shorter client deadline wins. Past it the request is DEADLINE_EXCEEDED.
   """
   models: List[model_config.ModelConfig]
   port: int = 8500
@@ -67,10 +76,55 @@ class ServerOptions:
   grpc_max_workers: int = 64
   enable_model_warmup: bool = True
   max_num_load_retries: int = 5
+  max_request_seconds: float = 60.0
 
 
 def _abort(context: grpc.ServicerContext, err: ServingError):
   context.abort(err.code, err.message)
+
+
+class _Undecodable:
+  """Stands for request bytes that are not the method's proto (answered INVALID_ARGUMENT)."""
+
+  def __init__(self, message: str):
+    self.message = message
+
+
+class RejectUndecodableRequests(grpc.ServerInterceptor):
+  """Answers a request whose bytes do not parse as the method's proto with INVALID_ARGUMENT.
+
+  gRPC's own handling of a failed parse is INTERNAL with a traceback in the server's log, which
+  reads as a server bug; a malformed message is the client's error, as TF Serving reports it.
+  """
+
+  def intercept_service(self, continuation, handler_call_details):
+    handler = continuation(handler_call_details)
+    if (handler is None or handler.request_streaming or handler.unary_unary is None
+        or handler.request_deserializer is None):
+      return handler
+    parse, behavior = handler.request_deserializer, handler.unary_unary
+    method = handler_call_details.method
+
+    def safe_parse(data):
+      try:
+        return parse(data)
+      except Exception as e:  # pylint: disable=broad-except
+        return _Undecodable(f"{method}: the request ({len(data)} bytes) is not a valid "
+                            f"message: {type(e).__name__}: {e}")
+
+    def checked(request, context):
+      if isinstance(request, _Undecodable):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+      return behavior(request, context)
+
+    return handler._replace(request_deserializer=safe_parse, unary_unary=checked)
+
+
+def _deadline(context: grpc.ServicerContext, cap_seconds: float) -> Optional[float]:
+  """Seconds this request may still take: the shorter of the client's deadline and the cap
+  (None: neither)."""
+  limits = [s for s in (context.time_remaining(), cap_seconds or None) if s is not None]
+  return min(limits) if limits else None
 
 
 def _requested_version(model_spec):
@@ -85,13 +139,22 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   def __init__(self, manager: model_manager.ModelManager,
                scheduler: Optional[batching_lib.BatchScheduler],
-               validation_config: validation_lib.ValidationConfig):
+               validation_config: validation_lib.ValidationConfig,
+               max_request_seconds: float = 0.0):
     self._manager = manager
     self._scheduler = scheduler
     self._validation = validation_config
+    self._max_request_seconds = max_request_seconds
 
-  def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-    """Serves one PredictRequest; raises ServingError for anything the client got wrong."""
+  def predict(self, request: predict_pb2.PredictRequest,
+              timeout: Optional[float] = None) -> predict_pb2.PredictResponse:
+    """Serves one PredictRequest within `timeout` seconds (None: no limit); raises ServingError
+    for anything the client got wrong, DEADLINE_EXCEEDED when the time ran out before the model
+    ran."""
+    start = time.monotonic()
+    if timeout is not None and timeout <= 0:
+      raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                         "the request's deadline passed before it was served")
     spec = request.model_spec
     version, label = _requested_version(spec)
     with self._manager.servable(spec.name, version, label) as servable:
@@ -101,9 +164,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
           sig.input_specs, request.inputs,
           validation_lib.for_signature(self._validation, sig.output_specs))
       size = validation_lib.batch_size_of(arrays)
+      left = None if timeout is None else timeout - (time.monotonic() - start)
+      if left is not None and left <= 0:
+        raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                           f"the request's deadline of {timeout:.3g} s passed before it ran")
       if self._scheduler is not None and sig.batchable and size:
         outputs = self._scheduler.run((servable.name, servable.version, sig.name), sig, arrays,
-                                      size)
+                                      size, timeout=left)
       else:
         outputs = sig(arrays)
       response = predict_pb2.PredictResponse()
@@ -116,7 +183,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   def Predict(self, request, context):  # pylint: disable=invalid-name
     try:
-      return self.predict(request)
+      return self.predict(request, _deadline(context, self._max_request_seconds))
     except ServingError as e:
       _abort(context, e)
     except Exception as e:  # pylint: disable=broad-except
@@ -198,10 +265,12 @@ class ModelServer:
     self._server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=options.grpc_max_workers,
                                    thread_name_prefix="grpc"),
+        interceptors=[RejectUndecodableRequests()],
         options=[("grpc.max_receive_message_length", options.max_receive_message_bytes),
                  ("grpc.max_send_message_length", options.max_send_message_bytes),
                  ("grpc.so_reuseport", 0)])
-    self.prediction_servicer = PredictionServicer(self.manager, self.scheduler, vcfg)
+    self.prediction_servicer = PredictionServicer(self.manager, self.scheduler, vcfg,
+                                                  options.max_request_seconds)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         self.prediction_servicer, self._server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager),

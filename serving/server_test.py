@@ -256,6 +256,41 @@ def test_bad_request_gets_its_status_code(python_server, name, kwargs, code, fra
   assert fragment in info.value.details()
 
 
+@pytest.mark.parametrize("method", ["/tensorflow.serving.PredictionService/Predict",
+                                    "/tensorflow.serving.PredictionService/GetModelMetadata",
+                                    "/tensorflow.serving.ModelService/GetModelStatus"])
+def test_bytes_that_are_not_a_request_are_invalid_argument(python_server, method):
+  """gRPC's own answer to an unparsable request is INTERNAL with a logged traceback; the server
+  answers INVALID_ARGUMENT naming the method, and logs nothing."""
+  with grpc.insecure_channel(python_server.address) as ch:
+    call = ch.unary_unary(method, request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as info:
+      call(b"\x0a\xff\xff\xff\xff\x0f not a proto", timeout=30)
+  assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
+  assert method in info.value.details() and "is not a valid message" in info.value.details()
+  assert "Exception deserializing" not in python_server.log()
+
+
+def test_request_deadline_is_the_shorter_of_client_and_cap():
+  """--max_request_seconds caps a request without a (shorter) client deadline; a request whose
+  time is spent is DEADLINE_EXCEEDED before it touches a model."""
+
+  class Context:
+    def __init__(self, remaining):
+      self.remaining = remaining
+
+    def time_remaining(self):
+      return self.remaining
+
+  assert server._deadline(Context(None), 60.0) == 60.0
+  assert server._deadline(Context(2.5), 60.0) == 2.5
+  assert server._deadline(Context(None), 0.0) is None
+  servicer = server.PredictionServicer(None, None, server.validation_lib.ValidationConfig())
+  with pytest.raises(ServingError) as info:
+    servicer.predict(predict_pb2.PredictRequest(), timeout=0.0)
+  assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 def test_bad_metadata_and_status_requests(python_server):
   with grpc.insecure_channel(python_server.address) as ch:
     predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)

@@ -38,10 +38,12 @@ def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
   size = int(np.prod(shape, dtype=np.int64))
   if proto.dtype == types_pb2.DT_STRING:
     values = list(proto.string_val)
-    if len(values) == size:
-      array = np.empty(size, dtype=object)
-      array[:] = values
-      return array.reshape(shape)
+    if len(values) > size or (size and not values):
+      raise ValueError(f"{len(values)} string values for shape {shape} ({size} elements)")
+    array = np.empty(size, dtype=object)
+    array[:len(values)] = values
+    array[len(values):] = values[-1] if values else b""  # as TensorFlow: the last value fills
+    return array.reshape(shape)                            # the rest of the shape
   elif proto.tensor_content:
     dtype = tf.dtypes.as_dtype(proto.dtype).as_numpy_dtype
     itemsize = np.dtype(dtype).itemsize

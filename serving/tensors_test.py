@@ -39,3 +39,21 @@ def test_single_value_fills_shape_and_short_content_is_an_error():
   proto.tensor_shape.dim[0].size = 3
   with pytest.raises(ValueError, match="needs 36"):
     tensors.to_numpy(proto)
+
+
+def test_string_values_fill_the_shape_as_tensorflow_reads_them():
+  """Fewer string values than the shape holds: the last fills the rest; none, or more than the
+  shape holds, is a ValueError (the server's INVALID_ARGUMENT), never a non-bytes element."""
+  from tensorflow.core.framework import tensor_pb2, types_pb2  # pylint: disable=g-import-not-at-top
+
+  def strings(values, size):
+    p = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
+    p.tensor_shape.dim.add().size = size
+    p.string_val.extend(values)
+    return p
+
+  assert tensors.to_numpy(strings([b"a", b"b"], 3)).tolist() == [b"a", b"b", b"b"]
+  assert tensors.to_numpy(strings([], 0)).shape == (0,)
+  for values, size in (([], 2), ([b"a", b"b", b"c"], 2)):
+    with pytest.raises(ValueError, match="string values for shape"):
+      tensors.to_numpy(strings(values, size))

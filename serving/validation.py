@@ -10,6 +10,7 @@ answers an empty question itself, in its own row, so empty strings are passed th
 (`for_signature`) and the other questions of the request are answered.
 """
 import dataclasses
+import math
 from typing import Dict, Mapping, Optional, Sequence
 
 import grpc
@@ -62,11 +63,15 @@ class ValidationConfig:
       expect text, not arbitrary bytes).
     max_batch_size: largest accepted dimension 0 of any input (0: no limit). The server sets this to
       the batching `max_batch_size` when batching is enabled, as TF Serving does.
+    max_input_elements: most elements one input may hold (0: no limit). A TensorProto may give
+      fewer values than its shape holds (the last one fills the rest), so a small message can
+      describe a tensor too large for memory; this refuses it before it is built.
   """
   max_string_bytes: int = 16384
   reject_empty_strings: bool = True
   require_utf8: bool = True
   max_batch_size: int = 0
+  max_input_elements: int = 1 << 24
 
 
 def for_signature(config: ValidationConfig, output_names) -> ValidationConfig:
@@ -101,11 +106,15 @@ def check_input_keys(input_specs: Mapping[str, tf.TensorSpec], sent: Sequence[st
 
 
 def tensor_proto_to_numpy(name: str, proto: tensor_pb2.TensorProto,
-                          spec: tf.TensorSpec) -> np.ndarray:
-  """Checks dtype and shape of one input TensorProto against `spec`, then decodes it."""
+                          spec: tf.TensorSpec, max_elements: int = 0) -> np.ndarray:
+  """Checks dtype and shape of one input TensorProto against `spec` (and its element count
+  against `max_elements`, 0: no limit), then decodes it."""
   want = spec.dtype.as_datatype_enum
   if proto.dtype != want:
-    got_name = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "DT_INVALID"
+    try:
+      got_name = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "DT_INVALID"
+    except TypeError:
+      got_name = f"an unknown dtype enum {proto.dtype}"
     raise invalid_argument(
         f"input '{name}': expected dtype {spec.dtype.name} but got {got_name}")
   if proto.tensor_shape.unknown_rank:
@@ -122,6 +131,11 @@ def tensor_proto_to_numpy(name: str, proto: tensor_pb2.TensorProto,
     raise invalid_argument(
         f"input '{name}': shape {_fmt_shape(shape)} is incompatible with the signature's "
         f"{_fmt_shape(spec.shape.as_list())}")
+  elements = math.prod(shape)
+  if max_elements and elements > max_elements:
+    raise invalid_argument(
+        f"input '{name}': shape {_fmt_shape(shape)} holds {elements} elements, over the limit of "
+        f"{max_elements} (--max_input_elements)")
   try:
     array = tensors.to_numpy(proto)
   except (ValueError, TypeError) as e:
@@ -172,7 +186,7 @@ def decode_inputs(input_specs: Mapping[str, tf.TensorSpec],
   arrays = {}
   for name in sorted(inputs):
     spec = input_specs[name]
-    array = tensor_proto_to_numpy(name, inputs[name], spec)
+    array = tensor_proto_to_numpy(name, inputs[name], spec, config.max_input_elements)
     if spec.dtype == tf.string:
       check_strings(name, array, config)
     if config.max_batch_size and array.ndim and array.shape[0] > config.max_batch_size:

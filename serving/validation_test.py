@@ -139,3 +139,30 @@ def test_signatures_with_a_row_status_answer_empty_strings_themselves():
   inputs["questions"] = proto(np.array([b"fine", b"\xff", b""], dtype=object))
   check_error(lambda: validation.decode_inputs(SPECS, inputs, per_row),
               grpc.StatusCode.INVALID_ARGUMENT, "element [1] is not valid UTF-8")
+
+
+def test_a_shape_too_large_to_build_is_refused_before_decoding():
+  """One float value may describe a shape of 2^40 elements (the last value fills the shape):
+  refused by max_input_elements, not a MemoryError."""
+  inputs = good_inputs(1)
+  p = tf.make_tensor_proto([1.0], dtype=tf.float32)
+  p.ClearField("tensor_content")
+  p.float_val.append(1.0)
+  p.tensor_shape.dim[0].size = 1 << 38
+  p.tensor_shape.dim.add().size = 3
+  inputs["x"] = p
+  inputs["questions"] = proto(np.array([b"q"], dtype=object))
+  check_error(lambda: validation.decode_inputs(SPECS, inputs, ValidationConfig()),
+              grpc.StatusCode.INVALID_ARGUMENT, "input 'x'", "824633720832 elements",
+              "--max_input_elements")
+  inputs["x"] = proto(np.ones((4, 3), np.float32))
+  small = ValidationConfig(max_input_elements=11)
+  check_error(lambda: validation.decode_inputs(SPECS, inputs, small),
+              grpc.StatusCode.INVALID_ARGUMENT, "12 elements, over the limit of 11")
+
+
+def test_unknown_dtype_enum_is_an_invalid_argument():
+  inputs = good_inputs()
+  inputs["x"].dtype = 77  # no such DataType
+  check_error(lambda: validation.decode_inputs(SPECS, inputs, ValidationConfig()),
+              grpc.StatusCode.INVALID_ARGUMENT, "input 'x'", "unknown dtype enum 77")

@@ -207,8 +207,9 @@ def read_qa_jsonl(path: epath.PathLike, answers_are_regex: bool = False) -> List
     text = _decode(raw, line, issues)
     try:
       record = json.loads(text)
-    except ValueError as e:
-      issues.warn(line, "unreadable", f"not valid JSON ({e}); record skipped")
+    except (ValueError, RecursionError) as e:
+      issues.warn(line, "unreadable", f"not valid JSON ({type(e).__name__}: {e}); record "
+                  "skipped")
       continue
     answer_key = "answer" if isinstance(record, dict) and "answer" in record else "answers"
     if not isinstance(record, dict) or "question" not in record or answer_key not in record:

@@ -272,3 +272,14 @@ def test_dpr_line_cells_quoted_by_a_csv_writer_are_unquoted():
                        ("q\t__import__('os')", "not a Python list literal")):
     with pytest.raises(ValueError, match=problem):
       openqa_common.parse_qa_dpr_line(bad)
+
+
+def test_deeply_nested_json_line_is_skipped(tmp_path, caplog):
+  """json.loads raises RecursionError on deep nesting: a skipped record, the rest kept."""
+  path = tmp_path / "deep.jsonl"
+  path.write_text('{"question": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+                  '{"question": "kept?", "answer": ["yes"]}\n')
+  with caplog.at_level(py_logging.WARNING, logger="absl"):
+    examples = openqa_common.read_qa_jsonl(path)
+  assert [e.question for e in examples] == ["kept?"]
+  assert f"{path}:1: not valid JSON (RecursionError" in caplog.text

@@ -43,6 +43,7 @@ import io
 import json
 import os
 import re
+import zlib
 from typing import BinaryIO, Iterator, Optional, Union
 
 import tensorflow as tf
@@ -52,7 +53,10 @@ FORMATS = ("jsonl", "squad", "wikitext", "text", "dpr_tsv", "beir", "pyserini", 
 FORMAT_CHOICES = ("auto", *FORMATS)
 MAX_DOCUMENT_BYTES = 1_000_000
 BAD_KINDS = ("malformed_json", "malformed_record", "non_utf8", "empty_document",
-             "oversized_document", "bad_title", "duplicate_doc_id")
+             "oversized_document", "bad_title", "duplicate_doc_id", "unreadable_file")
+# A damaged compressed stream: the records read before the damage are kept, the rest of the file
+# is one `unreadable_file` record.
+_DAMAGED_STREAM = (EOFError, zlib.error, gzip.BadGzipFile)
 
 _WIKITEXT_TITLE = re.compile(r"^ = ([^=].*?) = $")
 _WIKITEXT_SECTION = re.compile(r"^ (= )+.*?( =)+ $")
@@ -108,7 +112,7 @@ def _json_lines_kind(line: str) -> Optional[str]:
   """The JSON-lines format one record shows (jsonl, beir, pyserini, pyserini_title), or None."""
   try:
     rec = json.loads(line)
-  except json.JSONDecodeError:
+  except (json.JSONDecodeError, RecursionError):
     return None
   if not isinstance(rec, dict):
     return None
@@ -218,6 +222,9 @@ def _read_json_lines(stream: BinaryIO, source: str, max_document_bytes: int, to_
       rec = json.loads(line)
     except json.JSONDecodeError as e:
       yield BadRecord(source, n, "malformed_json", f"column {e.colno}: {e.msg}")
+      continue
+    except RecursionError:
+      yield BadRecord(source, n, "malformed_json", "values nested too deeply to parse")
       continue
     doc = to_document(rec, n) if isinstance(rec, dict) else "expected a JSON object"
     if isinstance(doc, str):
@@ -349,6 +356,10 @@ def read_squad(stream: BinaryIO, source: str, max_document_bytes: int = MAX_DOCU
     yield BadRecord(source, e.lineno, "malformed_json", f"column {e.colno}: {e.msg}; "
                     "SQuAD file skipped")
     return
+  except RecursionError:
+    yield BadRecord(source, 1, "malformed_json", "values nested too deeply to parse; SQuAD "
+                    "file skipped")
+    return
   if not isinstance(root, dict) or not isinstance(root.get("data"), list):
     yield BadRecord(source, 1, "malformed_record", 'SQuAD JSON lacks a "data" list')
     return
@@ -456,14 +467,38 @@ _READERS = {"jsonl": read_jsonl, "squad": read_squad, "wikitext": read_wikitext,
 
 def parse_stream(stream: BinaryIO, source: str, fmt: Optional[str] = None,
                  max_document_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[Item]:
-  """Documents and BadRecords of one (already decompressed) binary stream named `source`."""
-  head = stream.read(8192)
+  """Documents and BadRecords of one (already decompressed) binary stream named `source`.
+
+  A stream whose decompression fails part way (a damaged or truncated `.gz`) ends with one
+  `unreadable_file` BadRecord after the records read before the damage.
+  """
+  if fmt not in (None, "", "auto") and fmt not in _READERS:
+    raise ValueError(f"Unknown document format {fmt!r} for {source}; expected one of {FORMATS}.")
+  try:
+    head = stream.read(8192)
+  except _DAMAGED_STREAM as e:
+    return iter([_unreadable(source, 1, e)])
   if fmt in (None, "", "auto"):
     fmt = detect_format(source, head)
   stream = io.BufferedReader(_Prefixed(head, stream), buffer_size=1 << 20)
-  if fmt not in _READERS:
-    raise ValueError(f"Unknown document format {fmt!r} for {source}; expected one of {FORMATS}.")
-  return _READERS[fmt](stream, source, max_document_bytes)
+  return _until_damaged(_READERS[fmt](stream, source, max_document_bytes), source)
+
+
+def _unreadable(source: str, line: int, error: BaseException) -> BadRecord:
+  return BadRecord(source, line, "unreadable_file",
+                   f"damaged compressed stream ({type(error).__name__}: {error}); the rest of "
+                   "the file is skipped")
+
+
+def _until_damaged(items: Iterator[Item], source: str) -> Iterator[Item]:
+  """`items`, ending with an `unreadable_file` record where the stream under them fails."""
+  line = 0
+  try:
+    for item in items:
+      line = max(line, item.line)
+      yield item
+  except _DAMAGED_STREAM as e:
+    yield _unreadable(source, line + 1, e)
 
 
 def read_documents(path: str, fmt: Optional[str] = None,

@@ -206,3 +206,47 @@ def test_shipped_default_corpus():
   wiki, bad = _split(documents.read_documents(default_corpus.wikitext2_test_path()))
   assert not bad
   assert len(wiki) > 50
+
+
+def test_deeply_nested_json_is_a_malformed_record_not_a_crash(tmp_path):
+  """json.loads raises RecursionError (not JSONDecodeError) on deep nesting: a skipped record,
+  in the JSON-lines readers, format detection and SQuAD."""
+  deep = '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}"
+  path = tmp_path / "deep.jsonl"
+  path.write_text(deep + "\n" + json.dumps({"id": "ok", "text": "kept"}) + "\n")
+  items = list(documents.read_documents(str(path)))
+  bad = [i for i in items if isinstance(i, documents.BadRecord)]
+  assert [b.kind for b in bad] == ["malformed_json"] and bad[0].line == 1
+  assert "nested too deeply" in str(bad[0]) and "\n" not in str(bad[0])
+  assert [d.doc_id for d in items if isinstance(d, documents.Document)] == ["ok"]
+  squad = tmp_path / "deep.json"
+  squad.write_text('{"data": ' + "[" * 100_000 + "]" * 100_000 + "}")
+  items = list(documents.read_documents(str(squad), "squad"))
+  assert [(i.kind, i.line) for i in items] == [("malformed_json", 1)]
+
+
+def test_damaged_gzip_keeps_the_records_before_the_damage(tmp_path):
+  """A truncated or corrupted .gz ends with one unreadable_file record naming the file, after
+  the documents read before the damage (zlib / EOF errors escaped as tracebacks before)."""
+  import random  # pylint: disable=g-import-not-at-top
+  rng = random.Random(0)
+  lines = [json.dumps({"id": f"d{i}", "text": " ".join(f"{rng.random():.12f}" for _ in range(40))})
+           for i in range(2000)]
+  data = gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
+  path = tmp_path / "docs.jsonl.gz"
+  path.write_bytes(data[:len(data) // 2])  # truncated
+  items = list(documents.read_documents(str(path)))
+  docs = [i for i in items if isinstance(i, documents.Document)]
+  assert 0 < len(docs) < 2000
+  assert [d.doc_id for d in docs] == [f"d{i}" for i in range(len(docs))]
+  last = items[-1]
+  assert isinstance(last, documents.BadRecord) and last.kind == "unreadable_file"
+  assert last.line == len(docs) + 1 and str(path) in str(last) and "\n" not in str(last)
+  corrupt = bytearray(data)
+  corrupt[len(data) // 2] ^= 0xFF
+  path.write_bytes(bytes(corrupt))
+  items = list(documents.read_documents(str(path)))
+  assert items[-1].kind == "unreadable_file"
+  # The damage sits half way through the stream: the records before it read back unchanged.
+  assert [d.doc_id for d in items if isinstance(d, documents.Document)][:900] == \
+      [f"d{i}" for i in range(900)]

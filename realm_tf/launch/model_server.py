@@ -40,6 +40,8 @@ def define_flags(flag_values=flags.FLAGS):
   import dataclasses  # pylint: disable=g-import-not-at-top
   from serving import server as server_lib  # pylint: disable=g-import-not-at-top
   d = {f.name: f.default for f in dataclasses.fields(server_lib.ServerOptions)}
+  from serving import validation as validation_lib  # pylint: disable=g-import-not-at-top
+  validation_defaults = validation_lib.ValidationConfig()
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   fv = {"flag_values": flag_values}
   flags.DEFINE_string("work_dir", work_dir.DEFAULT_ROOT, "Work directory whose serving/ exports "
@@ -65,6 +67,8 @@ def define_flags(flag_values=flags.FLAGS):
                        "Longest accepted string element of an input (0: no limit).", **fv)
   flags.DEFINE_bool("allow_empty_strings", False, "Accept empty / whitespace-only strings.", **fv)
   flags.DEFINE_bool("require_utf8", True, "String inputs must be valid UTF-8.", **fv)
+  flags.DEFINE_integer("max_input_elements", validation_defaults.max_input_elements,
+                       "Most elements one input tensor may hold (0: no limit).", **fv)
   flags.DEFINE_integer("max_batch_size", 0, "Largest batch one request may send (0: batching "
                        "max_batch_size or none).", **fv)
   flags.DEFINE_integer("max_receive_message_bytes", d["max_receive_message_bytes"],
@@ -76,11 +80,16 @@ def define_flags(flag_values=flags.FLAGS):
                     "Replay assets.extra warm-up requests on load.", **fv)
   flags.DEFINE_integer("max_num_load_retries", d["max_num_load_retries"],
                        "Retries of a failed version load.", **fv)
+  flags.DEFINE_float("max_request_seconds", d["max_request_seconds"],
+                     "Longest a Predict may wait to be answered (0: only the client's deadline; "
+                     "a shorter client deadline wins); past it: DEADLINE_EXCEEDED.", **fv)
   flags.DEFINE_float("shutdown_grace_seconds", 10.0, "Grace period for in-flight RPCs on stop.",
                      **fv)
   flags.DEFINE_bool("import_scann", True, "Import ScaNN first so ScaNN-op SavedModels load.", **fv)
   from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
-  validators.register_ranges(flag_values)
+  validators.register_ranges(flag_values,  # 0 seconds: no cap of the server's own
+                             overrides={"max_request_seconds": validators.NON_NEGATIVE,
+                                        "max_input_elements": validators.NON_NEGATIVE})
 
 
 def options_from_flags(flag_values=flags.FLAGS):
@@ -109,11 +118,12 @@ def options_from_flags(flag_values=flags.FLAGS):
       validation=validation_lib.ValidationConfig(max_string_bytes=f.max_string_bytes,
                                                  reject_empty_strings=not f.allow_empty_strings,
                                                  require_utf8=f.require_utf8,
-                                                 max_batch_size=f.max_batch_size),
+                                                 max_batch_size=f.max_batch_size,
+                                                 max_input_elements=f.max_input_elements),
       max_receive_message_bytes=f.max_receive_message_bytes,
       max_send_message_bytes=f.max_send_message_bytes,
       grpc_max_workers=f.grpc_max_workers, enable_model_warmup=f.enable_model_warmup,
-      max_num_load_retries=f.max_num_load_retries)
+      max_num_load_retries=f.max_num_load_retries, max_request_seconds=f.max_request_seconds)
 
 
 def main(argv):

@@ -36,7 +36,6 @@ for train/dev; `nq_open_orqa/dpr` builds them from the shipped DPR-style questio
 """
 import csv
 import gzip
-import io
 import json
 import os
 from typing import Dict, List, Optional, Tuple
@@ -251,12 +250,21 @@ def _check_record(record) -> str:
   return ""
 
 
-def _parse_jsonl_line(line: str) -> Tuple[Optional[dict], str]:
-  """(record, "") for a well-formed question line, else (None, what is wrong)."""
+def _json_record(line: str) -> Tuple[object, str]:
+  """(the JSON value of a line, "") or (None, why it is not valid JSON)."""
   try:
-    record = json.loads(line)
+    return json.loads(line), ""
   except json.JSONDecodeError as e:
     return None, f"not valid JSON ({e.msg} at column {e.colno})"
+  except RecursionError:
+    return None, "not valid JSON (values nested too deeply to parse)"
+
+
+def _parse_jsonl_line(line: str) -> Tuple[Optional[dict], str]:
+  """(record, "") for a well-formed question line, else (None, what is wrong)."""
+  record, problem = _json_record(line)
+  if problem:
+    return None, problem
   problem = _check_record(record)
   return (None, problem) if problem else (record, "")
 
@@ -348,8 +356,12 @@ def _beir_qrels(path: str, problems: _LineProblems) -> Dict[str, Tuple[int, Dict
   """{query-id: (its first line, {corpus-id: score})} of a BEIR qrels TSV (header row first), in
   file order."""
   qrels: Dict[str, Tuple[int, Dict[str, int]]] = {}
-  rows = csv.reader(io.StringIO(_read_text(path)), delimiter="\t")
-  for lineno, row in enumerate(rows, start=1):
+  for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
+    try:  # one row a line: a stray quote cannot swallow the lines after it
+      row = next(csv.reader([line.rstrip("\r")], delimiter="\t"), [])
+    except csv.Error as e:
+      problems.report(lineno, f"not a tab-separated row ({e})")
+      continue
     if lineno == 1 or not any(cell.strip() for cell in row):
       continue  # the header row (BEIR skips the first line), blank lines
     if len(row) != 3:
@@ -386,10 +398,9 @@ def load_beir_questions(name: str, split: str = "test", strict: bool = False,
   for lineno, line in enumerate(_read_text(queries_path).splitlines(), start=1):
     if not line.strip():
       continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      problems.report(lineno, f"not valid JSON ({e.msg} at column {e.colno})")
+    record, problem = _json_record(line)
+    if problem:
+      problems.report(lineno, problem)
       continue
     qid = record.get("_id") if isinstance(record, dict) else None
     text = record.get("text") if isinstance(record, dict) else None

@@ -247,3 +247,38 @@ def test_question_files_must_exist(tmp_path):
                         (f"jsonl:{tmp_path}/x.jsonl", "question file .* does not exist")):
     with pytest.raises(datasets.DatasetError, match=message):
       datasets.check_question_files(spec, "--dataset")
+
+
+def test_deeply_nested_json_lines_are_skipped_lines(tmp_path, caplog):
+  """json.loads raises RecursionError on deep nesting: a skipped line naming file and line."""
+  deep = '{"question": ' + "[" * 100_000 + "]" * 100_000 + "}"
+  path = _write(tmp_path / "qs.jsonl", [deep, json.dumps(GOOD)])
+  with caplog.at_level(py_logging.WARNING):
+    examples = datasets.load_examples(f"jsonl:{path}", "test")
+  assert [e.question for e in examples] == [GOOD["question"]]
+  assert f"{path}:1: not valid JSON (values nested too deeply to parse)" in caplog.text
+  folder = tmp_path / "beir"
+  (folder / "qrels").mkdir(parents=True)
+  _write(folder / "queries.jsonl", ['{"_id": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                                    json.dumps({"_id": "q1", "text": "kept?"})])
+  _write(folder / "qrels" / "test.tsv", ["query-id\tcorpus-id\tscore", "q1\td1\t1"])
+  assert [e.qid for e in datasets.load_examples(f"beir:{folder}", "test")] == ["q1"]
+
+
+def test_beir_qrels_rows_are_read_one_line_at_a_time(tmp_path, caplog):
+  """A stray quote cannot swallow the rows after it, and a cell over csv's field limit or a
+  carriage return inside a row is a skipped line, not a csv.Error traceback."""
+  folder = tmp_path / "beir"
+  (folder / "qrels").mkdir(parents=True)
+  _write(folder / "queries.jsonl", [json.dumps({"_id": f"q{i}", "text": f"question {i}"})
+                                    for i in range(4)])
+  _write(folder / "qrels" / "test.tsv", [
+      "query-id\tcorpus-id\tscore", 'q0\t"d0\t1', "q1\td1\t1", "q2\t" + "d" * 1_100_000 + "\t1",
+      "q3\td\r3\t1", "q3\td3\t1"])
+  with caplog.at_level(py_logging.WARNING):
+    examples = datasets.load_examples(f"beir:{folder}", "test")
+  assert [e.qid for e in examples] == ["q1", "q3"]
+  qrels = folder / "qrels" / "test.tsv"
+  assert f"{qrels}:2: expected 3 tab-separated cells" in caplog.text
+  assert f"{qrels}:4: not a tab-separated row (field larger than field limit" in caplog.text
+  assert f"{qrels}:5: not a tab-separated row" in caplog.text
