@@ -11,8 +11,13 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from realm_tf.export import components as components_lib
-from realm_tf.export.versioning import VARIANTS, ServingExportError
+from realm_tf.export.versioning import VARIANTS, ServingExportError, next_version
+from realm_tf.io import atomic
 from realm_tf.io import paths as paths_lib
+
+# `<export_base>/<PENDING>` records an export run that has not finished (its version and config),
+# so the same command after a kill finishes that version instead of starting the next one.
+PENDING = ".export-pending.json"
 
 # --variant: one MIPS variant, or both ("stock" then "scann").
 VARIANT_CHOICES = VARIANTS + ("both",)
@@ -113,7 +118,12 @@ def run_export(model, tokenizer, bundle, export_base: str, version: Optional[int
 def run(config: ExportConfig, strategy=None) -> Dict:
   """The whole job: checks `config`, rebuilds the model (its variables under `strategy`'s scope,
   a `tf.distribute.Strategy`, the current one by default), exports it. Returns the summary the
-  CLI prints: {"export_base": absolute path, "models": {model name: path}}."""
+  CLI prints: {"export_base": absolute path, "models": {model name: path}}.
+
+  Every model version is published whole (an atomic rename), but one run publishes several
+  models: `<export_base>/.export-pending.json` records the run's version and config until its
+  last model is published, so the same command after a kill exports the models still missing
+  under that version rather than a second version beside a partial first."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not config.export_base:
     raise ValueError("--export_base is required.")
@@ -124,7 +134,45 @@ def run(config: ExportConfig, strategy=None) -> Dict:
     model, tokenizer, bundle = load_model(config.model_dir, config.init_checkpoint,
                                           config.reader_init_checkpoint, config.index_dir,
                                           config.corpus_dir, config.reader_beam_size)
-  paths = run_export(model, tokenizer, bundle, config.export_base, config.version,
-                     config.variant, components, config.num_answers, config.max_candidates,
-                     config.searcher_k, config.scann_mode, config.warmup_questions)
+  names = components_lib.model_names(components, variants_of(config.variant))
+  pending_path = os.path.join(config.export_base, PENDING)
+  record = {**dataclasses.asdict(config), "version": None}
+  pending = _read_pending(pending_path)
+  resumed = pending is not None and pending["config"] == record and \
+      config.version in (None, pending["version"])
+  version = pending["version"] if resumed else \
+      (config.version or next_version(config.export_base, names))
+  if not resumed:
+    for name in names:  # refused before the record is written: nothing to resume then
+      if tf.io.gfile.exists(os.path.join(config.export_base, name, str(version))):
+        raise FileExistsError(f"{os.path.join(config.export_base, name, str(version))} already "
+                              "exists; choose another --version.")
+    tf.io.gfile.makedirs(config.export_base)
+    atomic.write_json(pending_path, {"version": version, "config": record})
+  paths = {}
+  # A resumed run exports what the killed one had not published, piece by piece (each model
+  # version was published whole by its rename); a fresh run exports everything in one call.
+  pieces = [((c,), (v,)) for c in components for v in variants_of(config.variant)] if resumed \
+      else [(components, variants_of(config.variant))]
+  for piece_components, piece_variants in pieces:
+    piece_names = components_lib.model_names(piece_components, piece_variants)
+    if resumed and all(tf.io.gfile.exists(os.path.join(config.export_base, n, str(version)))
+                       for n in piece_names):
+      paths.update({n: os.path.join(config.export_base, n, str(version)) for n in piece_names})
+      continue
+    paths.update(run_export(model, tokenizer, bundle, config.export_base, version,
+                            piece_variants[0] if len(piece_variants) == 1 else config.variant,
+                            piece_components, config.num_answers, config.max_candidates,
+                            config.searcher_k, config.scann_mode, config.warmup_questions))
+  tf.io.gfile.remove(pending_path)
   return {"export_base": paths_lib.absolute(config.export_base), "models": paths}
+
+
+def _read_pending(path: str) -> Optional[Dict]:
+  """The unfinished export run recorded at `path`, or None."""
+  import json  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)

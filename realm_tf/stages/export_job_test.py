@@ -52,3 +52,37 @@ def test_run_refuses_bad_settings_before_loading(tmp_path, changes, error):
   config = dataclasses.replace(export_job.ExportConfig(export_base=str(tmp_path)), **changes)
   with pytest.raises(ValueError, match=error):
     export_job.run(config)
+
+
+@pytest.mark.slow  # a micro model exported three times: over 20 s on 2 busy cores
+def test_rerun_after_a_kill_finishes_the_killed_version(tmp_path):
+  """A run killed between two models' publishes leaves its pending record and the models it
+  published; the same command again publishes the rest under the same version (not a second
+  version beside a partial first), then forgets the record."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from realm_tf.testing import export_models  # pylint: disable=g-import-not-at-top
+  system = export_models.build_micro_system(str(tmp_path / "work"))
+  model_dir = export_models.write_model_dir(system, str(tmp_path / "finetune"))
+  base = str(tmp_path / "serving")
+  config = export_job.ExportConfig(model_dir=model_dir, export_base=base, variant="stock",
+                                   components=["query_embedder", "searcher"], searcher_k=3)
+  export_job.run(config)
+  with open(os.path.join(base, "realm_searcher", "1", "saved_model.pb"), "rb") as f:
+    searcher_pb = f.read()
+  # The state a kill after the query embedder's publish leaves.
+  shutil.rmtree(os.path.join(base, "realm_searcher", "1"))
+  with open(os.path.join(base, export_job.PENDING), "w", encoding="utf-8") as f:
+    json.dump({"version": 1, "config": {**dataclasses.asdict(config), "version": None}}, f)
+  summary = export_job.run(config)
+  assert summary["models"] == {n: os.path.join(base, n, "1")
+                               for n in ("realm_query_embedder", "realm_searcher")}
+  assert os.listdir(os.path.join(base, "realm_searcher")) == ["1"]
+  assert os.listdir(os.path.join(base, "realm_query_embedder")) == ["1"]
+  with open(os.path.join(base, "realm_searcher", "1", "saved_model.pb"), "rb") as f:
+    assert len(f.read()) == len(searcher_pb)
+  assert not os.path.exists(os.path.join(base, export_job.PENDING))
+  # Another export afterwards takes the next version, as before.
+  assert export_job.run(config)["models"]["realm_searcher"] == \
+      os.path.join(base, "realm_searcher", "2")
