@@ -6,18 +6,22 @@ log((N - df + 0.5) / (df + 0.5)), floored at 0.25 x the vocabulary's mean idf wh
 frequency (k1 + 1) tf / (tf + k1 (1 - b + b |d| / avgdl)); an empty block counts as one empty
 token; a query token counts as often as it occurs).
 
-The index is a `bm25s` index (the eager sparse BM25 of "BM25S", Lù 2024): each (term, block)
-posting holds its precomputed idf x tf-component, in a CSC matrix with one column per term, so a
-query sums the postings of its terms (`bm25s.BM25.get_scores_from_ids`). Its files are bm25s's
-(`bm25s.BM25.load(directory, mmap=True)` opens them) and are memory-mapped: resident memory is the
-vocabulary plus the pages of the postings that queries touch, not 8 bytes x postings.
+The index is an eager sparse BM25 (the layout of `bm25s`, "BM25S", Lù 2024, made smaller):
+each (term, block) posting holds its precomputed idf x tf-component, postings grouped by term
+and rows ascending within a term, so a query sums the postings of its terms. A posting is 6
+bytes: its score (float32) and its row's low 16 bits (uint16); the rows' high bits are kept once
+per (term, segment of 2**16 rows) pair, in small in-memory tables (`term_segments`: each term's
+first pair; `segment_ids`, `segment_starts`: each pair's segment and first posting). The two
+posting arrays are memory-mapped: resident memory is the vocabulary and those tables plus the
+pages of the postings that queries touch.
 
-`bm25s.BM25.index` needs every block's token list in memory (Python objects per token), so the
-index is written here in one streaming pass instead: texts are tokenised `CHUNK_DOCS` at a time
-(by worker processes when there are many) into runs of term-sorted postings spilled to disk, and
-the runs are merged term range by term range into the final arrays once N, the document
-frequencies and avgdl are known. Memory while building is the vocabulary, 12 bytes per block (its
-length, then its length norm), the runs' term tables and fixed-size buffers.
+Building does not hold every block's token list in memory (bm25s's own `BM25.index` does, as
+Python objects): the index is written in one streaming pass: texts are tokenised `CHUNK_DOCS` at
+a time (by worker processes when there are many) into runs of term-sorted postings spilled to
+disk, and the runs are merged term range by term range into the final arrays once N, the
+document frequencies and avgdl are known. Memory while building is the vocabulary, 12 bytes per
+block (its length, then its length norm), the runs' term tables, the (term, segment) pairs and
+fixed-size buffers.
 
 Used by pre-training's held-out evaluation (question recall beside the dense retriever's), by the
 warm-up's evidence choice, and by open-QA evaluation (`--retriever=bm25`).
@@ -38,6 +42,7 @@ from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tup
 import numpy as np
 
 from realm_tf.io import publish
+from realm_tf.io.memory import return_free_memory
 from realm_tf.retrieval.topk import top_k
 from realm_tf.training.progress import ItemProgress
 
@@ -49,9 +54,13 @@ RUN_DOCS = 1 << 14            # blocks per spilled run (local rows fit uint16)
 RUN_POSTINGS = 1 << 23        # or fewer, if the run's postings reach this many first
 MERGE_POSTINGS = 1 << 20      # postings per merge step, unless one term has more
 SCORE_POSTINGS = 1 << 18      # postings scored at once (bounds the float64 temporaries)
-DATA, INDICES, INDPTR = "data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy"
-VOCAB, PARAMS, META = "vocab.index.json", "params.index.json", "realm_bm25.json"
-FORMAT = 1
+SEGMENT_BITS = 16             # rows per segment: 2**16, so a row within its segment is a uint16
+DATA, LOW_ROWS = "data.index.npy", "low_rows.index.npy"
+TERM_SEGMENTS, SEGMENT_IDS, SEGMENT_STARTS = (
+    "term_segments.index.npy", "segment_ids.index.npy", "segment_starts.index.npy")
+VOCAB, META = "vocab.index.json", "realm_bm25.json"
+FILES = (DATA, LOW_ROWS, TERM_SEGMENTS, SEGMENT_IDS, SEGMENT_STARTS, VOCAB, META)
+FORMAT = 2
 
 
 def bm25_tokens(text: str) -> List[str]:
@@ -78,7 +87,7 @@ class _Run:
 
 
 class _Builder:
-  """Streaming construction of a bm25s index directory (see the module docstring)."""
+  """Streaming construction of an index directory (see the module docstring)."""
 
   def __init__(self, directory: str):
     self.directory = directory
@@ -124,7 +133,7 @@ class _Builder:
     self.run_docs = self.run_postings = 0
 
   def finish(self) -> dict:
-    """Merges the runs into the bm25s arrays; writes the vocabulary and parameters."""
+    """Merges the runs into the posting arrays and segment tables; writes the vocabulary."""
     self._spill_run()
     self.spill.close()
     if not self.num_docs:
@@ -142,34 +151,42 @@ class _Builder:
     del lengths
     indptr = np.concatenate([[0], np.cumsum(df)]).astype(np.int64)
     progress = ItemProgress(int(indptr[-1]), "bm25 merge", "postings")
-    np.save(os.path.join(self.directory, INDPTR), indptr)
+    pair_terms, pair_ids, pair_starts = [], [], []   # one (term, segment) pair per run of rows
     with open(self.spill_path, "rb") as spill, \
         _NpyWriter(os.path.join(self.directory, DATA), np.float32, indptr[-1]) as data, \
-        _NpyWriter(os.path.join(self.directory, INDICES), np.int32, indptr[-1]) as rows_out:
+        _NpyWriter(os.path.join(self.directory, LOW_ROWS), np.uint16, indptr[-1]) as low_out:
       t0 = 0
       while t0 < vocab_size:
         t1 = max(t0 + 1, int(np.searchsorted(indptr, indptr[t0] + MERGE_POSTINGS, "right")) - 1)
         t1 = min(t1, vocab_size)
         rows, tf = self._merge_range(spill, indptr, t0, t1)
-        terms = np.repeat(np.arange(t0, t1, dtype=np.int32), df[t0:t1]) if t1 - t0 > 1 else None
+        terms = np.repeat(np.arange(t0, t1, dtype=np.int32), df[t0:t1])
         for s in range(0, len(rows), SCORE_POSTINGS):
           r, f = rows[s:s + SCORE_POSTINGS], tf[s:s + SCORE_POSTINGS].astype(np.float64)
-          w = idf[t0] if terms is None else idf[terms[s:s + SCORE_POSTINGS]]
+          w = idf[terms[s:s + SCORE_POSTINGS]]
           data.write((w * f * (K1 + 1) / (f + norm[r])).astype(np.float32))
-          rows_out.write(r)
+          low_out.write((r & ((1 << SEGMENT_BITS) - 1)).astype(np.uint16))
+        seg = rows >> SEGMENT_BITS
+        first = np.flatnonzero(np.concatenate(
+            [[True], (terms[1:] != terms[:-1]) | (seg[1:] != seg[:-1])]))
+        pair_terms.append(terms[first])
+        pair_ids.append(seg[first].astype(np.uint32))
+        pair_starts.append(first + indptr[t0])
         progress.add(int(indptr[t1] - indptr[t0]))
         t0 = t1
     os.remove(self.spill_path)
+    pair_terms = np.concatenate(pair_terms)
+    np.save(os.path.join(self.directory, TERM_SEGMENTS), np.concatenate(
+        [[0], np.cumsum(np.bincount(pair_terms, minlength=vocab_size))]).astype(np.int64))
+    np.save(os.path.join(self.directory, SEGMENT_IDS), np.concatenate(pair_ids))
+    np.save(os.path.join(self.directory, SEGMENT_STARTS),
+            np.concatenate(pair_starts + [indptr[-1:]]).astype(np.int64))
     vocab = {token: i - 1 for token, i in self.vocab.items() if i}
     with open(os.path.join(self.directory, VOCAB), "w", encoding="utf-8") as f:
       json.dump(vocab, f, ensure_ascii=False)
-    import bm25s  # pylint: disable=g-import-not-at-top
-    with open(os.path.join(self.directory, PARAMS), "w", encoding="utf-8") as f:
-      json.dump({"k1": K1, "b": B, "delta": 0.5, "method": "atire", "idf_method": "robertson",
-                 "dtype": "float32", "int_dtype": "int32", "num_docs": n,
-                 "version": bm25s.__version__, "backend": "numpy"}, f, indent=2)
     return {"format": FORMAT, "num_docs": n, "vocab_size": vocab_size,
-            "num_postings": int(indptr[-1]), "avgdl": avgdl, "k1": K1, "b": B,
+            "num_postings": int(indptr[-1]), "num_segment_pairs": len(pair_terms),
+            "segment_bits": SEGMENT_BITS, "avgdl": avgdl, "k1": K1, "b": B,
             "epsilon": EPSILON,
             "scoring": "rank_bm25 BM25Okapi: atire tf-component x robertson idf floored at "
                        "epsilon x mean idf", "tokens": "lower-cased \\w+ of each text"}
@@ -314,7 +331,8 @@ class BM25Index:
     from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
     manifest = corpus.load_manifest(corpus_dir)
     fingerprint = manifest.get("fingerprint")
-    if directory and _meta(directory).get("corpus_fingerprint") == fingerprint:
+    found = _meta(directory) if directory else {}
+    if found.get("corpus_fingerprint") == fingerprint and found.get("format") == FORMAT:
       return cls.load(directory)
 
     def texts():
@@ -361,55 +379,69 @@ class BM25Index:
         builder.spill.close()
       with open(os.path.join(work, META), "w", encoding="utf-8") as f:
         json.dump(dict(meta, **extra_meta), f, indent=2, sort_keys=True)
+    del builder
+    return_free_memory()  # the build's freed buffers go back to the system, not kept in the heap
     self._open(directory)
 
   def _open(self, directory: str) -> None:
-    import bm25s  # pylint: disable=g-import-not-at-top
     meta = _meta(directory)
     if meta.get("format") != FORMAT:
       raise ValueError(f"{os.path.join(directory, META)}: missing or not a BM25 index of format "
                        f"{FORMAT}.")
-    with open(os.path.join(directory, PARAMS), encoding="utf-8") as f:
-      params = json.load(f)
-    params.pop("version", None)
-    self.size = int(params.pop("num_docs"))
+    self.size = int(meta["num_docs"])
     self.directory, self.meta = directory, meta
-    self._bm25 = bm25s.BM25(**params)
-    self._bm25.load_scores(directory, mmap=True, num_docs=self.size)
-    self._bm25.scores["indptr"] = np.asarray(self._bm25.scores["indptr"])  # small: in memory
-    self._bm25.nonoccurrence_array = None
+    self._bits = int(meta["segment_bits"])
+    load = lambda name, mmap=None: np.load(os.path.join(directory, name), mmap_mode=mmap)  # pylint: disable=unnecessary-lambda-assignment
+    # The postings stay on disk, memory-mapped; the (term, segment) tables are small: in memory.
+    self._data, self._low = load(DATA, "r"), load(LOW_ROWS, "r")
+    self._term_segments, self._segment_ids = load(TERM_SEGMENTS), load(SEGMENT_IDS)
+    self._segment_starts = load(SEGMENT_STARTS)
     with open(os.path.join(directory, VOCAB), encoding="utf-8") as f:
-      self._bm25.vocab_dict = json.load(f)
+      self._vocab = json.load(f)
 
   def save(self, directory: str) -> None:
     """Copies the index files to `directory` (published atomically; replaces an old one)."""
     with publish.publish_dir(directory, replace=True) as work:
-      for name in (DATA, INDICES, INDPTR, VOCAB, PARAMS, META):
+      for name in FILES:
         shutil.copyfile(os.path.join(self.directory, name), os.path.join(work, name))
 
   def _term_ids(self, query: str) -> np.ndarray:
-    vocab = self._bm25.vocab_dict
-    return np.asarray([vocab[t] for t in bm25_tokens(query) if t in vocab], np.int32)
+    return np.asarray([self._vocab[t] for t in bm25_tokens(query) if t in self._vocab], np.int32)
+
+  def _segments(self, term: int) -> Iterator[Tuple[int, int, int]]:
+    """(first row of the segment, first posting, end posting) of each segment `term` occurs in."""
+    starts = self._segment_starts
+    for p in range(int(self._term_segments[term]), int(self._term_segments[term + 1])):
+      yield int(self._segment_ids[p]) << self._bits, int(starts[p]), int(starts[p + 1])
 
   def scores(self, query: str, rows: Optional[Sequence[int]] = None) -> np.ndarray:
     """BM25 scores (float32) of `query`: of every block [N], or of `rows` only [len(rows)]
-    (cheap for a few hundred rows; equal to `scores(query)[rows]`)."""
+    (cheap for a few hundred rows; equal to `scores(query)[rows]`).
+
+    A block's score is the float32 sum of its postings' scores, term by term in query order
+    (one unbuffered add per segment of each term, as bm25s's `np.add.at` over a term's rows)."""
     ids = self._term_ids(query)
     if rows is None:
-      return self._bm25.get_scores_from_ids(ids)
+      out = np.zeros(self.size, np.float32)
+      for t in ids:
+        for base, lo, hi in self._segments(t):
+          np.add.at(out[base:base + (1 << self._bits)], self._low[lo:hi], self._data[lo:hi])
+      return out
     rows = np.asarray(rows, np.int64).reshape(-1)
     bad = rows[(rows < 0) | (rows >= self.size)]
     if bad.size:
       raise ValueError(f"BM25Index.scores: row {int(bad[0])} is outside 0..{self.size - 1}.")
-    rows = rows.astype(np.int32)
-    data, indices, indptr = (self._bm25.scores[k] for k in ("data", "indices", "indptr"))
     out = np.zeros(len(rows), np.float32)
+    segment_of, low = rows >> self._bits, rows & ((1 << self._bits) - 1)
     for t in ids:  # the same float32 additions in the same order as the full scores
-      start, end = indptr[t], indptr[t + 1]
-      postings = indices[start:end]
-      at = np.minimum(np.searchsorted(postings, rows), end - start - 1)
-      hit = postings[at] == rows
-      out[hit] += data[start + at[hit]]
+      for base, lo, hi in self._segments(t):
+        sel = np.flatnonzero(segment_of == base >> self._bits)
+        if not sel.size:
+          continue
+        postings = self._low[lo:hi]
+        at = np.minimum(np.searchsorted(postings, low[sel]), hi - lo - 1)
+        hit = postings[at] == low[sel]
+        out[sel[hit]] += self._data[lo + at[hit]]
     return out
 
   def search(self, queries: Sequence[str], k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -425,7 +457,7 @@ class BM25Index:
 
   def close(self) -> None:
     """Drops the arrays; removes the index directory if it is a private temporary one."""
-    self._bm25 = None
+    self._data = self._low = None
     cleanup = getattr(self, "_cleanup", None)
     if cleanup is not None:
       cleanup()

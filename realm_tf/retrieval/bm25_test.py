@@ -1,4 +1,6 @@
-"""Tests for the streaming bm25s index: rank_bm25's scores, deterministic ties, one-pass building."""
+"""Tests for the streaming BM25 index: rank_bm25's scores, deterministic ties, one-pass building,
+6-byte postings split in segments of 2**16 rows."""
+import json
 import math
 import os
 
@@ -10,7 +12,8 @@ from realm_tf.retrieval.bm25 import BM25Index, bm25_tokens
 
 
 def _arrays(index):
-  return [np.asarray(index._bm25.scores[k]) for k in ("data", "indices", "indptr")]  # pylint: disable=protected-access
+  return [np.asarray(getattr(index, k)) for k in (  # pylint: disable=protected-access
+      "_data", "_low", "_term_segments", "_segment_ids", "_segment_starts")]
 
 
 def test_scores_equal_a_hand_computation():
@@ -96,16 +99,41 @@ def test_streaming_build_reads_a_generator_once_and_runs_and_merges_in_pieces(mo
     BM25Index.from_texts([])
 
 
-def test_save_load_and_bm25s_itself_open_the_index(tmp_path):
-  bm25s = pytest.importorskip("bm25s")
+def test_rows_in_many_segments_score_as_in_one(monkeypatch):
+  """Segments of 8 rows (a posting's row split into segment and low bits) give the same scores,
+  top rows and row subsets as one segment, with rank_bm25's scores; a posting is 6 bytes."""
+  rank_bm25 = pytest.importorskip("rank_bm25")
+  rng = np.random.RandomState(3)
+  words = [f"w{i}" for i in range(30)] + ["the"] * 20
+  texts = [" ".join(rng.choice(words, rng.randint(0, 20))) for _ in range(203)]
+  one = BM25Index.from_texts(texts, workers=0)
+  monkeypatch.setattr(bm25, "SEGMENT_BITS", 3)
+  monkeypatch.setattr(bm25, "MERGE_POSTINGS", 40)  # a term's pairs come from several merge steps
+  many = BM25Index.from_texts(texts, workers=0)
+  assert one.meta["num_segment_pairs"] == one.meta["vocab_size"]
+  assert many.meta["segment_bits"] == 3 and many.meta["num_segment_pairs"] > 20 * 26
+  assert int(np.max(many._low)) == 7  # pylint: disable=protected-access
+  ref = rank_bm25.BM25Okapi([bm25_tokens(t) or [""] for t in texts])
+  rows = [202, 0, 7, 8, 9, 64, 64, 130]
+  for q in ["the w1 w2", "w3 w3 the", "w29", "nothing here"]:
+    np.testing.assert_array_equal(many.scores(q), one.scores(q))
+    np.testing.assert_allclose(many.scores(q), ref.get_scores(bm25_tokens(q)), rtol=2e-6,
+                               atol=1e-7)
+    np.testing.assert_array_equal(many.scores(q, rows), one.scores(q)[rows])
+  np.testing.assert_array_equal(many.search(["the w1 w2"], 30)[1], one.search(["the w1 w2"], 30)[1])
+  postings = many.meta["num_postings"]
+  data = np.load(os.path.join(many.directory, bm25.DATA), mmap_mode="r")
+  low = np.load(os.path.join(many.directory, bm25.LOW_ROWS), mmap_mode="r")
+  assert data.dtype == np.float32 and low.dtype == np.uint16 and len(data) == len(low) == postings
+
+
+def test_save_and_load_the_index(tmp_path):
   index = BM25Index.from_texts(["one fish", "two fish", "red fish blue fish"])
   private = index.directory
   index.save(str(tmp_path / "saved"))
   loaded = BM25Index.load(str(tmp_path / "saved"))
   np.testing.assert_array_equal(loaded.scores("blue fish"), index.scores("blue fish"))
-  assert loaded.size == 3
-  other = bm25s.BM25.load(str(tmp_path / "saved"), mmap=True)
-  np.testing.assert_array_equal(other.get_scores(["blue", "fish"]), index.scores("blue fish"))
+  assert loaded.size == 3 and sorted(os.listdir(tmp_path / "saved")) == sorted(bm25.FILES)
   index.close()
   assert not os.path.exists(private)
   with pytest.raises(ValueError, match="not a BM25 index"):
@@ -127,6 +155,13 @@ def test_from_corpus_rows_are_blocks_in_manifest_order_and_a_built_index_is_reus
   again = BM25Index.from_corpus(corpus_dir, directory=target)
   assert os.path.getmtime(os.path.join(target, bm25.DATA)) == stamp
   assert again.meta["corpus_fingerprint"] == index.meta["corpus_fingerprint"]
+  # An index of an older format in the directory is rebuilt, not opened.
+  with open(os.path.join(target, bm25.META)) as f:
+    meta = json.load(f)
+  with open(os.path.join(target, bm25.META), "w") as f:
+    json.dump(dict(meta, format=1), f)
+  rebuilt = BM25Index.from_corpus(corpus_dir, directory=target)
+  assert rebuilt.meta["format"] == bm25.FORMAT and rebuilt.size == 3
 
 
 @pytest.fixture(scope="module")
