@@ -22,6 +22,10 @@ parts that grow with N). Every stage result records its provenance (commit and w
 checkout was dirty, start time UTC, 1-minute load average before and after, wall seconds); each
 fit and goal names the stage results it read.
 
+The resume stage (`scale_resume`) restores training's query stream, a synthetic annotation stream
+of `resume_records` records with the default shuffle window, at each of `resume_positions`, each
+restore in a fresh process, with the shards before the position's window unreadable.
+
 Stand-ins (recorded in the JSON): clustered random embeddings instead of embedding N blocks;
 freshly initialised towers; the largest annotation sample as the pre-training stream (a data
 position past its end wraps, as the repeated stream does).
@@ -46,7 +50,7 @@ from benchmarks.scale_corpus import BLOCK_LENGTH
 
 SIZE_STAGES = ("corpus", "lookup_build", "lookup_rest", "index", "scann_rebuilds", "pipeline",
                "heldout_masked", "dense_recall", "bm25", "export")
-SAMPLE_STAGES = ("annotation", "embedding", "trainer")
+SAMPLE_STAGES = ("annotation", "embedding", "trainer", "resume")
 # A generous bound on the work dir's bytes per block (documents, shards, lookup, stand-in
 # embeddings, bundle, BM25 and export), checked against the free space before each size.
 DISK_BYTES_PER_BLOCK = 8000
@@ -64,6 +68,10 @@ class ScaleBenchConfig:
   embedding_blocks: int = 256
   trainer_blocks: int = 16
   positions: List[int] = dataclasses.field(default_factory=lambda: [0, 10_000_000])
+  resume_records: int = 1_000_000
+  resume_positions: List[int] = dataclasses.field(
+      default_factory=lambda: [0, 10_000_000, 100_000_000])
+  resume_repeats: int = 3
   blocks_per_document: int = 8
   blocks_per_shard: int = 50_000
   seed: int = 0
@@ -93,6 +101,10 @@ HELP = {
     "trainer_blocks": "Sample corpus of the trainer stage (the main job at the paper's flags, "
                       "BERT-base, inline and async refresh: benchmarks/scale_trainer.py).",
     "positions": "Data positions the input pipeline is restored at.",
+    "resume_records": "Records of the resume stage's synthetic annotation stream.",
+    "resume_positions": "Data positions the resume stage restores the query stream at (the "
+                        "first is the one the others are compared with).",
+    "resume_repeats": "Fresh-process restores per position and kind in the resume stage.",
     "blocks_per_document": "Blocks of each synthetic document.",
     "blocks_per_shard": "Corpus blocks per shard (the shard count follows the size).",
     "seed": "Seed of the synthetic documents and stand-in embeddings.",
@@ -451,6 +463,12 @@ def stand_ins(config: ScaleBenchConfig) -> List[str]:
       "initialised (no BERT-base checkpoint is shipped), one ICT and one REALM step of batch 1 "
       "with a checkpoint and a refresh (samples.trainer.overrides says why each flag differs); "
       "what grows with the corpus comes from the other stages' fits.",
+      f"The resume stage restores a synthetic annotation stream of {config.resume_records:,} "
+      "records in the annotator's format, manifest and sharding (random block ids, one shard "
+      f"per {config.shuffle_window:,} records): shipped sentences filled to a block, drawn from "
+      "65,536 distinct records, with each sentence's first and last word as stand-in salient "
+      "spans (no NER runs); it times the query stream up to the first masked batch (retrieval "
+      "and featurizing, whose cost does not depend on the position, are the pipeline stage's).",
   ]
 
 
@@ -482,6 +500,11 @@ def run(config: ScaleBenchConfig) -> Optional[Dict]:
   if export_path:
     samples["embedding"] = bench.embedding(export_path)
   samples["trainer"] = bench.trainer()
+  from benchmarks import scale_resume  # pylint: disable=g-import-not-at-top
+  samples["resume"] = bench.cached(None, "resume", lambda: scale_resume.measure(
+      os.path.join(bench.w, "resume"), config.resume_records, config.resume_positions,
+      config.shuffle_window, repeats=config.resume_repeats, seed=config.seed,
+      text_cache=os.path.join(bench.w, "text.json")))
   sizes = {}
   for n in sorted(config.sizes):
     sizes[n] = bench.size(n, export_path, annotations)
@@ -557,6 +580,8 @@ def summarize(config: ScaleBenchConfig, baseline: Dict, sizes: Dict[int, Dict],
     trainer = samples.get("trainer")
     payload["host_at_paper_scale"] = scale_fit.host_at_paper_scale(
         fits, trainer if _ok(trainer) else None)
+  payload.setdefault("goals", {})["resume_time_flat"] = scale_fit.resume_goal(
+      samples.get("resume"))
   return payload
 
 

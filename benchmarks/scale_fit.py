@@ -241,15 +241,7 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
   g["dense_recall_tiled"] = _goal(
       None if topk is None else topk <= RECALL_BYTES_ABOVE, peak_above_embeddings=topk,
       at_paper_scale=at("recall.topk_peak_above_embeddings"), limit=RECALL_BYTES_ABOVE)
-  times = [largest.get(f"pipeline@{p}.rebuilt_first_batch_seconds") for p in positions]
-  stream = [largest.get(f"pipeline@{p}.stream_first_record_seconds") for p in positions]
-  if len(positions) >= 2 and None not in times:
-    ratio = max(times) / min(times)
-    g["resume_time_flat"] = _goal(
-        ratio <= RESUME_RATIO, positions=list(positions), first_batch_seconds=times, ratio=ratio,
-        limit=RESUME_RATIO, stream_first_record_seconds=stream,
-        stream_ratio=None if None in stream else max(stream) / min(stream),
-        cold_first_batch_seconds=largest.get("pipeline.cold_first_batch_seconds"))
+  # resume_time_flat is the `resume` stage's (`resume_goal`): scale_bench.summarize sets it.
   size, data = largest.get("export.export_bytes"), None
   if largest.get("export.block_text_bytes") is not None:
     data = largest["export.block_text_bytes"] + largest.get("export.embedding_bytes", 0)
@@ -284,6 +276,29 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
   g["embedder_exports_pruned"] = _goal(
       None, note="not measured here: the trainer's export tests check it")
   return g
+
+
+def resume_goal(resume: Optional[Dict]) -> Dict:
+  """resume_time_flat from the `resume` stage (`benchmarks.scale_resume.measure`): the fastest
+  of each position's fresh-process restores to the first masked batch, the slowest position's
+  over position 0's (the first of `positions`) within RESUME_RATIO, with no record read before
+  any restore's window; the first record of the stream alone is reported beside it."""
+  if not resume or "failed" in resume:
+    return _goal(None, note="not measured: the resume stage did not run",
+                 failed=(resume or {}).get("failed"))
+  positions = [str(p) for p in resume["positions"]]
+  best = lambda times: [min(times[p]) if times.get(p) else None for p in positions]  # pylint: disable=unnecessary-lambda-assignment
+  batch, record = best(resume["first_batch_seconds"]), best(resume["first_record_seconds"])
+  ratio = None if None in batch else max(batch) / batch[0]
+  read_before = resume.get("records_read_before_window")
+  return _goal(None if ratio is None else ratio <= RESUME_RATIO and read_before == 0,
+               positions=resume["positions"], first_batch_seconds=batch, ratio=ratio,
+               limit=RESUME_RATIO, first_record_seconds=record,
+               record_ratio=None if None in record else max(record) / record[0],
+               records_read_before_window=read_before,
+               records_skipped_in_window_shard=resume.get("skip_in_shard"),
+               num_records=resume.get("num_records"), num_shards=resume.get("num_shards"),
+               shuffle_window=resume.get("shuffle_window"))
 
 
 def host_at_paper_scale(fits: Dict[str, Dict],

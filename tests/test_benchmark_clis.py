@@ -12,7 +12,7 @@ BENCHMARKS = ("annotation_bench", "bm25_bench", "embedding_bench", "export_bench
               "scale_bench", "serving_bench", "serving_variants_bench", "train_step_bench")
 # Modules under benchmarks/ that are parts of a benchmark, not programs.
 HELPERS = ("__init__.py", "common.py", "mips_data.py", "scale_corpus.py", "scale_fit.py",
-           "scale_stages.py")
+           "scale_resume.py", "scale_stages.py")
 
 
 def test_the_list_is_every_benchmark_module():
