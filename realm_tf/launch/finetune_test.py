@@ -213,12 +213,16 @@ def test_the_cpu_flag_file_is_the_defaults():
     assert len([l for l in f if l.startswith("--")]) == 13  # every recipe setting written out
 
 
+# The first case runs in the default run; the others are slow (each a TensorFlow start-up): their
+# messages are checked in-process (openqa/datasets_test, launch/cli_test, launch/validators_test)
+# and on a real program by test_evaluate_needs_a_dataset_and_a_fine_tuning_run.
 @pytest.mark.parametrize("args,needles", [
     (("--dataset=nope",), ("Unknown --dataset 'nope'", "jsonl:<path>")),
-    (("--dataset=jsonl:/no/such.jsonl",), ("question file /no/such.jsonl does not exist",)),
-    ((), ("--dataset is required",)),
-    (("--dataset=squad_open", "--init=/no/such/run"),
-     ("--init: Warm-start source /no/such/run is none of",)),
+    pytest.param(("--dataset=jsonl:/no/such.jsonl",),
+                 ("question file /no/such.jsonl does not exist",), marks=pytest.mark.slow),
+    pytest.param((), ("--dataset is required",), marks=pytest.mark.slow),
+    pytest.param(("--dataset=squad_open", "--init=/no/such/run"),
+                 ("--init: Warm-start source /no/such/run is none of",), marks=pytest.mark.slow),
 ])
 def test_a_bad_or_missing_dataset_is_a_one_line_error_before_any_work(tmp_path, args, needles):
   proc = testing.run_cli("realm_tf.launch.finetune", *args, f"--work_dir={tmp_path / 'w'}")

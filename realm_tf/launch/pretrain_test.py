@@ -56,6 +56,9 @@ def test_eval_questions_name_a_question_file_and_a_count_is_the_old_meaning(tmp_
   assert (config.eval_questions, config.num_eval_questions) == (None, 50)
 
 
+# Slow (a TensorFlow start-up for a flag error): cli_test checks the one line and exit status 2 of
+# a bad enum value in-process, and test_cli_bad_values that real programs write nothing on one.
+@pytest.mark.slow
 def test_a_bad_enum_value_is_a_one_line_error_before_any_work(tmp_path):
   proc = testing.run_cli("realm_tf.launch.pretrain", "--masking=salinet",
                          f"--work_dir={tmp_path / 'work'}")
