@@ -26,6 +26,7 @@ traceback).
 """
 import dataclasses
 import runpy
+import threading
 import time
 from concurrent import futures
 from typing import List, Optional
@@ -134,6 +135,38 @@ def _requested_version(model_spec):
   return version, label
 
 
+class DrainCounter:
+  """Counts the Predict calls in flight when a stop begins and those of them that finish within
+  the grace period, so a shutdown can say whether it answered everything it had accepted."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._next = 0
+    self._running = set()
+    self._at_stop = set()
+    self._deadline = None
+    self.answered = 0
+
+  def enter(self) -> int:
+    with self._lock:
+      self._next += 1
+      self._running.add(self._next)
+      return self._next
+
+  def leave(self, token: int) -> None:
+    with self._lock:
+      self._running.discard(token)
+      if token in self._at_stop and time.monotonic() <= self._deadline:
+        self.answered += 1
+
+  def begin(self, grace_seconds: float) -> int:
+    """Marks the calls running now; returns how many there are."""
+    with self._lock:
+      self._at_stop = set(self._running)
+      self._deadline = time.monotonic() + grace_seconds
+      return len(self._at_stop)
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
   """Predict and GetModelMetadata over the model manager (Classify/Regress stay UNIMPLEMENTED)."""
 
@@ -145,6 +178,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     self._scheduler = scheduler
     self._validation = validation_config
     self._max_request_seconds = max_request_seconds
+    self.drain = DrainCounter()
 
   def predict(self, request: predict_pb2.PredictRequest,
               timeout: Optional[float] = None) -> predict_pb2.PredictResponse:
@@ -182,6 +216,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     return response
 
   def Predict(self, request, context):  # pylint: disable=invalid-name
+    token = self.drain.enter()
     try:
       return self.predict(request, _deadline(context, self._max_request_seconds))
     except ServingError as e:
@@ -189,6 +224,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     except Exception as e:  # pylint: disable=broad-except
       logging.exception("Predict failed")
       context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+    finally:
+      self.drain.leave(token)
 
   def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
     try:
@@ -300,9 +337,15 @@ class ModelServer:
     return self.scheduler.stats if self.scheduler is not None else None
 
   def stop(self, grace_seconds: float = 10.0) -> None:
-    """Stops accepting RPCs, lets in-flight ones finish within the grace period, stops threads."""
+    """Stops accepting RPCs, lets in-flight ones finish within the grace period, stops threads;
+    logs how many Predict calls were in flight and how many of them were answered in time."""
+    start = time.monotonic()
+    in_flight = self.prediction_servicer.drain.begin(grace_seconds)
     done = self._server.stop(grace_seconds)
     done.wait()
+    logging.info("drain: %d Predict requests in flight at stop, %d answered within the grace "
+                 "period (%.3g s of %.3g s)", in_flight, self.prediction_servicer.drain.answered,
+                 time.monotonic() - start, grace_seconds)
     self.manager.stop()
     if self.scheduler is not None:
       self.scheduler.stop()

@@ -5,6 +5,7 @@ runs against stock `tensorflow_model_server` when it is on PATH.
 """
 import ast
 import os
+import re
 import shutil
 import threading
 import time
@@ -271,6 +272,20 @@ def test_bytes_that_are_not_a_request_are_invalid_argument(python_server, method
   assert "Exception deserializing" not in python_server.log()
 
 
+def test_drain_counter_counts_calls_running_at_stop_and_answered_in_time():
+  counter = server.DrainCounter()
+  early, late = counter.enter(), counter.enter()
+  counter.leave(early)
+  running = counter.enter()
+  assert counter.begin(grace_seconds=30.0) == 2  # `late` and `running`
+  counter.leave(running)
+  counter.leave(counter.enter())  # started after the stop began: not counted
+  assert counter.answered == 1
+  counter.begin(grace_seconds=-1.0)  # a grace period already over: `late` finishes too late
+  counter.leave(late)
+  assert counter.answered == 1
+
+
 def test_request_deadline_is_the_shorter_of_client_and_cap():
   """--max_request_seconds caps a request without a (shorter) client deadline; a request whose
   time is spent is DEADLINE_EXCEEDED before it touches a model."""
@@ -465,6 +480,8 @@ def test_sigterm_drains_and_exits_cleanly(python_server):
   log = python_server.log()
   assert code == 0, log[-3000:]
   assert "Received signal 15, shutting down" in log and "Server stopped" in log
+  drain = re.search(r"drain: (\d+) Predict requests in flight at stop, (\d+) answered", log)
+  assert drain and drain.group(1) == drain.group(2), log[-3000:]
   stats = ast.literal_eval(log.split("batching stats: ")[1].splitlines()[0])
   assert stats["merged_requests"] >= 2, stats
   # Requests after the stop fail as UNAVAILABLE (connection closed), never as server errors.
