@@ -42,6 +42,7 @@ def test_flags_are_generated_from_the_configs_and_parse_into_them():
   fv = flags.FlagValues()
   refresh_index.define_flags(fv)
   assert {f.name: f.default for f in fv.get_key_flags_for_module(refresh_index)} == _DEFAULTS
+  assert "mixed_precision" not in fv and "jit_compile" not in fv  # unknown flags here
   assert fv["scann_mode"].parser.enum_values == ["auto", "brute_force", "ah", "tree_ah"]
   for name in ("model_dir", "once", "add", "remove", "scann_mode"):
     assert refresh_index.HELP[name] in fv[name].help, name  # from the table, i.e. generated
@@ -64,6 +65,9 @@ def test_flags_are_generated_from_the_configs_and_parse_into_them():
                                                               add=["/a,b", "/c"], remove="/r.txt")
 
 
+# Slow (a TensorFlow start-up): the flags test above checks in-process that the two flags are not
+# defined, and launch/cli_test that an unknown flag is a one-line error.
+@pytest.mark.slow
 def test_precision_flags_it_cannot_honour_are_refused(tmp_path):
   """The job embeds with the exported SavedModel, whose dtypes and compilation were fixed at
   export: --mixed_precision (and --jit_compile: see _DEFAULTS) is an unknown flag here, not
