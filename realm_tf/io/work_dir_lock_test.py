@@ -10,21 +10,9 @@ import pytest
 
 from realm_tf.io import work_dir_lock
 from realm_tf.testing import cli as cli_testing
+from realm_tf.testing import lock_holder
 
-# A process that holds `argv[1]`'s lock until killed (absl only: starts in about a second).
-HOLDER = ("import sys, time\n"
-          "from realm_tf.io import work_dir_lock\n"
-          "lock = work_dir_lock.WorkDirLock(sys.argv[1], command='holder-under-test').acquire()\n"
-          "print('held', flush=True)\n"
-          "time.sleep(600)\n")
-
-
-def start_holder(directory: str) -> subprocess.Popen:
-  """Starts a process that holds `directory`'s lock; returns once it holds it."""
-  proc = subprocess.Popen([sys.executable, "-c", HOLDER, directory], cwd=cli_testing.ROOT,
-                          stdout=subprocess.PIPE, text=True)
-  assert proc.stdout.readline().strip() == "held"
-  return proc
+start_holder = lock_holder.start_holder
 
 
 @pytest.fixture

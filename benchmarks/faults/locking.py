@@ -1,0 +1,275 @@
+"""Two processes on one work dir: a second writer while the first is live, and the lock a
+kill -9 leaves behind (`realm_tf.io.work_dir_lock`).
+
+With `kill_points` of 1 (the default test run's subset) the first process is a lock holder
+(`realm_tf.testing.lock_holder`: the library's real flock in a process of its own) and the second
+takes the lock in-process: seconds, not minutes. Otherwise the first process is the real
+`pretrain` CLI at toy size (tiny towers from random weights, 6 documents) and so is every
+second one, at seeded random moments:
+
+* `second_writer`: one pretrain run; `kill_points` second pretrain runs started at seeded
+  moments after the first took the lock (two at a time at most). Each must exit 2 with the one
+  line `error: <work_dir> is in use by pid <first> (...)`; the first must finish (exit 0) with
+  its outputs complete (summary.json, TRAINING_DONE at its last step, a checkpoint there) and
+  the lock file still naming it.
+* `stale_lock`: a chain of pretrain runs on one work dir, each killed with SIGKILL at a seeded
+  moment after it took the lock; each next run must take the lock (not be refused by the dead
+  one's file); a last run, not killed, must finish with its outputs complete.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+from benchmarks.faults import FaultConfig, FaultRow
+from realm_tf.io import work_dir_lock
+from realm_tf.testing import cli as cli_testing
+from realm_tf.testing import lock_holder
+
+GROUP = "locking"
+# The main job's smallest settings (tests/test_field_formats_e2e.py's), without questions.
+PRETRAIN_TOY = ["--retriever_preset=tiny", "--retriever_init=", "--ict_steps=1",
+                "--ict_batch_size=2", "--reader_preset=tiny", "--reader_init=",
+                "--reader_warmup_steps=0", "--batch_size=2", "--refresh_every_steps=2",
+                "--checkpoint_every=2", "--num_candidates=2", "--min_recall=0",
+                "--heldout_fraction=0.2", "--heldout_queries=4", "--eval_questions=none"]
+TRAIN_STEPS = 4
+DOCS = [("Warsaw", "Warsaw is the capital of Poland. The Vistula flows through Warsaw."),
+        ("Paris", "Paris is the capital of France. The Seine flows through Paris."),
+        ("Rome", "Rome is the capital of Italy. The Tiber flows through Rome."),
+        ("Vienna", "Vienna is the capital of Austria. The Danube flows through Vienna."),
+        ("Cairo", "Cairo is the capital of Egypt. The Nile flows through Cairo."),
+        ("London", "London is the capital of England. The Thames flows through London.")]
+SECOND_WINDOW_S = 90.0  # second writers start within this long after the first took the lock
+KILL_WINDOW_S = (2.0, 45.0)  # each chained run is killed this long after it took the lock
+START_TIMEOUT_S = 600.0  # a run must take the lock within this long (TF import under load)
+RUN_TIMEOUT_S = 1800.0
+
+
+def _docs(work_dir: str) -> str:
+  path = os.path.join(work_dir, "docs.jsonl")
+  with open(path, "w", encoding="utf-8") as f:
+    for title, text in DOCS:
+      f.write(json.dumps({"title": title, "text": text}) + "\n")
+  return path
+
+
+def _pretrain(work: str, docs: str, log: str) -> subprocess.Popen:
+  """Starts `python -m realm_tf.launch.pretrain` on `work` (its own process group)."""
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+  with open(log, "w", encoding="utf-8") as out:
+    return subprocess.Popen(
+        [sys.executable, "-m", "realm_tf.launch.pretrain", f"--work_dir={work}",
+         f"--inputs={docs}", f"--num_train_steps={TRAIN_STEPS}", *PRETRAIN_TOY],
+        cwd=cli_testing.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+  """SIGKILL to the process group this module started (the run and any child it made)."""
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+  proc.wait()
+
+
+def _wait_for_lock(work: str, proc: subprocess.Popen, timeout: float) -> Optional[float]:
+  """Seconds until `proc` holds `work`'s lock (the file names it), or None if it exits first
+  or the timeout passes."""
+  start = time.monotonic()
+  while time.monotonic() - start < timeout:
+    info = work_dir_lock.read_holder(work) or {}
+    if info.get("pid") == proc.pid:
+      return time.monotonic() - start
+    if proc.poll() is not None:
+      return None
+    time.sleep(0.2)
+  return None
+
+
+def _last_line(log: str) -> str:
+  with open(log, encoding="utf-8", errors="replace") as f:
+    lines = [line.strip() for line in f if line.strip()]
+  return lines[-1] if lines else ""
+
+
+def _complete(work: str) -> List[str]:
+  """What is missing from a finished pretrain work dir (empty: complete)."""
+  problems = []
+  if not os.path.exists(os.path.join(work, "summary.json")):
+    problems.append("no summary.json")
+  done = os.path.join(work, "realm", "TRAINING_DONE")
+  if not os.path.exists(done):
+    problems.append("no realm/TRAINING_DONE")
+  else:
+    with open(done, encoding="utf-8") as f:
+      step = json.load(f).get("step")
+    if step != TRAIN_STEPS:
+      problems.append(f"TRAINING_DONE at step {step}, not {TRAIN_STEPS}")
+  if not os.path.exists(os.path.join(work, "realm", "checkpoints", f"ckpt-{TRAIN_STEPS}.index")):
+    problems.append(f"no checkpoint at step {TRAIN_STEPS}")
+  return problems
+
+
+# -- the default test run's subset: a lock holder process and the library --------------------
+
+def _second_writer_holder(config: FaultConfig) -> Tuple[str, List[str], Dict]:
+  rng = config.rng(f"{GROUP}:second_writer")
+  delays = [round(rng.uniform(0.0, 2.0), 2) for _ in range(config.kill_points)]
+  failures = []
+  for i, delay in enumerate(delays):
+    work = os.path.join(config.work_dir, f"second-{i}")
+    holder = lock_holder.start_holder(work)
+    try:
+      time.sleep(delay)
+      try:
+        work_dir_lock.WorkDirLock(work).acquire().release()
+        failures.append(f"{delay} s: a second writer took a held lock")
+      except work_dir_lock.WorkDirBusyError as e:
+        if f"is in use by pid {holder.pid} ({lock_holder.COMMAND}, since " not in str(e):
+          failures.append(f"{delay} s: the refusal does not name the holder: {e}")
+      if holder.poll() is not None or \
+          (work_dir_lock.read_holder(work) or {}).get("pid") != holder.pid:
+        failures.append(f"{delay} s: the holder died or its lock file was rewritten")
+    finally:
+      holder.kill()
+      holder.wait()
+  return f"seeded random moment in [0, 2] s after a lock holder process took the lock " \
+         f"(seed {config.seed}): {delays}", failures, {}
+
+
+def _stale_lock_holder(config: FaultConfig) -> Tuple[str, List[str], Dict]:
+  rng = config.rng(f"{GROUP}:stale_lock")
+  delays = [round(rng.uniform(0.0, 1.0), 2) for _ in range(config.kill_points)]
+  failures = []
+  for i, delay in enumerate(delays):
+    work = os.path.join(config.work_dir, f"stale-{i}")
+    holder = lock_holder.start_holder(work)
+    time.sleep(delay)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    try:
+      with work_dir_lock.hold(work, command="next-run"):
+        if (work_dir_lock.read_holder(work) or {}).get("pid") != os.getpid():
+          failures.append(f"{delay} s: the next holder's name is not in the lock file")
+    except work_dir_lock.WorkDirBusyError as e:
+      failures.append(f"{delay} s: the dead holder's lock blocked the next run: {e}")
+  return f"SIGKILL of a lock holder process at a seeded random moment in [0, 1] s after it " \
+         f"took the lock (seed {config.seed}): {delays}", failures, {}
+
+
+# -- the whole matrix: the pretrain CLI ------------------------------------------------------
+
+def _second_writer_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
+  rng = config.rng(f"{GROUP}:second_writer")
+  delays = sorted(round(rng.uniform(0.0, SECOND_WINDOW_S), 1) for _ in range(config.kill_points))
+  work = os.path.join(config.work_dir, "second")
+  os.makedirs(work)
+  docs = _docs(config.work_dir)
+  first_log = os.path.join(config.work_dir, "second-first.log")
+  first = _pretrain(work, docs, first_log)
+  failures, refusal_s, started_at = [], [], []
+  try:
+    if _wait_for_lock(work, first, START_TIMEOUT_S) is None:
+      return "", [f"the first run did not take the lock: {_last_line(first_log)!r}"], {}
+    t0 = time.monotonic()
+    running: List[Tuple[float, subprocess.Popen, str, float]] = []
+
+    def finish(entry):
+      delay, proc, log, began = entry
+      proc.wait(timeout=START_TIMEOUT_S)
+      refusal_s.append(round(time.monotonic() - began, 1))
+      line = _last_line(log)
+      expected = f"error: {work} is in use by pid {first.pid} ("
+      if proc.returncode != 2 or not line.startswith(expected):
+        failures.append(f"{delay} s: exit {proc.returncode}, last line {line!r}")
+      elif first.poll() is not None:
+        failures.append(f"{delay} s: the first run had ended before the refusal (not a try)")
+
+    for i, delay in enumerate(delays):
+      if len(running) >= 2:
+        finish(running.pop(0))
+      time.sleep(max(0.0, delay - (time.monotonic() - t0)))
+      started_at.append(round(time.monotonic() - t0, 1))
+      log = os.path.join(config.work_dir, f"second-{i}.log")
+      running.append((delay, _pretrain(work, docs, log), log, time.monotonic()))
+    for entry in running:
+      finish(entry)
+    first.wait(timeout=RUN_TIMEOUT_S)
+  finally:
+    if first.poll() is None:
+      _kill(first)
+  if first.returncode != 0:
+    failures.append(f"the first run exited {first.returncode}")
+  failures += [f"first run: {p}" for p in _complete(work)]
+  if (work_dir_lock.read_holder(work) or {}).get("pid") != first.pid:
+    failures.append("the lock file no longer names the first run")
+  return (f"seeded random moment in [0, {SECOND_WINDOW_S:.0f}] s after the first pretrain took "
+          f"the lock (seed {config.seed}): {delays}"), failures, \
+      {"second_started_s": started_at, "second_refused_after_s": refusal_s}
+
+
+def _stale_lock_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
+  rng = config.rng(f"{GROUP}:stale_lock")
+  delays = [round(rng.uniform(*KILL_WINDOW_S), 1) for _ in range(config.kill_points)]
+  work = os.path.join(config.work_dir, "stale")
+  os.makedirs(work)
+  docs = _docs(config.work_dir)
+  failures, lock_after_s, finished_before_kill = [], [], 0
+  for i, delay in enumerate(delays + [None]):
+    log = os.path.join(config.work_dir, f"stale-{i}.log")
+    proc = _pretrain(work, docs, log)
+    try:
+      waited = _wait_for_lock(work, proc, START_TIMEOUT_S)
+      if waited is None:
+        failures.append(f"run {i} did not take the lock after a kill: exit {proc.poll()}, "
+                        f"{_last_line(log)!r}")
+        continue
+      lock_after_s.append(round(waited, 1))
+      if delay is None:
+        proc.wait(timeout=RUN_TIMEOUT_S)
+        if proc.returncode != 0:
+          failures.append(f"the last run exited {proc.returncode}: {_last_line(log)!r}")
+        continue
+      time.sleep(delay)
+      if proc.poll() is not None:
+        finished_before_kill += 1
+    finally:
+      _kill(proc)
+  failures += [f"last run: {p}" for p in _complete(work)]
+  return (f"SIGKILL of pretrain at a seeded random moment in [{KILL_WINDOW_S[0]:.0f}, "
+          f"{KILL_WINDOW_S[1]:.0f}] s after it took the lock (seed {config.seed}): {delays}"), \
+      failures, {"next_run_took_the_lock_after_s": lock_after_s,
+                 "runs_finished_before_their_kill": finished_before_kill}
+
+
+def run(config: FaultConfig) -> List[FaultRow]:
+  """The two rows: a second writer while the first is live, and a kill -9's stale lock."""
+  cli = config.kill_points > 1
+  first = "the pretrain CLI (toy size)" if cli else "a lock holder process"
+  rows_spec = [
+      ("second writer on a work dir a live process holds",
+       _second_writer_cli if cli else _second_writer_holder,
+       [f"the second writer is refused ({'exit 2, one line ' if cli else ''}naming the first's "
+        f"pid and command)", "the first is still live and its lock file unchanged"] +
+       (["the first run finishes (exit 0) with summary.json, TRAINING_DONE and its last "
+         "checkpoint"] if cli else [])),
+      ("lock file left by a kill -9", _stale_lock_cli if cli else _stale_lock_holder,
+       ["the next run takes the lock (not refused by the dead process's file)"] +
+       (["the last run, not killed, finishes (exit 0) with summary.json, TRAINING_DONE and its "
+         "last checkpoint"] if cli else ["the lock file names the new holder"])),
+  ]
+  rows = []
+  for fault, fn, checked in rows_spec:
+    start = time.perf_counter()
+    injected_at, failures, figures = fn(config)
+    rows.append(FaultRow(
+        group=GROUP, fault=f"{fault} (first process: {first})", injected_at=injected_at,
+        tries=config.kill_points, checked=checked, survived=not failures,
+        failures=len(failures), reason="; ".join(failures), figures=figures,
+        seconds=round(time.perf_counter() - start, 1)))
+  return rows

@@ -1,0 +1,211 @@
+"""Numerical faults: NaN / Inf inputs, a gradient that overflows under a finite loss, and a
+learning rate that explodes, each at a seeded random step of a real training run.
+
+Every try trains a small regression model (one dense layer over 8 float features, mean absolute
+error) with the project's `Trainer` (its checkpoints, hooks and stop rule) and a hook that keeps
+the best export's record with REALM's rule (`realm_experiment.improves_best` over the negative
+loss of a fixed held-out batch, written to best_export.json) as the pre-training hook does. The
+fault is part of the run's real configuration: the examples of the drawn step carry a NaN, an
+Inf or a 1e30 feature, or the learning-rate schedule jumps to 1e38 from the drawn step on.
+
+The documented behaviour (docs/RELIABILITY.md, "Numerical faults"): the run stops at the first
+step whose loss or gradient norm is not finite, with one line naming the step, before that
+step's checkpoint and hooks. Checked after each try: the stop and its step, that no checkpoint
+or hook (export, best-export record) exists from that step on, that the last checkpoint restores
+with finite weights at the step before, and that a rerun on clean data resumes from it and
+finishes with a finite loss.
+"""
+import json
+import os
+import shutil
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from benchmarks.faults import FaultConfig, FaultRow
+from realm_tf.io import atomic
+from realm_tf.stages.realm_experiment import improves_best
+from realm_tf.training.trainer import NonFiniteLossError, Trainer
+
+GROUP = "numerics"
+FEATURES = 8
+BATCH = 4
+STEPS = 12  # steps of each run; the fault step is drawn from [2, FAULT_STEPS_MAX]
+FAULT_STEPS_MAX = 9
+BEST_EXPORT = "best_export.json"
+
+
+def _example(index, fault_index, fault_value):
+  """Example `index`: features from a stateless draw, target a fixed linear function of them;
+  the example at `fault_index` gets `fault_value` in its first feature."""
+  x = tf.random.stateless_normal([FEATURES], tf.stack([tf.constant(11, tf.int64), index]))
+  target = tf.reduce_sum(x * tf.linspace(-1.0, 1.0, FEATURES))
+  x = tf.where(tf.equal(index, fault_index) & tf.equal(tf.range(FEATURES), 0),
+               tf.cast(fault_value, tf.float32), x)
+  return {"x": x, "target": target, "index": index}
+
+
+def make_dataset_fn(fault_step: int = 0, fault_value: float = 0.0) -> Callable:
+  """`make_dataset(position, shard)` for the Trainer: batches of BATCH examples from `position`;
+  with `fault_step`, the first example of that step's batch carries `fault_value`."""
+  fault_index = (fault_step - 1) * BATCH if fault_step else -1
+
+  def make_dataset(position, shard=None):
+    del shard
+    ds = tf.data.Dataset.range(position, 1 << 40).map(
+        lambda i: _example(i, fault_index, fault_value)).batch(BATCH, drop_remainder=True)
+
+    def with_position(b):
+      b["data_position"] = tf.fill([BATCH], tf.reduce_max(b.pop("index")) + 1)
+      return b
+    return ds.map(with_position)
+  return make_dataset
+
+
+def _task(model, batch, training):
+  prediction = tf.squeeze(model(batch["x"], training=training), -1)
+  return tf.abs(prediction - batch["target"]), {}
+
+
+def _trainer(model_dir: str, jump_at: int = 1 << 30) -> Trainer:
+  """The run's trainer: SGD at 0.01, jumping to 1e38 from step `jump_at` on."""
+  tf_keras.utils.set_random_seed(0)
+  model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(FEATURES,))])
+  # The optimizer's iteration count before step k is k - 1: the rate is 1e38 from step jump_at.
+  rate = tf_keras.optimizers.schedules.PiecewiseConstantDecay([jump_at - 2], [0.01, 1e38])
+  optimizer = tf_keras.optimizers.SGD(learning_rate=rate)
+  return Trainer(model, optimizer, _task, tf.distribute.get_strategy(), model_dir, BATCH,
+                 checkpoint_every=1, max_to_keep=STEPS + 1, log_every=100, name="numerics")
+
+
+def _best_export_hook(trainer: Trainer, model_dir: str, hook_steps: List[int]) -> Callable:
+  """A hook that records every step it sees and keeps best_export.json as REALM does."""
+  rows = [_example(tf.constant(i, tf.int64), -1, 0.0) for i in range(1000, 1000 + BATCH)]
+  held = {k: tf.stack([r[k] for r in rows]) for k in ("x", "target")}
+
+  def hook(step: int) -> bool:
+    hook_steps.append(step)
+    loss = float(tf.reduce_mean(_task(trainer.model, held, False)[0]))
+    path = os.path.join(model_dir, BEST_EXPORT)
+    best = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else None
+    if improves_best(-loss, best):
+      atomic.write_json(path, {"step": step, "heldout_retrieval_utility": -loss})
+    return False
+  return hook
+
+
+def _checkpoint_steps(trainer: Trainer) -> List[int]:
+  return sorted(int(p.rsplit("-", 1)[1]) for p in trainer.manager.checkpoints)
+
+
+def run_try(model_dir: str, fault_step: int, kind: str) -> Dict[str, object]:
+  """One run with the fault `kind` at `fault_step`; returns what the checks found."""
+  shutil.rmtree(model_dir, ignore_errors=True)
+  values = {"nan_input": float("nan"), "inf_input": float("inf"), "overflow_input": 1e30}
+  if kind == "learning_rate_explosion":
+    trainer = _trainer(model_dir, jump_at=fault_step)
+    make_dataset = make_dataset_fn()
+  else:
+    trainer = _trainer(model_dir)
+    make_dataset = make_dataset_fn(fault_step, values[kind])
+  hook_steps: List[int] = []
+  error: Optional[str] = None
+  try:
+    trainer.train(make_dataset, STEPS, hooks=[_best_export_hook(trainer, model_dir, hook_steps)])
+  except NonFiniteLossError as e:
+    error = str(e)
+  stop = int(error.split(" at step ", 1)[1].split(" ", 1)[0]) if error else None
+  out = {"fault_step": fault_step, "stopped": error is not None, "message": error,
+         "stop_step": stop, "hook_steps": hook_steps, "checkpoints": _checkpoint_steps(trainer)}
+  if stop is None:
+    return out
+  best_path = os.path.join(model_dir, BEST_EXPORT)
+  out["best_step"] = json.load(open(best_path, encoding="utf-8"))["step"] \
+      if os.path.exists(best_path) else None
+  # A rerun on clean data at the first rate: it resumes from the last good checkpoint.
+  again = _trainer(model_dir)
+  out["restored_step"] = again.restore()
+  out["restored_finite"] = bool(all(np.isfinite(v.numpy()).all()
+                                    for v in again.model.trainable_variables))
+  again_hooks: List[int] = []
+  try:
+    last = again.train(make_dataset_fn(), STEPS, hooks=[_best_export_hook(again, model_dir,
+                                                                          again_hooks)])
+    out["resumed_loss"], out["resumed_from"] = last["loss"], last["start_step"]
+  except NonFiniteLossError as e:
+    out["resumed_loss"], out["resumed_from"] = float("nan"), out["restored_step"]
+    out["resumed_error"] = str(e).split(":", 1)[0]
+  return out
+
+
+def check(result: Dict[str, object], kind: str) -> List[str]:
+  """The failed checks of one try (empty: survived)."""
+  s, stop = result["fault_step"], result["stop_step"]
+  failures = []
+  if not result["stopped"]:
+    return [f"no stop for a fault at step {s}"]
+  message = result["message"]
+  if "\n" in message or "Non-finite" not in message or "last good checkpoint" not in message:
+    failures.append(f"the stop is not one clear line: {message!r}")
+  if kind == "learning_rate_explosion":
+    if not s <= stop <= s + 4:
+      failures.append(f"stopped at {stop}, not within 4 steps of the jump at {s}")
+  elif stop != s:
+    failures.append(f"stopped at step {stop}, the fault was at {s}")
+  if result["checkpoints"] and max(result["checkpoints"]) != stop - 1:
+    failures.append(f"checkpoints {result['checkpoints']} after a stop at {stop}")
+  if result["hook_steps"] != list(range(1, stop)):
+    failures.append(f"hooks ran at {result['hook_steps']} for a stop at {stop}")
+  if result.get("best_step") is not None and result["best_step"] >= stop:
+    failures.append(f"best export at step {result['best_step']} >= the stop at {stop}")
+  if result["restored_step"] != stop - 1 or not result["restored_finite"]:
+    failures.append(f"restored step {result['restored_step']} (finite: "
+                    f"{result['restored_finite']}), expected {stop - 1} and finite")
+  if result["resumed_from"] != stop - 1 or not np.isfinite(result["resumed_loss"]):
+    failures.append(f"the clean rerun resumed from {result['resumed_from']} with loss "
+                    f"{result['resumed_loss']} ({result.get('resumed_error', 'no stop')})")
+  return failures
+
+
+ROWS = {
+    "nan_input": "NaN in one feature of one example of the batch at a seeded step",
+    "inf_input": "Inf in one feature of one example of the batch at a seeded step",
+    "overflow_input": "a 1e30 feature at a seeded step: a finite loss whose gradient norm "
+                      "overflows to inf",
+    "learning_rate_explosion": "the learning-rate schedule jumps to 1e38 at a seeded step",
+}
+CHECKED = ["the run stops with one line naming the step (NonFiniteLossError; `error: ...`, "
+           "exit 2 from a CLI)",
+           "stop step = the fault step (within 4 steps of a learning-rate jump)",
+           "no checkpoint and no hook (export, best-export record) from the stop step on",
+           "best_export.json names a step before the stop",
+           "the last checkpoint restores at the step before, with finite weights",
+           "a rerun on clean data resumes from it and ends with a finite loss"]
+
+
+def run(config: FaultConfig) -> List[FaultRow]:
+  """One row per numerical fault, `config.kill_points` seeded steps each."""
+  rows = []
+  for kind, fault in ROWS.items():
+    rng = config.rng(f"{GROUP}:{kind}")
+    steps = [rng.randint(2, FAULT_STEPS_MAX) for _ in range(config.kill_points)]
+    start = time.perf_counter()
+    failures, stops = [], []
+    for i, step in enumerate(steps):
+      result = run_try(os.path.join(config.work_dir, f"{kind}-{i}"), step, kind)
+      problems = check(result, kind)
+      stops.append(result["stop_step"])
+      if problems:
+        failures.append(f"step {step}: {'; '.join(problems)}")
+    rows.append(FaultRow(
+        group=GROUP, fault=fault,
+        injected_at=f"seeded random step in [2, {FAULT_STEPS_MAX}] (seed {config.seed}): "
+                    f"{', '.join(map(str, steps))}",
+        tries=len(steps), checked=CHECKED, survived=not failures, failures=len(failures),
+        reason="; ".join(failures),
+        figures={"stop_steps": stops, "steps_per_run": STEPS, "batch_size": BATCH},
+        seconds=round(time.perf_counter() - start, 1)))
+  return rows
