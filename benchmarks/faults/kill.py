@@ -387,6 +387,7 @@ def _serving_layout(run_dir: str) -> Dict[str, List[str]]:
 
 
 REFERENCE_DONE = ".reference.json"  # in a reference run's dir: its wall time
+ROWS_LOG = "rows.jsonl"  # in the group's work dir: each row as it is measured
 
 
 def reference_run(stage: Stage, work_dir: str) -> Tuple[str, float]:
@@ -500,8 +501,10 @@ def run(config: FaultConfig, only: Optional[List[str]] = None) -> List[FaultRow]
       rows.append(FaultRow(group=GROUP, fault=f"kill -9 of {stage.name}, then the same command "
                            "again", injected_at="(not reached)", tries=0, checked=[],
                            survived=False, failures=1, reason=f"{type(e).__name__}: {e}"))
-      continue
     logging.info("kill %s: survived=%s %s", stage.name, rows[-1].survived, rows[-1].reason)
+    # Each row as soon as it is measured, so a long run's finished stages are never lost.
+    with open(os.path.join(config.work_dir, ROWS_LOG), "a", encoding="utf-8") as f:
+      f.write(json.dumps(rows[-1].to_json()) + "\n")
   return rows
 
 
