@@ -11,6 +11,7 @@ server reports AVAILABLE; at a seeded random point near the end, SIGTERM. Rows: 
 requests that failed, malformed requests answered with another status than their kind's, the
 server's RSS at the start and end of the faulty phase, and the requests in flight at SIGTERM.
 """
+import collections
 import dataclasses
 import os
 import random
@@ -82,7 +83,8 @@ def build_request(kind: str, rng: random.Random):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
   if kind == "not_a_proto":
-    return bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64))) + b"\xff\xff\xff", None
+    # Tag 0x0f: field 1 with wire type 7, which no proto has: never parses, whatever follows.
+    return b"\x0f" + bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64))), None
   request = predict_pb2.PredictRequest()
   request.model_spec.name = "no_such_model" if kind == "unknown_model" else MODEL
   request.model_spec.signature_name = ("no_such_signature" if kind == "unknown_signature"
@@ -352,9 +354,11 @@ def _rows(config, baseline_calls, calls, publisher, publish_times, sigterm_at, t
       figures={"server_in_flight": server_in_flight, "server_answered": server_answered,
                "client_in_flight": len(in_flight), "client_answered": len(answered),
                "in_flight_well_formed": sum(c.kind == "good" for c in in_flight),
-               "unanswered": sorted(f"{c.kind}: {c.code.name} after {c.end - c.start:.3f} s "
-                                    f"(sent {t_sig - c.start:.3f} s before SIGTERM)"
-                                    for c in in_flight if not c.ok),
+               "client_refused": dict(collections.Counter(
+                   f"{'well-formed' if c.kind == 'good' else 'malformed'}: {c.code.name}"
+                   for c in in_flight if not c.ok)),
+               "client_refused_sent_before_sigterm_max_s": round(max(
+                   [t_sig - c.start for c in in_flight if not c.ok], default=0.0), 3),
                "sent_after_sigterm": len(after), "exit_code": exit_code,
                "exit_seconds": round(exit_seconds, 2)}))
   return rows
