@@ -20,14 +20,17 @@ EXPORT_OVER_DATA = 1.5
 EXPORT_PEAK_OVER_SIZE = 2.0
 SERVER_OVER_SIZE = 1.5
 EXPORT_CORPUS_COPIES = 1.5    # the corpus text held across the exported models, in copies
-CORPUS_PEAK_GROWTH = 2.0      # extrapolated peak at 13.35M over the peak at the smallest size
+CORPUS_SLOPE_BYTES = 50.0     # corpus build: least-squares slope of peak RSS + its SE, B/block
+CORPUS_FIT_SIZES = 4          # corpus sizes that slope is fitted over, at least
 BUNDLE_OVER_EMBEDDINGS = 1.5  # a bundle (less its embedder) over one copy of its embeddings
 ROW_MAP_BYTES = 4.0           # per block: the only lookup data a replica may hold (an int32 map)
 
 
 def fit_linear(points: Sequence[Tuple[float, float]]) -> Dict[str, float]:
-  """Least-squares fit y = a + b * N of (N, y) points. With fewer than two distinct N the fit is
-  proportional (a = 0, b = mean of y / N): a figure measured at one size only."""
+  """Least-squares fit y = a + b * N of (N, y) points, with r2 and, from three points on, the
+  slope's standard error `b_se` (sqrt(residual variance / (n - 2) / sum (N - mean N)^2)). With
+  fewer than two distinct N the fit is proportional (a = 0, b = mean of y / N): a figure measured
+  at one size only."""
   n = np.asarray([p[0] for p in points], np.float64)
   y = np.asarray([p[1] for p in points], np.float64)
   if len(n) == 0:
@@ -38,7 +41,10 @@ def fit_linear(points: Sequence[Tuple[float, float]]) -> Dict[str, float]:
   resid = y - (a + b * n)
   total = float(np.sum((y - y.mean()) ** 2))
   r2 = 1.0 - float(np.sum(resid ** 2)) / total if total > 0 else 1.0
-  return {"a": float(a), "b": float(b), "points": len(n), "kind": "a+b*N", "r2": r2}
+  out = {"a": float(a), "b": float(b), "points": len(n), "kind": "a+b*N", "r2": r2}
+  if len(n) > 2:
+    out["b_se"] = float(np.sqrt(np.sum(resid ** 2) / (len(n) - 2) / np.sum((n - n.mean()) ** 2)))
+  return out
 
 
 def extrapolate(fit: Dict[str, float], num_blocks: float = PAPER_BLOCKS) -> float:
@@ -141,6 +147,9 @@ def figures_of(stages: Dict[str, Dict], baseline: Dict[str, int], num_blocks: in
     put("bm25.build_seconds", m["build_seconds"])
     put("bm25.peak_added", m["peak_rss_added_building_bytes_per_block"] * m["num_blocks"])
     put("bm25.rest_added", m["rss_added_after_questions_bytes_per_block"] * m["num_blocks"])
+    if "host_bytes_at_rest_after_questions_bytes_per_block" in m:
+      put("bm25.host_at_rest", m["host_bytes_at_rest_after_questions_bytes_per_block"] *
+          m["num_blocks"])
     put("bm25.disk_bytes", m["index_disk_bytes_per_block"] * m["num_blocks"])
     put("bm25.ms_per_question", m["ms_per_question"])
   e = stages.get("export")
@@ -150,16 +159,6 @@ def figures_of(stages: Dict[str, Dict], baseline: Dict[str, int], num_blocks: in
       put(f"export.{key}", e.get(key))
   del num_blocks
   return f
-
-
-def figure_stages(stages: Dict[str, Dict], baseline: Dict[str, int], num_blocks: int,
-                  positions: Sequence[int]) -> Dict[str, str]:
-  """{figure: the stage whose result `figures_of` read it from} for one corpus size."""
-  out = {}
-  for stage, result in stages.items():
-    for name in figures_of({stage: result}, baseline, num_blocks, positions):
-      out[name] = stage
-  return out
 
 
 def _ratio(x, y):
@@ -172,13 +171,16 @@ def _goal(met, **numbers) -> Dict:
 
 def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
           smallest: Dict[str, float], stages_largest: Dict[str, Dict],
-          positions: Sequence[int], bm25_goals: Optional[Dict] = None) -> Dict[str, Dict]:
+          positions: Sequence[int], bm25_goals: Optional[Dict] = None,
+          corpus_points: Optional[Sequence[Tuple[float, float]]] = None) -> Dict[str, Dict]:
   """Every goal of the issue as {"met": bool or None (not measured here), the numbers it compares}.
 
   `fits` from fit_figures; `largest`/`smallest` the figures of the largest/smallest size;
   `stages_largest` that size's stage results; `bm25_goals` the BM25 benchmark's own goals of its
-  measurement at this size.
+  measurement at this size; `corpus_points` the (blocks, corpus build peak RSS) of the corpus
+  sizes the build's memory is fitted over (none given: that goal is not measured).
   """
+  del smallest  # the corpus goal fits its own sizes (corpus_points)
   at = lambda name: _get(fits, name, "at_paper_scale")  # pylint: disable=unnecessary-lambda-assignment
   per = lambda name: _get(fits, name, "per_block")  # pylint: disable=unnecessary-lambda-assignment
   g = {"measured_at_blocks": largest_blocks, "measured_at_1M": largest_blocks >= 1_000_000}
@@ -230,6 +232,13 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
     g["bm25_at_1M"] = _goal(all(bm25_goals.values()) and at_blocks >= 1_000_000,
                             **bm25_goals, at_blocks=at_blocks,
                             build_seconds=largest.get("bm25.build_seconds"),
+                            build_seconds_note="raw wall time of the build, the text generator "
+                            "included (no time subtracted)",
+                            host_at_rest_per_block=_ratio(largest.get("bm25.host_at_rest"),
+                                                          at_blocks),
+                            host_at_rest_note="process RSS added after the questions, less the "
+                            "index pages it maps, plus the index files' pages in the page cache: "
+                            "counted as lookup_rest_bytes_per_block counts the lookup",
                             ms_per_question=largest.get("bm25.ms_per_question"),
                             peak_added_per_block=_ratio(largest.get("bm25.peak_added"),
                                                         at_blocks))
@@ -241,7 +250,15 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
   g["dense_recall_tiled"] = _goal(
       None if topk is None else topk <= RECALL_BYTES_ABOVE, peak_above_embeddings=topk,
       at_paper_scale=at("recall.topk_peak_above_embeddings"), limit=RECALL_BYTES_ABOVE)
-  # resume_time_flat is the `resume` stage's (`resume_goal`): scale_bench.summarize sets it.
+  times = [largest.get(f"pipeline@{p}.rebuilt_first_batch_seconds") for p in positions]
+  stream = [largest.get(f"pipeline@{p}.stream_first_record_seconds") for p in positions]
+  if len(positions) >= 2 and None not in times:
+    ratio = max(times) / min(times)
+    g["resume_time_flat"] = _goal(
+        ratio <= RESUME_RATIO, positions=list(positions), first_batch_seconds=times, ratio=ratio,
+        limit=RESUME_RATIO, stream_first_record_seconds=stream,
+        stream_ratio=None if None in stream else max(stream) / min(stream),
+        cold_first_batch_seconds=largest.get("pipeline.cold_first_batch_seconds"))
   size, data = largest.get("export.export_bytes"), None
   if largest.get("export.block_text_bytes") is not None:
     data = largest["export.block_text_bytes"] + largest.get("export.embedding_bytes", 0)
@@ -261,13 +278,20 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
   g["server_rss"] = _goal(None if server is None or not size else server <= SERVER_OVER_SIZE * size,
                           server_rss=server, export_bytes=size, limit=SERVER_OVER_SIZE)
   c = stages_largest.get("corpus") or {}
-  small_peak, peak_at = smallest.get("corpus.peak_rss"), at("corpus.peak_rss")
   refused = bool(c.get("refused_naming_runner"))
+  corpus_points = sorted(corpus_points or [])
+  cfit = fit_linear(corpus_points) if corpus_points else {}
+  slope, se = cfit.get("b"), cfit.get("b_se")
   g["corpus_build_memory_flat"] = _goal(
-      refused or (None if small_peak is None or peak_at is None
-                  else peak_at <= CORPUS_PEAK_GROWTH * small_peak),
-      peak_at_smallest=small_peak, peak_at_paper_scale=peak_at,
-      per_block=per("corpus.peak_rss"), refused_naming_runner=refused, limit=CORPUS_PEAK_GROWTH)
+      refused or (None if se is None or len(corpus_points) < CORPUS_FIT_SIZES
+                  else slope + se < CORPUS_SLOPE_BYTES),
+      slope_bytes_per_block=slope, slope_standard_error=se, r2=cfit.get("r2"),
+      sizes=[int(n) for n, _ in corpus_points], peak_rss=[v for _, v in corpus_points],
+      peak_at_paper_scale=extrapolate(cfit) if cfit else None,
+      refused_naming_runner=refused, limit_slope_plus_se=CORPUS_SLOPE_BYTES,
+      min_sizes=CORPUS_FIT_SIZES,
+      note="least-squares slope of the build process's peak RSS (the kernel's) over the corpus "
+           "sizes, plus its standard error, against the limit")
   bundle, emb = largest.get("index.bundle_bytes_without_embedder"), largest.get(
       "index.embedding_bytes")
   g["bundle_embeddings_once"] = _goal(
@@ -278,40 +302,13 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
   return g
 
 
-def resume_goal(resume: Optional[Dict]) -> Dict:
-  """resume_time_flat from the `resume` stage (`benchmarks.scale_resume.measure`): the fastest
-  of each position's fresh-process restores to the first masked batch, the slowest position's
-  over position 0's (the first of `positions`) within RESUME_RATIO, with no record read before
-  any restore's window; the first record of the stream alone is reported beside it."""
-  if not resume or "failed" in resume:
-    return _goal(None, note="not measured: the resume stage did not run",
-                 failed=(resume or {}).get("failed"))
-  positions = [str(p) for p in resume["positions"]]
-  best = lambda times: [min(times[p]) if times.get(p) else None for p in positions]  # pylint: disable=unnecessary-lambda-assignment
-  batch, record = best(resume["first_batch_seconds"]), best(resume["first_record_seconds"])
-  ratio = None if None in batch else max(batch) / batch[0]
-  read_before = resume.get("records_read_before_window")
-  return _goal(None if ratio is None else ratio <= RESUME_RATIO and read_before == 0,
-               positions=resume["positions"], first_batch_seconds=batch, ratio=ratio,
-               limit=RESUME_RATIO, first_record_seconds=record,
-               record_ratio=None if None in record else max(record) / record[0],
-               records_read_before_window=read_before,
-               records_skipped_in_window_shard=resume.get("skip_in_shard"),
-               num_records=resume.get("num_records"), num_shards=resume.get("num_shards"),
-               shuffle_window=resume.get("shuffle_window"))
-
-
-def host_at_paper_scale(fits: Dict[str, Dict],
-                        trainer: Optional[Dict] = None) -> Dict[str, Dict]:
+def host_at_paper_scale(fits: Dict[str, Dict]) -> Dict[str, Dict]:
   """The extrapolated peaks of the trainer and of the refresher, each against a 64 GB host.
 
   Trainer: its input-pipeline process's peak (index searcher + input pipeline + what it maps of
   the lookup), the lookup's pages in the page cache (no process's RSS counts them), and the
   held-out evaluator's largest transient (BM25's build, or question recall's set-up and top-k).
   Refresher: the index process's peak (the merged embeddings, ScaNN's build, publishing).
-  With the trainer stage's result (`benchmarks.scale_trainer`), `pretrain_process` adds the
-  process a user runs with the paper's flags, per refresh mode (`pretrain_process_peaks`).
-  Every part names the stage results it was fitted from (`sources`).
   """
   at = lambda name: _get(fits, name, "at_paper_scale")  # pylint: disable=unnecessary-lambda-assignment
   evaluator = {k: at(k) for k in ("bm25.peak_added", "recall.setup_rss_added",
@@ -319,62 +316,18 @@ def host_at_paper_scale(fits: Dict[str, Dict],
   transient = max([evaluator.get("bm25.peak_added", 0.0),
                    evaluator.get("recall.setup_rss_added", 0.0) +
                    evaluator.get("recall.topk_peak_above_embeddings", 0.0)])
-  sources = lambda parts: {k: _get(fits, k, "sources") for k in parts}  # pylint: disable=unnecessary-lambda-assignment
   out = {}
   pipeline = at("pipeline.peak_rss")
-  cache = at("lookup.rest_resident_file_bytes")
   if pipeline is not None:
     parts = dict(evaluator, **{"pipeline.peak_rss": pipeline})
+    cache = at("lookup.rest_resident_file_bytes")
     if cache is not None:
       parts["lookup.rest_resident_file_bytes"] = cache
     total = pipeline + (cache or 0.0) + transient
     out["trainer"] = {"parts": parts, "evaluator_transient": transient, "peak_bytes": total,
-                      "limit_bytes": HOST_BYTES, "met": total <= HOST_BYTES,
-                      "sources": sources(parts)}
+                      "limit_bytes": HOST_BYTES, "met": total <= HOST_BYTES}
   refresher = at("index.peak_rss")
   if refresher is not None:
     out["refresher"] = {"parts": {"index.peak_rss": refresher}, "peak_bytes": refresher,
-                        "limit_bytes": HOST_BYTES, "met": refresher <= HOST_BYTES,
-                        "sources": sources(["index.peak_rss"])}
-  if trainer and pipeline is not None and refresher is not None:
-    out["pretrain_process"] = pretrain_process_peaks(fits, trainer, transient, cache or 0.0)
-  return out
-
-
-def pretrain_process_peaks(fits: Dict[str, Dict], trainer: Dict, evaluator_transient: float,
-                           page_cache: float) -> Dict:
-  """The main job's process at the paper's flags and 13.35M blocks, per refresh mode, and the
-  host it runs on, against 64 GB.
-
-  `trainer` is the trainer stage's result: the kernel's peak RSS of the real process at the
-  paper's flags on a sample corpus of N0 blocks, which holds every part that does not grow
-  with the corpus (BERT-base towers and reader, Adam state, gradients, a checkpoint write; with
-  inline refresh the refresher's own). To it are added what grows from N0 to 13.35M blocks: the
-  input side (`pipeline.peak_rss`'s fit at 13.35M less at N0), the held-out evaluator's
-  transient, and, inline, the refresher's index (`index.peak_rss`'s, likewise); the host adds
-  the lookup's page cache. Async, the refresher is its own process (`refresh_index`): the host
-  holds both where they share it. Either way the job builds the first index in its own process
-  when none is live (`first_index_build`: the refresher's peak), before the model is built.
-  """
-  n0 = float(trainer["num_blocks"])
-  growth = lambda name: fits[name]["b"] * (PAPER_BLOCKS - n0)  # pylint: disable=unnecessary-lambda-assignment
-  refresher = extrapolate(fits["index.peak_rss"])
-  out = {"measured_at_blocks": int(n0), "paper_flagfile_refresh": trainer.get("paper_refresh"),
-         "limit_bytes": HOST_BYTES}
-  for mode, measured in sorted(trainer["modes"].items()):
-    parts = {"measured_peak_rss": float(measured["peak_rss"]),
-             "pipeline_growth": growth("pipeline.peak_rss"),
-             "evaluator_transient": evaluator_transient}
-    if mode == "inline":
-      parts["refresher_index_growth"] = growth("index.peak_rss")
-    training = sum(parts.values())
-    process = max(training, refresher)
-    host = process + page_cache
-    row = {"parts": parts, "training_peak_bytes": training, "first_index_build": refresher,
-           "process_peak_bytes": process, "page_cache_bytes": page_cache,
-           "host_peak_bytes": host, "met": host <= HOST_BYTES}
-    if mode == "async":
-      row["host_peak_bytes_with_refresher_beside"] = host + refresher
-      row["met_with_refresher_beside"] = host + refresher <= HOST_BYTES
-    out[mode] = row
+                        "limit_bytes": HOST_BYTES, "met": refresher <= HOST_BYTES}
   return out

@@ -83,8 +83,49 @@ def _goals(**kw):
   goals = scale_fit.goals(fits, figures[sizes[-1]], sizes[-1], figures[sizes[0]],
                           per_size[sizes[-1]], [0, 10_000_000],
                           {"build_seconds_le_60": True, "bytes_per_block_le_1024": True,
-                           "ms_per_question_le_20": True})
+                           "ms_per_question_le_20": True},
+                          [(n, 1e9 + 10 * n) for n in (100_000, 200_000, 300_000, 1_000_000)])
   return goals, fits
+
+
+def test_the_slope_has_its_standard_error():
+  fit = scale_fit.fit_linear([(1.0, 1.0), (2.0, 3.0), (3.0, 2.0), (4.0, 4.0)])
+  # b = 0.8; residuals 0.3 0.5 -1.3 -0.1 → SSR 1.8; Sxx 5: se = sqrt(1.8 / 2 / 5).
+  assert fit["b"] == pytest.approx(0.8) and fit["b_se"] == pytest.approx((1.8 / 2 / 5) ** 0.5)
+  assert "b_se" not in scale_fit.fit_linear([(1.0, 1.0), (2.0, 3.0)])
+
+
+def _corpus_goal(points):
+  n = max(p[0] for p in points)
+  return scale_fit.goals({}, {}, n, {}, {}, [0], None, points)["corpus_build_memory_flat"]
+
+
+def test_corpus_build_memory_goal_is_the_slope_plus_its_error_over_four_sizes():
+  flat = _corpus_goal([(100_000, 957e6), (200_000, 962e6), (300_000, 960e6), (1_000_000, 990e6)])
+  assert flat["met"] is True and flat["slope_bytes_per_block"] < 50
+  assert flat["sizes"] == [100_000, 200_000, 300_000, 1_000_000]
+  # A slope under the limit whose error takes it over misses; so does a steep one.
+  noisy = _corpus_goal([(100_000, 900e6), (200_000, 1000e6), (300_000, 900e6),
+                        (1_000_000, 940e6)])
+  assert noisy["slope_bytes_per_block"] < 50 < noisy["slope_bytes_per_block"] + \
+      noisy["slope_standard_error"] and noisy["met"] is False
+  steep = _corpus_goal([(n, 8e8 + 80 * n) for n in (100_000, 200_000, 300_000, 1_000_000)])
+  assert steep["met"] is False and steep["slope_bytes_per_block"] == pytest.approx(80)
+  # Fewer than four sizes: not measured (None), whatever the slope.
+  assert _corpus_goal([(100_000, 9e8), (300_000, 9e8), (1_000_000, 9e8)])["met"] is None
+
+
+def test_bm25_goal_reports_the_host_memory_and_the_raw_build_time():
+  from benchmarks import bm25_bench  # pylint: disable=g-import-not-at-top
+  result = {"num_blocks": 1_000_000, "build_seconds": 59.0, "ms_per_question": 10.0,
+            "peak_rss_added_building_bytes_per_block": 260.0,
+            "anon_rss_added_after_questions_bytes_per_block": 75.0,
+            "host_bytes_at_rest_after_questions_bytes_per_block": 1117.0}
+  assert bm25_bench.goals(result) == {"build_seconds_le_60": True,
+                                      "bytes_per_block_le_1024": False,
+                                      "ms_per_question_le_20": True}
+  assert bm25_bench.goals(dict(result, host_bytes_at_rest_after_questions_bytes_per_block=990.0,
+                               build_seconds=62.4))["build_seconds_le_60"] is False
 
 
 def test_goals_from_figures_that_meet_them():
@@ -93,9 +134,10 @@ def test_goals_from_figures_that_meet_them():
   assert goals["lookup_rest_bytes_per_block"]["per_block"] == pytest.approx(600)
   for name in ("lookup_rest_bytes_per_block", "lookup_build_peak_over_rest",
                "lookup_shared_between_processes", "scann_rebuilds", "bm25_at_1M",
-               "dense_recall_tiled", "corpus_build_memory_flat",
+               "dense_recall_tiled", "resume_time_flat", "corpus_build_memory_flat",
                "bundle_embeddings_once"):
     assert goals[name]["met"] is True, (name, goals[name])
+  assert goals["resume_time_flat"]["ratio"] == pytest.approx(1.2)
   # Not measured by the benchmark (no export stage here, tests' goals): None, not False.
   assert goals["export_size"]["met"] is None
   assert goals["lookup_never_a_replica_variable"]["met"] is None
@@ -113,12 +155,10 @@ def test_goals_from_figures_that_miss_them():
   goals, _ = _goals(rest_per_block=10_300.0, build_per_block=22_700.0, growth=3e9,
                     times=(10.0, 45.0), topk=4e9)
   for name in ("lookup_rest_bytes_per_block", "lookup_build_peak_over_rest", "scann_rebuilds",
-               "dense_recall_tiled"):
+               "resume_time_flat", "dense_recall_tiled"):
     assert goals[name]["met"] is False, (name, goals[name])
   assert goals["scann_rebuilds"]["rss_after_last_build"] == 5e9
-  # The pipeline stage's restores no longer decide resume_time_flat: the resume stage does
-  # (tests/test_scale_resume.py), and summarize sets it.
-  assert "resume_time_flat" not in goals
+  assert goals["resume_time_flat"]["ratio"] == pytest.approx(4.5)
 
 
 def test_summarize_writes_fits_goals_and_the_host_sums():
@@ -138,129 +178,6 @@ def test_summarize_writes_fits_goals_and_the_host_sums():
   assert set(payload["host_at_paper_scale"]) == {"trainer", "refresher"}
   assert payload["goals"]["lookup_rest_bytes_per_block"]["met"] is True
   assert payload["goals"]["figures_from_smaller_sizes"] == {}
-
-
-def _head_commit():
-  import subprocess  # pylint: disable=g-import-not-at-top
-  return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-                        ).stdout.strip()
-
-
-def test_every_stage_result_records_its_provenance(tmp_path):
-  import time  # pylint: disable=g-import-not-at-top
-  bench = scale_bench.Bench(scale_bench.ScaleBenchConfig(work_dir=str(tmp_path),
-                                                         stages=["trainer"]))
-  result = bench.cached(None, "x", lambda: time.sleep(0.3) or {"v": 1}, required=True)
-  prov = result["provenance"]
-  assert result["v"] == 1 and prov["commit"] == _head_commit()
-  assert isinstance(prov["dirty"], bool)
-  assert time.mktime(time.strptime(prov["time_utc"], "%Y-%m-%dT%H:%M:%SZ")) > 0
-  assert set(prov["load_average_1m"]) == {"before", "after"}
-  assert all(v >= 0 for v in prov["load_average_1m"].values())
-  assert 0.3 <= prov["wall_seconds"] < 30
-  # Kept with the result, and read back with it.
-  with open(tmp_path / "stages" / "x.json") as f:
-    assert json.load(f)["provenance"] == prov
-  assert bench.cached(None, "x", lambda: {"v": 2})["provenance"] == prov
-
-  def fails():
-    raise RuntimeError("boom")
-
-  failed = bench.cached(None, "y", fails, required=True)
-  assert failed["failed"] == "boom" and failed["provenance"]["commit"] == prov["commit"]
-  # The trainer stage is one of the benchmark's stages.
-  assert "trainer" in scale_bench.SAMPLE_STAGES and bench.want("trainer")
-
-
-def _stamped(stages, time_utc):
-  return {k: dict(v, provenance={"commit": "c0ffee", "dirty": False, "time_utc": time_utc,
-                                 "load_average_1m": {"before": 1.0, "after": 2.0},
-                                 "wall_seconds": 3.0}) for k, v in stages.items()}
-
-
-def _trainer_sample(inline=15e9, async_=5e9, n0=16):
-  return {"num_blocks": n0, "paper_refresh": "async",
-          "modes": {"inline": {"peak_rss": inline}, "async": {"peak_rss": async_}},
-          "provenance": {"commit": "c0ffee", "time_utc": "2026-11-27T20:00:00Z"}}
-
-
-def test_summarize_names_the_stage_results_behind_fits_goals_and_host_sums():
-  config = scale_bench.ScaleBenchConfig(sizes=[100_000, 1_000_000])
-  sizes = {n: _stamped(_stages(n), f"2026-11-27T0{i}:00:00Z")
-           for i, n in enumerate(config.sizes)}
-  payload = scale_bench.summarize(config, {"VmHWM": 400e6}, sizes,
-                                  {"annotation": {}, "embedding": None,
-                                   "trainer": _trainer_sample()})
-  json.dumps(payload)
-  assert payload["provenance"]["1000000/index"]["time_utc"] == "2026-11-27T01:00:00Z"
-  assert payload["provenance"]["sample/trainer"]["commit"] == "c0ffee"
-  assert payload["fits"]["index.peak_rss"]["sources"] == [
-      {"stage": "index", "commit": "c0ffee", "dirty": False, "blocks": n,
-       "time_utc": f"2026-11-27T0{i}:00:00Z"} for i, n in enumerate(config.sizes)]
-  assert payload["fits"]["lookup.mapped_bytes"]["sources"][0]["stage"] == "lookup_rest"
-  assert payload["goals"]["figures_from"]["bm25.build_seconds"] == {
-      "stage": "bm25", "commit": "c0ffee", "dirty": False, "blocks": 1_000_000,
-      "time_utc": "2026-11-27T01:00:00Z"}
-  host = payload["host_at_paper_scale"]
-  assert host["refresher"]["sources"]["index.peak_rss"][1]["blocks"] == 1_000_000
-  n, n0 = 13_353_718, 16
-  pipeline_growth, index_growth = 1200 * (n - n0), 1100 * (n - n0)
-  evaluator, cache, refresher = 800.0 * n, 600.0 * n, 1.5e9 + 1100 * n
-  p = host["pretrain_process"]
-  assert p["measured_at_blocks"] == n0 and p["paper_flagfile_refresh"] == "async"
-  assert p["inline"]["process_peak_bytes"] == pytest.approx(
-      15e9 + pipeline_growth + evaluator + index_growth, rel=1e-6)
-  assert p["inline"]["host_peak_bytes"] == pytest.approx(
-      15e9 + pipeline_growth + evaluator + index_growth + cache, rel=1e-6)
-  assert p["async"]["training_peak_bytes"] == pytest.approx(5e9 + pipeline_growth + evaluator,
-                                                            rel=1e-6)
-  # Async, the job's process still builds the first index itself when none is live.
-  assert p["async"]["first_index_build"] == pytest.approx(refresher, rel=1e-6)
-  assert p["async"]["process_peak_bytes"] == pytest.approx(
-      max(5e9 + pipeline_growth + evaluator, refresher), rel=1e-6)
-  assert p["async"]["host_peak_bytes_with_refresher_beside"] == pytest.approx(
-      p["async"]["host_peak_bytes"] + refresher, rel=1e-6)
-  # Inline 56.4 GB + 8.0 GB of page cache misses 64 GB; async 31.7 GB + 8.0 GB fits.
-  assert p["inline"]["met"] is False and p["async"]["met"] is True
-  # Without the trainer stage: no process figures, the other sums as before.
-  payload = scale_bench.summarize(config, {"VmHWM": 400e6}, sizes,
-                                  {"annotation": {}, "embedding": None})
-  assert "pretrain_process" not in payload["host_at_paper_scale"]
-
-
-def test_the_first_index_built_in_the_job_can_be_its_peak():
-  # A refresher larger than training: the job's process peaks building the first index.
-  fits = {"pipeline.peak_rss": {"a": 1e9, "b": 0.0}, "index.peak_rss": {"a": 40e9, "b": 0.0}}
-  p = scale_fit.pretrain_process_peaks(fits, _trainer_sample(inline=12e9, async_=5e9), 1e9, 2e9)
-  assert p["async"]["training_peak_bytes"] == pytest.approx(6e9)
-  assert p["async"]["process_peak_bytes"] == pytest.approx(40e9)
-  assert p["async"]["host_peak_bytes"] == pytest.approx(42e9)
-  assert p["inline"]["process_peak_bytes"] == pytest.approx(40e9)  # no index growth, 13e9 < 40e9
-
-
-def test_the_trainer_stage_runs_the_main_job_at_the_paper_flags():
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from benchmarks import scale_trainer  # pylint: disable=g-import-not-at-top
-  from realm_tf.launch import pretrain  # pylint: disable=g-import-not-at-top
-  cmd = scale_trainer.pretrain_command("/tmp/w", "/tmp/c", "/tmp/a", "inline")
-  assert cmd[1:3] == ["-m", "realm_tf.launch.pretrain"]
-  fv = flags.FlagValues()
-  pretrain.define_flags(fv)
-  fv(["pretrain", *cmd[3:]])
-  config = pretrain.config_from_flags(fv)
-  # The paper's shapes and models; only what the CPU forces differs (each with its reason).
-  assert (config.retriever_preset, config.reader_preset) == ("base", "base")
-  assert (config.block_length, config.query_length, config.projection_size) == (288, 96, 128)
-  assert config.num_candidates == 8 and fv.mixed_precision == "bfloat16"
-  assert config.retriever_init is None and config.reader_init is None
-  assert (config.batch_size, config.num_train_steps, config.refresh) == (1, 1, "inline")
-  assert config.checkpoint_every == 1 and config.refresh_every_steps == 1
-  assert scale_trainer.paper_refresh_mode() == "async"
-  fv(["pretrain", *scale_trainer.pretrain_command("/tmp/w", "/tmp/c", "/tmp/a", "async")[3:]])
-  assert pretrain.config_from_flags(fv).refresh == "async"
-  with pytest.raises(ValueError):
-    scale_trainer.pretrain_command("/tmp/w", "/tmp/c", "/tmp/a", "none")
 
 
 def test_a_goal_whose_stage_failed_at_the_largest_size_reads_a_smaller_one():
