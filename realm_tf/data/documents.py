@@ -13,7 +13,9 @@ rest of the corpus (or stop at the first one in strict mode). Kinds:
 - `oversized_document`: text of `max_document_bytes` (default 1,000,000) bytes or more (skipped);
 - `bad_title`: a title containing tabs, newlines or other control characters (the title's white
   space is collapsed and the document is kept);
-- `duplicate_doc_id`: raised later by the corpus builder when two documents share an id.
+- `duplicate_doc_id`: raised later by the corpus builder when two documents share an id;
+- `unreadable_file`: a compressed stream that fails part way (the documents before the damage are
+  kept, the rest of the file is skipped).
 
 Document ids are deterministic: JSONL `id` field (else `<file name>:<line>`), SQuAD
 `<article title>#<paragraph index>`, WikiText the article title, plain text the file name, DPR TSV
