@@ -16,7 +16,15 @@ reloads in one process), the pre-training input pipeline restored at each of `po
 held-out evaluation (masked metrics on a sample, dense question recall's top-k, BM25 via
 `benchmarks.bm25_bench`) and the open-QA export with the server's RSS (`benchmarks.export_bench`).
 Annotation and the document tower's throughput are measured on sample corpora (their cost per
-block does not depend on N).
+block does not depend on N), and so is the trainer (`scale_trainer`: the main job's process at
+the paper's flags, BERT-base, with inline and with async refresh; `host_at_paper_scale` adds the
+parts that grow with N). Every stage result records its provenance (commit and whether the
+checkout was dirty, start time UTC, 1-minute load average before and after, wall seconds); each
+fit and goal names the stage results it read.
+
+The resume stage (`scale_resume`) restores training's query stream, a synthetic annotation stream
+of `resume_records` records with the default shuffle window, at each of `resume_positions`, each
+restore in a fresh process, with the shards before the position's window unreadable.
 
 Stand-ins (recorded in the JSON): clustered random embeddings instead of embedding N blocks;
 freshly initialised towers; the largest annotation sample as the pre-training stream (a data
@@ -42,7 +50,7 @@ from benchmarks.scale_corpus import BLOCK_LENGTH
 
 SIZE_STAGES = ("corpus", "lookup_build", "lookup_rest", "index", "scann_rebuilds", "pipeline",
                "heldout_masked", "dense_recall", "bm25", "export")
-SAMPLE_STAGES = ("annotation", "embedding")
+SAMPLE_STAGES = ("annotation", "embedding", "trainer", "resume")
 # A generous bound on the work dir's bytes per block (documents, shards, lookup, stand-in
 # embeddings, bundle, BM25 and export), checked against the free space before each size.
 DISK_BYTES_PER_BLOCK = 8000
@@ -60,7 +68,12 @@ class ScaleBenchConfig:
   rerun: List[str] = dataclasses.field(default_factory=list)
   annotation_blocks: List[int] = dataclasses.field(default_factory=lambda: [1000, 4000])
   embedding_blocks: int = 256
+  trainer_blocks: int = 16
   positions: List[int] = dataclasses.field(default_factory=lambda: [0, 10_000_000])
+  resume_records: int = 1_000_000
+  resume_positions: List[int] = dataclasses.field(
+      default_factory=lambda: [0, 10_000_000, 100_000_000])
+  resume_repeats: int = 3
   blocks_per_document: int = 8
   blocks_per_shard: int = 50_000
   seed: int = 0
@@ -90,7 +103,13 @@ HELP = {
     "rerun": "Stages to measure again although a result is cached (all: every one).",
     "annotation_blocks": "Sample corpus sizes annotated.",
     "embedding_blocks": "Sample blocks embedded by the document tower.",
+    "trainer_blocks": "Sample corpus of the trainer stage (the main job at the paper's flags, "
+                      "BERT-base, inline and async refresh: benchmarks/scale_trainer.py).",
     "positions": "Data positions the input pipeline is restored at.",
+    "resume_records": "Records of the resume stage's synthetic annotation stream.",
+    "resume_positions": "Data positions the resume stage restores the query stream at (the "
+                        "first is the one the others are compared with).",
+    "resume_repeats": "Fresh-process restores per position and kind in the resume stage.",
     "blocks_per_document": "Blocks of each synthetic document.",
     "blocks_per_shard": "Corpus blocks per shard (the shard count follows the size).",
     "seed": "Seed of the synthetic documents and stand-in embeddings.",
@@ -201,11 +220,13 @@ class Bench:
       return None
     where = f"n={n:,}" if n is not None else "global"
     _log(f"{where}: {stage} ...")
+    stamp = provenance_start()
     try:
       result = fn()
     except RuntimeError as e:
       _log(f"{where}: {stage} FAILED: {e}")
-      return {"failed": str(e)[-3000:]}
+      return {"failed": str(e)[-3000:], "provenance": provenance_end(stamp)}
+    result = dict(result, provenance=provenance_end(stamp))
     os.makedirs(d, exist_ok=True)
     from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
     atomic.write_json(path, result)
@@ -373,6 +394,44 @@ class Bench:
         "export": export_path, "corpus_dir": os.path.join(self.size_dir(timed), "corpus"),
         "warm_corpus_dir": os.path.join(self.size_dir(warm), "corpus"), "batch_size": 16}))
 
+  def trainer(self) -> Optional[Dict]:
+    """The main job at the paper's flags on the sample corpus of `trainer_blocks` blocks
+    (`benchmarks.scale_trainer`): the process's peak with inline and with async refresh."""
+    n = self.c.trainer_blocks
+    if not self.want("trainer") and not os.path.exists(
+        os.path.join(self.size_dir(n), "stages", "trainer.json")):
+      return None
+    if not (self.corpus(n) or {}).get("ok"):
+      return None
+    from benchmarks import scale_trainer  # pylint: disable=g-import-not-at-top
+    d = self.size_dir(n)
+    return self.cached(n, "trainer", lambda: scale_trainer.measure(
+        os.path.join(d, "corpus"), os.path.join(d, "annotations"), os.path.join(d, "trainer"),
+        self.c.beam_args))
+
+
+def provenance_start() -> Dict:
+  """What a stage's provenance records before it runs: the commit, the UTC time, the load."""
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  return dict(common.git_commit(), time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              load_average_1m={"before": os.getloadavg()[0]}, _start=time.perf_counter())
+
+
+def provenance_end(stamp: Dict) -> Dict:
+  """A stage's provenance: its commit (and `dirty`: tracked files differed from it), start time
+  (UTC), the 1-minute load average before and after it, and its wall seconds."""
+  out = {k: v for k, v in stamp.items() if k != "_start"}
+  out["load_average_1m"] = dict(stamp["load_average_1m"], after=os.getloadavg()[0])
+  out["wall_seconds"] = time.perf_counter() - stamp["_start"]
+  return out
+
+
+def _source(stage: str, result: Dict) -> Dict:
+  """Which stage result a figure came from: the stage and its provenance's commit and time."""
+  prov = (result or {}).get("provenance") or {}
+  return {"stage": stage, "commit": prov.get("commit"), "dirty": prov.get("dirty"),
+          "time_utc": prov.get("time_utc")}
+
 
 def _ok(result) -> bool:
   """Whether a stage result is there and did not fail."""
@@ -404,6 +463,17 @@ def stand_ins(config: ScaleBenchConfig) -> List[str]:
       "The open-QA export is benchmarks.export_bench's over this corpus: micro towers and its own "
       "random unit embeddings [N, 128] (the export's and server's cost does not depend on the "
       "towers' size or the embeddings' values).",
+      f"The trainer stage runs the main job with launch/configs/paper_tpu.flags on a "
+      f"{config.trainer_blocks}-block sample corpus: BERT-base towers and reader freshly "
+      "initialised (no BERT-base checkpoint is shipped), one ICT and one REALM step of batch 1 "
+      "with a checkpoint and a refresh (samples.trainer.overrides says why each flag differs); "
+      "what grows with the corpus comes from the other stages' fits.",
+      f"The resume stage restores a synthetic annotation stream of {config.resume_records:,} "
+      "records in the annotator's format, manifest and sharding (random block ids, one shard "
+      f"per {config.shuffle_window:,} records): shipped sentences filled to a block, drawn from "
+      "65,536 distinct records, with each sentence's first and last word as stand-in salient "
+      "spans (no NER runs); it times the query stream up to the first masked batch (retrieval "
+      "and featurizing, whose cost does not depend on the position, are the pipeline stage's).",
   ]
 
 
@@ -436,6 +506,12 @@ def run(config: ScaleBenchConfig) -> Optional[Dict]:
       if samples["annotation"] else None
   if export_path:
     samples["embedding"] = bench.embedding(export_path)
+  samples["trainer"] = bench.trainer()
+  from benchmarks import scale_resume  # pylint: disable=g-import-not-at-top
+  samples["resume"] = bench.cached(None, "resume", lambda: scale_resume.measure(
+      os.path.join(bench.w, "resume"), config.resume_records, config.resume_positions,
+      config.shuffle_window, repeats=config.resume_repeats, seed=config.seed,
+      text_cache=os.path.join(bench.w, "text.json")))
   sizes = {}
   for n in sorted(config.sizes):
     sizes[n] = bench.size(n, export_path, annotations)
@@ -457,6 +533,11 @@ def summarize(config: ScaleBenchConfig, baseline: Dict, sizes: Dict[int, Dict],
   """The result JSON from the stage results: per-size figures, fits, extrapolations and goals."""
   failed = {f"{n}/{k}": v["failed"] for n, s in sizes.items() for k, v in s.items()
             if v and "failed" in v}
+  # Every stage result's provenance, keyed "<size>/<stage>" (samples: "sample/<stage>@<size>").
+  raw = {str(n): s for n, s in sizes.items()}
+  raw["sample"] = {f"annotation@{n}": v for n, v in samples["annotation"].items()}
+  raw["sample"].update({k: samples.get(k) for k in ("embedding", "trainer")})
+  raw["global"] = {"baseline": baseline}
   sizes = {n: {k: v for k, v in s.items() if _ok(v)} for n, s in sizes.items()}
   blocks = {n: s["corpus"]["num_blocks"] for n, s in sizes.items()
             if (s.get("corpus") or {}).get("ok")}
@@ -467,6 +548,17 @@ def summarize(config: ScaleBenchConfig, baseline: Dict, sizes: Dict[int, Dict],
                                   "annotation.peak_rss": v["peak_rss"]}
                 for v in samples["annotation"].values()}
   fits.update(scale_fit.fit_figures(annotation))
+  # Which stage result (commit, time) each figure of each size came from; every fit names them.
+  sources = {name: {n: _source("annotation", v) for n, v in
+                    ((v["num_blocks"], v) for v in samples["annotation"].values())}
+             for name in ("annotation.seconds", "annotation.peak_rss")}
+  for n, s in sizes.items():
+    if n in blocks:
+      for name, stage in scale_fit.figure_stages(s, baseline, blocks[n],
+                                                 config.positions).items():
+        sources.setdefault(name, {})[blocks[n]] = _source(stage, s[stage])
+  for name, fit in fits.items():
+    fit["sources"] = [dict(src, blocks=b) for b, src in sorted(sources.get(name, {}).items())]
   emb = samples.get("embedding")
   payload = {"settings": {k: v for k, v in dataclasses.asdict(config).items()
                           if k not in ("stage", "stage_args")},
@@ -474,7 +566,9 @@ def summarize(config: ScaleBenchConfig, baseline: Dict, sizes: Dict[int, Dict],
              "bytes, GB = 1e9 bytes", "baseline_import_tensorflow": baseline,
              "stand_ins": stand_ins(config), "samples": samples, "figures": figures,
              "fits": fits, "stages": {str(n): s for n, s in sizes.items()},
-             "failed_stages": failed}
+             "failed_stages": failed,
+             "provenance": {f"{n}/{k}": v.get("provenance") for n, s in raw.items()
+                            for k, v in s.items() if isinstance(v, dict)}}
   if _ok(emb):
     rate = emb.get("marginal_blocks_per_second") or emb["blocks_per_second"]
     payload["embedding_at_paper_scale"] = {
@@ -497,7 +591,13 @@ def summarize(config: ScaleBenchConfig, baseline: Dict, sizes: Dict[int, Dict],
         bm25_goals_fn(bm25) if bm25 and bm25_goals_fn else None, corpus_points)
     payload["goals"]["figures_from_smaller_sizes"] = {k: n for k, n in sorted(source.items())
                                                       if n != largest}
-    payload["host_at_paper_scale"] = scale_fit.host_at_paper_scale(fits)
+    payload["goals"]["figures_from"] = {k: dict(sources[k][n], blocks=n)
+                                        for k, n in sorted(source.items())}
+    trainer = samples.get("trainer")
+    payload["host_at_paper_scale"] = scale_fit.host_at_paper_scale(
+        fits, trainer if _ok(trainer) else None)
+  payload.setdefault("goals", {})["resume_time_flat"] = scale_fit.resume_goal(
+      samples.get("resume"))
   return payload
 
 

@@ -161,6 +161,16 @@ def figures_of(stages: Dict[str, Dict], baseline: Dict[str, int], num_blocks: in
   return f
 
 
+def figure_stages(stages: Dict[str, Dict], baseline: Dict[str, int], num_blocks: int,
+                  positions: Sequence[int]) -> Dict[str, str]:
+  """{figure: the stage whose result `figures_of` read it from} for one corpus size."""
+  out = {}
+  for stage, result in stages.items():
+    for name in figures_of({stage: result}, baseline, num_blocks, positions):
+      out[name] = stage
+  return out
+
+
 def _ratio(x, y):
   return None if x is None or y in (None, 0) else x / y
 
@@ -250,15 +260,7 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
   g["dense_recall_tiled"] = _goal(
       None if topk is None else topk <= RECALL_BYTES_ABOVE, peak_above_embeddings=topk,
       at_paper_scale=at("recall.topk_peak_above_embeddings"), limit=RECALL_BYTES_ABOVE)
-  times = [largest.get(f"pipeline@{p}.rebuilt_first_batch_seconds") for p in positions]
-  stream = [largest.get(f"pipeline@{p}.stream_first_record_seconds") for p in positions]
-  if len(positions) >= 2 and None not in times:
-    ratio = max(times) / min(times)
-    g["resume_time_flat"] = _goal(
-        ratio <= RESUME_RATIO, positions=list(positions), first_batch_seconds=times, ratio=ratio,
-        limit=RESUME_RATIO, stream_first_record_seconds=stream,
-        stream_ratio=None if None in stream else max(stream) / min(stream),
-        cold_first_batch_seconds=largest.get("pipeline.cold_first_batch_seconds"))
+  # resume_time_flat is the `resume` stage's (`resume_goal`): scale_bench.summarize sets it.
   size, data = largest.get("export.export_bytes"), None
   if largest.get("export.block_text_bytes") is not None:
     data = largest["export.block_text_bytes"] + largest.get("export.embedding_bytes", 0)
@@ -302,13 +304,40 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
   return g
 
 
-def host_at_paper_scale(fits: Dict[str, Dict]) -> Dict[str, Dict]:
+def resume_goal(resume: Optional[Dict]) -> Dict:
+  """resume_time_flat from the `resume` stage (`benchmarks.scale_resume.measure`): the fastest
+  of each position's fresh-process restores to the first masked batch, the slowest position's
+  over position 0's (the first of `positions`) within RESUME_RATIO, with no record read before
+  any restore's window; the first record of the stream alone is reported beside it."""
+  if not resume or "failed" in resume:
+    return _goal(None, note="not measured: the resume stage did not run",
+                 failed=(resume or {}).get("failed"))
+  positions = [str(p) for p in resume["positions"]]
+  best = lambda times: [min(times[p]) if times.get(p) else None for p in positions]  # pylint: disable=unnecessary-lambda-assignment
+  batch, record = best(resume["first_batch_seconds"]), best(resume["first_record_seconds"])
+  ratio = None if None in batch else max(batch) / batch[0]
+  read_before = resume.get("records_read_before_window")
+  return _goal(None if ratio is None else ratio <= RESUME_RATIO and read_before == 0,
+               positions=resume["positions"], first_batch_seconds=batch, ratio=ratio,
+               limit=RESUME_RATIO, first_record_seconds=record,
+               record_ratio=None if None in record else max(record) / record[0],
+               records_read_before_window=read_before,
+               records_skipped_in_window_shard=resume.get("skip_in_shard"),
+               num_records=resume.get("num_records"), num_shards=resume.get("num_shards"),
+               shuffle_window=resume.get("shuffle_window"))
+
+
+def host_at_paper_scale(fits: Dict[str, Dict],
+                        trainer: Optional[Dict] = None) -> Dict[str, Dict]:
   """The extrapolated peaks of the trainer and of the refresher, each against a 64 GB host.
 
   Trainer: its input-pipeline process's peak (index searcher + input pipeline + what it maps of
   the lookup), the lookup's pages in the page cache (no process's RSS counts them), and the
   held-out evaluator's largest transient (BM25's build, or question recall's set-up and top-k).
   Refresher: the index process's peak (the merged embeddings, ScaNN's build, publishing).
+  With the trainer stage's result (`benchmarks.scale_trainer`), `pretrain_process` adds the
+  process a user runs with the paper's flags, per refresh mode (`pretrain_process_peaks`).
+  Every part names the stage results it was fitted from (`sources`).
   """
   at = lambda name: _get(fits, name, "at_paper_scale")  # pylint: disable=unnecessary-lambda-assignment
   evaluator = {k: at(k) for k in ("bm25.peak_added", "recall.setup_rss_added",
@@ -316,18 +345,62 @@ def host_at_paper_scale(fits: Dict[str, Dict]) -> Dict[str, Dict]:
   transient = max([evaluator.get("bm25.peak_added", 0.0),
                    evaluator.get("recall.setup_rss_added", 0.0) +
                    evaluator.get("recall.topk_peak_above_embeddings", 0.0)])
+  sources = lambda parts: {k: _get(fits, k, "sources") for k in parts}  # pylint: disable=unnecessary-lambda-assignment
   out = {}
   pipeline = at("pipeline.peak_rss")
+  cache = at("lookup.rest_resident_file_bytes")
   if pipeline is not None:
     parts = dict(evaluator, **{"pipeline.peak_rss": pipeline})
-    cache = at("lookup.rest_resident_file_bytes")
     if cache is not None:
       parts["lookup.rest_resident_file_bytes"] = cache
     total = pipeline + (cache or 0.0) + transient
     out["trainer"] = {"parts": parts, "evaluator_transient": transient, "peak_bytes": total,
-                      "limit_bytes": HOST_BYTES, "met": total <= HOST_BYTES}
+                      "limit_bytes": HOST_BYTES, "met": total <= HOST_BYTES,
+                      "sources": sources(parts)}
   refresher = at("index.peak_rss")
   if refresher is not None:
     out["refresher"] = {"parts": {"index.peak_rss": refresher}, "peak_bytes": refresher,
-                        "limit_bytes": HOST_BYTES, "met": refresher <= HOST_BYTES}
+                        "limit_bytes": HOST_BYTES, "met": refresher <= HOST_BYTES,
+                        "sources": sources(["index.peak_rss"])}
+  if trainer and pipeline is not None and refresher is not None:
+    out["pretrain_process"] = pretrain_process_peaks(fits, trainer, transient, cache or 0.0)
+  return out
+
+
+def pretrain_process_peaks(fits: Dict[str, Dict], trainer: Dict, evaluator_transient: float,
+                           page_cache: float) -> Dict:
+  """The main job's process at the paper's flags and 13.35M blocks, per refresh mode, and the
+  host it runs on, against 64 GB.
+
+  `trainer` is the trainer stage's result: the kernel's peak RSS of the real process at the
+  paper's flags on a sample corpus of N0 blocks, which holds every part that does not grow
+  with the corpus (BERT-base towers and reader, Adam state, gradients, a checkpoint write; with
+  inline refresh the refresher's own). To it are added what grows from N0 to 13.35M blocks: the
+  input side (`pipeline.peak_rss`'s fit at 13.35M less at N0), the held-out evaluator's
+  transient, and, inline, the refresher's index (`index.peak_rss`'s, likewise); the host adds
+  the lookup's page cache. Async, the refresher is its own process (`refresh_index`): the host
+  holds both where they share it. Either way the job builds the first index in its own process
+  when none is live (`first_index_build`: the refresher's peak), before the model is built.
+  """
+  n0 = float(trainer["num_blocks"])
+  growth = lambda name: fits[name]["b"] * (PAPER_BLOCKS - n0)  # pylint: disable=unnecessary-lambda-assignment
+  refresher = extrapolate(fits["index.peak_rss"])
+  out = {"measured_at_blocks": int(n0), "paper_flagfile_refresh": trainer.get("paper_refresh"),
+         "limit_bytes": HOST_BYTES}
+  for mode, measured in sorted(trainer["modes"].items()):
+    parts = {"measured_peak_rss": float(measured["peak_rss"]),
+             "pipeline_growth": growth("pipeline.peak_rss"),
+             "evaluator_transient": evaluator_transient}
+    if mode == "inline":
+      parts["refresher_index_growth"] = growth("index.peak_rss")
+    training = sum(parts.values())
+    process = max(training, refresher)
+    host = process + page_cache
+    row = {"parts": parts, "training_peak_bytes": training, "first_index_build": refresher,
+           "process_peak_bytes": process, "page_cache_bytes": page_cache,
+           "host_peak_bytes": host, "met": host <= HOST_BYTES}
+    if mode == "async":
+      row["host_peak_bytes_with_refresher_beside"] = host + refresher
+      row["met_with_refresher_beside"] = host + refresher <= HOST_BYTES
+    out[mode] = row
   return out
