@@ -179,6 +179,16 @@ class Servable:
     self.signatures = {}
 
 
+def load_error_message(path: str, error: BaseException) -> str:
+  """What GetModelStatus reports for a version that failed to load: one line naming the version
+  directory and, where TensorFlow names one, the damaged or missing file inside it."""
+  text = " ".join(str(error).split())
+  text = text.split("}} ", 1)[1] if text.startswith("{{") and "}} " in text else text
+  # TF's loader appends a hint about devices that does not apply to a damaged file.
+  text = text.split(" You may be trying to load on a different device")[0]
+  return f"Version directory {path} failed to load: {type(error).__name__}: {text[:500]}"
+
+
 @dataclasses.dataclass
 class VersionStatus:
   """What GetModelStatus reports for one version."""
@@ -307,10 +317,11 @@ class ModelManager:
       failures = entry.load_failures.get(version, 0) + 1
       entry.load_failures[version] = failures
       final = failures > self.max_num_load_retries
+      message = load_error_message(path, e)
       logging.error("Loading %s version %d failed (attempt %d%s): %s", entry.config.name, version,
-                    failures, ", giving up" if final else ", will retry", e)
+                    failures, ", giving up" if final else ", will retry", message)
       self._set_status(entry, version, State.END if final else State.START,
-                       (grpc.StatusCode.UNKNOWN, f"{type(e).__name__}: {e}"))
+                       (grpc.StatusCode.UNKNOWN, message))
       return None
     # The restore's and the warm-up's transient buffers are freed by now; hand them back so the
     # server's resident size is what it serves.

@@ -111,3 +111,24 @@ def test_loads_and_warms_up_versions_from_an_object_store(tmp_path):
     out = servable.signature("")({"questions": np.array([b"who wrote hamlet"])})
   assert out["answers"].tolist() == [b"v3:HAMLET"]
   manager.stop()
+
+
+def test_a_version_without_variables_is_reported_on_one_line_naming_it_and_v1_serves(
+    tmp_path, numeric_v1_v2):
+  import shutil  # pylint: disable=g-import-not-at-top
+  base = tmp_path / "num"
+  base.mkdir()
+  os.symlink(os.path.join(numeric_v1_v2, "1"), base / "1")
+  manager = ModelManager([ModelConfig("num", str(base))], max_num_load_retries=0)
+  manager.poll_once()
+  shutil.copytree(os.path.join(numeric_v1_v2, "2"), base / "2")
+  shutil.rmtree(base / "2" / "variables")
+  manager.poll_once()
+  status = manager.status("num", 2)[0]
+  assert status.state == State.END and status.error_code == grpc.StatusCode.UNKNOWN
+  message = status.error_message
+  assert "\n" not in message and str(base / "2") in message, message
+  assert os.path.join(str(base / "2"), "variables", "variables") in message, message
+  assert "different device" not in message
+  with manager.servable("num") as servable:
+    assert servable.version == 1 and servable.signature("")(X)["y"].shape == (2, 2)

@@ -105,7 +105,7 @@ def build_lookup(corpus_dir: str, lookup_dir: Optional[str] = None) -> str:
     # Written as uint16 first; widened below if a wordpiece id does not fit.
     tokens_path = os.path.join(tmp, "tokens.tmp")
     with open(tokens_path, "wb") as ft, open(os.path.join(tmp, "text.bin"), "wb") as fx:
-      for b in corpus.read_blocks(corpus_dir).ragged_batch(_BATCH):
+      for b in _read_batches(corpus_dir, manifest):
         both = tf.concat([b["title_ids"], b["body_ids"]], axis=1)
         flat = both.flat_values.numpy().astype(np.int64)
         if flat.size:
@@ -135,6 +135,7 @@ def build_lookup(corpus_dir: str, lookup_dir: Optional[str] = None) -> str:
     if n == 0:
       raise corpus.CorpusError(f"No blocks found in {corpus_dir}.")
     if n != total:
+      corpus.verify_shards(corpus_dir, manifest)  # a truncated shard: the error names it
       raise corpus.CorpusError(f"Corpus {corpus_dir}: its manifest lists {total} blocks but its "
                                f"shards hold {n}.")
     order = np.argsort(block_ids, kind="stable")
@@ -168,6 +169,23 @@ def build_lookup(corpus_dir: str, lookup_dir: Optional[str] = None) -> str:
   logging.info("Block lookup of %s written to %s (%d blocks, %d wordpieces).", corpus_dir,
                lookup_dir, n, num_tokens)
   return lookup_dir
+
+
+def _read_batches(corpus_dir: str, manifest):
+  """The corpus's blocks in batches of `_BATCH`. A shard that cannot be read (a truncated GZIP
+  shard reads as an error, or as fewer records, which `build_lookup` counts) raises CorpusError
+  naming the shard that fails its manifest's sha256."""
+  batches = iter(corpus.read_blocks(corpus_dir).ragged_batch(_BATCH))
+  while True:
+    try:
+      batch = next(batches)
+    except StopIteration:
+      return
+    except tf.errors.OpError as e:
+      corpus.verify_shards(corpus_dir, manifest)
+      raise corpus.CorpusError(f"Corpus {corpus_dir}: its shards cannot be read: "
+                               f"{' '.join(e.message.split())}") from e
+    yield batch
 
 
 def _convert_tokens(src: str, dst: str, dtype) -> None:

@@ -122,6 +122,20 @@ def test_a_corpus_without_blocks_is_refused(tmp_path):
     BlockLookup.open(corpus_dir)
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_a_truncated_shard_is_refused_naming_the_shard(tmp_path, keep):
+  """Cut at a record boundary a GZIP shard reads as fewer records; cut inside a record, as a
+  DataLossError naming no file: both are refused naming the shard."""
+  corpus_dir = str(tmp_path / "corpus")
+  make_corpus(corpus_dir, shard_sizes=(8, 8, 8))
+  shard = os.path.join(corpus_dir, corpus_lib.SHARD_PATTERN.format(1, 3))
+  with open(shard, "r+b") as f:
+    f.truncate(int(os.path.getsize(shard) * keep))
+  with pytest.raises(corpus_lib.CorpusError, match=f"shard {shard} does not match"):
+    build_lookup(corpus_dir, str(tmp_path / "lookup"))
+  assert not os.path.exists(tmp_path / "lookup")  # nothing published
+
+
 def test_a_fresh_lookup_is_kept_and_only_a_stale_one_replaced(tmp_path):
   """Another process may have just built the lookup and be opening it: building again (the
   explicit call, or a concurrent builder that finishes second) keeps the one there. A lookup of

@@ -394,8 +394,10 @@ def training_blocks(corpus_dir: str, seed: int, shuffle_window: int, start_posit
   pairs of `corpus_dir` in the seeded, repeated order of `positioned_stream` from
   `start_position` on (shard `shard_index` of `num_shards`), and the `keep` predicate that leaves
   out held-out blocks and those of other roles (`in_query_split`; None when every block is
-  kept)."""
+  kept). The shards are checked against their manifest's sha256 first: a truncated GZIP shard
+  reads as fewer records without an error, and training must not go on over what is left."""
   manifest = load_manifest(corpus_dir)
+  verify_shards(corpus_dir, manifest)
   window = max(1, min(shuffle_window, int(manifest["num_blocks"])))
   blocks = positioned_stream(
       shard_paths(corpus_dir, manifest), [s["num_blocks"] for s in manifest["shards"]], seed,

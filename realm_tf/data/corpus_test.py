@@ -202,3 +202,17 @@ def test_the_stream_origin_is_the_shard_and_offset_of_the_windows_first_record()
                         record - sum(COUNTS[:owner[record]]), n), (window, position)
   # Input pipeline 1 of 3 starts at its own next window (window 5 for a position in window 3).
   assert corpus_lib.stream_origin(COUNTS, 4, 13, 3, 1)[:2] == (4, 16)
+
+
+def test_a_training_stream_over_a_truncated_shard_is_refused_naming_it(tmp_path):
+  """Cut at a record boundary, a GZIP shard reads as fewer records with no error: the stream
+  would train on what is left. training_blocks checks the shards' sha256 first."""
+  from realm_tf.testing.retrieval_fixtures import make_corpus  # pylint: disable=g-import-not-at-top
+  corpus_dir = str(tmp_path / "corpus")
+  make_corpus(corpus_dir, shard_sizes=(8, 8, 8))
+  shard = os.path.join(corpus_dir, corpus_lib.SHARD_PATTERN.format(1, 3))
+  with open(shard, "r+b") as f:
+    f.truncate(os.path.getsize(shard) // 2)
+  with pytest.raises(corpus_lib.CorpusError, match=f"shard {shard} does not match"):
+    corpus_lib.training_blocks(corpus_dir, seed=0, shuffle_window=4, start_position=0,
+                               heldout_fraction=0.0)

@@ -252,3 +252,20 @@ def publish_next_version(parent: str, commit: Callable[[str, int], None], *,
     raise
   if not in_place:
     staging.path = staging.target
+
+
+def save_checkpoint(manager, number: int) -> str:
+  """`tf.train.CheckpointManager.save(checkpoint_number=number)`, for a full disk too.
+
+  TensorFlow writes a checkpoint's files under `<prefix>-<number>_temp/` and renames them into
+  place, so a failed save leaves the previous checkpoints whole; on a full disk it leaves that
+  temporary behind, holding space. Here running out of space raises
+  `realm_tf.io.atomic.DiskFullError` naming the checkpoint directory, with the temporary removed.
+  """
+  try:
+    with disk_full_as_error(manager.directory):
+      return manager.save(checkpoint_number=number)
+  except BaseException:
+    for temp in tf.io.gfile.glob(os.path.join(manager.directory, f"*-{int(number)}_temp")):
+      remove_dir_quietly(temp)
+    raise

@@ -66,6 +66,7 @@ USER_ERRORS: Tuple[Tuple[str, str], ...] = (
     ("realm_tf.data.corpus", "CorpusError"),
     ("realm_tf.data.documents", "BadInputError"),
     ("realm_tf.data.pretrain_pipeline", "DataServiceError"),
+    ("realm_tf.io.atomic", "DiskFullError"),     # out of disk space (ENOSPC) writing a file
     ("realm_tf.io.work_dir", "WorkDirMismatchError"),  # a work dir built with other settings
     ("realm_tf.io.work_dir_lock", "WorkDirBusyError"),  # another live writer holds it
     ("realm_tf.retrieval.bundle", "BundleError"),        # incl. BundleNotFoundError

@@ -62,12 +62,19 @@ class BundleNotFoundError(BundleError, FileNotFoundError):
 
 def _read_npy(path: str, mmap: bool = True) -> np.ndarray:
   """The array of a `.npy` file: memory-mapped (an object store's from a local copy: pages that
-  the kernel may evict and share, as for a local bundle), or else read into memory in chunks."""
-  if mmap:
-    with paths.local_copy(path) as local:
-      return np.load(local, mmap_mode="r", allow_pickle=False)
-  with tf.io.gfile.GFile(path, "rb") as f:
-    return np.load(f, allow_pickle=False)
+  the kernel may evict and share, as for a local bundle), or else read into memory in chunks.
+  A short or garbled file raises BundleError naming it."""
+  try:
+    if mmap:
+      with paths.local_copy(path) as local:
+        return np.load(local, mmap_mode="r", allow_pickle=False)
+    with tf.io.gfile.GFile(path, "rb") as f:
+      return np.load(f, allow_pickle=False)
+  except (ValueError, EOFError, OSError) as e:
+    if isinstance(e, FileNotFoundError):
+      raise
+    raise BundleError(f"Index bundle file {path} is damaged (short or not a .npy array): "
+                      f"{' '.join(str(e).split())}") from e
 
 
 def _write_npy(path: str, array: np.ndarray) -> None:

@@ -165,3 +165,19 @@ def test_reader_never_sees_a_half_published_bundle(export_dir, tmp_path):
   assert not errors, errors
   assert len(opened) >= 3 and opened == sorted(opened)
   assert bundle_lib.list_versions(index_dir) == [6, 7]
+
+
+@pytest.mark.parametrize("part", ["searcher", "block_ids", "embeddings_npy"])
+def test_a_short_part_is_a_one_line_error_naming_its_file(export_dir, tmp_path, part):
+  from realm_tf.launch import cli  # pylint: disable=g-import-not-at-top
+  searcher_class = _ExactWithoutKey if part == "embeddings_npy" else None
+  b = _publish(str(tmp_path), export_dir, 40, seed=4, searcher_class=searcher_class)
+  name = {"searcher": os.path.join("searcher", "variables", "variables.data-00000-of-00001"),
+          "block_ids": "block_ids.npy", "embeddings_npy": "embeddings.npy"}[part]
+  path = os.path.join(b.path, name)
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+  with pytest.raises(Exception) as e:
+    bundle_lib.latest(str(tmp_path), load=True)
+  assert cli.is_user_error(e.value), repr(e.value)  # a CLI prints it as one `error:` line
+  assert path in str(e.value), str(e.value)

@@ -172,11 +172,18 @@ def load_searcher(path: str):
   info_path = os.path.join(path, SEARCHER_INFO)
   if not tf.io.gfile.exists(info_path):
     raise SearcherError(f"Searcher at {path} lacks {SEARCHER_INFO}; not saved by save_searcher.")
-  with tf.io.gfile.GFile(info_path, "r") as f:
-    info = json.load(f)
+  try:
+    with tf.io.gfile.GFile(info_path, "r") as f:
+      info = json.load(f)
+  except json.JSONDecodeError as e:
+    raise SearcherError(f"Searcher description {info_path} is not valid JSON: {e}") from e
   if info.get("kind") == "scann":
     register_scann_ops()
-  loaded = tf.saved_model.load(path)
+  try:
+    loaded = tf.saved_model.load(path)
+  except (tf.errors.OpError, ValueError, OSError) as e:
+    raise SearcherError(f"Searcher SavedModel {path} cannot be loaded (damaged or half-written): "
+                        f"{' '.join(str(e).split())[:300]}") from e
   if not hasattr(loaded, "search"):
     raise SearcherError(f"SavedModel at {path} has no `search` function.")
   loaded.info = info
@@ -223,6 +230,10 @@ def read_searcher_embeddings(path: str, mmap: bool = True) -> np.ndarray:
       if entry.size != 4 * int(np.prod(shape)):
         raise SearcherError(f"{prefix}.index: {key} has {entry.size} bytes for shape {shape}.")
       with paths.local_copy(data) as local:
+        if os.path.getsize(local) < entry.offset + entry.size:
+          raise SearcherError(f"Searcher data file {data} is short ({os.path.getsize(local)} "
+                              f"bytes; {key} ends at byte {entry.offset + entry.size}): "
+                              "truncated or half-copied.")
         return np.memmap(local, dtype="<f4", mode="r", offset=entry.offset, shape=shape)
   return paths.checkpoint_reader(prefix).get_tensor(key)
 

@@ -139,7 +139,8 @@ class RealmExperiment:
     self._exported = None  # (step, path) of this run's last embedder export
     self._dataset_bundle = None  # the bundle the live input pipeline searches
     corpus_manifest = corpus_lib.load_manifest(corpus_dir)
-    corpus_lib.load_annotation_manifest(annotations_dir)
+    # The query stream's shards whole (a truncated one reads as fewer records, no error).
+    corpus_lib.verify_shards(annotations_dir, corpus_lib.load_annotation_manifest(annotations_dir))
     self.bundle = bundle_lib.latest(index_dir)
     check_bundle_matches_corpus(self.bundle, corpus_dir)
     # Only once every input checks out does the run claim (or re-enter) its model_dir.

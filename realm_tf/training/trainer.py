@@ -23,6 +23,7 @@ from absl import logging
 
 from realm_tf.io import atomic
 from realm_tf.io import paths
+from realm_tf.io import publish
 from realm_tf.training.progress import ProgressReporter
 from realm_tf.training.strategy import input_pipelines
 
@@ -289,8 +290,7 @@ class Trainer:
     self._positions = np.asarray(self._all_positions(), np.int64).copy()
     self.data_position.assign(self._positions)
     if self._is_chief:
-      with atomic.disk_full_as_error(self.manager.directory):
-        self.manager.save(checkpoint_number=step)
+      publish.save_checkpoint(self.manager, step)  # a full disk: DiskFullError, old ones kept
       return
     tf.train.CheckpointManager(self.checkpoint, self._scratch_dir, max_to_keep=1).save(
         checkpoint_number=step)

@@ -319,6 +319,7 @@ def test_a_full_disk_at_a_checkpoint_is_a_disk_full_error_and_keeps_the_last_one
     with pytest.raises(atomic.DiskFullError) as e:
       trainer.save(4)
     assert os.path.join(disk, "checkpoints") in str(e.value) and "Disk full" in str(e.value)
+    assert not tf.io.gfile.glob(os.path.join(disk, "checkpoints", "*_temp"))  # space given back
     assert make_trainer(disk).restore() == 2  # the last checkpoint is whole and loads
     small_disk.free(disk)
     trainer.save(4)
