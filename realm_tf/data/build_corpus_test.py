@@ -274,3 +274,26 @@ def test_spilled_run_files_are_length_prefixed_bytes_not_pickles(tmp_path):
   assert data[:1] != pickle.PROTO
   with pytest.raises(ValueError):
     list(pickletools.genops(data))
+
+
+def _rss_bytes():
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_merge_holds_little_memory_for_each_open_run(tmp_path):
+  """A shard's merge opens every spilled run at once (one per spill: more as the corpus grows),
+  so each open run may hold only a small read-ahead (TF's GFile buffers 512 KB of each)."""
+  items = [((i, "doc", "a.jsonl", i, 0), bytes(1000)) for i in range(600)]  # ~620 KB a run
+  runs = []
+  for r in range(40):
+    path = str(tmp_path / f"run-{r}")
+    build_corpus._write_run(path, items)
+    runs.append(path)
+  readers = [build_corpus._read_run(path) for path in runs]
+  before = _rss_bytes()
+  assert all(next(reader) == items[0] for reader in readers)
+  held = _rss_bytes() - before
+  assert held < 40 * 200_000, f"{held / 1e6:.1f} MB held by 40 open runs"
+  assert [next(readers[0]) for _ in range(599)] == items[1:]
+
