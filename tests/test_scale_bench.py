@@ -126,6 +126,9 @@ def test_bm25_goal_reports_the_host_memory_and_the_raw_build_time():
                                       "ms_per_question_le_20": True}
   assert bm25_bench.goals(dict(result, host_bytes_at_rest_after_questions_bytes_per_block=990.0,
                                build_seconds=62.4))["build_seconds_le_60"] is False
+  # A result of an older run without the host figure: that goal is not measured (None).
+  older = {k: v for k, v in result.items() if not k.startswith("host_")}
+  assert bm25_bench.goals(older)["bytes_per_block_le_1024"] is None
 
 
 def test_goals_from_figures_that_meet_them():
@@ -302,6 +305,19 @@ def test_the_trainer_stage_runs_the_main_job_at_the_paper_flags():
   assert pretrain.config_from_flags(fv).refresh == "async"
   with pytest.raises(ValueError):
     scale_trainer.pretrain_command("/tmp/w", "/tmp/c", "/tmp/a", "none")
+
+
+def test_a_failed_mode_keeps_its_peak_and_exit_status(tmp_path):
+  from benchmarks import scale_trainer  # pylint: disable=g-import-not-at-top
+  # The real job, refused before any work: its corpus's manifest is not JSON.
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  (corpus / "manifest.json").write_text("{")
+  work = tmp_path / "w"
+  r = scale_trainer.measure_mode(str(work), str(corpus), str(tmp_path / "annotations"), "async")
+  assert r["rc"] != 0 and r["failed"].startswith(f"exit {r['rc']}")
+  assert r["peak_rss"] > 100e6 and r["refresh"] == "async"
+  assert "--refresh=async" in r["command"] and not work.exists()
 
 
 def test_a_goal_whose_stage_failed_at_the_largest_size_reads_a_smaller_one():
