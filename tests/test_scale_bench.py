@@ -307,6 +307,19 @@ def test_the_trainer_stage_runs_the_main_job_at_the_paper_flags():
     scale_trainer.pretrain_command("/tmp/w", "/tmp/c", "/tmp/a", "none")
 
 
+def test_a_failed_mode_keeps_its_peak_and_exit_status(tmp_path):
+  from benchmarks import scale_trainer  # pylint: disable=g-import-not-at-top
+  # The real job, refused before any work: its corpus's manifest is not JSON.
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  (corpus / "manifest.json").write_text("{")
+  work = tmp_path / "w"
+  r = scale_trainer.measure_mode(str(work), str(corpus), str(tmp_path / "annotations"), "async")
+  assert r["rc"] != 0 and r["failed"].startswith(f"exit {r['rc']}")
+  assert r["peak_rss"] > 100e6 and r["refresh"] == "async"
+  assert "--refresh=async" in r["command"] and not work.exists()
+
+
 def test_a_goal_whose_stage_failed_at_the_largest_size_reads_a_smaller_one():
   config = scale_bench.ScaleBenchConfig(sizes=[100_000, 1_000_000])
   sizes = {n: _stages(n) for n in config.sizes}
