@@ -13,12 +13,9 @@ import importlib
 import os
 import shutil
 import subprocess
-import sys
 import time
 from typing import Dict, List
 
-from absl import app
-from absl import flags
 from absl import logging
 
 from benchmarks import common
@@ -88,32 +85,34 @@ def _commit() -> str:
     return "unknown"
 
 
-def define_flags():
-  """The matrix's command-line flags."""
-  flags.DEFINE_string("work_dir", "/tmp/faults", "Scratch directory (emptied per group).")
-  flags.DEFINE_list("groups", list(GROUPS), "Fault groups to run.")
-  flags.DEFINE_integer("seed", 0, "Seed of every injection point and mutation.")
-  flags.DEFINE_integer("kill_points", 10, "kill -9 points per stage.", lower_bound=1)
-  flags.DEFINE_integer("fuzz_cases", 1000, "Mutated inputs per input kind.", lower_bound=1)
-  flags.DEFINE_integer("load_clients", 32, "Concurrent gRPC clients.", lower_bound=1)
-  flags.DEFINE_float("load_seconds", 30.0, "Seconds of load per server run.", lower_bound=0.1)
-  flags.DEFINE_string("output_name", "faults", "benchmarks/results/<name>.json")
+HELP = {
+    "work_dir": "Scratch directory (emptied per group).",
+    "seed": "Seed of every injection point and mutation.",
+    "kill_points": "kill -9 points per stage.",
+    "fuzz_cases": "Mutated inputs per input kind.",
+    "fuzz_timeout_s": "Seconds after which one fuzz case counts as a hang.",
+    "load_clients": "Concurrent gRPC clients in the server-load rows.",
+    "load_seconds": "Seconds of load per server run.",
+    "groups": f"Fault groups to run, of: {', '.join(GROUPS)}.",
+    "output_name": "Results file: benchmarks/results/<output_name>.json (rows of other groups "
+                   "already there are kept).",
+}
 
 
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  config = FaultConfig(work_dir=f.work_dir, seed=f.seed, kill_points=f.kill_points,
-                       fuzz_cases=f.fuzz_cases, load_clients=f.load_clients,
-                       load_seconds=f.load_seconds, groups=list(f.groups))
+def run_and_write(config: FaultConfig) -> Dict[str, object]:
+  """Runs the matrix (`run`), merges its rows into the results file and writes it; a crashed
+  group or a row that did not survive is logged as a warning (and stays in the file)."""
   start = time.perf_counter()
   result = run(config)
   result["seconds"] = time.perf_counter() - start
-  result = _merged(f.output_name, result, config.groups)
-  common.write_result(f.output_name, result)
-  return 0 if not result["crashed_groups"] and result["survived"] == result["total"] else 1
+  result = _merged(config.output_name, result, config.groups)
+  common.write_result(config.output_name, result)
+  if result["crashed_groups"] or result["survived"] != result["total"]:
+    logging.warning("%d of %d rows survived; crashed groups: %s", result["survived"],
+                    result["total"], ", ".join(result["crashed_groups"]) or "none")
+  return result
 
 
 if __name__ == "__main__":
-  define_flags()
-  sys.exit(app.run(main))
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(FaultConfig, HELP, run_and_write)

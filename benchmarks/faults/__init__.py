@@ -23,6 +23,7 @@ class FaultConfig:
   load_clients: int = 32
   load_seconds: float = 30.0
   groups: List[str] = dataclasses.field(default_factory=lambda: list(GROUPS))
+  output_name: str = "faults"  # benchmarks/results/<output_name>.json
 
   @classmethod
   def fast(cls, work_dir: str) -> "FaultConfig":
