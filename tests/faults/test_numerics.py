@@ -14,4 +14,5 @@ def test_numerical_faults_stop_at_the_step_and_keep_the_last_good_checkpoint(tmp
     assert row.figures["stop_steps"] == [int(row.injected_at.rsplit(": ", 1)[1])]
   explosion = rows[numerics.ROWS["learning_rate_explosion"]]
   assert not explosion.survived and explosion.failures == 1
+  assert explosion.reason.startswith(numerics.EXPLOSION_REASON)
   assert "the clean rerun resumed from" in explosion.reason
