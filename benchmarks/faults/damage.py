@@ -202,7 +202,8 @@ def bundle_embeddings(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
 def manifest_not_json(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
   """A manifest cut short (so not JSON): its reader must fail naming it."""
   from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval import bundle, embedder_export, searcher  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from realm_tf.retrieval import bundle, embedder_export, searcher
   name = "manifest that is not JSON"
   rng, tries, start = config.rng(name), _Tries(name), time.perf_counter()
   version = bundle.version_path(work.index_dir, 1)

@@ -191,4 +191,4 @@ def test_is_disk_full_tells_enospc_from_other_errors():
   assert atomic.is_disk_full(tf.errors.ResourceExhaustedError(None, None,
                                                               "/x; No space left on device"))
   assert not atomic.is_disk_full(OSError(errno.EACCES, "Permission denied"))
-  assert not atomic.is_disk_full(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"))
+  assert not atomic.is_disk_full(tf.errors.ResourceExhaustedError(None, None, "OOM allocating"))
