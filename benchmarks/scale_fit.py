@@ -306,9 +306,10 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
 
 def resume_goal(resume: Optional[Dict]) -> Dict:
   """resume_time_flat from the `resume` stage (`benchmarks.scale_resume.measure`): the fastest
-  of each position's fresh-process restores to the first masked batch, the slowest position's
-  over position 0's (the first of `positions`) within RESUME_RATIO, with no record read before
-  any restore's window; the first record of the stream alone is reported beside it."""
+  of each position's fresh-process restores, the slowest position's over position 0's (the first
+  of `positions`) within RESUME_RATIO both to the first masked batch and to the stream's first
+  record, with no record read before any restore's window. Both, since the batch's fixed cost
+  (tracing the masking) hides a restore that decompresses a whole large shard first."""
   if not resume or "failed" in resume:
     return _goal(None, note="not measured: the resume stage did not run",
                  failed=(resume or {}).get("failed"))
@@ -316,11 +317,12 @@ def resume_goal(resume: Optional[Dict]) -> Dict:
   best = lambda times: [min(times[p]) if times.get(p) else None for p in positions]  # pylint: disable=unnecessary-lambda-assignment
   batch, record = best(resume["first_batch_seconds"]), best(resume["first_record_seconds"])
   ratio = None if None in batch else max(batch) / batch[0]
+  record_ratio = None if None in record else max(record) / record[0]
   read_before = resume.get("records_read_before_window")
-  return _goal(None if ratio is None else ratio <= RESUME_RATIO and read_before == 0,
+  return _goal(None if ratio is None or record_ratio is None else
+               ratio <= RESUME_RATIO and record_ratio <= RESUME_RATIO and read_before == 0,
                positions=resume["positions"], first_batch_seconds=batch, ratio=ratio,
-               limit=RESUME_RATIO, first_record_seconds=record,
-               record_ratio=None if None in record else max(record) / record[0],
+               limit=RESUME_RATIO, first_record_seconds=record, record_ratio=record_ratio,
                records_read_before_window=read_before,
                records_skipped_in_window_shard=resume.get("skip_in_shard"),
                num_records=resume.get("num_records"), num_shards=resume.get("num_shards"),
