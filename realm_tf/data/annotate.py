@@ -265,7 +265,13 @@ class AnnotateConfig:
     corpus_dir: a block corpus Z to annotate (block bodies, block ids kept); or
     inputs: document globs of another pre-training corpus X (passages get block_id -1).
     fmt: document format of `inputs` ("auto" or None: detect per file).
-    num_shards: output shards.
+    num_shards: output shards (at least; see max_records_per_shard).
+    max_records_per_shard: annotating a block corpus, more shards are written when the corpus
+      has more than num_shards * this many blocks. A restore of pre-training reads from the
+      shard that holds its data position's shuffle window (16,384 records by default), and
+      decompresses that shard's records before the window: shards of about one window keep a
+      restore late in the stream as fast as one at its start. (With `inputs` the count is not
+      known beforehand: num_shards is used.)
     strict: stop at the first bad input record.
     sentence_splitter: "rule" or "spacy" (see the module docstring).
     spacy_model: spaCy package to load.
@@ -280,6 +286,7 @@ class AnnotateConfig:
   inputs: Optional[Sequence[str]] = None
   fmt: Optional[str] = "auto"
   num_shards: int = 4
+  max_records_per_shard: int = 16384
   strict: bool = False
   sentence_splitter: str = "rule"
   spacy_model: str = SPACY_MODEL
@@ -288,6 +295,14 @@ class AnnotateConfig:
   verify_corpus: bool = True
   max_document_bytes: int = documents_lib.MAX_DOCUMENT_BYTES
   overwrite: bool = False
+
+
+def annotation_shards(config: AnnotateConfig, num_blocks: Optional[int]) -> int:
+  """How many shards the annotations are written in: `num_shards`, or more for a large corpus,
+  so that no shard holds more than `max_records_per_shard` of its blocks."""
+  if not num_blocks:
+    return config.num_shards
+  return max(config.num_shards, -(-int(num_blocks) // config.max_records_per_shard))
 
 
 def annotate_corpus(config: AnnotateConfig, beam_args: Optional[Sequence[str]] = None) -> Dict:
@@ -310,7 +325,7 @@ def annotate_corpus(config: AnnotateConfig, beam_args: Optional[Sequence[str]] =
   beam_lib.check_output_dir(config.output_dir, corpus.ANNOTATION_MANIFEST, config.overwrite)
   temp_dir = beam_lib.temp_dir_for(config.output_dir)
   tf.io.gfile.makedirs(temp_dir)
-  n = config.num_shards
+  n = annotation_shards(config, source.get("corpus_num_blocks"))
   local = beam_lib.in_process(beam_args)
 
   def build(p):

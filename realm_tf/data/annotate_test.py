@@ -88,7 +88,7 @@ def test_annotates_corpus_blocks(tmp_path, corpus_dir):
   with mock.patch.object(progress.logging, "info",
                          lambda msg, *a: lines.append(msg % a if a else msg)):
     result = annotate.annotate_corpus(annotate.AnnotateConfig(
-        output_dir=out, corpus_dir=corpus_dir, num_shards=2))
+        output_dir=out, corpus_dir=corpus_dir, num_shards=2, max_records_per_shard=1))
   # A progress line against the corpus's block count; the last one says all are done.
   progress_lines = [line for line in lines if line.startswith("[annotate]")]
   assert progress_lines, lines
@@ -97,6 +97,8 @@ def test_annotates_corpus_blocks(tmp_path, corpus_dir):
   records = list(corpus.read_annotations(out).as_numpy_iterator())
   assert len(records) == 2  # "none" has no salient span: dropped
   assert manifest["num_records"] == 2
+  # 3 blocks at most 1 a shard: 3 shards, more than num_shards (one is empty after the drop).
+  assert len(manifest["shards"]) == 3
   assert manifest["records_without_spans_dropped"] == 1
   assert result["counters"]["records"] == 3
   assert (manifest["source"]["corpus_fingerprint"]
@@ -111,6 +113,15 @@ def test_annotates_corpus_blocks(tmp_path, corpus_dir):
   assert manifest["num_spans"] == sum(len(r["span_starts"]) for r in records)
   assert sum(manifest["span_types"].values()) == manifest["num_spans"]
   assert manifest["num_sentences"] == 4
+
+
+def test_a_large_corpus_gets_shards_of_at_most_max_records_per_shard():
+  config = annotate.AnnotateConfig(output_dir="unused", corpus_dir="unused", num_shards=4)
+  assert annotate.annotation_shards(config, 13_353_718) == 816  # ceil(N / 16,384)
+  assert annotate.annotation_shards(config, 16_384 * 4) == 4
+  assert annotate.annotation_shards(config, 16_384 * 4 + 1) == 5
+  assert annotate.annotation_shards(config, 100) == 4
+  assert annotate.annotation_shards(config, None) == 4  # documents: the count is not known
 
 
 def test_annotates_documents_and_reports_bad_lines(tmp_path):

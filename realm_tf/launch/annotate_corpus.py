@@ -26,7 +26,11 @@ FLAGS = flags.FLAGS
 HELP = {
     "corpus_dir": "Block corpus to annotate (block bodies; default <work_dir>/corpus unless "
                   "--inputs).",
-    "num_shards": "Number of output shards.",
+    "num_shards": "Number of output shards (at least: see --max_records_per_shard).",
+    "max_records_per_shard": "Annotating a block corpus, write more than --num_shards shards "
+                             "when needed to keep each shard to this many records (a "
+                             "pre-training restore decompresses its window's shard up to the "
+                             "window: about one shuffle window per shard keeps restores fast).",
     "strict": "Stop at the first bad input record instead of counting it.",
     "spacy_model": "spaCy model package.",
     "batch_size": "Passages per spaCy batch.",

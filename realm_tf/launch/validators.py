@@ -107,7 +107,7 @@ RANGES: Dict[str, Range] = {
         "batch_size", "ict_batch_size", "reader_warmup_batch_size", "block_length",
         "query_length", "max_title_length", "reader_seq_length", "reader_query_length",
         "projection_size", "span_hidden_size", "num_attention_heads", "max_span_width",
-        "reader_beam_size", "train_reader_beam_size", "retriever_beam_size", "num_shards",
+        "reader_beam_size", "train_reader_beam_size", "retriever_beam_size", "num_shards", "max_records_per_shard",
         "max_document_bytes", "keep", "recall_queries", "eval_queries", "heldout_queries",
         "num_eval_questions", "max_train_examples", "max_examples", "max_candidates",
         "num_answers", "searcher_k", "max_evidence", "snippet_chars", "grpc_max_workers",
