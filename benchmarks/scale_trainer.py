@@ -73,13 +73,15 @@ def annotations(corpus_dir: str, output_dir: str, beam_args: List[str]) -> Dict:
   return corpus_lib.load_annotation_manifest(output_dir)
 
 
-def checkpoint_bytes(model_dir: str) -> int:
-  """Bytes of the newest checkpoint in `model_dir` (model variables and Adam slots)."""
+def checkpoint_bytes(model_dir: str) -> Dict:
+  """The newest checkpoint of a trainer's `model_dir` (under `checkpoints/`): its name and bytes
+  (model variables and Adam slots); {} when there is none."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  prefix = tf.train.latest_checkpoint(model_dir)
+  prefix = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
   if not prefix:
-    return 0
-  return sum(os.path.getsize(p) for p in tf.io.gfile.glob(prefix + ".*"))
+    return {}
+  return {"name": os.path.basename(prefix),
+          "bytes": sum(os.path.getsize(p) for p in tf.io.gfile.glob(prefix + ".*"))}
 
 
 def measure_mode(work_dir: str, corpus_dir: str, annotations_dir: str, refresh: str) -> Dict:
@@ -104,8 +106,7 @@ def measure_mode(work_dir: str, corpus_dir: str, annotations_dir: str, refresh: 
     summary = json.load(f)
   model_dir = summary["dirs"]["realm"]
   out = {"refresh": refresh, "peak_rss": p["peak_rss"], "seconds": p["seconds"],
-         "checkpoint_bytes": checkpoint_bytes(model_dir),
-         "train_step": int(summary.get("train", {}).get("step", 0) or 0),
+         "checkpoint": checkpoint_bytes(model_dir),
          "command": " ".join(cmd[1:])}
   shutil.rmtree(work_dir, ignore_errors=True)
   return out

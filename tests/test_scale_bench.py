@@ -320,6 +320,16 @@ def test_a_failed_mode_keeps_its_peak_and_exit_status(tmp_path):
   assert "--refresh=async" in r["command"] and not work.exists()
 
 
+def test_the_checkpoint_is_read_where_the_trainer_writes_it(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from benchmarks import scale_trainer  # pylint: disable=g-import-not-at-top
+  ckpt = tf.train.Checkpoint(v=tf.Variable(tf.zeros([1000])))
+  tf.train.CheckpointManager(ckpt, str(tmp_path / "checkpoints"), 1).save(checkpoint_number=3)
+  r = scale_trainer.checkpoint_bytes(str(tmp_path))
+  assert r["name"] == "ckpt-3" and 4000 <= r["bytes"] < 20000
+  assert scale_trainer.checkpoint_bytes(str(tmp_path / "none")) == {}
+
+
 def test_a_goal_whose_stage_failed_at_the_largest_size_reads_a_smaller_one():
   config = scale_bench.ScaleBenchConfig(sizes=[100_000, 1_000_000])
   sizes = {n: _stages(n) for n in config.sizes}
