@@ -87,7 +87,10 @@ HELP = {
                                "score (the prior's 'no evidence' logit, trained by the "
                                "marginal's gradient alone); 0: none, as the paper.",
     "num_candidates": "Candidates per query: the null document + retrieved (the paper: 8).",
-    "refresh": "Index refresh mode: inline|async|none.",
+    "refresh": "Index refresh mode: inline (the refresher in this process; at the paper's "
+               "13.35M blocks that process would need about 57.5 GB: use async there, see "
+               "docs/PRETRAINING.md), async (python -m realm_tf.launch.refresh_index beside the "
+               "trainer) or none.",
     "refresh_every_steps": "Steps between index refreshes (and held-out evaluations).",
     "export_every_steps": "Steps between embedder exports (default: refresh_every_steps).",
     "checkpoint_every": "Steps between checkpoints.",
