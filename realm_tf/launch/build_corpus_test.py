@@ -81,3 +81,23 @@ def test_old_flag_names_still_work_and_the_work_dir_gives_the_output():
   assert (config.inputs, config.max_block_length, config.output_dir) == (["a"], 64, "/w/corpus")
   assert config_flags.deprecated_aliases_used(fv) == [("input", "inputs"),
                                                       ("max_block_length", "block_length")]
+
+
+def test_rerun_of_a_finished_build_has_nothing_to_do(tmp_path):
+  """The same command after a kill that came after the manifest's publish exits 0 and leaves the
+  corpus as it was; other settings are still refused."""
+  docs = tmp_path / "docs.jsonl"
+  docs.write_text(json.dumps({"title": "A", "text": "One sentence. Two sentences."}) + "\n")
+  out = str(tmp_path / "corpus")
+  args = [f"--inputs={docs}", f"--output_dir={out}", "--num_shards=1", "--block_length=64"]
+  proc = testing.run_cli("realm_tf.launch.build_corpus", *args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(out, corpus.MANIFEST), "rb") as f:
+    before = f.read()
+  proc = testing.run_cli("realm_tf.launch.build_corpus", *args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "already holds this build (1 blocks" in proc.stdout
+  with open(os.path.join(out, corpus.MANIFEST), "rb") as f:
+    assert f.read() == before
+  proc = testing.run_cli("realm_tf.launch.build_corpus", *args[:-1], "--block_length=96")
+  testing.assert_one_line_error(proc, "exists", "--overwrite")
