@@ -379,6 +379,7 @@ def annotate_corpus(config: AnnotateConfig, beam_args: Optional[Sequence[str]] =
                                           else counters.get("records_without_spans", 0)),
         "salient_entity_types": sorted(SALIENT_ENTITY_TYPES),
         "sentence_splitter": config.sentence_splitter, "spacy_model": config.spacy_model,
+        "keep_unannotated": config.keep_unannotated,
         "spacy_version": spacy.__version__, "bad_records": bad_counts, "source": source,
         "builder": "realm_tf.data.annotate",
     }

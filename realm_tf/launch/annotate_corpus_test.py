@@ -37,6 +37,18 @@ def test_annotates_a_block_corpus(tmp_path):
   spans = {r["text"][s:e].decode() for r in records
            for s, e in zip(r["span_starts"], r["span_limits"])}
   assert {"Marie Curie", "Warsaw", "1867", "Paris"} <= spans, spans
+  # The same command again (a kill after the manifest's publish): nothing to do, exit 0, the
+  # annotations as they were; other settings are still refused.
+  with open(os.path.join(out, corpus.ANNOTATION_MANIFEST), "rb") as f:
+    before = f.read()
+  args = [f"--corpus_dir={blocks}", f"--output_dir={out}", "--num_shards=1"]
+  proc = testing.run_cli("realm_tf.launch.annotate_corpus", *args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "already holds these annotations (2 passages)" in proc.stdout
+  with open(os.path.join(out, corpus.ANNOTATION_MANIFEST), "rb") as f:
+    assert f.read() == before
+  proc = testing.run_cli("realm_tf.launch.annotate_corpus", *args, "--keep_unannotated")
+  testing.assert_one_line_error(proc, "exists", "--overwrite")
 
 
 def test_two_sources_are_a_one_line_usage_error(tmp_path):
