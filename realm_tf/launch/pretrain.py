@@ -88,7 +88,7 @@ HELP = {
                                "marginal's gradient alone); 0: none, as the paper.",
     "num_candidates": "Candidates per query: the null document + retrieved (the paper: 8).",
     "refresh": "Index refresh mode: inline (the refresher in this process; at the paper's "
-               "13.35M blocks that process would need about 57.5 GB: use async there, see "
+               "13.35M blocks that process would need about 57.3 GB: use async there, see "
                "docs/PRETRAINING.md), async (python -m realm_tf.launch.refresh_index beside the "
                "trainer) or none.",
     "refresh_every_steps": "Steps between index refreshes (and held-out evaluations).",
