@@ -433,6 +433,13 @@ def run_stage(stage: Stage, config: FaultConfig, points: int) -> FaultRow:
     companion = _start_companion(stage, run_dir)
     killed = run_and_kill(stage.argv(run_dir), log, at)
     landed += killed
+    if not killed:
+      # The run ended before its drawn time: no point of the stage was hit, so there is nothing
+      # to survive (a second run of a finished command is another case: e.g. export's next
+      # version). Recorded, not judged.
+      tries_figures.append({"kill_s": at, "killed": False})
+      shutil.rmtree(run_dir, ignore_errors=True)
+      continue
     problems = [f"after the kill: {p}" for p in half_published(run_dir)]
     rc, rerun_s = run_to_end(stage.argv(run_dir), log)
     if rc != 0:
@@ -458,8 +465,10 @@ def run_stage(stage: Stage, config: FaultConfig, points: int) -> FaultRow:
       group=GROUP, fault=f"kill -9 of `{stage.argv('<dir>')[0].split('.')[-1]}` "
       f"({stage.name}), then the same command again",
       injected_at=f"seeded random times in (0, {wall:.1f} s) after the start (the uninterrupted "
-      f"run's wall time; seed {config.seed}): {times}",
-      tries=points, checked=checked, survived=failures == 0, failures=failures,
+      f"run's wall time; seed {config.seed}): {times}; tries counts the kills that landed while "
+      f"the run was alive ({points - landed} drawn after it had ended)",
+      tries=landed, checked=checked, survived=failures == 0,
+      failures=failures,
       reason="; ".join(notes)[:2000],
       figures={"reference_wall_s": round(wall, 1), "kills_landed": landed,
                "reruns_leaving_temporaries": leftovers, "tries": tries_figures},
