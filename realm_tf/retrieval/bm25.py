@@ -48,8 +48,12 @@ from realm_tf.training.progress import ItemProgress
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _WORD_OR_SEP = re.compile(r"\w+|\x00", re.UNICODE)  # "\x00" separates the texts of a chunk
+# ASCII text's words without the regex: every character that is not [0-9A-Za-z_] (what `\w`
+# matches in ASCII) becomes a space, the separator stands alone, and str.split cuts the rest.
+_ASCII_NON_WORD = str.maketrans({c: " " for c in map(chr, range(128))
+                                 if not (c.isalnum() or c == "_") and c != "\x00"})
 K1, B, EPSILON = 1.5, 0.75, 0.25
-CHUNK_DOCS = 2048             # texts tokenised per regex call
+CHUNK_DOCS = 2048             # texts tokenised at once
 RUN_DOCS = 1 << 14            # blocks per spilled run (local rows fit uint16)
 RUN_POSTINGS = 1 << 23        # or fewer, if the run's postings reach this many first
 MERGE_POSTINGS = 1 << 20      # postings per merge step, unless one term has more
@@ -247,13 +251,27 @@ class _Chunk(NamedTuple):
   lengths: np.ndarray               # int32: tokens per text (1 for a text without words)
 
 
+def _words(lowered: str) -> List[str]:
+  """`_WORD_OR_SEP.findall(lowered)`: the words of a chunk's lower-cased texts and their "\x00"
+  separators. ASCII texts skip the regex (the same tokens in about half its time)."""
+  if lowered.isascii():
+    return lowered.translate(_ASCII_NON_WORD).replace("\x00", " \x00 ").split()
+  found = []
+  for i, text in enumerate(lowered.split("\x00")):
+    if i:
+      found.append("\x00")
+    found.extend(text.translate(_ASCII_NON_WORD).split() if text.isascii()
+                 else _WORD.findall(text))
+  return found
+
+
 def _tokenize(texts: List[str]) -> _Chunk:
   """Tokenises and counts one chunk of texts (runs in a worker process when there are many)."""
   import scipy.sparse  # pylint: disable=g-import-not-at-top
   joined = "\x00".join(texts)
   if joined.count("\x00") != len(texts) - 1:  # a text holds the separator (it is no word)
     joined = "\x00".join(t.replace("\x00", " ") for t in texts)
-  found = _WORD_OR_SEP.findall(joined.lower())
+  found = _words(joined.lower())
   local = _Vocab({"\x00": 0})
   ids = np.fromiter(map(local.__getitem__, found), np.int32, count=len(found))
   tokens = list(local)[1:]

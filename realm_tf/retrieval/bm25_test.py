@@ -206,3 +206,12 @@ def test_demo_corpus_top_20_equals_rank_bm25_on_a_sample_of_squad_open_dev(demo)
 @pytest.mark.slow
 def test_demo_corpus_top_20_equals_rank_bm25_on_every_squad_open_dev_question(demo):
   _assert_same_top_20(demo, demo["questions"])  # ~2,500 questions, about 3 minutes
+
+
+@pytest.mark.parametrize("texts", [
+    ["Plain ASCII, with punctuation: a_b-c d.e (f) 12,345!", "", "  \t\n ", "x\x1fy\x7fz"],
+    ["Ünïcödé wörds beside ASCII", "İstanbul’s “quotes” — and ß", "ascii only here"],
+    ["日本語のテキスト and words", "", "ok"]])
+def test_words_are_the_regex_tokens_with_or_without_the_ascii_path(texts):
+  lowered = "\x00".join(texts).lower()
+  assert bm25._words(lowered) == bm25._WORD_OR_SEP.findall(lowered)
