@@ -127,6 +127,9 @@ def test_checkpoint_with_a_scalar_data_position_resumes_on_one_host(tmp_path):
     np.testing.assert_array_equal(a, b.numpy())
 
 
+# Slow: the default run's tests/faults/test_numerics.py stops the same Trainer on a NaN loss and
+# on a finite loss with an infinite gradient norm, before that step's checkpoint and hooks.
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   model_dir = str(tmp_path / "nan")
   trainer = make_trainer(model_dir)
@@ -149,6 +152,9 @@ def _overflowing_gradient(x):
   return tf.identity(x), lambda dy: dy * float("inf")
 
 
+# Slow: the default run's tests/faults/test_numerics.py stops the same Trainer on a NaN loss and
+# on a finite loss with an infinite gradient norm, before that step's checkpoint and hooks.
+@pytest.mark.slow
 def test_finite_loss_with_inf_gradient_stops_before_that_steps_checkpoint_and_hooks(tmp_path):
   model_dir = str(tmp_path / "inf_grad")
   trainer = make_trainer(model_dir, checkpoint_every=1)
