@@ -25,6 +25,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from benchmarks.faults import FaultConfig, FaultRow
+from benchmarks.faults import kill
 from realm_tf.io import work_dir_lock
 from realm_tf.testing import cli as cli_testing
 from realm_tf.testing import lock_holder
@@ -66,15 +67,6 @@ def _pretrain(work: str, docs: str, log: str) -> subprocess.Popen:
          f"--inputs={docs}", f"--num_train_steps={TRAIN_STEPS}", *PRETRAIN_TOY],
         cwd=cli_testing.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         start_new_session=True)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-  """SIGKILL to the process group this module started (the run and any child it made)."""
-  try:
-    os.killpg(proc.pid, signal.SIGKILL)
-  except ProcessLookupError:
-    pass
-  proc.wait()
 
 
 def _wait_for_lock(work: str, proc: subprocess.Popen, timeout: float) -> Optional[float]:
@@ -202,7 +194,7 @@ def _second_writer_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
     first.wait(timeout=RUN_TIMEOUT_S)
   finally:
     if first.poll() is None:
-      _kill(first)
+      kill.kill_group(first)
   if first.returncode != 0:
     failures.append(f"the first run exited {first.returncode}")
   failures += [f"first run: {p}" for p in _complete(work)]
@@ -239,7 +231,7 @@ def _stale_lock_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
       if proc.poll() is not None:
         finished_before_kill += 1
     finally:
-      _kill(proc)
+      kill.kill_group(proc)
   failures += [f"last run: {p}" for p in _complete(work)]
   return (f"SIGKILL of pretrain at a seeded random moment in [{KILL_WINDOW_S[0]:.0f}, "
           f"{KILL_WINDOW_S[1]:.0f}] s after it took the lock (seed {config.seed}): {delays}"), \
