@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from absl import logging
 
@@ -54,16 +54,21 @@ def run(config: FaultConfig) -> Dict[str, object]:
                        "load_seconds": config.load_seconds, "groups": list(config.groups)}}
 
 
-def _merged(name: str, result: Dict[str, object], groups: List[str]) -> Dict[str, object]:
+def _merged(name: str, result: Dict[str, object], groups: List[str],
+            partial: Tuple[str, ...] = ()) -> Dict[str, object]:
   """The rows of the groups just run, beside the earlier rows of the other groups in the same
-  results file (each row carries its own commit, date and load)."""
+  results file (each row carries its own commit, date and load). A group in `partial` ran only
+  some of its rows: its earlier rows of faults not run again are kept."""
   import json  # pylint: disable=g-import-not-at-top
   path = os.path.join(common.RESULTS_DIR, f"{name}.json")
   if not os.path.exists(path):
     return result
   with open(path, encoding="utf-8") as f:
     old = json.load(f)
-  kept = [r for r in old.get("rows", []) if r["group"] not in groups]
+  run_again = {(r["group"], r["fault"]) for r in result["rows"]}
+  kept = [r for r in old.get("rows", [])
+          if r["group"] not in groups
+          or (r["group"] in partial and (r["group"], r["fault"]) not in run_again)]
   rows = kept + list(result["rows"])
   crashed = {g: e for g, e in old.get("crashed_groups", {}).items() if g not in groups}
   crashed.update(result["crashed_groups"])
@@ -94,6 +99,8 @@ HELP = {
     "load_clients": "Concurrent gRPC clients in the server-load rows.",
     "load_seconds": "Seconds of load per server run.",
     "groups": f"Fault groups to run, of: {', '.join(GROUPS)}.",
+    "kill_stages": "The kill group's stages to run (default: all); the results file keeps the "
+                   "other stages' earlier rows.",
     "output_name": "Results file: benchmarks/results/<output_name>.json (rows of other groups "
                    "already there are kept).",
 }
@@ -105,7 +112,8 @@ def run_and_write(config: FaultConfig) -> Dict[str, object]:
   start = time.perf_counter()
   result = run(config)
   result["seconds"] = time.perf_counter() - start
-  result = _merged(config.output_name, result, config.groups)
+  result = _merged(config.output_name, result, config.groups,
+                   partial=("kill",) if config.kill_stages else ())
   common.write_result(config.output_name, result)
   if result["crashed_groups"] or result["survived"] != result["total"]:
     logging.warning("%d of %d rows survived; crashed groups: %s", result["survived"],

@@ -23,6 +23,9 @@ class FaultConfig:
   load_clients: int = 32
   load_seconds: float = 30.0
   groups: List[str] = dataclasses.field(default_factory=lambda: list(GROUPS))
+  # The kill group's stages to run (empty: all); the reference runs they read are made too, and
+  # the results file keeps the other stages' earlier rows (each with its own commit and date).
+  kill_stages: List[str] = dataclasses.field(default_factory=list)
   output_name: str = "faults"  # benchmarks/results/<output_name>.json
 
   @classmethod

@@ -492,10 +492,17 @@ def _end_companion(proc: Optional[subprocess.Popen]) -> int:
 
 
 def run(config: FaultConfig, only: Optional[List[str]] = None) -> List[FaultRow]:
-  """Every stage's row (or the stages named in `only`, with the reference runs they read)."""
+  """Every stage's row (or the stages named in `only`, else in `config.kill_stages`, with the
+  reference runs they read)."""
+  if only is None and config.kill_stages:
+    only = list(config.kill_stages)
   os.makedirs(config.work_dir, exist_ok=True)
   rows = []
   all_stages = stages(config.work_dir)
+  unknown = set(only or ()) - {stage.name for stage in all_stages}
+  if unknown:
+    raise ValueError(f"unknown kill stage(s) {', '.join(sorted(unknown))}; known: "
+                     f"{', '.join(stage.name for stage in all_stages)}")
   for stage in all_stages:
     if only is not None and stage.name not in only:
       # Its reference run still feeds the later stages.

@@ -211,27 +211,29 @@ def test_resume_accepts_a_record_without_a_field_that_holds_its_default(tmp_path
                           config_class=FinetuneConfig)
 
 
+def three_steps(strategy, weights: str, model_dir: str):
+  """Three REALM steps from `weights` under `strategy`: the loss, the replicas, a weight's sum."""
+  tf.random.set_seed(1)
+  with strategy.scope():
+    model = RealmPretrainer(CONFIG)
+    model.build_all()
+    model.load_weights(weights)
+    opt = create_optimizer(1e-3, 100, 0)
+  tr = Trainer(model, opt, tasks.realm_pretrain_task, strategy, model_dir, BATCH,
+               checkpoint_every=100)
+  out = tr.train(make_dataset, 3)
+  return {"loss": out["loss"], "replicas": strategy.num_replicas_in_sync,
+          "w": float(tf.reduce_sum(model.trainable_variables[5]))}
+
+
+# Two logical CPU devices can be made only before TensorFlow starts: the mirrored run is a fresh
+# process; the one-device run is this one.
 _MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
-    import tensorflow as tf
     from realm_tf.training.strategy import get_strategy
     strategy = get_strategy(strategy=sys.argv[1], num_cpu_devices=2)
     from realm_tf.training import trainer_test as t
-    from realm_tf.modeling.realm_pretrainer import RealmPretrainer
-    from realm_tf.stages import tasks
-    from realm_tf.training.optimizer import create_optimizer
-    from realm_tf.training.trainer import Trainer
-    tf.random.set_seed(1)
-    with strategy.scope():
-      model = RealmPretrainer(t.CONFIG)
-      model.build_all()
-      model.load_weights(sys.argv[2])
-      opt = create_optimizer(1e-3, 100, 0)
-    tr = Trainer(model, opt, tasks.realm_pretrain_task, strategy, sys.argv[3], t.BATCH,
-                 checkpoint_every=100)
-    out = tr.train(t.make_dataset, 3)
-    print("RESULT", json.dumps({"loss": out["loss"], "replicas": strategy.num_replicas_in_sync,
-                                "w": float(tf.reduce_sum(model.trainable_variables[5]))}))
+    print("RESULT", json.dumps(t.three_steps(strategy, sys.argv[2], sys.argv[3])))
 """)
 
 
@@ -240,13 +242,14 @@ def test_two_cpu_replicas_match_one_device(tmp_path):
   model = RealmPretrainer(CONFIG)
   model.build_all()
   model.save_weights(weights)
-  results = cli_testing.run_strategy_scripts(_MIRRORED_SCRIPT, weights, str(tmp_path))
-  assert results["mirrored"]["replicas"] == 2
-  assert results["default"]["replicas"] == 1
-  np.testing.assert_allclose(results["default"]["loss"], results["mirrored"]["loss"], rtol=1e-4,
+  default = three_steps(tf.distribute.get_strategy(), weights, str(tmp_path / "default"))
+  mirrored = cli_testing.run_strategy_scripts(_MIRRORED_SCRIPT, weights, str(tmp_path),
+                                              strategies=("mirrored",))
+  assert mirrored["mirrored"]["replicas"] == 2
+  assert default["replicas"] == 1
+  np.testing.assert_allclose(default["loss"], mirrored["mirrored"]["loss"], rtol=1e-4,
                              atol=1e-6)
-  np.testing.assert_allclose(results["default"]["w"], results["mirrored"]["w"], rtol=1e-4,
-                             atol=1e-6)
+  np.testing.assert_allclose(default["w"], mirrored["mirrored"]["w"], rtol=1e-4, atol=1e-6)
 
 
 def _doubled_on_host(model, batch, first):

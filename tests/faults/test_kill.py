@@ -74,3 +74,25 @@ def test_temporaries_and_digests(tmp_path):
   assert kill.file_digests(str(tmp_path), ["corpus"])["corpus/manifest.json"] != \
       digests["corpus/manifest.json"]
   assert os.path.exists(path)
+
+
+def test_a_run_of_some_kill_stages_keeps_the_other_stages_rows(tmp_path, monkeypatch):
+  """`--kill_stages=export` replaces the export row only; the other kill rows and groups stay.
+  A run of the whole group replaces all its rows."""
+  import json  # pylint: disable=g-import-not-at-top
+  from benchmarks import common, fault_bench  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path))
+  row = lambda group, fault, when: {"group": group, "fault": fault, "survived": True, "tries": 1,  # pylint: disable=unnecessary-lambda-assignment
+                                    "time_utc": when}
+  old = [row("kill", "kill -9 of `export` (export)", "old"),
+         row("kill", "kill -9 of `ict` (ict)", "old"), row("fuzz", "corpus", "old")]
+  with open(tmp_path / "faults.json", "w", encoding="utf-8") as f:
+    json.dump({"rows": old, "crashed_groups": {}}, f)
+  new = {"rows": [row("kill", "kill -9 of `export` (export)", "new")], "crashed_groups": {}}
+  merged = fault_bench._merged("faults", new, ["kill"], partial=("kill",))  # pylint: disable=protected-access
+  assert sorted((r["fault"], r["time_utc"]) for r in merged["rows"]) == [
+      ("corpus", "old"), ("kill -9 of `export` (export)", "new"),
+      ("kill -9 of `ict` (ict)", "old")]
+  assert merged["total"] == 3 and merged["tries"] == 3
+  whole = fault_bench._merged("faults", new, ["kill"])  # pylint: disable=protected-access
+  assert sorted(r["fault"] for r in whole["rows"]) == ["corpus", "kill -9 of `export` (export)"]
