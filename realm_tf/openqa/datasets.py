@@ -38,7 +38,7 @@ import csv
 import gzip
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from absl import logging
 from etils import epath
@@ -282,15 +282,13 @@ def _parse_dpr_qa_line(line: str) -> Tuple[Optional[dict], str]:
   return (None, problem) if problem else (record, "")
 
 
-def _read_text(path: str) -> str:
-  """The UTF-8 text of a question file (`.gz` gunzipped; bad bytes become U+FFFD)."""
+def _read_bytes(path: str) -> bytes:
+  """The bytes of a question file (`.gz` gunzipped)."""
   if not tf.io.gfile.exists(path):
     raise DatasetError(f"Question file {path} does not exist.")
   with tf.io.gfile.GFile(path, "rb") as f:
     raw = f.read()
-  if path.endswith(".gz"):
-    raw = gzip.decompress(raw)
-  return raw.decode("utf-8", "replace")
+  return gzip.decompress(raw) if path.endswith(".gz") else raw
 
 
 class _LineProblems:
@@ -308,11 +306,23 @@ class _LineProblems:
     self.skipped += 1
 
 
+def _text_lines(path: str, problems: _LineProblems) -> Iterator[Tuple[int, str]]:
+  """(line number, text) of each line of a question file (lines end at `\n`, a `\r` before it
+  dropped); a line that is not UTF-8 is reported to `problems` (skipped, or with `strict` an
+  error) rather than read with replacement characters."""
+  for lineno, raw in enumerate(_read_bytes(path).split(b"\n"), start=1):
+    try:
+      yield lineno, raw.rstrip(b"\r").decode("utf-8")
+    except UnicodeDecodeError as e:
+      problems.report(lineno, f"not UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of "
+                      "the line)")
+
+
 def _load_lines(path: str, parse, strict: bool, limit: Optional[int]) -> List[OpenQAExample]:
   """Questions of a one-question-a-line file; `parse(line)` → (record, problem)."""
   out, problems = [], _LineProblems(path, strict)
   name = os.path.basename(path)
-  for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+  for lineno, line in _text_lines(path, problems):
     if not line.strip():
       continue
     record, problem = parse(line)
@@ -356,9 +366,9 @@ def _beir_qrels(path: str, problems: _LineProblems) -> Dict[str, Tuple[int, Dict
   """{query-id: (its first line, {corpus-id: score})} of a BEIR qrels TSV (header row first), in
   file order."""
   qrels: Dict[str, Tuple[int, Dict[str, int]]] = {}
-  for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
+  for lineno, line in _text_lines(path, problems):
     try:  # one row a line: a stray quote cannot swallow the lines after it
-      row = next(csv.reader([line.rstrip("\r")], delimiter="\t"), [])
+      row = next(csv.reader([line], delimiter="\t"), [])
     except csv.Error as e:
       problems.report(lineno, f"not a tab-separated row ({e})")
       continue
@@ -395,7 +405,7 @@ def load_beir_questions(name: str, split: str = "test", strict: bool = False,
     raise DatasetError(f"{name}: no qrels for split {split!r} ({qrels_path}); it has {have}.")
   queries_path = os.path.join(folder, BEIR_QUERIES)
   queries, problems = {}, _LineProblems(queries_path, strict)
-  for lineno, line in enumerate(_read_text(queries_path).splitlines(), start=1):
+  for lineno, line in _text_lines(queries_path, problems):
     if not line.strip():
       continue
     record, problem = _json_record(line)

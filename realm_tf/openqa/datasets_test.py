@@ -282,3 +282,20 @@ def test_beir_qrels_rows_are_read_one_line_at_a_time(tmp_path, caplog):
   assert f"{qrels}:2: expected 3 tab-separated cells" in caplog.text
   assert f"{qrels}:4: not a tab-separated row (field larger than field limit" in caplog.text
   assert f"{qrels}:5: not a tab-separated row" in caplog.text
+
+
+@pytest.mark.parametrize("loader,good", [
+    (datasets.load_jsonl_questions, json.dumps(GOOD).encode()),
+    (datasets.load_dpr_qa_questions, b"who wrote hamlet\t['Shakespeare']")])
+def test_a_line_that_is_not_utf8_is_a_named_skip_not_replacement_characters(
+    tmp_path, caplog, loader, good):
+  bad = good.replace(b"Hamlet", b"Ham\xfflet").replace(b"hamlet", b"ham\xfflet")
+  path = tmp_path / "qs.txt"
+  path.write_bytes(b"\r\n".join([good, bad, good]) + b"\r\n")
+  with caplog.at_level(py_logging.WARNING):
+    examples = loader(str(path))
+  assert [e.qid for e in examples] == ["qs.txt:1", "qs.txt:3"]
+  assert not any("\ufffd" in e.question for e in examples)
+  assert f"{path}:2: not UTF-8 (byte 0xff at byte " in caplog.text
+  with pytest.raises(datasets.DatasetError, match=f"{path}:2: not UTF-8"):
+    loader(str(path), strict=True)
