@@ -1,7 +1,7 @@
 """One writer per work dir: an advisory lock (`fcntl.flock`) on `<dir>/.lock`.
 
-A program that writes a work dir (`pretrain`, all of its stages, and `finetune`, in its model
-dir) holds the lock for its whole life. A second writer on the same folder is refused before it
+A program that writes a work dir (`pretrain`, all of its stages; `ict`; `finetune`, in its model
+dir; `export`, in its serving base) holds the lock for its whole life. A second writer on the same folder is refused before it
 writes anything, with one line naming the holder, read from the lock file:
 
     <dir> is in use by pid 1234 (python -m realm_tf.launch.pretrain ..., since 2026-01-01T12:00:00Z

@@ -98,3 +98,29 @@ def test_pretrain_and_finetune_refuse_a_held_work_dir_writing_nothing(tmp_path):
     for h in holders:
       h.kill()
       h.wait()
+
+
+@pytest.mark.slow  # two more program starts; the default run checks pretrain and finetune above
+def test_ict_and_export_refuse_a_held_dir_writing_nothing(tmp_path):
+  work = str(tmp_path / "work")
+  serving = str(tmp_path / "serving")
+  holders = [start_holder(work), start_holder(serving)]
+  try:
+    before = sorted(os.walk(tmp_path))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    runs = (("ict", (f"--work_dir={work}",), work),
+            ("export", (f"--model_dir={tmp_path / 'missing'}", f"--export_base={serving}"),
+             serving))
+    for name, args, held_dir in runs:
+      # Inputs that do not exist: an unlocked run would stop on them, with another line.
+      done = subprocess.run([sys.executable, "-m", f"realm_tf.launch.{name}", *args],
+                            cwd=cli_testing.ROOT, env=env, capture_output=True, text=True,
+                            timeout=300, check=False)
+      holder = holders[0] if held_dir == work else holders[1]
+      cli_testing.assert_one_line_error(
+          done, f"error: {held_dir} is in use by pid {holder.pid} (holder-under-test, since")
+    assert sorted(os.walk(tmp_path)) == before
+  finally:
+    for h in holders:
+      h.kill()
+      h.wait()

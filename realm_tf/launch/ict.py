@@ -163,10 +163,14 @@ def main(argv):
   del argv
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   strategy = distribution_flags.strategy_from_flags(batch_flags=("batch_size",))
+  from realm_tf.io import work_dir_lock  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
   job = job_from_flags()
   config = job.ict
-  result = ict_experiment.run(job, strategy)
+  # One writer: the work dir's lock, the one `pretrain` holds (else the model dir's), taken
+  # before any write; a second writer stops here with one line naming the holder.
+  with work_dir_lock.writer_lock(flags.FLAGS.work_dir or job.model_dir):
+    result = ict_experiment.run(job, strategy)
   print(f"ICT: {config.num_train_steps} steps, loss={float(result.get('loss', 'nan')):.4f}, "
         f"accuracy={float(result.get('accuracy', 'nan')):.4f}")
   print(f"Embedder exported to {result['export']}")
