@@ -27,6 +27,13 @@ from realm_tf.stages import finetune as finetune_stage
 from realm_tf.testing import export_models as ex_testing
 from realm_tf.testing import openqa_models as T
 
+# Kept out of the default run for its time (`make test-slow` runs it). Each of its steps has its own
+# default-run check: fine-tuning and evaluation on a question file with every path from the work
+# dir (tests/test_field_formats_e2e.py), JSON-lines questions (realm_tf/stages/finetune_test.py),
+# an index's score scale at warm start (the same file), and the exported model answering over
+# gRPC as it does in process (tests/test_serving_e2e.py).
+pytestmark = pytest.mark.slow
+
 # Toy sizes over the recipe's defaults: a tiny reader from random weights, two steps.
 TOY = ["--reader_init=", "--reader_preset=tiny", "--num_train_steps=2", "--batch_size=4",
        "--checkpoint_every=2", "--reader_seq_length=64", "--reader_query_length=16",

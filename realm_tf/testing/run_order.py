@@ -29,7 +29,6 @@ FILE_SECONDS: Dict[str, float] = {
     "tests/test_field_formats_e2e.py": 67,
     "realm_tf/retrieval/refresh_test.py": 67,
     "realm_tf/training/trainer_test.py": 66,
-    "tests/test_user_questions_e2e.py": 53,
     "realm_tf/data/corpus_test.py": 49,
     "tests/test_pretrain_e2e.py": 48,
     "realm_tf/release/importer_test.py": 44,
