@@ -324,7 +324,6 @@ def annotate_corpus(config: AnnotateConfig, beam_args: Optional[Sequence[str]] =
     source = {"inputs": list(config.inputs), "format": config.fmt or "auto"}
   beam_lib.check_output_dir(config.output_dir, corpus.ANNOTATION_MANIFEST, config.overwrite)
   temp_dir = beam_lib.temp_dir_for(config.output_dir)
-  tf.io.gfile.makedirs(temp_dir)
   n = annotation_shards(config, source.get("corpus_num_blocks"))
   local = beam_lib.in_process(beam_args)
 

@@ -381,12 +381,15 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
 
 
 def temp_dir_for(output_dir: str) -> str:
-  """A fresh sibling directory of `output_dir` for in-progress shards.
+  """A fresh sibling directory of `output_dir` for in-progress shards, created with its owner.
 
   Named `<output_dir>.tmp-<id>`, as docs/CORPUS.md describes; `publish` moves its files into
-  `output_dir` one by one rather than renaming the directory (see there why).
+  `output_dir` one by one rather than renaming the directory (see there why). The siblings a
+  killed run of this host left behind are removed first (`publish.remove_orphaned_temps`).
   """
-  return f"{output_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:12]}"
+  base = output_dir.rstrip("/")
+  publish_lib.remove_orphaned_temps(f"{base}.tmp-*")
+  return publish_lib.claim_temp_dir(f"{base}.tmp-{uuid.uuid4().hex[:12]}")
 
 
 def check_output_dir(output_dir: str, manifest_name: str, overwrite: bool):
@@ -517,7 +520,6 @@ def build_corpus(config: BuildCorpusConfig, beam_args: Optional[Sequence[str]] =
   files = expand_inputs(config.inputs)
   check_output_dir(config.output_dir, corpus.MANIFEST, config.overwrite)
   temp_dir = temp_dir_for(config.output_dir)
-  tf.io.gfile.makedirs(temp_dir)
 
   local = in_process(beam_args)
 

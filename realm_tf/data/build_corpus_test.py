@@ -157,6 +157,26 @@ def test_strict_stops_and_publishes_nothing(built):
   assert leftovers == []  # neither shards nor the temp dir
 
 
+def test_a_run_removes_the_temporaries_a_killed_run_left(built):
+  import json  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from realm_tf.io import publish  # pylint: disable=g-import-not-at-top
+  out = os.path.join(built.tmp, "rerun")
+  dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                capture_output=True, text=True, check=True).stdout)
+  orphan = publish.claim_temp_dir(out + ".tmp-0123456789ab")
+  with open(os.path.join(orphan, publish.OWNER_FILE), "w", encoding="utf-8") as f:
+    json.dump({"host": socket.gethostname(), "pid": dead_pid}, f)
+  with open(os.path.join(orphan, "blocks-00000-of-00002.tfrecord.gz"), "wb") as f:
+    f.write(b"half a shard")
+  build_corpus.build_corpus(build_corpus.BuildCorpusConfig(inputs=built.inputs, output_dir=out,
+                                                           num_shards=2))
+  assert sorted(n for n in os.listdir(built.tmp) if n.startswith("rerun")) == ["rerun"]
+  assert corpus.load_manifest(out)["num_blocks"] > 0
+
+
 def test_existing_corpus_needs_overwrite(built):
   config = build_corpus.BuildCorpusConfig(inputs=built.inputs,
                                           output_dir=os.path.join(built.tmp, "a"))

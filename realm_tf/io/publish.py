@@ -26,9 +26,11 @@ rename is a copy that writes a directory's files after its subdirectories' (a Sa
 """
 import contextlib
 import dataclasses
+import json
 import os
+import socket
 import uuid
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, List, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -52,6 +54,51 @@ def temp_dir_path(parent: str, tag: str) -> str:
   digits or the target's own name) and apart from concurrent writers of the same target.
   """
   return os.path.join(parent, f"{TEMP_PREFIX}{tag}-{uuid.uuid4().hex[:8]}")
+
+
+OWNER_FILE = ".owner"  # in a temporary directory: {"host", "pid"} of the process writing it
+
+
+def claim_temp_dir(path: str) -> str:
+  """Creates the temporary directory `path` with an owner file naming this process, so a later
+  run can tell a dead writer's leftovers (`remove_orphaned_temps`) from a live writer's."""
+  tf.io.gfile.makedirs(path)
+  with tf.io.gfile.GFile(os.path.join(path, OWNER_FILE), "w") as f:
+    f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+  return path
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # alive, another user's
+    return True
+  return True
+
+
+def remove_orphaned_temps(pattern: str) -> List[str]:
+  """Removes the temporary directories matching the glob `pattern` whose owner file names a
+  process of this host that is gone (killed mid-way; `claim_temp_dir`); returns their paths.
+
+  A directory without an owner file, or owned by a live process or by another host, is left
+  alone: it may be a concurrent writer's. A reused pid only keeps a leftover one run longer.
+  """
+  removed = []
+  host = socket.gethostname()
+  for path in sorted(tf.io.gfile.glob(pattern)):
+    try:
+      with tf.io.gfile.GFile(os.path.join(path, OWNER_FILE), "r") as f:
+        owner = json.loads(f.read())
+      mine, pid = owner.get("host") == host, int(owner["pid"])
+    except (tf.errors.OpError, OSError, ValueError, KeyError, TypeError, AttributeError):
+      continue
+    if mine and not _pid_alive(pid):
+      remove_dir_quietly(path)
+      logging.info("Removed %s, left by process %d, which is gone.", path, pid)
+      removed.append(path)
+  return removed
 
 
 def _split(target: str):

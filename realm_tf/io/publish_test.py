@@ -277,3 +277,35 @@ def test_publishing_on_a_full_disk_is_a_disk_full_error_and_keeps_the_published_
       with open(os.path.join(staging.path, "data"), "wb") as f:
         f.write(b"2" * (64 << 10))
     assert staging.version == 2 and sorted(os.listdir(parent)) == ["00000001", "00000002"]
+
+
+def test_orphaned_temporaries_of_dead_writers_are_removed_and_no_others(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                        capture_output=True, text=True, check=True)
+  dead_pid = int(dead.stdout)
+  base = str(tmp_path / "corpus")
+
+  def temp(name, owner):
+    path = publish.claim_temp_dir(f"{base}.tmp-{name}")
+    with open(os.path.join(path, "shard"), "w", encoding="utf-8") as f:
+      f.write("half")
+    if owner is None:
+      os.remove(os.path.join(path, publish.OWNER_FILE))
+    else:
+      with open(os.path.join(path, publish.OWNER_FILE), "w", encoding="utf-8") as f:
+        json.dump(owner, f)
+    return path
+
+  host = socket.gethostname()
+  orphan = temp("dead", {"host": host, "pid": dead_pid})
+  live = publish.claim_temp_dir(f"{base}.tmp-live")  # this process: alive
+  elsewhere = temp("other-host", {"host": host + "-b", "pid": dead_pid})
+  unowned = temp("unowned", None)
+  garbled = temp("garbled", {"pid": "x"})
+  assert publish.remove_orphaned_temps(f"{base}.tmp-*") == [orphan]
+  assert sorted(os.listdir(tmp_path)) == sorted(
+      os.path.basename(p) for p in (live, elsewhere, unowned, garbled))
