@@ -461,7 +461,7 @@ def publish(temp_dir: str, output_dir: str, pattern: str, num_shards: int, manif
   if tf.io.gfile.exists(bad):
     tf.io.gfile.rename(bad, os.path.join(output_dir, BAD_RECORDS), overwrite=True)
   manifest = write_manifest(shards)
-  tf.io.gfile.rmtree(temp_dir)
+  publish_lib.release_temp_dir(temp_dir)
   return manifest
 
 
@@ -504,7 +504,7 @@ def run_pipeline(build, beam_args: Optional[Sequence[str]], temp_dir: str):
     result.wait_until_finish()
     return result
   except BaseException:
-    publish_lib.remove_dir_quietly(temp_dir)
+    publish_lib.release_temp_dir(temp_dir)
     raise
 
 

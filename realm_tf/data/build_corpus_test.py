@@ -167,7 +167,7 @@ def test_a_run_removes_the_temporaries_a_killed_run_left(built):
   dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                                 capture_output=True, text=True, check=True).stdout)
   orphan = publish.claim_temp_dir(out + ".tmp-0123456789ab")
-  with open(os.path.join(orphan, publish.OWNER_FILE), "w", encoding="utf-8") as f:
+  with open(orphan + publish.OWNER_SUFFIX, "w", encoding="utf-8") as f:
     json.dump({"host": socket.gethostname(), "pid": dead_pid}, f)
   with open(os.path.join(orphan, "blocks-00000-of-00002.tfrecord.gz"), "wb") as f:
     f.write(b"half a shard")

@@ -56,16 +56,37 @@ def temp_dir_path(parent: str, tag: str) -> str:
   return os.path.join(parent, f"{TEMP_PREFIX}{tag}-{uuid.uuid4().hex[:8]}")
 
 
-OWNER_FILE = ".owner"  # in a temporary directory: {"host", "pid"} of the process writing it
+OWNER_SUFFIX = ".owner"  # `<temporary>.owner`, beside it: {"host", "pid"} of its writer
 
 
 def claim_temp_dir(path: str) -> str:
-  """Creates the temporary directory `path` with an owner file naming this process, so a later
-  run can tell a dead writer's leftovers (`remove_orphaned_temps`) from a live writer's."""
-  tf.io.gfile.makedirs(path)
-  with tf.io.gfile.GFile(os.path.join(path, OWNER_FILE), "w") as f:
+  """Creates the temporary directory `path` and, beside it, `<path>.owner` naming this process,
+  so a later run can tell a dead writer's leftovers (`remove_orphaned_temps`) from a live
+  writer's. The owner file sits outside the directory, so nothing foreign is published with it;
+  `release_temp_dir` removes both. On object stores (where a directory is a name prefix that
+  the owner file's name would extend, and a pid names no process of the reader's host) the
+  directory is made without an owner."""
+  if is_remote(path):
+    tf.io.gfile.makedirs(path)
+    return path
+  tf.io.gfile.makedirs(os.path.dirname(path.rstrip("/")))
+  # The owner first: a directory is never there without it.
+  with tf.io.gfile.GFile(path.rstrip("/") + OWNER_SUFFIX, "w") as f:
     f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+  tf.io.gfile.makedirs(path)
   return path
+
+
+def release_temp_dir(path: str) -> None:
+  """Removes a claimed temporary (if still there: it may have been renamed into place) and its
+  owner file; logs instead of raising."""
+  remove_dir_quietly(path)
+  owner = path.rstrip("/") + OWNER_SUFFIX
+  try:
+    if tf.io.gfile.exists(owner):
+      tf.io.gfile.remove(owner)
+  except (tf.errors.OpError, OSError) as e:
+    logging.warning("Could not remove %s: %s", owner, e)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -88,14 +109,16 @@ def remove_orphaned_temps(pattern: str) -> List[str]:
   removed = []
   host = socket.gethostname()
   for path in sorted(tf.io.gfile.glob(pattern)):
+    if path.endswith(OWNER_SUFFIX):
+      continue
     try:
-      with tf.io.gfile.GFile(os.path.join(path, OWNER_FILE), "r") as f:
+      with tf.io.gfile.GFile(path.rstrip("/") + OWNER_SUFFIX, "r") as f:
         owner = json.loads(f.read())
       mine, pid = owner.get("host") == host, int(owner["pid"])
     except (tf.errors.OpError, OSError, ValueError, KeyError, TypeError, AttributeError):
       continue
     if mine and not _pid_alive(pid):
-      remove_dir_quietly(path)
+      release_temp_dir(path)
       logging.info("Removed %s, left by process %d, which is gone.", path, pid)
       removed.append(path)
   return removed
@@ -206,16 +229,24 @@ def publish_dir(target: str, *, replace: bool = False,
     raise TargetExistsError(f"{target} already exists; refusing to replace it.")
   parent, name = _split(target)
   tf.io.gfile.makedirs(parent)
-  work = target if in_place else temp_dir_path(parent, name)
-  tf.io.gfile.makedirs(work)
+  if in_place:
+    work = target
+    tf.io.gfile.makedirs(work)
+  else:
+    remove_orphaned_temps(os.path.join(parent, f"{TEMP_PREFIX}{name}-*"))
+    with disk_full_as_error(target):
+      work = claim_temp_dir(temp_dir_path(parent, name))
   try:
     with disk_full_as_error(target):
       yield work
       if not in_place:
         (_rename_replacing if replace else _rename_refusing)(work, target)
+        release_temp_dir(work)  # the owner file (the directory is the target now)
   except BaseException:
     # In place, a directory whose marker got written is complete: readers may already use it.
-    if not in_place or not tf.io.gfile.exists(os.path.join(work, marker)):
+    if not in_place:
+      release_temp_dir(work)
+    elif not tf.io.gfile.exists(os.path.join(work, marker)):
       remove_dir_quietly(work)
     raise
 
@@ -275,9 +306,15 @@ def publish_next_version(parent: str, commit: Callable[[str, int], None], *,
     version += 1
   in_place = is_remote(parent)
   target = os.path.join(parent, name(version))
-  staging = Staging(path=target if in_place else temp_dir_path(parent, "version"),
-                    version=version, target=target)
-  tf.io.gfile.makedirs(staging.path)
+  if in_place:
+    staging = Staging(path=target, version=version, target=target)
+    tf.io.gfile.makedirs(staging.path)
+  else:
+    remove_orphaned_temps(os.path.join(parent, f"{TEMP_PREFIX}version-*"))
+    with disk_full_as_error(f"{target} (a new version under {parent})"):
+      staging = Staging(path=claim_temp_dir(temp_dir_path(parent, "version")), version=version,
+                        target=target)
+  work = staging.path
   try:
     with disk_full_as_error(f"{staging.target} (a new version under {parent})"):
       yield staging
@@ -295,9 +332,13 @@ def publish_next_version(parent: str, commit: Callable[[str, int], None], *,
             staging.version += 1
             staging.target = os.path.join(parent, name(staging.version))
   except BaseException:
-    remove_dir_quietly(staging.path)
+    if in_place:
+      remove_dir_quietly(staging.path)
+    else:
+      release_temp_dir(work)
     raise
   if not in_place:
+    release_temp_dir(work)  # the owner file (the directory is the target now)
     staging.path = staging.target
 
 

@@ -279,33 +279,64 @@ def test_publishing_on_a_full_disk_is_a_disk_full_error_and_keeps_the_published_
     assert staging.version == 2 and sorted(os.listdir(parent)) == ["00000001", "00000002"]
 
 
-def test_orphaned_temporaries_of_dead_writers_are_removed_and_no_others(tmp_path):
-  import json  # pylint: disable=g-import-not-at-top
-  import socket  # pylint: disable=g-import-not-at-top
+def _dead_pid():
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                        capture_output=True, text=True, check=True)
-  dead_pid = int(dead.stdout)
+  return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, check=True).stdout)
+
+
+def _own(path, owner):
+  """Rewrites (or with None removes) the owner file of the temporary `path`."""
+  if owner is None:
+    os.remove(path + publish.OWNER_SUFFIX)
+  else:
+    with open(path + publish.OWNER_SUFFIX, "w", encoding="utf-8") as f:
+      json.dump(owner, f)
+
+
+def test_orphaned_temporaries_of_dead_writers_are_removed_and_no_others(tmp_path):
+  import socket  # pylint: disable=g-import-not-at-top
+  dead_pid, host = _dead_pid(), socket.gethostname()
   base = str(tmp_path / "corpus")
 
   def temp(name, owner):
     path = publish.claim_temp_dir(f"{base}.tmp-{name}")
     with open(os.path.join(path, "shard"), "w", encoding="utf-8") as f:
       f.write("half")
-    if owner is None:
-      os.remove(os.path.join(path, publish.OWNER_FILE))
-    else:
-      with open(os.path.join(path, publish.OWNER_FILE), "w", encoding="utf-8") as f:
-        json.dump(owner, f)
+    _own(path, owner)
     return path
 
-  host = socket.gethostname()
   orphan = temp("dead", {"host": host, "pid": dead_pid})
   live = publish.claim_temp_dir(f"{base}.tmp-live")  # this process: alive
   elsewhere = temp("other-host", {"host": host + "-b", "pid": dead_pid})
   unowned = temp("unowned", None)
   garbled = temp("garbled", {"pid": "x"})
   assert publish.remove_orphaned_temps(f"{base}.tmp-*") == [orphan]
+  kept = [os.path.basename(p) for p in (live, elsewhere, garbled)]
   assert sorted(os.listdir(tmp_path)) == sorted(
-      os.path.basename(p) for p in (live, elsewhere, unowned, garbled))
+      kept + [k + publish.OWNER_SUFFIX for k in kept] + [os.path.basename(unowned)])
+
+
+def test_a_publish_removes_what_a_killed_publish_of_the_same_target_left(tmp_path):
+  import socket  # pylint: disable=g-import-not-at-top
+  dead = {"host": socket.gethostname(), "pid": _dead_pid()}
+  parent = tmp_path / "models"
+  killed_dir = publish.claim_temp_dir(publish.temp_dir_path(str(parent), "m"))
+  killed_version = publish.claim_temp_dir(publish.temp_dir_path(str(parent), "version"))
+  for path in (killed_dir, killed_version):
+    _own(path, dead)
+  with publish.publish_dir(str(parent / "m")) as work:
+    assert os.path.exists(work + publish.OWNER_SUFFIX)
+    with open(os.path.join(work, "a"), "w", encoding="utf-8") as f:
+      f.write("a")
+  with publish.publish_next_version(str(parent), lambda d, v: None) as staging:
+    with open(os.path.join(staging.path, "b"), "w", encoding="utf-8") as f:
+      f.write("b")
+  # Only the published directories: no temporaries, no owner files, nothing foreign inside.
+  assert sorted(os.listdir(parent)) == ["00000001", "m"]
+  assert os.listdir(parent / "m") == ["a"] and os.listdir(parent / "00000001") == ["b"]
+  with pytest.raises(RuntimeError):
+    with publish.publish_dir(str(parent / "n")):
+      raise RuntimeError("the body failed")
+  assert sorted(os.listdir(parent)) == ["00000001", "m"]
