@@ -386,6 +386,7 @@ def _serving_layout(run_dir: str) -> Dict[str, List[str]]:
 # --- the matrix -------------------------------------------------------------------------------
 
 
+MAX_DRAWS_PER_POINT = 3  # kill times drawn per landed kill wanted, at most
 REFERENCE_DONE = ".reference.json"  # in a reference run's dir: its wall time
 ROWS_LOG = "rows.jsonl"  # in the group's work dir: each row as it is measured
 
@@ -410,13 +411,16 @@ def reference_run(stage: Stage, work_dir: str) -> Tuple[str, float]:
 
 
 def run_stage(stage: Stage, config: FaultConfig, points: int) -> FaultRow:
-  """The reference run, then `points` kills at seeded random times in (0, T), each followed by
-  the same command to its end and the checks."""
+  """The reference run, then kills at seeded random times in (0, T) until `points` have
+  landed while the run was alive, each followed by the same command to its end and the checks."""
   begin = time.perf_counter()
   base = os.path.join(config.work_dir, stage.name)
   ref_dir, wall = reference_run(stage, config.work_dir)
   rng = config.rng(f"{GROUP}/{stage.name}")
-  times = [round(rng.uniform(0.0, wall), 2) for _ in range(points)]
+  # Points are drawn until `points` kills have landed: a time drawn after the run has ended hits
+  # no point of the stage (a re-run may be faster than the reference), so another one is drawn,
+  # at most MAX_DRAWS_PER_POINT × points in all.
+  times: List[float] = []
   checked = ["published after the kill: manifests at their shards' sha256, listed checkpoints, "
              "embedder exports, index bundles, serving versions whole",
              "the same command re-run exits 0"]
@@ -424,7 +428,9 @@ def run_stage(stage: Stage, config: FaultConfig, points: int) -> FaultRow:
                  else "final step and data position(s) equal to the uninterrupted run's"
                  + (", exported variables byte-equal" if stage.name == "export" else ""))
   failures, notes, landed, leftovers, tries_figures = 0, [], 0, 0, []
-  for i, at in enumerate(times):
+  while landed < points and len(times) < MAX_DRAWS_PER_POINT * points:
+    i, at = len(times), round(rng.uniform(0.0, wall), 2)
+    times.append(at)
     run_dir = os.path.join(base, f"kill-{i}")
     shutil.rmtree(run_dir, ignore_errors=True)
     os.makedirs(run_dir)
@@ -466,7 +472,8 @@ def run_stage(stage: Stage, config: FaultConfig, points: int) -> FaultRow:
       f"({stage.name}), then the same command again",
       injected_at=f"seeded random times in (0, {wall:.1f} s) after the start (the uninterrupted "
       f"run's wall time; seed {config.seed}): {times}; tries counts the kills that landed while "
-      f"the run was alive ({points - landed} drawn after it had ended)",
+      f"the run was alive ({len(times) - landed} drawn after it had ended; drawn until "
+      f"{points} landed)",
       tries=landed, checked=checked, survived=failures == 0,
       failures=failures,
       reason="; ".join(notes)[:2000],
