@@ -342,6 +342,17 @@ def publish_next_version(parent: str, commit: Callable[[str, int], None], *,
     staging.path = staging.target
 
 
+def remove_checkpoint_temps(directory: str) -> List[str]:
+  """Removes the `<prefix>-<n>_temp` directories a save killed mid-way left in a checkpoint
+  directory; returns them. Only its one writer (the run's chief, under the work dir's lock)
+  calls this, before it saves again, so no live save is touched."""
+  removed = sorted(tf.io.gfile.glob(os.path.join(directory, "*_temp")))
+  for temp in removed:
+    remove_dir_quietly(temp)
+    logging.info("Removed %s, left by a checkpoint save that did not finish.", temp)
+  return removed
+
+
 def save_checkpoint(manager, number: int) -> str:
   """`tf.train.CheckpointManager.save(checkpoint_number=number)`, for a full disk too.
 

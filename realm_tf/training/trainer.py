@@ -214,7 +214,10 @@ class Trainer:
     self.data_position.assign([int(scalar.numpy())])
 
   def restore(self) -> int:
-    """Restores the newest checkpoint if any; returns the step to continue from."""
+    """Restores the newest checkpoint if any; returns the step to continue from. The chief
+    first removes what a save killed mid-way left behind (`publish.remove_checkpoint_temps`)."""
+    if self._is_chief:
+      publish.remove_checkpoint_temps(self.manager.directory)
     latest = self.manager.latest_checkpoint
     if latest:
       paths.verify_checkpoint(latest)  # damage is one clear error now, not one mid-training

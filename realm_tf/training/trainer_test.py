@@ -333,3 +333,15 @@ def test_a_full_disk_at_a_checkpoint_is_a_disk_full_error_and_keeps_the_last_one
     small_disk.free(disk)
     trainer.save(4)
     assert make_trainer(disk).restore() == 4
+
+
+def test_restore_removes_what_a_killed_checkpoint_save_left(tmp_path):
+  trainer = make_trainer(str(tmp_path))
+  trainer.step.assign(2)
+  trainer.save(2)
+  # A save of step 3 killed mid-way: TensorFlow's temporary, never renamed into place.
+  temp = os.path.join(trainer.manager.directory, "ckpt-3_temp")
+  os.makedirs(os.path.join(temp, "part-00000-of-00001"))
+  assert make_trainer(str(tmp_path)).restore() == 2
+  assert not os.path.exists(temp)
+  assert not [n for n in os.listdir(trainer.manager.directory) if n.endswith("_temp")]
