@@ -46,7 +46,8 @@ HELP = {
     "export_base": "TF Serving base directory for <model>/<version>/ (default "
                    "<work_dir>/serving).",
     "version": "Version number (default: one more than the newest version of any exported "
-               "model).",
+               "model; nothing is exported when the last export read the same checkpoint and "
+               "index bundle with the same settings).",
     "variant": "MIPS variant of realm_openqa / realm_searcher.",
     "components": "Which models: {names}, or all.",  # names: components.COMPONENTS
     "num_answers": "Answers returned per question (A).",

@@ -10,6 +10,8 @@ import dataclasses
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from absl import logging
+
 from realm_tf.export import components as components_lib
 from realm_tf.export.versioning import VARIANTS, ServingExportError, next_version
 from realm_tf.io import atomic
@@ -18,6 +20,10 @@ from realm_tf.io import paths as paths_lib
 # `<export_base>/<PENDING>` records an export run that has not finished (its version and config),
 # so the same command after a kill finishes that version instead of starting the next one.
 PENDING = ".export-pending.json"
+# `<export_base>/<DONE>` records the last finished export run (its version, config and the
+# checkpoint and index bundle it read), so the same command on an unchanged model is "nothing to
+# do" rather than a second, identical version (as after a kill that came once its work was done).
+DONE = ".export-done.json"
 
 # --variant: one MIPS variant, or both ("stock" then "scann").
 VARIANT_CHOICES = VARIANTS + ("both",)
@@ -136,8 +142,20 @@ def run(config: ExportConfig, strategy=None) -> Dict:
                                           config.corpus_dir, config.reader_beam_size)
   names = components_lib.model_names(components, variants_of(config.variant))
   pending_path = os.path.join(config.export_base, PENDING)
+  done_path = os.path.join(config.export_base, DONE)
   record = {**dataclasses.asdict(config), "version": None}
+  source = {"checkpoint": _source_checkpoint(config), "bundle": bundle.path if bundle else None}
   pending = _read_pending(pending_path)
+  done = _read_pending(done_path)
+  if pending is None and config.version is None and done is not None and \
+      done["config"] == record and done.get("source") == source:
+    kept = {n: os.path.join(config.export_base, n, str(done["version"])) for n in names}
+    if all(tf.io.gfile.exists(p) for p in kept.values()):
+      logging.info("Nothing to export: version %s already holds this model (checkpoint %s, "
+                   "bundle %s) with these settings.", done["version"], source["checkpoint"],
+                   source["bundle"])
+      return {"export_base": paths_lib.absolute(config.export_base), "models": kept,
+              "nothing_to_do": True}
   resumed = pending is not None and pending["config"] == record and \
       config.version in (None, pending["version"])
   version = pending["version"] if resumed else \
@@ -164,12 +182,21 @@ def run(config: ExportConfig, strategy=None) -> Dict:
                             piece_variants[0] if len(piece_variants) == 1 else config.variant,
                             piece_components, config.num_answers, config.max_candidates,
                             config.searcher_k, config.scann_mode, config.warmup_questions))
+  atomic.write_json(done_path, {"version": version, "config": record, "source": source})
   tf.io.gfile.remove(pending_path)
   return {"export_base": paths_lib.absolute(config.export_base), "models": paths}
 
 
+def _source_checkpoint(config: "ExportConfig") -> Optional[str]:
+  """The checkpoint an export reads: the fine-tuning run's newest, or `init_checkpoint`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if config.model_dir:
+    return tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+  return config.init_checkpoint
+
+
 def _read_pending(path: str) -> Optional[Dict]:
-  """The unfinished export run recorded at `path`, or None."""
+  """The export run recorded at `path` (unfinished, or the last finished one), or None."""
   import json  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not tf.io.gfile.exists(path):

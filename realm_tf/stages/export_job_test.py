@@ -83,6 +83,10 @@ def test_rerun_after_a_kill_finishes_the_killed_version(tmp_path):
   with open(os.path.join(base, "realm_searcher", "1", "saved_model.pb"), "rb") as f:
     assert len(f.read()) == len(searcher_pb)
   assert not os.path.exists(os.path.join(base, export_job.PENDING))
-  # Another export afterwards takes the next version, as before.
-  assert export_job.run(config)["models"]["realm_searcher"] == \
-      os.path.join(base, "realm_searcher", "2")
+  # The same command again (an unchanged model): nothing to do, version 1 stays the only one.
+  again = export_job.run(config)
+  assert again["nothing_to_do"] and again["models"] == summary["models"]
+  assert os.listdir(os.path.join(base, "realm_searcher")) == ["1"]
+  # Other settings are another export: the next version.
+  assert export_job.run(dataclasses.replace(config, searcher_k=2))["models"]["realm_searcher"] \
+      == os.path.join(base, "realm_searcher", "2")
