@@ -33,7 +33,7 @@ def traced_tokenize_with_offsets(tokenizer):
   """
   fn = _TRACED.get(tokenizer)
   if fn is None:
-    fn = tf.function(tokenizer.tokenize_with_offsets,
+    fn = tf.function(tokenizer.tokenize_with_offsets, autograph=False,
                      input_signature=[tf.TensorSpec([None], tf.string)])
     _TRACED[tokenizer] = fn
   return fn

@@ -70,7 +70,7 @@ class ICTExampleBuilder:
   @functools.cached_property
   def compiled(self):
     """`__call__` traced once (signature: index, {"block_id", "body", "title_ids"})."""
-    return tf.function(self.__call__, input_signature=[
+    return tf.function(self.__call__, autograph=False, input_signature=[
         tf.TensorSpec([], tf.int64),
         {"block_id": tf.TensorSpec([], tf.int64), "body": tf.TensorSpec([], tf.string),
          "title_ids": tf.TensorSpec([None], tf.int32)}])

@@ -184,8 +184,8 @@ class Masker:
   @functools.cached_property
   def compiled(self):
     """`__call__` traced once for any record (eager tokenizer calls cost ~0.1 s each)."""
-    return tf.function(self.__call__, input_signature=[tf.TensorSpec([], tf.int64),
-                                                       RECORD_SIGNATURE])
+    return tf.function(self.__call__, autograph=False,
+                       input_signature=[tf.TensorSpec([], tf.int64), RECORD_SIGNATURE])
 
   def dataset(self, records: tf.data.Dataset, start_index: int = 0,
               num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,

@@ -177,7 +177,7 @@ class HeldOutEvaluator:
       return {}
     if self._forward is None:
       self._forward = tf.function(
-          lambda b: masked_metrics_from_outputs(**_outputs(model, b), batch=b))
+          lambda b: masked_metrics_from_outputs(**_outputs(model, b), batch=b), autograph=False)
     n = self.num_queries
     masked = tf.data.Dataset.from_tensor_slices(
         {k: v[:n] for k, v in self.examples.items()})

@@ -86,7 +86,8 @@ class BlockTable(tf.Module):
   def _fill(self, text_batches: TextBatches, total: int) -> None:
     """Second pass: allocates `text_bytes` in the graph (so no eager copy of it exists) and
     writes each batch's bytes into its slice in place."""
-    tf.function(lambda size: self.text_bytes.assign(tf.zeros([size], tf.uint8)))(
+    tf.function(lambda size: self.text_bytes.assign(tf.zeros([size], tf.uint8)),
+                autograph=False)(
         tf.constant(total, tf.int64))
     lo = 0
     progress = ItemProgress(self.size, "block table: texts", "blocks")

@@ -57,7 +57,8 @@ class QueryEmbedderModule(tf.Module):
                                 cfg.reader.query_length)
       return {"embeddings": model.embed_questions(feats, training=False)}
 
-    self.embed = tf.function(embed, input_signature=[_string_spec("questions")])
+    self.embed = tf.function(embed, autograph=False,
+                             input_signature=[_string_spec("questions")])
 
   def signatures(self):
     """{signature name: tf.function} to save (see the class docstring)."""
@@ -86,8 +87,8 @@ class DocEmbedderModule(tf.Module):
       out = module.embed_documents({k: tf.cast(packed[k], tf.int32) for k in INPUT_KEYS})
       return {"embeddings": tf.cast(out["embeddings"], tf.float32)}
 
-    self.embed = tf.function(embed, input_signature=[_string_spec("titles"),
-                                                     _string_spec("bodies")])
+    self.embed = tf.function(embed, autograph=False, input_signature=[
+        _string_spec("titles"), _string_spec("bodies")])
 
   def signatures(self):
     """{signature name: tf.function} to save (see the class docstring)."""
@@ -123,7 +124,7 @@ class SearcherModule(tf.Module):
               "scores": tf.cast(scores, tf.float32)}
 
     self.search = tf.function(lambda query_embeddings: run(query_embeddings, self.k),
-                              input_signature=[spec])
+                              input_signature=[spec], autograph=False)
 
     def search_k(query_embeddings, k):
       check = tf.debugging.assert_less_equal(k, n, message="k exceeds the number of blocks")
@@ -132,7 +133,7 @@ class SearcherModule(tf.Module):
         k = tf.identity(k)
       return run(query_embeddings, k)
 
-    self.search_k = tf.function(search_k, input_signature=[
+    self.search_k = tf.function(search_k, autograph=False, input_signature=[
         spec, tf.TensorSpec([], tf.int32, name="k")])
 
   def signatures(self):
@@ -171,8 +172,9 @@ class ReaderModule(tf.Module):
       return read_scored(questions, block_texts, tf.zeros(tf.shape(block_texts), tf.float32))
 
     texts_spec = _string_spec("block_texts", rank=2)
-    self.read = tf.function(read, input_signature=[_string_spec("questions"), texts_spec])
-    self.read_scored = tf.function(read_scored, input_signature=[
+    self.read = tf.function(read, autograph=False,
+                            input_signature=[_string_spec("questions"), texts_spec])
+    self.read_scored = tf.function(read_scored, autograph=False, input_signature=[
         _string_spec("questions"), texts_spec,
         tf.TensorSpec([None, None], tf.float32, name="retrieval_scores")])
 

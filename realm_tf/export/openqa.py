@@ -100,14 +100,14 @@ class OpenQAModule(tf.Module):
                   "evidence_scores": tf.cast(scores, tf.float32)})
       return blank_unasked_rows(out, feats["wordpieces"].row_lengths() > 0)
 
-    self.answer = tf.function(answer, input_signature=[
+    self.answer = tf.function(answer, autograph=False, input_signature=[
         tf.TensorSpec([None], tf.string, name="questions")])
 
     def blocks(block_ids):
       out = table.gather(table.rows_for_block_ids(block_ids))
       return {"titles": out["titles"], "texts": out["texts"]}
 
-    self.blocks = tf.function(blocks, input_signature=[
+    self.blocks = tf.function(blocks, autograph=False, input_signature=[
         tf.TensorSpec([None, None], tf.int64, name="block_ids")])
 
   def signatures(self):

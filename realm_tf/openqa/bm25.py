@@ -81,7 +81,7 @@ class BM25Retriever:
         emb = tf.gather(tf.convert_to_tensor(model.index.variables()[0]), block_rows)
         return tf.reduce_sum(q[:, None, :] * emb, axis=-1)                      # [B, R]
       self._dense_logits = tf.function(
-          logits, input_signature=[spec, tf.TensorSpec([None, None], tf.int32)])
+          logits, autograph=False, input_signature=[spec, tf.TensorSpec([None, None], tf.int32)])
     query = {f"query/{key}": tf.constant(features[f"query/{key}"], tf.int32)
              for key in QUERY_KEYS}
     return self._dense_logits(query, tf.constant(rows, tf.int32)).numpy().astype(np.float32)

@@ -88,7 +88,7 @@ class QuestionFeaturizer:
                tokenizer: Optional[RealmTokenizer] = None):
     self.config = config
     self.tokenizer = tokenizer or RealmTokenizer()
-    self._tokenize = tf.function(self.tokenizer.tokenize,
+    self._tokenize = tf.function(self.tokenizer.tokenize, autograph=False,
                                  input_signature=[tf.TensorSpec([None], tf.string)])
 
   def tokenize(self, texts: Sequence[str]) -> List[np.ndarray]:

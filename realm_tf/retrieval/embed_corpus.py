@@ -190,10 +190,11 @@ def _distributed_step(embedder: LoadedEmbedder, strategy: tf.distribute.Strategy
   cache = embedder.__dict__.setdefault("_distributed_steps", {})
   key = (id(strategy), jit_compile)
   if key not in cache:
-    embed = tf.function(embedder.embed_documents, jit_compile=True) if jit_compile else \
+    embed = tf.function(embedder.embed_documents, jit_compile=True,
+                        autograph=False) if jit_compile else \
         embedder.embed_documents
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(batch):
       features = {k: batch[k] for k in INPUT_KEYS}
       return strategy.run(embed, args=(features,))

@@ -101,9 +101,9 @@ class _EmbedderModule(tf.Module):
                                     tf.float32)}
 
     self.embed_queries = tf.function(
-        embed_queries, input_signature=[_input_signature(query_seq_length)])
+        embed_queries, autograph=False, input_signature=[_input_signature(query_seq_length)])
     self.embed_documents = tf.function(
-        embed_documents, input_signature=[_input_signature(doc_seq_length)])
+        embed_documents, autograph=False, input_signature=[_input_signature(doc_seq_length)])
 
 
 def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,

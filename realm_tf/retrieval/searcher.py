@@ -59,7 +59,7 @@ class Searcher(tf.Module):
       return this()._checked_search(query_embeddings, k)  # pylint: disable=protected-access
 
     self.search = tf.function(
-        search,
+        search, autograph=False,
         input_signature=[tf.TensorSpec([None, self.dim], tf.float32, name="query_embeddings"),
                          tf.TensorSpec([], tf.int32, name="k")])
     # The graphs `search` traces capture this searcher's variables and sit in reference cycles:
@@ -134,7 +134,7 @@ def save_searcher(searcher: Searcher, path: str) -> dict:
     rows, scores = searcher.search(query_embeddings, k)
     return {"rows": rows, "scores": scores}
 
-  serving = tf.function(serve, input_signature=signature.structured_input_signature[0])
+  serving = tf.function(serve, autograph=False, input_signature=signature.structured_input_signature[0])
   tf.saved_model.save(searcher, path, signatures={"serving_default": serving},
                       options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
   # Saving traced graphs of its own (`serving`, TensorFlow's signature wrappers) that captured the

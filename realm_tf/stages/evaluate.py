@@ -97,16 +97,18 @@ class Predictor:
     cache = _FUNCTIONS.setdefault(model, {})
     if ("dense", r) not in cache:
       cache[("dense", r)] = tf.function(
-          lambda f: model.predict_spans(f, num_retrieved=r), input_signature=[spec])
+          lambda f: model.predict_spans(f, num_retrieved=r), input_signature=[spec],
+          autograph=False)
     if "given" not in cache:
       cache["given"] = tf.function(
           lambda f, rows, logits: model.predict_spans(f, rows=rows, retrieval_scores=logits),
+          autograph=False,
           input_signature=[spec, tf.TensorSpec([None, None], tf.int32),
                            tf.TensorSpec([None, None], tf.float32)])
     if ("retrieve", r) not in cache:
       cache[("retrieve", r)] = tf.function(
           lambda f: model.retrieve(model.embed_questions(f, training=False), r),
-          input_signature=[spec])
+          input_signature=[spec], autograph=False)
     self._dense = cache[("dense", r)]
     self._given = cache["given"]
     self._retrieve = cache[("retrieve", r)]

@@ -145,8 +145,8 @@ def run(config: ExportConfig, strategy=None) -> Dict:
   done_path = os.path.join(config.export_base, DONE)
   record = {**dataclasses.asdict(config), "version": None}
   source = {"checkpoint": _source_checkpoint(config), "bundle": bundle.path if bundle else None}
-  pending = _read_pending(pending_path)
-  done = _read_pending(done_path)
+  pending = _read_record(pending_path)
+  done = _read_record(done_path)
   if pending is None and config.version is None and done is not None and \
       done["config"] == record and done.get("source") == source:
     kept = {n: os.path.join(config.export_base, n, str(done["version"])) for n in names}
@@ -195,11 +195,19 @@ def _source_checkpoint(config: "ExportConfig") -> Optional[str]:
   return config.init_checkpoint
 
 
-def _read_pending(path: str) -> Optional[Dict]:
+def _read_record(path: str) -> Optional[Dict]:
   """The export run recorded at `path` (unfinished, or the last finished one), or None."""
   import json  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+    text = f.read()
+  try:
+    record = json.loads(text)
+  except ValueError as e:
+    raise ValueError(f"{path}: not an export record ({e}); remove it to start afresh") from None
+  if not isinstance(record, dict) or "version" not in record or "config" not in record:
+    raise ValueError(f"{path}: not an export record (no version and config); remove it to "
+                     "start afresh")
+  return record

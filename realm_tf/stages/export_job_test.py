@@ -90,3 +90,13 @@ def test_rerun_after_a_kill_finishes_the_killed_version(tmp_path):
   # Other settings are another export: the next version.
   assert export_job.run(dataclasses.replace(config, searcher_k=2))["models"]["realm_searcher"] \
       == os.path.join(base, "realm_searcher", "2")
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"version": 3}'])
+def test_a_damaged_export_record_is_a_one_line_error_naming_it(tmp_path, text):
+  path = tmp_path / export_job.DONE
+  path.write_text(text, encoding="utf-8")
+  with pytest.raises(ValueError, match=f"{path}: not an export record") as raised:
+    export_job._read_record(str(path))  # pylint: disable=protected-access
+  assert "\n" not in str(raised.value)
+  assert export_job._read_record(str(tmp_path / "absent.json")) is None  # pylint: disable=protected-access

@@ -191,7 +191,10 @@ class Trainer:
     compile_here = jit_compile and not is_tpu_strategy(strategy)
     staged = compile_here and isinstance(task, HostStagedTask)
     whole = compile_here and not staged and strategy.num_replicas_in_sync == 1
-    jit = functools.partial(tf.function, jit_compile=True)
+    # Every traced function in realm_tf is written in plain TensorFlow ops (no Python control
+    # flow on tensors), so none is AutoGraph-converted: converting the towers' Keras layers cost
+    # a fifth of a short run's CPU time (measured on the DPR end-to-end test: 64 s → 51 s).
+    jit = functools.partial(tf.function, jit_compile=True, autograph=False)
     self._forward = self._staged_forward(task) if staged else \
         (lambda batch: self.task(self.model, batch, True))
     self._grads_fn = jit(self._compute_grads) if compile_here and not staged and not whole \
@@ -199,7 +202,7 @@ class Trainer:
     self._apply_fn = jit(self._apply) if staged and strategy.num_replicas_in_sync == 1 \
         else self._apply
     self._replica_fn = jit(self._replica_step) if whole else self._replica_step
-    self._train_step = tf.function(self._distributed_step)
+    self._train_step = tf.function(self._distributed_step, autograph=False)
     # A dynamic loss-scale optimizer (float16) expects non-finite gradients now and then: it
     # skips those steps and lowers its scale itself, so only its loss is checked.
     self._checks_grad_norm = not getattr(optimizer, "dynamic", False)
@@ -302,11 +305,11 @@ class Trainer:
   def _staged_forward(self, task: HostStagedTask) -> Callable:
     """The forward pass of a HostStagedTask with its device parts XLA-compiled (a gradient tape
     around it differentiates through them; their gradients are compiled too)."""
-    @functools.partial(tf.function, jit_compile=True)
+    @functools.partial(tf.function, jit_compile=True, autograph=False)
     def device_first(batch):
       return task.device_first(self.model, batch, True)
 
-    @functools.partial(tf.function, jit_compile=True)
+    @functools.partial(tf.function, jit_compile=True, autograph=False)
     def device_second(batch, first, host):
       return task.device_second(self.model, batch, first, host, True)
 
