@@ -173,11 +173,14 @@ def make_pretrain_dataset(masked: tf.data.Dataset, retrieve_fn: Callable, lookup
     # Each worker keeps every n-th batch *before* retrieval, so no query is embedded twice.
     ds = ds.shard(tf.data.experimental.SHARD_HINT, tf.data.experimental.SHARD_HINT)
 
+  # Traced again for every new index bundle: unconverted, as every traced function here is.
+  @tf.autograph.experimental.do_not_convert
   def _retrieve(batch):
     out = dict(batch)
     out[_RETRIEVED] = retrieve_fn({k: batch[k] for k in INPUT_KEYS})
     return out
 
+  @tf.autograph.experimental.do_not_convert
   def _featurize(batch):
     batch = dict(batch)
     retrieved = batch.pop(_RETRIEVED)
