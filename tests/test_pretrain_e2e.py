@@ -2,11 +2,13 @@
 refresh → recall, then a resume, a corpus-mismatch refusal and a config-mismatch refusal."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.evaluation.recall import measure_bundle_recall
@@ -91,6 +93,39 @@ def test_pretraining_with_inline_refresh_resumes_and_measures_recall(work, caplo
 
   recall = measure_bundle_recall(live, dirs["annotations"], dirs["corpus"], 10, False)
   assert 0.0 <= recall["own_block_recall@5"] <= 1.0
+
+
+class _Stopped(Exception):
+  """The process stopping inside a hook (as a kill would), raised by a stand-in refresh."""
+
+
+def test_a_run_stopped_between_a_checkpoint_and_its_refresh_refreshes_on_resume(work, tmp_path):
+  # A step's checkpoint is written before its hook exports and refreshes. Stopped in between,
+  # the run must not go on (or end) with the previous index: the resumed run finishes the
+  # restored step's refresh from that step's export first.
+  dirs, _, _ = work
+  index, realm = str(tmp_path / "index"), str(tmp_path / "realm")
+  shutil.copytree(dirs["index"], index)
+  before = bundle_lib.latest(index).version
+  refresher = IndexRefresher(RefreshConfig(model_dir=realm, corpus_dir=dirs["corpus"],
+                                           index_dir=index, min_recall=0.0, recall_queries=20))
+
+  def stop(export_dir, *args, **kwargs):
+    raise _Stopped(export_dir)
+
+  refresher.refresh, refresh = stop, refresher.refresh
+  with pytest.raises(_Stopped):
+    RealmExperiment(_config(2), dirs["corpus"], dirs["annotations"], index, realm,
+                    refresher=refresher).train(retriever_init=dirs["ict"])
+  assert tf.train.latest_checkpoint(os.path.join(realm, "checkpoints")).endswith("ckpt-2")
+  assert bundle_lib.latest(index).version == before  # the step-2 refresh never happened
+
+  refresher.refresh = refresh
+  RealmExperiment(_config(2), dirs["corpus"], dirs["annotations"], index, realm,
+                  refresher=refresher).train(retriever_init=dirs["ict"])
+  live = bundle_lib.latest(index)
+  assert live.version > before and live.step == 2
+  assert live.manifest["source_export"].startswith(os.path.abspath(realm))
 
 
 def test_bundle_from_another_corpus_is_refused(work, tmp_path):

@@ -335,7 +335,25 @@ class RealmExperiment:
         self.evaluate(0)
     return self.trainer.train(
         self.make_dataset, self.config.num_train_steps, hooks=[self._hook],
-        extra_scalars=lambda step: {"index_staleness": float(step - self._bundle_step())})
+        extra_scalars=lambda step: {"index_staleness": float(step - self._bundle_step())},
+        on_resume=self._finish_restored_step)
+
+  def _finish_restored_step(self, step: int) -> None:
+    """Finishes what the hook of the restored step had not published when the run stopped (its
+    checkpoint is written before its hook runs): the export, the inline refresh to an index built
+    from that export, and the held-out figures. Without it a run killed in between went on
+    reading the previous index, and its weights differed from an uninterrupted run's."""
+    cfg = self.config
+    final = step == cfg.num_train_steps
+    if step % cfg.export_every_steps == 0 or final:
+      self.export(step)  # kept if it was published before the stop
+    if not (step % cfg.refresh_every_steps == 0 or final):
+      return
+    if cfg.refresh == "inline" and self._bundle_step() < step:
+      self._hook(step)  # the refresh (from the export above), then the held-out figures
+    elif (cfg.refresh == "inline" or final) and \
+        step not in {int(r["step"]) for r in self.heldout_log()}:
+      self.evaluate(step)
 
 
 def improves_best(utility: Optional[float], best: Optional[Dict]) -> bool:

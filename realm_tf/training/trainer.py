@@ -359,14 +359,20 @@ class Trainer:
 
   def train(self, make_dataset: Callable[[int], tf.data.Dataset], num_steps: int,
             hooks: Optional[List[Callable[[int], bool]]] = None,
-            extra_scalars: Optional[Callable[[int], Dict[str, float]]] = None) -> Dict[str, float]:
+            extra_scalars: Optional[Callable[[int], Dict[str, float]]] = None,
+            on_resume: Optional[Callable[[int], None]] = None) -> Dict[str, float]:
     """Trains until `num_steps`. `make_dataset(data_position, shard)` builds one input
     pipeline's batches (`shard`: an InputShard) from that pipeline's position; a hook returning
-    True after a step asks for the input to be rebuilt (e.g. new index).
+    True after a step asks for the input to be rebuilt (e.g. new index). A step's checkpoint is
+    written before its hooks run, so a run stopped in between restores a step whose hooks did
+    not finish: `on_resume(step)` runs after a restore, before the input is built, to finish
+    them.
     Returns the last step's scalars, its progress line and `start_step` (0 unless it resumed),
     so a caller that times the call knows which steps the time covers."""
     hooks = hooks or []
     start = self.restore()
+    if start and on_resume is not None:
+      on_resume(start)
     reporter = ProgressReporter(num_steps, self.global_batch_size, self.log_every,
                                 os.path.join(self.model_dir, "summaries", self.name), self.name,
                                 line_keys=self.line_keys)
