@@ -9,7 +9,8 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 
 
 def environment() -> dict:
-  """Facts every result records: command, cores, load, TF version, time."""
+  """Facts every result records: command, cores, load, TF version, time, and the commit it ran
+  (`git_commit`)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return {
       "command": " ".join([os.path.basename(sys.executable), "-m",
@@ -22,6 +23,7 @@ def environment() -> dict:
       "python": platform.python_version(),
       "machine": platform.machine(),
       "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+      "git": git_commit(),
   }
 
 

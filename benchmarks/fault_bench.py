@@ -12,7 +12,6 @@ afterwards and the outcome. docs/RELIABILITY.md explains the rows.
 import importlib
 import os
 import shutil
-import subprocess
 import time
 from typing import Dict, List, Tuple
 
@@ -43,7 +42,8 @@ def run(config: FaultConfig) -> Dict[str, object]:
       continue
     seconds = time.perf_counter() - start
     logging.info("fault group %s: %d rows in %.0f s", group, len(group_rows), seconds)
-    stamp = {"commit": _commit(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    stamp = {"commit": common.git_commit()["commit"],
+             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "load_average_1m": os.getloadavg()[0], "group_seconds": seconds}
     rows.extend({**r.to_json(), **stamp} for r in group_rows)
   return {"rows": rows, "crashed_groups": errors,
@@ -81,13 +81,6 @@ def _with_dir(config: FaultConfig, work_dir: str) -> FaultConfig:
   import dataclasses  # pylint: disable=g-import-not-at-top
   return dataclasses.replace(config, work_dir=work_dir)
 
-
-def _commit() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
 
 
 HELP = {

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from typing import Dict, List
@@ -57,14 +56,6 @@ HELP = {
 def _log(msg: str) -> None:
   print(f"[import_release] {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
-
-def _git_commit() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
 
 
 def write_release(directory: str, num_rows: int, config: ImportBenchConfig) -> Dict:
@@ -217,7 +208,7 @@ def run(config: ImportBenchConfig) -> Dict:
   """Measures every size, fits, extrapolates and writes the result JSON."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   per_size = {n: measure(n, config) for n in sorted(config.sizes)}
-  payload = {"config": dataclasses.asdict(config), "git_commit": _git_commit(),
+  payload = {"config": dataclasses.asdict(config), "git_commit": common.git_commit()["commit"],
              "tensorflow": tf.__version__, "sizes": {str(n): r for n, r in per_size.items()},
              **summarize(per_size)}
   common.write_result(config.output_name, payload)

@@ -287,13 +287,18 @@ class RealmExperiment:
 
   # -- refresh ---------------------------------------------------------------------------------
 
+  def _due(self, step: int, every: int) -> bool:
+    """Whether a step-`every` task (export, refresh) falls at `step`: every `every` steps and at
+    the last one."""
+    return step % every == 0 or step == self.config.num_train_steps
+
   def _hook(self, step: int) -> bool:
     cfg = self.config
     exported = None
-    if step % cfg.export_every_steps == 0 or step == cfg.num_train_steps:
+    if self._due(step, cfg.export_every_steps):
       exported = self.export(step)
     rebuild = False
-    if step % cfg.refresh_every_steps == 0 or step == cfg.num_train_steps:
+    if self._due(step, cfg.refresh_every_steps):
       if cfg.refresh == "inline":
         exported = exported or self.export(step)
         try:
@@ -345,9 +350,9 @@ class RealmExperiment:
     reading the previous index, and its weights differed from an uninterrupted run's."""
     cfg = self.config
     final = step == cfg.num_train_steps
-    if step % cfg.export_every_steps == 0 or final:
+    if self._due(step, cfg.export_every_steps):
       self.export(step)  # kept if it was published before the stop
-    if not (step % cfg.refresh_every_steps == 0 or final):
+    if not self._due(step, cfg.refresh_every_steps):
       return
     if cfg.refresh == "inline" and self._bundle_step() < step:
       self._hook(step)  # the refresh (from the export above), then the held-out figures
