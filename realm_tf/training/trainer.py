@@ -24,11 +24,13 @@ from absl import logging
 from realm_tf.io import atomic
 from realm_tf.io import paths
 from realm_tf.io import publish
+from realm_tf.training import dropout_rng
 from realm_tf.training.progress import ProgressReporter
 from realm_tf.training.strategy import input_pipelines
 
 DONE_MARKER = "TRAINING_DONE"
 CONFIG_FILE = "config.json"
+DROPOUT_RNG = "dropout_rng"  # the checkpoint's key for the dropout streams
 
 
 # What a TPU step takes as input (int64 ids and strings stay on the host).
@@ -176,8 +178,12 @@ class Trainer:
     with strategy.scope():
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
       self.data_position = tf.Variable(self._positions, trainable=False, name="data_position")
+      # The dropout streams are saved with each checkpoint: a resumed run draws the masks an
+      # uninterrupted one would (`dropout_rng`).
+      self._dropout_rng = dropout_rng.resumable_dropout(model)
+    extra = {DROPOUT_RNG: self._dropout_rng} if self._dropout_rng is not None else {}
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step,
-                                          data_position=self.data_position)
+                                          data_position=self.data_position, **extra)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=max_to_keep)
     # Under MultiWorkerMirroredStrategy every client takes part in a save; only the chief writes
@@ -217,6 +223,18 @@ class Trainer:
         .expect_partial().assert_existing_objects_matched()
     self.data_position.assign([int(scalar.numpy())])
 
+  def _checkpoint_for(self, path: str) -> tf.train.Checkpoint:
+    """The checkpoint object that restores `path`: without the dropout streams when `path` was
+    written before they were saved (the run then goes on with fresh streams, as it did before)."""
+    if self._dropout_rng is None or any(
+        k.startswith(DROPOUT_RNG + "/")
+        for k in paths.checkpoint_reader(path).get_variable_to_shape_map()):
+      return self.checkpoint
+    logging.warning("%s holds no dropout streams (written by an older version): dropout masks "
+                    "restart from their seeds.", path)
+    return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
+                               data_position=self.data_position)
+
   def restore(self) -> int:
     """Restores the newest checkpoint if any; returns the step to continue from. The chief
     first removes what a save killed mid-way left behind (`publish.remove_checkpoint_temps`)."""
@@ -228,7 +246,8 @@ class Trainer:
       try:
         # Optimizer slots are created at the first step and restored then (deferred), so a
         # finished run that only reloads its weights never builds them: no warning for those.
-        self.checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
+        self._checkpoint_for(latest).restore(latest).expect_partial() \
+            .assert_existing_objects_matched()
       except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
         saved = paths.checkpoint_reader(latest).get_variable_to_shape_map().get(
             "data_position/.ATTRIBUTES/VARIABLE_VALUE")
