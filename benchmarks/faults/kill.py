@@ -447,6 +447,10 @@ def run_stage(stage: Stage, config: FaultConfig, points: int) -> FaultRow:
       shutil.rmtree(run_dir, ignore_errors=True)
       continue
     problems = [f"after the kill: {p}" for p in half_published(run_dir)]
+    # Where each trainer stood when killed: a try resumed from a step between its first and last
+    # is the one that tests an exact mid-run resume (its weights, its dropout streams).
+    at_kill = {sub: trainer_figures(os.path.join(run_dir, sub)).get("step")
+               for sub in stage.trainer_dirs}
     rc, rerun_s = run_to_end(stage.argv(run_dir), log)
     if rc != 0:
       problems.append(f"re-run exit status {rc} (see {log})")
@@ -460,7 +464,8 @@ def run_stage(stage: Stage, config: FaultConfig, points: int) -> FaultRow:
       left = temporaries(run_dir)
       leftovers += bool(left)
       tries_figures.append({"kill_s": at, "killed": killed, "rerun_s": round(rerun_s, 1),
-                            "temporaries_left": left[:5], **figures})
+                            "temporaries_left": left[:5], "checkpoint_step_at_kill": at_kill,
+                            **figures})
     if problems:
       failures += 1
       notes.append(f"kill at {at} s: " + "; ".join(problems))
