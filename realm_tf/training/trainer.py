@@ -2,8 +2,10 @@
 
 The loop is shared by ICT, REALM pre-training and open-QA fine-tuning: a `task` supplies the
 per-example loss and metrics; the trainer owns the optimizer step (clipping, mixed precision),
-checkpoints (model, optimizer, step, data position), NaN detection, progress lines, TensorBoard
-summaries, hooks (embedder export, index refresh) and the done-marker.
+checkpoints (model, optimizer, step, data position, dropout streams: a resumed run ends with
+the uninterrupted run's weights bit for bit where the kernels are deterministic, as on CPU), NaN
+detection, progress lines, TensorBoard summaries, hooks (embedder export, index refresh) and the
+done-marker.
 
 With `jit_compile` the replica step is XLA-compiled (forward, backward and the optimizer's apply),
 and every dataset the step reads is checked for what TPUs take (`check_device_inputs`). A task
