@@ -220,9 +220,8 @@ class Trainer:
     """Restores a one-host checkpoint written when the data position was one scalar (before
     positions were kept per input pipeline), so existing runs resume where they stopped."""
     scalar = tf.Variable(0, dtype=tf.int64, trainable=False)
-    tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
-                        data_position=scalar).restore(latest) \
-        .expect_partial().assert_existing_objects_matched()
+    self._training_state(scalar).restore(latest).expect_partial() \
+        .assert_existing_objects_matched()
     self.data_position.assign([int(scalar.numpy())])
 
   def _checkpoint_for(self, path: str) -> tf.train.Checkpoint:
@@ -234,8 +233,13 @@ class Trainer:
       return self.checkpoint
     logging.warning("%s holds no dropout streams (written by an older version): dropout masks "
                     "restart from their seeds.", path)
+    return self._training_state(self.data_position)
+
+  def _training_state(self, data_position: tf.Variable) -> tf.train.Checkpoint:
+    """The checkpoint of model, optimizer, step and `data_position`, without dropout streams:
+    what runs written by older versions hold."""
     return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
-                               data_position=self.data_position)
+                               data_position=data_position)
 
   def restore(self) -> int:
     """Restores the newest checkpoint if any; returns the step to continue from. The chief
