@@ -211,7 +211,12 @@ def test_demo_corpus_top_20_equals_rank_bm25_on_every_squad_open_dev_question(de
 @pytest.mark.parametrize("texts", [
     ["Plain ASCII, with punctuation: a_b-c d.e (f) 12,345!", "", "  \t\n ", "x\x1fy\x7fz"],
     ["Ünïcödé wörds beside ASCII", "İstanbul’s “quotes” — and ß", "ascii only here"],
-    ["日本語のテキスト and words", "", "ok"]])
-def test_words_are_the_regex_tokens_with_or_without_the_ascii_path(texts):
-  lowered = "\x00".join(texts).lower()
-  assert bm25._words(lowered) == bm25._WORD_OR_SEP.findall(lowered)
+    ["日本語のテキスト and words", "", "ok", "—", "a—b—c x—y a—b"],
+    ["The \u212a sign lowers to ASCII", "ΟΔΟΣ.Α and ΟΔΟΣ", "ok"],
+    ["surrogate \udc80 escaped", "x"]])
+def test_word_ids_are_the_regex_tokens_of_the_lower_cased_chunk(texts):
+  joined = "\x00".join(texts)
+  want = bm25._WORD_OR_SEP.findall(joined.lower())
+  words, ids = bm25._word_ids(joined)
+  assert [words[i] for i in ids] == want
+  assert words[0] == "\x00" and sorted(words) == sorted(set(want) | {"\x00"})  # each once
