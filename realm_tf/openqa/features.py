@@ -212,34 +212,15 @@ def pack_reader_inputs(question_ids, question_length, body_ids, body_length, seq
     `block_offset` int32 [B, K] (reader position of the body's first wordpiece) and
     `block_length` int32 [B, K] (body wordpieces kept).
   """
+  body_length = tf.cast(body_length, tf.int32)
+  shape = tf.shape(body_length)                                        # [B, K]
   question_ids = tf.cast(question_ids, tf.int32)
-  body_ids = tf.cast(body_ids, tf.int32)
-  lq = tf.cast(question_length, tf.int32)[:, None, None]               # [B, 1, 1]
-  k = tf.shape(body_ids)[1]
-  lb = tf.minimum(tf.cast(body_length, tf.int32), seq_length - 3 - lq[:, :, 0])  # [B, K]
-  lb = tf.maximum(lb, 0)
-  p = tf.range(seq_length, dtype=tf.int32)[None, None, :]             # [1, 1, T]
-  lq_len = tf.shape(question_ids)[1]
-  q_idx = tf.clip_by_value(p - 1, 0, tf.maximum(lq_len - 1, 0))
-  q_tok = tf.gather(question_ids, tf.broadcast_to(q_idx[:, 0, :], [tf.shape(question_ids)[0],
-                                                                   seq_length]), batch_dims=1)
-  q_tok = tf.tile(q_tok[:, None, :], [1, k, 1])                       # [B, K, T]
-  lb_len = tf.shape(body_ids)[2]
-  b_idx = tf.clip_by_value(p - lq - 2, 0, tf.maximum(lb_len - 1, 0))
-  b_idx = tf.broadcast_to(b_idx, tf.shape(q_tok))
-  b_tok = tf.gather(body_ids, b_idx, batch_dims=2)                    # [B, K, T]
-  lb3 = lb[:, :, None]
-  body_end = lq + 2 + lb3                                             # position of final [SEP]
-  ids = tf.where(p == 0, cls_id, 0)
-  ids = tf.where((p >= 1) & (p <= lq), q_tok, ids)
-  ids = tf.where(p == lq + 1, sep_id, ids)
-  ids = tf.where((p >= lq + 2) & (p < body_end), b_tok, ids)
-  ids = tf.where(p == body_end, sep_id, ids)
-  mask = tf.cast(p <= body_end, tf.int32)
-  types = tf.cast((p >= lq + 2) & (p <= body_end), tf.int32)
-  ids = ids * mask
-  return {"input_word_ids": ids, "input_mask": mask, "input_type_ids": types,
-          "block_offset": tf.broadcast_to(lq[:, :, 0] + 2, tf.shape(lb)), "block_length": lb}
+  questions = tf.broadcast_to(question_ids[:, None, :],
+                              tf.concat([shape, tf.shape(question_ids)[1:]], 0))
+  question_length = tf.broadcast_to(tf.cast(question_length, tf.int32)[:, None], shape)
+  inputs, (kept_question, kept_body) = packing.pack_segments(
+      [questions, body_ids], [question_length, body_length], seq_length, cls_id, sep_id)
+  return dict(inputs, block_offset=kept_question + 2, block_length=kept_body)
 
 
 def answer_start_matches(tokens, answer_ids, answer_length, continuation=None):

@@ -1,7 +1,11 @@
 """Tests for the packing layouts: query, document, pair (knowledge-augmented) and reader input."""
+import numpy as np
+import pytest
 import tensorflow as tf
+import tensorflow_text as tf_text
 
 from realm_tf.text import RealmTokenizer, pack_document, pack_pair, pack_query, pack_query_block
+from realm_tf.text import packing
 
 CLS, SEP = 101, 102
 
@@ -70,3 +74,34 @@ def test_realm_lengths_with_real_text_in_tf_data():
   q = next(iter(ds))
   assert q["input_word_ids"].shape == (1, 96)
   assert int(q["input_mask"].numpy().sum()) == 7  # [CLS] 5 pieces [SEP]
+
+
+def _tf_text_pack(segments, seq_length):
+  """The reference: TF.Text's waterfall trimmer, segment combiner and padder."""
+  trimmed = tf_text.WaterfallTrimmer(max_seq_length=seq_length - 1 - len(segments)).trim(
+      segments)
+  ids, types = tf_text.combine_segments(trimmed, start_of_sequence_id=CLS, end_of_segment_id=SEP)
+  ids, mask = tf_text.pad_model_inputs(ids, max_seq_length=seq_length)
+  types, _ = tf_text.pad_model_inputs(types, max_seq_length=seq_length)
+  return {"input_word_ids": ids, "input_mask": mask, "input_type_ids": types}
+
+
+@pytest.mark.parametrize("num_segments,seq_length", [(1, 5), (1, 40), (2, 6), (2, 33), (3, 12),
+                                                     (3, 64)])
+def test_packing_equals_tf_text_trimmer_combiner_and_padder(num_segments, seq_length):
+  rng = np.random.default_rng(seq_length + num_segments)
+  for _ in range(3):
+    segments = [_rt([rng.integers(1000, 2000, size=rng.integers(0, 2 * seq_length)).tolist()
+                     for _ in range(17)]) for _ in range(num_segments)]
+    got = packing._pack(segments, seq_length, CLS, SEP)  # pylint: disable=protected-access
+    want = _tf_text_pack(segments, seq_length)
+    for key in packing.INPUT_KEYS:
+      assert got[key].shape == (17, seq_length) and got[key].dtype == tf.int32
+      np.testing.assert_array_equal(got[key].numpy(), want[key].numpy(), err_msg=key)
+
+
+def test_packing_traces_to_few_ops():
+  spec = tf.RaggedTensorSpec([None, None], tf.int64)
+  graph = tf.function(lambda a, b: pack_document(a, b, 288, CLS, SEP)).get_concrete_function(
+      spec, spec).graph
+  assert len(graph.get_operations()) < 200, len(graph.get_operations())  # TF.Text: about 1,500

@@ -48,7 +48,9 @@ class RealmTokenizer(tf.Module):
     self.vocab_path = vocab_path or default_vocab_path()
     if not tf.io.gfile.exists(self.vocab_path):
       raise FileNotFoundError(f"Vocabulary file not found: {self.vocab_path}")
-    self.vocab = list(_read_vocab(self.vocab_path))
+    # Not tracked: wrapping 30,522 strings for tf.Module's dependency tracking took most of the
+    # constructor's time, and the list holds no TensorFlow state to save.
+    self.vocab = self._no_dependency(list(_read_vocab(self.vocab_path)))
     self.vocab_size = len(self.vocab)
     index = {tok: i for i, tok in enumerate(self.vocab)}
     for special in ("[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]"):

@@ -74,6 +74,8 @@ def test_short_run_loss_decreases(tmp_path):
                 hooks=[lambda s: losses.append(trainer.model) and False])
   first = trainer.task(trainer.model, next(iter(make_dataset(0))), False)[0]
   assert os.path.exists(os.path.join(model_dir, DONE_MARKER))
+  # The optimizer's slots exist before the first step, so the step is traced once, not twice.
+  assert trainer._train_step.experimental_get_tracing_count() == 1  # pylint: disable=protected-access
   # Start from a fresh model: the trained one must fit the batch far better.
   fresh = make_trainer(str(tmp_path / "fresh"))
   batch = next(iter(make_dataset(0)))
