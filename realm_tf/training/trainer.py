@@ -276,7 +276,8 @@ class Trainer:
   def _create_optimizer_state(self) -> None:
     """Creates the optimizer's step counter and slots for every trainable variable before the
     first step. Created inside it, they made tf.function trace the whole train step twice (once
-    creating variables, then once without), a sixth of a short run's time. Called after
+    creating variables, then once without; measured on the DPR end-to-end test's three stages:
+    16.8 s of tracing, 7.6 s traced once). Called after
     `restore`, which restores each slot as it is created; a variable that receives no gradient
     (a pooler the loss does not use) gets slots that stay zero."""
     optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
