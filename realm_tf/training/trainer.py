@@ -277,8 +277,8 @@ class Trainer:
     """Creates the optimizer's step counter and slots for every trainable variable before the
     first step. Created inside it, they made tf.function trace the whole train step twice (once
     creating variables, then once without; measured on the DPR end-to-end test's three stages:
-    16.8 s of tracing, 7.6 s traced once). Called after
-    `restore`, which restores each slot as it is created; a variable that receives no gradient
+    16.8 s of tracing, 7.6 s traced once). Called after `restore`, which restores each slot as
+    it is created, and only when there are steps to train; a variable that receives no gradient
     (a pooler the loss does not use) gets slots that stay zero."""
     optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
     if hasattr(optimizer, "_create_all_weights"):  # Keras' legacy OptimizerV2 (BERT's AdamW)
@@ -409,7 +409,8 @@ class Trainer:
     so a caller that times the call knows which steps the time covers."""
     hooks = hooks or []
     start = self.restore()
-    self._create_optimizer_state()
+    if start < num_steps:
+      self._create_optimizer_state()
     if start and on_resume is not None:
       on_resume(start)
     reporter = ProgressReporter(num_steps, self.global_batch_size, self.log_every,
