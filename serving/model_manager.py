@@ -10,7 +10,10 @@ without a failed or dropped request, which is TF Serving's availability-preservi
 import contextlib
 import dataclasses
 import enum
+import glob
+import importlib.util
 import os
+import sys
 import threading
 from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
@@ -33,8 +36,20 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving's limit.
 
 
 def import_text_ops() -> None:
-  """Registers TF.Text's ops, which tensorflow_model_server links in (the exports tokenize)."""
-  import tensorflow_text  # pylint: disable=import-outside-toplevel,unused-import
+  """Registers TF.Text's ops, which tensorflow_model_server links in (the exports tokenize).
+
+  Loads the package's op libraries without importing its Python modules, whose Keras layers
+  would bring Keras into the server's process (`cli.keep_keras_out`). Once `tensorflow_text` is
+  imported its ops are registered, and nothing is loaded twice.
+  """
+  if "tensorflow_text" in sys.modules:
+    return
+  spec = importlib.util.find_spec("tensorflow_text")
+  if spec is None or not spec.submodule_search_locations:
+    raise ImportError("tensorflow_text is not installed; the exports' tokenizer needs its ops")
+  ops_dir = os.path.join(spec.submodule_search_locations[0], "python", "ops")
+  for library in sorted(glob.glob(os.path.join(ops_dir, "*.so"))):
+    tf.load_op_library(library)
 
 
 def import_scann() -> bool:

@@ -158,5 +158,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.keep_keras_out()  # before define_flags imports TensorFlow
   define_flags()
   cli.run(main)

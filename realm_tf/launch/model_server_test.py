@@ -51,3 +51,32 @@ def test_without_a_model_it_serves_the_work_dirs_open_qa_export():
 def test_a_model_and_a_config_file_together_are_a_usage_error():
   with pytest.raises(app.UsageError, match="give one of --model_config_file or --model_name"):
     model_server.options_from_flags(_parsed("--model_name=m", "--model_config_file=c"))
+
+
+# The server's own process, as `python -m serving.server` starts it (its __main__ and the CLI's),
+# stopped by --helpshort once its flags parse; then the ops its exports need are loaded.
+_SERVER_PROCESS = """
+import runpy, sys
+sys.argv = ["serving.server", "--helpshort"]
+try:
+  runpy.run_module("serving.server", run_name="__main__")
+except SystemExit:
+  pass
+from serving import model_manager
+model_manager.import_scann()
+from tensorflow.python.framework import op_def_registry
+print(op_def_registry.get("FastWordpieceTokenizeWithOffsets") is not None,
+      op_def_registry.get("Scann>ScannSearchBatched") is not None,
+      sorted({m.split(".")[0] for m, v in sys.modules.items() if v is not None} &
+             {"keras", "tf_keras", "tensorflow_text", "sklearn"}))
+"""
+
+
+def test_the_server_process_loads_tf_text_and_scann_ops_without_keras():
+  """A SavedModel server needs TensorFlow and the exports' ops, not Keras (which TensorFlow's
+  import would otherwise bring, with scikit-learn: about 100 MB of RSS in every server)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  done = subprocess.run([sys.executable, "-c", _SERVER_PROCESS], capture_output=True, text=True,
+                        timeout=300, check=True)
+  assert done.stdout.strip().splitlines()[-1] == "True True []", done.stdout + done.stderr
