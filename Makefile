@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # CI machine. Each file's module fixtures stay in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench bench-status clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
+
+# Each result's commit, date, dirty flag, and whether the code its benchmark measures changed since.
+bench-status: $(STAMP)
+	$(PY) -m benchmarks.status
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,6 +15,19 @@ benchmark and writes its JSON, so it can be called without the command line.
 import dataclasses
 import time
 
+from benchmarks import common
+
+
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/data/annotate.py",
+    "realm_tf/data/blocking.py",
+    "realm_tf/data/corpus.py",
+    "realm_tf/data/documents.py",
+    "realm_tf/text/",
+)
+
 
 @dataclasses.dataclass
 class AnnotationBenchConfig:
@@ -22,9 +35,11 @@ class AnnotationBenchConfig:
   annotators' spaCy batch size."""
   num_passages: int = 400
   batch_size: int = 64
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "num_passages": "Passages (blocks) to annotate.",
     "batch_size": "spaCy nlp.pipe batch size.",
 }
@@ -41,6 +56,7 @@ def run(config: AnnotationBenchConfig) -> dict:
   """Annotates the first `config.num_passages` corpus blocks, timing each part of the annotator
   and the parser-based splitter; writes benchmarks/results/annotation.json and returns it (less
   the environment)."""
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.data import annotate, blocking, corpus, documents  # pylint: disable=g-import-not-at-top
 
@@ -102,7 +118,7 @@ def run(config: AnnotationBenchConfig) -> dict:
                "splitter; 'agreement' is the fraction of parser sentences the rule splitter "
                "reproduces exactly.",
   }
-  write_result("annotation", result)
+  write_result("annotation", result, provenance)
   return result
 
 

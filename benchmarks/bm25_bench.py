@@ -41,10 +41,20 @@ from typing import Iterator, List
 
 import numpy as np
 
+from benchmarks import common
 from benchmarks.scale_stages import mapped_file_memory, proc_status, resident_file_bytes
 
 GOALS = {"build_seconds": 60.0, "bytes_per_block": 1024.0, "ms_per_question": 20.0}
 GOAL_BLOCKS = 1_000_000
+
+
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/retrieval/bm25.py",
+    "realm_tf/data/squad_open.py",
+    "benchmarks/scale_stages.py",
+)
 
 
 @dataclasses.dataclass
@@ -55,9 +65,11 @@ class BM25BenchConfig:
   num_questions: int = 1000
   seed: int = 0
   child: bool = False
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "num_blocks": "Corpus sizes (blocks), each built in a fresh process.",
     "words_per_block": "Words per synthetic block (whole sentences up to at least this many).",
     "num_questions": "SQuAD dev questions timed.",
@@ -230,6 +242,7 @@ def run(config: BM25BenchConfig) -> dict:
                      config.seed)
     print("BM25_BENCH_RESULT " + json.dumps(result), flush=True)
     return result
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   sizes = []
   for n in config.num_blocks:
@@ -244,7 +257,7 @@ def run(config: BM25BenchConfig) -> dict:
                         "score, uint16 low row bits; segments of 2**16 rows), memory-mapped"}
   if largest["num_blocks"] >= GOAL_BLOCKS:
     payload["goals"] = goals(largest)
-  write_result("bm25", payload)
+  write_result("bm25", payload, provenance)
   return payload
 
 

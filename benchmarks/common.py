@@ -1,53 +1,155 @@
-"""Shared benchmark plumbing: environment facts and JSON results under benchmarks/results/."""
+"""Shared benchmark plumbing: environment facts, provenance and JSON results under
+benchmarks/results/.
+
+Every benchmark stamps the code it measures when it starts (`Provenance`: the commit and whether
+the checkout's tracked files differ from it, refused when they do unless `--allow_dirty`), and
+`write_result` checks the stamp again when it writes: a result whose checkout changed while it
+ran (HEAD moved, or tracked files changed) is marked dirty. `python -m benchmarks.status` reads
+these stamps back against each benchmark's `MEASURES` (the paths of the code it measures).
+"""
+import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+from typing import Dict, Optional
+
+from absl import app
+from absl import logging
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALLOW_DIRTY_HELP = ("Measure a checkout whose tracked files differ from its commit (refused "
+                    "otherwise); the result records dirty: true.")
 
 
-def environment() -> dict:
-  """Facts every result records: command, cores, load, TF version, time, and the commit it ran
-  (`git_commit`)."""
+class DirtyCheckoutError(app.UsageError):
+  """A benchmark was started on a checkout with uncommitted changes to tracked files, without
+  --allow_dirty: its result could not name the code it measured. A user error (one line)."""
+
+
+def utc_now() -> str:
+  """The current time, UTC, as results record it (2026-11-28T16:09:08Z)."""
+  return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def checkout_state(repo: str = REPO) -> Dict[str, object]:
+  """The checkout's commit (`git rev-parse HEAD`), whether its tracked files differ from it
+  (`dirty`) and a digest of that difference per file (`tree`: {path: sha256 of its part of
+  `git diff HEAD --binary`}), which tells which tracked files changed between two reads.
+  {"commit": "unknown", "dirty": None, "tree": None} outside git."""
+  def git(*args):
+    return subprocess.run(["git", *args], capture_output=True, check=True, cwd=repo).stdout
+  try:
+    commit = git("rev-parse", "HEAD").decode().strip()
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    diff = git("diff", "HEAD", "--binary", "--no-ext-diff", "--no-color")
+  except (OSError, subprocess.CalledProcessError):
+    return {"commit": "unknown", "dirty": None, "tree": None}
+  tree = {}
+  for part in (b"\n" + diff).split(b"\ndiff --git ")[1:]:  # one part per file: "a/x b/x\n..."
+    name = part.split(b"\n", 1)[0].decode(errors="replace").rsplit(" b/", 1)[-1]
+    tree[name] = hashlib.sha256(part).hexdigest()
+  return {"commit": commit, "dirty": bool(changed.strip()), "tree": tree}
+
+
+class Provenance:
+  """The code one benchmark run measures, stamped when it starts (create it first thing in the
+  benchmark's `run`) and checked again when its result is written (`record`).
+
+  A checkout whose tracked files differ from HEAD is refused here (`DirtyCheckoutError`, one
+  line) unless `allow_dirty`; then every record says dirty. A checkout that changes between the
+  stamp and a record (HEAD moved, or tracked files changed: other work in the same tree) makes
+  that record dirty too, with `changed_during_run` and the commit at the end: the figures may
+  come from either code. Rows of a multi-part result take `record()` when their part ends.
+  """
+
+  def __init__(self, allow_dirty: bool = False, repo: str = REPO):
+    self.repo = repo
+    self.allow_dirty = bool(allow_dirty)
+    self.start = checkout_state(repo)
+    self.started_utc = utc_now()
+    if self.start["dirty"] and not self.allow_dirty:
+      raise DirtyCheckoutError(
+          f"the checkout {repo} has uncommitted changes to tracked files (git status), so the "
+          "result could not name the code it measured: commit them, or pass --allow_dirty to "
+          "measure it anyway (the result records dirty: true)")
+    logging.info("benchmark provenance: commit %s%s", self.start["commit"],
+                 " (dirty)" if self.start["dirty"] else "")
+
+  @property
+  def commit(self) -> str:
+    """The commit the run started at."""
+    return str(self.start["commit"])
+
+  def record(self) -> Dict[str, object]:
+    """{"commit" (at the start), "dirty" (at the start, or changed since), "dirty_at_start",
+    "changed_during_run", "allow_dirty", "started_utc", "checked_utc"}, plus "commit_at_check"
+    when HEAD moved and "files_changed_during_run" (the first 50) when tracked files changed.
+    Reads the checkout again."""
+    now = checkout_state(self.repo)
+    before, after = self.start["tree"] or {}, now["tree"] or {}
+    files = sorted(f for f in set(before) | set(after) if before.get(f) != after.get(f))
+    changed = now["commit"] != self.start["commit"] or bool(files)
+    out = {"commit": self.start["commit"],
+           "dirty": None if self.start["dirty"] is None else bool(self.start["dirty"] or changed),
+           "dirty_at_start": self.start["dirty"], "changed_during_run": changed,
+           "allow_dirty": self.allow_dirty, "started_utc": self.started_utc,
+           "checked_utc": utc_now()}
+    if now["commit"] != self.start["commit"]:
+      out["commit_at_check"] = now["commit"]
+    if files:
+      out["files_changed_during_run"] = files[:50]
+    if changed:
+      logging.warning("the checkout changed while the benchmark ran (%s at the start, %s now; "
+                      "tracked files changed: %s): its result is marked dirty",
+                      self.start["commit"], now["commit"], ", ".join(files[:10]) or "none")
+    return out
+
+
+def program() -> str:
+  """The running program's `python -m` module (or script path): what its result's command runs."""
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  return spec.name if spec is not None else sys.argv[0]
+
+
+def environment(provenance: Provenance) -> dict:
+  """Facts every result records: the command, cores, load, TF version, time, and the code it
+  measured (`git`: `provenance.record()`, read now, at the end)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return {
-      "command": " ".join([os.path.basename(sys.executable), "-m",
-                           __import__("__main__").__spec__.name if getattr(
-                               __import__("__main__"), "__spec__", None) else sys.argv[0]]
-                          + sys.argv[1:]),
+      "command": " ".join(["python", "-m", program()] + sys.argv[1:]),
       "cores": os.cpu_count(),
       "load_average_1m": os.getloadavg()[0],
       "tensorflow": tf.__version__,
       "python": platform.python_version(),
       "machine": platform.machine(),
-      "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-      "git": git_commit(),
+      "time_utc": utc_now(),
+      "git": provenance.record(),
   }
 
 
 def git_commit() -> dict:
-  """The checkout's commit (`git rev-parse HEAD`) and whether its tracked files differ from it
-  (`dirty`): which code a measurement ran. {"commit": "unknown", "dirty": None} outside git."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True, cwd=repo).stdout.strip()
-    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                             capture_output=True, text=True, check=True, cwd=repo).stdout
-  except (OSError, subprocess.CalledProcessError):
-    return {"commit": "unknown", "dirty": None}
-  return {"commit": commit, "dirty": bool(changed.strip())}
+  """The checkout's commit and whether its tracked files differ from it (`dirty`), read now:
+  {"commit": "unknown", "dirty": None} outside git. A benchmark stamps with `Provenance`."""
+  state = checkout_state()
+  return {"commit": state["commit"], "dirty": state["dirty"]}
 
 
-def write_result(name: str, payload: dict) -> str:
-  """Writes `benchmarks/results/<name>.json` (atomically) with the environment merged in."""
+def write_result(name: str, payload: dict, provenance: Optional[Provenance]) -> str:
+  """Writes `benchmarks/results/<name>.json` (atomically) with the environment merged in; its
+  `git` block is `provenance` checked now (the stamp the benchmark took when it started). There
+  is no result without a stamp: `provenance` None is refused."""
+  if not isinstance(provenance, Provenance):
+    raise TypeError(f"write_result({name!r}): no Provenance stamp; create one when the "
+                    "benchmark starts (benchmarks.common.Provenance) and pass it here")
   from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
   os.makedirs(RESULTS_DIR, exist_ok=True)
   path = os.path.join(RESULTS_DIR, f"{name}.json")
-  data = {"benchmark": name, "environment": environment(), **payload}
+  data = {"benchmark": name, "environment": environment(provenance), **payload}
   atomic.write_json(path, data)  # indented, sorted keys
   print(json.dumps(data, indent=2, sort_keys=True))
   return path

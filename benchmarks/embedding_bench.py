@@ -22,6 +22,20 @@ import tempfile
 import time
 from typing import List, Optional
 
+from benchmarks import common
+
+
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/retrieval/embed_corpus.py",
+    "realm_tf/retrieval/embedder_export.py",
+    "realm_tf/modeling/",
+    "realm_tf/training/strategy.py",
+    "realm_tf/text/",
+    "realm_tf/data/corpus.py",
+)
+
 
 @dataclasses.dataclass
 class EmbeddingBenchConfig:
@@ -42,9 +56,11 @@ class EmbeddingBenchConfig:
   num_cpu_devices: Optional[int] = None
   num_shards: int = 1
   shard_index: int = 0
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "presets": "Encoder presets to measure.",
     "tiny_blocks": "Blocks embedded for `tiny`.",
     "minilm_blocks": "Blocks embedded for `minilm`.",
@@ -160,6 +176,7 @@ def run(config: EmbeddingBenchConfig) -> Optional[str]:
   if config.child:
     run_child(config)
     return None
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   from benchmarks.common import (  # pylint: disable=g-import-not-at-top
       peak_matmul_flops, write_result)
   start = time.time()
@@ -173,7 +190,7 @@ def run(config: EmbeddingBenchConfig) -> Optional[str]:
       blocks = config.tiny_blocks if preset == "tiny" else config.minilm_blocks
       out[preset] = run_preset(preset, blocks, tmp, config.batch_size)
   out["seconds"] = time.time() - start
-  return write_result("embedding", out)
+  return write_result("embedding", out, provenance)
 
 
 if __name__ == "__main__":

@@ -39,11 +39,26 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from benchmarks import common
+
 REALM_BLOCKS = 13_353_718
 BLOCK_WORDPIECES = 288
 EMBEDDING_DIM = 128
 QUESTIONS = ("who wrote the novel pride and prejudice", "what is the capital of france",
              "when was the eiffel tower built", "which river flows through vienna")
+
+
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/export/",
+    "realm_tf/openqa/",
+    "realm_tf/stages/finetune.py",
+    "realm_tf/data/block_lookup.py",
+    "realm_tf/data/corpus.py",
+    "realm_tf/text/",
+    "serving/",
+)
 
 
 @dataclasses.dataclass
@@ -59,9 +74,11 @@ class ExportBenchConfig:
   server_timeout_s: float = 1800.0
   result_name: str = "export"
   seed: int = 0
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "num_blocks": "Corpus sizes (synthetic corpora), one measurement each.",
     "corpus_dir": "Measure this existing corpus instead (its lookup is built if missing).",
     "components": "Components exported (together, in one more process) beside realm_openqa.",
@@ -365,7 +382,7 @@ def extrapolated(fits: Dict, at: str) -> Optional[Dict]:
 def run(config: ExportBenchConfig) -> str:
   """Measures every size (or `corpus_dir`), writes benchmarks/results/<result_name>.json;
   returns its path."""
-  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   work_root = config.work_dir or tempfile.mkdtemp(prefix="export_bench-")
   runs = []
   try:
@@ -397,7 +414,7 @@ def run(config: ExportBenchConfig) -> str:
       "openqa_export_peak_rss_anon": fit(runs, lambda r: r["openqa"]["export_peak_rss_anon"]),
       "server_rss_loaded": fit(runs, lambda r: r["server"]["rss_loaded"]),
   }
-  return common.write_result(config.result_name, {
+  return common.write_result(config.result_name, provenance=provenance, payload={
       "corpus": {"source": config.corpus_dir or
                  "synthetic: whole vocabulary words (Zipf over the 20,000 most frequent), one "
                  "wordpiece each, 288-wordpiece blocks", "block_wordpieces": BLOCK_WORDPIECES},

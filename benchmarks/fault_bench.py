@@ -1,5 +1,5 @@
-r"""The fault matrix: kills at seeded random points, damaged files, a full disk, two processes on
-one work dir, numerical faults, the server under load and change, and fuzzed input.
+r"""The fault matrix: kills placed by each stage's own progress, damaged files, a full disk, two
+processes on one work dir, numerical faults, the server under load and change, and fuzzed input.
 
     python -m benchmarks.fault_bench                       # the whole matrix (tens of minutes)
     python -m benchmarks.fault_bench --groups=damage,fuzz  # some groups
@@ -13,7 +13,7 @@ import importlib
 import os
 import shutil
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from absl import logging
 
@@ -21,8 +21,17 @@ from benchmarks import common
 from benchmarks.faults import GROUPS, FaultConfig
 
 
-def run(config: FaultConfig) -> Dict[str, object]:
-  """Runs each group of the matrix in turn and returns the rows with their totals."""
+# The code the fault matrix measures (besides its own file): a commit to any of these paths after
+# a result's oldest row's commit makes it stale (`python -m benchmarks.status`).
+MEASURES = ("benchmarks/faults/", "realm_tf/", "serving/", "launch/")
+
+
+def run(config: FaultConfig,
+        provenance: Optional[common.Provenance] = None) -> Dict[str, object]:
+  """Runs each group of the matrix in turn and returns the rows with their totals. Every row
+  carries the run's start stamp (`provenance`, taken here when None: its commit, and dirty when
+  the checkout was, or changed before its group ended), its group's start time and load."""
+  provenance = provenance or common.Provenance(config.allow_dirty)
   rows: List[Dict[str, object]] = []
   errors: Dict[str, str] = {}
   for group in config.groups:
@@ -32,6 +41,7 @@ def run(config: FaultConfig) -> Dict[str, object]:
     work_dir = os.path.join(config.work_dir, group)
     shutil.rmtree(work_dir, ignore_errors=True)
     os.makedirs(work_dir)
+    started_utc, load_at_start = common.utc_now(), os.getloadavg()[0]
     start = time.perf_counter()
     try:
       group_rows = module.run(_with_dir(config, work_dir))
@@ -42,9 +52,11 @@ def run(config: FaultConfig) -> Dict[str, object]:
       continue
     seconds = time.perf_counter() - start
     logging.info("fault group %s: %d rows in %.0f s", group, len(group_rows), seconds)
-    stamp = {"commit": common.git_commit()["commit"],
-             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "load_average_1m": os.getloadavg()[0], "group_seconds": seconds}
+    checked = provenance.record()  # the run's start stamp, checked as the group ends
+    stamp = {"commit": checked["commit"], "dirty": checked["dirty"],
+             "changed_during_run": checked["changed_during_run"], "time_utc": started_utc,
+             "load_average_1m": load_at_start, "load_average_1m_end": os.getloadavg()[0],
+             "group_seconds": seconds}
     rows.extend({**r.to_json(), **stamp} for r in group_rows)
   return {"rows": rows, "crashed_groups": errors,
           "survived": sum(bool(r["survived"]) for r in rows), "total": len(rows),
@@ -87,7 +99,7 @@ HELP = {
     "work_dir": "Scratch directory (emptied per group).",
     "seed": "Seed of every injection point and mutation.",
     "kill_points": "kill -9 points per stage.",
-    "fuzz_cases": "Mutated inputs per input kind.",
+    "fuzz_cases": "Mutated inputs per corpus format, per question format and for the gRPC decoder.",
     "fuzz_timeout_s": "Seconds after which one fuzz case counts as a hang.",
     "load_clients": "Concurrent gRPC clients in the server-load rows.",
     "load_seconds": "Seconds of load per server run.",
@@ -96,18 +108,20 @@ HELP = {
                    "other stages' earlier rows.",
     "output_name": "Results file: benchmarks/results/<output_name>.json (rows of other groups "
                    "already there are kept).",
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
 }
 
 
 def run_and_write(config: FaultConfig) -> Dict[str, object]:
   """Runs the matrix (`run`), merges its rows into the results file and writes it; a crashed
   group or a row that did not survive is logged as a warning (and stays in the file)."""
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   start = time.perf_counter()
-  result = run(config)
+  result = run(config, provenance)
   result["seconds"] = time.perf_counter() - start
   result = _merged(config.output_name, result, config.groups,
                    partial=("kill",) if config.kill_stages else ())
-  common.write_result(config.output_name, result)
+  common.write_result(config.output_name, result, provenance)
   if result["crashed_groups"] or result["survived"] != result["total"]:
     logging.warning("%d of %d rows survived; crashed groups: %s", result["survived"],
                     result["total"], ", ".join(result["crashed_groups"]) or "none")

@@ -36,6 +36,8 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
+from benchmarks import common
+
 QUERY_LEN = 96          # the paper's query length (DESIGN.md §1)
 PAPER_BATCH = 512       # queries per training step (DESIGN.md §1: batch 512)
 PAPER_STEPS = 200_000   # DESIGN.md §1: 200k steps
@@ -44,6 +46,16 @@ VARIANTS = {
     "onednn_without_bf16_isa": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
     "onednn_off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
 }
+
+
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/retrieval/embedder_export.py",
+    "realm_tf/retrieval/host_precision.py",
+    "realm_tf/modeling/",
+    "realm_tf/text/",
+)
 
 
 @dataclasses.dataclass
@@ -65,9 +77,11 @@ class HostEmbeddingBenchConfig:
   # A child process (set by the parent on the child's command line).
   child: bool = False
   variant: Optional[str] = None
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "presets": "Encoder presets of the query tower.",
     "batch_sizes": "Queries per embed_queries call, smallest first.",
     "dtypes": "Export dtypes of the query tower (export_embedder's query_dtype).",
@@ -249,6 +263,7 @@ def derived(results: Dict, config: HostEmbeddingBenchConfig, cores: int) -> Dict
 def run(config: HostEmbeddingBenchConfig) -> Optional[str]:
   """Measures, runs the child variants and writes benchmarks/results/host_embedding.json (returns
   its path); with `child`, prints the measurement as one JSON line instead (returns None)."""
+  provenance = None if config.child else common.Provenance(config.allow_dirty)
   start = time.time()
   results = {"host": host_facts()}
   with tempfile.TemporaryDirectory() as tmp:
@@ -266,7 +281,7 @@ def run(config: HostEmbeddingBenchConfig) -> Optional[str]:
                      "export_embedder's float32 copy of the query tower. Each rate is the best "
                      "of the timed calls over the batch sizes measured.")
   results["seconds"] = time.time() - start
-  return write_result("host_embedding", results)
+  return write_result("host_embedding", results, provenance)
 
 
 if __name__ == "__main__":

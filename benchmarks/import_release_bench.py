@@ -30,6 +30,19 @@ GOAL_RATIO = 1.25
 WIDTH = 128
 
 
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/release/",
+    "realm_tf/launch/import_release.py",
+    "realm_tf/retrieval/",
+    "realm_tf/data/block_lookup.py",
+    "realm_tf/testing/orqa_release.py",
+    "benchmarks/scale_fit.py",
+    "benchmarks/scale_stages.py",
+)
+
+
 @dataclasses.dataclass
 class ImportBenchConfig:
   """Release sizes (rows), where the synthetic releases go, and the import's settings."""
@@ -40,9 +53,11 @@ class ImportBenchConfig:
   seed: int = 0
   keep: bool = False
   output_name: str = "import_release"
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "sizes": "Release sizes in rows (the largest >= 1,000,000 for the extrapolation).",
     "work_dir": "Where each size's release and import are written (removed unless --keep).",
     "searcher": "The import's --searcher (scann or exact).",
@@ -206,12 +221,13 @@ def summarize(per_size: Dict[int, Dict]) -> Dict:
 
 def run(config: ImportBenchConfig) -> Dict:
   """Measures every size, fits, extrapolates and writes the result JSON."""
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   per_size = {n: measure(n, config) for n in sorted(config.sizes)}
-  payload = {"config": dataclasses.asdict(config), "git_commit": common.git_commit()["commit"],
-             "tensorflow": tf.__version__, "sizes": {str(n): r for n, r in per_size.items()},
+  payload = {"config": dataclasses.asdict(config), "tensorflow": tf.__version__,
+             "sizes": {str(n): r for n, r in per_size.items()},
              **summarize(per_size)}
-  common.write_result(config.output_name, payload)
+  common.write_result(config.output_name, payload, provenance)
   return payload
 
 

@@ -30,6 +30,19 @@ from absl import logging
 from benchmarks import common
 
 
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/data/",
+    "realm_tf/retrieval/",
+    "realm_tf/modeling/",
+    "realm_tf/text/",
+    "realm_tf/training/",
+    "realm_tf/stages/pretrain_job.py",
+    "realm_tf/stages/realm_experiment.py",
+)
+
+
 @dataclasses.dataclass
 class InputPipelineBenchConfig:
   """What the input pipeline benchmark builds (a corpus of the first `articles` SQuAD dev
@@ -43,9 +56,11 @@ class InputPipelineBenchConfig:
   num_candidates: int = 8
   pipeline_batches: int = 20
   steps: int = 5
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "work_dir": "Corpus, indexes, model dirs.",
     "articles": "SQuAD dev articles whose paragraphs form the corpus.",
     "presets": "Encoder presets.",
@@ -114,6 +129,7 @@ def measure_preset(config: InputPipelineBenchConfig, preset: str, corpus: str,
 def run(config: InputPipelineBenchConfig) -> str:
   """Builds the corpus and its annotations under `config.work_dir` (kept between runs), measures
   each preset, and writes benchmarks/results/input_pipeline.json; returns its path."""
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   logging.set_verbosity(logging.INFO)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
   from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
@@ -134,7 +150,7 @@ def run(config: InputPipelineBenchConfig) -> str:
                      "pipeline includes query embedding with the bundle's embedder and ScaNN "
                      "search, so for equal towers it costs a fraction of the step (query tower "
                      "forward only vs every tower forward and backward).")
-  return common.write_result("input_pipeline", results)
+  return common.write_result("input_pipeline", results, provenance)
 
 
 if __name__ == "__main__":

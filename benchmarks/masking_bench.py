@@ -18,6 +18,21 @@ import os
 import tempfile
 import time
 
+from benchmarks import common
+
+
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/data/masking.py",
+    "realm_tf/data/ict.py",
+    "realm_tf/data/annotate.py",
+    "realm_tf/data/blocking.py",
+    "realm_tf/data/corpus.py",
+    "realm_tf/data/documents.py",
+    "realm_tf/text/",
+)
+
 
 @dataclasses.dataclass
 class MaskingBenchConfig:
@@ -26,9 +41,11 @@ class MaskingBenchConfig:
   num_passages: int = 200
   num_examples: int = 3000
   warmup: int = 200
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "num_passages": "Annotated passages (the records repeat).",
     "num_examples": "Timed examples per configuration.",
     "warmup": "Untimed examples first (tracing, buffers).",
@@ -39,6 +56,7 @@ def run(config: MaskingBenchConfig) -> dict:
   """Times the masked-example and ICT tf.data pipelines over the first `config.num_passages`
   corpus blocks; writes benchmarks/results/masking.json and returns the results."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   from benchmarks.common import RESULTS_DIR, write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.data import annotate, blocking, corpus, documents, ict, masking  # pylint: disable=g-import-not-at-top
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
@@ -108,7 +126,7 @@ def run(config: MaskingBenchConfig) -> dict:
           feed["parallel_batched_32"] / c["examples_per_second"])
     results["input_over_trainer_examples_per_second"] = ratios
     results["trainer_reference"] = "benchmarks/results/train_step.json (same machine kind)"
-  write_result("masking", results)
+  write_result("masking", results, provenance)
   return results
 
 

@@ -37,7 +37,16 @@ from typing import Optional
 
 import numpy as np
 
+from benchmarks import common
 from benchmarks import mips_data
+
+
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/retrieval/",
+    "benchmarks/mips_data.py",
+)
 
 
 @dataclasses.dataclass
@@ -59,9 +68,11 @@ class MipsBenchConfig:
   skip_rss: bool = False
   rss_child: Optional[str] = None
   name: Optional[str] = None
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "num_points": "Synthetic database size.",
     "dim": "Embedding size.",
     "num_queries": "Queries (one batch).",
@@ -398,6 +409,7 @@ def run(config: MipsBenchConfig) -> dict:
   mips_real) and returns the result; with `rss_child`, only that child's measurement."""
   if config.rss_child:
     return rss_child(config.rss_child)
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.brute_force import exact_top_k_tiled  # pylint: disable=g-import-not-at-top
   if config.real_index_dir:  # a bundle's embeddings are real ones
@@ -465,7 +477,7 @@ def run(config: MipsBenchConfig) -> dict:
   if not config.skip_rss and not config.real:
     res["exact_memory"] = measure_rss(exact_searcher, x.nbytes)
   res["seconds"] = time.time() - start
-  write_result(config.name or ("mips_real" if config.real else "mips"), res)
+  write_result(config.name or ("mips_real" if config.real else "mips"), res, provenance)
   return res
 
 

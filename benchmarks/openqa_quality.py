@@ -10,8 +10,9 @@ One system is fine-tuned and scored four ways, and a second reader is fine-tuned
     --retrieval_score_scale (the sentence encoder's ±d·cos inner products are otherwise one-hot);
   * reader: `--reader_init` (default the MiniLM weights; or a REALM run's knowledge-augmented
     encoder, `<work_dir>/realm`), fine-tuned with `--reader_positives=gold` on the train
-    questions, reading `--train_reader_beam_size` blocks per question in training and
-    `reader_beam_size` (5) at evaluation;
+    questions, reading k = `--train_reader_beam_size` blocks per question in training (default
+    `reader_beam_size`, 5: the blocks evaluation reads, and `finetune --retriever=bm25`'s
+    default) in one softmax over their spans, and `reader_beam_size` at evaluation;
   * `dense`: the fine-tuned query tower retrieves (exact MIPS) and the reader reads its top 5;
   * `bm25`: the same fine-tuned reader reads BM25's top 5 (rank_bm25 Okapi over the same
     blocks), given the model's own retrieval logit for them (q · emb[row], as the dense path
@@ -19,11 +20,14 @@ One system is fine-tuned and scored four ways, and a second reader is fine-tuned
   * `bm25_zero_logit`: the same, without the retrieval logit the reader was trained with
     (`--retriever=bm25 --bm25_logits=zero`): what `bm25` measured before, biased against BM25;
   * `dense_frozen`: the same reader behind the index's own MiniLM query tower, not fine-tuned;
-  * `bm25_reader` (`--bm25_reader`, on by default): a second reader, fine-tuned with the same
-    settings behind BM25 (`finetune --retriever=bm25`: BM25's top blocks, no retrieval logit,
-    no retriever loss) and scored behind BM25 the same way: the paper's BM25 + reader row.
+  * `bm25_reader` (`--bm25_reader`, on by default): a second reader, fine-tuned alone with the
+    same settings, the same k included, behind BM25 (`finetune --retriever=bm25`: BM25's top k
+    blocks, no retrieval logit, no retriever loss) and scored behind BM25 the same way: the
+    paper's BM25 + reader row. Each row's `train_reader_beam_size` records the k its reader was
+    trained with (the settings' one, for both readers).
 
-  python -m benchmarks.openqa_quality                       # ≈ 1 h on 2 CPU cores (2 readers)
+  python -m benchmarks.openqa_quality                       # 2 readers at k = 5 on 2 CPU cores
+  python -m benchmarks.openqa_quality --train_reader_beam_size=2   # the k of earlier runs
   python -m benchmarks.openqa_quality --steps=100 --eval_questions=200   # a quick look
 
 Writes benchmarks/results/openqa_quality.json with a top-level `goals` object (issue 12):
@@ -35,6 +39,15 @@ the work.
 import dataclasses
 import os
 import time
+from typing import Optional
+
+from benchmarks import common
+
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/",
+)
 
 
 @dataclasses.dataclass
@@ -46,22 +59,28 @@ class OpenQAQualityConfig:
   steps: int = 800
   batch_size: int = 16
   learning_rate: float = 1e-4
-  train_reader_beam_size: int = 2
+  # Blocks read per question in training, for both readers (None: reader_beam_size, 5).
+  train_reader_beam_size: Optional[int] = None
   retriever_beam_size: int = 256
   retrieval_score_scale: float = 0.05
   eval_questions: int = 1000
   seed: int = 0
   bm25_reader: bool = True
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "work_dir": "Corpus, index, models and predictions.",
     "reader_init": "Reader start: `minilm`, an HF BERT directory, a converted checkpoint or a "
                    "REALM pre-training model_dir.",
     "steps": "Fine-tuning steps.",
     "batch_size": "Fine-tuning batch size (questions).",
     "learning_rate": "Fine-tuning peak learning rate.",
-    "train_reader_beam_size": "Blocks read per question in training.",
+    "train_reader_beam_size": "Blocks read per question in training, in one softmax over their "
+                              "spans, by the dense reader and the BM25 reader alike (default: "
+                              "the 5 blocks evaluation reads, finetune --retriever=bm25's "
+                              "default).",
     "retriever_beam_size": "Blocks in the retriever loss.",
     "retrieval_score_scale": "Query-tower output scale (≈ 20/384).",
     "eval_questions": "Dev questions scored (a fixed random sample).",
@@ -118,6 +137,7 @@ def run(config: OpenQAQualityConfig) -> str:
   """Fine-tunes the system `config` describes, scores it dense / BM25 (its own logit, and
   none) / frozen-dense on the dev sample, fine-tunes and scores the BM25 + reader baseline
   (`bm25_reader`), and writes benchmarks/results/openqa_quality.json; returns its path."""
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
@@ -179,7 +199,8 @@ def run(config: OpenQAQualityConfig) -> str:
              "train_timed_from_step_0": timed_from_start,
              "final_train_scalars": {k: v for k, v in scalars.items() if isinstance(v, float)}}
   frozen = FrozenQueryTower(bundle, model.index, 20, config.retrieval_score_scale)
-  results["dense"] = score(model, "dense")
+  results["dense"] = dict(score(model, "dense"),
+                          train_reader_beam_size=model.train_reader_beam_size)
   results["bm25"] = score(model, "bm25", retriever="bm25", bm25_logits="dense")
   results["bm25_zero_logit"] = score(model, "bm25_zero_logit", retriever="bm25",
                                      bm25_logits="zero")
@@ -198,6 +219,7 @@ def run(config: OpenQAQualityConfig) -> str:
                                    bm25_logits="zero")
     results["bm25_reader"].update({
         "model_dir": bm25_dir, "train_seconds": round(bm25_seconds, 1),
+        "train_reader_beam_size": bm25_model.train_reader_beam_size,
         "train_timed_from_step_0": bm25_scalars["start_step"] == 0,
         "final_train_scalars": {k: v for k, v in bm25_scalars.items()
                                 if isinstance(v, float)}})
@@ -210,10 +232,11 @@ def run(config: OpenQAQualityConfig) -> str:
       "for BM25's blocks as the dense path gives it: only the retriever differs. "
       "bm25_zero_logit: the same reader over BM25's blocks with no retrieval logit, a term it "
       "was trained with (the figure `bm25` reported before; biased against BM25). "
-      "bm25_reader: a second reader fine-tuned with the same settings behind BM25 (BM25's top "
-      "blocks, no retrieval logit, no retriever loss) and read the same way: the paper's "
-      "BM25 + reader row. dense_frozen: the dense reader behind the index's own MiniLM query "
-      "tower, never fine-tuned (the frozen-retriever baseline).",
+      "bm25_reader: a second reader fine-tuned alone with the same settings behind BM25 (BM25's "
+      "top k blocks, k = settings.train_reader_beam_size as for the dense reader, one softmax "
+      "over their spans, no retrieval logit, no retriever loss) and read the same way: the "
+      "paper's BM25 + reader row. dense_frozen: the dense reader behind the index's own MiniLM "
+      "query tower, never fine-tuned (the frozen-retriever baseline).",
       "all-MiniLM-L6-v2 (both towers and, by default, the reader's start) was trained by its "
       "authors on about 1B sentence pairs that include SQuAD and NQ question-passage pairs, so "
       "the retriever's zero-shot quality here is not unsupervised.",
@@ -221,10 +244,10 @@ def run(config: OpenQAQualityConfig) -> str:
       "It covers the whole fine-tuning only when train_timed_from_step_0 is true (a resumed "
       "run times what was left, and its time goal is then false).",
   ]
-  return write_result("openqa_quality", {
+  return write_result("openqa_quality", provenance=provenance, payload={
       "settings": {"reader_init": config.reader_init, "steps": config.steps,
                    "batch_size": config.batch_size, "learning_rate": config.learning_rate,
-                   "train_reader_beam_size": config.train_reader_beam_size,
+                   "train_reader_beam_size": model.train_reader_beam_size,
                    "reader_beam_size": dense_config.model.reader_beam_size,
                    "retriever_beam_size": config.retriever_beam_size,
                    "retrieval_score_scale": config.retrieval_score_scale,

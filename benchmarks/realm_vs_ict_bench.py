@@ -85,6 +85,14 @@ METRICS = ("question_recall@5", "question_recall@20", "heldout_retrieval_utility
            "question_hub_share@5", "bm25_question_recall@5", "bm25_question_recall@20")
 
 
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/",
+    "launch/configs/",
+)
+
+
 @dataclasses.dataclass
 class RealmVsIctConfig:
   """Settings of one realm_vs_ict_bench run: the corpus subset, the shared start (ICT warm start,
@@ -117,9 +125,11 @@ class RealmVsIctConfig:
   block_length: int = 128
   query_length: int = 32
   output_name: str = "realm_vs_ict"
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "work_dir": "Where the shared start and every run go.",
     "articles": "First SQuAD v1.1 dev articles forming the corpus.",
     "seeds": "Seeds of the conditions (data order, masking, model initialisation, dropout).",
@@ -260,6 +270,7 @@ def copy_index(src: str, dst: str) -> None:
 def run(config: RealmVsIctConfig) -> str:
   """Runs the shared start and every condition x seed of `config`, measures them, and writes
   benchmarks/results/<config.output_name>.json; returns that file's path."""
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   logging.set_verbosity(logging.INFO)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.data.squad_open import load_squad_questions, split_of  # pylint: disable=g-import-not-at-top
@@ -432,7 +443,7 @@ def run(config: RealmVsIctConfig) -> str:
   timing["per_condition_mean_train_seconds"] = {
       name: round(sum(r["train_seconds"] for r in per_seed.values()) / len(per_seed), 1)
       for name, per_seed in runs.items()}
-  return common.write_result(config.output_name, {
+  return common.write_result(config.output_name, provenance=provenance, payload={
       "settings": {k: getattr(config, k) for k in SETTINGS},
       "job": {k: getattr(job, k) for k in ("retriever_preset", "retriever_pooling",
                                            "reader_init", "reader_warmup_batch_size",

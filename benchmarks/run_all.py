@@ -37,12 +37,15 @@ class RunAllConfig:
   exactly the modules named in `only` (names under benchmarks/; None: that default set)."""
   quality: bool = False
   only: Optional[List[str]] = None
+  allow_dirty: bool = False
 
 
 HELP = {
     "quality": f"Also run {', '.join(QUALITY)}.",
     "only": f"Run just these benchmark modules (names under benchmarks/; {', '.join(SCALE)} runs "
             "only when named here).",
+    "allow_dirty": "Run the benchmarks on a checkout whose tracked files differ from its commit "
+                   "(each is given --allow_dirty; refused otherwise, before any runs).",
 }
 
 
@@ -66,14 +69,16 @@ def child_environment(verbosity: int) -> Dict[str, str]:
   return env
 
 
-def run_all(names, verbosity: int = 0) -> int:
-  """Runs `python -m benchmarks.<name>` for each name in turn; returns how many failed."""
+def run_all(names, verbosity: int = 0, allow_dirty: bool = False) -> int:
+  """Runs `python -m benchmarks.<name>` for each name in turn (with --allow_dirty when
+  `allow_dirty`); returns how many failed."""
   failed = []
   env = child_environment(verbosity)
   for i, name in enumerate(names, 1):
     logging.info("[bench] %d/%d %s", i, len(names), name)
     t0 = time.time()
-    rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}"], env=env)
+    rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}"]
+                         + (["--allow_dirty"] if allow_dirty else []), env=env)
     logging.info("[bench] %s: exit %d after %.0f s", name, rc, time.time() - t0)
     if rc:
       failed.append(name)
@@ -84,8 +89,12 @@ def run_all(names, verbosity: int = 0) -> int:
 
 def run(config: RunAllConfig) -> int:
   """Runs the benchmarks `config` selects, each in its own process at its default settings
-  (each writes its own result); returns how many failed."""
-  return run_all(benchmark_names(config), logging.get_verbosity())
+  (each writes its own result); returns how many failed. A dirty checkout is refused here,
+  before any runs, unless `allow_dirty`."""
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  names = benchmark_names(config)
+  common.Provenance(config.allow_dirty)
+  return run_all(names, logging.get_verbosity(), config.allow_dirty)
 
 
 if __name__ == "__main__":

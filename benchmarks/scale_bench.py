@@ -45,6 +45,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from benchmarks import common
 from benchmarks import scale_fit
 from benchmarks.scale_corpus import BLOCK_LENGTH
 
@@ -55,6 +56,22 @@ SAMPLE_STAGES = ("annotation", "embedding", "trainer", "resume")
 # embeddings, bundle, BM25 and export), checked against the free space before each size.
 DISK_BYTES_PER_BLOCK = 8000
 QUERY_LENGTH = 96  # REALM's query length, wordpieces (its block length: scale_corpus's)
+
+
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/",
+    "serving/",
+    "launch/configs/paper_tpu.flags",
+    "benchmarks/scale_stages.py",
+    "benchmarks/scale_fit.py",
+    "benchmarks/scale_corpus.py",
+    "benchmarks/scale_trainer.py",
+    "benchmarks/scale_resume.py",
+    "benchmarks/bm25_bench.py",
+    "benchmarks/export_bench.py",
+)
 
 
 @dataclasses.dataclass
@@ -91,6 +108,7 @@ class ScaleBenchConfig:
   output_name: str = "scale"
   stage: Optional[str] = None
   stage_args: Optional[str] = None
+  allow_dirty: bool = False
 
 
 HELP = {
@@ -127,6 +145,7 @@ HELP = {
     "output_name": "Result name: benchmarks/results/<name>.json.",
     "stage": "(internal) run this one stage in this process.",
     "stage_args": "(internal) the stage's arguments, JSON.",
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
 }
 
 
@@ -188,8 +207,9 @@ def run_stage_process(name: str, args: Dict) -> Dict:
 class Bench:
   """One run: the work dir's layout, the stage cache, and each stage's orchestration."""
 
-  def __init__(self, config: ScaleBenchConfig):
+  def __init__(self, config: ScaleBenchConfig, provenance: Optional[common.Provenance] = None):
     self.c = config
+    self.provenance = provenance  # the run's start stamp (None: each stage reads the checkout)
     self.w = os.path.abspath(config.work_dir)
     wanted = set(config.stages)
     self.all = "all" in wanted
@@ -220,7 +240,7 @@ class Bench:
       return None
     where = f"n={n:,}" if n is not None else "global"
     _log(f"{where}: {stage} ...")
-    stamp = provenance_start()
+    stamp = provenance_start(self.provenance)
     try:
       result = fn()
     except RuntimeError as e:
@@ -298,9 +318,13 @@ class Bench:
       stages["index"] = self.cached(n, "index", lambda: run_stage_process("index", dict(
           base, export=export_path, embeddings=embeddings, index_dir=index_dir,
           recall_queries=self.c.recall_queries)))
-      stages["scann_rebuilds"] = self.cached(n, "scann_rebuilds", lambda: run_stage_process(
-          "scann_rebuilds", {"embeddings": embeddings, "rebuilds": self.c.rebuilds,
-                             "work": os.path.join(d, "work")}))
+      rebuilds = {"embeddings": embeddings, "rebuilds": self.c.rebuilds,
+                  "work": os.path.join(d, "work")}
+      # Twice, each in its own process: RSS as it is (the goal's), then with malloc_trim after
+      # each reading (`after_malloc_trim`; a trim would change every later reading of the first).
+      stages["scann_rebuilds"] = self.cached(n, "scann_rebuilds", lambda: dict(
+          run_stage_process("scann_rebuilds", dict(rebuilds, trim=False)),
+          after_malloc_trim=run_stage_process("scann_rebuilds", dict(rebuilds, trim=True))))
     have_index = os.path.exists(index_dir) and _ok(stages.get("index"))
     if have_index and annotations:
       common = dict(base, index_dir=index_dir, annotations_dir=annotations)
@@ -410,17 +434,23 @@ class Bench:
         self.c.beam_args))
 
 
-def provenance_start() -> Dict:
-  """What a stage's provenance records before it runs: the commit, the UTC time, the load."""
-  from benchmarks import common  # pylint: disable=g-import-not-at-top
-  return dict(common.git_commit(), time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              load_average_1m={"before": os.getloadavg()[0]}, _start=time.perf_counter())
+def provenance_start(provenance: Optional[common.Provenance] = None) -> Dict:
+  """What a stage's provenance records before it runs: the run's start stamp (`provenance`;
+  None: the checkout as it is now, dirty or not), the UTC time, the load."""
+  provenance = provenance or common.Provenance(allow_dirty=True)
+  return {"commit": provenance.commit, "dirty": provenance.start["dirty"],
+          "time_utc": common.utc_now(), "load_average_1m": {"before": os.getloadavg()[0]},
+          "_provenance": provenance, "_start": time.perf_counter()}
 
 
 def provenance_end(stamp: Dict) -> Dict:
-  """A stage's provenance: its commit (and `dirty`: tracked files differed from it), start time
-  (UTC), the 1-minute load average before and after it, and its wall seconds."""
-  out = {k: v for k, v in stamp.items() if k != "_start"}
+  """A stage's provenance: its commit (the run's, at its start) and `dirty` (tracked files
+  differed from it then, or the checkout changed before this stage ended:
+  `changed_during_run`), start time (UTC), the 1-minute load average before and after it, and
+  its wall seconds."""
+  checked = stamp["_provenance"].record()
+  out = {k: v for k, v in stamp.items() if not k.startswith("_")}
+  out.update(dirty=checked["dirty"], changed_during_run=checked["changed_during_run"])
   out["load_average_1m"] = dict(stamp["load_average_1m"], after=os.getloadavg()[0])
   out["wall_seconds"] = time.perf_counter() - stamp["_start"]
   return out
@@ -483,8 +513,9 @@ def run(config: ScaleBenchConfig) -> Optional[Dict]:
   if config.stage:
     from benchmarks import scale_stages  # pylint: disable=g-import-not-at-top
     return scale_stages.run_stage(config.stage, json.loads(config.stage_args or "{}"))
-  from benchmarks import bm25_bench, common  # pylint: disable=g-import-not-at-top
-  bench = Bench(config)
+  from benchmarks import bm25_bench  # pylint: disable=g-import-not-at-top
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
+  bench = Bench(config, provenance)
   start = time.time()
   baseline = bench.cached(None, "baseline", lambda: run_stage_process("baseline", {}),
                           required=True)
@@ -524,7 +555,7 @@ def run(config: ScaleBenchConfig) -> Optional[Dict]:
       sizes[n] = {"corpus": bench.corpus(n)}
   payload = summarize(config, baseline, sizes, samples, bm25_bench.goals)
   payload["seconds"] = time.time() - start
-  common.write_result(config.output_name, payload)
+  common.write_result(config.output_name, payload, provenance)
   return payload
 
 

@@ -21,7 +21,13 @@ window or the next) is replaced by bytes no reader can parse and the others are 
 real files: a restore that read any record before its window's shard would fail, so a finished
 restore read none (`records_read_before_window` = 0). Records of the window's own shard before
 its first record are decompressed and dropped (GZIP cannot seek): `skip_in_shard` counts them.
+
+Run alone it writes benchmarks/results/scale_resume.json (`run(config)`, a `ScaleResumeConfig`),
+with the same stream in the annotator's default 4 shards beside it (`four_shards`):
+
+    nice python -m benchmarks.scale_resume --work_dir=/tmp/scale_resume   # run alone on the host
 """
+import dataclasses
 import json
 import math
 import os
@@ -31,6 +37,14 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from benchmarks import common
+
+# The code the resume stage measures (besides its own file): a commit to any of these paths after
+# a result's commit makes it stale (`python -m benchmarks.status`).
+MEASURES = ("realm_tf/data/corpus.py", "realm_tf/data/masking.py",
+            "realm_tf/data/pretrain_pipeline.py", "realm_tf/data/annotate.py", "realm_tf/text/",
+            "benchmarks/scale_corpus.py", "benchmarks/scale_fit.py", "benchmarks/scale_bench.py")
 
 RESULT_MARKER = "SCALE_RESUME_RESULT "
 KINDS = ("record", "batch")
@@ -315,3 +329,73 @@ def measure(work_dir: str, num_records: int = 1_000_000,
           "skip_in_shard": {str(r["position"]): r["skip_in_shard"] for r in restores},
           "unreadable_shards": {str(r["position"]): r["unreadable_shards"] for r in restores},
           "records_read_before_window": 0, "restores": restores}
+
+
+@dataclasses.dataclass
+class ScaleResumeConfig:
+  """The resume stage run alone: the stream's size, sharding and window, the positions restored,
+  restores per position and kind, and whether the annotator's default 4 shards are measured too."""
+  work_dir: str = "/tmp/scale_resume"
+  num_records: int = 1_000_000
+  positions: List[int] = dataclasses.field(
+      default_factory=lambda: [0, 10_000_000, 100_000_000])
+  shuffle_window: int = 16384
+  records_per_shard: int = 0
+  repeats: int = 3
+  four_shards: bool = True
+  four_shards_repeats: int = 1
+  seed: int = 0
+  output_name: str = "scale_resume"
+  allow_dirty: bool = False
+
+
+HELP = {
+    "work_dir": "Where the streams and the restores' views are kept (streams are reused).",
+    "num_records": "Records of the synthetic annotation stream.",
+    "positions": "Data positions restored (the first is the one the others are compared with).",
+    "shuffle_window": "Shuffle window of the query stream (the main job's default).",
+    "records_per_shard": "Records per shard of the stream (0: one window's).",
+    "repeats": "Fresh-process restores per position and kind.",
+    "four_shards": "Also restore the same stream in the annotator's default 4 shards "
+                   "(`four_shards`, goal `resume_time_flat_four_shards`).",
+    "four_shards_repeats": "Fresh-process restores per position and kind in 4 shards.",
+    "seed": "Seed of the stream's block ids and records.",
+    "output_name": "Result name: benchmarks/results/<name>.json.",
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
+}
+
+
+def run(config: ScaleResumeConfig) -> Dict:
+  """Measures the resume stage (`measure`), and in 4 shards with `four_shards`; writes
+  benchmarks/results/<output_name>.json with `goals.resume_time_flat` (and
+  `resume_time_flat_four_shards`, `scale_fit.resume_goal`); returns the result."""
+  from benchmarks import scale_fit  # pylint: disable=g-import-not-at-top
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
+  load_start, start = os.getloadavg()[0], time.perf_counter()
+  settings = dict(num_records=config.num_records, positions=config.positions,
+                  shuffle_window=config.shuffle_window, seed=config.seed,
+                  text_cache=os.path.join(config.work_dir, "text.json"))
+  result = {"resume": measure(config.work_dir, repeats=config.repeats,
+                              records_per_shard=config.records_per_shard or None, **settings)}
+  result["goals"] = {"resume_time_flat": scale_fit.resume_goal(result["resume"])}
+  if config.four_shards:
+    result["four_shards"] = measure(config.work_dir, repeats=config.four_shards_repeats,
+                                    records_per_shard=math.ceil(config.num_records / 4),
+                                    **settings)
+    result["goals"]["resume_time_flat_four_shards"] = scale_fit.resume_goal(
+        result["four_shards"])
+  result["what"] = (
+      "the scale benchmark's resume stage (benchmarks.scale_resume.measure), run alone: "
+      f"training's query stream restored at data positions {config.positions} of a synthetic "
+      f"{config.num_records:,}-record annotation stream, shuffle window {config.shuffle_window:,}, "
+      "each restore in a fresh process reading a view with the shards before the window "
+      "unreadable" + ("; then the same stream in 4 shards" if config.four_shards else ""))
+  result["load_average_1m"] = {"start": load_start, "end": os.getloadavg()[0]}
+  result["seconds"] = time.perf_counter() - start
+  common.write_result(config.output_name, result, provenance)
+  return result
+
+
+if __name__ == "__main__":
+  from realm_tf.launch import config_program  # pylint: disable=g-import-not-at-top
+  config_program.main(ScaleResumeConfig, HELP, run)

@@ -290,8 +290,12 @@ def scann_rebuilds(a: Dict) -> Dict:
   last reference goes (Python's cyclic collector is left to run whenever it would), and
   `gc_collections_by_generation` counts the collections that did run (`save_searcher` collects
   once, after the builds and before the loads); with `disable_gc` true, none runs but that one,
-  so whatever only the collector would free stays. RSS is read before and after
-  `return_free_memory` (glibc's malloc_trim, which the trainer calls after a switch)."""
+  so whatever only the collector would free stays. RSS is read as it is (`rss_after_each_build`,
+  `rss_after_each_load`: the goal's figures): the stage itself never calls
+  `return_free_memory` (glibc's malloc_trim), only the code it measures does (a build returns its
+  builder's scratch). With `trim` true (a separate run: a trim changes every later reading) it
+  calls it after each reading and reads again: those lists hold the RSS after the trim, and
+  `*_before_trim` the RSS before it."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.io.memory import return_free_memory  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher  # pylint: disable=g-import-not-at-top
@@ -308,21 +312,26 @@ def scann_rebuilds(a: Dict) -> Dict:
   if a.get("disable_gc"):
     gc.disable()
 
-  def rss_now(into_untrimmed, into):
-    into_untrimmed.append(proc_status()["VmRSS"])
-    return_free_memory()
-    into.append(proc_status()["VmRSS"])
+  trim = bool(a.get("trim"))
 
-  rss, untrimmed, index_bytes, searcher = [], [], 0, None
+  def rss_now(before_trim, into):
+    into.append(proc_status()["VmRSS"])
+    if trim:
+      before_trim.append(into.pop())
+      return_free_memory()
+      into.append(proc_status()["VmRSS"])
+
+  rss, untrimmed, searcher = [], [], None
   for i in range(a["rebuilds"]):
     if searcher is not None:
       searcher.release()
       del searcher
     searcher = ScannSearcher(embeddings, ScannConfig())
     searcher.search(q, tf.constant(10))[0].numpy()
-    index_bytes = int(sum(np.asarray(v.numpy()).nbytes for v in searcher.state.variables))
     rss_now(untrimmed, rss)
     _log(f"ScaNN build {i + 1}/{a['rebuilds']}: RSS {rss[-1] / 1e6:.0f} MB")
+  # One index's bytes, read once the builds' figures are taken (it copies every variable).
+  index_bytes = int(sum(np.asarray(v.numpy()).nbytes for v in searcher.state.variables))
   path = os.path.join(a["work"], "searcher")
   shutil.rmtree(path, ignore_errors=True)
   save_searcher(searcher, path)
@@ -336,12 +345,15 @@ def scann_rebuilds(a: Dict) -> Dict:
     del loaded
     rss_now(loads_untrimmed, loads)
   shutil.rmtree(path, ignore_errors=True)
-  return {"rebuilds": a["rebuilds"], "index_bytes": index_bytes, "rss_after_each_build": rss,
-          "rss_after_each_load": loads, "rss_after_each_build_untrimmed": untrimmed,
-          "rss_after_each_load_untrimmed": loads_untrimmed,
-          "gc_collections_by_generation": collections, "gc_disabled": bool(a.get("disable_gc")),
-          "growth_over_first_build": rss[-1] - rss[0],
-          "growth_goal": int(0.1 * index_bytes)}
+  out = {"rebuilds": a["rebuilds"], "num_rows": int(len(embeddings)), "index_bytes": index_bytes,
+         "rss_after_each_build": rss, "rss_after_each_load": loads, "malloc_trim": trim,
+         "gc_collections_by_generation": collections, "gc_disabled": bool(a.get("disable_gc")),
+         "growth_over_first_build": rss[-1] - rss[0],
+         "growth_goal": int(0.1 * index_bytes)}
+  if trim:
+    out.update(rss_after_each_build_before_trim=untrimmed,
+               rss_after_each_load_before_trim=loads_untrimmed)
+  return out
 
 
 def _pipeline_parts(a: Dict):

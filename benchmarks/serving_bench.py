@@ -39,6 +39,15 @@ from serving import model_config, subprocess_server
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "serving/",
+    "realm_tf/export/",
+    "realm_tf/testing/toy_models.py",
+)
+
+
 @dataclasses.dataclass
 class ServingBenchConfig:
   """What the serving benchmark serves (a SavedModel, or the synthetic MIPS model of `num_rows`
@@ -54,9 +63,11 @@ class ServingBenchConfig:
   concurrency: List[int] = dataclasses.field(default_factory=lambda: [1, 8, 32])
   in_process_calls: int = 200
   batching_parameters_file: str = os.path.join(ROOT, "serving", "batching.config")
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "model_base_path": "Model to serve (default: a synthetic MIPS model).",
     "model_name": "Name to serve it under.",
     "input_name": "String input (default: the signature's only one).",
@@ -267,6 +278,7 @@ def measure(config: ServingBenchConfig, base_path, input_name, version_path, wor
 def run(config: ServingBenchConfig) -> str:
   """Serves the configured model (or writes the synthetic one), measures it with and without
   server-side batching, and writes benchmarks/results/serving.json; returns its path."""
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   load_before = os.getloadavg()
   work_dir = tempfile.mkdtemp(prefix="serving_bench-")
   if config.model_base_path:
@@ -329,7 +341,7 @@ def run(config: ServingBenchConfig) -> str:
           "(sequential calls): what the model itself gains from bigger batches; the served gain",
           "can exceed it because without batching 32 concurrent calls contend for the cores."]),
   }
-  return common.write_result("serving", result)
+  return common.write_result("serving", result, provenance)
 
 
 if __name__ == "__main__":

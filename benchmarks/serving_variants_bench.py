@@ -35,6 +35,21 @@ from realm_tf.stages import export_job as export_job
 from realm_tf.retrieval import scann_searcher
 
 
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "serving/",
+    "realm_tf/export/",
+    "realm_tf/openqa/",
+    "realm_tf/retrieval/",
+    "realm_tf/stages/export_job.py",
+    "realm_tf/stages/finetune.py",
+    "realm_tf/data/",
+    "realm_tf/modeling/",
+    "realm_tf/text/",
+)
+
+
 @dataclasses.dataclass
 class ServingVariantsBenchConfig:
   """What the stock-ops vs ScaNN comparison builds (encoder preset, how many shipped documents,
@@ -47,9 +62,11 @@ class ServingVariantsBenchConfig:
   calls: int = 30
   concurrency: List[int] = dataclasses.field(default_factory=lambda: [1, 8])
   scann_mode: str = "auto"  # one of scann_searcher.MODES
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "encoder": "Encoder preset of the query tower and the reader.",
     "max_documents": "Use only this many shipped documents (default all).",
     "random_embeddings": "Skip embedding the corpus (random unit vectors).",
@@ -148,6 +165,7 @@ def grpc_load(address: str, model_name: str, clients: int, duration_s: float) ->
 def run(config: ServingVariantsBenchConfig) -> str:
   """Builds the corpus and model, exports both variants, times them in process and over gRPC,
   and writes benchmarks/results/serving_variants.json; returns its path."""
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   from serving import subprocess_server  # pylint: disable=g-import-not-at-top
   load_start = os.getloadavg()[0]
@@ -210,7 +228,7 @@ def run(config: ServingVariantsBenchConfig) -> str:
   def ratio(a, b):
     return a / b if b else None
 
-  return common.write_result("serving_variants", {
+  return common.write_result("serving_variants", provenance=provenance, payload={
       "load_average_1m_at_start": load_start,
       "corpus": {"source": "realm_tf/data/default_corpus (SQuAD v1.1 dev)",
                  "documents": num_docs, "blocks": len(blocks)},

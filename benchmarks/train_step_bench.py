@@ -13,6 +13,17 @@ import dataclasses
 import time
 from typing import List
 
+from benchmarks import common
+
+
+# The code this benchmark measures (besides its own file): a commit to any of these paths
+# after a result's commit makes that result stale (`python -m benchmarks.status`).
+MEASURES = (
+    "realm_tf/modeling/",
+    "realm_tf/training/",
+    "realm_tf/stages/tasks.py",
+)
+
 
 @dataclasses.dataclass
 class TrainStepBenchConfig:
@@ -25,9 +36,11 @@ class TrainStepBenchConfig:
   # XLA is opt-in (`--jit_compile=off,on`): on the 2-core, 24 GiB CPU machine XLA's REALM minilm
   # step asked for an 11 GiB buffer and ran out of memory (2026-11-26), failing `make bench`.
   jit_compile: List[str] = dataclasses.field(default_factory=lambda: ["off"])
+  allow_dirty: bool = False
 
 
 HELP = {
+    "allow_dirty": common.ALLOW_DIRTY_HELP,
     "presets": "Encoder presets to measure.",
     "steps": "Timed steps per configuration (after 2 warm-up steps).",
     "batch_size": "REALM queries per step.",
@@ -57,6 +70,7 @@ def realm_flops(cfg, batch: int) -> float:
 def run(config: TrainStepBenchConfig) -> dict:
   """Times ICT and REALM train steps for every preset × jit_compile setting of `config`; writes
   benchmarks/results/train_step.json and returns the results (seconds per step, MFU)."""
+  provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from benchmarks.common import peak_matmul_flops, write_result  # pylint: disable=g-import-not-at-top
@@ -126,7 +140,7 @@ def run(config: TrainStepBenchConfig) -> dict:
                                "num_candidates": c, "seconds_per_step": sec,
                                "examples_per_second": b / sec,
                                "model_flops_per_second": flops / sec, "mfu": flops / sec / peak})
-  write_result("train_step", results)
+  write_result("train_step", results, provenance)
   return results
 
 

@@ -25,6 +25,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from realm_tf.io.errors import error_text
 from realm_tf.io.memory import return_free_memory
 from serving import validation
 from serving.model_config import ModelConfig, list_versions
@@ -197,8 +198,7 @@ class Servable:
 def load_error_message(path: str, error: BaseException) -> str:
   """What GetModelStatus reports for a version that failed to load: one line naming the version
   directory and, where TensorFlow names one, the damaged or missing file inside it."""
-  text = " ".join(str(error).split())
-  text = text.split("}} ", 1)[1] if text.startswith("{{") and "}} " in text else text
+  text = error_text(error)
   # TF's loader appends a hint about devices that does not apply to a damaged file.
   text = text.split(" You may be trying to load on a different device")[0]
   return f"Version directory {path} failed to load: {type(error).__name__}: {text[:500]}"

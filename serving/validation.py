@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
+from realm_tf.io.errors import error_text
 from serving import tensors
 
 
@@ -45,7 +46,7 @@ _GRPC_CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 def from_tf_error(err: tf.errors.OpError) -> ServingError:
   """Maps a TensorFlow runtime error to the gRPC status with the same code."""
   code = _GRPC_CODE_BY_VALUE.get(err.error_code, grpc.StatusCode.INTERNAL)
-  return ServingError(code, err.message)
+  return ServingError(code, error_text(err))
 
 
 ROW_STATUS_OUTPUT = "status"

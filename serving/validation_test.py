@@ -119,6 +119,12 @@ def test_tf_errors_keep_their_code():
   assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.message == "bad thing"
   err = validation.from_tf_error(tf.errors.ResourceExhaustedError(None, None, "oom"))
   assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+  try:  # a real runtime error: the client is told the message, not TensorFlow's internals
+    tf.raw_ops.Reshape(tensor=[1, 2, 3], shape=[2])
+  except tf.errors.InvalidArgumentError as e:
+    err = validation.from_tf_error(e)
+  assert err.message == ("Input to reshape is a tensor with 3 values, but the requested shape "
+                         "has 2"), err.message
 
 
 def test_signatures_with_a_row_status_answer_empty_strings_themselves():

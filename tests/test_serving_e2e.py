@@ -130,25 +130,50 @@ def test_empty_question_does_not_fail_its_batch(exported, server):
 
 
 def test_concurrent_single_questions_are_batched_correctly(exported, server):
+  """Concurrent one-question requests, merged into batches by the server's batcher, each get
+  their own result back: as many results as requests (none lost), and each one the in-process
+  model's answer, probability and evidence for that request's question (none swapped between
+  the rows of a batch)."""
   from serving import client  # pylint: disable=g-import-not-at-top
-  results, errors = {}, []
+  reference, k = exported["reference"], exported["k"]
 
-  def ask(i):
+  def questions_matching(answer, block_ids, scores):
+    """The questions whose in-process prediction this is, within `_check`'s tolerances."""
+    return [q for q in range(len(QUESTIONS))
+            if answer == reference["answer"][q]
+            and np.array_equal(block_ids, reference["evidence_block_ids"][q])
+            and np.allclose(scores, reference["evidence_scores"][q], rtol=0, atol=1e-4)]
+
+  # A swapped result is visible only if each question's prediction is told apart from the rest
+  # (the micro model's answers and evidence ids repeat; its evidence scores do not).
+  assert [questions_matching(reference["answer"][q], reference["evidence_block_ids"][q],
+                             reference["evidence_scores"][q])
+          for q in range(len(QUESTIONS))] == [[q] for q in range(len(QUESTIONS))]
+  asked = [r % len(QUESTIONS) for r in range(3 * len(QUESTIONS))]  # 15, under max_batch_size 16
+  results, errors = {}, []
+  start = threading.Barrier(len(asked))
+
+  def ask(r):
     try:
       with client.PredictClient(server.address, "realm_openqa", timeout=60) as c:
-        results[i] = c.predict({"questions": ex_testing.strings([QUESTIONS[i]])})
+        start.wait(60)  # every client sends at once, so the batcher merges them
+        results[r] = c.predict({"questions": ex_testing.strings([QUESTIONS[asked[r]]])})
     except Exception as e:  # pylint: disable=broad-except
-      errors.append(e)
+      errors.append(f"request {r}: {type(e).__name__}: {e}")
 
-  threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(QUESTIONS))]
+  threads = [threading.Thread(target=ask, args=(r,)) for r in range(len(asked))]
   for t in threads:
     t.start()
   for t in threads:
     t.join(120)
-  assert not errors
-  for i, out in results.items():
-    _check(out, exported["reference"], exported["k"], rows=[i])
-  assert len(results) == len(QUESTIONS)
+  assert not [r for r, t in enumerate(threads) if t.is_alive()], "requests unanswered after 120 s"
+  assert not errors, errors
+  assert sorted(results) == list(range(len(asked)))  # every request got a result
+  assert [questions_matching(results[r]["answers"][0, 0], results[r]["evidence_block_ids"][0],
+                             results[r]["evidence_scores"][0])
+          for r in range(len(asked))] == [[q] for q in asked]  # each its own question's
+  for r, q in enumerate(asked):
+    _check(results[r], reference, k, rows=[q])
 
 
 @pytest.mark.slow  # a third interpreter importing TensorFlow (~20 s)

@@ -6,9 +6,11 @@ train and dev with a hash of the question, and use the original *test* file (for
 dev file) as test. This module holds what the three builders share so the rule lives in one place:
 
 * `read_qa_jsonl` reads ORQA / DrQA JSON lines (`{"question": ..., "answer": [...]}`).
-* `read_qa_dpr` reads DPR-style lines (`question \\t ['answer', ...]`, a Python list literal
-  parsed with `ast.literal_eval`, never `eval`); `parse_qa_dpr_line` is its one line parser,
-  which `realm_tf.openqa.datasets` (`--dataset=dpr_qa:<path>`) shares.
+* `read_qa_dpr` reads DPR-style rows (`question \\t ['answer', ...]`, a Python list literal
+  parsed with `ast.literal_eval`, never `eval`) as DPR's csv.reader reads the file (a quoted
+  question may span lines); `dpr_qa_rows` and `parse_qa_dpr_cells` are its row reader and row
+  parser, which `realm_tf.openqa.datasets` (`--dataset=dpr_qa:<path>`) shares.
+* Files may start with a UTF-8 byte order mark (dropped) and end lines in `\\r\\n`.
 * `orqa_split` applies ORQA's rule: dev iff
   `tf.strings.to_hash_bucket_fast(question, 100000) % 10 == 0` on the question exactly as written
   in the file (before any clean-up), train otherwise.
@@ -133,6 +135,8 @@ def _open_lines(path: epath.PathLike) -> Iterator[Tuple[int, bytes]]:
     data = f.read()
   if path.endswith(".gz"):
     data = gzip.GzipFile(fileobj=io.BytesIO(data)).read()
+  if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, as Windows editors write
+    data = data[3:]
   for number, line in enumerate(data.splitlines(), start=1):
     yield number, line
 
@@ -225,19 +229,45 @@ def read_qa_jsonl(path: epath.PathLike, answers_are_regex: bool = False) -> List
   return examples
 
 
-def parse_qa_dpr_line(text: str) -> Tuple[str, object]:
-  """(question, answers value) of one DPR-style line `question<TAB>['answer', ...]`.
+def dpr_qa_rows(lines: Iterable[Tuple[int, str]]) -> Iterator[Tuple[int, object]]:
+  """(number of the line a row starts on, the row's cells) for each row of DPR-style `lines`,
+  (line number, text ending in `\\n`) pairs, as DPR reads its `*.qa.csv`: Python's csv over the
+  file, tab-delimited, so a cell that starts with `"` is quoted, may span lines, and `""` inside
+  it is one `"` (`realm_tf.io.tsv.rows`: a row that would span lines but is not well-formed, or
+  whose answers do not parse, is its first line alone, so a stray quote does not swallow the
+  questions after it). A row csv refuses comes as a ValueError in place of its cells. Streams:
+  one row in memory at a time."""
+  from realm_tf.io import tsv  # pylint: disable=g-import-not-at-top
 
-  The line is split as DPR reads its `*.qa.csv` (Python's csv, tab-delimited: a cell that starts
-  with `"` is quoted and `""` inside it is one `"`, as csv writers quote a cell holding quotes);
-  the last cell is the answers, a Python list literal parsed with `ast.literal_eval` (literals
-  only, never code), and the cells before it, joined by tabs, the question. The answers value is
-  returned as parsed, for the caller to check. Raises ValueError saying what is wrong.
-  """
+  def parses(cells) -> bool:
+    try:
+      parse_qa_dpr_cells(cells)
+    except ValueError:
+      return False
+    return True
+
+  for number, row in tsv.rows(lines, accept=parses):
+    yield number, (ValueError(f"not a tab-separated line ({row})")
+                   if isinstance(row, csv.Error) else row)
+
+
+def parse_qa_dpr_line(text: str) -> Tuple[str, object]:
+  """(question, answers value) of one DPR-style line `question<TAB>['answer', ...]`, split as
+  csv splits one line (see `dpr_qa_rows`, which reads rows spanning lines) and parsed by
+  `parse_qa_dpr_cells`. Raises ValueError saying what is wrong."""
   try:
     cells = next(csv.reader([text], delimiter="\t"))
   except csv.Error as e:
     raise ValueError(f"not a tab-separated line ({e})") from None
+  return parse_qa_dpr_cells(cells)
+
+
+def parse_qa_dpr_cells(cells: Sequence[str]) -> Tuple[str, object]:
+  """(question, answers value) of one DPR-style row's cells: the last cell is the answers, a
+  Python list literal parsed with `ast.literal_eval` (literals only, never code), and the cells
+  before it, joined by tabs, the question. The answers value is returned as parsed, for the
+  caller to check. Raises ValueError saying what is wrong.
+  """
   if len(cells) < 2:
     raise ValueError("no tab between question and answers")
   literal = cells[-1].strip()
@@ -250,19 +280,23 @@ def parse_qa_dpr_line(text: str) -> Tuple[str, object]:
 
 
 def read_qa_dpr(path: epath.PathLike) -> List[QAExample]:
-  """Reads DPR-style lines `question<TAB>['answer', ...]` (plain or .gz; `parse_qa_dpr_line`).
+  """Reads DPR-style rows `question<TAB>['answer', ...]` (plain or .gz) as DPR reads them
+  (`dpr_qa_rows`: a quoted question may span lines; `parse_qa_dpr_cells`); a row's line is the
+  one it starts on.
 
   DPR's `*.qa.csv` files and Anserini's `topics.nq.*.txt` hold them.
   """
   name = epath.Path(path).name
   issues = _IssueLog(str(path))
   examples = []
-  for line, raw in _open_lines(path):
-    if not raw.strip():
-      continue
-    text = _decode(raw, line, issues).rstrip("\r\n")
+  lines = ((line, _decode(raw, line, issues) + "\n") for line, raw in _open_lines(path))
+  for line, cells in dpr_qa_rows(lines):
     try:
-      question, answers = parse_qa_dpr_line(text)
+      if isinstance(cells, ValueError):
+        raise cells
+      if not any(cell.strip() for cell in cells):
+        continue  # a blank line
+      question, answers = parse_qa_dpr_cells(cells)
     except ValueError as e:
       issues.warn(line, "unreadable", f"{e}; record skipped")
       continue

@@ -274,6 +274,29 @@ def test_dpr_line_cells_quoted_by_a_csv_writer_are_unquoted():
       openqa_common.parse_qa_dpr_line(bad)
 
 
+def test_dpr_rows_spanning_lines_with_a_byte_order_mark_and_crlf(tmp_path, caplog):
+  """DPR reads *.qa.csv with csv.reader over the file: a quoted question may span lines. A BOM
+  and CRLF line ends (a Windows editor's save) change nothing: no warning, same raw questions."""
+  rows = ('who wrote hamlet\t[\'Shakespeare\']\n"a question\nover two lines"\t[\'Two\']\n'
+          "no tab\nlast\t['z']\n")
+  for name, data in (("plain.qa.csv", rows.encode()),
+                     ("windows.qa.csv", b"\xef\xbb\xbf" + rows.replace("\n", "\r\n").encode())):
+    path = _write(str(tmp_path / name), [data], binary=True)
+    caplog.clear()
+    with caplog.at_level(py_logging.WARNING, logger="absl"):
+      examples = openqa_common.read_qa_dpr(path)
+    assert [(e.raw_question, e.question, e.answers, e.source) for e in examples] == [
+        ("who wrote hamlet", "who wrote hamlet", ("Shakespeare",), f"{name}:1"),
+        ("a question\nover two lines", "a question over two lines", ("Two",), f"{name}:2"),
+        ("last", "last", ("z",), f"{name}:5")], name
+    assert _absl_warnings(caplog) == [
+        f"{path}:4: no tab between question and answers; record skipped"], name
+  jsonl = _write(str(tmp_path / "NQ-open.dev.jsonl"),
+                 [b'\xef\xbb\xbf{"question": "q", "answer": ["a"]}\r\n'], binary=True)
+  assert [(e.raw_question, e.answers) for e in openqa_common.read_qa_jsonl(jsonl)] == [
+      ("q", ("a",))]
+
+
 def test_deeply_nested_json_line_is_skipped(tmp_path, caplog):
   """json.loads raises RecursionError on deep nesting: a skipped record, the rest kept."""
   path = tmp_path / "deep.jsonl"

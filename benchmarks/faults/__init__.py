@@ -17,8 +17,8 @@ class FaultConfig:
   """How hard to push: seeds, tries per fault, fuzz cases, load duration, and a scratch dir."""
   work_dir: str = "/tmp/faults"
   seed: int = 0
-  kill_points: int = 10  # kill -9 points per stage (seeded random, not hand-picked)
-  fuzz_cases: int = 1000  # mutated inputs per input kind
+  kill_points: int = 10  # kill -9 points per stage, placed by the stage's own progress (seeded)
+  fuzz_cases: int = 1000  # mutated inputs per corpus format, per question format, for gRPC
   fuzz_timeout_s: float = 30.0  # a case that takes longer is a hang
   load_clients: int = 32
   load_seconds: float = 30.0
@@ -27,6 +27,7 @@ class FaultConfig:
   # the results file keeps the other stages' earlier rows (each with its own commit and date).
   kill_stages: List[str] = dataclasses.field(default_factory=list)
   output_name: str = "faults"  # benchmarks/results/<output_name>.json
+  allow_dirty: bool = False  # fault_bench: measure a checkout with uncommitted changes
 
   @classmethod
   def fast(cls, work_dir: str) -> "FaultConfig":

@@ -1,6 +1,8 @@
 """Fuzzed input: seeded random mutations of corpus files, question files and gRPC request protos.
 
-Three rows, `config.fuzz_cases` cases each, every case drawn from `config.rng(<row>)`:
+Three rows, every case drawn from `config.rng(<row>)`: `config.fuzz_cases` cases for EACH file
+format of the two file rows (formats in turn, counted per format in the row's `per_format`
+figures; the row's tries are their sum) and `config.fuzz_cases` requests for the gRPC decoder:
 
 * corpus files, in every document format (`realm_tf.data.documents`: JSON lines, BEIR,
   Pyserini (with and without a title line), DPR TSV, plain text, WikiText, SQuAD, and a gzipped
@@ -463,7 +465,7 @@ def _proto_cases(config: FaultConfig) -> FaultRow:
        f"{config.fuzz_timeout_s:g} s (no hang)", "a good request still answered afterwards"],
       survived=failures == 0 and alive, failures=failures + int(not alive),
       reason=first if failures else ("" if alive else "server stopped answering"),
-      figures={"statuses": statuses, "failed_kinds": distinct,
+      figures={"cases": config.fuzz_cases, "statuses": statuses, "failed_kinds": distinct,
                "seconds": round(time.perf_counter() - start, 1)})
 
 
@@ -471,25 +473,30 @@ def _proto_cases(config: FaultConfig) -> FaultRow:
 
 
 def _file_row(config: FaultConfig, fault: str, formats, case_fn) -> FaultRow:
+  """One file row: `config.fuzz_cases` cases for each of `formats`, the formats in turn, each
+  case's outcome counted under its format (so every parser gets the full count, not a share)."""
   rng = config.rng(fault)
   failures, first, per_format, ops = 0, "", {}, {}
   totals = {"records_unmutated": 0, "records_kept": 0, "skips": 0}
   start = time.perf_counter()
-  for i in range(config.fuzz_cases):
+  tries = config.fuzz_cases * len(formats)
+  for i in range(tries):
     fmt = formats[i % len(formats)]
     op, problem, counts = case_fn(fmt, rng)
     ops[op] = ops.get(op, 0) + 1
+    stats = per_format.setdefault(fmt, {"cases": 0, "failures": 0, **dict.fromkeys(totals, 0)})
+    stats["cases"] += 1
     for k, v in counts.items():
       totals[k] += v
-    stats = per_format.setdefault(fmt, {"cases": 0, "failures": 0})
-    stats["cases"] += 1
+      stats[k] += v
     if problem:
       failures += 1
       stats["failures"] += 1
       first = first or f"case {i} ({fmt}, {op}): {problem}"
   return FaultRow(
-      GROUP, fault, f"{config.fuzz_cases} seeded random cases (seed {config.seed}), formats in "
-      f"turn; mutations: {json.dumps(ops, sort_keys=True)}", config.fuzz_cases,
+      GROUP, fault, f"{config.fuzz_cases} seeded random cases for each of {len(formats)} formats "
+      f"({tries} in all, seed {config.seed}), formats in turn; mutations: "
+      f"{json.dumps(ops, sort_keys=True)}", tries,
       ["no exception but the project's one-line error types", f"each case within "
        f"{config.fuzz_timeout_s:g} s (no hang)", "every skip or error is one line naming the file "
        "(and a line number for a skipped record)", "every unmutated record read back unchanged"],

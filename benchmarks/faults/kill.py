@@ -1,23 +1,32 @@
-"""Kills: `kill -9` of each long stage's command line at seeded random points, then the same
-command again.
+"""Kills: `kill -9` of each long stage's command line at seeded points of its own progress, then
+the same command again.
 
 Each stage is its real CLI (`python -m realm_tf.launch.<stage>`) at toy size in a subprocess of
-its own process group. One uninterrupted reference run per stage gives its wall time T; each kill
-point is a seeded random time in (0, T) after the start, when the whole process group gets
-SIGKILL. Right after the kill, everything published in the run's directory must be whole (a
-corpus or annotation manifest with every shard at its sha256, every checkpoint the `checkpoint`
-file lists with its files, every embedder export, index bundle and serving version with its
-files). Then the same command runs again and must finish (exit status 0) with the reference run's
-artefacts: byte-equal files where the stage is deterministic (corpus shards, annotations, the
-export's variables), otherwise equal figures: the final step and the data position every input
-pipeline reached (the position counts raw examples: equal positions at equal steps mean every
-example was consumed exactly once, none skipped or repeated across the kill). Temporaries left
-beside published names (`*.tmp*`, `.tmp-*`, `.old-*`, `.import-tmp-*`, checkpoint `*_temp*`) are
-counted after the re-run.
+its own process group. One uninterrupted reference run per stage is watched: the moments its
+outputs appear (each trainer's checkpoints, a Beam stage's first shard part and then its
+manifest, each bundle a refresh worker publishes, each model version an export publishes) are its
+progress markers. Each kill waits until a seeded marker k of the n the reference run showed is on
+disk, then sends SIGKILL to the whole process group after a seeded random delay within the
+reference run's interval to marker k + 1: so every kill comes after the stage's first output and,
+but for a run faster than the reference, before its last. A kill that lands outside that window
+(after the last marker) is judged all the same and another is drawn, until `points` kills have
+landed inside it; a run that ended before its kill is recorded and not judged.
+
+Right after the kill, everything published in the run's directory must be whole (a corpus or
+annotation manifest with every shard at its sha256, every checkpoint the `checkpoint` file lists
+with its files, every embedder export, index bundle and serving version with its files). Then the
+same command runs again and must finish (exit status 0), resume each killed trainer from the
+checkpoint the kill left (its log names it), and leave the reference run's artefacts: byte-equal
+files where the stage is deterministic (corpus shards, annotations, the export's variables);
+for the trainers the final step, the data position every input pipeline reached (the position
+counts raw examples: equal positions at equal steps mean every example was consumed exactly once,
+none skipped or repeated across the kill) and bit-equal final weights; the newest index bundle's
+version, step and row count. Temporaries left beside published names (`*.tmp*`, `.tmp-*`,
+`.old-*`, `.import-tmp-*`, checkpoint `*_temp*`) are counted after the re-run.
 
 The stages feed each other: the corpus the reference build wrote is annotated, trained on by ICT,
-the main job (`pretrain`: reader warm-up, then REALM with inline refresh, or a trainer with a
-separate `refresh_index` worker), fine-tuned on, and the fine-tuned model exported.
+the main job (`pretrain`: ICT and the reader warm-up, then REALM with inline refresh, or a trainer
+with a separate `refresh_index` worker), fine-tuned on, and the fine-tuned model exported.
 """
 import glob
 import hashlib
@@ -39,6 +48,7 @@ GROUP = "kill"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 6  # training steps of every toy trainer (checkpoint every step: kills land between)
 TIMEOUT_S = 900.0
+POLL_S = 0.01  # how often a watched run's outputs are looked at
 
 # Four documents of three sentences (the fine-tuning questions' facts), for the corpus build.
 _FACT_GROUPS = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (9, 10, 11))
@@ -70,7 +80,8 @@ def write_inputs(work_dir: str) -> Tuple[str, str]:
 
 def _pretrain_flags(num_train_steps: int, refresh: str = "inline") -> List[str]:
   """The main job at toy size (tiny towers from scratch, a few steps of every stage)."""
-  return ["--retriever_preset=tiny", "--retriever_init=", "--ict_steps=2", "--ict_batch_size=4",
+  return ["--retriever_preset=tiny", "--retriever_init=", f"--ict_steps={STEPS}",
+          "--ict_batch_size=4",
           "--reader_preset=tiny", "--reader_init=", f"--reader_warmup_steps={STEPS}",
           "--reader_warmup_batch_size=2", "--batch_size=2",
           f"--num_train_steps={num_train_steps}", f"--refresh={refresh}",
@@ -78,22 +89,99 @@ def _pretrain_flags(num_train_steps: int, refresh: str = "inline") -> List[str]:
           "--min_recall=0", "--heldout_fraction=0.3", "--heldout_queries=4"]
 
 
+# --- a stage's progress: what of its output is on disk ------------------------------------------
+
+# Progress is a few series, each a level that only grows while the stage runs: a trainer's newest
+# checkpoint step, a Beam stage's 1 (a shard part on disk) then 2 (manifest published), the newest
+# index bundle version, the count of published serving versions. Kills are placed by these levels.
+Progress = Callable[[str], Dict[str, int]]  # run dir -> {series: level}
+
+
+def checkpoint_step(model_dir: str) -> int:
+  """The step of the newest checkpoint a trainer's `checkpoints/checkpoint` file names (0: none).
+  TensorFlow writes that file after the checkpoint's own files, atomically."""
+  try:
+    with open(os.path.join(model_dir, "checkpoints", "checkpoint"), encoding="utf-8") as f:
+      found = re.search(r'^model_checkpoint_path: "(?:.*/)?ckpt-(\d+)"', f.read(), re.M)
+  except OSError:
+    return 0
+  return int(found.group(1)) if found else 0
+
+
+def trainer_progress(*subs: str) -> Progress:
+  """Each trainer model dir's newest checkpoint step."""
+  return lambda d: {sub: checkpoint_step(os.path.join(d, sub)) for sub in subs}
+
+
+def beam_progress(output: str) -> Progress:
+  """A Beam stage's output `output`: 1 once a file of its shards is on disk (in its
+  `<output>.tmp-*` sibling, or moved into `output`), 2 once its manifest is published."""
+  def level(d: str) -> Dict[str, int]:
+    out = os.path.join(d, output)
+    if os.path.exists(os.path.join(out, "manifest.json")):
+      return {output: 2}
+    for path in glob.glob(out + ".tmp-*") + [out]:
+      if os.path.isdir(path) and any(files for _, _, files in os.walk(path)):
+        return {output: 1}
+    return {output: 0}
+  return level
+
+
+def bundle_progress(d: str) -> Dict[str, int]:
+  """The newest published index bundle's version (0: none)."""
+  index = os.path.join(d, "index")
+  try:
+    versions = [int(v) for v in os.listdir(index) if v.isdigit()
+                and os.path.exists(os.path.join(index, v, "manifest.json"))]
+  except OSError:
+    versions = []
+  return {"index": max(versions, default=0)}
+
+
+def serving_progress(d: str) -> Dict[str, int]:
+  """How many model versions an export has published under `serving/` (each a rename)."""
+  base = os.path.join(d, "serving")
+  count = 0
+  if os.path.isdir(base):
+    for model in os.listdir(base):
+      if not model.startswith(".") and os.path.isdir(os.path.join(base, model)):
+        count += sum(v.isdigit() for v in os.listdir(os.path.join(base, model)))
+  return {"serving": count}
+
+
 class Stage:
-  """One stage's command line, how its run directory is prepared, and what its run wrote."""
+  """One stage's command line, how its run directory is prepared, what its run wrote, and how
+  its progress is read (where kills are placed)."""
 
   def __init__(self, name: str, argv: Callable[[str], List[str]], outputs: List[str],
-               deterministic: bool, prepare: Optional[Callable[[str], None]] = None,
+               deterministic: bool, progress: Progress,
+               prepare: Optional[Callable[[str], None]] = None,
                trainer_dirs: Tuple[str, ...] = (),
                companion: Optional[Callable[[str], List[str]]] = None):
     self.name = name
     self.argv = argv  # run dir -> `python -m` arguments
     self.outputs = outputs  # sub-directories of the run dir the stage writes
     self.deterministic = deterministic  # its files are byte-equal across runs
+    self.progress = progress
     self.prepare = prepare or (lambda d: None)
     self.trainer_dirs = trainer_dirs  # model dirs whose checkpoints hold step + data position
     # A command that runs beside the stage, started before it and never killed (the trainer a
     # refresh worker serves); it must end with exit status 0 too.
     self.companion = companion
+
+  @property
+  def killed_trainers(self) -> Tuple[str, ...]:
+    """The trainer dirs of the killed command itself (not a companion's): the ones a re-run
+    resumes, whose weights must come out bit-equal."""
+    return self.trainer_dirs if self.companion is None else ()
+
+  @property
+  def judges_bundle_version(self) -> bool:
+    """Whether the newest bundle's version must equal the reference's: when the killed command
+    publishes its bundles itself at fixed steps. A separate refresh worker publishes for the
+    newest export it finds when it polls, so its version count follows timing (by design: it
+    skips exports superseded meanwhile); its bundle's step and rows are still judged."""
+    return self.companion is None
 
 
 def stages(work_dir: str) -> List[Stage]:
@@ -113,26 +201,27 @@ def stages(work_dir: str) -> List[Stage]:
   return [
       Stage("build_corpus", lambda d: ["realm_tf.launch.build_corpus", f"--inputs={docs}",
                                        f"--output_dir={d}/corpus", "--num_shards=2",
-                                       "--block_length=64"], ["corpus"], True),
+                                       "--block_length=64"], ["corpus"], True,
+            beam_progress("corpus")),
       Stage("annotate_corpus", lambda d: ["realm_tf.launch.annotate_corpus",
                                           f"--corpus_dir={corpus}",
                                           f"--output_dir={d}/annotations", "--num_shards=2"],
-            ["annotations"], True),
+            ["annotations"], True, beam_progress("annotations")),
       Stage("ict", lambda d: ["realm_tf.launch.ict", f"--corpus_dir={corpus}",
                               f"--model_dir={d}/ict", f"--index_dir={d}/index",
                               "--batch_size=2", f"--num_train_steps={STEPS}",
                               "--checkpoint_every=1", "--min_recall=0"],
-            ["ict", "index"], False, trainer_dirs=("ict",)),
+            ["ict", "index"], False, trainer_progress("ict"), trainer_dirs=("ict",)),
       Stage("reader_warmup", pretrain(0), ["corpus", "ict", "index", "reader_warmup"], False,
-            trainer_dirs=("ict", "reader_warmup")),
+            trainer_progress("ict", "reader_warmup"), trainer_dirs=("ict", "reader_warmup")),
       Stage("realm_inline_refresh", pretrain(STEPS), ["index", "realm"], False,
-            prepare=copy_warmup, trainer_dirs=("realm",)),
+            trainer_progress("realm"), prepare=copy_warmup, trainer_dirs=("realm",)),
       Stage("refresh_index_worker",
             lambda d: ["realm_tf.launch.refresh_index", f"--model_dir={d}/realm",
                        f"--corpus_dir={corpus}", f"--index_dir={d}/index", "--min_recall=0",
                        "--poll_min_seconds=1", "--poll_max_seconds=2"],
-            ["index", "realm"], False, prepare=copy_warmup, trainer_dirs=("realm",),
-            companion=pretrain(STEPS, refresh="async")),
+            ["index", "realm"], False, bundle_progress, prepare=copy_warmup,
+            trainer_dirs=("realm",), companion=pretrain(STEPS, refresh="async")),
       Stage("finetune", lambda d: ["realm_tf.launch.finetune", f"--dataset=jsonl:{questions}",
                                    f"--index_dir={ref('realm_inline_refresh', 'index')}",
                                    f"--corpus_dir={corpus}", f"--model_dir={d}/finetune",
@@ -141,11 +230,11 @@ def stages(work_dir: str) -> List[Stage]:
                                    "--reader_seq_length=64", "--reader_query_length=16",
                                    "--span_hidden_size=16", "--retriever_beam_size=8",
                                    "--reader_beam_size=2"],
-            ["finetune"], False, trainer_dirs=("finetune",)),
+            ["finetune"], False, trainer_progress("finetune"), trainer_dirs=("finetune",)),
       Stage("export", lambda d: ["realm_tf.launch.export",
                                  f"--model_dir={ref('finetune', 'finetune')}",
                                  f"--export_base={d}/serving", "--variant=stock"],
-            ["serving"], False),
+            ["serving"], False, serving_progress),
   ]
 
 
@@ -184,16 +273,53 @@ def run_to_end(args: List[str], log: str) -> Tuple[int, float]:
   return rc, time.perf_counter() - begin
 
 
-def run_and_kill(args: List[str], log: str, at_s: float) -> bool:
-  """Starts a command and kills its process group `at_s` seconds later; False when it had
-  already ended by then (the kill found nothing to kill)."""
+def run_watched(args: List[str], log: str, run_dir: str,
+                progress: Progress) -> Tuple[int, float, Dict[str, List[List[float]]]]:
+  """Runs a command to its end, reading its progress every POLL_S seconds; returns (exit status,
+  wall seconds, timeline): the timeline maps each series to [level, seconds after the start] for
+  every level first seen above the one before (levels already there at the start are no
+  marker of this run)."""
+  last = progress(run_dir)
+  timeline: Dict[str, List[List[float]]] = {series: [] for series in last}
+  begin = time.perf_counter()
   proc = start(args, log)
+  rc = None
+  while rc is None:
+    rc = proc.poll()  # read before the outputs: a run's last outputs are on disk when it ends
+    now = time.perf_counter() - begin
+    for series, level in progress(run_dir).items():
+      if level > last.get(series, 0):
+        timeline.setdefault(series, []).append([level, round(now, 3)])
+        last[series] = level
+    if rc is None and now > TIMEOUT_S:
+      kill_group(proc)
+      rc = -9
+    elif rc is None:
+      time.sleep(POLL_S)
+  return rc, time.perf_counter() - begin, timeline
+
+
+def run_and_kill_after(args: List[str], log: str, run_dir: str, progress: Progress,
+                       series: str, level: int, delay_s: float) -> Optional[Tuple[float, float]]:
+  """Starts a command, waits until `series` of its progress reaches `level`, and kills its
+  process group `delay_s` seconds later; returns (seconds after the start when the level was
+  seen, when the kill came), or None when the run ended first (the kill found nothing)."""
+  begin = time.perf_counter()
+  proc = start(args, log)
+  while progress(run_dir).get(series, 0) < level:
+    if proc.poll() is not None:
+      return None
+    if time.perf_counter() - begin > TIMEOUT_S:
+      break  # never reached: killed now, judged as any other kill
+    time.sleep(POLL_S)
+  seen = time.perf_counter() - begin
   try:
-    proc.wait(timeout=at_s)
-    return False
+    proc.wait(timeout=delay_s)
+    return None
   except subprocess.TimeoutExpired:
+    at = time.perf_counter() - begin
     kill_group(proc)
-    return True
+    return seen, at
 
 
 # --- what a reader could see ------------------------------------------------------------------
@@ -273,6 +399,11 @@ def temporaries(root: str) -> List[str]:
 # --- comparing with the reference -------------------------------------------------------------
 
 
+# Files a later stage's reader adds to an earlier stage's output: the block lookup built in a
+# corpus dir on its first use (`block_lookup.LOOKUP_DIR`), so a reference corpus that later stages
+# read holds it and a re-run's does not.
+_ADDED_BY_READERS = ("corpus/lookup/",)
+
 # When a file was written: the one field of a manifest that differs between equal runs.
 _VOLATILE = ("created",)
 
@@ -315,21 +446,29 @@ def trainer_figures(model_dir: str) -> Dict[str, object]:
           "done_step": done and done.get("step")}
 
 
-def weights_equal(model_dir: str, ref_dir: str) -> bool:
-  """Whether the final checkpoints hold the same model weights, bit for bit."""
+def differing_weights(model_dir: str, ref_dir: str) -> List[str]:
+  """The model variables whose values in the two final checkpoints are not bit-equal (a variable
+  one of them lacks included); [] when all are."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   a = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")))
   b = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(ref_dir, "checkpoints")))
-  names = [n for n in a.get_variable_to_shape_map() if n.startswith("model/")]
-  return all(np.array_equal(a.get_tensor(n), b.get_tensor(n)) for n in names)
+  names_a = {n for n in a.get_variable_to_shape_map() if n.startswith("model/")}
+  names_b = {n for n in b.get_variable_to_shape_map() if n.startswith("model/")}
+  return sorted((names_a ^ names_b) | {n for n in names_a & names_b
+                                       if not np.array_equal(a.get_tensor(n), b.get_tensor(n))})
 
 
 def compare(stage: Stage, run_dir: str, ref_dir: str) -> Tuple[List[str], Dict[str, object]]:
-  """What differs from the reference run (empty: equal), and the figures compared."""
+  """What differs from the reference run (empty: equal), and the figures compared. A killed
+  trainer's final weights and (when the killed command publishes its own bundles) the newest
+  bundle's version are judged; a companion trainer's weights are recorded only."""
   diffs, figures = [], {}
   if stage.deterministic:
     mine, ref = file_digests(run_dir, stage.outputs), file_digests(ref_dir, stage.outputs)
+    # Not the stage's own: what later stages' readers add to a reference's output.
+    mine, ref = ({k: v for k, v in d.items() if not k.startswith(_ADDED_BY_READERS)}
+                 for d in (mine, ref))
     differing = sorted(k for k in set(mine) | set(ref) if mine.get(k) != ref.get(k))
     figures["files_compared"] = len(ref)
     if differing:
@@ -341,13 +480,18 @@ def compare(stage: Stage, run_dir: str, ref_dir: str) -> Tuple[List[str], Dict[s
     if mine != ref:
       diffs.append(f"{sub}: {mine} != the uninterrupted run's {ref}")
     elif mine.get("step"):
-      figures[sub]["weights_bit_equal"] = weights_equal(os.path.join(run_dir, sub),
-                                                        os.path.join(ref_dir, sub))
+      differing = differing_weights(os.path.join(run_dir, sub), os.path.join(ref_dir, sub))
+      figures[sub]["weights_bit_equal"] = not differing
+      if differing and sub in stage.killed_trainers:
+        diffs.append(f"{sub}: final weights differ from the uninterrupted run's in "
+                     f"{len(differing)} variable(s), e.g. {differing[:3]}")
   if "index" in stage.outputs:
     mine, ref = _newest_bundle(run_dir), _newest_bundle(ref_dir)
     figures["newest_bundle"] = mine
-    if mine["step"] != ref["step"] or mine["rows"] != ref["rows"]:
-      diffs.append(f"newest index bundle {mine} != the uninterrupted run's {ref}")
+    judged = ("version", "step", "rows") if stage.judges_bundle_version else ("step", "rows")
+    if any(mine[k] != ref[k] for k in judged):
+      diffs.append(f"newest index bundle {mine} != the uninterrupted run's {ref} (compared: "
+                   f"{', '.join(judged)})")
   if stage.name == "export":
     mine, ref = _serving_layout(run_dir), _serving_layout(ref_dir)
     figures["versions"] = mine
@@ -391,98 +535,188 @@ REFERENCE_DONE = ".reference.json"  # in a reference run's dir: its wall time
 ROWS_LOG = "rows.jsonl"  # in the group's work dir: each row as it is measured
 
 
-def reference_run(stage: Stage, work_dir: str) -> Tuple[str, float]:
-  """The stage's uninterrupted run (once per work dir); returns its dir and wall seconds."""
+def reference_run(stage: Stage, work_dir: str) -> Tuple[str, Dict[str, object]]:
+  """The stage's uninterrupted, watched run (once per work dir); returns its dir and record:
+  `wall_s` and the progress `timeline` (`run_watched`)."""
   ref_dir = os.path.join(work_dir, stage.name, "ref")
   done = _json(os.path.join(ref_dir, REFERENCE_DONE))
-  if done is not None:
-    return ref_dir, done["wall_s"]
+  if done is not None and "timeline" in done:
+    return ref_dir, done
   shutil.rmtree(ref_dir, ignore_errors=True)
   os.makedirs(ref_dir)
   stage.prepare(ref_dir)
   companion = _start_companion(stage, ref_dir)
-  rc, wall = run_to_end(stage.argv(ref_dir), os.path.join(ref_dir, "run.log"))
+  rc, wall, timeline = run_watched(stage.argv(ref_dir), os.path.join(ref_dir, "run.log"),
+                                   ref_dir, stage.progress)
   if rc != 0 or _end_companion(companion) != 0:
     raise RuntimeError(f"{stage.name}: the uninterrupted run failed (exit status {rc}); see "
                        f"{ref_dir}/*.log")
+  done = {"wall_s": wall, "timeline": timeline}
   with open(os.path.join(ref_dir, REFERENCE_DONE), "w", encoding="utf-8") as f:
-    json.dump({"wall_s": wall}, f)
-  return ref_dir, wall
+    json.dump(done, f)
+  return ref_dir, done
+
+
+def kill_windows(reference: Dict[str, object]) -> Dict[str, List[List[float]]]:
+  """Each progress series of the reference run with at least one marker: its markers, [level,
+  seconds after the start], followed by the run's end when it has one marker only (the window
+  is then from that marker to the end)."""
+  windows = {}
+  for series, marks in reference["timeline"].items():
+    if len(marks) == 1:
+      marks = marks + [[None, reference["wall_s"]]]
+    if marks:
+      windows[series] = marks
+  return windows
+
+
+def plan_kill(windows: Dict[str, List[List[float]]], landed: Dict[str, int],
+              rng) -> Dict[str, object]:
+  """The next kill: the series with the fewest kills landed in its window so far (the first in
+  order on a tie), a marker k drawn from its first n - 1, and a delay drawn in (0, the reference's
+  time from marker k to marker k + 1)."""
+  series = min(windows, key=lambda name: landed.get(name, 0))
+  marks = windows[series]
+  k = rng.randrange(len(marks) - 1)
+  interval = max(marks[k + 1][1] - marks[k][1], POLL_S)
+  n = sum(m[0] is not None for m in marks)  # one marker: its window ends with the run
+  return {"series": series, "after_level": marks[k][0], "marker": f"{k + 1} of {n}",
+          "delay_s": round(rng.uniform(0.0, interval), 3)}
+
+
+def in_window(windows: Dict[str, List[List[float]]], series: str, level: int,
+              killed: bool) -> bool:
+  """Whether a kill that left `series` at `level` came after the reference's first marker of it
+  and before its last (with one marker: while the run was still alive)."""
+  marks = windows[series]
+  last = marks[-1][0]
+  return killed and level >= marks[0][0] and (last is None or level < last)
+
+
+def resumed_from(log_text: str, sub: str, step: int) -> bool:
+  """Whether a run's log says trainer `sub` restored its checkpoint of `step` (the Trainer's
+  `Restored <model_dir>/checkpoints/ckpt-<step> at step <step>` line)."""
+  pattern = rf"Restored \S*/{re.escape(sub)}/checkpoints/ckpt-{step} at step {step}\b"
+  return re.search(pattern, log_text) is not None
 
 
 def run_stage(stage: Stage, config: FaultConfig, points: int) -> FaultRow:
-  """The reference run, then kills at seeded random times in (0, T) until `points` have
-  landed while the run was alive, each followed by the same command to its end and the checks."""
+  """The watched reference run, then kills placed by the stage's own progress (`plan_kill`)
+  until `points` have landed between its first output and its last, each followed by the same
+  command to its end and the checks."""
   begin = time.perf_counter()
   base = os.path.join(config.work_dir, stage.name)
-  ref_dir, wall = reference_run(stage, config.work_dir)
+  ref_dir, reference = reference_run(stage, config.work_dir)
+  wall = reference["wall_s"]
+  windows = kill_windows(reference)
+  if not windows:
+    raise RuntimeError(f"{stage.name}: the uninterrupted run showed no progress marker "
+                       f"({reference['timeline']}); nothing to place a kill by")
+  ref_steps = {sub: checkpoint_step(os.path.join(ref_dir, sub)) for sub in stage.trainer_dirs}
   rng = config.rng(f"{GROUP}/{stage.name}")
-  # Points are drawn until `points` kills have landed: a time drawn after the run has ended hits
-  # no point of the stage (a re-run may be faster than the reference), so another one is drawn,
-  # at most MAX_DRAWS_PER_POINT × points in all.
-  times: List[float] = []
   checked = ["published after the kill: manifests at their shards' sha256, listed checkpoints, "
              "embedder exports, index bundles, serving versions whole",
              "the same command re-run exits 0"]
+  if stage.killed_trainers:
+    checked.append("the re-run resumed each killed trainer from the checkpoint the kill left "
+                   "(its log names it)")
   checked.append("every output file byte-equal to the uninterrupted run's" if stage.deterministic
                  else "final step and data position(s) equal to the uninterrupted run's"
                  + (", exported variables byte-equal" if stage.name == "export" else ""))
-  failures, notes, landed, leftovers, tries_figures = 0, [], 0, 0, []
-  while landed < points and len(times) < MAX_DRAWS_PER_POINT * points:
-    i, at = len(times), round(rng.uniform(0.0, wall), 2)
-    times.append(at)
+  if stage.killed_trainers:
+    checked.append("final weights bit-equal to the uninterrupted run's")
+  if "index" in stage.outputs:
+    checked.append("newest index bundle's " + ("version, step and rows" if
+                                                stage.judges_bundle_version else "step and rows")
+                   + " equal to the uninterrupted run's")
+  failures, notes, leftovers, tries_figures, plans = 0, [], 0, [], []
+  landed: Dict[str, int] = {}  # kills landed in their series' window, by series
+  killed_count = 0
+  # Kills are drawn until `points` have landed in their windows: one that lands after the last
+  # marker (a run faster than the reference) is judged but counts for no window, and a run that
+  # ended before its kill is recorded, not judged; at most MAX_DRAWS_PER_POINT × points draws.
+  while sum(landed.values()) < points and len(plans) < MAX_DRAWS_PER_POINT * points:
+    i, plan = len(plans), plan_kill(windows, landed, rng)
+    plans.append(plan)
     run_dir = os.path.join(base, f"kill-{i}")
     shutil.rmtree(run_dir, ignore_errors=True)
     os.makedirs(run_dir)
     stage.prepare(run_dir)
     log = os.path.join(run_dir, "run.log")
     companion = _start_companion(stage, run_dir)
-    killed = run_and_kill(stage.argv(run_dir), log, at)
-    landed += killed
-    if not killed:
-      # The run ended before its drawn time: no point of the stage was hit, so there is nothing
-      # to survive (a second run of a finished command is another case: e.g. export's next
-      # version). Recorded, not judged.
-      tries_figures.append({"kill_s": at, "killed": False})
+    kill = run_and_kill_after(stage.argv(run_dir), log, run_dir, stage.progress, plan["series"],
+                              plan["after_level"], plan["delay_s"])
+    level = stage.progress(run_dir).get(plan["series"], 0)
+    plan.update(kill_s=kill and round(kill[1], 2), level_at_kill=level,
+                in_window=in_window(windows, plan["series"], level, kill is not None))
+    if kill is None:
+      # The run ended before its kill: no point of the stage was hit, so there is nothing to
+      # survive (a second run of a finished command is another case). Recorded, not judged.
+      tries_figures.append({**plan, "killed": False})
+      _end_companion(companion)
       shutil.rmtree(run_dir, ignore_errors=True)
       continue
+    killed_count += 1
+    landed[plan["series"]] = landed.get(plan["series"], 0) + plan["in_window"]
     problems = [f"after the kill: {p}" for p in half_published(run_dir)]
     # Where each trainer stood when killed: a try resumed from a step between its first and last
-    # is the one that tests an exact mid-run resume (its weights, its dropout streams).
-    at_kill = {sub: trainer_figures(os.path.join(run_dir, sub)).get("step")
-               for sub in stage.trainer_dirs}
-    rc, rerun_s = run_to_end(stage.argv(run_dir), log)
+    # checkpoint is the one that tests an exact mid-run resume (its weights, its dropout streams).
+    at_kill = {sub: checkpoint_step(os.path.join(run_dir, sub)) for sub in stage.trainer_dirs}
+    rerun_log = os.path.join(run_dir, "rerun.log")
+    rc, rerun_s = run_to_end(stage.argv(run_dir), rerun_log)
     if rc != 0:
-      problems.append(f"re-run exit status {rc} (see {log})")
+      problems.append(f"re-run exit status {rc} (see {rerun_log})")
+    with open(rerun_log, encoding="utf-8", errors="replace") as f:
+      rerun_text = f.read()
+    for sub in stage.killed_trainers:
+      if at_kill[sub] and not resumed_from(rerun_text, sub, at_kill[sub]):
+        problems.append(f"{sub}: the re-run did not resume from the checkpoint of step "
+                        f"{at_kill[sub]} the kill left (no 'Restored .../{sub}/checkpoints/"
+                        f"ckpt-{at_kill[sub]}' in {rerun_log})")
+    figures: Dict[str, object] = {}
     if _end_companion(companion) != 0:
       problems.append(f"the companion (trainer) failed (see {run_dir}/companion.log)")
-      rc = rc or 1
     else:
       diffs, figures = compare(stage, run_dir, ref_dir)
       problems += diffs
       problems += [f"after the re-run: {p}" for p in half_published(run_dir)]
       left = temporaries(run_dir)
       leftovers += bool(left)
-      tries_figures.append({"kill_s": at, "killed": killed, "rerun_s": round(rerun_s, 1),
-                            "temporaries_left": left[:5], "checkpoint_step_at_kill": at_kill,
-                            **figures})
+      figures["temporaries_left"] = left[:5]
+    tries_figures.append({**plan, "killed": True, "rerun_s": round(rerun_s, 1),
+                          "checkpoint_step_at_kill": at_kill,
+                          "between_checkpoints": {sub: 0 < at_kill[sub] < ref_steps[sub]
+                                                  for sub in stage.killed_trainers},
+                          **figures})
     if problems:
       failures += 1
-      notes.append(f"kill at {at} s: " + "; ".join(problems))
-      logging.warning("%s: kill at %.2f s: %s", stage.name, at, problems)
+      notes.append(f"kill {plan['delay_s']} s after {plan['series']} reached "
+                   f"{plan['after_level']} (at {plan['kill_s']} s): " + "; ".join(problems))
+      logging.warning("%s: kill %d: %s", stage.name, i, problems)
     else:
       shutil.rmtree(run_dir, ignore_errors=True)  # keep the disk small; failures are kept
+  judged = [t for t in tries_figures if t["killed"]]
+  between = {sub: sum(t["between_checkpoints"][sub] for t in judged)
+             for sub in stage.killed_trainers}
+  drawn = "; ".join(f"{p['delay_s']} s after {p['series']} marker {p['marker']} "
+                    f"(level {p['after_level']})" for p in plans)
   return FaultRow(
       group=GROUP, fault=f"kill -9 of `{stage.argv('<dir>')[0].split('.')[-1]}` "
       f"({stage.name}), then the same command again",
-      injected_at=f"seeded random times in (0, {wall:.1f} s) after the start (the uninterrupted "
-      f"run's wall time; seed {config.seed}): {times}; tries counts the kills that landed while "
-      f"the run was alive ({len(times) - landed} drawn after it had ended; drawn until "
-      f"{points} landed)",
-      tries=landed, checked=checked, survived=failures == 0,
+      injected_at=f"by the stage's own progress (seed {config.seed}): each kill waits until a "
+      f"seeded marker k of the n its uninterrupted run showed (series: "
+      f"{', '.join(f'{k} {[m[0] for m in v if m[0] is not None]}' for k, v in windows.items())}"
+      f"; T = {wall:.1f} s) "
+      f"is on disk, then comes after a seeded delay within that run's interval to marker k + 1: "
+      f"{drawn}. Drawn until {points} landed after the first marker and before the last "
+      f"({sum(landed.values())} did; {killed_count} killed a live run, "
+      f"{len(plans) - killed_count} found it ended)",
+      tries=killed_count, checked=checked, survived=failures == 0 and killed_count > 0,
       failures=failures,
-      reason="; ".join(notes)[:2000],
-      figures={"reference_wall_s": round(wall, 1), "kills_landed": landed,
+      reason="; ".join(notes)[:2000] or ("" if killed_count else "no kill found the run alive"),
+      figures={"reference_wall_s": round(wall, 1), "reference_timeline": reference["timeline"],
+               "kills_landed": killed_count, "kills_in_window": landed,
+               "kills_between_checkpoints": between,
                "reruns_leaving_temporaries": leftovers, "tries": tries_figures},
       seconds=round(time.perf_counter() - begin, 1))
 

@@ -41,6 +41,7 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.data import corpus
+from realm_tf.io.errors import error_text
 from realm_tf.io.publish import is_remote
 from realm_tf.text import pack_document
 from realm_tf.text.packing import INPUT_KEYS
@@ -184,7 +185,7 @@ def _read_batches(corpus_dir: str, manifest):
     except tf.errors.OpError as e:
       corpus.verify_shards(corpus_dir, manifest)
       raise corpus.CorpusError(f"Corpus {corpus_dir}: its shards cannot be read: "
-                               f"{' '.join(e.message.split())}") from e
+                               f"{error_text(e)}") from e
     yield batch
 
 

@@ -24,10 +24,11 @@ the `id` column, BEIR `_id`, Pyserini `id`.
 The field's formats (`FORMATS`; `auto` detects each file by its content, never by its name alone):
 
 - `dpr_tsv`: `id \t text \t title` rows, as DPR's `psgs_w100.tsv`; detected by its header row
-  `id\ttext\ttitle` (a file without it needs `dpr_tsv` named). Each line is one row read as DPR
-  reads it (Python's csv, tab-delimited: a cell that starts with `"` is quoted, `""` inside
-  becomes `"`), then the text loses its surrounding quotes (DPR's `strip('"')`); the header row is
-  skipped wherever it appears; a row of other than 3 cells is a `malformed_record`.
+  `id\ttext\ttitle` (a file without it needs `dpr_tsv` named). Rows are read as DPR reads them
+  (Python's csv over the file, tab-delimited: a cell that starts with `"` is quoted, may span
+  lines, and `""` inside becomes `"`), streamed a row at a time (`realm_tf.io.tsv`); then the
+  text loses its surrounding quotes (DPR's `strip('"')`); the header row is skipped wherever it
+  appears; a row of other than 3 cells is a `malformed_record` at the line where it starts.
 - `beir`: BEIR's `corpus.jsonl`, `{"_id", "title", "text"}`; detected by `_id` with `text` and no
   `id`; a null title reads as "".
 - `pyserini`: `{"id", "contents"}` (Pyserini's JsonCollection); the contents are the text and the
@@ -37,6 +38,9 @@ The field's formats (`FORMATS`; `auto` detects each file by its content, never b
   losing surrounding quotes and doubled `""` as a DPR TSV cell does. Detected only where the first
   record shows that convention plainly: its contents are two lines and the first is in quotes
   (`"Aaron"\nAaron Aaron ...`); otherwise name it.
+
+Every format reads a file that starts with a UTF-8 byte order mark (the mark is dropped) and
+lines that end in `\r\n` as one that does not.
 """
 import csv
 import dataclasses
@@ -49,6 +53,8 @@ import zlib
 from typing import BinaryIO, Iterator, Optional, Union
 
 import tensorflow as tf
+
+from realm_tf.io import tsv
 
 FORMATS = ("jsonl", "squad", "wikitext", "text", "dpr_tsv", "beir", "pyserini", "pyserini_title")
 # What a format setting may name: a format, or "auto" (detect it per file; None means the same).
@@ -128,8 +134,8 @@ def _json_lines_kind(line: str) -> Optional[str]:
 def detect_format(path: str, head: bytes = b"") -> str:
   """Guesses the format from the file's first bytes (`head`) and its name."""
   name = _strip_gz(os.path.basename(path)).lower()
-  text = head.decode("utf-8", "replace")
-  lines = text.lstrip("\ufeff").split("\n")
+  text = _without_bom(head.decode("utf-8", "replace"))
+  lines = text.split("\n")
   if tuple(lines[0].rstrip("\r").split("\t")) == DPR_TSV_HEADER:
     return "dpr_tsv"
   stripped = text.lstrip()
@@ -195,13 +201,27 @@ def _finish(doc: Document, max_document_bytes: int) -> Iterator[Item]:
   yield bad if bad else doc
 
 
-def _decode_lines(stream: BinaryIO, source: str) -> Iterator[Union[tuple, BadRecord]]:
-  """(line number, text) per line, or a non_utf8 BadRecord for an undecodable line."""
+def _without_bom(text: str) -> str:
+  """`text` without a leading UTF-8 byte order mark (Windows editors write one)."""
+  return text[1:] if text.startswith("\ufeff") else text
+
+
+def _decode_lines(stream: BinaryIO, source: str, keep_ends: bool = False
+                  ) -> Iterator[Union[tuple, BadRecord]]:
+  """(line number, text) per line, or a non_utf8 BadRecord for an undecodable line. The file's
+  byte order mark is dropped; a line's end (`\n` or `\r\n`) is dropped too, or with
+  `keep_ends` kept as `\n` (as Python's text mode reads it)."""
   for n, raw in enumerate(stream, start=1):
     try:
-      yield n, raw.decode("utf-8").rstrip("\r\n")
+      text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
       yield BadRecord(source, n, "non_utf8", f"byte {e.start}: {e.reason}")
+      continue
+    text = _without_bom(text) if n == 1 else text
+    if keep_ends and text.endswith("\n"):
+      yield n, (text[:-2] + "\n" if text.endswith("\r\n") else text)
+    else:
+      yield n, text.rstrip("\r\n")
 
 
 def _record_lines(stream: BinaryIO, source: str) -> Iterator[Union[tuple, BadRecord]]:
@@ -311,24 +331,24 @@ def read_dpr_tsv(stream: BinaryIO, source: str, max_document_bytes: int = MAX_DO
                  ) -> Iterator[Item]:
   """DPR's passages TSV (`psgs_w100.tsv`): `id \t text \t title` rows; see the module docstring.
 
-  One row per line (a quoted cell cannot span lines here); the doc id is the id column.
+  Rows are read as csv.reader reads the file (a quoted cell may span lines; a row that would
+  span lines but is not a well-formed row of three cells is its first line alone, so a stray
+  quote does not swallow the rows after it), one row in memory at a time; a row's line is the
+  one it starts on. The doc id is the id column.
   """
   # csv refuses cells over its field limit (131,072 characters by default); documents up to
   # max_document_bytes are this module's to accept or report, so the limit is raised to that.
   csv.field_size_limit(max(csv.field_size_limit(), max_document_bytes))
-  for item in _record_lines(stream, source):
-    if isinstance(item, BadRecord):
-      yield item
+  for n, cells in _csv_rows(stream, source):
+    if isinstance(cells, BadRecord):
+      yield cells
       continue
-    n, line = item
-    try:
-      cells = next(csv.reader([line], delimiter="\t"))
-    except csv.Error as e:
-      yield BadRecord(source, n, "malformed_record", f"not a TSV row ({e})")
+    if isinstance(cells, csv.Error):
+      yield BadRecord(source, n, "malformed_record", f"not a TSV row ({cells})")
       continue
-    if tuple(cells) == DPR_TSV_HEADER:
-      continue
-    if len(cells) != 3 or not cells[0].strip():
+    if tuple(cells) == DPR_TSV_HEADER or not any(cell.strip() for cell in cells):
+      continue  # the header row, blank lines
+    if not _dpr_row(cells):
       yield BadRecord(source, n, "malformed_record",
                       f"expected 3 tab-separated cells (id, text, title) with an id, got "
                       f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
@@ -336,6 +356,34 @@ def read_dpr_tsv(stream: BinaryIO, source: str, max_document_bytes: int = MAX_DO
       continue
     doc_id, text, title = cells
     yield from _finish(Document(doc_id, title, text.strip('"'), source, n), max_document_bytes)
+
+
+def _dpr_row(cells) -> bool:
+  """Whether cells make a DPR TSV row: three, with an id."""
+  return len(cells) == 3 and bool(cells[0].strip())
+
+
+def _csv_rows(stream: BinaryIO, source: str) -> Iterator[tuple]:
+  """(line the row starts on, its cells or the csv.Error it raised) for each tab-separated row
+  of `stream` as csv.reader reads the file (`realm_tf.io.tsv.rows`: a quoted cell may span lines
+  in a well-formed DPR row), with (line, BadRecord) for each undecodable line, which csv never
+  sees, before the row it falls in. Streams: one row in memory at a time."""
+  bad = []
+
+  def decoded():
+    for item in _decode_lines(stream, source, keep_ends=True):
+      if isinstance(item, BadRecord):
+        bad.append(item)
+      else:
+        yield item
+
+  for n, row in tsv.rows(decoded(), accept=_dpr_row):
+    for record in bad:
+      yield record.line, record
+    bad.clear()
+    yield n, row
+  for record in bad:
+    yield record.line, record
 
 
 def _line_of(data: bytes, pos: int) -> int:
@@ -347,7 +395,7 @@ def read_squad(stream: BinaryIO, source: str, max_document_bytes: int = MAX_DOCU
   """Each paragraph of a SQuAD JSON file is a document titled by its article."""
   data = stream.read()
   try:
-    text = data.decode("utf-8")
+    text = _without_bom(data.decode("utf-8"))
   except UnicodeDecodeError as e:
     yield BadRecord(source, _line_of(data, e.start), "non_utf8",
                     f"byte {e.start}: {e.reason}; SQuAD file skipped")

@@ -1,7 +1,11 @@
 """Tests of the document readers and their bad-input reports."""
+import csv
 import gzip
+import io
 import json
 import os
+
+import pytest
 
 from realm_tf.data import default_corpus
 from realm_tf.data import documents
@@ -137,6 +141,79 @@ def test_dpr_tsv_rows_as_dpr_reads_them(tmp_path):
   assert [d.doc_id for d in _split(documents.read_documents(plain))[0]] == ["mine.tsv"]
   docs, _ = _split(documents.read_documents(plain, "dpr_tsv"))
   assert [(d.doc_id, d.title, d.text) for d in docs] == [("10", "A title", "A passage.")]
+
+
+def _dpr_sample(n: int, multi_line: dict) -> str:
+  """A psgs_w100.tsv as csv.writer writes it (text quoted when it holds quotes or line breaks)."""
+  out = io.StringIO()
+  writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+  writer.writerow(["id", "text", "title"])
+  for i in range(1, n + 1):
+    writer.writerow([str(i), multi_line.get(i, f'Passage {i} says "hi".'), f"Title {i}"])
+  return out.getvalue()
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_dpr_tsv_quoted_text_spanning_lines_reads_as_csv_reader_reads_it(tmp_path, ending):
+  """300 passages, one whose quoted text holds a line break: 300 documents, each as DPR's
+  csv.reader(delimiter='\t') + strip('"') reads it, at the line its row starts on."""
+  data = _dpr_sample(300, {236: 'Line one of "236".\nLine two.'}).replace("\n", ending).encode()
+  path = _write(tmp_path / "psgs_w100.tsv", data)
+  with open(path, encoding="utf-8") as f:  # DPR's reading (text mode: CRLF read as LF)
+    expected = [(r[0], r[2], r[1].strip('"')) for r in csv.reader(f, delimiter="\t")
+                if r[0] != "id"]
+  docs, bad = _split(documents.read_documents(path))
+  assert not bad, [str(b) for b in bad]
+  assert len(docs) == 300
+  assert [(d.doc_id, d.title, d.text) for d in docs] == expected
+  assert docs[235].text == 'Line one of "236".\nLine two.'
+  assert [(d.doc_id, d.line) for d in docs[234:237]] == [("235", 236), ("236", 237), ("237", 239)]
+
+
+def test_dpr_tsv_bad_rows_after_a_multi_line_row_name_the_line_they_start_on(tmp_path):
+  data = (b'id\ttext\ttitle\n1\t"two\nlines"\tT1\n2\tonly two\n3\t"a\nb"\tx\ty\tz\n'
+          b"4\tcaf\xe9\tLatin-1\n5\tLast.\tT5\n")
+  path = _write(tmp_path / "psgs.tsv", data)
+  docs, bad = _split(documents.read_documents(path))
+  assert [(d.doc_id, d.text, d.line) for d in docs] == [("1", "two\nlines", 2), ("5", "Last.", 8)]
+  # Row 3's quoted cell spans lines but the row has 5 cells: its lines are read one by one, so a
+  # broken row never swallows the rows after it.
+  assert [(b.line, b.kind) for b in bad] == [(4, "malformed_record"), (5, "malformed_record"),
+                                             (6, "malformed_record"), (7, "non_utf8")]
+  assert str(bad[0]) == (f"{path}:4: malformed_record: expected 3 tab-separated cells (id, "
+                         "text, title) with an id, got 2 cells")
+
+
+_PLAIN = {  # (file name, content, format, [(doc id, title, text)])
+    "jsonl": ("mine.jsonl", '{"id": "a", "title": "A", "text": "First."}\n'
+              '{"id": "b", "title": "B", "text": "Second."}\n',
+              [("a", "A", "First."), ("b", "B", "Second.")]),
+    "beir": ("corpus.jsonl", '{"_id": "a", "title": "A", "text": "First."}\n',
+             [("a", "A", "First.")]),
+    "pyserini": ("p.jsonl", '{"id": "a", "contents": "First."}\n', [("a", "", "First.")]),
+    "squad": ("dev.json", '{"data": [{"title": "A_b", "paragraphs": [{"context": "First."}]}]}\n',
+              [("A_b#0", "A b", "First.")]),
+    "wikitext": ("wiki.txt", " = Alpha = \n\n First line . \n = = Sec = = \n Second . \n",
+                 [("Alpha", "Alpha", "First line .\nSecond .")]),
+    "text": ("note.txt", "Line one.\nLine two.\n", [("note.txt", "note", "Line one.\nLine two.")]),
+    "dpr_tsv": ("psgs.tsv", 'id\ttext\ttitle\n1\t"First\nsecond."\tA\n2\tThird.\tB\n',
+                [("1", "A", "First\nsecond."), ("2", "B", "Third.")]),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(_PLAIN))
+def test_every_format_reads_a_byte_order_mark_and_crlf_line_ends(tmp_path, fmt):
+  """A file saved by a Windows editor (UTF-8 with BOM, CRLF) reads as the plain one: same
+  format detected, same documents, no bad record."""
+  name, content, want = _PLAIN[fmt]
+  for variant, data in (("plain", content.encode()),
+                        ("bom_crlf", b"\xef\xbb\xbf" + content.replace("\n", "\r\n").encode())):
+    (tmp_path / variant).mkdir()
+    path = _write(tmp_path / variant / name, data)
+    assert documents.detect_format(path, data[:8192]) == fmt, variant
+    docs, bad = _split(documents.read_documents(path))
+    assert not bad, (variant, [str(b) for b in bad])
+    assert [(d.doc_id, d.title, d.text) for d in docs] == want, variant
 
 
 def test_beir_corpus(tmp_path):

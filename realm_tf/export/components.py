@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.export import openqa
+from realm_tf.export.mips import mips_info
 from realm_tf.export import warmup as warmup_lib
 from realm_tf.export.modules import (DOC_EMBEDDER, QUERY_EMBEDDER, READER, SEARCHER,
                                      DocEmbedderModule, QueryEmbedderModule, ReaderModule,
@@ -64,7 +65,8 @@ def export_components(model, tokenizer: RealmTokenizer, export_base: str,
                       version: Optional[int] = None, components: Sequence[str] = COMPONENTS,
                       variants: Sequence[str] = ("stock",), bundle=None, searcher_k: int = 10,
                       num_answers: int = 5, max_candidates: int = 20, scann_config=None,
-                      warmup_questions: Optional[Sequence[str]] = None) -> Dict[str, str]:
+                      warmup_questions: Optional[Sequence[str]] = None, scann_source=None
+                      ) -> Dict[str, str]:
   """Exports the chosen components of a fine-tuned open-QA model; returns {model name: path}.
 
   Args:
@@ -82,6 +84,9 @@ def export_components(model, tokenizer: RealmTokenizer, export_base: str,
     num_answers, max_candidates: answers returned per question, and best spans considered before
       dropping repeated answer strings (>= num_answers).
     scann_config: ScannConfig of the ScaNN variants (default: by corpus size).
+    scann_source: the searcher the ScaNN variants serve (a mips.ScannSource, e.g. the index
+      bundle's own: `mips.scann_source_of`), shared by openqa and searcher; when given,
+      `scann_config` is not used.
     warmup_questions: questions of the warm-up requests (default: warmup.DEFAULT_QUESTIONS).
 
   Raises:
@@ -112,7 +117,7 @@ def export_components(model, tokenizer: RealmTokenizer, export_base: str,
     out.update(openqa.export_openqa(model, tokenizer, export_base, version, variants,
                                     bundle=bundle, num_answers=num_answers,
                                     max_candidates=max_candidates, scann_config=scann_config,
-                                    warmup_questions=questions))
+                                    warmup_questions=questions, scann_source=scann_source))
   if "query_embedder" in components:
     m = QueryEmbedderModule(model, tokenizer)
     out[QUERY_EMBEDDER] = publish_saved_model(
@@ -124,7 +129,7 @@ def export_components(model, tokenizer: RealmTokenizer, export_base: str,
   if "searcher" in components:
     for variant in variants:
       name, path = _export_searcher(model, export_base, version, variant, searcher_k,
-                                    scann_config, info)
+                                    scann_config, info, scann_source)
       out[name] = path
   if "reader" in components:
     out[READER] = _export_reader(model, tokenizer, export_base, version, info, questions,
@@ -142,16 +147,18 @@ def _export_doc_embedder(model, tokenizer, bundle, export_base, version, info, n
           {"titles": titles[:1], "bodies": bodies[:1]}, {"titles": titles, "bodies": bodies}]))
 
 
-def _export_searcher(model, export_base, version, variant, searcher_k, scann_config, info):
+def _export_searcher(model, export_base, version, variant, searcher_k, scann_config, info,
+                     scann_source=None):
   """(name, path) of realm_searcher[_scann] over the index, warmed up with random queries."""
   name = variant_model_name(SEARCHER, variant)
   m = SearcherModule(model.index.embeddings_np, model.index.block_ids, searcher_k, variant,
-                     scann_config, embedding_variable=model.index.variables()[0])
+                     scann_config, embedding_variable=model.index.variables()[0],
+                     scann_source=scann_source)
   dim = model.index.embeddings_np.shape[1]
   q = np.random.default_rng(0).normal(size=(4, dim)).astype(np.float32)
   return name, publish_saved_model(
       m, export_base, name, version, m.signatures(), options=save_options(variant),
-      info=dict(info, variant=variant, k=m.k),
+      info=dict(info, variant=variant, k=m.k, **mips_info(m.mips)),
       warmup_requests=warmup_lib.requests(name, [{"query_embeddings": q[:1]},
                                                   {"query_embeddings": q}]))
 

@@ -5,11 +5,33 @@ in one of two variants (docs/SERVING_SIGNATURES.md): `StockMips` (MatMul + TopKV
 variable; any TensorFlow server runs it) and `ScannMips` (ScaNN's ops over the searcher state
 saved as variables; needs the ScaNN ops where it is served, and `versioning.save_options("scann")`
 when saved). `make_mips` picks one by variant name.
+
+Which ScaNN searcher the ScaNN variants serve is `scann_source`'s choice (`SCANN_SOURCES`): the
+index bundle's own searcher, reused as it is (saved inside the export: the same tree, codebook
+and hashing codes, so the served top-k is the bundle's), or one built from the index's matrix
+with a `ScannConfig`. An index imported from Google's release (`import_release`) is served by
+its own ORQA-settings searcher; `stages/evaluate.py` searches through the same choice, so
+`evaluate --searcher=scann` measures what `realm_openqa_scann` serves.
 """
+import dataclasses
+import json
+from typing import Dict, Optional
+
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from realm_tf.export.versioning import VARIANTS, ServingExportError
+
+# Where the ScaNN variants' searcher comes from (`python -m realm_tf.launch.export --scann_source`):
+#   auto: an index imported from the release (its manifest's `source` is RELEASE_SOURCE) with ORQA's
+#     settings: its own searcher when that is ScaNN, else one built with the settings the import
+#     recorded; any other index (or --scann_mode other than auto): built by --scann_mode.
+#   bundle: the index bundle's own ScaNN searcher (refused when the bundle's searcher is not ScaNN).
+#   build: built by --scann_mode over the index's matrix, whatever the bundle holds.
+SCANN_SOURCES = ("auto", "bundle", "build")
+RELEASE_SOURCE = "orqa_release"       # bundle manifest `source` of an import_release index
+RELEASE_SCANN_CONFIG = "release_scann_config"  # bundle manifest: the import's ScaNN settings
 
 
 class StockMips(tf.Module):
@@ -42,16 +64,24 @@ class StockMips(tf.Module):
 
 
 class ScannMips(tf.Module):
-  """ScaNN MIPS (`Scann>*` ops) over the same matrix; needs the ScaNN ops where it is served."""
+  """ScaNN MIPS (`Scann>*` ops) over the same matrix; needs the ScaNN ops where it is served.
+
+  Built here from `embeddings` with `scann_config`, or over `source` (a `ScannSource`: a searcher
+  built or loaded already, e.g. the index bundle's, saved with the export as it is).
+  `description` (JSON text) says which, with the searcher's resolved ScaNN settings.
+  """
 
   kind = "scann"
 
-  def __init__(self, embeddings: np.ndarray, scann_config=None, name: str = "scann_mips"):
+  def __init__(self, embeddings: Optional[np.ndarray] = None, scann_config=None,
+               name: str = "scann_mips", source: Optional["ScannSource"] = None):
     super().__init__(name=name)
-    from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher  # pylint: disable=g-import-not-at-top
-    embeddings = np.asarray(embeddings, np.float32)
-    self.num_rows, self.dim = embeddings.shape
-    self.searcher = ScannSearcher(embeddings, scann_config or ScannConfig())
+    if source is None:
+      from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
+      source = build_scann_source(embeddings, scann_config or ScannConfig(), "scann_config")
+    self.num_rows, self.dim = source.num_rows, source.dim
+    self.searcher = source.searcher
+    self.description = json.dumps(source.description, sort_keys=True)  # a str: not tracked
 
   def search(self, queries, k):
     """(rows int32 [B, k], scores float32 [B, k]), best first (ScaNN's approximate order)."""
@@ -61,14 +91,117 @@ class ScannMips(tf.Module):
     return tf.reshape(rows, shape), tf.reshape(scores, shape)
 
 
-def make_mips(embeddings: np.ndarray, variant: str, scann_config=None, variable=None):
+def make_mips(embeddings: np.ndarray, variant: str, scann_config=None, variable=None,
+              scann_source: Optional["ScannSource"] = None):
   """StockMips ("stock") or ScannMips ("scann") over `embeddings` (float32 [N, D], e.g. the
   index's memory-mapped matrix); ServingExportError naming the variants for anything else.
 
   `variable`, a tf.Variable already holding `embeddings` (`FrozenIndex.variables()[0]`), is
-  what the stock variant then searches, instead of a second in-memory copy of the matrix."""
+  what the stock variant then searches, instead of a second in-memory copy of the matrix.
+  `scann_source` (a `ScannSource`), when given, is what the ScaNN variant serves instead of a
+  searcher built with `scann_config`."""
   if variant == "stock":
     return StockMips(embeddings if variable is None else variable)
   if variant == "scann":
+    if scann_source is not None:
+      if scann_source.num_rows != embeddings.shape[0]:
+        raise ServingExportError(f"The ScaNN searcher indexes {scann_source.num_rows} rows but "
+                                 f"the index has {embeddings.shape[0]}.")
+      return ScannMips(source=scann_source)
     return ScannMips(embeddings, scann_config)
   raise ServingExportError(f"Unknown variant {variant!r}; choose from {VARIANTS}.")
+
+
+def mips_info(mips) -> Dict:
+  """The realm_export.json fields of a MIPS step: `scann` (its ScannSource description: where
+  the searcher came from and its ScaNN settings) for ScaNN, nothing for the stock variant."""
+  return {"scann": json.loads(mips.description)} if isinstance(mips, ScannMips) else {}
+
+
+@dataclasses.dataclass
+class ScannSource:
+  """The ScaNN searcher an export serves (and `evaluate --searcher=scann` searches with), and
+  where it came from.
+
+  `searcher` has `.search(query_embeddings float32 [B, D], k int32) → (rows int32 [B, k], scores
+  float32 [B, k])`, best first: a built `ScannSearcher` or a loaded bundle searcher. `description`
+  (JSON-serialisable) is recorded with the export: `source` ("index_bundle" or "built"),
+  `settings` (why these: "index_bundle", "import_release" or "scann_config"), `config` (the
+  resolved ScannConfig fields) and `bundle` (the bundle's path, when it is the bundle's)."""
+  searcher: object
+  num_rows: int
+  dim: int
+  description: Dict
+
+
+def build_scann_source(embeddings, scann_config, settings: str) -> ScannSource:
+  """A ScaNN searcher built over `embeddings` (float32 [N, D]) with `scann_config`; `settings`
+  names where the configuration came from (recorded in the description)."""
+  from realm_tf.retrieval.scann_searcher import ScannSearcher  # pylint: disable=g-import-not-at-top
+  embeddings = np.asarray(embeddings, np.float32)
+  searcher = ScannSearcher(embeddings, scann_config)
+  return ScannSource(searcher, searcher.num_rows, searcher.dim,
+                     {"source": "built", "settings": settings,
+                      "config": scann_config_json(searcher.config)})
+
+
+def scann_config_json(config) -> Dict:
+  """A ScannConfig (or its dict) as strict JSON: NaN (no anisotropic loss) written as None."""
+  if dataclasses.is_dataclass(config):
+    config = dataclasses.asdict(config)
+  return {k: (None if isinstance(v, float) and v != v else v) for k, v in config.items()}
+
+
+def is_release_bundle(bundle) -> bool:
+  """True for an index bundle that `import_release` wrote (Google's released index)."""
+  return bundle is not None and bundle.manifest.get("source") == RELEASE_SOURCE
+
+
+def release_scann_config(bundle):
+  """ORQA's ScaNN settings for an imported release's bundle: those the import recorded in the
+  manifest (tree and training sample already clamped to its rows), or, for an import made before
+  it recorded them, `import_release`'s defaults for its row count."""
+  from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
+  recorded = bundle.manifest.get(RELEASE_SCANN_CONFIG)
+  if recorded:
+    fields = {f.name for f in dataclasses.fields(ScannConfig)}
+    values = {k: (float("nan") if v is None and k == "anisotropic_quantization_threshold" else v)
+              for k, v in recorded.items() if k in fields}
+    return ScannConfig(**values)
+  from realm_tf.release import importer  # pylint: disable=g-import-not-at-top
+  logging.info("Index bundle %s records no ScaNN settings; using import_release's defaults "
+               "(ORQA's) for its %d rows.", bundle.path, bundle.num_rows)
+  return importer.scann_config(importer.ImportConfig(), bundle.num_rows)
+
+
+def scann_source_of(bundle, embeddings, source: str = "auto", scann_mode: str = "auto"
+                    ) -> ScannSource:
+  """The ScaNN searcher of the ScaNN variants, chosen by `source` (SCANN_SOURCES, see there) for
+  `bundle` (an IndexBundle, or None) over `embeddings` (its float32 [N, D] matrix); `scann_mode`
+  (scann_searcher.MODES) configures a searcher built by it. ServingExportError for an unknown
+  choice, or `source="bundle"` without a ScaNN searcher in the bundle."""
+  from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
+  if source not in SCANN_SOURCES:
+    raise ServingExportError(f"Unknown ScaNN source {source!r}; choose from {SCANN_SOURCES}.")
+  if scann_mode not in scann_searcher.MODES:
+    raise ServingExportError(f"Unknown ScaNN mode {scann_mode!r}; choose from "
+                             f"{scann_searcher.MODES}.")
+  kind = bundle.manifest.get("searcher", {}).get("kind") if bundle is not None else None
+  if source == "bundle" and kind != "scann":
+    what = (f"index bundle {bundle.path} holds a {kind} searcher" if bundle is not None
+            else "no index bundle is known")
+    raise ServingExportError(f"--scann_source=bundle needs a ScaNN searcher in the index "
+                             f"bundle, but the {what}; use --scann_source=build.")
+  release = source == "auto" and scann_mode == "auto" and is_release_bundle(bundle)
+  if source == "bundle" or (release and kind == "scann"):
+    info = dict(bundle.manifest["searcher"])
+    logging.info("The ScaNN variants serve index bundle %s's own searcher (%s).", bundle.path,
+                 info.get("config"))
+    return ScannSource(bundle.searcher, int(info["num_rows"]), int(info["dim"]), {
+        "source": "index_bundle", "bundle": bundle.path,
+        "settings": "import_release" if is_release_bundle(bundle) else "index_bundle",
+        "config": scann_config_json(info.get("config", {}))})
+  if release:
+    return build_scann_source(embeddings, release_scann_config(bundle), "import_release")
+  return build_scann_source(embeddings, scann_searcher.ScannConfig(mode=scann_mode),
+                            "scann_config")

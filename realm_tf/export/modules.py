@@ -103,16 +103,18 @@ class SearcherModule(tf.Module):
   """
 
   def __init__(self, embeddings: np.ndarray, block_ids: np.ndarray, k: int, variant: str,
-               scann_config=None, embedding_variable=None):
+               scann_config=None, embedding_variable=None, scann_source=None):
     """`embedding_variable`: a variable already holding `embeddings` (the model's index
-    variable), which the stock variant then uses instead of a copy (see make_mips)."""
+    variable), which the stock variant then uses instead of a copy (see make_mips);
+    `scann_source` (mips.ScannSource): the searcher the ScaNN variant serves, else one is built
+    with `scann_config`."""
     super().__init__(name="realm_searcher")
     n = len(block_ids)
     if embeddings.shape[0] != n:
       raise ServingExportError(f"{embeddings.shape[0]} embeddings but {n} block ids.")
     self.k = min(int(k), n)
     self.variant = variant
-    self.mips = make_mips(embeddings, variant, scann_config, embedding_variable)
+    self.mips = make_mips(embeddings, variant, scann_config, embedding_variable, scann_source)
     self.block_ids = tf.Variable(np.asarray(block_ids, np.int64), trainable=False,
                                  name="block_ids")
     dim = embeddings.shape[1]

@@ -36,7 +36,7 @@ import tensorflow as tf
 from realm_tf.export import warmup as warmup_lib
 from realm_tf.export.answers import NEG_INF, question_features, read_blocks
 from realm_tf.export.block_table import BlockTable
-from realm_tf.export.mips import make_mips
+from realm_tf.export.mips import make_mips, mips_info
 from realm_tf.export.modules import TrackedVariables
 from realm_tf.export.versioning import (SERVING_DEFAULT, ServingExportError, check_saved_model_ops,
                                         model_info, publish_saved_model, save_options,
@@ -66,7 +66,7 @@ class OpenQAModule(tf.Module):
 
   def __init__(self, model, tokenizer: RealmTokenizer, table: BlockTable,
                variant: str = "stock", num_answers: int = 5, max_candidates: int = 20,
-               scann_config=None):
+               scann_config=None, scann_source=None):
     super().__init__(name="realm_openqa")
     if model.index.size != table.size:
       raise ServingExportError(f"The model's index has {model.index.size} rows but the block "
@@ -78,7 +78,7 @@ class OpenQAModule(tf.Module):
     self.tokenizer = tokenizer
     self.table = table
     self.mips = make_mips(model.index.embeddings_np, variant, scann_config,
-                          model.index.variables()[0])
+                          model.index.variables()[0], scann_source)
     self.num_blocks = int(model.reader_beam_size)
     self.num_answers = int(num_answers)
     cfg = model.config
@@ -137,7 +137,8 @@ def blank_unasked_rows(outputs: Dict[str, tf.Tensor], asked) -> Dict[str, tf.Ten
 def export_openqa(model, tokenizer: RealmTokenizer, export_base: str, version: int,
                   variants: Sequence[str] = ("stock",), table: Optional[BlockTable] = None,
                   bundle=None, num_answers: int = 5, max_candidates: int = 20, scann_config=None,
-                  warmup_questions: Optional[Sequence[str]] = None) -> Dict[str, str]:
+                  warmup_questions: Optional[Sequence[str]] = None, scann_source=None
+                  ) -> Dict[str, str]:
   """Exports `realm_openqa` (stock) and/or `realm_openqa_scann`; returns {model name: path}.
 
   Args:
@@ -148,6 +149,9 @@ def export_openqa(model, tokenizer: RealmTokenizer, export_base: str, version: i
     table: the index's BlockTable (built from the model's index when omitted; pass one to share
       it between exports).
     bundle: the IndexBundle (recorded in realm_export.json).
+    scann_config, scann_source: the ScaNN variant's searcher: `scann_source` (a
+      mips.ScannSource, e.g. the bundle's own searcher) when given, else one built with
+      `scann_config`; realm_export.json records which (`scann`).
   """
   table = table or BlockTable.from_index(model.index, tokenizer)
   questions = list(warmup_questions or warmup_lib.DEFAULT_QUESTIONS)
@@ -157,11 +161,11 @@ def export_openqa(model, tokenizer: RealmTokenizer, export_base: str, version: i
   for variant in variants:
     name = variant_model_name(OPENQA, variant)
     module = OpenQAModule(model, tokenizer, table, variant, num_answers, max_candidates,
-                          scann_config)
+                          scann_config, scann_source)
     path = publish_saved_model(
         module, export_base, name, version, module.signatures(), options=save_options(variant),
         info=dict(info, variant=variant, num_answers=num_answers, max_candidates=max_candidates,
-                  reader_beam_size=module.num_blocks),
+                  reader_beam_size=module.num_blocks, **mips_info(module.mips)),
         warmup_requests=warmup_lib.string_requests(name, "questions", questions) +
         warmup_lib.requests(name, [{"block_ids": ids}], signature_name="blocks"))
     if variant == "stock":

@@ -19,6 +19,8 @@ from typing import Any, Iterator, Optional
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.io.errors import error_text
+
 TEMP_SUFFIX = ".tmp"
 
 # How TensorFlow's file system layer words an ENOSPC (it raises ResourceExhaustedError).
@@ -34,7 +36,7 @@ class DiskFullError(OSError):
   """
 
   def __init__(self, path: str, cause: BaseException):
-    detail = " ".join(str(cause).split())
+    detail = error_text(cause)
     super().__init__(errno.ENOSPC, f"Disk full (no space left on device) writing {path}: the "
                      f"previous version is kept; free space and run again ({detail[:300]}).")
     self.path = path

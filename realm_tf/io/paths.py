@@ -19,6 +19,8 @@ import shutil
 import tempfile
 from typing import Iterator
 
+from realm_tf.io.errors import error_text
+
 
 def is_remote(path: str) -> bool:
   """True for object-store style paths (`gs://`, `s3://`, `ram://`, ...): any path with a scheme.
@@ -100,7 +102,7 @@ def verify_checkpoint(prefix: str) -> None:
     names = sorted(reader.get_variable_to_dtype_map())
   except (tf.errors.OpError, ValueError) as e:
     raise tf.errors.DataLossError(None, None, f"Checkpoint {prefix}.index is damaged or "
-                                  f"unreadable: {_first_line(e)}") from e
+                                  f"unreadable: {error_text(e)}") from e
   for name in names:
     try:
       reader.get_tensor(name)
@@ -108,13 +110,7 @@ def verify_checkpoint(prefix: str) -> None:
       files = ", ".join(sorted(os.path.basename(p) for p in tf.io.gfile.glob(prefix + ".data-*")))
       raise tf.errors.DataLossError(
           None, None, f"Checkpoint {prefix} is damaged: tensor {name!r} cannot be read from its "
-          f"data file(s) ({files or 'none found'}): {_first_line(e)}") from e
-
-
-def _first_line(e: BaseException) -> str:
-  """An error's message on one line, without TensorFlow's `{{function_node ...}}` prefix."""
-  text = " ".join(str(e).split())
-  return text.split("}} ", 1)[1] if text.startswith("{{") and "}} " in text else text
+          f"data file(s) ({files or 'none found'}): {error_text(e)}") from e
 
 
 @contextlib.contextmanager

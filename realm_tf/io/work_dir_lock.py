@@ -9,8 +9,14 @@ writes anything, with one line naming the holder, read from the lock file:
 
 The kernel drops a `flock` when its holder exits, however it exits (kill -9 included), so a
 lock file left behind by a dead process never blocks the next run: the file stays, the lock
-does not. The file is never removed (removing a lock file races with a process that has just
-opened it); the next holder rewrites its contents.
+does not; the next holder rewrites its contents.
+
+A refused run leaves nothing: when the block `hold` guards raises (bad input found after the
+lock was taken, e.g. a malformed question line under `--strict`) and the run wrote nothing
+beside the lock file, the lock file it created and every folder it created are removed, so the
+folder is as it was (absent if it was absent). A lock file that was there before stays. Removing
+a lock file is safe because `acquire` checks, once it holds the `flock`, that the path still
+names the file it locked, and starts again if a refused run removed it in between.
 
 Readers (`refresh_index`, `evaluate`, `watch_recall`, the model server) do not take the lock:
 they read published outputs while a trainer runs. Folders on object stores (gs://, s3://) have
@@ -85,6 +91,11 @@ class WorkDirLock:
     self.directory = directory
     self.command = command
     self._file = None
+    # What this holder created, for `discard_if_unused`: the folders (outermost first), whether
+    # the lock file, and the folder's entries when the lock was taken.
+    self._created_dirs = []
+    self._created_file = False
+    self._entries_before = None
 
   @property
   def held(self) -> bool:
@@ -98,16 +109,26 @@ class WorkDirLock:
       logging.info("No work-dir lock on %s (object stores have no flock): run one writer.",
                    self.directory)
       return self
-    os.makedirs(self.directory, exist_ok=True)
     path = os.path.join(self.directory, LOCK_FILE)
-    f = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
-    try:
-      fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
+    while True:
+      created = _missing_dirs(self.directory)
+      os.makedirs(self.directory, exist_ok=True)
+      created_file = not os.path.exists(path)
+      f = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+      try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError as e:
+        f.close()
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+          raise
+        raise WorkDirBusyError(describe(self.directory, self._live_holder())) from None
+      if _same_file(f, path):
+        break
+      # A refused holder removed the file (and maybe the folder) after we opened it: the lock
+      # we hold is on a file no one else will open. Start again on the path as it is now.
       f.close()
-      if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-        raise
-      raise WorkDirBusyError(describe(self.directory, self._live_holder())) from None
+    self._created_dirs, self._created_file = created, created_file
+    self._entries_before = set(os.listdir(self.directory)) - {LOCK_FILE}
     f.seek(0)
     f.truncate()
     f.write(json.dumps(holder_info(self.command), sort_keys=True))
@@ -127,6 +148,32 @@ class WorkDirLock:
       info = read_holder(self.directory)
     return info
 
+  def discard_if_unused(self) -> bool:
+    """For a run refused after taking the lock: if the folder holds nothing but what it held
+    when the lock was taken, removes the lock file (if this holder created it) and the folders
+    this holder created (innermost first, each only if empty), then drops the lock. Returns
+    whether the folder is as it was; otherwise nothing is removed and the lock is still held."""
+    if self._file is None:
+      return False
+    try:
+      unused = set(os.listdir(self.directory)) - {LOCK_FILE} == self._entries_before
+    except OSError:
+      return False
+    if not unused:
+      return False
+    if self._created_file:
+      try:
+        os.unlink(os.path.join(self.directory, LOCK_FILE))  # while holding it: see module doc
+      except OSError as e:
+        logging.warning("Could not remove the lock file of a refused run: %s", e)
+    self.release()
+    for directory in reversed(self._created_dirs):
+      try:
+        os.rmdir(directory)
+      except OSError:
+        break  # not empty (another process wrote there) or gone: leave it and its parents
+    return True
+
   def release(self) -> None:
     """Drops the lock (the file stays: the next holder rewrites it)."""
     if self._file is not None:
@@ -138,12 +185,39 @@ class WorkDirLock:
 @contextlib.contextmanager
 def hold(directory: str, command: Optional[str] = None) -> Iterator[WorkDirLock]:
   """`with hold(dir):` the block runs holding `dir`'s lock (WorkDirBusyError if another live
-  process holds it)."""
+  process holds it). If the block raises having written nothing in `dir`, the lock file and the
+  folders the lock created are removed (`WorkDirLock.discard_if_unused`)."""
   lock = WorkDirLock(directory, command).acquire()
   try:
     yield lock
+  except BaseException:
+    lock.discard_if_unused()  # a refused run leaves the folder as it was
+    raise
   finally:
     lock.release()
+
+
+def _missing_dirs(directory: str):
+  """The folders `os.makedirs(directory)` would create, outermost first."""
+  missing = []
+  path = os.path.abspath(directory)
+  while not os.path.isdir(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing[::-1]
+
+
+def _same_file(f, path: str) -> bool:
+  """Whether `path` still names the open file `f` (not removed or replaced since it was opened)."""
+  try:
+    now = os.stat(path)
+  except OSError:
+    return False
+  held = os.fstat(f.fileno())
+  return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
 @contextlib.contextmanager

@@ -56,6 +56,64 @@ def test_same_process_second_open_is_refused_and_release_frees(tmp_path):
   assert os.listdir(directory) == [work_dir_lock.LOCK_FILE]
 
 
+def _refuse(directory, write=None):
+  """Runs a block under `hold(directory)` that (optionally writes `write` there, then) raises, as
+  a run refused for bad input after taking the lock does."""
+  with pytest.raises(ValueError, match="bad question line"):
+    with work_dir_lock.hold(directory) as lock:
+      assert lock.held and os.path.exists(os.path.join(directory, work_dir_lock.LOCK_FILE))
+      if write:
+        with open(os.path.join(directory, write), "w", encoding="utf-8") as f:
+          f.write("partial")
+      raise ValueError("bad question line")
+  assert not lock.held
+
+
+def test_a_refused_run_leaves_the_folder_as_it_was(tmp_path):
+  # Absent, three levels deep: every folder the lock created goes, with the lock file.
+  _refuse(str(tmp_path / "runs" / "mine" / "finetune"))
+  assert os.listdir(tmp_path) == []
+  # There, with files and no lock file: exactly as it was.
+  existing = tmp_path / "existing"
+  (existing / "sub").mkdir(parents=True)
+  (existing / "notes.txt").write_text("mine", encoding="utf-8")
+  before = sorted(os.walk(existing))
+  _refuse(str(existing))
+  assert sorted(os.walk(existing)) == before
+  assert (existing / "notes.txt").read_text(encoding="utf-8") == "mine"
+  # A lock file that was there before stays.
+  with work_dir_lock.hold(str(existing)):
+    pass
+  _refuse(str(existing))
+  assert sorted(os.listdir(existing)) == [work_dir_lock.LOCK_FILE, "notes.txt", "sub"]
+  # A run that wrote something before failing keeps its output and its lock file.
+  written = tmp_path / "written"
+  _refuse(str(written), write="checkpoint")
+  assert sorted(os.listdir(written)) == [work_dir_lock.LOCK_FILE, "checkpoint"]
+  # After a refusal the path locks again as before.
+  again = str(tmp_path / "again")
+  _refuse(again)
+  with work_dir_lock.hold(again) as lock:
+    assert lock.held and work_dir_lock.read_holder(again)["pid"] == os.getpid()
+  assert os.listdir(again) == [work_dir_lock.LOCK_FILE]
+
+
+def test_a_lock_file_removed_by_a_refusal_is_told_from_the_one_at_the_path(tmp_path):
+  """A process that opened the lock file just before a refused holder removed it would get the
+  `flock` of a file no one else opens; `acquire` checks that the path still names it."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+  directory = str(tmp_path / "w")
+  path = os.path.join(directory, work_dir_lock.LOCK_FILE)
+  first = work_dir_lock.WorkDirLock(directory).acquire()
+  with open(path, "a+", encoding="utf-8") as opened:  # the other process's open
+    assert work_dir_lock._same_file(opened, path)  # pylint: disable=protected-access
+    assert first.discard_if_unused() and not os.path.exists(directory)
+    fcntl.flock(opened.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # granted: the file is orphaned
+    assert not work_dir_lock._same_file(opened, path)  # pylint: disable=protected-access
+    with work_dir_lock.hold(directory) as lock:  # the path's own lock is free and taken
+      assert lock.held and work_dir_lock.read_holder(directory)["pid"] == os.getpid()
+
+
 def test_object_store_folders_are_not_locked(tmp_path):
   lock = work_dir_lock.WorkDirLock("gs://bucket/run").acquire()
   assert not lock.held

@@ -253,7 +253,8 @@ def call_main(main: Callable, argv: Sequence[str],
       raise
     if verbosity >= 1:
       logging.error("%s", "".join(traceback.format_exception(e)).rstrip())
-    print_error(str(e) or type(e).__name__)
+    from realm_tf.io.errors import error_text  # pylint: disable=g-import-not-at-top
+    print_error(error_text(e))
     sys.exit(EXIT_USER_ERROR)
 
 

@@ -106,6 +106,16 @@ def test_call_main_one_line_error_exit_2_else_traceback(restore_logging, monkeyp
   err = capsys.readouterr().err
   assert err == "error: /out/manifest.json exists; pass --overwrite (prog)\n"
 
+  def damaged(argv):  # a TensorFlow error reaching the top: its message, not TF's internals
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    raise tf.errors.DataLossError(None, None, "{{function_node __wrapped__IteratorGetNext_device_"
+                                  "/job:localhost/replica:0/task:0/device:CPU:0}} corrupted "
+                                  "record at 12 [Op:IteratorGetNext] name: ")
+
+  with pytest.raises(SystemExit):
+    cli.call_main(damaged, ["prog"])
+  assert capsys.readouterr().err == "error: corrupted record at 12\n"
+
   def bug(argv):
     raise KeyError("a bug")
 

@@ -6,6 +6,9 @@ accuracy, recall@k; predictions JSONL, DPR retriever results and a TREC run.
   python -m realm_tf.launch.evaluate --work_dir=runs/mine --dataset=jsonl:my_test_qa.jsonl \
       --retriever=bm25
   python -m realm_tf.launch.evaluate --model_dir=runs/nq --dataset=nq_open_orqa --split=test
+  # the same, searching with the ScaNN searcher realm_openqa_scann serves (ORQA's, imported):
+  python -m realm_tf.launch.evaluate --model_dir=runs/nq --dataset=nq_open_orqa --split=test \
+      --searcher=scann
 
 The fine-tuning run is <work_dir>/finetune unless --model_dir says otherwise; --dataset is
 required (no default set is evaluated silently).
@@ -34,12 +37,18 @@ HELP = {
     "work_dir": "The work directory whose finetune/ run is evaluated.",
     "model_dir": "Fine-tuning model_dir (config.json + checkpoints/; default "
                  "<work_dir>/finetune).",
-    "dataset": "Questions to evaluate (required): nq_open_orqa | web_questions_orqa | "
-               "curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | jsonl:<path>.",
+    "dataset": "Questions to evaluate (required): nq_open_orqa | nq_open_orqa/dpr | "
+               "web_questions_orqa | curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | "
+               "jsonl:<path> | dpr_qa:<path> (DPR's *.qa.csv) | beir:<dir>[:<split>] (BEIR "
+               "queries and qrels: retrieval figures only).",
     "split": "Split to evaluate (train | dev | test; not used by jsonl:<path>).",
     "strict": "Stop on a malformed line of a jsonl:<path> dataset instead of skipping it.",
     "retriever": "Blocks the reader reads: the fine-tuned query tower's (dense) or BM25's over "
                  "the same corpus blocks.",
+    "searcher": "How the dense retriever searches the index: exact (exact inner products) or "
+                "scann (the ScaNN searcher export serves in realm_openqa_scann: for an index "
+                "imported by import_release, the import's own, ORQA's settings); -scann is "
+                "appended to the output files' names.",
     "bm25_logits": "With --retriever=bm25, the retrieval logit the reader adds for BM25's "
                    "blocks: dense (the model's own q.emb for them) or zero (none). Default: the "
                    "one the reader was fine-tuned with (dense; zero for finetune "
@@ -76,6 +85,7 @@ def define_flags(flag_values=flags.FLAGS):
   config_flags.define_config_flags(evaluate.EvaluateConfig, HELP, flag_values=flag_values,
                                    required=("dataset",), defaults={"model_dir": None},
                                    choices={"retriever": evaluate.RETRIEVERS,
+                                            "searcher": evaluate.SEARCHERS,
                                             "bm25_logits": bm25.READER_LOGITS})
   validators.register(flag_values, dataset=validators.dataset())
   validators.register_ranges(flag_values)

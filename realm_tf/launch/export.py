@@ -19,9 +19,11 @@ exports go to <work_dir>/serving unless --export_base says otherwise.
 Models written (see docs/SERVING_SIGNATURES.md): realm_openqa (stock ops; servable by an
 unmodified tensorflow_model_server), realm_openqa_scann (ScaNN ops; `python -m serving.server`),
 realm_query_embedder, realm_doc_embedder, realm_searcher[_scann], realm_reader. Each version is
-published by an atomic rename, so a running server picks it up whole. Prints a JSON summary of
-the exported paths; bad input ends the run with a one-line `error: ...` naming the cause, exit
-status 2 (realm_tf/launch/cli.py). The job itself is realm_tf.stages.export_job (`run(ExportConfig)`).
+published by an atomic rename, so a running server picks it up whole. The ScaNN models of an
+index imported from Google's release serve the import's own searcher (ORQA's settings); see
+--scann_source. Prints a JSON summary of the exported paths and the ScaNN searcher; bad input
+ends the run with a one-line `error: ...` naming the cause, exit status 2
+(realm_tf/launch/cli.py). The job itself is realm_tf.stages.export_job (`run(ExportConfig)`).
 """
 import json
 
@@ -55,7 +57,13 @@ HELP = {
                       "(>= num_answers).",
     "reader_beam_size": "Blocks read per question (default: the model's).",
     "searcher_k": "Neighbours returned by realm_searcher's serving_default.",
-    "scann_mode": "ScaNN configuration of the ScaNN variants (auto: by corpus size).",
+    "scann_mode": "ScaNN configuration of the ScaNN variants when their searcher is built "
+                  "(auto: by corpus size).",
+    "scann_source": "The ScaNN variants' searcher: bundle (the index bundle's own ScaNN "
+                    "searcher, as it is), build (a new one by --scann_mode) or auto (an index "
+                    "imported by import_release: its own searcher, ORQA's settings, or with an "
+                    "exact import one built with the import's ScaNN settings; any other index, "
+                    "or --scann_mode other than auto: build).",
     "warmup_questions": "Questions for the warm-up requests (repeatable; default: a few generic "
                         "questions).",
 }
@@ -75,6 +83,7 @@ def define_flags(flag_values=flags.FLAGS):
   defines no flag.
   """
   from realm_tf.export import components  # pylint: disable=g-import-not-at-top
+  from realm_tf.export import mips  # pylint: disable=g-import-not-at-top
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import export_job  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
@@ -88,7 +97,8 @@ def define_flags(flag_values=flags.FLAGS):
   config_flags.define_config_flags(
       export_job.ExportConfig, help_texts, flag_values=flag_values, names=_FLAG_NAMES,
       multi=("warmup_questions",),
-      choices={"variant": export_job.VARIANT_CHOICES, "scann_mode": scann_searcher.MODES})
+      choices={"variant": export_job.VARIANT_CHOICES, "scann_mode": scann_searcher.MODES,
+               "scann_source": mips.SCANN_SOURCES})
   config_flags.define_deprecated_aliases(RENAMED, flag_values)
   validators.register(flag_values, init=validators.warm_start("--init"),
                       reader_init=validators.warm_start("--reader_init"))

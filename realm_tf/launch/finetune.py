@@ -16,7 +16,8 @@ frozen), the corpus in <work_dir>/corpus, and the run goes to <work_dir>/finetun
 The defaults are the recipe measured on 2 CPU cores (the demo's): a MiniLM reader (--reader_init)
 that reads one block per training question, the gold document's block when retrieval misses it,
 400 steps of 16 questions at 3e-4, the query tower at a third of that rate, 256 blocks in the
-retriever's loss. launch/configs/finetune_cpu.flags writes them out.
+retriever's loss. launch/configs/finetune_cpu.flags writes them out. Behind BM25 the reader reads
+--reader_beam_size blocks per training question instead (below).
 
 --dataset (required): nq_open_orqa (train/dev need NQ-open.train.jsonl in --manual_dir, or use
 nq_open_orqa/dpr), web_questions_orqa, curated_trec_orqa (regex answers), squad_open (the shipped
@@ -35,8 +36,12 @@ where the dataset knows it, as squad_open and a jsonl "doc_id" do; else beam) or
 zero reader loss).
 
 --retriever=bm25: fine-tune the reader behind BM25 instead (the BM25 + reader baseline): it reads
-BM25's top blocks of each question over the same corpus blocks, with no retrieval logit and no
-retriever loss; `evaluate --retriever=bm25` then reads it the same way.
+BM25's top k blocks of each question over the same corpus blocks (k = --train_reader_beam_size,
+by default --reader_beam_size: the blocks evaluation reads), with ONE softmax over the spans of
+all k blocks (the marginal over the gold spans across them), no retrieval logit and no retriever
+loss; `evaluate --retriever=bm25` then reads it the same way. Without a retrieval logit the reader
+itself must choose among the blocks, so it is trained on the k it is scored on; with one block
+(the dense recipe's default) and gold positives it would only ever see answer-bearing blocks.
 
 --init: the whole model's initial weights: a REALM pre-training model_dir (query tower ← retriever,
 reader BERT ← the knowledge-augmented encoder), an embedder export (query tower only), a converted
@@ -48,6 +53,7 @@ query tower starts from the index bundle's own query embedder (REALM's last, aft
 the index bundle's own: REALM's pre-training records in its exports the scale it applied (0.05 for
 the main job's MiniLM retriever), so it is never applied twice. A value is the total scale.
 """
+import dataclasses
 import json
 import os
 import time
@@ -62,7 +68,8 @@ HELP = {
     # FinetuneConfig
     "dataset": "Questions to train on (required): nq_open_orqa | nq_open_orqa/dpr | "
                "web_questions_orqa | curated_trec_orqa | squad_open (or nq, nq_dpr, wq, ct) | "
-               "jsonl:<path> | dpr_qa:<path> (DPR's *.qa.csv) | beir:<dir>[:<split>].",
+               "jsonl:<path> | dpr_qa:<path> (DPR's *.qa.csv); not beir:<dir> (no answers "
+               "to train on).",
     "split": "Training split (not used by jsonl:<path> or dpr_qa:<path>).",
     "batch_size": "Global batch size (questions).",
     "num_train_steps": "Training steps.",
@@ -87,8 +94,10 @@ HELP = {
                  "reader baseline; no retrieval logit, no retriever loss).",
     # OpenQAConfig
     "reader_beam_size": "Blocks read per question.",
-    "train_reader_beam_size": "Blocks read per question in training (default "
-                              "--reader_beam_size); fewer trains faster.",
+    "train_reader_beam_size": "Blocks read per question in training, in one softmax over their "
+                              "spans (default: 1 behind the dense retriever, the 2-core recipe; "
+                              "--reader_beam_size behind BM25, the blocks evaluation reads); "
+                              "fewer trains faster.",
     "retriever_beam_size": "Blocks in the retriever loss (capped at the corpus size).",
     # ReaderConfig
     "reader_preset": "Reader encoder preset when neither --reader_init nor --init says.",
@@ -130,10 +139,17 @@ CPU_RECIPE = {
     "finetune": {"batch_size": 16, "num_train_steps": 400, "learning_rate": 3e-4,
                  "retriever_lr_multiplier": 0.3333, "reader_positives": "gold",
                  "checkpoint_every": 100, "log_every": 25},
-    "model": {"retriever_beam_size": 256, "train_reader_beam_size": 1},
+    # train_reader_beam_size: None, resolved by `config_from_flags` (DENSE_TRAIN_READER_BEAM_SIZE
+    # behind the dense retriever, --reader_beam_size behind BM25).
+    "model": {"retriever_beam_size": 256, "train_reader_beam_size": None},
     "reader": {"encoder": "minilm", "seq_length": 160, "query_length": 32},
     "job": {"reader_init_checkpoint": "minilm"},
 }
+# Blocks read per training question by the dense recipe when --train_reader_beam_size is not
+# given (the gold positive substitutes for a block without an answer; the query tower's logit
+# ranks the blocks at evaluation). Behind BM25 the default is --reader_beam_size: with no
+# retrieval logit the reader must learn to choose among the k blocks it is scored on.
+DENSE_TRAIN_READER_BEAM_SIZE = 1
 # The path flags that default to the work dir's folders: {flag: layout stage}.
 _PATHS = {"index_dir": "index", "corpus_dir": "corpus", "model_dir": "finetune"}
 # Flags renamed: {old name: new name}; the old names still work and print a deprecation notice.
@@ -194,7 +210,9 @@ def paths_from_flags(flag_values=flags.FLAGS):
 
 
 def config_from_flags(flag_values=flags.FLAGS):
-  """The FinetuneConfig (with its OpenQAConfig and ReaderConfig) the parsed flags describe."""
+  """The FinetuneConfig (with its OpenQAConfig and ReaderConfig) the parsed flags describe;
+  --train_reader_beam_size, when not given, is DENSE_TRAIN_READER_BEAM_SIZE behind the dense
+  retriever and --reader_beam_size behind BM25."""
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
@@ -202,6 +220,9 @@ def config_from_flags(flag_values=flags.FLAGS):
   fv = flag_values
   reader = config_flags.config_from_flags(ReaderConfig, fv, names=_READER_NAMES)
   openqa = config_flags.config_from_flags(model.OpenQAConfig, fv, skip=_MODEL_SKIP, reader=reader)
+  if openqa.train_reader_beam_size is None:  # the default: see DENSE_TRAIN_READER_BEAM_SIZE
+    k = openqa.reader_beam_size if fv.retriever == "bm25" else DENSE_TRAIN_READER_BEAM_SIZE
+    openqa = dataclasses.replace(openqa, train_reader_beam_size=k)
   return config_flags.config_from_flags(finetune.FinetuneConfig, fv, skip=_FINETUNE_SKIP,
                                         names=_FINETUNE_NAMES, model=openqa)
 

@@ -149,7 +149,7 @@ _DEFAULTS = {
     "checkpoint_every": 100, "log_every": 25, "max_train_examples": None,
     "reader_positives": "gold", "retrieval_score_scale": None, "retriever": "dense",
     "reader_beam_size": 5,
-    "train_reader_beam_size": 1, "retriever_beam_size": 256, "reader_preset": "minilm",
+    "train_reader_beam_size": None, "retriever_beam_size": 256, "reader_preset": "minilm",
     "span_hidden_size": 256, "max_span_width": 10, "reader_seq_length": 160,
     "reader_query_length": 32, "work_dir": "runs/default", "index_dir": None, "corpus_dir": None,
     "model_dir": None, "init": None, "reader_init": "minilm", "data_dir": None,
@@ -206,11 +206,32 @@ def test_the_work_dir_gives_every_path_and_old_names_still_work(tmp_path):
 
 def test_the_cpu_flag_file_is_the_defaults():
   path = os.path.join(ROOT, "launch", "configs", "finetune_cpu.flags")
-  with_file = finetune.job_from_flags(_finetune_flags("--dataset=squad_open",
-                                                      f"--flagfile={path}"))
-  assert with_file == finetune.job_from_flags(_finetune_flags("--dataset=squad_open"))
+  for retriever in ("dense", "bm25"):
+    args = ("--dataset=squad_open", f"--retriever={retriever}")
+    with_file = finetune.job_from_flags(_finetune_flags(*args, f"--flagfile={path}"))
+    assert with_file == finetune.job_from_flags(_finetune_flags(*args)), retriever
   with open(path, encoding="utf-8") as f:
-    assert len([l for l in f if l.startswith("--")]) == 13  # every recipe setting written out
+    # Every recipe setting written out but --train_reader_beam_size, whose default depends on
+    # --retriever (test_bm25_trains_the_reader_over_the_blocks_evaluation_reads_by_default).
+    assert len([l for l in f if l.startswith("--")]) == 12
+
+
+def test_bm25_trains_the_reader_over_the_blocks_evaluation_reads_by_default():
+  """Behind BM25 the reader has no retrieval logit to rank its blocks, so by default it is
+  trained over the k blocks evaluation reads (one softmax over their spans); the dense recipe
+  keeps its 1 block; a given --train_reader_beam_size wins either way."""
+  bm25 = finetune.config_from_flags(_finetune_flags("--dataset=squad_open", "--retriever=bm25"))
+  assert bm25.model.reader_beam_size == 5
+  assert bm25.model.train_reader_beam_size == 5
+  bm25_k3 = finetune.config_from_flags(_finetune_flags("--dataset=squad_open", "--retriever=bm25",
+                                                       "--reader_beam_size=3"))
+  assert (bm25_k3.model.reader_beam_size, bm25_k3.model.train_reader_beam_size) == (3, 3)
+  dense = finetune.config_from_flags(_finetune_flags("--dataset=squad_open"))
+  assert dense.model.train_reader_beam_size == finetune.DENSE_TRAIN_READER_BEAM_SIZE == 1
+  for retriever in ("dense", "bm25"):
+    given = finetune.config_from_flags(_finetune_flags(
+        "--dataset=squad_open", f"--retriever={retriever}", "--train_reader_beam_size=2"))
+    assert given.model.train_reader_beam_size == 2, retriever
 
 
 # The first case runs in the default run; the others are slow (each a TensorFlow start-up): their
@@ -237,3 +258,19 @@ def test_evaluate_needs_a_dataset_and_a_fine_tuning_run(tmp_path):
   testing.assert_one_line_error(proc, f"{missing}/finetune/config.json")
   proc = testing.run_cli("realm_tf.launch.evaluate", f"--work_dir={missing}")
   testing.assert_one_line_error(proc, "--dataset is required")
+
+
+def test_a_refused_strict_run_leaves_its_model_dir_as_it_was(tmp_path):
+  """--strict refuses a malformed question line after the model dir's lock is taken: the lock
+  file and the folders the run created go with the refusal (here three levels, none there)."""
+  questions = tmp_path / "qs.jsonl"
+  questions.write_text(json.dumps({"question": "Who?", "answers": ["Ada"]}) + "\n" +
+                       json.dumps({"question": "Who else?", "answers": [3]}) + "\n",
+                       encoding="utf-8")
+  model_dir = tmp_path / "runs" / "mine" / "finetune"
+  proc = testing.run_cli("realm_tf.launch.finetune", f"--dataset=jsonl:{questions}", "--strict",
+                         f"--work_dir={tmp_path / 'work'}", f"--model_dir={model_dir}")
+  testing.assert_one_line_error(
+      proc, f"{questions}:2: \"answers\" must be a list of non-empty strings")
+  assert "Holding the work-dir lock" in proc.stderr  # refused after the lock was taken
+  assert sorted(os.listdir(tmp_path)) == ["qs.jsonl"]  # no runs/, no work/

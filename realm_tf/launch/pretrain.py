@@ -93,7 +93,7 @@ HELP = {
                "trainer) or none.",
     "refresh_every_steps": "Steps between index refreshes (and held-out evaluations).",
     "export_every_steps": "Steps between embedder exports (default: refresh_every_steps).",
-    "checkpoint_every": "Steps between checkpoints.",
+    "checkpoint_every": "Steps between checkpoints (of ICT, the reader warm-up and REALM).",
     "seed": "Seed of data order, masking, ICT sampling, model initialisation and dropout (a "
             "run with one seed repeats on one machine).",
     "data_service": "grpc://dispatcher:port of a tf.data service running masking + query "

@@ -13,16 +13,18 @@
       corpus document holding the answer). The official NQ-open files' `"answer"` is read as
       `"answers"`;
   dpr_qa:<path>: DPR's `*.qa.csv`, `question \t ['answer', ...]` (a Python list literal, no
-      header), split by `tfds_builders.openqa_common.parse_qa_dpr_line` (csv's quoting,
-      `ast.literal_eval`, never `eval`); ids `<file name>:<line>`;
+      header), read as DPR reads it (`tfds_builders.openqa_common.dpr_qa_rows`: csv over the
+      file, so a quoted question may span lines; `ast.literal_eval`, never `eval`); ids
+      `<file name>:<line the row starts on>`;
   beir:<dir>[:<split>]: a BEIR dataset folder, `queries.jsonl` (`{"_id", "text"}`) and
       `qrels/<split>.tsv` (`query-id \t corpus-id \t score` after a header row). The questions
       are the queries the qrels name (BEIR's rule, in the qrels' order), with no answers; their
       `relevant_doc_ids` are the corpus-ids scored > 0 (grades in `relevance`), for
       retrieval-only evaluation. The split is the one named, else the stage's (`--split`; `test`
       for pre-training's --eval_questions; `validation` reads `dev`).
-  In the three file formats (`.gz` is read gunzipped) a malformed line is logged as
-  `<file>:<line>: <problem>` and skipped, or stops the run with that message when `strict`.
+  In the three file formats (`.gz` is read gunzipped; a leading UTF-8 byte order mark and
+  `\r\n` line ends are read as plain) a malformed line is logged as `<file>:<line>: <problem>`
+  and skipped, or stops the run with that message when `strict`.
 
 `load_openqa_split("web_questions_orqa", "train")` returns a `tf.data.Dataset` of dicts:
 
@@ -269,17 +271,33 @@ def _parse_jsonl_line(line: str) -> Tuple[Optional[dict], str]:
   return (None, problem) if problem else (record, "")
 
 
-def _parse_dpr_qa_line(line: str) -> Tuple[Optional[dict], str]:
-  """(record, "") for a well-formed DPR `question \\t ['answer', ...]` line, else (None, what
-  is wrong); the line is split by the NQ builder's own parser."""
+def _jsonl_records(path: str, problems: "_LineProblems") -> Iterator[tuple]:
+  """(line, record or None, problem) for each non-blank line of a JSONL question file."""
+  for lineno, line in _text_lines(path, problems):
+    if line.strip():
+      yield (lineno, *_parse_jsonl_line(line))
+
+
+def _dpr_qa_records(path: str, problems: "_LineProblems") -> Iterator[tuple]:
+  """(line the row starts on, record or None, problem) for each row of a DPR `*.qa.csv`, read
+  as DPR reads it (csv over the file: a quoted question may span lines) by the NQ builder's own
+  row reader and parser."""
   from tfds_builders import openqa_common  # pylint: disable=g-import-not-at-top
-  try:
-    question, answers = openqa_common.parse_qa_dpr_line(line)
-  except ValueError as e:
-    return None, str(e)
-  record = {"question": question, "answers": answers}
-  problem = _check_record(record)
-  return (None, problem) if problem else (record, "")
+  lines = ((lineno, line + "\n") for lineno, line in _text_lines(path, problems))
+  for lineno, cells in openqa_common.dpr_qa_rows(lines):
+    if isinstance(cells, ValueError):
+      yield lineno, None, str(cells)
+      continue
+    if not any(cell.strip() for cell in cells):
+      continue  # a blank line
+    try:
+      question, answers = openqa_common.parse_qa_dpr_cells(cells)
+    except ValueError as e:
+      yield lineno, None, str(e)
+      continue
+    record = {"question": question, "answers": answers}
+    problem = _check_record(record)
+    yield (lineno, None, problem) if problem else (lineno, record, "")
 
 
 def _read_bytes(path: str) -> bytes:
@@ -308,9 +326,11 @@ class _LineProblems:
 
 def _text_lines(path: str, problems: _LineProblems) -> Iterator[Tuple[int, str]]:
   """(line number, text) of each line of a question file (lines end at `\n`, a `\r` before it
-  dropped); a line that is not UTF-8 is reported to `problems` (skipped, or with `strict` an
-  error) rather than read with replacement characters."""
+  dropped, and the file's UTF-8 byte order mark too); a line that is not UTF-8 is reported to
+  `problems` (skipped, or with `strict` an error) rather than read with replacement characters."""
   for lineno, raw in enumerate(_read_bytes(path).split(b"\n"), start=1):
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+      raw = raw[3:]
     try:
       yield lineno, raw.rstrip(b"\r").decode("utf-8")
     except UnicodeDecodeError as e:
@@ -318,14 +338,12 @@ def _text_lines(path: str, problems: _LineProblems) -> Iterator[Tuple[int, str]]
                       "the line)")
 
 
-def _load_lines(path: str, parse, strict: bool, limit: Optional[int]) -> List[OpenQAExample]:
-  """Questions of a one-question-a-line file; `parse(line)` → (record, problem)."""
+def _load_lines(path: str, records, strict: bool, limit: Optional[int]) -> List[OpenQAExample]:
+  """Questions of a one-question-a-row file; `records(path, problems)` yields (line, record or
+  None, problem) per row."""
   out, problems = [], _LineProblems(path, strict)
   name = os.path.basename(path)
-  for lineno, line in _text_lines(path, problems):
-    if not line.strip():
-      continue
-    record, problem = parse(line)
+  for lineno, record, problem in records(path, problems):
     if record is None:
       problems.report(lineno, problem)
       continue
@@ -351,15 +369,16 @@ def load_jsonl_questions(path: str, strict: bool = False,
   and skipped; with `strict` it raises DatasetError with that message. Blank lines are ignored.
   Ids default to `<file name>:<line>`.
   """
-  return _load_lines(path, _parse_jsonl_line, strict, limit)
+  return _load_lines(path, _jsonl_records, strict, limit)
 
 
 def load_dpr_qa_questions(path: str, strict: bool = False,
                           limit: Optional[int] = None) -> List[OpenQAExample]:
-  """Questions of DPR's `*.qa.csv` (`question \\t ['answer', ...]`, no header); ids
-  `<file name>:<line>`. Malformed lines (no tab, answers that are not a list literal of non-empty
-  strings) are handled as in `load_jsonl_questions`."""
-  return _load_lines(path, _parse_dpr_qa_line, strict, limit)
+  """Questions of DPR's `*.qa.csv` (`question \\t ['answer', ...]`, no header), rows read as
+  DPR's csv.reader reads them (a quoted question may span lines); ids `<file name>:<line the row
+  starts on>`. Malformed rows (no tab, answers that are not a list literal of non-empty strings)
+  are handled as in `load_jsonl_questions`."""
+  return _load_lines(path, _dpr_qa_records, strict, limit)
 
 
 def _beir_qrels(path: str, problems: _LineProblems) -> Dict[str, Tuple[int, Dict[str, int]]]:

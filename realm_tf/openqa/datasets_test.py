@@ -1,6 +1,8 @@
 """Tests of the question sets: offline TFDS builds into a temporary data_dir, JSONL files with
 their file:line errors, and the --dataset names."""
+import csv
 import gzip
+import io
 import json
 import logging as py_logging
 
@@ -151,6 +153,19 @@ def test_dataset_names():
   assert datasets.beir_location("beir:/d/x", "validation") == ("/d/x", "dev")
 
 
+def test_every_dataset_form_is_in_the_dataset_flags_help():
+  """`evaluate --help` lists every form check_dataset accepts; `finetune --help` every form
+  fine-tuning accepts (all but BEIR's, which has no answers) and says BEIR's is refused."""
+  from realm_tf.launch import evaluate, finetune  # pylint: disable=g-import-not-at-top
+  forms = [*datasets.DATASETS, *datasets.ALIASES, *(c.split(" ")[0] for c in datasets.FILE_CHOICES)]
+  for form in forms:
+    assert datasets.check_dataset(form.split("<")[0] + "x" if "<" in form else form)
+    assert form in evaluate.HELP["dataset"], form
+    if not form.startswith(datasets.BEIR_PREFIX):
+      assert form in finetune.HELP["dataset"], form
+  assert "not beir:" in finetune.HELP["dataset"]
+
+
 def test_official_nq_open_answer_key(tmp_path):
   path = _write(tmp_path / "NQ-open.dev.jsonl", [
       json.dumps({"question": "who sings does he love me with reba", "answer": ["Linda Davis"]}),
@@ -192,6 +207,47 @@ def test_dpr_qa_csv(tmp_path, caplog):
   with pytest.raises(datasets.DatasetError, match=f"^{path}:3: no tab between"):
     datasets.load_examples(f"dpr_qa:{path}", "test", strict=True)
   assert len(datasets.load_examples(f"dpr_qa:{path}", "test", limit=2)) == 2
+
+
+def test_dpr_qa_rows_read_as_dpr_reads_them_quoted_lines_bom_and_crlf(tmp_path, caplog):
+  """DPR reads *.qa.csv with csv.reader(delimiter='\\t'): a quoted question may span lines. A
+  file saved with a byte order mark and CRLF line ends reads the same; ids and errors name the
+  line each row starts on."""
+  out = io.StringIO()
+  writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+  writer.writerows([["who wrote hamlet", "['Shakespeare']"],
+                    ["a question\nover two lines", "['Two']"],
+                    ["bad row after it", "['x'"],
+                    ["last one", "['z']"]])
+  text = out.getvalue()
+  for name, data in (("plain.qa.csv", text.encode()),
+                     ("windows.qa.csv", b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())):
+    path = tmp_path / name
+    path.write_bytes(data)
+    caplog.clear()
+    with caplog.at_level(py_logging.WARNING):
+      examples = datasets.load_examples(f"dpr_qa:{path}", "test")
+    assert [(e.qid, e.question, e.answers) for e in examples] == [
+        (f"{name}:1", "who wrote hamlet", ("Shakespeare",)),
+        (f"{name}:2", "a question\nover two lines", ("Two",)),
+        (f"{name}:5", "last one", ("z",))], name
+    assert [m for m in caplog.messages if m.startswith(str(path))] == [
+        f"{path}:4: answers \"['x'\" are not a Python list literal (SyntaxError); line skipped."]
+
+
+def test_jsonl_and_beir_queries_with_a_byte_order_mark_and_crlf(tmp_path):
+  jsonl = tmp_path / "qs.jsonl"
+  jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\r\n")
+  assert [e.question for e in datasets.load_examples(f"jsonl:{jsonl}", "test", strict=True)] \
+      == [GOOD["question"]]
+  folder = tmp_path / "beir"
+  (folder / "qrels").mkdir(parents=True)
+  (folder / "queries.jsonl").write_bytes(
+      b"\xef\xbb\xbf" + json.dumps({"_id": "q1", "text": "first"}).encode() + b"\r\n")
+  (folder / "qrels" / "test.tsv").write_bytes(
+      b"\xef\xbb\xbfquery-id\tcorpus-id\tscore\r\nq1\td1\t1\r\n")
+  examples = datasets.load_examples(f"beir:{folder}", "test", strict=True)
+  assert [(e.qid, e.question, e.relevant_doc_ids) for e in examples] == [("q1", "first", ("d1",))]
 
 
 def _beir_folder(root):

@@ -14,6 +14,7 @@ wordpieces; `answer_start_matches` / `contains_answer` find answers in wordpiece
 `gold_span_labels` turns matches in reader inputs into [T, W] span labels; `span_text` maps a
 predicted wordpiece span back to the original block text through byte offsets.
 """
+import collections
 import dataclasses
 import unicodedata
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -55,24 +56,84 @@ class FeatureConfig:
   max_answer_length: int = 10      # answer wordpieces (L); longer answers cannot be spans
 
 
+# (example, what, text) of the changed texts warned about, oldest first: a text cleaned again
+# (evaluation cleans a question to find the empty ones, then again to featurize it) is not
+# warned about twice. Bounded, so a long run's memory does not grow with its questions.
+_WARNED: "collections.OrderedDict[tuple, None]" = collections.OrderedDict()
+_MAX_WARNED = 10_000
+_MAX_PLACES = 5  # places named per character in a warning
+
+
 def clean_text(text, what: str = "text", example: str = "") -> str:
   """UTF-8 bytes or str → str that round-trips through UTF-8, without control characters.
 
   Invalid UTF-8 and lone surrogates become U+FFFD, control/format characters (zero-width spaces,
-  BOMs, ...) are dropped, white space is collapsed; a warning names the example when anything
-  changed beyond white space.
+  BOMs, ...) are dropped, white space is collapsed. When anything changed beyond white space,
+  one warning (once per example, `what` and text) names the example and says what changed:
+  each character by code point and name, and where (`U+200B ZERO WIDTH SPACE removed at the
+  end`), so a change at the end of a long question is seen.
   """
+  invalid = 0
   if isinstance(text, (bytes, np.bytes_)):
     raw = bytes(text)
     text = raw.decode("utf-8", errors="replace")
+    invalid = text.count("\ufffd") - raw.count("\ufffd".encode("utf-8"))
   text = str(text)
   fixed = "".join("\ufffd" if unicodedata.category(ch) == "Cs" else ch for ch in text
                   if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf"))
   fixed = " ".join(fixed.split())
-  if fixed != " ".join(text.split()):
-    logging.warning("Example %s: stray characters removed from the %s %r → %r.", example, what,
-                    text[:40], fixed[:40])
+  if invalid or fixed != " ".join(text.split()):
+    _warn_changed(text, fixed, what, example, invalid)
   return fixed
+
+
+def _warn_changed(text: str, fixed: str, what: str, example: str, invalid: int) -> None:
+  """Logs one line saying how `text` became `fixed`, unless it was logged before."""
+  key = (example, what, text)
+  if key in _WARNED:
+    _WARNED.move_to_end(key)
+    return
+  _WARNED[key] = None
+  if len(_WARNED) > _MAX_WARNED:
+    _WARNED.popitem(last=False)
+  changes = _describe_changes(text)
+  if invalid:
+    changes.append(f"{invalid} invalid UTF-8 byte sequence{'s' if invalid > 1 else ''} "
+                   "replaced by U+FFFD")
+  shown = fixed if len(fixed) <= 80 else fixed[:77] + "..."
+  logging.warning("%s%s %r cleaned: %s.", f"Example {example!r}: " if example else "", what,
+                  shown, "; ".join(changes))
+
+
+def _describe_changes(text: str) -> List[str]:
+  """What `clean_text` removes or replaces in `text`, by character: `U+200B ZERO WIDTH SPACE
+  removed at the end`, `U+D800 (a lone surrogate) replaced by U+FFFD at character 4`."""
+  def dropped(ch):
+    return not ch.isspace() and unicodedata.category(ch) in ("Cc", "Cf")
+
+  kept = [i for i, ch in enumerate(text) if not ch.isspace() and not dropped(ch)]
+  first, last = (kept[0], kept[-1]) if kept else (len(text), -1)
+  places: Dict[Tuple[str, str], List[str]] = {}
+  for i, ch in enumerate(text):
+    category = unicodedata.category(ch)
+    if dropped(ch):
+      action = "removed"
+    elif category == "Cs":
+      action = "replaced by U+FFFD"
+    else:
+      continue
+    place = "the start" if i < first else "the end" if i > last else f"character {i + 1}"
+    places.setdefault((ch, action), []).append(place)
+  out = []
+  for (ch, action), where in places.items():
+    name = unicodedata.name(ch, "") or {"Cc": "(a control character)",
+                                        "Cs": "(a lone surrogate)"}.get(
+                                            unicodedata.category(ch), "(unnamed)")
+    where = list(dict.fromkeys(where))
+    shown = ", ".join(where[:_MAX_PLACES])
+    more = f" and {len(where) - _MAX_PLACES} more places" if len(where) > _MAX_PLACES else ""
+    out.append(f"U+{ord(ch):04X} {name} {action} at {shown}{more}")
+  return out
 
 
 class QuestionFeaturizer:
@@ -102,7 +163,7 @@ class QuestionFeaturizer:
   def featurize(self, examples: Sequence[OpenQAExample]) -> Dict[str, np.ndarray]:
     cfg = self.config
     b = len(examples)
-    questions = [clean_text(e.question, "question", _name(e)) for e in examples]
+    questions = [clean_text(e.question, "question", e.qid) for e in examples]
     q_ids = self.tokenize(questions)
     q_budget = cfg.reader_query_length - 2
     retr_budget = cfg.query_seq_length - 2
@@ -154,7 +215,7 @@ class QuestionFeaturizer:
         texts = []
       else:
         texts = list(e.answers)
-      texts = [clean_text(a, "answer", _name(e)) for a in texts]
+      texts = [clean_text(a, "answer", e.qid) for a in texts]
       per_example.append(list(dict.fromkeys(a for a in texts if a)))
     flat = [a for texts in per_example for a in texts]
     ids = iter(self.tokenize(flat))

@@ -102,6 +102,29 @@ def test_clean_text_handles_stray_unicode(caplog):
   assert F.clean_text("  Plain   text ") == "Plain text"
 
 
+def test_a_changed_question_warns_once_saying_what_changed(tok, caplog):
+  """Evaluation cleans each question to find the empty ones, then featurizes it: a question
+  ending in a zero-width space gets one warning naming the character and where it was (not two
+  warnings whose two sides, cut to 40 characters, read the same)."""
+  question = ("Which river flows through the capital city of Egypt and into the Mediterranean "
+              "Sea?\u200b")
+  example = F.OpenQAExample("zwsp-1", question, ("Nile",))
+  fz = F.QuestionFeaturizer(F.FeatureConfig(), tok)
+  with caplog.at_level(py_logging.WARNING):
+    assert F.clean_text(example.question, "question", example.qid) == question[:-1]
+    fz.featurize([example])
+  warnings = [r.getMessage() for r in caplog.records if "zwsp-1" in r.getMessage()]
+  assert warnings == [
+      "Example 'zwsp-1': question 'Which river flows through the capital city of Egypt and "
+      "into the Mediterranea...' cleaned: U+200B ZERO WIDTH SPACE removed at the end."]
+  caplog.clear()
+  with caplog.at_level(py_logging.WARNING):
+    F.clean_text("\u200eOne\u200b two\u200b\u200b", "question", "zwsp-2")
+  assert caplog.messages == [
+      "Example 'zwsp-2': question 'One two' cleaned: U+200E LEFT-TO-RIGHT MARK removed at the "
+      "start; U+200B ZERO WIDTH SPACE removed at character 5, the end."]
+
+
 def test_featurize_bad_questions_and_answers(tok, caplog):
   cfg = F.FeatureConfig(query_seq_length=16, reader_query_length=12, max_answers=3,
                         max_answer_length=4)

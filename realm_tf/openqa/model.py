@@ -55,7 +55,9 @@ class OpenQAConfig(ConfigBase):
   reader: ReaderConfig = ReaderConfig()
   reader_beam_size: int = 5          # blocks read per question
   # Blocks read per question in training (None: reader_beam_size). Reading is most of a step's
-  # cost; fewer blocks (still with the positive) trade negatives for questions per second.
+  # cost; fewer blocks (still with the positive) trade negatives for questions per second. The
+  # reader loss is one softmax over the spans of all the blocks read. Behind BM25 (no retrieval
+  # logit to rank the blocks) keep it at reader_beam_size: the reader must learn to choose.
   train_reader_beam_size: Optional[int] = None
   retriever_beam_size: int = 5000    # blocks in the retrieval loss (capped at the corpus size)
   max_answers: int = 8

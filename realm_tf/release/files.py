@@ -3,7 +3,7 @@
 * `blocks.tfr` / `titles.tfr`: uncompressed TFRecord files whose records are raw UTF-8 strings
   (not tf.Examples), row i the same block in both. `record_batches` streams them in batches of
   bytes; TFRecord's length and CRC framing makes a record cut short (or corrupted) an error that
-  names the file and the record it follows.
+  names the file, the damaged record's index and the records read before it.
 * `encoded.ckpt`: a TF1 checkpoint whose one variable `block_emb` is float32 [N, D] in the same
   row order. `embeddings_shape` checks it from the checkpoint's index alone; `copy_embeddings`
   restores it slice by slice (`RestoreV2` with a row range) into a `.npy` file written with plain
@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from realm_tf.data.corpus import CorpusError
 from realm_tf.io import paths
+from realm_tf.io.errors import error_text
 
 EMBEDDINGS_VARIABLE = "block_emb"
 
@@ -28,8 +29,10 @@ class ReleaseError(CorpusError):
 def record_batches(path: str, batch_size: int = 4096, fn=None) -> Iterator:
   """Yields the raw records of the uncompressed TFRecord file `path` as numpy arrays of bytes,
   `batch_size` at a time, in file order; with `fn` (string batch -> tuple of tensors, mapped in
-  tf.data) its outputs as numpy arrays instead. Raises ReleaseError naming the file (and the last good
-  record) when a record is cut short or fails its CRC, or when the file is missing."""
+  tf.data) its outputs as numpy arrays instead. Raises ReleaseError naming the file when it is
+  missing, and on one line the damaged record's index and the good records before it when a
+  record is cut short or fails its CRC (`<file>: record 250 is cut short or corrupt (records
+  0–249 read)`), or the batch's records when `fn` fails on them."""
   if not tf.io.gfile.exists(path):
     raise ReleaseError(f"{path}: no such file.")
   ds = tf.data.TFRecordDataset(path, buffer_size=8 << 20).batch(batch_size)
@@ -44,8 +47,7 @@ def record_batches(path: str, batch_size: int = 4096, fn=None) -> Iterator:
     except StopIteration:
       return
     except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as e:
-      raise ReleaseError(f"{path}: the record after record {done} is cut short or corrupt "
-                         f"(not a complete TFRecord file): {e.message.splitlines()[0]}") from None
+      raise ReleaseError(_damage_message(path, done, batch_size, e)) from None
     if fn is None:
       batch = batch.numpy()
       done += len(batch)
@@ -53,6 +55,23 @@ def record_batches(path: str, batch_size: int = 4096, fn=None) -> Iterator:
       batch = tuple(t.numpy() for t in batch)
       done += len(batch[0])
     yield batch
+
+
+def _damage_message(path: str, done: int, batch_size: int, error: Exception) -> str:
+  """One line for a batch that failed after `done` good records: the raw records after them are
+  read one by one (at most a batch) to find the first damaged one; when they all read, the
+  failure was `fn`'s on the batch's records."""
+  good = done
+  try:
+    for _ in tf.data.TFRecordDataset(path).skip(done).take(batch_size):
+      good += 1
+  except (tf.errors.DataLossError, tf.errors.OutOfRangeError,
+          tf.errors.InvalidArgumentError) as e:
+    read = f"records 0–{good - 1} read" if good else "no record read"
+    return (f"{path}: record {good} is cut short or corrupt ({read}; not a complete TFRecord "
+            f"file): {error_text(e)}")
+  records = f"records {done}–{good - 1}" if good > done else f"the records from record {done}"
+  return f"{path}: {records} cannot be processed: {error_text(error)}"
 
 
 def embeddings_shape(prefix: str, variable: str = EMBEDDINGS_VARIABLE) -> Tuple[int, int]:
@@ -66,7 +85,7 @@ def embeddings_shape(prefix: str, variable: str = EMBEDDINGS_VARIABLE) -> Tuple[
   try:
     reader = paths.checkpoint_reader(prefix)
   except (tf.errors.OpError, ValueError) as e:
-    raise ReleaseError(f"{prefix}: not a readable TF checkpoint ({e}).") from None
+    raise ReleaseError(f"{prefix}: not a readable TF checkpoint ({error_text(e)}).") from None
   shapes = reader.get_variable_to_shape_map()
   if variable not in shapes:
     raise ReleaseError(f"{prefix}: the checkpoint has no variable {variable!r} (it holds "

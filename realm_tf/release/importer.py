@@ -43,6 +43,7 @@ from realm_tf.config_base import ConfigBase
 from realm_tf.data import block_lookup
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.io import paths
+from realm_tf.io.errors import error_text
 from realm_tf.io.work_dir import WorkDir
 from realm_tf.release import files
 from realm_tf.release.files import ReleaseError
@@ -96,7 +97,7 @@ def _embedder_source(config: ImportConfig):
   try:
     source = tf1_bert.tf1_source(config.embedder)
   except (FileNotFoundError, tf.errors.OpError, ValueError) as e:
-    raise ReleaseError(f"{config.embedder}: not a TF1 embedder checkpoint ({e}).") from None
+    raise ReleaseError(f"{config.embedder}: not a TF1 embedder checkpoint ({error_text(e)}).") from None
   found = [p for p in tf1_bert.find_bert_prefixes(source.names()) if not p.startswith("reader/")]
   if len(found) != 1:
     raise ReleaseError(f"{config.embedder}: expected one BERT in the embedder, found scopes "
@@ -289,11 +290,16 @@ def write_index(config: ImportConfig, index_dir: str, export_dir: str, embedding
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.embedder_export import read_metadata  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import host_matrix  # pylint: disable=g-import-not-at-top
+  from realm_tf.export import mips  # pylint: disable=g-import-not-at-top
   # No copy: the searcher's variable is the staged file's pages, dropped while read.
   tensor, embeddings = host_matrix.mapped_tensor(embeddings_path)
   searcher = build_searcher(config, tensor, embeddings)
   del tensor
   manifest = {
+      # ORQA's ScaNN settings for this corpus, whichever searcher was built: what `export`'s
+      # ScaNN variants (and `evaluate --searcher=scann`) use when the searcher is exact.
+      mips.RELEASE_SCANN_CONFIG: mips.scann_config_json(
+          scann_config(config, int(embeddings.shape[0])).resolve(int(embeddings.shape[0]))),
       "source_export": final_export_dir, "step": EXPORT_STEP, "export_metadata": read_metadata(export_dir),
       "corpus_dir": final_corpus_dir, "corpus_fingerprint": corpus["fingerprint"],
       "documents": {"corpus_dirs": [final_corpus_dir],

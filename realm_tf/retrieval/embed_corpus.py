@@ -30,6 +30,7 @@ from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.io import atomic
+from realm_tf.io.errors import error_text
 from realm_tf.retrieval.embedder_export import LoadedEmbedder, check_corpus_compatible
 from realm_tf.text.packing import INPUT_KEYS, pack_document
 from realm_tf.training.progress import ItemProgress
@@ -347,12 +348,12 @@ def embed_shards(embedder: LoadedEmbedder, corpus_dir: str, work_dir: str,
       published.add(position)
   except tf.errors.DataLossError as e:
     raise corpus_lib.CorpusError(f"Corpus shard {todo[last][1]} is unreadable: "
-                                 f"{e.message}") from e
+                                 f"{error_text(e)}") from e
   except tf.errors.InvalidArgumentError as e:
     if "parse" not in e.message.lower():
       raise
     raise corpus_lib.CorpusError(f"Corpus shard {todo[last][1]} holds a record that is "
-                                 f"not a block: {e.message}") from e
+                                 f"not a block: {error_text(e)}") from e
   for empty in sorted(set(mine) - published):  # shards that produced no batch
     publish(empty, np.zeros([0], np.int64), np.zeros([0, embedder.embedding_dim], np.float32))
   if len(local_pipelines) < count:

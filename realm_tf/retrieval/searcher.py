@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.io import paths
+from realm_tf.io.errors import error_text
 
 SEARCHER_INFO = "realm_searcher.json"
 
@@ -183,7 +184,7 @@ def load_searcher(path: str):
     loaded = tf.saved_model.load(path)
   except (tf.errors.OpError, ValueError, OSError) as e:
     raise SearcherError(f"Searcher SavedModel {path} cannot be loaded (damaged or half-written): "
-                        f"{' '.join(str(e).split())[:300]}") from e
+                        f"{error_text(e)[:300]}") from e
   if not hasattr(loaded, "search"):
     raise SearcherError(f"SavedModel at {path} has no `search` function.")
   loaded.info = info

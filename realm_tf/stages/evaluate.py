@@ -17,6 +17,13 @@ reported exactly as for dense retrieval, so one command scores any reader behind
 reader is given the retrieval logit it was fine-tuned with (`bm25_logits`, bm25.READER_LOGITS):
 by default the model's own q · emb for BM25's blocks, or none for a reader fine-tuned behind BM25.
 
+`searcher="scann"` keeps the dense retriever (the fine-tuned query tower) but searches with the
+ScaNN searcher the `realm_openqa_scann` export serves (`export.mips.scann_source_of`: for an
+index imported from Google's release, the import's own searcher with ORQA's settings) instead
+of exact MIPS in the graph: the reader reads ScaNN's top K (K its beam, ScaNN's scores as the
+retrieval logit), as the served model and ORQA's predict do, so ORQA's ScaNN figure is measured
+by a command (`SearcherRetriever`).
+
 Retrieval goes `num_retrieved` blocks deep (100, DPR's depth) whatever the reader reads (its
 beam, 5): DPR's top-k accuracy (k = 1, 5, 20, 100) and recall@k are counted over those blocks,
 and the stage also writes them as DPR retriever results (`<prefix>.dpr.json`, the input of DPR's
@@ -45,18 +52,80 @@ from realm_tf.io import atomic
 from realm_tf.io import paths
 from realm_tf.openqa import metrics
 from realm_tf.openqa.answer_text import answer_text
-from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text
+from realm_tf.openqa.features import QUERY_KEYS, OpenQAExample, QuestionFeaturizer, clean_text
 from realm_tf.text import RealmTokenizer
 
 DEFAULT_RECALL_KS = (1, 5, 10, 20)
 DEFAULT_NUM_RETRIEVED = 100
 RETRIEVERS = ("dense", "bm25")
+# How the dense retriever searches the index: exact MIPS (in the graph), or the ScaNN searcher
+# that `realm_openqa_scann` serves.
+SEARCHERS = ("exact", "scann")
 _INFERENCE_KEYS = ("query/input_word_ids", "query/input_mask", "query/input_type_ids",
                    "question_ids", "question_length")
 
 
 # Traced prediction functions per model, shared by Predictors (tracing costs seconds).
 _FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+class SearcherRetriever:
+  """A `retrieve_fn` (see Predictor) that searches with a MIPS searcher instead of the model's
+  exact search: the model's query tower embeds the questions, `searcher.search(q, k)` (e.g. a
+  ScaNN searcher: the index bundle's own, or one built; `export.mips.ScannSource.searcher`)
+  finds the rows, and its scores are the retrieval logits the reader adds.
+
+  The first `reader_beam_size` rows are the searcher's top K asked for alone (what a served
+  model reading K blocks retrieves: an approximate searcher's best K of a deeper search can
+  differ); the rest, up to `k`, are the rows of one search `k` deep that are not among them, in
+  its order.
+  """
+
+  def __init__(self, model, searcher, k: int):
+    if not 1 <= k <= model.index.size:
+      raise ValueError(f"searcher k={k} must be in 1..{model.index.size} (the index size).")
+    self.model = model
+    self.searcher = searcher
+    self.k = int(k)
+    self.num_read = min(int(model.reader_beam_size), self.k)
+    length = model.config.feature_config.query_seq_length
+    spec = {f"query/{key}": tf.TensorSpec([None, length], tf.int32) for key in QUERY_KEYS}
+    self._embed = tf.function(lambda query: model.embed_questions(query, training=False),
+                              input_signature=[spec], autograph=False)
+
+  def _search(self, queries, k: int):
+    rows, scores = self.searcher.search(queries, tf.constant(k, tf.int32))
+    return np.asarray(rows, np.int32).reshape([-1, k]), \
+        np.asarray(scores, np.float32).reshape([-1, k])
+
+  def __call__(self, examples, features) -> Dict[str, np.ndarray]:
+    """`retrieve_fn` protocol: {"rows" int32 [B, k], "scores" float32 [B, k]} (the searcher's
+    scores, which the reader adds), the blocks read first."""
+    del examples
+    queries = self._embed({f"query/{key}": tf.constant(features[f"query/{key}"], tf.int32)
+                           for key in QUERY_KEYS})
+    rows, scores = self._search(queries, self.num_read)
+    if self.k > self.num_read:
+      deep_rows, deep_scores = self._search(queries, self.k)
+      rows, scores = zip(*[_merge(*r) for r in zip(rows, scores, deep_rows, deep_scores)])
+      rows, scores = np.stack(rows), np.stack(scores)
+    if np.any(rows < 0):
+      raise ValueError(f"The searcher found fewer than {self.k} blocks for a question; ask for "
+                       "fewer (--num_retrieved).")
+    return {"rows": rows, "scores": scores}
+
+
+def _merge(rows, scores, deep_rows, deep_scores):
+  """One question's rows (and scores): `rows` (found ones) first, then `deep_rows` not among
+  them, in order, `len(deep_rows)` in all (-1 / -inf where there are not enough)."""
+  keep = rows >= 0
+  seen = set(rows[keep].tolist())
+  extra = [j for j, r in enumerate(deep_rows) if r >= 0 and r not in seen]
+  out_rows = np.concatenate([rows[keep], deep_rows[extra]])[:len(deep_rows)]
+  out_scores = np.concatenate([scores[keep], deep_scores[extra]])[:len(deep_rows)]
+  short = len(deep_rows) - len(out_rows)
+  return (np.pad(out_rows, (0, short), constant_values=-1),
+          np.pad(out_scores, (0, short), constant_values=-np.inf))
 
 
 class Predictor:
@@ -67,15 +136,20 @@ class Predictor:
   the dense retriever (e.g. BM25): it returns {"rows": int [B, R], "scores": float [B, R]} and
   optionally "reader_logits" [B, R] (what the reader adds to span scores; default "scores").
   `retriever="bm25"` (without a retrieve_fn) uses `bm25.BM25Retriever` over the model's index,
-  the reader given `bm25_logits` (bm25.READER_LOGITS) for BM25's blocks.
+  the reader given `bm25_logits` (bm25.READER_LOGITS) for BM25's blocks. `searcher` (an object
+  with `.search(query_embeddings, k)`, e.g. a ScaNN searcher) makes the dense retriever search
+  with it (`SearcherRetriever`) instead of exactly.
   """
 
   def __init__(self, model, tokenizer: Optional[RealmTokenizer] = None,
                num_retrieved: int = 20,
                retrieve_fn: Optional[Callable] = None, retriever: str = "dense",
-               bm25_logits: str = "dense"):
+               bm25_logits: str = "dense", searcher=None):
     if retriever not in RETRIEVERS:
       raise ValueError(f"retriever must be one of {RETRIEVERS}, got {retriever!r}.")
+    if searcher is not None and (retriever != "dense" or retrieve_fn is not None):
+      raise ValueError("A searcher replaces the dense retriever's exact search; it does not "
+                       f"combine with retriever={retriever!r} or a retrieve_fn.")
     self.model = model
     self.tokenizer = tokenizer or RealmTokenizer()
     self.featurizer = QuestionFeaturizer(model.config.feature_config, self.tokenizer)
@@ -83,6 +157,8 @@ class Predictor:
     if retrieve_fn is None and retriever == "bm25":
       from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
       retrieve_fn = bm25.BM25Retriever(model.index, self.num_retrieved, model, bm25_logits)
+    if searcher is not None:
+      retrieve_fn = SearcherRetriever(model, searcher, self.num_retrieved)
     self.retrieve_fn = retrieve_fn
     self.num_calls = 0
     fc = model.config.feature_config
@@ -198,7 +274,7 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
              retriever: str = "dense", bm25_logits: str = "dense",
              num_retrieved: int = DEFAULT_NUM_RETRIEVED, doc_ids=None,
              dpr_results_path: Optional[str] = None, trec_run_path: Optional[str] = None,
-             run_tag: str = "realm_tf") -> Dict:
+             run_tag: str = "realm_tf", scann=None) -> Dict:
   """Scores `model` on `examples`; optionally writes the predictions JSONL, the DPR retriever
   results and the TREC run (each atomically, streamed).
 
@@ -213,6 +289,9 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
   `num_retrieved` blocks per question (capped at the index size) are retrieved for the
   figures and the run files, whatever the reader's beam; `doc_ids` (the corpus's
   `data.doc_ids.DocIdTable`) names their documents in the run files and the qrels figures.
+  `scann` (an `export.mips.ScannSource`) makes the dense retriever search with its ScaNN
+  searcher (SearcherRetriever), as `realm_openqa_scann` serves; the result then says
+  "searcher": "scann" and describes it ("scann"), else "searcher": "exact".
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -220,7 +299,7 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
     raise ValueError(f"num_retrieved must be >= 1, got {num_retrieved}.")
   depth = min(num_retrieved, model.index.size)
   predictor = Predictor(model, tokenizer, max([depth] + list(recall_ks)), retrieve_fn,
-                        retriever, bm25_logits)
+                        retriever, bm25_logits, scann.searcher if scann is not None else None)
   ks = tuple(k for k in recall_ks if k <= predictor.num_retrieved)
   if len(ks) < len(tuple(recall_ks)):
     logging.warning("recall@k for k > %d (the corpus size) is not reported.",
@@ -281,7 +360,10 @@ def evaluate(model, examples: Sequence[OpenQAExample], batch_size: int = 8,
                  "num_empty_questions": empty,
                  "examples_per_second": len(examples) / elapsed,
                  "model_calls": predictor.num_calls,
-                 "retriever": "custom" if retrieve_fn is not None else retriever})
+                 "retriever": "custom" if retrieve_fn is not None else retriever,
+                 "searcher": "scann" if scann is not None else "exact"})
+  if scann is not None:
+    result["scann"] = scann.description
   if read:
     result["mean_probability"] = float(np.mean(probs)) if probs else 0.0
   if retrieve_fn is None and retriever == "bm25":
@@ -294,7 +376,9 @@ def summary_line(result: Dict) -> str:
   retrieval-only questions, the judged-document figures and a note that the reader was
   skipped), and where the files went."""
   name = f"{result.get('dataset', 'questions')} {result.get('split', '')}".strip()
-  head = f"{name}, {result.get('retriever', 'dense')} retriever, {result['num_examples']} questions:"
+  searcher = " (ScaNN search)" if result.get("searcher") == "scann" else ""
+  head = (f"{name}, {result.get('retriever', 'dense')} retriever{searcher}, "
+          f"{result['num_examples']} questions:")
   accuracy = [k for k in topk_accuracy.DPR_KS if topk_accuracy.accuracy_key(k) in result]
   parts = []
   if result.get("mode") == "retrieval_only":
@@ -326,12 +410,15 @@ class EvaluateConfig(ConfigBase):
   output prefix to `<model_dir>/eval/<dataset>-<split>` (`-bm25` appended for BM25,
   `-bm25-zero_logit` for `bm25_logits="zero"`). `bm25_logits` (None: the logit the reader was
   fine-tuned with, `bm25.default_reader_logits`) is what the reader adds for BM25's blocks.
+  `searcher` is how the dense retriever searches (SEARCHERS): `exact`, or `scann`, the ScaNN
+  searcher `export` serves in `realm_openqa_scann` (`-scann` appended to the output prefix).
   """
   model_dir: str = ""
   dataset: str = "squad_open"
   split: str = "test"
   strict: bool = False
   retriever: str = "dense"
+  searcher: str = "exact"
   bm25_logits: Optional[str] = None
   index_dir: Optional[str] = None
   corpus_dir: Optional[str] = None
@@ -347,6 +434,11 @@ class EvaluateConfig(ConfigBase):
   def __post_init__(self):
     if self.retriever not in RETRIEVERS:
       raise ValueError(f"retriever must be one of {RETRIEVERS}, got {self.retriever!r}.")
+    if self.searcher not in SEARCHERS:
+      raise ValueError(f"searcher must be one of {SEARCHERS}, got {self.searcher!r}.")
+    if self.searcher == "scann" and self.retriever != "dense":
+      raise ValueError(f"searcher 'scann' searches the dense retriever's index; it does not "
+                       f"apply to retriever {self.retriever!r}.")
     from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
     if self.bm25_logits not in (None,) + bm25.READER_LOGITS:
       raise ValueError(f"bm25_logits must be one of {bm25.READER_LOGITS}, got "
@@ -371,6 +463,7 @@ def run(config: EvaluateConfig, strategy: Optional[tf.distribute.Strategy] = Non
   examples = datasets.load_examples(config.dataset, config.split, config.data_dir,
                                     config.manual_dir, config.max_examples, strict=config.strict)
   suffix = "-bm25" if config.retriever == "bm25" else ""
+  suffix += "-scann" if config.searcher == "scann" else ""
   if config.retriever == "bm25" and config.bm25_logits == "zero":
     suffix += "-zero_logit"
   prefix = config.output_prefix or os.path.join(
@@ -379,11 +472,16 @@ def run(config: EvaluateConfig, strategy: Optional[tf.distribute.Strategy] = Non
     corpus_dir = config.corpus_dir or json.load(f).get("corpus_dir")
   doc_ids = DocIdTable.open(corpus_dir, model.index.lookup)
   tag = run_files.run_tag(prefix, config.run_tag)
+  scann = None
+  if config.searcher == "scann":
+    from realm_tf.export import mips  # pylint: disable=g-import-not-at-top
+    scann = mips.scann_source_of(bundle, model.index.embeddings_np)
+    logging.info("Searching with ScaNN: %s", scann.description)
   result = evaluate(model, examples, config.batch_size, config.recall_ks,
                     predictions_path=prefix + ".jsonl", retriever=config.retriever,
                     bm25_logits=bm25_logits, num_retrieved=config.num_retrieved,
                     doc_ids=doc_ids, dpr_results_path=prefix + ".dpr.json",
-                    trec_run_path=prefix + ".trec", run_tag=tag)
+                    trec_run_path=prefix + ".trec", run_tag=tag, scann=scann)
   result.update({"dataset": config.dataset, "split": config.split,
                  "model_dir": config.model_dir, "index_bundle": bundle.path,
                  "metrics": prefix + ".json",

@@ -5,6 +5,14 @@ everything it does lives here so tests, benchmarks and other programs call the s
 `load_model` rebuilds the model (from a fine-tuning model_dir, or from warm-start weights plus an
 index bundle and corpus), and `run_export` exports the chosen components of a model already in
 memory (components.export_components with the job's settings: variant "both", a ScaNN mode).
+
+The ScaNN variants serve the searcher `scann_source` picks (export/mips.py `SCANN_SOURCES`): by
+default, an index imported from Google's release is served by the import's own searcher (ORQA's
+settings: a 1,000-leaf tree searching 100, clamped to small corpora, asymmetric hashing with 2
+dimensions a block, trained on 100,000 points, its candidates scored exactly), saved into the
+export as it is; any other index by a searcher built with `scann_mode`. The run's summary and
+`<export_base>/.export-done.json` record which searcher and its settings (`scann`), as does each
+ScaNN model's `realm_export.json`.
 """
 import dataclasses
 import os
@@ -48,6 +56,7 @@ class ExportConfig:
   searcher_k: int = 10
   scann_mode: str = "auto"                  # one of realm_tf.retrieval.scann_searcher.MODES
   warmup_questions: Optional[List[str]] = None
+  scann_source: str = "auto"                # one of realm_tf.export.mips.SCANN_SOURCES
 
 
 def variants_of(variant: str) -> Tuple[str, ...]:
@@ -64,6 +73,27 @@ def scann_config_of(scann_mode: str):
     raise ServingExportError(f"Unknown ScaNN mode {scann_mode!r}; choose from "
                              f"{scann_searcher.MODES}.")
   return scann_searcher.ScannConfig(mode=scann_mode)
+
+
+def check_scann_source(scann_source: str) -> None:
+  """ServingExportError naming the choices when --scann_source is not one of SCANN_SOURCES."""
+  from realm_tf.export import mips  # pylint: disable=g-import-not-at-top
+  if scann_source not in mips.SCANN_SOURCES:
+    raise ServingExportError(f"Unknown ScaNN source {scann_source!r}; choose from "
+                             f"{mips.SCANN_SOURCES}.")
+
+
+def resolve_scann(model, bundle, variant: str, components: Sequence[str],
+                  scann_source: str = "auto", scann_mode: str = "auto"):
+  """The mips.ScannSource the ScaNN variants of this export serve (one searcher for openqa and
+  searcher: the bundle's own or one built, see `mips.scann_source_of`), or None when no ScaNN
+  model is exported."""
+  from realm_tf.export import mips  # pylint: disable=g-import-not-at-top
+  if "scann" not in variants_of(variant) or not {"openqa", "searcher"} & set(components):
+    return None
+  source = mips.scann_source_of(bundle, model.index.embeddings_np, scann_source, scann_mode)
+  logging.info("ScaNN variants: %s", source.description)
+  return source
 
 
 def load_model(model_dir=None, init_checkpoint=None, reader_init_checkpoint=None, index_dir=None,
@@ -110,21 +140,28 @@ def load_model(model_dir=None, init_checkpoint=None, reader_init_checkpoint=None
 def run_export(model, tokenizer, bundle, export_base: str, version: Optional[int] = None,
                variant: str = "both", components: Sequence[str] = components_lib.COMPONENTS,
                num_answers: int = 5, max_candidates: int = 20, searcher_k: int = 10,
-               scann_mode: str = "auto", warmup_questions: Optional[Sequence[str]] = None
-               ) -> Dict[str, str]:
+               scann_mode: str = "auto", warmup_questions: Optional[Sequence[str]] = None,
+               scann_source: str = "auto", scann=None) -> Dict[str, str]:
   """Exports the chosen components of a model in memory; returns {model name: path}, all with
-  the same version (the next free one by default). `variant` is one of VARIANT_CHOICES and
-  `scann_mode` a ScannConfig mode (the ScaNN variants' configuration)."""
+  the same version (the next free one by default). `variant` is one of VARIANT_CHOICES; the
+  ScaNN variants serve `scann` (a mips.ScannSource already resolved), else the searcher
+  `scann_source` (mips.SCANN_SOURCES) picks for `bundle`, built with `scann_mode` (a ScannConfig
+  mode) when it is built."""
+  check_scann_source(scann_source)
+  if scann is None:
+    scann = resolve_scann(model, bundle, variant, components, scann_source, scann_mode)
   return components_lib.export_components(
       model, tokenizer, export_base, version, components, variants_of(variant), bundle=bundle,
       searcher_k=searcher_k, num_answers=num_answers, max_candidates=max_candidates,
-      scann_config=scann_config_of(scann_mode), warmup_questions=warmup_questions)
+      scann_config=scann_config_of(scann_mode), warmup_questions=warmup_questions,
+      scann_source=scann)
 
 
 def run(config: ExportConfig, strategy=None) -> Dict:
   """The whole job: checks `config`, rebuilds the model (its variables under `strategy`'s scope,
   a `tf.distribute.Strategy`, the current one by default), exports it. Returns the summary the
-  CLI prints: {"export_base": absolute path, "models": {model name: path}}.
+  CLI prints: {"export_base": absolute path, "models": {model name: path}, "scann": the ScaNN
+  variants' searcher (mips.ScannSource.description; absent when none is exported)}.
 
   Every model version is published whole (an atomic rename), but one run publishes several
   models: `<export_base>/.export-pending.json` records the run's version and config until its
@@ -136,6 +173,7 @@ def run(config: ExportConfig, strategy=None) -> Dict:
   components = components_lib.parse_components(config.components)
   variants_of(config.variant)  # bad choices fail before the model is loaded
   scann_config_of(config.scann_mode)
+  check_scann_source(config.scann_source)
   with (strategy or tf.distribute.get_strategy()).scope():
     model, tokenizer, bundle = load_model(config.model_dir, config.init_checkpoint,
                                           config.reader_init_checkpoint, config.index_dir,
@@ -155,7 +193,8 @@ def run(config: ExportConfig, strategy=None) -> Dict:
                    "bundle %s) with these settings.", done["version"], source["checkpoint"],
                    source["bundle"])
       return {"export_base": paths_lib.absolute(config.export_base), "models": kept,
-              "nothing_to_do": True}
+              "nothing_to_do": True,
+              **({"scann": done["scann"]} if done.get("scann") else {})}
   resumed = pending is not None and pending["config"] == record and \
       config.version in (None, pending["version"])
   version = pending["version"] if resumed else \
@@ -167,6 +206,9 @@ def run(config: ExportConfig, strategy=None) -> Dict:
                               "exists; choose another --version.")
     tf.io.gfile.makedirs(config.export_base)
     atomic.write_json(pending_path, {"version": version, "config": record})
+  scann = resolve_scann(model, bundle, config.variant, components, config.scann_source,
+                        config.scann_mode)
+  scann_record = {"scann": scann.description} if scann is not None else {}
   paths = {}
   # A resumed run exports what the killed one had not published, piece by piece (each model
   # version was published whole by its rename); a fresh run exports everything in one call.
@@ -181,10 +223,13 @@ def run(config: ExportConfig, strategy=None) -> Dict:
     paths.update(run_export(model, tokenizer, bundle, config.export_base, version,
                             piece_variants[0] if len(piece_variants) == 1 else config.variant,
                             piece_components, config.num_answers, config.max_candidates,
-                            config.searcher_k, config.scann_mode, config.warmup_questions))
-  atomic.write_json(done_path, {"version": version, "config": record, "source": source})
+                            config.searcher_k, config.scann_mode, config.warmup_questions,
+                            config.scann_source, scann))
+  atomic.write_json(done_path, {"version": version, "config": record, "source": source,
+                                **scann_record})
   tf.io.gfile.remove(pending_path)
-  return {"export_base": paths_lib.absolute(config.export_base), "models": paths}
+  return {"export_base": paths_lib.absolute(config.export_base), "models": paths,
+          **scann_record}
 
 
 def _source_checkpoint(config: "ExportConfig") -> Optional[str]:

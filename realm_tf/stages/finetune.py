@@ -18,10 +18,15 @@ the gold document's (`gold`: SQuAD-open and JSONL `doc_id`s), is read in the K-t
 
 `retriever="bm25"` fine-tunes the reader behind BM25 (the paper's BM25 + reader baseline): the
 blocks read are BM25's top K of each question (its beam for the reader positives), computed on
-the host before training; the reader adds no retrieval logit (ORQA's BM25 baseline has none, and
-BM25's scores are on no scale the reader could use without a learned one); the retriever loss is
-off and the query tower is not trained. `evaluate --retriever=bm25` reads such a reader the same
-way (no logit), so it is trained and scored consistently.
+the host before training, with one softmax over the spans of all K blocks (the reader loss is the
+marginal over the gold spans across them, as for the dense retriever); the reader adds no
+retrieval logit (ORQA's BM25 baseline has none, and BM25's scores are on no scale the reader
+could use without a learned one); the retriever loss is off and the query tower is not trained.
+`evaluate --retriever=bm25` reads such a reader the same way (no logit), so it is trained and
+scored consistently. With no logit to rank the blocks, the reader itself must choose among the
+K blocks evaluation reads, so K should be `reader_beam_size` (OpenQAConfig's default; the CLI's
+default behind BM25): a reader trained on fewer blocks (with a positive substituted, only
+answer-bearing ones) never learns to compare blocks, and `run` warns.
 """
 import dataclasses
 import json
@@ -222,10 +227,18 @@ def run(job: FinetuneJobConfig, strategy: Optional[tf.distribute.Strategy] = Non
       model_dir, config.reader_positives, config.regex_search_blocks, config.retriever)
   no_answer = int((feats["answer_length"].max(axis=1) == 0).sum())
   logging.info("Fine-tuning on %d questions (%d without a usable answer: zero loss), index %s "
-               "(%d blocks), retriever %s, beams: retriever %d, reader %d, reader positives: %s.",
+               "(%d blocks), retriever %s, beams: retriever %d, reader %d in training (one "
+               "softmax over their spans), %d at evaluation, reader positives: %s.",
                len(usable), no_answer, bundle.path, index.size, config.retriever,
                feats["bm25_rows"].shape[1] if "bm25_rows" in feats else
-               model.retriever_beam_size, model.reader_beam_size, config.reader_positives)
+               model.retriever_beam_size, model.train_reader_beam_size, model.reader_beam_size,
+               config.reader_positives)
+  if config.retriever == "bm25" and model.train_reader_beam_size < model.reader_beam_size:
+    logging.warning("The reader behind BM25 reads %d block(s) per training question but %d at "
+                    "evaluation, with no retrieval logit to rank them: it is not trained to "
+                    "choose among them (train_reader_beam_size=%d is the BM25 + reader "
+                    "baseline's recipe).", model.train_reader_beam_size, model.reader_beam_size,
+                    model.reader_beam_size)
   result = trainer.train(training_data.make_dataset_fn(feats, config.batch_size, config.seed),
                          config.num_train_steps)
   result.update({"num_examples": len(usable), "warm_start": warm, "index_bundle": bundle.path})

@@ -408,3 +408,59 @@ def test_bm25_finetuning_reads_only_bm25s_rows(unreachable, tmp_path):
   assert finetune.FinetuneConfig.with_defaults(record)["retriever"] == "dense"
   with pytest.raises(ValueError, match="retriever must be one of"):
     dataclasses.replace(cfg, retriever="tfidf")
+
+
+def test_bm25_reader_is_trained_over_the_top_k_in_one_softmax_by_default(unreachable, tmp_path):
+  """The BM25 + reader baseline as the command line sets it up with no extra flag: the reader is
+  trained over BM25's top k = --reader_beam_size (5) blocks with ONE softmax over all their
+  spans, its loss the marginal over the gold spans across the k blocks, as evaluation reads them
+  (with no retrieval logit the reader itself must choose among them). The loss is computed here
+  by hand from each block read on its own."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import finetune as finetune_cli  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import features as features_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages.openqa_task import openqa_task  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  finetune_cli.define_flags(fv)
+  fv(["finetune", "--dataset=squad_open", "--retriever=bm25"])
+  cfg = finetune_cli.config_from_flags(fv)  # the user's defaults; the reader shrunk below
+  tok, examples, corpus = RealmTokenizer(), T.examples(), unreachable["corpus"]
+  bundle, index = finetune.load_index(unreachable["index"], corpus)
+  tf_keras.utils.set_random_seed(0)
+  model = finetune.build_model(dataclasses.replace(
+      cfg.model, reader=T.micro_reader_config(),
+      retriever=finetune.index_retriever_config(bundle)), index, tok)
+  k = model.train_reader_beam_size
+  assert k == model.reader_beam_size == 5
+  _, feats = training_data.training_features(
+      examples, model, QuestionFeaturizer(model.config.feature_config, tok), corpus,
+      str(tmp_path / "features"), cfg.reader_positives, 100, cfg.retriever)
+  batch = {key: tf.constant(v) for key, v in feats.items()}
+  task = openqa_task(cfg.reader_positives, cfg.retriever)  # what finetune.run trains with
+  loss, _ = task(model, batch, False)
+  first = task.device_first(model, batch, False)
+  out = model.loss_from_beam(batch, first, task.host(model, batch, first),
+                             reader_positives=cfg.reader_positives)
+  # BM25 ranks each fact block first, so nothing is substituted: the k blocks read are BM25's.
+  assert not out["reader_substituted"].numpy().any()
+  np.testing.assert_array_equal(out["reader_rows"].numpy(), feats["bm25_rows"][:, :k])
+  # By hand: every span of every one of the k blocks (each read alone, zero retrieval logit) in
+  # one softmax; the loss is -log of the probability of the gold spans among them all.
+  logits, gold = [], []
+  continuation = model._continuation()  # pylint: disable=protected-access
+  for j in range(k):
+    inputs = model.reader_inputs(batch, feats["bm25_rows"][:, j:j + 1])
+    span_logits, span_mask = model.read(inputs, tf.zeros([len(examples), 1]))
+    labels = features_lib.gold_span_labels(inputs["input_word_ids"], batch["answer_ids"],
+                                           batch["answer_length"], span_mask, continuation)
+    logits.append(span_logits.numpy().reshape(len(examples), -1).astype(np.float64))
+    gold.append(labels.numpy().reshape(len(examples), -1))
+  logits, gold = np.concatenate(logits, axis=1), np.concatenate(gold, axis=1)
+  assert gold[:, :gold.shape[1] // k].any(axis=1).all()  # the top block holds a gold span
+  by_hand = (np.logaddexp.reduce(logits, axis=1) -
+             np.logaddexp.reduce(np.where(gold, logits, -np.inf), axis=1))
+  np.testing.assert_allclose(loss.numpy(), by_hand, rtol=1e-4)
+  # Not k softmaxes: the top block's own loss, alone, is another number.
+  alone = (np.logaddexp.reduce(logits[:, :logits.shape[1] // k], axis=1) -
+           np.logaddexp.reduce(np.where(gold, logits, -np.inf)[:, :logits.shape[1] // k], axis=1))
+  assert np.all(np.abs(loss.numpy() - alone) > 1e-3), (loss.numpy(), alone)

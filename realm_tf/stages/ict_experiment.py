@@ -83,7 +83,9 @@ class IctJobConfig(ConfigBase):
 def _train(job: IctJobConfig, strategy: tf.distribute.Strategy) -> Dict:
   """Trains (or resumes) ICT and exports the embedder; returns scalars + export path."""
   config, model_dir = job.ict, job.model_dir
-  check_or_write_config(model_dir, config.to_dict())
+  # How often it checkpoints and logs may change on resume (a work dir of an older cadence
+  # resumes under the main job's); they change no weight.
+  check_or_write_config(model_dir, config.to_dict(), may_change=("checkpoint_every", "log_every"))
   # Model initialisation and dropout follow the stage's seed, so a run with the same seed repeats.
   tf_keras.utils.set_random_seed(config.seed)
   tokenizer = RealmTokenizer()

@@ -154,3 +154,7 @@ def test_the_ict_stage_publishes_the_first_bundle_once(article_corpus, tmp_path)
   third = ict_experiment.run(job)
   assert third["bundle"] == live.path
   assert bundle_lib.latest(index_dir).version == live.version
+  # Another checkpoint or log cadence is the same run (a work dir of an older cadence resumes).
+  fourth = ict_experiment.run(dataclasses.replace(
+      job, ict=dataclasses.replace(config, checkpoint_every=1, log_every=1)))
+  assert fourth["bundle"] == live.path and "loss" not in fourth

@@ -286,18 +286,12 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
   annotation_manifest = ensure_annotations(dirs["corpus"], dirs["annotations"])
   summary["corpus_blocks"] = corpus_manifest["num_blocks"]
   summary["annotated_records"] = annotation_manifest["num_records"]
-  retriever = retriever_config(config)
 
   # 1. ICT warm start of the retriever → first export → first bundle.
   ict = None
   if config.ict_steps > 0 or config.retriever_init:  # 0 steps: the initial towers as they are
-    ict_config = ict_experiment.IctConfig(
-        retriever=retriever, batch_size=config.ict_batch_size, num_train_steps=config.ict_steps,
-        learning_rate=config.ict_learning_rate, warmup_steps=config.ict_steps // 10,
-        seed=config.seed, checkpoint_every=max(config.ict_steps, 1),
-        heldout_fraction=config.heldout_fraction)
     ict = ict_experiment.run(ict_experiment.IctJobConfig(
-        ict_config, corpus_dir=dirs["corpus"], model_dir=dirs["ict"],
+        ict_config(config), corpus_dir=dirs["corpus"], model_dir=dirs["ict"],
         init=config.retriever_init, jit_compile=config.jit_compile), strategy)
     summary["ict"] = {k: ict[k] for k in ("loss", "accuracy") if k in ict}
   refresher = IndexRefresher(RefreshConfig(model_dir=dirs["realm"], corpus_dir=dirs["corpus"],
@@ -344,6 +338,16 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
   return summary
 
 
+def ict_config(config: PretrainJobConfig) -> ict_experiment.IctConfig:
+  """The ICT stage's config as the main job builds it from its own."""
+  return ict_experiment.IctConfig(
+      retriever=retriever_config(config), batch_size=config.ict_batch_size,
+      num_train_steps=config.ict_steps, learning_rate=config.ict_learning_rate,
+      warmup_steps=config.ict_steps // 10, seed=config.seed,
+      # REALM's cadence, so a killed ICT run resumes mid-run (a cadence changes no weight).
+      checkpoint_every=config.checkpoint_every, heldout_fraction=config.heldout_fraction)
+
+
 def runs_reader_warmup(config: PretrainJobConfig) -> bool:
   """Whether the job warms the reader up: its initial weights have no MLM head."""
   return config.reader_warmup_steps > 0 and not warm_start.has_mlm_head(config.reader_init)
@@ -366,7 +370,8 @@ def reader_warmup_config(config: PretrainJobConfig) -> reader_warmup.ReaderWarmu
                        "span_match" else reader_warmup.ReaderWarmupConfig.max_predictions),
       seed=config.seed, heldout_fraction=config.heldout_fraction,
       realm_query_fraction=config.realm_query_fraction,
-      checkpoint_every=config.reader_warmup_steps)
+      # REALM's cadence, so a killed warm-up resumes mid-run (a cadence changes no weight).
+      checkpoint_every=config.checkpoint_every)
 
 
 def pretrain_config(config: PretrainJobConfig) -> PretrainConfig:

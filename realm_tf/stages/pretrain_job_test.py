@@ -89,6 +89,16 @@ def test_realm_and_the_warmup_get_the_same_query_split():
   assert pretrain_job.pretrain_config(no_warmup).realm_query_fraction == 0.0
 
 
+def test_ict_and_the_warmup_checkpoint_at_realms_cadence():
+  """Each stage of the job saves every `checkpoint_every` steps, so a killed ICT run or warm-up
+  resumes mid-run instead of from its start (they used to save once, at their last step)."""
+  job = pretrain_job.PretrainJobConfig(ict_steps=300, reader_warmup_steps=300, checkpoint_every=50)
+  assert pretrain_job.ict_config(job).checkpoint_every == 50
+  assert pretrain_job.reader_warmup_config(job).checkpoint_every == 50
+  assert pretrain_job.pretrain_config(job).checkpoint_every == 50
+  assert pretrain_job.ict_config(job).num_train_steps == 300
+
+
 def test_the_warmup_reads_distractors_at_the_jobs_rate():
   job = pretrain_job.PretrainJobConfig(reader_warmup_distractor_rate=0.3)
   assert pretrain_job.reader_warmup_config(job).distractor_rate == 0.3

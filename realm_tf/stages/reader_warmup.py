@@ -143,7 +143,9 @@ def run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] =
   if config.evidence == "span_match" and not annotations_dir:
     raise ValueError("Reader warm-up evidence 'span_match' needs the corpus's annotations_dir.")
   strategy = strategy or tf.distribute.get_strategy()
-  check_or_write_config(model_dir, config.to_dict())
+  # How often it checkpoints and logs may change on resume (a work dir of an older cadence
+  # resumes under the main job's); they change no weight.
+  check_or_write_config(model_dir, config.to_dict(), may_change=("checkpoint_every", "log_every"))
   # Model initialisation and dropout follow the stage's seed, so a run with the same seed repeats.
   tf_keras.utils.set_random_seed(config.seed)
   tokenizer = RealmTokenizer()

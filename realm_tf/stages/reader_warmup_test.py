@@ -1,5 +1,6 @@
 """Tests of the reader warm-up: its config checks, the MLM loss by hand, a span-match run that
 trains, resumes and lets the reader copy a span from its evidence."""
+import dataclasses
 import glob
 import json
 import os
@@ -73,6 +74,11 @@ def test_span_match_warmup_trains_resumes_and_records_its_config(tmp_path):
   assert "loss" not in again
   with open(os.path.join(model_dir, "TRAINING_DONE")) as f:
     assert json.load(f)["step"] == 4
+  # How often it checkpoints and logs is no other run: a work dir written with the cadence of
+  # before (one checkpoint at the end) resumes under the main job's.
+  again = reader_warmup.run(dataclasses.replace(
+      job, warmup=dataclasses.replace(config, checkpoint_every=1, log_every=1)))
+  assert "loss" not in again
   # Another evidence mode is another run: the recorded config refuses it.
   with pytest.raises(Exception, match="config"):
     reader_warmup.run(ReaderWarmupJobConfig(

@@ -32,6 +32,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.io.errors import error_text
+
 CONFIG_FILE = "config.json"  # the Trainer's run configuration (training.trainer.CONFIG_FILE)
 KINDS = ("hf", "tf1", "converted", "export", "trainer")
 
@@ -137,7 +139,7 @@ def _read(checkpoint: tf.train.Checkpoint, path: str, what: str) -> None:
   try:
     checkpoint.read(path).expect_partial().assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-    raise WarmStartError(f"{path} does not fit the {what}: {e}") from e
+    raise WarmStartError(f"{path} does not fit the {what}: {error_text(e)}") from e
 
 
 # ----------------------------------------------------------------------------------------------
