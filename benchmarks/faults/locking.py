@@ -7,11 +7,14 @@ takes the lock in-process: seconds, not minutes. Otherwise the first process is 
 `pretrain` CLI at toy size (tiny towers from random weights, 6 documents) and so is every
 second one, at seeded random moments:
 
-* `second_writer`: one pretrain run; `kill_points` second pretrain runs started at seeded
-  moments after the first took the lock (two at a time at most). Each must exit 2 with the one
-  line `error: <work_dir> is in use by pid <first> (...)`; the first must finish (exit 0) with
-  its outputs complete (summary.json, TRAINING_DONE at its last step, a checkpoint there) and
-  the lock file still naming it.
+* `second_writer`: one pretrain run, long enough (FIRST_TRAIN_STEPS) to outlive the second
+  writers; `kill_points` second pretrain runs started at seeded moments after the first took the
+  lock (two at a time at most). Each must exit 2, while the first still runs, with the one line
+  `error: <work_dir> is in use by pid <first> (...)`; the first must finish (exit 0) with its
+  outputs complete (summary.json, TRAINING_DONE at its last step, a checkpoint there) and the
+  lock file still naming it. A second writer is never started once the first has ended (that
+  would be no try); the row fails if fewer than `kill_points` could be started. Each refusal's
+  time is taken when its process exits (polled), not when the next one starts.
 * `stale_lock`: a chain of pretrain runs on one work dir, each killed with SIGKILL at a seeded
   moment after it took the lock; each next run must take the lock (not be refused by the dead
   one's file); a last run, not killed, must finish with its outputs complete.
@@ -38,13 +41,17 @@ PRETRAIN_TOY = ["--retriever_preset=tiny", "--retriever_init=", "--ict_steps=1",
                 "--checkpoint_every=2", "--num_candidates=2", "--min_recall=0",
                 "--heldout_fraction=0.2", "--heldout_queries=4", "--eval_questions=none"]
 TRAIN_STEPS = 4
+# The second-writer row's first run: long enough (tens of seconds of REALM steps at 0.1 s each)
+# that the second writers, started within SECOND_WINDOW_S, are refused while it runs.
+FIRST_TRAIN_STEPS = 400
+FIRST_EVERY = "100"  # its refresh and checkpoint cadence
 DOCS = [("Warsaw", "Warsaw is the capital of Poland. The Vistula flows through Warsaw."),
         ("Paris", "Paris is the capital of France. The Seine flows through Paris."),
         ("Rome", "Rome is the capital of Italy. The Tiber flows through Rome."),
         ("Vienna", "Vienna is the capital of Austria. The Danube flows through Vienna."),
         ("Cairo", "Cairo is the capital of Egypt. The Nile flows through Cairo."),
         ("London", "London is the capital of England. The Thames flows through London.")]
-SECOND_WINDOW_S = 90.0  # second writers start within this long after the first took the lock
+SECOND_WINDOW_S = 30.0  # second writers start within this long after the first took the lock
 KILL_WINDOW_S = (2.0, 45.0)  # each chained run is killed this long after it took the lock
 START_TIMEOUT_S = 600.0  # a run must take the lock within this long (TF import under load)
 RUN_TIMEOUT_S = 1800.0
@@ -58,13 +65,16 @@ def _docs(work_dir: str) -> str:
   return path
 
 
-def _pretrain(work: str, docs: str, log: str) -> subprocess.Popen:
-  """Starts `python -m realm_tf.launch.pretrain` on `work` (its own process group)."""
+def _pretrain(work: str, docs: str, log: str, steps: int = TRAIN_STEPS,
+              every: Optional[str] = None) -> subprocess.Popen:
+  """Starts `python -m realm_tf.launch.pretrain` on `work` (its own process group) for `steps`
+  REALM steps, refreshing and checkpointing every `every` steps (PRETRAIN_TOY's when None)."""
   env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+  cadence = [f"--refresh_every_steps={every}", f"--checkpoint_every={every}"] if every else []
   with open(log, "w", encoding="utf-8") as out:
     return subprocess.Popen(
         [sys.executable, "-m", "realm_tf.launch.pretrain", f"--work_dir={work}",
-         f"--inputs={docs}", f"--num_train_steps={TRAIN_STEPS}", *PRETRAIN_TOY],
+         f"--inputs={docs}", f"--num_train_steps={steps}", *PRETRAIN_TOY, *cadence],
         cwd=cli_testing.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         start_new_session=True)
 
@@ -89,8 +99,8 @@ def _last_line(log: str) -> str:
   return lines[-1] if lines else ""
 
 
-def _complete(work: str) -> List[str]:
-  """What is missing from a finished pretrain work dir (empty: complete)."""
+def _complete(work: str, steps: int = TRAIN_STEPS) -> List[str]:
+  """What is missing from a finished pretrain work dir of `steps` steps (empty: complete)."""
   problems = []
   if not os.path.exists(os.path.join(work, "summary.json")):
     problems.append("no summary.json")
@@ -100,10 +110,10 @@ def _complete(work: str) -> List[str]:
   else:
     with open(done, encoding="utf-8") as f:
       step = json.load(f).get("step")
-    if step != TRAIN_STEPS:
-      problems.append(f"TRAINING_DONE at step {step}, not {TRAIN_STEPS}")
-  if not os.path.exists(os.path.join(work, "realm", "checkpoints", f"ckpt-{TRAIN_STEPS}.index")):
-    problems.append(f"no checkpoint at step {TRAIN_STEPS}")
+    if step != steps:
+      problems.append(f"TRAINING_DONE at step {step}, not {steps}")
+  if not os.path.exists(os.path.join(work, "realm", "checkpoints", f"ckpt-{steps}.index")):
+    problems.append(f"no checkpoint at step {steps}")
   return problems
 
 
@@ -163,46 +173,64 @@ def _second_writer_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
   os.makedirs(work)
   docs = _docs(config.work_dir)
   first_log = os.path.join(config.work_dir, "second-first.log")
-  first = _pretrain(work, docs, first_log)
+  first = _pretrain(work, docs, first_log, FIRST_TRAIN_STEPS, FIRST_EVERY)
   failures, refusal_s, started_at = [], [], []
+  first_ended = None  # seconds after t0 at which the first run was seen ended
   try:
     if _wait_for_lock(work, first, START_TIMEOUT_S) is None:
       return "", [f"the first run did not take the lock: {_last_line(first_log)!r}"], {}
     t0 = time.monotonic()
     running: List[Tuple[float, subprocess.Popen, str, float]] = []
 
-    def finish(entry):
-      delay, proc, log, began = entry
-      proc.wait(timeout=START_TIMEOUT_S)
-      refusal_s.append(round(time.monotonic() - began, 1))
-      line = _last_line(log)
-      expected = f"error: {work} is in use by pid {first.pid} ("
-      if proc.returncode != 2 or not line.startswith(expected):
-        failures.append(f"{delay} s: exit {proc.returncode}, last line {line!r}")
-      elif first.poll() is not None:
-        failures.append(f"{delay} s: the first run had ended before the refusal (not a try)")
+    def poll() -> None:
+      """Judges every second writer that has exited, at the moment it is seen exited."""
+      nonlocal first_ended
+      if first_ended is None and first.poll() is not None:
+        first_ended = time.monotonic() - t0
+      for entry in [e for e in running if e[1].poll() is not None]:
+        running.remove(entry)
+        delay, proc, log, began = entry
+        refusal_s.append(round(time.monotonic() - began, 1))
+        line = _last_line(log)
+        expected = f"error: {work} is in use by pid {first.pid} ("
+        if proc.returncode != 2 or not line.startswith(expected):
+          failures.append(f"{delay} s: exit {proc.returncode}, last line {line!r}")
+
+    def wait_until(predicate, timeout: float) -> None:
+      deadline = time.monotonic() + timeout
+      while not predicate() and time.monotonic() < deadline:
+        poll()
+        time.sleep(0.05)
+      poll()
 
     for i, delay in enumerate(delays):
-      if len(running) >= 2:
-        finish(running.pop(0))
-      time.sleep(max(0.0, delay - (time.monotonic() - t0)))
+      wait_until(lambda: len(running) < 2, START_TIMEOUT_S)
+      wait_until(lambda d=delay: time.monotonic() - t0 >= d, SECOND_WINDOW_S + 1)
+      if first_ended is not None:
+        failures.append(f"{delay} s: the first run had ended ({first_ended:.1f} s) before this "
+                        f"second writer could start (no try; FIRST_TRAIN_STEPS too few)")
+        continue
       started_at.append(round(time.monotonic() - t0, 1))
       log = os.path.join(config.work_dir, f"second-{i}.log")
       running.append((delay, _pretrain(work, docs, log), log, time.monotonic()))
-    for entry in running:
-      finish(entry)
+    wait_until(lambda: not running, START_TIMEOUT_S)
+    if running:
+      failures.append(f"{len(running)} second writer(s) still running after {START_TIMEOUT_S} s")
     first.wait(timeout=RUN_TIMEOUT_S)
+    if first_ended is None:
+      first_ended = time.monotonic() - t0
   finally:
     if first.poll() is None:
       kill.kill_group(first)
   if first.returncode != 0:
     failures.append(f"the first run exited {first.returncode}")
-  failures += [f"first run: {p}" for p in _complete(work)]
+  failures += [f"first run: {p}" for p in _complete(work, FIRST_TRAIN_STEPS)]
   if (work_dir_lock.read_holder(work) or {}).get("pid") != first.pid:
     failures.append("the lock file no longer names the first run")
-  return (f"seeded random moment in [0, {SECOND_WINDOW_S:.0f}] s after the first pretrain took "
-          f"the lock (seed {config.seed}): {delays}"), failures, \
-      {"second_started_s": started_at, "second_refused_after_s": refusal_s}
+  return (f"seeded random moment in [0, {SECOND_WINDOW_S:.0f}] s after the first pretrain "
+          f"({FIRST_TRAIN_STEPS} steps) took the lock (seed {config.seed}): {delays}"), failures, \
+      {"second_started_s": started_at, "second_refused_after_s": refusal_s,
+       "first_ended_s": round(first_ended, 1) if first_ended is not None else None}
 
 
 def _stale_lock_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
