@@ -341,6 +341,36 @@ def _json(path: str) -> Optional[Dict]:
     return None
 
 
+def _checkpoints_not_whole(dirpath: str) -> List[str]:
+  """The checkpoints a `checkpoint` state file in `dirpath` lists without their files. The
+  latest (`model_checkpoint_path`, what every restore reads) must be whole. An older listed one
+  may be gone: `tf.train.CheckpointManager.save` records its new state, then deletes the
+  checkpoints past `max_to_keep`, then records the state again, so a kill during that sweep
+  leaves a deleted older checkpoint listed (TensorFlow's order, chosen so that a kill never
+  loses the new checkpoint; the next save's sweep skips the missing files)."""
+  with open(os.path.join(dirpath, "checkpoint"), encoding="utf-8") as f:
+    text = f.read()
+  latest = re.findall(r'^model_checkpoint_path: "([^"]+)"', text, flags=re.M)
+  listed = re.findall(r'all_model_checkpoint_paths: "([^"]+)"', text)
+
+  def whole(prefix: str) -> bool:
+    return os.path.exists(prefix + ".index") and bool(glob.glob(prefix + ".data-*"))
+
+  def step(prefix: str) -> int:
+    tail = re.search(r"-(\d+)$", prefix)
+    return int(tail.group(1)) if tail else -1
+
+  absolute = lambda p: p if os.path.isabs(p) else os.path.join(dirpath, p)
+  problems = []
+  newest = absolute(latest[0]) if latest else None
+  if newest is not None and not whole(newest):
+    problems.append(f"checkpoint {newest} (the latest) listed without its files")
+  for prefix in map(absolute, listed):
+    if prefix != newest and not whole(prefix) and (newest is None or step(prefix) >= step(newest)):
+      problems.append(f"checkpoint {prefix} listed without its files (not older than the latest)")
+  return problems
+
+
 def half_published(root: str) -> List[str]:
   """What a reader would find published but not whole under `root`: a manifest whose shards are
   missing or differ from their sha256, a listed checkpoint without its files, an embedder export,
@@ -361,12 +391,7 @@ def half_published(root: str) -> List[str]:
           if not os.path.exists(path) or _sha256(path) != shard["sha256"]:
             problems.append(f"{path} missing or not at its manifest's sha256")
     if name == "checkpoints" and "checkpoint" in filenames:
-      with open(os.path.join(dirpath, "checkpoint"), encoding="utf-8") as f:
-        listed = re.findall(r'all_model_checkpoint_paths: "([^"]+)"', f.read())
-      for prefix in listed:
-        prefix = prefix if os.path.isabs(prefix) else os.path.join(dirpath, prefix)
-        if not os.path.exists(prefix + ".index") or not glob.glob(prefix + ".data-*"):
-          problems.append(f"checkpoint {prefix} listed without its files")
+      problems += _checkpoints_not_whole(dirpath)
     if name.isdigit() and parent == "embedder_exports":
       for need in ("saved_model.pb", "realm_export.json"):
         if need not in filenames:

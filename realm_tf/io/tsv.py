@@ -8,9 +8,12 @@ read with Python's csv (`csv.reader(f, delimiter="\t")`): a cell that starts wit
 One thing differs from csv.reader, and only for broken input: a stray `"` (a cell that opens a
 quote and never closes it where a row could end) makes csv.reader swallow the lines after it into
 one cell. `rows` keeps a row that spans lines only when it is well-formed, as csv's strict mode
-reads it (every quote closed, each closing quote followed by a tab or the line's end), and the
-caller's `accept` takes its cells; otherwise the row's first line is read alone, as a one-line
-row, and reading goes on at its second line, so one broken row never costs the rows after it.
+reads it (every quote closed, each closing quote followed by a tab or the line's end), the
+caller's `accept` takes its cells, and no line strictly inside it is, read alone, a row of
+several cells `accept` takes (two stray quotes make a well-formed span that swallows the rows
+between them);
+otherwise the row's first line is read alone, as a one-line row, and reading goes on at its
+second line, so one broken row never costs the rows after it.
 """
 import collections
 import csv
@@ -59,7 +62,13 @@ def _well_formed(lines: Sequence[Line], cells: Row, accept, delimiter: str) -> b
     strict = list(csv.reader([text for _, text in lines], delimiter=delimiter, strict=True))
   except csv.Error:
     return False
-  return strict == [cells] and accept(cells)
+  if strict != [cells] or not accept(cells):
+    return False
+  # A line strictly inside the span (neither the one that opens the quote nor the one that
+  # closes it) that is by itself a row of several cells the caller accepts was swallowed by a
+  # stray quote: two stray quotes make a well-formed span over the rows between them.
+  return not any(isinstance(alone, list) and len(alone) > 1 and accept(alone)
+                 for alone in (_one_line(text, delimiter) for _, text in lines[1:-1]))
 
 
 def rows(lines: Iterable[Line], accept: Callable[[List[str]], bool] = lambda cells: True,

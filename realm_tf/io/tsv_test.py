@@ -36,6 +36,25 @@ def test_a_stray_quote_is_its_own_line_and_the_rows_after_it_are_kept():
       (1, ["1", "a"]), (2, ['b"', "T"]), (3, ["2", "c", "T"])]
 
 
+def test_two_stray_quotes_do_not_swallow_the_rows_between_them():
+  """Two stray quotes make a span csv's strict mode reads as one well-formed row whose cells the
+  caller may accept (here a DPR question and an answer list), swallowing the questions between
+  them; each line that is a row by itself is kept instead."""
+  text = ('"\t[\'Jane Austen\']\nwhat is the capital of france\t[\'Paris\']\n'
+          '"\t[\'Leonardo da Vinci\']\nhow tall is everest\t[\'8,849 m\']\n')
+  def accept(cells):
+    return len(cells) == 2 and cells[1].startswith("[")
+  swallowed = next(csv.reader(io.StringIO(text), delimiter="\t"))
+  assert accept(swallowed) and "what is the capital of france" in swallowed[0]
+  got = [cells for _, cells in tsv.rows(_lines(text), accept=accept)]
+  assert ["what is the capital of france", "['Paris']"] in got
+  assert ["how tall is everest", "['8,849 m']"] in got
+  # A legitimate span (a passage over three lines) is still one row.
+  text = '1\t"a\n\nb c"\tT\n2\tc\tT\n'
+  assert list(tsv.rows(_lines(text), accept=lambda cells: len(cells) == 3)) == [
+      (1, ["1", "a\n\nb c", "T"]), (4, ["2", "c", "T"])]
+
+
 def test_a_cell_over_the_field_limit_is_an_error_row_and_reading_goes_on():
   limit = csv.field_size_limit()
   try:

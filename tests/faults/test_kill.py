@@ -195,3 +195,28 @@ def test_a_run_of_some_kill_stages_keeps_the_other_stages_rows(tmp_path, monkeyp
   assert merged["total"] == 3 and merged["tries"] == 3
   whole = fault_bench._merged("faults", new, ["kill"])  # pylint: disable=protected-access
   assert sorted(r["fault"] for r in whole["rows"]) == ["corpus", "kill -9 of `export` (export)"]
+
+
+def test_a_checkpoint_swept_by_tensorflow_is_not_half_published_but_a_missing_latest_is(tmp_path):
+  """A kill during CheckpointManager's sweep leaves an older, deleted checkpoint listed (it
+  records the new state before it deletes): not a defect. The latest, or a listed one not older
+  than it, without its files is."""
+  ckpts = tmp_path / "model" / "checkpoints"
+  ckpts.mkdir(parents=True)
+
+  def state(latest, listed, whole):
+    for f in ckpts.iterdir():
+      f.unlink()
+    (ckpts / "checkpoint").write_text(
+        f'model_checkpoint_path: "{latest}"\n'
+        + "".join(f'all_model_checkpoint_paths: "{p}"\n' for p in listed), encoding="utf-8")
+    for p in whole:
+      (ckpts / f"{p}.index").write_text("i", encoding="utf-8")
+      (ckpts / f"{p}.data-00000-of-00001").write_text("d", encoding="utf-8")
+    return kill.half_published(str(tmp_path))
+
+  assert state("ckpt-5", ["ckpt-2", "ckpt-4", "ckpt-5"], ["ckpt-4", "ckpt-5"]) == []
+  missing_latest = state("ckpt-5", ["ckpt-4", "ckpt-5"], ["ckpt-4"])
+  assert len(missing_latest) == 1 and "ckpt-5 (the latest)" in missing_latest[0]
+  newer = state("ckpt-4", ["ckpt-4", "ckpt-6"], ["ckpt-4"])
+  assert len(newer) == 1 and "ckpt-6" in newer[0] and "not older" in newer[0]
