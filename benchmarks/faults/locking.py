@@ -15,9 +15,11 @@ second one, at seeded random moments:
   lock file still naming it. A second writer is never started once the first has ended (that
   would be no try); the row fails if fewer than `kill_points` could be started. Each refusal's
   time is taken when its process exits (polled), not when the next one starts.
-* `stale_lock`: a chain of pretrain runs on one work dir, each killed with SIGKILL at a seeded
-  moment after it took the lock; each next run must take the lock (not be refused by the dead
-  one's file); a last run, not killed, must finish with its outputs complete.
+* `stale_lock`: a chain of pretrain runs (FIRST_TRAIN_STEPS each, resuming one another) on one
+  work dir, each killed with SIGKILL at a seeded moment after it took the lock, while it still
+  runs (a run that ended before its kill is no try and fails the row); each next run must take
+  the lock (not be refused by the dead one's file); a last run, not killed, must finish with its
+  outputs complete.
 """
 import json
 import os
@@ -52,7 +54,7 @@ DOCS = [("Warsaw", "Warsaw is the capital of Poland. The Vistula flows through W
         ("Cairo", "Cairo is the capital of Egypt. The Nile flows through Cairo."),
         ("London", "London is the capital of England. The Thames flows through London.")]
 SECOND_WINDOW_S = 30.0  # second writers start within this long after the first took the lock
-KILL_WINDOW_S = (2.0, 45.0)  # each chained run is killed this long after it took the lock
+KILL_WINDOW_S = (1.0, 10.0)  # each chained run is killed this long after it took the lock
 START_TIMEOUT_S = 600.0  # a run must take the lock within this long (TF import under load)
 RUN_TIMEOUT_S = 1800.0
 
@@ -242,7 +244,7 @@ def _stale_lock_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
   failures, lock_after_s, finished_before_kill = [], [], 0
   for i, delay in enumerate(delays + [None]):
     log = os.path.join(config.work_dir, f"stale-{i}.log")
-    proc = _pretrain(work, docs, log)
+    proc = _pretrain(work, docs, log, FIRST_TRAIN_STEPS, FIRST_EVERY)
     try:
       waited = _wait_for_lock(work, proc, START_TIMEOUT_S)
       if waited is None:
@@ -256,13 +258,15 @@ def _stale_lock_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
           failures.append(f"the last run exited {proc.returncode}: {_last_line(log)!r}")
         continue
       time.sleep(delay)
-      if proc.poll() is not None:
+      if proc.poll() is not None:  # its lock file is a finished run's: no try of a kill's
         finished_before_kill += 1
+        failures.append(f"run {i} had ended before its kill at {delay} s (no try; exit "
+                        f"{proc.returncode})")
     finally:
       kill.kill_group(proc)
-  failures += [f"last run: {p}" for p in _complete(work)]
-  return (f"SIGKILL of pretrain at a seeded random moment in [{KILL_WINDOW_S[0]:.0f}, "
-          f"{KILL_WINDOW_S[1]:.0f}] s after it took the lock (seed {config.seed}): {delays}"), \
+  failures += [f"last run: {p}" for p in _complete(work, FIRST_TRAIN_STEPS)]
+  return (f"SIGKILL of pretrain ({FIRST_TRAIN_STEPS} steps) at a seeded random moment in "
+          f"[{KILL_WINDOW_S[0]:.0f}, {KILL_WINDOW_S[1]:.0f}] s after it took the lock (seed {config.seed}): {delays}"), \
       failures, {"next_run_took_the_lock_after_s": lock_after_s,
                  "runs_finished_before_their_kill": finished_before_kill}
 
