@@ -6,6 +6,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+# The shared fixtures (`tok`, ...): realm_tf/testing/fixtures.py.
+pytest_plugins = ["realm_tf.testing.fixtures"]
+
 
 def pytest_collection_finish(session):  # pylint: disable=unused-argument
   """Moves what exists once tests are collected (TensorFlow, every imported module, the test

@@ -13,8 +13,9 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from absl import app
 from absl import logging
@@ -262,3 +263,37 @@ def grpc_load(address: str, model_name: str, input_name: str, questions, clients
   for t in threads:
     t.join()
   return {"latencies": latencies, "errors": int(sum(errors)), "seconds": duration_s}
+
+
+def run_process(cmd: List[str]) -> Dict:
+  """Runs `cmd`, passing its stderr through (progress) and collecting its stdout; returns
+  {"rc", "seconds", "peak_rss" (the kernel's maximum RSS of the process or a child it waited
+  for), "stdout", "stderr_tail"}."""
+  from realm_tf.utils import command_line  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ)
+  for name, value in command_line.QUIET_ENV.items():
+    env.setdefault(name, value)
+  tail: List[str] = []
+  start = time.perf_counter()
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+  def tee():
+    for line in proc.stderr:
+      sys.stderr.write(line)
+      tail.append(line)
+      del tail[:-40]
+
+  thread = threading.Thread(target=tee, daemon=True)
+  thread.start()
+  out = proc.stdout.read()
+  _, status, usage = os.wait4(proc.pid, 0)
+  proc.returncode = os.waitstatus_to_exitcode(status)
+  thread.join()
+  return {"rc": proc.returncode, "seconds": time.perf_counter() - start,
+          "peak_rss": usage.ru_maxrss * 1024, "stdout": out, "stderr_tail": "".join(tail)}
+
+
+def parse_stage_output(stdout: str, marker: str) -> Optional[Dict]:
+  """The JSON after `marker` on the last line that has it, or None."""
+  lines = [line for line in stdout.splitlines() if line.startswith(marker)]
+  return json.loads(lines[-1][len(marker):]) if lines else None

@@ -31,7 +31,7 @@ MEASURES = (
     "realm_tf/retrieval/embed_corpus.py",
     "realm_tf/retrieval/embedder_export.py",
     "realm_tf/modeling/",
-    "realm_tf/training/strategy.py",
+    "realm_tf/utils/strategy.py",
     "realm_tf/text/",
     "realm_tf/data/corpus.py",
 )
@@ -84,7 +84,7 @@ def run_child(config: EmbeddingBenchConfig) -> None:
   """One worker: embeds `config.warm_corpus` (untimed), then its shard of `config.corpus` with
   the embedder at `config.export` under `config.strategy`; prints a JSON line of the blocks
   embedded, the timed window and the replicas (what the parent's `_collect` reads)."""
-  from realm_tf.training.strategy import get_strategy  # pylint: disable=g-import-not-at-top
+  from realm_tf.utils.strategy import get_strategy  # pylint: disable=g-import-not-at-top
   strategy = get_strategy(strategy=config.strategy, num_cpu_devices=config.num_cpu_devices)
   from realm_tf.retrieval import (  # pylint: disable=g-import-not-at-top
       embed_corpus, embedder_export)

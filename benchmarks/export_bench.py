@@ -94,14 +94,9 @@ HELP = {
 # Inputs.
 
 def proc_memory(pid: int) -> Dict[str, int]:
-  """VmRSS, VmHWM, RssAnon, RssFile of process `pid`, in bytes (Linux /proc)."""
-  out = {}
-  with open(f"/proc/{pid}/status", encoding="ascii") as f:
-    for line in f:
-      key, _, value = line.partition(":")
-      if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-        out[key] = int(value.split()[0]) * 1024
-  return out
+  """VmRSS, VmHWM, RssAnon, RssFile of process `pid`, in bytes (`io.memory.process_memory`)."""
+  from realm_tf.io.memory import process_memory  # pylint: disable=g-import-not-at-top
+  return process_memory(pid)
 
 
 class AnonPeak:

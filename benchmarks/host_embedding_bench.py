@@ -1,7 +1,7 @@
 r"""Host-side query embedding: queries/s of the exported query tower in float32 and bfloat16 on CPU.
 
 REALM's input pipeline embeds every training query on the host CPU with the exported query tower
-(`LoadedEmbedder.embed_queries`, called by `pretrain_pipeline.bundle_retrieve_fn`). For each
+(`LoadedEmbedder.embed_queries`, called by `bundle.bundle_retrieve_fn`). For each
 preset (`minilm`, and `base`, the paper's BERT-base tower) this benchmark builds the towers the
 way a `--mixed_precision=bfloat16` trainer does (Keras `mixed_bfloat16` policy), exports them with
 `export_embedder(query_dtype=...)` in float32 and in bfloat16, loads each export and times

@@ -99,7 +99,7 @@ def write_release(directory: str, num_rows: int, config: ImportBenchConfig) -> D
 
 def measure(num_rows: int, config: ImportBenchConfig) -> Dict:
   """One size: the release written, then imported by the CLI in its own process."""
-  from benchmarks.scale_bench import run_process  # pylint: disable=g-import-not-at-top
+  from benchmarks.common import run_process  # pylint: disable=g-import-not-at-top
   from benchmarks.scale_stages import dir_bytes  # pylint: disable=g-import-not-at-top
   from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
   root = os.path.join(config.work_dir, str(num_rows))

@@ -25,7 +25,7 @@ from benchmarks import common
 # after a result's commit makes that result stale (`python -m benchmarks.status`).
 MEASURES = (
     "realm_tf/data/masking.py",
-    "realm_tf/data/ict.py",
+    "realm_tf/data/ict_examples.py",
     "realm_tf/data/annotate.py",
     "realm_tf/data/blocking.py",
     "realm_tf/data/corpus.py",

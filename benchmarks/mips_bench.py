@@ -110,8 +110,8 @@ def _best_time(fn, repeats, warmup=None):
 
 def _recall(rows, exact):
   """Recall@K of the result rows against the exact rows."""
-  from realm_tf.retrieval.searcher import recall_at_k  # pylint: disable=g-import-not-at-top
-  return recall_at_k(np.asarray(rows), exact, K)
+  from realm_tf.retrieval import recall_check  # pylint: disable=g-import-not-at-top
+  return recall_check.neighbour_recall(np.asarray(rows), exact, K)
 
 
 def bench_numpy(x, q, exact, config: MipsBenchConfig):
@@ -411,7 +411,7 @@ def run(config: MipsBenchConfig) -> dict:
     return rss_child(config.rss_child)
   provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval.brute_force import exact_top_k_tiled  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.topk import exact_top_k  # pylint: disable=g-import-not-at-top
   if config.real_index_dir:  # a bundle's embeddings are real ones
     config = dataclasses.replace(config, real=True)
   start = time.time()
@@ -423,7 +423,7 @@ def run(config: MipsBenchConfig) -> dict:
                  f"{config.repeats}. The 2-core CPU is shared with other jobs (see load "
                  "average), so absolute numbers are noisy; ratios are from this one run."}
   res["ours_exact"], exact_searcher, exact = bench_ours_exact(x, q, 16384)
-  check = exact_top_k_tiled(x, q[:50], K)[0]
+  check = exact_top_k(q[:50], x, K)[0]
   res["ours_exact"]["recall_at_10_vs_numpy_50_queries"] = _recall(exact[:50], check)
   res["numpy_exact"] = bench_numpy(x, q, exact, config)
   res["faiss"] = bench_faiss(x, q, exact, config)

@@ -123,12 +123,12 @@ class FrozenQueryTower:
 
   def __call__(self, examples, features):
     import numpy as np  # pylint: disable=g-import-not-at-top
-    from realm_tf.evaluation.recall import top_k_rows  # pylint: disable=g-import-not-at-top
+    from realm_tf.retrieval.topk import exact_top_k  # pylint: disable=g-import-not-at-top
     q = self.embedder.embed_queries(
         {k: features[f"query/{k}"] for k in ("input_word_ids", "input_mask",
                                              "input_type_ids")}).numpy()
     q = self.scale * q
-    rows = top_k_rows(q, self.embeddings, self.k).astype(np.int32)
+    rows = exact_top_k(q, self.embeddings, self.k)[0].astype(np.int32)
     top = np.einsum("qd,qkd->qk", q, self.embeddings[rows]).astype(np.float32)
     return {"rows": rows, "scores": top}
 

@@ -60,11 +60,11 @@ def benchmark_names(config: RunAllConfig) -> List[str]:
 
 def child_environment(verbosity: int) -> Dict[str, str]:
   """The benchmarks' environment: below verbosity 1, TensorFlow's and gRPC's C++ notices off, as
-  the CLIs have them (`realm_tf.launch.cli.QUIET_ENV`; a value already set is kept)."""
-  from realm_tf.launch import cli  # pylint: disable=g-import-not-at-top
+  the CLIs have them (`realm_tf.utils.command_line.QUIET_ENV`; a value already set is kept)."""
+  from realm_tf.utils import command_line  # pylint: disable=g-import-not-at-top
   env = dict(os.environ)
   if verbosity < 1:
-    for name, value in cli.QUIET_ENV.items():
+    for name, value in command_line.QUIET_ENV.items():
       env.setdefault(name, value)
   return env
 

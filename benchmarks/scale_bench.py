@@ -41,7 +41,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from typing import Dict, List, Optional
 
@@ -153,52 +152,18 @@ def _log(msg: str) -> None:
   print(f"[scale] {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
-def run_process(cmd: List[str]) -> Dict:
-  """Runs `cmd`, passing its stderr through (progress) and collecting its stdout; returns
-  {"rc", "seconds", "peak_rss" (the kernel's maximum RSS of the process or a child it waited
-  for), "stdout", "stderr_tail"}."""
-  from realm_tf.launch import cli  # pylint: disable=g-import-not-at-top
-  env = dict(os.environ)
-  for name, value in cli.QUIET_ENV.items():
-    env.setdefault(name, value)
-  tail: List[str] = []
-  start = time.perf_counter()
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-  def tee():
-    for line in proc.stderr:
-      sys.stderr.write(line)
-      tail.append(line)
-      del tail[:-40]
-
-  thread = threading.Thread(target=tee, daemon=True)
-  thread.start()
-  out = proc.stdout.read()
-  _, status, usage = os.wait4(proc.pid, 0)
-  proc.returncode = os.waitstatus_to_exitcode(status)
-  thread.join()
-  return {"rc": proc.returncode, "seconds": time.perf_counter() - start,
-          "peak_rss": usage.ru_maxrss * 1024, "stdout": out, "stderr_tail": "".join(tail)}
-
-
 def stage_command(name: str, args: Dict) -> List[str]:
   """The command line of one `scale_stages` stage in its own process."""
   return [sys.executable, "-m", "benchmarks.scale_bench", f"--stage={name}",
           f"--stage_args={json.dumps(args)}"]
 
 
-def parse_stage_output(stdout: str, marker: str) -> Optional[Dict]:
-  """The JSON after `marker` on the last line that has it, or None."""
-  lines = [line for line in stdout.splitlines() if line.startswith(marker)]
-  return json.loads(lines[-1][len(marker):]) if lines else None
-
-
 def run_stage_process(name: str, args: Dict) -> Dict:
   """Runs a `scale_stages` stage in a fresh process; its result plus wall seconds and peak RSS.
   Raises RuntimeError naming the stage and its last error lines when it fails."""
   from benchmarks.scale_stages import RESULT_MARKER  # pylint: disable=g-import-not-at-top
-  p = run_process(stage_command(name, args))
-  result = parse_stage_output(p["stdout"], RESULT_MARKER)
+  p = common.run_process(stage_command(name, args))
+  result = common.parse_stage_output(p["stdout"], RESULT_MARKER)
   if p["rc"] != 0 or result is None:
     raise RuntimeError(f"scale stage {name} failed (exit {p['rc']}):\n{p['stderr_tail']}")
   return dict(result, wall_seconds=p["seconds"], peak_rss=p["peak_rss"])
@@ -276,10 +241,11 @@ class Bench:
       out = os.path.join(d, "corpus")
       shutil.rmtree(out, ignore_errors=True)
       shards = max(2, -(-n // self.c.blocks_per_shard))
-      p = run_process([sys.executable, "-m", "realm_tf.launch.build_corpus", f"--inputs={docs}",
-                       "--format=jsonl", f"--output_dir={out}", f"--num_shards={shards}",
-                       f"--block_length={BLOCK_LENGTH}",
-                       *self.c.beam_args])
+      p = common.run_process([sys.executable, "-m", "realm_tf.launch.build_corpus",
+                              f"--inputs={docs}",
+                              "--format=jsonl", f"--output_dir={out}", f"--num_shards={shards}",
+                              f"--block_length={BLOCK_LENGTH}",
+                              *self.c.beam_args])
       result = {"ok": p["rc"] == 0, "rc": p["rc"], "seconds": p["seconds"],
                 "peak_rss": p["peak_rss"], "num_shards": shards, "documents": num_docs}
       if p["rc"] == 0:
@@ -348,8 +314,9 @@ class Bench:
   def lookup_rest(self, corpus_dir: str) -> Dict:
     """The lookup at rest in one process, then in a second one while the first still maps it."""
     from benchmarks.scale_stages import RESULT_MARKER  # pylint: disable=g-import-not-at-top
-    from realm_tf.launch import cli  # pylint: disable=g-import-not-at-top
-    env = dict(os.environ, **{k: v for k, v in cli.QUIET_ENV.items() if k not in os.environ})
+    from realm_tf.utils import command_line  # pylint: disable=g-import-not-at-top
+    env = dict(os.environ, **{k: v for k, v in command_line.QUIET_ENV.items()
+                              if k not in os.environ})
     holder = subprocess.Popen(stage_command("lookup_rest", {"corpus_dir": corpus_dir,
                                                              "hold": True}),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -369,10 +336,10 @@ class Bench:
 
   def bm25(self, blocks: int) -> Dict:
     """`benchmarks.bm25_bench` at this size, in its own process."""
-    p = run_process([sys.executable, "-m", "benchmarks.bm25_bench", "--child",
-                     f"--num_blocks={blocks}", f"--num_questions={self.c.num_questions}",
-                     f"--seed={self.c.seed}"])
-    result = parse_stage_output(p["stdout"], "BM25_BENCH_RESULT ")
+    p = common.run_process([sys.executable, "-m", "benchmarks.bm25_bench", "--child",
+                            f"--num_blocks={blocks}", f"--num_questions={self.c.num_questions}",
+                            f"--seed={self.c.seed}"])
+    result = common.parse_stage_output(p["stdout"], "BM25_BENCH_RESULT ")
     if p["rc"] != 0 or result is None:
       raise RuntimeError(f"bm25_bench failed (exit {p['rc']}):\n{p['stderr_tail']}")
     return dict(result, wall_seconds=p["seconds"], peak_rss=p["peak_rss"])
@@ -394,9 +361,9 @@ class Bench:
 
     def annotate():
       shutil.rmtree(out, ignore_errors=True)
-      p = run_process([sys.executable, "-m", "realm_tf.launch.annotate_corpus",
-                       f"--corpus_dir={os.path.join(self.size_dir(n), 'corpus')}",
-                       f"--output_dir={out}", *self.c.beam_args])
+      p = common.run_process([sys.executable, "-m", "realm_tf.launch.annotate_corpus",
+                              f"--corpus_dir={os.path.join(self.size_dir(n), 'corpus')}",
+                              f"--output_dir={out}", *self.c.beam_args])
       if p["rc"] != 0:
         raise RuntimeError(f"annotate_corpus failed (exit {p['rc']}):\n{p['stderr_tail']}")
       with open(os.path.join(out, "manifest.json")) as f:

@@ -278,10 +278,9 @@ def child(name: str, args_json: str) -> None:
 
 def _run_child(name: str, args: Dict) -> Dict:
   """`child(name, args)` in a fresh Python process; its result plus wall seconds and peak RSS."""
-  from benchmarks.scale_bench import parse_stage_output, run_process  # pylint: disable=g-import-not-at-top
-  p = run_process([sys.executable, "-c", "import sys; from benchmarks import scale_resume; "
+  p = common.run_process([sys.executable, "-c", "import sys; from benchmarks import scale_resume; "
                    "scale_resume.child(sys.argv[1], sys.argv[2])", name, json.dumps(args)])
-  result = parse_stage_output(p["stdout"], RESULT_MARKER)
+  result = common.parse_stage_output(p["stdout"], RESULT_MARKER)
   if p["rc"] != 0 or result is None:
     raise RuntimeError(f"scale resume {name} failed (exit {p['rc']}):\n{p['stderr_tail']}")
   return dict(result, wall_seconds=p["seconds"], peak_rss=p["peak_rss"])

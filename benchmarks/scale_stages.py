@@ -18,18 +18,12 @@ from typing import Dict
 import numpy as np
 
 RESULT_MARKER = "SCALE_STAGE_RESULT "
-_STATUS_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
 
 
 def proc_status(pid="self") -> Dict[str, int]:
-  """Resident memory of a process in bytes: VmRSS, VmHWM (its peak), RssAnon, RssFile."""
-  out = {}
-  with open(f"/proc/{pid}/status") as f:
-    for line in f:
-      key, _, value = line.partition(":")
-      if key in _STATUS_KEYS:
-        out[key] = int(value.split()[0]) * 1024
-  return out
+  """Resident memory of a process in bytes (`realm_tf.io.memory.process_memory`)."""
+  from realm_tf.io.memory import process_memory  # pylint: disable=g-import-not-at-top
+  return process_memory(pid)
 
 
 def reset_peak() -> None:
@@ -244,7 +238,7 @@ def index(a: Dict) -> Dict:
   loaded = proc_status()
   embeddings, load_s = _timed(lambda: np.load(a["embeddings"]))
   queries, queries_s = _timed(lambda: refresh.sample_query_embeddings(
-      emb_export, [a["corpus_dir"]], a["recall_queries"]))
+      emb_export, corpus_lib.shard_paths(a["corpus_dir"]), a["recall_queries"]))
   before_build = proc_status()
   (searcher, recall, k), build_s = _timed(lambda: refresh.build_and_check(
       embeddings, queries, ScannConfig(), 0.0))
@@ -378,7 +372,8 @@ def pipeline(a: Dict) -> Dict:
   from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
   from realm_tf.data import masking as masking_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.data.pretrain_pipeline import (  # pylint: disable=g-import-not-at-top
-      bundle_retrieve_fn, indexed_masked_examples, make_pretrain_dataset)
+      indexed_masked_examples, make_pretrain_dataset)
+  from realm_tf.retrieval.bundle import bundle_retrieve_fn  # pylint: disable=g-import-not-at-top
   start = proc_status()
   t0 = time.perf_counter()
   tokenizer, masking, lookup, bundle, config = _pipeline_parts(a)
@@ -448,6 +443,7 @@ def dense_recall(a: Dict) -> Dict:
   (gold blocks of every document), then exact top-k over the bundle's embeddings in tiles; the
   memory above the embeddings is the peak of the top-k step over its start."""
   from realm_tf.evaluation import recall as recall_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval.topk import exact_top_k  # pylint: disable=g-import-not-at-top
   from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator  # pylint: disable=g-import-not-at-top
   tokenizer, masking, lookup, bundle, config = _pipeline_parts(a)
   start = proc_status()
@@ -462,7 +458,7 @@ def dense_recall(a: Dict) -> Dict:
   gc.collect()
   base = proc_status()
   reset_peak()
-  _, topk_s = _timed(lambda: recall_lib.top_k_rows(q, emb, 20))
+  _, topk_s = _timed(lambda: exact_top_k(q, emb, 20))
   topk_peak = proc_status()["VmHWM"] - base["VmRSS"]
   reset_peak()
   base2 = proc_status()

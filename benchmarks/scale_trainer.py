@@ -18,6 +18,8 @@ import os
 import sys
 from typing import Dict, List
 
+from benchmarks import common
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILE = os.path.join(REPO, "launch", "configs", "paper_tpu.flags")
 MODES = ("inline", "async")
@@ -62,12 +64,11 @@ def paper_refresh_mode(flagfile: str = FLAGFILE) -> str:
 
 def annotations(corpus_dir: str, output_dir: str, beam_args: List[str]) -> Dict:
   """Annotates the sample corpus with the real CLI unless `output_dir` has a manifest."""
-  from benchmarks.scale_bench import run_process  # pylint: disable=g-import-not-at-top
   from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
   manifest = os.path.join(output_dir, corpus_lib.ANNOTATION_MANIFEST)
   if not os.path.exists(manifest):
-    p = run_process([sys.executable, "-m", "realm_tf.launch.annotate_corpus",
-                     f"--corpus_dir={corpus_dir}", f"--output_dir={output_dir}", *beam_args])
+    p = common.run_process([sys.executable, "-m", "realm_tf.launch.annotate_corpus",
+                            f"--corpus_dir={corpus_dir}", f"--output_dir={output_dir}", *beam_args])
     if p["rc"] != 0:
       raise RuntimeError(f"annotate_corpus failed (exit {p['rc']}):\n{p['stderr_tail']}")
   return corpus_lib.load_annotation_manifest(output_dir)
@@ -90,10 +91,9 @@ def measure_mode(work_dir: str, corpus_dir: str, annotations_dir: str, refresh: 
   that fails is kept as {"failed", "rc", "peak_rss", ...}: a killed one's peak is a lower bound."""
   import json  # pylint: disable=g-import-not-at-top
   import shutil  # pylint: disable=g-import-not-at-top
-  from benchmarks.scale_bench import run_process  # pylint: disable=g-import-not-at-top
   shutil.rmtree(work_dir, ignore_errors=True)
   cmd = pretrain_command(work_dir, corpus_dir, annotations_dir, refresh)
-  p = run_process(cmd)
+  p = common.run_process(cmd)
   if p["rc"] != 0:
     # Kept, not raised: a process the kernel killed for memory still has its peak (`os.wait4`),
     # a lower bound of what the mode needs; the other mode's figures are not lost.

@@ -14,7 +14,7 @@ import dataclasses
 import runpy
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from realm_tf.launch import cli  # first: quiets TensorFlow's C++ logs before it is imported
+from realm_tf.utils import command_line  # first: quiets TensorFlow's C++ logs before it is imported
 
 import grpc  # pylint: disable=g-bad-import-order,wrong-import-order
 import numpy as np  # pylint: disable=g-bad-import-order,wrong-import-order
@@ -251,7 +251,7 @@ def answer(config: ClientConfig, questions: Sequence[str]) -> str:
   """Asks `config`'s model `questions` and returns the formatted answers.
 
   A failed RPC (server unreachable, unknown model, rejected input) raises a ServingError
-  "<server>: <CODE>: <details>", which `cli.run` prints as a one-line error (exit status 2).
+  "<server>: <CODE>: <details>", which `command_line.run` prints as a one-line error (exit status 2).
   """
   with PredictClient(config.server, config.model_name, config.signature_name,
                      version=config.model_version, version_label=config.model_version_label,

@@ -10,10 +10,7 @@ without a failed or dropped request, which is TF Serving's availability-preservi
 import contextlib
 import dataclasses
 import enum
-import glob
-import importlib.util
 import os
-import sys
 import threading
 from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
@@ -27,6 +24,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from realm_tf.io.errors import error_text
 from realm_tf.io.memory import return_free_memory
+from realm_tf.utils import custom_ops
 from serving import validation
 from serving.model_config import ModelConfig, list_versions
 from serving.validation import ServingError
@@ -36,30 +34,13 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit.
 
 
-def import_text_ops() -> None:
-  """Registers TF.Text's ops, which tensorflow_model_server links in (the exports tokenize).
-
-  Loads the package's op libraries without importing its Python modules, whose Keras layers
-  would bring Keras into the server's process (`cli.keep_keras_out`). Once `tensorflow_text` is
-  imported its ops are registered, and nothing is loaded twice.
-  """
-  if "tensorflow_text" in sys.modules:
-    return
-  spec = importlib.util.find_spec("tensorflow_text")
-  if spec is None or not spec.submodule_search_locations:
-    raise ImportError("tensorflow_text is not installed; the exports' tokenizer needs its ops")
-  ops_dir = os.path.join(spec.submodule_search_locations[0], "python", "ops")
-  for library in sorted(glob.glob(os.path.join(ops_dir, "*.so"))):
-    tf.load_op_library(library)
-
-
 def import_scann() -> bool:
-  """Registers ScaNN's TF ops (needed to load the ScaNN export); False if ScaNN is not installed."""
-  import_text_ops()
+  """Registers TF.Text's and ScaNN's TF ops (the ScaNN export needs both); False if ScaNN is not
+  installed."""
+  custom_ops.register_text_ops()
   try:
     import scann  # pylint: disable=import-outside-toplevel,unused-import
-    # pylint: disable-next=import-outside-toplevel,unused-import
-    from scann.scann_ops.py import scann_ops
+    custom_ops.register_scann_ops()
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("ScaNN ops not registered (%s); ScaNN SavedModels will not load", e)
     return False

@@ -31,10 +31,10 @@ import time
 from concurrent import futures
 from typing import List, Optional
 
-from realm_tf.launch import cli  # first: quiets TensorFlow's C++ logs before it is imported
+from realm_tf.utils import command_line  # first: quiets TensorFlow's C++ logs before it is imported
 
 if __name__ == "__main__":  # a server process: TensorFlow without Keras (imported next)
-  cli.keep_keras_out()
+  command_line.keep_keras_out()
 
 import grpc  # pylint: disable=g-bad-import-order,wrong-import-order
 from absl import logging  # pylint: disable=g-bad-import-order,wrong-import-order

@@ -14,7 +14,7 @@ import pytest
 from absl import app
 from absl import flags
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 from realm_tf.launch import validators
 from realm_tf.testing import cli as cli_testing
 
@@ -155,7 +155,7 @@ def test_bad_value_is_refused_while_parsing(cli_name, argv, needle, tmp):
   fv = _flag_values(cli_name)
   with pytest.raises(flags.IllegalFlagValueError) as info:
     fv([cli_name, *_required(cli_name, tmp), *argv])
-  message = cli._flag_error_message(info.value)  # the text after `error: `
+  message = command_line._flag_error_message(info.value)  # the text after `error: `
   assert needle in message, message
   assert "\n" not in message and not message.startswith("flag")
 

@@ -25,6 +25,7 @@ from realm_tf.launch import pretrain
 from realm_tf.stages import evaluate as evaluate_stage
 from realm_tf.stages import finetune as finetune_stage
 from realm_tf.stages import pretrain_job
+from realm_tf.testing.cli import parsed_flags
 
 # (id, title, text): 24 passages; DPR's text cells are quoted, and quotes inside are doubled.
 PLACES = [("Warsaw", "Vistula", "Poland"), ("Paris", "Seine", "France"),
@@ -60,14 +61,6 @@ FINETUNE_TOY = ["--reader_init=", "--reader_preset=tiny", "--num_train_steps=2",
                 "--reader_query_length=16", "--span_hidden_size=16"]
 
 
-def _parsed(program, *argv):
-  """The parsed flags of `python -m realm_tf.launch.<program> <argv>`."""
-  fv = flags.FlagValues()
-  program.define_flags(fv)
-  fv([program.__name__, *argv])
-  return fv
-
-
 def _tsv_cell(text: str) -> str:
   """A text cell as psgs_w100.tsv writes it: in quotes, with a quote inside doubled."""
   return '"' + text.replace('"', '""') + '"'
@@ -88,7 +81,7 @@ def dpr(tmp_path_factory):
   questions.write_text("".join(lines), encoding="utf-8")
   work = root / "dpr"
   spec = f"dpr_qa:{questions}"
-  summary = pretrain_job.run(pretrain.config_from_flags(_parsed(
+  summary = pretrain_job.run(pretrain.config_from_flags(parsed_flags(
       pretrain, f"--inputs={passages}", f"--work_dir={work}", f"--eval_questions={spec}",
       *PRETRAIN_TOY)))
   return {"work": work, "passages": passages, "spec": spec, "summary": summary}
@@ -111,7 +104,7 @@ def test_dpr_passages_and_questions_pretrain_finetune_and_evaluate(dpr):
   assert summary["heldout_end"]["bm25_question_recall@20"] == 1.0
 
   # Fine-tuning on the qa.csv, every path from the work dir.
-  job = finetune_cli.job_from_flags(_parsed(finetune_cli, f"--work_dir={work}",
+  job = finetune_cli.job_from_flags(parsed_flags(finetune_cli, f"--work_dir={work}",
                                             f"--dataset={spec}", *FINETUNE_TOY))
   result = finetune_stage.run(job)
   assert result["num_examples"] == len(QUESTIONS)
@@ -119,7 +112,7 @@ def test_dpr_passages_and_questions_pretrain_finetune_and_evaluate(dpr):
 
   # Evaluation on the same questions: each qa.csv line, its answers as the file gives them.
   metrics = evaluate_stage.run(evaluate_cli.config_from_flags(
-      _parsed(evaluate_cli, f"--work_dir={work}", f"--dataset={spec}", "--recall_ks=1,5")))
+      parsed_flags(evaluate_cli, f"--work_dir={work}", f"--dataset={spec}", "--recall_ks=1,5")))
   assert metrics["num_examples"] == len(QUESTIONS)
   with open(work / "finetune" / "eval" / "dpr_qa_nq-test-test.jsonl", encoding="utf-8") as f:
     predictions = [json.loads(line) for line in f]
@@ -159,5 +152,5 @@ def test_finetune_refuses_beir_questions_which_have_no_answers(tmp_path):
   (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "What is a prion?"}\n')
   (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
   with pytest.raises(flags.IllegalFlagValueError, match="BEIR questions have no answer strings"):
-    _parsed(finetune_cli, f"--dataset=beir:{tmp_path}")
-  _parsed(evaluate_cli, f"--dataset=beir:{tmp_path}")  # evaluation takes them (retrieval only)
+    parsed_flags(finetune_cli, f"--dataset=beir:{tmp_path}")
+  parsed_flags(evaluate_cli, f"--dataset=beir:{tmp_path}")  # evaluation takes them (retrieval only)

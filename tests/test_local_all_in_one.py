@@ -23,7 +23,7 @@ import pytest
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.stages import pretrain_job
 from realm_tf.training.trainer import DONE_MARKER
-from tests.test_pretrain_e2e import DOCS
+from realm_tf.testing import toy_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ RUN_TIMEOUT = 900
 def corpus(tmp_path_factory):
   root = tmp_path_factory.mktemp("aio_corpus")
   src = root / "docs.jsonl"
-  src.write_text("\n".join(json.dumps(d) for d in DOCS) + "\n")
+  src.write_text("\n".join(json.dumps(d) for d in toy_jobs.DOCS) + "\n")
   # Blocks of the main job's default length, which the script's trainer uses.
   pretrain_job.ensure_corpus([str(src)], str(root / "corpus"),
                              block_length=pretrain_job.PretrainJobConfig().block_length)

@@ -23,30 +23,16 @@ from realm_tf.stages.ict_experiment import IctConfig, IctJobConfig
 from realm_tf.stages.realm_experiment import (BundleMismatchError, PretrainConfig,
                                                 RealmExperiment)
 from realm_tf.training.trainer import DONE_MARKER, ConfigMismatchError
+from realm_tf.testing import toy_jobs
 
 MICRO = EncoderConfig(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64)
-
-DOCS = [
-    {"title": "Marie Curie", "text": "Marie Curie was born in Warsaw in 1867. She won the Nobel "
-     "Prize in Physics in 1903. She later moved to Paris and worked at the Sorbonne."},
-    {"title": "Warsaw", "text": "Warsaw is the capital of Poland. The Vistula River flows "
-     "through Warsaw. Frederic Chopin grew up in Warsaw before moving to Paris in 1831."},
-    {"title": "Sorbonne", "text": "The Sorbonne is a building in Paris. It housed the University "
-     "of Paris. Pierre Curie taught there in 1904 after the Nobel Prize."},
-    {"title": "Vistula", "text": "The Vistula is the longest river in Poland. It flows into the "
-     "Baltic Sea near Gdansk. Krakow also lies on the Vistula."},
-    {"title": "Chopin", "text": "Frederic Chopin was a Polish composer. He was born in 1810 in "
-     "Zelazowa Wola. He died in Paris in October 1849."},
-    {"title": "Nobel Prize", "text": "Alfred Nobel founded the Nobel Prize in 1895. The first "
-     "prizes were awarded in Stockholm in 1901. Albert Einstein won the prize in 1921."},
-]
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
   root = tmp_path_factory.mktemp("realm_e2e")
   src = root / "docs.jsonl"
-  src.write_text("\n".join(json.dumps(d) for d in DOCS) + "\n")
+  src.write_text("\n".join(json.dumps(d) for d in toy_jobs.DOCS) + "\n")
   dirs = {k: str(root / k) for k in ("corpus", "annotations", "ict", "realm", "index")}
   pretrain_job.ensure_corpus([str(src)], dirs["corpus"])
   pretrain_job.ensure_annotations(dirs["corpus"], dirs["annotations"])
@@ -188,25 +174,13 @@ def test_ict_launcher_trains_exports_and_publishes_the_first_bundle(work, tmp_pa
   assert missing in proc.stderr and "error:" in proc.stderr
 
 
-def _toy_job(work, work_dir: str, **overrides) -> pretrain_job.PretrainJobConfig:
-  """The main job at toy size on the module's corpus and annotations."""
-  dirs, _, _ = work
-  return pretrain_job.PretrainJobConfig(
-      work_dir=work_dir, corpus_dir=dirs["corpus"],  # no inputs: the (288-wordpiece) corpus's
-      annotations_dir=dirs["annotations"], retriever_preset="tiny",
-      retriever_init=None, ict_steps=2, ict_batch_size=4, reader_preset="tiny", reader_init=None,
-      reader_warmup_steps=2, reader_warmup_batch_size=2, batch_size=2, num_train_steps=2,
-      refresh_every_steps=2, checkpoint_every=2, num_candidates=2, min_recall=0.0,
-      heldout_fraction=0.3, heldout_queries=4, **overrides)
-
-
 @pytest.mark.slow  # kept out of the default run for its time; `make test-slow` runs it
 def test_main_job_runs_every_stage_and_repeats_with_the_same_seed(work, tmp_path):
   """`pretrain_job.run` (what `python -m realm_tf.launch.pretrain` calls) through ICT, the
   reader warm-up, REALM with inline refresh and the held-out figures, at toy size; a second run
   with the same seed gives the same figures (the seed fixes the models' initialisation and
   dropout as well as the data order)."""
-  summary = pretrain_job.run(_toy_job(work, str(tmp_path / "a"), seed=3))
+  summary = pretrain_job.run(toy_jobs.toy_job(work[0], str(tmp_path / "a"), seed=3))
   assert set(summary["ict"]) == {"loss", "accuracy"}
   assert np.isfinite(summary["reader_warmup"]["loss"])
   assert np.isfinite(summary["train"]["loss"]) and summary["train"]["loss"] > 0
@@ -218,5 +192,5 @@ def test_main_job_runs_every_stage_and_repeats_with_the_same_seed(work, tmp_path
     return [{k: v for k, v in s[stage].items() if k != "progress_line"}  # has a rate
             for stage in ("ict", "reader_warmup", "train")]
 
-  second = pretrain_job.run(_toy_job(work, str(tmp_path / "b"), seed=3))
+  second = pretrain_job.run(toy_jobs.toy_job(work[0], str(tmp_path / "b"), seed=3))
   assert figures(summary) == figures(second)

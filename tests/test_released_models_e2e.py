@@ -88,6 +88,7 @@ def _build_chain(root: str, work: str, base: str, server):
   from realm_tf.checkpoints import convert
   from realm_tf.openqa.features import OpenQAExample
   from realm_tf.release import importer
+  from realm_tf.release import orqa_model
   from realm_tf.stages import evaluate as evaluate_lib
   from realm_tf.stages import export_job
   from realm_tf.stages import finetune
@@ -99,7 +100,7 @@ def _build_chain(root: str, work: str, base: str, server):
       titles=os.path.join(rel.blocks_dir, "titles.tfr"), embedder=rel.embedder_dir,
       work_dir=work, searcher="scann", num_attention_heads=release.HEADS))
   model_dir = os.path.join(work, "finetune")
-  converted = convert.run(convert.ConvertConfig(
+  converted = orqa_model.run(convert.ConvertConfig(
       format="tf1", input=rel.finetuned_checkpoint, output_dir=model_dir, target="openqa",
       work_dir=work))
   tok = reference.WordpieceTokenizer(default_vocab_path())
@@ -277,22 +278,22 @@ def test_scann_export_serves_the_imported_searcher_with_orqa_settings(chain):
   """`realm_openqa_scann` holds the import's own ScaNN searcher (ORQA's settings: tree clamped to
   one leaf at 20 rows, asymmetric hashing with 2 dimensions a block, exact rescoring of the k
   it returns) and records it; not a brute-force searcher built for the corpus size."""
-  from realm_tf.export import mips
   from realm_tf.export import versioning
   from realm_tf.release import importer
   from realm_tf.retrieval import bundle as bundle_lib
+  from realm_tf.retrieval import orqa_scann
   n = len(release.DOCUMENTS)
   bundle = bundle_lib.latest(os.path.join(chain["work"], "index"))
-  orqa = mips.scann_config_json(importer.scann_config(importer.ImportConfig(), n).resolve(n))
+  orqa = orqa_scann.scann_config_json(importer.scann_config(importer.ImportConfig(), n).resolve(n))
   assert (orqa["mode"], orqa["num_leaves"], orqa["num_leaves_to_search"],
           orqa["training_sample_size"], orqa["dimensions_per_block"],
           orqa["anisotropic_quantization_threshold"], orqa["reordering_num_neighbors"],
           orqa["rescoring"]) == ("tree_ah", 1, 1, n, 2, None, 1, "gather")
-  assert bundle.manifest[mips.RELEASE_SCANN_CONFIG] == orqa
+  assert bundle.manifest[orqa_scann.RELEASE_SCANN_CONFIG] == orqa
   path = chain["exported"]["realm_openqa_scann"]
   scann = versioning.read_export_info(path)["scann"]
   assert scann == {"source": "index_bundle", "settings": "import_release", "bundle": bundle.path,
-                   "config": mips.scann_config_json(bundle.manifest["searcher"]["config"])}
+                   "config": orqa_scann.scann_config_json(bundle.manifest["searcher"]["config"])}
   assert {k: v for k, v in scann["config"].items() if k in orqa} == {
       k: v for k, v in orqa.items() if k in scann["config"]}
   shapes = _variable_shapes(path)
@@ -367,12 +368,13 @@ def test_served_scann_top5_is_the_imported_searchers_at_2000_rows(tmp_path):
   gives the same answers; the job's summary and `.export-done.json` record ORQA's settings."""
   import tensorflow as tf
   from realm_tf.checkpoints import convert
-  from realm_tf.export import mips
   from realm_tf.release import importer
+  from realm_tf.release import orqa_model
   from realm_tf.retrieval import bundle as bundle_lib
-  from realm_tf.retrieval.searcher import register_scann_ops
+  from realm_tf.retrieval import orqa_scann
   from realm_tf.stages import evaluate as evaluate_lib
   from realm_tf.stages import export_job
+  from realm_tf.utils.custom_ops import register_scann_ops
   documents, questions = _large_release_texts()
   rel = release.write_release(str(tmp_path / "release"), documents=documents)
   work = str(tmp_path / "work")
@@ -381,8 +383,8 @@ def test_served_scann_top5_is_the_imported_searchers_at_2000_rows(tmp_path):
       titles=os.path.join(rel.blocks_dir, "titles.tfr"), embedder=rel.embedder_dir,
       work_dir=work, searcher="scann", num_attention_heads=release.HEADS))
   model_dir = os.path.join(work, "finetune")
-  convert.run(convert.ConvertConfig(format="tf1", input=rel.finetuned_checkpoint,
-                                    output_dir=model_dir, target="openqa", work_dir=work))
+  orqa_model.run(convert.ConvertConfig(format="tf1", input=rel.finetuned_checkpoint,
+                                       output_dir=model_dir, target="openqa", work_dir=work))
   base = os.path.join(work, "serving")
   summary = export_job.run(export_job.ExportConfig(
       model_dir=model_dir, export_base=base, variant="scann",
@@ -405,7 +407,7 @@ def test_served_scann_top5_is_the_imported_searchers_at_2000_rows(tmp_path):
   assert differs_from_exact.sum() >= 1
 
   # The job records the searcher it served: ORQA's settings, saved whole.
-  orqa = mips.scann_config_json(importer.scann_config(importer.ImportConfig(), NUM_LARGE))
+  orqa = orqa_scann.scann_config_json(importer.scann_config(importer.ImportConfig(), NUM_LARGE))
   config = summary["scann"]["config"]
   assert summary["scann"]["source"] == "index_bundle"
   assert (config["mode"], config["num_leaves"], config["num_leaves_to_search"],

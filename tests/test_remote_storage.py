@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.checkpoints import hf_bert_test
+from realm_tf.testing import bert_checkpoints
 from realm_tf.data import block_lookup
 from realm_tf.io import paths
 from realm_tf.io import work_dir as work_dir_lib
@@ -37,10 +37,10 @@ from realm_tf.stages import pretrain_job
 from realm_tf.training import warm_start
 from realm_tf.testing import export_models
 from realm_tf.training.trainer import DONE_MARKER
+from realm_tf.testing.cli import parsed_flags
+from realm_tf.testing import toy_jobs
 from serving import model_config
 from serving import model_manager
-from tests.test_pretrain_e2e import DOCS, _toy_job
-from tests.test_user_questions_e2e import TOY, _parsed
 
 # The longest end-to-end runs are kept out of the default run (`make test-slow` runs them);
 # the default run keeps one end-to-end smoke of the same path (tests/test_field_formats_e2e.py
@@ -66,7 +66,7 @@ def remote(tmp_path, monkeypatch):
   monkeypatch.setattr(block_lookup.tempfile, "tempdir", str(tmp_path / "cache"))
   local = tmp_path / "beam"
   local.mkdir()
-  (local / "docs.jsonl").write_text("\n".join(json.dumps(d) for d in DOCS) + "\n")
+  (local / "docs.jsonl").write_text("\n".join(json.dumps(d) for d in toy_jobs.DOCS) + "\n")
   pretrain_job.ensure_corpus([str(local / "docs.jsonl")], str(local / "corpus"))
   pretrain_job.ensure_annotations(str(local / "corpus"), str(local / "annotations"))
   root = f"ram://{tmp_path.name}/work"
@@ -74,8 +74,8 @@ def remote(tmp_path, monkeypatch):
     paths.copy_tree(str(local / name), f"{root}/{name}")
   with tf.io.gfile.GFile(f"{root}/my_qa.jsonl", "w") as f:
     f.write("\n".join(json.dumps(q) for q in QUESTIONS) + "\n")
-  hf_bert_test._write_hf_dir(  # pylint: disable=protected-access
-      str(local / "hf_reader"), HF_READER, hf_bert_test.make_hf_arrays(HF_READER))
+  bert_checkpoints.write_hf_dir(
+      str(local / "hf_reader"), HF_READER, bert_checkpoints.make_hf_arrays(HF_READER))
   paths.copy_tree(str(local / "hf_reader"), f"{root}/hf_reader")
   yield root
   paths.remove_tree(f"ram://{tmp_path.name}")
@@ -84,7 +84,7 @@ def remote(tmp_path, monkeypatch):
 def test_main_job_finetune_evaluate_export_and_serve_on_ram(remote):
   work = work_dir_lib.WorkDir(remote)
   # Pre-training: ICT, the reader warm-up, index refresh and REALM with held-out evaluation.
-  job = _toy_job(({"corpus": work.corpus, "annotations": work.annotations}, None, None), remote)
+  job = toy_jobs.toy_job({"corpus": work.corpus, "annotations": work.annotations}, remote)
   summary = pretrain_job.run(dataclasses.replace(job, reader_init=f"{remote}/hf_reader"))
   assert all(path.startswith(f"{remote}/") for path in summary["dirs"].values())
   assert np.isfinite(summary["reader_warmup"]["loss"]) and np.isfinite(summary["train"]["loss"])
@@ -97,7 +97,7 @@ def test_main_job_finetune_evaluate_export_and_serve_on_ram(remote):
 
   # Fine-tuning and evaluation on questions stored beside the work dir.
   dataset = f"--dataset=jsonl:{remote}/my_qa.jsonl"
-  job = finetune_cli.job_from_flags(_parsed(finetune_cli, f"--work_dir={remote}", dataset, *TOY))
+  job = finetune_cli.job_from_flags(parsed_flags(finetune_cli, f"--work_dir={remote}", dataset, *toy_jobs.FINETUNE_TOY))
   result = finetune_stage.run(job)
   assert result["num_examples"] == len(QUESTIONS)
   assert tf.io.gfile.exists(os.path.join(work.finetune, DONE_MARKER))
@@ -105,13 +105,13 @@ def test_main_job_finetune_evaluate_export_and_serve_on_ram(remote):
     recorded = json.load(f)
   assert recorded["corpus_dir"] == work.corpus and recorded["index_bundle"] == live.path
   metrics = evaluate_stage.run(evaluate_cli.config_from_flags(
-      _parsed(evaluate_cli, f"--work_dir={remote}", dataset, "--recall_ks=1,5")))
+      parsed_flags(evaluate_cli, f"--work_dir={remote}", dataset, "--recall_ks=1,5")))
   assert metrics["num_examples"] == len(QUESTIONS)
   assert tf.io.gfile.exists(os.path.join(work.finetune, "eval", "jsonl_my_qa-test.jsonl"))
 
   # Export, and the model server's manager finds and loads the version there.
   exported = export_job.run(export_cli.config_from_flags(
-      _parsed(export_cli, f"--work_dir={remote}", "--variant=stock", "--components=openqa")))
+      parsed_flags(export_cli, f"--work_dir={remote}", "--variant=stock", "--components=openqa")))
   base = os.path.join(work.serving, "realm_openqa")
   assert exported == {"export_base": work.serving, "models": {"realm_openqa": f"{base}/1"}}
   assert model_config.list_versions(base) == [1]

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks import scale_bench, scale_corpus, scale_fit, scale_stages
+from benchmarks import common, scale_bench, scale_corpus, scale_fit, scale_stages
 from realm_tf.launch import config_program
 
 
@@ -384,12 +384,12 @@ def test_the_config_comes_from_the_command_line():
 
 
 def test_a_process_is_measured_by_the_kernel():
-  p = scale_bench.run_process([sys.executable, "-c",
-                               "x = bytearray(300_000_000); x[::4096] = b'1' * len(x[::4096]); "
-                               "print('RESULT {\"n\": 1}')"])
+  p = common.run_process([sys.executable, "-c",
+                          "x = bytearray(300_000_000); x[::4096] = b'1' * len(x[::4096]); "
+                          "print('RESULT {\"n\": 1}')"])
   assert p["rc"] == 0 and p["peak_rss"] >= 300e6
-  assert scale_bench.parse_stage_output(p["stdout"], "RESULT ") == {"n": 1}
-  assert scale_bench.run_process([sys.executable, "-c", "raise SystemExit(3)"])["rc"] == 3
+  assert common.parse_stage_output(p["stdout"], "RESULT ") == {"n": 1}
+  assert common.run_process([sys.executable, "-c", "raise SystemExit(3)"])["rc"] == 3
 
 
 def test_mapped_file_pages_are_counted_per_file(tmp_path):

@@ -12,12 +12,12 @@ import json
 
 import numpy as np
 import pytest
-from absl import flags
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.io import work_dir as work_dir_lib
 from realm_tf.launch import pretrain
 from realm_tf.stages import pretrain_job
+from realm_tf.testing.cli import parsed_flags
 
 # The longest end-to-end runs are kept out of the default run (`make test-slow` runs them);
 # the default run keeps one end-to-end smoke of the same path (tests/test_field_formats_e2e.py
@@ -104,10 +104,7 @@ TOY = ["--retriever_preset=minilm", "--retriever_init=minilm", "--ict_steps=0",
 
 def _config(*argv) -> pretrain_job.PretrainJobConfig:
   """The job's config from a `python -m realm_tf.launch.pretrain` command line."""
-  fv = flags.FlagValues()
-  pretrain.define_flags(fv)
-  fv(["pretrain", *argv])
-  return pretrain.config_from_flags(fv)
+  return pretrain.config_from_flags(parsed_flags(pretrain, *argv))
 
 
 @pytest.fixture(scope="module")

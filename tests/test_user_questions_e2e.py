@@ -14,7 +14,6 @@ import json
 import os
 
 import pytest
-from absl import flags
 
 from realm_tf.launch import evaluate as evaluate_cli
 from realm_tf.launch import export as export_cli
@@ -26,6 +25,8 @@ from realm_tf.stages import export_job
 from realm_tf.stages import finetune as finetune_stage
 from realm_tf.testing import export_models as ex_testing
 from realm_tf.testing import openqa_models as T
+from realm_tf.testing.cli import parsed_flags
+from realm_tf.testing import toy_jobs
 
 # Kept out of the default run for its time (`make test-slow` runs it). Each of its steps has its own
 # default-run check: fine-tuning and evaluation on a question file with every path from the work
@@ -34,20 +35,8 @@ from realm_tf.testing import openqa_models as T
 # gRPC as it does in process (tests/test_serving_e2e.py).
 pytestmark = pytest.mark.slow
 
-# Toy sizes over the recipe's defaults: a tiny reader from random weights, two steps.
-TOY = ["--reader_init=", "--reader_preset=tiny", "--num_train_steps=2", "--batch_size=4",
-       "--checkpoint_every=2", "--reader_seq_length=64", "--reader_query_length=16",
-       "--span_hidden_size=16"]
 # The scale REALM pre-training put on the index's scores (the main job's), as its export records.
 REALM_SCALE = 0.05
-
-
-def _parsed(program, *argv):
-  """The parsed flags of `python -m realm_tf.launch.<program> <argv>`."""
-  fv = flags.FlagValues()
-  program.define_flags(fv)
-  fv([program.__name__, *argv])
-  return fv
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +66,7 @@ def test_finetune_evaluate_export_and_serve_your_questions(mine):
   work, dataset = mine["work"], f"--dataset=jsonl:{mine['questions']}"
   # Fine-tuning: every path from the work dir; the score scale as the old help said to give it
   # on a MiniLM index (0.05), which the index already carries: not applied a second time.
-  job = finetune_cli.job_from_flags(_parsed(finetune_cli, f"--work_dir={work}", dataset, *TOY,
+  job = finetune_cli.job_from_flags(parsed_flags(finetune_cli, f"--work_dir={work}", dataset, *toy_jobs.FINETUNE_TOY,
                                             f"--retrieval_score_scale={REALM_SCALE}"))
   assert (job.index_dir, job.corpus_dir, job.model_dir) == (
       str(work / "index"), str(work / "corpus"), str(work / "finetune"))
@@ -88,7 +77,7 @@ def test_finetune_evaluate_export_and_serve_your_questions(mine):
 
   # Evaluation of the run in the work dir, on the same file.
   metrics = evaluate_stage.run(evaluate_cli.config_from_flags(
-      _parsed(evaluate_cli, f"--work_dir={work}", dataset, "--recall_ks=1,5")))
+      parsed_flags(evaluate_cli, f"--work_dir={work}", dataset, "--recall_ks=1,5")))
   assert metrics["num_examples"] == 8 and 0.0 <= metrics["exact_match"] <= 1.0
   assert metrics["recall@5"] >= metrics["recall@1"]
   with open(work / "finetune" / "eval" / "jsonl_my_qa-test.jsonl", encoding="utf-8") as f:
@@ -96,7 +85,7 @@ def test_finetune_evaluate_export_and_serve_your_questions(mine):
 
   # Export into the work dir's serving/, then `python -m serving.server --work_dir=...`.
   exported = export_job.run(export_cli.config_from_flags(
-      _parsed(export_cli, f"--work_dir={work}", "--variant=stock", "--components=openqa")))
+      parsed_flags(export_cli, f"--work_dir={work}", "--variant=stock", "--components=openqa")))
   assert exported["models"] == {"realm_openqa": str(work / "serving" / "realm_openqa" / "1")}
   from serving import client  # pylint: disable=g-import-not-at-top
   from serving import subprocess_server  # pylint: disable=g-import-not-at-top

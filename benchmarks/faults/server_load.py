@@ -68,9 +68,9 @@ class _Call:
 
 
 def rss_bytes(pid: int) -> int:
-  """Resident set size of process `pid` (Linux /proc)."""
-  with open(f"/proc/{pid}/status", encoding="ascii") as f:
-    return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+  """Resident set size of process `pid` (`realm_tf.io.memory.rss_bytes`)."""
+  from realm_tf.io import memory  # pylint: disable=g-import-not-at-top
+  return memory.rss_bytes(pid)
 
 
 def _strings(values) -> "object":

@@ -10,7 +10,7 @@ import os
 import shutil
 from typing import Callable, Dict, List
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 
 SERVED_MODEL = "toy"
 
@@ -125,6 +125,6 @@ def one_line_user_error(call: Callable[[], object], *needles: str) -> Dict[str, 
     call()
   except Exception as e:  # pylint: disable=broad-except
     text = " ".join(str(e).split())
-    ok = cli.is_user_error(e) and all(n in text for n in needles)
+    ok = command_line.is_user_error(e) and all(n in text for n in needles)
     return {"ok": ok, "error": f"{type(e).__name__}: {text[:400]}"}
   return {"ok": False, "error": "no error raised"}

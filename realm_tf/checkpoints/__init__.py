@@ -4,4 +4,3 @@ from realm_tf.checkpoints.hf_bert import (default_minilm_dir, load_hf_bert_into_
                                           load_hf_config)
 from realm_tf.checkpoints.tf1_bert import (ReaderWeights, load_tf1_encoder, load_tf1_reader,
                                            load_tf1_retriever)
-from realm_tf.checkpoints.publish import publish_directory

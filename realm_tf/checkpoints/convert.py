@@ -11,7 +11,7 @@ Checkpoint keys by target:
 * `reader`: `reader` (`.encoder`, `.span_head.{start_dense,end_dense,layer_norm,score_dense}`).
 * `openqa` (TF1 only): a released `orqa_{nq,wq}_model_from_realm` checkpoint over an imported
   index becomes a fine-tuning model dir instead (`config.json` + `checkpoints/`, what evaluate,
-  export and the model server take; see realm_tf/checkpoints/orqa_model.py).
+  export and the model server take; see realm_tf/release/orqa_model.py).
 
 Restore with e.g. `tf.train.Checkpoint(retriever=my_retriever).read(path).expect_partial()`.
 """
@@ -26,9 +26,9 @@ from absl import logging
 from realm_tf.checkpoints import hf_bert
 from realm_tf.checkpoints import mapping
 from realm_tf.checkpoints import tf1_bert
-from realm_tf.checkpoints.publish import publish_directory
 from realm_tf.config_base import ConfigBase
 from realm_tf.io import paths
+from realm_tf.io import publish
 from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder, get_encoder_config
 from realm_tf.modeling.layers import MaskedLMHead
 
@@ -237,7 +237,7 @@ def convert_checkpoint(fmt: str, input_path: str, output_dir: str, target: str,
       "vocab_file": "vocab.txt" if vocab else None,
       **extra_config,
   }
-  with publish_directory(output_dir, overwrite=overwrite) as tmp:
+  with publish.publish_dir(paths.absolute(output_dir), replace=overwrite) as tmp:
     tf.train.Checkpoint(**objects).write(os.path.join(tmp, CHECKPOINT_NAME))
     if vocab:
       tf.io.gfile.copy(vocab, os.path.join(tmp, "vocab.txt"))
@@ -255,30 +255,12 @@ def convert_checkpoint(fmt: str, input_path: str, output_dir: str, target: str,
 
 def run(config: ConvertConfig) -> ConversionResult:
   """Converts the checkpoint `config` names and publishes it (see `convert_checkpoint`, and
-  `orqa_model.convert_orqa_model` for the `openqa` target)."""
+  `realm_tf.release.orqa_model.run` for the `openqa` target, a released open-QA model)."""
   if config.target == "openqa":
-    return _run_openqa(config)
+    raise ValueError("--target=openqa converts a released open-QA model over an imported index: "
+                     "realm_tf.release.orqa_model.run")
   return convert_checkpoint(
       config.format, config.input, config.output_dir, config.target, preset=config.preset,
       num_attention_heads=config.num_attention_heads, doc_input=config.doc_input,
       tf1_prefix=config.tf1_prefix, span_hidden_size=config.span_hidden_size,
       overwrite=config.overwrite)
-
-
-def _run_openqa(config: ConvertConfig) -> ConversionResult:
-  """The `openqa` target: a released ORQA model over an imported index → a model dir."""
-  from realm_tf.checkpoints import orqa_model  # pylint: disable=g-import-not-at-top
-  from realm_tf.io.work_dir import LAYOUT  # pylint: disable=g-import-not-at-top
-  if config.format != "tf1":
-    raise ValueError("--target=openqa converts Google's TF1 ORQA/REALM models: --format=tf1")
-  index_dir = config.index_dir or (config.work_dir and os.path.join(config.work_dir,
-                                                                    LAYOUT["index"]))
-  corpus_dir = config.corpus_dir or (config.work_dir and os.path.join(config.work_dir,
-                                                                      LAYOUT["corpus"]))
-  if not index_dir or not corpus_dir:
-    raise ValueError("--target=openqa needs --work_dir (an imported release) or --index_dir "
-                     "and --corpus_dir.")
-  out = orqa_model.convert_orqa_model(config.input, config.output_dir, index_dir, corpus_dir,
-                                      config.num_attention_heads, config.overwrite)
-  return ConversionResult(output_dir=out["output_dir"], checkpoint_path=out["checkpoint"],
-                          config=dict(out, target="openqa", checkpoint_keys=["model"], fresh=[]))

@@ -1,18 +1,18 @@
 """Tests for the Hugging Face BERT converter, against an independent NumPy BERT forward pass."""
 import json
-import math
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import special
 
 from realm_tf.checkpoints import convert
 from realm_tf.checkpoints import hf_bert
 from realm_tf.checkpoints.mapping import CheckpointMismatchError
 from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder
 from realm_tf.modeling.layers import MaskedLMHead
+from realm_tf.testing.bert_checkpoints import (SMALL, make_hf_arrays, numpy_bert, numpy_mlm_logits,
+                                                  params_from_hf, small_inputs, write_hf_dir)
 from realm_tf.text import RealmTokenizer, pack_pair, pack_query
 
 SENTENCES = [
@@ -21,129 +21,9 @@ SENTENCES = [
     "Café owners in Zürich said the naïve plan failed.",
 ]
 
-# A small BERT for synthetic checkpoints (runs in milliseconds).
-SMALL = EncoderConfig(vocab_size=97, hidden_size=32, num_layers=2, num_attention_heads=4,
-                      intermediate_size=48, max_position_embeddings=40, type_vocab_size=2)
-
 
 # ------------------------------------------------------------------------------------------------
 # Independent NumPy reference (float64). Kernels are [in, out].
-
-def _layer_norm(x, gamma, beta, eps=1e-12):
-  mean = x.mean(-1, keepdims=True)
-  var = ((x - mean) ** 2).mean(-1, keepdims=True)
-  return (x - mean) / np.sqrt(var + eps) * gamma + beta
-
-
-def _gelu(x):
-  return 0.5 * x * (1.0 + special.erf(x / math.sqrt(2.0)))
-
-
-def numpy_bert(params, ids, mask, type_ids, num_heads):
-  """BERT forward pass → (sequence_output [B,T,H], pooled_output [B,H])."""
-  ids, mask, type_ids = (np.asarray(a) for a in (ids, mask, type_ids))
-  b, t = ids.shape
-  x = params["word"][ids] + params["position"][:t][None] + params["type"][type_ids]
-  x = _layer_norm(x, *params["emb_ln"])
-  hidden = x.shape[-1]
-  d = hidden // num_heads
-  adder = (1.0 - mask[:, None, None, :].astype(np.float64)) * -1e9
-  for layer in params["layers"]:
-    def split(w, bias):
-      return (x @ w + bias).reshape(b, t, num_heads, d).transpose(0, 2, 1, 3)
-    q, k, v = split(*layer["q"]), split(*layer["k"]), split(*layer["v"])
-    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d) + adder
-    scores = scores - scores.max(-1, keepdims=True)
-    probs = np.exp(scores)
-    probs /= probs.sum(-1, keepdims=True)
-    ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(b, t, hidden)
-    x = _layer_norm(x + ctx @ layer["o"][0] + layer["o"][1], *layer["ln1"])
-    h = _gelu(x @ layer["i"][0] + layer["i"][1])
-    x = _layer_norm(x + h @ layer["out"][0] + layer["out"][1], *layer["ln2"])
-  pooled = np.tanh(x[:, 0] @ params["pooler"][0] + params["pooler"][1])
-  return x, pooled
-
-
-def numpy_mlm_logits(params, head, sequence_output):
-  """BERT MLM head: gelu(dense) → LayerNorm → tied output matrix + bias."""
-  h = _gelu(sequence_output @ head["dense"][0] + head["dense"][1])
-  h = _layer_norm(h, *head["ln"])
-  return h @ params["word"].T + head["bias"]
-
-
-def params_from_hf(arrays, prefix, num_layers):
-  """Reference params from Hugging Face names (PyTorch weights are [out, in])."""
-  a = {k: np.asarray(v, np.float64) for k, v in arrays.items() if v.dtype.kind == "f"}
-  p = prefix
-
-  def lin(name):
-    return a[name + ".weight"].T, a[name + ".bias"]
-
-  def ln(name):
-    return a[name + ".weight"], a[name + ".bias"]
-
-  layers = []
-  for i in range(num_layers):
-    base = f"{p}encoder.layer.{i}."
-    layers.append(dict(
-        q=lin(base + "attention.self.query"), k=lin(base + "attention.self.key"),
-        v=lin(base + "attention.self.value"), o=lin(base + "attention.output.dense"),
-        ln1=ln(base + "attention.output.LayerNorm"), i=lin(base + "intermediate.dense"),
-        out=lin(base + "output.dense"), ln2=ln(base + "output.LayerNorm")))
-  return dict(word=a[p + "embeddings.word_embeddings.weight"],
-              position=a[p + "embeddings.position_embeddings.weight"],
-              type=a[p + "embeddings.token_type_embeddings.weight"],
-              emb_ln=ln(p + "embeddings.LayerNorm"), layers=layers, pooler=lin(p + "pooler.dense"))
-
-
-def make_hf_arrays(cfg, seed=0, prefix="", with_head=False):
-  """Random BERT weights in Hugging Face naming, big enough to make every term matter."""
-  rng = np.random.default_rng(seed)
-  h, inner = cfg.hidden_size, cfg.intermediate_size
-
-  def w(*shape, scale=0.2):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-  out = {
-      prefix + "embeddings.word_embeddings.weight": w(cfg.vocab_size, h, scale=0.5),
-      prefix + "embeddings.position_embeddings.weight": w(cfg.max_position_embeddings, h),
-      prefix + "embeddings.token_type_embeddings.weight": w(cfg.type_vocab_size, h),
-      prefix + "embeddings.LayerNorm.weight": 1.0 + w(h, scale=0.1),
-      prefix + "embeddings.LayerNorm.bias": w(h, scale=0.1),
-      prefix + "embeddings.position_ids": np.arange(cfg.max_position_embeddings)[None],
-      prefix + "pooler.dense.weight": w(h, h), prefix + "pooler.dense.bias": w(h),
-  }
-  for i in range(cfg.num_layers):
-    base = f"{prefix}encoder.layer.{i}."
-    for name, (o, n_in) in {"attention.self.query": (h, h), "attention.self.key": (h, h),
-                            "attention.self.value": (h, h), "attention.output.dense": (h, h),
-                            "intermediate.dense": (inner, h), "output.dense": (h, inner)}.items():
-      out[base + name + ".weight"] = w(o, n_in)
-      out[base + name + ".bias"] = w(o, scale=0.1)
-    for name in ("attention.output.LayerNorm", "output.LayerNorm"):
-      out[base + name + ".weight"] = 1.0 + w(h, scale=0.1)
-      out[base + name + ".bias"] = w(h, scale=0.1)
-  if with_head:
-    cls = (prefix[: -len("bert.")] if prefix.endswith("bert.") else prefix) + "cls.predictions."
-    out[cls + "transform.dense.weight"] = w(h, h)
-    out[cls + "transform.dense.bias"] = w(h, scale=0.1)
-    out[cls + "transform.LayerNorm.weight"] = 1.0 + w(h, scale=0.1)
-    out[cls + "transform.LayerNorm.bias"] = w(h, scale=0.1)
-    out[cls + "bias"] = w(cfg.vocab_size, scale=0.1)
-    out[cls + "decoder.weight"] = out[prefix + "embeddings.word_embeddings.weight"]
-    out[cls + "decoder.bias"] = out[cls + "bias"]
-  return out
-
-
-def _small_inputs(cfg, seed=1, batch=3, length=12):
-  rng = np.random.default_rng(seed)
-  ids = rng.integers(0, cfg.vocab_size, size=(batch, length)).astype(np.int32)
-  mask = np.ones((batch, length), np.int32)
-  mask[1, 7:] = 0
-  mask[2, 4:] = 0
-  types = np.zeros((batch, length), np.int32)
-  types[:, 6:] = 1
-  return ids, mask, types
 
 
 def _run(encoder, ids, mask, types):
@@ -160,7 +40,7 @@ def test_synthetic_checkpoint_matches_numpy_reference_with_mlm_head():
   result = hf_bert.load_hf_bert_into_encoder(arrays, encoder, head)
   assert result.prefix == "bert."
   assert result.mlm_head_loaded
-  ids, mask, types = _small_inputs(SMALL)
+  ids, mask, types = small_inputs(SMALL)
   seq, pooled = _run(encoder, ids, mask, types)
   params = params_from_hf(arrays, "bert.", SMALL.num_layers)
   ref_seq, ref_pooled = numpy_bert(params, ids, mask, types, SMALL.num_attention_heads)
@@ -235,26 +115,10 @@ def test_load_hf_config_reads_bert_fields(tmp_path):
     hf_bert.load_hf_config(str(tmp_path))
 
 
-def _write_hf_dir(path, cfg, arrays):
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  os.makedirs(path)
-  save_file(arrays, os.path.join(path, "model.safetensors"))
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump({"model_type": "bert", "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
-               "num_hidden_layers": cfg.num_layers,
-               "num_attention_heads": cfg.num_attention_heads,
-               "intermediate_size": cfg.intermediate_size, "hidden_act": "gelu",
-               "max_position_embeddings": cfg.max_position_embeddings,
-               "type_vocab_size": cfg.type_vocab_size}, f)
-  with open(os.path.join(path, "vocab.txt"), "w") as f:
-    f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-                      + [f"w{i}" for i in range(cfg.vocab_size - 5)]) + "\n")
-
-
 def test_convert_cli_function_hf_to_retriever_and_encoder(tmp_path):
   arrays = make_hf_arrays(SMALL, prefix="bert.", with_head=True)
   src = str(tmp_path / "hf")
-  _write_hf_dir(src, SMALL, arrays)
+  write_hf_dir(src, SMALL, arrays)
   out = str(tmp_path / "out_encoder")
   result = convert.convert_checkpoint("hf", src, out, "encoder")
   assert result.config["checkpoint_keys"] == ["encoder", "mlm_head"]
@@ -271,7 +135,7 @@ def test_convert_cli_function_hf_to_retriever_and_encoder(tmp_path):
   mapping.ensure_mlm_head_built(head)
   tf.train.Checkpoint(encoder=encoder, mlm_head=head).read(result.checkpoint_path).assert_consumed()
   np.testing.assert_array_equal(head.output_bias.numpy(), arrays["cls.predictions.bias"])
-  ids, mask, types = _small_inputs(SMALL)
+  ids, mask, types = small_inputs(SMALL)
   seq, _ = _run(encoder, ids, mask, types)
   ref_seq, _ = numpy_bert(params_from_hf(arrays, "bert.", 2), ids, mask, types, 4)
   np.testing.assert_allclose(seq[mask.astype(bool)], ref_seq[mask.astype(bool)], atol=1e-4)
@@ -290,7 +154,7 @@ def test_failed_conversion_writes_nothing(tmp_path):
   arrays = make_hf_arrays(SMALL)
   arrays["pooler.dense.weight"] = np.zeros([32, 31], np.float32)
   src = str(tmp_path / "hf")
-  _write_hf_dir(src, SMALL, arrays)
+  write_hf_dir(src, SMALL, arrays)
   out = tmp_path / "out"
   with pytest.raises(CheckpointMismatchError, match=r"pooler\.dense\.weight.*\(32, 31\).*\(32, 32\)"):
     convert.convert_checkpoint("hf", src, str(out), "encoder")
@@ -344,7 +208,7 @@ def test_minilm_parity_with_numpy_reference_on_real_sentences():
 def test_convert_hf_without_head_to_knowledge_encoder_and_reader(tmp_path):
   arrays = make_hf_arrays(SMALL)  # a plain BertModel: no cls.predictions
   src = str(tmp_path / "hf")
-  _write_hf_dir(src, SMALL, arrays)
+  write_hf_dir(src, SMALL, arrays)
   ke = convert.convert_checkpoint("hf", src, str(tmp_path / "ke"), "knowledge_encoder")
   assert ke.config["fresh"] == ["knowledge_encoder.mlm_head"]
   assert ke.config["checkpoint_keys"] == ["knowledge_encoder"]
@@ -363,7 +227,7 @@ def test_convert_from_and_to_an_object_store(tmp_path):
   # ram:// (TF's in-memory filesystem) stands in for gs://: no open()/os.path call reaches it.
   from realm_tf.io import paths  # pylint: disable=g-import-not-at-top
   arrays = make_hf_arrays(SMALL, prefix="bert.", with_head=True)
-  _write_hf_dir(str(tmp_path / "hf"), SMALL, arrays)
+  write_hf_dir(str(tmp_path / "hf"), SMALL, arrays)
   root = f"ram://{tmp_path.name}"
   paths.copy_tree(str(tmp_path / "hf"), f"{root}/hf")
   assert hf_bert.load_hf_config(f"{root}/hf") == SMALL

@@ -35,6 +35,10 @@ from absl import logging
 from realm_tf.checkpoints import mapping
 from realm_tf.modeling.encoder_config import EncoderConfig, build_encoder, get_encoder_config
 
+# Google's TF1 BERT (modeling.py), which ORQA's and REALM's modules were built with, computes
+# GELU with the tanh approximation.
+TF1_BERT_ACTIVATION = "gelu_approximate"
+
 _WORD = "bert/embeddings/word_embeddings"
 
 

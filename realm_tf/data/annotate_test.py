@@ -8,7 +8,7 @@ import pytest
 
 from realm_tf.data import annotate
 from realm_tf.data import corpus
-from realm_tf.training import progress
+from realm_tf.utils import progress
 
 BODIES = {
     "obama": ("Barack Obama", "Barack Obama was born in Honolulu on August 4, 1961. He became "

@@ -42,10 +42,11 @@ from absl import logging
 
 from realm_tf.data import corpus
 from realm_tf.io.errors import error_text
+from realm_tf.io import publish
 from realm_tf.io.publish import is_remote
 from realm_tf.text import pack_document
 from realm_tf.text.packing import INPUT_KEYS
-from realm_tf.training.progress import ItemProgress
+from realm_tf.utils.progress import ItemProgress
 
 LOOKUP_DIR = "lookup"
 META = "meta.json"
@@ -215,28 +216,26 @@ def _is_fresh(lookup_dir: str, fingerprint: str) -> bool:
 
 
 def _publish_dir(tmp: str, target: str, fingerprint: str) -> None:
-  """Renames `tmp` to `target` unless a fresh lookup (of `fingerprint`) is there: that one, which
-  another process may have just built and be opening, is kept and `tmp` left to the caller to
-  remove. A stale `target` is moved aside and deleted (processes that mapped it keep their pages)
-  and `tmp` renamed in its place; if another builder publishes meanwhile, its lookup is kept."""
+  """Publishes `tmp` as `target` unless a fresh lookup (of `fingerprint`) is there: that one,
+  which another process may have just built and be opening, is kept and `tmp` left to the caller
+  to remove. A stale `target` is replaced (moved aside and deleted; processes that mapped it keep
+  their pages); if another builder publishes meanwhile, its lookup is kept."""
   for _ in range(5):
     try:
-      os.rename(tmp, target)  # refused while `target` is a directory with files in it
+      publish.move_into_place(tmp, target)
       return
-    except OSError:
-      if not os.path.exists(target):
-        raise
+    except publish.TargetExistsError:
+      pass
     if _is_fresh(target, fingerprint):
       logging.info("Block lookup %s was published by another process meanwhile; kept.", target)
       return
-    parent, name = os.path.split(os.path.abspath(target))
-    trash = os.path.join(parent, f".{name}-old-{uuid.uuid4().hex[:8]}")
-    try:
-      os.rename(target, trash)
-    except FileNotFoundError:
-      continue  # another builder moved it aside first
     logging.info("Replacing the stale block lookup %s.", target)
-    shutil.rmtree(trash, ignore_errors=True)
+    try:
+      publish.move_into_place(tmp, target, replace=True)
+      return
+    except (OSError, tf.errors.OpError):
+      if not os.path.exists(target):
+        raise
   raise corpus.CorpusError(f"Could not publish the block lookup {target}: other processes kept "
                            "replacing it.")
 

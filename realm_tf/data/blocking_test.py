@@ -3,12 +3,6 @@ import numpy as np
 import pytest
 
 from realm_tf.data import blocking
-from realm_tf.text import RealmTokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-  return RealmTokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -444,3 +444,16 @@ def record_paths(directory: str, manifest: Dict) -> List[str]:
   """Shard paths of a corpus or annotation manifest, in manifest order."""
   return [os.path.join(directory, s["file"]) for s in manifest["shards"]]
 
+
+def doc_blocks(corpus_dir: str, doc_ids: Iterable[str]) -> Dict[str, set]:
+  """doc_id → set of its block ids for the documents `doc_ids` (those the corpus lacks map to
+  nothing), in one streaming pass over the corpus shards: only the wanted documents are held."""
+  wanted = np.array(sorted({d.encode("utf-8") for d in doc_ids if d}), dtype=object)
+  out: Dict[str, set] = {}
+  if not len(wanted):
+    return out
+  for b in read_blocks(corpus_dir).ragged_batch(4096):
+    docs, ids = b["doc_id"].numpy(), b["block_id"].numpy()
+    for row in np.flatnonzero(np.isin(docs, wanted)):
+      out.setdefault(docs[row].decode("utf-8"), set()).add(int(ids[row]))
+  return out

@@ -9,7 +9,7 @@ import tensorflow as tf
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import masking
 from realm_tf.data.pretrain_pipeline import indexed_masked_examples
-from realm_tf.data.pretrain_pipeline_service_test import _write_corpus_and_annotations
+from realm_tf.testing.retrieval_fixtures import write_corpus_and_annotations
 from realm_tf.text import RealmTokenizer
 
 TOK = RealmTokenizer()
@@ -37,7 +37,7 @@ def test_realm_and_warmup_queries_partition_the_training_blocks():
 
 
 def test_masked_queries_of_realm_and_the_warmup_come_from_disjoint_blocks(tmp_path):
-  corpus_dir, ann_dir = _write_corpus_and_annotations(str(tmp_path), TOK)
+  corpus_dir, ann_dir = write_corpus_and_annotations(str(tmp_path), TOK)
   records = list(corpus_lib.read_annotations(ann_dir))
   buckets = sorted(int(corpus_lib.record_bucket(r)) for r in records)
   # Cut between the sorted buckets: one record held out, two for REALM, the rest the warm-up's.
@@ -57,7 +57,7 @@ def test_masked_queries_of_realm_and_the_warmup_come_from_disjoint_blocks(tmp_pa
 
 def test_realm_query_shards_are_the_one_host_stream_split_by_window(tmp_path):
   """Two input pipelines' masked queries: each example as one host masks it at that position."""
-  _, ann_dir = _write_corpus_and_annotations(str(tmp_path), TOK)
+  _, ann_dir = write_corpus_and_annotations(str(tmp_path), TOK)
   masker = masking.Masker(masking.MaskingConfig(query_length=24, max_predictions=6), TOK)
 
   def examples(n, **shard):
@@ -71,7 +71,7 @@ def test_realm_query_shards_are_the_one_host_stream_split_by_window(tmp_path):
 
 
 def test_a_split_that_leaves_no_query_is_refused(tmp_path):
-  _, ann_dir = _write_corpus_and_annotations(str(tmp_path), TOK)
+  _, ann_dir = write_corpus_and_annotations(str(tmp_path), TOK)
   masker = masking.Masker(masking.MaskingConfig(query_length=24, max_predictions=6), TOK)
   # Every record's bucket falls in REALM's share: the warm-up would have no query.
   top = max(int(corpus_lib.record_bucket(r)) for r in corpus_lib.read_annotations(ann_dir))

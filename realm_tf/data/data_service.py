@@ -55,7 +55,7 @@ class DataServiceConfig(ConfigBase):
 def register_pipeline_ops() -> None:
   """Registers the custom ops the pre-training dataset graph uses: TF.Text and ScaNN."""
   import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import
-  from realm_tf.retrieval.searcher import register_scann_ops  # pylint: disable=g-import-not-at-top
+  from realm_tf.utils.custom_ops import register_scann_ops  # pylint: disable=g-import-not-at-top
   register_scann_ops()
   del tensorflow_text
 

@@ -5,7 +5,6 @@ import tensorflow as tf
 
 from realm_tf.data import corpus
 from realm_tf.data import masking
-from realm_tf.text import RealmTokenizer
 
 TEXT = "Café Müller visited 東京 🎉 and naïve Zoë on 4 August 1961. Second sentence here."
 
@@ -35,11 +34,6 @@ def _record(text, spans, sentences=None, block_id=7):
 def _many(masker, record, n):
   """masker(i, record) for i < n, with the traced function (eager calls are slow)."""
   return [masker.compiled(tf.constant(i, tf.int64), record) for i in range(n)]
-
-
-@pytest.fixture(scope="module")
-def tok():
-  return RealmTokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from typing import Dict
 
 import tensorflow as tf
 
-from realm_tf.data import ict
+from realm_tf.data import ict_examples
 from realm_tf.text import packing
 
 
@@ -34,14 +34,15 @@ class MlmConfig:
   min_sentences: int = 2
 
 
-class MlmExampleBuilder(ict.ICTExampleBuilder):
+class MlmExampleBuilder(ict_examples.ICTExampleBuilder):
   """Block dicts (corpus.read_blocks) → masked `[CLS] sentence [SEP] rest of block [SEP]`."""
 
   def __init__(self, config: MlmConfig = MlmConfig(), tokenizer=None):
-    super().__init__(ict.IctExampleConfig(seed=config.seed, query_length=config.query_length,
-                                   block_length=config.seq_length,
-                                   remove_rate=config.remove_rate,
-                                   min_sentences=config.min_sentences), tokenizer)
+    super().__init__(ict_examples.IctExampleConfig(seed=config.seed,
+                                                   query_length=config.query_length,
+                                                   block_length=config.seq_length,
+                                                   remove_rate=config.remove_rate,
+                                                   min_sentences=config.min_sentences), tokenizer)
     if not 0.0 < config.mask_rate < 1.0 or config.max_predictions < 1:
       raise ValueError("mask_rate must be in (0, 1) and max_predictions >= 1.")
     self.mlm_config = config
@@ -51,9 +52,9 @@ class MlmExampleBuilder(ict.ICTExampleBuilder):
     cfg = self.mlm_config
     tok = self.tokenizer
     parts = self.split(index, block)
-    joint = packing.pack_query_block(ict.as_ragged_row(parts["query_ids"]),
-                                     ict.as_ragged_row(parts["body_ids"]), cfg.query_length,
-                                     cfg.seq_length, tok.cls_id, tok.sep_id)
+    joint = packing.pack_query_block(ict_examples.as_ragged_row(parts["query_ids"]),
+                                     ict_examples.as_ragged_row(parts["body_ids"]),
+                                     cfg.query_length, cfg.seq_length, tok.cls_id, tok.sep_id)
     ids = tf.reshape(joint["input_word_ids"], [cfg.seq_length])
     mask = tf.reshape(joint["input_mask"], [cfg.seq_length])
     eligible = (mask > 0) & tf.not_equal(ids, tok.cls_id) & tf.not_equal(ids, tok.sep_id)

@@ -14,7 +14,8 @@ batching, query embedding and MIPS search — runs on the service's workers; the
 ships a dataset to its workers as a serialized graph, and a graph that *captures* a loaded
 SavedModel carries every variable value in it (as constants), so the query embedder and the whole
 ScaNN index would travel inside the graph, capped by the 2 GB protobuf limit.
-`bundle_retrieve_fn(bundle, k, load_on_worker=True)` avoids that: the graph holds only the functions
+`bundle.bundle_retrieve_fn(bundle, k, load_on_worker=True)` (realm_tf.retrieval) avoids that: the
+graph holds only the functions
 and the bundle's path, and each worker reads the weights and index from the bundle directory itself
 (once per job, with RestoreV2), so the bundle must sit on storage every worker can read (a shared
 file system, GCS). Workers must have the TF.Text and ScaNN ops registered: start them with
@@ -122,8 +123,8 @@ def check_data_service(address: str, timeout_s: float = 10.0) -> str:
   """Validates `grpc://host:port` and waits up to `timeout_s` for a dispatcher to answer there.
 
   Without this check, an unreachable dispatcher makes the tf.data client retry for minutes before
-  failing with a bare "Failed to register dataset"; here it is a DataServiceError naming the address.
-  Returns the address unchanged.
+  failing with a bare "Failed to register dataset"; here it is a DataServiceError naming the
+  address. Returns the address unchanged.
   """
   parsed = urlparse.urlparse(address)
   if parsed.scheme != "grpc" or not parsed.hostname or parsed.port is None or \
@@ -158,7 +159,8 @@ def make_pretrain_dataset(masked: tf.data.Dataset, retrieve_fn: Callable, lookup
     retrieve_fn: packed query features [B, Tq] → retrieved block ids [B, K] (K ≥ C).
     data_service: `grpc://host:port` of a tf.data service dispatcher. Masking, batching and
       `retrieve_fn` then run on the service's workers (give a retrieve_fn from
-      `bundle_retrieve_fn(..., load_on_worker=True)` so the index is not shipped inside the graph);
+      `bundle.bundle_retrieve_fn(..., load_on_worker=True)` so the index is not shipped inside the
+      graph);
       featurization runs here. The dispatcher must be started with a fixed list of worker addresses
       (static sharding: worker i of n makes batches i, i+n, …, each batch exactly once). With one
       worker the stream equals the local one element for element; with several, batches arrive in
@@ -332,40 +334,6 @@ class WorkerLoadedArray:
       return [tf.reshape(tf.io.decode_raw(raw, self.dtype, little_endian=True), self.shape)]
     handle, = _load_once(self._shared_name, [self.dtype], [self.shape], load, 1)
     return tf.raw_ops.ReadVariableOp(resource=handle, dtype=self.dtype)
-
-
-def bundle_retrieve_fn(bundle, k: int, load_on_worker: bool = False) -> Callable:
-  """Retrieval with an index bundle: its (stale) query embedder, then its searcher → block ids.
-
-  With `load_on_worker`, the returned function reads the embedder's weights, the searcher's index
-  and the block ids from `bundle.path` where it runs (see WorkerLoadedFunction) instead of
-  capturing them: use it for tf.data service, whose workers then need read access to the bundle.
-  """
-  found = min(k, int(bundle.num_rows))
-  if load_on_worker:
-    from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
-    embed_fn = WorkerLoadedFunction(os.path.join(bundle.path, bundle_lib.QUERY_EMBEDDER),
-                                    "embed_queries", bundle.query_embedder.module.embed_queries)
-    search_fn = WorkerLoadedFunction(os.path.join(bundle.path, bundle_lib.SEARCHER), "search",
-                                     bundle.searcher.search)
-    ids_array = WorkerLoadedArray(os.path.join(bundle.path, bundle_lib.BLOCK_IDS))
-    embed = lambda f: embed_fn({key: f[key] for key in INPUT_KEYS})["embeddings"]
-    search = search_fn
-    block_ids = ids_array.value
-  else:
-    embedder = bundle.query_embedder
-    searcher = bundle.searcher
-    ids_t = tf.constant(bundle.block_ids, tf.int64)
-    embed, search, block_ids = embedder.embed_queries, searcher.search, lambda: ids_t
-
-  @tf.autograph.experimental.do_not_convert
-  def retrieve(features):
-    rows, _ = search(embed(features), tf.constant(found, tf.int32))
-    # A corpus smaller than k leaves -1 (unknown block) columns, masked out downstream.
-    return tf.pad(tf.gather(block_ids(), rows), [[0, 0], [0, k - found]], constant_values=-1)
-
-  retrieve.loads_on_worker = load_on_worker
-  return retrieve
 
 
 def indexed_masked_examples(annotation_dir: str, masker, start_position: int = 0,

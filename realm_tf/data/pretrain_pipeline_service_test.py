@@ -2,9 +2,7 @@
 worker in another process (started with `python -m realm_tf.launch.data_service_worker`), on
 loopback. The worker reads the index bundle from disk itself; its stream must equal the local one.
 """
-import json
 import os
-import re
 import select
 import socket
 import subprocess
@@ -17,17 +15,18 @@ import tensorflow as tf
 import tf_keras
 
 import realm_tf
-from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import masking as masking_lib
 from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.data.pretrain_pipeline import (INPUT_KEYS, DataServiceError, PipelineConfig,
-                                             bundle_retrieve_fn, check_data_service,
-                                             indexed_masked_examples, make_pretrain_dataset)
+                                             check_data_service, indexed_masked_examples,
+                                             make_pretrain_dataset)
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.retriever import Retriever, RetrieverConfig
 from realm_tf.retrieval import bundle as bundle_lib
+from realm_tf.retrieval.bundle import bundle_retrieve_fn
 from realm_tf.retrieval.embedder_export import export_embedder
 from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
+from realm_tf.testing import retrieval_fixtures
 from realm_tf.text import RealmTokenizer
 
 MICRO = EncoderConfig(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64)
@@ -37,48 +36,11 @@ CFG = PipelineConfig(batch_size=2, num_candidates=4, query_seq_length=Q_LEN, doc
 NUM_BATCHES = 2
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(realm_tf.__file__)))
 
-DOCS = [
-    ("Marie Curie", "Marie Curie was born in Warsaw in 1867. She won the Nobel Prize in 1903."),
-    ("Warsaw", "Warsaw is the capital of Poland. Chopin left Warsaw for Paris in 1831."),
-    ("Sorbonne", "The Sorbonne is in Paris. Pierre Curie taught there in 1904."),
-    ("Vistula", "The Vistula is the longest river in Poland. It reaches the sea near Gdansk."),
-    ("Chopin", "Frederic Chopin was born in 1810. He died in Paris in 1849."),
-    ("Nobel Prize", "Alfred Nobel founded the prize in 1895. The first prizes came in 1901."),
-]
-ENTITIES = re.compile(r"\b(1[0-9]{3}|Warsaw|Paris|Poland|Gdansk|Chopin)\b")
-
 
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
     return s.getsockname()[1]
-
-
-def _write_corpus_and_annotations(root: str, tok: RealmTokenizer):
-  """One block per document, and its sentences with years/places as salient spans (no spaCy)."""
-  corpus_dir, ann_dir = os.path.join(root, "corpus"), os.path.join(root, "annotations")
-  os.makedirs(corpus_dir)
-  os.makedirs(ann_dir)
-  blocks, annotations = [], []
-  for i, (title, text) in enumerate(DOCS):
-    block_id = corpus_lib.block_id_for(f"doc{i}", 0)
-    blocks.append(corpus_lib.block_example(
-        block_id, f"doc{i}", title, text, tok.tokenize([title])[0].numpy().tolist(),
-        tok.tokenize([text])[0].numpy().tolist()))
-    raw = text.encode("utf-8")
-    cut = raw.index(b". ") + 1
-    spans = [(m.start(), m.end()) for m in ENTITIES.finditer(text)]  # ASCII: bytes == chars
-    annotations.append(corpus_lib.annotation_example(
-        title, text, [(0, cut), (cut + 1, len(raw))], spans, ["X"] * len(spans), block_id))
-  shard = corpus_lib.write_shard(
-      os.path.join(corpus_dir, corpus_lib.SHARD_PATTERN.format(0, 1)), blocks)
-  corpus_lib.write_manifest(corpus_dir, [shard], tok.fingerprint, max_block_length=D_LEN)
-  entry = corpus_lib.write_shard(
-      os.path.join(ann_dir, corpus_lib.ANNOTATION_SHARD_PATTERN.format(0, 1)), annotations)
-  entry["num_records"] = entry.pop("num_blocks")
-  with open(os.path.join(ann_dir, corpus_lib.ANNOTATION_MANIFEST), "w") as f:
-    json.dump({"num_records": len(DOCS), "shards": [entry]}, f)
-  return corpus_dir, ann_dir
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +81,7 @@ def work(service, tmp_path_factory):
   del service
   root = str(tmp_path_factory.mktemp("service"))
   tok = RealmTokenizer()
-  corpus_dir, ann_dir = _write_corpus_and_annotations(root, tok)
+  corpus_dir, ann_dir = retrieval_fixtures.write_corpus_and_annotations(root, tok, D_LEN)
   tf_keras.utils.set_random_seed(0)
   retriever = Retriever(RetrieverConfig(encoder=MICRO, query_seq_length=Q_LEN,
                                         doc_seq_length=D_LEN)).build_towers()

@@ -25,11 +25,14 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.config_base import ConfigBase
+from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import masking as masking_lib
-from realm_tf.data.pretrain_pipeline import (PipelineConfig, bundle_retrieve_fn,
-                                             heldout_masked_examples, make_pretrain_dataset)
+from realm_tf.data.pretrain_pipeline import (PipelineConfig, heldout_masked_examples,
+                                             make_pretrain_dataset)
 from realm_tf.evaluation import recall as recall_lib
 from realm_tf.evaluation.recall import EVAL_SEED
+from realm_tf.retrieval.bundle import bundle_retrieve_fn
+from realm_tf.retrieval.topk import exact_top_k
 from realm_tf.text.packing import QUERY_LENGTH
 
 # The record's key for every held-out sentence's utility (a list, in a fixed sentence order).
@@ -164,7 +167,7 @@ class HeldOutEvaluator:
       pick = rng.choice(len(questions), size=min(config.num_questions, len(questions)),
                         replace=False)
       self.questions = [questions[i] for i in sorted(pick)]
-      blocks_of_doc = recall_lib.doc_blocks(corpus_dir, [q.doc_id for q in self.questions])
+      blocks_of_doc = corpus_lib.doc_blocks(corpus_dir, [q.doc_id for q in self.questions])
       self.gold = [blocks_of_doc.get(q.doc_id, set()) for q in self.questions]
     self.corpus_dir = corpus_dir
     self._bm25 = None
@@ -214,13 +217,13 @@ class HeldOutEvaluator:
     q = recall_lib.embed_texts(bundle.query_embedder.embed_queries,
                                [x.question for x in self.questions], seq_length=length,
                                tokenizer=self.tokenizer)
-    rows = recall_lib.top_k_rows(q, np.asarray(bundle.embeddings, np.float32),
-                                 min(20, int(bundle.num_rows)))
+    rows, _ = exact_top_k(q, np.asarray(bundle.embeddings, np.float32),
+                          min(20, int(bundle.num_rows)))
     ids = np.asarray(bundle.block_ids)[rows]
-    hits = recall_lib.query_hits(ids[:, :5], self.gold)
+    hits = recall_lib.gold_hits(ids[:, :5], self.gold).any(axis=1)
     return {"question_recall@5": float(np.mean(hits)),
             PER_QUESTION_HIT: [int(h) for h in hits],
-            "question_recall@20": recall_lib.recall_at_k(ids, self.gold),
+            "question_recall@20": recall_lib.gold_recall(ids, self.gold),
             "question_hub_share@5": recall_lib.hub_share(ids[:, :5])}
 
   def bm25_recall(self) -> Dict[str, float]:
@@ -232,8 +235,8 @@ class HeldOutEvaluator:
       bm25 = BM25Index.from_texts(self.lookup.joined_texts(), num_docs=self.lookup.size)
       _, rows = bm25.search([q.question for q in self.questions], 20)
       found = np.asarray(self.lookup.block_ids)[rows]
-      self._bm25 = {"bm25_question_recall@5": recall_lib.recall_at_k(found[:, :5], self.gold),
-                    "bm25_question_recall@20": recall_lib.recall_at_k(found, self.gold)}
+      self._bm25 = {"bm25_question_recall@5": recall_lib.gold_recall(found[:, :5], self.gold),
+                    "bm25_question_recall@20": recall_lib.gold_recall(found, self.gold)}
     return dict(self._bm25)
 
   def evaluate(self, model, bundle) -> Dict[str, float]:

@@ -7,65 +7,34 @@
   a query's own block from its candidates by design.
 """
 import collections
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from realm_tf.data import corpus
 from realm_tf.data.squad_open import SquadQuestion
-from realm_tf.retrieval.topk import top_k
+from realm_tf.openqa.metrics import recall_at_k
+from realm_tf.retrieval.topk import exact_top_k
 from realm_tf.text import RealmTokenizer, pack_query, packing
 from realm_tf.text.packing import INPUT_KEYS, QUERY_LENGTH
 EVAL_SEED = 20_200_210  # masking seed of evaluation queries (differs from any training seed)
 
 
-TILE_SCORES = 1 << 21  # query x document scores computed at once (8 MB of float32)
-TILE_QUERIES = 256
+def gold_hits(retrieved_block_ids: np.ndarray, gold: Sequence[set]) -> np.ndarray:
+  """bool [Q, K]: whether each retrieved id (best first) is one of its query's gold blocks;
+  recall@k is `metrics.recall_at_k` of it."""
+  rows = np.asarray(retrieved_block_ids)
+  hits = np.zeros(rows.shape, bool)
+  for i, (row, g) in enumerate(zip(rows, gold)):
+    hits[i] = [int(b) in g for b in row.tolist()]
+  return hits
 
 
-def top_k_rows(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, k: int,
-               tile_scores: int = TILE_SCORES) -> np.ndarray:
-  """Exact top-k rows by inner product, best first, equal scores in row order: int64 [Q, k].
-
-  Scores are computed for one tile of queries x documents at a time (`tile_scores` of them) and
-  folded into a running top-k, so the memory above the embeddings is a few tiles for any N, never
-  [Q, N]. `doc_embeddings` [N, D] is read one tile of rows at a time (a memory-mapped `.npy`
-  stays on disk); the result equals the top-k of the whole score matrix. k is capped at N.
-  """
-  queries = np.asarray(query_embeddings, np.float32)
-  n = len(doc_embeddings)
-  k = min(int(k), n)
-  best_scores = np.zeros([len(queries), 0], np.float32)
-  best_rows = np.zeros([len(queries), 0], np.int64)
-  if k <= 0 or not len(queries):
-    return best_rows[:, :0]
-  q_tile = min(len(queries), TILE_QUERIES)
-  d_tile = max(k, tile_scores // q_tile)
-  for start in range(0, n, d_tile):
-    docs = np.asarray(doc_embeddings[start:start + d_tile], np.float32)
-    merged_scores, merged_rows = [], []
-    for q0 in range(0, len(queries), q_tile):
-      # The tile's own top-k, then the top-k of (best so far, tile's): every earlier row comes
-      # before every tile row, so positions in the concatenation keep equal scores in row order.
-      tile, cols = top_k(queries[q0:q0 + q_tile] @ docs.T, k)
-      scores, pos = top_k(np.concatenate([best_scores[q0:q0 + q_tile], tile], axis=1), k)
-      rows = np.concatenate([best_rows[q0:q0 + q_tile], cols + start], axis=1)
-      merged_scores.append(scores)
-      merged_rows.append(np.take_along_axis(rows, pos, axis=1))
-    best_scores, best_rows = np.concatenate(merged_scores), np.concatenate(merged_rows)
-  return best_rows
-
-
-def query_hits(retrieved_block_ids: np.ndarray, gold: Sequence[set]) -> List[bool]:
-  """Per query: whether a gold block is among its retrieved ids."""
-  return [bool(set(row.tolist()) & g) for row, g in zip(retrieved_block_ids, gold)]
-
-
-def recall_at_k(retrieved_block_ids: np.ndarray, gold: Sequence[set]) -> float:
-  """Share of queries with at least one gold block among their retrieved ids."""
-  hits = query_hits(retrieved_block_ids, gold)
-  return float(np.mean(hits)) if hits else 0.0
+def gold_recall(retrieved_block_ids: np.ndarray, gold: Sequence[set]) -> float:
+  """Share of queries with at least one gold block among their retrieved ids (all K of them)."""
+  rows = np.asarray(retrieved_block_ids)
+  return recall_at_k(gold_hits(rows, gold), [rows.shape[-1]])[rows.shape[-1]]
 
 
 def hub_share(retrieved_block_ids: np.ndarray) -> float:
@@ -106,28 +75,14 @@ def embed_packed(embed_queries: Callable, features: Dict[str, np.ndarray],
   return np.concatenate(out)
 
 
-def doc_blocks(corpus_dir: str, doc_ids: Iterable[str]) -> Dict[str, set]:
-  """doc_id → set of its block ids for the documents `doc_ids` (those the corpus lacks map to
-  nothing), in one streaming pass over the corpus shards: only the wanted documents are held."""
-  wanted = np.array(sorted({d.encode("utf-8") for d in doc_ids if d}), dtype=object)
-  out: Dict[str, set] = {}
-  if not len(wanted):
-    return out
-  for b in corpus.read_blocks(corpus_dir).ragged_batch(4096):
-    docs, ids = b["doc_id"].numpy(), b["block_id"].numpy()
-    for row in np.flatnonzero(np.isin(docs, wanted)):
-      out.setdefault(docs[row].decode("utf-8"), set()).add(int(ids[row]))
-  return out
-
-
 def squad_recall(embed_queries: Callable, doc_embeddings: np.ndarray, row_block_ids: np.ndarray,
                  questions: Sequence[SquadQuestion], blocks_of_doc: Dict[str, set],
                  k: int = 5) -> float:
   """Recall@k of SQuAD questions against their gold paragraphs' blocks."""
   q = embed_texts(embed_queries, [x.question for x in questions])
-  rows = top_k_rows(q, doc_embeddings, k)
+  rows = exact_top_k(q, doc_embeddings, k)[0]
   gold = [blocks_of_doc.get(x.doc_id, set()) for x in questions]
-  return recall_at_k(row_block_ids[rows], gold)
+  return gold_recall(row_block_ids[rows], gold)
 
 
 def own_block_recall(embed_queries: Callable, doc_embeddings: np.ndarray,
@@ -136,8 +91,8 @@ def own_block_recall(embed_queries: Callable, doc_embeddings: np.ndarray,
   """Recall@k of masked sentences against their own source block (`features["block_id"]`):
   ICT's task, not REALM's progress (see the module docstring)."""
   q = embed_packed(embed_queries, features)
-  rows = top_k_rows(q, doc_embeddings, k)
-  return recall_at_k(row_block_ids[rows], [{int(b)} for b in features["block_id"]])
+  rows = exact_top_k(q, doc_embeddings, k)[0]
+  return gold_recall(row_block_ids[rows], [{int(b)} for b in features["block_id"]])
 
 
 def measure_bundle_recall(bundle, annotations_dir: str, corpus_dir: str, num_queries: int,
@@ -147,7 +102,7 @@ def measure_bundle_recall(bundle, annotations_dir: str, corpus_dir: str, num_que
   from realm_tf.data import masking as masking_lib  # pylint: disable=g-import-not-at-top
   tokenizer = RealmTokenizer()
   length = int(bundle.query_embedder.metadata.get("query_seq_length", QUERY_LENGTH))
-  emb = bundle.embeddings  # read a tile at a time by top_k_rows
+  emb = bundle.embeddings  # read a tile at a time by exact_top_k
   ids = np.asarray(bundle.block_ids)
   embed = bundle.query_embedder.embed_queries
   masked = masking_lib.masked_dataset(
@@ -163,10 +118,10 @@ def measure_bundle_recall(bundle, annotations_dir: str, corpus_dir: str, num_que
     questions = [questions[i] for i in pick]
     q = embed_texts(embed, [x.question for x in questions], seq_length=length,
                     tokenizer=tokenizer)
-    rows = top_k_rows(q, emb, min(20, len(ids)))
-    blocks = doc_blocks(corpus_dir, [x.doc_id for x in questions])
+    rows = exact_top_k(q, emb, min(20, len(ids)))[0]
+    blocks = corpus.doc_blocks(corpus_dir, [x.doc_id for x in questions])
     gold = [blocks.get(x.doc_id, set()) for x in questions]
-    out["question_recall@5"] = recall_at_k(ids[rows[:, :5]], gold)
-    out["question_recall@20"] = recall_at_k(ids[rows], gold)
+    out["question_recall@5"] = gold_recall(ids[rows[:, :5]], gold)
+    out["question_recall@20"] = gold_recall(ids[rows], gold)
   out["index_version"] = bundle.version
   return out

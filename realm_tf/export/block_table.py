@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from realm_tf.export.versioning import ServingExportError
 from realm_tf.text import RealmTokenizer
-from realm_tf.training.progress import ItemProgress
+from realm_tf.utils.progress import ItemProgress
 
 # Rows whose wordpieces `BlockTable.from_index` re-tokenizes and compares (spread over the index).
 CHECKED_ROWS = 256

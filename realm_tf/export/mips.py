@@ -22,16 +22,15 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.export.versioning import VARIANTS, ServingExportError
+from realm_tf.retrieval.orqa_scann import is_release_bundle, release_scann_config, scann_config_json
 
 # Where the ScaNN variants' searcher comes from (`python -m realm_tf.launch.export --scann_source`):
-#   auto: an index imported from the release (its manifest's `source` is RELEASE_SOURCE) with ORQA's
+#   auto: an index imported from the release (`orqa_scann.is_release_bundle`) with ORQA's
 #     settings: its own searcher when that is ScaNN, else one built with the settings the import
 #     recorded; any other index (or --scann_mode other than auto): built by --scann_mode.
 #   bundle: the index bundle's own ScaNN searcher (refused when the bundle's searcher is not ScaNN).
 #   build: built by --scann_mode over the index's matrix, whatever the bundle holds.
 SCANN_SOURCES = ("auto", "bundle", "build")
-RELEASE_SOURCE = "orqa_release"       # bundle manifest `source` of an import_release index
-RELEASE_SCANN_CONFIG = "release_scann_config"  # bundle manifest: the import's ScaNN settings
 
 
 class StockMips(tf.Module):
@@ -143,35 +142,6 @@ def build_scann_source(embeddings, scann_config, settings: str) -> ScannSource:
   return ScannSource(searcher, searcher.num_rows, searcher.dim,
                      {"source": "built", "settings": settings,
                       "config": scann_config_json(searcher.config)})
-
-
-def scann_config_json(config) -> Dict:
-  """A ScannConfig (or its dict) as strict JSON: NaN (no anisotropic loss) written as None."""
-  if dataclasses.is_dataclass(config):
-    config = dataclasses.asdict(config)
-  return {k: (None if isinstance(v, float) and v != v else v) for k, v in config.items()}
-
-
-def is_release_bundle(bundle) -> bool:
-  """True for an index bundle that `import_release` wrote (Google's released index)."""
-  return bundle is not None and bundle.manifest.get("source") == RELEASE_SOURCE
-
-
-def release_scann_config(bundle):
-  """ORQA's ScaNN settings for an imported release's bundle: those the import recorded in the
-  manifest (tree and training sample already clamped to its rows), or, for an import made before
-  it recorded them, `import_release`'s defaults for its row count."""
-  from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
-  recorded = bundle.manifest.get(RELEASE_SCANN_CONFIG)
-  if recorded:
-    fields = {f.name for f in dataclasses.fields(ScannConfig)}
-    values = {k: (float("nan") if v is None and k == "anisotropic_quantization_threshold" else v)
-              for k, v in recorded.items() if k in fields}
-    return ScannConfig(**values)
-  from realm_tf.release import importer  # pylint: disable=g-import-not-at-top
-  logging.info("Index bundle %s records no ScaNN settings; using import_release's defaults "
-               "(ORQA's) for its %d rows.", bundle.path, bundle.num_rows)
-  return importer.scann_config(importer.ImportConfig(), bundle.num_rows)
 
 
 def scann_source_of(bundle, embeddings, source: str = "auto", scann_mode: str = "auto"

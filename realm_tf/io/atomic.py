@@ -8,7 +8,7 @@ half-written one; and a write that fails leaves the old file as it was and remov
 Publishing a whole directory (a checkpoint, an index bundle, a SavedModel) is the same idea one
 level up and lives beside this module in `realm_tf.io.publish` (`publish_dir`, and
 `publish_next_version` for numbered versions). The Beam corpus builders publish shard by shard
-with a manifest instead (`data/build_corpus.py` says why).
+with a manifest instead (`data/corpus_pipeline.py` says why).
 """
 import contextlib
 import errno

@@ -167,9 +167,7 @@ def test_unique_temp_names(tmp_path):
 
 def test_out_of_space_is_a_disk_full_error_naming_the_file_and_keeps_the_old_one(tmp_path):
   from realm_tf.testing import small_disk  # pylint: disable=g-import-not-at-top
-  reason = small_disk.mount_error(str(tmp_path))
-  if reason:
-    pytest.skip(reason)
+  small_disk.skip_unless_mountable(str(tmp_path))
   with small_disk.small_tmpfs(str(tmp_path / "disk"), 256 << 10) as disk:
     path = os.path.join(disk, "manifest.json")
     atomic.write_json(path, {"version": 1})

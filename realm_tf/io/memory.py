@@ -1,4 +1,8 @@
-"""Returning freed heap memory to the operating system.
+"""A process's memory, read one way everywhere, and returning freed heap memory to the system.
+
+`process_memory(pid)` reads the kernel's figures from /proc/<pid>/status, in bytes: VmRSS (the
+resident set), VmHWM (its peak), RssAnon (what the process allocated), RssFile (mapped files'
+pages), RssShmem. Every test and benchmark that counts memory counts it through here.
 
 glibc's allocator keeps memory freed by large, short-lived buffers (a restored checkpoint's
 tensors, a replaced search index, warm-up requests' intermediates) in its arenas, where it still
@@ -8,8 +12,26 @@ bundles) calls `return_free_memory` so that its resident size reflects what it h
 """
 import ctypes
 import ctypes.util
+from typing import Dict, Union
 
 _LIBC = None
+MEMORY_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
+
+
+def process_memory(pid: Union[int, str] = "self") -> Dict[str, int]:
+  """{VmRSS, VmHWM, RssAnon, RssFile, RssShmem} of process `pid` (default this one), in bytes."""
+  out = {}
+  with open(f"/proc/{pid}/status", encoding="ascii") as f:
+    for line in f:
+      key, _, value = line.partition(":")
+      if key in MEMORY_KEYS:
+        out[key] = int(value.split()[0]) * 1024
+  return out
+
+
+def rss_bytes(pid: Union[int, str] = "self") -> int:
+  """The resident set size (VmRSS) of process `pid`, in bytes."""
+  return process_memory(pid)["VmRSS"]
 
 
 def return_free_memory() -> bool:

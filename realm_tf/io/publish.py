@@ -6,7 +6,7 @@ model server polling a base path, an index reader, a restarted job) sees either 
 the whole one, never half of it; a body that raises leaves the target untouched and the temporary
 removed.
 
-Two entry points:
+The entry points (every writer of the project publishes through them):
 
 * `publish_dir(target)`: publish one named directory, refusing an existing one (the default:
   published versions are immutable) or replacing it (`replace=True`: the old one is moved aside
@@ -14,6 +14,10 @@ Two entry points:
 * `publish_next_version(parent, commit)`: publish under the next free numbered name
   (`<parent>/00000007`), claiming the number by the rename itself and moving on to the next one
   when a concurrent publisher took it first.
+* `move_into_place(src, dst)`: publish a directory assembled elsewhere (a staging folder holding
+  several, say) by the same rename.
+* `publish_files(temp_dir, output_dir, files, manifest_name, ...)`: shard files moved into a
+  dataset directory and its manifest written last (the commit marker readers open it by).
 
 Object stores (`gs://`, `s3://`, TF's `ram://`: any path with a scheme, see `is_remote`) have no
 atomic directory rename; there a rename copies object by object. Producers whose readers look for a
@@ -30,7 +34,7 @@ import json
 import os
 import socket
 import uuid
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -190,6 +194,45 @@ def _rename_replacing(src: str, dst: str) -> None:
     remove_dir_quietly(old)
 
 
+def move_into_place(src: str, dst: str, *, replace: bool = False) -> None:
+  """Publishes the complete directory `src` as `dst` (one rename on local disks, a copy deepest
+  files first on object stores): for writers that assemble a directory before publishing it.
+
+  An existing `dst` raises TargetExistsError, or with `replace` is moved aside and deleted once
+  `src` is in place (put back if that fails, so `dst` is never missing).
+  """
+  (_rename_replacing if replace else _rename_refusing)(src, dst)
+
+
+def publish_files(temp_dir: str, output_dir: str, files: List[str], manifest_name: str,
+                  write_manifest: Callable[[], Dict]) -> Dict:
+  """Publishes the files `files` of `temp_dir` into `output_dir`, its manifest written last.
+
+  For sharded datasets (a corpus, its annotations) that usually live on object stores, where a
+  directory rename is not atomic: readers open `output_dir` through its manifest
+  (`manifest_name`), the commit marker on every filesystem. An existing manifest is removed first,
+  then the files it listed, so a reader sees the old dataset, none, or the new one, never a mix.
+  `write_manifest()` writes the new manifest into `output_dir` and returns it; `temp_dir` is
+  released afterwards.
+  """
+  tf.io.gfile.makedirs(output_dir)
+  old_manifest = os.path.join(output_dir, manifest_name)
+  if tf.io.gfile.exists(old_manifest):
+    with tf.io.gfile.GFile(old_manifest, "r") as f:
+      old = json.load(f)
+    tf.io.gfile.remove(old_manifest)
+    for s in old.get("shards", []):
+      old_path = os.path.join(output_dir, s["file"])
+      if tf.io.gfile.exists(old_path):
+        tf.io.gfile.remove(old_path)
+  for name in files:
+    tf.io.gfile.rename(os.path.join(temp_dir, name), os.path.join(output_dir, name),
+                       overwrite=True)
+  manifest = write_manifest()
+  release_temp_dir(temp_dir)
+  return manifest
+
+
 @contextlib.contextmanager
 def publish_dir(target: str, *, replace: bool = False,
                 marker: Optional[str] = None) -> Iterator[str]:
@@ -240,7 +283,7 @@ def publish_dir(target: str, *, replace: bool = False,
     with disk_full_as_error(target):
       yield work
       if not in_place:
-        (_rename_replacing if replace else _rename_refusing)(work, target)
+        move_into_place(work, target, replace=replace)
         release_temp_dir(work)  # the owner file (the directory is the target now)
   except BaseException:
     # In place, a directory whose marker got written is complete: readers may already use it.

@@ -249,9 +249,7 @@ def _commit_gfile(record):
 def test_publishing_on_a_full_disk_is_a_disk_full_error_and_keeps_the_published_version(tmp_path):
   from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
   from realm_tf.testing import small_disk  # pylint: disable=g-import-not-at-top
-  reason = small_disk.mount_error(str(tmp_path))
-  if reason:
-    pytest.skip(reason)
+  small_disk.skip_unless_mountable(str(tmp_path))
   with small_disk.small_tmpfs(str(tmp_path / "disk"), 512 << 10) as disk:
     parent = os.path.join(disk, "index")
     with publish.publish_next_version(parent, _commit_gfile([])) as staging:

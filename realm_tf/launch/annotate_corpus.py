@@ -21,7 +21,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 
 FLAGS = flags.FLAGS
 
@@ -158,6 +158,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.quiet_logging(cli.verbosity_in_argv(sys.argv[1:]))  # define_flags imports Beam: quiet first
+  # define_flags imports Beam: quiet first.
+  command_line.quiet_logging(command_line.verbosity_in_argv(sys.argv[1:]))
   define_flags()
-  cli.run(main, flags_parser=parse_flags)
+  command_line.run(main, flags_parser=parse_flags)

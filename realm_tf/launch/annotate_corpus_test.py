@@ -9,8 +9,8 @@ from absl import flags
 from realm_tf.data import annotate
 from realm_tf.data import corpus
 from realm_tf.launch import annotate_corpus
-from realm_tf.launch import config_flags
 from realm_tf.testing import cli as testing
+from realm_tf.utils import command_line
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -80,7 +80,7 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
   assert (config.inputs, config.fmt, config.sentence_splitter, config.batch_size) == (
       ["x.jsonl"], "jsonl", "spacy", 8)
   assert (config.corpus_dir, config.output_dir) == (None, "/w/annotations")
-  assert config_flags.deprecated_aliases_used(fv) == [("input", "inputs")]
+  assert command_line.deprecated_aliases_used(fv) == [("input", "inputs")]
 
 
 def test_the_work_dir_gives_the_corpus_and_the_output():

@@ -20,7 +20,7 @@ from typing import Dict, Optional
 from absl import flags
 from absl import logging
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 
 FLAGS = flags.FLAGS
 
@@ -55,12 +55,12 @@ def define_flags(flag_values=flags.FLAGS):
   Called from `__main__` only (and by tests on a fresh FlagValues), so importing this module
   defines no flag.
   """
-  from realm_tf.data import build_corpus  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import corpus_pipeline  # pylint: disable=g-import-not-at-top
   from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.define_config_flags(
-      build_corpus.BuildCorpusConfig, HELP, skip=_SKIP, flag_values=flag_values,
+      corpus_pipeline.BuildCorpusConfig, HELP, skip=_SKIP, flag_values=flag_values,
       names=_FLAG_NAMES, defaults={"inputs": None, "output_dir": None,
                                    "max_block_length": work_dir.DEFAULT_BLOCK_LENGTH},
       choices={"fmt": documents.FORMAT_CHOICES})
@@ -87,12 +87,12 @@ def parse_flags(argv):
 def config_from_flags(flag_values=flags.FLAGS):
   """The BuildCorpusConfig the parsed flags describe (no --inputs: the shipped SQuAD dev set; no
   --output_dir: <work_dir>/corpus)."""
-  from realm_tf.data import build_corpus  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import corpus_pipeline  # pylint: disable=g-import-not-at-top
   from realm_tf.data import documents  # pylint: disable=g-import-not-at-top
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   return config_flags.config_from_flags(
-      build_corpus.BuildCorpusConfig, flag_values, skip=_SKIP, names=_FLAG_NAMES,
+      corpus_pipeline.BuildCorpusConfig, flag_values, skip=_SKIP, names=_FLAG_NAMES,
       inputs=flag_values.inputs or [documents.default_corpus_path()],
       output_dir=flag_values.output_dir or work_dir.WorkDir(flag_values.work_dir).corpus)
 
@@ -119,7 +119,7 @@ def finished_build(config) -> Optional[Dict]:
 
 def main(argv):
   """Builds the corpus the flags describe; `argv[1:]` are Beam pipeline options."""
-  from realm_tf.data import build_corpus  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import corpus_pipeline  # pylint: disable=g-import-not-at-top
   beam_args = [f"--runner={FLAGS.runner}"] + list(argv[1:])
   config = config_from_flags()
   done = finished_build(config)
@@ -130,7 +130,7 @@ def main(argv):
   logging.info("Building the block corpus from %s into %s (Beam options: %s)", config.inputs,
                config.output_dir, beam_args)
   start = time.time()
-  result = build_corpus.build_corpus(config, beam_args)
+  result = corpus_pipeline.build_corpus(config, beam_args)
   m = result["manifest"]
   summary = {"documents": m["num_documents"], "blocks": m["num_blocks"],
              "shards": len(m["shards"]), "bad_records": m["bad_records"],
@@ -146,6 +146,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.quiet_logging(cli.verbosity_in_argv(sys.argv[1:]))  # define_flags imports Beam: quiet first
+  # define_flags imports Beam: quiet first.
+  command_line.quiet_logging(command_line.verbosity_in_argv(sys.argv[1:]))
   define_flags()
-  cli.run(main, flags_parser=parse_flags)
+  command_line.run(main, flags_parser=parse_flags)

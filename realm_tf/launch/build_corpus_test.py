@@ -7,13 +7,13 @@ import sys
 from absl import flags
 import pytest
 
-from realm_tf.data import build_corpus as build_corpus_lib
+from realm_tf.data import corpus_pipeline as build_corpus_lib
 from realm_tf.data import corpus
 from realm_tf.data import documents
 from realm_tf.io import work_dir
 from realm_tf.launch import build_corpus as build_corpus_cli
-from realm_tf.launch import config_flags
 from realm_tf.testing import cli as testing
+from realm_tf.utils import command_line
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,7 +53,7 @@ def test_existing_output_is_a_one_line_error_without_beam_or_cloud_noise(tmp_pat
   proc = testing.run_cli("realm_tf.launch.build_corpus", f"--output_dir={out}")
   testing.assert_one_line_error(proc, f"{manifest} exists", "--overwrite")
   # Matching the input loads Beam's filesystems: their GCS / BigQuery / apitools warnings stay
-  # quiet by default (realm_tf/launch/cli.py).
+  # quiet by default (realm_tf/utils/command_line.py).
   for noise in ("GCSFileSystem", "apitools", "bigquery", "python-snappy"):
     assert noise not in proc.stderr
 
@@ -79,7 +79,7 @@ def test_old_flag_names_still_work_and_the_work_dir_gives_the_output():
   fv(["build_corpus", "--input=a", "--max_block_length=64", "--work_dir=/w"])
   config = build_corpus_cli.config_from_flags(fv)
   assert (config.inputs, config.max_block_length, config.output_dir) == (["a"], 64, "/w/corpus")
-  assert config_flags.deprecated_aliases_used(fv) == [("input", "inputs"),
+  assert command_line.deprecated_aliases_used(fv) == [("input", "inputs"),
                                                       ("max_block_length", "block_length")]
 
 

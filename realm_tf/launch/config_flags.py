@@ -16,16 +16,18 @@ program derives the value), `required` flags default to None and must be given, 
 string field an enum flag, and `multi` makes a List[str] field a repeatable flag.
 
 A flag renamed keeps its old name as a deprecated alias (`define_deprecated_alias`): it sets the
-new flag, and `deprecated_aliases_used` names it after parsing (the CLIs print one notice line).
+new flag, and `command_line.deprecated_aliases_used` names it after parsing (the CLIs print one
+notice line).
 """
 import collections.abc
 import dataclasses
 import typing
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from absl import flags
 
-# Flags defined from here are the calling CLI's key flags (its --help lists them), not this module's.
+# Flags defined from here are the calling CLI's key flags (its --help lists them), not this
+# module's.
 flags.disclaim_key_flags()
 
 
@@ -133,7 +135,7 @@ def define_config_flags(config_cls, help_texts: Dict[str, str],
 
 def define_deprecated_alias(old: str, new: str, flag_values=flags.FLAGS) -> None:
   """Defines --old as a deprecated name of --new: it sets --new (absl's alias, `--noold` too for
-  a bool), its help says so, and `deprecated_aliases_used` names it when given."""
+  a bool), its help says so, and `command_line.deprecated_aliases_used` names it when given."""
   flags.DEFINE_alias(old, new, flag_values=flag_values)
   flag = flag_values[old]
   flag.help = f"Deprecated name of --{new}."
@@ -144,17 +146,6 @@ def define_deprecated_aliases(renamed: Mapping[str, str], flag_values=flags.FLAG
   """`define_deprecated_alias` for each {old name: new name}."""
   for old, new in renamed.items():
     define_deprecated_alias(old, new, flag_values)
-
-
-def deprecated_aliases_used(flag_values=flags.FLAGS) -> List[Tuple[str, str]]:
-  """(old name, new name) of every deprecated alias given on the (parsed) command line."""
-  used = []
-  for name in list(flag_values):
-    flag = flag_values[name]
-    new = getattr(flag, "deprecated_for", None)
-    if new and flag.present and name == flag.name:
-      used.append((name, new))
-  return used
 
 
 def config_from_flags(config_cls, flag_values=flags.FLAGS, skip: Iterable[str] = (),

@@ -7,6 +7,7 @@ import pytest
 from absl import flags
 
 from realm_tf.launch import config_flags
+from realm_tf.utils import command_line
 
 
 @dataclasses.dataclass
@@ -142,10 +143,10 @@ def test_a_deprecated_alias_sets_the_new_flag_and_is_named_when_given():
   config_flags.define_deprecated_aliases({"step_count": "steps", "enabled": "on"}, fv)
   fv(["prog", "--step_count=9", "--noenabled"])
   assert config_flags.config_from_flags(_Config, fv) == _Config(steps=9, on=False)
-  assert config_flags.deprecated_aliases_used(fv) == [("step_count", "steps"), ("enabled", "on")]
+  assert command_line.deprecated_aliases_used(fv) == [("step_count", "steps"), ("enabled", "on")]
   assert fv["step_count"].help == "Deprecated name of --steps."
   fv = flags.FlagValues()
   config_flags.define_config_flags(_Config, HELP, flag_values=fv)
   config_flags.define_deprecated_alias("step_count", "steps", fv)
   fv(["prog", "--steps=2"])
-  assert not config_flags.deprecated_aliases_used(fv)
+  assert not command_line.deprecated_aliases_used(fv)

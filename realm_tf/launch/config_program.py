@@ -9,7 +9,8 @@ The benchmarks are such programs. Each keeps its settings in a dataclass and its
 
 Here the dataclass's fields become absl flags (`config_flags.define_config_flags`, the same
 generation as the stage CLIs'), the command line is parsed and the config built, and `run` gets
-it, under the CLIs' policy (`cli.run`: quiet logs, one-line errors with exit status 2). So the program module itself never imports absl flags, every flag is documented by `HELP`
+it, under the CLIs' policy (`command_line.run`: quiet logs, one-line errors with exit status 2). So
+the program module itself never imports absl flags, every flag is documented by `HELP`
 and defaults to its field, and tests build the config from a command line with `parse`.
 The flags count as the program's own (`--helpshort` lists them).
 """
@@ -18,7 +19,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from absl import flags
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 from realm_tf.launch import config_flags
 
 # Flags defined from here belong to the program that calls `main` (its --helpshort lists them).
@@ -44,7 +45,7 @@ def parse(config_cls, help_texts: Dict[str, str], argv: Sequence[str],
 def main(config_cls, help_texts: Dict[str, str], run: Callable[[Any], Any],
          options: Optional[Mapping[str, Any]] = None,
          exit_status: Optional[Callable[[Any], int]] = None) -> None:
-  """Defines the flags of `config_cls`, parses `sys.argv` (`cli.run`), and calls
+  """Defines the flags of `config_cls`, parses `sys.argv` (`command_line.run`), and calls
   `run(config)`; `exit_status(result)` (default: 0) is the program's exit status."""
   define_flags(config_cls, help_texts, flags.FLAGS, options)
 
@@ -53,4 +54,4 @@ def main(config_cls, help_texts: Dict[str, str], run: Callable[[Any], Any],
     result = run(config_flags.config_from_flags(config_cls, flags.FLAGS))
     sys.exit(exit_status(result) if exit_status else 0)
 
-  cli.run(program)  # a refused flag or a user error: one line `error: ...`, exit status 2
+  command_line.run(program)  # a refused flag or a user error: one line `error: ...`, exit status 2

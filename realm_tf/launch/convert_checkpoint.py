@@ -20,8 +20,9 @@ model dir (`config.json` + `checkpoints/`) that evaluate, export and the model s
 from absl import flags
 from absl import logging
 
-from realm_tf.launch import cli  # first: quiets TensorFlow before convert imports it
+from realm_tf.utils import command_line  # first: quiets TensorFlow before convert imports it
 from realm_tf.checkpoints import convert  # pylint: disable=g-bad-import-order
+from realm_tf.release import orqa_model  # pylint: disable=g-bad-import-order
 
 HELP = {
     "format": "Source format.",
@@ -69,7 +70,10 @@ def config_from_flags(flag_values=flags.FLAGS) -> convert.ConvertConfig:
 def main(argv):
   """Converts the checkpoint the flags name and prints what was written."""
   del argv
-  result = convert.run(config_from_flags())
+  config = config_from_flags()
+  # The released open-QA models convert with their index (realm_tf/release); the rest are weights.
+  run = orqa_model.run if config.target == "openqa" else convert.run
+  result = run(config)
   logging.info("Wrote %s", result.checkpoint_path)
   print(f"Converted {result.config['num_source_variables_used']} variables into "
         f"{result.output_dir} (target={result.config['target']}, keys="
@@ -78,4 +82,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)
+  command_line.run(main)

@@ -50,7 +50,7 @@ def test_run_converts_as_the_config_says(monkeypatch):
 
 
 def test_missing_input_is_a_one_line_error_and_quiet(tmp_path):
-  """This CLI imports TensorFlow before parsing its flags: importing realm_tf.launch.cli first
+  """This CLI imports TensorFlow before parsing its flags: importing realm_tf.utils.command_line first
   must already have quieted TensorFlow's C++ logs (its import-time notices)."""
   missing = str(tmp_path / "no_such_model")
   env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

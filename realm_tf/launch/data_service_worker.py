@@ -25,7 +25,7 @@ import time
 
 from absl import app, flags
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 
 HELP = {
     "dispatcher_port": "Start a dispatcher on this port.",
@@ -80,4 +80,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)
+  command_line.run(main)

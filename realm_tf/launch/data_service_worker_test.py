@@ -9,18 +9,12 @@ from absl import flags
 from realm_tf.data.data_service import DataServiceConfig
 from realm_tf.launch import data_service_worker
 from realm_tf.testing import cli as testing
-
-
-def _flags(*args):
-  fv = flags.FlagValues()
-  data_service_worker.define_flags(fv)
-  fv(["data_service_worker", *args])
-  return fv
+from realm_tf.testing.cli import parsed_flags
 
 
 def test_flags_are_generated_from_the_config_and_parse_into_it():
   assert not flags.FLAGS.flags_by_module_dict().get(data_service_worker.__name__)
-  fv = _flags("--dispatcher_port=5050", "--worker_addresses=a:1,b:2")
+  fv = parsed_flags(data_service_worker, "--dispatcher_port=5050", "--worker_addresses=a:1,b:2")
   # Every flag of the program (its --help), with the default a user sees.
   assert {f.name: f.default for f in fv.get_key_flags_for_module(data_service_worker)} == {
       "dispatcher_port": None, "worker_addresses": None, "dispatcher_work_dir": None,
@@ -28,7 +22,7 @@ def test_flags_are_generated_from_the_config_and_parse_into_it():
   assert (fv.dispatcher_port, fv.worker_addresses, fv.worker_port) == (5050, ["a:1", "b:2"], None)
   assert data_service_worker.config_from_flags(fv) == DataServiceConfig(
       dispatcher_port=5050, worker_addresses=["a:1", "b:2"])
-  fv = _flags("--worker_port=5051", "--dispatcher_address=d:5050", "--worker_host=w1",
+  fv = parsed_flags(data_service_worker, "--worker_port=5051", "--dispatcher_address=d:5050", "--worker_host=w1",
               "--dispatcher_work_dir=/j")
   assert data_service_worker.config_from_flags(fv) == DataServiceConfig(
       worker_port=5051, dispatcher_address="d:5050", worker_host="w1", dispatcher_work_dir="/j")
@@ -39,7 +33,7 @@ def test_flags_are_generated_from_the_config_and_parse_into_it():
     (("--worker_port=5051",), "--worker_port needs --dispatcher_address.")])
 def test_a_config_that_starts_nothing_or_no_dispatcher_is_a_usage_error(args, message):
   with pytest.raises(app.UsageError, match=message):
-    data_service_worker.config_from_flags(_flags(*args))
+    data_service_worker.config_from_flags(parsed_flags(data_service_worker, *args))
 
 
 def test_port_in_use_is_a_one_line_error():

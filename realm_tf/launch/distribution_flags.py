@@ -53,7 +53,7 @@ def strategy_from_flags(flag_values=flags.FLAGS, batch_flags: Sequence[str] = ()
   """
   import tf_keras  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
-  from realm_tf.training.strategy import get_strategy  # pylint: disable=g-import-not-at-top
+  from realm_tf.utils.strategy import get_strategy  # pylint: disable=g-import-not-at-top
   strategy = get_strategy(flag_values.tpu, flag_values.strategy, flag_values.num_cpu_devices)
   validators.check_replicas(flag_values, batch_flags, strategy.num_replicas_in_sync)
   if "mixed_precision" in flag_values and flag_values.mixed_precision:

@@ -25,11 +25,11 @@ from the judgements (recall@k, nDCG@10, MRR@10); the reader and EM are skipped. 
 EM and top-1/5/20/100 accuracy (or the judged figures) and the files. The index and
 corpus default to the ones fine-tuning used (recorded in <model_dir>/config.json). A bad
 --dataset, a missing model_dir, or a malformed question line with --strict, ends the run with a
-one-line `error: ...`, exit status 2 (realm_tf/launch/cli.py).
+one-line `error: ...`, exit status 2 (realm_tf/utils/command_line.py).
 """
 from absl import flags
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 
 FLAGS = flags.FLAGS
 
@@ -78,7 +78,7 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import validators  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import bm25_retriever  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import evaluate  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("work_dir", work_dir.DEFAULT_ROOT, HELP["work_dir"],
                       flag_values=flag_values)
@@ -86,7 +86,7 @@ def define_flags(flag_values=flags.FLAGS):
                                    required=("dataset",), defaults={"model_dir": None},
                                    choices={"retriever": evaluate.RETRIEVERS,
                                             "searcher": evaluate.SEARCHERS,
-                                            "bm25_logits": bm25.READER_LOGITS})
+                                            "bm25_logits": bm25_retriever.READER_LOGITS})
   validators.register(flag_values, dataset=validators.dataset())
   validators.register_ranges(flag_values)
 
@@ -110,4 +110,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)
+  command_line.run(main)

@@ -23,13 +23,14 @@ published by an atomic rename, so a running server picks it up whole. The ScaNN 
 index imported from Google's release serve the import's own searcher (ORQA's settings); see
 --scann_source. Prints a JSON summary of the exported paths and the ScaNN searcher; bad input
 ends the run with a one-line `error: ...` naming the cause, exit status 2
-(realm_tf/launch/cli.py). The job itself is realm_tf.stages.export_job (`run(ExportConfig)`).
+(realm_tf/utils/command_line.py). The job itself is realm_tf.stages.export_job
+(`run(ExportConfig)`).
 """
 import json
 
 from absl import flags
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 
 FLAGS = flags.FLAGS
 
@@ -136,12 +137,13 @@ def main(argv):
 
 
 def user_errors():
-  """Export's bad-input errors beyond cli.USER_ERRORS: its own ValueErrors (flag combinations,
-  --components, --max_candidates) and checkpoints whose shapes do not fit the model."""
+  """Export's bad-input errors beyond command_line.USER_ERRORS: its own ValueErrors (flag
+  combinations, --components, --max_candidates) and checkpoints whose shapes do not fit the
+  model."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return (ValueError, tf.errors.InvalidArgumentError)
 
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main, user_errors=user_errors())
+  command_line.run(main, user_errors=user_errors())

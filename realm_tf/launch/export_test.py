@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from realm_tf.testing import cli as testing
+from realm_tf.utils import command_line
+from realm_tf.testing.cli import parsed_flags
 
 
 def test_importing_defines_no_flags():
@@ -34,28 +36,21 @@ def test_flags_parse_into_the_export_config():
 
 def test_paths_derive_from_the_work_dir_and_old_names_still_work(tmp_path):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import export  # pylint: disable=g-import-not-at-top
   from realm_tf.stages.export_job import ExportConfig  # pylint: disable=g-import-not-at-top
 
-  def parsed(*args):
-    fv = flags.FlagValues()
-    export.define_flags(fv)
-    fv(["export", *args])
-    return fv
-
-  assert export.config_from_flags(parsed("--work_dir=/w")) == ExportConfig(
+  assert export.config_from_flags(parsed_flags(export, "--work_dir=/w")) == ExportConfig(
       model_dir="/w/finetune", export_base="/w/serving")
   # Warm-start weights: the work dir's index and corpus (its model_dir is not read).
   (tmp_path / "model.safetensors").write_bytes(b"")  # a Hugging Face BERT dir, to warm_start
-  fv = parsed("--work_dir=/w", f"--init_checkpoint={tmp_path}",
+  fv = parsed_flags(export, "--work_dir=/w", f"--init_checkpoint={tmp_path}",
               "--reader_init_checkpoint=minilm", "--index_dir=/i")
   assert export.config_from_flags(fv) == ExportConfig(
       init_checkpoint=str(tmp_path), reader_init_checkpoint="minilm", index_dir="/i",
       corpus_dir="/w/corpus", export_base="/w/serving")
   with pytest.raises(flags.IllegalFlagValueError, match="--init: Warm-start source /no/run"):
-    parsed("--init=/no/run")
-  assert config_flags.deprecated_aliases_used(fv) == [("init_checkpoint", "init"),
+    parsed_flags(export, "--init=/no/run")
+  assert command_line.deprecated_aliases_used(fv) == [("init_checkpoint", "init"),
                                                       ("reader_init_checkpoint", "reader_init")]
 
 

@@ -60,7 +60,7 @@ import time
 
 from absl import flags, logging
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 
 FLAGS = flags.FLAGS
 
@@ -259,4 +259,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)
+  command_line.run(main)

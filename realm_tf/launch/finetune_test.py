@@ -11,6 +11,8 @@ from realm_tf.launch import evaluate
 from realm_tf.launch import finetune
 from realm_tf.testing import cli as testing
 from realm_tf.testing import openqa_models as T
+from realm_tf.utils import command_line
+from realm_tf.testing.cli import parsed_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -102,18 +104,11 @@ def test_jsonl_gold_positives_on_two_replicas_then_bm25_evaluate(tmp_path):
   assert not os.path.exists(tmp_path / "strict")
 
 
-def _finetune_flags(*args):
-  fv = flags.FlagValues()
-  finetune.define_flags(fv)
-  fv(["finetune", *args])
-  return fv
-
-
 def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
   from realm_tf.stages.finetune import FinetuneConfig  # pylint: disable=g-import-not-at-top
   for module in (finetune, evaluate):
     assert not flags.FLAGS.flags_by_module_dict().get(module.__name__)
-  fv = _finetune_flags("--dataset=squad_open", "--split=dev", "--reader_seq_length=64",
+  fv = parsed_flags(finetune, "--dataset=squad_open", "--split=dev", "--reader_seq_length=64",
                        "--reader_beam_size=2", "--reader_positives=beam", "--warmup_steps=3",
                        "--strategy=mirrored")
   config = finetune.config_from_flags(fv)
@@ -190,16 +185,15 @@ def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated(tmp_
 
 
 def test_the_work_dir_gives_every_path_and_old_names_still_work(tmp_path):
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   init = _source(tmp_path, "r")
-  fv = _finetune_flags("--dataset=squad_open", "--work_dir=/w", f"--init_checkpoint={init}",
+  fv = parsed_flags(finetune, "--dataset=squad_open", "--work_dir=/w", f"--init_checkpoint={init}",
                        "--reader_init_checkpoint=", "--reader_encoder=tiny")
   job = finetune.job_from_flags(fv)
   assert (job.index_dir, job.corpus_dir, job.model_dir) == ("/w/index", "/w/corpus",
                                                             "/w/finetune")
   assert (job.init_checkpoint, job.reader_init_checkpoint,
           job.finetune.model.reader.encoder) == (init, None, "tiny")
-  assert sorted(config_flags.deprecated_aliases_used(fv)) == [
+  assert sorted(command_line.deprecated_aliases_used(fv)) == [
       ("init_checkpoint", "init"), ("reader_encoder", "reader_preset"),
       ("reader_init_checkpoint", "reader_init")]
 
@@ -208,8 +202,8 @@ def test_the_cpu_flag_file_is_the_defaults():
   path = os.path.join(ROOT, "launch", "configs", "finetune_cpu.flags")
   for retriever in ("dense", "bm25"):
     args = ("--dataset=squad_open", f"--retriever={retriever}")
-    with_file = finetune.job_from_flags(_finetune_flags(*args, f"--flagfile={path}"))
-    assert with_file == finetune.job_from_flags(_finetune_flags(*args)), retriever
+    with_file = finetune.job_from_flags(parsed_flags(finetune, *args, f"--flagfile={path}"))
+    assert with_file == finetune.job_from_flags(parsed_flags(finetune, *args)), retriever
   with open(path, encoding="utf-8") as f:
     # Every recipe setting written out but --train_reader_beam_size, whose default depends on
     # --retriever (test_bm25_trains_the_reader_over_the_blocks_evaluation_reads_by_default).
@@ -220,22 +214,23 @@ def test_bm25_trains_the_reader_over_the_blocks_evaluation_reads_by_default():
   """Behind BM25 the reader has no retrieval logit to rank its blocks, so by default it is
   trained over the k blocks evaluation reads (one softmax over their spans); the dense recipe
   keeps its 1 block; a given --train_reader_beam_size wins either way."""
-  bm25 = finetune.config_from_flags(_finetune_flags("--dataset=squad_open", "--retriever=bm25"))
+  bm25 = finetune.config_from_flags(parsed_flags(finetune, "--dataset=squad_open", "--retriever=bm25"))
   assert bm25.model.reader_beam_size == 5
   assert bm25.model.train_reader_beam_size == 5
-  bm25_k3 = finetune.config_from_flags(_finetune_flags("--dataset=squad_open", "--retriever=bm25",
+  bm25_k3 = finetune.config_from_flags(parsed_flags(finetune, "--dataset=squad_open", "--retriever=bm25",
                                                        "--reader_beam_size=3"))
   assert (bm25_k3.model.reader_beam_size, bm25_k3.model.train_reader_beam_size) == (3, 3)
-  dense = finetune.config_from_flags(_finetune_flags("--dataset=squad_open"))
+  dense = finetune.config_from_flags(parsed_flags(finetune, "--dataset=squad_open"))
   assert dense.model.train_reader_beam_size == finetune.DENSE_TRAIN_READER_BEAM_SIZE == 1
   for retriever in ("dense", "bm25"):
-    given = finetune.config_from_flags(_finetune_flags(
+    given = finetune.config_from_flags(parsed_flags(finetune, 
         "--dataset=squad_open", f"--retriever={retriever}", "--train_reader_beam_size=2"))
     assert given.model.train_reader_beam_size == 2, retriever
 
 
 # The first case runs in the default run; the others are slow (each a TensorFlow start-up): their
-# messages are checked in-process (openqa/datasets_test, launch/cli_test, launch/validators_test)
+# messages are checked in-process (openqa/datasets_test, utils/command_line_test,
+# launch/validators_test)
 # and on a real program by test_evaluate_needs_a_dataset_and_a_fine_tuning_run.
 @pytest.mark.parametrize("args,needles", [
     (("--dataset=nope",), ("Unknown --dataset 'nope'", "jsonl:<path>")),

@@ -18,11 +18,11 @@ manifest); queries as long as the work dir was built with (its settings.json), e
 Re-running a finished job returns its export; a killed job resumes from its last checkpoint.
 A missing corpus, a --block_length other than the corpus's, a model_dir holding another config,
 too low a recall, ... end the run with a one-line `error: ...` naming the file, exit status 2
-(realm_tf/launch/cli.py).
+(realm_tf/utils/command_line.py).
 """
 from absl import flags
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 
 HELP = {
     # IctConfig
@@ -180,4 +180,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)
+  command_line.run(main)

@@ -9,6 +9,8 @@ from absl import flags
 
 from realm_tf.launch import ict
 from realm_tf.testing import cli as testing
+from realm_tf.utils import command_line
+from realm_tf.testing.cli import parsed_flags
 
 # Every flag of the program (its --help) with the default a user sees, as when written by hand;
 # the old names last (deprecated aliases of the main job's names).
@@ -23,13 +25,6 @@ _DEFAULTS = {
     "jit_compile": False,
     "preset": "tiny", "pooling": "cls", "init": None, "init_from_hf": None,
     "query_seq_length": None, "doc_seq_length": None}
-
-
-def _parsed(*args):
-  fv = flags.FlagValues()
-  ict.define_flags(fv)
-  fv(["ict", *args])
-  return fv
 
 
 def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated():
@@ -52,7 +47,7 @@ def test_every_flag_keeps_its_name_and_default_and_job_fields_are_generated():
 
 
 def test_the_folders_are_the_work_dirs_and_the_lengths_its_corpus():
-  job = ict.job_from_flags(_parsed("--work_dir=/nowhere/w"))
+  job = ict.job_from_flags(parsed_flags(ict, "--work_dir=/nowhere/w"))
   assert (job.corpus_dir, job.model_dir, job.index_dir) == (
       "/nowhere/w/corpus", "/nowhere/w/ict", "/nowhere/w/index")
   # No corpus yet: the main job's lengths.
@@ -64,21 +59,20 @@ def test_blocks_are_as_long_as_the_corpus_says(tmp_path):
   from realm_tf.io import work_dir  # pylint: disable=g-import-not-at-top
   (tmp_path / "corpus").mkdir()
   corpus_lib.write_manifest(str(tmp_path / "corpus"), [], "vocab", 288)
-  job = ict.job_from_flags(_parsed(f"--work_dir={tmp_path}"))
+  job = ict.job_from_flags(parsed_flags(ict, f"--work_dir={tmp_path}"))
   assert job.ict.retriever.doc_seq_length == 288
   with pytest.raises(work_dir.WorkDirMismatchError, match="--block_length=128, but the corpus"):
-    ict.job_from_flags(_parsed(f"--work_dir={tmp_path}", "--block_length=128"))
+    ict.job_from_flags(parsed_flags(ict, f"--work_dir={tmp_path}", "--block_length=128"))
 
 
 def test_old_flag_names_still_work():
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
-  fv = _parsed("--preset=mini", "--init_from_hf=minilm", "--pooling=mean",
+  fv = parsed_flags(ict, "--preset=mini", "--init_from_hf=minilm", "--pooling=mean",
                "--query_seq_length=16", "--doc_seq_length=64", "--work_dir=/nowhere")
   job = ict.job_from_flags(fv)
   r = job.ict.retriever
   assert (job.init, r.pooling, r.query_seq_length, r.doc_seq_length) == ("minilm", "mean", 16, 64)
-  assert r.encoder == ict.config_from_flags(_parsed("--retriever_preset=mini")).retriever.encoder
-  assert sorted(config_flags.deprecated_aliases_used(fv)) == [
+  assert r.encoder == ict.config_from_flags(parsed_flags(ict, "--retriever_preset=mini")).retriever.encoder
+  assert sorted(command_line.deprecated_aliases_used(fv)) == [
       ("doc_seq_length", "block_length"), ("init_from_hf", "retriever_init"),
       ("pooling", "retriever_pooling"), ("preset", "retriever_preset"),
       ("query_seq_length", "query_length")]
@@ -89,7 +83,7 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
   from realm_tf.modeling.retriever import RetrieverConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages.ict_experiment import IctConfig  # pylint: disable=g-import-not-at-top
   assert not flags.FLAGS.flags_by_module_dict().get(ict.__name__)
-  fv = _parsed("--corpus_dir=/c", "--model_dir=/m", "--work_dir=/nowhere")
+  fv = parsed_flags(ict, "--corpus_dir=/c", "--model_dir=/m", "--work_dir=/nowhere")
   assert ict.config_from_flags(fv) == IctConfig(
       retriever=RetrieverConfig(encoder=get_encoder_config("tiny"), share_towers=True,
                                 query_seq_length=32, doc_seq_length=128),

@@ -17,7 +17,7 @@ import json
 
 from absl import flags
 
-from realm_tf.launch import cli  # first: quiets TensorFlow before the importer imports it
+from realm_tf.utils import command_line  # first: quiets TensorFlow before the importer imports it
 from realm_tf.release import importer  # pylint: disable=g-bad-import-order
 
 HELP = {
@@ -84,4 +84,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)
+  command_line.run(main)

@@ -6,11 +6,11 @@ questions over TF Serving's gRPC API and print its answers with their evidence.
 
 One flag per `serving.client.ClientConfig` field; the questions are the arguments. An unreachable
 server, an unknown model or a rejected input ends the run with a one-line `error: ...`, exit
-status 2 (realm_tf/launch/cli.py).
+status 2 (realm_tf/utils/command_line.py).
 """
 from typing import Sequence
 
-from realm_tf.launch import cli  # first: quiets TensorFlow's C++ logs before it is imported
+from realm_tf.utils import command_line  # first: quiets TensorFlow's C++ logs before it is imported
 
 from absl import app  # pylint: disable=g-bad-import-order,wrong-import-order
 from absl import flags  # pylint: disable=g-bad-import-order,wrong-import-order
@@ -64,4 +64,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)
+  command_line.run(main)

@@ -14,14 +14,15 @@ Without --model_config_file or --model_name the server serves `realm_openqa` fro
 The flags are named as `tensorflow_model_server`'s where they overlap; they become one
 `serving.server.ServerOptions`, and the server runs until SIGTERM / SIGINT, which stop it
 gracefully (in-flight requests get `--shutdown_grace_seconds`). A missing or malformed model or
-batching config ends the run with a one-line `error: ...`, exit status 2 (realm_tf/launch/cli.py).
+batching config ends the run with a one-line `error: ...`, exit status 2
+(realm_tf/utils/command_line.py).
 """
 import os
 import signal
 import sys
 import threading
 
-from realm_tf.launch import cli  # first: quiets TensorFlow's C++ logs before it is imported
+from realm_tf.utils import command_line  # first: quiets TensorFlow's C++ logs before it is imported
 
 from absl import app  # pylint: disable=g-bad-import-order,wrong-import-order
 from absl import flags  # pylint: disable=g-bad-import-order,wrong-import-order
@@ -158,6 +159,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.keep_keras_out()  # before define_flags imports TensorFlow
+  command_line.keep_keras_out()  # before define_flags imports TensorFlow
   define_flags()
-  cli.run(main)
+  command_line.run(main)

@@ -5,10 +5,10 @@ import dataclasses
 
 import pytest
 from absl import app
-from absl import flags
 
 from realm_tf.launch import model_server
 from realm_tf.testing import cli as testing
+from realm_tf.testing.cli import parsed_flags
 from serving import batching, model_config, server
 
 
@@ -16,19 +16,12 @@ def test_importing_defines_no_flags():
   testing.assert_import_defines_no_flags(['realm_tf.launch.model_server', 'serving.server'], ['port', 'model_name', 'enable_batching'])
 
 
-def _parsed(*args):
-  fv = flags.FlagValues()
-  model_server.define_flags(fv)
-  fv(["model_server", *args])
-  return fv
-
-
 def test_flags_parse_into_server_options(tmp_path):
-  options = model_server.options_from_flags(_parsed("--model_name=m", "--model_base_path=/b"))
+  options = model_server.options_from_flags(parsed_flags(model_server, "--model_name=m", "--model_base_path=/b"))
   assert options == server.ServerOptions(models=[model_config.ModelConfig("m", "/b")])
   batching_file = tmp_path / "batching.config"
   batching_file.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 500 }\n")
-  options = model_server.options_from_flags(_parsed(
+  options = model_server.options_from_flags(parsed_flags(model_server, 
       "--model_name=m", "--model_base_path=/b", "--port=0", "--bind_address=127.0.0.1",
       "--enable_batching", f"--batching_parameters_file={batching_file}",
       "--max_string_bytes=10", "--allow_empty_strings", "--grpc_max_workers=4",
@@ -42,15 +35,15 @@ def test_flags_parse_into_server_options(tmp_path):
 
 
 def test_without_a_model_it_serves_the_work_dirs_open_qa_export():
-  assert model_server.options_from_flags(_parsed("--work_dir=/w")).models == [
+  assert model_server.options_from_flags(parsed_flags(model_server, "--work_dir=/w")).models == [
       model_config.ModelConfig("realm_openqa", "/w/serving/realm_openqa")]
-  assert model_server.options_from_flags(_parsed("--work_dir=/w", "--model_name=m")).models == [
+  assert model_server.options_from_flags(parsed_flags(model_server, "--work_dir=/w", "--model_name=m")).models == [
       model_config.ModelConfig("m", "/w/serving/m")]
 
 
 def test_a_model_and_a_config_file_together_are_a_usage_error():
   with pytest.raises(app.UsageError, match="give one of --model_config_file or --model_name"):
-    model_server.options_from_flags(_parsed("--model_name=m", "--model_config_file=c"))
+    model_server.options_from_flags(parsed_flags(model_server, "--model_name=m", "--model_config_file=c"))
 
 
 # The server's own process, as `python -m serving.server` starts it (its __main__ and the CLI's),

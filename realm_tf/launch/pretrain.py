@@ -22,7 +22,7 @@ import sys
 
 from absl import flags
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 
 HELP = {
     "work_dir": "Root of every output of the job (one run per work dir).",
@@ -219,4 +219,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)
+  command_line.run(main)

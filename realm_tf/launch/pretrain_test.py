@@ -11,14 +11,13 @@ from realm_tf.launch import distribution_flags
 from realm_tf.launch import pretrain
 from realm_tf.testing import cli as testing
 from realm_tf.stages.pretrain_job import PretrainJobConfig
+from realm_tf.testing.cli import parsed_flags
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "configs")
 
 
 def _parse(argv):
-  fv = flags.FlagValues()
-  pretrain.define_flags(fv)
-  fv(["pretrain"] + argv)
+  fv = parsed_flags(pretrain, *argv)
   return config_flags.config_from_flags(PretrainJobConfig, fv, skip=pretrain._SKIP), fv  # pylint: disable=protected-access
 
 

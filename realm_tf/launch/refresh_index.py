@@ -16,14 +16,14 @@ Examples:
 
 --model_dir, --corpus_dir and --index_dir default to <work_dir>/realm, corpus and index.
 A bad export or corpus, or too low a recall, ends the run with a one-line `error: ...` naming the
-offending file, exit status 2 (realm_tf/launch/cli.py); no bundle is published then and the
+offending file, exit status 2 (realm_tf/utils/command_line.py); no bundle is published then and the
 previous one stays live.
 """
 import dataclasses
 
 from absl import flags
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 
 HELP = {
     "work_dir": "The pretrain job's work directory (its realm/, corpus/ and index/).",
@@ -161,4 +161,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)
+  command_line.run(main)

@@ -66,7 +66,7 @@ def test_flags_are_generated_from_the_configs_and_parse_into_them():
 
 
 # Slow (a TensorFlow start-up): the flags test above checks in-process that the two flags are not
-# defined, and launch/cli_test that an unknown flag is a one-line error.
+# defined, and utils/command_line_test that an unknown flag is a one-line error.
 @pytest.mark.slow
 def test_precision_flags_it_cannot_honour_are_refused(tmp_path):
   """The job embeds with the exported SavedModel, whose dtypes and compilation were fixed at

@@ -1,7 +1,7 @@
 """Flag validators the CLIs share: refuse a bad value while the flags are parsed, before any work.
 
 absl runs a validator when its flag is parsed; a refusal becomes the program's one line
-`error: ...` with exit status 2 (`cli.parse_flags`). Each check here is cheap (names, numbers and
+`error: ...` with exit status 2 (`command_line.parse_flags`). Each check here is cheap (names, numbers and
 file existence; nothing is loaded), so a typo costs the user seconds, not a stage of work.
 
 Numbers: every integer and float flag of every CLI has a range (`register_ranges`, called last in

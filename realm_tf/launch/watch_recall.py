@@ -18,7 +18,7 @@ It exits (status 0) once the trainer's `<model_dir>/TRAINING_DONE` exists and ei
 """
 from absl import flags
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 
 HELP = {
     "work_dir": "The pretrain job's work directory.",
@@ -62,4 +62,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)
+  command_line.run(main)

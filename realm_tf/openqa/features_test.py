@@ -6,12 +6,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.openqa import features as F
-from realm_tf.text import RealmTokenizer, pack_query_block
-
-
-@pytest.fixture(scope="module")
-def tok():
-  return RealmTokenizer()
+from realm_tf.text import pack_query_block
 
 
 @pytest.fixture(scope="module")

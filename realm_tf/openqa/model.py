@@ -30,7 +30,7 @@ from realm_tf.modeling.layers import RetrievalProjection
 from realm_tf.modeling.reader import Reader, ReaderConfig, continuation_mask
 from realm_tf.modeling.retriever import RetrieverConfig, masked_mean
 from realm_tf.openqa import features as features_lib
-from realm_tf.training.trainer import is_tpu_strategy
+from realm_tf.utils.strategy import is_tpu_strategy
 from realm_tf.config_base import ConfigBase
 
 _QUERY_KEYS = features_lib.QUERY_KEYS

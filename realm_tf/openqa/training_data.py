@@ -45,10 +45,10 @@ def training_features(examples: Sequence[OpenQAExample], model: OpenQAModel,
                     len(examples) - len(usable))
   bm25_search = None
   if retriever == "bm25":
-    from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
+    from realm_tf.openqa import bm25_retriever  # pylint: disable=g-import-not-at-top
     beam = model.train_reader_beam_size if reader_positives == "none" else \
         model.retriever_beam_size
-    searcher = bm25.BM25Retriever(model.index, beam, reader_logits="zero")
+    searcher = bm25_retriever.BM25Retriever(model.index, beam, reader_logits="zero")
     bm25_search = lambda batch, k: searcher.search([e.question for e in batch], k)[1]
   answers = None
   if any(e.is_regex for e in usable):
@@ -135,7 +135,7 @@ def gold_row_features(examples: Sequence[OpenQAExample], index: FrozenIndex, cor
 
   The `gold` reader positive picks the first of them that bears an answer.
   """
-  from realm_tf.evaluation.recall import doc_blocks  # pylint: disable=g-import-not-at-top
+  from realm_tf.data.corpus import doc_blocks  # pylint: disable=g-import-not-at-top
   blocks_of = doc_blocks(corpus_dir, [e.doc_id for e in examples])
   out = np.full([len(examples), max_blocks], -1, np.int32)
   found = unknown = 0

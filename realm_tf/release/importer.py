@@ -43,10 +43,12 @@ from realm_tf.config_base import ConfigBase
 from realm_tf.data import block_lookup
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.io import paths
+from realm_tf.io import publish
 from realm_tf.io.errors import error_text
 from realm_tf.io.work_dir import WorkDir
 from realm_tf.release import files
 from realm_tf.release.files import ReleaseError
+from realm_tf.retrieval import orqa_scann
 from realm_tf.text import packing
 
 SEARCHERS = ("scann", "exact")
@@ -71,11 +73,11 @@ class ImportConfig(ConfigBase):
   query_length: int = packing.QUERY_LENGTH   # the query tower's input length (REALM's 96)
   block_length: int = packing.BLOCK_LENGTH   # [CLS] title [SEP] body [SEP] as embedded (288)
   num_attention_heads: Optional[int] = None  # default: bert_config.json, else hidden / 64
-  scann_num_leaves: int = 1000
-  scann_num_leaves_to_search: int = 100
-  scann_training_sample_size: int = 100_000
-  scann_dimensions_per_block: int = 2
-  scann_reordering_num_neighbors: int = 0    # candidates re-scored exactly; 0: k (ORQA's)
+  scann_num_leaves: int = orqa_scann.NUM_LEAVES
+  scann_num_leaves_to_search: int = orqa_scann.NUM_LEAVES_TO_SEARCH
+  scann_training_sample_size: int = orqa_scann.TRAINING_SAMPLE_SIZE
+  scann_dimensions_per_block: int = orqa_scann.DIMENSIONS_PER_BLOCK
+  scann_reordering_num_neighbors: int = orqa_scann.REORDERING_NUM_NEIGHBORS  # 0: k (ORQA's)
   batch_size: int = 1024            # records per tokenisation batch (tf.data buffers ~4 per file)
   rows_per_slice: int = 65_536      # embedding rows restored at a time
 
@@ -226,7 +228,7 @@ def export_query_tower(config: ImportConfig, model_dir: str, width: int) -> str:
   """Exports a `Retriever` (one shared tower: REALM's embedder embedded queries and blocks) built
   from the TF1 embedder, [CLS] pooling, projection `width` with LayerNorm, queries of
   `query_length`; retrieval_score_scale 1 (ORQA's). Returns the export directory."""
-  from realm_tf.checkpoints import orqa_model, tf1_bert  # pylint: disable=g-import-not-at-top
+  from realm_tf.checkpoints import tf1_bert  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   source, prefix, _ = _embedder_source(config)
@@ -236,7 +238,7 @@ def export_query_tower(config: ImportConfig, model_dir: str, width: int) -> str:
   else:
     encoder = tf1_bert.infer_encoder_config(source, prefix, config.num_attention_heads)
   # Google's TF1 BERT (REALM's embedder) computes GELU with the tanh approximation.
-  encoder = dataclasses.replace(encoder, hidden_act=orqa_model.TF1_BERT_ACTIVATION)
+  encoder = dataclasses.replace(encoder, hidden_act=tf1_bert.TF1_BERT_ACTIVATION)
   retriever = Retriever(RetrieverConfig(
       encoder=encoder, projection_size=width, share_towers=True, pooling="cls",
       projection_layer_norm=True, query_seq_length=config.query_length,
@@ -253,21 +255,11 @@ def export_query_tower(config: ImportConfig, model_dir: str, width: int) -> str:
 
 
 def scann_config(config: ImportConfig, num_rows: int):
-  """ORQA's ScaNN settings (tree + asymmetric hashing, no anisotropic loss), the tree clamped
-  to the corpus (at most one leaf per 16 points) and the training sample to its rows."""
-  from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
-  leaves = max(1, min(config.scann_num_leaves, num_rows // 16))
-  return ScannConfig(
-      mode="tree_ah", num_leaves=leaves,
-      num_leaves_to_search=max(1, min(config.scann_num_leaves_to_search, leaves)),
-      training_sample_size=min(config.scann_training_sample_size, num_rows),
-      dimensions_per_block=config.scann_dimensions_per_block,
-      anisotropic_quantization_threshold=float("nan"),
-      # ScaNN re-scores max(this, k) candidates exactly: 1 means exactly the k it returns.
-      reordering_num_neighbors=max(1, config.scann_reordering_num_neighbors),
-      # ORQA's: ScaNN returns hashing candidates, scored exactly against the searcher's one
-      # float copy of `block_emb` (ScaNN's own re-ordering would keep a second).
-      rescoring="gather")
+  """ORQA's ScaNN settings with the import's knobs (`orqa_scann.orqa_scann_config`)."""
+  return orqa_scann.orqa_scann_config(
+      num_rows, config.scann_num_leaves, config.scann_num_leaves_to_search,
+      config.scann_training_sample_size, config.scann_dimensions_per_block,
+      config.scann_reordering_num_neighbors)
 
 
 def build_searcher(config: ImportConfig, embeddings, mapped: Optional[np.ndarray] = None):
@@ -290,23 +282,20 @@ def write_index(config: ImportConfig, index_dir: str, export_dir: str, embedding
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.embedder_export import read_metadata  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import host_matrix  # pylint: disable=g-import-not-at-top
-  from realm_tf.export import mips  # pylint: disable=g-import-not-at-top
   # No copy: the searcher's variable is the staged file's pages, dropped while read.
   tensor, embeddings = host_matrix.mapped_tensor(embeddings_path)
   searcher = build_searcher(config, tensor, embeddings)
   del tensor
-  manifest = {
+  manifest = bundle_lib.bundle_manifest(
+      source_export=final_export_dir, step=EXPORT_STEP, export_metadata=read_metadata(export_dir),
+      corpus_dirs=[final_corpus_dir], corpus_fingerprints=[corpus["fingerprint"]],
+      corpus_fingerprint=corpus["fingerprint"], release=corpus["release"],
+      source=orqa_scann.RELEASE_SOURCE,
+      rescoring="exact inner products of the searcher's candidates",
       # ORQA's ScaNN settings for this corpus, whichever searcher was built: what `export`'s
       # ScaNN variants (and `evaluate --searcher=scann`) use when the searcher is exact.
-      mips.RELEASE_SCANN_CONFIG: mips.scann_config_json(
-          scann_config(config, int(embeddings.shape[0])).resolve(int(embeddings.shape[0]))),
-      "source_export": final_export_dir, "step": EXPORT_STEP, "export_metadata": read_metadata(export_dir),
-      "corpus_dir": final_corpus_dir, "corpus_fingerprint": corpus["fingerprint"],
-      "documents": {"corpus_dirs": [final_corpus_dir],
-                    "corpus_fingerprints": [corpus["fingerprint"]], "num_removed": 0},
-      "release": corpus["release"], "source": "orqa_release",
-      "rescoring": "exact inner products of the searcher's candidates",
-  }
+      **{orqa_scann.RELEASE_SCANN_CONFIG: orqa_scann.scann_config_json(
+          scann_config(config, int(embeddings.shape[0])).resolve(int(embeddings.shape[0])))})
   try:
     with host_matrix.dropping_pages(embeddings):  # saving reads the variable: the file's pages
       published = bundle_lib.publish(index_dir, export_dir=export_dir, searcher=searcher,
@@ -323,20 +312,10 @@ def write_index(config: ImportConfig, index_dir: str, export_dir: str, embedding
 # ---- the whole import ---------------------------------------------------------------------------
 
 def _publish(staging: str, targets: Dict[str, str], overwrite: bool) -> None:
-  """Renames each staged folder into place (the index last: it is what readers look for); with
-  `overwrite` the folders they replace are moved aside first and deleted at the end."""
-  old = []
+  """Moves each staged folder into place (the index last: it is what readers look for); with
+  `overwrite` each folder it replaces is moved aside and deleted once the new one is in place."""
   for name, target in targets.items():
-    if os.path.exists(target):
-      if not overwrite:
-        raise FileExistsError(f"{target} exists; pass --overwrite to replace it.")
-      aside = os.path.join(os.path.dirname(target), f".import-old-{name}-{uuid.uuid4().hex[:8]}")
-      os.rename(target, aside)
-      old.append(aside)
-  for name, target in targets.items():
-    os.rename(os.path.join(staging, name), target)
-  for path in old:
-    shutil.rmtree(path, ignore_errors=True)
+    publish.move_into_place(os.path.join(staging, name), target, replace=overwrite)
 
 
 def run(config: ImportConfig) -> Dict:

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.checkpoints import tf1_bert_test
+from realm_tf.testing import bert_checkpoints
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.release import importer
 from realm_tf.release.files import ReleaseError
 from realm_tf.retrieval import bundle as bundle_lib
-from realm_tf.retrieval.searcher import exact_top_k_numpy
+from realm_tf.retrieval.topk import exact_top_k
 from realm_tf.testing import orqa_release
 from realm_tf.testing.cli import run_cli
 from realm_tf.text import RealmTokenizer
 
 N = 240
-WIDTH = tf1_bert_test.PROJ  # 128, as released
+WIDTH = bert_checkpoints.PROJ  # 128, as released
 
 
 def _texts(n):
@@ -120,7 +120,7 @@ def test_bundle_holds_block_emb_as_released(release, imported, kind):
 
 def test_searchers_return_exactly_scored_top_k(release, imported):
   q = np.random.default_rng(2).standard_normal((6, WIDTH)).astype(np.float32)
-  exact_rows, exact_scores = exact_top_k_numpy(release["emb"], q, 10)
+  exact_rows, exact_scores = exact_top_k(q, release["emb"], 10)
   for kind in importer.SEARCHERS:
     bundle = bundle_lib.latest(os.path.join(imported[kind][0], "index"))
     rows, scores = (t.numpy() for t in bundle.searcher.search(tf.constant(q), tf.constant(10)))

@@ -3,9 +3,9 @@
 Readers of an index call `latest(index_dir)`; searchers share one interface,
 `search(query_embeddings [B, 128], k) → (rows int32 [B, k], scores float32 [B, k])`.
 """
-from realm_tf.retrieval.searcher import (Searcher, SearcherError, exact_top_k_numpy,
-                                         load_searcher, recall_at_k, save_searcher)
-from realm_tf.retrieval.brute_force import BruteForceConfig, BruteForceSearcher, exact_top_k_tiled
+from realm_tf.retrieval.searcher import Searcher, SearcherError, load_searcher, save_searcher
+from realm_tf.retrieval.brute_force import BruteForceConfig, BruteForceSearcher
+from realm_tf.retrieval.topk import exact_top_k
 from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher
 from realm_tf.retrieval.embedder_export import (ExportError, LoadedEmbedder, export_embedder,
                                                 latest_export, load_embedder)

@@ -44,7 +44,7 @@ import numpy as np
 from realm_tf.io import publish
 from realm_tf.io.memory import return_free_memory
 from realm_tf.retrieval.topk import top_k
-from realm_tf.training.progress import ItemProgress
+from realm_tf.utils.progress import ItemProgress
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _WORD_OR_SEP = re.compile(r"\w+|\x00", re.UNICODE)  # "\x00" separates the texts of a chunk

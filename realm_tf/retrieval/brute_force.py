@@ -79,29 +79,3 @@ class BruteForceSearcher(Searcher):
                           tf.TensorShape([None, None])],
         parallel_iterations=1)
     return best_rows, best_scores
-
-
-def exact_top_k_tiled(embeddings: np.ndarray, queries: np.ndarray, k: int,
-                      tile_size: int = 65536):
-  """Exact MIPS in NumPy over row tiles (memory O(B × tile)): (rows int64 [B, k], scores [B, k]).
-
-  Used for recall checks against a large (possibly memory-mapped) matrix without copying it.
-  """
-  queries = np.asarray(queries, np.float32)
-  n = embeddings.shape[0]
-  if not 0 < k <= n:
-    raise SearcherError(f"k={k} must be in [1, {n}].")
-  best_rows = np.zeros([len(queries), 0], np.int64)
-  best_scores = np.zeros([len(queries), 0], np.float32)
-  for start in range(0, n, tile_size):
-    block = np.asarray(embeddings[start:start + tile_size], np.float32)
-    scores = np.concatenate([best_scores, queries @ block.T], axis=1)
-    rows = np.concatenate(
-        [best_rows, np.broadcast_to(np.arange(start, start + len(block)), (len(queries), len(block)))],
-        axis=1)
-    kk = min(k, scores.shape[1])
-    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-    best_scores = np.take_along_axis(scores, part, axis=1)
-    best_rows = np.take_along_axis(rows, part, axis=1)
-  order = np.argsort(-best_scores, axis=1, kind="stable")
-  return np.take_along_axis(best_rows, order, axis=1), np.take_along_axis(best_scores, order, axis=1)

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from realm_tf.testing import retrieval_fixtures as testing
 from realm_tf.retrieval.brute_force import BruteForceConfig, BruteForceSearcher
-from realm_tf.retrieval.searcher import exact_top_k_numpy, load_searcher, save_searcher
+from realm_tf.retrieval.searcher import load_searcher, save_searcher
+from realm_tf.retrieval.topk import exact_top_k
 
 
 @pytest.mark.parametrize("tile_size", [7, 64, 100, 4096])  # ragged, even, exact, single tile
@@ -20,7 +21,7 @@ def test_exact_search_equals_numpy(tile_size):
   q = rng.normal(size=(9, 128)).astype(np.float32)
   searcher = BruteForceSearcher(emb, BruteForceConfig(tile_size=tile_size))
   rows, scores = searcher.search(q, 10)
-  ref_rows, ref_scores = exact_top_k_numpy(emb, q, 10)
+  ref_rows, ref_scores = exact_top_k(q, emb, 10)
   assert rows.dtype == tf.int32 and scores.dtype == tf.float32
   assert rows.shape == (9, 10)
   np.testing.assert_array_equal(rows.numpy(), ref_rows)

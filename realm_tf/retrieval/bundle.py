@@ -31,16 +31,18 @@ import os
 import re
 import time
 import uuid
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.data.pretrain_pipeline import WorkerLoadedArray, WorkerLoadedFunction
 from realm_tf.io import paths
 from realm_tf.io import publish as publish_lib
 from realm_tf.io.memory import return_free_memory
 from realm_tf.io.publish import is_remote
+from realm_tf.text.packing import INPUT_KEYS
 
 MANIFEST = "manifest.json"
 QUERY_EMBEDDER = "query_embedder"
@@ -250,6 +252,19 @@ def latest(index_dir: str, load: bool = False, retries: int = 5) -> IndexBundle:
   raise AssertionError("unreachable")
 
 
+def bundle_manifest(*, source_export: str, step: int, export_metadata: Dict,
+                    corpus_dirs: List[str], corpus_fingerprints: List[str],
+                    corpus_fingerprint: str, num_removed: int = 0, **fields) -> Dict:
+  """The manifest fields every index bundle records (`publish` adds its own): the export that
+  embedded it, and the documents it holds (corpus directories, base first, their fingerprints,
+  the removed blocks' count); `fields` add what the writer knows besides (recall, source, ...)."""
+  return dict({"source_export": source_export, "step": step, "export_metadata": export_metadata,
+               "corpus_dir": corpus_dirs[0], "corpus_fingerprint": corpus_fingerprint,
+               "documents": {"corpus_dirs": list(corpus_dirs),
+                             "corpus_fingerprints": list(corpus_fingerprints),
+                             "num_removed": int(num_removed)}}, **fields)
+
+
 def publish(index_dir: str, *, export_dir: str, searcher, embeddings: np.ndarray,
             block_ids: np.ndarray, manifest: Dict, removed_block_ids=None, keep: int = 3,
             grace_seconds: float = 120.0) -> IndexBundle:
@@ -350,3 +365,37 @@ def prune(index_dir: str, keep: int = 3, grace_seconds: float = 120.0) -> List[i
   if deleted:
     logging.info("Pruned index bundles %s from %s.", deleted, index_dir)
   return deleted
+
+
+def bundle_retrieve_fn(bundle, k: int, load_on_worker: bool = False) -> Callable:
+  """Retrieval with an index bundle: its (stale) query embedder, then its searcher → block ids.
+
+  With `load_on_worker`, the returned function reads the embedder's weights, the searcher's index
+  and the block ids from `bundle.path` where it runs (see pretrain_pipeline.WorkerLoadedFunction)
+  instead of capturing them: use it for tf.data service, whose workers then need read access to
+  the bundle.
+  """
+  found = min(k, int(bundle.num_rows))
+  if load_on_worker:
+    embed_fn = WorkerLoadedFunction(os.path.join(bundle.path, QUERY_EMBEDDER),
+                                    "embed_queries", bundle.query_embedder.module.embed_queries)
+    search_fn = WorkerLoadedFunction(os.path.join(bundle.path, SEARCHER), "search",
+                                     bundle.searcher.search)
+    ids_array = WorkerLoadedArray(os.path.join(bundle.path, BLOCK_IDS))
+    embed = lambda f: embed_fn({key: f[key] for key in INPUT_KEYS})["embeddings"]
+    search = search_fn
+    block_ids = ids_array.value
+  else:
+    embedder = bundle.query_embedder
+    searcher = bundle.searcher
+    ids_t = tf.constant(bundle.block_ids, tf.int64)
+    embed, search, block_ids = embedder.embed_queries, searcher.search, lambda: ids_t
+
+  @tf.autograph.experimental.do_not_convert
+  def retrieve(features):
+    rows, _ = search(embed(features), tf.constant(found, tf.int32))
+    # A corpus smaller than k leaves -1 (unknown block) columns, masked out downstream.
+    return tf.pad(tf.gather(block_ids(), rows), [[0, 0], [0, k - found]], constant_values=-1)
+
+  retrieve.loads_on_worker = load_on_worker
+  return retrieve

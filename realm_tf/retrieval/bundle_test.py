@@ -169,7 +169,7 @@ def test_reader_never_sees_a_half_published_bundle(export_dir, tmp_path):
 
 @pytest.mark.parametrize("part", ["searcher", "block_ids", "embeddings_npy"])
 def test_a_short_part_is_a_one_line_error_naming_its_file(export_dir, tmp_path, part):
-  from realm_tf.launch import cli  # pylint: disable=g-import-not-at-top
+  from realm_tf.utils import command_line  # pylint: disable=g-import-not-at-top
   searcher_class = _ExactWithoutKey if part == "embeddings_npy" else None
   b = _publish(str(tmp_path), export_dir, 40, seed=4, searcher_class=searcher_class)
   name = {"searcher": os.path.join("searcher", "variables", "variables.data-00000-of-00001"),
@@ -179,5 +179,5 @@ def test_a_short_part_is_a_one_line_error_naming_its_file(export_dir, tmp_path, 
     f.truncate(os.path.getsize(path) // 2)
   with pytest.raises(Exception) as e:
     bundle_lib.latest(str(tmp_path), load=True)
-  assert cli.is_user_error(e.value), repr(e.value)  # a CLI prints it as one `error:` line
+  assert command_line.is_user_error(e.value), repr(e.value)  # a CLI prints it as one `error:` line
   assert path in str(e.value), str(e.value)

@@ -1,13 +1,14 @@
 """The document set an index bundle covers: corpus directories, later ones overriding earlier
 blocks with the same id, minus removed block ids.
 
-The refresher records it in each bundle's manifest (`to_manifest`, with the removed ids in
-`removed_block_ids.npy`), so later full refreshes keep additions and removals; `combine` applies
+The refresher records it in each bundle's manifest (`bundle.bundle_manifest`, with the removed ids
+in `removed_block_ids.npy`), so later full refreshes keep additions and removals; `combine` applies
 it to embedding parts, `read_ids_file` reads a `--remove` file.
 """
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -18,12 +19,31 @@ from realm_tf.data import corpus as corpus_lib
 
 @dataclasses.dataclass
 class DocumentSet:
-  """Corpus directories (base first, later ones override by block id) minus removed block ids."""
+  """Corpus directories (base first, later ones override by block id) minus removed block ids.
+
+  Each directory's manifest is read once, by the first call that needs it, and handed to every
+  later one (`manifest`): one refresh reads each corpus manifest once.
+  """
   corpus_dirs: List[str]
   removed: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros([0], np.int64))
+  _manifests: Dict[str, Dict] = dataclasses.field(default_factory=dict, repr=False,
+                                                  compare=False)
+
+  def manifest(self, corpus_dir: str) -> Dict:
+    """`corpus_dir`'s manifest, checked (an empty corpus is a CorpusError naming it)."""
+    if corpus_dir not in self._manifests:
+      self._manifests[corpus_dir] = load_nonempty_manifest(corpus_dir)
+    return self._manifests[corpus_dir]
+
+  def share_manifests(self, *others: "DocumentSet") -> None:
+    """Takes the manifests `others` have read already, so they are not read again here."""
+    for other in others:
+      for d, manifest in other._manifests.items():  # pylint: disable=protected-access
+        self._manifests.setdefault(d, manifest)
 
   def fingerprints(self) -> List[str]:
-    return [corpus_fingerprint(d) for d in self.corpus_dirs]
+    """Each directory's corpus fingerprint, in order."""
+    return [manifest_fingerprint(self.manifest(d)) for d in self.corpus_dirs]
 
   def fingerprint(self) -> str:
     """The base corpus fingerprint when unchanged, else a hash of all parts and removals."""
@@ -34,15 +54,25 @@ class DocumentSet:
         np.asarray(sorted(self.removed), np.int64).tobytes()).hexdigest()}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
-  def to_manifest(self) -> Dict:
-    return {"corpus_dirs": list(self.corpus_dirs), "corpus_fingerprints": self.fingerprints(),
-            "num_removed": int(len(self.removed))}
+
+def load_nonempty_manifest(corpus_dir: str) -> Dict:
+  """`corpus.load_manifest` plus a clear error for an empty corpus."""
+  manifest = corpus_lib.load_manifest(corpus_dir)
+  if int(manifest["num_blocks"]) <= 0 or not manifest["shards"]:
+    raise corpus_lib.CorpusError(
+        f"Corpus {os.path.join(corpus_dir, corpus_lib.MANIFEST)} is empty (0 blocks): "
+        "nothing to index.")
+  return manifest
+
+
+def manifest_fingerprint(manifest: Dict) -> str:
+  """A corpus manifest's fingerprint (recorded, or computed from it)."""
+  return manifest.get("fingerprint") or corpus_lib.corpus_fingerprint(manifest)
 
 
 def corpus_fingerprint(corpus_dir: str) -> str:
   """The fingerprint of a corpus directory's manifest (recorded, or computed from it)."""
-  manifest = corpus_lib.load_manifest(corpus_dir)
-  return manifest.get("fingerprint") or corpus_lib.corpus_fingerprint(manifest)
+  return manifest_fingerprint(corpus_lib.load_manifest(corpus_dir))
 
 
 def read_ids_file(path: str) -> np.ndarray:

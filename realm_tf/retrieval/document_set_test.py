@@ -26,7 +26,18 @@ def test_fingerprint_is_the_corpus_one_until_documents_change(tmp_path):
   added, removed = DocumentSet([a, b]), DocumentSet([a], np.array([5], np.int64))
   assert len({base.fingerprint(), added.fingerprint(), removed.fingerprint()}) == 3
   assert DocumentSet([a], np.array([5], np.int64)).fingerprint() == removed.fingerprint()
-  assert added.to_manifest()["corpus_dirs"] == [a, b] and removed.to_manifest()["num_removed"] == 1
+  assert added.fingerprints() == [base.fingerprint(), DocumentSet([b]).fingerprint()]
+
+
+def test_each_manifest_is_read_once(tmp_path, monkeypatch):
+  a = str(tmp_path / "a")
+  testing.make_corpus(a, (3,), seed=1)
+  reads = []
+  real = corpus_lib.load_manifest
+  monkeypatch.setattr(corpus_lib, "load_manifest", lambda d: reads.append(d) or real(d))
+  docs = DocumentSet([a])
+  docs.fingerprint(), docs.fingerprints(), docs.manifest(a)
+  assert reads == [a]
 
 
 def test_ids_file_names_the_bad_line(tmp_path):

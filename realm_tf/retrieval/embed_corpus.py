@@ -31,10 +31,11 @@ from absl import logging
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.io import atomic
 from realm_tf.io.errors import error_text
+from realm_tf.retrieval.document_set import load_nonempty_manifest
 from realm_tf.retrieval.embedder_export import LoadedEmbedder, check_corpus_compatible
 from realm_tf.text.packing import INPUT_KEYS, pack_document
-from realm_tf.training.progress import ItemProgress
-from realm_tf.training.strategy import input_pipelines
+from realm_tf.utils.progress import ItemProgress
+from realm_tf.utils.strategy import input_pipelines
 
 PART_PATTERN = "part-{:05d}.npz"
 
@@ -50,16 +51,6 @@ class EmbedStats:
   @property
   def blocks_per_second(self) -> float:
     return self.num_blocks / self.seconds if self.seconds > 0 else 0.0
-
-
-def load_corpus_manifest(corpus_dir: str) -> Dict:
-  """`corpus.load_manifest` plus a clear error for an empty corpus."""
-  manifest = corpus_lib.load_manifest(corpus_dir)
-  if int(manifest["num_blocks"]) <= 0 or not manifest["shards"]:
-    raise corpus_lib.CorpusError(
-        f"Corpus {os.path.join(corpus_dir, corpus_lib.MANIFEST)} is empty (0 blocks): "
-        "nothing to index.")
-  return manifest
 
 
 def export_identity(embedder: LoadedEmbedder) -> str:
@@ -290,8 +281,12 @@ def embed_blocks(embedder: LoadedEmbedder, paths: List[str],
 def embed_shards(embedder: LoadedEmbedder, corpus_dir: str, work_dir: str,
                  strategy: Optional[tf.distribute.Strategy] = None, num_shards: int = 1,
                  shard_index: int = 0, batch_size: int = 32,
-                 on_part_done: Optional[Callable[[int], None]] = None) -> EmbedStats:
+                 on_part_done: Optional[Callable[[int], None]] = None,
+                 manifest: Optional[Dict] = None) -> EmbedStats:
   """Embeds this worker's corpus shards into `work_dir`, skipping parts already finished.
+
+  `manifest`: the corpus manifest its caller read and checked against the export already (the
+  refresher's document set); without it, it is read and checked here.
 
   Raises CorpusError naming the file for an empty corpus, a corrupt shard (sha256 or record
   damage) or a shard whose block count differs from the manifest, and ExportError when the export
@@ -303,9 +298,10 @@ def embed_shards(embedder: LoadedEmbedder, corpus_dir: str, work_dir: str,
   block once); the stats are this client's.
   """
   strategy = strategy or tf.distribute.get_strategy()
-  manifest = load_corpus_manifest(corpus_dir)
   manifest_path = os.path.join(corpus_dir, corpus_lib.MANIFEST)
-  check_corpus_compatible(embedder.metadata, manifest, embedder.path, manifest_path)
+  if manifest is None:
+    manifest = load_nonempty_manifest(corpus_dir)
+    check_corpus_compatible(embedder.metadata, manifest, embedder.path, manifest_path)
   tf.io.gfile.makedirs(work_dir)
   stats = EmbedStats()
   start = time.time()

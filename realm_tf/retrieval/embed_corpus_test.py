@@ -107,7 +107,7 @@ def test_two_replicas_on_logical_cpus_match_one(setup, tmp_path):
   out = str(tmp_path / "out.npz")
   script = textwrap.dedent(f"""
       import numpy as np
-      from realm_tf.training.strategy import get_strategy
+      from realm_tf.utils.strategy import get_strategy
       strategy = get_strategy(strategy="mirrored", num_cpu_devices=2)
       from realm_tf.data import corpus as corpus_lib
       from realm_tf.retrieval import embed_corpus as ec, embedder_export as ee

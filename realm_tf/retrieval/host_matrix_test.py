@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from realm_tf.io import memory
 from realm_tf.retrieval import host_matrix
 from realm_tf.retrieval.brute_force import BruteForceSearcher
 
@@ -31,20 +32,14 @@ def _address(tensor) -> int:
   return np.from_dlpack(_Capsule(tf.experimental.dlpack.to_dlpack(tensor))).ctypes.data
 
 
-def _status() -> dict:
-  with open("/proc/self/status") as f:
-    return {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f
-            if line.startswith(("VmRSS", "VmHWM"))}
-
-
 def _peak_growth(fn) -> float:
   """The process's peak resident memory while `fn` runs, above its resident size before, in
   copies of the matrix (the kernel's high-water mark, reset first)."""
   with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # resets VmHWM to the current RSS
-  before = _status()["VmRSS"]
+  before = memory.process_memory()["VmRSS"]
   result = fn()
-  return (_status()["VmHWM"] - before) / E, result
+  return (memory.process_memory()["VmHWM"] - before) / E, result
 
 
 @pytest.fixture(scope="module")

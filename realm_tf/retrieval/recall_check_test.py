@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from realm_tf.data import corpus as corpus_lib
 from realm_tf.retrieval import recall_check
 from realm_tf.retrieval.scann_searcher import ScannConfig
 from realm_tf.testing import retrieval_fixtures as testing
@@ -31,8 +32,9 @@ def test_query_sample_is_the_query_tower_on_block_bodies(tmp_path):
   testing.make_corpus(corpus_dir, (5, 5), seed=3)
   embedder = ee.load_embedder(ee.export_embedder(testing.make_retriever(seed=2),
                                                  str(tmp_path / "model"), 1))
-  a = recall_check.sample_query_embeddings(embedder, [corpus_dir], 7, seed=0)
-  b = recall_check.sample_query_embeddings(embedder, [corpus_dir], 7, seed=0)
+  shards = corpus_lib.shard_paths(corpus_dir)
+  a = recall_check.sample_query_embeddings(embedder, shards, 7, seed=0)
+  b = recall_check.sample_query_embeddings(embedder, shards, 7, seed=0)
   assert a.shape == (7, embedder.embedding_dim) and a.dtype == np.float32
   np.testing.assert_array_equal(a, b)  # a fixed seed: the same sample every time
-  assert recall_check.sample_query_embeddings(embedder, [corpus_dir], 50).shape[0] == 10
+  assert recall_check.sample_query_embeddings(embedder, shards, 50).shape[0] == 10

@@ -103,7 +103,7 @@ def test_a_worker_stops_embedding_for_a_round_that_ended(src, tmp_path):
     refresh_round.declare(index_dir, later, 200, [corpus_dir], model_dir, lease=True)
 
   assert worker.refresh(export, on_part_done=chief_moves_on) is None  # no error: it stops
-  assert seen == [1] and old.id in worker._done  # shard 3 of the ended round was never embedded
+  assert seen == [1] and old.id in worker.done_rounds  # shard 3 of the ended round was never embedded
   assert os.listdir(refresh_round.work_root(index_dir)) == [refresh_round.ROUND_FILE]
   # It follows the new round next (its shards 1 and 3).
   assert worker.run_once() is None and worker.last_stats.embedded == [1, 3]
@@ -201,7 +201,7 @@ def test_two_shard_workers_keep_up_with_a_trainer_that_exports_faster_than_a_ref
   for t in threads:
     t.join(timeout=limit + 60)
   assert not errors and not any(t.is_alive() for t in threads)
-  assert not workers[0]._failed  # the round's lease kept every round's export from pruning
+  assert not workers[0].failed_exports  # the round's lease kept every round's export from pruning
 
   versions = bundle_lib.list_versions(index_dir)
   assert published[0] == len(versions) and published[1] == 0  # the chief published them all

@@ -9,7 +9,7 @@ from realm_tf.data import corpus as corpus_lib
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embedder_export as ee
 from realm_tf.retrieval import refresh
-from realm_tf.retrieval.scann_searcher import release_resource
+from realm_tf.retrieval.scann_resources import release_resource
 from realm_tf.testing import retrieval_fixtures as testing
 from realm_tf.testing.retrieval_fixtures import copy_export
 
@@ -53,6 +53,14 @@ def test_once_publishes_a_complete_bundle(env, tmp_path):
   assert r.run_once() is None  # up to date: nothing republished
   assert bundle_lib.list_versions(str(tmp_path)) == [1]
   assert os.listdir(os.path.join(str(tmp_path), refresh.WORK_SUBDIR)) == []  # parts removed
+
+
+def test_a_refresh_reads_each_corpus_manifest_once(env, tmp_path, monkeypatch):
+  reads = []
+  real = corpus_lib.load_manifest
+  monkeypatch.setattr(corpus_lib, "load_manifest", lambda d: reads.append(d) or real(d))
+  assert refresh.IndexRefresher(config(env, tmp_path)).run_once().version == 1
+  assert reads == [os.path.abspath(env["corpus"])]
 
 
 def test_refresh_holds_its_export_against_pruning(env, tmp_path):

@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher
-from realm_tf.retrieval.searcher import (SearcherError, exact_top_k_numpy, load_searcher,
-                                         save_searcher)
+from realm_tf.retrieval.searcher import SearcherError, load_searcher, save_searcher
+from realm_tf.retrieval.topk import exact_top_k
 
 N, D = 2000, 16
 
@@ -52,7 +52,7 @@ def test_scores_are_exact_and_all_candidates_give_exact_top_k(data):
   assert np.all(np.diff(scores, axis=1) <= 1e-6)
   searcher.set_search_params(reordering_num_neighbors=N)  # every point a candidate
   rows, scores = (t.numpy() for t in searcher.search(tf.constant(q), tf.constant(10)))
-  exact_rows, exact_scores = exact_top_k_numpy(x, q, 10)
+  exact_rows, exact_scores = exact_top_k(q, x, 10)
   np.testing.assert_array_equal(rows, exact_rows)
   np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-5)
   searcher.release()

@@ -21,17 +21,18 @@ import dataclasses
 import math
 import uuid
 import weakref
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.eager import context  # pylint: disable=g-direct-tensorflow-import
 from absl import logging
 
 from realm_tf.io.memory import return_free_memory
 from realm_tf.retrieval import host_matrix
-from realm_tf.retrieval.searcher import (Searcher, SearcherError, dismantle_traces,
-                                         register_scann_ops)
+from realm_tf.retrieval.scann_resources import (FLAG_SUFFIX, flag_handle, release_on_collect,
+                                               release_resource)
+from realm_tf.retrieval.searcher import Searcher, SearcherError, dismantle_traces
+from realm_tf.utils.custom_ops import register_scann_ops, scann_ops
 
 MODES = ("auto", "brute_force", "ah", "tree_ah")
 # Who re-scores the candidates exactly: ScaNN, with a float copy of its own in its state; or
@@ -87,71 +88,10 @@ class ScannConfig:
                                rescoring="scann" if mode == "brute_force" else self.rescoring)
 
 
-def _scann_ops():
-  from scann.scann_ops.py import scann_ops  # pylint: disable=g-import-not-at-top
-  return scann_ops
-
-
-_FLAG_SUFFIX = "/live"
-
-
-def _flag_handle(flag_name: str):
-  """The per-process bool variable that says an index exists (assigned by every search)."""
-  return tf.raw_ops.VarHandleOp(dtype=tf.bool, shape=[], shared_name=flag_name)
-
-
-def release_resource(shared_name: str, flag_name: Optional[str] = None) -> bool:
-  """Destroys the ScaNN index resource `shared_name` of this process, if a search created it.
-
-  `flag_name` is its search's flag variable (default `<shared_name>/live`). The memory is freed
-  once running searches finish; a later search rebuilds the index from the searcher's variables.
-  Returns True when there was one to destroy. It runs eagerly wherever it is called from: a
-  finalizer can fire while a graph is being built (a TF1-style `tf.Graph().as_default()`, where
-  `tf.init_scope` does not reach eager mode).
-  """
-  with context.eager_mode(), tf.device("/device:CPU:0"):
-    flag = _flag_handle(flag_name or shared_name + _FLAG_SUFFIX)
-    if not bool(tf.raw_ops.VarIsInitializedOp(resource=flag)):
-      return False
-    # The resource exists and is initialised, so the op only looks it up: the empty inputs are
-    # never read (they would only be used to build a missing index).
-    empty = tf.zeros([0], tf.float32)
-    handle = _scann_ops().tensors_to_scann(
-        empty, tf.constant("", tf.string), tf.constant("", tf.string), tf.zeros([0], tf.int32),
-        tf.constant("", tf.string), tf.zeros([0], tf.uint8), tf.zeros([0], tf.int8), empty, empty,
-        shared_name=shared_name)
-    tf.raw_ops.DestroyResourceOp(resource=handle, ignore_lookup_error=True)
-    tf.raw_ops.DestroyResourceOp(resource=flag, ignore_lookup_error=True)
-  return True
-
-
-def release_on_collect(obj, shared_name: str, flag_name: Optional[str] = None) -> None:
-  """Releases the index `shared_name` when `obj` is garbage-collected (not at interpreter exit)."""
-  weakref.finalize(obj, release_resource, shared_name, flag_name).atexit = False
-
-
-def loaded_resource_names(search_fn) -> Optional[Tuple[str, str]]:
-  """(index resource name, flag variable name) in a loaded searcher's `search` function.
-
-  Loading a SavedModel appends a per-load suffix to every shared name, so each loaded copy has
-  its own index; the names are read back from the loaded graph. None for searchers saved without
-  a flag (they cannot tell whether their index exists).
-  """
-  names = {}
-  for concrete in getattr(search_fn, "concrete_functions", []):
-    graph = concrete.graph.as_graph_def()
-    for node in list(graph.node) + [n for f in graph.library.function for n in f.node_def]:
-      if node.op == "Scann>TensorsToScann":
-        names["index"] = node.attr["shared_name"].s.decode()
-      elif node.op == "VarHandleOp" and _FLAG_SUFFIX in node.attr["shared_name"].s.decode():
-        names["flag"] = node.attr["shared_name"].s.decode()
-  return (names["index"], names["flag"]) if len(names) == 2 else None
-
-
 def scann_builder(embeddings: np.ndarray, cfg: ScannConfig, ops=None):
   """ScaNN's builder for a resolved `cfg`, from `ops` (default: the TF ops; `scann_ops_pybind`
   gives the same index through ScaNN's Python API, which benchmarks compare with)."""
-  b = (ops or _scann_ops()).builder(embeddings, cfg.num_neighbors, "dot_product")
+  b = (ops or scann_ops()).builder(embeddings, cfg.num_neighbors, "dot_product")
   if cfg.mode == "brute_force":
     return b.score_brute_force()
   if cfg.mode == "tree_ah":
@@ -239,12 +179,12 @@ class ScannSearcher(Searcher):
 
   def _handle(self):
     s = self.state
-    handle = _scann_ops().tensors_to_scann(
+    handle = scann_ops().tensors_to_scann(
         s.dataset, s.scann_config, s.serialized_partitioner, s.datapoint_to_token,
         s.ah_codebook, s.hashed_dataset, s.int8_dataset, s.int8_multipliers, s.dp_norms,
         shared_name=self.shared_name)
     with tf.control_dependencies([handle]), tf.device("/device:CPU:0"):
-      flag = _flag_handle(self.shared_name + _FLAG_SUFFIX)
+      flag = flag_handle(self.shared_name + FLAG_SUFFIX)
       live = tf.raw_ops.AssignVariableOp(resource=flag, value=True)
     with tf.control_dependencies([live]):
       return tf.identity(handle)
@@ -254,14 +194,14 @@ class ScannSearcher(Searcher):
     pre = tf.where(pre < 0, pre, tf.maximum(pre, k))
     if self.config.rescoring == "gather":
       return self._gather_rescored(queries, k, pre)
-    rows, scores = _scann_ops().scann_search_batched(
+    rows, scores = scann_ops().scann_search_batched(
         self._handle(), queries, k, pre, self._leaves, self.config.parallel_search)
     return rows, scores
 
   def _gather_rescored(self, queries, k, num_candidates):
     """ORQA's retrieval: ScaNN's `num_candidates` asymmetric-hashing candidates, scored exactly
     against rows gathered from `embeddings`, the best k of them kept."""
-    rows, _ = _scann_ops().scann_search_batched(
+    rows, _ = scann_ops().scann_search_batched(
         self._handle(), queries, num_candidates, num_candidates, self._leaves,
         self.config.parallel_search)
     rows = tf.reshape(rows, [tf.shape(queries)[0], -1])

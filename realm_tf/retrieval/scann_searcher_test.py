@@ -1,6 +1,5 @@
 """Tests for the ScaNN searcher: size-scaled config, agreement with exact search, SavedModel,
 and that a released (or collected) searcher gives its native index's memory back."""
-import ctypes
 import gc
 import os
 import subprocess
@@ -11,19 +10,21 @@ import weakref
 import numpy as np
 import pytest
 
+from realm_tf.io import memory
 from realm_tf.testing import retrieval_fixtures as testing
 from realm_tf.retrieval.brute_force import BruteForceSearcher
 from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher
-from realm_tf.retrieval.searcher import (SearcherError, exact_top_k_numpy, load_searcher,
-                                         read_searcher_embeddings, recall_at_k, save_searcher)
+from realm_tf.retrieval.searcher import (SearcherError, load_searcher, read_searcher_embeddings,
+                                         save_searcher)
+from realm_tf.retrieval.recall_check import neighbour_recall
+from realm_tf.retrieval.topk import exact_top_k
 
 
 def _rss_bytes() -> int:
   """Resident memory of this process after trimming malloc's free lists (no garbage collection:
   what a dropped searcher leaves to Python's cyclic collector counts)."""
-  ctypes.CDLL("libc.so.6").malloc_trim(0)
-  with open("/proc/self/status") as f:
-    return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+  memory.return_free_memory()
+  return memory.rss_bytes()
 
 
 def test_config_scales_with_corpus_size():
@@ -53,7 +54,7 @@ def test_scann_agrees_with_exact_on_clustered_data(mode):
   exact = BruteForceSearcher(emb)
   rows, scores = scann.search(q, 10)
   exact_rows, exact_scores = exact.search(q, 10)
-  recall = recall_at_k(rows.numpy(), exact_rows.numpy())
+  recall = neighbour_recall(rows.numpy(), exact_rows.numpy())
   assert recall >= 0.9, (mode, recall)
   if mode == "brute_force":
     assert recall == 1.0
@@ -67,12 +68,12 @@ def test_scann_agrees_with_exact_on_clustered_data(mode):
 
 def test_search_params_can_be_retuned_without_rebuilding():
   emb, q = testing.clustered(3000, seed=7, num_queries=100)
-  exact_rows = exact_top_k_numpy(emb, q, 10)[0]
+  exact_rows = exact_top_k(q, emb, 10)[0]
   searcher = ScannSearcher(emb, ScannConfig(mode="tree_ah", num_leaves=50,
                                             num_leaves_to_search=1, reordering_num_neighbors=10))
-  low = recall_at_k(searcher.search(q, 10)[0].numpy(), exact_rows)
+  low = neighbour_recall(searcher.search(q, 10)[0].numpy(), exact_rows)
   searcher.set_search_params(num_leaves_to_search=50, reordering_num_neighbors=200)
-  high = recall_at_k(searcher.search(q, 10)[0].numpy(), exact_rows)
+  high = neighbour_recall(searcher.search(q, 10)[0].numpy(), exact_rows)
   assert high >= 0.99 and low < high - 0.1, (low, high)
   assert searcher.info()["config"]["num_leaves_to_search"] == 50
   with pytest.raises(SearcherError, match="tree_ah"):
@@ -112,8 +113,8 @@ def test_two_loaded_indexes_do_not_share_a_resource(tmp_path):
   for name, emb in (("a", a), ("b", b)):
     save_searcher(ScannSearcher(emb, ScannConfig(mode="brute_force")), str(tmp_path / name))
   la, lb = load_searcher(str(tmp_path / "a")), load_searcher(str(tmp_path / "b"))
-  np.testing.assert_array_equal(la.search(q, 5)[0].numpy(), exact_top_k_numpy(a, q, 5)[0])
-  np.testing.assert_array_equal(lb.search(q, 5)[0].numpy(), exact_top_k_numpy(b, q, 5)[0])
+  np.testing.assert_array_equal(la.search(q, 5)[0].numpy(), exact_top_k(q, a, 5)[0])
+  np.testing.assert_array_equal(lb.search(q, 5)[0].numpy(), exact_top_k(q, b, 5)[0])
   assert la.info["kind"] == "scann" and la.info["config"]["mode"] == "brute_force"
 
 

@@ -27,6 +27,8 @@ import tensorflow as tf
 
 from realm_tf.io import paths
 from realm_tf.io.errors import error_text
+from realm_tf.retrieval import scann_resources
+from realm_tf.utils.custom_ops import register_scann_ops
 
 SEARCHER_INFO = "realm_searcher.json"
 
@@ -155,12 +157,6 @@ def save_searcher(searcher: Searcher, path: str) -> dict:
   return info
 
 
-def register_scann_ops() -> None:
-  """Imports ScaNN's TF ops so SavedModels using `Scann>*` ops can be loaded."""
-  from scann.scann_ops.py import scann_ops  # pylint: disable=g-import-not-at-top,unused-import
-  del scann_ops
-
-
 def load_searcher(path: str):
   """Loads a searcher SavedModel saved by `save_searcher`; the result has `.search(q, k)`, `.info`
   and `.release()` (frees a ScaNN index's native memory now; it is also freed when the loaded
@@ -196,11 +192,10 @@ def load_searcher(path: str):
                    *([state.recreate_handle] if hasattr(state, "recreate_handle") else [])
                    ).atexit = False
   if info.get("kind") == "scann":
-    from realm_tf.retrieval import scann_searcher  # pylint: disable=g-import-not-at-top
-    names = scann_searcher.loaded_resource_names(loaded.search)
+    names = scann_resources.loaded_resource_names(loaded.search)
     if names:
-      scann_searcher.release_on_collect(loaded, *names)
-      loaded.release = lambda: scann_searcher.release_resource(*names)
+      scann_resources.release_on_collect(loaded, *names)
+      loaded.release = lambda: scann_resources.release_resource(*names)
   return loaded
 
 
@@ -290,20 +285,3 @@ def _bundle_entry(index_path: str, key: str):
   if header is None or entry is None:
     raise SearcherError(f"{index_path} has no tensor {key!r}.")
   return entry, header
-
-
-def exact_top_k_numpy(embeddings: np.ndarray, queries: np.ndarray, k: int):
-  """Reference exact MIPS in NumPy: (rows [B, k] int64, scores [B, k] float32), best first."""
-  scores = queries.astype(np.float32) @ embeddings.astype(np.float32).T
-  part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-  part_scores = np.take_along_axis(scores, part, axis=1)
-  order = np.argsort(-part_scores, axis=1, kind="stable")
-  return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
-
-
-def recall_at_k(approx_rows, exact_rows, k: Optional[int] = None) -> float:
-  """Mean fraction of the exact top-k rows that the approximate top-k also returned."""
-  approx_rows, exact_rows = np.asarray(approx_rows), np.asarray(exact_rows)
-  k = k or exact_rows.shape[1]
-  hits = [len(set(a[:k].tolist()) & set(e[:k].tolist())) for a, e in zip(approx_rows, exact_rows)]
-  return float(np.sum(hits)) / float(k * len(exact_rows)) if len(exact_rows) else 0.0

@@ -10,12 +10,18 @@ maxima of column blocks (at most `BLOCK` wide, at least 8k of them; k distinct b
 value at least that large). Only the values at or above it are sorted; in a row with a long tie at
 the bound (e.g. BM25's zeros), only the values above it and the first ties in column order.
 Narrower rows take an exact full-row partition. Scores must not be NaN.
+
+`exact_top_k` is exact maximum inner product search on the host, the one every exact reference
+uses (recall checks, evaluation, benchmarks): tiled, so its memory above the embeddings is a few
+tiles for any corpus size, never [queries × N].
 """
 from typing import Tuple
 
 import numpy as np
 
 BLOCK = 128  # widest column block of the lower bound
+TILE_SCORES = 1 << 21  # query x document scores `exact_top_k` computes at once (8 MB of float32)
+TILE_QUERIES = 256
 
 
 def _top_k_full(scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -82,3 +88,37 @@ def _top_k_long_tie(row: np.ndarray, bound, k: int) -> Tuple[np.ndarray, np.ndar
   vals = row[above]
   order = np.lexsort((above, -vals))[:k]
   return vals[order], above[order].astype(np.int64)
+
+
+def exact_top_k(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, k: int,
+                tile_scores: int = TILE_SCORES) -> Tuple[np.ndarray, np.ndarray]:
+  """Exact MIPS: the top-k rows of `doc_embeddings` by inner product with each query, best
+  first, equal scores in row order: (rows int64 [Q, k], scores float32 [Q, k]).
+
+  Scores are computed for one tile of queries x documents at a time (`tile_scores` of them) and
+  folded into a running top-k, so the memory above the embeddings is a few tiles for any N, never
+  [Q, N]. `doc_embeddings` [N, D] is read one tile of rows at a time (a memory-mapped `.npy`
+  stays on disk); the result equals the top-k of the whole score matrix. k is capped at N.
+  """
+  queries = np.asarray(query_embeddings, np.float32)
+  n = len(doc_embeddings)
+  k = min(int(k), n)
+  best_scores = np.zeros([len(queries), 0], np.float32)
+  best_rows = np.zeros([len(queries), 0], np.int64)
+  if k <= 0 or not len(queries):
+    return best_rows[:, :0], best_scores[:, :0]
+  q_tile = min(len(queries), TILE_QUERIES)
+  d_tile = max(k, tile_scores // q_tile)
+  for start in range(0, n, d_tile):
+    docs = np.asarray(doc_embeddings[start:start + d_tile], np.float32)
+    merged_scores, merged_rows = [], []
+    for q0 in range(0, len(queries), q_tile):
+      # The tile's own top-k, then the top-k of (best so far, tile's): every earlier row comes
+      # before every tile row, so positions in the concatenation keep equal scores in row order.
+      tile, cols = top_k(queries[q0:q0 + q_tile] @ docs.T, k)
+      scores, pos = top_k(np.concatenate([best_scores[q0:q0 + q_tile], tile], axis=1), k)
+      rows = np.concatenate([best_rows[q0:q0 + q_tile], cols + start], axis=1)
+      merged_scores.append(scores)
+      merged_rows.append(np.take_along_axis(rows, pos, axis=1))
+    best_scores, best_rows = np.concatenate(merged_scores), np.concatenate(merged_rows)
+  return best_rows, best_scores

@@ -11,11 +11,12 @@ still counted, so EM stays comparable with the official numbers), a question lon
 query length is truncated, a regex that does not compile never matches, stray unicode in answers
 is normalised — each with a logged warning naming the example.
 
-`retriever="bm25"` swaps the dense retriever for BM25 over the same index blocks (`bm25.py`,
-rank_bm25's Okapi BM25): the same fine-tuned reader reads BM25's top K, and EM and recall@k are
-reported exactly as for dense retrieval, so one command scores any reader behind either. The
-reader is given the retrieval logit it was fine-tuned with (`bm25_logits`, bm25.READER_LOGITS):
-by default the model's own q · emb for BM25's blocks, or none for a reader fine-tuned behind BM25.
+`retriever="bm25"` swaps the dense retriever for BM25 over the same index blocks
+(`bm25_retriever.py`, rank_bm25's Okapi BM25): the same fine-tuned reader reads BM25's top K, and
+EM and recall@k are reported exactly as for dense retrieval, so one command scores any reader
+behind either. The reader is given the retrieval logit it was fine-tuned with (`bm25_logits`,
+bm25_retriever.READER_LOGITS): by default the model's own q · emb for BM25's blocks, or none for a
+reader fine-tuned behind BM25.
 
 `searcher="scann"` keeps the dense retriever (the fine-tuned query tower) but searches with the
 ScaNN searcher the `realm_openqa_scann` export serves (`export.mips.scann_source_of`: for an
@@ -135,10 +136,10 @@ class Predictor:
   model reads the first `reader_beam_size` of them. `retrieve_fn(examples, features)` may replace
   the dense retriever (e.g. BM25): it returns {"rows": int [B, R], "scores": float [B, R]} and
   optionally "reader_logits" [B, R] (what the reader adds to span scores; default "scores").
-  `retriever="bm25"` (without a retrieve_fn) uses `bm25.BM25Retriever` over the model's index,
-  the reader given `bm25_logits` (bm25.READER_LOGITS) for BM25's blocks. `searcher` (an object
-  with `.search(query_embeddings, k)`, e.g. a ScaNN searcher) makes the dense retriever search
-  with it (`SearcherRetriever`) instead of exactly.
+  `retriever="bm25"` (without a retrieve_fn) uses `bm25_retriever.BM25Retriever` over the model's
+  index, the reader given `bm25_logits` (bm25_retriever.READER_LOGITS) for BM25's blocks.
+  `searcher` (an object with `.search(query_embeddings, k)`, e.g. a ScaNN searcher) makes the
+  dense retriever search with it (`SearcherRetriever`) instead of exactly.
   """
 
   def __init__(self, model, tokenizer: Optional[RealmTokenizer] = None,
@@ -155,8 +156,9 @@ class Predictor:
     self.featurizer = QuestionFeaturizer(model.config.feature_config, self.tokenizer)
     self.num_retrieved = max(min(num_retrieved, model.index.size), model.reader_beam_size)
     if retrieve_fn is None and retriever == "bm25":
-      from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
-      retrieve_fn = bm25.BM25Retriever(model.index, self.num_retrieved, model, bm25_logits)
+      from realm_tf.openqa import bm25_retriever  # pylint: disable=g-import-not-at-top
+      retrieve_fn = bm25_retriever.BM25Retriever(model.index, self.num_retrieved, model,
+                                                 bm25_logits)
     if searcher is not None:
       retrieve_fn = SearcherRetriever(model, searcher, self.num_retrieved)
     self.retrieve_fn = retrieve_fn
@@ -409,8 +411,8 @@ class EvaluateConfig(ConfigBase):
   The index and corpus default to the ones fine-tuning used (recorded in its config.json); the
   output prefix to `<model_dir>/eval/<dataset>-<split>` (`-bm25` appended for BM25,
   `-bm25-zero_logit` for `bm25_logits="zero"`). `bm25_logits` (None: the logit the reader was
-  fine-tuned with, `bm25.default_reader_logits`) is what the reader adds for BM25's blocks.
-  `searcher` is how the dense retriever searches (SEARCHERS): `exact`, or `scann`, the ScaNN
+  fine-tuned with, `bm25_retriever.default_reader_logits`) is what the reader adds for BM25's
+  blocks. `searcher` is how the dense retriever searches (SEARCHERS): `exact`, or `scann`, the ScaNN
   searcher `export` serves in `realm_openqa_scann` (`-scann` appended to the output prefix).
   """
   model_dir: str = ""
@@ -439,9 +441,9 @@ class EvaluateConfig(ConfigBase):
     if self.searcher == "scann" and self.retriever != "dense":
       raise ValueError(f"searcher 'scann' searches the dense retriever's index; it does not "
                        f"apply to retriever {self.retriever!r}.")
-    from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
-    if self.bm25_logits not in (None,) + bm25.READER_LOGITS:
-      raise ValueError(f"bm25_logits must be one of {bm25.READER_LOGITS}, got "
+    from realm_tf.openqa import bm25_retriever  # pylint: disable=g-import-not-at-top
+    if self.bm25_logits not in (None,) + bm25_retriever.READER_LOGITS:
+      raise ValueError(f"bm25_logits must be one of {bm25_retriever.READER_LOGITS}, got "
                        f"{self.bm25_logits!r}.")
 
 
@@ -451,7 +453,7 @@ def run(config: EvaluateConfig, strategy: Optional[tf.distribute.Strategy] = Non
   metrics JSON, the predictions JSONL, the DPR retriever results and the TREC run; returns the
   metrics (`summary_line` makes the CLI's line of them)."""
   from realm_tf.data.doc_ids import DocIdTable  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import bm25_retriever  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   t0 = time.time()
@@ -459,7 +461,7 @@ def run(config: EvaluateConfig, strategy: Optional[tf.distribute.Strategy] = Non
   with (strategy or tf.distribute.get_strategy()).scope():
     model, trained, bundle = finetune.load_finetuned(config.model_dir, config.index_dir,
                                                      config.corpus_dir)
-  bm25_logits = config.bm25_logits or bm25.default_reader_logits(trained.retriever)
+  bm25_logits = config.bm25_logits or bm25_retriever.default_reader_logits(trained.retriever)
   examples = datasets.load_examples(config.dataset, config.split, config.data_dir,
                                     config.manual_dir, config.max_examples, strict=config.strict)
   suffix = "-bm25" if config.retriever == "bm25" else ""

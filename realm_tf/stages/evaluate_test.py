@@ -118,7 +118,7 @@ def test_external_retriever_rows_are_read(model):
 
 def test_bm25_retrieves_the_block_a_question_was_copied_from(model, tmp_path):
   """--retriever=bm25: BM25 over the same blocks feeds the same reader; EM and recall@k as dense."""
-  from realm_tf.openqa import bm25  # pylint: disable=g-import-not-at-top
+  from realm_tf.openqa import bm25_retriever  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.bm25 import bm25_tokens  # pylint: disable=g-import-not-at-top
   index = model.index
   facts = T.FACTS[:6]
@@ -128,13 +128,13 @@ def test_bm25_retrieves_the_block_a_question_was_copied_from(model, tmp_path):
               for i, (_, body, _, answer) in enumerate(facts)]
   bodies = index.texts(range(index.size))[1]
   rows = [bodies.index(body) for _, body, _, _ in facts]
-  path = str(tmp_path / "bm25.jsonl")
+  path = str(tmp_path / "bm25_retriever.jsonl")
   result = E.evaluate(model, examples, batch_size=4, recall_ks=(1, 5), predictions_path=path,
                       retriever="bm25")
   assert result["retriever"] == "bm25" and result["model_calls"] == 2
   assert result["recall@1"] == 1.0 and result["recall@5"] == 1.0
   lines = [json.loads(x) for x in open(path, encoding="utf-8")]
-  retriever = bm25.BM25Retriever(index, 5)
+  retriever = bm25_retriever.BM25Retriever(index, 5)
   for line, row, e in zip(lines, rows, examples):
     assert line["evidence"][0]["block_id"] == int(index.block_ids[row])
     assert line["evidence"][0]["has_answer"]

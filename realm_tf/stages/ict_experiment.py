@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras
 
 from realm_tf.data import corpus as corpus_lib
-from realm_tf.data import ict as ict_lib
+from realm_tf.data import ict_examples as ict_lib
 from realm_tf.modeling.retriever import INPUT_KEYS, Retriever, RetrieverConfig
 from realm_tf.retrieval import embedder_export
 from realm_tf.text import RealmTokenizer

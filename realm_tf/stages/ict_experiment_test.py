@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.data import corpus as corpus_lib
-from realm_tf.data import ict as ict_lib
+from realm_tf.data import ict_examples as ict_lib
 from realm_tf.testing import cli as cli_testing
 from realm_tf.testing import synthetic
 from realm_tf.text import RealmTokenizer
@@ -72,7 +72,7 @@ _REPLICAS_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
     import tensorflow as tf
-    from realm_tf.training.strategy import get_strategy
+    from realm_tf.utils.strategy import get_strategy
     strategy = get_strategy(strategy=sys.argv[1], num_cpu_devices=2)
     from realm_tf.modeling.encoder_config import EncoderConfig
     from realm_tf.modeling.retriever import Retriever, RetrieverConfig

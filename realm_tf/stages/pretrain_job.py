@@ -75,7 +75,7 @@ class PretrainJobConfig:
   reader_warmup_learning_rate: float = 5e-4
   reader_warmup_train_encoder: bool = True
   reader_warmup_remove_rate: float = 0.5
-  reader_warmup_evidence: str = "span_match"  # or own_block (realm_tf.data.evidence)
+  reader_warmup_evidence: str = "span_match"  # or own_block (realm_tf.retrieval.evidence)
   reader_warmup_distractor_rate: float = 0.5  # span_match: share of queries reading a distractor
   # REALM pre-training.
   batch_size: int = 4
@@ -230,7 +230,8 @@ def ensure_corpus(inputs: Optional[List[str]], corpus_dir: str,
   """
   if tf.io.gfile.exists(os.path.join(corpus_dir, corpus_lib.MANIFEST)):
     return corpus_lib.load_manifest(corpus_dir)
-  from realm_tf.data.build_corpus import BuildCorpusConfig, build_corpus  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from realm_tf.data.corpus_pipeline import BuildCorpusConfig, build_corpus
   result = build_corpus(BuildCorpusConfig(
       inputs=work_dir_lib.normalize_inputs(inputs or [default_corpus_path()]),
       output_dir=corpus_dir, num_shards=2,

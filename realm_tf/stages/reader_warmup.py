@@ -15,7 +15,7 @@ import tf_keras
 from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
-from realm_tf.data import evidence as evidence_lib
+from realm_tf.retrieval import evidence as evidence_lib
 from realm_tf.data import masking as masking_lib
 from realm_tf.data import mlm as mlm_lib
 from realm_tf.data.block_lookup import BlockLookup
@@ -43,10 +43,12 @@ class ReaderWarmupConfig(ConfigBase):
   mask_rate: float = 0.15
   # What the second segment holds. "own_block": random-masked sentences of a block with the rest
   # of that block (`realm_tf.data.mlm`). "span_match": REALM's masked queries with another block
-  # that holds the masked span (`realm_tf.data.evidence`), which teaches reading retrieved text.
+  # that holds the masked span (`realm_tf.retrieval.evidence`), which teaches reading retrieved
+  # text.
   evidence: str = "own_block"
   # span_match: the share of queries that read a distractor (BM25's best block without the
-  # span), so that the reader learns not to trust every block it reads (`realm_tf.data.evidence`).
+  # span), so that the reader learns not to trust every block it reads
+  # (`realm_tf.retrieval.evidence`).
   distractor_rate: float = 0.0
   # own_block: how often the sentence is removed from its block. Kept sentences teach the reader
   # to copy from its second segment.

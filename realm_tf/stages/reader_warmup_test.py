@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from realm_tf.data.pretrain_pipeline_service_test import _write_corpus_and_annotations
+from realm_tf.testing.retrieval_fixtures import write_corpus_and_annotations
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.text import RealmTokenizer
 from realm_tf.stages import reader_warmup
@@ -57,7 +57,7 @@ def test_mlm_loss_is_each_examples_mean_cross_entropy_over_its_masked_pieces():
 
 
 def test_span_match_warmup_trains_resumes_and_records_its_config(tmp_path):
-  corpus_dir, ann_dir = _write_corpus_and_annotations(str(tmp_path), TOK)
+  corpus_dir, ann_dir = write_corpus_and_annotations(str(tmp_path), TOK)
   model_dir = str(tmp_path / "reader")
   config = ReaderWarmupConfig(knowledge_encoder=TINY, evidence="span_match", query_length=24,
                               seq_length=64, max_predictions=6, batch_size=4, num_train_steps=4,

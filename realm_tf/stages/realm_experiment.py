@@ -18,8 +18,8 @@ from absl import logging
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data import masking as masking_lib
 from realm_tf.data.block_lookup import BlockLookup
-from realm_tf.data.pretrain_pipeline import (PipelineConfig, bundle_retrieve_fn,
-                                             indexed_masked_examples, make_pretrain_dataset)
+from realm_tf.data.pretrain_pipeline import (PipelineConfig, indexed_masked_examples,
+                                             make_pretrain_dataset)
 from realm_tf.evaluation import heldout as heldout_lib
 from realm_tf.io import atomic
 from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator
@@ -214,8 +214,8 @@ class RealmExperiment:
       self._dataset_bundle.close()
     self._dataset_bundle = self.bundle
     # On tf.data service workers the bundle is read from its path, not shipped in the graph.
-    retrieve = bundle_retrieve_fn(self.bundle, self.config.model.num_candidates,
-                                  load_on_worker=bool(self.data_service))
+    retrieve = bundle_lib.bundle_retrieve_fn(self.bundle, self.config.model.num_candidates,
+                                             load_on_worker=bool(self.data_service))
     dataset = make_pretrain_dataset(self.masked_examples(start_position, shard.count, shard.index),
                                     retrieve, self.lookup,
                                     dataclasses.replace(self.pipeline_config,

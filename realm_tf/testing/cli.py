@@ -1,5 +1,5 @@
-"""Test helpers for the command-line programs: run one in a subprocess, check its one-line error,
-check that importing one defines no flag."""
+"""Test helpers for the command-line programs: parse one's flags in-process, run one in a
+subprocess, check its one-line error, check that importing one defines no flag."""
 import os
 import re
 import subprocess
@@ -13,6 +13,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # ("I1122 17:20:50.123456 140 ict.py:60] ...") are the program's own and do not match.
 TF_CPP_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
                          r"|[IWEF]\d{4} [\d:.]+ +\d+ [\w./-]+\.(cc|h|cpp):\d+\])", re.M)
+
+
+def parsed_flags(program, *argv: str):
+  """A fresh FlagValues holding `program`'s flags (`program.define_flags(fv)`, as its
+  `__main__` defines them) parsed from the command line `argv`."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  program.define_flags(fv)
+  fv([program.__name__.rsplit(".", 1)[-1], *argv])
+  return fv
 
 
 def run_cli(module: str, *args: str, env: Optional[Dict[str, str]] = None,

@@ -74,11 +74,11 @@ def write_tiny_embedder(path: str, seed: int = 1) -> str:
   hidden size 16 over the project's 30,522-word vocabulary under `module/module/module/bert/`, and
   the 16 -> 128 projection + LayerNorm under `module/module/{dense,LayerNorm}`, the names of
   `cc_news_pretrained/embedder`. Its size does not grow with a release's rows."""
-  from realm_tf.checkpoints import tf1_bert_test  # pylint: disable=g-import-not-at-top
+  from realm_tf.testing import bert_checkpoints  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.encoder_config import EncoderConfig  # pylint: disable=g-import-not-at-top
   tiny = EncoderConfig(vocab_size=30522, hidden_size=16, num_layers=1, num_attention_heads=2,
                        intermediate_size=32, max_position_embeddings=512, type_vocab_size=2)
-  arrays = tf1_bert_test.bert_arrays(tiny, seed, prefix="module/module/module/")
-  arrays.update(tf1_bert_test.projection_arrays(seed + 1, "module/module/", tiny.hidden_size))
-  tf1_bert_test.write_tf1_checkpoint(arrays, os.path.join(path, "variables", "variables"))
+  arrays = bert_checkpoints.bert_arrays(tiny, seed, prefix="module/module/module/")
+  arrays.update(bert_checkpoints.projection_arrays(seed + 1, "module/module/", tiny.hidden_size))
+  bert_checkpoints.write_tf1_checkpoint(arrays, os.path.join(path, "variables", "variables"))
   return path

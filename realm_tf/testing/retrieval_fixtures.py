@@ -1,9 +1,12 @@
-"""Small fixtures for the retrieval tests: tiny block corpora, tiny embedder exports, clustered data.
+"""Small fixtures for the retrieval tests: tiny block corpora (random tokens, or six short documents
+with their salient-span annotations), tiny embedder exports, clustered data.
 
 Corpora are written with the real corpus writer (`corpus.write_shard` + `write_manifest`), so the
 tests exercise the same files the corpus builder produces.
 """
+import json
 import os
+import re
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -92,3 +95,46 @@ def clustered(n: int, dim: int = 128, num_clusters: int = 64, noise: float = 0.4
 
   points = draw(n)
   return (points, draw(num_queries)) if num_queries else points
+
+
+# Six short documents whose salient spans (years, places) recur across them.
+DOCS = [
+    ("Marie Curie", "Marie Curie was born in Warsaw in 1867. She won the Nobel Prize in 1903."),
+    ("Warsaw", "Warsaw is the capital of Poland. Chopin left Warsaw for Paris in 1831."),
+    ("Sorbonne", "The Sorbonne is in Paris. Pierre Curie taught there in 1904."),
+    ("Vistula", "The Vistula is the longest river in Poland. It reaches the sea near Gdansk."),
+    ("Chopin", "Frederic Chopin was born in 1810. He died in Paris in 1849."),
+    ("Nobel Prize", "Alfred Nobel founded the prize in 1895. The first prizes came in 1901."),
+]
+
+
+ENTITIES = re.compile(r"\b(1[0-9]{3}|Warsaw|Paris|Poland|Gdansk|Chopin)\b")
+
+
+def write_corpus_and_annotations(root: str, tok, max_block_length: int = 48):
+  """A corpus of `DOCS` under `root`/corpus, one block per document, and its annotations under
+  `root`/annotations: each block's sentences, with years and places as salient spans (no
+  spaCy). Returns (corpus_dir, annotations_dir)."""
+  corpus_dir, ann_dir = os.path.join(root, "corpus"), os.path.join(root, "annotations")
+  os.makedirs(corpus_dir)
+  os.makedirs(ann_dir)
+  blocks, annotations = [], []
+  for i, (title, text) in enumerate(DOCS):
+    block_id = corpus_lib.block_id_for(f"doc{i}", 0)
+    blocks.append(corpus_lib.block_example(
+        block_id, f"doc{i}", title, text, tok.tokenize([title])[0].numpy().tolist(),
+        tok.tokenize([text])[0].numpy().tolist()))
+    raw = text.encode("utf-8")
+    cut = raw.index(b". ") + 1
+    spans = [(m.start(), m.end()) for m in ENTITIES.finditer(text)]  # ASCII: bytes == chars
+    annotations.append(corpus_lib.annotation_example(
+        title, text, [(0, cut), (cut + 1, len(raw))], spans, ["X"] * len(spans), block_id))
+  shard = corpus_lib.write_shard(
+      os.path.join(corpus_dir, corpus_lib.SHARD_PATTERN.format(0, 1)), blocks)
+  corpus_lib.write_manifest(corpus_dir, [shard], tok.fingerprint, max_block_length=max_block_length)
+  entry = corpus_lib.write_shard(
+      os.path.join(ann_dir, corpus_lib.ANNOTATION_SHARD_PATTERN.format(0, 1)), annotations)
+  entry["num_records"] = entry.pop("num_blocks")
+  with open(os.path.join(ann_dir, corpus_lib.ANNOTATION_MANIFEST), "w") as f:
+    json.dump({"num_records": len(DOCS), "shards": [entry]}, f)
+  return corpus_dir, ann_dir

@@ -56,7 +56,7 @@ FILE_SECONDS: Dict[str, float] = {
     "tests/faults/test_server_load.py": 13,
     "realm_tf/launch/export_test.py": 11,
     "realm_tf/retrieval/embed_corpus_test.py": 11,
-    "realm_tf/data/ict_test.py": 10,
+    "realm_tf/data/ict_examples_test.py": 10,
     "realm_tf/stages/evaluate_test.py": 10,
 }
 

@@ -25,6 +25,14 @@ def mount_error(probe_dir: str) -> Optional[str]:
     os.rmdir(probe)
 
 
+def skip_unless_mountable(probe_dir: str) -> None:
+  """Skips the calling test (pytest.skip, with the reason) where a tmpfs cannot be mounted."""
+  reason = mount_error(probe_dir)
+  if reason:
+    import pytest  # pylint: disable=g-import-not-at-top
+    pytest.skip(reason)
+
+
 @contextlib.contextmanager
 def small_tmpfs(directory: str, size_bytes: int) -> Iterator[str]:
   """Mounts a tmpfs of `size_bytes` on `directory` (created if needed) and unmounts it after."""

@@ -156,9 +156,9 @@ class ScannModel(tf.Module):
 
   def __init__(self, points: np.ndarray, k: int = 5):
     super().__init__()
-    from scann.scann_ops.py import scann_ops  # pylint: disable=import-outside-toplevel
-    self._ops = scann_ops
-    self.state = scann_ops.builder(points, k, "dot_product").score_brute_force().build(
+    from realm_tf.utils.custom_ops import scann_ops  # pylint: disable=import-outside-toplevel
+    self._ops = scann_ops()
+    self.state = self._ops.builder(points, k, "dot_product").score_brute_force().build(
         ).serialize_to_module()
     self.k = k
 

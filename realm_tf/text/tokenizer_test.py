@@ -7,11 +7,6 @@ import tensorflow as tf
 from realm_tf.text import RealmTokenizer, default_vocab_path, vocab_fingerprint
 
 
-@pytest.fixture(scope="module")
-def tok():
-  return RealmTokenizer()
-
-
 def _one(tok, text):
   ids, starts, limits = tok.tokenize_with_offsets([text])
   return ids[0].numpy().tolist(), starts[0].numpy().tolist(), limits[0].numpy().tolist()

@@ -27,8 +27,8 @@ from realm_tf.io import atomic
 from realm_tf.io import paths
 from realm_tf.io import publish
 from realm_tf.training import dropout_rng
-from realm_tf.training.progress import ProgressReporter
-from realm_tf.training.strategy import input_pipelines
+from realm_tf.utils.progress import ProgressReporter
+from realm_tf.utils.strategy import input_pipelines, is_tpu_strategy
 
 DONE_MARKER = "TRAINING_DONE"
 CONFIG_FILE = "config.json"
@@ -79,11 +79,6 @@ def check_or_write_config(model_dir: str, config: Dict, may_change: Sequence[str
                  {k: (old.get(k), new.get(k)) for k in diff})
   tf.io.gfile.makedirs(model_dir)
   atomic.write_json(path, config)
-
-
-def is_tpu_strategy(strategy: tf.distribute.Strategy) -> bool:
-  """Whether `strategy` runs its replica steps on TPUs (it then compiles them itself)."""
-  return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
 
 
 def check_device_inputs(element_spec, what: str, host_keys: Sequence[str] = ()) -> None:

@@ -232,7 +232,7 @@ def three_steps(strategy, weights: str, model_dir: str):
 # process; the one-device run is this one.
 _MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
-    from realm_tf.training.strategy import get_strategy
+    from realm_tf.utils.strategy import get_strategy
     strategy = get_strategy(strategy=sys.argv[1], num_cpu_devices=2)
     from realm_tf.training import trainer_test as t
     print("RESULT", json.dumps(t.three_steps(strategy, sys.argv[2], sys.argv[3])))
@@ -316,9 +316,7 @@ def test_a_checkpoint_with_flipped_bytes_is_refused_at_restore_naming_its_file(t
 def test_a_full_disk_at_a_checkpoint_is_a_disk_full_error_and_keeps_the_last_one(tmp_path):
   from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
   from realm_tf.testing import small_disk  # pylint: disable=g-import-not-at-top
-  reason = small_disk.mount_error(str(tmp_path))
-  if reason:
-    pytest.skip(reason)
+  small_disk.skip_unless_mountable(str(tmp_path))
   with small_disk.small_tmpfs(str(tmp_path / "disk"), 64 << 20) as disk:
     trainer = make_trainer(disk)
     trainer.step.assign(2)

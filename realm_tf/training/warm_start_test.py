@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.checkpoints import hf_bert_test
-from realm_tf.checkpoints import tf1_bert_test
+from realm_tf.testing import bert_checkpoints
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.knowledge_encoder import KnowledgeAugmentedEncoder
 from realm_tf.modeling.retriever import Retriever, RetrieverConfig
 from realm_tf.training import warm_start
 
-SMALL = hf_bert_test.SMALL
+SMALL = bert_checkpoints.SMALL
 
 
 def _ids(cfg, batch=3, length=10, seed=0):
@@ -23,9 +22,9 @@ def _ids(cfg, batch=3, length=10, seed=0):
 
 
 def test_hf_bert_with_mlm_head_loads_the_head_into_the_reader(tmp_path):
-  arrays = hf_bert_test.make_hf_arrays(SMALL, prefix="bert.", with_head=True)
+  arrays = bert_checkpoints.make_hf_arrays(SMALL, prefix="bert.", with_head=True)
   src = str(tmp_path / "bert_with_head")
-  hf_bert_test._write_hf_dir(src, SMALL, arrays)  # pylint: disable=protected-access
+  bert_checkpoints.write_hf_dir(src, SMALL, arrays)
   reader = KnowledgeAugmentedEncoder(SMALL, seq_length=16)
   used = warm_start.init_knowledge_encoder(reader, src)
   assert used["mlm_head"] is True
@@ -39,15 +38,15 @@ def test_hf_bert_with_mlm_head_loads_the_head_into_the_reader(tmp_path):
   assert warm_start.has_mlm_head(src)
 
   no_head = str(tmp_path / "bert_without_head")
-  hf_bert_test._write_hf_dir(no_head, SMALL, hf_bert_test.make_hf_arrays(SMALL))  # pylint: disable=protected-access
+  bert_checkpoints.write_hf_dir(no_head, SMALL, bert_checkpoints.make_hf_arrays(SMALL))
   fresh = KnowledgeAugmentedEncoder(SMALL, seq_length=16)
   assert warm_start.init_knowledge_encoder(fresh, no_head)["mlm_head"] is False
   assert not warm_start.has_mlm_head(no_head)
 
 
 def test_tf1_bert_with_mlm_head_loads_the_head(tmp_path):
-  arrays = tf1_bert_test.bert_arrays(SMALL, seed=3, mlm=True)
-  path = tf1_bert_test.write_tf1_checkpoint(arrays, str(tmp_path / "bert" / "model.ckpt"))
+  arrays = bert_checkpoints.bert_arrays(SMALL, seed=3, mlm=True)
+  path = bert_checkpoints.write_tf1_checkpoint(arrays, str(tmp_path / "bert" / "model.ckpt"))
   reader = KnowledgeAugmentedEncoder(SMALL, seq_length=16)
   assert warm_start.source_kind(path) == "tf1"
   used = warm_start.init_knowledge_encoder(reader, path)
@@ -60,7 +59,7 @@ def test_tf1_bert_with_mlm_head_loads_the_head(tmp_path):
 @pytest.mark.parametrize("projection_size", [SMALL.hidden_size, 8])
 def test_pretrained_encoder_gives_both_towers_one_space(tmp_path, projection_size):
   src = str(tmp_path / "hf")
-  hf_bert_test._write_hf_dir(src, SMALL, hf_bert_test.make_hf_arrays(SMALL, seed=5))  # pylint: disable=protected-access
+  bert_checkpoints.write_hf_dir(src, SMALL, bert_checkpoints.make_hf_arrays(SMALL, seed=5))
   retriever = Retriever(RetrieverConfig(encoder=SMALL, projection_size=projection_size,
                                         share_towers=False, pooling="mean",
                                         query_seq_length=10, doc_seq_length=10))
@@ -195,12 +194,12 @@ def test_warm_start_from_an_object_store(tmp_path, kind):
   from realm_tf.io import paths  # pylint: disable=g-import-not-at-top
   local, remote = str(tmp_path / kind), f"ram://{tmp_path.name}/{kind}"
   if kind == "hf":
-    arrays = hf_bert_test.make_hf_arrays(SMALL, prefix="bert.", with_head=True)
-    hf_bert_test._write_hf_dir(local, SMALL, arrays)  # pylint: disable=protected-access
+    arrays = bert_checkpoints.make_hf_arrays(SMALL, prefix="bert.", with_head=True)
+    bert_checkpoints.write_hf_dir(local, SMALL, arrays)
     bias = arrays["cls.predictions.bias"]
   else:
-    arrays = tf1_bert_test.bert_arrays(SMALL, seed=3, mlm=True)
-    tf1_bert_test.write_tf1_checkpoint(arrays, os.path.join(local, "model.ckpt"))
+    arrays = bert_checkpoints.bert_arrays(SMALL, seed=3, mlm=True)
+    bert_checkpoints.write_tf1_checkpoint(arrays, os.path.join(local, "model.ckpt"))
     bias = arrays["cls/predictions/output_bias"]
   paths.copy_tree(local, remote)
   source = remote if kind == "hf" else f"{remote}/model.ckpt"

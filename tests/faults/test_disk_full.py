@@ -1,17 +1,13 @@
 """A full disk (benchmarks/faults/disk_full.py) at the fast subset's size: an export, a refresh
 round and a checkpoint save on a small real tmpfs fail with one line saying the disk is full,
 keep the previous version whole, leave no temporary, and succeed once space is freed."""
-import pytest
-
 from benchmarks.faults import FaultConfig
 from benchmarks.faults import disk_full
 from realm_tf.testing import small_disk
 
 
 def test_a_full_disk_keeps_the_previous_version_and_the_next_run_succeeds(tmp_path):
-  reason = small_disk.mount_error(str(tmp_path))
-  if reason:
-    pytest.skip(reason)
+  small_disk.skip_unless_mountable(str(tmp_path))
   config = FaultConfig.fast(str(tmp_path))
   rows = disk_full.run(config)
   assert [r.fault for r in rows] == ["disk full during an embedder export",

@@ -5,22 +5,24 @@ import os
 import pytest
 from absl import logging
 
-from realm_tf.launch import cli
+from realm_tf.utils import command_line
 from realm_tf.testing import cli as testing
 
 
 @pytest.fixture
 def restore_logging(monkeypatch):
   """Undoes quiet_logging's changes to this (shared) pytest process."""
-  levels = {name: py_logging.getLogger(name).level for name in cli.QUIET_LEVELS}
-  for name in cli.QUIET_ENV:  # monkeypatch restores them (set or unset) afterwards
+  levels = {name: py_logging.getLogger(name).level for name in command_line.QUIET_LEVELS}
+  for name in command_line.QUIET_ENV:  # monkeypatch restores them (set or unset) afterwards
     monkeypatch.delenv(name, raising=False)
-  monkeypatch.setattr(cli, "_defaulted", set(cli._defaulted))  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  monkeypatch.setattr(command_line, "_defaulted", set(command_line._defaulted))
   yield
   for name, level in levels.items():
     py_logging.getLogger(name).setLevel(level)
-  py_logging.getLogger().removeFilter(cli._ROOT_FILTER)  # pylint: disable=protected-access
-  logging.get_absl_handler().removeFilter(cli._TF_FILTER)  # pylint: disable=protected-access
+  py_logging.getLogger().removeFilter(command_line._ROOT_FILTER)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  logging.get_absl_handler().removeFilter(command_line._TF_FILTER)
 
 
 @pytest.mark.parametrize("argv, want", [
@@ -28,22 +30,22 @@ def restore_logging(monkeypatch):
     (["--verbosity", "3", "x"], 3), (["-verbosity=1"], 1), (["--v=1", "--v=0"], 0),
     (["-v", "--other"], 0), (["--", "-v=1"], 0), (["--vv=1"], 0)])
 def test_verbosity_in_argv(argv, want):
-  assert cli.verbosity_in_argv(argv) == want
+  assert command_line.verbosity_in_argv(argv) == want
 
 
 def test_native_log_levels_keep_an_explicit_setting_unless_verbose(monkeypatch):
   monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
   monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
-  monkeypatch.setattr(cli, "_defaulted", set())
-  cli.set_native_log_levels(0)
+  monkeypatch.setattr(command_line, "_defaulted", set())
+  command_line.set_native_log_levels(0)
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3" and os.environ["GRPC_VERBOSITY"] == "NONE"
-  cli.set_native_log_levels(1)
+  command_line.set_native_log_levels(1)
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" and "GRPC_VERBOSITY" not in os.environ
   monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
   monkeypatch.setenv("GRPC_VERBOSITY", "DEBUG")
-  cli.set_native_log_levels(0)
+  command_line.set_native_log_levels(0)
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1" and os.environ["GRPC_VERBOSITY"] == "DEBUG"
-  cli.set_native_log_levels(1)
+  command_line.set_native_log_levels(1)
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" and os.environ["GRPC_VERBOSITY"] == "DEBUG"
 
 
@@ -54,7 +56,7 @@ def test_quiet_logging_silences_beam_and_cloud_clients_until_verbose(restore_log
       "root", py_logging.WARNING, os.path.join(os.sep, "site-packages", "apache_beam", "io",
                                                "gcp", "x.py"), 1, "apitools not found", None, None)
   own_record = py_logging.LogRecord("root", py_logging.WARNING, __file__, 1, "mine", None, None)
-  cli.quiet_logging(0)
+  command_line.quiet_logging(0)
   assert py_logging.getLogger("apache_beam.transforms.util").getEffectiveLevel() == \
       py_logging.ERROR
   assert py_logging.getLogger("google.auth").getEffectiveLevel() == py_logging.ERROR
@@ -69,9 +71,9 @@ def test_quiet_logging_silences_beam_and_cloud_clients_until_verbose(restore_log
   own_info = py_logging.LogRecord("absl", py_logging.INFO, __file__, 1, "[ict] step", None, None)
   assert not handler.filter(tf_info) and handler.filter(tf_warning) and handler.filter(own_info)
   assert not root.filter(beam_root_record) and root.filter(own_record)
-  cli.quiet_logging(0)  # idempotent
-  assert root.filters.count(cli._ROOT_FILTER) == 1  # pylint: disable=protected-access
-  cli.quiet_logging(1)
+  command_line.quiet_logging(0)  # idempotent
+  assert root.filters.count(command_line._ROOT_FILTER) == 1  # pylint: disable=protected-access
+  command_line.quiet_logging(1)
   assert py_logging.getLogger("apache_beam").level == py_logging.NOTSET
   assert py_logging.getLogger("tensorflow").level == py_logging.NOTSET
   assert handler.filter(tf_info)
@@ -88,9 +90,10 @@ BundleError.__module__ = "realm_tf.retrieval.bundle"
 def test_is_user_error_matches_by_name_along_the_mro():
   class Sub(BundleError):
     pass
-  assert cli.is_user_error(Sub("x")) and cli.is_user_error(FileExistsError("x"))
-  assert not cli.is_user_error(ValueError("x")) and not cli.is_user_error(KeyError("x"))
-  assert cli.is_user_error(ValueError("x"), extra=(ValueError,))
+  assert command_line.is_user_error(Sub("x")) and command_line.is_user_error(FileExistsError("x"))
+  assert not command_line.is_user_error(ValueError("x"))
+  assert not command_line.is_user_error(KeyError("x"))
+  assert command_line.is_user_error(ValueError("x"), extra=(ValueError,))
 
 
 def test_call_main_one_line_error_exit_2_else_traceback(restore_logging, monkeypatch, capsys):
@@ -101,8 +104,8 @@ def test_call_main_one_line_error_exit_2_else_traceback(restore_logging, monkeyp
     raise FileExistsError(f"/out/manifest.json exists;\n pass --overwrite ({argv[0]})")
 
   with pytest.raises(SystemExit) as exit_info:
-    cli.call_main(bad_input, ["prog"])
-  assert exit_info.value.code == cli.EXIT_USER_ERROR == 2
+    command_line.call_main(bad_input, ["prog"])
+  assert exit_info.value.code == command_line.EXIT_USER_ERROR == 2
   err = capsys.readouterr().err
   assert err == "error: /out/manifest.json exists; pass --overwrite (prog)\n"
 
@@ -113,17 +116,18 @@ def test_call_main_one_line_error_exit_2_else_traceback(restore_logging, monkeyp
                                   "record at 12 [Op:IteratorGetNext] name: ")
 
   with pytest.raises(SystemExit):
-    cli.call_main(damaged, ["prog"])
+    command_line.call_main(damaged, ["prog"])
   assert capsys.readouterr().err == "error: corrupted record at 12\n"
 
   def bug(argv):
     raise KeyError("a bug")
 
   with pytest.raises(KeyError):
-    cli.call_main(bug, ["prog"])
+    command_line.call_main(bug, ["prog"])
   with pytest.raises(SystemExit):
-    cli.call_main(lambda argv: (_ for _ in ()).throw(ValueError("v")), ["p"], (ValueError,))
-  assert cli.call_main(lambda argv: 0, ["prog"]) == 0
+    command_line.call_main(lambda argv: (_ for _ in ()).throw(ValueError("v")), ["p"],
+                           (ValueError,))
+  assert command_line.call_main(lambda argv: 0, ["prog"]) == 0
 
 
 def test_verbosity_1_brings_back_tensorflow_logs_and_the_traceback(tmp_path):
@@ -141,7 +145,8 @@ def test_verbosity_1_brings_back_tensorflow_logs_and_the_traceback(tmp_path):
 
 @pytest.fixture
 def program_flags(monkeypatch):
-  """A fresh FlagValues standing in for absl's global FLAGS (what `cli.parse_flags` parses)."""
+  """A fresh FlagValues standing in for absl's global FLAGS (what `command_line.parse_flags`
+  parses)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
@@ -171,14 +176,14 @@ def program_flags(monkeypatch):
 def test_a_refused_flag_is_one_line_and_exit_status_2(program_flags, capsys, argv, line):
   del program_flags
   with pytest.raises(SystemExit) as exit_info:
-    cli.parse_flags(["prog", *argv])
+    command_line.parse_flags(["prog", *argv])
   assert exit_info.value.code == 2
   lines = capsys.readouterr().err.splitlines()
   assert len(lines) == 1 and lines[0].startswith(line), lines
 
 
 def test_a_deprecated_name_works_and_says_so_once(program_flags, capsys):
-  assert cli.parse_flags(["prog", "--dataset=squad_open", "--num_steps=4"]) == ["prog"]
+  assert command_line.parse_flags(["prog", "--dataset=squad_open", "--num_steps=4"]) == ["prog"]
   assert program_flags.steps == 4
   assert capsys.readouterr().err == "warning: --num_steps is deprecated; use --steps.\n"
 
@@ -192,6 +197,6 @@ def test_a_usage_error_is_a_one_line_error(restore_logging, monkeypatch, capsys)
     raise app.UsageError(f"give one of --a or --b ({argv[0]})")
 
   with pytest.raises(SystemExit) as exit_info:
-    cli.call_main(main, ["prog"])
+    command_line.call_main(main, ["prog"])
   assert exit_info.value.code == 2
   assert capsys.readouterr().err == "error: give one of --a or --b (prog)\n"

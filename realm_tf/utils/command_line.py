@@ -1,7 +1,7 @@
 """What every command-line program shares: quiet logs by default and one-line errors.
 
 Each CLI imports this module before anything that imports TensorFlow, and its
-`if __name__ == "__main__":` block calls `cli.run(main)` instead of `absl.app.run(main)`:
+`if __name__ == "__main__":` block calls `command_line.run(main)` instead of `absl.app.run(main)`:
 
   * Quiet by default. TensorFlow's and gRPC's C++ logs (CUDA probing such as "failed call to
     cuInit" on a machine without a GPU, CPU-feature and oneDNN notices) are off, and so are Beam's
@@ -32,7 +32,7 @@ import os
 import re
 import sys
 import traceback
-from typing import Callable, Optional, Sequence, Tuple, Type
+from typing import Callable, List, Optional, Sequence, Tuple, Type
 
 from absl import app
 from absl import flags
@@ -199,15 +199,26 @@ def parse_flags(argv: Sequence[str], flags_parser: Optional[Callable] = None):
   A flag absl refuses ends the program with one line `error: ...` and exit status 2, before the
   program does anything; each deprecated flag name used prints one line `warning: ...`.
   """
-  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   try:
     rest = flags_parser(argv) if flags_parser else flags.FLAGS(argv)
   except flags.Error as e:
     print_error(_flag_error_message(e))
     sys.exit(EXIT_USER_ERROR)
-  for old, new in config_flags.deprecated_aliases_used(flags.FLAGS):
+  for old, new in deprecated_aliases_used(flags.FLAGS):
     print(f"warning: --{old} is deprecated; use --{new}.", file=sys.stderr, flush=True)
   return rest
+
+
+def deprecated_aliases_used(flag_values=flags.FLAGS) -> List[Tuple[str, str]]:
+  """(old name, new name) of every deprecated alias (`config_flags.define_deprecated_alias`)
+  given on the (parsed) command line."""
+  used = []
+  for name in list(flag_values):
+    flag = flag_values[name]
+    new = getattr(flag, "deprecated_for", None)
+    if new and flag.present and name == flag.name:
+      used.append((name, new))
+  return used
 
 
 def _flag_error_message(e: Exception) -> str:

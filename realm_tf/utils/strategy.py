@@ -55,6 +55,11 @@ def get_strategy(tpu: Optional[str] = None, strategy: str = "default",
   return result
 
 
+def is_tpu_strategy(strategy: tf.distribute.Strategy) -> bool:
+  """Whether `strategy` runs its replica steps on TPUs (it then compiles them itself)."""
+  return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
+
+
 def input_pipelines(strategy: tf.distribute.Strategy) -> Tuple[int, List[int]]:
   """How many input pipelines `strategy.distribute_datasets_from_function` builds (one per host)
   and the ids of those this client builds: all of them in a single client (one host, or a TPU

@@ -5,7 +5,8 @@ names ORQA's Estimator gave them (read by `tf1_bert`):
 
 * the question encoder `module/module/module/module/bert/...` and its projection
   `module/module/module/{dense,LayerNorm}` (768 → 128);
-* the reader `reader/module/bert/...` and its span head `reader/{dense,layer_normalization,dense_1}`;
+* the reader `reader/module/bert/...` and its span head
+  `reader/{dense,layer_normalization,dense_1}`;
 * Adam slots and `global_step` (skipped).
 
 It holds no index: the document embeddings (`block_emb`) come from the pre-trained embedder's
@@ -24,14 +25,15 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.checkpoints import convert
 from realm_tf.checkpoints import mapping
 from realm_tf.checkpoints import tf1_bert
-from realm_tf.checkpoints.publish import publish_directory
 from realm_tf.io import paths
+from realm_tf.io import publish
+from realm_tf.io.work_dir import LAYOUT
 
 READER_PREFIX = "reader/"
 READER_BERT_PREFIX = READER_PREFIX + "module/"
-TF1_BERT_ACTIVATION = "gelu_approximate"
 
 
 def orqa_model_config(source, retriever_config, num_attention_heads: Optional[int] = None):
@@ -40,13 +42,11 @@ def orqa_model_config(source, retriever_config, num_attention_heads: Optional[in
   (`retriever_config`), ORQA's featurisation and beam (5 blocks read)."""
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
-  # Google's TF1 BERT (modeling.py), which ORQA's and REALM's modules were built with, computes
-  # GELU with the tanh approximation.
   encoder = dataclasses.replace(
       tf1_bert.infer_encoder_config(source, READER_BERT_PREFIX, num_attention_heads),
-      hidden_act=TF1_BERT_ACTIVATION)
+      hidden_act=tf1_bert.TF1_BERT_ACTIVATION)
   retriever_config = dataclasses.replace(retriever_config, encoder=dataclasses.replace(
-      retriever_config.encoder_config, hidden_act=TF1_BERT_ACTIVATION))
+      retriever_config.encoder_config, hidden_act=tf1_bert.TF1_BERT_ACTIVATION))
   reader = ReaderConfig(encoder=encoder,
                         span_hidden_size=tf1_bert.infer_span_hidden_size(source, READER_PREFIX))
   if retriever_config.pooling != "cls" or not retriever_config.projection_layer_norm:
@@ -119,7 +119,7 @@ def convert_orqa_model(input_path: str, output_dir: str, index_dir: str, corpus_
   record = dict(job.to_dict(), index_bundle=bundle.path, corpus_dir=paths.absolute(corpus_dir),
                 converted_from={"format": "tf1", "input": paths.absolute(input_path),
                                 "global_step": step})
-  with publish_directory(output_dir, overwrite=overwrite) as tmp:
+  with publish.publish_dir(paths.absolute(output_dir), replace=overwrite) as tmp:
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
                                          os.path.join(tmp, "checkpoints"), max_to_keep=1)
     manager.save(checkpoint_number=step)
@@ -133,3 +133,22 @@ def convert_orqa_model(input_path: str, output_dir: str, index_dir: str, corpus_
           "global_step": step, "num_source_variables_used": len(used),
           "index_bundle": bundle.path}
 
+
+def run(config: convert.ConvertConfig) -> convert.ConversionResult:
+  """`convert_checkpoint --target=openqa`: the released ORQA model `config.input` over the index
+  and corpus imported into `config.work_dir` (or `config.index_dir` / `config.corpus_dir`) → the
+  model dir `config.output_dir` (see `convert_orqa_model`)."""
+  if config.format != "tf1":
+    raise ValueError("--target=openqa converts Google's TF1 ORQA/REALM models: --format=tf1")
+  index_dir = config.index_dir or (config.work_dir and os.path.join(config.work_dir,
+                                                                    LAYOUT["index"]))
+  corpus_dir = config.corpus_dir or (config.work_dir and os.path.join(config.work_dir,
+                                                                      LAYOUT["corpus"]))
+  if not index_dir or not corpus_dir:
+    raise ValueError("--target=openqa needs --work_dir (an imported release) or --index_dir "
+                     "and --corpus_dir.")
+  out = convert_orqa_model(config.input, config.output_dir, index_dir, corpus_dir,
+                           config.num_attention_heads, config.overwrite)
+  return convert.ConversionResult(
+      output_dir=out["output_dir"], checkpoint_path=out["checkpoint"],
+      config=dict(out, target="openqa", checkpoint_keys=["model"], fresh=[]))

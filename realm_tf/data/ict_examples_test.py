@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.data import ict
-from realm_tf.text import RealmTokenizer
+from realm_tf.data import ict_examples
 
 BODY = ("Warsaw is the capital of Poland. It lies on the Vistula river. The city has 1.8 "
         "million people! Is it old? Its first mention dates to 1313.")
@@ -13,14 +12,9 @@ SENTENCES = ["Warsaw is the capital of Poland.", "It lies on the Vistula river."
 
 
 @pytest.fixture(scope="module")
-def tok():
-  return RealmTokenizer()
-
-
-@pytest.fixture(scope="module")
 def builder(tok):
   # One builder for all tests: each builder traces the tokenizer graph once (seconds).
-  return ict.ICTExampleBuilder(ict.IctExampleConfig(seed=3), tok)
+  return ict_examples.ICTExampleBuilder(ict_examples.IctExampleConfig(seed=3), tok)
 
 
 def _ids(tok, text):
@@ -61,7 +55,7 @@ def test_query_is_a_sentence_and_removed_from_the_block(tok, builder):
 def test_removal_rate_is_ninety_percent(tok, builder):
   removed = []
   for seed in range(20):
-    seeded = ict.ICTExampleBuilder(ict.IctExampleConfig(seed=seed), tok)
+    seeded = ict_examples.ICTExampleBuilder(ict_examples.IctExampleConfig(seed=seed), tok)
     removed.append(list(tf.data.Dataset.range(500).map(seeded.sentence_removed)
                         .as_numpy_iterator()))
   removed = np.array(removed)

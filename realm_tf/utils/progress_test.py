@@ -1,5 +1,5 @@
 """Tests of the progress lines: item counts with rate and ETA, rate-limited in time."""
-from realm_tf.training import progress as progress_lib
+from realm_tf.utils import progress as progress_lib
 
 
 def test_item_progress_lines_are_rate_limited_and_the_last_is_always_logged(monkeypatch):

@@ -35,7 +35,7 @@ from realm_tf.data.pretrain_pipeline import indexed_masked_examples, query_wordp
 from realm_tf.retrieval.bm25 import BM25Index
 from realm_tf.text import pack_pair
 from realm_tf.text.packing import INPUT_KEYS
-from realm_tf.training.progress import ItemProgress
+from realm_tf.utils.progress import ItemProgress
 
 
 # BM25 candidates searched per query for a block that holds its span. The evidence is the

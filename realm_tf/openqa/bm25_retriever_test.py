@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.openqa import bm25
+from realm_tf.openqa import bm25_retriever
 from realm_tf.openqa.features import QuestionFeaturizer
 from realm_tf.stages import evaluate as E
 from realm_tf.testing import openqa_models as T
@@ -73,11 +73,11 @@ def test_zero_logit_is_named_and_reads_without_a_retrieval_logit(scaled):
   result = E.evaluate(model, examples[:2], recall_ks=(5,), retriever="bm25", bm25_logits="zero")
   assert result["bm25_logits"] == "zero"
   # The logit a reader is read with by default is the one it was fine-tuned with.
-  assert bm25.default_reader_logits("dense") == "dense"
-  assert bm25.default_reader_logits("bm25") == "zero"
+  assert bm25_retriever.default_reader_logits("dense") == "dense"
+  assert bm25_retriever.default_reader_logits("bm25") == "zero"
   with pytest.raises(ValueError, match="reader_logits must be one of"):
-    bm25.BM25Retriever(model.index, 5, model, "bm25_scores")
+    bm25_retriever.BM25Retriever(model.index, 5, model, "bm25_scores")
   with pytest.raises(ValueError, match="needs the model"):
-    bm25.BM25Retriever(model.index, 5)(examples, feats)
+    bm25_retriever.BM25Retriever(model.index, 5)(examples, feats)
   with pytest.raises(ValueError, match="bm25_logits must be one of"):
     E.EvaluateConfig(model_dir="x", retriever="bm25", bm25_logits="none")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from realm_tf.checkpoints import mapping
-from realm_tf.checkpoints import orqa_model
+from realm_tf.release import orqa_model
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.reader import ReaderConfig
 from realm_tf.modeling.retriever import RetrieverConfig

@@ -142,7 +142,7 @@ class BlockDocumentsFn(beam.DoFn):
   def setup(self):
     from realm_tf.data import blocking  # pylint: disable=g-import-not-at-top
     from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
-    from realm_tf.training.progress import ItemProgress  # pylint: disable=g-import-not-at-top
+    from realm_tf.utils.progress import ItemProgress  # pylint: disable=g-import-not-at-top
     self._blocker = blocking.Blocker(RealmTokenizer(self._vocab_path), self._max_block_length,
                                      self._max_title_length)
     # Documents are counted as they are read, so there is no total: count and rate, per worker.
@@ -426,12 +426,10 @@ def publish(temp_dir: str, output_dir: str, pattern: str, num_shards: int, manif
 
   `write_manifest(shards)` gets [{"file", "num_records"/"num_blocks", "sha256", ...}] in shard
   order and writes the manifest into `output_dir`. An existing manifest there is removed first,
-  so a reader sees either the old corpus, no corpus, or the new one — never a mix.
+  so a reader sees either the old corpus, no corpus, or the new one — never a mix
+  (`publish_lib.publish_files`: corpora usually live on object stores, where a directory rename
+  is not atomic, so the manifest is the commit marker on every filesystem).
   """
-  # Not `realm_tf.io.publish.publish_dir`: corpora usually live on object stores, where a directory
-  # rename is not atomic, so shards are moved file by file into `output_dir` and the manifest,
-  # written last by the caller's `write_manifest` (annotate.py's too) straight into `output_dir`,
-  # is the commit marker on every filesystem.
   shards = []
   for k in range(num_shards):
     name = pattern.format(k, num_shards)
@@ -444,25 +442,11 @@ def publish(temp_dir: str, output_dir: str, pattern: str, num_shards: int, manif
     if corpus.file_sha256(path) != stats["sha256"]:
       raise corpus.CorpusError(f"Shard {path} does not match the sha256 its writer recorded.")
     shards.append(stats)
-  tf.io.gfile.makedirs(output_dir)
-  old_manifest = os.path.join(output_dir, manifest_name)
-  if tf.io.gfile.exists(old_manifest):
-    with tf.io.gfile.GFile(old_manifest, "r") as f:
-      old = json.load(f)
-    tf.io.gfile.remove(old_manifest)
-    for s in old.get("shards", []):
-      old_path = os.path.join(output_dir, s["file"])
-      if tf.io.gfile.exists(old_path):
-        tf.io.gfile.remove(old_path)
-  for s in shards:
-    tf.io.gfile.rename(os.path.join(temp_dir, s["file"]), os.path.join(output_dir, s["file"]),
-                       overwrite=True)
-  bad = os.path.join(temp_dir, BAD_RECORDS)
-  if tf.io.gfile.exists(bad):
-    tf.io.gfile.rename(bad, os.path.join(output_dir, BAD_RECORDS), overwrite=True)
-  manifest = write_manifest(shards)
-  publish_lib.release_temp_dir(temp_dir)
-  return manifest
+  files = [s["file"] for s in shards]
+  if tf.io.gfile.exists(os.path.join(temp_dir, BAD_RECORDS)):
+    files.append(BAD_RECORDS)
+  return publish_lib.publish_files(temp_dir, output_dir, files, manifest_name,
+                                   lambda: write_manifest(shards))
 
 
 # Beam's in-process portable runner. Beam 2.77's DirectRunner first tries its Prism runner, which
@@ -551,7 +535,7 @@ def build_corpus(config: BuildCorpusConfig, beam_args: Optional[Sequence[str]] =
                "inputs": list(config.inputs), "format": config.fmt or "auto",
                "max_title_length": config.max_title_length,
                "max_document_bytes": config.max_document_bytes,
-               "builder": "realm_tf.data.build_corpus"})
+               "builder": "realm_tf.data.corpus_pipeline"})
 
   manifest = publish(temp_dir, config.output_dir, corpus.SHARD_PATTERN, config.num_shards,
                      corpus.MANIFEST, write_manifest)

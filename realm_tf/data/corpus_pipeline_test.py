@@ -14,10 +14,11 @@ from unittest import mock
 import apache_beam as beam
 import pytest
 
-from realm_tf.data import build_corpus
+from realm_tf.io import memory
+from realm_tf.data import corpus_pipeline
 from realm_tf.data import corpus
 from realm_tf.text import RealmTokenizer
-from realm_tf.training import progress
+from realm_tf.utils import progress
 
 LONG = " ".join(f"Sentence {i} is about the history of the Roman Empire and its cities."
                 for i in range(40))
@@ -72,9 +73,9 @@ def built(tmp_path_factory):
     with mock.patch.object(progress.logging, "info",
                            lambda msg, *a: progress_lines.append(msg % a if a else msg)):
       for run in ("a", "b"):
-        config = build_corpus.BuildCorpusConfig(
+        config = corpus_pipeline.BuildCorpusConfig(
             inputs=inputs, output_dir=os.path.join(tmp, run), num_shards=3)
-        results.append(build_corpus.build_corpus(config))
+        results.append(corpus_pipeline.build_corpus(config))
   finally:
     beam_logger.removeHandler(beam_log)
     beam_logger.setLevel(old_level)
@@ -139,7 +140,7 @@ def test_bad_inputs_are_counted_and_reported(built):
   for kind, count in expected.items():
     assert result["counters"][f"bad_{kind}"] == count, kind  # Beam Metrics
   assert result["counters"]["blocks"] == result["manifest"]["num_blocks"] + 1
-  with open(os.path.join(built.tmp, "a", build_corpus.BAD_RECORDS)) as f:
+  with open(os.path.join(built.tmp, "a", corpus_pipeline.BAD_RECORDS)) as f:
     report = sorted((r["line"], r["kind"]) for r in map(json.loads, f))
   assert report == [(2, "malformed_json"), (4, "non_utf8"), (5, "empty_document"),
                     (6, "oversized_document"), (7, "bad_title"), (8, "duplicate_doc_id")]
@@ -148,10 +149,10 @@ def test_bad_inputs_are_counted_and_reported(built):
 
 def test_strict_stops_and_publishes_nothing(built):
   out = os.path.join(built.tmp, "strict")
-  config = build_corpus.BuildCorpusConfig(inputs=built.inputs[:1], output_dir=out,
-                                          num_shards=2, strict=True)
+  config = corpus_pipeline.BuildCorpusConfig(inputs=built.inputs[:1], output_dir=out,
+                                             num_shards=2, strict=True)
   with pytest.raises(Exception, match=r"docs\.jsonl:2: malformed_json"):
-    build_corpus.build_corpus(config)
+    corpus_pipeline.build_corpus(config)
   assert not os.path.exists(os.path.join(out, corpus.MANIFEST))
   leftovers = [n for n in os.listdir(built.tmp) if n.startswith("strict")]
   assert leftovers == []  # neither shards nor the temp dir
@@ -171,26 +172,27 @@ def test_a_run_removes_the_temporaries_a_killed_run_left(built):
     json.dump({"host": socket.gethostname(), "pid": dead_pid}, f)
   with open(os.path.join(orphan, "blocks-00000-of-00002.tfrecord.gz"), "wb") as f:
     f.write(b"half a shard")
-  build_corpus.build_corpus(build_corpus.BuildCorpusConfig(inputs=built.inputs, output_dir=out,
-                                                           num_shards=2))
+  corpus_pipeline.build_corpus(corpus_pipeline.BuildCorpusConfig(inputs=built.inputs,
+                                                                 output_dir=out,
+                                                                 num_shards=2))
   assert sorted(n for n in os.listdir(built.tmp) if n.startswith("rerun")) == ["rerun"]
   assert corpus.load_manifest(out)["num_blocks"] > 0
 
 
 def test_existing_corpus_needs_overwrite(built):
-  config = build_corpus.BuildCorpusConfig(inputs=built.inputs,
-                                          output_dir=os.path.join(built.tmp, "a"))
+  config = corpus_pipeline.BuildCorpusConfig(inputs=built.inputs,
+                                             output_dir=os.path.join(built.tmp, "a"))
   with pytest.raises(FileExistsError, match="overwrite"):
-    build_corpus.build_corpus(config)
+    corpus_pipeline.build_corpus(config)
   with pytest.raises(FileNotFoundError, match="nothing-here"):
-    build_corpus.build_corpus(build_corpus.BuildCorpusConfig(
+    corpus_pipeline.build_corpus(corpus_pipeline.BuildCorpusConfig(
         inputs=[os.path.join(built.tmp, "nothing-here*")], output_dir=built.tmp + "/x"))
 
 
 def test_shard_ranges():
-  assert build_corpus.shard_of(0, 4) == 0
-  assert build_corpus.shard_of(2**64 - 1, 4) == 3
-  assert build_corpus.shard_of(2**63, 4) == 2
+  assert corpus_pipeline.shard_of(0, 4) == 0
+  assert corpus_pipeline.shard_of(2**64 - 1, 4) == 3
+  assert corpus_pipeline.shard_of(2**63, 4) == 2
 
 
 def _keyed_blocks(num_docs=300, num_ids=250, num_shards=3):
@@ -200,11 +202,11 @@ def _keyed_blocks(num_docs=300, num_ids=250, num_shards=3):
   items = []
   for d in range(num_docs):
     doc_id, source = f"doc{d % num_ids}", f"file{d % 3}.jsonl"
-    h = build_corpus.doc_hash(doc_id)
+    h = corpus_pipeline.doc_hash(doc_id)
     for i in range(rng.randrange(1, 4)):
       record = corpus.block_example(corpus.block_id_for(doc_id, i), doc_id, f"T{d}",
                                     f"Body {d} {i}.", [1, d], [2, 3, i])
-      items.append((build_corpus.shard_of(h, num_shards), ((h, doc_id, source, d, i), record)))
+      items.append((corpus_pipeline.shard_of(h, num_shards), ((h, doc_id, source, d, i), record)))
   rng.shuffle(items)
   return items
 
@@ -216,18 +218,18 @@ def _write_shards(items, out, spill, buffer_bytes=20_000):
     # Hashes exceed Create's int64 coder: the items are made by a step, as a DoFn's outputs are.
     keyed = (p | beam.Create(range(len(items)))
              | beam.Map(lambda i: items[i]).with_output_types(typing.Any))
-    written = keyed | build_corpus.WriteSortedShards(
+    written = keyed | corpus_pipeline.WriteSortedShards(
         out, corpus.SHARD_PATTERN, 3, dedupe_docs=True, spill=spill, buffer_bytes=buffer_bytes)
-    build_corpus.write_bad_records([written.bad], out)
+    corpus_pipeline.write_bad_records([written.bad], out)
 
   os.makedirs(out)
-  result = build_corpus.run_pipeline(build, None, out)
+  result = corpus_pipeline.run_pipeline(build, None, out)
   stats = []
   for k in range(3):
     with open(os.path.join(out, corpus.SHARD_PATTERN.format(k, 3)) + ".stats.json") as f:
       stats.append(json.load(f))
-  bad = build_corpus.read_bad_records(os.path.join(out, build_corpus.BAD_RECORDS))
-  return stats, bad, build_corpus.metric_counters(result)
+  bad = corpus_pipeline.read_bad_records(os.path.join(out, corpus_pipeline.BAD_RECORDS))
+  return stats, bad, corpus_pipeline.metric_counters(result)
 
 
 def test_sorting_in_spilled_runs_writes_the_same_shards_as_grouping(tmp_path):
@@ -246,11 +248,11 @@ def test_sorting_in_spilled_runs_writes_the_same_shards_as_grouping(tmp_path):
 
 
 def test_only_distributed_runners_reshuffle_and_group_every_block():
-  assert build_corpus.in_process(None)
-  assert build_corpus.in_process(["--runner=FnApiRunner", "--direct_num_workers=2"])
-  assert build_corpus.in_process(["--runner", "apache_beam.runners.direct.DirectRunner"])
-  assert not build_corpus.in_process(["--runner=DataflowRunner", "--project=p"])
-  assert not build_corpus.in_process(["--runner=FlinkRunner"])
+  assert corpus_pipeline.in_process(None)
+  assert corpus_pipeline.in_process(["--runner=FnApiRunner", "--direct_num_workers=2"])
+  assert corpus_pipeline.in_process(["--runner", "apache_beam.runners.direct.DirectRunner"])
+  assert not corpus_pipeline.in_process(["--runner=DataflowRunner", "--project=p"])
+  assert not corpus_pipeline.in_process(["--runner=FlinkRunner"])
 
 
 def _parse_run(data: bytes) -> list:
@@ -284,21 +286,16 @@ def test_spilled_run_files_are_length_prefixed_bytes_not_pickles(tmp_path):
   items = sorted([((2**64 - 1, "Zürich", "a.jsonl", 3, 0), b"\x00rec"),
                   ((5, "doc", "b.jsonl", -1, 2), b""), ((-7,), b"x" * 300)])
   path = str(tmp_path / "run")
-  build_corpus._write_run(path, items)
+  corpus_pipeline._write_run(path, items)
   with open(path, "rb") as f:
     data = f.read()
   assert _parse_run(data) == items
-  assert list(build_corpus._read_run(path)) == items
+  assert list(corpus_pipeline._read_run(path)) == items
   # No pickle stream: a pickle of protocol 2 or later opens with PROTO (b"\x80") and its
   # protocol number, and its opcodes do not parse (read, never executed) from this file's start.
   assert data[:1] != pickle.PROTO
   with pytest.raises(ValueError):
     list(pickletools.genops(data))
-
-
-def _rss_bytes():
-  with open("/proc/self/status") as f:
-    return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def test_a_merge_holds_little_memory_for_each_open_run(tmp_path):
@@ -308,12 +305,12 @@ def test_a_merge_holds_little_memory_for_each_open_run(tmp_path):
   runs = []
   for r in range(40):
     path = str(tmp_path / f"run-{r}")
-    build_corpus._write_run(path, items)
+    corpus_pipeline._write_run(path, items)
     runs.append(path)
-  readers = [build_corpus._read_run(path) for path in runs]
-  before = _rss_bytes()
+  readers = [corpus_pipeline._read_run(path) for path in runs]
+  before = memory.rss_bytes()
   assert all(next(reader) == items[0] for reader in readers)
-  held = _rss_bytes() - before
+  held = memory.rss_bytes() - before
   assert held < 40 * 200_000, f"{held / 1e6:.1f} MB held by 40 open runs"
   assert [next(readers[0]) for _ in range(599)] == items[1:]
 

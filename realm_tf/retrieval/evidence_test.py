@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from realm_tf.data import evidence
+from realm_tf.retrieval import evidence
 from realm_tf.data import masking
 from realm_tf.data.block_lookup import BlockLookup
-from realm_tf.data.pretrain_pipeline_service_test import _write_corpus_and_annotations
+from realm_tf.testing.retrieval_fixtures import write_corpus_and_annotations
 from realm_tf.retrieval.bm25 import BM25Index
 from realm_tf.text import RealmTokenizer
 
@@ -14,7 +14,7 @@ TOK = RealmTokenizer()
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-  return _write_corpus_and_annotations(str(tmp_path_factory.mktemp("evidence")), TOK)
+  return write_corpus_and_annotations(str(tmp_path_factory.mktemp("evidence")), TOK)
 
 
 def _text_lookup(tmp_path, texts):
