@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.config_base import ConfigBase
 from serving.validation import ServingError
 
 Arrays = Dict[str, np.ndarray]
@@ -41,7 +42,7 @@ _IGNORED_FIELDS = ("thread_pool_name", "enable_large_batch_splitting", "max_exec
 
 
 @dataclasses.dataclass(frozen=True)
-class BatchingConfig:
+class BatchingConfig(ConfigBase):
   """Batching parameters (the subset of TF Serving's BatchingParameters this server implements).
 
   Attributes:

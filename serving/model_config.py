@@ -13,6 +13,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.io import paths
 from serving.validation import ServingError
 
@@ -35,7 +36,7 @@ class VersionPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ConfigBase):
   """One served model: a name, a base path holding version directories, policy and labels."""
   name: str
   base_path: str

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.io.errors import error_text
 from serving import tensors
 
@@ -53,7 +54,7 @@ ROW_STATUS_OUTPUT = "status"
 
 
 @dataclasses.dataclass(frozen=True)
-class ValidationConfig:
+class ValidationConfig(ConfigBase):
   """Limits applied to every Predict request.
 
   Attributes:

@@ -284,7 +284,7 @@ def test_scann_export_serves_the_imported_searcher_with_orqa_settings(chain):
   from realm_tf.retrieval import orqa_scann
   n = len(release.DOCUMENTS)
   bundle = bundle_lib.latest(os.path.join(chain["work"], "index"))
-  orqa = orqa_scann.scann_config_json(importer.scann_config(importer.ImportConfig(), n).resolve(n))
+  orqa = orqa_scann.scann_config_json(importer.scann_config(importer.ImportConfig(), n).for_rows(n))
   assert (orqa["mode"], orqa["num_leaves"], orqa["num_leaves_to_search"],
           orqa["training_sample_size"], orqa["dimensions_per_block"],
           orqa["anisotropic_quantization_threshold"], orqa["reordering_num_neighbors"],

@@ -38,6 +38,7 @@ from apache_beam.metrics import Metrics
 import numpy as np
 import tensorflow as tf
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.data import blocking
 from realm_tf.data import corpus_pipeline as beam_lib
 from realm_tf.data import corpus
@@ -257,7 +258,7 @@ def _block_to_text(serialized: bytes, num_shards: int):
 
 
 @dataclasses.dataclass
-class AnnotateConfig:
+class AnnotateConfig(ConfigBase):
   """What `annotate_corpus` reads and writes.
 
   Attributes:

@@ -39,6 +39,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import window as beam_window
 import tensorflow as tf
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.data import corpus
 from realm_tf.data import documents as documents_lib
 from realm_tf.io import atomic
@@ -59,7 +60,7 @@ _RUNS_DIR = "sort-runs"
 
 
 @dataclasses.dataclass
-class BuildCorpusConfig:
+class BuildCorpusConfig(ConfigBase):
   """What `build_corpus` reads and writes.
 
   Attributes:

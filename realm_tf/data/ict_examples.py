@@ -20,13 +20,14 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.data import blocking
 from realm_tf.data import corpus
 from realm_tf.text import packing
 
 
 @dataclasses.dataclass(frozen=True)
-class IctExampleConfig:
+class IctExampleConfig(ConfigBase):
   """ICT options: query 96 and block 288 wordpieces, sentence removed 90% of the time."""
   seed: int = 0
   query_length: int = packing.QUERY_LENGTH

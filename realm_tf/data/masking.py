@@ -30,6 +30,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.data import blocking
 from realm_tf.data import corpus
 from realm_tf.text import packing
@@ -38,7 +39,7 @@ MODES = ("salient", "random_uniform", "random_span")
 
 
 @dataclasses.dataclass(frozen=True)
-class MaskingConfig:
+class MaskingConfig(ConfigBase):
   """Masking options (defaults: REALM's salient span masking, query length 96, 10 predictions)."""
   mode: str = "salient"
   seed: int = 0

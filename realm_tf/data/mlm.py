@@ -18,12 +18,13 @@ from typing import Dict
 
 import tensorflow as tf
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.data import ict_examples
 from realm_tf.text import packing
 
 
 @dataclasses.dataclass(frozen=True)
-class MlmConfig:
+class MlmConfig(ConfigBase):
   """Warm-up example shapes and masking (defaults: REALM's 96 + 288 joint layout)."""
   seed: int = 0
   query_length: int = packing.QUERY_LENGTH

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.io import paths
 from realm_tf.text import pack_document, pack_pair, packing
@@ -38,7 +39,7 @@ from realm_tf.text.packing import INPUT_KEYS
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(ConfigBase):
   """Shapes of the featurized pre-training batch."""
   batch_size: int = 8
   num_candidates: int = 8  # null + retrieved

@@ -17,6 +17,7 @@ from typing import Optional, Set, Tuple
 
 from absl import logging
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.io import paths
 from realm_tf.io import work_dir as work_dir_lib
 from realm_tf.io.work_dir import WorkDir
@@ -25,7 +26,7 @@ RECALL_LOG = work_dir_lib.RECALL_LOG
 
 
 @dataclasses.dataclass
-class WatchConfig:
+class WatchConfig(ConfigBase):
   """Where the evaluator looks, how much it measures, and how it polls and stops.
 
   Attributes:

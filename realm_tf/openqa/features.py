@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.text import RealmTokenizer, pack_query, packing
 
 QUERY_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
@@ -48,7 +49,7 @@ class OpenQAExample:
 
 
 @dataclasses.dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(ConfigBase):
   """Lengths of the host-side question features."""
   query_seq_length: int = packing.QUERY_LENGTH       # retriever query `[CLS] q [SEP]` (the query tower's length)
   reader_query_length: int = 64    # `[CLS] q [SEP]` part of the reader input (ORQA: 64)

@@ -295,7 +295,7 @@ def write_index(config: ImportConfig, index_dir: str, export_dir: str, embedding
       # ORQA's ScaNN settings for this corpus, whichever searcher was built: what `export`'s
       # ScaNN variants (and `evaluate --searcher=scann`) use when the searcher is exact.
       **{orqa_scann.RELEASE_SCANN_CONFIG: orqa_scann.scann_config_json(
-          scann_config(config, int(embeddings.shape[0])).resolve(int(embeddings.shape[0])))})
+          scann_config(config, int(embeddings.shape[0])).for_rows(int(embeddings.shape[0])))})
   try:
     with host_matrix.dropping_pages(embeddings):  # saving reads the variable: the file's pages
       published = bundle_lib.publish(index_dir, export_dir=export_dir, searcher=searcher,

@@ -9,12 +9,13 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.retrieval import host_matrix
 from realm_tf.retrieval.searcher import Searcher, SearcherError
 
 
 @dataclasses.dataclass(frozen=True)
-class BruteForceConfig:
+class BruteForceConfig(ConfigBase):
   """Knobs of the exact searcher: documents scored per tile (memory O(batch × tile_size))."""
   tile_size: int = 16384
 

@@ -26,7 +26,7 @@ def test_orqa_settings_at_the_paper_scale_and_clamped_to_a_small_corpus():
 
 
 def test_json_form_writes_nan_as_none_and_reads_back():
-  config = orqa_scann.orqa_scann_config(2000).resolve(2000)
+  config = orqa_scann.orqa_scann_config(2000).for_rows(2000)
   record = orqa_scann.scann_config_json(config)
   assert record["anisotropic_quantization_threshold"] is None
   bundle = _Bundle({"source": orqa_scann.RELEASE_SOURCE,

@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.io import paths
 from realm_tf.retrieval import bundle as bundle_lib
@@ -69,8 +70,9 @@ INPUT_ERRORS = (embedder_export.ExportError, corpus_lib.CorpusError, RecallTooLo
 
 
 @dataclasses.dataclass
-class RefreshConfig:
+class RefreshConfig(ConfigBase):
   """Where the job reads and writes, how it parallelises, and its publishing rules."""
+  NESTED = {"scann": ScannConfig}
   model_dir: str
   corpus_dir: str
   index_dir: str

@@ -97,6 +97,6 @@ def test_saved_searcher_and_bundle_store_the_matrix_once(data, tmp_path):
 
 def test_unknown_rescoring_is_refused():
   with pytest.raises(SearcherError, match="Unknown rescoring 'nope'"):
-    ScannConfig(rescoring="nope").resolve(100)
+    ScannConfig(rescoring="nope").for_rows(100)
   # Brute force scores exactly already: nothing to gather.
-  assert ScannConfig(mode="brute_force", rescoring="gather").resolve(100).rescoring == "scann"
+  assert ScannConfig(mode="brute_force", rescoring="gather").for_rows(100).rescoring == "scann"

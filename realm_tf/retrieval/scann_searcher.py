@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.io.memory import return_free_memory
 from realm_tf.retrieval import host_matrix
 from realm_tf.retrieval.scann_resources import (FLAG_SUFFIX, flag_handle, release_on_collect,
@@ -42,8 +43,8 @@ RESCORINGS = ("scann", "gather")
 
 
 @dataclasses.dataclass(frozen=True)
-class ScannConfig:
-  """ScaNN knobs; `None` means "derive from the corpus size" (see `resolve`)."""
+class ScannConfig(ConfigBase):
+  """ScaNN knobs; `None` means "derive from the corpus size" (see `for_rows`)."""
   mode: str = "auto"                       # one of MODES
   brute_force_below: int = 20_000          # auto: brute force for fewer points than this
   tree_above: int = 100_000                # auto: tree + AH from this many points on
@@ -59,7 +60,7 @@ class ScannConfig:
   parallel_search: bool = True             # shard a query batch over threads
   rescoring: str = "scann"                 # one of RESCORINGS (AH modes; brute force is exact)
 
-  def resolve(self, num_rows: int) -> "ScannConfig":
+  def for_rows(self, num_rows: int) -> "ScannConfig":
     """Returns a copy with the mode and every `None` knob filled in for `num_rows` points."""
     if self.mode not in MODES:
       raise SearcherError(f"Unknown ScaNN mode {self.mode!r}; choose from {MODES}.")
@@ -117,7 +118,7 @@ class ScannSearcher(Searcher):
     if embeddings.shape.rank != 2:
       raise SearcherError(f"Embeddings must be a matrix [N, D]; got shape {embeddings.shape}.")
     super().__init__(int(embeddings.shape[0]), int(embeddings.shape[1]), name=name)
-    self.config = config.resolve(self.num_rows)
+    self.config = config.for_rows(self.num_rows)
     if self.config.mode != "brute_force" and self.num_rows < 16:
       raise SearcherError(f"ScaNN mode {self.config.mode!r} needs at least 16 points; "
                           f"got {self.num_rows}.")

@@ -29,21 +29,21 @@ def _rss_bytes() -> int:
 
 def test_config_scales_with_corpus_size():
   cfg = ScannConfig()
-  assert cfg.resolve(19_999).mode == "brute_force"
-  assert cfg.resolve(20_000).mode == "ah"
-  assert cfg.resolve(99_999).mode == "ah"
-  big = cfg.resolve(1_000_000)
+  assert cfg.for_rows(19_999).mode == "brute_force"
+  assert cfg.for_rows(20_000).mode == "ah"
+  assert cfg.for_rows(99_999).mode == "ah"
+  big = cfg.for_rows(1_000_000)
   assert big.mode == "tree_ah"
   assert big.num_leaves == 1000                       # ~sqrt(n)
   assert big.num_leaves_to_search == 100
   assert big.reordering_num_neighbors == 100
   assert big.training_sample_size == 250_000
   custom = ScannConfig(num_leaves=50, num_leaves_to_search=5, reordering_num_neighbors=40,
-                       brute_force_below=10, tree_above=100).resolve(5000)
+                       brute_force_below=10, tree_above=100).for_rows(5000)
   assert (custom.mode, custom.num_leaves, custom.num_leaves_to_search,
           custom.reordering_num_neighbors) == ("tree_ah", 50, 5, 40)
   with pytest.raises(SearcherError, match="Unknown ScaNN mode"):
-    ScannConfig(mode="lsh").resolve(10)
+    ScannConfig(mode="lsh").for_rows(10)
 
 
 @pytest.mark.parametrize("mode", ["brute_force", "ah", "tree_ah"])

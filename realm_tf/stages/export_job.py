@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.export import components as components_lib
 from realm_tf.export.versioning import VARIANTS, ServingExportError, next_version
 from realm_tf.io import atomic
@@ -38,7 +39,7 @@ VARIANT_CHOICES = VARIANTS + ("both",)
 
 
 @dataclasses.dataclass
-class ExportConfig:
+class ExportConfig(ConfigBase):
   """Settings of one export run; each field is the `python -m realm_tf.launch.export` flag of
   the same name (`warmup_questions` is the repeatable --warmup_question)."""
   model_dir: Optional[str] = None           # fine-tuning model_dir, or ...

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.data.documents import default_corpus_path
 from realm_tf.evaluation import heldout as heldout_lib
@@ -38,7 +39,7 @@ from realm_tf.training import warm_start
 
 
 @dataclasses.dataclass
-class PretrainJobConfig:
+class PretrainJobConfig(ConfigBase):
   """Every setting of the main job. Defaults: the CPU demo whose REALM stage learns (see README)."""
   work_dir: str = work_dir_lib.DEFAULT_ROOT
   # Document files. None: the work dir's corpus if it has one, else the shipped SQuAD dev set.

@@ -6,13 +6,15 @@ from typing import Dict, List, Optional
 
 import tensorflow as tf
 
+from realm_tf.config_base import ConfigBase
 from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig
 
 
 @dataclasses.dataclass
-class RefreshJobConfig:
+class RefreshJobConfig(ConfigBase):
   """The refresh stage: where and how (`refresh`), and what to do — a document update when
   `add`/`remove` name any, else one refresh (`once`), else the watch loop."""
+  NESTED = {"refresh": RefreshConfig}
   refresh: RefreshConfig
   once: bool = False
   add: List[str] = dataclasses.field(default_factory=list)  # block-corpus dirs to add
