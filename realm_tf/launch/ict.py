@@ -158,6 +158,14 @@ def job_from_flags(flag_values=flags.FLAGS):
       **paths_from_flags(flag_values))
 
 
+def lock_dir(flag_values, job) -> str:
+  """The folder whose writer lock the run holds: the work dir (`pretrain`'s), unless --model_dir
+  is given without --work_dir (the run then writes nothing under the default work dir)."""
+  if flag_values["model_dir"].present and not flag_values["work_dir"].present:
+    return job.model_dir
+  return flag_values.work_dir
+
+
 def main(argv):
   """Trains the ICT retriever the flags describe, exports it, publishes the first bundle."""
   del argv
@@ -167,9 +175,10 @@ def main(argv):
   from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
   job = job_from_flags()
   config = job.ict
-  # One writer: the work dir's lock, the one `pretrain` holds (else the model dir's), taken
-  # before any write; a second writer stops here with one line naming the holder.
-  with work_dir_lock.writer_lock(flags.FLAGS.work_dir or job.model_dir):
+  # One writer: the lock `pretrain` holds on the work dir, or the model dir's when --model_dir
+  # alone names where the run goes; taken before any write, a second writer stops here with one
+  # line naming the holder.
+  with work_dir_lock.writer_lock(lock_dir(flags.FLAGS, job)):
     result = ict_experiment.run(job, strategy)
   print(f"ICT: {config.num_train_steps} steps, loss={float(result.get('loss', 'nan')):.4f}, "
         f"accuracy={float(result.get('accuracy', 'nan')):.4f}")
