@@ -16,6 +16,7 @@ import dataclasses
 import time
 
 from benchmarks import common
+from realm_tf.config_base import ConfigBase
 
 
 # The code this benchmark measures (besides its own file): a commit to any of these paths
@@ -30,7 +31,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class AnnotationBenchConfig:
+class AnnotationBenchConfig(ConfigBase):
   """What the annotation benchmark measures: how many corpus passages are annotated, and the
   annotators' spaCy batch size."""
   num_passages: int = 400

@@ -43,6 +43,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.scale_stages import mapped_file_memory, proc_status, resident_file_bytes
+from realm_tf.config_base import ConfigBase
 
 GOALS = {"build_seconds": 60.0, "bytes_per_block": 1024.0, "ms_per_question": 20.0}
 GOAL_BLOCKS = 1_000_000
@@ -58,7 +59,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class BM25BenchConfig:
+class BM25BenchConfig(ConfigBase):
   """Corpus sizes measured (each in its own process), block length, questions timed."""
   num_blocks: List[int] = dataclasses.field(default_factory=lambda: [100_000, 1_000_000])
   words_per_block: int = 200

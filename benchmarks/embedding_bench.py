@@ -23,6 +23,7 @@ import time
 from typing import List, Optional
 
 from benchmarks import common
+from realm_tf.config_base import ConfigBase
 
 
 # The code this benchmark measures (besides its own file): a commit to any of these paths
@@ -38,7 +39,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class EmbeddingBenchConfig:
+class EmbeddingBenchConfig(ConfigBase):
   """What the embedding benchmark measures (presets, corpus sizes, batch size per replica) and,
   for a worker process it starts (`child`), that worker's export, corpora, work dir, strategy and
   shard."""

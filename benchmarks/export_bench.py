@@ -40,6 +40,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from benchmarks import common
+from realm_tf.config_base import ConfigBase
 
 REALM_BLOCKS = 13_353_718
 BLOCK_WORDPIECES = 288
@@ -62,7 +63,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class ExportBenchConfig:
+class ExportBenchConfig(ConfigBase):
   """Corpus sizes to measure (or one existing corpus), which components to export beside
   `realm_openqa`, where to work, and the JSON's name."""
   num_blocks: List[int] = dataclasses.field(default_factory=lambda: [20000, 100000])

@@ -37,6 +37,7 @@ import time
 from typing import Dict, List, Optional
 
 from benchmarks import common
+from realm_tf.config_base import ConfigBase
 
 QUERY_LEN = 96          # the paper's query length (DESIGN.md §1)
 PAPER_BATCH = 512       # queries per training step (DESIGN.md §1: batch 512)
@@ -59,7 +60,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class HostEmbeddingBenchConfig:
+class HostEmbeddingBenchConfig(ConfigBase):
   """What the benchmark measures (presets, batch sizes, dtypes, repeats, the child runs) and the
   consumption it compares against (queries per step, assumed train steps/s, vCPUs per host)."""
   presets: List[str] = dataclasses.field(default_factory=lambda: ["minilm", "base"])

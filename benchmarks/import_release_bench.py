@@ -25,6 +25,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks import scale_fit
+from realm_tf.config_base import ConfigBase
 
 GOAL_RATIO = 1.25
 WIDTH = 128
@@ -44,7 +45,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class ImportBenchConfig:
+class ImportBenchConfig(ConfigBase):
   """Release sizes (rows), where the synthetic releases go, and the import's settings."""
   sizes: List[int] = dataclasses.field(default_factory=lambda: [100_000, 300_000, 1_000_000])
   work_dir: str = "/tmp/import_release_bench"

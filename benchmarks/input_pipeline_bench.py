@@ -28,6 +28,7 @@ from typing import List
 from absl import logging
 
 from benchmarks import common
+from realm_tf.config_base import ConfigBase
 
 
 # The code this benchmark measures (besides its own file): a commit to any of these paths
@@ -44,7 +45,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class InputPipelineBenchConfig:
+class InputPipelineBenchConfig(ConfigBase):
   """What the input pipeline benchmark builds (a corpus of the first `articles` SQuAD dev
   articles under `work_dir`, an index per preset) and how much it times: batches through the
   pipeline alone, train steps alone and end to end, at `batch_size` queries of

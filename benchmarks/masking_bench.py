@@ -19,6 +19,7 @@ import tempfile
 import time
 
 from benchmarks import common
+from realm_tf.config_base import ConfigBase
 
 
 # The code this benchmark measures (besides its own file): a commit to any of these paths
@@ -35,7 +36,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class MaskingBenchConfig:
+class MaskingBenchConfig(ConfigBase):
   """What the masking benchmark measures: how many annotated passages feed the pipelines, and
   how many examples are timed per configuration after how many untimed ones."""
   num_passages: int = 200

@@ -39,6 +39,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks import mips_data
+from realm_tf.config_base import ConfigBase
 
 
 # The code this benchmark measures (besides its own file): a commit to any of these paths
@@ -50,7 +51,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class MipsBenchConfig:
+class MipsBenchConfig(ConfigBase):
   """What the MIPS benchmark measures: the data (synthetic sizes or real embeddings), the recall
   target the approximate methods are swept to, how long each is timed, and where the JSON goes."""
   num_points: int = 1_000_000

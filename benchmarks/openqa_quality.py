@@ -42,6 +42,7 @@ import time
 from typing import Optional
 
 from benchmarks import common
+from realm_tf.config_base import ConfigBase
 
 # The code this benchmark measures (besides its own file): a commit to any of these paths
 # after a result's commit makes that result stale (`python -m benchmarks.status`).
@@ -51,7 +52,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class OpenQAQualityConfig:
+class OpenQAQualityConfig(ConfigBase):
   """Settings of one openqa_quality run: where its corpus, index, models and predictions go, the
   reader's start, the fine-tuning schedule and beams, and how many dev questions are scored."""
   work_dir: str = "runs/openqa_bench"

@@ -77,6 +77,7 @@ from typing import Dict, List, Optional
 from absl import app, logging
 
 from benchmarks import common
+from realm_tf.config_base import ConfigBase
 
 CONDITIONS = ("realm_salient", "realm_random_span", "realm_random_uniform",
               "realm_frozen_retriever", "realm_marginal_objective", "ict_continued")
@@ -94,7 +95,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class RealmVsIctConfig:
+class RealmVsIctConfig(ConfigBase):
   """Settings of one realm_vs_ict_bench run: the corpus subset, the shared start (ICT warm start,
   reader warm-up), every condition's budget and model sizes, the seeds and conditions, the
   held-out evaluation's sizes, where runs go and the result's name."""

@@ -21,6 +21,8 @@ from typing import Dict, List, Optional
 
 from absl import app, logging
 
+from realm_tf.config_base import ConfigBase
+
 SPEED = ("mips_bench", "embedding_bench", "host_embedding_bench", "masking_bench",
          "annotation_bench", "input_pipeline_bench", "train_step_bench", "serving_bench",
          "serving_variants_bench")
@@ -32,7 +34,7 @@ SCALE = ("scale_bench", "bm25_bench", "export_bench")
 
 
 @dataclasses.dataclass
-class RunAllConfig:
+class RunAllConfig(ConfigBase):
   """Which benchmarks the runner runs: the speed ones, plus the quality ones with `quality`, or
   exactly the modules named in `only` (names under benchmarks/; None: that default set)."""
   quality: bool = False

@@ -47,6 +47,7 @@ from typing import Dict, List, Optional
 from benchmarks import common
 from benchmarks import scale_fit
 from benchmarks.scale_corpus import BLOCK_LENGTH
+from realm_tf.config_base import ConfigBase
 
 SIZE_STAGES = ("corpus", "lookup_build", "lookup_rest", "index", "scann_rebuilds", "pipeline",
                "heldout_masked", "dense_recall", "bm25", "export")
@@ -74,7 +75,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class ScaleBenchConfig:
+class ScaleBenchConfig(ConfigBase):
   """Corpus sizes (blocks), samples, which stages to run or re-run, and the stage settings."""
   sizes: List[int] = dataclasses.field(default_factory=lambda: [20_000, 100_000, 1_000_000])
   corpus_sizes: List[int] = dataclasses.field(

@@ -39,6 +39,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from benchmarks import common
+from realm_tf.config_base import ConfigBase
 
 # The code the resume stage measures (besides its own file): a commit to any of these paths after
 # a result's commit makes it stale (`python -m benchmarks.status`).
@@ -331,7 +332,7 @@ def measure(work_dir: str, num_records: int = 1_000_000,
 
 
 @dataclasses.dataclass
-class ScaleResumeConfig:
+class ScaleResumeConfig(ConfigBase):
   """The resume stage run alone: the stream's size, sharding and window, the positions restored,
   restores per position and kind, and whether the annotator's default 4 shards are measured too."""
   work_dir: str = "/tmp/scale_resume"

@@ -33,6 +33,7 @@ from absl import logging
 
 from benchmarks import common
 from serving import client as client_lib
+from realm_tf.config_base import ConfigBase
 from realm_tf.testing import toy_models
 from serving import model_config, subprocess_server
 
@@ -49,7 +50,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class ServingBenchConfig:
+class ServingBenchConfig(ConfigBase):
   """What the serving benchmark serves (a SavedModel, or the synthetic MIPS model of `num_rows`
   rows), how long and at which client counts it loads the servers, and the batching server's
   parameters."""

@@ -31,6 +31,7 @@ import tensorflow as tf
 from absl import logging
 
 from benchmarks import common
+from realm_tf.config_base import ConfigBase
 from realm_tf.stages import export_job as export_job
 from realm_tf.retrieval import scann_searcher
 
@@ -51,7 +52,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class ServingVariantsBenchConfig:
+class ServingVariantsBenchConfig(ConfigBase):
   """What the stock-ops vs ScaNN comparison builds (encoder preset, how many shipped documents,
   real or random document embeddings, the ScaNN variants' mode) and how long it times each
   variant, in process and over gRPC at each client count."""

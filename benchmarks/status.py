@@ -32,6 +32,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 
+from realm_tf.config_base import ConfigBase
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Left out of the paths a benchmark measures: tests and documentation change no measured code.
 EXCLUDE = (":(exclude,glob)**/*_test.py", ":(exclude,glob)**/*.md")
@@ -43,7 +45,7 @@ class StatusError(app.UsageError):
 
 
 @dataclasses.dataclass
-class StatusConfig:
+class StatusConfig(ConfigBase):
   """Where the checkout and its results are (empty: this checkout, its benchmarks/results)."""
   repo: str = ""
   results_dir: str = ""

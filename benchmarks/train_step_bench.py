@@ -14,6 +14,7 @@ import time
 from typing import List
 
 from benchmarks import common
+from realm_tf.config_base import ConfigBase
 
 
 # The code this benchmark measures (besides its own file): a commit to any of these paths
@@ -26,7 +27,7 @@ MEASURES = (
 
 
 @dataclasses.dataclass
-class TrainStepBenchConfig:
+class TrainStepBenchConfig(ConfigBase):
   """What the train-step benchmark measures: which encoder presets, with XLA or without, at which
   ICT and REALM batch sizes, over how many timed steps."""
   presets: List[str] = dataclasses.field(default_factory=lambda: ["tiny", "minilm"])

@@ -8,12 +8,14 @@ import dataclasses
 import random
 from typing import Dict, List, Optional
 
+from realm_tf.config_base import ConfigBase
+
 # The groups `fault_bench` runs, in order: module names under benchmarks/faults/.
 GROUPS = ("kill", "damage", "disk_full", "locking", "numerics", "server_load", "fuzz")
 
 
 @dataclasses.dataclass
-class FaultConfig:
+class FaultConfig(ConfigBase):
   """How hard to push: seeds, tries per fault, fuzz cases, load duration, and a scratch dir."""
   work_dir: str = "/tmp/faults"
   seed: int = 0
