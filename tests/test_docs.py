@@ -430,11 +430,11 @@ def test_the_checks_catch_drift():
                          [(n, *pa) for pa in _commands_in(l)]]
   assert program == "realm_tf.launch.evaluate"
   assert [f.group("name") for f in FLAG.finditer(args)] == ["model_dir", "bogus"]
-  ok = "EM 47.9<!-- json openqa_quality.json results.dense.exact_match -->"
+  ok = "EM 49.0<!-- json openqa_quality.json results.dense.exact_match -->"
   assert figure_problems(ok, "x") == []
-  assert figure_problems(ok.replace("47.9", "48.1"), "x")
-  assert figure_problems("0.86<!-- json openqa_quality.json results.dense.recall@5 -->", "x") == []
-  assert figure_problems("86<!-- json openqa_quality.json results.dense.recall@5 *100 -->", "x") \
+  assert figure_problems(ok.replace("49.0", "48.1"), "x")
+  assert figure_problems("0.85<!-- json openqa_quality.json results.dense.recall@5 -->", "x") == []
+  assert figure_problems("85<!-- json openqa_quality.json results.dense.recall@5 *100 -->", "x") \
       == []
   assert figure_problems("missed<!-- json openqa_quality.json goals.dense_em_at_least_40 -->",
                          "x")
