@@ -59,7 +59,8 @@ def run(config: MaskingBenchConfig) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   from benchmarks.common import RESULTS_DIR, write_result  # pylint: disable=g-import-not-at-top
-  from realm_tf.data import annotate, blocking, corpus, documents, ict, masking  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from realm_tf.data import annotate, blocking, corpus, documents, ict_examples, masking
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
 
   tok = RealmTokenizer()
@@ -112,7 +113,7 @@ def run(config: MaskingBenchConfig) -> dict:
     results["masking"][mode] = variants(
         lambda n, m=masker: m.dataset(records, num_parallel_calls=n))
   block_ds = corpus.read_blocks(None, paths=[block_path]).cache().repeat()
-  builder = ict.ICTExampleBuilder(tokenizer=tok)
+  builder = ict_examples.ICTExampleBuilder(tokenizer=tok)
   results["ict"] = variants(lambda n: builder.dataset(block_ds, num_parallel_calls=n))
 
   train_path = os.path.join(RESULTS_DIR, "train_step.json")
