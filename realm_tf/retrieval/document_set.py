@@ -70,11 +70,6 @@ def manifest_fingerprint(manifest: Dict) -> str:
   return manifest.get("fingerprint") or corpus_lib.corpus_fingerprint(manifest)
 
 
-def corpus_fingerprint(corpus_dir: str) -> str:
-  """The fingerprint of a corpus directory's manifest (recorded, or computed from it)."""
-  return manifest_fingerprint(corpus_lib.load_manifest(corpus_dir))
-
-
 def read_ids_file(path: str) -> np.ndarray:
   """Block ids to remove: one integer per line; blank lines and `#` comments ignored."""
   if not tf.io.gfile.exists(path):
