@@ -2,15 +2,11 @@ r"""Annotation throughput: sentences/s per core, and the share of time spent in 
 
     python -m benchmarks.annotation_bench [--num_passages=400]
 
-Passages are the first blocks of the shipped SQuAD dev corpus (what annotate_corpus sees). Measured
-in one process (one core; CPU time from time.process_time so that other load on a shared machine
-does not count): spaCy NER alone (tok2vec + ner), the rule sentence splitter, the rest of the
-annotator (date regex, merging, byte offsets), record serialisation, and — for the choice of
-splitter — spaCy with its dependency parser, whose sentence boundaries are compared with the rule
-splitter's. Writes benchmarks/results/annotation.json.
-
-The settings are an `AnnotationBenchConfig` (one field per flag); `run(config)` runs the
-benchmark and writes its JSON, so it can be called without the command line.
+Passages are the first blocks of the shipped SQuAD dev corpus (what annotate_corpus sees), timed
+in CPU seconds of one process (other load on a shared machine does not count): spaCy NER alone,
+the rule sentence splitter, the rest of the annotator, record serialisation, and spaCy with its
+dependency parser, whose sentence boundaries are compared with the rule splitter's.
+Writes benchmarks/results/annotation.json. Settings: `AnnotationBenchConfig`; `run(config)`.
 """
 import dataclasses
 import time
@@ -19,21 +15,13 @@ from benchmarks import common
 from realm_tf.config_base import ConfigBase
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/data/annotate.py",
-    "realm_tf/data/blocking.py",
-    "realm_tf/data/corpus.py",
-    "realm_tf/data/documents.py",
-    "realm_tf/text/",
-)
+MEASURES = ("realm_tf/data/annotate.py", "realm_tf/data/blocking.py", "realm_tf/data/corpus.py",
+            "realm_tf/data/documents.py", "realm_tf/text/")
 
 
 @dataclasses.dataclass
 class AnnotationBenchConfig(ConfigBase):
-  """What the annotation benchmark measures: how many corpus passages are annotated, and the
-  annotators' spaCy batch size."""
+  """Corpus passages annotated, and the annotators' spaCy batch size."""
   num_passages: int = 400
   batch_size: int = 64
   allow_dirty: bool = False
@@ -54,11 +42,9 @@ def _timed(fn):
 
 
 def run(config: AnnotationBenchConfig) -> dict:
-  """Annotates the first `config.num_passages` corpus blocks, timing each part of the annotator
-  and the parser-based splitter; writes benchmarks/results/annotation.json and returns it (less
-  the environment)."""
+  """Annotates the first `num_passages` corpus blocks, timing each part of the annotator and the
+  parser-based splitter; writes benchmarks/results/annotation.json and returns it."""
   provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
-  from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.data import annotate, blocking, corpus, documents  # pylint: disable=g-import-not-at-top
 
   docs = [d for d in documents.read_documents(documents.default_corpus_path())
@@ -119,7 +105,7 @@ def run(config: AnnotationBenchConfig) -> dict:
                "splitter; 'agreement' is the fraction of parser sentences the rule splitter "
                "reproduces exactly.",
   }
-  write_result("annotation", result, provenance)
+  common.write_result("annotation", result, provenance)
   return result
 
 

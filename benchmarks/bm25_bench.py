@@ -2,29 +2,19 @@ r"""BM25 at scale: index build seconds and memory per block, and milliseconds pe
 
     nice python -m benchmarks.bm25_bench --num_blocks=100000,1000000   # → benchmarks/results/bm25.json
 
-For each size, a fresh process (so its peak RSS is its own) builds `realm_tf.retrieval.bm25` over a
+For each size a fresh process (so its peak RSS is its own) builds `realm_tf.retrieval.bm25` over a
 deterministic synthetic corpus of `num_blocks` blocks of at least `words_per_block` words (random
-titles and shuffled sentences of the shipped text: SQuAD v1.1 dev and WikiText-2 test), then
-answers `num_questions` SQuAD dev questions. Recorded per size:
+titles and shuffled sentences of the shipped text), then answers `num_questions` SQuAD dev
+questions. Recorded per size: the build's raw wall and CPU seconds (the generator's seconds beside
+them, never subtracted); the peak memory added while building (this process's peak RSS plus the
+sampled peak private memory of the tokenising workers); the RSS added at rest, split into
+anonymous memory and the index files' pages; host memory at rest after the questions, counted as
+the scale benchmark counts the block lookup's (RSS added, less the index pages it maps, plus every
+index page in the page cache); bytes on disk; milliseconds per question. The memory goal
+(<= 1,024 B per block) takes the larger of the building peak and that host memory.
 
-- build seconds: the raw wall (and CPU) time of `BM25Index.from_texts`, generator included; the
-  seconds spent inside the generator are recorded beside it (timed in the same pass), never
-  subtracted;
-- peak memory added while building: this process's peak RSS plus the peak private memory of the
-  tokenising worker processes (sampled), per block;
-- RSS added at rest, after the build and after the questions, and the latter split into
-  anonymous memory and resident pages of the memory-mapped index files, per block;
-- host memory at rest after the questions, counted as the scale benchmark counts the block
-  lookup's (`lookup_rest_bytes_per_block`): the process's RSS added, less the index files' pages
-  it maps, plus every page of the index files that is in the page cache (mincore: the pages
-  queries touched and those the build left there);
-- the index's bytes on disk per block; milliseconds per question (wall and CPU).
-
-The memory goal (<= 1,024 B per block) is checked on the larger of the peak while building and
-the host memory at rest after the questions.
-
-`measure(num_blocks, ...)` does one size in the calling process (the scale benchmark calls it in a
-process of its own); `run(config)` runs every size and writes the JSON with its goals.
+`measure(...)` does one size in the calling process (the scale benchmark calls it in a process of
+its own); `run(config)` runs every size and writes the JSON with its goals.
 """
 import dataclasses
 import functools
@@ -32,30 +22,22 @@ import json
 import os
 import re
 import resource
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Iterator, List
 
 import numpy as np
 
 from benchmarks import common
-from benchmarks.scale_stages import mapped_file_memory, proc_status, resident_file_bytes
+from benchmarks import procs
 from realm_tf.config_base import ConfigBase
 
 GOALS = {"build_seconds": 60.0, "bytes_per_block": 1024.0, "ms_per_question": 20.0}
 GOAL_BLOCKS = 1_000_000
+RESULT_MARKER = "BM25_BENCH_RESULT "
 
-
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/retrieval/bm25.py",
-    "realm_tf/data/squad_open.py",
-    "benchmarks/scale_stages.py",
-)
+MEASURES = ("realm_tf/retrieval/bm25.py", "realm_tf/data/squad_open.py", "benchmarks/procs.py")
 
 
 @dataclasses.dataclass
@@ -122,76 +104,39 @@ class _Timed:
       self.seconds += time.perf_counter() - t
 
 
-class _WorkerMemory:
-  """Samples the private memory (Private_Clean + Private_Dirty) of this process's children (the
-  tokenising workers) every `every` seconds; `peak` is the largest sum seen."""
-
-  def __init__(self, every: float = 0.2):
-    self.peak, self._stop = 0, threading.Event()
-    self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
-
-  def __enter__(self):
-    self._thread.start()
-    return self
-
-  def __exit__(self, *exc):
-    self._stop.set()
-    self._thread.join()
-
-  def _run(self, every: float) -> None:
-    while not self._stop.wait(every):
-      total = 0
-      for task in os.listdir("/proc/self/task"):
-        try:
-          with open(f"/proc/self/task/{task}/children") as f:
-            pids = f.read().split()
-          for pid in pids:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-              total += sum(int(line.split()[1]) * 1024 for line in f
-                           if line.startswith(("Private_Clean:", "Private_Dirty:")))
-        except OSError:  # a worker that just exited
-          continue
-      self.peak = max(self.peak, total)
-
-
-def _dir_bytes(path: str) -> int:
-  return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
-
-
 def measure(num_blocks: int, words_per_block: int = 200, num_questions: int = 1000,
             seed: int = 0) -> dict:
-  """Builds a BM25 index of `num_blocks` synthetic blocks in this process and times questions.
-
-  Peak RSS is this process's (`ru_maxrss`): call it in a fresh process for a clean figure.
-  """
+  """Builds a BM25 index of `num_blocks` synthetic blocks in this process and times questions;
+  peak RSS is this process's own (VmHWM since its exec; not `ru_maxrss`, which also carries the
+  peak of the process that started it): call it in a fresh process for a clean figure."""
   from realm_tf.data.squad_open import load_squad_questions  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.bm25 import BM25Index  # pylint: disable=g-import-not-at-top
   questions = [q.question for q in load_squad_questions(split="dev")]
   questions = [questions[i] for i in
                np.random.RandomState(0).choice(len(questions), num_questions, replace=False)]
   _sentences()  # loaded once before the baseline, as the generator holds them
-  base = proc_status()
+  base = procs.process_memory()
   with tempfile.TemporaryDirectory(prefix="bm25-bench-") as tmp:
     texts = _Timed(synthetic_texts(num_blocks, words_per_block, seed))
     t, c = time.perf_counter(), time.process_time()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with _WorkerMemory() as workers:
+    with procs.PeakSampler(procs.children_private_bytes, 0.2) as workers:
       index = BM25Index.from_texts(texts, num_blocks, directory=os.path.join(tmp, "index"))
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     done = resource.getrusage(resource.RUSAGE_CHILDREN)
     worker_cpu = (done.ru_utime + done.ru_stime) - (children.ru_utime + children.ru_stime)
-    main_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base["VmRSS"]
-    built = proc_status()
+    main_peak = procs.process_memory()["VmHWM"] - base["VmRSS"]
+    built = procs.process_memory()
     index.search(questions[:10], 20)  # warm-up
     t, c = time.perf_counter(), time.process_time()
     index.search(questions, 20)
     q_wall, q_cpu = time.perf_counter() - t, time.process_time() - c
-    queried = proc_status()
-    mapped = mapped_file_memory(index.directory)
+    queried = procs.process_memory()
+    mapped = procs.mapped_file_memory(index.directory)
     files = {name: {"bytes": os.path.getsize(os.path.join(index.directory, name)),
-                    "resident": resident_file_bytes(os.path.join(index.directory, name))}
+                    "resident": procs.resident_file_bytes(os.path.join(index.directory, name))}
              for name in sorted(os.listdir(index.directory))}
-    disk = _dir_bytes(index.directory)
+    disk = sum(f["bytes"] for f in files.values())
     meta = dict(index.meta)
     index.close()
   added = lambda rss, key: rss[key] - base[key]  # pylint: disable=unnecessary-lambda-assignment
@@ -241,24 +186,20 @@ def run(config: BM25BenchConfig) -> dict:
   if config.child:
     result = measure(config.num_blocks[0], config.words_per_block, config.num_questions,
                      config.seed)
-    print("BM25_BENCH_RESULT " + json.dumps(result), flush=True)
+    print(RESULT_MARKER + json.dumps(result), flush=True)
     return result
   provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
-  from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
-  sizes = []
-  for n in config.num_blocks:
-    cmd = [sys.executable, "-m", "benchmarks.bm25_bench", "--child", f"--num_blocks={n}",
-           f"--words_per_block={config.words_per_block}", f"--seed={config.seed}",
-           f"--num_questions={config.num_questions}"]
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
-    sizes.append(json.loads(out.split("BM25_BENCH_RESULT ", 1)[1].splitlines()[0]))
+  sizes = [procs.run_child([sys.executable, "-m", "benchmarks.bm25_bench", "--child",
+                            f"--num_blocks={n}", f"--words_per_block={config.words_per_block}",
+                            f"--seed={config.seed}", f"--num_questions={config.num_questions}"],
+                           RESULT_MARKER, "bm25_bench --child") for n in config.num_blocks]
   largest = max(sizes, key=lambda r: r["num_blocks"])
   payload = {"sizes": sizes, "goal_limits": GOALS,
              "library": "realm_tf.retrieval.bm25: streaming build; 6-byte postings (float32 "
                         "score, uint16 low row bits; segments of 2**16 rows), memory-mapped"}
   if largest["num_blocks"] >= GOAL_BLOCKS:
     payload["goals"] = goals(largest)
-  write_result("bm25", payload, provenance)
+  common.write_result("bm25", payload, provenance)
   return payload
 
 

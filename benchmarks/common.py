@@ -1,11 +1,11 @@
-"""Shared benchmark plumbing: environment facts, provenance and JSON results under
-benchmarks/results/.
+"""Result stamping and writing (and small helpers several benchmarks share).
 
 Every benchmark stamps the code it measures when it starts (`Provenance`: the commit and whether
 the checkout's tracked files differ from it, refused when they do unless `--allow_dirty`), and
-`write_result` checks the stamp again when it writes: a result whose checkout changed while it
-ran (HEAD moved, or tracked files changed) is marked dirty. `python -m benchmarks.status` reads
-these stamps back against each benchmark's `MEASURES` (the paths of the code it measures).
+`write_result` checks the stamp again when it writes benchmarks/results/<name>.json: a result
+whose checkout changed while it ran is marked dirty; `stamp_part` does the same for one part of a
+result. `python -m benchmarks.status` reads the stamps back against each benchmark's `MEASURES`.
+Child processes and memory readings live in `benchmarks.procs`, fits in `benchmarks.fitting`.
 """
 import hashlib
 import json
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from absl import app
 from absl import logging
@@ -37,10 +37,8 @@ def utc_now() -> str:
 
 
 def checkout_state(repo: str = REPO) -> Dict[str, object]:
-  """The checkout's commit (`git rev-parse HEAD`), whether its tracked files differ from it
-  (`dirty`) and a digest of that difference per file (`tree`: {path: sha256 of its part of
-  `git diff HEAD --binary`}), which tells which tracked files changed between two reads.
-  {"commit": "unknown", "dirty": None, "tree": None} outside git."""
+  """The checkout's commit, whether its tracked files differ from it (`dirty`) and a digest of
+  that difference per file (`tree`: which files changed between two reads); None outside git."""
   def git(*args):
     return subprocess.run(["git", *args], capture_output=True, check=True, cwd=repo).stdout
   try:
@@ -57,15 +55,10 @@ def checkout_state(repo: str = REPO) -> Dict[str, object]:
 
 
 class Provenance:
-  """The code one benchmark run measures, stamped when it starts (create it first thing in the
-  benchmark's `run`) and checked again when its result is written (`record`).
-
-  A checkout whose tracked files differ from HEAD is refused here (`DirtyCheckoutError`, one
-  line) unless `allow_dirty`; then every record says dirty. A checkout that changes between the
-  stamp and a record (HEAD moved, or tracked files changed: other work in the same tree) makes
-  that record dirty too, with `changed_during_run` and the commit at the end: the figures may
-  come from either code. Rows of a multi-part result take `record()` when their part ends.
-  """
+  """The code one benchmark run measures, stamped when it starts (first thing in `run`) and
+  checked again by each `record`: a dirty checkout is refused (`DirtyCheckoutError`) unless
+  `allow_dirty`, and one that changes before a record (HEAD moved, tracked files changed) makes
+  that record dirty, with `changed_during_run`: its figures may come from either code."""
 
   def __init__(self, allow_dirty: bool = False, repo: str = REPO):
     self.repo = repo
@@ -86,10 +79,9 @@ class Provenance:
     return str(self.start["commit"])
 
   def record(self) -> Dict[str, object]:
-    """{"commit" (at the start), "dirty" (at the start, or changed since), "dirty_at_start",
-    "changed_during_run", "allow_dirty", "started_utc", "checked_utc"}, plus "commit_at_check"
-    when HEAD moved and "files_changed_during_run" (the first 50) when tracked files changed.
-    Reads the checkout again."""
+    """The stamp checked now: {"commit" (at the start), "dirty" (at the start, or changed since),
+    "dirty_at_start", "changed_during_run", "allow_dirty", "started_utc", "checked_utc"}, with
+    "commit_at_check" / "files_changed_during_run" (the first 50) when they changed."""
     now = checkout_state(self.repo)
     before, after = self.start["tree"] or {}, now["tree"] or {}
     files = sorted(f for f in set(before) | set(after) if before.get(f) != after.get(f))
@@ -109,6 +101,21 @@ class Provenance:
                       self.start["commit"], now["commit"], ", ".join(files[:10]) or "none")
     return out
 
+  def stamp_part(self, fn: Callable[[], Dict]) -> Tuple[object, Dict]:
+    """Runs one part of a result, `fn()`: (its result or the RuntimeError it raised, the part's
+    stamp: the run's commit, `dirty` and `changed_during_run` as `record` says when it ends, its
+    start time UTC, the 1-minute load average before and after it, its wall seconds)."""
+    load, when, start = os.getloadavg()[0], utc_now(), time.perf_counter()
+    try:
+      out = fn()
+    except RuntimeError as e:
+      out = e
+    checked = self.record()
+    return out, {"commit": self.commit, "dirty": checked["dirty"], "time_utc": when,
+                 "load_average_1m": {"before": load, "after": os.getloadavg()[0]},
+                 "changed_during_run": checked["changed_during_run"],
+                 "wall_seconds": time.perf_counter() - start}
+
 
 def program() -> str:
   """The running program's `python -m` module (or script path): what its result's command runs."""
@@ -119,7 +126,7 @@ def program() -> str:
 
 def environment(provenance: Provenance) -> dict:
   """Facts every result records: the command, cores, load, TF version, time, and the code it
-  measured (`git`: `provenance.record()`, read now, at the end)."""
+  measured (`git`: `provenance.record()`, read now)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return {
       "command": " ".join(["python", "-m", program()] + sys.argv[1:]),
@@ -133,17 +140,9 @@ def environment(provenance: Provenance) -> dict:
   }
 
 
-def git_commit() -> dict:
-  """The checkout's commit and whether its tracked files differ from it (`dirty`), read now:
-  {"commit": "unknown", "dirty": None} outside git. A benchmark stamps with `Provenance`."""
-  state = checkout_state()
-  return {"commit": state["commit"], "dirty": state["dirty"]}
-
-
 def write_result(name: str, payload: dict, provenance: Optional[Provenance]) -> str:
-  """Writes `benchmarks/results/<name>.json` (atomically) with the environment merged in; its
-  `git` block is `provenance` checked now (the stamp the benchmark took when it started). There
-  is no result without a stamp: `provenance` None is refused."""
+  """Writes `benchmarks/results/<name>.json` (atomically) with the environment merged in, its
+  `git` block `provenance` checked now; there is no result without a stamp (None is refused)."""
   if not isinstance(provenance, Provenance):
     raise TypeError(f"write_result({name!r}): no Provenance stamp; create one when the "
                     "benchmark starts (benchmarks.common.Provenance) and pass it here")
@@ -191,7 +190,7 @@ def squad_subset(path_out: str, articles: int) -> dict:
 def index_of_untrained_towers(model_dir: str, corpus_dir: str, index_dir: str, retriever_config,
                               init_towers=None, strategy=None):
   """Publishes (unless one is live) an index bundle of `corpus_dir` embedded by freshly built
-  towers — optionally initialised by `init_towers(retriever)` — through the real refresh path."""
+  towers (optionally `init_towers(retriever)`) through the real refresh path."""
   from realm_tf.modeling.retriever import Retriever  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
@@ -214,15 +213,16 @@ def percentile_ms(latencies, q):
   return float(np.percentile(np.asarray(latencies) * 1e3, q)) if len(latencies) else None
 
 
+def latency_ms(latencies) -> Dict[str, Optional[float]]:
+  """{"p50_ms", "p99_ms"} of latencies given in seconds."""
+  return {"p50_ms": percentile_ms(latencies, 50), "p99_ms": percentile_ms(latencies, 99)}
+
+
 def grpc_load(address: str, model_name: str, input_name: str, questions, clients: int,
               duration_s: float, warmup_s: float = 0.0, timeout: float = 60.0) -> dict:
-  """A closed loop of `clients` threads, each sending one-question Predict requests back to back
-  (after one unmeasured request each, then `warmup_s` unmeasured seconds) for `duration_s`.
-
-  Returns {"latencies": seconds of the requests measured, "errors": failed requests,
-  "seconds": duration_s}: the QPS a server sustains is len(latencies) / seconds.
-  """
-  import threading  # pylint: disable=g-import-not-at-top
+  """A closed loop of `clients` threads sending one-question Predict requests back to back for
+  `duration_s` (after one unmeasured request each and `warmup_s` unmeasured seconds):
+  {"latencies" (seconds), "errors", "seconds"}; QPS = len(latencies) / seconds."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from serving import client as client_lib  # pylint: disable=g-import-not-at-top
   latencies, errors = [], []
@@ -263,37 +263,3 @@ def grpc_load(address: str, model_name: str, input_name: str, questions, clients
   for t in threads:
     t.join()
   return {"latencies": latencies, "errors": int(sum(errors)), "seconds": duration_s}
-
-
-def run_process(cmd: List[str]) -> Dict:
-  """Runs `cmd`, passing its stderr through (progress) and collecting its stdout; returns
-  {"rc", "seconds", "peak_rss" (the kernel's maximum RSS of the process or a child it waited
-  for), "stdout", "stderr_tail"}."""
-  from realm_tf.utils import command_line  # pylint: disable=g-import-not-at-top
-  env = dict(os.environ)
-  for name, value in command_line.QUIET_ENV.items():
-    env.setdefault(name, value)
-  tail: List[str] = []
-  start = time.perf_counter()
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-  def tee():
-    for line in proc.stderr:
-      sys.stderr.write(line)
-      tail.append(line)
-      del tail[:-40]
-
-  thread = threading.Thread(target=tee, daemon=True)
-  thread.start()
-  out = proc.stdout.read()
-  _, status, usage = os.wait4(proc.pid, 0)
-  proc.returncode = os.waitstatus_to_exitcode(status)
-  thread.join()
-  return {"rc": proc.returncode, "seconds": time.perf_counter() - start,
-          "peak_rss": usage.ru_maxrss * 1024, "stdout": out, "stderr_tail": "".join(tail)}
-
-
-def parse_stage_output(stdout: str, marker: str) -> Optional[Dict]:
-  """The JSON after `marker` on the last line that has it, or None."""
-  lines = [line for line in stdout.splitlines() if line.startswith(marker)]
-  return json.loads(lines[-1][len(marker):]) if lines else None

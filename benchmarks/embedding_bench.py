@@ -1,48 +1,37 @@
 r"""Corpus-embedding throughput (blocks/s) of the refresh job for the `tiny` and `minilm` towers.
 
-For each preset: a random-token corpus of full-length blocks (288 wordpieces packed), an embedder
-export, and three runs of `embed_corpus.embed_shards`, each in fresh processes (logical CPU devices
-must be configured before TensorFlow starts): one replica; two replicas (MirroredStrategy over two
-logical CPU devices, `strategy.run`); two independent worker processes (`--num_shards=2`) running
-at the same time. Each process warms up (pipeline start-up, tracing) on a small corpus first; the
-timed window covers embedding only. Weights are random (throughput does not depend on them).
-
   python -m benchmarks.embedding_bench            # → benchmarks/results/embedding.json
 
-The settings are an `EmbeddingBenchConfig` (one field per flag; the `(internal)` ones describe
-one worker process, which this program starts as `python -m benchmarks.embedding_bench --child
-...`); `run(config)` runs the benchmark and writes its JSON (or, with `child`, one worker).
+For each preset: a random-token corpus of full-length blocks, an embedder export, and three runs
+of `embed_corpus.embed_shards` in fresh worker processes (logical CPU devices must be configured
+before TensorFlow starts): one replica; two replicas (MirroredStrategy over two logical CPU
+devices); two worker processes (`--num_shards=2`) at the same time. Each worker warms up on a
+small corpus first; the timed window covers embedding only. Weights are random.
+Settings: `EmbeddingBenchConfig` (the `(internal)` fields describe one worker, which this
+program starts as `--child`); `run(config)` runs it and writes its JSON.
 """
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from typing import List, Optional
 
 from benchmarks import common
+from benchmarks import procs
 from realm_tf.config_base import ConfigBase
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/retrieval/embed_corpus.py",
-    "realm_tf/retrieval/embedder_export.py",
-    "realm_tf/modeling/",
-    "realm_tf/utils/strategy.py",
-    "realm_tf/text/",
-    "realm_tf/data/corpus.py",
-)
+MEASURES = ("realm_tf/retrieval/embed_corpus.py", "realm_tf/retrieval/embedder_export.py",
+            "realm_tf/modeling/", "realm_tf/utils/strategy.py", "realm_tf/text/",
+            "realm_tf/data/corpus.py")
 
 
 @dataclasses.dataclass
 class EmbeddingBenchConfig(ConfigBase):
-  """What the embedding benchmark measures (presets, corpus sizes, batch size per replica) and,
-  for a worker process it starts (`child`), that worker's export, corpora, work dir, strategy and
-  shard."""
+  """Presets, corpus sizes and batch size per replica measured, and (`child`) one worker's
+  export, corpora, work dir, strategy and shard."""
   presets: List[str] = dataclasses.field(default_factory=lambda: ["tiny", "minilm"])
   tiny_blocks: int = 512
   minilm_blocks: int = 64
@@ -84,7 +73,7 @@ DOC_LEN = 288
 def run_child(config: EmbeddingBenchConfig) -> None:
   """One worker: embeds `config.warm_corpus` (untimed), then its shard of `config.corpus` with
   the embedder at `config.export` under `config.strategy`; prints a JSON line of the blocks
-  embedded, the timed window and the replicas (what the parent's `_collect` reads)."""
+  embedded, the timed window and the replicas (what the parent's `_workers` reads)."""
   from realm_tf.utils.strategy import get_strategy  # pylint: disable=g-import-not-at-top
   strategy = get_strategy(strategy=config.strategy, num_cpu_devices=config.num_cpu_devices)
   from realm_tf.retrieval import (  # pylint: disable=g-import-not-at-top
@@ -121,21 +110,11 @@ def _make_corpus(path, num_blocks, shards, seed):
   corpus_lib.write_manifest(path, entries, vocab_fingerprint(), DOC_LEN)
 
 
-def _spawn(args):
-  """Starts one worker: this program with --child and `args`."""
-  return subprocess.Popen([sys.executable, "-m", "benchmarks.embedding_bench", "--child", *args],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _collect(procs):
-  """Waits for the workers; their blocks, their common wall time (first start to last end) and
-  blocks/s."""
-  outs = []
-  for p in procs:
-    out, err = p.communicate(timeout=900)
-    if p.returncode != 0:
-      raise RuntimeError(err[-3000:])
-    outs.append(json.loads(out.strip().splitlines()[-1]))
+def _workers(*args_each):
+  """Runs one worker (this program with --child) per argument list at the same time; their
+  blocks, their common wall time (first start to last end) and blocks/s."""
+  outs = procs.run_children([[sys.executable, "-m", "benchmarks.embedding_bench", "--child", *a]
+                             for a in args_each], "embedding worker")
   blocks = sum(o["blocks"] for o in outs)
   seconds = max(o["end"] for o in outs) - min(o["start"] for o in outs)
   return {"blocks": blocks, "seconds": seconds, "blocks_per_second": blocks / seconds,
@@ -157,12 +136,12 @@ def run_preset(preset: str, num_blocks: int, tmp: str, batch_size: int) -> dict:
   base = [f"--export={export}", f"--corpus={corpus}", f"--warm_corpus={warm}",
           f"--batch_size={batch_size}"]
   work = os.path.join(tmp, preset, "work")
-  res = {"one_replica": _collect([_spawn(base + [f"--work={work}-1"])])}
-  res["two_replicas_logical_cpus"] = _collect([_spawn(
-      base + [f"--work={work}-2r", "--strategy=mirrored", "--num_cpu_devices=2"])])
-  res["two_worker_shards"] = _collect([
-      _spawn(base + [f"--work={work}-2s", "--num_shards=2", f"--shard_index={i}"])
-      for i in range(2)])
+  res = {"one_replica": _workers(base + [f"--work={work}-1"]),
+         "two_replicas_logical_cpus": _workers(
+             base + [f"--work={work}-2r", "--strategy=mirrored", "--num_cpu_devices=2"]),
+         "two_worker_shards": _workers(*[
+             base + [f"--work={work}-2s", "--num_shards=2", f"--shard_index={i}"]
+             for i in range(2)])}
   one = res["one_replica"]["blocks_per_second"]
   res["speedup_two_replicas"] = res["two_replicas_logical_cpus"]["blocks_per_second"] / one
   res["speedup_two_shards"] = res["two_worker_shards"]["blocks_per_second"] / one
@@ -178,10 +157,8 @@ def run(config: EmbeddingBenchConfig) -> Optional[str]:
     run_child(config)
     return None
   provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
-  from benchmarks.common import (  # pylint: disable=g-import-not-at-top
-      peak_matmul_flops, write_result)
   start = time.time()
-  out = {"peak_matmul_flops_at_start": peak_matmul_flops(),
+  out = {"peak_matmul_flops_at_start": common.peak_matmul_flops(),
          "note": "CPU only, 2 cores shared with other jobs (see load average): two replicas or "
                  "two workers split the same 2 cores, so speed-ups above 1 come only from "
                  "overlapping input pipeline and compute; on TPU cores / GPUs / separate hosts "
@@ -191,7 +168,7 @@ def run(config: EmbeddingBenchConfig) -> Optional[str]:
       blocks = config.tiny_blocks if preset == "tiny" else config.minilm_blocks
       out[preset] = run_preset(preset, blocks, tmp, config.batch_size)
   out["seconds"] = time.time() - start
-  return write_result("embedding", out, provenance)
+  return common.write_result("embedding", out, provenance)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,25 @@
 r"""Export scale benchmark: bytes of the serving exports, the export's peak memory, the server's.
 
-For each corpus size N it writes (or takes, `--corpus_dir`) a block corpus of 288-wordpiece
-blocks, stand-in random unit embeddings [N, 128] (an .npy memory-mapped as an index bundle's is:
-the export's cost does not depend on their values), builds a micro-tower `OpenQAModel` over a
-`FrozenIndex` of them, and measures, each step in its own process:
-
-  * the export of `realm_openqa` (stock ops): its bytes on disk, the process's peak RSS (VmHWM,
-    model build included; it counts the pages of the memory-mapped corpus and embeddings the
-    process has read), its peak RssAnon (sampled: its own memory only) and its RSS just before
-    exporting;
-  * the other corpus-dependent components (`realm_searcher`, `realm_reader`,
-    `realm_query_embedder`) exported together: their bytes and peak;
-  * `python -m realm_tf.launch.model_server` serving that `realm_openqa`: its RSS (VmRSS) once
-    the version is AVAILABLE (warm-up replayed) and after a few questions, and the same server's
-    RSS with no model loaded (TensorFlow, TF.Text and ScaNN imported: a constant).
-
-Each against the corpus' text bytes (titles + bodies, UTF-8) and embedding bytes (N x 128 x 4).
-The synthetic texts are whole vocabulary words drawn by a Zipf law over the 20,000 most frequent,
-so each word is one wordpiece and the stored wordpieces re-tokenize exactly, as the corpus
-builder guarantees for real text. With several sizes, per-block slopes are fitted and the figures
-extrapolated to REALM's 13,353,718 blocks.
-
   python -m benchmarks.export_bench --num_blocks=20000,100000
   python -m benchmarks.export_bench --num_blocks=1000000 --result_name=export_1m
 
-Writes benchmarks/results/<result_name>.json. The settings are an `ExportBenchConfig` (one
-field per flag); `run(config)` runs the benchmark, so it can be called without the command line.
+For each corpus size N it writes (or takes, `--corpus_dir`) a corpus of 288-wordpiece blocks
+(whole vocabulary words drawn by a Zipf law over the 20,000 most frequent: one wordpiece each) and
+stand-in random unit embeddings [N, 128] (an .npy memory-mapped as a bundle's is), builds a
+micro-tower `OpenQAModel` over a `FrozenIndex` of them and measures, each step in its own process:
+the `realm_openqa` export (stock ops: its bytes, the process's peak RSS with model build, its
+sampled peak RssAnon and its RSS before exporting); the other corpus-dependent components exported
+together; and `python -m realm_tf.launch.model_server` serving it (RSS once AVAILABLE, after a few
+questions, and with no model loaded). Each against the corpus's text and embedding bytes; with
+several sizes, per-block lines are fitted and extrapolated to REALM's 13,353,718 blocks.
+
+Writes benchmarks/results/<result_name>.json. The settings are an `ExportBenchConfig`;
+`run(config)` runs the benchmark.
 """
 import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,26 +28,20 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from benchmarks import common
+from benchmarks import fitting
+from benchmarks import procs
 from realm_tf.config_base import ConfigBase
 
-REALM_BLOCKS = 13_353_718
 BLOCK_WORDPIECES = 288
 EMBEDDING_DIM = 128
 QUESTIONS = ("who wrote the novel pride and prejudice", "what is the capital of france",
              "when was the eiffel tower built", "which river flows through vienna")
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/export/",
-    "realm_tf/openqa/",
-    "realm_tf/stages/finetune.py",
-    "realm_tf/data/block_lookup.py",
-    "realm_tf/data/corpus.py",
-    "realm_tf/text/",
-    "serving/",
-)
+MEASURES = ("realm_tf/export/", "realm_tf/openqa/", "realm_tf/modeling/openqa_model.py",
+            "realm_tf/modeling/openqa_features.py", "realm_tf/stages/finetune.py",
+            "realm_tf/data/block_lookup.py", "realm_tf/data/corpus.py", "realm_tf/text/",
+            "realm_tf/io/memory.py", "serving/", "benchmarks/fitting.py", "benchmarks/procs.py")
 
 
 @dataclasses.dataclass
@@ -91,44 +73,6 @@ HELP = {
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# Inputs.
-
-def proc_memory(pid: int) -> Dict[str, int]:
-  """VmRSS, VmHWM, RssAnon, RssFile of process `pid`, in bytes (`io.memory.process_memory`)."""
-  from realm_tf.io.memory import process_memory  # pylint: disable=g-import-not-at-top
-  return process_memory(pid)
-
-
-class AnonPeak:
-  """Samples this process's RssAnon every `interval_s` in a thread: the peak of its own memory,
-  without the file-backed pages (shared libraries, memory-mapped corpus and embeddings) that
-  VmHWM also counts."""
-
-  def __init__(self, interval_s: float = 0.02):
-    import threading  # pylint: disable=g-import-not-at-top
-    self.peak = 0
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
-    self._thread.start()
-
-  def _run(self, interval_s):
-    while not self._stop.is_set():
-      self.peak = max(self.peak, proc_memory(os.getpid())["RssAnon"])
-      self._stop.wait(interval_s)
-
-  def stop(self) -> int:
-    self._stop.set()
-    self._thread.join()
-    self.peak = max(self.peak, proc_memory(os.getpid())["RssAnon"])
-    return self.peak
-
-
-def dir_bytes(path: str) -> int:
-  """Bytes of every file under `path`."""
-  return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-
-
 def corpus_bytes(export_dir: str) -> int:
   """Bytes of an export's variables that are not numeric model or index arrays: its copy of the
   corpus text (string and uint8 variables; the variables' files less every other variable's
@@ -139,7 +83,7 @@ def corpus_bytes(export_dir: str) -> int:
   numeric = sum(int(np.prod(shapes[name])) * dtype.size
                 for name, dtype in reader.get_variable_to_dtype_map().items()
                 if dtype not in (tf.string, tf.uint8))
-  return dir_bytes(os.path.join(export_dir, "variables")) - numeric
+  return procs.dir_bytes(os.path.join(export_dir, "variables")) - numeric
 
 
 def write_synthetic_corpus(corpus_dir: str, num_blocks: int, seed: int = 0,
@@ -191,17 +135,14 @@ def write_embeddings(path: str, num_blocks: int, seed: int = 0, chunk: int = 100
   del out
 
 
-# ---------------------------------------------------------------------------------------------
-# The export, in a child process (`python -c "...export_child(...)"`).
-
-def export_child(corpus_dir: str, embeddings_path: str, export_base: str, components: List[str],
-                 out_json: str) -> None:
-  """Builds the micro OpenQAModel over the corpus and embeddings, exports `components` (stock
-  variant) and writes {paths, seconds, RSS before, VmHWM, peak RssAnon} to `out_json`."""
-  anon = AnonPeak()
+def export_child(corpus_dir: str, embeddings_path: str, export_base: str,
+                 components: List[str]) -> Dict:
+  """(In a fresh process.) Builds the micro OpenQAModel over the corpus and embeddings, exports
+  `components` (stock variant); {paths, seconds, RSS before, VmHWM, peak RssAnon}."""
+  anon = procs.PeakSampler(lambda: procs.process_memory()["RssAnon"], 0.02)
   from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
   from realm_tf.export import components as components_lib  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa.model import FrozenIndex, OpenQAConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.openqa_model import FrozenIndex, OpenQAConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.testing import openqa_models as oqt  # pylint: disable=g-import-not-at-top
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
@@ -212,35 +153,20 @@ def export_child(corpus_dir: str, embeddings_path: str, export_base: str, compon
   config = OpenQAConfig(retriever=oqt.micro_retriever_config(projection_size=EMBEDDING_DIM),
                         reader=oqt.micro_reader_config())
   model = finetune.build_model(config, index, tok)
-  before = proc_memory(os.getpid())
+  before = procs.process_memory()
   t0 = time.time()
   paths = components_lib.export_components(model, tok, export_base, 1, components, ("stock",),
                                            searcher_k=10)
-  seconds = time.time() - t0
-  with open(out_json, "w", encoding="utf-8") as f:
-    json.dump({"paths": paths, "seconds": seconds, "rss_before_export": before["VmRSS"],
-               "peak_rss": proc_memory(os.getpid())["VmHWM"], "peak_rss_anon": anon.stop()}, f)
+  return {"paths": paths, "seconds": time.time() - t0, "rss_before_export": before["VmRSS"],
+          "peak_rss": procs.process_memory()["VmHWM"], "peak_rss_anon": anon.stop()}
 
 
-def run_export_child(corpus_dir, embeddings_path, export_base, components, work) -> Dict:
-  """Runs `export_child` in a fresh interpreter; returns its JSON plus each model's bytes."""
-  out_json = os.path.join(work, f"export_{'_'.join(components)}.json")
-  code = ("import sys, json; from benchmarks import export_bench as b; "
-          "b.export_child(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), "
-          "sys.argv[5])")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-             PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.run([sys.executable, "-c", code, corpus_dir, embeddings_path, export_base,
-                         json.dumps(components), out_json], env=env, capture_output=True,
-                        text=True, check=False)
-  if proc.returncode:
-    raise RuntimeError(f"export of {components} failed ({proc.returncode}):\n"
-                       f"{proc.stderr[-4000:]}")
-  with open(out_json, encoding="utf-8") as f:
-    result = json.load(f)
-  result["bytes"] = {name: dir_bytes(path) for name, path in result["paths"].items()}
-  result["variables_bytes"] = {name: dir_bytes(os.path.join(path, "variables"))
+def run_export_child(corpus_dir, embeddings_path, export_base, components) -> Dict:
+  """`export_child` in a fresh interpreter; its result plus each model's bytes."""
+  result = procs.call("benchmarks.export_bench", "export_child", corpus_dir, embeddings_path,
+                      export_base, components, environ=procs.env(quiet=False, **procs.CPU_ONLY))
+  result["bytes"] = {name: procs.dir_bytes(path) for name, path in result["paths"].items()}
+  result["variables_bytes"] = {name: procs.dir_bytes(os.path.join(path, "variables"))
                                for name, path in result["paths"].items()}
   result["corpus_bytes"] = {name: corpus_bytes(path) for name, path in result["paths"].items()}
   return result
@@ -250,14 +176,11 @@ def start_server(model_name: str, model_base: str, log_path: str):
   """`python -m realm_tf.launch.model_server` serving `model_base` as `model_name`."""
   from serving import subprocess_server  # pylint: disable=g-import-not-at-top
   port = subprocess_server.free_port()
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-             PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
   return subprocess_server.ServerProcess(
       [sys.executable, "-m", "realm_tf.launch.model_server", f"--port={port}",
        "--bind_address=127.0.0.1", f"--model_name={model_name}",
        f"--model_base_path={model_base}", "--file_system_poll_wait_seconds=0"], port,
-      log_path, env=env)
+      log_path, env=procs.env(quiet=False, **procs.CPU_ONLY))
 
 
 def server_memory(model_name: str, model_base: str, work: str, timeout: float) -> Dict:
@@ -272,7 +195,7 @@ def server_memory(model_name: str, model_base: str, work: str, timeout: float) -
     with grpc.insecure_channel(server.address) as channel:
       grpc.channel_ready_future(channel).result(timeout=timeout)
     time.sleep(2.0)
-    floor = proc_memory(server.proc.pid)
+    floor = procs.process_memory(server.proc.pid)
   finally:
     server.stop()
   server = start_server(model_name, model_base, os.path.join(work, f"server_{model_name}.log"))
@@ -280,11 +203,11 @@ def server_memory(model_name: str, model_base: str, work: str, timeout: float) -
     t0 = time.time()
     server.wait_ready([model_name], timeout=timeout)
     ready_s = time.time() - t0
-    loaded = proc_memory(server.proc.pid)
+    loaded = procs.process_memory(server.proc.pid)
     with client.PredictClient(server.address, model_name, timeout=120) as c:
       for q in QUESTIONS:
         c.predict({"questions": np.array([q.encode()], dtype=object)})
-    served = proc_memory(server.proc.pid)
+    served = procs.process_memory(server.proc.pid)
   finally:
     server.stop()
   return {"seconds_to_available": ready_s, "rss_without_model": floor["VmRSS"],
@@ -302,9 +225,8 @@ def measure(corpus_dir: str, work: str, components: List[str], seed: int,
   embeddings_path = os.path.join(work, "embeddings.npy")
   write_embeddings(embeddings_path, n, seed)
   base = os.path.join(work, "exports")
-  openqa = run_export_child(corpus_dir, embeddings_path, base, ["openqa"], work)
-  parts = run_export_child(corpus_dir, embeddings_path, base, components, work) \
-      if components else None
+  openqa = run_export_child(corpus_dir, embeddings_path, base, ["openqa"])
+  parts = run_export_child(corpus_dir, embeddings_path, base, components) if components else None
   server = server_memory("realm_openqa", os.path.join(base, "realm_openqa"), work,
                          server_timeout_s)
   text = int(lookup.meta["num_text_bytes"])
@@ -338,16 +260,14 @@ def measure(corpus_dir: str, work: str, components: List[str], seed: int,
 
 
 def fit(runs: List[Dict], key_fn) -> Optional[Dict]:
-  """Least-squares line of key_fn(run) against N over `runs`: per-block slope, intercept and
-  the values at 1M and REALM_BLOCKS (None with one run)."""
+  """The least-squares line of key_fn(run) against N over `runs` (`fitting.fit_linear`):
+  per-block slope, intercept and its values at 1M and 13.35M blocks (None with one run)."""
   if len(runs) < 2:
     return None
-  n = np.array([r["num_blocks"] for r in runs], np.float64)
-  y = np.array([key_fn(r) for r in runs], np.float64)
-  slope, intercept = np.polyfit(n, y, 1)
-  return {"bytes_per_block": float(slope), "intercept_bytes": float(intercept),
-          "at_1m_bytes": float(intercept + slope * 1e6),
-          "at_13_35m_bytes": float(intercept + slope * REALM_BLOCKS)}
+  line = fitting.fit_linear([(r["num_blocks"], key_fn(r)) for r in runs])
+  return {"bytes_per_block": line["b"], "intercept_bytes": line["a"],
+          "at_1m_bytes": fitting.extrapolate(line, 1e6),
+          "at_13_35m_bytes": fitting.extrapolate(line)}
 
 
 def goals(ratios: Dict) -> Dict[str, bool]:

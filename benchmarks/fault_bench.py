@@ -9,7 +9,9 @@ test run calls the same functions with `FaultConfig.fast()` (tests/faults/). Wri
 benchmarks/results/faults.json: every row's fault, where it was injected, tries, what was checked
 afterwards and the outcome. docs/RELIABILITY.md explains the rows.
 """
+import dataclasses
 import importlib
+import json
 import os
 import shutil
 import time
@@ -44,7 +46,7 @@ def run(config: FaultConfig,
     started_utc, load_at_start = common.utc_now(), os.getloadavg()[0]
     start = time.perf_counter()
     try:
-      group_rows = module.run(_with_dir(config, work_dir))
+      group_rows = module.run(dataclasses.replace(config, work_dir=work_dir))
     except Exception as e:  # pylint: disable=broad-except
       # A group that crashes is a finding, kept in the results, not a reason to lose the rest.
       logging.exception("fault group %s crashed", group)
@@ -58,9 +60,7 @@ def run(config: FaultConfig,
              "load_average_1m": load_at_start, "load_average_1m_end": os.getloadavg()[0],
              "group_seconds": seconds}
     rows.extend({**r.to_json(), **stamp} for r in group_rows)
-  return {"rows": rows, "crashed_groups": errors,
-          "survived": sum(bool(r["survived"]) for r in rows), "total": len(rows),
-          "tries": sum(int(r["tries"]) for r in rows),
+  return {"rows": rows, "crashed_groups": errors, **_totals(rows),
           "settings": {"seed": config.seed, "kill_points": config.kill_points,
                        "fuzz_cases": config.fuzz_cases, "load_clients": config.load_clients,
                        "load_seconds": config.load_seconds, "groups": list(config.groups)}}
@@ -71,12 +71,11 @@ def _merged(name: str, result: Dict[str, object], groups: List[str],
   """The rows of the groups just run, beside the earlier rows of the other groups in the same
   results file (each row carries its own commit, date and load). A group in `partial` ran only
   some of its rows: its earlier rows of faults not run again are kept."""
-  import json  # pylint: disable=g-import-not-at-top
   path = os.path.join(common.RESULTS_DIR, f"{name}.json")
   if not os.path.exists(path):
     return result
   with open(path, encoding="utf-8") as f:
-    old = json.load(f)
+    old = json.load(f)  # a damaged results file is an error, not an empty one
   run_again = {(r["group"], r["fault"]) for r in result["rows"]}
   kept = [r for r in old.get("rows", [])
           if r["group"] not in groups
@@ -84,15 +83,13 @@ def _merged(name: str, result: Dict[str, object], groups: List[str],
   rows = kept + list(result["rows"])
   crashed = {g: e for g, e in old.get("crashed_groups", {}).items() if g not in groups}
   crashed.update(result["crashed_groups"])
-  return {**result, "rows": rows, "crashed_groups": crashed,
-          "survived": sum(bool(r["survived"]) for r in rows), "total": len(rows),
+  return {**result, "rows": rows, "crashed_groups": crashed, **_totals(rows)}
+
+
+def _totals(rows: List[Dict[str, object]]) -> Dict[str, int]:
+  """The rows that survived, the rows, and their tries."""
+  return {"survived": sum(bool(r["survived"]) for r in rows), "total": len(rows),
           "tries": sum(int(r["tries"]) for r in rows)}
-
-
-def _with_dir(config: FaultConfig, work_dir: str) -> FaultConfig:
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  return dataclasses.replace(config, work_dir=work_dir)
-
 
 
 HELP = {

@@ -1,28 +1,17 @@
 r"""Host-side query embedding: queries/s of the exported query tower in float32 and bfloat16 on CPU.
 
-REALM's input pipeline embeds every training query on the host CPU with the exported query tower
-(`LoadedEmbedder.embed_queries`, called by `bundle.bundle_retrieve_fn`). For each
-preset (`minilm`, and `base`, the paper's BERT-base tower) this benchmark builds the towers the
-way a `--mixed_precision=bfloat16` trainer does (Keras `mixed_bfloat16` policy), exports them with
-`export_embedder(query_dtype=...)` in float32 and in bfloat16, loads each export and times
-`embed_queries` on [batch, 96] queries: one untimed call (tracing), then `repeats` timed calls.
-Weights are random: the FLOPs, and so the time, do not depend on them. A batch size whose time,
-predicted from the smaller one's per-query time, would exceed `max_batch_seconds` is skipped
-(recorded as such): per-query time barely changes with the batch on CPU.
-
-Two more runs, each in a child process since they must be set before TensorFlow starts, show what
-decides the rule `host_precision.resolve_query_dtype` applies: oneDNN held to AVX-512 without
-its bfloat16 instructions (`ONEDNN_MAX_CPU_ISA=AVX512_CORE`, a host without native bfloat16),
-and oneDNN off (`TF_ENABLE_ONEDNN_OPTS=0`).
-
-From the measured rate it derives how many host vCPUs, and TPU-VM hosts acting as tf.data
-service workers, keep up with the paper's query consumption (batch 512 per step at an assumed
-step rate; formulas in the JSON).
-
   python -m benchmarks.host_embedding_bench        # → benchmarks/results/host_embedding.json
 
-The settings are a `HostEmbeddingBenchConfig` (one flag per field; `child`/`variant` describe a
-child process this program starts); `run(config)` measures and writes the JSON.
+REALM's input pipeline embeds every training query on the host CPU with the exported query tower.
+For each preset (`minilm`, and `base`: the paper's BERT-base) the towers are built as a bfloat16
+trainer builds them (Keras `mixed_bfloat16`), exported in float32 and in bfloat16
+(`export_embedder(query_dtype=...)`), and the loaded `embed_queries` is timed on [batch, 96]
+queries (one untimed call, then `repeats`); weights are random (time does not depend on them). A
+batch predicted to exceed `max_batch_seconds` is skipped. Two child runs, under oneDNN held to
+AVX-512 without bfloat16 and with oneDNN off (environment set before TensorFlow starts), show
+what decides `host_precision.resolve_query_dtype`. From the measured rate it derives the vCPUs
+and TPU-VM hosts that keep up with the paper's consumption (formulas in the JSON).
+Settings: `HostEmbeddingBenchConfig`; `run(config)` measures and writes the JSON.
 """
 import dataclasses
 import gc
@@ -30,13 +19,13 @@ import json
 import math
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Dict, List, Optional
 
 from benchmarks import common
+from benchmarks import procs
 from realm_tf.config_base import ConfigBase
 
 QUERY_LEN = 96          # the paper's query length (DESIGN.md §1)
@@ -49,20 +38,13 @@ VARIANTS = {
 }
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/retrieval/embedder_export.py",
-    "realm_tf/retrieval/host_precision.py",
-    "realm_tf/modeling/",
-    "realm_tf/text/",
-)
+MEASURES = ("realm_tf/retrieval/embedder_export.py", "realm_tf/retrieval/host_precision.py",
+            "realm_tf/modeling/", "realm_tf/text/")
 
 
 @dataclasses.dataclass
 class HostEmbeddingBenchConfig(ConfigBase):
-  """What the benchmark measures (presets, batch sizes, dtypes, repeats, the child runs) and the
-  consumption it compares against (queries per step, assumed train steps/s, vCPUs per host)."""
+  """Presets, batch sizes, dtypes, repeats and child runs measured, and the consumption compared."""
   presets: List[str] = dataclasses.field(default_factory=lambda: ["minilm", "base"])
   batch_sizes: List[int] = dataclasses.field(default_factory=lambda: [64, 512])
   dtypes: List[str] = dataclasses.field(default_factory=lambda: ["float32", "bfloat16"])
@@ -114,9 +96,8 @@ def _cpu_seconds() -> float:
 
 
 def _time_calls(embed, batch: int, repeats: int) -> Dict:
-  """One untimed call, then `repeats` timed calls of `embed` on a [batch, 96] query batch: wall
-  seconds and the CPU seconds the process used (on a shared machine the second is the steadier:
-  queries per CPU second is the rate one vCPU of its own gives)."""
+  """One untimed call, then `repeats` timed calls of `embed` on a [batch, 96] batch: wall and CPU
+  seconds (queries per CPU second, one vCPU's rate, is the steadier on a shared machine)."""
   feats = _features(batch)
   t = time.perf_counter()
   embed(feats).numpy()
@@ -203,16 +184,15 @@ def host_facts() -> Dict:
 
 
 def _run_variant(name: str, config: HostEmbeddingBenchConfig) -> Dict:
-  """One child run under `VARIANTS[name]`'s environment; its JSON."""
-  env = dict(os.environ, **VARIANTS[name])
-  proc = subprocess.run(
-      [sys.executable, "-m", "benchmarks.host_embedding_bench", "--child", f"--variant={name}",
-       f"--presets={config.variant_preset}", f"--batch_sizes={config.variant_batch_size}",
-       f"--dtypes={','.join(config.dtypes)}", "--repeats=1"],
-      env=env, capture_output=True, text=True, timeout=1800, check=False)
-  if proc.returncode:
-    return {"error": proc.stderr[-2000:]}
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  """One child run under `VARIANTS[name]`'s environment; its JSON ({"error"} when it fails)."""
+  try:
+    return procs.run_child(
+        [sys.executable, "-m", "benchmarks.host_embedding_bench", "--child", f"--variant={name}",
+         f"--presets={config.variant_preset}", f"--batch_sizes={config.variant_batch_size}",
+         f"--dtypes={','.join(config.dtypes)}", "--repeats=1"], what=f"variant {name}",
+        environ=procs.env(quiet=False, **VARIANTS[name]))
+  except RuntimeError as e:
+    return {"error": str(e)[-2000:]}
 
 
 def derived(results: Dict, config: HostEmbeddingBenchConfig, cores: int) -> Dict:
@@ -262,8 +242,8 @@ def derived(results: Dict, config: HostEmbeddingBenchConfig, cores: int) -> Dict
 
 
 def run(config: HostEmbeddingBenchConfig) -> Optional[str]:
-  """Measures, runs the child variants and writes benchmarks/results/host_embedding.json (returns
-  its path); with `child`, prints the measurement as one JSON line instead (returns None)."""
+  """Measures, runs the child variants and writes benchmarks/results/host_embedding.json (its
+  path); with `child`, prints the measurement as one JSON line instead."""
   provenance = None if config.child else common.Provenance(config.allow_dirty)
   start = time.time()
   results = {"host": host_facts()}
@@ -274,7 +254,6 @@ def run(config: HostEmbeddingBenchConfig) -> Optional[str]:
   if config.child:
     print(json.dumps(dict(results, variant=config.variant)))
     return None
-  from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   results["variants"] = {name: _run_variant(name, config) for name in config.variants}
   results["derived_paper_configuration"] = derived(results, config, os.cpu_count() or 1)
   results["note"] = ("Random weights (time does not depend on them). The trainer's towers are "
@@ -282,7 +261,7 @@ def run(config: HostEmbeddingBenchConfig) -> Optional[str]:
                      "export_embedder's float32 copy of the query tower. Each rate is the best "
                      "of the timed calls over the batch sizes measured.")
   results["seconds"] = time.time() - start
-  return write_result("host_embedding", results, provenance)
+  return common.write_result("host_embedding", results, provenance)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ blocks.tfr and titles.tfr as raw-string TFRecords of about 288-wordpiece blocks,
 with `block_emb` float32 [N, 128] from a tf.compat.v1 Saver) and a tiny embedder under REALM's
 TF1 names (the query tower's size does not grow with N), then runs
 `python -m realm_tf.launch.import_release` in a process of its own. Its peak RSS is the
-kernel's (`os.wait4`: resident file pages included, as `scale_bench` counts the block lookup).
+kernel's (`benchmarks.procs`: resident file pages included, as `scale_bench` counts the lookup).
 The goal: peak RSS at most 1.25 x (the embeddings' bytes + the block lookup's mapped bytes at
 rest), both taken at 13.35M rows from their own fits. Writes benchmarks/results/<name>.json.
 """
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -24,24 +23,17 @@ from typing import Dict, List
 import numpy as np
 
 from benchmarks import common
-from benchmarks import scale_fit
+from benchmarks import fitting
+from benchmarks import procs
 from realm_tf.config_base import ConfigBase
 
 GOAL_RATIO = 1.25
 WIDTH = 128
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/release/",
-    "realm_tf/launch/import_release.py",
-    "realm_tf/retrieval/",
-    "realm_tf/data/block_lookup.py",
-    "realm_tf/testing/orqa_release.py",
-    "benchmarks/scale_fit.py",
-    "benchmarks/scale_stages.py",
-)
+MEASURES = ("realm_tf/release/", "realm_tf/launch/import_release.py", "realm_tf/retrieval/",
+            "realm_tf/data/block_lookup.py", "realm_tf/testing/orqa_release.py",
+            "benchmarks/fitting.py", "benchmarks/procs.py")
 
 
 @dataclasses.dataclass
@@ -73,7 +65,6 @@ def _log(msg: str) -> None:
   print(f"[import_release] {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
-
 def write_release(directory: str, num_rows: int, config: ImportBenchConfig) -> Dict:
   """Writes blocks.tfr, titles.tfr, embedder/ and embedder/encoded/encoded.ckpt; streams."""
   from realm_tf.testing import orqa_release  # pylint: disable=g-import-not-at-top
@@ -100,8 +91,6 @@ def write_release(directory: str, num_rows: int, config: ImportBenchConfig) -> D
 
 def measure(num_rows: int, config: ImportBenchConfig) -> Dict:
   """One size: the release written, then imported by the CLI in its own process."""
-  from benchmarks.common import run_process  # pylint: disable=g-import-not-at-top
-  from benchmarks.scale_stages import dir_bytes  # pylint: disable=g-import-not-at-top
   from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
   root = os.path.join(config.work_dir, str(num_rows))
   shutil.rmtree(root, ignore_errors=True)
@@ -116,11 +105,9 @@ def measure(num_rows: int, config: ImportBenchConfig) -> Dict:
          f"--embedder={root}/embedder", f"--work_dir={work}", f"--searcher={config.searcher}"]
   _log(f"{num_rows} rows: importing")
   load_before = os.getloadavg()
-  p = run_process(cmd)
+  p = procs.run_checked(cmd, f"import of {num_rows} rows")
   load_after = os.getloadavg()
-  if p["rc"] != 0:
-    raise RuntimeError(f"import of {num_rows} rows failed (exit {p['rc']}):\n{p['stderr_tail']}")
-  figures = json.loads(p["stdout"].strip().splitlines()[-1])
+  figures = procs.marked_json(p["stdout"])
   lookup = BlockLookup(os.path.join(work, "corpus", "lookup"))
   nbytes = lookup.nbytes()
   out = {
@@ -128,9 +115,8 @@ def measure(num_rows: int, config: ImportBenchConfig) -> Dict:
       "peak_rss": p["peak_rss"], "embeddings_bytes": 4 * WIDTH * num_rows,
       "lookup_mapped_bytes": sum(v for k, v in nbytes.items() if k != "text"),
       "lookup_text_bytes": nbytes["text"],
-      "disk": {"corpus": dir_bytes(os.path.join(work, "corpus")),
-               "index": dir_bytes(os.path.join(work, "index")),
-               "release_dir": dir_bytes(os.path.join(work, "release"))},
+      "disk": {k: procs.dir_bytes(os.path.join(work, d))
+               for k, d in (("corpus", "corpus"), ("index", "index"), ("release_dir", "release"))},
       "release_bytes": sizes, "write_release_seconds": write_seconds,
       # Host load (1, 5, 15 min) when the import started and ended: a loaded host slows it.
       "load_average": {"before": list(load_before), "after": list(load_after)},
@@ -144,31 +130,16 @@ def measure(num_rows: int, config: ImportBenchConfig) -> Dict:
   return out
 
 
-def standard_errors(points: List, fit: Dict, at: float) -> Dict:
-  """Standard errors of the a + b*N least-squares `fit` over (N, y) `points` and of its value at
-  N = `at` (ordinary least squares, residual variance over n - 2 degrees of freedom); None
-  without at least 3 distinct sizes (two points fit any line exactly)."""
-  n = np.asarray([p[0] for p in points], np.float64)
-  y = np.asarray([p[1] for p in points], np.float64)
-  if len(np.unique(n)) < 3:
-    return {"a": None, "b": None, "at": None}
-  s2 = float(np.sum((y - (fit["a"] + fit["b"] * n)) ** 2)) / (len(n) - 2)
-  sxx = float(np.sum((n - n.mean()) ** 2))
-  return {"a": float(np.sqrt(s2 * (1 / len(n) + n.mean() ** 2 / sxx))),
-          "b": float(np.sqrt(s2 / sxx)),
-          "at": float(np.sqrt(s2 * (1 / len(n) + (at - n.mean()) ** 2 / sxx)))}
-
-
 def memory_goal(per_size: Dict[int, Dict], fits: Dict[str, Dict]) -> Dict:
   """The goal, judged on the largest measured size AND on the extrapolation to 13,353,718 rows
   (both must meet it); the ratio at every size, the fits' slopes and the fixed cost beside."""
-  rows = scale_fit.PAPER_BLOCKS
+  rows = fitting.PAPER_BLOCKS
   largest = max(per_size)
   base = lambda r: r["embeddings_bytes"] + r["lookup_mapped_bytes"]  # pylint: disable=unnecessary-lambda-assignment
   ratios = {str(n): r["peak_rss"] / base(r) for n, r in sorted(per_size.items())}
   at_largest = ratios[str(largest)]
   peak_points = [(float(n), float(r["peak_rss"])) for n, r in sorted(per_size.items())]
-  se = standard_errors(peak_points, fits["peak_rss"], rows)
+  se = fitting.standard_errors(peak_points, fits["peak_rss"], rows)
   base_at = fits["embeddings_bytes"]["at_paper_scale"] + fits["lookup_mapped_bytes"]["at_paper_scale"]
   ratio_at = fits["peak_rss"]["at_paper_scale"] / base_at
   slope = fits["peak_rss"]["b"] / (fits["embeddings_bytes"]["b"] + fits["lookup_mapped_bytes"]["b"])
@@ -203,14 +174,14 @@ def memory_goal(per_size: Dict[int, Dict], fits: Dict[str, Dict]) -> Dict:
 
 def summarize(per_size: Dict[int, Dict]) -> Dict:
   """The a + b*N fits, their values at 13.35M rows, and the memory goal."""
-  fits = scale_fit.fit_figures({n: {
+  fits = fitting.fit_figures({n: {
       "seconds": r["seconds"], "peak_rss": r["peak_rss"], "disk": r["disk"]["total"],
       "embeddings_bytes": r["embeddings_bytes"], "lookup_mapped_bytes": r["lookup_mapped_bytes"]}
       for n, r in per_size.items()})
   at = {name: fit["at_paper_scale"] for name, fit in fits.items()}
   return {
       "fits": fits,
-      "at_release_scale": {"rows": scale_fit.PAPER_BLOCKS, "hours": at["seconds"] / 3600,
+      "at_release_scale": {"rows": fitting.PAPER_BLOCKS, "hours": at["seconds"] / 3600,
                            "peak_rss_gb": at["peak_rss"] / 1e9, "disk_gb": at["disk"] / 1e9,
                            "embeddings_gb": at["embeddings_bytes"] / 1e9,
                            "lookup_mapped_gb": at["lookup_mapped_bytes"] / 1e9},

@@ -1,24 +1,15 @@
 r"""REALM input pipeline rate vs the trainer's consumption rate (the ratio must stay above 2).
 
-The whole pre-training input pipeline is timed — annotated sentence → salient-span mask → query
-embedding with the live bundle's embedder → ScaNN search → own block dropped → null document
-prepended → featurized `[CLS] x [SEP] z [SEP]` batches — exactly as `RealmExperiment.make_dataset`
-builds it, then the train step alone on those batches, for each preset, in one run:
-
-  ratio = pipeline queries/s (iterating the dataset only) / train-step queries/s (batch ready)
-
-Both run on the same 2 CPU cores here, so the end-to-end rate (the trainer consuming the live
-dataset) is reported too. On TPU/GPU the trainer runs on the accelerator and the pipeline on the
-host (or on tf.data service workers with --data_service), so the ratio is what decides whether
-training is input-bound.
-
   python -m benchmarks.input_pipeline_bench [--presets=tiny,minilm] [--articles=8]
 
-The corpus is the first --articles articles of the shipped SQuAD dev set; the index is built with
-randomly initialised towers of each preset (retrieval quality does not change the pipeline's cost).
-Writes benchmarks/results/input_pipeline.json. The settings are an `InputPipelineBenchConfig`
-(one field per flag); `run(config)` runs the benchmark and writes its JSON, so it can be called
-without the command line.
+The whole pre-training input pipeline (masking, query embedding with the live bundle's embedder,
+ScaNN search, own block dropped, null document prepended, featurized batches), exactly as
+`RealmExperiment.make_dataset` builds it, is timed alone, then the train step alone on its batches,
+then the two together, for each preset: ratio = pipeline queries/s / train-step queries/s. On an
+accelerator the trainer runs there and the pipeline on the host, so the ratio decides whether
+training is input-bound. The corpus is the first --articles SQuAD dev articles, the index built by
+untrained towers (retrieval quality does not change the cost). Writes
+benchmarks/results/input_pipeline.json. Settings: `InputPipelineBenchConfig`; `run(config)`.
 """
 import dataclasses
 import os
@@ -31,25 +22,14 @@ from benchmarks import common
 from realm_tf.config_base import ConfigBase
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/data/",
-    "realm_tf/retrieval/",
-    "realm_tf/modeling/",
-    "realm_tf/text/",
-    "realm_tf/training/",
-    "realm_tf/stages/pretrain_job.py",
-    "realm_tf/stages/realm_experiment.py",
-)
+MEASURES = ("realm_tf/data/", "realm_tf/retrieval/", "realm_tf/modeling/", "realm_tf/text/",
+            "realm_tf/training/", "realm_tf/stages/pretrain_job.py",
+            "realm_tf/stages/realm_experiment.py")
 
 
 @dataclasses.dataclass
 class InputPipelineBenchConfig(ConfigBase):
-  """What the input pipeline benchmark builds (a corpus of the first `articles` SQuAD dev
-  articles under `work_dir`, an index per preset) and how much it times: batches through the
-  pipeline alone, train steps alone and end to end, at `batch_size` queries of
-  `num_candidates` documents each."""
+  """The corpus and presets built under `work_dir`, and how much is timed at which batch."""
   work_dir: str = "runs/input_pipeline_bench"
   articles: int = 8
   presets: List[str] = dataclasses.field(default_factory=lambda: ["tiny", "minilm"])
@@ -132,7 +112,6 @@ def run(config: InputPipelineBenchConfig) -> str:
   each preset, and writes benchmarks/results/input_pipeline.json; returns its path."""
   provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   logging.set_verbosity(logging.INFO)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
   from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
 
   w = config.work_dir

@@ -2,15 +2,11 @@ r"""Masked-example (and ICT) tf.data throughput, with and without parallel map +
 
     python -m benchmarks.masking_bench [--num_examples=3000]
 
-Annotates the first `--num_passages` blocks of the shipped SQuAD dev corpus (untimed), writes them
-as annotation records, then times examples/s of Masker.dataset over the repeated records for each
-masking mode: sequential map without prefetch vs parallel map (AUTOTUNE) + prefetch, and batched
-(32) as a trainer reads it. ICT examples from the same blocks are timed the same way. When
-benchmarks/results/train_step.json exists, the ratio to the trainer's examples/s is reported.
-Writes benchmarks/results/masking.json.
-
-The settings are a `MaskingBenchConfig` (one field per flag); `run(config)` runs the benchmark
-and writes its JSON, so it can be called without the command line.
+The first `--num_passages` blocks of the shipped SQuAD dev corpus are annotated (untimed) and
+written as annotation records; examples/s of Masker.dataset over them are timed per masking mode,
+sequential vs parallel map + prefetch and batched (32) as a trainer reads it, and ICT examples the
+same way; with benchmarks/results/train_step.json, the ratio to the trainer's examples/s.
+Writes benchmarks/results/masking.json. Settings: `MaskingBenchConfig`; `run(config)`.
 """
 import dataclasses
 import json
@@ -22,23 +18,14 @@ from benchmarks import common
 from realm_tf.config_base import ConfigBase
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/data/masking.py",
-    "realm_tf/data/ict_examples.py",
-    "realm_tf/data/annotate.py",
-    "realm_tf/data/blocking.py",
-    "realm_tf/data/corpus.py",
-    "realm_tf/data/documents.py",
-    "realm_tf/text/",
-)
+MEASURES = ("realm_tf/data/masking.py", "realm_tf/data/ict_examples.py",
+            "realm_tf/data/annotate.py", "realm_tf/data/blocking.py", "realm_tf/data/corpus.py",
+            "realm_tf/data/documents.py", "realm_tf/text/")
 
 
 @dataclasses.dataclass
 class MaskingBenchConfig(ConfigBase):
-  """What the masking benchmark measures: how many annotated passages feed the pipelines, and
-  how many examples are timed per configuration after how many untimed ones."""
+  """Annotated passages fed, and examples timed per configuration after untimed ones."""
   num_passages: int = 200
   num_examples: int = 3000
   warmup: int = 200
@@ -58,7 +45,6 @@ def run(config: MaskingBenchConfig) -> dict:
   corpus blocks; writes benchmarks/results/masking.json and returns the results."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
-  from benchmarks.common import RESULTS_DIR, write_result  # pylint: disable=g-import-not-at-top
   # pylint: disable-next=g-import-not-at-top
   from realm_tf.data import annotate, blocking, corpus, documents, ict_examples, masking
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
@@ -116,7 +102,7 @@ def run(config: MaskingBenchConfig) -> dict:
   builder = ict_examples.ICTExampleBuilder(tokenizer=tok)
   results["ict"] = variants(lambda n: builder.dataset(block_ds, num_parallel_calls=n))
 
-  train_path = os.path.join(RESULTS_DIR, "train_step.json")
+  train_path = os.path.join(common.RESULTS_DIR, "train_step.json")
   if os.path.exists(train_path):
     with open(train_path) as f:
       train = json.load(f)
@@ -128,7 +114,7 @@ def run(config: MaskingBenchConfig) -> dict:
           feed["parallel_batched_32"] / c["examples_per_second"])
     results["input_over_trainer_examples_per_second"] = ratios
     results["trainer_reference"] = "benchmarks/results/train_step.json (same machine kind)"
-  write_result("masking", results, provenance)
+  common.write_result("masking", results, provenance)
   return results
 
 

@@ -1,35 +1,22 @@
 r"""MIPS benchmark: QPS at recall@10 >= target against exact search, and exact search's memory.
 
-Synthetic (default): 1M x 128 clustered vectors. Methods, all on the same vectors and queries:
-ScaNN (our ScannSearcher, tree + AH + re-ordering; search knobs swept, fastest config reaching the
-target kept), our tiled exact brute force (TF), NumPy exact, FAISS IndexFlatIP, FAISS IVF-Flat,
-IVF-PQ-fast-scan + exact refine (nprobe / k_factor swept to the target) and HNSW-Flat (M=32,
-efSearch swept). Batched QPS is one call over all queries; batch-1 QPS issues queries one call
-each at every method's fastest configuration at the target. For ScaNN, whose searcher is a
-tf.function, batch 1 is also measured inside one traced graph (`batch1_qps_in_graph`, what a served
-model's graph pays per search), beside the cost of entering an empty tf.function from Python,
-and ScaNN's own Python API (`scann_ops_pybind`, the API FAISS is timed through) is timed with the
-same configuration, batched and at batch 1 (`library_at_target`).
-Ratios come from this one run. Peak RSS of exact search over the matrix is measured in a fresh
-process that loads the saved exact searcher, minus the same process over a tiny matrix.
-
-`--real` instead embeds the shipped SQuAD dev paragraphs (documents) and questions (queries) with
-the all-MiniLM-L6-v2 weights (both towers) and runs the same comparison on those embeddings;
-`--real_index_dir` takes the documents from a published index bundle of the shipped corpus (e.g.
-the main job's `runs/default/index`) and embeds the SQuAD questions with that bundle's query
-embedder — the vectors the REALM pipeline actually searches.
-
   python -m benchmarks.mips_bench                 # → benchmarks/results/mips.json
   python -m benchmarks.mips_bench --real          # → benchmarks/results/mips_real.json
   python -m benchmarks.mips_bench --real_index_dir=runs/default/index   # → mips_real.json
 
-The settings are a `MipsBenchConfig` (one field per flag); `run(config)` runs the benchmark and
-writes its JSON, so it can be called without the command line.
+On the same vectors and queries (synthetic: 1M x 128 clustered; `--real`: MiniLM embeddings of the
+shipped SQuAD dev paragraphs and questions; `--real_index_dir`: a published bundle's embeddings
+and its query embedder's): our ScannSearcher (search knobs swept, the fastest setting reaching the
+target kept), our tiled exact search, NumPy, FAISS flat, IVF-Flat, IVF-PQ fast-scan + refine and
+HNSW-Flat (each swept to the target). Batched QPS is one call over all queries; batch-1 QPS one
+call a query at each method's fastest setting (for ScaNN also inside one traced graph, beside the
+cost of entering a tf.function, and through ScaNN's own Python API). Ratios come from this one
+run. Exact search's peak RSS is measured in a fresh process loading the saved searcher, less the
+same over a tiny matrix. Settings: `MipsBenchConfig`; `run(config)` runs it and writes its JSON.
 """
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,21 +26,16 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks import mips_data
+from benchmarks import procs
 from realm_tf.config_base import ConfigBase
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/retrieval/",
-    "benchmarks/mips_data.py",
-)
+MEASURES = ("realm_tf/retrieval/", "benchmarks/mips_data.py")
 
 
 @dataclasses.dataclass
 class MipsBenchConfig(ConfigBase):
-  """What the MIPS benchmark measures: the data (synthetic sizes or real embeddings), the recall
-  target the approximate methods are swept to, how long each is timed, and where the JSON goes."""
+  """The data (synthetic sizes or real embeddings), the recall target, the timing and the JSON."""
   num_points: int = 1_000_000
   dim: int = 128
   num_queries: int = 1000
@@ -99,14 +81,15 @@ K = 10
 
 
 def _best_time(fn, repeats, warmup=None):
-  """Best wall time of `repeats` calls of `fn`, after one untimed `warmup` (default: `fn`)."""
+  """(Best wall time of `repeats` calls of `fn` after one untimed `warmup` (default: `fn`), the
+  last call's result)."""
   (warmup or fn)()  # warm-up (tracing, ScaNN resource creation, caches)
-  best = float("inf")
+  best, out = float("inf"), None
   for _ in range(repeats):
     t = time.perf_counter()
-    fn()
+    out = fn()
     best = min(best, time.perf_counter() - t)
-  return best
+  return best, out
 
 
 def _recall(rows, exact):
@@ -116,8 +99,7 @@ def _recall(rows, exact):
 
 
 def bench_numpy(x, q, exact, config: MipsBenchConfig):
-  """NumPy exact search (matmul + argpartition) over the first `config.exact_timing_queries`
-  queries: the baseline any library must beat."""
+  """NumPy exact search (matmul + argpartition) over the first `exact_timing_queries` queries."""
   q, exact = q[:config.exact_timing_queries], exact[:config.exact_timing_queries]
 
   def run():
@@ -127,9 +109,9 @@ def bench_numpy(x, q, exact, config: MipsBenchConfig):
       part = np.argpartition(-scores, K - 1, axis=1)[:, :K]
       order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1)
       out.append(np.take_along_axis(part, order, 1))
-    run.rows = np.concatenate(out)
-  secs = _best_time(run, min(config.repeats, 2))
-  return {"qps": len(q) / secs, "recall_at_10": _recall(run.rows, exact),
+    return np.concatenate(out)
+  secs, rows = _best_time(run, min(config.repeats, 2))
+  return {"qps": len(q) / secs, "recall_at_10": _recall(rows, exact),
           "queries_timed": len(q)}
 
 
@@ -139,11 +121,9 @@ def bench_ours_exact(x, q, tile_size):
   from realm_tf.retrieval.brute_force import BruteForceConfig, BruteForceSearcher  # pylint: disable=g-import-not-at-top
   s = BruteForceSearcher(x, BruteForceConfig(tile_size=tile_size))
   qt = tf.constant(q)
-
-  def run():
-    run.rows = s.search(qt, K)[0].numpy()
-  secs = _best_time(run, 1, warmup=lambda: s.search(qt[:10], K))
-  return {"qps": len(q) / secs, "tile_size": tile_size, "queries_timed": len(q)}, s, run.rows
+  secs, rows = _best_time(lambda: s.search(qt, K)[0].numpy(), 1,
+                          warmup=lambda: s.search(qt[:10], K))
+  return {"qps": len(q) / secs, "tile_size": tile_size, "queries_timed": len(q)}, s, rows
 
 
 def _sweep(search, knob, values, set_knob, q, exact, repeats, target):
@@ -152,11 +132,8 @@ def _sweep(search, knob, values, set_knob, q, exact, repeats, target):
   points = []
   for v in values:
     set_knob(v)
-
-    def run():
-      run.rows = search(q)
-    secs = _best_time(run, max(1, repeats - 1))
-    points.append({knob: v, "qps": len(q) / secs, "recall_at_10": _recall(run.rows, exact)})
+    secs, rows = _best_time(lambda: search(q), max(1, repeats - 1))
+    points.append({knob: v, "qps": len(q) / secs, "recall_at_10": _recall(rows, exact)})
     if points[-1]["recall_at_10"] >= target:
       break
   ok = [p for p in points if p["recall_at_10"] >= target]
@@ -175,19 +152,15 @@ def batch1_qps(search_one, q, n):
 
 def bench_faiss(x, q, exact, config: MipsBenchConfig):
   """FAISS on the same vectors: exact IndexFlatIP, then IVF-Flat, IVF-PQ fast-scan + refine and
-  HNSW-Flat, each swept to `config.target_recall` and timed at batch 1 at its fastest setting
-  there (the strongest CPU competitors ScaNN is compared with)."""
+  HNSW-Flat, each swept to the target recall and timed at batch 1 at its fastest setting there."""
   import faiss  # pylint: disable=g-import-not-at-top
   repeats, target = config.repeats, config.target_recall
   out = {"threads": faiss.omp_get_max_threads()}
   flat = faiss.IndexFlatIP(x.shape[1])
   flat.add(x)
   nt = config.exact_timing_queries
-
-  def run_flat():
-    run_flat.rows = flat.search(q[:nt], K)[1]
-  secs = _best_time(run_flat, min(repeats, 2))
-  out["flat_ip"] = {"qps": nt / secs, "recall_at_10": _recall(run_flat.rows, exact[:nt]),
+  secs, rows = _best_time(lambda: flat.search(q[:nt], K)[1], min(repeats, 2))
+  out["flat_ip"] = {"qps": nt / secs, "recall_at_10": _recall(rows, exact[:nt]),
                     "queries_timed": nt}
   del flat
   n = x.shape[0]
@@ -195,8 +168,7 @@ def bench_faiss(x, q, exact, config: MipsBenchConfig):
   rng = np.random.default_rng(1)
   train = x[rng.choice(n, min(n, 100 * nlist), replace=False)]
 
-  def sweep(index, name, knob, values, set_knob):
-    del name
+  def sweep(index, knob, values, set_knob):
     return _sweep(lambda qs: index.search(qs, K)[1], knob, values, set_knob, q, exact, repeats,
                   target)
 
@@ -212,7 +184,7 @@ def bench_faiss(x, q, exact, config: MipsBenchConfig):
   ivf.train(train)
   ivf.add(x)
   out["ivf_flat"] = {"nlist": nlist, "build_seconds": time.time() - t}
-  out["ivf_flat"].update(sweep(ivf, "ivf", "nprobe", [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128,
+  out["ivf_flat"].update(sweep(ivf, "nprobe", [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128,
                                                         256], lambda v: setattr(ivf, "nprobe", v)))
   at_batch1(ivf, out["ivf_flat"], lambda p: setattr(ivf, "nprobe", p["nprobe"]))
   del ivf
@@ -227,7 +199,7 @@ def bench_faiss(x, q, exact, config: MipsBenchConfig):
   best = None
   for k_factor in (4, 10, 20):
     refine.k_factor = k_factor
-    res = sweep(refine, "ivfpq", "nprobe", [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128],
+    res = sweep(refine, "nprobe", [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128],
                 lambda v: setattr(ivf_pq, "nprobe", v))
     for p in res["sweep"]:
       p["k_factor"] = k_factor
@@ -247,7 +219,7 @@ def bench_faiss(x, q, exact, config: MipsBenchConfig):
   hnsw.add(x)
   out["hnsw_flat"] = {"M": config.hnsw_m, "ef_construction": int(hnsw.hnsw.efConstruction),
                       "build_seconds": time.time() - t}
-  out["hnsw_flat"].update(sweep(hnsw, "hnsw", "ef_search",
+  out["hnsw_flat"].update(sweep(hnsw, "ef_search",
                                 [16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024],
                                 lambda v: setattr(hnsw.hnsw, "efSearch", v)))
   at_batch1(hnsw, out["hnsw_flat"], lambda p: setattr(hnsw.hnsw, "efSearch", p["ef_search"]))
@@ -256,8 +228,7 @@ def bench_faiss(x, q, exact, config: MipsBenchConfig):
 
 def bench_scann(x, q, exact, config: MipsBenchConfig, mode="auto"):
   """Our ScannSearcher in `mode`: its default, a search-knob sweep, and at the fastest setting
-  reaching `config.target_recall` batch-1 QPS (from Python and in one graph) and ScaNN's own
-  Python API at the same configuration."""
+  reaching the target batch-1 QPS (from Python and in one graph) and ScaNN's own Python API."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher  # pylint: disable=g-import-not-at-top
   repeats, target = config.repeats, config.target_recall
@@ -265,11 +236,9 @@ def bench_scann(x, q, exact, config: MipsBenchConfig, mode="auto"):
   s = ScannSearcher(x, ScannConfig(mode=mode))
   out = {"build_seconds": time.time() - t, "config": s.info()["config"]}
   qt = tf.constant(q)
-
-  def run():
-    run.rows = s.search(qt, K)[0].numpy()
-  secs = _best_time(run, repeats)
-  out["default"] = {"qps": len(q) / secs, "recall_at_10": _recall(run.rows, exact)}
+  run = lambda: s.search(qt, K)[0].numpy()  # pylint: disable=unnecessary-lambda-assignment
+  secs, rows = _best_time(run, repeats)
+  out["default"] = {"qps": len(q) / secs, "recall_at_10": _recall(rows, exact)}
   points = []
   if s.config.mode == "tree_ah":
     grid = [(l, r) for l in (5, 10, 15, 20, 30, 40, 60, 80, 120) for r in (20, 40, 80, 150)]
@@ -279,9 +248,9 @@ def bench_scann(x, q, exact, config: MipsBenchConfig, mode="auto"):
     grid = []
   for leaves, reorder in grid:
     s.set_search_params(num_leaves_to_search=leaves, reordering_num_neighbors=reorder)
-    secs = _best_time(run, max(1, repeats - 1))
+    secs, rows = _best_time(run, max(1, repeats - 1))
     points.append({"leaves_to_search": leaves, "reorder": reorder, "qps": len(q) / secs,
-                   "recall_at_10": _recall(run.rows, exact)})
+                   "recall_at_10": _recall(rows, exact)})
   ok = [p for p in points if p["recall_at_10"] >= target]
   out["sweep"] = points
   out["at_target"] = (max(ok, key=lambda p: p["qps"]) if ok else
@@ -302,30 +271,24 @@ def bench_scann(x, q, exact, config: MipsBenchConfig, mode="auto"):
 
 
 def bench_scann_library(x, q, exact, config, repeats, num_batch1_queries):
-  """ScaNN's own Python API (`scann_ops_pybind`) with the configuration our searcher reached the
-  target with (`config`, a ScannConfig): the library's speed, which FAISS's Python API is timed
-  against, without the per-call cost of a TF op that our SavedModel-ready searcher pays; batch 1
-  over `num_batch1_queries` queries."""
+  """ScaNN's own Python API (`scann_ops_pybind`) with the ScannConfig our searcher reached the
+  target with: the library's speed without a TF op's per-call cost, as FAISS's API is timed."""
   from scann import scann_ops_pybind  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import scann_builder  # pylint: disable=g-import-not-at-top
   t = time.time()
   s = scann_builder(x, config, scann_ops_pybind).set_n_training_threads(
       config.training_threads).build()
-  out = {"build_seconds": time.time() - t, "api": "scann.scann_ops_pybind"}
-
-  def run():
-    run.rows = s.search_batched_parallel(q, K)[0]
-  secs = _best_time(run, repeats)
-  out["qps"] = len(q) / secs
-  out["recall_at_10"] = _recall(run.rows, exact)
+  build_s = time.time() - t
+  secs, rows = _best_time(lambda: s.search_batched_parallel(q, K)[0], repeats)
+  out = {"build_seconds": build_s, "api": "scann.scann_ops_pybind", "qps": len(q) / secs,
+         "recall_at_10": _recall(rows, exact)}
   out["batch1_qps"] = batch1_qps(lambda qs: s.search(qs[0], K), q, num_batch1_queries)
   return out
 
 
 def batch1_qps_in_graph(searcher, q, n):
-  """Queries per second of `searcher.search` on one query at a time inside one traced graph:
-  what a served model's graph pays per request for its search, without the Python-side cost of
-  entering a tf.function (which `batch1_qps` includes, once per query)."""
+  """Queries per second of `searcher.search` on one query at a time inside one traced graph (what
+  a served model pays per search, without entering a tf.function per query)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   n = min(n, len(q))
   queries = tf.constant(q[:n])
@@ -338,32 +301,29 @@ def batch1_qps_in_graph(searcher, q, n):
       total += tf.reduce_sum(tf.cast(rows, tf.int64))
     return total
 
-  return n / _best_time(lambda: one_at_a_time(queries).numpy(), 2)  # its warm-up traces
+  return n / _best_time(lambda: one_at_a_time(queries).numpy(), 2)[0]  # its warm-up traces
 
 
 def empty_tf_function_call_ms(calls: int = 300) -> float:
-  """Milliseconds Python spends entering a tf.function that does nothing (context for
-  `batch1_qps`: every batch-1 call of a TF searcher pays it once)."""
+  """Milliseconds Python spends entering a tf.function that does nothing (each batch-1 call of a
+  TF searcher pays it once)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   fn = tf.function(tf.identity)
   x = tf.zeros([1, 128])
-  return _best_time(lambda: [fn(x) for _ in range(calls)], 1) / calls * 1e3
+  return _best_time(lambda: [fn(x) for _ in range(calls)], 1)[0] / calls * 1e3
 
 
 def rss_child(path) -> dict:
-  """Loads a saved exact searcher, searches 2 x 100 random queries, prints (and returns) peak RSS
-  (bytes): the child process `measure_rss` starts (`--rss_child`)."""
+  """(`--rss_child`, a fresh process.) Loads a saved exact searcher, searches 2 x 100 random
+  queries, prints (and returns) its peak RSS in bytes."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.searcher import load_searcher  # pylint: disable=g-import-not-at-top
   s = load_searcher(path)
   q = tf.random.normal([100, 128])
   for _ in range(2):
     s.search(q, K)[0].numpy()
-  # VmHWM (peak resident set of this process image); ru_maxrss would carry the parent's peak
-  # across fork + exec.
-  with open("/proc/self/status") as f:
-    hwm = [l for l in f if l.startswith("VmHWM:")][0].split()[1]
-  out = {"peak_rss_bytes": int(hwm) * 1024}
+  # VmHWM (this process image's peak); ru_maxrss would carry the parent's across fork + exec.
+  out = {"peak_rss_bytes": procs.process_memory()["VmHWM"]}
   print(json.dumps(out))
   return out
 
@@ -376,12 +336,10 @@ def measure_rss(searcher, x_bytes):
   with tempfile.TemporaryDirectory() as tmp:
     save_searcher(searcher, os.path.join(tmp, "big"))
     save_searcher(BruteForceSearcher(np.ones([1000, 128], np.float32)), os.path.join(tmp, "small"))
-    peaks = {}
-    for name in ("small", "big"):
-      proc = subprocess.run([sys.executable, "-m", "benchmarks.mips_bench",
-                             f"--rss_child={os.path.join(tmp, name)}"],
-                            capture_output=True, text=True, check=True)
-      peaks[name] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_bytes"]
+    peaks = {name: procs.run_child([sys.executable, "-m", "benchmarks.mips_bench",
+                                    f"--rss_child={os.path.join(tmp, name)}"],
+                                   what="mips_bench --rss_child")["peak_rss_bytes"]
+             for name in ("small", "big")}
   extra = peaks["big"] - peaks["small"]
   return {"matrix_bytes": x_bytes, "peak_rss_bytes": peaks["big"],
           "baseline_peak_rss_bytes_1k_rows": peaks["small"], "peak_rss_minus_baseline": extra,
@@ -411,7 +369,6 @@ def run(config: MipsBenchConfig) -> dict:
   if config.rss_child:
     return rss_child(config.rss_child)
   provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
-  from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.topk import exact_top_k  # pylint: disable=g-import-not-at-top
   if config.real_index_dir:  # a bundle's embeddings are real ones
     config = dataclasses.replace(config, real=True)
@@ -478,7 +435,7 @@ def run(config: MipsBenchConfig) -> dict:
   if not config.skip_rss and not config.real:
     res["exact_memory"] = measure_rss(exact_searcher, x.nbytes)
   res["seconds"] = time.time() - start
-  write_result(config.name or ("mips_real" if config.real else "mips"), res, provenance)
+  common.write_result(config.name or ("mips_real" if config.real else "mips"), res, provenance)
   return res
 
 

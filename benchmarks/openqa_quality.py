@@ -1,40 +1,23 @@
 r"""Open-QA quality on the shipped SQuAD-open split: EM and recall@k, dense retrieval vs BM25.
 
-SQuAD-open here = the shipped SQuAD v1.1 dev set: its 2,067 paragraphs are the corpus (blocked
-into ≤ 128-wordpiece blocks, as the main job blocks it), its questions are split by article into
-train (8,102 questions) and dev (2,468; articles never seen in training).
-
-One system is fine-tuned and scored four ways, and a second reader is fine-tuned behind BM25:
-  * retriever: all-MiniLM-L6-v2 in both towers (mean pooling, shared projection), index built
-    once over the corpus and frozen; the query tower is fine-tuned (ORQA), its logits scaled by
-    --retrieval_score_scale (the sentence encoder's ±d·cos inner products are otherwise one-hot);
-  * reader: `--reader_init` (default the MiniLM weights; or a REALM run's knowledge-augmented
-    encoder, `<work_dir>/realm`), fine-tuned with `--reader_positives=gold` on the train
-    questions, reading k = `--train_reader_beam_size` blocks per question in training (default
-    `reader_beam_size`, 5: the blocks evaluation reads, and `finetune --retriever=bm25`'s
-    default) in one softmax over their spans, and `reader_beam_size` at evaluation;
-  * `dense`: the fine-tuned query tower retrieves (exact MIPS) and the reader reads its top 5;
-  * `bm25`: the same fine-tuned reader reads BM25's top 5 (rank_bm25 Okapi over the same
-    blocks), given the model's own retrieval logit for them (q · emb[row], as the dense path
-    adds it): only the choice of blocks differs (the evaluate CLI's `--retriever=bm25`);
-  * `bm25_zero_logit`: the same, without the retrieval logit the reader was trained with
-    (`--retriever=bm25 --bm25_logits=zero`): what `bm25` measured before, biased against BM25;
-  * `dense_frozen`: the same reader behind the index's own MiniLM query tower, not fine-tuned;
-  * `bm25_reader` (`--bm25_reader`, on by default): a second reader, fine-tuned alone with the
-    same settings, the same k included, behind BM25 (`finetune --retriever=bm25`: BM25's top k
-    blocks, no retrieval logit, no retriever loss) and scored behind BM25 the same way: the
-    paper's BM25 + reader row. Each row's `train_reader_beam_size` records the k its reader was
-    trained with (the settings' one, for both readers).
-
   python -m benchmarks.openqa_quality                       # 2 readers at k = 5 on 2 CPU cores
   python -m benchmarks.openqa_quality --train_reader_beam_size=2   # the k of earlier runs
   python -m benchmarks.openqa_quality --steps=100 --eval_questions=200   # a quick look
 
-Writes benchmarks/results/openqa_quality.json with a top-level `goals` object (issue 12):
-dense EM ≥ 40, dense EM ≥ BM25 EM with the same reader (its own logit), dense EM ≥ the BM25 +
-reader's EM, the dense fine-tuning ≤ 60 min on this machine.
-Its settings are an `OpenQAQualityConfig` (one flag per field, same name); `run(config)` does
-the work.
+SQuAD-open here is the shipped SQuAD v1.1 dev set: its 2,067 paragraphs are the corpus (blocks of
+<= 128 wordpieces, as the main job blocks it), its questions split by article into train (8,102)
+and dev (2,468). The retriever is all-MiniLM-L6-v2 in both towers over an index built once and
+frozen, its query tower fine-tuned (ORQA, logits scaled by --retrieval_score_scale); the reader
+starts from `--reader_init` and is fine-tuned on the train questions with gold positives, reading
+`--train_reader_beam_size` blocks a question. The one fine-tuned system is scored four ways:
+`dense`, `bm25` (the same reader over BM25's top 5, with the model's own retrieval logit),
+`bm25_zero_logit` (without it) and `dense_frozen` (behind the index's own MiniLM query tower);
+with `--bm25_reader`, a second reader fine-tuned alone behind BM25 gives the paper's BM25 + reader
+row (`bm25_reader`).
+
+Writes benchmarks/results/openqa_quality.json with its `goals`: dense EM >= 40, dense EM >= BM25
+EM with the same reader and >= the BM25 + reader's EM, the dense fine-tuning <= 60 min here.
+Settings: `OpenQAQualityConfig`; `run(config)` does the work.
 """
 import dataclasses
 import os
@@ -44,17 +27,12 @@ from typing import Optional
 from benchmarks import common
 from realm_tf.config_base import ConfigBase
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/",
-)
+MEASURES = ("realm_tf/",)
 
 
 @dataclasses.dataclass
 class OpenQAQualityConfig(ConfigBase):
-  """Settings of one openqa_quality run: where its corpus, index, models and predictions go, the
-  reader's start, the fine-tuning schedule and beams, and how many dev questions are scored."""
+  """One run's work dir, reader start, fine-tuning schedule and beams, and dev questions scored."""
   work_dir: str = "runs/openqa_bench"
   reader_init: str = "minilm"
   steps: int = 800
@@ -135,18 +113,16 @@ class FrozenQueryTower:
 
 
 def run(config: OpenQAQualityConfig) -> str:
-  """Fine-tunes the system `config` describes, scores it dense / BM25 (its own logit, and
-  none) / frozen-dense on the dev sample, fine-tunes and scores the BM25 + reader baseline
-  (`bm25_reader`), and writes benchmarks/results/openqa_quality.json; returns its path."""
+  """Fine-tunes and scores the system (and the BM25 + reader baseline) and writes
+  benchmarks/results/openqa_quality.json; returns its path."""
   provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
-  from benchmarks.common import write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.openqa import datasets  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.openqa_model import OpenQAConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages.pretrain_job import ensure_corpus  # pylint: disable=g-import-not-at-top
 
   t_start = time.time()
@@ -245,7 +221,7 @@ def run(config: OpenQAQualityConfig) -> str:
       "It covers the whole fine-tuning only when train_timed_from_step_0 is true (a resumed "
       "run times what was left, and its time goal is then false).",
   ]
-  return write_result("openqa_quality", provenance=provenance, payload={
+  return common.write_result("openqa_quality", provenance=provenance, payload={
       "settings": {"reader_init": config.reader_init, "steps": config.steps,
                    "batch_size": config.batch_size, "learning_rate": config.learning_rate,
                    "train_reader_beam_size": model.train_reader_beam_size,

@@ -1,69 +1,29 @@
 r"""The paper's claim in miniature: does REALM pre-training beat ICT alone, from the same start?
 
-What. One shared start — the main job's own stages (`pretrain_job.run` with 0 REALM steps): the
-retriever's start (by default the main job's, all-MiniLM-L6-v2 with no ICT; `--ict_steps` of ICT
-after `--retriever_init` otherwise) with its index bundle v1, and the reader warm-up (MLM, the
-reader MiniLM-initialised) — then, for every seed, `--steps` more optimizer steps of each
-condition:
+    python -m benchmarks.realm_vs_ict_bench          # the defaults: ≈ 41 min on 2 idle CPU cores
+    python -m benchmarks.realm_vs_ict_bench --articles=4 --seeds=0,1 --steps=2 \
+        --reader_warmup_steps=2 --refresh_every_steps=1 --heldout_queries=8 --eval_questions=64 \
+        --conditions=realm_salient,realm_frozen_retriever,ict_continued \
+        --work_dir=/tmp/bench_smoke --output_name=realm_vs_ict_smoke      # smoke test, 4.6 min
+    python -m benchmarks.realm_vs_ict_bench \
+        --flagfile=benchmarks/configs/realm_vs_ict_tiny_ict.flags   # the former start, ≈ 57 min
 
-  * `realm_salient`          REALM, salient-span masking (the paper's recipe);
-  * `realm_random_span`      REALM, random-span masking (the paper's masking ablation);
-  * `realm_random_uniform`   REALM, random-token masking (BERT's; the other ablation);
-  * `realm_frozen_retriever` REALM, salient masking, retriever frozen (`train_retriever=False`): the
-                             reader alone learns to use retrieval; its index cannot change, so it
-                             is not refreshed;
-  * `realm_marginal_objective` REALM, salient masking, with the paper's retriever objective
-                             (`retriever_objective="marginal"`: the null document in the
-                             retriever's gradient) where the others use --retriever_objective;
-  * `ict_continued`          ICT alone for the same number of steps from the shared retriever
-                             (a fresh ICT run warm-started from the shared start's export, with
-                             its seed's data order); a bundle is built from its export.
+One shared start, the main job's own stages (`pretrain_job.run` with 0 REALM steps: the
+retriever's start with its index bundle v1, and the reader warm-up), then for every seed `--steps`
+more optimizer steps of each condition (`CONDITIONS`): REALM with salient-span, random-span or
+random-token masking, REALM with the retriever frozen, REALM with the paper's marginal retriever
+objective, and ICT alone continued from the shared retriever. Equal budget = equal optimizer steps,
+each from the same weights with a fresh optimizer at its method's learning rate. Every condition
+and seed is measured by one held-out evaluator configuration at the start, at every refresh and at
+the end: zero-shot recall@5/@20 of the subset's SQuAD-open dev questions (BM25 beside it) and
+held-out retrieval utility with salient-span masking; per condition, means and 95% t-intervals
+over seeds, and `goals` compares the intervals. The JSON states every definition (`budget`,
+`measurement`, `goal_definitions`).
 
-Equal budget = equal optimizer steps after the shared start. Every condition starts from the same
-weights (retriever: the shared start's export, its bundle v1 copied into each REALM run's index dir;
-reader: the shared warm-up run) with a fresh optimizer and a schedule over `--steps` (10% warm-up,
-linear decay), at its method's own learning rate (REALM --learning_rate, ICT --ict_learning_rate).
-A step's batch differs by method (REALM: --batch_size masked queries x --num_candidates blocks
-through the reader; ICT: --ict_batch_size query/block pairs, in-batch negatives), so each run's
-wall time is recorded beside it.
-
-Measured for every condition and seed by ONE held-out evaluator configuration
-(`realm_tf.evaluation.heldout`, fed the subset file so that every measured question has its gold
-paragraph in the corpus), at the shared start, at every index refresh and at the end:
-  * zero-shot recall@5/@20 of the subset's SQuAD-open *dev*-split questions (article-hash split,
-    never trained on) against their gold paragraphs, exact search over the run's final index, with
-    BM25 on the same questions beside it;
-  * held-out retrieval utility / null posterior / MLM accuracy on held-out blocks' sentences with
-    *salient-span* masking for every condition (random-span and uniform runs are judged on the
-    same masked sentences as the salient ones).
-The shared start is measured once (a REALM experiment of 0 steps) and is every REALM run's step 0.
-`ict_continued`'s held-out figures pair its retriever and bundle with the shared warmed-up reader
-(not trained further), measured the same way (a REALM experiment of 0 steps). Per condition and
-metric: mean and a 95% t-interval over seeds; `goals` compares the intervals (definitions are
-written into the JSON). Every figure comes from the runs.
-
-Why. The paper's central claim is that REALM's MLM-trained retriever beats one trained by ICT
-alone, and that salient-span masking matters; this checks the shape of that claim at CPU scale with
-the real job's stages, however it falls.
-
-Corpus: the first --articles articles of the shipped SQuAD v1.1 dev set. SQuAD-open's dev split
-is by article-title hash: the default 8 articles hold 3 dev articles (Nikola_Tesla, Teacher,
-Sky_(United_Kingdom): 887 questions); the benchmark refuses a subset without one (< 4 articles).
-
-  python -m benchmarks.realm_vs_ict_bench          # the defaults: ≈ 41 min on 2 idle CPU cores
-  python -m benchmarks.realm_vs_ict_bench --articles=4 --seeds=0,1 --steps=2 \
-      --reader_warmup_steps=2 --refresh_every_steps=1 --heldout_queries=8 --eval_questions=64 \
-      --conditions=realm_salient,realm_frozen_retriever,ict_continued \
-      --work_dir=/tmp/bench_smoke --output_name=realm_vs_ict_smoke      # smoke test, 4.6 min
-  python -m benchmarks.realm_vs_ict_bench \
-      --flagfile=benchmarks/configs/realm_vs_ict_tiny_ict.flags        # the former start, ≈ 57 min
-
-Time (committed run, idle 2 cores, 2,481 s): shared start 131 s; a refreshed REALM run
-124-155 s; a frozen-retriever run 68 s; an ICT-continued run 160 s (per-run wall times in the JSON).
-
-Writes benchmarks/results/<--output_name>.json (default realm_vs_ict.json); re-running with the
-same --work_dir skips (or resumes) every finished stage. Settings: `RealmVsIctConfig` (one flag
-per field); `run(config)` does the work.
+Corpus: the first --articles articles of the shipped SQuAD v1.1 dev set (the default 8 hold 3
+SQuAD-open dev articles; fewer than 4 hold none and are refused). Writes
+benchmarks/results/<--output_name>.json; re-running with the same --work_dir skips (or resumes)
+every finished stage. Settings: `RealmVsIctConfig`; `run(config)` does the work.
 """
 import dataclasses
 import gc
@@ -86,19 +46,13 @@ METRICS = ("question_recall@5", "question_recall@20", "heldout_retrieval_utility
            "question_hub_share@5", "bm25_question_recall@5", "bm25_question_recall@20")
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/",
-    "launch/configs/",
-)
+MEASURES = ("realm_tf/", "launch/configs/")
 
 
 @dataclasses.dataclass
 class RealmVsIctConfig(ConfigBase):
-  """Settings of one realm_vs_ict_bench run: the corpus subset, the shared start (ICT warm start,
-  reader warm-up), every condition's budget and model sizes, the seeds and conditions, the
-  held-out evaluation's sizes, where runs go and the result's name."""
+  """One run's corpus subset, shared start, budget and model sizes, seeds and conditions,
+  held-out evaluation sizes, work dir and result name."""
   work_dir: str = "runs/realm_vs_ict"
   articles: int = 8
   seeds: List[str] = dataclasses.field(default_factory=lambda: ["0", "1", "2"])
@@ -166,8 +120,7 @@ SETTINGS = ("articles", "seeds", "steps", "retriever_preset", "retriever_init", 
 
 
 def t975(df: int) -> float:
-  """The 0.975 quantile of Student's t with `df` degrees of freedom (scipy comes with
-  tf-models-official)."""
+  """The 0.975 quantile of Student's t with `df` degrees of freedom."""
   from scipy import stats  # pylint: disable=g-import-not-at-top
   return float(stats.t.ppf(0.975, df))
 
@@ -187,9 +140,8 @@ def interval(values: List[float]) -> Dict:
 
 
 def job_config(config: RealmVsIctConfig, shared_dir: str, squad: str):
-  """The main job's configuration of the shared start (ICT + reader warm-up, no REALM) at
-  `config`'s sizes, in the work-dir layout under `shared_dir` (`job.layout()`); its REALM folder
-  is never trained."""
+  """The main job's configuration of the shared start (ICT + reader warm-up, no REALM steps) at
+  `config`'s sizes, laid out under `shared_dir`."""
   from realm_tf.stages.pretrain_job import PretrainJobConfig  # pylint: disable=g-import-not-at-top
   return PretrainJobConfig(
       work_dir=shared_dir, inputs=[squad], model_dir=os.path.join(shared_dir, "unused_realm"),
@@ -206,9 +158,8 @@ def job_config(config: RealmVsIctConfig, shared_dir: str, squad: str):
 
 
 def compute_goals(summary: Dict, s0: Dict) -> Dict[str, Optional[bool]]:
-  """The goals of item 6, one boolean per goal (None where a condition was not run or has one
-  seed), from the per-condition `summary` (means and 95% intervals over seeds) and the shared
-  start's held-out record `s0`; `goal_definitions` in the result says what each means."""
+  """One boolean per goal (None where a condition was not run or has one seed) from the
+  per-condition `summary` (95% intervals over seeds) and the shared start's record `s0`."""
 
   def ci(name, metric):
     return (summary.get(name, {}).get(metric) or {}).get("ci95")
@@ -318,8 +269,7 @@ def run(config: RealmVsIctConfig) -> str:
                           num_questions=config.eval_questions, squad_path=squad)
 
   def realm_config(**overrides) -> PretrainConfig:
-    """The main job's REALM stage (`pretrain_job.pretrain_config`: same model, batch, learning
-    rate, candidates and score scale) over --steps, with a condition's overrides."""
+    """The main job's REALM stage over --steps, with a condition's overrides."""
     steps = overrides.pop("num_train_steps", config.steps)
     base = dict(num_train_steps=steps, warmup_steps=steps // 10, masking="salient", seed=0,
                 refresh="inline", checkpoint_every=max(config.refresh_every_steps, 1))
@@ -328,14 +278,10 @@ def run(config: RealmVsIctConfig) -> str:
 
   def realm_run(run_dir: WorkDir, retriever_init: str,
                 start_record: Optional[Dict] = None, **overrides) -> Dict:
-    """Runs a REALM experiment (with num_train_steps=0 only a measurement) in `run_dir` (its index
-    and realm folders; the corpus and annotations are the shared start's), every
-    held-out figure by the common evaluator; returns its held-out log, start, end and scalars.
-
-    `start_record`: the shared start's measurement, recorded as this run's step 0 instead of
-    measuring the same weights and bundle v1 again (the experiment measures step 0 only when its
-    held-out log is empty).
-    """
+    """Runs a REALM experiment in `run_dir` (0 steps: only a measurement) on the shared corpus,
+    every held-out figure by the common evaluator; its held-out log, start, end and scalars.
+    `start_record` (the shared start's measurement) is recorded as its step 0 instead of
+    measuring the same weights again."""
     pretrain = realm_config(**overrides)
     model_dir = run_dir.realm
     refresher = IndexRefresher(RefreshConfig(model_dir=model_dir, corpus_dir=shared.corpus,

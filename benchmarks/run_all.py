@@ -1,19 +1,15 @@
-r"""Runs the benchmarks one after another (what `make bench` calls), each in its own process.
-
-Each benchmark writes its JSON to benchmarks/results/; this runner only sequences them, so that no
-two share the cores, and reports which failed. Its settings are a `RunAllConfig` (one flag per
-field); `run(config)` does the work.
+r"""Runs the benchmarks one after another (what `make bench` calls), each in its own process so
+that no two share the cores, and reports which failed (each writes its own JSON).
 
   python -m benchmarks.run_all                        # the speed benchmarks (about 15 min on 2 cores)
   python -m benchmarks.run_all --quality              # also the learning / answer-quality ones
   python -m benchmarks.run_all --only=mips_bench,serving_bench
   python -m benchmarks.run_all --only=scale_bench      # hours at its default sizes (to 1M blocks)
 
-Below `-v 1` the benchmarks run with TensorFlow's and gRPC's C++ notices off (CUDA probing,
-CPU-feature lines), as the CLIs do; `-v 1` brings them back.
+Below `-v 1` the benchmarks run with TensorFlow's and gRPC's C++ notices off, as the CLIs do.
+Settings: `RunAllConfig`; `run(config)` does the work.
 """
 import dataclasses
-import os
 import subprocess
 import sys
 import time
@@ -61,14 +57,10 @@ def benchmark_names(config: RunAllConfig) -> List[str]:
 
 
 def child_environment(verbosity: int) -> Dict[str, str]:
-  """The benchmarks' environment: below verbosity 1, TensorFlow's and gRPC's C++ notices off, as
-  the CLIs have them (`realm_tf.utils.command_line.QUIET_ENV`; a value already set is kept)."""
-  from realm_tf.utils import command_line  # pylint: disable=g-import-not-at-top
-  env = dict(os.environ)
-  if verbosity < 1:
-    for name, value in command_line.QUIET_ENV.items():
-      env.setdefault(name, value)
-  return env
+  """The benchmarks' environment (`procs.env`): below verbosity 1, TensorFlow's and gRPC's C++
+  notices off, as the CLIs have them (a value already set is kept)."""
+  from benchmarks import procs  # pylint: disable=g-import-not-at-top
+  return procs.env(quiet=verbosity < 1)
 
 
 def run_all(names, verbosity: int = 0, allow_dirty: bool = False) -> int:

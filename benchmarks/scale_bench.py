@@ -4,34 +4,20 @@ a + b*N and extrapolated to the paper's 13,353,718 blocks, with the scale goals 
     nice python -m benchmarks.scale_bench --sizes=20000,100000,1000000   # hours; alone on the host
     nice python -m benchmarks.scale_bench --sizes=2000,8000 --preset=tiny --output_name=scale_smoke
 
-Corpus: deterministic documents of shuffled shipped sentences (`scale_corpus`), written as JSON
-lines and built by the real `python -m realm_tf.launch.build_corpus` into full 288-wordpiece blocks.
-Each stage runs in a process of its own (`scale_stages`, or the project's CLI), and records wall
-seconds and the process's peak RSS (the kernel's, `os.wait4`) beside the figures it reads from
-/proc/self; "added" figures are over a bare `import tensorflow` process or over the stage's own
-start. Stages per size: corpus build, the block lookup (build peak; RSS at rest after packing every
-block; bytes on disk; a second process mapping the same files while the first holds them), the
-index (ScaNN build + recall check + publishing a bundle, search latency, `rebuilds` rebuilds and
-reloads in one process), the pre-training input pipeline restored at each of `positions`, the
-held-out evaluation (masked metrics on a sample, dense question recall's top-k, BM25 via
-`benchmarks.bm25_bench`) and the open-QA export with the server's RSS (`benchmarks.export_bench`).
-Annotation and the document tower's throughput are measured on sample corpora (their cost per
-block does not depend on N), and so is the trainer (`scale_trainer`: the main job's process at
-the paper's flags, BERT-base, with inline and with async refresh; `host_at_paper_scale` adds the
-parts that grow with N). Every stage result records its provenance (commit and whether the
-checkout was dirty, start time UTC, 1-minute load average before and after, wall seconds); each
-fit and goal names the stage results it read.
+Each stage runs in a process of its own (`scale_stages`, or the project's CLIs) over synthetic
+documents (`scale_corpus`) built by the real corpus builder into 288-wordpiece blocks, and records
+wall seconds and the kernel's peak RSS of its process beside what it reads from /proc/self
+("added": over a bare `import tensorflow` process or the stage's own start). Per size: corpus
+build; block lookup (build, at rest, a second process mapping it); index (ScaNN build + recall
+check + publishing, search latency, `rebuilds` rebuilds and reloads); the input pipeline restored
+at `positions`; held-out evaluation (masked metrics, dense recall, BM25 by `bm25_bench`); the
+open-QA export and its server (`export_bench`). On sample corpora, whose cost per block does not
+depend on N: annotation, the document tower, the trainer at the paper's flags (`scale_trainer`)
+and the resume stage (`scale_resume`). The stand-ins are listed in the result; every stage result
+records its provenance, and each fit and goal names the stage results it read.
 
-The resume stage (`scale_resume`) restores training's query stream, a synthetic annotation stream
-of `resume_records` records with the default shuffle window, at each of `resume_positions`, each
-restore in a fresh process, with the shards before the position's window unreadable.
-
-Stand-ins (recorded in the JSON): clustered random embeddings instead of embedding N blocks;
-freshly initialised towers; the largest annotation sample as the pre-training stream (a data
-position past its end wraps, as the repeated stream does).
-
-Everything is cached under --work_dir (/tmp/scale: several GB at 1M blocks): a stage whose result
-is there is not measured again unless named in --rerun; --stages picks stages. Writes
+Everything is cached under --work_dir (several GB at 1M blocks): a stage whose result is there is
+not measured again unless named in --rerun; --stages picks stages. Writes
 benchmarks/results/<output_name>.json. The settings are a `ScaleBenchConfig`; `run(config)` runs
 the benchmark (or, with the internal --stage, one stage in this process).
 """
@@ -39,12 +25,13 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
 
 from benchmarks import common
+from benchmarks import fitting
+from benchmarks import procs
 from benchmarks import scale_fit
 from benchmarks.scale_corpus import BLOCK_LENGTH
 from realm_tf.config_base import ConfigBase
@@ -52,26 +39,15 @@ from realm_tf.config_base import ConfigBase
 SIZE_STAGES = ("corpus", "lookup_build", "lookup_rest", "index", "scann_rebuilds", "pipeline",
                "heldout_masked", "dense_recall", "bm25", "export")
 SAMPLE_STAGES = ("annotation", "embedding", "trainer", "resume")
-# A generous bound on the work dir's bytes per block (documents, shards, lookup, stand-in
-# embeddings, bundle, BM25 and export), checked against the free space before each size.
+# A generous bound on the work dir's bytes per block, checked against the free space.
 DISK_BYTES_PER_BLOCK = 8000
 QUERY_LENGTH = 96  # REALM's query length, wordpieces (its block length: scale_corpus's)
 
-
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/",
-    "serving/",
-    "launch/configs/paper_tpu.flags",
-    "benchmarks/scale_stages.py",
-    "benchmarks/scale_fit.py",
-    "benchmarks/scale_corpus.py",
-    "benchmarks/scale_trainer.py",
-    "benchmarks/scale_resume.py",
-    "benchmarks/bm25_bench.py",
-    "benchmarks/export_bench.py",
-)
+MEASURES = ("realm_tf/", "serving/", "launch/configs/paper_tpu.flags",
+            "benchmarks/scale_stages.py", "benchmarks/scale_fit.py", "benchmarks/scale_corpus.py",
+            "benchmarks/scale_trainer.py", "benchmarks/scale_resume.py",
+            "benchmarks/bm25_bench.py", "benchmarks/export_bench.py", "benchmarks/fitting.py",
+            "benchmarks/procs.py")
 
 
 @dataclasses.dataclass
@@ -153,6 +129,11 @@ def _log(msg: str) -> None:
   print(f"[scale] {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
+def _read(*path: str) -> Dict:
+  with open(os.path.join(*path)) as f:
+    return json.load(f)
+
+
 def stage_command(name: str, args: Dict) -> List[str]:
   """The command line of one `scale_stages` stage in its own process."""
   return [sys.executable, "-m", "benchmarks.scale_bench", f"--stage={name}",
@@ -160,78 +141,67 @@ def stage_command(name: str, args: Dict) -> List[str]:
 
 
 def run_stage_process(name: str, args: Dict) -> Dict:
-  """Runs a `scale_stages` stage in a fresh process; its result plus wall seconds and peak RSS.
-  Raises RuntimeError naming the stage and its last error lines when it fails."""
+  """A `scale_stages` stage in a fresh process: its result, wall seconds and peak RSS."""
   from benchmarks.scale_stages import RESULT_MARKER  # pylint: disable=g-import-not-at-top
-  p = common.run_process(stage_command(name, args))
-  result = common.parse_stage_output(p["stdout"], RESULT_MARKER)
-  if p["rc"] != 0 or result is None:
-    raise RuntimeError(f"scale stage {name} failed (exit {p['rc']}):\n{p['stderr_tail']}")
-  return dict(result, wall_seconds=p["seconds"], peak_rss=p["peak_rss"])
+  return procs.run_child(stage_command(name, args), RESULT_MARKER, f"scale stage {name}",
+                         usage=True)
 
 
 class Bench:
   """One run: the work dir's layout, the stage cache, and each stage's orchestration."""
 
   def __init__(self, config: ScaleBenchConfig, provenance: Optional[common.Provenance] = None):
-    self.c = config
-    self.provenance = provenance  # the run's start stamp (None: each stage reads the checkout)
+    self.c, self.provenance = config, provenance  # None: each stage stamps the checkout as it is
     self.w = os.path.abspath(config.work_dir)
-    wanted = set(config.stages)
-    self.all = "all" in wanted
-    self.wanted = wanted
-    self.rerun = set(config.rerun)
+    self.wanted, self.rerun = set(config.stages), set(config.rerun)
     os.makedirs(self.w, exist_ok=True)
 
   def want(self, stage: str) -> bool:
-    return self.all or stage in self.wanted
+    return "all" in self.wanted or stage in self.wanted
 
-  def size_dir(self, n: int) -> str:
-    return os.path.join(self.w, f"n{n}")
+  def size_dir(self, n: int, *parts: str) -> str:
+    return os.path.join(self.w, f"n{n}", *parts)
+
+  def done(self, n: int, stage: str) -> bool:
+    return os.path.exists(self.size_dir(n, "stages", f"{stage}.json"))
 
   def cached(self, n: Optional[int], stage: str, fn, family: Optional[str] = None,
              required: bool = False):
-    """`fn()`'s result, kept as <size dir>/stages/<stage>.json and read back from there unless
-    `stage`'s family (default: the stage) is in --rerun. A stage not in --stages runs only when
-    `required` (a prerequisite) and nothing is cached; otherwise it gives None. A stage that
-    fails gives {"failed": its error} (not cached, so the next run tries again)."""
+    """`fn()`'s result, stamped (`Provenance.stamp_part`) and kept as <size dir>/stages/
+    <stage>.json, read back from there unless `stage`'s family (default: the stage) is in
+    --rerun. A stage not in --stages runs only when `required` and nothing is cached (else None);
+    one that fails gives {"failed": its error}, not cached."""
     d = os.path.join(self.size_dir(n) if n is not None else self.w, "stages")
     path = os.path.join(d, f"{stage}.json")
     family = family or stage
     again = family in self.rerun or ("all" in self.rerun and self.want(family))
     if os.path.exists(path) and not again:
-      with open(path) as f:
-        return json.load(f)
+      return _read(path)
     if not (self.want(family) or required or again):
       return None
     where = f"n={n:,}" if n is not None else "global"
     _log(f"{where}: {stage} ...")
-    stamp = provenance_start(self.provenance)
-    try:
-      result = fn()
-    except RuntimeError as e:
-      _log(f"{where}: {stage} FAILED: {e}")
-      return {"failed": str(e)[-3000:], "provenance": provenance_end(stamp)}
-    result = dict(result, provenance=provenance_end(stamp))
+    result, stamp = (self.provenance or common.Provenance(allow_dirty=True)).stamp_part(fn)
+    if isinstance(result, RuntimeError):
+      _log(f"{where}: {stage} FAILED: {result}")
+      return {"failed": str(result)[-3000:], "provenance": stamp}
+    result = dict(result, provenance=stamp)
     os.makedirs(d, exist_ok=True)
     from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
     atomic.write_json(path, result)
     _log(f"{where}: {stage} done: {json.dumps(_brief(result))[:300]}")
     return result
 
-  # ---- corpora ---------------------------------------------------------------------------------
-
   def corpus(self, n: int) -> Optional[Dict]:
     """Writes the documents and builds the corpus of `n` blocks (both cached)."""
     from benchmarks import scale_corpus  # pylint: disable=g-import-not-at-top
     d = self.size_dir(n)
     os.makedirs(d, exist_ok=True)
-    need = n * DISK_BYTES_PER_BLOCK
-    free = shutil.disk_usage(self.w).free
+    need, free = n * DISK_BYTES_PER_BLOCK, shutil.disk_usage(self.w).free
     if not os.path.exists(os.path.join(d, "corpus", "manifest.json")) and free < need:
       raise RuntimeError(f"{self.w} has {free / 1e9:.1f} GB free; a {n:,}-block size needs about "
                          f"{need / 1e9:.1f} GB. Free space or choose another --work_dir.")
-    docs = os.path.join(d, "docs.jsonl")
+    docs, out = os.path.join(d, "docs.jsonl"), os.path.join(d, "corpus")
     num_docs = scale_corpus.documents_for(n, self.c.blocks_per_document)
     self.cached(n, "docs", lambda: run_stage_process("docs", {
         "path": docs, "num_documents": num_docs, "seed": self.c.seed,
@@ -239,19 +209,16 @@ class Bench:
         "text_cache": os.path.join(self.w, "text.json")}), required=True)
 
     def build():
-      out = os.path.join(d, "corpus")
       shutil.rmtree(out, ignore_errors=True)
       shards = max(2, -(-n // self.c.blocks_per_shard))
-      p = common.run_process([sys.executable, "-m", "realm_tf.launch.build_corpus",
-                              f"--inputs={docs}",
-                              "--format=jsonl", f"--output_dir={out}", f"--num_shards={shards}",
-                              f"--block_length={BLOCK_LENGTH}",
-                              *self.c.beam_args])
+      p = procs.run_process([sys.executable, "-m", "realm_tf.launch.build_corpus",
+                             f"--inputs={docs}", "--format=jsonl", f"--output_dir={out}",
+                             f"--num_shards={shards}", f"--block_length={BLOCK_LENGTH}",
+                             *self.c.beam_args])
       result = {"ok": p["rc"] == 0, "rc": p["rc"], "seconds": p["seconds"],
                 "peak_rss": p["peak_rss"], "num_shards": shards, "documents": num_docs}
       if p["rc"] == 0:
-        with open(os.path.join(out, "manifest.json")) as f:
-          result["num_blocks"] = json.load(f)["num_blocks"]
+        result["num_blocks"] = _read(out, "manifest.json")["num_blocks"]
       else:
         result["error_tail"] = p["stderr_tail"][-2000:]
         result["refused_naming_runner"] = any(
@@ -259,8 +226,6 @@ class Bench:
       return result
 
     return self.cached(n, "corpus", build, required=True)
-
-  # ---- the stages of one size ------------------------------------------------------------------
 
   def size(self, n: int, export_path: Optional[str], annotations: Optional[str]) -> Dict:
     """Every stage of the corpus of `n` blocks; {stage: result} of those that ran or were cached."""
@@ -272,8 +237,9 @@ class Bench:
       return stages
     blocks = stages["corpus"]["num_blocks"]
     base = {"corpus_dir": corpus_dir}
-    stages["lookup_build"] = self.cached(n, "lookup_build",
-                                         lambda: run_stage_process("lookup_build", base))
+    stage = lambda name, args: self.cached(  # pylint: disable=unnecessary-lambda-assignment
+        n, name, lambda: run_stage_process(name, args))
+    stages["lookup_build"] = stage("lookup_build", base)
     stages["lookup_rest"] = self.cached(n, "lookup_rest", lambda: self.lookup_rest(corpus_dir))
     embeddings = os.path.join(d, f"standin-{self.c.embedding_dim}.npy")
     if export_path and not os.path.exists(embeddings) and any(
@@ -282,9 +248,9 @@ class Bench:
                                     "dim": self.c.embedding_dim, "seed": self.c.seed,
                                     "clusters": self.c.clusters})
     if export_path:
-      stages["index"] = self.cached(n, "index", lambda: run_stage_process("index", dict(
-          base, export=export_path, embeddings=embeddings, index_dir=index_dir,
-          recall_queries=self.c.recall_queries)))
+      stages["index"] = stage("index", dict(base, export=export_path, embeddings=embeddings,
+                                            index_dir=index_dir,
+                                            recall_queries=self.c.recall_queries))
       rebuilds = {"embeddings": embeddings, "rebuilds": self.c.rebuilds,
                   "work": os.path.join(d, "work")}
       # Twice, each in its own process: RSS as it is (the goal's), then with malloc_trim after
@@ -292,136 +258,75 @@ class Bench:
       stages["scann_rebuilds"] = self.cached(n, "scann_rebuilds", lambda: dict(
           run_stage_process("scann_rebuilds", dict(rebuilds, trim=False)),
           after_malloc_trim=run_stage_process("scann_rebuilds", dict(rebuilds, trim=True))))
-    have_index = os.path.exists(index_dir) and _ok(stages.get("index"))
-    if have_index and annotations:
-      common = dict(base, index_dir=index_dir, annotations_dir=annotations)
-      stages["pipeline"] = self.cached(n, "pipeline", lambda: run_stage_process(
-          "pipeline", dict(common, positions=sorted(self.c.positions),
-                           batches=self.c.pipeline_batches, repeats=self.c.pipeline_repeats,
-                           shuffle_window=self.c.shuffle_window)))
-      stages["heldout_masked"] = self.cached(n, "heldout_masked", lambda: run_stage_process(
-          "heldout_masked", dict(common, preset=self.c.preset, dim=self.c.embedding_dim,
-                                 num_queries=self.c.heldout_queries)))
-      stages["dense_recall"] = self.cached(n, "dense_recall", lambda: run_stage_process(
-          "dense_recall", dict(common, num_questions=self.c.num_questions)))
-    stages["bm25"] = self.cached(n, "bm25", lambda: self.bm25(blocks))
+    if annotations and os.path.exists(index_dir) and _ok(stages.get("index")):
+      indexed = dict(base, index_dir=index_dir, annotations_dir=annotations)
+      stages["pipeline"] = stage("pipeline", dict(
+          indexed, positions=sorted(self.c.positions), batches=self.c.pipeline_batches,
+          repeats=self.c.pipeline_repeats, shuffle_window=self.c.shuffle_window))
+      stages["heldout_masked"] = stage("heldout_masked", dict(
+          indexed, preset=self.c.preset, dim=self.c.embedding_dim,
+          num_queries=self.c.heldout_queries))
+      stages["dense_recall"] = stage("dense_recall",
+                                     dict(indexed, num_questions=self.c.num_questions))
+    stages["bm25"] = self.cached(n, "bm25", lambda: procs.run_child(
+        [sys.executable, "-m", "benchmarks.bm25_bench", "--child", f"--num_blocks={blocks}",
+         f"--num_questions={self.c.num_questions}", f"--seed={self.c.seed}"],
+        "BM25_BENCH_RESULT ", "bm25_bench", usage=True))
     if _ok(stages.get("lookup_build")):
-      stages["export"] = self.cached(n, "export", lambda: run_stage_process(
-          "export", dict(base, work=os.path.join(d, "export"), seed=self.c.seed,
-                         components=["searcher", "reader", "query_embedder"],
-                         server_timeout_s=1800.0)))
+      stages["export"] = stage("export", dict(
+          base, work=os.path.join(d, "export"), seed=self.c.seed,
+          components=["searcher", "reader", "query_embedder"], server_timeout_s=1800.0))
     return {k: v for k, v in stages.items() if v is not None}
 
   def lookup_rest(self, corpus_dir: str) -> Dict:
     """The lookup at rest in one process, then in a second one while the first still maps it."""
     from benchmarks.scale_stages import RESULT_MARKER  # pylint: disable=g-import-not-at-top
-    from realm_tf.utils import command_line  # pylint: disable=g-import-not-at-top
-    env = dict(os.environ, **{k: v for k, v in command_line.QUIET_ENV.items()
-                              if k not in os.environ})
-    holder = subprocess.Popen(stage_command("lookup_rest", {"corpus_dir": corpus_dir,
-                                                             "hold": True}),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-      first = None
-      for line in holder.stdout:
-        if line.startswith(RESULT_MARKER):
-          first = json.loads(line[len(RESULT_MARKER):])
-          break
-      if first is None:
-        raise RuntimeError("scale stage lookup_rest (first process) failed; see its log above.")
-      second = run_stage_process("lookup_rest", {"corpus_dir": corpus_dir})
-    finally:
-      holder.stdin.close()
-      holder.wait()
-    return {"first": first, "second": second}
+    with procs.held(stage_command("lookup_rest", {"corpus_dir": corpus_dir, "hold": True}),
+                    RESULT_MARKER, "scale stage lookup_rest (first process)") as first:
+      return {"first": first,
+              "second": run_stage_process("lookup_rest", {"corpus_dir": corpus_dir})}
 
-  def bm25(self, blocks: int) -> Dict:
-    """`benchmarks.bm25_bench` at this size, in its own process."""
-    p = common.run_process([sys.executable, "-m", "benchmarks.bm25_bench", "--child",
-                            f"--num_blocks={blocks}", f"--num_questions={self.c.num_questions}",
-                            f"--seed={self.c.seed}"])
-    result = common.parse_stage_output(p["stdout"], "BM25_BENCH_RESULT ")
-    if p["rc"] != 0 or result is None:
-      raise RuntimeError(f"bm25_bench failed (exit {p['rc']}):\n{p['stderr_tail']}")
-    return dict(result, wall_seconds=p["seconds"], peak_rss=p["peak_rss"])
-
-  # ---- samples ---------------------------------------------------------------------------------
+  def sample(self, stage: str, corpora: List[int], fn, needed: Optional[bool] = None):
+    """A stage on sample corpora of `corpora` blocks (its result kept with the last): measured
+    when wanted (or `needed`) once they are built, else read back if cached, else None."""
+    needed = self.want(stage) if needed is None else needed
+    if not needed and not self.done(corpora[-1], stage):
+      return None
+    if not all((self.corpus(k) or {}).get("ok") for k in corpora):
+      return None
+    return self.cached(corpora[-1], stage, fn, required=needed)
 
   def annotation(self, n: int) -> Optional[Dict]:
-    """Annotates the sample corpus of `n` blocks with the real CLI; returns its figures. Run when
-    a stage wanted reads annotations."""
-    needed = any(self.want(s) for s in ("annotation", "pipeline", "heldout_masked",
-                                        "dense_recall"))
-    done = os.path.join(self.size_dir(n), "stages", "annotation.json")
-    if not needed and not os.path.exists(done):
-      return None
-    c = self.corpus(n)
-    if not (c or {}).get("ok"):
-      return None
-    out = os.path.join(self.size_dir(n), "annotations")
+    """Annotates the sample corpus of `n` blocks with the real CLI (when a stage wanted reads
+    annotations); returns its figures."""
+    out = self.size_dir(n, "annotations")
 
     def annotate():
+      from benchmarks import scale_trainer  # pylint: disable=g-import-not-at-top
       shutil.rmtree(out, ignore_errors=True)
-      p = common.run_process([sys.executable, "-m", "realm_tf.launch.annotate_corpus",
-                              f"--corpus_dir={os.path.join(self.size_dir(n), 'corpus')}",
-                              f"--output_dir={out}", *self.c.beam_args])
-      if p["rc"] != 0:
-        raise RuntimeError(f"annotate_corpus failed (exit {p['rc']}):\n{p['stderr_tail']}")
-      with open(os.path.join(out, "manifest.json")) as f:
-        records = json.load(f)["num_records"]
-      return {"seconds": p["seconds"], "peak_rss": p["peak_rss"], "num_blocks": c["num_blocks"],
-              "num_records": records, "annotations_dir": out}
+      p = scale_trainer.annotate(self.size_dir(n, "corpus"), out, self.c.beam_args)
+      return {"seconds": p["seconds"], "peak_rss": p["peak_rss"],
+              "num_blocks": self.corpus(n)["num_blocks"],
+              "num_records": _read(out, "manifest.json")["num_records"], "annotations_dir": out}
 
-    return self.cached(n, "annotation", annotate, required=needed)
+    return self.sample("annotation", [n], annotate, any(self.want(s) for s in (
+        "annotation", "pipeline", "heldout_masked", "dense_recall")))
 
   def embedding(self, export_path: str) -> Optional[Dict]:
     """The document tower's blocks/s on the sample corpus (after a warm-up corpus)."""
     warm, timed = self.c.blocks_per_document * 2, self.c.embedding_blocks
-    if not self.want("embedding") and not os.path.exists(
-        os.path.join(self.size_dir(timed), "stages", "embedding.json")):
-      return None
-    if not all((self.corpus(k) or {}).get("ok") for k in (warm, timed)):
-      return None
-    return self.cached(timed, "embedding", lambda: run_stage_process("embedding", {
-        "export": export_path, "corpus_dir": os.path.join(self.size_dir(timed), "corpus"),
-        "warm_corpus_dir": os.path.join(self.size_dir(warm), "corpus"), "batch_size": 16}))
+    return self.sample("embedding", [warm, timed], lambda: run_stage_process("embedding", {
+        "export": export_path, "corpus_dir": self.size_dir(timed, "corpus"),
+        "warm_corpus_dir": self.size_dir(warm, "corpus"), "batch_size": 16}))
 
   def trainer(self) -> Optional[Dict]:
-    """The main job at the paper's flags on the sample corpus of `trainer_blocks` blocks
-    (`benchmarks.scale_trainer`): the process's peak with inline and with async refresh."""
-    n = self.c.trainer_blocks
-    if not self.want("trainer") and not os.path.exists(
-        os.path.join(self.size_dir(n), "stages", "trainer.json")):
-      return None
-    if not (self.corpus(n) or {}).get("ok"):
-      return None
+    """The main job at the paper's flags on the `trainer_blocks` sample corpus, inline and async
+    refresh (`benchmarks.scale_trainer`)."""
     from benchmarks import scale_trainer  # pylint: disable=g-import-not-at-top
-    d = self.size_dir(n)
-    return self.cached(n, "trainer", lambda: scale_trainer.measure(
-        os.path.join(d, "corpus"), os.path.join(d, "annotations"), os.path.join(d, "trainer"),
+    n = self.c.trainer_blocks
+    return self.sample("trainer", [n], lambda: scale_trainer.measure(
+        self.size_dir(n, "corpus"), self.size_dir(n, "annotations"), self.size_dir(n, "trainer"),
         self.c.beam_args))
-
-
-def provenance_start(provenance: Optional[common.Provenance] = None) -> Dict:
-  """What a stage's provenance records before it runs: the run's start stamp (`provenance`;
-  None: the checkout as it is now, dirty or not), the UTC time, the load."""
-  provenance = provenance or common.Provenance(allow_dirty=True)
-  return {"commit": provenance.commit, "dirty": provenance.start["dirty"],
-          "time_utc": common.utc_now(), "load_average_1m": {"before": os.getloadavg()[0]},
-          "_provenance": provenance, "_start": time.perf_counter()}
-
-
-def provenance_end(stamp: Dict) -> Dict:
-  """A stage's provenance: its commit (the run's, at its start) and `dirty` (tracked files
-  differed from it then, or the checkout changed before this stage ended:
-  `changed_during_run`), start time (UTC), the 1-minute load average before and after it, and
-  its wall seconds."""
-  checked = stamp["_provenance"].record()
-  out = {k: v for k, v in stamp.items() if not k.startswith("_")}
-  out.update(dirty=checked["dirty"], changed_during_run=checked["changed_during_run"])
-  out["load_average_1m"] = dict(stamp["load_average_1m"], after=os.getloadavg()[0])
-  out["wall_seconds"] = time.perf_counter() - stamp["_start"]
-  return out
 
 
 def _source(stage: str, result: Dict) -> Dict:
@@ -438,8 +343,6 @@ def _ok(result) -> bool:
 
 def _brief(result) -> Dict:
   """A result's top-level numbers (for the progress log)."""
-  if not isinstance(result, dict):
-    return {}
   return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()
           if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -481,7 +384,7 @@ def run(config: ScaleBenchConfig) -> Optional[Dict]:
   if config.stage:
     from benchmarks import scale_stages  # pylint: disable=g-import-not-at-top
     return scale_stages.run_stage(config.stage, json.loads(config.stage_args or "{}"))
-  from benchmarks import bm25_bench  # pylint: disable=g-import-not-at-top
+  from benchmarks import bm25_bench, scale_resume  # pylint: disable=g-import-not-at-top
   provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   bench = Bench(config, provenance)
   start = time.time()
@@ -506,20 +409,16 @@ def run(config: ScaleBenchConfig) -> Optional[Dict]:
   if export_path:
     samples["embedding"] = bench.embedding(export_path)
   samples["trainer"] = bench.trainer()
-  from benchmarks import scale_resume  # pylint: disable=g-import-not-at-top
   samples["resume"] = bench.cached(None, "resume", lambda: scale_resume.measure(
       os.path.join(bench.w, "resume"), config.resume_records, config.resume_positions,
       config.shuffle_window, repeats=config.resume_repeats, seed=config.seed,
       text_cache=os.path.join(bench.w, "text.json")))
-  sizes = {}
-  for n in sorted(config.sizes):
-    sizes[n] = bench.size(n, export_path, annotations)
+  sizes = {n: bench.size(n, export_path, annotations) for n in sorted(config.sizes)}
   if config.corpus_sizes and max(config.corpus_sizes) > max(config.sizes):
     raise ValueError(f"--corpus_sizes={max(config.corpus_sizes)} is above the largest of --sizes "
                      f"({max(config.sizes)}).")
   for n in sorted(set(config.corpus_sizes) - set(config.sizes)):  # the corpus stage only
-    if bench.want("corpus") or os.path.exists(
-        os.path.join(bench.size_dir(n), "stages", "corpus.json")):
+    if bench.want("corpus") or bench.done(n, "corpus"):
       sizes[n] = {"corpus": bench.corpus(n)}
   payload = summarize(config, baseline, sizes, samples, bm25_bench.goals)
   payload["seconds"] = time.time() - start
@@ -540,28 +439,27 @@ def summarize(config: ScaleBenchConfig, baseline: Dict, sizes: Dict[int, Dict],
   sizes = {n: {k: v for k, v in s.items() if _ok(v)} for n, s in sizes.items()}
   blocks = {n: s["corpus"]["num_blocks"] for n, s in sizes.items()
             if (s.get("corpus") or {}).get("ok")}
-  figures = {blocks[n]: scale_fit.figures_of(s, baseline, blocks[n], config.positions)
+  figures = {blocks[n]: scale_fit.figures_of(s, baseline, config.positions)
              for n, s in sizes.items() if n in blocks}
-  fits = scale_fit.fit_figures(figures)
+  fits = fitting.fit_figures(figures)
   annotation = {v["num_blocks"]: {"annotation.seconds": v["seconds"],
                                   "annotation.peak_rss": v["peak_rss"]}
                 for v in samples["annotation"].values()}
-  fits.update(scale_fit.fit_figures(annotation))
+  fits.update(fitting.fit_figures(annotation))
   # Which stage result (commit, time) each figure of each size came from; every fit names them.
-  sources = {name: {n: _source("annotation", v) for n, v in
-                    ((v["num_blocks"], v) for v in samples["annotation"].values())}
+  sources = {name: {v["num_blocks"]: _source("annotation", v)
+                    for v in samples["annotation"].values()}
              for name in ("annotation.seconds", "annotation.peak_rss")}
   for n, s in sizes.items():
     if n in blocks:
-      for name, stage in scale_fit.figure_stages(s, baseline, blocks[n],
-                                                 config.positions).items():
+      for name, stage in scale_fit.figure_stages(s, baseline, config.positions).items():
         sources.setdefault(name, {})[blocks[n]] = _source(stage, s[stage])
   for name, fit in fits.items():
     fit["sources"] = [dict(src, blocks=b) for b, src in sorted(sources.get(name, {}).items())]
   emb = samples.get("embedding")
   payload = {"settings": {k: v for k, v in dataclasses.asdict(config).items()
                           if k not in ("stage", "stage_args")},
-             "paper_blocks": scale_fit.PAPER_BLOCKS, "units": "bytes and seconds; KB = 1000 "
+             "paper_blocks": fitting.PAPER_BLOCKS, "units": "bytes and seconds; KB = 1000 "
              "bytes, GB = 1e9 bytes", "baseline_import_tensorflow": baseline,
              "stand_ins": stand_ins(config), "samples": samples, "figures": figures,
              "fits": fits, "stages": {str(n): s for n, s in sizes.items()},
@@ -572,7 +470,7 @@ def summarize(config: ScaleBenchConfig, baseline: Dict, sizes: Dict[int, Dict],
     rate = emb.get("marginal_blocks_per_second") or emb["blocks_per_second"]
     payload["embedding_at_paper_scale"] = {
         "blocks_per_second_this_machine": rate, "preset": config.preset,
-        "hours_to_embed_paper_corpus_this_machine": scale_fit.PAPER_BLOCKS / rate / 3600}
+        "hours_to_embed_paper_corpus_this_machine": fitting.PAPER_BLOCKS / rate / 3600}
   if figures:
     # Each goal reads the largest size that has its figures (a stage that failed or was not run
     # at the largest size falls back to a smaller one, named in `figures_from_smaller_sizes`).
@@ -586,7 +484,7 @@ def summarize(config: ScaleBenchConfig, baseline: Dict, sizes: Dict[int, Dict],
     corpus_points = [(blocks[n], sizes[n]["corpus"]["peak_rss"])
                      for n in sorted(set(config.corpus_sizes)) if n in blocks]
     payload["goals"] = scale_fit.goals(
-        fits, largest_figures, largest, figures[min(figures)], largest_stages, config.positions,
+        fits, largest_figures, largest, largest_stages,
         bm25_goals_fn(bm25) if bm25 and bm25_goals_fn else None, corpus_points)
     payload["goals"]["figures_from_smaller_sizes"] = {k: n for k, n in sorted(source.items())
                                                       if n != largest}

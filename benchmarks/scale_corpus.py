@@ -1,16 +1,11 @@
 """The scale benchmark's synthetic corpus: documents of shuffled shipped sentences that the real
-corpus builder turns into full 288-wordpiece blocks.
+corpus builder cuts into full 288-wordpiece blocks.
 
-The shipped text (SQuAD v1.1 dev paragraphs and WikiText-2 test articles, read with
-`realm_tf.data.documents`) is split into sentences with the block builder's own splitter
-(`blocking.split_sentences`) and each sentence's wordpieces are counted once with the real
-tokenizer. Document `i` (id `synthetic-<i>`) is then drawn from a generator seeded by
-`(seed, i)`: a shipped title and `blocks_per_document` groups of sentences, each group filled
-to within a few wordpieces of the body budget (288 - 3 - title wordpieces) and each next group
-opened by a sentence that would not have fitted the previous one, so the builder's greedy,
-sentence-aligned packing cuts the document into exactly those groups. Document `i` is the same
-at every corpus size, so a smaller corpus is a prefix of a larger one (and shares its block
-ids), and writing one costs a few seconds per million blocks.
+The shipped text's sentences (SQuAD v1.1 dev, WikiText-2 test; the block builder's own splitter)
+have their wordpieces counted once. Document `i` (`synthetic-<i>`) is drawn from a generator seeded
+by `(seed, i)`: a shipped title and `blocks_per_document` groups of sentences, each filled to within
+a few wordpieces of a block's body, so the builder's greedy packing gives back exactly those
+groups. A smaller corpus is a prefix of a larger one (same block ids).
 """
 import itertools
 import json
@@ -50,10 +45,9 @@ def _wordpiece_counts(texts: Sequence[str], batch: int = 2048) -> List[int]:
 
 
 def shipped_text(cache_path: str, max_documents: Optional[int] = None) -> Dict[str, list]:
-  """{"sentences", "sentence_pieces", "titles", "title_pieces"} of the shipped text (its first
-  `max_documents` documents; None: all): whole sentences (capitalised start, final punctuation,
-  5 to 120 wordpieces, first occurrence of each) and distinct titles; computed once and cached
-  as JSON at `cache_path`."""
+  """{"sentences", "sentence_pieces", "titles", "title_pieces"} of the shipped text's first
+  `max_documents` documents (None: all): whole sentences of 5 to 120 wordpieces, each once, and
+  distinct titles; cached as JSON at `cache_path`."""
   if os.path.exists(cache_path):
     with open(cache_path) as f:
       return json.load(f)
@@ -81,14 +75,10 @@ def shipped_text(cache_path: str, max_documents: Optional[int] = None) -> Dict[s
 
 def document_groups(index: int, seed: int, sentence_pieces: np.ndarray, title_pieces: np.ndarray,
                     blocks_per_document: int) -> Tuple[int, List[List[int]]]:
-  """Document `index`'s title (an index into the titles) and its sentence groups (indices into
-  the sentences), one group per block; deterministic in (seed, index).
-
-  Each group holds at most the body budget of wordpieces. A drawn sentence that does not fit the
-  open group is skipped (up to FILL_TRIES in a row); then the group is closed and the next one
-  opens with a sentence that did not fit it, so greedy packing of the concatenated sentences
-  (what the block builder does) gives back exactly these groups.
-  """
+  """Document `index`'s title and sentence groups (indices), one group per block, deterministic
+  in (seed, index). A drawn sentence that does not fit the open group is skipped (up to
+  FILL_TRIES in a row); then the next group opens with one that did not fit, so greedy packing
+  gives back exactly these groups."""
   rng = np.random.default_rng([seed, index])
   title = int(rng.integers(len(title_pieces)))
   budget = BLOCK_LENGTH - SPECIAL_PIECES - int(title_pieces[title])
@@ -124,8 +114,8 @@ def synthetic_documents(start: int, stop: int, text: Dict[str, list], seed: int 
 
 def write_jsonl(path: str, num_documents: int, text: Dict[str, list], seed: int = 0,
                 blocks_per_document: int = 8, progress=None) -> int:
-  """Writes documents 0 .. num_documents - 1 as JSON lines to `path` (atomically: a temporary
-  file renamed into place); `progress(count)` is called every 10,000 documents. Returns bytes."""
+  """Writes documents 0 .. num_documents - 1 as JSON lines to `path`, atomically, calling
+  `progress(count)` every 10,000 documents; returns its bytes."""
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w", encoding="utf-8") as f:
     for i, doc in enumerate(synthetic_documents(0, num_documents, text, seed,

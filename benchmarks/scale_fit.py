@@ -1,15 +1,13 @@
-"""The scale benchmark's arithmetic: figures per corpus size, the a + b*N fit, the extrapolation
-to the paper's 13,353,718 blocks, and the issue's goals computed from the measured figures.
+"""The scale benchmark's arithmetic: the figures of each corpus size (fitted and extrapolated to
+13,353,718 blocks by `benchmarks.fitting`) and the issue's goals computed from them.
 
-Pure functions of the stage results (dicts as `scale_stages` and the CLIs' wrappers return
-them), so they are tested without running anything. Units: bytes and seconds; KB = 1,000
-bytes, GB = 10^9 bytes (a 64 GB host is 64 * 10^9 bytes).
+Pure functions of the stage results (dicts as `scale_stages` and the CLIs' wrappers return them),
+tested without running anything. Units: bytes and seconds; KB = 1,000 bytes, GB = 10^9 bytes.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
-import numpy as np
+from benchmarks.fitting import PAPER_BLOCKS, extrapolate, fit_linear
 
-PAPER_BLOCKS = 13_353_718
 HOST_BYTES = 64e9
 LOOKUP_REST_BYTES_PER_BLOCK = 750.0
 LOOKUP_BUILD_OVER_REST = 1.25
@@ -28,46 +26,6 @@ SCANN_GROWTH_SHARE = 0.1      # ScaNN rebuilds and loads: RSS over the first, in
 SCANN_GOAL_BLOCKS = 1_000_000  # ... measured at this many blocks or more
 
 
-def fit_linear(points: Sequence[Tuple[float, float]]) -> Dict[str, float]:
-  """Least-squares fit y = a + b * N of (N, y) points, with r2 and, from three points on, the
-  slope's standard error `b_se` (sqrt(residual variance / (n - 2) / sum (N - mean N)^2)). With
-  fewer than two distinct N the fit is proportional (a = 0, b = mean of y / N): a figure measured
-  at one size only."""
-  n = np.asarray([p[0] for p in points], np.float64)
-  y = np.asarray([p[1] for p in points], np.float64)
-  if len(n) == 0:
-    raise ValueError("fit_linear needs at least one point.")
-  if len(np.unique(n)) < 2:
-    return {"a": 0.0, "b": float(np.mean(y / n)), "points": len(n), "kind": "proportional"}
-  (a, b), *_ = np.linalg.lstsq(np.stack([np.ones_like(n), n], axis=1), y, rcond=None)
-  resid = y - (a + b * n)
-  total = float(np.sum((y - y.mean()) ** 2))
-  r2 = 1.0 - float(np.sum(resid ** 2)) / total if total > 0 else 1.0
-  out = {"a": float(a), "b": float(b), "points": len(n), "kind": "a+b*N", "r2": r2}
-  if len(n) > 2:
-    out["b_se"] = float(np.sqrt(np.sum(resid ** 2) / (len(n) - 2) / np.sum((n - n.mean()) ** 2)))
-  return out
-
-
-def extrapolate(fit: Dict[str, float], num_blocks: float = PAPER_BLOCKS) -> float:
-  """The fitted figure at `num_blocks`."""
-  return fit["a"] + fit["b"] * num_blocks
-
-
-def fit_figures(per_size: Dict[int, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
-  """{figure: fit + its value at 13.35M blocks} over sizes {num_blocks: {figure: value}}."""
-  series: Dict[str, List[Tuple[float, float]]] = {}
-  for n, figures in sorted(per_size.items()):
-    for name, value in figures.items():
-      if value is not None:
-        series.setdefault(name, []).append((float(n), float(value)))
-  out = {}
-  for name, points in sorted(series.items()):
-    fit = fit_linear(points)
-    out[name] = dict(fit, per_block=fit["b"], at_paper_scale=extrapolate(fit))
-  return out
-
-
 def _get(d: Optional[Dict], *path, default=None):
   for key in path:
     if not isinstance(d, dict) or key not in d:
@@ -76,101 +34,87 @@ def _get(d: Optional[Dict], *path, default=None):
   return d
 
 
-def figures_of(stages: Dict[str, Dict], baseline: Dict[str, int], num_blocks: int,
+def _stage_figures(stage: str, r: Dict, baseline: Dict[str, int],
+                   positions: Sequence[int]) -> Dict[str, Optional[float]]:
+  """The fitted figures one stage result gives."""
+  if stage == "corpus":
+    return {"corpus.seconds": r["seconds"], "corpus.peak_rss": r["peak_rss"],
+            "corpus.peak_rss_added": r["peak_rss"] - baseline["VmHWM"]} if r.get("ok") else {}
+  if stage == "lookup_build":
+    return {"lookup.build_seconds": r["seconds"], "lookup.build_peak_added":
+            r["peak_rss_above_start"], "lookup.disk_bytes": r["disk_bytes"],
+            "lookup.disk_bytes_without_text": r["disk_bytes_without_text"]}
+  if stage == "lookup_rest":
+    first = lambda key: _get(r, "first", key)  # pylint: disable=unnecessary-lambda-assignment
+    return {"lookup.rest_host_bytes": first("host_bytes_at_rest"),
+            "lookup.rest_rss_added": first("rss_added"),
+            "lookup.rest_anon_added": first("anon_added"),
+            "lookup.rest_resident_file_bytes": first("resident_file_bytes"),
+            "lookup.mapped_bytes": first("mapped_bytes"),
+            "lookup.second_anon_added": _get(r, "second", "anon_added"),
+            "lookup.second_rss_added": _get(r, "second", "rss_added")}
+  if stage == "index":
+    return {"index.build_seconds": r["seconds"]["build_and_check"],
+            "index.publish_seconds": r["seconds"]["publish"],
+            "index.peak_rss": r["process_rss"]["VmHWM"], "index.bundle_bytes": r["bundle_bytes"],
+            "index.bundle_bytes_without_embedder":
+                r["bundle_bytes"] - r["bundle_parts"].get("query_embedder", 0),
+            "index.embedding_bytes": r["embedding_bytes"],
+            "index.search_ms_per_query": r["search_ms_per_query_batch100"]}
+  if stage == "scann_rebuilds":
+    builds, loads = r["rss_after_each_build"], r["rss_after_each_load"]
+    return {"scann.index_bytes": r["index_bytes"], "scann.rss_first_build": builds[0],
+            "scann.rss_growth_builds": builds[-1] - builds[0],
+            "scann.rss_growth_loads": loads[-1] - loads[0]}
+  if stage == "pipeline":
+    out = {"pipeline.cold_first_batch_seconds": r["first_batch_seconds_cold"],
+           "pipeline.seconds_per_batch": r["seconds_per_batch"],
+           "pipeline.peak_rss": r["process_rss"]["VmHWM"]}
+    for p in positions:
+      out[f"pipeline@{p}.rebuilt_first_batch_seconds"] = min(
+          r["rebuilt_first_batch_seconds"].get(str(p)) or [None])
+      out[f"pipeline@{p}.stream_first_record_seconds"] = min(
+          r["stream_first_record_seconds"].get(str(p)) or [None])
+    return out
+  if stage == "heldout_masked":
+    return {"heldout.masked_seconds": r["seconds"],
+            "heldout.masked_peak_rss": r["process_rss"]["VmHWM"]}
+  if stage == "dense_recall":
+    return {"recall.setup_seconds": r["setup_seconds"], "recall.setup_rss_added":
+            r["setup_rss_added"], "recall.topk_seconds": r["topk_seconds"],
+            "recall.topk_peak_above_embeddings": r["topk_peak_above_embeddings"],
+            "finetune.replica_bytes_beside_embeddings": sum(
+                v for k, v in r["replica_variable_bytes"].items() if "embeddings" not in k)
+                if "replica_variable_bytes" in r else None}
+  if stage == "bm25":
+    n, host = r["num_blocks"], r.get("host_bytes_at_rest_after_questions_bytes_per_block")
+    return {"bm25.build_seconds": r["build_seconds"],
+            "bm25.peak_added": r["peak_rss_added_building_bytes_per_block"] * n,
+            "bm25.rest_added": r["rss_added_after_questions_bytes_per_block"] * n,
+            "bm25.host_at_rest": None if host is None else host * n,
+            "bm25.disk_bytes": r["index_disk_bytes_per_block"] * n,
+            "bm25.ms_per_question": r["ms_per_question"]}
+  if stage == "export":
+    return {f"export.{k}": r.get(k) for k in ("export_bytes", "build_peak_rss", "server_rss",
+                                              "block_text_bytes", "embedding_bytes",
+                                              "corpus_copies")}
+  return {}
+
+
+def figure_stages(stages: Dict[str, Dict], baseline: Dict[str, int],
+                  positions: Sequence[int]) -> Dict[str, str]:
+  """{figure: the stage whose result it is read from} of one corpus size's stage results."""
+  return {name: stage for stage, r in stages.items() if r
+          for name, value in _stage_figures(stage, r, baseline, positions).items()
+          if value is not None}
+
+
+def figures_of(stages: Dict[str, Dict], baseline: Dict[str, int],
                positions: Sequence[int]) -> Dict[str, float]:
   """The fitted figures of one corpus size from its stage results (absent stages give none)."""
-  f = {}
-
-  def put(name, value):
-    if value is not None:
-      f[name] = value
-
-  c = stages.get("corpus")
-  if c and c.get("ok"):
-    put("corpus.seconds", c["seconds"])
-    put("corpus.peak_rss", c["peak_rss"])
-    put("corpus.peak_rss_added", c["peak_rss"] - baseline["VmHWM"])
-  b = stages.get("lookup_build")
-  if b:
-    put("lookup.build_seconds", b["seconds"])
-    put("lookup.build_peak_added", b["peak_rss_above_start"])
-    put("lookup.disk_bytes", b["disk_bytes"])
-    put("lookup.disk_bytes_without_text", b["disk_bytes_without_text"])
-  r = stages.get("lookup_rest")
-  if r:
-    put("lookup.rest_host_bytes", _get(r, "first", "host_bytes_at_rest"))
-    put("lookup.rest_rss_added", _get(r, "first", "rss_added"))
-    put("lookup.rest_anon_added", _get(r, "first", "anon_added"))
-    put("lookup.rest_resident_file_bytes", _get(r, "first", "resident_file_bytes"))
-    put("lookup.mapped_bytes", _get(r, "first", "mapped_bytes"))
-    put("lookup.second_anon_added", _get(r, "second", "anon_added"))
-    put("lookup.second_rss_added", _get(r, "second", "rss_added"))
-  i = stages.get("index")
-  if i:
-    put("index.build_seconds", i["seconds"]["build_and_check"])
-    put("index.publish_seconds", i["seconds"]["publish"])
-    put("index.peak_rss", i["process_rss"]["VmHWM"])
-    put("index.bundle_bytes", i["bundle_bytes"])
-    put("index.bundle_bytes_without_embedder",
-        i["bundle_bytes"] - i["bundle_parts"].get("query_embedder", 0))
-    put("index.embedding_bytes", i["embedding_bytes"])
-    put("index.search_ms_per_query", i["search_ms_per_query_batch100"])
-  s = stages.get("scann_rebuilds")
-  if s:
-    put("scann.index_bytes", s["index_bytes"])
-    put("scann.rss_first_build", s["rss_after_each_build"][0])
-    put("scann.rss_growth_builds", s["rss_after_each_build"][-1] - s["rss_after_each_build"][0])
-    put("scann.rss_growth_loads", s["rss_after_each_load"][-1] - s["rss_after_each_load"][0])
-  x = stages.get("pipeline")
-  if x:
-    put("pipeline.cold_first_batch_seconds", x["first_batch_seconds_cold"])
-    put("pipeline.seconds_per_batch", x["seconds_per_batch"])
-    put("pipeline.peak_rss", x["process_rss"]["VmHWM"])
-    for p in positions:
-      put(f"pipeline@{p}.rebuilt_first_batch_seconds",
-          min(x["rebuilt_first_batch_seconds"].get(str(p)) or [None]))
-      put(f"pipeline@{p}.stream_first_record_seconds",
-          min(x["stream_first_record_seconds"].get(str(p)) or [None]))
-  h = stages.get("heldout_masked")
-  if h:
-    put("heldout.masked_seconds", h["seconds"])
-    put("heldout.masked_peak_rss", h["process_rss"]["VmHWM"])
-  d = stages.get("dense_recall")
-  if d:
-    put("recall.setup_seconds", d["setup_seconds"])
-    put("recall.setup_rss_added", d["setup_rss_added"])
-    put("recall.topk_seconds", d["topk_seconds"])
-    put("recall.topk_peak_above_embeddings", d["topk_peak_above_embeddings"])
-    if "replica_variable_bytes" in d:
-      put("finetune.replica_bytes_beside_embeddings", sum(
-          v for k, v in d["replica_variable_bytes"].items() if "embeddings" not in k))
-  m = stages.get("bm25")
-  if m:
-    put("bm25.build_seconds", m["build_seconds"])
-    put("bm25.peak_added", m["peak_rss_added_building_bytes_per_block"] * m["num_blocks"])
-    put("bm25.rest_added", m["rss_added_after_questions_bytes_per_block"] * m["num_blocks"])
-    if "host_bytes_at_rest_after_questions_bytes_per_block" in m:
-      put("bm25.host_at_rest", m["host_bytes_at_rest_after_questions_bytes_per_block"] *
-          m["num_blocks"])
-    put("bm25.disk_bytes", m["index_disk_bytes_per_block"] * m["num_blocks"])
-    put("bm25.ms_per_question", m["ms_per_question"])
-  e = stages.get("export")
-  if e:
-    for key in ("export_bytes", "build_peak_rss", "server_rss", "block_text_bytes",
-                "embedding_bytes", "corpus_copies"):
-      put(f"export.{key}", e.get(key))
-  del num_blocks
-  return f
-
-
-def figure_stages(stages: Dict[str, Dict], baseline: Dict[str, int], num_blocks: int,
-                  positions: Sequence[int]) -> Dict[str, str]:
-  """{figure: the stage whose result `figures_of` read it from} for one corpus size."""
-  out = {}
-  for stage, result in stages.items():
-    for name in figures_of({stage: result}, baseline, num_blocks, positions):
-      out[name] = stage
-  return out
+  return {name: value for stage, r in stages.items() if r
+          for name, value in _stage_figures(stage, r, baseline, positions).items()
+          if value is not None}
 
 
 def _ratio(x, y):
@@ -181,86 +125,76 @@ def _goal(met, **numbers) -> Dict:
   return dict(numbers, met=None if met is None else bool(met))
 
 
+def _le(x, limit, base=1.0):
+  """x <= limit * base; None when x or base is unknown."""
+  return None if x is None or base is None else x <= limit * base
+
+
+def _rss_growth(s: Dict) -> Dict:
+  builds, loads = s["rss_after_each_build"], s["rss_after_each_load"]
+  return {"rss_after_first_build": builds[0], "rss_after_last_build": builds[-1],
+          "growth_builds": max(builds) - builds[0], "rss_after_first_load": loads[0],
+          "rss_after_last_load": loads[-1], "growth_loads": max(loads) - loads[0]}
+
+
 def scann_rebuilds_goal(s: Dict) -> Dict:
   """The ScaNN rebuilds goal from the `scann_rebuilds` stage's result `s`: at 1M blocks or more,
-  the RSS after every build within the first build's plus a tenth of one index's bytes, and the
-  RSS after every load within the first load's plus the same. Judged on RSS as measured (no
-  malloc_trim by the benchmark); the figures after a trim (`s["after_malloc_trim"]`, a run of
-  its own) are reported beside it. Below 1M blocks, or from a stage result that does not say
-  it read RSS without a trim (`malloc_trim` false: older results read it after one), it is not
-  measured (met None); over the allowance it is missed (met False)."""
-  builds, loads = s["rss_after_each_build"], s["rss_after_each_load"]
-  index_bytes = s["index_bytes"]
+  the RSS after every build (and every load) within the first one's plus a tenth of one index's
+  bytes, judged on RSS as measured; the figures after malloc_trim (`s["after_malloc_trim"]`, a
+  run of its own) are reported beside it. Below 1M blocks, or from a result that does not say it
+  read RSS without a trim (older results read it after one), met is None."""
+  growth, builds, index_bytes = _rss_growth(s), s["rss_after_each_build"], s["index_bytes"]
   allowance = SCANN_GROWTH_SHARE * index_bytes
-  growth_builds, growth_loads = max(builds) - builds[0], max(loads) - loads[0]
-  at_blocks = s.get("num_rows")
-  within = growth_builds <= allowance and growth_loads <= allowance
-  untrimmed = s.get("malloc_trim") is False
-  met = within if untrimmed and (at_blocks or 0) >= SCANN_GOAL_BLOCKS else None
+  at_blocks, untrimmed = s.get("num_rows"), s.get("malloc_trim") is False
+  within = growth["growth_builds"] <= allowance and growth["growth_loads"] <= allowance
   trimmed = s.get("after_malloc_trim") or {}
-  after_trim = {} if not trimmed.get("rss_after_each_build") else {
-      "rss_after_first_build": trimmed["rss_after_each_build"][0],
-      "rss_after_last_build": trimmed["rss_after_each_build"][-1],
-      "growth_builds": max(trimmed["rss_after_each_build"]) - trimmed["rss_after_each_build"][0],
-      "rss_after_first_load": trimmed["rss_after_each_load"][0],
-      "rss_after_last_load": trimmed["rss_after_each_load"][-1],
-      "growth_loads": max(trimmed["rss_after_each_load"]) - trimmed["rss_after_each_load"][0]}
   return _goal(
-      met, rebuilds=s["rebuilds"], at_blocks=at_blocks, limit_blocks=SCANN_GOAL_BLOCKS,
+      within if untrimmed and (at_blocks or 0) >= SCANN_GOAL_BLOCKS else None,
+      rebuilds=s["rebuilds"], at_blocks=at_blocks, limit_blocks=SCANN_GOAL_BLOCKS,
       index_bytes=index_bytes, limit_share_of_index=SCANN_GROWTH_SHARE,
-      allowance_bytes=allowance, rss_after_first_build=builds[0],
-      rss_after_last_build=builds[-1], growth_builds=growth_builds,
-      growth_builds_share_of_index=_ratio(growth_builds, index_bytes),
-      rss_after_first_load=loads[0], rss_after_last_load=loads[-1], growth_loads=growth_loads,
-      growth_loads_share_of_index=_ratio(growth_loads, index_bytes),
+      allowance_bytes=allowance, **growth,
+      growth_builds_share_of_index=_ratio(growth["growth_builds"], index_bytes),
+      growth_loads_share_of_index=_ratio(growth["growth_loads"], index_bytes),
       rss_measured_without_malloc_trim=untrimmed,
-      after_malloc_trim=after_trim or None,
+      after_malloc_trim=_rss_growth(trimmed) if trimmed.get("rss_after_each_build") else None,
       # A leak grows with every rebuild; a one-time cost stops after the first few.
       growth_per_rebuild_from_the_third=(
           (builds[-1] - builds[2]) / max(len(builds) - 3, 1) if len(builds) > 3 else None))
 
 
 def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
-          smallest: Dict[str, float], stages_largest: Dict[str, Dict],
-          positions: Sequence[int], bm25_goals: Optional[Dict] = None,
+          stages_largest: Dict[str, Dict], bm25_goals: Optional[Dict] = None,
           corpus_points: Optional[Sequence[Tuple[float, float]]] = None) -> Dict[str, Dict]:
-  """Every goal of the issue as {"met": bool or None (not measured here), the numbers it compares}.
-
-  `fits` from fit_figures; `largest`/`smallest` the figures of the largest/smallest size;
-  `stages_largest` that size's stage results; `bm25_goals` the BM25 benchmark's own goals of its
-  measurement at this size; `corpus_points` the (blocks, corpus build peak RSS) of the corpus
-  sizes the build's memory is fitted over (none given: that goal is not measured).
-  """
-  del smallest  # the corpus goal fits its own sizes (corpus_points)
+  """Every goal of the issue as {"met": bool or None (not measured here), the numbers it compares}
+  from the `fits` (`fitting.fit_figures`), the `largest` size's figures and stage results, the
+  BM25 benchmark's own goals at that size and the (blocks, corpus build peak RSS) `corpus_points`
+  the build's memory is fitted over (none: that goal is not measured)."""
   at = lambda name: _get(fits, name, "at_paper_scale")  # pylint: disable=unnecessary-lambda-assignment
   per = lambda name: _get(fits, name, "per_block")  # pylint: disable=unnecessary-lambda-assignment
   g = {"measured_at_blocks": largest_blocks, "measured_at_1M": largest_blocks >= 1_000_000}
   rest = per("lookup.rest_host_bytes")
   g["lookup_rest_bytes_per_block"] = _goal(
-      None if rest is None else rest <= LOOKUP_REST_BYTES_PER_BLOCK, per_block=rest,
-      limit=LOOKUP_REST_BYTES_PER_BLOCK,
+      _le(rest, LOOKUP_REST_BYTES_PER_BLOCK), per_block=rest, limit=LOOKUP_REST_BYTES_PER_BLOCK,
       process_rss_added_per_block=per("lookup.rest_rss_added"),
       page_cache_per_block=per("lookup.rest_resident_file_bytes"),
       at_largest_per_block=_ratio(largest.get("lookup.rest_host_bytes"), largest_blocks))
   build, rest_at = at("lookup.build_peak_added"), at("lookup.rest_host_bytes")
   g["lookup_build_peak_over_rest"] = _goal(
-      None if build is None or rest_at is None else build <= LOOKUP_BUILD_OVER_REST * rest_at,
-      build_peak_at_paper_scale=build, rest_at_paper_scale=rest_at,
+      _le(build, LOOKUP_BUILD_OVER_REST, rest_at), build_peak_at_paper_scale=build, rest_at_paper_scale=rest_at,
       ratio_at_paper_scale=_ratio(build, rest_at),
       ratio_at_largest=_ratio(largest.get("lookup.build_peak_added"),
                               largest.get("lookup.rest_host_bytes")),
       limit=LOOKUP_BUILD_OVER_REST)
   anon, mapped = per("lookup.second_anon_added"), per("lookup.mapped_bytes")
   g["lookup_shared_between_processes"] = _goal(
-      None if anon is None or mapped is None else anon <= SHARED_ANON_SHARE * mapped,
-      second_process_anon_per_block=anon, mapped_per_block=mapped,
-      limit_anon_share=SHARED_ANON_SHARE,
+      _le(anon, SHARED_ANON_SHARE, mapped), second_process_anon_per_block=anon,
+      mapped_per_block=mapped, limit_anon_share=SHARED_ANON_SHARE,
       note="the lookup's files are read through the page cache, one copy per host; a second "
            "process adds only what it allocates itself (anonymous memory)")
   beside = _ratio(largest.get("finetune.replica_bytes_beside_embeddings"), largest_blocks)
   g["lookup_never_a_replica_variable"] = _goal(
-      None if beside is None else beside <= ROW_MAP_BYTES,
-      replica_bytes_per_block_beside_embeddings=beside, limit=ROW_MAP_BYTES,
+      _le(beside, ROW_MAP_BYTES), replica_bytes_per_block_beside_embeddings=beside,
+      limit=ROW_MAP_BYTES,
       note="open-QA fine-tuning's variables (FrozenIndex.variables): the embeddings, and at most "
            "a 4-byte row map per block; the wordpieces stay in the lookup")
   s = stages_largest.get("scann_rebuilds")
@@ -287,27 +221,26 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
       "all 2,468 in the slow test)")
   topk = largest.get("recall.topk_peak_above_embeddings")
   g["dense_recall_tiled"] = _goal(
-      None if topk is None else topk <= RECALL_BYTES_ABOVE, peak_above_embeddings=topk,
+      _le(topk, RECALL_BYTES_ABOVE), peak_above_embeddings=topk,
       at_paper_scale=at("recall.topk_peak_above_embeddings"), limit=RECALL_BYTES_ABOVE)
   # resume_time_flat is the `resume` stage's (`resume_goal`): scale_bench.summarize sets it.
   size, data = largest.get("export.export_bytes"), None
   if largest.get("export.block_text_bytes") is not None:
     data = largest["export.block_text_bytes"] + largest.get("export.embedding_bytes", 0)
   e = stages_largest.get("export") or {}
-  g["export_size"] = _goal(None if size is None or data is None else
-                           size <= EXPORT_OVER_DATA * data, export_bytes=size,
+  g["export_size"] = _goal(_le(size, EXPORT_OVER_DATA, data), export_bytes=size,
                            text_plus_embedding_bytes=data, limit=EXPORT_OVER_DATA)
   copies = largest.get("export.corpus_copies")
   g["export_one_copy_of_corpus"] = _goal(
       None if copies is None else copies < EXPORT_CORPUS_COPIES, corpus_copies=copies,
       by_model=e.get("corpus_bytes_by_model"), limit=EXPORT_CORPUS_COPIES)
   peak = largest.get("export.build_peak_rss")
-  g["export_build_peak"] = _goal(None if peak is None or not size else
-                                 peak <= EXPORT_PEAK_OVER_SIZE * size, build_peak_rss=peak,
-                                 export_bytes=size, limit=EXPORT_PEAK_OVER_SIZE)
+  g["export_build_peak"] = _goal(_le(peak, EXPORT_PEAK_OVER_SIZE, size or None),
+                                 build_peak_rss=peak, export_bytes=size,
+                                 limit=EXPORT_PEAK_OVER_SIZE)
   server = largest.get("export.server_rss")
-  g["server_rss"] = _goal(None if server is None or not size else server <= SERVER_OVER_SIZE * size,
-                          server_rss=server, export_bytes=size, limit=SERVER_OVER_SIZE)
+  g["server_rss"] = _goal(_le(server, SERVER_OVER_SIZE, size or None), server_rss=server,
+                          export_bytes=size, limit=SERVER_OVER_SIZE)
   c = stages_largest.get("corpus") or {}
   refused = bool(c.get("refused_naming_runner"))
   corpus_points = sorted(corpus_points or [])
@@ -326,19 +259,18 @@ def goals(fits: Dict[str, Dict], largest: Dict[str, float], largest_blocks: int,
   bundle, emb = largest.get("index.bundle_bytes_without_embedder"), largest.get(
       "index.embedding_bytes")
   g["bundle_embeddings_once"] = _goal(
-      None if bundle is None or not emb else bundle <= BUNDLE_OVER_EMBEDDINGS * emb,
-      bundle_bytes_without_embedder=bundle, embedding_bytes=emb, limit=BUNDLE_OVER_EMBEDDINGS)
+      _le(bundle, BUNDLE_OVER_EMBEDDINGS, emb or None), bundle_bytes_without_embedder=bundle,
+      embedding_bytes=emb, limit=BUNDLE_OVER_EMBEDDINGS)
   g["embedder_exports_pruned"] = _goal(
       None, note="not measured here: the trainer's export tests check it")
   return g
 
 
 def resume_goal(resume: Optional[Dict]) -> Dict:
-  """resume_time_flat from the `resume` stage (`benchmarks.scale_resume.measure`): the fastest
-  of each position's fresh-process restores, the slowest position's over position 0's (the first
-  of `positions`) within RESUME_RATIO both to the first masked batch and to the stream's first
-  record, with no record read before any restore's window. Both, since the batch's fixed cost
-  (tracing the masking) hides a restore that decompresses a whole large shard first."""
+  """resume_time_flat from the `resume` stage (`scale_resume.measure`): each position's fastest
+  restore, the slowest position's over the first position's within RESUME_RATIO both to the first
+  masked batch and to the stream's first record (the batch's fixed cost could hide a restore that
+  decompresses a whole shard first), with no record read before any restore's window."""
   if not resume or "failed" in resume:
     return _goal(None, note="not measured: the resume stage did not run",
                  failed=(resume or {}).get("failed"))
@@ -360,16 +292,10 @@ def resume_goal(resume: Optional[Dict]) -> Dict:
 
 def host_at_paper_scale(fits: Dict[str, Dict],
                         trainer: Optional[Dict] = None) -> Dict[str, Dict]:
-  """The extrapolated peaks of the trainer and of the refresher, each against a 64 GB host.
-
-  Trainer: its input-pipeline process's peak (index searcher + input pipeline + what it maps of
-  the lookup), the lookup's pages in the page cache (no process's RSS counts them), and the
-  held-out evaluator's largest transient (BM25's build, or question recall's set-up and top-k).
-  Refresher: the index process's peak (the merged embeddings, ScaNN's build, publishing).
-  With the trainer stage's result (`benchmarks.scale_trainer`), `pretrain_process` adds the
-  process a user runs with the paper's flags, per refresh mode (`pretrain_process_peaks`).
-  Every part names the stage results it was fitted from (`sources`).
-  """
+  """The extrapolated peaks of the trainer (its input-pipeline process, the lookup's pages in the
+  page cache, the held-out evaluator's largest transient) and of the refresher (the index
+  process), each against a 64 GB host, every part naming the stage results it was fitted from;
+  with the trainer stage's result, `pretrain_process` (`pretrain_process_peaks`) too."""
   at = lambda name: _get(fits, name, "at_paper_scale")  # pylint: disable=unnecessary-lambda-assignment
   evaluator = {k: at(k) for k in ("bm25.peak_added", "recall.setup_rss_added",
                                   "recall.topk_peak_above_embeddings") if at(k) is not None}
@@ -400,19 +326,12 @@ def host_at_paper_scale(fits: Dict[str, Dict],
 
 def pretrain_process_peaks(fits: Dict[str, Dict], trainer: Dict, evaluator_transient: float,
                            page_cache: float) -> Dict:
-  """The main job's process at the paper's flags and 13.35M blocks, per refresh mode, and the
-  host it runs on, against 64 GB.
-
-  `trainer` is the trainer stage's result: the kernel's peak RSS of the real process at the
-  paper's flags on a sample corpus of N0 blocks, which holds every part that does not grow
-  with the corpus (BERT-base towers and reader, Adam state, gradients, a checkpoint write; with
-  inline refresh the refresher's own). To it are added what grows from N0 to 13.35M blocks: the
-  input side (`pipeline.peak_rss`'s fit at 13.35M less at N0), the held-out evaluator's
-  transient, and, inline, the refresher's index (`index.peak_rss`'s, likewise); the host adds
-  the lookup's page cache. Async, the refresher is its own process (`refresh_index`): the host
-  holds both where they share it. Either way the job builds the first index in its own process
-  when none is live (`first_index_build`: the refresher's peak), before the model is built.
-  """
+  """The main job's process at the paper's flags and 13.35M blocks, per refresh mode, and its
+  host, against 64 GB: the trainer stage's peak on N0 blocks (every part that does not grow with
+  the corpus) plus what grows from N0 to 13.35M (the input side, the evaluator's transient and,
+  inline, the refresher's index), the host adding the lookup's page cache; async, the refresher
+  is a process beside it. Either way the job builds the first index itself when none is live
+  (`first_index_build`: the refresher's peak)."""
   n0 = float(trainer["num_blocks"])
   growth = lambda name: fits[name]["b"] * (PAPER_BLOCKS - n0)  # pylint: disable=unnecessary-lambda-assignment
   refresher = extrapolate(fits["index.peak_rss"])

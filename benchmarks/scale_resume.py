@@ -1,31 +1,20 @@
-"""The scale benchmark's `resume` stage: restoring the pre-training query stream at data positions
-0, 10M and 100M of an annotation stream of a million records or more, each restore in a fresh
+r"""The scale benchmark's `resume` stage: the pre-training query stream restored at data positions
+0, 10M and 100M of a synthetic annotation stream of a million records, each restore in a fresh
 process, with the default shuffle window.
 
-The stream (`write_stream`, in a child process, cached in the work dir) is written in the real
-annotation format and manifest (`corpus.annotation_example`, `annotations-0000k-of-0000N.tfrecord
-.gz`, GZIP) and sharded as the annotator shards: record block ids are random 63-bit ids, shard
-`(block_id * N) >> 63` of N, sorted by block id inside a shard. N is the records over
-`records_per_shard` (docs/CORPUS.md's `--num_shards` >= records / 16,384 by default). The
-records' features but the block id are drawn from 65,536 distinct ones: shipped sentences
-(`scale_corpus.shipped_text`) filled to a block's 285 wordpieces, with each sentence's first and
-last word as stand-in salient spans (no NER runs), serialised as `corpus.annotation_example`
-does, byte for byte, without its per-record protobuf cost.
-
-Each restore (`restore`, in a fresh process) opens the stream at a position and times, after
-the imports, either the stream's first record (`corpus.positioned_stream`) or the first masked
-batch of training's real query pipeline (`pretrain_pipeline.indexed_masked_examples` with the main
-job's held-out and REALM-query fractions, batched as the trainer batches). It reads a view of
-the stream in which every shard before the position's window (none of whose records are in that
-window or the next) is replaced by bytes no reader can parse and the others are links to the
-real files: a restore that read any record before its window's shard would fail, so a finished
-restore read none (`records_read_before_window` = 0). Records of the window's own shard before
-its first record are decompressed and dropped (GZIP cannot seek): `skip_in_shard` counts them.
-
-Run alone it writes benchmarks/results/scale_resume.json (`run(config)`, a `ScaleResumeConfig`),
-with the same stream in the annotator's default 4 shards beside it (`four_shards`):
-
     nice python -m benchmarks.scale_resume --work_dir=/tmp/scale_resume   # run alone on the host
+
+The stream (`write_stream`, cached in the work dir) is the annotator's format, manifest and
+sharding (random 63-bit block ids, shard `(block_id * N) >> 63`, sorted inside a shard, N = the
+records over `records_per_shard`), its records drawn from 65,536 distinct ones: shipped sentences
+filled to a block, each sentence's first and last word as stand-in salient spans (no NER runs),
+serialised byte for byte as `corpus.annotation_example` does, without its per-record cost.
+
+Each restore (`restore`) times, after the imports, the stream's first record or training's first
+masked batch from a view in which every shard before the position's window (none of whose
+records that window or the next reaches) is unparseable: a finished restore read no record
+before its window. Run alone it writes benchmarks/results/scale_resume.json (`run(config)`, a
+`ScaleResumeConfig`), with the same stream in the annotator's default 4 shards (`four_shards`).
 """
 import dataclasses
 import json
@@ -39,15 +28,14 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from benchmarks import common
+from benchmarks import procs
 from realm_tf.config_base import ConfigBase
 
-# The code the resume stage measures (besides its own file): a commit to any of these paths after
-# a result's commit makes it stale (`python -m benchmarks.status`).
 MEASURES = ("realm_tf/data/corpus.py", "realm_tf/data/masking.py",
             "realm_tf/data/pretrain_pipeline.py", "realm_tf/data/annotate.py", "realm_tf/text/",
-            "benchmarks/scale_corpus.py", "benchmarks/scale_fit.py", "benchmarks/scale_bench.py")
+            "benchmarks/scale_corpus.py", "benchmarks/scale_fit.py", "benchmarks/scale_bench.py",
+            "benchmarks/procs.py")
 
-RESULT_MARKER = "SCALE_RESUME_RESULT "
 KINDS = ("record", "batch")
 BODY_PIECES = 285  # a block's 288 wordpieces less [CLS] [SEP] [SEP]
 SPAN_TYPES = ("PERSON", "DATE")
@@ -63,14 +51,10 @@ def shard_of(block_id: int, num_shards: int) -> int:
 
 def _varint(n: int) -> bytes:
   out = bytearray()
-  while True:
-    byte = n & 0x7F
+  while n > 0x7F:
+    out.append(n & 0x7F | 0x80)
     n >>= 7
-    if n:
-      out.append(byte | 0x80)
-    else:
-      out.append(byte)
-      return bytes(out)
+  return bytes(out + bytes([n]))
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -196,9 +180,8 @@ def write_stream(a: Dict) -> Dict:
 
 
 def unread_shards(counts: Sequence[int], window: int, position: int) -> List[int]:
-  """The shards a restore at `position` must not read: those before the shard holding its
-  window's first record none of whose records are in that window or the next (which wraps
-  round past the end of the records when the window is late in them)."""
+  """The shards a restore at `position` must not read: those before its window's first record's
+  shard that neither that window nor the next (wrapping past the end) reaches."""
   from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
   origin = corpus.stream_origin(counts, window, position)
   offsets = np.concatenate([[0], np.cumsum(np.asarray(counts, np.int64))])
@@ -230,9 +213,8 @@ def _view(stream_dir: str, manifest: Dict, unread: Sequence[int], view_dir: str)
 
 
 def restore(a: Dict) -> Dict:
-  """One restore in this (fresh) process: seconds from opening the stream at `position` to its
-  first record (`kind` "record") or first masked batch ("batch"), read from a view in which the
-  shards before the window are unreadable."""
+  """One restore in this fresh process: seconds from opening the stream at `position` to its
+  first record (`kind` "record") or first masked batch ("batch"), through `_view`."""
   t_import = time.perf_counter()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
@@ -268,53 +250,32 @@ def restore(a: Dict) -> Dict:
           "records_read_before_window": 0}
 
 
-CHILDREN = {"write_stream": write_stream, "restore": restore}
-
-
-def child(name: str, args_json: str) -> None:
-  """Runs child `name` in this process and prints its result line."""
-  result = CHILDREN[name](json.loads(args_json))
-  print(RESULT_MARKER + json.dumps(result), flush=True)
-
-
-def _run_child(name: str, args: Dict) -> Dict:
-  """`child(name, args)` in a fresh Python process; its result plus wall seconds and peak RSS."""
-  p = common.run_process([sys.executable, "-c", "import sys; from benchmarks import scale_resume; "
-                   "scale_resume.child(sys.argv[1], sys.argv[2])", name, json.dumps(args)])
-  result = common.parse_stage_output(p["stdout"], RESULT_MARKER)
-  if p["rc"] != 0 or result is None:
-    raise RuntimeError(f"scale resume {name} failed (exit {p['rc']}):\n{p['stderr_tail']}")
-  return dict(result, wall_seconds=p["seconds"], peak_rss=p["peak_rss"])
-
-
 def measure(work_dir: str, num_records: int = 1_000_000,
             positions: Sequence[int] = (0, 10_000_000, 100_000_000),
             shuffle_window: int = 16384, records_per_shard: Optional[int] = None,
             repeats: int = 3, seed: int = 0, batch_size: int = 8,
             heldout_fraction: float = 0.1, realm_query_fraction: float = 0.3,
             text_cache: Optional[str] = None) -> Dict:
-  """The `resume` stage: writes (or reuses) the stream under `work_dir`, then restores it at each
-  position `repeats` times per kind, each in a fresh process (positions interleaved, so a slow
-  spell of a loaded host spreads over them). `records_per_shard` defaults to the window.
-  Returns {"stream", "restores": [each child's result], "first_batch_seconds" /
-  "first_record_seconds": {position: [seconds]}, settings}."""
+  """The `resume` stage: writes (or reuses) the stream under `work_dir` (`records_per_shard`
+  defaults to the window), then restores it at each position `repeats` times per kind, each in a
+  fresh process (positions interleaved, so a slow spell of a loaded host spreads over them)."""
   per_shard = records_per_shard or shuffle_window
   num_shards = max(1, math.ceil(num_records / per_shard))
   stream_dir = os.path.join(work_dir, f"stream-{num_records}-{num_shards}")
   os.makedirs(work_dir, exist_ok=True)
-  stream = _run_child("write_stream", {
+  stream = procs.call("benchmarks.scale_resume", "write_stream", {
       "dir": stream_dir, "num_records": num_records, "num_shards": num_shards, "seed": seed,
-      "text_cache": text_cache or os.path.join(work_dir, "text.json")})
+      "text_cache": text_cache or os.path.join(work_dir, "text.json")}, usage=True)
   restores = []
   times = {kind: {str(p): [] for p in positions} for kind in KINDS}
   for _ in range(repeats):
     for kind in KINDS:
       for p in positions:
-        r = _run_child("restore", {
+        r = procs.call("benchmarks.scale_resume", "restore", {
             "stream_dir": stream_dir, "view_dir": os.path.join(work_dir, "view"),
             "position": int(p), "kind": kind, "seed": seed, "shuffle_window": shuffle_window,
             "batch_size": batch_size, "heldout_fraction": heldout_fraction,
-            "realm_query_fraction": realm_query_fraction})
+            "realm_query_fraction": realm_query_fraction}, usage=True)
         restores.append(r)
         times[kind][str(p)].append(r["seconds"])
         print(f"[scale] resume: {kind} at {p:,} in {r['seconds']:.2f} s (shard {r['shard']}, "

@@ -1,11 +1,9 @@
-"""The scale benchmark's stages that run as its own child processes (one process per stage).
+"""The scale benchmark's stages that run as child processes of their own, one process a stage.
 
-`python -m benchmarks.scale_bench --stage=<name> --stage_args=<json>` calls `run_stage`, which
-runs one function below with the JSON's arguments and prints its result as one line
-`SCALE_STAGE_RESULT <json>`; the parent (`scale_bench`) reads it and also records the process's
-peak RSS from the kernel (`os.wait4`). Every function calls the library as the pipeline does;
-memory figures are read from /proc/self (VmRSS, VmHWM, RssAnon, RssFile), and `reset_peak`
-restarts VmHWM (Linux `clear_refs` 5) so a peak can be taken over one step only.
+`python -m benchmarks.scale_bench --stage=<name> --stage_args=<json>` calls `run_stage`, which runs
+one function below and prints its result as one line `SCALE_STAGE_RESULT <json>`; the parent
+adds the process's wall seconds and peak RSS (`benchmarks.procs.run_child`). Every stage calls the
+library as the pipeline does and reads memory from /proc/self (`benchmarks.procs`).
 """
 import gc
 import json
@@ -17,72 +15,10 @@ from typing import Dict
 
 import numpy as np
 
+from benchmarks.procs import (dir_bytes, mapped_file_memory, process_memory, reset_peak,
+                              resident_file_bytes)
+
 RESULT_MARKER = "SCALE_STAGE_RESULT "
-
-
-def proc_status(pid="self") -> Dict[str, int]:
-  """Resident memory of a process in bytes (`realm_tf.io.memory.process_memory`)."""
-  from realm_tf.io.memory import process_memory  # pylint: disable=g-import-not-at-top
-  return process_memory(pid)
-
-
-def reset_peak() -> None:
-  """Restarts this process's VmHWM at its current RSS."""
-  with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-
-
-def mapped_file_memory(prefix: str) -> Dict[str, int]:
-  """This process's resident pages of files under `prefix` (from /proc/self/smaps), in bytes:
-  Rss, Shared_Clean (pages another process maps too), Private_Clean/Dirty, Anonymous."""
-  keys = ("Rss", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty", "Anonymous")
-  out = dict.fromkeys(keys, 0)
-  inside = False
-  with open("/proc/self/smaps") as f:
-    for line in f:
-      head = line.split(None, 5)
-      if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
-        inside = len(head) == 6 and head[5].strip().startswith(prefix)
-      elif inside and head and head[0].rstrip(":") in out:
-        out[head[0].rstrip(":")] += int(head[1]) * 1024
-  return out
-
-
-def resident_file_bytes(path: str) -> int:
-  """Bytes of file `path` in the page cache (mincore over a fresh read-only mapping): the host
-  memory a memory-mapped file occupies, shared by every process that maps it."""
-  import ctypes  # pylint: disable=g-import-not-at-top
-  import mmap  # pylint: disable=g-import-not-at-top
-  size = os.path.getsize(path)
-  if size == 0:
-    return 0
-  libc = ctypes.CDLL(None, use_errno=True)
-  libc.mmap.restype = ctypes.c_void_p
-  libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                        ctypes.c_int, ctypes.c_long]
-  libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-  libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-  page = mmap.PAGESIZE
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-    if addr in (None, ctypes.c_void_p(-1).value):
-      raise OSError(ctypes.get_errno(), f"mmap of {path} failed")
-    try:
-      vec = ctypes.create_string_buffer((size + page - 1) // page)
-      if libc.mincore(addr, size, vec) != 0:
-        raise OSError(ctypes.get_errno(), f"mincore of {path} failed")
-      resident = sum(b & 1 for b in vec.raw)
-    finally:
-      libc.munmap(addr, size)
-  finally:
-    os.close(fd)
-  return min(resident * page, size)
-
-
-def dir_bytes(path: str) -> int:
-  """Bytes of every file under `path`."""
-  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
 def _timed(fn):
@@ -95,15 +31,12 @@ def _log(msg: str) -> None:
   print(f"[scale] {msg}", file=sys.stderr, flush=True)
 
 
-# ---- stages --------------------------------------------------------------------------------------
-
-
 def baseline(a: Dict) -> Dict:
   """A bare `import tensorflow` process: what every other stage's RSS is compared with."""
   del a
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.constant(0.0).numpy()
-  return proc_status()
+  return process_memory()
 
 
 def docs(a: Dict) -> Dict:
@@ -122,10 +55,10 @@ def lookup_build(a: Dict) -> Dict:
   from realm_tf.data import block_lookup  # pylint: disable=g-import-not-at-top
   target = block_lookup.lookup_dir_for(a["corpus_dir"])
   shutil.rmtree(target, ignore_errors=True)
-  base = proc_status()
+  base = process_memory()
   reset_peak()
   path, seconds = _timed(lambda: block_lookup.build_lookup(a["corpus_dir"]))
-  peak = proc_status()
+  peak = process_memory()
   lookup = block_lookup.BlockLookup(path)
   sizes = {name: os.path.getsize(os.path.join(path, name)) for name in os.listdir(path)}
   return {"seconds": seconds, "rss_before": base, "after": peak,
@@ -137,17 +70,16 @@ def lookup_build(a: Dict) -> Dict:
 
 
 def lookup_rest(a: Dict) -> Dict:
-  """Opens the lookup and packs every block through its TensorFlow ops (`rows`, `documents`, as
-  training does); then the memory it holds at rest: what the process added (RSS, anonymous) and
-  the lookup files' pages in the page cache (`ImmutableConst` maps a file for the step that
-  reads it, so the pages live in the cache, shared by every process, not in one process's RSS).
-  With `hold`, prints the result, then waits for stdin to close (a second process meanwhile)."""
+  """Opens the lookup and packs every block through its TensorFlow ops, as training does; then
+  the memory it holds at rest: what the process added and the lookup files' pages in the page
+  cache (shared by every process, in no one process's RSS). With `hold`, prints the result, then
+  waits for stdin to close (a second process runs meanwhile)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   tok = RealmTokenizer()
   tf.constant(0.0).numpy()
-  start = proc_status()
+  start = process_memory()
   lookup, open_seconds = _timed(lambda: BlockLookup.open(a["corpus_dir"]))
   batch = 4096
   # One traced shape: the last batch is padded with an unknown id (-1), which packs to nothing.
@@ -166,7 +98,7 @@ def lookup_rest(a: Dict) -> Dict:
 
   pieces, seconds = _timed(touch)
   gc.collect()
-  rest = proc_status()
+  rest = process_memory()
   files = {name: {"bytes": os.path.getsize(os.path.join(lookup.path, name)),
                   "resident": resident_file_bytes(os.path.join(lookup.path, name))}
            for name in sorted(os.listdir(lookup.path))}
@@ -189,8 +121,8 @@ def lookup_rest(a: Dict) -> Dict:
 
 
 def embedder(a: Dict) -> Dict:
-  """Exports freshly initialised towers of the retriever preset (the embedding cost does not
-  depend on the weights): the query embedder of the bundles and the document tower timed."""
+  """Exports freshly initialised towers of the retriever preset (cost does not depend on the
+  weights): the bundles' query embedder and the document tower `embedding` times."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
   from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
@@ -205,8 +137,7 @@ def embedder(a: Dict) -> Dict:
 
 def standin(a: Dict) -> Dict:
   """Writes stand-in document embeddings [N, dim] float32 as .npy, chunk by chunk: points around
-  `clusters` random centres, deterministic in the seed (the index-side stages at scale do not
-  embed the whole corpus; the embedding cost per block is measured by `embedding`)."""
+  `clusters` random centres, deterministic in the seed."""
   n, dim = a["num_rows"], a["dim"]
   rng = np.random.default_rng(a["seed"])
   centres = rng.standard_normal([a["clusters"], dim]).astype(np.float32)
@@ -224,25 +155,25 @@ def standin(a: Dict) -> Dict:
 
 
 def index(a: Dict) -> Dict:
-  """The refresher's per-corpus work on stand-in embeddings: the merged matrix in memory, the
-  recall-check query sample (real query tower), ScaNN build + recall check, publishing the bundle;
-  then search latency. Seconds and RSS of each part."""
+  """The refresher's per-corpus work on stand-in embeddings (the matrix loaded, the recall
+  check's queries, ScaNN build + check, publishing the bundle), then search latency: seconds and
+  RSS of each part."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embedder_export, refresh  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
-  start = proc_status()
+  start = process_memory()
   emb_export = embedder_export.load_embedder(a["export"])
-  loaded = proc_status()
+  loaded = process_memory()
   embeddings, load_s = _timed(lambda: np.load(a["embeddings"]))
   queries, queries_s = _timed(lambda: refresh.sample_query_embeddings(
       emb_export, corpus_lib.shard_paths(a["corpus_dir"]), a["recall_queries"]))
-  before_build = proc_status()
+  before_build = process_memory()
   (searcher, recall, k), build_s = _timed(lambda: refresh.build_and_check(
       embeddings, queries, ScannConfig(), 0.0))
-  built = proc_status()
+  built = process_memory()
   shutil.rmtree(a["index_dir"], ignore_errors=True)
   block_ids = np.asarray(BlockLookup.open(a["corpus_dir"]).block_ids)
   fingerprint = corpus_lib.load_manifest(a["corpus_dir"])["fingerprint"]
@@ -252,7 +183,7 @@ def index(a: Dict) -> Dict:
                                      "corpus_dir": a["corpus_dir"],
                                      "corpus_fingerprint": fingerprint,
                                      "stand_in_embeddings": a["embeddings"]}))
-  published = proc_status()
+  published = process_memory()
   q = tf.constant(queries[:100])
   searcher.search(q, tf.constant(10))[0].numpy()  # warm-up
   _, batch_s = _timed(lambda: searcher.search(q, tf.constant(10))[0].numpy())
@@ -276,20 +207,13 @@ def index(a: Dict) -> Dict:
 
 
 def scann_rebuilds(a: Dict) -> Dict:
-  """`rebuilds` ScaNN builds + searches of the same matrix in one process, as the refresher
-  makes them (it releases each index once published, so a build never overlaps the last), then
-  as many loads + searches of the saved searcher as the trainer switches bundles (the new one
-  loaded and searched before the old one is released): RSS after each, one index live, against
-  one index's bytes. Nothing calls gc.collect(): a dropped searcher must free its memory as its
-  last reference goes (Python's cyclic collector is left to run whenever it would), and
-  `gc_collections_by_generation` counts the collections that did run (`save_searcher` collects
-  once, after the builds and before the loads); with `disable_gc` true, none runs but that one,
-  so whatever only the collector would free stays. RSS is read as it is (`rss_after_each_build`,
-  `rss_after_each_load`: the goal's figures): the stage itself never calls
-  `return_free_memory` (glibc's malloc_trim), only the code it measures does (a build returns its
-  builder's scratch). With `trim` true (a separate run: a trim changes every later reading) it
-  calls it after each reading and reads again: those lists hold the RSS after the trim, and
-  `*_before_trim` the RSS before it."""
+  """`rebuilds` ScaNN builds + searches of one matrix in one process, as the refresher makes them
+  (each released once the next is built), then as many loads + searches of the saved searcher as
+  the trainer switches bundles: RSS after each, against one index's bytes. Nothing calls
+  gc.collect() (a dropped searcher must free its memory with its last reference;
+  `gc_collections_by_generation` counts the collector's own runs, none with `disable_gc`) nor
+  malloc_trim, unless `trim` (a separate run): then the lists hold the RSS after a trim after each
+  reading, and `*_before_trim` the RSS before it."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.io.memory import return_free_memory  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig, ScannSearcher  # pylint: disable=g-import-not-at-top
@@ -309,11 +233,11 @@ def scann_rebuilds(a: Dict) -> Dict:
   trim = bool(a.get("trim"))
 
   def rss_now(before_trim, into):
-    into.append(proc_status()["VmRSS"])
+    into.append(process_memory()["VmRSS"])
     if trim:
       before_trim.append(into.pop())
       return_free_memory()
-      into.append(proc_status()["VmRSS"])
+      into.append(process_memory()["VmRSS"])
 
   rss, untrimmed, searcher = [], [], None
   for i in range(a["rebuilds"]):
@@ -363,18 +287,16 @@ def _pipeline_parts(a: Dict):
 
 
 def pipeline(a: Dict) -> Dict:
-  """The REALM pre-training input pipeline (as RealmExperiment.make_dataset builds it): seconds to
-  the first batch of a fresh process restored at the last of `positions` (a resumed run), then
-  the pipeline rebuilt in the same process at each position in turn, `repeats` times (what an
-  index switch does), and the annotation stream alone (`corpus.shuffled_stream`, the part whose
-  cost could grow with the position) to its first record; seconds per batch; and the process's
-  RSS (block lookup + index + pipeline: the trainer's input side)."""
+  """The REALM pre-training input pipeline as RealmExperiment builds it: seconds to the first
+  batch of a fresh process restored at the last position, then rebuilt at each position
+  `repeats` times (an index switch), and the annotation stream alone to its first record; seconds
+  per batch; the process's RSS (the trainer's input side)."""
   from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
   from realm_tf.data import masking as masking_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.data.pretrain_pipeline import (  # pylint: disable=g-import-not-at-top
       indexed_masked_examples, make_pretrain_dataset)
   from realm_tf.retrieval.bundle import bundle_retrieve_fn  # pylint: disable=g-import-not-at-top
-  start = proc_status()
+  start = process_memory()
   t0 = time.perf_counter()
   tokenizer, masking, lookup, bundle, config = _pipeline_parts(a)
   masker = masking_lib.Masker(masking, tokenizer)
@@ -414,7 +336,7 @@ def pipeline(a: Dict) -> Dict:
           "cold_data_position": int(np.max(batch["data_position"])),
           "rebuilt_first_batch_seconds": rebuilt, "stream_first_record_seconds": stream,
           "seconds_per_batch": per_batch / a["batches"], "rss_start": start,
-          "rss_end": proc_status()}
+          "rss_end": process_memory()}
 
 
 def heldout_masked(a: Dict) -> Dict:
@@ -422,51 +344,50 @@ def heldout_masked(a: Dict) -> Dict:
   import tf_keras  # pylint: disable=g-import-not-at-top
   from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer  # pylint: disable=g-import-not-at-top
-  start = proc_status()
+  start = process_memory()
   tokenizer, masking, lookup, bundle, config = _pipeline_parts(a)
   tf_keras.utils.set_random_seed(0)
   model = RealmPretrainer(RealmConfig(retriever_encoder=a["preset"], reader_encoder=a["preset"],
                                       projection_size=a["dim"]))
   model.build_all()
-  built = proc_status()
+  built = process_memory()
   evaluator = HeldOutEvaluator(HeldOutConfig(num_queries=a["num_queries"], num_questions=0),
                                a["annotations_dir"], a["corpus_dir"], masking, tokenizer, lookup,
                                config)
   figures, seconds = _timed(lambda: evaluator.masked_metrics(model, bundle))
   return {"seconds": seconds, "num_queries": evaluator.num_queries,
           "utility": figures.get("heldout_retrieval_utility"), "rss_start": start,
-          "rss_model_built": built, "rss_end": proc_status()}
+          "rss_model_built": built, "rss_end": process_memory()}
 
 
 def dense_recall(a: Dict) -> Dict:
-  """Zero-shot question recall as the held-out evaluator measures it: the evaluator's set-up
-  (gold blocks of every document), then exact top-k over the bundle's embeddings in tiles; the
-  memory above the embeddings is the peak of the top-k step over its start."""
+  """Zero-shot question recall as the held-out evaluator measures it: its set-up, then exact
+  top-k over the bundle's embeddings in tiles (memory: the top-k step's peak over its start)."""
   from realm_tf.evaluation import recall as recall_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.topk import exact_top_k  # pylint: disable=g-import-not-at-top
   from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator  # pylint: disable=g-import-not-at-top
   tokenizer, masking, lookup, bundle, config = _pipeline_parts(a)
-  start = proc_status()
+  start = process_memory()
   evaluator, setup_s = _timed(lambda: HeldOutEvaluator(
       HeldOutConfig(num_queries=0, num_questions=a["num_questions"]), a["annotations_dir"],
       a["corpus_dir"], masking, tokenizer, lookup, config, with_questions=True))
-  set_up = proc_status()
+  set_up = process_memory()
   emb = np.asarray(bundle.embeddings, np.float32)
   float(np.sum(emb[:, 0]))  # the matrix's pages are resident before the peak is reset
   q = recall_lib.embed_texts(bundle.query_embedder.embed_queries,
                              [x.question for x in evaluator.questions], tokenizer=tokenizer)
   gc.collect()
-  base = proc_status()
+  base = process_memory()
   reset_peak()
   _, topk_s = _timed(lambda: exact_top_k(q, emb, 20))
-  topk_peak = proc_status()["VmHWM"] - base["VmRSS"]
+  topk_peak = process_memory()["VmHWM"] - base["VmRSS"]
   reset_peak()
-  base2 = proc_status()
+  base2 = process_memory()
   figures, recall_s = _timed(lambda: evaluator.question_recall(bundle))
-  recall_peak = proc_status()["VmHWM"] - base2["VmRSS"]
+  recall_peak = process_memory()["VmHWM"] - base2["VmRSS"]
   # What open-QA fine-tuning places where the model runs (on every replica): the index's
   # variables, beside which the lookup stays on the host.
-  from realm_tf.openqa.model import FrozenIndex  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.openqa_model import FrozenIndex  # pylint: disable=g-import-not-at-top
   replica = {v.name: int(np.prod(v.shape)) * v.dtype.size
              for v in FrozenIndex.from_bundle(bundle, lookup).variables() if v is not None}
   return {"replica_variable_bytes": replica, "num_questions": len(evaluator.questions),
@@ -479,9 +400,8 @@ def dense_recall(a: Dict) -> Dict:
 
 
 def embedding(a: Dict) -> Dict:
-  """Document-tower throughput of the retriever preset on sample blocks: the warm-up corpus
-  embedded twice (the first call traces), then the timed one; blocks/s of the timed call, and
-  the marginal rate between the two timed calls (without the per-call start-up)."""
+  """Document-tower blocks/s on sample blocks after a warm-up corpus embedded twice (the first
+  call traces), and the marginal rate between the last two calls (without per-call start-up)."""
   from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import embed_corpus, embedder_export  # pylint: disable=g-import-not-at-top
   emb = embedder_export.load_embedder(a["export"])
@@ -497,8 +417,7 @@ def embedding(a: Dict) -> Dict:
 
 
 def export(a: Dict) -> Dict:
-  """The open-QA export over the corpus (its lookup, stand-in embeddings) and the model server
-  once it has loaded it: `benchmarks.export_bench.measure`, the export benchmark's own step."""
+  """The open-QA export over the corpus and its model server: `export_bench.measure`."""
   from benchmarks import export_bench  # pylint: disable=g-import-not-at-top
   os.makedirs(a["work"], exist_ok=True)
   r = export_bench.measure(a["corpus_dir"], a["work"], list(a["components"]), a["seed"],
@@ -521,6 +440,6 @@ def run_stage(name: str, args: Dict) -> Dict:
     raise ValueError(f"Unknown scale stage {name!r}; choose from {sorted(STAGES)}.")
   result = STAGES[name](args)
   if result:
-    result.setdefault("process_rss", proc_status())
+    result.setdefault("process_rss", process_memory())
     print(RESULT_MARKER + json.dumps(result), flush=True)
   return result

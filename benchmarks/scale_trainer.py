@@ -1,24 +1,20 @@
 """The scale benchmark's trainer stage: the peak memory of the process a user runs with the
-paper's flags (`launch/configs/paper_tpu.flags`), once with `--refresh=inline` and once with
-`--refresh=async`.
+paper's flags (`launch/configs/paper_tpu.flags`), with `--refresh=inline` and `--refresh=async`.
 
 Each run is the real `python -m realm_tf.launch.pretrain --flagfile=launch/configs/paper_tpu.flags`
-in a process of its own, on a small sample corpus (built and annotated by the project's CLIs),
-with the paper's flags overridden only where this CPU host forces it (`CPU_OVERRIDES`): no
-BERT-base checkpoint is shipped, so the BERT-base towers and reader start freshly initialised
-(the memory of a variable does not depend on its value); one ICT step and one REALM step of batch
-1, with a checkpoint write and an index refresh (inline: in the trainer's process) at that step;
-two held-out sentences. The kernel's peak RSS of the process (`os.wait4`) then holds the model,
-its Adam state, the gradients, a checkpoint write and, inline, the refresher's own fixed part.
-What grows with the corpus (the input pipeline, the refresher's index, the held-out
-evaluator's transients, the lookup's page cache) is measured by the other stages and composed
-with this fixed part by `scale_fit.host_at_paper_scale`.
+in a process of its own on a small sample corpus, the paper's flags overridden only where this CPU
+host forces it (`CPU_OVERRIDES`, each with why): freshly initialised BERT-base towers and reader,
+one ICT and one REALM step of batch 1 with a checkpoint and an index refresh. The kernel's peak
+RSS of the process holds every part that does not grow with the corpus; what grows is measured
+by the other stages and added by `scale_fit.pretrain_process_peaks`.
 """
+import json
 import os
+import shutil
 import sys
 from typing import Dict, List
 
-from benchmarks import common
+from benchmarks import procs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILE = os.path.join(REPO, "launch", "configs", "paper_tpu.flags")
@@ -62,21 +58,16 @@ def paper_refresh_mode(flagfile: str = FLAGFILE) -> str:
   return mode
 
 
-def annotations(corpus_dir: str, output_dir: str, beam_args: List[str]) -> Dict:
-  """Annotates the sample corpus with the real CLI unless `output_dir` has a manifest."""
-  from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
-  manifest = os.path.join(output_dir, corpus_lib.ANNOTATION_MANIFEST)
-  if not os.path.exists(manifest):
-    p = common.run_process([sys.executable, "-m", "realm_tf.launch.annotate_corpus",
-                            f"--corpus_dir={corpus_dir}", f"--output_dir={output_dir}", *beam_args])
-    if p["rc"] != 0:
-      raise RuntimeError(f"annotate_corpus failed (exit {p['rc']}):\n{p['stderr_tail']}")
-  return corpus_lib.load_annotation_manifest(output_dir)
+def annotate(corpus_dir: str, output_dir: str, beam_args: List[str]) -> Dict:
+  """Annotates a corpus with the real CLI; the process's figures (`procs.run_checked`)."""
+  return procs.run_checked([sys.executable, "-m", "realm_tf.launch.annotate_corpus",
+                            f"--corpus_dir={corpus_dir}", f"--output_dir={output_dir}",
+                            *beam_args], "annotate_corpus")
 
 
 def checkpoint_bytes(model_dir: str) -> Dict:
-  """The newest checkpoint of a trainer's `model_dir` (under `checkpoints/`): its name and bytes
-  (model variables and Adam slots); {} when there is none."""
+  """The newest checkpoint under `model_dir`/checkpoints: its name and bytes (variables and Adam
+  slots); {} when there is none."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   prefix = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
   if not prefix:
@@ -86,17 +77,13 @@ def checkpoint_bytes(model_dir: str) -> Dict:
 
 
 def measure_mode(work_dir: str, corpus_dir: str, annotations_dir: str, refresh: str) -> Dict:
-  """Runs the main job with the paper's flags and `--refresh=refresh` in a fresh work dir;
-  its wall seconds, the kernel's peak RSS of the process, and the checkpoint it wrote. A process
-  that fails is kept as {"failed", "rc", "peak_rss", ...}: a killed one's peak is a lower bound."""
-  import json  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
+  """Runs the main job with the paper's flags and `--refresh=refresh` in a fresh work dir: its
+  wall seconds, the kernel's peak RSS of the process, and the checkpoint it wrote. A failure is
+  kept, not raised: a process killed for memory still has its peak (a lower bound)."""
   shutil.rmtree(work_dir, ignore_errors=True)
   cmd = pretrain_command(work_dir, corpus_dir, annotations_dir, refresh)
-  p = common.run_process(cmd)
+  p = procs.run_process(cmd)
   if p["rc"] != 0:
-    # Kept, not raised: a process the kernel killed for memory still has its peak (`os.wait4`),
-    # a lower bound of what the mode needs; the other mode's figures are not lost.
     shutil.rmtree(work_dir, ignore_errors=True)
     return {"refresh": refresh, "failed": f"exit {p['rc']}" + (
         " (killed: SIGKILL, e.g. the kernel's out-of-memory killer)" if p["rc"] == -9 else ""),
@@ -115,10 +102,11 @@ def measure_mode(work_dir: str, corpus_dir: str, annotations_dir: str, refresh: 
 def measure(corpus_dir: str, annotations_dir: str, work: str, beam_args: List[str]) -> Dict:
   """The trainer stage: the sample corpus's annotations, then the main job at the paper's flags
   in each refresh mode; {"modes": {mode: figures}, "num_blocks", the overrides and why}."""
-  import json  # pylint: disable=g-import-not-at-top
+  from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
   with open(os.path.join(corpus_dir, "manifest.json"), encoding="utf-8") as f:
     blocks = json.load(f)["num_blocks"]
-  annotations(corpus_dir, annotations_dir, beam_args)
+  if not os.path.exists(os.path.join(annotations_dir, corpus_lib.ANNOTATION_MANIFEST)):
+    annotate(corpus_dir, annotations_dir, beam_args)
   # One after the other: each process holds over 12 GB at the paper's shapes, so two side by
   # side overran this 23 GB host (the kernel killed one).
   modes = {mode: measure_mode(os.path.join(work, mode), corpus_dir, annotations_dir, mode)

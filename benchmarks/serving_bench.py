@@ -1,25 +1,16 @@
 r"""Serving benchmark: latency / QPS of the TF Serving-protocol server over gRPC on loopback.
 
-Measures, for one SavedModel:
-  * p50 / p99 latency and QPS at 1, 8 and 32 concurrent clients (one question per request),
-    with and without server-side batching;
-  * gRPC overhead at batch 1: served p50 latency over an in-process SavedModel call's p50;
-  * QPS gain from server-side batching at 32 clients.
-
-Usage:
   python -m benchmarks.serving_bench                      # synthetic MIPS model, quick run
   python -m benchmarks.serving_bench --model_base_path=exports/realm_openqa \
       --model_name=realm_openqa --duration_s=10
 
-Without --model_base_path it serves `realm_tf.testing.toy_models.MipsModel` (hashed bag of
-words → 128-d query, exact top-5 inner-product search over --num_rows block embeddings), a
-stand-in for the stock-ops `realm_openqa` export's retrieval step. Servers run as subprocesses;
-clients are threads of this process, each with its own channel. Results go to
-benchmarks/results/serving.json, with the environment (command, cores, load, TF version) from
-benchmarks.common.
-
-The settings are a `ServingBenchConfig` (one field per flag); `run(config)` runs the benchmark and
-writes its JSON, so it can be called without the command line.
+For one SavedModel (default: `realm_tf.testing.toy_models.MipsModel`, a stand-in for the
+`realm_openqa` export's retrieval step over --num_rows embeddings), served by `python -m
+serving.server` subprocesses with and without server-side batching, measured in alternating
+windows by client threads of this process: p50 / p99 latency and QPS at 1, 8 and 32 concurrent
+clients (one question per request), the gRPC overhead at batch 1 over an in-process call, and the
+QPS gain from batching at 32 clients. Writes benchmarks/results/serving.json.
+Settings: `ServingBenchConfig`; `run(config)` runs it and writes its JSON.
 """
 import dataclasses
 import os
@@ -40,20 +31,13 @@ from serving import model_config, subprocess_server
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "serving/",
-    "realm_tf/export/",
-    "realm_tf/testing/toy_models.py",
-)
+MEASURES = ("serving/", "realm_tf/export/", "realm_tf/testing/toy_models.py")
 
 
 @dataclasses.dataclass
 class ServingBenchConfig(ConfigBase):
-  """What the serving benchmark serves (a SavedModel, or the synthetic MIPS model of `num_rows`
-  rows), how long and at which client counts it loads the servers, and the batching server's
-  parameters."""
+  """The model served (or the synthetic one), how long and at which client counts the servers
+  are loaded, and the batching server's parameters."""
   model_base_path: Optional[str] = None
   model_name: str = "bench"
   input_name: Optional[str] = None
@@ -145,15 +129,9 @@ def start_echo_server(reply: bytes):
 def paired_overhead(path: str, input_name: str, address: str, model_name: str,
                     calls: int) -> dict:
   """Batch-1 latency of the in-process SavedModel call, of the server's Predict handler called
-  in-process, and of the same request over gRPC.
-
-  Calls alternate in short blocks (in-process, handler, gRPC, echo, in-process, ...) so that
-  all see the same background load of this shared machine; overhead = gRPC p50 / in-process
-  p50 - 1, split into the handler's share (validation, proto <-> numpy) and transport's (gRPC,
-  serialization, the server's thread hand-offs, the client stub). The fourth kind of call goes
-  to a bare gRPC echo server answering with the same response bytes: the floor that Python
-  gRPC itself sets on loopback, whatever the handler does.
-  """
+  in-process, of the same request over gRPC and of a bare gRPC echo server (Python gRPC's own
+  floor), in alternating short blocks so that all see the same background load; overhead = gRPC
+  p50 / in-process p50 - 1, split into the handler's share and transport's."""
   import grpc  # pylint: disable=g-import-not-at-top
   fn = tf.saved_model.load(path).signatures["serving_default"]
   local_inputs = [tf.constant([q]) for q in QUESTIONS]
@@ -187,15 +165,11 @@ def paired_overhead(path: str, input_name: str, address: str, model_name: str,
     echo_process.terminate()
     echo_process.join()
   server.stop(0)
-  p50 = {name: common.percentile_ms(values, 50)
-         for name, values in (("in_process", local), ("handler", handler), ("grpc", remote))}
-  result = {"calls": len(local), "block": BLOCK,
-            "in_process": {"p50_ms": p50["in_process"], "p99_ms": common.percentile_ms(local, 99)},
-            "handler_in_process": {"p50_ms": p50["handler"],
-                                   "p99_ms": common.percentile_ms(handler, 99)},
-            "grpc": {"p50_ms": p50["grpc"], "p99_ms": common.percentile_ms(remote, 99)},
-            "grpc_echo_floor": {"p50_ms": common.percentile_ms(floor, 50),
-                                "p99_ms": common.percentile_ms(floor, 99)}}
+  result = {"calls": len(local), "block": BLOCK, "in_process": common.latency_ms(local),
+            "handler_in_process": common.latency_ms(handler), "grpc": common.latency_ms(remote),
+            "grpc_echo_floor": common.latency_ms(floor)}
+  p50 = {name: result[key]["p50_ms"] for name, key in (
+      ("in_process", "in_process"), ("handler", "handler_in_process"), ("grpc", "grpc"))}
   # How much the model itself gains from batching: in-process rows/s at batch 32 over batch 1.
   big = tf.constant([QUESTIONS[i % len(QUESTIONS)] for i in range(32)])
   t1, t32 = [], []
@@ -222,8 +196,7 @@ def summarize(clients: int, windows) -> dict:
   seconds = sum(w["seconds"] for w in windows)
   return {"clients": clients, "requests": len(latencies),
           "errors": sum(w["errors"] for w in windows), "seconds": seconds,
-          "qps": len(latencies) / seconds, "p50_ms": common.percentile_ms(latencies, 50),
-          "p99_ms": common.percentile_ms(latencies, 99)}
+          "qps": len(latencies) / seconds, **common.latency_ms(latencies)}
 
 
 def start_server(base_path, model_name, batching: bool, work_dir,
@@ -239,11 +212,8 @@ def start_server(base_path, model_name, batching: bool, work_dir,
 
 
 def measure(config: ServingBenchConfig, base_path, input_name, version_path, work_dir):
-  """Runs both servers at once and alternates short windows between them.
-
-  Alternating (plain, batching, plain, ...) gives both configurations the same share of whatever
-  else runs on this shared machine, so their ratio is far steadier than back-to-back runs.
-  """
+  """Runs both servers at once and alternates short windows between them (both then get the
+  same share of whatever else runs here: a far steadier ratio than back-to-back runs)."""
   model_name = config.model_name
   servers = {batching: start_server(base_path, model_name, batching, work_dir,
                                     config.batching_parameters_file)

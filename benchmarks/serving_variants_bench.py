@@ -1,27 +1,20 @@
 r"""Stock-ops vs ScaNN variant of `realm_openqa` (and of `realm_searcher`) on the shipped corpus.
 
-The shipped corpus (SQuAD v1.1 dev, realm_tf/data/default_corpus) is split into blocks with the
-real Blocker, an OpenQAModel with `--encoder` towers (real lengths: query 96, reader 320, K=5)
-is built over them, and both variants are exported with the production export code. Measured:
-
-  * in process (the loaded SavedModel's signature, no server): p50 / p99 latency at batch 1 and 8
-    for realm_openqa vs realm_openqa_scann, and for the MIPS step alone (realm_searcher vs
-    realm_searcher_scann, batch 1 and 32);
-  * over gRPC: `python -m serving.server` (server-side batching on) serving both models,
-    1 and 8 concurrent clients sending one question per request: QPS, p50, p99.
-
-Weights are random (latency does not depend on their values); the document embeddings are the
-doc tower's real embeddings of the blocks unless --random_embeddings. Usage:
-
   python -m benchmarks.serving_variants_bench            # tiny towers, ~3 min on 2 busy cores
   python -m benchmarks.serving_variants_bench --encoder=minilm --duration_s=10
 
-Writes benchmarks/results/serving_variants.json. The settings are a `ServingVariantsBenchConfig`
-(one field per flag); `run(config)` runs the benchmark and writes its JSON, so it can be called
-without the command line.
+The shipped corpus (SQuAD v1.1 dev) is blocked by the real Blocker, an OpenQAModel with `--encoder`
+towers (query 96, reader 320, K=5; random weights, the documents embedded by the doc tower unless
+--random_embeddings) is built over it and both variants are exported by the production code.
+Measured: in process, p50 / p99 latency of realm_openqa vs realm_openqa_scann (batch 1 and 8) and
+of the MIPS step alone (realm_searcher vs realm_searcher_scann, batch 1 and 32); over gRPC
+(`serving.server` with batching serving both), QPS, p50 and p99 at 1 and 8 concurrent clients.
+Writes benchmarks/results/serving_variants.json. Settings: `ServingVariantsBenchConfig`;
+`run(config)` runs it and writes its JSON.
 """
 import dataclasses
 import os
+import sys
 import tempfile
 import time
 from typing import List, Optional
@@ -31,31 +24,21 @@ import tensorflow as tf
 from absl import logging
 
 from benchmarks import common
+from benchmarks import procs
 from realm_tf.config_base import ConfigBase
 from realm_tf.stages import export_job as export_job
 from realm_tf.retrieval import scann_searcher
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "serving/",
-    "realm_tf/export/",
-    "realm_tf/openqa/",
-    "realm_tf/retrieval/",
-    "realm_tf/stages/export_job.py",
-    "realm_tf/stages/finetune.py",
-    "realm_tf/data/",
-    "realm_tf/modeling/",
-    "realm_tf/text/",
-)
+MEASURES = ("serving/", "realm_tf/export/", "realm_tf/openqa/", "realm_tf/retrieval/",
+            "realm_tf/stages/export_job.py", "realm_tf/stages/finetune.py", "realm_tf/data/",
+            "realm_tf/modeling/", "realm_tf/text/")
 
 
 @dataclasses.dataclass
 class ServingVariantsBenchConfig(ConfigBase):
-  """What the stock-ops vs ScaNN comparison builds (encoder preset, how many shipped documents,
-  real or random document embeddings, the ScaNN variants' mode) and how long it times each
-  variant, in process and over gRPC at each client count."""
+  """What the comparison builds (encoder, documents, embeddings, ScaNN mode) and how long it
+  times each variant, in process and over gRPC."""
   encoder: str = "tiny"
   max_documents: Optional[int] = None
   random_embeddings: bool = False
@@ -117,7 +100,7 @@ def build_model(blocks, corpus_dir: str, tokenizer, encoder: str, random_embeddi
       Retriever, RetrieverConfig)
   from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa.model import FrozenIndex, OpenQAConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.openqa_model import FrozenIndex, OpenQAConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.text import pack_document  # pylint: disable=g-import-not-at-top
   tf_keras.utils.set_random_seed(0)
   retr = RetrieverConfig(encoder=encoder)
@@ -149,8 +132,7 @@ def time_signature(fn, feeds, calls: int) -> dict:
     {k: v.numpy() for k, v in fn(**feeds).items()}  # pylint: disable=expression-not-assigned
     if i >= 3:
       times.append(time.perf_counter() - t)
-  return {"p50_ms": common.percentile_ms(times, 50), "p99_ms": common.percentile_ms(times, 99),
-          "calls": calls}
+  return dict(common.latency_ms(times), calls=calls)
 
 
 def grpc_load(address: str, model_name: str, clients: int, duration_s: float) -> dict:
@@ -159,8 +141,7 @@ def grpc_load(address: str, model_name: str, clients: int, duration_s: float) ->
                           timeout=120)
   lat = load["latencies"]
   return {"clients": clients, "requests": len(lat), "errors": load["errors"],
-          "qps": len(lat) / duration_s, "p50_ms": common.percentile_ms(lat, 50),
-          "p99_ms": common.percentile_ms(lat, 99)}
+          "qps": len(lat) / duration_s, **common.latency_ms(lat)}
 
 
 def run(config: ServingVariantsBenchConfig) -> str:
@@ -183,8 +164,7 @@ def run(config: ServingVariantsBenchConfig) -> str:
   paths = export_job.run_export(model, tokenizer, None, base, 1, "both", ("openqa", "searcher"),
                                 searcher_k=5, scann_mode=config.scann_mode)
   export_s = time.time() - t0
-  sizes = {name: sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs)
-           for name, p in paths.items()}
+  sizes = {name: procs.dir_bytes(p) for name, p in paths.items()}
 
   in_process = {}
   for name in ("realm_openqa", "realm_openqa_scann"):
@@ -203,18 +183,15 @@ def run(config: ServingVariantsBenchConfig) -> str:
     f.write("model_config_list {\n" + "".join(
         f'  config {{ name: "{m}" base_path: "{os.path.join(base, m)}" '
         'model_platform: "tensorflow" }\n' for m in ("realm_openqa", "realm_openqa_scann")) + "}\n")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   port = subprocess_server.free_port()
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-             PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
   # TF.Text ops registered first, as tensorflow_model_server links them in.
   server = subprocess_server.ServerProcess(
-      [os.sys.executable, "-c", "import tensorflow_text, runpy; runpy.run_module("
+      [sys.executable, "-c", "import tensorflow_text, runpy; runpy.run_module("
        "'serving.server', run_name='__main__', alter_sys=True)", f"--port={port}",
        f"--model_config_file={models_config}", "--enable_batching",
-       f"--batching_parameters_file={os.path.join(root, 'serving', 'batching.config')}",
+       f"--batching_parameters_file={os.path.join(procs.REPO, 'serving', 'batching.config')}",
        "--file_system_poll_wait_seconds=0", "--bind_address=127.0.0.1"], port,
-      os.path.join(work, "server.log"), env=env)
+      os.path.join(work, "server.log"), env=procs.env(quiet=False, **procs.CPU_ONLY))
   grpc_results = {"realm_openqa": {}, "realm_openqa_scann": {}}
   try:
     server.wait_ready(list(grpc_results), timeout=600)

@@ -2,12 +2,10 @@ r"""Train-step throughput and model FLOP utilisation (MFU) of ICT and REALM pre-
 
   python -m benchmarks.train_step_bench [--presets=tiny,minilm] [--steps=5]
 
-MFU = model FLOPs per second (analytic count, forward + backward = 3× forward) over the peak
-fp32 matmul FLOP/s measured in the same run. Inputs are synthetic featurized batches, so only the
-model step is timed; the input pipeline has its own benchmark (masking_bench).
-
-The settings are a `TrainStepBenchConfig` (one field per flag); `run(config)` runs the benchmark
-and writes benchmarks/results/train_step.json, so it can be called without the command line.
+MFU = model FLOPs per second (analytic, forward + backward = 3x forward) over the peak fp32 matmul
+FLOP/s measured in the same run; inputs are synthetic featurized batches, so only the model step
+is timed. Writes benchmarks/results/train_step.json. Settings: `TrainStepBenchConfig`;
+`run(config)`.
 """
 import dataclasses
 import time
@@ -17,19 +15,12 @@ from benchmarks import common
 from realm_tf.config_base import ConfigBase
 
 
-# The code this benchmark measures (besides its own file): a commit to any of these paths
-# after a result's commit makes that result stale (`python -m benchmarks.status`).
-MEASURES = (
-    "realm_tf/modeling/",
-    "realm_tf/training/",
-    "realm_tf/stages/tasks.py",
-)
+MEASURES = ("realm_tf/modeling/", "realm_tf/training/", "realm_tf/stages/tasks.py")
 
 
 @dataclasses.dataclass
 class TrainStepBenchConfig(ConfigBase):
-  """What the train-step benchmark measures: which encoder presets, with XLA or without, at which
-  ICT and REALM batch sizes, over how many timed steps."""
+  """Encoder presets, XLA or not, ICT and REALM batch sizes, and timed steps."""
   presets: List[str] = dataclasses.field(default_factory=lambda: ["tiny", "minilm"])
   steps: int = 5
   batch_size: int = 4
@@ -74,16 +65,15 @@ def run(config: TrainStepBenchConfig) -> dict:
   provenance = common.Provenance(config.allow_dirty)  # refuses a dirty checkout unless allowed
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from benchmarks.common import peak_matmul_flops, write_result  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer  # pylint: disable=g-import-not-at-top
-  from realm_tf.modeling.retriever import INPUT_KEYS, Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.retriever import Retriever, RetrieverConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import tasks  # pylint: disable=g-import-not-at-top
   from realm_tf.training.optimizer import create_optimizer  # pylint: disable=g-import-not-at-top
   from realm_tf.training.trainer import Trainer  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.encoder_config import get_encoder_config  # pylint: disable=g-import-not-at-top
 
   rng = np.random.RandomState(0)
-  peak = peak_matmul_flops()
+  peak = common.peak_matmul_flops()
   results = {"peak_matmul_flops": peak, "configs": []}
 
   def timed(trainer, batch, steps):
@@ -141,7 +131,7 @@ def run(config: TrainStepBenchConfig) -> dict:
                                "num_candidates": c, "seconds_per_step": sec,
                                "examples_per_second": b / sec,
                                "model_flops_per_second": flops / sec, "mfu": flops / sec / peak})
-  write_result("train_step", results, provenance)
+  common.write_result("train_step", results, provenance)
   return results
 
 

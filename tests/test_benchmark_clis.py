@@ -12,8 +12,8 @@ BENCHMARKS = ("annotation_bench", "bm25_bench", "embedding_bench", "export_bench
               "realm_vs_ict_bench", "run_all", "scale_bench", "scale_resume", "serving_bench",
               "serving_variants_bench", "status", "train_step_bench")
 # Modules under benchmarks/ that are parts of a benchmark, not programs.
-HELPERS = ("__init__.py", "common.py", "mips_data.py", "scale_corpus.py", "scale_fit.py",
-           "scale_stages.py", "scale_trainer.py")
+HELPERS = ("__init__.py", "common.py", "fitting.py", "mips_data.py", "procs.py",
+           "scale_corpus.py", "scale_fit.py", "scale_stages.py", "scale_trainer.py")
 
 
 def test_the_list_is_every_benchmark_module():

@@ -86,7 +86,7 @@ def chain(tmp_path_factory):
 def _build_chain(root: str, work: str, base: str, server):
   """`chain`'s steps (see the module docstring)."""
   from realm_tf.checkpoints import convert
-  from realm_tf.openqa.features import OpenQAExample
+  from realm_tf.modeling.openqa_features import OpenQAExample
   from realm_tf.release import importer
   from realm_tf.release import orqa_model
   from realm_tf.stages import evaluate as evaluate_lib
@@ -164,7 +164,7 @@ def _realm_tf_spans(model, retrieval_scores=None):
   piece)], the rows retrieved [Q, 5], and (given `retrieval_scores` [Q, 5] for those rows) the
   same read with those retrieval logits instead of the model's."""
   import tensorflow as tf
-  from realm_tf.openqa.features import OpenQAExample
+  from realm_tf.modeling.openqa_features import OpenQAExample
   from realm_tf.stages.evaluate import Predictor
   feats = Predictor(model, num_retrieved=5).featurizer.featurize(
       [OpenQAExample(f"q{i}", q, ()) for i, q in enumerate(release.QUESTIONS)])
@@ -220,7 +220,7 @@ def test_the_answers_exercise_orqa_answer_rule(chain):
 
 def test_evaluate_matches_orqa_reference(chain):
   import tensorflow as tf
-  from realm_tf.openqa.features import OpenQAExample
+  from realm_tf.modeling.openqa_features import OpenQAExample
   from realm_tf.stages.evaluate import Predictor
   block_ids, refs, preds = chain["block_ids"], chain["refs"], chain["predictions"]
   assert len(preds) == len(refs)
@@ -311,7 +311,7 @@ def test_evaluate_searches_with_the_served_scann_searcher(chain):
   deeper search, and the figures say which searcher ran."""
   import tensorflow as tf
   from realm_tf.export import mips
-  from realm_tf.openqa.features import OpenQAExample
+  from realm_tf.modeling.openqa_features import OpenQAExample
   from realm_tf.retrieval import bundle as bundle_lib
   from realm_tf.retrieval.brute_force import BruteForceSearcher
   from realm_tf.stages import evaluate as evaluate_lib

@@ -8,32 +8,32 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks import common, scale_bench, scale_corpus, scale_fit, scale_stages
+from benchmarks import fitting, procs, scale_bench, scale_corpus, scale_fit
 from realm_tf.launch import config_program
 
 
 def test_fit_recovers_a_line_and_extrapolates_to_the_paper_corpus():
-  fit = scale_fit.fit_linear([(20_000, 100 + 5 * 20_000), (100_000, 100 + 5 * 100_000),
+  fit = fitting.fit_linear([(20_000, 100 + 5 * 20_000), (100_000, 100 + 5 * 100_000),
                               (1_000_000, 100 + 5 * 1_000_000)])
   assert fit["a"] == pytest.approx(100, abs=1e-3)
   assert fit["b"] == pytest.approx(5)
   assert fit["r2"] == pytest.approx(1.0)
-  assert scale_fit.extrapolate(fit) == pytest.approx(100 + 5 * 13_353_718)
+  assert fitting.extrapolate(fit) == pytest.approx(100 + 5 * 13_353_718)
   # Least squares, not a line through the ends: (0, 0), (1, 2), (2, 1) → y = 0.5 + 0.5 N.
-  fit = scale_fit.fit_linear([(0, 0), (1, 2), (2, 1)])
+  fit = fitting.fit_linear([(0, 0), (1, 2), (2, 1)])
   assert (fit["a"], fit["b"]) == (pytest.approx(0.5), pytest.approx(0.5))
   assert fit["r2"] == pytest.approx(0.25)
 
 
 def test_one_size_gives_a_proportional_fit():
-  fit = scale_fit.fit_linear([(4000, 80.0)])
+  fit = fitting.fit_linear([(4000, 80.0)])
   assert (fit["a"], fit["b"], fit["kind"]) == (0.0, 0.02, "proportional")
   with pytest.raises(ValueError):
-    scale_fit.fit_linear([])
+    fitting.fit_linear([])
 
 
 def test_fit_figures_per_figure_over_the_sizes_that_have_it():
-  fits = scale_fit.fit_figures({1000: {"x": 1e6 + 600e3, "y": 3.0},
+  fits = fitting.fit_figures({1000: {"x": 1e6 + 600e3, "y": 3.0},
                                 3000: {"x": 1e6 + 1800e3, "y": None}})
   assert fits["x"]["per_block"] == pytest.approx(600)
   assert fits["x"]["at_paper_scale"] == pytest.approx(1e6 + 600 * 13_353_718)
@@ -79,10 +79,9 @@ def _goals(**kw):
   sizes = (100_000, 1_000_000)
   per_size = {n: _stages(n, **kw) for n in sizes}
   base = {"VmHWM": 400e6}
-  figures = {n: scale_fit.figures_of(s, base, n, [0, 10_000_000]) for n, s in per_size.items()}
-  fits = scale_fit.fit_figures(figures)
-  goals = scale_fit.goals(fits, figures[sizes[-1]], sizes[-1], figures[sizes[0]],
-                          per_size[sizes[-1]], [0, 10_000_000],
+  figures = {n: scale_fit.figures_of(s, base, [0, 10_000_000]) for n, s in per_size.items()}
+  fits = fitting.fit_figures(figures)
+  goals = scale_fit.goals(fits, figures[sizes[-1]], sizes[-1], per_size[sizes[-1]],
                           {"build_seconds_le_60": True, "bytes_per_block_le_1024": True,
                            "ms_per_question_le_20": True},
                           [(n, 1e9 + 10 * n) for n in (100_000, 200_000, 300_000, 1_000_000)])
@@ -90,15 +89,15 @@ def _goals(**kw):
 
 
 def test_the_slope_has_its_standard_error():
-  fit = scale_fit.fit_linear([(1.0, 1.0), (2.0, 3.0), (3.0, 2.0), (4.0, 4.0)])
+  fit = fitting.fit_linear([(1.0, 1.0), (2.0, 3.0), (3.0, 2.0), (4.0, 4.0)])
   # b = 0.8; residuals 0.3 0.5 -1.3 -0.1 → SSR 1.8; Sxx 5: se = sqrt(1.8 / 2 / 5).
   assert fit["b"] == pytest.approx(0.8) and fit["b_se"] == pytest.approx((1.8 / 2 / 5) ** 0.5)
-  assert "b_se" not in scale_fit.fit_linear([(1.0, 1.0), (2.0, 3.0)])
+  assert "b_se" not in fitting.fit_linear([(1.0, 1.0), (2.0, 3.0)])
 
 
 def _corpus_goal(points):
   n = max(p[0] for p in points)
-  return scale_fit.goals({}, {}, n, {}, {}, [0], None, points)["corpus_build_memory_flat"]
+  return scale_fit.goals({}, {}, n, {}, None, points)["corpus_build_memory_flat"]
 
 
 def test_corpus_build_memory_goal_is_the_slope_plus_its_error_over_four_sizes():
@@ -384,12 +383,12 @@ def test_the_config_comes_from_the_command_line():
 
 
 def test_a_process_is_measured_by_the_kernel():
-  p = common.run_process([sys.executable, "-c",
+  p = procs.run_process([sys.executable, "-c",
                           "x = bytearray(300_000_000); x[::4096] = b'1' * len(x[::4096]); "
                           "print('RESULT {\"n\": 1}')"])
   assert p["rc"] == 0 and p["peak_rss"] >= 300e6
-  assert common.parse_stage_output(p["stdout"], "RESULT ") == {"n": 1}
-  assert common.run_process([sys.executable, "-c", "raise SystemExit(3)"])["rc"] == 3
+  assert procs.marked_json(p["stdout"], "RESULT ") == {"n": 1}
+  assert procs.run_process([sys.executable, "-c", "raise SystemExit(3)"])["rc"] == 3
 
 
 def test_mapped_file_pages_are_counted_per_file(tmp_path):
@@ -397,11 +396,11 @@ def test_mapped_file_pages_are_counted_per_file(tmp_path):
   np.arange(1 << 20, dtype=np.int64).tofile(path)  # 8 MiB
   data = np.memmap(path, np.int64, "r")
   assert int(data.sum()) == (1 << 20) * ((1 << 20) - 1) // 2
-  pages = scale_stages.mapped_file_memory(str(tmp_path))
+  pages = procs.mapped_file_memory(str(tmp_path))
   assert 7 << 20 <= pages["Rss"] <= 9 << 20
   assert pages["Anonymous"] == 0
-  assert scale_stages.mapped_file_memory(str(tmp_path / "other"))["Rss"] == 0
-  status = scale_stages.proc_status()
+  assert procs.mapped_file_memory(str(tmp_path / "other"))["Rss"] == 0
+  status = procs.process_memory()
   assert status["VmHWM"] >= status["VmRSS"] > 0
 
 

@@ -24,8 +24,8 @@ from realm_tf.data import corpus as corpus_lib
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.realm_pretrainer import RealmConfig
 from realm_tf.modeling.retriever import INPUT_KEYS, RetrieverConfig
-from realm_tf.openqa.features import OpenQAExample
-from realm_tf.openqa.model import OpenQAConfig
+from realm_tf.modeling.openqa_features import OpenQAExample
+from realm_tf.modeling.openqa_model import OpenQAConfig
 from realm_tf.retrieval import embed_corpus
 from realm_tf.retrieval import embedder_export
 from realm_tf.stages import finetune, ict_experiment, reader_warmup

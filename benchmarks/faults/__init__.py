@@ -1,11 +1,14 @@
-"""The fault matrix: each module here contributes rows, one per fault, to `fault_bench`.
+"""The fault matrix: each group module here contributes rows, one per fault, to `fault_bench`.
 
-A module is a group of faults (kills, damaged files, a full disk, locking, numerical faults, the
-server under load, fuzzed input). It defines `run(config: FaultConfig) -> List[FaultRow]`; the
-default test run calls the same functions with `FaultConfig.fast()`.
+A group module (kills, damaged files, a full disk, locking, numerical faults, the server under
+load, fuzzed input) defines `run(config: FaultConfig) -> List[FaultRow]`; the default test run
+calls the same functions with `FaultConfig.fast()`. The other modules are the groups' shared
+parts: `processes` (process groups: start, watch, kill), `outputs` (what a run left on disk,
+compared with a reference run), `kill_stages` (the kill group's stage table) and `toy_work_dir`.
 """
 import dataclasses
 import random
+import time
 from typing import Dict, List, Optional
 
 from realm_tf.config_base import ConfigBase
@@ -57,6 +60,40 @@ class FaultRow:
   figures: Dict[str, object] = dataclasses.field(default_factory=dict)
   seconds: Optional[float] = None
 
+  @classmethod
+  def judged(cls, group: str, fault: str, injected_at: str, tries: int, checked: List[str],
+             failures: List[str], seconds: float, reason: Optional[str] = None,
+             **figures) -> "FaultRow":
+    """The row of tries judged by their failure texts: survived when there are none; `reason`
+    is their "; "-join unless given."""
+    return cls(group, fault, injected_at, tries, checked, survived=not failures,
+               failures=len(failures), reason="; ".join(failures) if reason is None else reason,
+               figures=figures, seconds=seconds)
+
   def to_json(self) -> Dict[str, object]:
     """The row as faults.json stores it."""
     return dataclasses.asdict(self)
+
+
+class Tries:
+  """Collects one row's tries, each a point and named checks (True, or what failed)."""
+
+  def __init__(self, group: str, fault: str):
+    self.group, self.fault = group, fault
+    self.points: List[str] = []
+    self.failures: List[str] = []
+    self.start = time.perf_counter()
+
+  def check(self, point: str, checks: Dict[str, object]) -> None:
+    """Records a try at `point`; `checks` maps a check's name to True or a failure text."""
+    self.points.append(point)
+    bad = [f"{k}: {v}" for k, v in checks.items() if v is not True]
+    if bad:
+      self.failures.append(f"{point}: {'; '.join(bad)}")
+
+  def row(self, injected: str, checked: List[str], **figures) -> FaultRow:
+    """The row of these tries (`injected` describes how the points were drawn)."""
+    return FaultRow.judged(self.group, self.fault, f"{injected}: {', '.join(self.points)}",
+                           len(self.points), checked, self.failures,
+                           time.perf_counter() - self.start,
+                           reason=" | ".join(self.failures)[:2000], **figures)

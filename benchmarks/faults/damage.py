@@ -15,73 +15,22 @@ import shutil
 import time
 from typing import Dict, List
 
-from benchmarks.faults import FaultConfig, FaultRow
+from benchmarks.faults import FaultConfig, FaultRow, Tries
 from benchmarks.faults import toy_work_dir
-from benchmarks.faults.toy_work_dir import ToyWorkDir, one_line_user_error
+from benchmarks.faults.toy_work_dir import ToyWorkDir, bundle_loads, copy_export, refuses
 
 GROUP = "damage"
 
 
-class _Tries:
-  """Collects one row's tries: the injection points and the checks that failed."""
-
-  def __init__(self, name: str, group: str = GROUP):
-    self.name = name
-    self.group = group
-    self.points: List[str] = []
-    self.failures: List[str] = []
-
-  def check(self, point: str, checks: Dict[str, object]) -> None:
-    """Records a try at `point`; `checks` maps a check's name to True or a failure text."""
-    self.points.append(point)
-    bad = [f"{k}: {v}" for k, v in checks.items() if v is not True]
-    if bad:
-      self.failures.append(f"{point}: {'; '.join(bad)}")
-
-  def row(self, injected: str, checked: List[str], start: float, **figures) -> FaultRow:
-    """The row of these tries."""
-    return FaultRow(group=self.group, fault=self.name,
-                    injected_at=f"{injected}: {', '.join(self.points)}",
-                    tries=len(self.points), checked=checked, survived=not self.failures,
-                    failures=len(self.failures), reason=" | ".join(self.failures)[:2000],
-                    figures=figures, seconds=time.perf_counter() - start)
-
-
-def _error_check(result: Dict[str, object]):
-  return True if result["ok"] else result["error"]
-
-
-def _bundle_versions(work: ToyWorkDir) -> List[int]:
-  from realm_tf.retrieval import bundle  # pylint: disable=g-import-not-at-top
-  return bundle.list_versions(work.index_dir)
-
-
-def _good_bundle_loads(work: ToyWorkDir, version: int = 1):
-  """True when the newest bundle is `version` and loads whole (searcher, embedder, matrices)."""
-  from realm_tf.retrieval import bundle  # pylint: disable=g-import-not-at-top
-  try:
-    with bundle.latest(work.index_dir, load=True) as b:
-      return True if b.version == version else f"newest bundle is {b.version}, not {version}"
-  except Exception as e:  # pylint: disable=broad-except
-    return f"{type(e).__name__}: {e}"
-
-
 def _refuses_refresh(work: ToyWorkDir, corpus_dir: str, *needles: str):
-  """A refresh of the newest export over `corpus_dir` must fail naming the file; no bundle."""
+  """A refresh of the newest export over `corpus_dir` must fail naming the file; no bundle.
+  Returns both checks."""
+  from realm_tf.retrieval import bundle  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.refresh import IndexRefresher  # pylint: disable=g-import-not-at-top
-  before = _bundle_versions(work)
-  refresher = IndexRefresher(work.refresh_config(corpus_dir=corpus_dir))
-  error = _error_check(one_line_user_error(refresher.run_once, *needles))
-  after = _bundle_versions(work)
-  return error, (True if after == before else f"bundles {before} became {after}")
-
-
-def _copy_export(work: ToyWorkDir, step: int, drop=()) -> str:
-  """Publishes export 1 again as `step` (less the parts in `drop`): the refresher's newest."""
-  from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
-  from realm_tf.testing import retrieval_fixtures  # pylint: disable=g-import-not-at-top
-  return retrieval_fixtures.copy_export(embedder_export.export_path(work.model_dir, 1),
-                                        work.model_dir, step, drop=drop)
+  before = bundle.list_versions(work.index_dir)
+  refused = refuses(IndexRefresher(work.refresh_config(corpus_dir=corpus_dir)).run_once, *needles)
+  after = bundle.list_versions(work.index_dir)
+  return refused, (True if after == before else f"bundles {before} became {after}")
 
 
 # ---- the faults --------------------------------------------------------------------------------
@@ -92,7 +41,7 @@ def truncated_shard(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
   stage's block stream must each refuse it naming the shard."""
   from realm_tf.data import block_lookup, corpus  # pylint: disable=g-import-not-at-top
   name = "truncated corpus shard"
-  rng, tries, start = config.rng(name), _Tries(name), time.perf_counter()
+  rng, tries = config.rng(name), Tries(GROUP, name)
   manifest = corpus.load_manifest(work.corpus_dir)
   step = 1000
   for _ in range(config.kill_points):
@@ -106,24 +55,24 @@ def truncated_shard(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
       f.truncate(offset)
     lookup = os.path.join(work.root, "damaged_lookup")
     step += 1
-    export = _copy_export(work, step)
+    export = copy_export(work, step)
     refused, published = _refuses_refresh(work, damaged, path)
     shutil.rmtree(export)
     tries.check(f"{shard}@{offset}", {
-        "lookup build refused naming the shard": _error_check(one_line_user_error(
-            lambda: block_lookup.build_lookup(damaged, lookup), path)),
+        "lookup build refused naming the shard": refuses(
+            lambda: block_lookup.build_lookup(damaged, lookup), path),
         "no lookup published": True if not os.path.exists(lookup) else "lookup dir exists",
         "refresh refused naming the shard": refused,
         "no bundle published": published,
-        "training block stream refused naming the shard": _error_check(one_line_user_error(
-            lambda: corpus.training_blocks(damaged, 0, 4, 0, 0.0), path)),
-        "last good bundle loads": _good_bundle_loads(work),
+        "training block stream refused naming the shard": refuses(
+            lambda: corpus.training_blocks(damaged, 0, 4, 0, 0.0), path),
+        "last good bundle loads": bundle_loads(work.index_dir),
     })
   return tries.row("seeded random shard and byte offset", [
       "build_lookup raises CorpusError naming the shard (a CLI's one error line, exit 2)",
       "no lookup published", "refresh_index --once refuses naming the shard, no new bundle",
       "a training stage's block stream (corpus.training_blocks) refuses naming the shard",
-      "the last good bundle still loads"], start)
+      "the last good bundle still loads"])
 
 
 def flipped_checkpoint(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
@@ -131,7 +80,7 @@ def flipped_checkpoint(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
   its first step (the optimizer slots are only read then), naming the file."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   name = "checkpoint .data file with a flipped byte"
-  rng, tries, start = config.rng(name), _Tries(name), time.perf_counter()
+  rng, tries = config.rng(name), Tries(GROUP, name)
   prefix = tf.train.latest_checkpoint(os.path.join(work.checkpoint_dir, "checkpoints"))
   data = tf.io.gfile.glob(prefix + ".data-*")[0]
   size = os.path.getsize(data)
@@ -140,20 +89,20 @@ def flipped_checkpoint(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
     _flip(data, offset)
     try:
       trainer = toy_work_dir.make_trainer(work.checkpoint_dir)
-      refused = one_line_user_error(trainer.restore, prefix, os.path.basename(data))
+      refused = refuses(trainer.restore, prefix, os.path.basename(data))
       weights_untouched = int(trainer.step.numpy()) == 0 or "step was restored"
     finally:
       _flip(data, offset)
     restored = toy_work_dir.make_trainer(work.checkpoint_dir).restore()
     tries.check(f"byte {offset} of {size}", {
-        "resume refused naming the file": _error_check(refused),
+        "resume refused naming the file": refused,
         "nothing restored from it": weights_untouched,
         "the undamaged checkpoint resumes": True if restored == 2 else f"restored step {restored}",
     })
   return tries.row("seeded random byte of ckpt-2.data-00000-of-00001 (XOR 0xFF)", [
       "Trainer.restore raises DataLossError naming the checkpoint and its data file (one error "
       "line, exit 2), before any step", "no weights or step restored from it",
-      "with the byte restored the checkpoint resumes at its step"], start, data_bytes=size)
+      "with the byte restored the checkpoint resumes at its step"], data_bytes=size)
 
 
 def _flip(path: str, offset: int) -> None:
@@ -169,7 +118,7 @@ def bundle_embeddings(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
   missing or cut short: opening the bundle must fail naming it."""
   from realm_tf.retrieval import bundle  # pylint: disable=g-import-not-at-top
   name = "index bundle with a missing or short embeddings file"
-  rng, tries, start = config.rng(name), _Tries(name), time.perf_counter()
+  rng, tries = config.rng(name), Tries(GROUP, name)
   version = bundle.version_path(work.index_dir, 1)
   path = os.path.join(version, "searcher", "variables", "variables.data-00000-of-00001")
   backup = path + ".good"
@@ -184,19 +133,19 @@ def bundle_embeddings(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
       with open(path, "r+b") as f:
         f.truncate(length)
     try:
-      opened = one_line_user_error(lambda: bundle.latest(work.index_dir, load=True), path)
+      opened = refuses(lambda: bundle.latest(work.index_dir, load=True), path)
     finally:
       shutil.copyfile(backup, path)
     tries.check("missing" if missing else f"cut at {length} of {size}", {
-        "opening the bundle refused naming the file": _error_check(opened),
-        "restored bundle loads": _good_bundle_loads(work),
+        "opening the bundle refused naming the file": opened,
+        "restored bundle loads": bundle_loads(work.index_dir),
     })
   os.remove(backup)
   return tries.row("seeded: missing (p=0.3) or cut at a random length, "
                    "searcher/variables/variables.data-00000-of-00001", [
                        "bundle.latest(load=True) raises BundleError/SearcherError/"
                        "FileNotFoundError naming the file (one error line, exit 2)",
-                       "the bundle loads again once the file is whole"], start, data_bytes=size)
+                       "the bundle loads again once the file is whole"], data_bytes=size)
 
 
 def manifest_not_json(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
@@ -205,7 +154,7 @@ def manifest_not_json(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
   # pylint: disable-next=g-import-not-at-top
   from realm_tf.retrieval import bundle, embedder_export, searcher
   name = "manifest that is not JSON"
-  rng, tries, start = config.rng(name), _Tries(name), time.perf_counter()
+  rng, tries = config.rng(name), Tries(GROUP, name)
   version = bundle.version_path(work.index_dir, 1)
   export = embedder_export.export_path(work.model_dir, 1)
   readers = {
@@ -228,21 +177,21 @@ def manifest_not_json(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
     try:
       with open(path, "wb") as f:
         f.write(good[:cut])
-      refused = one_line_user_error(read, path)
+      refused = refuses(read, path)
     finally:
       with open(path, "wb") as f:
         f.write(good)
     tries.check(f"{kind} cut at {cut} of {len(good)}", {
-        "reader refused naming the file": _error_check(refused),
-        "restored bundle loads": _good_bundle_loads(work),
+        "reader refused naming the file": refused,
+        "restored bundle loads": bundle_loads(work.index_dir),
     })
   return tries.row("seeded random manifest (corpus, bundle, export, searcher) cut at a random "
                    "byte", ["its reader raises CorpusError/BundleError/ExportError/SearcherError "
                             "naming the file (one error line, exit 2)",
-                            "everything loads again once the file is whole"], start)
+                            "everything loads again once the file is whole"])
 
 
-def _served(work: ToyWorkDir, manager) -> object:
+def _served(manager) -> object:
   """True when the server answers from version 1 (the last good one)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   try:
@@ -271,6 +220,7 @@ def _status_names(manager, version: int, path: str):
 
 
 def _manager(work: ToyWorkDir):
+  """A model manager serving the toy work dir's model (version 1 loaded)."""
   from serving.model_config import ModelConfig  # pylint: disable=g-import-not-at-top
   from serving.model_manager import ModelManager  # pylint: disable=g-import-not-at-top
   manager = ModelManager([ModelConfig(toy_work_dir.SERVED_MODEL, work.serving_base)],
@@ -279,11 +229,31 @@ def _manager(work: ToyWorkDir):
   return manager
 
 
+def _served_checks(manager, version: int, target: str) -> Dict[str, object]:
+  """A broken served `version` at `target`: the server keeps answering from version 1, and
+  GetModelStatus reports it naming the directory (when it has a saved_model.pb: one without it
+  is no version, as in TF Serving)."""
+  manager.poll_once()
+  listed = os.path.exists(os.path.join(target, "saved_model.pb"))
+  return {"server keeps serving version 1": _served(manager),
+          "GetModelStatus reports it naming the directory": (
+              _status_names(manager, version, target) if listed else True)}
+
+
+def _export_checks(work: ToyWorkDir, export: str) -> Dict[str, object]:
+  """A broken embedder export: the refresher refuses it naming it and publishes nothing, and
+  the last good bundle loads; the export is removed."""
+  refused, published = _refuses_refresh(work, work.corpus_dir, export)
+  shutil.rmtree(export)
+  return {"refresh refused naming the export": refused, "no bundle published": published,
+          "last good bundle loads": bundle_loads(work.index_dir)}
+
+
 def without_variables(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
   """A SavedModel without `variables/`: a served version the server must not switch to (and
   must report), or an embedder export the refresher must refuse."""
   name = "SavedModel version directory without variables/"
-  rng, tries, start = config.rng(name), _Tries(name), time.perf_counter()
+  rng, tries = config.rng(name), Tries(GROUP, name)
   manager = _manager(work)
   version, step = 1, 2000
   for _ in range(config.kill_points):
@@ -292,26 +262,17 @@ def without_variables(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
       target = os.path.join(work.serving_base, str(version))
       shutil.copytree(work.serving_template, target)
       shutil.rmtree(os.path.join(target, "variables"))
-      manager.poll_once()
-      tries.check(f"served version {version}", {
-          "server keeps serving version 1": _served(work, manager),
-          "GetModelStatus reports it naming the directory": _status_names(manager, version,
-                                                                          target),
-      })
+      tries.check(f"served version {version}", _served_checks(manager, version, target))
     else:
       step += 1
-      export = _copy_export(work, step, drop=["variables"])
-      refused, published = _refuses_refresh(work, work.corpus_dir, export)
-      shutil.rmtree(export)
-      tries.check(f"embedder export {step}", {
-          "refresh refused naming the export": refused, "no bundle published": published,
-          "last good bundle loads": _good_bundle_loads(work)})
+      tries.check(f"embedder export {step}",
+                  _export_checks(work, copy_export(work, step, drop=["variables"])))
   _remove_versions(work, 2)
   return tries.row("seeded choice (p=0.5 each): a new served version or a new embedder export", [
       "served: the server keeps answering from version 1; GetModelStatus reports the version "
       "END/UNKNOWN with one line naming its directory",
       "export: refresh_index --once raises ExportError naming it (one error line, exit 2), no "
-      "new bundle, the last good bundle loads"], start)
+      "new bundle, the last good bundle loads"])
 
 
 def _remove_versions(work: ToyWorkDir, first: int) -> None:
@@ -325,7 +286,7 @@ def half_copied_export(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
   as a served version or as the refresher's newest embedder export."""
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   name = "half-copied export"
-  rng, tries, start = config.rng(name), _Tries(name), time.perf_counter()
+  rng, tries = config.rng(name), Tries(GROUP, name)
   manager = _manager(work)
   version, step = 1, 3000
   src = embedder_export.export_path(work.model_dir, 1)
@@ -335,13 +296,8 @@ def half_copied_export(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
       version += 1
       target = os.path.join(work.serving_base, str(version))
       cut = toy_work_dir.half_copy(work.serving_template, target, fraction)
-      manager.poll_once()
-      listed = os.path.exists(os.path.join(target, "saved_model.pb"))
-      tries.check(f"served version {version} cut at {fraction:.3f} ({os.path.basename(cut)})", {
-          "server keeps serving version 1": _served(work, manager),
-          "GetModelStatus reports it naming the directory": (
-              _status_names(manager, version, target) if listed else True),
-      })
+      tries.check(f"served version {version} cut at {fraction:.3f} ({os.path.basename(cut)})",
+                  _served_checks(manager, version, target))
     else:
       step += 1
       target = embedder_export.export_path(work.model_dir, step)
@@ -353,11 +309,8 @@ def half_copied_export(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
         data["step"] = step
         with open(meta, "w") as f:
           json.dump(data, f)
-      refused, published = _refuses_refresh(work, work.corpus_dir, target)
-      shutil.rmtree(target)
-      tries.check(f"embedder export {step} cut at {fraction:.3f} ({os.path.basename(cut)})", {
-          "refresh refused naming the export": refused, "no bundle published": published,
-          "last good bundle loads": _good_bundle_loads(work)})
+      tries.check(f"embedder export {step} cut at {fraction:.3f} ({os.path.basename(cut)})",
+                  _export_checks(work, target))
   _remove_versions(work, 2)
   return tries.row("seeded choice (p=0.5 each) of a served version or an embedder export, cut "
                    "at a seeded random fraction of its bytes (in copy order)", [
@@ -365,7 +318,7 @@ def half_copied_export(work: ToyWorkDir, config: FaultConfig) -> FaultRow:
                        "reports a version with saved_model.pb as END/UNKNOWN naming it (one "
                        "without it is not a version, as in TF Serving)",
                        "export: refresh_index --once raises ExportError naming it, no new "
-                       "bundle, the last good bundle loads"], start)
+                       "bundle, the last good bundle loads"])
 
 
 FAULTS = (truncated_shard, flipped_checkpoint, bundle_embeddings, manifest_not_json,

@@ -10,33 +10,15 @@ Mounting needs root; where it is not allowed, every row says so (survived=False,
 """
 import os
 import shutil
-import time
-from typing import Callable, Dict, List
+from typing import Callable, List
 
-from benchmarks.faults import FaultConfig, FaultRow
+from benchmarks.faults import FaultConfig, FaultRow, Tries
 from benchmarks.faults import toy_work_dir
-from benchmarks.faults.damage import _copy_export, _Tries
-from benchmarks.faults.toy_work_dir import one_line_user_error
+from benchmarks.faults.outputs import temporaries
+from benchmarks.faults.toy_work_dir import bundle_loads, copy_export, refuses
 
 GROUP = "disk_full"
 DISK_BYTES = 160 << 20  # the tmpfs: room for two toy exports or bundles (35 MB each)
-
-
-def _disk_full_check(result: Dict[str, object]):
-  if not result["ok"]:
-    return result["error"]
-  return True if "Disk full" in result["error"] else result["error"]
-
-
-def _hidden_leftovers(directory: str) -> List[str]:
-  """Temporaries (`.tmp-…`, `*.tmp`, `*_temp`) left anywhere under `directory`."""
-  out = []
-  for parent, dirs, files in os.walk(directory):
-    for name in dirs + files:
-      if name.startswith(".tmp-") or name.endswith(".tmp") or name.endswith("_temp") or \
-          ".tmp-" in name:
-        out.append(os.path.relpath(os.path.join(parent, name), directory))
-  return out
 
 
 def _size(path: str) -> int:
@@ -46,16 +28,16 @@ def _size(path: str) -> int:
 
 
 def _try_full(disk: str, needed: int, rng, write: Callable[[], object], what: str,
-              intact: Callable[[], object], cleanup_dir: str, tries: _Tries) -> None:
+              intact: Callable[[], object], cleanup_dir: str, tries: Tries) -> None:
   """One try: fill `disk` leaving a seeded share of `needed` bytes, write (must fail: disk
   full, naming `what`), check the old version and leftovers, free the space, write again."""
   from realm_tf.testing import small_disk  # pylint: disable=g-import-not-at-top
   share = rng.uniform(0.0, 0.9)
   left = small_disk.fill(disk, int(needed * share))
   try:
-    failed = _disk_full_check(one_line_user_error(write, what))
+    failed = refuses(write, what, "Disk full")
     old_ok = intact()
-    leftovers = _hidden_leftovers(cleanup_dir)
+    leftovers = temporaries(cleanup_dir)
   finally:
     small_disk.free(disk)
   try:
@@ -75,24 +57,24 @@ def export_row(work, disk: str, config: FaultConfig) -> FaultRow:
   """An embedder export (the trainer's periodic export) onto a full disk."""
   from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
   name = "disk full during an embedder export"
-  rng, tries, start = config.rng(name), _Tries(name, GROUP), time.perf_counter()
+  rng, tries = config.rng(name), Tries(GROUP, name)
   model_dir = os.path.join(disk, "model")
   first = embedder_export.export_embedder(work.retriever, model_dir, 1)
   needed = _size(first)
+
+  def intact():
+    try:
+      latest = embedder_export.latest_export(model_dir)
+      if latest != first:
+        return f"newest export is {latest}"
+      embedder_export.load_embedder(first)
+      return True
+    except Exception as e:  # pylint: disable=broad-except
+      return f"{type(e).__name__}: {e}"
+
   for i in range(config.kill_points):
     step = 2 + i
     target = embedder_export.export_path(model_dir, step)
-
-    def intact():
-      try:
-        latest = embedder_export.latest_export(model_dir)
-        if latest != first:
-          return f"newest export is {latest}"
-        embedder_export.load_embedder(first)
-        return True
-      except Exception as e:  # pylint: disable=broad-except
-        return f"{type(e).__name__}: {e}"
-
     _try_full(disk, needed, rng,
               lambda: embedder_export.export_embedder(work.retriever, model_dir, step),
               target, intact, model_dir, tries)
@@ -101,33 +83,25 @@ def export_row(work, disk: str, config: FaultConfig) -> FaultRow:
   return tries.row("seeded share in [0, 0.9) of the export's bytes left free", [
       "export_embedder raises DiskFullError naming the export directory (one error line, "
       "exit 2)", "the previous export is the newest and loads", "no temporary directory left",
-      "the same export succeeds once the filler is removed"], start, export_bytes=needed)
+      "the same export succeeds once the filler is removed"], export_bytes=needed)
 
 
 def refresh_row(work, disk: str, config: FaultConfig) -> FaultRow:
   """One refresh round publishing its bundle onto a full disk."""
-  from realm_tf.retrieval import bundle, embedder_export  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import bundle  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.refresh import IndexRefresher  # pylint: disable=g-import-not-at-top
   name = "disk full during a refresh round"
-  rng, tries, start = config.rng(name), _Tries(name, GROUP), time.perf_counter()
+  rng, tries = config.rng(name), Tries(GROUP, name)
   index_dir = os.path.join(disk, "index")
   shutil.copytree(work.index_dir, index_dir)
   needed = _size(bundle.version_path(index_dir, 1))
   cfg = work.refresh_config(index_dir=index_dir)
   for i in range(config.kill_points):
     step = 10 + i
-    export = _copy_export(work, step)
+    export = copy_export(work, step)
     live = bundle.latest_version(index_dir)
-
-    def intact():
-      try:
-        with bundle.latest(index_dir, load=True) as b:
-          return True if b.version == live else f"newest bundle {b.version}, not {live}"
-      except Exception as e:  # pylint: disable=broad-except
-        return f"{type(e).__name__}: {e}"
-
-    _try_full(disk, needed, rng, lambda: IndexRefresher(cfg).run_once(), index_dir, intact,
-              index_dir, tries)
+    _try_full(disk, needed, rng, lambda: IndexRefresher(cfg).run_once(), index_dir,
+              lambda live=live: bundle_loads(index_dir, live), index_dir, tries)
     shutil.rmtree(export)
     for version in bundle.list_versions(index_dir)[:-1]:  # keep the tmpfs from filling up
       shutil.rmtree(bundle.version_path(index_dir, version))
@@ -135,15 +109,14 @@ def refresh_row(work, disk: str, config: FaultConfig) -> FaultRow:
   return tries.row("seeded share in [0, 0.9) of a bundle's bytes left free", [
       "refresh_index --once raises DiskFullError naming the index directory (one error line, "
       "exit 2)", "the live bundle stays the newest and loads", "no temporary left",
-      "the same refresh publishes its bundle once the filler is removed"], start,
-      bundle_bytes=needed)
+      "the same refresh publishes its bundle once the filler is removed"], bundle_bytes=needed)
 
 
 def checkpoint_row(work, disk: str, config: FaultConfig) -> FaultRow:
   """A trainer checkpoint onto a full disk."""
   del work
   name = "disk full during a checkpoint save"
-  rng, tries, start = config.rng(name), _Tries(name, GROUP), time.perf_counter()
+  rng, tries = config.rng(name), Tries(GROUP, name)
   model_dir = os.path.join(disk, "trainer")
   trainer = toy_work_dir.make_trainer(model_dir)
   first = toy_work_dir.save_checkpoint(trainer, 2)
@@ -169,7 +142,7 @@ def checkpoint_row(work, disk: str, config: FaultConfig) -> FaultRow:
   return tries.row("seeded share in [0, 0.9) of a checkpoint's bytes left free", [
       "Trainer.save raises DiskFullError naming the checkpoint directory (one error line, "
       "exit 2)", "the previous checkpoint restores at its step", "no temporary left",
-      "the same save succeeds once the filler is removed"], start, checkpoint_bytes=needed)
+      "the same save succeeds once the filler is removed"], checkpoint_bytes=needed)
 
 
 ROWS = (export_row, refresh_row, checkpoint_row)

@@ -1,24 +1,23 @@
-"""Fuzzed input: seeded random mutations of corpus files, question files and gRPC request protos.
+"""Fuzzed input (docs/RELIABILITY.md, "Fuzzed input"): seeded random mutations of corpus files,
+question files and gRPC request protos.
 
-Three rows, every case drawn from `config.rng(<row>)`: `config.fuzz_cases` cases for EACH file
-format of the two file rows (formats in turn, counted per format in the row's `per_format`
-figures; the row's tries are their sum) and `config.fuzz_cases` requests for the gRPC decoder:
+Three rows, each drawing its cases from `config.rng(<row>)`: `config.fuzz_cases` cases for EACH
+file format of the two file rows (the formats in turn, counted in the row's `per_format`
+figures) and `config.fuzz_cases` requests for the gRPC decoder:
 
-* corpus files, in every document format (`realm_tf.data.documents`: JSON lines, BEIR,
-  Pyserini (with and without a title line), DPR TSV, plain text, WikiText, SQuAD, and a gzipped
-  file), built from the shipped corpus's first paragraphs and read in-process;
-* question files, in every file format (`realm_tf.openqa.datasets`: `jsonl:`, `dpr_qa:`, BEIR
-  queries and qrels) and the TFDS builders' own readers (`tfds_builders.openqa_common`);
-* gRPC PredictRequest bytes, mutated and sent raw to a real in-process server on a toy model.
+* corpus files in every document format (`realm_tf.data.documents`), built from the shipped
+  corpus's first paragraphs and read in-process;
+* question files in every question format (`realm_tf.openqa.datasets`) and the TFDS builders'
+  own readers (`tfds_builders.openqa_common`);
+* PredictRequest bytes sent raw to a real in-process server on a toy model.
 
-Mutations: byte flips, truncation, invalid UTF-8 inserted, a field deleted, duplicated, given a
-huge value (over the reader's limit), a wrong type or deep nesting, control characters. Each
-case runs with a timeout (`config.fuzz_timeout_s`: longer is a hang). A file case passes when
-the reader raised nothing but the project's one-line error types (naming the file), every skip
-or repair is a one-line record naming the file and a line, and every record the case left
-unmutated was read back unchanged. A request case passes when its status is one a client error
-gets (never INTERNAL / UNKNOWN, never a hang) and the server still answers a good request.
+A file case passes when the reader raised only the project's one-line error types (naming the
+file), within `config.fuzz_timeout_s`, every skip is one line naming the file and a line, and
+every record the case left unmutated was read back unchanged. A request case passes when its
+status is one a client error gets (never INTERNAL / UNKNOWN, never a hang) and the server still
+answers a good request afterwards.
 """
+import collections
 import gzip
 import json
 import os
@@ -165,26 +164,28 @@ def _one_line_naming(message: str, path: str) -> Optional[str]:
 # Corpus files
 
 
-def _corpus_lines(fmt: str, paragraphs) -> Tuple[List[bytes], List[Tuple[str, str, str]], list]:
-  """(header lines, record lines, (doc_id, title, text) each record is read as, records)."""
-  records, header = [], []
-  expected = []
+def _corpus_records(fmt: str, paragraphs) -> Tuple[list, List[Tuple[str, str, str]]]:
+  """The records of a corpus file of `fmt` (JSON objects, or rows for DPR TSV), one per
+  paragraph, and the (doc_id, title, text) each is read back as."""
+  records, expected = [], []
   for i, (title, text) in enumerate(paragraphs):
     doc_id = f"d{i}"
-    expected.append((doc_id, title, text))
-    if fmt in ("jsonl", "jsonl.gz"):
-      records.append({"id": doc_id, "title": title, "text": text})
-    elif fmt == "beir":
-      records.append({"_id": doc_id, "title": title, "text": text})
-    elif fmt == "pyserini":
-      records.append({"id": doc_id, "contents": text})
-      expected[-1] = (doc_id, "", text)
-    elif fmt == "pyserini_title":
-      records.append({"id": doc_id, "contents": f'"{title}"\n{text}'})
-    else:  # dpr_tsv
-      header = [b"id\ttext\ttitle"]
-      records.append([doc_id, text, title])
-  return header, expected, records
+    records.append({"jsonl": {"id": doc_id, "title": title, "text": text},
+                    "jsonl.gz": {"id": doc_id, "title": title, "text": text},
+                    "beir": {"_id": doc_id, "title": title, "text": text},
+                    "pyserini": {"id": doc_id, "contents": text},
+                    "pyserini_title": {"id": doc_id, "contents": f'"{title}"\n{text}'},
+                    "dpr_tsv": [doc_id, text, title]}[fmt])
+    expected.append((doc_id, "" if fmt == "pyserini" else title, text))
+  return records, expected
+
+
+def _record_line(record, op: Optional[str], rng: random.Random) -> bytes:
+  """A JSON-lines record (a dict) or a tab-separated row (a list) as its line, mutated by `op`
+  (unless None)."""
+  if isinstance(record, dict):
+    return _json_line(record) if op is None else _mutate_json(record, op, rng)
+  return "\t".join(record).encode("utf-8") if op is None else _mutate_cells(record, op, rng)
 
 
 def _read_corpus_case(path: str, fmt: str):
@@ -207,16 +208,10 @@ def _corpus_case(work_dir: str, fmt: str, paragraphs, rng: random.Random, timeou
     unmutated = []
   else:
     path = os.path.join(work_dir, "case." + ("tsv" if fmt == "dpr_tsv" else fmt))
-    header, expected, records = _corpus_lines(fmt, paragraphs)
+    records, expected = _corpus_records(fmt, paragraphs)
     chosen = set(rng.sample(range(len(records)), rng.randint(1, 3)))
-    lines = list(header)
-    for i, rec in enumerate(records):
-      if i in chosen:
-        lines.append(_mutate_cells(rec, op, rng) if fmt == "dpr_tsv" else
-                     _mutate_json(rec, op, rng))
-      else:
-        lines.append(_json_line(rec) if isinstance(rec, dict) else
-                     "\t".join(rec).encode("utf-8"))
+    lines = [b"id\ttext\ttitle"] if fmt == "dpr_tsv" else []
+    lines += [_record_line(rec, op if i in chosen else None, rng) for i, rec in enumerate(records)]
     data = b"\n".join(lines) + b"\n"
     unmutated = [e for i, e in enumerate(expected) if i not in chosen]
     if fmt == "jsonl.gz":
@@ -268,6 +263,7 @@ def _whole_file(fmt: str, paragraphs) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # Question files
 
+_QUESTION_LAYOUT = {"tfds_jsonl": "jsonl", "tfds_dpr": "dpr_qa"}  # the TFDS readers' files
 QUESTIONS = [("who wrote pride and prejudice", ["Jane Austen"]),
              ("what is the capital of france", ["Paris"]),
              ("when was the eiffel tower built", ["1889", "1887"]),
@@ -287,35 +283,22 @@ def _question_case(work_dir: str, fmt: str, rng: random.Random, timeout: float
   folder = os.path.join(work_dir, "beir")
   lines = []
   for i, (q, answers) in enumerate(QUESTIONS):
-    if fmt in ("jsonl", "tfds_jsonl"):
-      rec = {"id": f"q{i}", "question": q, "answers": answers}
-      lines.append(_mutate_json(rec, op, rng) if i in chosen else _json_line(rec))
-    elif fmt in ("dpr_qa", "tfds_dpr"):
-      cells = [q, repr(answers)]
-      lines.append(_mutate_cells(cells, op, rng) if i in chosen else
-                   "\t".join(cells).encode("utf-8"))
-    elif fmt == "beir_queries":
-      rec = {"_id": f"q{i}", "text": q}
-      lines.append(_mutate_json(rec, op, rng) if i in chosen else _json_line(rec))
-    else:  # beir_qrels
-      cells = [f"q{i}", f"d{i}", "1"]
-      lines.append(_mutate_cells(cells, op, rng) if i in chosen else
-                   "\t".join(cells).encode("utf-8"))
+    record = {"jsonl": {"id": f"q{i}", "question": q, "answers": answers},
+              "beir_queries": {"_id": f"q{i}", "text": q}, "beir_qrels": [f"q{i}", f"d{i}", "1"],
+              "dpr_qa": [q, repr(answers)]}[_QUESTION_LAYOUT.get(fmt, fmt)]
+    lines.append(_record_line(record, op if i in chosen else None, rng))
   data = b"\n".join(lines) + b"\n"
-  if fmt.startswith("beir"):
+  if fmt.startswith("beir"):  # the mutated file beside an unmutated other one
     os.makedirs(os.path.join(folder, "qrels"), exist_ok=True)
-    queries = b"\n".join(_json_line({"_id": f"q{i}", "text": q})
-                         for i, (q, _) in enumerate(QUESTIONS))
-    qrels = b"query-id\tcorpus-id\tscore\n" + b"\n".join(
-        f"q{i}\td{i}\t1".encode() for i in range(len(QUESTIONS)))
-    if fmt == "beir_queries":
-      queries = data
-    else:
-      qrels = b"query-id\tcorpus-id\tscore\n" + data
-    for name, content in (("queries.jsonl", queries), ("qrels/test.tsv", qrels)):
-      with open(os.path.join(folder, name), "wb") as f:
-        f.write(content)
+    files = {"queries.jsonl": b"\n".join(_json_line({"_id": f"q{i}", "text": q})
+                                         for i, (q, _) in enumerate(QUESTIONS)),
+             "qrels/test.tsv": b"\n".join(f"q{i}\td{i}\t1".encode()
+                                          for i in range(len(QUESTIONS)))}
     path = os.path.join(folder, "queries.jsonl" if fmt == "beir_queries" else "qrels/test.tsv")
+    files[os.path.relpath(path, folder)] = data
+    for name, content in files.items():
+      with open(os.path.join(folder, name), "wb") as f:
+        f.write((b"query-id\tcorpus-id\tscore\n" if name.startswith("qrels") else b"") + content)
     load = lambda: datasets.load_examples(f"beir:{folder}:test", "test")  # noqa: E731
   else:
     path = os.path.join(work_dir, {"jsonl": "q.jsonl", "tfds_jsonl": "q_tfds.jsonl",
@@ -337,7 +320,7 @@ def _question_case(work_dir: str, fmt: str, rng: random.Random, timeout: float
     return op, f"hang: {e}", counts
   except datasets.DatasetError as e:
     examples, error = [], str(e)
-    if "holds no usable question" not in error and "no usable question" not in error:
+    if "no usable question" not in error:
       return op, _one_line_naming(error, path) or f"unexpected error: {error}", counts
     if unmutated:
       return op, f"no question read though {len(unmutated)} were unmutated: {error}", counts
@@ -428,8 +411,7 @@ def _proto_cases(config: FaultConfig) -> FaultRow:
   rng = config.rng("gRPC PredictRequest protos")
   seeds = [toy_models.string_request("qa", qs) for qs in
            (["who wrote hamlet"], ["what is the capital of france", "how tall is everest"])]
-  statuses: Dict[str, int] = {}
-  failures, ops, first, distinct = 0, {}, "", {}
+  statuses, ops, distinct = collections.Counter(), collections.Counter(), collections.Counter()
   start = time.perf_counter()
   try:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -438,24 +420,22 @@ def _proto_cases(config: FaultConfig) -> FaultRow:
       for _ in range(config.fuzz_cases):
         op = rng.choice(MUTATIONS)
         data = _proto_mutation(rng.choice(seeds), op, rng)
-        ops[op] = ops.get(op, 0) + 1
+        ops[op] += 1
         try:
           call(data, timeout=config.fuzz_timeout_s)
           code = "OK"
         except grpc.RpcError as e:
           code = e.code().name
           detail = e.details() or ""
-        statuses[code] = statuses.get(code, 0) + 1
+        statuses[code] += 1
         if code not in GRPC_OK:
-          failures += 1
-          problem = f"{op}: {code} {detail[:200]}"
-          first = first or problem
-          distinct[problem] = distinct.get(problem, 0) + 1
+          distinct[f"{op}: {code} {detail[:200]}"] += 1
       good = predict_pb2.PredictResponse.FromString(call(seeds[0].SerializeToString(),
                                                          timeout=config.fuzz_timeout_s))
       alive = good.outputs["answers"].string_val == [b"v1:HAMLET"]
   finally:
     server.stop(1)
+  failures = sum(distinct.values())
   return FaultRow(
       GROUP, "gRPC PredictRequest protos: mutated bytes sent raw",
       f"{config.fuzz_cases} seeded random mutations (seed {config.seed}) of 2 well-formed "
@@ -464,8 +444,9 @@ def _proto_cases(config: FaultConfig) -> FaultRow:
        "RESOURCE_EXHAUSTED), never INTERNAL / UNKNOWN", f"answered within "
        f"{config.fuzz_timeout_s:g} s (no hang)", "a good request still answered afterwards"],
       survived=failures == 0 and alive, failures=failures + int(not alive),
-      reason=first if failures else ("" if alive else "server stopped answering"),
-      figures={"cases": config.fuzz_cases, "statuses": statuses, "failed_kinds": distinct,
+      reason=next(iter(distinct)) if failures else ("" if alive else "server stopped answering"),
+      figures={"cases": config.fuzz_cases, "statuses": dict(statuses),
+               "failed_kinds": dict(distinct),
                "seconds": round(time.perf_counter() - start, 1)})
 
 
@@ -476,14 +457,14 @@ def _file_row(config: FaultConfig, fault: str, formats, case_fn) -> FaultRow:
   """One file row: `config.fuzz_cases` cases for each of `formats`, the formats in turn, each
   case's outcome counted under its format (so every parser gets the full count, not a share)."""
   rng = config.rng(fault)
-  failures, first, per_format, ops = 0, "", {}, {}
+  failures, first, per_format, ops = 0, "", {}, collections.Counter()
   totals = {"records_unmutated": 0, "records_kept": 0, "skips": 0}
   start = time.perf_counter()
   tries = config.fuzz_cases * len(formats)
   for i in range(tries):
     fmt = formats[i % len(formats)]
     op, problem, counts = case_fn(fmt, rng)
-    ops[op] = ops.get(op, 0) + 1
+    ops[op] += 1
     stats = per_format.setdefault(fmt, {"cases": 0, "failures": 0, **dict.fromkeys(totals, 0)})
     stats["cases"] += 1
     for k, v in counts.items():

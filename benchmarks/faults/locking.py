@@ -1,38 +1,31 @@
-"""Two processes on one work dir: a second writer while the first is live, and the lock a
-kill -9 leaves behind (`realm_tf.io.work_dir_lock`).
+"""Two processes on one work dir (`realm_tf.io.work_dir_lock`; docs/RELIABILITY.md, "Two
+processes, one work dir"): a second writer while the first is live, and the lock a kill -9 leaves
+behind.
 
 With `kill_points` of 1 (the default test run's subset) the first process is a lock holder
 (`realm_tf.testing.lock_holder`: the library's real flock in a process of its own) and the second
-takes the lock in-process: seconds, not minutes. Otherwise the first process is the real
-`pretrain` CLI at toy size (tiny towers from random weights, 6 documents) and so is every
-second one, at seeded random moments:
+takes the lock in-process: seconds, not minutes. Otherwise every process is the real `pretrain`
+CLI at toy size, started at seeded moments:
 
-* `second_writer`: one pretrain run, long enough (FIRST_TRAIN_STEPS) to outlive the second
-  writers; `kill_points` second pretrain runs started at seeded moments after the first took the
-  lock (two at a time at most). Each must exit 2, while the first still runs, with the one line
-  `error: <work_dir> is in use by pid <first> (...)`; the first must finish (exit 0) with its
-  outputs complete (summary.json, TRAINING_DONE at its last step, a checkpoint there) and the
-  lock file still naming it. A second writer is never started once the first has ended (that
-  would be no try); the row fails if fewer than `kill_points` could be started. Each refusal's
-  time is taken when its process exits (polled), not when the next one starts.
-* `stale_lock`: a chain of pretrain runs (FIRST_TRAIN_STEPS each, resuming one another) on one
-  work dir, each killed with SIGKILL at a seeded moment after it took the lock, while it still
-  runs (a run that ended before its kill is no try and fails the row); each next run must take
-  the lock (not be refused by the dead one's file); a last run, not killed, must finish with its
-  outputs complete.
+* second writer: `kill_points` second runs (two at a time at most, none once the first ended: no
+  try) beside a first run long enough to outlive them (FIRST_TRAIN_STEPS); each must exit 2 with
+  the one line `error: <work_dir> is in use by pid <first> (...)` (timed when its process exits),
+  and the first must finish with its outputs complete and its lock file unchanged;
+* stale lock: a chain of runs on one work dir, each killed at a seeded moment while it runs (one
+  that ended first is no try and fails the row); each next run must take the lock, and a last
+  run, not killed, must finish with its outputs complete.
 """
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-from benchmarks.faults import FaultConfig, FaultRow
-from benchmarks.faults import kill
+from benchmarks.faults import FaultConfig, FaultRow, processes
+from benchmarks.faults.outputs import read_json
+from benchmarks.faults.processes import kill_group, last_line
 from realm_tf.io import work_dir_lock
-from realm_tf.testing import cli as cli_testing
 from realm_tf.testing import lock_holder
 
 GROUP = "locking"
@@ -71,34 +64,22 @@ def _pretrain(work: str, docs: str, log: str, steps: int = TRAIN_STEPS,
               every: Optional[str] = None) -> subprocess.Popen:
   """Starts `python -m realm_tf.launch.pretrain` on `work` (its own process group) for `steps`
   REALM steps, refreshing and checkpointing every `every` steps (PRETRAIN_TOY's when None)."""
-  env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
   cadence = [f"--refresh_every_steps={every}", f"--checkpoint_every={every}"] if every else []
-  with open(log, "w", encoding="utf-8") as out:
-    return subprocess.Popen(
-        [sys.executable, "-m", "realm_tf.launch.pretrain", f"--work_dir={work}",
-         f"--inputs={docs}", f"--num_train_steps={steps}", *PRETRAIN_TOY, *cadence],
-        cwd=cli_testing.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        start_new_session=True)
+  return processes.start(["realm_tf.launch.pretrain", f"--work_dir={work}", f"--inputs={docs}",
+                          f"--num_train_steps={steps}", *PRETRAIN_TOY, *cadence], log)
+
+
+def _holds_lock(work: str, pid: int) -> bool:
+  return (work_dir_lock.read_holder(work) or {}).get("pid") == pid
 
 
 def _wait_for_lock(work: str, proc: subprocess.Popen, timeout: float) -> Optional[float]:
   """Seconds until `proc` holds `work`'s lock (the file names it), or None if it exits first
   or the timeout passes."""
   start = time.monotonic()
-  while time.monotonic() - start < timeout:
-    info = work_dir_lock.read_holder(work) or {}
-    if info.get("pid") == proc.pid:
-      return time.monotonic() - start
-    if proc.poll() is not None:
-      return None
-    time.sleep(0.2)
-  return None
-
-
-def _last_line(log: str) -> str:
-  with open(log, encoding="utf-8", errors="replace") as f:
-    lines = [line.strip() for line in f if line.strip()]
-  return lines[-1] if lines else ""
+  if processes.wait_for(proc, lambda: _holds_lock(work, proc.pid), timeout, 0.2) != "ready":
+    return None
+  return time.monotonic() - start
 
 
 def _complete(work: str, steps: int = TRAIN_STEPS) -> List[str]:
@@ -106,14 +87,11 @@ def _complete(work: str, steps: int = TRAIN_STEPS) -> List[str]:
   problems = []
   if not os.path.exists(os.path.join(work, "summary.json")):
     problems.append("no summary.json")
-  done = os.path.join(work, "realm", "TRAINING_DONE")
-  if not os.path.exists(done):
+  done = read_json(os.path.join(work, "realm", "TRAINING_DONE"))
+  if done is None:
     problems.append("no realm/TRAINING_DONE")
-  else:
-    with open(done, encoding="utf-8") as f:
-      step = json.load(f).get("step")
-    if step != steps:
-      problems.append(f"TRAINING_DONE at step {step}, not {steps}")
+  elif done.get("step") != steps:
+    problems.append(f"TRAINING_DONE at step {done.get('step')}, not {steps}")
   if not os.path.exists(os.path.join(work, "realm", "checkpoints", f"ckpt-{steps}.index")):
     problems.append(f"no checkpoint at step {steps}")
   return problems
@@ -136,8 +114,7 @@ def _second_writer_holder(config: FaultConfig) -> Tuple[str, List[str], Dict]:
       except work_dir_lock.WorkDirBusyError as e:
         if f"is in use by pid {holder.pid} ({lock_holder.COMMAND}, since " not in str(e):
           failures.append(f"{delay} s: the refusal does not name the holder: {e}")
-      if holder.poll() is not None or \
-          (work_dir_lock.read_holder(work) or {}).get("pid") != holder.pid:
+      if holder.poll() is not None or not _holds_lock(work, holder.pid):
         failures.append(f"{delay} s: the holder died or its lock file was rewritten")
     finally:
       holder.kill()
@@ -158,7 +135,7 @@ def _stale_lock_holder(config: FaultConfig) -> Tuple[str, List[str], Dict]:
     holder.wait()
     try:
       with work_dir_lock.hold(work, command="next-run"):
-        if (work_dir_lock.read_holder(work) or {}).get("pid") != os.getpid():
+        if not _holds_lock(work, os.getpid()):
           failures.append(f"{delay} s: the next holder's name is not in the lock file")
     except work_dir_lock.WorkDirBusyError as e:
       failures.append(f"{delay} s: the dead holder's lock blocked the next run: {e}")
@@ -180,7 +157,7 @@ def _second_writer_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
   first_ended = None  # seconds after t0 at which the first run was seen ended
   try:
     if _wait_for_lock(work, first, START_TIMEOUT_S) is None:
-      return "", [f"the first run did not take the lock: {_last_line(first_log)!r}"], {}
+      return "", [f"the first run did not take the lock: {last_line(first_log)!r}"], {}
     t0 = time.monotonic()
     running: List[Tuple[float, subprocess.Popen, str, float]] = []
 
@@ -193,7 +170,7 @@ def _second_writer_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
         running.remove(entry)
         delay, proc, log, began = entry
         refusal_s.append(round(time.monotonic() - began, 1))
-        line = _last_line(log)
+        line = last_line(log)
         expected = f"error: {work} is in use by pid {first.pid} ("
         if proc.returncode != 2 or not line.startswith(expected):
           failures.append(f"{delay} s: exit {proc.returncode}, last line {line!r}")
@@ -223,11 +200,11 @@ def _second_writer_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
       first_ended = time.monotonic() - t0
   finally:
     if first.poll() is None:
-      kill.kill_group(first)
+      kill_group(first)
   if first.returncode != 0:
     failures.append(f"the first run exited {first.returncode}")
   failures += [f"first run: {p}" for p in _complete(work, FIRST_TRAIN_STEPS)]
-  if (work_dir_lock.read_holder(work) or {}).get("pid") != first.pid:
+  if not _holds_lock(work, first.pid):
     failures.append("the lock file no longer names the first run")
   return (f"seeded random moment in [0, {SECOND_WINDOW_S:.0f}] s after the first pretrain "
           f"({FIRST_TRAIN_STEPS} steps) took the lock (seed {config.seed}): {delays}"), failures, \
@@ -249,13 +226,13 @@ def _stale_lock_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
       waited = _wait_for_lock(work, proc, START_TIMEOUT_S)
       if waited is None:
         failures.append(f"run {i} did not take the lock after a kill: exit {proc.poll()}, "
-                        f"{_last_line(log)!r}")
+                        f"{last_line(log)!r}")
         continue
       lock_after_s.append(round(waited, 1))
       if delay is None:
         proc.wait(timeout=RUN_TIMEOUT_S)
         if proc.returncode != 0:
-          failures.append(f"the last run exited {proc.returncode}: {_last_line(log)!r}")
+          failures.append(f"the last run exited {proc.returncode}: {last_line(log)!r}")
         continue
       time.sleep(delay)
       if proc.poll() is not None:  # its lock file is a finished run's: no try of a kill's
@@ -263,12 +240,13 @@ def _stale_lock_cli(config: FaultConfig) -> Tuple[str, List[str], Dict]:
         failures.append(f"run {i} had ended before its kill at {delay} s (no try; exit "
                         f"{proc.returncode})")
     finally:
-      kill.kill_group(proc)
+      kill_group(proc)
   failures += [f"last run: {p}" for p in _complete(work, FIRST_TRAIN_STEPS)]
   return (f"SIGKILL of pretrain ({FIRST_TRAIN_STEPS} steps) at a seeded random moment in "
-          f"[{KILL_WINDOW_S[0]:.0f}, {KILL_WINDOW_S[1]:.0f}] s after it took the lock (seed {config.seed}): {delays}"), \
-      failures, {"next_run_took_the_lock_after_s": lock_after_s,
-                 "runs_finished_before_their_kill": finished_before_kill}
+          f"[{KILL_WINDOW_S[0]:.0f}, {KILL_WINDOW_S[1]:.0f}] s after it took the lock "
+          f"(seed {config.seed}): {delays}"), failures, \
+      {"next_run_took_the_lock_after_s": lock_after_s,
+       "runs_finished_before_their_kill": finished_before_kill}
 
 
 def run(config: FaultConfig) -> List[FaultRow]:
@@ -291,9 +269,7 @@ def run(config: FaultConfig) -> List[FaultRow]:
   for fault, fn, checked in rows_spec:
     start = time.perf_counter()
     injected_at, failures, figures = fn(config)
-    rows.append(FaultRow(
-        group=GROUP, fault=f"{fault} (first process: {first})", injected_at=injected_at,
-        tries=config.kill_points, checked=checked, survived=not failures,
-        failures=len(failures), reason="; ".join(failures), figures=figures,
-        seconds=round(time.perf_counter() - start, 1)))
+    rows.append(FaultRow.judged(GROUP, f"{fault} (first process: {first})", injected_at,
+                                config.kill_points, checked, failures,
+                                round(time.perf_counter() - start, 1), **figures))
   return rows

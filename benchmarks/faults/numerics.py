@@ -1,21 +1,15 @@
-"""Numerical faults: NaN / Inf inputs, a gradient that overflows under a finite loss, and a
-learning rate that explodes, each at a seeded random step of a real training run.
+"""Numerical faults at a seeded step of a real training run (docs/RELIABILITY.md, "Numerical
+faults"): NaN / Inf inputs, a gradient that overflows under a finite loss, and a learning rate
+that explodes.
 
-Every try trains a small regression model (one dense layer over 8 float features, mean absolute
-error) with the project's `Trainer` (its checkpoints, hooks and stop rule) and a hook that keeps
-the best export's record with REALM's rule (`realm_experiment.improves_best` over the negative
-loss of a fixed held-out batch, written to best_export.json) as the pre-training hook does. The
-fault is part of the run's real configuration: the examples of the drawn step carry a NaN, an
-Inf or a 1e30 feature, or the learning-rate schedule jumps to 1e38 from the drawn step on.
-
-The documented behaviour (docs/RELIABILITY.md, "Numerical faults"): the run stops at the first
-step whose loss or gradient norm is not finite, with one line naming the step, before that
-step's checkpoint and hooks. Checked after each try: the stop and its step, that no checkpoint
-or hook (export, best-export record) exists from that step on, that the last checkpoint restores
-with finite weights at the step before, and that a rerun on clean data resumes from it and
-finishes with a finite loss.
+Each try trains a small regression model (one dense layer over 8 features, mean absolute error)
+with the project's `Trainer` (checkpoints, hooks, stop rule) and a hook that keeps
+best_export.json with REALM's rule (`realm_experiment.improves_best`). The fault is part of the
+run's configuration: the drawn step's batch carries a NaN, an Inf or a 1e30 feature, or the
+learning rate jumps to 1e38 from that step on. Checked: the run stops at the first non-finite
+step with one line naming it, before that step's checkpoint and hooks; the last checkpoint
+restores finite at the step before; a rerun on clean data resumes from it to a finite loss.
 """
-import json
 import os
 import shutil
 import time
@@ -26,6 +20,7 @@ import tensorflow as tf
 import tf_keras
 
 from benchmarks.faults import FaultConfig, FaultRow
+from benchmarks.faults.outputs import read_json
 from realm_tf.io import atomic
 from realm_tf.stages.realm_experiment import improves_best
 from realm_tf.training.trainer import NonFiniteLossError, Trainer
@@ -90,8 +85,7 @@ def _best_export_hook(trainer: Trainer, model_dir: str, hook_steps: List[int]) -
     hook_steps.append(step)
     loss = float(tf.reduce_mean(_task(trainer.model, held, False)[0]))
     path = os.path.join(model_dir, BEST_EXPORT)
-    best = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else None
-    if improves_best(-loss, best):
+    if improves_best(-loss, read_json(path)):
       atomic.write_json(path, {"step": step, "heldout_retrieval_utility": -loss})
     return False
   return hook
@@ -104,13 +98,11 @@ def _checkpoint_steps(trainer: Trainer) -> List[int]:
 def run_try(model_dir: str, fault_step: int, kind: str) -> Dict[str, object]:
   """One run with the fault `kind` at `fault_step`; returns what the checks found."""
   shutil.rmtree(model_dir, ignore_errors=True)
-  values = {"nan_input": float("nan"), "inf_input": float("inf"), "overflow_input": 1e30}
   if kind == "learning_rate_explosion":
-    trainer = _trainer(model_dir, jump_at=fault_step)
-    make_dataset = make_dataset_fn()
+    trainer, make_dataset = _trainer(model_dir, jump_at=fault_step), make_dataset_fn()
   else:
-    trainer = _trainer(model_dir)
-    make_dataset = make_dataset_fn(fault_step, values[kind])
+    values = {"nan_input": float("nan"), "inf_input": float("inf"), "overflow_input": 1e30}
+    trainer, make_dataset = _trainer(model_dir), make_dataset_fn(fault_step, values[kind])
   hook_steps: List[int] = []
   error: Optional[str] = None
   try:
@@ -122,9 +114,7 @@ def run_try(model_dir: str, fault_step: int, kind: str) -> Dict[str, object]:
          "stop_step": stop, "hook_steps": hook_steps, "checkpoints": _checkpoint_steps(trainer)}
   if stop is None:
     return out
-  best_path = os.path.join(model_dir, BEST_EXPORT)
-  out["best_step"] = json.load(open(best_path, encoding="utf-8"))["step"] \
-      if os.path.exists(best_path) else None
+  out["best_step"] = (read_json(os.path.join(model_dir, BEST_EXPORT)) or {}).get("step")
   # A rerun on clean data at the first rate: it resumes from the last good checkpoint.
   again = _trainer(model_dir)
   out["restored_step"] = again.restore()
@@ -209,12 +199,9 @@ def run(config: FaultConfig) -> List[FaultRow]:
     reason = "; ".join(failures)
     if failures and kind == "learning_rate_explosion":
       reason = f"{EXPLOSION_REASON} Found: {reason}"
-    rows.append(FaultRow(
-        group=GROUP, fault=fault,
-        injected_at=f"seeded random step in [2, {FAULT_STEPS_MAX}] (seed {config.seed}): "
-                    f"{', '.join(map(str, steps))}",
-        tries=len(steps), checked=CHECKED, survived=not failures, failures=len(failures),
-        reason=reason,
-        figures={"stop_steps": stops, "steps_per_run": STEPS, "batch_size": BATCH},
-        seconds=round(time.perf_counter() - start, 1)))
+    rows.append(FaultRow.judged(
+        GROUP, fault, f"seeded random step in [2, {FAULT_STEPS_MAX}] (seed {config.seed}): "
+        f"{', '.join(map(str, steps))}", len(steps), CHECKED, failures,
+        round(time.perf_counter() - start, 1), reason=reason, stop_steps=stops,
+        steps_per_run=STEPS, batch_size=BATCH))
   return rows

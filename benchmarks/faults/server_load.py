@@ -67,12 +67,6 @@ class _Call:
   ok: bool  # well-formed: answered correctly; malformed: got its kind's status
 
 
-def rss_bytes(pid: int) -> int:
-  """Resident set size of process `pid` (`realm_tf.io.memory.rss_bytes`)."""
-  from realm_tf.io import memory  # pylint: disable=g-import-not-at-top
-  return memory.rss_bytes(pid)
-
-
 def _strings(values) -> "object":
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.make_tensor_proto(np.array(values, dtype=object))
@@ -187,7 +181,6 @@ class _Publisher(threading.Thread):
     self.server, self.staged, self.base, self.times = server, staged, base, times
     self.published: List[int] = []
     self.retired: List[int] = []
-    self.errors: List[str] = []
     self.halt = threading.Event()
 
   def run(self):
@@ -217,6 +210,7 @@ class _Publisher(threading.Thread):
 
 def run(config: FaultConfig) -> List[FaultRow]:
   """The group's four rows (see the module docstring)."""
+  from realm_tf.io.memory import rss_bytes  # pylint: disable=g-import-not-at-top
   from realm_tf.testing import toy_models  # pylint: disable=g-import-not-at-top
   from serving import subprocess_server  # pylint: disable=g-import-not-at-top
   base = os.path.join(config.work_dir, "models", MODEL)

@@ -8,7 +8,7 @@ build takes seconds; the files are the ones the product writes at any size.
 import dataclasses
 import os
 import shutil
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 from realm_tf.utils import command_line
 
@@ -118,13 +118,33 @@ def half_copy(src: str, dst: str, fraction: float) -> str:
   return cut
 
 
-def one_line_user_error(call: Callable[[], object], *needles: str) -> Dict[str, object]:
-  """Runs `call`, expecting the kind of error a CLI prints as one `error:` line (exit 2) that
-  contains every needle; returns {"ok", "error"} (what happened, on one line)."""
+def copy_export(work: ToyWorkDir, step: int, drop=()) -> str:
+  """Publishes export 1 again as `step` (less the parts in `drop`): the refresher's newest."""
+  from realm_tf.retrieval import embedder_export  # pylint: disable=g-import-not-at-top
+  from realm_tf.testing import retrieval_fixtures  # pylint: disable=g-import-not-at-top
+  return retrieval_fixtures.copy_export(embedder_export.export_path(work.model_dir, 1),
+                                        work.model_dir, step, drop=drop)
+
+
+def bundle_loads(index_dir: str, version: int = 1):
+  """True when the newest bundle of `index_dir` is `version` and loads whole (searcher,
+  embedder, matrices); else what is wrong."""
+  from realm_tf.retrieval import bundle  # pylint: disable=g-import-not-at-top
+  try:
+    with bundle.latest(index_dir, load=True) as b:
+      return True if b.version == version else f"newest bundle is {b.version}, not {version}"
+  except Exception as e:  # pylint: disable=broad-except
+    return f"{type(e).__name__}: {e}"
+
+
+def refuses(call: Callable[[], object], *needles: str):
+  """True when `call` raises the kind of error a CLI prints as one `error:` line (exit 2) and
+  its message contains every needle; else what happened, on one line."""
   try:
     call()
   except Exception as e:  # pylint: disable=broad-except
     text = " ".join(str(e).split())
-    ok = command_line.is_user_error(e) and all(n in text for n in needles)
-    return {"ok": ok, "error": f"{type(e).__name__}: {text[:400]}"}
-  return {"ok": False, "error": "no error raised"}
+    if command_line.is_user_error(e) and all(n in text for n in needles):
+      return True
+    return f"{type(e).__name__}: {text[:400]}"
+  return "no error raised"

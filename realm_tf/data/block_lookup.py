@@ -27,7 +27,6 @@ accelerators the lookup never becomes a replica variable. Packing
 built in a local cache directory (memory-mapping needs a local file).
 """
 import json
-import mmap
 import os
 import shutil
 import tempfile
@@ -505,15 +504,3 @@ class BlockLookup:
     for fd in (getattr(self, "_text_fd", None), getattr(self, "_text_offsets_fd", None)):
       if fd is not None:
         os.close(fd)
-
-
-def release_pages(array: np.ndarray) -> None:
-  """Drops the resident pages of a memory-mapped array (clean file pages: the data stays on disk
-  and is read again if touched), e.g. after copying it into a variable; a no-op for other
-  arrays."""
-  obj = array
-  while obj is not None and not isinstance(obj, np.memmap):
-    obj = getattr(obj, "base", None)
-  mapped = getattr(obj, "_mmap", None)
-  if mapped is not None:
-    mapped.madvise(mmap.MADV_DONTNEED)

@@ -24,7 +24,7 @@ from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.openqa import datasets
-from realm_tf.openqa.features import OpenQAExample
+from realm_tf.modeling.openqa_features import OpenQAExample
 
 _HASH_BASE = np.uint64(1_000_003)
 _BATCH = 4096

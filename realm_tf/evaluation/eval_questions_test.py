@@ -6,7 +6,7 @@ import pytest
 
 from realm_tf.evaluation import eval_questions
 from realm_tf.openqa import datasets
-from realm_tf.openqa.features import OpenQAExample
+from realm_tf.modeling.openqa_features import OpenQAExample
 from realm_tf.testing import openqa_models as T
 
 

@@ -10,7 +10,7 @@ from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.data.doc_ids import DocIdTable
 from realm_tf.evaluation import retrieval_outputs as O
 from realm_tf.evaluation import run_files
-from realm_tf.openqa.features import OpenQAExample
+from realm_tf.modeling.openqa_features import OpenQAExample
 
 DOCS = [("long doc", 0), ("solo", 0), ("long doc", 1)]
 

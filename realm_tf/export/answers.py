@@ -1,7 +1,7 @@
 """From question strings and block data to answer strings, in the graph.
 
 The served open-QA model and `realm_reader` share this path: `question_features` tokenizes and
-packs the questions exactly as `realm_tf.openqa.features.QuestionFeaturizer` does on the host,
+packs the questions exactly as `realm_tf.modeling.openqa_features.QuestionFeaturizer` does on the host,
 `read_blocks` runs the reader over `[CLS] question [SEP] body [SEP]`, and `select_answers` turns
 the reader's span logits into the top distinct answer strings, cut out of the block texts by the
 byte offsets of their wordpieces (block_table.text_blocks tokenizes the texts with offsets), or,
@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from realm_tf.export.versioning import ServingExportError
 from realm_tf.openqa import answer_text
-from realm_tf.openqa import features as features_lib
+from realm_tf.modeling import openqa_features as features_lib
 from realm_tf.text import RealmTokenizer, pack_query
 from realm_tf.text.packing import INPUT_KEYS
 
@@ -26,7 +26,7 @@ def question_features(tokenizer: RealmTokenizer, questions, query_seq_length: in
                       reader_query_length: int) -> Dict[str, tf.Tensor]:
   """Question strings [B] → the open-QA model's question features, in the graph.
 
-  Same layout as `realm_tf.openqa.features.QuestionFeaturizer`: `query/*` int32 [B, Tq]
+  Same layout as `realm_tf.modeling.openqa_features.QuestionFeaturizer`: `query/*` int32 [B, Tq]
   (`[CLS] q [SEP]`), `question_ids` int32 [B, reader_query_length - 2] (zero padded) and
   `question_length` int32 [B]; plus `wordpieces` (ragged [B, (n)]).
   """

@@ -70,7 +70,7 @@ def export_components(model, tokenizer: RealmTokenizer, export_base: str,
   """Exports the chosen components of a fine-tuned open-QA model; returns {model name: path}.
 
   Args:
-    model: a built `realm_tf.openqa.model.OpenQAModel` (query tower, reader, FrozenIndex).
+    model: a built `realm_tf.modeling.openqa_model.OpenQAModel` (query tower, reader, FrozenIndex).
     tokenizer: the RealmTokenizer the model was trained with.
     export_base: TF Serving base directory; models go to `<export_base>/<name>/<version>`.
     version: the version of every model written (default: one more than the newest version of

@@ -119,7 +119,7 @@ def test_component_exports_reload_in_fresh_process(micro, exported, tmp_path):
 
 
 def _query_features(micro):
-  from realm_tf.openqa import features as features_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling import openqa_features as features_lib  # pylint: disable=g-import-not-at-top
   featurizer = features_lib.QuestionFeaturizer(micro.model.config.feature_config, micro.tokenizer)
   feats = featurizer.featurize([features_lib.OpenQAExample(str(i), q, ())
                                 for i, q in enumerate(ex_testing.QUESTIONS[:3])])
@@ -127,7 +127,7 @@ def _query_features(micro):
 
 
 def _reference_spans(micro, rows, scores):
-  from realm_tf.openqa import features as features_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling import openqa_features as features_lib  # pylint: disable=g-import-not-at-top
   model = micro.model
   featurizer = features_lib.QuestionFeaturizer(model.config.feature_config, micro.tokenizer)
   feats = featurizer.featurize([features_lib.OpenQAExample(str(i), q, ())

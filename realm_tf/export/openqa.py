@@ -42,7 +42,7 @@ from realm_tf.export.versioning import (SERVING_DEFAULT, ServingExportError, che
                                         model_info, publish_saved_model, save_options,
                                         variant_model_name)
 from realm_tf.openqa import answer_text
-from realm_tf.openqa import features as features_lib
+from realm_tf.modeling import openqa_features as features_lib
 from realm_tf.text import RealmTokenizer
 
 OPENQA = "realm_openqa"

@@ -9,10 +9,14 @@ tensors, a replaced search index, warm-up requests' intermediates) in its arenas
 counts as the process's resident memory. A long-running process that has just dropped such
 buffers (the model server after loading or unloading a version, the trainer after switching index
 bundles) calls `return_free_memory` so that its resident size reflects what it holds.
+`release_pages` drops a memory-mapped array's resident pages once its data lives elsewhere.
 """
 import ctypes
 import ctypes.util
+import mmap
 from typing import Dict, Union
+
+import numpy as np
 
 _LIBC = None
 MEMORY_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
@@ -47,3 +51,15 @@ def return_free_memory() -> bool:
   if not _LIBC:
     return False
   return bool(_LIBC.malloc_trim(0))
+
+
+def release_pages(array: np.ndarray) -> None:
+  """Drops the resident pages of a memory-mapped array (clean file pages: the data stays on disk
+  and is read again if touched), e.g. after copying it into a variable; a no-op for other
+  arrays."""
+  obj = array
+  while obj is not None and not isinstance(obj, np.memmap):
+    obj = getattr(obj, "base", None)
+  mapped = getattr(obj, "_mmap", None)
+  if mapped is not None:
+    mapped.madvise(mmap.MADV_DONTNEED)

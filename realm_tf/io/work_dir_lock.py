@@ -1,7 +1,9 @@
 """One writer per work dir: an advisory lock (`fcntl.flock`) on `<dir>/.lock`.
 
-A program that writes a work dir (`pretrain`, all of its stages; `ict`; `finetune`, in its model
-dir; `export`, in its serving base) holds the lock for its whole life. A second writer on the same folder is refused before it
+Every stage that writes (corpus build, annotation, ICT, reader warm-up, REALM, fine-tuning,
+export, and the main job around them) holds the lock of the folder it writes while it runs,
+through `writer_lock`, which is re-entrant within a process: the main job's lock on its work dir
+covers the stages it runs. A second writer on the same folder is refused before it
 writes anything, with one line naming the holder, read from the lock file:
 
     <dir> is in use by pid 1234 (python -m realm_tf.launch.pretrain ..., since 2026-01-01T12:00:00Z
@@ -220,15 +222,40 @@ def _same_file(f, path: str) -> bool:
   return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
+# The folders this process holds a writer lock on: {key: [lock, depth]} (see `writer_lock`).
+_HELD: Dict[str, list] = {}
+
+
+def _held_key(directory: str) -> str:
+  """One name per folder, however it is spelt (relative, with `..`, through a link)."""
+  return directory if paths.is_remote(directory) else os.path.realpath(directory)
+
+
 @contextlib.contextmanager
 def writer_lock(directory: str) -> Iterator[Optional[WorkDirLock]]:
-  """The lock a writing program holds on `directory` for its life: taken by the chief process
-  only (a multi-worker job's other workers share the chief's folders); None elsewhere."""
+  """The lock a writing stage holds on `directory` while it runs: taken by the chief process
+  only (a multi-worker job's other workers share the chief's folders); None elsewhere.
+
+  Re-entrant within one process: a stage that runs inside a job already holding the folder's
+  lock (the main job's ICT stage, say) goes on under that lock, which is dropped when the
+  outermost holder's block ends."""
   if not is_chief_process():
     yield None
     return
+  key = _held_key(directory)
+  if key in _HELD:
+    _HELD[key][1] += 1
+    try:
+      yield _HELD[key][0]
+    finally:
+      _HELD[key][1] -= 1
+    return
   with hold(directory) as lock:
-    yield lock
+    _HELD[key] = [lock, 1]
+    try:
+      yield lock
+    finally:
+      del _HELD[key]
 
 
 def is_chief_process(environ=None) -> bool:

@@ -56,6 +56,19 @@ def test_same_process_second_open_is_refused_and_release_frees(tmp_path):
   assert os.listdir(directory) == [work_dir_lock.LOCK_FILE]
 
 
+def test_writer_lock_is_reentrant_within_a_process(tmp_path):
+  directory = str(tmp_path / "w")
+  with work_dir_lock.writer_lock(directory) as outer:
+    # The same folder spelt another way, as a stage run inside a job names it.
+    with work_dir_lock.writer_lock(os.path.join(directory, "..", "w")) as inner:
+      assert inner is outer and outer.held
+    assert outer.held  # the inner block's end does not drop the outer holder's lock
+    with pytest.raises(work_dir_lock.WorkDirBusyError):
+      work_dir_lock.WorkDirLock(directory).acquire()
+  assert not outer.held
+  work_dir_lock.WorkDirLock(directory).acquire().release()
+
+
 def _refuse(directory, write=None):
   """Runs a block under `hold(directory)` that (optionally writes `write` there, then) raises, as
   a run refused for bad input after taking the lock does."""

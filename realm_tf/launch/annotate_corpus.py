@@ -12,14 +12,11 @@ passages of other documents (block id -1). The annotations go to <work_dir>/anno
 (e.g. --direct_num_workers=2 --direct_running_mode=multi_processing to use two cores here).
 """
 import json
-import os
 import sys
 import time
-from typing import Dict, Optional
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from realm_tf.utils import command_line
 
@@ -102,46 +99,20 @@ def config_from_flags(flag_values=flags.FLAGS):
       output_dir=fv.output_dir or layout.annotations)
 
 
-def finished_annotation(config) -> Optional[Dict]:
-  """The manifest in `config.output_dir` when it records this same annotation of this same
-  corpus (its directory and fingerprint, the spaCy model, sentence splitter, kept passages and
-  shards): a re-run of a command killed after its manifest's publish has nothing to do. None
-  otherwise (then the library refuses existing annotations)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
-  path = os.path.join(config.output_dir, corpus.ANNOTATION_MANIFEST)
-  if config.overwrite or not config.corpus_dir or not tf.io.gfile.exists(path):
-    return None
-  try:
-    m = corpus.load_annotation_manifest(config.output_dir)
-    fingerprint = corpus.load_manifest(config.corpus_dir)["fingerprint"]
-  except (corpus.CorpusError, ValueError, KeyError):
-    return None
-  source = m.get("source") or {}
-  same = (source.get("corpus_dir") == config.corpus_dir
-          and source.get("corpus_fingerprint") == fingerprint
-          and m.get("spacy_model") == config.spacy_model
-          and m.get("sentence_splitter") == config.sentence_splitter
-          and m.get("keep_unannotated") == config.keep_unannotated
-          and len(m.get("shards", [])) == config.num_shards)
-  return m if same else None
-
-
 def main(argv):
   """Annotates what the flags name; `argv[1:]` are Beam pipeline options."""
-  from realm_tf.data import annotate  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import annotate_corpus  # pylint: disable=g-import-not-at-top
   beam_args = [f"--runner={FLAGS.runner}"] + list(argv[1:])
   config = config_from_flags()
-  done = finished_annotation(config)
-  if done is not None:
-    print(f"{config.output_dir} already holds these annotations ({done['num_records']} "
+  start = time.time()
+  result = annotate_corpus.run(config, beam_args,
+                               config_flags.lock_dir(FLAGS, "output_dir", None))
+  m = result["manifest"]
+  if result.get("finished_before"):
+    print(f"{config.output_dir} already holds these annotations ({m['num_records']} "
           "passages); nothing to do.")
     return
-  logging.info("Annotating %s into %s (Beam options: %s)", config.corpus_dir or config.inputs,
-               config.output_dir, beam_args)
-  start = time.time()
-  result = annotate.annotate_corpus(config, beam_args)
-  m = result["manifest"]
   seconds = round(time.time() - start, 1)
   for r in result["bad_records"][:20]:
     print(f"bad input: {r['source']}:{r['line']}: {r['kind']}: {r['message']}")

@@ -12,13 +12,10 @@ are passed to Beam as pipeline options.
 Prints the counts (documents, blocks, bad records by kind) and the manifest fingerprint.
 """
 import json
-import os
 import sys
 import time
-from typing import Dict, Optional
 
 from absl import flags
-from absl import logging
 
 from realm_tf.utils import command_line
 
@@ -97,41 +94,19 @@ def config_from_flags(flag_values=flags.FLAGS):
       output_dir=flag_values.output_dir or work_dir.WorkDir(flag_values.work_dir).corpus)
 
 
-def finished_build(config) -> Optional[Dict]:
-  """The manifest in `config.output_dir` when it records this same build (inputs, format, lengths,
-  shards): a re-run of a command killed after its manifest's publish finds its corpus whole, so
-  it has nothing to do. None otherwise (then the library refuses an existing corpus)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from realm_tf.data import corpus  # pylint: disable=g-import-not-at-top
-  if config.overwrite or not tf.io.gfile.exists(os.path.join(config.output_dir, corpus.MANIFEST)):
-    return None
-  try:
-    m = corpus.load_manifest(config.output_dir)
-  except (corpus.CorpusError, ValueError, KeyError):
-    return None
-  same = (m.get("inputs") == list(config.inputs) and m.get("format") == (config.fmt or "auto")
-          and m.get("max_block_length") == config.max_block_length
-          and m.get("max_title_length") == config.max_title_length
-          and m.get("max_document_bytes") == config.max_document_bytes
-          and len(m.get("shards", [])) == config.num_shards)
-  return m if same else None
-
-
 def main(argv):
   """Builds the corpus the flags describe; `argv[1:]` are Beam pipeline options."""
-  from realm_tf.data import corpus_pipeline  # pylint: disable=g-import-not-at-top
+  from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
+  from realm_tf.stages import build_corpus  # pylint: disable=g-import-not-at-top
   beam_args = [f"--runner={FLAGS.runner}"] + list(argv[1:])
   config = config_from_flags()
-  done = finished_build(config)
-  if done is not None:
-    print(f"{config.output_dir} already holds this build ({done['num_blocks']} blocks, "
-          f"fingerprint {done['fingerprint']}); nothing to do.")
-    return
-  logging.info("Building the block corpus from %s into %s (Beam options: %s)", config.inputs,
-               config.output_dir, beam_args)
   start = time.time()
-  result = corpus_pipeline.build_corpus(config, beam_args)
+  result = build_corpus.run(config, beam_args, config_flags.lock_dir(FLAGS, "output_dir", None))
   m = result["manifest"]
+  if result.get("finished_before"):
+    print(f"{config.output_dir} already holds this build ({m['num_blocks']} blocks, "
+          f"fingerprint {m['fingerprint']}); nothing to do.")
+    return
   summary = {"documents": m["num_documents"], "blocks": m["num_blocks"],
              "shards": len(m["shards"]), "bad_records": m["bad_records"],
              "fingerprint": m["fingerprint"], "seconds": round(time.time() - start, 1),

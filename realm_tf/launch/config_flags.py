@@ -168,3 +168,12 @@ def config_from_flags(config_cls, flag_values=flags.FLAGS, skip: Iterable[str] =
     values[field.name] = value
   values.update(overrides)
   return config_cls(**values)
+
+
+def lock_dir(flag_values, own_flag: str, own_dir: Optional[str]) -> Optional[str]:
+  """The folder whose writer lock a stage run from the command line holds: the work dir, unless
+  `--<own_flag>` alone (without --work_dir) names where the run writes; then `own_dir` (None
+  for an output published whole by an atomic rename, which needs no lock)."""
+  if flag_values[own_flag].present and not flag_values["work_dir"].present:
+    return own_dir
+  return flag_values.work_dir

@@ -127,13 +127,10 @@ def config_from_flags(flag_values=flags.FLAGS):
 def main(argv):
   """Exports the models the flags name and prints their paths (JSON); raises on bad input."""
   del argv
-  from realm_tf.io import work_dir_lock  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import export_job  # pylint: disable=g-import-not-at-top
-  config = config_from_flags()
-  # One exporter per serving base (two would race for the next version number); readers, such
-  # as the model server, take no lock.
-  with work_dir_lock.writer_lock(config.export_base):
-    print(json.dumps(export_job.run(config), indent=2, sort_keys=True))
+  # One exporter per serving base: the stage holds its lock (readers, such as the model server,
+  # take none).
+  print(json.dumps(export_job.run(config_from_flags()), indent=2, sort_keys=True))
 
 
 def user_errors():

@@ -125,7 +125,7 @@ HELP = {
 _FINETUNE_SKIP = ("model", "clip_norm", "regex_search_blocks")
 _MODEL_SKIP = ("retriever", "reader", "max_answers", "max_answer_length",
                "featurization")  # the released ORQA models' setting: from their config
-_JOB_SKIP = ("finetune", "jit_compile")
+_JOB_SKIP = ("finetune", "jit_compile", "lock_dir")
 # Flags named otherwise than their fields: the reader's under a reader_ prefix (beside the
 # retriever's), the split as in evaluate, the warm starts as in every CLI (--init, --*_init).
 _FINETUNE_NAMES = {"train_split": "split"}
@@ -171,7 +171,7 @@ def define_flags(flag_values=flags.FLAGS):
   from realm_tf.modeling.encoder_config import PRESETS  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import model  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling import openqa_model as model  # pylint: disable=g-import-not-at-top
   fv = flag_values
   config_flags.define_config_flags(
       finetune.FinetuneConfig, HELP, skip=_FINETUNE_SKIP, names=_FINETUNE_NAMES,
@@ -216,7 +216,7 @@ def config_from_flags(flag_values=flags.FLAGS):
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import model  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling import openqa_model as model  # pylint: disable=g-import-not-at-top
   fv = flag_values
   reader = config_flags.config_from_flags(ReaderConfig, fv, names=_READER_NAMES)
   openqa = config_flags.config_from_flags(model.OpenQAConfig, fv, skip=_MODEL_SKIP, reader=reader)
@@ -234,22 +234,19 @@ def job_from_flags(flag_values=flags.FLAGS):
   return config_flags.config_from_flags(
       finetune.FinetuneJobConfig, flag_values, names=_JOB_NAMES,
       finetune=config_from_flags(flag_values), jit_compile=flag_values.jit_compile,
-      **paths_from_flags(flag_values))
+      lock_dir=None, **paths_from_flags(flag_values))
 
 
 def main(argv):
   """Fine-tunes as the flags say; prints the last step's scalars and where the checkpoints are."""
   del argv
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
-  from realm_tf.io import work_dir_lock  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
   strategy = distribution_flags.strategy_from_flags(batch_flags=("batch_size",))
   job = job_from_flags()
-  # One fine-tuning run per model dir: a second one stops here, naming the first, before any write.
-  with work_dir_lock.writer_lock(job.model_dir):
-    result = finetune.run(job, strategy)
+  result = finetune.run(job, strategy)  # one run per model dir: the stage holds its lock
   result["wall_seconds"] = round(time.time() - t0, 1)
   logging.info("Fine-tuning done in %.0f s.", result["wall_seconds"])
   print(json.dumps({k: v for k, v in result.items() if k != "progress_line"}, indent=2,

@@ -63,7 +63,7 @@ HELP = {
 # does not expose.
 _ICT_SKIP = ("retriever", "shuffle_window", "log_every")
 _RETRIEVER_SKIP = ("projection_layer_norm", "projection_scale_init")
-_JOB_SKIP = ("ict", "jit_compile")  # jit_compile: a distribution flag
+_JOB_SKIP = ("ict", "jit_compile", "lock_dir")  # jit_compile: a distribution flag
 # Flags named as the main job's (python -m realm_tf.launch.pretrain): the retriever's under a
 # retriever_ prefix (RetrieverConfig.encoder is given as a preset name), the lengths as lengths.
 _RETRIEVER_NAMES = {"encoder": "retriever_preset", "pooling": "retriever_pooling",
@@ -149,21 +149,16 @@ def config_from_flags(flag_values=flags.FLAGS):
 
 
 def job_from_flags(flag_values=flags.FLAGS):
-  """The IctJobConfig the parsed flags describe: `config_from_flags` and where to run it."""
+  """The IctJobConfig the parsed flags describe: `config_from_flags` and where to run it. The
+  run holds the work dir's writer lock (`pretrain`'s), or the model dir's when --model_dir alone
+  names where it goes."""
   from realm_tf.launch import config_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
+  paths = paths_from_flags(flag_values)
   return config_flags.config_from_flags(
       ict_experiment.IctJobConfig, flag_values, names=_JOB_NAMES,
       ict=config_from_flags(flag_values), jit_compile=flag_values.jit_compile,
-      **paths_from_flags(flag_values))
-
-
-def lock_dir(flag_values, job) -> str:
-  """The folder whose writer lock the run holds: the work dir (`pretrain`'s), unless --model_dir
-  is given without --work_dir (the run then writes nothing under the default work dir)."""
-  if flag_values["model_dir"].present and not flag_values["work_dir"].present:
-    return job.model_dir
-  return flag_values.work_dir
+      lock_dir=config_flags.lock_dir(flag_values, "model_dir", paths["model_dir"]), **paths)
 
 
 def main(argv):
@@ -171,15 +166,10 @@ def main(argv):
   del argv
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   strategy = distribution_flags.strategy_from_flags(batch_flags=("batch_size",))
-  from realm_tf.io import work_dir_lock  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import ict_experiment  # pylint: disable=g-import-not-at-top
   job = job_from_flags()
   config = job.ict
-  # One writer: the lock `pretrain` holds on the work dir, or the model dir's when --model_dir
-  # alone names where the run goes; taken before any write, a second writer stops here with one
-  # line naming the holder.
-  with work_dir_lock.writer_lock(lock_dir(flags.FLAGS, job)):
-    result = ict_experiment.run(job, strategy)
+  result = ict_experiment.run(job, strategy)
   print(f"ICT: {config.num_train_steps} steps, loss={float(result.get('loss', 'nan')):.4f}, "
         f"accuracy={float(result.get('accuracy', 'nan')):.4f}")
   print(f"Embedder exported to {result['export']}")

@@ -97,10 +97,11 @@ def test_flags_are_defined_only_by_define_flags_and_parse_into_the_config():
 
 
 def test_the_lock_is_the_work_dir_unless_model_dir_alone_names_the_run():
-  job = ict.job_from_flags(parsed_flags(ict, "--model_dir=/m/ict"))
-  assert ict.lock_dir(parsed_flags(ict, "--model_dir=/m/ict"), job) == "/m/ict"
-  assert ict.lock_dir(parsed_flags(ict), job) == parsed_flags(ict).work_dir  # the default one
-  assert ict.lock_dir(parsed_flags(ict, "--work_dir=/w", "--model_dir=/m/ict"), job) == "/w"
+  def lock_of(*argv):
+    return ict.job_from_flags(parsed_flags(ict, *argv)).lock_dir
+  assert lock_of("--model_dir=/m/ict") == "/m/ict"
+  assert lock_of() == parsed_flags(ict).work_dir  # the default one
+  assert lock_of("--work_dir=/w", "--model_dir=/m/ict") == "/w"
 
 
 def test_missing_corpus_is_a_one_line_error_and_the_run_is_quiet(tmp_path):

@@ -193,28 +193,18 @@ def config_from_flags(flag_values=flags.FLAGS):
 
 
 def main(argv):
-  """Checks the work dir, runs every stage, prints and writes the summary."""
+  """Runs the job the flags describe (its stage holds the work-dir lock, checks the work dir,
+  writes the summary); prints the summary."""
   del argv
-  import time  # pylint: disable=g-import-not-at-top
-  from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
-
-  from realm_tf.io import work_dir_lock  # pylint: disable=g-import-not-at-top
-
-  t0 = time.time()
-  # One writer per work dir: a second job on it stops here, naming the first, before any write.
-  with work_dir_lock.writer_lock(flags.FLAGS.work_dir):
-    # The strategy first (logical CPU devices must precede TensorFlow's initialisation), then
-    # the work dir's checks: a mismatch stops the job here, before any work.
-    strategy = distribution_flags.strategy_from_flags(batch_flags=BATCH_FLAGS)
-    config = pretrain_job.prepare(config_from_flags())
-    summary = pretrain_job.run(config, strategy)
-    summary["wall_seconds"] = round(time.time() - t0, 1)
-    path = config.layout().summary_file
-    atomic.write_json(path, summary)
+  # The strategy first: logical CPU devices must precede TensorFlow's initialisation.
+  strategy = distribution_flags.strategy_from_flags(batch_flags=BATCH_FLAGS)
+  config = config_from_flags()
+  summary = pretrain_job.run(config, strategy)
   print(pretrain_job.format_summary(summary))
-  print(f"Summary written to {path} (wall time {summary['wall_seconds']:.0f} s)")
+  print(f"Summary written to {config.layout().summary_file} (wall time "
+        f"{summary['wall_seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

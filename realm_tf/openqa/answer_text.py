@@ -30,7 +30,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from tensorflow_text.python.ops import bert_tokenizer
 
-from realm_tf.openqa import features as features_lib
+from realm_tf.modeling import openqa_features as features_lib
 
 # ORQA's original tokens: the TF.Text BERT basic tokenizer's delimiters (white space dropped,
 # punctuation and CJK characters kept as tokens) over the text with control and format characters

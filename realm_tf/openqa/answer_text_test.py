@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.openqa import answer_text as A
-from realm_tf.openqa import features as F
+from realm_tf.modeling import openqa_features as F
 from realm_tf.testing import orqa_reference as reference
 from realm_tf.text import RealmTokenizer
 from realm_tf.text.tokenizer import default_vocab_path

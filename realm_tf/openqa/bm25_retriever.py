@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from realm_tf.openqa.features import QUERY_KEYS
+from realm_tf.modeling.openqa_features import QUERY_KEYS
 from realm_tf.retrieval.bm25 import BM25Index
 
 READER_LOGITS = ("dense", "zero")

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.openqa import bm25_retriever
-from realm_tf.openqa.features import QuestionFeaturizer
+from realm_tf.modeling.openqa_features import QuestionFeaturizer
 from realm_tf.stages import evaluate as E
 from realm_tf.testing import openqa_models as T
 from realm_tf.text import RealmTokenizer

@@ -46,7 +46,7 @@ from absl import logging
 from etils import epath
 import tensorflow as tf
 
-from realm_tf.openqa.features import OpenQAExample
+from realm_tf.modeling.openqa_features import OpenQAExample
 
 ALIASES = {
     "nq": "nq_open_orqa",

@@ -23,8 +23,8 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.io import atomic
-from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer, clean_text
-from realm_tf.openqa.model import FrozenIndex, OpenQAModel
+from realm_tf.modeling.openqa_features import OpenQAExample, QuestionFeaturizer, clean_text
+from realm_tf.modeling.openqa_model import FrozenIndex, OpenQAModel
 
 MAX_GOLD_BLOCKS = 8  # blocks of one gold document the `gold` reader positive may pick from
 

@@ -41,7 +41,7 @@ def orqa_model_config(source, retriever_config, num_attention_heads: Optional[in
   (`reader/module/bert/...`, the span head's width), the query tower's from the index it searches
   (`retriever_config`), ORQA's featurisation and beam (5 blocks read)."""
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.openqa_model import OpenQAConfig  # pylint: disable=g-import-not-at-top
   encoder = dataclasses.replace(
       tf1_bert.infer_encoder_config(source, READER_BERT_PREFIX, num_attention_heads),
       hidden_act=tf1_bert.TF1_BERT_ACTIVATION)
@@ -96,7 +96,7 @@ def convert_orqa_model(input_path: str, output_dir: str, index_dir: str, corpus_
     CheckpointMismatchError: a missing, unused or mis-shaped variable (all named); nothing written.
   """
   from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa.model import FrozenIndex  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.openqa_model import FrozenIndex  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top

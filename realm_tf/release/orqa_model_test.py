@@ -10,7 +10,7 @@ from realm_tf.release import orqa_model
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.reader import ReaderConfig
 from realm_tf.modeling.retriever import RetrieverConfig
-from realm_tf.openqa.model import OpenQAConfig
+from realm_tf.modeling.openqa_model import OpenQAConfig
 
 
 def _reader_shapes(hidden=32, layers=2, inner=64, span=24, vocab=50):

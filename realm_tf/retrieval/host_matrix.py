@@ -25,7 +25,7 @@ from typing import Iterator, Tuple
 import numpy as np
 import tensorflow as tf
 
-from realm_tf.data.block_lookup import release_pages
+from realm_tf.io.memory import release_pages
 
 ROWS_PER_SLICE = 65_536
 DROP_INTERVAL_S = 0.02

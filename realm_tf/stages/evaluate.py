@@ -53,7 +53,7 @@ from realm_tf.io import atomic
 from realm_tf.io import paths
 from realm_tf.openqa import metrics
 from realm_tf.openqa.answer_text import answer_text
-from realm_tf.openqa.features import QUERY_KEYS, OpenQAExample, QuestionFeaturizer, clean_text
+from realm_tf.modeling.openqa_features import QUERY_KEYS, OpenQAExample, QuestionFeaturizer, clean_text
 from realm_tf.text import RealmTokenizer
 
 DEFAULT_RECALL_KS = (1, 5, 10, 20)

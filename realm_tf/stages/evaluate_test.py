@@ -10,7 +10,7 @@ from realm_tf.data.doc_ids import DocIdTable
 from realm_tf.evaluation import run_files
 from realm_tf.evaluation import topk_accuracy
 from realm_tf.stages import evaluate as E
-from realm_tf.openqa import features as F
+from realm_tf.modeling import openqa_features as F
 from realm_tf.openqa import metrics
 from realm_tf.testing import openqa_models as T
 from realm_tf.text import RealmTokenizer

@@ -25,6 +25,7 @@ from realm_tf.export import components as components_lib
 from realm_tf.export.versioning import VARIANTS, ServingExportError, next_version
 from realm_tf.io import atomic
 from realm_tf.io import paths as paths_lib
+from realm_tf.stages import stage_rules
 
 # `<export_base>/<PENDING>` records an export run that has not finished (its version and config),
 # so the same command after a kill finishes that version instead of starting the next one.
@@ -108,7 +109,7 @@ def load_model(model_dir=None, init_checkpoint=None, reader_init_checkpoint=None
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.reader import ReaderConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.openqa_model import OpenQAConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   if bool(model_dir) == bool(init_checkpoint):
     raise ValueError("Give exactly one of --model_dir and --init.")
@@ -167,7 +168,16 @@ def run(config: ExportConfig, strategy=None) -> Dict:
   Every model version is published whole (an atomic rename), but one run publishes several
   models: `<export_base>/.export-pending.json` records the run's version and config until its
   last model is published, so the same command after a kill exports the models still missing
-  under that version rather than a second version beside a partial first."""
+  under that version rather than a second version beside a partial first.
+
+  Holds the writer lock of `export_base` while it runs (`stage_rules.writing`): two exporters
+  would race for the next version number."""
+  with stage_rules.writing(config.export_base):
+    return _run(config, strategy)
+
+
+def _run(config: ExportConfig, strategy=None) -> Dict:
+  """`run` under the lock."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not config.export_base:
     raise ValueError("--export_base is required.")

@@ -43,11 +43,12 @@ from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.retriever import RetrieverConfig
 from realm_tf.openqa import datasets
 from realm_tf.openqa import training_data
-from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer
-from realm_tf.openqa.model import READER_POSITIVES, FrozenIndex, OpenQAConfig, OpenQAModel
+from realm_tf.modeling.openqa_features import OpenQAExample, QuestionFeaturizer
+from realm_tf.modeling.openqa_model import READER_POSITIVES, FrozenIndex, OpenQAConfig, OpenQAModel
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.text import RealmTokenizer
 from realm_tf.stages.openqa_task import RETRIEVERS, openqa_task
+from realm_tf.stages import stage_rules
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training import warm_start
 from realm_tf.training.trainer import CONFIG_FILE, Trainer, check_or_write_config
@@ -171,12 +172,25 @@ class FinetuneJobConfig(ConfigBase):
   manual_dir: Optional[str] = None
   jit_compile: bool = False
   strict: bool = False
+  # The folder whose writer lock the stage holds while it runs (None: its model_dir); the
+  # main job gives its work dir.
+  lock_dir: Optional[str] = None
 
 
 def run(job: FinetuneJobConfig, strategy: Optional[tf.distribute.Strategy] = None,
         examples: Optional[Sequence[OpenQAExample]] = None) -> Dict:
   """The fine-tuning stage: trains on `job.finetune.dataset` (or the given `examples`),
-  resuming from model_dir's checkpoints; returns the last step's scalars."""
+  resuming from model_dir's checkpoints; returns the last step's scalars.
+
+  Holds the writer lock of `lock_dir` (default: model_dir) while it runs
+  (`stage_rules.writing`)."""
+  with stage_rules.writing(job.lock_dir or job.model_dir):
+    return _run(job, strategy, examples)
+
+
+def _run(job: FinetuneJobConfig, strategy: Optional[tf.distribute.Strategy] = None,
+        examples: Optional[Sequence[OpenQAExample]] = None) -> Dict:
+  """`run` under the lock."""
   config, corpus_dir, model_dir = job.finetune, job.corpus_dir, job.model_dir
   strategy = strategy or tf.distribute.get_strategy()
   if examples is None:  # bad names and (strict) malformed lines stop before model_dir is written

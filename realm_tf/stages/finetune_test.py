@@ -15,8 +15,8 @@ from realm_tf.stages import evaluate as evaluate_lib
 from realm_tf.stages import finetune
 from realm_tf.openqa import training_data
 from realm_tf.testing import openqa_models as T
-from realm_tf.openqa.features import OpenQAExample, QuestionFeaturizer
-from realm_tf.openqa.model import OpenQAConfig
+from realm_tf.modeling.openqa_features import OpenQAExample, QuestionFeaturizer
+from realm_tf.modeling.openqa_model import OpenQAConfig
 from realm_tf.text import RealmTokenizer
 from realm_tf.training import warm_start
 
@@ -418,7 +418,7 @@ def test_bm25_reader_is_trained_over_the_top_k_in_one_softmax_by_default(unreach
   by hand from each block read on its own."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import finetune as finetune_cli  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa import features as features_lib  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling import openqa_features as features_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.stages.openqa_task import openqa_task  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
   finetune_cli.define_flags(fv)

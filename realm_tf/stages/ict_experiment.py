@@ -10,6 +10,7 @@ from realm_tf.data import ict_examples as ict_lib
 from realm_tf.modeling.retriever import INPUT_KEYS, Retriever, RetrieverConfig
 from realm_tf.retrieval import embedder_export
 from realm_tf.text import RealmTokenizer
+from realm_tf.stages import stage_rules
 from realm_tf.stages import tasks
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
@@ -78,6 +79,9 @@ class IctJobConfig(ConfigBase):
   init: Optional[str] = None
   min_recall: float = 0.9
   jit_compile: bool = False  # XLA-compile the train step (Trainer)
+  # The folder whose writer lock the stage holds while it runs (None: its model_dir); the
+  # main job gives its work dir.
+  lock_dir: Optional[str] = None
 
 
 def _train(job: IctJobConfig, strategy: tf.distribute.Strategy) -> Dict:
@@ -122,7 +126,14 @@ def run(config: IctJobConfig, strategy: Optional[tf.distribute.Strategy] = None)
   """The ICT stage: trains the retriever (resuming from model_dir), exports its embedder and,
   with `index_dir`, makes sure a bundle is live there, built from the new export when there is
   none, so that REALM can start from it. Returns the last step's scalars, the export and the
-  live bundle's path (`bundle`)."""
+  live bundle's path (`bundle`). Holds the writer lock of `lock_dir` (default: model_dir)
+  while it runs (`stage_rules.writing`)."""
+  with stage_rules.writing(config.lock_dir or config.model_dir):
+    return _run(config, strategy)
+
+
+def _run(config: IctJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+  """`run` under the lock."""
   from realm_tf.retrieval.refresh import IndexRefresher, RefreshConfig  # pylint: disable=g-import-not-at-top
   strategy = strategy or tf.distribute.get_strategy()
   summary = _train(config, strategy)

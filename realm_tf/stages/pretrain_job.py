@@ -12,7 +12,7 @@ shapes or initial weights than `<work_dir>/settings.json` records, each in one l
 difference. The job is configured by one `PretrainJobConfig`; the CLI only turns flags into it.
 """
 import dataclasses
-import os
+import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -20,10 +20,10 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.config_base import ConfigBase
-from realm_tf.data import corpus as corpus_lib
 from realm_tf.data.documents import default_corpus_path
 from realm_tf.evaluation import heldout as heldout_lib
 from realm_tf.evaluation.heldout import HeldOutConfig, format_figures
+from realm_tf.io import atomic
 from realm_tf.io import work_dir as work_dir_lib
 from realm_tf.io.work_dir import WorkDir
 from realm_tf.modeling.encoder_config import get_encoder_config
@@ -34,6 +34,7 @@ from realm_tf.stages import ict_experiment
 from realm_tf.stages import reader_warmup
 from realm_tf.stages import realm_experiment
 from realm_tf.stages.realm_experiment import PretrainConfig
+from realm_tf.stages import stage_rules
 from realm_tf.text import packing
 from realm_tf.training import warm_start
 
@@ -223,32 +224,33 @@ def describe_heldout(config: PretrainJobConfig, questions: Optional[str]) -> str
 
 
 def ensure_corpus(inputs: Optional[List[str]], corpus_dir: str,
-                  block_length: Optional[int] = packing.BLOCK_LENGTH) -> Dict:
+                  block_length: Optional[int] = packing.BLOCK_LENGTH,
+                  lock_dir: Optional[str] = None) -> Dict:
   """Builds the block corpus unless `corpus_dir` already holds one; returns its manifest.
 
   `inputs` default to the shipped SQuAD dev set; local paths are recorded absolute. A None
-  `block_length` is the main job's default (work_dir.DEFAULT_BLOCK_LENGTH).
+  `block_length` is the main job's default (work_dir.DEFAULT_BLOCK_LENGTH). Any corpus already
+  there counts as finished: `prepare` has refused one built from other inputs or lengths.
   """
-  if tf.io.gfile.exists(os.path.join(corpus_dir, corpus_lib.MANIFEST)):
-    return corpus_lib.load_manifest(corpus_dir)
-  # pylint: disable-next=g-import-not-at-top
-  from realm_tf.data.corpus_pipeline import BuildCorpusConfig, build_corpus
-  result = build_corpus(BuildCorpusConfig(
+  from realm_tf.stages import build_corpus  # pylint: disable=g-import-not-at-top (Beam)
+  result = build_corpus.run(build_corpus.BuildCorpusConfig(
       inputs=work_dir_lib.normalize_inputs(inputs or [default_corpus_path()]),
       output_dir=corpus_dir, num_shards=2,
-      max_block_length=block_length or work_dir_lib.DEFAULT_BLOCK_LENGTH))
+      max_block_length=block_length or work_dir_lib.DEFAULT_BLOCK_LENGTH),
+      lock_dir=lock_dir, accept_any=True)
   logging.info("Corpus: %d blocks in %s (%s)", result["manifest"]["num_blocks"], corpus_dir,
                result["counters"])
   return result["manifest"]
 
 
-def ensure_annotations(corpus_dir: str, annotations_dir: str) -> Dict:
-  """Annotates salient spans in the corpus blocks unless already done; returns the manifest."""
-  if tf.io.gfile.exists(os.path.join(annotations_dir, corpus_lib.ANNOTATION_MANIFEST)):
-    return corpus_lib.load_annotation_manifest(annotations_dir)
-  from realm_tf.data.annotate import AnnotateConfig, annotate_corpus  # pylint: disable=g-import-not-at-top
-  result = annotate_corpus(AnnotateConfig(output_dir=annotations_dir, corpus_dir=corpus_dir,
-                                          num_shards=2))
+def ensure_annotations(corpus_dir: str, annotations_dir: str,
+                       lock_dir: Optional[str] = None) -> Dict:
+  """Annotates salient spans in the corpus blocks unless already done; returns the manifest.
+  Any annotations already there count as finished (they were made of this work dir's corpus)."""
+  from realm_tf.stages import annotate_corpus  # pylint: disable=g-import-not-at-top (Beam, spaCy)
+  result = annotate_corpus.run(annotate_corpus.AnnotateConfig(
+      output_dir=annotations_dir, corpus_dir=corpus_dir, num_shards=2),
+      lock_dir=lock_dir, accept_any=True)
   logging.info("Annotations: %s", result["counters"])
   return result["manifest"]
 
@@ -272,20 +274,34 @@ def reader_encoder(config: PretrainJobConfig):
 
 
 def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
-  """Runs every stage; returns the summary (also what `<work_dir>/summary.json` holds).
+  """Runs every stage; returns the summary, with its wall time, and writes it to
+  `<work_dir>/summary.json`.
 
-  The work dir is checked first (`prepare`), so a mismatch stops the job before any work.
+  The job holds its work dir's writer lock from before its first read to its last write (the
+  stages it runs go on under it), and checks the work dir first (`prepare`), so a mismatch
+  stops the job before any work.
   """
-  config = prepare(config)
-  strategy = strategy or tf.distribute.get_strategy()
+  start = time.time()
+  with stage_rules.writing(config.work_dir):
+    config = prepare(config)
+    summary = _run_stages(config, strategy or tf.distribute.get_strategy())
+    summary["wall_seconds"] = round(time.time() - start, 1)
+    atomic.write_json(config.layout().summary_file, summary)
+  return summary
+
+
+def _run_stages(config: PretrainJobConfig, strategy: tf.distribute.Strategy) -> Dict:
+  """Every stage of a prepared job, in order; returns the summary."""
   dirs = config.dirs()
   summary: Dict = {"dirs": dirs}
-  corpus_manifest = ensure_corpus(config.inputs, dirs["corpus"], config.block_length)
+  corpus_manifest = ensure_corpus(config.inputs, dirs["corpus"], config.block_length,
+                                  lock_dir=config.work_dir)
   work_dir_lib.record_settings(config.layout(), settings(config))
   questions = heldout_questions(config, corpus_manifest)
   logging.info("%s", describe_heldout(config, questions))
   summary["heldout_questions"] = questions
-  annotation_manifest = ensure_annotations(dirs["corpus"], dirs["annotations"])
+  annotation_manifest = ensure_annotations(dirs["corpus"], dirs["annotations"],
+                                           lock_dir=config.work_dir)
   summary["corpus_blocks"] = corpus_manifest["num_blocks"]
   summary["annotated_records"] = annotation_manifest["num_records"]
 
@@ -294,7 +310,8 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
   if config.ict_steps > 0 or config.retriever_init:  # 0 steps: the initial towers as they are
     ict = ict_experiment.run(ict_experiment.IctJobConfig(
         ict_config(config), corpus_dir=dirs["corpus"], model_dir=dirs["ict"],
-        init=config.retriever_init, jit_compile=config.jit_compile), strategy)
+        init=config.retriever_init, jit_compile=config.jit_compile, lock_dir=config.work_dir),
+        strategy)
     summary["ict"] = {k: ict[k] for k in ("loss", "accuracy") if k in ict}
   refresher = IndexRefresher(RefreshConfig(model_dir=dirs["realm"], corpus_dir=dirs["corpus"],
                                            index_dir=dirs["index"], min_recall=config.min_recall),
@@ -307,7 +324,8 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
     warmup = reader_warmup_config(config)
     result = reader_warmup.run(reader_warmup.ReaderWarmupJobConfig(
         warmup, corpus_dir=dirs["corpus"], model_dir=dirs["reader"], init=config.reader_init,
-        annotations_dir=dirs["annotations"], jit_compile=config.jit_compile), strategy)
+        annotations_dir=dirs["annotations"], jit_compile=config.jit_compile,
+        lock_dir=config.work_dir), strategy)
     summary["reader_warmup"] = {k: result[k] for k in ("loss", "mlm_accuracy") if k in result}
     reader_init = dirs["reader"]
   if config.num_train_steps <= 0:  # preparation only (see launch/local_all_in_one.sh)
@@ -323,7 +341,7 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
       heldout=HeldOutConfig(fraction=config.heldout_fraction, num_queries=config.heldout_queries,
                             num_questions=config.num_eval_questions,
                             questions=None if questions == SQUAD_QUESTIONS else questions),
-      with_questions=questions is not None), strategy)
+      with_questions=questions is not None, lock_dir=config.work_dir), strategy)
   summary["train"] = realm["train"]
   log = realm["heldout_log"]
   if log:

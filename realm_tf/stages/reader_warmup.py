@@ -22,6 +22,7 @@ from realm_tf.data.block_lookup import BlockLookup
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.knowledge_encoder import KnowledgeAugmentedEncoder
 from realm_tf.modeling.retriever import INPUT_KEYS
+from realm_tf.stages import stage_rules
 from realm_tf.text import RealmTokenizer, packing
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
@@ -135,11 +136,21 @@ class ReaderWarmupJobConfig(ConfigBase):
   init: Optional[str] = None
   annotations_dir: Optional[str] = None
   jit_compile: bool = False  # XLA-compile the train step (Trainer)
+  # The folder whose writer lock the stage holds while it runs (None: its model_dir); the
+  # main job gives its work dir.
+  lock_dir: Optional[str] = None
 
 
 def run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
   """The reader warm-up stage: trains (or resumes) MLM with no retrieval; returns the last
-  step's scalars and what was loaded (`init`)."""
+  step's scalars and what was loaded (`init`). Holds the writer lock of `lock_dir` (default:
+  model_dir) while it runs (`stage_rules.writing`)."""
+  with stage_rules.writing(job.lock_dir or job.model_dir):
+    return _run(job, strategy)
+
+
+def _run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+  """`run` under the lock."""
   config, corpus_dir, model_dir = job.warmup, job.corpus_dir, job.model_dir
   init, annotations_dir = job.init, job.annotations_dir
   if config.evidence == "span_match" and not annotations_dir:

@@ -29,6 +29,7 @@ from realm_tf.retrieval import embedder_export
 from realm_tf.retrieval.refresh import IndexRefresher, RecallTooLowError, RefreshConfig
 from realm_tf.text import RealmTokenizer
 from realm_tf.stages import tasks
+from realm_tf.stages import stage_rules
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training.trainer import InputShard, Trainer, check_or_write_config, without_keys
@@ -395,11 +396,23 @@ class RealmJobConfig(ConfigBase):
   jit_compile: bool = False
   heldout: HeldOutConfig = dataclasses.field(default_factory=HeldOutConfig)
   with_questions: bool = False  # SQuAD-open dev recall (the corpus holds the SQuAD paragraphs)
+  # The folder whose writer lock the stage holds while it runs (None: its model_dir); the
+  # main job gives its work dir.
+  lock_dir: Optional[str] = None
 
 
 def run(job: RealmJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
   """The REALM stage: trains (or resumes) to `num_train_steps`; returns the last step's scalars
-  (`train`) and every held-out measurement in order (`heldout_log`, `<model_dir>/heldout.jsonl`)."""
+  (`train`) and every held-out measurement in order (`heldout_log`, `<model_dir>/heldout.jsonl`).
+
+  Holds the writer lock of `lock_dir` (default: model_dir) while it runs
+  (`stage_rules.writing`)."""
+  with stage_rules.writing(job.lock_dir or job.model_dir):
+    return _run(job, strategy)
+
+
+def _run(job: RealmJobConfig, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+  """`run` under the lock."""
   strategy = strategy or tf.distribute.get_strategy()
   refresher = None
   if job.pretrain.refresh == "inline":

@@ -38,7 +38,7 @@ def build_micro_system(work_dir: str, reader_beam_size: int = 3, seed: int = 0) 
   import tf_keras  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import finetune  # pylint: disable=g-import-not-at-top
   from realm_tf.testing import openqa_models as oqt  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa.model import OpenQAConfig  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.openqa_model import OpenQAConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.text import RealmTokenizer  # pylint: disable=g-import-not-at-top
   corpus_dir = os.path.join(work_dir, "corpus")

@@ -13,7 +13,7 @@ from realm_tf.data import corpus as corpus_lib
 from realm_tf.modeling.encoder_config import EncoderConfig
 from realm_tf.modeling.reader import ReaderConfig
 from realm_tf.modeling.retriever import RetrieverConfig
-from realm_tf.openqa.features import OpenQAExample
+from realm_tf.modeling.openqa_features import OpenQAExample
 
 QUERY_LEN = 16
 DOC_LEN = 48
@@ -172,7 +172,7 @@ def random_frozen_index(corpus_dir: str, tokenizer, seed: int):
   with random 128-d block embeddings: a model over it retrieves arbitrarily, so tests of
   batching, evidence and answer spans do not depend on a trained retriever."""
   from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa.model import FrozenIndex  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.openqa_model import FrozenIndex  # pylint: disable=g-import-not-at-top
   del tokenizer  # the corpus holds its wordpieces
   make_text_corpus(corpus_dir)
   lookup = BlockLookup.open(corpus_dir)
@@ -185,7 +185,7 @@ def micro_model(corpus_dir: str, tokenizer, seed: int, **config):
   fields in `config`) over `random_frozen_index(corpus_dir, tokenizer, seed)`, its weights drawn
   with `seed`."""
   import tf_keras  # pylint: disable=g-import-not-at-top
-  from realm_tf.openqa.model import OpenQAConfig, OpenQAModel  # pylint: disable=g-import-not-at-top
+  from realm_tf.modeling.openqa_model import OpenQAConfig, OpenQAModel  # pylint: disable=g-import-not-at-top
   index = random_frozen_index(corpus_dir, tokenizer, seed)
   tf_keras.utils.set_random_seed(seed)
   cfg = OpenQAConfig(retriever=micro_retriever_config(), reader=micro_reader_config(), **config)

@@ -45,7 +45,7 @@ FILE_SECONDS: Dict[str, float] = {
     "realm_tf/launch/refresh_index_test.py": 24,
     "realm_tf/retrieval/scann_searcher_test.py": 24,
     "realm_tf/launch/pretrain_test.py": 17,
-    "realm_tf/openqa/model_test.py": 16,
+    "realm_tf/modeling/openqa_model_test.py": 16,
     "tests/faults/test_disk_full.py": 16,
     "realm_tf/modeling/realm_pretrainer_test.py": 16,
     "realm_tf/launch/finetune_test.py": 16,

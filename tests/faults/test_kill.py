@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from benchmarks.faults import FaultConfig
-from benchmarks.faults import kill
+from benchmarks.faults import kill, kill_stages, outputs
 
 FAST_STAGES = ["ict"]  # the cheapest trainer: a tiny retriever, 6 steps, a checkpoint each
 
@@ -23,16 +23,17 @@ def test_ict_killed_between_two_checkpoints_resumes_to_the_uninterrupted_run(tmp
   assert row.failures == 0 and row.tries >= 1
   # The uninterrupted run's markers: a checkpoint at every step.
   assert [level for level, _ in row.figures["reference_timeline"]["ict"]] == \
-      list(range(1, kill.STEPS + 1))
+      list(range(1, kill_stages.STEPS + 1))
   inside = [t for t in row.figures["tries"] if t["killed"] and t["in_window"]]
   assert len(inside) == 1, row.figures["tries"]
   try_, = inside
   # Killed after its first checkpoint and before its last: the re-run resumed mid-run.
-  assert 1 <= try_["checkpoint_step_at_kill"]["ict"] < kill.STEPS
+  assert 1 <= try_["checkpoint_step_at_kill"]["ict"] < kill_stages.STEPS
   assert try_["between_checkpoints"] == {"ict": True}
   assert row.figures["kills_between_checkpoints"]["ict"] >= 1
-  assert try_["ict"]["step"] == kill.STEPS and try_["ict"]["weights_bit_equal"]
-  assert try_["newest_bundle"]["version"] == 1 and try_["newest_bundle"]["step"] == kill.STEPS
+  assert try_["ict"]["step"] == kill_stages.STEPS and try_["ict"]["weights_bit_equal"]
+  assert try_["newest_bundle"]["version"] == 1
+  assert try_["newest_bundle"]["step"] == kill_stages.STEPS
   assert not try_["temporaries_left"]
 
 
@@ -40,7 +41,7 @@ def _corpus(root, shard_bytes=b"abc", listed_sha=None):
   corpus = root / "corpus"
   corpus.mkdir()
   (corpus / "blocks-00000-of-00001.tfrecord.gz").write_bytes(shard_bytes)
-  sha = listed_sha or kill._sha256(str(corpus / "blocks-00000-of-00001.tfrecord.gz"))  # pylint: disable=protected-access
+  sha = listed_sha or outputs.sha256(str(corpus / "blocks-00000-of-00001.tfrecord.gz"))
   (corpus / "manifest.json").write_text(json.dumps(
       {"created": 1.0, "shards": [{"file": "blocks-00000-of-00001.tfrecord.gz", "sha256": sha}]}))
   return corpus
@@ -48,7 +49,7 @@ def _corpus(root, shard_bytes=b"abc", listed_sha=None):
 
 def test_half_published_finds_shards_checkpoints_and_versions_without_their_files(tmp_path):
   _corpus(tmp_path)
-  assert kill.half_published(str(tmp_path)) == []
+  assert outputs.half_published(str(tmp_path)) == []
   other = tmp_path / "other"
   other.mkdir()
   _corpus(other, listed_sha="0" * 64)  # a manifest published before its shard was whole
@@ -60,7 +61,7 @@ def test_half_published_finds_shards_checkpoints_and_versions_without_their_file
   (tmp_path / "index" / "00000001").mkdir(parents=True)  # a bundle without its files
   (tmp_path / "index" / ".tmp-00000002-ab").mkdir()  # hidden: no reader lists it
   (tmp_path / "serving" / "realm_reader" / "1").mkdir(parents=True)
-  problems = kill.half_published(str(tmp_path))
+  problems = outputs.half_published(str(tmp_path))
   assert len(problems) == 4, problems
   assert any("other/corpus/blocks-00000-of-00001" in p for p in problems)
   assert any("checkpoint" in p and "ckpt-2" in p for p in problems)
@@ -74,18 +75,18 @@ def test_temporaries_and_digests(tmp_path):
   (tmp_path / "index").mkdir()
   (tmp_path / "index" / ".tmp-00000001-ff").mkdir()
   (tmp_path / "index" / ".tmp-00000001-ff" / "inner.npy").write_bytes(b"x")
-  assert kill.temporaries(str(tmp_path)) == ["corpus/manifest.json.tmp-1a2b",
+  assert outputs.temporaries(str(tmp_path)) == ["corpus/manifest.json.tmp-1a2b",
                                              "index/.tmp-00000001-ff"]
-  digests = kill.file_digests(str(tmp_path), ["corpus", "index"])
+  digests = outputs.file_digests(str(tmp_path), ["corpus", "index"])
   assert sorted(digests) == ["corpus/blocks-00000-of-00001.tfrecord.gz", "corpus/manifest.json"]
   # A manifest's write time is not its content; any other change is.
   path = tmp_path / "corpus" / "manifest.json"
   manifest = json.loads(path.read_text())
   path.write_text(json.dumps(dict(manifest, created=2.0)))
-  assert kill.file_digests(str(tmp_path), ["corpus"]) == \
+  assert outputs.file_digests(str(tmp_path), ["corpus"]) == \
       {k: v for k, v in digests.items() if k.startswith("corpus")}
   path.write_text(json.dumps(dict(manifest, num_blocks=3)))
-  assert kill.file_digests(str(tmp_path), ["corpus"])["corpus/manifest.json"] != \
+  assert outputs.file_digests(str(tmp_path), ["corpus"])["corpus/manifest.json"] != \
       digests["corpus/manifest.json"]
   assert os.path.exists(path)
 
@@ -116,9 +117,10 @@ def test_compare_fails_other_weights_of_a_resumed_trainer_and_another_bundle_ver
     _trainer_dir(root, "ict", [1.0, 2.0 + 1e-6 * (name == "weights")])
     _bundle(root, 1)
   _bundle(roots["version"], 2)  # one bundle more, of the same step and rows
-  stage = kill.Stage("ict", lambda d: [], ["ict", "index"], False, kill.trainer_progress("ict"),
-                     trainer_dirs=("ict",))
-  compare = lambda name, stage=stage: kill.compare(stage, str(roots[name]), str(roots["ref"]))  # pylint: disable=unnecessary-lambda-assignment
+  stage = kill_stages.Stage("ict", lambda d: [], ["ict", "index"], False,
+                            kill_stages.trainer_progress("ict"), trainer_dirs=("ict",))
+  compare = lambda name, stage=stage: outputs.compare(  # pylint: disable=unnecessary-lambda-assignment
+      stage, str(roots[name]), str(roots["ref"]))
   diffs, figures = compare("same")
   assert diffs == [] and figures["ict"]["weights_bit_equal"] is True
   diffs, figures = compare("weights")
@@ -127,8 +129,9 @@ def test_compare_fails_other_weights_of_a_resumed_trainer_and_another_bundle_ver
   diffs, figures = compare("version")
   assert figures["newest_bundle"] == {"version": 2, "step": 6, "rows": 4}
   assert len(diffs) == 1 and "newest index bundle" in diffs[0] and "version" in diffs[0]
-  worker = kill.Stage("worker", lambda d: [], ["index"], False, kill.bundle_progress,
-                      trainer_dirs=("ict",), companion=lambda d: [])
+  worker = kill_stages.Stage("worker", lambda d: [], ["index"], False,
+                             kill_stages.bundle_progress, trainer_dirs=("ict",),
+                             companion=lambda d: [])
   assert worker.killed_trainers == () and not worker.judges_bundle_version
   assert compare("weights", worker)[0] == [] and compare("version", worker)[0] == []
 
@@ -136,10 +139,10 @@ def test_compare_fails_other_weights_of_a_resumed_trainer_and_another_bundle_ver
 def test_progress_levels_and_the_kill_window(tmp_path):
   """What places a kill: each series' level read from disk, and a window from the uninterrupted
   run's first marker to its last."""
-  assert kill.checkpoint_step(str(tmp_path / "ict")) == 0
+  assert outputs.checkpoint_step(str(tmp_path / "ict")) == 0
   _trainer_dir(tmp_path, "ict", [1.0], step=3)
-  assert kill.trainer_progress("ict", "other")(str(tmp_path)) == {"ict": 3, "other": 0}
-  beam = kill.beam_progress("corpus")
+  assert kill_stages.trainer_progress("ict", "other")(str(tmp_path)) == {"ict": 3, "other": 0}
+  beam = kill_stages.beam_progress("corpus")
   assert beam(str(tmp_path)) == {"corpus": 0}
   (tmp_path / "corpus.tmp-ab12").mkdir()  # claimed, nothing written yet
   assert beam(str(tmp_path)) == {"corpus": 0}
@@ -148,15 +151,15 @@ def test_progress_levels_and_the_kill_window(tmp_path):
   assert beam(str(tmp_path)) == {"corpus": 1}
   _corpus(tmp_path)
   assert beam(str(tmp_path)) == {"corpus": 2}
-  assert kill.bundle_progress(str(tmp_path)) == {"index": 0}
+  assert kill_stages.bundle_progress(str(tmp_path)) == {"index": 0}
   _bundle(tmp_path, 1)
   _bundle(tmp_path, 3)
   (tmp_path / "index" / ".tmp-00000004-ff").mkdir()
-  assert kill.bundle_progress(str(tmp_path)) == {"index": 3}
+  assert kill_stages.bundle_progress(str(tmp_path)) == {"index": 3}
   (tmp_path / "serving" / "realm_reader" / "1").mkdir(parents=True)
   (tmp_path / "serving" / "realm_openqa" / "1").mkdir(parents=True)
   (tmp_path / "serving" / ".tmp-realm_openqa-2").mkdir()
-  assert kill.serving_progress(str(tmp_path)) == {"serving": 2}
+  assert kill_stages.serving_progress(str(tmp_path)) == {"serving": 2}
 
   reference = {"wall_s": 20.0, "timeline": {"ict": [[1, 10.0], [2, 10.5], [4, 11.0], [6, 11.5]],
                                             "worker": [[2, 15.0]], "idle": []}}
@@ -213,7 +216,7 @@ def test_a_checkpoint_swept_by_tensorflow_is_not_half_published_but_a_missing_la
     for p in whole:
       (ckpts / f"{p}.index").write_text("i", encoding="utf-8")
       (ckpts / f"{p}.data-00000-of-00001").write_text("d", encoding="utf-8")
-    return kill.half_published(str(tmp_path))
+    return outputs.half_published(str(tmp_path))
 
   assert state("ckpt-5", ["ckpt-2", "ckpt-4", "ckpt-5"], ["ckpt-4", "ckpt-5"]) == []
   missing_latest = state("ckpt-5", ["ckpt-4", "ckpt-5"], ["ckpt-4"])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.openqa import features as F
+from realm_tf.modeling import openqa_features as F
 from realm_tf.text import pack_query_block
 
 

@@ -18,18 +18,18 @@ BlockLookup on the host for the retrieved rows only. Everything here is dense
 stock TF, so it runs under any tf.distribute strategy and XLA.
 """
 import dataclasses
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from realm_tf.data.block_lookup import release_pages
+from realm_tf.io.memory import release_pages
 from realm_tf.modeling.encoder_config import build_encoder
 from realm_tf.modeling.layers import RetrievalProjection
 from realm_tf.modeling.reader import Reader, ReaderConfig, continuation_mask
 from realm_tf.modeling.retriever import RetrieverConfig, masked_mean
-from realm_tf.openqa import features as features_lib
+from realm_tf.modeling import openqa_features as features_lib
 from realm_tf.utils.strategy import is_tpu_strategy
 from realm_tf.config_base import ConfigBase
 

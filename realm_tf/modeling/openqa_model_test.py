@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.openqa import features as F
+from realm_tf.modeling import openqa_features as F
 from realm_tf.openqa import metrics
 from realm_tf.testing import openqa_models as T
-from realm_tf.openqa.model import OpenQAConfig, OpenQAModel, marginal_log_loss
+from realm_tf.modeling.openqa_model import OpenQAConfig, OpenQAModel, marginal_log_loss
 from realm_tf.text import RealmTokenizer
 
 

@@ -1,0 +1,265 @@
+"""The benchmarks' child processes and memory readings, in one place.
+
+`run_process` runs a command and gives its exit status, wall seconds and peak RSS (the largest
+VmHWM of its process tree, sampled); `run_child` reads the JSON a child prints after a marker, `call` runs a function in a
+fresh interpreter, `held` keeps a child alive while another runs. Memory comes from /proc
+(`process_memory` is `realm_tf.io.memory`'s); `PeakSampler` samples any reading in a thread.
+"""
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+from realm_tf.io import memory
+
+process_memory = memory.process_memory  # the project's one reader of a process's memory
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MARKER = "BENCH_CHILD_RESULT "
+# What servers and exporting children run with beside `env(quiet=False)`: no GPU, TF's errors only.
+CPU_ONLY = {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def env(quiet: bool = True, **overrides: str) -> Dict[str, str]:
+  """A child's environment: this one with the repository on PYTHONPATH, TensorFlow's and gRPC's
+  C++ notices off when `quiet` (a value already set is kept), then `overrides`."""
+  from realm_tf.utils import command_line  # pylint: disable=g-import-not-at-top
+  out = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+  if quiet:
+    for name, value in command_line.QUIET_ENV.items():
+      out.setdefault(name, value)
+  return dict(out, **overrides)
+
+
+def _tree(pid: int) -> List[int]:
+  """`pid` and every live descendant of it (from /proc/<pid>/task/*/children)."""
+  out, todo = [], [pid]
+  while todo:
+    p = todo.pop()
+    out.append(p)
+    try:
+      for task in os.listdir(f"/proc/{p}/task"):
+        with open(f"/proc/{p}/task/{task}/children", encoding="ascii") as f:
+          todo.extend(int(c) for c in f.read().split())
+    except OSError:
+      pass  # gone meanwhile
+  return out
+
+
+def tree_peak_rss(pid: int, stop: threading.Event, every_s: float = 0.02) -> Dict[str, int]:
+  """Samples, until `stop` is set, the largest VmHWM (peak resident set of the process's own
+  memory since its exec) of `pid` and its descendants; {"peak": bytes} is updated in place."""
+  seen = {"peak": 0}
+
+  def sample():
+    while not stop.is_set():
+      for p in _tree(pid):
+        try:
+          seen["peak"] = max(seen["peak"], memory.process_memory(p).get("VmHWM", 0))
+        except OSError:
+          pass
+      stop.wait(every_s)
+
+  threading.Thread(target=sample, daemon=True).start()
+  return seen
+
+
+def run_process(cmd: Sequence[str], environ: Optional[Dict[str, str]] = None) -> Dict:
+  """Runs `cmd` (environment `environ`, default `env()`), passing its stderr through and keeping
+  its stdout: {"rc", "seconds", "peak_rss", "stdout", "stderr_tail"}.
+
+  `peak_rss` is the largest VmHWM of the process or any descendant, sampled from /proc every
+  20 ms. Not the kernel's `ru_maxrss`: a child started from this process by vfork (as
+  `subprocess` does) is charged at its exec with this process's own peak, so a small child of
+  a large benchmark process would read as large."""
+  tail: List[str] = []
+  start = time.perf_counter()
+  proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=environ or env())
+  stop = threading.Event()
+  peak = tree_peak_rss(proc.pid, stop)
+
+  def tee():
+    for line in proc.stderr:
+      sys.stderr.write(line)
+      tail.append(line)
+      del tail[:-40]
+
+  thread = threading.Thread(target=tee, daemon=True)
+  thread.start()
+  out = proc.stdout.read()
+  proc.wait()
+  stop.set()
+  thread.join()
+  return {"rc": proc.returncode, "seconds": time.perf_counter() - start,
+          "peak_rss": peak["peak"], "stdout": out, "stderr_tail": "".join(tail)}
+
+
+def run_checked(cmd: Sequence[str], what: str, environ: Optional[Dict[str, str]] = None) -> Dict:
+  """`run_process(cmd)`; RuntimeError naming `what` with its last error lines when it fails."""
+  p = run_process(cmd, environ)
+  if p["rc"] != 0:
+    raise RuntimeError(f"{what} failed (exit {p['rc']}):\n{p['stderr_tail']}")
+  return p
+
+
+def marked_json(stdout: str, marker: str = "") -> Optional[Dict]:
+  """The JSON after `marker` on the last line that starts with it (none: the last line), or
+  None."""
+  lines = [line for line in stdout.splitlines() if line.startswith(marker) and line.strip()]
+  return json.loads(lines[-1][len(marker):]) if lines else None
+
+
+def run_child(cmd: Sequence[str], marker: str = "", what: str = "child", usage: bool = False,
+              environ: Optional[Dict[str, str]] = None) -> Dict:
+  """The JSON a child prints after `marker` (`marked_json`), with its "wall_seconds" and
+  "peak_rss" when `usage`; RuntimeError naming `what` when it fails or prints none."""
+  p = run_checked(cmd, what, environ)
+  result = marked_json(p["stdout"], marker)
+  if result is None:
+    raise RuntimeError(f"{what} printed no result:\n{p['stderr_tail']}")
+  return dict(result, wall_seconds=p["seconds"], peak_rss=p["peak_rss"]) if usage else result
+
+
+def run_children(cmds: Sequence[Sequence[str]], what: str = "child") -> List[Dict]:
+  """`run_child` of every command at the same time; their results in order."""
+  from concurrent import futures  # pylint: disable=g-import-not-at-top
+  with futures.ThreadPoolExecutor(len(cmds)) as pool:
+    return list(pool.map(lambda cmd: run_child(cmd, what=what), cmds))
+
+
+def call(module: str, function: str, *args, usage: bool = False,
+         environ: Optional[Dict[str, str]] = None) -> Dict:
+  """`module.function(*args)` (arguments and result JSON) in a fresh Python process."""
+  code = (f"import json, sys; from {module} import {function} as f; "
+          f"print({MARKER!r} + json.dumps(f(*json.loads(sys.argv[1]))), flush=True)")
+  return run_child([sys.executable, "-c", code, json.dumps(args)], MARKER,
+                   f"{module}.{function}", usage, environ)
+
+
+@contextlib.contextmanager
+def held(cmd: Sequence[str], marker: str, what: str = "child"):
+  """Starts `cmd` and gives the JSON it prints after `marker`; the child lives (its stdin open)
+  until the block ends. RuntimeError when it prints none."""
+  proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                          env=env())
+  try:
+    line = next((x for x in proc.stdout if x.startswith(marker)), None)
+    if line is None:
+      raise RuntimeError(f"{what} printed no result; see its log above.")
+    yield json.loads(line[len(marker):])
+  finally:
+    proc.stdin.close()
+    proc.wait()
+
+
+# ---- memory -------------------------------------------------------------------------------------
+
+
+def reset_peak() -> None:
+  """Restarts this process's VmHWM at its current RSS (Linux `clear_refs` 5): a peak over one
+  step."""
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+
+
+def mapped_file_memory(prefix: str) -> Dict[str, int]:
+  """This process's resident pages of files under `prefix` (/proc/self/smaps), in bytes: Rss,
+  Shared_Clean (pages another process maps too), Shared_Dirty, Private_Clean/Dirty, Anonymous."""
+  out = dict.fromkeys(("Rss", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty",
+                       "Anonymous"), 0)
+  inside = False
+  with open("/proc/self/smaps") as f:
+    for line in f:
+      head = line.split(None, 5)
+      if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+        inside = len(head) == 6 and head[5].strip().startswith(prefix)
+      elif inside and head and head[0].rstrip(":") in out:
+        out[head[0].rstrip(":")] += int(head[1]) * 1024
+  return out
+
+
+def resident_file_bytes(path: str) -> int:
+  """Bytes of file `path` in the page cache (mincore over a fresh read-only mapping): the host
+  memory a memory-mapped file occupies, shared by every process that maps it."""
+  import ctypes  # pylint: disable=g-import-not-at-top
+  import mmap  # pylint: disable=g-import-not-at-top
+  size = os.path.getsize(path)
+  if size == 0:
+    return 0
+  libc = ctypes.CDLL(None, use_errno=True)
+  libc.mmap.restype = ctypes.c_void_p
+  libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                        ctypes.c_int, ctypes.c_long]
+  libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+  libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+  page = mmap.PAGESIZE
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if addr in (None, ctypes.c_void_p(-1).value):
+      raise OSError(ctypes.get_errno(), f"mmap of {path} failed")
+    try:
+      vec = ctypes.create_string_buffer((size + page - 1) // page)
+      if libc.mincore(addr, size, vec) != 0:
+        raise OSError(ctypes.get_errno(), f"mincore of {path} failed")
+      resident = sum(b & 1 for b in vec.raw)
+    finally:
+      libc.munmap(addr, size)
+  finally:
+    os.close(fd)
+  return min(resident * page, size)
+
+
+def children_private_bytes() -> int:
+  """Private memory (Private_Clean + Private_Dirty) of this process's children, summed."""
+  total = 0
+  for task in os.listdir("/proc/self/task"):
+    try:
+      with open(f"/proc/self/task/{task}/children") as f:
+        pids = f.read().split()
+      for pid in pids:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+          total += sum(int(line.split()[1]) * 1024 for line in f
+                       if line.startswith(("Private_Clean:", "Private_Dirty:")))
+    except OSError:  # a child that just exited
+      continue
+  return total
+
+
+def dir_bytes(path: str) -> int:
+  """Bytes of every file under `path`."""
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+class PeakSampler:
+  """The largest `read()` seen, sampled every `every` seconds in a thread from its start until
+  `stop()` (which reads once more); a context manager too. For a peak no kernel figure gives
+  (one kind of memory, or other processes')."""
+
+  def __init__(self, read: Callable[[], int], every: float):
+    self.read, self.peak, self._stop = read, 0, threading.Event()
+    self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+    self._thread.start()
+
+  def _run(self, every: float) -> None:
+    while True:
+      self.peak = max(self.peak, self.read())
+      if self._stop.wait(every):
+        return
+
+  def stop(self) -> int:
+    self._stop.set()
+    self._thread.join()
+    self.peak = max(self.peak, self.read())
+    return self.peak
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.stop()
