@@ -162,16 +162,16 @@ def index(a: Dict) -> Dict:
   from realm_tf.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.data.block_lookup import BlockLookup  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval import embedder_export, refresh  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import embedder_export, recall_check  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.scann_searcher import ScannConfig  # pylint: disable=g-import-not-at-top
   start = process_memory()
   emb_export = embedder_export.load_embedder(a["export"])
   loaded = process_memory()
   embeddings, load_s = _timed(lambda: np.load(a["embeddings"]))
-  queries, queries_s = _timed(lambda: refresh.sample_query_embeddings(
+  queries, queries_s = _timed(lambda: recall_check.sample_query_embeddings(
       emb_export, corpus_lib.shard_paths(a["corpus_dir"]), a["recall_queries"]))
   before_build = process_memory()
-  (searcher, recall, k), build_s = _timed(lambda: refresh.build_and_check(
+  (searcher, recall, k), build_s = _timed(lambda: recall_check.build_and_check(
       embeddings, queries, ScannConfig(), 0.0))
   built = process_memory()
   shutil.rmtree(a["index_dir"], ignore_errors=True)
