@@ -28,6 +28,7 @@ warm-up's evidence choice, and by open-QA evaluation (`--retriever=bm25`).
 """
 import collections
 import contextlib
+from concurrent import futures
 import dataclasses
 import itertools
 import json
@@ -40,6 +41,7 @@ import weakref
 from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+from absl import logging
 
 from realm_tf.io import publish
 from realm_tf.io.memory import return_free_memory
@@ -322,7 +324,8 @@ def _tokenize(texts: List[str]) -> _Chunk:
 
 def _tokenized_chunks(texts: Iterable[str], workers: int) -> Iterator[_Chunk]:
   """`_tokenize` of each `CHUNK_DOCS` texts, in order; with `workers`, run by that many forked
-  processes, at most 2 chunks per worker in flight."""
+  processes, at most 2 chunks per worker in flight (a chunk whose process died is tokenized
+  here)."""
   def chunks():
     it = iter(texts)
     while True:
@@ -334,14 +337,33 @@ def _tokenized_chunks(texts: Iterable[str], workers: int) -> Iterator[_Chunk]:
   if workers <= 0:
     yield from map(_tokenize, chunks())
     return
-  with multiprocessing.get_context("fork").Pool(workers) as pool:
-    pending = collections.deque()
+  # A process pool that loses a worker mid-task (multiprocessing.Pool) waits for its result
+  # forever; this one reports it (BrokenProcessPool), and the chunks still out are tokenized
+  # here instead, so the index is the same either way.
+  pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+  pending = collections.deque()
+
+  def done(chunk, future):
+    try:
+      if future is not None:
+        return future.result()
+    except futures.process.BrokenProcessPool as e:
+      logging.warning("A BM25 tokenizer process died (%s); tokenizing in this process.", e)
+    return _tokenize(chunk)
+
+  try:
     for chunk in chunks():
-      pending.append(pool.apply_async(_tokenize, (chunk,)))
+      try:
+        future = pool.submit(_tokenize, chunk)
+      except futures.process.BrokenProcessPool:
+        future = None
+      pending.append((chunk, future))
       if len(pending) >= 2 * workers:
-        yield pending.popleft().get()
+        yield done(*pending.popleft())
     while pending:
-      yield pending.popleft().get()
+      yield done(*pending.popleft())
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 class BM25Index:

@@ -220,3 +220,23 @@ def test_word_ids_are_the_regex_tokens_of_the_lower_cased_chunk(texts):
   words, ids = bm25._word_ids(joined)
   assert [words[i] for i in ids] == want
   assert words[0] == "\x00" and sorted(words) == sorted(set(want) | {"\x00"})  # each once
+
+
+_PARENT = os.getpid()
+_REAL_TOKENIZE = bm25._tokenize  # pylint: disable=protected-access
+
+
+def _dies_in_a_worker(chunk):
+  """`bm25._tokenize` that kills any process but the test's own."""
+  if os.getpid() != _PARENT:
+    os._exit(1)  # pylint: disable=protected-access
+  return _REAL_TOKENIZE(chunk)
+
+
+def test_a_tokenizer_process_that_dies_neither_hangs_nor_changes_the_index(monkeypatch):
+  texts = [f"block {i} about topic {i % 7} and word{i % 13}" for i in range(3 * bm25.CHUNK_DOCS)]
+  want = BM25Index.from_texts(texts, workers=0)
+  monkeypatch.setattr(bm25, "_tokenize", _dies_in_a_worker)
+  got = BM25Index.from_texts(texts, workers=2)  # multiprocessing.Pool waited here forever
+  for a, b in zip(_arrays(got), _arrays(want)):
+    np.testing.assert_array_equal(a, b)
