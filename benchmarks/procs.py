@@ -50,22 +50,16 @@ def _tree(pid: int) -> List[int]:
   return out
 
 
-def tree_peak_rss(pid: int, stop: threading.Event, every_s: float = 0.02) -> Dict[str, int]:
-  """Samples, until `stop` is set, the largest VmHWM (peak resident set of the process's own
-  memory since its exec) of `pid` and its descendants; {"peak": bytes} is updated in place."""
-  seen = {"peak": 0}
-
-  def sample():
-    while not stop.is_set():
-      for p in _tree(pid):
-        try:
-          seen["peak"] = max(seen["peak"], memory.process_memory(p).get("VmHWM", 0))
-        except OSError:
-          pass
-      stop.wait(every_s)
-
-  threading.Thread(target=sample, daemon=True).start()
-  return seen
+def tree_hwm(pid: int) -> int:
+  """The largest VmHWM (peak resident set of the process's own memory since its exec) of `pid`
+  and its live descendants; 0 once they are gone."""
+  peak = 0
+  for p in _tree(pid):
+    try:
+      peak = max(peak, memory.process_memory(p).get("VmHWM", 0))
+    except OSError:
+      pass
+  return peak
 
 
 def run_process(cmd: Sequence[str], environ: Optional[Dict[str, str]] = None) -> Dict:
@@ -80,8 +74,7 @@ def run_process(cmd: Sequence[str], environ: Optional[Dict[str, str]] = None) ->
   start = time.perf_counter()
   proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env=environ or env())
-  stop = threading.Event()
-  peak = tree_peak_rss(proc.pid, stop)
+  peak = PeakSampler(lambda: tree_hwm(proc.pid), 0.02)
 
   def tee():
     for line in proc.stderr:
@@ -93,10 +86,10 @@ def run_process(cmd: Sequence[str], environ: Optional[Dict[str, str]] = None) ->
   thread.start()
   out = proc.stdout.read()
   proc.wait()
-  stop.set()
+  peak.stop()
   thread.join()
   return {"rc": proc.returncode, "seconds": time.perf_counter() - start,
-          "peak_rss": peak["peak"], "stdout": out, "stderr_tail": "".join(tail)}
+          "peak_rss": peak.peak, "stdout": out, "stderr_tail": "".join(tail)}
 
 
 def run_checked(cmd: Sequence[str], what: str, environ: Optional[Dict[str, str]] = None) -> Dict:
