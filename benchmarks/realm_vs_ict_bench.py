@@ -293,7 +293,7 @@ def run(config: RealmVsIctConfig) -> str:
     experiment.evaluator = HeldOutEvaluator(
         heldout, shared.annotations, shared.corpus,
         dataclasses.replace(experiment.masking_config, mode="salient"), experiment.tokenizer,
-        experiment.store, experiment.pipeline_config, with_questions=True)
+        experiment.lookup, experiment.pipeline_config, with_questions=True)
     log_path = os.path.join(model_dir, HELDOUT_LOG)
     if start_record is not None and not experiment.trainer.manager.latest_checkpoint and \
         not os.path.exists(log_path):

@@ -5,6 +5,8 @@ goals are what `compute_goals` gives for their own figures."""
 import json
 import os
 
+import pytest
+
 from benchmarks import realm_vs_ict_bench as bench
 
 RESULTS = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results")
@@ -45,3 +47,28 @@ def test_committed_goals_follow_from_committed_figures():
     result = json.load(f)
   assert result["goals"] == bench.compute_goals(result["summary"],
                                                 result["shared_start"]["heldout"])
+
+
+@pytest.mark.slow  # about 2 minutes: the benchmark end to end at a toy size, one seed
+def test_the_benchmark_runs_end_to_end_at_a_toy_size(tmp_path, monkeypatch):
+  """The whole benchmark (shared start, two REALM conditions and ICT continued) runs and writes
+  its result: it broke once when a stage attribute it reads was renamed, and no --help check
+  saw it. The frozen retriever's question recall must equal the start's (its index cannot
+  change), and each run records the steps it was given."""
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path / "results"))
+  config = bench.RealmVsIctConfig(
+      work_dir=str(tmp_path / "work"), articles=4, seeds=["0"], steps=2, reader_warmup_steps=2,
+      refresh_every_steps=1, heldout_queries=8, eval_questions=64,
+      conditions=["realm_salient", "realm_frozen_retriever", "ict_continued"],
+      output_name="smoke", allow_dirty=True)
+  with open(bench.run(config)) as f:
+    result = json.load(f)
+  start = result["shared_start"]["heldout"]
+  assert sorted(result["runs"]) == sorted(config.conditions)
+  for name in config.conditions:
+    end = result["runs"][name]["0"]["end"]
+    assert 0.0 <= end["question_recall@5"] <= end["question_recall@20"] <= 1.0, name
+  frozen = result["runs"]["realm_frozen_retriever"]["0"]
+  assert frozen["end"]["question_recall@5"] == start["question_recall@5"]
+  assert frozen["end"]["step"] == 2 and result["runs"]["realm_salient"]["0"]["end"]["step"] == 2
