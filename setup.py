@@ -46,7 +46,10 @@ setup(
                             "importlib_resources",
                             "rank_bm25",  # the reference BM25 Okapi that bm25_test compares to
                             # trec_eval's measures: the independent check of TREC run output
-                            "pytrec-eval-terrier"],
+                            "pytrec-eval-terrier",
+                            # the Beam worker test finds the SDK worker processes (psutil also
+                            # comes with tensorflow-datasets; named here because the test uses it)
+                            "psutil"],
                     # Beam on Cloud Storage and Dataflow (build_corpus/annotate_corpus on gs://);
                     # launch/tpu_vm.sh installs it.
                     "gcp": ["apache-beam[gcp]"]},
