@@ -66,7 +66,6 @@ def bundle_embeddings(index_dir, nq):
   """The latest bundle's document embeddings and its query embedder's SQuAD-question embeddings."""
   from realm_tf.data.squad_open import load_squad_questions  # pylint: disable=g-import-not-at-top
   from realm_tf.evaluation.recall import embed_texts  # pylint: disable=g-import-not-at-top
-  from realm_tf.text.packing import QUERY_LENGTH  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
   bundle = bundle_lib.latest(index_dir)
   x = np.asarray(bundle.embeddings, np.float32)
@@ -74,7 +73,7 @@ def bundle_embeddings(index_dir, nq):
   meta = bundle.query_embedder.metadata
   # The bundle's query tower takes the query length it was exported with (the main job's is 32).
   q = np.asarray(embed_texts(bundle.query_embedder.embed_queries, questions,
-                             seq_length=int(meta.get("query_seq_length", QUERY_LENGTH))),
+                             seq_length=bundle.query_embedder.query_seq_length),
                  np.float32)
   return x, q, {"corpus": "shipped SQuAD v1.1 dev paragraphs (index bundle) and questions",
                 "encoder": f"bundle {bundle.path} (step {bundle.step}), retriever "

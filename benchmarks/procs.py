@@ -1,18 +1,21 @@
 """The benchmarks' child processes and memory readings, in one place.
 
 `run_process` runs a command and gives its exit status, wall seconds and peak RSS (the largest
-VmHWM of its process tree, sampled); `run_child` reads the JSON a child prints after a marker, `call` runs a function in a
-fresh interpreter, `held` keeps a child alive while another runs. Memory comes from /proc
-(`process_memory` is `realm_tf.io.memory`'s); `PeakSampler` samples any reading in a thread.
+VmHWM of its process tree, sampled); `run_child` reads the JSON a child prints after a marker,
+`call` runs a function in a fresh interpreter, `held` keeps a child alive while another runs;
+`start_group` and its kin run a command in a process group of its own, watch its progress and
+kill the whole group (the fault matrix). Memory comes from /proc (`process_memory` is
+`realm_tf.io.memory`'s); `PeakSampler` samples any reading in a thread.
 """
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from realm_tf.io import memory
 
@@ -148,6 +151,120 @@ def held(cmd: Sequence[str], marker: str, what: str = "child"):
   finally:
     proc.stdin.close()
     proc.wait()
+
+
+# ---- process groups: start, watch, kill (the fault matrix) -------------------------------------
+
+GROUP_TIMEOUT_S = 900.0  # a group still running after this long is killed (exit status -9)
+POLL_S = 0.01  # how often a watched run's outputs are looked at
+
+# A run dir -> {series: level}: a stage's progress, each series a level that only grows.
+Progress = Callable[[str], Dict[str, int]]
+
+
+def start_group(args: Sequence[str], log: str) -> subprocess.Popen:
+  """`python -m <args>` from the repository root in a process group of its own (a kill reaches
+  its workers too), CPU only, output to `log`."""
+  with open(log, "ab") as out:
+    return subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        env=env(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1"),
+        start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+  """SIGKILL to the process's whole group (its workers too), then reaps it."""
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+  proc.wait()
+
+
+def wait_group(proc: Optional[subprocess.Popen], timeout: float = GROUP_TIMEOUT_S) -> int:
+  """The exit status of `proc` (0 for None: nothing was started); its group is killed, -9, when
+  it runs past `timeout`."""
+  if proc is None:
+    return 0
+  try:
+    return proc.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    kill_group(proc)
+    return -9
+
+
+def wait_for(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float,
+             poll_s: float) -> str:
+  """Polls until `ready()`: "ready", or "exited" when `proc` ended first, or "timeout"."""
+  begin = time.monotonic()
+  while not ready():
+    if proc.poll() is not None:
+      return "exited"
+    if time.monotonic() - begin > timeout:
+      return "timeout"
+    time.sleep(poll_s)
+  return "ready"
+
+
+def run_group(args: Sequence[str], log: str) -> Tuple[int, float]:
+  """Runs a command (`start_group`) to its end; returns (exit status, wall seconds)."""
+  begin = time.perf_counter()
+  return wait_group(start_group(args, log)), time.perf_counter() - begin
+
+
+def run_watched(args: Sequence[str], log: str, run_dir: str,
+                progress: Progress) -> Tuple[int, float, Dict[str, List[List[float]]]]:
+  """Runs a command (`start_group`) to its end, reading its progress every POLL_S seconds;
+  returns (exit status, wall seconds, timeline): the timeline maps each series to [level,
+  seconds after the start] for every level first seen above the one before (levels already
+  there at the start are no marker of this run)."""
+  last = progress(run_dir)
+  timeline: Dict[str, List[List[float]]] = {series: [] for series in last}
+  begin = time.perf_counter()
+  proc = start_group(args, log)
+  rc = None
+  while rc is None:
+    rc = proc.poll()  # read before the outputs: a run's last outputs are on disk when it ends
+    now = time.perf_counter() - begin
+    for series, level in progress(run_dir).items():
+      if level > last.get(series, 0):
+        timeline.setdefault(series, []).append([level, round(now, 3)])
+        last[series] = level
+    if rc is None and now > GROUP_TIMEOUT_S:
+      kill_group(proc)
+      rc = -9
+    elif rc is None:
+      time.sleep(POLL_S)
+  return rc, time.perf_counter() - begin, timeline
+
+
+def run_and_kill_after(args: Sequence[str], log: str, run_dir: str, progress: Progress,
+                       series: str, level: int, delay_s: float) -> Optional[Tuple[float, float]]:
+  """Starts a command (`start_group`), waits until `series` of its progress reaches `level`, and
+  kills its process group `delay_s` seconds later; returns (seconds after the start when the
+  level was seen, when the kill came), or None when the run ended first (the kill found
+  nothing). A level never reached within GROUP_TIMEOUT_S is killed then, and judged as any other
+  kill."""
+  begin = time.perf_counter()
+  proc = start_group(args, log)
+  if wait_for(proc, lambda: progress(run_dir).get(series, 0) >= level, GROUP_TIMEOUT_S,
+              POLL_S) == "exited":
+    return None
+  seen = time.perf_counter() - begin
+  try:
+    proc.wait(timeout=delay_s)
+    return None
+  except subprocess.TimeoutExpired:
+    at = time.perf_counter() - begin
+    kill_group(proc)
+    return seen, at
+
+
+def last_line(log: str) -> str:
+  """The last non-blank line of a log file (stripped; "" when none)."""
+  with open(log, encoding="utf-8", errors="replace") as f:
+    lines = [line.strip() for line in f if line.strip()]
+  return lines[-1] if lines else ""
 
 
 # ---- memory -------------------------------------------------------------------------------------

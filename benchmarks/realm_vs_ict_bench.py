@@ -57,6 +57,10 @@ class RealmVsIctConfig(ConfigBase):
   articles: int = 8
   seeds: List[str] = dataclasses.field(default_factory=lambda: ["0", "1", "2"])
   steps: int = 40
+  # Per-condition step counts ("name:steps") that replace --steps, for an equal wall-clock budget.
+  condition_steps: List[str] = dataclasses.field(default_factory=list)
+  # The wall-clock budget per run the condition steps were chosen for (0: equal steps).
+  budget_seconds: float = 0.0
   # The shared start is the main job's (2026-11-26): all-MiniLM-L6-v2 as both retriever towers
   # in its own geometry, no ICT (`ict_steps=0`: the start is the initial towers as they are), so
   # `ict_continued` is ICT from MiniLM at `ict_learning_rate`. The former start (a tiny retriever
@@ -65,6 +69,12 @@ class RealmVsIctConfig(ConfigBase):
   ict_batch_size: int = 64
   ict_learning_rate: float = 2e-5
   reader_warmup_steps: int = 100
+  # The shared reader: its encoder, warm start (empty: random weights) and MLM warm-up.
+  reader_preset: str = "minilm"
+  reader_init: Optional[str] = "minilm"
+  reader_warmup_batch_size: int = 16
+  reader_warmup_learning_rate: float = 5e-4
+  reader_warmup_distractor_rate: float = 0.5
   batch_size: int = 4
   num_candidates: int = 4
   learning_rate: float = 1e-5
@@ -89,10 +99,20 @@ HELP = {
     "articles": "First SQuAD v1.1 dev articles forming the corpus.",
     "seeds": "Seeds of the conditions (data order, masking, model initialisation, dropout).",
     "steps": "Optimizer steps of every condition after the shared start.",
+    "condition_steps": "Steps of named conditions instead of --steps (name:steps,...), chosen "
+                       "from a timed run so that every condition gets --budget_seconds.",
+    "budget_seconds": "Wall seconds of training per run the condition steps aim at; the result "
+                      "records each run's seconds against it (0: equal steps).",
     "ict_steps": "Shared ICT warm-start steps.",
     "ict_batch_size": "ICT batch size (shared warm start and ict_continued).",
     "ict_learning_rate": "ICT peak learning rate (both ICT stages).",
     "reader_warmup_steps": "Shared reader MLM warm-up steps.",
+    "reader_preset": "The shared reader's encoder.",
+    "reader_init": "The reader's warm start (empty: random weights, then the MLM warm-up).",
+    "reader_warmup_batch_size": "Shared reader warm-up batch size.",
+    "reader_warmup_learning_rate": "Shared reader warm-up peak learning rate.",
+    "reader_warmup_distractor_rate": "Share of warm-up queries reading a block that does not "
+                                     "hold their span.",
     "batch_size": "REALM batch size (masked queries).",
     "num_candidates": "REALM candidates per query (null + retrieved).",
     "learning_rate": "REALM peak learning rate (the main job's).",
@@ -112,9 +132,11 @@ HELP = {
     "output_name": "Result name: benchmarks/results/<output_name>.json.",
 }
 # The settings the result records (`settings`), in this order.
-SETTINGS = ("articles", "seeds", "steps", "retriever_preset", "retriever_init", "ict_steps",
-            "ict_batch_size", "ict_learning_rate",
-            "reader_warmup_steps", "batch_size", "num_candidates", "learning_rate",
+SETTINGS = ("articles", "seeds", "steps", "condition_steps", "budget_seconds",
+            "retriever_preset", "retriever_init", "ict_steps",
+            "ict_batch_size", "ict_learning_rate", "reader_preset", "reader_init",
+            "reader_warmup_steps", "reader_warmup_batch_size", "reader_warmup_learning_rate",
+            "reader_warmup_distractor_rate", "batch_size", "num_candidates", "learning_rate",
             "refresh_every_steps", "heldout_queries", "eval_questions", "conditions",
             "block_length", "query_length")
 
@@ -139,6 +161,34 @@ def interval(values: List[float]) -> Dict:
   return out
 
 
+def condition_steps(config: RealmVsIctConfig) -> Dict[str, int]:
+  """{condition: its optimizer steps}: --steps, or the step count --condition_steps names."""
+  out = {name: config.steps for name in config.conditions}
+  for item in config.condition_steps:
+    name, _, steps = item.partition(":")
+    if name not in CONDITIONS or not steps.isdigit():
+      raise app.UsageError(f"--condition_steps: {item!r} is not <condition>:<steps> with a "
+                           f"condition of {CONDITIONS}.")
+    out[name] = int(steps)
+  return out
+
+
+def budget_check(runs: Dict[str, Dict[str, Dict]], budget_seconds: float) -> Dict:
+  """Each condition's training seconds per run against the budget: {condition: {"mean_seconds",
+  "over_budget": mean / budget}}, and whether every run is within 15% of the budget (None with
+  no budget)."""
+  out: Dict = {"budget_seconds": budget_seconds}
+  within = []
+  for name, per_seed in runs.items():
+    seconds = [r["train_seconds"] for r in per_seed.values()]
+    mean = sum(seconds) / len(seconds)
+    out[name] = {"mean_seconds": round(mean, 1),
+                 "over_budget": round(mean / budget_seconds, 3) if budget_seconds else None}
+    within += [abs(t / budget_seconds - 1) <= 0.15 for t in seconds] if budget_seconds else []
+  out["every_run_within_15%"] = all(within) if budget_seconds else None
+  return out
+
+
 def job_config(config: RealmVsIctConfig, shared_dir: str, squad: str):
   """The main job's configuration of the shared start (ICT + reader warm-up, no REALM steps) at
   `config`'s sizes, laid out under `shared_dir`."""
@@ -148,6 +198,10 @@ def job_config(config: RealmVsIctConfig, shared_dir: str, squad: str):
       block_length=config.block_length, query_length=config.query_length,
       ict_steps=config.ict_steps, ict_batch_size=config.ict_batch_size,
       ict_learning_rate=config.ict_learning_rate, reader_warmup_steps=config.reader_warmup_steps,
+      reader_preset=config.reader_preset, reader_init=config.reader_init,
+      reader_warmup_batch_size=config.reader_warmup_batch_size,
+      reader_warmup_learning_rate=config.reader_warmup_learning_rate,
+      reader_warmup_distractor_rate=config.reader_warmup_distractor_rate,
       batch_size=config.batch_size, num_train_steps=0, learning_rate=config.learning_rate,
       num_candidates=config.num_candidates, refresh_every_steps=config.refresh_every_steps,
       seed=0, heldout_queries=config.heldout_queries, num_eval_questions=config.eval_questions,
@@ -240,6 +294,7 @@ def run(config: RealmVsIctConfig) -> str:
   if unknown:
     raise app.UsageError(f"Unknown conditions {unknown}; choose from {CONDITIONS}.")
   seeds = [int(s) for s in config.seeds]
+  steps_of = condition_steps(config)
   t_start = time.time()
   w = os.path.abspath(config.work_dir)
   os.makedirs(w, exist_ok=True)
@@ -324,7 +379,7 @@ def run(config: RealmVsIctConfig) -> str:
       t = time.time()
       if name == "ict_continued":
         ict_dir = run_dir.ict
-        steps = config.steps
+        steps = steps_of[name]
         ict = ict_experiment.run(IctJobConfig(
             IctConfig(retriever=retriever_config, batch_size=config.ict_batch_size,
                       num_train_steps=steps, learning_rate=config.ict_learning_rate,
@@ -344,7 +399,7 @@ def run(config: RealmVsIctConfig) -> str:
         result["heldout"] = [start["start"], dict(result["end"], ict_steps_after_start=steps)]
       else:
         copy_index(shared.index, run_dir.index)
-        overrides = dict(seed=seed)
+        overrides = dict(seed=seed, num_train_steps=steps_of[name])
         if name == "realm_frozen_retriever":
           overrides.update(train_retriever=False, refresh="none")
         elif name == "realm_marginal_objective":
@@ -399,17 +454,22 @@ def run(config: RealmVsIctConfig) -> str:
                                            "reader_warmup_evidence", "retriever_objective",
                                            "retriever_lr_multiplier", "null_bias_learning_rate")},
       "budget": {
-          "definition": "Equal optimizer steps after the shared start: every condition runs "
-                        "--steps steps from the same retriever (the shared start's: "
+          "definition": "Equal optimizer steps after the shared start (or, with "
+                        "--condition_steps, each condition's own count, chosen so that every "
+                        "run trains for --budget_seconds: `wall_clock` compares each run's "
+                        "train_seconds, REALM's with its inline refreshes and held-out "
+                        "evaluations, ICT's without its one bundle build): every condition runs "
+                        "its steps from the same retriever (the shared start's: "
                         "--retriever_init, then --ict_steps of ICT; bundle v1) and the same "
-                        "warmed-up reader, with a fresh optimizer and a schedule over --steps "
+                        "warmed-up reader, with a fresh optimizer and a schedule over its steps "
                         "(10% linear warm-up, linear decay) at its method's learning rate "
                         "(REALM: --learning_rate, ICT: --ict_learning_rate). A REALM step is "
                         "--batch_size "
                         "masked queries x --num_candidates blocks through the reader; an ICT "
                         "step is --ict_batch_size query/block pairs (in-batch negatives) through "
                         "the retriever only; wall seconds per run are in runs.*.train_seconds.",
-          "steps_after_shared_start": config.steps,
+          "steps_after_shared_start": steps_of,
+          "wall_clock": budget_check(runs, config.budget_seconds),
           "shared_start": {"ict_steps": config.ict_steps,
                            "reader_warmup_steps": config.reader_warmup_steps, "seed": 0}},
       "measurement": {

@@ -366,7 +366,6 @@ def dense_recall(a: Dict) -> Dict:
   from realm_tf.evaluation import recall as recall_lib  # pylint: disable=g-import-not-at-top
   from realm_tf.retrieval.topk import exact_top_k  # pylint: disable=g-import-not-at-top
   from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator  # pylint: disable=g-import-not-at-top
-  from realm_tf.text.packing import QUERY_LENGTH  # pylint: disable=g-import-not-at-top
   tokenizer, masking, lookup, bundle, config = _pipeline_parts(a)
   start = process_memory()
   evaluator, setup_s = _timed(lambda: HeldOutEvaluator(
@@ -377,7 +376,7 @@ def dense_recall(a: Dict) -> Dict:
   float(np.sum(emb[:, 0]))  # the matrix's pages are resident before the peak is reset
   q = recall_lib.embed_texts(
       bundle.query_embedder.embed_queries, [x.question for x in evaluator.questions],
-      seq_length=int(bundle.query_embedder.metadata.get("query_seq_length", QUERY_LENGTH)),
+      seq_length=bundle.query_embedder.query_seq_length,
       tokenizer=tokenizer)
   gc.collect()
   base = process_memory()

@@ -3,8 +3,9 @@
 A group module (kills, damaged files, a full disk, locking, numerical faults, the server under
 load, fuzzed input) defines `run(config: FaultConfig) -> List[FaultRow]`; the default test run
 calls the same functions with `FaultConfig.fast()`. The other modules are the groups' shared
-parts: `processes` (process groups: start, watch, kill), `outputs` (what a run left on disk,
-compared with a reference run), `kill_stages` (the kill group's stage table) and `toy_work_dir`.
+parts: `outputs` (what a run left on disk, compared with a reference run), `kill_stages` (the
+kill group's stage table) and `toy_work_dir`; process groups (start, watch, kill) are
+`benchmarks.procs`'.
 """
 import dataclasses
 import random

@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Tuple
 
 from absl import logging
 
-from benchmarks.faults import FaultConfig, FaultRow, outputs, processes
+from benchmarks import procs
+from benchmarks.faults import FaultConfig, FaultRow, outputs
 from benchmarks.faults.kill_stages import NEEDS, REFERENCE_DONE, Stage, stages
 
 GROUP = "kill"
@@ -33,13 +34,13 @@ Windows = Dict[str, List[List[float]]]  # series -> its markers [level, seconds 
 
 def _start_companion(stage: Stage, run_dir: str):
   """The stage's companion started in `run_dir` (None: it has none)."""
-  return stage.companion and processes.start(stage.companion(run_dir),
+  return stage.companion and procs.start_group(stage.companion(run_dir),
                                              os.path.join(run_dir, "companion.log"))
 
 
 def reference_run(stage: Stage, work_dir: str) -> Tuple[str, Dict[str, object]]:
   """The stage's uninterrupted, watched run (once per work dir); returns its dir and record:
-  `wall_s` and the progress `timeline` (`processes.run_watched`)."""
+  `wall_s` and the progress `timeline` (`procs.run_watched`)."""
   ref_dir = os.path.join(work_dir, stage.name, "ref")
   done = outputs.read_json(os.path.join(ref_dir, REFERENCE_DONE))
   if done is not None and "timeline" in done:
@@ -48,9 +49,9 @@ def reference_run(stage: Stage, work_dir: str) -> Tuple[str, Dict[str, object]]:
   os.makedirs(ref_dir)
   stage.prepare(ref_dir)
   companion = _start_companion(stage, ref_dir)
-  rc, wall, timeline = processes.run_watched(stage.argv(ref_dir), os.path.join(ref_dir, "run.log"),
+  rc, wall, timeline = procs.run_watched(stage.argv(ref_dir), os.path.join(ref_dir, "run.log"),
                                              ref_dir, stage.progress)
-  if rc != 0 or processes.wait(companion) != 0:
+  if rc != 0 or procs.wait_group(companion) != 0:
     raise RuntimeError(f"{stage.name}: the uninterrupted run failed (exit status {rc}); see "
                        f"{ref_dir}/*.log")
   done = {"wall_s": wall, "timeline": timeline}
@@ -79,7 +80,7 @@ def plan_kill(windows: Windows, landed: Dict[str, int], rng) -> Dict[str, object
   series = min(windows, key=lambda name: landed.get(name, 0))
   marks = windows[series]
   k = rng.randrange(len(marks) - 1)
-  interval = max(marks[k + 1][1] - marks[k][1], processes.POLL_S)
+  interval = max(marks[k + 1][1] - marks[k][1], procs.POLL_S)
   n = sum(m[0] is not None for m in marks)  # one marker: its window ends with the run
   return {"series": series, "after_level": marks[k][0], "marker": f"{k + 1} of {n}",
           "delay_s": round(rng.uniform(0.0, interval), 3)}
@@ -122,14 +123,14 @@ def _kill_once(stage: Stage, run_dir: str, ref_dir: str, plan: Dict[str, object]
   os.makedirs(run_dir)
   stage.prepare(run_dir)
   companion = _start_companion(stage, run_dir)
-  kill = processes.run_and_kill_after(stage.argv(run_dir), os.path.join(run_dir, "run.log"),
+  kill = procs.run_and_kill_after(stage.argv(run_dir), os.path.join(run_dir, "run.log"),
                                       run_dir, stage.progress, plan["series"],
                                       plan["after_level"], plan["delay_s"])
   level = stage.progress(run_dir).get(plan["series"], 0)
   plan.update(kill_s=kill and round(kill[1], 2), level_at_kill=level,
               in_window=in_window(windows, plan["series"], level, kill is not None))
   if kill is None:  # a second run of a finished command is another case
-    processes.wait(companion)
+    procs.wait_group(companion)
     shutil.rmtree(run_dir, ignore_errors=True)
     return {**plan, "killed": False}, []
   problems = [f"after the kill: {p}" for p in outputs.half_published(run_dir)]
@@ -138,7 +139,7 @@ def _kill_once(stage: Stage, run_dir: str, ref_dir: str, plan: Dict[str, object]
   at_kill = {sub: outputs.checkpoint_step(os.path.join(run_dir, sub))
              for sub in stage.trainer_dirs}
   rerun_log = os.path.join(run_dir, "rerun.log")
-  rc, rerun_s = processes.run_to_end(stage.argv(run_dir), rerun_log)
+  rc, rerun_s = procs.run_group(stage.argv(run_dir), rerun_log)
   if rc != 0:
     problems.append(f"re-run exit status {rc} (see {rerun_log})")
   with open(rerun_log, encoding="utf-8", errors="replace") as f:
@@ -149,7 +150,7 @@ def _kill_once(stage: Stage, run_dir: str, ref_dir: str, plan: Dict[str, object]
                       f"{at_kill[sub]} the kill left (no 'Restored .../{sub}/checkpoints/"
                       f"ckpt-{at_kill[sub]}' in {rerun_log})")
   figures: Dict[str, object] = {}
-  if processes.wait(companion) != 0:
+  if procs.wait_group(companion) != 0:
     problems.append(f"the companion (trainer) failed (see {run_dir}/companion.log)")
   else:
     diffs, figures = outputs.compare(stage, run_dir, ref_dir)

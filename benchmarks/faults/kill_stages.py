@@ -12,7 +12,7 @@ import shutil
 from typing import Callable, Dict, List, Optional, Tuple
 
 from benchmarks.faults.outputs import checkpoint_step
-from benchmarks.faults.processes import Progress
+from benchmarks.procs import Progress
 
 STEPS = 6  # training steps of every toy trainer (checkpoint every step: kills land between)
 REFERENCE_DONE = ".reference.json"  # in a reference run's dir: its wall time and timeline

@@ -22,9 +22,10 @@ import subprocess
 import time
 from typing import Dict, List, Optional, Tuple
 
-from benchmarks.faults import FaultConfig, FaultRow, processes
+from benchmarks import procs
+from benchmarks.faults import FaultConfig, FaultRow
 from benchmarks.faults.outputs import read_json
-from benchmarks.faults.processes import kill_group, last_line
+from benchmarks.procs import kill_group, last_line
 from realm_tf.io import work_dir_lock
 from realm_tf.testing import lock_holder
 
@@ -65,7 +66,7 @@ def _pretrain(work: str, docs: str, log: str, steps: int = TRAIN_STEPS,
   """Starts `python -m realm_tf.launch.pretrain` on `work` (its own process group) for `steps`
   REALM steps, refreshing and checkpointing every `every` steps (PRETRAIN_TOY's when None)."""
   cadence = [f"--refresh_every_steps={every}", f"--checkpoint_every={every}"] if every else []
-  return processes.start(["realm_tf.launch.pretrain", f"--work_dir={work}", f"--inputs={docs}",
+  return procs.start_group(["realm_tf.launch.pretrain", f"--work_dir={work}", f"--inputs={docs}",
                           f"--num_train_steps={steps}", *PRETRAIN_TOY, *cadence], log)
 
 
@@ -77,7 +78,7 @@ def _wait_for_lock(work: str, proc: subprocess.Popen, timeout: float) -> Optiona
   """Seconds until `proc` holds `work`'s lock (the file names it), or None if it exits first
   or the timeout passes."""
   start = time.monotonic()
-  if processes.wait_for(proc, lambda: _holds_lock(work, proc.pid), timeout, 0.2) != "ready":
+  if procs.wait_for(proc, lambda: _holds_lock(work, proc.pid), timeout, 0.2) != "ready":
     return None
   return time.monotonic() - start
 

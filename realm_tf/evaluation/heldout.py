@@ -33,7 +33,6 @@ from realm_tf.evaluation import recall as recall_lib
 from realm_tf.evaluation.recall import EVAL_SEED
 from realm_tf.retrieval.bundle import bundle_retrieve_fn
 from realm_tf.retrieval.topk import exact_top_k
-from realm_tf.text.packing import QUERY_LENGTH
 
 # The record's key for every held-out sentence's utility (a list, in a fixed sentence order).
 PER_QUERY_UTILITY = "heldout_retrieval_utility_per_query"
@@ -213,7 +212,7 @@ class HeldOutEvaluator:
     """Dense recall@5 and @20 of SQuAD-open dev questions over `bundle`'s index."""
     if not self.questions:
       return {}
-    length = int(bundle.query_embedder.metadata.get("query_seq_length", QUERY_LENGTH))
+    length = bundle.query_embedder.query_seq_length
     q = recall_lib.embed_texts(bundle.query_embedder.embed_queries,
                                [x.question for x in self.questions], seq_length=length,
                                tokenizer=self.tokenizer)

@@ -17,7 +17,7 @@ from realm_tf.data.squad_open import SquadQuestion
 from realm_tf.openqa.metrics import recall_at_k
 from realm_tf.retrieval.topk import exact_top_k
 from realm_tf.text import RealmTokenizer, pack_query, packing
-from realm_tf.text.packing import INPUT_KEYS, QUERY_LENGTH
+from realm_tf.text.packing import INPUT_KEYS
 EVAL_SEED = 20_200_210  # masking seed of evaluation queries (differs from any training seed)
 
 
@@ -101,7 +101,7 @@ def measure_bundle_recall(bundle, annotations_dir: str, corpus_dir: str, num_que
   (evaluation seed) and, with `with_squad`, SQuAD-open dev question recall@5 and @20."""
   from realm_tf.data import masking as masking_lib  # pylint: disable=g-import-not-at-top
   tokenizer = RealmTokenizer()
-  length = int(bundle.query_embedder.metadata.get("query_seq_length", QUERY_LENGTH))
+  length = bundle.query_embedder.query_seq_length
   emb = bundle.embeddings  # read a tile at a time by exact_top_k
   ids = np.asarray(bundle.block_ids)
   embed = bundle.query_embedder.embed_queries

@@ -37,6 +37,8 @@ DEFAULT_ROOT = "runs/default"  # every CLI's --work_dir default
 SUMMARY_FILE = "summary.json"  # the main job's closing figures
 RECALL_LOG = "recall.jsonl"    # the recall evaluator's record of measured bundles
 SETTINGS_FILE = "settings.json"  # what the pre-training stages were built with
+# A trainer's model dir holds this marker ({"step": N}) once its run reached its last step.
+TRAINING_DONE = "TRAINING_DONE"
 # The main job's shapes (2 CPU cores) where neither the command line nor the work dir says:
 # blocks of 128 wordpieces ([CLS] title [SEP] body [SEP]; REALM's: 288) and 32-wordpiece queries
 # (REALM's: 96). A corpus records its own block length, which every later stage reads.

@@ -39,12 +39,13 @@ from absl import logging
 
 from realm_tf.io import paths
 from realm_tf.io import publish as publish_lib
+from realm_tf.io import work_dir
 from realm_tf.retrieval import host_precision
 from realm_tf.text.packing import INPUT_KEYS
 
 EXPORTS_SUBDIR = "embedder_exports"
 METADATA = "realm_export.json"
-TRAINING_DONE = "TRAINING_DONE"
+TRAINING_DONE = work_dir.TRAINING_DONE
 BEST_EXPORT = "best_export.json"    # {"step", "export", ...}: the export pruning always keeps
 LEASES_SUBDIR = ".leases"
 FORMAT_VERSION = 1

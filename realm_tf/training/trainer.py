@@ -26,11 +26,12 @@ from absl import logging
 from realm_tf.io import atomic
 from realm_tf.io import paths
 from realm_tf.io import publish
+from realm_tf.io import work_dir
 from realm_tf.training import dropout_rng
 from realm_tf.utils.progress import ProgressReporter
 from realm_tf.utils.strategy import input_pipelines, is_tpu_strategy
 
-DONE_MARKER = "TRAINING_DONE"
+DONE_MARKER = work_dir.TRAINING_DONE
 CONFIG_FILE = "config.json"
 DROPOUT_RNG = "dropout_rng"  # the checkpoint's key for the dropout streams
 
