@@ -11,7 +11,6 @@ to one process's embedding.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -20,23 +19,12 @@ import pytest
 
 from realm_tf.data import corpus as corpus_lib
 from realm_tf.testing import multi_worker
+from realm_tf.testing import worker_cluster
 from realm_tf.text import RealmTokenizer
 
 WINDOW = 8
 GLOBAL_BATCH = 8  # 4 per worker
 SHARD_SIZES = (20, 12, 16)
-
-
-def _free_ports(n):
-  """`n` distinct free local TCP ports (bound together, then released for the workers)."""
-  socks = [socket.socket() for _ in range(n)]
-  try:
-    for s in socks:
-      s.bind(("localhost", 0))
-    return [s.getsockname()[1] for s in socks]
-  finally:
-    for s in socks:
-      s.close()
 
 
 def _write_corpus(corpus_dir, tokenizer):
@@ -65,12 +53,11 @@ def _launch(job, tmp_path, name, timeout=300):
   job_path = os.path.join(job["out_dir"], "job.json")
   with open(job_path, "w") as f:
     json.dump(job, f)
-  workers = [f"localhost:{p}" for p in _free_ports(2)]
+  workers = [f"localhost:{p}" for p in worker_cluster.free_ports(2)]
   procs = []
   for index in range(2):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
-               TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                     "task": {"type": "worker", "index": index}}))
+               TF_CONFIG=worker_cluster.tf_config(workers, index))
     procs.append(subprocess.Popen([sys.executable, "-m", "realm_tf.testing.multi_worker",
                                    job_path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, env=env))

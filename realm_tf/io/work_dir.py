@@ -213,10 +213,12 @@ def check_settings(work: WorkDir, settings: Mapping[str, object]) -> bool:
 
 
 def record_settings(work: WorkDir, settings: Mapping[str, object]) -> None:
-  """Writes `settings` to the work dir's settings.json (atomically), once."""
+  """Writes `settings` to the work dir's settings.json (atomically), once; by the chief alone
+  in a multi-worker job (the others check them when they are there)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from realm_tf.io import atomic  # pylint: disable=g-import-not-at-top
-  if not check_settings(work, settings):
+  from realm_tf.io import chief  # pylint: disable=g-import-not-at-top
+  if not check_settings(work, settings) and chief.is_chief_process():
     tf.io.gfile.makedirs(work.root)
     atomic.write_json(work.settings_file, dict(settings))
 

@@ -23,7 +23,7 @@ names the file it locked, and starts again if a refused run removed it in betwee
 Readers (`refresh_index`, `evaluate`, `watch_recall`, the model server) do not take the lock:
 they read published outputs while a trainer runs. Folders on object stores (gs://, s3://) have
 no `flock`; the lock is skipped there (logged), as it is on the non-chief workers of a
-multi-worker job, which share the chief's work dir by design (`is_chief_process`).
+multi-worker job, which share the chief's work dir by design (`chief.is_chief_process`).
 """
 import contextlib
 import datetime
@@ -38,6 +38,7 @@ from typing import Dict, Iterator, Optional
 
 from absl import logging
 
+from realm_tf.io import chief
 from realm_tf.io import paths
 
 LOCK_FILE = ".lock"
@@ -239,7 +240,7 @@ def writer_lock(directory: str) -> Iterator[Optional[WorkDirLock]]:
   Re-entrant within one process: a stage that runs inside a job already holding the folder's
   lock (the main job's ICT stage, say) goes on under that lock, which is dropped when the
   outermost holder's block ends."""
-  if not is_chief_process():
+  if not chief.is_chief_process():
     yield None
     return
   key = _held_key(directory)
@@ -256,22 +257,3 @@ def writer_lock(directory: str) -> Iterator[Optional[WorkDirLock]]:
       yield lock
     finally:
       del _HELD[key]
-
-
-def is_chief_process(environ=None) -> bool:
-  """Whether this process writes the job's outputs: true unless TF_CONFIG names it a
-  non-chief task of a multi-worker cluster (the chief is task "chief", else worker 0). Read
-  from the environment, as MultiWorkerMirroredStrategy does, so no TensorFlow is needed."""
-  environ = os.environ if environ is None else environ
-  try:
-    config = json.loads(environ.get("TF_CONFIG") or "{}")
-  except ValueError:
-    return True
-  task = config.get("task") or {}
-  cluster = config.get("cluster") or {}
-  kind, index = task.get("type"), int(task.get("index", 0) or 0)
-  if not kind:
-    return True
-  if kind == "chief":
-    return True
-  return kind == "worker" and index == 0 and "chief" not in cluster

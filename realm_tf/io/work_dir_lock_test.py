@@ -1,6 +1,5 @@
 """The work-dir lock: a live holder refuses a second writer by name, a dead one blocks nothing,
 and `pretrain` / `finetune` refuse a held folder with one line, writing nothing."""
-import json
 import os
 import signal
 import subprocess
@@ -130,20 +129,6 @@ def test_a_lock_file_removed_by_a_refusal_is_told_from_the_one_at_the_path(tmp_p
 def test_object_store_folders_are_not_locked(tmp_path):
   lock = work_dir_lock.WorkDirLock("gs://bucket/run").acquire()
   assert not lock.held
-
-
-@pytest.mark.parametrize("tf_config,chief", [
-    (None, True),
-    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}, True),
-    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}, False),
-    ({"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}},
-     False),
-    ({"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}},
-     True),
-])
-def test_only_the_chief_takes_the_lock(tmp_path, tf_config, chief):
-  env = {} if tf_config is None else {"TF_CONFIG": json.dumps(tf_config)}
-  assert work_dir_lock.is_chief_process(env) is chief
 
 
 def test_pretrain_and_finetune_refuse_a_held_work_dir_writing_nothing(tmp_path):

@@ -102,6 +102,8 @@ HELP = {
     "jit_compile": "XLA-compile the train steps (forward, backward, optimizer apply).",
     "min_recall": "Refuse to publish an index whose ScaNN recall@10 is lower.",
     "heldout_fraction": "Share of blocks (by id) never used as training queries or warm-up text.",
+    "shuffle_window": "REALM's training records are shuffled within windows of this many "
+                      "(each host of a multi-worker job reads its own windows).",
     "realm_query_fraction": "Share of blocks (by id) whose sentences are REALM's queries and "
                             "never the reader warm-up's (0: both read every training block; "
                             "ignored when no warm-up runs).",
@@ -196,12 +198,17 @@ def main(argv):
   """Runs the job the flags describe (its stage holds the work-dir lock, checks the work dir,
   writes the summary); prints the summary."""
   del argv
+  from realm_tf.io import chief  # pylint: disable=g-import-not-at-top
   from realm_tf.launch import distribution_flags  # pylint: disable=g-import-not-at-top
   from realm_tf.stages import pretrain_job  # pylint: disable=g-import-not-at-top
   # The strategy first: logical CPU devices must precede TensorFlow's initialisation.
   strategy = distribution_flags.strategy_from_flags(batch_flags=BATCH_FLAGS)
   config = config_from_flags()
   summary = pretrain_job.run(config, strategy)
+  if not chief.is_chief_process():
+    print(f"This worker's part is done ({summary['wall_seconds']:.0f} s); the chief writes the "
+          f"held-out figures and {config.layout().summary_file}.")
+    return
   print(pretrain_job.format_summary(summary))
   print(f"Summary written to {config.layout().summary_file} (wall time "
         f"{summary['wall_seconds']:.0f} s)")

@@ -37,6 +37,7 @@ from typing import Dict, Iterable, List, Optional
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.io import chief
 from realm_tf.io import paths
 from realm_tf.io import publish as publish_lib
 from realm_tf.io import work_dir
@@ -130,10 +131,15 @@ def export_embedder(retriever, model_dir: str, step: int, tokenizer=None,
 
   Returns:
     The published export directory. If an export for `step` already exists it is left untouched
-    and its path returned (a restarted trainer may re-export the same step).
+    and its path returned (a restarted trainer may re-export the same step). Only the chief of
+    a multi-worker job writes; the other workers wait for its export and return that
+    (`io.chief`).
   """
   final = export_path(model_dir, step)
-  if tf.io.gfile.exists(os.path.join(final, METADATA)):
+  done = lambda: final if tf.io.gfile.exists(os.path.join(final, METADATA)) else None  # pylint: disable=unnecessary-lambda-assignment
+  if not chief.is_chief_process():  # a multi-worker job's other workers read the chief's
+    return chief.wait_for_chief(done, f"the embedder export {final}")
+  if done():
     logging.warning("Embedder export %s already exists; keeping it.", final)
     return final
   if tokenizer is None and vocab_fingerprint is None:

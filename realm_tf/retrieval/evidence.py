@@ -136,10 +136,15 @@ def evidence_examples(annotations_dir: str, masker, lookup: BlockLookup, num_exa
 
 
 def evidence_dataset(examples: Dict[str, np.ndarray], batch_size: int,
-                     start_position: int = 0) -> tf.data.Dataset:
+                     start_position: int = 0, num_shards: int = 1,
+                     shard_index: int = 0) -> tf.data.Dataset:
   """The examples repeated in order from `start_position`, batched, each batch carrying
-  `data_position` (one past its last example's stream position) for exact resume."""
+  `data_position` (one past its last example's stream position) for exact resume. With several
+  input pipelines (one per worker), pipeline `shard_index` reads the stream positions equal to
+  it modulo `num_shards`: every host holds the same examples and reads its own share."""
   keys = list(INPUT_KEYS) + ["masked_positions", "masked_ids", "masked_weights"]
   ds = tf.data.Dataset.from_tensor_slices({k: examples[k] for k in keys}).repeat()
   ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds).skip(start_position)
+  if num_shards > 1:
+    ds = ds.filter(lambda i, e: i % num_shards == shard_index)
   return corpus_lib.batch_with_data_position(ds.map(lambda i, e: dict(e, index=i)), batch_size)

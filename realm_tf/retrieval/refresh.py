@@ -44,10 +44,12 @@ from absl import logging
 
 from realm_tf.config_base import ConfigBase
 from realm_tf.data import corpus as corpus_lib
+from realm_tf.io import chief
 from realm_tf.io import paths
 from realm_tf.retrieval import bundle as bundle_lib
 from realm_tf.retrieval import embedder_export
 from realm_tf.retrieval import refresh_documents
+from realm_tf.retrieval import refresh_embedding
 from realm_tf.retrieval import refresh_round
 from realm_tf.retrieval import refresh_watch
 from realm_tf.retrieval.document_set import DocumentSet, combine
@@ -107,8 +109,8 @@ class IndexRefresher:
 
   @property
   def is_chief(self) -> bool:
-    """Worker 0: declares the rounds and publishes."""
-    return self.config.shard_index == 0
+    """Worker 0 (of a multi-worker trainer, its chief): declares the rounds and publishes."""
+    return refresh_embedding.merges(self.config)
 
   @property
   def last_stats(self):
@@ -246,6 +248,8 @@ class IndexRefresher:
     (RoundChangedError when no such round is declared).
     """
     cfg = self.config
+    if not self.is_chief and cfg.shard_index == 0:
+      return self.follow_chief(export_dir, on_part_done)
     if not self.is_chief:
       rnd = refresh_round.read_round(cfg.index_dir)
       if rnd is None or rnd.final or rnd.export != export_dir:
@@ -275,6 +279,44 @@ class IndexRefresher:
       raise
     refresh_round.finish(cfg.index_dir, rnd)
     return published
+
+  def bundle_of(self, export_dir: str) -> Optional[bundle_lib.IndexBundle]:
+    """The live bundle if it was built from `export_dir`, else None."""
+    live = self.live_bundle()
+    source = str(live.manifest.get("source_export") or "") if live is not None else ""
+    return live if source and paths.absolute(source) == paths.absolute(export_dir) else None
+
+  def follow_chief(self, export_dir: str, on_part_done=None) -> bundle_lib.IndexBundle:
+    """A multi-worker trainer's other process in the refresh of `export_dir` (all its
+    processes call `refresh` at the same step): waits for the chief's round, embeds its share
+    with the chief (one strategy), then waits for the chief's bundle and returns it, so every
+    worker searches the same, newest bundle. RecallTooLowError when the round ends without
+    one (the chief refused it, and training goes on with the last)."""
+    index_dir = self.config.index_dir
+
+    def declared():
+      live = self.bundle_of(export_dir)
+      if live is not None:  # the chief had nothing left to embed: its bundle is out already
+        return live
+      rnd = refresh_round.read_round(index_dir)
+      return rnd if rnd is not None and not rnd.final and rnd.export == export_dir else None
+
+    where = refresh_round.round_path(index_dir)
+    found = chief.wait_for_chief(declared, f"a refresh round of {export_dir} in {where}")
+    if isinstance(found, bundle_lib.IndexBundle):
+      return found
+    self.follow(found, on_part_done)
+
+    def outcome():
+      now = refresh_round.read_round(index_dir)  # before the bundle: it is published first
+      ended = now is None or now.id != found.id or now.final
+      live = self.bundle_of(export_dir)
+      if live is None and ended:
+        raise RecallTooLowError(f"The chief ended refresh round {found.id} of {export_dir} "
+                                "without publishing a bundle.")
+      return live
+
+    return chief.wait_for_chief(outcome, f"the index bundle of {export_dir} in {index_dir}")
 
   # ---- entry points --------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.data import corpus as corpus_lib
+from realm_tf.io import chief
 from realm_tf.retrieval import embed_corpus
 from realm_tf.retrieval import embedder_export
 from realm_tf.retrieval import refresh_round
@@ -39,6 +40,13 @@ def load_checked_embedder(export_dir: str, docs: DocumentSet, corpus_dirs,
     return embedder_export.load_embedder(export_dir)
 
 
+def merges(config) -> bool:
+  """Whether this worker merges every worker's parts and publishes the bundle (a refresher's
+  RefreshConfig `config`): shard 0 of the refresh job's independent workers, and of a
+  multi-worker trainer's processes (which embed together under one strategy) the chief."""
+  return config.shard_index == 0 and chief.is_chief_process()
+
+
 class CorpusEmbedding:
   """One worker's embedding of (some directories of) a document set with one export.
 
@@ -55,7 +63,7 @@ class CorpusEmbedding:
   def embed(self, embedder, docs: DocumentSet, corpus_dirs, on_part_done=None,
             keep_alive: Optional[Callable[[], None]] = None
             ) -> Optional[List[Tuple[np.ndarray, np.ndarray]]]:
-    """Embeds this worker's shards of each of `corpus_dirs`; the chief (shard 0) then waits for
+    """Embeds this worker's shards of each of `corpus_dirs`; the chief (`merges`) then waits for
     every part and returns the merged (block_ids, embeddings) of each directory, others None.
 
     `keep_alive` (the chief's round: renewing its export lease) is called after every part this
@@ -76,7 +84,7 @@ class CorpusEmbedding:
       logging.info("%s: embedded shards %s, skipped finished shards %s (%.1f blocks/s).", d,
                    stats.embedded, stats.skipped, stats.blocks_per_second)
       self.last_stats = stats
-    if cfg.shard_index != 0:
+    if not merges(cfg):
       return None
     merged = []
     for d in corpus_dirs:

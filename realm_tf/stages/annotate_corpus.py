@@ -46,7 +46,8 @@ def run(config: AnnotateConfig, beam_args: Optional[Sequence[str]] = None,
   "counters", "bad_records", ...}), or {"manifest", "finished_before": True} when the output
   already holds this annotation (`finished`)."""
   with stage_rules.writing(lock_dir):
-    done = finished(config, accept_any)
+    done = stage_rules.finished_or_chiefs(lambda: finished(config, accept_any),
+                                          f"the annotations in {config.output_dir}")
     if done is not None:
       return {"manifest": done, "finished_before": True, "counters": {}, "bad_records": []}
     logging.info("Annotating %s into %s (Beam options: %s)", config.corpus_dir or config.inputs,

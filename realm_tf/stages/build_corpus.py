@@ -41,7 +41,8 @@ def run(config: BuildCorpusConfig, beam_args: Optional[Sequence[str]] = None,
   ({"manifest", "counters", "bad_records", ...}), or {"manifest", "finished_before": True}
   when the output already holds this build (`finished`)."""
   with stage_rules.writing(lock_dir):
-    done = finished(config, accept_any)
+    done = stage_rules.finished_or_chiefs(lambda: finished(config, accept_any),
+                                          f"the corpus in {config.output_dir}")
     if done is not None:
       return {"manifest": done, "finished_before": True, "counters": {}, "bad_records": []}
     logging.info("Building the block corpus from %s into %s (Beam options: %s)", config.inputs,

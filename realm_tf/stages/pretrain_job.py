@@ -24,6 +24,7 @@ from realm_tf.data.documents import default_corpus_path
 from realm_tf.evaluation import heldout as heldout_lib
 from realm_tf.evaluation.heldout import HeldOutConfig, format_figures
 from realm_tf.io import atomic
+from realm_tf.io import chief
 from realm_tf.io import work_dir as work_dir_lib
 from realm_tf.io.work_dir import WorkDir
 from realm_tf.modeling.encoder_config import get_encoder_config
@@ -107,6 +108,10 @@ class PretrainJobConfig(ConfigBase):
   export_every_steps: Optional[int] = None
   checkpoint_every: int = 50
   seed: int = 0
+  # REALM's training stream: records shuffled within windows of this many (a host of a
+  # multi-worker job reads every other window: with the per-host batch as the window, 2 hosts
+  # read the global batches 1 host reads).
+  shuffle_window: int = 16384
   data_service: Optional[str] = None
   jit_compile: bool = False
   min_recall: float = 0.9
@@ -286,7 +291,8 @@ def run(config: PretrainJobConfig, strategy: Optional[tf.distribute.Strategy] = 
     config = prepare(config)
     summary = _run_stages(config, strategy or tf.distribute.get_strategy())
     summary["wall_seconds"] = round(time.time() - start, 1)
-    atomic.write_json(config.layout().summary_file, summary)
+    if chief.is_chief_process():  # the other workers of a multi-worker job write nothing
+      atomic.write_json(config.layout().summary_file, summary)
   return summary
 
 
@@ -416,7 +422,8 @@ def pretrain_config(config: PretrainJobConfig) -> PretrainConfig:
       batch_size=config.batch_size, num_train_steps=steps,
       learning_rate=config.learning_rate,
       warmup_steps=config.warmup_steps if config.warmup_steps is not None else steps // 10,
-      masking=config.masking, seed=config.seed, refresh=config.refresh,
+      masking=config.masking, seed=config.seed, shuffle_window=config.shuffle_window,
+      refresh=config.refresh,
       refresh_every_steps=every, export_every_steps=config.export_every_steps or every,
       checkpoint_every=config.checkpoint_every, heldout_fraction=config.heldout_fraction,
       realm_query_fraction=config.realm_query_fraction if runs_reader_warmup(config) else 0.0,

@@ -181,9 +181,6 @@ def _run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] 
     cache = {}  # built at the first dataset request, so a finished run does not build it
 
     def make_dataset(position, shard):
-      if shard.count > 1:
-        raise ValueError("The reader warm-up with evidence 'span_match' reads one input pipeline; "
-                         "run it on one host (or with evidence 'own_block').")
       if "examples" not in cache:
         examples = cache["examples"] = evidence_lib.evidence_examples(
             annotations_dir, masking_lib.Masker(config.masking_config, tokenizer),
@@ -195,7 +192,8 @@ def _run(job: ReaderWarmupJobConfig, strategy: Optional[tf.distribute.Strategy] 
                      "(%.0f%% drawn to read a distractor)",
                      100 * examples["holds_span"].mean(), len(examples["holds_span"]),
                      100 * examples["distractor"].mean())
-      return evidence_lib.evidence_dataset(cache["examples"], shard.batch_size, position)
+      return evidence_lib.evidence_dataset(cache["examples"], shard.batch_size, position,
+                                           shard.count, shard.index)
   else:
     def make_dataset(position, shard):
       return warmup_examples(corpus_dir, config, shard.batch_size, position, tokenizer,

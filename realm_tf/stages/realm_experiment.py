@@ -22,6 +22,7 @@ from realm_tf.data.pretrain_pipeline import (PipelineConfig, indexed_masked_exam
                                              make_pretrain_dataset)
 from realm_tf.evaluation import heldout as heldout_lib
 from realm_tf.io import atomic
+from realm_tf.io import chief
 from realm_tf.evaluation.heldout import HeldOutConfig, HeldOutEvaluator
 from realm_tf.modeling.realm_pretrainer import RealmConfig, RealmPretrainer
 from realm_tf.retrieval import bundle as bundle_lib
@@ -33,6 +34,7 @@ from realm_tf.stages import stage_rules
 from realm_tf.training import warm_start
 from realm_tf.training.optimizer import create_optimizer
 from realm_tf.training.trainer import InputShard, Trainer, check_or_write_config, without_keys
+from realm_tf.utils.strategy import agreed_minimum
 from realm_tf.config_base import ConfigBase
 
 REFRESH_MODES = ("inline", "async", "none")
@@ -254,8 +256,9 @@ class RealmExperiment:
       return [json.loads(line) for line in f if line.strip()]
 
   def evaluate(self, step: int) -> Optional[Dict]:
-    """Measures the held-out figures now; records them (log, TensorBoard, best export)."""
-    if self.evaluator is None or self._last_eval_step == step:
+    """Measures the held-out figures now; records them (log, TensorBoard, best export). The
+    chief's figures are a multi-worker job's: its other workers measure nothing."""
+    if self.evaluator is None or self._last_eval_step == step or not chief.is_chief_process():
       return None
     self._last_eval_step = step
     figures = self.evaluator.evaluate(self.model, self.bundle)
@@ -312,6 +315,10 @@ class RealmExperiment:
                           "on %s.", step, e, self.bundle)
       elif cfg.refresh == "async":
         newest = bundle_lib.latest(self.index_dir)
+        # Every worker of a multi-worker job switches to the same bundle: the newest all have seen.
+        agreed = agreed_minimum(self.strategy, newest.version)
+        if agreed != newest.version:
+          newest = bundle_lib.open_bundle(bundle_lib.version_path(self.index_dir, agreed))
         if newest.version != self.bundle.version:
           check_bundle_matches_corpus(newest, self.corpus_dir)
           self.bundle = newest

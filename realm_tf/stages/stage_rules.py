@@ -10,6 +10,8 @@ is already finished.
   re-run of a stage killed after its manifest's publish then has nothing to do; an output that
   records other work is not finished, and the stage's library refuses to overwrite it unless
   told to. Training stages resume from their newest checkpoint instead (`training.trainer`).
+- `finished_or_chiefs(...)`: in a multi-worker job only the chief writes an output the workers
+  share; the others wait until the chief's is finished and read it (`io.chief`).
 """
 import contextlib
 import os
@@ -17,6 +19,7 @@ from typing import Callable, ContextManager, Dict, Optional
 
 import tensorflow as tf
 
+from realm_tf.io import chief
 from realm_tf.io import work_dir_lock
 
 
@@ -43,3 +46,13 @@ def finished_output(output_dir: str, manifest_name: str, load: Callable[[str], D
     return manifest if same(manifest) else None
   except (ValueError, KeyError):
     return None
+
+
+def finished_or_chiefs(finished: Callable[[], Optional[Dict]], what: str) -> Optional[Dict]:
+  """`finished()` (the output's manifest when it is finished, else None: this process writes
+  it), except on a multi-worker job's other workers, which never write a shared output: they
+  wait for the chief's (`chief.wait_for_chief`), so it is never None there."""
+  done = finished()
+  if done is None and not chief.is_chief_process():
+    done = chief.wait_for_chief(finished, what)
+  return done

@@ -32,6 +32,7 @@ from realm_tf.utils.progress import ProgressReporter
 from realm_tf.utils.strategy import input_pipelines, is_tpu_strategy
 
 DONE_MARKER = work_dir.TRAINING_DONE
+STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"  # the step counter's name in a checkpoint
 CONFIG_FILE = "config.json"
 DROPOUT_RNG = "dropout_rng"  # the checkpoint's key for the dropout streams
 
@@ -237,9 +238,11 @@ class Trainer:
     return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
                                data_position=data_position)
 
-  def restore(self) -> int:
+  def restore(self, num_steps: Optional[int] = None) -> int:
     """Restores the newest checkpoint if any; returns the step to continue from. The chief
-    first removes what a save killed mid-way left behind (`publish.remove_checkpoint_temps`)."""
+    first removes what a save killed mid-way left behind (`publish.remove_checkpoint_temps`).
+    A run finished at `num_steps` on another number of hosts restores its weights alone: it
+    has nothing left to read, so its data positions do not apply."""
     if self._is_chief:
       publish.remove_checkpoint_temps(self.manager.directory)
     latest = self.manager.latest_checkpoint
@@ -253,8 +256,17 @@ class Trainer:
       except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
         saved = paths.checkpoint_reader(latest).get_variable_to_shape_map().get(
             "data_position/.ATTRIBUTES/VARIABLE_VALUE")
+        reader = paths.checkpoint_reader(latest)
+        finished = num_steps is not None and reader.has_tensor(STEP_KEY) and \
+            int(reader.get_tensor(STEP_KEY)) >= num_steps
         if saved is not None and not list(saved) and self.num_input_pipelines == 1:
           self._restore_scalar_position(latest)
+        elif saved is not None and finished:
+          stand_in = tf.Variable(tf.zeros(list(saved), tf.int64), trainable=False)
+          self._training_state(stand_in).restore(latest).expect_partial() \
+              .assert_existing_objects_matched()
+          logging.info("%s finished on %d host(s); its weights are restored, its data positions "
+                       "are not (nothing is left to train).", latest, (list(saved) or [1])[0])
         elif saved is not None and list(saved) != [self.num_input_pipelines]:
           raise ConfigMismatchError(
               f"Checkpoint {latest} holds data positions of shape {list(saved)}; this run has "
@@ -404,14 +416,15 @@ class Trainer:
     Returns the last step's scalars, its progress line and `start_step` (0 unless it resumed),
     so a caller that times the call knows which steps the time covers."""
     hooks = hooks or []
-    start = self.restore()
+    start = self.restore(num_steps)
     if start < num_steps:
       self._create_optimizer_state()
     if start and on_resume is not None:
       on_resume(start)
-    reporter = ProgressReporter(num_steps, self.global_batch_size, self.log_every,
-                                os.path.join(self.model_dir, "summaries", self.name), self.name,
-                                line_keys=self.line_keys)
+    # TensorBoard: the chief's (the other workers of a multi-worker job only log their lines).
+    summaries = os.path.join(self.model_dir, "summaries", self.name) if self._is_chief else None
+    reporter = ProgressReporter(num_steps, self.global_batch_size, self.log_every, summaries,
+                                self.name, line_keys=self.line_keys)
     reporter.start(start)
     last = {}
     iterator = None

@@ -1,6 +1,7 @@
 """Picks the tf.distribute strategy from flags, so one code path runs on CPU, GPUs and TPUs."""
 from typing import List, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -75,3 +76,15 @@ def input_pipelines(strategy: tf.distribute.Strategy) -> Tuple[int, List[int]]:
   if not contexts:
     return 1, [0]
   return contexts[0].num_input_pipelines, sorted(c.input_pipeline_id for c in contexts)
+
+
+def agreed_minimum(strategy: tf.distribute.Strategy, value: int) -> int:
+  """The smallest of every client's `value` under MultiWorkerMirroredStrategy (a collective:
+  every client calls it at the same step), so that all act on one choice, such as the newest
+  index bundle all of them have seen; `value` itself under any single-client strategy."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return int(value)
+  mine = tf.constant([[int(value)]], tf.int64)
+  gathered = strategy.gather(strategy.experimental_distribute_values_from_function(
+      lambda _: mine), axis=0)
+  return int(np.min(gathered.numpy()))
