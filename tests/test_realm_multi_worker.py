@@ -16,7 +16,9 @@ bundles and writes the held-out figures; the other worker waits for each and rea
 * a worker killed mid-run, then both restarted, resume from the chief's last checkpoint, each at
   its own data position, and end with the uninterrupted run's weights;
 * with `--refresh=async` the refresher is a third process, and both workers switch to the same
-  bundles at the same steps.
+  bundles at the same steps;
+* fine-tuning (`python -m realm_tf.launch.finetune`, the index frozen) on 2 workers trains what
+  one process with 2 replicas trains, and resumes after a kill as REALM does.
 """
 import json
 import os
@@ -31,6 +33,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.testing import cli as cli_testing
+from realm_tf.testing import toy_jobs
 from realm_tf.testing import worker_cluster
 
 # Toy settings: tiny towers and reader from random weights, 2 ICT and 2 warm-up steps, a global
@@ -59,6 +62,7 @@ COUNTRIES = [("Poland", "Warsaw", "Vistula"), ("France", "Paris", "Seine"),
              ("Slovakia", "Bratislava", "Danube"), ("Latvia", "Riga", "Daugava"),
              ("Lithuania", "Vilnius", "Neris"), ("Japan", "Tokyo", "Sumida")]
 REFRESHED = re.compile(r"Inline refresh at step (\d+) → IndexBundle\(version=(\d+)")
+FINETUNE_STEPS = 4
 SWITCHED = re.compile(r"Switched to IndexBundle\(version=(\d+).*? at step (\d+)")
 
 
@@ -94,20 +98,20 @@ def _run_one(args):
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def _losses(work):
-  """{step: REALM training loss} from the chief's TensorBoard scalars."""
+def _losses(work, stage="realm"):
+  """{step: training loss} of `stage` (realm, finetune) from the chief's TensorBoard scalars."""
   out = {}
-  for path in tf.io.gfile.glob(os.path.join(work, "realm", "summaries", "realm", "events.*")):
+  for path in tf.io.gfile.glob(os.path.join(work, stage, "summaries", stage, "events.*")):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        if value.tag == "realm/loss":
+        if value.tag == f"{stage}/loss":
           out[event.step] = float(tf.make_ndarray(value.tensor))
   return out
 
 
-def _checkpoint(work, step):
-  """{variable: value} of the REALM checkpoint at `step`."""
-  reader = tf.train.load_checkpoint(os.path.join(work, "realm", "checkpoints", f"ckpt-{step}"))
+def _checkpoint(work, step, stage="realm"):
+  """{variable: value} of `stage`'s checkpoint at `step`."""
+  reader = tf.train.load_checkpoint(os.path.join(work, stage, "checkpoints", f"ckpt-{step}"))
   return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
           if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
@@ -139,6 +143,25 @@ def test_two_workers_run_the_main_job_from_scratch_writing_each_output_once(tmp_
     summary = json.load(f)
   assert summary["train"]["loss"] > 0 and [r["step"] for r in summary["heldout"]] == [0, 2]
   assert summary["heldout_end"]["heldout_queries"] == 8
+
+
+def test_two_workers_fine_tune_on_a_frozen_index_writing_each_output_once(tmp_path):
+  from realm_tf.testing import openqa_models  # pylint: disable=g-import-not-at-top
+  work = tmp_path / "mine"
+  openqa_models.make_text_corpus(str(work / "corpus"))
+  openqa_models.make_bundle(str(work), str(work / "corpus"))
+  questions = tmp_path / "qa.jsonl"
+  questions.write_text("".join(json.dumps({"question": e.question, "answers": list(e.answers)})
+                               + "\n" for e in openqa_models.examples(8)), encoding="utf-8")
+  cluster = _run_workers(_finetune_args(str(work), str(questions), "--num_train_steps=2",
+                                        *TWO_WORKERS), str(tmp_path / "logs"))
+  model_dir = work / "finetune"
+  assert (model_dir / "TRAINING_DONE").exists() and (model_dir / "config.json").exists()
+  assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-2")
+  assert not list(model_dir.glob(".checkpoints-worker-*/*.index"))  # scratch saves removed
+  for i in range(2):
+    assert "[finetune] step 2/2" in cluster.log(i)
+  assert len(list((model_dir / "summaries" / "finetune").glob("events.*"))) == 1  # the chief's
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +275,67 @@ def test_async_refresh_runs_beside_two_workers_who_switch_together(start):
   assert switched[0] == switched[1] and switched[0], switched  # the same bundles, same steps
   versions = [v for v, _ in switched[0]]
   assert versions == sorted(set(versions)) and versions[0] > 1
+
+
+def _finetune_args(work, questions, *extra):
+  return ["realm_tf.launch.finetune", f"--work_dir={work}", f"--dataset=jsonl:{questions}",
+          *toy_jobs.FINETUNE_TOY, f"--num_train_steps={FINETUNE_STEPS}", *extra]
+
+
+@pytest.fixture(scope="module")
+def finetuned(start, two_workers):
+  """Fine-tuning of the 2-worker REALM run: in one process with 2 replicas, on 2 workers, and
+  on 2 workers killed after its first checkpoint, then restarted."""
+  questions = str(start["tmp"] / "qa.jsonl")
+  with open(questions, "w", encoding="utf-8") as f:
+    for country, city, river in COUNTRIES:
+      f.write(json.dumps({"question": f"what is the capital of {country}?",
+                          "answers": [city]}) + "\n")
+      f.write(json.dumps({"question": f"which river flows through {city}?",
+                          "answers": [river]}) + "\n")
+  out = {}
+  for name in ("one_process", "two_workers", "killed"):
+    work = str(start["tmp"] / f"finetune_{name}")
+    shutil.copytree(two_workers["work"], work)
+    out[name] = work
+  _run_one(_finetune_args(out["one_process"], questions, *ONE_PROCESS_TWO_REPLICAS))
+  _run_workers(_finetune_args(out["two_workers"], questions, *TWO_WORKERS),
+               str(start["tmp"] / "finetune_logs"))
+  args = _finetune_args(out["killed"], questions, *TWO_WORKERS)
+  cluster = worker_cluster.Cluster(args, 2, str(start["tmp"] / "finetune_killed_logs"))
+  first = os.path.join(out["killed"], "finetune", "checkpoints", "ckpt-2.index")
+  deadline = time.monotonic() + TIMEOUT_S
+  while not os.path.exists(first) and time.monotonic() < deadline:
+    assert all(p.poll() is None for p in cluster.procs), cluster.log(0)[-3000:]
+    time.sleep(0.05)
+  cluster.kill(1)
+  cluster.kill(0)
+  out["killed_at"] = int(tf.train.latest_checkpoint(os.path.dirname(first)).rsplit("-", 1)[1])
+  _run_workers(args, str(start["tmp"] / "finetune_resumed_logs"))
+  return out
+
+
+@pytest.mark.slow
+def test_finetuning_on_two_workers_trains_what_one_process_with_two_replicas_trains(finetuned):
+  one, two = _losses(finetuned["one_process"], "finetune"), \
+      _losses(finetuned["two_workers"], "finetune")
+  assert sorted(one) == sorted(two) == list(range(1, FINETUNE_STEPS + 1))
+  assert two[1] == one[1]
+  for step in one:
+    assert two[step] == pytest.approx(one[step], rel=1e-5), step
+  end = _checkpoint(finetuned["two_workers"], FINETUNE_STEPS, "finetune")
+  reference = _checkpoint(finetuned["one_process"], FINETUNE_STEPS, "finetune")
+  for name in reference:
+    if name.startswith("model/"):
+      np.testing.assert_allclose(end[name], reference[name], rtol=1e-4, atol=1e-5,
+                                 err_msg=name)
+
+
+@pytest.mark.slow
+def test_finetuning_killed_on_two_workers_resumes_to_the_uninterrupted_weights(finetuned):
+  assert 2 <= finetuned["killed_at"] < FINETUNE_STEPS
+  end = _checkpoint(finetuned["killed"], FINETUNE_STEPS, "finetune")
+  reference = _checkpoint(finetuned["two_workers"], FINETUNE_STEPS, "finetune")
+  assert sorted(end) == sorted(reference)
+  differ = [k for k in end if not np.array_equal(end[k], reference[k])]
+  assert not differ, differ[:10]

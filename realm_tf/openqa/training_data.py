@@ -23,6 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.io import atomic
+from realm_tf.io import chief
 from realm_tf.modeling.openqa_features import OpenQAExample, QuestionFeaturizer, clean_text
 from realm_tf.modeling.openqa_model import FrozenIndex, OpenQAModel
 
@@ -62,7 +63,8 @@ def training_features(examples: Sequence[OpenQAExample], model: OpenQAModel,
     else:
       answers = expand_regex_answers(usable, model, featurizer, regex_search_blocks,
                                      retrieve_rows=bm25_search)
-      atomic.write_json(cache, answers, indent=None, sort_keys=False)
+      if chief.is_chief_process():  # every worker expands the same answers; the chief keeps them
+        atomic.write_json(cache, answers, indent=None, sort_keys=False)
   feats = featurizer.featurize(usable)
   if answers is not None:
     feats.update(featurizer.answer_features(usable, answers))
@@ -158,7 +160,10 @@ def gold_row_features(examples: Sequence[OpenQAExample], index: FrozenIndex, cor
 def make_dataset_fn(features: Dict[str, np.ndarray], batch_size: int, seed: int = 0):
   """`make_dataset(position, shard)` for the Trainer: an endless, per-epoch shuffled stream of
   batches from example position `position` on, each element carrying `data_position` (exact
-  resume). One input pipeline only (fine-tuning's examples are few: one host reads them)."""
+  resume). With several input pipelines (one per worker), the stream is cut into runs of one
+  pipeline's batch and pipeline `shard.index` reads the runs equal to it modulo `shard.count`:
+  every host holds the (few) examples and reads its own share, and each replica gets the
+  examples it would get from one host's pipeline."""
   n = len(features["question_length"])
   if n == 0:
     raise ValueError("No training examples.")
@@ -167,10 +172,8 @@ def make_dataset_fn(features: Dict[str, np.ndarray], batch_size: int, seed: int 
     return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
 
   def make_dataset(position: int, shard=None) -> tf.data.Dataset:
-    if shard is not None and shard.count > 1:
-      raise ValueError(f"Fine-tuning reads one input pipeline; this strategy has {shard.count} "
-                       "(hosts). Fine-tune on one host.")
     size = shard.batch_size if shard is not None else batch_size
+    count, index = (shard.count, shard.index) if shard is not None else (1, 0)
 
     def gen():
       p = int(position)
@@ -179,7 +182,8 @@ def make_dataset_fn(features: Dict[str, np.ndarray], batch_size: int, seed: int 
         perm = order(epoch)
         for i in perm[offset:]:
           p += 1
-          yield i, p
+          if count == 1 or (p - 1) // size % count == index:
+            yield i, p
     idx = tf.data.Dataset.from_generator(
         gen, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
     tensors = {k: tf.constant(v) for k, v in features.items()}

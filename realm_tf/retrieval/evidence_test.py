@@ -126,6 +126,23 @@ def test_dataset_resumes_at_a_data_position(data):
   np.testing.assert_array_equal(full[4]["input_word_ids"], full[0]["input_word_ids"])
 
 
+def test_two_hosts_read_disjoint_shares_that_together_are_the_stream(data):
+  corpus_dir, ann_dir = data
+  lookup = BlockLookup.open(corpus_dir)
+  masker = masking.Masker(masking.MaskingConfig(query_length=24, max_predictions=6), TOK)
+  ex = evidence.evidence_examples(ann_dir, masker, lookup, 8, 64)
+  one = list(evidence.evidence_dataset(ex, 1).take(8).as_numpy_iterator())
+  for i in range(2):
+    host = list(evidence.evidence_dataset(ex, 1, 0, num_shards=2, shard_index=i)
+                .take(4).as_numpy_iterator())
+    for a, b in zip(one[i::2], host):
+      np.testing.assert_array_equal(a["input_word_ids"], b["input_word_ids"])
+      np.testing.assert_array_equal(a["data_position"], b["data_position"])
+  resumed = next(evidence.evidence_dataset(ex, 1, start_position=4, num_shards=2, shard_index=1)
+                 .as_numpy_iterator())
+  np.testing.assert_array_equal(resumed["input_word_ids"], one[5]["input_word_ids"])
+
+
 def test_queries_leave_out_the_blocks_reserved_for_realm(data):
   corpus_dir, ann_dir = data
   lookup = BlockLookup.open(corpus_dir)

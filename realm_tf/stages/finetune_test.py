@@ -170,6 +170,22 @@ def test_dataset_positions_resume_exactly():
                                 stream[12:24])
 
 
+def test_two_hosts_read_the_batches_one_host_gives_its_two_replicas():
+  from realm_tf.training.trainer import InputShard  # pylint: disable=g-import-not-at-top
+  feats = {"question_length": np.arange(10, dtype=np.int32)}
+  make = training_data.make_dataset_fn(feats, batch_size=2, seed=5)
+  one = [b["question_length"].numpy().tolist() for _, b in zip(range(6), make(0))]
+  hosts = [[b for _, b in zip(range(3), make(0, InputShard(i, 2, 2)))] for i in range(2)]
+  # One host's successive batches go to replicas 0, 1, 0, ...; host i reads replica i's.
+  for i in range(2):
+    assert [b["question_length"].numpy().tolist() for b in hosts[i]] == one[i::2]
+  # Each host resumes from its own position (one past the last example it read).
+  pos = int(hosts[1][0]["data_position"].numpy().max())
+  assert pos == 4
+  again = next(iter(make(pos, InputShard(1, 2, 2))))
+  assert again["question_length"].numpy().tolist() == one[3]
+
+
 # ---------------------------------------------------------------------------------------------
 # Reader positives on an index whose answer blocks the retriever can never put in the top K.
 

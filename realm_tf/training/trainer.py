@@ -24,6 +24,7 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.io import atomic
+from realm_tf.io import chief
 from realm_tf.io import paths
 from realm_tf.io import publish
 from realm_tf.io import work_dir
@@ -53,7 +54,8 @@ class ConfigMismatchError(ValueError):
 
 def check_or_write_config(model_dir: str, config: Dict, may_change: Sequence[str] = (),
                           config_class=None) -> None:
-  """Writes `config.json` on a fresh model_dir; on resume, refuses a different configuration.
+  """Writes `config.json` on a fresh model_dir (the chief of a multi-worker job; the others only
+  check it); on resume, refuses a different configuration.
 
   Fields named in `may_change` (how often to checkpoint, export or refresh — not what is trained)
   may differ on resume; the new values are recorded. With `config_class` (the ConfigBase class
@@ -79,8 +81,9 @@ def check_or_write_config(model_dir: str, config: Dict, may_change: Sequence[str
       return
     logging.info("Resuming %s with changed %s: %s", model_dir, diff,
                  {k: (old.get(k), new.get(k)) for k in diff})
-  tf.io.gfile.makedirs(model_dir)
-  atomic.write_json(path, config)
+  if chief.is_chief_process():  # a multi-worker job's other workers only check it
+    tf.io.gfile.makedirs(model_dir)
+    atomic.write_json(path, config)
 
 
 def check_device_inputs(element_spec, what: str, host_keys: Sequence[str] = ()) -> None:
