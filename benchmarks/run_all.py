@@ -25,8 +25,8 @@ SPEED = ("mips_bench", "embedding_bench", "host_embedding_bench", "masking_bench
 # Learning and answer quality: each takes from half an hour to an hour on 2 CPU cores.
 QUALITY = ("openqa_quality", "realm_vs_ict_bench")
 # Wikipedia scale (corpora to 1M blocks, several GB under /tmp): run alone, by name only.
-# scale_bench runs the other two at each of its sizes.
-SCALE = ("scale_bench", "bm25_bench", "export_bench")
+# scale_bench runs the other two at each of its sizes. distributed_bench: 2 processes against 1.
+SCALE = ("scale_bench", "bm25_bench", "export_bench", "distributed_bench")
 
 
 @dataclasses.dataclass

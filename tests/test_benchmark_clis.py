@@ -6,7 +6,8 @@ import pytest
 
 from realm_tf.testing import cli as testing
 
-BENCHMARKS = ("annotation_bench", "bm25_bench", "embedding_bench", "export_bench",
+BENCHMARKS = ("annotation_bench", "bm25_bench", "distributed_bench", "embedding_bench",
+              "export_bench",
               "fault_bench", "host_embedding_bench", "import_release_bench",
               "input_pipeline_bench", "masking_bench", "mips_bench", "openqa_quality",
               "realm_vs_ict_bench", "run_all", "scale_bench", "scale_resume", "serving_bench",
