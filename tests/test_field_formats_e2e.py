@@ -25,6 +25,7 @@ from realm_tf.launch import pretrain
 from realm_tf.stages import evaluate as evaluate_stage
 from realm_tf.stages import finetune as finetune_stage
 from realm_tf.stages import pretrain_job
+from realm_tf.testing import toy_jobs
 from realm_tf.testing.cli import parsed_flags
 
 # (id, title, text): 24 passages; DPR's text cells are quoted, and quotes inside are doubled.
@@ -48,17 +49,6 @@ QUESTIONS = [("what is the capital of poland", ["Warsaw"]),
              ("which river flows through rome", ["Tiber"]),
              ('which city is called "the city on the thames"', ['"London"', "London"]),
              ("what is the capital of ireland", ["Dublin"])]
-# The main job's smallest settings: tiny towers from random weights, one ICT step (which exports
-# the first index), no reader warm-up, two REALM steps.
-PRETRAIN_TOY = ["--retriever_preset=tiny", "--retriever_init=", "--ict_steps=1",
-                "--ict_batch_size=2", "--reader_preset=tiny", "--reader_init=",
-                "--reader_warmup_steps=0",
-                "--batch_size=2", "--num_train_steps=2", "--refresh_every_steps=2",
-                "--checkpoint_every=2", "--num_candidates=2", "--min_recall=0",
-                "--heldout_fraction=0.2", "--heldout_queries=4"]
-FINETUNE_TOY = ["--reader_init=", "--reader_preset=tiny", "--num_train_steps=2",
-                "--batch_size=4", "--checkpoint_every=2", "--reader_seq_length=64",
-                "--reader_query_length=16", "--span_hidden_size=16"]
 
 
 def _tsv_cell(text: str) -> str:
@@ -83,7 +73,7 @@ def dpr(tmp_path_factory):
   spec = f"dpr_qa:{questions}"
   summary = pretrain_job.run(pretrain.config_from_flags(parsed_flags(
       pretrain, f"--inputs={passages}", f"--work_dir={work}", f"--eval_questions={spec}",
-      *PRETRAIN_TOY)))
+      *toy_jobs.PRETRAIN_TOY)))
   return {"work": work, "passages": passages, "spec": spec, "summary": summary}
 
 
@@ -105,7 +95,7 @@ def test_dpr_passages_and_questions_pretrain_finetune_and_evaluate(dpr):
 
   # Fine-tuning on the qa.csv, every path from the work dir.
   job = finetune_cli.job_from_flags(parsed_flags(finetune_cli, f"--work_dir={work}",
-                                            f"--dataset={spec}", *FINETUNE_TOY))
+                                            f"--dataset={spec}", *toy_jobs.FINETUNE_TOY))
   result = finetune_stage.run(job)
   assert result["num_examples"] == len(QUESTIONS)
   assert os.path.exists(work / "finetune" / "TRAINING_DONE")

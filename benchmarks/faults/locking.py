@@ -28,14 +28,11 @@ from benchmarks.faults.outputs import read_json
 from benchmarks.procs import kill_group, last_line
 from realm_tf.io import work_dir_lock
 from realm_tf.testing import lock_holder
+from realm_tf.testing import toy_jobs
 
 GROUP = "locking"
-# The main job's smallest settings (tests/test_field_formats_e2e.py's), without questions.
-PRETRAIN_TOY = ["--retriever_preset=tiny", "--retriever_init=", "--ict_steps=1",
-                "--ict_batch_size=2", "--reader_preset=tiny", "--reader_init=",
-                "--reader_warmup_steps=0", "--batch_size=2", "--refresh_every_steps=2",
-                "--checkpoint_every=2", "--num_candidates=2", "--min_recall=0",
-                "--heldout_fraction=0.2", "--heldout_queries=4", "--eval_questions=none"]
+# The main job's smallest settings, without questions (its steps are set per run).
+PRETRAIN_TOY = [*toy_jobs.PRETRAIN_TOY, "--eval_questions=none"]
 TRAIN_STEPS = 4
 # The second-writer row's first run: long enough (tens of seconds of REALM steps at 0.1 s each)
 # that the second writers, started within SECOND_WINDOW_S, are refused while it runs.
@@ -67,7 +64,7 @@ def _pretrain(work: str, docs: str, log: str, steps: int = TRAIN_STEPS,
   REALM steps, refreshing and checkpointing every `every` steps (PRETRAIN_TOY's when None)."""
   cadence = [f"--refresh_every_steps={every}", f"--checkpoint_every={every}"] if every else []
   return procs.start_group(["realm_tf.launch.pretrain", f"--work_dir={work}", f"--inputs={docs}",
-                          f"--num_train_steps={steps}", *PRETRAIN_TOY, *cadence], log)
+                           *PRETRAIN_TOY, f"--num_train_steps={steps}", *cadence], log)
 
 
 def _holds_lock(work: str, pid: int) -> bool:

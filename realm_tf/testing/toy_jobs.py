@@ -1,6 +1,6 @@
 """The main job and fine-tuning at toy size, shared by the end-to-end tests: a six-document
 corpus (`DOCS`), the main job's config with every stage at two steps (`toy_job`) and fine-tuning's
-toy flags (`FINETUNE_TOY`)."""
+toy flags (`FINETUNE_TOY`), and the main job's smallest command line (`PRETRAIN_TOY`)."""
 from realm_tf.stages import pretrain_job
 
 # Six short documents about Warsaw, Paris and the Curies, as JSON lines records.
@@ -31,6 +31,14 @@ def toy_job(dirs, work_dir: str, **overrides) -> pretrain_job.PretrainJobConfig:
       refresh_every_steps=2, checkpoint_every=2, num_candidates=2, min_recall=0.0,
       heldout_fraction=0.3, heldout_queries=4, **overrides)
 
+
+# The main job's smallest command line: tiny towers from random weights, one ICT step (which
+# exports the first index), no reader warm-up, two REALM steps.
+PRETRAIN_TOY = ["--retriever_preset=tiny", "--retriever_init=", "--ict_steps=1",
+                "--ict_batch_size=2", "--reader_preset=tiny", "--reader_init=",
+                "--reader_warmup_steps=0", "--batch_size=2", "--num_train_steps=2",
+                "--refresh_every_steps=2", "--checkpoint_every=2", "--num_candidates=2",
+                "--min_recall=0", "--heldout_fraction=0.2", "--heldout_queries=4"]
 
 # Fine-tuning flags at toy size over the recipe's defaults: a tiny reader from random weights,
 # two steps.
