@@ -113,7 +113,8 @@ RANGES: Dict[str, Range] = {
         "num_answers", "searcher_k", "max_evidence", "snippet_chars", "grpc_max_workers",
         "max_receive_message_bytes", "max_send_message_bytes", "num_cpu_devices",
         "scann_dimensions_per_block", "scann_leaves_to_search", "scann_num_leaves",
-        "scann_reorder", "scann_training_sample_size", "scann_num_leaves_to_search")},
+        "scann_reorder", "scann_training_sample_size", "scann_num_leaves_to_search",
+        "shuffle_window")},
     # steps: a run's length, and the steps between checkpoints, exports, refreshes, log lines
     **{name: POSITIVE for name in (
         "num_train_steps", "checkpoint_every", "refresh_every_steps", "export_every_steps",
