@@ -120,6 +120,44 @@ def _data_position(ckpt):
   return [v for k, v in ckpt.items() if k.startswith("data_position")][0].tolist()
 
 
+def _assert_same_training(one_work, two_work, stage, steps):
+  """2 workers' losses at every step and end weights against 1 process with 2 replicas: the
+  first step's loss equal (the same batch, weights and dropout masks), later ones within 1e-5
+  (weights summed by another all-reduce; bit-equal here so far), weights within float32
+  rounding of the all-reduce."""
+  one, two = _losses(one_work, stage), _losses(two_work, stage)
+  assert sorted(one) == sorted(two) == list(range(1, steps + 1))
+  assert two[1] == one[1]
+  for step in one:
+    assert two[step] == pytest.approx(one[step], rel=1e-5), step
+  end_one, end_two = _checkpoint(one_work, steps, stage), _checkpoint(two_work, steps, stage)
+  for name in end_one:
+    if name.startswith("model/"):
+      np.testing.assert_allclose(end_two[name], end_one[name], rtol=1e-4, atol=1e-5,
+                                 err_msg=name)
+
+
+def _assert_bit_equal(end, reference):
+  assert sorted(end) == sorted(reference)
+  differ = [k for k in end if not np.array_equal(end[k], reference[k])]
+  assert not differ, differ[:10]
+
+
+def _kill_after_first_checkpoint(args, checkpoints, log_dir):
+  """Starts both workers of `args`, kills worker 1 once `checkpoints` holds ckpt-2 (a machine
+  lost), then worker 0 (the job restarted whole, as a cluster manager does); returns the step
+  of the newest checkpoint left."""
+  cluster = worker_cluster.Cluster(args, 2, log_dir)
+  first = os.path.join(checkpoints, "ckpt-2.index")
+  deadline = time.monotonic() + TIMEOUT_S
+  while not os.path.exists(first) and time.monotonic() < deadline:
+    assert all(p.poll() is None for p in cluster.procs), cluster.log(0)[-3000:]
+    time.sleep(0.05)
+  cluster.kill(1)
+  cluster.kill(0)
+  return int(tf.train.latest_checkpoint(checkpoints).rsplit("-", 1)[1])
+
+
 def test_two_workers_run_the_main_job_from_scratch_writing_each_output_once(tmp_path):
   from realm_tf.retrieval import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
   docs = str(tmp_path / "docs.jsonl")
@@ -201,17 +239,7 @@ def two_workers(start):
 
 @pytest.mark.slow
 def test_two_workers_train_what_one_process_with_two_replicas_trains(one_process, two_workers):
-  one, two = _losses(one_process), _losses(two_workers["work"])
-  assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
-  assert two[1] == one[1]  # the first step: the same batch, weights and dropout masks
-  for step in one:  # later steps: weights summed by another all-reduce (bit-equal here so far)
-    assert two[step] == pytest.approx(one[step], rel=1e-5), step
-  # The weights they end with: equal to float32 rounding of the all-reduce.
-  end_one, end_two = _checkpoint(one_process, STEPS), _checkpoint(two_workers["work"], STEPS)
-  for name in end_one:
-    if name.startswith("model/"):
-      np.testing.assert_allclose(end_two[name], end_one[name], rtol=1e-4, atol=1e-5,
-                                 err_msg=name)
+  _assert_same_training(one_process, two_workers["work"], "realm", STEPS)
 
 
 @pytest.mark.slow
@@ -231,15 +259,8 @@ def test_both_workers_search_the_newest_bundle_at_every_refresh(two_workers):
 def test_a_killed_worker_and_the_chief_resume_from_the_chiefs_checkpoint(start, two_workers):
   work = _copy_start(start, "killed")
   args = _pretrain_args(work, start["docs"], STEPS, *SAME_STREAM, *TWO_WORKERS)
-  cluster = worker_cluster.Cluster(args, 2, str(start["tmp"] / "killed_logs"))
-  first = os.path.join(work, "realm", "checkpoints", "ckpt-2.index")
-  deadline = time.monotonic() + TIMEOUT_S
-  while not os.path.exists(first) and time.monotonic() < deadline:
-    assert all(p.poll() is None for p in cluster.procs), cluster.log(0)[-3000:]
-    time.sleep(0.05)
-  cluster.kill(1)  # a worker's machine is lost ...
-  cluster.kill(0)  # ... and the job is restarted whole, as a cluster manager does
-  restored = int(tf.train.latest_checkpoint(os.path.dirname(first)).rsplit("-", 1)[1])
+  restored = _kill_after_first_checkpoint(args, os.path.join(work, "realm", "checkpoints"),
+                                         str(start["tmp"] / "killed_logs"))
   assert 2 <= restored < STEPS
   positions = _data_position(_checkpoint(work, restored))
   assert len(positions) == 2 and positions == _data_position(
@@ -247,10 +268,7 @@ def test_a_killed_worker_and_the_chief_resume_from_the_chiefs_checkpoint(start, 
   resumed = _run_workers(args, str(start["tmp"] / "resumed_logs"))
   for i in range(2):
     assert f"step {restored}" in resumed.log(i)
-  end, reference = _checkpoint(work, STEPS), _checkpoint(two_workers["work"], STEPS)
-  assert sorted(end) == sorted(reference)
-  differ = [k for k in end if not np.array_equal(end[k], reference[k])]
-  assert not differ, differ[:10]
+  _assert_bit_equal(_checkpoint(work, STEPS), _checkpoint(two_workers["work"], STEPS))
 
 
 @pytest.mark.slow
@@ -302,40 +320,21 @@ def finetuned(start, two_workers):
   _run_workers(_finetune_args(out["two_workers"], questions, *TWO_WORKERS),
                str(start["tmp"] / "finetune_logs"))
   args = _finetune_args(out["killed"], questions, *TWO_WORKERS)
-  cluster = worker_cluster.Cluster(args, 2, str(start["tmp"] / "finetune_killed_logs"))
-  first = os.path.join(out["killed"], "finetune", "checkpoints", "ckpt-2.index")
-  deadline = time.monotonic() + TIMEOUT_S
-  while not os.path.exists(first) and time.monotonic() < deadline:
-    assert all(p.poll() is None for p in cluster.procs), cluster.log(0)[-3000:]
-    time.sleep(0.05)
-  cluster.kill(1)
-  cluster.kill(0)
-  out["killed_at"] = int(tf.train.latest_checkpoint(os.path.dirname(first)).rsplit("-", 1)[1])
+  out["killed_at"] = _kill_after_first_checkpoint(
+      args, os.path.join(out["killed"], "finetune", "checkpoints"),
+      str(start["tmp"] / "finetune_killed_logs"))
   _run_workers(args, str(start["tmp"] / "finetune_resumed_logs"))
   return out
 
 
 @pytest.mark.slow
 def test_finetuning_on_two_workers_trains_what_one_process_with_two_replicas_trains(finetuned):
-  one, two = _losses(finetuned["one_process"], "finetune"), \
-      _losses(finetuned["two_workers"], "finetune")
-  assert sorted(one) == sorted(two) == list(range(1, FINETUNE_STEPS + 1))
-  assert two[1] == one[1]
-  for step in one:
-    assert two[step] == pytest.approx(one[step], rel=1e-5), step
-  end = _checkpoint(finetuned["two_workers"], FINETUNE_STEPS, "finetune")
-  reference = _checkpoint(finetuned["one_process"], FINETUNE_STEPS, "finetune")
-  for name in reference:
-    if name.startswith("model/"):
-      np.testing.assert_allclose(end[name], reference[name], rtol=1e-4, atol=1e-5,
-                                 err_msg=name)
+  _assert_same_training(finetuned["one_process"], finetuned["two_workers"], "finetune",
+                        FINETUNE_STEPS)
 
 
 @pytest.mark.slow
 def test_finetuning_killed_on_two_workers_resumes_to_the_uninterrupted_weights(finetuned):
   assert 2 <= finetuned["killed_at"] < FINETUNE_STEPS
-  end = _checkpoint(finetuned["killed"], FINETUNE_STEPS, "finetune")
-  reference = _checkpoint(finetuned["two_workers"], FINETUNE_STEPS, "finetune")
-  assert sorted(end) == sorted(reference)
-  differ = [k for k in end if not np.array_equal(end[k], reference[k])]
-  assert not differ, differ[:10]
+  _assert_bit_equal(_checkpoint(finetuned["killed"], FINETUNE_STEPS, "finetune"),
+                    _checkpoint(finetuned["two_workers"], FINETUNE_STEPS, "finetune"))
