@@ -1,7 +1,7 @@
 r"""Two processes against one: the wall time of the Beam corpus jobs, REALM pre-training and open-QA
 fine-tuning on 2 worker processes and in 1, measured side by side in one run.
 
-    python -m benchmarks.distributed_bench [--articles=8 --realm_steps=20 --finetune_steps=20]
+    python -m benchmarks.distributed_bench [--articles=8 --realm_steps=100 --finetune_steps=100]
 
 The corpus is the first `articles` articles of the shipped SQuAD dev set. Beam: `build_corpus`
 then `annotate_corpus` in-process and on 2 SDK worker processes (`--direct_num_workers=2
@@ -43,8 +43,8 @@ FINETUNE_TOY = ("--reader_init=", "--reader_preset=tiny", "--reader_seq_length=1
 class DistributedBenchConfig(ConfigBase):
   """The corpus, the steps of each training pair, their global batch, and where to work."""
   articles: int = 8
-  realm_steps: int = 20
-  finetune_steps: int = 20
+  realm_steps: int = 100
+  finetune_steps: int = 100
   batch_size: int = 4
   work_dir: str = "/tmp/distributed_bench"
   allow_dirty: bool = False
